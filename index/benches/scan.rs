@@ -1,0 +1,79 @@
+//! Criterion benches: Hamming kernels (one query vs a batch of queries per pass) and exact top-k,
+//! on 100k seeded random codes at 256 and 1024 bits.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use std::hint::black_box;
+use std::time::Duration;
+
+use bsa_index::flat::top_k;
+use bsa_index::hamming::{distances, distances_batch, kernel_name};
+use bsa_index::{SearchParams, Split};
+
+const N: usize = 100_000;
+const BATCH: usize = 16;
+
+fn codes(seed: u64, n: usize, bits: usize) -> Vec<u64> {
+    let mut r = Xoshiro256PlusPlus::seed_from_u64(seed);
+    (0..n * bits.div_ceil(64)).map(|_| r.random()).collect()
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+fn kernels(c: &mut Criterion) {
+    for bits in [256usize, 1024] {
+        let w = bits / 64;
+        let data = codes(1, N, bits);
+        let qs = codes(2, BATCH, bits);
+        let mut g = c.benchmark_group(format!("kernel/{bits}bit/{}", kernel_name(w)));
+        g.throughput(Throughput::Elements(N as u64));
+        let mut out = vec![0u32; N];
+        g.bench_function(BenchmarkId::new("single", N), |b| {
+            b.iter(|| distances(black_box(&qs[..w]), black_box(&data), &mut out))
+        });
+        g.throughput(Throughput::Elements((N * BATCH) as u64));
+        let mut out = vec![0u32; N * BATCH];
+        g.bench_function(BenchmarkId::new(format!("batched{BATCH}"), N), |b| {
+            b.iter(|| distances_batch(black_box(&qs), black_box(&data), w, &mut out))
+        });
+        g.finish();
+    }
+}
+
+fn topk(c: &mut Criterion) {
+    let pool1 = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for bits in [256usize, 1024] {
+        let w = bits / 64;
+        let data = codes(3, N, bits);
+        let qs = codes(4, 64, bits);
+        let mut g = c.benchmark_group(format!("topk10/{bits}bit"));
+        for nq in [1usize, 64] {
+            g.throughput(Throughput::Elements((N * nq) as u64));
+            let q = &qs[..nq * w];
+            g.bench_function(BenchmarkId::new("1thread", nq), |b| {
+                b.iter(|| {
+                    pool1.install(|| {
+                        top_k(&data, w, bits, black_box(q), 10, &SearchParams::default()).unwrap()
+                    })
+                })
+            });
+            g.bench_function(BenchmarkId::new("pool-codesplit", nq), |b| {
+                let p = SearchParams::default().with_split(Split::Auto);
+                b.iter(|| top_k(&data, w, bits, black_box(q), 10, &p).unwrap())
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group! { name = benches; config = config(); targets = kernels, topk }
+criterion_main!(benches);

@@ -1,0 +1,530 @@
+//! [`IndexBuilder`]: writes an index directory.
+//!
+//! Everything is written into a temporary directory beside the target (`.NAME.tmp-<pid>`),
+//! checksummed while writing, fsync'd, and only then renamed to the target name, with the manifest
+//! written last: a crash never leaves a half-written index under the real name.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::{flags, ElemKind, FileKind, Header, FORMAT_VERSION, HEADER_LEN};
+use crate::hnsw::{build_and_dump, HNSW_BASENAME};
+use crate::index::{crc_of_file, file_crc};
+use crate::manifest::{
+    BuildInfo, FileInfo, HnswInfo, HnswParams, Manifest, ModelInfo, Segment, VectorDtype,
+    VectorsInfo, MANIFEST_FILE,
+};
+use crate::pack::{check_high_bits_zero, words_per_code};
+
+/// Rows written between progress reports.
+const ROWS_PER_STEP: usize = 1 << 16;
+
+type Progress<'a> = Box<dyn FnMut(u64, u64) + 'a>;
+
+/// Builds an index directory from packed codes and optional ids, vectors, HNSW graph and model.
+///
+/// ```no_run
+/// # fn main() -> bsa_index::Result<()> {
+/// use bsa_index::{HnswParams, IndexBuilder, VectorDtype};
+/// let bits = 256;
+/// let codes: Vec<u64> = vec![0; 1000 * 4]; // 1000 codes of 4 words
+/// let vectors: Vec<f32> = vec![0.5; 1000 * 384];
+/// IndexBuilder::new(bits, &codes)
+///     .vectors(&vectors, 384)
+///     .vector_dtype(VectorDtype::F16)
+///     .hnsw(HnswParams::default())
+///     .model_file("model.safetensors")
+///     .extra(serde_json::json!({"encoder": "bsa"}))
+///     .progress(|done, total| eprintln!("{done}/{total}"))
+///     .build("my-index")?;
+/// # Ok(()) }
+/// ```
+pub struct IndexBuilder<'a> {
+    bits: usize,
+    codes: &'a [u64],
+    ids: Option<&'a [u64]>,
+    vectors: Option<(&'a [f32], usize)>,
+    dtype: VectorDtype,
+    hnsw: Option<HnswParams>,
+    model: Option<PathBuf>,
+    extra: serde_json::Value,
+    overwrite: bool,
+    progress: Option<Progress<'a>>,
+}
+
+impl std::fmt::Debug for IndexBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexBuilder")
+            .field("bits", &self.bits)
+            .field("codes_words", &self.codes.len())
+            .field("ids", &self.ids.map(<[u64]>::len))
+            .field("vectors", &self.vectors.map(|(v, d)| (v.len(), d)))
+            .field("dtype", &self.dtype)
+            .field("hnsw", &self.hnsw)
+            .field("model", &self.model)
+            .field("overwrite", &self.overwrite)
+            .finish()
+    }
+}
+
+/// Writes a binary file: placeholder header, payload (checksummed while written), real header.
+struct SectionWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    crc: crc32fast::Hasher,
+    written: u64,
+}
+
+impl SectionWriter {
+    fn create(path: PathBuf) -> Result<Self> {
+        let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, f);
+        out.write_all(&[0u8; HEADER_LEN])
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(SectionWriter {
+            path,
+            out,
+            crc: crc32fast::Hasher::new(),
+            written: 0,
+        })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.crc.update(bytes);
+        self.written += bytes.len() as u64;
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    fn finish(self, mut header: Header) -> Result<FileInfo> {
+        let SectionWriter {
+            path,
+            out,
+            crc,
+            written,
+        } = self;
+        let io = |e| Error::io(&path, e);
+        if written != header.payload_len {
+            return Err(Error::InvalidArgument(format!(
+                "{}: wrote {written} payload bytes, header says {}",
+                path.display(),
+                header.payload_len
+            )));
+        }
+        header.payload_crc = crc.finalize();
+        let hb = header.encode();
+        let mut f = out.into_inner().map_err(|e| io(e.into_error()))?;
+        f.seek(SeekFrom::Start(0)).map_err(io)?;
+        f.write_all(&hb).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        Ok(FileInfo {
+            len: HEADER_LEN as u64 + written,
+            crc32: file_crc(&hb, header.payload_crc, written),
+        })
+    }
+}
+
+/// Removes the temporary directory unless the build succeeded.
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    // Directories can be opened and fsync'd on Unix; elsewhere this is best effort.
+    match File::open(path) {
+        Ok(d) => {
+            #[cfg(unix)]
+            d.sync_all().map_err(|e| Error::io(path, e))?;
+            #[cfg(not(unix))]
+            drop(d);
+            Ok(())
+        }
+        Err(e) if cfg!(unix) => Err(Error::io(path, e)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn sanitized_extension(p: &Path) -> String {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .filter(|e| !e.is_empty() && e.len() <= 16 && e.chars().all(|c| c.is_ascii_alphanumeric()))
+        .map(|e| format!(".{e}"))
+        .unwrap_or_default()
+}
+
+impl<'a> IndexBuilder<'a> {
+    /// Starts a builder for `codes`: `n * ceil(bits / 64)` packed words (see [`crate::pack`]),
+    /// unused high bits zero.
+    pub fn new(bits: usize, codes: &'a [u64]) -> Self {
+        IndexBuilder {
+            bits,
+            codes,
+            ids: None,
+            vectors: None,
+            dtype: VectorDtype::F32,
+            hnsw: None,
+            model: None,
+            extra: serde_json::Value::Null,
+            overwrite: false,
+            progress: None,
+        }
+    }
+
+    /// External ids, one per code, all distinct (default: row numbers).
+    pub fn ids(mut self, ids: &'a [u64]) -> Self {
+        self.ids = Some(ids);
+        self
+    }
+
+    /// Float vectors (`n * dim`, row-major, finite) stored for rescoring.
+    pub fn vectors(mut self, vectors: &'a [f32], dim: usize) -> Self {
+        self.vectors = Some((vectors, dim));
+        self
+    }
+
+    /// Element type used to store the vectors (default `F32`; `F16` halves the size).
+    pub fn vector_dtype(mut self, dtype: VectorDtype) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// Also build and store an HNSW graph with these parameters.
+    pub fn hnsw(mut self, params: HnswParams) -> Self {
+        self.hnsw = Some(params);
+        self
+    }
+
+    /// Copy this model file into the index (as `model.<ext>`), so queries can be encoded later.
+    pub fn model_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.model = Some(path.into());
+        self
+    }
+
+    /// Free-form JSON stored as the manifest's `extra` entry.
+    pub fn extra(mut self, extra: serde_json::Value) -> Self {
+        self.extra = extra;
+        self
+    }
+
+    /// Replace an existing directory at the output path (default: refuse).
+    pub fn overwrite(mut self, yes: bool) -> Self {
+        self.overwrite = yes;
+        self
+    }
+
+    /// Progress callback `(done, total)` in work units (rows written per file, plus rows inserted
+    /// into the HNSW graph). Called from the building thread.
+    pub fn progress(mut self, f: impl FnMut(u64, u64) + 'a) -> Self {
+        self.progress = Some(Box::new(f));
+        self
+    }
+
+    fn validate(&self) -> Result<usize> {
+        let bits = self.bits;
+        if bits == 0 || bits > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!(
+                "bits per code must be in 1..={}, got {bits}",
+                u32::MAX
+            )));
+        }
+        let w = words_per_code(bits);
+        if !self.codes.len().is_multiple_of(w) {
+            return Err(Error::DimMismatch {
+                what: format!("code words (a multiple of {w} words per {bits}-bit code)"),
+                expected: (self.codes.len() / w + 1) * w,
+                got: self.codes.len(),
+            });
+        }
+        let n = self.codes.len() / w;
+        if n == 0 {
+            return Err(Error::InvalidArgument("no codes to index".into()));
+        }
+        if n > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!(
+                "{n} codes exceed the limit of {}",
+                u32::MAX
+            )));
+        }
+        check_high_bits_zero(self.codes, bits)?;
+        if let Some(ids) = self.ids {
+            if ids.len() != n {
+                return Err(Error::DimMismatch {
+                    what: "ids (one per code)".into(),
+                    expected: n,
+                    got: ids.len(),
+                });
+            }
+            let mut sorted = ids.to_vec();
+            sorted.sort_unstable();
+            if let Some(d) = sorted.windows(2).find(|p| p[0] == p[1]) {
+                return Err(Error::InvalidArgument(format!(
+                    "id {} appears more than once; ids must be unique",
+                    d[0]
+                )));
+            }
+        }
+        if let Some((v, dim)) = self.vectors {
+            if dim == 0 || dim > u32::MAX as usize {
+                return Err(Error::InvalidArgument(format!(
+                    "vector dimension must be in 1..={}, got {dim}",
+                    u32::MAX
+                )));
+            }
+            let want = n
+                .checked_mul(dim)
+                .ok_or_else(|| Error::InvalidArgument("vectors size overflows".into()))?;
+            if v.len() != want {
+                return Err(Error::DimMismatch {
+                    what: format!("vector floats ({n} codes x dimension {dim})"),
+                    expected: want,
+                    got: v.len(),
+                });
+            }
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(Error::InvalidArgument(format!(
+                    "vector {} has a non-finite value at {}",
+                    i / dim,
+                    i % dim
+                )));
+            }
+        }
+        if let Some(h) = &self.hnsw {
+            h.validate()?;
+        }
+        if let Some(m) = &self.model {
+            let md = fs::metadata(m).map_err(|e| Error::io(m, e))?;
+            if !md.is_file() {
+                return Err(Error::InvalidArgument(format!(
+                    "model {} is not a file",
+                    m.display()
+                )));
+            }
+        }
+        Ok(n)
+    }
+
+    /// Writes the index to the directory `out` and returns its manifest.
+    ///
+    /// `out` must not exist unless [`overwrite`](Self::overwrite) is set; its parent is created if
+    /// needed. HNSW construction runs on the current rayon pool.
+    pub fn build(mut self, out: impl AsRef<Path>) -> Result<Manifest> {
+        let out = out.as_ref();
+        let n = self.validate()?;
+        let bits = self.bits;
+        let w = words_per_code(bits);
+        let name = out
+            .file_name()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("{}: not a usable directory name", out.display()))
+            })?
+            .to_string();
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if out.exists() && !self.overwrite {
+            return Err(Error::InvalidArgument(format!(
+                "{} already exists; remove it or allow overwriting (--force)",
+                out.display()
+            )));
+        }
+        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        let pid = std::process::id();
+        let tmp_path = parent.join(format!(".{name}.tmp-{pid}"));
+        if tmp_path.exists() {
+            fs::remove_dir_all(&tmp_path).map_err(|e| Error::io(&tmp_path, e))?;
+        }
+        fs::create_dir(&tmp_path).map_err(|e| Error::io(&tmp_path, e))?;
+        let mut tmp = TempDir {
+            path: tmp_path.clone(),
+            keep: false,
+        };
+
+        let total =
+            n as u64 * (2 + u64::from(self.vectors.is_some()) + u64::from(self.hnsw.is_some()));
+        let mut progress = self.progress.take();
+        let mut done = 0u64;
+        let mut report = |d: u64| {
+            if let Some(p) = progress.as_mut() {
+                p(d, total);
+            }
+        };
+        let mut files = BTreeMap::new();
+
+        // codes.bin
+        let header = Header::new(
+            FileKind::Codes,
+            0,
+            n as u64,
+            bits as u32,
+            w as u32,
+            ElemKind::U64,
+        )?;
+        let mut sw = SectionWriter::create(tmp_path.join("codes.bin"))?;
+        for chunk in self.codes.chunks(ROWS_PER_STEP * w) {
+            // Little-endian host (enforced in lib.rs): the words' memory is their on-disk form.
+            sw.write(bytemuck::cast_slice(chunk))?;
+            done += (chunk.len() / w) as u64;
+            report(done);
+        }
+        files.insert("codes.bin".to_string(), sw.finish(header)?);
+
+        // ids.bin
+        let id_flags = if self.ids.is_some() {
+            0
+        } else {
+            flags::IDS_ARE_ROWS
+        };
+        let header = Header::new(FileKind::Ids, id_flags, n as u64, 64, 1, ElemKind::U64)?;
+        let mut sw = SectionWriter::create(tmp_path.join("ids.bin"))?;
+        let mut start = 0;
+        while start < n {
+            let end = (start + ROWS_PER_STEP).min(n);
+            for r in start..end {
+                let id = self.ids.map_or(r as u64, |ids| ids[r]);
+                sw.write(&id.to_le_bytes())?;
+            }
+            done += (end - start) as u64;
+            report(done);
+            start = end;
+        }
+        files.insert("ids.bin".to_string(), sw.finish(header)?);
+
+        // vectors.bin
+        let mut vectors_info = None;
+        if let Some((v, dim)) = self.vectors {
+            let elem = match self.dtype {
+                VectorDtype::F32 => ElemKind::F32,
+                VectorDtype::F16 => ElemKind::F16,
+            };
+            let header = Header::new(FileKind::Vectors, 0, n as u64, dim as u32, dim as u32, elem)?;
+            let mut sw = SectionWriter::create(tmp_path.join("vectors.bin"))?;
+            let mut buf = Vec::with_capacity(ROWS_PER_STEP * dim * 4);
+            for chunk in v.chunks(ROWS_PER_STEP * dim) {
+                buf.clear();
+                for &x in chunk {
+                    match self.dtype {
+                        VectorDtype::F32 => buf.extend_from_slice(&x.to_le_bytes()),
+                        VectorDtype::F16 => {
+                            buf.extend_from_slice(&half::f16::from_f32(x).to_le_bytes())
+                        }
+                    }
+                }
+                sw.write(&buf)?;
+                done += (chunk.len() / dim) as u64;
+                report(done);
+            }
+            files.insert("vectors.bin".to_string(), sw.finish(header)?);
+            vectors_info = Some(VectorsInfo {
+                dim: dim as u32,
+                dtype: self.dtype,
+            });
+        }
+
+        // HNSW graph
+        let mut hnsw_info = None;
+        if let Some(params) = self.hnsw {
+            let base = done;
+            let basename =
+                build_and_dump(self.codes, w, &params, &tmp_path, &mut |d| report(base + d))?;
+            let info = HnswInfo {
+                graph: format!("{basename}.hnsw.graph"),
+                data: format!("{basename}.hnsw.data"),
+                basename,
+                params,
+            };
+            for f in [&info.graph, &info.data] {
+                let p = tmp_path.join(f);
+                File::open(&p)
+                    .and_then(|h| h.sync_all())
+                    .map_err(|e| Error::io(&p, e))?;
+                files.insert(f.clone(), crc_of_file(&p)?);
+            }
+            debug_assert_eq!(info.basename, HNSW_BASENAME);
+            hnsw_info = Some(info);
+        }
+
+        // model
+        let mut model_info = None;
+        if let Some(src) = &self.model {
+            let file = format!("model{}", sanitized_extension(src));
+            let dst = tmp_path.join(&file);
+            fs::copy(src, &dst).map_err(|e| Error::io(src, e))?;
+            File::open(&dst)
+                .and_then(|h| h.sync_all())
+                .map_err(|e| Error::io(&dst, e))?;
+            files.insert(file.clone(), crc_of_file(&dst)?);
+            model_info = Some(ModelInfo {
+                file,
+                original_name: src
+                    .file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            });
+        }
+
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            bsa_index_version: env!("CARGO_PKG_VERSION").to_string(),
+            n: n as u64,
+            bits: bits as u32,
+            words_per_code: w as u32,
+            incompat_features: Vec::new(),
+            segments: vec![Segment {
+                rows: n as u64,
+                codes: "codes.bin".into(),
+                ids: "ids.bin".into(),
+                vectors: vectors_info.map(|_| "vectors.bin".to_string()),
+            }],
+            vectors: vectors_info,
+            hnsw: hnsw_info,
+            model: model_info,
+            files,
+            build: BuildInfo {
+                ids_given: self.ids.is_some(),
+                hnsw: self.hnsw,
+                threads: rayon::current_num_threads(),
+            },
+            extra: std::mem::take(&mut self.extra),
+        };
+        let mpath = tmp_path.join(MANIFEST_FILE);
+        let bytes = manifest.to_bytes()?;
+        let mut f = File::create(&mpath).map_err(|e| Error::io(&mpath, e))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(&mpath, e))?;
+        drop(f);
+        sync_dir(&tmp_path)?;
+
+        // Publish: rename into place (moving an existing index aside first when overwriting).
+        if out.exists() {
+            let old = parent.join(format!(".{name}.old-{pid}"));
+            if old.exists() {
+                fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+            }
+            fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
+            fs::rename(&tmp_path, out).map_err(|e| Error::io(out, e))?;
+            tmp.keep = true;
+            fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        } else {
+            fs::rename(&tmp_path, out).map_err(|e| Error::io(out, e))?;
+            tmp.keep = true;
+        }
+        sync_dir(&parent)?;
+        Ok(manifest)
+    }
+}

@@ -1,0 +1,145 @@
+//! The crate's error type.
+//!
+//! Every variant carries the evidence (the file, the numbers found and expected) and its message
+//! says what failed, where, and what to do about it. The type is `Send + Sync + 'static`, so the
+//! root crate can wrap it with `#[from]`.
+
+use std::path::PathBuf;
+
+/// `std::result::Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong while building, opening, verifying or searching an index.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O call failed on `path`.
+    #[error("{}: {source}; check that the path exists and is readable/writable", path.display())]
+    Io {
+        /// The file or directory being accessed.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The file does not start with the magic bytes of a bsa index file of the expected kind.
+    #[error("{}: not a bsa index file (bad magic); point at a directory written by `bsa build`", path.display())]
+    NotAnIndex {
+        /// The offending file.
+        path: PathBuf,
+    },
+
+    /// The file's format version is outside the range this build can read.
+    #[error(
+        "{}: format v{found} is not readable by bsa-index {} (reads v{oldest}..=v{newest}); {}",
+        path.display(),
+        env!("CARGO_PKG_VERSION"),
+        if found > newest { "upgrade bsa or rerun `bsa build`" } else { "rerun `bsa build` to rewrite the index" }
+    )]
+    Version {
+        /// The offending file.
+        path: PathBuf,
+        /// The version recorded in the file.
+        found: u32,
+        /// The oldest version this build reads.
+        oldest: u32,
+        /// The newest version this build reads.
+        newest: u32,
+    },
+
+    /// The file is shorter than its header or manifest says it must be.
+    #[error("{}: truncated, need {need} bytes but the file has {have}; the copy is incomplete, rerun `bsa build`", path.display())]
+    Truncated {
+        /// The offending file.
+        path: PathBuf,
+        /// Bytes required.
+        need: u64,
+        /// Bytes present.
+        have: u64,
+    },
+
+    /// A checksum did not match: the bytes changed after they were written.
+    #[error("{}: checksum mismatch (expected {expected:#010x}, got {got:#010x}); the file is corrupt, rerun `bsa build`", path.display())]
+    Checksum {
+        /// The offending file.
+        path: PathBuf,
+        /// The checksum recorded when the file was written.
+        expected: u32,
+        /// The checksum of the bytes now present.
+        got: u32,
+    },
+
+    /// The file is structurally invalid (inconsistent fields, bad JSON, unknown required feature, ...).
+    #[error("{}: corrupt index file: {detail}; rerun `bsa build`", path.display())]
+    Corrupt {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+
+    /// A caller-supplied array does not have the size the index needs.
+    #[error("{what}: expected {expected}, got {got}; the queries must be encoded with the index's model / code size")]
+    DimMismatch {
+        /// What was measured (e.g. "query words", "query dimension").
+        what: String,
+        /// The size the index needs.
+        expected: usize,
+        /// The size given.
+        got: usize,
+    },
+
+    /// An argument is out of range or inconsistent.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync_static<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn error_is_send_sync_static() {
+        assert_send_sync_static::<Error>();
+    }
+
+    #[test]
+    fn messages_name_file_and_fix() {
+        let e = Error::Version {
+            path: "idx/codes.bin".into(),
+            found: 3,
+            oldest: 1,
+            newest: 2,
+        };
+        let s = e.to_string();
+        assert!(s.contains("idx/codes.bin"), "{s}");
+        assert!(s.contains("v3") && s.contains("v1..=v2"), "{s}");
+        assert!(s.contains("upgrade bsa"), "{s}");
+        let old = Error::Version {
+            path: "x".into(),
+            found: 0,
+            oldest: 1,
+            newest: 2,
+        };
+        assert!(old.to_string().contains("rerun `bsa build`"));
+    }
+}

@@ -1,0 +1,85 @@
+//! # bsa-index: search packed binary codes by Hamming distance
+//!
+//! `bsa-index` stores binary codes (e.g. the sparse codes learned by bsa, or sign-quantized
+//! embeddings) in a memory-mapped index directory and answers k-nearest-neighbour queries by
+//! Hamming distance: an exact scan that is fast for one query and for large batches, an HNSW
+//! graph for approximate search, and rescoring of candidates by cosine similarity against stored
+//! float vectors. It has no BLAS and no training code; the `bsa` crate builds on it.
+//!
+//! ## Build, open, search
+//!
+//! ```
+//! use bsa_index::{pack, Index, IndexBuilder, SearchParams};
+//!
+//! # fn main() -> bsa_index::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("my-index");
+//!
+//! // Four 12-bit codes, as numpy's packbits(bitorder="little") would give them (2 bytes each).
+//! let bytes = [0b0000_0111, 0x00, 0b0000_0110, 0x00, 0xff, 0x0f, 0b0000_0011, 0x00];
+//! let codes = pack::pack_le_bytes(&bytes, 4, 2, 12)?;
+//! IndexBuilder::new(12, &codes).ids(&[10, 11, 12, 13]).build(&path)?;
+//!
+//! let index = Index::open(&path)?; // maps the files and verifies their checksums
+//! let query = pack::pack_le_bytes(&[0b0000_0111, 0x00], 1, 2, 12)?;
+//! let hits = index.search_flat(&query, 3, &SearchParams::default())?;
+//! assert_eq!(hits[0].ids, vec![10, 11, 13]); // rows 1 and 3 tie at distance 1: smaller row first
+//! assert_eq!(hits[0].distances, vec![0, 1, 1]);
+//! # Ok(()) }
+//! ```
+//!
+//! ## The index directory
+//!
+//! | file | content |
+//! |---|---|
+//! | `manifest.json` | format version, n, bits, parts present, each file's length and CRC-32, build settings, model, `extra`; written last |
+//! | `codes.bin` | 64-byte header, then `n * words_per_code` little-endian `u64` words, 64-byte aligned |
+//! | `ids.bin` | 64-byte header, then `n` `u64` external ids (row numbers if none were given) |
+//! | `vectors.bin` | optional: 64-byte header, then `n * dim` `f32` or `f16` values for rescoring |
+//! | `hnsw.hnsw.graph`, `hnsw.hnsw.data` | optional: the HNSW graph in hnsw_rs's dump format |
+//! | `model.*` | optional: the model file copied in, opaque to this crate |
+//!
+//! The byte-level specification, versioning rules and changelog are in `index/FORMAT.md`.
+//! [`Index::open`] checks magic, versions, header checksums, sizes and alignment, and by default
+//! every payload checksum (see [`OpenOptions`]); [`Index::verify`] checks every byte of every file.
+//!
+//! ## Modules
+//!
+//! * [`pack`]: numpy `packbits` bytes, booleans or set-bit lists to packed `u64` rows and back.
+//! * [`hamming`]: XOR + popcount kernels (portable, and AVX-512 `VPOPCNTDQ` when the CPU has it).
+//! * [`topk`]: exact top-k with deterministic ties (distance, then row).
+//! * [`flat`]: exact search ([`Index::search_flat`], [`flat::top_k`] on bare slices).
+//! * [`hnsw`]: approximate search over a stored HNSW graph ([`Index::search_hnsw`]).
+//! * [`rescore`]: cosine re-ranking against stored vectors ([`Index::rescore`]).
+//! * [`format`], [`manifest`]: the on-disk format.
+//!
+//! Searches run on the rayon pool they are called from: size it with
+//! `rayon::ThreadPoolBuilder::new().num_threads(t).build()?.install(|| ...)`.
+//!
+//! The crate targets 64-bit little-endian machines (the codes are mapped in place).
+
+#![warn(missing_docs)]
+
+#[cfg(not(all(target_endian = "little", target_pointer_width = "64")))]
+compile_error!(
+    "bsa-index maps little-endian u64 words in place and needs a 64-bit little-endian target"
+);
+
+mod builder;
+mod error;
+pub mod flat;
+pub mod format;
+pub mod hamming;
+pub mod hnsw;
+mod index;
+pub mod manifest;
+pub mod pack;
+pub mod rescore;
+pub mod topk;
+
+pub use builder::IndexBuilder;
+pub use error::{Error, Result};
+pub use flat::{Hits, SearchParams, Split};
+pub use index::{Index, OpenOptions};
+pub use manifest::{HnswParams, Manifest, VectorDtype};
+pub use rescore::Vectors;

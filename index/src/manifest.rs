@@ -1,0 +1,456 @@
+//! `manifest.json`: what an index directory contains. Written last; its rename is the commit.
+//!
+//! The file is a small JSON envelope around the manifest body:
+//!
+//! ```json
+//! { "format": "bsa-index", "format_version": 1, "crc32": 123456789, "manifest": { ... } }
+//! ```
+//!
+//! `crc32` is the CRC-32 (IEEE) of the exact bytes of the `manifest` value as they appear in the
+//! file, so any edit of the body is detected. See FORMAT.md for every field.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+use crate::format::{FORMAT_VERSION, OLDEST_READABLE};
+
+/// Name of the manifest file inside an index directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Value of the envelope's `format` field.
+pub const FORMAT_NAME: &str = "bsa-index";
+/// Largest manifest this build reads (guards against reading a huge wrong file).
+pub const MAX_MANIFEST_LEN: u64 = 64 << 20;
+/// Incompatible features this build understands (none in format v1). A manifest listing any other
+/// name in `incompat_features` is refused.
+pub const KNOWN_INCOMPAT_FEATURES: &[&str] = &[];
+
+/// Length and checksum of one file of the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct FileInfo {
+    /// File length in bytes.
+    pub len: u64,
+    /// CRC-32 (IEEE) of the whole file.
+    pub crc32: u32,
+}
+
+/// One immutable run of rows. Format v1 writes (and reads) exactly one segment; the list exists so
+/// that appending codes can later add segments without rewriting the existing files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Segment {
+    /// Number of rows in the segment.
+    pub rows: u64,
+    /// File name of the segment's codes.
+    pub codes: String,
+    /// File name of the segment's external ids.
+    pub ids: String,
+    /// File name of the segment's float vectors, if stored.
+    pub vectors: Option<String>,
+}
+
+/// Element type of the stored float vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorDtype {
+    /// 32-bit floats.
+    F32,
+    /// 16-bit floats (half the size; scores differ from f32 by the rounding of the stored values).
+    F16,
+}
+
+/// The stored float vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct VectorsInfo {
+    /// Dimension of each vector.
+    pub dim: u32,
+    /// Element type on disk.
+    pub dtype: VectorDtype,
+}
+
+/// HNSW graph parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HnswParams {
+    /// Maximum connections per node and layer (`M`; layer 0 keeps up to 2M). 2..=255.
+    pub max_connections: usize,
+    /// Candidate list size while building (`ef_construction`).
+    pub ef_construction: usize,
+    /// Default candidate list size while searching (`ef_search`), overridable per search.
+    pub ef_search: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams {
+            max_connections: 32,
+            ef_construction: 200,
+            ef_search: 64,
+        }
+    }
+}
+
+/// The stored HNSW graph.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct HnswInfo {
+    /// hnsw_rs dump basename (files `<basename>.hnsw.graph` and `<basename>.hnsw.data`).
+    pub basename: String,
+    /// Graph file name.
+    pub graph: String,
+    /// Data file name.
+    pub data: String,
+    /// Parameters used to build the graph.
+    pub params: HnswParams,
+}
+
+/// The model file copied into the index, opaque to this crate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ModelInfo {
+    /// File name inside the index directory.
+    pub file: String,
+    /// File name of the source the model was copied from.
+    pub original_name: String,
+}
+
+/// Settings the index was built with, for reproducibility.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[non_exhaustive]
+pub struct BuildInfo {
+    /// Whether external ids were given (otherwise ids are row numbers).
+    pub ids_given: bool,
+    /// HNSW parameters, if a graph was built.
+    pub hnsw: Option<HnswParams>,
+    /// Threads in the rayon pool that built the index.
+    pub threads: usize,
+}
+
+/// The manifest body. Fields marked optional are absent when the part is not stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Manifest {
+    /// Format version of the index (from the envelope).
+    #[serde(skip)]
+    pub format_version: u32,
+    /// Version of bsa-index that wrote the index.
+    pub bsa_index_version: String,
+    /// Number of codes.
+    pub n: u64,
+    /// Bits per code.
+    pub bits: u32,
+    /// `u64` words per code, `ceil(bits / 64)`.
+    pub words_per_code: u32,
+    /// Features a reader must understand to read this index correctly (empty in v1).
+    #[serde(default)]
+    pub incompat_features: Vec<String>,
+    /// Runs of rows; exactly one in v1.
+    pub segments: Vec<Segment>,
+    /// Stored float vectors, if any.
+    pub vectors: Option<VectorsInfo>,
+    /// Stored HNSW graph, if any.
+    pub hnsw: Option<HnswInfo>,
+    /// Model file copied into the index, if any.
+    pub model: Option<ModelInfo>,
+    /// Every file of the index except the manifest, with its length and CRC-32.
+    pub files: BTreeMap<String, FileInfo>,
+    /// Build settings.
+    pub build: BuildInfo,
+    /// Free-form JSON set by the application (the bsa CLI records its encoder settings here).
+    #[serde(default)]
+    pub extra: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a> {
+    format: &'a str,
+    format_version: u32,
+    crc32: u32,
+    manifest: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeVersion {
+    format: Option<String>,
+    format_version: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeIn<'a> {
+    crc32: u32,
+    #[serde(borrow)]
+    manifest: &'a RawValue,
+}
+
+/// Checks that a name from the manifest is a plain file name inside the directory.
+pub(crate) fn check_file_name(name: &str, path: &Path) -> Result<()> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name != MANIFEST_FILE
+        && !name.contains(['/', '\\', '\0'])
+        && name.len() <= 255;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::corrupt(
+            path,
+            format!("file name {name:?} is not a plain file name"),
+        ))
+    }
+}
+
+impl Manifest {
+    /// Serialises the manifest inside its checksummed envelope.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let body = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::InvalidArgument(format!("manifest cannot be serialised: {e}")))?;
+        let crc32 = crc32fast::hash(body.as_bytes());
+        let raw = RawValue::from_string(body)
+            .map_err(|e| Error::InvalidArgument(format!("manifest cannot be serialised: {e}")))?;
+        let env = EnvelopeOut {
+            format: FORMAT_NAME,
+            format_version: FORMAT_VERSION,
+            crc32,
+            manifest: &raw,
+        };
+        let mut out = serde_json::to_vec(&env)
+            .map_err(|e| Error::InvalidArgument(format!("manifest cannot be serialised: {e}")))?;
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    /// Parses and validates manifest bytes (read from `path`, used in messages).
+    ///
+    /// Checks, in order: JSON envelope, `format` name, format version range, body checksum, body
+    /// fields, unknown incompatible features, file names, and the internal consistency of
+    /// counts and sizes.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Manifest> {
+        let head: EnvelopeVersion = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(path, format!("not valid manifest JSON: {e}")))?;
+        if head.format.as_deref() != Some(FORMAT_NAME) {
+            return Err(Error::NotAnIndex {
+                path: path.to_path_buf(),
+            });
+        }
+        let version = head
+            .format_version
+            .ok_or_else(|| Error::corrupt(path, "missing format_version"))?;
+        if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&version) {
+            return Err(Error::Version {
+                path: path.to_path_buf(),
+                found: version,
+                oldest: OLDEST_READABLE,
+                newest: FORMAT_VERSION,
+            });
+        }
+        let env: EnvelopeIn = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(path, format!("bad manifest envelope: {e}")))?;
+        let got = crc32fast::hash(env.manifest.get().as_bytes());
+        if got != env.crc32 {
+            return Err(Error::Checksum {
+                path: path.to_path_buf(),
+                expected: env.crc32,
+                got,
+            });
+        }
+        let mut m: Manifest = serde_json::from_str(env.manifest.get())
+            .map_err(|e| Error::corrupt(path, format!("bad manifest body: {e}")))?;
+        m.format_version = version;
+        m.validate(path)?;
+        Ok(m)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |d: String| Err(Error::corrupt(path, d));
+        for f in &self.incompat_features {
+            if !KNOWN_INCOMPAT_FEATURES.contains(&f.as_str()) {
+                return bad(format!(
+                    "requires feature {f:?} unknown to this bsa-index; upgrade bsa"
+                ));
+            }
+        }
+        if self.bits == 0 || u64::from(self.words_per_code) != u64::from(self.bits).div_ceil(64) {
+            return bad(format!(
+                "{} words per code cannot hold {}-bit codes",
+                self.words_per_code, self.bits
+            ));
+        }
+        if self.n > u64::from(u32::MAX) {
+            return bad(format!("{} codes exceed the limit of {}", self.n, u32::MAX));
+        }
+        if self.segments.len() != 1 {
+            return bad(format!(
+                "{} segments; this bsa-index reads single-segment indexes only",
+                self.segments.len()
+            ));
+        }
+        let seg = &self.segments[0];
+        if seg.rows != self.n {
+            return bad(format!("segment has {} rows but n is {}", seg.rows, self.n));
+        }
+        let mut names: Vec<&str> = vec![&seg.codes, &seg.ids];
+        if seg.vectors.is_some() != self.vectors.is_some() {
+            return bad("vectors listed in the segment and the manifest disagree".into());
+        }
+        if let Some(v) = &seg.vectors {
+            names.push(v);
+        }
+        if let Some(v) = &self.vectors {
+            if v.dim == 0 {
+                return bad("vector dimension 0".into());
+            }
+        }
+        if let Some(h) = &self.hnsw {
+            names.push(&h.graph);
+            names.push(&h.data);
+            if h.graph != format!("{}.hnsw.graph", h.basename)
+                || h.data != format!("{}.hnsw.data", h.basename)
+            {
+                return bad("hnsw file names do not follow the basename".into());
+            }
+        }
+        if let Some(mo) = &self.model {
+            names.push(&mo.file);
+        }
+        for name in &names {
+            check_file_name(name, path)?;
+            if !self.files.contains_key(*name) {
+                return bad(format!("file {name:?} is not listed under \"files\""));
+            }
+        }
+        for name in self.files.keys() {
+            check_file_name(name, path)?;
+        }
+        Ok(())
+    }
+
+    /// The single segment (validated to exist by [`from_bytes`](Self::from_bytes)).
+    pub(crate) fn segment(&self) -> &Segment {
+        &self.segments[0]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::path::PathBuf;
+
+    pub(crate) fn sample() -> Manifest {
+        let mut files = BTreeMap::new();
+        files.insert(
+            "codes.bin".to_string(),
+            FileInfo {
+                len: 64 + 80,
+                crc32: 1,
+            },
+        );
+        files.insert(
+            "ids.bin".to_string(),
+            FileInfo {
+                len: 64 + 80,
+                crc32: 2,
+            },
+        );
+        Manifest {
+            format_version: FORMAT_VERSION,
+            bsa_index_version: "0.1.0".into(),
+            n: 10,
+            bits: 64,
+            words_per_code: 1,
+            incompat_features: vec![],
+            segments: vec![Segment {
+                rows: 10,
+                codes: "codes.bin".into(),
+                ids: "ids.bin".into(),
+                vectors: None,
+            }],
+            vectors: None,
+            hnsw: None,
+            model: None,
+            files,
+            build: BuildInfo::default(),
+            extra: serde_json::json!({"encoder": "sign", "note": "héllo"}),
+        }
+    }
+
+    fn p() -> PathBuf {
+        PathBuf::from("idx/manifest.json")
+    }
+
+    #[test]
+    fn roundtrip() {
+        let m = sample();
+        let b = m.to_bytes().unwrap();
+        assert_eq!(Manifest::from_bytes(&b, &p()).unwrap(), m);
+    }
+
+    #[test]
+    fn specific_errors() {
+        let b = sample().to_bytes().unwrap();
+        let s = String::from_utf8(b.clone()).unwrap();
+        let newer = s.replace("\"format_version\":1", "\"format_version\":9");
+        assert!(matches!(
+            Manifest::from_bytes(newer.as_bytes(), &p()),
+            Err(Error::Version { found: 9, .. })
+        ));
+        let other = s.replace("\"bsa-index\"", "\"other\"");
+        assert!(matches!(
+            Manifest::from_bytes(other.as_bytes(), &p()),
+            Err(Error::NotAnIndex { .. })
+        ));
+        let edited = s.replace("\"sign\"", "\"lsh!\"");
+        assert!(matches!(
+            Manifest::from_bytes(edited.as_bytes(), &p()),
+            Err(Error::Checksum { .. })
+        ));
+        assert!(matches!(
+            Manifest::from_bytes(&b[..b.len() / 2], &p()),
+            Err(Error::Corrupt { .. })
+        ));
+        let mut m = sample();
+        m.incompat_features.push("deletes".into());
+        assert!(matches!(
+            Manifest::from_bytes(&m.to_bytes().unwrap(), &p()),
+            Err(Error::Corrupt { .. })
+        ));
+        let mut m = sample();
+        m.segments[0].codes = "../x".into();
+        assert!(matches!(
+            Manifest::from_bytes(&m.to_bytes().unwrap(), &p()),
+            Err(Error::Corrupt { .. })
+        ));
+        let mut m = sample();
+        m.words_per_code = 2;
+        assert!(matches!(
+            Manifest::from_bytes(&m.to_bytes().unwrap(), &p()),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn any_byte_flip_is_an_error_or_harmless(at in any::<prop::sample::Index>(), x in 1u8..=255) {
+            let m = sample();
+            let mut b = m.to_bytes().unwrap();
+            let i = at.index(b.len());
+            b[i] ^= x;
+            match Manifest::from_bytes(&b, &p()) {
+                Err(_) => {}
+                // Only bytes outside the checksummed body can change without an error, and then
+                // the meaning must be unchanged.
+                Ok(back) => prop_assert_eq!(back, m),
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = Manifest::from_bytes(&b, &p());
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Re-ranking Hamming candidates by exact cosine similarity against stored float vectors
+//! (what Qdrant and Weaviate call oversampling + rescoring).
+//!
+//! Scores are cosine similarities computed in `f32` (`f16` vectors are widened first). A zero
+//! vector has similarity 0 with everything. The order is descending score, ties by ascending row.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::flat::Hits;
+use crate::index::Index;
+
+/// Float vectors stored row-major, borrowed from memory or from the index's map.
+#[derive(Debug, Clone, Copy)]
+pub enum Vectors<'a> {
+    /// 32-bit floats.
+    F32(&'a [f32]),
+    /// 16-bit floats given as their raw bits.
+    F16(&'a [u16]),
+}
+
+impl Vectors<'_> {
+    fn len_elems(&self) -> usize {
+        match self {
+            Vectors::F32(v) => v.len(),
+            Vectors::F16(v) => v.len(),
+        }
+    }
+
+    /// Dot product of row `row` with `q`, and the row's squared norm.
+    fn dot_norm(&self, row: usize, q: &[f32]) -> (f32, f32) {
+        let dim = q.len();
+        let mut dot = [0f32; 8];
+        let mut nn = [0f32; 8];
+        match self {
+            Vectors::F32(v) => {
+                let r = &v[row * dim..(row + 1) * dim];
+                for (i, (&a, &b)) in r.iter().zip(q).enumerate() {
+                    dot[i % 8] += a * b;
+                    nn[i % 8] += a * a;
+                }
+            }
+            Vectors::F16(v) => {
+                let r = &v[row * dim..(row + 1) * dim];
+                for (i, (&a, &b)) in r.iter().zip(q).enumerate() {
+                    let a = half::f16::from_bits(a).to_f32();
+                    dot[i % 8] += a * b;
+                    nn[i % 8] += a * a;
+                }
+            }
+        }
+        (dot.iter().sum(), nn.iter().sum())
+    }
+}
+
+fn norm(q: &[f32]) -> f32 {
+    let mut s = [0f32; 8];
+    for (i, &x) in q.iter().enumerate() {
+        s[i % 8] += x * x;
+    }
+    s.iter().sum::<f32>().sqrt()
+}
+
+/// Cosine similarity of row `row` of `vectors` with `query` (dimension `query.len()`).
+///
+/// # Panics
+/// If the row is out of range.
+pub fn cosine(vectors: Vectors<'_>, row: usize, query: &[f32]) -> f32 {
+    let (dot, nn) = vectors.dot_norm(row, query);
+    let denom = nn.sqrt() * norm(query);
+    if denom > 0.0 && denom.is_finite() {
+        dot / denom
+    } else {
+        0.0
+    }
+}
+
+/// Scores `rows` (distinct) of `vectors` against `query` and returns the `k` best
+/// `(position in rows, score)` pairs, descending score, ties by ascending row.
+pub fn cosine_top_k(
+    vectors: Vectors<'_>,
+    dim: usize,
+    query: &[f32],
+    rows: &[u64],
+    k: usize,
+) -> Result<Vec<(usize, f32)>> {
+    if dim == 0 || !vectors.len_elems().is_multiple_of(dim) {
+        return Err(Error::InvalidArgument(format!(
+            "vectors are not whole rows of dimension {dim}"
+        )));
+    }
+    if query.len() != dim {
+        return Err(Error::DimMismatch {
+            what: "query dimension".into(),
+            expected: dim,
+            got: query.len(),
+        });
+    }
+    if let Some(i) = query.iter().position(|x| !x.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "query element {i} is not finite"
+        )));
+    }
+    let n = vectors.len_elems() / dim;
+    let mut scored = Vec::with_capacity(rows.len());
+    for (pos, &r) in rows.iter().enumerate() {
+        let r = usize::try_from(r).ok().filter(|&r| r < n).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "candidate row {r} is out of range (index has {n} rows)"
+            ))
+        })?;
+        scored.push((pos, r, cosine(vectors, r, query)));
+    }
+    scored.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.1.cmp(&b.1)));
+    scored.truncate(k);
+    Ok(scored.into_iter().map(|(p, _, s)| (p, s)).collect())
+}
+
+impl Index {
+    /// The stored vectors, if any.
+    pub fn vectors(&self) -> Option<Vectors<'_>> {
+        let s = self.vectors.as_ref()?;
+        // Alignment and lengths were checked with try_cast_slice in Section::open.
+        Some(match s.header.elem {
+            crate::format::ElemKind::F16 => Vectors::F16(bytemuck::cast_slice(s.payload())),
+            _ => Vectors::F32(bytemuck::cast_slice(s.payload())),
+        })
+    }
+
+    fn require_vectors(&self) -> Result<(Vectors<'_>, usize)> {
+        match (self.vectors(), self.vector_dim()) {
+            (Some(v), Some(d)) => Ok((v, d)),
+            _ => Err(Error::InvalidArgument(format!(
+                "{}: the index stores no vectors, so it cannot rescore; rebuild it with vectors (bsa build --vectors)",
+                self.dir.display()
+            ))),
+        }
+    }
+
+    /// Re-ranks one query's Hamming hits by cosine similarity with `query` and keeps the best `k`.
+    ///
+    /// The result keeps each hit's row, id and Hamming distance and sets `scores`.
+    pub fn rescore(&self, query: &[f32], hits: &Hits, k: usize) -> Result<Hits> {
+        let (vectors, dim) = self.require_vectors()?;
+        let best = cosine_top_k(vectors, dim, query, &hits.rows, k)?;
+        Ok(Hits {
+            rows: best.iter().map(|&(p, _)| hits.rows[p]).collect(),
+            ids: best.iter().map(|&(p, _)| hits.ids[p]).collect(),
+            distances: best.iter().map(|&(p, _)| hits.distances[p]).collect(),
+            scores: Some(best.iter().map(|&(_, s)| s).collect()),
+        })
+    }
+
+    /// [`rescore`](Self::rescore) for many queries in parallel: `queries` holds `hits.len() * dim` floats.
+    pub fn rescore_hits(&self, queries: &[f32], hits: &[Hits], k: usize) -> Result<Vec<Hits>> {
+        let (_, dim) = self.require_vectors()?;
+        if queries.len() != hits.len() * dim {
+            return Err(Error::DimMismatch {
+                what: format!("query floats ({} queries x dimension {dim})", hits.len()),
+                expected: hits.len() * dim,
+                got: queries.len(),
+            });
+        }
+        hits.par_iter()
+            .enumerate()
+            .map(|(i, h)| self.rescore(&queries[i * dim..(i + 1) * dim], h, k))
+            .collect()
+    }
+}

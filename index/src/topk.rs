@@ -1,0 +1,172 @@
+//! Exact top-k of small-integer distances with deterministic ties.
+//!
+//! Results are ordered by `(distance, row)` ascending: among equal distances the smaller row
+//! number comes first. This is the order of a stable sort of all `(distance, row)` pairs, so the
+//! result equals a brute-force reference exactly.
+//!
+//! [`TopK`] is a *threshold collector*. A candidate is a `u64` key `distance << 32 | row`, so
+//! comparing keys compares `(distance, row)`. Candidates are appended to a buffer; when the
+//! buffer holds `2k` of them it is cut back to the `k` smallest keys with a linear-time selection,
+//! and the largest kept distance becomes the threshold. Because one collector sees rows in
+//! increasing order, a later row with a distance equal to the threshold can never displace a kept
+//! one, so the scan only needs the test `distance < threshold`, which almost always fails after
+//! the first few thousand rows: the hot loop is a compare and a predictable branch.
+
+/// Packs `(distance, row)` into one sortable key.
+#[inline(always)]
+pub fn key(distance: u32, row: u32) -> u64 {
+    (u64::from(distance) << 32) | u64::from(row)
+}
+
+/// Distance part of a key.
+#[inline(always)]
+pub fn key_distance(key: u64) -> u32 {
+    (key >> 32) as u32
+}
+
+/// Row part of a key.
+#[inline(always)]
+pub fn key_row(key: u64) -> u32 {
+    key as u32
+}
+
+/// Collects the `k` smallest `(distance, row)` pairs of rows offered in increasing row order.
+#[derive(Debug, Clone)]
+pub struct TopK {
+    k: usize,
+    cap: usize,
+    /// Offer a candidate only if its distance is below this.
+    threshold: u32,
+    buf: Vec<u64>,
+}
+
+impl TopK {
+    /// A collector for the `k` best rows whose distance is at most `max_distance` (if given).
+    pub fn new(k: usize, max_distance: Option<u32>) -> Self {
+        let threshold = match (k, max_distance) {
+            (0, _) => 0,
+            (_, Some(m)) => m.saturating_add(1),
+            (_, None) => u32::MAX,
+        };
+        let cap = k.saturating_mul(2).max(k.saturating_add(32));
+        TopK {
+            k,
+            cap,
+            threshold,
+            buf: Vec::with_capacity(cap.min(1 << 16)),
+        }
+    }
+
+    /// Rows with a distance `>= threshold()` cannot enter the result; skip them without calling
+    /// [`push`](Self::push).
+    #[inline(always)]
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
+    /// Offers `(distance, row)`. Requires `distance < self.threshold()` and `row` greater than every
+    /// row offered before.
+    #[inline]
+    pub fn push(&mut self, distance: u32, row: u32) {
+        debug_assert!(distance < self.threshold);
+        self.buf.push(key(distance, row));
+        if self.buf.len() >= self.cap {
+            self.compact();
+        }
+    }
+
+    /// Offers a distance if it passes the threshold.
+    #[inline(always)]
+    pub fn offer(&mut self, distance: u32, row: u32) {
+        if distance < self.threshold {
+            self.push(distance, row);
+        }
+    }
+
+    #[cold]
+    fn compact(&mut self) {
+        if self.buf.len() > self.k {
+            self.buf.select_nth_unstable(self.k - 1);
+            self.buf.truncate(self.k);
+        }
+        if self.buf.len() == self.k {
+            // Keys are unique (rows are), so the k-th smallest key has the largest kept distance.
+            let worst = self.buf.iter().copied().max().map_or(0, key_distance);
+            self.threshold = self.threshold.min(worst);
+        }
+    }
+
+    /// The sorted result: at most `k` keys, ascending by `(distance, row)`.
+    pub fn into_sorted_keys(mut self) -> Vec<u64> {
+        if self.buf.len() > self.k {
+            self.buf.select_nth_unstable(self.k - 1);
+            self.buf.truncate(self.k);
+        }
+        self.buf.sort_unstable();
+        self.buf
+    }
+}
+
+/// Merges per-chunk results (each sorted or not) into the global sorted top-k.
+///
+/// Exact as long as each part holds its chunk's exact top-k and rows are distinct across parts.
+pub fn merge_keys(mut all: Vec<u64>, k: usize) -> Vec<u64> {
+    if k == 0 {
+        return Vec::new();
+    }
+    if all.len() > k {
+        all.select_nth_unstable(k - 1);
+        all.truncate(k);
+    }
+    all.sort_unstable();
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn brute(d: &[u32], k: usize, max: Option<u32>) -> Vec<u64> {
+        let mut all: Vec<u64> = d
+            .iter()
+            .enumerate()
+            .filter(|(_, &x)| max.is_none_or(|m| x <= m))
+            .map(|(r, &x)| key(x, r as u32))
+            .collect();
+        all.sort();
+        all.truncate(k);
+        all
+    }
+
+    proptest! {
+        #[test]
+        fn equals_brute_force(d in proptest::collection::vec(0u32..20, 0..600), k in 0usize..80, max in proptest::option::of(0u32..20)) {
+            let mut t = TopK::new(k, max);
+            for (r, &x) in d.iter().enumerate() {
+                t.offer(x, r as u32);
+            }
+            prop_assert_eq!(t.into_sorted_keys(), brute(&d, k, max));
+        }
+
+        #[test]
+        fn merge_of_chunks_equals_brute_force(d in proptest::collection::vec(0u32..8, 0..400), k in 0usize..50, chunk in 1usize..100) {
+            let mut all = Vec::new();
+            for (c, part) in d.chunks(chunk).enumerate() {
+                let mut t = TopK::new(k, None);
+                for (i, &x) in part.iter().enumerate() {
+                    t.offer(x, (c * chunk + i) as u32);
+                }
+                all.extend(t.into_sorted_keys());
+            }
+            prop_assert_eq!(merge_keys(all, k), brute(&d, k, None));
+        }
+    }
+
+    #[test]
+    fn key_parts() {
+        let k = key(7, 123_456);
+        assert_eq!((key_distance(k), key_row(k)), (7, 123_456));
+        assert!(key(1, u32::MAX) < key(2, 0));
+    }
+}

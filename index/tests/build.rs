@@ -1,0 +1,242 @@
+//! Builder behaviour (ids, vectors, model, overwrite, atomic publication) and rescoring.
+
+mod common;
+
+use bsa_index::rescore::{cosine, cosine_top_k, Vectors};
+use bsa_index::{pack, Error, Hits, Index, IndexBuilder, SearchParams, VectorDtype};
+use common::*;
+use proptest::prelude::*;
+use rand::Rng;
+
+#[test]
+fn ids_must_be_unique_and_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let codes = vec![1u64, 2, 3];
+    let e = IndexBuilder::new(64, &codes)
+        .ids(&[5, 6, 5])
+        .build(dir.path().join("a"))
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidArgument(ref m) if m.contains("id 5")),
+        "{e}"
+    );
+    let e = IndexBuilder::new(64, &codes)
+        .ids(&[5, 6])
+        .build(dir.path().join("a"))
+        .unwrap_err();
+    assert!(matches!(e, Error::DimMismatch { .. }), "{e}");
+    assert!(!dir.path().join("a").exists());
+    // No temp dirs left behind either.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn bad_inputs_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x");
+    assert!(matches!(
+        IndexBuilder::new(64, &[]).build(&out),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        IndexBuilder::new(0, &[1]).build(&out),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        IndexBuilder::new(65, &[1, 2, 3]).build(&out),
+        Err(Error::DimMismatch { .. })
+    ));
+    assert!(matches!(
+        IndexBuilder::new(60, &[1 << 61]).build(&out),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        IndexBuilder::new(64, &[1])
+            .vectors(&[1.0, 2.0, 3.0], 2)
+            .build(&out),
+        Err(Error::DimMismatch { .. })
+    ));
+    assert!(matches!(
+        IndexBuilder::new(64, &[1])
+            .vectors(&[1.0, f32::NAN], 2)
+            .build(&out),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        IndexBuilder::new(64, &[1])
+            .model_file(dir.path().join("nope"))
+            .build(&out),
+        Err(Error::Io { .. })
+    ));
+    assert!(!out.exists());
+}
+
+#[test]
+fn overwrite_replaces_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sub/dir/idx");
+    IndexBuilder::new(64, &[1, 2]).build(&out).unwrap();
+    let e = IndexBuilder::new(64, &[3]).build(&out).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(Index::open(&out).unwrap().len(), 2);
+    IndexBuilder::new(64, &[3])
+        .overwrite(true)
+        .build(&out)
+        .unwrap();
+    let index = Index::open(&out).unwrap();
+    assert_eq!(index.codes(), &[3]);
+    assert_eq!(index.ids(), &[0]);
+    let names: Vec<String> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec!["idx".to_string()]);
+}
+
+#[test]
+fn packbits_rows_roundtrip_through_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(3);
+    for bits in [1usize, 7, 8, 63, 64, 65, 200, 256] {
+        let n = 50;
+        let bools: Vec<bool> = (0..n * bits).map(|_| r.random_bool(0.3)).collect();
+        let packed = pack::pack_bools(&bools, n, bits).unwrap();
+        let bytes = pack::unpack_to_le_bytes(&packed, n, bits).unwrap();
+        assert_eq!(bytes.len(), n * bits.div_ceil(8));
+        let codes = pack::pack_le_bytes(&bytes, n, bits.div_ceil(8), bits).unwrap();
+        assert_eq!(codes, packed);
+        let out = dir.path().join(format!("b{bits}"));
+        IndexBuilder::new(bits, &codes).build(&out).unwrap();
+        let index = Index::open(&out).unwrap();
+        assert_eq!(
+            pack::unpack_to_le_bytes(index.codes(), n, bits).unwrap(),
+            bytes
+        );
+        for row in 0..n {
+            for j in 0..bits {
+                assert_eq!(pack::get_bit(index.code(row), j), bools[row * bits + j]);
+            }
+        }
+    }
+}
+
+fn brute_cosine(
+    vectors: Vectors<'_>,
+    dim: usize,
+    n: usize,
+    q: &[f32],
+    rows: &[u64],
+    k: usize,
+) -> Vec<(u64, f32)> {
+    let mut all: Vec<(u64, f32)> = (0..n as u64)
+        .map(|r| (r, cosine(vectors, r as usize, q)))
+        .collect();
+    all.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
+    let _ = dim;
+    all.into_iter()
+        .filter(|(r, _)| rows.contains(r))
+        .take(k)
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn cosine_top_k_equals_brute_force(
+        n in 1usize..60,
+        dim in 1usize..20,
+        k in 0usize..70,
+        seed in any::<u64>(),
+        coarse in any::<bool>(),
+    ) {
+        let mut r = rng(seed);
+        // Coarse values create exact score ties.
+        let v: Vec<f32> = (0..n * dim).map(|_| if coarse { r.random_range(-1i32..=1) as f32 } else { r.random_range(-1.0f32..1.0) }).collect();
+        let q: Vec<f32> = (0..dim).map(|_| if coarse { r.random_range(-1i32..=1) as f32 } else { r.random_range(-1.0f32..1.0) }).collect();
+        let rows: Vec<u64> = (0..n as u64).filter(|_| r.random_bool(0.6)).collect();
+        let got = cosine_top_k(Vectors::F32(&v), dim, &q, &rows, k).unwrap();
+        let got: Vec<(u64, f32)> = got.into_iter().map(|(p, s)| (rows[p], s)).collect();
+        prop_assert_eq!(got, brute_cosine(Vectors::F32(&v), dim, n, &q, &rows, k));
+    }
+}
+
+#[test]
+fn rescore_through_the_index_f32_and_f16() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(9);
+    let (n, dim, bits) = (400usize, 16usize, 128usize);
+    let vectors: Vec<f32> = (0..n * dim).map(|_| r.random_range(-1.0f32..1.0)).collect();
+    // Sign codes of the first 128 of... dim 16: repeat signs 8 times to fill 128 bits.
+    let bools: Vec<bool> = (0..n)
+        .flat_map(|i| (0..bits).map(move |j| (i, j)))
+        .map(|(i, j)| vectors[i * dim + j % dim] > 0.0)
+        .collect();
+    let codes = pack::pack_bools(&bools, n, bits).unwrap();
+    let ids: Vec<u64> = (0..n as u64).rev().collect();
+    for dtype in [VectorDtype::F32, VectorDtype::F16] {
+        let out = dir.path().join(format!("{dtype:?}"));
+        IndexBuilder::new(bits, &codes)
+            .ids(&ids)
+            .vectors(&vectors, dim)
+            .vector_dtype(dtype)
+            .build(&out)
+            .unwrap();
+        let index = Index::open(&out).unwrap();
+        assert_eq!(index.vector_dim(), Some(dim));
+        assert_eq!(index.vector_dtype(), Some(dtype));
+        let stored = index.vectors().unwrap();
+        let nq = 5;
+        let qv: Vec<f32> = (0..nq * dim)
+            .map(|_| r.random_range(-1.0f32..1.0))
+            .collect();
+        let qb: Vec<bool> = (0..nq)
+            .flat_map(|i| (0..bits).map(move |j| (i, j)))
+            .map(|(i, j)| qv[i * dim + j % dim] > 0.0)
+            .collect();
+        let qc = pack::pack_bools(&qb, nq, bits).unwrap();
+        let hits = index
+            .search_flat(&qc, 40, &SearchParams::default())
+            .unwrap();
+        let rescored = index.rescore_hits(&qv, &hits, 10).unwrap();
+        for (i, (h, rs)) in hits.iter().zip(&rescored).enumerate() {
+            let q = &qv[i * dim..(i + 1) * dim];
+            let want = brute_cosine(stored, dim, n, q, &h.rows, 10);
+            assert_eq!(rs.rows, want.iter().map(|x| x.0).collect::<Vec<_>>());
+            assert_eq!(
+                rs.scores.as_deref().unwrap(),
+                &want.iter().map(|x| x.1).collect::<Vec<_>>()[..]
+            );
+            for (j, &row) in rs.rows.iter().enumerate() {
+                assert_eq!(rs.ids[j], ids[row as usize]);
+                let pos = h.rows.iter().position(|&x| x == row).unwrap();
+                assert_eq!(rs.distances[j], h.distances[pos]);
+                // f16 storage changes scores only by rounding.
+                let exact = cosine(Vectors::F32(&vectors), row as usize, q);
+                assert!((rs.scores.as_ref().unwrap()[j] - exact).abs() < 2e-3);
+            }
+        }
+        assert!(matches!(
+            index.rescore(&[1.0; 3], &hits[0], 5),
+            Err(Error::DimMismatch { .. })
+        ));
+        let bad = Hits::from_parts(vec![n as u64], vec![0], vec![0]).unwrap();
+        assert!(Hits::from_parts(vec![1], vec![], vec![]).is_err());
+        assert!(matches!(
+            index.rescore(&qv[..dim], &bad, 5),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    let plain = dir.path().join("plain");
+    IndexBuilder::new(bits, &codes).build(&plain).unwrap();
+    let index = Index::open(&plain).unwrap();
+    let hits = index
+        .search_flat(&codes[..2], 3, &SearchParams::default())
+        .unwrap();
+    let e = index.rescore(&vectors[..dim], &hits[0], 3).unwrap_err();
+    assert!(e.to_string().contains("no vectors"), "{e}");
+    let e = index
+        .rescore_hits(&vectors[..2 * dim], &hits, 3)
+        .unwrap_err();
+    assert!(e.to_string().contains("no vectors"), "{e}");
+}

@@ -1,0 +1,352 @@
+//! Damaged index files give a specific error naming the file: never a panic, never wrong results.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bsa_index::format::{Header, HEADER_LEN};
+use bsa_index::{Error, HnswParams, Index, IndexBuilder, OpenOptions, SearchParams};
+use common::*;
+use proptest::prelude::*;
+
+const BITS: usize = 200;
+const N: usize = 300;
+const DIM: usize = 8;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    queries: Vec<u64>,
+    float_queries: Vec<f32>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(11);
+    let codes = random_codes(&mut r, N, BITS, 1);
+    let vectors: Vec<f32> = (0..N * DIM)
+        .map(|i| ((i * 37 % 101) as f32) - 50.0)
+        .collect();
+    let model = dir.path().join("model.safetensors");
+    fs::write(
+        &model,
+        b"pretend safetensors bytes: the index copies them verbatim",
+    )
+    .unwrap();
+    let path = dir.path().join("index");
+    IndexBuilder::new(BITS, &codes)
+        .vectors(&vectors, DIM)
+        .hnsw(HnswParams {
+            max_connections: 8,
+            ef_construction: 50,
+            ef_search: 40,
+        })
+        .model_file(&model)
+        .extra(serde_json::json!({"who": "test"}))
+        .build(&path)
+        .unwrap();
+    let queries = random_codes(&mut r, 3, BITS, 1);
+    let float_queries: Vec<f32> = (0..3 * DIM).map(|i| (i as f32).sin()).collect();
+    Fixture {
+        _dir: dir,
+        path,
+        queries,
+        float_queries,
+    }
+}
+
+const FILES: [&str; 7] = [
+    "manifest.json",
+    "codes.bin",
+    "ids.bin",
+    "vectors.bin",
+    "hnsw.hnsw.graph",
+    "hnsw.hnsw.data",
+    "model.safetensors",
+];
+
+/// Everything a user can do with an index, as comparable data.
+fn exercise(path: &Path, f: &Fixture) -> Result<String, Error> {
+    let index = Index::open(path)?;
+    let p = SearchParams::default();
+    let flat = index.search_flat(&f.queries, 10, &p)?;
+    let hnsw = index.search_hnsw(&f.queries, 10, &p)?;
+    let rescored = index.rescore_hits(&f.float_queries, &flat, 5)?;
+    index.verify()?;
+    Ok(format!(
+        "{flat:?}{hnsw:?}{rescored:?}{:?}{:?}",
+        index
+            .model_path()
+            .map(|p| p.file_name().map(|s| s.to_owned())),
+        index.extra()
+    ))
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).unwrap();
+    for e in fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+}
+
+fn assert_names(err: &Error, file: &str) {
+    let msg = err.to_string();
+    assert!(
+        msg.contains(file),
+        "error for {file} does not name it: {msg}"
+    );
+}
+
+#[test]
+fn the_fixture_works() {
+    let f = fixture();
+    let listed: Vec<String> = fs::read_dir(&f.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    for name in FILES {
+        assert!(
+            listed.contains(&name.to_string()),
+            "{name} missing from {listed:?}"
+        );
+    }
+    assert_eq!(listed.len(), FILES.len(), "{listed:?}");
+    exercise(&f.path, &f).unwrap();
+    let index = Index::open(&f.path).unwrap();
+    assert_eq!(
+        fs::read(index.model_path().unwrap()).unwrap(),
+        b"pretend safetensors bytes: the index copies them verbatim"
+    );
+    assert_eq!(index.extra()["who"], "test");
+}
+
+#[test]
+fn flipped_bytes_are_detected_in_every_file() {
+    let f = fixture();
+    let good = exercise(&f.path, &f).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    for name in FILES {
+        let len = fs::metadata(f.path.join(name)).unwrap().len() as usize;
+        let mut positions = vec![0, 4, 9, 20, 37, 50, 61, len / 2, len - 2, len - 1];
+        positions.retain(|&p| p < len);
+        for at in positions {
+            let d = scratch.path().join(format!("{name}-{at}"));
+            copy_dir(&f.path, &d);
+            let mut b = fs::read(d.join(name)).unwrap();
+            b[at] ^= 0x5a;
+            fs::write(d.join(name), &b).unwrap();
+            match exercise(&d, &f) {
+                Err(e) => assert_names(&e, name),
+                Ok(res) => panic!(
+                    "{name} byte {at} flipped but no error; same results: {}",
+                    res == good
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn truncated_and_extended_files_are_detected() {
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    for name in FILES {
+        let b = fs::read(f.path.join(name)).unwrap();
+        for cut in [0, 3, 10, HEADER_LEN - 1, HEADER_LEN, b.len() - 1] {
+            if cut >= b.len() {
+                continue;
+            }
+            let d = scratch.path().join(format!("{name}-cut{cut}"));
+            copy_dir(&f.path, &d);
+            fs::write(d.join(name), &b[..cut]).unwrap();
+            if name == "manifest.json" && cut == b.len() - 1 {
+                // Only the final newline is gone: still the same manifest.
+                assert_eq!(exercise(&d, &f).unwrap(), exercise(&f.path, &f).unwrap());
+                continue;
+            }
+            let e = exercise(&d, &f).unwrap_err();
+            assert_names(&e, name);
+            if name.ends_with(".bin") {
+                assert!(
+                    matches!(e, Error::Truncated { .. }),
+                    "{name} cut at {cut}: {e}"
+                );
+            }
+        }
+        let d = scratch.path().join(format!("{name}-ext"));
+        copy_dir(&f.path, &d);
+        let mut longer = b.clone();
+        longer.extend_from_slice(b"tail");
+        fs::write(d.join(name), &longer).unwrap();
+        assert_names(&exercise(&d, &f).unwrap_err(), name);
+    }
+}
+
+#[test]
+fn missing_files_are_named() {
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    for name in FILES {
+        let d = scratch.path().join(format!("{name}-gone"));
+        copy_dir(&f.path, &d);
+        fs::remove_file(d.join(name)).unwrap();
+        let e = exercise(&d, &f).unwrap_err();
+        assert_names(&e, name);
+    }
+}
+
+#[test]
+fn version_and_magic_errors() {
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    for name in ["codes.bin", "ids.bin", "vectors.bin"] {
+        let b = fs::read(f.path.join(name)).unwrap();
+        // A file from a newer format, written consistently (valid header checksum).
+        let kind = match name {
+            "codes.bin" => bsa_index::format::FileKind::Codes,
+            "ids.bin" => bsa_index::format::FileKind::Ids,
+            _ => bsa_index::format::FileKind::Vectors,
+        };
+        let mut h = Header::decode(&b, kind, b.len() as u64, Path::new(name)).unwrap();
+        h.version = 7;
+        let mut newer = b.clone();
+        newer[..HEADER_LEN].copy_from_slice(&h.encode());
+        let d = scratch.path().join(format!("{name}-v7"));
+        copy_dir(&f.path, &d);
+        fs::write(d.join(name), &newer).unwrap();
+        let e = Index::open(&d).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Version {
+                    found: 7,
+                    oldest: 1,
+                    newest: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_names(&e, name);
+        assert!(e.to_string().contains("upgrade bsa"), "{e}");
+
+        let mut old = b.clone();
+        old[8..12].copy_from_slice(&0u32.to_le_bytes());
+        let d = scratch.path().join(format!("{name}-v0"));
+        copy_dir(&f.path, &d);
+        fs::write(d.join(name), &old).unwrap();
+        assert!(matches!(
+            Index::open(&d).unwrap_err(),
+            Error::Version { found: 0, .. }
+        ));
+
+        let mut magic = b.clone();
+        magic[..8].copy_from_slice(b"NOTBSA!!");
+        let d = scratch.path().join(format!("{name}-magic"));
+        copy_dir(&f.path, &d);
+        fs::write(d.join(name), &magic).unwrap();
+        let e = Index::open(&d).unwrap_err();
+        assert!(matches!(e, Error::NotAnIndex { .. }), "{e}");
+        assert_names(&e, name);
+    }
+    // The manifest's own version and format name.
+    let m = fs::read_to_string(f.path.join("manifest.json")).unwrap();
+    let d = scratch.path().join("manifest-v2");
+    copy_dir(&f.path, &d);
+    fs::write(
+        d.join("manifest.json"),
+        m.replace("\"format_version\":1", "\"format_version\":2"),
+    )
+    .unwrap();
+    assert!(matches!(
+        Index::open(&d).unwrap_err(),
+        Error::Version { found: 2, .. }
+    ));
+    let d = scratch.path().join("manifest-other");
+    copy_dir(&f.path, &d);
+    fs::write(d.join("manifest.json"), b"{\"format\": \"something else\"}").unwrap();
+    assert!(matches!(
+        Index::open(&d).unwrap_err(),
+        Error::NotAnIndex { .. }
+    ));
+    // Swapped files: ids where the codes should be.
+    let d = scratch.path().join("swapped");
+    copy_dir(&f.path, &d);
+    fs::copy(d.join("ids.bin"), d.join("codes.bin")).unwrap();
+    let e = Index::open(&d).unwrap_err();
+    assert!(matches!(e, Error::NotAnIndex { .. }), "{e}");
+}
+
+#[test]
+fn skipping_checksums_defers_payload_errors_to_verify() {
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    let d = scratch.path().join("x");
+    copy_dir(&f.path, &d);
+    let name = "codes.bin";
+    let mut b = fs::read(d.join(name)).unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    fs::write(d.join(name), &b).unwrap();
+    assert!(matches!(
+        Index::open(&d).unwrap_err(),
+        Error::Checksum { .. }
+    ));
+    let index = Index::open_with(&d, OpenOptions::verify_checksums(false)).unwrap();
+    let e = index.verify().unwrap_err();
+    assert!(matches!(e, Error::Checksum { .. }), "{e}");
+    assert_names(&e, name);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random mutations of any file: an error, or (for bytes that carry no meaning, such as JSON
+    /// whitespace outside the checksummed body) exactly the original results.
+    #[test]
+    fn mutated_files_give_errors_never_panics(
+        file in 0usize..FILES.len(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+        random_file in any::<bool>(),
+        junk in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let f = shared();
+        let scratch = tempfile::tempdir().unwrap();
+        let d = scratch.path().join("m");
+        copy_dir(&f.fixture.path, &d);
+        let name = FILES[file];
+        let mut b = fs::read(d.join(name)).unwrap();
+        if random_file {
+            b = junk;
+        } else {
+            for (at, x) in &edits {
+                let i = at.index(b.len());
+                b[i] ^= x;
+            }
+            if let Some(c) = cut {
+                b.truncate(c.index(b.len()));
+            }
+        }
+        fs::write(d.join(name), &b).unwrap();
+        if let Ok(res) = exercise(&d, &f.fixture) {
+            prop_assert_eq!(res, f.good.clone());
+        }
+    }
+}
+
+struct Shared {
+    fixture: Fixture,
+    good: String,
+}
+
+fn shared() -> &'static Shared {
+    static S: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let fixture = fixture();
+        let good = exercise(&fixture.path, &fixture).unwrap();
+        Shared { fixture, good }
+    })
+}

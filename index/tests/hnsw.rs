@@ -1,0 +1,154 @@
+//! HNSW: high recall@10 against the exact top-10 on clustered codes; reloading gives identical
+//! results; parameter validation.
+
+mod common;
+
+use bsa_index::{Error, HnswParams, Index, IndexBuilder, SearchParams};
+use common::*;
+
+fn recall_at_10(exact: &[bsa_index::Hits], approx: &[bsa_index::Hits]) -> f64 {
+    let mut hit = 0usize;
+    let mut total = 0usize;
+    for (e, a) in exact.iter().zip(approx) {
+        // Tie-aware: any row at a distance <= the exact 10th distance is a true neighbour (with
+        // ties at the 10th distance the exact row set is one arbitrary choice among equals).
+        let tenth = *e.distances.last().unwrap();
+        let exact_rows: std::collections::HashSet<u64> = e.rows.iter().copied().collect();
+        hit += a
+            .rows
+            .iter()
+            .zip(&a.distances)
+            .filter(|(r, &d)| exact_rows.contains(r) || d <= tenth)
+            .count()
+            .min(10);
+        total += 10;
+    }
+    hit as f64 / total as f64
+}
+
+#[test]
+fn hnsw_recall_and_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let bits = 256;
+    let w = words(bits);
+    let mut r = rng(21);
+    let n = 5000;
+    let codes = clustered_codes(&mut r, n, bits, 50, 0.08);
+    let queries = clustered_codes(&mut r, 100, bits, 50, 0.08);
+    // Queries come from the same distribution: re-draw them from the data's own centres by
+    // perturbing stored codes.
+    let queries: Vec<u64> = (0..100)
+        .flat_map(|i| {
+            let row = (i * 37) % n;
+            let mut q = codes[row * w..(row + 1) * w].to_vec();
+            q[0] ^= queries[i * w] & 0x0101_0101_0101_0101;
+            q
+        })
+        .collect();
+    let path = dir.path().join("h");
+    let mut reports = Vec::new();
+    IndexBuilder::new(bits, &codes)
+        .hnsw(HnswParams {
+            max_connections: 16,
+            ef_construction: 200,
+            ef_search: 100,
+        })
+        .progress(|d, t| reports.push((d, t)))
+        .build(&path)
+        .unwrap();
+    assert_eq!(reports.last().copied(), Some((3 * n as u64, 3 * n as u64)));
+    assert!(reports.windows(2).all(|p| p[0].0 <= p[1].0));
+
+    let index = Index::open(&path).unwrap();
+    assert!(index.has_hnsw());
+    let p = SearchParams::default();
+    let exact = index.search_flat(&queries, 10, &p).unwrap();
+    let approx = pool(2)
+        .install(|| index.search_hnsw(&queries, 10, &p))
+        .unwrap();
+    let rec = recall_at_10(&exact, &approx);
+    eprintln!("recall@10 = {rec}");
+    assert!(rec >= 0.95, "recall@10 = {rec}");
+    for (qi, a) in approx.iter().enumerate() {
+        assert_eq!(a.len(), 10);
+        // Distances are true bit-level Hamming distances, sorted, ties by row.
+        for (&row, &d) in a.rows.iter().zip(&a.distances) {
+            let row = row as usize;
+            assert_eq!(
+                d,
+                hamming(
+                    &queries[qi * w..(qi + 1) * w],
+                    &codes[row * w..(row + 1) * w]
+                )
+            );
+        }
+        let pairs: Vec<(u32, u64)> = a
+            .distances
+            .iter()
+            .copied()
+            .zip(a.rows.iter().copied())
+            .collect();
+        assert!(pairs.windows(2).all(|x| x[0] < x[1]));
+    }
+    // A larger ef cannot do worse here.
+    let wide = index
+        .search_hnsw(&queries, 10, &p.with_ef_search(Some(400)))
+        .unwrap();
+    assert!(recall_at_10(&exact, &wide) >= rec - 1e-9);
+
+    // Reload in a fresh Index (and in another thread count): identical results.
+    drop(index);
+    let again = Index::open(&path).unwrap();
+    again.load_hnsw().unwrap();
+    let approx2 = pool(1)
+        .install(|| again.search_hnsw(&queries, 10, &p))
+        .unwrap();
+    assert_eq!(approx, approx2);
+    // Concurrent HNSW searches agree too.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| assert_eq!(again.search_hnsw(&queries, 10, &p).unwrap(), approx2));
+        }
+    });
+}
+
+#[test]
+fn hnsw_parameter_validation_and_missing_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let codes = vec![1u64, 2, 3, 4];
+    for m in [0usize, 1, 256, 257, 10_000] {
+        let e = IndexBuilder::new(64, &codes)
+            .hnsw(HnswParams {
+                max_connections: m,
+                ef_construction: 10,
+                ef_search: 10,
+            })
+            .build(dir.path().join(format!("m{m}")))
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+        assert!(!dir.path().join(format!("m{m}")).exists());
+    }
+    let path = dir.path().join("ok255");
+    IndexBuilder::new(64, &codes)
+        .hnsw(HnswParams {
+            max_connections: 255,
+            ef_construction: 10,
+            ef_search: 10,
+        })
+        .build(&path)
+        .unwrap();
+    let index = Index::open(&path).unwrap();
+    let h = index
+        .search_hnsw(&[3], 10, &SearchParams::default())
+        .unwrap();
+    assert_eq!(h[0].rows, vec![2, 0, 1, 3]);
+    assert_eq!(h[0].distances, vec![0, 1, 1, 3]);
+
+    let flat_only = dir.path().join("flat");
+    IndexBuilder::new(64, &codes).build(&flat_only).unwrap();
+    let index = Index::open(&flat_only).unwrap();
+    let e = index
+        .search_hnsw(&[3], 1, &SearchParams::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("no HNSW graph"), "{e}");
+}

@@ -1,0 +1,160 @@
+//! `bsa build`: pack codes into an index directory (written to a temporary folder beside the
+//! target and renamed into place when complete).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use bsa_index::{pack, HnswParams, IndexBuilder, VectorDtype};
+
+/// Build a search index from embeddings (encoded with a model) or from packed codes.
+///
+/// Examples:
+///   bsa build --model model.safetensors --data base.npy --vectors --hnsw --out idx
+///   bsa build --codes codes.npy --out idx      # uint8 n x bytes, packbits(bitorder="little")
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Model file: encode --data with it, and copy it into the index so float queries work.
+    #[arg(long, requires = "data", conflicts_with = "codes")]
+    pub model: Option<PathBuf>,
+    /// Float embeddings, n x D: encoded with --model, and stored with --vectors.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Packed codes made elsewhere: uint8 .npy, n x ceil(bits/8), numpy little bit order.
+    #[arg(long, required_unless_present = "model")]
+    pub codes: Option<PathBuf>,
+    /// Bits per code for --codes (default: 8 x bytes per row).
+    #[arg(long, requires = "codes")]
+    pub bits: Option<usize>,
+    /// External ids, one per row (.npy, 1-D integers); default: row numbers.
+    #[arg(long)]
+    pub ids: Option<PathBuf>,
+    /// Store the float vectors of --data for rescoring.
+    #[arg(long, requires = "data")]
+    pub vectors: bool,
+    /// Store the vectors as float16 (half the size).
+    #[arg(long, requires = "vectors")]
+    pub f16: bool,
+    /// Also build an HNSW graph.
+    #[arg(long)]
+    pub hnsw: bool,
+    /// HNSW: maximum connections per node (M), 2..=255.
+    #[arg(long, default_value_t = 32)]
+    pub m: usize,
+    /// HNSW: candidate list size while building.
+    #[arg(long, default_value_t = 200)]
+    pub ef_construction: usize,
+    /// HNSW: default candidate list size while searching.
+    #[arg(long, default_value_t = 64)]
+    pub ef_search: usize,
+    /// Replace an existing index at --out.
+    #[arg(long)]
+    pub force: bool,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Index directory to create.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    bsa::threads::configure(a.threads)?;
+    let data = match &a.data {
+        Some(p) => Some(super::open_embeddings(p, a.vectors)?),
+        None => None,
+    };
+    let (bits, codes, n) = match (&a.model, &a.codes) {
+        (Some(model_path), _) => {
+            let model = bsa::io::model::load(model_path)?;
+            let data = data.as_ref().context("--model needs --data")?;
+            data.expect_dim(model.config.dim)?;
+            let active = model.encode_active(data.view());
+            let words = pack::pack_set_bits(&active, model.config.bits)?;
+            (model.config.bits, words, data.n())
+        }
+        (None, Some(codes_path)) => {
+            let (n, cols, bytes) = bsa::io::read_u8(codes_path)?;
+            let bits = a.bits.unwrap_or(cols * 8);
+            if bits.div_ceil(8) != cols {
+                bail!(
+                    "{}: {cols} bytes per code cannot hold {bits}-bit codes; pass --bits between {} and {}",
+                    codes_path.display(),
+                    cols.saturating_sub(1) * 8 + 1,
+                    cols * 8
+                );
+            }
+            let words = pack::pack_le_bytes(&bytes, n, cols, bits)
+                .with_context(|| format!("packing {}", codes_path.display()))?;
+            (bits, words, n)
+        }
+        (None, None) => bail!("give --model with --data, or --codes"),
+    };
+    if let Some(d) = &data {
+        if d.n() != n {
+            bail!(
+                "{} has {} rows but there are {n} codes",
+                d.path().display(),
+                d.n()
+            );
+        }
+    }
+    let ids = match &a.ids {
+        Some(p) => {
+            let ids = bsa::io::read_u64_ids(p)?;
+            if ids.len() != n {
+                bail!("{}: {} ids for {n} codes", p.display(), ids.len());
+            }
+            Some(ids)
+        }
+        None => None,
+    };
+
+    let pb = super::bar(0, a.quiet, "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}");
+    pb.set_message("building");
+    let mut builder = IndexBuilder::new(bits, &codes)
+        .overwrite(a.force)
+        .progress(|done, total| {
+            pb.set_length(total);
+            pb.set_position(done);
+        })
+        .extra(serde_json::json!({
+            "bsa_version": env!("CARGO_PKG_VERSION"),
+            "source": a.model.as_ref().map(|_| "model").unwrap_or("codes"),
+            "data": a.data.as_ref().map(|p| p.display().to_string()),
+        }));
+    if let Some(ids) = &ids {
+        builder = builder.ids(ids);
+    }
+    if let Some(model) = &a.model {
+        builder = builder.model_file(model);
+    }
+    if a.vectors {
+        // `requires = "data"` guarantees data is present.
+        let d = data.as_ref().context("--vectors needs --data")?;
+        builder = builder
+            .vectors(d.as_slice(), d.dim())
+            .vector_dtype(if a.f16 {
+                VectorDtype::F16
+            } else {
+                VectorDtype::F32
+            });
+    }
+    if a.hnsw {
+        builder = builder.hnsw(HnswParams {
+            max_connections: a.m,
+            ef_construction: a.ef_construction,
+            ef_search: a.ef_search,
+        });
+    }
+    builder.build(&a.out)?;
+    pb.finish_and_clear();
+    eprintln!(
+        "bsa: built {} with {n} codes of {bits} bits",
+        a.out.display()
+    );
+    Ok(())
+}

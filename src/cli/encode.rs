@@ -1,0 +1,37 @@
+//! `bsa encode`: float embeddings to packed binary codes (numpy `packbits(bitorder="little")`).
+
+use std::path::PathBuf;
+
+/// Encode embeddings into packed binary codes.
+///
+/// Writes a uint8 .npy of shape n x ceil(N/8): bit j of a code is in byte j/8 at bit position
+/// j%8 (numpy `packbits(bitorder="little")`, the FAISS layout).
+///
+/// Example:
+///   bsa encode --model model.safetensors --data base.npy --out codes.npy
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Model file from `bsa train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Float embeddings, n x D.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output .npy (uint8).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    bsa::threads::configure(a.threads)?;
+    let model = bsa::io::model::load(&a.model)?;
+    let data = super::open_embeddings(&a.data, false)?;
+    data.expect_dim(model.config.dim)?;
+    let codes = model.encode_packed(data.view());
+    bsa::io::write_u8(&a.out, data.n(), model.config.bits.div_ceil(8), &codes)?;
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! `bsa eval`: the paper's reconstruction and sparsity metrics of a model on a set of vectors.
+
+use std::path::PathBuf;
+
+/// Report the paper's metrics of a model on embeddings.
+///
+/// JSON keys: n bits k reconstruction_loss reconstruction_mse fixed_topk_reconstruction_loss
+/// active_mean active_std dead_features feature_frequency_quantiles.
+///
+/// Example:
+///   bsa eval --model model.safetensors --data query.npy --json
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Model file from `bsa train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Float embeddings, n x D.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Print the metrics as one JSON object on stdout (else a table).
+    #[arg(long)]
+    pub json: bool,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    bsa::threads::configure(a.threads)?;
+    let model = bsa::io::model::load(&a.model)?;
+    let data = super::open_embeddings(&a.data, true)?;
+    data.expect_dim(model.config.dim)?;
+    let (m, _) = bsa::metrics::evaluate(&model, data.view());
+    if a.json {
+        super::print_json(&m)?;
+    } else {
+        print_table(&m);
+    }
+    Ok(())
+}
+
+/// The metrics as an aligned two-column table.
+pub fn print_table(m: &bsa::metrics::PaperMetrics) {
+    let q = &m.feature_frequency_quantiles;
+    let rows = [
+        ("vectors", m.n.to_string()),
+        ("bits / k", format!("{} / {}", m.bits, m.k)),
+        (
+            "reconstruction loss (cosine)",
+            format!("{:.4}", m.reconstruction_loss),
+        ),
+        ("reconstruction mse", format!("{:.6}", m.reconstruction_mse)),
+        (
+            "fixed-TopK reconstruction loss",
+            format!("{:.4}", m.fixed_topk_reconstruction_loss),
+        ),
+        (
+            "active bits mean / std",
+            format!("{:.2} / {:.2}", m.active_mean, m.active_std),
+        ),
+        ("dead features", m.dead_features.to_string()),
+        (
+            "bit frequency min/1/10/50/90/99/max %",
+            [q.min, q.p01, q.p10, q.p50, q.p90, q.p99, q.max]
+                .iter()
+                .map(|v| format!("{:.2}", v * 100.0))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    ];
+    for (k, v) in rows {
+        println!("{k:<38} {v}");
+    }
+}

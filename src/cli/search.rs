@@ -1,0 +1,217 @@
+//! `bsa search`: k nearest codes of each query in an index, as JSON lines.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use bsa_index::{pack, Hits, Index, OpenOptions, SearchParams};
+use serde::Serialize;
+
+/// Search an index with float queries (encoded with the index's model) or packed query codes.
+///
+/// Output: one JSON line per query, {"query": i, "ids": [...], "distances": [...]}, plus
+/// "scores" (cosine) after --rescore. With --labels FILE, the neighbours' lines of FILE instead.
+///
+/// Examples:
+///   bsa search --index idx --queries query.npy --k 10
+///   bsa search --index idx --queries query.npy --k 10 --rescore 10 --stats
+///   bsa search --index idx --query-codes qcodes.npy --k 10 --mode hnsw --ef 128
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Index directory from `bsa build`.
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Float queries, nq x D (encoded with the model stored in the index).
+    #[arg(
+        long,
+        required_unless_present = "query_codes",
+        conflicts_with = "query_codes"
+    )]
+    pub queries: Option<PathBuf>,
+    /// Packed query codes: uint8 .npy, nq x ceil(bits/8), numpy little bit order.
+    #[arg(long)]
+    pub query_codes: Option<PathBuf>,
+    /// Neighbours per query.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// flat (exact scan) or hnsw (graph, approximate).
+    #[arg(long, default_value = "flat", value_parser = ["flat", "hnsw"])]
+    pub mode: String,
+    /// HNSW candidate list size (default: the value stored at build time).
+    #[arg(long)]
+    pub ef: Option<usize>,
+    /// Re-rank the top k x R Hamming candidates by exact cosine against the stored vectors.
+    #[arg(long)]
+    pub rescore: Option<usize>,
+    /// Only neighbours within this Hamming distance.
+    #[arg(long)]
+    pub max_dist: Option<u32>,
+    /// Skip the full payload checksums when opening (header checks still run).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Write results here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print {"queries", "threads", "search_seconds", "qps"} as one JSON line on stderr.
+    #[arg(long)]
+    pub stats: bool,
+    /// Text file with one line per indexed row (by id): print neighbours' lines, for people.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+}
+
+/// One result line of `bsa search`. Field names are stable.
+#[derive(Debug, Serialize)]
+pub struct ResultLine<'a> {
+    /// Zero-based query number.
+    pub query: usize,
+    /// External ids of the neighbours, best first.
+    pub ids: &'a [u64],
+    /// Their Hamming distances to the query code.
+    pub distances: &'a [u32],
+    /// Cosine similarities, present after `--rescore`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scores: Option<&'a [f32]>,
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let threads = bsa::threads::configure(a.threads)?;
+    let index = Index::open_with(&a.index, OpenOptions::verify_checksums(!a.no_verify))?;
+    let bits = index.bits();
+
+    // Query codes, and float queries when there are any (for rescoring).
+    let float_queries = match &a.queries {
+        Some(p) => Some(super::open_embeddings(p, a.rescore.is_some())?),
+        None => None,
+    };
+    let (codes, nq) = match (&float_queries, &a.query_codes) {
+        (Some(q), _) => {
+            let model_path = index.model_path().with_context(|| {
+                format!(
+                    "{}: the index has no model to encode float queries; build it with --model, \
+                     or pass --query-codes",
+                    a.index.display()
+                )
+            })?;
+            let model = bsa::io::model::load(&model_path)?;
+            if model.config.bits != bits {
+                bail!(
+                    "{}: model makes {}-bit codes but the index holds {bits}-bit codes",
+                    model_path.display(),
+                    model.config.bits
+                );
+            }
+            q.expect_dim(model.config.dim)?;
+            (
+                pack::pack_set_bits(&model.encode_active(q.view()), bits)?,
+                q.n(),
+            )
+        }
+        (None, Some(p)) => {
+            let (nq, cols, bytes) = bsa::io::read_u8(p)?;
+            if cols != bits.div_ceil(8) {
+                bail!(
+                    "{}: query codes have {cols} bytes, the index's {bits}-bit codes need {}",
+                    p.display(),
+                    bits.div_ceil(8)
+                );
+            }
+            (pack::pack_le_bytes(&bytes, nq, cols, bits)?, nq)
+        }
+        (None, None) => bail!("give --queries or --query-codes"),
+    };
+    if a.rescore.is_some() {
+        if float_queries.is_none() {
+            bail!("--rescore needs float --queries (codes alone cannot be rescored)");
+        }
+        if !index.has_vectors() {
+            bail!(
+                "{}: the index stores no vectors to rescore with; rebuild it with --vectors",
+                a.index.display()
+            );
+        }
+    }
+    let labels = match &a.labels {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading labels {}", p.display()))?
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        ),
+        None => None,
+    };
+
+    let params = SearchParams::default()
+        .with_max_distance(a.max_dist)
+        .with_ef_search(a.ef);
+    let fetch = a.k.saturating_mul(a.rescore.unwrap_or(1).max(1));
+    let started = Instant::now();
+    let mut hits = match a.mode.as_str() {
+        "hnsw" => index.search_hnsw(&codes, fetch, &params)?,
+        _ => index.search_flat(&codes, fetch, &params)?,
+    };
+    if let (Some(_), Some(q)) = (a.rescore, &float_queries) {
+        use rayon::prelude::*;
+        hits = hits
+            .par_iter()
+            .enumerate()
+            .map(|(i, h)| index.rescore(q.row(i), h, a.k))
+            .collect::<Result<Vec<Hits>, _>>()?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    let mut out: Box<dyn Write> = match &a.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    for (i, h) in hits.iter().enumerate() {
+        match &labels {
+            Some(lines) => {
+                writeln!(out, "query {i}:")?;
+                for (rank, (&id, &d)) in h.ids.iter().zip(&h.distances).enumerate() {
+                    let text = usize::try_from(id)
+                        .ok()
+                        .and_then(|id| lines.get(id))
+                        .map(String::as_str)
+                        .unwrap_or("<no label>");
+                    writeln!(out, "  {:>3}. [{id}] d={d} {text}", rank + 1)?;
+                }
+            }
+            None => {
+                serde_json::to_writer(
+                    &mut out,
+                    &ResultLine {
+                        query: i,
+                        ids: &h.ids,
+                        distances: &h.distances,
+                        scores: h.scores.as_deref(),
+                    },
+                )?;
+                writeln!(out)?;
+            }
+        }
+    }
+    out.flush()?;
+    if a.stats {
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "queries": nq,
+                "threads": threads,
+                "search_seconds": seconds,
+                "qps": nq as f64 / seconds.max(1e-12),
+                "mode": a.mode,
+                "kernel": index.kernel_name(),
+            })
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! The library's error type. Every variant carries the evidence a user needs: the file, the row,
+//! the numbers that disagree, and (in its message) what to do about it.
+
+use std::path::PathBuf;
+
+/// A `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in bsa's library.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing a file failed at the operating-system level.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file is not in the format expected (bad magic, wrong dtype or rank, truncated, ...).
+    #[error("{}: {detail}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and, where possible, how to fix it.
+        detail: String,
+    },
+    /// A row of an embedding file holds a value that training or search cannot use.
+    #[error("{}: row {row}: {detail}", path.display())]
+    BadRow {
+        /// The file.
+        path: PathBuf,
+        /// Zero-based row number.
+        row: usize,
+        /// What is wrong with it (NaN, infinity, zero norm).
+        detail: String,
+    },
+    /// Two things that must agree in size do not.
+    #[error("dimension mismatch: {what}: expected {expected}, got {got}")]
+    DimMismatch {
+        /// What was being compared.
+        what: String,
+        /// The size required.
+        expected: usize,
+        /// The size found.
+        got: usize,
+    },
+    /// A parameter is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Training produced a non-finite or exploding loss.
+    #[error("training diverged: {0}")]
+    Diverged(String),
+    /// An error from the search index crate.
+    #[error(transparent)]
+    Index(#[from] bsa_index::Error),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A format error for `path` with a message.
+    pub fn format(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+        Error::Format {
+            path: path.into(),
+            detail: detail.into(),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Model files: safetensors with the PyTorch layout, readable from Python.
+//!
+//! | tensor | shape | dtype |
+//! | --- | --- | --- |
+//! | `encoder.weight` | `N x D` | F32 |
+//! | `encoder.bias` | `N` | F32 |
+//! | `decoder.weight` | `D x N` | F32 |
+//! | `decoder.bias` | `D` | F32 |
+//!
+//! Metadata (all strings, as safetensors requires): `format` = `bsa-model`, `format_version`,
+//! `bits`, `k`, `dim`, `method`, `loss`, `alpha`, `target`, and `training` (JSON of the training
+//! settings and report, informational). In Python:
+//!
+//! ```python
+//! from safetensors.numpy import load_file
+//! w = load_file("model.safetensors")
+//! h = x @ w["encoder.weight"].T + w["encoder.bias"]
+//! codes = h > 0                     # method "bsa"; "topk": the k largest h of each row
+//! xhat = codes @ w["decoder.weight"].T + w["decoder.bias"]
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ndarray::{Array1, Array2};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::error::{Error, Result};
+use crate::model::{Autoencoder, ModelConfig, Params};
+
+/// Value of the `format` metadata key.
+pub const FORMAT: &str = "bsa-model";
+/// Version of the model file layout this build writes; it reads `1..=FORMAT_VERSION`.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Writes `model` to `path` (atomically: a temporary file renamed into place). `training` is
+/// stored as informational JSON metadata.
+pub fn save(
+    path: impl AsRef<Path>,
+    model: &Autoencoder,
+    training: &serde_json::Value,
+) -> Result<()> {
+    let path = path.as_ref();
+    let p = &model.params;
+    let c = &model.config;
+    let (n, d) = (c.bits, c.dim);
+    let wd = p.wd_t.t().as_standard_layout().into_owned();
+    // Logical (row-major) order, whatever the memory layout.
+    fn slice<'a>(a: impl IntoIterator<Item = &'a f32>) -> Vec<u8> {
+        a.into_iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+    let tensors = [
+        ("encoder.weight", vec![n, d], slice(&p.we)),
+        ("encoder.bias", vec![n], slice(&p.be)),
+        ("decoder.weight", vec![d, n], slice(&wd)),
+        ("decoder.bias", vec![d], slice(&p.bd)),
+    ];
+    let views = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data)
+                .map(|v| (*name, v))
+                .map_err(|e| Error::format(path, format!("cannot lay out tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let meta: HashMap<String, String> = [
+        ("format", FORMAT.to_string()),
+        ("format_version", FORMAT_VERSION.to_string()),
+        ("bits", n.to_string()),
+        ("k", c.k.to_string()),
+        ("dim", d.to_string()),
+        ("method", c.method.to_string()),
+        ("loss", c.loss.to_string()),
+        ("alpha", c.alpha.to_string()),
+        ("target", c.target.to_string()),
+        ("training", training.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let buf = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::format(path, format!("cannot serialise the model: {e}")))?;
+    super::write_atomic(path, |w| std::io::Write::write_all(w, &buf))
+}
+
+/// Reads a model file written by [`save`], checking the format marker, version, every tensor's
+/// presence, dtype and shape, and that the weights are finite.
+pub fn load(path: impl AsRef<Path>) -> Result<Autoencoder> {
+    let path = path.as_ref();
+    let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |detail: String| Error::format(path, detail);
+    let (_, header) = SafeTensors::read_metadata(&buf).map_err(|e| {
+        bad(format!(
+            "not a safetensors model file ({e}); train one with `bsa train`"
+        ))
+    })?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let get = |key: &str| -> Result<&String> {
+        meta.get(key).ok_or_else(|| {
+            bad(format!(
+                "metadata key {key:?} is missing; is this a bsa model file?"
+            ))
+        })
+    };
+    if get("format")? != FORMAT {
+        return Err(bad(format!(
+            "metadata says format {:?}, expected {FORMAT:?}",
+            get("format")?
+        )));
+    }
+    let version: u32 = parse(path, "format_version", get("format_version")?)?;
+    if !(1..=FORMAT_VERSION).contains(&version) {
+        return Err(bad(format!(
+            "model format v{version} is newer than this bsa reads (v1..=v{FORMAT_VERSION}); \
+             upgrade bsa or retrain the model"
+        )));
+    }
+    let config = ModelConfig {
+        dim: parse(path, "dim", get("dim")?)?,
+        bits: parse(path, "bits", get("bits")?)?,
+        k: parse(path, "k", get("k")?)?,
+        method: parse(path, "method", get("method")?)?,
+        loss: parse(path, "loss", get("loss")?)?,
+        alpha: parse(path, "alpha", get("alpha")?)?,
+        target: parse(path, "target", get("target")?)?,
+    };
+    config
+        .validate()
+        .map_err(|e| bad(format!("bad model settings: {e}")))?;
+    let st = SafeTensors::deserialize(&buf)
+        .map_err(|e| bad(format!("corrupt safetensors data: {e}")))?;
+    let (n, d) = (config.bits, config.dim);
+    let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| bad(format!("tensor {name:?} is missing")))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(bad(format!(
+                "tensor {name:?} is {:?}, expected F32",
+                t.dtype()
+            )));
+        }
+        if t.shape() != shape {
+            return Err(bad(format!(
+                "tensor {name:?} has shape {:?}, expected {shape:?} (bits {n}, dim {d})",
+                t.shape()
+            )));
+        }
+        let v: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(bad(format!(
+                "tensor {name:?} holds a non-finite value at {i}"
+            )));
+        }
+        Ok(v)
+    };
+    let shape_err = |e: ndarray::ShapeError| bad(format!("tensor shape: {e}"));
+    let we =
+        Array2::from_shape_vec((n, d), tensor("encoder.weight", &[n, d])?).map_err(shape_err)?;
+    let be = Array1::from(tensor("encoder.bias", &[n])?);
+    let wd =
+        Array2::from_shape_vec((d, n), tensor("decoder.weight", &[d, n])?).map_err(shape_err)?;
+    let bd = Array1::from(tensor("decoder.bias", &[d])?);
+    let wd_t = wd.t().as_standard_layout().into_owned();
+    Ok(Autoencoder {
+        config,
+        params: Params { we, be, wd_t, bd },
+    })
+}
+
+/// The `training` metadata of a model file, as JSON (`Null` when absent or unreadable).
+pub fn training_info(path: impl AsRef<Path>) -> Result<serde_json::Value> {
+    let path = path.as_ref();
+    let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, header) = SafeTensors::read_metadata(&buf)
+        .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
+    Ok(header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("training"))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(serde_json::Value::Null))
+}
+
+fn parse<T: std::str::FromStr>(path: &Path, key: &str, value: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| Error::format(path, format!("metadata {key} = {value:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LossKind, Method, Target};
+
+    fn model() -> Autoencoder {
+        Autoencoder {
+            config: ModelConfig {
+                dim: 5,
+                bits: 12,
+                k: 3,
+                method: Method::Topk,
+                loss: LossKind::Mse,
+                alpha: 0.5,
+                target: Target::Masked,
+            },
+            params: Params::init(12, 5, 3),
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_config_and_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        let m = model();
+        save(&path, &m, &serde_json::json!({"epochs": 3})).unwrap();
+        let back = load(&path).unwrap();
+        assert_eq!(back.config, m.config);
+        assert_eq!(back.params, m.params);
+        assert_eq!(training_info(&path).unwrap()["epochs"], 3);
+    }
+
+    #[test]
+    fn corrupt_or_foreign_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        save(&path, &model(), &serde_json::Value::Null).unwrap();
+        let good = std::fs::read(&path).unwrap();
+
+        std::fs::write(&path, b"not a model").unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("m.safetensors") && e.contains("not a safetensors"),
+            "{e}"
+        );
+
+        let mut trunc = good.clone();
+        trunc.truncate(good.len() - 10);
+        std::fs::write(&path, &trunc).unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("m.safetensors"), "{e}");
+
+        // Same length, so the header's offsets stay valid: only the version differs.
+        let key = b"\"format_version\":\"1\"";
+        let at = good.windows(key.len()).position(|w| w == key).unwrap();
+        let mut newer = good.clone();
+        newer[at + key.len() - 2] = b'9';
+        std::fs::write(&path, &newer).unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("v9") && e.contains("upgrade bsa"), "{e}");
+    }
+}

@@ -1,0 +1,40 @@
+//! # bsa: sparse binary codes for dense embeddings
+//!
+//! bsa learns short binary codes for float embeddings with the Binary Sparsity Alignment (BSA)
+//! autoencoder, and searches them by Hamming distance in memory-mapped indexes.
+//!
+//! - [`train`]: fit the BSA autoencoder (or its TopK baseline) on an `n x D` float matrix.
+//! - [`model`]: the model, its forward pass and code packing.
+//! - [`metrics`]: the paper's reconstruction and sparsity metrics.
+//! - [`io`]: embedding files (`.npy`, `.fvecs`) and model files (safetensors).
+//! - [`bsa_index`] (a separate crate with no BLAS): packed codes on disk and their search.
+//!
+//! ```
+//! use bsa::train::TrainParams;
+//! // 200 random 16-d vectors.
+//! let x = ndarray::Array2::from_shape_fn((200, 16), |(i, j)| ((i * 31 + j * 17) % 23) as f32 / 23.0 - 0.5);
+//! let mut params = TrainParams::new(64, 8);
+//! params.epochs = 3;
+//! params.batch = 50;
+//! let (model, _report) = params.fit(x.view(), &mut |_| {}).unwrap();
+//! let codes = model.encode_packed(x.view()); // 200 rows of 64 / 8 = 8 bytes
+//! assert_eq!(codes.len(), 200 * 8);
+//! ```
+
+#![warn(missing_docs)]
+
+// Links the BLAS implementation that ndarray's and ndarray-linalg's products call.
+extern crate blas_src;
+
+pub use bsa_index;
+
+pub mod error;
+pub mod io;
+pub mod loss;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod threads;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,149 @@
+//! The two distances of the BSA objective (cosine and mean squared error), applied row by row
+//! with their gradients, and the TopK alignment targets. Formulas: `shared/method.md`.
+
+use ndarray::{Array2, ArrayView2, Axis, Zip};
+
+use crate::model::{top_k_indices, LossKind, Real, Target};
+
+/// Norms below this are treated as this, so a zero reconstruction gives a large but finite
+/// gradient instead of NaN.
+const NORM_FLOOR: f64 = 1e-12;
+
+/// Mean over rows of `d(u_i, v_i)`, and, when `grad` is given, writes `d mean / d u` into it
+/// (the `1/B` of the mean is folded in, as in method.md).
+///
+/// Cosine: `d = 1 - u.v/(|u||v|)`, `grad_i = -(v^ - cos u^) / (B |u|)`.
+/// MSE: `d = mean_d (u - v)^2`, `grad_i = 2 (u - v) / (B D)`.
+pub fn distance_rows<F: Real>(
+    kind: LossKind,
+    u: ArrayView2<F>,
+    v: ArrayView2<F>,
+    grad: Option<&mut Array2<F>>,
+) -> F {
+    assert_eq!(u.dim(), v.dim(), "distance_rows: shapes differ");
+    let b = F::from(u.nrows()).unwrap();
+    let cols = F::from(u.ncols()).unwrap();
+    let floor = F::from(NORM_FLOOR).unwrap();
+    let two = F::one() + F::one();
+    let mut losses = vec![F::zero(); u.nrows()];
+    let row_loss = |ui: ndarray::ArrayView1<F>, vi: ndarray::ArrayView1<F>| -> (F, F, F, F) {
+        match kind {
+            LossKind::Cosine => {
+                let nu = ui.dot(&ui).sqrt().max(floor);
+                let nv = vi.dot(&vi).sqrt().max(floor);
+                let cos = ui.dot(&vi) / (nu * nv);
+                (F::one() - cos, nu, nv, cos)
+            }
+            LossKind::Mse => {
+                let s: F = ui.iter().zip(vi).map(|(&a, &c)| (a - c) * (a - c)).sum();
+                (s / cols, F::zero(), F::zero(), F::zero())
+            }
+        }
+    };
+    match grad {
+        None => Zip::from(&mut losses)
+            .and(u.axis_iter(Axis(0)))
+            .and(v.axis_iter(Axis(0)))
+            .par_for_each(|l, ui, vi| *l = row_loss(ui, vi).0),
+        Some(g) => {
+            assert_eq!(g.dim(), u.dim(), "distance_rows: gradient shape differs");
+            Zip::from(&mut losses)
+                .and(g.axis_iter_mut(Axis(0)))
+                .and(u.axis_iter(Axis(0)))
+                .and(v.axis_iter(Axis(0)))
+                .par_for_each(|l, mut gi, ui, vi| {
+                    let (loss, nu, nv, cos) = row_loss(ui, vi);
+                    *l = loss;
+                    match kind {
+                        LossKind::Cosine => Zip::from(&mut gi)
+                            .and(ui)
+                            .and(vi)
+                            .for_each(|g, &a, &c| *g = -(c / nv - cos * a / nu) / (b * nu)),
+                        LossKind::Mse => Zip::from(&mut gi)
+                            .and(ui)
+                            .and(vi)
+                            .for_each(|g, &a, &c| *g = two * (a - c) / (b * cols)),
+                    }
+                });
+        }
+    }
+    losses.into_iter().sum::<F>() / b
+}
+
+/// The TopK target `T` of the soft codes `S` (detached: a constant for the gradient).
+/// [`Target::Khot`]: 1 at the K largest entries of each row; [`Target::Masked`]: `S` there.
+/// Ties go to the lower index, so the target is deterministic.
+pub fn topk_target<F: Real>(s: ArrayView2<F>, k: usize, target: Target) -> Array2<F> {
+    let mut t = Array2::zeros(s.dim());
+    Zip::from(t.axis_iter_mut(Axis(0)))
+        .and(s.axis_iter(Axis(0)))
+        .par_for_each(|mut ti, si| {
+            let row = si.to_vec();
+            for j in top_k_indices(&row, k, &mut Vec::new()) {
+                let j = j as usize;
+                ti[j] = match target {
+                    Target::Khot => F::one(),
+                    Target::Masked => row[j],
+                };
+            }
+        });
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn cosine_distance_of_parallel_and_orthogonal_rows() {
+        let u = array![[1.0f64, 0.0], [2.0, 0.0]];
+        let v = array![[0.0f64, 3.0], [1.0, 0.0]];
+        // Orthogonal: 1, parallel: 0; mean 0.5.
+        let d = distance_rows(LossKind::Cosine, u.view(), v.view(), None);
+        assert!((d - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn mse_is_the_mean_of_squares() {
+        let u = array![[1.0f64, 2.0], [0.0, 0.0]];
+        let v = array![[0.0f64, 0.0], [0.0, 4.0]];
+        // Row means: (1 + 4) / 2 = 2.5 and 16 / 2 = 8; mean over rows 5.25.
+        let d = distance_rows(LossKind::Mse, u.view(), v.view(), None);
+        assert!((d - 5.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let u = array![[0.3f64, -1.2, 0.7], [2.0, 0.1, -0.4]];
+        let v = array![[1.0f64, 0.5, -0.2], [-0.3, 0.9, 0.6]];
+        for kind in [LossKind::Cosine, LossKind::Mse] {
+            let mut g = Array2::zeros(u.dim());
+            distance_rows(kind, u.view(), v.view(), Some(&mut g));
+            for idx in [(0, 0), (0, 2), (1, 1)] {
+                let eps = 1e-6;
+                let mut up = u.clone();
+                up[idx] += eps;
+                let mut dn = u.clone();
+                dn[idx] -= eps;
+                let fd = (distance_rows(kind, up.view(), v.view(), None)
+                    - distance_rows(kind, dn.view(), v.view(), None))
+                    / (2.0 * eps);
+                assert!((fd - g[idx]).abs() < 1e-8, "{kind}: {fd} vs {}", g[idx]);
+            }
+        }
+    }
+
+    #[test]
+    fn targets_pick_the_k_largest() {
+        let s = array![[0.1f64, 0.9, 0.5, 0.7]];
+        assert_eq!(
+            topk_target(s.view(), 2, Target::Khot),
+            array![[0.0, 1.0, 0.0, 1.0]]
+        );
+        assert_eq!(
+            topk_target(s.view(), 2, Target::Masked),
+            array![[0.0, 0.9, 0.0, 0.7]]
+        );
+    }
+}

@@ -1,0 +1,24 @@
+//! The `bsa` command line: parse, dispatch, report errors. Each subcommand lives in `cli/`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            // A closed stdout (e.g. `bsa search ... | head`) is not an error worth reporting.
+            if let Some(io) = err.root_cause().downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("bsa: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The paper's metrics (reconstruction and sparsity of the codes) and retrieval recall.
+//! Definitions: `shared/method.md`, "The paper's metrics" and "Retrieval metrics".
+
+use ndarray::{ArrayView2, Axis};
+use serde::Serialize;
+
+use crate::loss::distance_rows;
+use crate::model::{Autoencoder, LossKind};
+
+/// Rows per chunk when evaluating, to bound memory on large sets.
+const CHUNK: usize = 8192;
+
+/// Quantiles of the per-bit firing frequency `f_j` (fraction of vectors with bit j set).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FrequencyQuantiles {
+    /// Smallest `f_j`.
+    pub min: f64,
+    /// 1st percentile.
+    pub p01: f64,
+    /// 10th percentile.
+    pub p10: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest `f_j`.
+    pub max: f64,
+}
+
+/// What `bsa eval` reports: the paper's metrics on a set of vectors. The field names are the
+/// JSON keys and are stable.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaperMetrics {
+    /// Number of vectors evaluated.
+    pub n: usize,
+    /// Code length N.
+    pub bits: usize,
+    /// Target active bits K.
+    pub k: usize,
+    /// `mean_i d(dec(code_i), x_i)`, cosine distance, with the model's own code.
+    pub reconstruction_loss: f64,
+    /// The same reconstruction measured by mean squared error (mean over rows and dimensions).
+    pub reconstruction_mse: f64,
+    /// `mean_i d(dec(khot_K(s_i)), x_i)`: the decoder fed exactly the K largest activations.
+    pub fixed_topk_reconstruction_loss: f64,
+    /// Mean number of set bits per code.
+    pub active_mean: f64,
+    /// Population standard deviation of the number of set bits per code.
+    pub active_std: f64,
+    /// Bits set in no code at all.
+    pub dead_features: usize,
+    /// Quantiles of per-bit firing frequency.
+    pub feature_frequency_quantiles: FrequencyQuantiles,
+}
+
+/// Per-code and per-bit statistics behind [`PaperMetrics`], kept for histograms.
+#[derive(Debug, Clone)]
+pub struct CodeStats {
+    /// Set bits of each code.
+    pub active_counts: Vec<u32>,
+    /// Fraction of codes with bit j set, for each bit j.
+    pub bit_frequency: Vec<f64>,
+}
+
+/// Evaluates `model` on the rows of `x` (which must have the model's input dimension).
+pub fn evaluate(model: &Autoencoder, x: ArrayView2<f32>) -> (PaperMetrics, CodeStats) {
+    let n = x.nrows();
+    let bits = model.config.bits;
+    let mut rec = 0.0;
+    let mut mse = 0.0;
+    let mut fixed = 0.0;
+    let mut active_counts = Vec::with_capacity(n);
+    let mut bit_count = vec![0u64; bits];
+    for chunk in x.axis_chunks_iter(Axis(0), CHUNK) {
+        let w = chunk.nrows() as f64;
+        let active = model.encode_active(chunk);
+        let xhat = model.params.decode_sparse(&active);
+        rec += w * distance_rows(LossKind::Cosine, xhat.view(), chunk, None) as f64;
+        mse += w * distance_rows(LossKind::Mse, xhat.view(), chunk, None) as f64;
+        let khot = model.encode_khot(chunk);
+        let xhat_k = model.params.decode_sparse(&khot);
+        fixed += w * distance_rows(LossKind::Cosine, xhat_k.view(), chunk, None) as f64;
+        for set in &active {
+            active_counts.push(set.len() as u32);
+            for &j in set {
+                bit_count[j as usize] += 1;
+            }
+        }
+    }
+    let nf = n.max(1) as f64;
+    let active_mean = active_counts.iter().map(|&c| c as f64).sum::<f64>() / nf;
+    let active_var = active_counts
+        .iter()
+        .map(|&c| (c as f64 - active_mean).powi(2))
+        .sum::<f64>()
+        / nf;
+    let bit_frequency: Vec<f64> = bit_count.iter().map(|&c| c as f64 / nf).collect();
+    let mut sorted = bit_frequency.clone();
+    sorted.sort_by(f64::total_cmp);
+    let q = |p: f64| quantile(&sorted, p);
+    let metrics = PaperMetrics {
+        n,
+        bits,
+        k: model.config.k,
+        reconstruction_loss: rec / nf,
+        reconstruction_mse: mse / nf,
+        fixed_topk_reconstruction_loss: fixed / nf,
+        active_mean,
+        active_std: active_var.sqrt(),
+        dead_features: bit_count.iter().filter(|&&c| c == 0).count(),
+        feature_frequency_quantiles: FrequencyQuantiles {
+            min: q(0.0),
+            p01: q(0.01),
+            p10: q(0.10),
+            p50: q(0.50),
+            p90: q(0.90),
+            p99: q(0.99),
+            max: q(1.0),
+        },
+    };
+    (
+        metrics,
+        CodeStats {
+            active_counts,
+            bit_frequency,
+        },
+    )
+}
+
+/// The `p`-quantile of sorted values with linear interpolation between closest ranks (numpy's
+/// default, `method="linear"`). NaN for an empty slice.
+pub fn quantile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = p.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// k-NN recall (ann-benchmarks' definition): `|retrieved top-k ∩ true top-k| / k`, averaged over
+/// queries. `truth` rows hold at least `k` true neighbours, best first; `retrieved` rows may be
+/// shorter than `k` (missing results count as misses).
+///
+/// ```
+/// let truth = vec![vec![1, 2, 3], vec![4, 5, 6]];
+/// let got = vec![vec![2, 1, 9], vec![6, 7, 8]];
+/// assert_eq!(bsa::metrics::recall_at_k(&got, &truth, 2), 0.5); // 2/2 and 0/2
+/// ```
+pub fn recall_at_k(retrieved: &[Vec<u64>], truth: &[Vec<u64>], k: usize) -> f64 {
+    assert_eq!(retrieved.len(), truth.len(), "one result list per query");
+    if retrieved.is_empty() || k == 0 {
+        return 0.0;
+    }
+    let hits: usize = retrieved
+        .iter()
+        .zip(truth)
+        .map(|(got, want)| {
+            let want = &want[..k.min(want.len())];
+            got.iter().take(k).filter(|id| want.contains(id)).count()
+        })
+        .sum();
+    hits as f64 / (k * retrieved.len()) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_like_numpy() {
+        let v = [0.0, 1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile(&v, 0.5), 2.0);
+        assert_eq!(quantile(&v, 0.1), 0.4);
+        assert_eq!(quantile(&v, 1.0), 4.0);
+        assert_eq!(quantile(&[7.0], 0.99), 7.0);
+    }
+
+    #[test]
+    fn recall_counts_misses_in_short_lists() {
+        let truth = vec![vec![1, 2]];
+        assert_eq!(recall_at_k(&[vec![2]], &truth, 2), 0.5);
+        assert_eq!(recall_at_k(&[vec![3, 4]], &truth, 2), 0.0);
+    }
+}

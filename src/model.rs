@@ -1,0 +1,384 @@
+//! The BSA autoencoder: its configuration, its parameters, and the forward pass that turns float
+//! vectors into binary codes and codes back into vectors.
+//!
+//! Names follow `shared/method.md`: rows are vectors, a batch `X` is `B x D`,
+//!
+//! ```text
+//! H    = X We^T + be      S = sigmoid(H)      C = round(S)      Xhat = C Wd^T + bd
+//! ```
+//!
+//! The decoder is stored transposed (`wd_t = Wd^T`, `N x D`) so that decoding a sparse code is a
+//! sum of the contiguous rows of `wd_t` picked by the code's set bits. Model files keep the
+//! PyTorch layout (`decoder.weight` is `D x N`); see [`crate::io::model`].
+
+use ndarray::{Array1, Array2, ArrayView2, Axis, LinalgScalar, ScalarOperand, Zip};
+use num_traits::{Float, NumAssign};
+use rand::Rng;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::iter::Sum;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// A float type the model can be evaluated in: `f32` for training, `f64` for gradient checks.
+pub trait Real:
+    Float + NumAssign + LinalgScalar + ScalarOperand + Send + Sync + fmt::Debug + Sum + 'static
+{
+}
+impl<T> Real for T where
+    T: Float + NumAssign + LinalgScalar + ScalarOperand + Send + Sync + fmt::Debug + Sum + 'static
+{
+}
+
+/// How the binary code is made from the soft code `S`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// The paper's BSA: `C = round(S)`, with the alignment loss pulling the count toward K.
+    Bsa,
+    /// "TopK clipping": `C` = k-hot of the K largest entries of `S`, no alignment loss.
+    Topk,
+}
+
+/// The distance used in both loss terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// Cosine distance `1 - u.v / (|u| |v|)` (the paper).
+    Cosine,
+    /// Mean squared error (the paper's ablation).
+    Mse,
+}
+
+/// The TopK target `T` that the soft code `S` is aligned to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// 1 at the K largest entries of each row of `S`, 0 elsewhere.
+    Khot,
+    /// `S` itself at the K largest entries, 0 elsewhere.
+    Masked,
+}
+
+macro_rules! impl_enum_str {
+    ($t:ty, $($name:literal => $v:expr),+) => {
+        impl FromStr for $t {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($name => Ok($v),)+
+                    _ => Err(Error::InvalidArgument(format!(
+                        "unknown {} {s:?}; expected one of: {}",
+                        stringify!($t).to_lowercase(),
+                        [$($name),+].join(", ")
+                    ))),
+                }
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let s = match self { $(v if *v == $v => $name,)+ _ => unreachable!() };
+                f.write_str(s)
+            }
+        }
+    };
+}
+impl_enum_str!(Method, "bsa" => Method::Bsa, "topk" => Method::Topk);
+impl_enum_str!(LossKind, "cosine" => LossKind::Cosine, "mse" => LossKind::Mse);
+impl_enum_str!(Target, "khot" => Target::Khot, "masked" => Target::Masked);
+
+/// Everything that defines a model apart from its weights. Saved as model-file metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Input dimension D.
+    pub dim: usize,
+    /// Code length N (number of bits).
+    pub bits: usize,
+    /// Target number of active bits K.
+    pub k: usize,
+    /// How codes are made.
+    pub method: Method,
+    /// Loss used in training.
+    pub loss: LossKind,
+    /// Weight of the alignment loss (ignored by [`Method::Topk`]).
+    pub alpha: f64,
+    /// Alignment target.
+    pub target: Target,
+}
+
+impl ModelConfig {
+    /// Checks that the sizes make sense (`0 < k <= bits`, `dim > 0`, finite `alpha >= 0`).
+    pub fn validate(&self) -> Result<()> {
+        if self.dim == 0 {
+            return Err(Error::InvalidArgument(
+                "input dimension must be positive".into(),
+            ));
+        }
+        if self.bits == 0 {
+            return Err(Error::InvalidArgument("--bits must be positive".into()));
+        }
+        if self.k == 0 || self.k > self.bits {
+            return Err(Error::InvalidArgument(format!(
+                "--k must be between 1 and --bits ({}), got {}",
+                self.bits, self.k
+            )));
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "--alpha must be a finite number >= 0, got {}",
+                self.alpha
+            )));
+        }
+        Ok(())
+    }
+
+    /// The alignment weight actually used: `alpha` for BSA, 0 for TopK (which has no such term).
+    pub fn effective_alpha(&self) -> f64 {
+        match self.method {
+            Method::Bsa => self.alpha,
+            Method::Topk => 0.0,
+        }
+    }
+}
+
+/// The weights: encoder `We` (`N x D`), `be` (`N`), decoder transposed `wd_t = Wd^T` (`N x D`),
+/// `bd` (`D`). Also used to hold gradients and optimiser moments of the same shapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params<F> {
+    /// Encoder weight `We`, `N x D`.
+    pub we: Array2<F>,
+    /// Encoder bias `be`, length `N`.
+    pub be: Array1<F>,
+    /// Decoder weight transposed, `Wd^T`, `N x D`: row j is the vector bit j adds.
+    pub wd_t: Array2<F>,
+    /// Decoder bias `bd`, length `D`.
+    pub bd: Array1<F>,
+}
+
+impl<F: Real> Params<F> {
+    /// All-zero parameters for a model of `bits` codes over `dim` inputs.
+    pub fn zeros(bits: usize, dim: usize) -> Self {
+        Params {
+            we: Array2::zeros((bits, dim)),
+            be: Array1::zeros(bits),
+            wd_t: Array2::zeros((bits, dim)),
+            bd: Array1::zeros(dim),
+        }
+    }
+
+    /// PyTorch's default `nn.Linear` initialisation (uniform in `±1/sqrt(fan_in)` for weights
+    /// and biases), which is what the paper's reference implementation would have used.
+    pub fn init(bits: usize, dim: usize, seed: u64) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut uniform = |bound: f64| F::from(rng.random_range(-bound..bound)).unwrap();
+        let enc = 1.0 / (dim as f64).sqrt();
+        let dec = 1.0 / (bits as f64).sqrt();
+        let we = Array2::from_shape_simple_fn((bits, dim), || uniform(enc));
+        let be = Array1::from_shape_simple_fn(bits, || uniform(enc));
+        let wd_t = Array2::from_shape_simple_fn((bits, dim), || uniform(dec));
+        let bd = Array1::from_shape_simple_fn(dim, || uniform(dec));
+        Params { we, be, wd_t, bd }
+    }
+
+    /// Code length N.
+    pub fn bits(&self) -> usize {
+        self.we.nrows()
+    }
+
+    /// Input dimension D.
+    pub fn dim(&self) -> usize {
+        self.we.ncols()
+    }
+
+    /// Pre-activations `H = X We^T + be` (`B x N`).
+    pub fn pre_activations(&self, x: ArrayView2<F>) -> Array2<F> {
+        let mut h = x.dot(&self.we.t());
+        h += &self.be;
+        h
+    }
+
+    /// Decodes binary codes given as lists of set bits: row i of the result is
+    /// `bd + sum of wd_t[j] for j in active[i]`. Costs `B K D` instead of a `B N D` GEMM.
+    pub fn decode_sparse(&self, active: &[Vec<u32>]) -> Array2<F> {
+        let mut out = Array2::zeros((active.len(), self.dim()));
+        Zip::from(out.rows_mut())
+            .and(active)
+            .par_for_each(|mut row, bits| {
+                row.assign(&self.bd);
+                for &j in bits {
+                    row += &self.wd_t.row(j as usize);
+                }
+            });
+        out
+    }
+
+    /// Decodes a dense (possibly non-binary) code matrix `C` (`B x N`): `C Wd^T + bd`.
+    pub fn decode_dense(&self, c: ArrayView2<F>) -> Array2<F> {
+        let mut out = c.dot(&self.wd_t);
+        out += &self.bd;
+        out
+    }
+
+    /// Applies `f` to every pair of corresponding arrays of `self` and `other`.
+    pub fn zip_mut_with(&mut self, other: &Params<F>, f: impl Fn(&mut F, &F) + Sync + Send) {
+        Zip::from(&mut self.we).and(&other.we).par_for_each(&f);
+        Zip::from(&mut self.be).and(&other.be).for_each(&f);
+        Zip::from(&mut self.wd_t).and(&other.wd_t).par_for_each(&f);
+        Zip::from(&mut self.bd).and(&other.bd).for_each(&f);
+    }
+
+    /// True when every parameter is finite.
+    pub fn all_finite(&self) -> bool {
+        self.we.iter().all(|v| v.is_finite())
+            && self.be.iter().all(|v| v.is_finite())
+            && self.wd_t.iter().all(|v| v.is_finite())
+            && self.bd.iter().all(|v| v.is_finite())
+    }
+}
+
+/// The logistic function, computed stably for large `|h|`.
+#[inline]
+pub fn sigmoid<F: Real>(h: F) -> F {
+    if h >= F::zero() {
+        F::one() / (F::one() + (-h).exp())
+    } else {
+        let e = h.exp();
+        e / (F::one() + e)
+    }
+}
+
+/// Indices of the `k` largest values of `row`, ties broken by lower index, in ascending index
+/// order. Deterministic, O(N) on average.
+pub fn top_k_indices<F: Real>(row: &[F], k: usize, scratch: &mut Vec<u32>) -> Vec<u32> {
+    let k = k.min(row.len());
+    scratch.clear();
+    scratch.extend(0..row.len() as u32);
+    if k < row.len() {
+        // Larger value first; NaN cannot occur here (training stops on non-finite values).
+        let cmp = |a: &u32, b: &u32| {
+            row[*b as usize]
+                .partial_cmp(&row[*a as usize])
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.cmp(b))
+        };
+        scratch.select_nth_unstable_by(k, cmp);
+    }
+    let mut top = scratch[..k].to_vec();
+    top.sort_unstable();
+    top
+}
+
+/// A trained model: configuration plus weights.
+#[derive(Debug, Clone)]
+pub struct Autoencoder {
+    /// The configuration it was trained with.
+    pub config: ModelConfig,
+    /// Its weights.
+    pub params: Params<f32>,
+}
+
+impl Autoencoder {
+    /// Set bits of each row's code, ascending. BSA: bits with `H > 0` (that is `S > 0.5`);
+    /// TopK: the K largest `H` (sigmoid is monotone, so the same as the K largest `S`).
+    pub fn encode_active(&self, x: ArrayView2<f32>) -> Vec<Vec<u32>> {
+        let h = self.params.pre_activations(x);
+        active_bits(&h, self.config.method, self.config.k)
+    }
+
+    /// Binary codes packed as numpy `packbits(bitorder="little")` rows: `n x ceil(N/8)` bytes,
+    /// bit j of a code in byte `j / 8` at bit position `j % 8`.
+    pub fn encode_packed(&self, x: ArrayView2<f32>) -> Vec<u8> {
+        pack_active(&self.encode_active(x), self.config.bits)
+    }
+
+    /// The K largest activations of each row as a k-hot code, whatever the method (the paper's
+    /// "Fixed-TopK" code).
+    pub fn encode_khot(&self, x: ArrayView2<f32>) -> Vec<Vec<u32>> {
+        let h = self.params.pre_activations(x);
+        active_bits(&h, Method::Topk, self.config.k)
+    }
+}
+
+/// Set bits of each row of pre-activations `h` under `method`.
+pub fn active_bits<F: Real>(h: &Array2<F>, method: Method, k: usize) -> Vec<Vec<u32>> {
+    let mut out = vec![Vec::new(); h.nrows()];
+    Zip::from(h.axis_iter(Axis(0)))
+        .and(&mut out)
+        .par_for_each(|row, bits| {
+            let owned;
+            let row = match row.as_slice() {
+                Some(r) => r,
+                None => {
+                    owned = row.to_vec();
+                    &owned
+                }
+            };
+            *bits = match method {
+                Method::Bsa => (0..row.len() as u32)
+                    .filter(|&j| row[j as usize] > F::zero())
+                    .collect(),
+                Method::Topk => top_k_indices(row, k, &mut Vec::new()),
+            };
+        });
+    out
+}
+
+/// Packs lists of set bits into numpy little-bit-order bytes, `ceil(bits/8)` per row.
+pub fn pack_active(active: &[Vec<u32>], bits: usize) -> Vec<u8> {
+    let bytes = bits.div_ceil(8);
+    let mut out = vec![0u8; active.len() * bytes];
+    for (row, set) in out.chunks_mut(bytes.max(1)).zip(active) {
+        for &j in set {
+            row[j as usize / 8] |= 1 << (j % 8);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_breaks_ties_by_index() {
+        let row = [1.0f32, 3.0, 3.0, 2.0, 3.0];
+        assert_eq!(top_k_indices(&row, 2, &mut Vec::new()), vec![1, 2]);
+        assert_eq!(top_k_indices(&row, 4, &mut Vec::new()), vec![1, 2, 3, 4]);
+        assert_eq!(top_k_indices(&row, 9, &mut Vec::new()), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn sparse_and_dense_decode_agree() {
+        let p = Params::<f64>::init(12, 5, 7);
+        let active = vec![vec![0u32, 3, 11], vec![], vec![5]];
+        let mut c = Array2::<f64>::zeros((3, 12));
+        for (i, set) in active.iter().enumerate() {
+            for &j in set {
+                c[[i, j as usize]] = 1.0;
+            }
+        }
+        let a = p.decode_sparse(&active);
+        let b = p.decode_dense(c.view());
+        assert!((&a - &b).iter().all(|d| d.abs() < 1e-12));
+    }
+
+    #[test]
+    fn pack_matches_numpy_little_bit_order() {
+        // Bits 0, 9 and 10 of a 12-bit code: byte 0 = 0b1, byte 1 = 0b110.
+        assert_eq!(
+            pack_active(&[vec![0, 9, 10]], 12),
+            vec![0b0000_0001, 0b0000_0110]
+        );
+    }
+
+    #[test]
+    fn enum_names_round_trip() {
+        for m in [Method::Bsa, Method::Topk] {
+            assert_eq!(m.to_string().parse::<Method>().unwrap(), m);
+        }
+        assert!("bogus".parse::<LossKind>().is_err());
+    }
+}

@@ -1,0 +1,280 @@
+//! The trainer through its public API: finite-difference gradient checks of every loss variant,
+//! agreement of the sparse and dense decoder paths, and training behaviour on synthetic data.
+
+use bsa::model::{LossKind, Method, ModelConfig, Params, Target};
+use bsa::train::{loss_and_grad, CodeMode, DecoderPath, PhaseTimer, Progress, TrainParams};
+use ndarray::{Array2, ArrayView2};
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+fn gaussian(rows: usize, cols: usize, seed: u64) -> Array2<f64> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    Array2::from_shape_simple_fn((rows, cols), || rng.sample(StandardNormal))
+}
+
+fn value(p: &Params<f64>, x: ArrayView2<f64>, cfg: &ModelConfig) -> f64 {
+    let mut t = PhaseTimer::default();
+    loss_and_grad(
+        p,
+        x,
+        cfg,
+        CodeMode::Identity,
+        DecoderPath::Dense,
+        None,
+        &mut t,
+    )
+    .loss
+}
+
+/// Central differences on every weight of a tiny model (D=6, N=10, K=3) in f64, with the code
+/// function replaced by the identity (what the straight-through estimator differentiates).
+fn gradcheck(method: Method, loss: LossKind, target: Target, alpha: f64) {
+    let cfg = ModelConfig {
+        dim: 6,
+        bits: 10,
+        k: 3,
+        method,
+        loss,
+        alpha,
+        target,
+    };
+    let x = gaussian(5, 6, 1);
+    let mut p = Params::<f64>::init(10, 6, 2);
+    // Larger weights than the default init so the sigmoid is far from linear and the TopK
+    // choices are well separated.
+    p.we.mapv_inplace(|v| v * 4.0);
+    p.be.mapv_inplace(|v| v * 4.0);
+    let mut g = Params::<f64>::zeros(10, 6);
+    let mut t = PhaseTimer::default();
+    loss_and_grad(
+        &p,
+        x.view(),
+        &cfg,
+        CodeMode::Identity,
+        DecoderPath::Dense,
+        Some(&mut g),
+        &mut t,
+    );
+
+    let eps = 1e-6;
+    let mut worst: f64 = 0.0;
+    let mut check = |name: &str, get: &dyn Fn(&mut Params<f64>) -> &mut f64, analytic: f64| {
+        let mut plus = p.clone();
+        *get(&mut plus) += eps;
+        let mut minus = p.clone();
+        *get(&mut minus) -= eps;
+        let fd = (value(&plus, x.view(), &cfg) - value(&minus, x.view(), &cfg)) / (2.0 * eps);
+        let err = (fd - analytic).abs() / fd.abs().max(analytic.abs()).max(1e-3);
+        worst = worst.max(err);
+        assert!(
+            err < 1e-5,
+            "{method}/{loss}/{target}/alpha={alpha}: d/d{name}: finite difference {fd:e}, analytic {analytic:e}"
+        );
+    };
+    for i in 0..10 {
+        for j in 0..6 {
+            check("we", &|q| &mut q.we[[i, j]], g.we[[i, j]]);
+            check("wd", &|q| &mut q.wd_t[[i, j]], g.wd_t[[i, j]]);
+        }
+        check("be", &|q| &mut q.be[i], g.be[i]);
+    }
+    for j in 0..6 {
+        check("bd", &|q| &mut q.bd[j], g.bd[j]);
+    }
+    // The gradient must not be trivially zero.
+    assert!(g.we.iter().any(|v| v.abs() > 1e-6) && g.wd_t.iter().any(|v| v.abs() > 1e-6));
+    assert!(worst < 1e-5);
+}
+
+#[test]
+fn gradients_cosine_khot_with_alignment() {
+    gradcheck(Method::Bsa, LossKind::Cosine, Target::Khot, 1.0);
+}
+
+#[test]
+fn gradients_cosine_masked_with_alignment() {
+    gradcheck(Method::Bsa, LossKind::Cosine, Target::Masked, 1.0);
+}
+
+#[test]
+fn gradients_cosine_without_alignment() {
+    gradcheck(Method::Bsa, LossKind::Cosine, Target::Khot, 0.0);
+}
+
+#[test]
+fn gradients_mse_khot_with_alignment() {
+    gradcheck(Method::Bsa, LossKind::Mse, Target::Khot, 1.0);
+}
+
+#[test]
+fn gradients_mse_masked_with_alignment() {
+    gradcheck(Method::Bsa, LossKind::Mse, Target::Masked, 1.0);
+}
+
+#[test]
+fn gradients_mse_without_alignment() {
+    gradcheck(Method::Bsa, LossKind::Mse, Target::Khot, 0.0);
+}
+
+#[test]
+fn gradients_unequal_alpha() {
+    gradcheck(Method::Bsa, LossKind::Cosine, Target::Khot, 0.37);
+}
+
+#[test]
+fn gradients_topk_method() {
+    // TopK ignores alpha: the check passes only if no alignment term leaks into the gradient.
+    gradcheck(Method::Topk, LossKind::Cosine, Target::Khot, 1.0);
+    gradcheck(Method::Topk, LossKind::Mse, Target::Masked, 1.0);
+}
+
+#[test]
+fn sparse_and_dense_decoder_paths_agree() {
+    for method in [Method::Bsa, Method::Topk] {
+        let cfg = ModelConfig {
+            dim: 12,
+            bits: 40,
+            k: 5,
+            method,
+            loss: LossKind::Cosine,
+            alpha: 1.0,
+            target: Target::Khot,
+        };
+        let x = gaussian(17, 12, 3);
+        let p = Params::<f64>::init(40, 12, 4);
+        let run = |path| {
+            let mut g = Params::<f64>::zeros(40, 12);
+            let mut t = PhaseTimer::default();
+            let l = loss_and_grad(
+                &p,
+                x.view(),
+                &cfg,
+                CodeMode::Binary,
+                path,
+                Some(&mut g),
+                &mut t,
+            );
+            (l, g)
+        };
+        let (ls, gs) = run(DecoderPath::Sparse);
+        let (ld, gd) = run(DecoderPath::Dense);
+        assert!((ls.loss - ld.loss).abs() < 1e-12);
+        assert_eq!(ls.active_mean, ld.active_mean);
+        for (a, b) in [(&gs.we, &gd.we), (&gs.wd_t, &gd.wd_t)] {
+            assert!(a.iter().zip(b).all(|(u, v)| (u - v).abs() < 1e-12));
+        }
+        if method == Method::Topk {
+            assert_eq!(ls.active_mean, 5.0);
+        }
+    }
+}
+
+/// Clustered synthetic embeddings: 16 random centres in 32-d plus noise, rows L2-normalised.
+fn clustered(n: usize, seed: u64) -> Array2<f32> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let centres = gaussian(16, 32, seed + 1);
+    let mut x = Array2::<f32>::zeros((n, 32));
+    for (i, mut row) in x.rows_mut().into_iter().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            let noise: f64 = rng.sample(StandardNormal);
+            *v = (centres[[i % 16, j]] + 0.3 * noise) as f32;
+        }
+        let norm = row.dot(&row).sqrt();
+        row /= norm;
+    }
+    x
+}
+
+fn train(alpha: f64, epochs: usize) -> Vec<bsa::train::EpochStats> {
+    let x = clustered(2000, 9);
+    let mut params = TrainParams::new(128, 8);
+    params.alpha = alpha;
+    params.epochs = epochs;
+    params.batch = 128;
+    params.lr = 5e-3;
+    params.seed = 11;
+    let mut first_active = None;
+    let (_, report) = params
+        .fit(x.view(), &mut |p| {
+            if let Progress::Step { loss, .. } = p {
+                first_active.get_or_insert(loss.active_mean);
+            }
+        })
+        .unwrap();
+    // Default initialisation fires about half the bits.
+    let first = first_active.unwrap();
+    assert!(
+        (40.0..90.0).contains(&first),
+        "first batch had {first} active bits"
+    );
+    report.epochs
+}
+
+#[test]
+fn training_lowers_the_loss_and_alignment_pulls_active_bits_toward_k() {
+    let epochs = train(1.0, 15);
+    let (first, last) = (&epochs[0], epochs.last().unwrap());
+    let val = |e: &bsa::train::EpochStats| e.validation.unwrap();
+    assert!(
+        val(last).rec < 0.7 * val(first).rec,
+        "reconstruction did not fall: {:?} -> {:?}",
+        val(first),
+        val(last)
+    );
+    assert!(val(last).loss < val(first).loss);
+    // From about 64 active bits at the start toward K = 8.
+    assert!(
+        val(last).active_mean < 20.0,
+        "active bits did not approach K: {}",
+        val(last).active_mean
+    );
+}
+
+#[test]
+fn without_alignment_the_loss_still_falls() {
+    let epochs = train(0.0, 8);
+    let (first, last) = (&epochs[0], epochs.last().unwrap());
+    assert!(last.validation.unwrap().rec < first.validation.unwrap().rec);
+    assert_eq!(last.train.align, 0.0);
+}
+
+#[test]
+fn same_seed_same_model() {
+    let x = clustered(500, 5);
+    let mut params = TrainParams::new(64, 4);
+    params.epochs = 2;
+    params.batch = 64;
+    let (a, _) = params.fit(x.view(), &mut |_| {}).unwrap();
+    let (b, _) = params.fit(x.view(), &mut |_| {}).unwrap();
+    assert_eq!(a.params, b.params);
+    params.seed = 1;
+    let (c, _) = params.fit(x.view(), &mut |_| {}).unwrap();
+    assert_ne!(a.params, c.params);
+}
+
+#[test]
+fn divergence_is_an_error_not_a_garbage_model() {
+    let mut x = clustered(300, 5);
+    x[[7, 3]] = f32::NAN;
+    let mut params = TrainParams::new(32, 4);
+    params.epochs = 1;
+    params.batch = 300;
+    params.val_fraction = 0.0;
+    let err = params.fit(x.view(), &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("training diverged") && err.contains("--lr"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_settings_are_rejected() {
+    let x = clustered(100, 5);
+    for (bits, k) in [(16, 0), (16, 17), (0, 1)] {
+        let err = TrainParams::new(bits, k)
+            .fit(x.view(), &mut |_| {})
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid argument"), "{err}");
+    }
+}
