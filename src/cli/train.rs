@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long, default_value = "cosine")]
     pub loss: LossKind,
     /// Weight of the alignment loss.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_hyphen_values = true)]
     pub alpha: f64,
     /// Alignment target: khot (ones at the top K) or masked (activations at the top K).
     #[arg(long, default_value = "khot")]
@@ -42,8 +42,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1024)]
     pub batch: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f32,
+    #[arg(long, default_value_t = 1e-3, allow_hyphen_values = true)]
+    pub lr: f64,
     /// Seed for initialisation, validation split and shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -136,7 +136,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         "epochs_run": report.epochs.len(),
         "train_loss": last.train.loss,
         "validation_loss": last.validation.map(|v| v.loss),
-        "samples_per_sec": report.samples_per_sec,
+        // No timings here: the same data, settings and seed must give a byte-identical file.
     });
     bsa::io::model::save(&a.out, &model, &training)?;
 

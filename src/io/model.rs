@@ -80,7 +80,37 @@ pub fn save(
     .collect();
     let buf = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::format(path, format!("cannot serialise the model: {e}")))?;
+    let buf = sorted_header(buf)
+        .map_err(|e| Error::format(path, format!("cannot serialise the model header: {e}")))?;
     super::write_atomic(path, |w| std::io::Write::write_all(w, &buf))
+}
+
+/// Rewrites a serialised safetensors buffer with the keys of its JSON header in sorted order.
+/// safetensors writes the `__metadata__` map in `HashMap` iteration order, which changes from run
+/// to run; sorting makes the same model always give the same bytes.
+fn sorted_header(buf: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    use std::collections::BTreeMap;
+    let n = buf
+        .get(..8)
+        .and_then(|b| usize::try_from(u64::from_le_bytes(b.try_into().ok()?)).ok())
+        .filter(|&n| n <= buf.len() - 8)
+        .ok_or("header length out of range")?;
+    let mut header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&buf[8..8 + n]).map_err(|e| e.to_string())?;
+    if let Some(meta) = header.get_mut("__metadata__") {
+        // Through a BTreeMap, so the order is sorted whatever serde_json's map type.
+        let sorted: BTreeMap<String, String> =
+            serde_json::from_value(meta.take()).map_err(|e| e.to_string())?;
+        *meta = serde_json::to_value(sorted).map_err(|e| e.to_string())?;
+    }
+    let mut text = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    // safetensors pads the header with spaces to a multiple of 8 bytes.
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + buf.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&buf[8 + n..]);
+    Ok(out)
 }
 
 /// Reads a model file written by [`save`], checking the format marker, version, every tensor's
@@ -91,7 +121,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<Autoencoder> {
     let bad = |detail: String| Error::format(path, detail);
     let (_, header) = SafeTensors::read_metadata(&buf).map_err(|e| {
         bad(format!(
-            "not a safetensors model file ({e}); train one with `bsa train`"
+            "not a safetensors model file ({e}): it is truncated, damaged or another kind of file; retrain it with `bsa train` or copy it again"
         ))
     })?;
     let meta = header.metadata().clone().unwrap_or_default();
@@ -225,6 +255,23 @@ mod tests {
         assert_eq!(back.config, m.config);
         assert_eq!(back.params, m.params);
         assert_eq!(training_info(&path).unwrap()["epochs"], 3);
+    }
+
+    #[test]
+    fn same_model_gives_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = model();
+        let info = serde_json::json!({"epochs": 3});
+        let mut files = Vec::new();
+        // safetensors' metadata HashMap has a random order per map instance.
+        for i in 0..8 {
+            let path = dir.path().join(format!("m{i}.safetensors"));
+            save(&path, &m, &info).unwrap();
+            files.push(std::fs::read(&path).unwrap());
+        }
+        assert!(files.iter().all(|f| f == &files[0]));
+        let back = load(dir.path().join("m0.safetensors")).unwrap();
+        assert_eq!(back.params, m.params);
     }
 
     #[test]

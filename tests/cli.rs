@@ -1,0 +1,21 @@
+//! Integration tests of the `bsa` command line, one test binary (ripgrep style): every test runs
+//! the real `bsa` executable in a fresh temporary folder on fixtures generated from a seeded RNG.
+//!
+//! - `errors`: every bad input gives `bsa: <file>: <what is wrong>` on stderr, exit code 2, and
+//!   nothing on stdout.
+//! - `eval`: `bsa eval --json` agrees with an independent f64 computation from the safetensors file.
+//! - `encode`: `bsa encode` writes the packed codes an independent computation predicts.
+//! - `train`: the JSON summary, determinism, `--threads`.
+
+// The modules live in tests/cli/ (a crate root's modules are otherwise looked up beside it).
+#[path = "cli/util.rs"]
+mod util;
+
+#[path = "cli/encode.rs"]
+mod encode;
+#[path = "cli/errors.rs"]
+mod errors;
+#[path = "cli/eval.rs"]
+mod eval;
+#[path = "cli/train.rs"]
+mod train;

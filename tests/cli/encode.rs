@@ -1,0 +1,95 @@
+//! `bsa encode` writes a uint8 `.npy` of shape n x ceil(N/8) whose bits (numpy little bit order:
+//! bit j in byte j/8 at position j%8) are the codes computed independently from the model file.
+
+use crate::util::{khot_code, normalised, read_npy_2d, sign_code, TestDir, Weights};
+
+fn encode_agrees(bits: usize, k: usize, method: &str) {
+    let t = TestDir::new();
+    t.write_f32("train.npy", &normalised(200, 12, 21));
+    t.train("train.npy", "m.safetensors", bits, k, &["--method", method]);
+    let w = Weights::load(&t.path("m.safetensors"));
+    assert_eq!((w.bits, w.dim), (bits, 12));
+
+    let x = normalised(77, 12, 22);
+    t.write_f32("x.npy", &x);
+    let out = t.bsa(&[
+        "encode",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "x.npy",
+        "--out",
+        "codes.npy",
+    ]);
+    out.ok();
+
+    let (descr, rows, cols, data) = read_npy_2d(&t.read("codes.npy"));
+    assert_eq!(descr, "|u1");
+    assert_eq!((rows, cols), (x.n, bits.div_ceil(8)));
+    assert_eq!(data.len(), rows * cols);
+    let mut total = 0;
+    for i in 0..x.n {
+        let h = w.pre_activations(x.row(i));
+        let want = if method == "topk" {
+            khot_code(&h, k)
+        } else {
+            sign_code(&h)
+        };
+        let packed = &data[i * cols..(i + 1) * cols];
+        for j in 0..cols * 8 {
+            let bit = packed[j / 8] >> (j % 8) & 1 == 1;
+            if j < bits {
+                assert_eq!(bit, want[j], "{method} N={bits}: row {i} bit {j}");
+            } else {
+                assert!(!bit, "{method} N={bits}: row {i} padding bit {j} is set");
+            }
+        }
+        total += want.iter().filter(|&&b| b).count();
+    }
+    // Not all zeros nor all ones, or the comparison would prove little.
+    assert!(
+        total > 0 && total < x.n * bits,
+        "degenerate codes: {total} bits set"
+    );
+}
+
+#[test]
+fn encode_bsa_bits_multiple_of_8() {
+    encode_agrees(32, 4, "bsa");
+}
+
+#[test]
+fn encode_bsa_bits_not_multiple_of_8() {
+    encode_agrees(30, 4, "bsa");
+}
+
+#[test]
+fn encode_topk_bits_not_multiple_of_8() {
+    encode_agrees(13, 3, "topk");
+}
+
+/// Codes of the same data twice are byte-identical, and the thread count does not change them.
+#[test]
+fn encode_is_deterministic() {
+    let t = TestDir::new();
+    t.write_f32("x.npy", &normalised(500, 12, 23));
+    t.train("x.npy", "m.safetensors", 30, 4, &[]);
+    let run = |out: &str, threads: &str| {
+        t.bsa(&[
+            "encode",
+            "--model",
+            "m.safetensors",
+            "--data",
+            "x.npy",
+            "--out",
+            out,
+            "--threads",
+            threads,
+        ])
+        .ok();
+        t.read(out)
+    };
+    let a = run("a.npy", "1");
+    assert_eq!(a, run("b.npy", "1"));
+    assert_eq!(a, run("c.npy", "3"));
+}

@@ -1,0 +1,467 @@
+//! Every bad input is a clear error: exit code 2, nothing on stdout, and one line on stderr
+//! starting with `bsa:` that names the file (and the row), says what is wrong and, where the
+//! library knows, what to do about it. Nothing is written on failure.
+
+use crate::util::{f32_bytes, normalised, npy_bytes, TestDir};
+
+/// A folder with `good.npy` (40 x 16 unit vectors) and `model.safetensors`, a 16-d model trained
+/// on it.
+fn setup() -> TestDir {
+    let t = TestDir::new();
+    t.write_f32("good.npy", &normalised(40, 16, 1));
+    t.train("good.npy", "model.safetensors", 32, 4, &[]);
+    t
+}
+
+/// Runs `bsa train`, `bsa encode` and `bsa eval` on the data file `data` and checks each fails
+/// with all of `needles` in its message (and no output file). `encode` is skipped when
+/// `encode_too` is false.
+#[track_caller]
+fn all_reject(t: &TestDir, data: &str, needles: &[&str], encode_too: bool) {
+    let train = t.bsa(&[
+        "train",
+        "--data",
+        data,
+        "--bits",
+        "32",
+        "--k",
+        "4",
+        "--epochs",
+        "1",
+        "--out",
+        "out.safetensors",
+        "-q",
+    ]);
+    train.fails_with(needles);
+    assert!(
+        !t.exists("out.safetensors"),
+        "train wrote a model despite the error"
+    );
+    if encode_too {
+        let enc = t.bsa(&[
+            "encode",
+            "--model",
+            "model.safetensors",
+            "--data",
+            data,
+            "--out",
+            "codes.npy",
+        ]);
+        enc.fails_with(needles);
+        assert!(
+            !t.exists("codes.npy"),
+            "encode wrote codes despite the error"
+        );
+    }
+    let eval = t.bsa(&[
+        "eval",
+        "--model",
+        "model.safetensors",
+        "--data",
+        data,
+        "--json",
+    ]);
+    eval.fails_with(needles);
+}
+
+#[test]
+fn nan_is_reported_with_its_row() {
+    let t = setup();
+    let mut x = normalised(12, 16, 2);
+    x.row_mut(7)[3] = f32::NAN;
+    t.write_f32("nan.npy", &x);
+    all_reject(
+        &t,
+        "nan.npy",
+        &["bsa: nan.npy: row 7: column 3 is NaN", "drop this row"],
+        true,
+    );
+}
+
+#[test]
+fn infinity_is_reported_with_its_row() {
+    let t = setup();
+    let mut x = normalised(12, 16, 3);
+    x.row_mut(4)[0] = f32::INFINITY;
+    x.row_mut(9)[1] = f32::NEG_INFINITY;
+    t.write_f32("inf.npy", &x);
+    all_reject(
+        &t,
+        "inf.npy",
+        &[
+            "bsa: inf.npy: row 4: column 0 is +infinity",
+            "drop this row",
+        ],
+        true,
+    );
+
+    let mut x = normalised(12, 16, 3);
+    x.row_mut(2)[15] = f32::NEG_INFINITY;
+    t.write_f32("neginf.npy", &x);
+    all_reject(
+        &t,
+        "neginf.npy",
+        &["neginf.npy: row 2: column 15 is -infinity"],
+        true,
+    );
+}
+
+#[test]
+fn zero_norm_row_is_rejected_for_cosine_only() {
+    let t = setup();
+    let mut x = normalised(12, 16, 4);
+    x.row_mut(5).fill(0.0);
+    t.write_f32("zero.npy", &x);
+    // Cosine training and the cosine metrics of `eval` cannot use an all-zero row ...
+    all_reject(
+        &t,
+        "zero.npy",
+        &["bsa: zero.npy: row 5: L2 norm is 0", "drop this row"],
+        false,
+    );
+    // ... but encoding one is well defined, and so is MSE training.
+    t.bsa(&[
+        "encode",
+        "--model",
+        "model.safetensors",
+        "--data",
+        "zero.npy",
+        "--out",
+        "c.npy",
+    ])
+    .ok();
+    t.bsa(&[
+        "train",
+        "--data",
+        "zero.npy",
+        "--bits",
+        "16",
+        "--k",
+        "2",
+        "--epochs",
+        "1",
+        "--loss",
+        "mse",
+        "--out",
+        "mse.safetensors",
+        "-q",
+    ])
+    .ok();
+}
+
+#[test]
+fn truncated_npy() {
+    let t = setup();
+    let full = npy_bytes("<f4", "(12, 16)", &f32_bytes(&normalised(12, 16, 5).data));
+    // Cut in the data ...
+    t.write("cut.npy", &full[..full.len() - 10]);
+    all_reject(
+        &t,
+        "cut.npy",
+        &[
+            "bsa: cut.npy: truncated .npy file",
+            "needs 768 data bytes",
+            "758 are present",
+            "re-create it",
+        ],
+        true,
+    );
+    // ... and in the header.
+    t.write("cuthead.npy", &full[..40]);
+    all_reject(
+        &t,
+        "cuthead.npy",
+        &["bsa: cuthead.npy: truncated .npy file", "re-create it"],
+        true,
+    );
+}
+
+#[test]
+fn wrong_dtype() {
+    let t = setup();
+    bsa::io::write_i32(t.path("int.npy"), 12, 16, &[1; 12 * 16]).unwrap();
+    all_reject(
+        &t,
+        "int.npy",
+        &[
+            "bsa: int.npy: expected float32, float16 or float64",
+            "int32",
+            "x.astype(np.float32)",
+        ],
+        true,
+    );
+}
+
+#[test]
+fn wrong_rank() {
+    let t = setup();
+    t.write(
+        "one.npy",
+        &npy_bytes("<f4", "(16,)", &f32_bytes(&[0.25; 16])),
+    );
+    all_reject(
+        &t,
+        "one.npy",
+        &[
+            "bsa: one.npy: expected a 2-D float array",
+            "(16,)",
+            "reshape(1, -1)",
+        ],
+        true,
+    );
+    t.write(
+        "three.npy",
+        &npy_bytes("<f4", "(2, 3, 16)", &f32_bytes(&[0.25; 96])),
+    );
+    all_reject(
+        &t,
+        "three.npy",
+        &[
+            "bsa: three.npy: expected a 2-D float array",
+            "(2, 3, 16)",
+            "reshape(-1, x.shape[-1])",
+        ],
+        true,
+    );
+}
+
+#[test]
+fn not_npy_at_all() {
+    let t = setup();
+    t.write("text.npy", b"id,vector\n1,0.5 0.25\n2,0.1 0.9\n");
+    all_reject(
+        &t,
+        "text.npy",
+        &["bsa: text.npy: not a .npy file", "numpy.save"],
+        true,
+    );
+    t.write("empty.npy", b"");
+    all_reject(&t, "empty.npy", &["bsa: empty.npy:"], true);
+}
+
+#[test]
+fn missing_file() {
+    let t = setup();
+    all_reject(&t, "missing.npy", &["bsa: missing.npy: No such file"], true);
+    t.bsa(&[
+        "eval",
+        "--model",
+        "nomodel.safetensors",
+        "--data",
+        "good.npy",
+    ])
+    .fails_with(&["bsa: nomodel.safetensors: No such file"]);
+    t.bsa(&[
+        "encode",
+        "--model",
+        "nomodel.safetensors",
+        "--data",
+        "good.npy",
+        "--out",
+        "c.npy",
+    ])
+    .fails_with(&["bsa: nomodel.safetensors: No such file"]);
+}
+
+#[test]
+fn unknown_extension() {
+    let t = setup();
+    std::fs::copy(t.path("good.npy"), t.path("good.csv")).unwrap();
+    all_reject(
+        &t,
+        "good.csv",
+        &[
+            "bsa: good.csv: unsupported embedding file extension '.csv'",
+            ".npy",
+            ".fvecs",
+        ],
+        true,
+    );
+    std::fs::copy(t.path("good.npy"), t.path("noext")).unwrap();
+    all_reject(
+        &t,
+        "noext",
+        &["bsa: noext: the file name has no extension", "*.npy"],
+        true,
+    );
+    std::fs::copy(t.path("good.npy"), t.path("good.npz")).unwrap();
+    all_reject(
+        &t,
+        "good.npz",
+        &["bsa: good.npz: unsupported extension '.npz'", "numpy.save"],
+        true,
+    );
+}
+
+#[test]
+fn data_dimension_must_match_the_model() {
+    let t = setup();
+    t.write_f32("eight.npy", &normalised(10, 8, 6));
+    for args in [
+        &[
+            "encode",
+            "--model",
+            "model.safetensors",
+            "--data",
+            "eight.npy",
+            "--out",
+            "c.npy",
+        ][..],
+        &[
+            "eval",
+            "--model",
+            "model.safetensors",
+            "--data",
+            "eight.npy",
+        ][..],
+    ] {
+        let out = t.bsa(args);
+        out.fails_with(&[
+            "bsa: dimension mismatch",
+            "eight.npy has 8 columns, the model expects 16",
+            "train a model for this dimension",
+        ]);
+    }
+    assert!(!t.exists("c.npy"));
+}
+
+/// The model from `setup` with its bytes changed by `f`, written as `name`.
+fn corrupt_model(t: &TestDir, name: &str, f: impl FnOnce(&mut Vec<u8>)) {
+    let mut bytes = t.read("model.safetensors");
+    f(&mut bytes);
+    t.write(name, &bytes);
+}
+
+/// `bsa encode` and `bsa eval` with model `model` both fail with `needles`.
+#[track_caller]
+fn model_rejected(t: &TestDir, model: &str, needles: &[&str]) {
+    t.bsa(&[
+        "encode", "--model", model, "--data", "good.npy", "--out", "c.npy",
+    ])
+    .fails_with(needles);
+    assert!(!t.exists("c.npy"));
+    t.bsa(&["eval", "--model", model, "--data", "good.npy", "--json"])
+        .fails_with(needles);
+}
+
+#[test]
+fn garbage_model_file() {
+    let t = setup();
+    t.write(
+        "garbage.safetensors",
+        b"\x00\x01 this is not a model at all \xff\xfe",
+    );
+    model_rejected(
+        &t,
+        "garbage.safetensors",
+        &[
+            "bsa: garbage.safetensors: not a safetensors model file",
+            "retrain it with `bsa train`",
+        ],
+    );
+    t.write("empty.safetensors", b"");
+    model_rejected(
+        &t,
+        "empty.safetensors",
+        &["bsa: empty.safetensors: not a safetensors model file"],
+    );
+    // An embedding file passed as the model.
+    model_rejected(
+        &t,
+        "good.npy",
+        &["bsa: good.npy: not a safetensors model file"],
+    );
+}
+
+#[test]
+fn truncated_model_file() {
+    let t = setup();
+    corrupt_model(&t, "cut.safetensors", |b| b.truncate(b.len() - 10));
+    model_rejected(&t, "cut.safetensors", &["bsa: cut.safetensors:"]);
+    // Cut inside the header.
+    corrupt_model(&t, "cuthead.safetensors", |b| b.truncate(100));
+    model_rejected(
+        &t,
+        "cuthead.safetensors",
+        &["bsa: cuthead.safetensors: not a safetensors model file"],
+    );
+}
+
+#[test]
+fn model_file_from_a_newer_bsa() {
+    let t = setup();
+    corrupt_model(&t, "new.safetensors", |b| {
+        // Same length, so the header's offsets stay valid: only the version differs.
+        let key = b"\"format_version\":\"1\"";
+        let at = b
+            .windows(key.len())
+            .position(|w| w == key)
+            .expect("no format_version");
+        b[at + key.len() - 2] = b'7';
+    });
+    model_rejected(
+        &t,
+        "new.safetensors",
+        &[
+            "bsa: new.safetensors: model format v7 is newer than this bsa reads",
+            "upgrade bsa or retrain",
+        ],
+    );
+}
+
+#[test]
+fn invalid_training_flags() {
+    let t = setup();
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            "good.npy",
+            "--out",
+            "bad.safetensors",
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        let out = t.bsa(&args);
+        assert!(!t.exists("bad.safetensors"));
+        out
+    };
+    // Checked by bsa.
+    train(&["--bits", "32", "--k", "0"])
+        .fails_with(&["bsa: invalid argument: --k must be between 1 and --bits (32), got 0"]);
+    train(&["--bits", "32", "--k", "33"])
+        .fails_with(&["bsa: invalid argument: --k must be between 1 and --bits (32), got 33"]);
+    train(&["--bits", "0", "--k", "1"])
+        .fails_with(&["bsa: invalid argument: --bits must be positive"]);
+    train(&["--bits", "32", "--k", "4", "--lr", "0"])
+        .fails_with(&["bsa: invalid argument: --lr must be a positive number, got 0"]);
+    train(&["--bits", "32", "--k", "4", "--lr=-1e-3"])
+        .fails_with(&["--lr must be a positive number"]);
+    train(&["--bits", "32", "--k", "4", "--epochs", "0"])
+        .fails_with(&["bsa: invalid argument: --epochs must be at least 1"]);
+    train(&["--bits", "32", "--k", "4", "--batch", "0"])
+        .fails_with(&["bsa: invalid argument: --batch must be at least 1"]);
+    train(&["--bits", "32", "--k", "4", "--alpha=-1"])
+        .fails_with(&["bsa: invalid argument: --alpha must be a finite number >= 0"]);
+    train(&["--bits", "32", "--k", "4", "--threads", "0"])
+        .fails_with(&["bsa: invalid argument: --threads must be at least 1"]);
+    // Checked by clap.
+    train(&["--bits", "32", "--k", "4", "--method", "bogus"]).usage_error(&[
+        "--method",
+        "bogus",
+        "bsa, topk",
+    ]);
+    train(&["--bits", "32", "--k", "4", "--loss", "l1"]).usage_error(&["--loss", "cosine, mse"]);
+    train(&["--bits", "32", "--k", "-1"]).usage_error(&["--k"]);
+    train(&["--bits", "32"]).usage_error(&["--k"]);
+    train(&["--bits", "32", "--k", "4", "--lr", "fast"]).usage_error(&["--lr", "fast"]);
+    t.bsa(&[
+        "encode",
+        "--model",
+        "model.safetensors",
+        "--data",
+        "good.npy",
+    ])
+    .usage_error(&["--out"]);
+    t.bsa(&["frobnicate"]).usage_error(&["frobnicate"]);
+}
