@@ -5,6 +5,8 @@
 //!   nothing on stdout.
 //! - `eval`: `bsa eval --json` agrees with an independent f64 computation from the safetensors file.
 //! - `encode`: `bsa encode` writes the packed codes an independent computation predicts.
+//! - `search`: `bsa build`, `bsa search` and `bsa verify` against brute-force rankings, and
+//!   damaged indexes.
 //! - `train`: the JSON summary, determinism, `--threads`.
 
 // The modules live in tests/cli/ (a crate root's modules are otherwise looked up beside it).
@@ -17,5 +19,7 @@ mod encode;
 mod errors;
 #[path = "cli/eval.rs"]
 mod eval;
+#[path = "cli/search.rs"]
+mod search;
 #[path = "cli/train.rs"]
 mod train;

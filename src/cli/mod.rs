@@ -12,6 +12,7 @@ mod encode;
 mod eval;
 mod search;
 mod train;
+mod verify;
 
 /// Learn sparse binary codes for dense embeddings (Binary Sparsity Alignment) and search them.
 #[derive(Debug, Parser)]
@@ -28,6 +29,7 @@ enum Command {
     Eval(eval::Args),
     Build(build::Args),
     Search(search::Args),
+    Verify(verify::Args),
     Demo(demo::Args),
 }
 
@@ -40,6 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build(a) => build::run(&a),
         Command::Search(a) => search::run(&a),
         Command::Demo(a) => demo::run(&a),
+        Command::Verify(a) => return verify::run(&a),
     }
     .map(|()| ExitCode::SUCCESS)
 }

@@ -1,0 +1,353 @@
+//! `bsa build`, `bsa search` and `bsa verify` end to end: search results equal a brute-force
+//! Hamming ranking of independently computed codes, rescoring equals a brute-force cosine ranking,
+//! and damaged indexes are refused with a message naming the file.
+
+use crate::util::{normalised, read_npy_2d, sign_code, TestDir, Weights};
+
+/// A trained 48-bit model, base and query files, and an index built from them with vectors.
+fn setup() -> TestDir {
+    let t = TestDir::new();
+    t.write_f32("base.npy", &normalised(300, 12, 43));
+    t.write_f32("q.npy", &normalised(20, 12, 143));
+    t.train("base.npy", "m.safetensors", 48, 6, &[]);
+    t.bsa(&[
+        "build",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "base.npy",
+        "--vectors",
+        "--hnsw",
+        "--out",
+        "idx",
+        "-q",
+    ])
+    .ok();
+    t
+}
+
+fn lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+fn codes_of(w: &Weights, x: &crate::util::Matrix) -> Vec<Vec<bool>> {
+    (0..x.n)
+        .map(|i| sign_code(&w.pre_activations(x.row(i))))
+        .collect()
+}
+
+#[test]
+fn flat_search_equals_brute_force_hamming_with_ties_by_row() {
+    let t = setup();
+    let w = Weights::load(&t.path("m.safetensors"));
+    let base = codes_of(&w, &normalised(300, 12, 43));
+    let queries = codes_of(&w, &normalised(20, 12, 143));
+    let out = t
+        .bsa(&["search", "--index", "idx", "--queries", "q.npy", "--k", "7"])
+        .ok();
+    let got = lines(&out.stdout);
+    assert_eq!(got.len(), 20);
+    for (qi, q) in queries.iter().enumerate() {
+        let mut all: Vec<(u32, u64)> = base
+            .iter()
+            .enumerate()
+            .map(|(r, b)| {
+                (
+                    q.iter().zip(b).filter(|(x, y)| x != y).count() as u32,
+                    r as u64,
+                )
+            })
+            .collect();
+        all.sort();
+        let want_ids: Vec<u64> = all[..7].iter().map(|p| p.1).collect();
+        let want_d: Vec<u32> = all[..7].iter().map(|p| p.0).collect();
+        assert_eq!(got[qi]["query"], qi);
+        let ids: Vec<u64> = serde_json::from_value(got[qi]["ids"].clone()).unwrap();
+        let d: Vec<u32> = serde_json::from_value(got[qi]["distances"].clone()).unwrap();
+        assert_eq!((ids, d), (want_ids, want_d), "query {qi}");
+        assert!(got[qi].get("scores").is_none());
+    }
+}
+
+#[test]
+fn query_codes_give_the_same_results_as_float_queries() {
+    let t = setup();
+    t.bsa(&[
+        "encode",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "q.npy",
+        "--out",
+        "qc.npy",
+    ])
+    .ok();
+    let a = t
+        .bsa(&["search", "--index", "idx", "--queries", "q.npy", "--k", "5"])
+        .ok();
+    let b = t
+        .bsa(&[
+            "search",
+            "--index",
+            "idx",
+            "--query-codes",
+            "qc.npy",
+            "--k",
+            "5",
+        ])
+        .ok();
+    assert_eq!(a.stdout, b.stdout);
+    // Codes from elsewhere: the index can be built from the packed file too.
+    t.bsa(&[
+        "encode",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "base.npy",
+        "--out",
+        "bc.npy",
+    ])
+    .ok();
+    t.bsa(&["build", "--codes", "bc.npy", "--out", "idx2", "-q"])
+        .ok();
+    let c = t
+        .bsa(&[
+            "search",
+            "--index",
+            "idx2",
+            "--query-codes",
+            "qc.npy",
+            "--k",
+            "5",
+        ])
+        .ok();
+    assert_eq!(a.stdout, c.stdout);
+}
+
+#[test]
+fn rescoring_ranks_candidates_by_exact_cosine() {
+    let t = setup();
+    let base = normalised(300, 12, 43);
+    let q = normalised(20, 12, 143);
+    let cand = lines(
+        &t.bsa(&[
+            "search",
+            "--index",
+            "idx",
+            "--queries",
+            "q.npy",
+            "--k",
+            "20",
+        ])
+        .ok()
+        .stdout,
+    );
+    let out = t
+        .bsa(&[
+            "search",
+            "--index",
+            "idx",
+            "--queries",
+            "q.npy",
+            "--k",
+            "5",
+            "--rescore",
+            "4",
+        ])
+        .ok();
+    for (qi, line) in lines(&out.stdout).iter().enumerate() {
+        let pool: Vec<u64> = serde_json::from_value(cand[qi]["ids"].clone()).unwrap();
+        let cos = |id: u64| -> f64 {
+            let b = base.row(id as usize);
+            let a = q.row(qi);
+            let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            dot / (na * nb)
+        };
+        let mut want = pool.clone();
+        want.sort_by(|a, b| cos(*b).total_cmp(&cos(*a)).then(a.cmp(b)));
+        let ids: Vec<u64> = serde_json::from_value(line["ids"].clone()).unwrap();
+        let scores: Vec<f64> = serde_json::from_value(line["scores"].clone()).unwrap();
+        assert_eq!(ids, want[..5].to_vec(), "query {qi}");
+        for (id, s) in ids.iter().zip(&scores) {
+            assert!((cos(*id) - s).abs() < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn hnsw_search_finds_the_exact_neighbours_on_a_small_index() {
+    let t = setup();
+    let exact = t
+        .bsa(&["search", "--index", "idx", "--queries", "q.npy", "--k", "5"])
+        .ok();
+    let hnsw = t
+        .bsa(&[
+            "search",
+            "--index",
+            "idx",
+            "--queries",
+            "q.npy",
+            "--k",
+            "5",
+            "--mode",
+            "hnsw",
+            "--ef",
+            "300",
+        ])
+        .ok();
+    // With ef >= n the graph search is exhaustive: the distances at every rank must agree.
+    for (a, b) in lines(&exact.stdout).iter().zip(lines(&hnsw.stdout)) {
+        assert_eq!(a["distances"], b["distances"]);
+    }
+}
+
+#[test]
+fn stats_go_to_stderr_and_labels_print_text() {
+    let t = setup();
+    let out = t
+        .bsa(&[
+            "search",
+            "--index",
+            "idx",
+            "--queries",
+            "q.npy",
+            "--k",
+            "3",
+            "--stats",
+        ])
+        .ok();
+    let stats: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    assert_eq!(stats["queries"], 20);
+    assert!(stats["qps"].as_f64().unwrap() > 0.0);
+    let labels: String = (0..300).map(|i| format!("sentence {i}\n")).collect();
+    t.write("labels.txt", labels.as_bytes());
+    let out = t
+        .bsa(&[
+            "search",
+            "--index",
+            "idx",
+            "--queries",
+            "q.npy",
+            "--k",
+            "3",
+            "--labels",
+            "labels.txt",
+        ])
+        .ok();
+    assert!(out.stdout.starts_with("query 0:"));
+    assert!(out.stdout.contains("sentence "));
+}
+
+#[test]
+fn build_refuses_to_overwrite_without_force() {
+    let t = setup();
+    let out = t.bsa(&[
+        "build",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "base.npy",
+        "--out",
+        "idx",
+        "-q",
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("idx"), "{}", out.stderr);
+    t.bsa(&[
+        "build",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "base.npy",
+        "--out",
+        "idx",
+        "--force",
+        "-q",
+    ])
+    .ok();
+}
+
+#[test]
+fn damaged_index_files_are_named_in_the_error() {
+    for file in ["codes.bin", "ids.bin", "vectors.bin", "manifest.json"] {
+        let t = setup();
+        t.bsa(&["verify", "--index", "idx"]).ok();
+        let path = t.path("idx").join(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 3;
+        bytes[at] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let out = t.bsa(&["search", "--index", "idx", "--queries", "q.npy", "--k", "3"]);
+        out.fails_with(&[file]);
+        let v = t.bsa(&["verify", "--index", "idx"]);
+        assert!(v.code == 1 || v.code == 2, "{v:#?}");
+        assert!(v.stderr.contains(file), "{v:#?}");
+
+        // Truncation too.
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        t.bsa(&["search", "--index", "idx", "--queries", "q.npy", "--k", "3"])
+            .fails_with(&[file]);
+    }
+}
+
+#[test]
+fn mismatched_queries_are_clear_errors() {
+    let t = setup();
+    // Float queries of the wrong dimension.
+    t.write_f32("q8.npy", &normalised(4, 8, 1));
+    t.bsa(&[
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "q8.npy",
+        "--k",
+        "3",
+    ])
+    .fails_with(&["q8.npy", "8", "12"]);
+    // Query codes of the wrong width (48-bit index needs 6 bytes).
+    let bytes = crate::util::npy_bytes("|u1", "(2, 4)", &[0u8; 8]);
+    t.write("qc4.npy", &bytes);
+    t.bsa(&[
+        "search",
+        "--index",
+        "idx",
+        "--query-codes",
+        "qc4.npy",
+        "--k",
+        "3",
+    ])
+    .fails_with(&["qc4.npy", "4 bytes"]);
+    // Rescoring without stored vectors.
+    t.bsa(&[
+        "encode",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "base.npy",
+        "--out",
+        "bc.npy",
+    ])
+    .ok();
+    t.bsa(&["build", "--codes", "bc.npy", "--out", "novec", "-q"])
+        .ok();
+    t.bsa(&[
+        "search",
+        "--index",
+        "novec",
+        "--queries",
+        "q.npy",
+        "--k",
+        "3",
+        "--rescore",
+        "2",
+    ])
+    .fails_with(&["novec"]);
+    let (_, rows, cols, _) = read_npy_2d(&t.read("bc.npy"));
+    assert_eq!((rows, cols), (300, 6));
+}
