@@ -1,0 +1,104 @@
+//! HNSW search on an index directory for a list of `ef` values: QPS of the search alone (the
+//! graph is loaded before timing) and the returned ids, one JSON line per `ef`.
+//!
+//! Used by `benches/faiss_compare.py` (which computes recall@10 from the ids).
+//!
+//! `cargo run --release -p bsa-index --example hnsw_sweep -- INDEX QUERY_CODES.npy [threads] [ef,ef,...] [reps] [k]`
+
+use std::time::Instant;
+
+use bsa_index::{pack, Index, OpenOptions, SearchParams};
+
+/// Reads a 2-D uint8 .npy file (C order): (rows, cols, bytes).
+fn read_u8_npy(path: &str) -> (usize, usize, Vec<u8>) {
+    let raw = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert!(raw.starts_with(b"\x93NUMPY"), "{path}: not an .npy file");
+    let (hlen, start) = if raw[6] == 1 {
+        (u16::from_le_bytes([raw[8], raw[9]]) as usize, 10)
+    } else {
+        (
+            u32::from_le_bytes(raw[8..12].try_into().unwrap()) as usize,
+            12,
+        )
+    };
+    let header = std::str::from_utf8(&raw[start..start + hlen]).expect("ascii header");
+    assert!(
+        header.contains("'|u1'"),
+        "{path}: dtype must be uint8, header {header}"
+    );
+    assert!(
+        header.contains("'fortran_order': False"),
+        "{path}: must be C order"
+    );
+    let shape = &header[header.find("'shape': (").expect("shape") + 10..];
+    let shape = &shape[..shape.find(')').unwrap()];
+    let dims: Vec<usize> = shape
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(dims.len(), 2, "{path}: expected a 2-D array");
+    let data = raw[start + hlen..].to_vec();
+    assert_eq!(data.len(), dims[0] * dims[1], "{path}: truncated");
+    (dims[0], dims[1], data)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = args.first().expect("INDEX directory");
+    let qpath = args.get(1).expect("QUERY_CODES.npy");
+    let threads: usize = args.get(2).map_or(2, |s| s.parse().unwrap());
+    let efs: Vec<usize> = args
+        .get(3)
+        .map_or("16,32,64,128,256,512", String::as_str)
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let reps: usize = args.get(4).map_or(3, |s| s.parse().unwrap());
+    let k: usize = args.get(5).map_or(10, |s| s.parse().unwrap());
+
+    let index = Index::open_with(dir, OpenOptions::verify_checksums(true)).expect("open index");
+    let bits = index.bits();
+    let (nq, cols, bytes) = read_u8_npy(qpath);
+    assert_eq!(
+        cols,
+        bits.div_ceil(8),
+        "query bytes do not match the index's {bits}-bit codes"
+    );
+    let queries = pack::pack_le_bytes(&bytes, nq, cols, bits).expect("pack queries");
+    let t = Instant::now();
+    index.load_hnsw().expect("load graph");
+    let load_seconds = t.elapsed().as_secs_f64();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for &ef in &efs {
+            let p = SearchParams::default().with_ef_search(Some(ef));
+            let mut secs = Vec::new();
+            let mut ids = Vec::new();
+            for _ in 0..reps {
+                let t = Instant::now();
+                let hits = index.search_hnsw(&queries, k, &p).unwrap();
+                secs.push(t.elapsed().as_secs_f64());
+                ids = hits.into_iter().map(|h| h.ids).collect::<Vec<_>>();
+            }
+            secs.sort_by(f64::total_cmp);
+            let s = secs[secs.len() / 2];
+            println!(
+                "{}",
+                serde_json::json!({
+                    "ef": ef,
+                    "threads": threads,
+                    "queries": nq,
+                    "load_seconds": load_seconds,
+                    "search_seconds": s,
+                    "qps": nq as f64 / s,
+                    "ids": ids,
+                })
+            );
+        }
+    });
+}
