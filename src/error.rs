@@ -52,6 +52,10 @@ pub enum Error {
     /// Training produced a non-finite or exploding loss.
     #[error("training diverged: {0}")]
     Diverged(String),
+    /// A linear-algebra routine (LAPACK: SVD, eigendecomposition, Cholesky) failed, for example
+    /// on a matrix that is singular or not finite.
+    #[error("linear algebra failed: {0}")]
+    Linalg(String),
     /// An error from the search index crate.
     #[error(transparent)]
     Index(#[from] bsa_index::Error),

@@ -4,6 +4,8 @@
 //! autoencoder, and searches them by Hamming distance in memory-mapped indexes.
 //!
 //! - [`train`]: fit the BSA autoencoder (or its TopK baseline) on an `n x D` float matrix.
+//! - [`baselines`]: the sign, LSH and ITQ baselines, fitted in closed form as the same models.
+//! - [`groundtruth`]: exact cosine top-k (blocked GEMM), the ground truth of recall.
 //! - [`model`]: the model, its forward pass and code packing.
 //! - [`metrics`]: the paper's reconstruction and sparsity metrics.
 //! - [`io`]: embedding files (`.npy`, `.fvecs`) and model files (safetensors).
@@ -28,12 +30,15 @@ extern crate blas_src;
 
 pub use bsa_index;
 
+pub mod baselines;
 pub mod error;
+pub mod groundtruth;
 pub mod io;
 pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod pursuit;
 pub mod threads;
 pub mod train;
 

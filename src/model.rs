@@ -41,6 +41,26 @@ pub enum Method {
     Bsa,
     /// "TopK clipping": `C` = k-hot of the K largest entries of `S`, no alignment loss.
     Topk,
+    /// Baseline, no training: bit j = `x_j > 0` (N = D, `We` = identity, `be` = 0). See
+    /// [`crate::baselines`].
+    Sign,
+    /// Baseline, no training: bit j = `r_j . x > 0` with Gaussian `r_j` (SimHash). See
+    /// [`crate::baselines`].
+    Lsh,
+    /// Baseline, closed form: iterative quantization (PCA + learned rotation, Gong and Lazebnik
+    /// 2011). See [`crate::baselines`].
+    Itq,
+    /// Binary dictionary learning: exactly K atoms per code chosen by greedy binary matching
+    /// pursuit, decoder refitted in closed form. See [`crate::pursuit`].
+    Pursuit,
+}
+
+impl Method {
+    /// True for the baselines fitted in closed form by [`crate::baselines`] (not by gradient
+    /// descent): [`Method::Sign`], [`Method::Lsh`], [`Method::Itq`].
+    pub fn is_baseline(self) -> bool {
+        matches!(self, Method::Sign | Method::Lsh | Method::Itq)
+    }
 }
 
 /// The distance used in both loss terms.
@@ -86,7 +106,15 @@ macro_rules! impl_enum_str {
         }
     };
 }
-impl_enum_str!(Method, "bsa" => Method::Bsa, "topk" => Method::Topk);
+impl_enum_str!(
+    Method,
+    "bsa" => Method::Bsa,
+    "topk" => Method::Topk,
+    "sign" => Method::Sign,
+    "lsh" => Method::Lsh,
+    "itq" => Method::Itq,
+    "pursuit" => Method::Pursuit
+);
 impl_enum_str!(LossKind, "cosine" => LossKind::Cosine, "mse" => LossKind::Mse);
 impl_enum_str!(Target, "khot" => Target::Khot, "masked" => Target::Masked);
 
@@ -135,11 +163,12 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// The alignment weight actually used: `alpha` for BSA, 0 for TopK (which has no such term).
+    /// The alignment weight actually used: `alpha` for BSA, 0 for TopK (which has no such term)
+    /// and for the baselines (which are not trained by gradient descent).
     pub fn effective_alpha(&self) -> f64 {
         match self.method {
             Method::Bsa => self.alpha,
-            Method::Topk => 0.0,
+            Method::Topk | Method::Sign | Method::Lsh | Method::Itq | Method::Pursuit => 0.0,
         }
     }
 }
@@ -281,9 +310,15 @@ pub struct Autoencoder {
 }
 
 impl Autoencoder {
-    /// Set bits of each row's code, ascending. BSA: bits with `H > 0` (that is `S > 0.5`);
-    /// TopK: the K largest `H` (sigmoid is monotone, so the same as the K largest `S`).
+    /// Set bits of each row's code, ascending. BSA and the sign, LSH and ITQ baselines: bits with
+    /// `H > 0` (that is `S > 0.5`); TopK: the K largest `H` (sigmoid is monotone, so the same as
+    /// the K largest `S`).
+    ///
+    /// Pursuit: the K atoms greedy binary matching pursuit picks ([`crate::pursuit::encode`]).
     pub fn encode_active(&self, x: ArrayView2<f32>) -> Vec<Vec<u32>> {
+        if self.config.method == Method::Pursuit {
+            return crate::pursuit::encode(&self.params, self.config.k, x);
+        }
         let h = self.params.pre_activations(x);
         active_bits(&h, self.config.method, self.config.k)
     }
@@ -317,10 +352,12 @@ pub fn active_bits<F: Real>(h: &Array2<F>, method: Method, k: usize) -> Vec<Vec<
                 }
             };
             *bits = match method {
-                Method::Bsa => (0..row.len() as u32)
+                Method::Bsa | Method::Sign | Method::Lsh | Method::Itq => (0..row.len() as u32)
                     .filter(|&j| row[j as usize] > F::zero())
                     .collect(),
-                Method::Topk => top_k_indices(row, k, &mut Vec::new()),
+                // Pursuit codes need the greedy steps (Autoencoder::encode_active); as a rule on
+                // H alone, its K largest correlations are the closest one.
+                Method::Topk | Method::Pursuit => top_k_indices(row, k, &mut Vec::new()),
             };
         });
     out
@@ -376,7 +413,14 @@ mod tests {
 
     #[test]
     fn enum_names_round_trip() {
-        for m in [Method::Bsa, Method::Topk] {
+        for m in [
+            Method::Bsa,
+            Method::Topk,
+            Method::Sign,
+            Method::Lsh,
+            Method::Itq,
+            Method::Pursuit,
+        ] {
             assert_eq!(m.to_string().parse::<Method>().unwrap(), m);
         }
         assert!("bogus".parse::<LossKind>().is_err());

@@ -311,6 +311,13 @@ impl TrainParams {
 
     /// Checks the settings against data with `n` rows of dimension `dim`.
     pub fn validate(&self, n: usize, dim: usize) -> Result<()> {
+        if !matches!(self.method, Method::Bsa | Method::Topk) {
+            return Err(Error::InvalidArgument(format!(
+                "method {} is not trained by gradient descent: use bsa::baselines (sign, lsh, \
+                 itq) or bsa::pursuit",
+                self.method
+            )));
+        }
         self.config(dim).validate()?;
         if self.epochs == 0 {
             return Err(Error::InvalidArgument("--epochs must be at least 1".into()));

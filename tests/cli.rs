@@ -4,6 +4,8 @@
 //! - `errors`: every bad input gives `bsa: <file>: <what is wrong>` on stderr, exit code 2, and
 //!   nothing on stdout.
 //! - `eval`: `bsa eval --json` agrees with an independent f64 computation from the safetensors file.
+//! - `baselines`: `bsa train --method sign|lsh|itq` model files through encode, eval, build and
+//!   search; `bsa groundtruth` against a brute-force f64 ranking with ties.
 //! - `encode`: `bsa encode` writes the packed codes an independent computation predicts.
 //! - `search`: `bsa build`, `bsa search` and `bsa verify` against brute-force rankings, and
 //!   damaged indexes.
@@ -13,12 +15,18 @@
 #[path = "cli/util.rs"]
 mod util;
 
+#[path = "cli/baselines.rs"]
+mod baselines;
 #[path = "cli/encode.rs"]
 mod encode;
 #[path = "cli/errors.rs"]
 mod errors;
 #[path = "cli/eval.rs"]
 mod eval;
+#[path = "cli/pursuit.rs"]
+mod pursuit;
+#[path = "cli/scores.rs"]
+mod scores;
 #[path = "cli/search.rs"]
 mod search;
 #[path = "cli/train.rs"]

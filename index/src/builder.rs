@@ -13,9 +13,10 @@ use crate::error::{Error, Result};
 use crate::format::{flags, ElemKind, FileKind, Header, FORMAT_VERSION, HEADER_LEN};
 use crate::hnsw::{build_and_dump, HNSW_BASENAME};
 use crate::index::{crc_of_file, file_crc};
+use crate::inverted::InvertedLists;
 use crate::manifest::{
-    BuildInfo, FileInfo, HnswInfo, HnswParams, Manifest, ModelInfo, Segment, VectorDtype,
-    VectorsInfo, MANIFEST_FILE,
+    BuildInfo, FileInfo, HnswInfo, HnswParams, InvertedInfo, Manifest, ModelInfo, NormsInfo,
+    Segment, VectorDtype, VectorsInfo, MANIFEST_FILE,
 };
 use crate::pack::{check_high_bits_zero, words_per_code};
 
@@ -49,6 +50,8 @@ pub struct IndexBuilder<'a> {
     vectors: Option<(&'a [f32], usize)>,
     dtype: VectorDtype,
     hnsw: Option<HnswParams>,
+    inverted: bool,
+    norms: Option<&'a [f32]>,
     model: Option<PathBuf>,
     extra: serde_json::Value,
     overwrite: bool,
@@ -64,6 +67,8 @@ impl std::fmt::Debug for IndexBuilder<'_> {
             .field("vectors", &self.vectors.map(|(v, d)| (v.len(), d)))
             .field("dtype", &self.dtype)
             .field("hnsw", &self.hnsw)
+            .field("inverted", &self.inverted)
+            .field("norms", &self.norms.map(<[f32]>::len))
             .field("model", &self.model)
             .field("overwrite", &self.overwrite)
             .finish()
@@ -176,6 +181,8 @@ impl<'a> IndexBuilder<'a> {
             vectors: None,
             dtype: VectorDtype::F32,
             hnsw: None,
+            inverted: false,
+            norms: None,
             model: None,
             extra: serde_json::Value::Null,
             overwrite: false,
@@ -204,6 +211,22 @@ impl<'a> IndexBuilder<'a> {
     /// Also build and store an HNSW graph with these parameters.
     pub fn hnsw(mut self, params: HnswParams) -> Self {
         self.hnsw = Some(params);
+        self
+    }
+
+    /// Also store posting lists per bit (`inverted.bin`) for [`Index::search_inverted`]
+    /// (codes of at most 65535 bits).
+    ///
+    /// [`Index::search_inverted`]: crate::Index::search_inverted
+    pub fn inverted(mut self, yes: bool) -> Self {
+        self.inverted = yes;
+        self
+    }
+
+    /// Store one finite, non-negative `f32` per code (`norms.bin`), the divisor of normalised
+    /// table scores ([`crate::Score::Table`]).
+    pub fn norms(mut self, norms: &'a [f32]) -> Self {
+        self.norms = Some(norms);
         self
     }
 
@@ -303,6 +326,27 @@ impl<'a> IndexBuilder<'a> {
         }
         if let Some(h) = &self.hnsw {
             h.validate()?;
+        }
+        if self.inverted && bits > crate::format::MAX_INVERTED_BITS as usize {
+            return Err(Error::InvalidArgument(format!(
+                "an inverted index needs at most {} bits per code, got {bits}",
+                crate::format::MAX_INVERTED_BITS
+            )));
+        }
+        if let Some(v) = self.norms {
+            if v.len() != n {
+                return Err(Error::DimMismatch {
+                    what: "norms (one per code)".into(),
+                    expected: n,
+                    got: v.len(),
+                });
+            }
+            if let Some(i) = v.iter().position(|x| !(x.is_finite() && *x >= 0.0)) {
+                return Err(Error::InvalidArgument(format!(
+                    "norm of code {i} is {}; norms must be finite and >= 0",
+                    v[i]
+                )));
+            }
         }
         if let Some(m) = &self.model {
             let md = fs::metadata(m).map_err(|e| Error::io(m, e))?;
@@ -435,17 +479,54 @@ impl<'a> IndexBuilder<'a> {
             });
         }
 
+        // norms.bin
+        let mut norms_info = None;
+        if let Some(v) = self.norms {
+            let header = Header::new(FileKind::Norms, 0, n as u64, 1, 1, ElemKind::F32)?;
+            let mut sw = SectionWriter::create(tmp_path.join("norms.bin"))?;
+            for chunk in v.chunks(ROWS_PER_STEP) {
+                sw.write(bytemuck::cast_slice(chunk))?;
+            }
+            files.insert("norms.bin".to_string(), sw.finish(header)?);
+            norms_info = Some(NormsInfo {
+                file: "norms.bin".into(),
+            });
+        }
+
+        // inverted.bin
+        let mut inverted_info = None;
+        if self.inverted {
+            let lists = InvertedLists::build(self.codes, bits)?;
+            let mut header = Header::new(
+                FileKind::Inverted,
+                0,
+                n as u64,
+                bits as u32,
+                0,
+                ElemKind::U64,
+            )?;
+            let mut sw = SectionWriter::create(tmp_path.join("inverted.bin"))?;
+            header.payload_len = lists.write_payload(|b| sw.write(b))?;
+            files.insert("inverted.bin".to_string(), sw.finish(header)?);
+            inverted_info = Some(InvertedInfo {
+                file: "inverted.bin".into(),
+                postings: lists.postings_len() as u64,
+            });
+        }
+
         // HNSW graph
         let mut hnsw_info = None;
         if let Some(params) = self.hnsw {
             let base = done;
-            let basename =
+            let (basename, (native, native_info)) =
                 build_and_dump(self.codes, w, &params, &tmp_path, &mut |d| report(base + d))?;
+            files.insert(native.clone(), native_info);
             let info = HnswInfo {
                 graph: format!("{basename}.hnsw.graph"),
                 data: format!("{basename}.hnsw.data"),
                 basename,
                 params,
+                native: Some(native),
             };
             for f in [&info.graph, &info.data] {
                 let p = tmp_path.join(f);
@@ -493,6 +574,8 @@ impl<'a> IndexBuilder<'a> {
             vectors: vectors_info,
             hnsw: hnsw_info,
             model: model_info,
+            inverted: inverted_info,
+            norms: norms_info,
             files,
             build: BuildInfo {
                 ids_given: self.ids.is_some(),

@@ -11,9 +11,10 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::hamming::{tile_codes, Kernel};
+use crate::hamming::{hamming, tile_codes, Kernel};
 use crate::index::Index;
 use crate::pack::check_high_bits_zero;
+use crate::score::{desc_key, from_desc_key, overlap_key, table_score, table_sum, Score};
 use crate::topk::{key_distance, key_row, merge_keys, TopK};
 
 /// Largest number of queries scanned together against one block of codes.
@@ -44,6 +45,9 @@ pub struct SearchParams {
     pub ef_search: Option<usize>,
     /// Flat only: how to divide the work between threads.
     pub split: Split,
+    /// Inverted only: answer every query from the posting lists, even those the cost rule would
+    /// send to the flat scan (for tests and benchmarks; results are identical either way).
+    pub force_inverted: bool,
 }
 
 impl SearchParams {
@@ -62,6 +66,11 @@ impl SearchParams {
         self.split = split;
         self
     }
+    /// Sets [`force_inverted`](Self::force_inverted).
+    pub fn with_force_inverted(mut self, yes: bool) -> Self {
+        self.force_inverted = yes;
+        self
+    }
 }
 
 /// The neighbours of one query, best first: ascending Hamming distance, ties by ascending row.
@@ -74,7 +83,8 @@ pub struct Hits {
     pub ids: Vec<u64>,
     /// Hamming distances.
     pub distances: Vec<u32>,
-    /// Cosine similarities after rescoring (then the order is by descending score, ties by row).
+    /// Scores, best first: the [`Score`] of a non-Hamming search, or cosine similarities after
+    /// rescoring (then the order is by descending score, ties by row). `None` for Hamming search.
     pub scores: Option<Vec<f32>>,
 }
 
@@ -173,8 +183,34 @@ pub(crate) fn search_keys(
     k: usize,
     params: &SearchParams,
 ) -> Vec<Vec<u64>> {
+    let kernel = Kernel::select(w);
+    search_keys_by(
+        codes,
+        w,
+        queries.len() / w,
+        k,
+        params.split,
+        params.max_distance,
+        |qi, block, first, top| kernel.scan(&queries[qi * w..(qi + 1) * w], block, first, top),
+    )
+}
+
+/// The tiled, parallel exact scan with any per-block scorer: `scan(query, block, first_row,
+/// top)` offers every code of `block` (rows `first_row..`) to `top`, as a `u32` key that is
+/// smaller for better rows. Returns sorted `(key, row)` keys per query.
+pub(crate) fn search_keys_by<F>(
+    codes: &[u64],
+    w: usize,
+    nq: usize,
+    k: usize,
+    split: Split,
+    max_key: Option<u32>,
+    scan: F,
+) -> Vec<Vec<u64>>
+where
+    F: Fn(usize, &[u64], u32, &mut TopK) + Sync,
+{
     let n = codes.len() / w;
-    let nq = queries.len() / w;
     let k = k.min(n);
     if nq == 0 {
         return Vec::new();
@@ -182,12 +218,11 @@ pub(crate) fn search_keys(
     if k == 0 {
         return vec![Vec::new(); nq];
     }
-    let kernel = Kernel::select(w);
     let threads = rayon::current_num_threads().max(1);
     let qblocks = nq.div_ceil(MAX_QUERY_BLOCK);
     let qb = nq.div_ceil(qblocks);
     let max_chunks = n.div_ceil(MIN_CHUNK).max(1);
-    let chunks = match params.split {
+    let chunks = match split {
         Split::Queries => 1,
         Split::Codes => (2 * threads).min(max_chunks),
         Split::Auto if qblocks >= 2 * threads => 1,
@@ -203,16 +238,14 @@ pub(crate) fn search_keys(
         let q1 = (q0 + qb).min(nq);
         let r0 = ci * chunk_len;
         let r1 = (r0 + chunk_len).min(n);
-        let mut tops: Vec<TopK> = (q0..q1)
-            .map(|_| TopK::new(k, params.max_distance))
-            .collect();
+        let mut tops: Vec<TopK> = (q0..q1).map(|_| TopK::new(k, max_key)).collect();
         let mut start = r0;
         while start < r1 {
             let end = (start + tile).min(r1);
             let block = &codes[start * w..end * w];
             for (qi, top) in (q0..q1).zip(tops.iter_mut()) {
                 // start < n <= u32::MAX, checked by the callers.
-                kernel.scan(&queries[qi * w..(qi + 1) * w], block, start as u32, top);
+                scan(qi, block, start as u32, top);
             }
             start = end;
         }
@@ -247,6 +280,172 @@ pub(crate) fn search_keys(
     out
 }
 
+/// Exact top-k keys for a non-Hamming score (`score` validated, `norms` given when needed):
+/// sorted `(desc_key(score), row)` keys per query.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn search_scored_keys(
+    codes: &[u64],
+    w: usize,
+    bits: usize,
+    queries: &[u64],
+    k: usize,
+    score: &Score<'_>,
+    norms: Option<&[f32]>,
+    split: Split,
+) -> Vec<Vec<u64>> {
+    let nq = queries.len() / w;
+    match *score {
+        Score::Hamming => search_keys(
+            codes,
+            w,
+            queries,
+            k,
+            &SearchParams::default().with_split(split),
+        ),
+        Score::Cosine | Score::Jaccard => {
+            let jac = matches!(score, Score::Jaccard);
+            search_keys_by(codes, w, nq, k, split, None, |qi, block, first, top| {
+                let q = &queries[qi * w..(qi + 1) * w];
+                let m: u32 = q.iter().map(|x| x.count_ones()).sum();
+                let mut thr = top.threshold();
+                for (i, b) in block.chunks_exact(w).enumerate() {
+                    let mut c = 0;
+                    let mut p = 0;
+                    for (x, y) in q.iter().zip(b) {
+                        c += (x & y).count_ones();
+                        p += y.count_ones();
+                    }
+                    let key = overlap_key(jac, c, m, p);
+                    if key < thr {
+                        top.push(key, first + i as u32);
+                        thr = top.threshold();
+                    }
+                }
+            })
+        }
+        Score::Table {
+            tables, offsets, ..
+        } => search_keys_by(codes, w, nq, k, split, None, |qi, block, first, top| {
+            let table = &tables[qi * bits..(qi + 1) * bits];
+            let offset = offsets[qi];
+            let mut thr = top.threshold();
+            for (i, b) in block.chunks_exact(w).enumerate() {
+                let row = first as usize + i;
+                let s = table_score(offset, table_sum(b, table), norms.map(|n| n[row]));
+                let key = desc_key(s);
+                if key < thr {
+                    top.push(key, row as u32);
+                    thr = top.threshold();
+                }
+            }
+        }),
+    }
+}
+
+/// Turns scored keys into hits: ids, Hamming distances (recomputed from the codes) and scores.
+pub(crate) fn scored_hits(
+    keys: &[u64],
+    ids: Option<&[u64]>,
+    codes: &[u64],
+    query: &[u64],
+    scored: bool,
+) -> Hits {
+    let w = query.len();
+    let mut h = Hits::from_keys(keys, ids);
+    if scored {
+        h.scores = Some(
+            keys.iter()
+                .map(|&k| from_desc_key(key_distance(k)))
+                .collect(),
+        );
+        h.distances = h
+            .rows
+            .iter()
+            .map(|&r| {
+                let r = r as usize;
+                hamming(query, &codes[r * w..(r + 1) * w])
+            })
+            .collect();
+    }
+    h
+}
+
+/// Checks the norms needed by a normalised table score.
+pub(crate) fn check_norms<'a>(
+    score: &Score<'_>,
+    norms: Option<&'a [f32]>,
+    n: usize,
+) -> Result<Option<&'a [f32]>> {
+    match score {
+        Score::Table {
+            normalise: true, ..
+        } => match norms {
+            Some(v) if v.len() == n => Ok(Some(v)),
+            Some(v) => Err(Error::DimMismatch {
+                what: "norms (one per code)".into(),
+                expected: n,
+                got: v.len(),
+            }),
+            None => Err(Error::InvalidArgument(
+                "a normalised table score needs per-code norms; build the index with norms (bsa build --model)"
+                    .into(),
+            )),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// Exact top-k over a bare slice of codes for any [`Score`]; hits' ids are rows.
+///
+/// `norms` (one per code) is needed by a normalised [`Score::Table`]. `max_distance` in `params`
+/// applies to [`Score::Hamming`] only (other scores refuse it). For non-Hamming scores the hits
+/// carry `scores` (best first, ties by row) and `distances` still hold Hamming distances.
+#[allow(clippy::too_many_arguments)]
+pub fn top_k_scored(
+    codes: &[u64],
+    words_per_code: usize,
+    bits: usize,
+    queries: &[u64],
+    k: usize,
+    score: &Score<'_>,
+    norms: Option<&[f32]>,
+    params: &SearchParams,
+) -> Result<Vec<Hits>> {
+    if !score.has_scores() {
+        return top_k(codes, words_per_code, bits, queries, k, params);
+    }
+    // top_k's checks of the shapes, with k = 0 to skip its search.
+    top_k(codes, words_per_code, bits, &[], 0, params)?;
+    let nq = check_queries(queries, words_per_code, bits)?;
+    check_scored_params(score, params, nq, bits)?;
+    let n = codes.len() / words_per_code;
+    let norms = check_norms(score, norms, n)?;
+    let w = words_per_code;
+    Ok(
+        search_scored_keys(codes, w, bits, queries, k, score, norms, params.split)
+            .iter()
+            .enumerate()
+            .map(|(qi, keys)| scored_hits(keys, None, codes, &queries[qi * w..(qi + 1) * w], true))
+            .collect(),
+    )
+}
+
+/// Validates a score and the search parameters it is used with.
+pub(crate) fn check_scored_params(
+    score: &Score<'_>,
+    params: &SearchParams,
+    nq: usize,
+    bits: usize,
+) -> Result<()> {
+    if score.has_scores() && params.max_distance.is_some() {
+        return Err(Error::InvalidArgument(format!(
+            "a maximum Hamming distance applies to the hamming score only, not {}",
+            score.name()
+        )));
+    }
+    score.validate(nq, bits)
+}
+
 impl Index {
     /// Exact k nearest codes by Hamming distance for each query.
     ///
@@ -266,6 +465,43 @@ impl Index {
             .iter()
             .map(|keys| Hits::from_keys(keys, Some(ids)))
             .collect())
+    }
+
+    /// Exact k best codes for each query under any [`Score`] (see [`crate::score`]).
+    ///
+    /// [`Score::Hamming`] is [`search_flat`](Self::search_flat). Other scores rank by descending
+    /// score, ties by smaller row, and set [`Hits::scores`]; [`Hits::distances`] still hold
+    /// Hamming distances. A normalised [`Score::Table`] uses the norms stored in the index.
+    pub fn search_flat_scored(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+    ) -> Result<Vec<Hits>> {
+        if !score.has_scores() {
+            return self.search_flat(queries, k, params);
+        }
+        let w = self.words_per_code();
+        let nq = check_queries(queries, w, self.bits())?;
+        check_scored_params(score, params, nq, self.bits())?;
+        let norms = check_norms(score, self.norms(), self.len())?;
+        let ids = self.ids();
+        let codes = self.codes();
+        Ok(search_scored_keys(
+            codes,
+            w,
+            self.bits(),
+            queries,
+            k,
+            score,
+            norms,
+            params.split,
+        )
+        .iter()
+        .enumerate()
+        .map(|(qi, keys)| scored_hits(keys, Some(ids), codes, &queries[qi * w..(qi + 1) * w], true))
+        .collect())
     }
 
     /// Name of the distance kernel flat search uses for this index on this CPU (for `--stats`).

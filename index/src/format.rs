@@ -32,6 +32,14 @@ pub const MAGIC_CODES: [u8; 8] = *b"BSA\0CODE";
 pub const MAGIC_IDS: [u8; 8] = *b"BSA\0IDS\0";
 /// Magic of `vectors.bin`.
 pub const MAGIC_VECTORS: [u8; 8] = *b"BSA\0VECS";
+/// Magic of `inverted.bin` (posting lists, optional).
+pub const MAGIC_INVERTED: [u8; 8] = *b"BSA\0INVL";
+/// Magic of `norms.bin` (one `f32` per code for normalised table scores, optional).
+pub const MAGIC_NORMS: [u8; 8] = *b"BSA\0NRMS";
+/// Magic of `graph.bin` (the native HNSW graph, optional).
+pub const MAGIC_GRAPH: [u8; 8] = *b"BSA\0HNSW";
+/// Largest code width for which an inverted file can be built (popcounts are stored as `u16`).
+pub const MAX_INVERTED_BITS: u32 = u16::MAX as u32;
 
 /// Header flags: the low 16 bits are *incompatible* features (a reader that does not know a set bit
 /// must refuse the file), the high 16 bits are *compatible* hints (unknown ones are ignored).
@@ -83,6 +91,12 @@ pub enum FileKind {
     Ids,
     /// Float vectors for rescoring, `f32` or `f16`.
     Vectors,
+    /// Posting lists per bit, popcounts and rows grouped by popcount (`inverted.bin`).
+    Inverted,
+    /// One `f32` norm per code (`norms.bin`).
+    Norms,
+    /// Native HNSW graph: per-level neighbour lists of `u32` rows (`graph.bin`).
+    Graph,
 }
 
 impl FileKind {
@@ -92,6 +106,9 @@ impl FileKind {
             FileKind::Codes => MAGIC_CODES,
             FileKind::Ids => MAGIC_IDS,
             FileKind::Vectors => MAGIC_VECTORS,
+            FileKind::Inverted => MAGIC_INVERTED,
+            FileKind::Norms => MAGIC_NORMS,
+            FileKind::Graph => MAGIC_GRAPH,
         }
     }
 }
@@ -295,8 +312,11 @@ impl Header {
             )));
         }
         let ok_elem = match kind {
-            FileKind::Codes | FileKind::Ids => elem == ElemKind::U64,
+            FileKind::Codes | FileKind::Ids | FileKind::Inverted | FileKind::Graph => {
+                elem == ElemKind::U64
+            }
             FileKind::Vectors => matches!(elem, ElemKind::F32 | ElemKind::F16),
+            FileKind::Norms => elem == ElemKind::F32,
         };
         if !ok_elem {
             return Err(corrupt(format!(
@@ -345,17 +365,54 @@ impl Header {
                     )));
                 }
             }
+            FileKind::Norms => {
+                if header.width != 1 || header.row_elems != 1 {
+                    return Err(corrupt(format!(
+                        "norms must be one float per row, found width {} x {}",
+                        header.width, header.row_elems
+                    )));
+                }
+            }
+            FileKind::Inverted => {
+                if header.width == 0 || header.width > MAX_INVERTED_BITS || header.row_elems != 0 {
+                    return Err(corrupt(format!(
+                        "inverted file for {}-bit codes with row length {} (must be 1..={MAX_INVERTED_BITS} bits, row length 0)",
+                        header.width, header.row_elems
+                    )));
+                }
+            }
+            FileKind::Graph => {
+                if header.width == 0 || header.row_elems != 0 {
+                    return Err(corrupt(format!(
+                        "graph with {} level-0 slots per node and row length {} (must be >= 1 slot, row length 0)",
+                        header.width, header.row_elems
+                    )));
+                }
+            }
         }
-        let implied = header
-            .count
-            .checked_mul(u64::from(header.row_elems))
-            .and_then(|x| x.checked_mul(u64::from(elem_size)))
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "{} rows x {} elements overflows",
-                    header.count, header.row_elems
-                ))
-            })?;
+        // The inverted file's payload is a set of sections whose sizes it describes itself
+        // (checked by `inverted::InvertedView::from_payload`); here only whole 64-byte blocks.
+        // The same holds for the graph file (`graph::GraphView::from_payload`).
+        let implied = if matches!(kind, FileKind::Inverted | FileKind::Graph) {
+            if header.payload_len < 64 || !header.payload_len.is_multiple_of(64) {
+                return Err(corrupt(format!(
+                    "{kind:?} payload length {} is not a positive multiple of 64",
+                    header.payload_len
+                )));
+            }
+            header.payload_len
+        } else {
+            header
+                .count
+                .checked_mul(u64::from(header.row_elems))
+                .and_then(|x| x.checked_mul(u64::from(elem_size)))
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "{} rows x {} elements overflows",
+                        header.count, header.row_elems
+                    ))
+                })?
+        };
         if implied != header.payload_len {
             return Err(corrupt(format!(
                 "payload length {} does not match {} rows x {} elements x {} bytes",
@@ -439,7 +496,14 @@ mod tests {
             0u64..1 << 40,
             1u32..5000,
             any::<u32>(),
-            prop::sample::select(vec![FileKind::Codes, FileKind::Ids, FileKind::Vectors]),
+            prop::sample::select(vec![
+                FileKind::Codes,
+                FileKind::Ids,
+                FileKind::Vectors,
+                FileKind::Norms,
+                FileKind::Inverted,
+                FileKind::Graph,
+            ]),
             any::<bool>(),
         )
             .prop_map(|(count, w, crc, kind, half)| {
@@ -447,9 +511,14 @@ mod tests {
                     FileKind::Codes => (w, w.div_ceil(64), ElemKind::U64),
                     FileKind::Ids => (64, 1, ElemKind::U64),
                     FileKind::Vectors => (w, w, if half { ElemKind::F16 } else { ElemKind::F32 }),
+                    FileKind::Norms => (1, 1, ElemKind::F32),
+                    FileKind::Inverted | FileKind::Graph => (w, 0, ElemKind::U64),
                 };
                 let mut h =
                     Header::new(kind, flags::IDS_ARE_ROWS, count, width, row_elems, elem).unwrap();
+                if matches!(kind, FileKind::Inverted | FileKind::Graph) {
+                    h.payload_len = 64 * (1 + count % 1000);
+                }
                 h.payload_crc = crc;
                 h
             })

@@ -1,23 +1,29 @@
 //! HNSW graph over the packed codes (the only file that uses hnsw_rs).
 //!
-//! hnsw_rs is driven with [`DistHammingBits`], a bit-level Hamming distance (anndists'
-//! `DistHamming` counts *unequal words*, which is wrong for packed codes). The graph is dumped
-//! with hnsw_rs's own format into `hnsw.hnsw.graph` and `hnsw.hnsw.data` inside the index
-//! directory and reloaded on first use, never rebuilt. Those files use hnsw_rs's native-endian,
-//! 64-bit layout, and hnsw_rs's loader panics or exits on malformed bytes, so both files are
-//! always checked against the manifest's CRC-32 before they are handed to it.
+//! The graph is *built* with hnsw_rs, driven with [`DistHammingBits`], a bit-level Hamming
+//! distance (anndists' `DistHamming` counts *unequal words*, which is wrong for packed codes).
+//! After building, the graph is exported as flat neighbour lists into `graph.bin`, which the
+//! search reads in place ([`crate::graph`]: no hnsw_rs at search time). The hnsw_rs dump
+//! (`hnsw.hnsw.graph` and `hnsw.hnsw.data`, hnsw_rs's native-endian, 64-bit layout) is still
+//! written beside it. Indexes written before `graph.bin` existed have only the dump: it is loaded
+//! through hnsw_rs on first use and converted to the same flat lists in memory. hnsw_rs's loader
+//! panics or exits on malformed bytes, so both dump files are always checked against the
+//! manifest's CRC-32 before they are handed to it.
+//!
+//! Rows and hnsw_rs ids: the builder inserts row `r` with hnsw_rs `DataId` `r`, so the exported
+//! neighbour ids are the `DataId`s (checked to cover `0..n` exactly once).
 
 use std::path::Path;
 
 use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo};
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::flat::{check_queries, Hits, SearchParams};
+use crate::format::FileKind;
+use crate::graph::{search_batch, write_graph_file, GraphData, GraphView, Layout, GRAPH_FILE};
 use crate::hamming::{hamming, hamming_fixed};
-use crate::index::{verify_plain_file, Index};
-use crate::manifest::HnswParams;
-use crate::topk::key;
+use crate::index::{verify_plain_file, Index, Section};
+use crate::manifest::{FileInfo, HnswParams};
 
 /// Basename of the hnsw_rs dump inside an index directory.
 pub const HNSW_BASENAME: &str = "hnsw";
@@ -72,20 +78,101 @@ impl HnswParams {
     }
 }
 
-/// A loaded HNSW graph.
-pub(crate) struct HnswGraph {
-    hnsw: Hnsw<'static, u64, DistHammingBits>,
+/// Where the flat graph lives: mapped from `graph.bin`, or converted in memory from an hnsw_rs dump.
+enum GraphStore {
+    Mapped(Section),
+    Owned(Vec<u64>),
 }
 
-/// Builds a graph over `codes` in the current rayon pool and dumps it into `dir`.
-/// Returns the basename used. `progress(done)` is called after each batch of inserts.
+/// A loaded HNSW graph: the flat neighbour lists and their validated layout.
+pub(crate) struct HnswGraph {
+    store: GraphStore,
+    layout: Layout,
+}
+
+/// Exports an hnsw_rs graph over `n` rows (inserted with `DataId` = row) as flat lists.
+///
+/// Level-0 lists get `max(2M, longest list)` slots and upper lists `max(M, longest list)`, so
+/// nothing is cut. Neighbours are kept in hnsw_rs's order (nearest first); an upper-level
+/// neighbour that is not itself on that level (never expected from hnsw_rs) is dropped, so the
+/// greedy descent only follows nodes that have a list there.
+fn export(hnsw: &Hnsw<'_, u64, DistHammingBits>, n: usize, m: usize) -> Result<GraphData> {
+    let bad = |d: String| Error::InvalidArgument(format!("HNSW graph export: {d}"));
+    let mut levels: Vec<Option<usize>> = vec![None; n];
+    let mut lists: Vec<Vec<Vec<u32>>> = vec![Vec::new(); n];
+    for point in hnsw.get_point_indexation() {
+        let row = point.get_origin_id();
+        if row >= n {
+            return Err(bad(format!("point id {row} is not below {n}")));
+        }
+        if levels[row].is_some() {
+            continue;
+        }
+        let level = usize::from(point.get_point_id().0);
+        levels[row] = Some(level);
+        lists[row] = point
+            .get_neighborhood_id()
+            .into_iter()
+            .take(level + 1)
+            .map(|l| {
+                l.iter()
+                    .map(|nb| nb.get_origin_id())
+                    .filter(|&d| d < n && d != row)
+                    .map(|d| d as u32)
+                    .collect()
+            })
+            .collect();
+        lists[row].resize(level + 1, Vec::new());
+    }
+    if let Some(missing) = levels.iter().position(Option::is_none) {
+        return Err(bad(format!(
+            "row {missing} is not in the graph ({} points for {n} rows)",
+            hnsw.get_nb_point()
+        )));
+    }
+    let level_of = |r: u32| levels[r as usize].unwrap_or(0);
+    let mut layer0 = Vec::with_capacity(n);
+    let mut upper = Vec::with_capacity(n);
+    let (mut stride0, mut stride_upper) = (2 * m.max(1), m.max(1));
+    for mut ls in lists {
+        let rest = ls.split_off(1);
+        let l0 = ls.pop().unwrap_or_default();
+        stride0 = stride0.max(l0.len());
+        layer0.push(l0);
+        let up: Vec<Vec<u32>> = rest
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| l.into_iter().filter(|&nb| level_of(nb) > i).collect())
+            .collect();
+        for l in &up {
+            stride_upper = stride_upper.max(l.len());
+        }
+        upper.push(up);
+    }
+    let too_wide = |s: usize| {
+        u32::try_from(s)
+            .ok()
+            .filter(|&s| s <= crate::graph::MAX_STRIDE)
+            .ok_or_else(|| bad(format!("{s} neighbours per node exceed the limit")))
+    };
+    Ok(GraphData {
+        layer0,
+        upper,
+        stride0: too_wide(stride0)?,
+        stride_upper: too_wide(stride_upper)?,
+    })
+}
+
+/// Builds a graph over `codes` in the current rayon pool, dumps it into `dir` with hnsw_rs, and
+/// exports it as `graph.bin`. Returns the dump's basename and the graph file's name and manifest
+/// entry. `progress(done)` is called after each batch of inserts.
 pub(crate) fn build_and_dump(
     codes: &[u64],
     w: usize,
     params: &HnswParams,
     dir: &Path,
     progress: &mut dyn FnMut(u64),
-) -> Result<String> {
+) -> Result<(String, (String, FileInfo))> {
     params.validate()?;
     if w * 64 > 1 << 24 {
         return Err(Error::InvalidArgument(
@@ -103,6 +190,7 @@ pub(crate) fn build_and_dump(
     let mut done = 0usize;
     while done < n {
         let end = (done + INSERT_BATCH).min(n);
+        // DataId = row number: the export relies on it.
         let batch: Vec<(&[u64], usize)> = (done..end)
             .map(|r| (&codes[r * w..(r + 1) * w], r))
             .collect();
@@ -122,7 +210,9 @@ pub(crate) fn build_and_dump(
             std::io::Error::other(format!("hnsw_rs dumped under basename {used:?}")),
         ));
     }
-    Ok(used)
+    let payload = export(&hnsw, n, params.max_connections)?.to_payload()?;
+    let info = write_graph_file(&dir.join(GRAPH_FILE), n as u64, &payload)?;
+    Ok((used, (GRAPH_FILE.to_string(), info)))
 }
 
 impl HnswGraph {
@@ -133,23 +223,54 @@ impl HnswGraph {
                 index.dir.display()
             ))
         })?;
+        let n = index.manifest.n;
+        if let Some(name) = &info.native {
+            // Listed under `files` (checked by Manifest::from_bytes). The graph is small next to
+            // the codes, and its structure is checked byte by byte below anyway, so its checksum
+            // is always verified, whatever OpenOptions said.
+            let finfo = index.manifest.files[name];
+            let s = Section::open(index.dir.join(name), FileKind::Graph, &finfo)?;
+            s.verify(&finfo)?;
+            if s.header.count != n {
+                return Err(Error::corrupt(
+                    &s.path,
+                    format!(
+                        "holds a graph of {} nodes but the index has {n} codes",
+                        s.header.count
+                    ),
+                ));
+            }
+            let layout = GraphView::validate(s.payload(), n, &s.path)?;
+            if GraphView::from_layout(s.payload(), &layout).level0_stride()
+                != s.header.width as usize
+            {
+                return Err(Error::corrupt(
+                    &s.path,
+                    format!(
+                        "header says {} level-0 slots per node, the graph disagrees",
+                        s.header.width
+                    ),
+                ));
+            }
+            return Ok(HnswGraph {
+                store: GraphStore::Mapped(s),
+                layout,
+            });
+        }
+        // An index from before graph.bin: load the hnsw_rs dump and convert it in memory.
         // hnsw_rs panics or exits on malformed files: check every byte first.
         for name in [&info.graph, &info.data] {
             verify_plain_file(&index.dir.join(name), &index.manifest.files[name])?;
         }
-        // hnsw_rs ties the graph's lifetime to the loader; the loader is tiny (paths and options,
-        // no memory map since mmap is off), so it is leaked once per load to obtain 'static.
-        let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&index.dir, &info.basename)));
-        let mut hnsw: Hnsw<'static, u64, DistHammingBits> = io.load_hnsw().map_err(|e| {
-            Error::corrupt(
-                index.dir.join(&info.graph),
-                format!("hnsw_rs could not load the graph: {e:#}"),
-            )
+        let gpath = index.dir.join(&info.graph);
+        let mut io = HnswIo::new(&index.dir, &info.basename);
+        let mut hnsw: Hnsw<'_, u64, DistHammingBits> = io.load_hnsw().map_err(|e| {
+            Error::corrupt(&gpath, format!("hnsw_rs could not load the graph: {e:#}"))
         })?;
         hnsw.set_searching_mode(true);
         if hnsw.get_nb_point() != index.len() {
             return Err(Error::corrupt(
-                index.dir.join(&info.graph),
+                &gpath,
                 format!(
                     "graph has {} points but the index has {}",
                     hnsw.get_nb_point(),
@@ -157,35 +278,30 @@ impl HnswGraph {
                 ),
             ));
         }
-        Ok(HnswGraph { hnsw })
+        let payload = export(&hnsw, index.len(), info.params.max_connections)
+            .and_then(|g| g.to_payload())
+            .map_err(|e| Error::corrupt(&gpath, e.to_string()))?;
+        drop(hnsw);
+        let layout = GraphView::validate(bytemuck::cast_slice(&payload), n, &gpath)?;
+        Ok(HnswGraph {
+            store: GraphStore::Owned(payload),
+            layout,
+        })
     }
 
-    fn search(
-        &self,
-        query: &[u64],
-        k: usize,
-        ef: usize,
-        n: usize,
-        max_distance: Option<u32>,
-    ) -> Vec<u64> {
-        let mut keys: Vec<u64> = self
-            .hnsw
-            .search(query, k, ef.max(k))
-            .into_iter()
-            .filter(|nb| nb.d_id < n)
-            .map(|nb| key(nb.distance as u32, nb.d_id as u32))
-            .filter(|&kk| max_distance.is_none_or(|m| (kk >> 32) as u32 <= m))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys.truncate(k);
-        keys
+    fn view(&self) -> GraphView<'_> {
+        let payload: &[u8] = match &self.store {
+            GraphStore::Mapped(s) => s.payload(),
+            GraphStore::Owned(v) => bytemuck::cast_slice(v),
+        };
+        GraphView::from_layout(payload, &self.layout)
     }
 }
 
 impl Index {
     /// Loads the HNSW graph now (otherwise the first HNSW search loads it). Useful to keep the
-    /// loading time out of search timings. Verifies the graph files' checksums first.
+    /// loading time out of search timings. Maps `graph.bin` and checks its checksum and every
+    /// neighbour id; for an index without `graph.bin`, verifies and converts the hnsw_rs dump.
     pub fn load_hnsw(&self) -> Result<()> {
         if self.hnsw.get().is_none() {
             let g = HnswGraph::load(self)?;
@@ -195,11 +311,19 @@ impl Index {
         Ok(())
     }
 
+    /// The HNSW graph as flat neighbour lists (loading it first, see [`Index::load_hnsw`]).
+    pub fn graph(&self) -> Result<GraphView<'_>> {
+        self.load_hnsw()?;
+        // load_hnsw succeeded, so the cell is set.
+        Ok(self.hnsw.get().expect("graph loaded").view())
+    }
+
     /// Approximate k nearest codes by Hamming distance via the stored HNSW graph.
     ///
     /// Same input and output conventions as [`Index::search_flat`]: best first, ties by row. The
     /// candidate list size is `params.ef_search` or the build-time default, and at least `k`.
-    /// Queries run in parallel on the current rayon pool. May return fewer than `k` hits.
+    /// Queries run in parallel on the current rayon pool. May return fewer than `k` hits. The
+    /// algorithm is described in [`crate::graph`].
     pub fn search_hnsw(
         &self,
         queries: &[u64],
@@ -207,32 +331,19 @@ impl Index {
         params: &SearchParams,
     ) -> Result<Vec<Hits>> {
         let w = self.words_per_code();
-        let nq = check_queries(queries, w, self.bits())?;
-        self.load_hnsw()?;
-        // load_hnsw succeeded, so the cell is set.
-        let g = self.hnsw.get().expect("graph loaded");
+        check_queries(queries, w, self.bits())?;
+        let g = self.graph()?;
         let ef = params
             .ef_search
             .or(self.manifest.hnsw.as_ref().map(|h| h.params.ef_search))
             .unwrap_or(64);
         let k = k.min(self.len());
         let ids = self.ids();
-        let n = self.len();
-        Ok((0..nq)
-            .into_par_iter()
-            .map(|qi| {
-                if k == 0 {
-                    return Hits::default();
-                }
-                let keys = g.search(
-                    &queries[qi * w..(qi + 1) * w],
-                    k,
-                    ef,
-                    n,
-                    params.max_distance,
-                );
-                Hits::from_keys(&keys, Some(ids))
-            })
-            .collect())
+        Ok(
+            search_batch(&g, self.codes(), w, queries, k, ef, params.max_distance)
+                .iter()
+                .map(|keys| Hits::from_keys(keys, Some(ids)))
+                .collect(),
+        )
     }
 }

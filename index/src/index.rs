@@ -9,6 +9,7 @@ use memmap2::Mmap;
 use crate::error::{Error, Result};
 use crate::format::{ElemKind, FileKind, Header};
 use crate::hnsw::HnswGraph;
+use crate::inverted::{InvertedView, Layout};
 use crate::manifest::{FileInfo, Manifest, VectorDtype, MANIFEST_FILE, MAX_MANIFEST_LEN};
 
 /// How to open an index.
@@ -51,7 +52,7 @@ pub(crate) struct Section {
 }
 
 impl Section {
-    fn open(path: PathBuf, kind: FileKind, info: &FileInfo) -> Result<Section> {
+    pub(crate) fn open(path: PathBuf, kind: FileKind, info: &FileInfo) -> Result<Section> {
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         // SAFETY: the map is read-only; the index files are immutable once built (the builder
@@ -75,6 +76,9 @@ impl Section {
         }
         let payload = payload_range(&header, map.len(), &path)?;
         let ok = match header.elem {
+            _ if kind == FileKind::Inverted => {
+                bytemuck::try_cast_slice::<u8, u64>(&map[payload.clone()]).is_ok()
+            }
             ElemKind::U64 => bytemuck::try_cast_slice::<u8, u64>(&map[payload]).is_ok(),
             ElemKind::F32 => bytemuck::try_cast_slice::<u8, f32>(&map[payload]).is_ok(),
             ElemKind::F16 => bytemuck::try_cast_slice::<u8, u16>(&map[payload]).is_ok(),
@@ -92,7 +96,7 @@ impl Section {
     }
 
     /// Verifies the payload CRC and the whole-file CRC recorded in the manifest.
-    fn verify(&self, info: &FileInfo) -> Result<()> {
+    pub(crate) fn verify(&self, info: &FileInfo) -> Result<()> {
         let got = crc32fast::hash(self.payload());
         if got != self.header.payload_crc {
             return Err(Error::Checksum {
@@ -202,6 +206,9 @@ pub struct Index {
     pub(crate) codes: Section,
     pub(crate) ids: Section,
     pub(crate) vectors: Option<Section>,
+    /// Posting lists and the layout of their payload (validated at open).
+    pub(crate) inverted: Option<(Section, Layout)>,
+    pub(crate) norms: Option<Section>,
     pub(crate) hnsw: OnceLock<HnswGraph>,
 }
 
@@ -292,14 +299,70 @@ impl Index {
             (None, None) => None,
             _ => return Err(Error::corrupt(&mpath, "vectors listed inconsistently")),
         };
-        let index = Index {
+        let norms = match &manifest.norms {
+            Some(ni) => {
+                let s = Section::open(dir.join(&ni.file), FileKind::Norms, &info(&ni.file))?;
+                if s.header.count != manifest.n {
+                    return Err(Error::corrupt(
+                        &s.path,
+                        format!(
+                            "holds {} norms but the manifest says {} codes",
+                            s.header.count, manifest.n
+                        ),
+                    ));
+                }
+                Some(s)
+            }
+            None => None,
+        };
+        let inverted_section = match &manifest.inverted {
+            Some(ii) => {
+                let s = Section::open(dir.join(&ii.file), FileKind::Inverted, &info(&ii.file))?;
+                if s.header.count != manifest.n || s.header.width != manifest.bits {
+                    return Err(Error::corrupt(
+                        &s.path,
+                        format!(
+                            "describes {} codes of {} bits but the manifest says {} of {}",
+                            s.header.count, s.header.width, manifest.n, manifest.bits
+                        ),
+                    ));
+                }
+                Some(s)
+            }
+            None => None,
+        };
+        let mut index = Index {
             dir,
             manifest,
             codes,
             ids,
             vectors,
+            inverted: None,
+            norms,
             hnsw: OnceLock::new(),
         };
+        if let (Some(s), Some(ii)) = (inverted_section, &index.manifest.inverted) {
+            // Search indexes with the lists' values, so their structure is always checked (one
+            // pass), even when checksums are skipped: bytes from disk never cause a panic.
+            let view = InvertedView::from_payload(
+                s.payload(),
+                index.manifest.n,
+                index.manifest.bits,
+                &s.path,
+            )?;
+            if view.postings_len() as u64 != ii.postings {
+                return Err(Error::corrupt(
+                    &s.path,
+                    format!(
+                        "holds {} postings but the manifest says {}",
+                        view.postings_len(),
+                        ii.postings
+                    ),
+                ));
+            }
+            let layout = view.layout();
+            index.inverted = Some((s, layout));
+        }
         if options.verify_checksums {
             index.verify_mapped()?;
             if let Some(m) = &index.manifest.model {
@@ -317,6 +380,12 @@ impl Index {
         if let (Some(v), Some(name)) = (&self.vectors, &seg.vectors) {
             v.verify(&f[name])?;
         }
+        if let (Some(s), Some(ni)) = (&self.norms, &self.manifest.norms) {
+            s.verify(&f[&ni.file])?;
+        }
+        if let (Some((s, _)), Some(ii)) = (&self.inverted, &self.manifest.inverted) {
+            s.verify(&f[&ii.file])?;
+        }
         Ok(())
     }
 
@@ -326,10 +395,16 @@ impl Index {
     pub fn verify(&self) -> Result<()> {
         self.verify_mapped()?;
         let seg = self.manifest.segment();
-        let mapped: Vec<&String> = [Some(&seg.codes), Some(&seg.ids), seg.vectors.as_ref()]
-            .into_iter()
-            .flatten()
-            .collect();
+        let mapped: Vec<&String> = [
+            Some(&seg.codes),
+            Some(&seg.ids),
+            seg.vectors.as_ref(),
+            self.manifest.norms.as_ref().map(|x| &x.file),
+            self.manifest.inverted.as_ref().map(|x| &x.file),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         for (name, info) in &self.manifest.files {
             if !mapped.contains(&name) {
                 verify_plain_file(&self.dir.join(name), info)?;
@@ -387,6 +462,14 @@ impl Index {
     /// External ids, one per row (row numbers if none were given at build time).
     pub fn ids(&self) -> &[u64] {
         bytemuck::cast_slice(self.ids.payload())
+    }
+
+    /// Per-code norms for normalised table scores (`norms.bin`), if stored.
+    pub fn norms(&self) -> Option<&[f32]> {
+        // Alignment and length were checked with try_cast_slice in Section::open.
+        self.norms
+            .as_ref()
+            .map(|s| bytemuck::cast_slice(s.payload()))
     }
 
     /// Whether float vectors are stored (needed for rescoring).

@@ -37,6 +37,7 @@
 //! | `ids.bin` | 64-byte header, then `n` `u64` external ids (row numbers if none were given) |
 //! | `vectors.bin` | optional: 64-byte header, then `n * dim` `f32` or `f16` values for rescoring |
 //! | `hnsw.hnsw.graph`, `hnsw.hnsw.data` | optional: the HNSW graph in hnsw_rs's dump format |
+//! | `graph.bin` | optional (with the HNSW graph): the same graph as flat neighbour lists, searched in place |
 //! | `model.*` | optional: the model file copied in, opaque to this crate |
 //!
 //! The byte-level specification, versioning rules and changelog are in `index/FORMAT.md`.
@@ -50,6 +51,7 @@
 //! * [`topk`]: exact top-k with deterministic ties (distance, then row).
 //! * [`flat`]: exact search ([`Index::search_flat`], [`flat::top_k`] on bare slices).
 //! * [`hnsw`]: approximate search over a stored HNSW graph ([`Index::search_hnsw`]).
+//! * [`graph`]: the native graph search and the `graph.bin` view ([`Index::graph`]).
 //! * [`rescore`]: cosine re-ranking against stored vectors ([`Index::rescore`]).
 //! * [`format`], [`manifest`]: the on-disk format.
 //!
@@ -69,17 +71,22 @@ mod builder;
 mod error;
 pub mod flat;
 pub mod format;
+pub mod graph;
 pub mod hamming;
 pub mod hnsw;
 mod index;
+pub mod inverted;
 pub mod manifest;
 pub mod pack;
 pub mod rescore;
+pub mod score;
 pub mod topk;
 
 pub use builder::IndexBuilder;
 pub use error::{Error, Result};
 pub use flat::{Hits, SearchParams, Split};
 pub use index::{Index, OpenOptions};
+pub use inverted::{InvertedLists, InvertedStats, InvertedView};
 pub use manifest::{HnswParams, Manifest, VectorDtype};
 pub use rescore::Vectors;
+pub use score::Score;

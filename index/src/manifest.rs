@@ -106,6 +106,10 @@ pub struct HnswInfo {
     pub data: String,
     /// Parameters used to build the graph.
     pub params: HnswParams,
+    /// The same graph as flat neighbour lists (`graph.bin`, searched in place), if stored.
+    /// Absent from indexes written before it existed; those convert the hnsw_rs dump on load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<String>,
 }
 
 /// The model file copied into the index, opaque to this crate.
@@ -116,6 +120,28 @@ pub struct ModelInfo {
     pub file: String,
     /// File name of the source the model was copied from.
     pub original_name: String,
+}
+
+/// The stored posting lists (`inverted.bin`), optional.
+///
+/// Old v1 readers ignore this field and the file (it is listed under `files`, so their `verify`
+/// still checks its checksum).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct InvertedInfo {
+    /// File name inside the index directory.
+    pub file: String,
+    /// Total number of postings (set bits over all codes).
+    pub postings: u64,
+}
+
+/// The stored per-code norms (`norms.bin`), optional: one `f32` per code, used by normalised
+/// table scores (bsa stores the norm of each code's decoded vector, for ADC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NormsInfo {
+    /// File name inside the index directory.
+    pub file: String,
 }
 
 /// Settings the index was built with, for reproducibility.
@@ -156,6 +182,12 @@ pub struct Manifest {
     pub hnsw: Option<HnswInfo>,
     /// Model file copied into the index, if any.
     pub model: Option<ModelInfo>,
+    /// Posting lists, if stored (absent from manifests written before they existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inverted: Option<InvertedInfo>,
+    /// Per-code norms, if stored (absent from manifests written before they existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norms: Option<NormsInfo>,
     /// Every file of the index except the manifest, with its length and CRC-32.
     pub files: BTreeMap<String, FileInfo>,
     /// Build settings.
@@ -308,6 +340,9 @@ impl Manifest {
         if let Some(h) = &self.hnsw {
             names.push(&h.graph);
             names.push(&h.data);
+            if let Some(g) = &h.native {
+                names.push(g);
+            }
             if h.graph != format!("{}.hnsw.graph", h.basename)
                 || h.data != format!("{}.hnsw.data", h.basename)
             {
@@ -316,6 +351,12 @@ impl Manifest {
         }
         if let Some(mo) = &self.model {
             names.push(&mo.file);
+        }
+        if let Some(i) = &self.inverted {
+            names.push(&i.file);
+        }
+        if let Some(nm) = &self.norms {
+            names.push(&nm.file);
         }
         for name in &names {
             check_file_name(name, path)?;
@@ -373,6 +414,8 @@ mod tests {
             vectors: None,
             hnsw: None,
             model: None,
+            inverted: None,
+            norms: None,
             files,
             build: BuildInfo::default(),
             extra: serde_json::json!({"encoder": "sign", "note": "héllo"}),

@@ -107,6 +107,82 @@ impl TopK {
     }
 }
 
+/// Collects the `k` smallest keys offered in *any* order (keys must be distinct).
+///
+/// [`TopK`] relies on rows arriving in increasing order; the inverted search visits rows in
+/// posting-list order, so it compares whole keys instead: a key enters while it is smaller than
+/// the largest key kept. The result is the same as a sort of all offered keys.
+#[derive(Debug, Clone)]
+pub struct KeyTopK {
+    k: usize,
+    cap: usize,
+    /// Offer a key only if it is below this.
+    threshold: u64,
+    buf: Vec<u64>,
+}
+
+impl KeyTopK {
+    /// A collector for the `k` smallest keys below `limit` (use `u64::MAX` for no limit).
+    pub fn new(k: usize, limit: u64) -> Self {
+        let cap = k.saturating_mul(2).max(k.saturating_add(32));
+        KeyTopK {
+            k,
+            cap,
+            threshold: if k == 0 { 0 } else { limit },
+            buf: Vec::with_capacity(cap.min(1 << 16)),
+        }
+    }
+
+    /// Keys `>= threshold()` cannot enter the result.
+    #[inline(always)]
+    pub fn threshold(&self) -> u64 {
+        self.threshold
+    }
+
+    /// Whether `k` keys are held, so that [`threshold`](Self::threshold) is the largest kept key
+    /// (after the next compaction) rather than the initial limit.
+    pub fn is_full(&self) -> bool {
+        self.k == 0 || self.buf.len() >= self.k
+    }
+
+    /// Offers a key; returns whether it passed the threshold.
+    #[inline(always)]
+    pub fn offer(&mut self, key: u64) -> bool {
+        if key < self.threshold {
+            self.buf.push(key);
+            if self.buf.len() >= self.cap {
+                self.compact();
+            }
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Cuts the buffer back to the `k` smallest keys and lowers the threshold to the largest.
+    pub fn compact(&mut self) {
+        if self.k == 0 {
+            self.buf.clear();
+            return;
+        }
+        if self.buf.len() > self.k {
+            self.buf.select_nth_unstable(self.k - 1);
+            self.buf.truncate(self.k);
+        }
+        if self.buf.len() == self.k {
+            let worst = self.buf.iter().copied().max().unwrap_or(0);
+            self.threshold = self.threshold.min(worst);
+        }
+    }
+
+    /// The sorted result: at most `k` keys, ascending.
+    pub fn into_sorted_keys(mut self) -> Vec<u64> {
+        self.compact();
+        self.buf.sort_unstable();
+        self.buf
+    }
+}
+
 /// Merges per-chunk results (each sorted or not) into the global sorted top-k.
 ///
 /// Exact as long as each part holds its chunk's exact top-k and rows are distinct across parts.
@@ -145,6 +221,23 @@ mod tests {
             let mut t = TopK::new(k, max);
             for (r, &x) in d.iter().enumerate() {
                 t.offer(x, r as u32);
+            }
+            prop_assert_eq!(t.into_sorted_keys(), brute(&d, k, max));
+        }
+
+        #[test]
+        fn key_topk_in_any_order_equals_brute_force(d in proptest::collection::vec(0u32..6, 0..500), k in 0usize..60, max in proptest::option::of(0u32..6), seed in any::<u64>()) {
+            let mut order: Vec<usize> = (0..d.len()).collect();
+            // A seeded shuffle: rows arrive out of order, as in the inverted search.
+            let mut x = seed | 1;
+            for i in (1..order.len()).rev() {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                order.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let limit = max.map_or(u64::MAX, |m| key(m + 1, 0));
+            let mut t = KeyTopK::new(k, limit);
+            for &r in &order {
+                t.offer(key(d[r], r as u32));
             }
             prop_assert_eq!(t.into_sorted_keys(), brute(&d, k, max));
         }

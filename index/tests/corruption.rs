@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bsa_index::format::{Header, HEADER_LEN};
-use bsa_index::{Error, HnswParams, Index, IndexBuilder, OpenOptions, SearchParams};
+use bsa_index::{Error, HnswParams, Index, IndexBuilder, OpenOptions, Score, SearchParams};
 use common::*;
 use proptest::prelude::*;
 
@@ -43,6 +43,8 @@ fn fixture() -> Fixture {
             ef_search: 40,
         })
         .model_file(&model)
+        .inverted(true)
+        .norms(&(0..N).map(|i| (i % 5) as f32).collect::<Vec<f32>>())
         .extra(serde_json::json!({"who": "test"}))
         .build(&path)
         .unwrap();
@@ -56,14 +58,17 @@ fn fixture() -> Fixture {
     }
 }
 
-const FILES: [&str; 7] = [
+const FILES: [&str; 10] = [
     "manifest.json",
     "codes.bin",
     "ids.bin",
     "vectors.bin",
+    "graph.bin",
     "hnsw.hnsw.graph",
     "hnsw.hnsw.data",
     "model.safetensors",
+    "inverted.bin",
+    "norms.bin",
 ];
 
 /// Everything a user can do with an index, as comparable data.
@@ -73,9 +78,19 @@ fn exercise(path: &Path, f: &Fixture) -> Result<String, Error> {
     let flat = index.search_flat(&f.queries, 10, &p)?;
     let hnsw = index.search_hnsw(&f.queries, 10, &p)?;
     let rescored = index.rescore_hits(&f.float_queries, &flat, 5)?;
+    let forced = p.with_force_inverted(true);
+    let (inv, _) = index.search_inverted(&f.queries, 10, &Score::Hamming, &forced)?;
+    let tables: Vec<f32> = (0..3 * BITS).map(|i| (i % 7) as f32 - 3.0).collect();
+    let table = Score::Table {
+        tables: &tables,
+        offsets: &[0.5, 0.0, -1.0],
+        normalise: true,
+    };
+    let (adc, _) = index.search_inverted(&f.queries, 10, &table, &forced)?;
+    let adc_flat = index.search_flat_scored(&f.queries, 10, &table, &p)?;
     index.verify()?;
     Ok(format!(
-        "{flat:?}{hnsw:?}{rescored:?}{:?}{:?}",
+        "{flat:?}{hnsw:?}{rescored:?}{inv:?}{adc:?}{adc_flat:?}{:?}{:?}",
         index
             .model_path()
             .map(|p| p.file_name().map(|s| s.to_owned())),
@@ -201,12 +216,20 @@ fn missing_files_are_named() {
 fn version_and_magic_errors() {
     let f = fixture();
     let scratch = tempfile::tempdir().unwrap();
-    for name in ["codes.bin", "ids.bin", "vectors.bin"] {
+    for name in [
+        "codes.bin",
+        "ids.bin",
+        "vectors.bin",
+        "inverted.bin",
+        "norms.bin",
+    ] {
         let b = fs::read(f.path.join(name)).unwrap();
         // A file from a newer format, written consistently (valid header checksum).
         let kind = match name {
             "codes.bin" => bsa_index::format::FileKind::Codes,
             "ids.bin" => bsa_index::format::FileKind::Ids,
+            "inverted.bin" => bsa_index::format::FileKind::Inverted,
+            "norms.bin" => bsa_index::format::FileKind::Norms,
             _ => bsa_index::format::FileKind::Vectors,
         };
         let mut h = Header::decode(&b, kind, b.len() as u64, Path::new(name)).unwrap();

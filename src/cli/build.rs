@@ -11,6 +11,13 @@ use bsa_index::{pack, HnswParams, IndexBuilder, VectorDtype};
 /// Examples:
 ///   bsa build --model model.safetensors --data base.npy --vectors --hnsw --out idx
 ///   bsa build --codes codes.npy --out idx      # uint8 n x bytes, packbits(bitorder="little")
+///   bsa build --model m.safetensors --data base.npy --inverted --out idx
+///
+/// Posting lists (`--mode inverted` in `bsa search`) are built with --inverted, skipped with
+/// --no-inverted, and otherwise built when the codes are sparse enough: when a query drawn like
+/// the base codes would visit, on average, at most 1/32 of the words a flat scan reads
+/// (sum over bits of count_j^2 / n  <=  n x words_per_code / 32; see index/RESULTS-inverted.md).
+/// With --model, the norm of each code's decoded vector is stored too (for `--score adc`).
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -38,6 +45,12 @@ pub struct Args {
     /// Also build an HNSW graph.
     #[arg(long)]
     pub hnsw: bool,
+    /// Always store posting lists for `--mode inverted` (default: only when the codes are sparse enough).
+    #[arg(long, conflicts_with = "no_inverted")]
+    pub inverted: bool,
+    /// Never store posting lists.
+    #[arg(long)]
+    pub no_inverted: bool,
     /// HNSW: maximum connections per node (M), 2..=255.
     #[arg(long, default_value_t = 32)]
     pub m: usize,
@@ -67,6 +80,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         Some(p) => Some(super::open_embeddings(p, a.vectors)?),
         None => None,
     };
+    let mut norms: Option<Vec<f32>> = None;
     let (bits, codes, n) = match (&a.model, &a.codes) {
         (Some(model_path), _) => {
             let model = bsa::io::model::load(model_path)?;
@@ -74,6 +88,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             data.expect_dim(model.config.dim)?;
             let active = model.encode_active(data.view());
             let words = pack::pack_set_bits(&active, model.config.bits)?;
+            norms = Some(decoded_norms(&model, &active));
             (model.config.bits, words, data.n())
         }
         (None, Some(codes_path)) => {
@@ -113,6 +128,17 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         None => None,
     };
 
+    let (auto_inverted, touched, scan_words) = sparse_enough(&codes, bits, n);
+    let inverted = !a.no_inverted
+        && bits <= bsa_index::format::MAX_INVERTED_BITS as usize
+        && (a.inverted || auto_inverted);
+    if a.inverted && bits > bsa_index::format::MAX_INVERTED_BITS as usize {
+        bail!(
+            "--inverted needs codes of at most {} bits, these have {bits}",
+            bsa_index::format::MAX_INVERTED_BITS
+        );
+    }
+
     let pb = super::bar(0, a.quiet, "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}");
     pb.set_message("building");
     let mut builder = IndexBuilder::new(bits, &codes)
@@ -125,7 +151,17 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             "bsa_version": env!("CARGO_PKG_VERSION"),
             "source": a.model.as_ref().map(|_| "model").unwrap_or("codes"),
             "data": a.data.as_ref().map(|p| p.display().to_string()),
-        }));
+            "inverted": {
+                "built": inverted,
+                "requested": if a.inverted { "yes" } else if a.no_inverted { "no" } else { "auto" },
+                "expected_postings_per_query": touched,
+                "flat_words_per_query": scan_words,
+            },
+        }))
+        .inverted(inverted);
+    if let Some(v) = &norms {
+        builder = builder.norms(v);
+    }
     if let Some(ids) = &ids {
         builder = builder.ids(ids);
     }
@@ -153,8 +189,49 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     builder.build(&a.out)?;
     pb.finish_and_clear();
     eprintln!(
-        "bsa: built {} with {n} codes of {bits} bits",
-        a.out.display()
+        "bsa: built {} with {n} codes of {bits} bits{}",
+        a.out.display(),
+        if inverted { " and posting lists" } else { "" }
     );
     Ok(())
+}
+
+/// The auto rule for posting lists: `(build?, expected postings per query, flat words per query)`.
+///
+/// A query drawn like the base codes visits on average `sum_j count_j^2 / n` postings (bit j is
+/// in the query with probability `count_j / n`, and its list has `count_j` entries); a flat scan
+/// reads `n x words_per_code` words. Measured on 1M real-like codes (index/RESULTS-inverted.md),
+/// the inverted search costs about as much per posting as the AVX-512 scan per 32 words, so it is
+/// built when it visits at most 1/32 of the words.
+fn sparse_enough(codes: &[u64], bits: usize, n: usize) -> (bool, f64, u64) {
+    let w = bits.div_ceil(64);
+    let mut count = vec![0u64; bits];
+    for row in codes.chunks_exact(w.max(1)) {
+        for (wi, &x) in row.iter().enumerate() {
+            let mut x = x;
+            while x != 0 {
+                count[wi * 64 + x.trailing_zeros() as usize] += 1;
+                x &= x - 1;
+            }
+        }
+    }
+    let touched = count.iter().map(|&c| (c as f64) * (c as f64)).sum::<f64>() / n.max(1) as f64;
+    let scan_words = (n as u64) * (w as u64);
+    (touched * 32.0 <= scan_words as f64, touched, scan_words)
+}
+
+/// Norm of each code's decoded vector `|bd + sum of wd_t[j] over its set bits|` (ADC's divisor),
+/// computed in chunks to bound memory.
+fn decoded_norms(model: &bsa::model::Autoencoder, active: &[Vec<u32>]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(active.len());
+    for chunk in active.chunks(1 << 15) {
+        let xhat = model.params.decode_sparse(chunk);
+        out.extend(xhat.rows().into_iter().map(|r| {
+            r.iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt() as f32
+        }));
+    }
+    out
 }

@@ -10,6 +10,7 @@ mod build;
 mod demo;
 mod encode;
 mod eval;
+mod groundtruth;
 mod search;
 mod train;
 mod verify;
@@ -29,6 +30,7 @@ enum Command {
     Eval(eval::Args),
     Build(build::Args),
     Search(search::Args),
+    Groundtruth(groundtruth::Args),
     Verify(verify::Args),
     Demo(demo::Args),
 }
@@ -41,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(a) => eval::run(&a),
         Command::Build(a) => build::run(&a),
         Command::Search(a) => search::run(&a),
+        Command::Groundtruth(a) => groundtruth::run(&a),
         Command::Demo(a) => demo::run(&a),
         Command::Verify(a) => return verify::run(&a),
     }

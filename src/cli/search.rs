@@ -5,18 +5,28 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use bsa_index::{pack, Hits, Index, OpenOptions, SearchParams};
+use bsa_index::{pack, Hits, Index, OpenOptions, Score, SearchParams};
 use serde::Serialize;
 
 /// Search an index with float queries (encoded with the index's model) or packed query codes.
 ///
 /// Output: one JSON line per query, {"query": i, "ids": [...], "distances": [...]}, plus
-/// "scores" (cosine) after --rescore. With --labels FILE, the neighbours' lines of FILE instead.
+/// "scores": the --score values for cosine, jaccard, adc and soft (best first; "distances" are
+/// still Hamming distances), or, after --rescore, the exact cosine of the float vectors.
+/// With --labels FILE, the neighbours' lines of FILE instead.
+///
+/// Scores (all exact, ties by smaller row, in every --mode but hnsw, which is Hamming only):
+///   hamming  |q xor b| ascending
+///   cosine   |q and b| / sqrt(|q| |b|), descending;  jaccard  |q and b| / |q or b|
+///   adc      cos(q, xhat_b): the float query against each code as the model decodes it
+///            (needs float --queries and an index built with --model)
+///   soft     sigmoid(q We^T + be) . b (needs float --queries and the model)
 ///
 /// Examples:
 ///   bsa search --index idx --queries query.npy --k 10
 ///   bsa search --index idx --queries query.npy --k 10 --rescore 10 --stats
 ///   bsa search --index idx --query-codes qcodes.npy --k 10 --mode hnsw --ef 128
+///   bsa search --index idx --queries query.npy --k 10 --mode inverted --score adc --rescore 10
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -36,16 +46,20 @@ pub struct Args {
     /// Neighbours per query.
     #[arg(long, default_value_t = 10)]
     pub k: usize,
-    /// flat (exact scan) or hnsw (graph, approximate).
-    #[arg(long, default_value = "flat", value_parser = ["flat", "hnsw"])]
+    /// flat (exact scan), inverted (exact, posting lists; needs `bsa build --inverted`) or hnsw
+    /// (graph, approximate, Hamming only).
+    #[arg(long, default_value = "flat", value_parser = ["flat", "hnsw", "inverted"])]
     pub mode: String,
+    /// How codes are ranked: hamming, cosine, jaccard, adc or soft (see above).
+    #[arg(long, default_value = "hamming", value_parser = ["hamming", "cosine", "jaccard", "adc", "soft"])]
+    pub score: String,
     /// HNSW candidate list size (default: the value stored at build time).
     #[arg(long)]
     pub ef: Option<usize>,
-    /// Re-rank the top k x R Hamming candidates by exact cosine against the stored vectors.
+    /// Re-rank the top k x R candidates (by --score) by exact cosine against the stored vectors.
     #[arg(long)]
     pub rescore: Option<usize>,
-    /// Only neighbours within this Hamming distance.
+    /// Only neighbours within this Hamming distance (--score hamming only).
     #[arg(long)]
     pub max_dist: Option<u32>,
     /// Skip the full payload checksums when opening (header checks still run).
@@ -72,9 +86,9 @@ pub struct ResultLine<'a> {
     pub query: usize,
     /// External ids of the neighbours, best first.
     pub ids: &'a [u64],
-    /// Their Hamming distances to the query code.
+    /// Their Hamming distances to the query code (whatever the score).
     pub distances: &'a [u32],
-    /// Cosine similarities, present after `--rescore`.
+    /// The `--score` values for non-Hamming scores, or cosine similarities after `--rescore`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scores: Option<&'a [f32]>,
 }
@@ -89,6 +103,35 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         Some(p) => Some(super::open_embeddings(p, a.rescore.is_some())?),
         None => None,
     };
+    let table_score = matches!(a.score.as_str(), "adc" | "soft");
+    if table_score && float_queries.is_none() {
+        bail!(
+            "--score {} needs float --queries (it compares the float query with the codes)",
+            a.score
+        );
+    }
+    if a.mode == "hnsw" && a.score != "hamming" {
+        bail!(
+            "--mode hnsw ranks by Hamming distance only; use --mode flat or inverted for --score {}",
+            a.score
+        );
+    }
+    if a.mode == "inverted" && !index.has_inverted() {
+        bail!(
+            "{}: the index has no posting lists for --mode inverted; rebuild it with `bsa build --inverted`",
+            a.index.display()
+        );
+    }
+    if a.max_dist.is_some() && a.score != "hamming" {
+        bail!("--max-dist applies to --score hamming only");
+    }
+    if a.score == "adc" && index.norms().is_none() {
+        bail!(
+            "{}: --score adc needs the norms of the decoded codes; rebuild the index with --model",
+            a.index.display()
+        );
+    }
+    let mut model = None;
     let (codes, nq) = match (&float_queries, &a.query_codes) {
         (Some(q), _) => {
             let model_path = index.model_path().with_context(|| {
@@ -98,19 +141,18 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                     a.index.display()
                 )
             })?;
-            let model = bsa::io::model::load(&model_path)?;
-            if model.config.bits != bits {
+            let m = bsa::io::model::load(&model_path)?;
+            if m.config.bits != bits {
                 bail!(
                     "{}: model makes {}-bit codes but the index holds {bits}-bit codes",
                     model_path.display(),
-                    model.config.bits
+                    m.config.bits
                 );
             }
-            q.expect_dim(model.config.dim)?;
-            (
-                pack::pack_set_bits(&model.encode_active(q.view()), bits)?,
-                q.n(),
-            )
+            q.expect_dim(m.config.dim)?;
+            let packed = pack::pack_set_bits(&m.encode_active(q.view()), bits)?;
+            model = Some(m);
+            (packed, q.n())
         }
         (None, Some(p)) => {
             let (nq, cols, bytes) = bsa::io::read_u8(p)?;
@@ -152,9 +194,30 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .with_ef_search(a.ef);
     let fetch = a.k.saturating_mul(a.rescore.unwrap_or(1).max(1));
     let started = Instant::now();
+    // Per-query tables for the asymmetric scores (one GEMM for the batch).
+    let (tables, offsets) = match (table_score, &model, &float_queries) {
+        (true, Some(m), Some(q)) => query_tables(m, q, &a.score),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let score = match a.score.as_str() {
+        "cosine" => Score::Cosine,
+        "jaccard" => Score::Jaccard,
+        "adc" | "soft" => Score::Table {
+            tables: &tables,
+            offsets: &offsets,
+            normalise: a.score == "adc",
+        },
+        _ => Score::Hamming,
+    };
+    let mut inverted_stats = None;
     let mut hits = match a.mode.as_str() {
         "hnsw" => index.search_hnsw(&codes, fetch, &params)?,
-        _ => index.search_flat(&codes, fetch, &params)?,
+        "inverted" => {
+            let (h, st) = index.search_inverted(&codes, fetch, &score, &params)?;
+            inverted_stats = Some(st);
+            h
+        }
+        _ => index.search_flat_scored(&codes, fetch, &score, &params)?,
     };
     if let (Some(_), Some(q)) = (a.rescore, &float_queries) {
         use rayon::prelude::*;
@@ -201,17 +264,43 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     }
     out.flush()?;
     if a.stats {
-        eprintln!(
-            "{}",
-            serde_json::json!({
-                "queries": nq,
-                "threads": threads,
-                "search_seconds": seconds,
-                "qps": nq as f64 / seconds.max(1e-12),
-                "mode": a.mode,
-                "kernel": index.kernel_name(),
-            })
-        );
+        let mut st = serde_json::json!({
+            "queries": nq,
+            "threads": threads,
+            "search_seconds": seconds,
+            "qps": nq as f64 / seconds.max(1e-12),
+            "mode": a.mode,
+            "score": a.score,
+            "kernel": index.kernel_name(),
+        });
+        if let Some(s) = inverted_stats {
+            // Queries whose posting lists were longer than a flat scan were answered by the scan.
+            st["inverted_queries"] = s.inverted_queries.into();
+            st["flat_fallback_queries"] = s.flat_queries.into();
+            st["postings_visited"] = s.postings_visited.into();
+        }
+        eprintln!("{st}");
     }
     Ok(())
+}
+
+/// Tables and offsets of the asymmetric scores for a batch of float queries `Q` (`nq x D`):
+/// adc: `t = Q Wd` (`Q wd_t^T`), offset `Q . bd`; soft: `t = sigmoid(Q We^T + be)`, offset 0.
+fn query_tables(
+    model: &bsa::model::Autoencoder,
+    q: &bsa::io::Embeddings,
+    score: &str,
+) -> (Vec<f32>, Vec<f32>) {
+    let p = &model.params;
+    if score == "adc" {
+        let t = q.view().dot(&p.wd_t.t());
+        let o = q.view().dot(&p.bd);
+        (t.iter().copied().collect(), o.iter().copied().collect())
+    } else {
+        let h = p.pre_activations(q.view());
+        (
+            h.iter().map(|&v| bsa::model::sigmoid(v)).collect(),
+            vec![0.0; q.n()],
+        )
+    }
 }

@@ -1,29 +1,51 @@
-//! `bsa train`: fit a BSA (or TopK) autoencoder and save it as a safetensors model file.
+//! `bsa train`: fit a BSA (or TopK) autoencoder, or one of the closed-form baselines (sign, LSH,
+//! ITQ; [`bsa::baselines`]), and save it as a safetensors model file.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use bsa::model::{LossKind, Method, Target};
+use bsa::baselines::BaselineParams;
+use bsa::model::{Autoencoder, LossKind, Method, ModelConfig, Target};
+use bsa::pursuit::PursuitParams;
 use bsa::train::{DecoderPath, Progress, TrainParams};
 use serde_json::json;
 
 /// Train a model on float embeddings.
 ///
-/// Example:
+/// Examples:
 ///   bsa train --data base.npy --bits 1024 --k 32 --epochs 10 --out model.safetensors
+///   bsa train --data base.npy --method itq --bits 256 --out itq.safetensors
+///   bsa train --data base.npy --method sign --out sign.safetensors
+///
+/// The baselines sign, lsh and itq are fitted in closed form (no epochs): --loss, --alpha,
+/// --target, --epochs, --batch, --lr, --val-fraction and --decoder-path do not apply to them.
+/// Their decoder is a ridge least-squares fit from the codes, on at most --fit-rows rows.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
     /// Float embeddings, n x D (.npy f32/f16/f64, or .fvecs).
     #[arg(long)]
     pub data: PathBuf,
-    /// Code length N (bits per code).
-    #[arg(long)]
-    pub bits: usize,
-    /// Target number of active bits K.
-    #[arg(long)]
-    pub k: usize,
-    /// bsa (the paper) or topk (k-hot codes, no alignment loss).
+    /// Code length N (bits per code). For sign it is the input dimension D and may be left out;
+    /// for itq at most D.
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        required_if_eq_any([
+            ("method", "bsa"), ("method", "topk"), ("method", "lsh"), ("method", "itq")
+        ])
+    )]
+    pub bits: Option<usize>,
+    /// Target number of active bits K. Required for bsa and topk; the baselines only record it
+    /// for `bsa eval`'s Fixed-TopK metric (default bits / 2).
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        required_if_eq_any([("method", "bsa"), ("method", "topk")])
+    )]
+    pub k: Option<usize>,
+    /// bsa (the paper), topk (k-hot codes, no alignment loss), or a baseline: sign (x_j > 0),
+    /// lsh (signs of Gaussian projections), itq (PCA + learned rotation).
     #[arg(long, default_value = "bsa")]
     pub method: Method,
     /// Distance in both loss terms: cosine (the paper) or mse.
@@ -53,6 +75,24 @@ pub struct Args {
     /// How the code products are computed: auto (by measured density), sparse or dense.
     #[arg(long, default_value = "auto", value_parser = ["auto", "sparse", "dense"])]
     pub decoder_path: String,
+    /// Closed-form methods: fit on at most this many rows (a seeded random sample). Default:
+    /// 20,000 for the baselines' ITQ and decoder, all rows for pursuit.
+    #[arg(long)]
+    pub fit_rows: Option<usize>,
+    /// Pursuit: encode/refit rounds.
+    #[arg(long, default_value_t = 6)]
+    pub rounds: usize,
+    /// Pursuit: ridge strength of the decoder refit (relative to the codes' mean Gram diagonal).
+    #[arg(long, default_value_t = 1e-3)]
+    pub ridge: f64,
+    /// A named configuration. `retrieval`: the codes that win on the retrieval benchmark,
+    /// binary matching pursuit with N = 4096, K = 32 (48 bytes per vector as 32 12-bit ids),
+    /// 6 rounds; search them with `--score adc`. --bits, --k and --rounds still override.
+    #[arg(long, value_parser = ["retrieval"], conflicts_with = "method")]
+    pub preset: Option<String>,
+    /// ITQ: rounds of B = sign(V R) and the Procrustes update of R.
+    #[arg(long, default_value_t = bsa::baselines::DEFAULT_ITQ_ITERATIONS)]
+    pub itq_iterations: usize,
     /// Threads for rayon and OpenBLAS (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -68,9 +108,26 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    if a.preset.is_some() || a.method == Method::Pursuit {
+        return run_pursuit(a);
+    }
+    if a.method.is_baseline() {
+        return run_baseline(a);
+    }
+    // clap requires both when --method bsa or topk is given, but not for the default method: a
+    // usage error of the same form (exit code 2, `error: ...` on stderr) then.
+    let missing = |flag: &str| {
+        clap::Error::raw(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            format!("{flag} is required for --method {}\n", a.method),
+        )
+        .exit()
+    };
+    let bits = a.bits.unwrap_or_else(|| missing("--bits"));
+    let k = a.k.unwrap_or_else(|| missing("--k"));
     let threads = bsa::threads::configure(a.threads)?;
     let data = super::open_embeddings(&a.data, a.loss == LossKind::Cosine)?;
-    let mut params = TrainParams::new(a.bits, a.k);
+    let mut params = TrainParams::new(bits, k);
     params.method = a.method;
     params.loss = a.loss;
     params.alpha = a.alpha;
@@ -145,8 +202,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         "model": a.out.display().to_string(),
         "n": data.n(),
         "dim": data.dim(),
-        "bits": a.bits,
-        "k": a.k,
+        "bits": bits,
+        "k": k,
         "method": a.method.to_string(),
         "loss": a.loss.to_string(),
         "alpha": a.alpha,
@@ -178,6 +235,185 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             report.train_rows,
             report.seconds,
             report.samples_per_sec,
+            a.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `bsa train --method sign|lsh|itq`: a closed-form fit, saved like a trained model.
+fn run_baseline(a: &Args) -> anyhow::Result<()> {
+    let threads = bsa::threads::configure(a.threads)?;
+    let data = super::open_embeddings(&a.data, true)?;
+    let bits = match (a.method, a.bits) {
+        (_, Some(bits)) => bits,
+        (Method::Sign, None) => data.dim(),
+        (m, None) => anyhow::bail!("--bits is required for --method {m}"),
+    };
+    let mut params = BaselineParams::new(a.method, bits);
+    if let Some(k) = a.k {
+        params.k = k;
+    }
+    params.seed = a.seed;
+    params.fit_rows = a.fit_rows.unwrap_or(bsa::baselines::DEFAULT_FIT_ROWS);
+    params.itq_iterations = a.itq_iterations;
+    params.validate(data.dim())?;
+
+    let pb = super::bar(0, a.quiet, "{elapsed_precise} {spinner} {msg}");
+    pb.set_message(format!(
+        "fitting {} ({} bits) on {} rows",
+        a.method,
+        bits,
+        data.n().min(params.fit_rows)
+    ));
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    let (model, report) = params.fit(data.view())?;
+    pb.finish_and_clear();
+
+    let training = json!({
+        "data": a.data.display().to_string(),
+        "rows": data.n(),
+        "settings": params,
+        "threads": threads,
+        "epochs_run": 0,
+        "fit_rows": report.fit_rows,
+        "train_reconstruction": report.reconstruction,
+        "quantization_loss": report.quantization_loss.last(),
+        // No timings here: the same data, settings and seed must give a byte-identical file.
+    });
+    bsa::io::model::save(&a.out, &model, &training)?;
+
+    let c = &model.config;
+    let summary = json!({
+        "type": "summary",
+        "model": a.out.display().to_string(),
+        "n": data.n(),
+        "dim": data.dim(),
+        "bits": c.bits,
+        "k": c.k,
+        "method": c.method.to_string(),
+        "loss": c.loss.to_string(),
+        "alpha": c.alpha,
+        "target": c.target.to_string(),
+        "epochs": 0,
+        "seed": a.seed,
+        "threads": threads,
+        "fit_rows": report.fit_rows,
+        "itq_iterations": (c.method == Method::Itq).then_some(a.itq_iterations),
+        // The baselines' only loss is the decoder's reconstruction (alpha 0), on the fit rows.
+        "train_loss": report.reconstruction,
+        "train_reconstruction": report.reconstruction,
+        "train_reconstruction_mse": report.reconstruction_mse,
+        "train_alignment": 0.0,
+        "train_active_mean": report.active_mean,
+        "validation_loss": null,
+        "validation_reconstruction": null,
+        "validation_active_mean": null,
+        "quantization_loss": report.quantization_loss,
+        "seconds": report.seconds,
+        "samples_per_sec": report.samples_per_sec,
+        "phase_seconds": {"encoder": report.encoder_seconds, "decoder": report.decoder_seconds},
+        "history": [],
+    });
+    if a.json {
+        super::print_json(&summary)?;
+    } else {
+        eprintln!(
+            "bsa: fitted {} ({} bits) on {} rows in {:.1}s; wrote {}",
+            c.method,
+            c.bits,
+            report.fit_rows,
+            report.seconds,
+            a.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `bsa train --method pursuit` (and `--preset retrieval`): binary dictionary learning.
+fn run_pursuit(a: &Args) -> anyhow::Result<()> {
+    let threads = bsa::threads::configure(a.threads)?;
+    let data = super::open_embeddings(&a.data, true)?;
+    let retrieval = a.preset.as_deref() == Some("retrieval");
+    let (bits, k) = match (a.bits, a.k, retrieval) {
+        (b, k, true) => (b.unwrap_or(4096), k.unwrap_or(32)),
+        (Some(b), Some(k), false) => (b, k),
+        _ => anyhow::bail!("--method pursuit needs --bits and --k (or use --preset retrieval)"),
+    };
+    let mut params = PursuitParams::new(bits, k);
+    params.rounds = a.rounds;
+    params.ridge = a.ridge;
+    params.seed = a.seed;
+    params.fit_rows = a.fit_rows;
+
+    let pb = super::bar(
+        a.rounds as u64,
+        a.quiet,
+        "{elapsed_precise} [{bar:30}] round {pos}/{len} {msg}",
+    );
+    let started = std::time::Instant::now();
+    let (dictionary, history) = params.fit(data.view(), &mut |r| {
+        pb.inc(1);
+        pb.println(format!(
+            "round {:>2}: reconstruction {:.4}, {} dead atoms re-seeded, {:.1}s",
+            r.round, r.reconstruction_loss, r.dead_atoms_reseeded, r.seconds
+        ));
+    })?;
+    pb.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let model = Autoencoder {
+        config: ModelConfig {
+            dim: data.dim(),
+            bits,
+            k,
+            method: Method::Pursuit,
+            loss: LossKind::Mse,
+            alpha: 0.0,
+            target: Target::Khot,
+        },
+        params: dictionary,
+    };
+    let last = history.last().context("no round ran")?;
+    let training = json!({
+        "data": a.data.display().to_string(),
+        "rows": data.n(),
+        "preset": a.preset,
+        "settings": params,
+        "threads": threads,
+        "reconstruction_loss": last.reconstruction_loss,
+        // No timings here: the same data, settings and seed must give a byte-identical file.
+    });
+    bsa::io::model::save(&a.out, &model, &training)?;
+    let fit_rows = a.fit_rows.unwrap_or(data.n()).min(data.n());
+    let summary = json!({
+        "type": "summary",
+        "model": a.out.display().to_string(),
+        "n": data.n(),
+        "dim": data.dim(),
+        "bits": bits,
+        "k": k,
+        "method": "pursuit",
+        "preset": a.preset,
+        "rounds": a.rounds,
+        "ridge": a.ridge,
+        "seed": a.seed,
+        "threads": threads,
+        "fit_rows": fit_rows,
+        "train_loss": last.reconstruction_loss,
+        "train_reconstruction": last.reconstruction_loss,
+        "train_active_mean": k,
+        "validation_loss": null,
+        "seconds": seconds,
+        "samples_per_sec": (fit_rows * a.rounds) as f64 / seconds,
+        "history": history,
+    });
+    if a.json {
+        super::print_json(&summary)?;
+    } else {
+        eprintln!(
+            "bsa: learned a {bits}-atom dictionary (K = {k}) in {} rounds on {fit_rows} rows in \
+             {seconds:.1}s; wrote {}",
+            a.rounds,
             a.out.display()
         );
     }

@@ -15,7 +15,7 @@
 //! from safetensors.numpy import load_file
 //! w = load_file("model.safetensors")
 //! h = x @ w["encoder.weight"].T + w["encoder.bias"]
-//! codes = h > 0                     # method "bsa"; "topk": the k largest h of each row
+//! codes = h > 0   # methods bsa, sign, lsh, itq; topk: the k largest h of each row
 //! xhat = codes @ w["decoder.weight"].T + w["decoder.bias"]
 //! ```
 

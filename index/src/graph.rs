@@ -1,0 +1,709 @@
+//! Native HNSW search over a flat, memory-mapped graph (`graph.bin`).
+//!
+//! The graph is *built* with hnsw_rs (see [`crate::hnsw`]) and then exported into flat per-level
+//! neighbour lists of `u32` rows, stored in `graph.bin` (layout in `index/FORMAT.md`, section
+//! "`graph.bin`"). Searching reads that file in place, together with the mapped codes:
+//!
+//! 1. **Greedy descent** from the entry point through the upper levels: at each level, scan the
+//!    current node's list, move to the best neighbour if it is better, repeat until no neighbour
+//!    is better; then go one level down.
+//! 2. **ef-search on level 0** from the node found: a min-heap of candidates and a max-heap of at
+//!    most `ef` results, both of `u64` keys `distance << 32 | row` (so ties are broken by the
+//!    smaller row, deterministically); a node is marked visited when it is first seen as a
+//!    neighbour of an expanded node; the search stops when the best remaining candidate is worse
+//!    than the worst of `ef` results.
+//!
+//! No allocation happens per candidate: the visited set is a per-thread byte array reset by an
+//! epoch counter, and the heaps and neighbour buffer are per-thread and reused. Distances use the
+//! fixed-width Hamming kernels ([`hamming_fixed`]) for common code sizes, and the codes of a
+//! node's unvisited neighbours are prefetched before their distances are computed.
+//!
+//! Every byte of the file is checked before the first search ([`GraphView::from_payload`]):
+//! neighbour ids are bounds-checked against the number of codes, so a damaged file gives an
+//! error naming it, never a panic or an out-of-bounds read.
+
+use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::ops::Range;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::format::{ElemKind, FileKind, Header};
+use crate::hamming::{hamming, hamming_fixed};
+use crate::index::file_crc;
+use crate::manifest::FileInfo;
+use crate::topk::{key, key_distance, key_row};
+
+/// File name of the native graph inside an index directory.
+pub const GRAPH_FILE: &str = "graph.bin";
+/// Padding value of a neighbour slot (no neighbour).
+pub const NO_NEIGHBOUR: u32 = u32::MAX;
+/// Largest accepted level (hnsw_rs uses at most 15).
+pub const MAX_LEVEL: u32 = 63;
+/// Largest accepted number of neighbour slots per node and level.
+pub const MAX_STRIDE: u32 = 4096;
+/// Length of the graph prelude at the start of the payload.
+pub const PRELUDE_LEN: usize = 64;
+
+/// Byte offsets of the graph prelude fields, relative to the start of the payload (see FORMAT.md).
+pub mod prelude {
+    /// `u32` number of nodes (= codes in the index).
+    pub const N: usize = 0;
+    /// `u32` slots per node on level 0 (`2M` for hnsw_rs).
+    pub const STRIDE0: usize = 4;
+    /// `u32` slots per node on each upper level (`M`).
+    pub const STRIDE_UPPER: usize = 8;
+    /// `u32` highest level of any node.
+    pub const MAX_LEVEL: usize = 12;
+    /// `u32` row of the entry point (a node on the highest level).
+    pub const ENTRY: usize = 16;
+    /// `u32` reserved, zero.
+    pub const RESERVED0: usize = 20;
+    /// `u64` number of upper-level lists (the sum of all nodes' levels).
+    pub const UPPER_LISTS: usize = 24;
+    /// `[u8; 32]` reserved, zero.
+    pub const RESERVED1: usize = 32;
+}
+
+fn pad64(x: usize) -> Option<usize> {
+    x.checked_add(63).map(|v| v & !63)
+}
+
+/// Byte ranges of the sections of a validated graph payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    n: u32,
+    stride0: u32,
+    stride_upper: u32,
+    max_level: u32,
+    entry: u32,
+    offsets: Range<usize>,
+    layer0: Range<usize>,
+    upper: Range<usize>,
+}
+
+impl Layout {
+    /// Payload length and section ranges for the given sizes (`None` on overflow).
+    fn compute(n: u32, stride0: u32, stride_upper: u32, upper_lists: u64) -> Option<Layout> {
+        let n_us = n as usize;
+        let off_start = PRELUDE_LEN;
+        let off_end = off_start.checked_add(n_us.checked_add(1)?.checked_mul(8)?)?;
+        let l0_start = pad64(off_end)?;
+        let l0_end = l0_start.checked_add(n_us.checked_mul(stride0 as usize)?.checked_mul(4)?)?;
+        let up_start = pad64(l0_end)?;
+        let up_len = usize::try_from(upper_lists)
+            .ok()?
+            .checked_mul(stride_upper as usize)?
+            .checked_mul(4)?;
+        let up_end = up_start.checked_add(up_len)?;
+        pad64(up_end)?;
+        Some(Layout {
+            n,
+            stride0,
+            stride_upper,
+            max_level: 0,
+            entry: 0,
+            offsets: off_start..off_end,
+            layer0: l0_start..l0_end,
+            upper: up_start..up_end,
+        })
+    }
+
+    fn payload_len(&self) -> usize {
+        // Computed without overflow in `compute`.
+        pad64(self.upper.end).unwrap_or(usize::MAX)
+    }
+}
+
+/// A read-only view of a native HNSW graph: per-level neighbour lists of `u32` rows.
+///
+/// Obtained from [`crate::Index::graph`] or, for a payload read elsewhere,
+/// [`GraphView::from_payload`] (which validates every byte).
+#[derive(Debug, Clone, Copy)]
+pub struct GraphView<'a> {
+    n: u32,
+    stride0: usize,
+    stride_upper: usize,
+    max_level: u32,
+    entry: u32,
+    offsets: &'a [u64],
+    layer0: &'a [u32],
+    upper: &'a [u32],
+}
+
+fn rd_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+fn rd_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+impl<'a> GraphView<'a> {
+    /// Validates a graph payload (the bytes after `graph.bin`'s 64-byte header, 8-byte aligned in
+    /// memory) for an index of `n` codes and returns a view of it. `path` names the file in errors.
+    ///
+    /// Checks the prelude (sizes, entry point, reserved bytes), that the payload length equals the
+    /// one implied by the sizes, that the level offsets start at 0 and grow by at most
+    /// `max_level` per node (and reach exactly the number of upper lists), that the entry point is
+    /// on the highest level, and that every neighbour slot holds a row `< n` or
+    /// [`NO_NEIGHBOUR`], with padding only after the last neighbour of a list.
+    pub fn from_payload(payload: &'a [u8], n: u64, path: &Path) -> Result<GraphView<'a>> {
+        let layout = Self::validate(payload, n, path)?;
+        Ok(Self::from_layout(payload, &layout))
+    }
+
+    pub(crate) fn validate(payload: &[u8], n: u64, path: &Path) -> Result<Layout> {
+        let bad = |d: String| Error::corrupt(path, format!("graph: {d}"));
+        if payload.len() < PRELUDE_LEN {
+            return Err(bad(format!(
+                "payload of {} bytes is shorter than its {PRELUDE_LEN}-byte prelude",
+                payload.len()
+            )));
+        }
+        let gn = rd_u32(payload, prelude::N);
+        let stride0 = rd_u32(payload, prelude::STRIDE0);
+        let stride_upper = rd_u32(payload, prelude::STRIDE_UPPER);
+        let max_level = rd_u32(payload, prelude::MAX_LEVEL);
+        let entry = rd_u32(payload, prelude::ENTRY);
+        let upper_lists = rd_u64(payload, prelude::UPPER_LISTS);
+        if u64::from(gn) != n || gn == 0 {
+            return Err(bad(format!("has {gn} nodes but the index has {n} codes")));
+        }
+        if !(1..=MAX_STRIDE).contains(&stride0) || !(1..=MAX_STRIDE).contains(&stride_upper) {
+            return Err(bad(format!(
+                "neighbour slots per node ({stride0} on level 0, {stride_upper} above) must be in 1..={MAX_STRIDE}"
+            )));
+        }
+        if max_level > MAX_LEVEL {
+            return Err(bad(format!(
+                "highest level {max_level} exceeds {MAX_LEVEL}"
+            )));
+        }
+        if entry >= gn {
+            return Err(bad(format!("entry point {entry} is not below {gn}")));
+        }
+        if rd_u32(payload, prelude::RESERVED0) != 0
+            || payload[prelude::RESERVED1..PRELUDE_LEN] != [0u8; 32]
+        {
+            return Err(bad("reserved prelude bytes are not zero".into()));
+        }
+        let mut layout = Layout::compute(gn, stride0, stride_upper, upper_lists)
+            .ok_or_else(|| bad(format!("sizes overflow ({upper_lists} upper lists)")))?;
+        layout.max_level = max_level;
+        layout.entry = entry;
+        if layout.payload_len() != payload.len() {
+            return Err(bad(format!(
+                "payload is {} bytes but {gn} nodes x {stride0} slots and {upper_lists} upper lists x {stride_upper} slots need {}",
+                payload.len(),
+                layout.payload_len()
+            )));
+        }
+        let padding_zero = |r: Range<usize>| payload[r].iter().all(|&b| b == 0);
+        if !padding_zero(layout.offsets.end..layout.layer0.start)
+            || !padding_zero(layout.layer0.end..layout.upper.start)
+            || !padding_zero(layout.upper.end..payload.len())
+        {
+            return Err(bad("padding between sections is not zero".into()));
+        }
+        let misaligned = || bad("payload is not aligned in memory".into());
+        let offsets: &[u64] =
+            bytemuck::try_cast_slice(&payload[layout.offsets.clone()]).map_err(|_| misaligned())?;
+        let layer0: &[u32] =
+            bytemuck::try_cast_slice(&payload[layout.layer0.clone()]).map_err(|_| misaligned())?;
+        let upper: &[u32] =
+            bytemuck::try_cast_slice(&payload[layout.upper.clone()]).map_err(|_| misaligned())?;
+        if offsets[0] != 0 {
+            return Err(bad(format!(
+                "level offsets start at {} instead of 0",
+                offsets[0]
+            )));
+        }
+        let mut top = 0u64;
+        for (i, p) in offsets.windows(2).enumerate() {
+            let level = p[1]
+                .checked_sub(p[0])
+                .filter(|&l| l <= u64::from(max_level));
+            match level {
+                Some(l) => top = top.max(l),
+                None => {
+                    return Err(bad(format!(
+                        "level of node {i} is not in 0..={max_level} (offsets {} then {})",
+                        p[0], p[1]
+                    )))
+                }
+            }
+        }
+        if offsets[gn as usize] != upper_lists {
+            return Err(bad(format!(
+                "level offsets end at {} but there are {upper_lists} upper lists",
+                offsets[gn as usize]
+            )));
+        }
+        let entry_level = offsets[entry as usize + 1] - offsets[entry as usize];
+        if top != u64::from(max_level) || entry_level != u64::from(max_level) {
+            return Err(bad(format!(
+                "highest level is {max_level} but the nodes reach {top} and the entry point {entry} is on level {entry_level}"
+            )));
+        }
+        let check_lists = |slots: &[u32], stride: usize, what: &str| -> Result<()> {
+            for (li, list) in slots.chunks_exact(stride).enumerate() {
+                let len = list
+                    .iter()
+                    .position(|&x| x == NO_NEIGHBOUR)
+                    .unwrap_or(stride);
+                if let Some(&x) = list[..len].iter().find(|&&x| x >= gn) {
+                    return Err(bad(format!(
+                        "{what} list {li} holds neighbour {x}, not below {gn}"
+                    )));
+                }
+                if list[len..].iter().any(|&x| x != NO_NEIGHBOUR) {
+                    return Err(bad(format!(
+                        "{what} list {li} has neighbours after its padding"
+                    )));
+                }
+            }
+            Ok(())
+        };
+        check_lists(layer0, stride0 as usize, "level-0")?;
+        check_lists(upper, stride_upper as usize, "upper-level")?;
+        Ok(layout)
+    }
+
+    /// A view of a payload already validated into `layout`.
+    pub(crate) fn from_layout(payload: &'a [u8], layout: &Layout) -> GraphView<'a> {
+        // `validate` cast these exact ranges successfully, and the payload has not changed (it is
+        // an immutable map or an owned buffer), so the casts cannot fail.
+        GraphView {
+            n: layout.n,
+            stride0: layout.stride0 as usize,
+            stride_upper: layout.stride_upper as usize,
+            max_level: layout.max_level,
+            entry: layout.entry,
+            offsets: bytemuck::cast_slice(&payload[layout.offsets.clone()]),
+            layer0: bytemuck::cast_slice(&payload[layout.layer0.clone()]),
+            upper: bytemuck::cast_slice(&payload[layout.upper.clone()]),
+        }
+    }
+
+    /// Number of nodes (= codes in the index).
+    pub fn len(&self) -> usize {
+        self.n as usize
+    }
+
+    /// Whether the graph has no nodes (never true for a validated graph).
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Row of the entry point, a node on the highest level.
+    pub fn entry_point(&self) -> u32 {
+        self.entry
+    }
+
+    /// Highest level of any node (0 when every node is on level 0 only).
+    pub fn max_level(&self) -> usize {
+        self.max_level as usize
+    }
+
+    /// Neighbour slots per node on level 0 (`2M`).
+    pub fn level0_stride(&self) -> usize {
+        self.stride0
+    }
+
+    /// Neighbour slots per node on each upper level (`M`).
+    pub fn upper_stride(&self) -> usize {
+        self.stride_upper
+    }
+
+    /// Highest level of node `row`.
+    ///
+    /// # Panics
+    /// If `row >= len()`.
+    pub fn level(&self, row: u32) -> usize {
+        let r = row as usize;
+        (self.offsets[r + 1] - self.offsets[r]) as usize
+    }
+
+    /// The slots of node `row` on `level` including the [`NO_NEIGHBOUR`] padding; empty if the
+    /// node is not on that level.
+    ///
+    /// # Panics
+    /// If `row >= len()`.
+    #[inline]
+    pub fn slots(&self, row: u32, level: usize) -> &'a [u32] {
+        let r = row as usize;
+        if level == 0 {
+            return &self.layer0[r * self.stride0..(r + 1) * self.stride0];
+        }
+        let (start, end) = (self.offsets[r], self.offsets[r + 1]);
+        if level as u64 > end - start {
+            return &[];
+        }
+        // start + level - 1 < end <= upper lists (validated), so this is in bounds.
+        let list = (start + level as u64 - 1) as usize;
+        &self.upper[list * self.stride_upper..(list + 1) * self.stride_upper]
+    }
+
+    /// The neighbours of node `row` on `level` (rows, padding removed), nearest first as built;
+    /// empty if the node is not on that level.
+    ///
+    /// # Panics
+    /// If `row >= len()`.
+    pub fn neighbours(&self, row: u32, level: usize) -> &'a [u32] {
+        let s = self.slots(row, level);
+        let len = s.iter().position(|&x| x == NO_NEIGHBOUR).unwrap_or(s.len());
+        &s[..len]
+    }
+}
+
+/// An owned graph under construction, serialised into the payload of `graph.bin`.
+#[derive(Debug, Clone)]
+pub(crate) struct GraphData {
+    /// Level-0 neighbour rows per node (at most `stride0` each).
+    pub(crate) layer0: Vec<Vec<u32>>,
+    /// Upper-level lists per node: `upper[row][l - 1]` is the list on level `l`.
+    pub(crate) upper: Vec<Vec<Vec<u32>>>,
+    pub(crate) stride0: u32,
+    pub(crate) stride_upper: u32,
+}
+
+impl GraphData {
+    /// The payload as `u64` words (so it is 8-byte aligned in memory), and its byte length.
+    ///
+    /// The entry point is the smallest row on the highest level.
+    pub(crate) fn to_payload(&self) -> Result<Vec<u64>> {
+        let too_big = || Error::InvalidArgument("HNSW graph too large to store".into());
+        let n = u32::try_from(self.layer0.len()).map_err(|_| too_big())?;
+        if n == 0 || self.upper.len() != n as usize {
+            return Err(Error::InvalidArgument(
+                "HNSW graph has no nodes or inconsistent levels".into(),
+            ));
+        }
+        let levels: Vec<usize> = self.upper.iter().map(Vec::len).collect();
+        let max_level = levels.iter().copied().max().unwrap_or(0);
+        if max_level > MAX_LEVEL as usize {
+            return Err(Error::InvalidArgument(format!(
+                "HNSW graph has {max_level} levels, more than {MAX_LEVEL}"
+            )));
+        }
+        let entry = levels.iter().position(|&l| l == max_level).unwrap_or(0) as u32;
+        let upper_lists: u64 = levels.iter().map(|&l| l as u64).sum();
+        let mut layout =
+            Layout::compute(n, self.stride0, self.stride_upper, upper_lists).ok_or_else(too_big)?;
+        layout.max_level = max_level as u32;
+        layout.entry = entry;
+        let mut bytes = vec![0u8; layout.payload_len()];
+        let put32 =
+            |b: &mut [u8], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        put32(&mut bytes, prelude::N, n);
+        put32(&mut bytes, prelude::STRIDE0, self.stride0);
+        put32(&mut bytes, prelude::STRIDE_UPPER, self.stride_upper);
+        put32(&mut bytes, prelude::MAX_LEVEL, max_level as u32);
+        put32(&mut bytes, prelude::ENTRY, entry);
+        bytes[prelude::UPPER_LISTS..prelude::UPPER_LISTS + 8]
+            .copy_from_slice(&upper_lists.to_le_bytes());
+        let mut off = 0u64;
+        let mut at = layout.offsets.start;
+        bytes[at..at + 8].copy_from_slice(&0u64.to_le_bytes());
+        for &l in &levels {
+            off += l as u64;
+            at += 8;
+            bytes[at..at + 8].copy_from_slice(&off.to_le_bytes());
+        }
+        let write_list = |b: &mut [u8], start: usize, stride: usize, list: &[u32]| {
+            for s in 0..stride {
+                let v = list.get(s).copied().unwrap_or(NO_NEIGHBOUR);
+                put32(b, start + 4 * s, v);
+            }
+        };
+        let s0 = self.stride0 as usize;
+        for (r, list) in self.layer0.iter().enumerate() {
+            write_list(&mut bytes, layout.layer0.start + 4 * r * s0, s0, list);
+        }
+        let su = self.stride_upper as usize;
+        let mut li = 0usize;
+        for lists in &self.upper {
+            for list in lists {
+                write_list(&mut bytes, layout.upper.start + 4 * li * su, su, list);
+                li += 1;
+            }
+        }
+        let mut words = vec![0u64; bytes.len() / 8];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words).copy_from_slice(&bytes);
+        Ok(words)
+    }
+}
+
+/// Writes `graph.bin` (header + `payload`) to `path`, fsync'd, and returns its manifest entry.
+pub(crate) fn write_graph_file(path: &Path, n: u64, payload: &[u64]) -> Result<FileInfo> {
+    let bytes: &[u8] = bytemuck::cast_slice(payload);
+    let stride0 = rd_u32(bytes, prelude::STRIDE0);
+    let mut header = Header::new(FileKind::Graph, 0, n, stride0, 0, ElemKind::U64)?;
+    header.payload_len = bytes.len() as u64;
+    header.payload_crc = crc32fast::hash(bytes);
+    let hb = header.encode();
+    let io = |e| Error::io(path, e);
+    let f = File::create(path).map_err(io)?;
+    let mut out = BufWriter::with_capacity(1 << 20, f);
+    out.write_all(&hb).map_err(io)?;
+    out.write_all(bytes).map_err(io)?;
+    let f = out.into_inner().map_err(|e| io(e.into_error()))?;
+    f.sync_all().map_err(io)?;
+    Ok(FileInfo {
+        len: (hb.len() + bytes.len()) as u64,
+        crc32: file_crc(&hb, header.payload_crc, bytes.len() as u64),
+    })
+}
+
+// ---------------------------------------------------------------------------------------- search
+
+/// Per-thread scratch space, reused across queries (no allocation per candidate).
+struct Scratch {
+    /// `visited[row] == epoch` iff the row was seen in the current query.
+    visited: Vec<u8>,
+    epoch: u8,
+    candidates: BinaryHeap<Reverse<u64>>,
+    results: BinaryHeap<u64>,
+    fresh: Vec<u32>,
+}
+
+impl Scratch {
+    /// Starts a query over `n` rows: a new epoch (clearing the array when the counter wraps).
+    fn begin(&mut self, n: usize) {
+        if self.visited.len() < n {
+            self.visited.resize(n, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.visited.fill(0);
+            self.epoch = 1;
+        }
+        self.candidates.clear();
+        self.results.clear();
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            visited: Vec::new(),
+            epoch: 0,
+            candidates: BinaryHeap::new(),
+            results: BinaryHeap::new(),
+            fresh: Vec::new(),
+        })
+    };
+}
+
+/// Hints the CPU to load the cache lines of `bytes` (no effect on other architectures).
+#[inline(always)]
+fn prefetch(bytes: &[u64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let len = std::mem::size_of_val(bytes);
+        if len == 0 {
+            return;
+        }
+        let p = bytes.as_ptr().cast::<i8>();
+        // Every cache line from the one holding the first byte to the one holding the last.
+        let first = p.wrapping_sub(p as usize % 64);
+        let lines = (p as usize % 64 + len).div_ceil(64);
+        for i in 0..lines {
+            // SAFETY: prefetching is only a hint: it never faults and has no visible effect, for
+            // any address. The addresses are the cache lines overlapping `bytes`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(64 * i)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
+/// Distance from one query to stored codes.
+trait Metric {
+    fn dist(&self, row: u32) -> u32;
+    fn prefetch(&self, row: u32);
+}
+
+struct Fixed<'a, const W: usize> {
+    query: &'a [u64; W],
+    codes: &'a [[u64; W]],
+}
+
+impl<const W: usize> Metric for Fixed<'_, W> {
+    #[inline(always)]
+    fn dist(&self, row: u32) -> u32 {
+        hamming_fixed(self.query, &self.codes[row as usize])
+    }
+    #[inline(always)]
+    fn prefetch(&self, row: u32) {
+        if let Some(c) = self.codes.get(row as usize) {
+            prefetch(c);
+        }
+    }
+}
+
+struct Dynamic<'a> {
+    query: &'a [u64],
+    codes: &'a [u64],
+}
+
+impl Metric for Dynamic<'_> {
+    #[inline(always)]
+    fn dist(&self, row: u32) -> u32 {
+        let w = self.query.len();
+        let r = row as usize;
+        hamming(self.query, &self.codes[r * w..(r + 1) * w])
+    }
+    #[inline(always)]
+    fn prefetch(&self, row: u32) {
+        let w = self.query.len();
+        let r = row as usize;
+        if let Some(c) = self.codes.get(r * w..(r + 1) * w) {
+            prefetch(c);
+        }
+    }
+}
+
+/// One query: greedy descent, then ef-search on level 0. Returns the `ef` best keys, sorted.
+fn search_one<M: Metric>(g: &GraphView<'_>, m: &M, ef: usize, s: &mut Scratch) -> Vec<u64> {
+    let mut cur = g.entry;
+    let mut best = key(m.dist(cur), cur);
+    for level in (1..=g.max_level as usize).rev() {
+        loop {
+            let slots = g.slots(cur, level);
+            for &nb in slots {
+                if nb == NO_NEIGHBOUR {
+                    break;
+                }
+                m.prefetch(nb);
+            }
+            for &nb in slots {
+                if nb == NO_NEIGHBOUR {
+                    break;
+                }
+                let k = key(m.dist(nb), nb);
+                if k < best {
+                    best = k;
+                }
+            }
+            if key_row(best) == cur {
+                break;
+            }
+            cur = key_row(best);
+        }
+    }
+
+    s.begin(g.len());
+    let Scratch {
+        visited,
+        epoch,
+        candidates,
+        results,
+        fresh,
+    } = s;
+    let e = *epoch;
+    let visited = &mut visited[..g.len()];
+    visited[cur as usize] = e;
+    candidates.push(Reverse(best));
+    results.push(best);
+    while let Some(Reverse(c)) = candidates.pop() {
+        if results.len() >= ef && results.peek().is_some_and(|&worst| c > worst) {
+            break;
+        }
+        fresh.clear();
+        for &nb in g.slots(key_row(c), 0) {
+            if nb == NO_NEIGHBOUR {
+                break;
+            }
+            let v = &mut visited[nb as usize];
+            if *v != e {
+                *v = e;
+                fresh.push(nb);
+                m.prefetch(nb);
+            }
+        }
+        for &nb in fresh.iter() {
+            let k = key(m.dist(nb), nb);
+            if results.len() < ef || results.peek().is_some_and(|&worst| k < worst) {
+                candidates.push(Reverse(k));
+                results.push(k);
+                if results.len() > ef {
+                    results.pop();
+                }
+            }
+        }
+    }
+    let mut out: Vec<u64> = results.drain().collect();
+    out.sort_unstable();
+    out
+}
+
+/// Searches `queries` (`w` words each) on graph `g` over `codes` and returns, per query, the
+/// keys of the at most `k` best rows found with a candidate list of `ef` (at least `k`), best
+/// first, filtered by `max_distance`. Runs on the current rayon pool.
+pub(crate) fn search_batch(
+    g: &GraphView<'_>,
+    codes: &[u64],
+    w: usize,
+    queries: &[u64],
+    k: usize,
+    ef: usize,
+    max_distance: Option<u32>,
+) -> Vec<Vec<u64>> {
+    use rayon::prelude::*;
+    fn run<const W: usize>(
+        g: &GraphView<'_>,
+        codes: &[u64],
+        queries: &[u64],
+        k: usize,
+        ef: usize,
+        max_distance: Option<u32>,
+    ) -> Vec<Vec<u64>> {
+        // Whole rows: `codes` and `queries` are multiples of W words (checked by the callers).
+        let (codes, _) = codes.as_chunks::<W>();
+        let (queries, _) = queries.as_chunks::<W>();
+        queries
+            .par_iter()
+            .map(|q| one(g, &Fixed { query: q, codes }, k, ef, max_distance))
+            .collect()
+    }
+    fn one<M: Metric>(
+        g: &GraphView<'_>,
+        m: &M,
+        k: usize,
+        ef: usize,
+        max_distance: Option<u32>,
+    ) -> Vec<u64> {
+        if k == 0 {
+            return Vec::new();
+        }
+        let mut keys = SCRATCH.with(|s| search_one(g, m, ef.max(k), &mut s.borrow_mut()));
+        if let Some(maxd) = max_distance {
+            keys.retain(|&x| key_distance(x) <= maxd);
+        }
+        keys.truncate(k);
+        keys
+    }
+    match w {
+        1 => run::<1>(g, codes, queries, k, ef, max_distance),
+        2 => run::<2>(g, codes, queries, k, ef, max_distance),
+        3 => run::<3>(g, codes, queries, k, ef, max_distance),
+        4 => run::<4>(g, codes, queries, k, ef, max_distance),
+        6 => run::<6>(g, codes, queries, k, ef, max_distance),
+        8 => run::<8>(g, codes, queries, k, ef, max_distance),
+        12 => run::<12>(g, codes, queries, k, ef, max_distance),
+        16 => run::<16>(g, codes, queries, k, ef, max_distance),
+        _ => queries
+            .par_chunks_exact(w)
+            .map(|q| one(g, &Dynamic { query: q, codes }, k, ef, max_distance))
+            .collect(),
+    }
+}

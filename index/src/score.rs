@@ -1,0 +1,216 @@
+//! Scores beyond Hamming distance, shared by the flat and the inverted search.
+//!
+//! Every score is a function of one query and one base code `b` (and, for table scores, of
+//! numbers the caller computed per query). With `c = |q and b|`, `m = |q|`, `p = |b|`:
+//!
+//! | score | value | order |
+//! |---|---|---|
+//! | [`Score::Hamming`] | `m + p - 2c` (`u32`) | ascending distance |
+//! | [`Score::Cosine`] | `c / sqrt(m p)`, 0 if `m = 0` or `p = 0` | descending score |
+//! | [`Score::Jaccard`] | `c / (m + p - c)`, 0 if both codes are empty | descending score |
+//! | [`Score::Table`] | `(offset + sum of t_j over the set bits j of b)`, divided by the code's stored norm if `normalise` (0 where the norm is 0) | descending score |
+//!
+//! Ties are broken by ascending row in every case, so results are deterministic.
+//!
+//! **Exactness.** Every score is computed by exactly one function of this module, in `f64`, and
+//! rounded once to `f32`; the ranking uses that `f32` value. The overlap scores depend only on the
+//! integers `(c, m, p)`. The table sum adds `t_j` (widened to `f64`) in ascending bit order,
+//! starting from `0.0`, then adds the offset, then divides by the norm: the flat scan walks a
+//! code's bits in that order and the inverted search visits the posting lists in ascending bit
+//! order, so both perform the same `f64` operations in the same order and give bit-identical
+//! scores. A brute-force reference that follows this definition agrees exactly.
+//!
+//! Table scores are what asymmetric search needs: for decoder ADC (bsa's `--score adc`) the
+//! caller passes `t = Wd^T q`, `offset = q . bd` and stores `|xhat_b|` per code as the norm; for
+//! soft scores `t = sigmoid(H_q)`, `offset = 0`, no norm. This crate knows nothing of decoders.
+
+use crate::error::{Error, Result};
+
+/// How base codes are ranked for a query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Score<'a> {
+    /// Hamming distance, ascending (the default).
+    Hamming,
+    /// Binary cosine `|q and b| / sqrt(|q| |b|)`, descending.
+    Cosine,
+    /// Jaccard `|q and b| / |q or b|`, descending.
+    Jaccard,
+    /// A per-query table: `offsets[i] + sum of tables[i * bits + j]` over the set bits `j` of the
+    /// code, optionally divided by the code's stored norm; descending.
+    Table {
+        /// `nq * bits` finite floats, row `i` for query `i`.
+        tables: &'a [f32],
+        /// `nq` finite floats.
+        offsets: &'a [f32],
+        /// Divide by the per-code norm stored in the index (`norms.bin`).
+        normalise: bool,
+    },
+}
+
+impl Score<'_> {
+    /// Short name (`"hamming"`, `"cosine"`, `"jaccard"`, `"table"`), for statistics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Score::Hamming => "hamming",
+            Score::Cosine => "cosine",
+            Score::Jaccard => "jaccard",
+            Score::Table { .. } => "table",
+        }
+    }
+
+    /// Whether results carry float scores (everything but Hamming).
+    pub fn has_scores(&self) -> bool {
+        !matches!(self, Score::Hamming)
+    }
+
+    /// Checks table sizes and values for `nq` queries of `bits`-bit codes.
+    pub(crate) fn validate(&self, nq: usize, bits: usize) -> Result<()> {
+        if let Score::Table {
+            tables, offsets, ..
+        } = self
+        {
+            let want = nq
+                .checked_mul(bits)
+                .ok_or_else(|| Error::InvalidArgument("query tables size overflows".to_string()))?;
+            if tables.len() != want {
+                return Err(Error::DimMismatch {
+                    what: format!("score table floats ({nq} queries x {bits} bits)"),
+                    expected: want,
+                    got: tables.len(),
+                });
+            }
+            if offsets.len() != nq {
+                return Err(Error::DimMismatch {
+                    what: "score offsets (one per query)".into(),
+                    expected: nq,
+                    got: offsets.len(),
+                });
+            }
+            if let Some(i) = tables
+                .iter()
+                .chain(offsets.iter())
+                .position(|x| !x.is_finite())
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "score table value {i} is not finite"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Binary cosine of overlap `c`, query popcount `m` and code popcount `p`.
+#[inline]
+pub fn cosine(c: u32, m: u32, p: u32) -> f32 {
+    if m == 0 || p == 0 {
+        0.0
+    } else {
+        (f64::from(c) / (f64::from(m) * f64::from(p)).sqrt()) as f32
+    }
+}
+
+/// Jaccard similarity of overlap `c`, query popcount `m` and code popcount `p`.
+#[inline]
+pub fn jaccard(c: u32, m: u32, p: u32) -> f32 {
+    let union = u64::from(m) + u64::from(p) - u64::from(c.min(m).min(p));
+    if union == 0 {
+        0.0
+    } else {
+        (f64::from(c) / union as f64) as f32
+    }
+}
+
+/// Final table score from the `f64` sum of table entries (added in ascending bit order).
+#[inline]
+pub fn table_score(offset: f32, sum: f64, norm: Option<f32>) -> f32 {
+    let s = f64::from(offset) + sum;
+    match norm {
+        None => s as f32,
+        Some(n) if n > 0.0 => (s / f64::from(n)) as f32,
+        Some(_) => 0.0,
+    }
+}
+
+/// The `f64` sum of `table[j]` over the set bits `j` of `code`, in ascending bit order.
+#[inline]
+pub fn table_sum(code: &[u64], table: &[f32]) -> f64 {
+    let mut s = 0.0f64;
+    for (wi, &word) in code.iter().enumerate() {
+        let mut x = word;
+        while x != 0 {
+            let j = wi * 64 + x.trailing_zeros() as usize;
+            s += f64::from(table[j]);
+            x &= x - 1;
+        }
+    }
+    s
+}
+
+/// Maps a score to a `u32` whose *ascending* order is the score's *descending* order (`-0.0` and
+/// `0.0` map to the same value), so scores reuse the distance machinery of [`crate::topk`].
+#[inline]
+pub fn desc_key(score: f32) -> u32 {
+    let b = (score + 0.0).to_bits();
+    let asc = if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    };
+    !asc
+}
+
+/// Inverse of [`desc_key`].
+#[inline]
+pub fn from_desc_key(key: u32) -> f32 {
+    let asc = !key;
+    let b = if asc & 0x8000_0000 != 0 {
+        asc & 0x7fff_ffff
+    } else {
+        !asc
+    };
+    f32::from_bits(b)
+}
+
+/// The per-row score key of an overlap score (`Cosine` or `Jaccard`).
+#[inline]
+pub(crate) fn overlap_key(jaccard_score: bool, c: u32, m: u32, p: u32) -> u32 {
+    desc_key(if jaccard_score {
+        jaccard(c, m, p)
+    } else {
+        cosine(c, m, p)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn overlap_edge_cases() {
+        assert_eq!(cosine(0, 0, 5), 0.0);
+        assert_eq!(cosine(0, 3, 0), 0.0);
+        assert_eq!(cosine(2, 2, 2), 1.0);
+        assert_eq!(jaccard(0, 0, 0), 0.0);
+        assert_eq!(jaccard(2, 4, 2), 0.5);
+        assert_eq!(table_score(1.0, 2.0, Some(0.0)), 0.0);
+        assert_eq!(table_score(1.0, 2.0, Some(2.0)), 1.5);
+        assert_eq!(table_sum(&[0b101, 1], &[1.0; 128]), 3.0);
+        assert_eq!(desc_key(0.0), desc_key(-0.0));
+    }
+
+    proptest! {
+        #[test]
+        fn desc_key_reverses_order_and_round_trips(a in any::<f32>(), b in any::<f32>()) {
+            prop_assume!(a.is_finite() && b.is_finite());
+            if a > b {
+                prop_assert!(desc_key(a) < desc_key(b));
+            } else if a == b {
+                prop_assert_eq!(desc_key(a), desc_key(b));
+            }
+            prop_assert_eq!(from_desc_key(desc_key(a)), a + 0.0);
+        }
+    }
+}

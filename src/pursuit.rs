@@ -1,0 +1,469 @@
+//! Binary dictionary learning by greedy binary matching pursuit (`--method pursuit`).
+//!
+//! A code is a set of exactly K of N dictionary atoms (the rows of `wd_t`), and a vector is
+//! rebuilt as `bd + sum of its atoms`, the same decoder as BSA's. No gradient descent:
+//!
+//! 1. **Encode** each vector by greedy pursuit: starting from the residual `r = x - bd`, pick K
+//!    distinct atoms, each the one that most lowers `|r - a_j|^2`, i.e. maximises the gain
+//!    `2 r.a_j - |a_j|^2`, then subtract it. The correlations `c_j = r.a_j` start as one GEMM
+//!    (`H = X We^T + be` with `We = A`, `be = -A bd`) and are updated through the atoms' Gram
+//!    matrix (`c -= G[j]` after picking j), so each step costs O(N), not O(N D).
+//! 2. **Refit** the decoder `(Wd, bd)` in closed form: ridge least squares of X on the binary codes
+//!    (normal equations on the `(N+1) x (N+1)` Gram matrix of the codes plus a bias column, solved
+//!    by Cholesky in f64). Atoms no code uses are re-seeded with the residual of a random vector.
+//! 3. Repeat for `rounds` rounds.
+//!
+//! The model file stores the atoms as both decoder and encoder (`encoder.weight = Wd^T`,
+//! `encoder.bias = -Wd^T bd`), so `H` are the initial correlations; encoding then needs only the
+//! greedy steps above. Retrieval works best with the decoder-ADC score (method.md).
+
+use std::time::Instant;
+
+use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
+use ndarray_linalg::{Cholesky, Diag, SolveTriangular, UPLO};
+use rand::seq::index::sample;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::loss::distance_rows;
+use crate::model::{LossKind, Params};
+
+/// Rows encoded per chunk: bounds the `chunk x N` correlation matrix (4096 x 4096 f32 = 64 MiB).
+const CHUNK: usize = 4096;
+
+/// Greedy binary matching pursuit: exactly `k` distinct atoms for each row of `h`, where `h`
+/// holds the initial correlations `(x - bd) . a_j` and `gram = A A^T`. Returns the chosen atoms
+/// of each row in ascending order. Ties go to the lower atom index, so encoding is deterministic.
+pub fn greedy_codes(h: ArrayView2<f32>, gram: ArrayView2<f32>, k: usize) -> Vec<Vec<u32>> {
+    let n_atoms = gram.nrows();
+    let k = k.min(n_atoms);
+    let gram = gram.as_standard_layout();
+    let diag: Vec<f32> = gram.diag().to_vec();
+    let mut out = vec![Vec::new(); h.nrows()];
+    Zip::from(h.axis_iter(Axis(0)))
+        .and(&mut out)
+        .par_for_each(|row, code| {
+            // gain_j = 2 c_j - |a_j|^2; chosen atoms are set to -inf so they are not picked again.
+            let mut gain: Vec<f32> = row.iter().zip(&diag).map(|(&c, &d)| 2.0 * c - d).collect();
+            let mut chosen = Vec::with_capacity(k);
+            let mut best_gain = lane_max(&gain);
+            for _ in 0..k {
+                // First index holding the maximum: ties go to the lower atom.
+                let best = gain.iter().position(|&g| g == best_gain).unwrap_or(0);
+                chosen.push(best as u32);
+                gain[best] = f32::NEG_INFINITY;
+                // c_i -= G[best, i] for all i, i.e. gain_i -= 2 G[best, i]; the maximum for the
+                // next step is taken in the same pass.
+                best_gain = update_and_max(
+                    &mut gain,
+                    &gram.as_slice().expect("standard layout")
+                        [best * n_atoms..(best + 1) * n_atoms],
+                );
+            }
+            chosen.sort_unstable();
+            *code = chosen;
+        });
+    out
+}
+
+/// Maximum of `v`, in 16 independent lanes so that the compiler can vectorise it (a single
+/// running maximum is a serial dependency chain).
+fn lane_max(v: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = v.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = if x > *l { x } else { *l };
+        }
+    }
+    tail.iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+}
+
+/// `gain -= 2 g_row` and the maximum of the result, in one pass. `g_row` is the Gram row of
+/// the atom just chosen (contiguous: the Gram matrix is built in standard layout).
+fn update_and_max(gain: &mut [f32], g_row: &[f32]) -> f32 {
+    debug_assert_eq!(gain.len(), g_row.len());
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let mut chunks = gain.chunks_exact_mut(16);
+    let mut rows = g_row.chunks_exact(16);
+    for (c, r) in (&mut chunks).zip(&mut rows) {
+        for ((l, x), &g) in lanes.iter_mut().zip(c.iter_mut()).zip(r) {
+            *x -= 2.0 * g;
+            *l = if *x > *l { *x } else { *l };
+        }
+    }
+    let mut m = lanes
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    for (x, &g) in chunks.into_remainder().iter_mut().zip(rows.remainder()) {
+        *x -= 2.0 * g;
+        m = if *x > m { *x } else { m };
+    }
+    m
+}
+
+/// Encodes rows of `x` with a pursuit model's parameters (`we = wd_t`, `be = -wd_t bd`).
+pub fn encode(params: &Params<f32>, k: usize, x: ArrayView2<f32>) -> Vec<Vec<u32>> {
+    let gram = params.wd_t.dot(&params.wd_t.t());
+    let mut out = Vec::with_capacity(x.nrows());
+    for chunk in x.axis_chunks_iter(Axis(0), CHUNK) {
+        let h = params.pre_activations(chunk);
+        out.extend(greedy_codes(h.view(), gram.view(), k));
+    }
+    out
+}
+
+/// Settings of [`PursuitParams::fit`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PursuitParams {
+    /// Number of atoms N (code length in bits).
+    pub bits: usize,
+    /// Atoms per code K.
+    pub k: usize,
+    /// Encode/refit rounds.
+    pub rounds: usize,
+    /// Ridge strength, relative to the mean diagonal of the codes' Gram matrix.
+    pub ridge: f64,
+    /// Seed of the initial dictionary and of dead-atom re-seeding.
+    pub seed: u64,
+    /// Fit on at most this many rows (a seeded sample); `None`: all rows.
+    pub fit_rows: Option<usize>,
+}
+
+impl PursuitParams {
+    /// Defaults from the prototype: 6 rounds, ridge 1e-3.
+    pub fn new(bits: usize, k: usize) -> Self {
+        PursuitParams {
+            bits,
+            k,
+            rounds: 6,
+            ridge: 1e-3,
+            seed: 0,
+            fit_rows: None,
+        }
+    }
+
+    /// Learns a dictionary from the rows of `x`; `progress` is called after every round.
+    pub fn fit(
+        &self,
+        x: ArrayView2<f32>,
+        progress: &mut dyn FnMut(&RoundStats),
+    ) -> Result<(Params<f32>, Vec<RoundStats>)> {
+        let (n, dim) = x.dim();
+        if self.k == 0 || self.k > self.bits {
+            return Err(Error::InvalidArgument(format!(
+                "--k must be between 1 and --bits ({}), got {}",
+                self.bits, self.k
+            )));
+        }
+        if self.rounds == 0 {
+            return Err(Error::InvalidArgument("--rounds must be at least 1".into()));
+        }
+        if !(self.ridge.is_finite() && self.ridge > 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "--ridge must be positive, got {}",
+                self.ridge
+            )));
+        }
+        if n < 2 || dim == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "need at least 2 rows to fit, got {n}"
+            )));
+        }
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed);
+        let fit = match self.fit_rows {
+            Some(m) if m < n => {
+                let mut rows = sample(&mut rng, n, m).into_vec();
+                rows.sort_unstable();
+                x.select(Axis(0), &rows)
+            }
+            _ => x.to_owned(),
+        };
+
+        // Initial dictionary: random directions, scaled so that K of them have about the norm
+        // of a centred vector.
+        let bd = fit.mean_axis(Axis(0)).expect("fit has rows");
+        let centred_norm = (fit
+            .axis_iter(Axis(0))
+            .map(|r| (&r - &bd).mapv(|v| v * v).sum() as f64)
+            .sum::<f64>()
+            / fit.nrows() as f64)
+            .sqrt();
+        let scale = (centred_norm / (self.k as f64).sqrt()) as f32;
+        let mut wd_t =
+            Array2::from_shape_simple_fn((self.bits, dim), || rng.sample::<f32, _>(StandardNormal));
+        for mut atom in wd_t.rows_mut() {
+            let norm = atom.dot(&atom).sqrt().max(f32::MIN_POSITIVE);
+            atom *= scale / norm;
+        }
+        let mut params = dictionary_params(wd_t, bd);
+
+        let mut history = Vec::with_capacity(self.rounds);
+        for round in 1..=self.rounds {
+            let started = Instant::now();
+            let codes = encode(&params, self.k, fit.view());
+            let encode_seconds = started.elapsed().as_secs_f64();
+            let (wd_t, bd) = refit(fit.view(), &codes, self.bits, self.ridge)?;
+            let mut next = dictionary_params(wd_t, bd);
+            let xhat = next.decode_sparse(&codes);
+            let rec = distance_rows(LossKind::Cosine, xhat.view(), fit.view(), None) as f64;
+            let dead = reseed_dead_atoms(&mut next, &codes, fit.view(), &xhat, &mut rng);
+            let stats = RoundStats {
+                round,
+                reconstruction_loss: rec,
+                dead_atoms_reseeded: dead,
+                encode_seconds,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            progress(&stats);
+            history.push(stats);
+            params = next;
+        }
+        if !params.all_finite() {
+            return Err(Error::Diverged(
+                "the dictionary became non-finite; raise --ridge".into(),
+            ));
+        }
+        Ok((params, history))
+    }
+}
+
+/// Progress of one round of [`PursuitParams::fit`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundStats {
+    /// One-based round number.
+    pub round: usize,
+    /// Mean cosine distance of the fit rows to their reconstructions after the refit.
+    pub reconstruction_loss: f64,
+    /// Atoms no code used, re-seeded for the next round.
+    pub dead_atoms_reseeded: usize,
+    /// Time spent encoding.
+    pub encode_seconds: f64,
+    /// Time of the whole round.
+    pub seconds: f64,
+}
+
+/// Model parameters for a dictionary: decoder `(wd_t, bd)`, and the encoder that yields the
+/// initial pursuit correlations, `We = wd_t`, `be = -wd_t bd`.
+pub fn dictionary_params(wd_t: Array2<f32>, bd: Array1<f32>) -> Params<f32> {
+    let be = -wd_t.dot(&bd);
+    Params {
+        we: wd_t.clone(),
+        be,
+        wd_t,
+        bd,
+    }
+}
+
+/// Ridge least squares `min |X - C Wd^T - 1 bd^T|^2 + lambda |Wd|^2` for binary `C` given as
+/// set-bit lists. Normal equations on `[C 1]`, accumulated sparsely (K^2 entries per row) in
+/// f64 and solved by Cholesky. The bias is not penalised.
+pub fn refit(
+    x: ArrayView2<f32>,
+    codes: &[Vec<u32>],
+    bits: usize,
+    ridge: f64,
+) -> Result<(Array2<f32>, Array1<f32>)> {
+    let (n, dim) = x.dim();
+    let m = bits + 1; // the bias column
+    let mut gram = Array2::<f64>::zeros((m, m));
+    for code in codes {
+        for (a, &i) in code.iter().enumerate() {
+            let i = i as usize;
+            for &j in &code[a..] {
+                gram[[i, j as usize]] += 1.0;
+            }
+            gram[[i, bits]] += 1.0;
+        }
+    }
+    gram[[bits, bits]] = n as f64;
+    // Mirror the upper triangle (pairs were added with i <= j since codes are ascending).
+    for i in 0..m {
+        for j in 0..i {
+            gram[[i, j]] = gram[[j, i]];
+        }
+    }
+    let mean_diag = (0..bits).map(|j| gram[[j, j]]).sum::<f64>() / bits as f64;
+    let lambda = ridge * mean_diag.max(1.0);
+    for j in 0..bits {
+        gram[[j, j]] += lambda;
+    }
+
+    // Right-hand side [C 1]^T X: row j sums the rows of X whose code has bit j.
+    let mut rows_of_bit: Vec<Vec<u32>> = vec![Vec::new(); bits];
+    for (i, code) in codes.iter().enumerate() {
+        for &j in code {
+            rows_of_bit[j as usize].push(i as u32);
+        }
+    }
+    let mut rhs = Array2::<f64>::zeros((m, dim));
+    Zip::from(rhs.slice_mut(s![..bits, ..]).axis_iter_mut(Axis(0)))
+        .and(&rows_of_bit)
+        .par_for_each(|mut out, rows| {
+            for &i in rows {
+                Zip::from(&mut out)
+                    .and(x.row(i as usize))
+                    .for_each(|o, &v| *o += v as f64);
+            }
+        });
+    let col_sums = x.mapv(|v| v as f64).sum_axis(Axis(0));
+    rhs.row_mut(bits).assign(&col_sums);
+
+    let l = gram.cholesky(UPLO::Lower).map_err(|e| {
+        Error::Diverged(format!(
+            "decoder refit: Cholesky failed ({e}); raise --ridge"
+        ))
+    })?;
+    let y = l
+        .solve_triangular(UPLO::Lower, Diag::NonUnit, &rhs)
+        .map_err(|e| Error::Diverged(format!("decoder refit: solve failed ({e})")))?;
+    let w = l
+        .t()
+        .to_owned()
+        .solve_triangular(UPLO::Upper, Diag::NonUnit, &y)
+        .map_err(|e| Error::Diverged(format!("decoder refit: solve failed ({e})")))?;
+    let wd_t = w.slice(s![..bits, ..]).mapv(|v| v as f32);
+    let bd = w.row(bits).mapv(|v| v as f32);
+    Ok((wd_t, bd))
+}
+
+/// Gives every atom no code uses the residual `x_i - xhat_i` of a random row (each a different
+/// row), so the next round can use it. Returns how many atoms were re-seeded.
+fn reseed_dead_atoms(
+    params: &mut Params<f32>,
+    codes: &[Vec<u32>],
+    x: ArrayView2<f32>,
+    xhat: &Array2<f32>,
+    rng: &mut Xoshiro256PlusPlus,
+) -> usize {
+    let mut used = vec![false; params.bits()];
+    for code in codes {
+        for &j in code {
+            used[j as usize] = true;
+        }
+    }
+    let dead: Vec<usize> = (0..used.len()).filter(|&j| !used[j]).collect();
+    if dead.is_empty() {
+        return 0;
+    }
+    let picks = sample(rng, x.nrows(), dead.len().min(x.nrows())).into_vec();
+    for (&j, &i) in dead.iter().zip(&picks) {
+        let residual = &x.row(i) - &xhat.row(i);
+        params.wd_t.row_mut(j).assign(&residual);
+    }
+    let fresh = dictionary_params(params.wd_t.clone(), params.bd.clone());
+    *params = fresh;
+    dead.len()
+}
+
+/// Mean squared reconstruction error of `x` by a dictionary (for tests and reports).
+pub fn mean_squared_error(params: &Params<f32>, codes: &[Vec<u32>], x: ArrayView2<f32>) -> f64 {
+    let xhat = params.decode_sparse(codes);
+    distance_rows(LossKind::Mse, xhat.view(), x, None) as f64
+}
+
+/// The decoder's rebuilt norm `|xhat|` of each code (for the normalised ADC score).
+pub fn decoded_norms(params: &Params<f32>, codes: &[Vec<u32>]) -> Vec<f32> {
+    let xhat = params.decode_sparse(codes);
+    xhat.axis_iter(Axis(0))
+        .map(|r: ArrayView1<f32>| r.dot(&r).sqrt())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gaussian(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        Array2::from_shape_simple_fn((rows, cols), || rng.sample(StandardNormal))
+    }
+
+    /// The slow, obvious greedy pursuit: recompute |r - a_j|^2 for every candidate.
+    fn brute_greedy(x: ArrayView1<f32>, p: &Params<f32>, k: usize) -> Vec<u32> {
+        let mut r = &x - &p.bd;
+        let mut chosen = Vec::new();
+        for _ in 0..k {
+            let mut best = (f32::INFINITY, 0usize);
+            for j in 0..p.bits() {
+                if chosen.contains(&(j as u32)) {
+                    continue;
+                }
+                let d = &r - &p.wd_t.row(j);
+                let e = d.dot(&d);
+                if e < best.0 {
+                    best = (e, j);
+                }
+            }
+            chosen.push(best.1 as u32);
+            r = &r - &p.wd_t.row(best.1);
+        }
+        chosen.sort_unstable();
+        chosen
+    }
+
+    #[test]
+    fn gram_updates_pick_the_same_atoms_as_recomputing_the_residual() {
+        let x = gaussian(20, 8, 1);
+        let p = dictionary_params(
+            gaussian(30, 8, 2) * 0.5,
+            gaussian(1, 8, 3).row(0).to_owned(),
+        );
+        let fast = encode(&p, 5, x.view());
+        for (i, code) in fast.iter().enumerate() {
+            assert_eq!(code, &brute_greedy(x.row(i), &p, 5), "row {i}");
+        }
+    }
+
+    #[test]
+    fn refit_is_the_least_squares_solution() {
+        // Codes with a known exact decoder: x = bd + sum of atoms, no noise.
+        let truth = gaussian(6, 4, 5);
+        let bd = Array1::from(vec![0.5f32, -1.0, 0.25, 2.0]);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+        let codes: Vec<Vec<u32>> = (0..200)
+            .map(|_| {
+                let mut c = sample(&mut rng, 6, 2).into_vec();
+                c.sort_unstable();
+                c.into_iter().map(|j| j as u32).collect()
+            })
+            .collect();
+        let p_true = dictionary_params(truth.clone(), bd.clone());
+        let x = p_true.decode_sparse(&codes);
+        let (wd_t, bd_fit) = refit(x.view(), &codes, 6, 1e-9).unwrap();
+        // With exactly K atoms per code, adding d to every atom and -K d to the bias changes
+        // nothing, so only the reconstruction is identifiable: it must be exact.
+        let xhat = dictionary_params(wd_t, bd_fit).decode_sparse(&codes);
+        assert!((&xhat - &x).iter().all(|d| d.abs() < 1e-3));
+    }
+
+    #[test]
+    fn rounds_lower_the_error_and_leave_no_dead_atom() {
+        let x = gaussian(600, 16, 7);
+        let mut p = PursuitParams::new(48, 4);
+        p.rounds = 4;
+        let mut losses = Vec::new();
+        let (params, history) = p
+            .fit(x.view(), &mut |s| losses.push(s.reconstruction_loss))
+            .unwrap();
+        assert_eq!(history.len(), 4);
+        assert!(losses[3] < losses[0], "{losses:?}");
+        let codes = encode(&params, 4, x.view());
+        assert!(codes.iter().all(|c| c.len() == 4));
+        let mut used = [false; 48];
+        codes
+            .iter()
+            .flatten()
+            .for_each(|&j| used[j as usize] = true);
+        assert!(
+            used.iter().filter(|&&u| !u).count() <= 2,
+            "too many dead atoms"
+        );
+    }
+}
