@@ -8,6 +8,7 @@
 //! - [`groundtruth`]: exact cosine top-k (blocked GEMM), the ground truth of recall.
 //! - [`model`]: the model, its forward pass and code packing.
 //! - [`metrics`]: the paper's reconstruction and sparsity metrics.
+//! - [`bench`](mod@bench): the benchmark grid (methods x N x K): recall, bytes per vector, report and plots.
 //! - [`io`]: embedding files (`.npy`, `.fvecs`) and model files (safetensors).
 //! - [`bsa_index`] (a separate crate with no BLAS): packed codes on disk and their search.
 //!
@@ -31,6 +32,7 @@ extern crate blas_src;
 pub use bsa_index;
 
 pub mod baselines;
+pub mod bench;
 pub mod error;
 pub mod groundtruth;
 pub mod io;

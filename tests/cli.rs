@@ -6,6 +6,7 @@
 //! - `eval`: `bsa eval --json` agrees with an independent f64 computation from the safetensors file.
 //! - `baselines`: `bsa train --method sign|lsh|itq` model files through encode, eval, build and
 //!   search; `bsa groundtruth` against a brute-force f64 ranking with ties.
+//! - `bench`: `bsa bench`'s recall against a direct computation (with Hamming ties), its files.
 //! - `encode`: `bsa encode` writes the packed codes an independent computation predicts.
 //! - `search`: `bsa build`, `bsa search` and `bsa verify` against brute-force rankings, and
 //!   damaged indexes.
@@ -17,6 +18,8 @@ mod util;
 
 #[path = "cli/baselines.rs"]
 mod baselines;
+#[path = "cli/bench.rs"]
+mod bench;
 #[path = "cli/encode.rs"]
 mod encode;
 #[path = "cli/errors.rs"]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+mod bench;
 mod build;
 mod demo;
 mod encode;
@@ -31,6 +32,7 @@ enum Command {
     Build(build::Args),
     Search(search::Args),
     Groundtruth(groundtruth::Args),
+    Bench(bench::Args),
     Verify(verify::Args),
     Demo(demo::Args),
 }
@@ -44,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build(a) => build::run(&a),
         Command::Search(a) => search::run(&a),
         Command::Groundtruth(a) => groundtruth::run(&a),
+        Command::Bench(a) => bench::run(&a),
         Command::Demo(a) => demo::run(&a),
         Command::Verify(a) => return verify::run(&a),
     }

@@ -1,0 +1,220 @@
+//! `bsa bench`: the benchmark grid (methods x N x K) through the library ([`bsa::bench`]),
+//! written as `results.json`, `report.md` and SVG plots.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use bsa::bench::{Cell, Data, Preset, RunInfo, Settings, Variant};
+
+/// Benchmark code methods: recall against sparsity and bytes per vector.
+///
+/// For every cell (method x N x K) the codes are fitted, base and queries encoded, an index built
+/// in a temporary folder, and measured: the paper's metrics on the queries, bytes per vector,
+/// recall@1/10/100 by Hamming, recall@10 rescored at oversampling 2, 4, 10, with cosine-overlap
+/// and ADC scoring, train and build seconds and Hamming QPS. Output in --out: results.json (one
+/// object per cell), report.md, and SVG plots.
+///
+/// Methods: sign, lsh, itq, topk, bsa, bsa-alpha0 (no alignment loss), bsa-mse, pursuit.
+/// Presets: quick (one size per method, 3 epochs; a few minutes on 10k x 384 on 2 cores) and
+/// paper (N in 512..4096 x K in 8..64, every method and ablation: 86 cells, 10 epochs, 6 pursuit
+/// rounds; hours on 2 cores for the 100k WordNet set, estimated, not yet measured; not run in
+/// CI). --bits and --k replace the preset's sizes; --methods and --epochs the preset's.
+///
+/// Example:
+///   bsa bench --base base.npy --queries query.npy --gt gt_top100.npy --preset quick --out res
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Base vectors, n x D.
+    #[arg(long)]
+    pub base: PathBuf,
+    /// Query vectors, nq x D.
+    #[arg(long)]
+    pub queries: PathBuf,
+    /// Ground truth (int32 nq x k, from `bsa groundtruth`); computed when left out.
+    #[arg(long)]
+    pub gt: Option<PathBuf>,
+    /// quick or paper.
+    #[arg(long, default_value = "quick", value_parser = ["quick", "paper"])]
+    pub preset: String,
+    /// Comma-separated methods (default: the preset's).
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Option<Vec<String>>,
+    /// Comma-separated code lengths N (default: the preset's).
+    #[arg(long, value_delimiter = ',')]
+    pub bits: Option<Vec<usize>>,
+    /// Comma-separated K values (default: the preset's).
+    #[arg(long, value_delimiter = ',')]
+    pub k: Option<Vec<usize>>,
+    /// Epochs of topk and the BSA variants (default: the preset's).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Pursuit rounds (default: the preset's).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Seed of every fit.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// No progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let threads = bsa::threads::configure(a.threads)?;
+    let base = super::open_embeddings(&a.base, true)?;
+    let queries = super::open_embeddings(&a.queries, true)?;
+    queries.expect_dim(base.dim())?;
+    let preset = if a.preset == "paper" {
+        Preset::Paper
+    } else {
+        Preset::Quick
+    };
+    let methods = match &a.methods {
+        Some(m) => m
+            .iter()
+            .map(|s| Variant::parse(s.trim()))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => preset.methods(),
+    };
+    let cells = bsa::bench::cells(
+        preset,
+        &methods,
+        a.bits.as_deref(),
+        a.k.as_deref(),
+        base.dim(),
+    );
+    if cells.is_empty() {
+        anyhow::bail!("the grid is empty: every K must be below N");
+    }
+    let settings = Settings {
+        preset,
+        epochs: a.epochs.unwrap_or(preset.epochs()),
+        rounds: a.rounds.unwrap_or(preset.rounds()),
+        seed: a.seed,
+        threads,
+    };
+
+    let (truth, gt_source) = match &a.gt {
+        Some(p) => {
+            let (rows, cols, ids) = bsa::io::read_i32(p)?;
+            if rows != queries.n() {
+                anyhow::bail!(
+                    "{}: {rows} rows of ground truth for {} queries",
+                    p.display(),
+                    queries.n()
+                );
+            }
+            if cols < 10.min(base.n()) {
+                anyhow::bail!(
+                    "{}: {cols} neighbours per query; recall@10 needs at least 10",
+                    p.display()
+                );
+            }
+            if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= base.n()) {
+                anyhow::bail!(
+                    "{}: id {bad} is not a row of the {} base vectors",
+                    p.display(),
+                    base.n()
+                );
+            }
+            let t: Vec<Vec<u64>> = ids
+                .chunks(cols.max(1))
+                .map(|r| r.iter().map(|&i| i as u64).collect())
+                .collect();
+            (t, p.display().to_string())
+        }
+        None => {
+            eprintln!("bsa: computing exact ground truth...");
+            (
+                bsa::bench::ground_truth(base.view(), queries.view())?,
+                "computed (exact cosine top-100)".to_string(),
+            )
+        }
+    };
+    let data = Data {
+        base: base.view(),
+        queries: queries.view(),
+        truth: &truth,
+    };
+    let work = tempfile::tempdir().context("creating a temporary folder")?;
+    let pb = super::bar(
+        cells.len() as u64,
+        a.quiet,
+        "{elapsed_precise} [{bar:30}] {pos}/{len} cells {msg}",
+    );
+    let mut results = Vec::with_capacity(cells.len());
+    let mut hist: Option<(Cell, bsa::metrics::CodeStats)> = None;
+    for cell in &cells {
+        let label = cell.label();
+        pb.set_message(label.clone());
+        let (r, stats) =
+            bsa::bench::run_cell(cell, &data, &settings, work.path(), &mut |done, total| {
+                pb.set_message(format!("{label}: fitting {done}/{total}"));
+            })
+            .with_context(|| format!("bench cell {label}"))?;
+        let line = format!(
+            "{label}: recall@10 {:.3} (rescored x10 {:.3}, ADC {:.3}), active {:.1}, train {:.1}s",
+            r.recall_at_10,
+            r.recall_at_10_rescored.x10,
+            r.recall_at_10_adc,
+            r.metrics.active_mean,
+            r.train_seconds
+        );
+        if !pb.is_hidden() {
+            pb.println(line);
+        } else if !a.quiet {
+            eprintln!("{line}");
+        }
+        // The histograms show the first BSA cell (or else the first trained one).
+        let better = match &hist {
+            None => cell.variant.uses_k() || cell.variant == Variant::Bsa,
+            Some((c, _)) => c.variant != Variant::Bsa && cell.variant == Variant::Bsa,
+        };
+        if better {
+            hist = Some((*cell, stats));
+        }
+        results.push(r);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let info = RunInfo {
+        settings,
+        base_rows: base.n(),
+        query_rows: queries.n(),
+        dim: base.dim(),
+        ground_truth: gt_source,
+        inputs: format!(
+            "{} (base), {} (queries)",
+            a.base.display(),
+            a.queries.display()
+        ),
+        date: bsa::bench::utc_now(),
+        machine: bsa::bench::machine_info(),
+        total_seconds: started.elapsed().as_secs_f64(),
+    };
+    let hist_label = hist.as_ref().map(|(c, _)| c.label());
+    bsa::bench::write_report(
+        &a.out,
+        &info,
+        &results,
+        hist.as_ref()
+            .zip(hist_label.as_deref())
+            .map(|((_, s), l)| (l, s)),
+    )?;
+    eprintln!(
+        "bsa: {} cells in {:.1}s; wrote {}/results.json, report.md and plots",
+        results.len(),
+        info.total_seconds,
+        a.out.display()
+    );
+    Ok(())
+}

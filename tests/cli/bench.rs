@@ -1,0 +1,219 @@
+//! `bsa bench`: its recall figures against a direct computation on a small set (sign codes by
+//! brute-force Hamming distance with ties to the lower row, truth by f64 cosine), and its report
+//! files.
+
+use serde_json::Value;
+
+use crate::util::{normalised, Matrix, TestDir};
+
+/// The `k` rows of `base` most similar to `q` by cosine, in f64, ties to the lower row.
+fn cosine_top(base: &Matrix, q: &[f32], k: usize) -> Vec<usize> {
+    let dot = |a: &[f32], b: &[f32]| -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| f64::from(x) * f64::from(y))
+            .sum()
+    };
+    let qn = dot(q, q).sqrt();
+    let mut s: Vec<(f64, usize)> = (0..base.n)
+        .map(|i| {
+            let r = base.row(i);
+            (dot(r, q) / (dot(r, r).sqrt() * qn), i)
+        })
+        .collect();
+    s.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    s.into_iter().take(k).map(|(_, i)| i).collect()
+}
+
+/// Sign bits of a row: bit j = x_j > 0.
+fn sign_bits(x: &[f32]) -> Vec<bool> {
+    x.iter().map(|&v| v > 0.0).collect()
+}
+
+/// The `k` base codes nearest to `q` by Hamming distance, ties to the lower row, and whether a
+/// tie crosses the k-th place (so the tie rule matters).
+fn hamming_top(base: &[Vec<bool>], q: &[bool], k: usize) -> (Vec<usize>, bool) {
+    let mut d: Vec<(usize, usize)> = base
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.iter().zip(q).filter(|(x, y)| x != y).count(), i))
+        .collect();
+    d.sort();
+    let tie = k < d.len() && d[k - 1].0 == d[k].0;
+    (d.iter().take(k).map(|&(_, i)| i).collect(), tie)
+}
+
+fn recall(got: &[Vec<usize>], truth: &[Vec<usize>], k: usize) -> f64 {
+    let hits: usize = got
+        .iter()
+        .zip(truth)
+        .map(|(g, t)| g.iter().take(k).filter(|i| t[..k].contains(i)).count())
+        .sum();
+    hits as f64 / (k * got.len()) as f64
+}
+
+fn cell<'a>(results: &'a Value, method: &str) -> &'a Value {
+    results
+        .as_array()
+        .expect("results.json is an array of cells")
+        .iter()
+        .find(|c| c["method"] == method)
+        .unwrap_or_else(|| panic!("no {method} cell in {results}"))
+}
+
+#[test]
+fn bench_recall_matches_a_direct_computation_with_ties() {
+    let t = TestDir::new();
+    let base = normalised(500, 16, 901);
+    let queries = normalised(50, 16, 902);
+    t.write_f32("base.npy", &base);
+    t.write_f32("q.npy", &queries);
+    t.bsa(&[
+        "groundtruth",
+        "--base",
+        "base.npy",
+        "--queries",
+        "q.npy",
+        "--k",
+        "100",
+        "--out",
+        "gt.npy",
+        "-q",
+    ])
+    .ok();
+
+    // The direct computation.
+    let truth: Vec<Vec<usize>> = (0..queries.n)
+        .map(|i| cosine_top(&base, queries.row(i), 100))
+        .collect();
+    let base_codes: Vec<Vec<bool>> = (0..base.n).map(|i| sign_bits(base.row(i))).collect();
+    let mut ties = 0;
+    let got: Vec<Vec<usize>> = (0..queries.n)
+        .map(|i| {
+            let (top, tie) = hamming_top(&base_codes, &sign_bits(queries.row(i)), 100);
+            ties += usize::from(tie || hamming_top(&base_codes, &sign_bits(queries.row(i)), 10).1);
+            top
+        })
+        .collect();
+    assert!(
+        ties > 10,
+        "16-bit codes should tie at the cut-off often ({ties} queries)"
+    );
+
+    for gt in [Some("gt.npy"), None] {
+        let out = if gt.is_some() { "res-gt" } else { "res" };
+        let mut args = vec![
+            "bench",
+            "--base",
+            "base.npy",
+            "--queries",
+            "q.npy",
+            "--methods",
+            "sign,bsa",
+            "--bits",
+            "32",
+            "--k",
+            "4",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "-q",
+            "--out",
+            out,
+        ];
+        if let Some(g) = gt {
+            args.extend(["--gt", g]);
+        }
+        t.bsa(&args).ok();
+        let results: Value =
+            serde_json::from_slice(&t.read(&format!("{out}/results.json"))).unwrap();
+        assert_eq!(results.as_array().unwrap().len(), 2, "{results}");
+        let sign = cell(&results, "sign");
+        assert_eq!(sign["bits"], 16);
+        for (key, k) in [
+            ("recall_at_1", 1),
+            ("recall_at_10", 10),
+            ("recall_at_100", 100),
+        ] {
+            let want = recall(&got, &truth, k);
+            assert_eq!(sign[key].as_f64().unwrap(), want, "{key} of {sign}");
+        }
+        // Rescoring: the Hamming top 10 x o re-ranked by exact cosine (f64 here, f32 in bsa).
+        for (key, o) in [("x2", 2), ("x4", 4), ("x10", 10)] {
+            let rescored: Vec<Vec<usize>> = got
+                .iter()
+                .enumerate()
+                .map(|(qi, cands)| {
+                    let sub = Matrix {
+                        n: 10 * o,
+                        dim: base.dim,
+                        data: cands[..10 * o]
+                            .iter()
+                            .flat_map(|&r| base.row(r).to_vec())
+                            .collect(),
+                    };
+                    cosine_top(&sub, queries.row(qi), 10)
+                        .into_iter()
+                        .map(|p| cands[p])
+                        .collect()
+                })
+                .collect();
+            let want = recall(&rescored, &truth, 10);
+            assert_eq!(
+                sign["recall_at_10_rescored"][key].as_f64().unwrap(),
+                want,
+                "rescored {key} of {sign}"
+            );
+        }
+        assert_eq!(sign["bytes_dense"], 2.0);
+        assert!(sign["bytes_sparse"].is_null());
+        let bsa = cell(&results, "bsa");
+        assert_eq!(
+            (bsa["bits"].as_u64(), bsa["k"].as_u64()),
+            (Some(32), Some(4))
+        );
+        assert_eq!(bsa["epochs"], 1);
+        for key in ["recall_at_10", "recall_at_10_cosine", "recall_at_10_adc"] {
+            let v = bsa[key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{key} of {bsa}");
+        }
+        for key in ["reconstruction_loss", "active_mean", "dead_features"] {
+            assert!(bsa["metrics"][key].is_number(), "{key} of {bsa}");
+        }
+        for file in [
+            "report.md",
+            "recall_vs_bytes.svg",
+            "recall_vs_k.svg",
+            "loss_vs_k.svg",
+            "active_bits_hist.svg",
+            "bit_frequency.svg",
+        ] {
+            let bytes = t.read(&format!("{out}/{file}"));
+            assert!(!bytes.is_empty(), "{file} is empty");
+            if file.ends_with(".svg") {
+                assert!(String::from_utf8_lossy(&bytes).contains("<svg"), "{file}");
+            }
+        }
+        let report = String::from_utf8(t.read(&format!("{out}/report.md"))).unwrap();
+        assert!(report.contains("| sign | 16 | - |"), "{report}");
+    }
+}
+
+#[test]
+fn bench_rejects_unknown_methods() {
+    let t = TestDir::new();
+    t.write_f32("base.npy", &normalised(50, 8, 1));
+    t.bsa(&[
+        "bench",
+        "--base",
+        "base.npy",
+        "--queries",
+        "base.npy",
+        "--methods",
+        "nope",
+        "--out",
+        "res",
+    ])
+    .fails_with(&["nope", "sign"]);
+}
