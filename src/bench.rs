@@ -605,8 +605,15 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
     );
     let _ = writeln!(
         s,
-        "- preset {:?}, epochs {}, pursuit rounds {}, seed {}, threads {}",
-        st.preset, st.epochs, st.rounds, st.seed, st.threads
+        "- preset {}, epochs {}, pursuit rounds {}, seed {}, threads {}",
+        match st.preset {
+            Preset::Quick => "quick",
+            Preset::Paper => "paper",
+        },
+        st.epochs,
+        st.rounds,
+        st.seed,
+        st.threads
     );
     let _ = writeln!(s, "- total time {:.1} s\n", info.total_seconds);
     let _ = writeln!(

@@ -274,20 +274,30 @@ mod x86 {
                 dist: dist::<32>,
                 name: "avx512-w32",
             },
+            48 => Kernel {
+                scan: scan::<48>,
+                dist: dist::<48>,
+                name: "avx512-w48",
+            },
+            64 => Kernel {
+                scan: scan::<64>,
+                dist: dist::<64>,
+                name: "avx512-w64",
+            },
             _ => return None,
         })
     }
 
     /// The query replicated to fill whole 512-bit registers: for W < 8 one register holding
-    /// 8 / W copies, for W >= 8 (a multiple of 8) W / 8 registers.
+    /// 8 / W copies, for W >= 8 (a multiple of 8, at most 64) W / 8 registers.
     struct Query {
-        regs: [__m512i; 4],
+        regs: [__m512i; 8],
     }
 
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn load_query<const W: usize>(q: &[u64]) -> Query {
-        let mut regs = [_mm512_setzero_si512(); 4];
+        let mut regs = [_mm512_setzero_si512(); 8];
         if W < 8 {
             let mut lanes = [0u64; 8];
             for (i, l) in lanes.iter_mut().enumerate() {
@@ -468,7 +478,7 @@ mod tests {
     #[test]
     fn every_kernel_equals_naive() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
-        for w in [1usize, 2, 3, 4, 5, 8, 16, 24, 32, 33] {
+        for w in [1usize, 2, 3, 4, 5, 8, 16, 24, 32, 33, 48, 64, 65] {
             for n in [0usize, 1, 7, 8, 9, 31, 100] {
                 let codes = random_codes(&mut rng, n, w, w % 2 == 0);
                 let q = random_codes(&mut rng, 1, w, false);
