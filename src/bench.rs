@@ -408,16 +408,7 @@ pub fn run_cell(
     let started = Instant::now();
     let active = model.encode_active(data.base);
     let codes = pack::pack_set_bits(&active, bits)?;
-    let mut norms = Vec::with_capacity(active.len());
-    for chunk in active.chunks(1 << 15) {
-        let xhat = model.params.decode_sparse(chunk);
-        norms.extend(xhat.rows().into_iter().map(|r| {
-            r.iter()
-                .map(|&v| f64::from(v) * f64::from(v))
-                .sum::<f64>()
-                .sqrt() as f32
-        }));
-    }
+    let norms = model.params.decoded_norms(&active);
     let base_flat: Vec<f32> = data.base.iter().copied().collect();
     let dim = data.base.ncols();
     let dir = work.join(format!(
@@ -450,10 +441,7 @@ pub fn run_cell(
         Ok(recall_at_k(&ids(&r), truth, 10))
     };
     let cosine = index.search_flat_scored(&q_codes, 10, &Score::Cosine, &params)?;
-    let tables = data.queries.dot(&model.params.wd_t.t());
-    let offsets = data.queries.dot(&model.params.bd);
-    let tables: Vec<f32> = tables.iter().copied().collect();
-    let offsets: Vec<f32> = offsets.iter().copied().collect();
+    let (tables, offsets) = model.adc_tables(data.queries);
     let adc_score = Score::Table {
         tables: &tables,
         offsets: &offsets,

@@ -244,6 +244,22 @@ impl<F: Real> Params<F> {
         out
     }
 
+    /// Norm of each code's decoded vector, `|bd + sum of wd_t[j] over its set bits|` (the divisor
+    /// of the ADC score), in f64 and in chunks to bound memory.
+    pub fn decoded_norms(&self, active: &[Vec<u32>]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(active.len());
+        for chunk in active.chunks(1 << 15) {
+            let xhat = self.decode_sparse(chunk);
+            out.extend(xhat.rows().into_iter().map(|r| {
+                r.iter()
+                    .map(|&v| v.to_f64().unwrap_or(f64::NAN).powi(2))
+                    .sum::<f64>()
+                    .sqrt() as f32
+            }));
+        }
+        out
+    }
+
     /// Decodes a dense (possibly non-binary) code matrix `C` (`B x N`): `C Wd^T + bd`.
     pub fn decode_dense(&self, c: ArrayView2<F>) -> Array2<F> {
         let mut out = c.dot(&self.wd_t);
@@ -327,6 +343,25 @@ impl Autoencoder {
     /// bit j of a code in byte `j / 8` at bit position `j % 8`.
     pub fn encode_packed(&self, x: ArrayView2<f32>) -> Vec<u8> {
         pack_active(&self.encode_active(x), self.config.bits)
+    }
+
+    /// Per-query tables of the decoder-ADC score (method.md): row i is `u = Wd^T q_i` (one float
+    /// per bit), and offset i is `q_i . bd`, so that `q . xhat_b` = offset + sum of `u_j` over the
+    /// set bits of `b`. Returns `(nq * N tables, nq offsets)`, row-major.
+    pub fn adc_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
+        let t = q.dot(&self.params.wd_t.t());
+        let o = q.dot(&self.params.bd);
+        (t.iter().copied().collect(), o.to_vec())
+    }
+
+    /// Per-query tables of the soft score: the query's sigmoid activations `sigmoid(q We^T + be)`,
+    /// offsets 0.
+    pub fn soft_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
+        let h = self.params.pre_activations(q);
+        (
+            h.iter().map(|&v| sigmoid(v)).collect(),
+            vec![0.0; q.nrows()],
+        )
     }
 
     /// The K largest activations of each row as a k-hot code, whatever the method (the paper's

@@ -19,7 +19,7 @@
 
 use std::time::Instant;
 
-use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis, Zip};
+use ndarray::{s, Array1, Array2, ArrayView2, Axis, Zip};
 use ndarray_linalg::{Cholesky, Diag, SolveTriangular, UPLO};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::loss::distance_rows;
-use crate::model::{LossKind, Params};
+use crate::model::{Autoencoder, LossKind, Method, ModelConfig, Params, Target};
 
 /// Rows encoded per chunk: bounds the `chunk x N` correlation matrix (4096 x 4096 f32 = 64 MiB).
 const CHUNK: usize = 4096;
@@ -146,6 +146,22 @@ impl PursuitParams {
             ridge: 1e-3,
             seed: 0,
             fit_rows: None,
+        }
+    }
+
+    /// The model file form of a dictionary learned with these settings for `dim`-d inputs.
+    pub fn model(&self, dim: usize, dictionary: Params<f32>) -> Autoencoder {
+        Autoencoder {
+            config: ModelConfig {
+                dim,
+                bits: self.bits,
+                k: self.k,
+                method: Method::Pursuit,
+                loss: LossKind::Mse,
+                alpha: 0.0,
+                target: Target::Khot,
+            },
+            params: dictionary,
         }
     }
 
@@ -362,23 +378,10 @@ fn reseed_dead_atoms(
     dead.len()
 }
 
-/// Mean squared reconstruction error of `x` by a dictionary (for tests and reports).
-pub fn mean_squared_error(params: &Params<f32>, codes: &[Vec<u32>], x: ArrayView2<f32>) -> f64 {
-    let xhat = params.decode_sparse(codes);
-    distance_rows(LossKind::Mse, xhat.view(), x, None) as f64
-}
-
-/// The decoder's rebuilt norm `|xhat|` of each code (for the normalised ADC score).
-pub fn decoded_norms(params: &Params<f32>, codes: &[Vec<u32>]) -> Vec<f32> {
-    let xhat = params.decode_sparse(codes);
-    xhat.axis_iter(Axis(0))
-        .map(|r: ArrayView1<f32>| r.dot(&r).sqrt())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::ArrayView1;
 
     fn gaussian(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);

@@ -88,7 +88,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             data.expect_dim(model.config.dim)?;
             let active = model.encode_active(data.view());
             let words = pack::pack_set_bits(&active, model.config.bits)?;
-            norms = Some(decoded_norms(&model, &active));
+            norms = Some(model.params.decoded_norms(&active));
             (model.config.bits, words, data.n())
         }
         (None, Some(codes_path)) => {
@@ -218,20 +218,4 @@ fn sparse_enough(codes: &[u64], bits: usize, n: usize) -> (bool, f64, u64) {
     let touched = count.iter().map(|&c| (c as f64) * (c as f64)).sum::<f64>() / n.max(1) as f64;
     let scan_words = (n as u64) * (w as u64);
     (touched * 32.0 <= scan_words as f64, touched, scan_words)
-}
-
-/// Norm of each code's decoded vector `|bd + sum of wd_t[j] over its set bits|` (ADC's divisor),
-/// computed in chunks to bound memory.
-fn decoded_norms(model: &bsa::model::Autoencoder, active: &[Vec<u32>]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(active.len());
-    for chunk in active.chunks(1 << 15) {
-        let xhat = model.params.decode_sparse(chunk);
-        out.extend(xhat.rows().into_iter().map(|r| {
-            r.iter()
-                .map(|&v| f64::from(v) * f64::from(v))
-                .sum::<f64>()
-                .sqrt() as f32
-        }));
-    }
-    out
 }

@@ -196,7 +196,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     // Per-query tables for the asymmetric scores (one GEMM for the batch).
     let (tables, offsets) = match (table_score, &model, &float_queries) {
-        (true, Some(m), Some(q)) => query_tables(m, q, &a.score),
+        (true, Some(m), Some(q)) if a.score == "adc" => m.adc_tables(q.view()),
+        (true, Some(m), Some(q)) => m.soft_tables(q.view()),
         _ => (Vec::new(), Vec::new()),
     };
     let score = match a.score.as_str() {
@@ -282,25 +283,4 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         eprintln!("{st}");
     }
     Ok(())
-}
-
-/// Tables and offsets of the asymmetric scores for a batch of float queries `Q` (`nq x D`):
-/// adc: `t = Q Wd` (`Q wd_t^T`), offset `Q . bd`; soft: `t = sigmoid(Q We^T + be)`, offset 0.
-fn query_tables(
-    model: &bsa::model::Autoencoder,
-    q: &bsa::io::Embeddings,
-    score: &str,
-) -> (Vec<f32>, Vec<f32>) {
-    let p = &model.params;
-    if score == "adc" {
-        let t = q.view().dot(&p.wd_t.t());
-        let o = q.view().dot(&p.bd);
-        (t.iter().copied().collect(), o.iter().copied().collect())
-    } else {
-        let h = p.pre_activations(q.view());
-        (
-            h.iter().map(|&v| bsa::model::sigmoid(v)).collect(),
-            vec![0.0; q.n()],
-        )
-    }
 }

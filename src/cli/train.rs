@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use bsa::baselines::BaselineParams;
-use bsa::model::{Autoencoder, LossKind, Method, ModelConfig, Target};
+use bsa::model::{LossKind, Method, Target};
 use bsa::pursuit::PursuitParams;
 use bsa::train::{DecoderPath, Progress, TrainParams};
 use serde_json::json;
@@ -361,18 +361,7 @@ fn run_pursuit(a: &Args) -> anyhow::Result<()> {
     })?;
     pb.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    let model = Autoencoder {
-        config: ModelConfig {
-            dim: data.dim(),
-            bits,
-            k,
-            method: Method::Pursuit,
-            loss: LossKind::Mse,
-            alpha: 0.0,
-            target: Target::Khot,
-        },
-        params: dictionary,
-    };
+    let model = params.model(data.dim(), dictionary);
     let last = history.last().context("no round ran")?;
     let training = json!({
         "data": a.data.display().to_string(),
