@@ -14,13 +14,13 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O call failed on `path`.
-    #[error("{}: {source}; check that the path exists and is readable/writable", path.display())]
+    #[error("{}: {error}; check that the path exists and is readable/writable", path.display())]
     Io {
         /// The file or directory being accessed.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying error (in the message, deliberately not a `source()`: callers print
+        /// the whole chain, which would otherwise repeat it).
+        error: std::io::Error,
     },
 
     /// The file does not start with the magic bytes of a bsa index file of the expected kind.
@@ -99,7 +99,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 
