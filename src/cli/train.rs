@@ -226,19 +226,18 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         "phase_seconds": phases,
         "history": report.epochs,
     });
-    if a.json {
-        super::print_json(&summary)?;
-    } else {
-        eprintln!(
-            "bsa: trained {} epochs on {} rows in {:.1}s ({:.0} samples/s); wrote {}",
+    finish(
+        a,
+        &summary,
+        format!(
+            "trained {} epochs on {} rows in {:.1}s ({:.0} samples/s); wrote {}",
             report.epochs.len(),
             report.train_rows,
             report.seconds,
             report.samples_per_sec,
             a.out.display()
-        );
-    }
-    Ok(())
+        ),
+    )
 }
 
 /// `bsa train --method sign|lsh|itq`: a closed-form fit, saved like a trained model.
@@ -315,19 +314,18 @@ fn run_baseline(a: &Args) -> anyhow::Result<()> {
         "phase_seconds": {"encoder": report.encoder_seconds, "decoder": report.decoder_seconds},
         "history": [],
     });
-    if a.json {
-        super::print_json(&summary)?;
-    } else {
-        eprintln!(
-            "bsa: fitted {} ({} bits) on {} rows in {:.1}s; wrote {}",
+    finish(
+        a,
+        &summary,
+        format!(
+            "fitted {} ({} bits) on {} rows in {:.1}s; wrote {}",
             c.method,
             c.bits,
             report.fit_rows,
             report.seconds,
             a.out.display()
-        );
-    }
-    Ok(())
+        ),
+    )
 }
 
 /// `bsa train --method pursuit` (and `--preset retrieval`): binary dictionary learning.
@@ -396,15 +394,24 @@ fn run_pursuit(a: &Args) -> anyhow::Result<()> {
         "samples_per_sec": (fit_rows * a.rounds) as f64 / seconds,
         "history": history,
     });
-    if a.json {
-        super::print_json(&summary)?;
-    } else {
-        eprintln!(
-            "bsa: learned a {bits}-atom dictionary (K = {k}) in {} rounds on {fit_rows} rows in \
+    finish(
+        a,
+        &summary,
+        format!(
+            "learned a {bits}-atom dictionary (K = {k}) in {} rounds on {fit_rows} rows in \
              {seconds:.1}s; wrote {}",
             a.rounds,
             a.out.display()
-        );
+        ),
+    )
+}
+
+/// Prints the JSON summary on stdout with `--json`, else a one-line message on stderr.
+fn finish(a: &Args, summary: &serde_json::Value, message: String) -> anyhow::Result<()> {
+    if a.json {
+        super::print_json(summary)
+    } else {
+        eprintln!("bsa: {message}");
+        Ok(())
     }
-    Ok(())
 }

@@ -3,7 +3,7 @@
 //! ranking of independently computed codes, ADC and soft scores agree with an f64 computation
 //! from the safetensors file, `--rescore` combines with every score, and misuse is refused.
 
-use crate::util::{normalised, npy_bytes, sign_code, Matrix, TestDir, Weights};
+use crate::util::{json_lines, normalised, npy_bytes, sign_code, Matrix, TestDir, Weights};
 
 const N: usize = 300;
 const DIM: usize = 12;
@@ -29,13 +29,6 @@ fn setup() -> TestDir {
     ])
     .ok();
     t
-}
-
-fn lines(stdout: &str) -> Vec<serde_json::Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect()
 }
 
 fn search(t: &TestDir, extra: &[&str]) -> String {
@@ -67,7 +60,7 @@ fn inverted_prints_exactly_what_flat_prints_for_every_score() {
             extra.extend_from_slice(&["--mode", "inverted"]);
             let inv = search(&t, &extra);
             assert_eq!(inv, flat, "--score {score} --rescore {rescore:?}");
-            let got = lines(&flat);
+            let got = json_lines(&flat);
             assert_eq!(got.len(), 20);
             let has_scores = score != "hamming" || rescore.is_some();
             assert_eq!(
@@ -113,7 +106,7 @@ fn overlap_scores_equal_brute_force_with_ties_by_row() {
     let base = codes(&w, &normalised(N, DIM, 43));
     let queries = codes(&w, &normalised(20, DIM, 143));
     for score in ["cosine", "jaccard"] {
-        let got = lines(&search(&t, &["--score", score, "--mode", "inverted"]));
+        let got = json_lines(&search(&t, &["--score", score, "--mode", "inverted"]));
         for (qi, q) in queries.iter().enumerate() {
             let m = q.iter().filter(|&&x| x).count() as u32;
             let mut all: Vec<(f32, u64, u32)> = base
@@ -190,7 +183,7 @@ fn adc_and_soft_agree_with_an_f64_computation() {
     let xq = normalised(20, DIM, 143);
     let base = codes(&w, &xb);
     for (score, adc) in [("adc", true), ("soft", false)] {
-        let got = lines(&search(&t, &["--score", score, "--mode", "inverted"]));
+        let got = json_lines(&search(&t, &["--score", score, "--mode", "inverted"]));
         for (qi, line) in got.iter().enumerate() {
             let want = float_scores(&w, &base, xq.row(qi), adc);
             let ids: Vec<u64> = field(line, "ids");
@@ -382,7 +375,7 @@ fn sparse_codes_get_posting_lists_automatically() {
         ])
         .ok();
     assert_eq!(inv.stdout, flat.stdout);
-    let first = lines(&flat.stdout);
+    let first = json_lines(&flat.stdout);
     assert_eq!(field::<Vec<u64>>(&first[0], "ids")[0], 0);
     // --no-inverted wins over the rule.
     t.bsa(&[

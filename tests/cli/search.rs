@@ -2,7 +2,7 @@
 //! Hamming ranking of independently computed codes, rescoring equals a brute-force cosine ranking,
 //! and damaged indexes are refused with a message naming the file.
 
-use crate::util::{normalised, read_npy_2d, sign_code, TestDir, Weights};
+use crate::util::{json_lines, normalised, read_npy_2d, sign_code, TestDir, Weights};
 
 /// A trained 48-bit model, base and query files, and an index built from them with vectors.
 fn setup() -> TestDir {
@@ -26,13 +26,6 @@ fn setup() -> TestDir {
     t
 }
 
-fn lines(stdout: &str) -> Vec<serde_json::Value> {
-    stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect()
-}
-
 fn codes_of(w: &Weights, x: &crate::util::Matrix) -> Vec<Vec<bool>> {
     (0..x.n)
         .map(|i| sign_code(&w.pre_activations(x.row(i))))
@@ -48,7 +41,7 @@ fn flat_search_equals_brute_force_hamming_with_ties_by_row() {
     let out = t
         .bsa(&["search", "--index", "idx", "--queries", "q.npy", "--k", "7"])
         .ok();
-    let got = lines(&out.stdout);
+    let got = json_lines(&out.stdout);
     assert_eq!(got.len(), 20);
     for (qi, q) in queries.iter().enumerate() {
         let mut all: Vec<(u32, u64)> = base
@@ -132,7 +125,7 @@ fn rescoring_ranks_candidates_by_exact_cosine() {
     let t = setup();
     let base = normalised(300, 12, 43);
     let q = normalised(20, 12, 143);
-    let cand = lines(
+    let cand = json_lines(
         &t.bsa(&[
             "search",
             "--index",
@@ -158,7 +151,7 @@ fn rescoring_ranks_candidates_by_exact_cosine() {
             "4",
         ])
         .ok();
-    for (qi, line) in lines(&out.stdout).iter().enumerate() {
+    for (qi, line) in json_lines(&out.stdout).iter().enumerate() {
         let pool: Vec<u64> = serde_json::from_value(cand[qi]["ids"].clone()).unwrap();
         let cos = |id: u64| -> f64 {
             let b = base.row(id as usize);
@@ -201,7 +194,10 @@ fn hnsw_search_finds_the_exact_neighbours_on_a_small_index() {
         ])
         .ok();
     // With ef >= n the graph search is exhaustive: the distances at every rank must agree.
-    for (a, b) in lines(&exact.stdout).iter().zip(lines(&hnsw.stdout)) {
+    for (a, b) in json_lines(&exact.stdout)
+        .iter()
+        .zip(json_lines(&hnsw.stdout))
+    {
         assert_eq!(a["distances"], b["distances"]);
     }
 }

@@ -154,6 +154,14 @@ impl TestDir {
     }
 }
 
+/// The JSON values of a JSON-lines output, one per line (panics on a line that is not JSON).
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
 /// A row-major float32 matrix.
 #[derive(Debug, Clone)]
 pub struct Matrix {
