@@ -7,19 +7,21 @@
 //! broken by lower row (the index's order), so every figure is deterministic.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 use std::time::Instant;
 
 use ndarray::ArrayView2;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::baselines::BaselineParams;
 use crate::error::{Error, Result};
 use crate::metrics::{recall_at_k, CodeStats, PaperMetrics};
 use crate::model::{Autoencoder, LossKind, Method, ModelConfig, Target};
+use crate::plot::{chart, histogram, Series};
 use crate::pursuit::PursuitParams;
 use crate::train::{Progress, TrainParams};
-use bsa_index::{pack, Hits, Index, IndexBuilder, Score, SearchParams};
+use bsa_index::{pack, Hits, HnswParams, Index, IndexBuilder, Score, SearchParams};
 
 /// A code method of the benchmark: a model method plus, for BSA, the paper's ablations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -94,7 +96,7 @@ impl Variant {
 }
 
 /// One cell of the grid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Cell {
     /// The method.
     pub variant: Variant,
@@ -102,16 +104,60 @@ pub struct Cell {
     pub bits: usize,
     /// Target active bits K (None for sign, LSH and ITQ).
     pub k: Option<usize>,
+    /// BSA only: the alignment weight of an alpha-sweep cell (None: the variant's own alpha).
+    pub alpha: Option<f64>,
+    /// Also build an HNSW graph and measure recall against QPS over `ef`.
+    pub hnsw: bool,
 }
 
 impl Cell {
     /// `method N=.. K=..`, for progress messages and tables.
     pub fn label(&self) -> String {
-        match self.k {
-            Some(k) => format!("{} N={} K={k}", self.variant.name(), self.bits),
-            None => format!("{} N={}", self.variant.name(), self.bits),
+        let mut s = format!("{} N={}", self.variant.name(), self.bits);
+        if let Some(k) = self.k {
+            let _ = write!(s, " K={k}");
+        }
+        if let Some(a) = self.alpha {
+            let _ = write!(s, " alpha={a}");
+        }
+        s
+    }
+
+    /// A file-name-safe form of [`label`](Self::label), naming the cell's cache folder.
+    pub fn slug(&self) -> String {
+        let mut s = format!("{}-{}", self.variant.name(), self.bits);
+        if let Some(k) = self.k {
+            let _ = write!(s, "-k{k}");
+        }
+        if let Some(a) = self.alpha {
+            let _ = write!(s, "-a{a}");
+        }
+        s
+    }
+
+    /// The alignment weight BSA variants train with (None for other methods).
+    pub fn effective_alpha(&self) -> Option<f64> {
+        match self.variant {
+            Variant::Bsa | Variant::BsaMse => {
+                Some(self.alpha.unwrap_or(TrainParams::new(self.bits, 1).alpha))
+            }
+            Variant::BsaAlpha0 => Some(0.0),
+            _ => None,
         }
     }
+}
+
+/// Which cells also get an HNSW graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HnswCells {
+    /// The preset's choice: sign and pursuit in the quick grid; in the paper grid one cell per method at the
+    /// budget of the paper's headline model (N = 1024, K = 32; sign and ITQ at N = D), and
+    /// pursuit at N = 4096, K = 32 (`bsa train --preset retrieval`).
+    Preset,
+    /// Every cell.
+    All,
+    /// None.
+    None,
 }
 
 /// A named grid.
@@ -163,16 +209,47 @@ impl Preset {
 /// The cells for `methods` on data of dimension `dim`. With `bits` and `ks` given, every method
 /// runs on every N (and every K < N for the methods that use K); sign always has N = D, ITQ at
 /// most D. Without them, the preset's sizes: quick has one size per method, paper the full grid.
+/// `alphas` adds an alpha sweep of BSA (when `bsa` is among the methods) at the given sizes, or
+/// at N = 1024, K = 32 for the paper preset; the paper preset sweeps
+/// [`PAPER_ALPHAS`] unless `alphas` is given.
 pub fn cells(
     preset: Preset,
     methods: &[Variant],
     bits: Option<&[usize]>,
     ks: Option<&[usize]>,
+    alphas: Option<&[f64]>,
+    hnsw: HnswCells,
     dim: usize,
 ) -> Vec<Cell> {
     let paper_bits = [512, 1024, 2048, 4096];
     let paper_ks = [8, 16, 32, 64];
     let mut out: Vec<Cell> = Vec::new();
+    let hnsw_for = |v: Variant, n: usize, k: Option<usize>| match hnsw {
+        HnswCells::All => true,
+        HnswCells::None => false,
+        HnswCells::Preset => match preset {
+            // Graphs cost more than the rest of a quick cell: one dense and one sparse code.
+            Preset::Quick => matches!(v, Variant::Sign | Variant::Pursuit),
+            Preset::Paper => match v {
+                Variant::Sign | Variant::Itq => true,
+                Variant::Lsh => n == 1024,
+                Variant::Pursuit => k == Some(32) && (n == 1024 || n == 4096),
+                _ => n == 1024 && k == Some(32),
+            },
+        },
+    };
+    let mut push = |v: Variant, n: usize, k: Option<usize>, alpha: Option<f64>| {
+        push_unique(
+            &mut out,
+            Cell {
+                variant: v,
+                bits: n,
+                k,
+                alpha,
+                hnsw: hnsw == HnswCells::All || (alpha.is_none() && hnsw_for(v, n, k)),
+            },
+        )
+    };
     for &v in methods {
         let kk: Vec<usize> = match (ks, preset) {
             (Some(k), _) => k.to_vec(),
@@ -197,29 +274,45 @@ pub fn cells(
             };
             if v.uses_k() {
                 for &k in kk.iter().filter(|&&k| k > 0 && k < n) {
-                    push_unique(
-                        &mut out,
-                        Cell {
-                            variant: v,
-                            bits: n,
-                            k: Some(k),
-                        },
-                    );
+                    push(v, n, Some(k), None);
                 }
             } else {
-                push_unique(
-                    &mut out,
-                    Cell {
-                        variant: v,
-                        bits: n,
-                        k: None,
-                    },
-                );
+                push(v, n, None, None);
+            }
+        }
+    }
+    let sweep: &[f64] = match (alphas, preset) {
+        (Some(a), _) => a,
+        (None, Preset::Paper) => &PAPER_ALPHAS,
+        (None, Preset::Quick) => &[],
+    };
+    if methods.contains(&Variant::Bsa) && !sweep.is_empty() {
+        let ns = bits.map(<[usize]>::to_vec).unwrap_or_else(|| match preset {
+            Preset::Paper => vec![1024],
+            Preset::Quick => vec![512],
+        });
+        let kk = ks.map(<[usize]>::to_vec).unwrap_or_else(|| match preset {
+            Preset::Paper => vec![32],
+            Preset::Quick => vec![16],
+        });
+        for &n in &ns {
+            for &k in kk.iter().filter(|&&k| k > 0 && k < n) {
+                for &a in sweep {
+                    // The default alpha is the bsa cell itself.
+                    let default = TrainParams::new(n, k).alpha;
+                    if a != default {
+                        push(Variant::Bsa, n, Some(k), Some(a));
+                    }
+                }
             }
         }
     }
     out
 }
+
+/// The alpha sweep of the paper preset (BSA, N = 1024, K = 32), besides alpha = 0 and 1, which
+/// are the `bsa-alpha0` and `bsa` cells.
+pub const PAPER_ALPHAS: [f64; 5] = [0.03, 0.1, 0.3, 3.0, 10.0];
 
 fn push_unique(out: &mut Vec<Cell>, c: Cell) {
     if !out.contains(&c) {
@@ -243,7 +336,7 @@ pub struct Settings {
 }
 
 /// Recall@10 after re-ranking the top `10 x oversample` Hamming candidates by exact cosine.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Rescored {
     /// Oversampling 2 (top 20).
     pub x2: f64,
@@ -253,8 +346,57 @@ pub struct Rescored {
     pub x10: f64,
 }
 
+/// Queries per second of each way of searching the flat index for the top 10 (all queries as
+/// one batch on the bench's threads; rescoring includes the candidate search).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Hamming distance.
+    pub hamming: f64,
+    /// Binary cosine overlap.
+    pub cosine: f64,
+    /// Decoder ADC (float query).
+    pub adc: f64,
+    /// Hamming top 40, rescored by exact cosine.
+    pub hamming_rescored_x4: f64,
+    /// ADC top 40, rescored by exact cosine.
+    pub adc_rescored_x4: f64,
+    /// Encoding the queries (vectors per second).
+    pub encode_queries: f64,
+}
+
+/// One `ef` of an HNSW sweep.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct HnswPoint {
+    /// Candidate list size.
+    pub ef: usize,
+    /// Recall@10 of the Hamming top 10.
+    pub recall_at_10: f64,
+    /// Queries per second of that search.
+    pub qps: f64,
+    /// Recall@10 after rescoring the graph's top 40 by exact cosine.
+    pub recall_at_10_rescored_x4: f64,
+    /// Queries per second of the top-40 search plus rescoring.
+    pub qps_rescored_x4: f64,
+}
+
+/// HNSW graph of a cell: build cost and the recall/QPS sweep.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HnswResult {
+    /// Neighbours per node (M).
+    pub max_connections: usize,
+    /// Candidate list size at build time.
+    pub ef_construction: usize,
+    /// Seconds to build the graph (hnsw_rs) and store it.
+    pub build_seconds: f64,
+    /// One point per `ef` in [`HNSW_EFS`].
+    pub points: Vec<HnswPoint>,
+}
+
+/// The `ef` values of the HNSW sweep.
+pub const HNSW_EFS: [usize; 6] = [10, 20, 40, 80, 160, 320];
+
 /// One cell's measurements: one object of `results.json`. Field names are stable.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CellResult {
     /// Method name (`sign`, `lsh`, `itq`, `topk`, `bsa`, `bsa-alpha0`, `bsa-mse`, `pursuit`).
     pub method: String,
@@ -262,6 +404,12 @@ pub struct CellResult {
     pub bits: usize,
     /// Target K (null for sign, lsh, itq).
     pub k: Option<usize>,
+    /// Alignment weight of the BSA variants, else null.
+    #[serde(default)]
+    pub alpha: Option<f64>,
+    /// True for the cells of the alpha sweep.
+    #[serde(default)]
+    pub alpha_sweep: bool,
     /// Epochs trained (topk and BSA variants), else null.
     pub epochs: Option<usize>,
     /// Pursuit rounds, else null.
@@ -286,15 +434,21 @@ pub struct CellResult {
     pub recall_at_10_adc: f64,
     /// Recall@10 after rescoring the ADC top 40 by exact cosine.
     pub recall_at_10_adc_rescored_x4: f64,
-    /// Seconds to fit the model.
+    /// Seconds to fit the model (measured when it was fitted; a cached model keeps its time).
     pub train_seconds: f64,
     /// Seconds to encode the base and build the index (codes, vectors, norms).
     pub build_seconds: f64,
     /// Queries per second of the flat Hamming search for the top 10.
     pub search_qps: f64,
+    /// Queries per second of every flat search mode.
+    pub qps: Throughput,
+    /// Base vectors encoded per second.
+    pub encode_per_second: f64,
+    /// The HNSW sweep, for the cells that have one.
+    pub hnsw: Option<HnswResult>,
 }
 
-/// Base, queries and ground truth of a benchmark.
+/// Base, queries and ground truth of a benchmark, with the fingerprints that key the cache.
 pub struct Data<'a> {
     /// Base vectors, n x D.
     pub base: ArrayView2<'a, f32>,
@@ -302,6 +456,111 @@ pub struct Data<'a> {
     pub queries: ArrayView2<'a, f32>,
     /// True neighbours of each query, best first (ids = base rows).
     pub truth: &'a [Vec<u64>],
+    base_fingerprint: String,
+    eval_fingerprint: String,
+}
+
+impl<'a> Data<'a> {
+    /// Bundles the inputs and fingerprints them (CRC-32 of the values; a second or so for 100k
+    /// x 384), so that cached models and results are reused only for the same data.
+    pub fn new(
+        base: ArrayView2<'a, f32>,
+        queries: ArrayView2<'a, f32>,
+        truth: &'a [Vec<u64>],
+    ) -> Self {
+        fn crc(x: ArrayView2<f32>) -> String {
+            let mut h = crc32fast::Hasher::new();
+            for row in x.rows() {
+                for v in row {
+                    h.update(&v.to_le_bytes());
+                }
+            }
+            format!("{}x{}:{:08x}", x.nrows(), x.ncols(), h.finalize())
+        }
+        let mut t = crc32fast::Hasher::new();
+        for row in truth {
+            for id in row {
+                t.update(&id.to_le_bytes());
+            }
+        }
+        Data {
+            base,
+            queries,
+            truth,
+            base_fingerprint: crc(base),
+            eval_fingerprint: format!("{} gt:{:08x}", crc(queries), t.finalize()),
+        }
+    }
+}
+
+/// Version of the cached results; bump when a measurement changes meaning or a field is added,
+/// so that old results are measured again (models stay valid).
+pub const RESULT_VERSION: u32 = 2;
+
+/// What a fitted model depends on: a cached model is reused only when all of it matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct FitKey {
+    cell: String,
+    alpha: Option<f64>,
+    epochs: Option<usize>,
+    rounds: Option<usize>,
+    seed: u64,
+    // Training is deterministic for a seed and a thread count.
+    threads: usize,
+    base: String,
+    bsa_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FitRecord {
+    key: FitKey,
+    train_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ResultRecord {
+    key: FitKey,
+    version: u32,
+    eval: String,
+    hnsw: bool,
+    result: CellResult,
+}
+
+/// Where `bsa bench` keeps each cell's fitted model and measurements, so that an interrupted or
+/// extended grid resumes without refitting: `DIR/<cell slug>/{model.safetensors, fit.json,
+/// result.json}`. Entries whose key (data fingerprint, settings, bsa version) differs are
+/// ignored and overwritten.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    /// The cache folder.
+    pub dir: std::path::PathBuf,
+    /// Reuse finished measurements too (else only the models: the searches run again).
+    pub reuse_results: bool,
+}
+
+impl Cache {
+    fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+        let bytes = std::fs::read(path).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn write<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+        let json =
+            serde_json::to_vec_pretty(value).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        crate::io::write_atomic(path, |w| w.write_all(&json))
+    }
+}
+
+fn epochs_of(cell: &Cell, settings: &Settings) -> Option<usize> {
+    matches!(
+        cell.variant,
+        Variant::Topk | Variant::Bsa | Variant::BsaAlpha0 | Variant::BsaMse
+    )
+    .then_some(settings.epochs)
+}
+
+fn rounds_of(cell: &Cell, settings: &Settings) -> Option<usize> {
+    (cell.variant == Variant::Pursuit).then_some(settings.rounds)
 }
 
 /// Fits the model of `cell`; `progress(done, total)` follows training steps or rounds.
@@ -357,6 +616,9 @@ pub fn fit(
                 Variant::BsaMse => p.loss = LossKind::Mse,
                 _ => {}
             }
+            if let Some(a) = cell.alpha {
+                p.alpha = a;
+            }
             let total = n.div_ceil(p.batch) as u64 * p.epochs as u64;
             let mut done = 0;
             let (model, _) = p.fit(base, &mut |e| {
@@ -390,76 +652,183 @@ fn prefix(hits: &[Hits], k: usize) -> Vec<Hits> {
         .collect()
 }
 
-/// Runs one cell: fit, evaluate, encode, build an index under `work`, search and measure.
-/// Returns the result and the code statistics of the queries (for the histograms).
+/// Fits `cell`, or loads its model from `cache` when an identical fit is stored there. Returns
+/// the model and its fit seconds.
+fn fit_or_load(
+    cell: &Cell,
+    data: &Data<'_>,
+    settings: &Settings,
+    cache: Option<&Cache>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Autoencoder, f64, FitKey)> {
+    let key = FitKey {
+        cell: cell.label(),
+        alpha: cell.effective_alpha(),
+        epochs: epochs_of(cell, settings),
+        rounds: rounds_of(cell, settings),
+        seed: settings.seed,
+        threads: settings.threads,
+        base: data.base_fingerprint.clone(),
+        bsa_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let dir = cache.map(|c| c.dir.join(cell.slug()));
+    if let Some(dir) = &dir {
+        let rec: Option<FitRecord> = Cache::read(&dir.join("fit.json"));
+        if let Some(rec) = rec.filter(|r| r.key == key) {
+            if let Ok(model) = crate::io::model::load(dir.join("model.safetensors")) {
+                return Ok((model, rec.train_seconds, key));
+            }
+        }
+    }
+    let started = Instant::now();
+    let model = fit(cell, data.base, settings, progress)?;
+    let train_seconds = started.elapsed().as_secs_f64();
+    if let Some(dir) = &dir {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let info = serde_json::json!({ "bench_cell": cell.label() });
+        crate::io::model::save(dir.join("model.safetensors"), &model, &info)?;
+        Cache::write(
+            &dir.join("fit.json"),
+            &FitRecord {
+                key: key.clone(),
+                train_seconds,
+            },
+        )?;
+    }
+    Ok((model, train_seconds, key))
+}
+
+/// Runs `f` and returns its value and seconds.
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let started = Instant::now();
+    let v = f()?;
+    Ok((v, started.elapsed().as_secs_f64().max(1e-9)))
+}
+
+/// Runs one cell: fit (or load from `cache`), evaluate, encode, build an index under `work`,
+/// search and measure. Returns the result and the code statistics of the queries (for the
+/// histograms).
 pub fn run_cell(
     cell: &Cell,
     data: &Data<'_>,
     settings: &Settings,
     work: &Path,
+    cache: Option<&Cache>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(CellResult, CodeStats)> {
-    let started = Instant::now();
-    let model = fit(cell, data.base, settings, progress)?;
-    let train_seconds = started.elapsed().as_secs_f64();
+    let (model, train_seconds, key) = fit_or_load(cell, data, settings, cache, progress)?;
     let (metrics, stats) = crate::metrics::evaluate(&model, data.queries);
+    let result_path = cache.map(|c| c.dir.join(cell.slug()).join("result.json"));
+    if let (Some(c), Some(p)) = (cache, &result_path) {
+        let rec: Option<ResultRecord> = Cache::read(p);
+        if let Some(rec) = rec.filter(|r| {
+            c.reuse_results
+                && r.key == key
+                && r.version == RESULT_VERSION
+                && r.eval == data.eval_fingerprint
+                && r.hnsw == cell.hnsw
+        }) {
+            return Ok((rec.result, stats));
+        }
+    }
     let bits = model.config.bits;
+    let n = data.base.nrows();
 
+    let (active, encode_seconds) = timed(|| Ok(model.encode_active(data.base)))?;
     let started = Instant::now();
-    let active = model.encode_active(data.base);
     let codes = pack::pack_set_bits(&active, bits)?;
     let norms = model.params.decoded_norms(&active);
+    drop(active);
     let base_flat: Vec<f32> = data.base.iter().copied().collect();
     let dim = data.base.ncols();
-    let dir = work.join(format!(
-        "index-{}-{}-{}",
-        cell.variant.name(),
-        bits,
-        cell.k.unwrap_or(0)
-    ));
+    let dir = work.join(format!("index-{}", cell.slug()));
     IndexBuilder::new(bits, &codes)
         .vectors(&base_flat, dim)
         .norms(&norms)
         .overwrite(true)
         .build(&dir)?;
     let index = Index::open(&dir)?;
-    let build_seconds = started.elapsed().as_secs_f64();
+    let build_seconds = encode_seconds + started.elapsed().as_secs_f64();
 
     let q_flat: Vec<f32> = data.queries.iter().copied().collect();
-    let q_codes = pack::pack_set_bits(&model.encode_active(data.queries), bits)?;
     let nq = data.queries.nrows();
+    let (q_active, q_encode_seconds) = timed(|| Ok(model.encode_active(data.queries)))?;
+    let q_codes = pack::pack_set_bits(&q_active, bits)?;
+    drop(q_active);
     let params = SearchParams::default();
+    let qps = |seconds: f64| nq as f64 / seconds;
     // The top 100 first: it also warms the mapped codes up before the timed top-10 search.
     let top100 = index.search_flat(&q_codes, 100, &params)?;
-    let started = Instant::now();
-    let top10 = index.search_flat(&q_codes, 10, &params)?;
-    let search_seconds = started.elapsed().as_secs_f64();
+    let (top10, t_hamming) = timed(|| Ok(index.search_flat(&q_codes, 10, &params)?))?;
     let truth = data.truth;
     let truth_cols = truth.iter().map(Vec::len).min().unwrap_or(0);
     let rescored = |o: usize| -> Result<f64> {
         let r = index.rescore_hits(&q_flat, &prefix(&top100, 10 * o), 10)?;
         Ok(recall_at_k(&ids(&r), truth, 10))
     };
-    let cosine = index.search_flat_scored(&q_codes, 10, &Score::Cosine, &params)?;
-    let (tables, offsets) = model.adc_tables(data.queries);
-    let adc_score = Score::Table {
-        tables: &tables,
-        offsets: &offsets,
-        normalise: true,
+    let (_, t_rescored) = timed(|| {
+        let c = index.search_flat(&q_codes, 40, &params)?;
+        Ok(index.rescore_hits(&q_flat, &c, 10)?)
+    })?;
+    let (cosine, t_cosine) =
+        timed(|| Ok(index.search_flat_scored(&q_codes, 10, &Score::Cosine, &params)?))?;
+    // The tables are part of an ADC search's cost.
+    let ((adc10, adc40, adc_rescored), t_adc, t_adc_rescored) = {
+        let started = Instant::now();
+        let (tables, offsets) = model.adc_tables(data.queries);
+        let score = Score::Table {
+            tables: &tables,
+            offsets: &offsets,
+            normalise: true,
+        };
+        let adc10 = index.search_flat_scored(&q_codes, 10, &score, &params)?;
+        let t_adc = started.elapsed().as_secs_f64().max(1e-9);
+        let started = Instant::now();
+        let (tables, offsets) = model.adc_tables(data.queries);
+        let score = Score::Table {
+            tables: &tables,
+            offsets: &offsets,
+            normalise: true,
+        };
+        let adc40 = index.search_flat_scored(&q_codes, 40, &score, &params)?;
+        let rescored = index.rescore_hits(&q_flat, &adc40, 10)?;
+        let t = started.elapsed().as_secs_f64().max(1e-9);
+        ((adc10, adc40, rescored), t_adc, t)
     };
-    let adc = index.search_flat_scored(&q_codes, 40, &adc_score, &params)?;
-    let adc_rescored = index.rescore_hits(&q_flat, &adc, 10)?;
+    drop(adc40);
+    let recall_at_10_rescored = Rescored {
+        x2: rescored(2)?,
+        x4: rescored(4)?,
+        x10: rescored(10)?,
+    };
+
+    drop(index);
+    let _ = std::fs::remove_dir_all(&dir);
+    let hnsw = if cell.hnsw {
+        let g = work.join(format!("hnsw-{}", cell.slug()));
+        let h = hnsw_sweep(
+            &g,
+            bits,
+            &codes,
+            (&base_flat, dim),
+            &q_codes,
+            &q_flat,
+            truth,
+        )?;
+        let _ = std::fs::remove_dir_all(&g);
+        Some(h)
+    } else {
+        None
+    };
 
     let result = CellResult {
         method: cell.variant.name().to_string(),
         bits,
         k: cell.k,
-        epochs: matches!(
-            cell.variant,
-            Variant::Topk | Variant::Bsa | Variant::BsaAlpha0 | Variant::BsaMse
-        )
-        .then_some(settings.epochs),
-        rounds: (cell.variant == Variant::Pursuit).then_some(settings.rounds),
+        alpha: cell.effective_alpha(),
+        alpha_sweep: cell.alpha.is_some(),
+        epochs: epochs_of(cell, settings),
+        rounds: rounds_of(cell, settings),
         metrics,
         bytes_dense: bits as f64 / 8.0,
         bytes_sparse: match (cell.variant.exactly_k(), cell.k) {
@@ -468,23 +837,86 @@ pub fn run_cell(
         },
         recall_at_1: recall_at_k(&ids(&top10), truth, 1),
         recall_at_10: recall_at_k(&ids(&top10), truth, 10),
-        recall_at_100: (truth_cols >= 100 && index.len() >= 100)
+        recall_at_100: (truth_cols >= 100 && n >= 100)
             .then(|| recall_at_k(&ids(&top100), truth, 100)),
-        recall_at_10_rescored: Rescored {
-            x2: rescored(2)?,
-            x4: rescored(4)?,
-            x10: rescored(10)?,
-        },
+        recall_at_10_rescored,
         recall_at_10_cosine: recall_at_k(&ids(&cosine), truth, 10),
-        recall_at_10_adc: recall_at_k(&ids(&prefix(&adc, 10)), truth, 10),
+        recall_at_10_adc: recall_at_k(&ids(&adc10), truth, 10),
         recall_at_10_adc_rescored_x4: recall_at_k(&ids(&adc_rescored), truth, 10),
         train_seconds,
         build_seconds,
-        search_qps: nq as f64 / search_seconds.max(1e-12),
+        search_qps: qps(t_hamming),
+        qps: Throughput {
+            hamming: qps(t_hamming),
+            cosine: qps(t_cosine),
+            adc: qps(t_adc),
+            hamming_rescored_x4: qps(t_rescored),
+            adc_rescored_x4: qps(t_adc_rescored),
+            encode_queries: qps(q_encode_seconds),
+        },
+        encode_per_second: n as f64 / encode_seconds,
+        hnsw,
     };
-    drop(index);
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(p) = &result_path {
+        Cache::write(
+            p,
+            &ResultRecord {
+                key,
+                version: RESULT_VERSION,
+                eval: data.eval_fingerprint.clone(),
+                hnsw: cell.hnsw,
+                result: result.clone(),
+            },
+        )?;
+    }
     Ok((result, stats))
+}
+
+/// Builds an index with an HNSW graph over `codes` (default parameters) at `dir` and sweeps
+/// [`HNSW_EFS`]: recall@10 and QPS of the Hamming top 10, and of the top 40 rescored.
+fn hnsw_sweep(
+    dir: &Path,
+    bits: usize,
+    codes: &[u64],
+    (vectors, dim): (&[f32], usize),
+    q_codes: &[u64],
+    q_flat: &[f32],
+    truth: &[Vec<u64>],
+) -> Result<HnswResult> {
+    let hp = HnswParams::default();
+    let started = Instant::now();
+    IndexBuilder::new(bits, codes)
+        .vectors(vectors, dim)
+        .hnsw(hp)
+        .overwrite(true)
+        .build(dir)?;
+    let build_seconds = started.elapsed().as_secs_f64();
+    let index = Index::open(dir)?;
+    let nq = truth.len() as f64;
+    let mut points = Vec::with_capacity(HNSW_EFS.len());
+    // One untimed pass loads the graph.
+    index.search_hnsw(q_codes, 10, &SearchParams::default())?;
+    for ef in HNSW_EFS {
+        let p = SearchParams::default().with_ef_search(Some(ef));
+        let (hits, t) = timed(|| Ok(index.search_hnsw(q_codes, 10, &p)?))?;
+        let (rescored, t_r) = timed(|| {
+            let c = index.search_hnsw(q_codes, 40, &p)?;
+            Ok(index.rescore_hits(q_flat, &c, 10)?)
+        })?;
+        points.push(HnswPoint {
+            ef,
+            recall_at_10: recall_at_k(&ids(&hits), truth, 10),
+            qps: nq / t,
+            recall_at_10_rescored_x4: recall_at_k(&ids(&rescored), truth, 10),
+            qps_rescored_x4: nq / t_r,
+        });
+    }
+    Ok(HnswResult {
+        max_connections: hp.max_connections,
+        ef_construction: hp.ef_construction,
+        build_seconds,
+        points,
+    })
 }
 
 /// Exact top-`min(100, n)` ground truth by cosine ([`crate::groundtruth::exact_top_k`]).
@@ -570,10 +1002,18 @@ fn opt(v: Option<f64>, digits: usize) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// The method column: the alpha of a sweep cell is part of its name.
+fn method_name(r: &CellResult) -> String {
+    match (r.alpha_sweep, r.alpha) {
+        (true, Some(a)) => format!("{} alpha={a}", r.method),
+        _ => r.method.clone(),
+    }
+}
+
 fn label(r: &CellResult) -> String {
     match r.k {
-        Some(k) => format!("{} | {} | {k}", r.method, r.bits),
-        None => format!("{} | {} | -", r.method, r.bits),
+        Some(k) => format!("{} | {} | {k}", method_name(r), r.bits),
+        None => format!("{} | {} | -", method_name(r), r.bits),
     }
 }
 
@@ -658,20 +1098,91 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
             m.feature_frequency_quantiles.max
         );
     }
+    let _ = writeln!(
+        s,
+        "\n## Search modes: recall@10 and queries per second (flat index)\n"
+    );
+    let _ = writeln!(
+        s,
+        "All queries as one batch on {} threads; ADC includes building the per-query tables; \
+         rescoring re-ranks the top 40 by exact cosine over the stored float vectors.\n",
+        st.threads
+    );
+    let _ = writeln!(
+        s,
+        "| method | N | K | Hamming | QPS | cosine overlap | QPS | ADC | QPS | Hamming + rescore | QPS | ADC + rescore | QPS |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in results {
+        let q = &r.qps;
+        let _ = writeln!(
+            s,
+            "| {} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} |",
+            label(r),
+            r.recall_at_10,
+            q.hamming,
+            r.recall_at_10_cosine,
+            q.cosine,
+            r.recall_at_10_adc,
+            q.adc,
+            r.recall_at_10_rescored.x4,
+            q.hamming_rescored_x4,
+            r.recall_at_10_adc_rescored_x4,
+            q.adc_rescored_x4
+        );
+    }
+    let graphs: Vec<&CellResult> = results.iter().filter(|r| r.hnsw.is_some()).collect();
+    if !graphs.is_empty() {
+        let _ = writeln!(s, "\n## HNSW graphs: recall@10 and QPS against ef\n");
+        let _ = writeln!(
+            s,
+            "Each cell: the graph's build seconds (hnsw_rs, M and ef_construction as given), then per \
+             ef the Hamming top 10 and the top 40 rescored by exact cosine, as recall / QPS.\n"
+        );
+        let mut head = String::from("| method | N | K | M | ef_c | build s |");
+        let mut rule = String::from("|---|---:|---:|---:|---:|---:|");
+        for ef in HNSW_EFS {
+            let _ = write!(head, " ef {ef} | rescored |");
+            rule.push_str("---:|---:|");
+        }
+        let _ = writeln!(s, "{head}\n{rule}");
+        for r in graphs {
+            let h = r.hnsw.as_ref().expect("filtered");
+            let mut row = format!(
+                "| {} | {} | {} | {:.1} |",
+                label(r),
+                h.max_connections,
+                h.ef_construction,
+                h.build_seconds
+            );
+            for p in &h.points {
+                let _ = write!(
+                    row,
+                    " {:.3} / {:.0} | {:.3} / {:.0} |",
+                    p.recall_at_10, p.qps, p.recall_at_10_rescored_x4, p.qps_rescored_x4
+                );
+            }
+            let _ = writeln!(s, "{row}");
+        }
+    }
     let _ = writeln!(s, "\n## Timings\n");
     let _ = writeln!(
         s,
-        "| method | N | K | train s | encode + build s | Hamming QPS (flat, top 10) |"
+        "| method | N | K | fit s | encode + build s | base vectors encoded / s | queries encoded / s |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let _ = writeln!(
             s,
-            "| {} | {:.2} | {:.2} | {:.0} |",
+            "| {} | {:.2} | {:.2} | {:.0} | {:.0} |",
             label(r),
             r.train_seconds,
             r.build_seconds,
-            r.search_qps
+            r.encode_per_second,
+            r.qps.encode_queries
         );
     }
     if !plots.is_empty() {
@@ -683,187 +1194,9 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
     s
 }
 
-/// One series of a [`chart`].
-#[derive(Debug, Clone)]
-pub struct Series {
-    /// Legend text.
-    pub label: String,
-    /// The points, in drawing order.
-    pub points: Vec<(f64, f64)>,
-    /// Palette index (series of one method share it).
-    pub color: usize,
-    /// Filled markers (else hollow).
-    pub filled: bool,
-}
-
-impl Series {
-    /// A filled series with its own colour `color`.
-    pub fn new(label: impl Into<String>, points: Vec<(f64, f64)>, color: usize) -> Self {
-        Series {
-            label: label.into(),
-            points,
-            color,
-            filled: true,
-        }
-    }
-}
-
-/// Draws `series` as an SVG chart with labelled axes, a title and a legend (to the right of the
-/// plot, so that it never hides points). `lines`: joined points (else markers only); `log2_x`:
-/// x values are log2 of the labelled quantity.
-#[allow(clippy::too_many_arguments)]
-pub fn chart(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-    lines: bool,
-    log2_x: bool,
-    y_range: Option<(f64, f64)>,
-) -> Result<()> {
-    use plotters::prelude::*;
-    let err = |e: String| Error::io(path, std::io::Error::other(e));
-    let (mut x0, mut x1, mut y0, mut y1) = (
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-    );
-    for &(x, y) in series.iter().flat_map(|s| s.points.iter()) {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if !x0.is_finite() {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-    }
-    if let Some((a, b)) = y_range {
-        (y0, y1) = (a, b);
-    }
-    // 5% margins; a single value gets a range around it.
-    let pad = |a: f64, b: f64| {
-        let w = if b - a > 1e-9 {
-            (b - a) * 0.05
-        } else {
-            (a.abs() * 0.25).max(1.0)
-        };
-        (a - w, b + w)
-    };
-    let (x0, x1) = pad(x0, x1);
-    let (y0, y1) = pad(y0, y1);
-    let root = SVGBackend::new(path, (1200, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let (plot, legend) = root.split_horizontally(860);
-    let mut c = ChartBuilder::on(&plot)
-        .caption(title, ("sans-serif", 20))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(65)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(|e| err(e.to_string()))?;
-    let digits = if x1 - x0 > 10.0 { 0 } else { 1 };
-    let fmt_x = |x: &f64| {
-        if log2_x {
-            format!("{:.digits$}", 2f64.powf(*x))
-        } else {
-            format!("{x:.digits$}")
-        }
-    };
-    c.configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .x_label_formatter(&fmt_x)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    let style = |s: &Series| {
-        let color = Palette99::pick(s.color).to_rgba();
-        if s.filled {
-            color.filled()
-        } else {
-            color.stroke_width(2)
-        }
-    };
-    for s in series {
-        let st = style(s);
-        if lines {
-            c.draw_series(LineSeries::new(
-                s.points.iter().copied(),
-                st.color.stroke_width(2),
-            ))
-            .map_err(|e| err(e.to_string()))?;
-        }
-        // Markers only where they stay readable.
-        if !lines || s.points.len() <= 64 {
-            c.draw_series(s.points.iter().map(|&xy| Circle::new(xy, 4, st)))
-                .map_err(|e| err(e.to_string()))?;
-        }
-    }
-    for (i, s) in series.iter().enumerate() {
-        let y = 60 + 22 * i as i32;
-        legend
-            .draw(&Circle::new((12, y), 5, style(s)))
-            .map_err(|e| err(e.to_string()))?;
-        legend
-            .draw(&Text::new(s.label.clone(), (24, y - 7), ("sans-serif", 14)))
-            .map_err(|e| err(e.to_string()))?;
-    }
-    root.present().map_err(|e| err(e.to_string()))?;
-    Ok(())
-}
-
-/// A histogram (bars) of `(x, count)` pairs as SVG.
-pub fn histogram(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    bars: &[(f64, f64)],
-) -> Result<()> {
-    use plotters::prelude::*;
-    let err = |e: String| Error::io(path, std::io::Error::other(e));
-    let x0 = bars.iter().map(|b| b.0).fold(f64::INFINITY, f64::min);
-    let x1 = bars.iter().map(|b| b.0).fold(f64::NEG_INFINITY, f64::max);
-    let y1 = bars.iter().map(|b| b.1).fold(0.0, f64::max);
-    let (x0, x1) = if x0.is_finite() {
-        (x0 - 1.0, x1 + 1.0)
-    } else {
-        (0.0, 1.0)
-    };
-    let root = SVGBackend::new(path, (900, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let mut c = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(65)
-        .build_cartesian_2d(x0..x1, 0.0..(y1 * 1.05).max(1.0))
-        .map_err(|e| err(e.to_string()))?;
-    c.configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    let color = Palette99::pick(0).to_rgba();
-    c.draw_series(
-        bars.iter()
-            .map(|&(x, y)| Rectangle::new([(x - 0.4, 0.0), (x + 0.4, y)], color.filled())),
-    )
-    .map_err(|e| err(e.to_string()))?
-    .label(y_label)
-    .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 10, y + 4)], color.filled()));
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(e.to_string()))?;
-    root.present().map_err(|e| err(e.to_string()))?;
-    Ok(())
-}
-
-/// Writes `results.json`, the SVG plots and `report.md` into `out`. `stats` is the cell whose
-/// code statistics the two histograms show (its label and statistics), if any.
+/// Writes `results.json`, the plots (SVG, and PNG when a font is installed) and `report.md`
+/// into `out`. `stats` is the cell whose code statistics the two histograms show (its label
+/// and statistics), if any.
 pub fn write_report(
     out: &Path,
     info: &RunInfo,
@@ -877,15 +1210,17 @@ pub fn write_report(
     std::fs::write(&p, json + "\n").map_err(|e| Error::io(&p, e))?;
 
     let mut plots: Vec<(&str, &str)> = Vec::new();
+    // The alpha sweep has its own plot; the others show the grid.
+    let grid: Vec<&CellResult> = results.iter().filter(|r| !r.alpha_sweep).collect();
     let methods: Vec<&str> = {
-        let mut m: Vec<&str> = results.iter().map(|r| r.method.as_str()).collect();
+        let mut m: Vec<&str> = grid.iter().map(|r| r.method.as_str()).collect();
         m.dedup();
         m
     };
     // Recall@10 against bytes per vector (the smallest storage of each code).
     let mut series: Vec<Series> = Vec::new();
     for (mi, m) in methods.iter().enumerate() {
-        let rs: Vec<&CellResult> = results.iter().filter(|r| r.method == *m).collect();
+        let rs: Vec<&CellResult> = grid.iter().copied().filter(|r| r.method == *m).collect();
         let bytes = |r: &CellResult| r.bytes_sparse.unwrap_or(r.bytes_dense).min(r.bytes_dense);
         series.push(Series::new(
             format!("{m} Hamming"),
@@ -927,7 +1262,7 @@ pub fn write_report(
     let mut losses: Vec<Series> = Vec::new();
     let mut color = 0;
     for m in &methods {
-        let mut ns: Vec<usize> = results
+        let mut ns: Vec<usize> = grid
             .iter()
             .filter(|r| r.method == *m && r.k.is_some())
             .map(|r| r.bits)
@@ -935,8 +1270,9 @@ pub fn write_report(
         ns.sort_unstable();
         ns.dedup();
         for n in ns {
-            let mut rs: Vec<&CellResult> = results
+            let mut rs: Vec<&CellResult> = grid
                 .iter()
+                .copied()
                 .filter(|r| r.method == *m && r.bits == n && r.k.is_some())
                 .collect();
             rs.sort_by_key(|r| r.k);
@@ -992,6 +1328,167 @@ pub fn write_report(
         "reconstruction and fixed-TopK loss against K",
     ));
 
+    // Recall against QPS: the HNSW sweeps (Hamming and rescored) and the flat modes.
+    let graphs: Vec<&CellResult> = grid.iter().copied().filter(|r| r.hnsw.is_some()).collect();
+    if !graphs.is_empty() {
+        let mut series = Vec::new();
+        for (i, r) in graphs.iter().enumerate() {
+            let h = r.hnsw.as_ref().expect("filtered");
+            let name = match r.k {
+                Some(k) => format!("{} {}/{k}", method_name(r), r.bits),
+                None => format!("{} {}", method_name(r), r.bits),
+            };
+            series.push(Series::new(
+                format!("{name}: HNSW"),
+                h.points
+                    .iter()
+                    .map(|p| (p.qps.log2(), p.recall_at_10))
+                    .collect(),
+                i,
+            ));
+            series.push(
+                Series::new(
+                    format!("{name}: HNSW + rescore (hollow)"),
+                    h.points
+                        .iter()
+                        .map(|p| (p.qps_rescored_x4.log2(), p.recall_at_10_rescored_x4))
+                        .collect(),
+                    i,
+                )
+                .hollow(),
+            );
+            let q = &r.qps;
+            series.push(
+                Series::new(
+                    format!("{name}: flat (Ham., +resc., ADC, +resc.)"),
+                    vec![
+                        (q.hamming.log2(), r.recall_at_10),
+                        (q.hamming_rescored_x4.log2(), r.recall_at_10_rescored.x4),
+                        (q.adc.log2(), r.recall_at_10_adc),
+                        (q.adc_rescored_x4.log2(), r.recall_at_10_adc_rescored_x4),
+                    ],
+                    i,
+                )
+                .joined(false)
+                .crosses(),
+            );
+        }
+        chart(
+            &out.join("recall_vs_qps.svg"),
+            "recall@10 against QPS: flat scans (crosses), HNSW over ef 10..320 (lines)",
+            "queries per second (log scale)",
+            "recall@10",
+            &series,
+            true,
+            true,
+            Some((0.0, 1.0)),
+        )?;
+        plots.push(("recall_vs_qps.svg", "recall@10 against QPS"));
+    }
+
+    // The alpha sweep: recall and sparsity against alpha, with the grid's alpha 0 and 1 cells.
+    let sweep: Vec<&CellResult> = {
+        let swept: Vec<(usize, Option<usize>)> = results
+            .iter()
+            .filter(|r| r.alpha_sweep)
+            .map(|r| (r.bits, r.k))
+            .collect();
+        let mut v: Vec<&CellResult> = results
+            .iter()
+            .filter(|r| {
+                matches!(r.method.as_str(), "bsa" | "bsa-alpha0") && swept.contains(&(r.bits, r.k))
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            (a.bits, a.k)
+                .cmp(&(b.bits, b.k))
+                .then(a.alpha.unwrap_or(0.0).total_cmp(&b.alpha.unwrap_or(0.0)))
+        });
+        v
+    };
+    if !sweep.is_empty() {
+        let mut sizes: Vec<(usize, Option<usize>)> = sweep.iter().map(|r| (r.bits, r.k)).collect();
+        sizes.dedup();
+        // log10(alpha) with alpha 0 drawn one decade left of the smallest positive alpha.
+        let positive = sweep
+            .iter()
+            .filter_map(|r| r.alpha.filter(|&a| a > 0.0))
+            .fold(f64::INFINITY, f64::min);
+        let ax = |a: f64| {
+            if a > 0.0 {
+                a.log10()
+            } else if positive.is_finite() {
+                positive.log10() - 1.0
+            } else {
+                0.0
+            }
+        };
+        let mut recall = Vec::new();
+        let mut sparsity = Vec::new();
+        for (i, &(n, k)) in sizes.iter().enumerate() {
+            let rs: Vec<&&CellResult> = sweep.iter().filter(|r| (r.bits, r.k) == (n, k)).collect();
+            let kk = k.unwrap_or(1) as f64;
+            let name = format!("N={n} K={}", k.unwrap_or(0));
+            let pts = |f: &dyn Fn(&CellResult) -> f64| -> Vec<(f64, f64)> {
+                rs.iter()
+                    .map(|r| (ax(r.alpha.unwrap_or(0.0)), f(r)))
+                    .collect()
+            };
+            recall.push(Series::new(
+                format!("{name} Hamming"),
+                pts(&|r| r.recall_at_10),
+                3 * i,
+            ));
+            recall.push(Series::new(
+                format!("{name} ADC"),
+                pts(&|r| r.recall_at_10_adc),
+                3 * i + 1,
+            ));
+            recall.push(Series::new(
+                format!("{name} ADC + rescore x4"),
+                pts(&|r| r.recall_at_10_adc_rescored_x4),
+                3 * i + 2,
+            ));
+            sparsity.push(Series::new(
+                format!("{name} active mean / K"),
+                pts(&|r| r.metrics.active_mean / kk),
+                3 * i,
+            ));
+            sparsity.push(Series::new(
+                format!("{name} active std / K"),
+                pts(&|r| r.metrics.active_std / kk),
+                3 * i + 1,
+            ));
+            sparsity.push(Series::new(
+                format!("{name} dead bits / 100"),
+                pts(&|r| r.metrics.dead_features as f64 / 100.0),
+                3 * i + 2,
+            ));
+        }
+        chart(
+            &out.join("alpha_recall.svg"),
+            "BSA alpha sweep: recall@10 against alpha (leftmost point: alpha = 0)",
+            "alpha (log10)",
+            "recall@10",
+            &recall,
+            true,
+            false,
+            Some((0.0, 1.0)),
+        )?;
+        plots.push(("alpha_recall.svg", "alpha sweep: recall@10 against alpha"));
+        chart(
+            &out.join("alpha_sparsity.svg"),
+            "BSA alpha sweep: active bits and dead bits against alpha (leftmost point: alpha = 0)",
+            "alpha (log10)",
+            "ratio",
+            &sparsity,
+            true,
+            false,
+            None,
+        )?;
+        plots.push(("alpha_sparsity.svg", "alpha sweep: sparsity against alpha"));
+    }
+
     if let Some((name, st)) = stats {
         let max = st.active_counts.iter().copied().max().unwrap_or(0) as usize;
         let mut hist = vec![0.0; max + 1];
@@ -1034,7 +1531,21 @@ pub fn write_report(
         plots.push(("bit_frequency.svg", "per-bit firing frequency distribution"));
     }
 
-    let md = report_markdown(info, results, &plots);
+    // PNG copies of every plot, when a font for their text exists.
+    let mut png = true;
+    for (file, _) in &plots {
+        png &= crate::plot::to_png(&out.join(file))?.is_some();
+    }
+    if !png {
+        eprintln!(
+            "bsa: no system font found, so the plots are SVG only (Debian: apt-get install \
+             fonts-dejavu-core)"
+        );
+    }
+    let mut md = report_markdown(info, results, &plots);
+    if png && !plots.is_empty() {
+        md.push_str("Every plot is also a PNG beside its SVG (same name, `.png`).\n");
+    }
     let p = out.join("report.md");
     std::fs::write(&p, md).map_err(|e| Error::io(&p, e))?;
     Ok(())
@@ -1046,7 +1557,18 @@ mod tests {
 
     #[test]
     fn quick_grid_has_one_cell_per_method() {
-        let c = cells(Preset::Quick, &Preset::Quick.methods(), None, None, 384);
+        let c = cells(
+            Preset::Quick,
+            &Preset::Quick.methods(),
+            None,
+            None,
+            None,
+            HnswCells::Preset,
+            384,
+        );
+        assert!(c.iter().all(|c| c.alpha.is_none()));
+        let hnsw: Vec<String> = c.iter().filter(|c| c.hnsw).map(Cell::label).collect();
+        assert_eq!(hnsw, ["sign N=384", "pursuit N=1024 K=16"]);
         let labels: Vec<String> = c.iter().map(Cell::label).collect();
         assert_eq!(
             labels,
@@ -1059,9 +1581,54 @@ mod tests {
                 "pursuit N=1024 K=16"
             ]
         );
-        let p = cells(Preset::Paper, &Preset::Paper.methods(), None, None, 384);
-        // sign 1, lsh 4, itq 1 (all clamp to D), 5 K-methods x 16.
-        assert_eq!(p.len(), 1 + 4 + 1 + 5 * 16);
+        let p = cells(
+            Preset::Paper,
+            &Preset::Paper.methods(),
+            None,
+            None,
+            None,
+            HnswCells::Preset,
+            384,
+        );
+        // sign 1, lsh 4, itq 1 (all clamp to D), 5 K-methods x 16, 5 sweep alphas.
+        assert_eq!(p.len(), 1 + 4 + 1 + 5 * 16 + 5);
+        let sweep: Vec<String> = p
+            .iter()
+            .filter(|c| c.alpha.is_some())
+            .map(Cell::label)
+            .collect();
+        assert_eq!(sweep[0], "bsa N=1024 K=32 alpha=0.03");
+        assert_eq!(
+            p.iter().find(|c| c.alpha.is_some()).unwrap().slug(),
+            "bsa-1024-k32-a0.03"
+        );
+        // One HNSW cell per method at the headline budget, plus pursuit at 4096.
+        let hnsw: Vec<String> = p.iter().filter(|c| c.hnsw).map(Cell::label).collect();
+        assert_eq!(
+            hnsw,
+            [
+                "sign N=384",
+                "lsh N=1024",
+                "itq N=384",
+                "topk N=1024 K=32",
+                "bsa N=1024 K=32",
+                "bsa-alpha0 N=1024 K=32",
+                "bsa-mse N=1024 K=32",
+                "pursuit N=1024 K=32",
+                "pursuit N=4096 K=32"
+            ]
+        );
+        assert_eq!(
+            Cell {
+                variant: Variant::BsaAlpha0,
+                bits: 64,
+                k: Some(4),
+                alpha: None,
+                hnsw: false
+            }
+            .effective_alpha(),
+            Some(0.0)
+        );
     }
 
     #[test]
@@ -1071,13 +1638,24 @@ mod tests {
             &[Variant::Sign, Variant::Bsa],
             Some(&[32, 64]),
             Some(&[4, 40]),
+            Some(&[0.5]),
+            HnswCells::None,
             16,
         );
         let labels: Vec<String> = c.iter().map(Cell::label).collect();
         assert_eq!(
             labels,
-            ["sign N=16", "bsa N=32 K=4", "bsa N=64 K=4", "bsa N=64 K=40"]
+            [
+                "sign N=16",
+                "bsa N=32 K=4",
+                "bsa N=64 K=4",
+                "bsa N=64 K=40",
+                "bsa N=32 K=4 alpha=0.5",
+                "bsa N=64 K=4 alpha=0.5",
+                "bsa N=64 K=40 alpha=0.5"
+            ]
         );
+        assert!(c.iter().all(|c| !c.hnsw));
     }
 
     #[test]

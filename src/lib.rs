@@ -40,6 +40,7 @@ pub mod loss;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod plot;
 pub mod pursuit;
 pub mod threads;
 pub mod train;

@@ -2,7 +2,7 @@
 //! Definitions: `shared/method.md`, "The paper's metrics" and "Retrieval metrics".
 
 use ndarray::{ArrayView2, Axis};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::loss::distance_rows;
 use crate::model::{Autoencoder, LossKind};
@@ -11,7 +11,7 @@ use crate::model::{Autoencoder, LossKind};
 const CHUNK: usize = 8192;
 
 /// Quantiles of the per-bit firing frequency `f_j` (fraction of vectors with bit j set).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FrequencyQuantiles {
     /// Smallest `f_j`.
     pub min: f64,
@@ -31,7 +31,7 @@ pub struct FrequencyQuantiles {
 
 /// What `bsa eval` reports: the paper's metrics on a set of vectors. The field names are the
 /// JSON keys and are stable.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PaperMetrics {
     /// Number of vectors evaluated.
     pub n: usize,

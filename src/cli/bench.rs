@@ -5,21 +5,22 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use bsa::bench::{Cell, Data, Preset, RunInfo, Settings, Variant};
+use bsa::bench::{Cache, Cell, Data, HnswCells, Preset, RunInfo, Settings, Variant};
 
 /// Benchmark code methods: recall against sparsity and bytes per vector.
 ///
 /// For every cell (method x N x K) the codes are fitted, base and queries encoded, an index built
 /// in a temporary folder, and measured: the paper's metrics on the queries, bytes per vector,
 /// recall@1/10/100 by Hamming, recall@10 rescored at oversampling 2, 4, 10, with cosine-overlap
-/// and ADC scoring, train and build seconds and Hamming QPS. Output in --out: results.json (one
-/// object per cell), report.md, and SVG plots.
+/// and ADC scoring with the QPS of each, HNSW recall/QPS sweeps for some cells (--hnsw), train,
+/// encode and build seconds. Output in --out: results.json (one object per cell), report.md, and
+/// plots (SVG, and PNG when a system font exists). With --cache, fitted models are kept and
+/// reused, and --resume also reuses finished cells, so a long grid can run in pieces.
 ///
 /// Methods: sign, lsh, itq, topk, bsa, bsa-alpha0 (no alignment loss), bsa-mse, pursuit.
 /// Presets: quick (one size per method, 3 epochs; a few minutes on 10k x 384 on 2 cores) and
-/// paper (N in 512..4096 x K in 8..64, every method and ablation: 86 cells, 10 epochs, 6 pursuit
-/// rounds; hours on 2 cores for the 100k WordNet set, estimated, not yet measured; not run in
-/// CI). --bits and --k replace the preset's sizes; --methods and --epochs the preset's.
+/// paper (N in 512..4096 x K in 8..64, every method and ablation, and an alpha sweep: 91 cells,
+/// 10 epochs, 6 pursuit rounds; hours on 2 cores for the 100k WordNet set; not run in CI). --bits and --k replace the preset's sizes; --methods and --epochs the preset's.
 ///
 /// Example:
 ///   bsa bench --base base.npy --queries query.npy --gt gt_top100.npy --preset quick --out res
@@ -50,6 +51,22 @@ pub struct Args {
     /// Epochs of topk and the BSA variants (default: the preset's).
     #[arg(long)]
     pub epochs: Option<usize>,
+    /// Comma-separated alphas: an alpha sweep of BSA at the grid's N and K (default: the paper
+    /// preset sweeps 0.03, 0.1, 0.3, 3, 10 at N=1024, K=32; quick none).
+    #[arg(long, value_delimiter = ',')]
+    pub alphas: Option<Vec<f64>>,
+    /// Which cells also get an HNSW graph and a recall/QPS sweep over ef: preset (sign and
+    /// pursuit in the quick grid; in the paper grid one cell per method at N=1024, K=32, and pursuit at N=4096),
+    /// all, none.
+    #[arg(long, default_value = "preset", value_parser = ["preset", "all", "none"])]
+    pub hnsw: String,
+    /// Keep every cell's fitted model (and measurements) in this folder, and reuse models that
+    /// match the data and settings instead of fitting them again.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// With --cache: reuse finished measurements too, not only the models (resume a grid).
+    #[arg(long, requires = "cache")]
+    pub resume: bool,
     /// Pursuit rounds (default: the preset's).
     #[arg(long)]
     pub rounds: Option<usize>,
@@ -90,8 +107,22 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         &methods,
         a.bits.as_deref(),
         a.k.as_deref(),
+        a.alphas.as_deref(),
+        match a.hnsw.as_str() {
+            "all" => HnswCells::All,
+            "none" => HnswCells::None,
+            _ => HnswCells::Preset,
+        },
         base.dim(),
     );
+    if let Some(bad) = a
+        .alphas
+        .iter()
+        .flatten()
+        .find(|x| !x.is_finite() || **x < 0.0)
+    {
+        anyhow::bail!("--alphas: {bad} is not a finite alpha >= 0");
+    }
     if cells.is_empty() {
         anyhow::bail!("the grid is empty: every K must be below N");
     }
@@ -140,11 +171,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             )
         }
     };
-    let data = Data {
-        base: base.view(),
-        queries: queries.view(),
-        truth: &truth,
-    };
+    let data = Data::new(base.view(), queries.view(), &truth);
+    let cache = a.cache.as_ref().map(|dir| Cache {
+        dir: dir.clone(),
+        reuse_results: a.resume,
+    });
     let work = tempfile::tempdir().context("creating a temporary folder")?;
     let pb = super::bar(
         cells.len() as u64,
@@ -156,11 +187,17 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     for cell in &cells {
         let label = cell.label();
         pb.set_message(label.clone());
-        let (r, stats) =
-            bsa::bench::run_cell(cell, &data, &settings, work.path(), &mut |done, total| {
+        let (r, stats) = bsa::bench::run_cell(
+            cell,
+            &data,
+            &settings,
+            work.path(),
+            cache.as_ref(),
+            &mut |done, total| {
                 pb.set_message(format!("{label}: fitting {done}/{total}"));
-            })
-            .with_context(|| format!("bench cell {label}"))?;
+            },
+        )
+        .with_context(|| format!("bench cell {label}"))?;
         let line = format!(
             "{label}: recall@10 {:.3} (rescored x10 {:.3}, ADC {:.3}), active {:.1}, train {:.1}s",
             r.recall_at_10,

@@ -217,3 +217,83 @@ fn bench_rejects_unknown_methods() {
     ])
     .fails_with(&["nope", "sign"]);
 }
+
+#[test]
+fn bench_cache_reuses_models_and_resumes_results() {
+    let t = TestDir::new();
+    t.write_f32("base.npy", &normalised(300, 16, 911));
+    t.write_f32("q.npy", &normalised(20, 16, 912));
+    let run = |out: &str, extra: &[&str]| -> Value {
+        let mut args = vec![
+            "bench",
+            "--base",
+            "base.npy",
+            "--queries",
+            "q.npy",
+            "--methods",
+            "bsa",
+            "--bits",
+            "32",
+            "--k",
+            "4",
+            "--alphas",
+            "0.5",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--hnsw",
+            "all",
+            "--cache",
+            "cache",
+            "-q",
+            "--out",
+            out,
+        ];
+        args.extend(extra);
+        t.bsa(&args).ok();
+        serde_json::from_slice(&t.read(&format!("{out}/results.json"))).unwrap()
+    };
+    let first = run("o1", &[]);
+    let cells = first.as_array().unwrap();
+    assert_eq!(cells.len(), 2, "bsa and the alpha=0.5 sweep cell: {first}");
+    assert_eq!(cells[0]["alpha"], 1.0);
+    assert_eq!(cells[1]["alpha"], 0.5);
+    assert_eq!(cells[1]["alpha_sweep"], true);
+    for c in cells {
+        let h = &c["hnsw"]["points"];
+        assert_eq!(h.as_array().unwrap().len(), 6, "one point per ef: {c}");
+    }
+    assert!(t.exists("cache/bsa-32-k4/model.safetensors"));
+    assert!(t.exists("cache/bsa-32-k4-a0.5/fit.json"));
+    let report = String::from_utf8(t.read("o1/report.md")).unwrap();
+    assert!(report.contains("| bsa alpha=0.5 | 32 | 4 |"), "{report}");
+    assert!(report.contains("## HNSW graphs"), "{report}");
+    for file in [
+        "alpha_recall.svg",
+        "alpha_sparsity.svg",
+        "recall_vs_qps.svg",
+    ] {
+        assert!(t.exists(&format!("o1/{file}")), "{file}");
+    }
+
+    // The models come from the cache: same fit seconds and the same codes, so the same recall;
+    // the searches ran again.
+    let second = run("o2", &[]);
+    for (a, b) in cells.iter().zip(second.as_array().unwrap()) {
+        assert_eq!(a["train_seconds"], b["train_seconds"]);
+        assert_eq!(a["recall_at_10"], b["recall_at_10"]);
+        assert_eq!(a["recall_at_10_adc"], b["recall_at_10_adc"]);
+    }
+    // --resume reuses the measurements themselves, timings included.
+    let third = run("o3", &["--resume"]);
+    assert_eq!(third, second);
+
+    // A damaged cache entry is not trusted: the cell is fitted again, the run succeeds.
+    t.write("cache/bsa-32-k4/fit.json", b"{ not json");
+    t.write("cache/bsa-32-k4/model.safetensors", b"garbage");
+    let fourth = run("o4", &["--resume"]);
+    assert_eq!(fourth[0]["recall_at_10"], cells[0]["recall_at_10"]);
+    let fit: Value = serde_json::from_slice(&t.read("cache/bsa-32-k4/fit.json")).unwrap();
+    assert!(fit["train_seconds"].is_number(), "{fit}");
+}
