@@ -47,7 +47,7 @@ search() { # name, score, rescore (0 = none)
 for m in "${methods[@]}"; do
   case "$m" in
     sign) train sign --method sign ;;
-    itq) train itq --method itq ;;
+    itq) train itq --method itq --bits 384 ;;   # N = D for the 384-d sets
     pursuit) train pursuit --preset retrieval ;;
     bsa) train bsa --method bsa --bits 1024 --k 32 --epochs 10 ;;
     *) echo "run_second.sh: unknown method $m (sign itq pursuit bsa)" >&2; exit 2 ;;
