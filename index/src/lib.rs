@@ -67,6 +67,7 @@ compile_error!(
     "bsa-index maps little-endian u64 words in place and needs a 64-bit little-endian target"
 );
 
+mod blocked;
 mod builder;
 mod error;
 pub mod flat;

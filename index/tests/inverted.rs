@@ -411,3 +411,42 @@ fn index_on_disk_searches_inverted_like_flat() {
         .unwrap_err();
     assert!(matches!(e, bsa_index::Error::DimMismatch { .. }), "{e}");
 }
+
+/// Several blocks of the blocked search (16384 rows each) with pruning at its default costs:
+/// 40000 codes of 1024 bits with about 16 bits set (skewed), queries from the base and noisy
+/// copies, many k; inverted (forced) equals flat exactly.
+#[test]
+fn blocked_search_over_many_blocks_equals_flat() {
+    let bits = 1024;
+    let w = words(bits);
+    let mut r = rng(77);
+    let codes = sparse_codes(&mut r, 40_000, bits, 16.0 / 1024.0, true);
+    let n = codes.len() / w;
+    let mut queries = sparse_codes(&mut r, 6, bits, 16.0 / 1024.0, true);
+    for (i, row) in [5usize, 17_000, 39_999].iter().enumerate() {
+        queries[i * w..(i + 1) * w].copy_from_slice(&codes[row * w..(row + 1) * w]);
+    }
+    // A near copy: one bit moved.
+    queries[3 * w..4 * w].copy_from_slice(&codes[20_000 * w..20_001 * w]);
+    queries[3 * w] ^= 0b11;
+    let lists = InvertedLists::build(&codes, bits).unwrap();
+    let force = SearchParams::default().with_force_inverted(true);
+    for k in [1usize, 10, 100, 2000] {
+        let flat = top_k(&codes, w, bits, &queries, k, &SearchParams::default()).unwrap();
+        let (inv, stats) = inverted::top_k(
+            &codes,
+            w,
+            bits,
+            &lists.view(),
+            &queries,
+            k,
+            &Score::Hamming,
+            None,
+            &force,
+        )
+        .unwrap();
+        assert_eq!(stats.inverted_queries, 6);
+        assert_eq!(inv, flat, "k = {k}");
+        assert!(flat.iter().all(|h| h.len() == k.min(n)));
+    }
+}
