@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::hamming::{hamming, tile_codes, Kernel};
 use crate::index::Index;
 use crate::pack::check_high_bits_zero;
+use crate::sparse::SparseView;
 use crate::score::{desc_key, from_desc_key, overlap_key, table_score, table_sum, Score};
 use crate::topk::{key_distance, key_row, merge_keys, TopK};
 
@@ -291,6 +292,7 @@ pub(crate) fn search_scored_keys(
     k: usize,
     score: &Score<'_>,
     norms: Option<&[f32]>,
+    sparse: Option<&SparseView<'_>>,
     split: Split,
 ) -> Vec<Vec<u64>> {
     let nq = queries.len() / w;
@@ -321,6 +323,22 @@ pub(crate) fn search_scored_keys(
                         thr = top.threshold();
                     }
                 }
+            })
+        }
+        Score::Table {
+            tables, offsets, ..
+        } if sparse.is_some() => {
+            // The set bits of each code: one lookup per set bit instead of a pass over the words.
+            let sv = sparse.expect("checked by the guard");
+            search_keys_by(codes, w, nq, k, split, None, |qi, block, first, top| {
+                sv.table_scan(
+                    &tables[qi * bits..(qi + 1) * bits],
+                    offsets[qi],
+                    norms,
+                    first as usize,
+                    block.len() / w,
+                    top,
+                );
             })
         }
         Score::Table {
@@ -422,7 +440,7 @@ pub fn top_k_scored(
     let norms = check_norms(score, norms, n)?;
     let w = words_per_code;
     Ok(
-        search_scored_keys(codes, w, bits, queries, k, score, norms, params.split)
+        search_scored_keys(codes, w, bits, queries, k, score, norms, None, params.split)
             .iter()
             .enumerate()
             .map(|(qi, keys)| scored_hits(keys, None, codes, &queries[qi * w..(qi + 1) * w], true))
@@ -496,6 +514,7 @@ impl Index {
             k,
             score,
             norms,
+            self.sparse().as_ref(),
             params.split,
         )
         .iter()

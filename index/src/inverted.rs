@@ -21,6 +21,8 @@
 //!   ascending bit order and accumulates each row's sum in `f64` (the same additions in the same
 //!   order as the flat scan, see [`crate::score`]), so it is exact but reads every posting: it
 //!   pays only when the postings (`n` x mean popcount) are fewer than the code words (`n N / 64`).
+//!   The flat scan of table scores (what `--mode inverted` falls back to) reads the per-code set
+//!   bits of `sparse.bin` when the index has them ([`crate::sparse`]): `K` lookups per code.
 //!   The flat scan of table scores reads the per-code bit lists of `sparse.bin` when the index
 //!   has them (see [`crate::sparse`]), which is what `--mode inverted` falls back to.
 //!
@@ -46,6 +48,7 @@ use crate::flat::{
 use crate::format::MAX_INVERTED_BITS;
 use crate::hamming::Kernel;
 use crate::score::{desc_key, overlap_key, table_score, Score};
+use crate::sparse::SparseView;
 use crate::topk::{key, KeyTopK, TopK};
 
 /// Estimated cost of visiting one posting, in flat-scan code words (see the module docs).
@@ -626,6 +629,7 @@ pub(crate) fn search_keys(
     k: usize,
     score: &Score<'_>,
     norms: Option<&[f32]>,
+    sparse: Option<&SparseView<'_>>,
     params: &SearchParams,
 ) -> (Vec<Vec<u64>>, InvertedStats) {
     search_keys_with(
@@ -637,6 +641,7 @@ pub(crate) fn search_keys(
         k,
         score,
         norms,
+        sparse,
         params,
         BlockParams::default(),
     )
@@ -653,6 +658,7 @@ pub(crate) fn search_keys_with(
     k: usize,
     score: &Score<'_>,
     norms: Option<&[f32]>,
+    sparse: Option<&SparseView<'_>>,
     params: &SearchParams,
     bp: BlockParams,
 ) -> (Vec<Vec<u64>>, InvertedStats) {
@@ -793,9 +799,9 @@ pub(crate) fn search_keys_with(
                     offsets: &fo,
                     normalise: *normalise,
                 };
-                search_scored_keys(codes, w, bits, &fq, k, &sub, norms, params.split)
+                search_scored_keys(codes, w, bits, &fq, k, &sub, norms, sparse, params.split)
             }
-            _ => search_scored_keys(codes, w, bits, &fq, k, score, norms, params.split),
+            _ => search_scored_keys(codes, w, bits, &fq, k, score, norms, sparse, params.split),
         }
     };
     let mut out = vec![Vec::new(); nq];
@@ -838,7 +844,7 @@ pub fn top_k(
     let nq = check_queries(queries, w, bits)?;
     check_scored_params(score, params, nq, bits)?;
     let norms = check_norms(score, norms, inv.n)?;
-    let (keys, stats) = search_keys(codes, w, bits, inv, queries, k, score, norms, params);
+    let (keys, stats) = search_keys(codes, w, bits, inv, queries, k, score, norms, None, params);
     let scored = score.has_scores();
     Ok((
         keys.iter()
@@ -886,7 +892,19 @@ impl crate::Index {
         check_scored_params(score, params, nq, bits)?;
         let norms = check_norms(score, self.norms(), self.len())?;
         let codes = self.codes();
-        let (keys, stats) = search_keys(codes, w, bits, &inv, queries, k, score, norms, params);
+        let sparse = self.sparse();
+        let (keys, stats) = search_keys(
+            codes,
+            w,
+            bits,
+            &inv,
+            queries,
+            k,
+            score,
+            norms,
+            sparse.as_ref(),
+            params,
+        );
         let ids = self.ids();
         let scored = score.has_scores();
         Ok((
@@ -972,7 +990,7 @@ mod tests {
                 min_rest: if mode == 2 { 0 } else { 64 },
             };
             let (got, stats) = search_keys_with(
-                &base, w, bits, &inv, &queries, k, &Score::Hamming, None, &params, bp,
+                &base, w, bits, &inv, &queries, k, &Score::Hamming, None, None, &params, bp,
             );
             let want = crate::flat::search_keys(&base, w, &queries, k, &params);
             prop_assert_eq!(got, want);
