@@ -32,7 +32,6 @@ pub(crate) const BLOCK_ROWS: usize = 1 << 14;
 /// Queries a thread processes together, block by block.
 pub(crate) const QUERY_BATCH: usize = 8;
 
-
 /// Asks the CPU to load the cache lines of `words` (a hint: no effect on results).
 #[inline(always)]
 fn prefetch_words(words: &[u64]) {
@@ -257,7 +256,11 @@ fn block_pass(
     // A row of this block enters only if m + p - 2c < t, i.e. c > (m + p - t) / 2 >= (m + p_lo - t) / 2.
     let t = i64::from(st.top.threshold());
     let excess = i64::from(m) + i64::from(p_lo) - t;
-    let c_min = if excess < 0 { 1 } else { (excess / 2 + 1).max(1) };
+    let c_min = if excess < 0 {
+        1
+    } else {
+        (excess / 2 + 1).max(1)
+    };
     if bp.prune && c_min > i64::from(m) {
         // No row of the block can enter: skip it (cursors catch up when next used).
         return;

@@ -14,12 +14,14 @@ use crate::error::{Error, Result};
 use crate::hamming::{hamming, tile_codes, Kernel};
 use crate::index::Index;
 use crate::pack::check_high_bits_zero;
-use crate::sparse::SparseView;
 use crate::score::{desc_key, from_desc_key, overlap_key, table_score, table_sum, Score};
+use crate::sparse::SparseView;
 use crate::topk::{key_distance, key_row, merge_keys, TopK};
 
 /// Largest number of queries scanned together against one block of codes.
 const MAX_QUERY_BLOCK: usize = 32;
+/// Codes per tile of the table scan over per-code set bits.
+const SPARSE_TILE_ROWS: usize = 8192;
 /// Smallest chunk of codes handed to one task when codes are split for parallelism.
 const MIN_CHUNK: usize = 16 * 1024;
 
@@ -211,6 +213,24 @@ pub(crate) fn search_keys_by<F>(
 where
     F: Fn(usize, &[u64], u32, &mut TopK) + Sync,
 {
+    search_keys_by_tile(codes, w, nq, k, split, max_key, tile_codes(w), scan)
+}
+
+/// [`search_keys_by`] with an explicit tile (rows handed to `scan` per call).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn search_keys_by_tile<F>(
+    codes: &[u64],
+    w: usize,
+    nq: usize,
+    k: usize,
+    split: Split,
+    max_key: Option<u32>,
+    tile: usize,
+    scan: F,
+) -> Vec<Vec<u64>>
+where
+    F: Fn(usize, &[u64], u32, &mut TopK) + Sync,
+{
     let n = codes.len() / w;
     let k = k.min(n);
     if nq == 0 {
@@ -231,7 +251,6 @@ where
     }
     .max(1);
     let chunk_len = n.div_ceil(chunks);
-    let tile = tile_codes(w);
 
     let run = |task: usize| -> Vec<Vec<u64>> {
         let (qbi, ci) = (task / chunks, task % chunks);
@@ -330,16 +349,29 @@ pub(crate) fn search_scored_keys(
         } if sparse.is_some() => {
             // The set bits of each code: one lookup per set bit instead of a pass over the words.
             let sv = sparse.expect("checked by the guard");
-            search_keys_by(codes, w, nq, k, split, None, |qi, block, first, top| {
-                sv.table_scan(
-                    &tables[qi * bits..(qi + 1) * bits],
-                    offsets[qi],
-                    norms,
-                    first as usize,
-                    block.len() / w,
-                    top,
-                );
-            })
+            // Long tiles: the query's table (4 bytes per bit) stays in L1 while the set bits of
+            // many codes stream past it; the packed tiles (32 KiB of codes) would switch tables
+            // every 64 codes at 4096 bits.
+            let tile = SPARSE_TILE_ROWS;
+            search_keys_by_tile(
+                codes,
+                w,
+                nq,
+                k,
+                split,
+                None,
+                tile,
+                |qi, block, first, top| {
+                    sv.table_scan(
+                        &tables[qi * bits..(qi + 1) * bits],
+                        offsets[qi],
+                        norms,
+                        first as usize,
+                        block.len() / w,
+                        top,
+                    );
+                },
+            )
         }
         Score::Table {
             tables, offsets, ..

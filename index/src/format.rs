@@ -321,9 +321,7 @@ impl Header {
             | FileKind::Ids
             | FileKind::Inverted
             | FileKind::Graph
-            | FileKind::Sparse => {
-                elem == ElemKind::U64
-            }
+            | FileKind::Sparse => elem == ElemKind::U64,
             FileKind::Vectors => matches!(elem, ElemKind::F32 | ElemKind::F16),
             FileKind::Norms => elem == ElemKind::F32,
         };
@@ -410,7 +408,10 @@ impl Header {
         // The inverted file's payload is a set of sections whose sizes it describes itself
         // (checked by `inverted::InvertedView::from_payload`); here only whole 64-byte blocks.
         // The same holds for the graph file (`graph::GraphView::from_payload`).
-        let implied = if matches!(kind, FileKind::Inverted | FileKind::Graph | FileKind::Sparse) {
+        let implied = if matches!(
+            kind,
+            FileKind::Inverted | FileKind::Graph | FileKind::Sparse
+        ) {
             if header.payload_len < 64 || !header.payload_len.is_multiple_of(64) {
                 return Err(corrupt(format!(
                     "{kind:?} payload length {} is not a positive multiple of 64",
@@ -536,7 +537,10 @@ mod tests {
                 };
                 let mut h =
                     Header::new(kind, flags::IDS_ARE_ROWS, count, width, row_elems, elem).unwrap();
-                if matches!(kind, FileKind::Inverted | FileKind::Graph | FileKind::Sparse) {
+                if matches!(
+                    kind,
+                    FileKind::Inverted | FileKind::Graph | FileKind::Sparse
+                ) {
                     h.payload_len = 64 * (1 + count % 1000);
                 }
                 h.payload_crc = crc;

@@ -944,7 +944,11 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-                let p = if skew { density * 4.0 / (1.0 + 8.0 * j as f64 / bits as f64) } else { density };
+                let p = if skew {
+                    density * 4.0 / (1.0 + 8.0 * j as f64 / bits as f64)
+                } else {
+                    density
+                };
                 if u < p {
                     row[j / 64] |= 1 << (j % 64);
                 }

@@ -179,8 +179,8 @@ impl<'a> SparseView<'a> {
             .ok_or_else(|| bad("payload shorter than its sub-header".into()))?;
         let mut t8 = [0u8; 8];
         t8.copy_from_slice(&sub[..8]);
-        let total = usize::try_from(u64::from_le_bytes(t8))
-            .map_err(|_| bad("too many set bits".into()))?;
+        let total =
+            usize::try_from(u64::from_le_bytes(t8)).map_err(|_| bad("too many set bits".into()))?;
         if sub[8..].iter().any(|&b| b != 0) {
             return Err(bad(
                 "sparse sub-header: non-zero reserved bytes (written by a newer bsa-index?)".into(),
@@ -268,33 +268,47 @@ impl<'a> SparseView<'a> {
         // Four codes at a time: four independent chains of f64 additions (each code's own sum
         // still adds its bits in ascending order, so the result is unchanged).
         while r + 4 <= end {
-            let rows = [self.row(r), self.row(r + 1), self.row(r + 2), self.row(r + 3)];
-            let common = rows.iter().map(|x| x.len()).min().unwrap_or(0);
-            let mut acc = [0.0f64; 4];
-            for i in 0..common {
-                for (a, row) in acc.iter_mut().zip(&rows) {
-                    *a += f64::from(table[row[i] as usize]);
-                }
+            let (b0, b1, b2, b3) = (
+                self.row(r),
+                self.row(r + 1),
+                self.row(r + 2),
+                self.row(r + 3),
+            );
+            let common = b0.len().min(b1.len()).min(b2.len()).min(b3.len());
+            // Plain locals (not an array) so the four sums stay in registers.
+            let (mut a0, mut a1, mut a2, mut a3) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+            for (((&j0, &j1), &j2), &j3) in b0[..common]
+                .iter()
+                .zip(&b1[..common])
+                .zip(&b2[..common])
+                .zip(&b3[..common])
+            {
+                a0 += f64::from(table[j0 as usize]);
+                a1 += f64::from(table[j1 as usize]);
+                a2 += f64::from(table[j2 as usize]);
+                a3 += f64::from(table[j3 as usize]);
             }
-            for (a, row) in acc.iter_mut().zip(&rows) {
-                for &j in &row[common..] {
-                    *a += f64::from(table[j as usize]);
-                }
-            }
-            for (c, &a) in acc.iter().enumerate() {
-                offer(r + c, a, top);
-            }
+            // By value, not through references, so the sums are never spilled to memory.
+            offer(r, add_entries(a0, &b0[common..], table), top);
+            offer(r + 1, add_entries(a1, &b1[common..], table), top);
+            offer(r + 2, add_entries(a2, &b2[common..], table), top);
+            offer(r + 3, add_entries(a3, &b3[common..], table), top);
             r += 4;
         }
         while r < end {
-            let mut a = 0.0f64;
-            for &j in self.row(r) {
-                a += f64::from(table[j as usize]);
-            }
-            offer(r, a, top);
+            offer(r, add_entries(0.0, self.row(r), table), top);
             r += 1;
         }
     }
+}
+
+/// `sum` plus the table entries of `ids`, added in order.
+#[inline(always)]
+fn add_entries(mut sum: f64, ids: &[u16], table: &[f32]) -> f64 {
+    for &j in ids {
+        sum += f64::from(table[j as usize]);
+    }
+    sum
 }
 
 impl crate::Index {
@@ -388,7 +402,8 @@ mod tests {
         let norms: Vec<f32> = (0..11).map(|r| (r % 3) as f32).collect();
         let sc = SparseCodes::build(&codes, bits).unwrap();
         let mut a = TopK::new(11, None);
-        sc.view().table_scan(&table, 0.5, Some(&norms), 0, 11, &mut a);
+        sc.view()
+            .table_scan(&table, 0.5, Some(&norms), 0, 11, &mut a);
         let mut b = TopK::new(11, None);
         for (r, row) in codes.chunks_exact(w).enumerate() {
             let s = table_score(0.5, crate::score::table_sum(row, &table), Some(norms[r]));
