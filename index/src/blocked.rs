@@ -55,7 +55,7 @@ pub(crate) struct BlockParams {
     pub(crate) block_rows: usize,
     /// Skip lists and blocks by the max-score bound (results are identical either way).
     pub(crate) prune: bool,
-    /// Cost of verifying one row from its code, in postings; `None`: `64 + 2 x words per code`.
+    /// Cost of verifying one row from its code, in postings; `None`: `64 + 6 x words per code`.
     pub(crate) verify_cost: Option<u64>,
     /// Consider switching to verification only when at least this many postings remain.
     pub(crate) min_rest: u64,
@@ -268,7 +268,7 @@ fn block_pass(
     let ms = st.lists.len();
     // Cost of verifying one row from its code, in postings: a random access to `w` words that
     // usually misses every cache (measured 100-350 ns against 2-4 ns per posting on 1M codes).
-    let verify_cost = bp.verify_cost.unwrap_or(64 + 2 * w as u64);
+    let verify_cost = bp.verify_cost.unwrap_or(64 + 6 * w as u64);
     let mut verified = false;
     for s in 0..ms {
         let need = c_min - (ms - s) as i64;
