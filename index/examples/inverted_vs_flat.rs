@@ -159,7 +159,9 @@ fn main() {
         .num_threads(threads)
         .build()
         .unwrap();
+    let force: bool = arg(&args, "--force", "false").parse().unwrap();
     let params = SearchParams::default();
+    let inv_params = SearchParams::default().with_force_inverted(force);
     let fq = &queries[..flat_nq.min(nq) * w];
     let fnq = fq.len() / w;
     let mut flat_t = Vec::new();
@@ -182,7 +184,7 @@ fn main() {
                 k,
                 &Score::Hamming,
                 None,
-                &params,
+                &inv_params,
             )
             .unwrap()
         });
@@ -250,7 +252,7 @@ fn main() {
             "build_seconds": build_s,
             "kernel": bsa_index::hamming::kernel_name(w),
             "flat_ms_per_query": fs * 1e3, "inverted_ms_per_query": is * 1e3, "speedup": fs / is,
-            "inverted_stats": {"inverted": stats.unwrap().inverted_queries, "flat_fallback": stats.unwrap().flat_queries},
+            "inverted_stats": {"inverted": stats.unwrap().inverted_queries, "flat_fallback": stats.unwrap().flat_queries, "postings_visited_per_query": stats.unwrap().postings_visited as f64 / nq as f64, "codes_verified_per_query": stats.unwrap().codes_verified as f64 / nq as f64},
             "identical": true,
             "table": table_json,
         })

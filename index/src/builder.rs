@@ -16,7 +16,7 @@ use crate::index::{crc_of_file, file_crc};
 use crate::inverted::InvertedLists;
 use crate::manifest::{
     BuildInfo, FileInfo, HnswInfo, HnswParams, InvertedInfo, Manifest, ModelInfo, NormsInfo,
-    Segment, VectorDtype, VectorsInfo, MANIFEST_FILE,
+    Segment, SparseInfo, VectorDtype, VectorsInfo, MANIFEST_FILE,
 };
 use crate::pack::{check_high_bits_zero, words_per_code};
 
@@ -51,6 +51,7 @@ pub struct IndexBuilder<'a> {
     dtype: VectorDtype,
     hnsw: Option<HnswParams>,
     inverted: bool,
+    sparse: Option<bool>,
     norms: Option<&'a [f32]>,
     model: Option<PathBuf>,
     extra: serde_json::Value,
@@ -68,6 +69,7 @@ impl std::fmt::Debug for IndexBuilder<'_> {
             .field("dtype", &self.dtype)
             .field("hnsw", &self.hnsw)
             .field("inverted", &self.inverted)
+            .field("sparse", &self.sparse)
             .field("norms", &self.norms.map(<[f32]>::len))
             .field("model", &self.model)
             .field("overwrite", &self.overwrite)
@@ -182,6 +184,7 @@ impl<'a> IndexBuilder<'a> {
             dtype: VectorDtype::F32,
             hnsw: None,
             inverted: false,
+            sparse: None,
             norms: None,
             model: None,
             extra: serde_json::Value::Null,
@@ -220,6 +223,26 @@ impl<'a> IndexBuilder<'a> {
     /// [`Index::search_inverted`]: crate::Index::search_inverted
     pub fn inverted(mut self, yes: bool) -> Self {
         self.inverted = yes;
+        self
+    }
+
+    /// Whether to store the set bits of each code (`sparse.bin`), which table scores
+    /// ([`crate::Score::Table`]) then read instead of the packed codes: `Some(true)` always
+    /// (codes of at most 65535 bits), `Some(false)` never, `None` (the default) when
+    /// [`crate::sparse::worth_storing`] says so (the layout is no larger than the codes).
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use bsa_index::{Index, IndexBuilder};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let codes = vec![0b1011u64, 1 << 63, 0, 1]; // four 64-bit codes
+    /// IndexBuilder::new(64, &codes).sparse(Some(true)).build(dir.path().join("i"))?;
+    /// let index = Index::open(dir.path().join("i"))?;
+    /// assert_eq!(index.sparse().unwrap().row(0), &[0, 1, 3]);
+    /// # Ok(()) }
+    /// ```
+    pub fn sparse(mut self, store: Option<bool>) -> Self {
+        self.sparse = store;
         self
     }
 
@@ -330,6 +353,12 @@ impl<'a> IndexBuilder<'a> {
         if self.inverted && bits > crate::format::MAX_INVERTED_BITS as usize {
             return Err(Error::InvalidArgument(format!(
                 "an inverted index needs at most {} bits per code, got {bits}",
+                crate::format::MAX_INVERTED_BITS
+            )));
+        }
+        if self.sparse == Some(true) && bits > crate::format::MAX_INVERTED_BITS as usize {
+            return Err(Error::InvalidArgument(format!(
+                "a sparse layout needs at most {} bits per code, got {bits}",
                 crate::format::MAX_INVERTED_BITS
             )));
         }
@@ -514,6 +543,28 @@ impl<'a> IndexBuilder<'a> {
             });
         }
 
+        // sparse.bin
+        let mut sparse_info = None;
+        let store_sparse = match self.sparse {
+            Some(yes) => yes,
+            None => {
+                let set_bits: u64 = self.codes.iter().map(|x| u64::from(x.count_ones())).sum();
+                crate::sparse::worth_storing(n, bits, set_bits)
+            }
+        };
+        if store_sparse {
+            let sc = crate::sparse::SparseCodes::build(self.codes, bits)?;
+            let mut header =
+                Header::new(FileKind::Sparse, 0, n as u64, bits as u32, 0, ElemKind::U64)?;
+            let mut sw = SectionWriter::create(tmp_path.join("sparse.bin"))?;
+            header.payload_len = sc.write_payload(|b| sw.write(b))?;
+            files.insert("sparse.bin".to_string(), sw.finish(header)?);
+            sparse_info = Some(SparseInfo {
+                file: "sparse.bin".into(),
+                set_bits: sc.view().set_bits() as u64,
+            });
+        }
+
         // HNSW graph
         let mut hnsw_info = None;
         if let Some(params) = self.hnsw {
@@ -576,6 +627,7 @@ impl<'a> IndexBuilder<'a> {
             model: model_info,
             inverted: inverted_info,
             norms: norms_info,
+            sparse: sparse_info,
             files,
             build: BuildInfo {
                 ids_given: self.ids.is_some(),

@@ -15,10 +15,13 @@ use crate::hamming::{hamming, tile_codes, Kernel};
 use crate::index::Index;
 use crate::pack::check_high_bits_zero;
 use crate::score::{desc_key, from_desc_key, overlap_key, table_score, table_sum, Score};
+use crate::sparse::SparseView;
 use crate::topk::{key_distance, key_row, merge_keys, TopK};
 
 /// Largest number of queries scanned together against one block of codes.
 const MAX_QUERY_BLOCK: usize = 32;
+/// Codes per tile of the table scan over per-code set bits.
+const SPARSE_TILE_ROWS: usize = 8192;
 /// Smallest chunk of codes handed to one task when codes are split for parallelism.
 const MIN_CHUNK: usize = 16 * 1024;
 
@@ -210,6 +213,24 @@ pub(crate) fn search_keys_by<F>(
 where
     F: Fn(usize, &[u64], u32, &mut TopK) + Sync,
 {
+    search_keys_by_tile(codes, w, nq, k, split, max_key, tile_codes(w), scan)
+}
+
+/// [`search_keys_by`] with an explicit tile (rows handed to `scan` per call).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn search_keys_by_tile<F>(
+    codes: &[u64],
+    w: usize,
+    nq: usize,
+    k: usize,
+    split: Split,
+    max_key: Option<u32>,
+    tile: usize,
+    scan: F,
+) -> Vec<Vec<u64>>
+where
+    F: Fn(usize, &[u64], u32, &mut TopK) + Sync,
+{
     let n = codes.len() / w;
     let k = k.min(n);
     if nq == 0 {
@@ -230,7 +251,6 @@ where
     }
     .max(1);
     let chunk_len = n.div_ceil(chunks);
-    let tile = tile_codes(w);
 
     let run = |task: usize| -> Vec<Vec<u64>> {
         let (qbi, ci) = (task / chunks, task % chunks);
@@ -291,6 +311,7 @@ pub(crate) fn search_scored_keys(
     k: usize,
     score: &Score<'_>,
     norms: Option<&[f32]>,
+    sparse: Option<&SparseView<'_>>,
     split: Split,
 ) -> Vec<Vec<u64>> {
     let nq = queries.len() / w;
@@ -322,6 +343,35 @@ pub(crate) fn search_scored_keys(
                     }
                 }
             })
+        }
+        Score::Table {
+            tables, offsets, ..
+        } if sparse.is_some() => {
+            // The set bits of each code: one lookup per set bit instead of a pass over the words.
+            let sv = sparse.expect("checked by the guard");
+            // Long tiles: the query's table (4 bytes per bit) stays in L1 while the set bits of
+            // many codes stream past it; the packed tiles (32 KiB of codes) would switch tables
+            // every 64 codes at 4096 bits.
+            let tile = SPARSE_TILE_ROWS;
+            search_keys_by_tile(
+                codes,
+                w,
+                nq,
+                k,
+                split,
+                None,
+                tile,
+                |qi, block, first, top| {
+                    sv.table_scan(
+                        &tables[qi * bits..(qi + 1) * bits],
+                        offsets[qi],
+                        norms,
+                        first as usize,
+                        block.len() / w,
+                        top,
+                    );
+                },
+            )
         }
         Score::Table {
             tables, offsets, ..
@@ -422,7 +472,7 @@ pub fn top_k_scored(
     let norms = check_norms(score, norms, n)?;
     let w = words_per_code;
     Ok(
-        search_scored_keys(codes, w, bits, queries, k, score, norms, params.split)
+        search_scored_keys(codes, w, bits, queries, k, score, norms, None, params.split)
             .iter()
             .enumerate()
             .map(|(qi, keys)| scored_hits(keys, None, codes, &queries[qi * w..(qi + 1) * w], true))
@@ -496,6 +546,7 @@ impl Index {
             k,
             score,
             norms,
+            self.sparse().as_ref(),
             params.split,
         )
         .iter()

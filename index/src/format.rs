@@ -36,6 +36,8 @@ pub const MAGIC_VECTORS: [u8; 8] = *b"BSA\0VECS";
 pub const MAGIC_INVERTED: [u8; 8] = *b"BSA\0INVL";
 /// Magic of `norms.bin` (one `f32` per code for normalised table scores, optional).
 pub const MAGIC_NORMS: [u8; 8] = *b"BSA\0NRMS";
+/// Magic of `sparse.bin` (the set bits of each code, optional).
+pub const MAGIC_SPARSE: [u8; 8] = *b"BSA\0SPRS";
 /// Magic of `graph.bin` (the native HNSW graph, optional).
 pub const MAGIC_GRAPH: [u8; 8] = *b"BSA\0HNSW";
 /// Largest code width for which an inverted file can be built (popcounts are stored as `u16`).
@@ -97,6 +99,8 @@ pub enum FileKind {
     Norms,
     /// Native HNSW graph: per-level neighbour lists of `u32` rows (`graph.bin`).
     Graph,
+    /// The set bits of each code as `u16` bit numbers, with offsets (`sparse.bin`).
+    Sparse,
 }
 
 impl FileKind {
@@ -109,6 +113,7 @@ impl FileKind {
             FileKind::Inverted => MAGIC_INVERTED,
             FileKind::Norms => MAGIC_NORMS,
             FileKind::Graph => MAGIC_GRAPH,
+            FileKind::Sparse => MAGIC_SPARSE,
         }
     }
 }
@@ -312,9 +317,11 @@ impl Header {
             )));
         }
         let ok_elem = match kind {
-            FileKind::Codes | FileKind::Ids | FileKind::Inverted | FileKind::Graph => {
-                elem == ElemKind::U64
-            }
+            FileKind::Codes
+            | FileKind::Ids
+            | FileKind::Inverted
+            | FileKind::Graph
+            | FileKind::Sparse => elem == ElemKind::U64,
             FileKind::Vectors => matches!(elem, ElemKind::F32 | ElemKind::F16),
             FileKind::Norms => elem == ElemKind::F32,
         };
@@ -381,6 +388,14 @@ impl Header {
                     )));
                 }
             }
+            FileKind::Sparse => {
+                if header.width == 0 || header.width > MAX_INVERTED_BITS || header.row_elems != 0 {
+                    return Err(corrupt(format!(
+                        "sparse file for {}-bit codes with row length {} (must be 1..={MAX_INVERTED_BITS} bits, row length 0)",
+                        header.width, header.row_elems
+                    )));
+                }
+            }
             FileKind::Graph => {
                 if header.width == 0 || header.row_elems != 0 {
                     return Err(corrupt(format!(
@@ -393,7 +408,10 @@ impl Header {
         // The inverted file's payload is a set of sections whose sizes it describes itself
         // (checked by `inverted::InvertedView::from_payload`); here only whole 64-byte blocks.
         // The same holds for the graph file (`graph::GraphView::from_payload`).
-        let implied = if matches!(kind, FileKind::Inverted | FileKind::Graph) {
+        let implied = if matches!(
+            kind,
+            FileKind::Inverted | FileKind::Graph | FileKind::Sparse
+        ) {
             if header.payload_len < 64 || !header.payload_len.is_multiple_of(64) {
                 return Err(corrupt(format!(
                     "{kind:?} payload length {} is not a positive multiple of 64",
@@ -503,6 +521,7 @@ mod tests {
                 FileKind::Norms,
                 FileKind::Inverted,
                 FileKind::Graph,
+                FileKind::Sparse,
             ]),
             any::<bool>(),
         )
@@ -512,11 +531,16 @@ mod tests {
                     FileKind::Ids => (64, 1, ElemKind::U64),
                     FileKind::Vectors => (w, w, if half { ElemKind::F16 } else { ElemKind::F32 }),
                     FileKind::Norms => (1, 1, ElemKind::F32),
-                    FileKind::Inverted | FileKind::Graph => (w, 0, ElemKind::U64),
+                    FileKind::Inverted | FileKind::Graph | FileKind::Sparse => {
+                        (w, 0, ElemKind::U64)
+                    }
                 };
                 let mut h =
                     Header::new(kind, flags::IDS_ARE_ROWS, count, width, row_elems, elem).unwrap();
-                if matches!(kind, FileKind::Inverted | FileKind::Graph) {
+                if matches!(
+                    kind,
+                    FileKind::Inverted | FileKind::Graph | FileKind::Sparse
+                ) {
                     h.payload_len = 64 * (1 + count % 1000);
                 }
                 h.payload_crc = crc;

@@ -76,7 +76,7 @@ impl Section {
         }
         let payload = payload_range(&header, map.len(), &path)?;
         let ok = match header.elem {
-            _ if kind == FileKind::Inverted => {
+            _ if matches!(kind, FileKind::Inverted | FileKind::Sparse) => {
                 bytemuck::try_cast_slice::<u8, u64>(&map[payload.clone()]).is_ok()
             }
             ElemKind::U64 => bytemuck::try_cast_slice::<u8, u64>(&map[payload]).is_ok(),
@@ -209,6 +209,8 @@ pub struct Index {
     /// Posting lists and the layout of their payload (validated at open).
     pub(crate) inverted: Option<(Section, Layout)>,
     pub(crate) norms: Option<Section>,
+    /// Per-code set bits and the layout of their payload (validated at open).
+    pub(crate) sparse: Option<(Section, crate::sparse::Layout)>,
     pub(crate) hnsw: OnceLock<HnswGraph>,
 }
 
@@ -339,8 +341,44 @@ impl Index {
             vectors,
             inverted: None,
             norms,
+            sparse: None,
             hnsw: OnceLock::new(),
         };
+        if let Some(si) = &index.manifest.sparse {
+            let s = Section::open(
+                index.dir.join(&si.file),
+                FileKind::Sparse,
+                &index.manifest.files[&si.file],
+            )?;
+            if s.header.count != index.manifest.n || s.header.width != index.manifest.bits {
+                return Err(Error::corrupt(
+                    &s.path,
+                    format!(
+                        "describes {} codes of {} bits but the manifest says {} of {}",
+                        s.header.count, s.header.width, index.manifest.n, index.manifest.bits
+                    ),
+                ));
+            }
+            // Searches index tables with these values: always check the structure (one pass).
+            let view = crate::sparse::SparseView::from_payload(
+                s.payload(),
+                index.manifest.n,
+                index.manifest.bits,
+                &s.path,
+            )?;
+            if view.set_bits() as u64 != si.set_bits {
+                return Err(Error::corrupt(
+                    &s.path,
+                    format!(
+                        "holds {} set bits but the manifest says {}",
+                        view.set_bits(),
+                        si.set_bits
+                    ),
+                ));
+            }
+            let layout = view.layout();
+            index.sparse = Some((s, layout));
+        }
         if let (Some(s), Some(ii)) = (inverted_section, &index.manifest.inverted) {
             // Search indexes with the lists' values, so their structure is always checked (one
             // pass), even when checksums are skipped: bytes from disk never cause a panic.
@@ -386,6 +424,9 @@ impl Index {
         if let (Some((s, _)), Some(ii)) = (&self.inverted, &self.manifest.inverted) {
             s.verify(&f[&ii.file])?;
         }
+        if let (Some((s, _)), Some(si)) = (&self.sparse, &self.manifest.sparse) {
+            s.verify(&f[&si.file])?;
+        }
         Ok(())
     }
 
@@ -401,6 +442,7 @@ impl Index {
             seg.vectors.as_ref(),
             self.manifest.norms.as_ref().map(|x| &x.file),
             self.manifest.inverted.as_ref().map(|x| &x.file),
+            self.manifest.sparse.as_ref().map(|x| &x.file),
         ]
         .into_iter()
         .flatten()

@@ -8,31 +8,38 @@
 //! (smallest first, rows ascending within a group) until the result is full, so they are not
 //! scanned either. The result is exactly the flat scan's: same rows, same distances, ties by row.
 //!
-//! * [`Score::Cosine`] and [`Score::Jaccard`] need the same counts: every code sharing a bit has a
-//!   positive score and every other code scores 0, so the rest of the result is the smallest
-//!   untouched rows.
+//! * [`Score::Hamming`] (queries with at most 255 bits set) runs the *blocked* ScanCount of
+//!   `blocked.rs`: rows are cut into blocks of 16384 whose `u8` counters stay in the L1 cache,
+//!   each list is walked with a cursor, a thread handles a batch of queries block by block, and a
+//!   max-score bound (lists visited shortest first) skips the longest lists of a block once the
+//!   few rows that can still enter the result are cheaper to verify against their codes.
+//! * [`Score::Cosine`] and [`Score::Jaccard`] need the same counts (plain ScanCount over `n`
+//!   counters): every code sharing a bit has a positive score and every other code scores 0, so
+//!   the rest of the result is the smallest untouched rows.
 //! * [`Score::Table`] sums a table entry over **every** set bit of **every** code, whatever the
 //!   query's bits: there are no "untouched" codes. The inverted search visits all posting lists in
 //!   ascending bit order and accumulates each row's sum in `f64` (the same additions in the same
 //!   order as the flat scan, see [`crate::score`]), so it is exact but reads every posting: it
 //!   pays only when the postings (`n` x mean popcount) are fewer than the code words (`n N / 64`).
-//!   Pruning with score bounds (WAND / max-score) is not implemented.
+//!   The flat scan of table scores (what `--mode inverted` falls back to) reads the per-code set
+//!   bits of `sparse.bin` when the index has them ([`crate::sparse`]): `K` lookups per code.
+//!   The flat scan of table scores reads the per-code bit lists of `sparse.bin` when the index
+//!   has them (see [`crate::sparse`]), which is what `--mode inverted` falls back to.
 //!
-//! **Fallback.** Visiting one posting (a random counter update) costs about as much as the
-//! AVX-512 flat scan spends on 30 to 40 code words (measured on 1M real-like codes, see
+//! **Fallback.** Visiting one posting costs about as much as the AVX-512 flat scan spends on
+//! [`POSTING_COST_WORDS`] code words (measured on 1M real-like codes, see
 //! `index/RESULTS-inverted.md`). A query whose lists hold more than 1/[`POSTING_COST_WORDS`] of
 //! the words a flat scan reads (`n` x words per code) is therefore answered by the flat scan
-//! instead (same results), and counted in [`InvertedStats::flat_queries`]. Table scores visit
-//! every posting with an `f64` update that measured slower than the flat scan in every tested
-//! configuration, so they use the posting lists only when the postings are fewer than
+//! instead (same results), and counted in [`InvertedStats::flat_queries`]. Table scores count
+//! every posting, so they use the posting lists only when all postings are fewer than
 //! 1/[`POSTING_COST_WORDS`] of the code words. [`SearchParams::force_inverted`] disables the
 //! fallback.
 //!
-//! Queries run in parallel on the current rayon pool; each thread keeps one counter per row
-//! (`u8` when the query has at most 255 bits set, else `u16`) and a list of touched rows.
+//! Queries run in parallel on the current rayon pool, in batches of 8.
 
 use rayon::prelude::*;
 
+use crate::blocked::{block_min_popcounts, hamming_batch, BlockParams, Work, QUERY_BATCH};
 use crate::error::{Error, Result};
 use crate::flat::{
     check_norms, check_queries, check_scored_params, scored_hits, search_keys_by,
@@ -41,10 +48,11 @@ use crate::flat::{
 use crate::format::MAX_INVERTED_BITS;
 use crate::hamming::Kernel;
 use crate::score::{desc_key, overlap_key, table_score, Score};
+use crate::sparse::SparseView;
 use crate::topk::{key, KeyTopK, TopK};
 
 /// Estimated cost of visiting one posting, in flat-scan code words (see the module docs).
-pub const POSTING_COST_WORDS: u64 = 32;
+pub const POSTING_COST_WORDS: u64 = 10;
 
 /// Bytes of the sub-header at the start of the inverted payload.
 pub const SUB_HEADER_LEN: usize = 64;
@@ -409,7 +417,7 @@ impl<'a> InvertedView<'a> {
     }
 }
 
-fn for_each_bit(code: &[u64], bits: usize, mut f: impl FnMut(usize)) {
+pub(crate) fn for_each_bit(code: &[u64], bits: usize, mut f: impl FnMut(usize)) {
     for (wi, &word) in code.iter().enumerate() {
         let mut x = word;
         while x != 0 {
@@ -430,13 +438,17 @@ pub struct InvertedStats {
     pub inverted_queries: usize,
     /// Queries answered by the flat scan because their lists were longer than a scan.
     pub flat_queries: usize,
-    /// Posting entries visited by the inverted queries.
+    /// Posting entries read by the inverted queries (lists skipped by pruning are not counted).
     pub postings_visited: u64,
+    /// Codes whose Hamming distance was computed directly (candidates verified after pruning,
+    /// and rows sharing no bit with the query when those reach the result).
+    pub codes_verified: u64,
 }
 
 /// Per-thread scratch: one counter per row, the touched rows, table sums.
 struct Scratch {
     c8: Vec<u8>,
+    block: Vec<u8>,
     c16: Vec<u16>,
     touched: Vec<u32>,
     acc: Vec<f64>,
@@ -446,6 +458,7 @@ impl Scratch {
     fn new() -> Self {
         Scratch {
             c8: Vec::new(),
+            block: Vec::new(),
             c16: Vec::new(),
             touched: Vec::new(),
             acc: Vec::new(),
@@ -616,7 +629,38 @@ pub(crate) fn search_keys(
     k: usize,
     score: &Score<'_>,
     norms: Option<&[f32]>,
+    sparse: Option<&SparseView<'_>>,
     params: &SearchParams,
+) -> (Vec<Vec<u64>>, InvertedStats) {
+    search_keys_with(
+        codes,
+        w,
+        bits,
+        inv,
+        queries,
+        k,
+        score,
+        norms,
+        sparse,
+        params,
+        BlockParams::default(),
+    )
+}
+
+/// [`search_keys`] with explicit block settings (tests use tiny blocks and no pruning).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn search_keys_with(
+    codes: &[u64],
+    w: usize,
+    bits: usize,
+    inv: &InvertedView<'_>,
+    queries: &[u64],
+    k: usize,
+    score: &Score<'_>,
+    norms: Option<&[f32]>,
+    sparse: Option<&SparseView<'_>>,
+    params: &SearchParams,
+    bp: BlockParams,
 ) -> (Vec<Vec<u64>>, InvertedStats) {
     let nq = queries.len() / w;
     let n = inv.n;
@@ -632,49 +676,90 @@ pub(crate) fn search_keys(
     let mut stats = InvertedStats {
         inverted_queries: use_inv.iter().filter(|&&u| u).count(),
         flat_queries: use_inv.iter().filter(|&&u| !u).count(),
-        postings_visited: touched
-            .iter()
-            .zip(&use_inv)
-            .filter(|(_, &u)| u)
-            .map(|(&t, _)| t)
-            .sum(),
+        postings_visited: 0,
+        codes_verified: 0,
     };
     let limit = match params.max_distance {
         Some(m) if !score.has_scores() => key(m.saturating_add(1), 0),
         _ => u64::MAX,
     };
     let inv_idx: Vec<usize> = (0..nq).filter(|&q| use_inv[q]).collect();
-    let inv_keys: Vec<Vec<u64>> = inv_idx
-        .par_iter()
+    let block_min = if matches!(score, Score::Hamming) && !inv_idx.is_empty() {
+        block_min_popcounts(inv.popcounts, bp.block_rows)
+    } else {
+        Vec::new()
+    };
+    let batches: Vec<(Vec<Vec<u64>>, Work)> = inv_idx
+        .par_chunks(QUERY_BATCH)
         .with_max_len(1)
-        .map_init(Scratch::new, |s, &qi| {
-            let q = &queries[qi * w..(qi + 1) * w];
+        .map_init(Scratch::new, |s, batch| {
+            let mut work = Work::default();
+            let query = |qi: usize| &queries[qi * w..(qi + 1) * w];
             if k == 0 {
-                return Vec::new();
+                return (vec![Vec::new(); batch.len()], work);
             }
-            match score {
-                Score::Table {
-                    tables, offsets, ..
-                } => table_query(
+            let mut out: Vec<Vec<u64>> = vec![Vec::new(); batch.len()];
+            if let Score::Hamming = score {
+                // Queries with at most 255 bits set: blocked search with u8 counters.
+                let (small, _): (Vec<usize>, Vec<usize>) = (0..batch.len()).partition(|&i| {
+                    query(batch[i]).iter().map(|x| x.count_ones()).sum::<u32>() <= 255
+                });
+                let qs: Vec<&[u64]> = small.iter().map(|&i| query(batch[i])).collect();
+                let keys = hamming_batch(
                     inv,
-                    &tables[qi * bits..(qi + 1) * bits],
-                    offsets[qi],
-                    norms,
+                    codes,
+                    w,
+                    &qs,
                     k,
-                    &mut s.acc,
-                ),
-                _ => {
-                    let mut qbits = Vec::new();
-                    for_each_bit(q, bits, |j| qbits.push(j));
-                    if qbits.len() <= u8::MAX as usize {
-                        overlap_query(inv, &qbits, k, score, limit, &mut s.c8, &mut s.touched)
-                    } else {
-                        overlap_query(inv, &qbits, k, score, limit, &mut s.c16, &mut s.touched)
+                    params.max_distance,
+                    limit,
+                    &block_min,
+                    bp,
+                    &mut s.block,
+                    &mut work,
+                );
+                for (&i, kk) in small.iter().zip(keys) {
+                    out[i] = kk;
+                }
+            }
+            for (i, &qi) in batch.iter().enumerate() {
+                let q = query(qi);
+                match score {
+                    Score::Table {
+                        tables, offsets, ..
+                    } => {
+                        work.postings += inv.postings.len() as u64;
+                        out[i] = table_query(
+                            inv,
+                            &tables[qi * bits..(qi + 1) * bits],
+                            offsets[qi],
+                            norms,
+                            k,
+                            &mut s.acc,
+                        );
+                    }
+                    Score::Hamming if q.iter().map(|x| x.count_ones()).sum::<u32>() <= 255 => {}
+                    _ => {
+                        let mut qbits = Vec::new();
+                        for_each_bit(q, bits, |j| qbits.push(j));
+                        work.postings += touched[qi];
+                        out[i] = if qbits.len() <= u8::MAX as usize {
+                            overlap_query(inv, &qbits, k, score, limit, &mut s.c8, &mut s.touched)
+                        } else {
+                            overlap_query(inv, &qbits, k, score, limit, &mut s.c16, &mut s.touched)
+                        };
                     }
                 }
             }
+            (out, work)
         })
         .collect();
+    let mut inv_keys: Vec<Vec<u64>> = Vec::with_capacity(inv_idx.len());
+    for (keys, work) in batches {
+        inv_keys.extend(keys);
+        stats.postings_visited += work.postings;
+        stats.codes_verified += work.verified;
+    }
     // Fallback queries: one batched flat scan.
     let flat_idx: Vec<usize> = (0..nq).filter(|&q| !use_inv[q]).collect();
     let flat_keys = if flat_idx.is_empty() {
@@ -714,9 +799,9 @@ pub(crate) fn search_keys(
                     offsets: &fo,
                     normalise: *normalise,
                 };
-                search_scored_keys(codes, w, bits, &fq, k, &sub, norms, params.split)
+                search_scored_keys(codes, w, bits, &fq, k, &sub, norms, sparse, params.split)
             }
-            _ => search_scored_keys(codes, w, bits, &fq, k, score, norms, params.split),
+            _ => search_scored_keys(codes, w, bits, &fq, k, score, norms, sparse, params.split),
         }
     };
     let mut out = vec![Vec::new(); nq];
@@ -759,7 +844,7 @@ pub fn top_k(
     let nq = check_queries(queries, w, bits)?;
     check_scored_params(score, params, nq, bits)?;
     let norms = check_norms(score, norms, inv.n)?;
-    let (keys, stats) = search_keys(codes, w, bits, inv, queries, k, score, norms, params);
+    let (keys, stats) = search_keys(codes, w, bits, inv, queries, k, score, norms, None, params);
     let scored = score.has_scores();
     Ok((
         keys.iter()
@@ -807,7 +892,19 @@ impl crate::Index {
         check_scored_params(score, params, nq, bits)?;
         let norms = check_norms(score, self.norms(), self.len())?;
         let codes = self.codes();
-        let (keys, stats) = search_keys(codes, w, bits, &inv, queries, k, score, norms, params);
+        let sparse = self.sparse();
+        let (keys, stats) = search_keys(
+            codes,
+            w,
+            bits,
+            &inv,
+            queries,
+            k,
+            score,
+            norms,
+            sparse.as_ref(),
+            params,
+        );
         let ids = self.ids();
         let scored = score.has_scores();
         Ok((
@@ -831,6 +928,79 @@ impl crate::Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::blocked::BlockParams;
+    use proptest::prelude::*;
+
+    /// `n` random codes of `bits` bits, bit j set with probability `density` (skewed towards
+    /// low bits if `skew`), from a xorshift seeded with `seed`.
+    fn codes(n: usize, bits: usize, density: f64, skew: bool, seed: u64) -> Vec<u64> {
+        let w = bits.div_ceil(64);
+        let mut x = seed | 1;
+        let mut out = vec![0u64; n * w];
+        for row in out.chunks_exact_mut(w) {
+            for j in 0..bits {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+                let p = if skew {
+                    density * 4.0 / (1.0 + 8.0 * j as f64 / bits as f64)
+                } else {
+                    density
+                };
+                if u < p {
+                    row[j / 64] |= 1 << (j % 64);
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// The blocked search equals the flat scan for any block size, with pruning off, on
+        /// (default costs) and on with verification forced as soon as the bound allows it.
+        #[test]
+        fn blocked_search_equals_flat(
+            n in 1usize..700,
+            bits in prop::sample::select(vec![16usize, 64, 130, 256]),
+            density in prop::sample::select(vec![0.02f64, 0.06, 0.25]),
+            skew in any::<bool>(),
+            k in prop::sample::select(vec![1usize, 2, 5, 10, 40, 1000]),
+            block_rows in prop::sample::select(vec![1usize, 7, 64, 100, 1 << 14]),
+            mode in 0u8..3,
+            max_d in prop::option::of(0u32..12),
+            seed in any::<u64>(),
+        ) {
+            let w = bits.div_ceil(64);
+            let base = codes(n, bits, density, skew, seed);
+            let mut queries = codes(4, bits, density, skew, seed ^ 0x9e37);
+            // One query copies a base row; one is a base row with a bit flipped.
+            let r = (seed as usize) % n;
+            queries[..w].copy_from_slice(&base[r * w..(r + 1) * w]);
+            queries[w..2 * w].copy_from_slice(&base[r * w..(r + 1) * w]);
+            queries[w] ^= 1;
+            let lists = InvertedLists::build(&base, bits).unwrap();
+            let inv = lists.view();
+            let params = SearchParams::default()
+                .with_force_inverted(true)
+                .with_max_distance(max_d);
+            let bp = BlockParams {
+                block_rows,
+                prune: mode != 0,
+                verify_cost: if mode == 2 { Some(0) } else { None },
+                min_rest: if mode == 2 { 0 } else { 64 },
+            };
+            let (got, stats) = search_keys_with(
+                &base, w, bits, &inv, &queries, k, &Score::Hamming, None, None, &params, bp,
+            );
+            let want = crate::flat::search_keys(&base, w, &queries, k, &params);
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(stats.inverted_queries, 4);
+        }
+    }
 
     #[test]
     fn layout_is_aligned_and_sized() {

@@ -39,6 +39,9 @@
 //! | `hnsw.hnsw.graph`, `hnsw.hnsw.data` | optional: the HNSW graph in hnsw_rs's dump format |
 //! | `graph.bin` | optional (with the HNSW graph): the same graph as flat neighbour lists, searched in place |
 //! | `model.*` | optional: the model file copied in, opaque to this crate |
+//! | `inverted.bin` | optional: posting lists per bit (exact inverted search) |
+//! | `norms.bin` | optional: one `f32` per code, divisor of normalised table scores |
+//! | `sparse.bin` | optional: the set bits of each code (fast table scores on sparse codes) |
 //!
 //! The byte-level specification, versioning rules and changelog are in `index/FORMAT.md`.
 //! [`Index::open`] checks magic, versions, header checksums, sizes and alignment, and by default
@@ -53,6 +56,9 @@
 //! * [`hnsw`]: approximate search over a stored HNSW graph ([`Index::search_hnsw`]).
 //! * [`graph`]: the native graph search and the `graph.bin` view ([`Index::graph`]).
 //! * [`rescore`]: cosine re-ranking against stored vectors ([`Index::rescore`]).
+//! * [`inverted`]: exact search over posting lists of set bits ([`Index::search_inverted`]).
+//! * [`score`], [`sparse`]: scores beyond Hamming, and the per-code set bits that make table
+//!   scores cost one lookup per set bit.
 //! * [`format`], [`manifest`]: the on-disk format.
 //!
 //! Searches run on the rayon pool they are called from: size it with
@@ -67,6 +73,7 @@ compile_error!(
     "bsa-index maps little-endian u64 words in place and needs a 64-bit little-endian target"
 );
 
+mod blocked;
 mod builder;
 mod error;
 pub mod flat;
@@ -80,6 +87,7 @@ pub mod manifest;
 pub mod pack;
 pub mod rescore;
 pub mod score;
+pub mod sparse;
 pub mod topk;
 
 pub use builder::IndexBuilder;
@@ -90,3 +98,4 @@ pub use inverted::{InvertedLists, InvertedStats, InvertedView};
 pub use manifest::{HnswParams, Manifest, VectorDtype};
 pub use rescore::Vectors;
 pub use score::Score;
+pub use sparse::{SparseCodes, SparseView};

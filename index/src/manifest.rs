@@ -135,6 +135,18 @@ pub struct InvertedInfo {
     pub postings: u64,
 }
 
+/// The stored set bits of each code (`sparse.bin`), optional (see [`crate::sparse`]).
+///
+/// Old v1 readers ignore this field and the file (it is listed under `files`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SparseInfo {
+    /// File name inside the index directory.
+    pub file: String,
+    /// Total number of set bits over all codes.
+    pub set_bits: u64,
+}
+
 /// The stored per-code norms (`norms.bin`), optional: one `f32` per code, used by normalised
 /// table scores (bsa stores the norm of each code's decoded vector, for ADC).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +200,9 @@ pub struct Manifest {
     /// Per-code norms, if stored (absent from manifests written before they existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub norms: Option<NormsInfo>,
+    /// Per-code set bits, if stored (absent from manifests written before they existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse: Option<SparseInfo>,
     /// Every file of the index except the manifest, with its length and CRC-32.
     pub files: BTreeMap<String, FileInfo>,
     /// Build settings.
@@ -358,6 +373,9 @@ impl Manifest {
         if let Some(nm) = &self.norms {
             names.push(&nm.file);
         }
+        if let Some(sp) = &self.sparse {
+            names.push(&sp.file);
+        }
         for name in &names {
             check_file_name(name, path)?;
             if !self.files.contains_key(*name) {
@@ -416,6 +434,7 @@ mod tests {
             model: None,
             inverted: None,
             norms: None,
+            sparse: None,
             files,
             build: BuildInfo::default(),
             extra: serde_json::json!({"encoder": "sign", "note": "héllo"}),

@@ -411,3 +411,95 @@ fn index_on_disk_searches_inverted_like_flat() {
         .unwrap_err();
     assert!(matches!(e, bsa_index::Error::DimMismatch { .. }), "{e}");
 }
+
+/// Several blocks of the blocked search (16384 rows each) with pruning at its default costs:
+/// 40000 codes of 1024 bits with about 16 bits set (skewed), queries from the base and noisy
+/// copies, many k; inverted (forced) equals flat exactly.
+#[test]
+fn blocked_search_over_many_blocks_equals_flat() {
+    let bits = 1024;
+    let w = words(bits);
+    let mut r = rng(77);
+    let codes = sparse_codes(&mut r, 40_000, bits, 16.0 / 1024.0, true);
+    let n = codes.len() / w;
+    let mut queries = sparse_codes(&mut r, 6, bits, 16.0 / 1024.0, true);
+    for (i, row) in [5usize, 17_000, 39_999].iter().enumerate() {
+        queries[i * w..(i + 1) * w].copy_from_slice(&codes[row * w..(row + 1) * w]);
+    }
+    // A near copy: one bit moved.
+    queries[3 * w..4 * w].copy_from_slice(&codes[20_000 * w..20_001 * w]);
+    queries[3 * w] ^= 0b11;
+    let lists = InvertedLists::build(&codes, bits).unwrap();
+    let force = SearchParams::default().with_force_inverted(true);
+    for k in [1usize, 10, 100, 2000] {
+        let flat = top_k(&codes, w, bits, &queries, k, &SearchParams::default()).unwrap();
+        let (inv, stats) = inverted::top_k(
+            &codes,
+            w,
+            bits,
+            &lists.view(),
+            &queries,
+            k,
+            &Score::Hamming,
+            None,
+            &force,
+        )
+        .unwrap();
+        assert_eq!(stats.inverted_queries, 6);
+        assert_eq!(inv, flat, "k = {k}");
+        assert!(flat.iter().all(|h| h.len() == k.min(n)));
+    }
+}
+
+/// Table scores read from the per-code set bits (`sparse.bin`, written automatically for sparse
+/// codes) equal those from the packed codes and the brute-force definition, flat and inverted.
+#[test]
+fn sparse_layout_gives_identical_table_scores() {
+    let bits = 300;
+    let w = words(bits);
+    let mut r = rng(31);
+    let codes = sparse_codes(&mut r, 3000, bits, 0.03, true);
+    let n = codes.len() / w;
+    let queries = sparse_codes(&mut r, 5, bits, 0.03, true);
+    let (tables, offsets) = tables_for(&mut r, 5, bits);
+    let norms: Vec<f32> = (0..n).map(|i| (i % 4) as f32 * 0.5).collect();
+    let dir = tempfile::tempdir().unwrap();
+    IndexBuilder::new(bits, &codes)
+        .norms(&norms)
+        .inverted(true)
+        .build(dir.path().join("auto"))
+        .unwrap();
+    IndexBuilder::new(bits, &codes)
+        .norms(&norms)
+        .sparse(Some(false))
+        .build(dir.path().join("dense"))
+        .unwrap();
+    let with = Index::open(dir.path().join("auto")).unwrap();
+    let without = Index::open(dir.path().join("dense")).unwrap();
+    assert!(with.sparse().is_some(), "sparse codes get sparse.bin");
+    assert!(without.sparse().is_none());
+    with.verify().unwrap();
+    let p = SearchParams::default();
+    for normalise in [false, true] {
+        let score = Score::Table {
+            tables: &tables,
+            offsets: &offsets,
+            normalise,
+        };
+        for k in [1usize, 10, 3000] {
+            let a = with.search_flat_scored(&queries, k, &score, &p).unwrap();
+            let b = without.search_flat_scored(&queries, k, &score, &p).unwrap();
+            assert_eq!(a, b);
+            let (c, _) = with.search_inverted(&queries, k, &score, &p).unwrap();
+            assert_eq!(c, a);
+            for (qi, q) in queries.chunks_exact(w).enumerate() {
+                let want = brute_scores(&codes, bits, q, qi, k, &score, Some(&norms));
+                assert_eq!(a[qi].rows, want.iter().map(|x| x.0).collect::<Vec<_>>());
+                assert_eq!(
+                    a[qi].scores.as_ref().unwrap(),
+                    &want.iter().map(|x| x.1).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+}

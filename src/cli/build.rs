@@ -201,8 +201,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 /// A query drawn like the base codes visits on average `sum_j count_j^2 / n` postings (bit j is
 /// in the query with probability `count_j / n`, and its list has `count_j` entries); a flat scan
 /// reads `n x words_per_code` words. Measured on 1M real-like codes (index/RESULTS-inverted.md),
-/// the inverted search costs about as much per posting as the AVX-512 scan per 32 words, so it is
-/// built when it visits at most 1/32 of the words.
+/// the blocked inverted search costs about as much per posting as the AVX-512 scan per
+/// [`bsa_index::inverted::POSTING_COST_WORDS`] words, so it is built when it visits at most that
+/// fraction of the words (the same rule decides per query at search time).
 fn sparse_enough(codes: &[u64], bits: usize, n: usize) -> (bool, f64, u64) {
     let w = bits.div_ceil(64);
     let mut count = vec![0u64; bits];
@@ -217,5 +218,6 @@ fn sparse_enough(codes: &[u64], bits: usize, n: usize) -> (bool, f64, u64) {
     }
     let touched = count.iter().map(|&c| (c as f64) * (c as f64)).sum::<f64>() / n.max(1) as f64;
     let scan_words = (n as u64) * (w as u64);
-    (touched * 32.0 <= scan_words as f64, touched, scan_words)
+    let cost = bsa_index::inverted::POSTING_COST_WORDS as f64;
+    (touched * cost <= scan_words as f64, touched, scan_words)
 }

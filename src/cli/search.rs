@@ -273,12 +273,15 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             "mode": a.mode,
             "score": a.score,
             "kernel": index.kernel_name(),
+            // Table scores (adc, soft) read the per-code set bits when the index stores them.
+            "table_layout": if index.sparse().is_some() { "sparse" } else { "packed" },
         });
         if let Some(s) = inverted_stats {
             // Queries whose posting lists were longer than a flat scan were answered by the scan.
             st["inverted_queries"] = s.inverted_queries.into();
             st["flat_fallback_queries"] = s.flat_queries.into();
             st["postings_visited"] = s.postings_visited.into();
+            st["codes_verified"] = s.codes_verified.into();
         }
         eprintln!("{st}");
     }
