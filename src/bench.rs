@@ -364,6 +364,24 @@ pub struct Throughput {
     pub encode_queries: f64,
 }
 
+/// The inverted search of a cell whose codes are sparse enough for posting lists
+/// ([`bsa_index::inverted::pays_off`], the rule `bsa build` applies).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct InvertedResult {
+    /// Expected postings a query visits (the build rule's estimate).
+    pub expected_postings: f64,
+    /// Code words a flat scan reads per query.
+    pub scan_words: u64,
+    /// Queries per second of the exact Hamming top 10 (`--mode inverted`).
+    pub hamming_qps: f64,
+    /// Fraction of queries the Hamming search answered from the lists (the rest: flat scan).
+    pub hamming_inverted_fraction: f64,
+    /// Queries per second of ADC top 40 in inverted mode.
+    pub adc_qps: f64,
+    /// True when both returned exactly the flat search's rows and scores.
+    pub identical_to_flat: bool,
+}
+
 /// One `ef` of an HNSW sweep.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct HnswPoint {
@@ -391,6 +409,10 @@ pub struct HnswResult {
     /// One point per `ef` in [`HNSW_EFS`].
     pub points: Vec<HnswPoint>,
 }
+
+/// Table lookups (queries x set bits of the base) one cell may spend on its ADC measurement;
+/// beyond it, fewer queries are used (at least 500). A minute or two on 2 cores.
+pub const ADC_LOOKUP_BUDGET: f64 = 1e11;
 
 /// The `ef` values of the HNSW sweep.
 pub const HNSW_EFS: [usize; 6] = [10, 20, 40, 80, 160, 320];
@@ -434,6 +456,10 @@ pub struct CellResult {
     pub recall_at_10_adc: f64,
     /// Recall@10 after rescoring the ADC top 40 by exact cosine.
     pub recall_at_10_adc_rescored_x4: f64,
+    /// Queries the two ADC figures (and ADC QPS) were measured on: the first ones, all of them
+    /// unless the codes are dense (see [`ADC_LOOKUP_BUDGET`]).
+    #[serde(default)]
+    pub adc_queries: usize,
     /// Seconds to fit the model (measured when it was fitted; a cached model keeps its time).
     pub train_seconds: f64,
     /// Seconds to encode the base and build the index (codes, vectors, norms).
@@ -444,6 +470,9 @@ pub struct CellResult {
     pub qps: Throughput,
     /// Base vectors encoded per second.
     pub encode_per_second: f64,
+    /// The inverted search, for the cells whose codes are sparse enough for posting lists.
+    #[serde(default)]
+    pub inverted: Option<InvertedResult>,
     /// The HNSW sweep, for the cells that have one.
     pub hnsw: Option<HnswResult>,
 }
@@ -495,7 +524,7 @@ impl<'a> Data<'a> {
 
 /// Version of the cached results; bump when a measurement changes meaning or a field is added,
 /// so that old results are measured again (models stay valid).
-pub const RESULT_VERSION: u32 = 2;
+pub const RESULT_VERSION: u32 = 3;
 
 /// What a fitted model depends on: a cached model is reused only when all of it matches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -742,9 +771,11 @@ pub fn run_cell(
     let base_flat: Vec<f32> = data.base.iter().copied().collect();
     let dim = data.base.ncols();
     let dir = work.join(format!("index-{}", cell.slug()));
+    let (lists, expected_postings, scan_words) = bsa_index::inverted::pays_off(&codes, bits);
     IndexBuilder::new(bits, &codes)
         .vectors(&base_flat, dim)
         .norms(&norms)
+        .inverted(lists)
         .overwrite(true)
         .build(&dir)?;
     let index = Index::open(&dir)?;
@@ -774,19 +805,52 @@ pub fn run_cell(
         timed(|| Ok(index.search_flat_scored(&q_codes, 10, &Score::Cosine, &params)?))?;
     // One ADC search for the top 40 gives both the top 10 (its prefix: the order is total) and
     // the candidates to rescore; a flat scan costs the same for 10 or 40. The tables are part of
-    // its cost. ADC over dense codes is the slowest search here, so it runs once.
+    // its cost. ADC reads every set bit of every code, so over dense codes (sign, LSH) it is by
+    // far the slowest search: it runs on the first `adc_nq` queries, as many as
+    // ADC_LOOKUP_BUDGET table lookups allow (at least 500), and the result says how many.
+    let set_bits: u64 = codes.iter().map(|w| u64::from(w.count_ones())).sum();
+    let lookups_per_query = set_bits.max(1) as f64;
+    let adc_nq = ((ADC_LOOKUP_BUDGET / lookups_per_query) as usize).clamp(nq.min(500), nq);
+    let adc_queries = data.queries.slice(ndarray::s![..adc_nq, ..]);
+    let adc_codes = &q_codes[..adc_nq * index.words_per_code()];
+    let adc_truth = &truth[..adc_nq];
+    let adc_qps = |seconds: f64| adc_nq as f64 / seconds;
     let (adc40, t_adc) = timed(|| {
-        let (tables, offsets) = model.adc_tables(data.queries);
+        let (tables, offsets) = model.adc_tables(adc_queries);
         let score = Score::Table {
             tables: &tables,
             offsets: &offsets,
             normalise: true,
         };
-        Ok(index.search_flat_scored(&q_codes, 40, &score, &params)?)
+        Ok(index.search_flat_scored(adc_codes, 40, &score, &params)?)
     })?;
     let adc10 = prefix(&adc40, 10);
-    let (adc_rescored, t_rescore) = timed(|| Ok(index.rescore_hits(&q_flat, &adc40, 10)?))?;
+    let (adc_rescored, t_rescore) =
+        timed(|| Ok(index.rescore_hits(&q_flat[..adc_nq * dim], &adc40, 10)?))?;
     let t_adc_rescored = t_adc + t_rescore;
+    let inverted = if lists {
+        let ((hits, stats), t_h) =
+            timed(|| Ok(index.search_inverted(&q_codes, 10, &Score::Hamming, &params)?))?;
+        let ((adc_inv, _), t_a) = timed(|| {
+            let (tables, offsets) = model.adc_tables(adc_queries);
+            let score = Score::Table {
+                tables: &tables,
+                offsets: &offsets,
+                normalise: true,
+            };
+            Ok(index.search_inverted(adc_codes, 40, &score, &params)?)
+        })?;
+        Some(InvertedResult {
+            expected_postings,
+            scan_words,
+            hamming_qps: qps(t_h),
+            hamming_inverted_fraction: stats.inverted_queries as f64 / nq.max(1) as f64,
+            adc_qps: adc_qps(t_a),
+            identical_to_flat: hits == top10 && adc_inv == adc40,
+        })
+    } else {
+        None
+    };
     drop(adc40);
     let recall_at_10_rescored = Rescored {
         x2: rescored(2)?,
@@ -833,20 +897,22 @@ pub fn run_cell(
             .then(|| recall_at_k(&ids(&top100), truth, 100)),
         recall_at_10_rescored,
         recall_at_10_cosine: recall_at_k(&ids(&cosine), truth, 10),
-        recall_at_10_adc: recall_at_k(&ids(&adc10), truth, 10),
-        recall_at_10_adc_rescored_x4: recall_at_k(&ids(&adc_rescored), truth, 10),
+        recall_at_10_adc: recall_at_k(&ids(&adc10), adc_truth, 10),
+        recall_at_10_adc_rescored_x4: recall_at_k(&ids(&adc_rescored), adc_truth, 10),
+        adc_queries: adc_nq,
         train_seconds,
         build_seconds,
         search_qps: qps(t_hamming),
         qps: Throughput {
             hamming: qps(t_hamming),
             cosine: qps(t_cosine),
-            adc: qps(t_adc),
+            adc: adc_qps(t_adc),
             hamming_rescored_x4: qps(t_rescored),
-            adc_rescored_x4: qps(t_adc_rescored),
+            adc_rescored_x4: adc_qps(t_adc_rescored),
             encode_queries: qps(q_encode_seconds),
         },
         encode_per_second: n as f64 / encode_seconds,
+        inverted,
         hnsw,
     };
     if let Some(p) = &result_path {
@@ -1096,23 +1162,27 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
     );
     let _ = writeln!(
         s,
-        "All queries as one batch on {} threads; ADC includes building the per-query tables; \
-         rescoring re-ranks the top 40 by exact cosine over the stored float vectors.\n",
+        "All queries as one batch on {} threads; ADC includes building the per-query tables and \
+         runs on the first `ADC queries` queries (fewer than all for dense codes, whose ADC reads \
+         every set bit); rescoring re-ranks the top 40 by exact cosine over the stored float \
+         vectors. Posting lists are built when `bsa build` would build them; the inverted search \
+         returns exactly the flat results (checked per cell) and answers a query from the lists \
+         only when they cost less than the scan.\n",
         st.threads
     );
     let _ = writeln!(
         s,
-        "| method | N | K | Hamming | QPS | cosine overlap | QPS | ADC | QPS | Hamming + rescore | QPS | ADC + rescore | QPS |"
+        "| method | N | K | Hamming | QPS | cosine overlap | QPS | ADC | QPS | Hamming + rescore | QPS | ADC + rescore | QPS | ADC queries | inverted Hamming QPS (answered from lists) | inverted ADC QPS |"
     );
     let _ = writeln!(
         s,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in results {
         let q = &r.qps;
         let _ = writeln!(
             s,
-            "| {} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} |",
+            "| {} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {} | {} | {} |",
             label(r),
             r.recall_at_10,
             q.hamming,
@@ -1123,7 +1193,19 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
             r.recall_at_10_rescored.x4,
             q.hamming_rescored_x4,
             r.recall_at_10_adc_rescored_x4,
-            q.adc_rescored_x4
+            q.adc_rescored_x4,
+            r.adc_queries,
+            r.inverted
+                .map(|i| format!(
+                    "{:.0} ({:.0}%){}",
+                    i.hamming_qps,
+                    100.0 * i.hamming_inverted_fraction,
+                    if i.identical_to_flat { "" } else { " NOT EQUAL TO FLAT" }
+                ))
+                .unwrap_or_else(|| "no lists".into()),
+            r.inverted
+                .map(|i| format!("{:.0}", i.adc_qps))
+                .unwrap_or_else(|| "-".into())
         );
     }
     let graphs: Vec<&CellResult> = results.iter().filter(|r| r.hnsw.is_some()).collect();

@@ -57,6 +57,49 @@ pub const POSTING_COST_WORDS: u64 = 10;
 /// Bytes of the sub-header at the start of the inverted payload.
 pub const SUB_HEADER_LEN: usize = 64;
 
+/// Whether posting lists pay for `codes` (n packed codes of `bits` bits), and the estimate
+/// behind the answer: `(build?, expected postings per query, flat words per query)`.
+///
+/// A query drawn like the base codes visits on average `sum_j count_j^2 / n` postings (bit j is
+/// in the query with probability `count_j / n`, and its list has `count_j` entries); a flat scan
+/// reads `n x words_per_code` words. Lists are worth building when a query visits at most
+/// 1/[`POSTING_COST_WORDS`] of the words a scan reads (the rule the search applies per query).
+///
+/// ```
+/// // 1000 codes of 1024 bits with 4 bits each, spread evenly: sparse enough.
+/// let w = 16;
+/// let mut codes = vec![0u64; 1000 * w];
+/// for (r, code) in codes.chunks_exact_mut(w).enumerate() {
+///     for b in 0..4 {
+///         let j = (r * 4 + b * 256) % 1024;
+///         code[j / 64] |= 1 << (j % 64);
+///     }
+/// }
+/// let (build, postings, words) = bsa_index::inverted::pays_off(&codes, 1024);
+/// assert!(build && postings < 100.0 && words == 16_000);
+/// ```
+pub fn pays_off(codes: &[u64], bits: usize) -> (bool, f64, u64) {
+    let w = bits.div_ceil(64).max(1);
+    let n = codes.len() / w;
+    let mut count = vec![0u64; bits];
+    for row in codes.chunks_exact(w) {
+        for (wi, &x) in row.iter().enumerate() {
+            let mut x = x;
+            while x != 0 {
+                count[wi * 64 + x.trailing_zeros() as usize] += 1;
+                x &= x - 1;
+            }
+        }
+    }
+    let touched = count.iter().map(|&c| (c as f64) * (c as f64)).sum::<f64>() / n.max(1) as f64;
+    let scan_words = (n as u64) * (w as u64);
+    (
+        touched * POSTING_COST_WORDS as f64 <= scan_words as f64,
+        touched,
+        scan_words,
+    )
+}
+
 /// Posting lists built in memory (what `inverted.bin` stores); see [`InvertedView`] to search.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvertedLists {

@@ -128,7 +128,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         None => None,
     };
 
-    let (auto_inverted, touched, scan_words) = sparse_enough(&codes, bits, n);
+    let (auto_inverted, touched, scan_words) = bsa_index::inverted::pays_off(&codes, bits);
     let inverted = !a.no_inverted
         && bits <= bsa_index::format::MAX_INVERTED_BITS as usize
         && (a.inverted || auto_inverted);
@@ -194,30 +194,4 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         if inverted { " and posting lists" } else { "" }
     );
     Ok(())
-}
-
-/// The auto rule for posting lists: `(build?, expected postings per query, flat words per query)`.
-///
-/// A query drawn like the base codes visits on average `sum_j count_j^2 / n` postings (bit j is
-/// in the query with probability `count_j / n`, and its list has `count_j` entries); a flat scan
-/// reads `n x words_per_code` words. Measured on 1M real-like codes (index/RESULTS-inverted.md),
-/// the blocked inverted search costs about as much per posting as the AVX-512 scan per
-/// [`bsa_index::inverted::POSTING_COST_WORDS`] words, so it is built when it visits at most that
-/// fraction of the words (the same rule decides per query at search time).
-fn sparse_enough(codes: &[u64], bits: usize, n: usize) -> (bool, f64, u64) {
-    let w = bits.div_ceil(64);
-    let mut count = vec![0u64; bits];
-    for row in codes.chunks_exact(w.max(1)) {
-        for (wi, &x) in row.iter().enumerate() {
-            let mut x = x;
-            while x != 0 {
-                count[wi * 64 + x.trailing_zeros() as usize] += 1;
-                x &= x - 1;
-            }
-        }
-    }
-    let touched = count.iter().map(|&c| (c as f64) * (c as f64)).sum::<f64>() / n.max(1) as f64;
-    let scan_words = (n as u64) * (w as u64);
-    let cost = bsa_index::inverted::POSTING_COST_WORDS as f64;
-    (touched * cost <= scan_words as f64, touched, scan_words)
 }

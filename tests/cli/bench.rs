@@ -297,3 +297,46 @@ fn bench_cache_reuses_models_and_resumes_results() {
     let fit: Value = serde_json::from_slice(&t.read("cache/bsa-32-k4/fit.json")).unwrap();
     assert!(fit["train_seconds"].is_number(), "{fit}");
 }
+
+#[test]
+fn bench_measures_the_inverted_search_of_sparse_codes() {
+    let t = TestDir::new();
+    t.write_f32("base.npy", &normalised(2000, 16, 921));
+    t.write_f32("q.npy", &normalised(30, 16, 922));
+    t.bsa(&[
+        "bench",
+        "--base",
+        "base.npy",
+        "--queries",
+        "q.npy",
+        "--methods",
+        "pursuit,sign",
+        "--bits",
+        "256",
+        "--k",
+        "4",
+        "--rounds",
+        "1",
+        "--hnsw",
+        "none",
+        "--threads",
+        "1",
+        "-q",
+        "--out",
+        "o",
+    ])
+    .ok();
+    let results: Value = serde_json::from_slice(&t.read("o/results.json")).unwrap();
+    // 4 of 256 bits: posting lists pay, and the inverted search equals the flat one.
+    let p = cell(&results, "pursuit");
+    let inv = &p["inverted"];
+    assert_eq!(inv["identical_to_flat"], true, "{p}");
+    assert!(inv["hamming_qps"].as_f64().unwrap() > 0.0, "{p}");
+    assert!(inv["expected_postings"].as_f64().unwrap() > 0.0, "{p}");
+    assert_eq!(p["adc_queries"], 30);
+    // Sign bits set half of their bits: no lists.
+    assert!(cell(&results, "sign")["inverted"].is_null());
+    let report = String::from_utf8(t.read("o/report.md")).unwrap();
+    assert!(report.contains("no lists"), "{report}");
+    assert!(!report.contains("NOT EQUAL"), "{report}");
+}
