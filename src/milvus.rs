@@ -602,7 +602,7 @@ pub fn sparse_row(entries: impl Iterator<Item = (u32, f32)>) -> Vec<u8> {
 
 /// Rebuilds a packed code from a sparse row of set bits (weights ignored, bits checked).
 fn code_from_sparse(row: &[u8], bits: usize, wpc: usize) -> Result<Vec<u64>> {
-    if row.len() % 8 != 0 {
+    if !row.len().is_multiple_of(8) {
         bail!(
             "a sparse row of {} bytes is not (index, value) pairs",
             row.len()

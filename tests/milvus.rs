@@ -10,7 +10,7 @@
 //! corpus, rows of `bench-data/query.npy` as queries, codes from a pursuit model (exactly K bits
 //! set). Milvus's answers are compared with `bsa search --index` on the same codes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// What one run of `bsa` gave: exit code, stdout, stderr.
@@ -20,6 +20,7 @@ struct Run {
     stderr: String,
 }
 
+#[cfg(feature = "milvus")]
 impl Run {
     #[track_caller]
     fn ok(self) -> Run {
@@ -52,12 +53,6 @@ fn bsa(dir: &Path, args: &[&str]) -> Run {
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
-}
-
-fn bench_data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("bench-data")
-        .join(name)
 }
 
 #[cfg(not(feature = "milvus"))]
@@ -99,6 +94,13 @@ fn without_the_feature_export_and_milvus_search_say_how_to_rebuild() {
 #[cfg(feature = "milvus")]
 mod live {
     use super::*;
+    use std::path::PathBuf;
+
+    fn bench_data(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("bench-data")
+            .join(name)
+    }
 
     const BASE_ROWS: usize = 3000;
     const QUERIES: usize = 100;
@@ -126,7 +128,7 @@ mod live {
     fn head(dir: &Path, src: &str, n: usize, name: &str) {
         let e = bsa::io::Embeddings::open(bench_data(src)).unwrap();
         let n = n.min(e.n());
-        bsa::io::npy::write_f32(dir.join(name), n, e.dim(), &e.as_slice()[..n * e.dim()]).unwrap();
+        bsa::io::write_f32(dir.join(name), n, e.dim(), &e.as_slice()[..n * e.dim()]).unwrap();
     }
 
     /// Results as (ids, distances, scores) per query.
