@@ -38,6 +38,8 @@ pub mod groundtruth;
 pub mod io;
 pub mod loss;
 pub mod metrics;
+#[cfg(feature = "milvus")]
+pub mod milvus;
 pub mod model;
 pub mod optim;
 pub mod plot;

@@ -11,7 +11,9 @@ mod build;
 mod demo;
 mod encode;
 mod eval;
+mod export;
 mod groundtruth;
+mod milvus_search;
 mod search;
 mod train;
 mod verify;
@@ -34,6 +36,7 @@ enum Command {
     Groundtruth(groundtruth::Args),
     Bench(bench::Args),
     Verify(verify::Args),
+    Export(export::Args),
     Demo(demo::Args),
 }
 
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Groundtruth(a) => groundtruth::run(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Demo(a) => demo::run(&a),
+        Command::Export(a) => export::run(&a),
         Command::Verify(a) => return verify::run(&a),
     }
     .map(|()| ExitCode::SUCCESS)

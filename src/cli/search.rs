@@ -18,6 +18,7 @@ use serde::Serialize;
 /// Scores (all exact, ties by smaller row, in every --mode but hnsw, which is Hamming only):
 ///   hamming  |q xor b| ascending
 ///   cosine   |q and b| / sqrt(|q| |b|), descending;  jaccard  |q and b| / |q or b|
+///   overlap  |q and b|, descending
 ///   adc      cos(q, xhat_b): the float query against each code as the model decodes it
 ///            (needs float --queries and an index built with --model)
 ///   soft     sigmoid(q We^T + be) . b (needs float --queries and the model)
@@ -27,12 +28,35 @@ use serde::Serialize;
 ///   bsa search --index idx --queries query.npy --k 10 --rescore 10 --stats
 ///   bsa search --index idx --query-codes qcodes.npy --k 10 --mode hnsw --ef 128
 ///   bsa search --index idx --queries query.npy --k 10 --mode inverted --score adc --rescore 10
+///
+/// Through a Milvus collection written by `bsa export` (needs a build with `--features milvus`;
+/// scores hamming, overlap |q and b| and adc; see README "Scaling out"):
+///   bsa search --milvus http://127.0.0.1:19530 --collection wordnet --model m.safetensors \
+///     --queries query.npy --k 10 --score adc --rescore 4 --vectors base.npy
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
     /// Index directory from `bsa build`.
-    #[arg(long)]
-    pub index: PathBuf,
+    #[arg(long, required_unless_present = "milvus", conflicts_with = "milvus")]
+    pub index: Option<PathBuf>,
+    /// Search a Milvus collection written by `bsa export` instead of a local index (URL of the
+    /// server, e.g. http://127.0.0.1:19530; needs a build with `--features milvus`).
+    #[arg(long, requires = "collection")]
+    pub milvus: Option<String>,
+    /// The Milvus collection (with --milvus).
+    #[arg(long, requires = "milvus")]
+    pub collection: Option<String>,
+    /// Model file that encodes float --queries (with --milvus; a local index carries its own).
+    #[arg(long, requires = "milvus")]
+    pub model: Option<PathBuf>,
+    /// Float vectors, one row per id, for --rescore with --milvus (a local index stores its own).
+    #[arg(long, requires = "milvus")]
+    pub vectors: Option<PathBuf>,
+    /// With --milvus --score adc: keep only the P largest entries of the query's table in the
+    /// sparse query Milvus searches with (0 = all positive entries); bsa re-ranks the candidates
+    /// with the full table and the code-norm correction.
+    #[arg(long, requires = "milvus")]
+    pub prune: Option<usize>,
     /// Float queries, nq x D (encoded with the model stored in the index).
     #[arg(
         long,
@@ -50,8 +74,8 @@ pub struct Args {
     /// (graph, approximate, Hamming only).
     #[arg(long, default_value = "flat", value_parser = ["flat", "hnsw", "inverted"])]
     pub mode: String,
-    /// How codes are ranked: hamming, cosine, jaccard, adc or soft (see above).
-    #[arg(long, default_value = "hamming", value_parser = ["hamming", "cosine", "jaccard", "adc", "soft"])]
+    /// How codes are ranked: hamming, cosine, jaccard, overlap, adc or soft (see above).
+    #[arg(long, default_value = "hamming", value_parser = ["hamming", "cosine", "jaccard", "adc", "soft", "overlap"])]
     pub score: String,
     /// HNSW candidate list size (default: the value stored at build time).
     #[arg(long)]
@@ -94,8 +118,15 @@ pub struct ResultLine<'a> {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    if a.milvus.is_some() {
+        return super::milvus_search::run(a);
+    }
+    let index_dir = a
+        .index
+        .as_ref()
+        .context("give --index DIR or --milvus URL")?;
     let threads = bsa::threads::configure(a.threads)?;
-    let index = Index::open_with(&a.index, OpenOptions::verify_checksums(!a.no_verify))?;
+    let index = Index::open_with(index_dir, OpenOptions::verify_checksums(!a.no_verify))?;
     let bits = index.bits();
 
     // Query codes, and float queries when there are any (for rescoring).
@@ -119,7 +150,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     if a.mode == "inverted" && !index.has_inverted() {
         bail!(
             "{}: the index has no posting lists for --mode inverted; rebuild it with `bsa build --inverted`",
-            a.index.display()
+            index_dir.display()
         );
     }
     if a.max_dist.is_some() && a.score != "hamming" {
@@ -128,7 +159,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     if a.score == "adc" && index.norms().is_none() {
         bail!(
             "{}: --score adc needs the norms of the decoded codes; rebuild the index with --model",
-            a.index.display()
+            index_dir.display()
         );
     }
     let mut model = None;
@@ -138,7 +169,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                 format!(
                     "{}: the index has no model to encode float queries; build it with --model, \
                      or pass --query-codes",
-                    a.index.display()
+                    index_dir.display()
                 )
             })?;
             let m = bsa::io::model::load(&model_path)?;
@@ -174,7 +205,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         if !index.has_vectors() {
             bail!(
                 "{}: the index stores no vectors to rescore with; rebuild it with --vectors",
-                a.index.display()
+                index_dir.display()
             );
         }
     }
@@ -198,12 +229,15 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let (tables, offsets) = match (table_score, &model, &float_queries) {
         (true, Some(m), Some(q)) if a.score == "adc" => m.adc_tables(q.view()),
         (true, Some(m), Some(q)) => m.soft_tables(q.view()),
+        // Overlap |q and b|: a 0/1 table of the query's bits, the sparse inner product Milvus
+        // computes for `--milvus --score overlap`.
+        _ if a.score == "overlap" => overlap_tables(&codes, bits),
         _ => (Vec::new(), Vec::new()),
     };
     let score = match a.score.as_str() {
         "cosine" => Score::Cosine,
         "jaccard" => Score::Jaccard,
-        "adc" | "soft" => Score::Table {
+        "adc" | "soft" | "overlap" => Score::Table {
             tables: &tables,
             offsets: &offsets,
             normalise: a.score == "adc",
@@ -286,4 +320,17 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         eprintln!("{st}");
     }
     Ok(())
+}
+
+/// Per-query 0/1 tables of the overlap score: 1.0 at each set bit of the query code, offsets 0.
+fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
+    let wpc = pack::words_per_code(bits);
+    let nq = codes.len() / wpc.max(1);
+    let mut t = vec![0.0f32; nq * bits];
+    for (i, code) in codes.chunks_exact(wpc).enumerate() {
+        for j in (0..bits).filter(|&j| pack::get_bit(code, j)) {
+            t[i * bits + j] = 1.0;
+        }
+    }
+    (t, vec![0.0; nq])
 }
