@@ -161,17 +161,22 @@ pub fn neighbour_distillation<F: Real>(
         );
         let four = F::from(4.0).unwrap();
         let gh = e.dot(&ch) * (four / mm);
-        for i in 0..m {
-            let mut gi = g.row_mut(i);
-            if c_norms[i] <= floor {
+        for (((mut gi, ghi), chi), &nc) in g
+            .rows_mut()
+            .into_iter()
+            .zip(gh.rows())
+            .zip(ch.rows())
+            .zip(&c_norms)
+        {
+            if nc <= floor {
                 gi.fill(F::zero());
                 continue;
             }
-            let proj = gh.row(i).dot(&ch.row(i));
+            let proj = ghi.dot(&chi);
             Zip::from(&mut gi)
-                .and(gh.row(i))
-                .and(ch.row(i))
-                .for_each(|g, &a, &u| *g = (a - proj * u) / c_norms[i]);
+                .and(ghi)
+                .and(chi)
+                .for_each(|g, &a, &u| *g = (a - proj * u) / nc);
         }
     }
     loss
