@@ -356,6 +356,10 @@ pub struct TrainParams {
     pub monitor: Option<Monitor>,
     /// Stop after this many epochs without improvement of `monitor` (0: run every epoch).
     pub patience: usize,
+    /// Only epochs whose validation codes set at most this many times K bits on average may
+    /// be picked as best (default none: any epoch). Without it the recall monitors favour
+    /// early epochs, whose codes are dense (more bits set retrieve better by Hamming).
+    pub monitor_max_active: Option<f64>,
     /// Validation rows that act as queries of the recall probe ([`RecallProbe`]), which runs
     /// after every epoch when `monitor` is set.
     pub probe_queries: usize,
@@ -396,6 +400,7 @@ impl TrainParams {
             final_lr_fraction: 0.0,
             monitor: None,
             patience: 0,
+            monitor_max_active: None,
             probe_queries: 500,
             quantile_bias_init: false,
             rebalance_bits: false,
@@ -468,6 +473,13 @@ impl TrainParams {
             return Err(Error::InvalidArgument(
                 "--monitor and --patience need validation rows: set --val-fraction above 0".into(),
             ));
+        }
+        if let Some(r) = self.monitor_max_active {
+            if !(r.is_finite() && r > 0.0) || self.monitor.is_none() {
+                return Err(Error::InvalidArgument(format!(
+                    "--monitor-max-active must be a positive ratio to K and needs --monitor, got {r}"
+                )));
+            }
         }
         if self.patience > 0 && self.monitor.is_none() {
             return Err(Error::InvalidArgument(
@@ -666,6 +678,11 @@ impl TrainParams {
                     (Monitor::Hamming, _, Some(r)) => Some(r.hamming),
                     _ => None,
                 };
+                let sparse_enough = match (self.monitor_max_active, stats.validation) {
+                    (Some(ratio), Some(v)) => v.active_mean <= ratio * self.k as f64,
+                    _ => true,
+                };
+                let score = score.filter(|_| sparse_enough);
                 if let Some(score) = score {
                     if best.as_ref().is_none_or(|b| score > b.0) {
                         best = Some((score, epoch + 1, params.clone()));

@@ -504,3 +504,27 @@ fn training_aids_are_validated() {
         .to_string()
         .contains("--final-lr-fraction"));
 }
+
+#[test]
+fn monitor_max_active_keeps_the_last_epoch_when_no_epoch_is_sparse_enough() {
+    let x = clustered(1000, 9);
+    let mut params = TrainParams::new(64, 4);
+    params.epochs = 3;
+    params.batch = 128;
+    params.monitor = Some(Monitor::Adc);
+    params.probe_queries = 20;
+    // No code sets fewer than 0.01 x K bits on average: nothing qualifies as best.
+    params.monitor_max_active = Some(0.01);
+    let (model, report) = params.fit(x.view(), &mut |_| {}).unwrap();
+    assert_eq!(report.best_epoch, None);
+    assert_eq!(report.epochs.len(), 3);
+    let mut plain = params.clone();
+    plain.monitor = None;
+    plain.monitor_max_active = None;
+    let (last, _) = plain.fit(x.view(), &mut |_| {}).unwrap();
+    assert_eq!(model.params, last.params);
+    // A generous bound lets the best epoch through.
+    params.monitor_max_active = Some(100.0);
+    let (_, report) = params.fit(x.view(), &mut |_| {}).unwrap();
+    assert!(report.best_epoch.is_some());
+}

@@ -92,6 +92,10 @@ pub struct Args {
     /// Training aid: stop after this many epochs without improvement of --monitor (0: never).
     #[arg(long, default_value_t = 0, requires = "monitor")]
     pub patience: usize,
+    /// Training aid: only epochs whose validation codes set at most this many times K bits on
+    /// average can be picked by --monitor (e.g. 1.25); none qualifying keeps the last epoch.
+    #[arg(long, requires = "monitor")]
+    pub monitor_max_active: Option<f64>,
     /// Validation rows that query the other validation rows in the --monitor recall probe.
     #[arg(long, default_value_t = 500)]
     pub probe_queries: usize,
@@ -185,6 +189,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     params.final_lr_fraction = a.final_lr_fraction;
     params.monitor = a.monitor.as_deref().map(str::parse).transpose()?;
     params.patience = a.patience;
+    params.monitor_max_active = a.monitor_max_active;
     params.probe_queries = a.probe_queries;
     params.quantile_bias_init = a.quantile_bias_init;
     params.rebalance_bits = a.rebalance_bits;
