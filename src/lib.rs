@@ -33,6 +33,7 @@ pub use bsa_index;
 
 pub mod baselines;
 pub mod bench;
+pub mod convergence;
 pub mod error;
 pub mod groundtruth;
 pub mod io;

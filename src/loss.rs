@@ -90,6 +90,98 @@ pub fn topk_target<F: Real>(s: ArrayView2<F>, k: usize, target: Target) -> Array
     t
 }
 
+/// In-batch similarity distillation (the neighbourhood term): with `c^_i = c_i / |c_i|` and
+/// `x^_i = x_i / |x_i|`,
+///
+/// ```text
+/// L_nb = sum over pairs i != k of (c^_i . c^_k - x^_i . x^_k)^2 / m^2
+/// ```
+///
+/// over the `m` rows given: the cosine similarities of the codes are pulled toward those of the
+/// inputs, so codes of neighbours overlap and codes of strangers do not. When `grad` is given,
+/// writes `d L_nb / d c` into it (`m x N`):
+///
+/// ```text
+/// E = C^ C^T - X^ X^T with a zero diagonal,   G^ = 4 E C^ / m^2,
+/// dL/dc_i = (g^_i - (g^_i . c^_i) c^_i) / |c_i|
+/// ```
+///
+/// A code with no set bit has no direction; its rows and columns of `E` are left out (zero
+/// similarity is its value, with a zero gradient) instead of dividing by a vanishing norm.
+pub fn neighbour_distillation<F: Real>(
+    c: ArrayView2<F>,
+    x: ArrayView2<F>,
+    grad: Option<&mut Array2<F>>,
+) -> F {
+    assert_eq!(
+        c.nrows(),
+        x.nrows(),
+        "neighbour_distillation: row counts differ"
+    );
+    let m = c.nrows();
+    if m < 2 {
+        if let Some(g) = grad {
+            g.fill(F::zero());
+        }
+        return F::zero();
+    }
+    let floor = F::from(NORM_FLOOR).unwrap();
+    let normalise = |a: ArrayView2<F>| -> (Array2<F>, Vec<F>) {
+        let mut out = a.to_owned();
+        let mut norms = vec![F::zero(); m];
+        for (mut row, n) in out.rows_mut().into_iter().zip(norms.iter_mut()) {
+            *n = row.dot(&row).sqrt();
+            if *n > floor {
+                row /= *n;
+            } else {
+                row.fill(F::zero());
+            }
+        }
+        (out, norms)
+    };
+    let (ch, c_norms) = normalise(c);
+    let (xh, _) = normalise(x);
+    let mut e = ch.dot(&ch.t());
+    e -= &xh.dot(&xh.t());
+    for i in 0..m {
+        e[[i, i]] = F::zero();
+    }
+    // Pairs with an empty code: fixed similarity 0 on the code side, nothing to learn.
+    for i in (0..m).filter(|&i| c_norms[i] <= floor) {
+        e.row_mut(i).fill(F::zero());
+        e.column_mut(i).fill(F::zero());
+    }
+    let mm = F::from(m * m).unwrap();
+    let loss = e.iter().map(|&v| v * v).sum::<F>() / mm;
+    if let Some(g) = grad {
+        assert_eq!(
+            g.dim(),
+            c.dim(),
+            "neighbour_distillation: gradient shape differs"
+        );
+        let four = F::from(4.0).unwrap();
+        let gh = e.dot(&ch) * (four / mm);
+        for (((mut gi, ghi), chi), &nc) in g
+            .rows_mut()
+            .into_iter()
+            .zip(gh.rows())
+            .zip(ch.rows())
+            .zip(&c_norms)
+        {
+            if nc <= floor {
+                gi.fill(F::zero());
+                continue;
+            }
+            let proj = ghi.dot(&chi);
+            Zip::from(&mut gi)
+                .and(ghi)
+                .and(chi)
+                .for_each(|g, &a, &u| *g = (a - proj * u) / nc);
+        }
+    }
+    loss
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +237,50 @@ mod tests {
             topk_target(s.view(), 2, Target::Masked),
             array![[0.0, 0.9, 0.0, 0.7]]
         );
+    }
+
+    #[test]
+    fn neighbour_distillation_gradient_matches_finite_differences() {
+        let c = array![
+            [0.9f64, 0.1, 0.4, 0.0],
+            [0.2, 0.8, 0.3, 0.5],
+            [0.7, 0.6, 0.1, 0.2],
+            [0.0, 0.0, 0.0, 0.0]
+        ];
+        let x = array![
+            [1.0f64, 0.5, -0.2],
+            [-0.3, 0.9, 0.6],
+            [0.4, 0.4, 0.1],
+            [1.0, 0.0, 0.0]
+        ];
+        let mut g = Array2::zeros(c.dim());
+        let l = neighbour_distillation(c.view(), x.view(), Some(&mut g));
+        assert!(l > 0.0);
+        for i in 0..3 {
+            for j in 0..4 {
+                let eps = 1e-6;
+                let mut up = c.clone();
+                up[[i, j]] += eps;
+                let mut dn = c.clone();
+                dn[[i, j]] -= eps;
+                let fd = (neighbour_distillation(up.view(), x.view(), None)
+                    - neighbour_distillation(dn.view(), x.view(), None))
+                    / (2.0 * eps);
+                assert!(
+                    (fd - g[[i, j]]).abs() < 1e-8,
+                    "({i},{j}): {fd} vs {}",
+                    g[[i, j]]
+                );
+            }
+        }
+        // The empty code gets no gradient.
+        assert!(g.row(3).iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn neighbour_distillation_is_zero_when_similarities_match() {
+        // Codes equal to the inputs have the same cosine matrix.
+        let x = array![[1.0f64, 0.5, 0.0], [0.0, 0.9, 0.6], [0.4, 0.0, 0.1]];
+        assert!(neighbour_distillation(x.view(), x.view(), None).abs() < 1e-15);
     }
 }

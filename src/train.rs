@@ -15,8 +15,12 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
 
+use crate::convergence::{
+    bit_frequencies, lr_factor, rebalance_bits, set_bias_quantiles, Monitor, ProbeRecall,
+    RecallProbe, Schedule,
+};
 use crate::error::{Error, Result};
-use crate::loss::{distance_rows, topk_target};
+use crate::loss::{distance_rows, neighbour_distillation, topk_target};
 use crate::model::{active_bits, sigmoid, Autoencoder, Method, ModelConfig, Params, Real};
 use crate::optim::Adam;
 
@@ -128,6 +132,19 @@ pub struct BatchLoss {
     pub align: f64,
     /// Mean number of set bits per code.
     pub active_mean: f64,
+    /// Neighbourhood term (before its weight; 0 when the weight is 0).
+    pub neighbour: f64,
+}
+
+/// The optional in-batch neighbourhood term ([`neighbour_distillation`]): not part of the
+/// paper's objective, off (weight 0) by default.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Neighbourhood {
+    /// Weight of the term in the loss, `L = L_rec + alpha L_align + weight L_nb`.
+    pub weight: f64,
+    /// The term is computed on the first `rows` rows of each (shuffled) batch: its cost grows
+    /// with the square of the rows, `2 rows^2 N` flops twice.
+    pub rows: usize,
 }
 
 /// Computes the objective on batch `x` and, when `grads` is given, its gradient with respect to
@@ -136,6 +153,32 @@ pub fn loss_and_grad<F: Real>(
     p: &Params<F>,
     x: ArrayView2<F>,
     cfg: &ModelConfig,
+    mode: CodeMode,
+    path: DecoderPath,
+    grads: Option<&mut Params<F>>,
+    timer: &mut PhaseTimer,
+) -> BatchLoss {
+    loss_and_grad_with(
+        p,
+        x,
+        cfg,
+        &Neighbourhood::default(),
+        mode,
+        path,
+        grads,
+        timer,
+    )
+}
+
+/// [`loss_and_grad`] with the neighbourhood term `nb` added (when its weight is positive): its
+/// gradient with respect to the code, `weight * d L_nb / d C`, joins `G_C` (straight-through,
+/// like the reconstruction's).
+#[allow(clippy::too_many_arguments)]
+pub fn loss_and_grad_with<F: Real>(
+    p: &Params<F>,
+    x: ArrayView2<F>,
+    cfg: &ModelConfig,
+    nb: &Neighbourhood,
     mode: CodeMode,
     path: DecoderPath,
     grads: Option<&mut Params<F>>,
@@ -182,7 +225,25 @@ pub fn loss_and_grad<F: Real>(
         Some(t) => distance_rows(cfg.loss, s.view(), t.view(), g_align.as_mut()),
         None => F::zero(),
     };
-    let loss = rec + alpha * align;
+    // The neighbourhood term on the first rows of the batch.
+    let nb_weight = F::from(nb.weight).unwrap();
+    let nb_rows = if nb.weight > 0.0 { nb.rows.min(b) } else { 0 };
+    let mut g_nb = (want_grad && nb_rows > 1).then(|| Array2::zeros((nb_rows, n)));
+    let neighbour = if nb_rows > 1 {
+        let c_sub = match (&c_dense, &active) {
+            (Some(c), _) => c.slice(ndarray::s![..nb_rows, ..]).to_owned(),
+            (None, Some(act)) => dense_code(&act[..nb_rows], nb_rows, n),
+            (None, None) => unreachable!("a code is always present"),
+        };
+        neighbour_distillation(
+            c_sub.view(),
+            x.slice(ndarray::s![..nb_rows, ..]),
+            g_nb.as_mut(),
+        )
+    } else {
+        F::zero()
+    };
+    let loss = rec + alpha * align + nb_weight * neighbour;
     timer.mark(Phase::Loss);
 
     if let (Some(g), Some(g_xhat)) = (grads, g_xhat) {
@@ -191,6 +252,10 @@ pub fn loss_and_grad<F: Real>(
         let mut g_s = g_xhat.dot(&p.wd_t.t());
         if let Some(g_al) = &g_align {
             g_s.scaled_add(alpha, g_al);
+        }
+        if let Some(g_nb) = &g_nb {
+            g_s.slice_mut(ndarray::s![..nb_rows, ..])
+                .scaled_add(nb_weight, g_nb);
         }
         // G_H = G_S * S (1 - S), in place.
         Zip::from(&mut g_s)
@@ -213,6 +278,7 @@ pub fn loss_and_grad<F: Real>(
         rec: rec.to_f64().unwrap(),
         align: align.to_f64().unwrap(),
         active_mean,
+        neighbour: neighbour.to_f64().unwrap(),
     }
 }
 
@@ -276,7 +342,42 @@ pub struct TrainParams {
     pub val_fraction: f64,
     /// Sparse gathers or dense GEMMs for the code products; `None` picks by measured density.
     pub decoder_path: Option<DecoderPath>,
+
+    // Opt-in training aids, not part of the paper's method ([`crate::convergence`]). The
+    // defaults leave training exactly as above.
+    /// Learning-rate decay over the run (default constant).
+    pub schedule: Schedule,
+    /// Epochs of linear learning-rate warm-up (fractions allowed; default 0).
+    pub warmup_epochs: f64,
+    /// The cosine schedule ends at this fraction of `lr` (default 0).
+    pub final_lr_fraction: f64,
+    /// Keep the weights of the best epoch by this validation measure (default none: keep the
+    /// last). Needs validation rows.
+    pub monitor: Option<Monitor>,
+    /// Stop after this many epochs without improvement of `monitor` (0: run every epoch).
+    pub patience: usize,
+    /// Only epochs whose validation codes set at most this many times K bits on average may
+    /// be picked as best (default none: any epoch). Without it the recall monitors favour
+    /// early epochs, whose codes are dense (more bits set retrieve better by Hamming).
+    pub monitor_max_active: Option<f64>,
+    /// Validation rows that act as queries of the recall probe ([`RecallProbe`]), which runs
+    /// after every epoch when `monitor` is set.
+    pub probe_queries: usize,
+    /// Start every encoder bias at the quantile that makes its bit fire for about K of N
+    /// training rows, instead of PyTorch's uniform initialisation (default false).
+    pub quantile_bias_init: bool,
+    /// After every epoch but the last, reset the bits that fired for no row of a training
+    /// sample or for more than `max_bit_freq` of them ([`rebalance_bits`]; default false).
+    pub rebalance_bits: bool,
+    /// Firing frequency above which `rebalance_bits` resets a bit (default 0.5).
+    pub max_bit_freq: f64,
+    /// The in-batch neighbourhood term (default weight 0: off).
+    pub neighbourhood: Neighbourhood,
 }
+
+/// Training rows whose pre-activations set the quantile biases and measure bit frequencies for
+/// [`TrainParams::rebalance_bits`]: 64 rows above the threshold of each bit at K/N = 1/32.
+const BIT_SAMPLE_ROWS: usize = 2048;
 
 impl TrainParams {
     /// The paper's defaults: BSA, cosine, alpha 1, k-hot target, 10 epochs, batch 1024, lr 1e-3.
@@ -294,6 +395,20 @@ impl TrainParams {
             seed: 0,
             val_fraction: 0.05,
             decoder_path: None,
+            schedule: Schedule::Constant,
+            warmup_epochs: 0.0,
+            final_lr_fraction: 0.0,
+            monitor: None,
+            patience: 0,
+            monitor_max_active: None,
+            probe_queries: 500,
+            quantile_bias_init: false,
+            rebalance_bits: false,
+            max_bit_freq: 0.5,
+            neighbourhood: Neighbourhood {
+                weight: 0.0,
+                rows: 256,
+            },
         }
     }
 
@@ -342,6 +457,59 @@ impl TrainParams {
                 "need at least 2 training rows, got {n}"
             )));
         }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "--warmup-epochs must be a number >= 0, got {}",
+                self.warmup_epochs
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.final_lr_fraction) {
+            return Err(Error::InvalidArgument(format!(
+                "--final-lr-fraction must be in [0, 1], got {}",
+                self.final_lr_fraction
+            )));
+        }
+        if (self.monitor.is_some() || self.patience > 0) && self.val_fraction == 0.0 {
+            return Err(Error::InvalidArgument(
+                "--monitor and --patience need validation rows: set --val-fraction above 0".into(),
+            ));
+        }
+        if let Some(r) = self.monitor_max_active {
+            if !(r.is_finite() && r > 0.0) || self.monitor.is_none() {
+                return Err(Error::InvalidArgument(format!(
+                    "--monitor-max-active must be a positive ratio to K and needs --monitor, got {r}"
+                )));
+            }
+        }
+        if self.patience > 0 && self.monitor.is_none() {
+            return Err(Error::InvalidArgument(
+                "--patience needs --monitor (loss, adc or hamming)".into(),
+            ));
+        }
+        if matches!(self.monitor, Some(Monitor::Adc | Monitor::Hamming)) && self.probe_queries == 0
+        {
+            return Err(Error::InvalidArgument(
+                "--monitor adc or hamming needs --probe-queries above 0".into(),
+            ));
+        }
+        if !(self.max_bit_freq > 0.0 && self.max_bit_freq <= 1.0) {
+            return Err(Error::InvalidArgument(format!(
+                "--max-bit-freq must be in (0, 1], got {}",
+                self.max_bit_freq
+            )));
+        }
+        let w = self.neighbourhood.weight;
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "--neighbour-weight must be a finite number >= 0, got {w}"
+            )));
+        }
+        if w > 0.0 && self.neighbourhood.rows < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "--neighbour-rows must be at least 2, got {}",
+                self.neighbourhood.rows
+            )));
+        }
         Ok(())
     }
 
@@ -375,24 +543,56 @@ impl TrainParams {
         let val = data.select(Axis(0), val_rows);
 
         let mut params = Params::<f32>::init(self.bits, dim, self.seed ^ 0x5eed_b5a0);
+        // A fixed sample of training rows for bias quantiles and bit frequencies; taken from
+        // the shuffled order, so it is random and costs no extra draws from `rng` (which keeps
+        // the paper's runs identical to before these options existed).
+        let bit_sample = (self.quantile_bias_init || self.rebalance_bits).then(|| {
+            let m = BIT_SAMPLE_ROWS.min(train_rows.len());
+            data.select(Axis(0), &train_rows[..m])
+        });
+        if let (true, Some(sample)) = (self.quantile_bias_init, &bit_sample) {
+            let all: Vec<usize> = (0..self.bits).collect();
+            set_bias_quantiles(&mut params, sample.view(), self.k, &all);
+        }
+        let probe = if self.monitor.is_some() {
+            RecallProbe::new(val.view(), self.probe_queries)
+        } else {
+            None
+        };
         let mut grads = Params::<f32>::zeros(self.bits, dim);
         let mut adam = Adam::new(self.lr as f32, &params);
         let mut timer = PhaseTimer::default();
         let steps_per_epoch = train_rows.len().div_ceil(self.batch);
+        let total_steps = steps_per_epoch * self.epochs;
+        let warmup_steps = (self.warmup_epochs * steps_per_epoch as f64).round() as usize;
         let mut path = self.decoder_path.unwrap_or(DecoderPath::Dense);
         let mut report = TrainReport::default();
+        let mut best: Option<(f64, usize, Params<f32>)> = None;
         let started = Instant::now();
+        let mut global_step = 0;
 
         for epoch in 0..self.epochs {
             train_rows.shuffle(&mut rng);
             let mut sum = BatchLoss::default();
+            let mut lr = self.lr;
             for (step, rows) in train_rows.chunks(self.batch).enumerate() {
                 let x = data.select(Axis(0), rows);
+                lr = self.lr
+                    * lr_factor(
+                        self.schedule,
+                        global_step,
+                        total_steps,
+                        warmup_steps,
+                        self.final_lr_fraction,
+                    );
+                adam.lr = lr as f32;
+                global_step += 1;
                 timer.start();
-                let l = loss_and_grad(
+                let l = loss_and_grad_with(
                     &params,
                     x.view(),
                     &config,
+                    &self.neighbourhood,
                     CodeMode::Binary,
                     path,
                     Some(&mut grads),
@@ -418,6 +618,7 @@ impl TrainParams {
                 sum.rec += l.rec * w;
                 sum.align += l.align * w;
                 sum.active_mean += l.active_mean * w;
+                sum.neighbour += l.neighbour * w;
                 progress(&Progress::Step {
                     epoch,
                     step,
@@ -438,23 +639,87 @@ impl TrainParams {
                 rec: sum.rec / m,
                 align: sum.align / m,
                 active_mean: sum.active_mean / m,
+                neighbour: sum.neighbour / m,
             };
-            let validation = (val.nrows() > 0)
-                .then(|| evaluate_loss(&params, val.view(), &config, self.batch, path));
-            let stats = EpochStats {
+            let validation = (val.nrows() > 0).then(|| {
+                evaluate_loss_with(
+                    &params,
+                    val.view(),
+                    &config,
+                    &self.neighbourhood,
+                    self.batch,
+                    path,
+                )
+            });
+            let mut stats = EpochStats {
                 epoch: epoch + 1,
                 train,
                 validation,
-                seconds: started.elapsed().as_secs_f64(),
+                lr,
+                validation_recall: None,
+                dead_bits: None,
+                max_bit_freq: None,
+                bits_reset: 0,
+                seconds: 0.0,
             };
+            if let Some(probe) = &probe {
+                let (r, active) = probe.measure(&params, self.method, self.k);
+                let freq = bit_frequencies(&active, self.bits);
+                stats.validation_recall = Some(r);
+                stats.dead_bits = Some(freq.iter().filter(|&&f| f == 0.0).count());
+                stats.max_bit_freq = Some(freq.iter().copied().fold(0.0, f64::max));
+            }
+            // Model selection: the monitored value, higher is better.
+            let mut stale = 0;
+            if let Some(monitor) = self.monitor {
+                let score = match (monitor, stats.validation, stats.validation_recall) {
+                    (Monitor::Loss, Some(v), _) => Some(-v.loss),
+                    (Monitor::Adc, _, Some(r)) => Some(r.adc),
+                    (Monitor::Hamming, _, Some(r)) => Some(r.hamming),
+                    _ => None,
+                };
+                let sparse_enough = match (self.monitor_max_active, stats.validation) {
+                    (Some(ratio), Some(v)) => v.active_mean <= ratio * self.k as f64,
+                    _ => true,
+                };
+                let score = score.filter(|_| sparse_enough);
+                if let Some(score) = score {
+                    if best.as_ref().is_none_or(|b| score > b.0) {
+                        best = Some((score, epoch + 1, params.clone()));
+                    }
+                }
+                stale = best.as_ref().map_or(0, |b| epoch + 1 - b.1);
+            }
+            let stop = self.patience > 0 && stale >= self.patience;
+            if let (true, false, true, Some(sample)) = (
+                self.rebalance_bits,
+                stop,
+                epoch + 1 < self.epochs,
+                &bit_sample,
+            ) {
+                let h = params.pre_activations(sample.view());
+                let freq = bit_frequencies(&active_bits(&h, self.method, self.k), self.bits);
+                stats.bits_reset =
+                    rebalance_bits(&mut params, sample.view(), &freq, self.k, self.max_bit_freq)
+                        .len();
+            }
+            stats.seconds = started.elapsed().as_secs_f64();
             progress(&Progress::Epoch(stats.clone()));
             report.epochs.push(stats);
+            if stop {
+                report.stopped_early = true;
+                break;
+            }
+        }
+        if let Some((_, epoch, weights)) = best {
+            params = weights;
+            report.best_epoch = Some(epoch);
         }
         let seconds = started.elapsed().as_secs_f64();
         report.train_rows = train_rows.len();
         report.validation_rows = n_val;
         report.seconds = seconds;
-        report.samples_per_sec = (train_rows.len() * self.epochs) as f64 / seconds;
+        report.samples_per_sec = (train_rows.len() * report.epochs.len()) as f64 / seconds;
         report.phase_seconds = timer.seconds();
         report.decoder_path = path;
         Ok((Autoencoder { config, params }, report))
@@ -481,15 +746,28 @@ pub fn evaluate_loss(
     batch: usize,
     path: DecoderPath,
 ) -> BatchLoss {
+    evaluate_loss_with(p, x, cfg, &Neighbourhood::default(), batch, path)
+}
+
+/// [`evaluate_loss`] with the neighbourhood term `nb`.
+pub fn evaluate_loss_with(
+    p: &Params<f32>,
+    x: ArrayView2<f32>,
+    cfg: &ModelConfig,
+    nb: &Neighbourhood,
+    batch: usize,
+    path: DecoderPath,
+) -> BatchLoss {
     let mut sum = BatchLoss::default();
     let mut timer = PhaseTimer::default();
     for chunk in x.axis_chunks_iter(Axis(0), batch.max(1)) {
-        let l = loss_and_grad(p, chunk, cfg, CodeMode::Binary, path, None, &mut timer);
+        let l = loss_and_grad_with(p, chunk, cfg, nb, CodeMode::Binary, path, None, &mut timer);
         let w = chunk.nrows() as f64;
         sum.loss += l.loss * w;
         sum.rec += l.rec * w;
         sum.align += l.align * w;
         sum.active_mean += l.active_mean * w;
+        sum.neighbour += l.neighbour * w;
     }
     let m = x.nrows().max(1) as f64;
     BatchLoss {
@@ -497,6 +775,7 @@ pub fn evaluate_loss(
         rec: sum.rec / m,
         align: sum.align / m,
         active_mean: sum.active_mean / m,
+        neighbour: sum.neighbour / m,
     }
 }
 
@@ -527,6 +806,16 @@ pub struct EpochStats {
     pub train: BatchLoss,
     /// Losses on the held-out rows with the weights at the end of the epoch.
     pub validation: Option<BatchLoss>,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    /// Recall@10 of the validation probe ([`RecallProbe`]), when a monitor is set.
+    pub validation_recall: Option<ProbeRecall>,
+    /// Bits set for no validation row (with the probe).
+    pub dead_bits: Option<usize>,
+    /// Largest fraction of validation rows any bit is set for (with the probe).
+    pub max_bit_freq: Option<f64>,
+    /// Bits reset by [`TrainParams::rebalance_bits`] after this epoch.
+    pub bits_reset: usize,
     /// Wall time since training started.
     pub seconds: f64,
 }
@@ -548,4 +837,8 @@ pub struct TrainReport {
     pub phase_seconds: Vec<(&'static str, f64)>,
     /// The decoder path used at the end.
     pub decoder_path: DecoderPath,
+    /// The epoch whose weights were kept, when a monitor picked one.
+    pub best_epoch: Option<usize>,
+    /// True when patience ran out before the last epoch.
+    pub stopped_early: bool,
 }

@@ -1,8 +1,12 @@
 //! The trainer through its public API: finite-difference gradient checks of every loss variant,
 //! agreement of the sparse and dense decoder paths, and training behaviour on synthetic data.
 
+use bsa::convergence::{Monitor, Schedule};
 use bsa::model::{LossKind, Method, ModelConfig, Params, Target};
-use bsa::train::{loss_and_grad, CodeMode, DecoderPath, PhaseTimer, Progress, TrainParams};
+use bsa::train::{
+    loss_and_grad, loss_and_grad_with, CodeMode, DecoderPath, Neighbourhood, PhaseTimer, Progress,
+    TrainParams,
+};
 use ndarray::{Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -13,12 +17,13 @@ fn gaussian(rows: usize, cols: usize, seed: u64) -> Array2<f64> {
     Array2::from_shape_simple_fn((rows, cols), || rng.sample(StandardNormal))
 }
 
-fn value(p: &Params<f64>, x: ArrayView2<f64>, cfg: &ModelConfig) -> f64 {
+fn value(p: &Params<f64>, x: ArrayView2<f64>, cfg: &ModelConfig, nb: &Neighbourhood) -> f64 {
     let mut t = PhaseTimer::default();
-    loss_and_grad(
+    loss_and_grad_with(
         p,
         x,
         cfg,
+        nb,
         CodeMode::Identity,
         DecoderPath::Dense,
         None,
@@ -30,6 +35,10 @@ fn value(p: &Params<f64>, x: ArrayView2<f64>, cfg: &ModelConfig) -> f64 {
 /// Central differences on every weight of a tiny model (D=6, N=10, K=3) in f64, with the code
 /// function replaced by the identity (what the straight-through estimator differentiates).
 fn gradcheck(method: Method, loss: LossKind, target: Target, alpha: f64) {
+    gradcheck_with(method, loss, target, alpha, Neighbourhood::default());
+}
+
+fn gradcheck_with(method: Method, loss: LossKind, target: Target, alpha: f64, nb: Neighbourhood) {
     let cfg = ModelConfig {
         dim: 6,
         bits: 10,
@@ -47,15 +56,17 @@ fn gradcheck(method: Method, loss: LossKind, target: Target, alpha: f64) {
     p.be.mapv_inplace(|v| v * 4.0);
     let mut g = Params::<f64>::zeros(10, 6);
     let mut t = PhaseTimer::default();
-    loss_and_grad(
+    let l = loss_and_grad_with(
         &p,
         x.view(),
         &cfg,
+        &nb,
         CodeMode::Identity,
         DecoderPath::Dense,
         Some(&mut g),
         &mut t,
     );
+    assert_eq!(l.neighbour > 0.0, nb.weight > 0.0, "{l:?}");
 
     let eps = 1e-6;
     let mut worst: f64 = 0.0;
@@ -64,12 +75,13 @@ fn gradcheck(method: Method, loss: LossKind, target: Target, alpha: f64) {
         *get(&mut plus) += eps;
         let mut minus = p.clone();
         *get(&mut minus) -= eps;
-        let fd = (value(&plus, x.view(), &cfg) - value(&minus, x.view(), &cfg)) / (2.0 * eps);
+        let fd =
+            (value(&plus, x.view(), &cfg, &nb) - value(&minus, x.view(), &cfg, &nb)) / (2.0 * eps);
         let err = (fd - analytic).abs() / fd.abs().max(analytic.abs()).max(1e-3);
         worst = worst.max(err);
         assert!(
             err < 1e-5,
-            "{method}/{loss}/{target}/alpha={alpha}: d/d{name}: finite difference {fd:e}, analytic {analytic:e}"
+            "{method}/{loss}/{target}/alpha={alpha}/{nb:?}: d/d{name}: finite difference {fd:e}, analytic {analytic:e}"
         );
     };
     for i in 0..10 {
@@ -127,6 +139,95 @@ fn gradients_topk_method() {
     // TopK ignores alpha: the check passes only if no alignment term leaks into the gradient.
     gradcheck(Method::Topk, LossKind::Cosine, Target::Khot, 1.0);
     gradcheck(Method::Topk, LossKind::Mse, Target::Masked, 1.0);
+}
+
+#[test]
+fn gradients_with_neighbourhood_term() {
+    // On 4 of the 5 rows, so the sub-batch slicing is checked too.
+    let nb = Neighbourhood {
+        weight: 0.7,
+        rows: 4,
+    };
+    gradcheck_with(Method::Bsa, LossKind::Cosine, Target::Khot, 1.0, nb);
+    gradcheck_with(Method::Bsa, LossKind::Mse, Target::Masked, 0.0, nb);
+    gradcheck_with(Method::Topk, LossKind::Cosine, Target::Khot, 1.0, nb);
+    // More rows than the batch: all of it.
+    let all = Neighbourhood {
+        weight: 2.0,
+        rows: 64,
+    };
+    gradcheck_with(Method::Bsa, LossKind::Cosine, Target::Khot, 1.0, all);
+}
+
+#[test]
+fn neighbourhood_term_changes_the_gradient_only_when_weighted() {
+    let cfg = ModelConfig {
+        dim: 6,
+        bits: 10,
+        k: 3,
+        method: Method::Bsa,
+        loss: LossKind::Cosine,
+        alpha: 1.0,
+        target: Target::Khot,
+    };
+    let x = gaussian(8, 6, 5);
+    let p = Params::<f64>::init(10, 6, 6);
+    let run = |nb: Neighbourhood, path| {
+        let mut g = Params::<f64>::zeros(10, 6);
+        let mut t = PhaseTimer::default();
+        let l = loss_and_grad_with(
+            &p,
+            x.view(),
+            &cfg,
+            &nb,
+            CodeMode::Binary,
+            path,
+            Some(&mut g),
+            &mut t,
+        );
+        (l, g)
+    };
+    let (l0, g0) = run(
+        Neighbourhood {
+            weight: 0.0,
+            rows: 8,
+        },
+        DecoderPath::Dense,
+    );
+    let mut t = PhaseTimer::default();
+    let mut g_plain = Params::<f64>::zeros(10, 6);
+    let plain = loss_and_grad(
+        &p,
+        x.view(),
+        &cfg,
+        CodeMode::Binary,
+        DecoderPath::Dense,
+        Some(&mut g_plain),
+        &mut t,
+    );
+    assert_eq!(l0.loss, plain.loss);
+    assert_eq!(g0, g_plain);
+    let (l1, g1) = run(
+        Neighbourhood {
+            weight: 1.0,
+            rows: 8,
+        },
+        DecoderPath::Dense,
+    );
+    assert!(l1.neighbour > 0.0 && (l1.loss - l0.loss - l1.neighbour).abs() < 1e-12);
+    assert_ne!(g1.we, g0.we);
+    // The decoder does not enter the term: its gradient is unchanged.
+    assert_eq!(g1.wd_t, g0.wd_t);
+    // The sparse path builds the sub-batch code from the set-bit lists: same values.
+    let (ls, gs) = run(
+        Neighbourhood {
+            weight: 1.0,
+            rows: 8,
+        },
+        DecoderPath::Sparse,
+    );
+    assert!((ls.loss - l1.loss).abs() < 1e-12);
+    assert!(gs.we.iter().zip(&g1.we).all(|(a, b)| (a - b).abs() < 1e-12));
 }
 
 #[test]
@@ -277,4 +378,153 @@ fn bad_settings_are_rejected() {
             .unwrap_err();
         assert!(err.to_string().contains("invalid argument"), "{err}");
     }
+}
+
+#[test]
+fn quantile_bias_init_starts_with_about_k_active_bits() {
+    let x = clustered(2000, 9);
+    let mut params = TrainParams::new(128, 8);
+    params.epochs = 1;
+    params.batch = 128;
+    params.quantile_bias_init = true;
+    let mut first = None;
+    params
+        .fit(x.view(), &mut |p| {
+            if let Progress::Step { loss, .. } = p {
+                first.get_or_insert(loss.active_mean);
+            }
+        })
+        .unwrap();
+    // The default initialisation starts near N / 2 = 64 (see `train` above).
+    let first = first.unwrap();
+    assert!(
+        (6.0..10.0).contains(&first),
+        "first batch had {first} active bits"
+    );
+}
+
+#[test]
+fn monitor_keeps_the_best_epoch_and_patience_stops_training() {
+    let x = clustered(2000, 9);
+    let mut params = TrainParams::new(128, 8);
+    params.epochs = 40;
+    params.batch = 128;
+    params.lr = 5e-3;
+    params.seed = 3;
+    params.monitor = Some(Monitor::Adc);
+    params.patience = 2;
+    params.probe_queries = 50;
+    let (model, report) = params.fit(x.view(), &mut |_| {}).unwrap();
+    let recalls: Vec<f64> = report
+        .epochs
+        .iter()
+        .map(|e| e.validation_recall.unwrap().adc)
+        .collect();
+    let best = report.best_epoch.unwrap();
+    // The first epoch with the highest probe recall.
+    let max = recalls.iter().copied().fold(f64::MIN, f64::max);
+    assert_eq!(
+        recalls.iter().position(|&r| r == max).unwrap() + 1,
+        best,
+        "{recalls:?}"
+    );
+    assert!(report.stopped_early, "never stopped: {recalls:?}");
+    assert_eq!(report.epochs.len(), best + 2);
+    assert!(report
+        .epochs
+        .iter()
+        .all(|e| e.dead_bits.is_some() && e.max_bit_freq.is_some()));
+    // The kept weights are the best epoch's, not the last: re-running to exactly that epoch
+    // without a monitor gives the same model.
+    let mut again = params.clone();
+    again.monitor = None;
+    again.patience = 0;
+    again.epochs = best;
+    let (same, _) = again.fit(x.view(), &mut |_| {}).unwrap();
+    assert_eq!(model.params, same.params);
+}
+
+#[test]
+fn cosine_schedule_ends_at_the_floor_and_rebalancing_leaves_healthy_bits() {
+    let x = clustered(2000, 9);
+    let mut params = TrainParams::new(128, 8);
+    params.epochs = 4;
+    params.batch = 128;
+    params.lr = 5e-3;
+    params.schedule = Schedule::Cosine;
+    params.warmup_epochs = 1.0;
+    params.final_lr_fraction = 0.1;
+    params.rebalance_bits = true;
+    params.max_bit_freq = 0.3;
+    params.monitor = Some(Monitor::Loss);
+    let (_, report) = params.fit(x.view(), &mut |_| {}).unwrap();
+    let lrs: Vec<f64> = report.epochs.iter().map(|e| e.lr).collect();
+    assert!((lrs[3] - 5e-4).abs() < 1e-9, "{lrs:?}");
+    // Warm-up reaches the full rate at the end of the first epoch, then it decays.
+    assert!(
+        lrs[0] > lrs[1] && lrs[1] > lrs[2] && lrs[2] > lrs[3],
+        "{lrs:?}"
+    );
+    // The default initialisation fires about half of the bits for most rows: the first
+    // rebalancing has work to do, and none happens after the last epoch.
+    assert!(report.epochs[0].bits_reset > 0, "{:?}", report.epochs[0]);
+    assert_eq!(report.epochs[3].bits_reset, 0);
+}
+
+#[test]
+fn training_aids_are_validated() {
+    let x = clustered(100, 5);
+    let mut p = TrainParams::new(16, 4);
+    p.patience = 2;
+    assert!(p
+        .fit(x.view(), &mut |_| {})
+        .unwrap_err()
+        .to_string()
+        .contains("--monitor"));
+    let mut p = TrainParams::new(16, 4);
+    p.monitor = Some(Monitor::Adc);
+    p.val_fraction = 0.0;
+    assert!(p
+        .fit(x.view(), &mut |_| {})
+        .unwrap_err()
+        .to_string()
+        .contains("--val-fraction"));
+    let mut p = TrainParams::new(16, 4);
+    p.neighbourhood.weight = -1.0;
+    assert!(p
+        .fit(x.view(), &mut |_| {})
+        .unwrap_err()
+        .to_string()
+        .contains("--neighbour-weight"));
+    let mut p = TrainParams::new(16, 4);
+    p.final_lr_fraction = 2.0;
+    assert!(p
+        .fit(x.view(), &mut |_| {})
+        .unwrap_err()
+        .to_string()
+        .contains("--final-lr-fraction"));
+}
+
+#[test]
+fn monitor_max_active_keeps_the_last_epoch_when_no_epoch_is_sparse_enough() {
+    let x = clustered(1000, 9);
+    let mut params = TrainParams::new(64, 4);
+    params.epochs = 3;
+    params.batch = 128;
+    params.monitor = Some(Monitor::Adc);
+    params.probe_queries = 20;
+    // No code sets fewer than 0.01 x K bits on average: nothing qualifies as best.
+    params.monitor_max_active = Some(0.01);
+    let (model, report) = params.fit(x.view(), &mut |_| {}).unwrap();
+    assert_eq!(report.best_epoch, None);
+    assert_eq!(report.epochs.len(), 3);
+    let mut plain = params.clone();
+    plain.monitor = None;
+    plain.monitor_max_active = None;
+    let (last, _) = plain.fit(x.view(), &mut |_| {}).unwrap();
+    assert_eq!(model.params, last.params);
+    // A generous bound lets the best epoch through.
+    params.monitor_max_active = Some(100.0);
+    let (_, report) = params.fit(x.view(), &mut |_| {}).unwrap();
+    assert!(report.best_epoch.is_some());
 }

@@ -75,6 +75,48 @@ pub struct Args {
     /// How the code products are computed: auto (by measured density), sparse or dense.
     #[arg(long, default_value = "auto", value_parser = ["auto", "sparse", "dense"])]
     pub decoder_path: String,
+    /// Training aid (not in the paper): learning-rate schedule, constant or cosine (half a
+    /// cosine down to --final-lr-fraction x --lr at the last step).
+    #[arg(long, default_value = "constant", value_parser = ["constant", "cosine"])]
+    pub schedule: String,
+    /// Training aid: epochs of linear learning-rate warm-up (fractions allowed).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_epochs: f64,
+    /// Training aid: where the cosine schedule ends, as a fraction of --lr.
+    #[arg(long, default_value_t = 0.0)]
+    pub final_lr_fraction: f64,
+    /// Training aid: keep the weights of the epoch that is best by this validation measure:
+    /// loss, or recall@10 of a probe on the validation rows (adc or hamming scores).
+    #[arg(long, value_parser = ["loss", "adc", "hamming"])]
+    pub monitor: Option<String>,
+    /// Training aid: stop after this many epochs without improvement of --monitor (0: never).
+    #[arg(long, default_value_t = 0, requires = "monitor")]
+    pub patience: usize,
+    /// Training aid: only epochs whose validation codes set at most this many times K bits on
+    /// average can be picked by --monitor (e.g. 1.25); none qualifying keeps the last epoch.
+    #[arg(long, requires = "monitor")]
+    pub monitor_max_active: Option<f64>,
+    /// Validation rows that query the other validation rows in the --monitor recall probe.
+    #[arg(long, default_value_t = 500)]
+    pub probe_queries: usize,
+    /// Training aid: start each encoder bias where its bit fires for about K of N rows.
+    #[arg(long)]
+    pub quantile_bias_init: bool,
+    /// Training aid: after each epoch, reset the encoder bias of bits that fired for no row of
+    /// a training sample or for more than --max-bit-freq of them (the decoder bias absorbs the
+    /// change).
+    #[arg(long)]
+    pub rebalance_bits: bool,
+    /// Firing frequency above which --rebalance-bits resets a bit.
+    #[arg(long, default_value_t = 0.5)]
+    pub max_bit_freq: f64,
+    /// Training aid: weight of the in-batch neighbourhood term, which pulls the cosine
+    /// similarities of the codes toward those of the inputs (0: off, the paper's objective).
+    #[arg(long, default_value_t = 0.0)]
+    pub neighbour_weight: f64,
+    /// Rows of each batch the neighbourhood term is computed on (cost grows as rows^2).
+    #[arg(long, default_value_t = 256)]
+    pub neighbour_rows: usize,
     /// Closed-form methods: fit on at most this many rows (a seeded random sample). Default:
     /// 20,000 for the baselines' ITQ and decoder, all rows for pursuit.
     #[arg(long)]
@@ -142,6 +184,18 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         "dense" => Some(DecoderPath::Dense),
         _ => None,
     };
+    params.schedule = a.schedule.parse()?;
+    params.warmup_epochs = a.warmup_epochs;
+    params.final_lr_fraction = a.final_lr_fraction;
+    params.monitor = a.monitor.as_deref().map(str::parse).transpose()?;
+    params.patience = a.patience;
+    params.monitor_max_active = a.monitor_max_active;
+    params.probe_queries = a.probe_queries;
+    params.quantile_bias_init = a.quantile_bias_init;
+    params.rebalance_bits = a.rebalance_bits;
+    params.max_bit_freq = a.max_bit_freq;
+    params.neighbourhood.weight = a.neighbour_weight;
+    params.neighbourhood.rows = a.neighbour_rows;
     params.validate(data.n(), data.dim())?;
 
     let steps = data.n().div_ceil(a.batch) as u64 * a.epochs as u64;
@@ -170,8 +224,26 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                     )
                 })
                 .unwrap_or_default();
+            let probe = e
+                .validation_recall
+                .map(|r| {
+                    format!(
+                        ", probe recall@10 hamming {:.3} adc {:.3}, dead bits {}, max bit \
+                         frequency {:.3}",
+                        r.hamming,
+                        r.adc,
+                        e.dead_bits.unwrap_or(0),
+                        e.max_bit_freq.unwrap_or(0.0)
+                    )
+                })
+                .unwrap_or_default();
+            let reset = if e.bits_reset > 0 {
+                format!(", {} bits reset", e.bits_reset)
+            } else {
+                String::new()
+            };
             pb.println(format!(
-                "epoch {:>3}: loss {:.4} rec {:.4} align {:.4} active {:.1}{val}",
+                "epoch {:>3}: loss {:.4} rec {:.4} align {:.4} active {:.1}{val}{probe}{reset}",
                 e.epoch, e.train.loss, e.train.rec, e.train.align, e.train.active_mean
             ));
         }
@@ -179,7 +251,12 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let (model, report) = params.fit(data.view(), &mut on_progress)?;
     pb.finish_and_clear();
 
-    let last = report.epochs.last().context("no epoch ran")?;
+    // The losses of the weights that were kept: the best epoch's with --monitor.
+    let last = match report.best_epoch {
+        Some(e) => report.epochs.get(e - 1),
+        None => report.epochs.last(),
+    }
+    .context("no epoch ran")?;
     let phases: serde_json::Map<String, serde_json::Value> = report
         .phase_seconds
         .iter()
@@ -209,6 +286,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         "alpha": a.alpha,
         "target": a.target.to_string(),
         "epochs": a.epochs,
+        "epochs_run": report.epochs.len(),
         "batch": a.batch,
         "lr": a.lr,
         "seed": a.seed,
@@ -223,6 +301,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         "seconds": report.seconds,
         "samples_per_sec": report.samples_per_sec,
         "decoder_path": report.decoder_path,
+        "best_epoch": report.best_epoch,
+        "stopped_early": report.stopped_early,
         "phase_seconds": phases,
         "history": report.epochs,
     });
