@@ -40,13 +40,17 @@ pub enum Variant {
     BsaAlpha0,
     /// BSA with mean squared error in both terms.
     BsaMse,
+    /// BSA (alpha 1, cosine) with healthy bits: encoder biases start at the quantile that fires
+    /// each bit for about K of N rows, and bits that are dead or fire for more than half of the
+    /// rows are reset after each epoch (benches/RESULTS-training.md).
+    BsaHealthy,
     /// Binary matching pursuit (exactly K bits).
     Pursuit,
 }
 
 impl Variant {
     /// Every variant, in report order.
-    pub const ALL: [Variant; 8] = [
+    pub const ALL: [Variant; 9] = [
         Variant::Sign,
         Variant::Lsh,
         Variant::Itq,
@@ -54,6 +58,7 @@ impl Variant {
         Variant::Bsa,
         Variant::BsaAlpha0,
         Variant::BsaMse,
+        Variant::BsaHealthy,
         Variant::Pursuit,
     ];
 
@@ -67,6 +72,7 @@ impl Variant {
             Variant::Bsa => "bsa",
             Variant::BsaAlpha0 => "bsa-alpha0",
             Variant::BsaMse => "bsa-mse",
+            Variant::BsaHealthy => "bsa-healthy",
             Variant::Pursuit => "pursuit",
         }
     }
@@ -138,7 +144,7 @@ impl Cell {
     /// The alignment weight BSA variants train with (None for other methods).
     pub fn effective_alpha(&self) -> Option<f64> {
         match self.variant {
-            Variant::Bsa | Variant::BsaMse => {
+            Variant::Bsa | Variant::BsaMse | Variant::BsaHealthy => {
                 Some(self.alpha.unwrap_or(TrainParams::new(self.bits, 1).alpha))
             }
             Variant::BsaAlpha0 => Some(0.0),
@@ -164,12 +170,12 @@ pub enum HnswCells {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
-    /// Minutes on the bench-data sample: sign, lsh (N=256), itq (N=128 or D), topk and bsa
-    /// (N=512, K=16, 3 epochs), pursuit (N=1024, K=16, 2 rounds).
+    /// Minutes on the bench-data sample: sign, lsh (N=256), itq (N=128 or D), topk, bsa and
+    /// bsa-healthy (N=512, K=16, 3 epochs), pursuit (N=1024, K=16, 2 rounds).
     Quick,
     /// The paper-scale grid: N in {512, 1024, 2048, 4096} x K in {8, 16, 32, 64}, every method
-    /// and ablation (86 cells on 384-d data), 10 epochs, 6 pursuit rounds. Hours on 2 cores for
-    /// 100k vectors (an estimate; not run in CI).
+    /// and ablation, and the alpha sweep (107 cells on 384-d data), 10 epochs, 6 pursuit rounds.
+    /// Hours on 2 cores for 100k vectors (not run in CI; `--cache` lets it run in pieces).
     Paper,
 }
 
@@ -199,6 +205,7 @@ impl Preset {
                 Variant::Itq,
                 Variant::Topk,
                 Variant::Bsa,
+                Variant::BsaHealthy,
                 Variant::Pursuit,
             ],
             Preset::Paper => Variant::ALL.to_vec(),
@@ -420,7 +427,8 @@ pub const HNSW_EFS: [usize; 6] = [10, 20, 40, 80, 160, 320];
 /// One cell's measurements: one object of `results.json`. Field names are stable.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CellResult {
-    /// Method name (`sign`, `lsh`, `itq`, `topk`, `bsa`, `bsa-alpha0`, `bsa-mse`, `pursuit`).
+    /// Method name (`sign`, `lsh`, `itq`, `topk`, `bsa`, `bsa-alpha0`, `bsa-mse`, `bsa-healthy`,
+    /// `pursuit`).
     pub method: String,
     /// Code length N.
     pub bits: usize,
@@ -583,7 +591,7 @@ impl Cache {
 fn epochs_of(cell: &Cell, settings: &Settings) -> Option<usize> {
     matches!(
         cell.variant,
-        Variant::Topk | Variant::Bsa | Variant::BsaAlpha0 | Variant::BsaMse
+        Variant::Topk | Variant::Bsa | Variant::BsaAlpha0 | Variant::BsaMse | Variant::BsaHealthy
     )
     .then_some(settings.epochs)
 }
@@ -643,6 +651,10 @@ pub fn fit(
                 Variant::Topk => p.method = Method::Topk,
                 Variant::BsaAlpha0 => p.alpha = 0.0,
                 Variant::BsaMse => p.loss = LossKind::Mse,
+                Variant::BsaHealthy => {
+                    p.quantile_bias_init = true;
+                    p.rebalance_bits = true;
+                }
                 _ => {}
             }
             if let Some(a) = cell.alpha {
@@ -1652,6 +1664,7 @@ mod tests {
                 "itq N=128",
                 "topk N=512 K=16",
                 "bsa N=512 K=16",
+                "bsa-healthy N=512 K=16",
                 "pursuit N=1024 K=16"
             ]
         );
@@ -1664,8 +1677,8 @@ mod tests {
             HnswCells::Preset,
             384,
         );
-        // sign 1, lsh 4, itq 1 (all clamp to D), 5 K-methods x 16, 5 sweep alphas.
-        assert_eq!(p.len(), 1 + 4 + 1 + 5 * 16 + 5);
+        // sign 1, lsh 4, itq 1 (all clamp to D), 6 K-methods x 16, 5 sweep alphas.
+        assert_eq!(p.len(), 1 + 4 + 1 + 6 * 16 + 5);
         let sweep: Vec<String> = p
             .iter()
             .filter(|c| c.alpha.is_some())
@@ -1688,6 +1701,7 @@ mod tests {
                 "bsa N=1024 K=32",
                 "bsa-alpha0 N=1024 K=32",
                 "bsa-mse N=1024 K=32",
+                "bsa-healthy N=1024 K=32",
                 "pursuit N=1024 K=32",
                 "pursuit N=4096 K=32"
             ]

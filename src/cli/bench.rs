@@ -17,9 +17,10 @@ use bsa::bench::{Cache, Cell, Data, HnswCells, Preset, RunInfo, Settings, Varian
 /// plots (SVG, and PNG when a system font exists). With --cache, fitted models are kept and
 /// reused, and --resume also reuses finished cells, so a long grid can run in pieces.
 ///
-/// Methods: sign, lsh, itq, topk, bsa, bsa-alpha0 (no alignment loss), bsa-mse, pursuit.
+/// Methods: sign, lsh, itq, topk, bsa, bsa-alpha0 (no alignment loss), bsa-mse, bsa-healthy
+/// (BSA with quantile bias init and rebalanced bits), pursuit.
 /// Presets: quick (one size per method, 3 epochs; a few minutes on 10k x 384 on 2 cores) and
-/// paper (N in 512..4096 x K in 8..64, every method and ablation, and an alpha sweep: 91 cells,
+/// paper (N in 512..4096 x K in 8..64, every method and ablation, and an alpha sweep: 107 cells,
 /// 10 epochs, 6 pursuit rounds; hours on 2 cores for the 100k WordNet set; not run in CI). --bits and --k replace the preset's sizes; --methods and --epochs the preset's.
 ///
 /// Example:
