@@ -465,6 +465,31 @@ impl Header {
     }
 }
 
+/// Length of the sub-header that opens the payload of `inverted.bin` and `sparse.bin`.
+pub(crate) const COUNT_SUB_HEADER_LEN: usize = 64;
+
+/// Reads the 64-byte sub-header that opens the payload of `inverted.bin` and `sparse.bin`: a
+/// little-endian `u64` count (postings, or set bits) and reserved bytes that must be zero.
+/// `count` names the counted things and `reserved` says what non-zero reserved bytes mean, for
+/// the errors, which name `path`.
+pub(crate) fn read_count_sub_header(
+    payload: &[u8],
+    path: &Path,
+    count: &str,
+    reserved: &str,
+) -> Result<usize> {
+    let bad = |d: String| Error::corrupt(path, d);
+    let sub = payload
+        .get(..COUNT_SUB_HEADER_LEN)
+        .ok_or_else(|| bad("payload shorter than its sub-header".into()))?;
+    let mut c8 = [0u8; 8];
+    c8.copy_from_slice(&sub[..8]);
+    if sub[8..].iter().any(|&b| b != 0) {
+        return Err(bad(reserved.to_string()));
+    }
+    usize::try_from(u64::from_le_bytes(c8)).map_err(|_| bad(format!("too many {count}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,7 +55,7 @@ use crate::topk::{key, KeyTopK, TopK};
 pub const POSTING_COST_WORDS: u64 = 10;
 
 /// Bytes of the sub-header at the start of the inverted payload.
-pub const SUB_HEADER_LEN: usize = 64;
+pub const SUB_HEADER_LEN: usize = crate::format::COUNT_SUB_HEADER_LEN;
 
 /// Whether posting lists pay for `codes` (n packed codes of `bits` bits), and the estimate
 /// behind the answer: `(build?, expected postings per query, flat words per query)`.
@@ -320,18 +320,12 @@ impl<'a> InvertedView<'a> {
         let bad = |d: String| Error::corrupt(path, d);
         let n = usize::try_from(n).map_err(|_| bad("too many rows".into()))?;
         let bits = bits as usize;
-        let sub = payload
-            .get(..SUB_HEADER_LEN)
-            .ok_or_else(|| bad("payload shorter than its sub-header".into()))?;
-        let mut p8 = [0u8; 8];
-        p8.copy_from_slice(&sub[..8]);
-        let total = u64::from_le_bytes(p8);
-        if sub[8..].iter().any(|&b| b != 0) {
-            return Err(bad(
-                "inverted sub-header: unknown flags or non-zero reserved bytes (compressed lists are not supported by this bsa-index; upgrade bsa)".into(),
-            ));
-        }
-        let total = usize::try_from(total).map_err(|_| bad("too many postings".into()))?;
+        let total = crate::format::read_count_sub_header(
+            payload,
+            path,
+            "postings",
+            "inverted sub-header: unknown flags or non-zero reserved bytes (compressed lists are not supported by this bsa-index; upgrade bsa)",
+        )?;
         let l = layout(n, bits, total)
             .ok_or_else(|| bad(format!("{total} postings overflow the layout")))?;
         if l.total != payload.len() {

@@ -32,7 +32,7 @@ use crate::score::{desc_key, table_score};
 use crate::topk::TopK;
 
 /// Bytes of the sub-header at the start of the sparse payload.
-pub const SUB_HEADER_LEN: usize = 64;
+pub const SUB_HEADER_LEN: usize = crate::format::COUNT_SUB_HEADER_LEN;
 
 /// Whether a sparse layout of `n` codes of `bits` bits with `set_bits` set bits in total is worth
 /// storing: `bits <= 65535` and the layout (`2` bytes per set bit plus an `8`-byte offset per
@@ -174,18 +174,12 @@ impl<'a> SparseView<'a> {
         let bad = |d: String| Error::corrupt(path, d);
         let n = usize::try_from(n).map_err(|_| bad("too many rows".into()))?;
         let bits = bits as usize;
-        let sub = payload
-            .get(..SUB_HEADER_LEN)
-            .ok_or_else(|| bad("payload shorter than its sub-header".into()))?;
-        let mut t8 = [0u8; 8];
-        t8.copy_from_slice(&sub[..8]);
-        let total =
-            usize::try_from(u64::from_le_bytes(t8)).map_err(|_| bad("too many set bits".into()))?;
-        if sub[8..].iter().any(|&b| b != 0) {
-            return Err(bad(
-                "sparse sub-header: non-zero reserved bytes (written by a newer bsa-index?)".into(),
-            ));
-        }
+        let total = crate::format::read_count_sub_header(
+            payload,
+            path,
+            "set bits",
+            "sparse sub-header: non-zero reserved bytes (written by a newer bsa-index?)",
+        )?;
         let l = layout(n, total).ok_or_else(|| bad(format!("{total} ids overflow the layout")))?;
         if l.total != payload.len() {
             return Err(bad(format!(
