@@ -89,38 +89,17 @@ mod with_milvus {
             ),
             (_, r) => r,
         };
-        let mut model = None;
-        let (codes, nq) = match (&float_queries, &a.query_codes) {
-            (Some(q), _) => {
-                let mp = a.model.as_ref().context(
+        let (codes, nq, model) = super::super::search::packed_queries(
+            float_queries.as_ref(),
+            a.query_codes.as_deref(),
+            bits,
+            &format!("collection {coll:?}"),
+            || {
+                a.model.clone().context(
                     "float --queries with --milvus need --model MODEL to encode them (or pass --query-codes)",
-                )?;
-                let m = bsa::io::model::load(mp)?;
-                if m.config.bits != bits {
-                    bail!(
-                        "{}: model makes {}-bit codes but collection {coll:?} holds {bits}-bit codes",
-                        mp.display(),
-                        m.config.bits
-                    );
-                }
-                q.expect_dim(m.config.dim)?;
-                let packed = pack::pack_set_bits(&m.encode_active(q.view()), bits)?;
-                model = Some(m);
-                (packed, q.n())
-            }
-            (None, Some(p)) => {
-                let (nq, cols, bytes) = bsa::io::read_u8(p)?;
-                if cols != bits.div_ceil(8) {
-                    bail!(
-                        "{}: query codes have {cols} bytes, collection {coll:?} holds {bits}-bit codes ({} bytes)",
-                        p.display(),
-                        bits.div_ceil(8)
-                    );
-                }
-                (pack::pack_le_bytes(&bytes, nq, cols, bits)?, nq)
-            }
-            (None, None) => bail!("give --queries or --query-codes"),
-        };
+                )
+            },
+        )?;
         let vectors = match (a.rescore, &a.vectors, &float_queries) {
             (None, Some(_), _) => bail!("--vectors is for --rescore"),
             (None, None, _) => None,

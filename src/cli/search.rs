@@ -162,42 +162,21 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             index_dir.display()
         );
     }
-    let mut model = None;
-    let (codes, nq) = match (&float_queries, &a.query_codes) {
-        (Some(q), _) => {
-            let model_path = index.model_path().with_context(|| {
+    let (codes, nq, model) = packed_queries(
+        float_queries.as_ref(),
+        a.query_codes.as_deref(),
+        bits,
+        "the index",
+        || {
+            index.model_path().with_context(|| {
                 format!(
                     "{}: the index has no model to encode float queries; build it with --model, \
                      or pass --query-codes",
                     index_dir.display()
                 )
-            })?;
-            let m = bsa::io::model::load(&model_path)?;
-            if m.config.bits != bits {
-                bail!(
-                    "{}: model makes {}-bit codes but the index holds {bits}-bit codes",
-                    model_path.display(),
-                    m.config.bits
-                );
-            }
-            q.expect_dim(m.config.dim)?;
-            let packed = pack::pack_set_bits(&m.encode_active(q.view()), bits)?;
-            model = Some(m);
-            (packed, q.n())
-        }
-        (None, Some(p)) => {
-            let (nq, cols, bytes) = bsa::io::read_u8(p)?;
-            if cols != bits.div_ceil(8) {
-                bail!(
-                    "{}: query codes have {cols} bytes, the index's {bits}-bit codes need {}",
-                    p.display(),
-                    bits.div_ceil(8)
-                );
-            }
-            (pack::pack_le_bytes(&bytes, nq, cols, bits)?, nq)
-        }
-        (None, None) => bail!("give --queries or --query-codes"),
-    };
+            })
+        },
+    )?;
     if a.rescore.is_some() {
         if float_queries.is_none() {
             bail!("--rescore needs float --queries (codes alone cannot be rescored)");
@@ -323,6 +302,47 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 }
 
 /// Per-query 0/1 tables of the overlap score: 1.0 at each set bit of the query code, offsets 0.
+/// The queries as packed `bits`-bit codes and their number: float queries encoded by the model
+/// at `model_path()` (asked for only then; the model is returned for ADC tables), or the packed
+/// codes of the `.npy` at `codes_path`. `holder` names what holds the codes, for the errors.
+/// Shared by the local and the Milvus search.
+pub(crate) fn packed_queries(
+    float: Option<&bsa::io::Embeddings>,
+    codes_path: Option<&std::path::Path>,
+    bits: usize,
+    holder: &str,
+    model_path: impl FnOnce() -> anyhow::Result<PathBuf>,
+) -> anyhow::Result<(Vec<u64>, usize, Option<bsa::model::Autoencoder>)> {
+    match (float, codes_path) {
+        (Some(q), _) => {
+            let path = model_path()?;
+            let m = bsa::io::model::load(&path)?;
+            if m.config.bits != bits {
+                bail!(
+                    "{}: model makes {}-bit codes but {holder} holds {bits}-bit codes",
+                    path.display(),
+                    m.config.bits
+                );
+            }
+            q.expect_dim(m.config.dim)?;
+            let packed = pack::pack_set_bits(&m.encode_active(q.view()), bits)?;
+            Ok((packed, q.n(), Some(m)))
+        }
+        (None, Some(p)) => {
+            let (nq, cols, bytes) = bsa::io::read_u8(p)?;
+            if cols != bits.div_ceil(8) {
+                bail!(
+                    "{}: query codes have {cols} bytes, {holder} holds {bits}-bit codes ({} bytes)",
+                    p.display(),
+                    bits.div_ceil(8)
+                );
+            }
+            Ok((pack::pack_le_bytes(&bytes, nq, cols, bits)?, nq, None))
+        }
+        (None, None) => bail!("give --queries or --query-codes"),
+    }
+}
+
 fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
     let wpc = pack::words_per_code(bits);
     let nq = codes.len() / wpc.max(1);
