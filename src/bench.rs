@@ -693,6 +693,39 @@ fn prefix(hits: &[Hits], k: usize) -> Vec<Hits> {
         .collect()
 }
 
+/// What a fitted model of `cell` depends on: the cache key of its model and measurements.
+fn fit_key(cell: &Cell, data: &Data<'_>, settings: &Settings) -> FitKey {
+    FitKey {
+        cell: cell.label(),
+        alpha: cell.effective_alpha(),
+        epochs: epochs_of(cell, settings),
+        rounds: rounds_of(cell, settings),
+        seed: settings.seed,
+        threads: settings.threads,
+        base: data.base_fingerprint.clone(),
+        bsa_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+impl Cache {
+    /// The finished measurements of `cell` for this data and these settings, if the cache
+    /// holds them (what [`run_cell`] reuses when [`reuse_results`](Self::reuse_results) is on).
+    fn finished(&self, cell: &Cell, data: &Data<'_>, settings: &Settings) -> Option<CellResult> {
+        let key = fit_key(cell, data, settings);
+        let rec: ResultRecord = Cache::read(&self.dir.join(cell.slug()).join("result.json"))?;
+        (rec.key == key
+            && rec.version == RESULT_VERSION
+            && rec.eval == data.eval_fingerprint
+            && rec.hnsw == cell.hnsw)
+            .then_some(rec.result)
+    }
+
+    /// Whether the cache holds finished measurements of `cell` (see `bsa bench --cached-only`).
+    pub fn has_finished(&self, cell: &Cell, data: &Data<'_>, settings: &Settings) -> bool {
+        self.finished(cell, data, settings).is_some()
+    }
+}
+
 /// Fits `cell`, or loads its model from `cache` when an identical fit is stored there. Returns
 /// the model and its fit seconds.
 fn fit_or_load(
@@ -702,16 +735,7 @@ fn fit_or_load(
     cache: Option<&Cache>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Autoencoder, f64, FitKey)> {
-    let key = FitKey {
-        cell: cell.label(),
-        alpha: cell.effective_alpha(),
-        epochs: epochs_of(cell, settings),
-        rounds: rounds_of(cell, settings),
-        seed: settings.seed,
-        threads: settings.threads,
-        base: data.base_fingerprint.clone(),
-        bsa_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
+    let key = fit_key(cell, data, settings);
     let dir = cache.map(|c| c.dir.join(cell.slug()));
     if let Some(dir) = &dir {
         let rec: Option<FitRecord> = Cache::read(&dir.join("fit.json"));
@@ -760,17 +784,11 @@ pub fn run_cell(
     let (model, train_seconds, key) = fit_or_load(cell, data, settings, cache, progress)?;
     let (metrics, stats) = crate::metrics::evaluate(&model, data.queries);
     let result_path = cache.map(|c| c.dir.join(cell.slug()).join("result.json"));
-    if let (Some(c), Some(p)) = (cache, &result_path) {
-        let rec: Option<ResultRecord> = Cache::read(p);
-        if let Some(rec) = rec.filter(|r| {
-            c.reuse_results
-                && r.key == key
-                && r.version == RESULT_VERSION
-                && r.eval == data.eval_fingerprint
-                && r.hnsw == cell.hnsw
-        }) {
-            return Ok((rec.result, stats));
-        }
+    if let Some(result) = cache
+        .filter(|c| c.reuse_results)
+        .and_then(|c| c.finished(cell, data, settings))
+    {
+        return Ok((result, stats));
     }
     let bits = model.config.bits;
     let n = data.base.nrows();
@@ -1019,6 +1037,8 @@ pub struct RunInfo {
     pub machine: String,
     /// Wall-clock seconds of the whole grid.
     pub total_seconds: f64,
+    /// Cells of the grid left out because they had not run yet (`--cached-only`).
+    pub not_run: Vec<String>,
 }
 
 /// The current UTC time as `YYYY-MM-DD HH:MM:SS UTC`.
@@ -1113,7 +1133,20 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
         st.seed,
         st.threads
     );
-    let _ = writeln!(s, "- total time {:.1} s\n", info.total_seconds);
+    let _ = writeln!(
+        s,
+        "- total time {:.1} s (cells reused from a cache keep their own train, build and search \
+         times)\n",
+        info.total_seconds
+    );
+    if !info.not_run.is_empty() {
+        let _ = writeln!(
+            s,
+            "**Not run yet** ({} cells of the grid, assembled with `--cached-only`): {}.\n",
+            info.not_run.len(),
+            info.not_run.join(", ")
+        );
+    }
     let _ = writeln!(
         s,
         "Recall is k-NN recall against exact cosine neighbours, averaged over the queries; Hamming \

@@ -197,6 +197,64 @@ fn main() {
         &flat_hits[..],
         "inverted and flat results differ"
     );
+    // Bitmap posting lists, alone and beside the lists (the search then picks, per query, the
+    // cheaper by its cost estimate): timed after the other two, same queries and pool, each
+    // round beside a flat round.
+    let built = Instant::now();
+    let bitmaps = bsa_index::bitmaps::BitmapLists::build(&codes, bits).unwrap();
+    let bitmap_build_s = built.elapsed().as_secs_f64();
+    let bm = bitmaps.view();
+    let both = inv.with_bitmaps(Some(bm));
+    let mut bm_t = Vec::new();
+    let mut both_t = Vec::new();
+    let mut bm_keys = Vec::new();
+    let mut both_stats = None;
+    for _ in 0..reps {
+        let t = Instant::now();
+        bm_keys = pool.install(|| bm.hamming_keys(&queries, w, k, None));
+        bm_t.push(t.elapsed().as_secs_f64() / nq as f64);
+        let t = Instant::now();
+        let (h, s) = pool.install(|| {
+            inverted::top_k(
+                &codes,
+                w,
+                bits,
+                &both,
+                &queries,
+                k,
+                &Score::Hamming,
+                None,
+                &inv_params,
+            )
+            .unwrap()
+        });
+        both_t.push(t.elapsed().as_secs_f64() / nq as f64);
+        assert_eq!(
+            &h[..fnq],
+            &flat_hits[..],
+            "inverted with bitmaps and flat results differ"
+        );
+        both_stats = Some(s);
+        let t = Instant::now();
+        flat_hits = pool.install(|| top_k(&codes, w, bits, fq, k, &params).unwrap());
+        flat_t.push(t.elapsed().as_secs_f64() / fnq as f64);
+    }
+    for (keys, hits) in bm_keys.iter().zip(&flat_hits) {
+        let got: Vec<(u32, u64)> = keys
+            .iter()
+            .map(|&x| ((x >> 32) as u32, x & 0xffff_ffff))
+            .collect();
+        let want: Vec<(u32, u64)> = hits
+            .distances
+            .iter()
+            .copied()
+            .zip(hits.rows.iter().copied())
+            .collect();
+        assert_eq!(got, want, "bitmap and flat results differ");
+    }
+    let both_s = median(both_t);
+    let both_stats = both_stats.unwrap();
+    let bms = median(bm_t);
     let (fs, is) = (median(flat_t), median(inv_t));
     let mut table_json = serde_json::Value::Null;
     if table {
@@ -252,6 +310,9 @@ fn main() {
             "build_seconds": build_s,
             "kernel": bsa_index::hamming::kernel_name(w),
             "flat_ms_per_query": fs * 1e3, "inverted_ms_per_query": is * 1e3, "speedup": fs / is,
+            "bitmap_ms_per_query": bms * 1e3, "bitmap_speedup": fs / bms, "bitmap_build_seconds": bitmap_build_s,
+            "with_bitmaps_ms_per_query": both_s * 1e3, "with_bitmaps_speedup": fs / both_s,
+            "with_bitmaps_bitmap_queries": both_stats.bitmap_queries, "with_bitmaps_flat_fallback": both_stats.flat_queries,
             "inverted_stats": {"inverted": stats.unwrap().inverted_queries, "flat_fallback": stats.unwrap().flat_queries, "postings_visited_per_query": stats.unwrap().postings_visited as f64 / nq as f64, "codes_verified_per_query": stats.unwrap().codes_verified as f64 / nq as f64},
             "identical": true,
             "table": table_json,

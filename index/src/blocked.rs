@@ -34,7 +34,7 @@ pub(crate) const QUERY_BATCH: usize = 8;
 
 /// Asks the CPU to load the cache lines of `words` (a hint: no effect on results).
 #[inline(always)]
-fn prefetch_words(words: &[u64]) {
+pub(crate) fn prefetch_words(words: &[u64]) {
     #[cfg(target_arch = "x86_64")]
     for line in words.chunks(8) {
         // SAFETY: prefetching is a hint that never faults; the address is inside the slice.

@@ -15,8 +15,8 @@ use crate::hnsw::{build_and_dump, HNSW_BASENAME};
 use crate::index::{crc_of_file, file_crc};
 use crate::inverted::InvertedLists;
 use crate::manifest::{
-    BuildInfo, FileInfo, HnswInfo, HnswParams, InvertedInfo, Manifest, ModelInfo, NormsInfo,
-    Segment, SparseInfo, VectorDtype, VectorsInfo, MANIFEST_FILE,
+    BitmapsInfo, BuildInfo, FileInfo, HnswInfo, HnswParams, InvertedInfo, Manifest, ModelInfo,
+    NormsInfo, Segment, SparseInfo, VectorDtype, VectorsInfo, MANIFEST_FILE,
 };
 use crate::pack::{check_high_bits_zero, words_per_code};
 
@@ -52,6 +52,7 @@ pub struct IndexBuilder<'a> {
     hnsw: Option<HnswParams>,
     inverted: bool,
     sparse: Option<bool>,
+    bitmaps: Option<bool>,
     norms: Option<&'a [f32]>,
     model: Option<PathBuf>,
     extra: serde_json::Value,
@@ -70,6 +71,7 @@ impl std::fmt::Debug for IndexBuilder<'_> {
             .field("hnsw", &self.hnsw)
             .field("inverted", &self.inverted)
             .field("sparse", &self.sparse)
+            .field("bitmaps", &self.bitmaps)
             .field("norms", &self.norms.map(<[f32]>::len))
             .field("model", &self.model)
             .field("overwrite", &self.overwrite)
@@ -185,6 +187,7 @@ impl<'a> IndexBuilder<'a> {
             hnsw: None,
             inverted: false,
             sparse: None,
+            bitmaps: None,
             norms: None,
             model: None,
             extra: serde_json::Value::Null,
@@ -243,6 +246,30 @@ impl<'a> IndexBuilder<'a> {
     /// ```
     pub fn sparse(mut self, store: Option<bool>) -> Self {
         self.sparse = store;
+        self
+    }
+
+    /// Whether to store the posting lists also as bitmaps over rows (`bitmaps.bin`, as many
+    /// bytes as the codes), which the inverted Hamming search reads for queries whose bitmap
+    /// words are fewer than their postings (see [`crate::bitmaps`]): `Some(true)` always,
+    /// `Some(false)` never, `None` (the default) when [`crate::bitmaps::worth_storing`] says so
+    /// for a query drawn like the codes. Only with [`inverted`](Self::inverted).
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use bsa_index::{Index, IndexBuilder};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let codes = vec![0b1011u64, 1 << 63, 0, 1]; // four 64-bit codes
+    /// IndexBuilder::new(64, &codes)
+    ///     .inverted(true)
+    ///     .bitmaps(Some(true))
+    ///     .build(dir.path().join("i"))?;
+    /// let index = Index::open(dir.path().join("i"))?;
+    /// assert_eq!(index.bitmaps().unwrap().column_count(0), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn bitmaps(mut self, store: Option<bool>) -> Self {
+        self.bitmaps = store;
         self
     }
 
@@ -355,6 +382,12 @@ impl<'a> IndexBuilder<'a> {
                 "an inverted index needs at most {} bits per code, got {bits}",
                 crate::format::MAX_INVERTED_BITS
             )));
+        }
+        if self.bitmaps == Some(true) && !self.inverted {
+            return Err(Error::InvalidArgument(
+                "bitmap lists are searched with the posting lists: build an inverted index too"
+                    .into(),
+            ));
         }
         if self.sparse == Some(true) && bits > crate::format::MAX_INVERTED_BITS as usize {
             return Err(Error::InvalidArgument(format!(
@@ -543,6 +576,37 @@ impl<'a> IndexBuilder<'a> {
             });
         }
 
+        // bitmaps.bin
+        let mut bitmaps_info = None;
+        if self.inverted && self.bitmaps != Some(false) {
+            let bm = crate::bitmaps::BitmapLists::build(self.codes, bits)?;
+            let store = self.bitmaps == Some(true) || {
+                let view = bm.view();
+                let postings = (0..bits)
+                    .map(|j| f64::from(view.column_count(j)).powi(2))
+                    .sum::<f64>()
+                    / n.max(1) as f64;
+                crate::bitmaps::worth_storing(n, bm.set_bits(), postings)
+            };
+            if store {
+                let mut header = Header::new(
+                    FileKind::Bitmaps,
+                    0,
+                    n as u64,
+                    bits as u32,
+                    0,
+                    ElemKind::U64,
+                )?;
+                let mut sw = SectionWriter::create(tmp_path.join("bitmaps.bin"))?;
+                header.payload_len = bm.write_payload(|b| sw.write(b))?;
+                files.insert("bitmaps.bin".to_string(), sw.finish(header)?);
+                bitmaps_info = Some(BitmapsInfo {
+                    file: "bitmaps.bin".into(),
+                    set_bits: bm.set_bits(),
+                });
+            }
+        }
+
         // sparse.bin
         let mut sparse_info = None;
         let store_sparse = match self.sparse {
@@ -628,6 +692,7 @@ impl<'a> IndexBuilder<'a> {
             inverted: inverted_info,
             norms: norms_info,
             sparse: sparse_info,
+            bitmaps: bitmaps_info,
             files,
             build: BuildInfo {
                 ids_given: self.ids.is_some(),

@@ -38,6 +38,8 @@ pub const MAGIC_INVERTED: [u8; 8] = *b"BSA\0INVL";
 pub const MAGIC_NORMS: [u8; 8] = *b"BSA\0NRMS";
 /// Magic of `sparse.bin` (the set bits of each code, optional).
 pub const MAGIC_SPARSE: [u8; 8] = *b"BSA\0SPRS";
+/// Magic of `bitmaps.bin` (posting lists as bitmaps over rows, optional).
+pub const MAGIC_BITMAPS: [u8; 8] = *b"BSA\0BMAP";
 /// Magic of `graph.bin` (the native HNSW graph, optional).
 pub const MAGIC_GRAPH: [u8; 8] = *b"BSA\0HNSW";
 /// Largest code width for which an inverted file can be built (popcounts are stored as `u16`).
@@ -101,6 +103,8 @@ pub enum FileKind {
     Graph,
     /// The set bits of each code as `u16` bit numbers, with offsets (`sparse.bin`).
     Sparse,
+    /// One bitmap over rows per bit, with popcounts (`bitmaps.bin`).
+    Bitmaps,
 }
 
 impl FileKind {
@@ -114,6 +118,7 @@ impl FileKind {
             FileKind::Norms => MAGIC_NORMS,
             FileKind::Graph => MAGIC_GRAPH,
             FileKind::Sparse => MAGIC_SPARSE,
+            FileKind::Bitmaps => MAGIC_BITMAPS,
         }
     }
 }
@@ -321,7 +326,8 @@ impl Header {
             | FileKind::Ids
             | FileKind::Inverted
             | FileKind::Graph
-            | FileKind::Sparse => elem == ElemKind::U64,
+            | FileKind::Sparse
+            | FileKind::Bitmaps => elem == ElemKind::U64,
             FileKind::Vectors => matches!(elem, ElemKind::F32 | ElemKind::F16),
             FileKind::Norms => elem == ElemKind::F32,
         };
@@ -388,6 +394,14 @@ impl Header {
                     )));
                 }
             }
+            FileKind::Bitmaps => {
+                if header.width == 0 || header.width > MAX_INVERTED_BITS || header.row_elems != 0 {
+                    return Err(corrupt(format!(
+                        "bitmap file for {}-bit codes with row length {} (must be 1..={MAX_INVERTED_BITS} bits, row length 0)",
+                        header.width, header.row_elems
+                    )));
+                }
+            }
             FileKind::Sparse => {
                 if header.width == 0 || header.width > MAX_INVERTED_BITS || header.row_elems != 0 {
                     return Err(corrupt(format!(
@@ -410,7 +424,7 @@ impl Header {
         // The same holds for the graph file (`graph::GraphView::from_payload`).
         let implied = if matches!(
             kind,
-            FileKind::Inverted | FileKind::Graph | FileKind::Sparse
+            FileKind::Inverted | FileKind::Graph | FileKind::Sparse | FileKind::Bitmaps
         ) {
             if header.payload_len < 64 || !header.payload_len.is_multiple_of(64) {
                 return Err(corrupt(format!(
@@ -465,7 +479,8 @@ impl Header {
     }
 }
 
-/// Length of the sub-header that opens the payload of `inverted.bin` and `sparse.bin`.
+/// Length of the sub-header that opens the payload of `inverted.bin`, `sparse.bin` and
+/// `bitmaps.bin`.
 pub(crate) const COUNT_SUB_HEADER_LEN: usize = 64;
 
 /// Reads the 64-byte sub-header that opens the payload of `inverted.bin` and `sparse.bin`: a
@@ -547,6 +562,7 @@ mod tests {
                 FileKind::Inverted,
                 FileKind::Graph,
                 FileKind::Sparse,
+                FileKind::Bitmaps,
             ]),
             any::<bool>(),
         )
@@ -556,7 +572,7 @@ mod tests {
                     FileKind::Ids => (64, 1, ElemKind::U64),
                     FileKind::Vectors => (w, w, if half { ElemKind::F16 } else { ElemKind::F32 }),
                     FileKind::Norms => (1, 1, ElemKind::F32),
-                    FileKind::Inverted | FileKind::Graph | FileKind::Sparse => {
+                    FileKind::Inverted | FileKind::Graph | FileKind::Sparse | FileKind::Bitmaps => {
                         (w, 0, ElemKind::U64)
                     }
                 };
@@ -564,7 +580,7 @@ mod tests {
                     Header::new(kind, flags::IDS_ARE_ROWS, count, width, row_elems, elem).unwrap();
                 if matches!(
                     kind,
-                    FileKind::Inverted | FileKind::Graph | FileKind::Sparse
+                    FileKind::Inverted | FileKind::Graph | FileKind::Sparse | FileKind::Bitmaps
                 ) {
                     h.payload_len = 64 * (1 + count % 1000);
                 }

@@ -76,7 +76,11 @@ impl Section {
         }
         let payload = payload_range(&header, map.len(), &path)?;
         let ok = match header.elem {
-            _ if matches!(kind, FileKind::Inverted | FileKind::Sparse) => {
+            _ if matches!(
+                kind,
+                FileKind::Inverted | FileKind::Sparse | FileKind::Bitmaps
+            ) =>
+            {
                 bytemuck::try_cast_slice::<u8, u64>(&map[payload.clone()]).is_ok()
             }
             ElemKind::U64 => bytemuck::try_cast_slice::<u8, u64>(&map[payload]).is_ok(),
@@ -211,6 +215,8 @@ pub struct Index {
     pub(crate) norms: Option<Section>,
     /// Per-code set bits and the layout of their payload (validated at open).
     pub(crate) sparse: Option<(Section, crate::sparse::Layout)>,
+    /// Bitmap posting lists and the layout of their payload (validated at open).
+    pub(crate) bitmaps: Option<(Section, crate::bitmaps::Layout)>,
     pub(crate) hnsw: OnceLock<HnswGraph>,
 }
 
@@ -342,6 +348,7 @@ impl Index {
             inverted: None,
             norms,
             sparse: None,
+            bitmaps: None,
             hnsw: OnceLock::new(),
         };
         if let Some(si) = &index.manifest.sparse {
@@ -378,6 +385,41 @@ impl Index {
             }
             let layout = view.layout();
             index.sparse = Some((s, layout));
+        }
+        if let Some(bi) = &index.manifest.bitmaps {
+            let s = Section::open(
+                index.dir.join(&bi.file),
+                FileKind::Bitmaps,
+                &index.manifest.files[&bi.file],
+            )?;
+            if s.header.count != index.manifest.n || s.header.width != index.manifest.bits {
+                return Err(Error::corrupt(
+                    &s.path,
+                    format!(
+                        "describes {} codes of {} bits but the manifest says {} of {}",
+                        s.header.count, s.header.width, index.manifest.n, index.manifest.bits
+                    ),
+                ));
+            }
+            let (view, layout) = crate::bitmaps::BitmapView::from_payload(
+                s.payload(),
+                index.manifest.n,
+                index.manifest.bits,
+                &s.path,
+            )?;
+            let set_bits: u64 = (0..view.bits())
+                .map(|j| u64::from(view.column_count(j)))
+                .sum();
+            if set_bits != bi.set_bits {
+                return Err(Error::corrupt(
+                    &s.path,
+                    format!(
+                        "holds {set_bits} set bits but the manifest says {}",
+                        bi.set_bits
+                    ),
+                ));
+            }
+            index.bitmaps = Some((s, layout));
         }
         if let (Some(s), Some(ii)) = (inverted_section, &index.manifest.inverted) {
             // Search indexes with the lists' values, so their structure is always checked (one
@@ -427,6 +469,9 @@ impl Index {
         if let (Some((s, _)), Some(si)) = (&self.sparse, &self.manifest.sparse) {
             s.verify(&f[&si.file])?;
         }
+        if let (Some((s, _)), Some(bi)) = (&self.bitmaps, &self.manifest.bitmaps) {
+            s.verify(&f[&bi.file])?;
+        }
         Ok(())
     }
 
@@ -443,6 +488,7 @@ impl Index {
             self.manifest.norms.as_ref().map(|x| &x.file),
             self.manifest.inverted.as_ref().map(|x| &x.file),
             self.manifest.sparse.as_ref().map(|x| &x.file),
+            self.manifest.bitmaps.as_ref().map(|x| &x.file),
         ]
         .into_iter()
         .flatten()

@@ -26,6 +26,12 @@
 //!   The flat scan of table scores reads the per-code bit lists of `sparse.bin` when the index
 //!   has them (see [`crate::sparse`]), which is what `--mode inverted` falls back to.
 //!
+//! **Bitmaps.** When the index also stores the lists as bitmaps over rows ([`crate::bitmaps`],
+//! `bitmaps.bin`), a Hamming query whose bitmap words (`|q| x n / 64`) are fewer than its
+//! postings reads those instead: a bit-sliced count of 512 rows per instruction, whatever the
+//! list's density (measured on 1M real-like codes: a bitmap word costs about what a posting
+//! does). [`InvertedStats::bitmap_queries`] counts them.
+//!
 //! **Fallback.** Visiting one posting costs about as much as the AVX-512 flat scan spends on
 //! [`POSTING_COST_WORDS`] code words (measured on 1M real-like codes, see
 //! `index/RESULTS-inverted.md`). A query whose lists hold more than 1/[`POSTING_COST_WORDS`] of
@@ -39,6 +45,7 @@
 
 use rayon::prelude::*;
 
+use crate::bitmaps::BitmapView;
 use crate::blocked::{block_min_popcounts, hamming_batch, BlockParams, Work, QUERY_BATCH};
 use crate::error::{Error, Result};
 use crate::flat::{
@@ -61,8 +68,9 @@ pub const SUB_HEADER_LEN: usize = crate::format::COUNT_SUB_HEADER_LEN;
 /// behind the answer: `(build?, expected postings per query, flat words per query)`.
 ///
 /// A query drawn like the base codes visits on average `sum_j count_j^2 / n` postings (bit j is
-/// in the query with probability `count_j / n`, and its list has `count_j` entries); a flat scan
-/// reads `n x words_per_code` words. Lists are worth building when a query visits at most
+/// in the query with probability `count_j / n`, and its list has `count_j` entries), or reads
+/// `mean popcount x n / 64` words of bitmap lists ([`crate::bitmaps`]); a flat scan reads
+/// `n x words_per_code` words. Lists are worth building when the cheaper of the two is at most
 /// 1/[`POSTING_COST_WORDS`] of the words a scan reads (the rule the search applies per query).
 ///
 /// ```
@@ -92,9 +100,11 @@ pub fn pays_off(codes: &[u64], bits: usize) -> (bool, f64, u64) {
         }
     }
     let touched = count.iter().map(|&c| (c as f64) * (c as f64)).sum::<f64>() / n.max(1) as f64;
+    let mean_popcount = count.iter().sum::<u64>() as f64 / n.max(1) as f64;
+    let bitmap_words = mean_popcount * crate::bitmaps::column_words(n) as f64;
     let scan_words = (n as u64) * (w as u64);
     (
-        touched * POSTING_COST_WORDS as f64 <= scan_words as f64,
+        touched.min(bitmap_words) * POSTING_COST_WORDS as f64 <= scan_words as f64,
         touched,
         scan_words,
     )
@@ -115,6 +125,8 @@ pub struct InvertedLists {
 /// A borrowed, validated view of posting lists (from memory or from the mapped `inverted.bin`).
 #[derive(Debug, Clone, Copy)]
 pub struct InvertedView<'a> {
+    /// The same lists as bitmaps, read by Hamming queries for which they are cheaper.
+    bitmaps: Option<BitmapView<'a>>,
     bits: usize,
     n: usize,
     list_offsets: &'a [u64],
@@ -240,6 +252,7 @@ impl InvertedLists {
     /// A view for searching.
     pub fn view(&self) -> InvertedView<'_> {
         InvertedView {
+            bitmaps: None,
             bits: self.bits,
             n: self.n,
             list_offsets: &self.list_offsets,
@@ -292,6 +305,7 @@ impl<'a> InvertedView<'a> {
     pub(crate) fn from_validated(payload: &'a [u8], n: usize, bits: usize, l: &Layout) -> Self {
         // Alignment and sizes were checked by from_payload when the file was opened.
         InvertedView {
+            bitmaps: None,
             bits,
             n,
             list_offsets: bytemuck::cast_slice(&payload[l.list_offsets.clone()]),
@@ -390,6 +404,7 @@ impl<'a> InvertedView<'a> {
             }
         }
         Ok(InvertedView {
+            bitmaps: None,
             bits,
             n,
             list_offsets,
@@ -398,6 +413,28 @@ impl<'a> InvertedView<'a> {
             by_popcount,
             popcount_offsets,
         })
+    }
+
+    /// These lists with their bitmaps (built from the same codes, [`crate::bitmaps`]): the
+    /// inverted Hamming search reads the bitmaps for each query whose bitmap words are fewer
+    /// than its postings. Results are the same either way.
+    ///
+    /// ```
+    /// use bsa_index::{bitmaps::BitmapLists, inverted, InvertedLists, Score, SearchParams};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let codes = [0b0111u64, 0b0110, 0b1000];
+    /// let lists = InvertedLists::build(&codes, 4)?;
+    /// let bitmaps = BitmapLists::build(&codes, 4)?;
+    /// let inv = lists.view().with_bitmaps(Some(bitmaps.view()));
+    /// let p = SearchParams::default().with_force_inverted(true);
+    /// let (hits, stats) = inverted::top_k(&codes, 1, 4, &inv, &[0b0110], 2, &Score::Hamming, None, &p)?;
+    /// assert_eq!((hits[0].rows.clone(), hits[0].distances.clone()), (vec![1, 0], vec![0, 1]));
+    /// assert_eq!(stats.inverted_queries, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn with_bitmaps(mut self, bitmaps: Option<BitmapView<'a>>) -> Self {
+        self.bitmaps = bitmaps;
+        self
     }
 
     /// Number of codes.
@@ -480,6 +517,8 @@ pub struct InvertedStats {
     /// Codes whose Hamming distance was computed directly (candidates verified after pruning,
     /// and rows sharing no bit with the query when those reach the result).
     pub codes_verified: u64,
+    /// Of the inverted queries, those answered from the bitmap lists ([`crate::bitmaps`]).
+    pub bitmap_queries: usize,
 }
 
 /// Per-thread scratch: one counter per row, the touched rows, table sums.
@@ -699,28 +738,47 @@ pub(crate) fn search_keys_with(
     params: &SearchParams,
     bp: BlockParams,
 ) -> (Vec<Vec<u64>>, InvertedStats) {
+    let bitmaps = inv.bitmaps.as_ref();
     let nq = queries.len() / w;
     let n = inv.n;
     let k = k.min(n);
     let scan_words = (n as u64).saturating_mul(w as u64);
-    let touched: Vec<u64> = (0..nq)
-        .map(|qi| inv.touched(&queries[qi * w..(qi + 1) * w], score))
+    let query = |qi: usize| &queries[qi * w..(qi + 1) * w];
+    let touched: Vec<u64> = (0..nq).map(|qi| inv.touched(query(qi), score)).collect();
+    // Hamming queries read the bitmaps instead when their words are fewer than the postings
+    // (one bitmap word costs about one posting, measured: index/RESULTS-inverted.md).
+    let bitmap_words: Vec<Option<u64>> = (0..nq)
+        .map(|qi| match (bitmaps, score) {
+            (Some(b), Score::Hamming) => {
+                let m = query(qi).iter().map(|x| x.count_ones() as usize).sum();
+                Some(b.words_per_query(m)).filter(|&words| words < touched[qi])
+            }
+            _ => None,
+        })
         .collect();
-    let use_inv: Vec<bool> = touched
-        .iter()
-        .map(|&t| params.force_inverted || t.saturating_mul(POSTING_COST_WORDS) <= scan_words)
+    let use_inv: Vec<bool> = (0..nq)
+        .map(|qi| {
+            let cost = bitmap_words[qi].unwrap_or(touched[qi]);
+            params.force_inverted || cost.saturating_mul(POSTING_COST_WORDS) <= scan_words
+        })
+        .collect();
+    let bm_idx: Vec<usize> = (0..nq)
+        .filter(|&qi| use_inv[qi] && bitmap_words[qi].is_some())
         .collect();
     let mut stats = InvertedStats {
         inverted_queries: use_inv.iter().filter(|&&u| u).count(),
         flat_queries: use_inv.iter().filter(|&&u| !u).count(),
         postings_visited: 0,
         codes_verified: 0,
+        bitmap_queries: bm_idx.len(),
     };
     let limit = match params.max_distance {
         Some(m) if !score.has_scores() => key(m.saturating_add(1), 0),
         _ => u64::MAX,
     };
-    let inv_idx: Vec<usize> = (0..nq).filter(|&q| use_inv[q]).collect();
+    let inv_idx: Vec<usize> = (0..nq)
+        .filter(|&q| use_inv[q] && bitmap_words[q].is_none())
+        .collect();
     let block_min = if matches!(score, Score::Hamming) && !inv_idx.is_empty() {
         block_min_popcounts(inv.popcounts, bp.block_rows)
     } else {
@@ -841,8 +899,21 @@ pub(crate) fn search_keys_with(
             _ => search_scored_keys(codes, w, bits, &fq, k, score, norms, sparse, params.split),
         }
     };
+    let bm_keys = match bitmaps {
+        Some(b) if !bm_idx.is_empty() => {
+            let bq: Vec<u64> = bm_idx
+                .iter()
+                .flat_map(|&qi| query(qi).iter().copied())
+                .collect();
+            b.hamming_keys(&bq, w, k, params.max_distance)
+        }
+        _ => Vec::new(),
+    };
     let mut out = vec![Vec::new(); nq];
     for (qi, keys) in inv_idx.into_iter().zip(inv_keys) {
+        out[qi] = keys;
+    }
+    for (qi, keys) in bm_idx.into_iter().zip(bm_keys) {
         out[qi] = keys;
     }
     for (qi, keys) in flat_idx.into_iter().zip(flat_keys) {
@@ -878,6 +949,16 @@ pub fn top_k(
             codes.len() / w
         )));
     }
+    if let Some(b) = &inv.bitmaps {
+        if b.len() != inv.n || b.bits() != inv.bits {
+            return Err(Error::InvalidArgument(format!(
+                "bitmap lists of {} codes of {} bits do not describe {} codes of {bits} bits",
+                b.len(),
+                b.bits(),
+                inv.n
+            )));
+        }
+    }
     let nq = check_queries(queries, w, bits)?;
     check_scored_params(score, params, nq, bits)?;
     let norms = check_norms(score, norms, inv.n)?;
@@ -900,11 +981,12 @@ impl crate::Index {
         self.inverted.is_some()
     }
 
-    /// The posting lists, if stored.
+    /// The posting lists, if stored (with their bitmaps, if stored too).
     pub fn inverted(&self) -> Option<InvertedView<'_>> {
-        self.inverted
-            .as_ref()
-            .map(|(s, l)| InvertedView::from_validated(s.payload(), self.len(), self.bits(), l))
+        self.inverted.as_ref().map(|(s, l)| {
+            InvertedView::from_validated(s.payload(), self.len(), self.bits(), l)
+                .with_bitmaps(self.bitmaps())
+        })
     }
 
     /// Exact k best codes for each query by inverted search: identical to
@@ -1009,6 +1091,7 @@ mod tests {
             block_rows in prop::sample::select(vec![1usize, 7, 64, 100, 1 << 14]),
             mode in 0u8..3,
             max_d in prop::option::of(0u32..12),
+            with_bitmaps in any::<bool>(),
             seed in any::<u64>(),
         ) {
             let w = bits.div_ceil(64);
@@ -1030,12 +1113,19 @@ mod tests {
                 verify_cost: if mode == 2 { Some(0) } else { None },
                 min_rest: if mode == 2 { 0 } else { 64 },
             };
+            // With bitmaps, the queries whose bitmap words are fewer than their postings read
+            // those instead.
+            let bm = crate::bitmaps::BitmapLists::build(&base, bits).unwrap();
+            let inv = inv.with_bitmaps(with_bitmaps.then(|| bm.view()));
             let (got, stats) = search_keys_with(
                 &base, w, bits, &inv, &queries, k, &Score::Hamming, None, None, &params, bp,
             );
             let want = crate::flat::search_keys(&base, w, &queries, k, &params);
             prop_assert_eq!(got, want);
             prop_assert_eq!(stats.inverted_queries, 4);
+            if !with_bitmaps {
+                prop_assert_eq!(stats.bitmap_queries, 0);
+            }
         }
     }
 

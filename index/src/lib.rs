@@ -42,6 +42,7 @@
 //! | `inverted.bin` | optional: posting lists per bit (exact inverted search) |
 //! | `norms.bin` | optional: one `f32` per code, divisor of normalised table scores |
 //! | `sparse.bin` | optional: the set bits of each code (fast table scores on sparse codes) |
+//! | `bitmaps.bin` | optional: the posting lists as bitmaps over rows (inverted Hamming search on codes with frequent bits) |
 //!
 //! The byte-level specification, versioning rules and changelog are in `index/FORMAT.md`.
 //! [`Index::open`] checks magic, versions, header checksums, sizes and alignment, and by default
@@ -57,6 +58,8 @@
 //! * [`graph`]: the native graph search and the `graph.bin` view ([`Index::graph`]).
 //! * [`rescore`]: cosine re-ranking against stored vectors ([`Index::rescore`]).
 //! * [`inverted`]: exact search over posting lists of set bits ([`Index::search_inverted`]).
+//! * [`bitmaps`]: the same lists as bitmaps over rows, counted bit-sliced (the inverted Hamming
+//!   search reads them when they are cheaper than the lists).
 //! * [`score`], [`sparse`]: scores beyond Hamming, and the per-code set bits that make table
 //!   scores cost one lookup per set bit.
 //! * [`format`], [`manifest`]: the on-disk format.
@@ -73,6 +76,7 @@ compile_error!(
     "bsa-index maps little-endian u64 words in place and needs a 64-bit little-endian target"
 );
 
+pub mod bitmaps;
 mod blocked;
 mod builder;
 mod error;

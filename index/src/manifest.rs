@@ -147,6 +147,18 @@ pub struct SparseInfo {
     pub set_bits: u64,
 }
 
+/// Posting lists stored as bitmaps over rows (`bitmaps.bin`), optional (see
+/// [`crate::bitmaps`]). Old v1 readers ignore this field and the file (it is listed under
+/// `files`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BitmapsInfo {
+    /// File name inside the index directory.
+    pub file: String,
+    /// Total number of set bits over all codes.
+    pub set_bits: u64,
+}
+
 /// The stored per-code norms (`norms.bin`), optional: one `f32` per code, used by normalised
 /// table scores (bsa stores the norm of each code's decoded vector, for ADC).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +215,9 @@ pub struct Manifest {
     /// Per-code set bits, if stored (absent from manifests written before they existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sparse: Option<SparseInfo>,
+    /// Posting lists as bitmaps, if stored (absent from manifests written before they existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitmaps: Option<BitmapsInfo>,
     /// Every file of the index except the manifest, with its length and CRC-32.
     pub files: BTreeMap<String, FileInfo>,
     /// Build settings.
@@ -376,6 +391,9 @@ impl Manifest {
         if let Some(sp) = &self.sparse {
             names.push(&sp.file);
         }
+        if let Some(b) = &self.bitmaps {
+            names.push(&b.file);
+        }
         for name in &names {
             check_file_name(name, path)?;
             if !self.files.contains_key(*name) {
@@ -435,6 +453,7 @@ mod tests {
             inverted: None,
             norms: None,
             sparse: None,
+            bitmaps: None,
             files,
             build: BuildInfo::default(),
             extra: serde_json::json!({"encoder": "sign", "note": "héllo"}),

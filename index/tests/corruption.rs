@@ -44,6 +44,7 @@ fn fixture() -> Fixture {
         })
         .model_file(&model)
         .inverted(true)
+        .bitmaps(Some(true))
         .norms(&(0..N).map(|i| (i % 5) as f32).collect::<Vec<f32>>())
         .extra(serde_json::json!({"who": "test"}))
         .build(&path)
@@ -58,7 +59,7 @@ fn fixture() -> Fixture {
     }
 }
 
-const FILES: [&str; 10] = [
+const FILES: [&str; 11] = [
     "manifest.json",
     "codes.bin",
     "ids.bin",
@@ -69,6 +70,7 @@ const FILES: [&str; 10] = [
     "model.safetensors",
     "inverted.bin",
     "norms.bin",
+    "bitmaps.bin",
 ];
 
 /// Everything a user can do with an index, as comparable data.
@@ -79,7 +81,9 @@ fn exercise(path: &Path, f: &Fixture) -> Result<String, Error> {
     let hnsw = index.search_hnsw(&f.queries, 10, &p)?;
     let rescored = index.rescore_hits(&f.float_queries, &flat, 5)?;
     let forced = p.with_force_inverted(true);
-    let (inv, _) = index.search_inverted(&f.queries, 10, &Score::Hamming, &forced)?;
+    let (inv, stats) = index.search_inverted(&f.queries, 10, &Score::Hamming, &forced)?;
+    // The fixture's dense codes make every Hamming query read the bitmaps.
+    assert_eq!(stats.bitmap_queries, 3);
     let tables: Vec<f32> = (0..3 * BITS).map(|i| (i % 7) as f32 - 3.0).collect();
     let table = Score::Table {
         tables: &tables,

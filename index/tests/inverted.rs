@@ -451,6 +451,75 @@ fn blocked_search_over_many_blocks_equals_flat() {
     }
 }
 
+/// Bitmap lists over many chunks (512 rows each) and batches: 40000 skewed codes of 1024 bits
+/// with about 16 bits set, queries from the base and near copies, many k and max distances;
+/// equal to the flat scan exactly. Then an index on disk with `bitmaps.bin`, whose inverted
+/// search sends the queries to the bitmaps and still equals flat.
+#[test]
+fn bitmap_lists_equal_flat_in_memory_and_on_disk() {
+    let bits = 1024;
+    let w = words(bits);
+    let mut r = rng(78);
+    let codes = sparse_codes(&mut r, 40_000, bits, 16.0 / 1024.0, true);
+    let mut queries = sparse_codes(&mut r, 40, bits, 16.0 / 1024.0, true);
+    for (i, row) in [0usize, 511, 512, 39_999].iter().enumerate() {
+        queries[i * w..(i + 1) * w].copy_from_slice(&codes[row * w..(row + 1) * w]);
+    }
+    queries[4 * w..5 * w].copy_from_slice(&codes[20_000 * w..20_001 * w]);
+    queries[4 * w] ^= 0b11;
+    let bm = bsa_index::bitmaps::BitmapLists::build(&codes, bits).unwrap();
+    for k in [1usize, 10, 100, 2000] {
+        for max_d in [None, Some(4), Some(14)] {
+            let p = SearchParams::default().with_max_distance(max_d);
+            let flat = top_k(&codes, w, bits, &queries, k, &p).unwrap();
+            let got = bm.view().hamming_keys(&queries, w, k, max_d);
+            for (qi, (g, h)) in got.iter().zip(&flat).enumerate() {
+                let g: Vec<(u32, u64)> = g
+                    .iter()
+                    .map(|&x| ((x >> 32) as u32, x & 0xffff_ffff))
+                    .collect();
+                let h: Vec<(u32, u64)> = h
+                    .distances
+                    .iter()
+                    .copied()
+                    .zip(h.rows.iter().copied())
+                    .collect();
+                assert_eq!(g, h, "query {qi}, k = {k}, max distance {max_d:?}");
+            }
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    IndexBuilder::new(bits, &codes)
+        .inverted(true)
+        .bitmaps(Some(true))
+        .build(&path)
+        .unwrap();
+    let index = Index::open(&path).unwrap();
+    index.verify().unwrap();
+    assert_eq!(index.bitmaps().unwrap().len(), 40_000);
+    let p = SearchParams::default();
+    let flat = index.search_flat(&queries, 10, &p).unwrap();
+    let (inv, stats) = index
+        .search_inverted(&queries, 10, &Score::Hamming, &p.with_force_inverted(true))
+        .unwrap();
+    assert_eq!(inv, flat);
+    // Skewed 16-bit queries over 40000 rows: 16 x 625 bitmap words against ~16 x 1000 postings.
+    assert!(stats.bitmap_queries > 20, "{stats:?}");
+    // Other scores never read the bitmaps.
+    let (inv, stats) = index
+        .search_inverted(&queries, 10, &Score::Cosine, &p.with_force_inverted(true))
+        .unwrap();
+    assert_eq!(
+        inv,
+        index
+            .search_flat_scored(&queries, 10, &Score::Cosine, &p)
+            .unwrap()
+    );
+    assert_eq!(stats.bitmap_queries, 0);
+}
+
 /// Table scores read from the per-code set bits (`sparse.bin`, written automatically for sparse
 /// codes) equal those from the packed codes and the brute-force definition, flat and inverted.
 #[test]

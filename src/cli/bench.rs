@@ -68,6 +68,10 @@ pub struct Args {
     /// With --cache: reuse finished measurements too, not only the models (resume a grid).
     #[arg(long, requires = "cache")]
     pub resume: bool,
+    /// With --resume: run nothing; write the report from the cells the cache has finished and
+    /// list the others as not run (a long grid's report while it is still running).
+    #[arg(long, requires = "resume")]
+    pub cached_only: bool,
     /// Pursuit rounds (default: the preset's).
     #[arg(long)]
     pub rounds: Option<usize>,
@@ -103,7 +107,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             .collect::<Result<Vec<_>, _>>()?,
         None => preset.methods(),
     };
-    let cells = bsa::bench::cells(
+    let mut cells = bsa::bench::cells(
         preset,
         &methods,
         a.bits.as_deref(),
@@ -177,6 +181,22 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         dir: dir.clone(),
         reuse_results: a.resume,
     });
+    let mut not_run = Vec::new();
+    if a.cached_only {
+        // `requires = "resume"` (which requires --cache) guarantees the cache.
+        let c = cache.as_ref().context("--cached-only needs --cache")?;
+        let (done, rest): (Vec<Cell>, Vec<Cell>) = cells
+            .iter()
+            .partition(|cell| c.has_finished(cell, &data, &settings));
+        not_run = rest.iter().map(Cell::label).collect();
+        eprintln!(
+            "bsa: {} of {} cells finished in {}; reporting those",
+            done.len(),
+            cells.len(),
+            c.dir.display()
+        );
+        cells = done;
+    }
     let work = tempfile::tempdir().context("creating a temporary folder")?;
     let pb = super::bar(
         cells.len() as u64,
@@ -238,6 +258,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         date: bsa::bench::utc_now(),
         machine: bsa::bench::machine_info(),
         total_seconds: started.elapsed().as_secs_f64(),
+        not_run,
     };
     let hist_label = hist.as_ref().map(|(c, _)| c.label());
     bsa::bench::write_report(

@@ -15,8 +15,11 @@ use bsa_index::{pack, HnswParams, IndexBuilder, VectorDtype};
 ///
 /// Posting lists (`--mode inverted` in `bsa search`) are built with --inverted, skipped with
 /// --no-inverted, and otherwise built when the codes are sparse enough: when a query drawn like
-/// the base codes would visit, on average, at most 1/32 of the words a flat scan reads
-/// (sum over bits of count_j^2 / n  <=  n x words_per_code / 32; see index/RESULTS-inverted.md).
+/// the base codes would visit, on average, at most 1/10 of the words a flat scan reads, in
+/// postings (sum over bits of count_j^2 / n) or in bitmap words (mean popcount x n / 64); see
+/// index/RESULTS-inverted.md. The lists are also stored as bitmaps over rows (bitmaps.bin, as
+/// large as the codes) when a query would read fewer bitmap words than postings; --bitmaps and
+/// --no-bitmaps override that.
 /// With --model, the norm of each code's decoded vector is stored too (for `--score adc`).
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -51,6 +54,13 @@ pub struct Args {
     /// Never store posting lists.
     #[arg(long)]
     pub no_inverted: bool,
+    /// Also store the posting lists as bitmaps (default: when a query reads fewer bitmap words
+    /// than postings).
+    #[arg(long, conflicts_with = "no_bitmaps")]
+    pub bitmaps: bool,
+    /// Never store bitmap lists.
+    #[arg(long)]
+    pub no_bitmaps: bool,
     /// HNSW: maximum connections per node (M), 2..=255.
     #[arg(long, default_value_t = 32)]
     pub m: usize,
@@ -138,6 +148,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             bsa_index::format::MAX_INVERTED_BITS
         );
     }
+    if a.bitmaps && !inverted {
+        bail!("--bitmaps stores the posting lists as bitmaps: it needs posting lists (add --inverted)");
+    }
+    let set_bits: u64 = codes.iter().map(|x| u64::from(x.count_ones())).sum();
+    let bitmaps = inverted
+        && !a.no_bitmaps
+        && (a.bitmaps || bsa_index::bitmaps::worth_storing(n, set_bits, touched));
 
     let pb = super::bar(0, a.quiet, "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}");
     pb.set_message("building");
@@ -156,9 +173,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                 "requested": if a.inverted { "yes" } else if a.no_inverted { "no" } else { "auto" },
                 "expected_postings_per_query": touched,
                 "flat_words_per_query": scan_words,
+                "bitmaps": bitmaps,
             },
         }))
-        .inverted(inverted);
+        .inverted(inverted)
+        .bitmaps(Some(bitmaps));
     if let Some(v) = &norms {
         builder = builder.norms(v);
     }
@@ -191,7 +210,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     eprintln!(
         "bsa: built {} with {n} codes of {bits} bits{}",
         a.out.display(),
-        if inverted { " and posting lists" } else { "" }
+        match (inverted, bitmaps) {
+            (true, true) => " and posting lists (also as bitmaps)",
+            (true, false) => " and posting lists",
+            _ => "",
+        }
     );
     Ok(())
 }

@@ -295,6 +295,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             st["flat_fallback_queries"] = s.flat_queries.into();
             st["postings_visited"] = s.postings_visited.into();
             st["codes_verified"] = s.codes_verified.into();
+            st["bitmap_queries"] = s.bitmap_queries.into();
         }
         eprintln!("{st}");
     }

@@ -289,6 +289,16 @@ fn bench_cache_reuses_models_and_resumes_results() {
     let third = run("o3", &["--resume"]);
     assert_eq!(third, second);
 
+    // --cached-only reports the finished cells and lists the others as not run, fitting nothing.
+    std::fs::remove_file(t.path("cache/bsa-32-k4-a0.5/result.json")).unwrap();
+    let partial = run("o5", &["--resume", "--cached-only"]);
+    assert_eq!(partial.as_array().unwrap().len(), 1, "{partial}");
+    assert_eq!(partial[0], third[0]);
+    assert!(!t.exists("cache/bsa-32-k4-a0.5/result.json"));
+    let report = String::from_utf8(t.read("o5/report.md")).unwrap();
+    assert!(report.contains("**Not run yet** (1 cells"), "{report}");
+    assert!(report.contains("alpha=0.5"), "{report}");
+
     // A damaged cache entry is not trusted: the cell is fitted again, the run succeeds.
     t.write("cache/bsa-32-k4/fit.json", b"{ not json");
     t.write("cache/bsa-32-k4/model.safetensors", b"garbage");

@@ -97,6 +97,62 @@ fn inverted_prints_exactly_what_flat_prints_for_every_score() {
         st["inverted_queries"].as_u64().unwrap() + st["flat_fallback_queries"].as_u64().unwrap(),
         20
     );
+    assert_eq!(st["bitmap_queries"], 0, "only Hamming reads the bitmaps");
+    // These 48-bit codes set about half their bits: `bsa build` stored the lists as bitmaps
+    // too; with or without them the output is the flat scan's.
+    let stats = |index: &str| -> serde_json::Value {
+        let out = t
+            .bsa(&[
+                "search",
+                "--index",
+                index,
+                "--queries",
+                "q.npy",
+                "--k",
+                "7",
+                "--mode",
+                "inverted",
+                "--stats",
+            ])
+            .ok();
+        let st: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+        assert_eq!(out.stdout, search(&t, &[]), "{index}");
+        st
+    };
+    assert!(t.path("idx/bitmaps.bin").exists());
+    // (300 codes are too few for either side to beat a scan: queries fall back to the flat
+    // scan; the library tests force the bitmap path, index/tests/inverted.rs.)
+    let st = stats("idx");
+    assert!(st["bitmap_queries"].as_u64().unwrap() <= st["inverted_queries"].as_u64().unwrap());
+    t.bsa(&[
+        "build",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "base.npy",
+        "--inverted",
+        "--no-bitmaps",
+        "--out",
+        "plain",
+        "-q",
+    ])
+    .ok();
+    assert!(!t.path("plain/bitmaps.bin").exists());
+    assert_eq!(stats("plain")["bitmap_queries"], 0);
+    // --bitmaps without posting lists is refused with a hint.
+    t.bsa(&[
+        "build",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "base.npy",
+        "--no-inverted",
+        "--bitmaps",
+        "--out",
+        "bad",
+        "-q",
+    ])
+    .fails_with(&["--bitmaps", "--inverted"]);
 }
 
 #[test]

@@ -1,0 +1,627 @@
+//! Posting lists as bitmaps over rows (`bitmaps.bin`): exact Hamming search by bit-sliced
+//! counting.
+//!
+//! Column `j` is a bitmap with bit `r` set when code `r` has bit `j` set: the transposed code
+//! matrix, the same size as `codes.bin`. A query reads only the columns of its own set bits
+//! (`|q|` of `N`), so it touches `|q| x n / 64` words instead of the flat scan's `n x N / 64`.
+//! For each chunk of [`CHUNK_ROWS`] rows the overlaps `|q and b|` of all rows are added up
+//! *bit-sliced*: plane `p` holds bit `p` of every row's counter, and adding a column is a
+//! ripple-carry over the planes, 64 rows per word and 512 per AVX-512 instruction. A sorted
+//! posting list costs a load and a counter update per entry; a bitmap column costs about one
+//! instruction per 512 rows and plane, whatever its density, which is why it wins once a bit
+//! fires for more than a few percent of the codes (the 1024-bit, K = 16 codes of issue 5).
+//!
+//! **Exactness.** `hamming(q, b) = |q| + |b| - 2 |q and b|`. Rows are visited in ascending order
+//! and offered to a [`TopK`] collector whose threshold `t` only falls. In a chunk whose smallest
+//! popcount is `b_min`, a row can enter only if `2 |q and b| > |q| + b_min - t`; the chunk is
+//! skipped when no count can reach that, the columns are added rarest first, and the chunk is
+//! abandoned as soon as no row can reach it with the columns still to come (`count + remaining <
+//! needed` for every row, a bit-sliced comparison). Rows that pass are offered with their exact
+//! distance. Nothing that could enter the result is dropped, so the result is the flat scan's:
+//! same rows, same distances, ties by row.
+//!
+//! ```
+//! use bsa_index::bitmaps::BitmapLists;
+//! # fn main() -> bsa_index::Result<()> {
+//! // Three 8-bit codes: {0, 1}, {1, 2}, {5}.
+//! let codes = [0b011u64, 0b110, 0b100000];
+//! let lists = BitmapLists::build(&codes, 8)?;
+//! let keys = lists.view().hamming_keys(&[0b010], 1, 2, None);
+//! // Rows 0 and 1 are both at distance 1 from {1}; ties go to the smaller row.
+//! let hits: Vec<(u32, u32)> = keys[0].iter().map(|&k| ((k >> 32) as u32, k as u32)).collect();
+//! assert_eq!(hits, [(1, 0), (1, 1)]);
+//! # Ok(()) }
+//! ```
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::topk::TopK;
+
+/// Words per chunk of a column: 8 words (one 512-bit register) of 64 rows.
+pub const CHUNK_WORDS: usize = 8;
+
+/// Rows per chunk: the unit of the bit-sliced count and of the popcount bound.
+pub const CHUNK_ROWS: usize = CHUNK_WORDS * 64;
+
+/// How far ahead of the chunk being counted each column is prefetched, in words.
+const PREFETCH_WORDS: usize = 4 * CHUNK_WORDS;
+
+/// Queries a thread answers together, range by range.
+pub const QUERY_BATCH: usize = 32;
+
+/// Chunks per range: a range's slice of every column (`RANGE_CHUNKS x 64` bytes, 2 KiB) stays
+/// in the L2 cache while the queries of a batch use it.
+pub const RANGE_CHUNKS: usize = 32;
+
+/// Counter planes: queries with up to `2^16 - 1` set bits.
+const MAX_PLANES: usize = 16;
+
+/// Bitmap posting lists built in memory (what `bitmaps.bin` stores); see [`BitmapView`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BitmapLists {
+    bits: usize,
+    n: usize,
+    columns: Vec<u64>,
+    column_counts: Vec<u32>,
+    popcounts: Vec<u16>,
+    chunk_min: Vec<u16>,
+}
+
+/// A borrowed bitmap index (from memory or from the mapped `bitmaps.bin`).
+#[derive(Debug, Clone, Copy)]
+pub struct BitmapView<'a> {
+    bits: usize,
+    n: usize,
+    /// Words per column: `n` rounded up to whole chunks, divided by 64.
+    words: usize,
+    columns: &'a [u64],
+    column_counts: &'a [u32],
+    popcounts: &'a [u16],
+    chunk_min: &'a [u16],
+}
+
+/// Words per column for `n` rows (whole chunks).
+pub(crate) fn column_words(n: usize) -> usize {
+    n.div_ceil(CHUNK_ROWS) * CHUNK_WORDS
+}
+
+impl BitmapLists {
+    /// Transposes `codes` (`n` packed codes of `bits` bits, `ceil(bits / 64)` words each) into
+    /// one bitmap per bit. Fails if `bits` is 0 or above 65535, or `n` does not fit a `u32`.
+    pub fn build(codes: &[u64], bits: usize) -> Result<Self> {
+        if bits == 0 || bits > u16::MAX as usize {
+            return Err(Error::InvalidArgument(format!(
+                "bitmap lists need 1..=65535 bits per code, got {bits}"
+            )));
+        }
+        let w = bits.div_ceil(64);
+        if !codes.len().is_multiple_of(w) {
+            return Err(Error::InvalidArgument(format!(
+                "{} words are not whole {bits}-bit codes",
+                codes.len()
+            )));
+        }
+        let n = codes.len() / w;
+        if n > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!(
+                "{n} codes exceed the 2^32 rows of a bitmap index"
+            )));
+        }
+        let words = column_words(n);
+        let mut columns = vec![0u64; bits * words];
+        let mut column_counts = vec![0u32; bits];
+        let mut popcounts = Vec::with_capacity(n);
+        for (r, code) in codes.chunks_exact(w).enumerate() {
+            let mut pop = 0u32;
+            for (wi, &x) in code.iter().enumerate() {
+                let mut x = x;
+                while x != 0 {
+                    let j = wi * 64 + x.trailing_zeros() as usize;
+                    x &= x - 1;
+                    if j >= bits {
+                        return Err(Error::InvalidArgument(format!(
+                            "code {r} has bit {j} set beyond its {bits} bits"
+                        )));
+                    }
+                    columns[j * words + r / 64] |= 1 << (r % 64);
+                    column_counts[j] += 1;
+                    pop += 1;
+                }
+            }
+            popcounts.push(pop as u16);
+        }
+        let chunk_min = chunk_minima(&popcounts);
+        Ok(BitmapLists {
+            bits,
+            n,
+            columns,
+            column_counts,
+            popcounts,
+            chunk_min,
+        })
+    }
+
+    /// The view searches run on.
+    pub fn view(&self) -> BitmapView<'_> {
+        BitmapView {
+            bits: self.bits,
+            n: self.n,
+            words: column_words(self.n),
+            columns: &self.columns,
+            column_counts: &self.column_counts,
+            popcounts: &self.popcounts,
+            chunk_min: &self.chunk_min,
+        }
+    }
+}
+
+impl BitmapLists {
+    /// Total set bits over all codes.
+    pub fn set_bits(&self) -> u64 {
+        self.column_counts.iter().map(|&c| u64::from(c)).sum()
+    }
+
+    /// The payload bytes of `bitmaps.bin` (sub-header and sections, see FORMAT.md), in pieces.
+    pub(crate) fn write_payload(&self, mut out: impl FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+        let l = layout(self.n, self.bits)
+            .ok_or_else(|| Error::InvalidArgument("bitmap file size overflows".to_string()))?;
+        let mut sub = [0u8; SUB_HEADER_LEN];
+        sub[..8].copy_from_slice(&self.set_bits().to_le_bytes());
+        out(&sub)?;
+        let zeros = [0u8; 64];
+        let mut at = SUB_HEADER_LEN;
+        // Little-endian host (enforced in lib.rs): memory order is the on-disk order.
+        let sections: [(&[u8], &std::ops::Range<usize>); 4] = [
+            (bytemuck::cast_slice(&self.column_counts), &l.column_counts),
+            (bytemuck::cast_slice(&self.popcounts), &l.popcounts),
+            (bytemuck::cast_slice(&self.chunk_min), &l.chunk_min),
+            (bytemuck::cast_slice(&self.columns), &l.columns),
+        ];
+        for (bytes, range) in sections {
+            out(&zeros[..range.start - at])?;
+            for chunk in bytes.chunks(1 << 20) {
+                out(chunk)?;
+            }
+            at = range.end;
+        }
+        out(&zeros[..l.total - at])?;
+        Ok(l.total as u64)
+    }
+}
+
+impl<'a> BitmapView<'a> {
+    /// A view of a payload already validated by [`from_payload`](Self::from_payload).
+    pub(crate) fn from_validated(payload: &'a [u8], n: usize, bits: usize, l: &Layout) -> Self {
+        BitmapView {
+            bits,
+            n,
+            words: column_words(n),
+            columns: bytemuck::cast_slice(&payload[l.columns.clone()]),
+            column_counts: bytemuck::cast_slice(&payload[l.column_counts.clone()]),
+            popcounts: bytemuck::cast_slice(&payload[l.popcounts.clone()]),
+            chunk_min: bytemuck::cast_slice(&payload[l.chunk_min.clone()]),
+        }
+    }
+
+    /// Parses and validates a bitmap payload for `n` codes of `bits` bits: sizes, the total of
+    /// set bits against the column counts and the popcounts, popcounts `<= bits`, and each
+    /// chunk's smallest popcount (which the search's bound relies on). O(n + bits); the columns
+    /// themselves are covered by the checksum (a search never indexes memory with them). `path`
+    /// is for messages.
+    pub(crate) fn from_payload(
+        payload: &'a [u8],
+        n: u64,
+        bits: u32,
+        path: &std::path::Path,
+    ) -> Result<(Self, Layout)> {
+        let bad = |d: String| Error::corrupt(path, d);
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= u32::MAX as usize)
+            .ok_or_else(|| bad("too many rows".into()))?;
+        let bits = bits as usize;
+        let total = crate::format::read_count_sub_header(
+            payload,
+            path,
+            "set bits",
+            "bitmap sub-header: non-zero reserved bytes (written by a newer bsa-index?)",
+        )? as u64;
+        let l = layout(n, bits).ok_or_else(|| bad(format!("{n} rows overflow the layout")))?;
+        if l.total != payload.len() {
+            return Err(bad(format!(
+                "payload is {} bytes but {n} rows of {bits} bits need {}",
+                payload.len(),
+                l.total
+            )));
+        }
+        let cast_err = |_| bad("section is not aligned in memory".to_string());
+        let column_counts: &[u32] =
+            bytemuck::try_cast_slice(&payload[l.column_counts.clone()]).map_err(cast_err)?;
+        let popcounts: &[u16] =
+            bytemuck::try_cast_slice(&payload[l.popcounts.clone()]).map_err(cast_err)?;
+        let chunk_min: &[u16] =
+            bytemuck::try_cast_slice(&payload[l.chunk_min.clone()]).map_err(cast_err)?;
+        bytemuck::try_cast_slice::<u8, u64>(&payload[l.columns.clone()]).map_err(cast_err)?;
+        let by_columns: u64 = column_counts.iter().map(|&c| u64::from(c)).sum();
+        let by_rows: u64 = popcounts.iter().map(|&p| u64::from(p)).sum();
+        if by_columns != total || by_rows != total {
+            return Err(bad(format!(
+                "holds {total} set bits but its columns count {by_columns} and its rows {by_rows}"
+            )));
+        }
+        if let Some(r) = popcounts.iter().position(|&p| p as usize > bits) {
+            return Err(bad(format!("row {r} has more than {bits} bits set")));
+        }
+        if chunk_minima(popcounts) != chunk_min {
+            return Err(bad(
+                "chunk popcount minima do not match the popcounts".into()
+            ));
+        }
+        let view = Self::from_validated(payload, n, bits, &l);
+        Ok((view, l))
+    }
+}
+
+/// The smallest popcount of each chunk of [`CHUNK_ROWS`] rows.
+fn chunk_minima(popcounts: &[u16]) -> Vec<u16> {
+    popcounts
+        .chunks(CHUNK_ROWS)
+        .map(|c| c.iter().copied().min().unwrap_or(0))
+        .collect()
+}
+
+/// Bytes of the sub-header at the start of the bitmap payload (the total of set bits).
+pub const SUB_HEADER_LEN: usize = crate::format::COUNT_SUB_HEADER_LEN;
+
+/// Byte ranges of the sections of a bitmap payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) column_counts: std::ops::Range<usize>,
+    pub(crate) popcounts: std::ops::Range<usize>,
+    pub(crate) chunk_min: std::ops::Range<usize>,
+    pub(crate) columns: std::ops::Range<usize>,
+    pub(crate) total: usize,
+}
+
+/// Section layout for `n` codes of `bits` bits (`None` on overflow); see FORMAT.md. Every
+/// section starts on a 64-byte boundary.
+pub(crate) fn layout(n: usize, bits: usize) -> Option<Layout> {
+    let align = |x: usize| x.checked_add(63).map(|v| v & !63);
+    let section = |start: usize, bytes: Option<usize>| -> Option<std::ops::Range<usize>> {
+        Some(start..start.checked_add(bytes?)?)
+    };
+    let column_counts = section(SUB_HEADER_LEN, bits.checked_mul(4))?;
+    let popcounts = section(align(column_counts.end)?, n.checked_mul(2))?;
+    let chunk_min = section(align(popcounts.end)?, n.div_ceil(CHUNK_ROWS).checked_mul(2))?;
+    let columns = section(
+        align(chunk_min.end)?,
+        bits.checked_mul(column_words(n))?.checked_mul(8),
+    )?;
+    let total = align(columns.end)?;
+    Some(Layout {
+        column_counts,
+        popcounts,
+        chunk_min,
+        columns,
+        total,
+    })
+}
+
+/// Whether bitmap lists should be stored beside the posting lists: a query drawn like the base
+/// codes reads fewer bitmap words (`mean popcount x n / 64`) than postings
+/// (`sum_j count_j^2 / n`, see [`crate::inverted::pays_off`]). Bitmaps cost as many bytes as
+/// the codes; they pay for bits that fire for more than a few percent of the codes.
+pub fn worth_storing(n: usize, set_bits: u64, expected_postings: f64) -> bool {
+    let mean_popcount = set_bits as f64 / n.max(1) as f64;
+    n > 0 && mean_popcount * (column_words(n) as f64) < expected_postings
+}
+
+/// Number of counter planes that hold counts up to `m`.
+#[inline]
+fn planes_for(m: usize) -> usize {
+    (usize::BITS - m.leading_zeros()) as usize
+}
+
+/// Rows (bit mask per lane) whose bit-sliced count is at least `c`.
+#[inline(always)]
+fn at_least<const P: usize>(planes: &[[u64; CHUNK_WORDS]; P], c: usize) -> [u64; CHUNK_WORDS] {
+    if c == 0 {
+        return [u64::MAX; CHUNK_WORDS];
+    }
+    if c >> planes.len() != 0 {
+        return [0; CHUNK_WORDS];
+    }
+    let mut gt = [0u64; CHUNK_WORDS];
+    let mut eq = [u64::MAX; CHUNK_WORDS];
+    for p in (0..planes.len()).rev() {
+        let plane = &planes[p];
+        if (c >> p) & 1 == 1 {
+            for l in 0..CHUNK_WORDS {
+                eq[l] &= plane[l];
+            }
+        } else {
+            for l in 0..CHUNK_WORDS {
+                gt[l] |= eq[l] & plane[l];
+                eq[l] &= !plane[l];
+            }
+        }
+    }
+    let mut out = [0u64; CHUNK_WORDS];
+    for l in 0..CHUNK_WORDS {
+        out[l] = gt[l] | eq[l];
+    }
+    out
+}
+
+impl<'a> BitmapView<'a> {
+    /// Number of rows (codes).
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Bits per code (columns).
+    pub fn bits(&self) -> usize {
+        self.bits
+    }
+
+    /// How many codes have bit `j` set.
+    pub fn column_count(&self, j: usize) -> u32 {
+        self.column_counts[j]
+    }
+
+    /// Words of the bitmaps a query with `m` set bits reads at most.
+    pub fn words_per_query(&self, m: usize) -> u64 {
+        (m as u64) * (self.words as u64)
+    }
+
+    /// Exact Hamming top-k of each query (`w = ceil(bits / 64)` words each) as sorted keys
+    /// `distance << 32 | row` ([`crate::topk::key`]), equal to the flat scan's. Batches of
+    /// [`QUERY_BATCH`] queries run in parallel on the current rayon pool; a batch walks the rows
+    /// in ranges of [`RANGE_CHUNKS`] chunks, every query of the batch in turn, so a column that
+    /// several queries share is read from memory once per range and from the cache after.
+    /// Query bits at or beyond `bits` must be clear.
+    pub fn hamming_keys(
+        &self,
+        queries: &[u64],
+        w: usize,
+        k: usize,
+        max_distance: Option<u32>,
+    ) -> Vec<Vec<u64>> {
+        let k = k.min(self.n);
+        let batches: Vec<Vec<Vec<u64>>> = queries
+            .par_chunks(w * QUERY_BATCH)
+            .with_max_len(1)
+            .map(|batch| {
+                let mut states: Vec<QueryState<'_>> = batch
+                    .chunks_exact(w)
+                    .map(|q| QueryState::new(self, q, k, max_distance))
+                    .collect();
+                if k > 0 {
+                    let chunks = self.chunk_min.len();
+                    for c0 in (0..chunks).step_by(RANGE_CHUNKS) {
+                        let c1 = (c0 + RANGE_CHUNKS).min(chunks);
+                        for st in &mut states {
+                            st.count_chunks(self, c0..c1);
+                        }
+                    }
+                }
+                states
+                    .into_iter()
+                    .map(|st| st.top.into_sorted_keys())
+                    .collect()
+            })
+            .collect();
+        batches.into_iter().flatten().collect()
+    }
+}
+
+/// One query's columns (rarest first) and its collector, carried from range to range.
+struct QueryState<'a> {
+    cols: Vec<&'a [u64]>,
+    top: TopK,
+}
+
+impl<'a> QueryState<'a> {
+    fn new(v: &BitmapView<'a>, q: &[u64], k: usize, max_distance: Option<u32>) -> Self {
+        let mut qbits: Vec<usize> = Vec::new();
+        crate::inverted::for_each_bit(q, v.bits, |j| qbits.push(j));
+        debug_assert!(qbits.len() < 1 << MAX_PLANES);
+        qbits.sort_by_key(|&j| (v.column_counts[j], j));
+        QueryState {
+            cols: qbits
+                .iter()
+                .map(|&j| &v.columns[j * v.words..(j + 1) * v.words])
+                .collect(),
+            top: TopK::new(k, max_distance),
+        }
+    }
+
+    /// Counts the chunks `range` (in ascending order) and offers the rows that can enter.
+    fn count_chunks(&mut self, v: &BitmapView<'_>, range: std::ops::Range<usize>) {
+        // The counters live in registers only if their number is a constant.
+        match planes_for(self.cols.len()) {
+            0..=4 => self.count_chunks_p::<4>(v, range),
+            5 => self.count_chunks_p::<5>(v, range),
+            6 => self.count_chunks_p::<6>(v, range),
+            7 => self.count_chunks_p::<7>(v, range),
+            8 => self.count_chunks_p::<8>(v, range),
+            _ => self.count_chunks_p::<MAX_PLANES>(v, range),
+        }
+    }
+
+    /// [`count_chunks`](Self::count_chunks) with `P >= 4` counter planes (counts below `2^P`).
+    #[inline(always)]
+    fn count_chunks_p<const P: usize>(
+        &mut self,
+        v: &BitmapView<'_>,
+        range: std::ops::Range<usize>,
+    ) {
+        let m = self.cols.len();
+        debug_assert!(m < 1 << P && P >= 4);
+        let groups = m / 8;
+        for c in range {
+            // A row enters only if m + |b| - 2 count < t, i.e. 2 count > m + |b| - t.
+            let t = i64::from(self.top.threshold());
+            let need = m as i64 + i64::from(v.chunk_min[c]) - t;
+            let cmin = if need < 0 { 0 } else { (need / 2 + 1) as usize };
+            if cmin > m {
+                continue;
+            }
+            let w0 = c * CHUNK_WORDS;
+            let load = |col: &[u64]| -> [u64; CHUNK_WORDS] {
+                // Columns are separate streams read one chunk at a time: too many and too slow
+                // for the hardware prefetcher, so ask for a few chunks ahead.
+                if let Some(ahead) = col.get(w0 + PREFETCH_WORDS..w0 + PREFETCH_WORDS + CHUNK_WORDS)
+                {
+                    crate::blocked::prefetch_words(ahead);
+                }
+                let mut x = [0u64; CHUNK_WORDS];
+                x.copy_from_slice(&col[w0..w0 + CHUNK_WORDS]);
+                x
+            };
+            let mut planes = [[0u64; CHUNK_WORDS]; P];
+            // Eight columns at a time through a Harley-Seal carry-save tree (7 adders of two
+            // ternary-logic instructions each) into planes 0..3, whose carries ripple into the
+            // higher planes; the rest one by one, rippling through every plane.
+            for g in 0..groups {
+                let d: [[u64; CHUNK_WORDS]; 8] =
+                    std::array::from_fn(|i| load(self.cols[g * 8 + i]));
+                let [ones, twos, fours, high @ ..] = planes.as_mut_slice() else {
+                    unreachable!("P >= 4 planes")
+                };
+                let twos_a = csa(ones, &d[0], &d[1]);
+                let twos_b = csa(ones, &d[2], &d[3]);
+                let fours_a = csa(twos, &twos_a, &twos_b);
+                let twos_a = csa(ones, &d[4], &d[5]);
+                let twos_b = csa(ones, &d[6], &d[7]);
+                let fours_b = csa(twos, &twos_a, &twos_b);
+                let eights = csa(fours, &fours_a, &fours_b);
+                ripple(high, eights);
+            }
+            for col in &self.cols[groups * 8..] {
+                ripple(&mut planes, load(col));
+            }
+            let mask = at_least(&planes, cmin);
+            for (l, &bitsl) in mask.iter().enumerate() {
+                let mut x = bitsl;
+                while x != 0 {
+                    let b = x.trailing_zeros() as usize;
+                    x &= x - 1;
+                    let r = (w0 + l) * 64 + b;
+                    if r >= v.n {
+                        break;
+                    }
+                    let mut count = 0u32;
+                    for (p, plane) in planes.iter().enumerate() {
+                        count |= (((plane[l] >> b) & 1) as u32) << p;
+                    }
+                    // Saturating: a damaged file read without checksums gives wrong rows, not a panic.
+                    let d = (m as u32 + u32::from(v.popcounts[r])).saturating_sub(2 * count);
+                    self.top.offer(d, r as u32);
+                }
+            }
+        }
+    }
+}
+
+/// Carry-save adder: `acc + a + b` as the new `acc` (the sum bits) and the returned carries.
+#[inline(always)]
+fn csa(
+    acc: &mut [u64; CHUNK_WORDS],
+    a: &[u64; CHUNK_WORDS],
+    b: &[u64; CHUNK_WORDS],
+) -> [u64; CHUNK_WORDS] {
+    let mut carry = [0u64; CHUNK_WORDS];
+    for l in 0..CHUNK_WORDS {
+        let u = acc[l] ^ a[l];
+        carry[l] = (acc[l] & a[l]) | (u & b[l]);
+        acc[l] = u ^ b[l];
+    }
+    carry
+}
+
+/// Adds the one-bit numbers `x` to the bit-sliced counters `planes` (carries ripple upward).
+#[inline(always)]
+fn ripple(planes: &mut [[u64; CHUNK_WORDS]], mut x: [u64; CHUNK_WORDS]) {
+    for plane in planes.iter_mut() {
+        for l in 0..CHUNK_WORDS {
+            let t = plane[l] & x[l];
+            plane[l] ^= x[l];
+            x[l] = t;
+        }
+    }
+}
+
+impl crate::Index {
+    /// The posting lists as bitmaps (`bitmaps.bin`), if stored.
+    pub fn bitmaps(&self) -> Option<BitmapView<'_>> {
+        self.bitmaps
+            .as_ref()
+            .map(|(s, l)| BitmapView::from_validated(s.payload(), self.len(), self.bits(), l))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flat::top_k;
+    use crate::SearchParams;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    fn codes(n: usize, bits: usize, density: f64, seed: u64) -> Vec<u64> {
+        let w = bits.div_ceil(64);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut out = vec![0u64; n * w];
+        for r in 0..n {
+            for j in 0..bits {
+                // Skew: low bits fire more often.
+                let p = density * 2.0 * (1.0 - j as f64 / bits as f64);
+                if rng.random_bool(p.min(1.0)) {
+                    out[r * w + j / 64] |= 1 << (j % 64);
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        #[test]
+        fn bitmap_search_equals_flat(
+            n in 0usize..2000,
+            bits in prop_oneof![Just(8usize), Just(64), Just(100), Just(256)],
+            density in prop_oneof![Just(0.02f64), Just(0.08), Just(0.3)],
+            k in prop_oneof![Just(1usize), Just(10), Just(100), Just(3000)],
+            max_d in prop_oneof![Just(None), Just(Some(3u32)), Just(Some(12u32))],
+            seed in 0u64..1000,
+        ) {
+            let w = bits.div_ceil(64);
+            let base = codes(n, bits, density, seed);
+            let queries = codes(12, bits, density, seed + 1);
+            let lists = BitmapLists::build(&base, bits).unwrap();
+            let got = lists.view().hamming_keys(&queries, w, k, max_d);
+            let params = SearchParams::default().with_max_distance(max_d);
+            let want = top_k(&base, w, bits, &queries, k, &params).unwrap();
+            for (g, h) in got.iter().zip(&want) {
+                let g: Vec<(u32, u32)> = g.iter().map(|&x| ((x >> 32) as u32, x as u32)).collect();
+                let h: Vec<(u32, u32)> =
+                    h.distances.iter().zip(&h.rows).map(|(&d, &r)| (d, r as u32)).collect();
+                prop_assert_eq!(g, h);
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bits_beyond_the_code() {
+        let err = BitmapLists::build(&[1 << 9], 8).unwrap_err().to_string();
+        assert!(err.contains("bit 9"), "{err}");
+    }
+}
