@@ -18,8 +18,8 @@ use bsa_index::{pack, HnswParams, IndexBuilder, VectorDtype};
 /// the base codes would visit, on average, at most 1/10 of the words a flat scan reads, in
 /// postings (sum over bits of count_j^2 / n) or in bitmap words (mean popcount x n / 64); see
 /// index/RESULTS-inverted.md. The lists are also stored as bitmaps over rows (bitmaps.bin, as
-/// large as the codes) when a query would read fewer bitmap words than postings; --bitmaps and
-/// --no-bitmaps override that.
+/// large as the codes) when a typical query's bitmap words are at most twice its postings (the
+/// search then picks per query); --bitmaps and --no-bitmaps override that.
 /// With --model, the norm of each code's decoded vector is stored too (for `--score adc`).
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
@@ -54,8 +54,8 @@ pub struct Args {
     /// Never store posting lists.
     #[arg(long)]
     pub no_inverted: bool,
-    /// Also store the posting lists as bitmaps (default: when a query reads fewer bitmap words
-    /// than postings).
+    /// Also store the posting lists as bitmaps (default: when a typical query's bitmap words are
+    /// at most twice its postings).
     #[arg(long, conflicts_with = "no_bitmaps")]
     pub bitmaps: bool,
     /// Never store bitmap lists.
