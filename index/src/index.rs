@@ -232,6 +232,27 @@ impl std::fmt::Debug for Index {
     }
 }
 
+/// Opens an optional file that describes every code (`inverted.bin`, `sparse.bin`,
+/// `bitmaps.bin`: `count` = codes, `width` = bits) and checks it against the manifest.
+fn open_per_code_section(
+    dir: &Path,
+    manifest: &Manifest,
+    name: &str,
+    kind: FileKind,
+) -> Result<Section> {
+    let s = Section::open(dir.join(name), kind, &manifest.files[name])?;
+    if s.header.count != manifest.n || s.header.width != manifest.bits {
+        return Err(Error::corrupt(
+            &s.path,
+            format!(
+                "describes {} codes of {} bits but the manifest says {} of {}",
+                s.header.count, s.header.width, manifest.n, manifest.bits
+            ),
+        ));
+    }
+    Ok(s)
+}
+
 fn read_manifest(dir: &Path) -> Result<Manifest> {
     use std::io::Read;
     let path = dir.join(MANIFEST_FILE);
@@ -324,19 +345,12 @@ impl Index {
             None => None,
         };
         let inverted_section = match &manifest.inverted {
-            Some(ii) => {
-                let s = Section::open(dir.join(&ii.file), FileKind::Inverted, &info(&ii.file))?;
-                if s.header.count != manifest.n || s.header.width != manifest.bits {
-                    return Err(Error::corrupt(
-                        &s.path,
-                        format!(
-                            "describes {} codes of {} bits but the manifest says {} of {}",
-                            s.header.count, s.header.width, manifest.n, manifest.bits
-                        ),
-                    ));
-                }
-                Some(s)
-            }
+            Some(ii) => Some(open_per_code_section(
+                &dir,
+                &manifest,
+                &ii.file,
+                FileKind::Inverted,
+            )?),
             None => None,
         };
         let mut index = Index {
@@ -352,20 +366,7 @@ impl Index {
             hnsw: OnceLock::new(),
         };
         if let Some(si) = &index.manifest.sparse {
-            let s = Section::open(
-                index.dir.join(&si.file),
-                FileKind::Sparse,
-                &index.manifest.files[&si.file],
-            )?;
-            if s.header.count != index.manifest.n || s.header.width != index.manifest.bits {
-                return Err(Error::corrupt(
-                    &s.path,
-                    format!(
-                        "describes {} codes of {} bits but the manifest says {} of {}",
-                        s.header.count, s.header.width, index.manifest.n, index.manifest.bits
-                    ),
-                ));
-            }
+            let s = open_per_code_section(&index.dir, &index.manifest, &si.file, FileKind::Sparse)?;
             // Searches index tables with these values: always check the structure (one pass).
             let view = crate::sparse::SparseView::from_payload(
                 s.payload(),
@@ -387,20 +388,8 @@ impl Index {
             index.sparse = Some((s, layout));
         }
         if let Some(bi) = &index.manifest.bitmaps {
-            let s = Section::open(
-                index.dir.join(&bi.file),
-                FileKind::Bitmaps,
-                &index.manifest.files[&bi.file],
-            )?;
-            if s.header.count != index.manifest.n || s.header.width != index.manifest.bits {
-                return Err(Error::corrupt(
-                    &s.path,
-                    format!(
-                        "describes {} codes of {} bits but the manifest says {} of {}",
-                        s.header.count, s.header.width, index.manifest.n, index.manifest.bits
-                    ),
-                ));
-            }
+            let s =
+                open_per_code_section(&index.dir, &index.manifest, &bi.file, FileKind::Bitmaps)?;
             let (view, layout) = crate::bitmaps::BitmapView::from_payload(
                 s.payload(),
                 index.manifest.n,
