@@ -165,13 +165,42 @@ impl PursuitParams {
         }
     }
 
-    /// Learns a dictionary from the rows of `x`; `progress` is called after every round.
+    /// Learns a dictionary from the rows of `x`, starting from random atoms; `progress` is
+    /// called after every round.
     pub fn fit(
         &self,
         x: ArrayView2<f32>,
         progress: &mut dyn FnMut(&RoundStats),
     ) -> Result<(Params<f32>, Vec<RoundStats>)> {
+        self.fit_from(x, None, progress)
+    }
+
+    /// [`fit`](Self::fit) from given initial atoms (`bits x dim`, e.g. the decoder columns
+    /// `wd_t` of a trained BSA model: a warm start). Only their directions are used: each atom
+    /// is scaled like a random one, so that K of them have about the norm of a centred vector
+    /// (a BSA decoder's scale is arbitrary: its loss is a cosine).
+    pub fn fit_from(
+        &self,
+        x: ArrayView2<f32>,
+        init: Option<ArrayView2<f32>>,
+        progress: &mut dyn FnMut(&RoundStats),
+    ) -> Result<(Params<f32>, Vec<RoundStats>)> {
         let (n, dim) = x.dim();
+        if let Some(a) = init {
+            if a.dim() != (self.bits, dim) {
+                return Err(Error::InvalidArgument(format!(
+                    "initial atoms are {} x {}, need --bits x dimension = {} x {dim}",
+                    a.nrows(),
+                    a.ncols(),
+                    self.bits
+                )));
+            }
+            if a.iter().any(|v| !v.is_finite()) {
+                return Err(Error::InvalidArgument(
+                    "initial atoms have non-finite values".into(),
+                ));
+            }
+        }
         if self.k == 0 || self.k > self.bits {
             return Err(Error::InvalidArgument(format!(
                 "--k must be between 1 and --bits ({}), got {}",
@@ -212,11 +241,24 @@ impl PursuitParams {
             / fit.nrows() as f64)
             .sqrt();
         let scale = (centred_norm / (self.k as f64).sqrt()) as f32;
-        let mut wd_t =
-            Array2::from_shape_simple_fn((self.bits, dim), || rng.sample::<f32, _>(StandardNormal));
+        let mut wd_t = match init {
+            Some(a) => a.to_owned(),
+            None => Array2::from_shape_simple_fn((self.bits, dim), || {
+                rng.sample::<f32, _>(StandardNormal)
+            }),
+        };
         for mut atom in wd_t.rows_mut() {
-            let norm = atom.dot(&atom).sqrt().max(f32::MIN_POSITIVE);
-            atom *= scale / norm;
+            let norm = atom.dot(&atom).sqrt();
+            if norm > 0.0 {
+                atom *= scale / norm;
+            } else {
+                // A zero atom (a dead bit of the warm start) gets a random direction.
+                atom.assign(&Array1::from_shape_simple_fn(dim, || {
+                    rng.sample::<f32, _>(StandardNormal)
+                }));
+                let norm = atom.dot(&atom).sqrt().max(f32::MIN_POSITIVE);
+                atom *= scale / norm;
+            }
         }
         let mut params = dictionary_params(wd_t, bd);
 

@@ -127,6 +127,10 @@ pub struct Args {
     /// Pursuit: ridge strength of the decoder refit (relative to the codes' mean Gram diagonal).
     #[arg(long, default_value_t = 1e-3)]
     pub ridge: f64,
+    /// Pursuit: start from the decoder atoms of this model file (e.g. a trained BSA model with
+    /// the same --bits) instead of random directions.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     /// A named configuration. `retrieval`: the codes that win on the retrieval benchmark,
     /// binary matching pursuit with N = 4096, K = 32 (48 bytes per vector as 32 12-bit ids),
     /// 6 rounds; search them with `--score adc`. --bits, --k and --rounds still override.
@@ -152,6 +156,9 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     if a.preset.is_some() || a.method == Method::Pursuit {
         return run_pursuit(a);
+    }
+    if a.init.is_some() {
+        anyhow::bail!("--init starts a pursuit: it needs --method pursuit (or --preset retrieval)");
     }
     if a.method.is_baseline() {
         return run_baseline(a);
@@ -429,14 +436,33 @@ fn run_pursuit(a: &Args) -> anyhow::Result<()> {
         a.quiet,
         "{elapsed_precise} [{bar:30}] round {pos}/{len} {msg}",
     );
+    let init = match &a.init {
+        Some(path) => {
+            let m = bsa::io::model::load(path)?;
+            if m.config.bits != bits || m.config.dim != data.dim() {
+                anyhow::bail!(
+                    "{}: a model of {} bits for {}-d data cannot start a pursuit of {bits} bits \
+                     on {}-d data (pass --bits {})",
+                    path.display(),
+                    m.config.bits,
+                    m.config.dim,
+                    data.dim(),
+                    m.config.bits
+                );
+            }
+            Some(m.params.wd_t)
+        }
+        None => None,
+    };
     let started = std::time::Instant::now();
-    let (dictionary, history) = params.fit(data.view(), &mut |r| {
-        pb.inc(1);
-        pb.println(format!(
-            "round {:>2}: reconstruction {:.4}, {} dead atoms re-seeded, {:.1}s",
-            r.round, r.reconstruction_loss, r.dead_atoms_reseeded, r.seconds
-        ));
-    })?;
+    let (dictionary, history) =
+        params.fit_from(data.view(), init.as_ref().map(|w| w.view()), &mut |r| {
+            pb.inc(1);
+            pb.println(format!(
+                "round {:>2}: reconstruction {:.4}, {} dead atoms re-seeded, {:.1}s",
+                r.round, r.reconstruction_loss, r.dead_atoms_reseeded, r.seconds
+            ));
+        })?;
     pb.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let model = params.model(data.dim(), dictionary);
@@ -446,6 +472,7 @@ fn run_pursuit(a: &Args) -> anyhow::Result<()> {
         "rows": data.n(),
         "preset": a.preset,
         "settings": params,
+        "init": a.init.as_ref().map(|p| p.display().to_string()),
         "threads": threads,
         "reconstruction_loss": last.reconstruction_loss,
         // No timings here: the same data, settings and seed must give a byte-identical file.

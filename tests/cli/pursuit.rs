@@ -143,3 +143,77 @@ fn retrieval_preset_is_pursuit_and_eval_reports_exactly_k_bits() {
     ]);
     assert_eq!(bad.code, 2);
 }
+
+/// `--init MODEL` starts the pursuit from a trained BSA model's decoder atoms: the fit runs, its
+/// codes still have exactly K bits, the dictionary differs from the random start's, and the
+/// run is recorded; a model of another size, or --init without pursuit, is refused clearly.
+#[test]
+fn pursuit_warm_starts_from_a_bsa_decoder() {
+    let t = TestDir::new();
+    t.write_f32("train.npy", &normalised(300, 8, 64));
+    t.train("train.npy", "bsa.safetensors", 32, 4, &[]);
+    t.train("train.npy", "bsa64.safetensors", 64, 4, &[]);
+    let pursuit = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            "train.npy",
+            "--method",
+            "pursuit",
+            "--bits",
+            "32",
+            "--k",
+            "4",
+            "--rounds",
+            "1",
+            "-q",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        t.bsa(&args)
+    };
+    pursuit("warm.safetensors", &["--init", "bsa.safetensors"]).ok();
+    pursuit("cold.safetensors", &[]).ok();
+    let warm = Weights::load(&t.path("warm.safetensors"));
+    let cold = Weights::load(&t.path("cold.safetensors"));
+    assert_ne!(
+        warm.wd, cold.wd,
+        "--init must change the starting dictionary"
+    );
+    assert!(warm.wd.iter().all(|v| v.is_finite()));
+    let eval = t
+        .bsa(&[
+            "eval",
+            "--model",
+            "warm.safetensors",
+            "--data",
+            "train.npy",
+            "--json",
+        ])
+        .ok();
+    let m: serde_json::Value = serde_json::from_str(eval.stdout.trim()).unwrap();
+    assert_eq!(m["active_mean"], 4.0);
+    assert_eq!(m["active_std"], 0.0);
+
+    pursuit("x.safetensors", &["--init", "bsa64.safetensors"]).fails_with(&[
+        "bsa64.safetensors",
+        "64 bits",
+        "--bits 64",
+    ]);
+    t.bsa(&[
+        "train",
+        "--data",
+        "train.npy",
+        "--bits",
+        "32",
+        "--k",
+        "4",
+        "--init",
+        "bsa.safetensors",
+        "--out",
+        "y.safetensors",
+        "-q",
+    ])
+    .fails_with(&["--init", "--method pursuit"]);
+}
