@@ -5,20 +5,21 @@
 //! matrix, the same size as `codes.bin`. A query reads only the columns of its own set bits
 //! (`|q|` of `N`), so it touches `|q| x n / 64` words instead of the flat scan's `n x N / 64`.
 //! For each chunk of [`CHUNK_ROWS`] rows the overlaps `|q and b|` of all rows are added up
-//! *bit-sliced*: plane `p` holds bit `p` of every row's counter, and adding a column is a
-//! ripple-carry over the planes, 64 rows per word and 512 per AVX-512 instruction. A sorted
-//! posting list costs a load and a counter update per entry; a bitmap column costs about one
-//! instruction per 512 rows and plane, whatever its density, which is why it wins once a bit
-//! fires for more than a few percent of the codes (the 1024-bit, K = 16 codes of issue 5).
+//! *bit-sliced*: plane `p` holds bit `p` of every row's counter. Eight columns at a time go
+//! through a Harley-Seal carry-save tree (seven adders of two instructions each, 512 rows per
+//! AVX-512 instruction) and the rest ripple in. A sorted posting list costs a load and a counter
+//! update per entry; a bitmap column costs about one instruction per 512 rows whatever its
+//! density, which is why it wins once a query's bits fire for more than a few percent of the
+//! codes (the 1024-bit, K = 16 codes of issue 5: `index/RESULTS-inverted.md`).
 //!
 //! **Exactness.** `hamming(q, b) = |q| + |b| - 2 |q and b|`. Rows are visited in ascending order
 //! and offered to a [`TopK`] collector whose threshold `t` only falls. In a chunk whose smallest
-//! popcount is `b_min`, a row can enter only if `2 |q and b| > |q| + b_min - t`; the chunk is
-//! skipped when no count can reach that, the columns are added rarest first, and the chunk is
-//! abandoned as soon as no row can reach it with the columns still to come (`count + remaining <
-//! needed` for every row, a bit-sliced comparison). Rows that pass are offered with their exact
-//! distance. Nothing that could enter the result is dropped, so the result is the flat scan's:
-//! same rows, same distances, ties by row.
+//! popcount is `b_min`, a row can enter only if `2 |q and b| > |q| + b_min - t`: a chunk where no
+//! count can reach that is skipped unread, and in the others a bit-sliced comparison picks the
+//! rows whose count does, which are offered with their exact distance. Nothing that could enter
+//! the result is dropped, so the result is the flat scan's: same rows, same distances, ties by
+//! row. (Abandoning a chunk part-way, once no row can reach the bound with the columns left,
+//! was measured slower: the check costs as much as an add and rarely fires.)
 //!
 //! ```
 //! use bsa_index::bitmaps::BitmapLists;
@@ -433,7 +434,7 @@ impl<'a> BitmapView<'a> {
     }
 }
 
-/// One query's columns (rarest first) and its collector, carried from range to range.
+/// One query's columns and its collector, carried from range to range.
 struct QueryState<'a> {
     cols: Vec<&'a [u64]>,
     top: TopK,
@@ -444,7 +445,6 @@ impl<'a> QueryState<'a> {
         let mut qbits: Vec<usize> = Vec::new();
         crate::inverted::for_each_bit(q, v.bits, |j| qbits.push(j));
         debug_assert!(qbits.len() < 1 << MAX_PLANES);
-        qbits.sort_by_key(|&j| (v.column_counts[j], j));
         QueryState {
             cols: qbits
                 .iter()
