@@ -1377,6 +1377,10 @@ pub fn write_report(
     plots.push(("recall_vs_bytes.svg", "recall@10 against bytes per vector"));
 
     // Per method and N, against K.
+    let has_sweep = grid.iter().any(|a| {
+        grid.iter()
+            .any(|b| a.method == b.method && a.bits == b.bits && a.k.is_some() && b.k > a.k)
+    });
     let mut by_k: Vec<Series> = Vec::new();
     let mut losses: Vec<Series> = Vec::new();
     let mut color = 0;
@@ -1394,6 +1398,12 @@ pub fn write_report(
                 .copied()
                 .filter(|r| r.method == *m && r.bits == n && r.k.is_some())
                 .collect();
+            // A line against K needs two K: when some method has a K sweep, single cells are
+            // left to the recall-against-bytes plot (with 16 or more series the colours would
+            // repeat for nothing).
+            if rs.len() < 2 && has_sweep {
+                continue;
+            }
             rs.sort_by_key(|r| r.k);
             let kx = |r: &CellResult| r.k.unwrap_or(0) as f64;
             by_k.push(Series::new(

@@ -5,6 +5,27 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// Tableau's ten categorical colours: distinct at a glance (plotters' `Palette99` puts
+/// yellow and yellow-green next to each other), then repeated.
+const PALETTE: [(u8, u8, u8); 10] = [
+    (0x4e, 0x79, 0xa7),
+    (0xf2, 0x8e, 0x2b),
+    (0xe1, 0x57, 0x59),
+    (0x76, 0xb7, 0xb2),
+    (0x59, 0xa1, 0x4f),
+    (0xed, 0xc9, 0x48),
+    (0xb0, 0x7a, 0xa1),
+    (0xff, 0x9d, 0xa7),
+    (0x9c, 0x75, 0x5f),
+    (0x55, 0x55, 0x55),
+];
+
+fn pick(i: usize) -> plotters::style::RGBAColor {
+    let (r, g, b) = PALETTE[i % PALETTE.len()];
+    use plotters::style::Color;
+    plotters::style::RGBColor(r, g, b).to_rgba()
+}
+
 /// One series of a [`chart`].
 #[derive(Debug, Clone)]
 pub struct Series {
@@ -124,7 +145,7 @@ pub fn chart(
         .draw()
         .map_err(|e| err(e.to_string()))?;
     let style = |s: &Series| {
-        let color = Palette99::pick(s.color).to_rgba();
+        let color = pick(s.color);
         if s.filled {
             color.filled()
         } else {
@@ -205,7 +226,7 @@ pub fn histogram(
         .y_desc(y_label)
         .draw()
         .map_err(|e| err(e.to_string()))?;
-    let color = Palette99::pick(0).to_rgba();
+    let color = pick(0);
     c.draw_series(
         bars.iter()
             .map(|&(x, y)| Rectangle::new([(x - 0.4, 0.0), (x + 0.4, y)], color.filled())),
