@@ -29,7 +29,7 @@ fn pick(i: usize) -> plotters::style::RGBAColor {
 /// One series of a [`chart`].
 #[derive(Debug, Clone)]
 pub struct Series {
-    /// Legend text.
+    /// Legend text; empty: no legend row (a series drawn in the colour of a labelled one).
     pub label: String,
     /// The points, in drawing order.
     pub points: Vec<(f64, f64)>,
@@ -175,7 +175,8 @@ pub fn chart(
                 .map_err(|e| err(e.to_string()))?;
         }
     }
-    for (i, s) in series.iter().enumerate() {
+    // Series with an empty label share the legend row of a labelled one.
+    for (i, s) in series.iter().filter(|s| !s.label.is_empty()).enumerate() {
         let y = 60 + 22 * i as i32;
         if s.crosses {
             legend
