@@ -295,11 +295,11 @@ pub fn cells(
     };
     if methods.contains(&Variant::Bsa) && !sweep.is_empty() {
         let ns = bits.map(<[usize]>::to_vec).unwrap_or_else(|| match preset {
-            Preset::Paper => vec![1024],
+            Preset::Paper => vec![PAPER_HEADLINE.0],
             Preset::Quick => vec![512],
         });
         let kk = ks.map(<[usize]>::to_vec).unwrap_or_else(|| match preset {
-            Preset::Paper => vec![32],
+            Preset::Paper => vec![PAPER_HEADLINE.1],
             Preset::Quick => vec![16],
         });
         for &n in &ns {
@@ -316,6 +316,10 @@ pub fn cells(
     }
     out
 }
+
+/// The paper's headline size `(N, K)`: where the paper preset sweeps alpha, and the BSA cell
+/// whose bit histograms the report shows when the grid has it.
+pub const PAPER_HEADLINE: (usize, usize) = (1024, 32);
 
 /// The alpha sweep of the paper preset (BSA, N = 1024, K = 32), besides alpha = 0 and 1, which
 /// are the `bsa-alpha0` and `bsa` cells.
