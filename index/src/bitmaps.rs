@@ -236,14 +236,10 @@ impl<'a> BitmapView<'a> {
                 l.total
             )));
         }
-        let cast_err = |_| bad("section is not aligned in memory".to_string());
-        let column_counts: &[u32] =
-            bytemuck::try_cast_slice(&payload[l.column_counts.clone()]).map_err(cast_err)?;
-        let popcounts: &[u16] =
-            bytemuck::try_cast_slice(&payload[l.popcounts.clone()]).map_err(cast_err)?;
-        let chunk_min: &[u16] =
-            bytemuck::try_cast_slice(&payload[l.chunk_min.clone()]).map_err(cast_err)?;
-        bytemuck::try_cast_slice::<u8, u64>(&payload[l.columns.clone()]).map_err(cast_err)?;
+        let column_counts: &[u32] = crate::format::section(payload, l.column_counts.clone(), path)?;
+        let popcounts: &[u16] = crate::format::section(payload, l.popcounts.clone(), path)?;
+        let chunk_min: &[u16] = crate::format::section(payload, l.chunk_min.clone(), path)?;
+        crate::format::section::<u64>(payload, l.columns.clone(), path)?;
         let by_columns: u64 = column_counts.iter().map(|&c| u64::from(c)).sum();
         let by_rows: u64 = popcounts.iter().map(|&p| u64::from(p)).sum();
         if by_columns != total || by_rows != total {

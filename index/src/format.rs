@@ -479,6 +479,18 @@ impl Header {
     }
 }
 
+/// One section of a payload (`range` of its bytes) as a slice of `T`, or an error naming `path`
+/// when the bytes are not aligned for `T` in memory. The payloads of `inverted.bin`,
+/// `sparse.bin` and `bitmaps.bin` are sets of such sections, 64-byte aligned in the file.
+pub(crate) fn section<'a, T: bytemuck::Pod>(
+    payload: &'a [u8],
+    range: std::ops::Range<usize>,
+    path: &Path,
+) -> Result<&'a [T]> {
+    bytemuck::try_cast_slice(&payload[range])
+        .map_err(|_| Error::corrupt(path, "section is not aligned in memory"))
+}
+
 /// Length of the sub-header that opens the payload of `inverted.bin`, `sparse.bin` and
 /// `bitmaps.bin`.
 pub(crate) const COUNT_SUB_HEADER_LEN: usize = 64;

@@ -349,17 +349,12 @@ impl<'a> InvertedView<'a> {
                 l.total
             )));
         }
-        let cast_err = |_| bad("section is not aligned in memory".to_string());
-        let list_offsets: &[u64] =
-            bytemuck::try_cast_slice(&payload[l.list_offsets.clone()]).map_err(cast_err)?;
-        let postings: &[u32] =
-            bytemuck::try_cast_slice(&payload[l.postings.clone()]).map_err(cast_err)?;
-        let popcounts: &[u16] =
-            bytemuck::try_cast_slice(&payload[l.popcounts.clone()]).map_err(cast_err)?;
-        let by_popcount: &[u32] =
-            bytemuck::try_cast_slice(&payload[l.by_popcount.clone()]).map_err(cast_err)?;
+        let list_offsets: &[u64] = crate::format::section(payload, l.list_offsets.clone(), path)?;
+        let postings: &[u32] = crate::format::section(payload, l.postings.clone(), path)?;
+        let popcounts: &[u16] = crate::format::section(payload, l.popcounts.clone(), path)?;
+        let by_popcount: &[u32] = crate::format::section(payload, l.by_popcount.clone(), path)?;
         let popcount_offsets: &[u32] =
-            bytemuck::try_cast_slice(&payload[l.popcount_offsets.clone()]).map_err(cast_err)?;
+            crate::format::section(payload, l.popcount_offsets.clone(), path)?;
         if list_offsets[0] != 0
             || list_offsets[bits] != total as u64
             || list_offsets.windows(2).any(|p| p[0] > p[1])

@@ -188,10 +188,8 @@ impl<'a> SparseView<'a> {
                 l.total
             )));
         }
-        let cast_err = |_| bad("section is not aligned in memory".to_string());
-        let offsets: &[u64] =
-            bytemuck::try_cast_slice(&payload[l.offsets.clone()]).map_err(cast_err)?;
-        let ids: &[u16] = bytemuck::try_cast_slice(&payload[l.ids.clone()]).map_err(cast_err)?;
+        let offsets: &[u64] = crate::format::section(payload, l.offsets.clone(), path)?;
+        let ids: &[u16] = crate::format::section(payload, l.ids.clone(), path)?;
         if offsets[0] != 0 || offsets[n] != total as u64 || offsets.windows(2).any(|p| p[0] > p[1])
         {
             return Err(bad(
