@@ -557,6 +557,7 @@ impl<'a> IndexBuilder<'a> {
 
         // inverted.bin
         let mut inverted_info = None;
+        let mut store_bitmaps = false;
         if self.inverted {
             let lists = InvertedLists::build(self.codes, bits)?;
             let mut header = Header::new(
@@ -574,37 +575,37 @@ impl<'a> IndexBuilder<'a> {
                 file: "inverted.bin".into(),
                 postings: lists.postings_len() as u64,
             });
+            // Decided from the list lengths, so that bitmaps (as large as the codes) are only
+            // built when they are stored.
+            store_bitmaps = self.bitmaps.unwrap_or_else(|| {
+                let view = lists.view();
+                let postings = (0..bits)
+                    .map(|j| (view.list(j).len() as f64).powi(2))
+                    .sum::<f64>()
+                    / n.max(1) as f64;
+                crate::bitmaps::worth_storing(n, lists.postings_len() as u64, postings)
+            });
         }
 
         // bitmaps.bin
         let mut bitmaps_info = None;
-        if self.inverted && self.bitmaps != Some(false) {
+        if store_bitmaps {
             let bm = crate::bitmaps::BitmapLists::build(self.codes, bits)?;
-            let store = self.bitmaps == Some(true) || {
-                let view = bm.view();
-                let postings = (0..bits)
-                    .map(|j| f64::from(view.column_count(j)).powi(2))
-                    .sum::<f64>()
-                    / n.max(1) as f64;
-                crate::bitmaps::worth_storing(n, bm.set_bits(), postings)
-            };
-            if store {
-                let mut header = Header::new(
-                    FileKind::Bitmaps,
-                    0,
-                    n as u64,
-                    bits as u32,
-                    0,
-                    ElemKind::U64,
-                )?;
-                let mut sw = SectionWriter::create(tmp_path.join("bitmaps.bin"))?;
-                header.payload_len = bm.write_payload(|b| sw.write(b))?;
-                files.insert("bitmaps.bin".to_string(), sw.finish(header)?);
-                bitmaps_info = Some(BitmapsInfo {
-                    file: "bitmaps.bin".into(),
-                    set_bits: bm.set_bits(),
-                });
-            }
+            let mut header = Header::new(
+                FileKind::Bitmaps,
+                0,
+                n as u64,
+                bits as u32,
+                0,
+                ElemKind::U64,
+            )?;
+            let mut sw = SectionWriter::create(tmp_path.join("bitmaps.bin"))?;
+            header.payload_len = bm.write_payload(|b| sw.write(b))?;
+            files.insert("bitmaps.bin".to_string(), sw.finish(header)?);
+            bitmaps_info = Some(BitmapsInfo {
+                file: "bitmaps.bin".into(),
+                set_bits: bm.set_bits(),
+            });
         }
 
         // sparse.bin
