@@ -285,7 +285,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             "qps": nq as f64 / seconds.max(1e-12),
             "mode": a.mode,
             "score": a.score,
-            "kernel": index.kernel_name(),
+            // The kernel family (BSA_KERNEL or the CPU's best) and its kernel for this width.
+            "kernel_family": bsa_index::KernelFamily::resolve(params.kernel)?.name(),
+            "kernel": index.kernel_name(&params)?,
             // Table scores (adc, soft) read the per-code set bits when the index stores them.
             "table_layout": if index.sparse().is_some() { "sparse" } else { "packed" },
         });
