@@ -434,16 +434,30 @@ fn rule_codes(params: &Params<f32>, x: ArrayView2<f32>, method: Method, k: usize
             let fixed = |j: usize| {
                 deterministic::dot(&x, we.row(j).as_slice().expect("standard layout")) + be[j]
             };
-            let h = h.to_vec();
+            let owned;
+            let h = match h.as_slice() {
+                Some(h) => h,
+                None => {
+                    owned = h.to_vec();
+                    &owned
+                }
+            };
+            let row_margin = margin(w_max, be_max);
             *bits = if top {
-                top_k_fixed(&h, k, margin(w_max, be_max), &fixed)
+                top_k_fixed(h, k, row_margin, &fixed)
             } else {
+                // The row's largest margin, rounded up to f32, settles almost every entry with
+                // one compare; the few below it get their own margin.
+                let quick = f32_at_least(row_margin);
                 (0..h.len())
                     .filter(|&j| {
-                        if f64::from(h[j]).abs() <= margin(w_norms[j], f64::from(be[j].abs())) {
-                            fixed(j) > 0.0
+                        let v = h[j];
+                        if v.abs() > quick
+                            || f64::from(v.abs()) > margin(w_norms[j], f64::from(be[j].abs()))
+                        {
+                            v > 0.0
                         } else {
-                            h[j] > 0.0
+                            fixed(j) > 0.0
                         }
                     })
                     .map(|j| j as u32)
@@ -481,6 +495,16 @@ fn top_k_fixed(h: &[f32], k: usize, max_margin: f64, fixed: &dyn Fn(usize) -> f3
         .into_iter()
         .map(|p| cand[p as usize])
         .collect()
+}
+
+/// The smallest `f32` not below `x`.
+fn f32_at_least(x: f64) -> f32 {
+    let f = x as f32;
+    if f64::from(f) < x {
+        f.next_up()
+    } else {
+        f
+    }
 }
 
 /// Euclidean norm in `f64`.
