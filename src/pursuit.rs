@@ -124,7 +124,7 @@ pub fn encode(params: &Params<f32>, k: usize, x: ArrayView2<f32>) -> Vec<Vec<u32
 /// deterministic kernels with OpenBLAS's AVX-512 GEMM).
 fn encode_with(params: &Params<f32>, k: usize, x: ArrayView2<f32>, fixed: bool) -> Vec<Vec<u32>> {
     let gram = if fixed {
-        crate::deterministic::matmul_nt(params.wd_t.view(), params.wd_t.view())
+        crate::deterministic::gram(params.wd_t.view())
     } else {
         params.wd_t.dot(&params.wd_t.t())
     };
