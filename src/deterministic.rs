@@ -451,7 +451,15 @@ mod tests {
 
     #[test]
     fn gram_equals_the_full_product() {
-        for (m, d) in [(1, 3), (47, 5), (48, 9), (49, 1), (200, 33), (300, 7), (97, 384)] {
+        for (m, d) in [
+            (1, 3),
+            (47, 5),
+            (48, 9),
+            (49, 1),
+            (200, 33),
+            (300, 7),
+            (97, 384),
+        ] {
             let a = random(m, d, m as u64);
             let want = matmul_nt(a.view(), a.view());
             assert_bits_eq(&gram(a.view()), &want, &format!("{m} x {d}"));

@@ -1,5 +1,5 @@
-//! `bsa search` prints the same bytes for `--threads 1, 2, 4`, in every mode, for every score,
-//! with and without `--rescore` (issue 12).
+//! `bsa search` prints the same bytes for `--threads 1, 2, 4` and every kernel family the CPU
+//! has (`BSA_KERNEL`), in every mode, for every score, with and without `--rescore` (issue 12).
 //!
 //! The fixture is sized so that the products that used to depend on the thread count really run
 //! on several threads: OpenBLAS only splits a GEMM above about 2^18 multiply-adds, and 200
@@ -90,12 +90,18 @@ fn same_for_every_thread_count(
     let what = format!("{index} --mode {mode} --score {score} --rescore {rescore:?}");
     // --stats goes to stderr (it holds timings, which do differ) and says how the inverted
     // search answered.
-    let runs: Vec<_> = THREADS
+    // Every kernel family this CPU has (BSA_KERNEL) with every thread count.
+    let families = bsa_index::KernelFamily::supported();
+    let configs: Vec<(&str, &str)> = families
         .iter()
-        .map(|th| {
+        .flat_map(|f| THREADS.iter().map(move |th| (f.name(), *th)))
+        .collect();
+    let runs: Vec<_> = configs
+        .iter()
+        .map(|&(family, th)| {
             let mut a = args.clone();
             a.extend_from_slice(&["--threads", th, "--stats"]);
-            t.bsa(&a).ok()
+            t.bsa_env(&a, &[("BSA_KERNEL", family)]).ok()
         })
         .collect();
     // The sparse pursuit codes (8 of 256 bits) are answered from the posting lists by the
@@ -113,7 +119,7 @@ fn same_for_every_thread_count(
         );
     }
     let outputs: Vec<String> = runs.into_iter().map(|r| r.stdout).collect();
-    for (th, out) in THREADS.iter().zip(&outputs).skip(1) {
+    for ((family, th), out) in configs.iter().zip(&outputs).skip(1) {
         if *out != outputs[0] {
             let first = out
                 .lines()
@@ -121,7 +127,8 @@ fn same_for_every_thread_count(
                 .position(|(a, b)| a != b)
                 .unwrap_or(0);
             panic!(
-                "{what}: --threads {th} differs from --threads 1, first at query {first}:\n{}\n{}",
+                "{what}: BSA_KERNEL={family} --threads {th} differs from {:?}, first at query {first}:\n{}\n{}",
+                configs[0],
                 out.lines().nth(first).unwrap_or(""),
                 outputs[0].lines().nth(first).unwrap_or("")
             );
