@@ -17,7 +17,11 @@
 //! another order) and parallelised over rows of the output (each entry is computed by one thread
 //! from start to end). Rust never contracts `a * b + c` into a fused multiply-add and nothing here
 //! asks for one, so the AVX-512, AVX2, SSE and scalar code paths perform the same IEEE operations
-//! on every entry and agree bit for bit (tested).
+//! on every entry and agree bit for bit (tested). [`gram`] is `matmul_nt(a, a)` at half the cost.
+//!
+//! The cost: without fused multiply-adds these kernels peak at half a BLAS GEMM's rate; measured
+//! at 1000 x 4096 x 384 on 2 threads, about 35-40 ms against 16-18 ms for OpenBLAS's AVX-512
+//! kernel and 34 ms for its AVX2 one.
 //!
 //! [`sigmoid`] is the logistic function from `+`, `*` and `/` only (its `exp` is written out), so
 //! it does not depend on which variant of the C library's `exp` the CPU selects.
