@@ -30,6 +30,7 @@
 //! module) can be from the exact value, so a fast BLAS result can be used wherever it is provably
 //! on the same side of a decision, and the deterministic value recomputed only near the boundary.
 
+use bsa_index::KernelFamily;
 use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
@@ -79,14 +80,14 @@ pub fn matmul_nt(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
     }
     let a = a.as_standard_layout();
     let panels = pack_panels(b);
-    let kernel = Kernel::detect();
+    let family = KernelFamily::current();
     out.axis_chunks_iter_mut(Axis(0), ROWS_PER_TASK)
         .into_par_iter()
         .zip(a.axis_chunks_iter(Axis(0), ROWS_PER_TASK))
         .for_each(|(mut out_rows, a_rows)| {
             let a_rows = a_rows.as_slice().expect("standard layout");
             let out_rows = out_rows.as_slice_mut().expect("standard layout");
-            kernel.rows(a_rows, &panels, d, n, 0, out_rows);
+            rows(family, a_rows, &panels, d, n, 0, out_rows);
         });
     out
 }
@@ -102,7 +103,7 @@ pub fn gram(a: ArrayView2<f32>) -> Array2<f32> {
     }
     let a = a.as_standard_layout();
     let panels = pack_panels(a.view());
-    let kernel = Kernel::detect();
+    let family = KernelFamily::current();
     // Task c holds rows c R.. of the output; it computes their columns from the panel holding
     // column c R on (ROWS_PER_TASK is a multiple of W, so that is column c R exactly).
     out.axis_chunks_iter_mut(Axis(0), ROWS_PER_TASK)
@@ -112,7 +113,15 @@ pub fn gram(a: ArrayView2<f32>) -> Array2<f32> {
         .for_each(|(c, (mut out_rows, a_rows))| {
             let a_rows = a_rows.as_slice().expect("standard layout");
             let out_rows = out_rows.as_slice_mut().expect("standard layout");
-            kernel.rows(a_rows, &panels, d, m, c * ROWS_PER_TASK / W, out_rows);
+            rows(
+                family,
+                a_rows,
+                &panels,
+                d,
+                m,
+                c * ROWS_PER_TASK / W,
+                out_rows,
+            );
         });
     // The rest, left of each task's first column, from the other side (in 32 x 32 tiles, so
     // the column reads stay in cache).
@@ -150,70 +159,30 @@ fn pack_panels(b: ArrayView2<f32>) -> Vec<f32> {
     data
 }
 
-/// The code path, chosen once per product from what the CPU has. All give identical results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kernel {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-impl Kernel {
-    fn detect() -> Kernel {
+/// Rows `a_rows` (`r x d`, row-major) against all `n` packed columns, into `out` (`r x n`).
+/// Columns before panel `first_panel` are left as they are.
+fn rows(
+    family: KernelFamily,
+    a_rows: &[f32],
+    panels: &[f32],
+    d: usize,
+    n: usize,
+    first_panel: usize,
+    out: &mut [f32],
+) {
+    match family {
+        // Registers: 16 for SSE2 (x86-64-v2) and 32 for NEON; 2 rows x 16 columns is 8 SSE
+        // accumulators, 4 rows 16 NEON ones.
+        // SAFETY: the callers pass KernelFamily::current() or a supported family, whose
+        // features `is_x86_feature_detected!` confirmed (AVX-512 implies F).
         #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Kernel::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") {
-                return Kernel::Avx2;
-            }
-        }
-        Kernel::Portable
-    }
-
-    /// Every kernel this CPU can run (for the tests).
-    #[cfg(test)]
-    fn available() -> Vec<Kernel> {
-        let mut v = vec![Kernel::Portable];
+        KernelFamily::Avx2 => unsafe { rows_avx2(a_rows, panels, d, n, first_panel, out) },
         #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") {
-                v.push(Kernel::Avx2);
-            }
-            if is_x86_feature_detected!("avx512f") {
-                v.push(Kernel::Avx512);
-            }
-        }
-        v
-    }
-
-    /// Rows `a_rows` (`r x d`, row-major) against all `n` packed columns, into `out` (`r x n`).
-    /// Columns before panel `first_panel` are left as they are.
-    fn rows(
-        self,
-        a_rows: &[f32],
-        panels: &[f32],
-        d: usize,
-        n: usize,
-        first_panel: usize,
-        out: &mut [f32],
-    ) {
-        match self {
-            // Registers: 16 for SSE2 (x86-64-v2) and 32 for NEON; 2 rows x 16 columns is 8 SSE
-            // accumulators, 4 rows 16 NEON ones.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Portable => rows_impl::<2>(a_rows, panels, d, n, first_panel, out),
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Portable => rows_impl::<4>(a_rows, panels, d, n, first_panel, out),
-            // SAFETY: `detect`/`available` chose these only after `is_x86_feature_detected!`.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => unsafe { rows_avx2(a_rows, panels, d, n, first_panel, out) },
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => unsafe { rows_avx512(a_rows, panels, d, n, first_panel, out) },
-        }
+        KernelFamily::Avx512 => unsafe { rows_avx512(a_rows, panels, d, n, first_panel, out) },
+        #[cfg(target_arch = "x86_64")]
+        _ => rows_impl::<2>(a_rows, panels, d, n, first_panel, out),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => rows_impl::<4>(a_rows, panels, d, n, first_panel, out),
     }
 }
 
@@ -375,7 +344,7 @@ mod tests {
     }
 
     /// The product through one kernel, with the same task split as `matmul_nt`.
-    fn with_kernel(k: Kernel, a: &Array2<f32>, b: &Array2<f32>) -> Array2<f32> {
+    fn with_kernel(k: KernelFamily, a: &Array2<f32>, b: &Array2<f32>) -> Array2<f32> {
         let (m, d) = a.dim();
         let n = b.nrows();
         let panels = pack_panels(b.view());
@@ -384,7 +353,8 @@ mod tests {
             .axis_chunks_iter_mut(Axis(0), ROWS_PER_TASK)
             .zip(a.axis_chunks_iter(Axis(0), ROWS_PER_TASK))
         {
-            k.rows(
+            rows(
+                k,
                 r.as_slice().unwrap(),
                 &panels,
                 d,
@@ -428,7 +398,7 @@ mod tests {
             let want = Array2::from_shape_fn((m, n), |(i, j)| {
                 dot(a.row(i).as_slice().unwrap(), b.row(j).as_slice().unwrap())
             });
-            for k in Kernel::available() {
+            for k in KernelFamily::supported() {
                 assert_bits_eq(
                     &with_kernel(k, &a, &b),
                     &want,
@@ -448,7 +418,7 @@ mod tests {
         assert_ne!(1.0 + (tiny + tiny), 1.0);
         let a = Array2::from_shape_vec((1, 3), vec![1.0f32, 1.0, 1.0]).unwrap();
         let b = Array2::from_shape_vec((1, 3), vec![1.0f32, tiny, tiny]).unwrap();
-        for k in Kernel::available() {
+        for k in KernelFamily::supported() {
             assert_eq!(with_kernel(k, &a, &b)[[0, 0]], 1.0, "{k:?}");
         }
     }

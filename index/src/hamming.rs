@@ -51,7 +51,7 @@ pub fn distances(query: &[u64], codes: &[u64], out: &mut [u32]) {
         codes.len() / w,
         "output length must equal the number of codes"
     );
-    let k = Kernel::select(KernelFamily::for_infallible(), w);
+    let k = Kernel::select(KernelFamily::current(), w);
     k.distances(query, codes, out);
 }
 
@@ -74,7 +74,7 @@ pub fn distances_batch(queries: &[u64], codes: &[u64], w: usize, out: &mut [u32]
         nq * nc,
         "output length must be n_queries * n_codes"
     );
-    let k = Kernel::select(KernelFamily::for_infallible(), w);
+    let k = Kernel::select(KernelFamily::current(), w);
     let tile = tile_codes(w);
     let mut start = 0;
     while start < nc {

@@ -131,10 +131,11 @@ impl KernelFamily {
         Ok(Self::from_env()?.unwrap_or_else(Self::best))
     }
 
-    /// For the infallible low-level functions ([`crate::hamming::distances`]): the family
-    /// `BSA_KERNEL` names if it is valid and supported, else [`best`](Self::best). (Searches
-    /// report a bad `BSA_KERNEL` as an error instead.)
-    pub(crate) fn for_infallible() -> KernelFamily {
+    /// For code that cannot fail (e.g. [`crate::hamming::distances`], or the trainer's vector
+    /// loops): the family `BSA_KERNEL` names if it is valid and supported, else
+    /// [`best`](Self::best). Searches and the command line report a bad `BSA_KERNEL` as an error
+    /// instead.
+    pub fn current() -> KernelFamily {
         Self::active().unwrap_or_else(|_| Self::best())
     }
 
