@@ -259,6 +259,29 @@ fn dist_dyn(query: &[u64], codes: &[u64], out: &mut [u32]) {
     }
 }
 
+/// The [`Kernel`] of the `scan::<W>` and `dist::<W>` functions in scope, named `$name`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! kernel {
+    ($w:literal, $name:literal) => {
+        Kernel {
+            scan: scan::<$w>,
+            dist: dist::<$w>,
+            name: $name,
+        }
+    };
+}
+
+/// Offers row `first + j` with distance `dist(j)` for each set bit `j` of `mask`, in ascending
+/// order: the hits of one step of a vector kernel.
+#[inline(always)]
+fn offer_mask(topk: &mut TopK, mut mask: u32, first: u32, dist: impl Fn(usize) -> u32) {
+    while mask != 0 {
+        let j = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        topk.offer(dist(j), first + j as u32);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     //! AVX-512F + VPOPCNTDQ kernels: eight codes per step, the popcounts of all their words in
@@ -277,51 +300,15 @@ mod avx512 {
             return None;
         }
         Some(match w {
-            1 => Kernel {
-                scan: scan::<1>,
-                dist: dist::<1>,
-                name: "avx512-w1",
-            },
-            2 => Kernel {
-                scan: scan::<2>,
-                dist: dist::<2>,
-                name: "avx512-w2",
-            },
-            4 => Kernel {
-                scan: scan::<4>,
-                dist: dist::<4>,
-                name: "avx512-w4",
-            },
-            8 => Kernel {
-                scan: scan::<8>,
-                dist: dist::<8>,
-                name: "avx512-w8",
-            },
-            16 => Kernel {
-                scan: scan::<16>,
-                dist: dist::<16>,
-                name: "avx512-w16",
-            },
-            24 => Kernel {
-                scan: scan::<24>,
-                dist: dist::<24>,
-                name: "avx512-w24",
-            },
-            32 => Kernel {
-                scan: scan::<32>,
-                dist: dist::<32>,
-                name: "avx512-w32",
-            },
-            48 => Kernel {
-                scan: scan::<48>,
-                dist: dist::<48>,
-                name: "avx512-w48",
-            },
-            64 => Kernel {
-                scan: scan::<64>,
-                dist: dist::<64>,
-                name: "avx512-w64",
-            },
+            1 => kernel!(1, "avx512-w1"),
+            2 => kernel!(2, "avx512-w2"),
+            4 => kernel!(4, "avx512-w4"),
+            8 => kernel!(8, "avx512-w8"),
+            16 => kernel!(16, "avx512-w16"),
+            24 => kernel!(24, "avx512-w24"),
+            32 => kernel!(32, "avx512-w32"),
+            48 => kernel!(48, "avx512-w48"),
+            64 => kernel!(64, "avx512-w64"),
             _ => return None,
         })
     }
@@ -429,21 +416,12 @@ mod avx512 {
             if mask != 0 {
                 let mut lanes = [0u64; 8];
                 _mm512_storeu_si512(lanes.as_mut_ptr().cast(), d);
-                let mut m = mask;
-                while m != 0 {
-                    let j = m.trailing_zeros() as usize;
-                    m &= m - 1;
-                    topk.offer(lanes[j] as u32, first_row + (i + j) as u32);
-                }
+                super::offer_mask(topk, mask.into(), first_row + i as u32, |j| lanes[j] as u32);
                 thr = _mm512_set1_epi64(i64::from(topk.threshold()));
             }
             i += 8;
         }
-        let qa: &[u64; W] = query.try_into().expect("query width equals kernel width");
-        for (j, c) in codes[full * W..].chunks_exact(W).enumerate() {
-            let c: &[u64; W] = c.try_into().expect("chunk of W words");
-            topk.offer(super::hamming_fixed(qa, c), first_row + (full + j) as u32);
-        }
+        super::scan_fixed::<W>(query, &codes[full * W..], first_row + full as u32, topk);
     }
 
     #[target_feature(enable = "avx512f,avx512vpopcntdq")]
@@ -458,14 +436,7 @@ mod avx512 {
             _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), _mm512_cvtepi64_epi32(d));
             i += 8;
         }
-        let qa: &[u64; W] = query.try_into().expect("query width equals kernel width");
-        for (c, o) in codes[full * W..]
-            .chunks_exact(W)
-            .zip(out[full..].iter_mut())
-        {
-            let c: &[u64; W] = c.try_into().expect("chunk of W words");
-            *o = super::hamming_fixed(qa, c);
-        }
+        super::dist_fixed::<W>(query, &codes[full * W..n * W], &mut out[full..n]);
     }
 
     fn scan<const W: usize>(query: &[u64], codes: &[u64], first_row: u32, topk: &mut TopK) {
@@ -502,25 +473,16 @@ mod avx2 {
         if !is_x86_feature_detected!("avx2") {
             return None;
         }
-        macro_rules! k {
-            ($w:literal, $name:literal) => {
-                Kernel {
-                    scan: scan::<$w>,
-                    dist: dist::<$w>,
-                    name: $name,
-                }
-            };
-        }
         Some(match w {
-            1 => k!(1, "avx2-w1"),
-            2 => k!(2, "avx2-w2"),
-            4 => k!(4, "avx2-w4"),
-            8 => k!(8, "avx2-w8"),
-            16 => k!(16, "avx2-w16"),
-            24 => k!(24, "avx2-w24"),
-            32 => k!(32, "avx2-w32"),
-            48 => k!(48, "avx2-w48"),
-            64 => k!(64, "avx2-w64"),
+            1 => kernel!(1, "avx2-w1"),
+            2 => kernel!(2, "avx2-w2"),
+            4 => kernel!(4, "avx2-w4"),
+            8 => kernel!(8, "avx2-w8"),
+            16 => kernel!(16, "avx2-w16"),
+            24 => kernel!(24, "avx2-w24"),
+            32 => kernel!(32, "avx2-w32"),
+            48 => kernel!(48, "avx2-w48"),
+            64 => kernel!(64, "avx2-w64"),
             _ => return None,
         })
     }
@@ -707,12 +669,7 @@ mod avx2 {
             if mask != 0 {
                 let mut lanes = [0u32; 4];
                 _mm_storeu_si128(lanes.as_mut_ptr().cast(), d);
-                let mut m = mask;
-                while m != 0 {
-                    let j = m.trailing_zeros() as usize;
-                    m &= m - 1;
-                    topk.offer(lanes[j], first_row + (i + j) as u32);
-                }
+                super::offer_mask(topk, mask, first_row + i as u32, |j| lanes[j]);
                 t = topk.threshold();
                 thr = clamp(t);
             }
@@ -725,10 +682,7 @@ mod avx2 {
             }
             i += 8;
         }
-        for (j, c) in codes[full * W..].chunks_exact(W).enumerate() {
-            let c: &[u64; W] = c.try_into().expect("chunk of W words");
-            topk.offer(super::hamming_fixed(qa, c), first_row + (full + j) as u32);
-        }
+        super::scan_fixed::<W>(query, &codes[full * W..], first_row + full as u32, topk);
     }
 
     #[target_feature(enable = "avx2")]
@@ -756,21 +710,12 @@ mod avx2 {
             if mask != 0 {
                 let mut lanes = [0u32; 8];
                 _mm256_storeu_si256(lanes.as_mut_ptr().cast(), d);
-                let mut m = mask;
-                while m != 0 {
-                    let j = m.trailing_zeros() as usize;
-                    m &= m - 1;
-                    topk.offer(lanes[j], first_row + (i + j) as u32);
-                }
+                super::offer_mask(topk, mask, first_row + i as u32, |j| lanes[j]);
                 thr = clamp(topk.threshold());
             }
             i += 8;
         }
-        let qa: &[u64; W] = query.try_into().expect("query width equals kernel width");
-        for (j, c) in codes[full * W..].chunks_exact(W).enumerate() {
-            let c: &[u64; W] = c.try_into().expect("chunk of W words");
-            topk.offer(super::hamming_fixed(qa, c), first_row + (full + j) as u32);
-        }
+        super::scan_fixed::<W>(query, &codes[full * W..], first_row + full as u32, topk);
     }
 
     #[target_feature(enable = "avx2")]
@@ -785,14 +730,7 @@ mod avx2 {
             _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), d);
             i += 8;
         }
-        let qa: &[u64; W] = query.try_into().expect("query width equals kernel width");
-        for (c, o) in codes[full * W..]
-            .chunks_exact(W)
-            .zip(out[full..].iter_mut())
-        {
-            let c: &[u64; W] = c.try_into().expect("chunk of W words");
-            *o = super::hamming_fixed(qa, c);
-        }
+        super::dist_fixed::<W>(query, &codes[full * W..n * W], &mut out[full..n]);
     }
 
     fn scan<const W: usize>(query: &[u64], codes: &[u64], first_row: u32, topk: &mut TopK) {
