@@ -13,6 +13,7 @@
 //! differently on different cores).
 
 use crate::error::{Error, Result};
+use crate::model::{LossKind, Real, Target};
 
 /// The environment variable that forces a kernel family (shared with the search kernels).
 pub const ENV_VAR: &str = "BSA_KERNEL";
@@ -44,9 +45,7 @@ impl Family {
         {
             match self {
                 Family::Portable => true,
-                Family::Avx2 => {
-                    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-                }
+                Family::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
                 Family::Avx512 => {
                     Family::Avx2.is_supported()
                         && is_x86_feature_detected!("avx512f")
@@ -101,4 +100,506 @@ impl Family {
     pub fn current() -> Family {
         Self::active().unwrap_or_else(|_| Self::best())
     }
+}
+/// Lanes of every vectorised sum: 16 `f32` fill one AVX-512 register, two AVX2 or four SSE
+/// registers, and the sum is the same in all three.
+pub const LANES: usize = 16;
+
+/// Defines `fn $name(family: Family, args...) -> ret` that runs the `#[inline(always)]` function
+/// `$body(args...)` compiled for `family`'s instruction set.
+macro_rules! multiversion {
+    (
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident $(<$($g:ident : $bound:path),+>)? ( $($arg:ident : $ty:ty),* $(,)? )
+            $(-> $ret:ty)? = $body:ident;
+    ) => {
+        $(#[$attr])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name $(<$($g: $bound),+>)? (
+            family: $crate::simd::Family, $($arg: $ty),*
+        ) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx512 $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx2 $(<$($g: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                // `is_supported` is a few cached atomic loads: checking it on every call keeps a
+                // wrongly chosen family from running instructions the CPU lacks.
+                match family {
+                    // SAFETY: the CPU has every feature the copy is compiled with.
+                    $crate::simd::Family::Avx512 if family.is_supported() => {
+                        return unsafe { avx512($($arg),*) }
+                    }
+                    // SAFETY: as above.
+                    $crate::simd::Family::Avx2 | $crate::simd::Family::Avx512
+                        if $crate::simd::Family::Avx2.is_supported() =>
+                    {
+                        return unsafe { avx2($($arg),*) }
+                    }
+                    _ => {}
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = family;
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// `e^x` for `x <= 0` in `f32`, within 2 ulp of the exact value (subnormal results included;
+/// 0 below -104; NaN stays NaN). Plain operations only, so it vectorises in every copy of a loop
+/// and gives the same bits in all of them (libm's `expf` is a call per element).
+///
+/// Cephes' `expf`: `x = n ln2 + r` with `|r| <= ln2 / 2`, a degree-7 polynomial for `e^r`, then
+/// `2^n` applied as two factors so that results below `2^-126` round correctly.
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    // `if`, not `max`: NaN must pass through.
+    let x = if x < -104.0 { -104.0 } else { x };
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    // ln2 in two parts; `n * 0.693359375` is exact (the constant has 9 significant bits).
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let y = p * (r * r) + r + 1.0;
+    // n is a whole number in [-150, 0]: adding 1.5 * 2^23 puts it in the low mantissa bits, an
+    // integer conversion that vectorises (`as i32` on a float is a saturating conversion, which
+    // the compiler does lane by lane). A NaN gives some integer here, but y is NaN then.
+    let n = (n + 12_582_912.0).to_bits() as i32 - 0x4b40_0000;
+    // Each half is a normal power of two.
+    let (n1, n2) = (n / 2, n - n / 2);
+    let pow2 = |i: i32| f32::from_bits(((i + 127) as u32) << 23);
+    y * pow2(n1) * pow2(n2)
+}
+
+/// The logistic function as the trainer computes it: `1 / (1 + e^-h)` for `h >= 0` and
+/// `e^h / (1 + e^h)` below (the same two stable forms as [`crate::model::sigmoid`]), with `e`
+/// from [`Real::exp_nonpositive`].
+#[inline(always)]
+pub fn sigmoid<F: Real>(h: F) -> F {
+    let e = (-h.abs()).exp_nonpositive();
+    // One division for both forms: the numerator is 1 or e.
+    let num = if h >= F::zero() { F::one() } else { e };
+    num / (F::one() + e)
+}
+
+/// `sum a_i b_i` over [`LANES`] partial sums in a fixed order.
+#[inline(always)]
+pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
+    assert_eq!(a.len(), b.len());
+    let mut acc = [F::zero(); LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (at, bt) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in at.iter().zip(bt).enumerate() {
+        acc[l] += *x * *y;
+    }
+    fold_lanes(acc)
+}
+
+/// `sum (a_i - b_i)^2` over [`LANES`] partial sums in a fixed order.
+#[inline(always)]
+pub fn squared_distance<F: Real>(a: &[F], b: &[F]) -> F {
+    assert_eq!(a.len(), b.len());
+    let mut acc = [F::zero(); LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (at, bt) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for l in 0..LANES {
+            let d = x[l] - y[l];
+            acc[l] += d * d;
+        }
+    }
+    for (l, (x, y)) in at.iter().zip(bt).enumerate() {
+        let d = *x - *y;
+        acc[l] += d * d;
+    }
+    fold_lanes(acc)
+}
+
+#[inline(always)]
+fn fold_lanes<F: Real>(acc: [F; LANES]) -> F {
+    // Pairwise, in a fixed order.
+    let mut w = acc;
+    let mut half = LANES / 2;
+    while half > 0 {
+        for l in 0..half {
+            w[l] += w[l + half];
+        }
+        half /= 2;
+    }
+    w[0]
+}
+
+/// Columns of an output row block held in registers while rows are added to it: 64 `f32` are
+/// 4 AVX-512, 8 AVX2 or 16 SSE registers.
+const BLOCK: usize = 64;
+
+/// `out = base + sum over r in rows of table[r]` (rows of `table` are `out.len()` wide), adding
+/// in the order of `rows`. Each block of [`BLOCK`] columns stays in registers while the rows are
+/// added, so the rows are only read and `out` is written once.
+#[inline(always)]
+pub fn gather_sum_body<F: Real>(base: Option<&[F]>, rows: &[u32], table: &[F], out: &mut [F]) {
+    let width = out.len();
+    for start in (0..width).step_by(BLOCK) {
+        let end = (start + BLOCK).min(width);
+        if end - start == BLOCK {
+            let mut acc = [F::zero(); BLOCK];
+            if let Some(b) = base {
+                acc.copy_from_slice(&b[start..end]);
+            }
+            for &r in rows {
+                let src = &table[r as usize * width + start..][..BLOCK];
+                for l in 0..BLOCK {
+                    acc[l] += src[l];
+                }
+            }
+            out[start..end].copy_from_slice(&acc);
+        } else {
+            let o = &mut out[start..end];
+            match base {
+                Some(b) => o.copy_from_slice(&b[start..end]),
+                None => o.fill(F::zero()),
+            }
+            for &r in rows {
+                let src = &table[r as usize * width + start..][..end - start];
+                for (a, &v) in o.iter_mut().zip(src) {
+                    *a += v;
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`gather_sum_body`] for `family`.
+    pub(crate) fn gather_sum<F: Real>(
+        base: Option<&[F]>,
+        rows: &[u32],
+        table: &[F],
+        out: &mut [F],
+    ) = gather_sum_body;
+}
+
+/// Adds `be` to each row of the pre-activations `h` (rows of `be.len()`), writes the code of
+/// each row into `codes` when given (BSA: the bits with `H > 0`; TopK: the K largest `H`), and
+/// turns `h` into `S = sigmoid(H)` in place.
+#[inline(always)]
+fn encode_rows_body<F: Real>(
+    h: &mut [F],
+    be: &[F],
+    topk: Option<usize>,
+    codes: Option<&mut [Vec<u32>]>,
+    keys: &mut Vec<u64>,
+) {
+    let n = be.len();
+    let mut codes = codes.map(|c| c.iter_mut());
+    for row in h.chunks_exact_mut(n) {
+        for (v, &b) in row.iter_mut().zip(be) {
+            *v += b;
+        }
+        if let Some(code) = codes.as_mut().and_then(|c| c.next()) {
+            match topk {
+                Some(k) => crate::model::top_k_into(row, k, keys, code),
+                None => {
+                    // A mask of 64 comparisons at a time (one vector compare per register),
+                    // then only the set bits are visited.
+                    code.clear();
+                    for (c, chunk) in row.chunks(64).enumerate() {
+                        let mut mask = 0u64;
+                        for (l, &v) in chunk.iter().enumerate() {
+                            mask |= u64::from(v > F::zero()) << l;
+                        }
+                        while mask != 0 {
+                            code.push((c * 64) as u32 + mask.trailing_zeros());
+                            mask &= mask - 1;
+                        }
+                    }
+                }
+            }
+        }
+        for v in row.iter_mut() {
+            *v = sigmoid(*v);
+        }
+    }
+}
+
+multiversion! {
+    /// [`encode_rows_body`] for `family`.
+    pub(crate) fn encode_rows<F: Real>(
+        h: &mut [F],
+        be: &[F],
+        topk: Option<usize>,
+        codes: Option<&mut [Vec<u32>]>,
+        keys: &mut Vec<u64>,
+    ) = encode_rows_body;
+}
+
+/// Norms below this are treated as this (as in [`crate::loss::distance_rows`]).
+const NORM_FLOOR: f64 = 1e-12;
+
+/// One row's distance `d(u, v)` and what its gradient needs.
+#[derive(Debug, Clone, Copy)]
+pub struct RowDistance<F> {
+    /// `1 - cos(u, v)` or `mean (u - v)^2`.
+    pub loss: F,
+    nu: F,
+    nv: F,
+    cos: F,
+}
+
+/// `d(u, v)` of one row pair (cosine or MSE, as [`crate::loss::distance_rows`] defines them).
+#[inline(always)]
+pub fn row_distance<F: Real>(kind: LossKind, u: &[F], v: &[F]) -> RowDistance<F> {
+    match kind {
+        LossKind::Cosine => {
+            let floor = F::from(NORM_FLOOR).unwrap();
+            let nu = dot(u, u).sqrt().max(floor);
+            let nv = dot(v, v).sqrt().max(floor);
+            let cos = dot(u, v) / (nu * nv);
+            RowDistance {
+                loss: F::one() - cos,
+                nu,
+                nv,
+                cos,
+            }
+        }
+        LossKind::Mse => RowDistance {
+            loss: squared_distance(u, v) / F::from(u.len()).unwrap(),
+            nu: F::zero(),
+            nv: F::zero(),
+            cos: F::zero(),
+        },
+    }
+}
+
+/// Writes `d mean_rows d(u, v) / d u` for one row into `g`, `batch` rows in the mean:
+/// cosine `-(v / |v| - cos u / |u|) / (B |u|)`, MSE `2 (u - v) / (B D)` (method.md).
+#[inline(always)]
+pub fn row_distance_grad<F: Real>(
+    kind: LossKind,
+    d: &RowDistance<F>,
+    u: &[F],
+    v: &[F],
+    batch: F,
+    g: &mut [F],
+) {
+    match kind {
+        LossKind::Cosine => {
+            let (nu, nv, cos) = (d.nu, d.nv, d.cos);
+            for ((g, &a), &c) in g.iter_mut().zip(u).zip(v) {
+                *g = -(c / nv - cos * a / nu) / (batch * nu);
+            }
+        }
+        LossKind::Mse => {
+            let two = F::one() + F::one();
+            let cols = F::from(u.len()).unwrap();
+            for ((g, &a), &c) in g.iter_mut().zip(u).zip(v) {
+                *g = two * (a - c) / (batch * cols);
+            }
+        }
+    }
+}
+
+/// Row by row over `u` and `v` (rows of `width`): each row's distance into `losses` and, when
+/// `grad` is given, its gradient row (`batch` rows in the mean).
+#[inline(always)]
+fn distance_rows_body<F: Real>(
+    kind: LossKind,
+    u: &[F],
+    v: &[F],
+    width: usize,
+    batch: F,
+    losses: &mut [F],
+    grad: Option<&mut [F]>,
+) {
+    let rows = u.chunks_exact(width).zip(v.chunks_exact(width));
+    match grad {
+        None => {
+            for ((ui, vi), l) in rows.zip(losses) {
+                *l = row_distance(kind, ui, vi).loss;
+            }
+        }
+        Some(g) => {
+            for (((ui, vi), l), gi) in rows.zip(losses).zip(g.chunks_exact_mut(width)) {
+                let d = row_distance(kind, ui, vi);
+                *l = d.loss;
+                row_distance_grad(kind, &d, ui, vi, batch, gi);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// [`distance_rows_body`] for `family`.
+    pub(crate) fn distance_rows_chunk<F: Real>(
+        kind: LossKind,
+        u: &[F],
+        v: &[F],
+        width: usize,
+        batch: F,
+        losses: &mut [F],
+        grad: Option<&mut [F]>,
+    ) = distance_rows_body;
+}
+
+/// Writes the TopK target row of `s` into `t`: 1 (k-hot) or `s` (masked) at the indices `top`,
+/// 0 elsewhere.
+#[inline(always)]
+pub fn target_row<F: Real>(s: &[F], top: &[u32], target: Target, t: &mut [F]) {
+    t.fill(F::zero());
+    for &j in top {
+        let j = j as usize;
+        t[j] = match target {
+            Target::Khot => F::one(),
+            Target::Masked => s[j],
+        };
+    }
+}
+
+/// The alignment term of rows of `S` (rows of `width`): each row's K largest entries into
+/// `top` (K per row, ascending) and its distance to its target into `dist`.
+#[inline(always)]
+fn align_rows_body<F: Real>(
+    s: &[F],
+    width: usize,
+    k: usize,
+    target: Target,
+    kind: LossKind,
+    top: &mut [u32],
+    dist: &mut [RowDistance<F>],
+) {
+    let mut keys = Vec::with_capacity(width);
+    let mut idx = Vec::with_capacity(k);
+    let mut t = vec![F::zero(); width];
+    for ((si, topi), di) in s.chunks_exact(width).zip(top.chunks_exact_mut(k)).zip(dist) {
+        crate::model::top_k_into(si, k, &mut keys, &mut idx);
+        topi.copy_from_slice(&idx);
+        target_row(si, topi, target, &mut t);
+        *di = row_distance(kind, si, &t);
+    }
+}
+
+multiversion! {
+    /// [`align_rows_body`] for `family`.
+    pub(crate) fn align_rows<F: Real>(
+        s: &[F],
+        width: usize,
+        k: usize,
+        target: Target,
+        kind: LossKind,
+        top: &mut [u32],
+        dist: &mut [RowDistance<F>],
+    ) = align_rows_body;
+}
+
+/// What [`backward_rows`] adds to `G_C` before the sigmoid's derivative.
+pub(crate) struct AlignGrad<'a, F> {
+    /// `alpha`.
+    pub weight: F,
+    /// Rows in the batch mean.
+    pub batch: F,
+    pub target: Target,
+    pub kind: LossKind,
+    /// TopK indices per row.
+    pub k: usize,
+    /// K indices per row, this chunk's rows.
+    pub top: &'a [u32],
+    /// Per row, this chunk's rows.
+    pub dist: &'a [RowDistance<F>],
+}
+
+/// In place over rows of `g` (rows of `s.len() / rows`): `G_H = (G_C + alpha G_align
+/// [+ w G_nb]) * S (1 - S)`, the alignment gradient rebuilt per row from its TopK indices and
+/// distance (never stored as a matrix), `nb` the neighbourhood gradient of the first rows.
+#[inline(always)]
+fn backward_rows_body<F: Real>(
+    g: &mut [F],
+    s: &[F],
+    width: usize,
+    align: Option<&AlignGrad<'_, F>>,
+    nb: Option<(F, &[F])>,
+) {
+    let mut t = vec![F::zero(); if align.is_some() { width } else { 0 }];
+    let mut g_al = t.clone();
+    for (i, (gi, si)) in g
+        .chunks_exact_mut(width)
+        .zip(s.chunks_exact(width))
+        .enumerate()
+    {
+        if let Some(a) = align {
+            target_row(si, &a.top[i * a.k..][..a.k], a.target, &mut t);
+            row_distance_grad(a.kind, &a.dist[i], si, &t, a.batch, &mut g_al);
+            for (g, &v) in gi.iter_mut().zip(&g_al) {
+                *g += a.weight * v;
+            }
+        }
+        if let Some((w, rows)) = nb {
+            if let Some(r) = rows.get(i * width..(i + 1) * width) {
+                for (g, &v) in gi.iter_mut().zip(r) {
+                    *g += w * v;
+                }
+            }
+        }
+        for (g, &sv) in gi.iter_mut().zip(si) {
+            *g = *g * sv * (F::one() - sv);
+        }
+    }
+}
+
+multiversion! {
+    /// [`backward_rows_body`] for `family`.
+    pub(crate) fn backward_rows<F: Real>(
+        g: &mut [F],
+        s: &[F],
+        width: usize,
+        align: Option<&AlignGrad<'_, F>>,
+        nb: Option<(F, &[F])>,
+    ) = backward_rows_body;
+}
+
+/// `out[c] = sum over rows r of m[r][c]` for the columns `out` covers, starting at column
+/// `first` of rows of `width`, rows added in order (so the result does not depend on how the
+/// columns are split between threads).
+#[inline(always)]
+fn column_sums_body<F: Real>(m: &[F], width: usize, first: usize, out: &mut [F]) {
+    out.fill(F::zero());
+    let cols = out.len();
+    for row in m.chunks_exact(width) {
+        for (o, &v) in out.iter_mut().zip(&row[first..first + cols]) {
+            *o += v;
+        }
+    }
+}
+
+multiversion! {
+    /// [`column_sums_body`] for `family`.
+    pub(crate) fn column_sums_chunk<F: Real>(
+        m: &[F],
+        width: usize,
+        first: usize,
+        out: &mut [F],
+    ) = column_sums_body;
+}
+
+/// Column sums of a row-major matrix, in parallel over blocks of columns.
+pub(crate) fn column_sums<F: Real>(family: Family, m: &[F], width: usize, out: &mut [F]) {
+    use rayon::prelude::*;
+    out.par_chunks_mut(256).enumerate().for_each(|(c, o)| {
+        column_sums_chunk(family, m, width, c * 256, o);
+    });
 }

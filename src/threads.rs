@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 extern "C" {
     // Provided by libopenblas, which blas-src links.
     fn openblas_set_num_threads(num_threads: std::ffi::c_int);
+    fn openblas_get_num_threads() -> std::ffi::c_int;
 }
 
 /// Sizes both pools to `threads` (`None`: all cores). Call once, before any parallel work.
@@ -112,6 +113,14 @@ fn dynamic_symbol(name: &std::ffi::CStr) -> Option<*mut std::ffi::c_void> {
 #[cfg(not(target_os = "linux"))]
 fn dynamic_symbol(_name: &std::ffi::CStr) -> Option<*mut std::ffi::c_void> {
     None
+}
+
+/// The number of threads OpenBLAS uses inside one GEMM.
+pub fn blas_threads() -> usize {
+    // SAFETY: a plain getter of OpenBLAS's global thread count.
+    usize::try_from(unsafe { openblas_get_num_threads() })
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Sets the number of threads OpenBLAS uses inside one GEMM.
