@@ -548,7 +548,10 @@ def render(a, info, flat_rows, exact_rows, hnsw_tables, mem, commands, load_star
              f"AVX-512 VPOPCNTDQ: {'yes' if info['avx512_vpopcntdq'] else 'no'}), Linux "
              f"{info['kernel']}; faiss-cpu {info['faiss']} ({info['faiss_simd'].strip()}), numpy "
              f"{info['numpy']}, {info['rustc']}; FAISS ran with OMP_WAIT_POLICY="
-             f"{os.environ.get('OMP_WAIT_POLICY')}. Load average (1/5/15 min) at start: {load_start}; "
+             f"{os.environ.get('OMP_WAIT_POLICY')}, FAISS_OPT_LEVEL="
+             f"{os.environ.get('FAISS_OPT_LEVEL', '(unset: its best)')}; bsa ran with BSA_KERNEL="
+             f"{os.environ.get('BSA_KERNEL', '(unset: its best)')} (one portable binary, "
+             f"kernels chosen at run time). Load average (1/5/15 min) at start: {load_start}; "
              f"the machine is shared, so absolute numbers are noisy; each number is the median of "
              f"{a.reps} repetitions and both sides run back to back under the same load.\n")
     L.append(f"Codes: sign bits of a seeded Gaussian random projection (LSH) of the real "

@@ -4,14 +4,27 @@
 //! Base rows are L2-normalised (in `f32`, `x / |x|`; rows already of unit length to within 4 ulp
 //! are left as they are, so that on normalised data the scores are the plain inner products
 //! everyone else computes). Queries are not normalised: a query's scale does not change its
-//! ranking. Scores are inner products computed by a BLAS GEMM (`f32`) over blocks of queries and
-//! blocks of base rows, so memory stays bounded (a [`Blocks::queries`] x [`Blocks::base`] score
-//! matrix) whatever the sizes. Each query keeps a running top-k across base blocks. Results are
-//! best first; equal scores go to the lower base id, so the output is deterministic and
-//! independent of the block sizes and thread count.
+//! ranking.
 //!
-//! Scores are `f32`: two neighbours whose exact cosines differ by less than about `1e-7` may come
-//! out in either order (a reference computed another way can swap them).
+//! **The order.** The score of base row `b` for query `q` is the `f64` inner product of the two
+//! `f32` rows as given to the search (`q` as it is, `b` normalised), summed left to right:
+//! `s = sum_t f64(q_t) * f64(b_t)`, each product exact. Results are best first by that score;
+//! equal scores go to the lower base id (identical or parallel base rows, whose normalised `f32`
+//! rows are identical, always tie). This order is a function of the input values alone: the same
+//! on every CPU and for every block size and thread count.
+//!
+//! **The computation.** Computing `s` for every pair would be slow, so a BLAS GEMM (`f32`) scores
+//! blocks of queries against blocks of base rows (memory stays bounded: a [`Blocks::queries`] x
+//! [`Blocks::base`] score matrix) and only picks candidates. A GEMM's rounding depends on the CPU
+//! and on where a row falls in its blocks (OpenBLAS's AVX2 kernel gives two identical rows
+//! different scores), so each query keeps every row whose GEMM score is within a margin of its
+//! k-th best GEMM score, the margin being twice a proven bound on how far the GEMM and the `f64`
+//! score can disagree ([`margin`]). The candidates, usually a few more than k, are then rescored
+//! in `f64` and sorted.
+//!
+//! The `f64` scores are within about `D * 1e-16 * |q|` of the exact inner products of the `f32`
+//! rows, so only rows whose exact cosines are that close can come out in an order exact arithmetic
+//! would not give.
 //!
 //! ```
 //! use ndarray::array;
@@ -25,8 +38,10 @@
 use std::cmp::Ordering;
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, ArrayView2, Axis, Zip};
+use ndarray::{s, Array2, ArrayView1, ArrayView2, Axis, Zip};
+use rayon::prelude::*;
 
+use crate::deterministic::{f32_dot_error_bound, F32_UNDERFLOW_PER_TERM};
 use crate::error::{Error, Result};
 
 /// Block sizes of the blocked search. The score buffer holds `queries x base` floats
@@ -98,7 +113,10 @@ pub fn exact_top_k_blocked(
     norms(queries, "query")?;
 
     let nq = queries.nrows();
-    let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
+    let mut tops: Vec<TopK> = queries
+        .axis_iter(Axis(0))
+        .map(|q| TopK::new(k, margin(q)))
+        .collect();
     let qb = blocks.queries.min(nq.max(1));
     let bb = blocks.base.min(n);
     let total = nq.div_ceil(qb) * n.div_ceil(bb);
@@ -126,7 +144,54 @@ pub fn exact_top_k_blocked(
             progress(done, total);
         }
     }
-    Ok(tops.into_iter().map(TopK::into_sorted_ids).collect())
+    // The final order, from the f64 scores of the candidates.
+    Ok(tops
+        .into_par_iter()
+        .zip(queries.axis_iter(Axis(0)))
+        .map(|(top, q)| top.into_sorted_ids(q, base, &base_norms))
+        .collect())
+}
+
+/// How far apart a GEMM score and the `f64` score of one pair may be allowed to be for query `q`,
+/// so that every row of the final top k stays a candidate.
+///
+/// With `e` a bound on `|GEMM - exact| + |f64 - exact|` (exact: the real inner product of the
+/// same `f32` rows): if `v` is the k-th best GEMM score, k rows have GEMM scores `>= v`, so `f64`
+/// scores `>= v - e`, so the k-th best `f64` score is `>= v - e`. A row of the final top k has an
+/// `f64` score at least that, so a GEMM score `>= v - 2e`. Rows below `v - 2e` (or below the k-th
+/// best so far minus `2e`, which is lower) can be dropped. We drop below twice that, `v - 4e`.
+///
+/// The bound: a dot product of `D` `f32` terms evaluated in any order (BLAS blocks, SIMD lanes,
+/// fused multiply-adds) is within `gamma_D |q| |b|` of the exact value
+/// ([`f32_dot_error_bound`], Cauchy-Schwarz for `sum |q_t b_t|`), plus underflow; the `f64` sum
+/// within `gamma_D` for `f64`. Normalised base rows have `|b| <= 1 + 3u` (one rounding in the
+/// norm, one per division), and rows left as they are are within 4 ulp of unit length, so
+/// `|b| <= 1 + 16u` covers both.
+fn margin(q: ArrayView1<f32>) -> f64 {
+    let dim = q.len();
+    let u = f64::from(f32::EPSILON) / 2.0;
+    let q_norm = q
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt();
+    let b_norm = 1.0 + 16.0 * u;
+    let nu64 = (dim as f64 + 1.0) * f64::EPSILON / 2.0;
+    let gamma64 = nu64 / (1.0 - nu64);
+    let e = (f32_dot_error_bound(dim) + gamma64) * q_norm * b_norm
+        + dim as f64 * F32_UNDERFLOW_PER_TERM;
+    4.0 * e
+}
+
+/// The `f64` score of a base row for a query: the row normalised exactly as [`normalise`] does
+/// (in `f32`), then `sum_t f64(q_t) * f64(b_t)` left to right (each product exact in `f64`).
+fn score_f64(q: ArrayView1<f32>, b: ArrayView1<f32>, norm: f32) -> f64 {
+    let mut s = 0.0f64;
+    for (&x, &y) in q.iter().zip(b) {
+        let y = if norm != 1.0 { y / norm } else { y };
+        s += f64::from(x) * f64::from(y);
+    }
+    s
 }
 
 /// L2 norms of the rows as `f32` (computed in `f64`), each checked positive and finite, with
@@ -166,36 +231,50 @@ fn normalise<S: ndarray::DataMut<Elem = f32>>(
 
 /// Best first: higher score, then lower id. Scores are finite, so `partial_cmp` never fails
 /// (and `-0.0 == 0.0`, a tie, as it should be).
-fn better(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
+fn better<S: PartialOrd>(a: &(S, u32), b: &(S, u32)) -> Ordering {
     b.0.partial_cmp(&a.0)
         .unwrap_or(Ordering::Equal)
         .then(a.1.cmp(&b.1))
 }
 
-/// A running top-k of one query: candidates in a buffer of up to `2k`, pruned to the best `k`
-/// when full. Blocks arrive in increasing id order, so a new score equal to the current k-th best
-/// loses to it (its id is higher): only strictly greater scores are kept.
+/// The largest `f32` not above `x`.
+fn f32_at_most(x: f64) -> f32 {
+    let f = x as f32;
+    if f64::from(f) > x {
+        f.next_down()
+    } else {
+        f
+    }
+}
+
+/// The candidates of one query: every row whose GEMM score is at least `floor`, the k-th best
+/// GEMM score so far minus the query's [`margin`] (`-inf` until there are k). Pruned to that when
+/// the buffer fills; the buffer doubles when a prune does not free half of it (many rows within
+/// the margin, e.g. duplicates).
 struct TopK {
     k: usize,
+    margin: f64,
     items: Vec<(f32, u32)>,
-    /// Score of the k-th best after the last prune (`-inf` until there are k).
-    worst: f32,
+    cap: usize,
+    floor: f32,
 }
 
 impl TopK {
-    fn new(k: usize) -> Self {
+    fn new(k: usize, margin: f64) -> Self {
         TopK {
             k,
+            margin,
             items: Vec::with_capacity(2 * k),
-            worst: f32::NEG_INFINITY,
+            cap: 2 * k,
+            floor: f32::NEG_INFINITY,
         }
     }
 
     fn push_block(&mut self, scores: &[f32], first_id: u32) {
         for (j, &s) in scores.iter().enumerate() {
-            if s > self.worst {
+            if s >= self.floor {
                 self.items.push((s, first_id + j as u32));
-                if self.items.len() >= 2 * self.k {
+                if self.items.len() >= self.cap {
                     self.prune();
                 }
             }
@@ -204,19 +283,38 @@ impl TopK {
 
     fn prune(&mut self) {
         let k = self.k;
-        if self.items.len() > k {
+        if self.items.len() >= k {
             self.items.select_nth_unstable_by(k - 1, better);
-            self.items.truncate(k);
+            let kth = self.items[k - 1].0;
+            self.floor = f32_at_most(f64::from(kth) - self.margin);
+            let floor = self.floor;
+            self.items.retain(|p| p.0 >= floor);
         }
-        if self.items.len() == k {
-            self.worst = self.items.iter().map(|p| p.0).fold(f32::INFINITY, f32::min);
+        if 2 * self.items.len() > self.cap {
+            self.cap = 2 * self.items.len();
         }
     }
 
-    fn into_sorted_ids(mut self) -> Vec<u32> {
-        self.items.sort_unstable_by(better);
-        self.items.truncate(self.k);
-        self.items.into_iter().map(|p| p.1).collect()
+    /// The final top k: the candidates rescored in `f64` ([`score_f64`]), best first, ties to
+    /// the lower id.
+    fn into_sorted_ids(
+        mut self,
+        q: ArrayView1<f32>,
+        base: ArrayView2<f32>,
+        norms: &[f32],
+    ) -> Vec<u32> {
+        self.prune();
+        let mut scored: Vec<(f64, u32)> = self
+            .items
+            .iter()
+            .map(|&(_, id)| {
+                let i = id as usize;
+                (score_f64(q, base.row(i), norms[i]), id)
+            })
+            .collect();
+        scored.sort_unstable_by(better);
+        scored.truncate(self.k);
+        scored.into_iter().map(|p| p.1).collect()
     }
 }
 
@@ -232,23 +330,36 @@ mod tests {
         Array2::from_shape_simple_fn((n, dim), || rng.sample::<f32, _>(StandardNormal))
     }
 
-    /// Brute force in f64: every cosine, a stable sort by decreasing score (so ties keep the
-    /// lower id first). Also returns the sorted scores.
+    /// The order the module promises, computed directly, without a GEMM or candidates: each base
+    /// row normalised in f32 (left as it is within 4 ulp of unit length), its f64 score summed
+    /// left to right, a stable sort by decreasing score (equal scores keep the lower id first).
+    /// Also returns the sorted scores.
     fn brute(base: &Array2<f32>, queries: &Array2<f32>, k: usize) -> Vec<(Vec<u32>, Vec<f64>)> {
-        let unit = |r: ndarray::ArrayView1<f32>| {
-            let v: Vec<f64> = r.iter().map(|&x| f64::from(x)).collect();
-            let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-            v.into_iter().map(|x| x / n).collect::<Vec<f64>>()
-        };
-        let b: Vec<Vec<f64>> = base.rows().into_iter().map(unit).collect();
+        let unit: Vec<Vec<f32>> = base
+            .rows()
+            .into_iter()
+            .map(|r| {
+                let n = r.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt() as f32;
+                if (n - 1.0).abs() <= 4.0 * f32::EPSILON {
+                    r.to_vec()
+                } else {
+                    r.iter().map(|&x| x / n).collect()
+                }
+            })
+            .collect();
         queries
             .rows()
             .into_iter()
             .map(|q| {
-                let q = unit(q);
-                let s: Vec<f64> = b
+                let s: Vec<f64> = unit
                     .iter()
-                    .map(|r| r.iter().zip(&q).map(|(a, c)| a * c).sum())
+                    .map(|b| {
+                        let mut s = 0.0f64;
+                        for (&x, &y) in q.iter().zip(b) {
+                            s += f64::from(x) * f64::from(y);
+                        }
+                        s
+                    })
                     .collect();
                 let mut order: Vec<u32> = (0..s.len() as u32).collect();
                 order.sort_by(|&a, &c| s[c as usize].partial_cmp(&s[a as usize]).unwrap());
@@ -259,67 +370,220 @@ mod tests {
             .collect()
     }
 
+    /// `got == want`, naming the first query that differs.
+    #[track_caller]
+    fn assert_same(got: &[Vec<u32>], want: &[Vec<u32>], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert_eq!(g, w, "{what}: query {i}");
+        }
+    }
+
+    /// `f` in a rayon pool of `threads` threads, with OpenBLAS also at `threads`.
+    fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+        crate::threads::set_blas_threads(threads);
+        let out = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(f);
+        crate::threads::set_blas_threads(1);
+        out
+    }
+
+    /// Block shapes whose boundaries fall on and next to the duplicated rows of the fixtures.
+    const SHAPES: [(usize, usize); 12] = [
+        (2048, 8192),
+        (1, 1),
+        (7, 64),
+        (90, 129),
+        (3, 63),
+        (5, 65),
+        (64, 127),
+        (2, 128),
+        (33, 255),
+        (16, 256),
+        (1, 511),
+        (4, 700),
+    ];
+
+    /// Counts the exact ties and the near ties (distinct f64 scores closer than f32 rounding can
+    /// tell apart) between neighbours of the expected top k.
+    fn ties(want: &[(Vec<u32>, Vec<f64>)]) -> (usize, usize) {
+        let gaps = want
+            .iter()
+            .flat_map(|(_, s)| s.windows(2).map(|w| w[0] - w[1]));
+        gaps.fold((0, 0), |(t, n), g| {
+            (
+                t + usize::from(g == 0.0),
+                n + usize::from(g > 0.0 && g < 1e-6),
+            )
+        })
+    }
+
     #[test]
-    fn equals_brute_force_with_exact_ties() {
+    fn equals_brute_force_with_exact_ties_and_near_ties_for_every_block_shape_and_thread_count() {
         let dim = 24;
         let mut base = random(700, dim, 1);
-        // Exact duplicates (and a scaled copy, the same direction) far apart in id and across
-        // block boundaries: their cosines tie exactly, and the lower id must come first.
-        for (dst, src) in [(650, 3), (300, 3), (129, 128), (64, 600), (512, 5)] {
+        // Exact duplicates on both sides of block boundaries (63/64/65, 127/128/129, 255/256,
+        // 511/512, 699), so identical rows land in different blocks and at different places of
+        // a block: their scores tie exactly, and the lower id must come first.
+        for (dst, src) in [
+            (650, 3),
+            (300, 3),
+            (64, 3),
+            (129, 128),
+            (127, 128),
+            (63, 600),
+        ] {
             let row = base.row(src).to_owned();
             base.row_mut(dst).assign(&row);
         }
-        let row = base.row(10).mapv(|v| v * 4.0); // powers of two keep x / |x| exact
+        for dst in [255, 256, 512, 699] {
+            let row = base.row(5).to_owned();
+            base.row_mut(dst).assign(&row);
+        }
+        // The same direction at another length: x / |x| is exact for powers of two (a tie),
+        // and off by an ulp here and there for 3x (a near tie, or a tie).
+        let row = base.row(10).mapv(|v| v * 4.0);
         base.row_mut(400).assign(&row);
+        let row = base.row(10).mapv(|v| v * 3.0);
+        base.row_mut(65).assign(&row);
+        // Near duplicates: one element one ulp away. Their f64 scores differ by about 1e-8,
+        // below what an f32 GEMM can resolve, so only the f64 rescoring orders them right.
+        for (dst, src, t) in [(511, 20, 0), (128 + 256, 20, 5), (66, 21, 3), (257, 21, 7)] {
+            let mut row = base.row(src).to_owned();
+            row[t] = row[t].next_up();
+            base.row_mut(dst).assign(&row);
+        }
         let mut queries = random(90, dim, 2);
-        // Queries equal to base rows, so duplicates are surely in their top-k.
-        for (q, b) in [(0, 3), (1, 128), (2, 600), (3, 5), (4, 10)] {
+        // Queries equal (or close) to duplicated rows, so they are surely in the top k.
+        for (q, b) in [
+            (0, 3),
+            (1, 128),
+            (2, 600),
+            (3, 5),
+            (4, 10),
+            (5, 20),
+            (6, 21),
+        ] {
             let row = base.row(b).to_owned();
+            queries.row_mut(q).assign(&row);
+        }
+        for q in 7..12 {
+            let row = base.row(20).mapv(|v| v * 0.5) + base.row(q).mapv(|v| v * 1e-3);
             queries.row_mut(q).assign(&row);
         }
         let k = 20;
         let want = brute(&base, &queries, k);
-        // The f32 computation can only be compared exactly where no two distinct scores near
-        // the top are within f32 rounding: check the fixture has none (else change the seed).
-        for (ids, scores) in &want {
-            for (i, w) in scores.windows(2).enumerate() {
-                let gap = w[0] - w[1];
-                let tie = gap == 0.0;
-                assert!(tie || gap > 1e-5, "near tie {gap:e} at {i} in {ids:?}");
-            }
-        }
-        let ties = want
-            .iter()
-            .map(|(_, s)| s.windows(2).filter(|w| w[0] == w[1]).count())
-            .sum::<usize>();
+        let (exact, near) = ties(&want);
         assert!(
-            ties >= 5,
-            "the fixture should hold exact ties, found {ties}"
+            exact >= 10 && near >= 5,
+            "the fixture should hold ties: {exact} exact, {near} near"
         );
         let want: Vec<Vec<u32>> = want.into_iter().map(|(ids, _)| ids).collect();
-        for blocks in [
-            Blocks::default(),
-            Blocks {
-                queries: 7,
-                base: 64,
-            },
-            Blocks {
-                queries: 1,
-                base: 1,
-            },
-            Blocks {
-                queries: 90,
-                base: 129,
-            },
-        ] {
-            let got = exact_top_k_blocked(base.view(), queries.view(), k, blocks, &mut |_, _| {})
+        for threads in [1, 2, 4] {
+            for (qb, bb) in SHAPES {
+                let blocks = Blocks {
+                    queries: qb,
+                    base: bb,
+                };
+                let got = with_threads(threads, || {
+                    exact_top_k_blocked(base.view(), queries.view(), k, blocks, &mut |_, _| {})
+                })
                 .unwrap();
-            assert_eq!(got, want, "{blocks:?}");
+                assert_same(&got, &want, &format!("{blocks:?}, {threads} threads"));
+            }
         }
-        assert_eq!(
-            exact_top_k(base.view(), queries.view(), 700).unwrap().len(),
-            90
+        let all: Vec<Vec<u32>> = brute(&base, &queries, 700)
+            .into_iter()
+            .map(|(ids, _)| ids)
+            .collect();
+        assert_same(
+            &exact_top_k(base.view(), queries.view(), 700).unwrap(),
+            &all,
+            "k = n",
         );
+    }
+
+    #[test]
+    fn equals_brute_force_on_wide_rows_with_many_duplicates() {
+        // A wider GEMM (long sums, BLAS's inner blocking), 40 copies of one row spread over the
+        // ids, queries close to it: the top k is mostly one tie, decided by id.
+        let dim = 300;
+        let mut base = random(1000, dim, 11);
+        let row = base.row(7).to_owned();
+        for dst in (13..1000).step_by(25) {
+            base.row_mut(dst).assign(&row);
+        }
+        let mut queries = random(40, dim, 12);
+        for q in 0..20 {
+            let near = &row + &queries.row(q).mapv(|v| v * 1e-2);
+            queries.row_mut(q).assign(&near);
+        }
+        let k = 50;
+        let want = brute(&base, &queries, k);
+        assert!(ties(&want).0 >= 20 * 39, "{:?}", ties(&want));
+        let want: Vec<Vec<u32>> = want.into_iter().map(|(ids, _)| ids).collect();
+        for threads in [1, 2, 4] {
+            for (qb, bb) in [(2048, 8192), (3, 100), (40, 64), (1, 999)] {
+                let blocks = Blocks {
+                    queries: qb,
+                    base: bb,
+                };
+                let got = with_threads(threads, || {
+                    exact_top_k_blocked(base.view(), queries.view(), k, blocks, &mut |_, _| {})
+                })
+                .unwrap();
+                assert_same(&got, &want, &format!("{blocks:?}, {threads} threads"));
+            }
+        }
+    }
+
+    #[test]
+    fn candidates_survive_any_gemm_error_within_the_bound() {
+        // The margin logic alone: GEMM scores replaced by the f64 scores plus an error `e` as
+        // large as the margin allows (a quarter of it), adversarially signed: the rows of the
+        // top k pushed down, the others up. The candidates must still hold the top k of the f64
+        // scores. Besides the real margin, large made-up ones (with errors to match) put many
+        // rows on both sides of the cut, which a margin too small for its error would lose.
+        let dim = 16;
+        let base = random(400, dim, 21);
+        let queries = random(30, dim, 22);
+        let norms = norms(base.view(), "base").unwrap();
+        let k = 10;
+        let want = brute(&base, &queries, k);
+        for (qi, q) in queries.rows().into_iter().enumerate() {
+            let exact: Vec<f64> = (0..400)
+                .map(|i| score_f64(q, base.row(i), norms[i]))
+                .collect();
+            let kth = want[qi].1[k - 1];
+            for (m, block) in [
+                (margin(q), 1),
+                (margin(q), 400),
+                (0.1, 7),
+                (0.4, 1),
+                (2.0, 33),
+            ] {
+                let e = m / 4.0;
+                let mut top = TopK::new(k, m);
+                for b0 in (0..400).step_by(block) {
+                    let scores: Vec<f32> = (b0..(b0 + block).min(400))
+                        .map(|i| {
+                            let s = exact[i];
+                            let err = if s >= kth { e } else { -e };
+                            f32_at_most(s - err)
+                        })
+                        .collect();
+                    top.push_block(&scores, b0 as u32);
+                }
+                assert_eq!(
+                    top.into_sorted_ids(q, base.view(), &norms),
+                    want[qi].0,
+                    "query {qi}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`baselines`]: the sign, LSH and ITQ baselines, fitted in closed form as the same models.
 //! - [`groundtruth`]: exact cosine top-k (blocked GEMM), the ground truth of recall.
 //! - [`model`]: the model, its forward pass and code packing.
+//! - [`deterministic`]: float products fixed bit for bit by their inputs (search tables, codes).
 //! - [`metrics`]: the paper's reconstruction and sparsity metrics.
 //! - [`bench`](mod@bench): the benchmark grid (methods x N x K): recall, bytes per vector, report and plots.
 //! - [`io`]: embedding files (`.npy`, `.fvecs`) and model files (safetensors).
@@ -34,6 +35,7 @@ pub use bsa_index;
 pub mod baselines;
 pub mod bench;
 pub mod convergence;
+pub mod deterministic;
 pub mod error;
 pub mod groundtruth;
 pub mod io;

@@ -21,6 +21,7 @@ use std::fmt;
 use std::iter::Sum;
 use std::str::FromStr;
 
+use crate::deterministic;
 use crate::error::{Error, Result};
 
 /// A float type the model can be evaluated in: `f32` for training, `f64` for gradient checks.
@@ -258,7 +259,8 @@ impl<F: Real> Params<F> {
         self.we.ncols()
     }
 
-    /// Pre-activations `H = X We^T + be` (`B x N`).
+    /// Pre-activations `H = X We^T + be` (`B x N`), by a BLAS GEMM: fast, but its rounding
+    /// depends on the CPU and the thread count (see [`Params::pre_activations_fixed`]).
     pub fn pre_activations(&self, x: ArrayView2<F>) -> Array2<F> {
         let mut h = x.dot(&self.we.t());
         h += &self.be;
@@ -317,6 +319,16 @@ impl<F: Real> Params<F> {
             && self.be.iter().all(|v| v.is_finite())
             && self.wd_t.iter().all(|v| v.is_finite())
             && self.bd.iter().all(|v| v.is_finite())
+    }
+}
+
+impl Params<f32> {
+    /// Pre-activations `H = X We^T + be` with every entry fixed bit for bit by the inputs:
+    /// `H[i][j] = `[`deterministic::dot`]`(x_i, We_j) + be_j`, on any CPU and thread count.
+    pub fn pre_activations_fixed(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        let mut h = deterministic::matmul_nt(x, self.we.view());
+        h += &self.be;
+        h
     }
 }
 
@@ -419,15 +431,19 @@ pub struct Autoencoder {
 impl Autoencoder {
     /// Set bits of each row's code, ascending. BSA and the sign, LSH and ITQ baselines: bits with
     /// `H > 0` (that is `S > 0.5`); TopK: the K largest `H` (sigmoid is monotone, so the same as
-    /// the K largest `S`).
+    /// the K largest `S`), ties to the lower index.
     ///
     /// Pursuit: the K atoms greedy binary matching pursuit picks ([`crate::pursuit::encode`]).
+    ///
+    /// The codes are those of the deterministic pre-activations
+    /// ([`Params::pre_activations_fixed`]), so a vector gets the same code on every CPU and for
+    /// every thread count, whether it is encoded as a base row or as a query (see
+    /// [`rule_codes`] for how this stays as fast as a BLAS GEMM).
     pub fn encode_active(&self, x: ArrayView2<f32>) -> Vec<Vec<u32>> {
         if self.config.method == Method::Pursuit {
             return crate::pursuit::encode(&self.params, self.config.k, x);
         }
-        let h = self.params.pre_activations(x);
-        active_bits(&h, self.config.method, self.config.k)
+        rule_codes(&self.params, x, self.config.method, self.config.k)
     }
 
     /// Binary codes packed as numpy `packbits(bitorder="little")` rows: `n x ceil(N/8)` bytes,
@@ -439,28 +455,152 @@ impl Autoencoder {
     /// Per-query tables of the decoder-ADC score (method.md): row i is `u = Wd^T q_i` (one float
     /// per bit), and offset i is `q_i . bd`, so that `q . xhat_b` = offset + sum of `u_j` over the
     /// set bits of `b`. Returns `(nq * N tables, nq offsets)`, row-major.
+    ///
+    /// Every entry is a [`deterministic::dot`] (`u_j = dot(q_i, Wd^T row j)`, `offset =
+    /// dot(q_i, bd)`), so the printed scores are the same bytes for any CPU and thread count.
     pub fn adc_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
-        let t = q.dot(&self.params.wd_t.t());
-        let o = q.dot(&self.params.bd);
-        (t.iter().copied().collect(), o.to_vec())
+        let t = deterministic::matmul_nt(q, self.params.wd_t.view());
+        let bd = self.params.bd.as_standard_layout();
+        let bd = bd.as_slice().expect("standard layout");
+        let o = q
+            .rows()
+            .into_iter()
+            .map(|r| deterministic::dot(&r.to_vec(), bd))
+            .collect();
+        (t.into_raw_vec_and_offset().0, o)
     }
 
     /// Per-query tables of the soft score: the query's sigmoid activations `sigmoid(q We^T + be)`,
-    /// offsets 0.
+    /// offsets 0. Deterministic like [`Autoencoder::adc_tables`]: the pre-activations of
+    /// [`Params::pre_activations_fixed`] through [`deterministic::sigmoid`].
     pub fn soft_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
-        let h = self.params.pre_activations(q);
+        let h = self.params.pre_activations_fixed(q);
         (
-            h.iter().map(|&v| sigmoid(v)).collect(),
+            h.iter().map(|&v| deterministic::sigmoid(v)).collect(),
             vec![0.0; q.nrows()],
         )
     }
 
     /// The K largest activations of each row as a k-hot code, whatever the method (the paper's
-    /// "Fixed-TopK" code).
+    /// "Fixed-TopK" code), decided like [`Autoencoder::encode_active`].
     pub fn encode_khot(&self, x: ArrayView2<f32>) -> Vec<Vec<u32>> {
-        let h = self.params.pre_activations(x);
-        active_bits(&h, Method::Topk, self.config.k)
+        rule_codes(&self.params, x, Method::Topk, self.config.k)
     }
+}
+
+/// Codes by a rule on the pre-activations, decided on [`Params::pre_activations_fixed`] (so the
+/// same on every CPU and thread count) at the speed of a BLAS GEMM: `method` Topk or Pursuit
+/// takes the `k` largest (ties to the lower index), every other method the bits with `H > 0`.
+///
+/// The GEMM's `H` and the fixed one are each within `gamma (|x| |We_j| + |be_j|)` of the exact
+/// value, whatever order BLAS sums in ([`deterministic::f32_dot_error_bound`], Cauchy-Schwarz),
+/// plus underflow, so they differ by at most twice that; the margin `m_j` is twice that again. A
+/// bit whose GEMM value is farther than `m_j` from 0 has the same sign in both, so only the few
+/// entries within it are recomputed. For the top k, with `M >= m_j` for every j of the row: if `v`
+/// is the k-th largest GEMM value, k entries have fixed values `>= v - M`, so the k-th largest
+/// fixed value is at least `v - M`, and an entry whose GEMM value is below `v - 2M` has a fixed
+/// value strictly below that and cannot be chosen; the others (usually just k) are recomputed and
+/// ranked.
+fn rule_codes(params: &Params<f32>, x: ArrayView2<f32>, method: Method, k: usize) -> Vec<Vec<u32>> {
+    let h = params.pre_activations(x);
+    let dim = params.dim();
+    let gamma = deterministic::f32_dot_error_bound(dim);
+    let underflow = (dim + 1) as f64 * deterministic::F32_UNDERFLOW_PER_TERM;
+    let we = params.we.as_standard_layout();
+    let w_norms: Vec<f64> = we.rows().into_iter().map(|r| norm_f64(r.iter())).collect();
+    let be: Vec<f32> = params.be.to_vec();
+    let w_max = w_norms.iter().copied().fold(0.0, f64::max);
+    let be_max = be.iter().map(|b| f64::from(b.abs())).fold(0.0, f64::max);
+    let top = matches!(method, Method::Topk | Method::Pursuit);
+    let mut out = vec![Vec::new(); h.nrows()];
+    Zip::from(h.rows())
+        .and(x.rows())
+        .and(&mut out)
+        .par_for_each(|h, x, bits| {
+            let x = x.to_vec();
+            let x_norm = norm_f64(x.iter());
+            let margin = |w_norm: f64, be_abs: f64| {
+                2.0 * 2.0 * (gamma * (x_norm * w_norm + be_abs) + underflow)
+            };
+            let fixed = |j: usize| {
+                deterministic::dot(&x, we.row(j).as_slice().expect("standard layout")) + be[j]
+            };
+            let owned;
+            let h = match h.as_slice() {
+                Some(h) => h,
+                None => {
+                    owned = h.to_vec();
+                    &owned
+                }
+            };
+            let row_margin = margin(w_max, be_max);
+            *bits = if top {
+                top_k_fixed(h, k, row_margin, &fixed)
+            } else {
+                // The row's largest margin, rounded up to f32, settles almost every entry with
+                // one compare; the few below it get their own margin.
+                let quick = f32_at_least(row_margin);
+                (0..h.len())
+                    .filter(|&j| {
+                        let v = h[j];
+                        if v.abs() > quick
+                            || f64::from(v.abs()) > margin(w_norms[j], f64::from(be[j].abs()))
+                        {
+                            v > 0.0
+                        } else {
+                            fixed(j) > 0.0
+                        }
+                    })
+                    .map(|j| j as u32)
+                    .collect()
+            };
+        });
+    out
+}
+
+/// The `k` largest fixed values of a row (ascending indices, ties to the lower index), given the
+/// row's GEMM values `h`, each within `max_margin` of its fixed value `fixed(j)`.
+fn top_k_fixed(h: &[f32], k: usize, max_margin: f64, fixed: &dyn Fn(usize) -> f32) -> Vec<u32> {
+    let n = h.len();
+    let k = k.min(n);
+    if k == 0 {
+        return Vec::new();
+    }
+    if k == n {
+        return (0..n as u32).collect();
+    }
+    let mut sorted = h.to_vec();
+    sorted.select_nth_unstable_by(k - 1, |a, b| {
+        b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let floor = f64::from(sorted[k - 1]) - 2.0 * max_margin;
+    let cand: Vec<u32> = (0..n as u32)
+        .filter(|&j| f64::from(h[j as usize]) >= floor)
+        .collect();
+    if cand.len() <= k {
+        // Exactly the k at or above the k-th value (fewer only with NaN): no choice to make.
+        return cand;
+    }
+    let values: Vec<f32> = cand.iter().map(|&j| fixed(j as usize)).collect();
+    top_k_indices(&values, k, &mut Vec::new())
+        .into_iter()
+        .map(|p| cand[p as usize])
+        .collect()
+}
+
+/// The smallest `f32` not below `x`.
+fn f32_at_least(x: f64) -> f32 {
+    let f = x as f32;
+    if f64::from(f) < x {
+        f.next_up()
+    } else {
+        f
+    }
+}
+
+/// Euclidean norm in `f64`.
+fn norm_f64<'a>(v: impl Iterator<Item = &'a f32>) -> f64 {
+    v.map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt()
 }
 
 /// Set bits of each row of pre-activations `h` under `method`.
@@ -571,6 +711,134 @@ mod tests {
             pack_active(&[vec![0, 9, 10]], 12),
             vec![0b0000_0001, 0b0000_0110]
         );
+    }
+
+    fn model(params: Params<f32>, method: Method, k: usize) -> Autoencoder {
+        Autoencoder {
+            config: ModelConfig {
+                dim: params.dim(),
+                bits: params.bits(),
+                k,
+                method,
+                loss: LossKind::Cosine,
+                alpha: 1.0,
+                target: Target::Khot,
+            },
+            params,
+        }
+    }
+
+    /// `f` in a rayon pool of `threads` threads, with OpenBLAS also at `threads`.
+    fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+        crate::threads::set_blas_threads(threads);
+        let out = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(f);
+        crate::threads::set_blas_threads(1);
+        out
+    }
+
+    fn gaussian(n: usize, d: usize, seed: u64) -> Array2<f32> {
+        use rand_distr::StandardNormal;
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        Array2::from_shape_simple_fn((n, d), || rng.sample::<f32, _>(StandardNormal))
+    }
+
+    #[test]
+    fn codes_are_the_rule_on_the_fixed_pre_activations_for_any_thread_count() {
+        // 400 x 200 x 300 is well above OpenBLAS's threshold for splitting a GEMM.
+        let (n, dim, bits) = (400, 200, 300);
+        let x = gaussian(n, dim, 1);
+        let mut p = Params::<f32>::init(bits, dim, 2);
+        // Encoder rows 150.. repeat rows ..150: every pre-activation comes twice, an exact tie
+        // (k = 21 below is odd, so the k-th largest is always half of a tied pair).
+        for j in 150..bits {
+            let row = p.we.row(j - 150).to_owned();
+            p.we.row_mut(j).assign(&row);
+            p.be[j] = p.be[j - 150];
+        }
+        // Bits 0..150 of rows 0..150 exactly on the threshold: be_j = -dot(x_j, We_j), so the
+        // fixed H is exactly 0 and the bit is off, while a GEMM summing in another order lands a
+        // few ulp to either side. (Bits 150.. keep their own biases, so are not affected.)
+        for j in 0..150 {
+            p.be[j] = -deterministic::dot(
+                x.row(j).as_slice().unwrap(),
+                p.we.row(j).as_slice().unwrap(),
+            );
+        }
+        let h = p.pre_activations_fixed(x.view());
+        assert!((0..150).all(|j| h[[j, j]] == 0.0));
+        for (method, k) in [(Method::Bsa, 21), (Method::Topk, 21), (Method::Topk, 1)] {
+            let want: Vec<Vec<u32>> = h
+                .rows()
+                .into_iter()
+                .map(|row| match method {
+                    Method::Topk => top_k_indices(row.as_slice().unwrap(), k, &mut Vec::new()),
+                    _ => (0..bits as u32)
+                        .filter(|&j| row[j as usize] > 0.0)
+                        .collect(),
+                })
+                .collect();
+            let m = model(p.clone(), method, k);
+            for threads in [1, 2, 4] {
+                let got = with_threads(threads, || m.encode_active(x.view()));
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g, w, "{method} k={k}, {threads} threads, row {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tables_and_pursuit_codes_do_not_depend_on_the_thread_count() {
+        let x = gaussian(300, 64, 3);
+        let dict = crate::pursuit::dictionary_params(gaussian(256, 64, 4) * 0.3, Array1::zeros(64));
+        let m = model(dict, Method::Pursuit, 8);
+        let run = |threads| {
+            with_threads(threads, || {
+                (
+                    m.adc_tables(x.view()),
+                    m.soft_tables(x.view()),
+                    m.encode_active(x.view()),
+                )
+            })
+        };
+        let one = run(1);
+        // Entries are fixed-order sums: each equals the scalar reference bit for bit.
+        let u = &one.0 .0;
+        for (i, row) in x.rows().into_iter().enumerate() {
+            let q = row.as_slice().unwrap();
+            for j in 0..256 {
+                let want = deterministic::dot(q, m.params.wd_t.row(j).as_slice().unwrap());
+                assert_eq!(
+                    u[i * 256 + j].to_bits(),
+                    want.to_bits(),
+                    "table {i}, bit {j}"
+                );
+            }
+        }
+        for threads in [2, 4] {
+            let other = run(threads);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&other.0 .0),
+                bits(&one.0 .0),
+                "adc tables, {threads} threads"
+            );
+            assert_eq!(
+                bits(&other.0 .1),
+                bits(&one.0 .1),
+                "adc offsets, {threads} threads"
+            );
+            assert_eq!(
+                bits(&other.1 .0),
+                bits(&one.1 .0),
+                "soft tables, {threads} threads"
+            );
+            assert_eq!(other.2, one.2, "pursuit codes, {threads} threads");
+        }
     }
 
     #[test]

@@ -109,11 +109,32 @@ fn update_and_max(gain: &mut [f32], g_row: &[f32]) -> f32 {
 }
 
 /// Encodes rows of `x` with a pursuit model's parameters (`we = wd_t`, `be = -wd_t bd`).
+///
+/// The greedy steps carry float sums from one step to the next, so a last-bit difference in the
+/// correlations or the Gram matrix can change which atom is picked. Both therefore come from
+/// [`crate::deterministic`]: a vector gets the same atoms on every CPU and for every thread count
+/// (base rows in `bsa build` and queries in `bsa search` alike).
 pub fn encode(params: &Params<f32>, k: usize, x: ArrayView2<f32>) -> Vec<Vec<u32>> {
-    let gram = params.wd_t.dot(&params.wd_t.t());
+    encode_with(params, k, x, true)
+}
+
+/// [`encode`] with the products from the deterministic kernels (`fixed`) or from BLAS. The rounds
+/// of [`PursuitParams::fit`] keep BLAS, like the rest of training (whose results are promised
+/// for a given thread count only), and its speed with a well-tuned OpenBLAS (about 2x the
+/// deterministic kernels with OpenBLAS's AVX-512 GEMM).
+fn encode_with(params: &Params<f32>, k: usize, x: ArrayView2<f32>, fixed: bool) -> Vec<Vec<u32>> {
+    let gram = if fixed {
+        crate::deterministic::gram(params.wd_t.view())
+    } else {
+        params.wd_t.dot(&params.wd_t.t())
+    };
     let mut out = Vec::with_capacity(x.nrows());
     for chunk in x.axis_chunks_iter(Axis(0), CHUNK) {
-        let h = params.pre_activations(chunk);
+        let h = if fixed {
+            params.pre_activations_fixed(chunk)
+        } else {
+            params.pre_activations(chunk)
+        };
         out.extend(greedy_codes(h.view(), gram.view(), k));
     }
     out
@@ -265,7 +286,7 @@ impl PursuitParams {
         let mut history = Vec::with_capacity(self.rounds);
         for round in 1..=self.rounds {
             let started = Instant::now();
-            let codes = encode(&params, self.k, fit.view());
+            let codes = encode_with(&params, self.k, fit.view(), false);
             let encode_seconds = started.elapsed().as_secs_f64();
             let (wd_t, bd) = refit(fit.view(), &codes, self.bits, self.ridge)?;
             let mut next = dictionary_params(wd_t, bd);

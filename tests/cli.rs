@@ -11,6 +11,8 @@
 //! - `search`: `bsa build`, `bsa search` and `bsa verify` against brute-force rankings, and
 //!   damaged indexes.
 //! - `train`: the JSON summary, determinism, `--threads`.
+//! - `threads`: `bsa search` prints the same bytes for every thread count (every mode and score,
+//!   `--rescore` too), and `bsa encode` writes the same codes.
 
 // The modules live in tests/cli/ (a crate root's modules are otherwise looked up beside it).
 #[path = "cli/util.rs"]
@@ -32,5 +34,7 @@ mod pursuit;
 mod scores;
 #[path = "cli/search.rs"]
 mod search;
+#[path = "cli/threads.rs"]
+mod threads;
 #[path = "cli/train.rs"]
 mod train;

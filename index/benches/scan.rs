@@ -1,5 +1,7 @@
 //! Criterion benches: Hamming kernels (one query vs a batch of queries per pass) and exact top-k,
-//! on 100k seeded random codes at 256 and 1024 bits.
+//! on 100k seeded random codes at 256 and 1024 bits. The kernel benches run the active family
+//! (`BSA_KERNEL`, else the CPU's best); the top-k benches run every family the CPU has, side by
+//! side in one run.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use bsa_index::flat::top_k;
 use bsa_index::hamming::{distances, distances_batch, kernel_name};
-use bsa_index::{SearchParams, Split};
+use bsa_index::{KernelFamily, SearchParams, Split};
 
 const N: usize = 100_000;
 const BATCH: usize = 16;
@@ -31,7 +33,10 @@ fn kernels(c: &mut Criterion) {
         let w = bits / 64;
         let data = codes(1, N, bits);
         let qs = codes(2, BATCH, bits);
-        let mut g = c.benchmark_group(format!("kernel/{bits}bit/{}", kernel_name(w)));
+        let mut g = c.benchmark_group(format!(
+            "kernel/{bits}bit/{}",
+            kernel_name(KernelFamily::active().unwrap(), w)
+        ));
         g.throughput(Throughput::Elements(N as u64));
         let mut out = vec![0u32; N];
         g.bench_function(BenchmarkId::new("single", N), |b| {
@@ -59,17 +64,19 @@ fn topk(c: &mut Criterion) {
         for nq in [1usize, 64] {
             g.throughput(Throughput::Elements((N * nq) as u64));
             let q = &qs[..nq * w];
-            g.bench_function(BenchmarkId::new("1thread", nq), |b| {
-                b.iter(|| {
-                    pool1.install(|| {
-                        top_k(&data, w, bits, black_box(q), 10, &SearchParams::default()).unwrap()
+            for family in KernelFamily::supported() {
+                let p = SearchParams::default().with_kernel(Some(family));
+                g.bench_function(BenchmarkId::new(format!("{family}/1thread"), nq), |b| {
+                    b.iter(|| {
+                        pool1.install(|| top_k(&data, w, bits, black_box(q), 10, &p).unwrap())
                     })
-                })
-            });
-            g.bench_function(BenchmarkId::new("pool-codesplit", nq), |b| {
-                let p = SearchParams::default().with_split(Split::Auto);
-                b.iter(|| top_k(&data, w, bits, black_box(q), 10, &p).unwrap())
-            });
+                });
+                let p = p.with_split(Split::Auto);
+                g.bench_function(
+                    BenchmarkId::new(format!("{family}/pool-codesplit"), nq),
+                    |b| b.iter(|| top_k(&data, w, bits, black_box(q), 10, &p).unwrap()),
+                );
+            }
         }
         g.finish();
     }

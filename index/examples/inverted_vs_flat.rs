@@ -211,7 +211,15 @@ fn main() {
     let mut both_stats = None;
     for _ in 0..reps {
         let t = Instant::now();
-        bm_keys = pool.install(|| bm.hamming_keys(&queries, w, k, None));
+        bm_keys = pool.install(|| {
+            bm.hamming_keys(
+                &queries,
+                w,
+                k,
+                None,
+                bsa_index::KernelFamily::active().unwrap(),
+            )
+        });
         bm_t.push(t.elapsed().as_secs_f64() / nq as f64);
         let t = Instant::now();
         let (h, s) = pool.install(|| {
@@ -308,7 +316,7 @@ fn main() {
             "flat_words_per_query": n * w,
             "postings_bytes_u32": inv.postings_len() * 4, "postings_bytes_delta_varint": varint_bytes(&inv),
             "build_seconds": build_s,
-            "kernel": bsa_index::hamming::kernel_name(w),
+            "kernel": bsa_index::hamming::kernel_name(bsa_index::KernelFamily::active().unwrap(), w),
             "flat_ms_per_query": fs * 1e3, "inverted_ms_per_query": is * 1e3, "speedup": fs / is,
             "bitmap_ms_per_query": bms * 1e3, "bitmap_speedup": fs / bms, "bitmap_build_seconds": bitmap_build_s,
             "with_bitmaps_ms_per_query": both_s * 1e3, "with_bitmaps_speedup": fs / both_s,

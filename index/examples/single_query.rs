@@ -142,7 +142,7 @@ fn main() {
             "queries": nq,
             "reps": reps,
             "split": format!("{split:?}"),
-            "kernel": index.kernel_name(),
+            "kernel": index.kernel_name(&bsa_index::SearchParams::default()).unwrap(),
             "median_ms": 1e3 * med,
             "rep_median_ms": medians.iter().map(|s| 1e3 * s).collect::<Vec<_>>(),
             "mean_ms": 1e3 * median_of(&mut means),

@@ -22,12 +22,12 @@
 //! was measured slower: the check costs as much as an add and rarely fires.)
 //!
 //! ```
-//! use bsa_index::bitmaps::BitmapLists;
+//! use bsa_index::{bitmaps::BitmapLists, KernelFamily};
 //! # fn main() -> bsa_index::Result<()> {
 //! // Three 8-bit codes: {0, 1}, {1, 2}, {5}.
 //! let codes = [0b011u64, 0b110, 0b100000];
 //! let lists = BitmapLists::build(&codes, 8)?;
-//! let keys = lists.view().hamming_keys(&[0b010], 1, 2, None);
+//! let keys = lists.view().hamming_keys(&[0b010], 1, 2, None, KernelFamily::best());
 //! // Rows 0 and 1 are both at distance 1 from {1}; ties go to the smaller row.
 //! let hits: Vec<(u32, u32)> = keys[0].iter().map(|&k| ((k >> 32) as u32, k as u32)).collect();
 //! assert_eq!(hits, [(1, 0), (1, 1)]);
@@ -37,6 +37,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::kernel::KernelFamily;
 use crate::topk::TopK;
 
 /// Words per chunk of a column: 8 words (one 512-bit register) of 64 rows.
@@ -395,13 +396,21 @@ impl<'a> BitmapView<'a> {
     /// in ranges of [`RANGE_CHUNKS`] chunks, every query of the batch in turn, so a column that
     /// several queries share is read from memory once per range and from the cache after.
     /// Query bits at or beyond `bits` must be clear.
+    /// `family` picks the instruction set of the counting loop (the fastest the CPU has if it
+    /// lacks `family`); results are the same with every family.
     pub fn hamming_keys(
         &self,
         queries: &[u64],
         w: usize,
         k: usize,
         max_distance: Option<u32>,
+        family: KernelFamily,
     ) -> Vec<Vec<u64>> {
+        let family = if family.is_supported() {
+            family
+        } else {
+            KernelFamily::best()
+        };
         let k = k.min(self.n);
         let batches: Vec<Vec<Vec<u64>>> = queries
             .par_chunks(w * QUERY_BATCH)
@@ -416,7 +425,7 @@ impl<'a> BitmapView<'a> {
                     for c0 in (0..chunks).step_by(RANGE_CHUNKS) {
                         let c1 = (c0 + RANGE_CHUNKS).min(chunks);
                         for st in &mut states {
-                            st.count_chunks(self, c0..c1);
+                            st.count_chunks(self, c0..c1, family);
                         }
                     }
                 }
@@ -450,8 +459,42 @@ impl<'a> QueryState<'a> {
         }
     }
 
-    /// Counts the chunks `range` (in ascending order) and offers the rows that can enter.
-    fn count_chunks(&mut self, v: &BitmapView<'_>, range: std::ops::Range<usize>) {
+    /// Counts the chunks `range` (in ascending order) and offers the rows that can enter, with
+    /// the counting loop compiled for `family` (which the CPU has: checked by the caller).
+    fn count_chunks(
+        &mut self,
+        v: &BitmapView<'_>,
+        range: std::ops::Range<usize>,
+        family: KernelFamily,
+    ) {
+        // The same portable loop, compiled three times: the compiler vectorises the 8-word lanes
+        // for the instruction set of each copy (two 256-bit or one 512-bit op per lane array).
+        match family {
+            // SAFETY: `hamming_keys` passes only families this CPU supports.
+            #[cfg(target_arch = "x86_64")]
+            KernelFamily::Avx512 => unsafe { self.count_chunks_avx512(v, range) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            KernelFamily::Avx2 => unsafe { self.count_chunks_avx2(v, range) },
+            _ => self.count_chunks_any(v, range),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+    unsafe fn count_chunks_avx512(&mut self, v: &BitmapView<'_>, range: std::ops::Range<usize>) {
+        self.count_chunks_any(v, range)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn count_chunks_avx2(&mut self, v: &BitmapView<'_>, range: std::ops::Range<usize>) {
+        self.count_chunks_any(v, range)
+    }
+
+    /// The counting loop for any instruction set (inlined into each compiled copy).
+    #[inline(always)]
+    fn count_chunks_any(&mut self, v: &BitmapView<'_>, range: std::ops::Range<usize>) {
         // The counters live in registers only if their number is a constant.
         match planes_for(self.cols.len()) {
             0..=4 => self.count_chunks_p::<4>(v, range),
@@ -615,14 +658,21 @@ mod tests {
             let base = codes(n, bits, density, seed);
             let queries = codes(12, bits, density, seed + 1);
             let lists = BitmapLists::build(&base, bits).unwrap();
-            let got = lists.view().hamming_keys(&queries, w, k, max_d);
-            let params = SearchParams::default().with_max_distance(max_d);
+            // The reference: the flat scan with the portable kernels.
+            let params = SearchParams::default()
+                .with_max_distance(max_d)
+                .with_kernel(Some(KernelFamily::Portable));
             let want = top_k(&base, w, bits, &queries, k, &params).unwrap();
-            for (g, h) in got.iter().zip(&want) {
-                let g: Vec<(u32, u32)> = g.iter().map(|&x| ((x >> 32) as u32, x as u32)).collect();
-                let h: Vec<(u32, u32)> =
-                    h.distances.iter().zip(&h.rows).map(|(&d, &r)| (d, r as u32)).collect();
-                prop_assert_eq!(g, h);
+            for family in KernelFamily::supported() {
+                let got = lists.view().hamming_keys(&queries, w, k, max_d, family);
+                prop_assert_eq!(got.len(), want.len());
+                for (g, h) in got.iter().zip(&want) {
+                    let g: Vec<(u32, u32)> =
+                        g.iter().map(|&x| ((x >> 32) as u32, x as u32)).collect();
+                    let h: Vec<(u32, u32)> =
+                        h.distances.iter().zip(&h.rows).map(|(&d, &r)| (d, r as u32)).collect();
+                    prop_assert_eq!(g, h, "{}", family);
+                }
             }
         }
     }

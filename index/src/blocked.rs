@@ -166,20 +166,31 @@ fn count_at_least(counts: &[u8], need: u8) -> usize {
 }
 
 /// Bit `i` set iff `chunk[i] >= need` (`chunk.len() == 64`).
+///
+/// On x86-64 with SSE2, which every x86-64 CPU has: four 16-byte compares (`max(c, need) == c`)
+/// and byte masks, about as fast as one AVX-512 compare here and needing no run-time dispatch.
 #[inline(always)]
 fn ge_mask64(chunk: &[u8], need: u8) -> u64 {
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx512bw"))]
+    assert_eq!(chunk.len(), 64);
+    #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_mm512_cmpge_epu8_mask, _mm512_loadu_si512, _mm512_set1_epi8};
-        assert_eq!(chunk.len(), 64);
-        // SAFETY: the chunk holds 64 readable bytes (asserted); the load is unaligned; the
-        // instructions exist because the crate is compiled with AVX-512BW enabled (cfg above).
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        let mut mask = 0u64;
+        // SAFETY: SSE2 is part of the x86-64 baseline; each load reads 16 of the 64 bytes
+        // (asserted above), unaligned.
         unsafe {
-            let v = _mm512_loadu_si512(chunk.as_ptr().cast());
-            _mm512_cmpge_epu8_mask(v, _mm512_set1_epi8(need as i8))
+            let n = _mm_set1_epi8(need as i8);
+            for part in 0..4 {
+                let v = _mm_loadu_si128(chunk.as_ptr().add(16 * part).cast());
+                let ge = _mm_cmpeq_epi8(_mm_max_epu8(v, n), v);
+                mask |= u64::from(_mm_movemask_epi8(ge) as u16) << (16 * part);
+            }
         }
+        mask
     }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512bw")))]
+    #[cfg(not(target_arch = "x86_64"))]
     {
         let mut mask = 0u64;
         for (i, &c) in chunk.iter().enumerate() {
@@ -412,4 +423,28 @@ pub(crate) fn hamming_batch(
             top.into_sorted_keys()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ge_mask_and_counts_equal_the_plain_loop() {
+        // Every byte value against thresholds at the edges (0x80 and up are where a signed
+        // compare would go wrong).
+        let counts: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).chain(0..7).collect();
+        for need in [1u8, 2, 7, 127, 128, 129, 200, 255] {
+            let mut want = Vec::new();
+            for (i, &c) in counts.iter().enumerate() {
+                if c >= need {
+                    want.push((i, c));
+                }
+            }
+            let mut got = Vec::new();
+            for_each_at_least(&counts, need, |i, c| got.push((i, c)));
+            assert_eq!(got, want, "need {need}");
+            assert_eq!(count_at_least(&counts, need), want.len(), "need {need}");
+        }
+    }
 }

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::hamming::{hamming, tile_codes, Kernel};
 use crate::index::Index;
+use crate::kernel::KernelFamily;
 use crate::pack::check_high_bits_zero;
 use crate::score::{desc_key, from_desc_key, overlap_key, table_score, table_sum, Score};
 use crate::sparse::SparseView;
@@ -51,6 +52,10 @@ pub struct SearchParams {
     /// Inverted only: answer every query from the posting lists, even those the cost rule would
     /// send to the flat scan (for tests and benchmarks; results are identical either way).
     pub force_inverted: bool,
+    /// The kernel family to search with; `None`: `BSA_KERNEL` if set, else the fastest this CPU
+    /// has ([`KernelFamily::active`]). Results are identical with every family; a family the
+    /// CPU lacks makes the search fail.
+    pub kernel: Option<KernelFamily>,
 }
 
 impl SearchParams {
@@ -73,6 +78,24 @@ impl SearchParams {
     pub fn with_force_inverted(mut self, yes: bool) -> Self {
         self.force_inverted = yes;
         self
+    }
+    /// Sets [`kernel`](Self::kernel).
+    pub fn with_kernel(mut self, family: Option<KernelFamily>) -> Self {
+        self.kernel = family;
+        self
+    }
+
+    /// A copy with [`kernel`](Self::kernel) resolved ([`KernelFamily::resolve`]): what every
+    /// public search runs first, so a bad `BSA_KERNEL` or a family the CPU lacks is an error.
+    pub(crate) fn resolved(&self) -> Result<SearchParams> {
+        Ok(self.with_kernel(Some(KernelFamily::resolve(self.kernel)?)))
+    }
+
+    /// The kernel family to run: the resolved one (the fastest supported if unresolved).
+    pub(crate) fn family(&self) -> KernelFamily {
+        self.kernel
+            .filter(|f| f.is_supported())
+            .unwrap_or_else(KernelFamily::best)
     }
 }
 
@@ -159,6 +182,7 @@ pub fn top_k(
     k: usize,
     params: &SearchParams,
 ) -> Result<Vec<Hits>> {
+    let params = &params.resolved()?;
     if words_per_code == 0 || bits == 0 || words_per_code != bits.div_ceil(64) {
         return Err(Error::InvalidArgument(format!(
             "{words_per_code} words per code cannot hold {bits}-bit codes"
@@ -186,7 +210,7 @@ pub(crate) fn search_keys(
     k: usize,
     params: &SearchParams,
 ) -> Vec<Vec<u64>> {
-    let kernel = Kernel::select(w);
+    let kernel = Kernel::select(params.family(), w);
     search_keys_by(
         codes,
         w,
@@ -508,6 +532,7 @@ impl Index {
         k: usize,
         params: &SearchParams,
     ) -> Result<Vec<Hits>> {
+        let params = &params.resolved()?;
         let w = self.words_per_code();
         check_queries(queries, w, self.bits())?;
         let ids = self.ids();
@@ -532,6 +557,7 @@ impl Index {
         if !score.has_scores() {
             return self.search_flat(queries, k, params);
         }
+        params.resolved()?;
         let w = self.words_per_code();
         let nq = check_queries(queries, w, self.bits())?;
         check_scored_params(score, params, nq, self.bits())?;
@@ -555,8 +581,10 @@ impl Index {
         .collect())
     }
 
-    /// Name of the distance kernel flat search uses for this index on this CPU (for `--stats`).
-    pub fn kernel_name(&self) -> &'static str {
-        Kernel::select(self.words_per_code()).name()
+    /// Name of the distance kernel a flat search with `params` uses for this index on this CPU
+    /// (for `--stats`, e.g. `"avx2-w16"`); fails as the search would on a family the CPU lacks.
+    pub fn kernel_name(&self, params: &SearchParams) -> Result<&'static str> {
+        let family = params.resolved()?.family();
+        Ok(Kernel::select(family, self.words_per_code()).name())
     }
 }

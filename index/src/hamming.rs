@@ -5,13 +5,16 @@
 //!   against a block of codes, visiting the codes in cache-sized tiles so each tile is loaded once
 //!   for all queries.
 //! * The exact search uses fused *scan* kernels (distance + top-k threshold test, no distance
-//!   array) chosen once per search by code width.
+//!   array) chosen once per search by [`KernelFamily`] and code width.
 //!
-//! Specialised kernels exist for 1, 2, 4, 8 and 16 words per code (64..1024 bits) and, where the
-//! CPU has AVX-512F with `VPOPCNTDQ` (detected at run time), vector kernels that compute eight
-//! distances per step; every other case uses a portable loop over `u64::count_ones`. All of them
-//! give identical results (tested against the naive loop). Nothing here allocates.
+//! Every family has specialised kernels for 1, 2, 4, 8 and 16 words per code (64..1024 bits);
+//! the vector families also for 24, 32, 48 and 64 words. [`KernelFamily::Avx512`] computes eight
+//! distances per step with `VPOPCNTDQ`; [`KernelFamily::Avx2`] does the same with Mula's nibble
+//! lookup (`vpshufb`) and `vpsadbw`; every other case uses a portable loop over
+//! `u64::count_ones`. All of them give identical results (tested against the naive loop, for
+//! every family the CPU runs). Nothing here allocates.
 
+use crate::kernel::KernelFamily;
 use crate::topk::TopK;
 
 /// Hamming distance between two codes of the same length in words.
@@ -48,7 +51,7 @@ pub fn distances(query: &[u64], codes: &[u64], out: &mut [u32]) {
         codes.len() / w,
         "output length must equal the number of codes"
     );
-    let k = Kernel::select(w);
+    let k = Kernel::select(KernelFamily::for_infallible(), w);
     k.distances(query, codes, out);
 }
 
@@ -71,7 +74,7 @@ pub fn distances_batch(queries: &[u64], codes: &[u64], w: usize, out: &mut [u32]
         nq * nc,
         "output length must be n_queries * n_codes"
     );
-    let k = Kernel::select(w);
+    let k = Kernel::select(KernelFamily::for_infallible(), w);
     let tile = tile_codes(w);
     let mut start = 0;
     while start < nc {
@@ -84,10 +87,11 @@ pub fn distances_batch(queries: &[u64], codes: &[u64], w: usize, out: &mut [u32]
     }
 }
 
-/// Name of the kernel used for `words_per_code` words on this CPU (e.g. `"avx512-w4"`,
-/// `"scalar-any"`), for benchmarks and diagnostics.
-pub fn kernel_name(words_per_code: usize) -> &'static str {
-    Kernel::select(words_per_code).name()
+/// Name of the kernel `family` uses for `words_per_code` words (e.g. `"avx512-w4"`,
+/// `"avx2-w16"`, `"portable-any"`), for benchmarks and `--stats`. A family the CPU lacks names
+/// the portable kernel it would fall back to.
+pub fn kernel_name(family: KernelFamily, words_per_code: usize) -> &'static str {
+    Kernel::select(family, words_per_code).name()
 }
 
 /// Codes per cache tile: about 32 KiB of codes, at least 64.
@@ -114,12 +118,23 @@ impl std::fmt::Debug for Kernel {
 }
 
 impl Kernel {
-    /// The fastest kernel for `w` words per code on this CPU.
-    pub(crate) fn select(w: usize) -> Kernel {
+    /// The kernel of `family` for `w` words per code: the portable one where the family has no
+    /// kernel of that width, or the CPU lacks the family (callers check it first:
+    /// [`KernelFamily::resolve`]).
+    pub(crate) fn select(family: KernelFamily, w: usize) -> Kernel {
         #[cfg(target_arch = "x86_64")]
-        if let Some(k) = x86::select(w) {
-            return k;
+        {
+            let vector = match family {
+                KernelFamily::Avx512 => avx512::select(w),
+                KernelFamily::Avx2 => avx2::select(w),
+                KernelFamily::Portable => None,
+            };
+            if let Some(k) = vector {
+                return k;
+            }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = family;
         Self::portable(w)
     }
 
@@ -129,37 +144,47 @@ impl Kernel {
             1 => Kernel {
                 scan: scan_fixed::<1>,
                 dist: dist_fixed::<1>,
-                name: "scalar-w1",
+                name: "portable-w1",
             },
             2 => Kernel {
                 scan: scan_fixed::<2>,
                 dist: dist_fixed::<2>,
-                name: "scalar-w2",
+                name: "portable-w2",
             },
             3 => Kernel {
                 scan: scan_fixed::<3>,
                 dist: dist_fixed::<3>,
-                name: "scalar-w3",
+                name: "portable-w3",
             },
             4 => Kernel {
                 scan: scan_fixed::<4>,
                 dist: dist_fixed::<4>,
-                name: "scalar-w4",
+                name: "portable-w4",
+            },
+            6 => Kernel {
+                scan: scan_fixed::<6>,
+                dist: dist_fixed::<6>,
+                name: "portable-w6",
             },
             8 => Kernel {
                 scan: scan_fixed::<8>,
                 dist: dist_fixed::<8>,
-                name: "scalar-w8",
+                name: "portable-w8",
+            },
+            12 => Kernel {
+                scan: scan_fixed::<12>,
+                dist: dist_fixed::<12>,
+                name: "portable-w12",
             },
             16 => Kernel {
                 scan: scan_fixed::<16>,
                 dist: dist_fixed::<16>,
-                name: "scalar-w16",
+                name: "portable-w16",
             },
             _ => Kernel {
                 scan: scan_dyn,
                 dist: dist_dyn,
-                name: "scalar-any",
+                name: "portable-any",
             },
         }
     }
@@ -222,7 +247,7 @@ fn dist_dyn(query: &[u64], codes: &[u64], out: &mut [u32]) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+mod avx512 {
     //! AVX-512F + VPOPCNTDQ kernels: eight codes per step, the popcounts of all their words in
     //! vector registers, then a transposing reduction to eight distances in row order.
     //!
@@ -443,6 +468,333 @@ mod x86 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! AVX2 kernels: eight codes per step, as the AVX-512 ones, with the popcount done by Mula's
+    //! nibble lookup: `vpshufb` looks up the bit count of each 4-bit half of every byte, and
+    //! `vpsadbw` against zero adds the eight byte counts of each 64-bit word. Codes of four or
+    //! more words add their byte counts first (at most 8 per byte per vector, so up to 31
+    //! vectors fit a byte) and run one `vpsadbw` per code; a transposing reduction then gives
+    //! eight `u32` distances in row order.
+    //!
+    //! Safety: every `unsafe` function here requires the CPU feature `avx2`. They are reachable
+    //! only through [`select`], which returns them only after `is_x86_feature_detected!`
+    //! confirmed it. Loads are unaligned (`loadu`) and stay inside the slices: each step reads
+    //! exactly the 8 * W words of eight whole codes.
+
+    use super::{Kernel, TopK};
+    use std::arch::x86_64::*;
+
+    pub(super) fn select(w: usize) -> Option<Kernel> {
+        if !is_x86_feature_detected!("avx2") {
+            return None;
+        }
+        macro_rules! k {
+            ($w:literal, $name:literal) => {
+                Kernel {
+                    scan: scan::<$w>,
+                    dist: dist::<$w>,
+                    name: $name,
+                }
+            };
+        }
+        Some(match w {
+            1 => k!(1, "avx2-w1"),
+            2 => k!(2, "avx2-w2"),
+            4 => k!(4, "avx2-w4"),
+            8 => k!(8, "avx2-w8"),
+            16 => k!(16, "avx2-w16"),
+            24 => k!(24, "avx2-w24"),
+            32 => k!(32, "avx2-w32"),
+            48 => k!(48, "avx2-w48"),
+            64 => k!(64, "avx2-w64"),
+            _ => return None,
+        })
+    }
+
+    /// The query in 256-bit registers: for W < 4 one register holding 4 / W copies, for W >= 4
+    /// (a multiple of 4, at most 64) W / 4 registers.
+    struct Query {
+        regs: [__m256i; 16],
+    }
+
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn load_query<const W: usize>(q: &[u64]) -> Query {
+        let mut regs = [_mm256_setzero_si256(); 16];
+        if W < 4 {
+            let mut lanes = [0u64; 4];
+            for (i, l) in lanes.iter_mut().enumerate() {
+                *l = q[i % W];
+            }
+            regs[0] = _mm256_loadu_si256(lanes.as_ptr().cast());
+        } else {
+            for (m, r) in regs.iter_mut().enumerate().take(W / 4) {
+                *r = _mm256_loadu_si256(q[4 * m..].as_ptr().cast());
+            }
+        }
+        Query { regs }
+    }
+
+    /// Bit counts of the 32 bytes of `q ^ *p`, one per byte.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn byte_counts(q: __m256i, p: *const u64) -> __m256i {
+        let lut = _mm256_setr_epi8(
+            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, //
+            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+        );
+        let low = _mm256_set1_epi8(0x0f);
+        let x = _mm256_xor_si256(q, _mm256_loadu_si256(p.cast()));
+        let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, low));
+        let hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16::<4>(x), low));
+        _mm256_add_epi8(lo, hi)
+    }
+
+    /// Adds the byte counts of each 64-bit word: four `u64` lanes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn word_sums(bytes: __m256i) -> __m256i {
+        _mm256_sad_epu8(bytes, _mm256_setzero_si256())
+    }
+
+    /// Popcounts of the four words of `q ^ *p`, one per `u64` lane.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn pop_xor(q: __m256i, p: *const u64) -> __m256i {
+        word_sums(byte_counts(q, p))
+    }
+
+    /// Adds adjacent 64-bit lanes of `a` and `b` pairwise within each 128-bit half:
+    /// [a0+a1, b0+b1 | a2+a3, b2+b3].
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn pair_add(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi64(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b))
+    }
+
+    /// Packs two vectors of four small `u64` lanes into one of eight `u32` lanes:
+    /// [a0, b0, a1, b1 | a2, b2, a3, b3].
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn interleave32(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_blend_epi32::<0b1010_1010>(a, _mm256_slli_epi64::<32>(b))
+    }
+
+    /// Eight `u32` distances in row order from the per-code `u64` lane sums `r[i]` (code i's
+    /// distance is the sum of the four lanes of `r[i]`).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn reduce8(r: &[__m256i; 8]) -> __m256i {
+        // [r0_l, r1_l, r2_l, r3_l] summed over lane pairs, per 128-bit half.
+        let ab = {
+            let a = interleave32(r[0], r[1]);
+            let b = interleave32(r[2], r[3]);
+            _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b))
+        };
+        let cd = {
+            let c = interleave32(r[4], r[5]);
+            let d = interleave32(r[6], r[7]);
+            _mm256_add_epi32(_mm256_unpacklo_epi64(c, d), _mm256_unpackhi_epi64(c, d))
+        };
+        // Add the two 128-bit halves: [d0..d3 | d4..d7].
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256::<0x20>(ab, cd),
+            _mm256_permute2x128_si256::<0x31>(ab, cd),
+        )
+    }
+
+    /// Distances of the eight codes starting at `p` (each W words) as eight `u32`, lane i = code i.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dist8<const W: usize>(q: &Query, p: *const u64) -> __m256i {
+        match W {
+            1 => {
+                // Two registers of four one-word codes: [0,1,2,3] and [4,5,6,7].
+                let a = pop_xor(q.regs[0], p);
+                let b = pop_xor(q.regs[0], p.add(4));
+                // [a0,b0,a1,b1 | a2,b2,a3,b3] -> row order.
+                let x = interleave32(a, b);
+                _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7))
+            }
+            2 => {
+                // Four registers of two two-word codes each.
+                let s01 = pair_add(pop_xor(q.regs[0], p), pop_xor(q.regs[0], p.add(4))); // [0,2|1,3]
+                let s23 = pair_add(pop_xor(q.regs[0], p.add(8)), pop_xor(q.regs[0], p.add(12))); // [4,6|5,7]
+                let x = interleave32(s01, s23); // [0,4,2,6 | 1,5,3,7]
+                _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 2, 6, 1, 5, 3, 7))
+            }
+            _ => {
+                // W = 4m: byte counts of a code's m registers added, then one vpsadbw per code.
+                let mut r = [_mm256_setzero_si256(); 8];
+                for (i, acc) in r.iter_mut().enumerate() {
+                    let c = p.add(i * W);
+                    let mut bytes = byte_counts(q.regs[0], c);
+                    for m in 1..W / 4 {
+                        bytes = _mm256_add_epi8(bytes, byte_counts(q.regs[m], c.add(4 * m)));
+                    }
+                    *acc = word_sums(bytes);
+                }
+                reduce8(&r)
+            }
+        }
+    }
+
+    /// Distances of the four codes starting at `p` (W >= 4 words each) as four `u32`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn dist4<const W: usize>(q: &Query, p: *const u64) -> __m128i {
+        let mut r = [_mm256_setzero_si256(); 4];
+        for (i, acc) in r.iter_mut().enumerate() {
+            let c = p.add(i * W);
+            let mut bytes = byte_counts(q.regs[0], c);
+            for m in 1..W / 4 {
+                bytes = _mm256_add_epi8(bytes, byte_counts(q.regs[m], c.add(4 * m)));
+            }
+            *acc = word_sums(bytes);
+        }
+        let a = interleave32(r[0], r[1]);
+        let b = interleave32(r[2], r[3]);
+        let s = _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
+        _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s))
+    }
+
+    /// The scan for W >= 4: of every eight codes, four go through the vector popcount above and
+    /// four through scalar `popcnt`, so the CPU can run both side by side. AVX2 has no vector
+    /// popcount: the nibble lookup costs about 9 vector instructions per 256 bits, against 4
+    /// `popcnt` (plus loads and adds) for the scalar path, so neither alone is much faster than
+    /// the other. Measured on an Intel Xeon (Sapphire Rapids, where `popcnt` and the vector
+    /// units share ports; `examples/kernel_probe.rs`, min of 30 trials): portable 2.18 ns/code,
+    /// vector-only 1.96-2.02, hybrid 1.96-2.03 at 256 bits; 8.3-9.0, 7.1-7.4 and 6.5-6.8 at
+    /// 1024 bits. On AMD Zen, whose integer ALUs and vector pipes are separate, the two halves
+    /// overlap fully. Rows are offered in ascending order, as every scan does.
+    #[target_feature(enable = "avx2")]
+    unsafe fn scan_hybrid<const W: usize>(
+        query: &[u64],
+        codes: &[u64],
+        first_row: u32,
+        topk: &mut TopK,
+    ) {
+        let clamp = |t: u32| _mm_set1_epi32(t.min(i32::MAX as u32) as i32);
+        let q = load_query::<W>(query);
+        let qa: &[u64; W] = query.try_into().expect("query width equals kernel width");
+        let n = codes.len() / W;
+        let full = n / 8 * 8;
+        let mut t = topk.threshold();
+        let mut thr = clamp(t);
+        let mut i = 0;
+        while i < full {
+            // i + 8 <= n: the eight codes at i lie inside `codes`.
+            let d = dist4::<W>(&q, codes.as_ptr().add(i * W));
+            let scalar: [u32; 4] = std::array::from_fn(|j| {
+                let c = &codes[(i + 4 + j) * W..(i + 5 + j) * W];
+                super::hamming_fixed(qa, c.try_into().expect("W words"))
+            });
+            let mask = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(thr, d))) as u32;
+            if mask != 0 {
+                let mut lanes = [0u32; 4];
+                _mm_storeu_si128(lanes.as_mut_ptr().cast(), d);
+                let mut m = mask;
+                while m != 0 {
+                    let j = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    topk.offer(lanes[j], first_row + (i + j) as u32);
+                }
+                t = topk.threshold();
+                thr = clamp(t);
+            }
+            for (j, &dj) in scalar.iter().enumerate() {
+                if dj < t {
+                    topk.offer(dj, first_row + (i + 4 + j) as u32);
+                    t = topk.threshold();
+                    thr = clamp(t);
+                }
+            }
+            i += 8;
+        }
+        for (j, c) in codes[full * W..].chunks_exact(W).enumerate() {
+            let c: &[u64; W] = c.try_into().expect("chunk of W words");
+            topk.offer(super::hamming_fixed(qa, c), first_row + (full + j) as u32);
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn scan_impl<const W: usize>(
+        query: &[u64],
+        codes: &[u64],
+        first_row: u32,
+        topk: &mut TopK,
+    ) {
+        if W >= 4 {
+            return scan_hybrid::<W>(query, codes, first_row, topk);
+        }
+        // W <= 64, so distances are at most 4096 and compare correctly as signed i32 against
+        // a threshold clamped to i32::MAX.
+        let clamp = |t: u32| _mm256_set1_epi32(t.min(i32::MAX as u32) as i32);
+        let q = load_query::<W>(query);
+        let n = codes.len() / W;
+        let full = n / 8 * 8;
+        let mut thr = clamp(topk.threshold());
+        let mut i = 0;
+        while i < full {
+            // i + 8 <= n, so the eight codes at i lie inside `codes`.
+            let d = dist8::<W>(&q, codes.as_ptr().add(i * W));
+            let mask = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(thr, d))) as u32;
+            if mask != 0 {
+                let mut lanes = [0u32; 8];
+                _mm256_storeu_si256(lanes.as_mut_ptr().cast(), d);
+                let mut m = mask;
+                while m != 0 {
+                    let j = m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    topk.offer(lanes[j], first_row + (i + j) as u32);
+                }
+                thr = clamp(topk.threshold());
+            }
+            i += 8;
+        }
+        let qa: &[u64; W] = query.try_into().expect("query width equals kernel width");
+        for (j, c) in codes[full * W..].chunks_exact(W).enumerate() {
+            let c: &[u64; W] = c.try_into().expect("chunk of W words");
+            topk.offer(super::hamming_fixed(qa, c), first_row + (full + j) as u32);
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn dist_impl<const W: usize>(query: &[u64], codes: &[u64], out: &mut [u32]) {
+        let q = load_query::<W>(query);
+        let n = (codes.len() / W).min(out.len());
+        let full = n / 8 * 8;
+        let mut i = 0;
+        while i < full {
+            let d = dist8::<W>(&q, codes.as_ptr().add(i * W));
+            // i + 8 <= out.len(): store eight u32 distances.
+            _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), d);
+            i += 8;
+        }
+        let qa: &[u64; W] = query.try_into().expect("query width equals kernel width");
+        for (c, o) in codes[full * W..]
+            .chunks_exact(W)
+            .zip(out[full..].iter_mut())
+        {
+            let c: &[u64; W] = c.try_into().expect("chunk of W words");
+            *o = super::hamming_fixed(qa, c);
+        }
+    }
+
+    fn scan<const W: usize>(query: &[u64], codes: &[u64], first_row: u32, topk: &mut TopK) {
+        assert_eq!(query.len(), W);
+        // SAFETY: only reachable through `select`, which checked the CPU feature.
+        unsafe { scan_impl::<W>(query, codes, first_row, topk) }
+    }
+
+    fn dist<const W: usize>(query: &[u64], codes: &[u64], out: &mut [u32]) {
+        assert_eq!(query.len(), W);
+        // SAFETY: only reachable through `select`, which checked the CPU feature.
+        unsafe { dist_impl::<W>(query, codes, out) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,12 +830,15 @@ mod tests {
     #[test]
     fn every_kernel_equals_naive() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
-        for w in [1usize, 2, 3, 4, 5, 8, 16, 24, 32, 33, 48, 64, 65] {
+        for w in [1usize, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 33, 48, 64, 65] {
             for n in [0usize, 1, 7, 8, 9, 31, 100] {
                 let codes = random_codes(&mut rng, n, w, w % 2 == 0);
                 let q = random_codes(&mut rng, 1, w, false);
                 let want: Vec<u32> = codes.chunks_exact(w).map(|c| naive(&q, c)).collect();
-                for k in [Kernel::select(w), Kernel::portable(w)] {
+                for k in KernelFamily::supported()
+                    .into_iter()
+                    .map(|f| Kernel::select(f, w))
+                {
                     let mut got = vec![0; n];
                     k.distances(&q, &codes, &mut got);
                     assert_eq!(got, want, "{k:?} w={w} n={n}");
@@ -499,6 +854,28 @@ mod tests {
                             r.into_sorted_keys(),
                             "{k:?} w={w} n={n} k={kk}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_codes_every_kernel() {
+        // All-ones against all-zeros: the largest per-byte and per-code sums a kernel adds.
+        for w in [1usize, 2, 4, 6, 8, 16, 24, 32, 48, 64] {
+            for n in [8usize, 17] {
+                let mut codes = vec![0u64; n * w];
+                for (i, c) in codes.chunks_exact_mut(w).enumerate() {
+                    let fill = if i % 2 == 0 { u64::MAX } else { 1 << (i % 64) };
+                    c.iter_mut().for_each(|x| *x = fill);
+                }
+                for q in [vec![0u64; w], vec![u64::MAX; w]] {
+                    let want: Vec<u32> = codes.chunks_exact(w).map(|c| naive(&q, c)).collect();
+                    for f in KernelFamily::supported() {
+                        let mut got = vec![0; n];
+                        Kernel::select(f, w).distances(&q, &codes, &mut got);
+                        assert_eq!(got, want, "{f} w={w} n={n}");
                     }
                 }
             }
@@ -526,7 +903,11 @@ mod tests {
 
     #[test]
     fn reports_kernel_name() {
-        assert!(Kernel::portable(4).name().contains("w4"));
-        assert!(!Kernel::select(7).name().is_empty());
+        assert_eq!(Kernel::portable(4).name(), "portable-w4");
+        assert_eq!(kernel_name(KernelFamily::Portable, 7), "portable-any");
+        for f in KernelFamily::supported() {
+            // Every family has a kernel of its own for 256-bit codes.
+            assert_eq!(kernel_name(f, 4), format!("{f}-w4"));
+        }
     }
 }

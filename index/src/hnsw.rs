@@ -330,6 +330,9 @@ impl Index {
         k: usize,
         params: &SearchParams,
     ) -> Result<Vec<Hits>> {
+        // The graph walk computes one distance at a time (portable); resolving the family
+        // still reports a bad BSA_KERNEL as every other search does.
+        params.resolved()?;
         let w = self.words_per_code();
         check_queries(queries, w, self.bits())?;
         let g = self.graph()?;

@@ -861,7 +861,7 @@ pub(crate) fn search_keys_with(
             .collect();
         match score {
             Score::Hamming => {
-                let kernel = Kernel::select(w);
+                let kernel = Kernel::select(params.family(), w);
                 search_keys_by(
                     codes,
                     w,
@@ -900,7 +900,7 @@ pub(crate) fn search_keys_with(
                 .iter()
                 .flat_map(|&qi| query(qi).iter().copied())
                 .collect();
-            b.hamming_keys(&bq, w, k, params.max_distance)
+            b.hamming_keys(&bq, w, k, params.max_distance, params.family())
         }
         _ => Vec::new(),
     };
@@ -934,6 +934,7 @@ pub fn top_k(
     norms: Option<&[f32]>,
     params: &SearchParams,
 ) -> Result<(Vec<Hits>, InvertedStats)> {
+    let params = &params.resolved()?;
     let w = words_per_code;
     crate::flat::top_k(codes, w, bits, &[], 0, params)?;
     if inv.bits != bits || inv.n != codes.len() / w {
@@ -994,6 +995,7 @@ impl crate::Index {
         score: &Score<'_>,
         params: &SearchParams,
     ) -> Result<(Vec<Hits>, InvertedStats)> {
+        let params = &params.resolved()?;
         let inv = self.inverted().ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "{}: the index has no posting lists; rebuild it with `bsa build --inverted`",

@@ -51,7 +51,9 @@
 //! ## Modules
 //!
 //! * [`pack`]: numpy `packbits` bytes, booleans or set-bit lists to packed `u64` rows and back.
-//! * [`hamming`]: XOR + popcount kernels (portable, and AVX-512 `VPOPCNTDQ` when the CPU has it).
+//! * [`hamming`]: XOR + popcount kernels (portable, AVX2 and AVX-512 `VPOPCNTDQ`).
+//! * [`kernel`]: which kernel family runs, chosen at run time from the CPU (one binary runs on
+//!   every x86-64 CPU), or forced with `BSA_KERNEL=portable|avx2|avx512`.
 //! * [`topk`]: exact top-k with deterministic ties (distance, then row).
 //! * [`flat`]: exact search ([`Index::search_flat`], [`flat::top_k`] on bare slices).
 //! * [`hnsw`]: approximate search over a stored HNSW graph ([`Index::search_hnsw`]).
@@ -87,6 +89,7 @@ pub mod hamming;
 pub mod hnsw;
 mod index;
 pub mod inverted;
+pub mod kernel;
 pub mod manifest;
 pub mod pack;
 pub mod rescore;
@@ -99,6 +102,7 @@ pub use error::{Error, Result};
 pub use flat::{Hits, SearchParams, Split};
 pub use index::{Index, OpenOptions};
 pub use inverted::{InvertedLists, InvertedStats, InvertedView};
+pub use kernel::KernelFamily;
 pub use manifest::{HnswParams, Manifest, VectorDtype};
 pub use rescore::Vectors;
 pub use score::Score;

@@ -4,11 +4,11 @@
 mod common;
 
 use bsa_index::flat::top_k;
-use bsa_index::{Index, IndexBuilder, SearchParams, Split};
+use bsa_index::{Index, IndexBuilder, KernelFamily, SearchParams, Split};
 use common::*;
 use proptest::prelude::*;
 
-const BITS: [usize; 8] = [1, 63, 64, 65, 128, 200, 256, 1024];
+const BITS: [usize; 10] = [1, 63, 64, 65, 128, 200, 256, 384, 512, 1024];
 
 fn check(
     codes: &[u64],
@@ -18,8 +18,25 @@ fn check(
     split: Split,
     threads: usize,
 ) -> Result<(), TestCaseError> {
+    for family in KernelFamily::supported() {
+        check_family(codes, bits, queries, k, split, threads, family)?;
+    }
+    Ok(())
+}
+
+fn check_family(
+    codes: &[u64],
+    bits: usize,
+    queries: &[u64],
+    k: usize,
+    split: Split,
+    threads: usize,
+    family: KernelFamily,
+) -> Result<(), TestCaseError> {
     let w = words(bits);
-    let params = SearchParams::default().with_split(split);
+    let params = SearchParams::default()
+        .with_split(split)
+        .with_kernel(Some(family));
     let hits = pool(threads)
         .install(|| top_k(codes, w, bits, queries, k, &params))
         .unwrap();
@@ -35,12 +52,13 @@ fn check(
         prop_assert_eq!(
             got,
             want,
-            "bits={} k={} q={} split={:?} threads={}",
+            "bits={} k={} q={} split={:?} threads={} kernel={}",
             bits,
             k,
             qi,
             split,
-            threads
+            threads,
+            family
         );
         prop_assert_eq!(&h.ids, &h.rows);
     }

@@ -6,7 +6,7 @@ mod common;
 
 use bsa_index::flat::{top_k, top_k_scored};
 use bsa_index::inverted::{self, InvertedLists};
-use bsa_index::{Hits, Index, IndexBuilder, Score, SearchParams};
+use bsa_index::{Hits, Index, IndexBuilder, KernelFamily, Score, SearchParams};
 use common::*;
 use proptest::prelude::*;
 use rand::Rng;
@@ -126,6 +126,7 @@ fn check_all(
     queries: &[u64],
     k: usize,
     seed: u64,
+    family: KernelFamily,
 ) -> Result<(), TestCaseError> {
     let w = words(bits);
     let n = codes.len() / w;
@@ -138,8 +139,8 @@ fn check_all(
     let norms: Vec<f32> = (0..n)
         .map(|_| r.random_range(0u32..4) as f32 * 0.5)
         .collect();
-    let p = SearchParams::default();
-    let force = SearchParams::default().with_force_inverted(true);
+    let p = SearchParams::default().with_kernel(Some(family));
+    let force = p.with_force_inverted(true);
     // Hamming: inverted == flat == brute force.
     let flat = top_k(codes, w, bits, queries, k, &p).unwrap();
     let (invh, stats) =
@@ -172,7 +173,7 @@ fn check_all(
     prop_assert_eq!(stats.inverted_queries, nq);
     prop_assert_eq!(&forced, &flat);
     // max_distance too.
-    let pm = SearchParams::default().with_max_distance(Some(3));
+    let pm = p.with_max_distance(Some(3));
     let (a, _) = inverted::top_k(
         codes,
         w,
@@ -249,6 +250,7 @@ proptest! {
         nq in 1usize..5,
         k in prop::sample::select(vec![0usize, 1, 3, 10, 50, 1000]),
         seed in any::<u64>(),
+        family in prop::sample::select(KernelFamily::supported()),
     ) {
         let mut r = rng(seed);
         let codes = sparse_codes(&mut r, n, bits, density, skew);
@@ -257,7 +259,7 @@ proptest! {
         let mut queries = sparse_codes(&mut r, nq, bits, density, skew);
         let copy = r.random_range(0..n);
         queries[..w].copy_from_slice(&codes[copy * w..(copy + 1) * w]);
-        check_all(&codes, bits, &queries, k, seed ^ 1)?;
+        check_all(&codes, bits, &queries, k, seed ^ 1, family)?;
     }
 }
 
@@ -306,7 +308,9 @@ fn dense_queries_fall_back_to_flat_and_agree() {
         hits,
         top_k(&codes, 2, bits, &queries, 7, &SearchParams::default()).unwrap()
     );
-    check_all(&codes, bits, &queries, 7, 9).unwrap();
+    for f in KernelFamily::supported() {
+        check_all(&codes, bits, &queries, 7, 9, f).unwrap();
+    }
 }
 
 #[test]
@@ -316,8 +320,12 @@ fn empty_codes_and_queries_and_all_ties() {
     let mut codes = vec![0u64; 20 * 2];
     codes[5 * 2] = 1; // row 5 = {0}
     let queries = vec![0u64, 0, 1, 0];
-    check_all(&codes, bits, &queries, 25, 1).unwrap();
-    check_all(&codes, bits, &queries, 3, 2).unwrap();
+    for f in KernelFamily::supported() {
+        check_all(&codes, bits, &queries, 25, 1, f).unwrap();
+    }
+    for f in KernelFamily::supported() {
+        check_all(&codes, bits, &queries, 3, 2, f).unwrap();
+    }
 }
 
 #[test]
@@ -470,21 +478,28 @@ fn bitmap_lists_equal_flat_in_memory_and_on_disk() {
     let bm = bsa_index::bitmaps::BitmapLists::build(&codes, bits).unwrap();
     for k in [1usize, 10, 100, 2000] {
         for max_d in [None, Some(4), Some(14)] {
-            let p = SearchParams::default().with_max_distance(max_d);
+            let p = SearchParams::default()
+                .with_max_distance(max_d)
+                .with_kernel(Some(KernelFamily::Portable));
             let flat = top_k(&codes, w, bits, &queries, k, &p).unwrap();
-            let got = bm.view().hamming_keys(&queries, w, k, max_d);
-            for (qi, (g, h)) in got.iter().zip(&flat).enumerate() {
-                let g: Vec<(u32, u64)> = g
-                    .iter()
-                    .map(|&x| ((x >> 32) as u32, x & 0xffff_ffff))
-                    .collect();
-                let h: Vec<(u32, u64)> = h
-                    .distances
-                    .iter()
-                    .copied()
-                    .zip(h.rows.iter().copied())
-                    .collect();
-                assert_eq!(g, h, "query {qi}, k = {k}, max distance {max_d:?}");
+            for family in KernelFamily::supported() {
+                let got = bm.view().hamming_keys(&queries, w, k, max_d, family);
+                for (qi, (g, h)) in got.iter().zip(&flat).enumerate() {
+                    let g: Vec<(u32, u64)> = g
+                        .iter()
+                        .map(|&x| ((x >> 32) as u32, x & 0xffff_ffff))
+                        .collect();
+                    let h: Vec<(u32, u64)> = h
+                        .distances
+                        .iter()
+                        .copied()
+                        .zip(h.rows.iter().copied())
+                        .collect();
+                    assert_eq!(
+                        g, h,
+                        "{family}: query {qi}, k = {k}, max distance {max_d:?}"
+                    );
+                }
             }
         }
     }
@@ -501,12 +516,19 @@ fn bitmap_lists_equal_flat_in_memory_and_on_disk() {
     assert_eq!(index.bitmaps().unwrap().len(), 40_000);
     let p = SearchParams::default();
     let flat = index.search_flat(&queries, 10, &p).unwrap();
-    let (inv, stats) = index
-        .search_inverted(&queries, 10, &Score::Hamming, &p.with_force_inverted(true))
-        .unwrap();
-    assert_eq!(inv, flat);
-    // Skewed 16-bit queries over 40000 rows: 16 x 625 bitmap words against ~16 x 1000 postings.
-    assert!(stats.bitmap_queries > 20, "{stats:?}");
+    for family in KernelFamily::supported() {
+        let (inv, stats) = index
+            .search_inverted(
+                &queries,
+                10,
+                &Score::Hamming,
+                &p.with_force_inverted(true).with_kernel(Some(family)),
+            )
+            .unwrap();
+        assert_eq!(inv, flat, "{family}");
+        // Skewed 16-bit queries over 40000 rows: 16 x 625 bitmap words against ~16 x 1000 postings.
+        assert!(stats.bitmap_queries > 20, "{stats:?}");
+    }
     // Other scores never read the bitmaps.
     let (inv, stats) = index
         .search_inverted(&queries, 10, &Score::Cosine, &p.with_force_inverted(true))

@@ -8,8 +8,10 @@ use serde_json::json;
 /// Compute exact nearest neighbours by cosine similarity.
 ///
 /// Writes an int32 .npy of shape n_queries x k: the ids (row numbers) of the k base vectors most
-/// similar to each query, best first, equal scores to the lower id. Rows are L2-normalised and
-/// scored in float32 by a blocked GEMM, so memory stays bounded for any base size.
+/// similar to each query, best first, equal scores to the lower id. Base rows are L2-normalised;
+/// a blocked float32 GEMM picks candidates (memory stays bounded for any base size) and their
+/// scores are recomputed in float64 in a fixed order, so the output is the same on every CPU and
+/// for every --threads.
 ///
 /// Example:
 ///   bsa groundtruth --base base.npy --queries query.npy --k 100 --out gt.npy

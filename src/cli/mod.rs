@@ -42,6 +42,8 @@ enum Command {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // A bad BSA_KERNEL fails every command at once, not a long `bench` at its first search.
+    bsa_index::KernelFamily::from_env()?;
     match cli.command {
         Command::Train(a) => train::run(&a),
         Command::Encode(a) => encode::run(&a),

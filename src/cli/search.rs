@@ -13,7 +13,8 @@ use serde::Serialize;
 /// Output: one JSON line per query, {"query": i, "ids": [...], "distances": [...]}, plus
 /// "scores": the --score values for cosine, jaccard, adc and soft (best first; "distances" are
 /// still Hamming distances), or, after --rescore, the exact cosine of the float vectors.
-/// With --labels FILE, the neighbours' lines of FILE instead.
+/// With --labels FILE, the neighbours' lines of FILE instead. The output is the same bytes for
+/// every --threads.
 ///
 /// Scores (all exact, ties by smaller row, in every --mode but hnsw, which is Hamming only):
 ///   hamming  |q xor b| ascending
@@ -204,7 +205,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .with_ef_search(a.ef);
     let fetch = a.k.saturating_mul(a.rescore.unwrap_or(1).max(1));
     let started = Instant::now();
-    // Per-query tables for the asymmetric scores (one GEMM for the batch).
+    // Per-query tables for the asymmetric scores, each entry a fixed-order sum
+    // (`bsa::deterministic`), so the scores printed do not depend on --threads or the CPU.
     let (tables, offsets) = match (table_score, &model, &float_queries) {
         (true, Some(m), Some(q)) if a.score == "adc" => m.adc_tables(q.view()),
         (true, Some(m), Some(q)) => m.soft_tables(q.view()),
@@ -285,7 +287,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             "qps": nq as f64 / seconds.max(1e-12),
             "mode": a.mode,
             "score": a.score,
-            "kernel": index.kernel_name(),
+            // The kernel family (BSA_KERNEL or the CPU's best) and its kernel for this width.
+            "kernel_family": bsa_index::KernelFamily::resolve(params.kernel)?.name(),
+            "kernel": index.kernel_name(&params)?,
             // Table scores (adc, soft) read the per-code set bits when the index stores them.
             "table_layout": if index.sparse().is_some() { "sparse" } else { "packed" },
         });

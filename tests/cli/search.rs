@@ -347,3 +347,80 @@ fn mismatched_queries_are_clear_errors() {
     let (_, rows, cols, _) = read_npy_2d(&t.read("bc.npy"));
     assert_eq!((rows, cols), (300, 6));
 }
+
+/// `BSA_KERNEL` forces a kernel family: every family the CPU has prints the same bytes (flat and
+/// inverted over 256-bit codes given directly, flat over the 48-bit codes of a model), `--stats` names the
+/// family and its kernel, and a family that is unknown or missing from the CPU is a clear error.
+#[test]
+fn kernel_switch_gives_identical_output_and_is_named_in_stats() {
+    use bsa_index::KernelFamily;
+    let t = setup();
+    // 256-bit codes (4 words: every family has a vector kernel for them), many equal distances.
+    use rand::{Rng, SeedableRng};
+    let mut r = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+    let bytes: Vec<u8> = (0..400 * 32)
+        .map(|_| r.random::<u8>() & r.random::<u8>())
+        .collect();
+    t.write(
+        "c256.npy",
+        &crate::util::npy_bytes("|u1", "(400, 32)", &bytes),
+    );
+    t.write(
+        "q256.npy",
+        &crate::util::npy_bytes("|u1", "(7, 32)", &bytes[..7 * 32]),
+    );
+    t.bsa(&[
+        "build",
+        "--codes",
+        "c256.npy",
+        "--inverted",
+        "--out",
+        "i256",
+        "-q",
+    ])
+    .ok();
+    let runs: [&[&str]; 3] = [
+        &["--index", "idx", "--queries", "q.npy", "--k", "5"],
+        &["--index", "i256", "--query-codes", "q256.npy", "--k", "9"],
+        &[
+            "--index",
+            "i256",
+            "--query-codes",
+            "q256.npy",
+            "--k",
+            "9",
+            "--mode",
+            "inverted",
+        ],
+    ];
+    for run in runs {
+        let mut want: Option<String> = None;
+        for family in KernelFamily::supported() {
+            let args: Vec<&str> = ["search"]
+                .iter()
+                .chain(run)
+                .chain(&["--stats"])
+                .copied()
+                .collect();
+            let out = t.bsa_env(&args, &[("BSA_KERNEL", family.name())]).ok();
+            let stats: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+            assert_eq!(stats["kernel_family"], family.name(), "{run:?}");
+            let kernel = stats["kernel"].as_str().unwrap();
+            assert!(kernel.starts_with(family.name()), "{kernel} for {family}");
+            match &want {
+                None => want = Some(out.stdout),
+                Some(w) => assert_eq!(&out.stdout, w, "{family} differs on {run:?}"),
+            }
+        }
+    }
+    let search = ["search", "--index", "idx", "--queries", "q.npy", "--k", "3"];
+    t.bsa_env(&search, &[("BSA_KERNEL", "sse9")]).fails_with(&[
+        "BSA_KERNEL",
+        "sse9",
+        "portable, avx2 or avx512",
+    ]);
+    if let Some(missing) = KernelFamily::ALL.into_iter().find(|f| !f.is_supported()) {
+        t.bsa_env(&search, &[("BSA_KERNEL", missing.name())])
+            .fails_with(&[missing.name(), "lacks", "portable"]);
+    }
+}

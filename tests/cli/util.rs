@@ -107,8 +107,14 @@ impl TestDir {
 
     /// Runs `bsa args...` in the folder.
     pub fn bsa(&self, args: &[&str]) -> Output {
+        self.bsa_env(args, &[])
+    }
+
+    /// Runs `bsa` with extra environment variables (e.g. `BSA_KERNEL`).
+    pub fn bsa_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let out = Command::new(env!("CARGO_BIN_EXE_bsa"))
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(self.dir.path())
             // Keep OpenBLAS from spawning a thread per core in every test process.
             .env("OPENBLAS_NUM_THREADS", "1")
