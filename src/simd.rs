@@ -12,13 +12,13 @@
 //! one trained with the AVX-512 copies (the BLAS products aside: OpenBLAS's kernels round
 //! differently on different cores).
 
-use crate::error::{Error, Result};
+use bsa_index::KernelFamily;
+
+use crate::error::Result;
 use crate::model::{LossKind, Real, Target};
 
-/// The environment variable that forces a kernel family (shared with the search kernels).
-pub const ENV_VAR: &str = "BSA_KERNEL";
-
-/// Which copy of the trainer's vector loops runs.
+/// Which copy of the trainer's vector loops runs: the [`KernelFamily`] of the search kernels
+/// (`BSA_KERNEL`, else the best the CPU has), narrowed to what the copies are compiled with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Family {
     /// The x86-64-v2 baseline (SSE4.2), or plain code on other architectures.
@@ -30,12 +30,12 @@ pub enum Family {
 }
 
 impl Family {
-    /// The name `BSA_KERNEL` uses.
+    /// The name of the kernel family it runs under (`BSA_KERNEL`'s names).
     pub fn name(self) -> &'static str {
         match self {
-            Family::Portable => "portable",
-            Family::Avx2 => "avx2",
-            Family::Avx512 => "avx512",
+            Family::Portable => KernelFamily::Portable.name(),
+            Family::Avx2 => KernelFamily::Avx2.name(),
+            Family::Avx512 => KernelFamily::Avx512.name(),
         }
     }
 
@@ -61,46 +61,31 @@ impl Family {
         }
     }
 
-    /// The fastest family this CPU runs.
-    pub fn best() -> Family {
-        [Family::Avx512, Family::Avx2]
-            .into_iter()
-            .find(|f| f.is_supported())
-            .unwrap_or(Family::Portable)
-    }
-
-    /// `BSA_KERNEL` if set (an error when it names an unknown family or one this CPU lacks),
-    /// else [`best`](Self::best).
-    pub fn active() -> Result<Family> {
-        let v = match std::env::var(ENV_VAR) {
-            Ok(v) if !v.trim().is_empty() => v,
-            _ => return Ok(Self::best()),
-        };
-        let f = match v.trim() {
-            "portable" => Family::Portable,
-            "avx2" => Family::Avx2,
-            "avx512" => Family::Avx512,
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "{ENV_VAR}: unknown kernel family {other:?}; expected portable, avx2 or avx512"
-                )))
+    /// The copies for kernel family `k`: the same width when the CPU has every feature they are
+    /// compiled with, else the next narrower.
+    pub fn for_kernel(k: KernelFamily) -> Family {
+        match k {
+            KernelFamily::Avx512 if Family::Avx512.is_supported() => Family::Avx512,
+            KernelFamily::Avx512 | KernelFamily::Avx2 if Family::Avx2.is_supported() => {
+                Family::Avx2
             }
-        };
-        if !f.is_supported() {
-            return Err(Error::InvalidArgument(format!(
-                "{ENV_VAR}={}: this CPU cannot run that kernel family",
-                f.name()
-            )));
+            _ => Family::Portable,
         }
-        Ok(f)
     }
 
-    /// For infallible callers: [`active`](Self::active), or [`best`](Self::best) when
-    /// `BSA_KERNEL` is invalid (the fallible entry points report that as an error first).
+    /// The copies for [`KernelFamily::active`]: an error when `BSA_KERNEL` names an unknown
+    /// family or one the CPU lacks.
+    pub fn active() -> Result<Family> {
+        Ok(Self::for_kernel(KernelFamily::active()?))
+    }
+
+    /// For infallible callers: [`active`](Self::active), or the best copies when `BSA_KERNEL`
+    /// is invalid (the command line reports that as an error before anything runs).
     pub fn current() -> Family {
-        Self::active().unwrap_or_else(|_| Self::best())
+        Self::for_kernel(KernelFamily::active().unwrap_or_else(|_| KernelFamily::best()))
     }
 }
+
 /// Lanes of every vectorised sum: 16 `f32` fill one AVX-512 register, two AVX2 or four SSE
 /// registers, and the sum is the same in all three.
 pub const LANES: usize = 16;
@@ -362,6 +347,18 @@ pub struct RowDistance<F> {
     cos: F,
 }
 
+impl<F: Real> RowDistance<F> {
+    /// A placeholder, overwritten before it is read.
+    pub fn zero() -> Self {
+        RowDistance {
+            loss: F::zero(),
+            nu: F::zero(),
+            nv: F::zero(),
+            cos: F::zero(),
+        }
+    }
+}
+
 /// `d(u, v)` of one row pair (cosine or MSE, as [`crate::loss::distance_rows`] defines them).
 #[inline(always)]
 pub fn row_distance<F: Real>(kind: LossKind, u: &[F], v: &[F]) -> RowDistance<F> {
@@ -602,4 +599,121 @@ pub(crate) fn column_sums<F: Real>(family: Family, m: &[F], width: usize, out: &
     out.par_chunks_mut(256).enumerate().for_each(|(c, o)| {
         column_sums_chunk(family, m, width, c * 256, o);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    /// Every family the CPU runs, slowest first.
+    fn families() -> Vec<Family> {
+        [Family::Portable, Family::Avx2, Family::Avx512]
+            .into_iter()
+            .filter(|f| f.is_supported())
+            .collect()
+    }
+
+    fn ulps(a: f32, b: f32) -> u32 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_and_keeps_the_edges() {
+        let mut x = 0.0f32;
+        while x > -110.0 {
+            let want = (x as f64).exp() as f32;
+            let got = exp_nonpositive(x);
+            assert!(ulps(got, want) <= 2, "exp({x}) = {got}, want {want}");
+            x -= 0.0137;
+        }
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-200.0), 0.0);
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+        assert!(exp_nonpositive(f32::NAN).is_nan());
+        // The trainer's sigmoid against the exact one.
+        for h in [
+            -90.0f32, -20.0, -3.5, -1e-3, 0.0, 1e-7, 0.7, 16.0, 17.5, 90.0,
+        ] {
+            let exact = 1.0 / (1.0 + (-(h as f64)).exp());
+            assert!(ulps(sigmoid(h), exact as f32) <= 3, "sigmoid({h})");
+        }
+        assert!(sigmoid(f32::NAN).is_nan());
+    }
+
+    /// The copies of every loop give the same bits (what makes a model independent of the
+    /// kernel family).
+    #[test]
+    fn every_family_gives_the_same_bits() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+        let (rows, n, d, k) = (7, 300, 70, 9);
+        let h: Vec<f32> = (0..rows * n).map(|_| rng.random_range(-4.0..4.0)).collect();
+        let be: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let u: Vec<f32> = (0..rows * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let v: Vec<f32> = (0..rows * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let table: Vec<f32> = (0..n * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let run = |f: Family| {
+            let mut s = h.clone();
+            let mut codes = vec![Vec::new(); rows];
+            encode_rows(f, &mut s, &be, None, Some(&mut codes), &mut Vec::new());
+            let mut topk = vec![Vec::new(); rows];
+            encode_rows(
+                f,
+                &mut h.clone(),
+                &be,
+                Some(k),
+                Some(&mut topk),
+                &mut Vec::new(),
+            );
+            let mut top = vec![0u32; rows * k];
+            let mut dist = vec![RowDistance::zero(); rows];
+            align_rows(
+                f,
+                &s,
+                n,
+                k,
+                Target::Khot,
+                LossKind::Cosine,
+                &mut top,
+                &mut dist,
+            );
+            let mut g = vec![0.5f32; rows * n];
+            let al = AlignGrad {
+                weight: 1.0,
+                batch: rows as f32,
+                target: Target::Khot,
+                kind: LossKind::Cosine,
+                k,
+                top: &top,
+                dist: &dist,
+            };
+            backward_rows(f, &mut g, &s, n, Some(&al), None);
+            let mut losses = vec![0.0f32; rows];
+            let mut gx = vec![0.0f32; rows * d];
+            for kind in [LossKind::Cosine, LossKind::Mse] {
+                distance_rows_chunk(f, kind, &u, &v, d, 3.0, &mut losses, Some(&mut gx));
+            }
+            let mut out = vec![0.0f32; d];
+            gather_sum(f, Some(&v[..d]), &codes[0], &table, &mut out);
+            let mut sums = vec![0.0f32; n];
+            column_sums(f, &g, n, &mut sums);
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            (
+                bits(&s),
+                codes,
+                topk,
+                top,
+                bits(&g),
+                bits(&losses),
+                bits(&gx),
+                bits(&out),
+                bits(&sums),
+            )
+        };
+        let want = run(Family::Portable);
+        for f in families() {
+            assert!(run(f) == want, "{f:?} differs from the portable copy");
+        }
+    }
 }

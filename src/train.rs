@@ -291,7 +291,7 @@ fn train_step<F: Real>(
     let k = cfg.k.min(n);
     let align = (alpha > F::zero()).then(|| {
         let mut top = vec![0u32; b * k];
-        let mut dist = vec![simd::row_distance(cfg.loss, &[F::one()], &[F::one()]); b];
+        let mut dist = vec![simd::RowDistance::zero(); b];
         s_rows
             .par_chunks(ROWS_PER_TASK * n)
             .zip(top.par_chunks_mut(ROWS_PER_TASK * k))
@@ -763,6 +763,8 @@ impl TrainParams {
     ) -> Result<(Autoencoder, TrainReport)> {
         let (n, dim) = data.dim();
         self.validate(n, dim)?;
+        // A bad BSA_KERNEL is an error here, not a silent fallback inside the steps.
+        Family::active()?;
         let config = self.config(dim);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed);
         let mut order: Vec<usize> = (0..n).collect();
