@@ -47,6 +47,7 @@ pub mod model;
 pub mod optim;
 pub mod plot;
 pub mod pursuit;
+pub mod simd;
 pub mod threads;
 pub mod train;
 

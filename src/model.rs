@@ -28,10 +28,46 @@ use crate::error::{Error, Result};
 pub trait Real:
     Float + NumAssign + LinalgScalar + ScalarOperand + Send + Sync + fmt::Debug + Sum + 'static
 {
+    /// `e^x` for `x <= 0` (and NaN for NaN), as the trainer's vector loops compute it: a
+    /// polynomial that vectorises for `f32` ([`crate::simd::exp_nonpositive`], within 2 ulp),
+    /// the exact `exp` for `f64` (gradient checks).
+    fn exp_nonpositive(self) -> Self;
+
+    /// A key whose integer order is the value order (`-0 = +0`; NaN above infinity), for fast
+    /// selections.
+    fn order_key(self) -> u64;
 }
-impl<T> Real for T where
-    T: Float + NumAssign + LinalgScalar + ScalarOperand + Send + Sync + fmt::Debug + Sum + 'static
-{
+
+impl Real for f32 {
+    #[inline(always)]
+    fn exp_nonpositive(self) -> f32 {
+        crate::simd::exp_nonpositive(self)
+    }
+
+    #[inline(always)]
+    fn order_key(self) -> u64 {
+        // Adding +0 turns -0 into +0. Flipping the sign bit of positive values and every bit of
+        // negative ones makes the bit patterns sort like the values.
+        let b = (self + 0.0).to_bits();
+        u64::from(if b >> 31 == 1 { !b } else { b | 1 << 31 })
+    }
+}
+
+impl Real for f64 {
+    #[inline(always)]
+    fn exp_nonpositive(self) -> f64 {
+        self.exp()
+    }
+
+    #[inline(always)]
+    fn order_key(self) -> u64 {
+        let b = (self + 0.0).to_bits();
+        if b >> 63 == 1 {
+            !b
+        } else {
+            b | 1 << 63
+        }
+    }
 }
 
 /// How the binary code is made from the soft code `S`.
@@ -308,25 +344,80 @@ pub fn sigmoid<F: Real>(h: F) -> F {
 }
 
 /// Indices of the `k` largest values of `row`, ties broken by lower index, in ascending index
-/// order. Deterministic, O(N) on average.
-pub fn top_k_indices<F: Real>(row: &[F], k: usize, scratch: &mut Vec<u32>) -> Vec<u32> {
-    let k = k.min(row.len());
-    scratch.clear();
-    scratch.extend(0..row.len() as u32);
-    if k < row.len() {
-        // Larger value first; NaN cannot occur here (training stops on non-finite values).
-        let cmp = |a: &u32, b: &u32| {
-            row[*b as usize]
-                .partial_cmp(&row[*a as usize])
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then(a.cmp(b))
-        };
-        scratch.select_nth_unstable_by(k, cmp);
-    }
-    let mut top = scratch[..k].to_vec();
-    top.sort_unstable();
-    top
+/// order. Deterministic, O(N) on average. (`scratch` is no longer used; [`top_k_into`] takes
+/// the buffers that avoid allocations.)
+pub fn top_k_indices<F: Real>(row: &[F], k: usize, _scratch: &mut Vec<u32>) -> Vec<u32> {
+    let mut out = Vec::with_capacity(k.min(row.len()));
+    top_k_into(row, k, &mut Vec::new(), &mut out);
+    out
 }
+
+/// [`top_k_indices`] into `out` (cleared first), with `keys` as scratch: no allocation once both
+/// have grown to size. Selects the k-th largest value on integer keys ([`Real::order_key`]), then
+/// one pass takes every index above it and the lowest indices equal to it.
+#[inline(always)]
+pub fn top_k_into<F: Real>(row: &[F], k: usize, keys: &mut Vec<u64>, out: &mut Vec<u32>) {
+    out.clear();
+    let n = row.len();
+    let k = k.min(n);
+    if k == 0 {
+        return;
+    }
+    keys.clear();
+    keys.extend(row.iter().map(|v| v.order_key()));
+    // Usually a strided sample of the row gives a threshold that only a few times K entries
+    // reach; the K largest are then selected among those candidates alone. When fewer than K
+    // reach it (unlikely), all entries are candidates. Exact either way: with at least K
+    // candidates, the K-th largest key is at least the threshold, so every entry that can be
+    // among the K largest is a candidate.
+    let mut threshold = 0;
+    if n >= 256 && k * 8 <= n {
+        let mut sample: [u64; TOPK_SAMPLE] = std::array::from_fn(|i| keys[i * n / TOPK_SAMPLE]);
+        let expected = k * TOPK_SAMPLE / n;
+        let rank = (expected + 3 * expected.isqrt() + 3).min(TOPK_SAMPLE - 1);
+        threshold = *sample.select_nth_unstable(TOPK_SAMPLE - 1 - rank).1;
+    }
+    // Candidate indices, ascending, into `out`: a mask of 64 comparisons at a time (vector
+    // compares), then only the candidates are visited.
+    for (c, chunk) in keys.chunks(64).enumerate() {
+        let mut mask = 0u64;
+        for (l, &key) in chunk.iter().enumerate() {
+            mask |= u64::from(key >= threshold) << l;
+        }
+        while mask != 0 {
+            out.push((c * 64) as u32 + mask.trailing_zeros());
+            mask &= mask - 1;
+        }
+    }
+    if out.len() < k {
+        out.clear();
+        out.extend(0..n as u32);
+    }
+    let len = out.len();
+    // The K-th largest candidate key, selected on a copy after the row's keys.
+    keys.reserve(len);
+    for &j in out.iter() {
+        let key = keys[j as usize];
+        keys.push(key);
+    }
+    let kth = *keys[n..].select_nth_unstable(len - k).1;
+    let above = keys[n..].iter().filter(|&&key| key > kth).count();
+    // Keep, in place and in order, the candidates above it and the first equal ones.
+    let mut ties = k - above;
+    let mut kept = 0;
+    for c in 0..len {
+        let j = out[c];
+        let key = keys[j as usize];
+        let take = key > kth || (key == kth && ties > 0);
+        ties -= usize::from(take && key == kth);
+        out[kept] = j;
+        kept += usize::from(take);
+    }
+    out.truncate(kept);
+}
+
+/// Entries of a row sampled by [`top_k_into`] to guess its threshold.
+const TOPK_SAMPLE: usize = 64;
 
 /// A trained model: configuration plus weights.
 #[derive(Debug, Clone)]
@@ -560,6 +651,42 @@ mod tests {
         assert_eq!(top_k_indices(&row, 2, &mut Vec::new()), vec![1, 2]);
         assert_eq!(top_k_indices(&row, 4, &mut Vec::new()), vec![1, 2, 3, 4]);
         assert_eq!(top_k_indices(&row, 9, &mut Vec::new()), vec![0, 1, 2, 3, 4]);
+        assert_eq!(
+            top_k_indices(&[0.0f32, -0.0, 0.0], 2, &mut Vec::new()),
+            vec![0, 1]
+        );
+    }
+
+    /// The sampled threshold of `top_k_into` against a plain sort, on rows long enough to use
+    /// it: random values, many ties, saturated values, and rows whose sample misleads it.
+    #[test]
+    fn top_k_matches_a_sort() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let (mut keys, mut out) = (Vec::new(), Vec::new());
+        for case in 0..400 {
+            let n = [256, 300, 1024, 4096][case % 4];
+            let k = [1, 8, 32, 33, n / 8][case / 4 % 5];
+            let row: Vec<f32> = (0..n)
+                .map(|j| match case / 20 % 4 {
+                    0 => rng.random::<f32>(),
+                    1 => (rng.random_range(0..4) as f32) / 4.0,
+                    2 => 1.0f32.min(rng.random::<f32>() * 1.2),
+                    // Large values only where the stride-n/64 sample does not look.
+                    _ => f32::from(u8::from(j % (n / 64) == 1)) + rng.random::<f32>() * 1e-3,
+                })
+                .collect();
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.sort_by(|&a, &b| {
+                row[b as usize]
+                    .partial_cmp(&row[a as usize])
+                    .unwrap()
+                    .then(a.cmp(&b))
+            });
+            let mut want = order[..k].to_vec();
+            want.sort_unstable();
+            top_k_into(&row, k, &mut keys, &mut out);
+            assert_eq!(out, want, "case {case}: n {n} k {k}");
+        }
     }
 
     #[test]

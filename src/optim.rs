@@ -1,7 +1,10 @@
 //! Adam (Kingma and Ba, 2015), the optimiser the paper's setting implies. Nothing model-specific
 //! beyond the [`Params`] container it updates.
 
-use ndarray::{Array, Dimension, Zip};
+use ndarray::{Array, Dimension};
+use rayon::prelude::*;
+
+use crate::simd::{multiversion, Family};
 
 use crate::model::Params;
 
@@ -62,6 +65,9 @@ struct Coefs {
     eps_t: f32,
 }
 
+/// Moments and weights of one parameter array, in parallel chunks, each chunk one fused pass
+/// compiled for the CPU's vector width ([`crate::simd`]). Elementwise, so the result is the same
+/// for every chunking and every copy.
 fn update<D: Dimension>(
     p: &mut Array<f32, D>,
     g: &Array<f32, D>,
@@ -69,15 +75,36 @@ fn update<D: Dimension>(
     v: &mut Array<f32, D>,
     c: Coefs,
 ) {
-    Zip::from(p)
-        .and(g)
-        .and(m)
-        .and(v)
-        .par_for_each(|p, &g, m, v| {
-            *m = c.beta1 * *m + (1.0 - c.beta1) * g;
-            *v = c.beta2 * *v + (1.0 - c.beta2) * g * g;
-            *p -= c.lr_t * *m / (v.sqrt() + c.eps_t);
-        });
+    let family = Family::current();
+    let slices = (
+        p.as_slice_mut(),
+        g.as_slice(),
+        m.as_slice_mut(),
+        v.as_slice_mut(),
+    );
+    let (Some(p), Some(g), Some(m), Some(v)) = slices else {
+        unreachable!("parameters, gradients and moments are contiguous arrays")
+    };
+    const CHUNK: usize = 16 * 1024;
+    p.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK))
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .for_each(|(((p, g), m), v)| update_chunk(family, p, g, m, v, c));
+}
+
+#[inline(always)]
+fn update_body(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coefs) {
+    for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        *m = c.beta1 * *m + (1.0 - c.beta1) * g;
+        *v = c.beta2 * *v + (1.0 - c.beta2) * g * g;
+        *p -= c.lr_t * *m / (v.sqrt() + c.eps_t);
+    }
+}
+
+multiversion! {
+    /// [`update_body`] for `family`.
+    fn update_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], c: Coefs) = update_body;
 }
 
 #[cfg(test)]

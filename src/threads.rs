@@ -1,11 +1,14 @@
 //! Thread counts for the two pools bsa uses: rayon's (our own parallel loops) and OpenBLAS's
 //! (inside GEMMs). They never nest: BLAS is only called from the thread that drives a step.
+//! Also the choice of OpenBLAS's kernels when its CPU table is older than the CPU
+//! ([`fix_blas_core`]).
 
 use crate::error::{Error, Result};
 
 extern "C" {
     // Provided by libopenblas, which blas-src links.
     fn openblas_set_num_threads(num_threads: std::ffi::c_int);
+    fn openblas_get_num_threads() -> std::ffi::c_int;
 }
 
 /// Sizes both pools to `threads` (`None`: all cores). Call once, before any parallel work.
@@ -26,7 +29,98 @@ pub fn configure(threads: Option<usize>) -> Result<usize> {
         .num_threads(threads)
         .build_global();
     set_blas_threads(threads);
+    fix_blas_core(crate::simd::Family::current());
     Ok(threads)
+}
+
+/// OpenBLAS cores with AVX2 (or AVX-512) kernels, as `openblas_get_corename` names them.
+const VECTOR_CORES: [&str; 5] = ["haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"];
+
+/// Makes OpenBLAS use AVX2 or AVX-512 kernels when it fell back to old SSE ones on a CPU that
+/// has them, and returns the core it now uses (`None` when nothing was changed).
+///
+/// A `DYNAMIC_ARCH` OpenBLAS picks its kernels from a table of CPU models; a CPU newer than the
+/// library gets the generic `Prescott` (SSE3) kernels. Debian 12's OpenBLAS 0.3.21 does that on
+/// Emerald Rapids Xeons (family 6, model 207), which makes every GEMM about 3 times slower. Here
+/// the choice follows the trainer's [`Family`](crate::simd::Family) (so `BSA_KERNEL` caps it):
+/// `SkylakeX` for AVX-512, `Haswell` for AVX2. Left alone: a user's `OPENBLAS_CORETYPE`, a
+/// core OpenBLAS recognised as having AVX2, the portable family, and an OpenBLAS without
+/// dynamic kernels (static, or not found by `dlsym`: nothing to do).
+///
+/// Call it before any BLAS product runs (the kernel table is swapped, not locked);
+/// [`configure`] does.
+pub fn fix_blas_core(family: crate::simd::Family) -> Option<String> {
+    use crate::simd::Family;
+    if std::env::var_os("OPENBLAS_CORETYPE").is_some() {
+        return None;
+    }
+    let want = match family {
+        Family::Avx512 => "SkylakeX",
+        Family::Avx2 => "Haswell",
+        Family::Portable => return None,
+    };
+    let now = blas_core_name()?;
+    if VECTOR_CORES.contains(&now.to_ascii_lowercase().as_str()) {
+        return None;
+    }
+    let (init, quit) = (
+        dynamic_symbol(c"gotoblas_dynamic_init")?,
+        dynamic_symbol(c"gotoblas_dynamic_quit")?,
+    );
+    // OpenBLAS reads OPENBLAS_CORETYPE when it picks its kernels: set it, make it pick again,
+    // then remove it so that child processes see the environment they were given.
+    std::env::set_var("OPENBLAS_CORETYPE", want);
+    // SAFETY: both are `void f(void)` in every DYNAMIC_ARCH OpenBLAS: `quit` clears the kernel
+    // table pointer, `init` reads the variable and installs (and initialises) that core's table.
+    // No BLAS call is running (see above).
+    unsafe {
+        let quit: extern "C" fn() = std::mem::transmute(quit);
+        let init: extern "C" fn() = std::mem::transmute(init);
+        quit();
+        init();
+    }
+    std::env::remove_var("OPENBLAS_CORETYPE");
+    blas_core_name()
+}
+
+/// The kernels OpenBLAS uses (`openblas_get_corename`), e.g. `Haswell`, when the linked OpenBLAS
+/// exports that function.
+pub fn blas_core_name() -> Option<String> {
+    let f = dynamic_symbol(c"openblas_get_corename")?;
+    // SAFETY: `char *openblas_get_corename(void)` returns a static NUL-terminated string.
+    unsafe {
+        let f: extern "C" fn() -> *const std::ffi::c_char = std::mem::transmute(f);
+        let p = f();
+        (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+    }
+}
+
+/// Looks a function up among the loaded libraries, so that an OpenBLAS without it still links.
+#[cfg(target_os = "linux")]
+fn dynamic_symbol(name: &std::ffi::CStr) -> Option<*mut std::ffi::c_void> {
+    extern "C" {
+        fn dlsym(
+            handle: *mut std::ffi::c_void,
+            symbol: *const std::ffi::c_char,
+        ) -> *mut std::ffi::c_void;
+    }
+    // RTLD_DEFAULT is the null handle on Linux: search the global scope.
+    // SAFETY: dlsym only reads the NUL-terminated name.
+    let p = unsafe { dlsym(std::ptr::null_mut(), name.as_ptr()) };
+    (!p.is_null()).then_some(p)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn dynamic_symbol(_name: &std::ffi::CStr) -> Option<*mut std::ffi::c_void> {
+    None
+}
+
+/// The number of threads OpenBLAS uses inside one GEMM.
+pub fn blas_threads() -> usize {
+    // SAFETY: a plain getter of OpenBLAS's global thread count.
+    usize::try_from(unsafe { openblas_get_num_threads() })
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Sets the number of threads OpenBLAS uses inside one GEMM.

@@ -9,10 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use ndarray::{Array2, ArrayView2, Axis, Zip};
+use ndarray::{Array2, ArrayView2, Axis};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::convergence::{
@@ -20,9 +21,10 @@ use crate::convergence::{
     RecallProbe, Schedule,
 };
 use crate::error::{Error, Result};
-use crate::loss::{distance_rows, neighbour_distillation, topk_target};
-use crate::model::{active_bits, sigmoid, Autoencoder, Method, ModelConfig, Params, Real};
+use crate::loss::neighbour_distillation;
+use crate::model::{active_bits, Autoencoder, Method, ModelConfig, Params, Real};
 use crate::optim::Adam;
+use crate::simd::{self, Family};
 
 /// How the code enters the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,20 +186,98 @@ pub fn loss_and_grad_with<F: Real>(
     grads: Option<&mut Params<F>>,
     timer: &mut PhaseTimer,
 ) -> BatchLoss {
+    let mut ws = Workspace::default();
+    train_step(p, x, cfg, nb, mode, path, grads, timer, &mut ws)
+}
+
+/// The batch-sized matrices of a step, kept between the steps of a fit: allocating and zeroing
+/// them anew every step cost about 5% of it. Every step overwrites what it reads.
+struct Workspace<F> {
+    /// `H`, then `S` (B x N).
+    s: Array2<F>,
+    /// `G_C`, then `G_H` (B x N).
+    g_s: Array2<F>,
+    /// `Xhat` (B x D).
+    xhat: Array2<F>,
+    /// `G_Xhat` (B x D).
+    g_xhat: Array2<F>,
+    /// The set bits of each code.
+    active: Vec<Vec<u32>>,
+}
+
+impl<F: Real> Default for Workspace<F> {
+    fn default() -> Self {
+        let empty = || Array2::zeros((0, 0));
+        Workspace {
+            s: empty(),
+            g_s: empty(),
+            xhat: empty(),
+            g_xhat: empty(),
+            active: Vec::new(),
+        }
+    }
+}
+
+/// [`loss_and_grad_with`] with its matrices in `ws`.
+#[allow(clippy::too_many_arguments)]
+fn train_step<F: Real>(
+    p: &Params<F>,
+    x: ArrayView2<F>,
+    cfg: &ModelConfig,
+    nb: &Neighbourhood,
+    mode: CodeMode,
+    path: DecoderPath,
+    grads: Option<&mut Params<F>>,
+    timer: &mut PhaseTimer,
+    ws: &mut Workspace<F>,
+) -> BatchLoss {
+    // Every elementwise pass below is a row-parallel loop over the batch, compiled for the CPU's
+    // vector width (`simd`), and fused so that each B x N matrix is read as few times as possible:
+    // bias, code and sigmoid in one pass; the alignment target never stored as a matrix; its
+    // gradient, the neighbourhood term and the sigmoid's derivative in one pass.
+    let family = Family::current();
     let alpha = F::from(cfg.effective_alpha()).unwrap();
     let b = x.nrows();
     let n = p.bits();
+    let dim = p.dim();
+    let batch = F::from(b).unwrap();
+    let x = x.as_standard_layout();
 
-    let h = p.pre_activations(x);
-    let s = h.mapv(sigmoid);
+    // H = X We^T, then per row: + be, the code (from H), S = sigmoid(H) in place.
+    let Workspace {
+        s,
+        g_s,
+        xhat,
+        g_xhat,
+        active,
+    } = ws;
+    matmul_into(x.view(), p.we.t(), s);
+    active.resize(b, Vec::new());
+    let mut active = match mode {
+        CodeMode::Binary => Some(&mut active[..b]),
+        CodeMode::Identity => None,
+    };
+    {
+        let topk = matches!(cfg.method, Method::Topk | Method::Pursuit).then_some(cfg.k);
+        let be = p.be.as_slice().expect("be is contiguous");
+        let s_rows = s.as_slice_mut().expect("a fresh product is contiguous");
+        match active.as_mut() {
+            Some(act) => s_rows
+                .par_chunks_mut(ROWS_PER_TASK * n)
+                .zip(act.par_chunks_mut(ROWS_PER_TASK))
+                .for_each(|(h, codes)| {
+                    simd::encode_rows(family, h, be, topk, Some(codes), &mut Vec::new())
+                }),
+            None => s_rows
+                .par_chunks_mut(ROWS_PER_TASK * n)
+                .for_each(|h| simd::encode_rows(family, h, be, topk, None, &mut Vec::new())),
+        }
+    }
+    let s_rows = s.as_slice().expect("contiguous");
     timer.mark(Phase::Encode);
 
     // The code: a dense matrix when the dense path or the identity check needs one, and lists
     // of set bits when it is binary.
-    let active = match mode {
-        CodeMode::Binary => Some(active_bits(&h, cfg.method, cfg.k)),
-        CodeMode::Identity => None,
-    };
     let c_dense = match (&active, path) {
         (None, _) => Some(s.clone()),
         (Some(act), DecoderPath::Dense) => Some(dense_code(act, b, n)),
@@ -207,22 +287,63 @@ pub fn loss_and_grad_with<F: Real>(
         Some(act) => act.iter().map(|a| a.len()).sum::<usize>() as f64 / b.max(1) as f64,
         None => s.sum().to_f64().unwrap() / b.max(1) as f64,
     };
-    let t = (alpha > F::zero()).then(|| topk_target(s.view(), cfg.k, cfg.target));
+    // The alignment term: each row's TopK indices and its distance to its target.
+    let k = cfg.k.min(n);
+    let align = (alpha > F::zero()).then(|| {
+        let mut top = vec![0u32; b * k];
+        let mut dist = vec![simd::RowDistance::zero(); b];
+        s_rows
+            .par_chunks(ROWS_PER_TASK * n)
+            .zip(top.par_chunks_mut(ROWS_PER_TASK * k))
+            .zip(dist.par_chunks_mut(ROWS_PER_TASK))
+            .for_each(|((si, ti), di)| {
+                simd::align_rows(family, si, n, k, cfg.target, cfg.loss, ti, di)
+            });
+        (top, dist)
+    });
     timer.mark(Phase::Code);
 
-    let xhat = match (&c_dense, &active) {
-        (Some(c), _) => p.decode_dense(c.view()),
-        (None, Some(act)) => p.decode_sparse(act),
+    match (&c_dense, &active) {
+        (Some(c), _) => {
+            matmul_into(c.view(), p.wd_t.view(), xhat);
+            *xhat += &p.bd;
+        }
+        (None, Some(act)) => decode_sparse(family, p, act, xhat),
         (None, None) => unreachable!("a code is always present"),
-    };
+    }
     timer.mark(Phase::Decode);
 
     let want_grad = grads.is_some();
-    let mut g_xhat = want_grad.then(|| Array2::zeros(xhat.dim()));
-    let rec = distance_rows(cfg.loss, xhat.view(), x, g_xhat.as_mut());
-    let mut g_align = (want_grad && t.is_some()).then(|| Array2::zeros(s.dim()));
-    let align = match &t {
-        Some(t) => distance_rows(cfg.loss, s.view(), t.view(), g_align.as_mut()),
+    if want_grad {
+        // Overwritten row by row below.
+        ensure_dim(g_xhat, (b, dim));
+    }
+    let mut g_xhat = want_grad.then_some(g_xhat);
+    let rec = {
+        let mut losses = vec![F::zero(); b];
+        let (u, v) = (xhat.as_slice().unwrap(), x.as_slice().unwrap());
+        let rows = ROWS_PER_TASK * dim;
+        match g_xhat.as_deref_mut() {
+            Some(g) => u
+                .par_chunks(rows)
+                .zip(v.par_chunks(rows))
+                .zip(losses.par_chunks_mut(ROWS_PER_TASK))
+                .zip(g.as_slice_mut().unwrap().par_chunks_mut(rows))
+                .for_each(|(((u, v), l), g)| {
+                    simd::distance_rows_chunk(family, cfg.loss, u, v, dim, batch, l, Some(g))
+                }),
+            None => u
+                .par_chunks(rows)
+                .zip(v.par_chunks(rows))
+                .zip(losses.par_chunks_mut(ROWS_PER_TASK))
+                .for_each(|((u, v), l)| {
+                    simd::distance_rows_chunk(family, cfg.loss, u, v, dim, batch, l, None)
+                }),
+        }
+        losses.into_iter().sum::<F>() / batch
+    };
+    let align_loss = match &align {
+        Some((_, dist)) => dist.iter().map(|d| d.loss).sum::<F>() / batch,
         None => F::zero(),
     };
     // The neighbourhood term on the first rows of the batch.
@@ -243,43 +364,138 @@ pub fn loss_and_grad_with<F: Real>(
     } else {
         F::zero()
     };
-    let loss = rec + alpha * align + nb_weight * neighbour;
+    let loss = rec + alpha * align_loss + nb_weight * neighbour;
     timer.mark(Phase::Loss);
 
     if let (Some(g), Some(g_xhat)) = (grads, g_xhat) {
-        g.bd = g_xhat.sum_axis(Axis(0));
+        let gx = g_xhat.as_slice().unwrap();
+        resize(&mut g.bd, dim);
+        simd::column_sums(family, gx, dim, g.bd.as_slice_mut().unwrap());
         // Straight-through: dL/dS = dL/dC = G_Xhat Wd (B x D times D x N).
-        let mut g_s = g_xhat.dot(&p.wd_t.t());
-        if let Some(g_al) = &g_align {
-            g_s.scaled_add(alpha, g_al);
+        matmul_into(g_xhat.view(), p.wd_t.t(), g_s);
+        // G_H = (G_C + alpha G_align + w G_nb) * S (1 - S), in place.
+        {
+            let g_rows = g_s.as_slice_mut().unwrap();
+            let nb_rows_slice = g_nb.as_ref().map(|m| m.as_slice().unwrap());
+            let chunk = ROWS_PER_TASK * n;
+            g_rows
+                .par_chunks_mut(chunk)
+                .zip(s_rows.par_chunks(chunk))
+                .enumerate()
+                .for_each(|(c, (gi, si))| {
+                    let first = c * ROWS_PER_TASK;
+                    let rows = gi.len() / n;
+                    let al = align.as_ref().map(|(top, dist)| simd::AlignGrad {
+                        weight: alpha,
+                        batch,
+                        target: cfg.target,
+                        kind: cfg.loss,
+                        k,
+                        top: &top[first * k..(first + rows) * k],
+                        dist: &dist[first..first + rows],
+                    });
+                    let nbi = nb_rows_slice
+                        .filter(|_| first < nb_rows)
+                        .map(|m| (nb_weight, &m[first * n..]));
+                    simd::backward_rows(family, gi, si, n, al.as_ref(), nbi);
+                });
         }
-        if let Some(g_nb) = &g_nb {
-            g_s.slice_mut(ndarray::s![..nb_rows, ..])
-                .scaled_add(nb_weight, g_nb);
-        }
-        // G_H = G_S * S (1 - S), in place.
-        Zip::from(&mut g_s)
-            .and(&s)
-            .par_for_each(|g, &sv| *g = *g * sv * (F::one() - sv));
-        g.we = g_s.t().dot(&x);
-        g.be = g_s.sum_axis(Axis(0));
+        matmul_into(g_s.t(), x.view(), &mut g.we);
+        resize(&mut g.be, n);
+        simd::column_sums(
+            family,
+            g_s.as_slice().unwrap(),
+            n,
+            g.be.as_slice_mut().unwrap(),
+        );
         timer.mark(Phase::Backward);
 
-        g.wd_t = match (&c_dense, &active) {
-            (Some(c), _) => c.t().dot(&g_xhat),
-            (None, Some(act)) => scatter_rows(act, &g_xhat, n),
+        match (&c_dense, &active) {
+            (Some(c), _) => matmul_into(c.t(), g_xhat.view(), &mut g.wd_t),
+            (None, Some(act)) => scatter_rows(family, act, g_xhat, &mut g.wd_t),
             (None, None) => unreachable!("a code is always present"),
-        };
+        }
         timer.mark(Phase::DecoderGrad);
     }
 
     BatchLoss {
         loss: loss.to_f64().unwrap(),
         rec: rec.to_f64().unwrap(),
-        align: align.to_f64().unwrap(),
+        align: align_loss.to_f64().unwrap(),
         active_mean,
         neighbour: neighbour.to_f64().unwrap(),
     }
+}
+
+/// Rows of the batch per parallel task: small enough to share the work of a 1,024-row batch
+/// evenly, large enough that a task's overhead is negligible.
+const ROWS_PER_TASK: usize = 16;
+
+/// `a b`. While OpenBLAS runs single-threaded (as [`TrainParams::fit`] has it) and rayon has
+/// several threads, the rows of the result are split between rayon's threads, one
+/// single-threaded GEMM each: no BLAS worker threads spinning beside rayon's between the
+/// products. Otherwise one (multi-threaded) GEMM. Each block of rows is computed the same way
+/// whatever else runs, so the result depends only on the thread count.
+fn matmul_into<F: Real>(a: ArrayView2<F>, b: ArrayView2<F>, out: &mut Array2<F>) {
+    ensure_dim(out, (a.nrows(), b.ncols()));
+    let parts = rayon::current_num_threads();
+    if parts <= 1 || crate::threads::blas_threads() > 1 || a.nrows() < 2 * ROWS_PER_TASK {
+        ndarray::linalg::general_mat_mul(F::one(), &a, &b, F::zero(), out);
+        return;
+    }
+    // Whole multiples of 16 rows per part.
+    let rows = a.nrows().div_ceil(parts).next_multiple_of(ROWS_PER_TASK);
+    out.axis_chunks_iter_mut(Axis(0), rows)
+        .into_par_iter()
+        .zip(a.axis_chunks_iter(Axis(0), rows))
+        .for_each(|(mut o, a)| {
+            ndarray::linalg::general_mat_mul(F::one(), &a, &b, F::zero(), &mut o)
+        });
+}
+
+/// Gives `a` the shape `dim` (its values are then to be overwritten), reusing its memory when it
+/// has it already.
+fn ensure_dim<F: Real>(a: &mut Array2<F>, dim: (usize, usize)) {
+    if a.dim() != dim {
+        *a = Array2::zeros(dim);
+    }
+}
+
+/// Sets OpenBLAS's thread count for as long as it lives, then restores the previous one.
+struct BlasThreads(usize);
+
+impl BlasThreads {
+    fn set(threads: usize) -> Self {
+        let previous = crate::threads::blas_threads();
+        crate::threads::set_blas_threads(threads);
+        BlasThreads(previous)
+    }
+}
+
+impl Drop for BlasThreads {
+    fn drop(&mut self) {
+        crate::threads::set_blas_threads(self.0);
+    }
+}
+
+/// Makes `a` a vector of `len` (reusing its memory when it already has that length).
+fn resize<F: Real>(a: &mut ndarray::Array1<F>, len: usize) {
+    if a.len() != len {
+        *a = ndarray::Array1::zeros(len);
+    }
+}
+
+/// [`Params::decode_sparse`] with the run-time chosen vector loop: row i is `bd + sum of wd_t[j]`
+/// over its set bits, in the same order, so the same values.
+fn decode_sparse<F: Real>(family: Family, p: &Params<F>, active: &[Vec<u32>], out: &mut Array2<F>) {
+    let dim = p.dim();
+    ensure_dim(out, (active.len(), dim));
+    let (bd, table) = (p.bd.as_slice().unwrap(), p.wd_t.as_slice().unwrap());
+    out.as_slice_mut()
+        .unwrap()
+        .par_chunks_mut(dim)
+        .zip(active)
+        .for_each(|(row, bits)| simd::gather_sum(family, Some(bd), bits, table, row));
 }
 
 /// The 0/1 matrix of a batch of codes given as set-bit lists.
@@ -294,24 +510,38 @@ fn dense_code<F: Real>(active: &[Vec<u32>], b: usize, n: usize) -> Array2<F> {
 }
 
 /// `C^T G` for a binary `C` given as set-bit lists: row j of the result is the sum of the rows
-/// `G[i]` of the codes that have bit j set. Inverting the lists first lets every output row be
-/// written by one thread, so the sum order (and the result) does not depend on thread count.
-fn scatter_rows<F: Real>(active: &[Vec<u32>], g: &Array2<F>, n: usize) -> Array2<F> {
-    let mut rows_of_bit: Vec<Vec<u32>> = vec![Vec::new(); n];
-    for (i, set) in active.iter().enumerate() {
+/// `G[i]` of the codes that have bit j set. Inverting the lists first (one flat array, bit by
+/// bit, rows ascending) lets every output row be written by one thread, so the sum order (and
+/// the result) does not depend on thread count.
+fn scatter_rows<F: Real>(family: Family, active: &[Vec<u32>], g: &Array2<F>, out: &mut Array2<F>) {
+    let n = out.nrows();
+    let mut start = vec![0usize; n + 1];
+    for set in active {
         for &j in set {
-            rows_of_bit[j as usize].push(i as u32);
+            start[j as usize + 1] += 1;
         }
     }
-    let mut out = Array2::zeros((n, g.ncols()));
-    Zip::from(out.axis_iter_mut(Axis(0)))
-        .and(&rows_of_bit)
-        .par_for_each(|mut row, rows| {
-            for &i in rows {
-                row += &g.row(i as usize);
-            }
+    for j in 0..n {
+        start[j + 1] += start[j];
+    }
+    let mut rows = vec![0u32; start[n]];
+    let mut fill = start.clone();
+    for (i, set) in active.iter().enumerate() {
+        for &j in set {
+            rows[fill[j as usize]] = i as u32;
+            fill[j as usize] += 1;
+        }
+    }
+    let width = g.ncols();
+    let table = g.as_slice().expect("a fresh gradient is contiguous");
+    ensure_dim(out, (n, width));
+    out.as_slice_mut()
+        .unwrap()
+        .par_chunks_mut(width)
+        .enumerate()
+        .for_each(|(j, row)| {
+            simd::gather_sum(family, None, &rows[start[j]..start[j + 1]], table, row)
         });
-    out
 }
 
 /// Training settings. Build with [`TrainParams::new`], adjust the public fields, then
@@ -533,6 +763,8 @@ impl TrainParams {
     ) -> Result<(Autoencoder, TrainReport)> {
         let (n, dim) = data.dim();
         self.validate(n, dim)?;
+        // A bad BSA_KERNEL is an error here, not a silent fallback inside the steps.
+        Family::active()?;
         let config = self.config(dim);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed);
         let mut order: Vec<usize> = (0..n).collect();
@@ -559,6 +791,9 @@ impl TrainParams {
         } else {
             None
         };
+        // The trainer splits its GEMMs between rayon's threads itself ([`matmul`]).
+        let _blas = BlasThreads::set(1);
+        let mut workspace = Workspace::default();
         let mut grads = Params::<f32>::zeros(self.bits, dim);
         let mut adam = Adam::new(self.lr as f32, &params);
         let mut timer = PhaseTimer::default();
@@ -588,7 +823,7 @@ impl TrainParams {
                 adam.lr = lr as f32;
                 global_step += 1;
                 timer.start();
-                let l = loss_and_grad_with(
+                let l = train_step(
                     &params,
                     x.view(),
                     &config,
@@ -597,6 +832,7 @@ impl TrainParams {
                     path,
                     Some(&mut grads),
                     &mut timer,
+                    &mut workspace,
                 );
                 if !l.loss.is_finite() {
                     return Err(Error::Diverged(format!(
@@ -760,8 +996,19 @@ pub fn evaluate_loss_with(
 ) -> BatchLoss {
     let mut sum = BatchLoss::default();
     let mut timer = PhaseTimer::default();
+    let mut ws = Workspace::default();
     for chunk in x.axis_chunks_iter(Axis(0), batch.max(1)) {
-        let l = loss_and_grad_with(p, chunk, cfg, nb, CodeMode::Binary, path, None, &mut timer);
+        let l = train_step(
+            p,
+            chunk,
+            cfg,
+            nb,
+            CodeMode::Binary,
+            path,
+            None,
+            &mut timer,
+            &mut ws,
+        );
         let w = chunk.nrows() as f64;
         sum.loss += l.loss * w;
         sum.rec += l.rec * w;

@@ -298,6 +298,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         "lr": a.lr,
         "seed": a.seed,
         "threads": threads,
+        // What ran the step: the trainer's vector loops and OpenBLAS's GEMM kernels.
+        "kernel": bsa::simd::Family::current().name(),
+        "blas_core": bsa::threads::blas_core_name(),
         "train_loss": last.train.loss,
         "train_reconstruction": last.train.rec,
         "train_alignment": last.train.align,
