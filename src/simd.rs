@@ -82,7 +82,7 @@ impl Family {
     /// For infallible callers: [`active`](Self::active), or the best copies when `BSA_KERNEL`
     /// is invalid (the command line reports that as an error before anything runs).
     pub fn current() -> Family {
-        Self::for_kernel(KernelFamily::active().unwrap_or_else(|_| KernelFamily::best()))
+        Self::for_kernel(KernelFamily::current())
     }
 }
 
