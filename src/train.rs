@@ -462,19 +462,35 @@ fn ensure_dim<F: Real>(a: &mut Array2<F>, dim: (usize, usize)) {
 }
 
 /// Sets OpenBLAS's thread count for as long as it lives, then restores the previous one.
-struct BlasThreads(usize);
+///
+/// The count is process-wide and [`matmul_into`] picks its path by it, so overlapping fits in
+/// one process (threads of a server, parallel tests) share one setting: the first to start saves
+/// the count, the last to finish restores it. Restoring at each fit's end let one fit's end
+/// switch another's products mid-run, and with them their rounding.
+struct BlasThreads;
+
+/// Fits running now, and the thread count the first of them found.
+static BLAS_OVERRIDE: std::sync::Mutex<(usize, usize)> = std::sync::Mutex::new((0, 0));
 
 impl BlasThreads {
     fn set(threads: usize) -> Self {
-        let previous = crate::threads::blas_threads();
-        crate::threads::set_blas_threads(threads);
-        BlasThreads(previous)
+        let mut g = BLAS_OVERRIDE.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 == 0 {
+            g.1 = crate::threads::blas_threads();
+            crate::threads::set_blas_threads(threads);
+        }
+        g.0 += 1;
+        BlasThreads
     }
 }
 
 impl Drop for BlasThreads {
     fn drop(&mut self) {
-        crate::threads::set_blas_threads(self.0);
+        let mut g = BLAS_OVERRIDE.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 -= 1;
+        if g.0 == 0 {
+            crate::threads::set_blas_threads(g.1);
+        }
     }
 }
 
