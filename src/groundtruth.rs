@@ -379,16 +379,29 @@ mod tests {
         }
     }
 
-    /// `f` in a rayon pool of `threads` threads, with OpenBLAS also at `threads`.
-    fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-        crate::threads::set_blas_threads(threads);
-        let out = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(f);
-        crate::threads::set_blas_threads(1);
-        out
+    use crate::threads::with_threads;
+
+    /// The blocked search equals `want` for every block shape of `shapes` and 1, 2 and 4 threads.
+    fn assert_every_split(
+        base: &Array2<f32>,
+        queries: &Array2<f32>,
+        k: usize,
+        want: &[Vec<u32>],
+        shapes: &[(usize, usize)],
+    ) {
+        for threads in [1, 2, 4] {
+            for &(qb, bb) in shapes {
+                let blocks = Blocks {
+                    queries: qb,
+                    base: bb,
+                };
+                let got = with_threads(threads, || {
+                    exact_top_k_blocked(base.view(), queries.view(), k, blocks, &mut |_, _| {})
+                })
+                .unwrap();
+                assert_same(&got, want, &format!("{blocks:?}, {threads} threads"));
+            }
+        }
     }
 
     /// Block shapes whose boundaries fall on and next to the duplicated rows of the fixtures.
@@ -482,19 +495,7 @@ mod tests {
             "the fixture should hold ties: {exact} exact, {near} near"
         );
         let want: Vec<Vec<u32>> = want.into_iter().map(|(ids, _)| ids).collect();
-        for threads in [1, 2, 4] {
-            for (qb, bb) in SHAPES {
-                let blocks = Blocks {
-                    queries: qb,
-                    base: bb,
-                };
-                let got = with_threads(threads, || {
-                    exact_top_k_blocked(base.view(), queries.view(), k, blocks, &mut |_, _| {})
-                })
-                .unwrap();
-                assert_same(&got, &want, &format!("{blocks:?}, {threads} threads"));
-            }
-        }
+        assert_every_split(&base, &queries, k, &want, &SHAPES);
         let all: Vec<Vec<u32>> = brute(&base, &queries, 700)
             .into_iter()
             .map(|(ids, _)| ids)
@@ -525,19 +526,13 @@ mod tests {
         let want = brute(&base, &queries, k);
         assert!(ties(&want).0 >= 20 * 39, "{:?}", ties(&want));
         let want: Vec<Vec<u32>> = want.into_iter().map(|(ids, _)| ids).collect();
-        for threads in [1, 2, 4] {
-            for (qb, bb) in [(2048, 8192), (3, 100), (40, 64), (1, 999)] {
-                let blocks = Blocks {
-                    queries: qb,
-                    base: bb,
-                };
-                let got = with_threads(threads, || {
-                    exact_top_k_blocked(base.view(), queries.view(), k, blocks, &mut |_, _| {})
-                })
-                .unwrap();
-                assert_same(&got, &want, &format!("{blocks:?}, {threads} threads"));
-            }
-        }
+        assert_every_split(
+            &base,
+            &queries,
+            k,
+            &want,
+            &[(2048, 8192), (3, 100), (40, 64), (1, 999)],
+        );
     }
 
     #[test]

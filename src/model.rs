@@ -728,17 +728,7 @@ mod tests {
         }
     }
 
-    /// `f` in a rayon pool of `threads` threads, with OpenBLAS also at `threads`.
-    fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-        crate::threads::set_blas_threads(threads);
-        let out = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap()
-            .install(f);
-        crate::threads::set_blas_threads(1);
-        out
-    }
+    use crate::threads::with_threads;
 
     fn gaussian(n: usize, d: usize, seed: u64) -> Array2<f32> {
         use rand_distr::StandardNormal;

@@ -130,3 +130,17 @@ pub fn set_blas_threads(threads: usize) {
     // memory of ours.
     unsafe { openblas_set_num_threads(n) };
 }
+
+/// Tests: `f` in a rayon pool of `threads` threads, with OpenBLAS also at `threads` (reset to
+/// one after), so a test sees every thread-count-dependent path of both.
+#[cfg(test)]
+pub(crate) fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    set_blas_threads(threads);
+    let out = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f);
+    set_blas_threads(1);
+    out
+}
