@@ -376,7 +376,7 @@ pub struct Throughput {
 }
 
 /// The inverted search of a cell whose codes are sparse enough for posting lists
-/// ([`bsa_index::inverted::pays_off`], the rule `bsa build` applies).
+/// ([`bsa_index::postings::pays_off`], the rule `bsa build` applies).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct InvertedResult {
     /// Expected postings a query visits (the build rule's estimate).
@@ -805,7 +805,7 @@ pub fn run_cell(
     let base_flat: Vec<f32> = data.base.iter().copied().collect();
     let dim = data.base.ncols();
     let dir = work.join(format!("index-{}", cell.slug()));
-    let (lists, expected_postings, scan_words) = bsa_index::inverted::pays_off(&codes, bits);
+    let (lists, expected_postings, scan_words) = bsa_index::postings::pays_off(&codes, bits);
     IndexBuilder::new(bits, &codes)
         .vectors(&base_flat, dim)
         .norms(&norms)

@@ -9,8 +9,8 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use std::hint::black_box;
 use std::time::Duration;
 
-use bsa_index::flat::top_k;
 use bsa_index::hamming::{distances, distances_batch, kernel_name};
+use bsa_index::search::flat::top_k;
 use bsa_index::{KernelFamily, SearchParams, Split};
 
 const N: usize = 100_000;

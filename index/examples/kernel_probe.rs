@@ -7,8 +7,8 @@
 
 use std::time::Instant;
 
-use bsa_index::flat::top_k;
 use bsa_index::hamming::kernel_name;
+use bsa_index::search::flat::top_k;
 use bsa_index::{KernelFamily, SearchParams, Split};
 use rand::{Rng, SeedableRng};
 

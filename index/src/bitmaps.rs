@@ -4,7 +4,7 @@
 //! Column `j` is a bitmap with bit `r` set when code `r` has bit `j` set: the transposed code
 //! matrix, the same size as `codes.bin`. A query reads only the columns of its own set bits
 //! (`|q|` of `N`), so it touches `|q| x n / 64` words instead of the flat scan's `n x N / 64`.
-//! For each chunk of [`CHUNK_ROWS`] rows the overlaps `|q and b|` of all rows are added up
+//! For each chunk of `CHUNK_ROWS` (512) rows the overlaps `|q and b|` of all rows are added up
 //! *bit-sliced*: plane `p` holds bit `p` of every row's counter. Eight columns at a time go
 //! through a Harley-Seal carry-save tree (seven adders of two instructions each, 512 rows per
 //! AVX-512 instruction) and the rest ripple in. A sorted posting list costs a load and a counter
@@ -41,20 +41,20 @@ use crate::kernel::KernelFamily;
 use crate::topk::TopK;
 
 /// Words per chunk of a column: 8 words (one 512-bit register) of 64 rows.
-pub const CHUNK_WORDS: usize = 8;
+pub(crate) const CHUNK_WORDS: usize = 8;
 
 /// Rows per chunk: the unit of the bit-sliced count and of the popcount bound.
-pub const CHUNK_ROWS: usize = CHUNK_WORDS * 64;
+pub(crate) const CHUNK_ROWS: usize = CHUNK_WORDS * 64;
 
 /// How far ahead of the chunk being counted each column is prefetched, in words.
 const PREFETCH_WORDS: usize = 4 * CHUNK_WORDS;
 
 /// Queries a thread answers together, range by range.
-pub const QUERY_BATCH: usize = 32;
+pub(crate) const BITMAP_QUERY_BATCH: usize = 32;
 
 /// Chunks per range: a range's slice of every column (`RANGE_CHUNKS x 64` bytes, 2 KiB) stays
 /// in the L2 cache while the queries of a batch use it.
-pub const RANGE_CHUNKS: usize = 32;
+pub(crate) const RANGE_CHUNKS: usize = 32;
 
 /// Counter planes: queries with up to `2^16 - 1` set bits.
 const MAX_PLANES: usize = 16;
@@ -194,7 +194,12 @@ impl BitmapLists {
 
 impl<'a> BitmapView<'a> {
     /// A view of a payload already validated by [`from_payload`](Self::from_payload).
-    pub(crate) fn from_validated(payload: &'a [u8], n: usize, bits: usize, l: &Layout) -> Self {
+    pub(crate) fn from_validated(
+        payload: &'a [u8],
+        n: usize,
+        bits: usize,
+        l: &BitmapsLayout,
+    ) -> Self {
         BitmapView {
             bits,
             n,
@@ -216,7 +221,7 @@ impl<'a> BitmapView<'a> {
         n: u64,
         bits: u32,
         path: &std::path::Path,
-    ) -> Result<(Self, Layout)> {
+    ) -> Result<(Self, BitmapsLayout)> {
         let bad = |d: String| Error::corrupt(path, d);
         let n = usize::try_from(n)
             .ok()
@@ -261,7 +266,7 @@ impl<'a> BitmapView<'a> {
     }
 }
 
-/// The smallest popcount of each chunk of [`CHUNK_ROWS`] rows.
+/// The smallest popcount of each chunk of `CHUNK_ROWS` (512) rows.
 fn chunk_minima(popcounts: &[u16]) -> Vec<u16> {
     popcounts
         .chunks(CHUNK_ROWS)
@@ -270,11 +275,11 @@ fn chunk_minima(popcounts: &[u16]) -> Vec<u16> {
 }
 
 /// Bytes of the sub-header at the start of the bitmap payload (the total of set bits).
-pub const SUB_HEADER_LEN: usize = crate::format::COUNT_SUB_HEADER_LEN;
+pub(crate) const SUB_HEADER_LEN: usize = crate::format::COUNT_SUB_HEADER_LEN;
 
 /// Byte ranges of the sections of a bitmap payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Layout {
+pub(crate) struct BitmapsLayout {
     pub(crate) column_counts: std::ops::Range<usize>,
     pub(crate) popcounts: std::ops::Range<usize>,
     pub(crate) chunk_min: std::ops::Range<usize>,
@@ -284,7 +289,7 @@ pub(crate) struct Layout {
 
 /// Section layout for `n` codes of `bits` bits (`None` on overflow); see FORMAT.md. Every
 /// section starts on a 64-byte boundary.
-pub(crate) fn layout(n: usize, bits: usize) -> Option<Layout> {
+pub(crate) fn layout(n: usize, bits: usize) -> Option<BitmapsLayout> {
     let align = |x: usize| x.checked_add(63).map(|v| v & !63);
     let section = |start: usize, bytes: Option<usize>| -> Option<std::ops::Range<usize>> {
         Some(start..start.checked_add(bytes?)?)
@@ -297,7 +302,7 @@ pub(crate) fn layout(n: usize, bits: usize) -> Option<Layout> {
         bits.checked_mul(column_words(n))?.checked_mul(8),
     )?;
     let total = align(columns.end)?;
-    Some(Layout {
+    Some(BitmapsLayout {
         column_counts,
         popcounts,
         chunk_min,
@@ -308,7 +313,7 @@ pub(crate) fn layout(n: usize, bits: usize) -> Option<Layout> {
 
 /// Whether bitmap lists should be stored beside the posting lists: a query drawn like the base
 /// codes would read at most twice as many bitmap words (`mean popcount x n / 64`) as postings
-/// (`sum_j count_j^2 / n`, see [`crate::inverted::pays_off`]). The search picks per query, and
+/// (`sum_j count_j^2 / n`, see [`crate::postings::pays_off`]). The search picks per query, and
 /// queries vary (frequent bits make long lists), so near that point a good share of them
 /// already read fewer bitmap words: on 1M real-like codes at N = 4096, K = 32 (500 k words
 /// against 469 k postings) 115 of 300 queries chose the bitmaps and the search ran 13-15x faster
@@ -392,8 +397,8 @@ impl<'a> BitmapView<'a> {
 
     /// Exact Hamming top-k of each query (`w = ceil(bits / 64)` words each) as sorted keys
     /// `distance << 32 | row` ([`crate::topk::key`]), equal to the flat scan's. Batches of
-    /// [`QUERY_BATCH`] queries run in parallel on the current rayon pool; a batch walks the rows
-    /// in ranges of [`RANGE_CHUNKS`] chunks, every query of the batch in turn, so a column that
+    /// 32 (`BITMAP_QUERY_BATCH`) queries run in parallel on the current rayon pool; a batch walks the rows
+    /// in ranges of 32 chunks (`RANGE_CHUNKS`), every query of the batch in turn, so a column that
     /// several queries share is read from memory once per range and from the cache after.
     /// Query bits at or beyond `bits` must be clear.
     /// `family` picks the instruction set of the counting loop (the fastest the CPU has if it
@@ -413,7 +418,7 @@ impl<'a> BitmapView<'a> {
         };
         let k = k.min(self.n);
         let batches: Vec<Vec<Vec<u64>>> = queries
-            .par_chunks(w * QUERY_BATCH)
+            .par_chunks(w * BITMAP_QUERY_BATCH)
             .with_max_len(1)
             .map(|batch| {
                 let mut states: Vec<QueryState<'_>> = batch
@@ -448,7 +453,7 @@ struct QueryState<'a> {
 impl<'a> QueryState<'a> {
     fn new(v: &BitmapView<'a>, q: &[u64], k: usize, max_distance: Option<u32>) -> Self {
         let mut qbits: Vec<usize> = Vec::new();
-        crate::inverted::for_each_bit(q, v.bits, |j| qbits.push(j));
+        crate::bits::for_each_set_bit(q, v.bits, |j| qbits.push(j));
         debug_assert!(qbits.len() < 1 << MAX_PLANES);
         QueryState {
             cols: qbits
@@ -530,7 +535,7 @@ impl<'a> QueryState<'a> {
                 // for the hardware prefetcher, so ask for a few chunks ahead.
                 if let Some(ahead) = col.get(w0 + PREFETCH_WORDS..w0 + PREFETCH_WORDS + CHUNK_WORDS)
                 {
-                    crate::blocked::prefetch_words(ahead);
+                    crate::bits::prefetch(ahead);
                 }
                 let mut x = [0u64; CHUNK_WORDS];
                 x.copy_from_slice(&col[w0..w0 + CHUNK_WORDS]);
@@ -609,19 +614,10 @@ fn ripple(planes: &mut [[u64; CHUNK_WORDS]], mut x: [u64; CHUNK_WORDS]) {
     }
 }
 
-impl crate::Index {
-    /// The posting lists as bitmaps (`bitmaps.bin`), if stored.
-    pub fn bitmaps(&self) -> Option<BitmapView<'_>> {
-        self.bitmaps
-            .as_ref()
-            .map(|(s, l)| BitmapView::from_validated(s.payload(), self.len(), self.bits(), l))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flat::top_k;
+    use crate::search::flat::top_k;
     use crate::SearchParams;
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};

@@ -10,15 +10,15 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::files::{crc_of_file, file_crc};
 use crate::format::{flags, ElemKind, FileKind, Header, FORMAT_VERSION, HEADER_LEN};
 use crate::hnsw::{build_and_dump, HNSW_BASENAME};
-use crate::index::{crc_of_file, file_crc};
-use crate::inverted::InvertedLists;
 use crate::manifest::{
     BitmapsInfo, BuildInfo, FileInfo, HnswInfo, HnswParams, InvertedInfo, Manifest, ModelInfo,
     NormsInfo, Segment, SparseInfo, VectorDtype, VectorsInfo, MANIFEST_FILE,
 };
 use crate::pack::{check_high_bits_zero, words_per_code};
+use crate::postings::InvertedLists;
 
 /// Rows written between progress reports.
 const ROWS_PER_STEP: usize = 1 << 16;

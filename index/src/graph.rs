@@ -1,41 +1,22 @@
-//! Native HNSW search over a flat, memory-mapped graph (`graph.bin`).
+//! The graph file (`graph.bin`): flat, per-level neighbour lists of `u32` rows.
 //!
-//! The graph is *built* with hnsw_rs (see [`crate::hnsw`]) and then exported into flat per-level
-//! neighbour lists of `u32` rows, stored in `graph.bin` (layout in `index/FORMAT.md`, section
-//! "`graph.bin`"). Searching reads that file in place, together with the mapped codes:
-//!
-//! 1. **Greedy descent** from the entry point through the upper levels: at each level, scan the
-//!    current node's list, move to the best neighbour if it is better, repeat until no neighbour
-//!    is better; then go one level down.
-//! 2. **ef-search on level 0** from the node found: a min-heap of candidates and a max-heap of at
-//!    most `ef` results, both of `u64` keys `distance << 32 | row` (so ties are broken by the
-//!    smaller row, deterministically); a node is marked visited when it is first seen as a
-//!    neighbour of an expanded node; the search stops when the best remaining candidate is worse
-//!    than the worst of `ef` results.
-//!
-//! No allocation happens per candidate: the visited set is a per-thread byte array reset by an
-//! epoch counter, and the heaps and neighbour buffer are per-thread and reused. Distances use the
-//! fixed-width Hamming kernels ([`hamming_fixed`]) for common code sizes, and the codes of a
-//! node's unvisited neighbours are prefetched before their distances are computed.
+//! The graph is *built* with hnsw_rs (see [`crate::hnsw`]) and then exported into flat
+//! neighbour lists, stored in `graph.bin` (layout in `index/FORMAT.md`, section "`graph.bin`")
+//! and read in place by [`GraphView`]. The search over it is [`crate::search::graph`].
 //!
 //! Every byte of the file is checked before the first search ([`GraphView::from_payload`]):
 //! neighbour ids are bounds-checked against the number of codes, so a damaged file gives an
 //! error naming it, never a panic or an out-of-bounds read.
 
-use std::cell::RefCell;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::ops::Range;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::files::file_crc;
 use crate::format::{ElemKind, FileKind, Header};
-use crate::hamming::{hamming, hamming_fixed};
-use crate::index::file_crc;
 use crate::manifest::FileInfo;
-use crate::topk::{key, key_distance, key_row};
 
 /// File name of the native graph inside an index directory.
 pub const GRAPH_FILE: &str = "graph.bin";
@@ -74,7 +55,7 @@ fn pad64(x: usize) -> Option<usize> {
 
 /// Byte ranges of the sections of a validated graph payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Layout {
+pub(crate) struct GraphLayout {
     n: u32,
     stride0: u32,
     stride_upper: u32,
@@ -85,9 +66,9 @@ pub(crate) struct Layout {
     upper: Range<usize>,
 }
 
-impl Layout {
+impl GraphLayout {
     /// Payload length and section ranges for the given sizes (`None` on overflow).
-    fn compute(n: u32, stride0: u32, stride_upper: u32, upper_lists: u64) -> Option<Layout> {
+    fn compute(n: u32, stride0: u32, stride_upper: u32, upper_lists: u64) -> Option<GraphLayout> {
         let n_us = n as usize;
         let off_start = PRELUDE_LEN;
         let off_end = off_start.checked_add(n_us.checked_add(1)?.checked_mul(8)?)?;
@@ -100,7 +81,7 @@ impl Layout {
             .checked_mul(4)?;
         let up_end = up_start.checked_add(up_len)?;
         pad64(up_end)?;
-        Some(Layout {
+        Some(GraphLayout {
             n,
             stride0,
             stride_upper,
@@ -159,7 +140,7 @@ impl<'a> GraphView<'a> {
         Ok(Self::from_layout(payload, &layout))
     }
 
-    pub(crate) fn validate(payload: &[u8], n: u64, path: &Path) -> Result<Layout> {
+    pub(crate) fn validate(payload: &[u8], n: u64, path: &Path) -> Result<GraphLayout> {
         let bad = |d: String| Error::corrupt(path, format!("graph: {d}"));
         if payload.len() < PRELUDE_LEN {
             return Err(bad(format!(
@@ -194,7 +175,7 @@ impl<'a> GraphView<'a> {
         {
             return Err(bad("reserved prelude bytes are not zero".into()));
         }
-        let mut layout = Layout::compute(gn, stride0, stride_upper, upper_lists)
+        let mut layout = GraphLayout::compute(gn, stride0, stride_upper, upper_lists)
             .ok_or_else(|| bad(format!("sizes overflow ({upper_lists} upper lists)")))?;
         layout.max_level = max_level;
         layout.entry = entry;
@@ -277,7 +258,7 @@ impl<'a> GraphView<'a> {
     }
 
     /// A view of a payload already validated into `layout`.
-    pub(crate) fn from_layout(payload: &'a [u8], layout: &Layout) -> GraphView<'a> {
+    pub(crate) fn from_layout(payload: &'a [u8], layout: &GraphLayout) -> GraphView<'a> {
         // `validate` cast these exact ranges successfully, and the payload has not changed (it is
         // an immutable map or an owned buffer), so the casts cannot fail.
         GraphView {
@@ -395,8 +376,8 @@ impl GraphData {
         }
         let entry = levels.iter().position(|&l| l == max_level).unwrap_or(0) as u32;
         let upper_lists: u64 = levels.iter().map(|&l| l as u64).sum();
-        let mut layout =
-            Layout::compute(n, self.stride0, self.stride_upper, upper_lists).ok_or_else(too_big)?;
+        let mut layout = GraphLayout::compute(n, self.stride0, self.stride_upper, upper_lists)
+            .ok_or_else(too_big)?;
         layout.max_level = max_level as u32;
         layout.entry = entry;
         let mut bytes = vec![0u8; layout.payload_len()];
@@ -460,250 +441,4 @@ pub(crate) fn write_graph_file(path: &Path, n: u64, payload: &[u64]) -> Result<F
         len: (hb.len() + bytes.len()) as u64,
         crc32: file_crc(&hb, header.payload_crc, bytes.len() as u64),
     })
-}
-
-// ---------------------------------------------------------------------------------------- search
-
-/// Per-thread scratch space, reused across queries (no allocation per candidate).
-struct Scratch {
-    /// `visited[row] == epoch` iff the row was seen in the current query.
-    visited: Vec<u8>,
-    epoch: u8,
-    candidates: BinaryHeap<Reverse<u64>>,
-    results: BinaryHeap<u64>,
-    fresh: Vec<u32>,
-}
-
-impl Scratch {
-    /// Starts a query over `n` rows: a new epoch (clearing the array when the counter wraps).
-    fn begin(&mut self, n: usize) {
-        if self.visited.len() < n {
-            self.visited.resize(n, 0);
-        }
-        self.epoch = self.epoch.wrapping_add(1);
-        if self.epoch == 0 {
-            self.visited.fill(0);
-            self.epoch = 1;
-        }
-        self.candidates.clear();
-        self.results.clear();
-    }
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = const {
-        RefCell::new(Scratch {
-            visited: Vec::new(),
-            epoch: 0,
-            candidates: BinaryHeap::new(),
-            results: BinaryHeap::new(),
-            fresh: Vec::new(),
-        })
-    };
-}
-
-/// Hints the CPU to load the cache lines of `bytes` (no effect on other architectures).
-#[inline(always)]
-fn prefetch(bytes: &[u64]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let len = std::mem::size_of_val(bytes);
-        if len == 0 {
-            return;
-        }
-        let p = bytes.as_ptr().cast::<i8>();
-        // Every cache line from the one holding the first byte to the one holding the last.
-        let first = p.wrapping_sub(p as usize % 64);
-        let lines = (p as usize % 64 + len).div_ceil(64);
-        for i in 0..lines {
-            // SAFETY: prefetching is only a hint: it never faults and has no visible effect, for
-            // any address. The addresses are the cache lines overlapping `bytes`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(64 * i)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
-}
-
-/// Distance from one query to stored codes.
-trait Metric {
-    fn dist(&self, row: u32) -> u32;
-    fn prefetch(&self, row: u32);
-}
-
-struct Fixed<'a, const W: usize> {
-    query: &'a [u64; W],
-    codes: &'a [[u64; W]],
-}
-
-impl<const W: usize> Metric for Fixed<'_, W> {
-    #[inline(always)]
-    fn dist(&self, row: u32) -> u32 {
-        hamming_fixed(self.query, &self.codes[row as usize])
-    }
-    #[inline(always)]
-    fn prefetch(&self, row: u32) {
-        if let Some(c) = self.codes.get(row as usize) {
-            prefetch(c);
-        }
-    }
-}
-
-struct Dynamic<'a> {
-    query: &'a [u64],
-    codes: &'a [u64],
-}
-
-impl Metric for Dynamic<'_> {
-    #[inline(always)]
-    fn dist(&self, row: u32) -> u32 {
-        let w = self.query.len();
-        let r = row as usize;
-        hamming(self.query, &self.codes[r * w..(r + 1) * w])
-    }
-    #[inline(always)]
-    fn prefetch(&self, row: u32) {
-        let w = self.query.len();
-        let r = row as usize;
-        if let Some(c) = self.codes.get(r * w..(r + 1) * w) {
-            prefetch(c);
-        }
-    }
-}
-
-/// One query: greedy descent, then ef-search on level 0. Returns the `ef` best keys, sorted.
-fn search_one<M: Metric>(g: &GraphView<'_>, m: &M, ef: usize, s: &mut Scratch) -> Vec<u64> {
-    let mut cur = g.entry;
-    let mut best = key(m.dist(cur), cur);
-    for level in (1..=g.max_level as usize).rev() {
-        loop {
-            let slots = g.slots(cur, level);
-            for &nb in slots {
-                if nb == NO_NEIGHBOUR {
-                    break;
-                }
-                m.prefetch(nb);
-            }
-            for &nb in slots {
-                if nb == NO_NEIGHBOUR {
-                    break;
-                }
-                let k = key(m.dist(nb), nb);
-                if k < best {
-                    best = k;
-                }
-            }
-            if key_row(best) == cur {
-                break;
-            }
-            cur = key_row(best);
-        }
-    }
-
-    s.begin(g.len());
-    let Scratch {
-        visited,
-        epoch,
-        candidates,
-        results,
-        fresh,
-    } = s;
-    let e = *epoch;
-    let visited = &mut visited[..g.len()];
-    visited[cur as usize] = e;
-    candidates.push(Reverse(best));
-    results.push(best);
-    while let Some(Reverse(c)) = candidates.pop() {
-        if results.len() >= ef && results.peek().is_some_and(|&worst| c > worst) {
-            break;
-        }
-        fresh.clear();
-        for &nb in g.slots(key_row(c), 0) {
-            if nb == NO_NEIGHBOUR {
-                break;
-            }
-            let v = &mut visited[nb as usize];
-            if *v != e {
-                *v = e;
-                fresh.push(nb);
-                m.prefetch(nb);
-            }
-        }
-        for &nb in fresh.iter() {
-            let k = key(m.dist(nb), nb);
-            if results.len() < ef || results.peek().is_some_and(|&worst| k < worst) {
-                candidates.push(Reverse(k));
-                results.push(k);
-                if results.len() > ef {
-                    results.pop();
-                }
-            }
-        }
-    }
-    let mut out: Vec<u64> = results.drain().collect();
-    out.sort_unstable();
-    out
-}
-
-/// Searches `queries` (`w` words each) on graph `g` over `codes` and returns, per query, the
-/// keys of the at most `k` best rows found with a candidate list of `ef` (at least `k`), best
-/// first, filtered by `max_distance`. Runs on the current rayon pool.
-pub(crate) fn search_batch(
-    g: &GraphView<'_>,
-    codes: &[u64],
-    w: usize,
-    queries: &[u64],
-    k: usize,
-    ef: usize,
-    max_distance: Option<u32>,
-) -> Vec<Vec<u64>> {
-    use rayon::prelude::*;
-    fn run<const W: usize>(
-        g: &GraphView<'_>,
-        codes: &[u64],
-        queries: &[u64],
-        k: usize,
-        ef: usize,
-        max_distance: Option<u32>,
-    ) -> Vec<Vec<u64>> {
-        // Whole rows: `codes` and `queries` are multiples of W words (checked by the callers).
-        let (codes, _) = codes.as_chunks::<W>();
-        let (queries, _) = queries.as_chunks::<W>();
-        queries
-            .par_iter()
-            .map(|q| one(g, &Fixed { query: q, codes }, k, ef, max_distance))
-            .collect()
-    }
-    fn one<M: Metric>(
-        g: &GraphView<'_>,
-        m: &M,
-        k: usize,
-        ef: usize,
-        max_distance: Option<u32>,
-    ) -> Vec<u64> {
-        if k == 0 {
-            return Vec::new();
-        }
-        let mut keys = SCRATCH.with(|s| search_one(g, m, ef.max(k), &mut s.borrow_mut()));
-        if let Some(maxd) = max_distance {
-            keys.retain(|&x| key_distance(x) <= maxd);
-        }
-        keys.truncate(k);
-        keys
-    }
-    match w {
-        1 => run::<1>(g, codes, queries, k, ef, max_distance),
-        2 => run::<2>(g, codes, queries, k, ef, max_distance),
-        3 => run::<3>(g, codes, queries, k, ef, max_distance),
-        4 => run::<4>(g, codes, queries, k, ef, max_distance),
-        6 => run::<6>(g, codes, queries, k, ef, max_distance),
-        8 => run::<8>(g, codes, queries, k, ef, max_distance),
-        12 => run::<12>(g, codes, queries, k, ef, max_distance),
-        16 => run::<16>(g, codes, queries, k, ef, max_distance),
-        _ => queries
-            .par_chunks_exact(w)
-            .map(|q| one(g, &Dynamic { query: q, codes }, k, ef, max_distance))
-            .collect(),
-    }
 }

@@ -18,12 +18,11 @@ use std::path::Path;
 use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo};
 
 use crate::error::{Error, Result};
-use crate::flat::{check_queries, Hits, SearchParams};
+use crate::files::{verify_plain_file, Section};
 use crate::format::FileKind;
-use crate::graph::{search_batch, write_graph_file, GraphData, GraphView, Layout, GRAPH_FILE};
+use crate::graph::{write_graph_file, GraphData, GraphLayout, GraphView, GRAPH_FILE};
 use crate::hamming::{hamming, hamming_fixed};
-use crate::index::{verify_plain_file, Index, Section};
-use crate::manifest::{FileInfo, HnswParams};
+use crate::manifest::{FileInfo, HnswParams, Manifest};
 
 /// Basename of the hnsw_rs dump inside an index directory.
 pub const HNSW_BASENAME: &str = "hnsw";
@@ -87,7 +86,7 @@ enum GraphStore {
 /// A loaded HNSW graph: the flat neighbour lists and their validated layout.
 pub(crate) struct HnswGraph {
     store: GraphStore,
-    layout: Layout,
+    layout: GraphLayout,
 }
 
 /// Exports an hnsw_rs graph over `n` rows (inserted with `DataId` = row) as flat lists.
@@ -216,20 +215,21 @@ pub(crate) fn build_and_dump(
 }
 
 impl HnswGraph {
-    fn load(index: &Index) -> Result<HnswGraph> {
-        let info = index.manifest.hnsw.as_ref().ok_or_else(|| {
+    /// Loads the graph of the index in `dir` described by `manifest`.
+    pub(crate) fn load(dir: &Path, manifest: &Manifest) -> Result<HnswGraph> {
+        let info = manifest.hnsw.as_ref().ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "{}: the index has no HNSW graph; rebuild it with HNSW enabled (bsa build --hnsw)",
-                index.dir.display()
+                dir.display()
             ))
         })?;
-        let n = index.manifest.n;
+        let n = manifest.n;
         if let Some(name) = &info.native {
             // Listed under `files` (checked by Manifest::from_bytes). The graph is small next to
             // the codes, and its structure is checked byte by byte below anyway, so its checksum
             // is always verified, whatever OpenOptions said.
-            let finfo = index.manifest.files[name];
-            let s = Section::open(index.dir.join(name), FileKind::Graph, &finfo)?;
+            let finfo = manifest.files[name];
+            let s = Section::open(dir.join(name), FileKind::Graph, &finfo)?;
             s.verify(&finfo)?;
             if s.header.count != n {
                 return Err(Error::corrupt(
@@ -260,25 +260,25 @@ impl HnswGraph {
         // An index from before graph.bin: load the hnsw_rs dump and convert it in memory.
         // hnsw_rs panics or exits on malformed files: check every byte first.
         for name in [&info.graph, &info.data] {
-            verify_plain_file(&index.dir.join(name), &index.manifest.files[name])?;
+            verify_plain_file(&dir.join(name), &manifest.files[name])?;
         }
-        let gpath = index.dir.join(&info.graph);
-        let mut io = HnswIo::new(&index.dir, &info.basename);
+        let gpath = dir.join(&info.graph);
+        let mut io = HnswIo::new(dir, &info.basename);
         let mut hnsw: Hnsw<'_, u64, DistHammingBits> = io.load_hnsw().map_err(|e| {
             Error::corrupt(&gpath, format!("hnsw_rs could not load the graph: {e:#}"))
         })?;
         hnsw.set_searching_mode(true);
-        if hnsw.get_nb_point() != index.len() {
+        if hnsw.get_nb_point() != n as usize {
             return Err(Error::corrupt(
                 &gpath,
                 format!(
                     "graph has {} points but the index has {}",
                     hnsw.get_nb_point(),
-                    index.len()
+                    n as usize
                 ),
             ));
         }
-        let payload = export(&hnsw, index.len(), info.params.max_connections)
+        let payload = export(&hnsw, n as usize, info.params.max_connections)
             .and_then(|g| g.to_payload())
             .map_err(|e| Error::corrupt(&gpath, e.to_string()))?;
         drop(hnsw);
@@ -289,64 +289,12 @@ impl HnswGraph {
         })
     }
 
-    fn view(&self) -> GraphView<'_> {
+    /// The graph's flat lists.
+    pub(crate) fn view(&self) -> GraphView<'_> {
         let payload: &[u8] = match &self.store {
             GraphStore::Mapped(s) => s.payload(),
             GraphStore::Owned(v) => bytemuck::cast_slice(v),
         };
         GraphView::from_layout(payload, &self.layout)
-    }
-}
-
-impl Index {
-    /// Loads the HNSW graph now (otherwise the first HNSW search loads it). Useful to keep the
-    /// loading time out of search timings. Maps `graph.bin` and checks its checksum and every
-    /// neighbour id; for an index without `graph.bin`, verifies and converts the hnsw_rs dump.
-    pub fn load_hnsw(&self) -> Result<()> {
-        if self.hnsw.get().is_none() {
-            let g = HnswGraph::load(self)?;
-            // Another thread may have won the race; both graphs are identical, keep the first.
-            let _ = self.hnsw.set(g);
-        }
-        Ok(())
-    }
-
-    /// The HNSW graph as flat neighbour lists (loading it first, see [`Index::load_hnsw`]).
-    pub fn graph(&self) -> Result<GraphView<'_>> {
-        self.load_hnsw()?;
-        // load_hnsw succeeded, so the cell is set.
-        Ok(self.hnsw.get().expect("graph loaded").view())
-    }
-
-    /// Approximate k nearest codes by Hamming distance via the stored HNSW graph.
-    ///
-    /// Same input and output conventions as [`Index::search_flat`]: best first, ties by row. The
-    /// candidate list size is `params.ef_search` or the build-time default, and at least `k`.
-    /// Queries run in parallel on the current rayon pool. May return fewer than `k` hits. The
-    /// algorithm is described in [`crate::graph`].
-    pub fn search_hnsw(
-        &self,
-        queries: &[u64],
-        k: usize,
-        params: &SearchParams,
-    ) -> Result<Vec<Hits>> {
-        // The graph walk computes one distance at a time (portable); resolving the family
-        // still reports a bad BSA_KERNEL as every other search does.
-        params.resolved()?;
-        let w = self.words_per_code();
-        check_queries(queries, w, self.bits())?;
-        let g = self.graph()?;
-        let ef = params
-            .ef_search
-            .or(self.manifest.hnsw.as_ref().map(|h| h.params.ef_search))
-            .unwrap_or(64);
-        let k = k.min(self.len());
-        let ids = self.ids();
-        Ok(
-            search_batch(&g, self.codes(), w, queries, k, ef, params.max_distance)
-                .iter()
-                .map(|keys| Hits::from_keys(keys, Some(ids)))
-                .collect(),
-        )
     }
 }

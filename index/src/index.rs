@@ -4,13 +4,22 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use memmap2::Mmap;
-
+use crate::bitmaps::{BitmapView, BitmapsLayout};
 use crate::error::{Error, Result};
-use crate::format::{ElemKind, FileKind, Header};
+use crate::files::{verify_plain_file, Section};
+use crate::format::{ElemKind, FileKind};
+use crate::graph::GraphView;
 use crate::hnsw::HnswGraph;
-use crate::inverted::{InvertedView, Layout};
-use crate::manifest::{FileInfo, Manifest, VectorDtype, MANIFEST_FILE, MAX_MANIFEST_LEN};
+use crate::manifest::{Manifest, VectorDtype, MANIFEST_FILE, MAX_MANIFEST_LEN};
+use crate::postings::{InvertedView, PostingsLayout};
+use crate::score::Score;
+use crate::search::rescore::{rescore, rescore_batch};
+use crate::search::{
+    CodesView, FlatParams, FlatSearcher, GraphParams, GraphSearcher, Hits, InvertedParams,
+    InvertedSearcher, InvertedStats, SearchParams, Searcher,
+};
+use crate::sparse::{SparseLayout, SparseView};
+use crate::vectors::Vectors;
 
 /// How to open an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,164 +52,6 @@ impl OpenOptions {
     }
 }
 
-/// One mapped binary file with its validated header.
-#[derive(Debug)]
-pub(crate) struct Section {
-    pub(crate) path: PathBuf,
-    pub(crate) map: Mmap,
-    pub(crate) header: Header,
-}
-
-impl Section {
-    pub(crate) fn open(path: PathBuf, kind: FileKind, info: &FileInfo) -> Result<Section> {
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        // SAFETY: the map is read-only; the index files are immutable once built (the builder
-        // never rewrites a published file), so the mapped bytes do not change under us unless
-        // another process truncates or rewrites the file, which is documented as unsupported.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
-        // The header is checked first so that a wrong or foreign file is reported as such.
-        let header = Header::decode(&map, kind, len, &path)?;
-        if len < info.len {
-            return Err(Error::Truncated {
-                path,
-                need: info.len,
-                have: len,
-            });
-        }
-        if len != info.len {
-            return Err(Error::corrupt(
-                &path,
-                format!("length {len} differs from the manifest's {}", info.len),
-            ));
-        }
-        let payload = payload_range(&header, map.len(), &path)?;
-        let ok = match header.elem {
-            _ if matches!(
-                kind,
-                FileKind::Inverted | FileKind::Sparse | FileKind::Bitmaps
-            ) =>
-            {
-                bytemuck::try_cast_slice::<u8, u64>(&map[payload.clone()]).is_ok()
-            }
-            ElemKind::U64 => bytemuck::try_cast_slice::<u8, u64>(&map[payload]).is_ok(),
-            ElemKind::F32 => bytemuck::try_cast_slice::<u8, f32>(&map[payload]).is_ok(),
-            ElemKind::F16 => bytemuck::try_cast_slice::<u8, u16>(&map[payload]).is_ok(),
-        };
-        if !ok {
-            return Err(Error::corrupt(&path, "payload is not aligned in memory"));
-        }
-        Ok(Section { path, map, header })
-    }
-
-    pub(crate) fn payload(&self) -> &[u8] {
-        // Checked by `Section::open` (offset + len == file length == map length).
-        let start = self.header.payload_offset as usize;
-        &self.map[start..start + self.header.payload_len as usize]
-    }
-
-    /// Verifies the payload CRC and the whole-file CRC recorded in the manifest.
-    pub(crate) fn verify(&self, info: &FileInfo) -> Result<()> {
-        let got = crc32fast::hash(self.payload());
-        if got != self.header.payload_crc {
-            return Err(Error::Checksum {
-                path: self.path.clone(),
-                expected: self.header.payload_crc,
-                got,
-            });
-        }
-        let whole = file_crc(
-            &self.map[..self.header.payload_offset as usize],
-            got,
-            self.header.payload_len,
-        );
-        if whole != info.crc32 {
-            return Err(Error::Checksum {
-                path: self.path.clone(),
-                expected: info.crc32,
-                got: whole,
-            });
-        }
-        Ok(())
-    }
-}
-
-/// CRC-32 of `prefix ++ payload` from the payload's CRC, without re-reading the payload.
-pub(crate) fn file_crc(prefix: &[u8], payload_crc: u32, payload_len: u64) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(prefix);
-    h.combine(&crc32fast::Hasher::new_with_initial_len(
-        payload_crc,
-        payload_len,
-    ));
-    h.finalize()
-}
-
-fn payload_range(h: &Header, map_len: usize, path: &Path) -> Result<std::ops::Range<usize>> {
-    let start = usize::try_from(h.payload_offset)
-        .map_err(|_| Error::corrupt(path, "payload offset too large"))?;
-    let len =
-        usize::try_from(h.payload_len).map_err(|_| Error::corrupt(path, "payload too large"))?;
-    let end = start
-        .checked_add(len)
-        .ok_or_else(|| Error::corrupt(path, "payload end overflows"))?;
-    if end > map_len {
-        return Err(Error::Truncated {
-            path: path.to_path_buf(),
-            need: end as u64,
-            have: map_len as u64,
-        });
-    }
-    Ok(start..end)
-}
-
-/// Streams a file and returns its length and CRC-32.
-pub(crate) fn crc_of_file(path: &Path) -> Result<FileInfo> {
-    use std::io::Read;
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        len += n as u64;
-    }
-    Ok(FileInfo {
-        len,
-        crc32: h.finalize(),
-    })
-}
-
-/// Checks a whole non-mapped file (model, HNSW) against its manifest entry.
-pub(crate) fn verify_plain_file(path: &Path, info: &FileInfo) -> Result<()> {
-    let got = crc_of_file(path)?;
-    if got.len < info.len {
-        return Err(Error::Truncated {
-            path: path.to_path_buf(),
-            need: info.len,
-            have: got.len,
-        });
-    }
-    if got.len > info.len {
-        return Err(Error::corrupt(
-            path,
-            format!("length {} exceeds the manifest's {}", got.len, info.len),
-        ));
-    }
-    if got.crc32 != info.crc32 {
-        return Err(Error::Checksum {
-            path: path.to_path_buf(),
-            expected: info.crc32,
-            got: got.crc32,
-        });
-    }
-    Ok(())
-}
-
 /// An opened index: codes, ids and (optionally) vectors are memory-mapped, not copied.
 ///
 /// `Index` is `Send + Sync`: open it once and search it from many threads at once.
@@ -211,12 +62,12 @@ pub struct Index {
     pub(crate) ids: Section,
     pub(crate) vectors: Option<Section>,
     /// Posting lists and the layout of their payload (validated at open).
-    pub(crate) inverted: Option<(Section, Layout)>,
+    pub(crate) inverted: Option<(Section, PostingsLayout)>,
     pub(crate) norms: Option<Section>,
     /// Per-code set bits and the layout of their payload (validated at open).
-    pub(crate) sparse: Option<(Section, crate::sparse::Layout)>,
+    pub(crate) sparse: Option<(Section, SparseLayout)>,
     /// Bitmap posting lists and the layout of their payload (validated at open).
-    pub(crate) bitmaps: Option<(Section, crate::bitmaps::Layout)>,
+    pub(crate) bitmaps: Option<(Section, BitmapsLayout)>,
     pub(crate) hnsw: OnceLock<HnswGraph>,
 }
 
@@ -368,7 +219,7 @@ impl Index {
         if let Some(si) = &index.manifest.sparse {
             let s = open_per_code_section(&index.dir, &index.manifest, &si.file, FileKind::Sparse)?;
             // Searches index tables with these values: always check the structure (one pass).
-            let view = crate::sparse::SparseView::from_payload(
+            let view = SparseView::from_payload(
                 s.payload(),
                 index.manifest.n,
                 index.manifest.bits,
@@ -390,7 +241,7 @@ impl Index {
         if let Some(bi) = &index.manifest.bitmaps {
             let s =
                 open_per_code_section(&index.dir, &index.manifest, &bi.file, FileKind::Bitmaps)?;
-            let (view, layout) = crate::bitmaps::BitmapView::from_payload(
+            let (view, layout) = BitmapView::from_payload(
                 s.payload(),
                 index.manifest.n,
                 index.manifest.bits,
@@ -580,21 +431,208 @@ impl Index {
     }
 }
 
+/// Views of the optional files, for searchers built by hand (see [`crate::search`]).
+impl Index {
+    /// The codes with their ids, norms and set bits, as every searcher reads them.
+    pub fn codes_view(&self) -> CodesView<'_> {
+        CodesView::from_validated(
+            self.codes(),
+            self.bits(),
+            self.ids(),
+            self.norms(),
+            self.sparse(),
+        )
+    }
+
+    /// The per-code set bits (`sparse.bin`), if stored.
+    pub fn sparse(&self) -> Option<SparseView<'_>> {
+        self.sparse
+            .as_ref()
+            .map(|(s, l)| SparseView::from_validated(s.payload(), self.bits(), l))
+    }
+
+    /// Whether the index has posting lists (`inverted.bin`).
+    pub fn has_inverted(&self) -> bool {
+        self.inverted.is_some()
+    }
+
+    /// The posting lists, if stored (with their bitmaps, if stored too).
+    pub fn inverted(&self) -> Option<InvertedView<'_>> {
+        self.inverted.as_ref().map(|(s, l)| {
+            InvertedView::from_validated(s.payload(), self.len(), self.bits(), l)
+                .with_bitmaps(self.bitmaps())
+        })
+    }
+
+    /// The posting lists as bitmaps (`bitmaps.bin`), if stored.
+    pub fn bitmaps(&self) -> Option<BitmapView<'_>> {
+        self.bitmaps
+            .as_ref()
+            .map(|(s, l)| BitmapView::from_validated(s.payload(), self.len(), self.bits(), l))
+    }
+
+    /// Loads the HNSW graph now (otherwise the first HNSW search loads it). Useful to keep the
+    /// loading time out of search timings. Maps `graph.bin` and checks its checksum and every
+    /// neighbour id; for an index without `graph.bin`, verifies and converts the hnsw_rs dump.
+    pub fn load_hnsw(&self) -> Result<()> {
+        if self.hnsw.get().is_none() {
+            let g = HnswGraph::load(&self.dir, &self.manifest)?;
+            // Another thread may have won the race; both graphs are identical, keep the first.
+            let _ = self.hnsw.set(g);
+        }
+        Ok(())
+    }
+
+    /// The HNSW graph as flat neighbour lists (loading it first, see [`Index::load_hnsw`]).
+    pub fn graph(&self) -> Result<GraphView<'_>> {
+        self.load_hnsw()?;
+        // load_hnsw succeeded, so the cell is set.
+        Ok(self.hnsw.get().expect("graph loaded").view())
+    }
+
+    /// The stored vectors, if any.
+    pub fn vectors(&self) -> Option<Vectors<'_>> {
+        let s = self.vectors.as_ref()?;
+        // Alignment and lengths were checked with try_cast_slice in Section::open.
+        Some(match s.header.elem {
+            ElemKind::F16 => Vectors::F16(bytemuck::cast_slice(s.payload())),
+            _ => Vectors::F32(bytemuck::cast_slice(s.payload())),
+        })
+    }
+
+    fn require_vectors(&self) -> Result<(Vectors<'_>, usize)> {
+        match (self.vectors(), self.vector_dim()) {
+            (Some(v), Some(d)) => Ok((v, d)),
+            _ => Err(Error::InvalidArgument(format!(
+                "{}: the index stores no vectors, so it cannot rescore; rebuild it with vectors (bsa build --vectors)",
+                self.dir.display()
+            ))),
+        }
+    }
+
+    /// The flat searcher over this index.
+    pub fn flat_searcher(&self, params: FlatParams) -> FlatSearcher<'_> {
+        FlatSearcher::new(self.codes_view(), params)
+    }
+
+    /// The inverted searcher over this index; fails if it has no posting lists.
+    pub fn inverted_searcher(&self, params: InvertedParams) -> Result<InvertedSearcher<'_>> {
+        let lists = self.inverted().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{}: the index has no posting lists; rebuild it with `bsa build --inverted`",
+                self.dir.display()
+            ))
+        })?;
+        InvertedSearcher::new(self.codes_view(), lists, params)
+    }
+
+    /// The graph searcher over this index (loading the graph first); fails if it has none.
+    pub fn graph_searcher(&self, params: GraphParams) -> Result<GraphSearcher<'_>> {
+        let ef = self
+            .manifest
+            .hnsw
+            .as_ref()
+            .map(|h| h.params.ef_search)
+            .unwrap_or(64);
+        GraphSearcher::new(self.codes_view(), self.graph()?, params, ef)
+    }
+}
+
+/// Shortcuts: one call per mode with the options of [`SearchParams`].
+impl Index {
+    /// Exact k nearest codes by Hamming distance for each query.
+    ///
+    /// `queries` holds `nq * words_per_code()` words (packed like the index's codes, unused high
+    /// bits zero). Returns one [`Hits`] per query, best first, ties by smaller row; `k > len()`
+    /// returns every row. Runs on the current rayon pool.
+    pub fn search_flat(
+        &self,
+        queries: &[u64],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Hits>> {
+        self.search_flat_scored(queries, k, &Score::Hamming, params)
+    }
+
+    /// Exact k best codes for each query under any [`Score`] (see [`crate::score`]).
+    ///
+    /// [`Score::Hamming`] is [`search_flat`](Self::search_flat). Other scores rank by descending
+    /// score, ties by smaller row, and set [`Hits::scores`]; [`Hits::distances`] still hold
+    /// Hamming distances. A normalised [`Score::Table`] uses the norms stored in the index.
+    pub fn search_flat_scored(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+    ) -> Result<Vec<Hits>> {
+        let flat = self.flat_searcher(FlatParams::default().with_split(params.split));
+        Ok(flat.search(queries, k, score, params)?.0)
+    }
+
+    /// Exact k best codes for each query by inverted search: identical to
+    /// [`search_flat_scored`](Self::search_flat_scored) (rows, distances, scores, ties by row),
+    /// with statistics on how each query was answered (see [`crate::search::inverted`]).
+    pub fn search_inverted(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+    ) -> Result<(Vec<Hits>, InvertedStats)> {
+        params.resolved()?;
+        let p = InvertedParams {
+            force_inverted: params.force_inverted,
+            split: params.split,
+        };
+        self.inverted_searcher(p)?
+            .search_with_stats(queries, k, score, params)
+    }
+
+    /// Approximate k nearest codes by Hamming distance via the stored HNSW graph.
+    ///
+    /// Same input and output conventions as [`Index::search_flat`]: best first, ties by row. The
+    /// candidate list size is `params.ef_search` or the build-time default, and at least `k`.
+    /// Queries run in parallel on the current rayon pool. May return fewer than `k` hits. The
+    /// algorithm is described in [`crate::search::graph`].
+    pub fn search_hnsw(
+        &self,
+        queries: &[u64],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Hits>> {
+        params.resolved()?;
+        crate::search::check_queries(queries, self.words_per_code(), self.bits())?;
+        let graph = self.graph_searcher(GraphParams::default().with_ef_search(params.ef_search))?;
+        Ok(graph.search(queries, k, &Score::Hamming, params)?.0)
+    }
+
+    /// Name of the distance kernel a flat search with `params` uses for this index on this CPU
+    /// (for `--stats`, e.g. `"avx2-w16"`); fails as the search would on a family the CPU lacks.
+    pub fn kernel_name(&self, params: &SearchParams) -> Result<&'static str> {
+        self.flat_searcher(FlatParams::default())
+            .kernel_name(params)
+    }
+
+    /// Re-ranks one query's hits by cosine similarity with `query` against the stored vectors
+    /// and keeps the best `k` ([`crate::search::rescore`]).
+    ///
+    /// The result keeps each hit's row, id and Hamming distance and sets `scores`.
+    pub fn rescore(&self, query: &[f32], hits: &Hits, k: usize) -> Result<Hits> {
+        let (vectors, dim) = self.require_vectors()?;
+        rescore(vectors, dim, query, hits, k)
+    }
+
+    /// [`rescore`](Self::rescore) for many queries in parallel: `queries` holds `hits.len() * dim` floats.
+    pub fn rescore_hits(&self, queries: &[f32], hits: &[Hits], k: usize) -> Result<Vec<Hits>> {
+        let (vectors, dim) = self.require_vectors()?;
+        rescore_batch(vectors, dim, queries, hits, k)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn file_crc_combines() {
-        let a = b"header bytes".to_vec();
-        let b = b"and the payload that follows".to_vec();
-        let mut all = a.clone();
-        all.extend_from_slice(&b);
-        assert_eq!(
-            file_crc(&a, crc32fast::hash(&b), b.len() as u64),
-            crc32fast::hash(&all)
-        );
-    }
 
     #[test]
     fn index_is_send_sync() {

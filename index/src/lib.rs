@@ -48,62 +48,90 @@
 //! [`Index::open`] checks magic, versions, header checksums, sizes and alignment, and by default
 //! every payload checksum (see [`OpenOptions`]); [`Index::verify`] checks every byte of every file.
 //!
-//! ## Modules
+//! ## Layers
 //!
+//! Each module uses only modules of the layers below it (a test, `tests/layering.rs`, checks
+//! that no `use crate::` edge points upwards or closes a circle):
+//!
+//! ```text
+//!  index      mode ─ Index::searcher(&Mode)           builder ─ IndexBuilder
+//!             index ─ Index: opens the files, hands out views and searchers
+//!             hnsw ─ hnsw_rs build and the legacy graph dump
+//!  ───────────────────────────────────────────────────────────────────────────────
+//!  searchers  search ─ Searcher, Hits, SearchParams, CodesView, keys → hits
+//!             search::{flat, inverted (+ blocked), graph, rescore}
+//!  ───────────────────────────────────────────────────────────────────────────────
+//!  views      sparse · postings · bitmaps · graph · vectors   (validated, borrowed)
+//!  ───────────────────────────────────────────────────────────────────────────────
+//!  files      manifest · files (mapped sections, CRCs) · format (headers)
+//!  ───────────────────────────────────────────────────────────────────────────────
+//!  kernels    hamming · score · pack            (raw slices in, numbers out)
+//!  ───────────────────────────────────────────────────────────────────────────────
+//!  leaves     kernel (KernelFamily) · topk · bits · error
+//! ```
+//!
+//! * [`search`]: the [`Searcher`] of each mode — [`search::flat`] (exact scan),
+//!   [`search::inverted`] (exact, posting lists), [`search::graph`] (approximate, HNSW) — and
+//!   [`search::rescore`] (cosine re-ranking against stored vectors). [`Mode`] lists the modes;
+//!   [`Index::searcher`] opens one. [`Index::search_flat`] and its siblings are shortcuts.
 //! * [`pack`]: numpy `packbits` bytes, booleans or set-bit lists to packed `u64` rows and back.
 //! * [`hamming`]: XOR + popcount kernels (portable, AVX2 and AVX-512 `VPOPCNTDQ`).
 //! * [`kernel`]: which kernel family runs, chosen at run time from the CPU (one binary runs on
 //!   every x86-64 CPU), or forced with `BSA_KERNEL=portable|avx2|avx512`.
 //! * [`topk`]: exact top-k with deterministic ties (distance, then row).
-//! * [`flat`]: exact search ([`Index::search_flat`], [`flat::top_k`] on bare slices).
-//! * [`hnsw`]: approximate search over a stored HNSW graph ([`Index::search_hnsw`]).
-//! * [`graph`]: the native graph search and the `graph.bin` view ([`Index::graph`]).
-//! * [`rescore`]: cosine re-ranking against stored vectors ([`Index::rescore`]).
-//! * [`inverted`]: exact search over posting lists of set bits ([`Index::search_inverted`]).
-//! * [`bitmaps`]: the same lists as bitmaps over rows, counted bit-sliced (the inverted Hamming
-//!   search reads them when they are cheaper than the lists).
-//! * [`score`], [`sparse`]: scores beyond Hamming, and the per-code set bits that make table
-//!   scores cost one lookup per set bit.
-//! * [`format`], [`manifest`]: the on-disk format.
+//! * [`score`]: scores beyond Hamming ([`Score`] with its per-query tables, [`ScoreKind`]).
+//! * [`sparse`], [`postings`], [`bitmaps`], [`graph`], [`vectors`]: the optional files'
+//!   validated views: per-code set bits, posting lists, the lists as bitmaps over rows, the
+//!   HNSW graph's flat lists, and the stored float vectors.
+//! * [`format`](mod@format), [`manifest`]: the on-disk format.
 //!
 //! Searches run on the rayon pool they are called from: size it with
 //! `rayon::ThreadPoolBuilder::new().num_threads(t).build()?.install(|| ...)`.
 //!
 //! The crate targets 64-bit little-endian machines (the codes are mapped in place).
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 #[cfg(not(all(target_endian = "little", target_pointer_width = "64")))]
 compile_error!(
     "bsa-index maps little-endian u64 words in place and needs a 64-bit little-endian target"
 );
 
-pub mod bitmaps;
-mod blocked;
-mod builder;
+// Leaves.
+mod bits;
 mod error;
-pub mod flat;
-pub mod format;
-pub mod graph;
+pub mod kernel;
+pub mod topk;
+// Kernels on raw slices.
 pub mod hamming;
+pub mod pack;
+pub mod score;
+// Files.
+mod files;
+pub mod format;
+pub mod manifest;
+// Views.
+pub mod bitmaps;
+pub mod graph;
+pub mod postings;
+pub mod sparse;
+pub mod vectors;
+// Searchers.
+pub mod search;
+// The index directory.
+mod builder;
 pub mod hnsw;
 mod index;
-pub mod inverted;
-pub mod kernel;
-pub mod manifest;
-pub mod pack;
-pub mod rescore;
-pub mod score;
-pub mod sparse;
-pub mod topk;
+mod mode;
 
 pub use builder::IndexBuilder;
 pub use error::{Error, Result};
-pub use flat::{Hits, SearchParams, Split};
 pub use index::{Index, OpenOptions};
-pub use inverted::{InvertedLists, InvertedStats, InvertedView};
 pub use kernel::KernelFamily;
 pub use manifest::{HnswParams, Manifest, VectorDtype};
-pub use rescore::Vectors;
-pub use score::Score;
+pub use mode::Mode;
+pub use postings::{InvertedLists, InvertedView};
+pub use score::{Score, ScoreKind};
+pub use search::{Hits, InvertedStats, SearchParams, SearchStats, Searcher, Split};
 pub use sparse::{SparseCodes, SparseView};
+pub use vectors::Vectors;

@@ -48,7 +48,49 @@ pub enum Score<'a> {
     },
 }
 
+/// What a score is, without the per-query data a batch carries: what an index or a graph is
+/// built for, and what the command line's `--score` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ScoreKind {
+    /// Hamming distance, ascending.
+    Hamming,
+    /// Binary cosine, descending.
+    Cosine,
+    /// Jaccard, descending.
+    Jaccard,
+    /// A per-query table, divided by the per-code norm if `normalise`; descending.
+    Table {
+        /// Divide by the per-code norm stored in the index.
+        normalise: bool,
+    },
+}
+
+impl ScoreKind {
+    /// Whether results carry float scores (everything but Hamming).
+    pub fn has_scores(self) -> bool {
+        !matches!(self, ScoreKind::Hamming)
+    }
+}
+
 impl Score<'_> {
+    /// The score's kind, without its tables.
+    ///
+    /// ```
+    /// use bsa_index::{Score, ScoreKind};
+    /// let t = Score::Table { tables: &[1.0], offsets: &[0.0], normalise: true };
+    /// assert_eq!(t.kind(), ScoreKind::Table { normalise: true });
+    /// assert!(!Score::Hamming.kind().has_scores());
+    /// ```
+    pub fn kind(&self) -> ScoreKind {
+        match *self {
+            Score::Hamming => ScoreKind::Hamming,
+            Score::Cosine => ScoreKind::Cosine,
+            Score::Jaccard => ScoreKind::Jaccard,
+            Score::Table { normalise, .. } => ScoreKind::Table { normalise },
+        }
+    }
+
     /// Short name (`"hamming"`, `"cosine"`, `"jaccard"`, `"table"`), for statistics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -61,7 +103,7 @@ impl Score<'_> {
 
     /// Whether results carry float scores (everything but Hamming).
     pub fn has_scores(&self) -> bool {
-        !matches!(self, Score::Hamming)
+        self.kind().has_scores()
     }
 
     /// Checks table sizes and values for `nq` queries of `bits`-bit codes.

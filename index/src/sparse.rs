@@ -32,7 +32,7 @@ use crate::score::{desc_key, table_score};
 use crate::topk::TopK;
 
 /// Bytes of the sub-header at the start of the sparse payload.
-pub const SUB_HEADER_LEN: usize = crate::format::COUNT_SUB_HEADER_LEN;
+pub(crate) const SUB_HEADER_LEN: usize = crate::format::COUNT_SUB_HEADER_LEN;
 
 /// Whether a sparse layout of `n` codes of `bits` bits with `set_bits` set bits in total is worth
 /// storing: `bits <= 65535` and the layout (`2` bytes per set bit plus an `8`-byte offset per
@@ -63,20 +63,20 @@ pub struct SparseView<'a> {
 
 /// Byte ranges of the sections of a sparse payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Layout {
+pub(crate) struct SparseLayout {
     pub(crate) offsets: std::ops::Range<usize>,
     pub(crate) ids: std::ops::Range<usize>,
     pub(crate) total: usize,
 }
 
 /// Section layout for `n` codes and `set_bits` ids (`None` on overflow); see FORMAT.md.
-pub(crate) fn layout(n: usize, set_bits: usize) -> Option<Layout> {
+pub(crate) fn layout(n: usize, set_bits: usize) -> Option<SparseLayout> {
     let offsets_start = SUB_HEADER_LEN;
     let offsets_end = offsets_start.checked_add(n.checked_add(1)?.checked_mul(8)?)?;
     let ids_start = offsets_end.checked_add(63)? & !63;
     let ids_end = ids_start.checked_add(set_bits.checked_mul(2)?)?;
     let total = ids_end.checked_add(63)? & !63;
-    Some(Layout {
+    Some(SparseLayout {
         offsets: offsets_start..offsets_end,
         ids: ids_start..ids_end,
         total,
@@ -148,7 +148,7 @@ impl SparseCodes {
 
 impl<'a> SparseView<'a> {
     /// A view of a payload already validated by [`from_payload`](Self::from_payload).
-    pub(crate) fn from_validated(payload: &'a [u8], bits: usize, l: &Layout) -> Self {
+    pub(crate) fn from_validated(payload: &'a [u8], bits: usize, l: &SparseLayout) -> Self {
         SparseView {
             bits,
             offsets: bytemuck::cast_slice(&payload[l.offsets.clone()]),
@@ -157,7 +157,7 @@ impl<'a> SparseView<'a> {
     }
 
     /// The section layout of this view's payload.
-    pub(crate) fn layout(&self) -> Layout {
+    pub(crate) fn layout(&self) -> SparseLayout {
         // The view was validated, so the layout exists.
         layout(self.len(), self.ids.len()).expect("validated layout")
     }
@@ -301,15 +301,6 @@ fn add_entries(mut sum: f64, ids: &[u16], table: &[f32]) -> f64 {
         sum += f64::from(table[j as usize]);
     }
     sum
-}
-
-impl crate::Index {
-    /// The per-code set bits (`sparse.bin`), if stored.
-    pub fn sparse(&self) -> Option<SparseView<'_>> {
-        self.sparse
-            .as_ref()
-            .map(|(s, l)| SparseView::from_validated(s.payload(), self.bits(), l))
-    }
 }
 
 #[cfg(test)]

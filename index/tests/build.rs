@@ -2,7 +2,7 @@
 
 mod common;
 
-use bsa_index::rescore::{cosine, cosine_top_k, Vectors};
+use bsa_index::vectors::{cosine, cosine_top_k, Vectors};
 use bsa_index::{pack, Error, Hits, Index, IndexBuilder, SearchParams, VectorDtype};
 use common::*;
 use proptest::prelude::*;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use bsa_index::flat::top_k;
+use bsa_index::search::flat::top_k;
 use bsa_index::{Index, IndexBuilder, KernelFamily, SearchParams, Split};
 use common::*;
 use proptest::prelude::*;

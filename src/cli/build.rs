@@ -138,7 +138,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         None => None,
     };
 
-    let (auto_inverted, touched, scan_words) = bsa_index::inverted::pays_off(&codes, bits);
+    let (auto_inverted, touched, scan_words) = bsa_index::postings::pays_off(&codes, bits);
     let inverted = !a.no_inverted
         && bits <= bsa_index::format::MAX_INVERTED_BITS as usize
         && (a.inverted || auto_inverted);

@@ -22,7 +22,7 @@ mod with_milvus {
 
     use anyhow::{bail, Context, Result};
     use bsa::milvus::{adc_bound, adc_query, set_bits, Candidate, Client, MAX_LIMIT};
-    use bsa_index::{pack, rescore, score, Vectors};
+    use bsa_index::{pack, score, vectors, Vectors};
 
     use super::super::search::{Args, ResultLine};
 
@@ -225,7 +225,7 @@ mod with_milvus {
                 let answer = match (&vectors, &float_queries) {
                     (Some((vp, v)), Some(fq)) => {
                         let ids: Vec<u64> = scored.iter().map(|s| s.0).collect();
-                        let top = rescore::cosine_top_k(
+                        let top = vectors::cosine_top_k(
                             Vectors::F32(v.as_slice()),
                             v.dim(),
                             fq.row(i),

@@ -1,14 +1,10 @@
-//! Re-ranking Hamming candidates by exact cosine similarity against stored float vectors
-//! (what Qdrant and Weaviate call oversampling + rescoring).
+//! Stored float vectors (`vectors.bin`) and the exact cosine similarities that rescoring ranks
+//! candidates by ([`crate::search::rescore`]).
 //!
 //! Scores are cosine similarities computed in `f32` (`f16` vectors are widened first). A zero
 //! vector has similarity 0 with everything. The order is descending score, ties by ascending row.
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
-use crate::flat::Hits;
-use crate::index::Index;
 
 /// Float vectors stored row-major, borrowed from memory or from the index's map.
 #[derive(Debug, Clone, Copy)]
@@ -114,56 +110,4 @@ pub fn cosine_top_k(
     scored.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.1.cmp(&b.1)));
     scored.truncate(k);
     Ok(scored.into_iter().map(|(p, _, s)| (p, s)).collect())
-}
-
-impl Index {
-    /// The stored vectors, if any.
-    pub fn vectors(&self) -> Option<Vectors<'_>> {
-        let s = self.vectors.as_ref()?;
-        // Alignment and lengths were checked with try_cast_slice in Section::open.
-        Some(match s.header.elem {
-            crate::format::ElemKind::F16 => Vectors::F16(bytemuck::cast_slice(s.payload())),
-            _ => Vectors::F32(bytemuck::cast_slice(s.payload())),
-        })
-    }
-
-    fn require_vectors(&self) -> Result<(Vectors<'_>, usize)> {
-        match (self.vectors(), self.vector_dim()) {
-            (Some(v), Some(d)) => Ok((v, d)),
-            _ => Err(Error::InvalidArgument(format!(
-                "{}: the index stores no vectors, so it cannot rescore; rebuild it with vectors (bsa build --vectors)",
-                self.dir.display()
-            ))),
-        }
-    }
-
-    /// Re-ranks one query's Hamming hits by cosine similarity with `query` and keeps the best `k`.
-    ///
-    /// The result keeps each hit's row, id and Hamming distance and sets `scores`.
-    pub fn rescore(&self, query: &[f32], hits: &Hits, k: usize) -> Result<Hits> {
-        let (vectors, dim) = self.require_vectors()?;
-        let best = cosine_top_k(vectors, dim, query, &hits.rows, k)?;
-        Ok(Hits {
-            rows: best.iter().map(|&(p, _)| hits.rows[p]).collect(),
-            ids: best.iter().map(|&(p, _)| hits.ids[p]).collect(),
-            distances: best.iter().map(|&(p, _)| hits.distances[p]).collect(),
-            scores: Some(best.iter().map(|&(_, s)| s).collect()),
-        })
-    }
-
-    /// [`rescore`](Self::rescore) for many queries in parallel: `queries` holds `hits.len() * dim` floats.
-    pub fn rescore_hits(&self, queries: &[f32], hits: &[Hits], k: usize) -> Result<Vec<Hits>> {
-        let (_, dim) = self.require_vectors()?;
-        if queries.len() != hits.len() * dim {
-            return Err(Error::DimMismatch {
-                what: format!("query floats ({} queries x dimension {dim})", hits.len()),
-                expected: hits.len() * dim,
-                got: queries.len(),
-            });
-        }
-        hits.par_iter()
-            .enumerate()
-            .map(|(i, h)| self.rescore(&queries[i * dim..(i + 1) * dim], h, k))
-            .collect()
-    }
 }

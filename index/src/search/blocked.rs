@@ -1,6 +1,6 @@
 //! Blocked, pruned ScanCount for exact Hamming top-k over posting lists.
 //!
-//! The plain ScanCount of [`crate::inverted`] updates one counter per posting in an array of
+//! The plain ScanCount of [`crate::search::inverted`] updates one counter per posting in an array of
 //! `n` counters: for a million codes that array does not fit in the L1 cache and every posting
 //! is a cache miss. Here the rows are cut into blocks of [`BLOCK_ROWS`] and each block is
 //! finished before the next: the query's lists are ascending, so a cursor per list walks the
@@ -23,30 +23,15 @@
 //! Every decision only drops rows whose distance provably cannot enter the result, and the
 //! distances that are computed are exact, so the result equals the flat scan's, ties included.
 
+use crate::bits::{for_each_set_bit, prefetch};
 use crate::hamming::hamming;
-use crate::inverted::InvertedView;
+use crate::postings::InvertedView;
 use crate::topk::{key, KeyTopK, TopK};
 
 /// Rows per block: the `u8` counters of a block (16 KiB) fit in the L1 data cache.
 pub(crate) const BLOCK_ROWS: usize = 1 << 14;
 /// Queries a thread processes together, block by block.
-pub(crate) const QUERY_BATCH: usize = 8;
-
-/// Asks the CPU to load the cache lines of `words` (a hint: no effect on results).
-#[inline(always)]
-pub(crate) fn prefetch_words(words: &[u64]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in words.chunks(8) {
-        // SAFETY: prefetching is a hint that never faults; the address is inside the slice.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = words;
-}
+pub(crate) const BLOCKED_QUERY_BATCH: usize = 8;
 
 /// Settings of the blocked search (tests use tiny blocks and switch pruning off).
 #[derive(Debug, Clone, Copy)]
@@ -230,19 +215,12 @@ fn count_segment(list: &[u32], start: usize, r0: u32, counts: &mut [u8]) -> usiz
 /// Postings ahead of the counting loop whose cache line is requested.
 const PREFETCH_POSTINGS: usize = 64;
 
-/// Asks the CPU to load the cache line of `list[at]` (a hint; `at` may be past the end).
+/// Asks the CPU to load the cache line of `list[at]`, if there is one (a hint).
 #[inline(always)]
 fn prefetch_posting(list: &[u32], at: usize) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching is a hint that never faults, whatever the address; the pointer is
-    // computed with wrapping arithmetic and never dereferenced.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            list.as_ptr().wrapping_add(at).cast(),
-        )
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (list, at);
+    if let Some(p) = list.get(at..at + 1) {
+        prefetch(p);
+    }
 }
 
 /// Processes rows `r0..r1` (block `b`) for one query.
@@ -294,7 +272,7 @@ fn block_pass(
                     for_each_at_least(counts, need, |i, _| {
                         let r = r0 + i as u32;
                         let a = r as usize * w;
-                        prefetch_words(&codes[a..a + w]);
+                        prefetch(&codes[a..a + w]);
                         pending.push(r);
                     });
                     verified = true;
@@ -351,7 +329,7 @@ pub(crate) fn hamming_batch(
         .iter()
         .map(|&q| {
             let mut lists = Vec::new();
-            crate::inverted::for_each_bit(q, bits, |j| lists.push(inv.list(j)));
+            for_each_set_bit(q, bits, |j| lists.push(inv.list(j)));
             lists.sort_by_key(|l| l.len());
             let mut suffix = vec![0u64; lists.len() + 1];
             for s in (0..lists.len()).rev() {

@@ -1,0 +1,79 @@
+//! Small bit-level helpers every layer shares: the one set-bit walk, the one prefetch hint, and
+//! the one rule for when per-row counters fit in a byte.
+
+/// Largest number of query bits whose per-row overlap counts fit in `u8` counters (a row
+/// overlaps the query in at most as many bits as the query has).
+pub(crate) const U8_COUNTER_MAX_BITS: u32 = u8::MAX as u32;
+
+/// Whether the overlap counts of `query` with any code fit in `u8` counters.
+#[inline]
+pub(crate) fn fits_u8_counters(query: &[u64]) -> bool {
+    popcount(query) <= U8_COUNTER_MAX_BITS
+}
+
+/// Number of set bits of a packed code.
+#[inline]
+pub(crate) fn popcount(code: &[u64]) -> u32 {
+    code.iter().map(|x| x.count_ones()).sum()
+}
+
+/// Calls `f(j)` for every set bit `j < bits` of a packed code, in ascending order.
+#[inline]
+pub(crate) fn for_each_set_bit(code: &[u64], bits: usize, mut f: impl FnMut(usize)) {
+    for (wi, &word) in code.iter().enumerate() {
+        let mut x = word;
+        while x != 0 {
+            let j = wi * 64 + x.trailing_zeros() as usize;
+            if j >= bits {
+                return;
+            }
+            f(j);
+            x &= x - 1;
+        }
+    }
+}
+
+/// Asks the CPU to load every cache line that `items` overlaps (a hint: it never faults and
+/// has no effect on results; nothing on other architectures).
+#[inline(always)]
+pub(crate) fn prefetch<T>(items: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let len = std::mem::size_of_val(items);
+        if len == 0 {
+            return;
+        }
+        let p = items.as_ptr().cast::<i8>();
+        let first = p.wrapping_sub(p as usize % 64);
+        let lines = (p as usize % 64 + len).div_ceil(64);
+        for i in 0..lines {
+            // SAFETY: prefetching is only a hint: it never faults and has no visible effect,
+            // for any address. The addresses are the cache lines overlapping `items`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(64 * i)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = items;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_bits_ascending_and_cut_at_bits() {
+        let code = [0b1001u64, 1 << 3 | 1 << 63];
+        let mut got = Vec::new();
+        for_each_set_bit(&code, 128, |j| got.push(j));
+        assert_eq!(got, vec![0, 3, 67, 127]);
+        got.clear();
+        for_each_set_bit(&code, 100, |j| got.push(j));
+        assert_eq!(got, vec![0, 3, 67]);
+        assert_eq!(popcount(&code), 4);
+        assert!(fits_u8_counters(&[u64::MAX; 3]));
+        assert!(!fits_u8_counters(&[u64::MAX; 4]));
+        prefetch::<u64>(&[]);
+        prefetch(&code);
+    }
+}

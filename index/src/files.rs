@@ -1,0 +1,175 @@
+//! Mapped index files and their checksums: the bottom of the file-handling layer.
+//!
+//! Every binary file of an index is a 64-byte [`Header`] and a payload (see `FORMAT.md`);
+//! [`Section`] maps one, validates its header, length and alignment, and verifies its CRCs on
+//! demand. Plain files (the model, hnsw_rs dumps) are checked whole by [`verify_plain_file`].
+//! Nothing here knows what the payloads mean.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+use crate::format::{ElemKind, FileKind, Header};
+use crate::manifest::FileInfo;
+
+/// One mapped binary file with its validated header.
+#[derive(Debug)]
+pub(crate) struct Section {
+    pub(crate) path: PathBuf,
+    pub(crate) map: Mmap,
+    pub(crate) header: Header,
+}
+
+impl Section {
+    /// Maps `path`, checks its header against `kind` and its length against the manifest entry.
+    pub(crate) fn open(path: PathBuf, kind: FileKind, info: &FileInfo) -> Result<Section> {
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        // SAFETY: the map is read-only; the index files are immutable once built (the builder
+        // never rewrites a published file), so the mapped bytes do not change under us unless
+        // another process truncates or rewrites the file, which is documented as unsupported.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        // The header is checked first so that a wrong or foreign file is reported as such.
+        let header = Header::decode(&map, kind, len, &path)?;
+        if len < info.len {
+            return Err(Error::Truncated {
+                path,
+                need: info.len,
+                have: len,
+            });
+        }
+        if len != info.len {
+            return Err(Error::corrupt(
+                &path,
+                format!("length {len} differs from the manifest's {}", info.len),
+            ));
+        }
+        let payload = payload_range(&header, map.len(), &path)?;
+        let ok = match header.elem {
+            _ if matches!(
+                kind,
+                FileKind::Inverted | FileKind::Sparse | FileKind::Bitmaps
+            ) =>
+            {
+                bytemuck::try_cast_slice::<u8, u64>(&map[payload.clone()]).is_ok()
+            }
+            ElemKind::U64 => bytemuck::try_cast_slice::<u8, u64>(&map[payload]).is_ok(),
+            ElemKind::F32 => bytemuck::try_cast_slice::<u8, f32>(&map[payload]).is_ok(),
+            ElemKind::F16 => bytemuck::try_cast_slice::<u8, u16>(&map[payload]).is_ok(),
+        };
+        if !ok {
+            return Err(Error::corrupt(&path, "payload is not aligned in memory"));
+        }
+        Ok(Section { path, map, header })
+    }
+
+    /// The payload bytes (after the header).
+    pub(crate) fn payload(&self) -> &[u8] {
+        // Checked by `Section::open` (offset + len == file length == map length).
+        let start = self.header.payload_offset as usize;
+        &self.map[start..start + self.header.payload_len as usize]
+    }
+
+    /// Verifies the payload CRC and the whole-file CRC recorded in the manifest.
+    pub(crate) fn verify(&self, info: &FileInfo) -> Result<()> {
+        let got = crc32fast::hash(self.payload());
+        if got != self.header.payload_crc {
+            return Err(Error::Checksum {
+                path: self.path.clone(),
+                expected: self.header.payload_crc,
+                got,
+            });
+        }
+        let whole = file_crc(
+            &self.map[..self.header.payload_offset as usize],
+            got,
+            self.header.payload_len,
+        );
+        if whole != info.crc32 {
+            return Err(Error::Checksum {
+                path: self.path.clone(),
+                expected: info.crc32,
+                got: whole,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// CRC-32 of `prefix ++ payload` from the payload's CRC, without re-reading the payload.
+pub(crate) fn file_crc(prefix: &[u8], payload_crc: u32, payload_len: u64) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(prefix);
+    h.combine(&crc32fast::Hasher::new_with_initial_len(
+        payload_crc,
+        payload_len,
+    ));
+    h.finalize()
+}
+
+fn payload_range(h: &Header, map_len: usize, path: &Path) -> Result<std::ops::Range<usize>> {
+    let start = usize::try_from(h.payload_offset)
+        .map_err(|_| Error::corrupt(path, "payload offset too large"))?;
+    let len =
+        usize::try_from(h.payload_len).map_err(|_| Error::corrupt(path, "payload too large"))?;
+    let end = start
+        .checked_add(len)
+        .ok_or_else(|| Error::corrupt(path, "payload end overflows"))?;
+    if end > map_len {
+        return Err(Error::Truncated {
+            path: path.to_path_buf(),
+            need: end as u64,
+            have: map_len as u64,
+        });
+    }
+    Ok(start..end)
+}
+
+/// Streams a file and returns its length and CRC-32.
+pub(crate) fn crc_of_file(path: &Path) -> Result<FileInfo> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok(FileInfo {
+        len,
+        crc32: h.finalize(),
+    })
+}
+
+/// Checks a whole non-mapped file (model, HNSW) against its manifest entry.
+pub(crate) fn verify_plain_file(path: &Path, info: &FileInfo) -> Result<()> {
+    let got = crc_of_file(path)?;
+    if got.len < info.len {
+        return Err(Error::Truncated {
+            path: path.to_path_buf(),
+            need: info.len,
+            have: got.len,
+        });
+    }
+    if got.len > info.len {
+        return Err(Error::corrupt(
+            path,
+            format!("length {} exceeds the manifest's {}", got.len, info.len),
+        ));
+    }
+    if got.crc32 != info.crc32 {
+        return Err(Error::Checksum {
+            path: path.to_path_buf(),
+            expected: info.crc32,
+            got: got.crc32,
+        });
+    }
+    Ok(())
+}

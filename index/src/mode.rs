@@ -1,0 +1,74 @@
+//! The list of search modes: the one place that maps a mode to its [`Searcher`].
+//!
+//! A new mode is a new file under `search/` with its searcher and parameters, a variant here,
+//! and the command line's value for it; nothing else changes.
+
+use crate::error::Result;
+use crate::index::Index;
+use crate::search::{FlatParams, GraphParams, InvertedParams, Searcher};
+
+/// A search mode with its own parameters.
+///
+/// ```
+/// use bsa_index::{pack, Index, IndexBuilder, Mode, Score, SearchParams};
+///
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let codes = pack::pack_le_bytes(&[0b0111, 0b0110, 0b1111], 3, 1, 4)?;
+/// IndexBuilder::new(4, &codes).build(dir.path().join("idx"))?;
+/// let index = Index::open(dir.path().join("idx"))?;
+/// let searcher = index.searcher(&Mode::parse("flat")?)?;
+/// let (hits, stats) = searcher.search(&[0b0111], 2, &Score::Hamming, &SearchParams::default())?;
+/// assert_eq!(hits[0].rows, vec![0, 1]);
+/// assert!(!stats.kernel.is_empty());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Exact scan of every code ([`FlatSearcher`](crate::search::FlatSearcher)).
+    Flat(FlatParams),
+    /// Exact search over posting lists ([`InvertedSearcher`](crate::search::InvertedSearcher)).
+    Inverted(InvertedParams),
+    /// Approximate search over the HNSW graph ([`GraphSearcher`](crate::search::GraphSearcher)).
+    Hnsw(GraphParams),
+}
+
+impl Mode {
+    /// Every mode's name, as `bsa search --mode` spells it.
+    pub const NAMES: [&'static str; 3] = ["flat", "inverted", "hnsw"];
+
+    /// The mode called `name` (one of [`NAMES`](Self::NAMES)) with default parameters.
+    pub fn parse(name: &str) -> Result<Mode> {
+        match name {
+            "flat" => Ok(Mode::Flat(FlatParams::default())),
+            "inverted" => Ok(Mode::Inverted(InvertedParams::default())),
+            "hnsw" => Ok(Mode::Hnsw(GraphParams::default())),
+            _ => Err(crate::Error::InvalidArgument(format!(
+                "unknown search mode {name:?}; expected one of {}",
+                Self::NAMES.join(", ")
+            ))),
+        }
+    }
+
+    /// The mode's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Flat(_) => "flat",
+            Mode::Inverted(_) => "inverted",
+            Mode::Hnsw(_) => "hnsw",
+        }
+    }
+}
+
+impl Index {
+    /// The searcher of `mode` over this index; fails if the index lacks what the mode reads
+    /// (posting lists, a graph), saying how to rebuild it.
+    pub fn searcher(&self, mode: &Mode) -> Result<Box<dyn Searcher + '_>> {
+        Ok(match *mode {
+            Mode::Flat(p) => Box::new(self.flat_searcher(p)),
+            Mode::Inverted(p) => Box::new(self.inverted_searcher(p)?),
+            Mode::Hnsw(p) => Box::new(self.graph_searcher(p)?),
+        })
+    }
+}

@@ -1,0 +1,376 @@
+//! Exact search: every code is compared with every query.
+//!
+//! The work is cut into tiles of (a block of up to 32 queries) x (a chunk of codes). Inside a tile
+//! the codes are visited in ~32 KiB blocks and each block is compared with every query of the
+//! tile before the next block is loaded, so memory traffic is one pass over the chunk per query
+//! block. Few queries (down to one) get their codes split into several chunks so that every
+//! thread of the calling rayon pool scans part of the codes; the per-chunk top-k lists are merged
+//! exactly. Many queries get one chunk per query block. The parallelism is that of the rayon pool
+//! the call runs in (`pool.install(|| index.search_flat(..))`).
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::hamming::{tile_codes, Kernel};
+use crate::score::{desc_key, overlap_key, table_score, table_sum, Score};
+use crate::search::{CodesView, Hits, SearchParams, SearchStats, Searcher, Split};
+use crate::sparse::SparseView;
+use crate::topk::{merge_keys, TopK};
+
+/// Largest number of queries scanned together against one block of codes.
+const MAX_QUERY_BLOCK: usize = 32;
+/// Codes per tile of the table scan over per-code set bits.
+const SPARSE_TILE_ROWS: usize = 8192;
+/// Smallest chunk of codes handed to one task when codes are split for parallelism.
+const MIN_CHUNK: usize = 16 * 1024;
+
+/// The flat search's own parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct FlatParams {
+    /// How to divide the work between threads.
+    pub split: Split,
+}
+
+impl FlatParams {
+    /// Sets [`split`](Self::split).
+    pub fn with_split(mut self, split: Split) -> Self {
+        self.split = split;
+        self
+    }
+}
+
+/// Exact search: every code is compared with every query (see the [module docs](self)).
+///
+/// Any [`Score`]; table scores read the per-code set bits when the view has them.
+#[derive(Debug, Clone, Copy)]
+pub struct FlatSearcher<'a> {
+    codes: CodesView<'a>,
+    params: FlatParams,
+}
+
+impl<'a> FlatSearcher<'a> {
+    /// A flat searcher over `codes`.
+    pub fn new(codes: CodesView<'a>, params: FlatParams) -> Self {
+        FlatSearcher { codes, params }
+    }
+
+    /// Name of the distance kernel a Hamming search with `params` runs on this CPU (e.g.
+    /// `"avx2-w16"`); fails as the search would on a family the CPU lacks.
+    pub fn kernel_name(&self, params: &SearchParams) -> Result<&'static str> {
+        let family = params.resolved()?.family();
+        Ok(Kernel::select(family, self.codes.words_per_code()).name())
+    }
+}
+
+impl Searcher for FlatSearcher<'_> {
+    fn mode(&self) -> &'static str {
+        "flat"
+    }
+
+    fn search(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+    ) -> Result<(Vec<Hits>, SearchStats)> {
+        let params = &params.resolved()?.with_split(self.params.split);
+        let c = &self.codes;
+        let (_, norms) = c.check(queries, score, params)?;
+        let w = c.words_per_code();
+        let keys = if score.has_scores() {
+            let sparse = c.sparse();
+            search_scored_keys(
+                c.codes(),
+                w,
+                c.bits(),
+                queries,
+                k,
+                score,
+                norms,
+                sparse.as_ref(),
+                params.split,
+            )
+        } else {
+            search_keys(c.codes(), w, queries, k, params)
+        };
+        let stats = SearchStats {
+            kernel_family: Some(params.family()),
+            kernel: Kernel::select(params.family(), w).name(),
+            counters: Vec::new(),
+        };
+        Ok((c.hits(&keys, queries, score.has_scores()), stats))
+    }
+}
+
+/// A view of bare codes for the slice functions: checks `words_per_code` against `bits`.
+fn bare_view(codes: &[u64], words_per_code: usize, bits: usize) -> Result<CodesView<'_>> {
+    if words_per_code == 0 || bits == 0 || words_per_code != bits.div_ceil(64) {
+        return Err(Error::InvalidArgument(format!(
+            "{words_per_code} words per code cannot hold {bits}-bit codes"
+        )));
+    }
+    CodesView::new(codes, bits)
+}
+
+/// Exact top-k over a bare slice of codes (`n * words_per_code` words); hits' ids are rows.
+///
+/// This is what [`Index::search_flat`](crate::Index::search_flat) runs on the mapped codes.
+/// `queries` holds `nq * words_per_code` words; unused high bits of codes and queries must be
+/// zero. `k > n` returns all `n` rows.
+pub fn top_k(
+    codes: &[u64],
+    words_per_code: usize,
+    bits: usize,
+    queries: &[u64],
+    k: usize,
+    params: &SearchParams,
+) -> Result<Vec<Hits>> {
+    top_k_scored(
+        codes,
+        words_per_code,
+        bits,
+        queries,
+        k,
+        &Score::Hamming,
+        None,
+        params,
+    )
+}
+
+/// Core of the exact search: sorted `(distance, row)` keys per query. Inputs must be validated.
+pub(crate) fn search_keys(
+    codes: &[u64],
+    w: usize,
+    queries: &[u64],
+    k: usize,
+    params: &SearchParams,
+) -> Vec<Vec<u64>> {
+    let kernel = Kernel::select(params.family(), w);
+    search_keys_by(
+        codes,
+        w,
+        queries.len() / w,
+        k,
+        params.split,
+        params.max_distance,
+        |qi, block, first, top| kernel.scan(&queries[qi * w..(qi + 1) * w], block, first, top),
+    )
+}
+
+/// The tiled, parallel exact scan with any per-block scorer: `scan(query, block, first_row,
+/// top)` offers every code of `block` (rows `first_row..`) to `top`, as a `u32` key that is
+/// smaller for better rows. Returns sorted `(key, row)` keys per query.
+pub(crate) fn search_keys_by<F>(
+    codes: &[u64],
+    w: usize,
+    nq: usize,
+    k: usize,
+    split: Split,
+    max_key: Option<u32>,
+    scan: F,
+) -> Vec<Vec<u64>>
+where
+    F: Fn(usize, &[u64], u32, &mut TopK) + Sync,
+{
+    search_keys_by_tile(codes, w, nq, k, split, max_key, tile_codes(w), scan)
+}
+
+/// [`search_keys_by`] with an explicit tile (rows handed to `scan` per call).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn search_keys_by_tile<F>(
+    codes: &[u64],
+    w: usize,
+    nq: usize,
+    k: usize,
+    split: Split,
+    max_key: Option<u32>,
+    tile: usize,
+    scan: F,
+) -> Vec<Vec<u64>>
+where
+    F: Fn(usize, &[u64], u32, &mut TopK) + Sync,
+{
+    let n = codes.len() / w;
+    let k = k.min(n);
+    if nq == 0 {
+        return Vec::new();
+    }
+    if k == 0 {
+        return vec![Vec::new(); nq];
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let qblocks = nq.div_ceil(MAX_QUERY_BLOCK);
+    let qb = nq.div_ceil(qblocks);
+    let max_chunks = n.div_ceil(MIN_CHUNK).max(1);
+    let chunks = match split {
+        Split::Queries => 1,
+        Split::Codes => (2 * threads).min(max_chunks),
+        Split::Auto if qblocks >= 2 * threads => 1,
+        Split::Auto => (2 * threads).div_ceil(qblocks).min(max_chunks),
+    }
+    .max(1);
+    let chunk_len = n.div_ceil(chunks);
+
+    let run = |task: usize| -> Vec<Vec<u64>> {
+        let (qbi, ci) = (task / chunks, task % chunks);
+        let q0 = qbi * qb;
+        let q1 = (q0 + qb).min(nq);
+        let r0 = ci * chunk_len;
+        let r1 = (r0 + chunk_len).min(n);
+        let mut tops: Vec<TopK> = (q0..q1).map(|_| TopK::new(k, max_key)).collect();
+        let mut start = r0;
+        while start < r1 {
+            let end = (start + tile).min(r1);
+            let block = &codes[start * w..end * w];
+            for (qi, top) in (q0..q1).zip(tops.iter_mut()) {
+                // start < n <= u32::MAX, checked by the callers.
+                scan(qi, block, start as u32, top);
+            }
+            start = end;
+        }
+        tops.into_iter().map(TopK::into_sorted_keys).collect()
+    };
+
+    let tasks = qblocks * chunks;
+    let parts: Vec<Vec<Vec<u64>>> = if tasks == 1 {
+        vec![run(0)]
+    } else {
+        (0..tasks)
+            .into_par_iter()
+            .with_max_len(1)
+            .map(run)
+            .collect()
+    };
+    if chunks == 1 {
+        return parts.into_iter().flatten().collect();
+    }
+    let mut out = Vec::with_capacity(nq);
+    for qbi in 0..qblocks {
+        let q_in_block = (nq - qbi * qb).min(qb);
+        let block_parts = &parts[qbi * chunks..(qbi + 1) * chunks];
+        for j in 0..q_in_block {
+            let mut all = Vec::with_capacity(k * chunks);
+            for part in block_parts {
+                all.extend_from_slice(&part[j]);
+            }
+            out.push(merge_keys(all, k));
+        }
+    }
+    out
+}
+
+/// Exact top-k keys for a non-Hamming score (`score` validated, `norms` given when needed):
+/// sorted `(desc_key(score), row)` keys per query.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn search_scored_keys(
+    codes: &[u64],
+    w: usize,
+    bits: usize,
+    queries: &[u64],
+    k: usize,
+    score: &Score<'_>,
+    norms: Option<&[f32]>,
+    sparse: Option<&SparseView<'_>>,
+    split: Split,
+) -> Vec<Vec<u64>> {
+    let nq = queries.len() / w;
+    match *score {
+        Score::Hamming => search_keys(
+            codes,
+            w,
+            queries,
+            k,
+            &SearchParams::default().with_split(split),
+        ),
+        Score::Cosine | Score::Jaccard => {
+            let jac = matches!(score, Score::Jaccard);
+            search_keys_by(codes, w, nq, k, split, None, |qi, block, first, top| {
+                let q = &queries[qi * w..(qi + 1) * w];
+                let m: u32 = q.iter().map(|x| x.count_ones()).sum();
+                let mut thr = top.threshold();
+                for (i, b) in block.chunks_exact(w).enumerate() {
+                    let mut c = 0;
+                    let mut p = 0;
+                    for (x, y) in q.iter().zip(b) {
+                        c += (x & y).count_ones();
+                        p += y.count_ones();
+                    }
+                    let key = overlap_key(jac, c, m, p);
+                    if key < thr {
+                        top.push(key, first + i as u32);
+                        thr = top.threshold();
+                    }
+                }
+            })
+        }
+        Score::Table {
+            tables, offsets, ..
+        } if sparse.is_some() => {
+            // The set bits of each code: one lookup per set bit instead of a pass over the words.
+            let sv = sparse.expect("checked by the guard");
+            // Long tiles: the query's table (4 bytes per bit) stays in L1 while the set bits of
+            // many codes stream past it; the packed tiles (32 KiB of codes) would switch tables
+            // every 64 codes at 4096 bits.
+            let tile = SPARSE_TILE_ROWS;
+            search_keys_by_tile(
+                codes,
+                w,
+                nq,
+                k,
+                split,
+                None,
+                tile,
+                |qi, block, first, top| {
+                    sv.table_scan(
+                        &tables[qi * bits..(qi + 1) * bits],
+                        offsets[qi],
+                        norms,
+                        first as usize,
+                        block.len() / w,
+                        top,
+                    );
+                },
+            )
+        }
+        Score::Table {
+            tables, offsets, ..
+        } => search_keys_by(codes, w, nq, k, split, None, |qi, block, first, top| {
+            let table = &tables[qi * bits..(qi + 1) * bits];
+            let offset = offsets[qi];
+            let mut thr = top.threshold();
+            for (i, b) in block.chunks_exact(w).enumerate() {
+                let row = first as usize + i;
+                let s = table_score(offset, table_sum(b, table), norms.map(|n| n[row]));
+                let key = desc_key(s);
+                if key < thr {
+                    top.push(key, row as u32);
+                    thr = top.threshold();
+                }
+            }
+        }),
+    }
+}
+
+/// Exact top-k over a bare slice of codes for any [`Score`]; hits' ids are rows.
+///
+/// `norms` (one per code) is needed by a normalised [`Score::Table`]. `max_distance` in `params`
+/// applies to [`Score::Hamming`] only (other scores refuse it). For non-Hamming scores the hits
+/// carry `scores` (best first, ties by row) and `distances` still hold Hamming distances.
+#[allow(clippy::too_many_arguments)]
+pub fn top_k_scored(
+    codes: &[u64],
+    words_per_code: usize,
+    bits: usize,
+    queries: &[u64],
+    k: usize,
+    score: &Score<'_>,
+    norms: Option<&[f32]>,
+    params: &SearchParams,
+) -> Result<Vec<Hits>> {
+    params.resolved()?;
+    let view = bare_view(codes, words_per_code, bits)?.with_norms(norms)?;
+    let flat = FlatSearcher::new(view, FlatParams::default().with_split(params.split));
+    Ok(flat.search(queries, k, score, params)?.0)
+}

@@ -1,0 +1,723 @@
+//! Exact search over posting lists of set bits (`inverted.bin`).
+//!
+//! For sparse codes, `hamming(q, b) = |q| + |b| - 2 |q and b|`, and the overlaps `|q and b|` of
+//! every code sharing a bit with `q` are counted by walking the posting lists of `q`'s set bits
+//! ("ScanCount"): `sum of |list j|` over the bits of `q` entries, about `n K^2 / N` for codes
+//! with `K` of `N` bits set, instead of the `n N / 64` words a flat scan reads. Codes that share
+//! no bit with `q` have distance `|q| + |b|`; they are taken from rows grouped by popcount
+//! (smallest first, rows ascending within a group) until the result is full, so they are not
+//! scanned either. The result is exactly the flat scan's: same rows, same distances, ties by row.
+//!
+//! * [`Score::Hamming`] (queries with at most 255 bits set) runs the *blocked* ScanCount of
+//!   `blocked.rs`: rows are cut into blocks of 16384 whose `u8` counters stay in the L1 cache,
+//!   each list is walked with a cursor, a thread handles a batch of queries block by block, and a
+//!   max-score bound (lists visited shortest first) skips the longest lists of a block once the
+//!   few rows that can still enter the result are cheaper to verify against their codes.
+//! * [`Score::Cosine`] and [`Score::Jaccard`] need the same counts (plain ScanCount over `n`
+//!   counters): every code sharing a bit has a positive score and every other code scores 0, so
+//!   the rest of the result is the smallest untouched rows.
+//! * [`Score::Table`] sums a table entry over **every** set bit of **every** code, whatever the
+//!   query's bits: there are no "untouched" codes. The inverted search visits all posting lists in
+//!   ascending bit order and accumulates each row's sum in `f64` (the same additions in the same
+//!   order as the flat scan, see [`crate::score`]), so it is exact but reads every posting: it
+//!   pays only when the postings (`n` x mean popcount) are fewer than the code words (`n N / 64`).
+//!   The flat scan of table scores (what `--mode inverted` falls back to) reads the per-code set
+//!   bits of `sparse.bin` when the index has them ([`crate::sparse`]): `K` lookups per code.
+//!   The flat scan of table scores reads the per-code bit lists of `sparse.bin` when the index
+//!   has them (see [`crate::sparse`]), which is what `--mode inverted` falls back to.
+//!
+//! **Bitmaps.** When the index also stores the lists as bitmaps over rows ([`crate::bitmaps`],
+//! `bitmaps.bin`), a Hamming query whose bitmap words (`|q| x n / 64`) are fewer than its
+//! postings reads those instead: a bit-sliced count of 512 rows per instruction, whatever the
+//! list's density (measured on 1M real-like codes: a bitmap word costs about what a posting
+//! does). [`InvertedStats::bitmap_queries`] counts them.
+//!
+//! **Fallback.** Visiting one posting costs about as much as the AVX-512 flat scan spends on
+//! `POSTING_COST_WORDS` (10) code words (measured on 1M real-like codes, see
+//! `index/RESULTS-inverted.md`); the AVX2 and portable scans spend 3 and 5 times as much per
+//! word. A query whose lists hold more than 1/`POSTING_COST_WORDS` (10) of what a flat scan costs
+//! (`n` x words per code, times that factor) is therefore answered by the flat scan instead
+//! (same results), and counted in [`InvertedStats::flat_queries`]. Table scores count
+//! every posting, so they use the posting lists only when all postings are fewer than
+//! 1/`POSTING_COST_WORDS` (10) of the code words. [`SearchParams::force_inverted`] disables the
+//! fallback.
+//!
+//! Queries run in parallel on the current rayon pool, in batches of 8.
+
+use rayon::prelude::*;
+
+use crate::bits::{fits_u8_counters, for_each_set_bit, U8_COUNTER_MAX_BITS};
+use crate::error::{Error, Result};
+use crate::hamming::{scan_word_cost, Kernel};
+use crate::postings::{InvertedView, POSTING_COST_WORDS};
+use crate::score::{desc_key, overlap_key, table_score, Score};
+use crate::search::blocked::{
+    block_min_popcounts, hamming_batch, BlockParams, Work, BLOCKED_QUERY_BATCH,
+};
+use crate::search::flat::{search_keys_by, search_scored_keys};
+use crate::search::{CodesView, Hits, SearchParams, SearchStats, Searcher, Split};
+use crate::sparse::SparseView;
+use crate::topk::{key, KeyTopK, TopK};
+
+/// What an inverted search did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct InvertedStats {
+    /// Queries answered from the posting lists.
+    pub inverted_queries: usize,
+    /// Queries answered by the flat scan because their lists were longer than a scan.
+    pub flat_queries: usize,
+    /// Posting entries read by the inverted queries (lists skipped by pruning are not counted).
+    pub postings_visited: u64,
+    /// Codes whose Hamming distance was computed directly (candidates verified after pruning,
+    /// and rows sharing no bit with the query when those reach the result).
+    pub codes_verified: u64,
+    /// Of the inverted queries, those answered from the bitmap lists ([`crate::bitmaps`]).
+    pub bitmap_queries: usize,
+}
+
+/// Per-thread scratch: one counter per row, the touched rows, table sums.
+struct Scratch {
+    c8: Vec<u8>,
+    block: Vec<u8>,
+    c16: Vec<u16>,
+    touched: Vec<u32>,
+    acc: Vec<f64>,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch {
+            c8: Vec::new(),
+            block: Vec::new(),
+            c16: Vec::new(),
+            touched: Vec::new(),
+            acc: Vec::new(),
+        }
+    }
+}
+
+/// A per-row overlap counter (`u8` or `u16`).
+trait Counter: Copy + Default + Eq {
+    fn inc(self) -> Self;
+    fn get(self) -> u32;
+}
+impl Counter for u8 {
+    #[inline(always)]
+    fn inc(self) -> Self {
+        self.wrapping_add(1)
+    }
+    #[inline(always)]
+    fn get(self) -> u32 {
+        u32::from(self)
+    }
+}
+impl Counter for u16 {
+    #[inline(always)]
+    fn inc(self) -> Self {
+        self.wrapping_add(1)
+    }
+    #[inline(always)]
+    fn get(self) -> u32 {
+        u32::from(self)
+    }
+}
+
+/// Counts `|q and b|` for every row sharing a bit with the query; returns the touched rows
+/// (each once) in `touched[..len]`. Counters of touched rows must be reset by the caller.
+fn scan_count<C: Counter>(
+    inv: &InvertedView<'_>,
+    qbits: &[usize],
+    counts: &mut [C],
+    touched: &mut [u32],
+) -> usize {
+    let mut len = 0usize;
+    for &j in qbits {
+        for &r in inv.list(j) {
+            let c = counts[r as usize];
+            // Branch-free: always write, advance only for a new row. Rows are distinct within a
+            // list (validated), so at most n distinct rows and len <= n < touched.len().
+            touched[len] = r;
+            len += usize::from(c == C::default());
+            counts[r as usize] = c.inc();
+        }
+    }
+    len
+}
+
+/// One query's sorted keys by inverted search (Hamming, Cosine, Jaccard).
+fn overlap_query<C: Counter>(
+    inv: &InvertedView<'_>,
+    qbits: &[usize],
+    k: usize,
+    score: &Score<'_>,
+    limit: u64,
+    counts: &mut Vec<C>,
+    touched: &mut Vec<u32>,
+) -> Vec<u64> {
+    let n = inv.n;
+    if counts.len() != n {
+        *counts = vec![C::default(); n];
+    }
+    if touched.len() != n + 1 {
+        *touched = vec![0; n + 1];
+    }
+    let len = scan_count(inv, qbits, counts, touched);
+    let m = qbits.len() as u32;
+    let mut top = KeyTopK::new(k, limit);
+    match score {
+        Score::Hamming => {
+            for &r in &touched[..len] {
+                let c = counts[r as usize].get();
+                let p = u32::from(inv.popcounts[r as usize]);
+                // c <= min(m, p) for valid lists; saturate rather than wrap on bad input.
+                top.offer(key((m + p).saturating_sub(2 * c), r));
+            }
+            // Untouched rows: distance m + p, by popcount then row.
+            for p in 0..=inv.bits {
+                let group = inv.rows_with_popcount(p);
+                if group.is_empty() {
+                    continue;
+                }
+                let d = m + p as u32;
+                top.compact();
+                if key(d, 0) >= top.threshold() {
+                    break;
+                }
+                for &r in group {
+                    if counts[r as usize] != C::default() {
+                        continue;
+                    }
+                    if !top.offer(key(d, r)) {
+                        // Later rows of the group have larger keys.
+                        break;
+                    }
+                }
+            }
+        }
+        _ => {
+            let jac = matches!(score, Score::Jaccard);
+            for &r in &touched[..len] {
+                let c = counts[r as usize].get();
+                let p = u32::from(inv.popcounts[r as usize]);
+                top.offer(key(overlap_key(jac, c, m, p), r));
+            }
+            // Untouched rows all score 0 (touched rows score > 0): smallest rows first.
+            let zero = desc_key(0.0);
+            for r in 0..n as u32 {
+                if counts[r as usize] != C::default() {
+                    continue;
+                }
+                if !top.offer(key(zero, r)) {
+                    break;
+                }
+            }
+        }
+    }
+    for &r in &touched[..len] {
+        counts[r as usize] = C::default();
+    }
+    top.into_sorted_keys()
+}
+
+/// One query's sorted keys for a table score: all lists in ascending bit order.
+fn table_query(
+    inv: &InvertedView<'_>,
+    table: &[f32],
+    offset: f32,
+    norms: Option<&[f32]>,
+    k: usize,
+    acc: &mut Vec<f64>,
+) -> Vec<u64> {
+    let n = inv.n;
+    if acc.len() != n {
+        *acc = vec![0.0; n];
+    }
+    for (j, &t) in table.iter().enumerate().take(inv.bits) {
+        let t = f64::from(t);
+        for &r in inv.list(j) {
+            acc[r as usize] += t;
+        }
+    }
+    let mut top = TopK::new(k, None);
+    for (r, a) in acc.iter_mut().enumerate() {
+        let s = table_score(offset, *a, norms.map(|v| v[r]));
+        *a = 0.0;
+        top.offer(desc_key(s), r as u32);
+    }
+    top.into_sorted_keys()
+}
+
+/// Inverted search core: sorted keys per query (the flat scan's keys exactly), and statistics.
+/// Inputs must be validated; `inv` must describe `codes`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn search_keys(
+    codes: &[u64],
+    w: usize,
+    bits: usize,
+    inv: &InvertedView<'_>,
+    queries: &[u64],
+    k: usize,
+    score: &Score<'_>,
+    norms: Option<&[f32]>,
+    sparse: Option<&SparseView<'_>>,
+    params: &SearchParams,
+) -> (Vec<Vec<u64>>, InvertedStats) {
+    search_keys_with(
+        codes,
+        w,
+        bits,
+        inv,
+        queries,
+        k,
+        score,
+        norms,
+        sparse,
+        params,
+        BlockParams::default(),
+    )
+}
+
+/// [`search_keys`] with explicit block settings (tests use tiny blocks and no pruning).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn search_keys_with(
+    codes: &[u64],
+    w: usize,
+    bits: usize,
+    inv: &InvertedView<'_>,
+    queries: &[u64],
+    k: usize,
+    score: &Score<'_>,
+    norms: Option<&[f32]>,
+    sparse: Option<&SparseView<'_>>,
+    params: &SearchParams,
+    bp: BlockParams,
+) -> (Vec<Vec<u64>>, InvertedStats) {
+    let bitmaps = inv.bitmaps.as_ref();
+    let nq = queries.len() / w;
+    let n = inv.n;
+    let k = k.min(n);
+    let scan_words = (n as u64).saturating_mul(w as u64);
+    let query = |qi: usize| &queries[qi * w..(qi + 1) * w];
+    let touched: Vec<u64> = (0..nq).map(|qi| inv.touched(query(qi), score)).collect();
+    // Hamming queries read the bitmaps instead when their words are fewer than the postings
+    // (one bitmap word costs about one posting, measured: index/RESULTS-inverted.md).
+    let bitmap_words: Vec<Option<u64>> = (0..nq)
+        .map(|qi| match (bitmaps, score) {
+            (Some(b), Score::Hamming) => {
+                let m = query(qi).iter().map(|x| x.count_ones() as usize).sum();
+                Some(b.words_per_query(m)).filter(|&words| words < touched[qi])
+            }
+            _ => None,
+        })
+        .collect();
+    // A Hamming scan's word costs more with narrower kernels; other scores' scans do not use them.
+    let scan_cost = match score {
+        Score::Hamming => scan_words.saturating_mul(scan_word_cost(params.family())),
+        _ => scan_words,
+    };
+    let use_inv: Vec<bool> = (0..nq)
+        .map(|qi| {
+            let cost = bitmap_words[qi].unwrap_or(touched[qi]);
+            params.force_inverted || cost.saturating_mul(POSTING_COST_WORDS) <= scan_cost
+        })
+        .collect();
+    let bm_idx: Vec<usize> = (0..nq)
+        .filter(|&qi| use_inv[qi] && bitmap_words[qi].is_some())
+        .collect();
+    let mut stats = InvertedStats {
+        inverted_queries: use_inv.iter().filter(|&&u| u).count(),
+        flat_queries: use_inv.iter().filter(|&&u| !u).count(),
+        postings_visited: 0,
+        codes_verified: 0,
+        bitmap_queries: bm_idx.len(),
+    };
+    let limit = match params.max_distance {
+        Some(m) if !score.has_scores() => key(m.saturating_add(1), 0),
+        _ => u64::MAX,
+    };
+    let inv_idx: Vec<usize> = (0..nq)
+        .filter(|&q| use_inv[q] && bitmap_words[q].is_none())
+        .collect();
+    let block_min = if matches!(score, Score::Hamming) && !inv_idx.is_empty() {
+        block_min_popcounts(inv.popcounts, bp.block_rows)
+    } else {
+        Vec::new()
+    };
+    let batches: Vec<(Vec<Vec<u64>>, Work)> = inv_idx
+        .par_chunks(BLOCKED_QUERY_BATCH)
+        .with_max_len(1)
+        .map_init(Scratch::new, |s, batch| {
+            let mut work = Work::default();
+            let query = |qi: usize| &queries[qi * w..(qi + 1) * w];
+            if k == 0 {
+                return (vec![Vec::new(); batch.len()], work);
+            }
+            let mut out: Vec<Vec<u64>> = vec![Vec::new(); batch.len()];
+            if let Score::Hamming = score {
+                // Queries with at most 255 bits set: blocked search with u8 counters.
+                let (small, _): (Vec<usize>, Vec<usize>) =
+                    (0..batch.len()).partition(|&i| fits_u8_counters(query(batch[i])));
+                let qs: Vec<&[u64]> = small.iter().map(|&i| query(batch[i])).collect();
+                let keys = hamming_batch(
+                    inv,
+                    codes,
+                    w,
+                    &qs,
+                    k,
+                    params.max_distance,
+                    limit,
+                    &block_min,
+                    bp,
+                    &mut s.block,
+                    &mut work,
+                );
+                for (&i, kk) in small.iter().zip(keys) {
+                    out[i] = kk;
+                }
+            }
+            for (i, &qi) in batch.iter().enumerate() {
+                let q = query(qi);
+                match score {
+                    Score::Table {
+                        tables, offsets, ..
+                    } => {
+                        work.postings += inv.postings.len() as u64;
+                        out[i] = table_query(
+                            inv,
+                            &tables[qi * bits..(qi + 1) * bits],
+                            offsets[qi],
+                            norms,
+                            k,
+                            &mut s.acc,
+                        );
+                    }
+                    Score::Hamming if fits_u8_counters(q) => {}
+                    _ => {
+                        let mut qbits = Vec::new();
+                        for_each_set_bit(q, bits, |j| qbits.push(j));
+                        work.postings += touched[qi];
+                        out[i] = if qbits.len() <= U8_COUNTER_MAX_BITS as usize {
+                            overlap_query(inv, &qbits, k, score, limit, &mut s.c8, &mut s.touched)
+                        } else {
+                            overlap_query(inv, &qbits, k, score, limit, &mut s.c16, &mut s.touched)
+                        };
+                    }
+                }
+            }
+            (out, work)
+        })
+        .collect();
+    let mut inv_keys: Vec<Vec<u64>> = Vec::with_capacity(inv_idx.len());
+    for (keys, work) in batches {
+        inv_keys.extend(keys);
+        stats.postings_visited += work.postings;
+        stats.codes_verified += work.verified;
+    }
+    // Fallback queries: one batched flat scan.
+    let flat_idx: Vec<usize> = (0..nq).filter(|&q| !use_inv[q]).collect();
+    let flat_keys = if flat_idx.is_empty() {
+        Vec::new()
+    } else {
+        let fq: Vec<u64> = flat_idx
+            .iter()
+            .flat_map(|&qi| queries[qi * w..(qi + 1) * w].iter().copied())
+            .collect();
+        match score {
+            Score::Hamming => {
+                let kernel = Kernel::select(params.family(), w);
+                search_keys_by(
+                    codes,
+                    w,
+                    flat_idx.len(),
+                    k,
+                    params.split,
+                    params.max_distance,
+                    |qi, block, first, top| {
+                        kernel.scan(&fq[qi * w..(qi + 1) * w], block, first, top)
+                    },
+                )
+            }
+            Score::Table {
+                tables,
+                offsets,
+                normalise,
+            } => {
+                let ft: Vec<f32> = flat_idx
+                    .iter()
+                    .flat_map(|&qi| tables[qi * bits..(qi + 1) * bits].iter().copied())
+                    .collect();
+                let fo: Vec<f32> = flat_idx.iter().map(|&qi| offsets[qi]).collect();
+                let sub = Score::Table {
+                    tables: &ft,
+                    offsets: &fo,
+                    normalise: *normalise,
+                };
+                search_scored_keys(codes, w, bits, &fq, k, &sub, norms, sparse, params.split)
+            }
+            _ => search_scored_keys(codes, w, bits, &fq, k, score, norms, sparse, params.split),
+        }
+    };
+    let bm_keys = match bitmaps {
+        Some(b) if !bm_idx.is_empty() => {
+            let bq: Vec<u64> = bm_idx
+                .iter()
+                .flat_map(|&qi| query(qi).iter().copied())
+                .collect();
+            b.hamming_keys(&bq, w, k, params.max_distance, params.family())
+        }
+        _ => Vec::new(),
+    };
+    let mut out = vec![Vec::new(); nq];
+    for (qi, keys) in inv_idx.into_iter().zip(inv_keys) {
+        out[qi] = keys;
+    }
+    for (qi, keys) in bm_idx.into_iter().zip(bm_keys) {
+        out[qi] = keys;
+    }
+    for (qi, keys) in flat_idx.into_iter().zip(flat_keys) {
+        out[qi] = keys;
+    }
+    if nq == 0 {
+        stats = InvertedStats::default();
+    }
+    (out, stats)
+}
+
+/// The inverted search's own parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct InvertedParams {
+    /// Answer every query from the posting lists, even those the cost rule would send to the
+    /// flat scan (for tests and benchmarks; results are identical either way).
+    pub force_inverted: bool,
+    /// How the flat scan of the fallback queries divides its work between threads.
+    pub split: Split,
+}
+
+impl InvertedParams {
+    /// Sets [`force_inverted`](Self::force_inverted).
+    pub fn with_force_inverted(mut self, yes: bool) -> Self {
+        self.force_inverted = yes;
+        self
+    }
+}
+
+/// Exact search over posting lists (see the [module docs](self)): the flat scan's results
+/// (rows, distances, scores, ties by row), usually much faster on sparse codes.
+#[derive(Debug, Clone, Copy)]
+pub struct InvertedSearcher<'a> {
+    codes: CodesView<'a>,
+    lists: InvertedView<'a>,
+    params: InvertedParams,
+}
+
+impl<'a> InvertedSearcher<'a> {
+    /// An inverted searcher over `codes` with their posting lists `lists` (and the lists'
+    /// bitmaps, if `lists` has them); fails if the lists describe other codes.
+    pub fn new(
+        codes: CodesView<'a>,
+        lists: InvertedView<'a>,
+        params: InvertedParams,
+    ) -> Result<Self> {
+        let (n, bits) = (codes.len(), codes.bits());
+        if lists.bits != bits || lists.n != n {
+            return Err(Error::InvalidArgument(format!(
+                "posting lists of {} codes of {} bits do not describe {n} codes of {bits} bits",
+                lists.n, lists.bits
+            )));
+        }
+        if let Some(b) = &lists.bitmaps {
+            if b.len() != n || b.bits() != bits {
+                return Err(Error::InvalidArgument(format!(
+                    "bitmap lists of {} codes of {} bits do not describe {n} codes of {bits} bits",
+                    b.len(),
+                    b.bits()
+                )));
+            }
+        }
+        Ok(InvertedSearcher {
+            codes,
+            lists,
+            params,
+        })
+    }
+}
+
+impl InvertedSearcher<'_> {
+    /// [`Searcher::search`] with the inverted search's statistics as a struct.
+    pub fn search_with_stats(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+    ) -> Result<(Vec<Hits>, InvertedStats)> {
+        let params = &params
+            .resolved()?
+            .with_split(self.params.split)
+            .with_force_inverted(self.params.force_inverted);
+        let c = &self.codes;
+        let (_, norms) = c.check(queries, score, params)?;
+        let sparse = c.sparse();
+        let (keys, stats) = search_keys(
+            c.codes(),
+            c.words_per_code(),
+            c.bits(),
+            &self.lists,
+            queries,
+            k,
+            score,
+            norms,
+            sparse.as_ref(),
+            params,
+        );
+        Ok((c.hits(&keys, queries, score.has_scores()), stats))
+    }
+}
+
+impl Searcher for InvertedSearcher<'_> {
+    fn mode(&self) -> &'static str {
+        "inverted"
+    }
+
+    fn search(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+    ) -> Result<(Vec<Hits>, SearchStats)> {
+        let (hits, s) = self.search_with_stats(queries, k, score, params)?;
+        let family = params.resolved()?.family();
+        let stats = SearchStats {
+            kernel_family: Some(family),
+            kernel: Kernel::select(family, self.codes.words_per_code()).name(),
+            // Queries whose lists were longer than a flat scan were answered by the scan.
+            counters: vec![
+                ("inverted_queries", s.inverted_queries as u64),
+                ("flat_fallback_queries", s.flat_queries as u64),
+                ("postings_visited", s.postings_visited),
+                ("codes_verified", s.codes_verified),
+                ("bitmap_queries", s.bitmap_queries as u64),
+            ],
+        };
+        Ok((hits, stats))
+    }
+}
+
+/// Exact top-k over bare slices with posting lists `inv` built from `codes`
+/// ([`InvertedLists::build`](crate::InvertedLists::build)); hits' ids are rows. Same results as
+/// [`crate::search::flat::top_k_scored`].
+#[allow(clippy::too_many_arguments)]
+pub fn top_k(
+    codes: &[u64],
+    words_per_code: usize,
+    bits: usize,
+    inv: &InvertedView<'_>,
+    queries: &[u64],
+    k: usize,
+    score: &Score<'_>,
+    norms: Option<&[f32]>,
+    params: &SearchParams,
+) -> Result<(Vec<Hits>, InvertedStats)> {
+    params.resolved()?;
+    if words_per_code != bits.div_ceil(64) {
+        return Err(Error::InvalidArgument(format!(
+            "{words_per_code} words per code cannot hold {bits}-bit codes"
+        )));
+    }
+    let view = CodesView::new(codes, bits)?.with_norms(norms)?;
+    let p = InvertedParams {
+        force_inverted: params.force_inverted,
+        split: params.split,
+    };
+    InvertedSearcher::new(view, *inv, p)?.search_with_stats(queries, k, score, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::postings::InvertedLists;
+    use crate::search::blocked::BlockParams;
+    use proptest::prelude::*;
+
+    /// `n` random codes of `bits` bits, bit j set with probability `density` (skewed towards
+    /// low bits if `skew`), from a xorshift seeded with `seed`.
+    fn codes(n: usize, bits: usize, density: f64, skew: bool, seed: u64) -> Vec<u64> {
+        let w = bits.div_ceil(64);
+        let mut x = seed | 1;
+        let mut out = vec![0u64; n * w];
+        for row in out.chunks_exact_mut(w) {
+            for j in 0..bits {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+                let p = if skew {
+                    density * 4.0 / (1.0 + 8.0 * j as f64 / bits as f64)
+                } else {
+                    density
+                };
+                if u < p {
+                    row[j / 64] |= 1 << (j % 64);
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// The blocked search equals the flat scan for any block size, with pruning off, on
+        /// (default costs) and on with verification forced as soon as the bound allows it.
+        #[test]
+        fn blocked_search_equals_flat(
+            n in 1usize..700,
+            bits in prop::sample::select(vec![16usize, 64, 130, 256]),
+            density in prop::sample::select(vec![0.02f64, 0.06, 0.25]),
+            skew in any::<bool>(),
+            k in prop::sample::select(vec![1usize, 2, 5, 10, 40, 1000]),
+            block_rows in prop::sample::select(vec![1usize, 7, 64, 100, 1 << 14]),
+            mode in 0u8..3,
+            max_d in prop::option::of(0u32..12),
+            with_bitmaps in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let w = bits.div_ceil(64);
+            let base = codes(n, bits, density, skew, seed);
+            let mut queries = codes(4, bits, density, skew, seed ^ 0x9e37);
+            // One query copies a base row; one is a base row with a bit flipped.
+            let r = (seed as usize) % n;
+            queries[..w].copy_from_slice(&base[r * w..(r + 1) * w]);
+            queries[w..2 * w].copy_from_slice(&base[r * w..(r + 1) * w]);
+            queries[w] ^= 1;
+            let lists = InvertedLists::build(&base, bits).unwrap();
+            let inv = lists.view();
+            let params = SearchParams::default()
+                .with_force_inverted(true)
+                .with_max_distance(max_d);
+            let bp = BlockParams {
+                block_rows,
+                prune: mode != 0,
+                verify_cost: if mode == 2 { Some(0) } else { None },
+                min_rest: if mode == 2 { 0 } else { 64 },
+            };
+            // With bitmaps, the queries whose bitmap words are fewer than their postings read
+            // those instead.
+            let bm = crate::bitmaps::BitmapLists::build(&base, bits).unwrap();
+            let inv = inv.with_bitmaps(with_bitmaps.then(|| bm.view()));
+            let (got, stats) = search_keys_with(
+                &base, w, bits, &inv, &queries, k, &Score::Hamming, None, None, &params, bp,
+            );
+            let want = crate::search::flat::search_keys(&base, w, &queries, k, &params);
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(stats.inverted_queries, 4);
+            if !with_bitmaps {
+                prop_assert_eq!(stats.bitmap_queries, 0);
+            }
+        }
+    }
+}

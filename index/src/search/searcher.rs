@@ -1,0 +1,372 @@
+//! What every mode shares: the [`Searcher`] trait, its input ([`CodesView`], [`SearchParams`])
+//! and output ([`Hits`], [`SearchStats`]), the checks of queries and scores, and the one
+//! conversion of sorted `(key, row)` lists into hits.
+
+use crate::error::{Error, Result};
+use crate::hamming::hamming;
+use crate::kernel::KernelFamily;
+use crate::pack::check_high_bits_zero;
+use crate::score::{from_desc_key, Score};
+use crate::sparse::SparseView;
+use crate::topk::{key_distance, key_row};
+
+/// A search mode: answers batches of packed queries.
+///
+/// Implemented by [`FlatSearcher`], [`InvertedSearcher`] and [`GraphSearcher`];
+/// [`Index::searcher`](crate::Index::searcher) opens the one a [`Mode`](crate::Mode) names.
+/// Searchers are `Sync`: one can serve many threads at once. Queries run on the current rayon
+/// pool.
+pub trait Searcher: Sync {
+    /// The mode's name, as `bsa search --mode` spells it (`"flat"`, `"inverted"`, `"hnsw"`).
+    fn mode(&self) -> &'static str;
+
+    /// The best `k` rows for each query of `queries` (`nq * words_per_code` words, packed like
+    /// the codes, unused high bits zero) under `score`, best first, ties by smaller row, and
+    /// what the search did. `k` larger than the number of rows returns every row (exact modes).
+    fn search(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+    ) -> Result<(Vec<Hits>, SearchStats)>;
+}
+
+/// What a search did, for `bsa search --stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SearchStats {
+    /// The kernel family that ran, if the mode uses the family's kernels.
+    pub kernel_family: Option<KernelFamily>,
+    /// The distance kernel's name (e.g. `"avx512-w16"`).
+    pub kernel: &'static str,
+    /// The mode's own counters, by name (e.g. the inverted search's `"postings_visited"`).
+    pub counters: Vec<(&'static str, u64)>,
+}
+
+impl SearchStats {
+    /// The counter called `name`, if the mode reported it.
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, v)| v)
+    }
+}
+
+/// Borrowed codes with what every searcher may need beside them: their ids, the per-code norms
+/// of normalised table scores, and the per-code set bits of table scores.
+///
+/// Built by [`Index::codes_view`](crate::Index::codes_view) on a mapped index, or by
+/// [`CodesView::new`] on bare slices (then ids are rows).
+#[derive(Debug, Clone, Copy)]
+pub struct CodesView<'a> {
+    codes: &'a [u64],
+    w: usize,
+    bits: usize,
+    ids: Option<&'a [u64]>,
+    norms: Option<&'a [f32]>,
+    sparse: Option<SparseView<'a>>,
+}
+
+impl<'a> CodesView<'a> {
+    /// A view of `codes`, `n * ceil(bits / 64)` words holding `n < 2^32` codes of `bits` bits.
+    ///
+    /// ```
+    /// let view = bsa_index::search::CodesView::new(&[1, 2, 3], 64)?;
+    /// assert_eq!((view.len(), view.words_per_code()), (3, 1));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn new(codes: &'a [u64], bits: usize) -> Result<Self> {
+        let w = bits.div_ceil(64);
+        if bits == 0 {
+            return Err(Error::InvalidArgument("codes need at least one bit".into()));
+        }
+        if !codes.len().is_multiple_of(w) || codes.len() / w > u32::MAX as usize {
+            return Err(Error::InvalidArgument(
+                "codes are not whole rows or exceed 2^32-1 rows".into(),
+            ));
+        }
+        Ok(CodesView {
+            codes,
+            w,
+            bits,
+            ids: None,
+            norms: None,
+            sparse: None,
+        })
+    }
+
+    /// A view of an index's validated files (no checks).
+    pub(crate) fn from_validated(
+        codes: &'a [u64],
+        bits: usize,
+        ids: &'a [u64],
+        norms: Option<&'a [f32]>,
+        sparse: Option<SparseView<'a>>,
+    ) -> Self {
+        CodesView {
+            codes,
+            w: bits.div_ceil(64),
+            bits,
+            ids: Some(ids),
+            norms,
+            sparse,
+        }
+    }
+
+    /// The same view with per-code norms (one per code), for normalised table scores.
+    pub fn with_norms(mut self, norms: Option<&'a [f32]>) -> Result<Self> {
+        if let Some(v) = norms {
+            if v.len() != self.len() {
+                return Err(Error::DimMismatch {
+                    what: "norms (one per code)".into(),
+                    expected: self.len(),
+                    got: v.len(),
+                });
+            }
+        }
+        self.norms = norms;
+        Ok(self)
+    }
+
+    /// Number of codes.
+    pub fn len(&self) -> usize {
+        self.codes.len() / self.w
+    }
+
+    /// Whether there are no codes.
+    pub fn is_empty(&self) -> bool {
+        self.codes.is_empty()
+    }
+
+    /// Bits per code.
+    pub fn bits(&self) -> usize {
+        self.bits
+    }
+
+    /// `u64` words per code.
+    pub fn words_per_code(&self) -> usize {
+        self.w
+    }
+
+    /// All codes, row-major.
+    pub fn codes(&self) -> &'a [u64] {
+        self.codes
+    }
+
+    /// The per-code set bits, if the view has them.
+    pub fn sparse(&self) -> Option<SparseView<'a>> {
+        self.sparse
+    }
+
+    /// The per-code norms, if the view has them.
+    pub fn norms(&self) -> Option<&'a [f32]> {
+        self.norms
+    }
+
+    /// Checks `queries` and `score` against these codes and returns the number of queries and
+    /// the norms a normalised table score divides by.
+    pub(crate) fn check(
+        &self,
+        queries: &[u64],
+        score: &Score<'_>,
+        params: &SearchParams,
+    ) -> Result<(usize, Option<&'a [f32]>)> {
+        let nq = check_queries(queries, self.w, self.bits)?;
+        if score.has_scores() && params.max_distance.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "a maximum Hamming distance applies to the hamming score only, not {}",
+                score.name()
+            )));
+        }
+        score.validate(nq, self.bits)?;
+        let norms = match score {
+            Score::Table {
+                normalise: true, ..
+            } => Some(self.norms.ok_or_else(|| {
+                Error::InvalidArgument(
+                    "a normalised table score needs per-code norms; build the index with norms (bsa build --model)"
+                        .into(),
+                )
+            })?),
+            _ => None,
+        };
+        Ok((nq, norms))
+    }
+
+    /// Turns each query's sorted `(key, row)` list into [`Hits`]: ids from the view, and for
+    /// scored searches the scores decoded from the keys and the Hamming distances recomputed
+    /// from the codes. The one place where keys become hits.
+    pub(crate) fn hits(&self, keys: &[Vec<u64>], queries: &[u64], scored: bool) -> Vec<Hits> {
+        let w = self.w;
+        keys.iter()
+            .enumerate()
+            .map(|(qi, keys)| {
+                let rows: Vec<u64> = keys.iter().map(|&k| u64::from(key_row(k))).collect();
+                let ids = match self.ids {
+                    Some(ids) => rows.iter().map(|&r| ids[r as usize]).collect(),
+                    None => rows.clone(),
+                };
+                let (distances, scores) = if scored {
+                    let query = &queries[qi * w..(qi + 1) * w];
+                    let d = rows
+                        .iter()
+                        .map(|&r| {
+                            let r = r as usize;
+                            hamming(query, &self.codes[r * w..(r + 1) * w])
+                        })
+                        .collect();
+                    let s = keys
+                        .iter()
+                        .map(|&k| from_desc_key(key_distance(k)))
+                        .collect();
+                    (d, Some(s))
+                } else {
+                    (keys.iter().map(|&k| key_distance(k)).collect(), None)
+                };
+                Hits {
+                    rows,
+                    ids,
+                    distances,
+                    scores,
+                }
+            })
+            .collect()
+    }
+}
+
+/// How to divide the work between threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Split {
+    /// Split codes into chunks when there are too few query blocks to keep every thread busy (default).
+    #[default]
+    Auto,
+    /// Only split queries (FAISS's strategy: one query is scanned by one thread).
+    Queries,
+    /// Always split codes into at least one chunk per thread.
+    Codes,
+}
+
+/// Query-time options.
+///
+/// Every [`Searcher`] reads [`max_distance`](Self::max_distance) and [`kernel`](Self::kernel).
+/// The other fields are the modes' own parameters as the [`Index`](crate::Index) shortcuts
+/// (`search_flat`, `search_inverted`, `search_hnsw`) take them; a searcher built directly gets
+/// them from its own parameter type ([`FlatParams`], [`InvertedParams`], [`GraphParams`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SearchParams {
+    /// Return only neighbours at Hamming distance `<= max_distance`.
+    pub max_distance: Option<u32>,
+    /// HNSW only: candidate list size (`ef`); `None` uses the value stored at build time. Raised to `k` if smaller.
+    pub ef_search: Option<usize>,
+    /// Flat only: how to divide the work between threads.
+    pub split: Split,
+    /// Inverted only: answer every query from the posting lists, even those the cost rule would
+    /// send to the flat scan (for tests and benchmarks; results are identical either way).
+    pub force_inverted: bool,
+    /// The kernel family to search with; `None`: `BSA_KERNEL` if set, else the fastest this CPU
+    /// has ([`KernelFamily::active`]). Results are identical with every family; a family the
+    /// CPU lacks makes the search fail.
+    pub kernel: Option<KernelFamily>,
+}
+
+impl SearchParams {
+    /// Sets [`max_distance`](Self::max_distance).
+    pub fn with_max_distance(mut self, d: Option<u32>) -> Self {
+        self.max_distance = d;
+        self
+    }
+    /// Sets [`ef_search`](Self::ef_search).
+    pub fn with_ef_search(mut self, ef: Option<usize>) -> Self {
+        self.ef_search = ef;
+        self
+    }
+    /// Sets [`split`](Self::split).
+    pub fn with_split(mut self, split: Split) -> Self {
+        self.split = split;
+        self
+    }
+    /// Sets [`force_inverted`](Self::force_inverted).
+    pub fn with_force_inverted(mut self, yes: bool) -> Self {
+        self.force_inverted = yes;
+        self
+    }
+    /// Sets [`kernel`](Self::kernel).
+    pub fn with_kernel(mut self, family: Option<KernelFamily>) -> Self {
+        self.kernel = family;
+        self
+    }
+
+    /// A copy with [`kernel`](Self::kernel) resolved ([`KernelFamily::resolve`]): what every
+    /// public search runs first, so a bad `BSA_KERNEL` or a family the CPU lacks is an error.
+    pub(crate) fn resolved(&self) -> Result<SearchParams> {
+        Ok(self.with_kernel(Some(KernelFamily::resolve(self.kernel)?)))
+    }
+
+    /// The kernel family to run: the resolved one (the fastest supported if unresolved).
+    pub(crate) fn family(&self) -> KernelFamily {
+        self.kernel
+            .filter(|f| f.is_supported())
+            .unwrap_or_else(KernelFamily::best)
+    }
+}
+
+/// The neighbours of one query, best first: ascending Hamming distance, ties by ascending row.
+#[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
+pub struct Hits {
+    /// Row numbers (0-based positions in the index).
+    pub rows: Vec<u64>,
+    /// External ids of the rows (equal to `rows` when the index has no ids, or for bare slices).
+    pub ids: Vec<u64>,
+    /// Hamming distances.
+    pub distances: Vec<u32>,
+    /// Scores, best first: the [`Score`] of a non-Hamming search, or cosine similarities after
+    /// rescoring (then the order is by descending score, ties by row). `None` for Hamming search.
+    pub scores: Option<Vec<f32>>,
+}
+
+impl Hits {
+    /// Number of neighbours.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+    /// Whether there are no neighbours.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Hits from parallel lists (e.g. candidates found elsewhere, to [rescore](crate::Index::rescore)).
+    pub fn from_parts(rows: Vec<u64>, ids: Vec<u64>, distances: Vec<u32>) -> Result<Hits> {
+        if rows.len() != ids.len() || rows.len() != distances.len() {
+            return Err(Error::InvalidArgument(format!(
+                "hits need equal lengths, got {} rows, {} ids, {} distances",
+                rows.len(),
+                ids.len(),
+                distances.len()
+            )));
+        }
+        Ok(Hits {
+            rows,
+            ids,
+            distances,
+            scores: None,
+        })
+    }
+}
+
+/// Checks a query matrix and returns the number of queries.
+pub(crate) fn check_queries(queries: &[u64], w: usize, bits: usize) -> Result<usize> {
+    if w == 0 || !queries.len().is_multiple_of(w) {
+        return Err(Error::DimMismatch {
+            what: format!("query words (a multiple of {w} words per {bits}-bit code)"),
+            expected: w * (queries.len() / w.max(1)).max(1),
+            got: queries.len(),
+        });
+    }
+    check_high_bits_zero(queries, bits)?;
+    Ok(queries.len() / w)
+}
