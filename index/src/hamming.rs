@@ -259,14 +259,49 @@ fn dist_dyn(query: &[u64], codes: &[u64], out: &mut [u32]) {
     }
 }
 
-/// The [`Kernel`] of the `scan::<W>` and `dist::<W>` functions in scope, named `$name`.
+/// The pieces every vector family repeats: `select(w)`, which returns the family's [`Kernel`]
+/// for `w` words per code once `$detected` confirms the CPU has the features, and the safe
+/// `scan::<W>` / `dist::<W>` wrappers around the module's `unsafe` `scan_impl` / `dist_impl`.
 #[cfg(target_arch = "x86_64")]
-macro_rules! kernel {
-    ($w:literal, $name:literal) => {
-        Kernel {
-            scan: scan::<$w>,
-            dist: dist::<$w>,
-            name: $name,
+macro_rules! family_kernels {
+    ($detected:expr, $prefix:literal) => {
+        pub(super) fn select(w: usize) -> Option<Kernel> {
+            if !$detected {
+                return None;
+            }
+            macro_rules! k {
+                ($w:literal) => {
+                    Kernel {
+                        scan: scan::<$w>,
+                        dist: dist::<$w>,
+                        name: concat!($prefix, "-w", $w),
+                    }
+                };
+            }
+            Some(match w {
+                1 => k!(1),
+                2 => k!(2),
+                4 => k!(4),
+                8 => k!(8),
+                16 => k!(16),
+                24 => k!(24),
+                32 => k!(32),
+                48 => k!(48),
+                64 => k!(64),
+                _ => return None,
+            })
+        }
+
+        fn scan<const W: usize>(query: &[u64], codes: &[u64], first_row: u32, topk: &mut TopK) {
+            assert_eq!(query.len(), W);
+            // SAFETY: only reachable through `select`, which checked the CPU features.
+            unsafe { scan_impl::<W>(query, codes, first_row, topk) }
+        }
+
+        fn dist<const W: usize>(query: &[u64], codes: &[u64], out: &mut [u32]) {
+            assert_eq!(query.len(), W);
+            // SAFETY: only reachable through `select`, which checked the CPU features.
+            unsafe { dist_impl::<W>(query, codes, out) }
         }
     };
 }
@@ -295,23 +330,10 @@ mod avx512 {
     use super::{Kernel, TopK};
     use std::arch::x86_64::*;
 
-    pub(super) fn select(w: usize) -> Option<Kernel> {
-        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vpopcntdq")) {
-            return None;
-        }
-        Some(match w {
-            1 => kernel!(1, "avx512-w1"),
-            2 => kernel!(2, "avx512-w2"),
-            4 => kernel!(4, "avx512-w4"),
-            8 => kernel!(8, "avx512-w8"),
-            16 => kernel!(16, "avx512-w16"),
-            24 => kernel!(24, "avx512-w24"),
-            32 => kernel!(32, "avx512-w32"),
-            48 => kernel!(48, "avx512-w48"),
-            64 => kernel!(64, "avx512-w64"),
-            _ => return None,
-        })
-    }
+    family_kernels!(
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vpopcntdq"),
+        "avx512"
+    );
 
     /// The query replicated to fill whole 512-bit registers: for W < 8 one register holding
     /// 8 / W copies, for W >= 8 (a multiple of 8, at most 64) W / 8 registers.
@@ -438,18 +460,6 @@ mod avx512 {
         }
         super::dist_fixed::<W>(query, &codes[full * W..n * W], &mut out[full..n]);
     }
-
-    fn scan<const W: usize>(query: &[u64], codes: &[u64], first_row: u32, topk: &mut TopK) {
-        assert_eq!(query.len(), W);
-        // SAFETY: only reachable through `select`, which checked the CPU features.
-        unsafe { scan_impl::<W>(query, codes, first_row, topk) }
-    }
-
-    fn dist<const W: usize>(query: &[u64], codes: &[u64], out: &mut [u32]) {
-        assert_eq!(query.len(), W);
-        // SAFETY: only reachable through `select`, which checked the CPU features.
-        unsafe { dist_impl::<W>(query, codes, out) }
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -469,23 +479,7 @@ mod avx2 {
     use super::{Kernel, TopK};
     use std::arch::x86_64::*;
 
-    pub(super) fn select(w: usize) -> Option<Kernel> {
-        if !is_x86_feature_detected!("avx2") {
-            return None;
-        }
-        Some(match w {
-            1 => kernel!(1, "avx2-w1"),
-            2 => kernel!(2, "avx2-w2"),
-            4 => kernel!(4, "avx2-w4"),
-            8 => kernel!(8, "avx2-w8"),
-            16 => kernel!(16, "avx2-w16"),
-            24 => kernel!(24, "avx2-w24"),
-            32 => kernel!(32, "avx2-w32"),
-            48 => kernel!(48, "avx2-w48"),
-            64 => kernel!(64, "avx2-w64"),
-            _ => return None,
-        })
-    }
+    family_kernels!(is_x86_feature_detected!("avx2"), "avx2");
 
     /// The query in 256-bit registers: for W < 4 one register holding 4 / W copies, for W >= 4
     /// (a multiple of 4, at most 64) W / 4 registers.
@@ -731,18 +725,6 @@ mod avx2 {
             i += 8;
         }
         super::dist_fixed::<W>(query, &codes[full * W..n * W], &mut out[full..n]);
-    }
-
-    fn scan<const W: usize>(query: &[u64], codes: &[u64], first_row: u32, topk: &mut TopK) {
-        assert_eq!(query.len(), W);
-        // SAFETY: only reachable through `select`, which checked the CPU feature.
-        unsafe { scan_impl::<W>(query, codes, first_row, topk) }
-    }
-
-    fn dist<const W: usize>(query: &[u64], codes: &[u64], out: &mut [u32]) {
-        assert_eq!(query.len(), W);
-        // SAFETY: only reachable through `select`, which checked the CPU feature.
-        unsafe { dist_impl::<W>(query, codes, out) }
     }
 }
 

@@ -7,7 +7,7 @@
 //! [`crate::search::inverted`]; [`pays_off`] is the rule for when they are worth building.
 
 use crate::bitmaps::BitmapView;
-use crate::bits::for_each_set_bit;
+use crate::bits::{for_each_set_bit, popcount};
 use crate::error::{Error, Result};
 use crate::format::MAX_INVERTED_BITS;
 use crate::score::Score;
@@ -45,13 +45,7 @@ pub fn pays_off(codes: &[u64], bits: usize) -> (bool, f64, u64) {
     let n = codes.len() / w;
     let mut count = vec![0u64; bits];
     for row in codes.chunks_exact(w) {
-        for (wi, &x) in row.iter().enumerate() {
-            let mut x = x;
-            while x != 0 {
-                count[wi * 64 + x.trailing_zeros() as usize] += 1;
-                x &= x - 1;
-            }
-        }
+        for_each_set_bit(row, bits, |j| count[j] += 1);
     }
     let touched = count.iter().map(|&c| (c as f64) * (c as f64)).sum::<f64>() / n.max(1) as f64;
     let mean_popcount = count.iter().sum::<u64>() as f64 / n.max(1) as f64;
@@ -149,17 +143,9 @@ impl InvertedLists {
         let mut counts = vec![0u64; bits + 1];
         let mut popcounts = Vec::with_capacity(n);
         for row in codes.chunks_exact(w) {
-            let mut p = 0u32;
-            for (wi, &word) in row.iter().enumerate() {
-                let mut x = word;
-                p += x.count_ones();
-                while x != 0 {
-                    counts[wi * 64 + x.trailing_zeros() as usize + 1] += 1;
-                    x &= x - 1;
-                }
-            }
-            // p <= bits <= u16::MAX.
-            popcounts.push(p as u16);
+            for_each_set_bit(row, bits, |j| counts[j + 1] += 1);
+            // popcount <= bits <= u16::MAX.
+            popcounts.push(popcount(row) as u16);
         }
         for j in 0..bits {
             counts[j + 1] += counts[j];
@@ -169,15 +155,10 @@ impl InvertedLists {
         let mut postings = vec![0u32; total];
         let mut next: Vec<u64> = list_offsets[..bits].to_vec();
         for (r, row) in codes.chunks_exact(w).enumerate() {
-            for (wi, &word) in row.iter().enumerate() {
-                let mut x = word;
-                while x != 0 {
-                    let j = wi * 64 + x.trailing_zeros() as usize;
-                    postings[next[j] as usize] = r as u32;
-                    next[j] += 1;
-                    x &= x - 1;
-                }
-            }
+            for_each_set_bit(row, bits, |j| {
+                postings[next[j] as usize] = r as u32;
+                next[j] += 1;
+            });
         }
         let mut popcount_offsets = vec![0u32; bits + 2];
         for &p in &popcounts {

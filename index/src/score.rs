@@ -24,6 +24,7 @@
 //! caller passes `t = Wd^T q`, `offset = q . bd` and stores `|xhat_b|` per code as the norm; for
 //! soft scores `t = sigmoid(H_q)`, `offset = 0`, no norm. This crate knows nothing of decoders.
 
+use crate::bits::for_each_set_bit;
 use crate::error::{Error, Result};
 
 /// How base codes are ranked for a query.
@@ -179,14 +180,7 @@ pub fn table_score(offset: f32, sum: f64, norm: Option<f32>) -> f32 {
 #[inline]
 pub fn table_sum(code: &[u64], table: &[f32]) -> f64 {
     let mut s = 0.0f64;
-    for (wi, &word) in code.iter().enumerate() {
-        let mut x = word;
-        while x != 0 {
-            let j = wi * 64 + x.trailing_zeros() as usize;
-            s += f64::from(table[j]);
-            x &= x - 1;
-        }
-    }
+    for_each_set_bit(code, code.len() * 64, |j| s += f64::from(table[j]));
     s
 }
 

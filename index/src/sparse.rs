@@ -26,6 +26,7 @@
 //!
 //! [`Score::Table`]: crate::Score::Table
 
+use crate::bits::for_each_set_bit;
 use crate::error::{Error, Result};
 use crate::format::MAX_INVERTED_BITS;
 use crate::score::{desc_key, table_score};
@@ -102,14 +103,8 @@ impl SparseCodes {
         let mut ids = Vec::new();
         offsets.push(0u64);
         for row in codes.chunks_exact(w) {
-            for (wi, &word) in row.iter().enumerate() {
-                let mut x = word;
-                while x != 0 {
-                    // wi * 64 + bit < bits <= 65535.
-                    ids.push((wi * 64 + x.trailing_zeros() as usize) as u16);
-                    x &= x - 1;
-                }
-            }
+            // j < bits <= 65535.
+            for_each_set_bit(row, bits, |j| ids.push(j as u16));
             offsets.push(ids.len() as u64);
         }
         Ok(SparseCodes { bits, offsets, ids })

@@ -46,7 +46,7 @@
 
 use rayon::prelude::*;
 
-use crate::bits::{fits_u8_counters, for_each_set_bit, U8_COUNTER_MAX_BITS};
+use crate::bits::{fits_u8_counters, for_each_set_bit, popcount, U8_COUNTER_MAX_BITS};
 use crate::error::{Error, Result};
 use crate::hamming::{scan_word_cost, Kernel};
 use crate::postings::{InvertedView, POSTING_COST_WORDS};
@@ -56,7 +56,6 @@ use crate::search::blocked::{
 };
 use crate::search::flat::{search_keys_by, search_scored_keys};
 use crate::search::{CodesView, Hits, SearchParams, SearchStats, Searcher, Split};
-use crate::sparse::SparseView;
 use crate::topk::{key, KeyTopK, TopK};
 
 /// What an inverted search did.
@@ -248,188 +247,253 @@ fn table_query(
     top.into_sorted_keys()
 }
 
-/// Inverted search core: sorted keys per query (the flat scan's keys exactly), and statistics.
-/// Inputs must be validated; `inv` must describe `codes`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn search_keys(
-    codes: &[u64],
-    w: usize,
-    bits: usize,
-    inv: &InvertedView<'_>,
-    queries: &[u64],
-    k: usize,
-    score: &Score<'_>,
-    norms: Option<&[f32]>,
-    sparse: Option<&SparseView<'_>>,
-    params: &SearchParams,
-) -> (Vec<Vec<u64>>, InvertedStats) {
-    search_keys_with(
-        codes,
-        w,
-        bits,
-        inv,
-        queries,
-        k,
-        score,
-        norms,
-        sparse,
-        params,
-        BlockParams::default(),
-    )
+/// Which executor answers each query of a batch (see the module docs' **Fallback**).
+struct Routes {
+    /// Queries answered from the posting lists.
+    lists: Vec<usize>,
+    /// Hamming queries answered from the bitmaps (cheaper than their postings).
+    bitmaps: Vec<usize>,
+    /// Queries answered by the flat scan (their lists cost more than a scan).
+    flat: Vec<usize>,
+    /// Postings each query would visit.
+    touched: Vec<u64>,
 }
 
-/// [`search_keys`] with explicit block settings (tests use tiny blocks and no pruning).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn search_keys_with(
-    codes: &[u64],
-    w: usize,
-    bits: usize,
-    inv: &InvertedView<'_>,
-    queries: &[u64],
-    k: usize,
-    score: &Score<'_>,
-    norms: Option<&[f32]>,
-    sparse: Option<&SparseView<'_>>,
-    params: &SearchParams,
-    bp: BlockParams,
-) -> (Vec<Vec<u64>>, InvertedStats) {
-    let bitmaps = inv.bitmaps.as_ref();
-    let nq = queries.len() / w;
-    let n = inv.n;
-    let k = k.min(n);
-    let scan_words = (n as u64).saturating_mul(w as u64);
-    let query = |qi: usize| &queries[qi * w..(qi + 1) * w];
-    let touched: Vec<u64> = (0..nq).map(|qi| inv.touched(query(qi), score)).collect();
-    // Hamming queries read the bitmaps instead when their words are fewer than the postings
-    // (one bitmap word costs about one posting, measured: index/RESULTS-inverted.md).
-    let bitmap_words: Vec<Option<u64>> = (0..nq)
-        .map(|qi| match (bitmaps, score) {
-            (Some(b), Score::Hamming) => {
-                let m = query(qi).iter().map(|x| x.count_ones() as usize).sum();
-                Some(b.words_per_query(m)).filter(|&words| words < touched[qi])
-            }
-            _ => None,
-        })
-        .collect();
-    // A Hamming scan's word costs more with narrower kernels; other scores' scans do not use them.
-    let scan_cost = match score {
-        Score::Hamming => scan_words.saturating_mul(scan_word_cost(params.family())),
-        _ => scan_words,
-    };
-    let use_inv: Vec<bool> = (0..nq)
-        .map(|qi| {
-            let cost = bitmap_words[qi].unwrap_or(touched[qi]);
-            params.force_inverted || cost.saturating_mul(POSTING_COST_WORDS) <= scan_cost
-        })
-        .collect();
-    let bm_idx: Vec<usize> = (0..nq)
-        .filter(|&qi| use_inv[qi] && bitmap_words[qi].is_some())
-        .collect();
-    let mut stats = InvertedStats {
-        inverted_queries: use_inv.iter().filter(|&&u| u).count(),
-        flat_queries: use_inv.iter().filter(|&&u| !u).count(),
-        postings_visited: 0,
-        codes_verified: 0,
-        bitmap_queries: bm_idx.len(),
-    };
-    let limit = match params.max_distance {
-        Some(m) if !score.has_scores() => key(m.saturating_add(1), 0),
-        _ => u64::MAX,
-    };
-    let inv_idx: Vec<usize> = (0..nq)
-        .filter(|&q| use_inv[q] && bitmap_words[q].is_none())
-        .collect();
-    let block_min = if matches!(score, Score::Hamming) && !inv_idx.is_empty() {
-        block_min_popcounts(inv.popcounts, bp.block_rows)
-    } else {
-        Vec::new()
-    };
-    let batches: Vec<(Vec<Vec<u64>>, Work)> = inv_idx
-        .par_chunks(BLOCKED_QUERY_BATCH)
-        .with_max_len(1)
-        .map_init(Scratch::new, |s, batch| {
-            let mut work = Work::default();
-            let query = |qi: usize| &queries[qi * w..(qi + 1) * w];
-            if k == 0 {
-                return (vec![Vec::new(); batch.len()], work);
-            }
-            let mut out: Vec<Vec<u64>> = vec![Vec::new(); batch.len()];
-            if let Score::Hamming = score {
-                // Queries with at most 255 bits set: blocked search with u8 counters.
-                let (small, _): (Vec<usize>, Vec<usize>) =
-                    (0..batch.len()).partition(|&i| fits_u8_counters(query(batch[i])));
-                let qs: Vec<&[u64]> = small.iter().map(|&i| query(batch[i])).collect();
-                let keys = hamming_batch(
-                    inv,
-                    codes,
-                    w,
-                    &qs,
-                    k,
-                    params.max_distance,
-                    limit,
-                    &block_min,
-                    bp,
-                    &mut s.block,
-                    &mut work,
-                );
-                for (&i, kk) in small.iter().zip(keys) {
-                    out[i] = kk;
+impl InvertedSearcher<'_> {
+    /// Sends each query to the cheapest exact executor.
+    fn route(&self, queries: &[u64], score: &Score<'_>, params: &SearchParams) -> Routes {
+        let inv = &self.lists;
+        let w = self.codes.words_per_code();
+        let nq = queries.len() / w;
+        let query = |qi: usize| &queries[qi * w..(qi + 1) * w];
+        let touched: Vec<u64> = (0..nq).map(|qi| inv.touched(query(qi), score)).collect();
+        // Hamming queries read the bitmaps instead when their words are fewer than the
+        // postings (one bitmap word costs about one posting, measured:
+        // index/RESULTS-inverted.md).
+        let bitmap_words: Vec<Option<u64>> = (0..nq)
+            .map(|qi| match (&inv.bitmaps, score) {
+                (Some(b), Score::Hamming) => {
+                    let m = popcount(query(qi)) as usize;
+                    Some(b.words_per_query(m)).filter(|&words| words < touched[qi])
                 }
-            }
-            for (i, &qi) in batch.iter().enumerate() {
-                let q = query(qi);
-                match score {
-                    Score::Table {
-                        tables, offsets, ..
-                    } => {
-                        work.postings += inv.postings.len() as u64;
-                        out[i] = table_query(
-                            inv,
-                            &tables[qi * bits..(qi + 1) * bits],
-                            offsets[qi],
-                            norms,
-                            k,
-                            &mut s.acc,
-                        );
-                    }
-                    Score::Hamming if fits_u8_counters(q) => {}
-                    _ => {
-                        let mut qbits = Vec::new();
-                        for_each_set_bit(q, bits, |j| qbits.push(j));
-                        work.postings += touched[qi];
-                        out[i] = if qbits.len() <= U8_COUNTER_MAX_BITS as usize {
-                            overlap_query(inv, &qbits, k, score, limit, &mut s.c8, &mut s.touched)
-                        } else {
-                            overlap_query(inv, &qbits, k, score, limit, &mut s.c16, &mut s.touched)
-                        };
-                    }
-                }
-            }
-            (out, work)
-        })
-        .collect();
-    let mut inv_keys: Vec<Vec<u64>> = Vec::with_capacity(inv_idx.len());
-    for (keys, work) in batches {
-        inv_keys.extend(keys);
-        stats.postings_visited += work.postings;
-        stats.codes_verified += work.verified;
-    }
-    // Fallback queries: one batched flat scan.
-    let flat_idx: Vec<usize> = (0..nq).filter(|&q| !use_inv[q]).collect();
-    let flat_keys = if flat_idx.is_empty() {
-        Vec::new()
-    } else {
-        let fq: Vec<u64> = flat_idx
-            .iter()
-            .flat_map(|&qi| queries[qi * w..(qi + 1) * w].iter().copied())
+                _ => None,
+            })
             .collect();
+        // A Hamming scan's word costs more with narrower kernels; other scores' scans do not
+        // use them.
+        let scan_words = (inv.n as u64).saturating_mul(w as u64);
+        let scan_cost = match score {
+            Score::Hamming => scan_words.saturating_mul(scan_word_cost(params.family())),
+            _ => scan_words,
+        };
+        let mut r = Routes {
+            lists: Vec::new(),
+            bitmaps: Vec::new(),
+            flat: Vec::new(),
+            touched: Vec::new(),
+        };
+        for qi in 0..nq {
+            let cost = bitmap_words[qi].unwrap_or(touched[qi]);
+            if !(params.force_inverted || cost.saturating_mul(POSTING_COST_WORDS) <= scan_cost) {
+                r.flat.push(qi);
+            } else if bitmap_words[qi].is_some() {
+                r.bitmaps.push(qi);
+            } else {
+                r.lists.push(qi);
+            }
+        }
+        r.touched = touched;
+        r
+    }
+
+    /// Sorted keys per query (the flat scan's keys exactly) and statistics; `queries` and
+    /// `score` checked, `norms` given for a normalised table score.
+    fn keys(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        norms: Option<&[f32]>,
+        params: &SearchParams,
+        bp: BlockParams,
+    ) -> (Vec<Vec<u64>>, InvertedStats) {
+        let w = self.codes.words_per_code();
+        let nq = queries.len() / w;
+        let k = k.min(self.lists.n);
+        let routes = self.route(queries, score, params);
+        let (list_keys, work) = self.list_keys(queries, &routes, k, score, norms, params, bp);
+        let bitmap_keys = match &self.lists.bitmaps {
+            Some(b) if !routes.bitmaps.is_empty() => {
+                let bq = gather_rows(queries, w, &routes.bitmaps);
+                b.hamming_keys(&bq, w, k, params.max_distance, params.family())
+            }
+            _ => Vec::new(),
+        };
+        let flat_keys = self.flat_keys(queries, &routes.flat, k, score, norms, params);
+        let stats = if nq == 0 {
+            InvertedStats::default()
+        } else {
+            InvertedStats {
+                inverted_queries: routes.lists.len() + routes.bitmaps.len(),
+                flat_queries: routes.flat.len(),
+                postings_visited: work.postings,
+                codes_verified: work.verified,
+                bitmap_queries: routes.bitmaps.len(),
+            }
+        };
+        let mut out = vec![Vec::new(); nq];
+        for (idx, keys) in [
+            (routes.lists, list_keys),
+            (routes.bitmaps, bitmap_keys),
+            (routes.flat, flat_keys),
+        ] {
+            for (qi, keys) in idx.into_iter().zip(keys) {
+                out[qi] = keys;
+            }
+        }
+        (out, stats)
+    }
+
+    /// The queries `routes.lists` answered from the posting lists, in batches per thread.
+    #[allow(clippy::too_many_arguments)]
+    fn list_keys(
+        &self,
+        queries: &[u64],
+        routes: &Routes,
+        k: usize,
+        score: &Score<'_>,
+        norms: Option<&[f32]>,
+        params: &SearchParams,
+        bp: BlockParams,
+    ) -> (Vec<Vec<u64>>, Work) {
+        let inv = &self.lists;
+        let codes = self.codes.codes();
+        let (w, bits) = (self.codes.words_per_code(), self.codes.bits());
+        let query = |qi: usize| &queries[qi * w..(qi + 1) * w];
+        let limit = match params.max_distance {
+            Some(m) if !score.has_scores() => key(m.saturating_add(1), 0),
+            _ => u64::MAX,
+        };
+        let block_min = if matches!(score, Score::Hamming) && !routes.lists.is_empty() {
+            block_min_popcounts(inv.popcounts, bp.block_rows)
+        } else {
+            Vec::new()
+        };
+        let batches: Vec<(Vec<Vec<u64>>, Work)> = routes
+            .lists
+            .par_chunks(BLOCKED_QUERY_BATCH)
+            .with_max_len(1)
+            .map_init(Scratch::new, |s, batch| {
+                let mut work = Work::default();
+                let mut out: Vec<Vec<u64>> = vec![Vec::new(); batch.len()];
+                if k == 0 {
+                    return (out, work);
+                }
+                if let Score::Hamming = score {
+                    // Queries whose counts fit in u8: blocked search.
+                    let small: Vec<usize> = (0..batch.len())
+                        .filter(|&i| fits_u8_counters(query(batch[i])))
+                        .collect();
+                    let qs: Vec<&[u64]> = small.iter().map(|&i| query(batch[i])).collect();
+                    let keys = hamming_batch(
+                        inv,
+                        codes,
+                        w,
+                        &qs,
+                        k,
+                        params.max_distance,
+                        limit,
+                        &block_min,
+                        bp,
+                        &mut s.block,
+                        &mut work,
+                    );
+                    for (&i, kk) in small.iter().zip(keys) {
+                        out[i] = kk;
+                    }
+                }
+                for (i, &qi) in batch.iter().enumerate() {
+                    let q = query(qi);
+                    match score {
+                        Score::Table {
+                            tables, offsets, ..
+                        } => {
+                            work.postings += inv.postings.len() as u64;
+                            out[i] = table_query(
+                                inv,
+                                &tables[qi * bits..(qi + 1) * bits],
+                                offsets[qi],
+                                norms,
+                                k,
+                                &mut s.acc,
+                            );
+                        }
+                        Score::Hamming if fits_u8_counters(q) => {}
+                        _ => {
+                            let mut qbits = Vec::new();
+                            for_each_set_bit(q, bits, |j| qbits.push(j));
+                            work.postings += routes.touched[qi];
+                            out[i] = if qbits.len() <= U8_COUNTER_MAX_BITS as usize {
+                                overlap_query(
+                                    inv,
+                                    &qbits,
+                                    k,
+                                    score,
+                                    limit,
+                                    &mut s.c8,
+                                    &mut s.touched,
+                                )
+                            } else {
+                                overlap_query(
+                                    inv,
+                                    &qbits,
+                                    k,
+                                    score,
+                                    limit,
+                                    &mut s.c16,
+                                    &mut s.touched,
+                                )
+                            };
+                        }
+                    }
+                }
+                (out, work)
+            })
+            .collect();
+        let mut keys = Vec::with_capacity(routes.lists.len());
+        let mut work = Work::default();
+        for (kk, wk) in batches {
+            keys.extend(kk);
+            work.postings += wk.postings;
+            work.verified += wk.verified;
+        }
+        (keys, work)
+    }
+
+    /// The queries `idx` answered by one batched flat scan (same keys as the lists give).
+    fn flat_keys(
+        &self,
+        queries: &[u64],
+        idx: &[usize],
+        k: usize,
+        score: &Score<'_>,
+        norms: Option<&[f32]>,
+        params: &SearchParams,
+    ) -> Vec<Vec<u64>> {
+        if idx.is_empty() {
+            return Vec::new();
+        }
+        let codes = self.codes.codes();
+        let (w, bits) = (self.codes.words_per_code(), self.codes.bits());
+        let sparse = self.codes.sparse();
+        let fq = gather_rows(queries, w, idx);
         match score {
             Score::Hamming => {
                 let kernel = Kernel::select(params.family(), w);
                 search_keys_by(
                     codes,
                     w,
-                    flat_idx.len(),
+                    idx.len(),
                     k,
                     params.split,
                     params.max_distance,
@@ -443,45 +507,45 @@ pub(crate) fn search_keys_with(
                 offsets,
                 normalise,
             } => {
-                let ft: Vec<f32> = flat_idx
-                    .iter()
-                    .flat_map(|&qi| tables[qi * bits..(qi + 1) * bits].iter().copied())
-                    .collect();
-                let fo: Vec<f32> = flat_idx.iter().map(|&qi| offsets[qi]).collect();
+                let ft = gather_rows(tables, bits, idx);
+                let fo: Vec<f32> = idx.iter().map(|&qi| offsets[qi]).collect();
                 let sub = Score::Table {
                     tables: &ft,
                     offsets: &fo,
                     normalise: *normalise,
                 };
-                search_scored_keys(codes, w, bits, &fq, k, &sub, norms, sparse, params.split)
+                search_scored_keys(
+                    codes,
+                    w,
+                    bits,
+                    &fq,
+                    k,
+                    &sub,
+                    norms,
+                    sparse.as_ref(),
+                    params.split,
+                )
             }
-            _ => search_scored_keys(codes, w, bits, &fq, k, score, norms, sparse, params.split),
+            _ => search_scored_keys(
+                codes,
+                w,
+                bits,
+                &fq,
+                k,
+                score,
+                norms,
+                sparse.as_ref(),
+                params.split,
+            ),
         }
-    };
-    let bm_keys = match bitmaps {
-        Some(b) if !bm_idx.is_empty() => {
-            let bq: Vec<u64> = bm_idx
-                .iter()
-                .flat_map(|&qi| query(qi).iter().copied())
-                .collect();
-            b.hamming_keys(&bq, w, k, params.max_distance, params.family())
-        }
-        _ => Vec::new(),
-    };
-    let mut out = vec![Vec::new(); nq];
-    for (qi, keys) in inv_idx.into_iter().zip(inv_keys) {
-        out[qi] = keys;
     }
-    for (qi, keys) in bm_idx.into_iter().zip(bm_keys) {
-        out[qi] = keys;
-    }
-    for (qi, keys) in flat_idx.into_iter().zip(flat_keys) {
-        out[qi] = keys;
-    }
-    if nq == 0 {
-        stats = InvertedStats::default();
-    }
-    (out, stats)
+}
+
+/// Rows `idx` of a row-major matrix with rows of `width` elements, concatenated.
+fn gather_rows<T: Copy>(matrix: &[T], width: usize, idx: &[usize]) -> Vec<T> {
+    idx.iter()
+        .flat_map(|&i| matrix[i * width..(i + 1) * width].iter().copied())
+        .collect()
 }
 
 /// The inverted search's own parameters.
@@ -559,19 +623,7 @@ impl InvertedSearcher<'_> {
             .with_force_inverted(self.params.force_inverted);
         let c = &self.codes;
         let (_, norms) = c.check(queries, score, params)?;
-        let sparse = c.sparse();
-        let (keys, stats) = search_keys(
-            c.codes(),
-            c.words_per_code(),
-            c.bits(),
-            &self.lists,
-            queries,
-            k,
-            score,
-            norms,
-            sparse.as_ref(),
-            params,
-        );
+        let (keys, stats) = self.keys(queries, k, score, norms, params, BlockParams::default());
         Ok((c.hits(&keys, queries, score.has_scores()), stats))
     }
 }
@@ -709,9 +761,9 @@ mod tests {
             // those instead.
             let bm = crate::bitmaps::BitmapLists::build(&base, bits).unwrap();
             let inv = inv.with_bitmaps(with_bitmaps.then(|| bm.view()));
-            let (got, stats) = search_keys_with(
-                &base, w, bits, &inv, &queries, k, &Score::Hamming, None, None, &params, bp,
-            );
+            let view = CodesView::new(&base, bits).unwrap();
+            let searcher = InvertedSearcher::new(view, inv, InvertedParams::default()).unwrap();
+            let (got, stats) = searcher.keys(&queries, k, &Score::Hamming, None, &params, bp);
             let want = crate::search::flat::search_keys(&base, w, &queries, k, &params);
             prop_assert_eq!(got, want);
             prop_assert_eq!(stats.inverted_queries, 4);
