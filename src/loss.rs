@@ -3,7 +3,8 @@
 
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
-use crate::model::{top_k_indices, LossKind, Real, Target};
+use crate::config::{LossKind, Target};
+use crate::real::{top_k_indices, Real};
 
 /// Norms below this are treated as this, so a zero reconstruction gives a large but finite
 /// gradient instead of NaN.

@@ -14,8 +14,9 @@
 
 use bsa_index::KernelFamily;
 
+use crate::config::{LossKind, Target};
 use crate::error::Result;
-use crate::model::{LossKind, Real, Target};
+use crate::real::Real;
 
 /// Which copy of the trainer's vector loops runs: the [`KernelFamily`] of the search kernels
 /// (`BSA_KERNEL`, else the best the CPU has), narrowed to what the copies are compiled with.
@@ -139,33 +140,8 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
-/// `e^x` for `x <= 0` in `f32`, within 2 ulp of the exact value (subnormal results included;
-/// 0 below -104; NaN stays NaN). Plain operations only, so it vectorises in every copy of a loop
-/// and gives the same bits in all of them (libm's `expf` is a call per element).
-///
-/// Cephes' `expf`: `x = n ln2 + r` with `|r| <= ln2 / 2`, a degree-7 polynomial for `e^r`, then
-/// `2^n` applied as two factors so that results below `2^-126` round correctly.
-#[inline(always)]
-pub fn exp_nonpositive(x: f32) -> f32 {
-    // `if`, not `max`: NaN must pass through.
-    let x = if x < -104.0 { -104.0 } else { x };
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-    // ln2 in two parts; `n * 0.693359375` is exact (the constant has 9 significant bits).
-    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let y = p * (r * r) + r + 1.0;
-    // n is a whole number in [-150, 0]: adding 1.5 * 2^23 puts it in the low mantissa bits, an
-    // integer conversion that vectorises (`as i32` on a float is a saturating conversion, which
-    // the compiler does lane by lane). A NaN gives some integer here, but y is NaN then.
-    let n = (n + 12_582_912.0).to_bits() as i32 - 0x4b40_0000;
-    // Each half is a normal power of two.
-    let (n1, n2) = (n / 2, n - n / 2);
-    let pow2 = |i: i32| f32::from_bits(((i + 127) as u32) << 23);
-    y * pow2(n1) * pow2(n2)
-}
+/// `e^x` for `x <= 0` in `f32` (defined with [`Real`]'s other elementwise math).
+pub use crate::real::exp_nonpositive;
 
 /// The logistic function as the trainer computes it: `1 / (1 + e^-h)` for `h >= 0` and
 /// `e^h / (1 + e^h)` below (the same two stable forms as [`crate::model::sigmoid`]), with `e`
@@ -299,7 +275,7 @@ fn encode_rows_body<F: Real>(
         }
         if let Some(code) = codes.as_mut().and_then(|c| c.next()) {
             match topk {
-                Some(k) => crate::model::top_k_into(row, k, keys, code),
+                Some(k) => crate::real::top_k_into(row, k, keys, code),
                 None => {
                     // A mask of 64 comparisons at a time (one vector compare per register),
                     // then only the set bits are visited.
@@ -484,7 +460,7 @@ fn align_rows_body<F: Real>(
     let mut idx = Vec::with_capacity(k);
     let mut t = vec![F::zero(); width];
     for ((si, topi), di) in s.chunks_exact(width).zip(top.chunks_exact_mut(k)).zip(dist) {
-        crate::model::top_k_into(si, k, &mut keys, &mut idx);
+        crate::real::top_k_into(si, k, &mut keys, &mut idx);
         topi.copy_from_slice(&idx);
         target_row(si, topi, target, &mut t);
         *di = row_distance(kind, si, &t);
