@@ -29,7 +29,7 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
     let model = bsa::io::model::load(&a.model)?;
-    let data = super::open_embeddings(&a.data, false)?;
+    let data = super::io::open_embeddings(&a.data, false)?;
     data.expect_dim(model.config.dim)?;
     let codes = model.encode_packed(data.view());
     bsa::io::write_u8(&a.out, data.n(), model.config.bits.div_ceil(8), &codes)?;

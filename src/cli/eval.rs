@@ -29,11 +29,11 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
     let model = bsa::io::model::load(&a.model)?;
-    let data = super::open_embeddings(&a.data, true)?;
+    let data = super::io::open_embeddings(&a.data, true)?;
     data.expect_dim(model.config.dim)?;
     let (m, _) = bsa::metrics::evaluate(&model, data.view());
     if a.json {
-        super::print_json(&m)?;
+        super::io::print_json(&m)?;
     } else {
         print_table(&m);
     }
