@@ -124,12 +124,7 @@ impl ModelConfig {
         if self.bits == 0 {
             return Err(Error::InvalidArgument("--bits must be positive".into()));
         }
-        if self.k == 0 || self.k > self.bits {
-            return Err(Error::InvalidArgument(format!(
-                "--k must be between 1 and --bits ({}), got {}",
-                self.bits, self.k
-            )));
-        }
+        check_k(self.bits, self.k)?;
         if !(self.alpha.is_finite() && self.alpha >= 0.0) {
             return Err(Error::InvalidArgument(format!(
                 "--alpha must be a finite number >= 0, got {}",
@@ -147,4 +142,14 @@ impl ModelConfig {
             Method::Topk | Method::Sign | Method::Lsh | Method::Itq | Method::Pursuit => 0.0,
         }
     }
+}
+
+/// Checks `0 < k <= bits`: the one rule every method's K follows.
+pub(crate) fn check_k(bits: usize, k: usize) -> Result<()> {
+    if k == 0 || k > bits {
+        return Err(Error::InvalidArgument(format!(
+            "--k must be between 1 and --bits ({bits}), got {k}"
+        )));
+    }
+    Ok(())
 }

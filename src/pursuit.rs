@@ -27,6 +27,7 @@ use rand_distr::StandardNormal;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
 
+use crate::config::check_k;
 use crate::error::{Error, Result};
 use crate::greedy::encode_with;
 pub use crate::greedy::{dictionary_params, encode, greedy_codes};
@@ -115,12 +116,7 @@ impl PursuitParams {
                 ));
             }
         }
-        if self.k == 0 || self.k > self.bits {
-            return Err(Error::InvalidArgument(format!(
-                "--k must be between 1 and --bits ({}), got {}",
-                self.bits, self.k
-            )));
-        }
+        check_k(self.bits, self.k)?;
         if self.rounds == 0 {
             return Err(Error::InvalidArgument("--rounds must be at least 1".into()));
         }

@@ -166,5 +166,10 @@ pub fn top_k_into<F: Real>(row: &[F], k: usize, keys: &mut Vec<u64>, out: &mut V
     out.truncate(kept);
 }
 
+/// Norms below this are treated as this by the cosine losses (`crate::loss` and the vector loops
+/// of `crate::simd` alike), so a zero reconstruction gives a large but finite gradient instead of
+/// NaN.
+pub(crate) const NORM_FLOOR: f64 = 1e-12;
+
 /// Entries of a row sampled by [`top_k_into`] to guess its threshold.
 const TOPK_SAMPLE: usize = 64;

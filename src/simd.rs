@@ -16,7 +16,7 @@ use bsa_index::KernelFamily;
 
 use crate::config::{LossKind, Target};
 use crate::error::Result;
-use crate::real::Real;
+use crate::real::{Real, NORM_FLOOR};
 
 /// Which copy of the trainer's vector loops runs: the [`KernelFamily`] of the search kernels
 /// (`BSA_KERNEL`, else the best the CPU has), narrowed to what the copies are compiled with.
@@ -157,37 +157,33 @@ pub fn sigmoid<F: Real>(h: F) -> F {
 /// `sum a_i b_i` over [`LANES`] partial sums in a fixed order.
 #[inline(always)]
 pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
-    assert_eq!(a.len(), b.len());
-    let mut acc = [F::zero(); LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (at, bt) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    for (l, (x, y)) in at.iter().zip(bt).enumerate() {
-        acc[l] += *x * *y;
-    }
-    fold_lanes(acc)
+    lane_sum(a, b, |x, y| x * y)
 }
 
 /// `sum (a_i - b_i)^2` over [`LANES`] partial sums in a fixed order.
 #[inline(always)]
 pub fn squared_distance<F: Real>(a: &[F], b: &[F]) -> F {
+    lane_sum(a, b, |x, y| {
+        let d = x - y;
+        d * d
+    })
+}
+
+/// `sum term(a_i, b_i)`: element i goes to partial sum `i % LANES`, and the partial sums are
+/// folded pairwise, the same order for every instruction set.
+#[inline(always)]
+fn lane_sum<F: Real>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F {
     assert_eq!(a.len(), b.len());
     let mut acc = [F::zero(); LANES];
     let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (at, bt) = (ac.remainder(), bc.remainder());
     for (x, y) in ac.zip(bc) {
         for l in 0..LANES {
-            let d = x[l] - y[l];
-            acc[l] += d * d;
+            acc[l] += term(x[l], y[l]);
         }
     }
     for (l, (x, y)) in at.iter().zip(bt).enumerate() {
-        let d = *x - *y;
-        acc[l] += d * d;
+        acc[l] += term(*x, *y);
     }
     fold_lanes(acc)
 }
@@ -309,9 +305,6 @@ multiversion! {
         keys: &mut Vec<u64>,
     ) = encode_rows_body;
 }
-
-/// Norms below this are treated as this (as in [`crate::loss::distance_rows`]).
-const NORM_FLOOR: f64 = 1e-12;
 
 /// One row's distance `d(u, v)` and what its gradient needs.
 #[derive(Debug, Clone, Copy)]

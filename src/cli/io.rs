@@ -38,3 +38,29 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     writeln!(out)?;
     Ok(())
 }
+
+// The `--model` and `--data` of `bsa encode` and `bsa eval`, flattened into their `Args`. (A plain
+// comment: clap must not take a doc comment here for help text.)
+#[derive(Debug, clap::Args)]
+pub struct ModelData {
+    /// Model file from `bsa train`.
+    #[arg(long)]
+    pub model: std::path::PathBuf,
+    /// Float embeddings, n x D.
+    #[arg(long)]
+    pub data: std::path::PathBuf,
+}
+
+impl ModelData {
+    /// Loads the model and opens the data (checked for zero rows when `need_nonzero`), which
+    /// must have the model's dimension.
+    pub fn open(
+        &self,
+        need_nonzero: bool,
+    ) -> anyhow::Result<(bsa::model::Autoencoder, bsa::io::Embeddings)> {
+        let model = bsa::io::model::load(&self.model)?;
+        let data = open_embeddings(&self.data, need_nonzero)?;
+        data.expect_dim(model.config.dim)?;
+        Ok((model, data))
+    }
+}
