@@ -38,7 +38,7 @@ impl Autoencoder {
     /// The codes are those of the deterministic pre-activations
     /// ([`Params::pre_activations_fixed`]), so a vector gets the same code on every CPU and for
     /// every thread count, whether it is encoded as a base row or as a query (see
-    /// [`rule_codes`] for how this stays as fast as a BLAS GEMM).
+    /// `rule_codes` for how this stays as fast as a BLAS GEMM).
     pub fn encode_active(&self, x: ArrayView2<f32>) -> Vec<Vec<u32>> {
         if self.config.method == Method::Pursuit {
             return crate::greedy::encode(&self.params, self.config.k, x);

@@ -2,7 +2,7 @@
 //!
 //! The build targets the x86-64-v2 baseline, so the compiler may only use SSE in plain code.
 //! The trainer's hot loops are written once, as plain Rust over slices (`#[inline(always)]`
-//! bodies), and [`multiversion!`] compiles each of them three times: for AVX-512, for AVX2 and
+//! bodies), and `multiversion!` compiles each of them three times: for AVX-512, for AVX2 and
 //! for the baseline. A call picks the copy for the [`Family`] the CPU (or `BSA_KERNEL`) allows.
 //!
 //! The copies give bit-identical results: the bodies use only exactly rounded operations
@@ -207,7 +207,7 @@ fn fold_lanes<F: Real>(acc: [F; LANES]) -> F {
 const BLOCK: usize = 64;
 
 /// `out = base + sum over r in rows of table[r]` (rows of `table` are `out.len()` wide), adding
-/// in the order of `rows`. Each block of [`BLOCK`] columns stays in registers while the rows are
+/// in the order of `rows`. Each block of `BLOCK` columns stays in registers while the rows are
 /// added, so the rows are only read and `out` is written once.
 #[inline(always)]
 pub fn gather_sum_body<F: Real>(base: Option<&[F]>, rows: &[u32], table: &[F], out: &mut [F]) {
