@@ -19,7 +19,7 @@
 //! and on where a row falls in its blocks (OpenBLAS's AVX2 kernel gives two identical rows
 //! different scores), so each query keeps every row whose GEMM score is within a margin of its
 //! k-th best GEMM score, the margin being twice a proven bound on how far the GEMM and the `f64`
-//! score can disagree ([`margin`]). The candidates, usually a few more than k, are then rescored
+//! score can disagree (`margin`). The candidates, usually a few more than k, are then rescored
 //! in `f64` and sorted.
 //!
 //! The `f64` scores are within about `D * 1e-16 * |q|` of the exact inner products of the `f32`

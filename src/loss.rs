@@ -3,11 +3,8 @@
 
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
-use crate::model::{top_k_indices, LossKind, Real, Target};
-
-/// Norms below this are treated as this, so a zero reconstruction gives a large but finite
-/// gradient instead of NaN.
-const NORM_FLOOR: f64 = 1e-12;
+use crate::config::{LossKind, Target};
+use crate::real::{top_k_indices, Real, NORM_FLOOR};
 
 /// Mean over rows of `d(u_i, v_i)`, and, when `grad` is given, writes `d mean / d u` into it
 /// (the `1/B` of the mean is folded in, as in method.md).

@@ -27,118 +27,12 @@ use rand_distr::StandardNormal;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
 
+use crate::config::check_k;
 use crate::error::{Error, Result};
+use crate::greedy::encode_with;
+pub use crate::greedy::{dictionary_params, encode, greedy_codes};
 use crate::loss::distance_rows;
 use crate::model::{Autoencoder, LossKind, Method, ModelConfig, Params, Target};
-
-/// Rows encoded per chunk: bounds the `chunk x N` correlation matrix (4096 x 4096 f32 = 64 MiB).
-const CHUNK: usize = 4096;
-
-/// Greedy binary matching pursuit: exactly `k` distinct atoms for each row of `h`, where `h`
-/// holds the initial correlations `(x - bd) . a_j` and `gram = A A^T`. Returns the chosen atoms
-/// of each row in ascending order. Ties go to the lower atom index, so encoding is deterministic.
-pub fn greedy_codes(h: ArrayView2<f32>, gram: ArrayView2<f32>, k: usize) -> Vec<Vec<u32>> {
-    let n_atoms = gram.nrows();
-    let k = k.min(n_atoms);
-    let gram = gram.as_standard_layout();
-    let diag: Vec<f32> = gram.diag().to_vec();
-    let mut out = vec![Vec::new(); h.nrows()];
-    Zip::from(h.axis_iter(Axis(0)))
-        .and(&mut out)
-        .par_for_each(|row, code| {
-            // gain_j = 2 c_j - |a_j|^2; chosen atoms are set to -inf so they are not picked again.
-            let mut gain: Vec<f32> = row.iter().zip(&diag).map(|(&c, &d)| 2.0 * c - d).collect();
-            let mut chosen = Vec::with_capacity(k);
-            let mut best_gain = lane_max(&gain);
-            for _ in 0..k {
-                // First index holding the maximum: ties go to the lower atom.
-                let best = gain.iter().position(|&g| g == best_gain).unwrap_or(0);
-                chosen.push(best as u32);
-                gain[best] = f32::NEG_INFINITY;
-                // c_i -= G[best, i] for all i, i.e. gain_i -= 2 G[best, i]; the maximum for the
-                // next step is taken in the same pass.
-                best_gain = update_and_max(
-                    &mut gain,
-                    &gram.as_slice().expect("standard layout")
-                        [best * n_atoms..(best + 1) * n_atoms],
-                );
-            }
-            chosen.sort_unstable();
-            *code = chosen;
-        });
-    out
-}
-
-/// Maximum of `v`, in 16 independent lanes so that the compiler can vectorise it (a single
-/// running maximum is a serial dependency chain).
-fn lane_max(v: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let chunks = v.chunks_exact(16);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (l, &x) in lanes.iter_mut().zip(c) {
-            *l = if x > *l { x } else { *l };
-        }
-    }
-    tail.iter()
-        .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
-}
-
-/// `gain -= 2 g_row` and the maximum of the result, in one pass. `g_row` is the Gram row of
-/// the atom just chosen (contiguous: the Gram matrix is built in standard layout).
-fn update_and_max(gain: &mut [f32], g_row: &[f32]) -> f32 {
-    debug_assert_eq!(gain.len(), g_row.len());
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let mut chunks = gain.chunks_exact_mut(16);
-    let mut rows = g_row.chunks_exact(16);
-    for (c, r) in (&mut chunks).zip(&mut rows) {
-        for ((l, x), &g) in lanes.iter_mut().zip(c.iter_mut()).zip(r) {
-            *x -= 2.0 * g;
-            *l = if *x > *l { *x } else { *l };
-        }
-    }
-    let mut m = lanes
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-    for (x, &g) in chunks.into_remainder().iter_mut().zip(rows.remainder()) {
-        *x -= 2.0 * g;
-        m = if *x > m { *x } else { m };
-    }
-    m
-}
-
-/// Encodes rows of `x` with a pursuit model's parameters (`we = wd_t`, `be = -wd_t bd`).
-///
-/// The greedy steps carry float sums from one step to the next, so a last-bit difference in the
-/// correlations or the Gram matrix can change which atom is picked. Both therefore come from
-/// [`crate::deterministic`]: a vector gets the same atoms on every CPU and for every thread count
-/// (base rows in `bsa build` and queries in `bsa search` alike).
-pub fn encode(params: &Params<f32>, k: usize, x: ArrayView2<f32>) -> Vec<Vec<u32>> {
-    encode_with(params, k, x, true)
-}
-
-/// [`encode`] with the products from the deterministic kernels (`fixed`) or from BLAS. The rounds
-/// of [`PursuitParams::fit`] keep BLAS, like the rest of training (whose results are promised
-/// for a given thread count only), and its speed with a well-tuned OpenBLAS (about 2x the
-/// deterministic kernels with OpenBLAS's AVX-512 GEMM).
-fn encode_with(params: &Params<f32>, k: usize, x: ArrayView2<f32>, fixed: bool) -> Vec<Vec<u32>> {
-    let gram = if fixed {
-        crate::deterministic::gram(params.wd_t.view())
-    } else {
-        params.wd_t.dot(&params.wd_t.t())
-    };
-    let mut out = Vec::with_capacity(x.nrows());
-    for chunk in x.axis_chunks_iter(Axis(0), CHUNK) {
-        let h = if fixed {
-            params.pre_activations_fixed(chunk)
-        } else {
-            params.pre_activations(chunk)
-        };
-        out.extend(greedy_codes(h.view(), gram.view(), k));
-    }
-    out
-}
 
 /// Settings of [`PursuitParams::fit`].
 #[derive(Debug, Clone, Serialize)]
@@ -222,12 +116,7 @@ impl PursuitParams {
                 ));
             }
         }
-        if self.k == 0 || self.k > self.bits {
-            return Err(Error::InvalidArgument(format!(
-                "--k must be between 1 and --bits ({}), got {}",
-                self.bits, self.k
-            )));
-        }
+        check_k(self.bits, self.k)?;
         if self.rounds == 0 {
             return Err(Error::InvalidArgument("--rounds must be at least 1".into()));
         }
@@ -326,18 +215,6 @@ pub struct RoundStats {
     pub encode_seconds: f64,
     /// Time of the whole round.
     pub seconds: f64,
-}
-
-/// Model parameters for a dictionary: decoder `(wd_t, bd)`, and the encoder that yields the
-/// initial pursuit correlations, `We = wd_t`, `be = -wd_t bd`.
-pub fn dictionary_params(wd_t: Array2<f32>, bd: Array1<f32>) -> Params<f32> {
-    let be = -wd_t.dot(&bd);
-    Params {
-        we: wd_t.clone(),
-        be,
-        wd_t,
-        bd,
-    }
 }
 
 /// Ridge least squares `min |X - C Wd^T - 1 bd^T|^2 + lambda |Wd|^2` for binary `C` given as

@@ -2,7 +2,7 @@
 //!
 //! The build targets the x86-64-v2 baseline, so the compiler may only use SSE in plain code.
 //! The trainer's hot loops are written once, as plain Rust over slices (`#[inline(always)]`
-//! bodies), and [`multiversion!`] compiles each of them three times: for AVX-512, for AVX2 and
+//! bodies), and `multiversion!` compiles each of them three times: for AVX-512, for AVX2 and
 //! for the baseline. A call picks the copy for the [`Family`] the CPU (or `BSA_KERNEL`) allows.
 //!
 //! The copies give bit-identical results: the bodies use only exactly rounded operations
@@ -14,8 +14,9 @@
 
 use bsa_index::KernelFamily;
 
+use crate::config::{LossKind, Target};
 use crate::error::Result;
-use crate::model::{LossKind, Real, Target};
+use crate::real::{Real, NORM_FLOOR};
 
 /// Which copy of the trainer's vector loops runs: the [`KernelFamily`] of the search kernels
 /// (`BSA_KERNEL`, else the best the CPU has), narrowed to what the copies are compiled with.
@@ -139,33 +140,8 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
-/// `e^x` for `x <= 0` in `f32`, within 2 ulp of the exact value (subnormal results included;
-/// 0 below -104; NaN stays NaN). Plain operations only, so it vectorises in every copy of a loop
-/// and gives the same bits in all of them (libm's `expf` is a call per element).
-///
-/// Cephes' `expf`: `x = n ln2 + r` with `|r| <= ln2 / 2`, a degree-7 polynomial for `e^r`, then
-/// `2^n` applied as two factors so that results below `2^-126` round correctly.
-#[inline(always)]
-pub fn exp_nonpositive(x: f32) -> f32 {
-    // `if`, not `max`: NaN must pass through.
-    let x = if x < -104.0 { -104.0 } else { x };
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-    // ln2 in two parts; `n * 0.693359375` is exact (the constant has 9 significant bits).
-    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let y = p * (r * r) + r + 1.0;
-    // n is a whole number in [-150, 0]: adding 1.5 * 2^23 puts it in the low mantissa bits, an
-    // integer conversion that vectorises (`as i32` on a float is a saturating conversion, which
-    // the compiler does lane by lane). A NaN gives some integer here, but y is NaN then.
-    let n = (n + 12_582_912.0).to_bits() as i32 - 0x4b40_0000;
-    // Each half is a normal power of two.
-    let (n1, n2) = (n / 2, n - n / 2);
-    let pow2 = |i: i32| f32::from_bits(((i + 127) as u32) << 23);
-    y * pow2(n1) * pow2(n2)
-}
+/// `e^x` for `x <= 0` in `f32` (defined with [`Real`]'s other elementwise math).
+pub use crate::real::exp_nonpositive;
 
 /// The logistic function as the trainer computes it: `1 / (1 + e^-h)` for `h >= 0` and
 /// `e^h / (1 + e^h)` below (the same two stable forms as [`crate::model::sigmoid`]), with `e`
@@ -181,37 +157,33 @@ pub fn sigmoid<F: Real>(h: F) -> F {
 /// `sum a_i b_i` over [`LANES`] partial sums in a fixed order.
 #[inline(always)]
 pub fn dot<F: Real>(a: &[F], b: &[F]) -> F {
-    assert_eq!(a.len(), b.len());
-    let mut acc = [F::zero(); LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (at, bt) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    for (l, (x, y)) in at.iter().zip(bt).enumerate() {
-        acc[l] += *x * *y;
-    }
-    fold_lanes(acc)
+    lane_sum(a, b, |x, y| x * y)
 }
 
 /// `sum (a_i - b_i)^2` over [`LANES`] partial sums in a fixed order.
 #[inline(always)]
 pub fn squared_distance<F: Real>(a: &[F], b: &[F]) -> F {
+    lane_sum(a, b, |x, y| {
+        let d = x - y;
+        d * d
+    })
+}
+
+/// `sum term(a_i, b_i)`: element i goes to partial sum `i % LANES`, and the partial sums are
+/// folded pairwise, the same order for every instruction set.
+#[inline(always)]
+fn lane_sum<F: Real>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F {
     assert_eq!(a.len(), b.len());
     let mut acc = [F::zero(); LANES];
     let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let (at, bt) = (ac.remainder(), bc.remainder());
     for (x, y) in ac.zip(bc) {
         for l in 0..LANES {
-            let d = x[l] - y[l];
-            acc[l] += d * d;
+            acc[l] += term(x[l], y[l]);
         }
     }
     for (l, (x, y)) in at.iter().zip(bt).enumerate() {
-        let d = *x - *y;
-        acc[l] += d * d;
+        acc[l] += term(*x, *y);
     }
     fold_lanes(acc)
 }
@@ -235,7 +207,7 @@ fn fold_lanes<F: Real>(acc: [F; LANES]) -> F {
 const BLOCK: usize = 64;
 
 /// `out = base + sum over r in rows of table[r]` (rows of `table` are `out.len()` wide), adding
-/// in the order of `rows`. Each block of [`BLOCK`] columns stays in registers while the rows are
+/// in the order of `rows`. Each block of `BLOCK` columns stays in registers while the rows are
 /// added, so the rows are only read and `out` is written once.
 #[inline(always)]
 pub fn gather_sum_body<F: Real>(base: Option<&[F]>, rows: &[u32], table: &[F], out: &mut [F]) {
@@ -299,7 +271,7 @@ fn encode_rows_body<F: Real>(
         }
         if let Some(code) = codes.as_mut().and_then(|c| c.next()) {
             match topk {
-                Some(k) => crate::model::top_k_into(row, k, keys, code),
+                Some(k) => crate::real::top_k_into(row, k, keys, code),
                 None => {
                     // A mask of 64 comparisons at a time (one vector compare per register),
                     // then only the set bits are visited.
@@ -333,9 +305,6 @@ multiversion! {
         keys: &mut Vec<u64>,
     ) = encode_rows_body;
 }
-
-/// Norms below this are treated as this (as in [`crate::loss::distance_rows`]).
-const NORM_FLOOR: f64 = 1e-12;
 
 /// One row's distance `d(u, v)` and what its gradient needs.
 #[derive(Debug, Clone, Copy)]
@@ -484,7 +453,7 @@ fn align_rows_body<F: Real>(
     let mut idx = Vec::with_capacity(k);
     let mut t = vec![F::zero(); width];
     for ((si, topi), di) in s.chunks_exact(width).zip(top.chunks_exact_mut(k)).zip(dist) {
-        crate::model::top_k_into(si, k, &mut keys, &mut idx);
+        crate::real::top_k_into(si, k, &mut keys, &mut idx);
         topi.copy_from_slice(&idx);
         target_row(si, topi, target, &mut t);
         *di = row_distance(kind, si, &t);

@@ -16,7 +16,7 @@ use crate::score::Score;
 pub(crate) const POSTING_COST_WORDS: u64 = 10;
 
 /// Bytes of the sub-header at the start of the inverted payload.
-pub const SUB_HEADER_LEN: usize = crate::format::COUNT_SUB_HEADER_LEN;
+pub(crate) const SUB_HEADER_LEN: usize = crate::format::COUNT_SUB_HEADER_LEN;
 
 /// Whether posting lists pay for `codes` (n packed codes of `bits` bits), and the estimate
 /// behind the answer: `(build?, expected postings per query, flat words per query)`.

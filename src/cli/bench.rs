@@ -94,8 +94,8 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let threads = bsa::threads::configure(a.threads)?;
-    let base = super::open_embeddings(&a.base, true)?;
-    let queries = super::open_embeddings(&a.queries, true)?;
+    let base = super::io::open_embeddings(&a.base, true)?;
+    let queries = super::io::open_embeddings(&a.queries, true)?;
     queries.expect_dim(base.dim())?;
     let preset = if a.preset == "paper" {
         Preset::Paper
@@ -200,7 +200,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         cells = done;
     }
     let work = tempfile::tempdir().context("creating a temporary folder")?;
-    let pb = super::bar(
+    let pb = super::io::bar(
         cells.len() as u64,
         a.quiet,
         "{elapsed_precise} [{bar:30}] {pos}/{len} cells {msg}",

@@ -87,7 +87,7 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
     let data = match &a.data {
-        Some(p) => Some(super::open_embeddings(p, a.vectors)?),
+        Some(p) => Some(super::io::open_embeddings(p, a.vectors)?),
         None => None,
     };
     let mut norms: Option<Vec<f32>> = None;
@@ -156,7 +156,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         && !a.no_bitmaps
         && (a.bitmaps || bsa_index::bitmaps::worth_storing(n, set_bits, touched));
 
-    let pb = super::bar(0, a.quiet, "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}");
+    let pb = super::io::bar(0, a.quiet, "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}");
     pb.set_message("building");
     let mut builder = IndexBuilder::new(bits, &codes)
         .overwrite(a.force)

@@ -37,9 +37,9 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
     let dir = &a.data_dir;
-    let base = super::open_embeddings(&dir.join("base.npy"), true)
+    let base = super::io::open_embeddings(&dir.join("base.npy"), true)
         .with_context(|| format!("the demo needs the sample in {}", dir.display()))?;
-    let queries = super::open_embeddings(&dir.join("query.npy"), true)?;
+    let queries = super::io::open_embeddings(&dir.join("query.npy"), true)?;
     queries.expect_dim(base.dim())?;
     println!(
         "bsa demo: {} base and {} query vectors of dimension {} from {}",

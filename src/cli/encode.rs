@@ -12,12 +12,8 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Model file from `bsa train`.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Float embeddings, n x D.
-    #[arg(long)]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub input: super::io::ModelData,
     /// Output .npy (uint8).
     #[arg(long)]
     pub out: PathBuf,
@@ -28,9 +24,7 @@ pub struct Args {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
-    let model = bsa::io::model::load(&a.model)?;
-    let data = super::open_embeddings(&a.data, false)?;
-    data.expect_dim(model.config.dim)?;
+    let (model, data) = a.input.open(false)?;
     let codes = model.encode_packed(data.view());
     bsa::io::write_u8(&a.out, data.n(), model.config.bits.div_ceil(8), &codes)?;
     Ok(())

@@ -1,7 +1,5 @@
 //! `bsa eval`: the paper's reconstruction and sparsity metrics of a model on a set of vectors.
 
-use std::path::PathBuf;
-
 /// Report the paper's metrics of a model on embeddings.
 ///
 /// JSON keys: n bits k reconstruction_loss reconstruction_mse fixed_topk_reconstruction_loss
@@ -12,12 +10,8 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Model file from `bsa train`.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Float embeddings, n x D.
-    #[arg(long)]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub input: super::io::ModelData,
     /// Print the metrics as one JSON object on stdout (else a table).
     #[arg(long)]
     pub json: bool,
@@ -28,12 +22,10 @@ pub struct Args {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
-    let model = bsa::io::model::load(&a.model)?;
-    let data = super::open_embeddings(&a.data, true)?;
-    data.expect_dim(model.config.dim)?;
+    let (model, data) = a.input.open(true)?;
     let (m, _) = bsa::metrics::evaluate(&model, data.view());
     if a.json {
-        super::print_json(&m)?;
+        super::io::print_json(&m)?;
     } else {
         print_table(&m);
     }

@@ -61,7 +61,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         replace: a.replace,
     };
     let client = Client::connect(&a.milvus)?;
-    let pb = super::bar(
+    let pb = super::io::bar(
         index.len() as u64,
         a.quiet,
         "exporting [{bar:40}] {pos}/{len} rows {per_sec} eta {eta}",
@@ -71,7 +71,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         pb.set_position(done as u64)
     })?;
     pb.finish_and_clear();
-    super::print_json(&serde_json::json!({
+    super::io::print_json(&serde_json::json!({
         "collection": a.collection,
         "rows": meta.rows,
         "bits": meta.bits,

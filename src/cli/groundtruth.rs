@@ -43,8 +43,8 @@ pub struct Args {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let threads = bsa::threads::configure(a.threads)?;
-    let base = super::open_embeddings(&a.base, true)?;
-    let queries = super::open_embeddings(&a.queries, true)?;
+    let base = super::io::open_embeddings(&a.base, true)?;
+    let queries = super::io::open_embeddings(&a.queries, true)?;
     queries.expect_dim(base.dim()).map_err(|_| {
         anyhow::anyhow!(
             "{} has {} columns but {} has {}: queries and base must come from the same encoder",
@@ -69,7 +69,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         );
     }
     let start = Instant::now();
-    let pb = super::bar(
+    let pb = super::io::bar(
         0,
         a.quiet,
         "{elapsed_precise} [{bar:30}] {pos}/{len} blocks",
@@ -89,7 +89,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let ids: Vec<i32> = top.iter().flatten().map(|&i| i as i32).collect();
     bsa::io::write_i32(&a.out, queries.n(), a.k, &ids)?;
     if a.json {
-        super::print_json(&json!({
+        super::io::print_json(&json!({
             "type": "summary",
             "out": a.out.display().to_string(),
             "base": a.base.display().to_string(),

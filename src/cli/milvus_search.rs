@@ -1,6 +1,6 @@
-//! `bsa search --milvus URL --collection NAME`: the search of `bsa search`, served by a Milvus
-//! collection written by `bsa export` (cargo feature `milvus`). Same flags and JSON lines as the
-//! local search; the mechanics are in [`bsa::milvus`].
+//! `bsa search --milvus URL --collection NAME`: the Milvus back-end of `bsa search`, a collection
+//! written by `bsa export` (cargo feature `milvus`). Same flags and JSON lines as the local
+//! back-end (the front-end prints both); the mechanics are in [`bsa::milvus`].
 
 /// The error of a build without the `milvus` feature.
 #[cfg(not(feature = "milvus"))]
@@ -8,48 +8,44 @@ pub const NOT_BUILT: &str = "this bsa was built without Milvus support; rebuild 
     `cargo build --release --features milvus` (see README, \"Scaling out\")";
 
 #[cfg(not(feature = "milvus"))]
-pub fn run(_: &super::search::Args) -> anyhow::Result<()> {
+pub fn search(_: &super::search_common::Args) -> anyhow::Result<super::search_common::Found> {
     anyhow::bail!("{NOT_BUILT}")
 }
 
 #[cfg(feature = "milvus")]
-pub use with_milvus::run;
+pub use with_milvus::search;
 
 #[cfg(feature = "milvus")]
 mod with_milvus {
-    use std::io::Write;
     use std::time::Instant;
 
     use anyhow::{bail, Context, Result};
     use bsa::milvus::{adc_bound, adc_query, set_bits, Candidate, Client, MAX_LIMIT};
     use bsa_index::{pack, score, vectors, Vectors};
 
-    use super::super::search::{Args, ResultLine};
+    use super::super::search_common::{packed_queries, Answer, Args, Found, Mode, ScoreName};
 
     /// Queries per Milvus request.
     const BATCH: usize = 32;
 
-    /// One query's answer before printing.
-    struct Answer {
-        ids: Vec<u64>,
-        distances: Vec<u32>,
-        scores: Option<Vec<f32>>,
-    }
-
-    pub fn run(a: &Args) -> Result<()> {
+    /// Searches the collection of `--milvus` and `--collection` as `a` asks.
+    pub fn search(a: &Args) -> Result<Found> {
         let threads = bsa::threads::configure(a.threads)?;
         let url = a.milvus.as_deref().context("--milvus URL is missing")?;
         let coll = a
             .collection
             .as_deref()
             .context("--milvus needs --collection NAME")?;
-        if !matches!(a.score.as_str(), "hamming" | "overlap" | "adc") {
+        if !matches!(
+            a.score,
+            ScoreName::Hamming | ScoreName::Overlap | ScoreName::Adc
+        ) {
             bail!(
                 "--score {} is not served by Milvus; use hamming, overlap or adc",
-                a.score
+                a.score.name()
             );
         }
-        if a.mode != "flat" {
+        if a.mode != Mode::Flat {
             bail!("--mode applies to local indexes; Milvus picks its own index");
         }
         for (set, flag) in [
@@ -65,7 +61,7 @@ mod with_milvus {
         if a.k == 0 {
             bail!("--k must be at least 1");
         }
-        if a.prune.is_some() && a.score != "adc" {
+        if a.prune.is_some() && a.score != ScoreName::Adc {
             bail!("--prune applies to --score adc only");
         }
         if a.prune == Some(0) {
@@ -76,20 +72,17 @@ mod with_milvus {
         let meta = client.meta(coll)?;
         let bits = meta.bits;
 
-        let float_queries = match &a.queries {
-            Some(p) => Some(super::super::open_embeddings(p, a.rescore.is_some())?),
-            None => None,
-        };
-        if a.score == "adc" && float_queries.is_none() {
+        let float_queries = a.float_queries()?;
+        if a.score == ScoreName::Adc && float_queries.is_none() {
             bail!("--score adc needs float --queries (it compares the float query with the codes)");
         }
-        let norm_range = match (a.score.as_str(), meta.norm_range) {
-            ("adc", None) => bail!(
+        let norm_range = match (a.score, meta.norm_range) {
+            (ScoreName::Adc, None) => bail!(
                 "{url}: collection {coll:?} has no code norms for --score adc; export an index built with --model"
             ),
             (_, r) => r,
         };
-        let (codes, nq, model) = super::super::search::packed_queries(
+        let (codes, nq, model) = packed_queries(
             float_queries.as_ref(),
             a.query_codes.as_deref(),
             bits,
@@ -110,7 +103,7 @@ mod with_milvus {
                 bail!("--rescore needs float --queries (codes alone cannot be rescored)")
             }
             (Some(_), Some(p), Some(q)) => {
-                let v = super::super::open_embeddings(p, false)?;
+                let v = super::super::io::open_embeddings(p, false)?;
                 if v.dim() != q.dim() {
                     bail!(
                         "{}: vectors have dimension {}, the queries {}",
@@ -122,13 +115,13 @@ mod with_milvus {
                 Some((p, v))
             }
         };
-        let fetch = a.k.saturating_mul(a.rescore.unwrap_or(1).max(1));
+        let fetch = a.fetch();
         if fetch > MAX_LIMIT {
             bail!("--k x --rescore = {fetch} exceeds Milvus's top-k limit of {MAX_LIMIT}");
         }
         let wpc = pack::words_per_code(bits);
         let (tables, offsets) = match (&model, &float_queries) {
-            (Some(m), Some(q)) if a.score == "adc" => m.adc_tables(q.view()),
+            (Some(m), Some(q)) if a.score == ScoreName::Adc => m.adc_tables(q.view()),
             _ => (Vec::new(), Vec::new()),
         };
 
@@ -139,14 +132,14 @@ mod with_milvus {
         for start in (0..nq).step_by(BATCH) {
             let end = (start + BATCH).min(nq);
             let qcode = |i: usize| &codes[i * wpc..(i + 1) * wpc];
-            let batch: Vec<Vec<Candidate>> = match a.score.as_str() {
-                "hamming" => {
+            let batch: Vec<Vec<Candidate>> = match a.score {
+                ScoreName::Hamming => {
                     let qs = (start..end)
                         .map(|i| pack::unpack_to_le_bytes(qcode(i), 1, bits))
                         .collect::<Result<Vec<_>, _>>()?;
                     client.search_binary(coll, &meta, &qs, fetch.min(meta.rows.max(1)))?
                 }
-                "overlap" => {
+                ScoreName::Overlap => {
                     let qs: Vec<Vec<(u32, f32)>> = (start..end)
                         .map(|i| set_bits(qcode(i)).map(|j| (j, 1.0)).collect())
                         .collect();
@@ -189,8 +182,8 @@ mod with_milvus {
                         .map(|(x, y)| (x ^ y).count_ones())
                         .sum();
                     // The same functions as the local search, so the scores are bit-identical.
-                    let s = match a.score.as_str() {
-                        "hamming" => {
+                    let s = match a.score {
+                        ScoreName::Hamming => {
                             if c.milvus_score != d as f32 {
                                 bail!(
                                     "{url}: Milvus says id {} is at Hamming distance {}, its code is at {d}",
@@ -200,7 +193,7 @@ mod with_milvus {
                             }
                             0.0
                         }
-                        "overlap" => {
+                        ScoreName::Overlap => {
                             let o: u32 = q
                                 .iter()
                                 .zip(&c.code)
@@ -216,7 +209,7 @@ mod with_milvus {
                     scored.push((c.id, d, s));
                 }
                 // Local order: best first, ties by the smaller id.
-                if a.score == "hamming" {
+                if a.score == ScoreName::Hamming {
                     scored.sort_by(|x, y| x.1.cmp(&y.1).then(x.0.cmp(&y.0)));
                 } else {
                     scored.sort_by(|x, y| y.2.total_cmp(&x.2).then(x.0.cmp(&y.0)));
@@ -249,7 +242,7 @@ mod with_milvus {
                         Answer {
                             ids: scored.iter().map(|s| s.0).collect(),
                             distances: scored.iter().map(|s| s.1).collect(),
-                            scores: (a.score != "hamming")
+                            scores: (a.score != ScoreName::Hamming)
                                 .then(|| scored.iter().map(|s| s.2).collect()),
                         }
                     }
@@ -265,40 +258,24 @@ mod with_milvus {
             );
         }
 
-        let mut out: Box<dyn Write> = match &a.out {
-            Some(p) => Box::new(std::io::BufWriter::new(
-                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-            )),
-            None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-        };
-        for (i, h) in answers.iter().enumerate() {
-            serde_json::to_writer(
-                &mut out,
-                &ResultLine {
-                    query: i,
-                    ids: &h.ids,
-                    distances: &h.distances,
-                    scores: h.scores.as_deref(),
-                },
-            )?;
-            writeln!(out)?;
-        }
-        out.flush()?;
+        let mut stats = Vec::new();
         if a.stats {
-            let st = serde_json::json!({
-                "queries": nq,
-                "threads": threads,
-                "search_seconds": seconds,
-                "qps": nq as f64 / seconds.max(1e-12),
-                "mode": "milvus",
-                "score": a.score,
-                "prune": a.prune,
-                "candidates_per_query": candidates_fetched as f64 / nq.max(1) as f64,
-                "adc_unproven_queries": unproven,
-            });
-            eprintln!("{st}");
+            stats = vec![
+                ("prune", a.prune.into()),
+                (
+                    "candidates_per_query",
+                    (candidates_fetched as f64 / nq.max(1) as f64).into(),
+                ),
+                ("adc_unproven_queries", unproven.into()),
+            ];
         }
-        Ok(())
+        Ok(Found {
+            answers,
+            threads,
+            seconds,
+            mode: "milvus",
+            stats,
+        })
     }
 
     /// ADC candidates of one query. Milvus ranks by the inner product of the sparse query (the

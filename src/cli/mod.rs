@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 mod bench;
 mod build;
@@ -13,8 +12,11 @@ mod encode;
 mod eval;
 mod export;
 mod groundtruth;
+mod io;
 mod milvus_search;
 mod search;
+mod search_common;
+mod search_local;
 mod train;
 mod verify;
 
@@ -57,40 +59,4 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(a) => return verify::run(&a),
     }
     .map(|()| ExitCode::SUCCESS)
-}
-
-/// A progress bar on stderr, hidden when `quiet` or when stderr is not a terminal.
-pub fn bar(len: u64, quiet: bool, template: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    if quiet {
-        pb.set_draw_target(ProgressDrawTarget::hidden());
-    } else {
-        pb.set_draw_target(ProgressDrawTarget::stderr());
-    }
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb
-}
-
-/// Opens an embedding file and checks it can be used: finite values and, for cosine, no zero rows.
-pub fn open_embeddings(
-    path: &std::path::Path,
-    need_nonzero: bool,
-) -> anyhow::Result<bsa::io::Embeddings> {
-    let e = bsa::io::Embeddings::open(path)?;
-    e.check_finite()?;
-    if need_nonzero {
-        e.check_nonzero_norms()?;
-    }
-    Ok(e)
-}
-
-/// Writes one JSON value as a line on stdout.
-pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, value)?;
-    writeln!(out)?;
-    Ok(())
 }

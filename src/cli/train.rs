@@ -175,7 +175,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let bits = a.bits.unwrap_or_else(|| missing("--bits"));
     let k = a.k.unwrap_or_else(|| missing("--k"));
     let threads = bsa::threads::configure(a.threads)?;
-    let data = super::open_embeddings(&a.data, a.loss == LossKind::Cosine)?;
+    let data = super::io::open_embeddings(&a.data, a.loss == LossKind::Cosine)?;
     let mut params = TrainParams::new(bits, k);
     params.method = a.method;
     params.loss = a.loss;
@@ -206,7 +206,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     params.validate(data.n(), data.dim())?;
 
     let steps = data.n().div_ceil(a.batch) as u64 * a.epochs as u64;
-    let pb = super::bar(
+    let pb = super::io::bar(
         steps,
         a.quiet,
         "{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}",
@@ -333,7 +333,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 /// `bsa train --method sign|lsh|itq`: a closed-form fit, saved like a trained model.
 fn run_baseline(a: &Args) -> anyhow::Result<()> {
     let threads = bsa::threads::configure(a.threads)?;
-    let data = super::open_embeddings(&a.data, true)?;
+    let data = super::io::open_embeddings(&a.data, true)?;
     let bits = match (a.method, a.bits) {
         (_, Some(bits)) => bits,
         (Method::Sign, None) => data.dim(),
@@ -348,7 +348,7 @@ fn run_baseline(a: &Args) -> anyhow::Result<()> {
     params.itq_iterations = a.itq_iterations;
     params.validate(data.dim())?;
 
-    let pb = super::bar(0, a.quiet, "{elapsed_precise} {spinner} {msg}");
+    let pb = super::io::bar(0, a.quiet, "{elapsed_precise} {spinner} {msg}");
     pb.set_message(format!(
         "fitting {} ({} bits) on {} rows",
         a.method,
@@ -421,7 +421,7 @@ fn run_baseline(a: &Args) -> anyhow::Result<()> {
 /// `bsa train --method pursuit` (and `--preset retrieval`): binary dictionary learning.
 fn run_pursuit(a: &Args) -> anyhow::Result<()> {
     let threads = bsa::threads::configure(a.threads)?;
-    let data = super::open_embeddings(&a.data, true)?;
+    let data = super::io::open_embeddings(&a.data, true)?;
     let retrieval = a.preset.as_deref() == Some("retrieval");
     let (bits, k) = match (a.bits, a.k, retrieval) {
         (b, k, true) => (b.unwrap_or(4096), k.unwrap_or(32)),
@@ -434,7 +434,7 @@ fn run_pursuit(a: &Args) -> anyhow::Result<()> {
     params.seed = a.seed;
     params.fit_rows = a.fit_rows;
 
-    let pb = super::bar(
+    let pb = super::io::bar(
         a.rounds as u64,
         a.quiet,
         "{elapsed_precise} [{bar:30}] round {pos}/{len} {msg}",
@@ -519,7 +519,7 @@ fn run_pursuit(a: &Args) -> anyhow::Result<()> {
 /// Prints the JSON summary on stdout with `--json`, else a one-line message on stderr.
 fn finish(a: &Args, summary: &serde_json::Value, message: String) -> anyhow::Result<()> {
     if a.json {
-        super::print_json(summary)
+        super::io::print_json(summary)
     } else {
         eprintln!("bsa: {message}");
         Ok(())

@@ -39,7 +39,7 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     if a.json {
-        super::print_json(index.manifest())?;
+        super::io::print_json(index.manifest())?;
     } else {
         println!(
             "{}: ok, {} codes of {} bits{}{}{}",

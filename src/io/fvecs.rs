@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use super::{map_file, Embeddings};
+use super::embeddings::Embeddings;
+use super::file::map_file;
 use crate::error::{Error, Result};
 
 /// Reads a whole `.fvecs` file into owned memory (see [`Embeddings::open`]).

@@ -82,7 +82,7 @@ pub fn save(
         .map_err(|e| Error::format(path, format!("cannot serialise the model: {e}")))?;
     let buf = sorted_header(buf)
         .map_err(|e| Error::format(path, format!("cannot serialise the model header: {e}")))?;
-    super::write_atomic(path, |w| std::io::Write::write_all(w, &buf))
+    super::file::write_atomic(path, |w| std::io::Write::write_all(w, &buf))
 }
 
 /// Rewrites a serialised safetensors buffer with the keys of its JSON header in sorted order.

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use npyz::{DType, NpyFile, NpyHeader, Order, TypeChar, TypeStr, WriteOptions, WriterBuilder};
 
-use super::{map_file, write_atomic, Embeddings};
+use super::embeddings::Embeddings;
+use super::file::{map_file, write_atomic};
 use crate::error::{Error, Result};
 
 /// The `.npy` magic string.

@@ -1,0 +1,24 @@
+//! The benchmark behind `bsa bench`: for every cell of a grid (method x N x K) fit the codes,
+//! encode base and queries, build an index in a temporary folder and measure the paper's
+//! metrics, bytes per vector, recall by Hamming, rescored, cosine-overlap and ADC scoring, and
+//! timings. [`write_report`] writes `results.json`, `report.md` and SVG plots.
+//!
+//! Recall is [`crate::metrics::recall_at_k`] against exact cosine ground truth; Hamming ties are
+//! broken by lower row (the index's order), so every figure is deterministic.
+//!
+//! One file per part, each private and re-exported here (so the paths stay `bsa::bench::*`):
+//! `grid.rs` (the cells and their settings), `run.rs` (one cell: fit, build, measure; the cache),
+//! `result.rs` (the measurements, as `results.json` holds them) and `report.rs` (the markdown
+//! report and plots).
+
+mod grid;
+mod report;
+mod result;
+mod run;
+
+pub use grid::{cells, Cell, HnswCells, Preset, Settings, Variant, PAPER_ALPHAS, PAPER_HEADLINE};
+pub use report::{machine_info, report_markdown, utc_now, write_report, RunInfo};
+pub use result::{CellResult, HnswPoint, HnswResult, InvertedResult, Rescored, Throughput};
+pub use run::{
+    fit, ground_truth, run_cell, Cache, Data, ADC_LOOKUP_BUDGET, HNSW_EFS, RESULT_VERSION,
+};

@@ -1,0 +1,692 @@
+//! The report of `bsa bench`: `results.json`, `report.md` (settings, machine, one table per metric
+//! group) and the plots (SVG, and PNG when a font is installed).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::grid::{Preset, Settings};
+use super::result::CellResult;
+use super::run::HNSW_EFS;
+use crate::error::{Error, Result};
+use crate::metrics::CodeStats;
+use crate::plot::{chart, histogram, Series};
+
+/// What `report.md` says about the run besides the results.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunInfo {
+    /// Settings of every cell.
+    pub settings: Settings,
+    /// Base rows, query rows, dimension.
+    pub base_rows: usize,
+    /// Query rows.
+    pub query_rows: usize,
+    /// Dimension D.
+    pub dim: usize,
+    /// Where the ground truth came from (a file, or "computed").
+    pub ground_truth: String,
+    /// Input files.
+    pub inputs: String,
+    /// UTC date and time of the run.
+    pub date: String,
+    /// CPU model and core count.
+    pub machine: String,
+    /// Wall-clock seconds of the whole grid.
+    pub total_seconds: f64,
+    /// Cells of the grid left out because they had not run yet (`--cached-only`).
+    pub not_run: Vec<String>,
+}
+
+/// The current UTC time as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// CPU model (from /proc/cpuinfo where there is one), cores and OS.
+pub fn machine_info() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!(
+        "{cpu}, {cores} cores, {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map(|v| format!("{v:.digits$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The method column: the alpha of a sweep cell is part of its name.
+fn method_name(r: &CellResult) -> String {
+    match (r.alpha_sweep, r.alpha) {
+        (true, Some(a)) => format!("{} alpha={a}", r.method),
+        _ => r.method.clone(),
+    }
+}
+
+fn label(r: &CellResult) -> String {
+    match r.k {
+        Some(k) => format!("{} | {} | {k}", method_name(r), r.bits),
+        None => format!("{} | {} | -", method_name(r), r.bits),
+    }
+}
+
+/// The markdown report: settings, machine, and one table per metric group.
+pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &str)]) -> String {
+    let mut s = String::new();
+    let st = &info.settings;
+    let _ = writeln!(s, "# bsa bench report\n");
+    let _ = writeln!(s, "- date: {}", info.date);
+    let _ = writeln!(s, "- machine: {}", info.machine);
+    let _ = writeln!(s, "- bsa {}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(s, "- data: {}", info.inputs);
+    let _ = writeln!(
+        s,
+        "- {} base vectors, {} queries, dimension {}; ground truth: {}",
+        info.base_rows, info.query_rows, info.dim, info.ground_truth
+    );
+    let _ = writeln!(
+        s,
+        "- preset {}, epochs {}, pursuit rounds {}, seed {}, threads {}",
+        match st.preset {
+            Preset::Quick => "quick",
+            Preset::Paper => "paper",
+        },
+        st.epochs,
+        st.rounds,
+        st.seed,
+        st.threads
+    );
+    let _ = writeln!(
+        s,
+        "- total time {:.1} s (cells reused from a cache keep their own train, build and search \
+         times)\n",
+        info.total_seconds
+    );
+    if !info.not_run.is_empty() {
+        let _ = writeln!(
+            s,
+            "**Not run yet** ({} cells of the grid, assembled with `--cached-only`): {}.\n",
+            info.not_run.len(),
+            info.not_run.join(", ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "Recall is k-NN recall against exact cosine neighbours, averaged over the queries; Hamming \
+         ties go to the lower row. The paper's metrics are measured on the queries.\n"
+    );
+
+    let _ = writeln!(s, "## Retrieval (recall@10 unless noted)\n");
+    let _ = writeln!(
+        s,
+        "| method | N | K | bytes dense | bytes sparse | R@1 | R@10 | R@100 | rescored x2 | x4 | x10 | cosine | ADC | ADC rescored x4 |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in results {
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {} | {:.3} | {:.3} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            label(r),
+            r.bytes_dense,
+            opt(r.bytes_sparse, 1),
+            r.recall_at_1,
+            r.recall_at_10,
+            opt(r.recall_at_100, 3),
+            r.recall_at_10_rescored.x2,
+            r.recall_at_10_rescored.x4,
+            r.recall_at_10_rescored.x10,
+            r.recall_at_10_cosine,
+            r.recall_at_10_adc,
+            r.recall_at_10_adc_rescored_x4
+        );
+    }
+    let _ = writeln!(s, "\n## The paper's metrics (on the queries)\n");
+    let _ = writeln!(
+        s,
+        "| method | N | K | reconstruction (cos) | reconstruction (mse) | fixed-TopK | active mean | active std | dead bits | max bit freq |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in results {
+        let m = &r.metrics;
+        let _ = writeln!(
+            s,
+            "| {} | {:.4} | {:.6} | {:.4} | {:.1} | {:.1} | {} | {:.3} |",
+            label(r),
+            m.reconstruction_loss,
+            m.reconstruction_mse,
+            m.fixed_topk_reconstruction_loss,
+            m.active_mean,
+            m.active_std,
+            m.dead_features,
+            m.feature_frequency_quantiles.max
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n## Search modes: recall@10 and queries per second (flat index)\n"
+    );
+    let _ = writeln!(
+        s,
+        "All queries as one batch on {} threads; ADC includes building the per-query tables and \
+         runs on the first `ADC queries` queries (fewer than all for dense codes, whose ADC reads \
+         every set bit); rescoring re-ranks the top 40 by exact cosine over the stored float \
+         vectors. Posting lists are built when `bsa build` would build them; the inverted search \
+         returns exactly the flat results (checked per cell) and answers a query from the lists \
+         only when they cost less than the scan.\n",
+        st.threads
+    );
+    let _ = writeln!(
+        s,
+        "| method | N | K | Hamming | QPS | cosine overlap | QPS | ADC | QPS | Hamming + rescore | QPS | ADC + rescore | QPS | ADC queries | inverted Hamming QPS (answered from lists) | inverted ADC QPS |"
+    );
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in results {
+        let q = &r.qps;
+        let _ = writeln!(
+            s,
+            "| {} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {} | {} | {} |",
+            label(r),
+            r.recall_at_10,
+            q.hamming,
+            r.recall_at_10_cosine,
+            q.cosine,
+            r.recall_at_10_adc,
+            q.adc,
+            r.recall_at_10_rescored.x4,
+            q.hamming_rescored_x4,
+            r.recall_at_10_adc_rescored_x4,
+            q.adc_rescored_x4,
+            r.adc_queries,
+            r.inverted
+                .map(|i| format!(
+                    "{:.0} ({:.0}%){}",
+                    i.hamming_qps,
+                    100.0 * i.hamming_inverted_fraction,
+                    if i.identical_to_flat { "" } else { " NOT EQUAL TO FLAT" }
+                ))
+                .unwrap_or_else(|| "no lists".into()),
+            r.inverted
+                .map(|i| format!("{:.0}", i.adc_qps))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    let graphs: Vec<&CellResult> = results.iter().filter(|r| r.hnsw.is_some()).collect();
+    if !graphs.is_empty() {
+        let _ = writeln!(s, "\n## HNSW graphs: recall@10 and QPS against ef\n");
+        let _ = writeln!(
+            s,
+            "Each cell: the graph's build seconds (hnsw_rs, M and ef_construction as given), then per \
+             ef the Hamming top 10 and the top 40 rescored by exact cosine, as recall / QPS.\n"
+        );
+        let mut head = String::from("| method | N | K | M | ef_c | build s |");
+        let mut rule = String::from("|---|---:|---:|---:|---:|---:|");
+        for ef in HNSW_EFS {
+            let _ = write!(head, " ef {ef} | rescored |");
+            rule.push_str("---:|---:|");
+        }
+        let _ = writeln!(s, "{head}\n{rule}");
+        for r in graphs {
+            let h = r.hnsw.as_ref().expect("filtered");
+            let mut row = format!(
+                "| {} | {} | {} | {:.1} |",
+                label(r),
+                h.max_connections,
+                h.ef_construction,
+                h.build_seconds
+            );
+            for p in &h.points {
+                let _ = write!(
+                    row,
+                    " {:.3} / {:.0} | {:.3} / {:.0} |",
+                    p.recall_at_10, p.qps, p.recall_at_10_rescored_x4, p.qps_rescored_x4
+                );
+            }
+            let _ = writeln!(s, "{row}");
+        }
+    }
+    let _ = writeln!(s, "\n## Timings\n");
+    let _ = writeln!(
+        s,
+        "| method | N | K | fit s | encode + build s | base vectors encoded / s | queries encoded / s |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    for r in results {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.2} | {:.0} | {:.0} |",
+            label(r),
+            r.train_seconds,
+            r.build_seconds,
+            r.encode_per_second,
+            r.qps.encode_queries
+        );
+    }
+    if !plots.is_empty() {
+        let _ = writeln!(s, "\n## Plots\n");
+        for (file, title) in plots {
+            let _ = writeln!(s, "![{title}]({file})\n");
+        }
+    }
+    s
+}
+
+/// Writes `results.json`, the plots (SVG, and PNG when a font is installed) and `report.md`
+/// into `out`. `stats` is the cell whose code statistics the two histograms show (its label
+/// and statistics), if any.
+pub fn write_report(
+    out: &Path,
+    info: &RunInfo,
+    results: &[CellResult],
+    stats: Option<(&str, &CodeStats)>,
+) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let json =
+        serde_json::to_string_pretty(results).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let p = out.join("results.json");
+    std::fs::write(&p, json + "\n").map_err(|e| Error::io(&p, e))?;
+
+    let mut plots: Vec<(&str, &str)> = Vec::new();
+    // The alpha sweep has its own plot; the others show the grid.
+    let grid: Vec<&CellResult> = results.iter().filter(|r| !r.alpha_sweep).collect();
+    let methods: Vec<&str> = {
+        let mut m: Vec<&str> = grid.iter().map(|r| r.method.as_str()).collect();
+        m.dedup();
+        m
+    };
+    // Recall@10 against bytes per vector (the smallest storage of each code).
+    let mut series: Vec<Series> = Vec::new();
+    for (mi, m) in methods.iter().enumerate() {
+        let rs: Vec<&CellResult> = grid.iter().copied().filter(|r| r.method == *m).collect();
+        let bytes = |r: &CellResult| r.bytes_sparse.unwrap_or(r.bytes_dense).min(r.bytes_dense);
+        series.push(Series::new(
+            format!("{m} Hamming"),
+            rs.iter()
+                .map(|r| (bytes(r).log2(), r.recall_at_10))
+                .collect(),
+            mi,
+        ));
+        series.push(Series {
+            filled: false,
+            ..Series::new(
+                format!("{m} best of cosine / ADC (hollow)"),
+                rs.iter()
+                    .map(|r| {
+                        (
+                            bytes(r).log2(),
+                            r.recall_at_10_cosine.max(r.recall_at_10_adc),
+                        )
+                    })
+                    .collect(),
+                mi,
+            )
+        });
+    }
+    chart(
+        &out.join("recall_vs_bytes.svg"),
+        "recall@10 against bytes per vector",
+        "bytes per vector (log scale; sparse ids where smaller)",
+        "recall@10",
+        &series,
+        false,
+        true,
+        Some((0.0, 1.0)),
+    )?;
+    plots.push(("recall_vs_bytes.svg", "recall@10 against bytes per vector"));
+
+    // Per method and N, against K.
+    let has_sweep = grid.iter().any(|a| {
+        grid.iter()
+            .any(|b| a.method == b.method && a.bits == b.bits && a.k.is_some() && b.k > a.k)
+    });
+    let mut by_k: Vec<Series> = Vec::new();
+    let mut losses: Vec<Series> = Vec::new();
+    let mut color = 0;
+    for m in &methods {
+        let mut ns: Vec<usize> = grid
+            .iter()
+            .filter(|r| r.method == *m && r.k.is_some())
+            .map(|r| r.bits)
+            .collect();
+        ns.sort_unstable();
+        ns.dedup();
+        for n in ns {
+            let mut rs: Vec<&CellResult> = grid
+                .iter()
+                .copied()
+                .filter(|r| r.method == *m && r.bits == n && r.k.is_some())
+                .collect();
+            // A line against K needs two K: when some method has a K sweep, single cells are
+            // left to the recall-against-bytes plot (with 16 or more series the colours would
+            // repeat for nothing).
+            if rs.len() < 2 && has_sweep {
+                continue;
+            }
+            rs.sort_by_key(|r| r.k);
+            let kx = |r: &CellResult| r.k.unwrap_or(0) as f64;
+            by_k.push(Series::new(
+                format!("{m} N={n}"),
+                rs.iter().map(|r| (kx(r), r.recall_at_10)).collect(),
+                color,
+            ));
+            losses.push(Series::new(
+                format!("{m} N={n} reconstruction"),
+                rs.iter()
+                    .map(|r| (kx(r), r.metrics.reconstruction_loss))
+                    .collect(),
+                color,
+            ));
+            losses.push(Series {
+                filled: false,
+                ..Series::new(
+                    format!("{m} N={n} fixed-TopK (hollow)"),
+                    rs.iter()
+                        .map(|r| (kx(r), r.metrics.fixed_topk_reconstruction_loss))
+                        .collect(),
+                    color,
+                )
+            });
+            color += 1;
+        }
+    }
+    chart(
+        &out.join("recall_vs_k.svg"),
+        "recall@10 (Hamming) against K, per method and N",
+        "K (target active bits)",
+        "recall@10",
+        &by_k,
+        true,
+        false,
+        Some((0.0, 1.0)),
+    )?;
+    plots.push(("recall_vs_k.svg", "recall@10 against K"));
+    chart(
+        &out.join("loss_vs_k.svg"),
+        "reconstruction and fixed-TopK loss against K (queries)",
+        "K (target active bits)",
+        "cosine distance",
+        &losses,
+        true,
+        false,
+        None,
+    )?;
+    plots.push((
+        "loss_vs_k.svg",
+        "reconstruction and fixed-TopK loss against K",
+    ));
+
+    // Recall against QPS: the HNSW sweeps (Hamming and rescored) and the flat modes.
+    let graphs: Vec<&CellResult> = grid.iter().copied().filter(|r| r.hnsw.is_some()).collect();
+    if !graphs.is_empty() {
+        let mut series = Vec::new();
+        for (i, r) in graphs.iter().enumerate() {
+            let h = r.hnsw.as_ref().expect("filtered");
+            let name = match r.k {
+                Some(k) => format!("{} {}/{k}", method_name(r), r.bits),
+                None => format!("{} {}", method_name(r), r.bits),
+            };
+            // One legend row per code: its colour; the marker says which search.
+            series.push(Series::new(
+                name,
+                h.points
+                    .iter()
+                    .map(|p| (p.qps.log2(), p.recall_at_10))
+                    .collect(),
+                i,
+            ));
+            series.push(
+                Series::new(
+                    String::new(),
+                    h.points
+                        .iter()
+                        .map(|p| (p.qps_rescored_x4.log2(), p.recall_at_10_rescored_x4))
+                        .collect(),
+                    i,
+                )
+                .hollow(),
+            );
+            let q = &r.qps;
+            series.push(
+                Series::new(
+                    String::new(),
+                    vec![
+                        (q.hamming.log2(), r.recall_at_10),
+                        (q.hamming_rescored_x4.log2(), r.recall_at_10_rescored.x4),
+                        (q.adc.log2(), r.recall_at_10_adc),
+                        (q.adc_rescored_x4.log2(), r.recall_at_10_adc_rescored_x4),
+                    ],
+                    i,
+                )
+                .joined(false)
+                .crosses(),
+            );
+        }
+        chart(
+            &out.join("recall_vs_qps.svg"),
+            "recall@10 against QPS: HNSW, ef 10..320 (filled: Hamming, hollow: rescored); flat (crosses)",
+            "queries per second (log scale)",
+            "recall@10",
+            &series,
+            true,
+            true,
+            Some((0.0, 1.0)),
+        )?;
+        plots.push((
+            "recall_vs_qps.svg",
+            "recall@10 against QPS; HNSW over ef 10..320 (filled: Hamming top 10, hollow: top 40 rescored), flat scans as crosses (Hamming, Hamming rescored, ADC, ADC rescored)",
+        ));
+    }
+
+    // The alpha sweep: recall and sparsity against alpha, with the grid's alpha 0 and 1 cells.
+    let sweep: Vec<&CellResult> = {
+        let swept: Vec<(usize, Option<usize>)> = results
+            .iter()
+            .filter(|r| r.alpha_sweep)
+            .map(|r| (r.bits, r.k))
+            .collect();
+        let mut v: Vec<&CellResult> = results
+            .iter()
+            .filter(|r| {
+                matches!(r.method.as_str(), "bsa" | "bsa-alpha0") && swept.contains(&(r.bits, r.k))
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            (a.bits, a.k)
+                .cmp(&(b.bits, b.k))
+                .then(a.alpha.unwrap_or(0.0).total_cmp(&b.alpha.unwrap_or(0.0)))
+        });
+        v
+    };
+    if !sweep.is_empty() {
+        let mut sizes: Vec<(usize, Option<usize>)> = sweep.iter().map(|r| (r.bits, r.k)).collect();
+        sizes.dedup();
+        // log10(alpha) with alpha 0 drawn one decade left of the smallest positive alpha.
+        let positive = sweep
+            .iter()
+            .filter_map(|r| r.alpha.filter(|&a| a > 0.0))
+            .fold(f64::INFINITY, f64::min);
+        let ax = |a: f64| {
+            if a > 0.0 {
+                a.log10()
+            } else if positive.is_finite() {
+                positive.log10() - 1.0
+            } else {
+                0.0
+            }
+        };
+        let mut recall = Vec::new();
+        let mut sparsity = Vec::new();
+        for (i, &(n, k)) in sizes.iter().enumerate() {
+            let rs: Vec<&&CellResult> = sweep.iter().filter(|r| (r.bits, r.k) == (n, k)).collect();
+            let kk = k.unwrap_or(1) as f64;
+            let name = format!("N={n} K={}", k.unwrap_or(0));
+            let pts = |f: &dyn Fn(&CellResult) -> f64| -> Vec<(f64, f64)> {
+                rs.iter()
+                    .map(|r| (ax(r.alpha.unwrap_or(0.0)), f(r)))
+                    .collect()
+            };
+            recall.push(Series::new(
+                format!("{name} Hamming"),
+                pts(&|r| r.recall_at_10),
+                3 * i,
+            ));
+            recall.push(Series::new(
+                format!("{name} ADC"),
+                pts(&|r| r.recall_at_10_adc),
+                3 * i + 1,
+            ));
+            recall.push(Series::new(
+                format!("{name} ADC + rescore x4"),
+                pts(&|r| r.recall_at_10_adc_rescored_x4),
+                3 * i + 2,
+            ));
+            sparsity.push(Series::new(
+                format!("{name} active mean / K"),
+                pts(&|r| r.metrics.active_mean / kk),
+                3 * i,
+            ));
+            sparsity.push(Series::new(
+                format!("{name} active std / K"),
+                pts(&|r| r.metrics.active_std / kk),
+                3 * i + 1,
+            ));
+            sparsity.push(Series::new(
+                format!("{name} dead bits / 100"),
+                pts(&|r| r.metrics.dead_features as f64 / 100.0),
+                3 * i + 2,
+            ));
+        }
+        chart(
+            &out.join("alpha_recall.svg"),
+            "BSA alpha sweep: recall@10 against alpha (leftmost point: alpha = 0)",
+            "alpha (log10)",
+            "recall@10",
+            &recall,
+            true,
+            false,
+            Some((0.0, 1.0)),
+        )?;
+        plots.push(("alpha_recall.svg", "alpha sweep: recall@10 against alpha"));
+        chart(
+            &out.join("alpha_sparsity.svg"),
+            "BSA alpha sweep: active bits and dead bits against alpha (leftmost point: alpha = 0)",
+            "alpha (log10)",
+            "ratio",
+            &sparsity,
+            true,
+            false,
+            None,
+        )?;
+        plots.push(("alpha_sparsity.svg", "alpha sweep: sparsity against alpha"));
+    }
+
+    if let Some((name, st)) = stats {
+        let max = st.active_counts.iter().copied().max().unwrap_or(0) as usize;
+        let mut hist = vec![0.0; max + 1];
+        for &c in &st.active_counts {
+            hist[c as usize] += 1.0;
+        }
+        let bars: Vec<(f64, f64)> = hist
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (i as f64, c))
+            .collect();
+        histogram(
+            &out.join("active_bits_hist.svg"),
+            &format!("active bits per vector, {name} (queries)"),
+            "set bits per code",
+            "vectors",
+            &bars,
+        )?;
+        plots.push((
+            "active_bits_hist.svg",
+            "histogram of active bits per vector",
+        ));
+        let mut f = st.bit_frequency.clone();
+        f.sort_by(|a, b| b.total_cmp(a));
+        let dead = f.iter().filter(|&&v| v == 0.0).count();
+        chart(
+            &out.join("bit_frequency.svg"),
+            &format!("per-bit firing frequency, sorted, {name} ({dead} dead bits)"),
+            "bit rank (most to least frequent)",
+            "fraction of vectors with the bit set",
+            &[Series::new(
+                name.to_string(),
+                f.iter().enumerate().map(|(i, &v)| (i as f64, v)).collect(),
+                0,
+            )],
+            true,
+            false,
+            Some((0.0, 1.0)),
+        )?;
+        plots.push(("bit_frequency.svg", "per-bit firing frequency distribution"));
+    }
+
+    // PNG copies of every plot, when a font for their text exists.
+    let mut png = true;
+    for (file, _) in &plots {
+        png &= crate::plot::to_png(&out.join(file))?.is_some();
+    }
+    if !png {
+        eprintln!(
+            "bsa: no system font found, so the plots are SVG only (Debian: apt-get install \
+             fonts-dejavu-core)"
+        );
+    }
+    let mut md = report_markdown(info, results, &plots);
+    if png && !plots.is_empty() {
+        md.push_str("Every plot is also a PNG beside its SVG (same name, `.png`).\n");
+    }
+    let p = out.join("report.md");
+    std::fs::write(&p, md).map_err(|e| Error::io(&p, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(utc_now().len(), "2026-11-28 15:38:45 UTC".len());
+    }
+}

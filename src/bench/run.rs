@@ -1,0 +1,547 @@
+//! Running one cell of the grid: fit (or load from the cache) the model, encode, build an index
+//! and measure every search; and the cache of fitted models and finished measurements that lets
+//! an interrupted grid resume.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use ndarray::ArrayView2;
+use serde::{Deserialize, Serialize};
+
+use super::grid::{Cell, Settings, Variant};
+use super::result::{CellResult, HnswPoint, HnswResult, InvertedResult, Rescored, Throughput};
+use crate::baselines::BaselineParams;
+use crate::error::{Error, Result};
+use crate::metrics::{recall_at_k, CodeStats};
+use crate::model::{Autoencoder, LossKind, Method};
+use crate::pursuit::PursuitParams;
+use crate::train::{Progress, TrainParams};
+use bsa_index::{pack, Hits, HnswParams, Index, IndexBuilder, Score, SearchParams};
+
+/// Table lookups (queries x set bits of the base) one cell may spend on its ADC measurement;
+/// beyond it, fewer queries are used (at least 500). A minute or two on 2 cores.
+pub const ADC_LOOKUP_BUDGET: f64 = 1e11;
+
+/// The `ef` values of the HNSW sweep.
+pub const HNSW_EFS: [usize; 6] = [10, 20, 40, 80, 160, 320];
+
+/// Base, queries and ground truth of a benchmark, with the fingerprints that key the cache.
+pub struct Data<'a> {
+    /// Base vectors, n x D.
+    pub base: ArrayView2<'a, f32>,
+    /// Query vectors, nq x D.
+    pub queries: ArrayView2<'a, f32>,
+    /// True neighbours of each query, best first (ids = base rows).
+    pub truth: &'a [Vec<u64>],
+    base_fingerprint: String,
+    eval_fingerprint: String,
+}
+
+impl<'a> Data<'a> {
+    /// Bundles the inputs and fingerprints them (CRC-32 of the values; a second or so for 100k
+    /// x 384), so that cached models and results are reused only for the same data.
+    pub fn new(
+        base: ArrayView2<'a, f32>,
+        queries: ArrayView2<'a, f32>,
+        truth: &'a [Vec<u64>],
+    ) -> Self {
+        fn crc(x: ArrayView2<f32>) -> String {
+            let mut h = crc32fast::Hasher::new();
+            for row in x.rows() {
+                for v in row {
+                    h.update(&v.to_le_bytes());
+                }
+            }
+            format!("{}x{}:{:08x}", x.nrows(), x.ncols(), h.finalize())
+        }
+        let mut t = crc32fast::Hasher::new();
+        for row in truth {
+            for id in row {
+                t.update(&id.to_le_bytes());
+            }
+        }
+        Data {
+            base,
+            queries,
+            truth,
+            base_fingerprint: crc(base),
+            eval_fingerprint: format!("{} gt:{:08x}", crc(queries), t.finalize()),
+        }
+    }
+}
+
+/// Version of the cached results; bump when a measurement changes meaning or a field is added,
+/// so that old results are measured again (models stay valid).
+pub const RESULT_VERSION: u32 = 3;
+
+/// What a fitted model depends on: a cached model is reused only when all of it matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct FitKey {
+    cell: String,
+    alpha: Option<f64>,
+    epochs: Option<usize>,
+    rounds: Option<usize>,
+    seed: u64,
+    // Training is deterministic for a seed and a thread count.
+    threads: usize,
+    base: String,
+    bsa_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FitRecord {
+    key: FitKey,
+    train_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ResultRecord {
+    key: FitKey,
+    version: u32,
+    eval: String,
+    hnsw: bool,
+    result: CellResult,
+}
+
+/// Where `bsa bench` keeps each cell's fitted model and measurements, so that an interrupted or
+/// extended grid resumes without refitting: `DIR/<cell slug>/{model.safetensors, fit.json,
+/// result.json}`. Entries whose key (data fingerprint, settings, bsa version) differs are
+/// ignored and overwritten.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    /// The cache folder.
+    pub dir: std::path::PathBuf,
+    /// Reuse finished measurements too (else only the models: the searches run again).
+    pub reuse_results: bool,
+}
+
+impl Cache {
+    fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+        let bytes = std::fs::read(path).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn write<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+        let json =
+            serde_json::to_vec_pretty(value).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        crate::io::write_atomic(path, |w| w.write_all(&json))
+    }
+}
+
+fn epochs_of(cell: &Cell, settings: &Settings) -> Option<usize> {
+    matches!(
+        cell.variant,
+        Variant::Topk | Variant::Bsa | Variant::BsaAlpha0 | Variant::BsaMse | Variant::BsaHealthy
+    )
+    .then_some(settings.epochs)
+}
+
+fn rounds_of(cell: &Cell, settings: &Settings) -> Option<usize> {
+    (cell.variant == Variant::Pursuit).then_some(settings.rounds)
+}
+
+/// Fits the model of `cell`; `progress(done, total)` follows training steps or rounds.
+pub fn fit(
+    cell: &Cell,
+    base: ArrayView2<f32>,
+    settings: &Settings,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Autoencoder> {
+    let (n, dim) = base.dim();
+    let k = cell
+        .k
+        .unwrap_or_else(|| BaselineParams::default_k(cell.bits));
+    match cell.variant {
+        Variant::Sign | Variant::Lsh | Variant::Itq => {
+            let method = match cell.variant {
+                Variant::Sign => Method::Sign,
+                Variant::Lsh => Method::Lsh,
+                _ => Method::Itq,
+            };
+            let mut p = BaselineParams::new(method, cell.bits);
+            p.seed = settings.seed;
+            p.validate(dim)?;
+            Ok(p.fit(base)?.0)
+        }
+        Variant::Pursuit => {
+            let mut p = PursuitParams::new(cell.bits, k);
+            p.rounds = settings.rounds;
+            p.seed = settings.seed;
+            let total = p.rounds as u64;
+            let (params, _) = p.fit(base, &mut |r| progress(r.round as u64, total))?;
+            Ok(p.model(dim, params))
+        }
+        v => {
+            let mut p = TrainParams::new(cell.bits, k);
+            p.epochs = settings.epochs;
+            p.seed = settings.seed;
+            p.batch = p.batch.min(n.max(1));
+            match v {
+                Variant::Topk => p.method = Method::Topk,
+                Variant::BsaAlpha0 => p.alpha = 0.0,
+                Variant::BsaMse => p.loss = LossKind::Mse,
+                Variant::BsaHealthy => {
+                    p.quantile_bias_init = true;
+                    p.rebalance_bits = true;
+                }
+                _ => {}
+            }
+            if let Some(a) = cell.alpha {
+                p.alpha = a;
+            }
+            let total = n.div_ceil(p.batch) as u64 * p.epochs as u64;
+            let mut done = 0;
+            let (model, _) = p.fit(base, &mut |e| {
+                if let Progress::Step { .. } = e {
+                    done += 1;
+                    progress(done, total);
+                }
+            })?;
+            Ok(model)
+        }
+    }
+}
+
+fn ids(hits: &[Hits]) -> Vec<Vec<u64>> {
+    hits.iter().map(|h| h.ids.clone()).collect()
+}
+
+fn prefix(hits: &[Hits], k: usize) -> Vec<Hits> {
+    hits.iter()
+        .map(|h| {
+            let m = k.min(h.len());
+            let mut h = h.clone();
+            h.rows.truncate(m);
+            h.ids.truncate(m);
+            h.distances.truncate(m);
+            if let Some(s) = h.scores.as_mut() {
+                s.truncate(m);
+            }
+            h
+        })
+        .collect()
+}
+
+/// What a fitted model of `cell` depends on: the cache key of its model and measurements.
+fn fit_key(cell: &Cell, data: &Data<'_>, settings: &Settings) -> FitKey {
+    FitKey {
+        cell: cell.label(),
+        alpha: cell.effective_alpha(),
+        epochs: epochs_of(cell, settings),
+        rounds: rounds_of(cell, settings),
+        seed: settings.seed,
+        threads: settings.threads,
+        base: data.base_fingerprint.clone(),
+        bsa_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+impl Cache {
+    /// The finished measurements of `cell` for this data and these settings, if the cache
+    /// holds them (what [`run_cell`] reuses when [`reuse_results`](Self::reuse_results) is on).
+    fn finished(&self, cell: &Cell, data: &Data<'_>, settings: &Settings) -> Option<CellResult> {
+        let key = fit_key(cell, data, settings);
+        let rec: ResultRecord = Cache::read(&self.dir.join(cell.slug()).join("result.json"))?;
+        (rec.key == key
+            && rec.version == RESULT_VERSION
+            && rec.eval == data.eval_fingerprint
+            && rec.hnsw == cell.hnsw)
+            .then_some(rec.result)
+    }
+
+    /// Whether the cache holds finished measurements of `cell` (see `bsa bench --cached-only`).
+    pub fn has_finished(&self, cell: &Cell, data: &Data<'_>, settings: &Settings) -> bool {
+        self.finished(cell, data, settings).is_some()
+    }
+}
+
+/// Fits `cell`, or loads its model from `cache` when an identical fit is stored there. Returns
+/// the model and its fit seconds.
+fn fit_or_load(
+    cell: &Cell,
+    data: &Data<'_>,
+    settings: &Settings,
+    cache: Option<&Cache>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Autoencoder, f64, FitKey)> {
+    let key = fit_key(cell, data, settings);
+    let dir = cache.map(|c| c.dir.join(cell.slug()));
+    if let Some(dir) = &dir {
+        let rec: Option<FitRecord> = Cache::read(&dir.join("fit.json"));
+        if let Some(rec) = rec.filter(|r| r.key == key) {
+            if let Ok(model) = crate::io::model::load(dir.join("model.safetensors")) {
+                return Ok((model, rec.train_seconds, key));
+            }
+        }
+    }
+    let started = Instant::now();
+    let model = fit(cell, data.base, settings, progress)?;
+    let train_seconds = started.elapsed().as_secs_f64();
+    if let Some(dir) = &dir {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let info = serde_json::json!({ "bench_cell": cell.label() });
+        crate::io::model::save(dir.join("model.safetensors"), &model, &info)?;
+        Cache::write(
+            &dir.join("fit.json"),
+            &FitRecord {
+                key: key.clone(),
+                train_seconds,
+            },
+        )?;
+    }
+    Ok((model, train_seconds, key))
+}
+
+/// Runs `f` and returns its value and seconds.
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let started = Instant::now();
+    let v = f()?;
+    Ok((v, started.elapsed().as_secs_f64().max(1e-9)))
+}
+
+/// Runs one cell: fit (or load from `cache`), evaluate, encode, build an index under `work`,
+/// search and measure. Returns the result and the code statistics of the queries (for the
+/// histograms).
+pub fn run_cell(
+    cell: &Cell,
+    data: &Data<'_>,
+    settings: &Settings,
+    work: &Path,
+    cache: Option<&Cache>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(CellResult, CodeStats)> {
+    let (model, train_seconds, key) = fit_or_load(cell, data, settings, cache, progress)?;
+    let (metrics, stats) = crate::metrics::evaluate(&model, data.queries);
+    let result_path = cache.map(|c| c.dir.join(cell.slug()).join("result.json"));
+    if let Some(result) = cache
+        .filter(|c| c.reuse_results)
+        .and_then(|c| c.finished(cell, data, settings))
+    {
+        return Ok((result, stats));
+    }
+    let bits = model.config.bits;
+    let n = data.base.nrows();
+
+    let (active, encode_seconds) = timed(|| Ok(model.encode_active(data.base)))?;
+    let started = Instant::now();
+    let codes = pack::pack_set_bits(&active, bits)?;
+    let norms = model.params.decoded_norms(&active);
+    drop(active);
+    let base_flat: Vec<f32> = data.base.iter().copied().collect();
+    let dim = data.base.ncols();
+    let dir = work.join(format!("index-{}", cell.slug()));
+    let (lists, expected_postings, scan_words) = bsa_index::postings::pays_off(&codes, bits);
+    IndexBuilder::new(bits, &codes)
+        .vectors(&base_flat, dim)
+        .norms(&norms)
+        .inverted(lists)
+        .overwrite(true)
+        .build(&dir)?;
+    let index = Index::open(&dir)?;
+    let build_seconds = encode_seconds + started.elapsed().as_secs_f64();
+
+    let q_flat: Vec<f32> = data.queries.iter().copied().collect();
+    let nq = data.queries.nrows();
+    let (q_active, q_encode_seconds) = timed(|| Ok(model.encode_active(data.queries)))?;
+    let q_codes = pack::pack_set_bits(&q_active, bits)?;
+    drop(q_active);
+    let params = SearchParams::default();
+    let qps = |seconds: f64| nq as f64 / seconds;
+    // The top 100 first: it also warms the mapped codes up before the timed top-10 search.
+    let top100 = index.search_flat(&q_codes, 100, &params)?;
+    let (top10, t_hamming) = timed(|| Ok(index.search_flat(&q_codes, 10, &params)?))?;
+    let truth = data.truth;
+    let truth_cols = truth.iter().map(Vec::len).min().unwrap_or(0);
+    let rescored = |o: usize| -> Result<f64> {
+        let r = index.rescore_hits(&q_flat, &prefix(&top100, 10 * o), 10)?;
+        Ok(recall_at_k(&ids(&r), truth, 10))
+    };
+    let (_, t_rescored) = timed(|| {
+        let c = index.search_flat(&q_codes, 40, &params)?;
+        Ok(index.rescore_hits(&q_flat, &c, 10)?)
+    })?;
+    let (cosine, t_cosine) =
+        timed(|| Ok(index.search_flat_scored(&q_codes, 10, &Score::Cosine, &params)?))?;
+    // One ADC search for the top 40 gives both the top 10 (its prefix: the order is total) and
+    // the candidates to rescore; a flat scan costs the same for 10 or 40. The tables are part of
+    // its cost. ADC reads every set bit of every code, so over dense codes (sign, LSH) it is by
+    // far the slowest search: it runs on the first `adc_nq` queries, as many as
+    // ADC_LOOKUP_BUDGET table lookups allow (at least 500), and the result says how many.
+    let set_bits: u64 = codes.iter().map(|w| u64::from(w.count_ones())).sum();
+    let lookups_per_query = set_bits.max(1) as f64;
+    let adc_nq = ((ADC_LOOKUP_BUDGET / lookups_per_query) as usize).clamp(nq.min(500), nq);
+    let adc_queries = data.queries.slice(ndarray::s![..adc_nq, ..]);
+    let adc_codes = &q_codes[..adc_nq * index.words_per_code()];
+    let adc_truth = &truth[..adc_nq];
+    let adc_qps = |seconds: f64| adc_nq as f64 / seconds;
+    let (adc40, t_adc) = timed(|| {
+        let (tables, offsets) = model.adc_tables(adc_queries);
+        let score = Score::Table {
+            tables: &tables,
+            offsets: &offsets,
+            normalise: true,
+        };
+        Ok(index.search_flat_scored(adc_codes, 40, &score, &params)?)
+    })?;
+    let adc10 = prefix(&adc40, 10);
+    let (adc_rescored, t_rescore) =
+        timed(|| Ok(index.rescore_hits(&q_flat[..adc_nq * dim], &adc40, 10)?))?;
+    let t_adc_rescored = t_adc + t_rescore;
+    let inverted = if lists {
+        let ((hits, stats), t_h) =
+            timed(|| Ok(index.search_inverted(&q_codes, 10, &Score::Hamming, &params)?))?;
+        let ((adc_inv, _), t_a) = timed(|| {
+            let (tables, offsets) = model.adc_tables(adc_queries);
+            let score = Score::Table {
+                tables: &tables,
+                offsets: &offsets,
+                normalise: true,
+            };
+            Ok(index.search_inverted(adc_codes, 40, &score, &params)?)
+        })?;
+        Some(InvertedResult {
+            expected_postings,
+            scan_words,
+            hamming_qps: qps(t_h),
+            hamming_inverted_fraction: stats.inverted_queries as f64 / nq.max(1) as f64,
+            adc_qps: adc_qps(t_a),
+            identical_to_flat: hits == top10 && adc_inv == adc40,
+        })
+    } else {
+        None
+    };
+    drop(adc40);
+    let recall_at_10_rescored = Rescored {
+        x2: rescored(2)?,
+        x4: rescored(4)?,
+        x10: rescored(10)?,
+    };
+
+    drop(index);
+    let _ = std::fs::remove_dir_all(&dir);
+    let hnsw = if cell.hnsw {
+        let g = work.join(format!("hnsw-{}", cell.slug()));
+        let h = hnsw_sweep(
+            &g,
+            bits,
+            &codes,
+            (&base_flat, dim),
+            &q_codes,
+            &q_flat,
+            truth,
+        )?;
+        let _ = std::fs::remove_dir_all(&g);
+        Some(h)
+    } else {
+        None
+    };
+
+    let result = CellResult {
+        method: cell.variant.name().to_string(),
+        bits,
+        k: cell.k,
+        alpha: cell.effective_alpha(),
+        alpha_sweep: cell.alpha.is_some(),
+        epochs: epochs_of(cell, settings),
+        rounds: rounds_of(cell, settings),
+        metrics,
+        bytes_dense: bits as f64 / 8.0,
+        bytes_sparse: match (cell.variant.exactly_k(), cell.k) {
+            (true, Some(k)) => Some((k as f64 * (bits as f64).log2().ceil()) / 8.0),
+            _ => None,
+        },
+        recall_at_1: recall_at_k(&ids(&top10), truth, 1),
+        recall_at_10: recall_at_k(&ids(&top10), truth, 10),
+        recall_at_100: (truth_cols >= 100 && n >= 100)
+            .then(|| recall_at_k(&ids(&top100), truth, 100)),
+        recall_at_10_rescored,
+        recall_at_10_cosine: recall_at_k(&ids(&cosine), truth, 10),
+        recall_at_10_adc: recall_at_k(&ids(&adc10), adc_truth, 10),
+        recall_at_10_adc_rescored_x4: recall_at_k(&ids(&adc_rescored), adc_truth, 10),
+        adc_queries: adc_nq,
+        train_seconds,
+        build_seconds,
+        search_qps: qps(t_hamming),
+        qps: Throughput {
+            hamming: qps(t_hamming),
+            cosine: qps(t_cosine),
+            adc: adc_qps(t_adc),
+            hamming_rescored_x4: qps(t_rescored),
+            adc_rescored_x4: adc_qps(t_adc_rescored),
+            encode_queries: qps(q_encode_seconds),
+        },
+        encode_per_second: n as f64 / encode_seconds,
+        inverted,
+        hnsw,
+    };
+    if let Some(p) = &result_path {
+        Cache::write(
+            p,
+            &ResultRecord {
+                key,
+                version: RESULT_VERSION,
+                eval: data.eval_fingerprint.clone(),
+                hnsw: cell.hnsw,
+                result: result.clone(),
+            },
+        )?;
+    }
+    Ok((result, stats))
+}
+
+/// Builds an index with an HNSW graph over `codes` (default parameters) at `dir` and sweeps
+/// [`HNSW_EFS`]: recall@10 and QPS of the Hamming top 10, and of the top 40 rescored.
+fn hnsw_sweep(
+    dir: &Path,
+    bits: usize,
+    codes: &[u64],
+    (vectors, dim): (&[f32], usize),
+    q_codes: &[u64],
+    q_flat: &[f32],
+    truth: &[Vec<u64>],
+) -> Result<HnswResult> {
+    let hp = HnswParams::default();
+    let started = Instant::now();
+    IndexBuilder::new(bits, codes)
+        .vectors(vectors, dim)
+        .hnsw(hp)
+        .overwrite(true)
+        .build(dir)?;
+    let build_seconds = started.elapsed().as_secs_f64();
+    let index = Index::open(dir)?;
+    let nq = truth.len() as f64;
+    let mut points = Vec::with_capacity(HNSW_EFS.len());
+    // One untimed pass loads the graph.
+    index.search_hnsw(q_codes, 10, &SearchParams::default())?;
+    for ef in HNSW_EFS {
+        let p = SearchParams::default().with_ef_search(Some(ef));
+        let (hits, t) = timed(|| Ok(index.search_hnsw(q_codes, 10, &p)?))?;
+        let (rescored, t_r) = timed(|| {
+            let c = index.search_hnsw(q_codes, 40, &p)?;
+            Ok(index.rescore_hits(q_flat, &c, 10)?)
+        })?;
+        points.push(HnswPoint {
+            ef,
+            recall_at_10: recall_at_k(&ids(&hits), truth, 10),
+            qps: nq / t,
+            recall_at_10_rescored_x4: recall_at_k(&ids(&rescored), truth, 10),
+            qps_rescored_x4: nq / t_r,
+        });
+    }
+    Ok(HnswResult {
+        max_connections: hp.max_connections,
+        ef_construction: hp.ef_construction,
+        build_seconds,
+        points,
+    })
+}
+
+/// Exact top-`min(100, n)` ground truth by cosine ([`crate::groundtruth::exact_top_k`]).
+pub fn ground_truth(base: ArrayView2<f32>, queries: ArrayView2<f32>) -> Result<Vec<Vec<u64>>> {
+    let k = 100.min(base.nrows());
+    Ok(crate::groundtruth::exact_top_k(base, queries, k)?
+        .into_iter()
+        .map(|r| r.into_iter().map(u64::from).collect())
+        .collect())
+}

@@ -1,0 +1,66 @@
+//! What every subcommand reads and writes: embedding files in, JSON lines out, a progress bar on
+//! stderr. Below every subcommand file, so that `cli/mod.rs` only parses and dispatches.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A progress bar on stderr, hidden when `quiet` or when stderr is not a terminal.
+pub fn bar(len: u64, quiet: bool, template: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    if quiet {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    } else {
+        pb.set_draw_target(ProgressDrawTarget::stderr());
+    }
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+/// Opens an embedding file and checks it can be used: finite values and, for cosine, no zero rows.
+pub fn open_embeddings(
+    path: &std::path::Path,
+    need_nonzero: bool,
+) -> anyhow::Result<bsa::io::Embeddings> {
+    let e = bsa::io::Embeddings::open(path)?;
+    e.check_finite()?;
+    if need_nonzero {
+        e.check_nonzero_norms()?;
+    }
+    Ok(e)
+}
+
+/// Writes one JSON value as a line on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+// The `--model` and `--data` of `bsa encode` and `bsa eval`, flattened into their `Args`. (A plain
+// comment: clap must not take a doc comment here for help text.)
+#[derive(Debug, clap::Args)]
+pub struct ModelData {
+    /// Model file from `bsa train`.
+    #[arg(long)]
+    pub model: std::path::PathBuf,
+    /// Float embeddings, n x D.
+    #[arg(long)]
+    pub data: std::path::PathBuf,
+}
+
+impl ModelData {
+    /// Loads the model and opens the data (checked for zero rows when `need_nonzero`), which
+    /// must have the model's dimension.
+    pub fn open(
+        &self,
+        need_nonzero: bool,
+    ) -> anyhow::Result<(bsa::model::Autoencoder, bsa::io::Embeddings)> {
+        let model = bsa::io::model::load(&self.model)?;
+        let data = open_embeddings(&self.data, need_nonzero)?;
+        data.expect_dim(model.config.dim)?;
+        Ok((model, data))
+    }
+}

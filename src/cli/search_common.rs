@@ -1,0 +1,232 @@
+//! What the front-end of `bsa search` (`search.rs`) and its two back-ends (`search_local.rs`, a
+//! local index; `milvus_search.rs`, a Milvus collection) share: the flags, the score and mode
+//! names, the queries as packed codes, and the answer a back-end hands back for printing. A leaf:
+//! it imports neither the front-end nor a back-end.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use bsa_index::pack;
+
+use super::io::open_embeddings;
+
+/// Search an index with float queries (encoded with the index's model) or packed query codes.
+///
+/// Output: one JSON line per query, {"query": i, "ids": [...], "distances": [...]}, plus
+/// "scores": the --score values for cosine, jaccard, adc and soft (best first; "distances" are
+/// still Hamming distances), or, after --rescore, the exact cosine of the float vectors.
+/// With --labels FILE, the neighbours' lines of FILE instead. The output is the same bytes for
+/// every --threads.
+///
+/// Scores (all exact, ties by smaller row, in every --mode but hnsw, which is Hamming only):
+///   hamming  |q xor b| ascending
+///   cosine   |q and b| / sqrt(|q| |b|), descending;  jaccard  |q and b| / |q or b|
+///   overlap  |q and b|, descending
+///   adc      cos(q, xhat_b): the float query against each code as the model decodes it
+///            (needs float --queries and an index built with --model)
+///   soft     sigmoid(q We^T + be) . b (needs float --queries and the model)
+///
+/// Examples:
+///   bsa search --index idx --queries query.npy --k 10
+///   bsa search --index idx --queries query.npy --k 10 --rescore 10 --stats
+///   bsa search --index idx --query-codes qcodes.npy --k 10 --mode hnsw --ef 128
+///   bsa search --index idx --queries query.npy --k 10 --mode inverted --score adc --rescore 10
+///
+/// Through a Milvus collection written by `bsa export` (needs a build with `--features milvus`;
+/// scores hamming, overlap |q and b| and adc; see README "Scaling out"):
+///   bsa search --milvus http://127.0.0.1:19530 --collection wordnet --model m.safetensors \
+///     --queries query.npy --k 10 --score adc --rescore 4 --vectors base.npy
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Index directory from `bsa build`.
+    #[arg(long, required_unless_present = "milvus", conflicts_with = "milvus")]
+    pub index: Option<PathBuf>,
+    /// Search a Milvus collection written by `bsa export` instead of a local index (URL of the
+    /// server, e.g. http://127.0.0.1:19530; needs a build with `--features milvus`).
+    #[arg(long, requires = "collection")]
+    pub milvus: Option<String>,
+    /// The Milvus collection (with --milvus).
+    #[arg(long, requires = "milvus")]
+    pub collection: Option<String>,
+    /// Model file that encodes float --queries (with --milvus; a local index carries its own).
+    #[arg(long, requires = "milvus")]
+    pub model: Option<PathBuf>,
+    /// Float vectors, one row per id, for --rescore with --milvus (a local index stores its own).
+    #[arg(long, requires = "milvus")]
+    pub vectors: Option<PathBuf>,
+    /// With --milvus --score adc: keep only the P largest entries of the query's table in the
+    /// sparse query Milvus searches with (0 = all positive entries); bsa re-ranks the candidates
+    /// with the full table and the code-norm correction.
+    #[arg(long, requires = "milvus")]
+    pub prune: Option<usize>,
+    /// Float queries, nq x D (encoded with the model stored in the index).
+    #[arg(
+        long,
+        required_unless_present = "query_codes",
+        conflicts_with = "query_codes"
+    )]
+    pub queries: Option<PathBuf>,
+    /// Packed query codes: uint8 .npy, nq x ceil(bits/8), numpy little bit order.
+    #[arg(long)]
+    pub query_codes: Option<PathBuf>,
+    /// Neighbours per query.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// flat (exact scan), inverted (exact, posting lists; needs `bsa build --inverted`) or hnsw
+    /// (graph, approximate, Hamming only).
+    #[arg(long, value_enum, default_value = "flat")]
+    pub mode: Mode,
+    /// How codes are ranked: hamming, cosine, jaccard, overlap, adc or soft (see above).
+    #[arg(long, value_enum, default_value = "hamming")]
+    pub score: ScoreName,
+    /// HNSW candidate list size (default: the value stored at build time).
+    #[arg(long)]
+    pub ef: Option<usize>,
+    /// Re-rank the top k x R candidates (by --score) by exact cosine against the stored vectors.
+    #[arg(long)]
+    pub rescore: Option<usize>,
+    /// Only neighbours within this Hamming distance (--score hamming only).
+    #[arg(long)]
+    pub max_dist: Option<u32>,
+    /// Skip the full payload checksums when opening (header checks still run).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Write results here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print {"queries", "threads", "search_seconds", "qps"} as one JSON line on stderr.
+    #[arg(long)]
+    pub stats: bool,
+    /// Text file with one line per indexed row (by id): print neighbours' lines, for people.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+}
+
+/// `--score`: how codes are ranked (the help of [`Args`] defines each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScoreName {
+    // Plain comments, not doc comments: clap would print doc comments as a list in `--help`.
+    Hamming,
+    Cosine,
+    Jaccard,
+    Adc,
+    Soft,
+    Overlap,
+}
+
+impl ScoreName {
+    /// The name on the command line and in the `--stats` line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScoreName::Hamming => "hamming",
+            ScoreName::Cosine => "cosine",
+            ScoreName::Jaccard => "jaccard",
+            ScoreName::Adc => "adc",
+            ScoreName::Soft => "soft",
+            ScoreName::Overlap => "overlap",
+        }
+    }
+}
+
+/// `--mode`: how a local index is searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Flat,
+    Hnsw,
+    Inverted,
+}
+
+impl Mode {
+    /// The name on the command line and in the `--stats` line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Flat => "flat",
+            Mode::Hnsw => "hnsw",
+            Mode::Inverted => "inverted",
+        }
+    }
+}
+
+impl Args {
+    /// Candidates each query fetches: `k`, times `R` with `--rescore R`.
+    pub fn fetch(&self) -> usize {
+        self.k.saturating_mul(self.rescore.unwrap_or(1).max(1))
+    }
+
+    /// The float `--queries`, if given (checked for zero rows when they will be rescored).
+    pub fn float_queries(&self) -> anyhow::Result<Option<bsa::io::Embeddings>> {
+        self.queries
+            .as_deref()
+            .map(|p| open_embeddings(p, self.rescore.is_some()))
+            .transpose()
+    }
+}
+
+/// One query's neighbours, best first, as a back-end hands them to the front-end.
+pub struct Answer {
+    /// External ids.
+    pub ids: Vec<u64>,
+    /// Hamming distances to the query code (whatever the score).
+    pub distances: Vec<u32>,
+    /// The `--score` values for non-Hamming scores, or cosine similarities after `--rescore`.
+    pub scores: Option<Vec<f32>>,
+}
+
+/// What a back-end found, and what the front-end's `--stats` line reports about it.
+pub struct Found {
+    /// One answer per query.
+    pub answers: Vec<Answer>,
+    /// Threads the search ran on.
+    pub threads: usize,
+    /// Seconds of the search.
+    pub seconds: f64,
+    /// The `mode` of the `--stats` line.
+    pub mode: &'static str,
+    /// The back-end's own `--stats` fields, in order (empty without `--stats`).
+    pub stats: Vec<(&'static str, serde_json::Value)>,
+}
+
+/// The queries as packed `bits`-bit codes and their number: float queries encoded by the model
+/// at `model_path()` (asked for only then; the model is returned for ADC tables), or the packed
+/// codes of the `.npy` at `codes_path`. `holder` names what holds the codes, for the errors.
+/// Shared by the local and the Milvus search.
+pub(crate) fn packed_queries(
+    float: Option<&bsa::io::Embeddings>,
+    codes_path: Option<&std::path::Path>,
+    bits: usize,
+    holder: &str,
+    model_path: impl FnOnce() -> anyhow::Result<PathBuf>,
+) -> anyhow::Result<(Vec<u64>, usize, Option<bsa::model::Autoencoder>)> {
+    match (float, codes_path) {
+        (Some(q), _) => {
+            let path = model_path()?;
+            let m = bsa::io::model::load(&path)?;
+            if m.config.bits != bits {
+                bail!(
+                    "{}: model makes {}-bit codes but {holder} holds {bits}-bit codes",
+                    path.display(),
+                    m.config.bits
+                );
+            }
+            q.expect_dim(m.config.dim)?;
+            let packed = pack::pack_set_bits(&m.encode_active(q.view()), bits)?;
+            Ok((packed, q.n(), Some(m)))
+        }
+        (None, Some(p)) => {
+            let (nq, cols, bytes) = bsa::io::read_u8(p)?;
+            if cols != bits.div_ceil(8) {
+                bail!(
+                    "{}: query codes have {cols} bytes, {holder} holds {bits}-bit codes ({} bytes)",
+                    p.display(),
+                    bits.div_ceil(8)
+                );
+            }
+            Ok((pack::pack_le_bytes(&bytes, nq, cols, bits)?, nq, None))
+        }
+        (None, None) => bail!("give --queries or --query-codes"),
+    }
+}

@@ -1,0 +1,184 @@
+//! The local back-end of `bsa search`: an index directory from `bsa build`. The only file of the
+//! CLI's search that calls the index's search functions.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use bsa_index::{pack, Hits, Index, OpenOptions, Score, SearchParams};
+
+use super::search_common::{packed_queries, Answer, Args, Found, Mode, ScoreName};
+
+/// Searches the index of `--index` as `a` asks.
+pub fn search(a: &Args) -> anyhow::Result<Found> {
+    let index_dir = a
+        .index
+        .as_ref()
+        .context("give --index DIR or --milvus URL")?;
+    let threads = bsa::threads::configure(a.threads)?;
+    let index = Index::open_with(index_dir, OpenOptions::verify_checksums(!a.no_verify))?;
+    let bits = index.bits();
+
+    // Query codes, and float queries when there are any (for rescoring).
+    let float_queries = a.float_queries()?;
+    let table_score = matches!(a.score, ScoreName::Adc | ScoreName::Soft);
+    if table_score && float_queries.is_none() {
+        bail!(
+            "--score {} needs float --queries (it compares the float query with the codes)",
+            a.score.name()
+        );
+    }
+    if a.mode == Mode::Hnsw && a.score != ScoreName::Hamming {
+        bail!(
+            "--mode hnsw ranks by Hamming distance only; use --mode flat or inverted for --score {}",
+            a.score.name()
+        );
+    }
+    if a.mode == Mode::Inverted && !index.has_inverted() {
+        bail!(
+            "{}: the index has no posting lists for --mode inverted; rebuild it with `bsa build --inverted`",
+            index_dir.display()
+        );
+    }
+    if a.max_dist.is_some() && a.score != ScoreName::Hamming {
+        bail!("--max-dist applies to --score hamming only");
+    }
+    if a.score == ScoreName::Adc && index.norms().is_none() {
+        bail!(
+            "{}: --score adc needs the norms of the decoded codes; rebuild the index with --model",
+            index_dir.display()
+        );
+    }
+    let (codes, nq, model) = packed_queries(
+        float_queries.as_ref(),
+        a.query_codes.as_deref(),
+        bits,
+        "the index",
+        || {
+            index.model_path().with_context(|| {
+                format!(
+                    "{}: the index has no model to encode float queries; build it with --model, \
+                     or pass --query-codes",
+                    index_dir.display()
+                )
+            })
+        },
+    )?;
+    if a.rescore.is_some() {
+        if float_queries.is_none() {
+            bail!("--rescore needs float --queries (codes alone cannot be rescored)");
+        }
+        if !index.has_vectors() {
+            bail!(
+                "{}: the index stores no vectors to rescore with; rebuild it with --vectors",
+                index_dir.display()
+            );
+        }
+    }
+
+    let params = SearchParams::default()
+        .with_max_distance(a.max_dist)
+        .with_ef_search(a.ef);
+    let fetch = a.fetch();
+    let started = Instant::now();
+    // Per-query tables for the asymmetric scores, each entry a fixed-order sum
+    // (`bsa::deterministic`), so the scores printed do not depend on --threads or the CPU.
+    let (tables, offsets) = match (table_score, &model, &float_queries) {
+        (true, Some(m), Some(q)) if a.score == ScoreName::Adc => m.adc_tables(q.view()),
+        (true, Some(m), Some(q)) => m.soft_tables(q.view()),
+        // Overlap |q and b|: a 0/1 table of the query's bits, the sparse inner product Milvus
+        // computes for `--milvus --score overlap`.
+        _ if a.score == ScoreName::Overlap => overlap_tables(&codes, bits),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let score = match a.score {
+        ScoreName::Cosine => Score::Cosine,
+        ScoreName::Jaccard => Score::Jaccard,
+        ScoreName::Adc | ScoreName::Soft | ScoreName::Overlap => Score::Table {
+            tables: &tables,
+            offsets: &offsets,
+            normalise: a.score == ScoreName::Adc,
+        },
+        ScoreName::Hamming => Score::Hamming,
+    };
+    let mut inverted_stats = None;
+    let mut hits = match a.mode {
+        Mode::Hnsw => index.search_hnsw(&codes, fetch, &params)?,
+        Mode::Inverted => {
+            let (h, st) = index.search_inverted(&codes, fetch, &score, &params)?;
+            inverted_stats = Some(st);
+            h
+        }
+        Mode::Flat => index.search_flat_scored(&codes, fetch, &score, &params)?,
+    };
+    if let (Some(_), Some(q)) = (a.rescore, &float_queries) {
+        use rayon::prelude::*;
+        hits = hits
+            .par_iter()
+            .enumerate()
+            .map(|(i, h)| index.rescore(q.row(i), h, a.k))
+            .collect::<Result<Vec<Hits>, _>>()?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+
+    let mut stats = Vec::new();
+    if a.stats {
+        stats = vec![
+            // The kernel family (BSA_KERNEL or the CPU's best) and its kernel for this width.
+            (
+                "kernel_family",
+                bsa_index::KernelFamily::resolve(params.kernel)?
+                    .name()
+                    .into(),
+            ),
+            ("kernel", index.kernel_name(&params)?.into()),
+            // Table scores (adc, soft) read the per-code set bits when the index stores them.
+            (
+                "table_layout",
+                if index.sparse().is_some() {
+                    "sparse"
+                } else {
+                    "packed"
+                }
+                .into(),
+            ),
+        ];
+        if let Some(s) = inverted_stats {
+            // Queries whose posting lists were longer than a flat scan were answered by the scan.
+            stats.extend([
+                ("inverted_queries", s.inverted_queries.into()),
+                ("flat_fallback_queries", s.flat_queries.into()),
+                ("postings_visited", s.postings_visited.into()),
+                ("codes_verified", s.codes_verified.into()),
+                ("bitmap_queries", s.bitmap_queries.into()),
+            ]);
+        }
+    }
+    debug_assert_eq!(hits.len(), nq);
+    Ok(Found {
+        answers: hits
+            .into_iter()
+            .map(|h| Answer {
+                ids: h.ids,
+                distances: h.distances,
+                scores: h.scores,
+            })
+            .collect(),
+        threads,
+        seconds,
+        mode: a.mode.name(),
+        stats,
+    })
+}
+
+/// Per-query 0/1 tables of the overlap score: 1.0 at each set bit of the query code, offsets 0.
+fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
+    let wpc = pack::words_per_code(bits);
+    let nq = codes.len() / wpc.max(1);
+    let mut t = vec![0.0f32; nq * bits];
+    for (i, code) in codes.chunks_exact(wpc).enumerate() {
+        for j in (0..bits).filter(|&j| pack::get_bit(code, j)) {
+            t[i * bits + j] = 1.0;
+        }
+    }
+    (t, vec![0.0; nq])
+}

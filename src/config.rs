@@ -1,0 +1,155 @@
+//! What defines a model apart from its weights: how codes are made ([`Method`]), the distance of
+//! the losses ([`LossKind`]), the alignment target ([`Target`]) and the sizes ([`ModelConfig`],
+//! saved as model-file metadata). A leaf below the model, the losses and the vector loops, which
+//! all branch on these; [`crate::model`] re-exports its items.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// How the binary code is made from the soft code `S`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// The paper's BSA: `C = round(S)`, with the alignment loss pulling the count toward K.
+    Bsa,
+    /// "TopK clipping": `C` = k-hot of the K largest entries of `S`, no alignment loss.
+    Topk,
+    /// Baseline, no training: bit j = `x_j > 0` (N = D, `We` = identity, `be` = 0). See
+    /// [`crate::baselines`].
+    Sign,
+    /// Baseline, no training: bit j = `r_j . x > 0` with Gaussian `r_j` (SimHash). See
+    /// [`crate::baselines`].
+    Lsh,
+    /// Baseline, closed form: iterative quantization (PCA + learned rotation, Gong and Lazebnik
+    /// 2011). See [`crate::baselines`].
+    Itq,
+    /// Binary dictionary learning: exactly K atoms per code chosen by greedy binary matching
+    /// pursuit, decoder refitted in closed form. See [`crate::pursuit`].
+    Pursuit,
+}
+
+impl Method {
+    /// True for the baselines fitted in closed form by [`crate::baselines`] (not by gradient
+    /// descent): [`Method::Sign`], [`Method::Lsh`], [`Method::Itq`].
+    pub fn is_baseline(self) -> bool {
+        matches!(self, Method::Sign | Method::Lsh | Method::Itq)
+    }
+}
+
+/// The distance used in both loss terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// Cosine distance `1 - u.v / (|u| |v|)` (the paper).
+    Cosine,
+    /// Mean squared error (the paper's ablation).
+    Mse,
+}
+
+/// The TopK target `T` that the soft code `S` is aligned to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// 1 at the K largest entries of each row of `S`, 0 elsewhere.
+    Khot,
+    /// `S` itself at the K largest entries, 0 elsewhere.
+    Masked,
+}
+
+macro_rules! impl_enum_str {
+    ($t:ty, $($name:literal => $v:expr),+) => {
+        impl FromStr for $t {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($name => Ok($v),)+
+                    _ => Err(Error::InvalidArgument(format!(
+                        "unknown {} {s:?}; expected one of: {}",
+                        stringify!($t).to_lowercase(),
+                        [$($name),+].join(", ")
+                    ))),
+                }
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let s = match self { $(v if *v == $v => $name,)+ _ => unreachable!() };
+                f.write_str(s)
+            }
+        }
+    };
+}
+impl_enum_str!(
+    Method,
+    "bsa" => Method::Bsa,
+    "topk" => Method::Topk,
+    "sign" => Method::Sign,
+    "lsh" => Method::Lsh,
+    "itq" => Method::Itq,
+    "pursuit" => Method::Pursuit
+);
+impl_enum_str!(LossKind, "cosine" => LossKind::Cosine, "mse" => LossKind::Mse);
+impl_enum_str!(Target, "khot" => Target::Khot, "masked" => Target::Masked);
+
+/// Everything that defines a model apart from its weights. Saved as model-file metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Input dimension D.
+    pub dim: usize,
+    /// Code length N (number of bits).
+    pub bits: usize,
+    /// Target number of active bits K.
+    pub k: usize,
+    /// How codes are made.
+    pub method: Method,
+    /// Loss used in training.
+    pub loss: LossKind,
+    /// Weight of the alignment loss (ignored by [`Method::Topk`]).
+    pub alpha: f64,
+    /// Alignment target.
+    pub target: Target,
+}
+
+impl ModelConfig {
+    /// Checks that the sizes make sense (`0 < k <= bits`, `dim > 0`, finite `alpha >= 0`).
+    pub fn validate(&self) -> Result<()> {
+        if self.dim == 0 {
+            return Err(Error::InvalidArgument(
+                "input dimension must be positive".into(),
+            ));
+        }
+        if self.bits == 0 {
+            return Err(Error::InvalidArgument("--bits must be positive".into()));
+        }
+        check_k(self.bits, self.k)?;
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "--alpha must be a finite number >= 0, got {}",
+                self.alpha
+            )));
+        }
+        Ok(())
+    }
+
+    /// The alignment weight actually used: `alpha` for BSA, 0 for TopK (which has no such term)
+    /// and for the baselines (which are not trained by gradient descent).
+    pub fn effective_alpha(&self) -> f64 {
+        match self.method {
+            Method::Bsa => self.alpha,
+            Method::Topk | Method::Sign | Method::Lsh | Method::Itq | Method::Pursuit => 0.0,
+        }
+    }
+}
+
+/// Checks `0 < k <= bits`: the one rule every method's K follows.
+pub(crate) fn check_k(bits: usize, k: usize) -> Result<()> {
+    if k == 0 || k > bits {
+        return Err(Error::InvalidArgument(format!(
+            "--k must be between 1 and --bits ({bits}), got {k}"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! [`Embeddings`]: a float matrix held as row-major `f32`, memory-mapped or owned. The readers
+//! (`npy`, `fvecs`) build it and sit above it; [`Embeddings::open`], which picks the reader by
+//! extension, is in `io/mod.rs`, above both.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use ndarray::ArrayView2;
+
+use crate::error::{Error, Result};
+
+/// The path reported for embeddings built with [`Embeddings::from_vec`].
+const MEMORY_PATH: &str = "<memory>";
+
+/// Float embeddings loaded from `.npy` (`float32`, `float16`, `float64`; 2-D; either byte order;
+/// C or Fortran order) or `.fvecs`, held as row-major `f32`.
+///
+/// The data is either memory-mapped (little-endian C-order `float32` `.npy`, zero copy; see
+/// [`Embeddings::is_mapped`]) or owned. A mapped file must not be modified or truncated by another
+/// process while the `Embeddings` is alive.
+///
+/// Invariant: `n >= 1`, `dim >= 1` and the data holds exactly `n * dim` values.
+///
+/// ```
+/// use bsa::io::Embeddings;
+/// let emb = Embeddings::from_vec(2, 2, vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+/// assert_eq!(emb.row(1), &[3.0, 4.0]);
+/// assert_eq!(emb.view()[[0, 1]], 2.0);
+/// assert_eq!(emb.path().to_str(), Some("<memory>"));
+/// ```
+pub struct Embeddings {
+    path: PathBuf,
+    n: usize,
+    dim: usize,
+    storage: Storage,
+}
+
+enum Storage {
+    /// `n * dim` native `f32` values at `map[offset..]`, 4-byte aligned (checked when built).
+    Mapped { map: Mmap, offset: usize },
+    /// Exactly `n * dim` values.
+    Owned(Vec<f32>),
+}
+
+impl Embeddings {
+    /// Builds embeddings from row-major data already in memory (tests, generated data).
+    /// The path is reported as `<memory>`.
+    ///
+    /// Errors with [`Error::InvalidArgument`] if `n` or `dim` is 0 and with [`Error::DimMismatch`]
+    /// if `data.len() != n * dim`.
+    ///
+    /// ```
+    /// let emb = bsa::io::Embeddings::from_vec(1, 3, vec![0.5; 3]).unwrap();
+    /// assert!(!emb.is_mapped());
+    /// assert!(bsa::io::Embeddings::from_vec(2, 3, vec![0.5; 3]).is_err());
+    /// ```
+    pub fn from_vec(n: usize, dim: usize, data: Vec<f32>) -> Result<Embeddings> {
+        if n == 0 || dim == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "embeddings need at least one row and one column, got {n} x {dim}"
+            )));
+        }
+        let expected = n.checked_mul(dim).ok_or_else(|| {
+            Error::InvalidArgument(format!("{n} x {dim} embeddings overflow the address space"))
+        })?;
+        if data.len() != expected {
+            return Err(Error::DimMismatch {
+                what: format!("length of the data for {n} x {dim} embeddings"),
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(Embeddings::owned(PathBuf::from(MEMORY_PATH), n, dim, data))
+    }
+
+    /// Owned embeddings; the caller has checked `n, dim >= 1` and `data.len() == n * dim`.
+    pub(crate) fn owned(path: PathBuf, n: usize, dim: usize, data: Vec<f32>) -> Embeddings {
+        debug_assert!(n >= 1 && dim >= 1 && data.len() == n * dim);
+        Embeddings {
+            path,
+            n,
+            dim,
+            storage: Storage::Owned(data),
+        }
+    }
+
+    /// Mapped embeddings; the caller has checked `n, dim >= 1` and that `map[offset..]` holds
+    /// exactly `n * dim * 4` bytes starting at a 4-byte-aligned address.
+    pub(crate) fn mapped(
+        path: PathBuf,
+        n: usize,
+        dim: usize,
+        map: Mmap,
+        offset: usize,
+    ) -> Embeddings {
+        let emb = Embeddings {
+            path,
+            n,
+            dim,
+            storage: Storage::Mapped { map, offset },
+        };
+        debug_assert_eq!(emb.as_slice().len(), n * dim);
+        emb
+    }
+
+    /// The file the embeddings came from (`<memory>` for [`Embeddings::from_vec`]).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of rows (vectors); at least 1.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Number of columns (the embedding dimension); at least 1.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// All `n * dim` values, row-major.
+    ///
+    /// ```
+    /// let emb = bsa::io::Embeddings::from_vec(2, 1, vec![1.0, 2.0]).unwrap();
+    /// assert_eq!(emb.as_slice(), &[1.0, 2.0]);
+    /// ```
+    pub fn as_slice(&self) -> &[f32] {
+        match &self.storage {
+            Storage::Owned(v) => v,
+            Storage::Mapped { map, offset } => {
+                // Length and alignment were checked with `try_cast_slice` before construction,
+                // so this cast cannot fail.
+                bytemuck::cast_slice(&map[*offset..*offset + self.n * self.dim * 4])
+            }
+        }
+    }
+
+    /// The data as an `n x dim` ndarray view.
+    ///
+    /// ```
+    /// let emb = bsa::io::Embeddings::from_vec(2, 2, vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+    /// assert_eq!(emb.view().dim(), (2, 2));
+    /// ```
+    pub fn view(&self) -> ArrayView2<'_, f32> {
+        ArrayView2::from_shape((self.n, self.dim), self.as_slice())
+            .expect("Embeddings invariant: data holds exactly n * dim values")
+    }
+
+    /// Row `i` (length `dim`).
+    ///
+    /// # Panics
+    /// If `i >= n`.
+    ///
+    /// ```
+    /// let emb = bsa::io::Embeddings::from_vec(2, 2, vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+    /// assert_eq!(emb.row(0), &[1.0, 2.0]);
+    /// ```
+    pub fn row(&self, i: usize) -> &[f32] {
+        assert!(i < self.n, "row {i} out of range for {} rows", self.n);
+        &self.as_slice()[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// `true` if the data is memory-mapped from the file (zero copy), `false` if it is owned.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.storage, Storage::Mapped { .. })
+    }
+
+    /// Checks that every value is finite. The error is [`Error::BadRow`] naming the file, the first
+    /// row holding a NaN or infinity, and the column.
+    ///
+    /// ```
+    /// let emb = bsa::io::Embeddings::from_vec(2, 2, vec![1.0, 2.0, f32::NAN, 4.0]).unwrap();
+    /// let err = emb.check_finite().unwrap_err().to_string();
+    /// assert!(err.contains("row 1"), "{err}");
+    /// ```
+    pub fn check_finite(&self) -> Result<()> {
+        for (row, values) in self.as_slice().chunks_exact(self.dim).enumerate() {
+            if let Some(col) = values.iter().position(|v| !v.is_finite()) {
+                let v = values[col];
+                let what = if v.is_nan() {
+                    "NaN (not a number)"
+                } else if v > 0.0 {
+                    "+infinity"
+                } else {
+                    "-infinity"
+                };
+                return Err(Error::BadRow {
+                    path: self.path.clone(),
+                    row,
+                    detail: format!(
+                        "column {col} is {what}; training and search need finite values: fix or \
+                         drop this row (numpy: x[np.isfinite(x).all(axis=1)])"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every row has a positive, finite L2 norm (computed in `f64`, and required to be
+    /// representable as a positive finite `f32`), as cosine similarity needs. The error is
+    /// [`Error::BadRow`] naming the first offending row.
+    ///
+    /// ```
+    /// let emb = bsa::io::Embeddings::from_vec(2, 2, vec![1.0, 2.0, 0.0, 0.0]).unwrap();
+    /// let err = emb.check_nonzero_norms().unwrap_err().to_string();
+    /// assert!(err.contains("row 1"), "{err}");
+    /// ```
+    pub fn check_nonzero_norms(&self) -> Result<()> {
+        for (row, values) in self.as_slice().chunks_exact(self.dim).enumerate() {
+            let norm = values
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt();
+            let norm32 = norm as f32;
+            if norm32 > 0.0 && norm32.is_finite() {
+                continue;
+            }
+            let detail = if norm.is_nan() || norm.is_infinite() {
+                "L2 norm is not finite (the row holds NaN, infinity or huge values); cosine \
+                 similarity needs finite vectors: fix or drop this row"
+                    .to_string()
+            } else if norm == 0.0 {
+                "L2 norm is 0 (an all-zero vector); cosine similarity is undefined for it: drop \
+                 this row (numpy: x[np.linalg.norm(x, axis=1) > 0])"
+                    .to_string()
+            } else {
+                format!(
+                    "L2 norm {norm:e} is outside the float32 range, so the row cannot be \
+                     normalised for cosine similarity: rescale or drop this row"
+                )
+            };
+            return Err(Error::BadRow {
+                path: self.path.clone(),
+                row,
+                detail,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that the embeddings have `expected` columns; [`Error::DimMismatch`] naming the file
+    /// otherwise.
+    ///
+    /// ```
+    /// let emb = bsa::io::Embeddings::from_vec(1, 128, vec![1.0; 128]).unwrap();
+    /// let err = emb.expect_dim(384).unwrap_err().to_string();
+    /// assert!(err.contains("has 128 columns, the model expects 384"), "{err}");
+    /// ```
+    pub fn expect_dim(&self, expected: usize) -> Result<()> {
+        if self.dim == expected {
+            return Ok(());
+        }
+        Err(Error::DimMismatch {
+            what: format!(
+                "{} has {} columns, the model expects {expected} (embed with the same encoder the \
+                 model was trained on, or train a model for this dimension)",
+                self.path.display(),
+                self.dim
+            ),
+            expected,
+            got: self.dim,
+        })
+    }
+}
+
+impl fmt::Debug for Embeddings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Embeddings")
+            .field("path", &self.path)
+            .field("n", &self.n)
+            .field("dim", &self.dim)
+            .field("mapped", &self.is_mapped())
+            .finish()
+    }
+}

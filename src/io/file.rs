@@ -1,0 +1,72 @@
+//! Files in and out: read-only memory maps and atomic writes (temporary file, sync, rename), for
+//! every reader and writer of `io`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+
+/// Opens `path` read-only and memory-maps it. Empty files are rejected (they cannot be mapped on
+/// every platform, and no format read here is valid when empty).
+pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len == 0 {
+        return Err(Error::format(
+            path,
+            "the file is empty (0 bytes); it was probably not written completely: re-create it",
+        ));
+    }
+    // SAFETY: the map is read-only and only ever read through `&[u8]`. Mapping a file is sound as
+    // long as no one modifies or truncates it while the map is alive; that is a documented
+    // requirement of `Embeddings` (and the other readers drop the map before returning). Length
+    // checks are done against the map's own length, never against metadata read earlier.
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    Ok(map)
+}
+
+/// Writes a file atomically: `write` fills a temporary file in the target's directory, which is
+/// flushed, synced and renamed over `path`. On any error the temporary file is removed and `path`
+/// is left untouched.
+pub(crate) fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let file_name = path.file_name().ok_or_else(|| {
+        Error::InvalidArgument(format!("{} does not name a file to write", path.display()))
+    })?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        file_name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| Error::io(path, e))?;
+    let result = (|| {
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        write(&mut w)?;
+        w.flush()?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! The weights of the autoencoder ([`Params`]) and the products on them: pre-activations and
+//! decoding. Below [`crate::model`] (which re-exports it) so that the pursuit encoder
+//! ([`crate::pursuit::encode`]) and the optimiser can use the weights without the model.
+
+use ndarray::{Array1, Array2, ArrayView2, Zip};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::deterministic;
+use crate::real::Real;
+
+/// The weights: encoder `We` (`N x D`), `be` (`N`), decoder transposed `wd_t = Wd^T` (`N x D`),
+/// `bd` (`D`). Also used to hold gradients and optimiser moments of the same shapes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params<F> {
+    /// Encoder weight `We`, `N x D`.
+    pub we: Array2<F>,
+    /// Encoder bias `be`, length `N`.
+    pub be: Array1<F>,
+    /// Decoder weight transposed, `Wd^T`, `N x D`: row j is the vector bit j adds.
+    pub wd_t: Array2<F>,
+    /// Decoder bias `bd`, length `D`.
+    pub bd: Array1<F>,
+}
+
+impl<F: Real> Params<F> {
+    /// All-zero parameters for a model of `bits` codes over `dim` inputs.
+    pub fn zeros(bits: usize, dim: usize) -> Self {
+        Params {
+            we: Array2::zeros((bits, dim)),
+            be: Array1::zeros(bits),
+            wd_t: Array2::zeros((bits, dim)),
+            bd: Array1::zeros(dim),
+        }
+    }
+
+    /// PyTorch's default `nn.Linear` initialisation (uniform in `±1/sqrt(fan_in)` for weights
+    /// and biases), which is what the paper's reference implementation would have used.
+    pub fn init(bits: usize, dim: usize, seed: u64) -> Self {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut uniform = |bound: f64| F::from(rng.random_range(-bound..bound)).unwrap();
+        let enc = 1.0 / (dim as f64).sqrt();
+        let dec = 1.0 / (bits as f64).sqrt();
+        let we = Array2::from_shape_simple_fn((bits, dim), || uniform(enc));
+        let be = Array1::from_shape_simple_fn(bits, || uniform(enc));
+        let wd_t = Array2::from_shape_simple_fn((bits, dim), || uniform(dec));
+        let bd = Array1::from_shape_simple_fn(dim, || uniform(dec));
+        Params { we, be, wd_t, bd }
+    }
+
+    /// Code length N.
+    pub fn bits(&self) -> usize {
+        self.we.nrows()
+    }
+
+    /// Input dimension D.
+    pub fn dim(&self) -> usize {
+        self.we.ncols()
+    }
+
+    /// Pre-activations `H = X We^T + be` (`B x N`), by a BLAS GEMM: fast, but its rounding
+    /// depends on the CPU and the thread count (see [`Params::pre_activations_fixed`]).
+    pub fn pre_activations(&self, x: ArrayView2<F>) -> Array2<F> {
+        let mut h = x.dot(&self.we.t());
+        h += &self.be;
+        h
+    }
+
+    /// Decodes binary codes given as lists of set bits: row i of the result is
+    /// `bd + sum of wd_t[j] for j in active[i]`. Costs `B K D` instead of a `B N D` GEMM.
+    pub fn decode_sparse(&self, active: &[Vec<u32>]) -> Array2<F> {
+        let mut out = Array2::zeros((active.len(), self.dim()));
+        Zip::from(out.rows_mut())
+            .and(active)
+            .par_for_each(|mut row, bits| {
+                row.assign(&self.bd);
+                for &j in bits {
+                    row += &self.wd_t.row(j as usize);
+                }
+            });
+        out
+    }
+
+    /// Norm of each code's decoded vector, `|bd + sum of wd_t[j] over its set bits|` (the divisor
+    /// of the ADC score), in f64 and in chunks to bound memory.
+    pub fn decoded_norms(&self, active: &[Vec<u32>]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(active.len());
+        for chunk in active.chunks(1 << 15) {
+            let xhat = self.decode_sparse(chunk);
+            out.extend(xhat.rows().into_iter().map(|r| {
+                r.iter()
+                    .map(|&v| v.to_f64().unwrap_or(f64::NAN).powi(2))
+                    .sum::<f64>()
+                    .sqrt() as f32
+            }));
+        }
+        out
+    }
+
+    /// Decodes a dense (possibly non-binary) code matrix `C` (`B x N`): `C Wd^T + bd`.
+    pub fn decode_dense(&self, c: ArrayView2<F>) -> Array2<F> {
+        let mut out = c.dot(&self.wd_t);
+        out += &self.bd;
+        out
+    }
+
+    /// Applies `f` to every pair of corresponding arrays of `self` and `other`.
+    pub fn zip_mut_with(&mut self, other: &Params<F>, f: impl Fn(&mut F, &F) + Sync + Send) {
+        Zip::from(&mut self.we).and(&other.we).par_for_each(&f);
+        Zip::from(&mut self.be).and(&other.be).for_each(&f);
+        Zip::from(&mut self.wd_t).and(&other.wd_t).par_for_each(&f);
+        Zip::from(&mut self.bd).and(&other.bd).for_each(&f);
+    }
+
+    /// True when every parameter is finite.
+    pub fn all_finite(&self) -> bool {
+        self.we.iter().all(|v| v.is_finite())
+            && self.be.iter().all(|v| v.is_finite())
+            && self.wd_t.iter().all(|v| v.is_finite())
+            && self.bd.iter().all(|v| v.is_finite())
+    }
+}
+
+impl Params<f32> {
+    /// Pre-activations `H = X We^T + be` with every entry fixed bit for bit by the inputs:
+    /// `H[i][j] = `[`deterministic::dot`]`(x_i, We_j) + be_j`, on any CPU and thread count.
+    pub fn pre_activations_fixed(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        let mut h = deterministic::matmul_nt(x, self.we.view());
+        h += &self.be;
+        h
+    }
+}
