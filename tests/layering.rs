@@ -4,6 +4,11 @@
 //! each use only the ones below (issue 13). Comments (doc links included) and string literals do
 //! not count: they create no dependency.
 //!
+//! A path through a re-export (`pub use a::X;` in a facade such as `lib.rs` or `search/mod.rs`)
+//! counts as an edge to the module that defines `X`, not to the facade: a facade only names what
+//! lies below it. For `bsa-index` the files must also stack in the layers pictured in
+//! `index/src/lib.rs` ([`INDEX_LAYERS`]): no edge may point to a higher layer.
+//!
 //! The check reads the source as text (a small lexer, no parser): `cfg` attributes are ignored, so
 //! feature-gated modules (`milvus`) are checked too.
 
@@ -24,15 +29,59 @@ fn src_has_no_import_circle() {
     }
 }
 
-/// The same check for `bsa-index` (`index/src`): not yet a test while that crate's layering is
-/// being rebuilt; add `#[test]` once it holds.
-#[allow(dead_code)]
-fn index_src_has_no_import_circle() {
+/// The layers of `bsa-index`, lowest first, as `index/src/lib.rs` pictures them: a file may use
+/// files of its own layer or lower ones. The facades (`lib.rs`, `search/mod.rs`) are in none.
+const INDEX_LAYERS: &[&[&str]] = &[
+    &["error.rs", "kernel.rs", "topk.rs", "bits.rs"],
+    &["hamming.rs", "score.rs", "pack.rs"],
+    &["format.rs", "files.rs", "manifest.rs"],
+    &[
+        "sparse.rs",
+        "postings.rs",
+        "bitmaps.rs",
+        "graph.rs",
+        "vectors.rs",
+    ],
+    &[
+        "search/searcher.rs",
+        "search/flat.rs",
+        "search/blocked.rs",
+        "search/inverted.rs",
+        "search/graph.rs",
+        "search/rescore.rs",
+    ],
+    &["hnsw.rs", "index.rs", "mode.rs", "builder.rs"],
+];
+
+/// The same check for `bsa-index` (`index/src`), and its layers.
+#[test]
+fn index_src_stacks_in_its_layers() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let graph = module_graph(&root.join("index/src/lib.rs"));
+    assert!(graph["search/flat.rs"].contains("search/searcher.rs"));
     if let Some(cycle) = find_cycle(&graph) {
         panic!("index/src: import circle {}", cycle.join(" -> "));
     }
+    let layer = |file: &str| INDEX_LAYERS.iter().position(|l| l.contains(&file));
+    let mut upwards = Vec::new();
+    for (from, targets) in &graph {
+        if from == "lib.rs" || from == "search/mod.rs" {
+            continue;
+        }
+        let own = layer(from).unwrap_or_else(|| {
+            panic!("index/src/{from} is in no layer: add it to INDEX_LAYERS and lib.rs's picture")
+        });
+        for to in targets {
+            if layer(to).is_some_and(|l| l > own) {
+                upwards.push(format!("{from} -> {to}"));
+            }
+        }
+    }
+    assert!(
+        upwards.is_empty(),
+        "index/src: edges to a higher layer:\n{}",
+        upwards.join("\n")
+    );
 }
 
 /// The checker itself: a circle through a `super::` path and a parent's `mod` declaration is found,
@@ -95,16 +144,38 @@ fn module_graph(root_file: &Path) -> BTreeMap<String, BTreeSet<String>> {
             .to_string_lossy()
             .into_owned()
     };
-    let mut graph = BTreeMap::new();
-    for (module, tokens) in &tokens_of {
-        let mut edges = BTreeSet::new();
-        for target in referenced_modules(module, tokens) {
-            // The longest prefix of the path that is a file's module is where the item lives.
+    // Names each file re-exports (`pub use a::b::X;`): X -> the path it stands for.
+    let re_exports: BTreeMap<Vec<String>, BTreeMap<String, Vec<String>>> = tokens_of
+        .iter()
+        .map(|(module, tokens)| (module.clone(), re_exports(module, tokens)))
+        .collect();
+    // The longest prefix of the path that is a file's module is where the item lives, unless
+    // that file only re-exports the item: then it lives where the re-export points.
+    let owner_of = |target: &[String]| {
+        let mut target = target.to_vec();
+        for _ in 0..8 {
             let owner = (0..=target.len())
                 .rev()
                 .map(|n| target[..n].to_vec())
                 .find(|m| files.contains_key(m))
                 .unwrap();
+            // A re-export of the file's own item (`pub(crate) use my_macro;`) is the item itself.
+            match target
+                .get(owner.len())
+                .and_then(|name| re_exports[&owner].get(name))
+                .filter(|to| to[..to.len() - 1] != owner[..])
+            {
+                Some(to) => target = [to.as_slice(), &target[owner.len() + 1..]].concat(),
+                None => return owner,
+            }
+        }
+        panic!("re-exports of {target:?} go round in a circle")
+    };
+    let mut graph = BTreeMap::new();
+    for (module, tokens) in &tokens_of {
+        let mut edges = BTreeSet::new();
+        for target in referenced_modules(module, tokens) {
+            let owner = owner_of(&target);
             if &owner != module {
                 edges.insert(name(&owner));
             }
@@ -210,6 +281,35 @@ fn tokens(code: &str) -> Vec<String> {
                 out.push(c[i].to_string());
             }
             i += 1;
+        }
+    }
+    out
+}
+
+/// The items a file re-exports with `pub use` or `pub(crate) use` (at its top level): each name
+/// and the path, from the crate root, that it stands for.
+fn re_exports(module: &[String], tokens: &[String]) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let mut depth = 0;
+    for i in 0..tokens.len() {
+        match tokens[i].as_str() {
+            "{" => depth += 1,
+            "}" => depth -= 1,
+            "use" if depth == 0 && i > 0 && matches!(tokens[i - 1].as_str(), "pub" | ")") => {
+                let (paths, _) = expand_path(tokens, i + 1, Vec::new());
+                for p in paths {
+                    let full = if matches!(p[0].as_str(), "crate" | "super" | "self") {
+                        resolve(module, &p)
+                    } else {
+                        // `pub use child::X` in a facade: relative to the file's module.
+                        [module, p.as_slice()].concat()
+                    };
+                    if let Some(name) = full.last().filter(|n| *n != "self") {
+                        out.insert(name.clone(), full.clone());
+                    }
+                }
+            }
+            _ => {}
         }
     }
     out

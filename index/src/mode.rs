@@ -51,6 +51,15 @@ impl Mode {
         }
     }
 
+    /// The same mode with the candidate list size `ef` of the graph modes (`None`: the graph's
+    /// default); the exact modes have no `ef` and are returned unchanged.
+    pub fn with_ef_search(self, ef: Option<usize>) -> Mode {
+        match self {
+            Mode::Hnsw(p) => Mode::Hnsw(p.with_ef_search(ef)),
+            other => other,
+        }
+    }
+
     /// The mode's name.
     pub fn name(&self) -> &'static str {
         match self {

@@ -75,9 +75,8 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         }
     }
 
-    let params = SearchParams::default()
-        .with_max_distance(a.max_dist)
-        .with_ef_search(a.ef);
+    let params = SearchParams::default().with_max_distance(a.max_dist);
+    let mode = bsa_index::Mode::parse(a.mode.name())?.with_ef_search(a.ef);
     let fetch = a.fetch();
     let started = Instant::now();
     // Per-query tables for the asymmetric scores, each entry a fixed-order sum
@@ -100,16 +99,9 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         },
         ScoreName::Hamming => Score::Hamming,
     };
-    let mut inverted_stats = None;
-    let mut hits = match a.mode {
-        Mode::Hnsw => index.search_hnsw(&codes, fetch, &params)?,
-        Mode::Inverted => {
-            let (h, st) = index.search_inverted(&codes, fetch, &score, &params)?;
-            inverted_stats = Some(st);
-            h
-        }
-        Mode::Flat => index.search_flat_scored(&codes, fetch, &score, &params)?,
-    };
+    let (mut hits, search_stats) = index
+        .searcher(&mode)?
+        .search(&codes, fetch, &score, &params)?;
     if let (Some(_), Some(q)) = (a.rescore, &float_queries) {
         use rayon::prelude::*;
         hits = hits
@@ -130,7 +122,7 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
                     .name()
                     .into(),
             ),
-            ("kernel", index.kernel_name(&params)?.into()),
+            ("kernel", search_stats.kernel.into()),
             // Table scores (adc, soft) read the per-code set bits when the index stores them.
             (
                 "table_layout",
@@ -142,16 +134,8 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
                 .into(),
             ),
         ];
-        if let Some(s) = inverted_stats {
-            // Queries whose posting lists were longer than a flat scan were answered by the scan.
-            stats.extend([
-                ("inverted_queries", s.inverted_queries.into()),
-                ("flat_fallback_queries", s.flat_queries.into()),
-                ("postings_visited", s.postings_visited.into()),
-                ("codes_verified", s.codes_verified.into()),
-                ("bitmap_queries", s.bitmap_queries.into()),
-            ]);
-        }
+        // The mode's own counters (e.g. how the inverted search answered each query).
+        stats.extend(search_stats.counters.iter().map(|&(k, v)| (k, v.into())));
     }
     debug_assert_eq!(hits.len(), nq);
     Ok(Found {
