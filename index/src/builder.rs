@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::files::{crc_of_file, file_crc};
 use crate::format::{flags, ElemKind, FileKind, Header, FORMAT_VERSION, HEADER_LEN};
+use crate::graph::{write_graph_file, GRAPH_FILE};
+use crate::graph_build::{self, BuildParams, UnitVectors};
 use crate::hnsw::{build_and_dump, HNSW_BASENAME};
 use crate::manifest::{
-    BitmapsInfo, BuildInfo, FileInfo, HnswInfo, HnswParams, InvertedInfo, Manifest, ModelInfo,
-    NormsInfo, Segment, SparseInfo, VectorDtype, VectorsInfo, MANIFEST_FILE,
+    BitmapsInfo, BuildInfo, FileInfo, GraphInfo, GraphMetric, HnswInfo, HnswParams, InvertedInfo,
+    Manifest, ModelInfo, NormsInfo, Segment, SparseInfo, VectorDtype, VectorsInfo, MANIFEST_FILE,
 };
 use crate::pack::{check_high_bits_zero, words_per_code};
 use crate::postings::InvertedLists;
@@ -50,6 +52,7 @@ pub struct IndexBuilder<'a> {
     vectors: Option<(&'a [f32], usize)>,
     dtype: VectorDtype,
     hnsw: Option<HnswParams>,
+    graph_vectors: Option<(&'a [f32], usize)>,
     inverted: bool,
     sparse: Option<bool>,
     bitmaps: Option<bool>,
@@ -185,6 +188,7 @@ impl<'a> IndexBuilder<'a> {
             vectors: None,
             dtype: VectorDtype::F32,
             hnsw: None,
+            graph_vectors: None,
             inverted: false,
             sparse: None,
             bitmaps: None,
@@ -217,6 +221,16 @@ impl<'a> IndexBuilder<'a> {
     /// Also build and store an HNSW graph with these parameters.
     pub fn hnsw(mut self, params: HnswParams) -> Self {
         self.hnsw = Some(params);
+        self
+    }
+
+    /// Build the graph of [`hnsw`](Self::hnsw) on these float vectors (`n * dim`, row-major,
+    /// finite), nearest by cosine similarity, instead of on the codes by Hamming distance: the
+    /// graph that table scores such as decoder ADC search well (give the decoded codes, or the
+    /// embeddings). It is built natively, in parallel and deterministically
+    /// (`graph_build.rs`), and stored as `graph.bin`.
+    pub fn graph_on(mut self, vectors: &'a [f32], dim: usize) -> Self {
+        self.graph_vectors = Some((vectors, dim));
         self
     }
 
@@ -376,6 +390,27 @@ impl<'a> IndexBuilder<'a> {
         }
         if let Some(h) = &self.hnsw {
             h.validate()?;
+        }
+        if let Some((v, dim)) = self.graph_vectors {
+            if self.hnsw.is_none() {
+                return Err(Error::InvalidArgument(
+                    "graph vectors given but no graph asked for (set hnsw parameters)".into(),
+                ));
+            }
+            if dim == 0 || v.len() != n * dim {
+                return Err(Error::DimMismatch {
+                    what: format!("graph vector floats ({n} rows x dimension {dim})"),
+                    expected: n * dim,
+                    got: v.len(),
+                });
+            }
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(Error::InvalidArgument(format!(
+                    "graph vector {} has a non-finite value at {}",
+                    i / dim,
+                    i % dim
+                )));
+            }
         }
         if self.inverted && bits > crate::format::MAX_INVERTED_BITS as usize {
             return Err(Error::InvalidArgument(format!(
@@ -630,29 +665,53 @@ impl<'a> IndexBuilder<'a> {
             });
         }
 
-        // HNSW graph
+        // HNSW graph: natively on float vectors (cosine), or with hnsw_rs on the codes (Hamming).
         let mut hnsw_info = None;
-        if let Some(params) = self.hnsw {
-            let base = done;
-            let (basename, (native, native_info)) =
-                build_and_dump(self.codes, w, &params, &tmp_path, &mut |d| report(base + d))?;
-            files.insert(native.clone(), native_info);
-            let info = HnswInfo {
-                graph: format!("{basename}.hnsw.graph"),
-                data: format!("{basename}.hnsw.data"),
-                basename,
-                params,
-                native: Some(native),
-            };
-            for f in [&info.graph, &info.data] {
-                let p = tmp_path.join(f);
-                File::open(&p)
-                    .and_then(|h| h.sync_all())
-                    .map_err(|e| Error::io(&p, e))?;
-                files.insert(f.clone(), crc_of_file(&p)?);
+        let mut graph_info = None;
+        match (self.hnsw, self.graph_vectors) {
+            (Some(params), Some((vectors, dim))) => {
+                let base = done;
+                let unit = unit_rows(vectors, dim);
+                let space = UnitVectors::new(&unit, dim, crate::kernel::KernelFamily::current());
+                let bp = BuildParams {
+                    m: params.max_connections,
+                    ef_construction: params.ef_construction,
+                    seed: GRAPH_SEED,
+                };
+                let data = graph_build::build(&space, &bp, |d| report(base + d as u64))?;
+                let payload = data.to_payload()?;
+                let info = write_graph_file(&tmp_path.join(GRAPH_FILE), n as u64, &payload)?;
+                files.insert(GRAPH_FILE.to_string(), info);
+                graph_info = Some(GraphInfo {
+                    file: GRAPH_FILE.to_string(),
+                    metric: GraphMetric::Cosine,
+                    dim: dim as u32,
+                    params,
+                });
             }
-            debug_assert_eq!(info.basename, HNSW_BASENAME);
-            hnsw_info = Some(info);
+            (Some(params), None) => {
+                let base = done;
+                let (basename, (native, native_info)) =
+                    build_and_dump(self.codes, w, &params, &tmp_path, &mut |d| report(base + d))?;
+                files.insert(native.clone(), native_info);
+                let info = HnswInfo {
+                    graph: format!("{basename}.hnsw.graph"),
+                    data: format!("{basename}.hnsw.data"),
+                    basename,
+                    params,
+                    native: Some(native),
+                };
+                for f in [&info.graph, &info.data] {
+                    let p = tmp_path.join(f);
+                    File::open(&p)
+                        .and_then(|h| h.sync_all())
+                        .map_err(|e| Error::io(&p, e))?;
+                    files.insert(f.clone(), crc_of_file(&p)?);
+                }
+                debug_assert_eq!(info.basename, HNSW_BASENAME);
+                hnsw_info = Some(info);
+            }
+            _ => {}
         }
 
         // model
@@ -689,6 +748,7 @@ impl<'a> IndexBuilder<'a> {
             }],
             vectors: vectors_info,
             hnsw: hnsw_info,
+            graph: graph_info,
             model: model_info,
             inverted: inverted_info,
             norms: norms_info,
@@ -728,4 +788,25 @@ impl<'a> IndexBuilder<'a> {
         sync_dir(&parent)?;
         Ok(manifest)
     }
+}
+/// Seed of the native graph's level draw (fixed: the same vectors give the same graph).
+const GRAPH_SEED: u64 = 0x6273_612d_6772_6170;
+
+/// `vectors` with each row scaled to unit length (zero rows stay zero), for cosine graphs.
+fn unit_rows(vectors: &[f32], dim: usize) -> Vec<f32> {
+    let mut out = vectors.to_vec();
+    for row in out.chunks_exact_mut(dim) {
+        // The norm in f64, so it does not depend on how a SIMD unit would order the sum.
+        let norm = row
+            .iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        if norm > 0.0 {
+            for x in row.iter_mut() {
+                *x = (f64::from(*x) / norm) as f32;
+            }
+        }
+    }
+    out
 }

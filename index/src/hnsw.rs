@@ -217,14 +217,19 @@ pub(crate) fn build_and_dump(
 impl HnswGraph {
     /// Loads the graph of the index in `dir` described by `manifest`.
     pub(crate) fn load(dir: &Path, manifest: &Manifest) -> Result<HnswGraph> {
-        let info = manifest.hnsw.as_ref().ok_or_else(|| {
+        let no_graph = || {
             Error::InvalidArgument(format!(
                 "{}: the index has no HNSW graph; rebuild it with HNSW enabled (bsa build --hnsw)",
                 dir.display()
             ))
-        })?;
+        };
+        let native = match (&manifest.graph, &manifest.hnsw) {
+            (Some(g), _) => Some(&g.file),
+            (None, Some(h)) => h.native.as_ref(),
+            (None, None) => return Err(no_graph()),
+        };
         let n = manifest.n;
-        if let Some(name) = &info.native {
+        if let Some(name) = native {
             // Listed under `files` (checked by Manifest::from_bytes). The graph is small next to
             // the codes, and its structure is checked byte by byte below anyway, so its checksum
             // is always verified, whatever OpenOptions said.
@@ -259,6 +264,7 @@ impl HnswGraph {
         }
         // An index from before graph.bin: load the hnsw_rs dump and convert it in memory.
         // hnsw_rs panics or exits on malformed files: check every byte first.
+        let info = manifest.hnsw.as_ref().ok_or_else(no_graph)?;
         for name in [&info.graph, &info.data] {
             verify_plain_file(&dir.join(name), &manifest.files[name])?;
         }

@@ -10,7 +10,7 @@ use crate::files::{verify_plain_file, Section};
 use crate::format::{ElemKind, FileKind};
 use crate::graph::GraphView;
 use crate::hnsw::HnswGraph;
-use crate::manifest::{Manifest, VectorDtype, MANIFEST_FILE, MAX_MANIFEST_LEN};
+use crate::manifest::{GraphMetric, Manifest, VectorDtype, MANIFEST_FILE, MAX_MANIFEST_LEN};
 use crate::postings::{InvertedView, PostingsLayout};
 use crate::score::Score;
 use crate::search::rescore::{rescore, rescore_batch};
@@ -417,7 +417,16 @@ impl Index {
 
     /// Whether an HNSW graph is stored.
     pub fn has_hnsw(&self) -> bool {
-        self.manifest.hnsw.is_some()
+        self.manifest.hnsw.is_some() || self.manifest.graph.is_some()
+    }
+
+    /// What the stored graph's neighbours are nearest by, if there is a graph.
+    pub fn graph_metric(&self) -> Option<GraphMetric> {
+        match (&self.manifest.graph, &self.manifest.hnsw) {
+            (Some(g), _) => Some(g.metric),
+            (None, Some(_)) => Some(GraphMetric::Hamming),
+            (None, None) => None,
+        }
     }
 
     /// Path of the model file copied into the index, if any.
@@ -528,13 +537,14 @@ impl Index {
 
     /// The graph searcher over this index (loading the graph first); fails if it has none.
     pub fn graph_searcher(&self, params: GraphParams) -> Result<GraphSearcher<'_>> {
-        let ef = self
-            .manifest
-            .hnsw
-            .as_ref()
-            .map(|h| h.params.ef_search)
-            .unwrap_or(64);
-        GraphSearcher::new(self.codes_view(), self.graph()?, params, ef)
+        let built = match (&self.manifest.graph, &self.manifest.hnsw) {
+            (Some(g), _) => Some(g.params),
+            (None, Some(h)) => Some(h.params),
+            (None, None) => None,
+        };
+        let ef = built.map(|p| p.ef_search).unwrap_or(64);
+        let metric = self.graph_metric().unwrap_or(GraphMetric::Hamming);
+        GraphSearcher::new(self.codes_view(), self.graph()?, params, ef, metric)
     }
 }
 

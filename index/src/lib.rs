@@ -56,7 +56,7 @@
 //! ```text
 //!  index      mode ─ Index::searcher(&Mode)           builder ─ IndexBuilder
 //!             index ─ Index: opens the files, hands out views and searchers
-//!             hnsw ─ hnsw_rs build and the legacy graph dump
+//!             graph_build ─ the native HNSW builder    hnsw ─ hnsw_rs build, legacy dump
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  searchers  search ─ Searcher, Hits, SearchParams, CodesView, keys → hits
 //!             search::{flat, inverted (+ blocked), graph, rescore}
@@ -65,7 +65,7 @@
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  files      manifest · files (mapped sections, CRCs) · format (headers)
 //!  ───────────────────────────────────────────────────────────────────────────────
-//!  kernels    hamming · score · pack            (raw slices in, numbers out)
+//!  kernels    hamming · dot · score · pack      (raw slices in, numbers out)
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  leaves     kernel (KernelFamily) · topk · bits · error
 //! ```
@@ -103,6 +103,7 @@ mod error;
 pub mod kernel;
 pub mod topk;
 // Kernels on raw slices.
+pub mod dot;
 pub mod hamming;
 pub mod pack;
 pub mod score;
@@ -120,6 +121,7 @@ pub mod vectors;
 pub mod search;
 // The index directory.
 mod builder;
+mod graph_build;
 pub mod hnsw;
 mod index;
 mod mode;

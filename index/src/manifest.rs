@@ -112,6 +112,34 @@ pub struct HnswInfo {
     pub native: Option<String>,
 }
 
+/// A graph built natively on float vectors (`graph.bin`), searched with table scores such as
+/// bsa's decoder ADC. Old readers ignore this field (they see no graph).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct GraphInfo {
+    /// Graph file name (`graph.bin`).
+    pub file: String,
+    /// What the graph's neighbours are nearest by.
+    pub metric: GraphMetric,
+    /// Dimension of the vectors it was built on.
+    pub dim: u32,
+    /// Parameters used to build the graph.
+    pub params: HnswParams,
+}
+
+/// What a graph's neighbours are nearest by, so a search can refuse a score the graph was not
+/// built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum GraphMetric {
+    /// Hamming distance between the codes (the hnsw_rs graph).
+    Hamming,
+    /// Cosine similarity between float vectors (decoded codes or embeddings): the graph for
+    /// table scores (ADC).
+    Cosine,
+}
+
 /// The model file copied into the index, opaque to this crate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -202,8 +230,11 @@ pub struct Manifest {
     pub segments: Vec<Segment>,
     /// Stored float vectors, if any.
     pub vectors: Option<VectorsInfo>,
-    /// Stored HNSW graph, if any.
+    /// Stored HNSW graph over the codes (Hamming), if any.
     pub hnsw: Option<HnswInfo>,
+    /// Stored graph over float vectors (cosine), if any; an index has at most one graph.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph: Option<GraphInfo>,
     /// Model file copied into the index, if any.
     pub model: Option<ModelInfo>,
     /// Posting lists, if stored (absent from manifests written before they existed).
@@ -379,6 +410,15 @@ impl Manifest {
                 return bad("hnsw file names do not follow the basename".into());
             }
         }
+        if let Some(g) = &self.graph {
+            if self.hnsw.is_some() {
+                return bad("two graphs (hnsw and graph); an index has at most one".into());
+            }
+            if g.dim == 0 {
+                return bad("graph built on vectors of dimension 0".into());
+            }
+            names.push(&g.file);
+        }
         if let Some(mo) = &self.model {
             names.push(&mo.file);
         }
@@ -449,6 +489,7 @@ mod tests {
             }],
             vectors: None,
             hnsw: None,
+            graph: None,
             model: None,
             inverted: None,
             norms: None,

@@ -52,6 +52,7 @@ pub struct SparseCodes {
     bits: usize,
     offsets: Vec<u64>,
     ids: Vec<u16>,
+    fixed: usize,
 }
 
 /// A borrowed, validated sparse layout (from memory or from the mapped `sparse.bin`).
@@ -60,6 +61,27 @@ pub struct SparseView<'a> {
     bits: usize,
     offsets: &'a [u64],
     ids: &'a [u16],
+    /// `K` when every code has exactly `K > 0` set bits (code `r`'s bits are then
+    /// `ids[r K..(r + 1) K]`, found without reading the offsets: one memory access less per
+    /// code in a graph walk), else 0.
+    fixed: usize,
+}
+
+/// `K` if `offsets` are `0, K, 2K, ...` with `K > 0`, else 0.
+fn fixed_stride(offsets: &[u64]) -> usize {
+    let k = match offsets.get(1) {
+        Some(&k) if k > 0 => k,
+        _ => return 0,
+    };
+    let all = offsets
+        .iter()
+        .enumerate()
+        .all(|(r, &o)| Some(o) == (r as u64).checked_mul(k));
+    if all {
+        k as usize
+    } else {
+        0
+    }
 }
 
 /// Byte ranges of the sections of a sparse payload.
@@ -68,6 +90,8 @@ pub(crate) struct SparseLayout {
     pub(crate) offsets: std::ops::Range<usize>,
     pub(crate) ids: std::ops::Range<usize>,
     pub(crate) total: usize,
+    /// Set bits per code when all codes have the same number (see [`SparseView`]), else 0.
+    pub(crate) fixed: usize,
 }
 
 /// Section layout for `n` codes and `set_bits` ids (`None` on overflow); see FORMAT.md.
@@ -81,6 +105,7 @@ pub(crate) fn layout(n: usize, set_bits: usize) -> Option<SparseLayout> {
         offsets: offsets_start..offsets_end,
         ids: ids_start..ids_end,
         total,
+        fixed: 0,
     })
 }
 
@@ -107,7 +132,13 @@ impl SparseCodes {
             for_each_set_bit(row, bits, |j| ids.push(j as u16));
             offsets.push(ids.len() as u64);
         }
-        Ok(SparseCodes { bits, offsets, ids })
+        let fixed = fixed_stride(&offsets);
+        Ok(SparseCodes {
+            bits,
+            offsets,
+            ids,
+            fixed,
+        })
     }
 
     /// A view for searching.
@@ -116,6 +147,7 @@ impl SparseCodes {
             bits: self.bits,
             offsets: &self.offsets,
             ids: &self.ids,
+            fixed: self.fixed,
         }
     }
 
@@ -148,13 +180,16 @@ impl<'a> SparseView<'a> {
             bits,
             offsets: bytemuck::cast_slice(&payload[l.offsets.clone()]),
             ids: bytemuck::cast_slice(&payload[l.ids.clone()]),
+            fixed: l.fixed,
         }
     }
 
     /// The section layout of this view's payload.
     pub(crate) fn layout(&self) -> SparseLayout {
         // The view was validated, so the layout exists.
-        layout(self.len(), self.ids.len()).expect("validated layout")
+        let mut l = layout(self.len(), self.ids.len()).expect("validated layout");
+        l.fixed = self.fixed;
+        l
     }
 
     /// Parses and fully validates a sparse payload for `n` codes of `bits` bits: sizes, offsets
@@ -199,7 +234,12 @@ impl<'a> SparseView<'a> {
                 )));
             }
         }
-        Ok(SparseView { bits, offsets, ids })
+        Ok(SparseView {
+            bits,
+            offsets,
+            ids,
+            fixed: fixed_stride(offsets),
+        })
     }
 
     /// Number of codes.
@@ -228,7 +268,17 @@ impl<'a> SparseView<'a> {
     /// If `row >= len()`.
     #[inline]
     pub fn row(&self, row: usize) -> &'a [u16] {
+        if self.fixed > 0 {
+            return &self.ids[row * self.fixed..(row + 1) * self.fixed];
+        }
         &self.ids[self.offsets[row] as usize..self.offsets[row + 1] as usize]
+    }
+
+    /// The `f64` sum of `table[j]` over the set bits `j` of code `row`, in ascending bit order:
+    /// exactly [`table_sum`](crate::score::table_sum) of the packed code.
+    #[inline]
+    pub(crate) fn table_sum(&self, row: usize, table: &[f32]) -> f64 {
+        add_entries(0.0, self.row(row), table)
     }
 
     /// Offers the table scores of rows `first..first + count` to `top` (rows ascending), exactly

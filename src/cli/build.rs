@@ -48,6 +48,11 @@ pub struct Args {
     /// Also build an HNSW graph.
     #[arg(long)]
     pub hnsw: bool,
+    /// What the graph is built on: `decoded` (the codes as the model decodes them, nearest by
+    /// cosine: the graph `--score adc` searches; the default with --model) or `codes` (nearest
+    /// by Hamming distance: the graph `--score hamming` searches; the default without a model).
+    #[arg(long, value_enum, requires = "hnsw")]
+    pub hnsw_on: Option<GraphOn>,
     /// Always store posting lists for `--mode inverted` (default: only when the codes are sparse enough).
     #[arg(long, conflicts_with = "no_inverted")]
     pub inverted: bool,
@@ -84,13 +89,32 @@ pub struct Args {
     pub out: PathBuf,
 }
 
+/// `--hnsw-on`: what the HNSW graph is built on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphOn {
+    /// The decoded codes, by cosine similarity (needs --model).
+    Decoded,
+    /// The codes, by Hamming distance.
+    Codes,
+}
+
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    let graph_on = a.hnsw_on.unwrap_or(if a.model.is_some() {
+        GraphOn::Decoded
+    } else {
+        GraphOn::Codes
+    });
+    if a.hnsw && graph_on == GraphOn::Decoded && a.model.is_none() {
+        bail!("--hnsw-on decoded builds the graph on the decoded codes: it needs --model");
+    }
     bsa::threads::configure(a.threads)?;
     let data = match &a.data {
         Some(p) => Some(super::io::open_embeddings(p, a.vectors)?),
         None => None,
     };
     let mut norms: Option<Vec<f32>> = None;
+    // The decoded codes, when the graph is built on them.
+    let mut decoded: Option<(Vec<f32>, usize)> = None;
     let (bits, codes, n) = match (&a.model, &a.codes) {
         (Some(model_path), _) => {
             let model = bsa::io::model::load(model_path)?;
@@ -99,6 +123,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             let active = model.encode_active(data.view());
             let words = pack::pack_set_bits(&active, model.config.bits)?;
             norms = Some(model.params.decoded_norms(&active));
+            if a.hnsw && graph_on == GraphOn::Decoded {
+                let xhat = model.params.decode_sparse(&active);
+                decoded = Some((xhat.into_raw_vec_and_offset().0, model.config.dim));
+            }
             (model.config.bits, words, data.n())
         }
         (None, Some(codes_path)) => {
@@ -204,6 +232,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             ef_construction: a.ef_construction,
             ef_search: a.ef_search,
         });
+    }
+    if let Some((xhat, dim)) = &decoded {
+        builder = builder.graph_on(xhat, *dim);
     }
     builder.build(&a.out)?;
     pb.finish_and_clear();

@@ -27,11 +27,25 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             a.score.name()
         );
     }
-    if a.mode == Mode::Hnsw && a.score != ScoreName::Hamming {
-        bail!(
-            "--mode hnsw ranks by Hamming distance only; use --mode flat or inverted for --score {}",
-            a.score.name()
-        );
+    if a.mode == Mode::Hnsw {
+        // A graph answers the score it was built for (an index without one is refused by the
+        // search itself, saying how to build one).
+        let cosine = index.graph_metric() == Some(bsa_index::manifest::GraphMetric::Cosine);
+        if cosine && !table_score {
+            bail!(
+                "--mode hnsw: this index's graph was built on decoded vectors and ranks by --score \
+                 adc or soft; use --mode flat or inverted for --score {}",
+                a.score.name()
+            );
+        }
+        if !cosine && a.score != ScoreName::Hamming {
+            bail!(
+                "--mode hnsw: this index's graph ranks by Hamming distance only; use --mode flat or \
+                 inverted for --score {}, or build the graph on decoded vectors (bsa build --model \
+                 M --data X --hnsw)",
+                a.score.name()
+            );
+        }
     }
     if a.mode == Mode::Inverted && !index.has_inverted() {
         bail!(
@@ -78,6 +92,17 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
     let params = SearchParams::default().with_max_distance(a.max_dist);
     let mode = bsa_index::Mode::parse(a.mode.name())?.with_ef_search(a.ef);
     let fetch = a.fetch();
+    if let Some(ef) = a.ef.filter(|&ef| ef < fetch) {
+        bail!(
+            "--ef {ef} is below the {fetch} candidates asked for (--k{}); the graph search keeps \
+             ef candidates, so give --ef {fetch} or more",
+            if a.rescore.is_some() {
+                " x --rescore"
+            } else {
+                ""
+            }
+        );
+    }
     let started = Instant::now();
     // Per-query tables for the asymmetric scores, each entry a fixed-order sum
     // (`bsa::deterministic`), so the scores printed do not depend on --threads or the CPU.

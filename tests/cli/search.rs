@@ -18,6 +18,8 @@ fn setup() -> TestDir {
         "base.npy",
         "--vectors",
         "--hnsw",
+        "--hnsw-on",
+        "codes",
         "--out",
         "idx",
         "-q",
@@ -200,6 +202,116 @@ fn hnsw_search_finds_the_exact_neighbours_on_a_small_index() {
     {
         assert_eq!(a["distances"], b["distances"]);
     }
+}
+
+/// The graph on decoded codes (`bsa build --model --hnsw`) is searched by ADC: its hits carry
+/// the flat scan's exact scores, an exhaustive `--ef` finds exactly the flat top k, a small one
+/// most of it, and other scores and an `--ef` below the candidates asked for are refused.
+#[test]
+fn adc_graph_finds_the_flat_adc_neighbours_with_their_exact_scores() {
+    let t = TestDir::new();
+    t.write_f32("base.npy", &normalised(1200, 16, 7));
+    t.write_f32("q.npy", &normalised(25, 16, 8));
+    t.bsa(&[
+        "train",
+        "--data",
+        "base.npy",
+        "--method",
+        "pursuit",
+        "--bits",
+        "256",
+        "--k",
+        "6",
+        "--rounds",
+        "2",
+        "--out",
+        "p.safetensors",
+        "-q",
+    ])
+    .ok();
+    t.bsa(&[
+        "build",
+        "--model",
+        "p.safetensors",
+        "--data",
+        "base.npy",
+        "--vectors",
+        "--hnsw",
+        "--m",
+        "8",
+        "--ef-construction",
+        "48",
+        "--out",
+        "idx",
+        "-q",
+    ])
+    .ok();
+    let search = |extra: &[&str]| {
+        let mut args = vec![
+            "search",
+            "--index",
+            "idx",
+            "--queries",
+            "q.npy",
+            "--k",
+            "10",
+            "--score",
+            "adc",
+        ];
+        args.extend_from_slice(extra);
+        json_lines(&t.bsa(&args).ok().stdout)
+    };
+    let flat = search(&[]);
+    // ef >= n: the walk reaches every row, so the result is the flat top 10 exactly.
+    assert_eq!(search(&["--mode", "hnsw", "--ef", "1200"]), flat);
+    // A small ef: most of the top 10, every score the flat scan's score of that id.
+    let graph = search(&["--mode", "hnsw", "--ef", "24"]);
+    let (mut found, mut scored) = (0, 0);
+    for (g, f) in graph.iter().zip(&flat) {
+        let f_ids = f["ids"].as_array().unwrap();
+        for (id, score) in g["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(g["scores"].as_array().unwrap())
+        {
+            if let Some(at) = f_ids.iter().position(|x| x == id) {
+                found += 1;
+                assert_eq!(&f["scores"][at], score, "id {id}");
+                scored += 1;
+            }
+        }
+    }
+    assert!(found >= 25 * 10 * 8 / 10, "recall {found} / 250");
+    assert!(scored > 0);
+    t.bsa(&[
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "q.npy",
+        "--k",
+        "10",
+        "--mode",
+        "hnsw",
+    ])
+    .fails_with(&["decoded vectors", "--score hamming"]);
+    t.bsa(&[
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "q.npy",
+        "--k",
+        "10",
+        "--mode",
+        "hnsw",
+        "--score",
+        "adc",
+        "--ef",
+        "5",
+    ])
+    .fails_with(&["--ef 5", "10 candidates"]);
 }
 
 #[test]

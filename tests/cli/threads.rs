@@ -41,8 +41,13 @@ fn setup() -> TestDir {
     ])
     .ok();
     for (model, index, extra) in [
-        ("bsa.safetensors", "bsa-idx", &["--hnsw"][..]),
-        ("pursuit.safetensors", "pursuit-idx", &[][..]),
+        // A graph on the codes (Hamming) and one on the decoded codes (ADC).
+        (
+            "bsa.safetensors",
+            "bsa-idx",
+            &["--hnsw", "--hnsw-on", "codes"][..],
+        ),
+        ("pursuit.safetensors", "pursuit-idx", &["--hnsw"][..]),
     ] {
         let mut args = vec![
             "build",
@@ -153,12 +158,19 @@ fn search_output_does_not_depend_on_the_thread_count() {
     let scores = ["hamming", "cosine", "jaccard", "overlap", "adc", "soft"];
     for (index, modes) in [
         ("bsa-idx", &["flat", "inverted", "hnsw"][..]),
-        ("pursuit-idx", &["flat", "inverted"][..]),
+        ("pursuit-idx", &["flat", "inverted", "hnsw"][..]),
     ] {
         for &mode in modes {
             for score in scores {
-                if mode == "hnsw" && score != "hamming" {
-                    continue; // The graph ranks by Hamming distance only (refused otherwise).
+                // A graph answers the score it was built for (refused otherwise): Hamming on the
+                // codes' graph, the table scores on the decoded codes' graph.
+                let graph_score = if index == "bsa-idx" {
+                    score == "hamming"
+                } else {
+                    matches!(score, "adc" | "soft")
+                };
+                if mode == "hnsw" && !graph_score {
+                    continue;
                 }
                 let plain = same_for_every_thread_count(&t, index, mode, score, None);
                 let rescored = same_for_every_thread_count(&t, index, mode, score, Some("4"));

@@ -30,8 +30,10 @@ use crate::bits::prefetch;
 use crate::error::{Error, Result};
 use crate::graph::{GraphView, NO_NEIGHBOUR};
 use crate::hamming::{hamming, hamming_fixed};
-use crate::score::Score;
+use crate::manifest::GraphMetric;
+use crate::score::{desc_key, table_score, table_sum, Score};
 use crate::search::{CodesView, Hits, SearchParams, SearchStats, Searcher};
+use crate::sparse::SparseView;
 use crate::topk::{key, key_distance, key_row};
 
 /// Per-thread scratch space, reused across queries (no allocation per candidate).
@@ -74,7 +76,14 @@ thread_local! {
 
 /// Distance from one query to stored codes.
 trait Metric {
+    /// Whether [`dist`](Self::dist) only approximates the score: the walk then ranks by it and
+    /// the rows found are re-keyed with [`exact`](Self::exact).
+    const APPROXIMATE: bool = false;
     fn dist(&self, row: u32) -> u32;
+    /// The exact key of `row`.
+    fn exact(&self, row: u32) -> u32 {
+        self.dist(row)
+    }
     fn prefetch(&self, row: u32);
 }
 
@@ -118,8 +127,88 @@ impl Metric for Dynamic<'_> {
     }
 }
 
-/// One query: greedy descent, then ef-search on level 0. Returns the `ef` best keys, sorted.
-fn search_one<M: Metric>(g: &GraphView<'_>, m: &M, ef: usize, s: &mut Scratch) -> Vec<u64> {
+/// A table score (e.g. decoder ADC) of one query, as a key that sorts the best first: the same
+/// exact `f64` sum as the flat scan ([`crate::score`]), so a row found by both has one score.
+struct Table<'a> {
+    table: &'a [f32],
+    offset: f32,
+    norms: Option<&'a [f32]>,
+    sparse: Option<SparseView<'a>>,
+    codes: &'a [u64],
+    w: usize,
+}
+
+impl Table<'_> {
+    /// The set bits of `row` as table indices, or `None` for packed codes.
+    #[inline(always)]
+    fn ids(&self, r: usize) -> Option<&[u16]> {
+        self.sparse.as_ref().map(|sv| sv.row(r))
+    }
+
+    #[inline(always)]
+    fn score(&self, r: usize, sum: f64) -> u32 {
+        desc_key(table_score(self.offset, sum, self.norms.map(|n| n[r])))
+    }
+}
+
+impl Metric for Table<'_> {
+    const APPROXIMATE: bool = true;
+
+    /// The walk's key: the table sum in `f32` with four running sums (a fixed order, so the
+    /// same on every CPU), a quarter of the dependent additions of the exact `f64` sum.
+    #[inline(always)]
+    fn dist(&self, row: u32) -> u32 {
+        let r = row as usize;
+        let sum = match self.ids(r) {
+            Some(ids) => {
+                let mut acc = [0.0f32; 4];
+                let mut quads = ids.chunks_exact(4);
+                for q in &mut quads {
+                    for i in 0..4 {
+                        acc[i] += self.table[q[i] as usize];
+                    }
+                }
+                for (i, &j) in quads.remainder().iter().enumerate() {
+                    acc[i] += self.table[j as usize];
+                }
+                f64::from((acc[0] + acc[1]) + (acc[2] + acc[3]))
+            }
+            None => table_sum(&self.codes[r * self.w..(r + 1) * self.w], self.table),
+        };
+        self.score(r, sum)
+    }
+
+    /// The flat scan's exact key ([`crate::score`]: `f64`, ascending bit order).
+    fn exact(&self, row: u32) -> u32 {
+        let r = row as usize;
+        let sum = match &self.sparse {
+            Some(sv) => sv.table_sum(r, self.table),
+            None => table_sum(&self.codes[r * self.w..(r + 1) * self.w], self.table),
+        };
+        self.score(r, sum)
+    }
+
+    #[inline(always)]
+    fn prefetch(&self, row: u32) {
+        let r = row as usize;
+        if let Some(n) = self.norms.and_then(|n| n.get(r..r + 1)) {
+            prefetch(n);
+        }
+        match &self.sparse {
+            Some(sv) if r < sv.len() => prefetch(sv.row(r)),
+            _ => {
+                if let Some(c) = self.codes.get(r * self.w..(r + 1) * self.w) {
+                    prefetch(c);
+                }
+            }
+        }
+    }
+}
+
+/// One query: greedy descent, then ef-search on level 0. Returns the `ef` best keys, sorted,
+/// and the number of rows whose score was computed.
+fn search_one<M: Metric>(g: &GraphView<'_>, m: &M, ef: usize, s: &mut Scratch) -> (Vec<u64>, u64) {
+    let mut evaluated = 1u64;
     let mut cur = g.entry_point();
     let mut best = key(m.dist(cur), cur);
     for level in (1..=g.max_level()).rev() {
@@ -135,6 +224,7 @@ fn search_one<M: Metric>(g: &GraphView<'_>, m: &M, ef: usize, s: &mut Scratch) -
                 if nb == NO_NEIGHBOUR {
                     break;
                 }
+                evaluated += 1;
                 let k = key(m.dist(nb), nb);
                 if k < best {
                     best = k;
@@ -176,6 +266,7 @@ fn search_one<M: Metric>(g: &GraphView<'_>, m: &M, ef: usize, s: &mut Scratch) -
                 m.prefetch(nb);
             }
         }
+        evaluated += fresh.len() as u64;
         for &nb in fresh.iter() {
             let k = key(m.dist(nb), nb);
             if results.len() < ef || results.peek().is_some_and(|&worst| k < worst) {
@@ -189,12 +280,45 @@ fn search_one<M: Metric>(g: &GraphView<'_>, m: &M, ef: usize, s: &mut Scratch) -
     }
     let mut out: Vec<u64> = results.drain().collect();
     out.sort_unstable();
-    out
+    (out, evaluated)
 }
 
-/// Searches `queries` (`w` words each) on graph `g` over `codes` and returns, per query, the
-/// keys of the at most `k` best rows found with a candidate list of `ef` (at least `k`), best
-/// first, filtered by `max_distance`. Runs on the current rayon pool.
+/// One query's keys (at most `k`, from a candidate list of `ef` at least `k`, filtered by
+/// `max_distance`) and its count of scored rows.
+fn one<M: Metric>(
+    g: &GraphView<'_>,
+    m: &M,
+    k: usize,
+    ef: usize,
+    max_distance: Option<u32>,
+) -> (Vec<u64>, u64) {
+    if k == 0 {
+        return (Vec::new(), 0);
+    }
+    let (mut keys, evaluated) = SCRATCH.with(|s| search_one(g, m, ef.max(k), &mut s.borrow_mut()));
+    if M::APPROXIMATE {
+        for x in keys.iter_mut() {
+            *x = key(m.exact(key_row(*x)), key_row(*x));
+        }
+        keys.sort_unstable();
+    }
+    if let Some(maxd) = max_distance {
+        keys.retain(|&x| key_distance(x) <= maxd);
+    }
+    keys.truncate(k);
+    (keys, evaluated)
+}
+
+/// Splits per-query results into the keys and the total of scored rows.
+fn unzip(per_query: Vec<(Vec<u64>, u64)>) -> (Vec<Vec<u64>>, u64) {
+    let total = per_query.iter().map(|&(_, e)| e).sum();
+    (per_query.into_iter().map(|(k, _)| k).collect(), total)
+}
+
+/// Searches `queries` (`w` words each) by Hamming distance on graph `g` over `codes` and
+/// returns, per query, the keys of the at most `k` best rows found with a candidate list of
+/// `ef` (at least `k`), best first, filtered by `max_distance`, and the number of rows whose
+/// distance was computed. Runs on the current rayon pool.
 pub(crate) fn search_batch(
     g: &GraphView<'_>,
     codes: &[u64],
@@ -203,7 +327,7 @@ pub(crate) fn search_batch(
     k: usize,
     ef: usize,
     max_distance: Option<u32>,
-) -> Vec<Vec<u64>> {
+) -> (Vec<Vec<u64>>, u64) {
     use rayon::prelude::*;
     fn run<const W: usize>(
         g: &GraphView<'_>,
@@ -212,7 +336,7 @@ pub(crate) fn search_batch(
         k: usize,
         ef: usize,
         max_distance: Option<u32>,
-    ) -> Vec<Vec<u64>> {
+    ) -> Vec<(Vec<u64>, u64)> {
         // Whole rows: `codes` and `queries` are multiples of W words (checked by the callers).
         let (codes, _) = codes.as_chunks::<W>();
         let (queries, _) = queries.as_chunks::<W>();
@@ -221,24 +345,7 @@ pub(crate) fn search_batch(
             .map(|q| one(g, &Fixed { query: q, codes }, k, ef, max_distance))
             .collect()
     }
-    fn one<M: Metric>(
-        g: &GraphView<'_>,
-        m: &M,
-        k: usize,
-        ef: usize,
-        max_distance: Option<u32>,
-    ) -> Vec<u64> {
-        if k == 0 {
-            return Vec::new();
-        }
-        let mut keys = SCRATCH.with(|s| search_one(g, m, ef.max(k), &mut s.borrow_mut()));
-        if let Some(maxd) = max_distance {
-            keys.retain(|&x| key_distance(x) <= maxd);
-        }
-        keys.truncate(k);
-        keys
-    }
-    match w {
+    unzip(match w {
         1 => run::<1>(g, codes, queries, k, ef, max_distance),
         2 => run::<2>(g, codes, queries, k, ef, max_distance),
         3 => run::<3>(g, codes, queries, k, ef, max_distance),
@@ -251,7 +358,39 @@ pub(crate) fn search_batch(
             .par_chunks_exact(w)
             .map(|q| one(g, &Dynamic { query: q, codes }, k, ef, max_distance))
             .collect(),
-    }
+    })
+}
+
+/// Searches by a table score: query `i` has `tables[i * bits..]` and `offsets[i]` (checked by
+/// the caller); otherwise as [`search_batch`].
+#[allow(clippy::too_many_arguments)]
+fn search_batch_table(
+    g: &GraphView<'_>,
+    c: &CodesView<'_>,
+    tables: &[f32],
+    offsets: &[f32],
+    norms: Option<&[f32]>,
+    k: usize,
+    ef: usize,
+) -> (Vec<Vec<u64>>, u64) {
+    use rayon::prelude::*;
+    let bits = c.bits();
+    unzip(
+        (0..offsets.len())
+            .into_par_iter()
+            .map(|qi| {
+                let m = Table {
+                    table: &tables[qi * bits..(qi + 1) * bits],
+                    offset: offsets[qi],
+                    norms,
+                    sparse: c.sparse(),
+                    codes: c.codes(),
+                    w: c.words_per_code(),
+                };
+                one(g, &m, k, ef, None)
+            })
+            .collect(),
+    )
 }
 
 /// The graph search's own parameters.
@@ -278,16 +417,20 @@ pub struct GraphSearcher<'a> {
     codes: CodesView<'a>,
     graph: GraphView<'a>,
     ef_search: usize,
+    metric: GraphMetric,
 }
 
 impl<'a> GraphSearcher<'a> {
-    /// A graph searcher over `codes` with their graph; `default_ef` is the candidate list size
-    /// when `params` names none. Fails if the graph has another number of nodes than `codes`.
+    /// A graph searcher over `codes` with their graph, whose neighbours are nearest by `metric`
+    /// (a Hamming graph answers the Hamming score, a cosine graph table scores such as ADC);
+    /// `default_ef` is the candidate list size when `params` names none. Fails if the graph has
+    /// another number of nodes than `codes`.
     pub fn new(
         codes: CodesView<'a>,
         graph: GraphView<'a>,
         params: GraphParams,
         default_ef: usize,
+        metric: GraphMetric,
     ) -> Result<Self> {
         if graph.len() != codes.len() {
             return Err(Error::InvalidArgument(format!(
@@ -300,6 +443,7 @@ impl<'a> GraphSearcher<'a> {
             codes,
             graph,
             ef_search: params.ef_search.unwrap_or(default_ef),
+            metric,
         })
     }
 }
@@ -319,30 +463,42 @@ impl Searcher for GraphSearcher<'_> {
         // The graph walk computes one distance at a time (portable); resolving the family
         // still reports a bad BSA_KERNEL as every other search does.
         let params = params.resolved()?;
-        if score.has_scores() {
-            return Err(Error::InvalidArgument(format!(
-                "the graph is searched by Hamming distance, not {}; use the flat or inverted mode for that score",
-                score.name()
-            )));
-        }
         let c = &self.codes;
-        c.check(queries, score, &params)?;
-        let w = c.words_per_code();
+        let (_, norms) = c.check(queries, score, &params)?;
         let k = k.min(c.len());
-        let keys = search_batch(
-            &self.graph,
-            c.codes(),
-            w,
-            queries,
-            k,
-            self.ef_search,
-            params.max_distance,
-        );
+        let (keys, evaluated) = match (self.metric, score) {
+            (GraphMetric::Hamming, Score::Hamming) => search_batch(
+                &self.graph,
+                c.codes(),
+                c.words_per_code(),
+                queries,
+                k,
+                self.ef_search,
+                params.max_distance,
+            ),
+            (GraphMetric::Cosine, Score::Table {
+                tables, offsets, ..
+            }) => search_batch_table(&self.graph, c, tables, offsets, norms, k, self.ef_search),
+            (GraphMetric::Hamming, _) => {
+                return Err(Error::InvalidArgument(format!(
+                    "the graph was built on the codes for Hamming distance, not for the {} score; \
+                     search it with --score hamming, or rebuild it on vectors (bsa build --model ... --hnsw)",
+                    score.name()
+                )))
+            }
+            (_, _) => {
+                return Err(Error::InvalidArgument(format!(
+                    "the graph was built on float vectors for table scores (adc), not for the {} score; \
+                     use --mode flat or inverted for it",
+                    score.name()
+                )))
+            }
+        };
         let stats = SearchStats {
             kernel_family: None,
             kernel: "portable-graph",
-            counters: Vec::new(),
+            counters: vec![("nodes_visited", evaluated)],
         };
-        Ok((c.hits(&keys, queries, false), stats))
+        Ok((c.hits(&keys, queries, score.has_scores()), stats))
     }
 }

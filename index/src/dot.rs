@@ -1,0 +1,238 @@
+//! `f32` dot products whose every bit is fixed by their inputs, on every kernel family.
+//!
+//! The graph builder compares float vectors millions of times; its choices (which neighbours a
+//! node keeps) must not depend on the CPU, or one index built on two machines would answer
+//! differently. So the sum has one order, whatever the SIMD width:
+//!
+//! * element `t` is multiplied (`a[t] * b[t]`, rounded to `f32`, never fused) and added to lane
+//!   `t % 64` of 64 running sums, in ascending `t`;
+//! * the 64 lanes are folded in halves: lane `i` += lane `i + 32`, then `i + 16`, `i + 8`,
+//!   `i + 4`, `i + 2`, `i + 1`; lane 0 is the result.
+//!
+//! AVX-512 holds the 64 lanes in four registers, AVX2 in eight, the portable code in an array;
+//! they perform the same IEEE operations on every lane and agree bit for bit (tested).
+//!
+//! ```
+//! use bsa_index::dot::dot;
+//! let a: Vec<f32> = (0..100).map(|i| i as f32 * 0.5).collect();
+//! let b = vec![2.0f32; 100];
+//! assert_eq!(dot(&a, &b), 4950.0);
+//! ```
+
+use crate::kernel::KernelFamily;
+
+/// Lanes of the running sums (see the module docs).
+const LANES: usize = 64;
+
+/// A dot-product kernel of one family (see [`Dot::select`]).
+#[derive(Clone, Copy)]
+pub struct Dot {
+    f: fn(&[f32], &[f32]) -> f32,
+    family: KernelFamily,
+}
+
+impl std::fmt::Debug for Dot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dot({})", self.family)
+    }
+}
+
+impl Dot {
+    /// The kernel of `family` (the portable one if the CPU lacks the family).
+    pub fn select(family: KernelFamily) -> Dot {
+        #[cfg(target_arch = "x86_64")]
+        if family.is_supported() {
+            match family {
+                KernelFamily::Avx512 => {
+                    return Dot {
+                        f: x86::dot_avx512_safe,
+                        family,
+                    }
+                }
+                KernelFamily::Avx2 => {
+                    return Dot {
+                        f: x86::dot_avx2_safe,
+                        family,
+                    }
+                }
+                KernelFamily::Portable => {}
+            }
+        }
+        Dot {
+            f: dot_portable,
+            family: KernelFamily::Portable,
+        }
+    }
+
+    /// The family this kernel belongs to.
+    pub fn family(&self) -> KernelFamily {
+        self.family
+    }
+
+    /// `a . b` in the fixed order of the module docs.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    #[inline]
+    pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(
+            a.len(),
+            b.len(),
+            "dot product of slices of different lengths"
+        );
+        (self.f)(a, b)
+    }
+}
+
+/// `a . b` in the fixed order of the module docs, with the kernels of
+/// [`KernelFamily::current`].
+///
+/// # Panics
+/// If the lengths differ.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    Dot::select(KernelFamily::current()).dot(a, b)
+}
+
+/// Adds the elements past the last whole block of 64 to their lanes, then folds the lanes.
+#[inline(always)]
+fn finish(lanes: &mut [f32; LANES], a: &[f32], b: &[f32]) -> f32 {
+    let full = a.len() / LANES * LANES;
+    for t in full..a.len() {
+        lanes[t % LANES] += a[t] * b[t];
+    }
+    fold(lanes, LANES)
+}
+
+/// Folds the first `width` lanes in halves down to lane 0.
+#[inline(always)]
+fn fold(lanes: &mut [f32; LANES], mut width: usize) -> f32 {
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+    }
+    lanes[0]
+}
+
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+        for i in 0..LANES {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    finish(&mut lanes, a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! Safety: each `unsafe` function needs the CPU features it enables; they are reachable
+    //! only through [`super::Dot::select`], which checked them. Loads are unaligned and stay
+    //! inside the slices (whole blocks of 64 elements only).
+
+    use super::{finish, fold, LANES};
+    use std::arch::x86_64::*;
+
+    pub(super) fn dot_avx512_safe(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: selected only when the CPU has AVX-512F.
+        unsafe { dot_avx512(a, b) }
+    }
+
+    pub(super) fn dot_avx2_safe(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: selected only when the CPU has AVX2.
+        unsafe { dot_avx2(a, b) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+        let blocks = a.len() / LANES;
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        // Register k holds lanes 16k..16k+15.
+        let mut r = [_mm512_setzero_ps(); 4];
+        for blk in 0..blocks {
+            for (k, acc) in r.iter_mut().enumerate() {
+                let at = blk * LANES + 16 * k;
+                let p = _mm512_mul_ps(_mm512_loadu_ps(pa.add(at)), _mm512_loadu_ps(pb.add(at)));
+                *acc = _mm512_add_ps(*acc, p);
+            }
+        }
+        let mut lanes = [0.0f32; LANES];
+        if a.len().is_multiple_of(LANES) {
+            // Fold by 32 and 16 in registers: lanes i += i + 32, then i += i + 16.
+            let x = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
+            _mm512_storeu_ps(lanes.as_mut_ptr(), x);
+            return fold(&mut lanes, 16);
+        }
+        for (k, acc) in r.iter().enumerate() {
+            _mm512_storeu_ps(lanes.as_mut_ptr().add(16 * k), *acc);
+        }
+        finish(&mut lanes, a, b)
+    }
+
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+        let blocks = a.len() / LANES;
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        // Register k holds lanes 8k..8k+7.
+        let mut r = [_mm256_setzero_ps(); 8];
+        for blk in 0..blocks {
+            for (k, acc) in r.iter_mut().enumerate() {
+                let at = blk * LANES + 8 * k;
+                let p = _mm256_mul_ps(_mm256_loadu_ps(pa.add(at)), _mm256_loadu_ps(pb.add(at)));
+                *acc = _mm256_add_ps(*acc, p);
+            }
+        }
+        let mut lanes = [0.0f32; LANES];
+        if a.len().is_multiple_of(LANES) {
+            // The same folds as AVX-512: lanes i += i + 32 (register k += k + 4), then
+            // i += i + 16 (register k += k + 2).
+            let h0 = _mm256_add_ps(r[0], r[4]);
+            let h1 = _mm256_add_ps(r[1], r[5]);
+            let h2 = _mm256_add_ps(r[2], r[6]);
+            let h3 = _mm256_add_ps(r[3], r[7]);
+            _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(h0, h2));
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), _mm256_add_ps(h1, h3));
+            return fold(&mut lanes, 16);
+        }
+        for (k, acc) in r.iter().enumerate() {
+            _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * k), *acc);
+        }
+        finish(&mut lanes, a, b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, written out plainly.
+    fn reference(a: &[f32], b: &[f32]) -> f32 {
+        let mut lanes = [0.0f32; LANES];
+        for t in 0..a.len() {
+            lanes[t % LANES] += a[t] * b[t];
+        }
+        fold(&mut lanes, LANES)
+    }
+
+    #[test]
+    fn every_family_equals_the_definition_bit_for_bit() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Wide range of magnitudes and both signs, so rounding order shows.
+            ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 10f32.powi((x % 7) as i32 - 3)
+        };
+        for d in [0, 1, 7, 63, 64, 65, 100, 128, 384, 385, 1000] {
+            let a: Vec<f32> = (0..d).map(|_| next()).collect();
+            let b: Vec<f32> = (0..d).map(|_| next()).collect();
+            let want = reference(&a, &b);
+            for family in KernelFamily::supported() {
+                let got = Dot::select(family).dot(&a, &b);
+                assert_eq!(got.to_bits(), want.to_bits(), "d = {d}, {family}");
+            }
+        }
+    }
+}
