@@ -1,7 +1,7 @@
 //! Searchers: one type per search mode, over borrowed views of the data, never the `Index`.
 //!
 //! A [`Searcher`] answers a batch of packed query codes with the `k` best rows per query under a
-//! [`Score`]. Each mode is one type with its own parameters:
+//! [`Score`](crate::Score). Each mode is one type with its own parameters:
 //!
 //! | mode | searcher | reads | results |
 //! |---|---|---|---|

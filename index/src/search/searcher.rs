@@ -12,7 +12,8 @@ use crate::topk::{key_distance, key_row};
 
 /// A search mode: answers batches of packed queries.
 ///
-/// Implemented by [`FlatSearcher`], [`InvertedSearcher`] and [`GraphSearcher`];
+/// Implemented by [`FlatSearcher`](crate::search::FlatSearcher), [`InvertedSearcher`](crate::search::InvertedSearcher) and
+/// [`GraphSearcher`](crate::search::GraphSearcher);
 /// [`Index::searcher`](crate::Index::searcher) opens the one a [`Mode`](crate::Mode) names.
 /// Searchers are `Sync`: one can serve many threads at once. Queries run on the current rayon
 /// pool.
@@ -254,7 +255,8 @@ pub enum Split {
 /// Every [`Searcher`] reads [`max_distance`](Self::max_distance) and [`kernel`](Self::kernel).
 /// The other fields are the modes' own parameters as the [`Index`](crate::Index) shortcuts
 /// (`search_flat`, `search_inverted`, `search_hnsw`) take them; a searcher built directly gets
-/// them from its own parameter type ([`FlatParams`], [`InvertedParams`], [`GraphParams`]).
+/// them from its own parameter type ([`FlatParams`](crate::search::FlatParams), [`InvertedParams`](crate::search::InvertedParams),
+/// [`GraphParams`](crate::search::GraphParams)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct SearchParams {
