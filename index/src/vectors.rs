@@ -23,6 +23,26 @@ impl Vectors<'_> {
         }
     }
 
+    /// Asks the CPU to load row `row` (a hint; nothing if out of range).
+    fn prefetch_row(&self, row: usize, dim: usize) {
+        let range = row
+            .checked_mul(dim)
+            .and_then(|s| Some(s..s.checked_add(dim)?));
+        match (self, range) {
+            (Vectors::F32(v), Some(r)) => {
+                if let Some(x) = v.get(r) {
+                    crate::bits::prefetch(x);
+                }
+            }
+            (Vectors::F16(v), Some(r)) => {
+                if let Some(x) = v.get(r) {
+                    crate::bits::prefetch(x);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Dot product of row `row` with `q`, and the row's squared norm.
     fn dot_norm(&self, row: usize, q: &[f32]) -> (f32, f32) {
         let dim = q.len();
@@ -99,7 +119,17 @@ pub fn cosine_top_k(
     }
     let n = vectors.len_elems() / dim;
     let mut scored = Vec::with_capacity(rows.len());
+    // Candidates are scattered rows of a large mapped file: ask for the rows a few steps ahead
+    // while scoring the current one, so their cache misses overlap.
+    const AHEAD: usize = 4;
+    let fetch = |pos: usize| {
+        if let Some(r) = rows.get(pos).and_then(|&r| usize::try_from(r).ok()) {
+            vectors.prefetch_row(r, dim);
+        }
+    };
+    (0..AHEAD).for_each(fetch);
     for (pos, &r) in rows.iter().enumerate() {
+        fetch(pos + AHEAD);
         let r = usize::try_from(r).ok().filter(|&r| r < n).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "candidate row {r} is out of range (index has {n} rows)"

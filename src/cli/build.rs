@@ -49,8 +49,10 @@ pub struct Args {
     #[arg(long)]
     pub hnsw: bool,
     /// What the graph is built on: `decoded` (the codes as the model decodes them, nearest by
-    /// cosine: the graph `--score adc` searches; the default with --model) or `codes` (nearest
-    /// by Hamming distance: the graph `--score hamming` searches; the default without a model).
+    /// cosine: a graph for `--score adc`; the default with --model), `data` (the --data
+    /// embeddings themselves, by cosine: also a graph for `--score adc`, from exact
+    /// neighbourhoods) or `codes` (by Hamming distance: the graph for `--score hamming`; the
+    /// default without a model).
     #[arg(long, value_enum, requires = "hnsw")]
     pub hnsw_on: Option<GraphOn>,
     /// Always store posting lists for `--mode inverted` (default: only when the codes are sparse enough).
@@ -94,6 +96,8 @@ pub struct Args {
 pub enum GraphOn {
     /// The decoded codes, by cosine similarity (needs --model).
     Decoded,
+    /// The --data embeddings, by cosine similarity (needs --model: the graph serves ADC).
+    Data,
     /// The codes, by Hamming distance.
     Codes,
 }
@@ -104,8 +108,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     } else {
         GraphOn::Codes
     });
-    if a.hnsw && graph_on == GraphOn::Decoded && a.model.is_none() {
-        bail!("--hnsw-on decoded builds the graph on the decoded codes: it needs --model");
+    if a.hnsw && graph_on != GraphOn::Codes && a.model.is_none() {
+        bail!(
+            "a graph on the decoded codes or the data is searched by --score adc: it needs --model"
+        );
     }
     bsa::threads::configure(a.threads)?;
     let data = match &a.data {
@@ -235,6 +241,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     }
     if let Some((xhat, dim)) = &decoded {
         builder = builder.graph_on(xhat, *dim);
+    }
+    if a.hnsw && graph_on == GraphOn::Data {
+        let d = data.as_ref().context("--hnsw-on data needs --data")?;
+        builder = builder.graph_on(d.as_slice(), d.dim());
     }
     builder.build(&a.out)?;
     pb.finish_and_clear();
