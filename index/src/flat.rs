@@ -8,8 +8,11 @@
 //! exactly. Many queries get one chunk per query block. The parallelism is that of the rayon pool
 //! the call runs in (`pool.install(|| index.search_flat(..))`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rayon::prelude::*;
 
+use crate::adc::{AdcCodes, QuantisedTable, ScanStats};
 use crate::error::{Error, Result};
 use crate::hamming::{hamming, tile_codes, Kernel};
 use crate::index::Index;
@@ -25,6 +28,9 @@ const MAX_QUERY_BLOCK: usize = 32;
 const SPARSE_TILE_ROWS: usize = 8192;
 /// Smallest chunk of codes handed to one task when codes are split for parallelism.
 const MIN_CHUNK: usize = 16 * 1024;
+/// Bytes of quantised tables the table scan holds at once (queries are quantised in batches of
+/// at most 256 that fit, so memory does not grow with the number of queries).
+const ADC_TABLE_BYTES: usize = 64 << 20;
 
 /// How to divide the work between threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -324,8 +330,10 @@ where
     out
 }
 
-/// Exact top-k keys for a non-Hamming score (`score` validated, `norms` given when needed):
-/// sorted `(desc_key(score), row)` keys per query.
+/// Exact top-k keys for a non-Hamming score (`score` validated, `norms` given when needed,
+/// `params` resolved): sorted `(desc_key(score), row)` keys per query, and what the quantised
+/// table scan did. Table scores run the quantised scan of [`crate::adc`] on `adc` (the layout of
+/// these codes with these norms, e.g. the index's cached one), or on one built here.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn search_scored_keys(
     codes: &[u64],
@@ -336,10 +344,37 @@ pub(crate) fn search_scored_keys(
     score: &Score<'_>,
     norms: Option<&[f32]>,
     sparse: Option<&SparseView<'_>>,
-    split: Split,
-) -> Vec<Vec<u64>> {
+    adc: Option<&AdcCodes>,
+    params: &SearchParams,
+) -> (Vec<Vec<u64>>, ScanStats) {
     let nq = queries.len() / w;
-    match *score {
+    let split = params.split;
+    if let Score::Table {
+        tables,
+        offsets,
+        normalise,
+    } = *score
+    {
+        let built;
+        let layout = match adc {
+            Some(l) => Some(l),
+            None => {
+                built = adc_layout(codes, bits, sparse, norms).ok();
+                built.as_ref()
+            }
+        };
+        // Without a layout (only for codes with bits set past `bits`) the plain scans below run.
+        if let Some(layout) = layout {
+            let table = TableQueries {
+                tables,
+                offsets,
+                normalise,
+                bits,
+            };
+            return table_keys(codes, w, k, &table, norms, sparse, layout, params);
+        }
+    }
+    let keys = match *score {
         Score::Hamming => search_keys(
             codes,
             w,
@@ -413,7 +448,102 @@ pub(crate) fn search_scored_keys(
                 }
             }
         }),
+    };
+    (keys, ScanStats::default())
+}
+
+/// The per-query tables of a [`Score::Table`] (validated) and the bits they cover.
+struct TableQueries<'a> {
+    tables: &'a [f32],
+    offsets: &'a [f32],
+    normalise: bool,
+    bits: usize,
+}
+
+/// The quantised layout of codes for the table scan: from their set bits when given and
+/// possible, else from the packed codes; with `norms` when given.
+pub(crate) fn adc_layout(
+    codes: &[u64],
+    bits: usize,
+    sparse: Option<&SparseView<'_>>,
+    norms: Option<&[f32]>,
+) -> Result<AdcCodes> {
+    let layout = match sparse.map(AdcCodes::from_sparse) {
+        Some(Ok(l)) => l,
+        _ => AdcCodes::from_packed(codes, bits)?,
+    };
+    match norms {
+        Some(n) => layout.with_norms(n),
+        None => Ok(layout),
     }
+}
+
+/// Table scores by the quantised scan: each query's table is quantised once (in batches, in
+/// parallel), then every tile of codes is scanned with it and the codes that may enter the top k
+/// are re-scored exactly, as [`crate::score`] defines the score.
+#[allow(clippy::too_many_arguments)]
+fn table_keys(
+    codes: &[u64],
+    w: usize,
+    k: usize,
+    q: &TableQueries<'_>,
+    norms: Option<&[f32]>,
+    sparse: Option<&SparseView<'_>>,
+    layout: &AdcCodes,
+    params: &SearchParams,
+) -> (Vec<Vec<u64>>, ScanStats) {
+    let (nq, bits, family) = (q.offsets.len(), q.bits, params.family());
+    let table_bytes = 2
+        * (if layout.is_dense() {
+            256 * bits.div_ceil(8)
+        } else {
+            bits + 2
+        });
+    let batch = (ADC_TABLE_BYTES / table_bytes).clamp(1, 256);
+    let rescored = AtomicU64::new(0);
+    let mut keys = Vec::with_capacity(nq);
+    for q0 in (0..nq).step_by(batch) {
+        let q1 = (q0 + batch).min(nq);
+        let table = |qi: usize| &q.tables[qi * bits..(qi + 1) * bits];
+        let quantised: Vec<QuantisedTable> = (q0..q1)
+            .into_par_iter()
+            .map(|qi| {
+                QuantisedTable::new(layout, table(qi), q.offsets[qi], q.normalise)
+                    .expect("tables validated by Score::validate, norms by check_norms")
+            })
+            .collect();
+        let part = search_keys_by_tile(
+            codes,
+            w,
+            q1 - q0,
+            k,
+            params.split,
+            None,
+            SPARSE_TILE_ROWS,
+            |i, block, first, top| {
+                let (qi, first) = (q0 + i, first as usize);
+                let (t, offset) = (table(qi), q.offsets[qi]);
+                // The exact score, as the plain scans compute it (the same f64 additions).
+                let mut exact = |r: usize| {
+                    let sum = match sparse {
+                        Some(sv) => sv.row_table_sum(r, t),
+                        None => table_sum(&codes[r * w..(r + 1) * w], t),
+                    };
+                    desc_key(table_score(offset, sum, norms.map(|v| v[r])))
+                };
+                let rows = first..first + block.len() / w;
+                let st =
+                    crate::adc::scan_checked(family, layout, &quantised[i], rows, top, &mut exact);
+                rescored.fetch_add(st.rescored, Ordering::Relaxed);
+            },
+        );
+        keys.extend(part);
+    }
+    let stats = ScanStats {
+        scanned: (nq * layout.len()) as u64,
+        rescored: rescored.into_inner(),
+    };
+    (keys, stats)
 }
 
 /// Turns scored keys into hits: ids, Hamming distances (recomputed from the codes) and scores.
@@ -488,6 +618,7 @@ pub fn top_k_scored(
     if !score.has_scores() {
         return top_k(codes, words_per_code, bits, queries, k, params);
     }
+    let params = &params.resolved()?;
     // top_k's checks of the shapes, with k = 0 to skip its search.
     top_k(codes, words_per_code, bits, &[], 0, params)?;
     let nq = check_queries(queries, words_per_code, bits)?;
@@ -496,7 +627,8 @@ pub fn top_k_scored(
     let norms = check_norms(score, norms, n)?;
     let w = words_per_code;
     Ok(
-        search_scored_keys(codes, w, bits, queries, k, score, norms, None, params.split)
+        search_scored_keys(codes, w, bits, queries, k, score, norms, None, None, params)
+            .0
             .iter()
             .enumerate()
             .map(|(qi, keys)| scored_hits(keys, None, codes, &queries[qi * w..(qi + 1) * w], true))
@@ -554,17 +686,35 @@ impl Index {
         score: &Score<'_>,
         params: &SearchParams,
     ) -> Result<Vec<Hits>> {
+        Ok(self
+            .search_flat_scored_with_stats(queries, k, score, params)?
+            .0)
+    }
+
+    /// [`search_flat_scored`](Self::search_flat_scored), and what the quantised table scan did
+    /// (all zero for scores other than [`Score::Table`]; see [`crate::adc`]).
+    pub fn search_flat_scored_with_stats(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+    ) -> Result<(Vec<Hits>, ScanStats)> {
         if !score.has_scores() {
-            return self.search_flat(queries, k, params);
+            return Ok((self.search_flat(queries, k, params)?, ScanStats::default()));
         }
-        params.resolved()?;
+        let params = &params.resolved()?;
         let w = self.words_per_code();
         let nq = check_queries(queries, w, self.bits())?;
         check_scored_params(score, params, nq, self.bits())?;
         let norms = check_norms(score, self.norms(), self.len())?;
+        let adc = match score {
+            Score::Table { .. } => Some(self.adc_codes()?),
+            _ => None,
+        };
         let ids = self.ids();
         let codes = self.codes();
-        Ok(search_scored_keys(
+        let (keys, stats) = search_scored_keys(
             codes,
             w,
             self.bits(),
@@ -573,12 +723,44 @@ impl Index {
             score,
             norms,
             self.sparse().as_ref(),
-            params.split,
-        )
-        .iter()
-        .enumerate()
-        .map(|(qi, keys)| scored_hits(keys, Some(ids), codes, &queries[qi * w..(qi + 1) * w], true))
-        .collect())
+            adc,
+            params,
+        );
+        let hits = keys
+            .iter()
+            .enumerate()
+            .map(|(qi, keys)| {
+                scored_hits(keys, Some(ids), codes, &queries[qi * w..(qi + 1) * w], true)
+            })
+            .collect();
+        Ok((hits, stats))
+    }
+
+    /// The codes in the layout of the quantised table scan ([`crate::adc`]), with the index's
+    /// norms if it has them: built at the first table-score search, then kept.
+    pub fn adc_codes(&self) -> Result<&AdcCodes> {
+        self.adc
+            .get_or_init(|| {
+                adc_layout(
+                    self.codes(),
+                    self.bits(),
+                    self.sparse().as_ref(),
+                    self.norms(),
+                )
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| Error::InvalidArgument(format!("{}: {e}", self.dir.display())))
+    }
+
+    /// Name of the quantised kernel a table-score flat search with `params` runs on this index
+    /// (for `--stats`, e.g. `"avx512-gather-sparse"`); fails as the search would.
+    pub fn table_kernel_name(&self, params: &SearchParams) -> Result<&'static str> {
+        let family = params.resolved()?.family();
+        Ok(crate::adc::kernel_name(
+            family,
+            self.adc_codes()?.is_dense(),
+        ))
     }
 
     /// Name of the distance kernel a flat search with `params` uses for this index on this CPU

@@ -218,6 +218,8 @@ pub struct Index {
     /// Bitmap posting lists and the layout of their payload (validated at open).
     pub(crate) bitmaps: Option<(Section, crate::bitmaps::Layout)>,
     pub(crate) hnsw: OnceLock<HnswGraph>,
+    /// The codes in the layout of the quantised table scan, built at first use (or why not).
+    pub(crate) adc: OnceLock<std::result::Result<crate::adc::AdcCodes, String>>,
 }
 
 impl std::fmt::Debug for Index {
@@ -364,6 +366,7 @@ impl Index {
             sparse: None,
             bitmaps: None,
             hnsw: OnceLock::new(),
+            adc: OnceLock::new(),
         };
         if let Some(si) = &index.manifest.sparse {
             let s = open_per_code_section(&index.dir, &index.manifest, &si.file, FileKind::Sparse)?;

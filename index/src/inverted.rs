@@ -895,9 +895,9 @@ pub(crate) fn search_keys_with(
                     offsets: &fo,
                     normalise: *normalise,
                 };
-                search_scored_keys(codes, w, bits, &fq, k, &sub, norms, sparse, params.split)
+                search_scored_keys(codes, w, bits, &fq, k, &sub, norms, sparse, None, params).0
             }
-            _ => search_scored_keys(codes, w, bits, &fq, k, score, norms, sparse, params.split),
+            _ => search_scored_keys(codes, w, bits, &fq, k, score, norms, sparse, None, params).0,
         }
     };
     let bm_keys = match bitmaps {

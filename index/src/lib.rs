@@ -64,6 +64,8 @@
 //!   search reads them when they are cheaper than the lists).
 //! * [`score`], [`sparse`]: scores beyond Hamming, and the per-code set bits that make table
 //!   scores cost one lookup per set bit.
+//! * [`adc`]: the fast exact table-score scan (`--score adc`): quantised tables summed by SIMD
+//!   gathers, a bound, and exact re-scoring of the few codes that may reach the top k.
 //! * [`format`], [`manifest`]: the on-disk format.
 //!
 //! Searches run on the rayon pool they are called from: size it with
@@ -78,6 +80,7 @@ compile_error!(
     "bsa-index maps little-endian u64 words in place and needs a 64-bit little-endian target"
 );
 
+pub mod adc;
 pub mod bitmaps;
 mod blocked;
 mod builder;

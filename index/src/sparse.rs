@@ -294,6 +294,15 @@ impl<'a> SparseView<'a> {
     }
 }
 
+impl SparseView<'_> {
+    /// The `f64` sum of `table[j]` over the set bits `j` of code `row`, in ascending bit order:
+    /// exactly [`table_sum`](crate::score::table_sum) of the packed code.
+    #[inline]
+    pub(crate) fn row_table_sum(&self, row: usize, table: &[f32]) -> f64 {
+        add_entries(0.0, self.row(row), table)
+    }
+}
+
 /// `sum` plus the table entries of `ids`, added in order.
 #[inline(always)]
 fn add_entries(mut sum: f64, ids: &[u16], table: &[f32]) -> f64 {

@@ -226,6 +226,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         _ => Score::Hamming,
     };
     let mut inverted_stats = None;
+    let mut scan_stats = None;
     let mut hits = match a.mode.as_str() {
         "hnsw" => index.search_hnsw(&codes, fetch, &params)?,
         "inverted" => {
@@ -233,7 +234,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             inverted_stats = Some(st);
             h
         }
-        _ => index.search_flat_scored(&codes, fetch, &score, &params)?,
+        _ => {
+            let (h, st) = index.search_flat_scored_with_stats(&codes, fetch, &score, &params)?;
+            scan_stats = Some(st);
+            h
+        }
     };
     if let (Some(_), Some(q)) = (a.rescore, &float_queries) {
         use rayon::prelude::*;
@@ -293,6 +298,12 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             // Table scores (adc, soft) read the per-code set bits when the index stores them.
             "table_layout": if index.sparse().is_some() { "sparse" } else { "packed" },
         });
+        if let (Some(s), Score::Table { .. }) = (scan_stats, &score) {
+            // The quantised table scan (bsa_index::adc) and the codes it re-scored exactly.
+            st["table_kernel"] = index.table_kernel_name(&params)?.into();
+            st["codes_scanned"] = s.scanned.into();
+            st["codes_rescored"] = s.rescored.into();
+        }
         if let Some(s) = inverted_stats {
             // Queries whose posting lists were longer than a flat scan were answered by the scan.
             st["inverted_queries"] = s.inverted_queries.into();

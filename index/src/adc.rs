@@ -1,0 +1,944 @@
+//! Fast exact table scores: a quantised SIMD scan with a bound, then exact `f64` re-scoring.
+//!
+//! A table score ([`Score::Table`](crate::Score::Table), bsa's `--score adc` and `--score soft`)
+//! sums one float per set bit of each code. The exact definition ([`crate::score`]) adds the
+//! entries in `f64`, one code at a time: a chain of dependent scalar additions per code. This
+//! module finds the same top k far faster:
+//!
+//! 1. **Layout** ([`AdcCodes`], built once per index): the codes in blocks of [`LANES`] = 16,
+//!    transposed so that position `i` of the 16 codes of a block is contiguous. Sparse codes
+//!    (`sparse.bin`, e.g. 32 of 4096 bits set) store their set-bit ids (`u16`), each block padded
+//!    to its longest code with the id `bits`, which points at a zero entry. Dense codes (sign,
+//!    ITQ, LSH bits) store their bytes: position `i` is byte `i` of each code.
+//! 2. **Per query** ([`QuantisedTable`]): the table quantised to `u16` levels with a scale and a
+//!    zero point (`t ~ step * (q - z)`), and the largest rounding error `e` actually made. Dense
+//!    codes get one 256-entry table per code byte (entry = the sum of the byte's bit entries),
+//!    so a code of `B` bytes costs `B` lookups whatever its number of set bits.
+//! 3. **Scan** ([`candidates`]): per block, one gather per position (16 lookups with AVX-512,
+//!    2 x 8 with AVX2, scalar in the portable kernel) summed in `u32` lanes, then a bound: with
+//!    `L` positions, the code's `f64` sum is within `L e` (plus a margin for `f64` rounding, see
+//!    below) of `step * (Q - L z)`, so the upper bound `U` of its final score (divided by its norm
+//!    when normalised) is known. A code whose `U` cannot beat the current `k`-th best score cannot
+//!    enter the result and is skipped.
+//! 4. **Re-score** ([`scan`]): every other code is scored exactly as today ([`table_sum`],
+//!    [`table_score`], in `f64`, ascending bit order) and offered to the [`TopK`]. Skipped codes
+//!    would not have entered it either, so the ids, scores and tie order are exactly those of the
+//!    plain scan; only the work differs.
+//!
+//! **Why the bound is safe.** Let `S` be the real sum of a code's entries and `S64` the `f64`
+//! sum the exact scorer computes. Per position the quantised entry is within `e` of the real
+//! entry (pads are exact: `z` stands for `0`), so `S <= step (Q - L z) + L e`. The `f64` sums (of
+//! the exact scorer and of the dense byte entries) are within `(8 L)^2 2^-53 A` of the real ones,
+//! with `A` the largest entry magnitude; the margin `(|offset| + L A) (L + 16) 2^-44` covers that
+//! many times over. The bound itself is evaluated in `f64` with the same operations in every
+//! kernel (a multiply, an add, a multiply by `1 / norm`, each rounded once), and inflated by
+//! `|U| 2^-48`, more than those roundings can lose. Rounding the exact score to `f32` is monotone,
+//! so a code with `U <= s_k` (the `k`-th best score so far) scores at most `s_k`, and a row
+//! offered later with a score equal to the threshold never enters a [`TopK`]. Codes with a
+//! norm that is not positive score exactly `0` (their `1 / norm` is taken as `0`), and codes
+//! whose bound is not finite are always re-scored.
+//!
+//! ```
+//! use bsa_index::adc::{self, AdcCodes, QuantisedTable};
+//! use bsa_index::score::{desc_key, table_score, table_sum};
+//! use bsa_index::topk::TopK;
+//! use bsa_index::KernelFamily;
+//!
+//! # fn main() -> bsa_index::Result<()> {
+//! // Three 8-bit codes (one word each): bits {0, 1}, {2}, {0, 3}.
+//! let codes = [0b0011u64, 0b0100, 0b1001];
+//! let layout = AdcCodes::from_packed(&codes, 8)?;
+//! let table = [0.5f32, 0.25, 1.0, -2.0, 0.0, 0.0, 0.0, 0.0];
+//! let qt = QuantisedTable::new(&layout, &table, 0.0, false)?;
+//! let mut top = TopK::new(2, None);
+//! let exact = |r: usize| desc_key(table_score(0.0, table_sum(&codes[r..r + 1], &table), None));
+//! let stats = adc::scan(KernelFamily::best(), &layout, &qt, 0..3, &mut top, exact)?;
+//! let rows: Vec<u32> = top.into_sorted_keys().iter().map(|&k| k as u32).collect();
+//! assert_eq!(rows, vec![1, 0]); // row 1 (1.0), then row 0 (0.75)
+//! assert!(stats.rescored >= 2 && stats.scanned == 3);
+//! # Ok(()) }
+//! ```
+//!
+//! [`table_sum`]: crate::score::table_sum
+//! [`table_score`]: crate::score::table_score
+
+use std::ops::Range;
+
+use crate::error::{Error, Result};
+use crate::kernel::KernelFamily;
+use crate::score::from_desc_key;
+use crate::sparse::SparseView;
+use crate::topk::TopK;
+
+/// Codes per block of the transposed layout (one 512-bit register of `u32` sums).
+pub const LANES: usize = 16;
+
+/// Blocks scanned between two refreshes of the threshold from the [`TopK`]. Short enough that
+/// a better threshold is used soon, long enough that the kernel call is amortised.
+const RUN_BLOCKS: usize = 64;
+
+/// Relative inflation of the computed bound (covers its own three `f64` roundings).
+const BOUND_REL: f64 = 1.0 / (1u64 << 48) as f64;
+
+/// How the codes are stored in an [`AdcCodes`] layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `u16` set-bit ids per position, padded with the id `bits`.
+    Sparse,
+    /// One code byte per position.
+    Dense,
+}
+
+/// The codes of an index, block-transposed for the quantised scan (see the [module docs](self)).
+///
+/// Built once per index (the [`Index`](crate::Index) caches it at first use) from `sparse.bin`
+/// ([`from_sparse`](Self::from_sparse)) or from the packed codes
+/// ([`from_packed`](Self::from_packed)); [`with_norms`](Self::with_norms) adds the per-code
+/// divisors of normalised scores.
+///
+/// ```
+/// use bsa_index::adc::AdcCodes;
+/// use bsa_index::sparse::SparseCodes;
+/// # fn main() -> bsa_index::Result<()> {
+/// // Two 70-bit codes: bits {0, 2} and {69}.
+/// let codes = [0b101u64, 0, 0, 1 << 5];
+/// let sparse = SparseCodes::build(&codes, 70)?;
+/// let layout = AdcCodes::from_sparse(&sparse.view())?;
+/// assert_eq!((layout.len(), layout.bits(), layout.positions(0)), (2, 70, 2));
+/// assert!(!layout.is_dense());
+/// let dense = AdcCodes::from_packed(&codes, 70)?.with_norms(&[1.0, 2.0])?;
+/// assert_eq!(dense.positions(0), 9); // 70 bits = 9 bytes
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AdcCodes {
+    n: usize,
+    bits: usize,
+    kind: Kind,
+    /// Sparse: block `b`'s positions are `starts[b]..starts[b + 1]` (in units of `LANES` ids).
+    starts: Vec<usize>,
+    /// Sparse: `LANES` ids per position.
+    ids: Vec<u16>,
+    /// Dense: block `b`'s `LANES * bytes` bytes, position-major.
+    bytes: Vec<u8>,
+    /// Dense: bytes per code.
+    stride: usize,
+    /// `1 / norm` in `f64` per code (0 for norms that are not positive), padded to whole blocks.
+    inv_norms: Option<Vec<f64>>,
+}
+
+impl AdcCodes {
+    /// The layout of sparse codes: their set-bit ids (from `sparse.bin` or
+    /// [`SparseCodes`](crate::sparse::SparseCodes)). Each block of 16 codes is padded to its
+    /// longest code.
+    pub fn from_sparse(view: &SparseView<'_>) -> Result<Self> {
+        let n = view.len();
+        let bits = view.bits();
+        // The pad id `bits` must fit a u16 and index the table's extra zero entry.
+        if bits == 0 || bits > usize::from(u16::MAX) {
+            return Err(Error::InvalidArgument(format!(
+                "the ADC layout of sparse codes needs 1..=65535 bits, got {bits}"
+            )));
+        }
+        let blocks = n.div_ceil(LANES);
+        let mut starts = Vec::with_capacity(blocks + 1);
+        starts.push(0usize);
+        let mut ids = Vec::with_capacity(view.set_bits() + view.set_bits() / 4 + LANES);
+        for b in 0..blocks {
+            let rows = b * LANES..((b + 1) * LANES).min(n);
+            let len = rows.clone().map(|r| view.row(r).len()).max().unwrap_or(0);
+            for i in 0..len {
+                for lane in 0..LANES {
+                    let r = b * LANES + lane;
+                    let id = if r < n { view.row(r).get(i) } else { None };
+                    ids.push(id.copied().unwrap_or(bits as u16));
+                }
+            }
+            starts.push(starts[b] + len);
+        }
+        Ok(AdcCodes {
+            n,
+            bits,
+            kind: Kind::Sparse,
+            starts,
+            ids,
+            bytes: Vec::new(),
+            stride: 0,
+            inv_norms: None,
+        })
+    }
+
+    /// The layout of packed codes (`n * ceil(bits / 64)` words, unused high bits zero): one
+    /// position per code byte.
+    pub fn from_packed(codes: &[u64], bits: usize) -> Result<Self> {
+        if bits == 0 {
+            return Err(Error::InvalidArgument("codes of 0 bits".into()));
+        }
+        let w = bits.div_ceil(64);
+        if !codes.len().is_multiple_of(w) {
+            return Err(Error::InvalidArgument(format!(
+                "{} words are not whole {bits}-bit codes",
+                codes.len()
+            )));
+        }
+        crate::pack::check_high_bits_zero(codes, bits)?;
+        let n = codes.len() / w;
+        let stride = bits.div_ceil(8);
+        let blocks = n.div_ceil(LANES);
+        let mut bytes = vec![0u8; blocks * LANES * stride];
+        let raw: &[u8] = bytemuck::cast_slice(codes);
+        for r in 0..n {
+            let (b, lane) = (r / LANES, r % LANES);
+            let code = &raw[r * w * 8..r * w * 8 + stride];
+            let block = &mut bytes[b * LANES * stride..(b + 1) * LANES * stride];
+            for (i, &byte) in code.iter().enumerate() {
+                block[i * LANES + lane] = byte;
+            }
+        }
+        Ok(AdcCodes {
+            n,
+            bits,
+            kind: Kind::Dense,
+            starts: Vec::new(),
+            ids: Vec::new(),
+            bytes,
+            stride,
+            inv_norms: None,
+        })
+    }
+
+    /// Adds the per-code norms that normalised scores divide by (one per code). A norm that is
+    /// not positive gives the score 0, as [`table_score`](crate::score::table_score) does.
+    pub fn with_norms(mut self, norms: &[f32]) -> Result<Self> {
+        if norms.len() != self.n {
+            return Err(Error::DimMismatch {
+                what: "norms (one per code)".into(),
+                expected: self.n,
+                got: norms.len(),
+            });
+        }
+        let mut inv = vec![0.0f64; self.blocks() * LANES];
+        for (x, &v) in inv.iter_mut().zip(norms) {
+            // NaN and non-positive norms score 0 (a bound of exactly 0 with a zero factor).
+            *x = if v > 0.0 { 1.0 / f64::from(v) } else { 0.0 };
+        }
+        self.inv_norms = Some(inv);
+        Ok(self)
+    }
+
+    /// Number of codes.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether there are no codes.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Bits per code.
+    pub fn bits(&self) -> usize {
+        self.bits
+    }
+
+    /// Whether the layout holds code bytes (dense codes) rather than set-bit ids.
+    pub fn is_dense(&self) -> bool {
+        self.kind == Kind::Dense
+    }
+
+    /// Whether per-code norms were added.
+    pub fn has_norms(&self) -> bool {
+        self.inv_norms.is_some()
+    }
+
+    /// Number of blocks of [`LANES`] codes (the last one may be partial).
+    pub fn blocks(&self) -> usize {
+        self.n.div_ceil(LANES)
+    }
+
+    /// Lookups per code of block `b` (its longest code's set bits, or the bytes per code).
+    ///
+    /// # Panics
+    /// If `b >= blocks()`.
+    pub fn positions(&self, b: usize) -> usize {
+        match self.kind {
+            Kind::Sparse => self.starts[b + 1] - self.starts[b],
+            Kind::Dense => {
+                assert!(b < self.blocks(), "block {b} out of range");
+                self.stride
+            }
+        }
+    }
+
+    /// The most positions of any block.
+    fn max_positions(&self) -> usize {
+        match self.kind {
+            Kind::Sparse => self
+                .starts
+                .windows(2)
+                .map(|p| p[1] - p[0])
+                .max()
+                .unwrap_or(0),
+            Kind::Dense => self.stride,
+        }
+    }
+
+    /// Entries of a quantised table for this layout (with the pad entry of sparse codes).
+    fn table_len(&self) -> usize {
+        match self.kind {
+            Kind::Sparse => self.bits + 1,
+            Kind::Dense => self.stride * 256,
+        }
+    }
+}
+
+/// One query's table, quantised for an [`AdcCodes`] layout (see the [module docs](self)).
+///
+/// Entry `i` stands for the real value `step * (q_i - z)`, within [`max_error`](Self::max_error)
+/// of the true entry. Sparse layouts get the `bits` entries of the table plus a pad entry `z`
+/// (the value 0); dense layouts one 256-entry table per code byte.
+///
+/// ```
+/// use bsa_index::adc::{AdcCodes, QuantisedTable};
+/// # fn main() -> bsa_index::Result<()> {
+/// let layout = AdcCodes::from_packed(&[0b11u64], 8)?;
+/// let qt = QuantisedTable::new(&layout, &[1.0, -1.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0], 0.25, false)?;
+/// assert!(qt.max_error() <= qt.step() / 2.0);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct QuantisedTable {
+    /// Quantised entries plus one spare `u16`: a gather reads 4 bytes at each entry.
+    entries: Vec<u16>,
+    step: f64,
+    /// `e - z * step`: what each position adds to the bound besides `step * q`.
+    per_position: f64,
+    offset: f64,
+    /// Largest entry magnitude plus `|offset|` scale, for the rounding margin.
+    max_abs: f64,
+    max_error: f64,
+    dense: bool,
+    normalise: bool,
+}
+
+impl QuantisedTable {
+    /// Quantises `table` (one finite float per bit of the layout's codes) and `offset` (finite)
+    /// for `codes`; `normalise`: the score is divided by the codes' norms (which `codes` must
+    /// have, see [`AdcCodes::with_norms`]).
+    pub fn new(codes: &AdcCodes, table: &[f32], offset: f32, normalise: bool) -> Result<Self> {
+        if normalise && !codes.has_norms() {
+            return Err(Error::InvalidArgument(
+                "a normalised table score needs the codes' norms (AdcCodes::with_norms)".into(),
+            ));
+        }
+        if table.len() != codes.bits {
+            return Err(Error::DimMismatch {
+                what: format!("table entries ({}-bit codes)", codes.bits),
+                expected: codes.bits,
+                got: table.len(),
+            });
+        }
+        if let Some(i) = table.iter().position(|x| !x.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "table entry {i} is not finite"
+            )));
+        }
+        if !offset.is_finite() {
+            return Err(Error::InvalidArgument("table offset is not finite".into()));
+        }
+        let mut values = vec![0.0f64; codes.table_len()];
+        match codes.kind {
+            // The pad entry (index `bits`) stays 0.
+            Kind::Sparse => {
+                for (v, &t) in values.iter_mut().zip(table) {
+                    *v = f64::from(t);
+                }
+            }
+            Kind::Dense => {
+                for (pos, sub) in values.chunks_exact_mut(256).enumerate() {
+                    for x in 1..256usize {
+                        // Adding the highest bit last: the byte's entries in ascending order.
+                        let hi = 7 - (x as u8).leading_zeros() as usize;
+                        let j = pos * 8 + hi;
+                        let t = table.get(j).map_or(0.0, |&t| f64::from(t));
+                        sub[x] = sub[x & !(1 << hi)] + t;
+                    }
+                }
+            }
+        }
+        // Sums of `max_positions` entries stay below 2^31 (exact in i32 and u32 lanes).
+        let positions = codes.max_positions().max(1);
+        let levels = (((1u64 << 31) - 1) / positions as u64).min(u64::from(u16::MAX)) as f64;
+        let lo = values.iter().copied().fold(0.0f64, f64::min);
+        let hi = values.iter().copied().fold(0.0f64, f64::max);
+        let max_abs = hi.max(-lo);
+        // Leave a level of room at both ends for rounding; a zero range (all entries 0) keeps
+        // every entry at 0.
+        let step = if hi > lo {
+            (hi - lo) / (levels - 2.0).max(1.0)
+        } else {
+            1.0
+        };
+        let z = (-lo / step).round().clamp(0.0, levels);
+        let mut entries = vec![0u16; values.len() + 1];
+        let mut max_error = 0.0f64;
+        for (e, &v) in entries.iter_mut().zip(&values) {
+            let q = ((v / step).round() + z).clamp(0.0, levels);
+            // The error actually made (not assumed), so clamping cannot break the bound.
+            max_error = max_error.max((v - step * (q - z)).abs());
+            *e = q as u16;
+        }
+        Ok(QuantisedTable {
+            entries,
+            step,
+            per_position: max_error - z * step,
+            offset: f64::from(offset),
+            max_abs,
+            max_error,
+            dense: codes.kind == Kind::Dense,
+            normalise,
+        })
+    }
+
+    /// The value of one quantisation level.
+    pub fn step(&self) -> f64 {
+        self.step
+    }
+
+    /// The largest difference between an entry and its quantised value.
+    pub fn max_error(&self) -> f64 {
+        self.max_error
+    }
+
+    /// The constant part of the bound of a block with `len` positions (see the module docs).
+    #[inline]
+    fn base(&self, len: usize) -> f64 {
+        let l = len as f64;
+        let margin =
+            (self.offset.abs() + l * self.max_abs) * (l + 16.0) * (1.0 / (1u64 << 44) as f64);
+        self.offset + l * self.per_position + margin
+    }
+}
+
+/// What a [`scan`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ScanStats {
+    /// Codes scanned by the quantised kernel.
+    pub scanned: u64,
+    /// Codes whose bound could reach the threshold, re-scored exactly.
+    pub rescored: u64,
+}
+
+impl std::ops::AddAssign for ScanStats {
+    fn add_assign(&mut self, o: ScanStats) {
+        self.scanned += o.scanned;
+        self.rescored += o.rescored;
+    }
+}
+
+/// Name of the quantised kernel a family runs on a layout, for statistics
+/// (e.g. `"avx512-gather-sparse"`).
+pub fn kernel_name(family: KernelFamily, dense: bool) -> &'static str {
+    match (family, dense) {
+        (KernelFamily::Portable, false) => "portable-sparse",
+        (KernelFamily::Portable, true) => "portable-dense",
+        (KernelFamily::Avx2, false) => "avx2-gather-sparse",
+        (KernelFamily::Avx2, true) => "avx2-gather-dense",
+        (KernelFamily::Avx512, false) => "avx512-gather-sparse",
+        (KernelFamily::Avx512, true) => "avx512-gather-dense",
+    }
+}
+
+/// The candidate masks of blocks `blocks` against the threshold score `threshold`: bit `l` of
+/// `out[i]` is set when code `LANES * (blocks.start + i) + l` may score above `threshold` (every
+/// code is a candidate when `threshold` is NaN). Lanes past the last code may be set; ignore them.
+///
+/// ```
+/// use bsa_index::adc::{candidates, AdcCodes, QuantisedTable};
+/// use bsa_index::KernelFamily;
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes: Vec<u64> = (0..32u64).collect(); // 32 codes of 8 bits: code r is the number r
+/// let layout = AdcCodes::from_packed(&codes, 8)?;
+/// let table = [1.0f32, 2.0, 4.0, 8.0, 16.0, 0.0, 0.0, 0.0]; // score of code r = r
+/// let qt = QuantisedTable::new(&layout, &table, 0.0, false)?;
+/// let mut out = [0u16; 2];
+/// for family in KernelFamily::supported() {
+///     candidates(family, &layout, &qt, 29.5, 0..2, &mut out)?;
+///     assert_eq!(out, [0, 0b1100_0000_0000_0000]); // codes 30 and 31 only
+/// }
+/// # Ok(()) }
+/// ```
+pub fn candidates(
+    family: KernelFamily,
+    codes: &AdcCodes,
+    table: &QuantisedTable,
+    threshold: f32,
+    blocks: Range<usize>,
+    out: &mut [u16],
+) -> Result<()> {
+    let family = family.check()?;
+    if table.dense != codes.is_dense() || table.entries.len() != codes.table_len() + 1 {
+        return Err(Error::InvalidArgument(
+            "the quantised table was made for another layout".into(),
+        ));
+    }
+    if blocks.start > blocks.end || blocks.end > codes.blocks() || out.len() < blocks.len() {
+        return Err(Error::InvalidArgument(format!(
+            "blocks {blocks:?} of {} or {} masks out of range",
+            codes.blocks(),
+            out.len()
+        )));
+    }
+    masks(family, codes, table, f64::from(threshold), blocks, out);
+    Ok(())
+}
+
+/// [`candidates`] on checked arguments.
+fn masks(
+    family: KernelFamily,
+    codes: &AdcCodes,
+    table: &QuantisedTable,
+    threshold: f64,
+    blocks: Range<usize>,
+    out: &mut [u16],
+) {
+    match family {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `family` was checked against the CPU (`KernelFamily::check`), and the
+        // arguments against each other (the table was made for this layout, blocks in range).
+        KernelFamily::Avx512 => unsafe { avx512::masks(codes, table, threshold, blocks, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        KernelFamily::Avx2 => unsafe { avx2::masks(codes, table, threshold, blocks, out) },
+        _ => portable_masks(codes, table, threshold, blocks, out),
+    }
+}
+
+/// Offers to `top` every code of `rows` whose score may enter it, scored by `exact(row)` (the
+/// exact score's [`desc_key`](crate::score::desc_key)); rows ascending, as a [`TopK`] needs.
+/// The result is what offering every row's exact key would give (see the [module docs](self)),
+/// provided `exact` computes the table score that `table` quantises.
+pub fn scan(
+    family: KernelFamily,
+    codes: &AdcCodes,
+    table: &QuantisedTable,
+    rows: Range<usize>,
+    top: &mut TopK,
+    mut exact: impl FnMut(usize) -> u32,
+) -> Result<ScanStats> {
+    if rows.start > rows.end || rows.end > codes.n {
+        return Err(Error::InvalidArgument(format!(
+            "rows {rows:?} out of range for {} codes",
+            codes.n
+        )));
+    }
+    candidates(family, codes, table, f32::NAN, 0..0, &mut [])?;
+    Ok(scan_checked(family, codes, table, rows, top, &mut exact))
+}
+
+/// [`scan`] on checked arguments.
+pub(crate) fn scan_checked(
+    family: KernelFamily,
+    codes: &AdcCodes,
+    table: &QuantisedTable,
+    rows: Range<usize>,
+    top: &mut TopK,
+    exact: &mut impl FnMut(usize) -> u32,
+) -> ScanStats {
+    let mut stats = ScanStats {
+        scanned: rows.len() as u64,
+        rescored: 0,
+    };
+    let mut out = [0u16; RUN_BLOCKS];
+    let (mut b, end) = (rows.start / LANES, rows.end.div_ceil(LANES));
+    while b < end {
+        let key = top.threshold();
+        // Until the TopK holds k rows its threshold is u32::MAX (NaN here: every code is a
+        // candidate), so scan one block at a time to pick up a real threshold early.
+        let run = if key == u32::MAX { 1 } else { RUN_BLOCKS };
+        let e = (b + run).min(end);
+        masks(
+            family,
+            codes,
+            table,
+            f64::from(from_desc_key(key)),
+            b..e,
+            &mut out,
+        );
+        for (i, &m) in out[..e - b].iter().enumerate() {
+            let mut m = u32::from(m);
+            while m != 0 {
+                let r = (b + i) * LANES + m.trailing_zeros() as usize;
+                m &= m - 1;
+                if r < rows.start || r >= rows.end {
+                    continue;
+                }
+                stats.rescored += 1;
+                let k = exact(r);
+                if k < top.threshold() {
+                    // Rows ascending: r is above every row offered before.
+                    top.push(k, r as u32);
+                }
+            }
+        }
+        b = e;
+    }
+    stats
+}
+
+/// The candidate mask of one block from its 16 quantised sums: `!(U <= threshold)` per lane,
+/// with the same `f64` operations in every kernel (so every family re-scores the same codes).
+#[inline(always)]
+fn lane_candidate(q: u32, base: f64, step: f64, inv: Option<f64>, threshold: f64) -> bool {
+    let n = f64::from(q) * step + base;
+    let u = match inv {
+        Some(i) => n * i,
+        None => n,
+    };
+    let u = u + u.abs() * BOUND_REL;
+    // NaN (no threshold yet, or a bound that is not finite) keeps the code.
+    !(u <= threshold)
+}
+
+fn portable_masks(
+    codes: &AdcCodes,
+    table: &QuantisedTable,
+    threshold: f64,
+    blocks: Range<usize>,
+    out: &mut [u16],
+) {
+    let t = &table.entries;
+    let inv = codes.inv_norms.as_deref().filter(|_| table.normalise);
+    for (b, o) in blocks.zip(out.iter_mut()) {
+        let mut acc = [0u32; LANES];
+        let len = match codes.kind {
+            Kind::Sparse => {
+                let ids = &codes.ids[codes.starts[b] * LANES..codes.starts[b + 1] * LANES];
+                for pos in ids.chunks_exact(LANES) {
+                    for (a, &id) in acc.iter_mut().zip(pos) {
+                        *a += u32::from(t[usize::from(id)]);
+                    }
+                }
+                ids.len() / LANES
+            }
+            Kind::Dense => {
+                let s = codes.stride;
+                let bytes = &codes.bytes[b * LANES * s..(b + 1) * LANES * s];
+                for (i, pos) in bytes.chunks_exact(LANES).enumerate() {
+                    let sub = &t[i * 256..i * 256 + 256];
+                    for (a, &x) in acc.iter_mut().zip(pos) {
+                        *a += u32::from(sub[usize::from(x)]);
+                    }
+                }
+                s
+            }
+        };
+        let base = table.base(len);
+        let mut m = 0u16;
+        for (l, &q) in acc.iter().enumerate() {
+            let i = inv.map(|v| v[b * LANES + l]);
+            if lane_candidate(q, base, table.step, i, threshold) {
+                m |= 1 << l;
+            }
+        }
+        *o = m;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! AVX-512F kernels: one `vpgatherdd` of 16 `u16` entries per position, the bound in two
+    //! registers of 8 `f64`.
+    //!
+    //! Safety: every function here requires `avx512f` (implied by the `Avx512` family, which
+    //! also needs BW and VPOPCNTDQ). Gathers read 4 bytes at `entries + 2 * index` with
+    //! `index <= table_len - 1`, inside the table's spare entry; loads stay inside the layout.
+
+    use super::{AdcCodes, Kind, QuantisedTable, BOUND_REL, LANES};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// The candidate mask of 16 sums (see `lane_candidate`, same operations in the same order).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn mask(acc: __m512i, base: f64, step: f64, inv: Option<*const f64>, threshold: f64) -> u16 {
+        let step = _mm512_set1_pd(step);
+        let base = _mm512_set1_pd(base);
+        let rel = _mm512_set1_pd(BOUND_REL);
+        let thr = _mm512_set1_pd(threshold);
+        let halves = [
+            _mm512_castsi512_si256(acc),
+            _mm512_extracti64x4_epi64::<1>(acc),
+        ];
+        let mut m = 0u16;
+        for (h, &q) in halves.iter().enumerate() {
+            let n = _mm512_add_pd(_mm512_mul_pd(_mm512_cvtepu32_pd(q), step), base);
+            let u = match inv {
+                // SAFETY: the caller passes a pointer to 16 inverse norms of this block.
+                Some(p) => _mm512_mul_pd(n, unsafe { _mm512_loadu_pd(p.add(8 * h)) }),
+                None => n,
+            };
+            let u = _mm512_add_pd(u, _mm512_mul_pd(_mm512_abs_pd(u), rel));
+            // Not-less-or-equal, unordered: NaN keeps the code.
+            let keep = _mm512_cmp_pd_mask::<_CMP_NLE_UQ>(u, thr);
+            m |= u16::from(keep) << (8 * h);
+        }
+        m
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn masks(
+        codes: &AdcCodes,
+        table: &QuantisedTable,
+        threshold: f64,
+        blocks: Range<usize>,
+        out: &mut [u16],
+    ) {
+        let t = table.entries.as_ptr().cast::<u8>();
+        let inv = codes.inv_norms.as_deref().filter(|_| table.normalise);
+        let mask16 = _mm512_set1_epi32(0xffff);
+        for (b, o) in blocks.zip(out.iter_mut()) {
+            let mut acc = _mm512_setzero_si512();
+            let len = match codes.kind {
+                Kind::Sparse => {
+                    let (s, e) = (codes.starts[b], codes.starts[b + 1]);
+                    let ids = codes.ids[s * LANES..e * LANES].as_ptr();
+                    for i in 0..e - s {
+                        // SAFETY: position i of this block holds 16 ids (32 bytes).
+                        let idx = _mm512_cvtepu16_epi32(unsafe {
+                            _mm256_loadu_si256(ids.add(i * LANES).cast())
+                        });
+                        // SAFETY: ids <= bits, the table has bits + 2 u16 entries.
+                        let g = unsafe { _mm512_i32gather_epi32::<2>(idx, t.cast()) };
+                        acc = _mm512_add_epi32(acc, _mm512_and_si512(g, mask16));
+                    }
+                    e - s
+                }
+                Kind::Dense => {
+                    let s = codes.stride;
+                    let bytes = codes.bytes[b * LANES * s..(b + 1) * LANES * s].as_ptr();
+                    for i in 0..s {
+                        // SAFETY: position i of this block holds 16 bytes.
+                        let idx = _mm512_cvtepu8_epi32(unsafe {
+                            _mm_loadu_si128(bytes.add(i * LANES).cast())
+                        });
+                        // SAFETY: sub-table i has 256 entries, and one spare u16 follows the
+                        // last one; indices are bytes.
+                        let g = unsafe { _mm512_i32gather_epi32::<2>(idx, t.add(i * 512).cast()) };
+                        acc = _mm512_add_epi32(acc, _mm512_and_si512(g, mask16));
+                    }
+                    s
+                }
+            };
+            let p = inv.map(|v| v[b * LANES..].as_ptr());
+            *o = mask(acc, table.base(len), table.step, p, threshold);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! AVX2 kernels: two `vpgatherdd` of 8 `u16` entries per position, the bound in four
+    //! registers of 4 `f64`.
+    //!
+    //! Safety: every function here requires `avx2`. Gathers read 4 bytes at
+    //! `entries + 2 * index` with `index <= table_len - 1`, inside the table's spare entry; loads
+    //! stay inside the layout.
+
+    use super::{AdcCodes, Kind, QuantisedTable, BOUND_REL, LANES};
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// The candidate mask of 8 sums (see `lane_candidate`, same operations in the same order).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn mask8(acc: __m256i, base: f64, step: f64, inv: Option<*const f64>, threshold: f64) -> u16 {
+        let step = _mm256_set1_pd(step);
+        let base = _mm256_set1_pd(base);
+        let rel = _mm256_set1_pd(BOUND_REL);
+        let thr = _mm256_set1_pd(threshold);
+        let sign = _mm256_set1_pd(-0.0);
+        let halves = [
+            _mm256_castsi256_si128(acc),
+            _mm256_extracti128_si256::<1>(acc),
+        ];
+        let mut m = 0u16;
+        for (h, &q) in halves.iter().enumerate() {
+            // Sums are below 2^31, so the signed conversion is exact.
+            let n = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(q), step), base);
+            let u = match inv {
+                // SAFETY: the caller passes a pointer to 8 inverse norms.
+                Some(p) => _mm256_mul_pd(n, unsafe { _mm256_loadu_pd(p.add(4 * h)) }),
+                None => n,
+            };
+            let u = _mm256_add_pd(u, _mm256_mul_pd(_mm256_andnot_pd(sign, u), rel));
+            let keep = _mm256_cmp_pd::<_CMP_NLE_UQ>(u, thr);
+            m |= (_mm256_movemask_pd(keep) as u16) << (4 * h);
+        }
+        m
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn masks(
+        codes: &AdcCodes,
+        table: &QuantisedTable,
+        threshold: f64,
+        blocks: Range<usize>,
+        out: &mut [u16],
+    ) {
+        let t = table.entries.as_ptr().cast::<i32>();
+        let inv = codes.inv_norms.as_deref().filter(|_| table.normalise);
+        let mask16 = _mm256_set1_epi32(0xffff);
+        for (b, o) in blocks.zip(out.iter_mut()) {
+            let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            let len = match codes.kind {
+                Kind::Sparse => {
+                    let (s, e) = (codes.starts[b], codes.starts[b + 1]);
+                    let ids = codes.ids[s * LANES..e * LANES].as_ptr();
+                    for i in 0..e - s {
+                        // SAFETY: position i of this block holds 16 ids (32 bytes).
+                        let v = unsafe { _mm256_loadu_si256(ids.add(i * LANES).cast()) };
+                        let i0 = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(v));
+                        let i1 = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(v));
+                        // SAFETY: ids <= bits, the table has bits + 2 u16 entries.
+                        let (g0, g1) = unsafe {
+                            (
+                                _mm256_i32gather_epi32::<2>(t, i0),
+                                _mm256_i32gather_epi32::<2>(t, i1),
+                            )
+                        };
+                        a0 = _mm256_add_epi32(a0, _mm256_and_si256(g0, mask16));
+                        a1 = _mm256_add_epi32(a1, _mm256_and_si256(g1, mask16));
+                    }
+                    e - s
+                }
+                Kind::Dense => {
+                    let s = codes.stride;
+                    let bytes = codes.bytes[b * LANES * s..(b + 1) * LANES * s].as_ptr();
+                    for i in 0..s {
+                        // SAFETY: position i of this block holds 16 bytes.
+                        let v = unsafe { _mm_loadu_si128(bytes.add(i * LANES).cast()) };
+                        let i0 = _mm256_cvtepu8_epi32(v);
+                        let i1 = _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(v));
+                        // SAFETY: sub-table i has 256 entries and a spare u16 follows the last
+                        // one; indices are bytes.
+                        let (g0, g1) = unsafe {
+                            let sub = t.cast::<u8>().add(i * 512).cast::<i32>();
+                            (
+                                _mm256_i32gather_epi32::<2>(sub, i0),
+                                _mm256_i32gather_epi32::<2>(sub, i1),
+                            )
+                        };
+                        a0 = _mm256_add_epi32(a0, _mm256_and_si256(g0, mask16));
+                        a1 = _mm256_add_epi32(a1, _mm256_and_si256(g1, mask16));
+                    }
+                    s
+                }
+            };
+            let base = table.base(len);
+            let p = inv.map(|v| v[b * LANES..].as_ptr());
+            *o = mask8(a0, base, table.step, p, threshold)
+                | (mask8(
+                    a1,
+                    base,
+                    table.step,
+                    p.map(|p| p.wrapping_add(8)),
+                    threshold,
+                ) << 8);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::score::{desc_key, table_score, table_sum};
+
+    #[test]
+    fn families_give_the_same_masks_and_the_bound_holds() {
+        let bits = 130;
+        let w = 3;
+        let n = 53;
+        let mut x = 99u64;
+        let mut codes = vec![0u64; n * w];
+        for c in codes.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *c = x & (x >> 5);
+        }
+        for row in codes.chunks_exact_mut(w) {
+            row[2] &= 3;
+        }
+        let table: Vec<f32> = (0..bits).map(|j| (j as f32 * 0.71).sin()).collect();
+        let norms: Vec<f32> = (0..n).map(|r| (r % 4) as f32 * 0.5).collect();
+        let sparse = crate::sparse::SparseCodes::build(&codes, bits).unwrap();
+        for layout in [
+            AdcCodes::from_sparse(&sparse.view()).unwrap(),
+            AdcCodes::from_packed(&codes, bits).unwrap(),
+        ] {
+            for norm in [false, true] {
+                let layout = if norm {
+                    layout.clone().with_norms(&norms).unwrap()
+                } else {
+                    layout.clone()
+                };
+                let qt = QuantisedTable::new(&layout, &table, 0.3, norm).unwrap();
+                let exact: Vec<f32> = (0..n)
+                    .map(|r| {
+                        let s = table_sum(&codes[r * w..(r + 1) * w], &table);
+                        table_score(0.3, s, norm.then(|| norms[r]))
+                    })
+                    .collect();
+                for &thr in &exact {
+                    let mut want = None;
+                    for f in KernelFamily::supported() {
+                        let mut out = vec![0u16; layout.blocks()];
+                        candidates(f, &layout, &qt, thr, 0..layout.blocks(), &mut out).unwrap();
+                        // Every code scoring above the threshold is a candidate.
+                        for (r, &s) in exact.iter().enumerate() {
+                            if s > thr {
+                                assert!(out[r / LANES] >> (r % LANES) & 1 == 1, "{f} {r}");
+                            }
+                        }
+                        match &want {
+                            None => want = Some(out),
+                            Some(w) => assert_eq!(w, &out, "{f}"),
+                        }
+                    }
+                }
+                let mut top = TopK::new(5, None);
+                let st = scan(KernelFamily::best(), &layout, &qt, 3..n, &mut top, |r| {
+                    desc_key(exact[r])
+                })
+                .unwrap();
+                let mut all = TopK::new(5, None);
+                for (r, &s) in exact.iter().enumerate().skip(3) {
+                    all.offer(desc_key(s), r as u32);
+                }
+                assert_eq!(top.into_sorted_keys(), all.into_sorted_keys());
+                assert_eq!(st.scanned, (n - 3) as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let layout = AdcCodes::from_packed(&[1u64, 2], 8).unwrap();
+        assert!(QuantisedTable::new(&layout, &[0.0; 7], 0.0, false).is_err());
+        assert!(QuantisedTable::new(&layout, &[f32::NAN; 8], 0.0, false).is_err());
+        assert!(QuantisedTable::new(&layout, &[0.0; 8], f32::INFINITY, false).is_err());
+        assert!(QuantisedTable::new(&layout, &[0.0; 8], 0.0, true).is_err());
+        let qt = QuantisedTable::new(&layout, &[1.0; 8], 0.0, false).unwrap();
+        let f = KernelFamily::Portable;
+        assert!(candidates(f, &layout, &qt, 0.0, 0..2, &mut [0; 2]).is_err());
+        assert!(candidates(f, &layout, &qt, 0.0, 0..1, &mut []).is_err());
+        let mut top = TopK::new(1, None);
+        assert!(scan(f, &layout, &qt, 0..3, &mut top, |_| 0).is_err());
+        let other = AdcCodes::from_packed(&[1u64], 16).unwrap();
+        assert!(candidates(f, &other, &qt, 0.0, 0..1, &mut [0]).is_err());
+        assert!(layout.clone().with_norms(&[1.0]).is_err());
+        assert!(AdcCodes::from_packed(&[1u64 << 9], 8).is_err());
+    }
+}
