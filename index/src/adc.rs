@@ -14,8 +14,11 @@
 //!    zero point (`t ~ step * (q - z)`), and the largest rounding error `e` actually made. Dense
 //!    codes get one 256-entry table per code byte (entry = the sum of the byte's bit entries),
 //!    so a code of `B` bytes costs `B` lookups whatever its number of set bits.
-//! 3. **Scan** ([`candidates`]): per block, one gather per position (16 lookups with AVX-512,
-//!    2 x 8 with AVX2, scalar in the portable kernel) summed in `u32` lanes, then a bound: with
+//! 3. **Scan** ([`candidates`]): [`GROUP`] = 4 queries at once ([`QueryGroup`]: their `u16`
+//!    entries interleaved in one `u64` per table index, so one gathered element serves four
+//!    queries). Per block and position, 16 `u64` lookups (`vpgatherdq`: 2 x 8 with AVX-512,
+//!    4 x 4 with AVX2, scalar loads in the portable kernel) summed in 32-bit halves, then a
+//!    bound per query: with
 //!    `L` positions, the code's `f64` sum is within `L e` (plus a margin for `f64` rounding, see
 //!    below) of `step * (Q - L z)`, so the upper bound `U` of its final score (divided by its norm
 //!    when normalised) is known. A code whose `U` cannot beat the current `k`-th best score cannot
@@ -39,7 +42,7 @@
 //! whose bound is not finite are always re-scored.
 //!
 //! ```
-//! use bsa_index::adc::{self, AdcCodes, QuantisedTable};
+//! use bsa_index::adc::{self, AdcCodes, QuantisedTable, QueryGroup};
 //! use bsa_index::score::{desc_key, table_score, table_sum};
 //! use bsa_index::topk::TopK;
 //! use bsa_index::KernelFamily;
@@ -49,10 +52,14 @@
 //! let codes = [0b0011u64, 0b0100, 0b1001];
 //! let layout = AdcCodes::from_packed(&codes, 8)?;
 //! let table = [0.5f32, 0.25, 1.0, -2.0, 0.0, 0.0, 0.0, 0.0];
-//! let qt = QuantisedTable::new(&layout, &table, 0.0, false)?;
-//! let mut top = TopK::new(2, None);
-//! let exact = |r: usize| desc_key(table_score(0.0, table_sum(&codes[r..r + 1], &table), None));
-//! let stats = adc::scan(KernelFamily::best(), &layout, &qt, 0..3, &mut top, exact)?;
+//! let group = QueryGroup::new(vec![QuantisedTable::new(&layout, &table, 0.0, false)?])?;
+//! let mut tops = [TopK::new(2, None)];
+//! // The exact score of query 0 (the only one) and row r, as crate::score defines it.
+//! let exact = |_q: usize, r: usize| {
+//!     desc_key(table_score(0.0, table_sum(&codes[r..r + 1], &table), None))
+//! };
+//! let stats = adc::scan(KernelFamily::best(), &layout, &group, 0..3, &mut tops, exact)?;
+//! let [top] = tops;
 //! let rows: Vec<u32> = top.into_sorted_keys().iter().map(|&k| k as u32).collect();
 //! assert_eq!(rows, vec![1, 0]); // row 1 (1.0), then row 0 (0.75)
 //! assert!(stats.rescored >= 2 && stats.scanned == 3);
@@ -308,7 +315,7 @@ impl AdcCodes {
 /// ```
 #[derive(Debug, Clone)]
 pub struct QuantisedTable {
-    /// Quantised entries plus one spare `u16`: a gather reads 4 bytes at each entry.
+    /// Quantised entries, one per table index (dense: 256 per code byte).
     entries: Vec<u16>,
     step: f64,
     /// `e - z * step`: what each position adds to the bound besides `step * q`.
@@ -380,10 +387,12 @@ impl QuantisedTable {
             1.0
         };
         let z = (-lo / step).round().clamp(0.0, levels);
-        let mut entries = vec![0u16; values.len() + 1];
+        // A multiply instead of a divide per entry: any rounding is measured just below.
+        let inv_step = 1.0 / step;
+        let mut entries = vec![0u16; values.len()];
         let mut max_error = 0.0f64;
         for (e, &v) in entries.iter_mut().zip(&values) {
-            let q = ((v / step).round() + z).clamp(0.0, levels);
+            let q = ((v * inv_step).round() + z).clamp(0.0, levels);
             // The error actually made (not assumed), so clamping cannot break the bound.
             max_error = max_error.max((v - step * (q - z)).abs());
             *e = q as u16;
@@ -420,13 +429,86 @@ impl QuantisedTable {
     }
 }
 
+/// Queries scanned together. Their `u16` entries share one `u64` per table index, so one
+/// gathered element serves four queries: the gathers' loads are the bottleneck of the scan
+/// (AVX2 and AVX-512 gather at the same speed per element), so this quarters their number.
+pub const GROUP: usize = 4;
+
+/// Up to [`GROUP`] quantised tables of one layout, interleaved for the scan: entry `j` holds
+/// query `g`'s entry `j` in bits `16 g..16 g + 16`.
+///
+/// ```
+/// use bsa_index::adc::{AdcCodes, QuantisedTable, QueryGroup};
+/// # fn main() -> bsa_index::Result<()> {
+/// let layout = AdcCodes::from_packed(&[0b11u64, 0b10], 8)?;
+/// let t = |x: f32| QuantisedTable::new(&layout, &[x, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], 0.0, false);
+/// let group = QueryGroup::new(vec![t(1.0)?, t(-1.0)?])?;
+/// assert_eq!(group.len(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct QueryGroup {
+    entries: Vec<u64>,
+    tables: Vec<QuantisedTable>,
+}
+
+impl QueryGroup {
+    /// Interleaves 1 to [`GROUP`] tables quantised for the same layout, with the same
+    /// normalisation.
+    pub fn new(tables: Vec<QuantisedTable>) -> Result<Self> {
+        let first = tables.first().ok_or_else(|| {
+            Error::InvalidArgument("a query group needs at least one table".into())
+        })?;
+        if tables.len() > GROUP
+            || tables.iter().any(|t| {
+                t.entries.len() != first.entries.len()
+                    || t.dense != first.dense
+                    || t.normalise != first.normalise
+            })
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a query group holds 1 to {GROUP} tables of one layout and normalisation, got {}",
+                tables.len()
+            )));
+        }
+        let mut entries = vec![0u64; first.entries.len()];
+        let mut tables = tables;
+        for (g, t) in tables.iter_mut().enumerate() {
+            for (e, &q) in entries.iter_mut().zip(&t.entries) {
+                *e |= u64::from(q) << (16 * g);
+            }
+            // Only the interleaved copy is read from now on.
+            t.entries = Vec::new();
+        }
+        Ok(QueryGroup { entries, tables })
+    }
+
+    /// Number of queries in the group.
+    pub fn len(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Whether the group is empty (never: groups hold at least one query).
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    fn dense(&self) -> bool {
+        self.tables[0].dense
+    }
+
+    fn normalise(&self) -> bool {
+        self.tables[0].normalise
+    }
+}
+
 /// What a [`scan`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ScanStats {
-    /// Codes scanned by the quantised kernel.
+    /// Codes scanned by the quantised kernel (one per code and query).
     pub scanned: u64,
-    /// Codes whose bound could reach the threshold, re-scored exactly.
+    /// Codes whose bound could reach the threshold, re-scored exactly (one per code and query).
     pub rescored: u64,
 }
 
@@ -450,38 +532,42 @@ pub fn kernel_name(family: KernelFamily, dense: bool) -> &'static str {
     }
 }
 
-/// The candidate masks of blocks `blocks` against the threshold score `threshold`: bit `l` of
-/// `out[i]` is set when code `LANES * (blocks.start + i) + l` may score above `threshold` (every
-/// code is a candidate when `threshold` is NaN). Lanes past the last code may be set; ignore them.
+/// The candidate masks of blocks `blocks` for the queries of `group`, against their threshold
+/// scores `thresholds` (one per query): bit `l` of `out[i][g]` is set when code
+/// `LANES * (blocks.start + i) + l` may score above `thresholds[g]` for query `g` (every code is
+/// a candidate when the threshold is NaN). Lanes past the last code may be set; ignore them.
 ///
 /// ```
-/// use bsa_index::adc::{candidates, AdcCodes, QuantisedTable};
+/// use bsa_index::adc::{candidates, AdcCodes, QuantisedTable, QueryGroup};
 /// use bsa_index::KernelFamily;
 /// # fn main() -> bsa_index::Result<()> {
 /// let codes: Vec<u64> = (0..32u64).collect(); // 32 codes of 8 bits: code r is the number r
 /// let layout = AdcCodes::from_packed(&codes, 8)?;
 /// let table = [1.0f32, 2.0, 4.0, 8.0, 16.0, 0.0, 0.0, 0.0]; // score of code r = r
-/// let qt = QuantisedTable::new(&layout, &table, 0.0, false)?;
-/// let mut out = [0u16; 2];
+/// let group = QueryGroup::new(vec![QuantisedTable::new(&layout, &table, 0.0, false)?])?;
+/// let mut out = [[0u16; 4]; 2];
 /// for family in KernelFamily::supported() {
-///     candidates(family, &layout, &qt, 29.5, 0..2, &mut out)?;
-///     assert_eq!(out, [0, 0b1100_0000_0000_0000]); // codes 30 and 31 only
+///     candidates(family, &layout, &group, &[29.5], 0..2, &mut out)?;
+///     assert_eq!(out, [[0; 4], [0b1100_0000_0000_0000, 0, 0, 0]]); // codes 30 and 31 only
 /// }
 /// # Ok(()) }
 /// ```
 pub fn candidates(
     family: KernelFamily,
     codes: &AdcCodes,
-    table: &QuantisedTable,
-    threshold: f32,
+    group: &QueryGroup,
+    thresholds: &[f32],
     blocks: Range<usize>,
-    out: &mut [u16],
+    out: &mut [[u16; GROUP]],
 ) -> Result<()> {
     let family = family.check()?;
-    if table.dense != codes.is_dense() || table.entries.len() != codes.table_len() + 1 {
-        return Err(Error::InvalidArgument(
-            "the quantised table was made for another layout".into(),
-        ));
+    check_group(codes, group)?;
+    if thresholds.len() != group.len() {
+        return Err(Error::DimMismatch {
+            what: "thresholds (one per query of the group)".into(),
+            expected: group.len(),
+            got: thresholds.len(),
+        });
     }
     if blocks.start > blocks.end || blocks.end > codes.blocks() || out.len() < blocks.len() {
         return Err(Error::InvalidArgument(format!(
@@ -490,7 +576,20 @@ pub fn candidates(
             out.len()
         )));
     }
-    masks(family, codes, table, f64::from(threshold), blocks, out);
+    let mut thr = [f64::NAN; GROUP];
+    for (t, &x) in thr.iter_mut().zip(thresholds) {
+        *t = f64::from(x);
+    }
+    masks(family, codes, group, &thr, blocks, out);
+    Ok(())
+}
+
+fn check_group(codes: &AdcCodes, group: &QueryGroup) -> Result<()> {
+    if group.dense() != codes.is_dense() || group.entries.len() != codes.table_len() {
+        return Err(Error::InvalidArgument(
+            "the quantised tables were made for another layout".into(),
+        ));
+    }
     Ok(())
 }
 
@@ -498,87 +597,90 @@ pub fn candidates(
 fn masks(
     family: KernelFamily,
     codes: &AdcCodes,
-    table: &QuantisedTable,
-    threshold: f64,
+    group: &QueryGroup,
+    thresholds: &[f64; GROUP],
     blocks: Range<usize>,
-    out: &mut [u16],
+    out: &mut [[u16; GROUP]],
 ) {
     match family {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `family` was checked against the CPU (`KernelFamily::check`), and the
-        // arguments against each other (the table was made for this layout, blocks in range).
-        KernelFamily::Avx512 => unsafe { avx512::masks(codes, table, threshold, blocks, out) },
+        // arguments against each other (the tables were made for this layout, blocks in range).
+        KernelFamily::Avx512 => unsafe { avx512::masks(codes, group, thresholds, blocks, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        KernelFamily::Avx2 => unsafe { avx2::masks(codes, table, threshold, blocks, out) },
-        _ => portable_masks(codes, table, threshold, blocks, out),
+        KernelFamily::Avx2 => unsafe { avx2::masks(codes, group, thresholds, blocks, out) },
+        _ => portable_masks(codes, group, thresholds, blocks, out),
     }
 }
 
-/// Offers to `top` every code of `rows` whose score may enter it, scored by `exact(row)` (the
-/// exact score's [`desc_key`](crate::score::desc_key)); rows ascending, as a [`TopK`] needs.
-/// The result is what offering every row's exact key would give (see the [module docs](self)),
-/// provided `exact` computes the table score that `table` quantises.
+/// Offers to `tops[g]` every code of `rows` whose score for query `g` of `group` may enter it,
+/// scored by `exact(g, row)` (the exact score's [`desc_key`](crate::score::desc_key)); rows
+/// ascending, as a [`TopK`] needs. The result is what offering every row's exact key would give
+/// (see the [module docs](self)), provided `exact` computes the table scores that `group`
+/// quantises.
 pub fn scan(
     family: KernelFamily,
     codes: &AdcCodes,
-    table: &QuantisedTable,
+    group: &QueryGroup,
     rows: Range<usize>,
-    top: &mut TopK,
-    mut exact: impl FnMut(usize) -> u32,
+    tops: &mut [TopK],
+    mut exact: impl FnMut(usize, usize) -> u32,
 ) -> Result<ScanStats> {
-    if rows.start > rows.end || rows.end > codes.n {
+    family.check()?;
+    check_group(codes, group)?;
+    if rows.start > rows.end || rows.end > codes.n || tops.len() != group.len() {
         return Err(Error::InvalidArgument(format!(
-            "rows {rows:?} out of range for {} codes",
-            codes.n
+            "rows {rows:?} out of range for {} codes, or {} top-k lists for {} queries",
+            codes.n,
+            tops.len(),
+            group.len()
         )));
     }
-    candidates(family, codes, table, f32::NAN, 0..0, &mut [])?;
-    Ok(scan_checked(family, codes, table, rows, top, &mut exact))
+    Ok(scan_checked(family, codes, group, rows, tops, &mut exact))
 }
 
 /// [`scan`] on checked arguments.
 pub(crate) fn scan_checked(
     family: KernelFamily,
     codes: &AdcCodes,
-    table: &QuantisedTable,
+    group: &QueryGroup,
     rows: Range<usize>,
-    top: &mut TopK,
-    exact: &mut impl FnMut(usize) -> u32,
+    tops: &mut [TopK],
+    exact: &mut impl FnMut(usize, usize) -> u32,
 ) -> ScanStats {
     let mut stats = ScanStats {
-        scanned: rows.len() as u64,
+        scanned: (rows.len() * tops.len()) as u64,
         rescored: 0,
     };
-    let mut out = [0u16; RUN_BLOCKS];
+    let mut out = [[0u16; GROUP]; RUN_BLOCKS];
     let (mut b, end) = (rows.start / LANES, rows.end.div_ceil(LANES));
     while b < end {
-        let key = top.threshold();
-        // Until the TopK holds k rows its threshold is u32::MAX (NaN here: every code is a
-        // candidate), so scan one block at a time to pick up a real threshold early.
-        let run = if key == u32::MAX { 1 } else { RUN_BLOCKS };
-        let e = (b + run).min(end);
-        masks(
-            family,
-            codes,
-            table,
-            f64::from(from_desc_key(key)),
-            b..e,
-            &mut out,
-        );
-        for (i, &m) in out[..e - b].iter().enumerate() {
-            let mut m = u32::from(m);
-            while m != 0 {
-                let r = (b + i) * LANES + m.trailing_zeros() as usize;
-                m &= m - 1;
-                if r < rows.start || r >= rows.end {
-                    continue;
-                }
-                stats.rescored += 1;
-                let k = exact(r);
-                if k < top.threshold() {
-                    // Rows ascending: r is above every row offered before.
-                    top.push(k, r as u32);
+        let mut thr = [f64::NAN; GROUP];
+        let mut filling = false;
+        for (t, top) in thr.iter_mut().zip(tops.iter()) {
+            // Until a TopK holds k rows its threshold is u32::MAX, NaN here: every code is a
+            // candidate, so scan one block at a time to pick up a real threshold early.
+            filling |= top.threshold() == u32::MAX;
+            *t = f64::from(from_desc_key(top.threshold()));
+        }
+        let e = (b + if filling { 1 } else { RUN_BLOCKS }).min(end);
+        masks(family, codes, group, &thr, b..e, &mut out);
+        for (i, m) in out[..e - b].iter().enumerate() {
+            for (g, top) in tops.iter_mut().enumerate() {
+                let mut m = u32::from(m[g]);
+                while m != 0 {
+                    let r = (b + i) * LANES + m.trailing_zeros() as usize;
+                    m &= m - 1;
+                    if r < rows.start || r >= rows.end {
+                        continue;
+                    }
+                    stats.rescored += 1;
+                    let k = exact(g, r);
+                    if k < top.threshold() {
+                        // Rows ascending: r is above every row offered before.
+                        top.push(k, r as u32);
+                    }
                 }
             }
         }
@@ -587,7 +689,7 @@ pub(crate) fn scan_checked(
     stats
 }
 
-/// The candidate mask of one block from its 16 quantised sums: `!(U <= threshold)` per lane,
+/// Whether a code with quantised sum `q` may score above `threshold`: `!(U <= threshold)`,
 /// with the same `f64` operations in every kernel (so every family re-scores the same codes).
 #[inline(always)]
 fn lane_candidate(q: u32, base: f64, step: f64, inv: Option<f64>, threshold: f64) -> bool {
@@ -601,23 +703,43 @@ fn lane_candidate(q: u32, base: f64, step: f64, inv: Option<f64>, threshold: f64
     !(u <= threshold)
 }
 
+/// The `u64` lanes hold query `g`'s sum in bits `32 (g / 2)..`: even queries accumulate in
+/// `a`, odd ones in `b` (the entry shifted down by 16), each in its own 32-bit half so that no
+/// carry crosses from one query to another.
+const HALVES: u64 = 0x0000_ffff_0000_ffff;
+
+/// Query `g`'s 16 sums from the accumulators of a block.
+#[inline(always)]
+fn query_sums(a: &[u64; LANES], b: &[u64; LANES], g: usize) -> [u32; LANES] {
+    let (src, shift) = (if g % 2 == 0 { a } else { b }, 32 * (g / 2));
+    let mut s = [0u32; LANES];
+    for (x, &v) in s.iter_mut().zip(src) {
+        *x = (v >> shift) as u32;
+    }
+    s
+}
+
 fn portable_masks(
     codes: &AdcCodes,
-    table: &QuantisedTable,
-    threshold: f64,
+    group: &QueryGroup,
+    thresholds: &[f64; GROUP],
     blocks: Range<usize>,
-    out: &mut [u16],
+    out: &mut [[u16; GROUP]],
 ) {
-    let t = &table.entries;
-    let inv = codes.inv_norms.as_deref().filter(|_| table.normalise);
+    let t = &group.entries;
+    let inv = codes.inv_norms.as_deref().filter(|_| group.normalise());
     for (b, o) in blocks.zip(out.iter_mut()) {
-        let mut acc = [0u32; LANES];
+        let (mut a, mut c) = ([0u64; LANES], [0u64; LANES]);
+        let mut add = |lane: usize, e: u64| {
+            a[lane] += e & HALVES;
+            c[lane] += (e >> 16) & HALVES;
+        };
         let len = match codes.kind {
             Kind::Sparse => {
                 let ids = &codes.ids[codes.starts[b] * LANES..codes.starts[b + 1] * LANES];
                 for pos in ids.chunks_exact(LANES) {
-                    for (a, &id) in acc.iter_mut().zip(pos) {
-                        *a += u32::from(t[usize::from(id)]);
+                    for (lane, &id) in pos.iter().enumerate() {
+                        add(lane, t[usize::from(id)]);
                     }
                 }
                 ids.len() / LANES
@@ -627,35 +749,39 @@ fn portable_masks(
                 let bytes = &codes.bytes[b * LANES * s..(b + 1) * LANES * s];
                 for (i, pos) in bytes.chunks_exact(LANES).enumerate() {
                     let sub = &t[i * 256..i * 256 + 256];
-                    for (a, &x) in acc.iter_mut().zip(pos) {
-                        *a += u32::from(sub[usize::from(x)]);
+                    for (lane, &x) in pos.iter().enumerate() {
+                        add(lane, sub[usize::from(x)]);
                     }
                 }
                 s
             }
         };
-        let base = table.base(len);
-        let mut m = 0u16;
-        for (l, &q) in acc.iter().enumerate() {
-            let i = inv.map(|v| v[b * LANES + l]);
-            if lane_candidate(q, base, table.step, i, threshold) {
-                m |= 1 << l;
+        *o = [0; GROUP];
+        for (g, table) in group.tables.iter().enumerate() {
+            let (base, sums) = (table.base(len), query_sums(&a, &c, g));
+            let mut m = 0u16;
+            for (l, &q) in sums.iter().enumerate() {
+                let i = inv.map(|v| v[b * LANES + l]);
+                if lane_candidate(q, base, table.step, i, thresholds[g]) {
+                    m |= 1 << l;
+                }
             }
+            o[g] = m;
         }
-        *o = m;
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    //! AVX-512F kernels: one `vpgatherdd` of 16 `u16` entries per position, the bound in two
-    //! registers of 8 `f64`.
+    //! AVX-512F kernels: per position two `vpgatherqq`-style gathers (`vpgatherdq`) of 8 `u64`
+    //! entries (4 queries each), the bound in two registers of 8 `f64` per query.
     //!
     //! Safety: every function here requires `avx512f` (implied by the `Avx512` family, which
-    //! also needs BW and VPOPCNTDQ). Gathers read 4 bytes at `entries + 2 * index` with
-    //! `index <= table_len - 1`, inside the table's spare entry; loads stay inside the layout.
+    //! also needs BW and VPOPCNTDQ). Gathers read the 8-byte entry at `entries + 8 * index` with
+    //! `index < table_len`; loads stay inside the layout and the inverse norms (padded to whole
+    //! blocks).
 
-    use super::{AdcCodes, Kind, QuantisedTable, BOUND_REL, LANES};
+    use super::{AdcCodes, Kind, QueryGroup, BOUND_REL, GROUP, HALVES, LANES};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -687,31 +813,57 @@ mod avx512 {
         m
     }
 
+    /// Query `g`'s 16 sums: the 32-bit halves `g / 2` of `x` (codes 0..8) and `y` (8..16).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn sums(x: __m512i, y: __m512i, high: bool) -> __m512i {
+        let (x, y) = if high {
+            (_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(y))
+        } else {
+            (x, y)
+        };
+        let lo = _mm512_cvtepi64_epi32(x);
+        let hi = _mm512_cvtepi64_epi32(y);
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    }
+
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn masks(
         codes: &AdcCodes,
-        table: &QuantisedTable,
-        threshold: f64,
+        group: &QueryGroup,
+        thresholds: &[f64; GROUP],
         blocks: Range<usize>,
-        out: &mut [u16],
+        out: &mut [[u16; GROUP]],
     ) {
-        let t = table.entries.as_ptr().cast::<u8>();
-        let inv = codes.inv_norms.as_deref().filter(|_| table.normalise);
-        let mask16 = _mm512_set1_epi32(0xffff);
+        let t = group.entries.as_ptr();
+        let inv = codes.inv_norms.as_deref().filter(|_| group.normalise());
+        let m = _mm512_set1_epi64(HALVES as i64);
         for (b, o) in blocks.zip(out.iter_mut()) {
-            let mut acc = _mm512_setzero_si512();
+            let z = _mm512_setzero_si512();
+            let (mut a0, mut a1, mut c0, mut c1) = (z, z, z, z);
+            let mut add = |g0: __m512i, g1: __m512i| {
+                a0 = _mm512_add_epi64(a0, _mm512_and_si512(g0, m));
+                c0 = _mm512_add_epi64(c0, _mm512_and_si512(_mm512_srli_epi64::<16>(g0), m));
+                a1 = _mm512_add_epi64(a1, _mm512_and_si512(g1, m));
+                c1 = _mm512_add_epi64(c1, _mm512_and_si512(_mm512_srli_epi64::<16>(g1), m));
+            };
             let len = match codes.kind {
                 Kind::Sparse => {
                     let (s, e) = (codes.starts[b], codes.starts[b + 1]);
                     let ids = codes.ids[s * LANES..e * LANES].as_ptr();
                     for i in 0..e - s {
                         // SAFETY: position i of this block holds 16 ids (32 bytes).
-                        let idx = _mm512_cvtepu16_epi32(unsafe {
-                            _mm256_loadu_si256(ids.add(i * LANES).cast())
-                        });
-                        // SAFETY: ids <= bits, the table has bits + 2 u16 entries.
-                        let g = unsafe { _mm512_i32gather_epi32::<2>(idx, t.cast()) };
-                        acc = _mm512_add_epi32(acc, _mm512_and_si512(g, mask16));
+                        let v = unsafe { _mm256_loadu_si256(ids.add(i * LANES).cast()) };
+                        let i0 = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(v));
+                        let i1 = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(v));
+                        // SAFETY: ids <= bits < table_len entries.
+                        let (g0, g1) = unsafe {
+                            (
+                                _mm512_i32gather_epi64::<8>(i0, t.cast()),
+                                _mm512_i32gather_epi64::<8>(i1, t.cast()),
+                            )
+                        };
+                        add(g0, g1);
                     }
                     e - s
                 }
@@ -720,52 +872,60 @@ mod avx512 {
                     let bytes = codes.bytes[b * LANES * s..(b + 1) * LANES * s].as_ptr();
                     for i in 0..s {
                         // SAFETY: position i of this block holds 16 bytes.
-                        let idx = _mm512_cvtepu8_epi32(unsafe {
-                            _mm_loadu_si128(bytes.add(i * LANES).cast())
-                        });
-                        // SAFETY: sub-table i has 256 entries, and one spare u16 follows the
-                        // last one; indices are bytes.
-                        let g = unsafe { _mm512_i32gather_epi32::<2>(idx, t.add(i * 512).cast()) };
-                        acc = _mm512_add_epi32(acc, _mm512_and_si512(g, mask16));
+                        let v = unsafe { _mm_loadu_si128(bytes.add(i * LANES).cast()) };
+                        let i0 = _mm256_cvtepu8_epi32(v);
+                        let i1 = _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(v));
+                        // SAFETY: sub-table i has 256 entries; indices are bytes.
+                        let (g0, g1) = unsafe {
+                            let sub = t.add(i * 256).cast();
+                            (
+                                _mm512_i32gather_epi64::<8>(i0, sub),
+                                _mm512_i32gather_epi64::<8>(i1, sub),
+                            )
+                        };
+                        add(g0, g1);
                     }
                     s
                 }
             };
             let p = inv.map(|v| v[b * LANES..].as_ptr());
-            *o = mask(acc, table.base(len), table.step, p, threshold);
+            *o = [0; GROUP];
+            for (g, table) in group.tables.iter().enumerate() {
+                let (x, y) = if g % 2 == 0 { (a0, a1) } else { (c0, c1) };
+                let acc = sums(x, y, g >= 2);
+                o[g] = mask(acc, table.base(len), table.step, p, thresholds[g]);
+            }
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    //! AVX2 kernels: two `vpgatherdd` of 8 `u16` entries per position, the bound in four
-    //! registers of 4 `f64`.
+    //! AVX2 kernels: per position four `vpgatherdq` of 4 `u64` entries (4 queries each), the
+    //! bound in registers of 4 `f64`.
     //!
-    //! Safety: every function here requires `avx2`. Gathers read 4 bytes at
-    //! `entries + 2 * index` with `index <= table_len - 1`, inside the table's spare entry; loads
-    //! stay inside the layout.
+    //! Safety: every function here requires `avx2`. Gathers read the 8-byte entry at
+    //! `entries + 8 * index` with `index < table_len`; loads stay inside the layout and the
+    //! inverse norms (padded to whole blocks).
 
-    use super::{AdcCodes, Kind, QuantisedTable, BOUND_REL, LANES};
+    use super::{query_sums, AdcCodes, Kind, QueryGroup, BOUND_REL, GROUP, HALVES, LANES};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
     /// The candidate mask of 8 sums (see `lane_candidate`, same operations in the same order).
     #[target_feature(enable = "avx2")]
     #[inline]
-    fn mask8(acc: __m256i, base: f64, step: f64, inv: Option<*const f64>, threshold: f64) -> u16 {
+    fn mask8(sums: &[u32], base: f64, step: f64, inv: Option<*const f64>, threshold: f64) -> u16 {
         let step = _mm256_set1_pd(step);
         let base = _mm256_set1_pd(base);
         let rel = _mm256_set1_pd(BOUND_REL);
         let thr = _mm256_set1_pd(threshold);
         let sign = _mm256_set1_pd(-0.0);
-        let halves = [
-            _mm256_castsi256_si128(acc),
-            _mm256_extracti128_si256::<1>(acc),
-        ];
         let mut m = 0u16;
-        for (h, &q) in halves.iter().enumerate() {
+        for h in 0..2 {
             // Sums are below 2^31, so the signed conversion is exact.
+            // SAFETY: `sums` holds 8 values.
+            let q = unsafe { _mm_loadu_si128(sums[4 * h..4 * h + 4].as_ptr().cast()) };
             let n = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(q), step), base);
             let u = match inv {
                 // SAFETY: the caller passes a pointer to 8 inverse norms.
@@ -782,16 +942,21 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn masks(
         codes: &AdcCodes,
-        table: &QuantisedTable,
-        threshold: f64,
+        group: &QueryGroup,
+        thresholds: &[f64; GROUP],
         blocks: Range<usize>,
-        out: &mut [u16],
+        out: &mut [[u16; GROUP]],
     ) {
-        let t = table.entries.as_ptr().cast::<i32>();
-        let inv = codes.inv_norms.as_deref().filter(|_| table.normalise);
-        let mask16 = _mm256_set1_epi32(0xffff);
+        let t = group.entries.as_ptr().cast::<i64>();
+        let inv = codes.inv_norms.as_deref().filter(|_| group.normalise());
+        let m = _mm256_set1_epi64x(HALVES as i64);
         for (b, o) in blocks.zip(out.iter_mut()) {
-            let (mut a0, mut a1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+            let z = _mm256_setzero_si256();
+            let (mut a, mut c) = ([z; 4], [z; 4]);
+            let mut add = |j: usize, g: __m256i| {
+                a[j] = _mm256_add_epi64(a[j], _mm256_and_si256(g, m));
+                c[j] = _mm256_add_epi64(c[j], _mm256_and_si256(_mm256_srli_epi64::<16>(g), m));
+            };
             let len = match codes.kind {
                 Kind::Sparse => {
                     let (s, e) = (codes.starts[b], codes.starts[b + 1]);
@@ -799,17 +964,18 @@ mod avx2 {
                     for i in 0..e - s {
                         // SAFETY: position i of this block holds 16 ids (32 bytes).
                         let v = unsafe { _mm256_loadu_si256(ids.add(i * LANES).cast()) };
-                        let i0 = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(v));
-                        let i1 = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(v));
-                        // SAFETY: ids <= bits, the table has bits + 2 u16 entries.
-                        let (g0, g1) = unsafe {
-                            (
-                                _mm256_i32gather_epi32::<2>(t, i0),
-                                _mm256_i32gather_epi32::<2>(t, i1),
-                            )
-                        };
-                        a0 = _mm256_add_epi32(a0, _mm256_and_si256(g0, mask16));
-                        a1 = _mm256_add_epi32(a1, _mm256_and_si256(g1, mask16));
+                        let lo = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(v));
+                        let hi = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(v));
+                        let idx = [
+                            _mm256_castsi256_si128(lo),
+                            _mm256_extracti128_si256::<1>(lo),
+                            _mm256_castsi256_si128(hi),
+                            _mm256_extracti128_si256::<1>(hi),
+                        ];
+                        for (j, &x) in idx.iter().enumerate() {
+                            // SAFETY: ids <= bits < table_len entries.
+                            add(j, unsafe { _mm256_i32gather_epi64::<8>(t, x) });
+                        }
                     }
                     e - s
                 }
@@ -819,33 +985,43 @@ mod avx2 {
                     for i in 0..s {
                         // SAFETY: position i of this block holds 16 bytes.
                         let v = unsafe { _mm_loadu_si128(bytes.add(i * LANES).cast()) };
-                        let i0 = _mm256_cvtepu8_epi32(v);
-                        let i1 = _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(v));
-                        // SAFETY: sub-table i has 256 entries and a spare u16 follows the last
-                        // one; indices are bytes.
-                        let (g0, g1) = unsafe {
-                            let sub = t.cast::<u8>().add(i * 512).cast::<i32>();
-                            (
-                                _mm256_i32gather_epi32::<2>(sub, i0),
-                                _mm256_i32gather_epi32::<2>(sub, i1),
-                            )
-                        };
-                        a0 = _mm256_add_epi32(a0, _mm256_and_si256(g0, mask16));
-                        a1 = _mm256_add_epi32(a1, _mm256_and_si256(g1, mask16));
+                        let idx = [
+                            _mm_cvtepu8_epi32(v),
+                            _mm_cvtepu8_epi32(_mm_srli_si128::<4>(v)),
+                            _mm_cvtepu8_epi32(_mm_srli_si128::<8>(v)),
+                            _mm_cvtepu8_epi32(_mm_srli_si128::<12>(v)),
+                        ];
+                        // SAFETY: sub-table i has 256 entries; indices are bytes.
+                        let sub = unsafe { t.add(i * 256) };
+                        for (j, &x) in idx.iter().enumerate() {
+                            // SAFETY: as above.
+                            add(j, unsafe { _mm256_i32gather_epi64::<8>(sub, x) });
+                        }
                     }
                     s
                 }
             };
-            let base = table.base(len);
+            let (mut av, mut cv) = ([0u64; LANES], [0u64; LANES]);
+            for j in 0..4 {
+                // SAFETY: each array holds 16 u64, stored 4 at a time.
+                unsafe {
+                    _mm256_storeu_si256(av[4 * j..].as_mut_ptr().cast(), a[j]);
+                    _mm256_storeu_si256(cv[4 * j..].as_mut_ptr().cast(), c[j]);
+                }
+            }
             let p = inv.map(|v| v[b * LANES..].as_ptr());
-            *o = mask8(a0, base, table.step, p, threshold)
-                | (mask8(
-                    a1,
-                    base,
-                    table.step,
-                    p.map(|p| p.wrapping_add(8)),
-                    threshold,
-                ) << 8);
+            *o = [0; GROUP];
+            for (g, table) in group.tables.iter().enumerate() {
+                let (base, s) = (table.base(len), query_sums(&av, &cv, g));
+                o[g] = mask8(&s[..8], base, table.step, p, thresholds[g])
+                    | (mask8(
+                        &s[8..],
+                        base,
+                        table.step,
+                        p.map(|p| p.wrapping_add(8)),
+                        thresholds[g],
+                    ) << 8);
+            }
         }
     }
 }
@@ -871,35 +1047,53 @@ mod tests {
         for row in codes.chunks_exact_mut(w) {
             row[2] &= 3;
         }
-        let table: Vec<f32> = (0..bits).map(|j| (j as f32 * 0.71).sin()).collect();
+        // Four queries of different scales and signs; groups of 4 and of 3.
+        let tables: Vec<Vec<f32>> = (0..4)
+            .map(|q| {
+                (0..bits)
+                    .map(|j| (j as f32 * 0.71 + q as f32).sin() * [1.0, -3.0, 1e-3, 50.0][q])
+                    .collect()
+            })
+            .collect();
+        let offsets = [0.3f32, -1.0, 0.0, 7.0];
         let norms: Vec<f32> = (0..n).map(|r| (r % 4) as f32 * 0.5).collect();
         let sparse = crate::sparse::SparseCodes::build(&codes, bits).unwrap();
         for layout in [
             AdcCodes::from_sparse(&sparse.view()).unwrap(),
             AdcCodes::from_packed(&codes, bits).unwrap(),
         ] {
-            for norm in [false, true] {
+            for (norm, nq) in [(false, 4), (true, 4), (false, 3), (true, 1)] {
                 let layout = if norm {
                     layout.clone().with_norms(&norms).unwrap()
                 } else {
                     layout.clone()
                 };
-                let qt = QuantisedTable::new(&layout, &table, 0.3, norm).unwrap();
-                let exact: Vec<f32> = (0..n)
-                    .map(|r| {
-                        let s = table_sum(&codes[r * w..(r + 1) * w], &table);
-                        table_score(0.3, s, norm.then(|| norms[r]))
+                let qts = (0..nq)
+                    .map(|q| QuantisedTable::new(&layout, &tables[q], offsets[q], norm).unwrap())
+                    .collect();
+                let group = QueryGroup::new(qts).unwrap();
+                let exact: Vec<Vec<f32>> = (0..nq)
+                    .map(|q| {
+                        (0..n)
+                            .map(|r| {
+                                let s = table_sum(&codes[r * w..(r + 1) * w], &tables[q]);
+                                table_score(offsets[q], s, norm.then(|| norms[r]))
+                            })
+                            .collect()
                     })
                     .collect();
-                for &thr in &exact {
+                for r0 in 0..n {
+                    let thr: Vec<f32> = (0..nq).map(|q| exact[q][r0]).collect();
                     let mut want = None;
                     for f in KernelFamily::supported() {
-                        let mut out = vec![0u16; layout.blocks()];
-                        candidates(f, &layout, &qt, thr, 0..layout.blocks(), &mut out).unwrap();
+                        let mut out = vec![[0u16; GROUP]; layout.blocks()];
+                        candidates(f, &layout, &group, &thr, 0..layout.blocks(), &mut out).unwrap();
                         // Every code scoring above the threshold is a candidate.
-                        for (r, &s) in exact.iter().enumerate() {
-                            if s > thr {
-                                assert!(out[r / LANES] >> (r % LANES) & 1 == 1, "{f} {r}");
+                        for (q, ex) in exact.iter().enumerate() {
+                            for (r, &s) in ex.iter().enumerate() {
+                                if s > thr[q] {
+                                    assert!(out[r / LANES][q] >> (r % LANES) & 1 == 1, "{f} {r}");
+                                }
                             }
                         }
                         match &want {
@@ -908,17 +1102,21 @@ mod tests {
                         }
                     }
                 }
-                let mut top = TopK::new(5, None);
-                let st = scan(KernelFamily::best(), &layout, &qt, 3..n, &mut top, |r| {
-                    desc_key(exact[r])
-                })
-                .unwrap();
-                let mut all = TopK::new(5, None);
-                for (r, &s) in exact.iter().enumerate().skip(3) {
-                    all.offer(desc_key(s), r as u32);
+                for f in KernelFamily::supported() {
+                    let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(5, None)).collect();
+                    let st = scan(f, &layout, &group, 3..n, &mut tops, |q, r| {
+                        desc_key(exact[q][r])
+                    })
+                    .unwrap();
+                    for (q, top) in tops.into_iter().enumerate() {
+                        let mut all = TopK::new(5, None);
+                        for (r, &s) in exact[q].iter().enumerate().skip(3) {
+                            all.offer(desc_key(s), r as u32);
+                        }
+                        assert_eq!(top.into_sorted_keys(), all.into_sorted_keys());
+                    }
+                    assert_eq!(st.scanned, ((n - 3) * nq) as u64);
                 }
-                assert_eq!(top.into_sorted_keys(), all.into_sorted_keys());
-                assert_eq!(st.scanned, (n - 3) as u64);
             }
         }
     }
@@ -931,13 +1129,22 @@ mod tests {
         assert!(QuantisedTable::new(&layout, &[0.0; 8], f32::INFINITY, false).is_err());
         assert!(QuantisedTable::new(&layout, &[0.0; 8], 0.0, true).is_err());
         let qt = QuantisedTable::new(&layout, &[1.0; 8], 0.0, false).unwrap();
+        assert!(QueryGroup::new(Vec::new()).is_err());
+        assert!(QueryGroup::new(vec![qt.clone(); 5]).is_err());
+        let normed = layout.clone().with_norms(&[1.0, 1.0]).unwrap();
+        let qn = QuantisedTable::new(&normed, &[1.0; 8], 0.0, true).unwrap();
+        assert!(QueryGroup::new(vec![qt.clone(), qn]).is_err());
+        let group = QueryGroup::new(vec![qt]).unwrap();
         let f = KernelFamily::Portable;
-        assert!(candidates(f, &layout, &qt, 0.0, 0..2, &mut [0; 2]).is_err());
-        assert!(candidates(f, &layout, &qt, 0.0, 0..1, &mut []).is_err());
-        let mut top = TopK::new(1, None);
-        assert!(scan(f, &layout, &qt, 0..3, &mut top, |_| 0).is_err());
+        let mut out = [[0u16; GROUP]; 2];
+        assert!(candidates(f, &layout, &group, &[0.0], 0..2, &mut out).is_err());
+        assert!(candidates(f, &layout, &group, &[0.0], 0..1, &mut []).is_err());
+        assert!(candidates(f, &layout, &group, &[0.0, 1.0], 0..1, &mut out).is_err());
+        let mut tops = [TopK::new(1, None)];
+        assert!(scan(f, &layout, &group, 0..3, &mut tops, |_, _| 0).is_err());
+        assert!(scan(f, &layout, &group, 0..2, &mut [], |_, _| 0).is_err());
         let other = AdcCodes::from_packed(&[1u64], 16).unwrap();
-        assert!(candidates(f, &other, &qt, 0.0, 0..1, &mut [0]).is_err());
+        assert!(candidates(f, &other, &group, &[0.0], 0..1, &mut out).is_err());
         assert!(layout.clone().with_norms(&[1.0]).is_err());
         assert!(AdcCodes::from_packed(&[1u64 << 9], 8).is_err());
     }

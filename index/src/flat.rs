@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::adc::{AdcCodes, QuantisedTable, ScanStats};
+use crate::adc::{AdcCodes, QuantisedTable, QueryGroup, ScanStats, GROUP};
 use crate::error::{Error, Result};
 use crate::hamming::{hamming, tile_codes, Kernel};
 use crate::index::Index;
@@ -243,10 +243,22 @@ pub(crate) fn search_keys_by<F>(
 where
     F: Fn(usize, &[u64], u32, &mut TopK) + Sync,
 {
-    search_keys_by_tile(codes, w, nq, k, split, max_key, tile_codes(w), scan)
+    search_keys_by_tile(
+        codes,
+        w,
+        nq,
+        k,
+        split,
+        max_key,
+        tile_codes(w),
+        1,
+        |qi, block, first, tops| scan(qi, block, first, &mut tops[0]),
+    )
 }
 
-/// [`search_keys_by`] with an explicit tile (rows handed to `scan` per call).
+/// [`search_keys_by`] with an explicit tile (rows handed to `scan` per call), and queries
+/// handed to `scan` in groups of `group` (`scan(first_query, block, first_row, tops)`, one
+/// [`TopK`] per query; groups start at multiples of `group`, the last may be shorter).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn search_keys_by_tile<F>(
     codes: &[u64],
@@ -256,10 +268,11 @@ pub(crate) fn search_keys_by_tile<F>(
     split: Split,
     max_key: Option<u32>,
     tile: usize,
+    group: usize,
     scan: F,
 ) -> Vec<Vec<u64>>
 where
-    F: Fn(usize, &[u64], u32, &mut TopK) + Sync,
+    F: Fn(usize, &[u64], u32, &mut [TopK]) + Sync,
 {
     let n = codes.len() / w;
     let k = k.min(n);
@@ -270,8 +283,12 @@ where
         return vec![Vec::new(); nq];
     }
     let threads = rayon::current_num_threads().max(1);
-    let qblocks = nq.div_ceil(MAX_QUERY_BLOCK);
-    let qb = nq.div_ceil(qblocks);
+    // Query blocks of a multiple of `group` queries (MAX_QUERY_BLOCK is a multiple of 4).
+    let qb = nq
+        .div_ceil(nq.div_ceil(MAX_QUERY_BLOCK))
+        .next_multiple_of(group)
+        .min(MAX_QUERY_BLOCK.max(group));
+    let qblocks = nq.div_ceil(qb);
     let max_chunks = n.div_ceil(MIN_CHUNK).max(1);
     let chunks = match split {
         Split::Queries => 1,
@@ -293,9 +310,9 @@ where
         while start < r1 {
             let end = (start + tile).min(r1);
             let block = &codes[start * w..end * w];
-            for (qi, top) in (q0..q1).zip(tops.iter_mut()) {
+            for (g, tops) in tops.chunks_mut(group).enumerate() {
                 // start < n <= u32::MAX, checked by the callers.
-                scan(qi, block, start as u32, top);
+                scan(q0 + g * group, block, start as u32, tops);
             }
             start = end;
         }
@@ -420,7 +437,9 @@ pub(crate) fn search_scored_keys(
                 split,
                 None,
                 tile,
-                |qi, block, first, top| {
+                1,
+                |qi, block, first, tops| {
+                    let top = &mut tops[0];
                     sv.table_scan(
                         &tables[qi * bits..(qi + 1) * bits],
                         offsets[qi],
@@ -499,17 +518,23 @@ fn table_keys(
         } else {
             bits + 2
         });
-    let batch = (ADC_TABLE_BYTES / table_bytes).clamp(1, 256);
+    let batch = (ADC_TABLE_BYTES / table_bytes).clamp(GROUP, 256) / GROUP * GROUP;
     let rescored = AtomicU64::new(0);
     let mut keys = Vec::with_capacity(nq);
     for q0 in (0..nq).step_by(batch) {
         let q1 = (q0 + batch).min(nq);
         let table = |qi: usize| &q.tables[qi * bits..(qi + 1) * bits];
-        let quantised: Vec<QuantisedTable> = (q0..q1)
+        // Each query's table is quantised once, then interleaved with its group's.
+        let groups: Vec<QueryGroup> = (q0..q1)
+            .step_by(GROUP)
+            .collect::<Vec<_>>()
             .into_par_iter()
-            .map(|qi| {
-                QuantisedTable::new(layout, table(qi), q.offsets[qi], q.normalise)
-                    .expect("tables validated by Score::validate, norms by check_norms")
+            .map(|g0| {
+                let tables = (g0..(g0 + GROUP).min(q1))
+                    .map(|qi| QuantisedTable::new(layout, table(qi), q.offsets[qi], q.normalise))
+                    .collect::<Result<Vec<_>>>()
+                    .expect("tables validated by Score::validate, norms by check_norms");
+                QueryGroup::new(tables).expect("1 to GROUP tables of one layout")
             })
             .collect();
         let part = search_keys_by_tile(
@@ -520,20 +545,21 @@ fn table_keys(
             params.split,
             None,
             SPARSE_TILE_ROWS,
-            |i, block, first, top| {
-                let (qi, first) = (q0 + i, first as usize);
-                let (t, offset) = (table(qi), q.offsets[qi]);
+            GROUP,
+            |i, block, first, tops| {
+                let (g0, first) = (q0 + i, first as usize);
                 // The exact score, as the plain scans compute it (the same f64 additions).
-                let mut exact = |r: usize| {
+                let mut exact = |g: usize, r: usize| {
+                    let t = table(g0 + g);
                     let sum = match sparse {
                         Some(sv) => sv.row_table_sum(r, t),
                         None => table_sum(&codes[r * w..(r + 1) * w], t),
                     };
-                    desc_key(table_score(offset, sum, norms.map(|v| v[r])))
+                    desc_key(table_score(q.offsets[g0 + g], sum, norms.map(|v| v[r])))
                 };
                 let rows = first..first + block.len() / w;
-                let st =
-                    crate::adc::scan_checked(family, layout, &quantised[i], rows, top, &mut exact);
+                let group = &groups[i / GROUP];
+                let st = crate::adc::scan_checked(family, layout, group, rows, tops, &mut exact);
                 rescored.fetch_add(st.rescored, Ordering::Relaxed);
             },
         );
