@@ -699,8 +699,10 @@ fn lane_candidate(q: u32, base: f64, step: f64, inv: Option<f64>, threshold: f64
         None => n,
     };
     let u = u + u.abs() * BOUND_REL;
-    // NaN (no threshold yet, or a bound that is not finite) keeps the code.
-    !(u <= threshold)
+    // NaN (no threshold yet, or a bound that is not finite) keeps the code: only a bound
+    // known to be at most the threshold rejects it.
+    use std::cmp::Ordering::{Equal, Less};
+    !matches!(u.partial_cmp(&threshold), Some(Less | Equal))
 }
 
 /// The `u64` lanes hold query `g`'s sum in bits `32 (g / 2)..`: even queries accumulate in
@@ -711,7 +713,7 @@ const HALVES: u64 = 0x0000_ffff_0000_ffff;
 /// Query `g`'s 16 sums from the accumulators of a block.
 #[inline(always)]
 fn query_sums(a: &[u64; LANES], b: &[u64; LANES], g: usize) -> [u32; LANES] {
-    let (src, shift) = (if g % 2 == 0 { a } else { b }, 32 * (g / 2));
+    let (src, shift) = (if g.is_multiple_of(2) { a } else { b }, 32 * (g / 2));
     let mut s = [0u32; LANES];
     for (x, &v) in s.iter_mut().zip(src) {
         *x = (v >> shift) as u32;
@@ -891,7 +893,11 @@ mod avx512 {
             let p = inv.map(|v| v[b * LANES..].as_ptr());
             *o = [0; GROUP];
             for (g, table) in group.tables.iter().enumerate() {
-                let (x, y) = if g % 2 == 0 { (a0, a1) } else { (c0, c1) };
+                let (x, y) = if g.is_multiple_of(2) {
+                    (a0, a1)
+                } else {
+                    (c0, c1)
+                };
                 let acc = sums(x, y, g >= 2);
                 o[g] = mask(acc, table.base(len), table.step, p, thresholds[g]);
             }
