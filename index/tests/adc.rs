@@ -229,7 +229,7 @@ proptest! {
         bits in prop::sample::select(vec![8usize, 63, 130, 384, 1000]),
         code_kind in 0u8..3,
         table_kind in 0u8..9,
-        nq in 1usize..7,
+        nq in 1usize..12,
         k in 1usize..40,
         normalise in any::<bool>(),
         split in 0usize..300,
