@@ -14,6 +14,7 @@ use crate::manifest::{GraphMetric, Manifest, VectorDtype, MANIFEST_FILE, MAX_MAN
 use crate::postings::{InvertedView, PostingsLayout};
 use crate::score::Score;
 use crate::search::rescore::{rescore, rescore_batch};
+use crate::search::AdcCache;
 use crate::search::{
     CodesView, FlatParams, FlatSearcher, GraphParams, GraphSearcher, Hits, InvertedParams,
     InvertedSearcher, InvertedStats, SearchParams, Searcher,
@@ -69,6 +70,8 @@ pub struct Index {
     /// Bitmap posting lists and the layout of their payload (validated at open).
     pub(crate) bitmaps: Option<(Section, BitmapsLayout)>,
     pub(crate) hnsw: OnceLock<HnswGraph>,
+    /// The codes in the layout of the quantised table scan, built at first use (or why not).
+    pub(crate) adc: AdcCache,
 }
 
 impl std::fmt::Debug for Index {
@@ -215,6 +218,7 @@ impl Index {
             sparse: None,
             bitmaps: None,
             hnsw: OnceLock::new(),
+            adc: OnceLock::new(),
         };
         if let Some(si) = &index.manifest.sparse {
             let s = open_per_code_section(&index.dir, &index.manifest, &si.file, FileKind::Sparse)?;
@@ -450,6 +454,7 @@ impl Index {
             self.ids(),
             self.norms(),
             self.sparse(),
+            &self.adc,
         )
     }
 

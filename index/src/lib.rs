@@ -61,7 +61,7 @@
 //!  searchers  search ─ Searcher, Hits, SearchParams, CodesView, keys → hits
 //!             search::{flat, inverted (+ blocked), graph, rescore}
 //!  ───────────────────────────────────────────────────────────────────────────────
-//!  views      sparse · postings · bitmaps · graph · vectors   (validated, borrowed)
+//!  views      sparse · postings · bitmaps · graph · vectors · adc   (validated, borrowed)
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  files      manifest · files (mapped sections, CRCs) · format (headers)
 //!  ───────────────────────────────────────────────────────────────────────────────
@@ -83,6 +83,9 @@
 //! * [`sparse`], [`postings`], [`bitmaps`], [`graph`], [`vectors`]: the optional files'
 //!   validated views: per-code set bits, posting lists, the lists as bitmaps over rows, the
 //!   HNSW graph's flat lists, and the stored float vectors.
+//! * [`adc`]: the fast exact table-score scan (`--score adc`): the codes in blocks for SIMD
+//!   gathers, quantised per-query tables, a bound, and exact re-scoring of the few codes that
+//!   may reach the top k.
 //! * [`format`](mod@format), [`manifest`]: the on-disk format.
 //!
 //! Searches run on the rayon pool they are called from: size it with
@@ -112,6 +115,7 @@ mod files;
 pub mod format;
 pub mod manifest;
 // Views.
+pub mod adc;
 pub mod bitmaps;
 pub mod graph;
 pub mod postings;

@@ -98,7 +98,10 @@ pub struct Args {
     /// Write results here instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Print {"queries", "threads", "search_seconds", "qps"} as one JSON line on stderr.
+    /// Print {"queries", "threads", "search_seconds", "qps"} as one JSON line on stderr, with the
+    /// kernels run; flat table scores (adc, soft) add "table_kernel", "codes_scanned" and
+    /// "codes_rescored" (codes the quantised scan's bound left to score exactly), the inverted
+    /// mode how it answered, the graph "nodes_visited".
     #[arg(long)]
     pub stats: bool,
     /// Text file with one line per indexed row (by id): print neighbours' lines, for people.

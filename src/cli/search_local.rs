@@ -159,7 +159,11 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
                 .into(),
             ),
         ];
-        // The mode's own counters (e.g. how the inverted search answered each query).
+        // The quantised table scan's kernel (flat table scores), then the mode's own counters
+        // (how the inverted search answered each query, the codes the table scan re-scored).
+        if let Some(t) = search_stats.table_kernel {
+            stats.push(("table_kernel", t.into()));
+        }
         stats.extend(search_stats.counters.iter().map(|&(k, v)| (k, v.into())));
     }
     debug_assert_eq!(hits.len(), nq);

@@ -8,8 +8,11 @@
 //! exactly. Many queries get one chunk per query block. The parallelism is that of the rayon pool
 //! the call runs in (`pool.install(|| index.search_flat(..))`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rayon::prelude::*;
 
+use crate::adc::{AdcCodes, QuantisedTable, QueryGroup, ScanStats, GROUP};
 use crate::error::{Error, Result};
 use crate::hamming::{tile_codes, Kernel};
 use crate::score::{desc_key, overlap_key, table_score, table_sum, Score};
@@ -23,6 +26,9 @@ const MAX_QUERY_BLOCK: usize = 32;
 const SPARSE_TILE_ROWS: usize = 8192;
 /// Smallest chunk of codes handed to one task when codes are split for parallelism.
 const MIN_CHUNK: usize = 16 * 1024;
+/// Bytes of quantised tables the table scan holds at once (queries are quantised in batches of
+/// at most 256 that fit, so memory does not grow with the number of queries).
+const ADC_TABLE_BYTES: usize = 64 << 20;
 
 /// The flat search's own parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -79,7 +85,7 @@ impl Searcher for FlatSearcher<'_> {
         let c = &self.codes;
         let (_, norms) = c.check(queries, score, params)?;
         let w = c.words_per_code();
-        let keys = if score.has_scores() {
+        let (keys, scan) = if score.has_scores() {
             let sparse = c.sparse();
             search_scored_keys(
                 c.codes(),
@@ -90,16 +96,31 @@ impl Searcher for FlatSearcher<'_> {
                 score,
                 norms,
                 sparse.as_ref(),
-                params.split,
+                c.adc_codes(),
+                params,
             )
         } else {
-            search_keys(c.codes(), w, queries, k, params)
+            (
+                search_keys(c.codes(), w, queries, k, params),
+                ScanStats::default(),
+            )
         };
-        let stats = SearchStats {
+        let mut stats = SearchStats {
             kernel_family: Some(params.family()),
             kernel: Kernel::select(params.family(), w).name(),
+            table_kernel: None,
             counters: Vec::new(),
         };
+        if let Score::Table { .. } = score {
+            // The quantised table scan (crate::adc) and the codes its bound left to score exactly.
+            stats.table_kernel = c
+                .adc_codes()
+                .map(|l| crate::adc::kernel_name(params.family(), l.is_dense()));
+            stats.counters = vec![
+                ("codes_scanned", scan.scanned),
+                ("codes_rescored", scan.rescored),
+            ];
+        }
         Ok((c.hits(&keys, queries, score.has_scores()), stats))
     }
 }
@@ -174,10 +195,22 @@ pub(crate) fn search_keys_by<F>(
 where
     F: Fn(usize, &[u64], u32, &mut TopK) + Sync,
 {
-    search_keys_by_tile(codes, w, nq, k, split, max_key, tile_codes(w), scan)
+    search_keys_by_tile(
+        codes,
+        w,
+        nq,
+        k,
+        split,
+        max_key,
+        tile_codes(w),
+        1,
+        |qi, block, first, tops| scan(qi, block, first, &mut tops[0]),
+    )
 }
 
-/// [`search_keys_by`] with an explicit tile (rows handed to `scan` per call).
+/// [`search_keys_by`] with an explicit tile (rows handed to `scan` per call), and queries
+/// handed to `scan` in groups of `group` (`scan(first_query, block, first_row, tops)`, one
+/// [`TopK`] per query; groups start at multiples of `group`, the last may be shorter).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn search_keys_by_tile<F>(
     codes: &[u64],
@@ -187,10 +220,11 @@ pub(crate) fn search_keys_by_tile<F>(
     split: Split,
     max_key: Option<u32>,
     tile: usize,
+    group: usize,
     scan: F,
 ) -> Vec<Vec<u64>>
 where
-    F: Fn(usize, &[u64], u32, &mut TopK) + Sync,
+    F: Fn(usize, &[u64], u32, &mut [TopK]) + Sync,
 {
     let n = codes.len() / w;
     let k = k.min(n);
@@ -201,8 +235,12 @@ where
         return vec![Vec::new(); nq];
     }
     let threads = rayon::current_num_threads().max(1);
-    let qblocks = nq.div_ceil(MAX_QUERY_BLOCK);
-    let qb = nq.div_ceil(qblocks);
+    // Query blocks of a multiple of `group` queries (MAX_QUERY_BLOCK is a multiple of 4).
+    let qb = nq
+        .div_ceil(nq.div_ceil(MAX_QUERY_BLOCK))
+        .next_multiple_of(group)
+        .min(MAX_QUERY_BLOCK.max(group));
+    let qblocks = nq.div_ceil(qb);
     let max_chunks = n.div_ceil(MIN_CHUNK).max(1);
     let chunks = match split {
         Split::Queries => 1,
@@ -224,9 +262,9 @@ where
         while start < r1 {
             let end = (start + tile).min(r1);
             let block = &codes[start * w..end * w];
-            for (qi, top) in (q0..q1).zip(tops.iter_mut()) {
+            for (g, tops) in tops.chunks_mut(group).enumerate() {
                 // start < n <= u32::MAX, checked by the callers.
-                scan(qi, block, start as u32, top);
+                scan(q0 + g * group, block, start as u32, tops);
             }
             start = end;
         }
@@ -261,8 +299,10 @@ where
     out
 }
 
-/// Exact top-k keys for a non-Hamming score (`score` validated, `norms` given when needed):
-/// sorted `(desc_key(score), row)` keys per query.
+/// Exact top-k keys for a non-Hamming score (`score` validated, `norms` given when needed,
+/// `params` resolved): sorted `(desc_key(score), row)` keys per query, and what the quantised
+/// table scan did. Table scores run the quantised scan of [`crate::adc`] on `adc` (the layout of
+/// these codes with these norms, e.g. the index's cached one), or on one built here.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn search_scored_keys(
     codes: &[u64],
@@ -273,10 +313,37 @@ pub(crate) fn search_scored_keys(
     score: &Score<'_>,
     norms: Option<&[f32]>,
     sparse: Option<&SparseView<'_>>,
-    split: Split,
-) -> Vec<Vec<u64>> {
+    adc: Option<&AdcCodes>,
+    params: &SearchParams,
+) -> (Vec<Vec<u64>>, ScanStats) {
     let nq = queries.len() / w;
-    match *score {
+    let split = params.split;
+    if let Score::Table {
+        tables,
+        offsets,
+        normalise,
+    } = *score
+    {
+        let built;
+        let layout = match adc {
+            Some(l) => Some(l),
+            None => {
+                built = AdcCodes::of_codes(codes, bits, sparse, norms).ok();
+                built.as_ref()
+            }
+        };
+        // Without a layout (only for codes with bits set past `bits`) the plain scans below run.
+        if let Some(layout) = layout {
+            let table = TableQueries {
+                tables,
+                offsets,
+                normalise,
+                bits,
+            };
+            return table_keys(codes, w, k, &table, norms, sparse, layout, params);
+        }
+    }
+    let keys = match *score {
         Score::Hamming => search_keys(
             codes,
             w,
@@ -322,7 +389,9 @@ pub(crate) fn search_scored_keys(
                 split,
                 None,
                 tile,
-                |qi, block, first, top| {
+                1,
+                |qi, block, first, tops| {
+                    let top = &mut tops[0];
                     sv.table_scan(
                         &tables[qi * bits..(qi + 1) * bits],
                         offsets[qi],
@@ -350,7 +419,91 @@ pub(crate) fn search_scored_keys(
                 }
             }
         }),
+    };
+    (keys, ScanStats::default())
+}
+
+/// The per-query tables of a [`Score::Table`] (validated) and the bits they cover.
+struct TableQueries<'a> {
+    tables: &'a [f32],
+    offsets: &'a [f32],
+    normalise: bool,
+    bits: usize,
+}
+
+/// Table scores by the quantised scan: each query's table is quantised once (in batches, in
+/// parallel), then every tile of codes is scanned with it and the codes that may enter the top k
+/// are re-scored exactly, as [`crate::score`] defines the score.
+#[allow(clippy::too_many_arguments)]
+fn table_keys(
+    codes: &[u64],
+    w: usize,
+    k: usize,
+    q: &TableQueries<'_>,
+    norms: Option<&[f32]>,
+    sparse: Option<&SparseView<'_>>,
+    layout: &AdcCodes,
+    params: &SearchParams,
+) -> (Vec<Vec<u64>>, ScanStats) {
+    let (nq, bits, family) = (q.offsets.len(), q.bits, params.family());
+    let table_bytes = 2
+        * (if layout.is_dense() {
+            256 * bits.div_ceil(8)
+        } else {
+            bits + 2
+        });
+    let batch = (ADC_TABLE_BYTES / table_bytes).clamp(GROUP, 256) / GROUP * GROUP;
+    let rescored = AtomicU64::new(0);
+    let mut keys = Vec::with_capacity(nq);
+    for q0 in (0..nq).step_by(batch) {
+        let q1 = (q0 + batch).min(nq);
+        let table = |qi: usize| &q.tables[qi * bits..(qi + 1) * bits];
+        // Each query's table is quantised once, then interleaved with its group's.
+        let groups: Vec<QueryGroup> = (q0..q1)
+            .step_by(GROUP)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|g0| {
+                let tables = (g0..(g0 + GROUP).min(q1))
+                    .map(|qi| QuantisedTable::new(layout, table(qi), q.offsets[qi], q.normalise))
+                    .collect::<Result<Vec<_>>>()
+                    .expect("tables validated by Score::validate, norms by check_norms");
+                QueryGroup::new(tables).expect("1 to GROUP tables of one layout")
+            })
+            .collect();
+        let part = search_keys_by_tile(
+            codes,
+            w,
+            q1 - q0,
+            k,
+            params.split,
+            None,
+            SPARSE_TILE_ROWS,
+            GROUP,
+            |i, block, first, tops| {
+                let (g0, first) = (q0 + i, first as usize);
+                // The exact score, as the plain scans compute it (the same f64 additions).
+                let mut exact = |g: usize, r: usize| {
+                    let t = table(g0 + g);
+                    let sum = match sparse {
+                        Some(sv) => sv.table_sum(r, t),
+                        None => table_sum(&codes[r * w..(r + 1) * w], t),
+                    };
+                    desc_key(table_score(q.offsets[g0 + g], sum, norms.map(|v| v[r])))
+                };
+                let rows = first..first + block.len() / w;
+                let group = &groups[i / GROUP];
+                let st = crate::adc::scan_checked(family, layout, group, rows, tops, &mut exact);
+                rescored.fetch_add(st.rescored, Ordering::Relaxed);
+            },
+        );
+        keys.extend(part);
     }
+    let stats = ScanStats {
+        scanned: (nq * layout.len()) as u64,
+        rescored: rescored.into_inner(),
+    };
+    (keys, stats)
 }
 
 /// Exact top-k over a bare slice of codes for any [`Score`]; hits' ids are rows.

@@ -497,6 +497,7 @@ impl Searcher for GraphSearcher<'_> {
         let stats = SearchStats {
             kernel_family: None,
             kernel: "portable-graph",
+            table_kernel: None,
             counters: vec![("nodes_visited", evaluated)],
         };
         Ok((c.hits(&keys, queries, score.has_scores()), stats))

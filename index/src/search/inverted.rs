@@ -523,20 +523,26 @@ impl InvertedSearcher<'_> {
                     &sub,
                     norms,
                     sparse.as_ref(),
-                    params.split,
+                    self.codes.adc_codes(),
+                    params,
                 )
+                .0
             }
-            _ => search_scored_keys(
-                codes,
-                w,
-                bits,
-                &fq,
-                k,
-                score,
-                norms,
-                sparse.as_ref(),
-                params.split,
-            ),
+            _ => {
+                search_scored_keys(
+                    codes,
+                    w,
+                    bits,
+                    &fq,
+                    k,
+                    score,
+                    norms,
+                    sparse.as_ref(),
+                    self.codes.adc_codes(),
+                    params,
+                )
+                .0
+            }
         }
     }
 }
@@ -646,6 +652,7 @@ impl Searcher for InvertedSearcher<'_> {
             kernel_family: Some(family),
             kernel: Kernel::select(family, self.codes.words_per_code()).name(),
             // Queries whose lists were longer than a flat scan were answered by the scan.
+            table_kernel: None,
             counters: vec![
                 ("inverted_queries", s.inverted_queries as u64),
                 ("flat_fallback_queries", s.flat_queries as u64),

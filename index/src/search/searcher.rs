@@ -2,6 +2,9 @@
 //! and output ([`Hits`], [`SearchStats`]), the checks of queries and scores, and the one
 //! conversion of sorted `(key, row)` lists into hits.
 
+use std::sync::OnceLock;
+
+use crate::adc::AdcCodes;
 use crate::error::{Error, Result};
 use crate::hamming::hamming;
 use crate::kernel::KernelFamily;
@@ -41,6 +44,9 @@ pub struct SearchStats {
     pub kernel_family: Option<KernelFamily>,
     /// The distance kernel's name (e.g. `"avx512-w16"`).
     pub kernel: &'static str,
+    /// The quantised table scan's kernel, when a flat table-score search ran it (e.g.
+    /// `"avx512-gather-sparse"`, see [`crate::adc`]).
+    pub table_kernel: Option<&'static str>,
     /// The mode's own counters, by name (e.g. the inverted search's `"postings_visited"`).
     pub counters: Vec<(&'static str, u64)>,
 }
@@ -68,7 +74,13 @@ pub struct CodesView<'a> {
     ids: Option<&'a [u64]>,
     norms: Option<&'a [f32]>,
     sparse: Option<SparseView<'a>>,
+    /// The index's cache of the table scan's layout (built at first use), if any.
+    adc: Option<&'a AdcCache>,
 }
+
+/// Where an index keeps the codes in the layout of the quantised table scan ([`crate::adc`]),
+/// built at the first table-score search (or why it could not be).
+pub(crate) type AdcCache = OnceLock<std::result::Result<AdcCodes, String>>;
 
 impl<'a> CodesView<'a> {
     /// A view of `codes`, `n * ceil(bits / 64)` words holding `n < 2^32` codes of `bits` bits.
@@ -95,6 +107,7 @@ impl<'a> CodesView<'a> {
             ids: None,
             norms: None,
             sparse: None,
+            adc: None,
         })
     }
 
@@ -105,6 +118,7 @@ impl<'a> CodesView<'a> {
         ids: &'a [u64],
         norms: Option<&'a [f32]>,
         sparse: Option<SparseView<'a>>,
+        adc: &'a AdcCache,
     ) -> Self {
         CodesView {
             codes,
@@ -113,7 +127,22 @@ impl<'a> CodesView<'a> {
             ids: Some(ids),
             norms,
             sparse,
+            adc: Some(adc),
         }
+    }
+
+    /// The codes (with their norms) in the layout of the quantised table scan, from the index's
+    /// cache (built now if this is the first table-score search); `None` for bare slices or
+    /// codes the layout cannot hold (the table scans then build or do without one).
+    pub(crate) fn adc_codes(&self) -> Option<&'a AdcCodes> {
+        let cache = self.adc?;
+        cache
+            .get_or_init(|| {
+                AdcCodes::of_codes(self.codes, self.bits, self.sparse.as_ref(), self.norms)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .ok()
     }
 
     /// The same view with per-code norms (one per code), for normalised table scores.

@@ -1,0 +1,398 @@
+//! The quantised table scan (`bsa_index::adc`) returns exactly the `f64` top k of the score's
+//! definition (rows, `f32` scores, ties by row), for every kernel family this CPU runs, sparse
+//! and dense layouts, normalised or not, on random and adversarial tables: huge and tiny
+//! entries, entries 1 ulp apart, many equal scores, constant tables, one huge entry, negative
+//! entries, zero and odd norms; k from 1 to past n.
+
+mod common;
+
+use bsa_index::adc::{self, AdcCodes, QuantisedTable, QueryGroup, GROUP};
+use bsa_index::score::{desc_key, from_desc_key};
+use bsa_index::search::flat::top_k_scored;
+use bsa_index::sparse::SparseCodes;
+use bsa_index::topk::{key_distance, key_row, TopK};
+use bsa_index::{Index, IndexBuilder, KernelFamily, Mode, Score, SearchParams};
+use common::*;
+use proptest::prelude::*;
+use rand::Rng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// The score as `bsa_index::score` defines it, written out: `f64` sum in ascending bit order
+/// from 0, plus the offset, divided by a positive norm (0 otherwise), rounded once to `f32`.
+fn reference_score(code: &[u64], table: &[f32], offset: f32, norm: Option<f32>) -> f32 {
+    let mut sum = 0.0f64;
+    for (wi, &word) in code.iter().enumerate() {
+        for b in 0..64 {
+            if word >> b & 1 == 1 {
+                sum += f64::from(table[wi * 64 + b]);
+            }
+        }
+    }
+    let s = f64::from(offset) + sum;
+    match norm {
+        None => s as f32,
+        Some(n) if n > 0.0 => (s / f64::from(n)) as f32,
+        Some(_) => 0.0,
+    }
+}
+
+/// Reference top k: `(row, score)` by descending score (`-0.0 == 0.0`), ties by row.
+fn reference(
+    codes: &[u64],
+    bits: usize,
+    table: &[f32],
+    offset: f32,
+    norms: Option<&[f32]>,
+    k: usize,
+) -> Vec<(u64, f32)> {
+    let w = words(bits);
+    let mut all: Vec<(u32, u64)> = codes
+        .chunks_exact(w)
+        .enumerate()
+        .map(|(r, c)| {
+            let s = reference_score(c, table, offset, norms.map(|v| v[r]));
+            (desc_key(s), r as u64)
+        })
+        .collect();
+    all.sort();
+    all.truncate(k);
+    all.into_iter()
+        .map(|(key, r)| (r, from_desc_key(key)))
+        .collect()
+}
+
+/// A table of `bits` entries of kind `kind` (see the match).
+fn table(rng: &mut Xoshiro256PlusPlus, bits: usize, kind: u8) -> Vec<f32> {
+    match kind % 9 {
+        // Ordinary: uniform in [-1, 1].
+        0 => (0..bits).map(|_| rng.random_range(-1.0f32..1.0)).collect(),
+        // Huge and tiny magnitudes mixed (sums of huge ones overflow f32: scores of +-inf).
+        1 => (0..bits)
+            .map(|_| {
+                let m = [3e38f32, 1e30, 1.0, 1e-30, 1e-40, 0.0][rng.random_range(0..6)];
+                if rng.random_bool(0.5) {
+                    -m
+                } else {
+                    m
+                }
+            })
+            .collect(),
+        // Entries 1 ulp apart: near-ties everywhere.
+        2 => {
+            let base = rng.random_range(0.1f32..10.0);
+            (0..bits)
+                .map(|_| f32::from_bits(base.to_bits() + rng.random_range(0..3)))
+                .collect()
+        }
+        // Few distinct values: many exactly equal scores.
+        3 => (0..bits)
+            .map(|_| [0.0f32, 0.5, 1.0][rng.random_range(0..3)])
+            .collect(),
+        // All equal.
+        4 => vec![rng.random_range(-2.0f32..2.0); bits],
+        // One huge entry among small ones.
+        5 => {
+            let mut t: Vec<f32> = (0..bits)
+                .map(|_| rng.random_range(-1e-3f32..1e-3))
+                .collect();
+            t[rng.random_range(0..bits)] = 1e30;
+            t
+        }
+        // Negative only.
+        6 => (0..bits).map(|_| -rng.random_range(0.0f32..5.0)).collect(),
+        // Tiny only (subnormal f32 and just above).
+        7 => (0..bits)
+            .map(|_| f32::from_bits(rng.random_range(1..0x0100_0000)))
+            .collect(),
+        // All zero.
+        _ => vec![0.0; bits],
+    }
+}
+
+/// Norms: ordinary, with zeros, negative, tiny, huge, NaN and infinite ones mixed in.
+fn norms(rng: &mut Xoshiro256PlusPlus, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| match rng.random_range(0..12) {
+            0 => 0.0,
+            1 => -1.0,
+            2 => 1e-38,
+            3 => 3e38,
+            4 => f32::NAN,
+            5 => f32::INFINITY,
+            6 => f32::from_bits(1),
+            _ => rng.random_range(0.2f32..3.0),
+        })
+        .collect()
+}
+
+/// `n` codes of `bits` bits: sparse (about `set` bits each), dense, or with duplicates.
+fn codes(rng: &mut Xoshiro256PlusPlus, n: usize, bits: usize, set: usize, kind: u8) -> Vec<u64> {
+    let w = words(bits);
+    let mut c = match kind % 3 {
+        0 => {
+            let mut c = vec![0u64; n * w];
+            for row in c.chunks_exact_mut(w) {
+                // Popcounts vary from 0 to `set` (blocks are padded to their longest code).
+                for _ in 0..rng.random_range(0..=set) {
+                    let j = rng.random_range(0..bits);
+                    row[j / 64] |= 1 << (j % 64);
+                }
+            }
+            c
+        }
+        1 => random_codes(rng, n, bits, 0),
+        // Few distinct codes: exact score ties between rows.
+        _ => {
+            let distinct = random_codes(rng, 3, bits, 1);
+            (0..n)
+                .flat_map(|_| {
+                    let d = rng.random_range(0..3);
+                    distinct[d * w..(d + 1) * w].to_vec()
+                })
+                .collect()
+        }
+    };
+    mask_rows(&mut c, bits);
+    c
+}
+
+/// Runs `adc::scan` over `layout` for queries `tables` in groups and returns each query's top k.
+#[allow(clippy::too_many_arguments)]
+fn adc_top(
+    family: KernelFamily,
+    layout: &AdcCodes,
+    codes: &[u64],
+    bits: usize,
+    tables: &[Vec<f32>],
+    offsets: &[f32],
+    norms: Option<&[f32]>,
+    k: usize,
+    split: usize,
+) -> Vec<Vec<(u64, f32)>> {
+    let n = layout.len();
+    let w = words(bits);
+    let mut out = Vec::new();
+    for g0 in (0..tables.len()).step_by(GROUP) {
+        let g1 = (g0 + GROUP).min(tables.len());
+        let qts = (g0..g1)
+            .map(|q| QuantisedTable::new(layout, &tables[q], offsets[q], norms.is_some()).unwrap())
+            .collect();
+        let group = QueryGroup::new(qts).unwrap();
+        // Two row ranges (cut at `split`, not a block boundary in general) merged, as the
+        // parallel search does with chunks.
+        let mut parts: Vec<Vec<u64>> = vec![Vec::new(); g1 - g0];
+        for rows in [0..split.min(n), split.min(n)..n] {
+            let mut tops: Vec<TopK> = (g0..g1).map(|_| TopK::new(k.min(n), None)).collect();
+            adc::scan(family, layout, &group, rows, &mut tops, |g, r| {
+                let q = g0 + g;
+                desc_key(reference_score(
+                    &codes[r * w..(r + 1) * w],
+                    &tables[q],
+                    offsets[q],
+                    norms.map(|v| v[r]),
+                ))
+            })
+            .unwrap();
+            for (p, t) in parts.iter_mut().zip(tops) {
+                p.extend(t.into_sorted_keys());
+            }
+        }
+        for mut p in parts {
+            p.sort();
+            p.truncate(k);
+            out.push(
+                p.iter()
+                    .map(|&key| (u64::from(key_row(key)), from_desc_key(key_distance(key))))
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+fn same(got: &[(u64, f32)], want: &[(u64, f32)]) -> bool {
+    got.len() == want.len()
+        && got
+            .iter()
+            .zip(want)
+            .all(|(a, b)| a.0 == b.0 && a.1.to_bits() == b.1.to_bits())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// The kernels' scan, both layouts, every family, equals the reference exactly.
+    #[test]
+    fn scan_equals_f64_reference(
+        seed in any::<u64>(),
+        n in 0usize..300,
+        bits in prop::sample::select(vec![8usize, 63, 130, 384, 1000]),
+        code_kind in 0u8..3,
+        table_kind in 0u8..9,
+        nq in 1usize..12,
+        k in 1usize..40,
+        normalise in any::<bool>(),
+        split in 0usize..300,
+    ) {
+        let mut rng = rng(seed);
+        let codes = codes(&mut rng, n, bits, 12, code_kind);
+        let tables: Vec<Vec<f32>> = (0..nq).map(|q| table(&mut rng, bits, table_kind + q as u8 % 2)).collect();
+        let offsets: Vec<f32> = (0..nq)
+            .map(|q| [0.0f32, 0.25, -3.0, 1e30][(q + table_kind as usize) % 4])
+            .collect();
+        let nv = norms(&mut rng, n);
+        let norms = normalise.then_some(&nv[..]);
+        // k up to n + 3: k > n returns every row.
+        let k = if n == 0 { k } else { k % (n + 4) + 1 };
+        let sparse = SparseCodes::build(&codes, bits).unwrap();
+        let mut layouts = vec![AdcCodes::from_packed(&codes, bits).unwrap()];
+        layouts.push(AdcCodes::from_sparse(&sparse.view()).unwrap());
+        for layout in layouts {
+            let layout = match norms {
+                Some(v) => layout.with_norms(v).unwrap(),
+                None => layout,
+            };
+            for family in KernelFamily::supported() {
+                let got = adc_top(family, &layout, &codes, bits, &tables, &offsets, norms, k, split);
+                for (q, g) in got.iter().enumerate() {
+                    let want = reference(&codes, bits, &tables[q], offsets[q], norms, k);
+                    prop_assert!(
+                        same(g, &want),
+                        "family {} dense {} q {} k {}:\n got {:?}\nwant {:?}",
+                        family, layout.is_dense(), q, k, g, want
+                    );
+                }
+            }
+        }
+    }
+
+    /// The flat search of table scores on bare slices (the dense layout) equals the reference,
+    /// on every family and with 1 or 2 threads.
+    #[test]
+    fn flat_table_search_equals_f64_reference(
+        seed in any::<u64>(),
+        n in 1usize..400,
+        bits in prop::sample::select(vec![8usize, 100, 384]),
+        table_kind in 0u8..9,
+        nq in 1usize..10,
+        k in 1usize..30,
+        normalise in any::<bool>(),
+    ) {
+        let mut rng = rng(seed);
+        let codes = codes(&mut rng, n, bits, 40, table_kind);
+        let w = words(bits);
+        let tables: Vec<f32> = (0..nq).flat_map(|_| table(&mut rng, bits, table_kind)).collect();
+        let offsets: Vec<f32> = (0..nq).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let nv = norms(&mut rng, n);
+        let queries = random_codes(&mut rng, nq, bits, 0);
+        let score = Score::Table { tables: &tables, offsets: &offsets, normalise };
+        for family in KernelFamily::supported() {
+            for threads in [1, 2] {
+                let p = SearchParams::default().with_kernel(Some(family));
+                let hits = pool(threads)
+                    .install(|| top_k_scored(&codes, w, bits, &queries, k, &score, Some(&nv), &p))
+                    .unwrap();
+                for (q, h) in hits.iter().enumerate() {
+                    let want = reference(
+                        &codes, bits, &tables[q * bits..(q + 1) * bits], offsets[q],
+                        normalise.then_some(&nv[..]), k,
+                    );
+                    let got: Vec<(u64, f32)> = h.rows.iter().copied()
+                        .zip(h.scores.clone().unwrap()).collect();
+                    prop_assert!(same(&got, &want), "family {} threads {} q {}", family, threads, q);
+                }
+            }
+        }
+    }
+}
+
+/// End to end: an index with `sparse.bin` and norms answers `search_flat_scored` with the
+/// reference's rows and scores, identically for every family and thread count, and reports the
+/// quantised scan's work.
+#[test]
+fn index_search_is_unchanged() {
+    let mut rng = rng(7);
+    let (n, bits, nq, k) = (3000, 1024, 9, 10);
+    let codes = codes(&mut rng, n, bits, 24, 0);
+    let w = words(bits);
+    let nv: Vec<f32> = (0..n)
+        .map(|i| {
+            if i % 97 == 0 {
+                0.0
+            } else {
+                rng.random_range(0.5f32..2.0)
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i");
+    IndexBuilder::new(bits, &codes)
+        .norms(&nv)
+        .build(&path)
+        .unwrap();
+    let index = Index::open(&path).unwrap();
+    assert!(
+        index.sparse().is_some(),
+        "the builder stores set bits of sparse codes"
+    );
+    let tables: Vec<f32> = (0..nq * bits)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let offsets: Vec<f32> = (0..nq).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let queries = random_codes(&mut rng, nq, bits, 3);
+    for normalise in [false, true] {
+        let score = Score::Table {
+            tables: &tables,
+            offsets: &offsets,
+            normalise,
+        };
+        let mut first = None;
+        for family in KernelFamily::supported() {
+            for threads in [1, 2] {
+                let p = SearchParams::default().with_kernel(Some(family));
+                let flat = index.searcher(&Mode::parse("flat").unwrap()).unwrap();
+                let (hits, stats) = pool(threads)
+                    .install(|| flat.search(&queries, k, &score, &p))
+                    .unwrap();
+                let scanned = stats.counter("codes_scanned").unwrap();
+                let rescored = stats.counter("codes_rescored").unwrap();
+                assert_eq!(scanned, (n * nq) as u64);
+                // The bound leaves few codes to re-score: far fewer than all of them.
+                assert!(rescored < scanned / 4, "{stats:?}");
+                assert!(stats.table_kernel.unwrap().ends_with("sparse"), "{stats:?}");
+                for (q, h) in hits.iter().enumerate() {
+                    let want = reference(
+                        &codes,
+                        bits,
+                        &tables[q * bits..(q + 1) * bits],
+                        offsets[q],
+                        normalise.then_some(&nv[..]),
+                        k,
+                    );
+                    let got: Vec<(u64, f32)> = h
+                        .ids
+                        .iter()
+                        .copied()
+                        .zip(h.scores.clone().unwrap())
+                        .collect();
+                    assert!(same(&got, &want), "{family} {threads} {q}");
+                    let d: Vec<u32> = h
+                        .rows
+                        .iter()
+                        .map(|&r| {
+                            hamming(
+                                &queries[q * w..(q + 1) * w],
+                                &codes[r as usize * w..(r as usize + 1) * w],
+                            )
+                        })
+                        .collect();
+                    assert_eq!(h.distances, d);
+                }
+                match &first {
+                    None => first = Some(hits),
+                    Some(f) => assert_eq!(f, &hits, "{family} {threads}"),
+                }
+            }
+        }
+    }
+}
