@@ -41,6 +41,7 @@ const INDEX_LAYERS: &[&[&str]] = &[
         "bitmaps.rs",
         "graph.rs",
         "vectors.rs",
+        "adc.rs",
     ],
     &[
         "search/searcher.rs",
