@@ -3,11 +3,11 @@ package) against the `bsa search --stats` time of the same search by the command
 
     python python/bench_overhead.py [--base B.npy] [--queries Q.npy] [--repeats 7] [--bsa PATH]
 
-Both search the same index directory with the same queries on all cores; each case alternates
-Python and CLI runs and reports medians. `search_seconds` of the CLI covers the tables, the
+Both search the same index directories with the same batch of queries on all cores; each case
+alternates Python and CLI runs and reports medians. `search_seconds` of the CLI covers the tables, the
 search and the rescoring, not loading or encoding the float queries; the Python time is the wall
 time of `index.search(...)`, which also encodes float queries, so for float queries the median
-time of `model.encode(queries)` is reported and subtracted (the "python - encode" column).
+time of `model.encode(queries)` is measured in the same loop and subtracted (the "python - encode" column).
 Also: four Python threads searching a quarter of the queries each (threads=1 per search)
 against one thread searching them one quarter after another.
 """
@@ -56,53 +56,67 @@ def main():
     ap.add_argument("--queries", default="/work/shared/data/wordnet-minilm/query.npy")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--nq", type=int, default=2000, help="queries per batch (the first NQ)")
     ap.add_argument("--bsa", default=str(default_bsa()))
     a = ap.parse_args()
 
     base = np.load(a.base)
     queries = np.load(a.queries)
     print(f"base {base.shape}, queries {queries.shape}, {os.cpu_count()} cores, bsa {a.bsa}", flush=True)
+    queries = queries[: a.nq]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        # ITQ, 384 bits (48 bytes per vector): quick to fit, with a decoder for --score adc.
-        model = bsa.train(base, method="itq", bits=384, progress=False)
-        index = bsa.Index.build(x=base, model=model, vectors=True, path=tmp / "idx")
-        qcodes = model.encode(queries)
-        np.save(tmp / "qcodes.npy", qcodes)
         np.save(tmp / "query.npy", queries)
+        floats = ["--queries", tmp / "query.npy"]
+        # Dense codes for Hamming: ITQ, 384 bits (48 bytes per vector), quick to fit.
+        itq = bsa.train(base, method="itq", bits=384, progress=False)
+        dense = bsa.Index.build(x=base, model=itq, path=tmp / "dense")
+        np.save(tmp / "qcodes.npy", itq.encode(queries))
+        # Sparse codes for the table scores (ADC reads their set bits): a small pursuit,
+        # N = 1024, K = 32, 2 rounds on 20k rows, with the vectors for rescoring.
+        pursuit = bsa.train(base, method="pursuit", bits=1024, k=32, rounds=2, fit_rows=20000,
+                            progress=False)
+        sparse = bsa.Index.build(x=base, model=pursuit, vectors=True, path=tmp / "sparse")
         cases = [
-            ("hamming, query codes", qcodes, ["--query-codes", tmp / "qcodes.npy"], {}, []),
-            ("hamming, float queries", queries, ["--queries", tmp / "query.npy"], {}, []),
-            ("adc, float queries", queries, ["--queries", tmp / "query.npy"], dict(score="adc"), ["--score", "adc"]),
-            ("adc + rescore 4, float queries", queries, ["--queries", tmp / "query.npy"],
+            ("ITQ-384, hamming, query codes", dense, itq, np.load(tmp / "qcodes.npy"),
+             ["--query-codes", tmp / "qcodes.npy"], {}, []),
+            ("ITQ-384, hamming, float queries", dense, itq, queries, floats, {}, []),
+            ("pursuit-1024, inverted hamming", sparse, pursuit, queries, floats,
+             dict(mode="inverted"), ["--mode", "inverted"]),
+            ("pursuit-1024, adc", sparse, pursuit, queries, floats, dict(score="adc"),
+             ["--score", "adc"]),
+            ("pursuit-1024, adc + rescore 4", sparse, pursuit, queries, floats,
              dict(score="adc", rescore=4), ["--score", "adc", "--rescore", "4"]),
         ]
-        enc = statistics.median(timed(lambda: model.encode(queries)) for _ in range(a.repeats))
-        print(f"model.encode of {len(queries)} queries: median {enc * 1e3:.1f} ms\n")
         print("| search | python (ms) | python - encode (ms) | CLI search_seconds (ms) | overhead |")
         print("| --- | --- | --- | --- | --- |")
-        for name, q, qargs, kw, extra in cases:
+        for name, index, model, q, qargs, kw, extra in cases:
             index.search(q, a.k, **kw)  # warm the page cache and the pool
-            py, cli = [], []
+            py, cli, enc = [], [], []
             for _ in range(a.repeats):
                 py.append(timed(lambda: index.search(q, a.k, **kw)))
-                cli.append(cli_seconds(a.bsa, tmp / "idx", qargs, a.k, extra))
-            p, c = statistics.median(py), statistics.median(cli)
-            net = p - enc if q.dtype != np.uint8 else p
-            print(f"| {name} | {p * 1e3:.1f} | {net * 1e3:.1f} | {c * 1e3:.1f} | {(net - c) / c * 100:+.1f}% |",
+                cli.append(cli_seconds(a.bsa, index.path, qargs, a.k, extra))
+                enc.append(timed(lambda: model.encode(q)) if q.dtype != np.uint8 else 0.0)
+            p, c, e = statistics.median(py), statistics.median(cli), statistics.median(enc)
+            print(f"| {name} | {p * 1e3:.1f} | {(p - e) * 1e3:.1f} | {c * 1e3:.1f} | "
+                  f"{(p - e - c) / c * 100:+.1f}% |", flush=True)
+
+        print("\nFour Python threads searching a quarter of the batch each (threads=1 per search)"
+              " against one thread searching the quarters one after another:")
+        for name, index, q, kw in [
+            ("ITQ-384, hamming, query codes", dense, np.load(tmp / "qcodes.npy"), {}),
+            ("pursuit-1024, adc", sparse, queries, dict(score="adc")),
+        ]:
+            quarters = [q[i::4] for i in range(4)]
+            serial, parallel = [], []
+            for _ in range(a.repeats):
+                serial.append(timed(lambda: [index.search(b, a.k, threads=1, **kw) for b in quarters]))
+                with ThreadPoolExecutor(4) as pool:
+                    parallel.append(timed(lambda: list(pool.map(
+                        lambda b: index.search(b, a.k, threads=1, **kw), quarters))))
+            s, p = statistics.median(serial), statistics.median(parallel)
+            print(f"- {name}: one thread {s * 1e3:.1f} ms, four threads {p * 1e3:.1f} ms ({s / p:.2f}x)",
                   flush=True)
-
-        quarters = [queries[i::4] for i in range(4)]
-        serial, parallel = [], []
-        for _ in range(a.repeats):
-            serial.append(timed(lambda: [index.search(b, a.k, score="adc", threads=1) for b in quarters]))
-            with ThreadPoolExecutor(4) as pool:
-                parallel.append(timed(lambda: list(pool.map(
-                    lambda b: index.search(b, a.k, score="adc", threads=1), quarters))))
-        s, p = statistics.median(serial), statistics.median(parallel)
-        print(f"\nadc, 4 quarters of the queries, threads=1 per search: one Python thread {s * 1e3:.1f} ms, "
-              f"four Python threads {p * 1e3:.1f} ms ({s / p:.2f}x)")
-
 
 if __name__ == "__main__":
     sys.exit(main())
