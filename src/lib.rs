@@ -11,6 +11,8 @@
 //! - [`metrics`]: the paper's reconstruction and sparsity metrics.
 //! - [`bench`](mod@bench): the benchmark grid (methods x N x K): recall, bytes per vector, report and plots.
 //! - [`io`]: embedding files (`.npy`, `.fvecs`) and model files (safetensors).
+//! - [`query`], [`pipeline`]: `bsa search` and `bsa build` as library calls (the CLI's and the
+//!   Python binding's one implementation).
 //! - [`bsa_index`] (a separate crate with no BLAS): packed codes on disk and their search.
 //!
 //! ```
@@ -48,8 +50,10 @@ pub mod milvus;
 pub mod model;
 pub mod optim;
 mod params;
+pub mod pipeline;
 pub mod plot;
 pub mod pursuit;
+pub mod query;
 mod real;
 pub mod simd;
 pub mod threads;

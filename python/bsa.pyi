@@ -1,0 +1,175 @@
+"""bsa: sparse binary codes for dense embeddings, and their search (type stubs).
+
+The implementation is the Rust extension module; see ``help(bsa)`` and each function's
+docstring for details and examples.
+"""
+
+from os import PathLike
+from typing import Any, Literal, Optional, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+_Path = Union[str, "PathLike[str]"]
+_Floats = npt.ArrayLike  # 2-D float array (float32 read in place; float16/float64 converted)
+_Codes = npt.NDArray[np.uint8]  # 2-D packed codes, numpy.packbits(bitorder="little") rows
+_Score = Literal["hamming", "cosine", "jaccard", "overlap", "adc", "soft"]
+_Mode = Literal["flat", "inverted", "hnsw"]
+
+class FormatError(ValueError):
+    """A damaged, truncated or foreign index or model file (the message names it)."""
+
+class Model:
+    """A trained model: encodes float vectors into sparse binary codes and decodes them.
+
+    Example::
+
+        model = bsa.train(x, preset="retrieval")
+        codes = model.encode(x)        # uint8 (n, ceil(bits / 8))
+        xhat = model.decode(codes)     # float32 (n, dim)
+    """
+
+    @staticmethod
+    def load(path: _Path) -> Model:
+        """Loads a model file written by ``Model.save`` or ``bsa train``."""
+    def save(self, path: _Path) -> None:
+        """Writes the model as a safetensors file (the same file as ``bsa train``)."""
+    def encode(self, x: _Floats, *, threads: Optional[int] = None) -> npt.NDArray[np.uint8]:
+        """Packed codes of the rows of ``x``: uint8 (n, ceil(bits / 8)), little bit order."""
+    def decode(self, codes: _Codes) -> npt.NDArray[np.float32]:
+        """The vectors the decoder rebuilds from packed codes: float32 (n, dim)."""
+    def eval(self, x: _Floats, *, threads: Optional[int] = None) -> dict[str, Any]:
+        """The paper's metrics on ``x`` (the keys of ``bsa eval --json``)."""
+    @property
+    def bits(self) -> int:
+        """Code length N."""
+    @property
+    def k(self) -> int:
+        """Target number of set bits K."""
+    @property
+    def dim(self) -> int:
+        """Input dimension."""
+    @property
+    def method(self) -> str:
+        """bsa, topk, sign, lsh, itq or pursuit."""
+    @property
+    def training(self) -> dict[str, Any]:
+        """The training settings and report saved with the model."""
+
+def train(
+    x: _Floats,
+    preset: Optional[Literal["retrieval"]] = None,
+    *,
+    method: Optional[Literal["bsa", "topk", "sign", "lsh", "itq", "pursuit"]] = None,
+    bits: Optional[int] = None,
+    k: Optional[int] = None,
+    seed: int = 0,
+    threads: Optional[int] = None,
+    progress: bool = True,
+    epochs: int = 10,
+    batch: int = 1024,
+    lr: float = 1e-3,
+    alpha: float = 1.0,
+    loss: Literal["cosine", "mse"] = "cosine",
+    target: Literal["khot", "masked"] = "khot",
+    val_fraction: float = 0.05,
+    rounds: int = 6,
+    ridge: float = 1e-3,
+    fit_rows: Optional[int] = None,
+    itq_iterations: Optional[int] = None,
+) -> Model:
+    """Trains a model on the rows of ``x`` (as ``bsa train``); the GIL is released.
+
+    Example::
+
+        model = bsa.train(x, preset="retrieval")             # pursuit, N = 4096, K = 32
+        model = bsa.train(x, bits=1024, k=32, epochs=10)     # the paper's BSA
+        model = bsa.train(x, method="itq", bits=256)
+    """
+
+class Index:
+    """Packed codes in ``bsa build``'s on-disk format, memory-mapped, searched in place.
+
+    Example::
+
+        index = bsa.Index.build(x=base, model=model, vectors=True)
+        D, I = index.search(queries, 10, score="adc", rescore=4)
+        index.save("idx")                  # bsa search --index idx ... reads it
+        index = bsa.Index.open("idx")
+    """
+
+    @staticmethod
+    def open(path: _Path, *, verify: bool = True) -> Index:
+        """Opens an index directory written by ``bsa build`` or ``Index.save``."""
+    @staticmethod
+    def build(
+        codes: Optional[_Codes] = None,
+        x: Optional[_Floats] = None,
+        model: Optional[Model] = None,
+        ids: Optional[npt.ArrayLike] = None,
+        vectors: bool = False,
+        hnsw: bool = False,
+        *,
+        bits: Optional[int] = None,
+        f16: bool = False,
+        inverted: Optional[bool] = None,
+        bitmaps: Optional[bool] = None,
+        m: int = 32,
+        ef_construction: int = 200,
+        ef_search: int = 64,
+        path: Optional[_Path] = None,
+        overwrite: bool = False,
+        threads: Optional[int] = None,
+    ) -> Index:
+        """Builds an index from ``codes``, or from ``x`` encoded with ``model`` (as ``bsa build``)."""
+    def save(self, path: _Path, *, overwrite: bool = False) -> None:
+        """Copies the index directory to ``path`` (atomically)."""
+    def search(
+        self,
+        q: Union[_Floats, _Codes],
+        k: int = 10,
+        *,
+        score: _Score = "hamming",
+        mode: _Mode = "flat",
+        rescore: Optional[int] = None,
+        ef: Optional[int] = None,
+        max_distance: Optional[int] = None,
+        threads: Optional[int] = None,
+    ) -> Tuple[Union[npt.NDArray[np.int32], npt.NDArray[np.float32]], npt.NDArray[np.int64]]:
+        """``(D, I)`` of shape (nq, k), best first, as ``bsa search``.
+
+        ``I``: int64 ids, -1 where missing. ``D``: int32 Hamming distances for
+        ``score="hamming"`` without rescoring (missing: 2**31 - 1), else float32 scores,
+        higher is better (missing: -inf).
+        """
+    def verify(self) -> None:
+        """Checks every checksum of every file (raises ``FormatError``)."""
+    def __len__(self) -> int: ...
+    @property
+    def bits(self) -> int:
+        """Bits per code."""
+    @property
+    def path(self) -> str:
+        """The index directory."""
+    @property
+    def model(self) -> Optional[Model]:
+        """The model stored in the index, if any."""
+    @property
+    def ids(self) -> npt.NDArray[np.int64]:
+        """External ids, one per row."""
+    @property
+    def has_vectors(self) -> bool: ...
+    @property
+    def has_inverted(self) -> bool: ...
+    @property
+    def has_hnsw(self) -> bool: ...
+
+def groundtruth(
+    base: _Floats, queries: _Floats, k: int = 100, *, threads: Optional[int] = None
+) -> npt.NDArray[np.int64]:
+    """Exact cosine top-``k`` rows of ``base`` per query: int64 (nq, k), as ``bsa groundtruth``."""
+
+def recall(I: npt.ArrayLike, gt: npt.ArrayLike, k: int) -> float:
+    """Recall@k of search results ``I`` against ground truth ``gt`` (-1 entries are misses)."""

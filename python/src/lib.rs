@@ -1,0 +1,1263 @@
+//! The `bsa` Python module: numpy arrays in, numpy arrays out, over the `bsa` and `bsa-index`
+//! crates. Nothing is computed here: this file converts arguments, releases the GIL around the
+//! library calls and converts results and errors. Search and build go through `bsa::query` and
+//! `bsa::pipeline`, the same calls as `bsa search` and `bsa build`, so the results are the same
+//! bytes. The docstrings are the Python documentation (`help(bsa.Index.search)`); the signatures
+//! are repeated in `bsa.pyi` for type checkers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bsa::baselines::{BaselineParams, DEFAULT_FIT_ROWS, DEFAULT_ITQ_ITERATIONS};
+use bsa::model::{Autoencoder, LossKind, Method, Target};
+use bsa::pipeline::{build_index, BuildRequest, BuildSource};
+use bsa::query::{check_rows, Queries, Request};
+use bsa::train::{Progress, TrainParams};
+use bsa_index::{HnswParams, OpenOptions, VectorDtype};
+use ndarray::{Array2, ArrayView2};
+use numpy::{
+    PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray2, PyUntypedArray,
+    PyUntypedArrayMethods, ToPyArray,
+};
+use pyo3::exceptions::{
+    PyFileExistsError, PyFileNotFoundError, PyOSError, PyPermissionError, PyRuntimeError,
+    PyTypeError, PyValueError,
+};
+use pyo3::prelude::*;
+
+pyo3::create_exception!(
+    bsa,
+    FormatError,
+    PyValueError,
+    "A file is not what bsa expects: a damaged, truncated or foreign index or model file. The \
+     message names the file and what to do."
+);
+
+/// A bsa error as the Python exception a caller would catch for it: bad arguments as
+/// `ValueError`, missing or unreadable files as `OSError` (`FileNotFoundError`, ...), damaged
+/// files as `bsa.FormatError` (a `ValueError`), a diverged fit as `RuntimeError`; the message is
+/// bsa's, which names the file, the row or the numbers that disagree.
+fn py_err(e: bsa::Error) -> PyErr {
+    use bsa::Error as E;
+    use bsa_index::Error as I;
+    let msg = e.to_string();
+    match &e {
+        E::Io { error, .. } | E::Index(I::Io { error, .. }) => io_err(error.kind(), msg),
+        E::InvalidArgument(_)
+        | E::DimMismatch { .. }
+        | E::BadRow { .. }
+        | E::Index(I::InvalidArgument(_))
+        | E::Index(I::DimMismatch { .. }) => PyValueError::new_err(msg),
+        E::Format { .. } | E::Index(_) => FormatError::new_err(msg),
+        _ => PyRuntimeError::new_err(msg),
+    }
+}
+
+fn io_err(kind: std::io::ErrorKind, msg: String) -> PyErr {
+    use std::io::ErrorKind as K;
+    match kind {
+        K::NotFound => PyFileNotFoundError::new_err(msg),
+        K::AlreadyExists => PyFileExistsError::new_err(msg),
+        K::PermissionDenied => PyPermissionError::new_err(msg),
+        _ => PyOSError::new_err(msg),
+    }
+}
+
+fn index_err(e: bsa_index::Error) -> PyErr {
+    py_err(bsa::Error::Index(e))
+}
+
+/// Runs `f` without the GIL, on a pool of `threads` threads if given (else rayon's global pool,
+/// all cores), so that other Python threads run meanwhile.
+fn without_gil<T: Send>(
+    py: Python<'_>,
+    threads: Option<usize>,
+    f: impl FnOnce() -> bsa::Result<T> + Send,
+) -> PyResult<T> {
+    let pool = match threads {
+        Some(0) => return Err(PyValueError::new_err("threads must be at least 1")),
+        Some(t) => Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .map_err(|e| PyRuntimeError::new_err(format!("cannot start {t} threads: {e}")))?,
+        ),
+        None => None,
+    };
+    py.detach(|| match pool {
+        Some(p) => p.install(f),
+        None => f(),
+    })
+    .map_err(py_err)
+}
+
+/// `obj` as a numpy array (lists and objects with `__array__` go through `numpy.asarray`).
+fn as_array<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyUntypedArray>> {
+    if let Ok(a) = obj.cast::<PyUntypedArray>() {
+        return Ok(a.clone());
+    }
+    let py = obj.py();
+    py.import("numpy")?
+        .call_method1("asarray", (obj,))
+        .ok()
+        .and_then(|a| a.cast_into::<PyUntypedArray>().ok())
+        .ok_or_else(|| {
+            PyTypeError::new_err(format!(
+                "{name} must be a numpy array, got {}",
+                obj.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })
+}
+
+/// Checks that `a` is 2-D with at least one row and one column.
+fn check_2d(a: &Bound<'_, PyUntypedArray>, name: &str, what: &str) -> PyResult<()> {
+    let shape = a.shape();
+    if a.ndim() != 2 {
+        let hint = if a.ndim() == 1 {
+            format!("; for a single vector use {name}.reshape(1, -1)")
+        } else {
+            String::new()
+        };
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a 2-D array ({what}), got shape {}{hint}",
+            shape_str(shape)
+        )));
+    }
+    if shape[0] == 0 || shape[1] == 0 {
+        return Err(PyValueError::new_err(format!(
+            "{name} is empty (shape {}); it needs at least one row and one column",
+            shape_str(shape)
+        )));
+    }
+    Ok(())
+}
+
+fn shape_str(shape: &[usize]) -> String {
+    match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn dtype_str(a: &Bound<'_, PyUntypedArray>) -> String {
+    a.dtype().to_string()
+}
+
+/// `a` as a C-contiguous native float32 matrix: the array itself when it is one (zero copy),
+/// else a converted copy (float16, float64, other byte orders and layouts).
+fn float32_matrix<'py>(
+    a: Bound<'py, PyUntypedArray>,
+    name: &str,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let py = a.py();
+    if a.dtype().kind() != b'f' {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must hold floats (float32; float16 and float64 are converted), got dtype {}",
+            dtype_str(&a)
+        )));
+    }
+    check_2d(&a, name, "n vectors x dimension")?;
+    let native = a.dtype().is_equiv_to(&numpy::dtype::<f32>(py));
+    let a = if native && a.is_c_contiguous() {
+        a.into_any()
+    } else {
+        py.import("numpy")?
+            .call_method1("ascontiguousarray", (a, numpy::dtype::<f32>(py)))?
+    };
+    Ok(a.cast_into::<PyArray2<f32>>()?)
+}
+
+/// `a` as a C-contiguous uint8 matrix of packed codes (zero copy when it is one).
+fn code_matrix<'py>(
+    a: Bound<'py, PyUntypedArray>,
+    name: &str,
+) -> PyResult<Bound<'py, PyArray2<u8>>> {
+    let py = a.py();
+    if !a.dtype().is_equiv_to(&numpy::dtype::<u8>(py)) {
+        let hint = if a.dtype().kind() == b'b' {
+            "; pack booleans with numpy.packbits(b, axis=1, bitorder=\"little\")"
+        } else {
+            ""
+        };
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be packed codes of dtype uint8 (numpy.packbits(..., bitorder=\"little\") \
+             rows), got dtype {}{hint}",
+            dtype_str(&a)
+        )));
+    }
+    check_2d(&a, name, "n codes x bytes per code")?;
+    let a = if a.is_c_contiguous() {
+        a.into_any()
+    } else {
+        py.import("numpy")?
+            .call_method1("ascontiguousarray", (a,))?
+    };
+    Ok(a.cast_into::<PyArray2<u8>>()?)
+}
+
+/// A borrowed matrix view of a C-contiguous array.
+fn view2<'a, T: numpy::Element>(a: &'a PyReadonlyArray2<'_, T>) -> ArrayView2<'a, T> {
+    a.as_array()
+}
+
+/// An optional positive integer argument.
+fn positive(name: &str, v: Option<i64>) -> PyResult<Option<usize>> {
+    match v {
+        None => Ok(None),
+        Some(v) if v >= 1 => Ok(Some(v as usize)),
+        Some(v) => Err(PyValueError::new_err(format!(
+            "{name} must be a positive integer, got {v}"
+        ))),
+    }
+}
+
+/// A JSON value as the Python object `json.loads` makes of it.
+fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
+    py.import("json")?.call_method1("loads", (v.to_string(),))
+}
+
+/// Writes a line to Python's `sys.stderr` (so notebooks show it), taking the GIL for it.
+fn progress_line(line: String) {
+    Python::attach(|py| {
+        if let Ok(err) = py.import("sys").and_then(|s| s.getattr("stderr")) {
+            let _ = err.call_method1("write", (line + "\n",));
+            let _ = err.call_method0("flush");
+        }
+    });
+}
+
+/// A trained model: it encodes float vectors into sparse binary codes and decodes them back.
+///
+/// Make one with :func:`bsa.train` or :meth:`Model.load`.
+///
+/// Example::
+///
+///     import numpy as np, bsa
+///     x = np.random.default_rng(0).standard_normal((2000, 64)).astype(np.float32)
+///     model = bsa.train(x, method="itq", bits=32)
+///     codes = model.encode(x)          # uint8, (2000, 4): numpy.packbits(bitorder="little") rows
+///     xhat = model.decode(codes)       # float32, (2000, 64)
+///     model.save("itq.safetensors")
+#[pyclass(frozen, module = "bsa", name = "Model")]
+struct Model {
+    inner: Arc<Autoencoder>,
+    /// The `training` metadata saved with the model.
+    training: serde_json::Value,
+}
+
+#[pymethods]
+impl Model {
+    /// Loads a model file written by :meth:`Model.save` or ``bsa train``.
+    ///
+    /// Example: ``model = bsa.Model.load("model.safetensors")``
+    #[staticmethod]
+    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
+        let (model, training) = py
+            .detach(|| {
+                let m = bsa::io::model::load(&path)?;
+                Ok::<_, bsa::Error>((m, bsa::io::model::training_info(&path)?))
+            })
+            .map_err(py_err)?;
+        Ok(Model {
+            inner: Arc::new(model),
+            training,
+        })
+    }
+
+    /// Writes the model as a safetensors file (the same file ``bsa train`` writes; it opens
+    /// with ``bsa encode --model``, ``bsa build --model`` and ``safetensors.numpy.load_file``).
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        py.detach(|| bsa::io::model::save(&path, &self.inner, &self.training))
+            .map_err(py_err)
+    }
+
+    /// The codes of the rows of ``x`` (float, n x dim): uint8, n x ceil(bits / 8), bit j of a
+    /// code in byte j // 8 at bit j % 8 (``numpy.packbits(bitorder="little")``, the layout of
+    /// ``bsa encode`` and FAISS's binary indexes). ``threads``: default all cores.
+    ///
+    /// Example: ``codes = model.encode(x); bits = numpy.unpackbits(codes, axis=1, bitorder="little")``
+    #[pyo3(signature = (x, *, threads=None))]
+    fn encode<'py>(
+        &self,
+        x: &Bound<'py, PyAny>,
+        threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyArray2<u8>>> {
+        let py = x.py();
+        let x = float32_matrix(as_array(x, "x")?, "x")?;
+        let x = x.readonly();
+        let xv = view2(&x);
+        let m = &self.inner;
+        if xv.ncols() != m.config.dim {
+            return Err(PyValueError::new_err(format!(
+                "x has {} columns but the model takes {}-d vectors",
+                xv.ncols(),
+                m.config.dim
+            )));
+        }
+        let n = xv.nrows();
+        let codes = without_gil(py, threads, || {
+            check_rows("x", xv, false)?;
+            Ok(m.encode_packed(xv))
+        })?;
+        let cols = m.config.bits.div_ceil(8);
+        let codes = Array2::from_shape_vec((n, cols), codes).expect("n x bytes per code");
+        Ok(numpy::IntoPyArray::into_pyarray(codes, py))
+    }
+
+    /// The vectors the decoder rebuilds from packed ``codes`` (uint8, n x ceil(bits / 8), as
+    /// :meth:`encode` makes them): float32, n x dim.
+    fn decode<'py>(&self, codes: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let py = codes.py();
+        let c = code_matrix(as_array(codes, "codes")?, "codes")?;
+        let c = c.readonly();
+        let rows = c.as_array().nrows();
+        let bytes = c.as_slice()?;
+        let m = &self.inner;
+        let x = without_gil(py, None, || bsa::pipeline::decode_packed(m, bytes, rows))?;
+        Ok(numpy::IntoPyArray::into_pyarray(x, py))
+    }
+
+    /// The paper's metrics of the model on ``x`` (as ``bsa eval --json``): a dict with ``n``,
+    /// ``bits``, ``k``, ``reconstruction_loss``, ``reconstruction_mse``,
+    /// ``fixed_topk_reconstruction_loss``, ``active_mean``, ``active_std``, ``dead_features`` and
+    /// ``feature_frequency_quantiles``.
+    ///
+    /// Example: ``model.eval(queries)["reconstruction_loss"]``
+    #[pyo3(signature = (x, *, threads=None))]
+    fn eval<'py>(
+        &self,
+        x: &Bound<'py, PyAny>,
+        threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = x.py();
+        let x = float32_matrix(as_array(x, "x")?, "x")?;
+        let x = x.readonly();
+        let xv = view2(&x);
+        let m = &self.inner;
+        if xv.ncols() != m.config.dim {
+            return Err(PyValueError::new_err(format!(
+                "x has {} columns but the model takes {}-d vectors",
+                xv.ncols(),
+                m.config.dim
+            )));
+        }
+        let metrics = without_gil(py, threads, || {
+            check_rows("x", xv, true)?;
+            Ok(bsa::metrics::evaluate(m, xv).0)
+        })?;
+        let v = serde_json::to_value(metrics)
+            .map_err(|e| PyRuntimeError::new_err(format!("metrics as JSON: {e}")))?;
+        json_to_py(py, &v)
+    }
+
+    /// Code length N.
+    #[getter]
+    fn bits(&self) -> usize {
+        self.inner.config.bits
+    }
+
+    /// Target number of set bits K.
+    #[getter]
+    fn k(&self) -> usize {
+        self.inner.config.k
+    }
+
+    /// Input dimension.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.config.dim
+    }
+
+    /// How the model was made: ``bsa``, ``topk``, ``sign``, ``lsh``, ``itq`` or ``pursuit``.
+    #[getter]
+    fn method(&self) -> String {
+        self.inner.config.method.to_string()
+    }
+
+    /// The training settings and report saved with the model (a dict).
+    #[getter]
+    fn training<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_to_py(py, &self.training)
+    }
+
+    fn __repr__(&self) -> String {
+        let c = &self.inner.config;
+        format!(
+            "bsa.Model(method={:?}, bits={}, k={}, dim={})",
+            c.method.to_string(),
+            c.bits,
+            c.k,
+            c.dim
+        )
+    }
+}
+
+/// Trains a model on the rows of ``x`` (float, n x dim) and returns it.
+///
+/// - ``preset="retrieval"``: binary matching pursuit, N = 4096 bits, K = 32 (``bits``, ``k``,
+///   ``rounds`` override); the codes that retrieve best, searched with ``score="adc"``.
+/// - ``method="bsa"`` (default) or ``"topk"``: the autoencoder by gradient descent; needs
+///   ``bits`` and ``k``; ``epochs``, ``batch``, ``lr``, ``alpha``, ``loss``, ``target``,
+///   ``val_fraction`` apply.
+/// - ``method="sign" | "lsh" | "itq"``: the closed-form baselines (``bits`` defaults to dim for
+///   sign); ``fit_rows`` and ``itq_iterations`` apply.
+/// - ``method="pursuit"``: as the preset with explicit ``bits`` and ``k``.
+///
+/// The same as ``bsa train`` with the same settings. ``threads`` (default all cores) sizes
+/// both the thread pool and OpenBLAS; ``progress`` prints a line per epoch or round on
+/// ``sys.stderr``. The GIL is released while training.
+///
+/// Example::
+///
+///     model = bsa.train(x, preset="retrieval")                # 48 bytes per vector
+///     model = bsa.train(x, bits=1024, k=32, epochs=10, seed=1)  # the paper's BSA
+///     model = bsa.train(x, method="itq", bits=256)
+#[pyfunction]
+#[pyo3(signature = (
+    x, preset=None, *, method=None, bits=None, k=None, seed=0, threads=None, progress=true,
+    epochs=10, batch=1024, lr=1e-3, alpha=1.0, loss="cosine", target="khot", val_fraction=0.05,
+    rounds=6, ridge=1e-3, fit_rows=None, itq_iterations=None
+))]
+#[allow(clippy::too_many_arguments)]
+fn train(
+    x: &Bound<'_, PyAny>,
+    preset: Option<&str>,
+    method: Option<&str>,
+    bits: Option<i64>,
+    k: Option<i64>,
+    seed: u64,
+    threads: Option<i64>,
+    progress: bool,
+    epochs: i64,
+    batch: i64,
+    lr: f64,
+    alpha: f64,
+    loss: &str,
+    target: &str,
+    val_fraction: f64,
+    rounds: i64,
+    ridge: f64,
+    fit_rows: Option<i64>,
+    itq_iterations: Option<i64>,
+) -> PyResult<Model> {
+    let py = x.py();
+    let bits = positive("bits", bits)?;
+    let k = positive("k", k)?;
+    let threads = positive("threads", threads)?;
+    let epochs = positive("epochs", Some(epochs))?.unwrap_or(1);
+    let batch = positive("batch", Some(batch))?.unwrap_or(1);
+    let rounds = positive("rounds", Some(rounds))?.unwrap_or(1);
+    let fit_rows = positive("fit_rows", fit_rows)?;
+    let itq_iterations = positive("itq_iterations", itq_iterations)?;
+    let arg = |name: &str, e: String| PyValueError::new_err(format!("{name}: {e}"));
+    let method: Method = match (preset, method) {
+        (Some(_), Some(_)) => {
+            return Err(PyValueError::new_err(
+                "give preset or method, not both (a preset names its method)",
+            ))
+        }
+        (Some("retrieval"), None) => Method::Pursuit,
+        (Some(p), None) => {
+            return Err(PyValueError::new_err(format!(
+                "preset must be \"retrieval\", got {p:?}"
+            )))
+        }
+        (None, m) => m
+            .unwrap_or("bsa")
+            .parse()
+            .map_err(|e: bsa::Error| arg("method", e.to_string()))?,
+    };
+    let x = float32_matrix(as_array(x, "x")?, "x")?;
+    let x = x.readonly();
+    let xv = view2(&x);
+    let (n, dim) = xv.dim();
+    let fit = || -> bsa::Result<(Autoencoder, serde_json::Value)> {
+        // OpenBLAS has one global thread count: set it for this fit, as `bsa train --threads`
+        // does for its process, and put it back.
+        let blas_before = bsa::threads::blas_threads();
+        if let Some(t) = threads {
+            bsa::threads::set_blas_threads(t);
+        }
+        let out = fit_model(
+            xv,
+            preset,
+            method,
+            bits,
+            k,
+            seed,
+            progress,
+            epochs,
+            batch,
+            lr,
+            alpha,
+            loss,
+            target,
+            val_fraction,
+            rounds,
+            ridge,
+            fit_rows,
+            itq_iterations,
+        );
+        bsa::threads::set_blas_threads(blas_before);
+        out
+    };
+    let (model, report) = without_gil(py, threads, fit)?;
+    // What `bsa train` saves as the model's `training` metadata, with Python as the data.
+    let mut training =
+        serde_json::json!({"data": "<python>", "rows": n, "dim": dim, "threads": threads});
+    if let (Some(t), serde_json::Value::Object(r)) = (training.as_object_mut(), report) {
+        t.extend(r);
+    }
+    Ok(Model {
+        inner: Arc::new(model),
+        training,
+    })
+}
+
+/// The fit behind [`train`], without the GIL: the same three paths as `bsa train` (gradient
+/// descent, closed-form baselines, pursuit). Returns the model and its training metadata.
+#[allow(clippy::too_many_arguments)]
+fn fit_model(
+    x: ArrayView2<f32>,
+    preset: Option<&str>,
+    method: Method,
+    bits: Option<usize>,
+    k: Option<usize>,
+    seed: u64,
+    progress: bool,
+    epochs: usize,
+    batch: usize,
+    lr: f64,
+    alpha: f64,
+    loss: &str,
+    target: &str,
+    val_fraction: f64,
+    rounds: usize,
+    ridge: f64,
+    fit_rows: Option<usize>,
+    itq_iterations: Option<usize>,
+) -> bsa::Result<(Autoencoder, serde_json::Value)> {
+    let dim = x.ncols();
+    let arg = |e: String| bsa::Error::InvalidArgument(e);
+    if method == Method::Pursuit {
+        check_rows("x", x, true)?;
+        let mut params = match (preset, bits, k) {
+            (Some(_), b, k) => bsa::pipeline::retrieval_preset(b, k),
+            (None, Some(b), Some(k)) => bsa::pursuit::PursuitParams::new(b, k),
+            _ => {
+                return Err(arg(
+                    "method pursuit needs bits and k (or use preset=\"retrieval\")".into(),
+                ))
+            }
+        };
+        params.rounds = rounds;
+        params.ridge = ridge;
+        params.seed = seed;
+        params.fit_rows = fit_rows;
+        let (dictionary, history) = params.fit(x, &mut |r| {
+            if progress {
+                progress_line(format!(
+                    "bsa: round {:>2}: reconstruction {:.4}, {} dead atoms re-seeded, {:.1}s",
+                    r.round, r.reconstruction_loss, r.dead_atoms_reseeded, r.seconds
+                ));
+            }
+        })?;
+        let last = history.last().map(|r| r.reconstruction_loss);
+        let info = serde_json::json!({
+            "preset": preset, "settings": params, "reconstruction_loss": last,
+        });
+        return Ok((params.model(dim, dictionary), info));
+    }
+    if method.is_baseline() {
+        check_rows("x", x, true)?;
+        let bits = match (method, bits) {
+            (_, Some(b)) => b,
+            (Method::Sign, None) => dim,
+            (m, None) => return Err(arg(format!("method {m} needs bits"))),
+        };
+        let mut params = BaselineParams::new(method, bits);
+        if let Some(k) = k {
+            params.k = k;
+        }
+        params.seed = seed;
+        params.fit_rows = fit_rows.unwrap_or(DEFAULT_FIT_ROWS);
+        params.itq_iterations = itq_iterations.unwrap_or(DEFAULT_ITQ_ITERATIONS);
+        params.validate(dim)?;
+        let (model, report) = params.fit(x)?;
+        let info = serde_json::json!({
+            "settings": params,
+            "epochs_run": 0,
+            "fit_rows": report.fit_rows,
+            "train_reconstruction": report.reconstruction,
+            "quantization_loss": report.quantization_loss.last(),
+        });
+        return Ok((model, info));
+    }
+    let (Some(bits), Some(k)) = (bits, k) else {
+        return Err(arg(format!("method {method} needs bits and k")));
+    };
+    let mut params = TrainParams::new(bits, k);
+    params.method = method;
+    params.loss = loss
+        .parse::<LossKind>()
+        .map_err(|e| arg(format!("loss: {e}")))?;
+    params.target = target
+        .parse::<Target>()
+        .map_err(|e| arg(format!("target: {e}")))?;
+    params.alpha = alpha;
+    params.epochs = epochs;
+    params.batch = batch;
+    params.lr = lr;
+    params.seed = seed;
+    params.val_fraction = val_fraction;
+    check_rows("x", x, params.loss == LossKind::Cosine)?;
+    params.validate(x.nrows(), dim)?;
+    let (model, report) = params.fit(x, &mut |p| {
+        if let (true, Progress::Epoch(e)) = (progress, p) {
+            let val = e
+                .validation
+                .map(|v| format!(", validation loss {:.4}", v.loss))
+                .unwrap_or_default();
+            progress_line(format!(
+                "bsa: epoch {:>3}: loss {:.4} rec {:.4} align {:.4} active {:.1}{val}",
+                e.epoch, e.train.loss, e.train.rec, e.train.align, e.train.active_mean
+            ));
+        }
+    })?;
+    let last = match report.best_epoch {
+        Some(e) => report.epochs.get(e - 1),
+        None => report.epochs.last(),
+    };
+    let info = serde_json::json!({
+        "settings": params,
+        "epochs_run": report.epochs.len(),
+        "train_loss": last.map(|l| l.train.loss),
+        "validation_loss": last.and_then(|l| l.validation.map(|v| v.loss)),
+    });
+    Ok((model, info))
+}
+
+/// A search index: packed codes, memory-mapped, in ``bsa build``'s on-disk format.
+///
+/// Make one with :meth:`Index.build` (in a private temporary directory unless ``path`` is
+/// given; :meth:`save` copies it) or :meth:`Index.open` (an index written by ``bsa build`` or
+/// :meth:`save`). One index serves many Python threads at once: searches release the GIL.
+///
+/// Example::
+///
+///     index = bsa.Index.build(x=base, model=model, vectors=True)
+///     D, I = index.search(queries, 10, score="adc", rescore=4)
+///     index.save("my-index")            # then: bsa search --index my-index ...
+///     index = bsa.Index.open("my-index")
+#[pyclass(frozen, module = "bsa", name = "Index")]
+struct Index {
+    inner: Arc<bsa_index::Index>,
+    /// The index's own model (copied in at build time), loaded once at open.
+    model: Option<Arc<Autoencoder>>,
+    /// The training metadata of that model, for `Index.model`.
+    model_training: serde_json::Value,
+    /// The private directory of an index built without a path; removed with the object.
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Index {
+    fn open_dir(dir: &Path, verify: bool, tmp: Option<tempfile::TempDir>) -> bsa::Result<Index> {
+        let index = bsa_index::Index::open_with(dir, OpenOptions::verify_checksums(verify))?;
+        let model = bsa::query::index_model(&index)?.map(Arc::new);
+        let model_training = match index.model_path() {
+            Some(p) => bsa::io::model::training_info(p)?,
+            None => serde_json::Value::Null,
+        };
+        Ok(Index {
+            inner: Arc::new(index),
+            model,
+            model_training,
+            _tmp: tmp,
+        })
+    }
+}
+
+#[pymethods]
+impl Index {
+    /// Opens an index directory (written by ``bsa build`` or :meth:`save`), memory-mapped.
+    /// ``verify=False`` skips the full checksums (the header checks still run).
+    ///
+    /// Example: ``index = bsa.Index.open("idx")``
+    #[staticmethod]
+    #[pyo3(signature = (path, *, verify=true))]
+    fn open(py: Python<'_>, path: PathBuf, verify: bool) -> PyResult<Index> {
+        py.detach(|| Index::open_dir(&path, verify, None))
+            .map_err(py_err)
+    }
+
+    /// Builds an index, as ``bsa build`` does, and opens it.
+    ///
+    /// Give either ``codes`` (uint8, n x ceil(bits / 8), ``numpy.packbits(bitorder="little")``
+    /// rows; ``bits`` defaults to 8 x the columns) or ``x`` (float, n x dim) with ``model``
+    /// (the model is stored in the index, so float queries and ``score="adc"`` work). ``x`` is
+    /// also what ``vectors=True`` stores for ``rescore`` (``f16=True``: as float16).
+    /// ``ids``: one non-negative integer per row (default: row numbers). ``hnsw=True`` adds a
+    /// graph (``m``, ``ef_construction``, ``ef_search``). ``inverted`` and ``bitmaps``: ``None``
+    /// stores posting lists (and their bitmaps) when they pay off, ``True`` always, ``False``
+    /// never. ``path``: where to write it (default: a private temporary directory removed with
+    /// the object); ``overwrite`` replaces an index there.
+    ///
+    /// Example::
+    ///
+    ///     index = bsa.Index.build(codes=model.encode(base))                # Hamming only
+    ///     index = bsa.Index.build(x=base, model=model, vectors=True, hnsw=True)
+    #[staticmethod]
+    #[pyo3(signature = (
+        codes=None, x=None, model=None, ids=None, vectors=false, hnsw=false, *, bits=None,
+        f16=false, inverted=None, bitmaps=None, m=32, ef_construction=200, ef_search=64,
+        path=None, overwrite=false, threads=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        py: Python<'_>,
+        codes: Option<&Bound<'_, PyAny>>,
+        x: Option<&Bound<'_, PyAny>>,
+        model: Option<&Bound<'_, Model>>,
+        ids: Option<&Bound<'_, PyAny>>,
+        vectors: bool,
+        hnsw: bool,
+        bits: Option<i64>,
+        f16: bool,
+        inverted: Option<bool>,
+        bitmaps: Option<bool>,
+        m: i64,
+        ef_construction: i64,
+        ef_search: i64,
+        path: Option<PathBuf>,
+        overwrite: bool,
+        threads: Option<i64>,
+    ) -> PyResult<Index> {
+        let bits = positive("bits", bits)?;
+        let threads = positive("threads", threads)?;
+        let hnsw = if hnsw {
+            Some(HnswParams {
+                max_connections: positive("m", Some(m))?.unwrap_or(1),
+                ef_construction: positive("ef_construction", Some(ef_construction))?.unwrap_or(1),
+                ef_search: positive("ef_search", Some(ef_search))?.unwrap_or(1),
+            })
+        } else {
+            None
+        };
+        match (&codes, &model, &x) {
+            (Some(_), Some(_), _) => {
+                return Err(PyValueError::new_err(
+                    "give codes, or x with model, not both codes and model",
+                ))
+            }
+            (None, Some(_), None) => {
+                return Err(PyValueError::new_err(
+                    "model needs x, the vectors to encode",
+                ))
+            }
+            (None, None, _) => {
+                return Err(PyValueError::new_err(
+                    "give codes (packed uint8), or x (float vectors) with model",
+                ))
+            }
+            _ => {}
+        }
+        if vectors && x.is_none() {
+            return Err(PyValueError::new_err("vectors=True stores x: give x"));
+        }
+        let x = x
+            .map(|x| float32_matrix(as_array(x, "x")?, "x"))
+            .transpose()?;
+        let x = x.as_ref().map(|x| x.readonly());
+        let codes = codes
+            .map(|c| code_matrix(as_array(c, "codes")?, "codes"))
+            .transpose()?;
+        let codes = codes.as_ref().map(|c| c.readonly());
+        let ids = ids.map(|i| id_vector(i, "ids")).transpose()?;
+        let model = model.map(|m| m.get());
+        let code_rows = codes.as_ref().map(|c| c.as_array().nrows());
+        let code_bytes = codes.as_ref().map(|c| c.as_slice()).transpose()?;
+        let xv = x.as_ref().map(view2);
+
+        let (dir, tmp) = match path {
+            Some(p) if p.exists() && !overwrite => {
+                return Err(PyFileExistsError::new_err(format!(
+                    "{}: exists; pass overwrite=True to replace it",
+                    p.display()
+                )))
+            }
+            Some(p) => (p, None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("bsa-index-")
+                    .tempdir()
+                    .map_err(|e| {
+                        PyOSError::new_err(format!("creating a temporary directory: {e}"))
+                    })?;
+                (t.path().join("index"), Some(t))
+            }
+        };
+        without_gil(py, threads, || {
+            // The index keeps a copy of the model file: write it once, beside the build.
+            let model_dir = tempfile::tempdir().map_err(|e| bsa::Error::io("<temporary>", e))?;
+            let model_file = model_dir.path().join("model.safetensors");
+            let source = match (model, code_bytes) {
+                (Some(m), _) => {
+                    bsa::io::model::save(&model_file, &m.inner, &m.training)?;
+                    BuildSource::Model {
+                        model: &m.inner,
+                        file: &model_file,
+                    }
+                }
+                (None, Some(bytes)) => BuildSource::Codes {
+                    bytes,
+                    rows: code_rows.unwrap_or(0),
+                    bits,
+                },
+                (None, None) => unreachable!("checked above"),
+            };
+            let mut request = BuildRequest::new(source);
+            request.data = xv;
+            request.data_name = xv.map(|_| "<python>".to_string());
+            request.ids = ids.as_deref();
+            request.vectors = vectors.then_some(if f16 {
+                VectorDtype::F16
+            } else {
+                VectorDtype::F32
+            });
+            request.hnsw = hnsw;
+            request.inverted = inverted;
+            request.bitmaps = bitmaps;
+            request.overwrite = overwrite;
+            build_index(&request, &dir, |_, _| {})?;
+            Index::open_dir(&dir, false, tmp)
+        })
+    }
+
+    /// Copies the index to the directory ``path`` (atomically: a temporary directory beside it,
+    /// renamed into place), where ``bsa search --index`` and :meth:`open` read it.
+    /// ``overwrite`` replaces an index there.
+    #[pyo3(signature = (path, *, overwrite=false))]
+    fn save(&self, py: Python<'_>, path: PathBuf, overwrite: bool) -> PyResult<()> {
+        let index = &self.inner;
+        py.detach(|| copy_index(index, &path, overwrite))
+            .map_err(|e| io_err(e.kind(), format!("{}: {e}", path.display())))
+    }
+
+    /// The ``k`` best rows of the index for each query, as ``(D, I)`` numpy arrays of shape
+    /// ``(nq, k)``, best first (FAISS's layout): ``I`` int64 ids, -1 where there are fewer than
+    /// ``k`` hits; ``D`` int32 Hamming distances (missing: 2**31 - 1) for ``score="hamming"``,
+    /// else float32 scores, higher is better (missing: -inf): the score's values, or exact
+    /// cosine similarities after ``rescore``.
+    ///
+    /// ``q``: float queries (n x dim, encoded with the index's model) or packed query codes
+    /// (uint8, as :meth:`Model.encode` makes them). ``score``: ``hamming``, ``cosine``,
+    /// ``jaccard``, ``overlap`` (code against code), ``adc`` or ``soft`` (float query against
+    /// code; need float queries and the model). ``mode``: ``flat`` (exact scan), ``inverted``
+    /// (exact, posting lists) or ``hnsw`` (graph, approximate, Hamming only; ``ef`` is its
+    /// candidate list size). ``rescore=R``: the best ``k x R`` by ``score`` are re-ranked by
+    /// exact cosine against the stored vectors. ``max_distance``: Hamming only, drop hits
+    /// farther away. ``threads``: default all cores. The results are those of ``bsa search``
+    /// with the same options; the GIL is released while searching.
+    ///
+    /// Example::
+    ///
+    ///     D, I = index.search(queries, 10)                                   # Hamming
+    ///     D, I = index.search(queries, 10, score="adc", rescore=4)           # best recall
+    ///     D, I = index.search(model.encode(queries), 10, mode="hnsw", ef=128)
+    #[pyo3(signature = (
+        q, k=10, *, score="hamming", mode="flat", rescore=None, ef=None, max_distance=None,
+        threads=None
+    ))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn search<'py>(
+        &self,
+        q: &Bound<'py, PyAny>,
+        k: i64,
+        score: &str,
+        mode: &str,
+        rescore: Option<i64>,
+        ef: Option<i64>,
+        max_distance: Option<i64>,
+        threads: Option<i64>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray2<i64>>)> {
+        let py = q.py();
+        let k = positive("k", Some(k))?.unwrap_or(1);
+        let rescore = positive("rescore", rescore)?;
+        let ef = positive("ef", ef)?;
+        let threads = positive("threads", threads)?;
+        let max_distance = match max_distance {
+            None => None,
+            Some(d) => Some(u32::try_from(d).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "max_distance must be between 0 and 2**32 - 1, got {d}"
+                ))
+            })?),
+        };
+        let request = Request::new(k)
+            .mode(mode)
+            .map_err(|e| PyValueError::new_err(format!("mode: {e}")))?
+            .score(score)
+            .map_err(|e| PyValueError::new_err(format!("score: {e}")))?
+            .rescore(rescore)
+            .with_ef(ef)
+            .max_distance(max_distance);
+        let arr = as_array(q, "q")?;
+        let is_codes = arr.dtype().is_equiv_to(&numpy::dtype::<u8>(py));
+        let floats = if is_codes {
+            None
+        } else {
+            Some(float32_matrix(arr.clone(), "q")?)
+        };
+        let floats = floats.as_ref().map(|f| f.readonly());
+        let codes = if is_codes {
+            Some(code_matrix(arr, "q")?)
+        } else {
+            None
+        };
+        let codes = codes.as_ref().map(|c| c.readonly());
+        let queries = match (&floats, &codes) {
+            (Some(f), _) => Queries::Floats(view2(f)),
+            (None, Some(c)) => Queries::Packed {
+                bytes: c.as_slice()?,
+                rows: c.as_array().nrows(),
+            },
+            (None, None) => unreachable!("one of the two"),
+        };
+        let nq = match queries {
+            Queries::Floats(v) => v.nrows(),
+            Queries::Packed { rows, .. } => rows,
+        };
+        let index = &self.inner;
+        let model = self.model.as_deref();
+        let found = without_gil(py, threads, || {
+            bsa::query::search(index, model, queries, &request)
+        })?;
+        let scored = found.hits.iter().any(|h| h.scores.is_some())
+            || request.score != bsa::query::ScoreName::Hamming
+            || rescore.is_some();
+        let mut ids = Array2::<i64>::from_elem((nq, k), -1);
+        for (row, h) in ids.rows_mut().into_iter().zip(&found.hits) {
+            for (dst, &id) in row.into_iter().zip(&h.ids) {
+                *dst = i64::try_from(id)
+                    .map_err(|_| PyValueError::new_err(format!("id {id} does not fit int64")))?;
+            }
+        }
+        let d = if scored {
+            let mut d = Array2::<f32>::from_elem((nq, k), f32::NEG_INFINITY);
+            for (row, h) in d.rows_mut().into_iter().zip(&found.hits) {
+                for (dst, &s) in row.into_iter().zip(h.scores.iter().flatten()) {
+                    *dst = s;
+                }
+            }
+            numpy::IntoPyArray::into_pyarray(d, py).into_any()
+        } else {
+            let mut d = Array2::<i32>::from_elem((nq, k), i32::MAX);
+            for (row, h) in d.rows_mut().into_iter().zip(&found.hits) {
+                for (dst, &dist) in row.into_iter().zip(&h.distances) {
+                    *dst = dist as i32;
+                }
+            }
+            numpy::IntoPyArray::into_pyarray(d, py).into_any()
+        };
+        Ok((d, numpy::IntoPyArray::into_pyarray(ids, py)))
+    }
+
+    /// Number of codes.
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Bits per code.
+    #[getter]
+    fn bits(&self) -> usize {
+        self.inner.bits()
+    }
+
+    /// The index directory (a temporary one for an index built without ``path``).
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.dir().to_path_buf()
+    }
+
+    /// The index's model (copied in at build time), or ``None``.
+    #[getter]
+    fn model(&self) -> Option<Model> {
+        self.model.as_ref().map(|m| Model {
+            inner: Arc::clone(m),
+            training: self.model_training.clone(),
+        })
+    }
+
+    /// The external ids, one per row (int64).
+    #[getter]
+    fn ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let ids = self
+            .inner
+            .ids()
+            .iter()
+            .map(|&i| i64::try_from(i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| PyValueError::new_err("an id does not fit int64"))?;
+        Ok(ids.to_pyarray(py))
+    }
+
+    /// Whether float vectors are stored (``rescore`` needs them).
+    #[getter]
+    fn has_vectors(&self) -> bool {
+        self.inner.has_vectors()
+    }
+
+    /// Whether posting lists are stored (``mode="inverted"`` needs them).
+    #[getter]
+    fn has_inverted(&self) -> bool {
+        self.inner.has_inverted()
+    }
+
+    /// Whether an HNSW graph is stored (``mode="hnsw"`` needs it).
+    #[getter]
+    fn has_hnsw(&self) -> bool {
+        self.inner.has_hnsw()
+    }
+
+    /// Checks every checksum of every file; raises ``bsa.FormatError`` naming a damaged file.
+    fn verify(&self, py: Python<'_>) -> PyResult<()> {
+        let index = &self.inner;
+        py.detach(|| index.verify()).map_err(index_err)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "bsa.Index(n={}, bits={}, path={:?})",
+            self.inner.len(),
+            self.inner.bits(),
+            self.inner.dir().display().to_string()
+        )
+    }
+}
+
+/// Copies the files of `index` (its manifest's list, then the manifest, which readers look at
+/// last) into a temporary directory beside `dest`, then renames it to `dest`.
+fn copy_index(index: &bsa_index::Index, dest: &Path, overwrite: bool) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    if dest.exists() && !overwrite {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            "exists; pass overwrite=True to replace it",
+        ));
+    }
+    let name = dest
+        .file_name()
+        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "not a directory name"))?;
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir(&tmp)?;
+    let copy = || -> std::io::Result<()> {
+        let files = index.manifest().files.keys().map(String::as_str);
+        for f in files.chain([bsa_index::manifest::MANIFEST_FILE]) {
+            std::fs::copy(index.dir().join(f), tmp.join(f))?;
+            std::fs::File::open(tmp.join(f))?.sync_all()?;
+        }
+        if dest.exists() {
+            std::fs::remove_dir_all(dest)?;
+        }
+        std::fs::rename(&tmp, dest)
+    };
+    copy().inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&tmp);
+    })
+}
+
+/// A 1-D array of non-negative integer ids as `u64`.
+fn id_vector(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u64>> {
+    let a = as_array(obj, name)?;
+    let kind = a.dtype().kind();
+    if kind != b'i' && kind != b'u' {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must hold integers, got dtype {}",
+            dtype_str(&a)
+        )));
+    }
+    if a.ndim() != 1 {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be 1-D (one id per row), got shape {}",
+            shape_str(a.shape())
+        )));
+    }
+    if kind == b'u' {
+        let py = a.py();
+        let a = py
+            .import("numpy")?
+            .call_method1("ascontiguousarray", (a, numpy::dtype::<u64>(py)))?;
+        return Ok(a
+            .cast_into::<PyArray1<u64>>()?
+            .readonly()
+            .as_slice()?
+            .to_vec());
+    }
+    let py = a.py();
+    let a = py
+        .import("numpy")?
+        .call_method1("ascontiguousarray", (a, numpy::dtype::<i64>(py)))?;
+    let a = a.cast_into::<PyArray1<i64>>()?;
+    let a = a.readonly();
+    a.as_slice()?
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            u64::try_from(v).map_err(|_| {
+                PyValueError::new_err(format!("{name}[{i}] is {v}; ids must be non-negative"))
+            })
+        })
+        .collect()
+}
+
+/// A 2-D integer matrix (results or ground truth) as lists of ids, without negative entries
+/// (FAISS's and `Index.search`'s -1 for "no hit").
+fn id_lists(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<Vec<u64>>> {
+    let a = as_array(obj, name)?;
+    let kind = a.dtype().kind();
+    if kind != b'i' && kind != b'u' {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must hold integer ids, got dtype {}",
+            dtype_str(&a)
+        )));
+    }
+    if a.ndim() != 2 {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be 2-D (queries x neighbours), got shape {}",
+            shape_str(a.shape())
+        )));
+    }
+    let py = a.py();
+    let a = py
+        .import("numpy")?
+        .call_method1("ascontiguousarray", (a, numpy::dtype::<i64>(py)))?
+        .cast_into::<PyArray2<i64>>()?;
+    let a = a.readonly();
+    Ok(a.as_array()
+        .rows()
+        .into_iter()
+        .map(|r| r.iter().filter_map(|&v| u64::try_from(v).ok()).collect())
+        .collect())
+}
+
+/// The exact ``k`` nearest rows of ``base`` by cosine similarity for each row of ``queries``
+/// (both float, same dimension): int64, ``(nq, k)``, best first, ties to the lower row. The
+/// same as ``bsa groundtruth`` (a blocked GEMM picks candidates; float64 rescoring fixes the
+/// order on every CPU and thread count). The GIL is released.
+///
+/// Example: ``gt = bsa.groundtruth(base, queries, 100); print(bsa.recall(I, gt, 10))``
+#[pyfunction]
+#[pyo3(signature = (base, queries, k=100, *, threads=None))]
+fn groundtruth<'py>(
+    base: &Bound<'py, PyAny>,
+    queries: &Bound<'py, PyAny>,
+    k: i64,
+    threads: Option<i64>,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    let py = base.py();
+    let k = positive("k", Some(k))?.unwrap_or(1);
+    let threads = positive("threads", threads)?;
+    let b = float32_matrix(as_array(base, "base")?, "base")?;
+    let q = float32_matrix(as_array(queries, "queries")?, "queries")?;
+    let (b, q) = (b.readonly(), q.readonly());
+    let (bv, qv) = (view2(&b), view2(&q));
+    if bv.ncols() != qv.ncols() {
+        return Err(PyValueError::new_err(format!(
+            "queries have {} columns but base has {}: they must come from the same encoder",
+            qv.ncols(),
+            bv.ncols()
+        )));
+    }
+    if k > bv.nrows() {
+        return Err(PyValueError::new_err(format!(
+            "k must be at most the number of base rows ({}), got {k}",
+            bv.nrows()
+        )));
+    }
+    let top = without_gil(py, threads, || {
+        check_rows("base", bv, true)?;
+        check_rows("queries", qv, true)?;
+        bsa::groundtruth::exact_top_k(bv, qv, k)
+    })?;
+    let mut out = Array2::<i64>::zeros((qv.nrows(), k));
+    for (mut row, ids) in out.rows_mut().into_iter().zip(&top) {
+        for (dst, &id) in row.iter_mut().zip(ids) {
+            *dst = i64::from(id);
+        }
+    }
+    Ok(numpy::IntoPyArray::into_pyarray(out, py))
+}
+
+/// Recall@k: the fraction of each query's first ``k`` true neighbours (``gt``, e.g. from
+/// :func:`groundtruth`) found among its first ``k`` results (``I`` from :meth:`Index.search`;
+/// -1 entries count as misses), averaged over queries.
+///
+/// Example: ``bsa.recall(I, gt, 10)``  # 0.0 .. 1.0
+#[pyfunction]
+#[pyo3(name = "recall", signature = (I, gt, k))]
+#[allow(non_snake_case)]
+fn recall(I: &Bound<'_, PyAny>, gt: &Bound<'_, PyAny>, k: i64) -> PyResult<f64> {
+    let k = positive("k", Some(k))?.unwrap_or(1);
+    let got = id_lists(I, "I")?;
+    let truth_shape = as_array(gt, "gt")?.shape().to_vec();
+    let truth = id_lists(gt, "gt")?;
+    if got.len() != truth.len() {
+        return Err(PyValueError::new_err(format!(
+            "I has {} rows but gt has {}: one row per query in both",
+            got.len(),
+            truth.len()
+        )));
+    }
+    if truth_shape.get(1).copied().unwrap_or(0) < k {
+        return Err(PyValueError::new_err(format!(
+            "gt has {} columns, fewer than k = {k} true neighbours",
+            truth_shape.get(1).copied().unwrap_or(0)
+        )));
+    }
+    Ok(bsa::metrics::recall_at_k(&got, &truth, k))
+}
+
+/// bsa: sparse binary codes for dense embeddings, and their search.
+///
+/// ``bsa.train`` fits a :class:`Model` on float embeddings, :meth:`Model.encode` turns vectors
+/// into packed binary codes, :class:`Index` stores codes (with the model and optionally the
+/// float vectors) in ``bsa build``'s on-disk format and searches them
+/// (``D, I = index.search(q, k)``, shaped like FAISS's results). ``bsa.groundtruth`` and
+/// ``bsa.recall`` measure recall. Arrays are numpy arrays; C-contiguous float32 and uint8
+/// inputs are read in place, other float types and layouts are converted.
+#[pymodule]
+#[pyo3(name = "bsa")]
+fn bsa_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Like the command line at start-up: OpenBLAS's AVX2/AVX-512 kernels on CPUs newer than its
+    // table (speed only; the results do not depend on it).
+    bsa::threads::fix_blas_core(bsa::simd::Family::current());
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("FormatError", m.py().get_type::<FormatError>())?;
+    m.add_class::<Model>()?;
+    m.add_class::<Index>()?;
+    m.add_function(wrap_pyfunction!(train, m)?)?;
+    m.add_function(wrap_pyfunction!(groundtruth, m)?)?;
+    m.add_function(wrap_pyfunction!(recall, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,143 @@
+"""Python and the `bsa` command line give the same results on the same files, and read each
+other's models and indexes."""
+
+import numpy as np
+import pytest
+
+import bsa
+from conftest import DATA, NQ, cli_search, run_cli
+
+K = 10
+SCORES = ["hamming", "cosine", "jaccard", "overlap", "adc", "soft"]
+CODE_SCORES = ["hamming", "cosine", "jaccard", "overlap"]
+
+
+def assert_same(D, I, cli, scored):
+    ids, distances, scores = cli
+    assert I.shape == (NQ, K) and I.dtype == np.int64
+    for i in range(NQ):
+        n = len(ids[i])
+        assert I[i, :n].tolist() == ids[i], f"query {i}"
+        assert (I[i, n:] == -1).all()
+        if scored:
+            assert D.dtype == np.float32
+            np.testing.assert_array_equal(D[i, :n], np.array(scores[i], dtype=np.float32))
+        else:
+            assert D.dtype == np.int32
+            assert D[i, :n].tolist() == distances[i]
+
+
+@pytest.mark.parametrize("mode", ["flat", "inverted"])
+@pytest.mark.parametrize("score", SCORES)
+@pytest.mark.parametrize("rescore", [None, 4])
+def test_float_queries_equal_cli(work, queries, score, mode, rescore):
+    index = bsa.Index.open(work / "idx")
+    D, I = index.search(queries, K, score=score, mode=mode, rescore=rescore)
+    extra = ["--score", score, "--mode", mode] + (["--rescore", rescore] if rescore else [])
+    cli = cli_search(work / "idx", ["--queries", work / "query.npy"], K, *extra)
+    assert_same(D, I, cli, scored=score != "hamming" or rescore is not None)
+
+
+@pytest.mark.parametrize("mode", ["flat", "inverted"])
+@pytest.mark.parametrize("score", CODE_SCORES)
+def test_query_codes_equal_cli(work, score, mode):
+    index = bsa.Index.open(work / "idx")
+    qcodes = np.load(work / "qcodes.npy")
+    D, I = index.search(qcodes, K, score=score, mode=mode)
+    cli = cli_search(work / "idx", ["--query-codes", work / "qcodes.npy"], K, "--score", score, "--mode", mode)
+    assert_same(D, I, cli, scored=score != "hamming")
+
+
+@pytest.mark.parametrize("ef", [None, 16, 128])
+@pytest.mark.parametrize("rescore", [None, 4])
+def test_hnsw_equals_cli(work, queries, ef, rescore):
+    index = bsa.Index.open(work / "idx")
+    D, I = index.search(queries, K, mode="hnsw", ef=ef, rescore=rescore)
+    extra = ["--mode", "hnsw"] + (["--ef", ef] if ef else []) + (["--rescore", rescore] if rescore else [])
+    cli = cli_search(work / "idx", ["--queries", work / "query.npy"], K, *extra)
+    assert_same(D, I, cli, scored=rescore is not None)
+
+
+def test_max_distance_and_k_above_n_equal_cli(work, queries):
+    index = bsa.Index.open(work / "idx")
+    D, I = index.search(queries, K, max_distance=20)
+    cli = cli_search(work / "idx", ["--queries", work / "query.npy"], K, "--max-dist", 20)
+    assert_same(D, I, cli, scored=False)
+    assert (I == -1).any(), "some queries should have fewer than k codes within distance 20"
+    assert (D[I == -1] == 2**31 - 1).all()
+
+
+def test_model_encode_decode_eval_equal_cli(work, queries):
+    model = bsa.Model.load(work / "model.safetensors")
+    assert (model.bits, model.k, model.dim, model.method) == (512, 16, 384, "pursuit")
+    codes = model.encode(queries)
+    np.testing.assert_array_equal(codes, np.load(work / "qcodes.npy"))
+    assert codes.dtype == np.uint8 and codes.shape == (NQ, 64)
+    assert (np.unpackbits(codes, axis=1, bitorder="little").sum(axis=1) == 16).all()
+    xhat = model.decode(codes)
+    assert xhat.shape == (NQ, 384) and xhat.dtype == np.float32
+    import json
+
+    cli = json.loads(run_cli("eval", "--model", work / "model.safetensors", "--data", work / "query.npy", "--json").stdout)
+    assert model.eval(queries) == cli
+    # The decoded vectors are what the reconstruction loss measures.
+    cos = (xhat * queries).sum(1) / np.linalg.norm(xhat, axis=1) / np.linalg.norm(queries, axis=1)
+    assert abs((1 - cos).mean() - cli["reconstruction_loss"]) < 1e-5
+
+
+def test_train_equals_cli(work, base):
+    """The same settings and threads give the same model from Python as from `bsa train`."""
+    model = bsa.train(base, method="pursuit", bits=512, k=16, rounds=2, threads=2, progress=False)
+    cli = bsa.Model.load(work / "model.safetensors")
+    q = np.load(work / "query.npy")
+    np.testing.assert_array_equal(model.encode(q), cli.encode(q))
+    np.testing.assert_array_equal(model.decode(model.encode(q)), cli.decode(cli.encode(q)))
+
+
+def test_python_index_opens_in_cli(work, tmp_path, base, queries):
+    """An index built and saved in Python is searched by the CLI with the same results, and the
+    reverse direction is every test above."""
+    model = bsa.Model.load(work / "model.safetensors")
+    ids = np.arange(len(base), dtype=np.int64) * 3 + 7
+    index = bsa.Index.build(x=base, model=model, ids=ids, vectors=True, inverted=True)
+    assert len(index) == len(base) and index.bits == 512 and index.has_vectors and index.has_inverted
+    index.save(tmp_path / "py-idx")
+    run_cli("verify", "--index", tmp_path / "py-idx")
+    for score, rescore in [("hamming", None), ("adc", 4), ("soft", None)]:
+        D, I = index.search(queries, K, score=score, rescore=rescore)
+        extra = ["--score", score] + (["--rescore", rescore] if rescore else [])
+        cli = cli_search(tmp_path / "py-idx", ["--queries", work / "query.npy"], K, *extra)
+        assert_same(D, I, cli, scored=score != "hamming" or rescore is not None)
+        # And the CLI's own index of the same model and data gives the same rows.
+        D2, I2 = bsa.Index.open(work / "idx").search(queries, K, score=score, rescore=rescore)
+        np.testing.assert_array_equal(I, I2 * 3 + 7)
+        np.testing.assert_array_equal(D, D2)
+
+
+def test_index_from_codes_opens_in_cli(work, tmp_path):
+    codes = np.load(work / "qcodes.npy")
+    path = tmp_path / "codes-idx"
+    index = bsa.Index.build(codes=codes, path=path)
+    assert index.path == path or str(index.path) == str(path)
+    cli = cli_search(path, ["--query-codes", work / "qcodes.npy"], K)
+    D, I = index.search(codes, K)
+    assert_same(D, I, cli, scored=False)
+    assert (D[:, 0] == 0).all()
+    with pytest.raises(FileExistsError):
+        bsa.Index.build(codes=codes, path=path)
+    bsa.Index.build(codes=codes[:5], path=path, overwrite=True)
+    assert len(bsa.Index.open(path)) == 5
+
+
+def test_groundtruth_equals_cli(work, base, queries, tmp_path):
+    gt = bsa.groundtruth(base, queries, 20)
+    run_cli("groundtruth", "--base", DATA / "base.npy", "--queries", work / "query.npy", "--k", 20,
+            "--quiet", "--out", tmp_path / "gt.npy")
+    np.testing.assert_array_equal(gt, np.load(tmp_path / "gt.npy"))
+    assert gt.dtype == np.int64
+    np.testing.assert_array_equal(gt, np.load(DATA / "gt_top100.npy")[:NQ, :20])
+    assert bsa.recall(gt, gt, 10) == 1.0
+    index = bsa.Index.open(work / "idx")
+    _, I = index.search(queries, 10, score="adc", rescore=4)
+    r = bsa.recall(I, gt, 10)
+    assert 0.5 < r <= 1.0

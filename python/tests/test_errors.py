@@ -1,0 +1,134 @@
+"""Bad inputs raise clear Python exceptions naming the argument; nothing crashes."""
+
+import numpy as np
+import pytest
+
+import bsa
+
+
+@pytest.fixture(scope="module")
+def index(work):
+    return bsa.Index.open(work / "idx")
+
+
+@pytest.fixture(scope="module")
+def model(work):
+    return bsa.Model.load(work / "model.safetensors")
+
+
+def test_wrong_dtype(index, model, queries):
+    with pytest.raises(TypeError, match=r"\bq\b.*dtype int32"):
+        index.search(queries.astype(np.int32), 5)
+    with pytest.raises(TypeError, match=r"\bx\b.*dtype"):
+        model.encode(np.zeros((3, 384), dtype=np.int64))
+    with pytest.raises(TypeError, match="packbits"):
+        bsa.Index.build(codes=np.zeros((3, 8), dtype=bool))
+    with pytest.raises(TypeError, match="codes.*uint8"):
+        model.decode(np.zeros((3, 64), dtype=np.int16))
+    with pytest.raises(TypeError, match="q must hold floats.*dtype object"):
+        index.search(object(), 5)
+
+
+def test_other_float_types_and_layouts_are_converted(index, queries):
+    D, I = index.search(queries, 5)
+    for q in (np.asfortranarray(queries), queries.astype(">f4"), queries.astype(np.float64),
+              queries.tolist(), np.repeat(queries, 2, axis=0)[::2]):
+        D2, I2 = index.search(q, 5)
+        np.testing.assert_array_equal(I2, I)
+        np.testing.assert_array_equal(D2, D)
+
+
+def test_one_dimensional_and_empty(index, model, queries):
+    with pytest.raises(ValueError, match=r"q must be a 2-D array.*\(384,\).*reshape\(1, -1\)"):
+        index.search(queries[0], 5)
+    with pytest.raises(ValueError, match="x must be a 2-D array"):
+        model.encode(queries[0])
+    with pytest.raises(ValueError, match="empty"):
+        index.search(queries[:0], 5)
+    with pytest.raises(ValueError, match="ids must be 1-D|ids.*1-D"):
+        bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids=np.zeros((2, 1), np.int64))
+
+
+def test_nan(index, model, queries):
+    q = queries[:4].copy()
+    q[2, 7] = np.nan
+    with pytest.raises(ValueError, match="queries: row 2, column 7 is NaN"):
+        index.search(q, 5)
+    with pytest.raises(ValueError, match="row 2, column 7"):
+        model.encode(q)
+    with pytest.raises(ValueError, match="row 2"):
+        bsa.train(q, method="sign", progress=False)
+    with pytest.raises(ValueError, match="row 2"):
+        bsa.groundtruth(q, queries[:2], 1)
+
+
+def test_wrong_dimension(index, model, queries):
+    with pytest.raises(ValueError, match="384"):
+        index.search(queries[:, :100], 5)
+    with pytest.raises(ValueError, match="columns.*384"):
+        model.encode(queries[:, :100])
+    with pytest.raises(ValueError, match="bytes per query code"):
+        index.search(np.zeros((2, 10), np.uint8), 5)
+    with pytest.raises(ValueError, match="columns"):
+        bsa.groundtruth(queries, queries[:, :10], 1)
+
+
+@pytest.mark.parametrize("k", [0, -3])
+def test_k_not_positive(index, queries, k):
+    with pytest.raises(ValueError, match=f"k must be a positive integer, got {k}"):
+        index.search(queries, k)
+    with pytest.raises(ValueError, match="k must be"):
+        bsa.groundtruth(queries, queries, k)
+    with pytest.raises(ValueError, match="k must be"):
+        bsa.recall(np.zeros((1, 1), int), np.zeros((1, 1), int), k)
+
+
+def test_bad_options(index, work, queries):
+    with pytest.raises(ValueError, match="score.*unknown score \"dot\""):
+        index.search(queries, 5, score="dot")
+    with pytest.raises(ValueError, match="mode.*unknown search mode"):
+        index.search(queries, 5, mode="ivf")
+    with pytest.raises(ValueError, match="hnsw ranks by Hamming"):
+        index.search(queries, 5, mode="hnsw", score="adc")
+    with pytest.raises(ValueError, match="score adc needs float queries"):
+        index.search(np.load(work / "qcodes.npy"), 5, score="adc")
+    with pytest.raises(ValueError, match="rescoring needs float queries"):
+        index.search(np.load(work / "qcodes.npy"), 5, rescore=2)
+    with pytest.raises(ValueError, match="rescore must be a positive integer"):
+        index.search(queries, 5, rescore=0)
+    codes_only = bsa.Index.build(codes=np.load(work / "qcodes.npy"))
+    with pytest.raises(ValueError, match="no model to encode float queries"):
+        codes_only.search(queries, 5)
+    with pytest.raises(ValueError, match="stores no vectors"):
+        bsa.Index.build(x=queries, model=bsa.Index.open(work / "idx").model).search(queries, 5, rescore=2)
+    with pytest.raises(ValueError, match="give preset or method"):
+        bsa.train(queries, preset="retrieval", method="itq")
+    with pytest.raises(ValueError, match="method"):
+        bsa.train(queries, method="pca", progress=False)
+    with pytest.raises(ValueError, match="needs bits and k"):
+        bsa.train(queries, progress=False)
+    with pytest.raises(ValueError, match="give codes"):
+        bsa.Index.build()
+    with pytest.raises(ValueError, match="ids.*non-negative"):
+        bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids=np.array([1, -1]))
+    with pytest.raises(ValueError, match="2 ids for 3 codes"):
+        bsa.Index.build(codes=np.zeros((3, 1), np.uint8), ids=np.array([1, 2]))
+
+
+def test_corrupt_or_missing_index(work, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no-such-index"):
+        bsa.Index.open(tmp_path / "no-such-index")
+    bsa.Index.open(work / "idx").save(tmp_path / "idx")
+    codes = tmp_path / "idx" / "codes.bin"
+    data = bytearray(codes.read_bytes())
+    data[-1] ^= 0xFF
+    codes.write_bytes(bytes(data))
+    with pytest.raises(bsa.FormatError, match="codes.bin.*checksum"):
+        bsa.Index.open(tmp_path / "idx")
+    assert issubclass(bsa.FormatError, ValueError)
+    (tmp_path / "idx" / "manifest.json").write_text("{not json")
+    with pytest.raises(bsa.FormatError, match="manifest"):
+        bsa.Index.open(tmp_path / "idx")
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(bsa.FormatError, match="not a safetensors model file"):
+        bsa.Model.load(tmp_path / "model.safetensors")

@@ -1,0 +1,73 @@
+"""One index, many Python threads: the same results as one thread, and the GIL is released."""
+
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import bsa
+
+
+def test_four_threads_give_the_same_results(work, queries):
+    index = bsa.Index.open(work / "idx")
+    batches = [queries[i::4] for i in range(4)]
+    settings = [dict(), dict(score="adc", rescore=4), dict(mode="inverted", score="soft"), dict(mode="hnsw")]
+    for s in settings:
+        one = [index.search(b, 10, **s) for b in batches]
+        for threads in (1, None):
+            with ThreadPoolExecutor(4) as pool:
+                got = list(pool.map(lambda b: index.search(b, 10, threads=threads, **s), batches))
+            for (D, I), (D1, I1) in zip(got, one):
+                np.testing.assert_array_equal(I, I1)
+                np.testing.assert_array_equal(D, D1)
+
+
+@pytest.fixture
+def long_switch_interval():
+    """No forced GIL hand-over for a second: another thread runs only when the running one
+    releases the GIL itself (as a search does), so the timings below cannot happen by chance."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    yield
+    sys.setswitchinterval(old)
+
+
+def ran_during(call):
+    """Runs `call` in a thread and, meanwhile, Python code in this one; returns the number of
+    this thread's timestamps that fall inside the call."""
+    span, stamps = {}, []
+    started, done = threading.Event(), threading.Event()
+
+    def worker():
+        span["start"] = time.perf_counter()
+        started.set()
+        call()
+        span["end"] = time.perf_counter()
+        done.set()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    started.wait()
+    while not done.is_set():
+        stamps.append(time.perf_counter())
+        done.wait(0.001)
+    t.join()
+    return sum(span["start"] < s < span["end"] for s in stamps), span["end"] - span["start"]
+
+
+def test_search_releases_the_gil(work, queries, long_switch_interval):
+    index = bsa.Index.open(work / "idx")
+    big = np.tile(queries, (20, 1))  # 4000 queries
+    inside, seconds = ran_during(lambda: index.search(big, 10, score="soft", threads=1))
+    assert inside >= 3, f"only {inside} steps of another thread during a {seconds:.3f}s search"
+
+
+def test_training_and_building_release_the_gil(base, long_switch_interval):
+    inside, seconds = ran_during(lambda: bsa.train(base, method="itq", bits=64, progress=False))
+    assert inside >= 3, f"only {inside} steps of another thread during {seconds:.3f}s of training"
+    model = bsa.train(base, method="itq", bits=64, progress=False)
+    inside, seconds = ran_during(lambda: bsa.Index.build(x=base, model=model, vectors=True, hnsw=True))
+    assert inside >= 3, f"only {inside} steps of another thread during {seconds:.3f}s of building"

@@ -1,0 +1,272 @@
+//! The decisions of `bsa build` and `bsa train --preset` as library calls, shared by the command
+//! line and the Python binding so that both make the same index and the same model from the same
+//! inputs: which optional files an index stores, the norms `adc` divides by, the extra manifest
+//! entry; the settings a preset names; and decoding packed codes.
+//!
+//! ```
+//! use bsa::pipeline::{build_index, BuildRequest, BuildSource};
+//! # fn main() -> bsa::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let bytes = [0b0000_0111u8, 0b0000_0110, 0b1111_0000]; // three 8-bit codes
+//! let source = BuildSource::Codes { bytes: &bytes, rows: 3, bits: None };
+//! let built = build_index(&BuildRequest::new(source), dir.path().join("idx"), |_, _| {})?;
+//! assert_eq!((built.n, built.bits), (3, 8));
+//! # Ok(()) }
+//! ```
+
+use std::path::Path;
+
+use bsa_index::{pack, HnswParams, IndexBuilder, VectorDtype};
+use ndarray::{Array2, ArrayView2};
+
+use crate::error::{Error, Result};
+use crate::model::Autoencoder;
+use crate::pursuit::PursuitParams;
+use crate::query::check_rows;
+
+/// Where the codes of a new index come from.
+#[derive(Debug, Clone, Copy)]
+pub enum BuildSource<'a> {
+    /// Encode the data with `model`; `file` is the model's file, copied into the index so that
+    /// float queries can be encoded at search time, and the decoded codes' norms are stored for
+    /// `--score adc`.
+    Model {
+        /// The model.
+        model: &'a Autoencoder,
+        /// Its file (as saved by [`crate::io::model::save`]).
+        file: &'a Path,
+    },
+    /// Packed codes made elsewhere: `rows x ceil(bits / 8)` bytes, numpy
+    /// `packbits(bitorder="little")`.
+    Codes {
+        /// The bytes, row-major.
+        bytes: &'a [u8],
+        /// Number of codes.
+        rows: usize,
+        /// Bits per code (default: 8 x bytes per row).
+        bits: Option<usize>,
+    },
+}
+
+/// `bsa build`'s options.
+#[derive(Debug, Clone)]
+pub struct BuildRequest<'a> {
+    /// The codes.
+    pub source: BuildSource<'a>,
+    /// Float vectors, one row per code: encoded by a model source, stored with `vectors`.
+    pub data: Option<ArrayView2<'a, f32>>,
+    /// Where `data` came from, recorded in the manifest's `extra` (e.g. its file name).
+    pub data_name: Option<String>,
+    /// External ids, one per code (default: row numbers).
+    pub ids: Option<&'a [u64]>,
+    /// Store `data` for rescoring, in this precision.
+    pub vectors: Option<VectorDtype>,
+    /// Also build an HNSW graph.
+    pub hnsw: Option<HnswParams>,
+    /// Posting lists: `Some(true)` always, `Some(false)` never, `None` when they pay off.
+    pub inverted: Option<bool>,
+    /// Bitmap lists: `Some(true)` always (needs posting lists), `Some(false)` never, `None` when
+    /// worth it.
+    pub bitmaps: Option<bool>,
+    /// Replace an existing index at the target.
+    pub overwrite: bool,
+}
+
+impl<'a> BuildRequest<'a> {
+    /// An index of `source` alone: no data, ids, vectors or graph; lists when they pay off.
+    pub fn new(source: BuildSource<'a>) -> BuildRequest<'a> {
+        BuildRequest {
+            source,
+            data: None,
+            data_name: None,
+            ids: None,
+            vectors: None,
+            hnsw: None,
+            inverted: None,
+            bitmaps: None,
+            overwrite: false,
+        }
+    }
+}
+
+/// What [`build_index`] built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Built {
+    /// Number of codes.
+    pub n: usize,
+    /// Bits per code.
+    pub bits: usize,
+    /// Whether posting lists were stored.
+    pub inverted: bool,
+    /// Whether the posting lists were also stored as bitmaps.
+    pub bitmaps: bool,
+}
+
+/// Builds the index directory `out` as `bsa build` does (atomically: see [`IndexBuilder`]);
+/// `progress(done, total)` reports the builder's steps.
+pub fn build_index(
+    request: &BuildRequest<'_>,
+    out: impl AsRef<Path>,
+    progress: impl FnMut(u64, u64),
+) -> Result<Built> {
+    let r = request;
+    let data = match &r.data {
+        Some(d) => {
+            // Vectors are rescored by cosine: a zero row has none.
+            check_rows("data", *d, r.vectors.is_some())?;
+            Some(d.as_standard_layout())
+        }
+        None => None,
+    };
+    if r.vectors.is_some() && data.is_none() {
+        return Err(Error::InvalidArgument(
+            "storing vectors needs the float data".into(),
+        ));
+    }
+    let mut norms: Option<Vec<f32>> = None;
+    let (bits, codes, n) = match r.source {
+        BuildSource::Model { model, .. } => {
+            let d = data.as_ref().ok_or_else(|| {
+                Error::InvalidArgument("building from a model needs the float data".into())
+            })?;
+            if d.ncols() != model.config.dim {
+                return Err(Error::DimMismatch {
+                    what: "dimension of the data (the model's input dimension)".into(),
+                    expected: model.config.dim,
+                    got: d.ncols(),
+                });
+            }
+            let active = model.encode_active(d.view());
+            let words = pack::pack_set_bits(&active, model.config.bits)?;
+            norms = Some(model.params.decoded_norms(&active));
+            (model.config.bits, words, d.nrows())
+        }
+        BuildSource::Codes { bytes, rows, bits } => {
+            if rows == 0 || bytes.len() % rows != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "{} bytes are not {rows} whole codes",
+                    bytes.len()
+                )));
+            }
+            let cols = bytes.len() / rows;
+            let bits = bits.unwrap_or(cols * 8);
+            if bits.div_ceil(8) != cols {
+                return Err(Error::InvalidArgument(format!(
+                    "{cols} bytes per code cannot hold {bits}-bit codes; give bits between {} and {}",
+                    cols.saturating_sub(1) * 8 + 1,
+                    cols * 8
+                )));
+            }
+            (bits, pack::pack_le_bytes(bytes, rows, cols, bits)?, rows)
+        }
+    };
+    if let Some(d) = &data {
+        if d.nrows() != n {
+            return Err(Error::InvalidArgument(format!(
+                "the data has {} rows but there are {n} codes",
+                d.nrows()
+            )));
+        }
+    }
+    if let Some(ids) = r.ids {
+        if ids.len() != n {
+            return Err(Error::InvalidArgument(format!(
+                "{} ids for {n} codes",
+                ids.len()
+            )));
+        }
+    }
+
+    let max_bits = bsa_index::format::MAX_INVERTED_BITS as usize;
+    if r.inverted == Some(true) && bits > max_bits {
+        return Err(Error::InvalidArgument(format!(
+            "posting lists need codes of at most {max_bits} bits, these have {bits}"
+        )));
+    }
+    let (auto_inverted, touched, scan_words) = bsa_index::postings::pays_off(&codes, bits);
+    let inverted =
+        r.inverted != Some(false) && bits <= max_bits && r.inverted.unwrap_or(auto_inverted);
+    if r.bitmaps == Some(true) && !inverted {
+        return Err(Error::InvalidArgument(
+            "bitmaps store the posting lists as bitmaps: they need posting lists".into(),
+        ));
+    }
+    let set_bits: u64 = codes.iter().map(|x| u64::from(x.count_ones())).sum();
+    let bitmaps = inverted
+        && r.bitmaps
+            .unwrap_or_else(|| bsa_index::bitmaps::worth_storing(n, set_bits, touched));
+
+    let model_source = matches!(r.source, BuildSource::Model { .. });
+    let mut builder = IndexBuilder::new(bits, &codes)
+        .overwrite(r.overwrite)
+        .progress(progress)
+        .extra(serde_json::json!({
+            "bsa_version": env!("CARGO_PKG_VERSION"),
+            "source": if model_source { "model" } else { "codes" },
+            "data": r.data_name,
+            "inverted": {
+                "built": inverted,
+                "requested": match r.inverted { Some(true) => "yes", Some(false) => "no", None => "auto" },
+                "expected_postings_per_query": touched,
+                "flat_words_per_query": scan_words,
+                "bitmaps": bitmaps,
+            },
+        }))
+        .inverted(inverted)
+        .bitmaps(Some(bitmaps));
+    if let Some(v) = &norms {
+        builder = builder.norms(v);
+    }
+    if let Some(ids) = r.ids {
+        builder = builder.ids(ids);
+    }
+    if let BuildSource::Model { file, .. } = r.source {
+        builder = builder.model_file(file);
+    }
+    if let (Some(dtype), Some(d)) = (r.vectors, &data) {
+        let values = d.as_slice().expect("standard layout");
+        builder = builder.vectors(values, d.ncols()).vector_dtype(dtype);
+    }
+    if let Some(h) = r.hnsw {
+        builder = builder.hnsw(h);
+    }
+    builder.build(out)?;
+    Ok(Built {
+        n,
+        bits,
+        inverted,
+        bitmaps,
+    })
+}
+
+/// The settings `bsa train --preset retrieval` names: binary matching pursuit with N = 4096
+/// atoms, K = 32 per code, 6 rounds (each overridable).
+pub fn retrieval_preset(bits: Option<usize>, k: Option<usize>) -> PursuitParams {
+    PursuitParams::new(bits.unwrap_or(4096), k.unwrap_or(32))
+}
+
+/// The vectors `model` decodes from packed codes (`rows x ceil(bits / 8)` bytes, numpy
+/// `packbits(bitorder="little")`), `rows x dim`.
+pub fn decode_packed(model: &Autoencoder, bytes: &[u8], rows: usize) -> Result<Array2<f32>> {
+    let bits = model.config.bits;
+    let cols = pack::bytes_per_code(bits);
+    if bytes.len() != rows * cols {
+        return Err(Error::DimMismatch {
+            what: format!("bytes per code (the model makes {bits}-bit codes)"),
+            expected: cols,
+            got: bytes.len() / rows.max(1),
+        });
+    }
+    let words = pack::pack_le_bytes(bytes, rows, cols, bits)?;
+    let wpc = pack::words_per_code(bits);
+    let active: Vec<Vec<u32>> = words
+        .chunks_exact(wpc)
+        .map(|code| {
+            (0..bits)
+                .filter(|&j| pack::get_bit(code, j))
+                .map(|j| j as u32)
+                .collect()
+        })
+        .collect();
+    Ok(model.params.decode_sparse(&active))
+}

@@ -1,0 +1,373 @@
+//! `bsa search` as a library call: float queries or packed query codes in, the hits `bsa search`
+//! prints out.
+//!
+//! A search of an index is more than a [`Searcher`](bsa_index::Searcher): float queries are
+//! encoded with the index's model, the asymmetric scores (`adc`, `soft`) and `overlap` need
+//! per-query tables, the mode's searcher runs with `k x rescore` candidates, and those are
+//! re-ranked by exact cosine against the stored vectors. [`search`] does all of it, so that every
+//! caller (the command line, the Python binding) gets the same bytes for the same inputs.
+//!
+//! ```no_run
+//! use bsa::query::{search, Queries, Request};
+//! # fn main() -> bsa::Result<()> {
+//! let index = bsa_index::Index::open("idx")?;
+//! let model = bsa::query::index_model(&index)?; // the model copied in by `bsa build --model`
+//! let queries = ndarray::Array2::<f32>::ones((2, 384));
+//! let request = Request::new(10).mode("flat")?.score("adc")?.rescore(Some(4));
+//! let found = search(&index, model.as_ref(), Queries::Floats(queries.view()), &request)?;
+//! println!("{:?} in {:.3}s", found.hits[0].ids, found.seconds);
+//! # Ok(()) }
+//! ```
+
+use std::time::Instant;
+
+use bsa_index::search::GraphParams;
+use bsa_index::{pack, Hits, Index, Mode, Score, SearchParams, SearchStats};
+use ndarray::ArrayView2;
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::model::Autoencoder;
+
+/// How codes are ranked (`bsa search --score`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreName {
+    /// `|q xor b|`, ascending.
+    Hamming,
+    /// `|q and b| / sqrt(|q| |b|)`, descending.
+    Cosine,
+    /// `|q and b| / |q or b|`, descending.
+    Jaccard,
+    /// `|q and b|`, descending: a 0/1 table of the query's bits (the sparse inner product Milvus
+    /// computes).
+    Overlap,
+    /// `cos(q, xhat_b)`: the float query against each code as the model decodes it.
+    Adc,
+    /// `sigmoid(q We^T + be) . b`.
+    Soft,
+}
+
+impl ScoreName {
+    /// Every score's name, as `bsa search --score` spells it.
+    pub const NAMES: [&'static str; 6] = ["hamming", "cosine", "jaccard", "overlap", "adc", "soft"];
+
+    /// The score called `name` (one of [`NAMES`](Self::NAMES)).
+    pub fn parse(name: &str) -> Result<ScoreName> {
+        Ok(match name {
+            "hamming" => ScoreName::Hamming,
+            "cosine" => ScoreName::Cosine,
+            "jaccard" => ScoreName::Jaccard,
+            "overlap" => ScoreName::Overlap,
+            "adc" => ScoreName::Adc,
+            "soft" => ScoreName::Soft,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown score {name:?}; expected one of {}",
+                    Self::NAMES.join(", ")
+                )))
+            }
+        })
+    }
+
+    /// The score's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScoreName::Hamming => "hamming",
+            ScoreName::Cosine => "cosine",
+            ScoreName::Jaccard => "jaccard",
+            ScoreName::Overlap => "overlap",
+            ScoreName::Adc => "adc",
+            ScoreName::Soft => "soft",
+        }
+    }
+
+    /// Whether the score compares the float query with the codes (needs float queries and the
+    /// model).
+    pub fn needs_floats(self) -> bool {
+        matches!(self, ScoreName::Adc | ScoreName::Soft)
+    }
+}
+
+/// The queries of a search.
+#[derive(Debug, Clone, Copy)]
+pub enum Queries<'a> {
+    /// Float queries, `nq x D`, encoded with the model (and used by `adc`, `soft` and rescoring).
+    Floats(ArrayView2<'a, f32>),
+    /// Packed query codes: `rows x ceil(bits / 8)` bytes, numpy `packbits(bitorder="little")`.
+    Packed {
+        /// The bytes, row-major.
+        bytes: &'a [u8],
+        /// Number of queries.
+        rows: usize,
+    },
+}
+
+/// What to search for: `bsa search`'s options.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Request {
+    /// Neighbours per query.
+    pub k: usize,
+    /// The search mode (`--mode`; the HNSW candidate list size `--ef` is its parameter).
+    pub mode: Mode,
+    /// How codes are ranked (`--score`).
+    pub score: ScoreName,
+    /// Re-rank the best `k x rescore` candidates by exact cosine against the stored vectors.
+    pub rescore: Option<usize>,
+    /// Only neighbours within this Hamming distance (Hamming score only).
+    pub max_distance: Option<u32>,
+}
+
+impl Request {
+    /// `k` neighbours, flat mode, Hamming score, no rescoring.
+    pub fn new(k: usize) -> Request {
+        Request {
+            k,
+            mode: Mode::parse("flat").expect("flat is a mode"),
+            score: ScoreName::Hamming,
+            rescore: None,
+            max_distance: None,
+        }
+    }
+
+    /// Sets the mode by name (`flat`, `inverted`, `hnsw`), keeping a set `ef`.
+    pub fn mode(mut self, name: &str) -> Result<Request> {
+        let ef = self.ef();
+        self.mode = Mode::parse(name)?;
+        Ok(self.with_ef(ef))
+    }
+
+    /// Sets the score by name (see [`ScoreName::NAMES`]).
+    pub fn score(mut self, name: &str) -> Result<Request> {
+        self.score = ScoreName::parse(name)?;
+        Ok(self)
+    }
+
+    /// Sets the rescoring factor.
+    pub fn rescore(mut self, factor: Option<usize>) -> Request {
+        self.rescore = factor;
+        self
+    }
+
+    /// Sets the HNSW candidate list size (`None`: the value stored at build time); ignored by the
+    /// exact modes.
+    pub fn with_ef(mut self, ef: Option<usize>) -> Request {
+        if let Mode::Hnsw(p) = self.mode {
+            self.mode = Mode::Hnsw(p.with_ef_search(ef));
+        }
+        self
+    }
+
+    /// Sets the maximum Hamming distance.
+    pub fn max_distance(mut self, d: Option<u32>) -> Request {
+        self.max_distance = d;
+        self
+    }
+
+    /// The HNSW candidate list size, if the mode is HNSW and one was set.
+    pub fn ef(&self) -> Option<usize> {
+        match self.mode {
+            Mode::Hnsw(GraphParams { ef_search, .. }) => ef_search,
+            _ => None,
+        }
+    }
+}
+
+/// What a search found.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// One list per query, best first (as `bsa search` prints them: `ids`, `distances`, and
+    /// `scores` for non-Hamming scores or after rescoring).
+    pub hits: Vec<Hits>,
+    /// What the mode's searcher did (kernel, counters).
+    pub stats: SearchStats,
+    /// Seconds of the tables, the search and the rescoring: the span `bsa search --stats` reports
+    /// as `search_seconds` (encoding the float queries is not in it).
+    pub seconds: f64,
+}
+
+/// The model copied into `index` by `bsa build --model`, if it has one.
+pub fn index_model(index: &Index) -> Result<Option<Autoencoder>> {
+    index.model_path().map(crate::io::model::load).transpose()
+}
+
+/// Checks that every value of `x` is finite and, when `nonzero`, that no row is all zeros
+/// (cosine is undefined there). `what` names the matrix in the error (e.g. `"queries"`).
+pub fn check_rows(what: &str, x: ArrayView2<f32>, nonzero: bool) -> Result<()> {
+    for (row, values) in x.rows().into_iter().enumerate() {
+        if let Some((col, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "{what}: row {row}, column {col} is {v}; every value must be finite"
+            )));
+        }
+        if nonzero && values.iter().all(|&v| v == 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "{what}: row {row} is all zeros, so its cosine similarity is undefined"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Float queries as packed codes of `model` for an index of `bits`-bit codes.
+pub fn encode_queries(model: &Autoencoder, q: ArrayView2<f32>, bits: usize) -> Result<Vec<u64>> {
+    if model.config.bits != bits {
+        return Err(Error::InvalidArgument(format!(
+            "the model makes {}-bit codes but the index holds {bits}-bit codes",
+            model.config.bits
+        )));
+    }
+    if q.ncols() != model.config.dim {
+        return Err(Error::DimMismatch {
+            what: "dimension of the queries (the model's input dimension)".into(),
+            expected: model.config.dim,
+            got: q.ncols(),
+        });
+    }
+    Ok(pack::pack_set_bits(&model.encode_active(q), bits)?)
+}
+
+/// Searches `index` for `queries` as `bsa search` does, and returns what it prints.
+///
+/// Float queries are encoded with `model` (which must be the index's model, see
+/// [`index_model`]); packed codes need no model unless the score does. Checks, in order: finite
+/// float queries (and non-zero rows for rescoring), that the score gets what it needs (float
+/// queries and a model for `adc` and `soft`, norms for `adc`, Hamming for `hnsw` and a maximum
+/// distance), that the index has what the mode and rescoring read, then searches `k x rescore`
+/// candidates on the current rayon pool and re-ranks them by exact cosine.
+pub fn search(
+    index: &Index,
+    model: Option<&Autoencoder>,
+    queries: Queries<'_>,
+    request: &Request,
+) -> Result<Found> {
+    let dir = index.dir().display();
+    let bits = index.bits();
+    let score_name = request.score;
+    let floats = match &queries {
+        Queries::Floats(q) => {
+            check_rows("queries", *q, request.rescore.is_some())?;
+            Some(q.as_standard_layout())
+        }
+        Queries::Packed { .. } => None,
+    };
+    if score_name.needs_floats() && floats.is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "score {} needs float queries (it compares the float query with the codes)",
+            score_name.name()
+        )));
+    }
+    if matches!(request.mode, Mode::Hnsw(_)) && score_name != ScoreName::Hamming {
+        return Err(Error::InvalidArgument(format!(
+            "mode hnsw ranks by Hamming distance only; use mode flat or inverted for score {}",
+            score_name.name()
+        )));
+    }
+    if matches!(request.mode, Mode::Inverted(_)) && !index.has_inverted() {
+        return Err(Error::InvalidArgument(format!(
+            "{dir}: the index has no posting lists for mode inverted; rebuild it with inverted \
+             lists (`bsa build --inverted`)"
+        )));
+    }
+    if request.max_distance.is_some() && score_name != ScoreName::Hamming {
+        return Err(Error::InvalidArgument(
+            "a maximum distance applies to score hamming only".into(),
+        ));
+    }
+    if score_name == ScoreName::Adc && index.norms().is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "{dir}: score adc needs the norms of the decoded codes; rebuild the index with a model"
+        )));
+    }
+    let codes = match (&floats, queries) {
+        (Some(q), _) => {
+            let m = model.ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{dir}: the index has no model to encode float queries; build it with a \
+                     model, or search with packed query codes"
+                ))
+            })?;
+            encode_queries(m, q.view(), bits)?
+        }
+        (None, Queries::Packed { bytes, rows }) => {
+            let cols = pack::bytes_per_code(bits);
+            if bytes.len() != rows * cols {
+                return Err(Error::DimMismatch {
+                    what: format!("bytes per query code (the index holds {bits}-bit codes)"),
+                    expected: cols,
+                    got: bytes.len() / rows.max(1),
+                });
+            }
+            pack::pack_le_bytes(bytes, rows, cols, bits)?
+        }
+        (None, Queries::Floats(_)) => unreachable!("float queries are kept above"),
+    };
+    if request.rescore.is_some() {
+        if floats.is_none() {
+            return Err(Error::InvalidArgument(
+                "rescoring needs float queries (codes alone cannot be rescored)".into(),
+            ));
+        }
+        if !index.has_vectors() {
+            return Err(Error::InvalidArgument(format!(
+                "{dir}: the index stores no vectors to rescore with; rebuild it with vectors"
+            )));
+        }
+    }
+
+    let params = SearchParams::default()
+        .with_max_distance(request.max_distance)
+        .with_ef_search(request.ef());
+    let fetch = request
+        .k
+        .saturating_mul(request.rescore.unwrap_or(1).max(1));
+    let started = Instant::now();
+    // Per-query tables for the asymmetric scores, each entry a fixed-order sum
+    // (`crate::deterministic`), so the scores do not depend on the thread count or the CPU.
+    let (tables, offsets) = match (score_name, model, &floats) {
+        (ScoreName::Adc, Some(m), Some(q)) => m.adc_tables(q.view()),
+        (ScoreName::Soft, Some(m), Some(q)) => m.soft_tables(q.view()),
+        (ScoreName::Overlap, _, _) => overlap_tables(&codes, bits),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let score = match score_name {
+        ScoreName::Cosine => Score::Cosine,
+        ScoreName::Jaccard => Score::Jaccard,
+        ScoreName::Adc | ScoreName::Soft | ScoreName::Overlap => Score::Table {
+            tables: &tables,
+            offsets: &offsets,
+            normalise: score_name == ScoreName::Adc,
+        },
+        ScoreName::Hamming => Score::Hamming,
+    };
+    let (mut hits, stats) = index
+        .searcher(&request.mode)?
+        .search(&codes, fetch, &score, &params)?;
+    if let (Some(_), Some(q)) = (request.rescore, &floats) {
+        hits = hits
+            .par_iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let row = q.row(i);
+                index.rescore(row.as_slice().expect("standard layout"), h, request.k)
+            })
+            .collect::<std::result::Result<Vec<Hits>, _>>()?;
+    }
+    Ok(Found {
+        hits,
+        stats,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Per-query 0/1 tables of the overlap score: 1.0 at each set bit of the query code, offsets 0.
+fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
+    let wpc = pack::words_per_code(bits);
+    let nq = codes.len() / wpc.max(1);
+    let mut t = vec![0.0f32; nq * bits];
+    for (i, code) in codes.chunks_exact(wpc).enumerate() {
+        for j in (0..bits).filter(|&j| pack::get_bit(code, j)) {
+            t[i * bits + j] = 1.0;
+        }
+    }
+    (t, vec![0.0; nq])
+}
