@@ -119,6 +119,7 @@ class Index:
         m: int = 32,
         ef_construction: int = 200,
         ef_search: int = 64,
+        hnsw_on: Literal["decoded", "data", "codes"] | None = None,
         path: Optional[_Path] = None,
         overwrite: bool = False,
         threads: Optional[int] = None,

@@ -48,6 +48,17 @@ pub enum BuildSource<'a> {
     },
 }
 
+/// What an HNSW graph is built on (`bsa build --hnsw-on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphOn {
+    /// The codes as the model decodes them, nearest by cosine: the graph `adc` searches.
+    Decoded,
+    /// The float data itself, nearest by cosine: also a graph for `adc`.
+    Data,
+    /// The codes, nearest by Hamming distance: the graph `hamming` searches.
+    Codes,
+}
+
 /// `bsa build`'s options.
 #[derive(Debug, Clone)]
 pub struct BuildRequest<'a> {
@@ -63,6 +74,9 @@ pub struct BuildRequest<'a> {
     pub vectors: Option<VectorDtype>,
     /// Also build an HNSW graph.
     pub hnsw: Option<HnswParams>,
+    /// What the graph is built on (default: the decoded codes with a model source, the codes
+    /// otherwise).
+    pub graph_on: Option<GraphOn>,
     /// Posting lists: `Some(true)` always, `Some(false)` never, `None` when they pay off.
     pub inverted: Option<bool>,
     /// Bitmap lists: `Some(true)` always (needs posting lists), `Some(false)` never, `None` when
@@ -82,6 +96,7 @@ impl<'a> BuildRequest<'a> {
             ids: None,
             vectors: None,
             hnsw: None,
+            graph_on: None,
             inverted: None,
             bitmaps: None,
             overwrite: false,
@@ -123,7 +138,20 @@ pub fn build_index(
             "storing vectors needs the float data".into(),
         ));
     }
+    let model_source = matches!(r.source, BuildSource::Model { .. });
+    let graph_on = r.graph_on.unwrap_or(if model_source {
+        GraphOn::Decoded
+    } else {
+        GraphOn::Codes
+    });
+    if r.hnsw.is_some() && graph_on != GraphOn::Codes && !model_source {
+        return Err(Error::InvalidArgument(
+            "a graph on the decoded codes or the data is searched by score adc: it needs a model"
+                .into(),
+        ));
+    }
     let mut norms: Option<Vec<f32>> = None;
+    let mut decoded: Option<Array2<f32>> = None;
     let (bits, codes, n) = match r.source {
         BuildSource::Model { model, .. } => {
             let d = data.as_ref().ok_or_else(|| {
@@ -139,6 +167,9 @@ pub fn build_index(
             let active = model.encode_active(d.view());
             let words = pack::pack_set_bits(&active, model.config.bits)?;
             norms = Some(model.params.decoded_norms(&active));
+            if r.hnsw.is_some() && graph_on == GraphOn::Decoded {
+                decoded = Some(model.params.decode_sparse(&active));
+            }
             (model.config.bits, words, d.nrows())
         }
         BuildSource::Codes { bytes, rows, bits } => {
@@ -196,7 +227,6 @@ pub fn build_index(
         && r.bitmaps
             .unwrap_or_else(|| bsa_index::bitmaps::worth_storing(n, set_bits, touched));
 
-    let model_source = matches!(r.source, BuildSource::Model { .. });
     let mut builder = IndexBuilder::new(bits, &codes)
         .overwrite(r.overwrite)
         .progress(progress)
@@ -229,6 +259,15 @@ pub fn build_index(
     }
     if let Some(h) = r.hnsw {
         builder = builder.hnsw(h);
+        match (graph_on, &decoded, &data) {
+            (GraphOn::Decoded, Some(x), _) => {
+                builder = builder.graph_on(x.as_slice().expect("standard layout"), x.ncols());
+            }
+            (GraphOn::Data, _, Some(d)) => {
+                builder = builder.graph_on(d.as_slice().expect("standard layout"), d.ncols());
+            }
+            _ => {}
+        }
     }
     builder.build(out)?;
     Ok(Built {

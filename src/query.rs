@@ -256,11 +256,24 @@ pub fn search(
             score_name.name()
         )));
     }
-    if matches!(request.mode, Mode::Hnsw(_)) && score_name != ScoreName::Hamming {
-        return Err(Error::InvalidArgument(format!(
-            "mode hnsw ranks by Hamming distance only; use mode flat or inverted for score {}",
-            score_name.name()
-        )));
+    if matches!(request.mode, Mode::Hnsw(_)) {
+        // A graph answers the score it was built for.
+        let cosine = index.graph_metric() == Some(bsa_index::manifest::GraphMetric::Cosine);
+        let table = matches!(score_name, ScoreName::Adc | ScoreName::Soft);
+        if cosine && !table {
+            return Err(Error::InvalidArgument(format!(
+                "mode hnsw: this index's graph was built on decoded vectors and ranks by score \
+                 adc or soft; use mode flat or inverted for score {}",
+                score_name.name()
+            )));
+        }
+        if !cosine && score_name != ScoreName::Hamming {
+            return Err(Error::InvalidArgument(format!(
+                "mode hnsw: this index's graph ranks by Hamming distance only; use mode flat or \
+                 inverted for score {}, or build the graph on decoded vectors",
+                score_name.name()
+            )));
+        }
     }
     if matches!(request.mode, Mode::Inverted(_)) && !index.has_inverted() {
         return Err(Error::InvalidArgument(format!(
@@ -320,6 +333,12 @@ pub fn search(
     let fetch = request
         .k
         .saturating_mul(request.rescore.unwrap_or(1).max(1));
+    if let Some(ef) = request.ef().filter(|&ef| ef < fetch) {
+        return Err(Error::InvalidArgument(format!(
+            "ef {ef} is below the {fetch} candidates asked for (k x rescore); the graph search \
+             keeps ef candidates, so give ef {fetch} or more"
+        )));
+    }
     let started = Instant::now();
     // Per-query tables for the asymmetric scores, each entry a fixed-order sum
     // (`crate::deterministic`), so the scores do not depend on the thread count or the CPU.
@@ -359,8 +378,9 @@ pub fn search(
     })
 }
 
-/// Per-query 0/1 tables of the overlap score: 1.0 at each set bit of the query code, offsets 0.
-fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
+/// Per-query 0/1 tables of the overlap score: 1.0 at each set bit of the query code, offsets 0
+/// (the sparse inner product Milvus computes for `--milvus --score overlap`).
+pub fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
     let wpc = pack::words_per_code(bits);
     let nq = codes.len() / wpc.max(1);
     let mut t = vec![0.0f32; nq * bits];

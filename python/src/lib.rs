@@ -707,7 +707,10 @@ impl Index {
     /// (the model is stored in the index, so float queries and ``score="adc"`` work). ``x`` is
     /// also what ``vectors=True`` stores for ``rescore`` (``f16=True``: as float16).
     /// ``ids``: one non-negative integer per row (default: row numbers). ``hnsw=True`` adds a
-    /// graph (``m``, ``ef_construction``, ``ef_search``). ``inverted`` and ``bitmaps``: ``None``
+    /// graph (``m``, ``ef_construction``, ``ef_search``), built on ``hnsw_on``: ``"decoded"`` (the
+    /// model's decoded codes, searched with ``score="adc"``; the default with a model),
+    /// ``"data"`` (``x`` itself, also for ``adc``) or ``"codes"`` (Hamming; the default
+    /// without a model). ``inverted`` and ``bitmaps``: ``None``
     /// stores posting lists (and their bitmaps) when they pay off, ``True`` always, ``False``
     /// never. ``path``: where to write it (default: a private temporary directory removed with
     /// the object); ``overwrite`` replaces an index there.
@@ -720,7 +723,7 @@ impl Index {
     #[pyo3(signature = (
         codes=None, x=None, model=None, ids=None, vectors=false, hnsw=false, *, bits=None,
         f16=false, inverted=None, bitmaps=None, m=32, ef_construction=200, ef_search=64,
-        path=None, overwrite=false, threads=None
+        hnsw_on=None, path=None, overwrite=false, threads=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn build(
@@ -738,12 +741,24 @@ impl Index {
         m: i64,
         ef_construction: i64,
         ef_search: i64,
+        hnsw_on: Option<String>,
         path: Option<PathBuf>,
         overwrite: bool,
         threads: Option<i64>,
     ) -> PyResult<Index> {
         let bits = positive("bits", bits)?;
         let threads = positive("threads", threads)?;
+        let graph_on = match hnsw_on.as_deref() {
+            None => None,
+            Some("decoded") => Some(bsa::pipeline::GraphOn::Decoded),
+            Some("data") => Some(bsa::pipeline::GraphOn::Data),
+            Some("codes") => Some(bsa::pipeline::GraphOn::Codes),
+            Some(other) => {
+                return Err(PyValueError::new_err(format!(
+                    "hnsw_on: unknown value {other:?}; expected \"decoded\", \"data\" or \"codes\""
+                )))
+            }
+        };
         let hnsw = if hnsw {
             Some(HnswParams {
                 max_connections: positive("m", Some(m))?.unwrap_or(1),
@@ -835,6 +850,7 @@ impl Index {
                 VectorDtype::F32
             });
             request.hnsw = hnsw;
+            request.graph_on = graph_on;
             request.inverted = inverted;
             request.bitmaps = bitmaps;
             request.overwrite = overwrite;
@@ -863,7 +879,7 @@ impl Index {
     /// (uint8, as :meth:`Model.encode` makes them). ``score``: ``hamming``, ``cosine``,
     /// ``jaccard``, ``overlap`` (code against code), ``adc`` or ``soft`` (float query against
     /// code; need float queries and the model). ``mode``: ``flat`` (exact scan), ``inverted``
-    /// (exact, posting lists) or ``hnsw`` (graph, approximate, Hamming only; ``ef`` is its
+    /// (exact, posting lists) or ``hnsw`` (graph, approximate, the score it was built for; ``ef`` is its
     /// candidate list size). ``rescore=R``: the best ``k x R`` by ``score`` are re-ranked by
     /// exact cosine against the stored vectors. ``max_distance``: Hamming only, drop hits
     /// farther away. ``threads``: default all cores. The results are those of ``bsa search``

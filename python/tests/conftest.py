@@ -76,7 +76,7 @@ def work(tmp_path_factory):
     )
     run_cli(
         "build", "--model", d / "model.safetensors", "--data", DATA / "base.npy", "--vectors",
-        "--hnsw", "--inverted", "--quiet", "--out", d / "idx",
+        "--hnsw", "--hnsw-on", "codes", "--inverted", "--quiet", "--out", d / "idx",
     )
     run_cli("encode", "--model", d / "model.safetensors", "--data", d / "query.npy", "--out", d / "qcodes.npy")
     return d

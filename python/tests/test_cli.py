@@ -141,3 +141,19 @@ def test_groundtruth_equals_cli(work, base, queries, tmp_path):
     _, I = index.search(queries, 10, score="adc", rescore=4)
     r = bsa.recall(I, gt, 10)
     assert 0.5 < r <= 1.0
+
+
+def test_adc_graph_equals_cli(work, queries, tmp_path):
+    """The graph on the decoded codes (the default with a model), searched by ADC: the same
+    answers from Python and from the CLI on the same index, built in Python."""
+    model = bsa.Model.load(work / "model.safetensors")
+    base = np.load(DATA / "base.npy")[:5000]
+    bsa.Index.build(x=base, model=model, vectors=True, hnsw=True, m=16, ef_construction=40,
+                    path=tmp_path / "g")
+    index = bsa.Index.open(tmp_path / "g")
+    D, I = index.search(queries, K, mode="hnsw", score="adc", ef=64, rescore=4)
+    cli = cli_search(tmp_path / "g", ["--queries", work / "query.npy"], K,
+                     "--mode", "hnsw", "--score", "adc", "--ef", 64, "--rescore", 4)
+    assert_same(D, I, cli, scored=True)
+    with pytest.raises(ValueError, match="decoded vectors"):
+        index.search(queries, K, mode="hnsw")

@@ -88,7 +88,7 @@ def test_bad_options(index, work, queries):
         index.search(queries, 5, score="dot")
     with pytest.raises(ValueError, match="mode.*unknown search mode"):
         index.search(queries, 5, mode="ivf")
-    with pytest.raises(ValueError, match="hnsw ranks by Hamming"):
+    with pytest.raises(ValueError, match="ranks by Hamming distance only"):
         index.search(queries, 5, mode="hnsw", score="adc")
     with pytest.raises(ValueError, match="score adc needs float queries"):
         index.search(np.load(work / "qcodes.npy"), 5, score="adc")

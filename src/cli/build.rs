@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use bsa::pipeline::GraphOn;
 use bsa_index::{pack, HnswParams, IndexBuilder, VectorDtype};
 
 /// Build a search index from embeddings (encoded with a model) or from packed codes.
@@ -89,17 +90,6 @@ pub struct Args {
     /// Index directory to create.
     #[arg(long)]
     pub out: PathBuf,
-}
-
-/// `--hnsw-on`: what the HNSW graph is built on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum GraphOn {
-    /// The decoded codes, by cosine similarity (needs --model).
-    Decoded,
-    /// The --data embeddings, by cosine similarity (needs --model: the graph serves ADC).
-    Data,
-    /// The codes, by Hamming distance.
-    Codes,
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {

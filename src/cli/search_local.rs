@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use bsa_index::{pack, Hits, Index, OpenOptions, Score, SearchParams};
+use bsa_index::{Hits, Index, OpenOptions, Score, SearchParams};
 
 use super::search_common::{packed_queries, Answer, Args, Found, Mode, ScoreName};
 
@@ -111,7 +111,7 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         (true, Some(m), Some(q)) => m.soft_tables(q.view()),
         // Overlap |q and b|: a 0/1 table of the query's bits, the sparse inner product Milvus
         // computes for `--milvus --score overlap`.
-        _ if a.score == ScoreName::Overlap => overlap_tables(&codes, bits),
+        _ if a.score == ScoreName::Overlap => bsa::query::overlap_tables(&codes, bits),
         _ => (Vec::new(), Vec::new()),
     };
     let score = match a.score {
@@ -181,17 +181,4 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         mode: a.mode.name(),
         stats,
     })
-}
-
-/// Per-query 0/1 tables of the overlap score: 1.0 at each set bit of the query code, offsets 0.
-fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
-    let wpc = pack::words_per_code(bits);
-    let nq = codes.len() / wpc.max(1);
-    let mut t = vec![0.0f32; nq * bits];
-    for (i, code) in codes.chunks_exact(wpc).enumerate() {
-        for j in (0..bits).filter(|&j| pack::get_bit(code, j)) {
-            t[i * bits + j] = 1.0;
-        }
-    }
-    (t, vec![0.0; nq])
 }
