@@ -52,6 +52,11 @@ def test_query_codes_equal_cli(work, score, mode):
 @pytest.mark.parametrize("rescore", [None, 4])
 def test_hnsw_equals_cli(work, queries, ef, rescore):
     index = bsa.Index.open(work / "idx")
+    if ef is not None and rescore and ef < K * rescore:
+        # The graph keeps ef candidates: fewer than k x rescore is refused, as by the CLI.
+        with pytest.raises(ValueError, match="below the 40 candidates"):
+            index.search(queries, K, mode="hnsw", ef=ef, rescore=rescore)
+        return
     D, I = index.search(queries, K, mode="hnsw", ef=ef, rescore=rescore)
     extra = ["--mode", "hnsw"] + (["--ef", ef] if ef else []) + (["--rescore", rescore] if rescore else [])
     cli = cli_search(work / "idx", ["--queries", work / "query.npy"], K, *extra)
