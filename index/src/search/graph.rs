@@ -410,8 +410,10 @@ impl GraphParams {
     }
 }
 
-/// Approximate Hamming search over a graph (see the [module docs](self)): best first, ties by
-/// row; may return fewer than `k` hits. Queries run in parallel on the current rayon pool.
+/// Approximate search over a graph (see the [module docs](self)) by the score the graph was
+/// built for (Hamming on a graph of the codes, table scores such as ADC on a graph of float
+/// vectors): best first, ties by row; may return fewer than `k` hits. Queries run in parallel
+/// on the current rayon pool.
 #[derive(Debug, Clone, Copy)]
 pub struct GraphSearcher<'a> {
     codes: CodesView<'a>,
