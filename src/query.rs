@@ -21,7 +21,6 @@
 
 use std::time::Instant;
 
-use bsa_index::search::GraphParams;
 use bsa_index::{pack, Hits, Index, Mode, Score, SearchParams, SearchStats};
 use ndarray::ArrayView2;
 use rayon::prelude::*;
@@ -151,9 +150,7 @@ impl Request {
     /// Sets the HNSW candidate list size (`None`: the value stored at build time); ignored by the
     /// exact modes.
     pub fn with_ef(mut self, ef: Option<usize>) -> Request {
-        if let Mode::Hnsw(p) = self.mode {
-            self.mode = Mode::Hnsw(p.with_ef_search(ef));
-        }
+        self.mode = self.mode.with_ef_search(ef);
         self
     }
 
@@ -165,10 +162,7 @@ impl Request {
 
     /// The HNSW candidate list size, if the mode is HNSW and one was set.
     pub fn ef(&self) -> Option<usize> {
-        match self.mode {
-            Mode::Hnsw(GraphParams { ef_search, .. }) => ef_search,
-            _ => None,
-        }
+        self.mode.ef_search()
     }
 }
 
@@ -327,9 +321,8 @@ pub fn search(
         }
     }
 
-    let params = SearchParams::default()
-        .with_max_distance(request.max_distance)
-        .with_ef_search(request.ef());
+    // The graph's ef travels in the mode; the searcher reads only these.
+    let params = SearchParams::default().with_max_distance(request.max_distance);
     let fetch = request
         .k
         .saturating_mul(request.rescore.unwrap_or(1).max(1));

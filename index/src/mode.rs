@@ -60,6 +60,15 @@ impl Mode {
         }
     }
 
+    /// The candidate list size set on a graph mode (`None` for the exact modes, or when the
+    /// graph's default applies).
+    pub fn ef_search(&self) -> Option<usize> {
+        match self {
+            Mode::Hnsw(p) => p.ef_search,
+            _ => None,
+        }
+    }
+
     /// The mode's name.
     pub fn name(&self) -> &'static str {
         match self {
