@@ -48,7 +48,8 @@ pub enum BuildSource<'a> {
     },
 }
 
-/// What an HNSW graph is built on (`bsa build --hnsw-on`).
+/// What an HNSW graph is built on (`bsa build --hnsw-on`; recorded in the manifest's `extra`
+/// as `graph_on`, so that `bsa add` and `bsa compact` build the same graphs for new segments).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GraphOn {
     /// The codes as the model decodes them, nearest by cosine: the graph `adc` searches.
@@ -57,6 +58,34 @@ pub enum GraphOn {
     Data,
     /// The codes, nearest by Hamming distance: the graph `hamming` searches.
     Codes,
+}
+
+impl GraphOn {
+    /// The name `--hnsw-on` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            GraphOn::Decoded => "decoded",
+            GraphOn::Data => "data",
+            GraphOn::Codes => "codes",
+        }
+    }
+
+    /// What an index's graph was built on, from the `extra` its build recorded (`None` when it
+    /// has no graph). Indexes built before `graph_on` was recorded: the decoded codes when the
+    /// graph is on float vectors (the default then), the codes otherwise.
+    pub fn of_index(
+        extra: &serde_json::Value,
+        metric: Option<bsa_index::manifest::GraphMetric>,
+    ) -> Option<GraphOn> {
+        let metric = metric?;
+        Some(match extra.get("graph_on").and_then(|v| v.as_str()) {
+            Some("data") => GraphOn::Data,
+            Some("codes") => GraphOn::Codes,
+            Some("decoded") => GraphOn::Decoded,
+            _ if metric == bsa_index::manifest::GraphMetric::Cosine => GraphOn::Decoded,
+            _ => GraphOn::Codes,
+        })
+    }
 }
 
 /// `bsa build`'s options.
@@ -234,6 +263,7 @@ pub fn build_index(
             "bsa_version": env!("CARGO_PKG_VERSION"),
             "source": if model_source { "model" } else { "codes" },
             "data": r.data_name,
+            "graph_on": r.hnsw.map(|_| graph_on.name()),
             "inverted": {
                 "built": inverted,
                 "requested": match r.inverted { Some(true) => "yes", Some(false) => "no", None => "auto" },
@@ -297,15 +327,19 @@ pub fn decode_packed(model: &Autoencoder, bytes: &[u8], rows: usize) -> Result<A
         });
     }
     let words = pack::pack_le_bytes(bytes, rows, cols, bits)?;
-    let wpc = pack::words_per_code(bits);
-    let active: Vec<Vec<u32>> = words
-        .chunks_exact(wpc)
+    Ok(model.params.decode_sparse(&active_bits(&words, bits)))
+}
+
+/// The set bits of each packed code (`ceil(bits / 64)` words each), ascending: the codes as
+/// the model's sparse decoder takes them.
+pub fn active_bits(words: &[u64], bits: usize) -> Vec<Vec<u32>> {
+    words
+        .chunks_exact(pack::words_per_code(bits))
         .map(|code| {
             (0..bits)
                 .filter(|&j| pack::get_bit(code, j))
                 .map(|j| j as u32)
                 .collect()
         })
-        .collect();
-    Ok(model.params.decode_sparse(&active))
+        .collect()
 }

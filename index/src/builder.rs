@@ -461,8 +461,66 @@ impl<'a> IndexBuilder<'a> {
     ///
     /// `out` must not exist unless [`overwrite`](Self::overwrite) is set; its parent is created if
     /// needed. HNSW construction runs on the current rayon pool.
+    ///
+    /// Rows are stored in ascending id order: ids given out of order are sorted together with
+    /// their codes, vectors, graph vectors and norms. Ties between equal distances or scores,
+    /// which every search breaks by the smaller row, are then broken by the smaller id, however
+    /// the rows were given, and ids are found by binary search (see [`crate::live`]).
     pub fn build(mut self, out: impl AsRef<Path>) -> Result<Manifest> {
-        let out = out.as_ref();
+        self.validate()?;
+        let Some(order) = self
+            .ids
+            .filter(|ids| !ids.windows(2).all(|p| p[0] < p[1]))
+            .map(|ids| {
+                let mut order: Vec<usize> = (0..ids.len()).collect();
+                order.sort_unstable_by_key(|&r| ids[r]);
+                order
+            })
+        else {
+            return self.write(out.as_ref());
+        };
+        let w = words_per_code(self.bits);
+        let rows = |x: &[u64]| -> Vec<u64> {
+            order
+                .iter()
+                .flat_map(|&r| &x[r * w..(r + 1) * w])
+                .copied()
+                .collect()
+        };
+        let floats = |x: &[f32], d: usize| -> Vec<f32> {
+            order
+                .iter()
+                .flat_map(|&r| &x[r * d..(r + 1) * d])
+                .copied()
+                .collect()
+        };
+        let codes = rows(self.codes);
+        let ids: Vec<u64> = order.iter().map(|&r| self.ids.expect("ids")[r]).collect();
+        let vectors = self.vectors.map(|(v, d)| (floats(v, d), d));
+        let graph_vectors = self.graph_vectors.map(|(v, d)| (floats(v, d), d));
+        let norms = self.norms.map(|v| floats(v, 1));
+        IndexBuilder {
+            bits: self.bits,
+            codes: &codes,
+            ids: Some(&ids),
+            vectors: vectors.as_ref().map(|(v, d)| (v.as_slice(), *d)),
+            dtype: self.dtype,
+            hnsw: self.hnsw,
+            graph_vectors: graph_vectors.as_ref().map(|(v, d)| (v.as_slice(), *d)),
+            inverted: self.inverted,
+            sparse: self.sparse,
+            bitmaps: self.bitmaps,
+            norms: norms.as_deref(),
+            model: self.model.take(),
+            extra: std::mem::take(&mut self.extra),
+            overwrite: self.overwrite,
+            progress: self.progress.take(),
+        }
+        .write(out.as_ref())
+    }
+
+    /// Writes rows already in id order (see [`build`](Self::build)).
+    fn write(mut self, out: &Path) -> Result<Manifest> {
         let n = self.validate()?;
         let bits = self.bits;
         let w = words_per_code(bits);

@@ -42,6 +42,8 @@ pub const MAGIC_SPARSE: [u8; 8] = *b"BSA\0SPRS";
 pub const MAGIC_BITMAPS: [u8; 8] = *b"BSA\0BMAP";
 /// Magic of `graph.bin` (the native HNSW graph, optional).
 pub const MAGIC_GRAPH: [u8; 8] = *b"BSA\0HNSW";
+/// Magic of a segment's deletes file (`deletes-*.bin` of a segmented index).
+pub const MAGIC_DELETES: [u8; 8] = *b"BSA\0DELS";
 /// Largest code width for which an inverted file can be built (popcounts are stored as `u16`).
 pub const MAX_INVERTED_BITS: u32 = u16::MAX as u32;
 
@@ -105,6 +107,8 @@ pub enum FileKind {
     Sparse,
     /// One bitmap over rows per bit, with popcounts (`bitmaps.bin`).
     Bitmaps,
+    /// The deleted rows of a segment as one bit per row (`deletes-*.bin`).
+    Deletes,
 }
 
 impl FileKind {
@@ -119,6 +123,7 @@ impl FileKind {
             FileKind::Graph => MAGIC_GRAPH,
             FileKind::Sparse => MAGIC_SPARSE,
             FileKind::Bitmaps => MAGIC_BITMAPS,
+            FileKind::Deletes => MAGIC_DELETES,
         }
     }
 }
@@ -327,7 +332,8 @@ impl Header {
             | FileKind::Inverted
             | FileKind::Graph
             | FileKind::Sparse
-            | FileKind::Bitmaps => elem == ElemKind::U64,
+            | FileKind::Bitmaps
+            | FileKind::Deletes => elem == ElemKind::U64,
             FileKind::Vectors => matches!(elem, ElemKind::F32 | ElemKind::F16),
             FileKind::Norms => elem == ElemKind::F32,
         };
@@ -362,7 +368,7 @@ impl Header {
                     )));
                 }
             }
-            FileKind::Ids => {
+            FileKind::Ids | FileKind::Deletes => {
                 if header.width != 64 || header.row_elems != 1 {
                     return Err(corrupt(format!(
                         "ids must be one 64-bit word per row, found width {} x {}",
@@ -575,13 +581,14 @@ mod tests {
                 FileKind::Graph,
                 FileKind::Sparse,
                 FileKind::Bitmaps,
+                FileKind::Deletes,
             ]),
             any::<bool>(),
         )
             .prop_map(|(count, w, crc, kind, half)| {
                 let (width, row_elems, elem) = match kind {
                     FileKind::Codes => (w, w.div_ceil(64), ElemKind::U64),
-                    FileKind::Ids => (64, 1, ElemKind::U64),
+                    FileKind::Ids | FileKind::Deletes => (64, 1, ElemKind::U64),
                     FileKind::Vectors => (w, w, if half { ElemKind::F16 } else { ElemKind::F32 }),
                     FileKind::Norms => (1, 1, ElemKind::F32),
                     FileKind::Inverted | FileKind::Graph | FileKind::Sparse | FileKind::Bitmaps => {

@@ -54,6 +54,8 @@
 //! that no `use crate::` edge points upwards or closes a circle):
 //!
 //! ```text
+//!  live       live::{meta, snapshot, writer} ─ segments, deletes, Snapshot, Writer
+//!  ───────────────────────────────────────────────────────────────────────────────
 //!  index      mode ─ Index::searcher(&Mode)           builder ─ IndexBuilder
 //!             index ─ Index: opens the files, hands out views and searchers
 //!             graph_build ─ the native HNSW builder    hnsw ─ hnsw_rs build, legacy dump
@@ -67,13 +69,16 @@
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  kernels    hamming · dot · score · pack      (raw slices in, numbers out)
 //!  ───────────────────────────────────────────────────────────────────────────────
-//!  leaves     kernel (KernelFamily) · topk · bits · error
+//!  leaves     kernel (KernelFamily) · topk · bits · rowset (RowSet) · error
 //! ```
 //!
 //! * [`search`]: the [`Searcher`] of each mode — [`search::flat`] (exact scan),
 //!   [`search::inverted`] (exact, posting lists), [`search::graph`] (approximate, HNSW) — and
 //!   [`search::rescore`] (cosine re-ranking against stored vectors). [`Mode`] lists the modes;
 //!   [`Index::searcher`] opens one. [`Index::search_flat`] and its siblings are shortcuts.
+//! * [`live`]: an index that changes: segments added by [`live::Writer::add`], rows deleted
+//!   or upserted, segments compacted, all searched as one [`live::Snapshot`] with id filters
+//!   and range search; every change one atomic commit.
 //! * [`pack`]: numpy `packbits` bytes, booleans or set-bit lists to packed `u64` rows and back.
 //! * [`hamming`]: XOR + popcount kernels (portable, AVX2 and AVX-512 `VPOPCNTDQ`).
 //! * [`kernel`]: which kernel family runs, chosen at run time from the CPU (one binary runs on
@@ -104,6 +109,7 @@ compile_error!(
 mod bits;
 mod error;
 pub mod kernel;
+mod rowset;
 pub mod topk;
 // Kernels on raw slices.
 pub mod dot;
@@ -128,6 +134,7 @@ mod builder;
 mod graph_build;
 pub mod hnsw;
 mod index;
+pub mod live;
 mod mode;
 
 pub use builder::IndexBuilder;
@@ -137,6 +144,7 @@ pub use kernel::KernelFamily;
 pub use manifest::{HnswParams, Manifest, VectorDtype};
 pub use mode::Mode;
 pub use postings::{InvertedLists, InvertedView};
+pub use rowset::RowSet;
 pub use score::{Score, ScoreKind};
 pub use search::{Hits, InvertedStats, SearchParams, SearchStats, Searcher, Split};
 pub use sparse::{SparseCodes, SparseView};

@@ -22,6 +22,10 @@ use crate::format::{FORMAT_VERSION, OLDEST_READABLE};
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Value of the envelope's `format` field.
 pub const FORMAT_NAME: &str = "bsa-index";
+/// Format version of a segmented index directory ([`crate::live`]): its `manifest.json` lists
+/// segments, each a directory in the single-segment format ([`FORMAT_VERSION`]). Readers that
+/// predate it refuse it by its version, so they never miss rows or return deleted ones.
+pub const SEGMENTED_FORMAT_VERSION: u32 = 2;
 /// Largest manifest this build reads (guards against reading a huge wrong file).
 pub const MAX_MANIFEST_LEN: u64 = 64 << 20;
 /// Incompatible features this build understands (none in format v1). A manifest listing any other
@@ -297,24 +301,69 @@ pub(crate) fn check_file_name(name: &str, path: &Path) -> Result<()> {
     }
 }
 
+/// `body` as JSON inside the checksummed envelope of format version `version`.
+pub(crate) fn seal<T: Serialize>(body: &T, version: u32) -> Result<Vec<u8>> {
+    let body = serde_json::to_string_pretty(body)
+        .map_err(|e| Error::InvalidArgument(format!("manifest cannot be serialised: {e}")))?;
+    let crc32 = crc32fast::hash(body.as_bytes());
+    let raw = RawValue::from_string(body)
+        .map_err(|e| Error::InvalidArgument(format!("manifest cannot be serialised: {e}")))?;
+    let env = EnvelopeOut {
+        format: FORMAT_NAME,
+        format_version: version,
+        crc32,
+        manifest: &raw,
+    };
+    let mut out = serde_json::to_vec(&env)
+        .map_err(|e| Error::InvalidArgument(format!("manifest cannot be serialised: {e}")))?;
+    out.push(b'\n');
+    Ok(out)
+}
+
+/// The format version an index directory's manifest bytes declare (read from `path`), after
+/// checking the envelope's `format` name and that this build reads the version: the single
+/// segment format ([`FORMAT_VERSION`]) or the segmented one ([`SEGMENTED_FORMAT_VERSION`]).
+pub fn manifest_version(bytes: &[u8], path: &Path) -> Result<u32> {
+    let head: EnvelopeVersion = serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(path, format!("not valid manifest JSON: {e}")))?;
+    if head.format.as_deref() != Some(FORMAT_NAME) {
+        return Err(Error::NotAnIndex {
+            path: path.to_path_buf(),
+        });
+    }
+    let version = head
+        .format_version
+        .ok_or_else(|| Error::corrupt(path, "missing format_version"))?;
+    if !(OLDEST_READABLE..=SEGMENTED_FORMAT_VERSION).contains(&version) {
+        return Err(Error::Version {
+            path: path.to_path_buf(),
+            found: version,
+            oldest: OLDEST_READABLE,
+            newest: SEGMENTED_FORMAT_VERSION,
+        });
+    }
+    Ok(version)
+}
+
+/// The body of a checksummed envelope (read from `path`), its CRC checked.
+pub(crate) fn unseal<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str> {
+    let env: EnvelopeIn = serde_json::from_slice(bytes)
+        .map_err(|e| Error::corrupt(path, format!("bad manifest envelope: {e}")))?;
+    let got = crc32fast::hash(env.manifest.get().as_bytes());
+    if got != env.crc32 {
+        return Err(Error::Checksum {
+            path: path.to_path_buf(),
+            expected: env.crc32,
+            got,
+        });
+    }
+    Ok(env.manifest.get())
+}
+
 impl Manifest {
     /// Serialises the manifest inside its checksummed envelope.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let body = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::InvalidArgument(format!("manifest cannot be serialised: {e}")))?;
-        let crc32 = crc32fast::hash(body.as_bytes());
-        let raw = RawValue::from_string(body)
-            .map_err(|e| Error::InvalidArgument(format!("manifest cannot be serialised: {e}")))?;
-        let env = EnvelopeOut {
-            format: FORMAT_NAME,
-            format_version: FORMAT_VERSION,
-            crc32,
-            manifest: &raw,
-        };
-        let mut out = serde_json::to_vec(&env)
-            .map_err(|e| Error::InvalidArgument(format!("manifest cannot be serialised: {e}")))?;
-        out.push(b'\n');
-        Ok(out)
+        seal(self, FORMAT_VERSION)
     }
 
     /// Parses and validates manifest bytes (read from `path`, used in messages).
@@ -323,35 +372,16 @@ impl Manifest {
     /// fields, unknown incompatible features, file names, and the internal consistency of
     /// counts and sizes.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Manifest> {
-        let head: EnvelopeVersion = serde_json::from_slice(bytes)
-            .map_err(|e| Error::corrupt(path, format!("not valid manifest JSON: {e}")))?;
-        if head.format.as_deref() != Some(FORMAT_NAME) {
-            return Err(Error::NotAnIndex {
-                path: path.to_path_buf(),
-            });
+        let version = manifest_version(bytes, path)?;
+        if version == SEGMENTED_FORMAT_VERSION {
+            return Err(Error::InvalidArgument(format!(
+                "{}: a segmented index (format v{version}, grown by `bsa add`); open it with \
+                 bsa_index::live::Snapshot, which reads both formats",
+                path.display()
+            )));
         }
-        let version = head
-            .format_version
-            .ok_or_else(|| Error::corrupt(path, "missing format_version"))?;
-        if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&version) {
-            return Err(Error::Version {
-                path: path.to_path_buf(),
-                found: version,
-                oldest: OLDEST_READABLE,
-                newest: FORMAT_VERSION,
-            });
-        }
-        let env: EnvelopeIn = serde_json::from_slice(bytes)
-            .map_err(|e| Error::corrupt(path, format!("bad manifest envelope: {e}")))?;
-        let got = crc32fast::hash(env.manifest.get().as_bytes());
-        if got != env.crc32 {
-            return Err(Error::Checksum {
-                path: path.to_path_buf(),
-                expected: env.crc32,
-                got,
-            });
-        }
-        let mut m: Manifest = serde_json::from_str(env.manifest.get())
+        let body = unseal(bytes, path)?;
+        let mut m: Manifest = serde_json::from_str(body)
             .map_err(|e| Error::corrupt(path, format!("bad manifest body: {e}")))?;
         m.format_version = version;
         m.validate(path)?;

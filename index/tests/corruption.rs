@@ -280,17 +280,28 @@ fn version_and_magic_errors() {
     }
     // The manifest's own version and format name.
     let m = fs::read_to_string(f.path.join("manifest.json")).unwrap();
-    let d = scratch.path().join("manifest-v2");
+    let d = scratch.path().join("manifest-v3");
     copy_dir(&f.path, &d);
+    fs::write(
+        d.join("manifest.json"),
+        m.replace("\"format_version\":1", "\"format_version\":3"),
+    )
+    .unwrap();
+    assert!(matches!(
+        Index::open(&d).unwrap_err(),
+        Error::Version { found: 3, .. }
+    ));
+    // Version 2 is a segmented index: a single-segment open says what to open it with.
     fs::write(
         d.join("manifest.json"),
         m.replace("\"format_version\":1", "\"format_version\":2"),
     )
     .unwrap();
-    assert!(matches!(
-        Index::open(&d).unwrap_err(),
-        Error::Version { found: 2, .. }
-    ));
+    let e = Index::open(&d).unwrap_err().to_string();
+    assert!(
+        e.contains("segmented index") && e.contains("Snapshot"),
+        "{e}"
+    );
     let d = scratch.path().join("manifest-other");
     copy_dir(&f.path, &d);
     fs::write(d.join("manifest.json"), b"{\"format\": \"something else\"}").unwrap();

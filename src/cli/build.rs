@@ -192,6 +192,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             "bsa_version": env!("CARGO_PKG_VERSION"),
             "source": a.model.as_ref().map(|_| "model").unwrap_or("codes"),
             "data": a.data.as_ref().map(|p| p.display().to_string()),
+            "graph_on": a.hnsw.then(|| graph_on.name()),
             "inverted": {
                 "built": inverted,
                 "requested": if a.inverted { "yes" } else if a.no_inverted { "no" } else { "auto" },

@@ -50,6 +50,9 @@ mod with_milvus {
         }
         for (set, flag) in [
             (a.max_dist.is_some(), "--max-dist"),
+            (a.min_score.is_some(), "--min-score"),
+            (a.allow_ids.is_some(), "--allow-ids"),
+            (a.deny_ids.is_some(), "--deny-ids"),
             (a.ef.is_some(), "--ef"),
             (a.labels.is_some(), "--labels"),
             (a.no_verify, "--no-verify"),
@@ -58,7 +61,7 @@ mod with_milvus {
                 bail!("{flag} applies to local indexes, not to --milvus");
             }
         }
-        if a.k == 0 {
+        if a.k() == 0 {
             bail!("--k must be at least 1");
         }
         if a.prune.is_some() && a.score != ScoreName::Adc {
@@ -223,7 +226,7 @@ mod with_milvus {
                             v.dim(),
                             fq.row(i),
                             &ids,
-                            a.k,
+                            a.k(),
                         )
                         .with_context(|| {
                             format!(
@@ -238,7 +241,7 @@ mod with_milvus {
                         }
                     }
                     _ => {
-                        scored.truncate(a.k);
+                        scored.truncate(a.k());
                         Answer {
                             ids: scored.iter().map(|s| s.0).collect(),
                             distances: scored.iter().map(|s| s.1).collect(),

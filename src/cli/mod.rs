@@ -13,6 +13,7 @@ mod eval;
 mod export;
 mod groundtruth;
 mod io;
+mod live;
 mod milvus_search;
 mod search;
 mod search_common;
@@ -34,6 +35,9 @@ enum Command {
     Encode(encode::Args),
     Eval(eval::Args),
     Build(build::Args),
+    Add(live::AddArgs),
+    Delete(live::DeleteArgs),
+    Compact(live::CompactArgs),
     Search(search::Args),
     Groundtruth(groundtruth::Args),
     Bench(bench::Args),
@@ -51,6 +55,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Encode(a) => encode::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Build(a) => build::run(&a),
+        Command::Add(a) => live::add(&a),
+        Command::Delete(a) => live::delete(&a),
+        Command::Compact(a) => live::compact(&a),
         Command::Search(a) => search::run(&a),
         Command::Groundtruth(a) => groundtruth::run(&a),
         Command::Bench(a) => bench::run(&a),

@@ -70,9 +70,10 @@ pub struct Args {
     /// Packed query codes: uint8 .npy, nq x ceil(bits/8), numpy little bit order.
     #[arg(long)]
     pub query_codes: Option<PathBuf>,
-    /// Neighbours per query.
-    #[arg(long, default_value_t = 10)]
-    pub k: usize,
+    /// Neighbours per query (default 10; with --max-distance or --min-score, every neighbour in
+    /// range unless --k caps them).
+    #[arg(long)]
+    pub k: Option<usize>,
     /// flat (exact scan), inverted (exact, posting lists; needs `bsa build --inverted`) or hnsw
     /// (graph, approximate, Hamming only).
     #[arg(long, value_enum, default_value = "flat")]
@@ -86,9 +87,19 @@ pub struct Args {
     /// Re-rank the top k x R candidates (by --score) by exact cosine against the stored vectors.
     #[arg(long)]
     pub rescore: Option<usize>,
-    /// Only neighbours within this Hamming distance (--score hamming only).
-    #[arg(long)]
+    /// Range search: every neighbour within this Hamming distance (--score hamming only).
+    #[arg(long, visible_alias = "max-distance")]
     pub max_dist: Option<u32>,
+    /// Range search: every neighbour scoring at least S (scores other than hamming).
+    #[arg(long, conflicts_with = "max_dist")]
+    pub min_score: Option<f32>,
+    /// Only these ids (.npy, 1-D integers) may be returned; exact modes stay exact, the graph
+    /// walks past other rows or scans the allowed ones exactly when they are few (--stats says).
+    #[arg(long, conflicts_with = "deny_ids")]
+    pub allow_ids: Option<PathBuf>,
+    /// These ids (.npy, 1-D integers) are never returned.
+    #[arg(long)]
+    pub deny_ids: Option<PathBuf>,
     /// Skip the full payload checksums when opening (header checks still run).
     #[arg(long)]
     pub no_verify: bool,
@@ -157,7 +168,16 @@ impl Mode {
 impl Args {
     /// Candidates each query fetches: `k`, times `R` with `--rescore R`.
     pub fn fetch(&self) -> usize {
-        self.k.saturating_mul(self.rescore.unwrap_or(1).max(1))
+        self.k().saturating_mul(self.rescore.unwrap_or(1).max(1))
+    }
+
+    /// Neighbours per query: `--k`, else every one in range for a range search, else 10.
+    pub fn k(&self) -> usize {
+        match self.k {
+            Some(k) => k,
+            None if self.max_dist.is_some() || self.min_score.is_some() => usize::MAX,
+            None => 10,
+        }
     }
 
     /// The float `--queries`, if given (checked for zero rows when they will be rescored).

@@ -1,10 +1,12 @@
-//! The local back-end of `bsa search`: an index directory from `bsa build`. The only file of the
-//! CLI's search that calls the index's search functions.
+//! The local back-end of `bsa search`: an index directory from `bsa build` (grown by `bsa add`,
+//! searched as one snapshot of its segments). The only file of the CLI's search that calls the
+//! index's search functions.
 
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use bsa_index::{Hits, Index, OpenOptions, Score, SearchParams};
+use bsa_index::live::{IdFilter, SearchOptions, Snapshot};
+use bsa_index::{Hits, OpenOptions, Score, SearchParams};
 
 use super::search_common::{packed_queries, Answer, Args, Found, Mode, ScoreName};
 
@@ -15,7 +17,7 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         .as_ref()
         .context("give --index DIR or --milvus URL")?;
     let threads = bsa::threads::configure(a.threads)?;
-    let index = Index::open_with(index_dir, OpenOptions::verify_checksums(!a.no_verify))?;
+    let index = Snapshot::open_with(index_dir, OpenOptions::verify_checksums(!a.no_verify))?;
     let bits = index.bits();
 
     // Query codes, and float queries when there are any (for rescoring).
@@ -54,9 +56,15 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         );
     }
     if a.max_dist.is_some() && a.score != ScoreName::Hamming {
-        bail!("--max-dist applies to --score hamming only");
+        bail!("--max-distance applies to --score hamming only (give --min-score for the others)");
     }
-    if a.score == ScoreName::Adc && index.norms().is_none() {
+    if a.min_score.is_some() && a.score == ScoreName::Hamming {
+        bail!("--min-score applies to scores other than hamming (give --max-distance for it)");
+    }
+    if a.k == Some(0) {
+        bail!("--k must be at least 1");
+    }
+    if a.score == ScoreName::Adc && !index.has_norms() {
         bail!(
             "{}: --score adc needs the norms of the decoded codes; rebuild the index with --model",
             index_dir.display()
@@ -90,9 +98,29 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
     }
 
     let params = SearchParams::default().with_max_distance(a.max_dist);
+    let (allow, deny) = (
+        a.allow_ids
+            .as_deref()
+            .map(bsa::io::read_u64_ids)
+            .transpose()?,
+        a.deny_ids
+            .as_deref()
+            .map(bsa::io::read_u64_ids)
+            .transpose()?,
+    );
+    let filter = match (&allow, &deny) {
+        (Some(ids), _) => Some(IdFilter::Allow(ids)),
+        (None, Some(ids)) => Some(IdFilter::Deny(ids)),
+        (None, None) => None,
+    };
+    let options = SearchOptions::default()
+        .with_params(params)
+        .with_filter(filter)
+        .with_min_score(a.min_score);
     let mode = bsa_index::Mode::parse(a.mode.name())?.with_ef_search(a.ef);
     let fetch = a.fetch();
-    if let Some(ef) = a.ef.filter(|&ef| ef < fetch) {
+    // A range search without --k fetches every row in range: the graph keeps its ef best.
+    if let Some(ef) = a.ef.filter(|&ef| ef < fetch && a.k.is_some()) {
         bail!(
             "--ef {ef} is below the {fetch} candidates asked for (--k{}); the graph search keeps \
              ef candidates, so give --ef {fetch} or more",
@@ -124,15 +152,13 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         },
         ScoreName::Hamming => Score::Hamming,
     };
-    let (mut hits, search_stats) = index
-        .searcher(&mode)?
-        .search(&codes, fetch, &score, &params)?;
+    let (mut hits, search_stats) = index.search(&codes, fetch, &score, &mode, &options)?;
     if let (Some(_), Some(q)) = (a.rescore, &float_queries) {
         use rayon::prelude::*;
         hits = hits
             .par_iter()
             .enumerate()
-            .map(|(i, h)| index.rescore(q.row(i), h, a.k))
+            .map(|(i, h)| index.rescore(q.row(i), h, a.k()))
             .collect::<Result<Vec<Hits>, _>>()?;
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -151,7 +177,11 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             // Table scores (adc, soft) read the per-code set bits when the index stores them.
             (
                 "table_layout",
-                if index.sparse().is_some() {
+                if index
+                    .segments()
+                    .iter()
+                    .all(|s| s.index().sparse().is_some())
+                {
                     "sparse"
                 } else {
                     "packed"

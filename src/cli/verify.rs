@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bsa_index::{Index, OpenOptions};
+use bsa_index::live::Snapshot;
+use bsa_index::OpenOptions;
 
 /// Verify an index: headers, sizes and every checksum of every file.
 ///
@@ -26,7 +27,7 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     // Open with the cheap checks only, so that a bad payload checksum is reported by verify()
     // (exit 1) rather than as an open error.
-    let index = match Index::open_with(&a.index, OpenOptions::verify_checksums(false)) {
+    let index = match Snapshot::open_with(&a.index, OpenOptions::verify_checksums(false)) {
         Ok(i) => i,
         Err(e @ (bsa_index::Error::Checksum { .. } | bsa_index::Error::Truncated { .. })) => {
             eprintln!("bsa: {e}");
@@ -39,15 +40,35 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     if a.json {
-        super::io::print_json(index.manifest())?;
+        if index.is_segmented() {
+            let path = a.index.join(bsa_index::manifest::MANIFEST_FILE);
+            let bytes = std::fs::read(&path)?;
+            super::io::print_json(&bsa_index::live::LiveManifest::from_bytes(&bytes, &path)?)?;
+        } else {
+            super::io::print_json(index.segments()[0].index().manifest())?;
+        }
     } else {
+        let deleted = index.rows() - index.len();
         println!(
-            "{}: ok, {} codes of {} bits{}{}{}",
+            "{}: ok, {} codes of {} bits{}{}{}{}",
             a.index.display(),
             index.len(),
             index.bits(),
+            if index.is_segmented() {
+                format!(
+                    " in {} segments ({deleted} deleted rows not counted), generation {}",
+                    index.segments().len(),
+                    index.generation()
+                )
+            } else {
+                String::new()
+            },
             if index.has_vectors() { ", vectors" } else { "" },
-            if index.has_hnsw() { ", hnsw graph" } else { "" },
+            if index.graph_metric().is_some() {
+                ", hnsw graph"
+            } else {
+                ""
+            },
             if index.model_path().is_some() {
                 ", model"
             } else {

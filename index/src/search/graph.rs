@@ -31,8 +31,9 @@ use crate::error::{Error, Result};
 use crate::graph::{GraphView, NO_NEIGHBOUR};
 use crate::hamming::{hamming, hamming_fixed};
 use crate::manifest::GraphMetric;
+use crate::rowset::RowSet;
 use crate::score::{desc_key, table_score, table_sum, Score};
-use crate::search::{CodesView, Hits, SearchParams, SearchStats, Searcher};
+use crate::search::{check_allowed, CodesView, Hits, SearchParams, SearchStats, Searcher};
 use crate::sparse::SparseView;
 use crate::topk::{key, key_distance, key_row};
 
@@ -207,7 +208,18 @@ impl Metric for Table<'_> {
 
 /// One query: greedy descent, then ef-search on level 0. Returns the `ef` best keys, sorted,
 /// and the number of rows whose score was computed.
-fn search_one<M: Metric>(g: &GraphView<'_>, m: &M, ef: usize, s: &mut Scratch) -> (Vec<u64>, u64) {
+///
+/// With `allowed`, only allowed rows enter the results, but the walk still passes through the
+/// others (hnswlib's filtered search): it keeps expanding until it holds `ef` allowed rows, so
+/// a selective filter costs more visits but does not cut the graph apart.
+fn search_one<M: Metric>(
+    g: &GraphView<'_>,
+    m: &M,
+    ef: usize,
+    allowed: Option<&RowSet>,
+    s: &mut Scratch,
+) -> (Vec<u64>, u64) {
+    let ok = |row: u32| allowed.is_none_or(|a| a.contains(row as usize));
     let mut evaluated = 1u64;
     let mut cur = g.entry_point();
     let mut best = key(m.dist(cur), cur);
@@ -249,7 +261,9 @@ fn search_one<M: Metric>(g: &GraphView<'_>, m: &M, ef: usize, s: &mut Scratch) -
     let visited = &mut visited[..g.len()];
     visited[cur as usize] = e;
     candidates.push(Reverse(best));
-    results.push(best);
+    if ok(cur) {
+        results.push(best);
+    }
     while let Some(Reverse(c)) = candidates.pop() {
         if results.len() >= ef && results.peek().is_some_and(|&worst| c > worst) {
             break;
@@ -271,9 +285,11 @@ fn search_one<M: Metric>(g: &GraphView<'_>, m: &M, ef: usize, s: &mut Scratch) -
             let k = key(m.dist(nb), nb);
             if results.len() < ef || results.peek().is_some_and(|&worst| k < worst) {
                 candidates.push(Reverse(k));
-                results.push(k);
-                if results.len() > ef {
-                    results.pop();
+                if ok(nb) {
+                    results.push(k);
+                    if results.len() > ef {
+                        results.pop();
+                    }
                 }
             }
         }
@@ -291,11 +307,13 @@ fn one<M: Metric>(
     k: usize,
     ef: usize,
     max_distance: Option<u32>,
+    allowed: Option<&RowSet>,
 ) -> (Vec<u64>, u64) {
     if k == 0 {
         return (Vec::new(), 0);
     }
-    let (mut keys, evaluated) = SCRATCH.with(|s| search_one(g, m, ef.max(k), &mut s.borrow_mut()));
+    let (mut keys, evaluated) =
+        SCRATCH.with(|s| search_one(g, m, ef.max(k), allowed, &mut s.borrow_mut()));
     if M::APPROXIMATE {
         for x in keys.iter_mut() {
             *x = key(m.exact(key_row(*x)), key_row(*x));
@@ -319,6 +337,7 @@ fn unzip(per_query: Vec<(Vec<u64>, u64)>) -> (Vec<Vec<u64>>, u64) {
 /// returns, per query, the keys of the at most `k` best rows found with a candidate list of
 /// `ef` (at least `k`), best first, filtered by `max_distance`, and the number of rows whose
 /// distance was computed. Runs on the current rayon pool.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn search_batch(
     g: &GraphView<'_>,
     codes: &[u64],
@@ -327,6 +346,7 @@ pub(crate) fn search_batch(
     k: usize,
     ef: usize,
     max_distance: Option<u32>,
+    allowed: Option<&RowSet>,
 ) -> (Vec<Vec<u64>>, u64) {
     use rayon::prelude::*;
     fn run<const W: usize>(
@@ -336,27 +356,37 @@ pub(crate) fn search_batch(
         k: usize,
         ef: usize,
         max_distance: Option<u32>,
+        allowed: Option<&RowSet>,
     ) -> Vec<(Vec<u64>, u64)> {
         // Whole rows: `codes` and `queries` are multiples of W words (checked by the callers).
         let (codes, _) = codes.as_chunks::<W>();
         let (queries, _) = queries.as_chunks::<W>();
         queries
             .par_iter()
-            .map(|q| one(g, &Fixed { query: q, codes }, k, ef, max_distance))
+            .map(|q| one(g, &Fixed { query: q, codes }, k, ef, max_distance, allowed))
             .collect()
     }
     unzip(match w {
-        1 => run::<1>(g, codes, queries, k, ef, max_distance),
-        2 => run::<2>(g, codes, queries, k, ef, max_distance),
-        3 => run::<3>(g, codes, queries, k, ef, max_distance),
-        4 => run::<4>(g, codes, queries, k, ef, max_distance),
-        6 => run::<6>(g, codes, queries, k, ef, max_distance),
-        8 => run::<8>(g, codes, queries, k, ef, max_distance),
-        12 => run::<12>(g, codes, queries, k, ef, max_distance),
-        16 => run::<16>(g, codes, queries, k, ef, max_distance),
+        1 => run::<1>(g, codes, queries, k, ef, max_distance, allowed),
+        2 => run::<2>(g, codes, queries, k, ef, max_distance, allowed),
+        3 => run::<3>(g, codes, queries, k, ef, max_distance, allowed),
+        4 => run::<4>(g, codes, queries, k, ef, max_distance, allowed),
+        6 => run::<6>(g, codes, queries, k, ef, max_distance, allowed),
+        8 => run::<8>(g, codes, queries, k, ef, max_distance, allowed),
+        12 => run::<12>(g, codes, queries, k, ef, max_distance, allowed),
+        16 => run::<16>(g, codes, queries, k, ef, max_distance, allowed),
         _ => queries
             .par_chunks_exact(w)
-            .map(|q| one(g, &Dynamic { query: q, codes }, k, ef, max_distance))
+            .map(|q| {
+                one(
+                    g,
+                    &Dynamic { query: q, codes },
+                    k,
+                    ef,
+                    max_distance,
+                    allowed,
+                )
+            })
             .collect(),
     })
 }
@@ -372,6 +402,7 @@ fn search_batch_table(
     norms: Option<&[f32]>,
     k: usize,
     ef: usize,
+    allowed: Option<&RowSet>,
 ) -> (Vec<Vec<u64>>, u64) {
     use rayon::prelude::*;
     let bits = c.bits();
@@ -387,7 +418,7 @@ fn search_batch_table(
                     codes: c.codes(),
                     w: c.words_per_code(),
                 };
-                one(g, &m, k, ef, None)
+                one(g, &m, k, ef, None, allowed)
             })
             .collect(),
     )
@@ -462,6 +493,33 @@ impl Searcher for GraphSearcher<'_> {
         score: &Score<'_>,
         params: &SearchParams,
     ) -> Result<(Vec<Hits>, SearchStats)> {
+        self.walk(queries, k, score, params, None)
+    }
+
+    /// The filtered walk: disallowed rows are passed through but never returned (see
+    /// `search_one`), so the graph keeps its reach under a filter.
+    fn search_allowed(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+        allowed: &RowSet,
+    ) -> Result<(Vec<Hits>, SearchStats)> {
+        check_allowed(allowed, self.codes.len())?;
+        self.walk(queries, k, score, params, Some(allowed))
+    }
+}
+
+impl GraphSearcher<'_> {
+    fn walk(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+        allowed: Option<&RowSet>,
+    ) -> Result<(Vec<Hits>, SearchStats)> {
         // The graph walk computes one distance at a time (portable); resolving the family
         // still reports a bad BSA_KERNEL as every other search does.
         let params = params.resolved()?;
@@ -477,10 +535,20 @@ impl Searcher for GraphSearcher<'_> {
                 k,
                 self.ef_search,
                 params.max_distance,
+                allowed,
             ),
             (GraphMetric::Cosine, Score::Table {
                 tables, offsets, ..
-            }) => search_batch_table(&self.graph, c, tables, offsets, norms, k, self.ef_search),
+            }) => search_batch_table(
+                &self.graph,
+                c,
+                tables,
+                offsets,
+                norms,
+                k,
+                self.ef_search,
+                allowed,
+            ),
             (GraphMetric::Hamming, _) => {
                 return Err(Error::InvalidArgument(format!(
                     "the graph was built on the codes for Hamming distance, not for the {} score; \

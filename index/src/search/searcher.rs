@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::hamming::hamming;
 use crate::kernel::KernelFamily;
 use crate::pack::check_high_bits_zero;
+use crate::rowset::RowSet;
 use crate::score::{from_desc_key, Score};
 use crate::sparse::SparseView;
 use crate::topk::{key_distance, key_row};
@@ -34,6 +35,55 @@ pub trait Searcher: Sync {
         score: &Score<'_>,
         params: &SearchParams,
     ) -> Result<(Vec<Hits>, SearchStats)>;
+
+    /// [`search`](Self::search) restricted to the rows of `allowed` (a set over every row of
+    /// the codes): deleted rows, an id filter. The same order and ties; exact modes stay exact.
+    ///
+    /// The default asks the mode for `k` plus the number of excluded rows and drops the
+    /// excluded ones, which is exact for exact modes (at most that many excluded rows can rank
+    /// above any allowed one) and cheap when few rows are excluded. The graph walks past
+    /// excluded rows instead. For a small `allowed`, scanning just those rows is cheaper:
+    /// [`live`](crate::live) decides.
+    ///
+    /// ```
+    /// use bsa_index::search::{CodesView, FlatParams, FlatSearcher, Searcher};
+    /// use bsa_index::{RowSet, Score, SearchParams};
+    /// let codes = [0b0001u64, 0b0011, 0b0111, 0b1111];
+    /// let flat = FlatSearcher::new(CodesView::new(&codes, 4)?, FlatParams::default());
+    /// let mut allowed = RowSet::full(4);
+    /// allowed.remove(0);
+    /// let (hits, _) = flat.search_allowed(&[0b0001], 2, &Score::Hamming, &SearchParams::default(), &allowed)?;
+    /// assert_eq!(hits[0].rows, vec![1, 2]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    fn search_allowed(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+        allowed: &RowSet,
+    ) -> Result<(Vec<Hits>, SearchStats)> {
+        let excluded = allowed.len() - allowed.count();
+        let (mut hits, stats) = self.search(queries, k.saturating_add(excluded), score, params)?;
+        check_allowed(allowed, allowed.len())?;
+        for h in &mut hits {
+            h.retain_rows(|r| allowed.contains(r as usize));
+            h.truncate(k);
+        }
+        Ok((hits, stats))
+    }
+}
+
+/// Checks that a filter ranges over exactly the `n` rows being searched.
+pub(crate) fn check_allowed(allowed: &RowSet, n: usize) -> Result<()> {
+    if allowed.len() != n {
+        return Err(Error::InvalidArgument(format!(
+            "a row filter over {} rows cannot restrict a search of {n} rows",
+            allowed.len()
+        )));
+    }
+    Ok(())
 }
 
 /// What a search did, for `bsa search --stats`.
@@ -368,6 +418,31 @@ impl Hits {
     /// Whether there are no neighbours.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// Keeps the hits whose row passes `keep`, in order.
+    pub fn retain_rows(&mut self, mut keep: impl FnMut(u64) -> bool) {
+        let keep: Vec<bool> = self.rows.iter().map(|&r| keep(r)).collect();
+        fn retain<T>(v: &mut Vec<T>, keep: &[bool]) {
+            let mut k = keep.iter();
+            v.retain(|_| k.next().copied().unwrap_or(false));
+        }
+        retain(&mut self.rows, &keep);
+        retain(&mut self.ids, &keep);
+        retain(&mut self.distances, &keep);
+        if let Some(s) = &mut self.scores {
+            retain(s, &keep);
+        }
+    }
+
+    /// Keeps the first `k` hits.
+    pub fn truncate(&mut self, k: usize) {
+        self.rows.truncate(k);
+        self.ids.truncate(k);
+        self.distances.truncate(k);
+        if let Some(s) = &mut self.scores {
+            s.truncate(k);
+        }
     }
 
     /// Hits from parallel lists (e.g. candidates found elsewhere, to [rescore](crate::Index::rescore)).

@@ -1,0 +1,403 @@
+//! The files a segmented index adds to its segments: the root `manifest.json` of format v2
+//! ([`LiveManifest`]) and the per-segment deletes files. Reading, validating and the atomic
+//! writes; nothing here searches.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::files::file_crc;
+use crate::format::{ElemKind, FileKind, Header, HEADER_LEN};
+use crate::manifest::{
+    check_file_name, manifest_version, seal, unseal, FileInfo, HnswParams, VectorsInfo,
+    MANIFEST_FILE, MAX_MANIFEST_LEN, SEGMENTED_FORMAT_VERSION,
+};
+use crate::rowset::RowSet;
+
+/// Incompatible features of a segmented index this build understands: `"deletes"` (rows can be
+/// marked deleted by a deletes file; a reader that ignored it would return deleted rows).
+pub const LIVE_INCOMPAT_FEATURES: &[&str] = &["deletes"];
+
+/// The root manifest of a segmented index (`manifest.json`, format v2): the segments, their
+/// deletes, and what every new segment must hold. Replacing this file (write a temporary file,
+/// `fsync`, `rename`) is the one commit point of every change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LiveManifest {
+    /// Version of bsa-index that wrote this manifest.
+    pub bsa_index_version: String,
+    /// Incremented by every commit; a reader's snapshot is the generation it read.
+    pub generation: u64,
+    /// Bits per code (every segment's).
+    pub bits: u32,
+    /// `u64` words per code, `ceil(bits / 64)`.
+    pub words_per_code: u32,
+    /// Features a reader must understand ([`LIVE_INCOMPAT_FEATURES`]).
+    pub incompat_features: Vec<String>,
+    /// The id given to the next row added without ids: one past the largest id ever added.
+    pub next_id: u64,
+    /// The number in the name of the next segment (`seg-{next_segment:06}`), never reused.
+    pub next_segment: u64,
+    /// The segments, each a directory holding a single-segment index.
+    pub segments: Vec<SegmentEntry>,
+    /// The model shared by every segment (a file in the root directory), if any.
+    pub model: Option<LiveModel>,
+    /// What every segment holds beside codes and ids.
+    pub template: Template,
+    /// Free-form JSON of the application (bsa records its encoder settings), from the first build.
+    #[serde(default)]
+    pub extra: serde_json::Value,
+}
+
+/// One segment of a [`LiveManifest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SegmentEntry {
+    /// Directory name of the segment inside the index directory.
+    pub name: String,
+    /// Rows in the segment, deleted ones included.
+    pub rows: u64,
+    /// Its deletes file, if any row is deleted.
+    pub deletes: Option<DeletesEntry>,
+}
+
+/// A segment's deletes file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DeletesEntry {
+    /// File name in the index directory.
+    pub file: String,
+    /// Number of deleted rows.
+    pub deleted: u64,
+    /// File length and CRC-32.
+    pub info: FileInfo,
+}
+
+/// The model file in the root directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LiveModel {
+    /// File name in the index directory.
+    pub file: String,
+    /// The name it had when the index was built.
+    pub original_name: String,
+    /// File length and CRC-32.
+    pub info: FileInfo,
+}
+
+/// What a segment holds beside its codes and ids; new segments (added or merged) follow it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[non_exhaustive]
+pub struct Template {
+    /// Stored float vectors (for rescoring), if every segment has them.
+    pub vectors: Option<VectorsInfo>,
+    /// Whether segments store per-code norms (normalised table scores such as ADC).
+    pub norms: bool,
+    /// Whether segments store posting lists (`--mode inverted`).
+    pub inverted: bool,
+    /// The graph every segment has, if any.
+    pub graph: Option<GraphTemplate>,
+}
+
+/// How a segment's graph is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct GraphTemplate {
+    /// The HNSW parameters.
+    pub params: HnswParams,
+    /// What the graph is built on.
+    pub on: GraphSource,
+}
+
+/// What a segment's graph is built on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+#[non_exhaustive]
+pub enum GraphSource {
+    /// The codes, nearest by Hamming distance (hnsw_rs).
+    Codes,
+    /// Float vectors of dimension `dim` the caller supplies (the decoded codes or the
+    /// embeddings), nearest by cosine (the native builder; searched by table scores).
+    Vectors {
+        /// Their dimension.
+        dim: u32,
+    },
+}
+
+/// Name of segment number `i`.
+pub(crate) fn segment_name(i: u64) -> String {
+    format!("seg-{i:06}")
+}
+
+/// Name of the deletes file of `segment` written at `generation`.
+pub(crate) fn deletes_name(segment: &str, generation: u64) -> String {
+    format!("deletes-{segment}-g{generation}.bin")
+}
+
+impl LiveManifest {
+    /// Serialises the manifest inside its checksummed envelope (format v2).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        seal(self, SEGMENTED_FORMAT_VERSION)
+    }
+
+    /// Parses and validates the bytes of a v2 manifest read from `path`.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<LiveManifest> {
+        let version = manifest_version(bytes, path)?;
+        if version != SEGMENTED_FORMAT_VERSION {
+            return Err(Error::corrupt(
+                path,
+                format!("format v{version} is not a segmented index"),
+            ));
+        }
+        let m: LiveManifest = serde_json::from_str(unseal(bytes, path)?)
+            .map_err(|e| Error::corrupt(path, format!("bad manifest body: {e}")))?;
+        m.validate(path)?;
+        Ok(m)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |d: String| Err(Error::corrupt(path, d));
+        for f in &self.incompat_features {
+            if !LIVE_INCOMPAT_FEATURES.contains(&f.as_str()) {
+                return bad(format!(
+                    "requires feature {f:?} unknown to this bsa-index; upgrade bsa"
+                ));
+            }
+        }
+        if self.bits == 0 || u64::from(self.words_per_code) != u64::from(self.bits).div_ceil(64) {
+            return bad(format!(
+                "{} words per code cannot hold {}-bit codes",
+                self.words_per_code, self.bits
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for s in &self.segments {
+            check_file_name(&s.name, path)?;
+            if !names.insert(s.name.as_str()) {
+                return bad(format!("segment {:?} is listed twice", s.name));
+            }
+            if s.rows == 0 || s.rows > u64::from(u32::MAX) {
+                return bad(format!("segment {:?} has {} rows", s.name, s.rows));
+            }
+            if let Some(d) = &s.deletes {
+                check_file_name(&d.file, path)?;
+                if d.deleted == 0 || d.deleted > s.rows {
+                    return bad(format!(
+                        "segment {:?}: {} deleted of {} rows",
+                        s.name, d.deleted, s.rows
+                    ));
+                }
+            }
+        }
+        if let Some(m) = &self.model {
+            check_file_name(&m.file, path)?;
+        }
+        Ok(())
+    }
+
+    /// Rows in every segment, deleted ones included.
+    pub fn rows(&self) -> u64 {
+        self.segments.iter().map(|s| s.rows).sum()
+    }
+}
+
+/// Reads `dir/manifest.json` (at most [`MAX_MANIFEST_LEN`] bytes).
+pub(crate) fn read_manifest_bytes(dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
+    let path = dir.join(MANIFEST_FILE);
+    let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_MANIFEST_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(&path, e))?;
+    if bytes.len() as u64 > MAX_MANIFEST_LEN {
+        return Err(Error::corrupt(
+            &path,
+            format!("larger than {MAX_MANIFEST_LEN} bytes"),
+        ));
+    }
+    Ok((path, bytes))
+}
+
+/// `fsync`s a directory, so that renames and new entries in it are durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(path, e))?;
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Writes `bytes` to `dir/name` atomically: a temporary file beside it, `fsync`, `rename`,
+/// `fsync` of the directory. A crash leaves either the old file or the new one (and perhaps a
+/// temporary file that the next writer removes).
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    drop(f);
+    let dst = dir.join(name);
+    fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+    sync_dir(dir)
+}
+
+/// Writes the deletes file `dir/name` for `deleted` (a set over a segment's rows) and returns
+/// its length and CRC. The file is new (names carry the generation), written and `fsync`ed
+/// before the manifest that names it.
+pub(crate) fn write_deletes(dir: &Path, name: &str, deleted: &RowSet) -> Result<FileInfo> {
+    let words = deleted.words();
+    let mut header = Header::new(
+        FileKind::Deletes,
+        0,
+        words.len() as u64,
+        64,
+        1,
+        ElemKind::U64,
+    )?;
+    let payload: &[u8] = bytemuck::cast_slice(words);
+    header.payload_crc = crc32fast::hash(payload);
+    let hb = header.encode();
+    let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+    bytes.extend_from_slice(&hb);
+    bytes.extend_from_slice(payload);
+    let path = dir.join(name);
+    let mut f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+    f.write_all(&bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(FileInfo {
+        len: bytes.len() as u64,
+        crc32: file_crc(&hb, header.payload_crc, payload.len() as u64),
+    })
+}
+
+/// Reads and checks a deletes file against its manifest entry and its segment's `rows`.
+pub(crate) fn read_deletes(dir: &Path, entry: &DeletesEntry, rows: usize) -> Result<RowSet> {
+    let path = dir.join(&entry.file);
+    let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let header = Header::decode(&bytes, FileKind::Deletes, bytes.len() as u64, &path)?;
+    if bytes.len() as u64 != entry.info.len {
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "length {} differs from the manifest's {}",
+                bytes.len(),
+                entry.info.len
+            ),
+        ));
+    }
+    let payload = &bytes[header.payload_offset as usize..];
+    let got = crc32fast::hash(payload);
+    if got != header.payload_crc {
+        return Err(Error::Checksum {
+            path,
+            expected: header.payload_crc,
+            got,
+        });
+    }
+    let whole = file_crc(
+        &bytes[..header.payload_offset as usize],
+        got,
+        payload.len() as u64,
+    );
+    if whole != entry.info.crc32 {
+        return Err(Error::Checksum {
+            path,
+            expected: entry.info.crc32,
+            got: whole,
+        });
+    }
+    let words: Vec<u64> = payload
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    let set = RowSet::from_words(&words, rows).ok_or_else(|| {
+        Error::corrupt(
+            &path,
+            format!("does not describe the {rows} rows of its segment"),
+        )
+    })?;
+    if set.count() as u64 != entry.deleted {
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "marks {} rows deleted but the manifest says {}",
+                set.count(),
+                entry.deleted
+            ),
+        ));
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deletes_round_trip_and_refuse_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut set = RowSet::empty(130);
+        for r in [0, 63, 64, 129] {
+            set.insert(r);
+        }
+        let info = write_deletes(dir.path(), "d.bin", &set).unwrap();
+        let entry = DeletesEntry {
+            file: "d.bin".into(),
+            deleted: 4,
+            info,
+        };
+        assert_eq!(read_deletes(dir.path(), &entry, 130).unwrap(), set);
+        // Another segment size, another count, a flipped byte: each is refused, naming the file.
+        assert!(read_deletes(dir.path(), &entry, 100).is_err());
+        let wrong = DeletesEntry {
+            deleted: 3,
+            ..entry.clone()
+        };
+        assert!(read_deletes(dir.path(), &wrong, 130).is_err());
+        let p = dir.path().join("d.bin");
+        let mut b = fs::read(&p).unwrap();
+        b[HEADER_LEN] ^= 2;
+        fs::write(&p, &b).unwrap();
+        let e = read_deletes(dir.path(), &entry, 130).unwrap_err();
+        assert!(matches!(e, Error::Checksum { .. }), "{e}");
+        assert!(e.to_string().contains("d.bin"), "{e}");
+    }
+
+    #[test]
+    fn manifest_round_trips_and_detects_edits() {
+        let m = LiveManifest {
+            bsa_index_version: "x".into(),
+            generation: 3,
+            bits: 70,
+            words_per_code: 2,
+            incompat_features: vec!["deletes".into()],
+            next_id: 10,
+            next_segment: 2,
+            segments: vec![SegmentEntry {
+                name: segment_name(1),
+                rows: 5,
+                deletes: None,
+            }],
+            model: None,
+            template: Template::default(),
+            extra: serde_json::json!({"a": 1}),
+        };
+        let b = m.to_bytes().unwrap();
+        let p = Path::new("manifest.json");
+        assert_eq!(LiveManifest::from_bytes(&b, p).unwrap(), m);
+        let edited = String::from_utf8(b)
+            .unwrap()
+            .replace("\"rows\": 5", "\"rows\": 6");
+        assert!(matches!(
+            LiveManifest::from_bytes(edited.as_bytes(), p),
+            Err(Error::Checksum { .. })
+        ));
+    }
+}

@@ -1,0 +1,59 @@
+//! A live index: segments that grow by [`Writer::add`], rows removed by [`Writer::delete`],
+//! replaced by upserts, merged by [`Writer::compact`], and searched as one by a [`Snapshot`],
+//! with id filters and range search.
+//!
+//! The layout follows tantivy's: an index directory of immutable segments (each a directory
+//! in the single-segment format `bsa build` writes), a deletes file per segment that has
+//! deleted rows, and a root `manifest.json` (format v2) that lists them with a generation
+//! number. A change writes new files only and commits by replacing the root manifest
+//! atomically; readers open the generation they read and never see a half-written state.
+//!
+//! ```text
+//! idx/
+//!   manifest.json               format v2: generation, segments, deletes, model, template
+//!   LOCK                        held by the one writer
+//!   model.safetensors           the model shared by the segments (if any)
+//!   seg-000000/                 a single-segment index (manifest.json v1, codes.bin, ...)
+//!   seg-000003/
+//!   deletes-seg-000000-g4.bin   seg-000000's deleted rows as of generation 4
+//! ```
+//!
+//! ```
+//! use bsa_index::live::{NewRows, Snapshot, Writer};
+//! use bsa_index::{IndexBuilder, Mode, Score};
+//! # fn main() -> bsa_index::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("idx");
+//! IndexBuilder::new(8, &[0b0001, 0b0011]).ids(&[10, 11]).build(&path)?;
+//! let before = Snapshot::open(&path)?;
+//!
+//! let mut w = Writer::open(&path)?;
+//! w.add(&NewRows::codes(&[0b0001]).ids(&[12]), false)?; // a new segment
+//! w.delete(&[10])?;
+//! assert_eq!(w.add(&NewRows::codes(&[0b1111]).ids(&[11]), true)?.replaced, 1); // upsert
+//! w.compact(1, None)?; // one segment again, without the deleted rows
+//!
+//! let after = Snapshot::open(&path)?;
+//! let flat = Mode::parse("flat")?;
+//! let (hits, _) = after.search(&[0b0001], 3, &Score::Hamming, &flat, &Default::default())?;
+//! assert_eq!(hits[0].ids, vec![12, 11]);
+//! // A snapshot opened before keeps answering from its generation.
+//! let (old, _) = before.search(&[0b0001], 3, &Score::Hamming, &flat, &Default::default())?;
+//! assert_eq!(old[0].ids, vec![10, 11]);
+//! # Ok(()) }
+//! ```
+
+mod meta;
+mod snapshot;
+mod writer;
+
+pub use meta::{
+    DeletesEntry, GraphSource, GraphTemplate, LiveManifest, LiveModel, SegmentEntry, Template,
+    LIVE_INCOMPAT_FEATURES,
+};
+pub use snapshot::{
+    IdFilter, SearchOptions, SegmentReader, Snapshot, OVERFETCH_MAX, SUBSET_SCAN_FRACTION,
+};
+pub use writer::{
+    AddReport, CompactReport, DeleteReport, GraphVectorsFn, NewRows, Writer, LOCK_FILE,
+};

@@ -1,0 +1,711 @@
+//! [`Snapshot`]: the segments of an index as one generation of its manifest listed them,
+//! searched as one index.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::files::verify_plain_file;
+use crate::index::{Index, OpenOptions};
+use crate::live::meta::{
+    read_deletes, read_manifest_bytes, GraphSource, GraphTemplate, LiveManifest, Template,
+};
+use crate::manifest::{manifest_version, GraphMetric, Manifest, SEGMENTED_FORMAT_VERSION};
+use crate::mode::Mode;
+use crate::rowset::RowSet;
+use crate::score::Score;
+use crate::search::{check_queries, CodesView, FlatParams, FlatSearcher, Hits, SearchParams};
+use crate::search::{SearchStats, Searcher};
+use crate::vectors::cosine;
+
+/// Below this fraction of a segment's rows, a filtered search scores just the allowed rows (an
+/// exact scan of a copy of their codes) instead of asking the mode for more and dropping rows,
+/// or walking the graph past the excluded ones: a graph walk under a selective filter visits
+/// most of the graph to find `ef` allowed rows and still misses some.
+pub const SUBSET_SCAN_FRACTION: f64 = 0.05;
+
+/// Exact modes ask for `k` plus the excluded rows while at most this many (or a sixteenth of
+/// the segment) are excluded; beyond that the allowed rows are scanned on their own.
+pub const OVERFETCH_MAX: usize = 4096;
+
+/// Which ids a search may return (`bsa search --allow-ids` / `--deny-ids`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdFilter<'a> {
+    /// Only these ids (unknown ids are ignored).
+    Allow(&'a [u64]),
+    /// Every id but these.
+    Deny(&'a [u64]),
+}
+
+/// What restricts a search beyond `k`: an id filter and a range.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub struct SearchOptions<'a> {
+    /// Restrict the results to (or away from) a set of ids.
+    pub filter: Option<IdFilter<'a>>,
+    /// Range search by score: only codes scoring at least this (scores other than Hamming).
+    /// Range search by Hamming distance is [`SearchParams::max_distance`].
+    pub min_score: Option<f32>,
+    /// Per-mode options (`max_distance`, the kernel family).
+    pub params: SearchParams,
+}
+
+impl<'a> SearchOptions<'a> {
+    /// Sets [`filter`](Self::filter).
+    pub fn with_filter(mut self, filter: Option<IdFilter<'a>>) -> Self {
+        self.filter = filter;
+        self
+    }
+    /// Sets [`min_score`](Self::min_score).
+    pub fn with_min_score(mut self, s: Option<f32>) -> Self {
+        self.min_score = s;
+        self
+    }
+    /// Sets [`params`](Self::params).
+    pub fn with_params(mut self, params: SearchParams) -> Self {
+        self.params = params;
+        self
+    }
+}
+
+/// One segment of a [`Snapshot`]: a single-segment [`Index`] and its deleted rows.
+#[derive(Debug)]
+pub struct SegmentReader {
+    name: String,
+    index: Index,
+    deleted: Option<RowSet>,
+    /// Global row of this segment's row 0.
+    base: u64,
+    /// Rows in id order, kept only for segments whose rows are not (written before rows were
+    /// stored in id order); otherwise ids are found by binary search in `ids.bin`.
+    by_id: Option<Vec<u32>>,
+}
+
+impl SegmentReader {
+    fn new(name: String, index: Index, deleted: Option<RowSet>, base: u64) -> SegmentReader {
+        let ids = index.ids();
+        let by_id = (!ids.windows(2).all(|p| p[0] < p[1])).then(|| {
+            let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+            order.sort_unstable_by_key(|&r| ids[r as usize]);
+            order
+        });
+        SegmentReader {
+            name,
+            index,
+            deleted,
+            base,
+            by_id,
+        }
+    }
+
+    /// The segment's directory name (`"."` for a single-segment index).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The segment as an index.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+    /// The deleted rows, if any.
+    pub fn deleted(&self) -> Option<&RowSet> {
+        self.deleted.as_ref()
+    }
+    /// Rows, deleted ones included.
+    pub fn rows(&self) -> usize {
+        self.index.len()
+    }
+    /// Rows not deleted.
+    pub fn live_rows(&self) -> usize {
+        self.rows() - self.deleted.as_ref().map_or(0, RowSet::count)
+    }
+    /// The global row (in [`Hits::rows`] of a snapshot search) of this segment's row 0.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+    /// Whether `row` is deleted.
+    pub fn is_deleted(&self, row: usize) -> bool {
+        self.deleted.as_ref().is_some_and(|d| d.contains(row))
+    }
+
+    /// The row holding `id`, deleted or not.
+    pub fn row_of(&self, id: u64) -> Option<usize> {
+        let ids = self.index.ids();
+        match &self.by_id {
+            None => ids.binary_search(&id).ok(),
+            Some(order) => order
+                .binary_search_by_key(&id, |&r| ids[r as usize])
+                .ok()
+                .map(|p| order[p] as usize),
+        }
+    }
+
+    /// The row holding `id` if it is not deleted.
+    pub fn live_row_of(&self, id: u64) -> Option<usize> {
+        self.row_of(id).filter(|&r| !self.is_deleted(r))
+    }
+
+    /// The rows a search may return under `filter`: `None` when every row may be returned.
+    fn allowed(&self, filter: Option<IdFilter<'_>>) -> Option<RowSet> {
+        let n = self.rows();
+        match filter {
+            None => self.deleted.as_ref().map(RowSet::complement),
+            Some(IdFilter::Allow(ids)) => {
+                let mut a = RowSet::empty(n);
+                for &id in ids {
+                    if let Some(r) = self.live_row_of(id) {
+                        a.insert(r);
+                    }
+                }
+                Some(a)
+            }
+            Some(IdFilter::Deny(ids)) => {
+                let mut a = self
+                    .deleted
+                    .as_ref()
+                    .map_or_else(|| RowSet::full(n), RowSet::complement);
+                for &id in ids {
+                    if let Some(r) = self.row_of(id) {
+                        a.remove(r);
+                    }
+                }
+                Some(a)
+            }
+        }
+    }
+}
+
+/// How a filtered segment was searched (counted in [`SearchStats::counters`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strategy {
+    /// No filter: the mode's searcher as it is.
+    Plain,
+    /// No row may be returned: nothing searched.
+    Empty,
+    /// The mode's searcher asked for `k` plus the excluded rows, which are then dropped.
+    Overfetch,
+    /// The graph walked past the excluded rows.
+    Walk,
+    /// An exact scan of the allowed rows alone.
+    Subset,
+}
+
+impl Strategy {
+    fn counter(self) -> Option<&'static str> {
+        match self {
+            Strategy::Plain | Strategy::Empty => None,
+            Strategy::Overfetch => Some("filter_overfetch_segments"),
+            Strategy::Walk => Some("filter_walk_segments"),
+            Strategy::Subset => Some("filter_exact_scan_segments"),
+        }
+    }
+}
+
+/// The segments of an index directory as one generation of its manifest listed them: searched
+/// as one index, ids unique over the live rows, deleted rows never returned.
+///
+/// A snapshot maps its segments' files; writers never change a published file and remove old
+/// ones only after committing a new manifest, so a snapshot stays consistent while the index is
+/// added to, deleted from or compacted (its mapped files outlive their removal). Open a new
+/// snapshot to see the changes. Both formats open: a single-segment index directory (format v1,
+/// `bsa build`) is a snapshot of one segment.
+///
+/// Hits of a snapshot search carry *global* rows: segment `s`'s row `r` is
+/// `segments()[s].base() + r`. Ties between equal distances or scores fall to the smaller id
+/// (segments store rows in id order, see [`IndexBuilder::build`](crate::IndexBuilder::build)).
+///
+/// ```
+/// use bsa_index::live::{IdFilter, SearchOptions, Snapshot, Writer, NewRows};
+/// use bsa_index::{IndexBuilder, Mode, Score};
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("idx");
+/// IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+/// let mut w = Writer::open(&path)?;
+/// w.add(&NewRows::codes(&[0b0001]).ids(&[7]), false)?; // a second segment
+/// w.delete(&[0])?;
+/// let snap = Snapshot::open(&path)?;
+/// let flat = Mode::parse("flat")?;
+/// let (hits, _) = snap.search(&[0b0001], 2, &Score::Hamming, &flat, &SearchOptions::default())?;
+/// assert_eq!(hits[0].ids, vec![7, 1]); // id 0 is deleted
+/// let only = SearchOptions::default().with_filter(Some(IdFilter::Allow(&[2])));
+/// let (hits, _) = snap.search(&[0b0001], 2, &Score::Hamming, &flat, &only)?;
+/// assert_eq!((hits[0].ids.clone(), hits[0].distances.clone()), (vec![2], vec![2]));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Snapshot {
+    dir: PathBuf,
+    generation: u64,
+    segmented: bool,
+    bits: usize,
+    segments: Vec<SegmentReader>,
+    model: Option<PathBuf>,
+    template: Template,
+    next_id: u64,
+    extra: serde_json::Value,
+}
+
+/// The template a single-segment index implies for segments added to it.
+pub(crate) fn template_of(m: &Manifest) -> Template {
+    Template {
+        vectors: m.vectors,
+        norms: m.norms.is_some(),
+        inverted: m.inverted.is_some(),
+        graph: match (&m.graph, &m.hnsw) {
+            (Some(g), _) => Some(GraphTemplate {
+                params: g.params,
+                on: GraphSource::Vectors { dim: g.dim },
+            }),
+            (None, Some(h)) => Some(GraphTemplate {
+                params: h.params,
+                on: GraphSource::Codes,
+            }),
+            (None, None) => None,
+        },
+    }
+}
+
+impl Snapshot {
+    /// Opens the index directory `dir` (either format), verifying every checksum.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Snapshot> {
+        Self::open_with(dir, OpenOptions::default())
+    }
+
+    /// Opens `dir` with explicit options. If a writer commits while this reads (and removes
+    /// files of the generation read), the manifest is read again.
+    pub fn open_with(dir: impl AsRef<Path>, options: OpenOptions) -> Result<Snapshot> {
+        let dir = dir.as_ref();
+        let mut attempts = 0;
+        loop {
+            let (path, bytes) = read_manifest_bytes(dir)?;
+            match Self::open_bytes(dir, &path, &bytes, options) {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    attempts += 1;
+                    let now = read_manifest_bytes(dir).map(|(_, b)| b).ok();
+                    if attempts >= 16 || now.as_deref() == Some(&bytes[..]) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn open_bytes(dir: &Path, path: &Path, bytes: &[u8], options: OpenOptions) -> Result<Snapshot> {
+        if manifest_version(bytes, path)? != SEGMENTED_FORMAT_VERSION {
+            let index = Index::open_with(dir, options)?;
+            let m = index.manifest();
+            let next_id = index.ids().iter().max().map_or(0, |&m| m + 1);
+            return Ok(Snapshot {
+                dir: dir.to_path_buf(),
+                generation: 0,
+                segmented: false,
+                bits: index.bits(),
+                model: index.model_path(),
+                template: template_of(m),
+                extra: m.extra.clone(),
+                next_id,
+                segments: vec![SegmentReader::new(".".into(), index, None, 0)],
+            });
+        }
+        let m = LiveManifest::from_bytes(bytes, path)?;
+        let mut segments = Vec::with_capacity(m.segments.len());
+        let mut base = 0u64;
+        for s in &m.segments {
+            let index = Index::open_with(dir.join(&s.name), options)?;
+            let seg_dir = dir.join(&s.name);
+            if index.len() as u64 != s.rows || index.bits() != m.bits as usize {
+                return Err(Error::corrupt(
+                    path,
+                    format!(
+                        "segment {} holds {} codes of {} bits but the manifest says {} of {}",
+                        seg_dir.display(),
+                        index.len(),
+                        index.bits(),
+                        s.rows,
+                        m.bits
+                    ),
+                ));
+            }
+            let deleted = match &s.deletes {
+                Some(d) => Some(read_deletes(dir, d, s.rows as usize)?),
+                None => None,
+            };
+            segments.push(SegmentReader::new(s.name.clone(), index, deleted, base));
+            base += s.rows;
+        }
+        if let (Some(mo), true) = (&m.model, options.verify_checksums) {
+            verify_plain_file(&dir.join(&mo.file), &mo.info)?;
+        }
+        Ok(Snapshot {
+            dir: dir.to_path_buf(),
+            generation: m.generation,
+            segmented: true,
+            bits: m.bits as usize,
+            model: m.model.as_ref().map(|mo| dir.join(&mo.file)),
+            template: m.template.clone(),
+            extra: m.extra.clone(),
+            next_id: m.next_id,
+            segments,
+        })
+    }
+
+    /// Verifies every checksum of every file (segments, deletes, model).
+    pub fn verify(&self) -> Result<()> {
+        for s in &self.segments {
+            s.index.verify()?;
+        }
+        if let Some(p) = &self.model {
+            if self.segmented {
+                let (path, bytes) = read_manifest_bytes(&self.dir)?;
+                let m = LiveManifest::from_bytes(&bytes, &path)?;
+                if let Some(mo) = &m.model {
+                    verify_plain_file(p, &mo.info)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// The manifest generation this snapshot read (0 for a single-segment index).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    /// Whether the directory is in the segmented format (v2).
+    pub fn is_segmented(&self) -> bool {
+        self.segmented
+    }
+    /// The segments, in manifest order.
+    pub fn segments(&self) -> &[SegmentReader] {
+        &self.segments
+    }
+    /// Bits per code.
+    pub fn bits(&self) -> usize {
+        self.bits
+    }
+    /// `u64` words per code.
+    pub fn words_per_code(&self) -> usize {
+        self.bits.div_ceil(64)
+    }
+    /// Rows that searches can return (deleted rows excluded).
+    pub fn len(&self) -> usize {
+        self.segments.iter().map(SegmentReader::live_rows).sum()
+    }
+    /// Whether no row can be returned.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Rows in every segment, deleted ones included (global rows are below this).
+    pub fn rows(&self) -> usize {
+        self.segments.iter().map(SegmentReader::rows).sum()
+    }
+    /// The model file shared by the segments, if any.
+    pub fn model_path(&self) -> Option<PathBuf> {
+        self.model.clone()
+    }
+    /// The application's JSON recorded at build time.
+    pub fn extra(&self) -> &serde_json::Value {
+        &self.extra
+    }
+    /// What every segment holds beside codes and ids.
+    pub fn template(&self) -> &Template {
+        &self.template
+    }
+    /// The id a row added without ids gets next.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+    /// Whether every segment stores float vectors (for rescoring).
+    pub fn has_vectors(&self) -> bool {
+        self.template.vectors.is_some()
+    }
+    /// The dimension of the stored vectors.
+    pub fn vector_dim(&self) -> Option<usize> {
+        self.template.vectors.map(|v| v.dim as usize)
+    }
+    /// Whether every segment stores per-code norms (normalised table scores such as ADC).
+    pub fn has_norms(&self) -> bool {
+        self.template.norms
+    }
+    /// Whether every segment has posting lists (`--mode inverted`).
+    pub fn has_inverted(&self) -> bool {
+        self.template.inverted
+    }
+    /// The metric of the segments' graphs, if they have one.
+    pub fn graph_metric(&self) -> Option<GraphMetric> {
+        self.template.graph.map(|g| match g.on {
+            GraphSource::Codes => GraphMetric::Hamming,
+            GraphSource::Vectors { .. } => GraphMetric::Cosine,
+        })
+    }
+
+    /// The segment and row of global row `row`.
+    pub fn locate(&self, row: u64) -> Option<(usize, usize)> {
+        let s = self.segments.partition_point(|s| s.base <= row);
+        let seg = self.segments.get(s.checked_sub(1)?)?;
+        let r = (row - seg.base) as usize;
+        (r < seg.rows()).then_some((s - 1, r))
+    }
+
+    /// The segment and row of the live row holding `id`.
+    pub fn find_id(&self, id: u64) -> Option<(usize, usize)> {
+        self.segments
+            .iter()
+            .enumerate()
+            .find_map(|(s, seg)| seg.live_row_of(id).map(|r| (s, r)))
+    }
+
+    /// The best `k` live rows of every segment for each query of `queries` (packed like the
+    /// codes) under `score`, by `mode`, restricted by `options`: best first, ties by smaller
+    /// id. Rows in the hits are global (see [`locate`](Self::locate)).
+    ///
+    /// Exact modes stay exact under filters and deletes; the graph walks past excluded rows,
+    /// or scans the allowed rows exactly when they are under [`SUBSET_SCAN_FRACTION`] of a
+    /// segment. `k = usize::MAX` with a range (`max_distance`, `min_score`) returns every row in
+    /// range (exact modes; the graph returns those among its `ef` candidates). The stats add
+    /// `segments` and how many segments each filter strategy answered.
+    pub fn search(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        mode: &Mode,
+        options: &SearchOptions<'_>,
+    ) -> Result<(Vec<Hits>, SearchStats)> {
+        let nq = check_queries(queries, self.words_per_code(), self.bits)?;
+        if options.min_score.is_some() && !score.has_scores() {
+            return Err(Error::InvalidArgument(
+                "a minimum score applies to scores other than hamming; for Hamming distance \
+                 give a maximum distance"
+                    .into(),
+            ));
+        }
+        let params = options.params.resolved()?;
+        let mut parts = Vec::with_capacity(self.segments.len());
+        let mut stats = SearchStats::default();
+        let mut counts: Vec<(&'static str, u64)> = vec![("segments", self.segments.len() as u64)];
+        for seg in &self.segments {
+            let (mut hits, s, strategy) =
+                self.search_segment(seg, queries, nq, k, score, mode, &params, options)?;
+            if let Some(min) = options.min_score {
+                for h in &mut hits {
+                    let scores = h.scores.clone().unwrap_or_default();
+                    let mut i = 0;
+                    h.retain_rows(|_| {
+                        i += 1;
+                        scores[i - 1] >= min
+                    });
+                }
+            }
+            for h in &mut hits {
+                for r in &mut h.rows {
+                    *r += seg.base;
+                }
+            }
+            if stats.kernel.is_empty() {
+                stats.kernel = s.kernel;
+                stats.kernel_family = s.kernel_family;
+            }
+            stats.table_kernel = stats.table_kernel.or(s.table_kernel);
+            for (name, v) in s.counters.into_iter().chain(
+                strategy
+                    .counter()
+                    .map(|c| (c, 1))
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            ) {
+                match counts.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, t)) => *t += v,
+                    None => counts.push((name, v)),
+                }
+            }
+            parts.push(hits);
+        }
+        stats.counters = counts;
+        if stats.kernel.is_empty() {
+            stats.kernel = "none";
+        }
+        Ok((merge(parts, nq, k, score.has_scores()), stats))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn search_segment(
+        &self,
+        seg: &SegmentReader,
+        queries: &[u64],
+        nq: usize,
+        k: usize,
+        score: &Score<'_>,
+        mode: &Mode,
+        params: &SearchParams,
+        options: &SearchOptions<'_>,
+    ) -> Result<(Vec<Hits>, SearchStats, Strategy)> {
+        let Some(allowed) = seg.allowed(options.filter) else {
+            let (h, s) = seg
+                .index
+                .searcher(mode)?
+                .search(queries, k, score, params)?;
+            return Ok((h, s, Strategy::Plain));
+        };
+        let n = seg.rows();
+        let excluded = n - allowed.count();
+        if allowed.count() == 0 {
+            // Still check that the segment has what the mode reads, as an unfiltered search would.
+            seg.index.searcher(mode)?;
+            return Ok((
+                vec![Hits::default(); nq],
+                SearchStats::default(),
+                Strategy::Empty,
+            ));
+        }
+        let small = (allowed.count() as f64) < SUBSET_SCAN_FRACTION * n as f64;
+        let strategy = match mode {
+            Mode::Hnsw(_) if !small => Strategy::Walk,
+            Mode::Flat(_) | Mode::Inverted(_)
+                if !small && excluded <= OVERFETCH_MAX.max(n / 16) =>
+            {
+                Strategy::Overfetch
+            }
+            _ => Strategy::Subset,
+        };
+        let (h, s) = match strategy {
+            Strategy::Subset => {
+                seg.index.searcher(mode)?;
+                subset_search(seg, &allowed, queries, k, score, params)?
+            }
+            _ => seg
+                .index
+                .searcher(mode)?
+                .search_allowed(queries, k, score, params, &allowed)?,
+        };
+        Ok((h, s, strategy))
+    }
+
+    /// Re-ranks one query's hits (global rows, as a snapshot search returns them) by cosine
+    /// similarity with `query` against the stored vectors and keeps the best `k`: descending
+    /// score, ties by smaller id. The same scores as [`Index::rescore`].
+    pub fn rescore(&self, query: &[f32], hits: &Hits, k: usize) -> Result<Hits> {
+        let dim = self.vector_dim().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{}: the index stores no vectors, so it cannot rescore; rebuild it with vectors \
+                 (bsa build --vectors)",
+                self.dir.display()
+            ))
+        })?;
+        if query.len() != dim {
+            return Err(Error::DimMismatch {
+                what: "query dimension".into(),
+                expected: dim,
+                got: query.len(),
+            });
+        }
+        if let Some(i) = query.iter().position(|x| !x.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "query element {i} is not finite"
+            )));
+        }
+        let mut scored = Vec::with_capacity(hits.len());
+        for (p, &row) in hits.rows.iter().enumerate() {
+            let (s, r) = self.locate(row).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "candidate row {row} is out of range (the snapshot has {} rows)",
+                    self.rows()
+                ))
+            })?;
+            let v = self.segments[s].index.vectors().ok_or_else(|| {
+                Error::corrupt(
+                    self.dir.join(&self.segments[s].name),
+                    "the segment stores no vectors but the index says every segment does",
+                )
+            })?;
+            scored.push((p, cosine(v, r, query)));
+        }
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(hits.ids[a.0].cmp(&hits.ids[b.0])));
+        scored.truncate(k);
+        Ok(Hits {
+            rows: scored.iter().map(|&(p, _)| hits.rows[p]).collect(),
+            ids: scored.iter().map(|&(p, _)| hits.ids[p]).collect(),
+            distances: scored.iter().map(|&(p, _)| hits.distances[p]).collect(),
+            scores: Some(scored.iter().map(|&(_, s)| s).collect()),
+        })
+    }
+}
+
+/// An exact flat scan of the `allowed` rows of `seg` alone (a copy of their codes and norms),
+/// with the rows and ids mapped back: the same scores as a scan of the whole segment, since
+/// every score of a row depends on that row's code alone.
+fn subset_search(
+    seg: &SegmentReader,
+    allowed: &RowSet,
+    queries: &[u64],
+    k: usize,
+    score: &Score<'_>,
+    params: &SearchParams,
+) -> Result<(Vec<Hits>, SearchStats)> {
+    let rows: Vec<usize> = allowed.iter().collect();
+    let index = &seg.index;
+    let w = index.words_per_code();
+    let codes = index.codes();
+    let sub: Vec<u64> = rows
+        .iter()
+        .flat_map(|&r| &codes[r * w..(r + 1) * w])
+        .copied()
+        .collect();
+    let norms: Option<Vec<f32>> = index
+        .norms()
+        .map(|nm| rows.iter().map(|&r| nm[r]).collect());
+    let view = CodesView::new(&sub, index.bits())?.with_norms(norms.as_deref())?;
+    let (mut hits, stats) =
+        FlatSearcher::new(view, FlatParams::default()).search(queries, k, score, params)?;
+    let ids = index.ids();
+    for h in &mut hits {
+        for (row, id) in h.rows.iter_mut().zip(h.ids.iter_mut()) {
+            let r = rows[*row as usize];
+            *row = r as u64;
+            *id = ids[r];
+        }
+    }
+    Ok((hits, stats))
+}
+
+/// Merges each query's hits from every segment: best first (ascending distance, or descending
+/// score), ties by smaller id, at most `k`.
+fn merge(parts: Vec<Vec<Hits>>, nq: usize, k: usize, scored: bool) -> Vec<Hits> {
+    match parts.len() {
+        0 => return vec![Hits::default(); nq],
+        1 => return parts.into_iter().next().expect("one part"),
+        _ => {}
+    }
+    (0..nq)
+        .map(|q| {
+            let mut all: Vec<(&Hits, usize)> = parts
+                .iter()
+                .flat_map(|p| (0..p[q].len()).map(move |i| (&p[q], i)))
+                .collect();
+            all.sort_by(|&(a, i), &(b, j)| {
+                let by_key = if scored {
+                    let (sa, sb) = (a.scores.as_ref(), b.scores.as_ref());
+                    sb.map_or(0.0, |s| s[j])
+                        .total_cmp(&sa.map_or(0.0, |s| s[i]))
+                } else {
+                    a.distances[i].cmp(&b.distances[j])
+                };
+                by_key.then(a.ids[i].cmp(&b.ids[j]))
+            });
+            all.truncate(k);
+            Hits {
+                rows: all.iter().map(|&(h, i)| h.rows[i]).collect(),
+                ids: all.iter().map(|&(h, i)| h.ids[i]).collect(),
+                distances: all.iter().map(|&(h, i)| h.distances[i]).collect(),
+                scores: scored.then(|| {
+                    all.iter()
+                        .map(|&(h, i)| h.scores.as_ref().map_or(0.0, |s| s[i]))
+                        .collect()
+                }),
+            }
+        })
+        .collect()
+}

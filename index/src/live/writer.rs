@@ -1,0 +1,656 @@
+//! [`Writer`]: adds, deletes, upserts and compacts, one atomic commit each.
+//!
+//! Every change follows one protocol: new files only (a segment directory written by
+//! [`IndexBuilder`] into a temporary directory and renamed, a deletes file named by the new
+//! generation), each `fsync`ed; then the new root manifest written beside the old one, `fsync`ed
+//! and renamed over it (the commit); then files no manifest names are removed. A crash before
+//! the rename leaves the old generation whole (plus unnamed files, which the next writer
+//! removes); after it, the new one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use crate::builder::IndexBuilder;
+use crate::error::{Error, Result};
+use crate::index::OpenOptions;
+use crate::live::meta::{
+    deletes_name, read_manifest_bytes, segment_name, sync_dir, write_atomic, write_deletes,
+    DeletesEntry, GraphSource, LiveManifest, LiveModel, SegmentEntry,
+};
+use crate::live::snapshot::Snapshot;
+use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::rowset::RowSet;
+use crate::vectors::Vectors;
+
+/// The lock file writers hold (an exclusive advisory lock) while they change the index.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Rows to add: packed codes and what the index's template asks of every segment.
+///
+/// ```
+/// use bsa_index::live::NewRows;
+/// let codes = [0b01u64, 0b10];
+/// let rows = NewRows::codes(&codes).ids(&[7, 3]);
+/// assert_eq!(rows.len(8), 2);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct NewRows<'a> {
+    codes: &'a [u64],
+    ids: Option<&'a [u64]>,
+    vectors: Option<&'a [f32]>,
+    graph_vectors: Option<&'a [f32]>,
+    norms: Option<&'a [f32]>,
+}
+
+impl<'a> NewRows<'a> {
+    /// Rows of packed `codes` (as [`IndexBuilder::new`] takes them); ids follow the index's
+    /// largest id unless [`ids`](Self::ids) are given.
+    pub fn codes(codes: &'a [u64]) -> Self {
+        NewRows {
+            codes,
+            ids: None,
+            vectors: None,
+            graph_vectors: None,
+            norms: None,
+        }
+    }
+    /// Their ids (unique, not in the index unless upserting).
+    pub fn ids(mut self, ids: &'a [u64]) -> Self {
+        self.ids = Some(ids);
+        self
+    }
+    /// Their float vectors (required when the index stores vectors).
+    pub fn vectors(mut self, v: &'a [f32]) -> Self {
+        self.vectors = Some(v);
+        self
+    }
+    /// The vectors their graph is built on (required when the index's graph is on vectors).
+    pub fn graph_vectors(mut self, v: &'a [f32]) -> Self {
+        self.graph_vectors = Some(v);
+        self
+    }
+    /// Their per-code norms (required when the index stores norms).
+    pub fn norms(mut self, v: &'a [f32]) -> Self {
+        self.norms = Some(v);
+        self
+    }
+    /// Number of rows for codes of `bits` bits.
+    pub fn len(&self, bits: usize) -> usize {
+        self.codes.len() / bits.div_ceil(64).max(1)
+    }
+}
+
+/// What [`Writer::add`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AddReport {
+    /// Rows added.
+    pub added: usize,
+    /// Rows whose ids were already live and were replaced (upsert).
+    pub replaced: usize,
+    /// The new segment's directory name.
+    pub segment: String,
+    /// The smallest and largest id added.
+    pub id_range: (u64, u64),
+    /// The generation committed.
+    pub generation: u64,
+}
+
+/// What [`Writer::delete`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeleteReport {
+    /// Rows marked deleted.
+    pub deleted: usize,
+    /// Ids that were not live in the index (reported, not an error).
+    pub unknown: Vec<u64>,
+    /// The generation committed (unchanged if nothing was deleted).
+    pub generation: u64,
+}
+
+/// What [`Writer::compact`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactReport {
+    /// Segments merged into one (or dropped, when all their rows were deleted).
+    pub merged: usize,
+    /// Live rows written to the merged segment.
+    pub rows: usize,
+    /// Deleted rows dropped.
+    pub dropped: usize,
+    /// Segments after compaction.
+    pub segments: usize,
+    /// The generation committed (unchanged if there was nothing to do).
+    pub generation: u64,
+}
+
+/// Computes the float vectors a merged segment's graph is built on, from its codes and (when
+/// the index stores them) its stored vectors, for indexes whose graph is on vectors.
+pub type GraphVectorsFn<'a> = dyn Fn(&[u64], Option<&[f32]>) -> Result<Vec<f32>> + 'a;
+
+/// Changes an index directory: the one writer of it at a time (an exclusive lock on
+/// `DIR/LOCK`, waited for), while any number of [`Snapshot`]s read it.
+///
+/// A single-segment index (`bsa build`) becomes segmented (format v2) at its first change: its
+/// files are hard-linked (or copied) into the first segment's directory before the commit.
+pub struct Writer {
+    dir: PathBuf,
+    _lock: File,
+    manifest: LiveManifest,
+    /// The single-segment manifest, while the directory is still in format v1.
+    v1: Option<Manifest>,
+    snapshot: Option<Snapshot>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("dir", &self.dir)
+            .field("generation", &self.manifest.generation)
+            .field("segments", &self.manifest.segments.len())
+            .finish()
+    }
+}
+
+impl Writer {
+    /// Opens `dir` for writing: waits for the lock, reads the current generation (checksums
+    /// of the mapped files are not re-verified: `bsa verify` does that), and removes what
+    /// interrupted writers left behind.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Writer> {
+        let dir = dir.as_ref().to_path_buf();
+        let lock_path = dir.join(LOCK_FILE);
+        if !dir.join(MANIFEST_FILE).is_file() {
+            return Err(Error::InvalidArgument(format!(
+                "{}: not an index directory (no {MANIFEST_FILE}); create it with `bsa build`",
+                dir.display()
+            )));
+        }
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+        let snapshot = Snapshot::open_with(&dir, OpenOptions::verify_checksums(false))?;
+        let (manifest, v1) = if snapshot.is_segmented() {
+            let (path, bytes) = read_manifest_bytes(&dir)?;
+            (LiveManifest::from_bytes(&bytes, &path)?, None)
+        } else {
+            let m = snapshot.segments()[0].index().manifest().clone();
+            let model = match &m.model {
+                Some(mo) => Some(LiveModel {
+                    file: mo.file.clone(),
+                    original_name: mo.original_name.clone(),
+                    info: m.files[&mo.file],
+                }),
+                None => None,
+            };
+            let live = LiveManifest {
+                bsa_index_version: env!("CARGO_PKG_VERSION").to_string(),
+                generation: 0,
+                bits: m.bits,
+                words_per_code: m.words_per_code,
+                incompat_features: vec!["deletes".into()],
+                next_id: snapshot.next_id(),
+                next_segment: 1,
+                segments: vec![SegmentEntry {
+                    name: segment_name(0),
+                    rows: m.n,
+                    deletes: None,
+                }],
+                model,
+                template: snapshot.template().clone(),
+                extra: m.extra.clone(),
+            };
+            (live, Some(m))
+        };
+        let mut w = Writer {
+            dir,
+            _lock: lock,
+            manifest,
+            v1,
+            snapshot: Some(snapshot),
+        };
+        w.collect_garbage()?;
+        Ok(w)
+    }
+
+    /// The generation last committed (0: never changed since `bsa build`).
+    pub fn generation(&self) -> u64 {
+        self.manifest.generation
+    }
+
+    /// The manifest the next commit starts from.
+    pub fn manifest(&self) -> &LiveManifest {
+        &self.manifest
+    }
+
+    fn snapshot(&mut self) -> Result<&Snapshot> {
+        if self.snapshot.is_none() {
+            self.snapshot = Some(Snapshot::open_with(
+                &self.dir,
+                OpenOptions::verify_checksums(false),
+            )?);
+        }
+        Ok(self.snapshot.as_ref().expect("opened above"))
+    }
+
+    /// Adds `rows` as a new segment. Ids (given, or following the largest id so far) must not
+    /// be live in the index unless `upsert`, which deletes the rows holding them in the same
+    /// commit. The segment holds what the index's template asks for (vectors, norms, posting
+    /// lists, a graph), so `rows` must bring the inputs of each.
+    pub fn add(&mut self, rows: &NewRows<'_>, upsert: bool) -> Result<AddReport> {
+        let bits = self.manifest.bits as usize;
+        let w = bits.div_ceil(64);
+        if rows.codes.is_empty() || !rows.codes.len().is_multiple_of(w) {
+            return Err(Error::InvalidArgument(format!(
+                "no rows to add, or {} words are not whole {bits}-bit codes",
+                rows.codes.len()
+            )));
+        }
+        let n = rows.codes.len() / w;
+        let next_id = self.manifest.next_id;
+        let ids: Vec<u64> = match rows.ids {
+            Some(ids) if ids.len() != n => {
+                return Err(Error::DimMismatch {
+                    what: "ids (one per new row)".into(),
+                    expected: n,
+                    got: ids.len(),
+                })
+            }
+            Some(ids) => ids.to_vec(),
+            None => (next_id..next_id + n as u64).collect(),
+        };
+        let t = self.manifest.template.clone();
+        let need = |what: &str, have: bool, want: bool| -> Result<()> {
+            match (have, want) {
+                (false, true) => Err(Error::InvalidArgument(format!(
+                    "the index stores {what} for every row: give them for the new rows too"
+                ))),
+                (true, false) => Err(Error::InvalidArgument(format!(
+                    "the index stores no {what}; add the rows without them"
+                ))),
+                _ => Ok(()),
+            }
+        };
+        need("vectors", rows.vectors.is_some(), t.vectors.is_some())?;
+        need("norms", rows.norms.is_some(), t.norms)?;
+        let graph_dim = match t.graph.map(|g| g.on) {
+            Some(GraphSource::Vectors { dim }) => Some(dim as usize),
+            _ => None,
+        };
+        need(
+            "graph vectors (its graph is built on float vectors)",
+            rows.graph_vectors.is_some(),
+            graph_dim.is_some(),
+        )?;
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        if let Some(p) = sorted.windows(2).find(|p| p[0] == p[1]) {
+            return Err(Error::InvalidArgument(format!(
+                "id {} appears more than once among the new rows; ids must be unique",
+                p[0]
+            )));
+        }
+        let snap = self.snapshot()?;
+        let clashes: Vec<(u64, (usize, usize))> = ids
+            .iter()
+            .filter_map(|&id| snap.find_id(id).map(|at| (id, at)))
+            .collect();
+        if !clashes.is_empty() && !upsert {
+            let mut shown: Vec<u64> = clashes.iter().map(|&(id, _)| id).collect();
+            shown.sort_unstable();
+            let more = shown.len().saturating_sub(10);
+            shown.truncate(10);
+            return Err(Error::InvalidArgument(format!(
+                "{} of the new ids are already in the index: {}{}; add with --upsert to replace \
+                 them, or delete them first",
+                clashes.len(),
+                shown
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )));
+        }
+
+        let mut next = self.manifest.clone();
+        let name = segment_name(next.next_segment);
+        let mut b = IndexBuilder::new(bits, rows.codes)
+            .ids(&ids)
+            .inverted(t.inverted)
+            .extra(serde_json::Value::Null);
+        if let (Some(v), Some(vi)) = (rows.vectors, t.vectors) {
+            b = b.vectors(v, vi.dim as usize).vector_dtype(vi.dtype);
+        }
+        if let Some(nm) = rows.norms {
+            b = b.norms(nm);
+        }
+        if let Some(g) = t.graph {
+            b = b.hnsw(g.params);
+            if let (Some(v), Some(d)) = (rows.graph_vectors, graph_dim) {
+                b = b.graph_on(v, d);
+            }
+        }
+        b.build(self.dir.join(&name))?;
+
+        let mut deleted: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for &(_, (s, r)) in &clashes {
+            deleted.entry(s).or_default().push(r);
+        }
+        next.next_segment += 1;
+        next.next_id = next.next_id.max(sorted[n - 1].saturating_add(1));
+        next.segments.push(SegmentEntry {
+            name: name.clone(),
+            rows: n as u64,
+            deletes: None,
+        });
+        self.mark_deleted(&mut next, &deleted)?;
+        let generation = self.commit(next)?;
+        Ok(AddReport {
+            added: n,
+            replaced: clashes.len(),
+            segment: name,
+            id_range: (sorted[0], sorted[n - 1]),
+            generation,
+        })
+    }
+
+    /// Marks the live rows holding `ids` deleted. Ids not live in the index are reported in
+    /// [`DeleteReport::unknown`]; nothing is committed when no row changes. A segment whose
+    /// rows are all deleted is dropped.
+    pub fn delete(&mut self, ids: &[u64]) -> Result<DeleteReport> {
+        let snap = self.snapshot()?;
+        let mut unknown = Vec::new();
+        let mut deleted: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for &id in ids {
+            if !seen.insert(id) {
+                continue;
+            }
+            match snap.find_id(id) {
+                Some((s, r)) => deleted.entry(s).or_default().push(r),
+                None => unknown.push(id),
+            }
+        }
+        let count = deleted.values().map(Vec::len).sum();
+        if count == 0 {
+            return Ok(DeleteReport {
+                deleted: 0,
+                unknown,
+                generation: self.manifest.generation,
+            });
+        }
+        let mut next = self.manifest.clone();
+        self.mark_deleted(&mut next, &deleted)?;
+        let generation = self.commit(next)?;
+        Ok(DeleteReport {
+            deleted: count,
+            unknown,
+            generation,
+        })
+    }
+
+    /// Adds `rows` (segment index to rows) to the deletes of `next`'s segments: new deletes
+    /// files named by the coming generation, fully deleted segments dropped.
+    fn mark_deleted(
+        &mut self,
+        next: &mut LiveManifest,
+        rows: &BTreeMap<usize, Vec<usize>>,
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let generation = next.generation + 1;
+        let dir = self.dir.clone();
+        let snap = self.snapshot()?;
+        let mut drop = BTreeSet::new();
+        for (&s, rs) in rows {
+            let seg = &snap.segments()[s];
+            let mut set = seg
+                .deleted()
+                .cloned()
+                .unwrap_or_else(|| RowSet::empty(seg.rows()));
+            for &r in rs {
+                set.insert(r);
+            }
+            let entry = &mut next.segments[s];
+            if set.count() == seg.rows() {
+                drop.insert(s);
+                continue;
+            }
+            let file = deletes_name(&entry.name, generation);
+            let info = write_deletes(&dir, &file, &set)?;
+            entry.deletes = Some(DeletesEntry {
+                file,
+                deleted: set.count() as u64,
+                info,
+            });
+        }
+        let mut i = 0;
+        next.segments.retain(|_| {
+            i += 1;
+            !drop.contains(&(i - 1))
+        });
+        Ok(())
+    }
+
+    /// Merges segments so that at most `max_segments` remain (the smallest first), and
+    /// rewrites every segment with deleted rows without them. A graph on float vectors is
+    /// rebuilt on the vectors `graph_vectors` computes (required for such indexes; other
+    /// graphs are rebuilt from the codes). Nothing is committed when there is nothing to do.
+    pub fn compact(
+        &mut self,
+        max_segments: usize,
+        graph_vectors: Option<&GraphVectorsFn<'_>>,
+    ) -> Result<CompactReport> {
+        let max_segments = max_segments.max(1);
+        let m = self.manifest.clone();
+        let mut merge: BTreeSet<usize> = (0..m.segments.len())
+            .filter(|&s| m.segments[s].deletes.is_some())
+            .collect();
+        if m.segments.len() > max_segments {
+            let mut by_size: Vec<usize> = (0..m.segments.len()).collect();
+            let live = |s: usize| {
+                m.segments[s].rows - m.segments[s].deletes.as_ref().map_or(0, |d| d.deleted)
+            };
+            by_size.sort_by_key(|&s| (live(s), s));
+            merge.extend(
+                by_size
+                    .into_iter()
+                    .take(m.segments.len() - max_segments + 1),
+            );
+        }
+        let nothing = CompactReport {
+            merged: 0,
+            rows: 0,
+            dropped: 0,
+            segments: m.segments.len(),
+            generation: m.generation,
+        };
+        if merge.is_empty() {
+            return Ok(nothing);
+        }
+        let bits = m.bits as usize;
+        let w = bits.div_ceil(64);
+        let t = m.template.clone();
+        let graph_on_vectors = matches!(t.graph.map(|g| g.on), Some(GraphSource::Vectors { .. }));
+        if graph_on_vectors && graph_vectors.is_none() {
+            return Err(Error::InvalidArgument(
+                "the index's graph is built on float vectors: compacting it needs them for the \
+                 merged rows (bsa compact decodes them with the index's model)"
+                    .into(),
+            ));
+        }
+        let name = segment_name(m.next_segment);
+        let snap = self.snapshot()?;
+        let (mut codes, mut ids, mut vectors, mut norms) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut dropped = 0;
+        for &s in &merge {
+            let seg = &snap.segments()[s];
+            let index = seg.index();
+            let dim = index.vector_dim().unwrap_or(0);
+            for r in 0..seg.rows() {
+                if seg.is_deleted(r) {
+                    dropped += 1;
+                    continue;
+                }
+                codes.extend_from_slice(index.code(r));
+                ids.push(index.ids()[r]);
+                match index.vectors() {
+                    Some(Vectors::F32(v)) => vectors.extend_from_slice(&v[r * dim..(r + 1) * dim]),
+                    Some(Vectors::F16(v)) => vectors.extend(
+                        v[r * dim..(r + 1) * dim]
+                            .iter()
+                            .map(|&x| half::f16::from_bits(x).to_f32()),
+                    ),
+                    None => {}
+                }
+                if let Some(nm) = index.norms() {
+                    norms.push(nm[r]);
+                }
+            }
+        }
+        let rows = ids.len();
+        let mut next = m.clone();
+        let first = *merge.first().expect("not empty");
+        let mut kept: Vec<SegmentEntry> = Vec::new();
+        for (s, e) in m.segments.iter().enumerate() {
+            if s == first && rows > 0 {
+                kept.push(SegmentEntry {
+                    name: name.clone(),
+                    rows: rows as u64,
+                    deletes: None,
+                });
+            }
+            if !merge.contains(&s) {
+                kept.push(e.clone());
+            }
+        }
+        if rows > 0 {
+            debug_assert_eq!(codes.len(), rows * w);
+            let gv = match (graph_on_vectors, graph_vectors) {
+                (true, Some(f)) => Some(f(&codes, t.vectors.map(|_| vectors.as_slice()))?),
+                _ => None,
+            };
+            let mut b = IndexBuilder::new(bits, &codes)
+                .ids(&ids)
+                .inverted(t.inverted)
+                .extra(serde_json::Value::Null);
+            if let Some(vi) = t.vectors {
+                b = b.vectors(&vectors, vi.dim as usize).vector_dtype(vi.dtype);
+            }
+            if t.norms {
+                b = b.norms(&norms);
+            }
+            if let Some(g) = t.graph {
+                b = b.hnsw(g.params);
+                if let (Some(v), Some(GraphSource::Vectors { dim })) = (gv.as_deref(), Some(g.on)) {
+                    b = b.graph_on(v, dim as usize);
+                }
+            }
+            b.build(self.dir.join(&name))?;
+            next.next_segment += 1;
+        }
+        next.segments = kept;
+        let segments = next.segments.len();
+        let generation = self.commit(next)?;
+        Ok(CompactReport {
+            merged: merge.len(),
+            rows,
+            dropped,
+            segments,
+            generation,
+        })
+    }
+
+    /// Commits `next` as the next generation: the first commit of a single-segment index moves
+    /// its files into the first segment's directory (hard links, so nothing is copied) before
+    /// the new manifest replaces the old one. Then removes what no manifest names.
+    fn commit(&mut self, mut next: LiveManifest) -> Result<u64> {
+        if let Some(v1) = &self.v1 {
+            self.link_first_segment(v1)?;
+        }
+        next.generation = self.manifest.generation + 1;
+        next.bsa_index_version = env!("CARGO_PKG_VERSION").to_string();
+        write_atomic(&self.dir, MANIFEST_FILE, &next.to_bytes()?)?;
+        self.manifest = next;
+        self.v1 = None;
+        self.snapshot = None;
+        self.collect_garbage()?;
+        Ok(self.manifest.generation)
+    }
+
+    /// Puts the files of the single-segment index at the root into `seg-000000/` (hard links,
+    /// or copies where links fail), through a temporary directory renamed into place.
+    fn link_first_segment(&self, v1: &Manifest) -> Result<()> {
+        let name = segment_name(0);
+        let tmp = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        for f in v1.files.keys().map(String::as_str).chain([MANIFEST_FILE]) {
+            let (src, dst) = (self.dir.join(f), tmp.join(f));
+            if fs::hard_link(&src, &dst).is_err() {
+                fs::copy(&src, &dst).map_err(|e| Error::io(&src, e))?;
+                File::open(&dst)
+                    .and_then(|h| h.sync_all())
+                    .map_err(|e| Error::io(&dst, e))?;
+            }
+        }
+        sync_dir(&tmp)?;
+        let dst = self.dir.join(&name);
+        fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Removes what interrupted writers left and what the current generation no longer
+    /// names. While the directory is still single-segment, only a writer's own kinds of files
+    /// are candidates (segment directories, deletes files, temporary files).
+    fn collect_garbage(&mut self) -> Result<()> {
+        let m = &self.manifest;
+        let mut keep: BTreeSet<String> = [MANIFEST_FILE.to_string(), LOCK_FILE.to_string()]
+            .into_iter()
+            .collect();
+        if let Some(v1) = &self.v1 {
+            keep.extend(v1.files.keys().cloned());
+        } else {
+            keep.extend(m.segments.iter().map(|s| s.name.clone()));
+            keep.extend(
+                m.segments
+                    .iter()
+                    .filter_map(|s| s.deletes.as_ref().map(|d| d.file.clone())),
+            );
+            keep.extend(m.model.as_ref().map(|mo| mo.file.clone()));
+        }
+        let entries = fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        for e in entries {
+            let e = e.map_err(|e| Error::io(&self.dir, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = name.starts_with("seg-")
+                || name.starts_with(".seg-")
+                || name.starts_with("deletes-")
+                || name.starts_with(".manifest.json.tmp-");
+            if keep.contains(&name) || (self.v1.is_some() && !ours) {
+                continue;
+            }
+            let p = e.path();
+            let r = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+            r.map_err(|err| Error::io(&p, err))?;
+        }
+        Ok(())
+    }
+}
