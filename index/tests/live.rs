@@ -439,3 +439,95 @@ proptest! {
         run(seed, Shape { bits: 70, floats: true }, steps);
     }
 }
+
+/// A snapshot opened before changes keeps answering from its generation (its files outlive
+/// their removal), and snapshots opened while a writer commits see whole generations only:
+/// every answer a concurrent reader gets equals the answer of the generation it opened.
+#[test]
+fn readers_see_whole_generations_while_the_index_changes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let shape = Shape {
+        bits: 70,
+        floats: false,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    let mut r = rng(99);
+    let ids: Vec<u64> = (0..200).collect();
+    build(shape, &new_rows(&mut r, shape, &ids), &path);
+    let queries = random_codes(&mut r, 4, shape.bits, 1);
+    let flat = Mode::parse("flat").unwrap();
+    let answer = |s: &Snapshot| -> Vec<Hits> {
+        s.search(
+            &queries,
+            50,
+            &Score::Hamming,
+            &flat,
+            &SearchOptions::default(),
+        )
+        .unwrap()
+        .0
+    };
+    let first = Snapshot::open(&path).unwrap();
+    let first_answer = answer(&first);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<(u64, Vec<Hits>)>>> = Arc::default();
+    let reader = {
+        let (stop, seen, path, queries) =
+            (stop.clone(), seen.clone(), path.clone(), queries.clone());
+        std::thread::spawn(move || {
+            let flat = Mode::parse("flat").unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let s = Snapshot::open(&path).unwrap();
+                let (h, _) = s
+                    .search(
+                        &queries,
+                        50,
+                        &Score::Hamming,
+                        &flat,
+                        &SearchOptions::default(),
+                    )
+                    .unwrap();
+                seen.lock().unwrap().push((s.generation(), h));
+            }
+        })
+    };
+    let mut expected: BTreeMap<u64, Vec<Hits>> = BTreeMap::new();
+    expected.insert(0, first_answer.clone());
+    let mut next = 1000;
+    for step in 0..12 {
+        let mut w = Writer::open(&path).unwrap();
+        match step % 4 {
+            0 | 1 => {
+                let ids: Vec<u64> = (next..next + 40).collect();
+                next += 40;
+                add(&mut w, shape, &new_rows(&mut r, shape, &ids), false);
+            }
+            2 => {
+                let ids: Vec<u64> = (0..300).filter(|i| i % 7 == step as u64 % 7).collect();
+                w.delete(&ids).unwrap();
+            }
+            _ => {
+                w.compact(1, None).unwrap();
+            }
+        }
+        let g = w.generation();
+        drop(w);
+        expected.insert(g, answer(&Snapshot::open(&path).unwrap()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let seen = seen.lock().unwrap();
+    assert!(!seen.is_empty());
+    for (g, h) in seen.iter() {
+        same(h, &expected[g], &format!("reader at generation {g}"));
+    }
+    // The first snapshot still answers from generation 0, though compaction removed its files.
+    same(&answer(&first), &first_answer, "the first snapshot");
+    let now = Snapshot::open(&path).unwrap();
+    assert_eq!(now.generation(), *expected.keys().last().unwrap());
+    assert!(now.len() > first.len());
+}
