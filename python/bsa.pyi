@@ -137,14 +137,35 @@ class Index:
         rescore: Optional[int] = None,
         ef: Optional[int] = None,
         max_distance: Optional[int] = None,
+        min_score: Optional[float] = None,
+        allow_ids: Optional[npt.ArrayLike] = None,
+        deny_ids: Optional[npt.ArrayLike] = None,
         threads: Optional[int] = None,
     ) -> Tuple[Union[npt.NDArray[np.int32], npt.NDArray[np.float32]], npt.NDArray[np.int64]]:
         """``(D, I)`` of shape (nq, k), best first, as ``bsa search``.
 
         ``I``: int64 ids, -1 where missing. ``D``: int32 Hamming distances for
         ``score="hamming"`` without rescoring (missing: 2**31 - 1), else float32 scores,
-        higher is better (missing: -inf).
+        higher is better (missing: -inf). ``allow_ids`` / ``deny_ids`` restrict the ids
+        returned (exact modes stay exact); ``min_score`` drops hits scoring less.
         """
+    def add(
+        self,
+        x: Optional[_Floats] = None,
+        codes: Optional[_Codes] = None,
+        ids: Optional[npt.ArrayLike] = None,
+        *,
+        upsert: bool = False,
+        threads: Optional[int] = None,
+    ) -> int:
+        """Adds rows as a new segment (as ``bsa add``); returns the number of rows replaced."""
+    def delete(self, ids: npt.ArrayLike) -> int:
+        """Marks the rows holding ``ids`` deleted (as ``bsa delete``); returns how many."""
+    def compact(self, max_segments: int = 1, *, threads: Optional[int] = None) -> None:
+        """Merges segments and drops deleted rows (as ``bsa compact``)."""
+    @property
+    def segments(self) -> int:
+        """Number of segments."""
     def verify(self) -> None:
         """Checks every checksum of every file (raises ``FormatError``)."""
     def __len__(self) -> int: ...
@@ -159,7 +180,7 @@ class Index:
         """The model stored in the index, if any."""
     @property
     def ids(self) -> npt.NDArray[np.int64]:
-        """External ids, one per row."""
+        """External ids of the live rows, segment by segment."""
     @property
     def has_vectors(self) -> bool: ...
     @property

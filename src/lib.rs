@@ -43,6 +43,7 @@ pub mod error;
 mod greedy;
 pub mod groundtruth;
 pub mod io;
+pub mod live;
 pub mod loss;
 pub mod metrics;
 #[cfg(feature = "milvus")]

@@ -10,7 +10,7 @@
 //! ```no_run
 //! use bsa::query::{search, Queries, Request};
 //! # fn main() -> bsa::Result<()> {
-//! let index = bsa_index::Index::open("idx")?;
+//! let index = bsa_index::live::Snapshot::open("idx")?; // every segment of the index
 //! let model = bsa::query::index_model(&index)?; // the model copied in by `bsa build --model`
 //! let queries = ndarray::Array2::<f32>::ones((2, 384));
 //! let request = Request::new(10).mode("flat")?.score("adc")?.rescore(Some(4));
@@ -21,7 +21,8 @@
 
 use std::time::Instant;
 
-use bsa_index::{pack, Hits, Index, Mode, Score, SearchParams, SearchStats};
+use bsa_index::live::{IdFilter, SearchOptions, Snapshot};
+use bsa_index::{pack, Hits, Mode, Score, SearchParams, SearchStats};
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
@@ -114,6 +115,8 @@ pub struct Request {
     pub rescore: Option<usize>,
     /// Only neighbours within this Hamming distance (Hamming score only).
     pub max_distance: Option<u32>,
+    /// Only neighbours scoring at least this (scores other than Hamming).
+    pub min_score: Option<f32>,
 }
 
 impl Request {
@@ -125,6 +128,7 @@ impl Request {
             score: ScoreName::Hamming,
             rescore: None,
             max_distance: None,
+            min_score: None,
         }
     }
 
@@ -160,6 +164,12 @@ impl Request {
         self
     }
 
+    /// Sets the minimum score.
+    pub fn min_score(mut self, s: Option<f32>) -> Request {
+        self.min_score = s;
+        self
+    }
+
     /// The HNSW candidate list size, if the mode is HNSW and one was set.
     pub fn ef(&self) -> Option<usize> {
         self.mode.ef_search()
@@ -180,7 +190,7 @@ pub struct Found {
 }
 
 /// The model copied into `index` by `bsa build --model`, if it has one.
-pub fn index_model(index: &Index) -> Result<Option<Autoencoder>> {
+pub fn index_model(index: &Snapshot) -> Result<Option<Autoencoder>> {
     index.model_path().map(crate::io::model::load).transpose()
 }
 
@@ -229,10 +239,22 @@ pub fn encode_queries(model: &Autoencoder, q: ArrayView2<f32>, bits: usize) -> R
 /// distance), that the index has what the mode and rescoring read, then searches `k x rescore`
 /// candidates on the current rayon pool and re-ranks them by exact cosine.
 pub fn search(
-    index: &Index,
+    index: &Snapshot,
     model: Option<&Autoencoder>,
     queries: Queries<'_>,
     request: &Request,
+) -> Result<Found> {
+    search_filtered(index, model, queries, request, None)
+}
+
+/// [`search`] restricted by an id filter (`bsa search --allow-ids` / `--deny-ids`): exact
+/// modes stay exact, the graph walks past excluded rows (see [`Snapshot::search`]).
+pub fn search_filtered(
+    index: &Snapshot,
+    model: Option<&Autoencoder>,
+    queries: Queries<'_>,
+    request: &Request,
+    filter: Option<IdFilter<'_>>,
 ) -> Result<Found> {
     let dir = index.dir().display();
     let bits = index.bits();
@@ -280,7 +302,12 @@ pub fn search(
             "a maximum distance applies to score hamming only".into(),
         ));
     }
-    if score_name == ScoreName::Adc && index.norms().is_none() {
+    if request.min_score.is_some() && score_name == ScoreName::Hamming {
+        return Err(Error::InvalidArgument(
+            "a minimum score applies to scores other than hamming (give a maximum distance)".into(),
+        ));
+    }
+    if score_name == ScoreName::Adc && !index.has_norms() {
         return Err(Error::InvalidArgument(format!(
             "{dir}: score adc needs the norms of the decoded codes; rebuild the index with a model"
         )));
@@ -351,9 +378,11 @@ pub fn search(
         },
         ScoreName::Hamming => Score::Hamming,
     };
-    let (mut hits, stats) = index
-        .searcher(&request.mode)?
-        .search(&codes, fetch, &score, &params)?;
+    let options = SearchOptions::default()
+        .with_params(params)
+        .with_filter(filter)
+        .with_min_score(request.min_score);
+    let (mut hits, stats) = index.search(&codes, fetch, &score, &request.mode, &options)?;
     if let (Some(_), Some(q)) = (request.rescore, &floats) {
         hits = hits
             .par_iter()

@@ -30,7 +30,7 @@ fn src_has_no_import_circle() {
 }
 
 /// The layers of `bsa-index`, lowest first, as `index/src/lib.rs` pictures them: a file may use
-/// files of its own layer or lower ones. The facades (`lib.rs`, `search/mod.rs`) are in none.
+/// files of its own layer or lower ones. The facades (`lib.rs`, `search/mod.rs`, `live/mod.rs`) are in none.
 const INDEX_LAYERS: &[&[&str]] = &[
     &["error.rs", "kernel.rs", "topk.rs", "bits.rs", "rowset.rs"],
     &["hamming.rs", "dot.rs", "score.rs", "pack.rs"],
@@ -73,7 +73,7 @@ fn index_src_stacks_in_its_layers() {
     let layer = |file: &str| INDEX_LAYERS.iter().position(|l| l.contains(&file));
     let mut upwards = Vec::new();
     for (from, targets) in &graph {
-        if from == "lib.rs" || from == "search/mod.rs" {
+        if from == "lib.rs" || from == "search/mod.rs" || from == "live/mod.rs" {
             continue;
         }
         let own = layer(from).unwrap_or_else(|| {

@@ -62,3 +62,123 @@ fn golden_indexes_open_and_answer() {
         assert_eq!(r.len(), 2);
     }
 }
+
+/// Copies the files of directory `from` (and its subdirectories) to `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The segmented format (v2) came with issue 16: the golden v1 index opens as a snapshot of
+/// one segment with the same answers, grows into v2 at its first change, and the committed
+/// golden v2 index (the v1 one after an add and a delete) keeps opening with the same answers.
+#[test]
+fn golden_v1_grows_into_the_segmented_format_and_golden_v2_opens() {
+    use bsa_index::live::{NewRows, SearchOptions, Snapshot, Writer};
+    use bsa_index::manifest::SEGMENTED_FORMAT_VERSION;
+    use bsa_index::{Mode, Score};
+
+    let (codes, ids, vectors) = golden_inputs();
+    let flat = Mode::parse("flat").unwrap();
+    let v1 = Snapshot::open(golden_dir(1)).unwrap();
+    assert!(!v1.is_segmented());
+    let (a, _) = v1
+        .search(
+            &codes[6..8],
+            4,
+            &Score::Hamming,
+            &flat,
+            &SearchOptions::default(),
+        )
+        .unwrap();
+    let b = Index::open(golden_dir(1))
+        .unwrap()
+        .search_flat(&codes[6..8], 4, &SearchParams::default())
+        .unwrap();
+    assert_eq!(
+        (a[0].ids.clone(), a[0].distances.clone()),
+        (b[0].ids.clone(), b[0].distances.clone())
+    );
+    // The golden rows are not in id order (they predate sorted segments): ids are still found.
+    assert_eq!(v1.find_id(ids[5]), Some((0, 5)));
+
+    // Made once (`BSA_REGEN_GOLDEN_V2=1`) from the committed v1 index, then committed.
+    let v2_dir = golden_dir(SEGMENTED_FORMAT_VERSION);
+    if std::env::var_os("BSA_REGEN_GOLDEN_V2").is_some() {
+        let _ = std::fs::remove_dir_all(&v2_dir);
+        copy_tree(&golden_dir(1), &v2_dir);
+        let mut w = Writer::open(&v2_dir).unwrap();
+        w.add(
+            &NewRows::codes(&codes[..4])
+                .ids(&[5000, 5001])
+                .vectors(&vectors[..6]),
+            false,
+        )
+        .unwrap();
+        w.delete(&[ids[3]]).unwrap();
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let copy = scratch.path().join("v2");
+    copy_tree(&v2_dir, &copy);
+    for dir in [&v2_dir, &copy] {
+        let s = Snapshot::open(dir).unwrap_or_else(|e| panic!("golden v2: {e}"));
+        s.verify().unwrap();
+        assert!(s.is_segmented());
+        assert_eq!((s.segments().len(), s.len(), s.rows()), (2, 17, 18));
+        assert_eq!(s.extra()["golden"], true);
+        assert_eq!(
+            std::fs::read(s.model_path().unwrap()).unwrap(),
+            b"golden model bytes"
+        );
+        // Rows 0 and 1 were added again as ids 5000 and 5001; id ids[3] is deleted.
+        let (h, _) = s
+            .search(
+                &codes[..2],
+                3,
+                &Score::Hamming,
+                &flat,
+                &SearchOptions::default(),
+            )
+            .unwrap();
+        assert_eq!(h[0].distances[..2], [0, 0]);
+        assert_eq!(h[0].ids[..2], [ids[0], 5000]);
+        assert!(s.find_id(ids[3]).is_none());
+    }
+    // A single-segment reader refuses the segmented index, saying what to open it with.
+    let e = Index::open(&copy).unwrap_err().to_string();
+    assert!(e.contains("segmented index"), "{e}");
+    // Compacting the copy sorts the old rows by id; the answers do not change.
+    let before = Snapshot::open(&copy).unwrap();
+    let (h1, _) = before
+        .search(
+            &codes,
+            18,
+            &Score::Hamming,
+            &flat,
+            &SearchOptions::default(),
+        )
+        .unwrap();
+    Writer::open(&copy).unwrap().compact(1, None).unwrap();
+    let after = Snapshot::open(&copy).unwrap();
+    let ids_after = after.segments()[0].index().ids();
+    assert!(ids_after.windows(2).all(|p| p[0] < p[1]));
+    let (h2, _) = after
+        .search(
+            &codes,
+            18,
+            &Score::Hamming,
+            &flat,
+            &SearchOptions::default(),
+        )
+        .unwrap();
+    for (x, y) in h1.iter().zip(&h2) {
+        assert_eq!(x.distances, y.distances);
+    }
+}

@@ -474,7 +474,8 @@ fn readers_see_whole_generations_while_the_index_changes() {
     let first_answer = answer(&first);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<Vec<(u64, Vec<Hits>)>>> = Arc::default();
+    type Seen = Vec<(u64, Vec<Hits>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let reader = {
         let (stop, seen, path, queries) =
             (stop.clone(), seen.clone(), path.clone(), queries.clone());

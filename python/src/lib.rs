@@ -6,13 +6,15 @@
 //! are repeated in `bsa.pyi` for type checkers.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use bsa::baselines::{BaselineParams, DEFAULT_FIT_ROWS, DEFAULT_ITQ_ITERATIONS};
 use bsa::model::{Autoencoder, LossKind, Method, Target};
 use bsa::pipeline::{build_index, BuildRequest, BuildSource};
 use bsa::query::{check_rows, Queries, Request};
 use bsa::train::{Progress, TrainParams};
+use bsa::live::AddSource;
+use bsa_index::live::{IdFilter, Snapshot};
 use bsa_index::{HnswParams, OpenOptions, VectorDtype};
 use ndarray::{Array2, ArrayView2};
 use numpy::{
@@ -661,7 +663,9 @@ fn fit_model(
 ///     index = bsa.Index.open("my-index")
 #[pyclass(frozen, module = "bsa", name = "Index")]
 struct Index {
-    inner: Arc<bsa_index::Index>,
+    /// The snapshot searches read; replaced (not changed) by `add`, `delete` and `compact`,
+    /// so a search that took it keeps its generation.
+    inner: RwLock<Arc<Snapshot>>,
     /// The index's own model (copied in at build time), loaded once at open.
     model: Option<Arc<Autoencoder>>,
     /// The training metadata of that model, for `Index.model`.
@@ -672,18 +676,33 @@ struct Index {
 
 impl Index {
     fn open_dir(dir: &Path, verify: bool, tmp: Option<tempfile::TempDir>) -> bsa::Result<Index> {
-        let index = bsa_index::Index::open_with(dir, OpenOptions::verify_checksums(verify))?;
+        let index = Snapshot::open_with(dir, OpenOptions::verify_checksums(verify))?;
         let model = bsa::query::index_model(&index)?.map(Arc::new);
         let model_training = match index.model_path() {
             Some(p) => bsa::io::model::training_info(p)?,
             None => serde_json::Value::Null,
         };
         Ok(Index {
-            inner: Arc::new(index),
+            inner: RwLock::new(Arc::new(index)),
             model,
             model_training,
             _tmp: tmp,
         })
+    }
+}
+
+impl Index {
+    /// The current snapshot.
+    fn snap(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.inner.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Opens the directory again after a change (the new generation).
+    fn reopen(&self) -> bsa::Result<()> {
+        let dir = self.snap().dir().to_path_buf();
+        let fresh = Snapshot::open_with(&dir, OpenOptions::verify_checksums(false))?;
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        Ok(())
     }
 }
 
@@ -864,8 +883,8 @@ impl Index {
     /// ``overwrite`` replaces an index there.
     #[pyo3(signature = (path, *, overwrite=false))]
     fn save(&self, py: Python<'_>, path: PathBuf, overwrite: bool) -> PyResult<()> {
-        let index = &self.inner;
-        py.detach(|| copy_index(index, &path, overwrite))
+        let index = self.snap();
+        py.detach(|| copy_index(&index, &path, overwrite))
             .map_err(|e| io_err(e.kind(), format!("{}: {e}", path.display())))
     }
 
@@ -890,9 +909,12 @@ impl Index {
     ///     D, I = index.search(queries, 10)                                   # Hamming
     ///     D, I = index.search(queries, 10, score="adc", rescore=4)           # best recall
     ///     D, I = index.search(model.encode(queries), 10, mode="hnsw", ef=128)
+    ///
+    /// Filters and ranges: ``allow_ids`` (only these ids) or ``deny_ids`` (never these), exact
+    /// in the exact modes; ``min_score``: drop hits scoring less (scores other than Hamming).
     #[pyo3(signature = (
         q, k=10, *, score="hamming", mode="flat", rescore=None, ef=None, max_distance=None,
-        threads=None
+        min_score=None, allow_ids=None, deny_ids=None, threads=None
     ))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn search<'py>(
@@ -904,8 +926,18 @@ impl Index {
         rescore: Option<i64>,
         ef: Option<i64>,
         max_distance: Option<i64>,
+        min_score: Option<f32>,
+        allow_ids: Option<&Bound<'py, PyAny>>,
+        deny_ids: Option<&Bound<'py, PyAny>>,
         threads: Option<i64>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray2<i64>>)> {
+        if allow_ids.is_some() && deny_ids.is_some() {
+            return Err(PyValueError::new_err(
+                "give allow_ids or deny_ids, not both",
+            ));
+        }
+        let allow = allow_ids.map(|i| id_vector(i, "allow_ids")).transpose()?;
+        let deny = deny_ids.map(|i| id_vector(i, "deny_ids")).transpose()?;
         let py = q.py();
         let k = positive("k", Some(k))?.unwrap_or(1);
         let rescore = positive("rescore", rescore)?;
@@ -926,7 +958,8 @@ impl Index {
             .map_err(|e| PyValueError::new_err(format!("score: {e}")))?
             .rescore(rescore)
             .with_ef(ef)
-            .max_distance(max_distance);
+            .max_distance(max_distance)
+            .min_score(min_score);
         let arr = as_array(q, "q")?;
         let is_codes = arr.dtype().is_equiv_to(&numpy::dtype::<u8>(py));
         let floats = if is_codes {
@@ -953,10 +986,15 @@ impl Index {
             Queries::Floats(v) => v.nrows(),
             Queries::Packed { rows, .. } => rows,
         };
-        let index = &self.inner;
+        let index = self.snap();
         let model = self.model.as_deref();
+        let filter = match (&allow, &deny) {
+            (Some(ids), _) => Some(IdFilter::Allow(ids)),
+            (None, Some(ids)) => Some(IdFilter::Deny(ids)),
+            (None, None) => None,
+        };
         let found = without_gil(py, threads, || {
-            bsa::query::search(index, model, queries, &request)
+            bsa::query::search_filtered(&index, model, queries, &request, filter)
         })?;
         let scored = found.hits.iter().any(|h| h.scores.is_some())
             || request.score != bsa::query::ScoreName::Hamming
@@ -988,21 +1026,105 @@ impl Index {
         Ok((d, numpy::IntoPyArray::into_pyarray(ids, py)))
     }
 
-    /// Number of codes.
+    /// Adds rows as a new segment, as ``bsa add`` does: ``x`` (float, n x dim, encoded with the
+    /// index's model; also stored when the index stores vectors) or ``codes`` (uint8 packed
+    /// codes, for an index built from codes). ``ids``: one new id per row (default: after the
+    /// largest id so far); ids already in the index raise ``ValueError`` unless ``upsert=True``,
+    /// which replaces their rows. Returns the number of rows replaced. The index changes on disk
+    /// (one atomic commit); searches already running keep the rows they started with.
+    ///
+    /// Example: ``index.add(x=new_vectors, ids=new_ids)``
+    #[pyo3(signature = (x=None, codes=None, ids=None, *, upsert=false, threads=None))]
+    fn add(
+        &self,
+        py: Python<'_>,
+        x: Option<&Bound<'_, PyAny>>,
+        codes: Option<&Bound<'_, PyAny>>,
+        ids: Option<&Bound<'_, PyAny>>,
+        upsert: bool,
+        threads: Option<i64>,
+    ) -> PyResult<usize> {
+        let threads = positive("threads", threads)?;
+        let ids = ids.map(|i| id_vector(i, "ids")).transpose()?;
+        let floats = match x {
+            Some(x) => Some(float32_matrix(as_array(x, "x")?, "x")?),
+            None => None,
+        };
+        let floats = floats.as_ref().map(|f| f.readonly());
+        let packed = match codes {
+            Some(c) => Some(code_matrix(as_array(c, "codes")?, "codes")?),
+            None => None,
+        };
+        let packed = packed.as_ref().map(|c| c.readonly());
+        let source = match (&floats, &packed) {
+            (Some(_), Some(_)) => {
+                return Err(PyValueError::new_err("give x or codes, not both"))
+            }
+            (Some(f), None) => AddSource::Floats(view2(f)),
+            (None, Some(c)) => AddSource::Packed {
+                bytes: c.as_slice()?,
+                rows: c.as_array().nrows(),
+            },
+            (None, None) => return Err(PyValueError::new_err("give x (floats) or codes")),
+        };
+        let dir = self.snap().dir().to_path_buf();
+        let report = without_gil(py, threads, || {
+            let r = bsa::live::add(&dir, source, ids.as_deref(), upsert)?;
+            self.reopen()?;
+            Ok(r)
+        })?;
+        Ok(report.replaced)
+    }
+
+    /// Marks the rows holding ``ids`` deleted, as ``bsa delete`` does; ids not in the index are
+    /// ignored. Returns the number of rows deleted.
+    ///
+    /// Example: ``index.delete(np.array([3, 5]))``
+    fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let ids = id_vector(ids, "ids")?;
+        let dir = self.snap().dir().to_path_buf();
+        let report = without_gil(py, None, || {
+            let r = bsa_index::live::Writer::open(&dir)?.delete(&ids)?;
+            self.reopen()?;
+            Ok(r)
+        })?;
+        Ok(report.deleted)
+    }
+
+    /// Merges segments (at most ``max_segments`` remain) and drops deleted rows, as
+    /// ``bsa compact`` does.
+    #[pyo3(signature = (max_segments=1, *, threads=None))]
+    fn compact(&self, py: Python<'_>, max_segments: i64, threads: Option<i64>) -> PyResult<()> {
+        let max_segments = positive("max_segments", Some(max_segments))?.unwrap_or(1);
+        let threads = positive("threads", threads)?;
+        let dir = self.snap().dir().to_path_buf();
+        without_gil(py, threads, || {
+            bsa::live::compact(&dir, max_segments)?;
+            self.reopen()
+        })
+    }
+
+    /// Number of rows (deleted rows not counted).
     fn __len__(&self) -> usize {
-        self.inner.len()
+        self.snap().len()
+    }
+
+    /// Number of segments (1 until rows are added).
+    #[getter]
+    fn segments(&self) -> usize {
+        self.snap().segments().len()
     }
 
     /// Bits per code.
     #[getter]
     fn bits(&self) -> usize {
-        self.inner.bits()
+        self.snap().bits()
     }
 
     /// The index directory (a temporary one for an index built without ``path``).
     #[getter]
     fn path(&self) -> PathBuf {
-        self.inner.dir().to_path_buf()
+        self.snap().dir().to_path_buf()
     }
 
     /// The index's model (copied in at build time), or ``None``.
@@ -1014,14 +1136,21 @@ impl Index {
         })
     }
 
-    /// The external ids, one per row (int64).
+    /// The external ids of the rows, segment by segment, deleted rows left out (int64).
     #[getter]
     fn ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let ids = self
-            .inner
-            .ids()
+        let snap = self.snap();
+        let ids = snap
+            .segments()
             .iter()
-            .map(|&i| i64::try_from(i))
+            .flat_map(|s| {
+                s.index()
+                    .ids()
+                    .iter()
+                    .enumerate()
+                    .filter(|&(r, _)| !s.is_deleted(r))
+                    .map(|(_, &i)| i64::try_from(i))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| PyValueError::new_err("an id does not fit int64"))?;
         Ok(ids.to_pyarray(py))
@@ -1030,40 +1159,42 @@ impl Index {
     /// Whether float vectors are stored (``rescore`` needs them).
     #[getter]
     fn has_vectors(&self) -> bool {
-        self.inner.has_vectors()
+        self.snap().has_vectors()
     }
 
     /// Whether posting lists are stored (``mode="inverted"`` needs them).
     #[getter]
     fn has_inverted(&self) -> bool {
-        self.inner.has_inverted()
+        self.snap().has_inverted()
     }
 
     /// Whether an HNSW graph is stored (``mode="hnsw"`` needs it).
     #[getter]
     fn has_hnsw(&self) -> bool {
-        self.inner.has_hnsw()
+        self.snap().graph_metric().is_some()
     }
 
     /// Checks every checksum of every file; raises ``bsa.FormatError`` naming a damaged file.
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
-        let index = &self.inner;
+        let index = self.snap();
         py.detach(|| index.verify()).map_err(index_err)
     }
 
     fn __repr__(&self) -> String {
+        let snap = self.snap();
         format!(
-            "bsa.Index(n={}, bits={}, path={:?})",
-            self.inner.len(),
-            self.inner.bits(),
-            self.inner.dir().display().to_string()
+            "bsa.Index(n={}, bits={}, segments={}, path={:?})",
+            snap.len(),
+            snap.bits(),
+            snap.segments().len(),
+            snap.dir().display().to_string()
         )
     }
 }
 
 /// Copies the files of `index` (its manifest's list, then the manifest, which readers look at
 /// last) into a temporary directory beside `dest`, then renames it to `dest`.
-fn copy_index(index: &bsa_index::Index, dest: &Path, overwrite: bool) -> std::io::Result<()> {
+fn copy_index(index: &Snapshot, dest: &Path, overwrite: bool) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind};
     if dest.exists() && !overwrite {
         return Err(Error::new(
@@ -1088,11 +1219,7 @@ fn copy_index(index: &bsa_index::Index, dest: &Path, overwrite: bool) -> std::io
     }
     std::fs::create_dir(&tmp)?;
     let copy = || -> std::io::Result<()> {
-        let files = index.manifest().files.keys().map(String::as_str);
-        for f in files.chain([bsa_index::manifest::MANIFEST_FILE]) {
-            std::fs::copy(index.dir().join(f), tmp.join(f))?;
-            std::fs::File::open(tmp.join(f))?.sync_all()?;
-        }
+        copy_tree(index, &tmp)?;
         if dest.exists() {
             std::fs::remove_dir_all(dest)?;
         }
@@ -1276,4 +1403,41 @@ fn bsa_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(groundtruth, m)?)?;
     m.add_function(wrap_pyfunction!(recall, m)?)?;
     Ok(())
+}
+
+/// Copies the files `index` reads into the empty directory `to`, the root manifest last: for a
+/// single-segment index its manifest's files; for a segmented one every segment directory,
+/// every deletes file and the model. The lock file is not copied.
+fn copy_tree(index: &Snapshot, to: &Path) -> std::io::Result<()> {
+    let copy = |from: &Path, to: &Path| -> std::io::Result<()> {
+        std::fs::copy(from, to)?;
+        std::fs::File::open(to)?.sync_all()
+    };
+    let manifest = bsa_index::manifest::MANIFEST_FILE;
+    let root = index.dir();
+    if !index.is_segmented() {
+        let seg = index.segments()[0].index();
+        for f in seg.manifest().files.keys() {
+            copy(&root.join(f), &to.join(f))?;
+        }
+    } else {
+        for entry in std::fs::read_dir(root)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == manifest || name == bsa_index::live::LOCK_FILE || name.starts_with('.') {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                std::fs::create_dir(to.join(&*name))?;
+                for f in std::fs::read_dir(entry.path())? {
+                    let f = f?;
+                    copy(&f.path(), &to.join(&*name).join(f.file_name()))?;
+                }
+            } else {
+                copy(&entry.path(), &to.join(&*name))?;
+            }
+        }
+    }
+    copy(&root.join(manifest), &to.join(manifest))
 }

@@ -1,13 +1,11 @@
 //! `bsa add`, `bsa delete`, `bsa compact`: change an index in place, one atomic commit each
-//! (`bsa_index::live`). Encoding, norms and graph vectors come from the index's own model.
+//! (`bsa::live`, over `bsa_index::live`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use bsa::model::Autoencoder;
-use bsa::pipeline::{active_bits, GraphOn};
-use bsa_index::live::{NewRows, Snapshot, Writer};
-use bsa_index::pack;
+use bsa::live::AddSource;
+use bsa_index::live::{Snapshot, Writer};
 
 /// Add rows to an index as a new segment (encoded with the index's model).
 ///
@@ -86,120 +84,45 @@ pub struct CompactArgs {
     pub threads: Option<usize>,
 }
 
-fn model_of(snap: &Snapshot) -> anyhow::Result<Option<Autoencoder>> {
-    snap.model_path()
-        .map(|p| bsa::io::model::load(&p))
-        .transpose()
-        .map_err(Into::into)
-}
-
-/// What the index's graph is built on.
-fn graph_on(snap: &Snapshot) -> Option<GraphOn> {
-    GraphOn::of_index(snap.extra(), snap.graph_metric())
-}
-
 pub fn add(a: &AddArgs) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
-    let dir = &a.index;
-    // The writer waits for the lock, then reads the current generation.
-    let mut writer = Writer::open(dir)?;
-    let snap = Snapshot::open_with(dir, bsa_index::OpenOptions::verify_checksums(false))?;
-    let bits = snap.bits();
-    let t = snap.template().clone();
-    let model = model_of(&snap)?;
+    let ids = a.ids.as_deref().map(bsa::io::read_u64_ids).transpose()?;
     let data = match &a.data {
-        Some(p) => Some(super::io::open_embeddings(
-            p,
-            t.vectors.is_some() || a.vectors,
-        )?),
+        Some(p) => Some(super::io::open_embeddings(p, false)?),
         None => None,
     };
-    if t.vectors.is_some() && data.is_none() {
-        bail!(
-            "{}: the index stores vectors for every row: add with --data",
-            dir.display()
-        );
+    let packed = a.codes.as_deref().map(bsa::io::read_u8).transpose()?;
+    let source = match (&data, &packed) {
+        (Some(d), _) => AddSource::Floats(d.view()),
+        (None, Some((rows, _, bytes))) => AddSource::Packed { bytes, rows: *rows },
+        (None, None) => bail!("give --data or --codes"),
+    };
+    let n = match source {
+        AddSource::Floats(x) => x.nrows(),
+        AddSource::Packed { rows, .. } => rows,
+    };
+    if let (Some(ids), Some(p)) = (&ids, &a.ids) {
+        if ids.len() != n {
+            bail!("{}: {} ids for {n} new rows", p.display(), ids.len());
+        }
     }
-    if a.vectors && t.vectors.is_none() {
+    let stores = Snapshot::open_with(&a.index, bsa_index::OpenOptions::verify_checksums(false))?
+        .has_vectors();
+    if a.vectors && !stores {
         bail!(
             "{}: the index stores no vectors (it was built without --vectors); add without \
              --vectors",
-            dir.display()
+            a.index.display()
         );
     }
-    let on = graph_on(&snap);
-    let (codes, norms, graph_vectors, n) = match (&data, &a.codes) {
-        (Some(d), _) => {
-            let m = model.as_ref().with_context(|| {
-                format!(
-                    "{}: the index has no model to encode --data (it was built from codes): add \
-                     with --codes",
-                    dir.display()
-                )
-            })?;
-            d.expect_dim(m.config.dim)?;
-            let active = m.encode_active(d.view());
-            let codes = pack::pack_set_bits(&active, bits)?;
-            let norms = t.norms.then(|| m.params.decoded_norms(&active));
-            let gv = match on {
-                Some(GraphOn::Decoded) => {
-                    Some(m.params.decode_sparse(&active).into_raw_vec_and_offset().0)
-                }
-                Some(GraphOn::Data) => Some(d.as_slice().to_vec()),
-                _ => None,
-            };
-            (codes, norms, gv, d.n())
-        }
-        (None, Some(p)) => {
-            if t.norms || matches!(on, Some(GraphOn::Decoded | GraphOn::Data)) {
-                bail!(
-                    "{}: the index was built with a model (norms, a graph on float vectors): add \
-                     float rows with --data",
-                    dir.display()
-                );
-            }
-            let (n, cols, bytes) = bsa::io::read_u8(p)?;
-            if cols != pack::bytes_per_code(bits) {
-                bail!(
-                    "{}: {cols} bytes per code, but the index holds {bits}-bit codes ({} bytes)",
-                    p.display(),
-                    pack::bytes_per_code(bits)
-                );
-            }
-            (pack::pack_le_bytes(&bytes, n, cols, bits)?, None, None, n)
-        }
-        (None, None) => bail!("give --data or --codes"),
-    };
-    let ids = match &a.ids {
-        Some(p) => {
-            let ids = bsa::io::read_u64_ids(p)?;
-            if ids.len() != n {
-                bail!("{}: {} ids for {n} new rows", p.display(), ids.len());
-            }
-            Some(ids)
-        }
-        None => None,
-    };
-    let mut rows = NewRows::codes(&codes);
-    if let Some(ids) = &ids {
-        rows = rows.ids(ids);
-    }
-    if let (Some(d), Some(_)) = (&data, t.vectors) {
-        rows = rows.vectors(d.as_slice());
-    }
-    if let Some(nm) = &norms {
-        rows = rows.norms(nm);
-    }
-    if let Some(gv) = &graph_vectors {
-        rows = rows.graph_vectors(gv);
-    }
-    let r = writer.add(&rows, a.upsert)?;
+    let r = bsa::live::add(&a.index, source, ids.as_deref(), a.upsert)
+        .with_context(|| format!("adding to {}", a.index.display()))?;
     eprintln!(
         "bsa: added {} rows (ids {}..={}) to {} as {}{}; generation {}",
         r.added,
         r.id_range.0,
         r.id_range.1,
-        dir.display(),
+        a.index.display(),
         r.segment,
         if r.replaced > 0 {
             format!(", replacing {}", r.replaced)
@@ -235,46 +158,12 @@ pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
 
 pub fn compact(a: &CompactArgs) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
-    let dir: &Path = &a.index;
-    let mut writer = Writer::open(dir)?;
-    let snap = Snapshot::open_with(dir, bsa_index::OpenOptions::verify_checksums(false))?;
-    let bits = snap.bits();
-    let model = model_of(&snap)?;
-    let on = graph_on(&snap);
-    let stored = snap.has_vectors();
-    drop(snap);
-    let decode = |codes: &[u64], vectors: Option<&[f32]>| -> bsa_index::Result<Vec<f32>> {
-        match (on, &model, vectors) {
-            (Some(GraphOn::Data), _, Some(v)) => Ok(v.to_vec()),
-            (Some(GraphOn::Decoded), Some(m), _) => Ok(m
-                .params
-                .decode_sparse(&active_bits(codes, bits))
-                .into_raw_vec_and_offset()
-                .0),
-            _ => Err(bsa_index::Error::InvalidArgument(
-                "the graph is built on float vectors this index cannot give back (on the data \
-                 without stored vectors, or decoded without a model); rebuild the index with \
-                 `bsa build`"
-                    .into(),
-            )),
-        }
-    };
-    let needs = matches!(on, Some(GraphOn::Decoded | GraphOn::Data));
-    if needs && on == Some(GraphOn::Data) && !stored {
-        bail!(
-            "{}: the graph is built on the data, which the index does not store: compacting \
-             cannot rebuild it; rebuild the index with `bsa build`",
-            dir.display()
-        );
-    }
-    let r = writer.compact(
-        a.max_segments,
-        needs.then_some(&decode as &bsa_index::live::GraphVectorsFn<'_>),
-    )?;
+    let r = bsa::live::compact(&a.index, a.max_segments)
+        .with_context(|| format!("compacting {}", a.index.display()))?;
     if r.merged == 0 {
         eprintln!(
             "bsa: {} has {} segments and no deleted rows: nothing to compact",
-            dir.display(),
+            a.index.display(),
             r.segments
         );
     } else {

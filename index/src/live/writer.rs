@@ -581,6 +581,8 @@ impl Writer {
         }
         next.generation = self.manifest.generation + 1;
         next.bsa_index_version = env!("CARGO_PKG_VERSION").to_string();
+        // The new files' directory entries are durable before the manifest that names them.
+        sync_dir(&self.dir)?;
         write_atomic(&self.dir, MANIFEST_FILE, &next.to_bytes()?)?;
         self.manifest = next;
         self.v1 = None;

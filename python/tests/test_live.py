@@ -1,0 +1,67 @@
+"""The live index from Python: add, delete, upsert, compact and filtered or range search give
+what the CLI gives on the same directory, and what a fresh build of the surviving rows gives."""
+
+import numpy as np
+import pytest
+
+import bsa
+from conftest import cli_search, run_cli
+
+K = 10
+
+
+def test_add_delete_upsert_compact_equal_a_fresh_build(work, base, queries, tmp_path):
+    model = bsa.Model.load(work / "model.safetensors")
+    path = tmp_path / "live"
+    ids = np.arange(0, 6000)
+    index = bsa.Index.build(x=base[:6000], model=model, ids=ids, vectors=True, inverted=True,
+                            path=path)
+    # A new segment, then an upsert that replaces rows 10..20 with rows 9000..9010's vectors.
+    index.add(x=base[6000:8000], ids=np.arange(6000, 8000))
+    assert index.add(x=base[9000:9010], ids=np.arange(10, 20), upsert=True) == 10
+    assert index.delete(np.array([0, 1, 2, 7999, 123456])) == 4
+    assert index.segments == 3 and len(index) == 8000 - 4
+    live = {i: i for i in range(3, 7999)}
+    for j, i in enumerate(range(10, 20)):
+        live[i] = 9000 + j
+    surviving = np.array(sorted(live))
+    rows = np.array([live[i] for i in surviving])
+    order = np.argsort(surviving)
+    ref = bsa.Index.build(x=base[rows[order]], model=model, ids=surviving[order], vectors=True,
+                          inverted=True, path=tmp_path / "ref")
+    allow = surviving[::9]
+    for kw in [dict(), dict(score="adc"), dict(score="adc", rescore=4), dict(mode="inverted"),
+               dict(score="cosine", allow_ids=allow), dict(deny_ids=allow),
+               dict(score="adc", min_score=0.5)]:
+        D, I = index.search(queries, K, **kw)
+        D2, I2 = ref.search(queries, K, **kw)
+        np.testing.assert_array_equal(I, I2, err_msg=str(kw))
+        np.testing.assert_array_equal(D, D2, err_msg=str(kw))
+    # The CLI reads the same directory and agrees.
+    D, I = index.search(queries, K, score="adc")
+    cli_ids, _, cli_scores = cli_search(path, ["--queries", work / "query.npy"], K, "--score", "adc")
+    assert [list(r) for r in I] == cli_ids
+    # Compaction changes nothing a search returns.
+    index.compact()
+    assert index.segments == 1 and len(index) == 8000 - 4
+    D3, I3 = index.search(queries, K, score="adc")
+    np.testing.assert_array_equal(I, I3)
+    run_cli("verify", "--index", path)
+    # A copy of a segmented index opens elsewhere.
+    index.add(x=base[8000:8100], ids=np.arange(8000, 8100))
+    index.save(tmp_path / "copy")
+    assert len(bsa.Index.open(tmp_path / "copy")) == len(index)
+
+
+def test_bad_changes_raise_clear_errors(work, base, tmp_path):
+    model = bsa.Model.load(work / "model.safetensors")
+    index = bsa.Index.build(x=base[:100], model=model, vectors=True, path=tmp_path / "i")
+    with pytest.raises(ValueError, match="already in the index"):
+        index.add(x=base[:3], ids=np.array([1, 2, 3]))
+    with pytest.raises(ValueError, match="appears more than once"):
+        index.add(x=base[:2], ids=np.array([500, 500]))
+    with pytest.raises(ValueError, match="x or codes"):
+        index.add()
+    with pytest.raises(ValueError, match="allow_ids or deny_ids"):
+        index.search(base[:2], 3, allow_ids=[1], deny_ids=[2])
+    assert len(index) == 100

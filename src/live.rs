@@ -1,0 +1,183 @@
+//! Growing and shrinking an index with its model: `bsa add`, `bsa delete` and `bsa compact` as
+//! library calls (the command line and the Python binding both call these).
+//!
+//! [`bsa_index::live`] writes segments and commits; what it cannot do without the model is
+//! done here: encode float rows, compute the norms `adc` divides by, and compute the vectors
+//! a graph on float vectors is built on (the decoded codes, or the data).
+//!
+//! ```no_run
+//! use bsa::live::{add, compact, AddSource};
+//! # fn main() -> bsa::Result<()> {
+//! let x = ndarray::Array2::<f32>::ones((3, 384));
+//! let report = add("idx".as_ref(), AddSource::Floats(x.view()), Some(&[7, 8, 9]), false)?;
+//! println!("added {} rows as {}", report.added, report.segment);
+//! bsa_index::live::Writer::open("idx")?.delete(&[7])?;
+//! compact("idx".as_ref(), 1)?;
+//! # Ok(()) }
+//! ```
+
+use std::path::Path;
+
+use bsa_index::live::{AddReport, CompactReport, GraphVectorsFn, NewRows, Snapshot, Writer};
+use bsa_index::{pack, OpenOptions};
+use ndarray::ArrayView2;
+
+use crate::error::{Error, Result};
+use crate::model::Autoencoder;
+use crate::pipeline::{active_bits, GraphOn};
+use crate::query::check_rows;
+
+/// The rows to add.
+#[derive(Debug, Clone, Copy)]
+pub enum AddSource<'a> {
+    /// Float rows, encoded with the index's model (and stored, when the index stores vectors).
+    Floats(ArrayView2<'a, f32>),
+    /// Packed codes (`rows x ceil(bits / 8)` bytes, numpy `packbits(bitorder="little")`), for
+    /// an index built from codes.
+    Packed {
+        /// The bytes, row-major.
+        bytes: &'a [u8],
+        /// Number of rows.
+        rows: usize,
+    },
+}
+
+/// The model stored in the index directory (shared by its segments), if any.
+pub fn snapshot_model(snap: &Snapshot) -> Result<Option<Autoencoder>> {
+    snap.model_path()
+        .map(|p| crate::io::model::load(&p))
+        .transpose()
+}
+
+/// What the index's graph is built on, if it has one.
+fn graph_on(snap: &Snapshot) -> Option<GraphOn> {
+    GraphOn::of_index(snap.extra(), snap.graph_metric())
+}
+
+/// Adds rows to the index at `dir` as a new segment: encodes float rows with the index's
+/// model and computes what the index holds for every row (norms, stored vectors, graph
+/// vectors). `ids` default to the ones after the largest id so far; ids already live are an
+/// error unless `upsert`, which replaces their rows in the same commit.
+pub fn add(
+    dir: &Path,
+    source: AddSource<'_>,
+    ids: Option<&[u64]>,
+    upsert: bool,
+) -> Result<AddReport> {
+    // The writer waits for the lock, then reads the current generation.
+    let mut writer = Writer::open(dir)?;
+    let snap = Snapshot::open_with(dir, OpenOptions::verify_checksums(false))?;
+    let bits = snap.bits();
+    let t = snap.template().clone();
+    let model = snapshot_model(&snap)?;
+    let on = graph_on(&snap);
+    let d = dir.display();
+    let (floats, codes, norms, graph_vectors) = match source {
+        AddSource::Floats(x) => {
+            let m = model.as_ref().ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{d}: the index has no model to encode float rows (it was built from \
+                     codes): add packed codes"
+                ))
+            })?;
+            if x.ncols() != m.config.dim {
+                return Err(Error::DimMismatch {
+                    what: "dimension of the new rows (the model's input dimension)".into(),
+                    expected: m.config.dim,
+                    got: x.ncols(),
+                });
+            }
+            check_rows("new rows", x, t.vectors.is_some())?;
+            let x = x.as_standard_layout().into_owned();
+            let active = m.encode_active(x.view());
+            let codes = pack::pack_set_bits(&active, bits)?;
+            let norms = t.norms.then(|| m.params.decoded_norms(&active));
+            let gv = match on {
+                Some(GraphOn::Decoded) => {
+                    Some(m.params.decode_sparse(&active).into_raw_vec_and_offset().0)
+                }
+                Some(GraphOn::Data) => Some(x.as_slice().expect("standard layout").to_vec()),
+                _ => None,
+            };
+            (Some(x), codes, norms, gv)
+        }
+        AddSource::Packed { bytes, rows } => {
+            if t.vectors.is_some()
+                || t.norms
+                || matches!(on, Some(GraphOn::Decoded | GraphOn::Data))
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "{d}: the index holds vectors, norms or a graph on float vectors for every \
+                     row: add float rows (encoded with its model)"
+                )));
+            }
+            let cols = pack::bytes_per_code(bits);
+            if bytes.len() != rows * cols {
+                return Err(Error::DimMismatch {
+                    what: format!("bytes per new code (the index holds {bits}-bit codes)"),
+                    expected: cols,
+                    got: bytes.len() / rows.max(1),
+                });
+            }
+            (
+                None,
+                pack::pack_le_bytes(bytes, rows, cols, bits)?,
+                None,
+                None,
+            )
+        }
+    };
+    let mut rows = NewRows::codes(&codes);
+    if let Some(ids) = ids {
+        rows = rows.ids(ids);
+    }
+    if let (Some(x), Some(_)) = (&floats, t.vectors) {
+        rows = rows.vectors(x.as_slice().expect("standard layout"));
+    }
+    if let Some(nm) = &norms {
+        rows = rows.norms(nm);
+    }
+    if let Some(gv) = &graph_vectors {
+        rows = rows.graph_vectors(gv);
+    }
+    Ok(writer.add(&rows, upsert)?)
+}
+
+/// Compacts the index at `dir` to at most `max_segments` segments without deleted rows,
+/// rebuilding the graphs of merged segments (on the decoded codes with the index's model, or
+/// on the stored vectors for a graph on the data).
+pub fn compact(dir: &Path, max_segments: usize) -> Result<CompactReport> {
+    let mut writer = Writer::open(dir)?;
+    let snap = Snapshot::open_with(dir, OpenOptions::verify_checksums(false))?;
+    let bits = snap.bits();
+    let model = snapshot_model(&snap)?;
+    let on = graph_on(&snap);
+    if on == Some(GraphOn::Data) && !snap.has_vectors() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: the graph is built on the data, which the index does not store: compacting \
+             cannot rebuild it; rebuild the index with `bsa build`",
+            dir.display()
+        )));
+    }
+    drop(snap);
+    let vectors = |codes: &[u64], stored: Option<&[f32]>| -> bsa_index::Result<Vec<f32>> {
+        match (on, &model, stored) {
+            (Some(GraphOn::Data), _, Some(v)) => Ok(v.to_vec()),
+            (Some(GraphOn::Decoded), Some(m), _) => Ok(m
+                .params
+                .decode_sparse(&active_bits(codes, bits))
+                .into_raw_vec_and_offset()
+                .0),
+            _ => Err(bsa_index::Error::InvalidArgument(
+                "the graph is built on decoded codes but the index has no model to decode \
+                 them; rebuild the index with `bsa build`"
+                    .into(),
+            )),
+        }
+    };
+    let needs = matches!(on, Some(GraphOn::Decoded | GraphOn::Data));
+    Ok(writer.compact(
+        max_segments,
+        needs.then_some(&vectors as &GraphVectorsFn<'_>),
+    )?)
+}
