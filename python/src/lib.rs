@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use bsa::baselines::{BaselineParams, DEFAULT_FIT_ROWS, DEFAULT_ITQ_ITERATIONS};
+use bsa::live::AddSource;
 use bsa::model::{Autoencoder, LossKind, Method, Target};
 use bsa::pipeline::{build_index, BuildRequest, BuildSource};
 use bsa::query::{check_rows, Queries, Request};
 use bsa::train::{Progress, TrainParams};
-use bsa::live::AddSource;
 use bsa_index::live::{IdFilter, Snapshot};
 use bsa_index::{HnswParams, OpenOptions, VectorDtype};
 use ndarray::{Array2, ArrayView2};
@@ -1057,9 +1057,7 @@ impl Index {
         };
         let packed = packed.as_ref().map(|c| c.readonly());
         let source = match (&floats, &packed) {
-            (Some(_), Some(_)) => {
-                return Err(PyValueError::new_err("give x or codes, not both"))
-            }
+            (Some(_), Some(_)) => return Err(PyValueError::new_err("give x or codes, not both")),
             (Some(f), None) => AddSource::Floats(view2(f)),
             (None, Some(c)) => AddSource::Packed {
                 bytes: c.as_slice()?,

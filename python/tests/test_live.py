@@ -60,7 +60,7 @@ def test_bad_changes_raise_clear_errors(work, base, tmp_path):
         index.add(x=base[:3], ids=np.array([1, 2, 3]))
     with pytest.raises(ValueError, match="appears more than once"):
         index.add(x=base[:2], ids=np.array([500, 500]))
-    with pytest.raises(ValueError, match="x or codes"):
+    with pytest.raises(ValueError, match=r"give x \(floats\) or codes"):
         index.add()
     with pytest.raises(ValueError, match="allow_ids or deny_ids"):
         index.search(base[:2], 3, allow_ids=[1], deny_ids=[2])
