@@ -1,13 +1,17 @@
 """Overhead of searching from Python: batch search over a 100k index through `bsa` (the Python
 package) against the `bsa search --stats` time of the same search by the command line.
 
-    python python/bench_overhead.py [--base B.npy] [--queries Q.npy] [--repeats 7] [--bsa PATH]
+    python python/bench_overhead.py [--base B.npy] [--queries Q.npy] [--repeats 15] [--bsa PATH]
 
-Both search the same index directories with the same batch of queries on all cores; each case
-alternates Python and CLI runs and reports medians. `search_seconds` of the CLI covers the tables, the
-search and the rescoring, not loading or encoding the float queries; the Python time is the wall
-time of `index.search(...)`, which also encodes float queries, so for float queries the median
-time of `model.encode(queries)` is measured in the same loop and subtracted (the "python - encode" column).
+Both search the same index directories with the same batch of queries on all cores. Both sides
+time the same span: Python's is the wall time of `index.search(...)` (argument checks, encoding
+float queries, tables, search, rescoring, the result arrays), the CLI's is
+`encode_seconds + search_seconds` of its `--stats` line (encoding, tables, search, rescoring;
+not starting, loading the index and queries, or writing results). Each case runs one untimed
+search on each side, then `--repeats` pairs, strictly alternating a Python and a CLI run, and
+reports the median of each side and the median of the per-pair ratios Python / CLI (paired, so a
+load change between pairs cancels out more than between medians), with its spread (the 25th
+and 75th percentiles) and the load average before and after the case.
 Also: four Python threads searching a quarter of the queries each (threads=1 per search)
 against one thread searching them one quarter after another.
 """
@@ -36,12 +40,23 @@ def default_bsa():
 
 
 def cli_seconds(bsa_bin, index, qargs, k, extra):
+    """Encoding plus search seconds of one `bsa search --stats` run, and the encoding alone."""
     p = subprocess.run(
         [str(bsa_bin), "search", "--index", str(index), *qargs, "--k", str(k), "--stats",
          "--out", os.devnull, *extra],
         capture_output=True, text=True, check=True,
     )
-    return json.loads(p.stderr.strip().splitlines()[-1])["search_seconds"]
+    st = json.loads(p.stderr.strip().splitlines()[-1])
+    return st["encode_seconds"] + st["search_seconds"], st["encode_seconds"]
+
+
+def load():
+    return "{:.1f}".format(os.getloadavg()[0])
+
+
+def quartiles(v):
+    q = statistics.quantiles(v, n=4, method="inclusive")
+    return q[0], q[2]
 
 
 def timed(f):
@@ -54,7 +69,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", default="/work/shared/data/wordnet-minilm/base.npy")
     ap.add_argument("--queries", default="/work/shared/data/wordnet-minilm/query.npy")
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--nq", type=int, default=2000, help="queries per batch (the first NQ)")
     ap.add_argument("--bsa", default=str(default_bsa()))
@@ -62,7 +77,8 @@ def main():
 
     base = np.load(a.base)
     queries = np.load(a.queries)
-    print(f"base {base.shape}, queries {queries.shape}, {os.cpu_count()} cores, bsa {a.bsa}", flush=True)
+    print(f"base {base.shape}, queries {queries.shape}, {os.cpu_count()} cores, bsa {a.bsa}, "
+          f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}", flush=True)
     queries = queries[: a.nq]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -78,28 +94,37 @@ def main():
                             progress=False)
         sparse = bsa.Index.build(x=base, model=pursuit, vectors=True, path=tmp / "sparse")
         cases = [
-            ("ITQ-384, hamming, query codes", dense, itq, np.load(tmp / "qcodes.npy"),
+            ("ITQ-384, hamming, query codes", dense, np.load(tmp / "qcodes.npy"),
              ["--query-codes", tmp / "qcodes.npy"], {}, []),
-            ("ITQ-384, hamming, float queries", dense, itq, queries, floats, {}, []),
-            ("pursuit-1024, inverted hamming", sparse, pursuit, queries, floats,
+            ("ITQ-384, hamming, float queries", dense, queries, floats, {}, []),
+            ("pursuit-1024, inverted hamming", sparse, queries, floats,
              dict(mode="inverted"), ["--mode", "inverted"]),
-            ("pursuit-1024, adc", sparse, pursuit, queries, floats, dict(score="adc"),
+            ("pursuit-1024, adc", sparse, queries, floats, dict(score="adc"),
              ["--score", "adc"]),
-            ("pursuit-1024, adc + rescore 4", sparse, pursuit, queries, floats,
+            ("pursuit-1024, adc + rescore 4", sparse, queries, floats,
              dict(score="adc", rescore=4), ["--score", "adc", "--rescore", "4"]),
         ]
-        print("| search | python (ms) | python - encode (ms) | CLI search_seconds (ms) | overhead |")
-        print("| --- | --- | --- | --- | --- |")
-        for name, index, model, q, qargs, kw, extra in cases:
+        print(f"{a.repeats} pairs per case, Python then CLI; CLI = encode_seconds + search_seconds;"
+              " difference = median of the per-pair ratios Python / CLI - 1 (25th-75th percentile)")
+        print("| search | Python (ms) | CLI (ms) | of which encoding (ms) | difference | load before/after |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for name, index, q, qargs, kw, extra in cases:
+            before = load()
             index.search(q, a.k, **kw)  # warm the page cache and the pool
+            cli_seconds(a.bsa, index.path, qargs, a.k, extra)
             py, cli, enc = [], [], []
             for _ in range(a.repeats):
                 py.append(timed(lambda: index.search(q, a.k, **kw)))
-                cli.append(cli_seconds(a.bsa, index.path, qargs, a.k, extra))
-                enc.append(timed(lambda: model.encode(q)) if q.dtype != np.uint8 else 0.0)
-            p, c, e = statistics.median(py), statistics.median(cli), statistics.median(enc)
-            print(f"| {name} | {p * 1e3:.1f} | {(p - e) * 1e3:.1f} | {c * 1e3:.1f} | "
-                  f"{(p - e - c) / c * 100:+.1f}% |", flush=True)
+                c, e = cli_seconds(a.bsa, index.path, qargs, a.k, extra)
+                cli.append(c)
+                enc.append(e)
+            ratios = [p / c for p, c in zip(py, cli)]
+            lo, hi = quartiles(ratios)
+            r = statistics.median(ratios)
+            print(f"| {name} | {statistics.median(py) * 1e3:.1f} | {statistics.median(cli) * 1e3:.1f} | "
+                  f"{statistics.median(enc) * 1e3:.1f} | {(r - 1) * 100:+.1f}% "
+                  f"({(lo - 1) * 100:+.1f}% to {(hi - 1) * 100:+.1f}%) | {before} / {load()} |",
+                  flush=True)
 
         print("\nFour Python threads searching a quarter of the batch each (threads=1 per search)"
               " against one thread searching the quarters one after another:")
@@ -117,6 +142,7 @@ def main():
             s, p = statistics.median(serial), statistics.median(parallel)
             print(f"- {name}: one thread {s * 1e3:.1f} ms, four threads {p * 1e3:.1f} ms ({s / p:.2f}x)",
                   flush=True)
+    print(f"load average at the end {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -187,6 +187,10 @@ pub struct Found {
     /// Seconds of the tables, the search and the rescoring: the span `bsa search --stats` reports
     /// as `search_seconds` (encoding the float queries is not in it).
     pub seconds: f64,
+    /// Seconds spent encoding float queries with the model (`encode_seconds` of
+    /// `bsa search --stats`); 0 for packed query codes. `encode_seconds + seconds` is the search
+    /// without the argument checks.
+    pub encode_seconds: f64,
 }
 
 /// The model copied into `index` by `bsa build --model`, if it has one.
@@ -312,6 +316,7 @@ pub fn search_filtered(
             "{dir}: score adc needs the norms of the decoded codes; rebuild the index with a model"
         )));
     }
+    let mut encode_seconds = 0.0;
     let codes = match (&floats, queries) {
         (Some(q), _) => {
             let m = model.ok_or_else(|| {
@@ -320,7 +325,10 @@ pub fn search_filtered(
                      model, or search with packed query codes"
                 ))
             })?;
-            encode_queries(m, q.view(), bits)?
+            let started = Instant::now();
+            let codes = encode_queries(m, q.view(), bits)?;
+            encode_seconds = started.elapsed().as_secs_f64();
+            codes
         }
         (None, Queries::Packed { bytes, rows }) => {
             let cols = pack::bytes_per_code(bits);
@@ -397,6 +405,7 @@ pub fn search_filtered(
         hits,
         stats,
         seconds: started.elapsed().as_secs_f64(),
+        encode_seconds,
     })
 }
 

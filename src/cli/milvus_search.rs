@@ -85,7 +85,7 @@ mod with_milvus {
             ),
             (_, r) => r,
         };
-        let (codes, nq, model) = packed_queries(
+        let (codes, nq, model, encode_seconds) = packed_queries(
             float_queries.as_ref(),
             a.query_codes.as_deref(),
             bits,
@@ -276,6 +276,7 @@ mod with_milvus {
             answers,
             threads,
             seconds,
+            encode_seconds,
             mode: "milvus",
             stats,
         })

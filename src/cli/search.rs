@@ -49,6 +49,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             "queries": nq,
             "threads": found.threads,
             "search_seconds": found.seconds,
+            "encode_seconds": found.encode_seconds,
             "qps": nq as f64 / found.seconds.max(1e-12),
             "mode": found.mode,
             "score": a.score.name(),

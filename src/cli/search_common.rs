@@ -109,10 +109,12 @@ pub struct Args {
     /// Write results here instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Print {"queries", "threads", "search_seconds", "qps"} as one JSON line on stderr, with the
-    /// kernels run; flat table scores (adc, soft) add "table_kernel", "codes_scanned" and
-    /// "codes_rescored" (codes the quantised scan's bound left to score exactly), the inverted
-    /// mode how it answered, the graph "nodes_visited".
+    /// Print {"queries", "threads", "search_seconds", "encode_seconds", "qps"} as one JSON line on
+    /// stderr ("search_seconds": tables, search and rescoring; "encode_seconds": encoding the
+    /// float queries, 0 with --query-codes; neither counts loading), with the kernels run; flat
+    /// table scores (adc, soft) add "table_kernel", "codes_scanned" and "codes_rescored" (codes
+    /// the quantised scan's bound left to score exactly), the inverted mode how it answered, the
+    /// graph "nodes_visited".
     #[arg(long)]
     pub stats: bool,
     /// Text file with one line per indexed row (by id): print neighbours' lines, for people.
@@ -207,15 +209,18 @@ pub struct Found {
     pub threads: usize,
     /// Seconds of the search.
     pub seconds: f64,
+    /// Seconds spent encoding the float queries (0 for `--query-codes`).
+    pub encode_seconds: f64,
     /// The `mode` of the `--stats` line.
     pub mode: &'static str,
     /// The back-end's own `--stats` fields, in order (empty without `--stats`).
     pub stats: Vec<(&'static str, serde_json::Value)>,
 }
 
-/// The queries as packed `bits`-bit codes and their number: float queries encoded by the model
-/// at `model_path()` (asked for only then; the model is returned for ADC tables), or the packed
-/// codes of the `.npy` at `codes_path`. `holder` names what holds the codes, for the errors.
+/// The queries as packed `bits`-bit codes, their number, the model and the seconds spent encoding:
+/// float queries encoded by the model at `model_path()` (asked for only then; the model is returned
+/// for ADC tables; loading it is not in the seconds), or the packed codes of the `.npy` at
+/// `codes_path` (0 seconds). `holder` names what holds the codes, for the errors.
 /// Shared by the local and the Milvus search.
 pub(crate) fn packed_queries(
     float: Option<&bsa::io::Embeddings>,
@@ -223,7 +228,7 @@ pub(crate) fn packed_queries(
     bits: usize,
     holder: &str,
     model_path: impl FnOnce() -> anyhow::Result<PathBuf>,
-) -> anyhow::Result<(Vec<u64>, usize, Option<bsa::model::Autoencoder>)> {
+) -> anyhow::Result<(Vec<u64>, usize, Option<bsa::model::Autoencoder>, f64)> {
     match (float, codes_path) {
         (Some(q), _) => {
             let path = model_path()?;
@@ -236,8 +241,10 @@ pub(crate) fn packed_queries(
                 );
             }
             q.expect_dim(m.config.dim)?;
+            let started = std::time::Instant::now();
             let packed = pack::pack_set_bits(&m.encode_active(q.view()), bits)?;
-            Ok((packed, q.n(), Some(m)))
+            let seconds = started.elapsed().as_secs_f64();
+            Ok((packed, q.n(), Some(m), seconds))
         }
         (None, Some(p)) => {
             let (nq, cols, bytes) = bsa::io::read_u8(p)?;
@@ -248,7 +255,7 @@ pub(crate) fn packed_queries(
                     bits.div_ceil(8)
                 );
             }
-            Ok((pack::pack_le_bytes(&bytes, nq, cols, bits)?, nq, None))
+            Ok((pack::pack_le_bytes(&bytes, nq, cols, bits)?, nq, None, 0.0))
         }
         (None, None) => bail!("give --queries or --query-codes"),
     }

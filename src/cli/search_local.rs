@@ -70,7 +70,7 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             index_dir.display()
         );
     }
-    let (codes, nq, model) = packed_queries(
+    let (codes, nq, model, encode_seconds) = packed_queries(
         float_queries.as_ref(),
         a.query_codes.as_deref(),
         bits,
@@ -208,6 +208,7 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             .collect(),
         threads,
         seconds,
+        encode_seconds,
         mode: a.mode.name(),
         stats,
     })

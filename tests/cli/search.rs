@@ -332,6 +332,34 @@ fn stats_go_to_stderr_and_labels_print_text() {
     let stats: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
     assert_eq!(stats["queries"], 20);
     assert!(stats["qps"].as_f64().unwrap() > 0.0);
+    // Encoding the float queries is timed apart from the search.
+    assert!(stats["search_seconds"].as_f64().unwrap() > 0.0);
+    assert!(stats["encode_seconds"].as_f64().unwrap() > 0.0, "{stats}");
+    // Query codes need no encoding.
+    t.bsa(&[
+        "encode",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "q.npy",
+        "--out",
+        "qc.npy",
+    ])
+    .ok();
+    let out = t
+        .bsa(&[
+            "search",
+            "--index",
+            "idx",
+            "--query-codes",
+            "qc.npy",
+            "--k",
+            "3",
+            "--stats",
+        ])
+        .ok();
+    let stats: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    assert_eq!(stats["encode_seconds"], 0.0, "{stats}");
     let labels: String = (0..300).map(|i| format!("sentence {i}\n")).collect();
     t.write("labels.txt", labels.as_bytes());
     let out = t
