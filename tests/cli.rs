@@ -28,6 +28,8 @@ mod encode;
 mod errors;
 #[path = "cli/eval.rs"]
 mod eval;
+#[path = "cli/live.rs"]
+mod live;
 #[path = "cli/pursuit.rs"]
 mod pursuit;
 #[path = "cli/scores.rs"]

@@ -1,0 +1,215 @@
+//! `bsa add`, `bsa delete`, `bsa compact` and the filters and ranges of `bsa search` on the
+//! command line: what they print, their clear errors, and that a changed index answers as a
+//! fresh build of its surviving rows (the library's property tests cover every mode and score).
+
+use crate::util::*;
+
+fn ids_npy(ids: &[i64]) -> Vec<u8> {
+    let data: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+    let shape = format!("({},)", ids.len());
+    // A 1-D shape: npy_bytes takes the shape text as given.
+    npy_bytes("<i8", &shape, &data)
+}
+
+fn search(t: &TestDir, index: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["search", "--index", index, "--queries", "q.npy"];
+    args.extend_from_slice(extra);
+    json_lines(&t.bsa(&args).ok().stdout)
+}
+
+#[test]
+fn add_delete_compact_and_filters_equal_a_fresh_build() {
+    let t = TestDir::new();
+    let x = normalised(300, 16, 1);
+    let q = normalised(5, 16, 2);
+    t.write_f32("x.npy", &x);
+    t.write_f32("q.npy", &q);
+    let head = Matrix {
+        n: 200,
+        dim: 16,
+        data: x.data[..200 * 16].to_vec(),
+    };
+    let tail = Matrix {
+        n: 100,
+        dim: 16,
+        data: x.data[200 * 16..].to_vec(),
+    };
+    t.write_f32("head.npy", &head);
+    t.write_f32("tail.npy", &tail);
+    t.write("tail_ids.npy", &ids_npy(&(200..300).collect::<Vec<_>>()));
+    let model = t.train("x.npy", "m.safetensors", 64, 8, &["--method", "topk"]);
+    t.bsa(&[
+        "build",
+        "--model",
+        &model,
+        "--data",
+        "x.npy",
+        "--vectors",
+        "-q",
+        "--out",
+        "full",
+    ])
+    .ok();
+    t.bsa(&[
+        "build",
+        "--model",
+        &model,
+        "--data",
+        "head.npy",
+        "--vectors",
+        "-q",
+        "--out",
+        "live",
+    ])
+    .ok();
+
+    // Add the other rows: the same answers as the index built from all of them.
+    let out = t
+        .bsa(&[
+            "add",
+            "--index",
+            "live",
+            "--data",
+            "tail.npy",
+            "--ids",
+            "tail_ids.npy",
+        ])
+        .ok();
+    assert!(
+        out.stderr.contains("added 100 rows (ids 200..=299)"),
+        "{out:#?}"
+    );
+    for extra in [
+        &["--k", "7"][..],
+        &["--k", "7", "--score", "adc", "--rescore", "3"],
+        &["--max-distance", "20"],
+    ] {
+        assert_eq!(
+            search(&t, "live", extra),
+            search(&t, "full", extra),
+            "{extra:?}"
+        );
+    }
+    // Clashing ids are refused (naming them and the way out), unless upserting.
+    t.bsa(&[
+        "add",
+        "--index",
+        "live",
+        "--data",
+        "tail.npy",
+        "--ids",
+        "tail_ids.npy",
+    ])
+    .fails_with(&[
+        "100 of the new ids are already in the index",
+        "200, 201",
+        "--upsert",
+    ]);
+    t.bsa(&["add", "--index", "live", "--codes", "tail_ids.npy"])
+        .fails_with(&["tail_ids.npy"]);
+    t.bsa(&[
+        "add",
+        "--index",
+        "live",
+        "--data",
+        "tail.npy",
+        "--ids",
+        "tail_ids.npy",
+        "--upsert",
+    ])
+    .ok();
+
+    // Deleting: unknown ids are reported, not fatal; the rows are gone from every search.
+    t.write("gone.npy", &ids_npy(&[0, 1, 2, 250, 9999]));
+    let out = t
+        .bsa(&["delete", "--index", "live", "--ids", "gone.npy"])
+        .ok();
+    assert!(
+        out.stderr.contains("1 ids were not in the index: 9999"),
+        "{out:#?}"
+    );
+    assert!(out.stderr.contains("deleted 4 rows"), "{out:#?}");
+    t.write(
+        "kept.npy",
+        &ids_npy(&(3..300).filter(|&i| i != 250).collect::<Vec<_>>()),
+    );
+    let deleted = search(&t, "live", &["--k", "300"]);
+    let allowed = search(&t, "full", &["--k", "300", "--allow-ids", "kept.npy"]);
+    assert_eq!(deleted, allowed);
+    let denied = search(&t, "full", &["--k", "300", "--deny-ids", "gone.npy"]);
+    assert_eq!(deleted, denied);
+    assert!(deleted
+        .iter()
+        .all(|l| l["ids"].as_array().unwrap().len() == 296));
+
+    // Compacting changes no answer; verify reports the segments. (The upsert replaced every
+    // row of the first added segment, which was dropped then: 4 deleted rows remain to drop.)
+    let out = t.bsa(&["compact", "--index", "live"]).ok();
+    assert!(
+        out.stderr
+            .contains("merged 2 segments into 296 rows (dropped 4 deleted)"),
+        "{out:#?}"
+    );
+    assert_eq!(search(&t, "live", &["--k", "300"]), deleted);
+    let out = t.bsa(&["verify", "--index", "live"]).ok();
+    assert!(
+        out.stdout.contains("296 codes of 64 bits in 1 segments"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn range_search_returns_every_row_in_range() {
+    let t = TestDir::new();
+    let x = normalised(200, 16, 3);
+    t.write_f32("x.npy", &x);
+    t.write_f32("q.npy", &normalised(4, 16, 4));
+    let model = t.train("x.npy", "m.safetensors", 64, 8, &["--method", "topk"]);
+    t.bsa(&[
+        "build", "--model", &model, "--data", "x.npy", "-q", "--out", "idx",
+    ])
+    .ok();
+    let all = search(&t, "idx", &["--k", "200"]);
+    let range = search(&t, "idx", &["--max-distance", "10"]);
+    for (a, r) in all.iter().zip(&range) {
+        let within: Vec<_> = a["distances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .take_while(|d| d.as_u64().unwrap() <= 10)
+            .collect();
+        assert_eq!(r["distances"].as_array().unwrap().len(), within.len());
+    }
+    let scored = search(&t, "idx", &["--score", "adc", "--min-score", "0.2"]);
+    for l in &scored {
+        assert!(l["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s.as_f64().unwrap() >= 0.2));
+    }
+    t.bsa(&[
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "q.npy",
+        "--min-score",
+        "0.2",
+    ])
+    .fails_with(&["--min-score", "hamming"]);
+    t.write(
+        "bad.npy",
+        &npy_bytes("<f4", "(2,)", &f32_bytes(&[1.0, 2.0])),
+    );
+    t.bsa(&[
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "q.npy",
+        "--allow-ids",
+        "bad.npy",
+    ])
+    .fails_with(&["bad.npy"]);
+}
