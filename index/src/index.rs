@@ -1,6 +1,5 @@
 //! [`Index`]: an opened, memory-mapped index directory.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -10,7 +9,7 @@ use crate::files::{verify_plain_file, Section};
 use crate::format::{ElemKind, FileKind};
 use crate::graph::GraphView;
 use crate::hnsw::HnswGraph;
-use crate::manifest::{GraphMetric, Manifest, VectorDtype, MANIFEST_FILE, MAX_MANIFEST_LEN};
+use crate::manifest::{read_manifest_bytes, GraphMetric, Manifest, VectorDtype, MANIFEST_FILE};
 use crate::postings::{InvertedView, PostingsLayout};
 use crate::score::Score;
 use crate::search::rescore::{rescore, rescore_batch};
@@ -108,19 +107,7 @@ fn open_per_code_section(
 }
 
 fn read_manifest(dir: &Path) -> Result<Manifest> {
-    use std::io::Read;
-    let path = dir.join(MANIFEST_FILE);
-    let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_MANIFEST_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(&path, e))?;
-    if bytes.len() as u64 > MAX_MANIFEST_LEN {
-        return Err(Error::corrupt(
-            &path,
-            format!("larger than {MAX_MANIFEST_LEN} bytes"),
-        ));
-    }
+    let (path, bytes) = read_manifest_bytes(dir)?;
     Manifest::from_bytes(&bytes, &path)
 }
 

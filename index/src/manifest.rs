@@ -283,6 +283,48 @@ struct EnvelopeIn<'a> {
     manifest: &'a RawValue,
 }
 
+/// The checks every manifest body starts with: no incompatible feature outside `known`, and a
+/// code size whose words hold its bits.
+pub(crate) fn check_features_and_size(
+    features: &[String],
+    known: &[&str],
+    bits: u32,
+    words_per_code: u32,
+    path: &Path,
+) -> Result<()> {
+    if let Some(f) = features.iter().find(|f| !known.contains(&f.as_str())) {
+        return Err(Error::corrupt(
+            path,
+            format!("requires feature {f:?} unknown to this bsa-index; upgrade bsa"),
+        ));
+    }
+    if bits == 0 || u64::from(words_per_code) != u64::from(bits).div_ceil(64) {
+        return Err(Error::corrupt(
+            path,
+            format!("{words_per_code} words per code cannot hold {bits}-bit codes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads `dir/manifest.json` (at most [`MAX_MANIFEST_LEN`] bytes) and returns its path and bytes.
+pub(crate) fn read_manifest_bytes(dir: &Path) -> Result<(std::path::PathBuf, Vec<u8>)> {
+    use std::io::Read;
+    let path = dir.join(MANIFEST_FILE);
+    let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_MANIFEST_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(&path, e))?;
+    if bytes.len() as u64 > MAX_MANIFEST_LEN {
+        return Err(Error::corrupt(
+            &path,
+            format!("larger than {MAX_MANIFEST_LEN} bytes"),
+        ));
+    }
+    Ok((path, bytes))
+}
+
 /// Checks that a name from the manifest is a plain file name inside the directory.
 pub(crate) fn check_file_name(name: &str, path: &Path) -> Result<()> {
     let ok = !name.is_empty()
@@ -390,19 +432,13 @@ impl Manifest {
 
     fn validate(&self, path: &Path) -> Result<()> {
         let bad = |d: String| Err(Error::corrupt(path, d));
-        for f in &self.incompat_features {
-            if !KNOWN_INCOMPAT_FEATURES.contains(&f.as_str()) {
-                return bad(format!(
-                    "requires feature {f:?} unknown to this bsa-index; upgrade bsa"
-                ));
-            }
-        }
-        if self.bits == 0 || u64::from(self.words_per_code) != u64::from(self.bits).div_ceil(64) {
-            return bad(format!(
-                "{} words per code cannot hold {}-bit codes",
-                self.words_per_code, self.bits
-            ));
-        }
+        check_features_and_size(
+            &self.incompat_features,
+            KNOWN_INCOMPAT_FEATURES,
+            self.bits,
+            self.words_per_code,
+            path,
+        )?;
         if self.n > u64::from(u32::MAX) {
             return bad(format!("{} codes exceed the limit of {}", self.n, u32::MAX));
         }

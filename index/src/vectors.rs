@@ -91,6 +91,23 @@ pub fn cosine(vectors: Vectors<'_>, row: usize, query: &[f32]) -> f32 {
     }
 }
 
+/// Checks a float query against vectors of dimension `dim`: its length, and finite values.
+pub(crate) fn check_query(query: &[f32], dim: usize) -> Result<()> {
+    if query.len() != dim {
+        return Err(Error::DimMismatch {
+            what: "query dimension".into(),
+            expected: dim,
+            got: query.len(),
+        });
+    }
+    if let Some(i) = query.iter().position(|x| !x.is_finite()) {
+        return Err(Error::InvalidArgument(format!(
+            "query element {i} is not finite"
+        )));
+    }
+    Ok(())
+}
+
 /// Scores `rows` (distinct) of `vectors` against `query` and returns the `k` best
 /// `(position in rows, score)` pairs, descending score, ties by ascending row.
 pub fn cosine_top_k(
@@ -105,18 +122,7 @@ pub fn cosine_top_k(
             "vectors are not whole rows of dimension {dim}"
         )));
     }
-    if query.len() != dim {
-        return Err(Error::DimMismatch {
-            what: "query dimension".into(),
-            expected: dim,
-            got: query.len(),
-        });
-    }
-    if let Some(i) = query.iter().position(|x| !x.is_finite()) {
-        return Err(Error::InvalidArgument(format!(
-            "query element {i} is not finite"
-        )));
-    }
+    check_query(query, dim)?;
     let n = vectors.len_elems() / dim;
     let mut scored = Vec::with_capacity(rows.len());
     // Candidates are scattered rows of a large mapped file: ask for the rows a few steps ahead

@@ -3,17 +3,18 @@
 //! writes; nothing here searches.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::files::file_crc;
 use crate::format::{ElemKind, FileKind, Header, HEADER_LEN};
+pub(crate) use crate::manifest::read_manifest_bytes;
 use crate::manifest::{
-    check_file_name, manifest_version, seal, unseal, FileInfo, HnswParams, VectorsInfo,
-    MANIFEST_FILE, MAX_MANIFEST_LEN, SEGMENTED_FORMAT_VERSION,
+    check_features_and_size, check_file_name, manifest_version, seal, unseal, FileInfo, HnswParams,
+    VectorsInfo, SEGMENTED_FORMAT_VERSION,
 };
 use crate::rowset::RowSet;
 
@@ -160,19 +161,13 @@ impl LiveManifest {
 
     fn validate(&self, path: &Path) -> Result<()> {
         let bad = |d: String| Err(Error::corrupt(path, d));
-        for f in &self.incompat_features {
-            if !LIVE_INCOMPAT_FEATURES.contains(&f.as_str()) {
-                return bad(format!(
-                    "requires feature {f:?} unknown to this bsa-index; upgrade bsa"
-                ));
-            }
-        }
-        if self.bits == 0 || u64::from(self.words_per_code) != u64::from(self.bits).div_ceil(64) {
-            return bad(format!(
-                "{} words per code cannot hold {}-bit codes",
-                self.words_per_code, self.bits
-            ));
-        }
+        check_features_and_size(
+            &self.incompat_features,
+            LIVE_INCOMPAT_FEATURES,
+            self.bits,
+            self.words_per_code,
+            path,
+        )?;
         let mut names = std::collections::BTreeSet::new();
         for s in &self.segments {
             check_file_name(&s.name, path)?;
@@ -202,23 +197,6 @@ impl LiveManifest {
     pub fn rows(&self) -> u64 {
         self.segments.iter().map(|s| s.rows).sum()
     }
-}
-
-/// Reads `dir/manifest.json` (at most [`MAX_MANIFEST_LEN`] bytes).
-pub(crate) fn read_manifest_bytes(dir: &Path) -> Result<(PathBuf, Vec<u8>)> {
-    let path = dir.join(MANIFEST_FILE);
-    let f = File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_MANIFEST_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(&path, e))?;
-    if bytes.len() as u64 > MAX_MANIFEST_LEN {
-        return Err(Error::corrupt(
-            &path,
-            format!("larger than {MAX_MANIFEST_LEN} bytes"),
-        ));
-    }
-    Ok((path, bytes))
 }
 
 /// `fsync`s a directory, so that renames and new entries in it are durable.

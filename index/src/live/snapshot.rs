@@ -15,7 +15,7 @@ use crate::rowset::RowSet;
 use crate::score::Score;
 use crate::search::{check_queries, CodesView, FlatParams, FlatSearcher, Hits, SearchParams};
 use crate::search::{SearchStats, Searcher};
-use crate::vectors::cosine;
+use crate::vectors::{check_query, cosine};
 
 /// Below this fraction of a segment's rows, a filtered search scores just the allowed rows (an
 /// exact scan of a copy of their codes) instead of asking the mode for more and dropping rows,
@@ -595,18 +595,7 @@ impl Snapshot {
                 self.dir.display()
             ))
         })?;
-        if query.len() != dim {
-            return Err(Error::DimMismatch {
-                what: "query dimension".into(),
-                expected: dim,
-                got: query.len(),
-            });
-        }
-        if let Some(i) = query.iter().position(|x| !x.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "query element {i} is not finite"
-            )));
-        }
+        check_query(query, dim)?;
         let mut scored = Vec::with_capacity(hits.len());
         for (p, &row) in hits.rows.iter().enumerate() {
             let (s, r) = self.locate(row).ok_or_else(|| {
