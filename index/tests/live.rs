@@ -308,7 +308,8 @@ fn check(
                     .iter()
                     .map(|h| {
                         let mut h = h.clone();
-                        let s = h.scores.clone().unwrap();
+                        // No hits (every row filtered out): nothing to keep.
+                        let s = h.scores.clone().unwrap_or_default();
                         let mut i = 0;
                         h.retain_rows(|_| {
                             i += 1;
