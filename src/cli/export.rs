@@ -50,9 +50,21 @@ pub struct Args {
 #[cfg(feature = "milvus")]
 pub fn run(a: &Args) -> anyhow::Result<()> {
     use bsa::milvus::{Client, ExportOptions, Forms};
-    use bsa_index::{Index, OpenOptions};
+    use bsa_index::live::Snapshot;
+    use bsa_index::OpenOptions;
 
-    let index = Index::open_with(&a.index, OpenOptions::verify_checksums(!a.no_verify))?;
+    // The export reads one segment's files: a grown index is compacted first.
+    let snap = Snapshot::open_with(&a.index, OpenOptions::verify_checksums(!a.no_verify))?;
+    if snap.segments().len() != 1 || snap.segments()[0].deleted().is_some() {
+        anyhow::bail!(
+            "{}: the index has {} segments or deleted rows; run `bsa compact --index {} \
+             --max-segments 1` first (the export reads one segment)",
+            a.index.display(),
+            snap.segments().len(),
+            a.index.display()
+        );
+    }
+    let index = snap.segments()[0].index();
     let opts = ExportOptions {
         forms: Forms::parse(&a.forms)?,
         shards: a.shards,
@@ -67,7 +79,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         "exporting [{bar:40}] {pos}/{len} rows {per_sec} eta {eta}",
     );
     let started = std::time::Instant::now();
-    let meta = client.export(&a.collection, &index, &opts, |done| {
+    let meta = client.export(&a.collection, index, &opts, |done| {
         pb.set_position(done as u64)
     })?;
     pb.finish_and_clear();
