@@ -48,6 +48,7 @@ pub mod loss;
 pub mod metrics;
 #[cfg(feature = "milvus")]
 pub mod milvus;
+pub mod milvus_codec;
 pub mod model;
 pub mod optim;
 mod params;
