@@ -1,0 +1,431 @@
+#!/usr/bin/env python3
+"""Issue 16's measurements of the live index (benches/RESULTS-live.md).
+
+1. ``add``: the time of ``bsa add`` of the same 10k (and 20k) rows to a 100k-row and a 1M-row
+   index of the same kind, each repeat on a fresh copy (``cp -al``: hard links; a writer never
+   changes a published file, it writes new ones and renames a new manifest over the old, so the
+   copies stay independent), the two sizes alternating. Two kinds: a codes-only index (256-bit
+   sign codes, flat) and the model index of issue 14's scale check (4096-bit pursuit codes,
+   vectors, posting lists and bitmaps, an ADC graph on the decoded codes, M 32, ef_construction 40).
+2. ``segments``: the 1M index plus 10 segments of 10k rows against the same 1.1M rows compacted
+   into one segment (``bsa compact --max-segments 1``): ``bsa search --stats`` QPS of 1000
+   queries, k 10, per mode and score, the two indexes alternating; exact modes must give the
+   same answers on both (the script checks).
+3. ``filter``: on the 100k WordNet index with an ADC graph (the brief's build command), recall@10
+   of ``--mode hnsw --score adc --allow-ids`` against the exact ``--mode flat --score adc`` under
+   the same filter, at several fractions of ids allowed, QPS of both, and the ``--stats`` filter
+   counters.
+
+Every QPS is ``--stats``' qps (the query tables and the search, not loading the index or
+encoding the queries); every number is the median of --reps runs, ratios are of medians of the
+same run; the 1-minute load average is recorded before every run (the machine is shared).
+
+Usage:
+
+    python3 benches/live_scale.py --bsa /work/livebench/bin/bsa --work /work/livebench all
+    python3 benches/live_scale.py ... data | build | add | segments | filter | report
+
+Inputs: /work/scale1m/base1m.npy and q.npy (benches/adc_scale_1m.sh makes them, and the 1M index
+/work/scale1m/idx, which this script links rather than rebuilds when it exists), the pursuit model
+/work/adc-bench/m.safetensors, and the WordNet data /work/shared/data/wordnet-minilm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SEED = 1616
+# Rows added to each base: 100 (what an add costs beyond its rows), 10k, 20k.
+ADD_ROWS = (100, 10_000, 20_000)
+
+
+def median(xs):
+    s = sorted(xs)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def load1():
+    return os.getloadavg()[0]
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.bsa = str(Path(a.bsa).resolve())
+        self.work = Path(a.work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.threads = str(a.threads)
+        # One file per result (steps may run at the same time).
+        self.results = self.work / "results"
+        self.results.mkdir(exist_ok=True)
+
+    # ---------------------------------------------------------------- helpers
+    def p(self, name):
+        return self.work / name
+
+    def run(self, args, **kw):
+        cmd = [self.bsa] + [str(x) for x in args]
+        print("  $", " ".join(cmd), file=sys.stderr, flush=True)
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+    def save(self, key, value):
+        tmp = self.results / f".{key}.tmp"
+        tmp.write_text(json.dumps(value, indent=1))
+        tmp.rename(self.results / f"{key}.json")
+
+    def load(self):
+        return {f.stem: json.loads(f.read_text()) for f in sorted(self.results.glob("*.json"))}
+
+    def fresh_copy(self, src, dst):
+        """An independent copy of an index directory by hard links (see the module docs)."""
+        if dst.exists():
+            shutil.rmtree(dst)
+        subprocess.run(["cp", "-al", str(src), str(dst)], check=True)
+
+    def search(self, index, extra, out="/dev/null"):
+        """One `bsa search --stats` run: (stats dict, answers or None)."""
+        args = ["search", "--index", index, "--k", "10", "--threads", self.threads,
+                "--stats", "--no-verify", "--out", out] + extra
+        r = self.run(args)
+        stats = json.loads(r.stderr.strip().splitlines()[-1])
+        return stats
+
+    # ---------------------------------------------------------------- data
+    def data(self):
+        a = self.a
+        base1m = Path(a.base1m)
+        wn = Path(a.wordnet)
+        x = np.load(wn / "base.npy").astype(np.float32)
+        # 100k new rows drawn like base1m's rows 100k.. (benches/adc_scale_1m.sh): a WordNet base
+        # row plus N(0, 0.01^2) noise, renormalised, with another seed.
+        rng = np.random.default_rng(SEED)
+        new = x + rng.standard_normal(x.shape, dtype=np.float32) * 0.01
+        new /= np.linalg.norm(new, axis=1, keepdims=True)
+        rng.shuffle(new)
+        np.save(self.p("new100k.npy"), new)
+        for n in ADD_ROWS:
+            np.save(self.p(f"new{n}.npy"), new[:n])
+            np.save(self.p(f"ids{n}.npy"), np.arange(2_000_000, 2_000_000 + n, dtype=np.int64))
+        for j in range(10):
+            np.save(self.p(f"chunk{j}.npy"), new[j * 10_000:(j + 1) * 10_000])
+        q = np.load(Path(a.queries1m))[:1000].astype(np.float32)
+        np.save(self.p("q1000.npy"), q)
+        # 256-bit sign codes of a seeded Gaussian projection, packed little bit order.
+        proj = np.random.default_rng(SEED + 1).standard_normal((x.shape[1], 256)).astype(np.float32)
+
+        def sign_codes(v):
+            return np.packbits(v @ proj > 0, axis=1, bitorder="little")
+
+        b = np.load(base1m, mmap_mode="r")
+        out = np.lib.format.open_memmap(self.p("codes1m.npy"), mode="w+", dtype=np.uint8,
+                                        shape=(len(b), 32))
+        for s in range(0, len(b), 100_000):
+            out[s:s + 100_000] = sign_codes(np.asarray(b[s:s + 100_000]))
+        out.flush()
+        np.save(self.p("codes100k.npy"), np.asarray(out[:100_000]))
+        nc = sign_codes(new)
+        for n in ADD_ROWS:
+            np.save(self.p(f"newcodes{n}.npy"), nc[:n])
+        for j in range(10):
+            np.save(self.p(f"chunkcodes{j}.npy"), nc[j * 10_000:(j + 1) * 10_000])
+        np.save(self.p("qcodes1000.npy"), sign_codes(q))
+        np.save(self.p("wn_q1000.npy"), np.load(wn / "query.npy")[:1000].astype(np.float32))
+
+    # ---------------------------------------------------------------- builds
+    def timed_build(self, name, args):
+        out = self.p(name)
+        if out.exists():
+            print(f"  {out} exists, kept", file=sys.stderr)
+            return
+        t = time.perf_counter()
+        self.run(["build"] + args + ["--threads", self.threads, "--quiet", "--out", out])
+        self.save(f"build_{name}", {"seconds": time.perf_counter() - t, "load1": load1()})
+
+    def build(self):
+        a = self.a
+        model_args = ["--model", a.model, "--vectors", "--hnsw", "--m", "32",
+                      "--ef-construction", "40", "--inverted", "--bitmaps"]
+        # The 1M model index: issue 14's (benches/adc_scale_1m.sh), linked when it exists.
+        if Path(a.index1m).exists():
+            if not self.p("m1m").exists():
+                subprocess.run(["cp", "-al", a.index1m, str(self.p("m1m"))], check=True)
+        else:
+            self.timed_build("m1m", ["--data", a.base1m] + model_args)
+        # The 100k index of the same kind: base1m's first 100k rows (= WordNet's base).
+        self.timed_build("m100k", ["--data", Path(a.wordnet) / "base.npy"] + model_args)
+        self.timed_build("c1m", ["--codes", self.p("codes1m.npy"), "--no-inverted"])
+        self.timed_build("c100k", ["--codes", self.p("codes100k.npy"), "--no-inverted"])
+        # Criterion 3's index: the brief's command (default M 32, ef_construction 200).
+        self.timed_build("wn", ["--model", a.model, "--data", Path(a.wordnet) / "base.npy",
+                                "--vectors", "--hnsw"])
+
+    def walk_bin(self):
+        """A bsa that always walks the graph under a filter (SUBSET_SCAN_FRACTION = 0): this
+        tree's source with that one constant changed, built beside it (for the filter step's
+        --walk-bsa; flat searches under a filter are unchanged by it)."""
+        repo = Path(__file__).resolve().parents[1]
+        src, target = self.p("src-walk"), self.p("target-walk")
+        if src.exists():
+            shutil.rmtree(src)
+        src.mkdir()
+        subprocess.run(f"git -C {repo} archive HEAD | tar -x -C {src}", shell=True, check=True)
+        f = src / "index/src/live/snapshot.rs"
+        text = f.read_text()
+        old = "pub const SUBSET_SCAN_FRACTION: f64 = 0.05;"
+        assert old in text, "SUBSET_SCAN_FRACTION moved: update walk_bin"
+        f.write_text(text.replace(old, "pub const SUBSET_SCAN_FRACTION: f64 = 0.0;"))
+        if not target.exists() and self.a.target_seed and Path(self.a.target_seed).exists():
+            # Reuse the dependencies another release build compiled.
+            subprocess.run(["cp", "-r", self.a.target_seed, str(target)], check=True)
+        env = dict(os.environ, CARGO_TARGET_DIR=str(target))
+        subprocess.run(["cargo", "build", "--release", "-p", "bsa"], cwd=src, env=env, check=True)
+        shutil.copy(target / "release/bsa", self.p("bin/bsa-walk"))
+
+    # ---------------------------------------------------------------- 1. add
+    def add(self):
+        reps = self.a.reps
+        kinds = {
+            "codes": (["c100k", "c1m"], lambda n: ["--codes", self.p(f"newcodes{n}.npy")]),
+            "model": (["m100k", "m1m"], lambda n: ["--data", self.p(f"new{n}.npy")]),
+        }
+        res = self.load().get("add", {})
+        for kind, (bases, rows) in kinds.items():
+            if self.a.kinds and kind not in self.a.kinds:
+                continue
+            # Adding codes takes a fraction of a second: more repeats.
+            for n in ADD_ROWS:
+                for rep in range(reps * 3 if kind == "codes" else reps):
+                    order = bases if rep % 2 == 0 else bases[::-1]
+                    for base in order:
+                        tmp = self.p(f"tmp-add-{base}")
+                        self.fresh_copy(self.p(base), tmp)
+                        l1 = load1()
+                        cmd = ["/usr/bin/time", "-f", "%e %U %S %M", self.bsa, "add", "--index", str(tmp),
+                               "--ids", str(self.p(f"ids{n}.npy")), "--threads", self.threads] + \
+                              [str(x) for x in rows(n)]
+                        t = time.perf_counter()
+                        r = subprocess.run(cmd, check=True, capture_output=True, text=True)
+                        wall = time.perf_counter() - t
+                        _, user, sys_, rss_kb = r.stderr.strip().splitlines()[-1].split()
+                        cpu, rss_kb = float(user) + float(sys_), int(rss_kb)
+                        shutil.rmtree(tmp)
+                        key = f"{kind}/{base}/{n}"
+                        res.setdefault(key, []).append({"seconds": wall, "cpu_seconds": cpu,
+                                                        "rss_mb": rss_kb / 1024,
+                                                        "load1": l1})
+                        print(f"add {key} rep {rep}: {wall:.2f} s, cpu {cpu:.2f} s, {rss_kb / 1024:.0f} MB, "
+                              f"load {l1:.2f}", file=sys.stderr, flush=True)
+                        self.save("add", res)
+
+    # ---------------------------------------------------------------- 2. segments
+    def segment_kinds(self):
+        return {
+            "codes": ("c1m", lambda j: ["--codes", self.p(f"chunkcodes{j}.npy")],
+                      [("flat hamming", ["--query-codes", self.p("qcodes1000.npy")])]),
+            "model": ("m1m", lambda j: ["--data", self.p(f"chunk{j}.npy")],
+                      [("flat hamming", ["--queries", self.p("q1000.npy")]),
+                       ("flat adc", ["--queries", self.p("q1000.npy"), "--score", "adc"]),
+                       ("inverted hamming", ["--queries", self.p("q1000.npy"), "--mode", "inverted"]),
+                       ("inverted adc", ["--queries", self.p("q1000.npy"), "--mode", "inverted",
+                                         "--score", "adc"]),
+                       ("hnsw adc", ["--queries", self.p("q1000.npy"), "--mode", "hnsw",
+                                     "--score", "adc"])]),
+        }
+
+    def prepare(self):
+        """The 1M indexes plus 10 segments of 10k rows, and the same rows compacted."""
+        for kind, (base, rows, _) in self.segment_kinds().items():
+            if self.a.kinds and kind not in self.a.kinds:
+                continue
+            seg, comp = self.p(f"{base}-seg"), self.p(f"{base}-compact")
+            if not seg.exists():
+                tmp = self.p(f"{base}-seg.tmp")
+                self.fresh_copy(self.p(base), tmp)
+                t = time.perf_counter()
+                for j in range(10):
+                    ids = np.arange(3_000_000 + j * 10_000, 3_000_000 + (j + 1) * 10_000)
+                    np.save(self.p("chunk_ids.npy"), ids)
+                    self.run(["add", "--index", tmp, "--ids", self.p("chunk_ids.npy"),
+                              "--threads", self.threads] + rows(j))
+                self.save(f"adds_{base}", {"seconds": time.perf_counter() - t, "load1": load1()})
+                tmp.rename(seg)
+            if not comp.exists():
+                tmp = self.p(f"{base}-compact.tmp")
+                self.fresh_copy(seg, tmp)
+                t = time.perf_counter()
+                self.run(["compact", "--index", tmp, "--max-segments", "1",
+                          "--threads", self.threads])
+                self.save(f"compact_{base}", {"seconds": time.perf_counter() - t, "load1": load1()})
+                tmp.rename(comp)
+
+    def segments(self):
+        a = self.a
+        self.prepare()
+        res = self.load().get("segments", {})
+        for kind, (base, _, configs) in self.segment_kinds().items():
+            if a.kinds and kind not in a.kinds:
+                continue
+            seg, comp = self.p(f"{base}-seg"), self.p(f"{base}-compact")
+            for label, extra in configs:
+                if a.configs and label not in a.configs:
+                    continue
+                key = f"{kind}/{label}"
+                runs = {"seg": [], "compact": []}
+                same = None
+                for rep in range(a.reps):
+                    order = [("seg", seg), ("compact", comp)]
+                    if rep % 2:
+                        order.reverse()
+                    outs = {}
+                    for name, idx in order:
+                        l1 = load1()
+                        out = self.p(f"out-{name}.jsonl")
+                        st = self.search(idx, extra, out=out)
+                        runs[name].append({"qps": st["qps"], "load1": l1, "stats": st})
+                        outs[name] = out.read_text()
+                        print(f"{key} {name} rep {rep}: qps {st['qps']:.1f} load {l1:.2f}",
+                              file=sys.stderr, flush=True)
+                    if rep == 0:
+                        a_, b_ = outs["seg"].splitlines(), outs["compact"].splitlines()
+                        same = sum(json.loads(x)["ids"] == json.loads(y)["ids"]
+                                   for x, y in zip(a_, b_)) / len(a_)
+                res[key] = {"runs": runs, "same_ids": same}
+                self.save("segments", res)
+
+    # ---------------------------------------------------------------- 3. filter
+    def filter(self):
+        a = self.a
+        idx = self.p("wn")
+        n = 100_000
+        q = ["--queries", self.p("wn_q1000.npy"), "--score", "adc"]
+        res = self.load().get("filter", {})
+        for frac in a.fractions:
+            ids = np.sort(np.random.default_rng(SEED + int(frac * 1e4)).choice(
+                n, size=int(round(frac * n)), replace=False)).astype(np.int64)
+            allow = self.p(f"allow-{frac}.npy")
+            np.save(allow, ids)
+            runs = {"flat": [], "hnsw": []}
+            answers = {}
+            for rep in range(a.reps):
+                order = ["flat", "hnsw"] if rep % 2 == 0 else ["hnsw", "flat"]
+                for mode in order:
+                    l1 = load1()
+                    out = self.p(f"out-filter-{mode}.jsonl")
+                    extra = q + ["--mode", mode, "--allow-ids", allow]
+                    if mode == "hnsw" and a.ef:
+                        extra += ["--ef", str(a.ef)]
+                    st = self.search(idx, extra, out=out)
+                    runs[mode].append({"qps": st["qps"], "load1": l1, "stats": st})
+                    if rep == 0:
+                        answers[mode] = [json.loads(x)["ids"] for x in out.read_text().splitlines()]
+                    print(f"filter {frac} {mode} rep {rep}: qps {st['qps']:.1f} load {l1:.2f}",
+                          file=sys.stderr, flush=True)
+            allowed = set(ids.tolist())
+            assert all(set(h) <= allowed for h in answers["hnsw"]), "a filtered hit not allowed"
+            assert all(set(h) <= allowed for h in answers["flat"]), "a filtered hit not allowed"
+            recall = float(np.mean([len(set(h) & set(f)) / max(1, len(f))
+                                    for h, f in zip(answers["hnsw"], answers["flat"])]))
+            short = sum(len(h) < 10 for h in answers["hnsw"])
+            key = f"{frac}" + (f"/ef{a.ef}" if a.ef else "")
+            res[key] = {"runs": runs, "recall": recall, "hnsw_short_answers": short}
+            print(f"filter {key}: recall@10 {recall:.4f}", file=sys.stderr, flush=True)
+            self.save("filter", res)
+        # Unfiltered, for reference.
+        runs = {"flat": [], "hnsw": []}
+        answers = {}
+        for rep in range(a.reps):
+            for mode in (["flat", "hnsw"] if rep % 2 == 0 else ["hnsw", "flat"]):
+                l1 = load1()
+                out = self.p(f"out-filter-{mode}.jsonl")
+                extra = q + ["--mode", mode] + (["--ef", str(a.ef)] if a.ef and mode == "hnsw" else [])
+                st = self.search(idx, extra, out=out)
+                runs[mode].append({"qps": st["qps"], "load1": l1, "stats": st})
+                if rep == 0:
+                    answers[mode] = [json.loads(x)["ids"] for x in out.read_text().splitlines()]
+        recall = float(np.mean([len(set(h) & set(f)) / 10 for h, f in zip(answers["hnsw"], answers["flat"])]))
+        res["none" + (f"/ef{a.ef}" if a.ef else "")] = {"runs": runs, "recall": recall,
+                                                         "hnsw_short_answers": 0}
+        self.save("filter", res)
+
+    # ---------------------------------------------------------------- report
+    def report(self):
+        r = self.load()
+        out = []
+        if "add" in r:
+            out.append("| kind | rows added | base rows | wall s (median) | min..max | CPU s (median) | peak RSS MB | load1 |")
+            out.append("|---|---|---|---|---|---|---|---|")
+            for key, runs in r["add"].items():
+                kind, base, n = key.split("/")
+                s = [x["seconds"] for x in runs]
+                cpu = median([x.get("cpu_seconds", 0) for x in runs])
+                out.append(f"| {kind} | {n} | {base} | {median(s):.2f} | {min(s):.2f}..{max(s):.2f} | {cpu:.2f} | "
+                           f"{median([x['rss_mb'] for x in runs]):.0f} | "
+                           f"{median([x['load1'] for x in runs]):.1f} |")
+            out.append("")
+        if "segments" in r:
+            out.append("| index | mode, score | QPS 11 segments | QPS compacted | ratio | same ids | load1 |")
+            out.append("|---|---|---|---|---|---|---|")
+            for key, v in r["segments"].items():
+                kind, label = key.split("/")
+                s = median([x["qps"] for x in v["runs"]["seg"]])
+                c = median([x["qps"] for x in v["runs"]["compact"]])
+                l1 = median([x["load1"] for x in v["runs"]["seg"] + v["runs"]["compact"]])
+                out.append(f"| {kind} | {label} | {s:.1f} | {c:.1f} | {s / c:.2f} | "
+                           f"{v['same_ids']:.3f} | {l1:.1f} |")
+            out.append("")
+        if "filter" in r:
+            out.append("| allowed | recall@10 hnsw vs flat | QPS hnsw | QPS flat (exact) | hnsw/flat | "
+                       "hnsw strategy | nodes visited/query | short answers | load1 |")
+            out.append("|---|---|---|---|---|---|---|---|---|")
+            for key, v in r["filter"].items():
+                h = median([x["qps"] for x in v["runs"]["hnsw"]])
+                f = median([x["qps"] for x in v["runs"]["flat"]])
+                st = v["runs"]["hnsw"][0]["stats"]
+                strat = ", ".join(f"{k}={st[k]}" for k in st if k.startswith("filter_")) or "-"
+                nv = st.get("nodes_visited")
+                nq = st.get("queries", 1000)
+                l1 = median([x["load1"] for x in v["runs"]["hnsw"] + v["runs"]["flat"]])
+                out.append(f"| {key} | {v['recall']:.4f} | {h:.0f} | {f:.0f} | {h / f:.2f} | {strat} | "
+                           f"{(nv / nq) if nv is not None else '-'} | {v['hnsw_short_answers']} | {l1:.1f} |")
+        print("\n".join(out))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["data", "build", "walk-bin", "add", "prepare", "segments", "filter", "report", "all"])
+    ap.add_argument("--bsa", default=os.environ.get("BSA", "target/release/bsa"))
+    ap.add_argument("--work", default="/work/livebench")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--base1m", default="/work/scale1m/base1m.npy")
+    ap.add_argument("--queries1m", default="/work/scale1m/q.npy")
+    ap.add_argument("--index1m", default="/work/scale1m/idx",
+                    help="an existing 1M model index to link (built when missing)")
+    ap.add_argument("--model", default="/work/adc-bench/m.safetensors")
+    ap.add_argument("--wordnet", default="/work/shared/data/wordnet-minilm")
+    ap.add_argument("--kinds", nargs="*", help="codes, model (default both)")
+    ap.add_argument("--configs", nargs="*", help="segments: only these 'mode score' labels")
+    ap.add_argument("--fractions", nargs="*", type=float, default=[0.01, 0.1, 0.5])
+    ap.add_argument("--ef", type=int, help="filter: --ef of the graph search")
+    ap.add_argument("--walk-bsa", help="filter: also run the graph with this bsa (walk-bin's)")
+    ap.add_argument("--target-seed", default="/work/target-rel",
+                    help="walk-bin: a release target directory to copy compiled dependencies from")
+    a = ap.parse_args()
+    b = Bench(a)
+    steps = ["data", "build", "add", "segments", "filter", "report"] if a.step == "all" else [a.step]
+    for s in steps:
+        getattr(b, s.replace("-", "_"))()
+
+
+if __name__ == "__main__":
+    main()
