@@ -73,8 +73,8 @@ class Bench:
     def p(self, name):
         return self.work / name
 
-    def run(self, args, **kw):
-        cmd = [self.bsa] + [str(x) for x in args]
+    def run(self, args, binary=None, **kw):
+        cmd = [binary or self.bsa] + [str(x) for x in args]
         print("  $", " ".join(cmd), file=sys.stderr, flush=True)
         return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
 
@@ -92,11 +92,11 @@ class Bench:
             shutil.rmtree(dst)
         subprocess.run(["cp", "-al", str(src), str(dst)], check=True)
 
-    def search(self, index, extra, out="/dev/null"):
-        """One `bsa search --stats` run: (stats dict, answers or None)."""
+    def search(self, index, extra, out="/dev/null", binary=None):
+        """One `bsa search --stats` run: its stats."""
         args = ["search", "--index", index, "--k", "10", "--threads", self.threads,
                 "--stats", "--no-verify", "--out", out] + extra
-        r = self.run(args)
+        r = self.run(args, binary=binary)
         stats = json.loads(r.stderr.strip().splitlines()[-1])
         return stats
 
@@ -267,6 +267,16 @@ class Bench:
                           "--threads", self.threads])
                 self.save(f"compact_{base}", {"seconds": time.perf_counter() - t, "load1": load1()})
                 tmp.rename(comp)
+            two = self.p(f"{base}-2seg")
+            if kind == "model" and not two.exists():
+                # The 10 small segments merged into one (what a merge policy would keep).
+                tmp = self.p(f"{base}-2seg.tmp")
+                self.fresh_copy(seg, tmp)
+                t = time.perf_counter()
+                self.run(["compact", "--index", tmp, "--max-segments", "2",
+                          "--threads", self.threads])
+                self.save(f"compact2_{base}", {"seconds": time.perf_counter() - t, "load1": load1()})
+                tmp.rename(two)
 
     def segments(self):
         a = self.a
@@ -275,32 +285,41 @@ class Bench:
         for kind, (base, _, configs) in self.segment_kinds().items():
             if a.kinds and kind not in a.kinds:
                 continue
-            seg, comp = self.p(f"{base}-seg"), self.p(f"{base}-compact")
+            variants = [("seg", self.p(f"{base}-seg")), ("compact", self.p(f"{base}-compact"))]
+            if self.p(f"{base}-2seg").exists():
+                variants.append(("2seg", self.p(f"{base}-2seg")))
             for label, extra in configs:
                 if a.configs and label not in a.configs:
                     continue
                 key = f"{kind}/{label}"
-                runs = {"seg": [], "compact": []}
-                same = None
+                runs = {name: [] for name, _ in variants}
                 for rep in range(a.reps):
-                    order = [("seg", seg), ("compact", comp)]
-                    if rep % 2:
-                        order.reverse()
-                    outs = {}
+                    # Each variant first, middle and last in turn.
+                    order = variants[rep % len(variants):] + variants[:rep % len(variants)]
                     for name, idx in order:
                         l1 = load1()
-                        out = self.p(f"out-{name}.jsonl")
-                        st = self.search(idx, extra, out=out)
+                        out = self.p(f"out-{kind}-{label.replace(' ', '_')}-{name}.jsonl")
+                        st = self.search(idx, extra, out=out if rep == 0 else "/dev/null")
                         runs[name].append({"qps": st["qps"], "load1": l1, "stats": st})
-                        outs[name] = out.read_text()
                         print(f"{key} {name} rep {rep}: qps {st['qps']:.1f} load {l1:.2f}",
                               file=sys.stderr, flush=True)
-                    if rep == 0:
-                        a_, b_ = outs["seg"].splitlines(), outs["compact"].splitlines()
-                        same = sum(json.loads(x)["ids"] == json.loads(y)["ids"]
-                                   for x, y in zip(a_, b_)) / len(a_)
+                answers = {name: self.answers(f"out-{kind}-{label.replace(' ', '_')}-{name}.jsonl")
+                           for name, _ in variants}
+                same = {name: float(np.mean([x == y for x, y in zip(answers[name], answers["compact"])]))
+                        for name, _ in variants}
                 res[key] = {"runs": runs, "same_ids": same}
+                # The graph's recall@10 against the exact answer (flat adc, the same on all).
+                exact = self.p(f"out-{kind}-flat_adc-compact.jsonl")
+                if label.startswith("hnsw") and exact.exists():
+                    truth = self.answers(exact.name)
+                    res[key]["recall"] = {
+                        name: float(np.mean([len(set(x) & set(t)) / 10
+                                             for x, t in zip(answers[name], truth)]))
+                        for name, _ in variants}
                 self.save("segments", res)
+
+    def answers(self, name):
+        return [json.loads(x)["ids"] for x in self.p(name).read_text().splitlines()]
 
     # ---------------------------------------------------------------- 3. filter
     def filter(self):
@@ -308,54 +327,46 @@ class Bench:
         idx = self.p("wn")
         n = 100_000
         q = ["--queries", self.p("wn_q1000.npy"), "--score", "adc"]
+        ef = ["--ef", str(a.ef)] if a.ef else []
+        # name: (binary, arguments); "walk" is the graph walk at every fraction (walk-bin).
+        modes = {"flat": (self.bsa, ["--mode", "flat"]), "hnsw": (self.bsa, ["--mode", "hnsw"] + ef)}
+        if a.walk_bsa:
+            modes["walk"] = (str(Path(a.walk_bsa).resolve()), ["--mode", "hnsw"] + ef)
         res = self.load().get("filter", {})
-        for frac in a.fractions:
-            ids = np.sort(np.random.default_rng(SEED + int(frac * 1e4)).choice(
-                n, size=int(round(frac * n)), replace=False)).astype(np.int64)
-            allow = self.p(f"allow-{frac}.npy")
-            np.save(allow, ids)
-            runs = {"flat": [], "hnsw": []}
+        for frac in list(a.fractions) + [None]:
+            if frac is None:
+                allow, ids = [], None
+            else:
+                ids = np.sort(np.random.default_rng(SEED + int(frac * 1e4)).choice(
+                    n, size=int(round(frac * n)), replace=False)).astype(np.int64)
+                np.save(self.p(f"allow-{frac}.npy"), ids)
+                allow = ["--allow-ids", self.p(f"allow-{frac}.npy")]
+            runs = {m: [] for m in modes}
             answers = {}
             for rep in range(a.reps):
-                order = ["flat", "hnsw"] if rep % 2 == 0 else ["hnsw", "flat"]
-                for mode in order:
+                order = list(modes) if rep % 2 == 0 else list(modes)[::-1]
+                for m in order:
+                    binary, margs = modes[m]
                     l1 = load1()
-                    out = self.p(f"out-filter-{mode}.jsonl")
-                    extra = q + ["--mode", mode, "--allow-ids", allow]
-                    if mode == "hnsw" and a.ef:
-                        extra += ["--ef", str(a.ef)]
-                    st = self.search(idx, extra, out=out)
-                    runs[mode].append({"qps": st["qps"], "load1": l1, "stats": st})
+                    out = self.p(f"out-filter-{m}.jsonl")
+                    st = self.search(idx, q + margs + allow, out=out, binary=binary)
+                    runs[m].append({"qps": st["qps"], "load1": l1, "stats": st})
                     if rep == 0:
-                        answers[mode] = [json.loads(x)["ids"] for x in out.read_text().splitlines()]
-                    print(f"filter {frac} {mode} rep {rep}: qps {st['qps']:.1f} load {l1:.2f}",
+                        answers[m] = [json.loads(x)["ids"] for x in out.read_text().splitlines()]
+                    print(f"filter {frac} {m} rep {rep}: qps {st['qps']:.1f} load {l1:.2f}",
                           file=sys.stderr, flush=True)
-            allowed = set(ids.tolist())
-            assert all(set(h) <= allowed for h in answers["hnsw"]), "a filtered hit not allowed"
-            assert all(set(h) <= allowed for h in answers["flat"]), "a filtered hit not allowed"
-            recall = float(np.mean([len(set(h) & set(f)) / max(1, len(f))
-                                    for h, f in zip(answers["hnsw"], answers["flat"])]))
-            short = sum(len(h) < 10 for h in answers["hnsw"])
-            key = f"{frac}" + (f"/ef{a.ef}" if a.ef else "")
-            res[key] = {"runs": runs, "recall": recall, "hnsw_short_answers": short}
-            print(f"filter {key}: recall@10 {recall:.4f}", file=sys.stderr, flush=True)
+            if ids is not None:
+                allowed = set(ids.tolist())
+                for m in modes:
+                    assert all(set(h) <= allowed for h in answers[m]), f"{m}: a hit not allowed"
+            recall = {m: float(np.mean([len(set(h) & set(f)) / max(1, len(f))
+                                        for h, f in zip(answers[m], answers["flat"])]))
+                      for m in modes if m != "flat"}
+            short = {m: sum(len(h) < 10 for h in answers[m]) for m in modes}
+            key = ("none" if frac is None else f"{frac}") + (f"/ef{a.ef}" if a.ef else "")
+            res[key] = {"runs": runs, "recall": recall, "short_answers": short}
+            print(f"filter {key}: recall@10 {recall}", file=sys.stderr, flush=True)
             self.save("filter", res)
-        # Unfiltered, for reference.
-        runs = {"flat": [], "hnsw": []}
-        answers = {}
-        for rep in range(a.reps):
-            for mode in (["flat", "hnsw"] if rep % 2 == 0 else ["hnsw", "flat"]):
-                l1 = load1()
-                out = self.p(f"out-filter-{mode}.jsonl")
-                extra = q + ["--mode", mode] + (["--ef", str(a.ef)] if a.ef and mode == "hnsw" else [])
-                st = self.search(idx, extra, out=out)
-                runs[mode].append({"qps": st["qps"], "load1": l1, "stats": st})
-                if rep == 0:
-                    answers[mode] = [json.loads(x)["ids"] for x in out.read_text().splitlines()]
-        recall = float(np.mean([len(set(h) & set(f)) / 10 for h, f in zip(answers["hnsw"], answers["flat"])]))
-        res["none" + (f"/ef{a.ef}" if a.ef else "")] = {"runs": runs, "recall": recall,
-                                                         "hnsw_short_answers": 0}
-        self.save("filter", res)
 
     # ---------------------------------------------------------------- report
     def report(self):
@@ -373,30 +384,47 @@ class Bench:
                            f"{median([x['load1'] for x in runs]):.1f} |")
             out.append("")
         if "segments" in r:
-            out.append("| index | mode, score | QPS 11 segments | QPS compacted | ratio | same ids | load1 |")
-            out.append("|---|---|---|---|---|---|---|")
+            out.append("| index | mode, score | QPS 1+10 segments | QPS 1 segment (compacted) | ratio | "
+                       "QPS 1+1 segments (small ones merged) | ratio | same ids as compacted (11 / 2) | "
+                       "recall@10 vs exact (11 / 1 / 2) | load1 |")
+            out.append("|---" * 10 + "|")
             for key, v in r["segments"].items():
                 kind, label = key.split("/")
-                s = median([x["qps"] for x in v["runs"]["seg"]])
-                c = median([x["qps"] for x in v["runs"]["compact"]])
-                l1 = median([x["load1"] for x in v["runs"]["seg"] + v["runs"]["compact"]])
-                out.append(f"| {kind} | {label} | {s:.1f} | {c:.1f} | {s / c:.2f} | "
-                           f"{v['same_ids']:.3f} | {l1:.1f} |")
+                q = {n: median([x["qps"] for x in rs]) for n, rs in v["runs"].items()}
+                l1 = median([x["load1"] for rs in v["runs"].values() for x in rs])
+                two = (f"{q['2seg']:.0f} | {q['2seg'] / q['compact']:.2f}" if "2seg" in q else "- | -")
+                same = v["same_ids"]
+                same = same if isinstance(same, dict) else {"seg": same}
+                rec = v.get("recall")
+                rec = " / ".join(f"{rec[n]:.3f}" for n in ("seg", "compact", "2seg") if n in rec) if rec else "-"
+                out.append(f"| {kind} | {label} | {q['seg']:.0f} | {q['compact']:.0f} | "
+                           f"{q['seg'] / q['compact']:.2f} | {two} | "
+                           f"{' / '.join(f'{same[n]:.3f}' for n in ('seg', '2seg') if n in same)} | "
+                           f"{rec} | {l1:.1f} |")
             out.append("")
         if "filter" in r:
-            out.append("| allowed | recall@10 hnsw vs flat | QPS hnsw | QPS flat (exact) | hnsw/flat | "
-                       "hnsw strategy | nodes visited/query | short answers | load1 |")
-            out.append("|---|---|---|---|---|---|---|---|---|")
+            modes = [m for m in ("hnsw", "walk") if any(m in v["runs"] for v in r["filter"].values())]
+            head = "| allowed | QPS flat (exact) |"
+            for m in modes:
+                head += f" recall@10 {m} | QPS {m} | {m}/flat | {m} strategy | {m} nodes/query |"
+            out.append(head + " load1 |")
+            out.append("|---" * (head.count("|") - 1 + 1) + "|")
             for key, v in r["filter"].items():
-                h = median([x["qps"] for x in v["runs"]["hnsw"]])
                 f = median([x["qps"] for x in v["runs"]["flat"]])
-                st = v["runs"]["hnsw"][0]["stats"]
-                strat = ", ".join(f"{k}={st[k]}" for k in st if k.startswith("filter_")) or "-"
-                nv = st.get("nodes_visited")
-                nq = st.get("queries", 1000)
-                l1 = median([x["load1"] for x in v["runs"]["hnsw"] + v["runs"]["flat"]])
-                out.append(f"| {key} | {v['recall']:.4f} | {h:.0f} | {f:.0f} | {h / f:.2f} | {strat} | "
-                           f"{(nv / nq) if nv is not None else '-'} | {v['hnsw_short_answers']} | {l1:.1f} |")
+                row = f"| {key} | {f:.0f} |"
+                for m in modes:
+                    if m not in v["runs"]:
+                        row += " - | - | - | - | - |"
+                        continue
+                    h = median([x["qps"] for x in v["runs"][m]])
+                    st = v["runs"][m][0]["stats"]
+                    strat = ", ".join(f"{k}={st[k]}" for k in st if k.startswith("filter_")) or "-"
+                    nv = st.get("nodes_visited")
+                    nq = st.get("queries", 1000)
+                    row += (f" {v['recall'][m]:.4f} | {h:.0f} | {h / f:.2f} | {strat} | "
+                            f"{round(nv / nq) if nv is not None else '-'} |")
+                l1 = median([x["load1"] for rs in v["runs"].values() for x in rs])
+                out.append(row + f" {l1:.1f} |")
         print("\n".join(out))
 
 
