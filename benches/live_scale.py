@@ -324,23 +324,30 @@ class Bench:
     # ---------------------------------------------------------------- 3. filter
     def filter(self):
         a = self.a
-        idx = self.p("wn")
-        n = 100_000
-        q = ["--queries", self.p("wn_q1000.npy"), "--score", "adc"]
+        name = a.filter_index
+        idx = self.p(name)
+        if name == "wn":
+            universe = np.arange(100_000)
+            q = ["--queries", self.p("wn_q1000.npy"), "--score", "adc"]
+        else:  # the 1.1M rows of the segments step (ids 0.. and 3,000,000..)
+            universe = np.concatenate([np.arange(1_000_000), np.arange(3_000_000, 3_100_000)])
+            q = ["--queries", self.p("q1000.npy"), "--score", "adc"]
+        n = len(universe)
         ef = ["--ef", str(a.ef)] if a.ef else []
         # name: (binary, arguments); "walk" is the graph walk at every fraction (walk-bin).
         modes = {"flat": (self.bsa, ["--mode", "flat"]), "hnsw": (self.bsa, ["--mode", "hnsw"] + ef)}
         if a.walk_bsa:
             modes["walk"] = (str(Path(a.walk_bsa).resolve()), ["--mode", "hnsw"] + ef)
-        res = self.load().get("filter", {})
+        rkey = "filter_" + name
+        res = self.load().get(rkey, {})
         for frac in list(a.fractions) + [None]:
             if frac is None:
                 allow, ids = [], None
             else:
-                ids = np.sort(np.random.default_rng(SEED + int(frac * 1e4)).choice(
-                    n, size=int(round(frac * n)), replace=False)).astype(np.int64)
-                np.save(self.p(f"allow-{frac}.npy"), ids)
-                allow = ["--allow-ids", self.p(f"allow-{frac}.npy")]
+                ids = np.sort(universe[np.random.default_rng(SEED + int(frac * 1e4)).choice(
+                    n, size=int(round(frac * n)), replace=False)]).astype(np.int64)
+                np.save(self.p(f"allow-{name}-{frac}.npy"), ids)
+                allow = ["--allow-ids", self.p(f"allow-{name}-{frac}.npy")]
             runs = {m: [] for m in modes}
             answers = {}
             for rep in range(a.reps):
@@ -348,7 +355,7 @@ class Bench:
                 for m in order:
                     binary, margs = modes[m]
                     l1 = load1()
-                    out = self.p(f"out-filter-{m}.jsonl")
+                    out = self.p(f"out-filter-{name}-{m}.jsonl")
                     st = self.search(idx, q + margs + allow, out=out, binary=binary)
                     runs[m].append({"qps": st["qps"], "load1": l1, "stats": st})
                     if rep == 0:
@@ -366,7 +373,7 @@ class Bench:
             key = ("none" if frac is None else f"{frac}") + (f"/ef{a.ef}" if a.ef else "")
             res[key] = {"runs": runs, "recall": recall, "short_answers": short}
             print(f"filter {key}: recall@10 {recall}", file=sys.stderr, flush=True)
-            self.save("filter", res)
+            self.save(rkey, res)
 
     # ---------------------------------------------------------------- report
     def report(self):
@@ -402,14 +409,15 @@ class Bench:
                            f"{' / '.join(f'{same[n]:.3f}' for n in ('seg', '2seg') if n in same)} | "
                            f"{rec} | {l1:.1f} |")
             out.append("")
-        if "filter" in r:
-            modes = [m for m in ("hnsw", "walk") if any(m in v["runs"] for v in r["filter"].values())]
+        for fkey in [k for k in r if k.startswith("filter")]:
+            out.append(f"{fkey}:")
+            modes = [m for m in ("hnsw", "walk") if any(m in v["runs"] for v in r[fkey].values())]
             head = "| allowed | QPS flat (exact) |"
             for m in modes:
                 head += f" recall@10 {m} | QPS {m} | {m}/flat | {m} strategy | {m} nodes/query |"
             out.append(head + " load1 |")
             out.append("|---" * (head.count("|") - 1 + 1) + "|")
-            for key, v in r["filter"].items():
+            for key, v in r[fkey].items():
                 f = median([x["qps"] for x in v["runs"]["flat"]])
                 row = f"| {key} | {f:.0f} |"
                 for m in modes:
@@ -425,6 +433,7 @@ class Bench:
                             f"{round(nv / nq) if nv is not None else '-'} |")
                 l1 = median([x["load1"] for rs in v["runs"].values() for x in rs])
                 out.append(row + f" {l1:.1f} |")
+            out.append("")
         print("\n".join(out))
 
 
@@ -445,6 +454,7 @@ def main():
     ap.add_argument("--configs", nargs="*", help="segments: only these 'mode score' labels")
     ap.add_argument("--fractions", nargs="*", type=float, default=[0.01, 0.1, 0.5])
     ap.add_argument("--ef", type=int, help="filter: --ef of the graph search")
+    ap.add_argument("--filter-index", default="wn", help="filter: wn (100k) or m1m-compact (1.1M)")
     ap.add_argument("--walk-bsa", help="filter: also run the graph with this bsa (walk-bin's)")
     ap.add_argument("--target-seed", default="/work/target-rel",
                     help="walk-bin: a release target directory to copy compiled dependencies from")
