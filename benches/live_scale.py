@@ -191,6 +191,88 @@ class Bench:
         subprocess.run(["cargo", "build", "--release", "-p", "bsa"], cwd=src, env=env, check=True)
         shutil.copy(target / "release/bsa", self.p("bin/bsa-walk"))
 
+    def exp_bin(self):
+        """A bsa whose graph mode can search the segments smaller than the largest with another
+        ef (BSA_EXP_SMALL_EF) or by the flat scan (BSA_EXP_SMALL_FLAT_ROWS): an experiment for
+        RESULTS-live.md's proposals, not a change of the library."""
+        repo = Path(__file__).resolve().parents[1]
+        src, target = self.p("src-exp"), self.p("target-walk")
+        if src.exists():
+            shutil.rmtree(src)
+        src.mkdir()
+        subprocess.run(f"git -C {repo} archive HEAD | tar -x -C {src}", shell=True, check=True)
+        f = src / "index/src/live/snapshot.rs"
+        text = f.read_text()
+        old = """        for seg in &self.segments {
+            let (mut hits, s, strategy) =
+                self.search_segment(seg, queries, nq, k, score, mode, &params, options)?;"""
+        assert old in text, "Snapshot::search changed: update exp_bin"
+        new = """        let largest = self.segments.iter().map(|s| s.rows()).max().unwrap_or(0);
+        for seg in &self.segments {
+            let mut seg_mode = *mode;
+            if let (Mode::Hnsw(_), true) = (mode, seg.rows() < largest) {
+                let var = |v: &str| std::env::var(v).ok().and_then(|v| v.parse::<usize>().ok());
+                if var("BSA_EXP_SMALL_FLAT_ROWS").is_some_and(|n| seg.rows() < n) {
+                    seg_mode = Mode::parse("flat")?;
+                } else if let Some(e) = var("BSA_EXP_SMALL_EF") {
+                    seg_mode = mode.with_ef_search(Some(e.max(k.min(seg.rows()))));
+                }
+            }
+            let mode = &seg_mode;
+            let (mut hits, s, strategy) =
+                self.search_segment(seg, queries, nq, k, score, mode, &params, options)?;"""
+        f.write_text(text.replace(old, new))
+        if not target.exists() and self.a.target_seed and Path(self.a.target_seed).exists():
+            subprocess.run(["cp", "-r", self.a.target_seed, str(target)], check=True)
+        env = dict(os.environ, CARGO_TARGET_DIR=str(target))
+        subprocess.run(["cargo", "build", "--release", "-p", "bsa"], cwd=src, env=env, check=True)
+        shutil.copy(target / "release/bsa", self.p("bin/bsa-exp"))
+
+    def small_segments(self):
+        """The graph over 1 large + 10 small segments with the small ones searched otherwise
+        (exp-bin's binary): QPS against the compacted index, recall@10 against the exact answer."""
+        a = self.a
+        exp = str(self.p("bin/bsa-exp"))
+        truth_file = self.p("out-model-flat_adc-compact.jsonl")
+        if not truth_file.exists():
+            self.search(self.p("m1m-compact"), ["--queries", self.p("q1000.npy"), "--score", "adc"],
+                        out=truth_file)
+        truth = self.answers(truth_file.name)
+        variants = [
+            ("compacted (1 segment)", "m1m-compact", {}),
+            ("1+10 segments, ef 64 everywhere", "m1m-seg", {}),
+            ("1+10, small segments ef 10", "m1m-seg", {"BSA_EXP_SMALL_EF": "10"}),
+            ("1+10, small segments ef 16", "m1m-seg", {"BSA_EXP_SMALL_EF": "16"}),
+            ("1+10, small segments ef 32", "m1m-seg", {"BSA_EXP_SMALL_EF": "32"}),
+            ("1+10, small segments flat (exact)", "m1m-seg", {"BSA_EXP_SMALL_FLAT_ROWS": "50000"}),
+            ("1+1 (small ones merged), ef 64", "m1m-2seg", {}),
+            ("1+1, small segment ef 16", "m1m-2seg", {"BSA_EXP_SMALL_EF": "16"}),
+        ]
+        runs = {v[0]: [] for v in variants}
+        recall = {}
+        args = ["--queries", self.p("q1000.npy"), "--mode", "hnsw", "--score", "adc"]
+        for rep in range(a.reps):
+            order = variants[rep % len(variants):] + variants[:rep % len(variants)]
+            for name, idx, env in order:
+                l1 = load1()
+                out = self.p("out-exp.jsonl")
+                old = {k: os.environ.get(k) for k in env}
+                os.environ.update(env)
+                try:
+                    st = self.search(self.p(idx), args, out=out if rep == 0 else "/dev/null", binary=exp)
+                finally:
+                    for k, v in old.items():
+                        if v is None:
+                            os.environ.pop(k, None)
+                        else:
+                            os.environ[k] = v
+                runs[name].append({"qps": st["qps"], "load1": l1, "stats": st})
+                if rep == 0:
+                    recall[name] = float(np.mean([len(set(x) & set(t)) / 10
+                                                  for x, t in zip(self.answers(out.name), truth)]))
+                print(f"small {name} rep {rep}: qps {st['qps']:.0f}", file=sys.stderr, flush=True)
+        self.save("small_segments", {"runs": runs, "recall": recall})
+
     # ---------------------------------------------------------------- 1. add
     def add(self):
         reps = self.a.reps
@@ -338,7 +420,7 @@ class Bench:
         modes = {"flat": (self.bsa, ["--mode", "flat"]), "hnsw": (self.bsa, ["--mode", "hnsw"] + ef)}
         if a.walk_bsa:
             modes["walk"] = (str(Path(a.walk_bsa).resolve()), ["--mode", "hnsw"] + ef)
-        rkey = "filter_" + name
+        rkey = "filter_" + name + (f"_{a.tag}" if a.tag else "")
         res = self.load().get(rkey, {})
         for frac in list(a.fractions) + [None]:
             if frac is None:
@@ -409,6 +491,18 @@ class Bench:
                            f"{' / '.join(f'{same[n]:.3f}' for n in ('seg', '2seg') if n in same)} | "
                            f"{rec} | {l1:.1f} |")
             out.append("")
+        if "small_segments" in r:
+            v = r["small_segments"]
+            base = median([x["qps"] for x in v["runs"]["compacted (1 segment)"]])
+            out.append("| graph search (hnsw adc, ef 64) | QPS | / compacted | recall@10 vs exact | "
+                       "nodes visited/query | load1 |")
+            out.append("|---|---|---|---|---|---|")
+            for name, rs in v["runs"].items():
+                q = median([x["qps"] for x in rs])
+                nv = rs[0]["stats"].get("nodes_visited")
+                out.append(f"| {name} | {q:.0f} | {q / base:.2f} | {v['recall'][name]:.4f} | "
+                           f"{round(nv / 1000) if nv else '-'} | {median([x['load1'] for x in rs]):.1f} |")
+            out.append("")
         for fkey in [k for k in r if k.startswith("filter")]:
             out.append(f"{fkey}:")
             modes = [m for m in ("hnsw", "walk") if any(m in v["runs"] for v in r[fkey].values())]
@@ -439,7 +533,7 @@ class Bench:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["data", "build", "walk-bin", "add", "prepare", "segments", "filter", "report", "all"])
+    ap.add_argument("step", choices=["data", "build", "walk-bin", "exp-bin", "add", "prepare", "segments", "small-segments", "filter", "report", "all"])
     ap.add_argument("--bsa", default=os.environ.get("BSA", "target/release/bsa"))
     ap.add_argument("--work", default="/work/livebench")
     ap.add_argument("--threads", type=int, default=2)
@@ -454,15 +548,22 @@ def main():
     ap.add_argument("--configs", nargs="*", help="segments: only these 'mode score' labels")
     ap.add_argument("--fractions", nargs="*", type=float, default=[0.01, 0.1, 0.5])
     ap.add_argument("--ef", type=int, help="filter: --ef of the graph search")
+    ap.add_argument("--tag", help="filter: suffix of the result's name (e.g. before_fix)")
     ap.add_argument("--filter-index", default="wn", help="filter: wn (100k) or m1m-compact (1.1M)")
     ap.add_argument("--walk-bsa", help="filter: also run the graph with this bsa (walk-bin's)")
     ap.add_argument("--target-seed", default="/work/target-rel",
                     help="walk-bin: a release target directory to copy compiled dependencies from")
     a = ap.parse_args()
     b = Bench(a)
-    steps = ["data", "build", "add", "segments", "filter", "report"] if a.step == "all" else [a.step]
-    for s in steps:
-        getattr(b, s.replace("-", "_"))()
+    if a.step != "all":
+        getattr(b, a.step.replace("-", "_"))()
+        return
+    for step in ["data", "build", "walk-bin", "exp-bin", "add", "segments", "small-segments"]:
+        getattr(b, step.replace("-", "_"))()
+    for name in ["wn", "m1m-compact"]:
+        a.filter_index, a.walk_bsa = name, str(b.p("bin/bsa-walk"))
+        b.filter()
+    b.report()
 
 
 if __name__ == "__main__":
