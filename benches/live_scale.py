@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
 """Issue 16's measurements of the live index (benches/RESULTS-live.md).
 
-1. ``add``: the time of ``bsa add`` of the same 10k (and 20k) rows to a 100k-row and a 1M-row
+1. ``add``: the time of ``bsa add`` of the same 100, 10k and 20k rows to a 100k-row and a 1M-row
    index of the same kind, each repeat on a fresh copy (``cp -al``: hard links; a writer never
    changes a published file, it writes new ones and renames a new manifest over the old, so the
    copies stay independent), the two sizes alternating. Two kinds: a codes-only index (256-bit
    sign codes, flat) and the model index of issue 14's scale check (4096-bit pursuit codes,
    vectors, posting lists and bitmaps, an ADC graph on the decoded codes, M 32, ef_construction 40).
 2. ``segments``: the 1M index plus 10 segments of 10k rows against the same 1.1M rows compacted
-   into one segment (``bsa compact --max-segments 1``): ``bsa search --stats`` QPS of 1000
-   queries, k 10, per mode and score, the two indexes alternating; exact modes must give the
-   same answers on both (the script checks).
-3. ``filter``: on the 100k WordNet index with an ADC graph (the brief's build command), recall@10
-   of ``--mode hnsw --score adc --allow-ids`` against the exact ``--mode flat --score adc`` under
-   the same filter, at several fractions of ids allowed, QPS of both, and the ``--stats`` filter
-   counters.
+   into one segment (``bsa compact --max-segments 1``) and into two (``--max-segments 2``: the
+   small ones merged): ``bsa search --stats`` QPS of 1000 queries, k 10, per mode and score, the
+   indexes rotating; exact modes must give the same answers on all (the script checks), the
+   graph's recall@10 is measured against the exact ADC answer. ``small-segments``: the graph with
+   the small segments searched otherwise (``exp-bin``'s experimental binary).
+3. ``filter``: on the 100k WordNet index with an ADC graph (the brief's build command) or the
+   compacted 1.1M index (``--filter-index m1m-compact``), recall@10 of ``--mode hnsw --score adc
+   --allow-ids`` against the exact ``--mode flat --score adc`` under the same filter, at several
+   fractions of ids allowed, QPS of both, and the ``--stats`` filter counters; with
+   ``--walk-bsa`` (``walk-bin``'s build, SUBSET_SCAN_FRACTION = 0) the graph walk at every fraction.
 
 Every QPS is ``--stats``' qps (the query tables and the search, not loading the index or
 encoding the queries); every number is the median of --reps runs, ratios are of medians of the
@@ -23,7 +26,8 @@ same run; the 1-minute load average is recorded before every run (the machine is
 Usage:
 
     python3 benches/live_scale.py --bsa /work/livebench/bin/bsa --work /work/livebench all
-    python3 benches/live_scale.py ... data | build | add | segments | filter | report
+    python3 benches/live_scale.py ... data | build | walk-bin | exp-bin | add | segments |
+        small-segments | filter | report   (benches/RESULTS-live.md lists the exact commands)
 
 Inputs: /work/scale1m/base1m.npy and q.npy (benches/adc_scale_1m.sh makes them, and the 1M index
 /work/scale1m/idx, which this script links rather than rebuilds when it exists), the pursuit model
@@ -389,6 +393,8 @@ class Bench:
                            for name, _ in variants}
                 same = {name: float(np.mean([x == y for x, y in zip(answers[name], answers["compact"])]))
                         for name, _ in variants}
+                if not label.startswith("hnsw"):
+                    assert all(v == 1.0 for v in same.values()), f"{key}: exact answers differ: {same}"
                 res[key] = {"runs": runs, "same_ids": same}
                 # The graph's recall@10 against the exact answer (flat adc, the same on all).
                 exact = self.p(f"out-{kind}-flat_adc-compact.jsonl")
