@@ -9,7 +9,7 @@
 //! use bsa::live::{add, compact, AddSource};
 //! # fn main() -> bsa::Result<()> {
 //! let x = ndarray::Array2::<f32>::ones((3, 384));
-//! let report = add("idx".as_ref(), AddSource::Floats(x.view()), Some(&[7, 8, 9]), false)?;
+//! let report = add("idx".as_ref(), AddSource::Floats(x.view()), Some(&[7, 8, 9]), false, false)?;
 //! println!("added {} rows as {}", report.added, report.segment);
 //! bsa_index::live::Writer::open("idx")?.delete(&[7])?;
 //! compact("idx".as_ref(), 1)?;
@@ -19,7 +19,7 @@
 use std::path::Path;
 
 use bsa_index::live::{AddReport, CompactReport, GraphVectorsFn, NewRows, Snapshot, Writer};
-use bsa_index::{pack, OpenOptions};
+use bsa_index::pack;
 use ndarray::ArrayView2;
 
 use crate::error::{Error, Result};
@@ -58,20 +58,28 @@ fn graph_on(snap: &Snapshot) -> Option<GraphOn> {
 /// model and computes what the index holds for every row (norms, stored vectors, graph
 /// vectors). `ids` default to the ones after the largest id so far; ids already live are an
 /// error unless `upsert`, which replaces their rows in the same commit.
+///
+/// `vectors`: the caller asks for the rows' vectors to be stored (`bsa add --vectors`), which
+/// the index must do already (they are stored whenever it does).
 pub fn add(
     dir: &Path,
     source: AddSource<'_>,
     ids: Option<&[u64]>,
     upsert: bool,
+    vectors: bool,
 ) -> Result<AddReport> {
     // The writer waits for the lock, then reads the current generation.
     let mut writer = Writer::open(dir)?;
-    let snap = Snapshot::open_with(dir, OpenOptions::verify_checksums(false))?;
-    let bits = snap.bits();
-    let t = snap.template().clone();
-    let model = snapshot_model(&snap)?;
-    let on = graph_on(&snap);
+    let snap = writer.snapshot()?;
+    let (bits, t, on) = (snap.bits(), snap.template().clone(), graph_on(snap));
+    let model = snapshot_model(snap)?;
     let d = dir.display();
+    if vectors && t.vectors.is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "{d}: the index stores no vectors (it was built without them); add the rows \
+             without vectors"
+        )));
+    }
     let (floats, codes, norms, graph_vectors) = match source {
         AddSource::Floats(x) => {
             let m = model.as_ref().ok_or_else(|| {
@@ -148,18 +156,16 @@ pub fn add(
 /// on the stored vectors for a graph on the data).
 pub fn compact(dir: &Path, max_segments: usize) -> Result<CompactReport> {
     let mut writer = Writer::open(dir)?;
-    let snap = Snapshot::open_with(dir, OpenOptions::verify_checksums(false))?;
-    let bits = snap.bits();
-    let model = snapshot_model(&snap)?;
-    let on = graph_on(&snap);
-    if on == Some(GraphOn::Data) && !snap.has_vectors() {
+    let snap = writer.snapshot()?;
+    let (bits, on, stored) = (snap.bits(), graph_on(snap), snap.has_vectors());
+    let model = snapshot_model(snap)?;
+    if on == Some(GraphOn::Data) && !stored {
         return Err(Error::InvalidArgument(format!(
             "{}: the graph is built on the data, which the index does not store: compacting \
              cannot rebuild it; rebuild the index with `bsa build`",
             dir.display()
         )));
     }
-    drop(snap);
     let vectors = |codes: &[u64], stored: Option<&[f32]>| -> bsa_index::Result<Vec<f32>> {
         match (on, &model, stored) {
             (Some(GraphOn::Data), _, Some(v)) => Ok(v.to_vec()),

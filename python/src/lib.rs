@@ -1067,7 +1067,7 @@ impl Index {
         };
         let dir = self.snap().dir().to_path_buf();
         let report = without_gil(py, threads, || {
-            let r = bsa::live::add(&dir, source, ids.as_deref(), upsert)?;
+            let r = bsa::live::add(&dir, source, ids.as_deref(), upsert, false)?;
             self.reopen()?;
             Ok(r)
         })?;

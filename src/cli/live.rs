@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use bsa::live::AddSource;
-use bsa_index::live::{Snapshot, Writer};
+use bsa_index::live::Writer;
 
 /// Add rows to an index as a new segment (encoded with the index's model).
 ///
@@ -106,16 +106,7 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
             bail!("{}: {} ids for {n} new rows", p.display(), ids.len());
         }
     }
-    let stores = Snapshot::open_with(&a.index, bsa_index::OpenOptions::verify_checksums(false))?
-        .has_vectors();
-    if a.vectors && !stores {
-        bail!(
-            "{}: the index stores no vectors (it was built without --vectors); add without \
-             --vectors",
-            a.index.display()
-        );
-    }
-    let r = bsa::live::add(&a.index, source, ids.as_deref(), a.upsert)
+    let r = bsa::live::add(&a.index, source, ids.as_deref(), a.upsert, a.vectors)
         .with_context(|| format!("adding to {}", a.index.display()))?;
     eprintln!(
         "bsa: added {} rows (ids {}..={}) to {} as {}{}; generation {}",

@@ -14,14 +14,18 @@ use crate::mode::Mode;
 use crate::rowset::RowSet;
 use crate::score::Score;
 use crate::search::{check_queries, CodesView, FlatParams, FlatSearcher, Hits, SearchParams};
-use crate::search::{SearchStats, Searcher};
+use crate::search::{AdcCache, SearchStats, Searcher};
+use crate::sparse::SparseCodes;
 use crate::vectors::{check_query, cosine};
 
 /// Below this fraction of a segment's rows, a filtered search scores just the allowed rows (an
 /// exact scan of a copy of their codes) instead of asking the mode for more and dropping rows,
 /// or walking the graph past the excluded ones: a graph walk under a selective filter visits
-/// most of the graph to find `ef` allowed rows and still misses some.
-pub const SUBSET_SCAN_FRACTION: f64 = 0.05;
+/// most of the graph to find `ef` allowed rows. Measured on WordNet's ADC graph
+/// (`benches/RESULTS-live.md`): the exact scan of the allowed rows is faster than the walk up to
+/// about 35% of 100k rows and 12% of 1.1M rows, and the walk's recall holds at every fraction,
+/// so 10% is never slower than walking at either size.
+pub const SUBSET_SCAN_FRACTION: f64 = 0.10;
 
 /// Exact modes ask for `k` plus the excluded rows while at most this many (or a sixteenth of
 /// the segment) are excluded; beyond that the allowed rows are scanned on their own.
@@ -554,7 +558,7 @@ impl Snapshot {
         let excluded = n - allowed.count();
         if allowed.count() == 0 {
             // Still check that the segment has what the mode reads, as an unfiltered search would.
-            seg.index.searcher(mode)?;
+            check_mode(&seg.index, mode)?;
             return Ok((
                 vec![Hits::default(); nq],
                 SearchStats::default(),
@@ -573,7 +577,7 @@ impl Snapshot {
         };
         let (h, s) = match strategy {
             Strategy::Subset => {
-                seg.index.searcher(mode)?;
+                check_mode(&seg.index, mode)?;
                 subset_search(seg, &allowed, queries, k, score, params)?
             }
             _ => seg
@@ -623,6 +627,20 @@ impl Snapshot {
     }
 }
 
+/// Fails as opening `mode`'s searcher on `index` would when the index lacks what the mode
+/// reads, without loading it (a graph is checked in full when loaded: 0.13 s at 1M rows).
+fn check_mode(index: &Index, mode: &Mode) -> Result<()> {
+    match mode {
+        Mode::Inverted(_) if !index.has_inverted() => {
+            index.inverted_searcher(Default::default()).map(|_| ())
+        }
+        Mode::Hnsw(_) if index.graph_metric().is_none() => {
+            index.graph_searcher(Default::default()).map(|_| ())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// An exact flat scan of the `allowed` rows of `seg` alone (a copy of their codes and norms),
 /// with the rows and ids mapped back: the same scores as a scan of the whole segment, since
 /// every score of a row depends on that row's code alone.
@@ -646,10 +664,26 @@ fn subset_search(
     let norms: Option<Vec<f32>> = index
         .norms()
         .map(|nm| rows.iter().map(|&r| nm[r]).collect());
-    let view = CodesView::new(&sub, index.bits())?.with_norms(norms.as_deref())?;
+    // With the allowed rows' set bits (when the segment stores them), table scores run the
+    // quantised scan as on the whole segment; on packed 4096-bit codes its bound is too loose
+    // and nearly every code is re-scored (benches/RESULTS-live.md: 12x to 33x slower).
+    let sparse = match index.sparse() {
+        Some(_) => Some(SparseCodes::build(&sub, index.bits())?),
+        None => None,
+    };
+    let ids = index.ids();
+    let sub_ids: Vec<u64> = rows.iter().map(|&r| ids[r]).collect();
+    let cache = AdcCache::new();
+    let view = CodesView::from_validated(
+        &sub,
+        index.bits(),
+        &sub_ids,
+        norms.as_deref(),
+        sparse.as_ref().map(SparseCodes::view),
+        &cache,
+    );
     let (mut hits, stats) =
         FlatSearcher::new(view, FlatParams::default()).search(queries, k, score, params)?;
-    let ids = index.ids();
     for h in &mut hits {
         for (row, id) in h.rows.iter_mut().zip(h.ids.iter_mut()) {
             let r = rows[*row as usize];

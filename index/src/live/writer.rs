@@ -227,7 +227,8 @@ impl Writer {
         &self.manifest
     }
 
-    fn snapshot(&mut self) -> Result<&Snapshot> {
+    /// The generation this writer changes, as a snapshot (opened without verifying checksums).
+    pub fn snapshot(&mut self) -> Result<&Snapshot> {
         if self.snapshot.is_none() {
             self.snapshot = Some(Snapshot::open_with(
                 &self.dir,
