@@ -129,13 +129,21 @@ fn hnsw_parameter_validation_and_missing_graph() {
         assert!(!dir.path().join(format!("m{m}")).exists());
     }
     let path = dir.path().join("ok255");
-    IndexBuilder::new(64, &codes)
-        .hnsw(HnswParams {
-            max_connections: 255,
-            ef_construction: 10,
-            ef_search: 10,
+    // One thread: hnsw_rs's parallel inserts can race and, rarely, leave one of these four
+    // nodes without an edge to it, which this exact check would then miss (seen once under load).
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(|| {
+            IndexBuilder::new(64, &codes)
+                .hnsw(HnswParams {
+                    max_connections: 255,
+                    ef_construction: 10,
+                    ef_search: 10,
+                })
+                .build(&path)
         })
-        .build(&path)
         .unwrap();
     let index = Index::open(&path).unwrap();
     let h = index
