@@ -243,6 +243,8 @@ pub struct Snapshot {
     bits: usize,
     segments: Vec<SegmentReader>,
     model: Option<PathBuf>,
+    /// Length and CRC of the root model file (segmented indexes; a v1 segment checks its own).
+    model_info: Option<crate::manifest::FileInfo>,
     template: Template,
     next_id: u64,
     extra: serde_json::Value,
@@ -305,6 +307,7 @@ impl Snapshot {
                 segmented: false,
                 bits: index.bits(),
                 model: index.model_path(),
+                model_info: None,
                 template: template_of(m),
                 extra: m.extra.clone(),
                 next_id,
@@ -346,6 +349,7 @@ impl Snapshot {
             segmented: true,
             bits: m.bits as usize,
             model: m.model.as_ref().map(|mo| dir.join(&mo.file)),
+            model_info: m.model.as_ref().map(|mo| mo.info),
             template: m.template.clone(),
             extra: m.extra.clone(),
             next_id: m.next_id,
@@ -358,14 +362,8 @@ impl Snapshot {
         for s in &self.segments {
             s.index.verify()?;
         }
-        if let Some(p) = &self.model {
-            if self.segmented {
-                let (path, bytes) = read_manifest_bytes(&self.dir)?;
-                let m = LiveManifest::from_bytes(&bytes, &path)?;
-                if let Some(mo) = &m.model {
-                    verify_plain_file(p, &mo.info)?;
-                }
-            }
+        if let (Some(p), Some(info)) = (&self.model, &self.model_info) {
+            verify_plain_file(p, info)?;
         }
         Ok(())
     }
