@@ -690,7 +690,7 @@ pub(crate) fn scan_checked(
             // Until a TopK holds k rows its threshold is u32::MAX, NaN here: every code is a
             // candidate, so scan one block at a time to pick up a real threshold early.
             filling |= top.threshold() == u32::MAX;
-            *t = f64::from(from_desc_key(top.threshold()));
+            *t = f64::from(threshold_score(top.threshold()));
         }
         let e = (b + if filling { 1 } else { RUN_BLOCKS }).min(end);
         masks(family, codes, group, &thr, b..e, &mut out);
@@ -715,6 +715,18 @@ pub(crate) fn scan_checked(
         b = e;
     }
     stats
+}
+
+/// The largest score a [`TopK`] with threshold key `t` rejects (codes bounded by it cannot
+/// enter). Keys of scores are never those of `-0.0` ([`desc_key`](crate::score::desc_key) adds
+/// `+0.0`), but a threshold can be: one past the key of `0.0`, from a cutoff of `0.0`
+/// ([`crate::search::Cutoffs`]). It rejects `-0.0` alone, which compares equal to `0.0`, so the
+/// largest rejected score is the one below, the smallest negative subnormal.
+fn threshold_score(t: u32) -> f32 {
+    match from_desc_key(t) {
+        z if z == 0.0 && z.is_sign_negative() => -f32::from_bits(1),
+        s => s,
+    }
 }
 
 /// Whether a code with quantised sum `q` may score above `threshold`: `!(U <= threshold)`,

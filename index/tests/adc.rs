@@ -9,9 +9,10 @@ mod common;
 use bsa_index::adc::{self, AdcCodes, QuantisedTable, QueryGroup, GROUP};
 use bsa_index::score::{desc_key, from_desc_key};
 use bsa_index::search::flat::top_k_scored;
+use bsa_index::search::{CodesView, Cutoffs, FlatParams, FlatSearcher, Searcher};
 use bsa_index::sparse::SparseCodes;
 use bsa_index::topk::{key_distance, key_row, TopK};
-use bsa_index::{Index, IndexBuilder, KernelFamily, Mode, Score, SearchParams};
+use bsa_index::{Index, IndexBuilder, KernelFamily, Mode, RowSet, Score, SearchParams};
 use common::*;
 use proptest::prelude::*;
 use rand::Rng;
@@ -304,6 +305,131 @@ proptest! {
             }
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// `search_within` (the flat scan seeded with per-query cutoffs, as a segmented index's
+    /// later segments are searched) returns exactly the reference's hits within each cutoff,
+    /// for table scores (scores at least the cutoff) and Hamming (distances at most it), with
+    /// and without a row filter, on every family.
+    #[test]
+    fn flat_search_within_cutoffs_equals_reference(
+        seed in any::<u64>(),
+        n in 1usize..300,
+        bits in prop::sample::select(vec![8usize, 100, 384]),
+        table_kind in 0u8..9,
+        nq in 1usize..8,
+        k in 1usize..20,
+        normalise in any::<bool>(),
+        filtered in any::<bool>(),
+    ) {
+        let mut rng = rng(seed);
+        let codes = codes(&mut rng, n, bits, 40, table_kind);
+        let w = words(bits);
+        let tables: Vec<f32> = (0..nq).flat_map(|_| table(&mut rng, bits, table_kind)).collect();
+        let offsets: Vec<f32> = (0..nq).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let nv = norms(&mut rng, n);
+        let queries = random_codes(&mut rng, nq, bits, 0);
+        let mut allowed = RowSet::full(n);
+        if filtered {
+            for r in 0..n {
+                if rng.random_bool(0.3) {
+                    allowed.remove(r);
+                }
+            }
+        }
+        let view = CodesView::new(&codes, bits).unwrap().with_norms(Some(&nv)).unwrap();
+        let flat = FlatSearcher::new(view, FlatParams::default());
+        let score = Score::Table { tables: &tables, offsets: &offsets, normalise };
+        let norms = normalise.then_some(&nv[..]);
+        // Each query's reference over the allowed rows, all of them, best first.
+        let refs: Vec<Vec<(u64, f32)>> = (0..nq)
+            .map(|q| {
+                reference(&codes, bits, &tables[q * bits..(q + 1) * bits], offsets[q], norms, n)
+                    .into_iter()
+                    .filter(|&(r, _)| allowed.contains(r as usize))
+                    .collect()
+            })
+            .collect();
+        // Cutoffs: a score of the reference (the j-th best, so ties sit at the cutoff), or
+        // one below every score, or a random one.
+        let min: Vec<f32> = refs
+            .iter()
+            .map(|r| match (rng.random_range(0..3), r.is_empty()) {
+                (0, false) => r[rng.random_range(0..r.len())].1,
+                (1, _) => f32::NEG_INFINITY,
+                _ => rng.random_range(-2.0f32..2.0),
+            })
+            .collect();
+        let dist: Vec<u32> = (0..nq).map(|_| rng.random_range(0..=bits as u32)).collect();
+        for family in KernelFamily::supported() {
+            let p = SearchParams::default().with_kernel(Some(family));
+            let filter = filtered.then_some(&allowed);
+            let (hits, _) = flat
+                .search_within(&queries, k, &score, &p, filter, Cutoffs::MinScore(&min))
+                .unwrap();
+            for (q, h) in hits.iter().enumerate() {
+                let want: Vec<(u64, f32)> = refs[q]
+                    .iter()
+                    .copied()
+                    .filter(|&(_, s)| desc_key(s) <= desc_key(min[q]))
+                    .take(k)
+                    .collect();
+                let got: Vec<(u64, f32)> =
+                    h.rows.iter().copied().zip(h.scores.clone().unwrap()).collect();
+                prop_assert!(same(&got, &want), "family {} q {} min {} got {:?} want {:?}", family, q, min[q], got, want);
+            }
+            let (hits, _) = flat
+                .search_within(&queries, k, &Score::Hamming, &p, filter, Cutoffs::MaxDistance(&dist))
+                .unwrap();
+            for (q, h) in hits.iter().enumerate() {
+                let want: Vec<(u32, u64)> = brute(&codes, bits, &queries[q * w..(q + 1) * w], n)
+                    .into_iter()
+                    .filter(|&(d, r)| d <= dist[q] && allowed.contains(r as usize))
+                    .take(k)
+                    .collect();
+                let got: Vec<(u32, u64)> =
+                    h.distances.iter().copied().zip(h.rows.iter().copied()).collect();
+                prop_assert_eq!(got, want, "family {} q {}", family, q);
+            }
+        }
+    }
+}
+
+#[test]
+fn cutoffs_of_the_wrong_kind_or_length_are_errors() {
+    let codes = [1u64, 2, 3];
+    let flat = FlatSearcher::new(CodesView::new(&codes, 8).unwrap(), FlatParams::default());
+    let p = SearchParams::default();
+    let q = [1u64, 2];
+    let e = flat
+        .search_within(
+            &q,
+            2,
+            &Score::Hamming,
+            &p,
+            None,
+            Cutoffs::MinScore(&[0.0, 0.0]),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("maximum distances"), "{e}");
+    let e = flat
+        .search_within(&q, 2, &Score::Hamming, &p, None, Cutoffs::MaxDistance(&[1]))
+        .unwrap_err();
+    assert!(e.to_string().contains("cutoffs (one per query)"), "{e}");
+    let e = flat
+        .search_within(
+            &q,
+            2,
+            &Score::Cosine,
+            &p,
+            None,
+            Cutoffs::MinScore(&[0.0, f32::NAN]),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("NaN"), "{e}");
 }
 
 /// End to end: an index with `sparse.bin` and norms answers `search_flat_scored` with the

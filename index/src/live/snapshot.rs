@@ -12,8 +12,10 @@ use crate::live::meta::{
 use crate::manifest::{manifest_version, GraphMetric, Manifest, SEGMENTED_FORMAT_VERSION};
 use crate::mode::Mode;
 use crate::rowset::RowSet;
-use crate::score::Score;
-use crate::search::{check_queries, CodesView, FlatParams, FlatSearcher, Hits, SearchParams};
+use crate::score::{desc_key, from_desc_key, Score};
+use crate::search::{
+    check_queries, CodesView, Cutoffs, FlatParams, FlatSearcher, Hits, SearchParams,
+};
 use crate::search::{AdcCache, SearchStats, Searcher};
 use crate::sparse::SparseCodes;
 use crate::vectors::{check_query, cosine};
@@ -485,23 +487,29 @@ impl Snapshot {
                     .into(),
             ));
         }
+        if options.min_score.is_some_and(f32::is_nan) {
+            return Err(Error::InvalidArgument("the minimum score is NaN".into()));
+        }
         let params = options.params.resolved()?;
+        let scored = score.has_scores();
         let mut parts = Vec::with_capacity(self.segments.len());
         let mut stats = SearchStats::default();
         let mut counts: Vec<(&'static str, u64)> = vec![("segments", self.segments.len() as u64)];
-        for seg in &self.segments {
+        // The largest segment first: its k-th best hit per query becomes the cutoff of the
+        // others, whose scans then skip the rows that cannot enter the merged top k.
+        let mut order: Vec<&SegmentReader> = self.segments.iter().collect();
+        order.sort_by_key(|seg| std::cmp::Reverse(seg.live_rows()));
+        let mut best = BestSoFar::new(nq, k, scored, options.min_score);
+        for seg in order {
+            let (dist, min) = best.cutoffs();
+            let cutoffs = if scored {
+                min.as_deref().map(Cutoffs::MinScore)
+            } else {
+                dist.as_deref().map(Cutoffs::MaxDistance)
+            };
             let (mut hits, s, strategy) =
-                self.search_segment(seg, queries, nq, k, score, mode, &params, options)?;
-            if let Some(min) = options.min_score {
-                for h in &mut hits {
-                    let scores = h.scores.clone().unwrap_or_default();
-                    let mut i = 0;
-                    h.retain_rows(|_| {
-                        i += 1;
-                        scores[i - 1] >= min
-                    });
-                }
-            }
+                self.search_segment(seg, queries, nq, k, score, mode, &params, options, cutoffs)?;
+            best.add(&hits);
             for h in &mut hits {
                 for r in &mut h.rows {
                     *r += seg.base;
@@ -544,12 +552,14 @@ impl Snapshot {
         mode: &Mode,
         params: &SearchParams,
         options: &SearchOptions<'_>,
+        cutoffs: Option<Cutoffs<'_>>,
     ) -> Result<(Vec<Hits>, SearchStats, Strategy)> {
         let Some(allowed) = seg.allowed(options.filter) else {
-            let (h, s) = seg
-                .index
-                .searcher(mode)?
-                .search(queries, k, score, params)?;
+            let searcher = seg.index.searcher(mode)?;
+            let (h, s) = match cutoffs {
+                Some(c) => searcher.search_within(queries, k, score, params, None, c)?,
+                None => searcher.search(queries, k, score, params)?,
+            };
             return Ok((h, s, Strategy::Plain));
         };
         let n = seg.rows();
@@ -573,12 +583,20 @@ impl Snapshot {
             }
             _ => Strategy::Subset,
         };
-        let (h, s) = match strategy {
-            Strategy::Subset => {
+        let (h, s) = match (strategy, cutoffs) {
+            (Strategy::Subset, _) => {
                 check_mode(&seg.index, mode)?;
-                subset_search(seg, &allowed, queries, k, score, params)?
+                subset_search(seg, &allowed, queries, k, score, params, cutoffs)?
             }
-            _ => seg
+            (_, Some(c)) => seg.index.searcher(mode)?.search_within(
+                queries,
+                k,
+                score,
+                params,
+                Some(&allowed),
+                c,
+            )?,
+            (_, None) => seg
                 .index
                 .searcher(mode)?
                 .search_allowed(queries, k, score, params, &allowed)?,
@@ -649,6 +667,7 @@ fn subset_search(
     k: usize,
     score: &Score<'_>,
     params: &SearchParams,
+    cutoffs: Option<Cutoffs<'_>>,
 ) -> Result<(Vec<Hits>, SearchStats)> {
     let rows: Vec<usize> = allowed.iter().collect();
     let index = &seg.index;
@@ -680,8 +699,11 @@ fn subset_search(
         sparse.as_ref().map(SparseCodes::view),
         &cache,
     );
-    let (mut hits, stats) =
-        FlatSearcher::new(view, FlatParams::default()).search(queries, k, score, params)?;
+    let flat = FlatSearcher::new(view, FlatParams::default());
+    let (mut hits, stats) = match cutoffs {
+        Some(c) => flat.search_within(queries, k, score, params, None, c)?,
+        None => flat.search(queries, k, score, params)?,
+    };
     for h in &mut hits {
         for (row, id) in h.rows.iter_mut().zip(h.ids.iter_mut()) {
             let r = rows[*row as usize];
@@ -690,6 +712,75 @@ fn subset_search(
         }
     }
     Ok((hits, stats))
+}
+
+/// Each query's best keys over the segments searched so far, for the cutoffs of the next:
+/// the `k`-th best hit (once `k` hits were found), within the minimum score if one was asked.
+struct BestSoFar {
+    /// `k`, or 0 when no cutoffs are kept (`k` above [`MAX_CUTOFF_K`]).
+    k: usize,
+    scored: bool,
+    min_score: Option<f32>,
+    /// Per query, up to `k` keys (distances, or [`desc_key`]s of scores), unordered.
+    keys: Vec<Vec<u32>>,
+}
+
+/// Above this `k` no cutoffs are kept (range searches ask for every row in range).
+const MAX_CUTOFF_K: usize = 1 << 12;
+
+impl BestSoFar {
+    fn new(nq: usize, k: usize, scored: bool, min_score: Option<f32>) -> Self {
+        BestSoFar {
+            k: if k <= MAX_CUTOFF_K { k } else { 0 },
+            scored,
+            min_score,
+            keys: vec![Vec::new(); nq],
+        }
+    }
+
+    fn add(&mut self, hits: &[Hits]) {
+        if self.k == 0 {
+            return;
+        }
+        for (keys, h) in self.keys.iter_mut().zip(hits) {
+            match &h.scores {
+                Some(s) if self.scored => keys.extend(s.iter().map(|&x| desc_key(x))),
+                _ => keys.extend_from_slice(&h.distances),
+            }
+            if keys.len() > self.k {
+                keys.select_nth_unstable(self.k - 1);
+                keys.truncate(self.k);
+            }
+        }
+    }
+
+    /// Query `q`'s `k`-th best key so far.
+    fn kth(&self, q: usize) -> Option<u32> {
+        let keys = &self.keys[q];
+        (self.k > 0 && keys.len() == self.k).then(|| keys.iter().copied().max().unwrap_or(0))
+    }
+
+    /// The cutoffs of the next segment, as maximum distances (Hamming) or minimum scores;
+    /// `None` when no query has one.
+    fn cutoffs(&self) -> (Option<Vec<u32>>, Option<Vec<f32>>) {
+        let nq = self.keys.len();
+        let any = (0..nq).any(|q| self.kth(q).is_some());
+        if self.scored {
+            let floor = self.min_score.unwrap_or(f32::NEG_INFINITY);
+            let min = (any || self.min_score.is_some()).then(|| {
+                (0..nq)
+                    .map(|q| {
+                        self.kth(q)
+                            .map_or(floor, |key| from_desc_key(key).max(floor))
+                    })
+                    .collect()
+            });
+            (None, min)
+        } else {
+            let max = any.then(|| (0..nq).map(|q| self.kth(q).unwrap_or(u32::MAX)).collect());
+            (max, None)
+        }
+    }
 }
 
 /// Merges each query's hits from every segment: best first (ascending distance, or descending

@@ -15,8 +15,12 @@ use rayon::prelude::*;
 use crate::adc::{AdcCodes, QuantisedTable, QueryGroup, ScanStats, GROUP};
 use crate::error::{Error, Result};
 use crate::hamming::{tile_codes, Kernel};
+use crate::rowset::RowSet;
 use crate::score::{desc_key, overlap_key, table_score, table_sum, Score};
-use crate::search::{CodesView, Hits, SearchParams, SearchStats, Searcher, Split};
+use crate::search::{
+    check_allowed, check_queries, CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher,
+    Split,
+};
 use crate::sparse::SparseView;
 use crate::topk::{merge_keys, TopK};
 
@@ -81,10 +85,60 @@ impl Searcher for FlatSearcher<'_> {
         score: &Score<'_>,
         params: &SearchParams,
     ) -> Result<(Vec<Hits>, SearchStats)> {
+        self.run(queries, k, score, params, None)
+    }
+
+    fn search_within(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+        allowed: Option<&RowSet>,
+        cutoffs: Cutoffs<'_>,
+    ) -> Result<(Vec<Hits>, SearchStats)> {
+        let c = &self.codes;
+        let nq = check_queries(queries, c.words_per_code(), c.bits())?;
+        cutoffs.check_score(score)?;
+        cutoffs.check_len(nq)?;
+        let keys = cutoffs.keys();
+        let Some(allowed) = allowed else {
+            return self.run(queries, k, score, params, Some(&keys));
+        };
+        // Over-fetch as `search_allowed` does: exact, since at most `excluded` rows can rank
+        // above any allowed one within the cutoff.
+        check_allowed(allowed, self.codes.len())?;
+        let excluded = allowed.len() - allowed.count();
+        let (mut hits, stats) = self.run(
+            queries,
+            k.saturating_add(excluded),
+            score,
+            params,
+            Some(&keys),
+        )?;
+        for h in &mut hits {
+            h.retain_rows(|r| allowed.contains(r as usize));
+            h.truncate(k);
+        }
+        Ok((hits, stats))
+    }
+}
+
+impl FlatSearcher<'_> {
+    /// The search, each query's keys limited to `cutoffs` (inclusive) when given.
+    fn run(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+        cutoffs: Option<&[u32]>,
+    ) -> Result<(Vec<Hits>, SearchStats)> {
         let params = &params.resolved()?.with_split(self.params.split);
         let c = &self.codes;
         let (_, norms) = c.check(queries, score, params)?;
         let w = c.words_per_code();
+        let limits = KeyLimits::new(params.max_distance, cutoffs);
         let (keys, scan) = if score.has_scores() {
             let sparse = c.sparse();
             search_scored_keys(
@@ -98,10 +152,11 @@ impl Searcher for FlatSearcher<'_> {
                 sparse.as_ref(),
                 c.adc_codes(),
                 params,
+                limits,
             )
         } else {
             (
-                search_keys(c.codes(), w, queries, k, params),
+                search_keys(c.codes(), w, queries, k, params, limits),
                 ScanStats::default(),
             )
         };
@@ -122,6 +177,44 @@ impl Searcher for FlatSearcher<'_> {
             ];
         }
         Ok((c.hits(&keys, queries, score.has_scores()), stats))
+    }
+}
+
+/// Each query's limit on the keys that may enter its top k (inclusive): a maximum distance for
+/// every query, a cutoff per query ([`Cutoffs`]), both or neither.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KeyLimits<'a> {
+    all: Option<u32>,
+    per_query: Option<&'a [u32]>,
+}
+
+impl<'a> KeyLimits<'a> {
+    /// No limit.
+    pub(crate) const NONE: KeyLimits<'static> = KeyLimits {
+        all: None,
+        per_query: None,
+    };
+
+    /// `all` for every query, and `per_query[q]` for query `q`.
+    pub(crate) fn new(all: Option<u32>, per_query: Option<&'a [u32]>) -> Self {
+        KeyLimits { all, per_query }
+    }
+
+    /// Query `q`'s limit.
+    #[inline]
+    fn get(&self, q: usize) -> Option<u32> {
+        match (self.all, self.per_query.map(|p| p[q])) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The limits of the queries from `q0` on.
+    fn from(self, q0: usize) -> Self {
+        KeyLimits {
+            all: self.all,
+            per_query: self.per_query.map(|p| &p[q0..]),
+        }
     }
 }
 
@@ -167,6 +260,7 @@ pub(crate) fn search_keys(
     queries: &[u64],
     k: usize,
     params: &SearchParams,
+    limits: KeyLimits<'_>,
 ) -> Vec<Vec<u64>> {
     let kernel = Kernel::select(params.family(), w);
     search_keys_by(
@@ -175,21 +269,22 @@ pub(crate) fn search_keys(
         queries.len() / w,
         k,
         params.split,
-        params.max_distance,
+        limits,
         |qi, block, first, top| kernel.scan(&queries[qi * w..(qi + 1) * w], block, first, top),
     )
 }
 
 /// The tiled, parallel exact scan with any per-block scorer: `scan(query, block, first_row,
 /// top)` offers every code of `block` (rows `first_row..`) to `top`, as a `u32` key that is
-/// smaller for better rows. Returns sorted `(key, row)` keys per query.
+/// smaller for better rows; each query's top starts with its key limit. Returns sorted
+/// `(key, row)` keys per query.
 pub(crate) fn search_keys_by<F>(
     codes: &[u64],
     w: usize,
     nq: usize,
     k: usize,
     split: Split,
-    max_key: Option<u32>,
+    limits: KeyLimits<'_>,
     scan: F,
 ) -> Vec<Vec<u64>>
 where
@@ -201,7 +296,7 @@ where
         nq,
         k,
         split,
-        max_key,
+        limits,
         tile_codes(w),
         1,
         |qi, block, first, tops| scan(qi, block, first, &mut tops[0]),
@@ -218,7 +313,7 @@ pub(crate) fn search_keys_by_tile<F>(
     nq: usize,
     k: usize,
     split: Split,
-    max_key: Option<u32>,
+    limits: KeyLimits<'_>,
     tile: usize,
     group: usize,
     scan: F,
@@ -257,7 +352,7 @@ where
         let q1 = (q0 + qb).min(nq);
         let r0 = ci * chunk_len;
         let r1 = (r0 + chunk_len).min(n);
-        let mut tops: Vec<TopK> = (q0..q1).map(|_| TopK::new(k, max_key)).collect();
+        let mut tops: Vec<TopK> = (q0..q1).map(|q| TopK::new(k, limits.get(q))).collect();
         let mut start = r0;
         while start < r1 {
             let end = (start + tile).min(r1);
@@ -315,6 +410,7 @@ pub(crate) fn search_scored_keys(
     sparse: Option<&SparseView<'_>>,
     adc: Option<&AdcCodes>,
     params: &SearchParams,
+    limits: KeyLimits<'_>,
 ) -> (Vec<Vec<u64>>, ScanStats) {
     let nq = queries.len() / w;
     let split = params.split;
@@ -340,7 +436,7 @@ pub(crate) fn search_scored_keys(
                 normalise,
                 bits,
             };
-            return table_keys(codes, w, k, &table, norms, sparse, layout, params);
+            return table_keys(codes, w, k, &table, norms, sparse, layout, params, limits);
         }
     }
     let keys = match *score {
@@ -350,10 +446,11 @@ pub(crate) fn search_scored_keys(
             queries,
             k,
             &SearchParams::default().with_split(split),
+            limits,
         ),
         Score::Cosine | Score::Jaccard => {
             let jac = matches!(score, Score::Jaccard);
-            search_keys_by(codes, w, nq, k, split, None, |qi, block, first, top| {
+            search_keys_by(codes, w, nq, k, split, limits, |qi, block, first, top| {
                 let q = &queries[qi * w..(qi + 1) * w];
                 let m: u32 = q.iter().map(|x| x.count_ones()).sum();
                 let mut thr = top.threshold();
@@ -387,7 +484,7 @@ pub(crate) fn search_scored_keys(
                 nq,
                 k,
                 split,
-                None,
+                limits,
                 tile,
                 1,
                 |qi, block, first, tops| {
@@ -405,7 +502,7 @@ pub(crate) fn search_scored_keys(
         }
         Score::Table {
             tables, offsets, ..
-        } => search_keys_by(codes, w, nq, k, split, None, |qi, block, first, top| {
+        } => search_keys_by(codes, w, nq, k, split, limits, |qi, block, first, top| {
             let table = &tables[qi * bits..(qi + 1) * bits];
             let offset = offsets[qi];
             let mut thr = top.threshold();
@@ -444,6 +541,7 @@ fn table_keys(
     sparse: Option<&SparseView<'_>>,
     layout: &AdcCodes,
     params: &SearchParams,
+    limits: KeyLimits<'_>,
 ) -> (Vec<Vec<u64>>, ScanStats) {
     let (nq, bits, family) = (q.offsets.len(), q.bits, params.family());
     let table_bytes = 2
@@ -477,7 +575,7 @@ fn table_keys(
             q1 - q0,
             k,
             params.split,
-            None,
+            limits.from(q0),
             SPARSE_TILE_ROWS,
             GROUP,
             |i, block, first, tops| {

@@ -54,7 +54,7 @@ use crate::score::{desc_key, overlap_key, table_score, Score};
 use crate::search::blocked::{
     block_min_popcounts, hamming_batch, BlockParams, Work, BLOCKED_QUERY_BATCH,
 };
-use crate::search::flat::{search_keys_by, search_scored_keys};
+use crate::search::flat::{search_keys_by, search_scored_keys, KeyLimits};
 use crate::search::{CodesView, Hits, SearchParams, SearchStats, Searcher, Split};
 use crate::topk::{key, KeyTopK, TopK};
 
@@ -496,7 +496,7 @@ impl InvertedSearcher<'_> {
                     idx.len(),
                     k,
                     params.split,
-                    params.max_distance,
+                    KeyLimits::new(params.max_distance, None),
                     |qi, block, first, top| {
                         kernel.scan(&fq[qi * w..(qi + 1) * w], block, first, top)
                     },
@@ -525,6 +525,7 @@ impl InvertedSearcher<'_> {
                     sparse.as_ref(),
                     self.codes.adc_codes(),
                     params,
+                    KeyLimits::NONE,
                 )
                 .0
             }
@@ -540,6 +541,7 @@ impl InvertedSearcher<'_> {
                     sparse.as_ref(),
                     self.codes.adc_codes(),
                     params,
+                    KeyLimits::NONE,
                 )
                 .0
             }
@@ -771,7 +773,14 @@ mod tests {
             let view = CodesView::new(&base, bits).unwrap();
             let searcher = InvertedSearcher::new(view, inv, InvertedParams::default()).unwrap();
             let (got, stats) = searcher.keys(&queries, k, &Score::Hamming, None, &params, bp);
-            let want = crate::search::flat::search_keys(&base, w, &queries, k, &params);
+            let want = crate::search::flat::search_keys(
+                &base,
+                w,
+                &queries,
+                k,
+                &params,
+                KeyLimits::new(params.max_distance, None),
+            );
             prop_assert_eq!(got, want);
             prop_assert_eq!(stats.inverted_queries, 4);
             if !with_bitmaps {

@@ -39,4 +39,4 @@ pub use flat::{FlatParams, FlatSearcher};
 pub use graph::{GraphParams, GraphSearcher};
 pub use inverted::{InvertedParams, InvertedSearcher, InvertedStats};
 pub(crate) use searcher::{check_allowed, check_queries, AdcCache};
-pub use searcher::{CodesView, Hits, SearchParams, SearchStats, Searcher, Split};
+pub use searcher::{CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher, Split};

@@ -10,7 +10,7 @@ use crate::hamming::hamming;
 use crate::kernel::KernelFamily;
 use crate::pack::check_high_bits_zero;
 use crate::rowset::RowSet;
-use crate::score::{from_desc_key, Score};
+use crate::score::{desc_key, from_desc_key, Score};
 use crate::sparse::SparseView;
 use crate::topk::{key_distance, key_row};
 
@@ -72,6 +72,140 @@ pub trait Searcher: Sync {
             h.truncate(k);
         }
         Ok((hits, stats))
+    }
+
+    /// The best `k` rows for each query among those within its cutoff (and in `allowed`, if
+    /// given): the hits of [`search`](Self::search) or [`search_allowed`](Self::search_allowed)
+    /// minus those beyond the cutoff, in the same order.
+    ///
+    /// A caller that merges several searches (a [`Snapshot`](crate::live::Snapshot) searching
+    /// its segments) passes, for each query, the `k`-th best hit found so far: no row beyond it
+    /// can enter the merged top `k`, and a mode may skip such rows early. The flat scan does
+    /// (its top-k starts full, so the quantised table scan re-scores far fewer codes); the
+    /// default searches as usual and drops the hits beyond the cutoffs.
+    ///
+    /// ```
+    /// use bsa_index::search::{CodesView, Cutoffs, FlatParams, FlatSearcher, Searcher};
+    /// use bsa_index::{Score, SearchParams};
+    /// let codes = [0b0001u64, 0b0011, 0b0111, 0b1111];
+    /// let flat = FlatSearcher::new(CodesView::new(&codes, 4)?, FlatParams::default());
+    /// let p = SearchParams::default();
+    /// // Two queries: the first wants distances up to 1, the second up to 3.
+    /// let cut = Cutoffs::MaxDistance(&[1, 3]);
+    /// let (hits, _) = flat.search_within(&[0b0001, 0b0001], 3, &Score::Hamming, &p, None, cut)?;
+    /// assert_eq!(hits[0].rows, vec![0, 1]);
+    /// assert_eq!(hits[1].rows, vec![0, 1, 2]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    fn search_within(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+        allowed: Option<&RowSet>,
+        cutoffs: Cutoffs<'_>,
+    ) -> Result<(Vec<Hits>, SearchStats)> {
+        cutoffs.check_score(score)?;
+        let (mut hits, stats) = match allowed {
+            Some(a) => self.search_allowed(queries, k, score, params, a)?,
+            None => self.search(queries, k, score, params)?,
+        };
+        cutoffs.check_len(hits.len())?;
+        cutoffs.retain(&mut hits);
+        Ok((hits, stats))
+    }
+}
+
+/// For each query, the worst hit still wanted: hits beyond it are left out (see
+/// [`Searcher::search_within`]). Inclusive: a hit at the cutoff is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cutoffs<'a> {
+    /// For the Hamming score: per query, the largest distance wanted.
+    MaxDistance(&'a [u32]),
+    /// For every other score: per query, the smallest score wanted (not NaN).
+    MinScore(&'a [f32]),
+}
+
+impl Cutoffs<'_> {
+    /// Number of queries.
+    pub fn len(&self) -> usize {
+        match self {
+            Cutoffs::MaxDistance(d) => d.len(),
+            Cutoffs::MinScore(s) => s.len(),
+        }
+    }
+
+    /// Whether there are no queries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Query `q`'s cutoff as a search key (distance, or [`desc_key`] of the score): rows with a
+    /// larger key are beyond it.
+    pub(crate) fn key(&self, q: usize) -> u32 {
+        match self {
+            Cutoffs::MaxDistance(d) => d[q],
+            Cutoffs::MinScore(s) => desc_key(s[q]),
+        }
+    }
+
+    /// Every query's cutoff as a search key.
+    pub(crate) fn keys(&self) -> Vec<u32> {
+        (0..self.len()).map(|q| self.key(q)).collect()
+    }
+
+    /// Checks that the cutoffs are of the kind `score` ranks by.
+    pub(crate) fn check_score(&self, score: &Score<'_>) -> Result<()> {
+        match (self, score.has_scores()) {
+            (Cutoffs::MaxDistance(_), false) => Ok(()),
+            (Cutoffs::MinScore(s), true) => match s.iter().position(|x| x.is_nan()) {
+                Some(q) => Err(Error::InvalidArgument(format!(
+                    "the minimum score of query {q} is NaN"
+                ))),
+                None => Ok(()),
+            },
+            (Cutoffs::MaxDistance(_), true) => Err(Error::InvalidArgument(format!(
+                "{} ranks by score: give minimum scores, not maximum distances",
+                score.name()
+            ))),
+            (Cutoffs::MinScore(_), false) => Err(Error::InvalidArgument(
+                "hamming ranks by distance: give maximum distances, not minimum scores".into(),
+            )),
+        }
+    }
+
+    /// Checks that there is one cutoff per query.
+    pub(crate) fn check_len(&self, nq: usize) -> Result<()> {
+        if self.len() != nq {
+            return Err(Error::DimMismatch {
+                what: "cutoffs (one per query)".into(),
+                expected: nq,
+                got: self.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Drops each query's hits beyond its cutoff.
+    pub(crate) fn retain(&self, hits: &mut [Hits]) {
+        for (q, h) in hits.iter_mut().enumerate() {
+            let keep: Vec<bool> = match self {
+                Cutoffs::MaxDistance(d) => h.distances.iter().map(|&x| x <= d[q]).collect(),
+                Cutoffs::MinScore(s) => match h.scores.as_deref() {
+                    Some(scores) => scores
+                        .iter()
+                        .map(|&x| desc_key(x) <= desc_key(s[q]))
+                        .collect(),
+                    None => vec![true; h.len()],
+                },
+            };
+            let mut i = 0;
+            h.retain_rows(|_| {
+                i += 1;
+                keep[i - 1]
+            });
+        }
     }
 }
 
