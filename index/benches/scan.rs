@@ -1,7 +1,8 @@
 //! Criterion benches: Hamming kernels (one query vs a batch of queries per pass) and exact top-k,
 //! on 100k seeded random codes at 256 and 1024 bits. The kernel benches run the active family
 //! (`BSA_KERNEL`, else the CPU's best); the top-k benches run every family the CPU has, side by
-//! side in one run.
+//! side in one run. `quantise`: one query's ADC table quantised for a layout (done per query
+//! and per segment searched), sparse 4096-bit codes (K = 32) and dense 384-bit codes.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -9,8 +10,10 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use std::hint::black_box;
 use std::time::Duration;
 
+use bsa_index::adc::{AdcCodes, QuantisedTable};
 use bsa_index::hamming::{distances, distances_batch, kernel_name};
 use bsa_index::search::flat::top_k;
+use bsa_index::sparse::SparseCodes;
 use bsa_index::{KernelFamily, SearchParams, Split};
 
 const N: usize = 100_000;
@@ -82,5 +85,32 @@ fn topk(c: &mut Criterion) {
     }
 }
 
-criterion_group! { name = benches; config = config(); targets = kernels, topk }
+fn quantise(c: &mut Criterion) {
+    let mut r = Xoshiro256PlusPlus::seed_from_u64(5);
+    let mut g = c.benchmark_group("quantise");
+    for (bits, sparse) in [(4096usize, true), (384, false)] {
+        let w = bits / 64;
+        let n = 10_000;
+        let mut data = vec![0u64; n * w];
+        for row in data.chunks_exact_mut(w) {
+            for _ in 0..32 {
+                let j = r.random_range(0..bits);
+                row[j / 64] |= 1 << (j % 64);
+            }
+        }
+        let layout = if sparse {
+            AdcCodes::from_sparse(&SparseCodes::build(&data, bits).unwrap().view()).unwrap()
+        } else {
+            AdcCodes::from_packed(&data, bits).unwrap()
+        };
+        let table: Vec<f32> = (0..bits).map(|_| r.random_range(-1.0f32..1.0)).collect();
+        let name = if sparse { "sparse" } else { "dense" };
+        g.bench_function(BenchmarkId::new(name, bits), |b| {
+            b.iter(|| QuantisedTable::new(&layout, black_box(&table), 0.5, false).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group! { name = benches; config = config(); targets = kernels, topk, quantise }
 criterion_main!(benches);

@@ -132,6 +132,8 @@ pub struct AdcCodes {
     stride: usize,
     /// `1 / norm` in `f64` per code (0 for norms that are not positive), padded to whole blocks.
     inv_norms: Option<Vec<f64>>,
+    /// The most positions of any block (each table quantises for it: kept, not recounted).
+    max_positions: usize,
 }
 
 impl AdcCodes {
@@ -163,6 +165,7 @@ impl AdcCodes {
             }
             starts.push(starts[b] + len);
         }
+        let max_positions = starts.windows(2).map(|p| p[1] - p[0]).max().unwrap_or(0);
         Ok(AdcCodes {
             n,
             bits,
@@ -172,6 +175,7 @@ impl AdcCodes {
             bytes: Vec::new(),
             stride: 0,
             inv_norms: None,
+            max_positions,
         })
     }
 
@@ -217,6 +221,7 @@ impl AdcCodes {
             bytes,
             stride,
             inv_norms: None,
+            max_positions: stride,
         })
     }
 
@@ -303,15 +308,7 @@ impl AdcCodes {
 
     /// The most positions of any block.
     fn max_positions(&self) -> usize {
-        match self.kind {
-            Kind::Sparse => self
-                .starts
-                .windows(2)
-                .map(|p| p[1] - p[0])
-                .max()
-                .unwrap_or(0),
-            Kind::Dense => self.stride,
-        }
+        self.max_positions
     }
 
     /// Entries of a quantised table for this layout (with the pad entry of sparse codes).
@@ -369,7 +366,9 @@ impl QuantisedTable {
                 got: table.len(),
             });
         }
-        if let Some(i) = table.iter().position(|x| !x.is_finite()) {
+        // A branch-free pass first (it vectorises); the position only for the error.
+        if !table.iter().fold(true, |ok, x| ok & x.is_finite()) {
+            let i = table.iter().position(|x| !x.is_finite()).unwrap_or(0);
             return Err(Error::InvalidArgument(format!(
                 "table entry {i} is not finite"
             )));
@@ -403,8 +402,23 @@ impl QuantisedTable {
         // 65535 (most re-scored codes are those that truly enter the top k as it fills), and
         // halve the gathers against u16 entries.
         let levels = (u64::from(u16::MAX) / positions as u64).clamp(1, 255) as f64;
-        let lo = values.iter().copied().fold(0.0f64, f64::min);
-        let hi = values.iter().copied().fold(0.0f64, f64::max);
+        // Lanes of plain comparisons (the values are finite): they vectorise, a fold of
+        // `f64::min` does not (one table per query per segment searched).
+        const L: usize = 8;
+        let (mut lo_l, mut hi_l) = ([0.0f64; L], [0.0f64; L]);
+        let mut chunks = values.chunks_exact(L);
+        for c in &mut chunks {
+            for i in 0..L {
+                lo_l[i] = if c[i] < lo_l[i] { c[i] } else { lo_l[i] };
+                hi_l[i] = if c[i] > hi_l[i] { c[i] } else { hi_l[i] };
+            }
+        }
+        for (i, &v) in chunks.remainder().iter().enumerate() {
+            lo_l[i] = if v < lo_l[i] { v } else { lo_l[i] };
+            hi_l[i] = if v > hi_l[i] { v } else { hi_l[i] };
+        }
+        let lo = lo_l.iter().fold(0.0f64, |m, &v| if v < m { v } else { m });
+        let hi = hi_l.iter().fold(0.0f64, |m, &v| if v > m { v } else { m });
         let max_abs = hi.max(-lo);
         // Leave a level of room at both ends for rounding; a zero range (all entries 0) keeps
         // every entry at 0.
@@ -417,13 +431,44 @@ impl QuantisedTable {
         // A multiply instead of a divide per entry: any rounding is measured just below.
         let inv_step = 1.0 / step;
         let mut entries = vec![0u8; values.len()];
-        let mut max_error = 0.0f64;
-        for (e, &v) in entries.iter_mut().zip(&values) {
-            let q = ((v * inv_step).round() + z).clamp(0.0, levels);
-            // The error actually made (not assumed), so clamping cannot break the bound.
-            max_error = max_error.max((v - step * (q - z)).abs());
-            *e = q as u8;
+        // The error actually made (not assumed), so neither clamping nor rounding can break
+        // the bound; kept per lane so that the loop vectorises.
+        let mut errors = [0.0f64; L];
+        let quantise = |v: f64| {
+            // floor(x + 0.5): the nearest level (either one at a tie; the error is measured).
+            let q = (v * inv_step + z + 0.5).floor();
+            let q = if q < 0.0 {
+                0.0
+            } else if q > levels {
+                levels
+            } else {
+                q
+            };
+            // SAFETY: q is finite (v, inv_step and z are) and within 0..=255 (clamped above).
+            let e = unsafe { q.to_int_unchecked::<i32>() } as u8;
+            (e, (v - step * (q - z)).abs())
+        };
+        let mut e_chunks = entries.chunks_exact_mut(L);
+        let mut v_chunks = values.chunks_exact(L);
+        for (e, v) in (&mut e_chunks).zip(&mut v_chunks) {
+            for i in 0..L {
+                let (q, err) = quantise(v[i]);
+                errors[i] = if err > errors[i] { err } else { errors[i] };
+                e[i] = q;
+            }
         }
+        let rest = e_chunks
+            .into_remainder()
+            .iter_mut()
+            .zip(v_chunks.remainder());
+        for (i, (e, &v)) in rest.enumerate() {
+            let (q, err) = quantise(v);
+            errors[i] = if err > errors[i] { err } else { errors[i] };
+            *e = q;
+        }
+        let max_error = errors
+            .iter()
+            .fold(0.0f64, |m, &e| if e > m { e } else { m });
         Ok(QuantisedTable {
             entries,
             step,

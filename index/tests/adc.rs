@@ -9,9 +9,12 @@ mod common;
 use bsa_index::adc::{self, AdcCodes, QuantisedTable, QueryGroup, GROUP};
 use bsa_index::score::{desc_key, from_desc_key};
 use bsa_index::search::flat::top_k_scored;
-use bsa_index::search::{CodesView, Cutoffs, FlatParams, FlatSearcher, Searcher};
+use bsa_index::search::{
+    CodesView, Cutoffs, FlatParams, FlatSearcher, InvertedParams, InvertedSearcher, Searcher,
+};
 use bsa_index::sparse::SparseCodes;
 use bsa_index::topk::{key_distance, key_row, TopK};
+use bsa_index::InvertedLists;
 use bsa_index::{Index, IndexBuilder, KernelFamily, Mode, RowSet, Score, SearchParams};
 use common::*;
 use proptest::prelude::*;
@@ -364,10 +367,19 @@ proptest! {
             })
             .collect();
         let dist: Vec<u32> = (0..nq).map(|_| rng.random_range(0..=bits as u32)).collect();
-        for family in KernelFamily::supported() {
+        let lists = InvertedLists::build(&codes, bits).unwrap();
+        let inverted: Vec<InvertedSearcher<'_>> = [false, true]
+            .map(|force| {
+                let ip = InvertedParams::default().with_force_inverted(force);
+                InvertedSearcher::new(view, lists.view(), ip).unwrap()
+            })
+            .into();
+        let mut searchers: Vec<&dyn Searcher> = vec![&flat];
+        searchers.extend(inverted.iter().map(|s| s as &dyn Searcher));
+        for (family, searcher) in KernelFamily::supported().into_iter().flat_map(|f| searchers.iter().map(move |s| (f, s))) {
             let p = SearchParams::default().with_kernel(Some(family));
             let filter = filtered.then_some(&allowed);
-            let (hits, _) = flat
+            let (hits, _) = searcher
                 .search_within(&queries, k, &score, &p, filter, Cutoffs::MinScore(&min))
                 .unwrap();
             for (q, h) in hits.iter().enumerate() {
@@ -379,9 +391,9 @@ proptest! {
                     .collect();
                 let got: Vec<(u64, f32)> =
                     h.rows.iter().copied().zip(h.scores.clone().unwrap()).collect();
-                prop_assert!(same(&got, &want), "family {} q {} min {} got {:?} want {:?}", family, q, min[q], got, want);
+                prop_assert!(same(&got, &want), "{} family {} q {} min {} got {:?} want {:?}", searcher.mode(), family, q, min[q], got, want);
             }
-            let (hits, _) = flat
+            let (hits, _) = searcher
                 .search_within(&queries, k, &Score::Hamming, &p, filter, Cutoffs::MaxDistance(&dist))
                 .unwrap();
             for (q, h) in hits.iter().enumerate() {
@@ -392,7 +404,7 @@ proptest! {
                     .collect();
                 let got: Vec<(u32, u64)> =
                     h.distances.iter().copied().zip(h.rows.iter().copied()).collect();
-                prop_assert_eq!(got, want, "family {} q {}", family, q);
+                prop_assert_eq!(got, want, "{} family {} q {}", searcher.mode(), family, q);
             }
         }
     }

@@ -18,7 +18,7 @@ use crate::hamming::{tile_codes, Kernel};
 use crate::rowset::RowSet;
 use crate::score::{desc_key, overlap_key, table_score, table_sum, Score};
 use crate::search::{
-    check_allowed, check_queries, CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher,
+    check_queries, search_within_by, CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher,
     Split,
 };
 use crate::sparse::SparseView;
@@ -99,28 +99,9 @@ impl Searcher for FlatSearcher<'_> {
     ) -> Result<(Vec<Hits>, SearchStats)> {
         let c = &self.codes;
         let nq = check_queries(queries, c.words_per_code(), c.bits())?;
-        cutoffs.check_score(score)?;
-        cutoffs.check_len(nq)?;
-        let keys = cutoffs.keys();
-        let Some(allowed) = allowed else {
-            return self.run(queries, k, score, params, Some(&keys));
-        };
-        // Over-fetch as `search_allowed` does: exact, since at most `excluded` rows can rank
-        // above any allowed one within the cutoff.
-        check_allowed(allowed, self.codes.len())?;
-        let excluded = allowed.len() - allowed.count();
-        let (mut hits, stats) = self.run(
-            queries,
-            k.saturating_add(excluded),
-            score,
-            params,
-            Some(&keys),
-        )?;
-        for h in &mut hits {
-            h.retain_rows(|r| allowed.contains(r as usize));
-            h.truncate(k);
-        }
-        Ok((hits, stats))
+        search_within_by(nq, c.len(), k, score, allowed, cutoffs, |k, limits| {
+            self.run(queries, k, score, params, Some(limits))
+        })
     }
 }
 
@@ -189,12 +170,6 @@ pub(crate) struct KeyLimits<'a> {
 }
 
 impl<'a> KeyLimits<'a> {
-    /// No limit.
-    pub(crate) const NONE: KeyLimits<'static> = KeyLimits {
-        all: None,
-        per_query: None,
-    };
-
     /// `all` for every query, and `per_query[q]` for query `q`.
     pub(crate) fn new(all: Option<u32>, per_query: Option<&'a [u32]>) -> Self {
         KeyLimits { all, per_query }

@@ -50,12 +50,18 @@ use crate::bits::{fits_u8_counters, for_each_set_bit, popcount, U8_COUNTER_MAX_B
 use crate::error::{Error, Result};
 use crate::hamming::{scan_word_cost, Kernel};
 use crate::postings::{InvertedView, POSTING_COST_WORDS};
+use std::borrow::Cow;
+
+use crate::rowset::RowSet;
 use crate::score::{desc_key, overlap_key, table_score, Score};
 use crate::search::blocked::{
     block_min_popcounts, hamming_batch, BlockParams, Work, BLOCKED_QUERY_BATCH,
 };
 use crate::search::flat::{search_keys_by, search_scored_keys, KeyLimits};
-use crate::search::{CodesView, Hits, SearchParams, SearchStats, Searcher, Split};
+use crate::search::{
+    check_queries, search_within_by, CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher,
+    Split,
+};
 use crate::topk::{key, KeyTopK, TopK};
 
 /// What an inverted search did.
@@ -308,6 +314,7 @@ impl InvertedSearcher<'_> {
 
     /// Sorted keys per query (the flat scan's keys exactly) and statistics; `queries` and
     /// `score` checked, `norms` given for a normalised table score.
+    #[allow(clippy::too_many_arguments)]
     fn keys(
         &self,
         queries: &[u64],
@@ -316,6 +323,7 @@ impl InvertedSearcher<'_> {
         norms: Option<&[f32]>,
         params: &SearchParams,
         bp: BlockParams,
+        cutoffs: Option<&[u32]>,
     ) -> (Vec<Vec<u64>>, InvertedStats) {
         let w = self.codes.words_per_code();
         let nq = queries.len() / w;
@@ -329,7 +337,9 @@ impl InvertedSearcher<'_> {
             }
             _ => Vec::new(),
         };
-        let flat_keys = self.flat_keys(queries, &routes.flat, k, score, norms, params);
+        let flat_cut = cutoffs.map(|c| gather_rows(c, 1, &routes.flat));
+        let flat_limits = KeyLimits::new(params.max_distance, flat_cut.as_deref());
+        let flat_keys = self.flat_keys(queries, &routes.flat, k, score, norms, params, flat_limits);
         let stats = if nq == 0 {
             InvertedStats::default()
         } else {
@@ -471,6 +481,7 @@ impl InvertedSearcher<'_> {
     }
 
     /// The queries `idx` answered by one batched flat scan (same keys as the lists give).
+    #[allow(clippy::too_many_arguments)]
     fn flat_keys(
         &self,
         queries: &[u64],
@@ -479,6 +490,7 @@ impl InvertedSearcher<'_> {
         score: &Score<'_>,
         norms: Option<&[f32]>,
         params: &SearchParams,
+        limits: KeyLimits<'_>,
     ) -> Vec<Vec<u64>> {
         if idx.is_empty() {
             return Vec::new();
@@ -496,7 +508,7 @@ impl InvertedSearcher<'_> {
                     idx.len(),
                     k,
                     params.split,
-                    KeyLimits::new(params.max_distance, None),
+                    limits,
                     |qi, block, first, top| {
                         kernel.scan(&fq[qi * w..(qi + 1) * w], block, first, top)
                     },
@@ -525,7 +537,7 @@ impl InvertedSearcher<'_> {
                     sparse.as_ref(),
                     self.codes.adc_codes(),
                     params,
-                    KeyLimits::NONE,
+                    limits,
                 )
                 .0
             }
@@ -541,7 +553,7 @@ impl InvertedSearcher<'_> {
                     sparse.as_ref(),
                     self.codes.adc_codes(),
                     params,
-                    KeyLimits::NONE,
+                    limits,
                 )
                 .0
             }
@@ -549,8 +561,13 @@ impl InvertedSearcher<'_> {
     }
 }
 
-/// Rows `idx` of a row-major matrix with rows of `width` elements, concatenated.
-fn gather_rows<T: Copy>(matrix: &[T], width: usize, idx: &[usize]) -> Vec<T> {
+/// Rows `idx` of a row-major matrix with rows of `width` elements, concatenated: borrowed when
+/// `idx` is every row in order (all queries on one route, the common case), so the per-query
+/// tables of a table score are not copied for every search.
+fn gather_rows<'a, T: Copy>(matrix: &'a [T], width: usize, idx: &[usize]) -> Cow<'a, [T]> {
+    if idx.len() * width == matrix.len() && idx.iter().enumerate().all(|(i, &r)| i == r) {
+        return Cow::Borrowed(matrix);
+    }
     idx.iter()
         .flat_map(|&i| matrix[i * width..(i + 1) * width].iter().copied())
         .collect()
@@ -625,13 +642,27 @@ impl InvertedSearcher<'_> {
         score: &Score<'_>,
         params: &SearchParams,
     ) -> Result<(Vec<Hits>, InvertedStats)> {
+        self.run(queries, k, score, params, None)
+    }
+
+    /// The search; queries answered by the flat scan start their top-k at `cutoffs` (per-query
+    /// key limits, see [`Searcher::search_within`]) when given.
+    fn run(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+        cutoffs: Option<&[u32]>,
+    ) -> Result<(Vec<Hits>, InvertedStats)> {
         let params = &params
             .resolved()?
             .with_split(self.params.split)
             .with_force_inverted(self.params.force_inverted);
         let c = &self.codes;
         let (_, norms) = c.check(queries, score, params)?;
-        let (keys, stats) = self.keys(queries, k, score, norms, params, BlockParams::default());
+        let bp = BlockParams::default();
+        let (keys, stats) = self.keys(queries, k, score, norms, params, bp, cutoffs);
         Ok((c.hits(&keys, queries, score.has_scores()), stats))
     }
 }
@@ -639,6 +670,23 @@ impl InvertedSearcher<'_> {
 impl Searcher for InvertedSearcher<'_> {
     fn mode(&self) -> &'static str {
         "inverted"
+    }
+
+    fn search_within(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+        allowed: Option<&RowSet>,
+        cutoffs: Cutoffs<'_>,
+    ) -> Result<(Vec<Hits>, SearchStats)> {
+        let c = &self.codes;
+        let nq = check_queries(queries, c.words_per_code(), c.bits())?;
+        search_within_by(nq, c.len(), k, score, allowed, cutoffs, |k, limits| {
+            let (hits, s) = self.run(queries, k, score, params, Some(limits))?;
+            Ok((hits, self.stats(params, &s)?))
+        })
     }
 
     fn search(
@@ -649,8 +697,15 @@ impl Searcher for InvertedSearcher<'_> {
         params: &SearchParams,
     ) -> Result<(Vec<Hits>, SearchStats)> {
         let (hits, s) = self.search_with_stats(queries, k, score, params)?;
+        Ok((hits, self.stats(params, &s)?))
+    }
+}
+
+impl InvertedSearcher<'_> {
+    /// What a search did, as [`SearchStats`].
+    fn stats(&self, params: &SearchParams, s: &InvertedStats) -> Result<SearchStats> {
         let family = params.resolved()?.family();
-        let stats = SearchStats {
+        Ok(SearchStats {
             kernel_family: Some(family),
             kernel: Kernel::select(family, self.codes.words_per_code()).name(),
             // Queries whose lists were longer than a flat scan were answered by the scan.
@@ -662,8 +717,7 @@ impl Searcher for InvertedSearcher<'_> {
                 ("codes_verified", s.codes_verified),
                 ("bitmap_queries", s.bitmap_queries as u64),
             ],
-        };
-        Ok((hits, stats))
+        })
     }
 }
 
@@ -772,7 +826,7 @@ mod tests {
             let inv = inv.with_bitmaps(with_bitmaps.then(|| bm.view()));
             let view = CodesView::new(&base, bits).unwrap();
             let searcher = InvertedSearcher::new(view, inv, InvertedParams::default()).unwrap();
-            let (got, stats) = searcher.keys(&queries, k, &Score::Hamming, None, &params, bp);
+            let (got, stats) = searcher.keys(&queries, k, &Score::Hamming, None, &params, bp, None);
             let want = crate::search::flat::search_keys(
                 &base,
                 w,

@@ -209,6 +209,40 @@ impl Cutoffs<'_> {
     }
 }
 
+/// [`Searcher::search_within`] for a mode that takes cutoffs as per-query key limits:
+/// `run(k, limits)` searches with them (`nq` queries, `n` rows); a filter is answered by
+/// over-fetching, as [`Searcher::search_allowed`] does (exact: at most the excluded rows can
+/// rank above an allowed one within the cutoff). Hits beyond a cutoff that `run` may still
+/// return are dropped.
+pub(crate) fn search_within_by(
+    nq: usize,
+    n: usize,
+    k: usize,
+    score: &Score<'_>,
+    allowed: Option<&RowSet>,
+    cutoffs: Cutoffs<'_>,
+    run: impl FnOnce(usize, &[u32]) -> Result<(Vec<Hits>, SearchStats)>,
+) -> Result<(Vec<Hits>, SearchStats)> {
+    cutoffs.check_score(score)?;
+    cutoffs.check_len(nq)?;
+    let limits = cutoffs.keys();
+    let (mut hits, stats) = match allowed {
+        None => run(k, &limits)?,
+        Some(allowed) => {
+            check_allowed(allowed, n)?;
+            let excluded = allowed.len() - allowed.count();
+            let (mut hits, stats) = run(k.saturating_add(excluded), &limits)?;
+            for h in &mut hits {
+                h.retain_rows(|r| allowed.contains(r as usize));
+                h.truncate(k);
+            }
+            (hits, stats)
+        }
+    };
+    cutoffs.retain(&mut hits);
+    Ok((hits, stats))
+}
+
 /// Checks that a filter ranges over exactly the `n` rows being searched.
 pub(crate) fn check_allowed(allowed: &RowSet, n: usize) -> Result<()> {
     if allowed.len() != n {
