@@ -342,7 +342,7 @@ class Bench:
                     ids = np.arange(3_000_000 + j * 10_000, 3_000_000 + (j + 1) * 10_000)
                     np.save(self.p("chunk_ids.npy"), ids)
                     self.run(["add", "--index", tmp, "--ids", self.p("chunk_ids.npy"),
-                              "--threads", self.threads] + rows(j))
+                              "--merge-factor", "0", "--threads", self.threads] + rows(j))
                 self.save(f"adds_{base}", {"seconds": time.perf_counter() - t, "load1": load1()})
                 tmp.rename(seg)
             if not comp.exists():
@@ -353,6 +353,25 @@ class Bench:
                           "--threads", self.threads])
                 self.save(f"compact_{base}", {"seconds": time.perf_counter() - t, "load1": load1()})
                 tmp.rename(comp)
+            tiered = self.p(f"{base}-tiered")
+            if kind == "model" and not tiered.exists():
+                # The same 10 adds under the default merge policy (bsa add --merge-factor 4).
+                tmp = self.p(f"{base}-tiered.tmp")
+                self.fresh_copy(self.p(base), tmp)
+                adds = []
+                for j in range(10):
+                    ids = np.arange(3_000_000 + j * 10_000, 3_000_000 + (j + 1) * 10_000)
+                    np.save(self.p("chunk_ids.npy"), ids)
+                    l1 = load1()
+                    t = time.perf_counter()
+                    r = self.run(["add", "--index", tmp, "--ids", self.p("chunk_ids.npy"),
+                                  "--threads", self.threads] + rows(j))
+                    segs = len(json.loads((tmp / "manifest.json").read_text())["segments"])
+                    adds.append({"seconds": time.perf_counter() - t, "load1": l1,
+                                 "segments": segs, "line": r.stderr.strip().splitlines()[-1]})
+                    print(f"  tiered add {j}: {adds[-1]}", file=sys.stderr, flush=True)
+                self.save(f"adds_tiered_{base}", adds)
+                tmp.rename(tiered)
             two = self.p(f"{base}-2seg")
             if kind == "model" and not two.exists():
                 # The 10 small segments merged into one (what a merge policy would keep).
@@ -374,6 +393,8 @@ class Bench:
             variants = [("seg", self.p(f"{base}-seg")), ("compact", self.p(f"{base}-compact"))]
             if self.p(f"{base}-2seg").exists():
                 variants.append(("2seg", self.p(f"{base}-2seg")))
+            if self.p(f"{base}-tiered").exists():
+                variants.append(("tiered", self.p(f"{base}-tiered")))
             for label, extra in configs:
                 if a.configs and label not in a.configs:
                     continue

@@ -156,9 +156,11 @@ class Index:
         ids: Optional[npt.ArrayLike] = None,
         *,
         upsert: bool = False,
+        merge_factor: int = 4,
         threads: Optional[int] = None,
     ) -> int:
-        """Adds rows as a new segment (as ``bsa add``); returns the number of rows replaced."""
+        """Adds rows as a new segment (as ``bsa add``), merging ``merge_factor`` segments of about
+        the same size in the same commit (0: never); returns the number of rows replaced."""
     def delete(self, ids: npt.ArrayLike) -> int:
         """Marks the rows holding ``ids`` deleted (as ``bsa delete``); returns how many."""
     def compact(self, max_segments: int = 1, *, threads: Optional[int] = None) -> None:

@@ -7,9 +7,11 @@
 //!
 //! ```no_run
 //! use bsa::live::{add, compact, AddSource};
+//! use bsa_index::live::MergePolicy;
 //! # fn main() -> bsa::Result<()> {
 //! let x = ndarray::Array2::<f32>::ones((3, 384));
-//! let report = add("idx".as_ref(), AddSource::Floats(x.view()), Some(&[7, 8, 9]), false, false)?;
+//! let rows = AddSource::Floats(x.view());
+//! let report = add("idx".as_ref(), rows, Some(&[7, 8, 9]), false, false, MergePolicy::default())?;
 //! println!("added {} rows as {}", report.added, report.segment);
 //! bsa_index::live::Writer::open("idx")?.delete(&[7])?;
 //! compact("idx".as_ref(), 1)?;
@@ -18,7 +20,9 @@
 
 use std::path::Path;
 
-use bsa_index::live::{AddReport, CompactReport, GraphVectorsFn, NewRows, Snapshot, Writer};
+use bsa_index::live::{
+    AddReport, CompactReport, GraphVectorsFn, MergePolicy, NewRows, Snapshot, Writer,
+};
 use bsa_index::pack;
 use ndarray::ArrayView2;
 
@@ -61,12 +65,16 @@ fn graph_on(snap: &Snapshot) -> Option<GraphOn> {
 ///
 /// `vectors`: the caller asks for the rows' vectors to be stored (`bsa add --vectors`), which
 /// the index must do already (they are stored whenever it does).
+///
+/// `merge`: the segments `merge` finds in a full size tier are merged in the same commit
+/// ([`Writer::add_merging`]; `MergePolicy::NEVER` keeps every add a segment of its own).
 pub fn add(
     dir: &Path,
     source: AddSource<'_>,
     ids: Option<&[u64]>,
     upsert: bool,
     vectors: bool,
+    merge: MergePolicy,
 ) -> Result<AddReport> {
     // The writer waits for the lock, then reads the current generation.
     let mut writer = Writer::open(dir)?;
@@ -148,7 +156,42 @@ pub fn add(
     if let Some(gv) = &graph_vectors {
         rows = rows.graph_vectors(gv);
     }
-    Ok(writer.add(&rows, upsert)?)
+    // A graph on data the index does not store cannot be rebuilt for a merged segment (nor
+    // by `bsa compact`): such an index keeps every add a segment of its own.
+    let merge = match on {
+        Some(GraphOn::Data) if t.vectors.is_none() => MergePolicy::NEVER,
+        _ => merge,
+    };
+    let merged = merge_vectors(on, model.as_ref(), bits);
+    let needs = matches!(on, Some(GraphOn::Decoded | GraphOn::Data));
+    Ok(writer.add_merging(
+        &rows,
+        upsert,
+        merge,
+        needs.then_some(&merged as &GraphVectorsFn<'_>),
+    )?)
+}
+
+/// What a merged segment's graph is built on, from its rows' codes and stored vectors: the
+/// decoded codes (with `model`), or the stored data.
+fn merge_vectors<'a>(
+    on: Option<GraphOn>,
+    model: Option<&'a Autoencoder>,
+    bits: usize,
+) -> impl Fn(&[u64], Option<&[f32]>) -> bsa_index::Result<Vec<f32>> + 'a {
+    move |codes: &[u64], stored: Option<&[f32]>| match (on, model, stored) {
+        (Some(GraphOn::Data), _, Some(v)) => Ok(v.to_vec()),
+        (Some(GraphOn::Decoded), Some(m), _) => Ok(m
+            .params
+            .decode_sparse(&active_bits(codes, bits))
+            .into_raw_vec_and_offset()
+            .0),
+        _ => Err(bsa_index::Error::InvalidArgument(
+            "the graph is built on decoded codes but the index has no model to decode \
+             them; rebuild the index with `bsa build`"
+                .into(),
+        )),
+    }
 }
 
 /// Compacts the index at `dir` to at most `max_segments` segments without deleted rows,
@@ -166,21 +209,7 @@ pub fn compact(dir: &Path, max_segments: usize) -> Result<CompactReport> {
             dir.display()
         )));
     }
-    let vectors = |codes: &[u64], stored: Option<&[f32]>| -> bsa_index::Result<Vec<f32>> {
-        match (on, &model, stored) {
-            (Some(GraphOn::Data), _, Some(v)) => Ok(v.to_vec()),
-            (Some(GraphOn::Decoded), Some(m), _) => Ok(m
-                .params
-                .decode_sparse(&active_bits(codes, bits))
-                .into_raw_vec_and_offset()
-                .0),
-            _ => Err(bsa_index::Error::InvalidArgument(
-                "the graph is built on decoded codes but the index has no model to decode \
-                 them; rebuild the index with `bsa build`"
-                    .into(),
-            )),
-        }
-    };
+    let vectors = merge_vectors(on, model.as_ref(), bits);
     let needs = matches!(on, Some(GraphOn::Decoded | GraphOn::Data));
     Ok(writer.compact(
         max_segments,

@@ -10,7 +10,9 @@
 //! Two kinds of index, each with three segments and deleted rows so that compaction has work:
 //! one built from packed codes (`--inverted --hnsw`, a graph on the codes) and one from a model
 //! (`--vectors --hnsw`: a graph on the decoded codes, norms, stored vectors). The add is an
-//! upsert, so its commit also writes deletes files; the delete drops a whole segment. Each kind
+//! upsert, so its commit also writes deletes files, and its new segment fills the smallest
+//! size tier (four segments under 1000 rows), so the default merge policy merges all four in
+//! the same commit; the delete drops a whole segment. Each kind
 //! also covers the first change of a fresh `bsa build` (format v1, whose files move into the
 //! first segment before the commit).
 //!

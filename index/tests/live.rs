@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use bsa_index::live::{IdFilter, NewRows, SearchOptions, Snapshot, Writer};
+use bsa_index::live::{IdFilter, MergePolicy, NewRows, SearchOptions, Snapshot, Writer};
 use bsa_index::{Hits, HnswParams, Index, IndexBuilder, Mode, Score, SearchParams};
 use common::*;
 use proptest::prelude::*;
@@ -91,7 +91,8 @@ fn build(shape: Shape, rows: &[(u64, Row)], out: &Path) {
     b.build(out).unwrap();
 }
 
-fn add(w: &mut Writer, shape: Shape, rows: &[(u64, Row)], upsert: bool) {
+/// Adds `rows`; with `merge`, under a merge policy (small tiers, so that merges happen often).
+fn add(w: &mut Writer, shape: Shape, rows: &[(u64, Row)], upsert: bool, merge: Option<usize>) {
     let c = columns(rows);
     let mut r = NewRows::codes(&c.codes).ids(&c.ids);
     if shape.floats {
@@ -100,7 +101,26 @@ fn add(w: &mut Writer, shape: Shape, rows: &[(u64, Row)], upsert: bool) {
             .norms(&c.norms)
             .graph_vectors(&c.vectors);
     }
-    w.add(&r, upsert).unwrap();
+    match merge {
+        None => {
+            w.add(&r, upsert).unwrap();
+        }
+        Some(factor) => {
+            let stored = |_: &[u64], v: Option<&[f32]>| Ok(v.expect("stored vectors").to_vec());
+            let f: Option<&bsa_index::live::GraphVectorsFn<'_>> =
+                if shape.floats { Some(&stored) } else { None };
+            let policy = MergePolicy::tiered(factor).with_min_rows(8);
+            let before = w.manifest().segments.len();
+            let report = w.add_merging(&r, upsert, policy, f).unwrap();
+            let after = w.manifest().segments.len();
+            // Merges leave fewer segments than one per add.
+            assert!(
+                report.merged == 0 || after <= before,
+                "{} merged, {before} -> {after} segments",
+                report.merged
+            );
+        }
+    }
 }
 
 /// Scores to check: Hamming, the binary similarities, and tables (normalised where norms exist).
@@ -385,7 +405,8 @@ fn run(seed: u64, shape: Shape, steps: usize) {
                 let ids: Vec<u64> = (next_id..next_id + n).collect();
                 next_id += n + rng.random_range(0..5);
                 let rows = new_rows(&mut rng, shape, &ids);
-                add(&mut w, shape, &rows, false);
+                let merge = rng.random_bool(0.5).then(|| rng.random_range(2..4));
+                add(&mut w, shape, &rows, false, merge);
                 truth.extend(rows);
             }
             2 => {
@@ -396,7 +417,8 @@ fn run(seed: u64, shape: Shape, steps: usize) {
                 ids.push(next_id);
                 next_id += 1;
                 let rows = new_rows(&mut rng, shape, &ids);
-                add(&mut w, shape, &rows, true);
+                let merge = rng.random_bool(0.5).then(|| rng.random_range(2..4));
+                add(&mut w, shape, &rows, true, merge);
                 truth.extend(rows);
             }
             3 => {
@@ -506,7 +528,7 @@ fn readers_see_whole_generations_while_the_index_changes() {
             0 | 1 => {
                 let ids: Vec<u64> = (next..next + 40).collect();
                 next += 40;
-                add(&mut w, shape, &new_rows(&mut r, shape, &ids), false);
+                add(&mut w, shape, &new_rows(&mut r, shape, &ids), false, None);
             }
             2 => {
                 let ids: Vec<u64> = (0..300).filter(|i| i % 7 == step as u64 % 7).collect();
@@ -532,4 +554,98 @@ fn readers_see_whole_generations_while_the_index_changes() {
     let now = Snapshot::open(&path).unwrap();
     assert_eq!(now.generation(), *expected.keys().last().unwrap());
     assert!(now.len() > first.len());
+}
+
+/// The merge policy in an add: a full tier (here the first build and three adds, 10 rows each)
+/// is merged into one segment in the add's own commit, deleted rows dropped, the index still
+/// answering as a fresh build of its rows; a single-segment (format v1) index merges too.
+#[test]
+fn adds_merge_full_tiers_in_their_commit() {
+    let shape = Shape {
+        bits: 70,
+        floats: true,
+    };
+    let mut rng = rng(91);
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let policy = MergePolicy::tiered(4).with_min_rows(8);
+    let stored = |_: &[u64], v: Option<&[f32]>| Ok(v.expect("stored vectors").to_vec());
+    let f: Option<&bsa_index::live::GraphVectorsFn<'_>> = Some(&stored);
+    let rows_of = |rng: &mut Xoshiro256PlusPlus, from: u64| {
+        let ids: Vec<u64> = (from..from + 10).collect();
+        new_rows(rng, shape, &ids)
+    };
+    let columns_of = |rows: &[(u64, Row)]| columns(rows);
+
+    let path = dir.path().join("idx");
+    let mut truth: BTreeMap<u64, Row> = BTreeMap::new();
+    let first = rows_of(&mut rng, 0);
+    build(shape, &first, &path);
+    truth.extend(first);
+    let mut expect_segments = 1;
+    for a in 1..=3u64 {
+        let rows = rows_of(&mut rng, a * 100);
+        let c = columns_of(&rows);
+        let r = NewRows::codes(&c.codes)
+            .ids(&c.ids)
+            .vectors(&c.vectors)
+            .norms(&c.norms)
+            .graph_vectors(&c.vectors);
+        let mut w = Writer::open(&path).unwrap();
+        if a == 2 {
+            // A deleted row, dropped by the merge.
+            w.delete(&[3]).unwrap();
+            truth.remove(&3);
+        }
+        let report = w.add_merging(&r, false, policy, f).unwrap();
+        truth.extend(rows);
+        expect_segments += 1;
+        if a < 3 {
+            assert_eq!((report.merged, report.merged_rows), (0, 0), "add {a}");
+        } else {
+            // Four segments of 10 rows (tier 0 under 32 rows): merged into one of 39.
+            assert_eq!((report.merged, report.merged_rows), (4, 39), "add {a}");
+            expect_segments = 1;
+            assert_eq!(w.manifest().segments[0].name, report.segment);
+        }
+        assert_eq!(w.manifest().segments.len(), expect_segments, "add {a}");
+        drop(w);
+        let snap = Snapshot::open(&path).unwrap();
+        snap.verify().unwrap();
+        assert_eq!(snap.len(), truth.len());
+        check(&mut rng, shape, &snap, &truth, &scratch);
+    }
+
+    // A fresh build (format v1) and an add of as many rows, with factor 2: both merged.
+    let path = dir.path().join("v1");
+    let first = rows_of(&mut rng, 0);
+    build(shape, &first, &path);
+    let mut truth: BTreeMap<u64, Row> = first.into_iter().collect();
+    let rows = rows_of(&mut rng, 500);
+    let c = columns_of(&rows);
+    let r = NewRows::codes(&c.codes)
+        .ids(&c.ids)
+        .vectors(&c.vectors)
+        .norms(&c.norms)
+        .graph_vectors(&c.vectors);
+    let mut w = Writer::open(&path).unwrap();
+    let report = w
+        .add_merging(&r, false, MergePolicy::tiered(2).with_min_rows(8), f)
+        .unwrap();
+    truth.extend(rows);
+    assert_eq!((report.merged, report.merged_rows), (2, 20));
+    drop(w);
+    let snap = Snapshot::open(&path).unwrap();
+    snap.verify().unwrap();
+    assert_eq!((snap.segments().len(), snap.len()), (1, 20));
+    check(&mut rng, shape, &snap, &truth, &scratch);
+    // Nothing but the manifest, the lock and the merged segment is left.
+    let mut names: Vec<String> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let seg = snap.segments()[0].name().to_string();
+    assert_eq!(names, vec!["LOCK".to_string(), "manifest.json".into(), seg]);
 }

@@ -1032,9 +1032,12 @@ impl Index {
     /// largest id so far); ids already in the index raise ``ValueError`` unless ``upsert=True``,
     /// which replaces their rows. Returns the number of rows replaced. The index changes on disk
     /// (one atomic commit); searches already running keep the rows they started with.
+    /// ``merge_factor``: that many segments of about the same size are merged in the same commit
+    /// (as ``bsa add --merge-factor``; 0 never merges).
     ///
     /// Example: ``index.add(x=new_vectors, ids=new_ids)``
-    #[pyo3(signature = (x=None, codes=None, ids=None, *, upsert=false, threads=None))]
+    #[pyo3(signature = (x=None, codes=None, ids=None, *, upsert=false, merge_factor=4, threads=None))]
+    #[allow(clippy::too_many_arguments)]
     fn add(
         &self,
         py: Python<'_>,
@@ -1042,9 +1045,14 @@ impl Index {
         codes: Option<&Bound<'_, PyAny>>,
         ids: Option<&Bound<'_, PyAny>>,
         upsert: bool,
+        merge_factor: i64,
         threads: Option<i64>,
     ) -> PyResult<usize> {
         let threads = positive("threads", threads)?;
+        let merge = match usize::try_from(merge_factor) {
+            Ok(f) => bsa_index::live::MergePolicy::tiered(f),
+            Err(_) => return Err(PyValueError::new_err("merge_factor must be 0 or more")),
+        };
         let ids = ids.map(|i| id_vector(i, "ids")).transpose()?;
         let floats = match x {
             Some(x) => Some(float32_matrix(as_array(x, "x")?, "x")?),
@@ -1067,7 +1075,7 @@ impl Index {
         };
         let dir = self.snap().dir().to_path_buf();
         let report = without_gil(py, threads, || {
-            let r = bsa::live::add(&dir, source, ids.as_deref(), upsert, false)?;
+            let r = bsa::live::add(&dir, source, ids.as_deref(), upsert, false, merge)?;
             self.reopen()?;
             Ok(r)
         })?;

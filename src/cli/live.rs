@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use bsa::live::AddSource;
-use bsa_index::live::Writer;
+use bsa_index::live::{MergePolicy, Writer};
 
 /// Add rows to an index as a new segment (encoded with the index's model).
 ///
@@ -14,6 +14,12 @@ use bsa_index::live::Writer;
 /// every row (vectors, norms, posting lists, the graph), so an index with stored vectors or a
 /// graph on the data needs --data. Searches that opened the index before keep their view; new
 /// ones see the rows. A crash leaves the index as it was before or after.
+///
+/// Segments merge as the index grows: when --merge-factor segments (default 4) are of about
+/// the same size (within a factor of --merge-factor, from 1000 rows), the add merges them into
+/// one in the same commit, so an index that grows by many small adds keeps few segments and
+/// searches near the speed of a compacted one. --merge-factor 0 never merges (bsa compact
+/// still does).
 ///
 /// Examples:
 ///   bsa add --index idx --data new.npy --ids new_ids.npy
@@ -40,6 +46,9 @@ pub struct AddArgs {
     /// Replace the rows whose ids are already in the index instead of refusing them.
     #[arg(long)]
     pub upsert: bool,
+    /// Merge this many segments of about the same size into one (0: never merge).
+    #[arg(long, default_value_t = MergePolicy::default().factor)]
+    pub merge_factor: usize,
     /// Threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -106,10 +115,11 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
             bail!("{}: {} ids for {n} new rows", p.display(), ids.len());
         }
     }
-    let r = bsa::live::add(&a.index, source, ids.as_deref(), a.upsert, a.vectors)
+    let merge = MergePolicy::tiered(a.merge_factor);
+    let r = bsa::live::add(&a.index, source, ids.as_deref(), a.upsert, a.vectors, merge)
         .with_context(|| format!("adding to {}", a.index.display()))?;
     eprintln!(
-        "bsa: added {} rows (ids {}..={}) to {} as {}{}; generation {}",
+        "bsa: added {} rows (ids {}..={}) to {} as {}{}{}; generation {}",
         r.added,
         r.id_range.0,
         r.id_range.1,
@@ -117,6 +127,11 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         r.segment,
         if r.replaced > 0 {
             format!(", replacing {}", r.replaced)
+        } else {
+            String::new()
+        },
+        if r.merged > 0 {
+            format!(", merging {} segments ({} rows)", r.merged, r.merged_rows)
         } else {
             String::new()
         },

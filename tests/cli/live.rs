@@ -156,6 +156,36 @@ fn add_delete_compact_and_filters_equal_a_fresh_build() {
         out.stdout.contains("296 codes of 64 bits in 1 segments"),
         "{out:#?}"
     );
+
+    // Merging as it grows: with --merge-factor 2, two segments of one size tier (both under
+    // 1000 rows) are merged in the add's commit; --merge-factor 0 keeps the add apart.
+    let add_as = |ids: std::ops::Range<i64>, factor: &str| {
+        t.write("more_ids.npy", &ids_npy(&ids.collect::<Vec<_>>()));
+        t.bsa(&[
+            "add",
+            "--index",
+            "live",
+            "--data",
+            "tail.npy",
+            "--ids",
+            "more_ids.npy",
+            "--merge-factor",
+            factor,
+        ])
+        .ok()
+    };
+    let out = add_as(1000..1100, "2");
+    assert!(
+        out.stderr.contains("merging 2 segments (396 rows)"),
+        "{out:#?}"
+    );
+    let out = add_as(2000..2100, "0");
+    assert!(!out.stderr.contains("merging"), "{out:#?}");
+    let out = t.bsa(&["verify", "--index", "live"]).ok();
+    assert!(
+        out.stdout.contains("496 codes of 64 bits in 2 segments"),
+        "{out:#?}"
+    );
 }
 
 #[test]

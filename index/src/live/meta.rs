@@ -65,6 +65,13 @@ pub struct SegmentEntry {
     pub deletes: Option<DeletesEntry>,
 }
 
+impl SegmentEntry {
+    /// Rows not deleted.
+    pub fn live_rows(&self) -> u64 {
+        self.rows - self.deletes.as_ref().map_or(0, |d| d.deleted)
+    }
+}
+
 /// A segment's deletes file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

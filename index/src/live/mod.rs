@@ -55,5 +55,5 @@ pub use snapshot::{
     IdFilter, SearchOptions, SegmentReader, Snapshot, OVERFETCH_MAX, SUBSET_SCAN_FRACTION,
 };
 pub use writer::{
-    AddReport, CompactReport, DeleteReport, GraphVectorsFn, NewRows, Writer, LOCK_FILE,
+    AddReport, CompactReport, DeleteReport, GraphVectorsFn, MergePolicy, NewRows, Writer, LOCK_FILE,
 };

@@ -15,8 +15,8 @@ use crate::builder::IndexBuilder;
 use crate::error::{Error, Result};
 use crate::index::OpenOptions;
 use crate::live::meta::{
-    deletes_name, read_manifest_bytes, segment_name, sync_dir, write_atomic, write_deletes,
-    DeletesEntry, GraphSource, LiveManifest, LiveModel, SegmentEntry,
+    deletes_name, read_deletes, read_manifest_bytes, segment_name, sync_dir, write_atomic,
+    write_deletes, DeletesEntry, GraphSource, LiveManifest, LiveModel, SegmentEntry,
 };
 use crate::live::snapshot::Snapshot;
 use crate::manifest::{Manifest, MANIFEST_FILE};
@@ -89,10 +89,15 @@ pub struct AddReport {
     pub added: usize,
     /// Rows whose ids were already live and were replaced (upsert).
     pub replaced: usize,
-    /// The new segment's directory name.
+    /// The directory name of the segment that holds the new rows (a merged one if the merge
+    /// policy merged the new segment).
     pub segment: String,
     /// The smallest and largest id added.
     pub id_range: (u64, u64),
+    /// Segments the merge policy merged in the same commit (0: none).
+    pub merged: usize,
+    /// Live rows those merges wrote.
+    pub merged_rows: usize,
     /// The generation committed.
     pub generation: u64,
 }
@@ -123,6 +128,102 @@ pub struct CompactReport {
     pub segments: usize,
     /// The generation committed (unchanged if there was nothing to do).
     pub generation: u64,
+}
+
+/// When [`Writer::add_merging`] merges segments: size tiers, as a log-structured merge does.
+///
+/// A segment of `r` live rows is in tier `t` when `min_rows * factor^t <= max(r, min_rows) <
+/// min_rows * factor^(t+1)`. When a tier holds `factor` segments or more, they are merged into
+/// one (of the next tier, about), the lowest full tier first.
+///
+/// ```
+/// use bsa_index::live::MergePolicy;
+/// let p = MergePolicy::tiered(4);
+/// // Four segments of about 10k rows beside one of 1M: the four are merged.
+/// assert_eq!(p.select_sizes(&[1_000_000, 10_000, 10_000, 12_000, 9_000]), vec![1, 2, 3, 4]);
+/// // Three are not enough.
+/// assert!(p.select_sizes(&[1_000_000, 10_000, 10_000, 12_000]).is_empty());
+/// assert!(bsa_index::live::MergePolicy::NEVER.select_sizes(&[5, 5, 5, 5, 5]).is_empty());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MergePolicy {
+    /// Segments of one tier that are merged together (below 2: never merge).
+    pub factor: usize,
+    /// Segments with fewer live rows count as this many (the lowest tier).
+    pub min_rows: u64,
+}
+
+impl Default for MergePolicy {
+    /// [`tiered(4)`](Self::tiered).
+    fn default() -> Self {
+        MergePolicy::tiered(4)
+    }
+}
+
+impl MergePolicy {
+    /// Never merge.
+    pub const NEVER: MergePolicy = MergePolicy {
+        factor: 0,
+        min_rows: 1000,
+    };
+
+    /// Merges `factor` segments of a tier (tiers `factor` times apart, from 1000 rows).
+    pub fn tiered(factor: usize) -> Self {
+        MergePolicy {
+            factor,
+            min_rows: 1000,
+        }
+    }
+
+    /// Sets [`min_rows`](Self::min_rows).
+    pub fn with_min_rows(mut self, rows: u64) -> Self {
+        self.min_rows = rows;
+        self
+    }
+
+    /// The positions among `live_rows` (segments' live rows) of the segments to merge: every
+    /// segment of the lowest tier that holds at least `factor` of them; empty if none does.
+    pub fn select_sizes(&self, live_rows: &[u64]) -> Vec<usize> {
+        if self.factor < 2 {
+            return Vec::new();
+        }
+        let f = self.factor as u64;
+        let floor = self.min_rows.max(1);
+        let tier = |rows: u64| {
+            let (mut t, mut cap) = (0u32, floor.saturating_mul(f));
+            while rows >= cap && cap < u64::MAX {
+                t += 1;
+                cap = cap.saturating_mul(f);
+            }
+            t
+        };
+        let tiers: Vec<u32> = live_rows.iter().map(|&r| tier(r)).collect();
+        let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
+        for &t in &tiers {
+            *counts.entry(t).or_default() += 1;
+        }
+        match counts.into_iter().find(|&(_, c)| c >= self.factor) {
+            Some((full, _)) => (0..tiers.len()).filter(|&s| tiers[s] == full).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// [`select_sizes`](Self::select_sizes) over a manifest's segments.
+    fn select(&self, segments: &[SegmentEntry]) -> BTreeSet<usize> {
+        let live: Vec<u64> = segments.iter().map(SegmentEntry::live_rows).collect();
+        self.select_sizes(&live).into_iter().collect()
+    }
+}
+
+/// What [`Writer::merge`] wrote.
+struct Merged {
+    /// Live rows written.
+    rows: usize,
+    /// Deleted rows dropped.
+    dropped: usize,
+    /// The new segment's name (not written when `rows` is 0).
+    name: String,
 }
 
 /// Computes the float vectors a merged segment's graph is built on, from its codes and (when
@@ -242,7 +343,30 @@ impl Writer {
     /// be live in the index unless `upsert`, which deletes the rows holding them in the same
     /// commit. The segment holds what the index's template asks for (vectors, norms, posting
     /// lists, a graph), so `rows` must bring the inputs of each.
+    ///
+    /// Merges no segments: see [`add_merging`](Self::add_merging).
     pub fn add(&mut self, rows: &NewRows<'_>, upsert: bool) -> Result<AddReport> {
+        self.add_merging(rows, upsert, MergePolicy::NEVER, None)
+    }
+
+    /// [`add`](Self::add), then the merges `policy` asks for, all in one commit: the segments
+    /// of a full size tier (which may include the new one) are merged into one, with their
+    /// deleted rows dropped, and again while a tier is full. `graph_vectors` as for
+    /// [`compact`](Self::compact), needed when a merge happens in an index whose graph is on
+    /// float vectors.
+    ///
+    /// A merge rewrites only segments of one tier, so an add costs what the rows added cost
+    /// plus, now and then, a merge of segments about as large as the tier (each row is
+    /// rewritten about log_factor(index rows / rows per add) times over its life), and the
+    /// number of segments stays about `(factor - 1)` per tier, which keeps searches of a
+    /// growing index near the speed of a compacted one.
+    pub fn add_merging(
+        &mut self,
+        rows: &NewRows<'_>,
+        upsert: bool,
+        policy: MergePolicy,
+        graph_vectors: Option<&GraphVectorsFn<'_>>,
+    ) -> Result<AddReport> {
         let bits = self.manifest.bits as usize;
         let w = bits.div_ceil(64);
         if rows.codes.is_empty() || !rows.codes.len().is_multiple_of(w) {
@@ -354,12 +478,29 @@ impl Writer {
             deletes: None,
         });
         self.mark_deleted(&mut next, &deleted)?;
+        let (mut segment, mut merged, mut merged_rows) = (name, 0, 0);
+        loop {
+            let tier = policy.select(&next.segments);
+            if tier.is_empty() {
+                break;
+            }
+            let holds_new = tier.iter().any(|&s| next.segments[s].name == segment);
+            let (m, done) = self.merge(&next, &tier, graph_vectors)?;
+            if holds_new {
+                segment = done.name;
+            }
+            merged += tier.len();
+            merged_rows += done.rows;
+            next = m;
+        }
         let generation = self.commit(next)?;
         Ok(AddReport {
             added: n,
             replaced: clashes.len(),
-            segment: name,
+            segment,
             id_range: (sorted[0], sorted[n - 1]),
+            merged,
+            merged_rows,
             generation,
         })
     }
@@ -459,48 +600,85 @@ impl Writer {
             .collect();
         if m.segments.len() > max_segments {
             let mut by_size: Vec<usize> = (0..m.segments.len()).collect();
-            let live = |s: usize| {
-                m.segments[s].rows - m.segments[s].deletes.as_ref().map_or(0, |d| d.deleted)
-            };
-            by_size.sort_by_key(|&s| (live(s), s));
+            by_size.sort_by_key(|&s| (m.segments[s].live_rows(), s));
             merge.extend(
                 by_size
                     .into_iter()
                     .take(m.segments.len() - max_segments + 1),
             );
         }
-        let nothing = CompactReport {
-            merged: 0,
-            rows: 0,
-            dropped: 0,
-            segments: m.segments.len(),
-            generation: m.generation,
-        };
         if merge.is_empty() {
-            return Ok(nothing);
+            return Ok(CompactReport {
+                merged: 0,
+                rows: 0,
+                dropped: 0,
+                segments: m.segments.len(),
+                generation: m.generation,
+            });
         }
+        let (next, merged) = self.merge(&m, &merge, graph_vectors)?;
+        let segments = next.segments.len();
+        let generation = self.commit(next)?;
+        Ok(CompactReport {
+            merged: merge.len(),
+            rows: merged.rows,
+            dropped: merged.dropped,
+            segments,
+            generation,
+        })
+    }
+
+    /// Writes the live rows of segments `merge` of `m` (a manifest this writer is preparing:
+    /// the segments of its snapshot are read from it, new ones from their directories; deleted
+    /// rows as `m` names them) into one new segment, and returns `m` with it in place of the
+    /// first of them (the others removed; none if no row is live). Commits nothing.
+    fn merge(
+        &mut self,
+        m: &LiveManifest,
+        merge: &BTreeSet<usize>,
+        graph_vectors: Option<&GraphVectorsFn<'_>>,
+    ) -> Result<(LiveManifest, Merged)> {
         let bits = m.bits as usize;
         let w = bits.div_ceil(64);
         let t = m.template.clone();
         let graph_on_vectors = matches!(t.graph.map(|g| g.on), Some(GraphSource::Vectors { .. }));
         if graph_on_vectors && graph_vectors.is_none() {
             return Err(Error::InvalidArgument(
-                "the index's graph is built on float vectors: compacting it needs them for the \
-                 merged rows (bsa compact decodes them with the index's model)"
+                "the index's graph is built on float vectors: merging segments needs them for \
+                 the merged rows (bsa compact and bsa add decode them with the index's model)"
                     .into(),
             ));
         }
         let name = segment_name(m.next_segment);
+        let dir = self.dir.clone();
+        let committed: Vec<String> = self
+            .manifest
+            .segments
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
         let snap = self.snapshot()?;
         let (mut codes, mut ids, mut vectors, mut norms) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut dropped = 0;
-        for &s in &merge {
-            let seg = &snap.segments()[s];
-            let index = seg.index();
+        for &s in merge {
+            let entry = &m.segments[s];
+            let opened;
+            let index = match committed.iter().position(|n| *n == entry.name) {
+                Some(at) => snap.segments()[at].index(),
+                None => {
+                    let options = OpenOptions::verify_checksums(false);
+                    opened = crate::index::Index::open_with(dir.join(&entry.name), options)?;
+                    &opened
+                }
+            };
+            let deleted = match &entry.deletes {
+                Some(d) => Some(read_deletes(&dir, d, index.len())?),
+                None => None,
+            };
             let dim = index.vector_dim().unwrap_or(0);
-            for r in 0..seg.rows() {
-                if seg.is_deleted(r) {
+            for r in 0..index.len() {
+                if deleted.as_ref().is_some_and(|d| d.contains(r)) {
                     dropped += 1;
                     continue;
                 }
@@ -558,19 +736,18 @@ impl Writer {
                     b = b.graph_on(v, dim as usize);
                 }
             }
-            b.build(self.dir.join(&name))?;
+            b.build(dir.join(&name))?;
             next.next_segment += 1;
         }
         next.segments = kept;
-        let segments = next.segments.len();
-        let generation = self.commit(next)?;
-        Ok(CompactReport {
-            merged: merge.len(),
-            rows,
-            dropped,
-            segments,
-            generation,
-        })
+        Ok((
+            next,
+            Merged {
+                rows,
+                dropped,
+                name,
+            },
+        ))
     }
 
     /// Commits `next` as the next generation: the first commit of a single-segment index moves
