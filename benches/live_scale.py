@@ -366,7 +366,7 @@ class Bench:
                     t = time.perf_counter()
                     r = self.run(["add", "--index", tmp, "--ids", self.p("chunk_ids.npy"),
                                   "--threads", self.threads] + rows(j))
-                    segs = len(json.loads((tmp / "manifest.json").read_text())["segments"])
+                    segs = len(json.loads((tmp / "manifest.json").read_text())["manifest"]["segments"])
                     adds.append({"seconds": time.perf_counter() - t, "load1": l1,
                                  "segments": segs, "line": r.stderr.strip().splitlines()[-1]})
                     print(f"  tiered add {j}: {adds[-1]}", file=sys.stderr, flush=True)
