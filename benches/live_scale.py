@@ -353,10 +353,12 @@ class Bench:
                           "--threads", self.threads])
                 self.save(f"compact_{base}", {"seconds": time.perf_counter() - t, "load1": load1()})
                 tmp.rename(comp)
-            tiered = self.p(f"{base}-tiered")
-            if kind == "model" and not tiered.exists():
-                # The same 10 adds under the default merge policy (bsa add --merge-factor 4).
-                tmp = self.p(f"{base}-tiered.tmp")
+            for factor, suffix in ((4, "tiered"), (2, "tiered2")):
+                tiered = self.p(f"{base}-{suffix}")
+                if kind != "model" or tiered.exists():
+                    continue
+                # The same 10 adds under a merge policy (bsa add --merge-factor F).
+                tmp = self.p(f"{base}-{suffix}.tmp")
                 self.fresh_copy(self.p(base), tmp)
                 adds = []
                 for j in range(10):
@@ -365,12 +367,13 @@ class Bench:
                     l1 = load1()
                     t = time.perf_counter()
                     r = self.run(["add", "--index", tmp, "--ids", self.p("chunk_ids.npy"),
-                                  "--threads", self.threads] + rows(j))
-                    segs = len(json.loads((tmp / "manifest.json").read_text())["manifest"]["segments"])
+                                  "--merge-factor", factor, "--threads", self.threads] + rows(j))
+                    m = json.loads((tmp / "manifest.json").read_text())["manifest"]
                     adds.append({"seconds": time.perf_counter() - t, "load1": l1,
-                                 "segments": segs, "line": r.stderr.strip().splitlines()[-1]})
-                    print(f"  tiered add {j}: {adds[-1]}", file=sys.stderr, flush=True)
-                self.save(f"adds_tiered_{base}", adds)
+                                 "segments": len(m["segments"]),
+                                 "line": r.stderr.strip().splitlines()[-1]})
+                    print(f"  {suffix} add {j}: {adds[-1]}", file=sys.stderr, flush=True)
+                self.save(f"adds_{suffix}_{base}", adds)
                 tmp.rename(tiered)
             two = self.p(f"{base}-2seg")
             if kind == "model" and not two.exists():
@@ -393,8 +396,9 @@ class Bench:
             variants = [("seg", self.p(f"{base}-seg")), ("compact", self.p(f"{base}-compact"))]
             if self.p(f"{base}-2seg").exists():
                 variants.append(("2seg", self.p(f"{base}-2seg")))
-            if self.p(f"{base}-tiered").exists():
-                variants.append(("tiered", self.p(f"{base}-tiered")))
+            for suffix in ("tiered", "tiered2"):
+                if self.p(f"{base}-{suffix}").exists():
+                    variants.append((suffix, self.p(f"{base}-{suffix}")))
             for label, extra in configs:
                 if a.configs and label not in a.configs:
                     continue

@@ -156,7 +156,7 @@ class Index:
         ids: Optional[npt.ArrayLike] = None,
         *,
         upsert: bool = False,
-        merge_factor: int = 4,
+        merge_factor: int = 2,
         threads: Optional[int] = None,
     ) -> int:
         """Adds rows as a new segment (as ``bsa add``), merging ``merge_factor`` segments of about

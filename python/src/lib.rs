@@ -1036,7 +1036,7 @@ impl Index {
     /// (as ``bsa add --merge-factor``; 0 never merges).
     ///
     /// Example: ``index.add(x=new_vectors, ids=new_ids)``
-    #[pyo3(signature = (x=None, codes=None, ids=None, *, upsert=false, merge_factor=4, threads=None))]
+    #[pyo3(signature = (x=None, codes=None, ids=None, *, upsert=false, merge_factor=2, threads=None))]
     #[allow(clippy::too_many_arguments)]
     fn add(
         &self,

@@ -15,7 +15,7 @@ use bsa_index::live::{MergePolicy, Writer};
 /// graph on the data needs --data. Searches that opened the index before keep their view; new
 /// ones see the rows. A crash leaves the index as it was before or after.
 ///
-/// Segments merge as the index grows: when --merge-factor segments (default 4) are of about
+/// Segments merge as the index grows: when --merge-factor segments (default 2) are of about
 /// the same size (within a factor of --merge-factor, from 1000 rows), the add merges them into
 /// one in the same commit, so an index that grows by many small adds keeps few segments and
 /// searches near the speed of a compacted one. --merge-factor 0 never merges (bsa compact

@@ -63,7 +63,8 @@ fn add_delete_compact_and_filters_equal_a_fresh_build() {
     ])
     .ok();
 
-    // Add the other rows: the same answers as the index built from all of them.
+    // Add the other rows: the same answers as the index built from all of them. (No merging
+    // here: the segments below are as the adds made them; merging is checked at the end.)
     let out = t
         .bsa(&[
             "add",
@@ -73,6 +74,8 @@ fn add_delete_compact_and_filters_equal_a_fresh_build() {
             "tail.npy",
             "--ids",
             "tail_ids.npy",
+            "--merge-factor",
+            "0",
         ])
         .ok();
     assert!(
@@ -116,6 +119,8 @@ fn add_delete_compact_and_filters_equal_a_fresh_build() {
         "--ids",
         "tail_ids.npy",
         "--upsert",
+        "--merge-factor",
+        "0",
     ])
     .ok();
 
