@@ -67,6 +67,19 @@ struct Columns {
     norms: Vec<f32>,
 }
 
+impl Columns {
+    /// The rows to add, with everything `shape` stores.
+    fn new_rows(&self, shape: Shape) -> NewRows<'_> {
+        let r = NewRows::codes(&self.codes).ids(&self.ids);
+        if !shape.floats {
+            return r;
+        }
+        r.vectors(&self.vectors)
+            .norms(&self.norms)
+            .graph_vectors(&self.vectors)
+    }
+}
+
 fn columns(rows: &[(u64, Row)]) -> Columns {
     Columns {
         codes: rows.iter().flat_map(|(_, r)| r.code.clone()).collect(),
@@ -94,13 +107,7 @@ fn build(shape: Shape, rows: &[(u64, Row)], out: &Path) {
 /// Adds `rows`; with `merge`, under a merge policy (small tiers, so that merges happen often).
 fn add(w: &mut Writer, shape: Shape, rows: &[(u64, Row)], upsert: bool, merge: Option<usize>) {
     let c = columns(rows);
-    let mut r = NewRows::codes(&c.codes).ids(&c.ids);
-    if shape.floats {
-        r = r
-            .vectors(&c.vectors)
-            .norms(&c.norms)
-            .graph_vectors(&c.vectors);
-    }
+    let r = c.new_rows(shape);
     match merge {
         None => {
             w.add(&r, upsert).unwrap();
@@ -576,7 +583,6 @@ fn adds_merge_full_tiers_in_their_commit() {
         let ids: Vec<u64> = (from..from + 10).collect();
         new_rows(rng, shape, &ids)
     };
-    let columns_of = |rows: &[(u64, Row)]| columns(rows);
 
     let path = dir.path().join("idx");
     let mut truth: BTreeMap<u64, Row> = BTreeMap::new();
@@ -586,12 +592,8 @@ fn adds_merge_full_tiers_in_their_commit() {
     let mut expect_segments = 1;
     for a in 1..=3u64 {
         let rows = rows_of(&mut rng, a * 100);
-        let c = columns_of(&rows);
-        let r = NewRows::codes(&c.codes)
-            .ids(&c.ids)
-            .vectors(&c.vectors)
-            .norms(&c.norms)
-            .graph_vectors(&c.vectors);
+        let c = columns(&rows);
+        let r = c.new_rows(shape);
         let mut w = Writer::open(&path).unwrap();
         if a == 2 {
             // A deleted row, dropped by the merge.
@@ -623,12 +625,8 @@ fn adds_merge_full_tiers_in_their_commit() {
     build(shape, &first, &path);
     let mut truth: BTreeMap<u64, Row> = first.into_iter().collect();
     let rows = rows_of(&mut rng, 500);
-    let c = columns_of(&rows);
-    let r = NewRows::codes(&c.codes)
-        .ids(&c.ids)
-        .vectors(&c.vectors)
-        .norms(&c.norms)
-        .graph_vectors(&c.vectors);
+    let c = columns(&rows);
+    let r = c.new_rows(shape);
     let mut w = Writer::open(&path).unwrap();
     let report = w
         .add_merging(&r, false, MergePolicy::tiered(2).with_min_rows(8), f)
