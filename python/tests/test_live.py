@@ -51,6 +51,15 @@ def test_add_delete_upsert_compact_equal_a_fresh_build(work, base, queries, tmp_
     index.add(x=base[8000:8100], ids=np.arange(8000, 8100))
     index.save(tmp_path / "copy")
     assert len(bsa.Index.open(tmp_path / "copy")) == len(index)
+    # Merging as it grows: two small segments of one size tier merge (merge_factor=2, the
+    # default); merge_factor=0 keeps the add apart.
+    assert index.segments == 2
+    index.add(x=base[8100:8200], ids=np.arange(8100, 8200))
+    assert index.segments == 2 and len(index) == 8000 - 4 + 200
+    index.add(x=base[8200:8300], ids=np.arange(8200, 8300), merge_factor=0)
+    assert index.segments == 3
+    D4, I4 = index.search(queries, K, score="adc", allow_ids=np.arange(0, 8000))
+    np.testing.assert_array_equal(I4, I3)
 
 
 def test_bad_changes_raise_clear_errors(work, base, tmp_path):
@@ -62,6 +71,8 @@ def test_bad_changes_raise_clear_errors(work, base, tmp_path):
         index.add(x=base[:2], ids=np.array([500, 500]))
     with pytest.raises(ValueError, match=r"give x \(floats\) or codes"):
         index.add()
+    with pytest.raises(ValueError, match="merge_factor must be 0 or more"):
+        index.add(x=base[:1], ids=np.array([900]), merge_factor=-1)
     with pytest.raises(ValueError, match="allow_ids or deny_ids"):
         index.search(base[:2], 3, allow_ids=[1], deny_ids=[2])
     assert len(index) == 100
