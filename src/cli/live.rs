@@ -18,8 +18,9 @@ use bsa_index::live::{MergePolicy, Writer};
 /// Segments merge as the index grows: when --merge-factor segments (default 2) are of about
 /// the same size (within a factor of --merge-factor, from 1000 rows), the add merges them into
 /// one in the same commit, so an index that grows by many small adds keeps few segments and
-/// searches near the speed of a compacted one. --merge-factor 0 never merges (bsa compact
-/// still does).
+/// searches near the speed of a compacted one. Segments of --merge-max-rows rows or more
+/// (default 1M) are left alone, so that no add rewrites a large segment. --merge-factor 0 never
+/// merges (bsa compact still does).
 ///
 /// Examples:
 ///   bsa add --index idx --data new.npy --ids new_ids.npy
@@ -49,6 +50,9 @@ pub struct AddArgs {
     /// Merge this many segments of about the same size into one (0: never merge).
     #[arg(long, default_value_t = MergePolicy::default().factor)]
     pub merge_factor: usize,
+    /// Segments of this many rows or more are not merged by adds (bsa compact merges them).
+    #[arg(long, default_value_t = MergePolicy::default().max_rows)]
+    pub merge_max_rows: u64,
     /// Threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -115,7 +119,7 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
             bail!("{}: {} ids for {n} new rows", p.display(), ids.len());
         }
     }
-    let merge = MergePolicy::tiered(a.merge_factor);
+    let merge = MergePolicy::tiered(a.merge_factor).with_max_rows(a.merge_max_rows);
     let r = bsa::live::add(&a.index, source, ids.as_deref(), a.upsert, a.vectors, merge)
         .with_context(|| format!("adding to {}", a.index.display()))?;
     eprintln!(

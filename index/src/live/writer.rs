@@ -134,7 +134,9 @@ pub struct CompactReport {
 ///
 /// A segment of `r` live rows is in tier `t` when `min_rows * factor^t <= max(r, min_rows) <
 /// min_rows * factor^(t+1)`. When a tier holds `factor` segments or more, they are merged into
-/// one (of the next tier, about), the lowest full tier first.
+/// one (of the next tier, about), the lowest full tier first. Segments of `max_rows` live rows
+/// or more are never merged by the policy (only by [`Writer::compact`]), so that no add has to
+/// rewrite a large segment (its graph build alone takes minutes at a million rows).
 ///
 /// ```
 /// use bsa_index::live::MergePolicy;
@@ -143,6 +145,8 @@ pub struct CompactReport {
 /// assert_eq!(p.select_sizes(&[1_000_000, 10_000, 10_000, 12_000, 9_000]), vec![1, 2, 3, 4]);
 /// // Three are not enough.
 /// assert!(p.select_sizes(&[1_000_000, 10_000, 10_000, 12_000]).is_empty());
+/// // Segments at max_rows (1M by default) stay as they are.
+/// assert!(MergePolicy::tiered(2).select_sizes(&[1_000_000, 1_200_000]).is_empty());
 /// assert!(bsa_index::live::MergePolicy::NEVER.select_sizes(&[5, 5, 5, 5, 5]).is_empty());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +156,8 @@ pub struct MergePolicy {
     pub factor: usize,
     /// Segments with fewer live rows count as this many (the lowest tier).
     pub min_rows: u64,
+    /// Segments with this many live rows or more are not merged by the policy.
+    pub max_rows: u64,
 }
 
 impl Default for MergePolicy {
@@ -169,19 +175,28 @@ impl MergePolicy {
     pub const NEVER: MergePolicy = MergePolicy {
         factor: 0,
         min_rows: 1000,
+        max_rows: 1_000_000,
     };
 
-    /// Merges `factor` segments of a tier (tiers `factor` times apart, from 1000 rows).
+    /// Merges `factor` segments of a tier (tiers `factor` times apart, from 1000 rows), leaving
+    /// segments of a million rows or more alone.
     pub fn tiered(factor: usize) -> Self {
         MergePolicy {
             factor,
             min_rows: 1000,
+            max_rows: 1_000_000,
         }
     }
 
     /// Sets [`min_rows`](Self::min_rows).
     pub fn with_min_rows(mut self, rows: u64) -> Self {
         self.min_rows = rows;
+        self
+    }
+
+    /// Sets [`max_rows`](Self::max_rows).
+    pub fn with_max_rows(mut self, rows: u64) -> Self {
+        self.max_rows = rows;
         self
     }
 
@@ -201,13 +216,19 @@ impl MergePolicy {
             }
             t
         };
-        let tiers: Vec<u32> = live_rows.iter().map(|&r| tier(r)).collect();
+        // Segments at `max_rows` or more are in no tier.
+        let tiers: Vec<Option<u32>> = live_rows
+            .iter()
+            .map(|&r| (r < self.max_rows).then(|| tier(r)))
+            .collect();
         let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
-        for &t in &tiers {
+        for &t in tiers.iter().flatten() {
             *counts.entry(t).or_default() += 1;
         }
         match counts.into_iter().find(|&(_, c)| c >= self.factor) {
-            Some((full, _)) => (0..tiers.len()).filter(|&s| tiers[s] == full).collect(),
+            Some((full, _)) => (0..tiers.len())
+                .filter(|&s| tiers[s] == Some(full))
+                .collect(),
             None => Vec::new(),
         }
     }
