@@ -1,6 +1,9 @@
 //! A live index: segments that grow by [`Writer::add`], rows removed by [`Writer::delete`],
-//! replaced by upserts, merged by [`Writer::compact`], and searched as one by a [`Snapshot`],
-//! with id filters and range search.
+//! replaced by upserts, merged by [`Writer::compact`] or by a [`MergePolicy`] as adds come in
+//! ([`Writer::add_merging`]), and searched as one by a [`Snapshot`], with id filters and range
+//! search. A snapshot searches its largest segment first and passes each query's `k`-th best
+//! hit to the others as a cutoff ([`Searcher::search_within`](crate::search::Searcher::search_within)),
+//! so small segments cost little beyond their rows.
 //!
 //! The layout follows tantivy's: an index directory of immutable segments (each a directory
 //! in the single-segment format `bsa build` writes), a deletes file per segment that has
