@@ -556,10 +556,7 @@ impl Snapshot {
     ) -> Result<(Vec<Hits>, SearchStats, Strategy)> {
         let Some(allowed) = seg.allowed(options.filter) else {
             let searcher = seg.index.searcher(mode)?;
-            let (h, s) = match cutoffs {
-                Some(c) => searcher.search_within(queries, k, score, params, None, c)?,
-                None => searcher.search(queries, k, score, params)?,
-            };
+            let (h, s) = search_with(&*searcher, queries, k, score, params, None, cutoffs)?;
             return Ok((h, s, Strategy::Plain));
         };
         let n = seg.rows();
@@ -583,23 +580,16 @@ impl Snapshot {
             }
             _ => Strategy::Subset,
         };
-        let (h, s) = match (strategy, cutoffs) {
-            (Strategy::Subset, _) => {
+        let (h, s) = match strategy {
+            Strategy::Subset => {
                 check_mode(&seg.index, mode)?;
                 subset_search(seg, &allowed, queries, k, score, params, cutoffs)?
             }
-            (_, Some(c)) => seg.index.searcher(mode)?.search_within(
-                queries,
-                k,
-                score,
-                params,
-                Some(&allowed),
-                c,
-            )?,
-            (_, None) => seg
-                .index
-                .searcher(mode)?
-                .search_allowed(queries, k, score, params, &allowed)?,
+            _ => {
+                let searcher = seg.index.searcher(mode)?;
+                let a = Some(&allowed);
+                search_with(&*searcher, queries, k, score, params, a, cutoffs)?
+            }
         };
         Ok((h, s, strategy))
     }
@@ -700,10 +690,7 @@ fn subset_search(
         &cache,
     );
     let flat = FlatSearcher::new(view, FlatParams::default());
-    let (mut hits, stats) = match cutoffs {
-        Some(c) => flat.search_within(queries, k, score, params, None, c)?,
-        None => flat.search(queries, k, score, params)?,
-    };
+    let (mut hits, stats) = search_with(&flat, queries, k, score, params, None, cutoffs)?;
     for h in &mut hits {
         for (row, id) in h.rows.iter_mut().zip(h.ids.iter_mut()) {
             let r = rows[*row as usize];
@@ -712,6 +699,23 @@ fn subset_search(
         }
     }
     Ok((hits, stats))
+}
+
+/// `searcher`'s search restricted to `allowed` and `cutoffs`, each when given.
+fn search_with(
+    searcher: &dyn Searcher,
+    queries: &[u64],
+    k: usize,
+    score: &Score<'_>,
+    params: &SearchParams,
+    allowed: Option<&RowSet>,
+    cutoffs: Option<Cutoffs<'_>>,
+) -> Result<(Vec<Hits>, SearchStats)> {
+    match (allowed, cutoffs) {
+        (a, Some(c)) => searcher.search_within(queries, k, score, params, a, c),
+        (Some(a), None) => searcher.search_allowed(queries, k, score, params, a),
+        (None, None) => searcher.search(queries, k, score, params),
+    }
 }
 
 /// Each query's best keys over the segments searched so far, for the cutoffs of the next:

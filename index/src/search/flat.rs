@@ -18,8 +18,7 @@ use crate::hamming::{tile_codes, Kernel};
 use crate::rowset::RowSet;
 use crate::score::{desc_key, overlap_key, table_score, table_sum, Score};
 use crate::search::{
-    check_queries, search_within_by, CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher,
-    Split,
+    search_within_by, CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher, Split,
 };
 use crate::sparse::SparseView;
 use crate::topk::{merge_keys, TopK};
@@ -97,11 +96,15 @@ impl Searcher for FlatSearcher<'_> {
         allowed: Option<&RowSet>,
         cutoffs: Cutoffs<'_>,
     ) -> Result<(Vec<Hits>, SearchStats)> {
-        let c = &self.codes;
-        let nq = check_queries(queries, c.words_per_code(), c.bits())?;
-        search_within_by(nq, c.len(), k, score, allowed, cutoffs, |k, limits| {
-            self.run(queries, k, score, params, Some(limits))
-        })
+        search_within_by(
+            &self.codes,
+            queries,
+            k,
+            score,
+            allowed,
+            cutoffs,
+            |k, limits| self.run(queries, k, score, params, Some(limits)),
+        )
     }
 }
 

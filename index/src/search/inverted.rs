@@ -59,8 +59,7 @@ use crate::search::blocked::{
 };
 use crate::search::flat::{search_keys_by, search_scored_keys, KeyLimits};
 use crate::search::{
-    check_queries, search_within_by, CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher,
-    Split,
+    search_within_by, CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher, Split,
 };
 use crate::topk::{key, KeyTopK, TopK};
 
@@ -681,12 +680,18 @@ impl Searcher for InvertedSearcher<'_> {
         allowed: Option<&RowSet>,
         cutoffs: Cutoffs<'_>,
     ) -> Result<(Vec<Hits>, SearchStats)> {
-        let c = &self.codes;
-        let nq = check_queries(queries, c.words_per_code(), c.bits())?;
-        search_within_by(nq, c.len(), k, score, allowed, cutoffs, |k, limits| {
-            let (hits, s) = self.run(queries, k, score, params, Some(limits))?;
-            Ok((hits, self.stats(params, &s)?))
-        })
+        search_within_by(
+            &self.codes,
+            queries,
+            k,
+            score,
+            allowed,
+            cutoffs,
+            |k, limits| {
+                let (hits, s) = self.run(queries, k, score, params, Some(limits))?;
+                Ok((hits, self.stats(params, &s)?))
+            },
+        )
     }
 
     fn search(

@@ -210,26 +210,27 @@ impl Cutoffs<'_> {
 }
 
 /// [`Searcher::search_within`] for a mode that takes cutoffs as per-query key limits:
-/// `run(k, limits)` searches with them (`nq` queries, `n` rows); a filter is answered by
+/// `run(k, limits)` searches `queries` over `codes` with them; a filter is answered by
 /// over-fetching, as [`Searcher::search_allowed`] does (exact: at most the excluded rows can
 /// rank above an allowed one within the cutoff). Hits beyond a cutoff that `run` may still
 /// return are dropped.
 pub(crate) fn search_within_by(
-    nq: usize,
-    n: usize,
+    codes: &CodesView<'_>,
+    queries: &[u64],
     k: usize,
     score: &Score<'_>,
     allowed: Option<&RowSet>,
     cutoffs: Cutoffs<'_>,
     run: impl FnOnce(usize, &[u32]) -> Result<(Vec<Hits>, SearchStats)>,
 ) -> Result<(Vec<Hits>, SearchStats)> {
+    let nq = check_queries(queries, codes.words_per_code(), codes.bits())?;
     cutoffs.check_score(score)?;
     cutoffs.check_len(nq)?;
     let limits = cutoffs.keys();
     let (mut hits, stats) = match allowed {
         None => run(k, &limits)?,
         Some(allowed) => {
-            check_allowed(allowed, n)?;
+            check_allowed(allowed, codes.len())?;
             let excluded = allowed.len() - allowed.count();
             let (mut hits, stats) = run(k.saturating_add(excluded), &limits)?;
             for h in &mut hits {
