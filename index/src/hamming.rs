@@ -471,6 +471,13 @@ mod avx2 {
     //! vectors fit a byte) and run one `vpsadbw` per code; a transposing reduction then gives
     //! eight `u32` distances in row order.
     //!
+    //! All eight codes of a step go through the vector units. A hybrid that sent four of them
+    //! through scalar `popcnt` instead (so integer and vector units would work side by side) was
+    //! no faster on an Intel Xeon (Sapphire Rapids; 9% faster at 1024 bits, equal at 256) and
+    //! slower on an AMD EPYC (Zen 4), an AVX2 kernel's main customer: 1M x 256-bit codes, 2
+    //! threads, batch 1,397-1,428 QPS vector-only against 919-1,365 hybrid
+    //! (`examples/flat_qps.rs`, alternating runs).
+    //!
     //! Safety: every `unsafe` function here requires the CPU feature `avx2`. They are reachable
     //! only through [`select`], which returns them only after `is_x86_feature_detected!`
     //! confirmed it. Loads are unaligned (`loadu`) and stay inside the slices: each step reads
@@ -609,76 +616,6 @@ mod avx2 {
         }
     }
 
-    /// Distances of the four codes starting at `p` (W >= 4 words each) as four `u32`.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn dist4<const W: usize>(q: &Query, p: *const u64) -> __m128i {
-        let mut r = [_mm256_setzero_si256(); 4];
-        for (i, acc) in r.iter_mut().enumerate() {
-            let c = p.add(i * W);
-            let mut bytes = byte_counts(q.regs[0], c);
-            for m in 1..W / 4 {
-                bytes = _mm256_add_epi8(bytes, byte_counts(q.regs[m], c.add(4 * m)));
-            }
-            *acc = word_sums(bytes);
-        }
-        let a = interleave32(r[0], r[1]);
-        let b = interleave32(r[2], r[3]);
-        let s = _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b));
-        _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s))
-    }
-
-    /// The scan for W >= 4: of every eight codes, four go through the vector popcount above and
-    /// four through scalar `popcnt`, so the CPU can run both side by side. AVX2 has no vector
-    /// popcount: the nibble lookup costs about 9 vector instructions per 256 bits, against 4
-    /// `popcnt` (plus loads and adds) for the scalar path, so neither alone is much faster than
-    /// the other. Measured on an Intel Xeon (Sapphire Rapids, where `popcnt` and the vector
-    /// units share ports; `examples/kernel_probe.rs`, min of 30 trials): portable 2.18 ns/code,
-    /// vector-only 1.96-2.02, hybrid 1.96-2.03 at 256 bits; 8.3-9.0, 7.1-7.4 and 6.5-6.8 at
-    /// 1024 bits. On AMD Zen, whose integer ALUs and vector pipes are separate, the two halves
-    /// overlap fully. Rows are offered in ascending order, as every scan does.
-    #[target_feature(enable = "avx2")]
-    unsafe fn scan_hybrid<const W: usize>(
-        query: &[u64],
-        codes: &[u64],
-        first_row: u32,
-        topk: &mut TopK,
-    ) {
-        let clamp = |t: u32| _mm_set1_epi32(t.min(i32::MAX as u32) as i32);
-        let q = load_query::<W>(query);
-        let qa: &[u64; W] = query.try_into().expect("query width equals kernel width");
-        let n = codes.len() / W;
-        let full = n / 8 * 8;
-        let mut t = topk.threshold();
-        let mut thr = clamp(t);
-        let mut i = 0;
-        while i < full {
-            // i + 8 <= n: the eight codes at i lie inside `codes`.
-            let d = dist4::<W>(&q, codes.as_ptr().add(i * W));
-            let scalar: [u32; 4] = std::array::from_fn(|j| {
-                let c = &codes[(i + 4 + j) * W..(i + 5 + j) * W];
-                super::hamming_fixed(qa, c.try_into().expect("W words"))
-            });
-            let mask = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpgt_epi32(thr, d))) as u32;
-            if mask != 0 {
-                let mut lanes = [0u32; 4];
-                _mm_storeu_si128(lanes.as_mut_ptr().cast(), d);
-                super::offer_mask(topk, mask, first_row + i as u32, |j| lanes[j]);
-                t = topk.threshold();
-                thr = clamp(t);
-            }
-            for (j, &dj) in scalar.iter().enumerate() {
-                if dj < t {
-                    topk.offer(dj, first_row + (i + 4 + j) as u32);
-                    t = topk.threshold();
-                    thr = clamp(t);
-                }
-            }
-            i += 8;
-        }
-        super::scan_fixed::<W>(query, &codes[full * W..], first_row + full as u32, topk);
-    }
-
     #[target_feature(enable = "avx2")]
     unsafe fn scan_impl<const W: usize>(
         query: &[u64],
@@ -686,9 +623,6 @@ mod avx2 {
         first_row: u32,
         topk: &mut TopK,
     ) {
-        if W >= 4 {
-            return scan_hybrid::<W>(query, codes, first_row, topk);
-        }
         // W <= 64, so distances are at most 4096 and compare correctly as signed i32 against
         // a threshold clamped to i32::MAX.
         let clamp = |t: u32| _mm256_set1_epi32(t.min(i32::MAX as u32) as i32);
