@@ -206,36 +206,52 @@ fn fold_lanes<F: Real>(acc: [F; LANES]) -> F {
 /// 4 AVX-512, 8 AVX2 or 16 SSE registers.
 const BLOCK: usize = 64;
 
-/// `out = base + sum over r in rows of table[r]` (rows of `table` are `out.len()` wide), adding
-/// in the order of `rows`. Each block of `BLOCK` columns stays in registers while the rows are
-/// added, so the rows are only read and `out` is written once.
+/// Row `i` of `out` (rows `width` wide) is `base + sum of table[r]` over the table rows
+/// `r in ids[offsets[i]..offsets[i + 1]]`, added in that order (`offsets` holds one more entry
+/// than `out` has rows; rows of `table` are `width` wide too).
+///
+/// Each block of `BLOCK` columns stays in registers while a row's table rows are added, so they
+/// are only read and `out` is written once. The column blocks are the outer loop: the block of
+/// every table row (256 KiB for 1,024 rows of `f32`) then stays in the core's L2 cache while all
+/// the output rows gather from it, where a row-by-row loop would stream the whole table (1.5 MiB
+/// at 1,024 x 384) from L3 for every row. The order of the sums is the same either way.
 #[inline(always)]
-pub fn gather_sum_body<F: Real>(base: Option<&[F]>, rows: &[u32], table: &[F], out: &mut [F]) {
-    let width = out.len();
+pub fn gather_sum_rows_body<F: Real>(
+    base: Option<&[F]>,
+    offsets: &[usize],
+    ids: &[u32],
+    table: &[F],
+    width: usize,
+    out: &mut [F],
+) {
+    debug_assert_eq!(out.len(), (offsets.len() - 1) * width);
     for start in (0..width).step_by(BLOCK) {
         let end = (start + BLOCK).min(width);
-        if end - start == BLOCK {
-            let mut acc = [F::zero(); BLOCK];
-            if let Some(b) = base {
-                acc.copy_from_slice(&b[start..end]);
-            }
-            for &r in rows {
-                let src = &table[r as usize * width + start..][..BLOCK];
-                for l in 0..BLOCK {
-                    acc[l] += src[l];
+        for (row, o) in out.chunks_exact_mut(width).enumerate() {
+            let rows = &ids[offsets[row]..offsets[row + 1]];
+            let o = &mut o[start..end];
+            if end - start == BLOCK {
+                let mut acc = [F::zero(); BLOCK];
+                if let Some(b) = base {
+                    acc.copy_from_slice(&b[start..end]);
                 }
-            }
-            out[start..end].copy_from_slice(&acc);
-        } else {
-            let o = &mut out[start..end];
-            match base {
-                Some(b) => o.copy_from_slice(&b[start..end]),
-                None => o.fill(F::zero()),
-            }
-            for &r in rows {
-                let src = &table[r as usize * width + start..][..end - start];
-                for (a, &v) in o.iter_mut().zip(src) {
-                    *a += v;
+                for &r in rows {
+                    let src = &table[r as usize * width + start..][..BLOCK];
+                    for l in 0..BLOCK {
+                        acc[l] += src[l];
+                    }
+                }
+                o.copy_from_slice(&acc);
+            } else {
+                match base {
+                    Some(b) => o.copy_from_slice(&b[start..end]),
+                    None => o.fill(F::zero()),
+                }
+                for &r in rows {
+                    let src = &table[r as usize * width + start..][..end - start];
+                    for (a, &v) in o.iter_mut().zip(src) {
+                        *a += v;
+                    }
                 }
             }
         }
@@ -243,13 +259,15 @@ pub fn gather_sum_body<F: Real>(base: Option<&[F]>, rows: &[u32], table: &[F], o
 }
 
 multiversion! {
-    /// [`gather_sum_body`] for `family`.
-    pub(crate) fn gather_sum<F: Real>(
+    /// [`gather_sum_rows_body`] for `family`.
+    pub(crate) fn gather_sum_rows<F: Real>(
         base: Option<&[F]>,
-        rows: &[u32],
+        offsets: &[usize],
+        ids: &[u32],
         table: &[F],
+        width: usize,
         out: &mut [F],
-    ) = gather_sum_body;
+    ) = gather_sum_rows_body;
 }
 
 /// Adds `be` to each row of the pre-activations `h` (rows of `be.len()`), writes the code of
@@ -663,8 +681,22 @@ mod tests {
             for kind in [LossKind::Cosine, LossKind::Mse] {
                 distance_rows_chunk(f, kind, &u, &v, d, 3.0, &mut losses, Some(&mut gx));
             }
-            let mut out = vec![0.0f32; d];
-            gather_sum(f, Some(&v[..d]), &codes[0], &table, &mut out);
+            let offsets: Vec<usize> = std::iter::once(0)
+                .chain(codes.iter().scan(0, |end, c| {
+                    *end += c.len();
+                    Some(*end)
+                }))
+                .collect();
+            let mut out = vec![0.0f32; rows * d];
+            gather_sum_rows(
+                f,
+                Some(&v[..d]),
+                &offsets,
+                &codes.concat(),
+                &table,
+                d,
+                &mut out,
+            );
             let mut sums = vec![0.0f32; n];
             column_sums(f, &g, n, &mut sums);
             let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();

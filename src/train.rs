@@ -506,12 +506,40 @@ fn resize<F: Real>(a: &mut ndarray::Array1<F>, len: usize) {
 fn decode_sparse<F: Real>(family: Family, p: &Params<F>, active: &[Vec<u32>], out: &mut Array2<F>) {
     let dim = p.dim();
     ensure_dim(out, (active.len(), dim));
+    let mut offsets = Vec::with_capacity(active.len() + 1);
+    offsets.push(0);
+    for set in active {
+        offsets.push(offsets.last().copied().unwrap_or(0) + set.len());
+    }
+    let ids = active.concat();
     let (bd, table) = (p.bd.as_slice().unwrap(), p.wd_t.as_slice().unwrap());
+    gather_rows(family, Some(bd), &offsets, &ids, table, dim, out);
+}
+
+/// [`simd::gather_sum_rows`] over all rows of `out`, in a few large parallel tasks (each task
+/// keeps a column block of the table in cache for all of its rows).
+fn gather_rows<F: Real>(
+    family: Family,
+    base: Option<&[F]>,
+    offsets: &[usize],
+    ids: &[u32],
+    table: &[F],
+    width: usize,
+    out: &mut Array2<F>,
+) {
+    let rows = out.nrows();
+    let per_task = rows
+        .div_ceil(2 * rayon::current_num_threads())
+        .max(ROWS_PER_TASK);
     out.as_slice_mut()
-        .unwrap()
-        .par_chunks_mut(dim)
-        .zip(active)
-        .for_each(|(row, bits)| simd::gather_sum(family, Some(bd), bits, table, row));
+        .expect("a fresh matrix is contiguous")
+        .par_chunks_mut(per_task * width)
+        .enumerate()
+        .for_each(|(t, o)| {
+            let first = t * per_task;
+            let offsets = &offsets[first..=first + o.len() / width];
+            simd::gather_sum_rows(family, base, offsets, ids, table, width, o)
+        });
 }
 
 /// The 0/1 matrix of a batch of codes given as set-bit lists.
@@ -551,13 +579,7 @@ fn scatter_rows<F: Real>(family: Family, active: &[Vec<u32>], g: &Array2<F>, out
     let width = g.ncols();
     let table = g.as_slice().expect("a fresh gradient is contiguous");
     ensure_dim(out, (n, width));
-    out.as_slice_mut()
-        .unwrap()
-        .par_chunks_mut(width)
-        .enumerate()
-        .for_each(|(j, row)| {
-            simd::gather_sum(family, None, &rows[start[j]..start[j + 1]], table, row)
-        });
+    gather_rows(family, None, &start, &rows, table, width, out);
 }
 
 /// Training settings. Build with [`TrainParams::new`], adjust the public fields, then
