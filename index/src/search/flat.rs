@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::adc::{AdcCodes, QuantisedTable, QueryGroup, ScanStats, GROUP};
 use crate::error::{Error, Result};
-use crate::hamming::{tile_codes, Kernel};
+use crate::hamming::{regroup4, tile_codes, Grouped4, Kernel};
 use crate::rowset::RowSet;
 use crate::score::{desc_key, overlap_key, table_score, table_sum, Score};
 use crate::search::{
@@ -241,16 +241,51 @@ pub(crate) fn search_keys(
     limits: KeyLimits<'_>,
 ) -> Vec<Vec<u64>> {
     let kernel = Kernel::select(params.family(), w);
+    let nq = queries.len() / w;
+    let query = |qi: usize| &queries[qi * w..(qi + 1) * w];
+    // A batch on AVX2 with 256-bit codes: each tile regrouped once for a block of queries.
+    if let Some(grouped) =
+        Grouped4::select(params.family(), w).filter(|_| nq >= GROUPED_MIN_QUERIES)
+    {
+        return search_keys_by_tile(
+            codes,
+            w,
+            nq,
+            k,
+            params.split,
+            limits,
+            tile_codes(w),
+            MAX_QUERY_BLOCK,
+            |q0, block, first, tops| {
+                let mut regrouped = Vec::new();
+                let whole = regroup4(block, &mut regrouped);
+                for (j, top) in tops.iter_mut().enumerate() {
+                    grouped.scan(query(q0 + j), &regrouped, first, top);
+                    // first + whole <= n <= u32::MAX (checked by the callers).
+                    kernel.scan(
+                        query(q0 + j),
+                        &block[whole * w..],
+                        first + whole as u32,
+                        top,
+                    );
+                }
+            },
+        );
+    }
     search_keys_by(
         codes,
         w,
-        queries.len() / w,
+        nq,
         k,
         params.split,
         limits,
-        |qi, block, first, top| kernel.scan(&queries[qi * w..(qi + 1) * w], block, first, top),
+        |qi, block, first, top| kernel.scan(query(qi), block, first, top),
     )
 }
+
+/// Queries from which a batch regroups its tiles for [`Grouped4`]: the regrouping of a tile
+/// costs about what one query's scan of it does.
+const GROUPED_MIN_QUERIES: usize = 8;
 
 /// The tiled, parallel exact scan with any per-block scorer: `scan(query, block, first_row,
 /// top)` offers every code of `block` (rows `first_row..`) to `top`, as a `u32` key that is
