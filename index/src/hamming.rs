@@ -363,12 +363,7 @@ pub(crate) fn regroup4(codes: &[u64], out: &mut Vec<u64>) -> usize {
     let groups = codes.len() / 16;
     out.clear();
     out.resize(groups * 16, 0);
-    for (g, (src, dst)) in codes
-        .chunks_exact(16)
-        .zip(out.chunks_exact_mut(16))
-        .enumerate()
-    {
-        debug_assert!(g < groups);
+    for (src, dst) in codes.chunks_exact(16).zip(out.chunks_exact_mut(16)) {
         for w in 0..4 {
             for i in 0..4 {
                 dst[4 * w + i] = src[4 * i + w];
