@@ -83,12 +83,7 @@ fn norm(q: &[f32]) -> f32 {
 /// If the row is out of range.
 pub fn cosine(vectors: Vectors<'_>, row: usize, query: &[f32]) -> f32 {
     let (dot, nn) = vectors.dot_norm(row, query);
-    let denom = nn.sqrt() * norm(query);
-    if denom > 0.0 && denom.is_finite() {
-        dot / denom
-    } else {
-        0.0
-    }
+    cosine_from(dot, nn.sqrt() * norm(query))
 }
 
 /// Checks a float query against vectors of dimension `dim`: its length, and finite values.
@@ -108,6 +103,39 @@ pub(crate) fn check_query(query: &[f32], dim: usize) -> Result<()> {
     Ok(())
 }
 
+/// The cosine similarity of `query` with each `(vectors, row)` (rows in range, checked by the
+/// caller), in order. Candidates are scattered rows of large mapped files: the rows a few steps
+/// ahead are requested while the current one is scored, so their cache misses overlap, and the
+/// query's norm is computed once.
+pub(crate) fn cosines(rows: &[(Vectors<'_>, usize)], query: &[f32]) -> Vec<f32> {
+    let dim = query.len();
+    const AHEAD: usize = 16;
+    let fetch = |pos: usize| {
+        if let Some(&(v, r)) = rows.get(pos) {
+            v.prefetch_row(r, dim);
+        }
+    };
+    (0..AHEAD).for_each(fetch);
+    let qn = norm(query);
+    rows.iter()
+        .enumerate()
+        .map(|(pos, &(v, r))| {
+            fetch(pos + AHEAD);
+            let (dot, nn) = v.dot_norm(r, query);
+            cosine_from(dot, nn.sqrt() * qn)
+        })
+        .collect()
+}
+
+/// `dot / denom`, or 0 when the norms give no finite positive denominator.
+fn cosine_from(dot: f32, denom: f32) -> f32 {
+    if denom > 0.0 && denom.is_finite() {
+        dot / denom
+    } else {
+        0.0
+    }
+}
+
 /// Scores `rows` (distinct) of `vectors` against `query` and returns the `k` best
 /// `(position in rows, score)` pairs, descending score, ties by ascending row.
 pub fn cosine_top_k(
@@ -124,25 +152,25 @@ pub fn cosine_top_k(
     }
     check_query(query, dim)?;
     let n = vectors.len_elems() / dim;
-    let mut scored = Vec::with_capacity(rows.len());
-    // Candidates are scattered rows of a large mapped file: ask for the rows a few steps ahead
-    // while scoring the current one, so their cache misses overlap.
-    const AHEAD: usize = 4;
-    let fetch = |pos: usize| {
-        if let Some(r) = rows.get(pos).and_then(|&r| usize::try_from(r).ok()) {
-            vectors.prefetch_row(r, dim);
-        }
-    };
-    (0..AHEAD).for_each(fetch);
-    for (pos, &r) in rows.iter().enumerate() {
-        fetch(pos + AHEAD);
-        let r = usize::try_from(r).ok().filter(|&r| r < n).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "candidate row {r} is out of range (index has {n} rows)"
-            ))
-        })?;
-        scored.push((pos, r, cosine(vectors, r, query)));
-    }
+    let located = rows
+        .iter()
+        .map(|&r| {
+            usize::try_from(r)
+                .ok()
+                .filter(|&r| r < n)
+                .map(|r| (vectors, r))
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "candidate row {r} is out of range (index has {n} rows)"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut scored: Vec<(usize, usize, f32)> = cosines(&located, query)
+        .into_iter()
+        .enumerate()
+        .map(|(pos, s)| (pos, located[pos].1, s))
+        .collect();
     scored.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.1.cmp(&b.1)));
     scored.truncate(k);
     Ok(scored.into_iter().map(|(p, _, s)| (p, s)).collect())

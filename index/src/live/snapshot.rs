@@ -18,7 +18,7 @@ use crate::search::{
 };
 use crate::search::{AdcCache, SearchStats, Searcher};
 use crate::sparse::SparseCodes;
-use crate::vectors::{check_query, cosine};
+use crate::vectors::{check_query, cosines};
 
 /// Below this fraction of a segment's rows, a filtered search scores just the allowed rows (an
 /// exact scan of a copy of their codes) instead of asking the mode for more and dropping rows,
@@ -606,22 +606,27 @@ impl Snapshot {
             ))
         })?;
         check_query(query, dim)?;
-        let mut scored = Vec::with_capacity(hits.len());
-        for (p, &row) in hits.rows.iter().enumerate() {
-            let (s, r) = self.locate(row).ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "candidate row {row} is out of range (the snapshot has {} rows)",
-                    self.rows()
-                ))
-            })?;
-            let v = self.segments[s].index.vectors().ok_or_else(|| {
-                Error::corrupt(
-                    self.dir.join(&self.segments[s].name),
-                    "the segment stores no vectors but the index says every segment does",
-                )
-            })?;
-            scored.push((p, cosine(v, r, query)));
-        }
+        let located = hits
+            .rows
+            .iter()
+            .map(|&row| {
+                let (s, r) = self.locate(row).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "candidate row {row} is out of range (the snapshot has {} rows)",
+                        self.rows()
+                    ))
+                })?;
+                let v = self.segments[s].index.vectors().ok_or_else(|| {
+                    Error::corrupt(
+                        self.dir.join(&self.segments[s].name),
+                        "the segment stores no vectors but the index says every segment does",
+                    )
+                })?;
+                Ok((v, r))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut scored: Vec<(usize, f32)> =
+            cosines(&located, query).into_iter().enumerate().collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(hits.ids[a.0].cmp(&hits.ids[b.0])));
         scored.truncate(k);
         Ok(Hits {

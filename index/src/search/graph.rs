@@ -268,6 +268,11 @@ fn search_one<M: Metric>(
         if results.len() >= ef && results.peek().is_some_and(|&worst| c > worst) {
             break;
         }
+        // The list most likely expanded next is fetched while this one's rows are scored (the
+        // list of a popped candidate is otherwise the walk's first cache miss per step).
+        if let Some(&Reverse(next)) = candidates.peek() {
+            prefetch(g.slots(key_row(next), 0));
+        }
         fresh.clear();
         for &nb in g.slots(key_row(c), 0) {
             if nb == NO_NEIGHBOUR {
