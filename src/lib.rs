@@ -8,6 +8,8 @@
 //! - [`groundtruth`]: exact cosine top-k (blocked GEMM), the ground truth of recall.
 //! - [`model`]: the model, its forward pass and code packing.
 //! - [`deterministic`]: float products fixed bit for bit by their inputs (search tables, codes).
+//! - [`int_tables`]: ADC tables from exact integer products, the fast candidate tables of a
+//!   rescored search.
 //! - [`metrics`]: the paper's reconstruction and sparsity metrics.
 //! - [`bench`](mod@bench): the benchmark grid (methods x N x K): recall, bytes per vector, report and plots.
 //! - [`io`]: embedding files (`.npy`, `.fvecs`) and model files (safetensors).
@@ -42,6 +44,7 @@ pub mod deterministic;
 pub mod error;
 mod greedy;
 pub mod groundtruth;
+pub mod int_tables;
 pub mod io;
 pub mod live;
 pub mod loss;

@@ -60,14 +60,27 @@ impl Autoencoder {
     /// dot(q_i, bd)`), so the printed scores are the same bytes for any CPU and thread count.
     pub fn adc_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
         let t = deterministic::matmul_nt(q, self.params.wd_t.view());
+        (t.into_raw_vec_and_offset().0, self.adc_offsets(q))
+    }
+
+    /// Per-query ADC tables for picking candidates that are re-ranked by exact cosine
+    /// (`--rescore`): as [`Autoencoder::adc_tables`], but each entry of `u` is the exact integer
+    /// product of the query and decoder rounded to 12 bits ([`crate::int_tables`]), three to
+    /// four times faster to compute and within about 1e-3 of the float entry. The offsets are
+    /// the float ones. The same bits on every CPU and thread count.
+    pub fn adc_candidate_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
+        let t = crate::int_tables::IntDecoder::new(self.params.wd_t.view()).tables(q);
+        (t, self.adc_offsets(q))
+    }
+
+    /// `q_i . bd` for each query, a [`deterministic::dot`] each.
+    fn adc_offsets(&self, q: ArrayView2<f32>) -> Vec<f32> {
         let bd = self.params.bd.as_standard_layout();
         let bd = bd.as_slice().expect("standard layout");
-        let o = q
-            .rows()
+        q.rows()
             .into_iter()
             .map(|r| deterministic::dot(&r.to_vec(), bd))
-            .collect();
-        (t.into_raw_vec_and_offset().0, o)
+            .collect()
     }
 
     /// Per-query tables of the soft score: the query's sigmoid activations `sigmoid(q We^T + be)`,

@@ -368,14 +368,14 @@ pub fn search_filtered(
         )));
     }
     let started = Instant::now();
-    // Per-query tables for the asymmetric scores, each entry a fixed-order sum
-    // (`crate::deterministic`), so the scores do not depend on the thread count or the CPU.
-    let (tables, offsets) = match (score_name, model, &floats) {
-        (ScoreName::Adc, Some(m), Some(q)) => m.adc_tables(q.view()),
-        (ScoreName::Soft, Some(m), Some(q)) => m.soft_tables(q.view()),
-        (ScoreName::Overlap, _, _) => overlap_tables(&codes, bits),
-        _ => (Vec::new(), Vec::new()),
-    };
+    let (tables, offsets) = tables(
+        score_name,
+        model,
+        floats.as_ref().map(|q| q.view()),
+        &codes,
+        bits,
+        request.rescore.is_some(),
+    );
     let score = match score_name {
         ScoreName::Cosine => Score::Cosine,
         ScoreName::Jaccard => Score::Jaccard,
@@ -407,6 +407,33 @@ pub fn search_filtered(
         seconds: started.elapsed().as_secs_f64(),
         encode_seconds,
     })
+}
+
+/// The per-query tables and offsets of a table score (empty for the others), the same bits on
+/// every CPU and thread count:
+///
+/// * `adc`: [`Autoencoder::adc_tables`], or, when the candidates are then re-ranked by exact
+///   cosine (`rescoring`), the integer tables of [`Autoencoder::adc_candidate_tables`], which
+///   pick the same candidates at a fraction of the cost;
+/// * `soft`: [`Autoencoder::soft_tables`];
+/// * `overlap`: [`overlap_tables`] of the query codes (`bits` per code).
+///
+/// `model` and `floats` are needed by `adc` and `soft` (empty tables without them).
+pub fn tables(
+    score: ScoreName,
+    model: Option<&Autoencoder>,
+    floats: Option<ArrayView2<f32>>,
+    codes: &[u64],
+    bits: usize,
+    rescoring: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    match (score, model, floats) {
+        (ScoreName::Adc, Some(m), Some(q)) if rescoring => m.adc_candidate_tables(q),
+        (ScoreName::Adc, Some(m), Some(q)) => m.adc_tables(q),
+        (ScoreName::Soft, Some(m), Some(q)) => m.soft_tables(q),
+        (ScoreName::Overlap, _, _) => overlap_tables(codes, bits),
+        _ => (Vec::new(), Vec::new()),
+    }
 }
 
 /// Per-query 0/1 tables of the overlap score: 1.0 at each set bit of the query code, offsets 0

@@ -123,8 +123,17 @@ mod with_milvus {
             bail!("--k x --rescore = {fetch} exceeds Milvus's top-k limit of {MAX_LIMIT}");
         }
         let wpc = pack::words_per_code(bits);
+        // The local search's tables (integer ones under --rescore), so both pick the same
+        // candidates.
         let (tables, offsets) = match (&model, &float_queries) {
-            (Some(m), Some(q)) if a.score == ScoreName::Adc => m.adc_tables(q.view()),
+            (Some(m), Some(q)) if a.score == ScoreName::Adc => bsa::query::tables(
+                bsa::query::ScoreName::Adc,
+                Some(m),
+                Some(q.view()),
+                &[],
+                bits,
+                a.rescore.is_some(),
+            ),
             _ => (Vec::new(), Vec::new()),
         };
 

@@ -18,12 +18,15 @@ use super::io::open_embeddings;
 /// With --labels FILE, the neighbours' lines of FILE instead. The output is the same bytes for
 /// every --threads.
 ///
-/// Scores (all exact, ties by smaller row, in every --mode but hnsw, which is Hamming only):
+/// Scores (exact, ties by smaller row, in flat and inverted mode; the graph of --mode hnsw ranks
+/// by Hamming distance, or by adc and soft when it was built on decoded vectors):
 ///   hamming  |q xor b| ascending
 ///   cosine   |q and b| / sqrt(|q| |b|), descending;  jaccard  |q and b| / |q or b|
 ///   overlap  |q and b|, descending
 ///   adc      cos(q, xhat_b): the float query against each code as the model decodes it
-///            (needs float --queries and an index built with --model)
+///            (needs float --queries and an index built with --model; with --rescore the
+///            candidates come from 8-bit integer tables, 2-3x faster to compute, and only their
+///            exact cosines are printed)
 ///   soft     sigmoid(q We^T + be) . b (needs float --queries and the model)
 ///
 /// Examples:
@@ -75,7 +78,7 @@ pub struct Args {
     #[arg(long)]
     pub k: Option<usize>,
     /// flat (exact scan), inverted (exact, posting lists; needs `bsa build --inverted`) or hnsw
-    /// (graph, approximate, Hamming only).
+    /// (graph, approximate; needs `bsa build --hnsw`).
     #[arg(long, value_enum, default_value = "flat")]
     pub mode: Mode,
     /// How codes are ranked: hamming, cosine, jaccard, overlap, adc or soft (see above).
@@ -84,7 +87,8 @@ pub struct Args {
     /// HNSW candidate list size (default: the value stored at build time).
     #[arg(long)]
     pub ef: Option<usize>,
-    /// Re-rank the top k x R candidates (by --score) by exact cosine against the stored vectors.
+    /// Re-rank the top k x R candidates (by --score) by exact cosine against the stored vectors
+    /// (with --score adc, the candidates are picked with integer ADC tables: see above).
     #[arg(long)]
     pub rescore: Option<usize>,
     /// Range search: every neighbour within this Hamming distance (--score hamming only).

@@ -132,16 +132,16 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         );
     }
     let started = Instant::now();
-    // Per-query tables for the asymmetric scores, each entry a fixed-order sum
-    // (`bsa::deterministic`), so the scores printed do not depend on --threads or the CPU.
-    let (tables, offsets) = match (table_score, &model, &float_queries) {
-        (true, Some(m), Some(q)) if a.score == ScoreName::Adc => m.adc_tables(q.view()),
-        (true, Some(m), Some(q)) => m.soft_tables(q.view()),
-        // Overlap |q and b|: a 0/1 table of the query's bits, the sparse inner product Milvus
-        // computes for `--milvus --score overlap`.
-        _ if a.score == ScoreName::Overlap => bsa::query::overlap_tables(&codes, bits),
-        _ => (Vec::new(), Vec::new()),
-    };
+    // Per-query tables for the asymmetric scores (the same bits for any --threads or CPU;
+    // integer ADC tables when --rescore re-ranks the candidates anyway).
+    let (tables, offsets) = bsa::query::tables(
+        bsa::query::ScoreName::parse(a.score.name())?,
+        model.as_ref(),
+        float_queries.as_ref().map(|q| q.view()),
+        &codes,
+        bits,
+        a.rescore.is_some(),
+    );
     let score = match a.score {
         ScoreName::Cosine => Score::Cosine,
         ScoreName::Jaccard => Score::Jaccard,
@@ -191,6 +191,11 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         ];
         // The quantised table scan's kernel (flat table scores), then the mode's own counters
         // (how the inverted search answered each query, the codes the table scan re-scored).
+        if a.score == ScoreName::Adc {
+            // Which ADC tables ranked the candidates (bsa::query::tables).
+            let kind = if a.rescore.is_some() { "int8" } else { "f32" };
+            stats.push(("adc_tables", kind.into()));
+        }
         if let Some(t) = search_stats.table_kernel {
             stats.push(("table_kernel", t.into()));
         }

@@ -232,6 +232,43 @@ fn float_scores(w: &Weights, base: &[Vec<bool>], q: &[f32], adc: bool) -> Vec<f6
 }
 
 #[test]
+fn rescored_adc_picks_candidates_with_integer_tables_and_prints_exact_cosines() {
+    let t = setup();
+    let xb = normalised(N, DIM, 43);
+    let xq = normalised(20, DIM, 143);
+    let stats = |extra: &[&str]| -> (String, serde_json::Value) {
+        let mut args = vec!["--score", "adc", "--stats"];
+        args.extend_from_slice(extra);
+        let mut all = vec!["search", "--index", "idx", "--queries", "q.npy", "--k", "7"];
+        all.extend_from_slice(&args);
+        let out = t.bsa(&all).ok();
+        (out.stdout, serde_json::from_str(out.stderr.trim()).unwrap())
+    };
+    let (_, plain) = stats(&[]);
+    assert_eq!(plain["adc_tables"], "f32");
+    let (out, rescored) = stats(&["--rescore", "5"]);
+    assert_eq!(rescored["adc_tables"], "int8");
+    for (qi, line) in json_lines(&out).iter().enumerate() {
+        let ids: Vec<u64> = field(line, "ids");
+        let scores: Vec<f32> = field(line, "scores");
+        assert_eq!(ids.len(), 7);
+        for (&id, &s) in ids.iter().zip(&scores) {
+            let exact: f64 = (0..DIM)
+                .map(|d| f64::from(xb.row(id as usize)[d]) * f64::from(xq.row(qi)[d]))
+                .sum();
+            assert!(
+                (f64::from(s) - exact).abs() < 1e-5,
+                "q{qi} id {id}: {s} vs {exact}"
+            );
+        }
+        assert!(
+            scores.windows(2).all(|p| p[0] >= p[1]),
+            "q{qi}: not descending"
+        );
+    }
+}
+
+#[test]
 fn adc_and_soft_agree_with_an_f64_computation() {
     let t = setup();
     let w = Weights::load(&t.path("m.safetensors"));
