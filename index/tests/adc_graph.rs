@@ -145,21 +145,26 @@ fn adc_graph_equals_flat_when_exhaustive_and_beats_the_oracle() {
         .zip(&d.norms)
         .map(|(v, &nm)| v.iter().map(|x| x / nm).collect())
         .collect();
-    let oracle: Hnsw<f32, DistDot> = Hnsw::new(12, n, 16, 64, DistDot);
+    // hnsw_rs inserts in parallel, so its graph (and recall: 0.96-0.975 here) changes from
+    // build to build; the native graph is deterministic. Compare with the mean of five builds.
     let rows: Vec<(&[f32], usize)> = unit_rows.iter().map(|v| v.as_slice()).zip(0..).collect();
-    oracle.parallel_insert_slice(&rows);
-    let oracle_recall = {
-        let mut found = 0;
-        for (q, f) in queries.iter().zip(&flat) {
-            let ids: Vec<u64> = oracle
-                .search(q, 10, 32)
-                .iter()
-                .map(|nb| nb.d_id as u64)
-                .collect();
-            found += ids.iter().filter(|id| f.ids.contains(id)).count();
-        }
-        found as f64 / (10 * flat.len()) as f64
-    };
+    let oracle_recall = (0..5)
+        .map(|_| {
+            let oracle: Hnsw<f32, DistDot> = Hnsw::new(12, n, 16, 64, DistDot);
+            oracle.parallel_insert_slice(&rows);
+            let mut found = 0;
+            for (q, f) in queries.iter().zip(&flat) {
+                let ids: Vec<u64> = oracle
+                    .search(q, 10, 32)
+                    .iter()
+                    .map(|nb| nb.d_id as u64)
+                    .collect();
+                found += ids.iter().filter(|id| f.ids.contains(id)).count();
+            }
+            found as f64 / (10 * flat.len()) as f64
+        })
+        .sum::<f64>()
+        / 5.0;
     assert!(native >= 0.85, "native recall {native}");
     assert!(
         native >= oracle_recall - 0.03,
