@@ -312,15 +312,6 @@ mod x86 {
         steps
     }
 
-    /// Stores `zmm` sums as `W` integers.
-    #[target_feature(enable = "avx512f")]
-    fn store512(v: __m512i) -> [i32; W] {
-        let mut o = [0i32; W];
-        // SAFETY: o holds W = 16 i32.
-        unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), v) };
-        o
-    }
-
     /// 4 queries x 4 panels: 16 `zmm` accumulators, 4 panel registers, one broadcast.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) fn rows_vnni(
@@ -339,9 +330,11 @@ mod x86 {
             let mut acc = [[_mm512_setzero_si512(); P]; R];
             for t in 0..steps {
                 // SAFETY: t < steps, and every slice's length is checked above.
-                let wv: [__m512i; P] = std::array::from_fn(|k| unsafe {
-                    _mm512_loadu_si512(w[k].as_ptr().add(t * STEP_BYTES).cast())
-                });
+                // (Plain loops, not closures: closures here were left out of line.)
+                let mut wv = [_mm512_setzero_si512(); P];
+                for (v, w) in wv.iter_mut().zip(&w) {
+                    *v = unsafe { _mm512_loadu_si512(w.as_ptr().add(t * STEP_BYTES).cast()) };
+                }
                 for (acc_r, q_r) in acc.iter_mut().zip(&q) {
                     let qv = _mm512_set1_epi32(unsafe { *q_r.get_unchecked(t) });
                     for (a, &wv) in acc_r.iter_mut().zip(&wv) {
@@ -350,7 +343,14 @@ mod x86 {
                     }
                 }
             }
-            acc.map(|a| a.map(|v| store512(v)))
+            let mut out = [[[0i32; W]; P]; R];
+            for (o, a) in out.iter_mut().zip(&acc) {
+                for (o, &v) in o.iter_mut().zip(a) {
+                    // SAFETY: o holds W = 16 i32.
+                    unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), v) };
+                }
+            }
+            out
         }
         drive::<4, 4>(
             quads,
@@ -385,9 +385,11 @@ mod x86 {
             let mut acc = [[_mm512_setzero_si512(); P]; R];
             for t in 0..steps {
                 // SAFETY: t < steps, and every slice's length is checked above.
-                let wv: [__m512i; P] = std::array::from_fn(|k| unsafe {
-                    _mm512_loadu_si512(w[k].as_ptr().add(t * STEP_BYTES).cast())
-                });
+                // (Plain loops, not closures: closures here were left out of line.)
+                let mut wv = [_mm512_setzero_si512(); P];
+                for (v, w) in wv.iter_mut().zip(&w) {
+                    *v = unsafe { _mm512_loadu_si512(w.as_ptr().add(t * STEP_BYTES).cast()) };
+                }
                 for (acc_r, q_r) in acc.iter_mut().zip(&q) {
                     let qv = _mm512_set1_epi32(unsafe { *q_r.get_unchecked(t) });
                     for (a, &wv) in acc_r.iter_mut().zip(&wv) {
@@ -396,7 +398,14 @@ mod x86 {
                     }
                 }
             }
-            acc.map(|a| a.map(|v| store512(v)))
+            let mut out = [[[0i32; W]; P]; R];
+            for (o, a) in out.iter_mut().zip(&acc) {
+                for (o, &v) in o.iter_mut().zip(a) {
+                    // SAFETY: o holds W = 16 i32.
+                    unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), v) };
+                }
+            }
+            out
         }
         drive::<4, 4>(
             quads,
@@ -431,13 +440,16 @@ mod x86 {
             let mut acc = [[[_mm256_setzero_si256(); 2]; P]; R];
             for t in 0..steps {
                 // SAFETY: t < steps, and every slice's length is checked above.
-                let wv: [[__m256i; 2]; P] = std::array::from_fn(|k| unsafe {
-                    let p = w[k].as_ptr().add(t * STEP_BYTES);
-                    [
-                        _mm256_loadu_si256(p.cast()),
-                        _mm256_loadu_si256(p.add(32).cast()),
-                    ]
-                });
+                let mut wv = [[_mm256_setzero_si256(); 2]; P];
+                for (v, w) in wv.iter_mut().zip(&w) {
+                    let p = w.as_ptr().wrapping_add(t * STEP_BYTES);
+                    *v = unsafe {
+                        [
+                            _mm256_loadu_si256(p.cast()),
+                            _mm256_loadu_si256(p.add(32).cast()),
+                        ]
+                    };
+                }
                 for (acc_r, q_r) in acc.iter_mut().zip(&q) {
                     let qv = _mm256_set1_epi32(unsafe { *q_r.get_unchecked(t) });
                     for (a, wv) in acc_r.iter_mut().zip(&wv) {
@@ -448,17 +460,17 @@ mod x86 {
                     }
                 }
             }
-            acc.map(|a| {
-                a.map(|v| {
-                    let mut o = [0i32; W];
+            let mut out = [[[0i32; W]; P]; R];
+            for (o, a) in out.iter_mut().zip(&acc) {
+                for (o, v) in o.iter_mut().zip(a) {
                     // SAFETY: o holds W = 16 i32, two ymm.
                     unsafe {
                         _mm256_storeu_si256(o.as_mut_ptr().cast(), v[0]);
                         _mm256_storeu_si256(o.as_mut_ptr().add(8).cast(), v[1]);
                     }
-                    o
-                })
-            })
+                }
+            }
+            out
         }
         drive::<2, 2>(
             quads,
