@@ -312,7 +312,46 @@ mod x86 {
         steps
     }
 
-    /// 4 queries x 4 panels: 16 `zmm` accumulators, 4 panel registers, one broadcast.
+    /// One tile of `R` queries x `P` panels on `zmm` registers, over every step: `dot4(acc, q, w)`
+    /// adds the four byte products of each lane (VNNI's `vpdpbusd`, or its three-instruction
+    /// equivalent). Inlined into the callers below, which enable the features.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BW (and whatever `dot4` uses).
+    #[inline(always)]
+    unsafe fn tile512<const R: usize, const P: usize>(
+        q: [&[i32]; R],
+        w: [&[i8]; P],
+        dot4: impl Fn(__m512i, __m512i, __m512i) -> __m512i,
+    ) -> [[[i32; W]; P]; R] {
+        let steps = check(&q, &w);
+        // SAFETY (every block): the features are the caller's promise; t < steps, and every
+        // slice's length is checked above; each output array holds W = 16 i32.
+        let mut acc = [[unsafe { _mm512_setzero_si512() }; P]; R];
+        for t in 0..steps {
+            // (Plain loops, not closures: closures here were left out of line.)
+            let mut wv = acc[0];
+            for (v, w) in wv.iter_mut().zip(&w) {
+                *v = unsafe { _mm512_loadu_si512(w.as_ptr().add(t * STEP_BYTES).cast()) };
+            }
+            for (acc_r, q_r) in acc.iter_mut().zip(&q) {
+                let qv = unsafe { _mm512_set1_epi32(*q_r.get_unchecked(t)) };
+                for (a, &wv) in acc_r.iter_mut().zip(&wv) {
+                    *a = dot4(*a, qv, wv);
+                }
+            }
+        }
+        let mut out = [[[0i32; W]; P]; R];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            for (o, &v) in o.iter_mut().zip(a) {
+                unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), v) };
+            }
+        }
+        out
+    }
+
+    /// 4 queries x 4 panels: 16 `zmm` accumulators, 4 panel registers, one broadcast;
+    /// unsigned query bytes times signed decoder bytes, four per lane, by `vpdpbusd`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) fn rows_vnni(
         quads: &[i32],
@@ -326,31 +365,8 @@ mod x86 {
             q: [&[i32]; R],
             w: [&[i8]; P],
         ) -> [[[i32; W]; P]; R] {
-            let steps = check(&q, &w);
-            let mut acc = [[_mm512_setzero_si512(); P]; R];
-            for t in 0..steps {
-                // SAFETY: t < steps, and every slice's length is checked above.
-                // (Plain loops, not closures: closures here were left out of line.)
-                let mut wv = [_mm512_setzero_si512(); P];
-                for (v, w) in wv.iter_mut().zip(&w) {
-                    *v = unsafe { _mm512_loadu_si512(w.as_ptr().add(t * STEP_BYTES).cast()) };
-                }
-                for (acc_r, q_r) in acc.iter_mut().zip(&q) {
-                    let qv = _mm512_set1_epi32(unsafe { *q_r.get_unchecked(t) });
-                    for (a, &wv) in acc_r.iter_mut().zip(&wv) {
-                        // Unsigned query bytes times signed decoder bytes, four per lane.
-                        *a = _mm512_dpbusd_epi32(*a, qv, wv);
-                    }
-                }
-            }
-            let mut out = [[[0i32; W]; P]; R];
-            for (o, a) in out.iter_mut().zip(&acc) {
-                for (o, &v) in o.iter_mut().zip(a) {
-                    // SAFETY: o holds W = 16 i32.
-                    unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), v) };
-                }
-            }
-            out
+            // SAFETY: this function's features.
+            unsafe { tile512(q, w, |a, q, w| _mm512_dpbusd_epi32(a, q, w)) }
         }
         drive::<4, 4>(
             quads,
@@ -380,32 +396,11 @@ mod x86 {
             q: [&[i32]; R],
             w: [&[i8]; P],
         ) -> [[[i32; W]; P]; R] {
-            let steps = check(&q, &w);
             let ones = _mm512_set1_epi16(1);
-            let mut acc = [[_mm512_setzero_si512(); P]; R];
-            for t in 0..steps {
-                // SAFETY: t < steps, and every slice's length is checked above.
-                // (Plain loops, not closures: closures here were left out of line.)
-                let mut wv = [_mm512_setzero_si512(); P];
-                for (v, w) in wv.iter_mut().zip(&w) {
-                    *v = unsafe { _mm512_loadu_si512(w.as_ptr().add(t * STEP_BYTES).cast()) };
-                }
-                for (acc_r, q_r) in acc.iter_mut().zip(&q) {
-                    let qv = _mm512_set1_epi32(unsafe { *q_r.get_unchecked(t) });
-                    for (a, &wv) in acc_r.iter_mut().zip(&wv) {
-                        let pairs = _mm512_maddubs_epi16(qv, wv);
-                        *a = _mm512_add_epi32(*a, _mm512_madd_epi16(pairs, ones));
-                    }
-                }
-            }
-            let mut out = [[[0i32; W]; P]; R];
-            for (o, a) in out.iter_mut().zip(&acc) {
-                for (o, &v) in o.iter_mut().zip(a) {
-                    // SAFETY: o holds W = 16 i32.
-                    unsafe { _mm512_storeu_si512(o.as_mut_ptr().cast(), v) };
-                }
-            }
-            out
+            let dot4 =
+                |a, q, w| _mm512_add_epi32(a, _mm512_madd_epi16(_mm512_maddubs_epi16(q, w), ones));
+            // SAFETY: this function's features.
+            unsafe { tile512(q, w, dot4) }
         }
         drive::<4, 4>(
             quads,
