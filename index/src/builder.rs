@@ -729,8 +729,8 @@ impl<'a> IndexBuilder<'a> {
         match (self.hnsw, self.graph_vectors) {
             (Some(params), Some((vectors, dim))) => {
                 let base = done;
-                let unit = unit_rows(vectors, dim);
-                let space = UnitVectors::new(&unit, dim, crate::kernel::KernelFamily::current());
+                let space =
+                    UnitVectors::normalized(vectors, dim, crate::kernel::KernelFamily::current());
                 let bp = BuildParams {
                     m: params.max_connections,
                     ef_construction: params.ef_construction,
@@ -849,22 +849,3 @@ impl<'a> IndexBuilder<'a> {
 }
 /// Seed of the native graph's level draw (fixed: the same vectors give the same graph).
 const GRAPH_SEED: u64 = 0x6273_612d_6772_6170;
-
-/// `vectors` with each row scaled to unit length (zero rows stay zero), for cosine graphs.
-fn unit_rows(vectors: &[f32], dim: usize) -> Vec<f32> {
-    let mut out = vectors.to_vec();
-    for row in out.chunks_exact_mut(dim) {
-        // The norm in f64, so it does not depend on how a SIMD unit would order the sum.
-        let norm = row
-            .iter()
-            .map(|&x| f64::from(x) * f64::from(x))
-            .sum::<f64>()
-            .sqrt();
-        if norm > 0.0 {
-            for x in row.iter_mut() {
-                *x = (f64::from(*x) / norm) as f32;
-            }
-        }
-    }
-    out
-}

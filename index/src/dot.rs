@@ -28,6 +28,7 @@ const LANES: usize = 64;
 #[derive(Clone, Copy)]
 pub struct Dot {
     f: fn(&[f32], &[f32]) -> f32,
+    f4: fn(&[f32], [&[f32]; 4]) -> [f32; 4],
     family: KernelFamily,
 }
 
@@ -46,12 +47,14 @@ impl Dot {
                 KernelFamily::Avx512 => {
                     return Dot {
                         f: x86::dot_avx512_safe,
+                        f4: x86::dot4_avx512_safe,
                         family,
                     }
                 }
                 KernelFamily::Avx2 => {
                     return Dot {
                         f: x86::dot_avx2_safe,
+                        f4: |q, rows| rows.map(|r| x86::dot_avx2_safe(q, r)),
                         family,
                     }
                 }
@@ -60,6 +63,7 @@ impl Dot {
         }
         Dot {
             f: dot_portable,
+            f4: |q, rows| rows.map(|r| dot_portable(q, r)),
             family: KernelFamily::Portable,
         }
     }
@@ -81,6 +85,32 @@ impl Dot {
             "dot product of slices of different lengths"
         );
         (self.f)(a, b)
+    }
+
+    /// `q . rows[i]` for four rows at once, each bit for bit [`Dot::dot`]`(q, rows[i])`: the
+    /// AVX-512 kernel reads the four rows together, so their loads from memory overlap.
+    ///
+    /// ```
+    /// use bsa_index::dot::Dot;
+    /// use bsa_index::KernelFamily;
+    /// let d = Dot::select(KernelFamily::current());
+    /// let q: Vec<f32> = (0..128).map(|i| i as f32).collect();
+    /// let rows: Vec<Vec<f32>> = (0..4).map(|j| vec![j as f32; 128]).collect();
+    /// let got = d.dot4(&q, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+    /// for j in 0..4 {
+    ///     assert_eq!(got[j], d.dot(&q, &rows[j]));
+    /// }
+    /// ```
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    #[inline]
+    pub fn dot4(&self, q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        assert!(
+            rows.iter().all(|r| r.len() == q.len()),
+            "dot product of slices of different lengths"
+        );
+        (self.f4)(q, rows)
     }
 }
 
@@ -131,12 +161,17 @@ mod x86 {
     //! only through [`super::Dot::select`], which checked them. Loads are unaligned and stay
     //! inside the slices (whole blocks of 64 elements only).
 
-    use super::{finish, fold, LANES};
+    use super::{finish, LANES};
     use std::arch::x86_64::*;
 
     pub(super) fn dot_avx512_safe(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: selected only when the CPU has AVX-512F.
         unsafe { dot_avx512(a, b) }
+    }
+
+    pub(super) fn dot4_avx512_safe(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        // SAFETY: selected only when the CPU has AVX-512F; the lengths were checked equal.
+        unsafe { dot4_avx512(q, rows) }
     }
 
     pub(super) fn dot_avx2_safe(a: &[f32], b: &[f32]) -> f32 {
@@ -161,13 +196,60 @@ mod x86 {
         if a.len().is_multiple_of(LANES) {
             // Fold by 32 and 16 in registers: lanes i += i + 32, then i += i + 16.
             let x = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
-            _mm512_storeu_ps(lanes.as_mut_ptr(), x);
-            return fold(&mut lanes, 16);
+            return fold16(x);
         }
         for (k, acc) in r.iter().enumerate() {
             _mm512_storeu_ps(lanes.as_mut_ptr().add(16 * k), *acc);
         }
         finish(&mut lanes, a, b)
+    }
+
+    /// Four of [`dot_avx512`] with the query's loads shared and the rows' loads interleaved.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dot4_avx512(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+        if !q.len().is_multiple_of(LANES) {
+            return rows.map(|r| dot_avx512(q, r));
+        }
+        let pq = q.as_ptr();
+        let p = rows.map(<[f32]>::as_ptr);
+        // acc[k][j] holds lanes 16k..16k+15 of row j.
+        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+        for blk in 0..q.len() / LANES {
+            for (k, accs) in acc.iter_mut().enumerate() {
+                let at = blk * LANES + 16 * k;
+                let x = _mm512_loadu_ps(pq.add(at));
+                for (a, row) in accs.iter_mut().zip(p) {
+                    *a = _mm512_add_ps(*a, _mm512_mul_ps(x, _mm512_loadu_ps(row.add(at))));
+                }
+            }
+        }
+        // Plain loops, not closures: a closure would not inherit this function's target features.
+        let [a0, a1, a2, a3] = acc;
+        let mut out = [0.0f32; 4];
+        for (j, o) in out.iter_mut().enumerate() {
+            *o = fold16(_mm512_add_ps(
+                _mm512_add_ps(a0[j], a2[j]),
+                _mm512_add_ps(a1[j], a3[j]),
+            ));
+        }
+        out
+    }
+
+    /// The fold of 16 lanes (`i += i + 8`, `i + 4`, `i + 2`, `i + 1`) in registers: the same
+    /// additions on the same lanes as [`fold`], so the same bits.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fold16(x: __m512) -> f32 {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x)));
+        let y = _mm256_add_ps(_mm512_castps512_ps256(x), hi);
+        fold8(y)
+    }
+
+    /// [`fold16`] from 8 lanes down.
+    #[target_feature(enable = "avx2")]
+    unsafe fn fold8(y: __m256) -> f32 {
+        let z = _mm_add_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps::<1>(y));
+        let w = _mm_add_ps(z, _mm_movehl_ps(z, z));
+        _mm_cvtss_f32(_mm_add_ss(w, _mm_shuffle_ps::<1>(w, w)))
     }
 
     #[target_feature(enable = "avx2")]
@@ -191,9 +273,8 @@ mod x86 {
             let h1 = _mm256_add_ps(r[1], r[5]);
             let h2 = _mm256_add_ps(r[2], r[6]);
             let h3 = _mm256_add_ps(r[3], r[7]);
-            _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(h0, h2));
-            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), _mm256_add_ps(h1, h3));
-            return fold(&mut lanes, 16);
+            // Then i += i + 8 (register 0 += register 1) and the rest in registers.
+            return fold8(_mm256_add_ps(_mm256_add_ps(h0, h2), _mm256_add_ps(h1, h3)));
         }
         for (k, acc) in r.iter().enumerate() {
             _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * k), *acc);
@@ -229,9 +310,20 @@ mod tests {
             let a: Vec<f32> = (0..d).map(|_| next()).collect();
             let b: Vec<f32> = (0..d).map(|_| next()).collect();
             let want = reference(&a, &b);
+            let rows: Vec<Vec<f32>> = (0..4).map(|_| (0..d).map(|_| next()).collect()).collect();
+            let want4 = rows.iter().map(|r| reference(&a, r).to_bits());
             for family in KernelFamily::supported() {
-                let got = Dot::select(family).dot(&a, &b);
-                assert_eq!(got.to_bits(), want.to_bits(), "d = {d}, {family}");
+                let dot = Dot::select(family);
+                assert_eq!(
+                    dot.dot(&a, &b).to_bits(),
+                    want.to_bits(),
+                    "d = {d}, {family}"
+                );
+                let got4 = dot.dot4(&a, [&rows[0], &rows[1], &rows[2], &rows[3]]);
+                assert!(
+                    got4.iter().map(|x| x.to_bits()).eq(want4.clone()),
+                    "dot4, d = {d}, {family}"
+                );
             }
         }
     }

@@ -5,7 +5,16 @@
 //! `level(r) = floor(-ln(u) / ln(M))` for a `u` drawn from a seeded hash of `r`; each node keeps up
 //! to `M` neighbours on the upper levels and `2M` on level 0, chosen by HNSW's heuristic (a
 //! candidate is kept only if it is closer to the node than to every neighbour kept before it),
-//! both when the node is inserted and when a full list of an older node is shrunk.
+//! both when the node is inserted and when a full list of an older node is shrunk. Level-0 lists
+//! the heuristic leaves shorter than `M` are filled up to `M` with the closest of the candidates
+//! it pruned, as FAISS does: on WordNet's sentence embeddings the heuristic alone kept a mean of
+//! 17.7 level-0 neighbours (FAISS's graph: 42.4), and a search then needed a larger `ef` for the
+//! same recall (rescored recall@10 at ef 40: 0.958 without the fill, 0.977 with it).
+//!
+//! **Memory, not arithmetic, bounds the build**: each similarity reads a row nobody touched
+//! recently. So level 0's lists live in one flat array (one cache miss per expanded node), rows
+//! start on cache lines, and a search computes its neighbours' similarities four rows at a time
+//! ([`Dot::dot4`]) while it asks for the next four rows.
 //!
 //! **Parallel and deterministic.** Rows are inserted in batches (sizes growing with the graph,
 //! at most 1/8 of the rows already in it, at most 1024). Each row of a batch searches the graph as
@@ -34,31 +43,99 @@ use crate::topk::{key, key_row};
 /// Largest batch of rows inserted together.
 const MAX_BATCH: usize = 1024;
 
-/// Unit-length float vectors compared by dot product (cosine similarity).
+/// One cache line of floats. Rows are stored from the start of a line, so that no 64-byte load
+/// of a row straddles two lines (an allocator's large blocks start 16 bytes into a page, which
+/// made every AVX-512 load of an unpadded row touch two lines).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct UnitVectors<'a> {
-    data: &'a [f32],
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+// SAFETY: `Line` is 16 `f32`s with no padding (size 64, align 64): any bits are a valid value.
+unsafe impl bytemuck::Zeroable for Line {}
+// SAFETY: as above; `Copy` and `'static`, no padding or pointers.
+unsafe impl bytemuck::Pod for Line {}
+
+/// Unit-length float vectors compared by dot product (cosine similarity).
+#[derive(Debug, Clone)]
+pub(crate) struct UnitVectors {
+    lines: Vec<Line>,
+    /// Floats per row.
     dim: usize,
+    /// Floats from one row's start to the next: `dim` rounded up to a whole line.
+    stride: usize,
     dot: Dot,
 }
 
-impl<'a> UnitVectors<'a> {
-    /// `data` holds `n * dim` floats of unit-length rows (zero rows are allowed: similarity 0).
-    pub(crate) fn new(data: &'a [f32], dim: usize, family: KernelFamily) -> Self {
+impl UnitVectors {
+    /// The rows of `vectors` (`n * dim` floats) scaled to unit length (zero rows stay zero:
+    /// similarity 0 with everything).
+    pub(crate) fn normalized(vectors: &[f32], dim: usize, family: KernelFamily) -> Self {
+        let stride = dim.div_ceil(16) * 16;
+        let n = vectors.len() / dim.max(1);
+        let mut lines = vec![Line([0.0; 16]); n * stride / 16];
+        let floats: &mut [f32] = bytemuck::cast_slice_mut(&mut lines);
+        for (src, dst) in vectors
+            .chunks_exact(dim.max(1))
+            .zip(floats.chunks_exact_mut(stride.max(1)))
+        {
+            // The norm in f64, so it does not depend on how a SIMD unit would order the sum.
+            let norm = src
+                .iter()
+                .map(|&x| f64::from(x) * f64::from(x))
+                .sum::<f64>()
+                .sqrt();
+            for (d, &x) in dst.iter_mut().zip(src) {
+                *d = if norm > 0.0 {
+                    (f64::from(x) / norm) as f32
+                } else {
+                    x
+                };
+            }
+        }
         UnitVectors {
-            data,
+            lines,
             dim,
+            stride,
             dot: Dot::select(family),
         }
     }
 
     fn len(&self) -> usize {
-        self.data.len() / self.dim.max(1)
+        self.lines.len() * 16 / self.stride.max(1)
     }
 
-    fn row(&self, r: u32) -> &'a [f32] {
-        let r = r as usize;
-        &self.data[r * self.dim..(r + 1) * self.dim]
+    fn row(&self, r: u32) -> &[f32] {
+        let at = r as usize * self.stride;
+        &bytemuck::cast_slice::<Line, f32>(&self.lines)[at..at + self.dim]
+    }
+
+    /// Asks the CPU to load row `r` (a hint).
+    #[inline]
+    fn prefetch(&self, r: u32) {
+        crate::bits::prefetch(self.row(r));
+    }
+
+    /// Appends the closeness keys ([`key`]: similarity and row) of `q` and each of `rows` to
+    /// `out`, four rows at a time, asking for the next four rows' memory while it computes.
+    fn keys(&self, q: u32, rows: &[u32], out: &mut Vec<u64>) {
+        for &r in rows.iter().take(4) {
+            self.prefetch(r);
+        }
+        for (i, c) in rows.chunks(4).enumerate() {
+            for &r in rows.iter().skip(4 * i + 4).take(4) {
+                self.prefetch(r);
+            }
+            let dots = self.sims4(q, c);
+            out.extend(c.iter().zip(dots).map(|(&r, d)| key(desc_key(d), r)));
+        }
+    }
+
+    /// The similarities of `q` and each of one to four `rows` (as [`UnitVectors::key`] has
+    /// them), computed together; a short chunk repeats its last row.
+    fn sims4(&self, q: u32, rows: &[u32]) -> [f32; 4] {
+        let last = rows[rows.len() - 1];
+        let r = |i: usize| self.row(rows.get(i).copied().unwrap_or(last));
+        self.dot.dot4(self.row(q), [r(0), r(1), r(2), r(3)])
     }
 
     /// Closeness key of rows `a` and `b` (smaller is closer).
@@ -79,9 +156,14 @@ pub(crate) struct BuildParams {
     pub(crate) seed: u64,
 }
 
-/// The graph while it grows: per node, its lists from level 0 up.
+/// The graph while it grows.
 struct Graph {
-    lists: Vec<Vec<Vec<u32>>>,
+    /// Level 0, one slot of `1 + stride0` words per node: the list's length, then the list. One
+    /// flat array, so expanding a node costs one cache miss, not three as nested lists would.
+    level0: Vec<u32>,
+    stride0: usize,
+    /// Per node, its lists on levels 1 and up.
+    upper: Vec<Vec<Vec<u32>>>,
     entry: u32,
     max_level: usize,
 }
@@ -90,10 +172,23 @@ struct Graph {
 struct Scratch {
     visited: Vec<u32>,
     epoch: u32,
+    /// The unvisited neighbours of the node being expanded, and their keys.
+    fresh: Vec<u32>,
+    keys: Vec<u64>,
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { visited: Vec::new(), epoch: 0 }) };
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { visited: Vec::new(), epoch: 0, fresh: Vec::new(), keys: Vec::new() }) };
+}
+
+/// How full [`select`] keeps a list of `level`: `M` at level 0, no filling above (the upper
+/// levels only route a search down, where sparse lists cost little).
+fn fill_to(level: usize, m: usize) -> usize {
+    if level == 0 {
+        m
+    } else {
+        0
+    }
 }
 
 /// The level of row `r`: `floor(-ln(u) / ln(M))` with `u` in (0, 1] from a hash of `(seed, r)`.
@@ -110,34 +205,96 @@ fn level_of(r: u32, m: usize, seed: u64) -> usize {
 
 /// HNSW's neighbour selection: from `candidates` (keys relative to the node, sorted closest
 /// first), keep each one that is closer to the node than to every one kept before it, up to
-/// `max` of them.
-fn select(space: &UnitVectors<'_>, candidates: &[u64], max: usize) -> Vec<u32> {
-    let mut kept: Vec<u64> = Vec::with_capacity(max);
+/// `max` of them; then, if fewer than `fill_to` were kept, add the closest of the others until
+/// there are `fill_to` (FAISS keeps level-0 lists full the same way).
+///
+/// The heuristic alone keeps about 15 of 40 candidates on 384-d sentence embeddings, whatever
+/// `max` is; a level-0 list that sparse makes a search walk further for the same recall (see
+/// the module docs).
+fn select(space: &UnitVectors, candidates: &[u64], max: usize, fill_to: usize) -> Vec<u32> {
+    let mut kept: Vec<u32> = Vec::with_capacity(max);
+    let mut pruned: Vec<u32> = Vec::new();
     for &c in candidates {
         if kept.len() == max {
             break;
         }
         let (ck, cr) = ((c >> 32) as u32, key_row(c));
-        if kept.iter().all(|&k| ck < space.key(cr, key_row(k))) {
-            kept.push(c);
+        // Closer to the node than to each kept one (checked four kept ones at a time).
+        if kept.chunks(4).all(|ks| {
+            space.sims4(cr, ks)[..ks.len()]
+                .iter()
+                .all(|&d| ck < desc_key(d))
+        }) {
+            kept.push(cr);
+        } else if kept.len() + pruned.len() < fill_to {
+            pruned.push(cr);
         }
     }
-    kept.into_iter().map(key_row).collect()
+    let fill = fill_to.min(max).saturating_sub(kept.len());
+    kept.extend(pruned.into_iter().take(fill));
+    kept
 }
 
 impl Graph {
+    fn new(levels: &[usize], stride0: usize) -> Graph {
+        Graph {
+            level0: vec![0; levels.len() * (1 + stride0)],
+            stride0,
+            upper: levels.iter().map(|&l| vec![Vec::new(); l]).collect(),
+            entry: 0,
+            max_level: levels[0],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.upper.len()
+    }
+
+    fn slot0(&self, node: u32) -> &[u32] {
+        let at = node as usize * (1 + self.stride0);
+        &self.level0[at..at + 1 + self.stride0]
+    }
+
+    /// The neighbours of `node` on `level`.
+    fn list(&self, node: u32, level: usize) -> &[u32] {
+        if level == 0 {
+            let slot = self.slot0(node);
+            &slot[1..1 + slot[0] as usize]
+        } else {
+            &self.upper[node as usize][level - 1]
+        }
+    }
+
+    fn set_list(&mut self, node: u32, level: usize, list: Vec<u32>) {
+        if level == 0 {
+            let at = node as usize * (1 + self.stride0);
+            let slot = &mut self.level0[at..at + 1 + self.stride0];
+            slot[0] = list.len() as u32;
+            slot[1..1 + list.len()].copy_from_slice(&list);
+        } else {
+            self.upper[node as usize][level - 1] = list;
+        }
+    }
+
+    /// Asks the CPU to load `node`'s list on `level` (a hint; level 0 only, where it pays).
+    fn prefetch_list(&self, node: u32, level: usize) {
+        if level == 0 {
+            crate::bits::prefetch(self.slot0(node));
+        }
+    }
+
     /// The rows closest to `q` on `level` found from `entry` with a candidate list of `ef`:
     /// keys relative to `q`, sorted closest first.
     fn search_level(
         &self,
-        space: &UnitVectors<'_>,
+        space: &UnitVectors,
         q: u32,
         entry: &[u64],
         ef: usize,
         level: usize,
         s: &mut Scratch,
     ) -> Vec<u64> {
-        let n = self.lists.len();
+        let n = self.len();
         if s.visited.len() != n {
             s.visited = vec![0; n];
             s.epoch = 0;
@@ -162,12 +319,23 @@ impl Graph {
             if results.len() >= ef && c > *results.peek().expect("results hold ef keys") {
                 break;
             }
-            for &nb in &self.lists[key_row(c) as usize][level] {
-                if s.visited[nb as usize] == epoch {
-                    continue;
+            // The node expanded next is, most often, the closest candidate left now.
+            if let Some(&Reverse(next)) = candidates.peek() {
+                self.prefetch_list(key_row(next), level);
+            }
+            // The unvisited neighbours' keys first, four at a time with their rows fetched
+            // ahead (the dot products wait on memory, not on arithmetic); then the lists are
+            // updated in the neighbours' order, as one at a time would.
+            s.fresh.clear();
+            for &nb in self.list(key_row(c), level) {
+                if s.visited[nb as usize] != epoch {
+                    s.visited[nb as usize] = epoch;
+                    s.fresh.push(nb);
                 }
-                s.visited[nb as usize] = epoch;
-                let k = key(space.key(q, nb), nb);
+            }
+            s.keys.clear();
+            space.keys(q, &s.fresh, &mut s.keys);
+            for &k in &s.keys {
                 if results.len() < ef || k < *results.peek().expect("results hold ef keys") {
                     candidates.push(Reverse(k));
                     results.push(k);
@@ -184,7 +352,7 @@ impl Graph {
     /// stands.
     fn links_for(
         &self,
-        space: &UnitVectors<'_>,
+        space: &UnitVectors,
         q: u32,
         level_q: usize,
         p: &BuildParams,
@@ -199,7 +367,7 @@ impl Graph {
         let mut out = vec![Vec::new(); level_q + 1];
         for level in (0..=top).rev() {
             let found = self.search_level(space, q, &eps, p.ef_construction, level, s);
-            out[level] = select(space, &found, p.m);
+            out[level] = select(space, &found, p.m, fill_to(level, p.m));
             eps = found;
         }
         out
@@ -209,7 +377,7 @@ impl Graph {
 /// Builds the HNSW graph of `space`'s rows (in the current rayon pool); `progress(done)` is
 /// called after each batch.
 pub(crate) fn build(
-    space: &UnitVectors<'_>,
+    space: &UnitVectors,
     p: &BuildParams,
     mut progress: impl FnMut(usize),
 ) -> Result<GraphData> {
@@ -229,11 +397,7 @@ pub(crate) fn build(
     }
     let levels: Vec<usize> = (0..n as u32).map(|r| level_of(r, p.m, p.seed)).collect();
     let cap = |level: usize| if level == 0 { 2 * p.m } else { p.m };
-    let mut g = Graph {
-        lists: levels.iter().map(|&l| vec![Vec::new(); l + 1]).collect(),
-        entry: 0,
-        max_level: levels[0],
-    };
+    let mut g = Graph::new(&levels, cap(0));
     let mut done = 1usize;
     progress(done);
     while done < n {
@@ -261,13 +425,13 @@ pub(crate) fn build(
             .par_iter()
             .map(|grp| {
                 let (node, level) = (grp[0].0, grp[0].1);
-                let mut list = g.lists[node as usize][level].clone();
+                let mut list = g.list(node, level).to_vec();
                 list.extend(grp.iter().map(|&(_, _, q)| q));
                 if list.len() > cap(level) {
-                    let mut cands: Vec<u64> =
-                        list.iter().map(|&r| key(space.key(node, r), r)).collect();
+                    let mut cands = Vec::with_capacity(list.len());
+                    space.keys(node, &list, &mut cands);
                     cands.sort_unstable();
-                    list = select(space, &cands, cap(level));
+                    list = select(space, &cands, cap(level), fill_to(level, p.m));
                 }
                 (node, level, list)
             })
@@ -275,11 +439,11 @@ pub(crate) fn build(
         // 4. Apply: the batch's own lists, the old nodes' new lists, the entry point.
         for (&q, lists) in rows.iter().zip(links) {
             for (level, list) in lists.into_iter().enumerate() {
-                g.lists[q as usize][level] = list;
+                g.set_list(q, level, list);
             }
         }
         for (node, level, list) in updates {
-            g.lists[node as usize][level] = list;
+            g.set_list(node, level, list);
         }
         for &q in &rows {
             // The smallest row of the highest level is the entry point (as graph.bin says).
@@ -291,16 +455,10 @@ pub(crate) fn build(
         done += batch;
         progress(done);
     }
-    let mut layer0 = Vec::with_capacity(n);
-    let mut upper = Vec::with_capacity(n);
-    for mut lists in g.lists {
-        let rest = lists.split_off(1);
-        layer0.push(lists.pop().unwrap_or_default());
-        upper.push(rest);
-    }
+    let layer0 = (0..n as u32).map(|r| g.list(r, 0).to_vec()).collect();
     Ok(GraphData {
         layer0,
-        upper,
+        upper: g.upper,
         stride0: (2 * p.m) as u32,
         stride_upper: p.m as u32,
     })
@@ -354,7 +512,7 @@ mod tests {
                     .num_threads(threads)
                     .build()
                     .unwrap();
-                let space = UnitVectors::new(&data, dim, family);
+                let space = UnitVectors::normalized(&data, dim, family);
                 let g = pool.install(|| build(&space, &p, |_| {})).unwrap();
                 graphs.push(g.to_payload().unwrap());
             }
