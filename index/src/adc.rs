@@ -77,6 +77,8 @@ use crate::score::from_desc_key;
 use crate::sparse::SparseView;
 use crate::topk::TopK;
 
+pub mod wide;
+
 /// Codes per block of the transposed layout (one 512-bit register of `u32` sums).
 pub const LANES: usize = 16;
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use bsa_index::adc::{self, AdcCodes, QuantisedTable, QueryGroup, GROUP};
+use bsa_index::adc::{self, wide, AdcCodes, QuantisedTable, QueryGroup, GROUP};
 use bsa_index::score::{desc_key, from_desc_key};
 use bsa_index::search::flat::top_k_scored;
 use bsa_index::search::{
@@ -160,9 +160,11 @@ fn codes(rng: &mut Xoshiro256PlusPlus, n: usize, bits: usize, set: usize, kind: 
     c
 }
 
-/// Runs `adc::scan` over `layout` for queries `tables` in groups and returns each query's top k.
+/// Runs `adc::scan` (or, `wide`, `adc::wide::scan`) over `layout` for queries `tables` in
+/// groups and returns each query's top k.
 #[allow(clippy::too_many_arguments)]
 fn adc_top(
+    wide: bool,
     family: KernelFamily,
     layout: &AdcCodes,
     codes: &[u64],
@@ -176,18 +178,23 @@ fn adc_top(
     let n = layout.len();
     let w = words(bits);
     let mut out = Vec::new();
-    for g0 in (0..tables.len()).step_by(GROUP) {
-        let g1 = (g0 + GROUP).min(tables.len());
-        let qts = (g0..g1)
+    let size = if wide { wide::WIDE } else { GROUP };
+    for g0 in (0..tables.len()).step_by(size) {
+        let g1 = (g0 + size).min(tables.len());
+        let qts: Vec<_> = (g0..g1)
             .map(|q| QuantisedTable::new(layout, &tables[q], offsets[q], norms.is_some()).unwrap())
             .collect();
-        let group = QueryGroup::new(qts).unwrap();
+        let (narrow, wide_group) = if wide {
+            (None, Some(wide::WideGroup::new(qts).unwrap()))
+        } else {
+            (Some(QueryGroup::new(qts).unwrap()), None)
+        };
         // Two row ranges (cut at `split`, not a block boundary in general) merged, as the
         // parallel search does with chunks.
         let mut parts: Vec<Vec<u64>> = vec![Vec::new(); g1 - g0];
         for rows in [0..split.min(n), split.min(n)..n] {
             let mut tops: Vec<TopK> = (g0..g1).map(|_| TopK::new(k.min(n), None)).collect();
-            adc::scan(family, layout, &group, rows, &mut tops, |g, r| {
+            let exact = |g: usize, r: usize| {
                 let q = g0 + g;
                 desc_key(reference_score(
                     &codes[r * w..(r + 1) * w],
@@ -195,7 +202,12 @@ fn adc_top(
                     offsets[q],
                     norms.map(|v| v[r]),
                 ))
-            })
+            };
+            match (&narrow, &wide_group) {
+                (Some(group), _) => adc::scan(family, layout, group, rows, &mut tops, exact),
+                (_, Some(group)) => wide::scan(family, layout, group, rows, &mut tops, exact),
+                _ => unreachable!(),
+            }
             .unwrap();
             for (p, t) in parts.iter_mut().zip(tops) {
                 p.extend(t.into_sorted_keys());
@@ -233,7 +245,7 @@ proptest! {
         bits in prop::sample::select(vec![8usize, 63, 130, 384, 1000]),
         code_kind in 0u8..3,
         table_kind in 0u8..9,
-        nq in 1usize..12,
+        nq in prop::sample::select(vec![1usize, 3, 8, 11, 64, 70]),
         k in 1usize..40,
         normalise in any::<bool>(),
         split in 0usize..300,
@@ -257,14 +269,17 @@ proptest! {
                 None => layout,
             };
             for family in KernelFamily::supported() {
-                let got = adc_top(family, &layout, &codes, bits, &tables, &offsets, norms, k, split);
-                for (q, g) in got.iter().enumerate() {
-                    let want = reference(&codes, bits, &tables[q], offsets[q], norms, k);
-                    prop_assert!(
-                        same(g, &want),
-                        "family {} dense {} q {} k {}:\n got {:?}\nwant {:?}",
-                        family, layout.is_dense(), q, k, g, want
-                    );
+                // The wide kernel too, where this family has one for the layout.
+                for wide in [false, true].into_iter().filter(|&x| !x || wide::supported(family, &layout)) {
+                    let got = adc_top(wide, family, &layout, &codes, bits, &tables, &offsets, norms, k, split);
+                    for (q, g) in got.iter().enumerate() {
+                        let want = reference(&codes, bits, &tables[q], offsets[q], norms, k);
+                        prop_assert!(
+                            same(g, &want),
+                            "family {} wide {} dense {} q {} k {}:\n got {:?}\nwant {:?}",
+                            family, wide, layout.is_dense(), q, k, g, want
+                        );
+                    }
                 }
             }
         }
@@ -450,7 +465,9 @@ fn cutoffs_of_the_wrong_kind_or_length_are_errors() {
 #[test]
 fn index_search_is_unchanged() {
     let mut rng = rng(7);
-    let (n, bits, nq, k) = (3000, 1024, 9, 10);
+    // 9 queries (the narrow kernel), and 70: the wide kernel's batches (adc::wide) on AVX-512,
+    // with a part-filled group.
+    let (n, bits, all_q, k) = (3000, 1024, 70, 10);
     let codes = codes(&mut rng, n, bits, 24, 0);
     let w = words(bits);
     let nv: Vec<f32> = (0..n)
@@ -473,15 +490,16 @@ fn index_search_is_unchanged() {
         index.sparse().is_some(),
         "the builder stores set bits of sparse codes"
     );
-    let tables: Vec<f32> = (0..nq * bits)
+    let tables: Vec<f32> = (0..all_q * bits)
         .map(|_| rng.random_range(-1.0f32..1.0))
         .collect();
-    let offsets: Vec<f32> = (0..nq).map(|_| rng.random_range(-1.0f32..1.0)).collect();
-    let queries = random_codes(&mut rng, nq, bits, 3);
-    for normalise in [false, true] {
+    let offsets: Vec<f32> = (0..all_q).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let all_queries = random_codes(&mut rng, all_q, bits, 3);
+    for (nq, normalise) in [(9, false), (9, true), (70, false), (70, true)] {
+        let queries = &all_queries[..nq * w];
         let score = Score::Table {
-            tables: &tables,
-            offsets: &offsets,
+            tables: &tables[..nq * bits],
+            offsets: &offsets[..nq],
             normalise,
         };
         let mut first = None;
@@ -490,14 +508,18 @@ fn index_search_is_unchanged() {
                 let p = SearchParams::default().with_kernel(Some(family));
                 let flat = index.searcher(&Mode::parse("flat").unwrap()).unwrap();
                 let (hits, stats) = pool(threads)
-                    .install(|| flat.search(&queries, k, &score, &p))
+                    .install(|| flat.search(queries, k, &score, &p))
                     .unwrap();
                 let scanned = stats.counter("codes_scanned").unwrap();
                 let rescored = stats.counter("codes_rescored").unwrap();
                 assert_eq!(scanned, (n * nq) as u64);
                 // The bound leaves few codes to re-score: far fewer than all of them.
                 assert!(rescored < scanned / 4, "{stats:?}");
-                assert!(stats.table_kernel.unwrap().ends_with("sparse"), "{stats:?}");
+                let kernel = stats.table_kernel.unwrap();
+                assert!(kernel.ends_with("sparse"), "{stats:?}");
+                if family == KernelFamily::Avx512 && nq >= wide::WIDE_MIN_QUERIES {
+                    assert_eq!(kernel, wide::KERNEL_NAME, "{stats:?}");
+                }
                 for (q, h) in hits.iter().enumerate() {
                     let want = reference(
                         &codes,

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::adc::{AdcCodes, QuantisedTable, QueryGroup, ScanStats, GROUP};
+use crate::adc::{wide, AdcCodes, QuantisedTable, QueryGroup, ScanStats, GROUP};
 use crate::error::{Error, Result};
 use crate::hamming::{regroup4, tile_codes, Grouped4, Kernel};
 use crate::rowset::RowSet;
@@ -152,9 +152,14 @@ impl FlatSearcher<'_> {
         };
         if let Score::Table { .. } = score {
             // The quantised table scan (crate::adc) and the codes its bound left to score exactly.
-            stats.table_kernel = c
-                .adc_codes()
-                .map(|l| crate::adc::kernel_name(params.family(), l.is_dense()));
+            let nq = queries.len() / w.max(1);
+            stats.table_kernel = c.adc_codes().map(|l| {
+                if nq >= wide::WIDE_MIN_QUERIES && wide::supported(params.family(), l) {
+                    wide::KERNEL_NAME
+                } else {
+                    crate::adc::kernel_name(params.family(), l.is_dense())
+                }
+            });
             stats.counters = vec![
                 ("codes_scanned", scan.scanned),
                 ("codes_rescored", scan.rescored),
@@ -569,19 +574,42 @@ fn table_keys(
     for q0 in (0..nq).step_by(batch) {
         let q1 = (q0 + batch).min(nq);
         let table = |qi: usize| &q.tables[qi * bits..(qi + 1) * bits];
+        let quantised = |qi: usize| {
+            QuantisedTable::new(layout, table(qi), q.offsets[qi], q.normalise)
+                .expect("tables validated by Score::validate, norms by check_norms")
+        };
+        // The exact score of query `qi` and row `r`, as the plain scans compute it (the same
+        // f64 additions).
+        let exact = |qi: usize, r: usize| {
+            let t = table(qi);
+            let sum = match sparse {
+                Some(sv) => sv.table_sum(r, t),
+                None => table_sum(&codes[r * w..(r + 1) * w], t),
+            };
+            desc_key(table_score(q.offsets[qi], sum, norms.map(|v| v[r])))
+        };
+        // A batch of sparse codes on AVX-512 is scanned 64 queries at a time (adc::wide: a
+        // plain load per set bit for all 64, where the narrow kernel gathers per 8 queries).
+        let wide = q1 - q0 >= wide::WIDE_MIN_QUERIES && wide::supported(family, layout);
+        let group_size = if wide { wide::WIDE } else { GROUP };
         // Each query's table is quantised once, then interleaved with its group's.
-        let groups: Vec<QueryGroup> = (q0..q1)
-            .step_by(GROUP)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|g0| {
-                let tables = (g0..(g0 + GROUP).min(q1))
-                    .map(|qi| QuantisedTable::new(layout, table(qi), q.offsets[qi], q.normalise))
-                    .collect::<Result<Vec<_>>>()
-                    .expect("tables validated by Score::validate, norms by check_norms");
-                QueryGroup::new(tables).expect("1 to GROUP tables of one layout")
-            })
-            .collect();
+        let starts: Vec<usize> = (q0..q1).step_by(group_size).collect();
+        let make = |g0: usize| {
+            (g0..(g0 + group_size).min(q1))
+                .map(quantised)
+                .collect::<Vec<_>>()
+        };
+        let (narrow, wide_groups): (Vec<QueryGroup>, Vec<wide::WideGroup>) = if wide {
+            let groups = starts.into_par_iter().map(|g0| {
+                wide::WideGroup::new(make(g0)).expect("1 to WIDE tables of one sparse layout")
+            });
+            (Vec::new(), groups.collect())
+        } else {
+            let groups = starts
+                .into_par_iter()
+                .map(|g0| QueryGroup::new(make(g0)).expect("1 to GROUP tables of one layout"));
+            (groups.collect(), Vec::new())
+        };
         let part = search_keys_by_tile(
             codes,
             w,
@@ -590,21 +618,18 @@ fn table_keys(
             params.split,
             limits.from(q0),
             SPARSE_TILE_ROWS,
-            GROUP,
+            group_size,
             |i, block, first, tops| {
                 let (g0, first) = (q0 + i, first as usize);
-                // The exact score, as the plain scans compute it (the same f64 additions).
-                let mut exact = |g: usize, r: usize| {
-                    let t = table(g0 + g);
-                    let sum = match sparse {
-                        Some(sv) => sv.table_sum(r, t),
-                        None => table_sum(&codes[r * w..(r + 1) * w], t),
-                    };
-                    desc_key(table_score(q.offsets[g0 + g], sum, norms.map(|v| v[r])))
-                };
+                let mut exact = |g: usize, r: usize| exact(g0 + g, r);
                 let rows = first..first + block.len() / w;
-                let group = &groups[i / GROUP];
-                let st = crate::adc::scan_checked(family, layout, group, rows, tops, &mut exact);
+                let st = if wide {
+                    let group = &wide_groups[i / group_size];
+                    wide::scan_checked(layout, group, rows, tops, &mut exact)
+                } else {
+                    let group = &narrow[i / group_size];
+                    crate::adc::scan_checked(family, layout, group, rows, tops, &mut exact)
+                };
                 rescored.fetch_add(st.rescored, Ordering::Relaxed);
             },
         );

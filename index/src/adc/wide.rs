@@ -1,0 +1,331 @@
+//! The quantised scan of sparse codes for up to 64 queries at once (AVX-512): the batch kernel.
+//!
+//! The narrow kernel ([`super::scan`]) gathers one `u64` per code and position, the `u8` entries
+//! of 8 queries: four gathered elements per code and query for 32 set bits, and gathers are its
+//! whole cost. Here the 64 queries' entries of one table index are one 64-byte row (one cache
+//! line), so a code costs one plain vector load per set bit for all 64 queries: an eighth of
+//! the loads per code and query, and no gathers. Per code, the even and odd queries' bytes are
+//! summed in the 16-bit lanes of two registers (sums stay below 2^16, see
+//! [`QuantisedTable::new`]), then the bound is evaluated for the 64 queries with the same `f64`
+//! operations as every other kernel (`lane_candidate` in `adc.rs`), so the same codes are
+//! re-scored exactly and the results are those of the plain scan.
+//!
+//! The rows of a group take `65 * (bits + 1)` bytes (262 KiB at 4096 bits: the L2 cache), so the
+//! kernel pays only for batches; [`WIDE_MIN_QUERIES`] says from how many queries the flat search
+//! uses it.
+//!
+//! ```
+//! use bsa_index::adc::{wide, AdcCodes, QuantisedTable};
+//! use bsa_index::score::{desc_key, table_score, table_sum};
+//! use bsa_index::sparse::SparseCodes;
+//! use bsa_index::topk::TopK;
+//! use bsa_index::KernelFamily;
+//!
+//! # fn main() -> bsa_index::Result<()> {
+//! // Three 8-bit codes: bits {0, 1}, {2}, {0, 3}.
+//! let codes = [0b0011u64, 0b0100, 0b1001];
+//! let layout = AdcCodes::from_sparse(&SparseCodes::build(&codes, 8)?.view())?;
+//! let table = [0.5f32, 0.25, 1.0, -2.0, 0.0, 0.0, 0.0, 0.0];
+//! let family = KernelFamily::best();
+//! if wide::supported(family, &layout) {
+//!     let group = wide::WideGroup::new(vec![QuantisedTable::new(&layout, &table, 0.0, false)?])?;
+//!     let mut tops = [TopK::new(2, None)];
+//!     let exact = |_q: usize, r: usize| {
+//!         desc_key(table_score(0.0, table_sum(&codes[r..r + 1], &table), None))
+//!     };
+//!     wide::scan(family, &layout, &group, 0..3, &mut tops, exact)?;
+//!     let [top] = tops;
+//!     let rows: Vec<u32> = top.into_sorted_keys().iter().map(|&k| k as u32).collect();
+//!     assert_eq!(rows, vec![1, 0]); // row 1 (1.0), then row 0 (0.75)
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::ops::Range;
+
+use super::{AdcCodes, Kind, QuantisedTable, ScanStats};
+use crate::error::{Error, Result};
+use crate::kernel::KernelFamily;
+use crate::topk::TopK;
+
+/// Queries of a [`WideGroup`].
+pub const WIDE: usize = 64;
+
+/// Fewest queries of a batch for which the flat search scans with wide groups (a group's rows
+/// are rebuilt per batch, and a part-filled group loads whole rows all the same).
+pub const WIDE_MIN_QUERIES: usize = 32;
+
+/// The wide kernel's name in search statistics (`table_kernel`).
+pub const KERNEL_NAME: &str = "avx512-wide-sparse";
+
+/// One table index's entries for the 64 queries of a group (query `g` in byte `g`).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Row([u8; WIDE]);
+
+/// Up to [`WIDE`] quantised tables of one sparse layout, stored by table index.
+pub struct WideGroup {
+    rows: Vec<Row>,
+    tables: Vec<QuantisedTable>,
+}
+
+impl WideGroup {
+    /// Groups 1 to [`WIDE`] tables quantised for the same sparse layout, with the same
+    /// normalisation.
+    pub fn new(tables: Vec<QuantisedTable>) -> Result<Self> {
+        let first = tables.first().ok_or_else(|| {
+            Error::InvalidArgument("a query group needs at least one table".into())
+        })?;
+        if tables.len() > WIDE
+            || first.dense
+            || tables.iter().any(|t| {
+                t.entries.len() != first.entries.len() || t.dense || t.normalise != first.normalise
+            })
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a wide query group holds 1 to {WIDE} tables of one sparse layout and \
+                 normalisation, got {}",
+                tables.len()
+            )));
+        }
+        let mut rows = vec![Row([0; WIDE]); first.entries.len()];
+        let mut tables = tables;
+        for (g, t) in tables.iter_mut().enumerate() {
+            for (row, &q) in rows.iter_mut().zip(&t.entries) {
+                row.0[g] = q;
+            }
+            // Only the rows are read from now on.
+            t.entries = Vec::new();
+        }
+        Ok(WideGroup { rows, tables })
+    }
+
+    /// Number of queries in the group.
+    pub fn len(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// Whether the group is empty (never: groups hold at least one query).
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+}
+
+/// Whether `family` has a wide kernel for `codes` (AVX-512, sparse layouts).
+pub fn supported(family: KernelFamily, codes: &AdcCodes) -> bool {
+    cfg!(target_arch = "x86_64")
+        && family == KernelFamily::Avx512
+        && family.is_supported()
+        && codes.kind == Kind::Sparse
+}
+
+/// [`super::scan`] for a wide group: offers to `tops[g]` every code of `rows` whose score for
+/// query `g` may enter it, scored by `exact(g, row)`, rows ascending; the same top k as the
+/// plain scan.
+///
+/// # Errors
+/// If the family has no wide kernel for this layout ([`supported`]), or the group, rows and
+/// top-k lists do not fit the layout.
+pub fn scan(
+    family: KernelFamily,
+    codes: &AdcCodes,
+    group: &WideGroup,
+    rows: Range<usize>,
+    tops: &mut [TopK],
+    mut exact: impl FnMut(usize, usize) -> u32,
+) -> Result<ScanStats> {
+    family.check()?;
+    if !supported(family, codes)
+        || group.rows.len() != codes.table_len()
+        || (group.tables[0].normalise && !codes.has_norms())
+        || rows.start > rows.end
+        || rows.end > codes.n
+        || tops.len() != group.len()
+    {
+        return Err(Error::InvalidArgument(format!(
+            "a wide scan needs AVX-512, a sparse layout, tables made for it, rows in 0..{} and one \
+             top-k list per query",
+            codes.n
+        )));
+    }
+    Ok(scan_checked(codes, group, rows, tops, &mut exact))
+}
+
+/// [`scan`] on checked arguments (`supported(family, codes)` held).
+pub(crate) fn scan_checked(
+    codes: &AdcCodes,
+    group: &WideGroup,
+    rows: Range<usize>,
+    tops: &mut [TopK],
+    exact: &mut impl FnMut(usize, usize) -> u32,
+) -> ScanStats {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: the callers checked AVX-512 (F and BW, `KernelFamily::Avx512`), the layout
+        // (sparse, its ids below the table length) and the group (tables made for it).
+        let rescored = unsafe { x86::scan(codes, group, rows.clone(), tops, exact) };
+        ScanStats {
+            scanned: (rows.len() * tops.len()) as u64,
+            rescored,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (codes, group, rows, tops, exact);
+        unreachable!("wide::supported is false off x86-64")
+    }
+}
+
+/// Query of bit `bit` of a code's candidate mask: the bound is evaluated in eight vectors of
+/// eight queries, the first four the even queries' sums (query `2 j` in 16-bit lane `j`), the
+/// last four the odd ones'.
+#[inline(always)]
+fn query_of(bit: usize) -> usize {
+    let (v, i) = (bit / 8, bit % 8);
+    if v < 4 {
+        2 * (8 * v + i)
+    } else {
+        2 * (8 * (v - 4) + i) + 1
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! Safety: `scan` requires `avx512f` and `avx512bw`; its loads stay inside the layout's ids,
+    //! the group's rows (ids are at most `bits`, below the table length) and the inverse norms.
+
+    use super::super::{threshold_score, AdcCodes, BOUND_REL, LANES};
+    use super::{query_of, WideGroup, WIDE};
+    use crate::topk::TopK;
+    use std::arch::x86_64::*;
+    use std::ops::Range;
+
+    /// The threshold of `top` as the bound compares it (NaN while it fills: keep every code).
+    fn threshold(top: &TopK) -> f64 {
+        f64::from(threshold_score(top.threshold()))
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn scan(
+        codes: &AdcCodes,
+        group: &WideGroup,
+        rows: Range<usize>,
+        tops: &mut [TopK],
+        exact: &mut impl FnMut(usize, usize) -> u32,
+    ) -> u64 {
+        let nq = group.tables.len();
+        let inv = codes
+            .inv_norms
+            .as_deref()
+            .filter(|_| group.tables[0].normalise);
+        // Per bit of the mask (see `query_of`): the query's step and threshold; queries past
+        // the group's end get threshold +inf, which no bound exceeds.
+        let mut step = [0.0f64; WIDE];
+        let mut thr = [f64::INFINITY; WIDE];
+        for bit in 0..WIDE {
+            let g = query_of(bit);
+            if g < nq {
+                step[bit] = group.tables[g].step;
+                thr[bit] = threshold(&tops[g]);
+            }
+        }
+        let mut base = [0.0f64; WIDE];
+        let low_bytes = _mm512_set1_epi16(0xff);
+        let rows_ptr = group.rows.as_ptr().cast::<u8>();
+        let mut rescored = 0u64;
+        for b in rows.start / LANES..rows.end.div_ceil(LANES) {
+            let (s, e) = (codes.starts[b], codes.starts[b + 1]);
+            let len = e - s;
+            for (bit, x) in base.iter_mut().enumerate() {
+                let g = query_of(bit);
+                if g < nq {
+                    *x = group.tables[g].base(len);
+                }
+            }
+            let ids = &codes.ids[s * LANES..e * LANES];
+            let first = (b * LANES).max(rows.start);
+            let last = ((b + 1) * LANES).min(rows.end);
+            for r in first..last {
+                let lane = r - b * LANES;
+                // Two accumulators per parity: half the dependent additions in a row.
+                let z = _mm512_setzero_si512();
+                let (mut e0, mut e1, mut o0, mut o1) = (z, z, z, z);
+                let mut i = 0;
+                while i + 1 < len {
+                    let a = ids[i * LANES + lane] as usize;
+                    let c = ids[(i + 1) * LANES + lane] as usize;
+                    // SAFETY: ids are at most `bits`, below the number of rows.
+                    let (va, vc) = unsafe {
+                        (
+                            _mm512_load_si512(rows_ptr.add(a * WIDE).cast()),
+                            _mm512_load_si512(rows_ptr.add(c * WIDE).cast()),
+                        )
+                    };
+                    e0 = _mm512_add_epi16(e0, _mm512_and_si512(va, low_bytes));
+                    o0 = _mm512_add_epi16(o0, _mm512_srli_epi16::<8>(va));
+                    e1 = _mm512_add_epi16(e1, _mm512_and_si512(vc, low_bytes));
+                    o1 = _mm512_add_epi16(o1, _mm512_srli_epi16::<8>(vc));
+                    i += 2;
+                }
+                if i < len {
+                    let a = ids[i * LANES + lane] as usize;
+                    // SAFETY: as above.
+                    let va = unsafe { _mm512_load_si512(rows_ptr.add(a * WIDE).cast()) };
+                    e0 = _mm512_add_epi16(e0, _mm512_and_si512(va, low_bytes));
+                    o0 = _mm512_add_epi16(o0, _mm512_srli_epi16::<8>(va));
+                }
+                let sums = [_mm512_add_epi16(e0, e1), _mm512_add_epi16(o0, o1)];
+                let inv_r = inv.map(|v| v[r]);
+                let rel = _mm512_set1_pd(BOUND_REL);
+                let mut mask = 0u64;
+                for (p, &acc) in sums.iter().enumerate() {
+                    let halves = [
+                        _mm512_castsi512_si256(acc),
+                        _mm512_extracti64x4_epi64::<1>(acc),
+                    ];
+                    for (h, &half) in halves.iter().enumerate() {
+                        let wide = _mm512_cvtepu16_epi32(half);
+                        let quads = [
+                            _mm512_castsi512_si256(wide),
+                            _mm512_extracti64x4_epi64::<1>(wide),
+                        ];
+                        for (qd, &q) in quads.iter().enumerate() {
+                            let v = 4 * p + 2 * h + qd;
+                            // SAFETY: v < 8, so 8 v + 8 <= WIDE.
+                            let (st, ba, th) = unsafe {
+                                (
+                                    _mm512_loadu_pd(step.as_ptr().add(8 * v)),
+                                    _mm512_loadu_pd(base.as_ptr().add(8 * v)),
+                                    _mm512_loadu_pd(thr.as_ptr().add(8 * v)),
+                                )
+                            };
+                            // lane_candidate's operations, in its order.
+                            let n = _mm512_add_pd(_mm512_mul_pd(_mm512_cvtepu32_pd(q), st), ba);
+                            let u = match inv_r {
+                                Some(iv) => _mm512_mul_pd(n, _mm512_set1_pd(iv)),
+                                None => n,
+                            };
+                            let u = _mm512_add_pd(u, _mm512_mul_pd(_mm512_abs_pd(u), rel));
+                            let keep = _mm512_cmp_pd_mask::<_CMP_NLE_UQ>(u, th);
+                            mask |= u64::from(keep) << (8 * v);
+                        }
+                    }
+                }
+                while mask != 0 {
+                    let bit = mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    let g = query_of(bit);
+                    rescored += 1;
+                    let k = exact(g, r);
+                    let top = &mut tops[g];
+                    if k < top.threshold() {
+                        // Rows ascending: r is above every row offered before.
+                        top.push(k, r as u32);
+                        thr[bit] = threshold(top);
+                    }
+                }
+            }
+        }
+        rescored
+    }
+}
