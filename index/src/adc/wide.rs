@@ -1,4 +1,5 @@
-//! The quantised scan of sparse codes for up to 64 queries at once (AVX-512): the batch kernel.
+//! The quantised scan of sparse codes for up to 64 queries at once (AVX-512 and AVX2): the batch
+//! kernel.
 //!
 //! The narrow kernel ([`super::scan`]) gathers one `u64` per code and position, the `u8` entries
 //! of 8 queries: four gathered elements per code and query for 32 set bits, and gathers are its
@@ -55,8 +56,13 @@ pub const WIDE: usize = 64;
 /// are rebuilt per batch, and a part-filled group loads whole rows all the same).
 pub const WIDE_MIN_QUERIES: usize = 32;
 
-/// The wide kernel's name in search statistics (`table_kernel`).
-pub const KERNEL_NAME: &str = "avx512-wide-sparse";
+/// The wide kernel's name in search statistics (`table_kernel`), e.g. `"avx512-wide-sparse"`.
+pub fn kernel_name(family: KernelFamily) -> &'static str {
+    match family {
+        KernelFamily::Avx512 => "avx512-wide-sparse",
+        _ => "avx2-wide-sparse",
+    }
+}
 
 /// One table index's entries for the 64 queries of a group (query `g` in byte `g`).
 #[derive(Clone, Copy)]
@@ -111,10 +117,10 @@ impl WideGroup {
     }
 }
 
-/// Whether `family` has a wide kernel for `codes` (AVX-512, sparse layouts).
+/// Whether `family` has a wide kernel for `codes` (AVX-512 and AVX2, sparse layouts).
 pub fn supported(family: KernelFamily, codes: &AdcCodes) -> bool {
     cfg!(target_arch = "x86_64")
-        && family == KernelFamily::Avx512
+        && family != KernelFamily::Portable
         && family.is_supported()
         && codes.kind == Kind::Sparse
 }
@@ -143,16 +149,17 @@ pub fn scan(
         || tops.len() != group.len()
     {
         return Err(Error::InvalidArgument(format!(
-            "a wide scan needs AVX-512, a sparse layout, tables made for it, rows in 0..{} and one \
-             top-k list per query",
+            "a wide scan needs AVX-512 or AVX2, a sparse layout, tables made for it, rows in 0..{} \
+             and one top-k list per query",
             codes.n
         )));
     }
-    Ok(scan_checked(codes, group, rows, tops, &mut exact))
+    Ok(scan_checked(family, codes, group, rows, tops, &mut exact))
 }
 
 /// [`scan`] on checked arguments (`supported(family, codes)` held).
 pub(crate) fn scan_checked(
+    family: KernelFamily,
     codes: &AdcCodes,
     group: &WideGroup,
     rows: Range<usize>,
@@ -161,17 +168,21 @@ pub(crate) fn scan_checked(
 ) -> ScanStats {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: the callers checked AVX-512 (F and BW, `KernelFamily::Avx512`), the layout
-        // (sparse, its ids below the table length) and the group (tables made for it).
-        let rescored = unsafe { x86::scan(codes, group, rows.clone(), tops, exact) };
-        ScanStats {
-            scanned: (rows.len() * tops.len()) as u64,
-            rescored,
-        }
+        let scanned = (rows.len() * tops.len()) as u64;
+        // SAFETY: the callers checked the family against the CPU (`KernelFamily::Avx512` has
+        // AVX-512 F and BW), the layout (sparse, its ids below the table length) and the group
+        // (tables made for it).
+        let rescored = unsafe {
+            match family {
+                KernelFamily::Avx512 => x86::scan_avx512(codes, group, rows, tops, exact),
+                _ => x86::scan_avx2(codes, group, rows, tops, exact),
+            }
+        };
+        ScanStats { scanned, rescored }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (codes, group, rows, tops, exact);
+        let _ = (family, codes, group, rows, tops, exact);
         unreachable!("wide::supported is false off x86-64")
     }
 }
@@ -191,8 +202,9 @@ fn query_of(bit: usize) -> usize {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! Safety: `scan` requires `avx512f` and `avx512bw`; its loads stay inside the layout's ids,
-    //! the group's rows (ids are at most `bits`, below the table length) and the inverse norms.
+    //! Safety: `scan_avx512` requires `avx512f` and `avx512bw`, `scan_avx2` requires `avx2`;
+    //! their loads stay inside the layout's ids, the group's rows (ids are at most `bits`, below
+    //! the table length) and the inverse norms.
 
     use super::super::{threshold_score, AdcCodes, BOUND_REL, LANES};
     use super::{query_of, WideGroup, WIDE};
@@ -205,8 +217,34 @@ mod x86 {
         f64::from(threshold_score(top.threshold()))
     }
 
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub(super) unsafe fn scan(
+    /// Per-query bound parameters, in the order of the mask's bits (see `query_of`).
+    struct Bounds {
+        step: [f64; WIDE],
+        base: [f64; WIDE],
+        thr: [f64; WIDE],
+    }
+
+    /// One family's half of the scan: a code's candidate mask.
+    trait Mask {
+        /// Bit `b` set when the code whose ids are `ids[i * LANES + lane]` (`i < len`) may
+        /// score above `bounds.thr[b]` for query `query_of(b)`; `inv`: its `1 / norm`.
+        ///
+        /// # Safety
+        /// The family's features; ids below the number of `rows`.
+        unsafe fn mask(
+            rows: *const u8,
+            ids: &[u16],
+            lane: usize,
+            len: usize,
+            bounds: &Bounds,
+            inv: Option<f64>,
+        ) -> u64;
+    }
+
+    /// The scan loop, shared by the families (inlined into each one's `target_feature`
+    /// function, so `M::mask` inlines too).
+    #[inline(always)]
+    unsafe fn scan_with<M: Mask>(
         codes: &AdcCodes,
         group: &WideGroup,
         rows: Range<usize>,
@@ -218,99 +256,35 @@ mod x86 {
             .inv_norms
             .as_deref()
             .filter(|_| group.tables[0].normalise);
-        // Per bit of the mask (see `query_of`): the query's step and threshold; queries past
-        // the group's end get threshold +inf, which no bound exceeds.
-        let mut step = [0.0f64; WIDE];
-        let mut thr = [f64::INFINITY; WIDE];
+        // Queries past the group's end get threshold +inf, which no bound exceeds.
+        let mut b = Bounds {
+            step: [0.0; WIDE],
+            base: [0.0; WIDE],
+            thr: [f64::INFINITY; WIDE],
+        };
         for bit in 0..WIDE {
             let g = query_of(bit);
             if g < nq {
-                step[bit] = group.tables[g].step;
-                thr[bit] = threshold(&tops[g]);
+                b.step[bit] = group.tables[g].step;
+                b.thr[bit] = threshold(&tops[g]);
             }
         }
-        let mut base = [0.0f64; WIDE];
-        let low_bytes = _mm512_set1_epi16(0xff);
         let rows_ptr = group.rows.as_ptr().cast::<u8>();
         let mut rescored = 0u64;
-        for b in rows.start / LANES..rows.end.div_ceil(LANES) {
-            let (s, e) = (codes.starts[b], codes.starts[b + 1]);
+        for blk in rows.start / LANES..rows.end.div_ceil(LANES) {
+            let (s, e) = (codes.starts[blk], codes.starts[blk + 1]);
             let len = e - s;
-            for (bit, x) in base.iter_mut().enumerate() {
+            for bit in 0..WIDE {
                 let g = query_of(bit);
                 if g < nq {
-                    *x = group.tables[g].base(len);
+                    b.base[bit] = group.tables[g].base(len);
                 }
             }
             let ids = &codes.ids[s * LANES..e * LANES];
-            let first = (b * LANES).max(rows.start);
-            let last = ((b + 1) * LANES).min(rows.end);
-            for r in first..last {
-                let lane = r - b * LANES;
-                // Two accumulators per parity: half the dependent additions in a row.
-                let z = _mm512_setzero_si512();
-                let (mut e0, mut e1, mut o0, mut o1) = (z, z, z, z);
-                let mut i = 0;
-                while i + 1 < len {
-                    let a = ids[i * LANES + lane] as usize;
-                    let c = ids[(i + 1) * LANES + lane] as usize;
-                    // SAFETY: ids are at most `bits`, below the number of rows.
-                    let (va, vc) = unsafe {
-                        (
-                            _mm512_load_si512(rows_ptr.add(a * WIDE).cast()),
-                            _mm512_load_si512(rows_ptr.add(c * WIDE).cast()),
-                        )
-                    };
-                    e0 = _mm512_add_epi16(e0, _mm512_and_si512(va, low_bytes));
-                    o0 = _mm512_add_epi16(o0, _mm512_srli_epi16::<8>(va));
-                    e1 = _mm512_add_epi16(e1, _mm512_and_si512(vc, low_bytes));
-                    o1 = _mm512_add_epi16(o1, _mm512_srli_epi16::<8>(vc));
-                    i += 2;
-                }
-                if i < len {
-                    let a = ids[i * LANES + lane] as usize;
-                    // SAFETY: as above.
-                    let va = unsafe { _mm512_load_si512(rows_ptr.add(a * WIDE).cast()) };
-                    e0 = _mm512_add_epi16(e0, _mm512_and_si512(va, low_bytes));
-                    o0 = _mm512_add_epi16(o0, _mm512_srli_epi16::<8>(va));
-                }
-                let sums = [_mm512_add_epi16(e0, e1), _mm512_add_epi16(o0, o1)];
-                let inv_r = inv.map(|v| v[r]);
-                let rel = _mm512_set1_pd(BOUND_REL);
-                let mut mask = 0u64;
-                for (p, &acc) in sums.iter().enumerate() {
-                    let halves = [
-                        _mm512_castsi512_si256(acc),
-                        _mm512_extracti64x4_epi64::<1>(acc),
-                    ];
-                    for (h, &half) in halves.iter().enumerate() {
-                        let wide = _mm512_cvtepu16_epi32(half);
-                        let quads = [
-                            _mm512_castsi512_si256(wide),
-                            _mm512_extracti64x4_epi64::<1>(wide),
-                        ];
-                        for (qd, &q) in quads.iter().enumerate() {
-                            let v = 4 * p + 2 * h + qd;
-                            // SAFETY: v < 8, so 8 v + 8 <= WIDE.
-                            let (st, ba, th) = unsafe {
-                                (
-                                    _mm512_loadu_pd(step.as_ptr().add(8 * v)),
-                                    _mm512_loadu_pd(base.as_ptr().add(8 * v)),
-                                    _mm512_loadu_pd(thr.as_ptr().add(8 * v)),
-                                )
-                            };
-                            // lane_candidate's operations, in its order.
-                            let n = _mm512_add_pd(_mm512_mul_pd(_mm512_cvtepu32_pd(q), st), ba);
-                            let u = match inv_r {
-                                Some(iv) => _mm512_mul_pd(n, _mm512_set1_pd(iv)),
-                                None => n,
-                            };
-                            let u = _mm512_add_pd(u, _mm512_mul_pd(_mm512_abs_pd(u), rel));
-                            let keep = _mm512_cmp_pd_mask::<_CMP_NLE_UQ>(u, th);
-                            mask |= u64::from(keep) << (8 * v);
-                        }
-                    }
-                }
+            for r in (blk * LANES).max(rows.start)..((blk + 1) * LANES).min(rows.end) {
+                // SAFETY: the family's features (the caller's); ids are at most `bits`.
+                let mut mask =
+                    unsafe { M::mask(rows_ptr, ids, r - blk * LANES, len, &b, inv.map(|v| v[r])) };
                 while mask != 0 {
                     let bit = mask.trailing_zeros() as usize;
                     mask &= mask - 1;
@@ -321,11 +295,183 @@ mod x86 {
                     if k < top.threshold() {
                         // Rows ascending: r is above every row offered before.
                         top.push(k, r as u32);
-                        thr[bit] = threshold(top);
+                        b.thr[bit] = threshold(top);
                     }
                 }
             }
         }
         rescored
+    }
+
+    /// AVX-512: a row is one register; the 64 sums are two registers of 32 `u16`.
+    struct Avx512;
+
+    impl Mask for Avx512 {
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw")]
+        unsafe fn mask(
+            rows: *const u8,
+            ids: &[u16],
+            lane: usize,
+            len: usize,
+            b: &Bounds,
+            inv: Option<f64>,
+        ) -> u64 {
+            let low_bytes = _mm512_set1_epi16(0xff);
+            let row = |i: usize| {
+                // SAFETY: ids are below the number of rows; rows are 64-byte aligned.
+                unsafe { _mm512_load_si512(rows.add(ids[i * LANES + lane] as usize * WIDE).cast()) }
+            };
+            // Two accumulators per parity: half the dependent additions in a row.
+            let z = _mm512_setzero_si512();
+            let (mut e0, mut e1, mut o0, mut o1) = (z, z, z, z);
+            let mut i = 0;
+            while i + 1 < len {
+                let (va, vc) = (row(i), row(i + 1));
+                e0 = _mm512_add_epi16(e0, _mm512_and_si512(va, low_bytes));
+                o0 = _mm512_add_epi16(o0, _mm512_srli_epi16::<8>(va));
+                e1 = _mm512_add_epi16(e1, _mm512_and_si512(vc, low_bytes));
+                o1 = _mm512_add_epi16(o1, _mm512_srli_epi16::<8>(vc));
+                i += 2;
+            }
+            if i < len {
+                let va = row(i);
+                e0 = _mm512_add_epi16(e0, _mm512_and_si512(va, low_bytes));
+                o0 = _mm512_add_epi16(o0, _mm512_srli_epi16::<8>(va));
+            }
+            let sums = [_mm512_add_epi16(e0, e1), _mm512_add_epi16(o0, o1)];
+            let rel = _mm512_set1_pd(BOUND_REL);
+            let mut mask = 0u64;
+            for (p, &acc) in sums.iter().enumerate() {
+                let halves = [
+                    _mm512_castsi512_si256(acc),
+                    _mm512_extracti64x4_epi64::<1>(acc),
+                ];
+                for (h, &half) in halves.iter().enumerate() {
+                    let wide = _mm512_cvtepu16_epi32(half);
+                    let quads = [
+                        _mm512_castsi512_si256(wide),
+                        _mm512_extracti64x4_epi64::<1>(wide),
+                    ];
+                    for (qd, &q) in quads.iter().enumerate() {
+                        let v = 4 * p + 2 * h + qd;
+                        // SAFETY: v < 8, so 8 v + 8 <= WIDE.
+                        let (st, ba, th) = unsafe {
+                            (
+                                _mm512_loadu_pd(b.step.as_ptr().add(8 * v)),
+                                _mm512_loadu_pd(b.base.as_ptr().add(8 * v)),
+                                _mm512_loadu_pd(b.thr.as_ptr().add(8 * v)),
+                            )
+                        };
+                        // lane_candidate's operations, in its order.
+                        let n = _mm512_add_pd(_mm512_mul_pd(_mm512_cvtepu32_pd(q), st), ba);
+                        let u = match inv {
+                            Some(iv) => _mm512_mul_pd(n, _mm512_set1_pd(iv)),
+                            None => n,
+                        };
+                        let u = _mm512_add_pd(u, _mm512_mul_pd(_mm512_abs_pd(u), rel));
+                        let keep = _mm512_cmp_pd_mask::<_CMP_NLE_UQ>(u, th);
+                        mask |= u64::from(keep) << (8 * v);
+                    }
+                }
+            }
+            mask
+        }
+    }
+
+    /// AVX2: a row is two registers (queries 0..32 and 32..64); the sums four registers of 16
+    /// `u16`, in the order of the AVX-512 kernel's mask bits.
+    struct Avx2;
+
+    impl Mask for Avx2 {
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn mask(
+            rows: *const u8,
+            ids: &[u16],
+            lane: usize,
+            len: usize,
+            b: &Bounds,
+            inv: Option<f64>,
+        ) -> u64 {
+            let low_bytes = _mm256_set1_epi16(0xff);
+            let z = _mm256_setzero_si256();
+            // [even 0..32, even 32..64, odd 0..32, odd 32..64]: mask vectors 0-1, 2-3, 4-5, 6-7.
+            let mut acc = [z; 4];
+            for i in 0..len {
+                let p = rows.add(ids[i * LANES + lane] as usize * WIDE);
+                // SAFETY: ids are below the number of rows; rows are 64-byte aligned.
+                let (lo, hi) = unsafe {
+                    (
+                        _mm256_load_si256(p.cast()),
+                        _mm256_load_si256(p.add(32).cast()),
+                    )
+                };
+                acc[0] = _mm256_add_epi16(acc[0], _mm256_and_si256(lo, low_bytes));
+                acc[1] = _mm256_add_epi16(acc[1], _mm256_and_si256(hi, low_bytes));
+                acc[2] = _mm256_add_epi16(acc[2], _mm256_srli_epi16::<8>(lo));
+                acc[3] = _mm256_add_epi16(acc[3], _mm256_srli_epi16::<8>(hi));
+            }
+            let rel = _mm256_set1_pd(BOUND_REL);
+            let sign = _mm256_set1_pd(-0.0);
+            let mut mask = 0u64;
+            for (a, &x) in acc.iter().enumerate() {
+                let halves = [_mm256_castsi256_si128(x), _mm256_extracti128_si256::<1>(x)];
+                for (h, &half) in halves.iter().enumerate() {
+                    let wide = _mm256_cvtepu16_epi32(half);
+                    let quads = [
+                        _mm256_castsi256_si128(wide),
+                        _mm256_extracti128_si256::<1>(wide),
+                    ];
+                    for (qd, &q) in quads.iter().enumerate() {
+                        // Bits 8 v + 4 qd .. + 4: queries query_of(8 v + 4 qd ..).
+                        let at = 8 * (2 * a + h) + 4 * qd;
+                        // SAFETY: at + 4 <= WIDE.
+                        let (st, ba, th) = unsafe {
+                            (
+                                _mm256_loadu_pd(b.step.as_ptr().add(at)),
+                                _mm256_loadu_pd(b.base.as_ptr().add(at)),
+                                _mm256_loadu_pd(b.thr.as_ptr().add(at)),
+                            )
+                        };
+                        // lane_candidate's operations, in its order (u32 sums below 2^16
+                        // convert exactly as signed).
+                        let n = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(q), st), ba);
+                        let u = match inv {
+                            Some(iv) => _mm256_mul_pd(n, _mm256_set1_pd(iv)),
+                            None => n,
+                        };
+                        let u = _mm256_add_pd(u, _mm256_mul_pd(_mm256_andnot_pd(sign, u), rel));
+                        let keep = _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_NLE_UQ>(u, th));
+                        mask |= (keep as u64) << at;
+                    }
+                }
+            }
+            mask
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn scan_avx512(
+        codes: &AdcCodes,
+        group: &WideGroup,
+        rows: Range<usize>,
+        tops: &mut [TopK],
+        exact: &mut impl FnMut(usize, usize) -> u32,
+    ) -> u64 {
+        // SAFETY: this function's features are Avx512's.
+        unsafe { scan_with::<Avx512>(codes, group, rows, tops, exact) }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn scan_avx2(
+        codes: &AdcCodes,
+        group: &WideGroup,
+        rows: Range<usize>,
+        tops: &mut [TopK],
+        exact: &mut impl FnMut(usize, usize) -> u32,
+    ) -> u64 {
+        // SAFETY: this function's features are Avx2's.
+        unsafe { scan_with::<Avx2>(codes, group, rows, tops, exact) }
     }
 }

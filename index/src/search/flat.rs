@@ -155,7 +155,7 @@ impl FlatSearcher<'_> {
             let nq = queries.len() / w.max(1);
             stats.table_kernel = c.adc_codes().map(|l| {
                 if nq >= wide::WIDE_MIN_QUERIES && wide::supported(params.family(), l) {
-                    wide::KERNEL_NAME
+                    wide::kernel_name(params.family())
                 } else {
                     crate::adc::kernel_name(params.family(), l.is_dense())
                 }
@@ -588,8 +588,9 @@ fn table_keys(
             };
             desc_key(table_score(q.offsets[qi], sum, norms.map(|v| v[r])))
         };
-        // A batch of sparse codes on AVX-512 is scanned 64 queries at a time (adc::wide: a
-        // plain load per set bit for all 64, where the narrow kernel gathers per 8 queries).
+        // A batch of sparse codes is scanned 64 queries at a time on AVX-512 and AVX2
+        // (adc::wide: plain loads per set bit for all 64, where the narrow kernel gathers per 8
+        // queries).
         let wide = q1 - q0 >= wide::WIDE_MIN_QUERIES && wide::supported(family, layout);
         let group_size = if wide { wide::WIDE } else { GROUP };
         // Each query's table is quantised once, then interleaved with its group's.
@@ -625,7 +626,7 @@ fn table_keys(
                 let rows = first..first + block.len() / w;
                 let st = if wide {
                     let group = &wide_groups[i / group_size];
-                    wide::scan_checked(layout, group, rows, tops, &mut exact)
+                    wide::scan_checked(family, layout, group, rows, tops, &mut exact)
                 } else {
                     let group = &narrow[i / group_size];
                     crate::adc::scan_checked(family, layout, group, rows, tops, &mut exact)
