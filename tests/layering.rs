@@ -42,6 +42,7 @@ const INDEX_LAYERS: &[&[&str]] = &[
         "graph.rs",
         "vectors.rs",
         "adc.rs",
+        "adc_wide.rs",
     ],
     &[
         "search/searcher.rs",

@@ -77,8 +77,6 @@ use crate::score::from_desc_key;
 use crate::sparse::SparseView;
 use crate::topk::TopK;
 
-pub mod wide;
-
 /// Codes per block of the transposed layout (one 512-bit register of `u32` sums).
 pub const LANES: usize = 16;
 
@@ -87,11 +85,11 @@ pub const LANES: usize = 16;
 const RUN_BLOCKS: usize = 64;
 
 /// Relative inflation of the computed bound (covers its own three `f64` roundings).
-const BOUND_REL: f64 = 1.0 / (1u64 << 48) as f64;
+pub(crate) const BOUND_REL: f64 = 1.0 / (1u64 << 48) as f64;
 
 /// How the codes are stored in an [`AdcCodes`] layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     /// `u16` set-bit ids per position, padded with the id `bits`.
     Sparse,
     /// One code byte per position.
@@ -121,19 +119,19 @@ enum Kind {
 /// ```
 #[derive(Debug, Clone)]
 pub struct AdcCodes {
-    n: usize,
+    pub(crate) n: usize,
     bits: usize,
-    kind: Kind,
+    pub(crate) kind: Kind,
     /// Sparse: block `b`'s positions are `starts[b]..starts[b + 1]` (in units of `LANES` ids).
-    starts: Vec<usize>,
+    pub(crate) starts: Vec<usize>,
     /// Sparse: `LANES` ids per position.
-    ids: Vec<u16>,
+    pub(crate) ids: Vec<u16>,
     /// Dense: block `b`'s `LANES * bytes` bytes, position-major.
     bytes: Vec<u8>,
     /// Dense: bytes per code.
     stride: usize,
     /// `1 / norm` in `f64` per code (0 for norms that are not positive), padded to whole blocks.
-    inv_norms: Option<Vec<f64>>,
+    pub(crate) inv_norms: Option<Vec<f64>>,
     /// The most positions of any block (each table quantises for it: kept, not recounted).
     max_positions: usize,
 }
@@ -314,7 +312,7 @@ impl AdcCodes {
     }
 
     /// Entries of a quantised table for this layout (with the pad entry of sparse codes).
-    fn table_len(&self) -> usize {
+    pub(crate) fn table_len(&self) -> usize {
         match self.kind {
             Kind::Sparse => self.bits + 1,
             Kind::Dense => self.stride * 256,
@@ -339,16 +337,16 @@ impl AdcCodes {
 #[derive(Debug, Clone)]
 pub struct QuantisedTable {
     /// Quantised entries, one per table index (dense: 256 per code byte).
-    entries: Vec<u8>,
-    step: f64,
+    pub(crate) entries: Vec<u8>,
+    pub(crate) step: f64,
     /// `e - z * step`: what each position adds to the bound besides `step * q`.
     per_position: f64,
     offset: f64,
     /// Largest entry magnitude plus `|offset|` scale, for the rounding margin.
     max_abs: f64,
     max_error: f64,
-    dense: bool,
-    normalise: bool,
+    pub(crate) dense: bool,
+    pub(crate) normalise: bool,
 }
 
 impl QuantisedTable {
@@ -495,7 +493,7 @@ impl QuantisedTable {
 
     /// The constant part of the bound of a block with `len` positions (see the module docs).
     #[inline]
-    fn base(&self, len: usize) -> f64 {
+    pub(crate) fn base(&self, len: usize) -> f64 {
         let l = len as f64;
         let margin =
             (self.offset.abs() + l * self.max_abs) * (l + 16.0) * (1.0 / (1u64 << 44) as f64);
@@ -769,7 +767,7 @@ pub(crate) fn scan_checked(
 /// `+0.0`), but a threshold can be: one past the key of `0.0`, from a cutoff of `0.0`
 /// ([`crate::search::Cutoffs`]). It rejects `-0.0` alone, which compares equal to `0.0`, so the
 /// largest rejected score is the one below, the smallest negative subnormal.
-fn threshold_score(t: u32) -> f32 {
+pub(crate) fn threshold_score(t: u32) -> f32 {
     match from_desc_key(t) {
         z if z == 0.0 && z.is_sign_negative() => -f32::from_bits(1),
         s => s,

@@ -63,7 +63,7 @@
 //!  searchers  search ─ Searcher, Hits, SearchParams, CodesView, keys → hits
 //!             search::{flat, inverted (+ blocked), graph, rescore}
 //!  ───────────────────────────────────────────────────────────────────────────────
-//!  views      sparse · postings · bitmaps · graph · vectors · adc   (validated, borrowed)
+//!  views      sparse · postings · bitmaps · graph · vectors · adc · adc_wide   (validated, borrowed)
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  files      manifest · files (mapped sections, CRCs) · format (headers)
 //!  ───────────────────────────────────────────────────────────────────────────────
@@ -90,7 +90,7 @@
 //!   HNSW graph's flat lists, and the stored float vectors.
 //! * [`adc`]: the fast exact table-score scan (`--score adc`): the codes in blocks for SIMD
 //!   gathers, quantised per-query tables, a bound, and exact re-scoring of the few codes that
-//!   may reach the top k.
+//!   may reach the top k. [`adc_wide`]: its batch kernel, 64 queries per plain load.
 //! * [`format`](mod@format), [`manifest`]: the on-disk format.
 //!
 //! Searches run on the rayon pool they are called from: size it with
@@ -122,6 +122,7 @@ pub mod format;
 pub mod manifest;
 // Views.
 pub mod adc;
+pub mod adc_wide;
 pub mod bitmaps;
 pub mod graph;
 pub mod postings;

@@ -6,7 +6,8 @@
 
 mod common;
 
-use bsa_index::adc::{self, wide, AdcCodes, QuantisedTable, QueryGroup, GROUP};
+use bsa_index::adc::{self, AdcCodes, QuantisedTable, QueryGroup, GROUP};
+use bsa_index::adc_wide as wide;
 use bsa_index::score::{desc_key, from_desc_key};
 use bsa_index::search::flat::top_k_scored;
 use bsa_index::search::{
@@ -160,7 +161,7 @@ fn codes(rng: &mut Xoshiro256PlusPlus, n: usize, bits: usize, set: usize, kind: 
     c
 }
 
-/// Runs `adc::scan` (or, `wide`, `adc::wide::scan`) over `layout` for queries `tables` in
+/// Runs `adc::scan` (or, `wide`, `adc_wide::scan`) over `layout` for queries `tables` in
 /// groups and returns each query's top k.
 #[allow(clippy::too_many_arguments)]
 fn adc_top(
@@ -465,7 +466,7 @@ fn cutoffs_of_the_wrong_kind_or_length_are_errors() {
 #[test]
 fn index_search_is_unchanged() {
     let mut rng = rng(7);
-    // 9 queries (the narrow kernel), and 70: the wide kernel's batches (adc::wide) on AVX-512
+    // 9 queries (the narrow kernel), and 70: the wide kernel's batches (adc_wide) on AVX-512
     // and AVX2, with a part-filled group.
     let (n, bits, all_q, k) = (3000, 1024, 70, 10);
     let codes = codes(&mut rng, n, bits, 24, 0);

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::adc::{wide, AdcCodes, QuantisedTable, QueryGroup, ScanStats, GROUP};
+use crate::adc::{AdcCodes, QuantisedTable, QueryGroup, ScanStats, GROUP};
+use crate::adc_wide as wide;
 use crate::error::{Error, Result};
 use crate::hamming::{regroup4, tile_codes, Grouped4, Kernel};
 use crate::rowset::RowSet;
@@ -568,7 +569,16 @@ fn table_keys(
         } else {
             bits + 2
         });
-    let batch = (ADC_TABLE_BYTES / table_bytes).clamp(GROUP, 256) / GROUP * GROUP;
+    // Batches of 32 or more queries of sparse codes are scanned 64 queries at a time on AVX-512
+    // and AVX2 (adc_wide: plain loads per set bit for all 64, where the narrow kernel gathers
+    // per 8 queries). Batches are even, so none is left too small for the kernel chosen.
+    let wide = nq >= wide::WIDE_MIN_QUERIES && wide::supported(family, layout);
+    let group_size = if wide { wide::WIDE } else { GROUP };
+    let max_batch = (ADC_TABLE_BYTES / table_bytes).clamp(group_size, 256);
+    let batch = nq
+        .div_ceil(nq.div_ceil(max_batch).max(1))
+        .next_multiple_of(group_size)
+        .max(group_size);
     let rescored = AtomicU64::new(0);
     let mut keys = Vec::with_capacity(nq);
     for q0 in (0..nq).step_by(batch) {
@@ -588,11 +598,6 @@ fn table_keys(
             };
             desc_key(table_score(q.offsets[qi], sum, norms.map(|v| v[r])))
         };
-        // A batch of sparse codes is scanned 64 queries at a time on AVX-512 and AVX2
-        // (adc::wide: plain loads per set bit for all 64, where the narrow kernel gathers per 8
-        // queries).
-        let wide = q1 - q0 >= wide::WIDE_MIN_QUERIES && wide::supported(family, layout);
-        let group_size = if wide { wide::WIDE } else { GROUP };
         // Each query's table is quantised once, then interleaved with its group's.
         let starts: Vec<usize> = (q0..q1).step_by(group_size).collect();
         let make = |g0: usize| {

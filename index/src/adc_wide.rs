@@ -1,7 +1,7 @@
 //! The quantised scan of sparse codes for up to 64 queries at once (AVX-512 and AVX2): the batch
 //! kernel.
 //!
-//! The narrow kernel ([`super::scan`]) gathers one `u64` per code and position, the `u8` entries
+//! The narrow kernel ([`crate::adc::scan`]) gathers one `u64` per code and position, the `u8` entries
 //! of 8 queries: four gathered elements per code and query for 32 set bits, and gathers are its
 //! whole cost. Here the 64 queries' entries of one table index are one 64-byte row (one cache
 //! line), so a code costs one plain vector load per set bit for all 64 queries: an eighth of
@@ -16,7 +16,8 @@
 //! uses it.
 //!
 //! ```
-//! use bsa_index::adc::{wide, AdcCodes, QuantisedTable};
+//! use bsa_index::adc::{AdcCodes, QuantisedTable};
+//! use bsa_index::adc_wide as wide;
 //! use bsa_index::score::{desc_key, table_score, table_sum};
 //! use bsa_index::sparse::SparseCodes;
 //! use bsa_index::topk::TopK;
@@ -44,7 +45,7 @@
 
 use std::ops::Range;
 
-use super::{AdcCodes, Kind, QuantisedTable, ScanStats};
+use crate::adc::{AdcCodes, Kind, QuantisedTable, ScanStats};
 use crate::error::{Error, Result};
 use crate::kernel::KernelFamily;
 use crate::topk::TopK;
@@ -125,7 +126,7 @@ pub fn supported(family: KernelFamily, codes: &AdcCodes) -> bool {
         && codes.kind == Kind::Sparse
 }
 
-/// [`super::scan`] for a wide group: offers to `tops[g]` every code of `rows` whose score for
+/// [`crate::adc::scan`] for a wide group: offers to `tops[g]` every code of `rows` whose score for
 /// query `g` may enter it, scored by `exact(g, row)`, rows ascending; the same top k as the
 /// plain scan.
 ///
@@ -206,8 +207,8 @@ mod x86 {
     //! their loads stay inside the layout's ids, the group's rows (ids are at most `bits`, below
     //! the table length) and the inverse norms.
 
-    use super::super::{threshold_score, AdcCodes, BOUND_REL, LANES};
     use super::{query_of, WideGroup, WIDE};
+    use crate::adc::{threshold_score, AdcCodes, BOUND_REL, LANES};
     use crate::topk::TopK;
     use std::arch::x86_64::*;
     use std::ops::Range;
