@@ -1,9 +1,9 @@
 //! The quantised scan of sparse codes for up to 64 queries at once (AVX-512 and AVX2): the batch
 //! kernel.
 //!
-//! The narrow kernel ([`crate::adc::scan`]) gathers one `u64` per code and position, the `u8` entries
-//! of 8 queries: four gathered elements per code and query for 32 set bits, and gathers are its
-//! whole cost. Here the 64 queries' entries of one table index are one 64-byte row (one cache
+//! The narrow kernel ([`crate::adc::scan`]) gathers one `u64` per code and position, the `u8`
+//! entries of 8 queries: four gathered elements per code and query for 32 set bits, and on AMD
+//! Zen 5 the gathers were its whole cost. Here the 64 queries' entries of one table index are one 64-byte row (one cache
 //! line), so a code costs one plain vector load per set bit for all 64 queries: an eighth of
 //! the loads per code and query, and no gathers. Per code, the even and odd queries' bytes are
 //! summed in the 16-bit lanes of two registers (sums stay below 2^16, see
@@ -11,9 +11,9 @@
 //! operations as every other kernel (`lane_candidate` in `adc.rs`), so the same codes are
 //! re-scored exactly and the results are those of the plain scan.
 //!
-//! The rows of a group take `65 * (bits + 1)` bytes (262 KiB at 4096 bits: the L2 cache), so the
-//! kernel pays only for batches; [`WIDE_MIN_QUERIES`] says from how many queries the flat search
-//! uses it.
+//! The rows of a group take `64 * (bits + 1)` bytes (262 KiB at 4096 bits: the L2 cache), rebuilt
+//! for every search, so the kernel pays only for batches; [`WIDE_MIN_QUERIES`] says from how many
+//! queries the flat search uses it.
 //!
 //! ```
 //! use bsa_index::adc::{AdcCodes, QuantisedTable};
@@ -53,8 +53,8 @@ use crate::topk::TopK;
 /// Queries of a [`WideGroup`].
 pub const WIDE: usize = 64;
 
-/// Fewest queries of a batch for which the flat search scans with wide groups (a group's rows
-/// are rebuilt per batch, and a part-filled group loads whole rows all the same).
+/// Fewest queries of a search for which the flat search scans with wide groups (a group's rows
+/// are built per search, and a part-filled group loads whole rows all the same).
 pub const WIDE_MIN_QUERIES: usize = 32;
 
 /// The wide kernel's name in search statistics (`table_kernel`), e.g. `"avx512-wide-sparse"`.
