@@ -528,21 +528,7 @@ impl QueryGroup {
     /// Interleaves 1 to [`GROUP`] tables quantised for the same layout, with the same
     /// normalisation.
     pub fn new(tables: Vec<QuantisedTable>) -> Result<Self> {
-        let first = tables.first().ok_or_else(|| {
-            Error::InvalidArgument("a query group needs at least one table".into())
-        })?;
-        if tables.len() > GROUP
-            || tables.iter().any(|t| {
-                t.entries.len() != first.entries.len()
-                    || t.dense != first.dense
-                    || t.normalise != first.normalise
-            })
-        {
-            return Err(Error::InvalidArgument(format!(
-                "a query group holds 1 to {GROUP} tables of one layout and normalisation, got {}",
-                tables.len()
-            )));
-        }
+        let first = check_group_tables(&tables, GROUP, "a query group")?;
         let mut entries = vec![0u64; first.entries.len()];
         let mut tables = tables;
         for (g, t) in tables.iter_mut().enumerate() {
@@ -571,6 +557,31 @@ impl QueryGroup {
 
     fn normalise(&self) -> bool {
         self.tables[0].normalise
+    }
+}
+
+/// The first of `tables` once they can form one group (`what`, for the message): 1 to `max`
+/// tables quantised for one layout, with one normalisation.
+pub(crate) fn check_group_tables<'t>(
+    tables: &'t [QuantisedTable],
+    max: usize,
+    what: &str,
+) -> Result<&'t QuantisedTable> {
+    match tables.first() {
+        Some(first)
+            if tables.len() <= max
+                && tables.iter().all(|t| {
+                    t.entries.len() == first.entries.len()
+                        && t.dense == first.dense
+                        && t.normalise == first.normalise
+                }) =>
+        {
+            Ok(first)
+        }
+        _ => Err(Error::InvalidArgument(format!(
+            "{what} holds 1 to {max} tables of one layout and normalisation, got {}",
+            tables.len()
+        ))),
     }
 }
 

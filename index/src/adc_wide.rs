@@ -45,7 +45,7 @@
 
 use std::ops::Range;
 
-use crate::adc::{AdcCodes, Kind, QuantisedTable, ScanStats};
+use crate::adc::{check_group_tables, AdcCodes, Kind, QuantisedTable, ScanStats};
 use crate::error::{Error, Result};
 use crate::kernel::KernelFamily;
 use crate::topk::TopK;
@@ -80,20 +80,11 @@ impl WideGroup {
     /// Groups 1 to [`WIDE`] tables quantised for the same sparse layout, with the same
     /// normalisation.
     pub fn new(tables: Vec<QuantisedTable>) -> Result<Self> {
-        let first = tables.first().ok_or_else(|| {
-            Error::InvalidArgument("a query group needs at least one table".into())
-        })?;
-        if tables.len() > WIDE
-            || first.dense
-            || tables.iter().any(|t| {
-                t.entries.len() != first.entries.len() || t.dense || t.normalise != first.normalise
-            })
-        {
-            return Err(Error::InvalidArgument(format!(
-                "a wide query group holds 1 to {WIDE} tables of one sparse layout and \
-                 normalisation, got {}",
-                tables.len()
-            )));
+        let first = check_group_tables(&tables, WIDE, "a wide query group")?;
+        if first.dense {
+            return Err(Error::InvalidArgument(
+                "a wide query group holds tables of sparse codes only".into(),
+            ));
         }
         let mut rows = vec![Row([0; WIDE]); first.entries.len()];
         let mut tables = tables;
@@ -116,6 +107,11 @@ impl WideGroup {
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty()
     }
+}
+
+/// Whether the flat search scans `nq` queries of `codes` with the wide kernel of `family`.
+pub fn used_for(family: KernelFamily, codes: &AdcCodes, nq: usize) -> bool {
+    nq >= WIDE_MIN_QUERIES && supported(family, codes)
 }
 
 /// Whether `family` has a wide kernel for `codes` (AVX-512 and AVX2, sparse layouts).
@@ -272,13 +268,19 @@ mod x86 {
         }
         let rows_ptr = group.rows.as_ptr().cast::<u8>();
         let mut rescored = 0u64;
+        let mut base_len = None;
         for blk in rows.start / LANES..rows.end.div_ceil(LANES) {
             let (s, e) = (codes.starts[blk], codes.starts[blk + 1]);
             let len = e - s;
-            for bit in 0..WIDE {
-                let g = query_of(bit);
-                if g < nq {
-                    b.base[bit] = group.tables[g].base(len);
+            // The bases depend on the block's length alone (the same in every block of
+            // K-sparse codes).
+            if base_len != Some(len) {
+                base_len = Some(len);
+                for bit in 0..WIDE {
+                    let g = query_of(bit);
+                    if g < nq {
+                        b.base[bit] = group.tables[g].base(len);
+                    }
                 }
             }
             let ids = &codes.ids[s * LANES..e * LANES];

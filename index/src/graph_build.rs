@@ -250,9 +250,14 @@ impl Graph {
         self.upper.len()
     }
 
-    fn slot0(&self, node: u32) -> &[u32] {
+    /// Where `node`'s level-0 slot lies in `level0`.
+    fn slot0_range(&self, node: u32) -> std::ops::Range<usize> {
         let at = node as usize * (1 + self.stride0);
-        &self.level0[at..at + 1 + self.stride0]
+        at..at + 1 + self.stride0
+    }
+
+    fn slot0(&self, node: u32) -> &[u32] {
+        &self.level0[self.slot0_range(node)]
     }
 
     /// The neighbours of `node` on `level`.
@@ -267,8 +272,8 @@ impl Graph {
 
     fn set_list(&mut self, node: u32, level: usize, list: Vec<u32>) {
         if level == 0 {
-            let at = node as usize * (1 + self.stride0);
-            let slot = &mut self.level0[at..at + 1 + self.stride0];
+            let range = self.slot0_range(node);
+            let slot = &mut self.level0[range];
             slot[0] = list.len() as u32;
             slot[1..1 + list.len()].copy_from_slice(&list);
         } else {

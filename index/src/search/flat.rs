@@ -155,7 +155,7 @@ impl FlatSearcher<'_> {
             // The quantised table scan (crate::adc) and the codes its bound left to score exactly.
             let nq = queries.len() / w.max(1);
             stats.table_kernel = c.adc_codes().map(|l| {
-                if nq >= wide::WIDE_MIN_QUERIES && wide::supported(params.family(), l) {
+                if wide::used_for(params.family(), l, nq) {
                     wide::kernel_name(params.family())
                 } else {
                     crate::adc::kernel_name(params.family(), l.is_dense())
@@ -547,6 +547,12 @@ struct TableQueries<'a> {
     bits: usize,
 }
 
+/// A batch's queries in groups for one of the quantised scan's kernels.
+enum Groups {
+    Narrow(Vec<QueryGroup>),
+    Wide(Vec<wide::WideGroup>),
+}
+
 /// Table scores by the quantised scan: each query's table is quantised once (in batches, in
 /// parallel), then every tile of codes is scanned with it and the codes that may enter the top k
 /// are re-scored exactly, as [`crate::score`] defines the score.
@@ -572,7 +578,7 @@ fn table_keys(
     // Batches of 32 or more queries of sparse codes are scanned 64 queries at a time on AVX-512
     // and AVX2 (adc_wide: plain loads per set bit for all 64, where the narrow kernel gathers
     // per 8 queries). Batches are even, so none is left too small for the kernel chosen.
-    let wide = nq >= wide::WIDE_MIN_QUERIES && wide::supported(family, layout);
+    let wide = wide::used_for(family, layout, nq);
     let group_size = if wide { wide::WIDE } else { GROUP };
     let max_batch = (ADC_TABLE_BYTES / table_bytes).clamp(group_size, 256);
     let batch = nq
@@ -605,16 +611,18 @@ fn table_keys(
                 .map(quantised)
                 .collect::<Vec<_>>()
         };
-        let (narrow, wide_groups): (Vec<QueryGroup>, Vec<wide::WideGroup>) = if wide {
-            let groups = starts.into_par_iter().map(|g0| {
-                wide::WideGroup::new(make(g0)).expect("1 to WIDE tables of one sparse layout")
-            });
-            (Vec::new(), groups.collect())
+        let groups = if wide {
+            Groups::Wide(
+                (starts.into_par_iter())
+                    .map(|g0| wide::WideGroup::new(make(g0)).expect("1 to WIDE sparse tables"))
+                    .collect(),
+            )
         } else {
-            let groups = starts
-                .into_par_iter()
-                .map(|g0| QueryGroup::new(make(g0)).expect("1 to GROUP tables of one layout"));
-            (groups.collect(), Vec::new())
+            Groups::Narrow(
+                (starts.into_par_iter())
+                    .map(|g0| QueryGroup::new(make(g0)).expect("1 to GROUP tables of one layout"))
+                    .collect(),
+            )
         };
         let part = search_keys_by_tile(
             codes,
@@ -629,12 +637,23 @@ fn table_keys(
                 let (g0, first) = (q0 + i, first as usize);
                 let mut exact = |g: usize, r: usize| exact(g0 + g, r);
                 let rows = first..first + block.len() / w;
-                let st = if wide {
-                    let group = &wide_groups[i / group_size];
-                    wide::scan_checked(family, layout, group, rows, tops, &mut exact)
-                } else {
-                    let group = &narrow[i / group_size];
-                    crate::adc::scan_checked(family, layout, group, rows, tops, &mut exact)
+                let st = match &groups {
+                    Groups::Wide(g) => wide::scan_checked(
+                        family,
+                        layout,
+                        &g[i / group_size],
+                        rows,
+                        tops,
+                        &mut exact,
+                    ),
+                    Groups::Narrow(g) => crate::adc::scan_checked(
+                        family,
+                        layout,
+                        &g[i / group_size],
+                        rows,
+                        tops,
+                        &mut exact,
+                    ),
                 };
                 rescored.fetch_add(st.rescored, Ordering::Relaxed);
             },
