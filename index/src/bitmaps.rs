@@ -5,8 +5,8 @@
 //! matrix, the same size as `codes.bin`. A query reads only the columns of its own set bits
 //! (`|q|` of `N`), so it touches `|q| x n / 64` words instead of the flat scan's `n x N / 64`.
 //! For each chunk of `CHUNK_ROWS` (512) rows the overlaps `|q and b|` of all rows are added up
-//! *bit-sliced*: plane `p` holds bit `p` of every row's counter. Eight columns at a time go
-//! through a Harley-Seal carry-save tree (seven adders of two instructions each, 512 rows per
+//! *bit-sliced*: plane `p` holds bit `p` of every row's counter. Sixteen columns at a time go
+//! through a Harley-Seal carry-save tree (fifteen adders of two instructions each, 512 rows per
 //! AVX-512 instruction) and the rest ripple in. A sorted posting list costs a load and a counter
 //! update per entry; a bitmap column costs about one instruction per 512 rows whatever its
 //! density, which is why it wins once a query's bits fire for more than a few percent of the
@@ -36,6 +36,7 @@
 
 use rayon::prelude::*;
 
+use crate::counters::{add_columns, at_least, planes_for, Columns};
 use crate::error::{Error, Result};
 use crate::kernel::KernelFamily;
 use crate::topk::TopK;
@@ -332,43 +333,6 @@ pub fn worth_storing(n: usize, set_bits: u64, expected_postings: f64) -> bool {
     n > 0 && mean_popcount * (column_words(n) as f64) <= 2.0 * expected_postings
 }
 
-/// Number of counter planes that hold counts up to `m`.
-#[inline]
-fn planes_for(m: usize) -> usize {
-    (usize::BITS - m.leading_zeros()) as usize
-}
-
-/// Rows (bit mask per lane) whose bit-sliced count is at least `c`.
-#[inline(always)]
-fn at_least<const P: usize>(planes: &[[u64; CHUNK_WORDS]; P], c: usize) -> [u64; CHUNK_WORDS] {
-    if c == 0 {
-        return [u64::MAX; CHUNK_WORDS];
-    }
-    if c >> planes.len() != 0 {
-        return [0; CHUNK_WORDS];
-    }
-    let mut gt = [0u64; CHUNK_WORDS];
-    let mut eq = [u64::MAX; CHUNK_WORDS];
-    for p in (0..planes.len()).rev() {
-        let plane = &planes[p];
-        if (c >> p) & 1 == 1 {
-            for l in 0..CHUNK_WORDS {
-                eq[l] &= plane[l];
-            }
-        } else {
-            for l in 0..CHUNK_WORDS {
-                gt[l] |= eq[l] & plane[l];
-                eq[l] &= !plane[l];
-            }
-        }
-    }
-    let mut out = [0u64; CHUNK_WORDS];
-    for l in 0..CHUNK_WORDS {
-        out[l] = gt[l] | eq[l];
-    }
-    out
-}
-
 impl<'a> BitmapView<'a> {
     /// Number of rows (codes).
     pub fn len(&self) -> usize {
@@ -502,8 +466,7 @@ impl<'a> QueryState<'a> {
     fn count_chunks_any(&mut self, v: &BitmapView<'_>, range: std::ops::Range<usize>) {
         // The counters live in registers only if their number is a constant.
         match planes_for(self.cols.len()) {
-            0..=4 => self.count_chunks_p::<4>(v, range),
-            5 => self.count_chunks_p::<5>(v, range),
+            0..=5 => self.count_chunks_p::<5>(v, range),
             6 => self.count_chunks_p::<6>(v, range),
             7 => self.count_chunks_p::<7>(v, range),
             8 => self.count_chunks_p::<8>(v, range),
@@ -511,7 +474,7 @@ impl<'a> QueryState<'a> {
         }
     }
 
-    /// [`count_chunks`](Self::count_chunks) with `P >= 4` counter planes (counts below `2^P`).
+    /// [`count_chunks`](Self::count_chunks) with `P >= 5` counter planes (counts below `2^P`).
     #[inline(always)]
     fn count_chunks_p<const P: usize>(
         &mut self,
@@ -519,8 +482,7 @@ impl<'a> QueryState<'a> {
         range: std::ops::Range<usize>,
     ) {
         let m = self.cols.len();
-        debug_assert!(m < 1 << P && P >= 4);
-        let groups = m / 8;
+        debug_assert!(m < 1 << P && P >= 5);
         for c in range {
             // A row enters only if m + |b| - 2 count < t, i.e. 2 count > m + |b| - t.
             let t = i64::from(self.top.threshold());
@@ -530,40 +492,13 @@ impl<'a> QueryState<'a> {
                 continue;
             }
             let w0 = c * CHUNK_WORDS;
-            let load = |col: &[u64]| -> [u64; CHUNK_WORDS] {
-                // Columns are separate streams read one chunk at a time: too many and too slow
-                // for the hardware prefetcher, so ask for a few chunks ahead.
-                if let Some(ahead) = col.get(w0 + PREFETCH_WORDS..w0 + PREFETCH_WORDS + CHUNK_WORDS)
-                {
-                    crate::bits::prefetch(ahead);
-                }
-                let mut x = [0u64; CHUNK_WORDS];
-                x.copy_from_slice(&col[w0..w0 + CHUNK_WORDS]);
-                x
-            };
             let mut planes = [[0u64; CHUNK_WORDS]; P];
-            // Eight columns at a time through a Harley-Seal carry-save tree (7 adders of two
-            // ternary-logic instructions each) into planes 0..3, whose carries ripple into the
-            // higher planes; the rest one by one, rippling through every plane.
-            for g in 0..groups {
-                let d: [[u64; CHUNK_WORDS]; 8] =
-                    std::array::from_fn(|i| load(self.cols[g * 8 + i]));
-                let [ones, twos, fours, high @ ..] = planes.as_mut_slice() else {
-                    unreachable!("P >= 4 planes")
-                };
-                let twos_a = csa(ones, &d[0], &d[1]);
-                let twos_b = csa(ones, &d[2], &d[3]);
-                let fours_a = csa(twos, &twos_a, &twos_b);
-                let twos_a = csa(ones, &d[4], &d[5]);
-                let twos_b = csa(ones, &d[6], &d[7]);
-                let fours_b = csa(twos, &twos_a, &twos_b);
-                let eights = csa(fours, &fours_a, &fours_b);
-                ripple(high, eights);
-            }
-            for col in &self.cols[groups * 8..] {
-                ripple(&mut planes, load(col));
-            }
-            let mask = at_least(&planes, cmin);
+            let cols = ChunkColumns {
+                cols: &self.cols,
+                w0,
+            };
+            add_columns(&mut planes, &cols);
+            let mask = at_least(&planes, cmin as u64);
             for (l, &bitsl) in mask.iter().enumerate() {
                 let mut x = bitsl;
                 while x != 0 {
@@ -586,31 +521,27 @@ impl<'a> QueryState<'a> {
     }
 }
 
-/// Carry-save adder: `acc + a + b` as the new `acc` (the sum bits) and the returned carries.
-#[inline(always)]
-fn csa(
-    acc: &mut [u64; CHUNK_WORDS],
-    a: &[u64; CHUNK_WORDS],
-    b: &[u64; CHUNK_WORDS],
-) -> [u64; CHUNK_WORDS] {
-    let mut carry = [0u64; CHUNK_WORDS];
-    for l in 0..CHUNK_WORDS {
-        let u = acc[l] ^ a[l];
-        carry[l] = (acc[l] & a[l]) | (u & b[l]);
-        acc[l] = u ^ b[l];
-    }
-    carry
+/// One chunk of a query's columns, each prefetched a few chunks ahead: the columns are separate
+/// streams read one chunk at a time, too many and too slow for the hardware prefetcher.
+struct ChunkColumns<'c, 'a> {
+    cols: &'c [&'a [u64]],
+    w0: usize,
 }
 
-/// Adds the one-bit numbers `x` to the bit-sliced counters `planes` (carries ripple upward).
-#[inline(always)]
-fn ripple(planes: &mut [[u64; CHUNK_WORDS]], mut x: [u64; CHUNK_WORDS]) {
-    for plane in planes.iter_mut() {
-        for l in 0..CHUNK_WORDS {
-            let t = plane[l] & x[l];
-            plane[l] ^= x[l];
-            x[l] = t;
+impl Columns<[u64; CHUNK_WORDS]> for ChunkColumns<'_, '_> {
+    fn len(&self) -> usize {
+        self.cols.len()
+    }
+
+    #[inline(always)]
+    unsafe fn column(&self, i: usize) -> [u64; CHUNK_WORDS] {
+        let (col, w0) = (self.cols[i], self.w0);
+        if let Some(ahead) = col.get(w0 + PREFETCH_WORDS..w0 + PREFETCH_WORDS + CHUNK_WORDS) {
+            crate::bits::prefetch(ahead);
         }
+        let mut x = [0u64; CHUNK_WORDS];
+        x.copy_from_slice(&col[w0..w0 + CHUNK_WORDS]);
+        x
     }
 }
 

@@ -317,62 +317,6 @@ fn offer_mask(topk: &mut TopK, mut mask: u32, first: u32, dist: impl Fn(usize) -
     }
 }
 
-/// Scans of 256-bit codes regrouped in fours, word by word: for a batch of queries the flat search
-/// regroups each tile once ([`regroup4`]) and scans it once per query
-/// ([`Grouped4::scan`]). A vector then holds the same word of four codes, so the byte counts of a
-/// group's four words add up in bytes and one `vpsadbw` gives its four distances, with no
-/// transposing reduction: about 1.2x the row-major AVX2 step on an AMD EPYC (Zen 4). AVX2 only
-/// (the AVX-512 step counts whole codes with `vpopcntq` and needs no regrouping).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Grouped4 {
-    _avx2: (),
-}
-
-impl Grouped4 {
-    /// The grouped scan, when `family` is AVX2, codes are 4 words wide and the CPU has AVX2.
-    pub(crate) fn select(family: KernelFamily, w: usize) -> Option<Grouped4> {
-        #[cfg(target_arch = "x86_64")]
-        if family == KernelFamily::Avx2 && w == 4 && is_x86_feature_detected!("avx2") {
-            return Some(Grouped4 { _avx2: () });
-        }
-        let _ = (family, w);
-        None
-    }
-
-    /// Offers every code of the regrouped `grouped` (rows `first_row..`, four per group, in
-    /// ascending order) to `topk`: what [`Kernel::scan`] does on the codes before regrouping.
-    pub(crate) fn scan(&self, query: &[u64], grouped: &[u64], first_row: u32, topk: &mut TopK) {
-        let query: &[u64; 4] = query.try_into().expect("grouped scan of 4-word codes");
-        #[cfg(target_arch = "x86_64")]
-        {
-            // SAFETY: a Grouped4 exists only after `select` confirmed AVX2.
-            unsafe { avx2::scan_grouped4(query, grouped, first_row, topk) }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (query, grouped, first_row, topk);
-            unreachable!("Grouped4 is only selected on x86_64")
-        }
-    }
-}
-
-/// Regroups the whole groups of four 4-word codes of `codes` into `out` (cleared first): word `w`
-/// of code `4g + i` goes to `out[16 g + 4 w + i]`. Returns the number of codes regrouped (a
-/// multiple of 4); the rest of `codes` is left for the row-major kernel.
-pub(crate) fn regroup4(codes: &[u64], out: &mut Vec<u64>) -> usize {
-    let groups = codes.len() / 16;
-    out.clear();
-    out.resize(groups * 16, 0);
-    for (src, dst) in codes.chunks_exact(16).zip(out.chunks_exact_mut(16)) {
-        for w in 0..4 {
-            for i in 0..4 {
-                dst[4 * w + i] = src[4 * i + w];
-            }
-        }
-    }
-    groups * 4
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     //! AVX-512F + VPOPCNTDQ kernels: eight codes per step, the popcounts of all their words in
@@ -672,38 +616,6 @@ mod avx2 {
         }
     }
 
-    /// [`super::Grouped4::scan`]: four codes per step from the regrouped words (see
-    /// [`super::regroup4`]); the four words' byte counts add up in bytes (at most 32) and one
-    /// `vpsadbw` gives the four distances as `u64` lanes, in row order.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn scan_grouped4(
-        query: &[u64; 4],
-        grouped: &[u64],
-        first_row: u32,
-        topk: &mut TopK,
-    ) {
-        let q = query.map(|w| _mm256_set1_epi64x(w as i64));
-        // Distances are at most 256: the threshold clamped to i64 compares correctly.
-        let clamp = |t: u32| _mm256_set1_epi64x(i64::from(t));
-        let mut thr = clamp(topk.threshold());
-        for (g, group) in grouped.chunks_exact(16).enumerate() {
-            let p = group.as_ptr();
-            // chunks_exact(16): the four loads of 4 words each stay inside `group`.
-            let mut bytes = byte_counts(q[0], p);
-            for (w, qw) in q.iter().enumerate().skip(1) {
-                bytes = _mm256_add_epi8(bytes, byte_counts(*qw, p.add(4 * w)));
-            }
-            let d = word_sums(bytes);
-            let mask = _mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(thr, d))) as u32;
-            if mask != 0 {
-                let mut lanes = [0u64; 4];
-                _mm256_storeu_si256(lanes.as_mut_ptr().cast(), d);
-                super::offer_mask(topk, mask, first_row + 4 * g as u32, |j| lanes[j] as u32);
-                thr = clamp(topk.threshold());
-            }
-        }
-    }
-
     #[target_feature(enable = "avx2")]
     unsafe fn scan_impl<const W: usize>(
         query: &[u64],
@@ -780,42 +692,6 @@ mod tests {
                 }
             })
             .collect()
-    }
-
-    /// The regrouped AVX2 scan (then the row-major kernel on the codes left over) offers what the
-    /// naive loop does: ties, thresholds from a distance limit, and every length of tail.
-    #[test]
-    fn grouped_scan_equals_naive() {
-        let Some(grouped) = Grouped4::select(KernelFamily::Avx2, 4) else {
-            return; // no AVX2 here: nothing selects it
-        };
-        assert!(Grouped4::select(KernelFamily::Avx512, 4).is_none());
-        assert!(Grouped4::select(KernelFamily::Avx2, 8).is_none());
-        let kernel = Kernel::select(KernelFamily::Avx2, 4);
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
-        let mut regrouped = Vec::new();
-        for n in [0usize, 3, 4, 15, 16, 17, 100, 1027] {
-            for sparse in [false, true] {
-                let codes = random_codes(&mut rng, n, 4, sparse);
-                let q = random_codes(&mut rng, 1, 4, sparse);
-                let whole = regroup4(&codes, &mut regrouped);
-                assert_eq!(whole, n / 4 * 4);
-                for (kk, limit) in [(1usize, None), (3, None), (200, None), (5, Some(120))] {
-                    let mut t = TopK::new(kk, limit);
-                    grouped.scan(&q, &regrouped, 9, &mut t);
-                    kernel.scan(&q, &codes[whole * 4..], 9 + whole as u32, &mut t);
-                    let mut r = TopK::new(kk, limit);
-                    for (i, c) in codes.chunks_exact(4).enumerate() {
-                        r.offer(naive(&q, c), 9 + i as u32);
-                    }
-                    assert_eq!(
-                        t.into_sorted_keys(),
-                        r.into_sorted_keys(),
-                        "n={n} sparse={sparse} k={kk} limit={limit:?}"
-                    );
-                }
-            }
-        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::manifest::{read_manifest_bytes, GraphMetric, Manifest, VectorDtype, M
 use crate::postings::{InvertedView, PostingsLayout};
 use crate::score::Score;
 use crate::search::rescore::{rescore, rescore_batch};
-use crate::search::AdcCache;
+use crate::search::Layouts;
 use crate::search::{
     CodesView, FlatParams, FlatSearcher, GraphParams, GraphSearcher, Hits, InvertedParams,
     InvertedSearcher, InvertedStats, SearchParams, Searcher,
@@ -69,8 +69,8 @@ pub struct Index {
     /// Bitmap posting lists and the layout of their payload (validated at open).
     pub(crate) bitmaps: Option<(Section, BitmapsLayout)>,
     pub(crate) hnsw: OnceLock<HnswGraph>,
-    /// The codes in the layout of the quantised table scan, built at first use (or why not).
-    pub(crate) adc: AdcCache,
+    /// The codes in the layouts of the table scan and the slab scan, built at first use.
+    pub(crate) layouts: Layouts,
 }
 
 impl std::fmt::Debug for Index {
@@ -205,7 +205,7 @@ impl Index {
             sparse: None,
             bitmaps: None,
             hnsw: OnceLock::new(),
-            adc: OnceLock::new(),
+            layouts: Layouts::default(),
         };
         if let Some(si) = &index.manifest.sparse {
             let s = open_per_code_section(&index.dir, &index.manifest, &si.file, FileKind::Sparse)?;
@@ -441,7 +441,7 @@ impl Index {
             self.ids(),
             self.norms(),
             self.sparse(),
-            &self.adc,
+            &self.layouts,
         )
     }
 

@@ -67,9 +67,9 @@
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  files      manifest · files (mapped sections, CRCs) · format (headers)
 //!  ───────────────────────────────────────────────────────────────────────────────
-//!  kernels    hamming · dot · score · pack      (raw slices in, numbers out)
+//!  kernels    hamming · slabs · dot · score · pack      (raw slices in, numbers out)
 //!  ───────────────────────────────────────────────────────────────────────────────
-//!  leaves     kernel (KernelFamily) · topk · bits · rowset (RowSet) · error
+//!  leaves     kernel (KernelFamily) · topk · bits · counters · rowset (RowSet) · error
 //! ```
 //!
 //! * [`search`]: the [`Searcher`] of each mode — [`search::flat`] (exact scan),
@@ -107,6 +107,7 @@ compile_error!(
 
 // Leaves.
 mod bits;
+mod counters;
 mod error;
 pub mod kernel;
 mod rowset;
@@ -116,6 +117,7 @@ pub mod dot;
 pub mod hamming;
 pub mod pack;
 pub mod score;
+mod slabs;
 // Files.
 mod files;
 pub mod format;

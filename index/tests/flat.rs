@@ -88,7 +88,7 @@ proptest! {
 }
 
 /// Big enough that the code split produces several chunks per query (chunks are >= 16k codes).
-/// Nine queries: enough for the AVX2 batch scan of 4-word codes, which regroups its tiles.
+/// Nine queries: enough for the AVX2 batch scan through the slabs, whose chunks are whole tiles.
 #[test]
 fn flat_equals_brute_force_split_over_many_chunks() {
     for &bits in &[64usize, 200, 256] {

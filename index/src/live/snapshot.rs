@@ -16,7 +16,7 @@ use crate::score::{desc_key, from_desc_key, Score};
 use crate::search::{
     check_queries, CodesView, Cutoffs, FlatParams, FlatSearcher, Hits, SearchParams,
 };
-use crate::search::{AdcCache, SearchStats, Searcher};
+use crate::search::{Layouts, SearchStats, Searcher};
 use crate::sparse::SparseCodes;
 use crate::vectors::{check_query, cosines};
 
@@ -685,14 +685,14 @@ fn subset_search(
     };
     let ids = index.ids();
     let sub_ids: Vec<u64> = rows.iter().map(|&r| ids[r]).collect();
-    let cache = AdcCache::new();
+    let layouts = Layouts::default();
     let view = CodesView::from_validated(
         &sub,
         index.bits(),
         &sub_ids,
         norms.as_deref(),
         sparse.as_ref().map(SparseCodes::view),
-        &cache,
+        &layouts,
     );
     let flat = FlatSearcher::new(view, FlatParams::default());
     let (mut hits, stats) = search_with(&flat, queries, k, score, params, None, cutoffs)?;

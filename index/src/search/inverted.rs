@@ -57,7 +57,7 @@ use crate::score::{desc_key, overlap_key, table_score, Score};
 use crate::search::blocked::{
     block_min_popcounts, hamming_batch, BlockParams, Work, BLOCKED_QUERY_BATCH,
 };
-use crate::search::flat::{search_keys_by, search_scored_keys, KeyLimits};
+use crate::search::flat::{search_keys, search_scored_keys, KeyLimits};
 use crate::search::{
     search_within_by, CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher, Split,
 };
@@ -499,20 +499,15 @@ impl InvertedSearcher<'_> {
         let sparse = self.codes.sparse();
         let fq = gather_rows(queries, w, idx);
         match score {
-            Score::Hamming => {
-                let kernel = Kernel::select(params.family(), w);
-                search_keys_by(
-                    codes,
-                    w,
-                    idx.len(),
-                    k,
-                    params.split,
-                    limits,
-                    |qi, block, first, top| {
-                        kernel.scan(&fq[qi * w..(qi + 1) * w], block, first, top)
-                    },
-                )
-            }
+            Score::Hamming => search_keys(
+                codes,
+                w,
+                &fq,
+                k,
+                params,
+                limits,
+                self.codes.slabs_for(params.family(), idx.len()).as_deref(),
+            ),
             Score::Table {
                 tables,
                 offsets,
@@ -839,6 +834,7 @@ mod tests {
                 k,
                 &params,
                 KeyLimits::new(params.max_distance, None),
+                None,
             );
             prop_assert_eq!(got, want);
             prop_assert_eq!(stats.inverted_queries, 4);

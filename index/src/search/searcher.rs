@@ -2,6 +2,7 @@
 //! and output ([`Hits`], [`SearchStats`]), the checks of queries and scores, and the one
 //! conversion of sorted `(key, row)` lists into hits.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use crate::adc::AdcCodes;
@@ -11,6 +12,7 @@ use crate::kernel::KernelFamily;
 use crate::pack::check_high_bits_zero;
 use crate::rowset::RowSet;
 use crate::score::{desc_key, from_desc_key, Score};
+use crate::slabs::SlabCodes;
 use crate::sparse::SparseView;
 use crate::topk::{key_distance, key_row};
 
@@ -293,13 +295,18 @@ pub struct CodesView<'a> {
     ids: Option<&'a [u64]>,
     norms: Option<&'a [f32]>,
     sparse: Option<SparseView<'a>>,
-    /// The index's cache of the table scan's layout (built at first use), if any.
-    adc: Option<&'a AdcCache>,
+    /// The index's layouts of the codes built at first use, if any.
+    layouts: Option<&'a Layouts>,
 }
 
-/// Where an index keeps the codes in the layout of the quantised table scan ([`crate::adc`]),
-/// built at the first table-score search (or why it could not be).
-pub(crate) type AdcCache = OnceLock<std::result::Result<AdcCodes, String>>;
+/// What an index derives from its codes at first use and keeps for later searches: the codes
+/// in the layout of the quantised table scan ([`crate::adc`], or why it could not be built),
+/// and in the slabs of the AVX2 batch Hamming scan ([`crate::slabs`]).
+#[derive(Debug, Default)]
+pub(crate) struct Layouts {
+    adc: OnceLock<std::result::Result<AdcCodes, String>>,
+    slabs: OnceLock<Option<SlabCodes>>,
+}
 
 impl<'a> CodesView<'a> {
     /// A view of `codes`, `n * ceil(bits / 64)` words holding `n < 2^32` codes of `bits` bits.
@@ -326,7 +333,7 @@ impl<'a> CodesView<'a> {
             ids: None,
             norms: None,
             sparse: None,
-            adc: None,
+            layouts: None,
         })
     }
 
@@ -337,7 +344,7 @@ impl<'a> CodesView<'a> {
         ids: &'a [u64],
         norms: Option<&'a [f32]>,
         sparse: Option<SparseView<'a>>,
-        adc: &'a AdcCache,
+        layouts: &'a Layouts,
     ) -> Self {
         CodesView {
             codes,
@@ -346,7 +353,7 @@ impl<'a> CodesView<'a> {
             ids: Some(ids),
             norms,
             sparse,
-            adc: Some(adc),
+            layouts: Some(layouts),
         }
     }
 
@@ -354,14 +361,31 @@ impl<'a> CodesView<'a> {
     /// cache (built now if this is the first table-score search); `None` for bare slices or
     /// codes the layout cannot hold (the table scans then build or do without one).
     pub(crate) fn adc_codes(&self) -> Option<&'a AdcCodes> {
-        let cache = self.adc?;
-        cache
+        self.layouts?
+            .adc
             .get_or_init(|| {
                 AdcCodes::of_codes(self.codes, self.bits, self.sparse.as_ref(), self.norms)
                     .map_err(|e| e.to_string())
             })
             .as_ref()
             .ok()
+    }
+
+    /// The codes in slabs when a Hamming batch of `nq` queries with `family` (resolved) runs on
+    /// them ([`crate::slabs::used_for`]): from the index's cache (built now at its first such
+    /// batch), or built for this search on bare slices.
+    pub(crate) fn slabs_for(&self, family: KernelFamily, nq: usize) -> Option<Cow<'a, SlabCodes>> {
+        if !crate::slabs::used_for(family, nq) {
+            return None;
+        }
+        match self.layouts {
+            Some(l) => l
+                .slabs
+                .get_or_init(|| SlabCodes::build(self.codes, self.bits))
+                .as_ref()
+                .map(Cow::Borrowed),
+            None => SlabCodes::build(self.codes, self.bits).map(Cow::Owned),
+        }
     }
 
     /// The same view with per-code norms (one per code), for normalised table scores.

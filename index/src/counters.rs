@@ -1,0 +1,242 @@
+//! Bit-sliced counters: one counter per bit lane, many one-bit columns added up at once.
+//!
+//! A counter's value is spread over *planes*: plane `p` holds bit `p` of every lane's counter,
+//! `L` words (`64 L` lanes) each. Adding a one-bit column to all counters is a few logic
+//! instructions per plane, whatever the number of lanes, which is how the bitmap lists
+//! ([`crate::bitmaps`]) and the code slabs ([`crate::slabs`]) count a query's overlap with 256 or
+//! 512 codes per instruction. Columns are added sixteen at a time through a Harley-Seal
+//! carry-save tree (fifteen adders into planes 0 to 3, one carry rippling into the planes
+//! above), the rest one by one.
+//!
+//! The functions are `#[inline(always)]` portable loops over `[u64; L]`: each caller compiles
+//! them inside its own `#[target_feature]` function, where they become vector instructions.
+
+/// Number of planes that hold counts up to `m`.
+pub(crate) fn planes_for(m: usize) -> usize {
+    (usize::BITS - m.leading_zeros()) as usize
+}
+
+/// A register's worth of bit lanes and the logic a counter needs. `[u64; L]` is the portable
+/// form (the compiler vectorises its loops); a kernel may bring its own register type.
+pub(crate) trait Lanes: Copy {
+    /// Every lane clear.
+    fn zero() -> Self;
+    /// Every lane set.
+    fn ones() -> Self;
+    /// `self & o`.
+    fn and(self, o: Self) -> Self;
+    /// `self | o`.
+    fn or(self, o: Self) -> Self;
+    /// `self ^ o`.
+    fn xor(self, o: Self) -> Self;
+    /// `self & !o`.
+    fn and_not(self, o: Self) -> Self;
+}
+
+impl<const L: usize> Lanes for [u64; L] {
+    #[inline(always)]
+    fn zero() -> Self {
+        [0; L]
+    }
+    #[inline(always)]
+    fn ones() -> Self {
+        [u64::MAX; L]
+    }
+    #[inline(always)]
+    fn and(mut self, o: Self) -> Self {
+        for l in 0..L {
+            self[l] &= o[l];
+        }
+        self
+    }
+    #[inline(always)]
+    fn or(mut self, o: Self) -> Self {
+        for l in 0..L {
+            self[l] |= o[l];
+        }
+        self
+    }
+    #[inline(always)]
+    fn xor(mut self, o: Self) -> Self {
+        for l in 0..L {
+            self[l] ^= o[l];
+        }
+        self
+    }
+    #[inline(always)]
+    fn and_not(mut self, o: Self) -> Self {
+        for l in 0..L {
+            self[l] &= !o[l];
+        }
+        self
+    }
+}
+
+/// Where a count adds its columns from: `len()` columns of one bit per lane.
+pub(crate) trait Columns<T: Lanes> {
+    /// Number of columns.
+    fn len(&self) -> usize;
+    /// Column `i`.
+    ///
+    /// # Safety
+    /// `i < self.len()` (implementations may skip their bounds checks: this is the hot loop).
+    unsafe fn column(&self, i: usize) -> T;
+}
+
+/// Adds every column of `cols` to the counters `planes` (bit `p` of each lane's counter in
+/// `planes[p]`), which may start at any value; the sums must stay below `2^P`. `P >= 5`.
+///
+/// Sixteen columns at a time go through a Harley-Seal tree of fifteen carry-save adders into
+/// planes 0 to 3 and one carry into the planes above; then eight through seven adders, and the
+/// rest ripple in one by one.
+#[inline(always)]
+pub(crate) fn add_columns<T: Lanes, const P: usize>(planes: &mut [T; P], cols: &impl Columns<T>) {
+    let m = cols.len();
+    let groups = m / 16;
+    for g in 0..groups {
+        let mut d = [T::zero(); 16];
+        for (i, x) in d.iter_mut().enumerate() {
+            // SAFETY: g * 16 + i < groups * 16 <= m = cols.len().
+            *x = unsafe { cols.column(g * 16 + i) };
+        }
+        let [ones, twos, fours, eights, high @ ..] = planes.as_mut_slice() else {
+            unreachable!("P >= 5 planes")
+        };
+        let eights_a = add_eight(ones, twos, fours, &d[..8]);
+        let eights_b = add_eight(ones, twos, fours, &d[8..]);
+        let sixteens = csa(eights, eights_a, eights_b);
+        ripple(high, sixteens);
+    }
+    let mut i = groups * 16;
+    if m - i >= 8 {
+        let mut d = [T::zero(); 8];
+        for (j, x) in d.iter_mut().enumerate() {
+            // SAFETY: i + j < i + 8 <= m = cols.len().
+            *x = unsafe { cols.column(i + j) };
+        }
+        let [ones, twos, fours, high @ ..] = planes.as_mut_slice() else {
+            unreachable!("P >= 5 planes")
+        };
+        let eights = add_eight(ones, twos, fours, &d);
+        ripple(high, eights);
+        i += 8;
+    }
+    for i in i..m {
+        // SAFETY: i < m = cols.len().
+        ripple(planes.as_mut_slice(), unsafe { cols.column(i) });
+    }
+}
+
+/// Adds the eight columns `d` to planes 0 to 2 and returns the carries into plane 3.
+#[inline(always)]
+fn add_eight<T: Lanes>(ones: &mut T, twos: &mut T, fours: &mut T, d: &[T]) -> T {
+    let twos_a = csa(ones, d[0], d[1]);
+    let twos_b = csa(ones, d[2], d[3]);
+    let fours_a = csa(twos, twos_a, twos_b);
+    let twos_a = csa(ones, d[4], d[5]);
+    let twos_b = csa(ones, d[6], d[7]);
+    let fours_b = csa(twos, twos_a, twos_b);
+    csa(fours, fours_a, fours_b)
+}
+
+/// Carry-save adder: `acc + a + b` as the new `acc` (the sum bits) and the returned carries.
+#[inline(always)]
+pub(crate) fn csa<T: Lanes>(acc: &mut T, a: T, b: T) -> T {
+    let u = acc.xor(a);
+    let carry = acc.and(a).or(u.and(b));
+    *acc = u.xor(b);
+    carry
+}
+
+/// Adds the one-bit numbers `x` to the counters `planes` (carries ripple upward).
+#[inline(always)]
+pub(crate) fn ripple<T: Lanes>(planes: &mut [T], mut x: T) {
+    for plane in planes.iter_mut() {
+        let t = plane.and(x);
+        *plane = plane.xor(x);
+        x = t;
+    }
+}
+
+/// The lanes whose counter in `planes` is at least `c`.
+#[inline(always)]
+pub(crate) fn at_least<T: Lanes>(planes: &[T], c: u64) -> T {
+    if c == 0 {
+        return T::ones();
+    }
+    if planes.len() < 64 && c >> planes.len() != 0 {
+        return T::zero();
+    }
+    let mut gt = T::zero();
+    let mut eq = T::ones();
+    for p in (0..planes.len()).rev() {
+        if (c >> p) & 1 == 1 {
+            eq = eq.and(planes[p]);
+        } else {
+            gt = gt.or(eq.and(planes[p]));
+            eq = eq.and_not(planes[p]);
+        }
+    }
+    gt.or(eq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Rows(Vec<[u64; 2]>);
+
+    impl Columns<[u64; 2]> for Rows {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        unsafe fn column(&self, i: usize) -> [u64; 2] {
+            self.0[i]
+        }
+    }
+
+    /// Lane `i`'s counter read back from the planes.
+    fn lane(planes: &[[u64; 2]], i: usize) -> u64 {
+        planes
+            .iter()
+            .enumerate()
+            .map(|(p, x)| ((x[i / 64] >> (i % 64)) & 1) << p)
+            .sum()
+    }
+
+    proptest! {
+        #[test]
+        fn counts_and_compares_every_lane(
+            cols in proptest::collection::vec(any::<[u64; 2]>(), 0..70),
+            start in proptest::collection::vec(0u64..64, 128),
+            c in 0u64..200,
+        ) {
+            let mut planes = [[0u64; 2]; 8];
+            for (i, &s) in start.iter().enumerate() {
+                for (p, plane) in planes.iter_mut().enumerate() {
+                    plane[i / 64] |= ((s >> p) & 1) << (i % 64);
+                }
+            }
+            add_columns(&mut planes, &Rows(cols.clone()));
+            let ge = at_least(&planes, c);
+            for i in 0..128 {
+                let want = start[i]
+                    + cols.iter().filter(|x| (x[i / 64] >> (i % 64)) & 1 == 1).count() as u64;
+                prop_assert_eq!(lane(&planes, i), want);
+                prop_assert_eq!((ge[i / 64] >> (i % 64)) & 1 == 1, want >= c, "lane {}", i);
+            }
+        }
+    }
+
+    #[test]
+    fn planes_hold_their_counts() {
+        assert_eq!(planes_for(0), 0);
+        assert_eq!(planes_for(1), 1);
+        assert_eq!(planes_for(255), 8);
+        assert_eq!(planes_for(256), 9);
+        assert_eq!(at_least(&[[0u64; 1]; 3], 8), [0]);
+        assert_eq!(at_least(&[[0u64; 1]; 3], 0), [u64::MAX]);
+        assert_eq!([0b1100u64].and_not([0b0110]), [0b1000]);
+    }
+}

@@ -1,0 +1,526 @@
+//! The codes transposed into slabs of 256 rows: the exact Hamming scan of a batch of queries by
+//! bit-sliced counting, for CPUs without a vector popcount (AVX2).
+//!
+//! AVX2 counts bits with a nibble lookup (`vpshufb`), about ten instructions per code pair at
+//! 256 bits ([`crate::hamming`]). Transposed, a slab holds bit `j` of its 256 codes as one
+//! 256-bit *column*, and a query's overlap `|q and b|` with all 256 codes is the bit-sliced sum
+//! of the query's `m` columns ([`crate::counters`]): about five logic instructions per column
+//! per 256 codes, three per code pair for a query with half its 256 bits set, and no shuffles.
+//! The slabs are built once per index (like the table scan's layout, [`crate::adc`]) and hold
+//! as many bytes as the codes, plus the few planes below.
+//!
+//! **Exactness.** `hamming(q, b) = m + |b| - 2 |q and b|`. Write `|b| = 2h + e` (`e` the
+//! parity). Each slab stores, beside its columns, `H - h` for every row (`H = 32 w`, half a
+//! code's words' bits, so never negative) as planes, and the parities: the counters start at
+//! `H - h`, and after the query's columns hold `X = |q and b| + H - h`. A row's distance is below
+//! the query's threshold `t` exactly when `X >= floor((m - t + e) / 2) + 1 + H`: two comparisons
+//! with constants, one for each parity, pick exactly the rows that can enter the top k at the
+//! start of the slab. They are offered with their distance recomputed from the row-major code.
+//! Thresholds only fall and rows are offered in ascending order, so the result is the flat
+//! scan's: same rows, same distances, ties by row.
+
+use rayon::prelude::*;
+
+use crate::bits::{for_each_set_bit, popcount};
+use crate::counters::{add_columns, at_least, planes_for, Columns, Lanes};
+use crate::hamming::hamming;
+use crate::kernel::KernelFamily;
+use crate::topk::TopK;
+
+/// Words per column: one bit per row, 256 rows (one AVX2 register).
+const LANES: usize = 4;
+
+/// Rows per slab.
+pub(crate) const SLAB_ROWS: usize = LANES * 64;
+
+/// Queries from which a batch on AVX2 is scanned through the slabs: building them for an index
+/// costs about what two queries' scans do, and the index keeps them.
+const MIN_QUERIES: usize = 8;
+
+/// One column (or counter plane) of a slab: a 32-byte aligned AVX2 register's worth of rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(32))]
+struct Plane([u64; LANES]);
+
+/// Codes transposed into slabs of [`SLAB_ROWS`] rows (see the [module docs](self)).
+#[derive(Debug, Clone)]
+pub(crate) struct SlabCodes {
+    bits: usize,
+    /// Planes of `H - h` per row.
+    start_planes: usize,
+    /// Planes per slab: `bits` columns, `start_planes` planes of `H - h`, one of parities.
+    stride: usize,
+    planes: Vec<Plane>,
+}
+
+/// Whether a Hamming batch of `nq` queries with `family` runs on the slabs.
+pub(crate) fn used_for(family: KernelFamily, nq: usize) -> bool {
+    family == KernelFamily::Avx2 && family.is_supported() && nq >= MIN_QUERIES
+}
+
+/// Name of the slab scan for `--stats`.
+pub(crate) const KERNEL_NAME: &str = "avx2-slabs";
+
+impl SlabCodes {
+    /// Transposes `codes` (rows of `ceil(bits / 64)` words); `None` for more than 65,535 bits.
+    pub(crate) fn build(codes: &[u64], bits: usize) -> Option<SlabCodes> {
+        if bits == 0 || bits > u16::MAX as usize {
+            return None;
+        }
+        let w = bits.div_ceil(64);
+        let n = codes.len() / w;
+        let half = 32 * w;
+        let start_planes = planes_for(half);
+        let stride = bits + start_planes + 1;
+        let mut planes = vec![Plane([0; LANES]); n.div_ceil(SLAB_ROWS) * stride];
+        planes
+            .par_chunks_mut(stride)
+            .enumerate()
+            .for_each(|(s, slab)| {
+                for l in 0..LANES {
+                    let r0 = s * SLAB_ROWS + l * 64;
+                    let rows = n.saturating_sub(r0).min(64);
+                    if rows == 0 {
+                        break;
+                    }
+                    let lane = &codes[r0 * w..(r0 + rows) * w];
+                    for wi in 0..w {
+                        let mut x = [0u64; 64];
+                        for (r, code) in lane.chunks_exact(w).enumerate() {
+                            x[r] = code[wi];
+                        }
+                        transpose64(&mut x);
+                        for (b, &col) in x.iter().enumerate().take(bits - wi * 64) {
+                            slab[wi * 64 + b].0[l] = col;
+                        }
+                    }
+                    // Each row's counter start H - h, and its parity e above it.
+                    let mut x = [0u64; 64];
+                    for (r, code) in lane.chunks_exact(w).enumerate() {
+                        let pop = popcount(code) as usize;
+                        x[r] = (half - pop / 2) as u64 | ((pop & 1) as u64) << start_planes;
+                    }
+                    transpose64(&mut x);
+                    for p in 0..=start_planes {
+                        slab[bits + p].0[l] = x[p];
+                    }
+                }
+            });
+        Some(SlabCodes {
+            bits,
+            start_planes,
+            stride,
+            planes,
+        })
+    }
+
+    /// Offers to `tops[i]` every row of `codes` (rows `first..`, `first` a multiple of
+    /// [`SLAB_ROWS`]) whose distance to `queries[i]` is below its threshold, with that distance,
+    /// in ascending row order: what [`crate::hamming`]'s scan does, computed through the slabs.
+    /// `family` must be one the CPU has.
+    pub(crate) fn scan(
+        &self,
+        family: KernelFamily,
+        queries: &[SlabQuery<'_>],
+        codes: &[u64],
+        first: usize,
+        tops: &mut [TopK],
+    ) {
+        assert!(
+            queries.iter().all(|q| q.bits == self.bits) && queries.len() == tops.len(),
+            "slab queries prepared for these slabs, one top-k each"
+        );
+        debug_assert!(first.is_multiple_of(SLAB_ROWS));
+        match family {
+            // SAFETY: the caller passes only families the CPU has (`used_for`).
+            #[cfg(target_arch = "x86_64")]
+            KernelFamily::Avx2 => unsafe { self.scan_avx2(queries, codes, first, tops) },
+            // SAFETY: the portable lanes need no CPU feature.
+            _ => unsafe { self.scan_any::<[u64; LANES]>(queries, codes, first, tops) },
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn scan_avx2(
+        &self,
+        queries: &[SlabQuery<'_>],
+        codes: &[u64],
+        first: usize,
+        tops: &mut [TopK],
+    ) {
+        // SAFETY: this function runs only on CPUs with AVX2 (its target feature).
+        unsafe { self.scan_any::<avx2::Reg>(queries, codes, first, tops) }
+    }
+
+    /// The scan on lanes `T` (inlined into each compiled copy).
+    ///
+    /// # Safety
+    /// The CPU has `T`'s instructions.
+    #[inline(always)]
+    unsafe fn scan_any<T: SlabLanes>(
+        &self,
+        queries: &[SlabQuery<'_>],
+        codes: &[u64],
+        first: usize,
+        tops: &mut [TopK],
+    ) {
+        let w = self.bits.div_ceil(64);
+        let end = first + codes.len() / w;
+        for s in first / SLAB_ROWS..end.div_ceil(SLAB_ROWS) {
+            let slab = &self.planes[s * self.stride..(s + 1) * self.stride];
+            let rows = SlabRows {
+                first,
+                row0: s * SLAB_ROWS,
+                end,
+                codes,
+                w,
+            };
+            for (q, top) in queries.iter().zip(tops.iter_mut()) {
+                // The counters live in registers only if their number is a constant.
+                match q.planes {
+                    // At least planes_for(32) = 6 (a counter may reach H = 32 w).
+                    0..=6 => self.scan_slab::<T, 6>(slab, q, &rows, top),
+                    7 => self.scan_slab::<T, 7>(slab, q, &rows, top),
+                    8 => self.scan_slab::<T, 8>(slab, q, &rows, top),
+                    9 => self.scan_slab::<T, 9>(slab, q, &rows, top),
+                    10..=12 => self.scan_slab::<T, 12>(slab, q, &rows, top),
+                    _ => self.scan_slab::<T, MAX_PLANES>(slab, q, &rows, top),
+                }
+            }
+        }
+    }
+
+    /// One query against one slab with `P` counter planes (`q.planes <= P`).
+    ///
+    /// # Safety
+    /// The CPU has `T`'s instructions.
+    #[inline(always)]
+    unsafe fn scan_slab<T: SlabLanes, const P: usize>(
+        &self,
+        slab: &[Plane],
+        q: &SlabQuery<'_>,
+        rows: &SlabRows<'_>,
+        top: &mut TopK,
+    ) {
+        let half = (32 * rows.w) as i64;
+        let (m, t) = (i64::from(q.m), i64::from(top.threshold()));
+        // X = |q and b| + H - h >= floor((m - t + e) / 2) + 1 + H for rows of parity e.
+        let need = |e: i64| ((m - t + e).div_euclid(2) + 1 + half).max(0) as u64;
+        let (need_even, need_odd) = (need(0), need(1));
+        if need_even as i64 > m + half {
+            return; // not even a row with h = 0 and every query bit could enter
+        }
+        let mut planes = [T::zero(); P];
+        for (p, plane) in planes.iter_mut().enumerate().take(self.start_planes) {
+            // SAFETY: the caller's contract.
+            *plane = unsafe { T::load(&slab[self.bits + p]) };
+        }
+        let cols = SlabColumns {
+            slab,
+            cols: &q.cols,
+            lanes: std::marker::PhantomData,
+        };
+        add_columns(&mut planes, &cols);
+        let even = at_least(&planes, need_even);
+        let odd = at_least(&planes, need_odd);
+        // SAFETY: the caller's contract.
+        let parity = unsafe { T::load(&slab[self.bits + self.start_planes]) };
+        let masks = even.and_not(parity).or(odd.and(parity)).words();
+        for (l, &mask) in masks.iter().enumerate() {
+            let mut mask = mask;
+            while mask != 0 {
+                let r = rows.row0 + l * 64 + mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                if r >= rows.end {
+                    return;
+                }
+                let code = &rows.codes[(r - rows.first) * rows.w..(r - rows.first + 1) * rows.w];
+                // r < n <= u32::MAX (checked by the callers).
+                top.offer(hamming(q.words, code), r as u32);
+            }
+        }
+    }
+}
+
+/// Counter planes for the largest codes (65,535 bits: `X < 1.5 x 2^16`).
+const MAX_PLANES: usize = 17;
+
+/// A slab's rows and where their row-major codes are.
+struct SlabRows<'c> {
+    /// Row of `codes[0]`.
+    first: usize,
+    /// The slab's first row.
+    row0: usize,
+    /// One past the last row of `codes`.
+    end: usize,
+    codes: &'c [u64],
+    w: usize,
+}
+
+/// A query prepared for the slab scan: its set bits (the columns it adds, as byte offsets into
+/// a slab: no scaling in the hot loop) and their number.
+#[derive(Debug, Clone)]
+pub(crate) struct SlabQuery<'q> {
+    words: &'q [u64],
+    /// The slabs' bits: every column number is below it.
+    bits: usize,
+    cols: Vec<u32>,
+    m: u32,
+    /// Counter planes: `X <= m + H`.
+    planes: usize,
+}
+
+impl<'q> SlabQuery<'q> {
+    /// `query` (`ceil(bits / 64)` words, bits at and beyond `bits` clear) for `slabs`.
+    pub(crate) fn new(query: &'q [u64], slabs: &SlabCodes) -> Self {
+        let mut cols = Vec::new();
+        // j < bits <= 65,535: the offsets fit a u32.
+        for_each_set_bit(query, slabs.bits, |j| {
+            cols.push((j * std::mem::size_of::<Plane>()) as u32)
+        });
+        let m = cols.len() as u32;
+        SlabQuery {
+            words: query,
+            bits: slabs.bits,
+            planes: planes_for(m as usize + 32 * query.len()),
+            cols,
+            m,
+        }
+    }
+}
+
+/// A query's columns in one slab, loaded as `T` (built only where the CPU has `T`'s
+/// instructions: inside [`SlabCodes::scan_slab`]).
+struct SlabColumns<'s, T> {
+    slab: &'s [Plane],
+    cols: &'s [u32],
+    lanes: std::marker::PhantomData<T>,
+}
+
+impl<T: SlabLanes> Columns<T> for SlabColumns<'_, T> {
+    fn len(&self) -> usize {
+        self.cols.len()
+    }
+
+    #[inline(always)]
+    unsafe fn column(&self, i: usize) -> T {
+        debug_assert!(i < self.cols.len());
+        debug_assert!((self.cols[i] as usize) < std::mem::size_of_val(self.slab));
+        // SAFETY: i < cols.len() (the caller's contract); every offset is that of a column
+        // below the slabs' `bits` (`SlabQuery::new` reads only bits below it, and `scan` checks
+        // that the query was prepared for these slabs), and a slab holds `bits` columns and
+        // more. The CPU has T's instructions (where this is built).
+        unsafe {
+            let offset = *self.cols.get_unchecked(i) as usize;
+            T::load(&*self.slab.as_ptr().cast::<u8>().add(offset).cast::<Plane>())
+        }
+    }
+}
+
+/// The lanes a slab scan counts in: a slab's plane loaded as one register, and back to words.
+trait SlabLanes: Lanes {
+    /// Loads a plane.
+    ///
+    /// # Safety
+    /// The CPU has the lanes' instructions.
+    unsafe fn load(p: &Plane) -> Self;
+    /// The lanes as words (lane `64 l + b` is bit `b` of word `l`).
+    fn words(self) -> [u64; LANES];
+}
+
+impl SlabLanes for [u64; LANES] {
+    #[inline(always)]
+    unsafe fn load(p: &Plane) -> Self {
+        p.0
+    }
+    #[inline(always)]
+    fn words(self) -> [u64; LANES] {
+        self
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    //! The slab scan's lanes as one AVX2 register: each counter step one instruction, instead
+    //! of whatever the compiler's vectoriser makes of four-word arrays (measured: lane shuffles
+    //! and scalar extractions in the hot loop).
+    //!
+    //! Safety: a `Reg` exists only inside `SlabCodes::scan_avx2` (`target_feature(enable =
+    //! "avx2")`, called after the CPU check), where every method below is inlined.
+
+    use super::{Lanes, Plane, SlabLanes, LANES};
+    use std::arch::x86_64::*;
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Reg(__m256i);
+
+    impl Lanes for Reg {
+        #[inline(always)]
+        fn zero() -> Self {
+            // SAFETY: see the module docs (AVX2 present).
+            Reg(unsafe { _mm256_setzero_si256() })
+        }
+        #[inline(always)]
+        fn ones() -> Self {
+            // SAFETY: as above.
+            Reg(unsafe { _mm256_set1_epi64x(-1) })
+        }
+        #[inline(always)]
+        fn and(self, o: Self) -> Self {
+            // SAFETY: as above.
+            Reg(unsafe { _mm256_and_si256(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn or(self, o: Self) -> Self {
+            // SAFETY: as above.
+            Reg(unsafe { _mm256_or_si256(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn xor(self, o: Self) -> Self {
+            // SAFETY: as above.
+            Reg(unsafe { _mm256_xor_si256(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn and_not(self, o: Self) -> Self {
+            // SAFETY: as above (`andnot(a, b)` is `!a & b`).
+            Reg(unsafe { _mm256_andnot_si256(o.0, self.0) })
+        }
+    }
+
+    impl SlabLanes for Reg {
+        #[inline(always)]
+        unsafe fn load(p: &Plane) -> Self {
+            // SAFETY: a Plane is 32 bytes, 32-byte aligned; AVX2 per the caller's contract.
+            Reg(unsafe { _mm256_load_si256((p as *const Plane).cast()) })
+        }
+        #[inline(always)]
+        fn words(self) -> [u64; LANES] {
+            let mut out = [0u64; LANES];
+            // SAFETY: `out` is 32 writable bytes; AVX2 per the module docs.
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), self.0) };
+            out
+        }
+    }
+}
+
+/// Transposes a 64 x 64 bit matrix in place: afterwards bit `r` of `x[b]` is what bit `b` of
+/// `x[r]` was (Hacker's Delight's recursive block swap, six rounds).
+fn transpose64(x: &mut [u64; 64]) {
+    let mut j = 32;
+    let mut mask: u64 = 0x0000_0000_FFFF_FFFF;
+    while j != 0 {
+        let mut k = 0;
+        while k < 64 {
+            // Swap the high j bits of x[k] with the low j bits of x[k + j].
+            let t = ((x[k] >> j) ^ x[k + j]) & mask;
+            x[k] ^= t << j;
+            x[k + j] ^= t;
+            k = (k + j + 1) & !j;
+        }
+        j >>= 1;
+        mask ^= mask << j;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    #[test]
+    fn transposes_bit_matrices() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let x: [u64; 64] = std::array::from_fn(|_| rng.random());
+        let mut y = x;
+        transpose64(&mut y);
+        for (r, row) in x.iter().enumerate() {
+            for (b, col) in y.iter().enumerate() {
+                assert_eq!((col >> r) & 1, (row >> b) & 1, "row {r}, bit {b}");
+            }
+        }
+    }
+
+    /// Codes with a density per code from 0 to 1, so that popcounts and distances spread widely,
+    /// and copies of earlier rows (ties).
+    fn codes(rng: &mut Xoshiro256PlusPlus, n: usize, bits: usize) -> Vec<u64> {
+        let w = bits.div_ceil(64);
+        let mut out = vec![0u64; n * w];
+        for r in 0..n {
+            if r > 0 && rng.random_bool(0.1) {
+                let src = rng.random_range(0..r);
+                out.copy_within(src * w..(src + 1) * w, r * w);
+                continue;
+            }
+            let density = rng.random::<f64>();
+            for j in 0..bits {
+                if rng.random_bool(density) {
+                    out[r * w + j / 64] |= 1 << (j % 64);
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// The slab scan, in tiles as the flat search hands them out, returns exactly the
+        /// brute-force top k (rows, distances, ties by row) on every family the CPU has.
+        #[test]
+        fn slab_scan_equals_brute_force(
+            n in 0usize..1500,
+            bits in prop_oneof![Just(1usize), Just(8), Just(64), Just(100), Just(256), Just(1024)],
+            k in prop_oneof![Just(1usize), Just(10), Just(200), Just(2000)],
+            max_d in prop_oneof![Just(None), Just(Some(0u32)), Just(Some(20u32))],
+            tile_slabs in 1usize..4,
+            seed in any::<u64>(),
+        ) {
+            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+            let w = bits.div_ceil(64);
+            let base = codes(&mut rng, n, bits);
+            let mut queries = codes(&mut rng, 6, bits);
+            if n > 0 {
+                // A query equal to a code: distance 0 and its copies tie.
+                let r = rng.random_range(0..n);
+                queries.extend_from_slice(&base[r * w..(r + 1) * w]);
+            }
+            let slabs = SlabCodes::build(&base, bits).unwrap();
+            let prepared: Vec<SlabQuery> =
+                queries.chunks_exact(w).map(|q| SlabQuery::new(q, &slabs)).collect();
+            let want: Vec<Vec<u64>> = queries
+                .chunks_exact(w)
+                .map(|q| {
+                    let mut all: Vec<u64> = base
+                        .chunks_exact(w)
+                        .enumerate()
+                        .map(|(r, b)| crate::topk::key(hamming(q, b), r as u32))
+                        .filter(|&key| max_d.is_none_or(|m| key >> 32 <= u64::from(m)))
+                        .collect();
+                    all.sort_unstable();
+                    all.truncate(k);
+                    all
+                })
+                .collect();
+            let tile = tile_slabs * SLAB_ROWS;
+            for family in KernelFamily::supported() {
+                let mut tops: Vec<TopK> = prepared.iter().map(|_| TopK::new(k, max_d)).collect();
+                for first in (0..n).step_by(tile) {
+                    let end = (first + tile).min(n);
+                    slabs.scan(family, &prepared, &base[first * w..end * w], first, &mut tops);
+                }
+                let got: Vec<Vec<u64>> = tops.into_iter().map(TopK::into_sorted_keys).collect();
+                prop_assert_eq!(&got, &want, "{}", family);
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_codes_it_cannot_count() {
+        assert!(SlabCodes::build(&[], 0).is_none());
+        assert!(SlabCodes::build(&[], 1 << 16).is_none());
+        let slabs = SlabCodes::build(&[], 256).unwrap();
+        assert!(slabs.planes.is_empty());
+    }
+}
