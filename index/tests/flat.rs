@@ -4,7 +4,7 @@
 mod common;
 
 use bsa_index::search::flat::top_k;
-use bsa_index::{Index, IndexBuilder, KernelFamily, SearchParams, Split};
+use bsa_index::{Index, IndexBuilder, KernelFamily, Mode, Score, SearchParams, Split};
 use common::*;
 use proptest::prelude::*;
 
@@ -72,7 +72,7 @@ proptest! {
     fn flat_equals_brute_force(
         bits_i in 0usize..BITS.len(),
         n in 1usize..700,
-        nq in 1usize..40,
+        nq in prop_oneof![1usize..40, 64usize..72],
         k in prop_oneof![1usize..20, 600usize..900],
         density in 0u32..4,
         seed in any::<u64>(),
@@ -87,8 +87,9 @@ proptest! {
     }
 }
 
-/// Big enough that the code split produces several chunks per query (chunks are >= 16k codes).
-/// Nine queries: enough for the AVX2 batch scan through the slabs, whose chunks are whole tiles.
+/// Big enough that the code split produces several chunks per query (chunks are >= 16k codes),
+/// with 9 queries (row-major scans) and 64 (on AVX2, the slab scan, whose chunks are whole
+/// tiles).
 #[test]
 fn flat_equals_brute_force_split_over_many_chunks() {
     for &bits in &[64usize, 200, 256] {
@@ -96,11 +97,14 @@ fn flat_equals_brute_force_split_over_many_chunks() {
         let n = 70_000;
         // Sparse codes: many exact ties, including across chunk boundaries.
         let codes = random_codes(&mut r, n, bits, 3);
-        let queries = random_codes(&mut r, 9, bits, 3);
-        for threads in [1, 4] {
-            for split in [Split::Auto, Split::Codes, Split::Queries] {
-                for k in [1, 10, 100] {
-                    check(&codes, bits, &queries, k, split, threads).unwrap();
+        let queries = random_codes(&mut r, 64, bits, 3);
+        for (nq, ks) in [(9, &[1, 10, 100][..]), (64, &[10][..])] {
+            let queries = &queries[..nq * words(bits)];
+            for threads in [1, 4] {
+                for split in [Split::Auto, Split::Codes, Split::Queries] {
+                    for &k in ks {
+                        check(&codes, bits, queries, k, split, threads).unwrap();
+                    }
                 }
             }
         }
@@ -155,6 +159,46 @@ fn index_search_equals_brute_force_with_ids_and_max_distance() {
                     .filter(|x| x.0 <= maxd)
                     .collect();
                 assert_eq!(h.rows, want.iter().map(|x| x.1).collect::<Vec<_>>());
+            }
+        }
+    }
+}
+
+/// On AVX2 an index builds its slabs at the first batch large enough to repay them (64 queries)
+/// and keeps them for smaller batches (from 8): `--stats` names the kernel, results stay exact.
+#[test]
+fn index_keeps_its_slabs_for_later_batches() {
+    if !KernelFamily::Avx2.is_supported() {
+        return; // no AVX2 here: nothing runs the slab scan
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for bits in [100usize, 256] {
+        let mut r = rng(bits as u64);
+        let n = 3000; // eleven slabs, the last one partial
+        let w = words(bits);
+        let codes = random_codes(&mut r, n, bits, 1);
+        let path = dir.path().join(format!("idx-{bits}"));
+        IndexBuilder::new(bits, &codes).build(&path).unwrap();
+        let index = Index::open(&path).unwrap();
+        let searcher = index.searcher(&Mode::Flat(Default::default())).unwrap();
+        let params = SearchParams::default().with_kernel(Some(KernelFamily::Avx2));
+        let queries = random_codes(&mut r, 64, bits, 1);
+        for (nq, kernel) in [
+            (8, "avx2-w"),
+            (64, "avx2-slabs"),
+            (8, "avx2-slabs"),
+            (7, "avx2-w"),
+        ] {
+            let batch = &queries[..nq * w];
+            let (hits, stats) = pool(2)
+                .install(|| searcher.search(batch, 10, &Score::Hamming, &params))
+                .unwrap();
+            assert!(stats.kernel.starts_with(kernel), "{nq}: {}", stats.kernel);
+            for (qi, h) in hits.iter().enumerate() {
+                let want = brute(&codes, bits, &batch[qi * w..(qi + 1) * w], 10);
+                let got: Vec<(u32, u64)> =
+                    h.distances.iter().copied().zip(h.rows.clone()).collect();
+                assert_eq!(got, want, "bits {bits}, {nq} queries, query {qi}");
             }
         }
     }

@@ -372,15 +372,16 @@ impl<'a> CodesView<'a> {
     }
 
     /// The codes in slabs when a Hamming batch of `nq` queries with `family` (resolved) runs on
-    /// them ([`crate::slabs::used_for`]): from the index's cache (built now at its first such
-    /// batch), or built for this search on bare slices.
+    /// them ([`crate::slabs::used_for`]): from the index's cache (built now if this batch is
+    /// large enough to repay it), or built for this search on bare slices.
     pub(crate) fn slabs_for(&self, family: KernelFamily, nq: usize) -> Option<Cow<'a, SlabCodes>> {
-        if !crate::slabs::used_for(family, nq) {
+        let cache = self.layouts.map(|l| &l.slabs);
+        let built = cache.and_then(OnceLock::get);
+        if !crate::slabs::used_for(family, nq, built.is_some()) {
             return None;
         }
-        match self.layouts {
-            Some(l) => l
-                .slabs
+        match cache {
+            Some(c) => c
                 .get_or_init(|| SlabCodes::build(self.codes, self.bits))
                 .as_ref()
                 .map(Cow::Borrowed),
