@@ -75,6 +75,12 @@ pub(crate) const KERNEL_NAME: &str = "avx2-slabs";
 impl SlabCodes {
     /// Transposes `codes` (rows of `ceil(bits / 64)` words); `None` for more than 65,535 bits.
     pub(crate) fn build(codes: &[u64], bits: usize) -> Option<SlabCodes> {
+        Self::build_with(codes, bits, KernelFamily::Avx2.is_supported())
+    }
+
+    /// [`build`](Self::build), four words of each row transposed at once with AVX2 if `avx2`
+    /// (which the CPU must have; the same slabs either way).
+    fn build_with(codes: &[u64], bits: usize, avx2: bool) -> Option<SlabCodes> {
         if bits == 0 || bits > u16::MAX as usize {
             return None;
         }
@@ -95,7 +101,24 @@ impl SlabCodes {
                         break;
                     }
                     let lane = &codes[r0 * w..(r0 + rows) * w];
-                    for wi in 0..w {
+                    let mut wi = 0;
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let _ = avx2;
+                    #[cfg(target_arch = "x86_64")]
+                    while avx2 && wi + 4 <= w {
+                        let mut x = [[0u64; 4]; 64];
+                        // SAFETY: `avx2` only if the CPU has it (`build`, and the tests).
+                        unsafe { avx2::transpose_four(lane, w, wi, &mut x) };
+                        for (b, four) in x.iter().enumerate() {
+                            for (t, &col) in four.iter().enumerate() {
+                                if let Some(plane) = slab[..bits].get_mut((wi + t) * 64 + b) {
+                                    plane.0[l] = col;
+                                }
+                            }
+                        }
+                        wi += 4;
+                    }
+                    for wi in wi..w {
                         let mut x = [0u64; 64];
                         for (r, code) in lane.chunks_exact(w).enumerate() {
                             x[r] = code[wi];
@@ -371,6 +394,62 @@ mod avx2 {
     use super::{Lanes, Plane, SlabLanes, LANES};
     use std::arch::x86_64::*;
 
+    /// Words `wi..wi + 4` of each row of `lane` (up to 64 rows of `w` words; missing rows are
+    /// zero) as four 64 x 64 bit matrices, transposed at once: afterwards bit `r` of
+    /// `out[b][t]` is bit `b` of word `wi + t` of row `r` (what `transpose64` does for one word).
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn transpose_four(
+        lane: &[u64],
+        w: usize,
+        wi: usize,
+        out: &mut [[u64; 4]; 64],
+    ) {
+        let mut x = [_mm256_setzero_si256(); 64];
+        for (r, code) in lane.chunks_exact(w).take(64).enumerate() {
+            // SAFETY: wi + 4 <= w words of the row (the caller's loop bound).
+            x[r] = unsafe { _mm256_loadu_si256(code[wi..wi + 4].as_ptr().cast()) };
+        }
+        // SAFETY: AVX2 (this function's target feature).
+        unsafe {
+            round::<32>(&mut x, 0x0000_0000_FFFF_FFFF);
+            round::<16>(&mut x, 0x0000_FFFF_0000_FFFF);
+            round::<8>(&mut x, 0x00FF_00FF_00FF_00FF);
+            round::<4>(&mut x, 0x0F0F_0F0F_0F0F_0F0F);
+            round::<2>(&mut x, 0x3333_3333_3333_3333);
+            round::<1>(&mut x, 0x5555_5555_5555_5555);
+        }
+        for (o, v) in out.iter_mut().zip(x) {
+            // SAFETY: `o` is 32 writable bytes.
+            unsafe { _mm256_storeu_si256(o.as_mut_ptr().cast(), v) };
+        }
+    }
+
+    /// One round of the block swap of `transpose64` on four matrices at once.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[inline(always)]
+    unsafe fn round<const J: i32>(x: &mut [__m256i; 64], mask: u64) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let mask = _mm256_set1_epi64x(mask as i64);
+            let j = J as usize;
+            let mut k = 0;
+            while k < 64 {
+                let t = _mm256_and_si256(
+                    _mm256_xor_si256(_mm256_srli_epi64::<J>(x[k]), x[k + j]),
+                    mask,
+                );
+                x[k] = _mm256_xor_si256(x[k], _mm256_slli_epi64::<J>(t));
+                x[k + j] = _mm256_xor_si256(x[k + j], t);
+                k = (k + j + 1) & !j;
+            }
+        }
+    }
+
     #[derive(Clone, Copy)]
     pub(super) struct Reg(__m256i);
 
@@ -532,6 +611,22 @@ mod tests {
                 let got: Vec<Vec<u64>> = tops.into_iter().map(TopK::into_sorted_keys).collect();
                 prop_assert_eq!(&got, &want, "{}", family);
             }
+        }
+    }
+
+    /// The AVX2 transposition (four words of each row at once) builds the slabs the portable one
+    /// does, for widths with and without words left over.
+    #[test]
+    fn both_transpositions_build_the_same_slabs() {
+        if !KernelFamily::Avx2.is_supported() {
+            return;
+        }
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+        for (n, bits) in [(1, 256), (300, 256), (700, 320), (600, 1000), (100, 64)] {
+            let base = codes(&mut rng, n, bits);
+            let a = SlabCodes::build_with(&base, bits, true).unwrap();
+            let b = SlabCodes::build_with(&base, bits, false).unwrap();
+            assert_eq!(a.planes, b.planes, "n {n}, bits {bits}");
         }
     }
 
