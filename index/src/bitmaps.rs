@@ -36,7 +36,9 @@
 
 use rayon::prelude::*;
 
-use crate::counters::{add_columns, at_least, planes_for, Columns};
+#[cfg(target_arch = "x86_64")]
+use crate::counters::x86;
+use crate::counters::{add_columns, at_least, planes_for, Columns, Lanes};
 use crate::error::{Error, Result};
 use crate::kernel::KernelFamily;
 use crate::topk::TopK;
@@ -436,8 +438,8 @@ impl<'a> QueryState<'a> {
         range: std::ops::Range<usize>,
         family: KernelFamily,
     ) {
-        // The same portable loop, compiled three times: the compiler vectorises the 8-word lanes
-        // for the instruction set of each copy (two 256-bit or one 512-bit op per lane array).
+        // The same loop compiled three times, on the lanes of each instruction set: two 256-bit
+        // registers (AVX2), one 512-bit register with ternary logic (AVX-512), or words.
         match family {
             // SAFETY: `hamming_keys` passes only families this CPU supports.
             #[cfg(target_arch = "x86_64")]
@@ -445,38 +447,54 @@ impl<'a> QueryState<'a> {
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             KernelFamily::Avx2 => unsafe { self.count_chunks_avx2(v, range) },
-            _ => self.count_chunks_any(v, range),
+            // SAFETY: the portable lanes need no CPU feature.
+            _ => unsafe { self.count_chunks_any::<[u64; CHUNK_WORDS]>(v, range) },
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
     unsafe fn count_chunks_avx512(&mut self, v: &BitmapView<'_>, range: std::ops::Range<usize>) {
-        self.count_chunks_any(v, range)
+        // SAFETY: AVX-512F (this function's target features).
+        unsafe { self.count_chunks_any::<x86::Zmm>(v, range) }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn count_chunks_avx2(&mut self, v: &BitmapView<'_>, range: std::ops::Range<usize>) {
-        self.count_chunks_any(v, range)
+        // SAFETY: AVX2 (this function's target feature).
+        unsafe { self.count_chunks_any::<x86::Ymm2>(v, range) }
     }
 
-    /// The counting loop for any instruction set (inlined into each compiled copy).
+    /// The counting loop on lanes `T` (inlined into each compiled copy).
+    ///
+    /// # Safety
+    /// The CPU has `T`'s instructions.
     #[inline(always)]
-    fn count_chunks_any(&mut self, v: &BitmapView<'_>, range: std::ops::Range<usize>) {
+    unsafe fn count_chunks_any<T: Lanes>(
+        &mut self,
+        v: &BitmapView<'_>,
+        range: std::ops::Range<usize>,
+    ) {
         // The counters live in registers only if their number is a constant.
-        match planes_for(self.cols.len()) {
-            0..=5 => self.count_chunks_p::<5>(v, range),
-            6 => self.count_chunks_p::<6>(v, range),
-            7 => self.count_chunks_p::<7>(v, range),
-            8 => self.count_chunks_p::<8>(v, range),
-            _ => self.count_chunks_p::<MAX_PLANES>(v, range),
+        // SAFETY (each call): the caller's contract.
+        unsafe {
+            match planes_for(self.cols.len()) {
+                0..=5 => self.count_chunks_p::<T, 5>(v, range),
+                6 => self.count_chunks_p::<T, 6>(v, range),
+                7 => self.count_chunks_p::<T, 7>(v, range),
+                8 => self.count_chunks_p::<T, 8>(v, range),
+                _ => self.count_chunks_p::<T, MAX_PLANES>(v, range),
+            }
         }
     }
 
     /// [`count_chunks`](Self::count_chunks) with `P >= 5` counter planes (counts below `2^P`).
+    ///
+    /// # Safety
+    /// The CPU has `T`'s instructions.
     #[inline(always)]
-    fn count_chunks_p<const P: usize>(
+    unsafe fn count_chunks_p<T: Lanes, const P: usize>(
         &mut self,
         v: &BitmapView<'_>,
         range: std::ops::Range<usize>,
@@ -492,13 +510,22 @@ impl<'a> QueryState<'a> {
                 continue;
             }
             let w0 = c * CHUNK_WORDS;
-            let mut planes = [[0u64; CHUNK_WORDS]; P];
+            let mut planes = [T::zero(); P];
             let cols = ChunkColumns {
                 cols: &self.cols,
                 w0,
+                lanes: std::marker::PhantomData,
             };
             add_columns(&mut planes, &cols);
-            let mask = at_least(&planes, cmin as u64);
+            let mut mask = [0u64; CHUNK_WORDS];
+            at_least(&planes, cmin as u64).store(&mut mask);
+            if mask == [0; CHUNK_WORDS] {
+                continue;
+            }
+            let mut counts = [[0u64; CHUNK_WORDS]; P];
+            for (plane, words) in planes.iter().zip(counts.iter_mut()) {
+                plane.store(words);
+            }
             for (l, &bitsl) in mask.iter().enumerate() {
                 let mut x = bitsl;
                 while x != 0 {
@@ -509,7 +536,7 @@ impl<'a> QueryState<'a> {
                         break;
                     }
                     let mut count = 0u32;
-                    for (p, plane) in planes.iter().enumerate() {
+                    for (p, plane) in counts.iter().enumerate() {
                         count |= (((plane[l] >> b) & 1) as u32) << p;
                     }
                     // Saturating: a damaged file read without checksums gives wrong rows, not a panic.
@@ -521,27 +548,33 @@ impl<'a> QueryState<'a> {
     }
 }
 
-/// One chunk of a query's columns, each prefetched a few chunks ahead: the columns are separate
-/// streams read one chunk at a time, too many and too slow for the hardware prefetcher.
-struct ChunkColumns<'c, 'a> {
+/// One chunk of a query's columns as lanes `T` (built only where the CPU has `T`'s
+/// instructions), each prefetched a few chunks ahead: the columns are separate streams read one
+/// chunk at a time, too many and too slow for the hardware prefetcher.
+struct ChunkColumns<'c, 'a, T> {
     cols: &'c [&'a [u64]],
     w0: usize,
+    lanes: std::marker::PhantomData<T>,
 }
 
-impl Columns<[u64; CHUNK_WORDS]> for ChunkColumns<'_, '_> {
+impl<T: Lanes> Columns<T> for ChunkColumns<'_, '_, T> {
     fn len(&self) -> usize {
         self.cols.len()
     }
 
     #[inline(always)]
-    unsafe fn column(&self, i: usize) -> [u64; CHUNK_WORDS] {
-        let (col, w0) = (self.cols[i], self.w0);
+    unsafe fn column(&self, i: usize) -> T {
+        debug_assert!(i < self.cols.len() && T::WORDS == CHUNK_WORDS);
+        // SAFETY: i < cols.len() (the caller's contract).
+        let col = unsafe { *self.cols.get_unchecked(i) };
+        let w0 = self.w0;
         if let Some(ahead) = col.get(w0 + PREFETCH_WORDS..w0 + PREFETCH_WORDS + CHUNK_WORDS) {
             crate::bits::prefetch(ahead);
         }
-        let mut x = [0u64; CHUNK_WORDS];
-        x.copy_from_slice(&col[w0..w0 + CHUNK_WORDS]);
-        x
+        let chunk = &col[w0..w0 + CHUNK_WORDS];
+        // SAFETY: `chunk` holds CHUNK_WORDS = T::WORDS words; the CPU has T's instructions
+        // (where this is built).
+        unsafe { T::load(chunk.as_ptr()) }
     }
 }
 

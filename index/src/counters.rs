@@ -17,8 +17,12 @@ pub(crate) fn planes_for(m: usize) -> usize {
 }
 
 /// A register's worth of bit lanes and the logic a counter needs. `[u64; L]` is the portable
-/// form (the compiler vectorises its loops); a kernel may bring its own register type.
+/// form (the compiler vectorises its loops); [`x86`] has the vector registers, so that a counter
+/// step is one instruction (measured: the compiler's vectoriser turned word arrays into lane
+/// shuffles, scalar extractions and stack copies in the hot loops).
 pub(crate) trait Lanes: Copy {
+    /// `u64` words (64 lanes each) in a value.
+    const WORDS: usize;
     /// Every lane clear.
     fn zero() -> Self;
     /// Every lane set.
@@ -31,9 +35,27 @@ pub(crate) trait Lanes: Copy {
     fn xor(self, o: Self) -> Self;
     /// `self & !o`.
     fn and_not(self, o: Self) -> Self;
+    /// `self ^ b ^ c`.
+    #[inline(always)]
+    fn xor3(self, b: Self, c: Self) -> Self {
+        self.xor(b).xor(c)
+    }
+    /// Each lane's majority of `self`, `b` and `c`.
+    #[inline(always)]
+    fn majority(self, b: Self, c: Self) -> Self {
+        self.and(b).or(self.xor(b).and(c))
+    }
+    /// Reads `WORDS` words.
+    ///
+    /// # Safety
+    /// `p` points to `WORDS` readable words, and the CPU has the lanes' instructions.
+    unsafe fn load(p: *const u64) -> Self;
+    /// Writes the value's `WORDS` words to the start of `out`.
+    fn store(self, out: &mut [u64]);
 }
 
 impl<const L: usize> Lanes for [u64; L] {
+    const WORDS: usize = L;
     #[inline(always)]
     fn zero() -> Self {
         [0; L]
@@ -69,6 +91,179 @@ impl<const L: usize> Lanes for [u64; L] {
             self[l] &= !o[l];
         }
         self
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const u64) -> Self {
+        // SAFETY: L readable words at `p` (the caller's contract); no alignment needed.
+        unsafe { p.cast::<[u64; L]>().read_unaligned() }
+    }
+    #[inline(always)]
+    fn store(self, out: &mut [u64]) {
+        out[..L].copy_from_slice(&self);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    //! Vector registers as [`Lanes`]: [`Ymm`] (256 lanes) and [`Ymm2`] (512) for AVX2, [`Zmm`]
+    //! (512) for AVX-512, whose ternary logic makes a carry-save adder two instructions.
+    //!
+    //! Safety: a value of these types is made only inside a function compiled with its
+    //! instructions (`#[target_feature]`) that runs after the CPU check, and every method is
+    //! inlined there.
+
+    use super::Lanes;
+    use std::arch::x86_64::*;
+
+    /// One AVX2 register: 256 lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Ymm(__m256i);
+
+    /// Two AVX2 registers: 512 lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Ymm2([__m256i; 2]);
+
+    /// One AVX-512 register: 512 lanes.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Zmm(__m512i);
+
+    // SAFETY (every `unsafe` block below): the CPU has the type's instructions (module docs),
+    // and `load`'s caller guarantees `WORDS` readable words at `p`.
+
+    impl Lanes for Ymm {
+        const WORDS: usize = 4;
+        #[inline(always)]
+        fn zero() -> Self {
+            Ymm(unsafe { _mm256_setzero_si256() })
+        }
+        #[inline(always)]
+        fn ones() -> Self {
+            Ymm(unsafe { _mm256_set1_epi64x(-1) })
+        }
+        #[inline(always)]
+        fn and(self, o: Self) -> Self {
+            Ymm(unsafe { _mm256_and_si256(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn or(self, o: Self) -> Self {
+            Ymm(unsafe { _mm256_or_si256(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn xor(self, o: Self) -> Self {
+            Ymm(unsafe { _mm256_xor_si256(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn and_not(self, o: Self) -> Self {
+            // `andnot(a, b)` is `!a & b`.
+            Ymm(unsafe { _mm256_andnot_si256(o.0, self.0) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const u64) -> Self {
+            Ymm(unsafe { _mm256_loadu_si256(p.cast()) })
+        }
+        #[inline(always)]
+        fn store(self, out: &mut [u64]) {
+            let out = &mut out[..4];
+            unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), self.0) };
+        }
+    }
+
+    impl Lanes for Ymm2 {
+        const WORDS: usize = 8;
+        #[inline(always)]
+        fn zero() -> Self {
+            let z = Ymm::zero().0;
+            Ymm2([z, z])
+        }
+        #[inline(always)]
+        fn ones() -> Self {
+            let o = Ymm::ones().0;
+            Ymm2([o, o])
+        }
+        #[inline(always)]
+        fn and(self, o: Self) -> Self {
+            Ymm2([
+                Ymm(self.0[0]).and(Ymm(o.0[0])).0,
+                Ymm(self.0[1]).and(Ymm(o.0[1])).0,
+            ])
+        }
+        #[inline(always)]
+        fn or(self, o: Self) -> Self {
+            Ymm2([
+                Ymm(self.0[0]).or(Ymm(o.0[0])).0,
+                Ymm(self.0[1]).or(Ymm(o.0[1])).0,
+            ])
+        }
+        #[inline(always)]
+        fn xor(self, o: Self) -> Self {
+            Ymm2([
+                Ymm(self.0[0]).xor(Ymm(o.0[0])).0,
+                Ymm(self.0[1]).xor(Ymm(o.0[1])).0,
+            ])
+        }
+        #[inline(always)]
+        fn and_not(self, o: Self) -> Self {
+            Ymm2([
+                Ymm(self.0[0]).and_not(Ymm(o.0[0])).0,
+                Ymm(self.0[1]).and_not(Ymm(o.0[1])).0,
+            ])
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const u64) -> Self {
+            unsafe { Ymm2([Ymm::load(p).0, Ymm::load(p.add(4)).0]) }
+        }
+        #[inline(always)]
+        fn store(self, out: &mut [u64]) {
+            Ymm(self.0[0]).store(&mut out[..4]);
+            Ymm(self.0[1]).store(&mut out[4..8]);
+        }
+    }
+
+    impl Lanes for Zmm {
+        const WORDS: usize = 8;
+        #[inline(always)]
+        fn zero() -> Self {
+            Zmm(unsafe { _mm512_setzero_si512() })
+        }
+        #[inline(always)]
+        fn ones() -> Self {
+            Zmm(unsafe { _mm512_set1_epi64(-1) })
+        }
+        #[inline(always)]
+        fn and(self, o: Self) -> Self {
+            Zmm(unsafe { _mm512_and_si512(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn or(self, o: Self) -> Self {
+            Zmm(unsafe { _mm512_or_si512(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn xor(self, o: Self) -> Self {
+            Zmm(unsafe { _mm512_xor_si512(self.0, o.0) })
+        }
+        #[inline(always)]
+        fn and_not(self, o: Self) -> Self {
+            Zmm(unsafe { _mm512_andnot_si512(o.0, self.0) })
+        }
+        #[inline(always)]
+        fn xor3(self, b: Self, c: Self) -> Self {
+            // Truth table of a ^ b ^ c.
+            Zmm(unsafe { _mm512_ternarylogic_epi64::<0x96>(self.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        fn majority(self, b: Self, c: Self) -> Self {
+            // Truth table of the majority of a, b, c.
+            Zmm(unsafe { _mm512_ternarylogic_epi64::<0xE8>(self.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const u64) -> Self {
+            Zmm(unsafe { _mm512_loadu_si512(p.cast()) })
+        }
+        #[inline(always)]
+        fn store(self, out: &mut [u64]) {
+            let out = &mut out[..8];
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), self.0) };
+        }
     }
 }
 
@@ -142,9 +337,8 @@ fn add_eight<T: Lanes>(ones: &mut T, twos: &mut T, fours: &mut T, d: &[T]) -> T 
 /// Carry-save adder: `acc + a + b` as the new `acc` (the sum bits) and the returned carries.
 #[inline(always)]
 pub(crate) fn csa<T: Lanes>(acc: &mut T, a: T, b: T) -> T {
-    let u = acc.xor(a);
-    let carry = acc.and(a).or(u.and(b));
-    *acc = u.xor(b);
+    let carry = acc.majority(a, b);
+    *acc = acc.xor3(a, b);
     carry
 }
 

@@ -35,9 +35,11 @@
 //! **Fallback.** Visiting one posting costs about as much as the AVX-512 flat scan spends on
 //! `POSTING_COST_WORDS` (10) code words (measured on 1M real-like codes, see
 //! `index/RESULTS-inverted.md`); the AVX2 and portable scans spend 3 and 5 times as much per
-//! word. A query whose lists hold more than 1/`POSTING_COST_WORDS` (10) of what a flat scan costs
-//! (`n` x words per code, times that factor) is therefore answered by the flat scan instead
-//! (same results), and counted in [`InvertedStats::flat_queries`]. Table scores count
+//! word, and the AVX2 batch scan through slabs (`index/src/slabs.rs`) about `(|q| + 64) / 16`
+//! words per code whatever their width. A query whose lists hold more than 1/`POSTING_COST_WORDS`
+//! (10) of what a flat scan costs (`n` x words per code, times that factor) is therefore
+//! answered by the flat scan instead (same results), and counted in
+//! [`InvertedStats::flat_queries`]. Table scores count
 //! every posting, so they use the posting lists only when all postings are fewer than
 //! 1/`POSTING_COST_WORDS` (10) of the code words. [`SearchParams::force_inverted`] disables the
 //! fallback.
@@ -61,6 +63,7 @@ use crate::search::flat::{search_keys, search_scored_keys, KeyLimits};
 use crate::search::{
     search_within_by, CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher, Split,
 };
+use crate::slabs;
 use crate::topk::{key, KeyTopK, TopK};
 
 /// What an inverted search did.
@@ -267,6 +270,30 @@ struct Routes {
 impl InvertedSearcher<'_> {
     /// Sends each query to the cheapest exact executor.
     fn route(&self, queries: &[u64], score: &Score<'_>, params: &SearchParams) -> Routes {
+        let nq = queries.len() / self.codes.words_per_code();
+        let family = params.family();
+        let built = self.codes.slabs_built();
+        // A Hamming batch on AVX2 may scan through the slabs, whose cost follows the query's set
+        // bits; if too few queries go to the flat scan for it to use them, they are weighed
+        // again against the row-major scan.
+        if matches!(score, Score::Hamming) && slabs::used_for(family, nq, built) {
+            let r = self.route_with(queries, score, params, true);
+            if slabs::used_for(family, r.flat.len(), built) {
+                return r;
+            }
+        }
+        self.route_with(queries, score, params, false)
+    }
+
+    /// [`route`](Self::route) with the flat scan of Hamming queries on the slabs (`slabs`) or
+    /// the row-major codes.
+    fn route_with(
+        &self,
+        queries: &[u64],
+        score: &Score<'_>,
+        params: &SearchParams,
+        slabs: bool,
+    ) -> Routes {
         let inv = &self.lists;
         let w = self.codes.words_per_code();
         let nq = queries.len() / w;
@@ -284,10 +311,11 @@ impl InvertedSearcher<'_> {
                 _ => None,
             })
             .collect();
-        // A Hamming scan's word costs more with narrower kernels; other scores' scans do not
-        // use them.
+        // A Hamming scan's word costs more with narrower kernels, and the slab scan's cost
+        // follows the query's bits; other scores' scans do not use them.
         let scan_words = (inv.n as u64).saturating_mul(w as u64);
-        let scan_cost = match score {
+        let scan_cost = |qi: usize| match score {
+            Score::Hamming if slabs => slabs::scan_cost(inv.n, popcount(query(qi)) as usize),
             Score::Hamming => scan_words.saturating_mul(scan_word_cost(params.family())),
             _ => scan_words,
         };
@@ -299,7 +327,8 @@ impl InvertedSearcher<'_> {
         };
         for qi in 0..nq {
             let cost = bitmap_words[qi].unwrap_or(touched[qi]);
-            if !(params.force_inverted || cost.saturating_mul(POSTING_COST_WORDS) <= scan_cost) {
+            if !(params.force_inverted || cost.saturating_mul(POSTING_COST_WORDS) <= scan_cost(qi))
+            {
                 r.flat.push(qi);
             } else if bitmap_words[qi].is_some() {
                 r.bitmaps.push(qi);

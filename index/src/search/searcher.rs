@@ -376,8 +376,7 @@ impl<'a> CodesView<'a> {
     /// large enough to repay it), or built for this search on bare slices.
     pub(crate) fn slabs_for(&self, family: KernelFamily, nq: usize) -> Option<Cow<'a, SlabCodes>> {
         let cache = self.layouts.map(|l| &l.slabs);
-        let built = cache.and_then(OnceLock::get);
-        if !crate::slabs::used_for(family, nq, built.is_some()) {
+        if !crate::slabs::used_for(family, nq, self.slabs_built()) {
             return None;
         }
         match cache {
@@ -387,6 +386,11 @@ impl<'a> CodesView<'a> {
                 .map(Cow::Borrowed),
             None => SlabCodes::build(self.codes, self.bits).map(Cow::Owned),
         }
+    }
+
+    /// Whether the index's slabs are built (then batches from 8 queries use them).
+    pub(crate) fn slabs_built(&self) -> bool {
+        self.layouts.is_some_and(|l| l.slabs.get().is_some())
     }
 
     /// The same view with per-code norms (one per code), for normalised table scores.
