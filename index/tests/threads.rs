@@ -9,7 +9,7 @@ mod common;
 use bsa_index::search::flat::{top_k, top_k_scored};
 use bsa_index::search::inverted;
 use bsa_index::InvertedLists;
-use bsa_index::{Hits, Score, SearchParams, Split};
+use bsa_index::{Hits, KernelFamily, Score, SearchParams, Split};
 use common::*;
 use rand::Rng;
 
@@ -22,7 +22,7 @@ fn pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
         .install(f)
 }
 
-/// Every search of the fixture, labelled.
+/// Every search of the fixture with every kernel family this CPU has, labelled.
 fn all_searches(
     codes: &[u64],
     bits: usize,
@@ -30,13 +30,33 @@ fn all_searches(
     scores: &[(&str, Score<'_>)],
     norms: &[f32],
 ) -> Vec<(String, Vec<Hits>)> {
+    let mut out = Vec::new();
+    for family in KernelFamily::supported() {
+        for (name, hits) in family_searches(codes, bits, queries, scores, norms, family) {
+            out.push((format!("{family} {name}"), hits));
+        }
+    }
+    out
+}
+
+/// Every search of the fixture with `family`, labelled.
+fn family_searches(
+    codes: &[u64],
+    bits: usize,
+    queries: &[u64],
+    scores: &[(&str, Score<'_>)],
+    norms: &[f32],
+    family: KernelFamily,
+) -> Vec<(String, Vec<Hits>)> {
     let w = words(bits);
     let k = 25;
     let lists = InvertedLists::build(codes, bits).unwrap();
     let inv = lists.view();
     let mut out = Vec::new();
     for split in [Split::Auto, Split::Queries, Split::Codes] {
-        let p = SearchParams::default().with_split(split);
+        let p = SearchParams::default()
+            .with_split(split)
+            .with_kernel(Some(family));
         out.push((
             format!("flat hamming {split:?}"),
             top_k(codes, w, bits, queries, k, &p).unwrap(),
@@ -49,7 +69,9 @@ fn all_searches(
         }
     }
     for force in [false, true] {
-        let p = SearchParams::default().with_force_inverted(force);
+        let p = SearchParams::default()
+            .with_force_inverted(force)
+            .with_kernel(Some(family));
         for (name, score) in std::iter::once(&("hamming", Score::Hamming)).chain(scores) {
             let (hits, stats) =
                 inverted::top_k(codes, w, bits, &inv, queries, k, score, Some(norms), &p).unwrap();
@@ -69,7 +91,8 @@ fn search_results_do_not_depend_on_the_thread_count() {
     let w = words(bits);
     // About 16 of 256 bits set (each bit survives three ANDs): sparse, so many equal overlaps.
     let codes = random_codes(&mut r, 5000, bits, 3);
-    let mut queries = random_codes(&mut r, 37, bits, 3);
+    // 70 queries: a batch that runs the AVX2 scan through slabs.
+    let mut queries = random_codes(&mut r, 70, bits, 3);
     // Queries that are base codes: exact matches, and their duplicates in the base tie.
     for (q, b) in [(0, 10), (1, 4999), (2, 2500)] {
         queries[q * w..(q + 1) * w].copy_from_slice(&codes[b * w..(b + 1) * w]);
