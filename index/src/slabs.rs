@@ -1,13 +1,13 @@
-//! The codes transposed into slabs of 256 rows: the exact Hamming scan of a batch of queries by
-//! bit-sliced counting, for CPUs without a vector popcount (AVX2).
+//! The codes transposed into slabs of 256 or 512 rows: the exact Hamming scan of a batch of
+//! queries by bit-sliced counting.
 //!
 //! AVX2 counts bits with a nibble lookup (`vpshufb`), about ten instructions per code pair at
-//! 256 bits ([`crate::hamming`]). Transposed, a slab holds bit `j` of its 256 codes as one
-//! 256-bit *column*, and a query's overlap `|q and b|` with all 256 codes is the bit-sliced sum
-//! of the query's `m` columns ([`crate::counters`]): about five logic instructions per column
-//! per 256 codes, three per code pair for a query with half its 256 bits set, and no shuffles.
-//! The slabs are built once per index (like the table scan's layout, [`crate::adc`]) and hold
-//! as many bytes as the codes, plus the few planes below.
+//! 256 bits ([`crate::hamming`]). Transposed, a slab holds bit `j` of its codes as one *column*
+//! (one register: 256 rows for AVX2, 512 for AVX-512), and a query's overlap `|q and b|` with
+//! all of them is the bit-sliced sum of the query's `m` columns ([`crate::counters`]): about
+//! five logic instructions per column and register with AVX2, two with AVX-512's ternary
+//! logic, and no shuffles. The slabs are built once per index (like the table scan's layout,
+//! [`crate::adc`]) and hold as many bytes as the codes, plus the few planes below.
 //!
 //! **Exactness.** `hamming(q, b) = m + |b| - 2 |q and b|`. Write `|b| = 2h + e` (`e` the
 //! parity). Each slab stores, beside its columns, `H - h` for every row (`H = 32 w`, half a
@@ -23,91 +23,140 @@ use rayon::prelude::*;
 
 use crate::bits::{for_each_set_bit, popcount};
 #[cfg(target_arch = "x86_64")]
-use crate::counters::x86::Ymm;
+use crate::counters::x86;
 use crate::counters::{add_columns, at_least, planes_for, Columns, Lanes};
 use crate::hamming::hamming;
 use crate::kernel::KernelFamily;
 use crate::topk::TopK;
 
-/// Words per column: one bit per row, 256 rows (one AVX2 register).
-const LANES: usize = 4;
+/// Words per column of `family`'s slabs: 4 (256 rows, one AVX2 register) or 8 (512 rows, one
+/// AVX-512 register); `None` for the portable family, which scans the row-major codes.
+pub(crate) fn lane_words(family: KernelFamily) -> Option<usize> {
+    match family {
+        KernelFamily::Avx2 => Some(4),
+        KernelFamily::Avx512 => Some(8),
+        KernelFamily::Portable => None,
+    }
+}
 
-/// Rows per slab.
-pub(crate) const SLAB_ROWS: usize = LANES * 64;
+/// Rows per tile of a slab scan: a multiple of every slab height.
+pub(crate) const TILE_ROWS: usize = 8192;
 
-/// Queries from which a batch on AVX2 is scanned through slabs already built.
+/// Queries from which a batch is scanned through slabs already built.
 const MIN_QUERIES: usize = 8;
 
-/// Queries from which a batch on AVX2 builds the slabs: the transposition costs about what the
-/// slabs save on 70 queries (1M codes of 256 or 1024 bits, AMD EPYC Zen 5: built in 14 ms, and
-/// the scan of a query 0.19 ms faster), so a batch of 64 repays most of it by itself. An index
-/// keeps them for later batches.
+/// Queries from which a batch builds the slabs with AVX2: the transposition costs about what
+/// the slabs save on 70 queries (1M codes of 256 or 1024 bits, AMD EPYC Zen 5: built in 11 to
+/// 55 ms, a query's scan 0.19 to 0.8 ms faster), so a batch of 64 repays most of it by itself.
+/// An index keeps them for later batches.
 const BUILD_MIN_QUERIES: usize = 64;
 
-/// One column (or counter plane) of a slab: a 32-byte aligned AVX2 register's worth of rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C, align(32))]
-struct Plane([u64; LANES]);
+/// [`BUILD_MIN_QUERIES`] with AVX-512, whose row-major scan is fast: 1M codes of 1024 bits
+/// with 16 or 112 bits set, built in 51 to 60 ms, a query's scan 0.29 or 0.23 ms faster.
+const BUILD_MIN_QUERIES_AVX512: usize = 256;
 
-/// Codes transposed into slabs of [`SLAB_ROWS`] rows (see the [module docs](self)).
+/// A cache line of slab words: slabs start on one, so no column load straddles two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(64))]
+struct Line([u64; 8]);
+
+// SAFETY: `Line` is eight `u64`s with no padding (size 64, align 64): any bits are a value.
+unsafe impl bytemuck::Zeroable for Line {}
+// SAFETY: as above; `Copy` and `'static`, no padding or pointers.
+unsafe impl bytemuck::Pod for Line {}
+
+/// Codes transposed into slabs of `64 x lane_words` rows (see the [module docs](self)).
 #[derive(Debug, Clone)]
 pub(crate) struct SlabCodes {
     bits: usize,
+    /// Words per column (4 or 8).
+    lane_words: usize,
     /// Planes of `H - h` per row.
     start_planes: usize,
-    /// Planes per slab: `bits` columns, `start_planes` planes of `H - h`, one of parities.
+    /// Columns per slab: `bits` columns, `start_planes` planes of `H - h`, one of parities.
     stride: usize,
-    planes: Vec<Plane>,
+    /// The slabs, one after the other, `stride x lane_words` words each.
+    lines: Vec<Line>,
 }
 
-/// Whether a Hamming batch of `nq` queries with `family` runs on slabs, when they are already
-/// built (`built`) or not.
-pub(crate) fn used_for(family: KernelFamily, nq: usize, built: bool) -> bool {
-    let min = if built {
-        MIN_QUERIES
-    } else {
-        BUILD_MIN_QUERIES
+/// Whether a Hamming batch of `nq` queries with `set_bits` bits set in all, on codes of `bits`
+/// bits, runs on `family`'s slabs, when they are already built (`built`) or not.
+///
+/// AVX2 gains on every batch (its row-major scan counts bits by nibble lookups). AVX-512's
+/// `vpopcntq` scan is only beaten on sparse queries (1M codes of 1024 bits, AMD EPYC Zen 5,
+/// slabs built: 4.1x with 16 bits set, 2.6x with 112, but 1.0x with half the bits set, 1.3x
+/// at 256 bits), so it takes batches with at most a quarter of the bits set on average.
+pub(crate) fn used_for(
+    family: KernelFamily,
+    nq: usize,
+    set_bits: u64,
+    bits: usize,
+    built: bool,
+) -> bool {
+    let build_min = match family {
+        KernelFamily::Avx2 => BUILD_MIN_QUERIES,
+        KernelFamily::Avx512 if set_bits.saturating_mul(4) <= (nq * bits) as u64 => {
+            BUILD_MIN_QUERIES_AVX512
+        }
+        _ => return false,
     };
-    family == KernelFamily::Avx2 && family.is_supported() && nq >= min
+    family.is_supported() && nq >= if built { MIN_QUERIES } else { build_min }
 }
 
-/// What the slab scan of `n` codes costs a query with `m` set bits, in the unit of the
+/// What `family`'s slab scan of `n` codes costs a query with `m` set bits, in the unit of the
 /// inverted search's rule ([`crate::hamming::scan_word_cost`]: a word of the AVX-512 row-major
-/// scan): `(m + 64) n / 16`. Measured on 1M codes (AMD EPYC Zen 5, against the AVX-512 scan on
-/// the same codes): dense 256- and 1024-bit codes (m = 128, 512) cost `m n / 16`, and sparse
-/// ones pay a fixed part per slab worth about 64 columns (TopK, m = 16: `5 n`; the paper's BSA,
-/// m = 112: `8 n`, which the rule puts at `11 n`).
-pub(crate) fn scan_cost(n: usize, m: usize) -> u64 {
-    ((m as u64 + 64) * n as u64) / 16
+/// scan). Fitted to 1M codes on an AMD EPYC Zen 5 (against the AVX-512 scan of the same codes):
+/// with AVX2, `(m + 64) n / 16` (dense 256- and 1024-bit codes cost `m n / 16`; sparse ones a
+/// fixed part per slab worth about 64 columns: TopK codes, m = 16, `5 n`); with AVX-512,
+/// `(m + 147) n / 42` (m = 16: `3.9 n`, m = 112: `6.2 n`, against `16 n` row-major).
+pub(crate) fn scan_cost(family: KernelFamily, n: usize, m: usize) -> u64 {
+    let (fixed, per) = match family {
+        KernelFamily::Avx512 => (147, 42),
+        _ => (64, 16),
+    };
+    ((m as u64 + fixed) * n as u64) / per
 }
 
-/// Name of the slab scan for `--stats`.
-pub(crate) const KERNEL_NAME: &str = "avx2-slabs";
+/// Name of `family`'s slab scan for `--stats`.
+pub(crate) fn kernel_name(family: KernelFamily) -> &'static str {
+    match family {
+        KernelFamily::Avx512 => "avx512-slabs",
+        _ => "avx2-slabs",
+    }
+}
 
 impl SlabCodes {
-    /// Transposes `codes` (rows of `ceil(bits / 64)` words); `None` for more than 65,535 bits.
-    pub(crate) fn build(codes: &[u64], bits: usize) -> Option<SlabCodes> {
-        Self::build_with(codes, bits, KernelFamily::Avx2.is_supported())
+    /// Transposes `codes` (rows of `ceil(bits / 64)` words) into slabs with `lane_words` (4 or
+    /// 8) words per column; `None` for more than 65,535 bits.
+    pub(crate) fn build(codes: &[u64], bits: usize, lane_words: usize) -> Option<SlabCodes> {
+        Self::build_with(codes, bits, lane_words, KernelFamily::Avx2.is_supported())
     }
 
     /// [`build`](Self::build), four words of each row transposed at once with AVX2 if `avx2`
     /// (which the CPU must have; the same slabs either way).
-    fn build_with(codes: &[u64], bits: usize, avx2: bool) -> Option<SlabCodes> {
+    fn build_with(codes: &[u64], bits: usize, lane_words: usize, avx2: bool) -> Option<SlabCodes> {
+        assert!(
+            lane_words == 4 || lane_words == 8,
+            "slabs of 4 or 8 words per column"
+        );
         if bits == 0 || bits > u16::MAX as usize {
             return None;
         }
-        let w = bits.div_ceil(64);
+        let (w, lw) = (bits.div_ceil(64), lane_words);
         let n = codes.len() / w;
         let half = 32 * w;
         let start_planes = planes_for(half);
         let stride = bits + start_planes + 1;
-        let mut planes = vec![Plane([0; LANES]); n.div_ceil(SLAB_ROWS) * stride];
-        planes
-            .par_chunks_mut(stride)
+        let slab_words = stride * lw;
+        let words = n.div_ceil(64 * lw) * slab_words;
+        let mut lines = vec![Line([0; 8]); words.div_ceil(8)];
+        let all: &mut [u64] = bytemuck::cast_slice_mut(&mut lines);
+        all[..words]
+            .par_chunks_mut(slab_words)
             .enumerate()
             .for_each(|(s, slab)| {
-                for l in 0..LANES {
-                    let r0 = s * SLAB_ROWS + l * 64;
+                for l in 0..lw {
+                    let r0 = (s * lw + l) * 64;
                     let rows = n.saturating_sub(r0).min(64);
                     if rows == 0 {
                         break;
@@ -123,8 +172,9 @@ impl SlabCodes {
                         unsafe { avx2::transpose_four(lane, w, wi, &mut x) };
                         for (b, four) in x.iter().enumerate() {
                             for (t, &col) in four.iter().enumerate() {
-                                if let Some(plane) = slab[..bits].get_mut((wi + t) * 64 + b) {
-                                    plane.0[l] = col;
+                                let j = (wi + t) * 64 + b;
+                                if j < bits {
+                                    slab[j * lw + l] = col;
                                 }
                             }
                         }
@@ -137,7 +187,7 @@ impl SlabCodes {
                         }
                         transpose64(&mut x);
                         for (b, &col) in x.iter().enumerate().take(bits - wi * 64) {
-                            slab[wi * 64 + b].0[l] = col;
+                            slab[(wi * 64 + b) * lw + l] = col;
                         }
                     }
                     // Each row's counter start H - h, and its parity e above it.
@@ -148,22 +198,41 @@ impl SlabCodes {
                     }
                     transpose64(&mut x);
                     for p in 0..=start_planes {
-                        slab[bits + p].0[l] = x[p];
+                        slab[(bits + p) * lw + l] = x[p];
                     }
                 }
             });
         Some(SlabCodes {
             bits,
+            lane_words,
             start_planes,
             stride,
-            planes,
+            lines,
         })
     }
 
-    /// Offers to `tops[i]` every row of `codes` (rows `first..`, `first` a multiple of
-    /// [`SLAB_ROWS`]) whose distance to `queries[i]` is below its threshold, with that distance,
-    /// in ascending row order: what [`crate::hamming`]'s scan does, computed through the slabs.
-    /// `family` must be one the CPU has.
+    /// Words per column (4 or 8).
+    pub(crate) fn lane_words(&self) -> usize {
+        self.lane_words
+    }
+
+    /// Rows per slab.
+    fn slab_rows(&self) -> usize {
+        64 * self.lane_words
+    }
+
+    /// Slab `s`'s words, or `None` past the last.
+    fn slab(&self, s: usize) -> Option<&[u64]> {
+        let words: &[u64] = bytemuck::cast_slice(&self.lines);
+        let len = self.stride * self.lane_words;
+        words.get(s * len..(s + 1) * len)
+    }
+
+    /// Offers to `tops[i]` every row of `codes` (rows `first..`, `first` a multiple of the slab
+    /// height) whose distance to `queries[i]` is below its threshold, with that distance, in
+    /// ascending row order: what [`crate::hamming`]'s scan does, computed through the slabs.
+    /// `family` must be one the CPU has; a family whose registers are not the slabs' width runs
+    /// the portable loop.
     pub(crate) fn scan(
         &self,
         family: KernelFamily,
@@ -176,13 +245,19 @@ impl SlabCodes {
             queries.iter().all(|q| q.bits == self.bits) && queries.len() == tops.len(),
             "slab queries prepared for these slabs, one top-k each"
         );
-        debug_assert!(first.is_multiple_of(SLAB_ROWS));
-        match family {
-            // SAFETY: the caller passes only families the CPU has (`used_for`).
-            #[cfg(target_arch = "x86_64")]
-            KernelFamily::Avx2 => unsafe { self.scan_avx2(queries, codes, first, tops) },
-            // SAFETY: the portable lanes need no CPU feature.
-            _ => unsafe { self.scan_any::<[u64; LANES]>(queries, codes, first, tops) },
+        debug_assert!(first.is_multiple_of(self.slab_rows()));
+        let fits = lane_words(family) == Some(self.lane_words);
+        // SAFETY (each arm): the caller passes only families the CPU has; the portable lanes
+        // need no CPU feature; each lane type's width is the slabs' (`fits`, `lane_words`).
+        unsafe {
+            match (family, self.lane_words) {
+                #[cfg(target_arch = "x86_64")]
+                (KernelFamily::Avx2, _) if fits => self.scan_avx2(queries, codes, first, tops),
+                #[cfg(target_arch = "x86_64")]
+                (KernelFamily::Avx512, _) if fits => self.scan_avx512(queries, codes, first, tops),
+                (_, 4) => self.scan_any::<[u64; 4]>(queries, codes, first, tops),
+                _ => self.scan_any::<[u64; 8]>(queries, codes, first, tops),
+            }
         }
     }
 
@@ -196,13 +271,26 @@ impl SlabCodes {
         tops: &mut [TopK],
     ) {
         // SAFETY: this function runs only on CPUs with AVX2 (its target feature).
-        unsafe { self.scan_any::<Ymm>(queries, codes, first, tops) }
+        unsafe { self.scan_any::<x86::Ymm>(queries, codes, first, tops) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+    unsafe fn scan_avx512(
+        &self,
+        queries: &[SlabQuery<'_>],
+        codes: &[u64],
+        first: usize,
+        tops: &mut [TopK],
+    ) {
+        // SAFETY: this function runs only on CPUs with AVX-512F (its target features).
+        unsafe { self.scan_any::<x86::Zmm>(queries, codes, first, tops) }
     }
 
     /// The scan on lanes `T` (inlined into each compiled copy).
     ///
     /// # Safety
-    /// The CPU has `T`'s instructions.
+    /// The CPU has `T`'s instructions, and `T::WORDS` is the slabs' `lane_words`.
     #[inline(always)]
     unsafe fn scan_any<T: Lanes>(
         &self,
@@ -211,21 +299,20 @@ impl SlabCodes {
         first: usize,
         tops: &mut [TopK],
     ) {
+        debug_assert_eq!(T::WORDS, self.lane_words);
         let w = self.bits.div_ceil(64);
         let end = first + codes.len() / w;
-        for s in first / SLAB_ROWS..end.div_ceil(SLAB_ROWS) {
-            let slab = &self.planes[s * self.stride..(s + 1) * self.stride];
+        let height = self.slab_rows();
+        for s in first / height..end.div_ceil(height) {
+            let slab = self.slab(s).expect("rows within the slabs");
             // The queries read the slab's columns in no order the hardware prefetcher follows:
             // ask for the next slab while this one is counted.
-            if let Some(next) = self
-                .planes
-                .get((s + 1) * self.stride..(s + 2) * self.stride)
-            {
+            if let Some(next) = self.slab(s + 1) {
                 crate::bits::prefetch(next);
             }
             let rows = SlabRows {
                 first,
-                row0: s * SLAB_ROWS,
+                row0: s * height,
                 end,
                 codes,
                 w,
@@ -248,11 +335,11 @@ impl SlabCodes {
     /// One query against one slab with `P` counter planes (`q.planes <= P`).
     ///
     /// # Safety
-    /// The CPU has `T`'s instructions.
+    /// As [`scan_any`](Self::scan_any).
     #[inline(always)]
     unsafe fn scan_slab<T: Lanes, const P: usize>(
         &self,
-        slab: &[Plane],
+        slab: &[u64],
         q: &SlabQuery<'_>,
         rows: &SlabRows<'_>,
         top: &mut TopK,
@@ -265,10 +352,12 @@ impl SlabCodes {
         if need_even as i64 > m + half {
             return; // not even a row with h = 0 and every query bit could enter
         }
+        let lw = self.lane_words;
+        let column = |j: usize| &slab[j * lw..(j + 1) * lw];
         let mut planes = [T::zero(); P];
         for (p, plane) in planes.iter_mut().enumerate().take(self.start_planes) {
-            // SAFETY: the caller's contract.
-            *plane = unsafe { T::load(slab[self.bits + p].0.as_ptr()) };
+            // SAFETY: a column holds T::WORDS = lw words; the CPU has T (the caller's contract).
+            *plane = unsafe { T::load(column(self.bits + p).as_ptr()) };
         }
         let cols = SlabColumns {
             slab,
@@ -278,11 +367,11 @@ impl SlabCodes {
         add_columns(&mut planes, &cols);
         let even = at_least(&planes, need_even);
         let odd = at_least(&planes, need_odd);
-        // SAFETY: the caller's contract.
-        let parity = unsafe { T::load(slab[self.bits + self.start_planes].0.as_ptr()) };
-        let mut masks = [0u64; LANES];
+        // SAFETY: as above.
+        let parity = unsafe { T::load(column(self.bits + self.start_planes).as_ptr()) };
+        let mut masks = [0u64; 8];
         even.and_not(parity).or(odd.and(parity)).store(&mut masks);
-        for (l, &mask) in masks.iter().enumerate() {
+        for (l, &mask) in masks[..lw].iter().enumerate() {
             let mut mask = mask;
             while mask != 0 {
                 let r = rows.row0 + l * 64 + mask.trailing_zeros() as usize;
@@ -331,9 +420,8 @@ impl<'q> SlabQuery<'q> {
     pub(crate) fn new(query: &'q [u64], slabs: &SlabCodes) -> Self {
         let mut cols = Vec::new();
         // j < bits <= 65,535: the offsets fit a u32.
-        for_each_set_bit(query, slabs.bits, |j| {
-            cols.push((j * std::mem::size_of::<Plane>()) as u32)
-        });
+        let column_bytes = 8 * slabs.lane_words;
+        for_each_set_bit(query, slabs.bits, |j| cols.push((j * column_bytes) as u32));
         let m = cols.len() as u32;
         SlabQuery {
             words: query,
@@ -348,7 +436,7 @@ impl<'q> SlabQuery<'q> {
 /// A query's columns in one slab, loaded as `T` (built only where the CPU has `T`'s
 /// instructions: inside [`SlabCodes::scan_slab`]).
 struct SlabColumns<'s, T> {
-    slab: &'s [Plane],
+    slab: &'s [u64],
     cols: &'s [u32],
     lanes: std::marker::PhantomData<T>,
 }
@@ -361,11 +449,11 @@ impl<T: Lanes> Columns<T> for SlabColumns<'_, T> {
     #[inline(always)]
     unsafe fn column(&self, i: usize) -> T {
         debug_assert!(i < self.cols.len());
-        debug_assert!((self.cols[i] as usize) < std::mem::size_of_val(self.slab));
+        debug_assert!((self.cols[i] as usize) + 8 * T::WORDS <= std::mem::size_of_val(self.slab));
         // SAFETY: i < cols.len() (the caller's contract); every offset is that of a column
         // below the slabs' `bits` (`SlabQuery::new` reads only bits below it, and `scan` checks
         // that the query was prepared for these slabs), and a slab holds `bits` columns and
-        // more. The CPU has T's instructions (where this is built).
+        // more, of T::WORDS words each. The CPU has T's instructions (where this is built).
         unsafe {
             let offset = *self.cols.get_unchecked(i) as usize;
             T::load(self.slab.as_ptr().cast::<u8>().add(offset).cast::<u64>())
@@ -518,9 +606,6 @@ mod tests {
                 let r = rng.random_range(0..n);
                 queries.extend_from_slice(&base[r * w..(r + 1) * w]);
             }
-            let slabs = SlabCodes::build(&base, bits).unwrap();
-            let prepared: Vec<SlabQuery> =
-                queries.chunks_exact(w).map(|q| SlabQuery::new(q, &slabs)).collect();
             let want: Vec<Vec<u64>> = queries
                 .chunks_exact(w)
                 .map(|q| {
@@ -535,15 +620,25 @@ mod tests {
                     all
                 })
                 .collect();
-            let tile = tile_slabs * SLAB_ROWS;
-            for family in KernelFamily::supported() {
-                let mut tops: Vec<TopK> = prepared.iter().map(|_| TopK::new(k, max_d)).collect();
-                for first in (0..n).step_by(tile) {
-                    let end = (first + tile).min(n);
-                    slabs.scan(family, &prepared, &base[first * w..end * w], first, &mut tops);
+            // Both slab widths, each scanned by every family (the ones of another width, and
+            // the portable family, run the portable loop).
+            for lane_words in [4, 8] {
+                let slabs = SlabCodes::build(&base, bits, lane_words).unwrap();
+                let prepared: Vec<SlabQuery> =
+                    queries.chunks_exact(w).map(|q| SlabQuery::new(q, &slabs)).collect();
+                let tile = tile_slabs * 512;
+                for family in KernelFamily::supported() {
+                    let mut tops: Vec<TopK> =
+                        prepared.iter().map(|_| TopK::new(k, max_d)).collect();
+                    for first in (0..n).step_by(tile) {
+                        let end = (first + tile).min(n);
+                        let block = &base[first * w..end * w];
+                        slabs.scan(family, &prepared, block, first, &mut tops);
+                    }
+                    let got: Vec<Vec<u64>> =
+                        tops.into_iter().map(TopK::into_sorted_keys).collect();
+                    prop_assert_eq!(&got, &want, "{} on slabs of {} words", family, lane_words);
                 }
-                let got: Vec<Vec<u64>> = tops.into_iter().map(TopK::into_sorted_keys).collect();
-                prop_assert_eq!(&got, &want, "{}", family);
             }
         }
     }
@@ -558,17 +653,19 @@ mod tests {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
         for (n, bits) in [(1, 256), (300, 256), (700, 320), (600, 1000), (100, 64)] {
             let base = codes(&mut rng, n, bits);
-            let a = SlabCodes::build_with(&base, bits, true).unwrap();
-            let b = SlabCodes::build_with(&base, bits, false).unwrap();
-            assert_eq!(a.planes, b.planes, "n {n}, bits {bits}");
+            for lane_words in [4, 8] {
+                let a = SlabCodes::build_with(&base, bits, lane_words, true).unwrap();
+                let b = SlabCodes::build_with(&base, bits, lane_words, false).unwrap();
+                assert_eq!(a.lines, b.lines, "n {n}, bits {bits}, {lane_words} words");
+            }
         }
     }
 
     #[test]
     fn refuses_codes_it_cannot_count() {
-        assert!(SlabCodes::build(&[], 0).is_none());
-        assert!(SlabCodes::build(&[], 1 << 16).is_none());
-        let slabs = SlabCodes::build(&[], 256).unwrap();
-        assert!(slabs.planes.is_empty());
+        assert!(SlabCodes::build(&[], 0, 4).is_none());
+        assert!(SlabCodes::build(&[], 1 << 16, 8).is_none());
+        let slabs = SlabCodes::build(&[], 256, 8).unwrap();
+        assert!(slabs.lines.is_empty() && slabs.slab(0).is_none());
     }
 }

@@ -9,10 +9,10 @@
 //! per thread. The parallelism is that of the rayon pool the call runs in
 //! (`pool.install(|| index.search_flat(..))`).
 //!
-//! On AVX2 a Hamming batch of 8 or more queries runs on the codes transposed into slabs of 256
-//! rows (`index/src/slabs.rs`: bit-sliced counting, built at the first such search and kept by
-//! the index), 128 queries per pass over each slab; other searches read the row-major codes
-//! ([`crate::hamming`]).
+//! A Hamming batch may run on the codes transposed into slabs of 256 or 512 rows
+//! (`index/src/slabs.rs`: bit-sliced counting, built at the first batch large enough to repay
+//! them and kept by the index; every batch with AVX2, sparse ones with AVX-512), 128 queries per
+//! pass over each slab; other searches read the row-major codes ([`crate::hamming`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -27,7 +27,7 @@ use crate::score::{desc_key, overlap_key, table_score, table_sum, Score};
 use crate::search::{
     search_within_by, CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher, Split,
 };
-use crate::slabs::{SlabCodes, SlabQuery, SLAB_ROWS};
+use crate::slabs::{self, SlabCodes, SlabQuery};
 use crate::sparse::SparseView;
 use crate::topk::{merge_keys, TopK};
 
@@ -35,8 +35,6 @@ use crate::topk::{merge_keys, TopK};
 const MAX_QUERY_BLOCK: usize = 32;
 /// Codes per tile of the table scan over per-code set bits.
 const SPARSE_TILE_ROWS: usize = 8192;
-/// Codes per tile of the slab scan: 16 slabs.
-const SLAB_TILE_ROWS: usize = 16 * SLAB_ROWS;
 /// Queries the slab scan runs together over each slab (one pass over the slabs per block):
 /// 128 answered 1.2x the queries per second of 32 on 1M codes (AMD EPYC Zen 5).
 const SLAB_QUERY_BLOCK: usize = 128;
@@ -142,7 +140,7 @@ impl FlatSearcher<'_> {
         let nq = queries.len() / w;
         // The slab scan of a Hamming batch (AVX2), when it runs.
         let slabs = match score {
-            Score::Hamming => c.slabs_for(params.family(), nq),
+            Score::Hamming => c.slabs_for(params.family(), queries),
             _ => None,
         };
         let (keys, scan) = if score.has_scores() {
@@ -169,7 +167,7 @@ impl FlatSearcher<'_> {
         let mut stats = SearchStats {
             kernel_family: Some(params.family()),
             kernel: match slabs {
-                Some(_) => crate::slabs::KERNEL_NAME,
+                Some(_) => crate::slabs::kernel_name(params.family()),
                 None => Kernel::select(params.family(), w).name(),
             },
             table_kernel: None,
@@ -284,7 +282,7 @@ pub(crate) fn search_keys(
             k,
             params.split,
             limits,
-            SLAB_TILE_ROWS,
+            slabs::TILE_ROWS,
             SLAB_QUERY_BLOCK,
             |q0, block, first, tops| {
                 let family = params.family();

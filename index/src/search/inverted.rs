@@ -270,15 +270,23 @@ struct Routes {
 impl InvertedSearcher<'_> {
     /// Sends each query to the cheapest exact executor.
     fn route(&self, queries: &[u64], score: &Score<'_>, params: &SearchParams) -> Routes {
-        let nq = queries.len() / self.codes.words_per_code();
-        let family = params.family();
-        let built = self.codes.slabs_built();
-        // A Hamming batch on AVX2 may scan through the slabs, whose cost follows the query's set
-        // bits; if too few queries go to the flat scan for it to use them, they are weighed
+        let w = self.codes.words_per_code();
+        let (family, bits) = (params.family(), self.codes.bits());
+        let built = self.codes.slabs_built(family);
+        let set_bits = |qs: &mut dyn Iterator<Item = usize>| -> u64 {
+            qs.map(|qi| u64::from(popcount(&queries[qi * w..(qi + 1) * w])))
+                .sum()
+        };
+        let nq = queries.len() / w;
+        // A Hamming batch may scan through the slabs, whose cost follows the query's set bits;
+        // if the queries that go to the flat scan do not qualify for them, they are weighed
         // again against the row-major scan.
-        if matches!(score, Score::Hamming) && slabs::used_for(family, nq, built) {
+        if matches!(score, Score::Hamming)
+            && slabs::used_for(family, nq, set_bits(&mut (0..nq)), bits, built)
+        {
             let r = self.route_with(queries, score, params, true);
-            if slabs::used_for(family, r.flat.len(), built) {
+            let flat_bits = set_bits(&mut r.flat.iter().copied());
+            if slabs::used_for(family, r.flat.len(), flat_bits, bits, built) {
                 return r;
             }
         }
@@ -315,7 +323,9 @@ impl InvertedSearcher<'_> {
         // follows the query's bits; other scores' scans do not use them.
         let scan_words = (inv.n as u64).saturating_mul(w as u64);
         let scan_cost = |qi: usize| match score {
-            Score::Hamming if slabs => slabs::scan_cost(inv.n, popcount(query(qi)) as usize),
+            Score::Hamming if slabs => {
+                slabs::scan_cost(params.family(), inv.n, popcount(query(qi)) as usize)
+            }
             Score::Hamming => scan_words.saturating_mul(scan_word_cost(params.family())),
             _ => scan_words,
         };
@@ -535,7 +545,7 @@ impl InvertedSearcher<'_> {
                 k,
                 params,
                 limits,
-                self.codes.slabs_for(params.family(), idx.len()).as_deref(),
+                self.codes.slabs_for(params.family(), &fq).as_deref(),
             ),
             Score::Table {
                 tables,

@@ -371,26 +371,39 @@ impl<'a> CodesView<'a> {
             .ok()
     }
 
-    /// The codes in slabs when a Hamming batch of `nq` queries with `family` (resolved) runs on
+    /// The codes in slabs when a Hamming batch of `queries` with `family` (resolved) runs on
     /// them ([`crate::slabs::used_for`]): from the index's cache (built now if this batch is
-    /// large enough to repay it), or built for this search on bare slices.
-    pub(crate) fn slabs_for(&self, family: KernelFamily, nq: usize) -> Option<Cow<'a, SlabCodes>> {
-        let cache = self.layouts.map(|l| &l.slabs);
-        if !crate::slabs::used_for(family, nq, self.slabs_built()) {
+    /// large enough to repay it), or built for this search on bare slices. An index keeps the
+    /// slabs of the first family that built them; a family of another width scans row-major.
+    pub(crate) fn slabs_for(
+        &self,
+        family: KernelFamily,
+        queries: &[u64],
+    ) -> Option<Cow<'a, SlabCodes>> {
+        let lane_words = crate::slabs::lane_words(family)?;
+        let nq = queries.len() / self.w;
+        let set_bits = queries.iter().map(|x| u64::from(x.count_ones())).sum();
+        let built = self.slabs_built(family);
+        if !crate::slabs::used_for(family, nq, set_bits, self.bits, built) {
             return None;
         }
-        match cache {
-            Some(c) => c
-                .get_or_init(|| SlabCodes::build(self.codes, self.bits))
+        let build = || SlabCodes::build(self.codes, self.bits, lane_words);
+        match self.layouts {
+            Some(l) => l
+                .slabs
+                .get_or_init(build)
                 .as_ref()
+                .filter(|s| s.lane_words() == lane_words)
                 .map(Cow::Borrowed),
-            None => SlabCodes::build(self.codes, self.bits).map(Cow::Owned),
+            None => build().map(Cow::Owned),
         }
     }
 
-    /// Whether the index's slabs are built (then batches from 8 queries use them).
-    pub(crate) fn slabs_built(&self) -> bool {
-        self.layouts.is_some_and(|l| l.slabs.get().is_some())
+    /// Whether the index's slabs are built for `family` (then batches from 8 queries use them).
+    pub(crate) fn slabs_built(&self, family: KernelFamily) -> bool {
+        self.layouts.and_then(|l| l.slabs.get()).is_some_and(|s| {
+            s.as_ref().map(SlabCodes::lane_words) == crate::slabs::lane_words(family)
+        })
     }
 
     /// The same view with per-code norms (one per code), for normalised table scores.
