@@ -1,8 +1,10 @@
 //! Criterion benches: Hamming kernels (one query vs a batch of queries per pass) and exact top-k,
 //! on 100k seeded random codes at 256 and 1024 bits. The kernel benches run the active family
 //! (`BSA_KERNEL`, else the CPU's best); the top-k benches run every family the CPU has, side by
-//! side in one run. `quantise`: one query's ADC table quantised for a layout (done per query
-//! and per segment searched), sparse 4096-bit codes (K = 32) and dense 384-bit codes.
+//! side in one run. `index-batch`: a batch of 128 queries against an index that keeps its
+//! slabs (`index/src/slabs.rs`, built by a warm-up search), every family, dense and sparse
+//! queries. `quantise`: one query's ADC table quantised for a layout (done per query and per
+//! segment searched), sparse 4096-bit codes (K = 32) and dense 384-bit codes.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
@@ -14,7 +16,7 @@ use bsa_index::adc::{AdcCodes, QuantisedTable};
 use bsa_index::hamming::{distances, distances_batch, kernel_name};
 use bsa_index::search::flat::top_k;
 use bsa_index::sparse::SparseCodes;
-use bsa_index::{KernelFamily, SearchParams, Split};
+use bsa_index::{Index, IndexBuilder, KernelFamily, SearchParams, Split};
 
 const N: usize = 100_000;
 const BATCH: usize = 16;
@@ -85,6 +87,40 @@ fn topk(c: &mut Criterion) {
     }
 }
 
+/// Codes with about one bit in 2^`ands` set (each bit the AND of `ands + 1` random words).
+fn sparse_codes(seed: u64, n: usize, bits: usize, ands: u32) -> Vec<u64> {
+    let mut r = Xoshiro256PlusPlus::seed_from_u64(seed);
+    (0..n * bits.div_ceil(64))
+        .map(|_| (0..ands).fold(r.random::<u64>(), |x, _| x & r.random::<u64>()))
+        .collect()
+}
+
+fn index_batch(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    for bits in [256usize, 1024] {
+        // Dense queries (half the bits set) and sparse ones (one in sixteen).
+        for (name, ands) in [("dense", 0u32), ("sparse", 3)] {
+            let data = sparse_codes(6, N, bits, ands);
+            let qs = sparse_codes(7, 128, bits, ands);
+            let path = dir.path().join(format!("{bits}-{name}"));
+            IndexBuilder::new(bits, &data).build(&path).unwrap();
+            let mut g = c.benchmark_group(format!("index-batch/{bits}bit/{name}"));
+            g.throughput(Throughput::Elements((N * 128) as u64));
+            for family in KernelFamily::supported() {
+                // Opened per family: an index keeps the slabs of the first family that built them.
+                let index = Index::open(&path).unwrap();
+                let p = SearchParams::default().with_kernel(Some(family));
+                // A first batch of 256 builds the slabs where the family uses them.
+                index.search_flat(&qs.repeat(2), 10, &p).unwrap();
+                g.bench_function(BenchmarkId::new(family.to_string(), 128), |b| {
+                    b.iter(|| index.search_flat(black_box(&qs), 10, &p).unwrap())
+                });
+            }
+            g.finish();
+        }
+    }
+}
+
 fn quantise(c: &mut Criterion) {
     let mut r = Xoshiro256PlusPlus::seed_from_u64(5);
     let mut g = c.benchmark_group("quantise");
@@ -112,5 +148,5 @@ fn quantise(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group! { name = benches; config = config(); targets = kernels, topk, quantise }
+criterion_group! { name = benches; config = config(); targets = kernels, topk, index_batch, quantise }
 criterion_main!(benches);

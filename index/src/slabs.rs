@@ -83,9 +83,11 @@ pub(crate) struct SlabCodes {
 /// bits, runs on `family`'s slabs, when they are already built (`built`) or not.
 ///
 /// AVX2 gains on every batch (its row-major scan counts bits by nibble lookups). AVX-512's
-/// `vpopcntq` scan is only beaten on sparse queries (1M codes of 1024 bits, AMD EPYC Zen 5,
-/// slabs built: 4.1x with 16 bits set, 2.6x with 112, but 1.0x with half the bits set, 1.3x
-/// at 256 bits), so it takes batches with at most a quarter of the bits set on average.
+/// `vpopcntq` scan is only beaten on sparse queries over wide codes (AMD EPYC Zen 5, slabs
+/// built: 1M codes of 1024 bits with 16 or 112 bits set 4.1x and 2.6x, 100k random codes of 1024
+/// bits with 64 set 1.5x; but 1.0x with half the bits set, and 0.8x on 256-bit codes with 16
+/// set), so it takes batches on codes of 512 bits or more with at most a quarter of the bits
+/// set on average.
 pub(crate) fn used_for(
     family: KernelFamily,
     nq: usize,
@@ -95,7 +97,7 @@ pub(crate) fn used_for(
 ) -> bool {
     let build_min = match family {
         KernelFamily::Avx2 => BUILD_MIN_QUERIES,
-        KernelFamily::Avx512 if set_bits.saturating_mul(4) <= (nq * bits) as u64 => {
+        KernelFamily::Avx512 if bits >= 512 && set_bits.saturating_mul(4) <= (nq * bits) as u64 => {
             BUILD_MIN_QUERIES_AVX512
         }
         _ => return false,

@@ -204,43 +204,50 @@ fn index_keeps_its_slabs_for_later_batches() {
     }
 }
 
-/// With AVX-512 only a batch of sparse queries (a quarter of the bits set at most) runs on
-/// slabs, built from 256 queries; exact either way.
+/// With AVX-512 only a batch of sparse queries (a quarter of the bits set at most) on codes of
+/// 512 bits or more runs on slabs, built from 256 queries; exact either way.
 #[test]
 fn avx512_takes_slabs_for_sparse_batches() {
     if !KernelFamily::Avx512.is_supported() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let bits = 256;
-    let w = words(bits);
-    let mut r = rng(7);
-    let n = 1500;
-    let codes = random_codes(&mut r, n, bits, 3);
-    let path = dir.path().join("idx");
-    IndexBuilder::new(bits, &codes).build(&path).unwrap();
-    let index = Index::open(&path).unwrap();
-    let searcher = index.searcher(&Mode::Flat(Default::default())).unwrap();
-    let params = SearchParams::default().with_kernel(Some(KernelFamily::Avx512));
-    // About 16 of 256 bits set, then half of them.
-    let sparse = random_codes(&mut r, 256, bits, 3);
-    let dense = random_codes(&mut r, 256, bits, 0);
-    for (queries, nq, kernel) in [
-        (&dense, 256, "avx512-w"),
-        (&sparse, 255, "avx512-w"),
-        (&sparse, 256, "avx512-slabs"),
-        (&sparse, 8, "avx512-slabs"),
-        (&dense, 8, "avx512-w"),
-    ] {
-        let batch = &queries[..nq * w];
-        let (hits, stats) = pool(2)
-            .install(|| searcher.search(batch, 10, &Score::Hamming, &params))
-            .unwrap();
-        assert!(stats.kernel.starts_with(kernel), "{nq}: {}", stats.kernel);
-        for (qi, h) in hits.iter().enumerate() {
-            let want = brute(&codes, bits, &batch[qi * w..(qi + 1) * w], 10);
-            let got: Vec<(u32, u64)> = h.distances.iter().copied().zip(h.rows.clone()).collect();
-            assert_eq!(got, want, "{nq} queries, query {qi}");
+    for bits in [256, 512] {
+        let w = words(bits);
+        let mut r = rng(7);
+        let n = 1500;
+        let codes = random_codes(&mut r, n, bits, 3);
+        let path = dir.path().join(format!("idx-{bits}"));
+        IndexBuilder::new(bits, &codes).build(&path).unwrap();
+        let index = Index::open(&path).unwrap();
+        let searcher = index.searcher(&Mode::Flat(Default::default())).unwrap();
+        let params = SearchParams::default().with_kernel(Some(KernelFamily::Avx512));
+        // About one bit in sixteen set, then half of them.
+        let sparse = random_codes(&mut r, 256, bits, 3);
+        let dense = random_codes(&mut r, 256, bits, 0);
+        let slabs = if bits >= 512 {
+            "avx512-slabs"
+        } else {
+            "avx512-w"
+        };
+        for (queries, nq, kernel) in [
+            (&dense, 256, "avx512-w"),
+            (&sparse, 255, "avx512-w"),
+            (&sparse, 256, slabs),
+            (&sparse, 8, slabs),
+            (&dense, 8, "avx512-w"),
+        ] {
+            let batch = &queries[..nq * w];
+            let (hits, stats) = pool(2)
+                .install(|| searcher.search(batch, 10, &Score::Hamming, &params))
+                .unwrap();
+            assert!(stats.kernel.starts_with(kernel), "{nq}: {}", stats.kernel);
+            for (qi, h) in hits.iter().enumerate() {
+                let want = brute(&codes, bits, &batch[qi * w..(qi + 1) * w], 10);
+                let got: Vec<(u32, u64)> =
+                    h.distances.iter().copied().zip(h.rows.clone()).collect();
+                assert_eq!(got, want, "{bits} bits, {nq} queries, query {qi}");
+            }
         }
     }
 }
