@@ -453,7 +453,7 @@ impl<'a> QueryState<'a> {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+    #[target_feature(enable = "avx512f")]
     unsafe fn count_chunks_avx512(&mut self, v: &BitmapView<'_>, range: std::ops::Range<usize>) {
         // SAFETY: AVX-512F (this function's target features).
         unsafe { self.count_chunks_any::<x86::Zmm>(v, range) }
@@ -510,15 +510,18 @@ impl<'a> QueryState<'a> {
                 continue;
             }
             let w0 = c * CHUNK_WORDS;
-            let mut planes = [T::zero(); P];
+            // SAFETY (here and in the counting below): the caller's contract.
+            let mut planes = [unsafe { T::zero() }; P];
             let cols = ChunkColumns {
                 cols: &self.cols,
                 w0,
                 lanes: std::marker::PhantomData,
             };
-            add_columns(&mut planes, &cols);
             let mut mask = [0u64; CHUNK_WORDS];
-            at_least(&planes, cmin as u64).store(&mut mask);
+            unsafe {
+                add_columns(&mut planes, &cols);
+                at_least(&planes, cmin as u64).store(&mut mask);
+            }
             if mask == [0; CHUNK_WORDS] {
                 continue;
             }

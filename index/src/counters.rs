@@ -20,13 +20,22 @@ pub(crate) fn planes_for(m: usize) -> usize {
 /// form (the compiler vectorises its loops); [`x86`] has the vector registers, so that a counter
 /// step is one instruction (measured: the compiler's vectoriser turned word arrays into lane
 /// shuffles, scalar extractions and stack copies in the hot loops).
+///
+/// Making a value is `unsafe` (`zero`, `ones`, `load`: the CPU must have the lanes'
+/// instructions); the logic on values that exist is safe.
 pub(crate) trait Lanes: Copy {
     /// `u64` words (64 lanes each) in a value.
     const WORDS: usize;
     /// Every lane clear.
-    fn zero() -> Self;
+    ///
+    /// # Safety
+    /// The CPU has the lanes' instructions.
+    unsafe fn zero() -> Self;
     /// Every lane set.
-    fn ones() -> Self;
+    ///
+    /// # Safety
+    /// The CPU has the lanes' instructions.
+    unsafe fn ones() -> Self;
     /// `self & o`.
     fn and(self, o: Self) -> Self;
     /// `self | o`.
@@ -57,11 +66,11 @@ pub(crate) trait Lanes: Copy {
 impl<const L: usize> Lanes for [u64; L] {
     const WORDS: usize = L;
     #[inline(always)]
-    fn zero() -> Self {
+    unsafe fn zero() -> Self {
         [0; L]
     }
     #[inline(always)]
-    fn ones() -> Self {
+    unsafe fn ones() -> Self {
         [u64::MAX; L]
     }
     #[inline(always)]
@@ -108,9 +117,10 @@ pub(crate) mod x86 {
     //! Vector registers as [`Lanes`]: [`Ymm`] (256 lanes) and [`Ymm2`] (512) for AVX2, [`Zmm`]
     //! (512) for AVX-512, whose ternary logic makes a carry-save adder two instructions.
     //!
-    //! Safety: a value of these types is made only inside a function compiled with its
-    //! instructions (`#[target_feature]`) that runs after the CPU check, and every method is
-    //! inlined there.
+    //! Safety: a value is made only by the `unsafe` constructors (`zero`, `ones`, `load`),
+    //! whose callers guarantee the CPU has the type's instructions; so a value's existence
+    //! proves it, and the logic on values is safe. Every method is inlined into the
+    //! `#[target_feature]` function that uses it.
 
     use super::Lanes;
     use std::arch::x86_64::*;
@@ -127,17 +137,18 @@ pub(crate) mod x86 {
     #[derive(Clone, Copy)]
     pub(crate) struct Zmm(__m512i);
 
-    // SAFETY (every `unsafe` block below): the CPU has the type's instructions (module docs),
-    // and `load`'s caller guarantees `WORDS` readable words at `p`.
+    // SAFETY (every `unsafe` block below): the CPU has the type's instructions (a value exists,
+    // or the caller of a constructor guarantees it; module docs), and `load`'s caller
+    // guarantees `WORDS` readable words at `p`.
 
     impl Lanes for Ymm {
         const WORDS: usize = 4;
         #[inline(always)]
-        fn zero() -> Self {
+        unsafe fn zero() -> Self {
             Ymm(unsafe { _mm256_setzero_si256() })
         }
         #[inline(always)]
-        fn ones() -> Self {
+        unsafe fn ones() -> Self {
             Ymm(unsafe { _mm256_set1_epi64x(-1) })
         }
         #[inline(always)]
@@ -171,13 +182,13 @@ pub(crate) mod x86 {
     impl Lanes for Ymm2 {
         const WORDS: usize = 8;
         #[inline(always)]
-        fn zero() -> Self {
-            let z = Ymm::zero().0;
+        unsafe fn zero() -> Self {
+            let z = unsafe { Ymm::zero().0 };
             Ymm2([z, z])
         }
         #[inline(always)]
-        fn ones() -> Self {
-            let o = Ymm::ones().0;
+        unsafe fn ones() -> Self {
+            let o = unsafe { Ymm::ones().0 };
             Ymm2([o, o])
         }
         #[inline(always)]
@@ -222,11 +233,11 @@ pub(crate) mod x86 {
     impl Lanes for Zmm {
         const WORDS: usize = 8;
         #[inline(always)]
-        fn zero() -> Self {
+        unsafe fn zero() -> Self {
             Zmm(unsafe { _mm512_setzero_si512() })
         }
         #[inline(always)]
-        fn ones() -> Self {
+        unsafe fn ones() -> Self {
             Zmm(unsafe { _mm512_set1_epi64(-1) })
         }
         #[inline(always)]
@@ -281,15 +292,23 @@ pub(crate) trait Columns<T: Lanes> {
 /// Adds every column of `cols` to the counters `planes` (bit `p` of each lane's counter in
 /// `planes[p]`), which may start at any value; the sums must stay below `2^P`. `P >= 5`.
 ///
+/// # Safety
+/// The CPU has `T`'s instructions.
+///
 /// Sixteen columns at a time go through a Harley-Seal tree of fifteen carry-save adders into
 /// planes 0 to 3 and one carry into the planes above; then eight through seven adders, and the
 /// rest ripple in one by one.
 #[inline(always)]
-pub(crate) fn add_columns<T: Lanes, const P: usize>(planes: &mut [T; P], cols: &impl Columns<T>) {
+pub(crate) unsafe fn add_columns<T: Lanes, const P: usize>(
+    planes: &mut [T; P],
+    cols: &impl Columns<T>,
+) {
+    const { assert!(P >= 5, "planes 0 to 3 and at least one above") };
     let m = cols.len();
     let groups = m / 16;
     for g in 0..groups {
-        let mut d = [T::zero(); 16];
+        // SAFETY: the caller's contract.
+        let mut d = [unsafe { T::zero() }; 16];
         for (i, x) in d.iter_mut().enumerate() {
             // SAFETY: g * 16 + i < groups * 16 <= m = cols.len().
             *x = unsafe { cols.column(g * 16 + i) };
@@ -304,7 +323,8 @@ pub(crate) fn add_columns<T: Lanes, const P: usize>(planes: &mut [T; P], cols: &
     }
     let mut i = groups * 16;
     if m - i >= 8 {
-        let mut d = [T::zero(); 8];
+        // SAFETY: the caller's contract.
+        let mut d = [unsafe { T::zero() }; 8];
         for (j, x) in d.iter_mut().enumerate() {
             // SAFETY: i + j < i + 8 <= m = cols.len().
             *x = unsafe { cols.column(i + j) };
@@ -353,16 +373,21 @@ pub(crate) fn ripple<T: Lanes>(planes: &mut [T], mut x: T) {
 }
 
 /// The lanes whose counter in `planes` is at least `c`.
+///
+/// # Safety
+/// The CPU has `T`'s instructions.
 #[inline(always)]
-pub(crate) fn at_least<T: Lanes>(planes: &[T], c: u64) -> T {
+pub(crate) unsafe fn at_least<T: Lanes>(planes: &[T], c: u64) -> T {
+    // SAFETY (each constructor): the caller's contract.
+    let (zero, ones) = unsafe { (T::zero(), T::ones()) };
     if c == 0 {
-        return T::ones();
+        return ones;
     }
     if planes.len() < 64 && c >> planes.len() != 0 {
-        return T::zero();
+        return zero;
     }
-    let mut gt = T::zero();
-    let mut eq = T::ones();
+    let mut gt = zero;
+    let mut eq = ones;
     for p in (0..planes.len()).rev() {
         if (c >> p) & 1 == 1 {
             eq = eq.and(planes[p]);
@@ -412,8 +437,11 @@ mod tests {
                     plane[i / 64] |= ((s >> p) & 1) << (i % 64);
                 }
             }
-            add_columns(&mut planes, &Rows(cols.clone()));
-            let ge = at_least(&planes, c);
+            // SAFETY: word lanes need no CPU feature.
+            let ge = unsafe {
+                add_columns(&mut planes, &Rows(cols.clone()));
+                at_least(&planes, c)
+            };
             for i in 0..128 {
                 let want = start[i]
                     + cols.iter().filter(|x| (x[i / 64] >> (i % 64)) & 1 == 1).count() as u64;
@@ -429,8 +457,11 @@ mod tests {
         assert_eq!(planes_for(1), 1);
         assert_eq!(planes_for(255), 8);
         assert_eq!(planes_for(256), 9);
-        assert_eq!(at_least(&[[0u64; 1]; 3], 8), [0]);
-        assert_eq!(at_least(&[[0u64; 1]; 3], 0), [u64::MAX]);
+        // SAFETY: word lanes need no CPU feature.
+        unsafe {
+            assert_eq!(at_least(&[[0u64; 1]; 3], 8), [0]);
+            assert_eq!(at_least(&[[0u64; 1]; 3], 0), [u64::MAX]);
+        }
         assert_eq!([0b1100u64].and_not([0b0110]), [0b1000]);
     }
 }

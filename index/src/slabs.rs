@@ -102,7 +102,9 @@ pub(crate) fn used_for(
         }
         _ => return false,
     };
-    family.is_supported() && nq >= if built { MIN_QUERIES } else { build_min }
+    bits <= u16::MAX as usize
+        && family.is_supported()
+        && nq >= if built { MIN_QUERIES } else { build_min }
 }
 
 /// What `family`'s slab scan of `n` codes costs a query with `m` set bits, in the unit of the
@@ -233,8 +235,8 @@ impl SlabCodes {
     /// Offers to `tops[i]` every row of `codes` (rows `first..`, `first` a multiple of the slab
     /// height) whose distance to `queries[i]` is below its threshold, with that distance, in
     /// ascending row order: what [`crate::hamming`]'s scan does, computed through the slabs.
-    /// `family` must be one the CPU has; a family whose registers are not the slabs' width runs
-    /// the portable loop.
+    /// A family the CPU lacks, or whose registers are not the slabs' width, runs the portable
+    /// loop.
     pub(crate) fn scan(
         &self,
         family: KernelFamily,
@@ -243,14 +245,22 @@ impl SlabCodes {
         first: usize,
         tops: &mut [TopK],
     ) {
+        // Once per tile: the unchecked column loads rely on these.
         assert!(
-            queries.iter().all(|q| q.bits == self.bits) && queries.len() == tops.len(),
+            queries
+                .iter()
+                .all(|q| (q.bits, q.lane_words) == (self.bits, self.lane_words))
+                && queries.len() == tops.len(),
             "slab queries prepared for these slabs, one top-k each"
         );
-        debug_assert!(first.is_multiple_of(self.slab_rows()));
-        let fits = lane_words(family) == Some(self.lane_words);
-        // SAFETY (each arm): the caller passes only families the CPU has; the portable lanes
-        // need no CPU feature; each lane type's width is the slabs' (`fits`, `lane_words`).
+        assert!(
+            first.is_multiple_of(self.slab_rows()),
+            "tiles start on a slab"
+        );
+        let fits = lane_words(family) == Some(self.lane_words) && family.is_supported();
+        // SAFETY (each arm): the vector arms only for a family the CPU has whose registers are
+        // the slabs' width (`fits`); the portable lanes need no CPU feature and are as wide as
+        // the slabs.
         unsafe {
             match (family, self.lane_words) {
                 #[cfg(target_arch = "x86_64")]
@@ -277,7 +287,7 @@ impl SlabCodes {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vpopcntdq")]
+    #[target_feature(enable = "avx512f")]
     unsafe fn scan_avx512(
         &self,
         queries: &[SlabQuery<'_>],
@@ -356,7 +366,8 @@ impl SlabCodes {
         }
         let lw = self.lane_words;
         let column = |j: usize| &slab[j * lw..(j + 1) * lw];
-        let mut planes = [T::zero(); P];
+        // SAFETY (here and in the counting below): the caller's contract.
+        let mut planes = [unsafe { T::zero() }; P];
         for (p, plane) in planes.iter_mut().enumerate().take(self.start_planes) {
             // SAFETY: a column holds T::WORDS = lw words; the CPU has T (the caller's contract).
             *plane = unsafe { T::load(column(self.bits + p).as_ptr()) };
@@ -366,9 +377,10 @@ impl SlabCodes {
             cols: &q.cols,
             lanes: std::marker::PhantomData,
         };
-        add_columns(&mut planes, &cols);
-        let even = at_least(&planes, need_even);
-        let odd = at_least(&planes, need_odd);
+        let (even, odd) = unsafe {
+            add_columns(&mut planes, &cols);
+            (at_least(&planes, need_even), at_least(&planes, need_odd))
+        };
         // SAFETY: as above.
         let parity = unsafe { T::load(column(self.bits + self.start_planes).as_ptr()) };
         let mut masks = [0u64; 8];
@@ -411,6 +423,8 @@ pub(crate) struct SlabQuery<'q> {
     words: &'q [u64],
     /// The slabs' bits: every column number is below it.
     bits: usize,
+    /// The slabs' words per column: the offsets are in columns of that many words.
+    lane_words: usize,
     cols: Vec<u32>,
     m: u32,
     /// Counter planes: `X <= m + H`.
@@ -428,7 +442,8 @@ impl<'q> SlabQuery<'q> {
         SlabQuery {
             words: query,
             bits: slabs.bits,
-            planes: planes_for(m as usize + 32 * query.len()),
+            lane_words: slabs.lane_words,
+            planes: planes_for(m as usize + 32 * slabs.bits.div_ceil(64)),
             cols,
             m,
         }

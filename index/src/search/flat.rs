@@ -41,6 +41,8 @@ const SLAB_QUERY_BLOCK: usize = 128;
 /// Tasks per thread the splitting aims at: work stealing may hand one thread one task more
 /// than another, so with two tasks per thread one of two threads could work 50% longer.
 const TASKS_PER_THREAD: usize = 4;
+/// Rows a chunk of codes handed to one task is a multiple of: the tallest slab.
+const CHUNK_ALIGN: usize = 512;
 /// Smallest chunk of codes handed to one task when codes are split for parallelism.
 const MIN_CHUNK: usize = 16 * 1024;
 /// Bytes of quantised tables the table scan holds at once (queries are quantised in batches of
@@ -138,7 +140,7 @@ impl FlatSearcher<'_> {
         let w = c.words_per_code();
         let limits = KeyLimits::new(params.max_distance, cutoffs);
         let nq = queries.len() / w;
-        // The slab scan of a Hamming batch (AVX2), when it runs.
+        // The slab scan of a Hamming batch, when it runs.
         let slabs = match score {
             Score::Hamming => c.slabs_for(params.family(), queries),
             _ => None,
@@ -332,7 +334,7 @@ where
 }
 
 /// [`search_keys_by`] with an explicit tile (rows handed to `scan` per call; every call's first
-/// row is a multiple of `tile`), and queries handed to `scan` in groups of `group` (`scan(first_query, block, first_row, tops)`, one
+/// row is a multiple of [`CHUNK_ALIGN`] when `tile` is), and queries handed to `scan` in groups of `group` (`scan(first_query, block, first_row, tops)`, one
 /// [`TopK`] per query; groups start at multiples of `group`, the last may be shorter).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn search_keys_by_tile<F>(
@@ -358,7 +360,7 @@ where
         return vec![Vec::new(); nq];
     }
     let threads = rayon::current_num_threads().max(1);
-    // Query blocks of a multiple of `group` queries (MAX_QUERY_BLOCK is a multiple of 4).
+    // Query blocks of a multiple of `group` queries, at most MAX_QUERY_BLOCK or `group`.
     let qb = nq
         .div_ceil(nq.div_ceil(MAX_QUERY_BLOCK))
         .next_multiple_of(group)
@@ -375,8 +377,8 @@ where
             .min(max_chunks),
     }
     .max(1);
-    // Chunks of whole tiles (a scan may need its tiles aligned).
-    let chunk_len = n.div_ceil(chunks).next_multiple_of(tile);
+    // Chunks start on a slab (the slab scan's tiles must), whatever the scan.
+    let chunk_len = n.div_ceil(chunks).next_multiple_of(CHUNK_ALIGN);
 
     let run = |task: usize| -> Vec<Vec<u64>> {
         let (qbi, ci) = (task / chunks, task % chunks);

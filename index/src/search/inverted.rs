@@ -35,8 +35,9 @@
 //! **Fallback.** Visiting one posting costs about as much as the AVX-512 flat scan spends on
 //! `POSTING_COST_WORDS` (10) code words (measured on 1M real-like codes, see
 //! `index/RESULTS-inverted.md`); the AVX2 and portable scans spend 3 and 5 times as much per
-//! word, and the AVX2 batch scan through slabs (`index/src/slabs.rs`) about `(|q| + 64) / 16`
-//! words per code whatever their width. A query whose lists hold more than 1/`POSTING_COST_WORDS`
+//! word; a batch scan through slabs (`index/src/slabs.rs`) costs what the query's set bits
+//! make it (AVX2 about `(|q| + 64) / 16` words per code, AVX-512 `(|q| + 147) / 42`, whatever
+//! the codes' width: `slabs::scan_cost`). A query whose lists hold more than 1/`POSTING_COST_WORDS`
 //! (10) of what a flat scan costs (`n` x words per code, times that factor) is therefore
 //! answered by the flat scan instead (same results), and counted in
 //! [`InvertedStats::flat_queries`]. Table scores count
@@ -270,82 +271,68 @@ struct Routes {
 impl InvertedSearcher<'_> {
     /// Sends each query to the cheapest exact executor.
     fn route(&self, queries: &[u64], score: &Score<'_>, params: &SearchParams) -> Routes {
-        let w = self.codes.words_per_code();
-        let (family, bits) = (params.family(), self.codes.bits());
-        let built = self.codes.slabs_built(family);
-        let set_bits = |qs: &mut dyn Iterator<Item = usize>| -> u64 {
-            qs.map(|qi| u64::from(popcount(&queries[qi * w..(qi + 1) * w])))
-                .sum()
-        };
-        let nq = queries.len() / w;
-        // A Hamming batch may scan through the slabs, whose cost follows the query's set bits;
-        // if the queries that go to the flat scan do not qualify for them, they are weighed
-        // again against the row-major scan.
-        if matches!(score, Score::Hamming)
-            && slabs::used_for(family, nq, set_bits(&mut (0..nq)), bits, built)
-        {
-            let r = self.route_with(queries, score, params, true);
-            let flat_bits = set_bits(&mut r.flat.iter().copied());
-            if slabs::used_for(family, r.flat.len(), flat_bits, bits, built) {
-                return r;
-            }
-        }
-        self.route_with(queries, score, params, false)
-    }
-
-    /// [`route`](Self::route) with the flat scan of Hamming queries on the slabs (`slabs`) or
-    /// the row-major codes.
-    fn route_with(
-        &self,
-        queries: &[u64],
-        score: &Score<'_>,
-        params: &SearchParams,
-        slabs: bool,
-    ) -> Routes {
         let inv = &self.lists;
-        let w = self.codes.words_per_code();
+        let (w, bits) = (self.codes.words_per_code(), self.codes.bits());
+        let family = params.family();
         let nq = queries.len() / w;
         let query = |qi: usize| &queries[qi * w..(qi + 1) * w];
         let touched: Vec<u64> = (0..nq).map(|qi| inv.touched(query(qi), score)).collect();
+        let set_bits: Vec<u64> = (0..nq).map(|qi| u64::from(popcount(query(qi)))).collect();
         // Hamming queries read the bitmaps instead when their words are fewer than the
         // postings (one bitmap word costs about one posting, measured:
         // index/RESULTS-inverted.md).
         let bitmap_words: Vec<Option<u64>> = (0..nq)
             .map(|qi| match (&inv.bitmaps, score) {
-                (Some(b), Score::Hamming) => {
-                    let m = popcount(query(qi)) as usize;
-                    Some(b.words_per_query(m)).filter(|&words| words < touched[qi])
-                }
+                (Some(b), Score::Hamming) => Some(b.words_per_query(set_bits[qi] as usize))
+                    .filter(|&words| words < touched[qi]),
                 _ => None,
             })
             .collect();
-        // A Hamming scan's word costs more with narrower kernels, and the slab scan's cost
-        // follows the query's bits; other scores' scans do not use them.
+        // A Hamming scan's word costs more with narrower kernels; other scores' scans do not
+        // use them.
         let scan_words = (inv.n as u64).saturating_mul(w as u64);
-        let scan_cost = |qi: usize| match score {
-            Score::Hamming if slabs => {
-                slabs::scan_cost(params.family(), inv.n, popcount(query(qi)) as usize)
-            }
-            Score::Hamming => scan_words.saturating_mul(scan_word_cost(params.family())),
+        let row_major = match score {
+            Score::Hamming => scan_words.saturating_mul(scan_word_cost(family)),
             _ => scan_words,
         };
-        let mut r = Routes {
-            lists: Vec::new(),
-            bitmaps: Vec::new(),
-            flat: Vec::new(),
-            touched: Vec::new(),
+        let assign = |scan_cost: &dyn Fn(usize) -> u64| {
+            let mut r = Routes {
+                lists: Vec::new(),
+                bitmaps: Vec::new(),
+                flat: Vec::new(),
+                touched: Vec::new(),
+            };
+            for qi in 0..nq {
+                let cost = bitmap_words[qi].unwrap_or(touched[qi]);
+                if !(params.force_inverted
+                    || cost.saturating_mul(POSTING_COST_WORDS) <= scan_cost(qi))
+                {
+                    r.flat.push(qi);
+                } else if bitmap_words[qi].is_some() {
+                    r.bitmaps.push(qi);
+                } else {
+                    r.lists.push(qi);
+                }
+            }
+            r
         };
-        for qi in 0..nq {
-            let cost = bitmap_words[qi].unwrap_or(touched[qi]);
-            if !(params.force_inverted || cost.saturating_mul(POSTING_COST_WORDS) <= scan_cost(qi))
-            {
-                r.flat.push(qi);
-            } else if bitmap_words[qi].is_some() {
-                r.bitmaps.push(qi);
-            } else {
-                r.lists.push(qi);
+        // A Hamming batch may scan through the slabs, whose cost follows each query's set bits;
+        // if the queries that go to the flat scan then do not qualify for them, they are
+        // weighed again against the row-major scan.
+        let built = self.codes.slabs_built(family);
+        let qualify = |qs: &[usize]| {
+            let total = qs.iter().map(|&qi| set_bits[qi]).sum();
+            slabs::used_for(family, qs.len(), total, bits, built)
+        };
+        let all: Vec<usize> = (0..nq).collect();
+        let mut r = None;
+        if matches!(score, Score::Hamming) && qualify(&all) {
+            let on_slabs = assign(&|qi| slabs::scan_cost(family, inv.n, set_bits[qi] as usize));
+            if qualify(&on_slabs.flat) {
+                r = Some(on_slabs);
             }
         }
+        let mut r = r.unwrap_or_else(|| assign(&|_| row_major));
         r.touched = touched;
         r
     }

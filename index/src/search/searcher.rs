@@ -301,7 +301,7 @@ pub struct CodesView<'a> {
 
 /// What an index derives from its codes at first use and keeps for later searches: the codes
 /// in the layout of the quantised table scan ([`crate::adc`], or why it could not be built),
-/// and in the slabs of the AVX2 batch Hamming scan ([`crate::slabs`]).
+/// and in the slabs of the batch Hamming scan ([`crate::slabs`]).
 #[derive(Debug, Default)]
 pub(crate) struct Layouts {
     adc: OnceLock<std::result::Result<AdcCodes, String>>,
@@ -388,15 +388,20 @@ impl<'a> CodesView<'a> {
             return None;
         }
         let build = || SlabCodes::build(self.codes, self.bits, lane_words);
-        match self.layouts {
-            Some(l) => l
-                .slabs
-                .get_or_init(build)
-                .as_ref()
-                .filter(|s| s.lane_words() == lane_words)
-                .map(Cow::Borrowed),
-            None => build().map(Cow::Owned),
+        let Some(l) = self.layouts else {
+            return build().map(Cow::Owned);
+        };
+        // Not `get_or_init`: the build runs on rayon's pool, whose waiting threads may take up
+        // another search of this index, which would then block on the cell for ever. Two
+        // searches may both build; one result is kept.
+        if l.slabs.get().is_none() {
+            let _ = l.slabs.set(build());
         }
+        l.slabs
+            .get()
+            .and_then(Option::as_ref)
+            .filter(|s| s.lane_words() == lane_words)
+            .map(Cow::Borrowed)
     }
 
     /// Whether the index's slabs are built for `family` (then batches from 8 queries use them).
