@@ -312,6 +312,26 @@ fn dense_queries_fall_back_to_flat_and_agree() {
     for f in KernelFamily::supported() {
         check_all(&codes, bits, &queries, 7, 9, f).unwrap();
     }
+    assert!(!stats.flat_on_slabs, "one query does not build slabs");
+    // 64 dense queries on AVX2: the flat scan of the fallback runs on slabs, with the same hits.
+    if KernelFamily::Avx2.is_supported() {
+        let many = random_codes(&mut r, 64, bits, 0);
+        let p = SearchParams::default().with_kernel(Some(KernelFamily::Avx2));
+        let (hits, stats) = inverted::top_k(
+            &codes,
+            2,
+            bits,
+            &lists.view(),
+            &many,
+            7,
+            &Score::Hamming,
+            None,
+            &p,
+        )
+        .unwrap();
+        assert_eq!((stats.flat_queries, stats.flat_on_slabs), (64, true));
+        assert_eq!(hits, top_k(&codes, 2, bits, &many, 7, &p).unwrap());
+    }
 }
 
 #[test]

@@ -82,6 +82,9 @@ pub struct InvertedStats {
     pub codes_verified: u64,
     /// Of the inverted queries, those answered from the bitmap lists ([`crate::bitmaps`]).
     pub bitmap_queries: usize,
+    /// Whether the flat scan's queries ran on the codes transposed into slabs (the batch
+    /// Hamming scan of `index/src/slabs.rs`) rather than on the row-major codes.
+    pub flat_on_slabs: bool,
 }
 
 /// Per-thread scratch: one counter per row, the touched rows, table sums.
@@ -364,7 +367,8 @@ impl InvertedSearcher<'_> {
         };
         let flat_cut = cutoffs.map(|c| gather_rows(c, 1, &routes.flat));
         let flat_limits = KeyLimits::new(params.max_distance, flat_cut.as_deref());
-        let flat_keys = self.flat_keys(queries, &routes.flat, k, score, norms, params, flat_limits);
+        let (flat_keys, flat_on_slabs) =
+            self.flat_keys(queries, &routes.flat, k, score, norms, params, flat_limits);
         let stats = if nq == 0 {
             InvertedStats::default()
         } else {
@@ -374,6 +378,7 @@ impl InvertedSearcher<'_> {
                 postings_visited: work.postings,
                 codes_verified: work.verified,
                 bitmap_queries: routes.bitmaps.len(),
+                flat_on_slabs,
             }
         };
         let mut out = vec![Vec::new(); nq];
@@ -505,7 +510,8 @@ impl InvertedSearcher<'_> {
         (keys, work)
     }
 
-    /// The queries `idx` answered by one batched flat scan (same keys as the lists give).
+    /// The queries `idx` answered by one batched flat scan (same keys as the lists give), and
+    /// whether it ran on slabs.
     #[allow(clippy::too_many_arguments)]
     fn flat_keys(
         &self,
@@ -516,24 +522,20 @@ impl InvertedSearcher<'_> {
         norms: Option<&[f32]>,
         params: &SearchParams,
         limits: KeyLimits<'_>,
-    ) -> Vec<Vec<u64>> {
+    ) -> (Vec<Vec<u64>>, bool) {
         if idx.is_empty() {
-            return Vec::new();
+            return (Vec::new(), false);
         }
         let codes = self.codes.codes();
         let (w, bits) = (self.codes.words_per_code(), self.codes.bits());
         let sparse = self.codes.sparse();
         let fq = gather_rows(queries, w, idx);
-        match score {
-            Score::Hamming => search_keys(
-                codes,
-                w,
-                &fq,
-                k,
-                params,
-                limits,
-                self.codes.slabs_for(params.family(), &fq).as_deref(),
-            ),
+        let keys = match score {
+            Score::Hamming => {
+                let slabs = self.codes.slabs_for(params.family(), &fq);
+                let keys = search_keys(codes, w, &fq, k, params, limits, slabs.as_deref());
+                return (keys, slabs.is_some());
+            }
             Score::Table {
                 tables,
                 offsets,
@@ -577,7 +579,8 @@ impl InvertedSearcher<'_> {
                 )
                 .0
             }
-        }
+        };
+        (keys, false)
     }
 }
 
@@ -733,8 +736,11 @@ impl InvertedSearcher<'_> {
         let family = params.resolved()?.family();
         Ok(SearchStats {
             kernel_family: Some(family),
-            kernel: Kernel::select(family, self.codes.words_per_code()).name(),
             // Queries whose lists were longer than a flat scan were answered by the scan.
+            kernel: match s.flat_on_slabs {
+                true => slabs::kernel_name(family),
+                false => Kernel::select(family, self.codes.words_per_code()).name(),
+            },
             table_kernel: None,
             counters: vec![
                 ("inverted_queries", s.inverted_queries as u64),
