@@ -561,6 +561,11 @@ struct ChunkColumns<'c, 'a, T> {
 }
 
 impl<T: Lanes> Columns<T> for ChunkColumns<'_, '_, T> {
+    // Columns come from sixteen streams, each chunk's column two AVX2 registers (`x86::Ymm2`):
+    // loaded where they are added, the bitmaps of 1M TopK codes counted 1.3-1.45x faster with
+    // AVX2 and 1.2x with AVX-512 than loaded sixteen at a time.
+    const LOAD_AHEAD: bool = false;
+
     fn len(&self) -> usize {
         self.cols.len()
     }

@@ -280,6 +280,10 @@ pub(crate) mod x86 {
 
 /// Where a count adds its columns from: `len()` columns of one bit per lane.
 pub(crate) trait Columns<T: Lanes> {
+    /// Whether a group's sixteen columns are loaded before they are added (fastest when the
+    /// loads fold into the adders; a value wider than a register, e.g. `x86::Ymm2`, would go
+    /// through the stack, so such sources load each column where it is added).
+    const LOAD_AHEAD: bool = true;
     /// Number of columns.
     fn len(&self) -> usize;
     /// Column `i`.
@@ -299,40 +303,46 @@ pub(crate) trait Columns<T: Lanes> {
 /// planes 0 to 3 and one carry into the planes above; then eight through seven adders, and the
 /// rest ripple in one by one.
 #[inline(always)]
-pub(crate) unsafe fn add_columns<T: Lanes, const P: usize>(
+pub(crate) unsafe fn add_columns<T: Lanes, C: Columns<T>, const P: usize>(
     planes: &mut [T; P],
-    cols: &impl Columns<T>,
+    cols: &C,
 ) {
     const { assert!(P >= 5, "planes 0 to 3 and at least one above") };
     let m = cols.len();
     let groups = m / 16;
     for g in 0..groups {
-        // SAFETY: the caller's contract.
-        let mut d = [unsafe { T::zero() }; 16];
-        for (i, x) in d.iter_mut().enumerate() {
-            // SAFETY: g * 16 + i < groups * 16 <= m = cols.len().
-            *x = unsafe { cols.column(g * 16 + i) };
-        }
         let [ones, twos, fours, eights, high @ ..] = planes.as_mut_slice() else {
             unreachable!("P >= 5 planes")
         };
-        let eights_a = add_eight(ones, twos, fours, &d[..8]);
-        let eights_b = add_eight(ones, twos, fours, &d[8..]);
+        let i = g * 16;
+        let (eights_a, eights_b) = if C::LOAD_AHEAD {
+            // SAFETY: the caller's contract.
+            let mut d = [unsafe { T::zero() }; 16];
+            for (j, x) in d.iter_mut().enumerate() {
+                // SAFETY: i + j < groups * 16 <= m = cols.len().
+                *x = unsafe { cols.column(i + j) };
+            }
+            (
+                add_eight(ones, twos, fours, |j| d[j]),
+                add_eight(ones, twos, fours, |j| d[8 + j]),
+            )
+        } else {
+            // SAFETY (each `column`): i + j < i + 16 <= groups * 16 <= m = cols.len().
+            (
+                add_eight(ones, twos, fours, |j| unsafe { cols.column(i + j) }),
+                add_eight(ones, twos, fours, |j| unsafe { cols.column(i + 8 + j) }),
+            )
+        };
         let sixteens = csa(eights, eights_a, eights_b);
         ripple(high, sixteens);
     }
     let mut i = groups * 16;
     if m - i >= 8 {
-        // SAFETY: the caller's contract.
-        let mut d = [unsafe { T::zero() }; 8];
-        for (j, x) in d.iter_mut().enumerate() {
-            // SAFETY: i + j < i + 8 <= m = cols.len().
-            *x = unsafe { cols.column(i + j) };
-        }
         let [ones, twos, fours, high @ ..] = planes.as_mut_slice() else {
             unreachable!("P >= 5 planes")
         };
-        let eights = add_eight(ones, twos, fours, &d);
+        // SAFETY: i + j < i + 8 <= m = cols.len().
+        let eights = add_eight(ones, twos, fours, |j| unsafe { cols.column(i + j) });
         ripple(high, eights);
         i += 8;
     }
@@ -342,14 +352,14 @@ pub(crate) unsafe fn add_columns<T: Lanes, const P: usize>(
     }
 }
 
-/// Adds the eight columns `d` to planes 0 to 2 and returns the carries into plane 3.
+/// Adds the eight columns `col(0..8)` to planes 0 to 2 and returns the carries into plane 3.
 #[inline(always)]
-fn add_eight<T: Lanes>(ones: &mut T, twos: &mut T, fours: &mut T, d: &[T]) -> T {
-    let twos_a = csa(ones, d[0], d[1]);
-    let twos_b = csa(ones, d[2], d[3]);
+fn add_eight<T: Lanes>(ones: &mut T, twos: &mut T, fours: &mut T, col: impl Fn(usize) -> T) -> T {
+    let twos_a = csa(ones, col(0), col(1));
+    let twos_b = csa(ones, col(2), col(3));
     let fours_a = csa(twos, twos_a, twos_b);
-    let twos_a = csa(ones, d[4], d[5]);
-    let twos_b = csa(ones, d[6], d[7]);
+    let twos_a = csa(ones, col(4), col(5));
+    let twos_b = csa(ones, col(6), col(7));
     let fours_b = csa(twos, twos_a, twos_b);
     csa(fours, fours_a, fours_b)
 }
