@@ -4,7 +4,7 @@
 mod common;
 
 use bsa_index::search::flat::top_k;
-use bsa_index::{Index, IndexBuilder, KernelFamily, Mode, Score, SearchParams, Split};
+use bsa_index::{Index, IndexBuilder, KernelFamily, Mode, Score, SearchParams, Searcher, Split};
 use common::*;
 use proptest::prelude::*;
 
@@ -164,6 +164,27 @@ fn index_search_equals_brute_force_with_ids_and_max_distance() {
     }
 }
 
+/// Searches `batch` (Hamming, k = 10, two threads), asserts the hits equal the brute-force
+/// reference, and returns the kernel `--stats` names.
+fn search_equals_brute(
+    searcher: &dyn Searcher,
+    codes: &[u64],
+    bits: usize,
+    batch: &[u64],
+    params: &SearchParams,
+) -> &'static str {
+    let w = words(bits);
+    let (hits, stats) = pool(2)
+        .install(|| searcher.search(batch, 10, &Score::Hamming, params))
+        .unwrap();
+    for (qi, h) in hits.iter().enumerate() {
+        let want = brute(codes, bits, &batch[qi * w..(qi + 1) * w], 10);
+        let got: Vec<(u32, u64)> = h.distances.iter().copied().zip(h.rows.clone()).collect();
+        assert_eq!(got, want, "{bits} bits, query {qi}");
+    }
+    stats.kernel
+}
+
 /// On AVX2 an index builds its slabs at the first batch large enough to repay them (64 queries)
 /// and keeps them for smaller batches (from 8): `--stats` names the kernel, results stay exact.
 #[test]
@@ -189,17 +210,11 @@ fn index_keeps_its_slabs_for_later_batches() {
             (8, "avx2-slabs"),
             (7, "avx2-w"),
         ] {
-            let batch = &queries[..nq * w];
-            let (hits, stats) = pool(2)
-                .install(|| searcher.search(batch, 10, &Score::Hamming, &params))
-                .unwrap();
-            assert!(stats.kernel.starts_with(kernel), "{nq}: {}", stats.kernel);
-            for (qi, h) in hits.iter().enumerate() {
-                let want = brute(&codes, bits, &batch[qi * w..(qi + 1) * w], 10);
-                let got: Vec<(u32, u64)> =
-                    h.distances.iter().copied().zip(h.rows.clone()).collect();
-                assert_eq!(got, want, "bits {bits}, {nq} queries, query {qi}");
-            }
+            let used = search_equals_brute(&*searcher, &codes, bits, &queries[..nq * w], &params);
+            assert!(
+                used.starts_with(kernel),
+                "{bits} bits, {nq} queries: {used}"
+            );
         }
     }
 }
@@ -237,17 +252,11 @@ fn avx512_takes_slabs_for_sparse_batches() {
             (&sparse, 8, slabs),
             (&dense, 8, "avx512-w"),
         ] {
-            let batch = &queries[..nq * w];
-            let (hits, stats) = pool(2)
-                .install(|| searcher.search(batch, 10, &Score::Hamming, &params))
-                .unwrap();
-            assert!(stats.kernel.starts_with(kernel), "{nq}: {}", stats.kernel);
-            for (qi, h) in hits.iter().enumerate() {
-                let want = brute(&codes, bits, &batch[qi * w..(qi + 1) * w], 10);
-                let got: Vec<(u32, u64)> =
-                    h.distances.iter().copied().zip(h.rows.clone()).collect();
-                assert_eq!(got, want, "{bits} bits, {nq} queries, query {qi}");
-            }
+            let used = search_equals_brute(&*searcher, &codes, bits, &queries[..nq * w], &params);
+            assert!(
+                used.starts_with(kernel),
+                "{bits} bits, {nq} queries: {used}"
+            );
         }
     }
 }
