@@ -951,7 +951,7 @@ mod avx512 {
                     let ids = codes.ids[s * LANES..e * LANES].as_ptr();
                     for i in 0..e - s {
                         // SAFETY: position i of this block holds 16 ids (32 bytes).
-                        let v = unsafe { _mm256_loadu_si256(ids.add(i * LANES).cast()) };
+                        let v = unsafe { crate::bits::load_ymm(ids.add(i * LANES)) };
                         let i0 = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(v));
                         let i1 = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(v));
                         // SAFETY: ids <= bits < table_len entries.
@@ -1065,7 +1065,7 @@ mod avx2 {
                     let ids = codes.ids[s * LANES..e * LANES].as_ptr();
                     for i in 0..e - s {
                         // SAFETY: position i of this block holds 16 ids (32 bytes).
-                        let v = unsafe { _mm256_loadu_si256(ids.add(i * LANES).cast()) };
+                        let v = unsafe { crate::bits::load_ymm(ids.add(i * LANES)) };
                         let lo = _mm256_cvtepu16_epi32(_mm256_castsi256_si128(v));
                         let hi = _mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(v));
                         let idx = [

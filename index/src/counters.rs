@@ -170,7 +170,7 @@ pub(crate) mod x86 {
         }
         #[inline(always)]
         unsafe fn load(p: *const u64) -> Self {
-            Ymm(unsafe { _mm256_loadu_si256(p.cast()) })
+            Ymm(unsafe { crate::bits::load_ymm(p) })
         }
         #[inline(always)]
         fn store(self, out: &mut [u64]) {

@@ -262,7 +262,10 @@ mod x86 {
         for blk in 0..blocks {
             for (k, acc) in r.iter_mut().enumerate() {
                 let at = blk * LANES + 8 * k;
-                let p = _mm256_mul_ps(_mm256_loadu_ps(pa.add(at)), _mm256_loadu_ps(pb.add(at)));
+                let p = _mm256_mul_ps(
+                    _mm256_castsi256_ps(crate::bits::load_ymm(pa.add(at))),
+                    _mm256_castsi256_ps(crate::bits::load_ymm(pb.add(at))),
+                );
                 *acc = _mm256_add_ps(*acc, p);
             }
         }

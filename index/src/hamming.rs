@@ -503,10 +503,10 @@ mod avx2 {
             for (i, l) in lanes.iter_mut().enumerate() {
                 *l = q[i % W];
             }
-            regs[0] = _mm256_loadu_si256(lanes.as_ptr().cast());
+            regs[0] = crate::bits::load_ymm(lanes.as_ptr());
         } else {
             for (m, r) in regs.iter_mut().enumerate().take(W / 4) {
-                *r = _mm256_loadu_si256(q[4 * m..].as_ptr().cast());
+                *r = crate::bits::load_ymm(q[4 * m..].as_ptr());
             }
         }
         Query { regs }
@@ -521,7 +521,7 @@ mod avx2 {
             0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
         );
         let low = _mm256_set1_epi8(0x0f);
-        let x = _mm256_xor_si256(q, _mm256_loadu_si256(p.cast()));
+        let x = _mm256_xor_si256(q, crate::bits::load_ymm(p));
         let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, low));
         let hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16::<4>(x), low));
         _mm256_add_epi8(lo, hi)

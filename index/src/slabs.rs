@@ -501,7 +501,7 @@ mod avx2 {
         let mut x = [_mm256_setzero_si256(); 64];
         for (r, code) in lane.chunks_exact(w).take(64).enumerate() {
             // SAFETY: wi + 4 <= w words of the row (the caller's loop bound).
-            x[r] = unsafe { _mm256_loadu_si256(code[wi..wi + 4].as_ptr().cast()) };
+            x[r] = unsafe { crate::bits::load_ymm(code[wi..wi + 4].as_ptr()) };
         }
         // SAFETY: AVX2 (this function's target feature).
         unsafe {
