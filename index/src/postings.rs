@@ -351,8 +351,9 @@ impl<'a> InvertedView<'a> {
     }
 
     /// These lists with their bitmaps (built from the same codes, [`crate::bitmaps`]): the
-    /// inverted Hamming search reads the bitmaps for each query whose bitmap words are fewer
-    /// than its postings. Results are the same either way.
+    /// inverted Hamming search reads the bitmaps for each query whose bitmap words cost less
+    /// than its postings ([`crate::bitmaps::WORDS_PER_POSTING`]). Results are the same either
+    /// way.
     ///
     /// ```
     /// use bsa_index::{bitmaps::BitmapLists, search::inverted, InvertedLists, Score, SearchParams};

@@ -27,10 +27,11 @@
 //!   has them (see [`crate::sparse`]), which is what `--mode inverted` falls back to.
 //!
 //! **Bitmaps.** When the index also stores the lists as bitmaps over rows ([`crate::bitmaps`],
-//! `bitmaps.bin`), a Hamming query whose bitmap words (`|q| x n / 64`) are fewer than its
+//! `bitmaps.bin`), a Hamming query whose bitmap words (`|q| x n / 64`) cost less than its
 //! postings reads those instead: a bit-sliced count of 512 rows per instruction, whatever the
-//! list's density (measured on 1M real-like codes: a bitmap word costs about what a posting
-//! does). [`InvertedStats::bitmap_queries`] counts them.
+//! list's density (measured on 1M real-like codes: a posting costs about
+//! [`WORDS_PER_POSTING`](crate::bitmaps::WORDS_PER_POSTING) (3) bitmap words).
+//! [`InvertedStats::bitmap_queries`] counts them.
 //!
 //! **Fallback.** Visiting one posting costs about as much as the AVX-512 flat scan spends on
 //! `POSTING_COST_WORDS` (10) code words (measured on 1M real-like codes, see
@@ -49,6 +50,7 @@
 
 use rayon::prelude::*;
 
+use crate::bitmaps::WORDS_PER_POSTING;
 use crate::bits::{fits_u8_counters, for_each_set_bit, popcount, U8_COUNTER_MAX_BITS};
 use crate::error::{Error, Result};
 use crate::hamming::{scan_word_cost, Kernel};
@@ -281,13 +283,14 @@ impl InvertedSearcher<'_> {
         let query = |qi: usize| &queries[qi * w..(qi + 1) * w];
         let touched: Vec<u64> = (0..nq).map(|qi| inv.touched(query(qi), score)).collect();
         let set_bits: Vec<u64> = (0..nq).map(|qi| u64::from(popcount(query(qi)))).collect();
-        // Hamming queries read the bitmaps instead when their words are fewer than the
-        // postings (one bitmap word costs about one posting, measured:
-        // index/RESULTS-inverted.md).
-        let bitmap_words: Vec<Option<u64>> = (0..nq)
+        // Hamming queries read the bitmaps instead when their words cost less than the
+        // postings; the cost in postings.
+        let bitmap_cost: Vec<Option<u64>> = (0..nq)
             .map(|qi| match (&inv.bitmaps, score) {
-                (Some(b), Score::Hamming) => Some(b.words_per_query(set_bits[qi] as usize))
-                    .filter(|&words| words < touched[qi]),
+                (Some(b), Score::Hamming) => {
+                    let words = b.words_per_query(set_bits[qi] as usize);
+                    Some(words.div_ceil(WORDS_PER_POSTING)).filter(|&c| c < touched[qi])
+                }
                 _ => None,
             })
             .collect();
@@ -306,12 +309,12 @@ impl InvertedSearcher<'_> {
                 touched: Vec::new(),
             };
             for qi in 0..nq {
-                let cost = bitmap_words[qi].unwrap_or(touched[qi]);
+                let cost = bitmap_cost[qi].unwrap_or(touched[qi]);
                 if !(params.force_inverted
                     || cost.saturating_mul(POSTING_COST_WORDS) <= scan_cost(qi))
                 {
                     r.flat.push(qi);
-                } else if bitmap_words[qi].is_some() {
+                } else if bitmap_cost[qi].is_some() {
                     r.bitmaps.push(qi);
                 } else {
                     r.lists.push(qi);
