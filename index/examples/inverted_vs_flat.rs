@@ -7,6 +7,10 @@
 //! batched flat scan and the inverted search on the same rayon pool and checks that both return
 //! identical hits. Prints one JSON line.
 //!
+//! With `--index DIR` it also builds an index of the replicated codes in `DIR` (what `bsa build
+//! --codes` stores by default) and times, alternating, its flat searcher once it keeps its
+//! slabs (a server's batch scan) against its default inverted searcher (`index` in the JSON).
+//!
 //! ```text
 //! cargo run --release -p bsa-index --example inverted_vs_flat -- \
 //!     --codes codes.npy --queries qcodes.npy --bits 1024 --copies 10 --p 0.1 --nq 1000 --threads 2
@@ -265,6 +269,10 @@ fn main() {
     let both_stats = both_stats.unwrap();
     let bms = median(bm_t);
     let (fs, is) = (median(flat_t), median(inv_t));
+    let index_json = match args.iter().position(|a| a == "--index") {
+        Some(i) => index_rounds(&args[i + 1], &codes, bits, &queries, k, reps, &pool),
+        None => serde_json::Value::Null,
+    };
     let mut table_json = serde_json::Value::Null;
     if table {
         let tables: Vec<f32> = (0..nq * bits)
@@ -325,6 +333,61 @@ fn main() {
             "inverted_stats": {"inverted": stats.unwrap().inverted_queries, "flat_fallback": stats.unwrap().flat_queries, "postings_visited_per_query": stats.unwrap().postings_visited as f64 / nq as f64, "codes_verified_per_query": stats.unwrap().codes_verified as f64 / nq as f64},
             "identical": true,
             "table": table_json,
+            "index": index_json,
         })
     );
+}
+
+/// Builds an index of `codes` in `dir` with `bsa build`'s default choices and times its flat
+/// searcher, slabs kept (built by a warm-up batch), against its default inverted searcher,
+/// alternating, each round's hits asserted identical.
+fn index_rounds(
+    dir: &str,
+    codes: &[u64],
+    bits: usize,
+    queries: &[u64],
+    k: usize,
+    reps: usize,
+    pool: &rayon::ThreadPool,
+) -> serde_json::Value {
+    use bsa_index::search::{FlatParams, FlatSearcher, InvertedParams, InvertedSearcher};
+    use bsa_index::{Index, IndexBuilder, Searcher};
+    IndexBuilder::new(bits, codes)
+        .inverted(true)
+        .overwrite(true)
+        .build(dir)
+        .unwrap();
+    let index = Index::open(dir).unwrap();
+    let nq = queries.len() / bits.div_ceil(64);
+    let params = SearchParams::default();
+    let flat = FlatSearcher::new(index.codes_view(), FlatParams::default());
+    let lists = index.inverted().expect("the index stores posting lists");
+    let inv = InvertedSearcher::new(index.codes_view(), lists, InvertedParams::default()).unwrap();
+    let search = |s: &dyn Searcher| pool.install(|| s.search(queries, k, &Score::Hamming, &params));
+    let (want, warm) = search(&flat).unwrap();
+    let (mut flat_t, mut inv_t) = (Vec::new(), Vec::new());
+    let mut stats = None;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let (h, _) = search(&flat).unwrap();
+        flat_t.push(t.elapsed().as_secs_f64() / nq as f64);
+        assert_eq!(h, want, "flat results differ between rounds");
+        let t = Instant::now();
+        let (h, s) = search(&inv).unwrap();
+        inv_t.push(t.elapsed().as_secs_f64() / nq as f64);
+        assert_eq!(h, want, "inverted and flat results differ");
+        stats = Some(s);
+    }
+    let (fs, is) = (median(flat_t), median(inv_t));
+    let counters: serde_json::Map<String, serde_json::Value> = stats
+        .map(|s| s.counters)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, v)| (name.to_string(), v.into()))
+        .collect();
+    serde_json::json!({
+        "bitmaps_stored": std::path::Path::new(dir).join("bitmaps.bin").exists(),
+        "flat_kernel": warm.kernel, "flat_ms_per_query": fs * 1e3,
+        "default_ms_per_query": is * 1e3, "speedup": fs / is, "default_counters": counters,
+    })
 }
