@@ -57,6 +57,23 @@ pub(crate) fn prefetch<T>(items: &[T]) {
     let _ = items;
 }
 
+/// One 64-byte cache line, 64-byte aligned: storage for data whose vector loads must not
+/// straddle two lines (an allocator's large blocks start 16 bytes into a page). Cast to words or
+/// floats with `bytemuck`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, align(64))]
+pub(crate) struct Line([u64; 8]);
+
+// SAFETY: `Line` is eight `u64`s with no padding (size 64, align 64): any bits are a value.
+unsafe impl bytemuck::Zeroable for Line {}
+// SAFETY: as above; `Copy` and `'static`, no padding or pointers.
+unsafe impl bytemuck::Pod for Line {}
+
+impl Line {
+    /// A line of zero bits (also `0.0` as floats).
+    pub(crate) const ZERO: Line = Line([0; 8]);
+}
+
 /// An unaligned 256-bit load as one instruction.
 ///
 /// The x86-64-v2 baseline builds with Sandy Bridge's tuning, under which LLVM splits every

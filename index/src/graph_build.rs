@@ -33,6 +33,7 @@ use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
+use crate::bits::Line;
 use crate::dot::Dot;
 use crate::error::{Error, Result};
 use crate::graph::{GraphData, MAX_LEVEL, MAX_STRIDE};
@@ -42,18 +43,6 @@ use crate::topk::{key, key_row};
 
 /// Largest batch of rows inserted together.
 const MAX_BATCH: usize = 1024;
-
-/// One cache line of floats. Rows are stored from the start of a line, so that no 64-byte load
-/// of a row straddles two lines (an allocator's large blocks start 16 bytes into a page, which
-/// made every AVX-512 load of an unpadded row touch two lines).
-#[derive(Debug, Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([f32; 16]);
-
-// SAFETY: `Line` is 16 `f32`s with no padding (size 64, align 64): any bits are a valid value.
-unsafe impl bytemuck::Zeroable for Line {}
-// SAFETY: as above; `Copy` and `'static`, no padding or pointers.
-unsafe impl bytemuck::Pod for Line {}
 
 /// Unit-length float vectors compared by dot product (cosine similarity).
 #[derive(Debug, Clone)]
@@ -72,7 +61,9 @@ impl UnitVectors {
     pub(crate) fn normalized(vectors: &[f32], dim: usize, family: KernelFamily) -> Self {
         let stride = dim.div_ceil(16) * 16;
         let n = vectors.len() / dim.max(1);
-        let mut lines = vec![Line([0.0; 16]); n * stride / 16];
+        // Rows start on a cache line: no 64-byte load of a row straddles two (an allocator's large
+        // blocks start 16 bytes into a page, which made every AVX-512 load of a row touch two).
+        let mut lines = vec![Line::ZERO; n * stride / 16];
         let floats: &mut [f32] = bytemuck::cast_slice_mut(&mut lines);
         for (src, dst) in vectors
             .chunks_exact(dim.max(1))

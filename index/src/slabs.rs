@@ -21,7 +21,7 @@
 
 use rayon::prelude::*;
 
-use crate::bits::{for_each_set_bit, popcount};
+use crate::bits::{for_each_set_bit, popcount, Line};
 #[cfg(target_arch = "x86_64")]
 use crate::counters::x86;
 use crate::counters::{add_columns, at_least, planes_for, Columns, Lanes};
@@ -54,17 +54,6 @@ const BUILD_MIN_QUERIES: usize = 64;
 /// [`BUILD_MIN_QUERIES`] with AVX-512, whose row-major scan is fast: 1M codes of 1024 bits
 /// with 16 or 112 bits set, built in 51 to 60 ms, a query's scan 0.29 or 0.23 ms faster.
 const BUILD_MIN_QUERIES_AVX512: usize = 256;
-
-/// A cache line of slab words: the slabs start on one and every column is as aligned as it is
-/// wide (32 or 64 bytes), so no column load straddles two lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C, align(64))]
-struct Line([u64; 8]);
-
-// SAFETY: `Line` is eight `u64`s with no padding (size 64, align 64): any bits are a value.
-unsafe impl bytemuck::Zeroable for Line {}
-// SAFETY: as above; `Copy` and `'static`, no padding or pointers.
-unsafe impl bytemuck::Pod for Line {}
 
 /// Codes transposed into slabs of `64 x lane_words` rows (see the [module docs](self)).
 #[derive(Debug, Clone)]
@@ -154,7 +143,9 @@ impl SlabCodes {
         let stride = bits + start_planes + 1;
         let slab_words = stride * lw;
         let words = n.div_ceil(64 * lw) * slab_words;
-        let mut lines = vec![Line([0; 8]); words.div_ceil(8)];
+        // The slabs start on a cache line and every column is as aligned as it is wide (32 or 64
+        // bytes), so no column load straddles two lines.
+        let mut lines = vec![Line::ZERO; words.div_ceil(8)];
         let all: &mut [u64] = bytemuck::cast_slice_mut(&mut lines);
         all[..words]
             .par_chunks_mut(slab_words)

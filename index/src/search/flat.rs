@@ -22,6 +22,7 @@ use crate::adc::{AdcCodes, QuantisedTable, QueryGroup, ScanStats, GROUP};
 use crate::adc_wide as wide;
 use crate::error::{Error, Result};
 use crate::hamming::{tile_codes, Kernel};
+use crate::kernel::KernelFamily;
 use crate::rowset::RowSet;
 use crate::score::{desc_key, overlap_key, table_score, table_sum, Score};
 use crate::search::{
@@ -569,6 +570,28 @@ enum Groups {
     Wide(Vec<wide::WideGroup>),
 }
 
+impl Groups {
+    /// Scans `rows` of `codes` with group `g` on its kernel (see the kernels' `scan_checked`).
+    fn scan_checked(
+        &self,
+        g: usize,
+        family: KernelFamily,
+        codes: &AdcCodes,
+        rows: std::ops::Range<usize>,
+        tops: &mut [TopK],
+        exact: &mut impl FnMut(usize, usize) -> u32,
+    ) -> ScanStats {
+        match self {
+            Groups::Wide(groups) => {
+                wide::scan_checked(family, codes, &groups[g], rows, tops, exact)
+            }
+            Groups::Narrow(groups) => {
+                crate::adc::scan_checked(family, codes, &groups[g], rows, tops, exact)
+            }
+        }
+    }
+}
+
 /// Table scores by the quantised scan: each query's table is quantised once (in batches, in
 /// parallel), then every tile of codes is scanned with it and the codes that may enter the top k
 /// are re-scored exactly, as [`crate::score`] defines the score.
@@ -653,24 +676,8 @@ fn table_keys(
                 let (g0, first) = (q0 + i, first as usize);
                 let mut exact = |g: usize, r: usize| exact(g0 + g, r);
                 let rows = first..first + block.len() / w;
-                let st = match &groups {
-                    Groups::Wide(g) => wide::scan_checked(
-                        family,
-                        layout,
-                        &g[i / group_size],
-                        rows,
-                        tops,
-                        &mut exact,
-                    ),
-                    Groups::Narrow(g) => crate::adc::scan_checked(
-                        family,
-                        layout,
-                        &g[i / group_size],
-                        rows,
-                        tops,
-                        &mut exact,
-                    ),
-                };
+                let st =
+                    groups.scan_checked(i / group_size, family, layout, rows, tops, &mut exact);
                 rescored.fetch_add(st.rescored, Ordering::Relaxed);
             },
         );
