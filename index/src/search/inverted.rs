@@ -30,7 +30,8 @@
 //! `bitmaps.bin`), a Hamming query whose bitmap words (`|q| x n / 64`) cost less than its
 //! postings reads those instead: a bit-sliced count of 512 rows per instruction, whatever the
 //! list's density (measured on 1M real-like codes: a posting costs about
-//! [`WORDS_PER_POSTING`](crate::bitmaps::WORDS_PER_POSTING) (3) bitmap words).
+//! [`WORDS_PER_POSTING`] (3) bitmap words, and a bitmap word about [`WORD_COST`] (7) words of the
+//! flat scan below).
 //! [`InvertedStats::bitmap_queries`] counts them.
 //!
 //! **Fallback.** Visiting one posting costs about as much as the AVX-512 flat scan spends on
@@ -50,7 +51,7 @@
 
 use rayon::prelude::*;
 
-use crate::bitmaps::WORDS_PER_POSTING;
+use crate::bitmaps::{WORDS_PER_POSTING, WORD_COST};
 use crate::bits::{fits_u8_counters, for_each_set_bit, popcount, U8_COUNTER_MAX_BITS};
 use crate::error::{Error, Result};
 use crate::hamming::{scan_word_cost, Kernel};
@@ -283,15 +284,22 @@ impl InvertedSearcher<'_> {
         let query = |qi: usize| &queries[qi * w..(qi + 1) * w];
         let touched: Vec<u64> = (0..nq).map(|qi| inv.touched(query(qi), score)).collect();
         let set_bits: Vec<u64> = (0..nq).map(|qi| u64::from(popcount(query(qi)))).collect();
-        // Hamming queries read the bitmaps instead when their words cost less than the
-        // postings; the cost in postings.
-        let bitmap_cost: Vec<Option<u64>> = (0..nq)
-            .map(|qi| match (&inv.bitmaps, score) {
-                (Some(b), Score::Hamming) => {
-                    let words = b.words_per_query(set_bits[qi] as usize);
-                    Some(words.div_ceil(WORDS_PER_POSTING)).filter(|&c| c < touched[qi])
+        // Each query's inverted executor and its cost in flat-scan words: the posting lists, or
+        // for Hamming queries the bitmaps when their words cost less than the postings.
+        let inverted: Vec<(bool, u64)> = (0..nq)
+            .map(|qi| {
+                let lists = (false, touched[qi].saturating_mul(POSTING_COST_WORDS));
+                match (&inv.bitmaps, score) {
+                    (Some(b), Score::Hamming) => {
+                        let words = b.words_per_query(set_bits[qi] as usize);
+                        if words < touched[qi].saturating_mul(WORDS_PER_POSTING) {
+                            (true, words.saturating_mul(WORD_COST))
+                        } else {
+                            lists
+                        }
+                    }
+                    _ => lists,
                 }
-                _ => None,
             })
             .collect();
         // A Hamming scan's word costs more with narrower kernels; other scores' scans do not
@@ -308,13 +316,10 @@ impl InvertedSearcher<'_> {
                 flat: Vec::new(),
                 touched: Vec::new(),
             };
-            for qi in 0..nq {
-                let cost = bitmap_cost[qi].unwrap_or(touched[qi]);
-                if !(params.force_inverted
-                    || cost.saturating_mul(POSTING_COST_WORDS) <= scan_cost(qi))
-                {
+            for (qi, &(bitmaps, cost)) in inverted.iter().enumerate() {
+                if !(params.force_inverted || cost <= scan_cost(qi)) {
                     r.flat.push(qi);
-                } else if bitmap_cost[qi].is_some() {
+                } else if bitmaps {
                     r.bitmaps.push(qi);
                 } else {
                     r.lists.push(qi);
