@@ -69,12 +69,12 @@ pub const WORDS_PER_POSTING: u64 = 3;
 
 /// What a bitmap word costs in words of the AVX-512 row-major flat scan, the unit in which the
 /// inverted search weighs each query's executors against the flat scan (see
-/// [`crate::search::inverted`]). Measured against the slab scan on 1M
-/// codes (same runs as [`WORDS_PER_POSTING`]): 4.1 to 5.6 for queries with 16 or 32 bits set,
-/// 7.6 (AVX-512) and 12.8 (AVX2) for the paper's BSA codes, 112 bits set, whose bitmaps read
-/// more columns per range than the cache keeps. 7 routes each of those six cases to the faster
-/// executor (the BSA codes to the slab scan, which the bitmaps at 3.3 per word had taken:
-/// 0.55-0.64x the flat scan).
+/// [`crate::search::inverted`]). Measured against the slab scan on 1M codes (same runs as
+/// [`WORDS_PER_POSTING`]): 4.1 to 5.6 for queries with 16 or 32 bits set, 7.6 (AVX-512) and
+/// 12.8 (AVX2) for the paper's BSA codes, 112 bits set, whose bitmaps read more columns per
+/// range than the cache keeps. 7 routes each of those six cases to the faster executor (the
+/// BSA codes to the slab scan, which the bitmaps priced at 3.3 had taken: 0.55-0.64x the flat
+/// scan).
 pub const WORD_COST: u64 = 7;
 
 /// Counter planes: queries with up to `2^16 - 1` set bits.

@@ -40,7 +40,8 @@
 //! word; a batch scan through slabs (`index/src/slabs.rs`) costs what the query's set bits
 //! make it (AVX2 about `(|q| + 64) / 16` words per code, AVX-512 `(|q| + 147) / 42`, whatever
 //! the codes' width: `slabs::scan_cost`). A query whose lists hold more than 1/`POSTING_COST_WORDS`
-//! (10) of what a flat scan costs (`n` x words per code, times that factor) is therefore
+//! (10) of what a flat scan costs (`n` x words per code, times that factor), or whose bitmap
+//! words times [`WORD_COST`] (7) exceed it, is therefore
 //! answered by the flat scan instead (same results), and counted in
 //! [`InvertedStats::flat_queries`]. Table scores count
 //! every posting, so they use the posting lists only when all postings are fewer than
