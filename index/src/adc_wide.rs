@@ -214,7 +214,10 @@ mod x86 {
         f64::from(threshold_score(top.threshold()))
     }
 
-    /// Per-query bound parameters, in the order of the mask's bits (see `query_of`).
+    /// Per-query bound parameters, in the order of the mask's bits (see `query_of`). Aligned
+    /// so that every four of them load as one aligned 256-bit vector (an unaligned one the
+    /// x86-64-v2 baseline's tuning would split in two, see [`crate::bits::load_ymm`]).
+    #[repr(C, align(64))]
     struct Bounds {
         step: [f64; WIDE],
         base: [f64; WIDE],
@@ -429,12 +432,13 @@ mod x86 {
                     for (qd, &q) in quads.iter().enumerate() {
                         // Bits 8 v + 4 qd .. + 4: queries query_of(8 v + 4 qd ..).
                         let at = 8 * (2 * a + h) + 4 * qd;
-                        // SAFETY: at + 4 <= WIDE.
+                        // SAFETY: at + 4 <= WIDE; `at` is a multiple of 4 and the arrays
+                        // start on 64 bytes (`Bounds` is aligned, each array 8 x WIDE bytes).
                         let (st, ba, th) = unsafe {
                             (
-                                _mm256_loadu_pd(b.step.as_ptr().add(at)),
-                                _mm256_loadu_pd(b.base.as_ptr().add(at)),
-                                _mm256_loadu_pd(b.thr.as_ptr().add(at)),
+                                _mm256_load_pd(b.step.as_ptr().add(at)),
+                                _mm256_load_pd(b.base.as_ptr().add(at)),
+                                _mm256_load_pd(b.thr.as_ptr().add(at)),
                             )
                         };
                         // lane_candidate's operations, in its order (u32 sums below 2^16
