@@ -7,8 +7,8 @@
 //! batched flat scan and the inverted search on the same rayon pool and checks that both return
 //! identical hits. Prints one JSON line.
 //!
-//! With `--index DIR` it also builds an index of the replicated codes in `DIR` (what `bsa build
-//! --codes` stores by default) and times, alternating, its flat searcher once it keeps its
+//! With `--index DIR` it also builds an index of the replicated codes in `DIR` (posting lists
+//! forced, bitmaps as `bsa build` decides) and times, alternating, its flat searcher once it keeps its
 //! slabs (a server's batch scan) against its default inverted searcher (`index` in the JSON).
 //!
 //! ```text
@@ -338,7 +338,8 @@ fn main() {
     );
 }
 
-/// Builds an index of `codes` in `dir` with `bsa build`'s default choices and times its flat
+/// Builds an index of `codes` in `dir` (posting lists forced, the bitmaps as `bsa build` decides:
+/// stored for the TopK and BSA codes measured) and times its flat
 /// searcher, slabs kept (built by a warm-up batch), against its default inverted searcher,
 /// alternating, each round's hits asserted identical.
 fn index_rounds(
