@@ -20,6 +20,13 @@ pub trait Real:
     /// A key whose integer order is the value order (`-0 = +0`; NaN above infinity), for fast
     /// selections.
     fn order_key(self) -> u64;
+
+    /// `s` as `f32`s when `Self` is `f32`: lets a loop take a hand-written `f32` kernel
+    /// ([`crate::simd`]'s gathers) and keep the generic code for `f64`.
+    fn as_f32(s: &[Self]) -> Option<&[f32]>;
+
+    /// [`as_f32`](Self::as_f32) for a mutable slice.
+    fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 impl Real for f32 {
@@ -34,6 +41,16 @@ impl Real for f32 {
         // negative ones makes the bit patterns sort like the values.
         let b = (self + 0.0).to_bits();
         u64::from(if b >> 31 == 1 { !b } else { b | 1 << 31 })
+    }
+
+    #[inline(always)]
+    fn as_f32(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
+    }
+
+    #[inline(always)]
+    fn as_f32_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+        Some(s)
     }
 }
 
@@ -51,6 +68,16 @@ impl Real for f64 {
         } else {
             b | 1 << 63
         }
+    }
+
+    #[inline(always)]
+    fn as_f32(_: &[f64]) -> Option<&[f32]> {
+        None
+    }
+
+    #[inline(always)]
+    fn as_f32_mut(_: &mut [f64]) -> Option<&mut [f32]> {
+        None
     }
 }
 
