@@ -206,9 +206,25 @@ fn fold_lanes<F: Real>(acc: [F; LANES]) -> F {
 /// 4 AVX-512, 8 AVX2 or 16 SSE registers.
 const BLOCK: usize = 64;
 
-/// Row `i` of `out` (rows `width` wide) is `base + sum of table[r]` over the table rows
-/// `r in ids[offsets[i]..offsets[i + 1]]`, added in that order (`offsets` holds one more entry
-/// than `out` has rows; rows of `table` are `width` wide too).
+/// A sum of table rows per output row: row `i` of the output is `base + sum of table[r]` over
+/// the table rows `r in ids[offsets[i]..offsets[i + 1]]`, added in that order (`offsets` holds
+/// one more entry than the output has rows; the rows of `table` are `width` wide, as the
+/// output's).
+#[derive(Debug, Clone, Copy)]
+pub struct Gather<'a, F> {
+    /// Added first to every output row, else zeros.
+    pub base: Option<&'a [F]>,
+    /// Where each output row's ids start in `ids`, and where the last ends.
+    pub offsets: &'a [usize],
+    /// Table row ids, output row by output row.
+    pub ids: &'a [u32],
+    /// The rows, `width` floats each.
+    pub table: &'a [F],
+    /// Floats per row of the table and of the output.
+    pub width: usize,
+}
+
+/// Computes the output rows of `g` into `out`.
 ///
 /// Each block of `BLOCK` columns stays in registers while a row's table rows are added, so they
 /// are only read and `out` is written once. The column blocks are the outer loop: the block of
@@ -216,55 +232,40 @@ const BLOCK: usize = 64;
 /// the output rows gather from it, where a row-by-row loop would stream the whole table (1.5 MiB
 /// at 1,024 x 384) from L3 for every row. The order of the sums is the same either way.
 #[inline(always)]
-pub fn gather_sum_rows_body<F: Real>(
-    base: Option<&[F]>,
-    offsets: &[usize],
-    ids: &[u32],
-    table: &[F],
-    width: usize,
-    out: &mut [F],
-) {
-    debug_assert_eq!(out.len(), (offsets.len() - 1) * width);
-    for start in (0..width).step_by(BLOCK) {
-        let end = (start + BLOCK).min(width);
-        gather_sum_block(base, offsets, ids, table, width, start..end, out);
+pub fn gather_sum_rows_body<F: Real>(g: Gather<'_, F>, out: &mut [F]) {
+    debug_assert_eq!(out.len(), (g.offsets.len() - 1) * g.width);
+    for start in (0..g.width).step_by(BLOCK) {
+        let end = (start + BLOCK).min(g.width);
+        gather_sum_block(g, start..end, out);
     }
 }
 
 /// Columns `cols` (at most [`BLOCK`]) of [`gather_sum_rows_body`].
 #[inline(always)]
-fn gather_sum_block<F: Real>(
-    base: Option<&[F]>,
-    offsets: &[usize],
-    ids: &[u32],
-    table: &[F],
-    width: usize,
-    cols: std::ops::Range<usize>,
-    out: &mut [F],
-) {
+fn gather_sum_block<F: Real>(g: Gather<'_, F>, cols: std::ops::Range<usize>, out: &mut [F]) {
     let (start, end) = (cols.start, cols.end);
-    for (row, o) in out.chunks_exact_mut(width).enumerate() {
-        let rows = &ids[offsets[row]..offsets[row + 1]];
+    for (row, o) in out.chunks_exact_mut(g.width).enumerate() {
+        let rows = &g.ids[g.offsets[row]..g.offsets[row + 1]];
         let o = &mut o[start..end];
         if end - start == BLOCK {
             let mut acc = [F::zero(); BLOCK];
-            if let Some(b) = base {
+            if let Some(b) = g.base {
                 acc.copy_from_slice(&b[start..end]);
             }
             for &r in rows {
-                let src = &table[r as usize * width + start..][..BLOCK];
+                let src = &g.table[r as usize * g.width + start..][..BLOCK];
                 for l in 0..BLOCK {
                     acc[l] += src[l];
                 }
             }
             o.copy_from_slice(&acc);
         } else {
-            match base {
+            match g.base {
                 Some(b) => o.copy_from_slice(&b[start..end]),
                 None => o.fill(F::zero()),
             }
             for &r in rows {
-                let src = &table[r as usize * width + start..][..end - start];
+                let src = &g.table[r as usize * g.width + start..][..end - start];
                 for (a, &v) in o.iter_mut().zip(src) {
                     *a += v;
                 }
@@ -275,37 +276,29 @@ fn gather_sum_block<F: Real>(
 
 multiversion! {
     /// [`gather_sum_rows_body`] for `family`, as the compiler vectorises it.
-    fn gather_sum_rows_generic<F: Real>(
-        base: Option<&[F]>,
-        offsets: &[usize],
-        ids: &[u32],
-        table: &[F],
-        width: usize,
-        out: &mut [F],
-    ) = gather_sum_rows_body;
+    fn gather_sum_rows_generic<F: Real>(g: Gather<'_, F>, out: &mut [F]) = gather_sum_rows_body;
 }
 
 /// [`gather_sum_rows_body`] for `family`: for `f32` on x86-64 with AVX2 or AVX-512, the
 /// hand-written kernels of [`gather_f32`] (same sums in the same order, so the same bits),
 /// else the compiled body.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gather_sum_rows<F: Real>(
-    family: Family,
-    base: Option<&[F]>,
-    offsets: &[usize],
-    ids: &[u32],
-    table: &[F],
-    width: usize,
-    out: &mut [F],
-) {
+pub(crate) fn gather_sum_rows<F: Real>(family: Family, g: Gather<'_, F>, out: &mut [F]) {
     #[cfg(target_arch = "x86_64")]
-    if let (Some(t), Some(o)) = (F::as_f32(table), F::as_f32_mut(out)) {
-        let b = base.map(|b| F::as_f32(b).expect("base and table have one type"));
-        if gather_f32::run(family, b, offsets, ids, t, width, o) {
+    if let (Some(table), Some(o)) = (F::as_f32(g.table), F::as_f32_mut(out)) {
+        let g32 = Gather {
+            base: g
+                .base
+                .map(|b| F::as_f32(b).expect("base and table have one type")),
+            offsets: g.offsets,
+            ids: g.ids,
+            table,
+            width: g.width,
+        };
+        if gather_f32::run(family, g32, o) {
             return;
         }
     }
-    gather_sum_rows_generic(family, base, offsets, ids, table, width, out)
+    gather_sum_rows_generic(family, g, out)
 }
 
 /// The gathers of `f32` rows with AVX2 and AVX-512 intrinsics: each table row's block is
@@ -319,95 +312,44 @@ pub(crate) fn gather_sum_rows<F: Real>(
 /// -> 4.3-4.6 ms, AVX-512 5.0-5.5 -> 4.5 ms.
 #[cfg(target_arch = "x86_64")]
 mod gather_f32 {
-    use super::{gather_sum_block, Family, BLOCK};
+    use super::{gather_sum_block, Family, Gather, BLOCK};
     use std::arch::x86_64::*;
 
     /// Table rows ahead of the one being added whose block is prefetched (4 and 8 measured
-    /// alike; 0 is 1.2-1.4x slower).
+    /// alike; none is 1.1-1.3x slower).
     const AHEAD: usize = 4;
 
     /// Runs the kernel for `family` and returns true, or returns false when there is none
     /// (the portable family, or a CPU without the features).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn run(
-        family: Family,
-        base: Option<&[f32]>,
-        offsets: &[usize],
-        ids: &[u32],
-        table: &[f32],
-        width: usize,
-        out: &mut [f32],
-    ) -> bool {
+    pub(super) fn run(family: Family, g: Gather<'_, f32>, out: &mut [f32]) -> bool {
         match family {
             // SAFETY: the CPU has every feature the kernel is compiled with.
-            Family::Avx512 if family.is_supported() => unsafe {
-                avx512(base, offsets, ids, table, width, out)
-            },
+            Family::Avx512 if family.is_supported() => unsafe { avx512(g, out) },
             // SAFETY: as above.
-            Family::Avx2 | Family::Avx512 if Family::Avx2.is_supported() => unsafe {
-                avx2(base, offsets, ids, table, width, out)
-            },
+            Family::Avx2 | Family::Avx512 if Family::Avx2.is_supported() => unsafe { avx2(g, out) },
             _ => return false,
         }
         true
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn avx2(
-        base: Option<&[f32]>,
-        offsets: &[usize],
-        ids: &[u32],
-        table: &[f32],
-        width: usize,
-        out: &mut [f32],
-    ) {
+    unsafe fn avx2(g: Gather<'_, f32>, out: &mut [f32]) {
         // SAFETY (loads and stores): each pointer is into a slice of `BLOCK` floats, at 8 l for
         // l < 8. `vlddqu` rather than `vmovups`: see the module's doc.
         let load = |p: *const f32| unsafe { _mm256_castsi256_ps(_mm256_lddqu_si256(p.cast())) };
         let store = |p: *mut f32, v| unsafe { _mm256_storeu_ps(p, v) };
-        unsafe {
-            blocks::<__m256, 8>(
-                base,
-                offsets,
-                ids,
-                table,
-                width,
-                out,
-                _mm256_setzero_ps(),
-                load,
-                |a, b| _mm256_add_ps(a, b),
-                store,
-            )
-        }
+        let add = |a, b| _mm256_add_ps(a, b);
+        unsafe { blocks::<__m256, 8>(g, out, _mm256_setzero_ps(), load, add, store) }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-    unsafe fn avx512(
-        base: Option<&[f32]>,
-        offsets: &[usize],
-        ids: &[u32],
-        table: &[f32],
-        width: usize,
-        out: &mut [f32],
-    ) {
+    unsafe fn avx512(g: Gather<'_, f32>, out: &mut [f32]) {
         // SAFETY (loads and stores): each pointer is into a slice of `BLOCK` floats, at 16 l
         // for l < 4.
         let load = |p: *const f32| unsafe { _mm512_loadu_ps(p) };
         let store = |p: *mut f32, v| unsafe { _mm512_storeu_ps(p, v) };
-        unsafe {
-            blocks::<__m512, 4>(
-                base,
-                offsets,
-                ids,
-                table,
-                width,
-                out,
-                _mm512_setzero_ps(),
-                load,
-                |a, b| _mm512_add_ps(a, b),
-                store,
-            )
-        }
+        let add = |a, b| _mm512_add_ps(a, b);
+        unsafe { blocks::<__m512, 4>(g, out, _mm512_setzero_ps(), load, add, store) }
     }
 
     /// The loop of both kernels, `R` registers of `BLOCK / R` lanes per block of columns
@@ -417,19 +359,21 @@ mod gather_f32 {
     /// # Safety
     /// The CPU has the features `load`, `add` and `store` use.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     unsafe fn blocks<V: Copy, const R: usize>(
-        base: Option<&[f32]>,
-        offsets: &[usize],
-        ids: &[u32],
-        table: &[f32],
-        width: usize,
+        g: Gather<'_, f32>,
         out: &mut [f32],
         zero: V,
         load: impl Fn(*const f32) -> V,
         add: impl Fn(V, V) -> V,
         store: impl Fn(*mut f32, V),
     ) {
+        let Gather {
+            base,
+            offsets,
+            ids,
+            table,
+            width,
+        } = g;
         debug_assert_eq!(out.len(), (offsets.len() - 1) * width);
         let lanes = BLOCK / R;
         let full = width - width % BLOCK;
@@ -463,7 +407,7 @@ mod gather_f32 {
             }
         }
         if full < width {
-            gather_sum_block(base, offsets, ids, table, width, full..width, out);
+            gather_sum_block(g, full..width, out);
         }
     }
 }
@@ -888,9 +832,23 @@ mod tests {
                 .collect();
             let ids = codes.concat();
             let mut out = vec![0.0f32; rows * d];
-            gather_sum_rows(f, Some(&v[..d]), &offsets, &ids, &table, d, &mut out);
+            let gather = Gather {
+                base: Some(&v[..d]),
+                offsets: &offsets,
+                ids: &ids,
+                table: &table,
+                width: d,
+            };
+            gather_sum_rows(f, gather, &mut out);
             let mut sums_of_rows = vec![0.0f32; rows * d];
-            gather_sum_rows(f, None, &offsets, &ids, &table, d, &mut sums_of_rows);
+            gather_sum_rows(
+                f,
+                Gather {
+                    base: None,
+                    ..gather
+                },
+                &mut sums_of_rows,
+            );
             out.extend(sums_of_rows);
             let mut sums = vec![0.0f32; n];
             column_sums(f, &g, n, &mut sums);

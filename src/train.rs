@@ -512,22 +512,20 @@ fn decode_sparse<F: Real>(family: Family, p: &Params<F>, active: &[Vec<u32>], ou
         offsets.push(offsets.last().copied().unwrap_or(0) + set.len());
     }
     let ids = active.concat();
-    let (bd, table) = (p.bd.as_slice().unwrap(), p.wd_t.as_slice().unwrap());
-    gather_rows(family, Some(bd), &offsets, &ids, table, dim, out);
+    let g = simd::Gather {
+        base: Some(p.bd.as_slice().unwrap()),
+        offsets: &offsets,
+        ids: &ids,
+        table: p.wd_t.as_slice().unwrap(),
+        width: dim,
+    };
+    gather_rows(family, g, out);
 }
 
 /// [`simd::gather_sum_rows`] over all rows of `out`, in a few large parallel tasks (each task
 /// keeps a column block of the table in cache for all of its rows).
-fn gather_rows<F: Real>(
-    family: Family,
-    base: Option<&[F]>,
-    offsets: &[usize],
-    ids: &[u32],
-    table: &[F],
-    width: usize,
-    out: &mut Array2<F>,
-) {
-    let rows = out.nrows();
+fn gather_rows<F: Real>(family: Family, g: simd::Gather<'_, F>, out: &mut Array2<F>) {
+    let (rows, width) = (out.nrows(), g.width);
     let per_task = rows
         .div_ceil(2 * rayon::current_num_threads())
         .max(ROWS_PER_TASK);
@@ -537,8 +535,8 @@ fn gather_rows<F: Real>(
         .enumerate()
         .for_each(|(t, o)| {
             let first = t * per_task;
-            let offsets = &offsets[first..=first + o.len() / width];
-            simd::gather_sum_rows(family, base, offsets, ids, table, width, o)
+            let offsets = &g.offsets[first..=first + o.len() / width];
+            simd::gather_sum_rows(family, simd::Gather { offsets, ..g }, o)
         });
 }
 
@@ -577,9 +575,15 @@ fn scatter_rows<F: Real>(family: Family, active: &[Vec<u32>], g: &Array2<F>, out
         }
     }
     let width = g.ncols();
-    let table = g.as_slice().expect("a fresh gradient is contiguous");
     ensure_dim(out, (n, width));
-    gather_rows(family, None, &start, &rows, table, width, out);
+    let g = simd::Gather {
+        base: None,
+        offsets: &start,
+        ids: &rows,
+        table: g.as_slice().expect("a fresh gradient is contiguous"),
+        width,
+    };
+    gather_rows(family, g, out);
 }
 
 /// Training settings. Build with [`TrainParams::new`], adjust the public fields, then
