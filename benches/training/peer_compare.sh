@@ -8,8 +8,9 @@
 #           PyTorch (its MKL and oneDNN would otherwise still use AVX-512).
 # Prints one JSON line per run: kind, round, who (peer, or the binary's path), samples/s (mean of
 # the 2 epochs for the peer, which reports each epoch; bsa reports its whole fit, validation
-# passes included), the load average, and for bsa the phase times.
-set -e
+# passes included), the load average, and for bsa the phase times. Then, per kind and binary,
+# a summary line: bsa / peer of each round (the peer run just before it), min, median, max.
+set -eo pipefail
 ROUNDS=${1:?usage: peer_compare.sh ROUNDS BIN [BIN...]}
 shift
 BINS=("$@")
@@ -42,4 +43,17 @@ for round in $(seq 1 "$ROUNDS"); do
   for bin in "${BINS[@]}"; do run_bsa "$bin" avx512 "$round"; done
   run_peer avx2 "$round" ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
   for bin in "${BINS[@]}"; do run_bsa "$bin" avx2 "$round" BSA_KERNEL=avx2 OPENBLAS_CORETYPE=Haswell; done
-done
+done | tee "$OUT/runs.jsonl"
+
+# The ratios, from the lines above: each bsa run against the peer of its kind and round.
+jq -s -c '
+  (map(select(.who == "peer")) | map({key: "\(.kind) \(.round)", value: .samples_per_sec}) | from_entries) as $peer
+  | map(select(.who != "peer") | . + {ratio: (.samples_per_sec / $peer["\(.kind) \(.round)"])})
+  | group_by([.kind, .who])[]
+  | (map(.ratio) | sort) as $r
+  | {summary: .[0].kind, who: .[0].who,
+     ratios: map(.ratio * 100 | round / 100),
+     min: ($r[0] * 100 | round / 100),
+     median: ((if ($r | length) % 2 == 1 then $r[($r | length - 1) / 2]
+               else ($r[($r | length) / 2 - 1] + $r[($r | length) / 2]) / 2 end) * 100 | round / 100),
+     max: ($r[-1] * 100 | round / 100)}' "$OUT/runs.jsonl"
