@@ -210,6 +210,22 @@ const BLOCK: usize = 64;
 /// the table rows `r in ids[offsets[i]..offsets[i + 1]]`, added in that order (`offsets` holds
 /// one more entry than the output has rows; the rows of `table` are `width` wide, as the
 /// output's).
+///
+/// ```
+/// use bsa::simd::{gather_sum_rows_body, Gather};
+/// // A table of three rows of width 2; output row 0 sums table rows 0 and 2, row 1 row 1.
+/// let table = [1.0f32, 2.0, 10.0, 20.0, 100.0, 200.0];
+/// let g = Gather {
+///     base: Some(&[0.5f32, 0.5][..]),
+///     offsets: &[0, 2, 3],
+///     ids: &[0, 2, 1],
+///     table: &table,
+///     width: 2,
+/// };
+/// let mut out = [0.0f32; 4];
+/// gather_sum_rows_body(g, &mut out);
+/// assert_eq!(out, [101.5, 202.5, 10.5, 20.5]);
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Gather<'a, F> {
     /// Added first to every output row, else zeros.
