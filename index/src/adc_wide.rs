@@ -187,6 +187,7 @@ pub(crate) fn scan_checked(
 /// Query of bit `bit` of a code's candidate mask: the bound is evaluated in eight vectors of
 /// eight queries, the first four the even queries' sums (query `2 j` in 16-bit lane `j`), the
 /// last four the odd ones'.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn query_of(bit: usize) -> usize {
     let (v, i) = (bit / 8, bit % 8);

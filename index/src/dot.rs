@@ -41,6 +41,8 @@ impl std::fmt::Debug for Dot {
 impl Dot {
     /// The kernel of `family` (the portable one if the CPU lacks the family).
     pub fn select(family: KernelFamily) -> Dot {
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = family; // only x86-64 has families besides the portable one
         #[cfg(target_arch = "x86_64")]
         if family.is_supported() {
             match family {

@@ -308,6 +308,7 @@ macro_rules! family_kernels {
 
 /// Offers row `first + j` with distance `dist(j)` for each set bit `j` of `mask`, in ascending
 /// order: the hits of one step of a vector kernel.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn offer_mask(topk: &mut TopK, mut mask: u32, first: u32, dist: impl Fn(usize) -> u32) {
     while mask != 0 {

@@ -158,6 +158,8 @@ impl SlabCodes {
                         break;
                     }
                     let lane = &codes[r0 * w..(r0 + rows) * w];
+                    // Advanced only by the AVX2 transpose, which exists only on x86-64.
+                    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
                     let mut wi = 0;
                     #[cfg(not(target_arch = "x86_64"))]
                     let _ = avx2;
@@ -249,6 +251,7 @@ impl SlabCodes {
             first.is_multiple_of(self.slab_rows()),
             "tiles start on a slab"
         );
+        #[cfg(target_arch = "x86_64")]
         let fits = lane_words(family) == Some(self.lane_words) && family.is_supported();
         // SAFETY (each arm): the vector arms only for a family the CPU has whose registers are
         // the slabs' width (`fits`); the portable lanes need no CPU feature and are as wide as
