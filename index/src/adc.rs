@@ -306,6 +306,18 @@ impl AdcCodes {
         }
     }
 
+    /// What a table quantised for this layout depends on besides the table itself (see
+    /// [`QuantisedTable::new`]): dense or sparse, bits, entries, and the most positions of any
+    /// block. Layouts of the same shape take the same quantised tables.
+    pub(crate) fn table_shape(&self) -> (bool, usize, usize, usize) {
+        (
+            self.kind == Kind::Dense,
+            self.bits,
+            self.table_len(),
+            self.max_positions,
+        )
+    }
+
     /// The most positions of any block.
     fn max_positions(&self) -> usize {
         self.max_positions

@@ -273,13 +273,19 @@ fn check(
                     matches!(score, Score::Hamming)
                 };
                 if graph_score {
-                    modes.push("hnsw");
+                    // Smaller segments scanned exactly (the default at this ef), and walked.
+                    modes.extend(["hnsw", "hnsw-walk"]);
                 }
                 for m in modes {
+                    let walk_all = m == "hnsw-walk";
+                    let m = if walk_all { "hnsw" } else { m };
                     let mode = Mode::parse(m).unwrap().with_ef_search(Some(100_000));
-                    let opts = SearchOptions::default().with_filter(*filter);
+                    let opts = SearchOptions::default()
+                        .with_filter(*filter)
+                        .with_graph_scan_rows_per_ef(walk_all.then_some(0));
                     let (got, _) = snap.search(&queries, k, score, &mode, &opts).unwrap();
-                    let what = format!("mode {m}, score {si}, filter {fi}, k {k}");
+                    let what =
+                        format!("mode {m}, walk all {walk_all}, score {si}, filter {fi}, k {k}");
                     if m == "hnsw" && !shape.floats {
                         // hnsw_rs's graphs on codes with many duplicates leave some rows
                         // unreachable even at a huge ef (the native graph on vectors does
@@ -646,4 +652,83 @@ fn adds_merge_full_tiers_in_their_commit() {
     names.sort();
     let seg = snap.segments()[0].name().to_string();
     assert_eq!(names, vec!["LOCK".to_string(), "manifest.json".into(), seg]);
+}
+
+/// Graph mode on several segments: the largest is walked, the others are scanned exactly when
+/// small against the walk's `ef` (`graph_scan_rows_per_ef`) and walked otherwise. Every row of
+/// a scanned segment that belongs in the exact top k is returned, with its exact score: the
+/// largest segment's walk only leaves out competitors.
+#[test]
+fn graph_mode_scans_small_segments_and_walks_the_others() {
+    let shape = Shape {
+        bits: 70,
+        floats: true,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    let mut rng = rng(16);
+    let ids = |a: u64, n: u64| (a..a + n).collect::<Vec<u64>>();
+    build(shape, &new_rows(&mut rng, shape, &ids(0, 300)), &path);
+    let mut w = Writer::open(&path).unwrap();
+    add(
+        &mut w,
+        shape,
+        &new_rows(&mut rng, shape, &ids(1000, 10)),
+        false,
+        None,
+    );
+    add(
+        &mut w,
+        shape,
+        &new_rows(&mut rng, shape, &ids(2000, 40)),
+        false,
+        None,
+    );
+    drop(w);
+    let snap = Snapshot::open(&path).unwrap();
+    let nq = 20;
+    let queries = random_codes(&mut rng, nq, shape.bits, 1);
+    let (tables, offsets) = scores(&mut rng, shape, nq);
+    let score = Score::Table {
+        tables: &tables,
+        offsets: &offsets,
+        normalise: true,
+    };
+    let k = 5;
+    let flat = Mode::parse("flat").unwrap();
+    let (exact, _) = snap
+        .search(&queries, k, &score, &flat, &SearchOptions::default())
+        .unwrap();
+    let graph = Mode::parse("hnsw").unwrap().with_ef_search(Some(8));
+    let scanned = |per_ef: Option<usize>| {
+        let opts = SearchOptions::default().with_graph_scan_rows_per_ef(per_ef);
+        let (got, stats) = snap.search(&queries, k, &score, &graph, &opts).unwrap();
+        let count = |name: &str| {
+            let c = stats.counters.iter().find(|(n, _)| *n == name);
+            c.map_or(0, |&(_, v)| v)
+        };
+        assert!(count("nodes_visited") > 0, "the largest segment is walked");
+        (got, count("graph_scanned_segments"))
+    };
+    // ef 8: 10 rows are at most 8 x 2, 40 rows are not; the default scans both, 0 neither.
+    assert_eq!(scanned(Some(2)).1, 1);
+    assert_eq!(scanned(Some(0)).1, 0);
+    let (got, n) = scanned(None);
+    assert_eq!(n, 2);
+    for (q, (g, e)) in got.iter().zip(&exact).enumerate() {
+        let scores = e.scores.as_ref().unwrap();
+        for (i, &id) in e.ids.iter().enumerate() {
+            if id < 1000 {
+                continue;
+            }
+            let at = g.ids.iter().position(|&x| x == id);
+            let at =
+                at.unwrap_or_else(|| panic!("query {q}: id {id} of the exact top {k} missing"));
+            assert_eq!(
+                g.scores.as_ref().unwrap()[at],
+                scores[i],
+                "query {q}, id {id}"
+            );
+        }
+    }
 }

@@ -14,7 +14,7 @@ use crate::mode::Mode;
 use crate::rowset::RowSet;
 use crate::score::{desc_key, from_desc_key, Score};
 use crate::search::{
-    check_queries, CodesView, Cutoffs, FlatParams, FlatSearcher, Hits, SearchParams,
+    check_queries, CodesView, Cutoffs, FlatParams, FlatSearcher, Hits, SearchParams, SharedTables,
 };
 use crate::search::{Layouts, SearchStats, Searcher};
 use crate::sparse::SparseCodes;
@@ -32,6 +32,15 @@ pub const SUBSET_SCAN_FRACTION: f64 = 0.10;
 /// Exact modes ask for `k` plus the excluded rows while at most this many (or a sixteenth of
 /// the segment) are excluded; beyond that the allowed rows are scanned on their own.
 pub const OVERFETCH_MAX: usize = 4096;
+
+/// In graph mode, a segment other than the largest with at most this many rows per candidate
+/// of the walk (`ef`, at least `k`) is scanned exactly instead of walked. A walk costs a cache
+/// miss or two per node it scores and scores about 13 `ef` nodes of a 10k-row graph (822 at
+/// ef 64, `benches/RESULTS-live.md`), while the quantised ADC scan takes about a nanosecond a
+/// code, and the segment's search is then exact; 512 `ef` (32k rows at ef 64) leaves the scan
+/// cheaper by about 2x at the limit. The largest segment is always walked, so a single-segment
+/// index searches as before.
+pub const GRAPH_SCAN_ROWS_PER_EF: usize = 512;
 
 /// Which ids a search may return (`bsa search --allow-ids` / `--deny-ids`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +62,10 @@ pub struct SearchOptions<'a> {
     pub min_score: Option<f32>,
     /// Per-mode options (`max_distance`, the kernel family).
     pub params: SearchParams,
+    /// Graph mode: segments other than the largest with at most this many rows per candidate
+    /// of the walk are scanned exactly instead; `None`: [`GRAPH_SCAN_ROWS_PER_EF`], `Some(0)`:
+    /// every segment's graph is walked.
+    pub graph_scan_rows_per_ef: Option<usize>,
 }
 
 impl<'a> SearchOptions<'a> {
@@ -69,6 +82,11 @@ impl<'a> SearchOptions<'a> {
     /// Sets [`params`](Self::params).
     pub fn with_params(mut self, params: SearchParams) -> Self {
         self.params = params;
+        self
+    }
+    /// Sets [`graph_scan_rows_per_ef`](Self::graph_scan_rows_per_ef).
+    pub fn with_graph_scan_rows_per_ef(mut self, rows: Option<usize>) -> Self {
+        self.graph_scan_rows_per_ef = rows;
         self
     }
 }
@@ -468,7 +486,10 @@ impl Snapshot {
     ///
     /// Exact modes stay exact under filters and deletes; the graph walks past excluded rows,
     /// or scans the allowed rows exactly when they are under [`SUBSET_SCAN_FRACTION`] of a
-    /// segment. `k = usize::MAX` with a range (`max_distance`, `min_score`) returns every row in
+    /// segment. Segments other than the largest that are small against the walk's `ef`
+    /// ([`GRAPH_SCAN_ROWS_PER_EF`]) are scanned exactly in graph mode too (the stats count them
+    /// as `graph_scanned_segments`). Table scores quantise each query's table once for all
+    /// segments. `k = usize::MAX` with a range (`max_distance`, `min_score`) returns every row in
     /// range (exact modes; the graph returns those among its `ef` candidates). The stats add
     /// `segments` and how many segments each filter strategy answered.
     pub fn search(
@@ -500,15 +521,18 @@ impl Snapshot {
         let mut order: Vec<&SegmentReader> = self.segments.iter().collect();
         order.sort_by_key(|seg| std::cmp::Reverse(seg.live_rows()));
         let mut best = BestSoFar::new(nq, k, scored, options.min_score);
-        for seg in order {
+        let shared = SharedTables::default();
+        for (i, seg) in order.into_iter().enumerate() {
+            let largest = i == 0;
             let (dist, min) = best.cutoffs();
             let cutoffs = if scored {
                 min.as_deref().map(Cutoffs::MinScore)
             } else {
                 dist.as_deref().map(Cutoffs::MaxDistance)
             };
-            let (mut hits, s, strategy) =
-                self.search_segment(seg, queries, nq, k, score, mode, &params, options, cutoffs)?;
+            let (mut hits, s, strategy) = self.search_segment(
+                seg, largest, queries, nq, k, score, mode, &params, options, cutoffs, &shared,
+            )?;
             best.add(&hits);
             for h in &mut hits {
                 for r in &mut h.rows {
@@ -545,6 +569,58 @@ impl Snapshot {
     fn search_segment(
         &self,
         seg: &SegmentReader,
+        largest: bool,
+        queries: &[u64],
+        nq: usize,
+        k: usize,
+        score: &Score<'_>,
+        mode: &Mode,
+        params: &SearchParams,
+        options: &SearchOptions<'_>,
+        cutoffs: Option<Cutoffs<'_>>,
+        shared: &SharedTables,
+    ) -> Result<(Vec<Hits>, SearchStats, Strategy)> {
+        let (mode, scanned) = match *mode {
+            Mode::Hnsw(p) if !largest => {
+                // Checks that the segment has its graph and that it serves the score, as a walk
+                // would, before scanning instead.
+                let graph = seg.index.graph_searcher(p)?;
+                graph.check_score(score)?;
+                let ef = graph.ef_search().max(k);
+                let per_ef = options
+                    .graph_scan_rows_per_ef
+                    .unwrap_or(GRAPH_SCAN_ROWS_PER_EF);
+                if seg.rows() <= ef.saturating_mul(per_ef) {
+                    (Mode::Flat(FlatParams::default()), true)
+                } else {
+                    (*mode, false)
+                }
+            }
+            m => (m, false),
+        };
+        let mode = &mode;
+        let searcher = |mode: &Mode| -> Result<Box<dyn Searcher + '_>> {
+            Ok(match *mode {
+                Mode::Flat(p) => Box::new(seg.index.flat_searcher(p).with_shared_tables(shared)),
+                _ => seg.index.searcher(mode)?,
+            })
+        };
+        let (h, mut s, strategy) = self.search_segment_by(
+            seg, &searcher, queries, nq, k, score, mode, params, options, cutoffs,
+        )?;
+        if scanned {
+            s.counters.push(("graph_scanned_segments", 1));
+        }
+        Ok((h, s, strategy))
+    }
+
+    /// [`search_segment`](Self::search_segment) once the mode is chosen: `searcher` makes the
+    /// mode's searcher of the segment.
+    #[allow(clippy::too_many_arguments)]
+    fn search_segment_by<'s>(
+        &self,
+        seg: &'s SegmentReader,
+        searcher: &dyn Fn(&Mode) -> Result<Box<dyn Searcher + 's>>,
         queries: &[u64],
         nq: usize,
         k: usize,
@@ -555,7 +631,7 @@ impl Snapshot {
         cutoffs: Option<Cutoffs<'_>>,
     ) -> Result<(Vec<Hits>, SearchStats, Strategy)> {
         let Some(allowed) = seg.allowed(options.filter) else {
-            let searcher = seg.index.searcher(mode)?;
+            let searcher = searcher(mode)?;
             let (h, s) = search_with(&*searcher, queries, k, score, params, None, cutoffs)?;
             return Ok((h, s, Strategy::Plain));
         };
@@ -586,7 +662,7 @@ impl Snapshot {
                 subset_search(seg, &allowed, queries, k, score, params, cutoffs)?
             }
             _ => {
-                let searcher = seg.index.searcher(mode)?;
+                let searcher = searcher(mode)?;
                 let a = Some(&allowed);
                 search_with(&*searcher, queries, k, score, params, a, cutoffs)?
             }

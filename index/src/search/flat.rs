@@ -15,6 +15,7 @@
 //! pass over each slab; other searches read the row-major codes ([`crate::hamming`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -73,12 +74,24 @@ impl FlatParams {
 pub struct FlatSearcher<'a> {
     codes: CodesView<'a>,
     params: FlatParams,
+    shared: Option<&'a SharedTables>,
 }
 
 impl<'a> FlatSearcher<'a> {
     /// A flat searcher over `codes`.
     pub fn new(codes: CodesView<'a>, params: FlatParams) -> Self {
-        FlatSearcher { codes, params }
+        FlatSearcher {
+            codes,
+            params,
+            shared: None,
+        }
+    }
+
+    /// Table scores take their quantised query tables from `shared` (and leave new ones
+    /// there), for searches of the same queries over several code sets.
+    pub(crate) fn with_shared_tables(mut self, shared: &'a SharedTables) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// Name of the distance kernel a Hamming search with `params` runs on this CPU (e.g.
@@ -160,6 +173,7 @@ impl FlatSearcher<'_> {
                 c.adc_codes(),
                 params,
                 limits,
+                self.shared,
             )
         } else {
             (
@@ -446,6 +460,7 @@ pub(crate) fn search_scored_keys(
     adc: Option<&AdcCodes>,
     params: &SearchParams,
     limits: KeyLimits<'_>,
+    shared: Option<&SharedTables>,
 ) -> (Vec<Vec<u64>>, ScanStats) {
     let nq = queries.len() / w;
     let split = params.split;
@@ -471,7 +486,9 @@ pub(crate) fn search_scored_keys(
                 normalise,
                 bits,
             };
-            return table_keys(codes, w, k, &table, norms, sparse, layout, params, limits);
+            return table_keys(
+                codes, w, k, &table, norms, sparse, layout, params, limits, shared,
+            );
         }
     }
     let keys = match *score {
@@ -564,6 +581,53 @@ struct TableQueries<'a> {
     bits: usize,
 }
 
+/// Quantised query tables kept for the searches of the same queries over several code sets of
+/// one shape (the segments of a live index, [`crate::live::Snapshot`]): a quantised table
+/// depends on its query's table and on the layout's shape ([`AdcCodes::table_shape`]), never on
+/// the codes, so each segment after the first reuses the groups built for the first instead of
+/// quantising every query's table again (4096 entries take about as long as scanning 10k
+/// codes). Create one per batch of queries and score.
+#[derive(Default)]
+pub(crate) struct SharedTables {
+    built: Mutex<Vec<(GroupsKey, Arc<Groups>)>>,
+}
+
+impl std::fmt::Debug for SharedTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.built.lock().map_or(0, |b| b.len());
+        write!(f, "SharedTables({n} batches)")
+    }
+}
+
+/// What one batch's groups were built from: the tables (by address, so that a cache handed
+/// another score by mistake builds new groups rather than returning wrong ones), the queries of
+/// the batch, the layout's shape and the kernel's group size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GroupsKey {
+    tables: (usize, usize),
+    offsets: (usize, usize),
+    normalise: bool,
+    queries: (usize, usize),
+    shape: (bool, usize, usize, usize),
+    wide: bool,
+}
+
+impl SharedTables {
+    /// The groups built for `key`, building them with `make` the first time.
+    fn get_or_build(&self, key: GroupsKey, make: impl FnOnce() -> Groups) -> Arc<Groups> {
+        let found = (self.built.lock())
+            .ok()
+            .and_then(|b| b.iter().find(|(k, _)| *k == key).map(|(_, g)| g.clone()));
+        found.unwrap_or_else(|| {
+            let groups = Arc::new(make());
+            if let Ok(mut b) = self.built.lock() {
+                b.push((key, groups.clone()));
+            }
+            groups
+        })
+    }
+}
+
 /// A batch's queries in groups for one of the quantised scan's kernels.
 enum Groups {
     Narrow(Vec<QueryGroup>),
@@ -606,6 +670,7 @@ fn table_keys(
     layout: &AdcCodes,
     params: &SearchParams,
     limits: KeyLimits<'_>,
+    shared: Option<&SharedTables>,
 ) -> (Vec<Vec<u64>>, ScanStats) {
     let (nq, bits, family) = (q.offsets.len(), q.bits, params.family());
     let table_bytes = 2
@@ -650,18 +715,36 @@ fn table_keys(
                 .map(quantised)
                 .collect::<Vec<_>>()
         };
-        let groups = if wide {
-            Groups::Wide(
-                (starts.into_par_iter())
-                    .map(|g0| wide::WideGroup::new(make(g0)).expect("1 to WIDE sparse tables"))
-                    .collect(),
-            )
-        } else {
-            Groups::Narrow(
-                (starts.into_par_iter())
-                    .map(|g0| QueryGroup::new(make(g0)).expect("1 to GROUP tables of one layout"))
-                    .collect(),
-            )
+        let build = || {
+            if wide {
+                Groups::Wide(
+                    (starts.into_par_iter())
+                        .map(|g0| wide::WideGroup::new(make(g0)).expect("1 to WIDE sparse tables"))
+                        .collect(),
+                )
+            } else {
+                Groups::Narrow(
+                    (starts.into_par_iter())
+                        .map(|g0| {
+                            QueryGroup::new(make(g0)).expect("1 to GROUP tables of one layout")
+                        })
+                        .collect(),
+                )
+            }
+        };
+        let groups = match shared {
+            Some(s) => s.get_or_build(
+                GroupsKey {
+                    tables: (q.tables.as_ptr() as usize, q.tables.len()),
+                    offsets: (q.offsets.as_ptr() as usize, q.offsets.len()),
+                    normalise: q.normalise,
+                    queries: (q0, q1),
+                    shape: layout.table_shape(),
+                    wide,
+                },
+                build,
+            ),
+            None => Arc::new(build()),
         };
         let part = search_keys_by_tile(
             codes,
@@ -710,4 +793,76 @@ pub fn top_k_scored(
     let view = bare_view(codes, words_per_code, bits)?.with_norms(norms)?;
     let flat = FlatSearcher::new(view, FlatParams::default().with_split(params.split));
     Ok(flat.search(queries, k, score, params)?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::Layouts;
+    use crate::sparse::SparseCodes;
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    /// One set of shared tables serves code sets of different layouts (sparse, packed, another
+    /// most-bits-per-block) and the same layout twice: every search equals the same search
+    /// without sharing, on every kernel family, and a layout seen before reuses its groups.
+    #[test]
+    fn shared_tables_give_the_answers_of_unshared_ones() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(14);
+        let bits: usize = 100;
+        let w = bits.div_ceil(64);
+        let codes = |rng: &mut Xoshiro256PlusPlus, n: usize, density: f64| -> Vec<u64> {
+            let mut out = vec![0u64; n * w];
+            for r in 0..n {
+                for j in 0..bits {
+                    if rng.random_bool(density) {
+                        out[r * w + j / 64] |= 1 << (j % 64);
+                    }
+                }
+            }
+            out
+        };
+        let a = codes(&mut rng, 700, 0.05);
+        let b = codes(&mut rng, 300, 0.05);
+        let c = codes(&mut rng, 500, 0.3);
+        let (sa, sc) = (
+            SparseCodes::build(&a, bits).unwrap(),
+            SparseCodes::build(&c, bits).unwrap(),
+        );
+        let nq = 70;
+        let queries = codes(&mut rng, nq, 0.05);
+        // Coarse entries: many equal scores, so ties are checked too.
+        let tables: Vec<f32> = (0..nq * bits)
+            .map(|_| rng.random_range(-8i32..9) as f32 / 4.0)
+            .collect();
+        let offsets: Vec<f32> = (0..nq).map(|_| rng.random_range(-2i32..3) as f32).collect();
+        let score = Score::Table {
+            tables: &tables,
+            offsets: &offsets,
+            normalise: false,
+        };
+        let (la, lb, lc) = (Layouts::default(), Layouts::default(), Layouts::default());
+        let ids: Vec<u64> = (0..700).collect();
+        let views = [
+            CodesView::from_validated(&a, bits, &ids[..700], None, Some(sa.view()), &la),
+            CodesView::from_validated(&b, bits, &ids[..300], None, None, &lb),
+            CodesView::from_validated(&c, bits, &ids[..500], None, Some(sc.view()), &lc),
+        ];
+        for family in KernelFamily::supported() {
+            let params = SearchParams::default().with_kernel(Some(family));
+            let shared = SharedTables::default();
+            let mut built = Vec::new();
+            for v in [0, 1, 2, 0, 1] {
+                let flat = FlatSearcher::new(views[v], FlatParams::default());
+                let want = flat.search(&queries, 10, &score, &params).unwrap().0;
+                let flat = flat.with_shared_tables(&shared);
+                let got = flat.search(&queries, 10, &score, &params).unwrap().0;
+                assert_eq!(got, want, "{family}, code set {v}");
+                built.push(shared.built.lock().unwrap().len());
+            }
+            // Three layouts, then the first two again: nothing new built for those.
+            assert!(built[0] < built[1] && built[1] < built[2], "{built:?}");
+            assert_eq!((built[3], built[4]), (built[2], built[2]), "{family}");
+        }
+    }
 }

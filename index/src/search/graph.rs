@@ -517,6 +517,35 @@ impl Searcher for GraphSearcher<'_> {
 }
 
 impl GraphSearcher<'_> {
+    /// The candidate list size (`ef`) of a walk (before it is raised to `k`).
+    pub fn ef_search(&self) -> usize {
+        self.ef_search
+    }
+
+    /// Fails unless the graph serves `score`: a graph of the codes the Hamming score, a graph
+    /// of float vectors table scores (such as ADC).
+    pub fn check_score(&self, score: &Score<'_>) -> Result<()> {
+        match (self.metric, score) {
+            (GraphMetric::Hamming, Score::Hamming) | (GraphMetric::Cosine, Score::Table { .. }) => {
+                Ok(())
+            }
+            (GraphMetric::Hamming, _) => {
+                Err(Error::InvalidArgument(format!(
+                    "the graph was built on the codes for Hamming distance, not for the {} score; \
+                     search it with --score hamming, or rebuild it on vectors (bsa build --model ... --hnsw)",
+                    score.name()
+                )))
+            }
+            (_, _) => {
+                Err(Error::InvalidArgument(format!(
+                    "the graph was built on float vectors for table scores (adc), not for the {} score; \
+                     use --mode flat or inverted for it",
+                    score.name()
+                )))
+            }
+        }
+    }
+
     fn walk(
         &self,
         queries: &[u64],
@@ -530,6 +559,7 @@ impl GraphSearcher<'_> {
         let params = params.resolved()?;
         let c = &self.codes;
         let (_, norms) = c.check(queries, score, &params)?;
+        self.check_score(score)?;
         let k = k.min(c.len());
         let (keys, evaluated) = match (self.metric, score) {
             (GraphMetric::Hamming, Score::Hamming) => search_batch(
@@ -542,9 +572,12 @@ impl GraphSearcher<'_> {
                 params.max_distance,
                 allowed,
             ),
-            (GraphMetric::Cosine, Score::Table {
-                tables, offsets, ..
-            }) => search_batch_table(
+            (
+                GraphMetric::Cosine,
+                Score::Table {
+                    tables, offsets, ..
+                },
+            ) => search_batch_table(
                 &self.graph,
                 c,
                 tables,
@@ -554,20 +587,7 @@ impl GraphSearcher<'_> {
                 self.ef_search,
                 allowed,
             ),
-            (GraphMetric::Hamming, _) => {
-                return Err(Error::InvalidArgument(format!(
-                    "the graph was built on the codes for Hamming distance, not for the {} score; \
-                     search it with --score hamming, or rebuild it on vectors (bsa build --model ... --hnsw)",
-                    score.name()
-                )))
-            }
-            (_, _) => {
-                return Err(Error::InvalidArgument(format!(
-                    "the graph was built on float vectors for table scores (adc), not for the {} score; \
-                     use --mode flat or inverted for it",
-                    score.name()
-                )))
-            }
+            _ => unreachable!("graph and score checked by check_score"),
         };
         let stats = SearchStats {
             kernel_family: None,

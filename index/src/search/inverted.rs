@@ -569,6 +569,7 @@ impl InvertedSearcher<'_> {
                     self.codes.adc_codes(),
                     params,
                     limits,
+                    None,
                 )
                 .0
             }
@@ -585,6 +586,7 @@ impl InvertedSearcher<'_> {
                     self.codes.adc_codes(),
                     params,
                     limits,
+                    None,
                 )
                 .0
             }

@@ -35,6 +35,7 @@ pub mod rescore;
 
 mod searcher;
 
+pub(crate) use flat::SharedTables;
 pub use flat::{FlatParams, FlatSearcher};
 pub use graph::{GraphParams, GraphSearcher};
 pub use inverted::{InvertedParams, InvertedSearcher, InvertedStats};
