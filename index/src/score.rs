@@ -130,11 +130,14 @@ impl Score<'_> {
                     got: offsets.len(),
                 });
             }
-            if let Some(i) = tables
-                .iter()
-                .chain(offsets.iter())
-                .position(|x| !x.is_finite())
-            {
+            // A branch-free pass first (it vectorises: every segment of a live index checks the
+            // same tables, 4M floats for 1000 queries of 4096 bits); the position only for the
+            // error.
+            let finite = |xs: &[f32]| xs.iter().fold(true, |ok, x| ok & x.is_finite());
+            if !(finite(tables) && finite(offsets)) {
+                let i = (tables.iter().chain(offsets.iter()))
+                    .position(|x| !x.is_finite())
+                    .unwrap_or(0);
                 return Err(Error::InvalidArgument(format!(
                     "score table value {i} is not finite"
                 )));
@@ -223,6 +226,34 @@ pub(crate) fn overlap_key(jaccard_score: bool, c: u32, m: u32, p: u32) -> u32 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Tables and offsets must be finite; the error names the first value that is not
+    /// (offsets counted after the tables), wherever it is.
+    #[test]
+    fn validate_names_the_first_value_that_is_not_finite() {
+        let (nq, bits) = (3, 40);
+        let check = |tables: &[f32], offsets: &[f32]| {
+            let score = Score::Table {
+                tables,
+                offsets,
+                normalise: false,
+            };
+            score.validate(nq, bits).map_err(|e| e.to_string())
+        };
+        let mut t = vec![0.5f32; nq * bits];
+        let mut o = vec![1.0f32; nq];
+        assert!(check(&t, &o).is_ok());
+        o[2] = f32::NEG_INFINITY;
+        assert!(check(&t, &o).unwrap_err().contains("value 122 "));
+        for (i, bad) in [(0, f32::NAN), (77, f32::INFINITY), (119, f32::NAN)] {
+            t[i] = bad;
+            assert!(check(&t, &o).unwrap_err().contains(&format!("value {i} ")));
+            t[i] = 0.5;
+        }
+        assert!(check(&t[1..], &o)
+            .unwrap_err()
+            .contains("score table floats"));
+    }
 
     #[test]
     fn overlap_edge_cases() {
