@@ -55,7 +55,8 @@ pub use meta::{
     LIVE_INCOMPAT_FEATURES,
 };
 pub use snapshot::{
-    IdFilter, SearchOptions, SegmentReader, Snapshot, OVERFETCH_MAX, SUBSET_SCAN_FRACTION,
+    IdFilter, SearchOptions, SegmentReader, Snapshot, GRAPH_SCAN_ROWS_PER_EF, OVERFETCH_MAX,
+    SUBSET_SCAN_FRACTION,
 };
 pub use writer::{
     AddReport, CompactReport, DeleteReport, GraphVectorsFn, MergePolicy, NewRows, Writer, LOCK_FILE,

@@ -523,7 +523,7 @@ impl Snapshot {
         let mut best = BestSoFar::new(nq, k, scored, options.min_score);
         let shared = SharedTables::default();
         for (i, seg) in order.into_iter().enumerate() {
-            let largest = i == 0;
+            let (seg_mode, scanned) = Self::segment_mode(seg, i == 0, mode, k, score, options)?;
             let (dist, min) = best.cutoffs();
             let cutoffs = if scored {
                 min.as_deref().map(Cutoffs::MinScore)
@@ -531,7 +531,7 @@ impl Snapshot {
                 dist.as_deref().map(Cutoffs::MaxDistance)
             };
             let (mut hits, s, strategy) = self.search_segment(
-                seg, largest, queries, nq, k, score, mode, &params, options, cutoffs, &shared,
+                seg, queries, nq, k, score, &seg_mode, &params, options, cutoffs, &shared,
             )?;
             best.add(&hits);
             for h in &mut hits {
@@ -544,13 +544,15 @@ impl Snapshot {
                 stats.kernel_family = s.kernel_family;
             }
             stats.table_kernel = stats.table_kernel.or(s.table_kernel);
-            for (name, v) in s.counters.into_iter().chain(
-                strategy
-                    .counter()
-                    .map(|c| (c, 1))
-                    .into_iter()
-                    .collect::<Vec<_>>(),
-            ) {
+            let chosen = [
+                strategy.counter(),
+                scanned.then_some("graph_scanned_segments"),
+            ];
+            for (name, v) in s
+                .counters
+                .into_iter()
+                .chain(chosen.into_iter().flatten().map(|c| (c, 1)))
+            {
                 match counts.iter_mut().find(|(n, _)| *n == name) {
                     Some((_, t)) => *t += v,
                     None => counts.push((name, v)),
@@ -565,11 +567,42 @@ impl Snapshot {
         Ok((merge(parts, nq, k, score.has_scores()), stats))
     }
 
+    /// The mode `seg` is searched by: `mode`, except that in graph mode a segment other than
+    /// the largest that is small against the walk ([`SearchOptions::graph_scan_rows_per_ef`])
+    /// is scanned exactly; `true` then.
+    fn segment_mode(
+        seg: &SegmentReader,
+        largest: bool,
+        mode: &Mode,
+        k: usize,
+        score: &Score<'_>,
+        options: &SearchOptions<'_>,
+    ) -> Result<(Mode, bool)> {
+        match *mode {
+            Mode::Hnsw(p) if !largest => {
+                // Checks that the segment has its graph and that it serves the score, as a walk
+                // would, before scanning instead.
+                let graph = seg.index.graph_searcher(p)?;
+                graph.check_score(score)?;
+                let ef = graph.ef_search().max(k);
+                let per_ef = options
+                    .graph_scan_rows_per_ef
+                    .unwrap_or(GRAPH_SCAN_ROWS_PER_EF);
+                Ok(if seg.rows() <= ef.saturating_mul(per_ef) {
+                    (Mode::Flat(FlatParams::default()), true)
+                } else {
+                    (*mode, false)
+                })
+            }
+            m => Ok((m, false)),
+        }
+    }
+
+    /// One segment's hits by `mode`; flat searches take their quantised tables from `shared`.
     #[allow(clippy::too_many_arguments)]
     fn search_segment(
         &self,
         seg: &SegmentReader,
-        largest: bool,
         queries: &[u64],
         nq: usize,
         k: usize,
@@ -580,56 +613,12 @@ impl Snapshot {
         cutoffs: Option<Cutoffs<'_>>,
         shared: &SharedTables,
     ) -> Result<(Vec<Hits>, SearchStats, Strategy)> {
-        let (mode, scanned) = match *mode {
-            Mode::Hnsw(p) if !largest => {
-                // Checks that the segment has its graph and that it serves the score, as a walk
-                // would, before scanning instead.
-                let graph = seg.index.graph_searcher(p)?;
-                graph.check_score(score)?;
-                let ef = graph.ef_search().max(k);
-                let per_ef = options
-                    .graph_scan_rows_per_ef
-                    .unwrap_or(GRAPH_SCAN_ROWS_PER_EF);
-                if seg.rows() <= ef.saturating_mul(per_ef) {
-                    (Mode::Flat(FlatParams::default()), true)
-                } else {
-                    (*mode, false)
-                }
-            }
-            m => (m, false),
-        };
-        let mode = &mode;
         let searcher = |mode: &Mode| -> Result<Box<dyn Searcher + '_>> {
             Ok(match *mode {
                 Mode::Flat(p) => Box::new(seg.index.flat_searcher(p).with_shared_tables(shared)),
                 _ => seg.index.searcher(mode)?,
             })
         };
-        let (h, mut s, strategy) = self.search_segment_by(
-            seg, &searcher, queries, nq, k, score, mode, params, options, cutoffs,
-        )?;
-        if scanned {
-            s.counters.push(("graph_scanned_segments", 1));
-        }
-        Ok((h, s, strategy))
-    }
-
-    /// [`search_segment`](Self::search_segment) once the mode is chosen: `searcher` makes the
-    /// mode's searcher of the segment.
-    #[allow(clippy::too_many_arguments)]
-    fn search_segment_by<'s>(
-        &self,
-        seg: &'s SegmentReader,
-        searcher: &dyn Fn(&Mode) -> Result<Box<dyn Searcher + 's>>,
-        queries: &[u64],
-        nq: usize,
-        k: usize,
-        score: &Score<'_>,
-        mode: &Mode,
-        params: &SearchParams,
-        options: &SearchOptions<'_>,
-        cutoffs: Option<Cutoffs<'_>>,
-    ) -> Result<(Vec<Hits>, SearchStats, Strategy)> {
         let Some(allowed) = seg.allowed(options.filter) else {
             let searcher = searcher(mode)?;
             let (h, s) = search_with(&*searcher, queries, k, score, params, None, cutoffs)?;
