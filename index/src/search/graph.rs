@@ -273,17 +273,26 @@ fn search_one<M: Metric>(
         if let Some(&Reverse(next)) = candidates.peek() {
             prefetch(g.slots(key_row(next), 0));
         }
+        // Whether a neighbour was visited is a coin toss the branch predictor loses, so the
+        // unvisited ones are collected without a branch (each written to the next free place,
+        // which advances only for them), then their rows are prefetched.
+        let slots = g.slots(key_row(c), 0);
         fresh.clear();
-        for &nb in g.slots(key_row(c), 0) {
+        fresh.resize(slots.len(), 0);
+        let mut len = 0;
+        for &nb in slots {
             if nb == NO_NEIGHBOUR {
                 break;
             }
             let v = &mut visited[nb as usize];
-            if *v != e {
-                *v = e;
-                fresh.push(nb);
-                m.prefetch(nb);
-            }
+            let new = *v != e;
+            *v = e;
+            fresh[len] = nb;
+            len += usize::from(new);
+        }
+        fresh.truncate(len);
+        for &nb in fresh.iter() {
+            m.prefetch(nb);
         }
         evaluated += fresh.len() as u64;
         for &nb in fresh.iter() {
