@@ -34,12 +34,13 @@ pub const SUBSET_SCAN_FRACTION: f64 = 0.10;
 pub const OVERFETCH_MAX: usize = 4096;
 
 /// In graph mode, a segment other than the largest with at most this many rows per candidate
-/// of the walk (`ef`, at least `k`) is scanned exactly instead of walked. A walk costs a cache
-/// miss or two per node it scores and scores about 13 `ef` nodes of a 10k-row graph (822 at
-/// ef 64, `benches/RESULTS-live.md`), while the quantised ADC scan takes about a nanosecond a
-/// code, and the segment's search is then exact; 512 `ef` (32k rows at ef 64) leaves the scan
-/// cheaper by about 2x at the limit. The largest segment is always walked, so a single-segment
-/// index searches as before.
+/// of the walk (`ef`, at least `k`) is scanned exactly instead of walked, and its part of the
+/// answer is then exact. A small graph's walk still scores over a thousand nodes at ef 64, a
+/// cache miss or two each, while the quantised ADC scan costs about a nanosecond a code: on a
+/// 1M index plus ten 10k-row segments (`benches/RESULTS-live.md`, 2c) each small segment cost
+/// about 35 µs a query walked and 10 µs scanned. The scan grows with the rows and the walk
+/// hardly does, so they meet around 35k rows at ef 64; 512 `ef` is 32k. The largest segment is
+/// always walked, so a single-segment index searches as before.
 pub const GRAPH_SCAN_ROWS_PER_EF: usize = 512;
 
 /// Which ids a search may return (`bsa search --allow-ids` / `--deny-ids`).
