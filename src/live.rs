@@ -11,7 +11,8 @@
 //! # fn main() -> bsa::Result<()> {
 //! let x = ndarray::Array2::<f32>::ones((3, 384));
 //! let rows = AddSource::Floats(x.view());
-//! let report = add("idx".as_ref(), rows, Some(&[7, 8, 9]), false, false, MergePolicy::default())?;
+//! let (report, _bridged) =
+//!     add("idx".as_ref(), rows, Some(&[7, 8, 9]), false, false, MergePolicy::default())?;
 //! println!("added {} rows as {}", report.added, report.segment);
 //! bsa_index::live::Writer::open("idx")?.delete(&[7])?;
 //! compact("idx".as_ref(), 1)?;
@@ -21,7 +22,7 @@
 use std::path::Path;
 
 use bsa_index::live::{
-    AddReport, CompactReport, GraphVectorsFn, MergePolicy, NewRows, Snapshot, Writer,
+    AddReport, BridgeReport, CompactReport, GraphVectorsFn, MergePolicy, NewRows, Snapshot, Writer,
 };
 use bsa_index::pack;
 use ndarray::ArrayView2;
@@ -68,6 +69,11 @@ fn graph_on(snap: &Snapshot) -> Option<GraphOn> {
 ///
 /// `merge`: the segments `merge` finds in a full size tier are merged in the same commit
 /// ([`Writer::add_merging`]; `MergePolicy::NEVER` keeps every add a segment of its own).
+///
+/// Then, for an index with a graph on float vectors, the segments other than the largest are
+/// bridged from its graph in a second commit ([`Writer::bridge`]: a graph search walks one
+/// graph for all of them); its report comes second, `None` when nothing was bridged. The
+/// report's generation is the last one committed.
 pub fn add(
     dir: &Path,
     source: AddSource<'_>,
@@ -75,7 +81,7 @@ pub fn add(
     upsert: bool,
     vectors: bool,
     merge: MergePolicy,
-) -> Result<AddReport> {
+) -> Result<(AddReport, Option<BridgeReport>)> {
     // The writer waits for the lock, then reads the current generation.
     let mut writer = Writer::open(dir)?;
     let snap = writer.snapshot()?;
@@ -164,12 +170,46 @@ pub fn add(
     };
     let merged = merge_vectors(on, model.as_ref(), bits);
     let needs = matches!(on, Some(GraphOn::Decoded | GraphOn::Data));
-    Ok(writer.add_merging(
+    let mut report = writer.add_merging(
         &rows,
         upsert,
         merge,
         needs.then_some(&merged as &GraphVectorsFn<'_>),
-    )?)
+    )?;
+    let bridged = bridge(&mut writer, on, model.as_ref(), bits)?;
+    if let Some(b) = &bridged {
+        report.generation = b.generation;
+    }
+    Ok((report, bridged))
+}
+
+/// Bridges the segments other than the largest from its graph ([`Writer::bridge`]), so that a
+/// graph search walks one graph: for a graph on float vectors that can be computed again (the
+/// decoded codes with the model, or stored data), ranked by the rows' ADC tables. `None` when
+/// nothing was to bridge.
+fn bridge(
+    writer: &mut Writer,
+    on: Option<GraphOn>,
+    model: Option<&Autoencoder>,
+    bits: usize,
+) -> Result<Option<BridgeReport>> {
+    let stored = writer.snapshot()?.has_vectors();
+    let (Some(m), true) = (
+        model,
+        on == Some(GraphOn::Decoded) || (on == Some(GraphOn::Data) && stored),
+    ) else {
+        return Ok(None);
+    };
+    let vectors = merge_vectors(on, Some(m), bits);
+    let dim = m.config.dim;
+    let tables = |v: &[f32], n: usize| -> bsa_index::Result<(Vec<f32>, Vec<f32>)> {
+        let q = ArrayView2::from_shape((n, dim), v).map_err(|e| {
+            bsa_index::Error::InvalidArgument(format!("graph vectors are not {n} x {dim}: {e}"))
+        })?;
+        Ok(m.adc_tables(q))
+    };
+    let r = writer.bridge(&vectors, &tables)?;
+    Ok((r.segments > 0).then_some(r))
 }
 
 /// What a merged segment's graph is built on, from its rows' codes and stored vectors: the
@@ -196,8 +236,9 @@ fn merge_vectors<'a>(
 
 /// Compacts the index at `dir` to at most `max_segments` segments without deleted rows,
 /// rebuilding the graphs of merged segments (on the decoded codes with the index's model, or
-/// on the stored vectors for a graph on the data).
-pub fn compact(dir: &Path, max_segments: usize) -> Result<CompactReport> {
+/// on the stored vectors for a graph on the data); then bridges the segments left other than
+/// the largest from its graph, as [`add`] does.
+pub fn compact(dir: &Path, max_segments: usize) -> Result<(CompactReport, Option<BridgeReport>)> {
     let mut writer = Writer::open(dir)?;
     let snap = writer.snapshot()?;
     let (bits, on, stored) = (snap.bits(), graph_on(snap), snap.has_vectors());
@@ -211,8 +252,13 @@ pub fn compact(dir: &Path, max_segments: usize) -> Result<CompactReport> {
     }
     let vectors = merge_vectors(on, model.as_ref(), bits);
     let needs = matches!(on, Some(GraphOn::Decoded | GraphOn::Data));
-    Ok(writer.compact(
+    let mut report = writer.compact(
         max_segments,
         needs.then_some(&vectors as &GraphVectorsFn<'_>),
-    )?)
+    )?;
+    let bridged = bridge(&mut writer, on, model.as_ref(), bits)?;
+    if let Some(b) = &bridged {
+        report.generation = b.generation;
+    }
+    Ok((report, bridged))
 }

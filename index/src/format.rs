@@ -44,6 +44,8 @@ pub const MAGIC_BITMAPS: [u8; 8] = *b"BSA\0BMAP";
 pub const MAGIC_GRAPH: [u8; 8] = *b"BSA\0HNSW";
 /// Magic of a segment's deletes file (`deletes-*.bin` of a segmented index).
 pub const MAGIC_DELETES: [u8; 8] = *b"BSA\0DELS";
+/// Magic of a bridge file (`bridge-*.bin`).
+pub const MAGIC_BRIDGE: [u8; 8] = *b"BSA\0BRDG";
 /// Largest code width for which an inverted file can be built (popcounts are stored as `u16`).
 pub const MAX_INVERTED_BITS: u32 = u16::MAX as u32;
 
@@ -109,6 +111,9 @@ pub enum FileKind {
     Bitmaps,
     /// The deleted rows of a segment as one bit per row (`deletes-*.bin`).
     Deletes,
+    /// Edges from a larger segment's graph nodes to a segment's rows, one `u64` per edge
+    /// (`bridge-*.bin`).
+    Bridge,
 }
 
 impl FileKind {
@@ -124,6 +129,7 @@ impl FileKind {
             FileKind::Sparse => MAGIC_SPARSE,
             FileKind::Bitmaps => MAGIC_BITMAPS,
             FileKind::Deletes => MAGIC_DELETES,
+            FileKind::Bridge => MAGIC_BRIDGE,
         }
     }
 }
@@ -333,7 +339,8 @@ impl Header {
             | FileKind::Graph
             | FileKind::Sparse
             | FileKind::Bitmaps
-            | FileKind::Deletes => elem == ElemKind::U64,
+            | FileKind::Deletes
+            | FileKind::Bridge => elem == ElemKind::U64,
             FileKind::Vectors => matches!(elem, ElemKind::F32 | ElemKind::F16),
             FileKind::Norms => elem == ElemKind::F32,
         };
@@ -368,7 +375,7 @@ impl Header {
                     )));
                 }
             }
-            FileKind::Ids | FileKind::Deletes => {
+            FileKind::Ids | FileKind::Deletes | FileKind::Bridge => {
                 if header.width != 64 || header.row_elems != 1 {
                     return Err(corrupt(format!(
                         "ids must be one 64-bit word per row, found width {} x {}",
@@ -582,13 +589,14 @@ mod tests {
                 FileKind::Sparse,
                 FileKind::Bitmaps,
                 FileKind::Deletes,
+                FileKind::Bridge,
             ]),
             any::<bool>(),
         )
             .prop_map(|(count, w, crc, kind, half)| {
                 let (width, row_elems, elem) = match kind {
                     FileKind::Codes => (w, w.div_ceil(64), ElemKind::U64),
-                    FileKind::Ids | FileKind::Deletes => (64, 1, ElemKind::U64),
+                    FileKind::Ids | FileKind::Deletes | FileKind::Bridge => (64, 1, ElemKind::U64),
                     FileKind::Vectors => (w, w, if half { ElemKind::F16 } else { ElemKind::F32 }),
                     FileKind::Norms => (1, 1, ElemKind::F32),
                     FileKind::Inverted | FileKind::Graph | FileKind::Sparse | FileKind::Bitmaps => {

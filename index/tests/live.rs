@@ -7,7 +7,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use bsa_index::live::{IdFilter, MergePolicy, NewRows, SearchOptions, Snapshot, Writer};
+use bsa_index::live::{
+    BridgeReport, IdFilter, MergePolicy, NewRows, SearchOptions, Snapshot, Writer,
+};
 use bsa_index::{Hits, HnswParams, Index, IndexBuilder, Mode, Score, SearchParams};
 use common::*;
 use proptest::prelude::*;
@@ -128,6 +130,63 @@ fn add(w: &mut Writer, shape: Shape, rows: &[(u64, Row)], upsert: bool, merge: O
             );
         }
     }
+}
+
+/// Bridges the segments from the largest one's graph (an index with a graph on vectors),
+/// ranking its nodes by tables made from the rows' stored vectors: any tables do for exact
+/// answers, since a walk with an `ef` above the row count expands every node.
+fn bridge(w: &mut Writer) -> BridgeReport {
+    let bits = w.manifest().bits as usize;
+    let atoms: Vec<f32> = (0..bits * DIM)
+        .map(|x| ((x * 7) % 5) as f32 - 2.0)
+        .collect();
+    bridge_by(w, &atoms)
+}
+
+/// Bridges with the tables `atoms · v` (`atoms` one `DIM` row per bit) of each row's vector `v`.
+fn bridge_by(w: &mut Writer, atoms: &[f32]) -> BridgeReport {
+    let stored = |_: &[u64], v: Option<&[f32]>| Ok(v.expect("stored vectors").to_vec());
+    let tables = |v: &[f32], n: usize| Ok((tables_of(atoms, v), vec![0.0; n]));
+    w.bridge(&stored, &tables).unwrap()
+}
+
+/// For each `DIM`-vector of `v`, its table `atoms · v`.
+fn tables_of(atoms: &[f32], v: &[f32]) -> Vec<f32> {
+    v.chunks_exact(DIM)
+        .flat_map(|q| {
+            atoms
+                .chunks_exact(DIM)
+                .map(move |a| a.iter().zip(q).map(|(x, y)| x * y).sum::<f32>())
+        })
+        .collect()
+}
+
+/// Rows whose vectors are their codes decoded by `atoms` (one `DIM` row per bit): the table
+/// score with a query's tables `atoms · q` ranks them by cosine with `q`, as the graph on their
+/// vectors does, so that a walk with a small `ef` finds what it should.
+fn decoded_rows(
+    rng: &mut Xoshiro256PlusPlus,
+    atoms: &[f32],
+    bits: usize,
+    ids: &[u64],
+) -> Vec<(u64, Row)> {
+    let w = words(bits);
+    let codes = random_codes(rng, ids.len(), bits, 2);
+    ids.iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            let mut code = codes[i * w..(i + 1) * w].to_vec();
+            code[0] |= 1 << (id % 64);
+            let mut vector = vec![0.0f32; DIM];
+            for j in (0..bits).filter(|&j| code[j / 64] >> (j % 64) & 1 == 1) {
+                for (x, a) in vector.iter_mut().zip(&atoms[j * DIM..(j + 1) * DIM]) {
+                    *x += a;
+                }
+            }
+            let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-3);
+            (id, Row { code, vector, norm })
+        })
+        .collect()
 }
 
 /// Scores to check: Hamming, the binary similarities, and tables (normalised where norms exist).
@@ -412,7 +471,7 @@ fn run(seed: u64, shape: Shape, steps: usize) {
     let mut next_id = 1000;
     for step in 0..steps {
         let mut w = Writer::open(&path).unwrap();
-        match rng.random_range(0..5) {
+        match rng.random_range(0..6) {
             0 | 1 => {
                 let n = rng.random_range(1..30);
                 let ids: Vec<u64> = (next_id..next_id + n).collect();
@@ -443,6 +502,12 @@ fn run(seed: u64, shape: Shape, steps: usize) {
                 assert_eq!(report.unknown, vec![777_777]);
                 for id in &ids {
                     truth.remove(id);
+                }
+            }
+            5 => {
+                // Rows of the other segments reached through the largest segment's graph.
+                if shape.floats {
+                    bridge(&mut w);
                 }
             }
             _ => {
@@ -731,4 +796,142 @@ fn graph_mode_scans_small_segments_and_walks_the_others() {
             );
         }
     }
+}
+
+/// Bridged segments are searched by the largest segment's walk: their rows are found through
+/// the nodes they are linked from, no segment is scanned or walked on its own, and compacting
+/// the bridged segments away drops their bridges and files.
+#[test]
+fn graph_mode_walks_bridged_segments_with_the_largest() {
+    let shape = Shape {
+        bits: 70,
+        floats: true,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    let mut rng = rng(17);
+    let ids = |a: u64, n: u64| (a..a + n).collect::<Vec<u64>>();
+    let atoms: Vec<f32> = (0..shape.bits * DIM)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let rows =
+        |rng: &mut Xoshiro256PlusPlus, a, n| decoded_rows(rng, &atoms, shape.bits, &ids(a, n));
+    build(shape, &rows(&mut rng, 0, 300), &path);
+    let mut w = Writer::open(&path).unwrap();
+    for (start, n) in [(1000, 10), (2000, 40)] {
+        add(&mut w, shape, &rows(&mut rng, start, n), false, None);
+    }
+    let report = bridge_by(&mut w, &atoms);
+    assert_eq!(report.segments, 2);
+    assert!(report.edges >= 50, "every row has an edge: {report:?}");
+    // Nothing left to bridge: no commit.
+    assert_eq!(bridge_by(&mut w, &atoms).generation, report.generation);
+    w.delete(&[1003, 2005]).unwrap();
+    drop(w);
+    let snap = Snapshot::open(&path).unwrap();
+    snap.verify().unwrap();
+    let nq = 20;
+    let queries = random_codes(&mut rng, nq, shape.bits, 1);
+    let q: Vec<f32> = (0..nq * DIM)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    let (tables, offsets) = (tables_of(&atoms, &q), vec![0.0; nq]);
+    let score = Score::Table {
+        tables: &tables,
+        offsets: &offsets,
+        normalise: true,
+    };
+    let k = 5;
+    let flat = Mode::parse("flat").unwrap();
+    let opts = SearchOptions::default();
+    let (exact, _) = snap.search(&queries, k, &score, &flat, &opts).unwrap();
+    let count = |stats: &bsa_index::SearchStats, name: &str| {
+        let c = stats.counters.iter().find(|(n, _)| *n == name);
+        c.map_or(0, |&(_, v)| v)
+    };
+    // Every row reached: the exact answer, deleted rows left out.
+    let all = Mode::parse("hnsw").unwrap().with_ef_search(Some(100_000));
+    let (got, stats) = snap.search(&queries, k, &score, &all, &opts).unwrap();
+    same(&got, &exact, "bridged walk of every node");
+    assert_eq!(count(&stats, "bridged_segments"), 2);
+    assert_eq!(count(&stats, "graph_scanned_segments"), 0);
+    // A small ef still finds the bridged rows of the exact top k, with their exact scores.
+    let graph = Mode::parse("hnsw").unwrap().with_ef_search(Some(16));
+    let (got, _) = snap.search(&queries, k, &score, &graph, &opts).unwrap();
+    let (mut wanted, mut found) = (0, 0);
+    for (g, e) in got.iter().zip(&exact) {
+        for (i, &id) in e.ids.iter().enumerate().filter(|&(_, &id)| id >= 1000) {
+            wanted += 1;
+            if let Some(at) = g.ids.iter().position(|&x| x == id) {
+                found += 1;
+                assert_eq!(
+                    g.scores.as_ref().unwrap()[at],
+                    e.scores.as_ref().unwrap()[i]
+                );
+            }
+        }
+    }
+    assert!(
+        wanted > 0 && found * 10 >= wanted * 9,
+        "{found} of {wanted}"
+    );
+    // A filter that leaves a bridged segment a few rows scans them exactly instead.
+    let few = [2001, 2002, 5, 6, 7];
+    let opts_few = SearchOptions::default().with_filter(Some(IdFilter::Allow(&few)));
+    let (got, stats) = snap.search(&queries, k, &score, &all, &opts_few).unwrap();
+    let (want, _) = snap.search(&queries, k, &score, &flat, &opts_few).unwrap();
+    same(&got, &want, "filtered");
+    assert!(count(&stats, "filter_exact_scan_segments") >= 1);
+    // Compacted into one segment: no bridge is left, nor its file.
+    let mut w = Writer::open(&path).unwrap();
+    let stored = |_: &[u64], v: Option<&[f32]>| Ok(v.expect("stored vectors").to_vec());
+    w.compact(1, Some(&stored)).unwrap();
+    assert!(w.manifest().segments.iter().all(|s| s.bridge.is_none()));
+    let left: Vec<String> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("bridge-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// A damaged bridge file is an error naming it when the index opens.
+#[test]
+fn a_damaged_bridge_file_is_refused_by_name() {
+    let shape = Shape {
+        bits: 70,
+        floats: true,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    let mut rng = rng(18);
+    let ids = |a: u64, n: u64| (a..a + n).collect::<Vec<u64>>();
+    build(shape, &new_rows(&mut rng, shape, &ids(0, 100)), &path);
+    let mut w = Writer::open(&path).unwrap();
+    add(
+        &mut w,
+        shape,
+        &new_rows(&mut rng, shape, &ids(500, 20)),
+        false,
+        None,
+    );
+    bridge(&mut w);
+    drop(w);
+    let file = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("bridge-")
+        })
+        .expect("a bridge file");
+    let mut b = std::fs::read(&file).unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 0x10;
+    std::fs::write(&file, &b).unwrap();
+    let e = Snapshot::open(&path).unwrap_err().to_string();
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(e.contains(&name), "{e}");
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use bsa::live::AddSource;
-use bsa_index::live::{MergePolicy, Writer};
+use bsa_index::live::{BridgeReport, MergePolicy, Writer};
 
 /// Add rows to an index as a new segment (encoded with the index's model).
 ///
@@ -120,10 +120,10 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         }
     }
     let merge = MergePolicy::tiered(a.merge_factor).with_max_rows(a.merge_max_rows);
-    let r = bsa::live::add(&a.index, source, ids.as_deref(), a.upsert, a.vectors, merge)
+    let (r, bridged) = bsa::live::add(&a.index, source, ids.as_deref(), a.upsert, a.vectors, merge)
         .with_context(|| format!("adding to {}", a.index.display()))?;
     eprintln!(
-        "bsa: added {} rows (ids {}..={}) to {} as {}{}{}; generation {}",
+        "bsa: added {} rows (ids {}..={}) to {} as {}{}{}{}; generation {}",
         r.added,
         r.id_range.0,
         r.id_range.1,
@@ -139,9 +139,20 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         } else {
             String::new()
         },
+        bridged_note(bridged.as_ref()),
         r.generation
     );
     Ok(())
+}
+
+/// ", bridging N segments (E edges)" when segments were bridged from the largest graph.
+fn bridged_note(b: Option<&BridgeReport>) -> String {
+    b.map_or(String::new(), |b| {
+        format!(
+            ", bridging {} segments from the largest one's graph ({} edges)",
+            b.segments, b.edges
+        )
+    })
 }
 
 pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
@@ -168,19 +179,25 @@ pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
 
 pub fn compact(a: &CompactArgs) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
-    let r = bsa::live::compact(&a.index, a.max_segments)
+    let (r, bridged) = bsa::live::compact(&a.index, a.max_segments)
         .with_context(|| format!("compacting {}", a.index.display()))?;
     if r.merged == 0 {
         eprintln!(
-            "bsa: {} has {} segments and no deleted rows: nothing to compact",
+            "bsa: {} has {} segments and no deleted rows: nothing to compact{}",
             a.index.display(),
-            r.segments
+            r.segments,
+            bridged_note(bridged.as_ref())
         );
     } else {
         eprintln!(
-            "bsa: merged {} segments into {} rows (dropped {} deleted); {} segments now; \
+            "bsa: merged {} segments into {} rows (dropped {} deleted); {} segments now{}; \
              generation {}",
-            r.merged, r.rows, r.dropped, r.segments, r.generation
+            r.merged,
+            r.rows,
+            r.dropped,
+            r.segments,
+            bridged_note(bridged.as_ref()),
+            r.generation
         );
     }
     Ok(())

@@ -248,3 +248,64 @@ fn range_search_returns_every_row_in_range() {
     ])
     .fails_with(&["bad.npy"]);
 }
+
+#[test]
+fn graph_searches_reach_added_rows_through_bridges() {
+    let t = TestDir::new();
+    let x = normalised(300, 16, 3);
+    t.write_f32("x.npy", &x);
+    t.write_f32("q.npy", &normalised(6, 16, 4));
+    let part = |name: &str, rows: std::ops::Range<usize>| {
+        let m = Matrix {
+            n: rows.len(),
+            dim: 16,
+            data: x.data[rows.start * 16..rows.end * 16].to_vec(),
+        };
+        t.write_f32(name, &m);
+    };
+    part("head.npy", 0..240);
+    part("tail.npy", 240..300);
+    t.write("tail_ids.npy", &ids_npy(&(240..300).collect::<Vec<_>>()));
+    let model = t.train("x.npy", "m.safetensors", 64, 8, &["--method", "topk"]);
+    for (data, out) in [("x.npy", "full"), ("head.npy", "live")] {
+        t.bsa(&[
+            "build", "--model", &model, "--data", data, "--hnsw", "-q", "--out", out,
+        ])
+        .ok();
+    }
+    let out = t
+        .bsa(&[
+            "add",
+            "--index",
+            "live",
+            "--data",
+            "tail.npy",
+            "--ids",
+            "tail_ids.npy",
+            "--merge-factor",
+            "0",
+        ])
+        .ok();
+    assert!(
+        out.stderr
+            .contains("bridging 1 segments from the largest one's graph"),
+        "{out:#?}"
+    );
+    // A walk of every node of the first segment's graph reaches every added row through the
+    // bridge: the exact ADC answer of the index built from all rows.
+    let walk = [
+        "--k", "7", "--score", "adc", "--mode", "hnsw", "--ef", "1000",
+    ];
+    let exact = search(&t, "full", &["--k", "7", "--score", "adc"]);
+    assert_eq!(search(&t, "live", &walk), exact);
+    let mut args = vec!["search", "--index", "live", "--queries", "q.npy", "--stats"];
+    args.extend_from_slice(&walk);
+    let out = t.bsa(&args).ok();
+    assert!(out.stderr.contains("\"bridged_segments\":1"), "{out:#?}");
+    // Nothing more to bridge: compact leaves the bridge as it is.
+    let out = t
+        .bsa(&["compact", "--index", "live", "--max-segments", "2"])
+        .ok();
+    assert!(out.stderr.contains("nothing to compact"), "{out:#?}");
+    assert!(!out.stderr.contains("bridging"), "{out:#?}");
+}

@@ -63,6 +63,10 @@ pub struct SegmentEntry {
     pub rows: u64,
     /// Its deletes file, if any row is deleted.
     pub deletes: Option<DeletesEntry>,
+    /// Its bridge from a larger segment's graph, if one was built (an index that ignores it
+    /// finds the same rows by searching the segment on its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<BridgeEntry>,
 }
 
 impl SegmentEntry {
@@ -80,6 +84,22 @@ pub struct DeletesEntry {
     pub file: String,
     /// Number of deleted rows.
     pub deleted: u64,
+    /// File length and CRC-32.
+    pub info: FileInfo,
+}
+
+/// A segment's bridge file: edges from the graph nodes of a larger segment (`to`) to this
+/// segment's rows, so that a walk of that graph finds this segment's rows too (see
+/// [`crate::live`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BridgeEntry {
+    /// File name in the index directory.
+    pub file: String,
+    /// The segment whose graph the edges leave from.
+    pub to: String,
+    /// Number of edges.
+    pub edges: u64,
     /// File length and CRC-32.
     pub info: FileInfo,
 }
@@ -135,9 +155,25 @@ pub enum GraphSource {
     },
 }
 
+/// The segment a snapshot walks in graph mode: the most live rows, the first listed on ties.
+pub(crate) fn largest_segment(live_rows: impl IntoIterator<Item = u64>) -> Option<usize> {
+    let mut best: Option<(usize, u64)> = None;
+    for (s, n) in live_rows.into_iter().enumerate() {
+        if best.is_none_or(|(_, b)| n > b) {
+            best = Some((s, n));
+        }
+    }
+    best.map(|(s, _)| s)
+}
+
 /// Name of segment number `i`.
 pub(crate) fn segment_name(i: u64) -> String {
     format!("seg-{i:06}")
+}
+
+/// Name of the bridge file from `target`'s graph to `segment` written at `generation`.
+pub(crate) fn bridge_name(segment: &str, target: &str, generation: u64) -> String {
+    format!("bridge-{segment}-from-{target}-g{generation}.bin")
 }
 
 /// Name of the deletes file of `segment` written at `generation`.
@@ -183,6 +219,12 @@ impl LiveManifest {
             }
             if s.rows == 0 || s.rows > u64::from(u32::MAX) {
                 return bad(format!("segment {:?} has {} rows", s.name, s.rows));
+            }
+            if let Some(b) = &s.bridge {
+                check_file_name(&b.file, path)?;
+                if b.to == s.name {
+                    return bad(format!("segment {:?} is bridged from itself", s.name));
+                }
             }
             if let Some(d) = &s.deletes {
                 check_file_name(&d.file, path)?;
@@ -232,19 +274,11 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
-/// Writes the deletes file `dir/name` for `deleted` (a set over a segment's rows) and returns
-/// its length and CRC. The file is new (names carry the generation), written and `fsync`ed
-/// before the manifest that names it.
-pub(crate) fn write_deletes(dir: &Path, name: &str, deleted: &RowSet) -> Result<FileInfo> {
-    let words = deleted.words();
-    let mut header = Header::new(
-        FileKind::Deletes,
-        0,
-        words.len() as u64,
-        64,
-        1,
-        ElemKind::U64,
-    )?;
+/// Writes a new file `dir/name` of `kind` holding `words` (one `u64` per element, the header's
+/// width 64) and returns its length and CRC. The file is new (names carry the generation),
+/// written and `fsync`ed before the manifest that names it.
+fn write_words(dir: &Path, name: &str, kind: FileKind, words: &[u64]) -> Result<FileInfo> {
+    let mut header = Header::new(kind, 0, words.len() as u64, 64, 1, ElemKind::U64)?;
     let payload: &[u8] = bytemuck::cast_slice(words);
     header.payload_crc = crc32fast::hash(payload);
     let hb = header.encode();
@@ -262,18 +296,19 @@ pub(crate) fn write_deletes(dir: &Path, name: &str, deleted: &RowSet) -> Result<
     })
 }
 
-/// Reads and checks a deletes file against its manifest entry and its segment's `rows`.
-pub(crate) fn read_deletes(dir: &Path, entry: &DeletesEntry, rows: usize) -> Result<RowSet> {
-    let path = dir.join(&entry.file);
+/// Reads the `u64` words of file `dir/file` of `kind`, checked against its header and the
+/// length and CRC its manifest entry recorded (`info`).
+fn read_words(dir: &Path, file: &str, kind: FileKind, info: &FileInfo) -> Result<Vec<u64>> {
+    let path = dir.join(file);
     let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let header = Header::decode(&bytes, FileKind::Deletes, bytes.len() as u64, &path)?;
-    if bytes.len() as u64 != entry.info.len {
+    let header = Header::decode(&bytes, kind, bytes.len() as u64, &path)?;
+    if bytes.len() as u64 != info.len {
         return Err(Error::corrupt(
             &path,
             format!(
                 "length {} differs from the manifest's {}",
                 bytes.len(),
-                entry.info.len
+                info.len
             ),
         ));
     }
@@ -291,17 +326,29 @@ pub(crate) fn read_deletes(dir: &Path, entry: &DeletesEntry, rows: usize) -> Res
         got,
         payload.len() as u64,
     );
-    if whole != entry.info.crc32 {
+    if whole != info.crc32 {
         return Err(Error::Checksum {
             path,
-            expected: entry.info.crc32,
+            expected: info.crc32,
             got: whole,
         });
     }
-    let words: Vec<u64> = payload
+    Ok(payload
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-        .collect();
+        .collect())
+}
+
+/// Writes the deletes file `dir/name` for `deleted` (a set over a segment's rows) and returns
+/// its length and CRC.
+pub(crate) fn write_deletes(dir: &Path, name: &str, deleted: &RowSet) -> Result<FileInfo> {
+    write_words(dir, name, FileKind::Deletes, deleted.words())
+}
+
+/// Reads and checks a deletes file against its manifest entry and its segment's `rows`.
+pub(crate) fn read_deletes(dir: &Path, entry: &DeletesEntry, rows: usize) -> Result<RowSet> {
+    let words = read_words(dir, &entry.file, FileKind::Deletes, &entry.info)?;
+    let path = dir.join(&entry.file);
     let set = RowSet::from_words(&words, rows).ok_or_else(|| {
         Error::corrupt(
             &path,
@@ -319,6 +366,61 @@ pub(crate) fn read_deletes(dir: &Path, entry: &DeletesEntry, rows: usize) -> Res
         ));
     }
     Ok(set)
+}
+
+/// Writes the bridge file `dir/name` of `edges` (`(node of the target's graph, row of the
+/// segment)`, sorted, no repeats) and returns its length and CRC.
+pub(crate) fn write_bridge(dir: &Path, name: &str, edges: &[(u32, u32)]) -> Result<FileInfo> {
+    let words: Vec<u64> = edges
+        .iter()
+        .map(|&(v, r)| u64::from(v) << 32 | u64::from(r))
+        .collect();
+    write_words(dir, name, FileKind::Bridge, &words)
+}
+
+/// Reads and checks a bridge file against its manifest entry, its segment's `rows` and its
+/// target segment's `nodes`: the edges, sorted.
+pub(crate) fn read_bridge(
+    dir: &Path,
+    entry: &BridgeEntry,
+    rows: usize,
+    nodes: usize,
+) -> Result<Vec<(u32, u32)>> {
+    let words = read_words(dir, &entry.file, FileKind::Bridge, &entry.info)?;
+    let path = dir.join(&entry.file);
+    if words.len() as u64 != entry.edges {
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "holds {} edges but the manifest says {}",
+                words.len(),
+                entry.edges
+            ),
+        ));
+    }
+    if !words.windows(2).all(|p| p[0] < p[1]) {
+        return Err(Error::corrupt(
+            &path,
+            "its edges are not sorted".to_string(),
+        ));
+    }
+    let edges: Vec<(u32, u32)> = words
+        .iter()
+        .map(|&x| ((x >> 32) as u32, x as u32))
+        .collect();
+    if let Some(&(v, r)) = edges
+        .iter()
+        .find(|&&(v, r)| v as usize >= nodes || r as usize >= rows)
+    {
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "edge ({v}, {r}) is outside segment {:?} ({nodes} rows) or its own {rows} rows",
+                entry.to
+            ),
+        ));
+    }
+    Ok(edges)
 }
 
 #[cfg(test)]
@@ -356,6 +458,47 @@ mod tests {
     }
 
     #[test]
+    fn bridges_round_trip_and_refuse_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let edges = [(0, 5), (0, 9), (7, 1), (99, 0)];
+        let info = write_bridge(dir.path(), "b.bin", &edges).unwrap();
+        let entry = BridgeEntry {
+            file: "b.bin".into(),
+            to: "seg-000000".into(),
+            edges: 4,
+            info,
+        };
+        assert_eq!(read_bridge(dir.path(), &entry, 10, 100).unwrap(), edges);
+        // A node or row out of range, another count, unsorted edges, a flipped byte: each is
+        // refused, naming the file.
+        for (rows, nodes) in [(9, 100), (10, 99)] {
+            let e = read_bridge(dir.path(), &entry, rows, nodes).unwrap_err();
+            assert!(e.to_string().contains("b.bin"), "{e}");
+        }
+        let wrong = BridgeEntry {
+            edges: 3,
+            ..entry.clone()
+        };
+        assert!(read_bridge(dir.path(), &wrong, 10, 100).is_err());
+        let info = write_bridge(dir.path(), "u.bin", &[(7, 1), (0, 5)]).unwrap();
+        let unsorted = BridgeEntry {
+            file: "u.bin".into(),
+            edges: 2,
+            info,
+            ..entry.clone()
+        };
+        let e = read_bridge(dir.path(), &unsorted, 10, 100).unwrap_err();
+        assert!(e.to_string().contains("not sorted"), "{e}");
+        let p = dir.path().join("b.bin");
+        let mut b = fs::read(&p).unwrap();
+        b[HEADER_LEN + 3] ^= 1;
+        fs::write(&p, &b).unwrap();
+        let e = read_bridge(dir.path(), &entry, 10, 100).unwrap_err();
+        assert!(matches!(e, Error::Checksum { .. }), "{e}");
+        assert!(e.to_string().contains("b.bin"), "{e}");
+    }
+
+    #[test]
     fn manifest_round_trips_and_detects_edits() {
         let m = LiveManifest {
             bsa_index_version: "x".into(),
@@ -369,6 +512,7 @@ mod tests {
                 name: segment_name(1),
                 rows: 5,
                 deletes: None,
+                bridge: None,
             }],
             model: None,
             template: Template::default(),

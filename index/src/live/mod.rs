@@ -51,13 +51,14 @@ mod snapshot;
 mod writer;
 
 pub use meta::{
-    DeletesEntry, GraphSource, GraphTemplate, LiveManifest, LiveModel, SegmentEntry, Template,
-    LIVE_INCOMPAT_FEATURES,
+    BridgeEntry, DeletesEntry, GraphSource, GraphTemplate, LiveManifest, LiveModel, SegmentEntry,
+    Template, LIVE_INCOMPAT_FEATURES,
 };
 pub use snapshot::{
     IdFilter, SearchOptions, SegmentReader, Snapshot, GRAPH_SCAN_ROWS_PER_EF, OVERFETCH_MAX,
     SUBSET_SCAN_FRACTION,
 };
 pub use writer::{
-    AddReport, CompactReport, DeleteReport, GraphVectorsFn, MergePolicy, NewRows, Writer, LOCK_FILE,
+    AddReport, BridgeReport, CompactReport, DeleteReport, GraphVectorsFn, MergePolicy, NewRows,
+    RowTablesFn, Writer, BRIDGE_EDGES, BRIDGE_EF, LOCK_FILE,
 };

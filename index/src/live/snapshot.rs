@@ -2,17 +2,20 @@
 //! searched as one index.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 use crate::files::verify_plain_file;
 use crate::index::{Index, OpenOptions};
 use crate::live::meta::{
-    read_deletes, read_manifest_bytes, GraphSource, GraphTemplate, LiveManifest, Template,
+    largest_segment, read_bridge, read_deletes, read_manifest_bytes, GraphSource, GraphTemplate,
+    LiveManifest, Template,
 };
 use crate::manifest::{manifest_version, GraphMetric, Manifest, SEGMENTED_FORMAT_VERSION};
 use crate::mode::Mode;
 use crate::rowset::RowSet;
 use crate::score::{desc_key, from_desc_key, Score};
+use crate::search::graph::{BridgeLists, BridgedSegment};
 use crate::search::{
     check_queries, CodesView, Cutoffs, FlatParams, FlatSearcher, Hits, SearchParams, SharedTables,
 };
@@ -103,6 +106,8 @@ pub struct SegmentReader {
     /// Rows in id order, kept only for segments whose rows are not (written before rows were
     /// stored in id order); otherwise ids are found by binary search in `ids.bin`.
     by_id: Option<Vec<u32>>,
+    /// The segment its bridge leaves from and the edges (graph node there, row here).
+    bridge: Option<(String, Vec<(u32, u32)>)>,
 }
 
 impl SegmentReader {
@@ -119,6 +124,7 @@ impl SegmentReader {
             deleted,
             base,
             by_id,
+            bridge: None,
         }
     }
 
@@ -269,6 +275,18 @@ pub struct Snapshot {
     template: Template,
     next_id: u64,
     extra: serde_json::Value,
+    /// The bridges into the largest segment's graph, put together at the first graph search.
+    bridges: OnceLock<Option<Bridges>>,
+}
+
+/// The segments bridged from the largest segment's graph, as one walk reads them.
+#[derive(Debug)]
+struct Bridges {
+    /// The largest segment.
+    target: usize,
+    /// The bridged segments, in the order of `lists`.
+    segments: Vec<usize>,
+    lists: BridgeLists,
 }
 
 /// The template a single-segment index implies for segments added to it.
@@ -333,6 +351,7 @@ impl Snapshot {
                 extra: m.extra.clone(),
                 next_id,
                 segments: vec![SegmentReader::new(".".into(), index, None, 0)],
+                bridges: OnceLock::new(),
             });
         }
         let m = LiveManifest::from_bytes(bytes, path)?;
@@ -358,7 +377,17 @@ impl Snapshot {
                 Some(d) => Some(read_deletes(dir, d, s.rows as usize)?),
                 None => None,
             };
-            segments.push(SegmentReader::new(s.name.clone(), index, deleted, base));
+            let mut reader = SegmentReader::new(s.name.clone(), index, deleted, base);
+            // A bridge from a segment not listed is ignored (writers drop such entries).
+            let from = s.bridge.as_ref().and_then(|b| {
+                let to = m.segments.iter().find(|t| t.name == b.to)?;
+                Some((b, to.rows as usize))
+            });
+            if let Some((b, nodes)) = from {
+                let edges = read_bridge(dir, b, s.rows as usize, nodes)?;
+                reader.bridge = Some((b.to.clone(), edges));
+            }
+            segments.push(reader);
             base += s.rows;
         }
         if let (Some(mo), true) = (&m.model, options.verify_checksums) {
@@ -375,6 +404,7 @@ impl Snapshot {
             extra: m.extra.clone(),
             next_id: m.next_id,
             segments,
+            bridges: OnceLock::new(),
         })
     }
 
@@ -519,11 +549,47 @@ impl Snapshot {
         let mut counts: Vec<(&'static str, u64)> = vec![("segments", self.segments.len() as u64)];
         // The largest segment first: its k-th best hit per query becomes the cutoff of the
         // others, whose scans then skip the rows that cannot enter the merged top k.
-        let mut order: Vec<&SegmentReader> = self.segments.iter().collect();
-        order.sort_by_key(|seg| std::cmp::Reverse(seg.live_rows()));
+        let mut order: Vec<usize> = (0..self.segments.len()).collect();
+        order.sort_by_key(|&s| std::cmp::Reverse(self.segments[s].live_rows()));
         let mut best = BestSoFar::new(nq, k, scored, options.min_score);
         let shared = SharedTables::default();
-        for (i, seg) in order.into_iter().enumerate() {
+        let mut answered = vec![false; self.segments.len()];
+        let mut tally =
+            |stats: &mut SearchStats, s: SearchStats, chosen: &[Option<&'static str>]| {
+                if stats.kernel.is_empty() {
+                    stats.kernel = s.kernel;
+                    stats.kernel_family = s.kernel_family;
+                }
+                stats.table_kernel = stats.table_kernel.or(s.table_kernel);
+                let chosen = chosen.iter().flatten().map(|&c| (c, 1));
+                for (name, v) in s.counters.into_iter().chain(chosen) {
+                    match counts.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, t)) => *t += v,
+                        None => counts.push((name, v)),
+                    }
+                }
+            };
+        let (_, floor) = best.cutoffs();
+        if let Some((found, s, chosen)) =
+            self.search_bridged(queries, k, score, mode, &params, options, floor.as_deref())?
+        {
+            for (seg, mut hits) in found {
+                answered[seg] = true;
+                best.add(&hits);
+                for h in &mut hits {
+                    for r in &mut h.rows {
+                        *r += self.segments[seg].base;
+                    }
+                }
+                parts.push(hits);
+            }
+            tally(&mut stats, s, &chosen);
+        }
+        for (i, &si) in order.iter().enumerate() {
+            if answered[si] {
+                continue;
+            }
+            let seg = &self.segments[si];
             let (seg_mode, scanned) = Self::segment_mode(seg, i == 0, mode, k, score, options)?;
             let (dist, min) = best.cutoffs();
             let cutoffs = if scored {
@@ -540,25 +606,11 @@ impl Snapshot {
                     *r += seg.base;
                 }
             }
-            if stats.kernel.is_empty() {
-                stats.kernel = s.kernel;
-                stats.kernel_family = s.kernel_family;
-            }
-            stats.table_kernel = stats.table_kernel.or(s.table_kernel);
             let chosen = [
                 strategy.counter(),
                 scanned.then_some("graph_scanned_segments"),
             ];
-            for (name, v) in s
-                .counters
-                .into_iter()
-                .chain(chosen.into_iter().flatten().map(|c| (c, 1)))
-            {
-                match counts.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, t)) => *t += v,
-                    None => counts.push((name, v)),
-                }
-            }
+            tally(&mut stats, s, &chosen);
             parts.push(hits);
         }
         stats.counters = counts;
@@ -566,6 +618,138 @@ impl Snapshot {
             stats.kernel = "none";
         }
         Ok((merge(parts, nq, k, score.has_scores()), stats))
+    }
+
+    /// The bridges into the largest segment's graph, put together at the first call.
+    fn bridges(&self) -> Result<Option<&Bridges>> {
+        if let Some(b) = self.bridges.get() {
+            return Ok(b.as_ref());
+        }
+        let built = match largest_segment(self.segments.iter().map(|s| s.live_rows() as u64)) {
+            Some(target) => {
+                let name = &self.segments[target].name;
+                let segments: Vec<usize> = (0..self.segments.len())
+                    .filter(|&s| {
+                        s != target
+                            && self.segments[s]
+                                .bridge
+                                .as_ref()
+                                .is_some_and(|(to, _)| to == name)
+                    })
+                    .collect();
+                let sizes: Vec<usize> = segments.iter().map(|&s| self.segments[s].rows()).collect();
+                let edges: Vec<&[(u32, u32)]> = segments
+                    .iter()
+                    .filter_map(|&s| self.segments[s].bridge.as_ref())
+                    .map(|(_, e)| e.as_slice())
+                    .collect();
+                let nodes = self.segments[target].rows();
+                (!segments.is_empty())
+                    .then(|| BridgeLists::new(nodes, &sizes, &edges))
+                    .transpose()?
+                    .map(|lists| Bridges {
+                        target,
+                        segments,
+                        lists,
+                    })
+            }
+            None => None,
+        };
+        let _ = self.bridges.set(built);
+        Ok(self.bridges.get().and_then(Option::as_ref))
+    }
+
+    /// A graph search by a table score over the largest segment and the segments bridged from
+    /// its graph ([`Writer::bridge`](crate::live::Writer::bridge)), by one walk: per segment
+    /// answered, its index and its hits (local rows), the stats and the strategies chosen;
+    /// `None` when the search is not a walk of a bridged graph. A bridged segment whose filter
+    /// asks for an exact scan of its allowed rows is left to that scan. Hits under `floor`
+    /// (per query, a minimum score asked for) are dropped.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn search_bridged(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        mode: &Mode,
+        params: &SearchParams,
+        options: &SearchOptions<'_>,
+        floor: Option<&[f32]>,
+    ) -> Result<
+        Option<(
+            Vec<(usize, Vec<Hits>)>,
+            SearchStats,
+            Vec<Option<&'static str>>,
+        )>,
+    > {
+        let (Mode::Hnsw(p), Score::Table { .. }) = (mode, score) else {
+            return Ok(None);
+        };
+        let Some(b) = self.bridges()? else {
+            return Ok(None);
+        };
+        let large = &self.segments[b.target];
+        // How a filter treats a segment: None to leave it to its own search.
+        let walkable = |seg: &SegmentReader| -> Option<Option<RowSet>> {
+            match seg.allowed(options.filter) {
+                None => Some(None),
+                Some(a) if (a.count() as f64) < SUBSET_SCAN_FRACTION * seg.rows() as f64 => None,
+                Some(a) => Some(Some(a)),
+            }
+        };
+        let Some(large_allowed) = walkable(large) else {
+            return Ok(None);
+        };
+        let graph = large.index.graph_searcher(*p)?;
+        let mut allowed = Vec::with_capacity(b.segments.len());
+        let mut answered = vec![b.target];
+        for &s in &b.segments {
+            let seg = &self.segments[s];
+            match walkable(seg) {
+                Some(a) => {
+                    answered.push(s);
+                    allowed.push(a);
+                }
+                // Left to an exact scan: never offered by the walk.
+                None => allowed.push(Some(RowSet::empty(seg.rows()))),
+            }
+        }
+        let others: Vec<BridgedSegment<'_>> = b
+            .segments
+            .iter()
+            .zip(&allowed)
+            .map(|(&s, a)| BridgedSegment {
+                codes: self.segments[s].index.codes_view(),
+                allowed: a.as_ref(),
+            })
+            .collect();
+        let (hits, stats) = graph.walk_bridged(
+            queries,
+            k,
+            score,
+            params,
+            large_allowed.as_ref(),
+            &b.lists,
+            &others,
+        )?;
+        let segment_of = std::iter::once(b.target).chain(b.segments.iter().copied());
+        let found = segment_of
+            .zip(hits)
+            .filter(|(s, _)| answered.contains(s))
+            .map(|(s, mut h)| {
+                if let Some(f) = floor {
+                    Cutoffs::MinScore(f).retain(&mut h);
+                }
+                (s, h)
+            })
+            .collect();
+        let strategy = match large_allowed {
+            None => Strategy::Plain,
+            Some(_) => Strategy::Walk,
+        };
+        let mut chosen = vec![strategy.counter()];
+        chosen.extend((1..answered.len()).map(|_| Some("bridged_segments")));
+        Ok(Some((found, stats, chosen)))
     }
 
     /// The mode `seg` is searched by: `mode`, except that in graph mode a segment other than

@@ -13,14 +13,17 @@ use std::path::{Path, PathBuf};
 
 use crate::builder::IndexBuilder;
 use crate::error::{Error, Result};
+use crate::index::Index;
 use crate::index::OpenOptions;
 use crate::live::meta::{
-    deletes_name, read_deletes, read_manifest_bytes, segment_name, sync_dir, write_atomic,
-    write_deletes, DeletesEntry, GraphSource, LiveManifest, LiveModel, SegmentEntry,
+    bridge_name, deletes_name, largest_segment, read_deletes, read_manifest_bytes, segment_name,
+    sync_dir, write_atomic, write_bridge, write_deletes, BridgeEntry, DeletesEntry, GraphSource,
+    LiveManifest, LiveModel, SegmentEntry,
 };
 use crate::live::snapshot::Snapshot;
 use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::rowset::RowSet;
+use crate::search::GraphParams;
 use crate::vectors::Vectors;
 
 /// The lock file writers hold (an exclusive advisory lock) while they change the index.
@@ -254,6 +257,49 @@ struct Merged {
 /// the index stores them) its stored vectors, for indexes whose graph is on vectors.
 pub type GraphVectorsFn<'a> = dyn Fn(&[u64], Option<&[f32]>) -> Result<Vec<f32>> + 'a;
 
+/// Computes, for `n` rows' graph vectors (`n x dim`, as [`GraphVectorsFn`] gives them), each
+/// row's table and offset as a query's for the index's table score (`n x bits` and `n`): what
+/// a bridge's walk of the largest graph ranks that graph's nodes by ([`Writer::bridge`]).
+pub type RowTablesFn<'a> = dyn Fn(&[f32], usize) -> Result<(Vec<f32>, Vec<f32>)> + 'a;
+
+/// Edges of a bridge per row: the row is linked from this many of the nearest nodes of the
+/// largest segment's graph. A walk finds a row if it expands any of them; 8 against the 32 to
+/// 64 neighbours of a node costs a walk of an index grown by a tenth about a tenth more
+/// scored rows (`benches/RESULTS-live.md`, 2d).
+pub const BRIDGE_EDGES: usize = 8;
+
+/// Candidate list of the walk that finds a row's bridge edges.
+pub const BRIDGE_EF: usize = 32;
+
+/// Rows whose tables are computed at once when bridging (bounds the memory to this many tables).
+const BRIDGE_CHUNK: usize = 1024;
+
+/// What [`Writer::bridge`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BridgeReport {
+    /// Segments given a bridge from the largest segment's graph.
+    pub segments: usize,
+    /// Their edges, together.
+    pub edges: usize,
+    /// The generation committed (the current one when nothing was to do).
+    pub generation: u64,
+}
+
+/// Appends row `r`'s stored vector as `f32` to `out` (nothing when `index` stores none).
+fn push_vector(index: &Index, r: usize, out: &mut Vec<f32>) {
+    let dim = index.vector_dim().unwrap_or(0);
+    match index.vectors() {
+        Some(Vectors::F32(v)) => out.extend_from_slice(&v[r * dim..(r + 1) * dim]),
+        Some(Vectors::F16(v)) => out.extend(
+            v[r * dim..(r + 1) * dim]
+                .iter()
+                .map(|&x| half::f16::from_bits(x).to_f32()),
+        ),
+        None => {}
+    }
+}
+
 /// Changes an index directory: the one writer of it at a time (an exclusive lock on
 /// `DIR/LOCK`, waited for), while any number of [`Snapshot`]s read it.
 ///
@@ -324,6 +370,7 @@ impl Writer {
                     name: segment_name(0),
                     rows: m.n,
                     deletes: None,
+                    bridge: None,
                 }],
                 model,
                 template: snapshot.template().clone(),
@@ -500,6 +547,7 @@ impl Writer {
             name: name.clone(),
             rows: n as u64,
             deletes: None,
+            bridge: None,
         });
         self.mark_deleted(&mut next, &deleted)?;
         let (mut segment, mut merged, mut merged_rows) = (name, 0, 0);
@@ -527,6 +575,97 @@ impl Writer {
             merged_rows,
             generation,
         })
+    }
+
+    /// Gives every segment other than the largest (by live rows) a bridge from the largest
+    /// segment's graph, when it has none from that segment yet: each of its rows is linked from
+    /// the [`BRIDGE_EDGES`] graph nodes nearest to it (a walk of the graph ranked by the row's
+    /// table), so that a graph search walks one graph and still finds the rows of every
+    /// bridged segment, instead of searching each segment on its own. Applies to indexes whose
+    /// graph is on float vectors (searched by table scores such as ADC); `graph_vectors` gives
+    /// the rows' vectors as for a merge, `tables` their tables. Commits when it wrote any.
+    ///
+    /// The time is that of one graph walk per row bridged, so an add followed by this costs
+    /// in proportion to the rows added. Bridges are an accelerator: a reader that ignores
+    /// them, or an index whose bridges lead from a segment that is no longer the largest, finds
+    /// the same rows by searching the segments on their own.
+    pub fn bridge(
+        &mut self,
+        graph_vectors: &GraphVectorsFn<'_>,
+        tables: &RowTablesFn<'_>,
+    ) -> Result<BridgeReport> {
+        let m = self.manifest.clone();
+        let mut report = BridgeReport {
+            segments: 0,
+            edges: 0,
+            generation: m.generation,
+        };
+        let on_vectors = matches!(
+            m.template.graph.map(|g| g.on),
+            Some(GraphSource::Vectors { .. })
+        );
+        let Some(target) = largest_segment(m.segments.iter().map(SegmentEntry::live_rows)) else {
+            return Ok(report);
+        };
+        let to = m.segments[target].name.clone();
+        let todo: Vec<usize> = (0..m.segments.len())
+            .filter(|&s| s != target && on_vectors)
+            .filter(|&s| m.segments[s].bridge.as_ref().is_none_or(|b| b.to != to))
+            .collect();
+        if todo.is_empty() {
+            return Ok(report);
+        }
+        let (bits, w) = (m.bits as usize, m.words_per_code as usize);
+        let generation = m.generation + 1;
+        let dir = self.dir.clone();
+        let stores_vectors = m.template.vectors.is_some();
+        let snap = self.snapshot()?;
+        let graph = snap.segments()[target]
+            .index()
+            .graph_searcher(GraphParams::default())?;
+        let mut next = m.clone();
+        for &s in &todo {
+            let index = snap.segments()[s].index();
+            let n = index.len();
+            let mut edges: Vec<(u32, u32)> = Vec::with_capacity(n * BRIDGE_EDGES);
+            for start in (0..n).step_by(BRIDGE_CHUNK) {
+                let end = (start + BRIDGE_CHUNK).min(n);
+                let mut stored = Vec::new();
+                for r in start..end {
+                    push_vector(index, r, &mut stored);
+                }
+                let stored = stores_vectors.then_some(stored.as_slice());
+                let gv = graph_vectors(&index.codes()[start * w..end * w], stored)?;
+                let (t, o) = tables(&gv, end - start)?;
+                if t.len() != (end - start) * bits || o.len() != end - start {
+                    return Err(Error::InvalidArgument(format!(
+                        "bridging needs a {bits}-entry table and an offset per row: got {} \
+                         table entries and {} offsets for {} rows",
+                        t.len(),
+                        o.len(),
+                        end - start
+                    )));
+                }
+                let targets = graph.bridge_targets(&t, &o, BRIDGE_EF, BRIDGE_EDGES);
+                for (i, nodes) in targets.iter().enumerate() {
+                    edges.extend(nodes.iter().map(|&v| (v, (start + i) as u32)));
+                }
+            }
+            edges.sort_unstable();
+            edges.dedup();
+            let file = bridge_name(&m.segments[s].name, &to, generation);
+            let info = write_bridge(&dir, &file, &edges)?;
+            report.segments += 1;
+            report.edges += edges.len();
+            next.segments[s].bridge = Some(BridgeEntry {
+                file,
+                to: to.clone(),
+                edges: edges.len() as u64,
+                info,
+            });
+        }
+        report.generation = self.commit(next)?;
+        Ok(report)
     }
 
     /// Marks the live rows holding `ids` deleted. Ids not live in the index are reported in
@@ -700,7 +839,6 @@ impl Writer {
                 Some(d) => Some(read_deletes(&dir, d, index.len())?),
                 None => None,
             };
-            let dim = index.vector_dim().unwrap_or(0);
             for r in 0..index.len() {
                 if deleted.as_ref().is_some_and(|d| d.contains(r)) {
                     dropped += 1;
@@ -708,15 +846,7 @@ impl Writer {
                 }
                 codes.extend_from_slice(index.code(r));
                 ids.push(index.ids()[r]);
-                match index.vectors() {
-                    Some(Vectors::F32(v)) => vectors.extend_from_slice(&v[r * dim..(r + 1) * dim]),
-                    Some(Vectors::F16(v)) => vectors.extend(
-                        v[r * dim..(r + 1) * dim]
-                            .iter()
-                            .map(|&x| half::f16::from_bits(x).to_f32()),
-                    ),
-                    None => {}
-                }
+                push_vector(index, r, &mut vectors);
                 if let Some(nm) = index.norms() {
                     norms.push(nm[r]);
                 }
@@ -732,6 +862,7 @@ impl Writer {
                     name: name.clone(),
                     rows: rows as u64,
                     deletes: None,
+                    bridge: None,
                 });
             }
             if !merge.contains(&s) {
@@ -780,6 +911,13 @@ impl Writer {
     fn commit(&mut self, mut next: LiveManifest) -> Result<u64> {
         if let Some(v1) = &self.v1 {
             self.link_first_segment(v1)?;
+        }
+        // A bridge from a segment no longer listed (merged away or dropped) leads nowhere.
+        let names: BTreeSet<String> = next.segments.iter().map(|e| e.name.clone()).collect();
+        for e in &mut next.segments {
+            if e.bridge.as_ref().is_some_and(|b| !names.contains(&b.to)) {
+                e.bridge = None;
+            }
         }
         next.generation = self.manifest.generation + 1;
         next.bsa_index_version = env!("CARGO_PKG_VERSION").to_string();
@@ -834,6 +972,11 @@ impl Writer {
                     .iter()
                     .filter_map(|s| s.deletes.as_ref().map(|d| d.file.clone())),
             );
+            keep.extend(
+                m.segments
+                    .iter()
+                    .filter_map(|s| s.bridge.as_ref().map(|b| b.file.clone())),
+            );
             keep.extend(m.model.as_ref().map(|mo| mo.file.clone()));
         }
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
@@ -843,6 +986,7 @@ impl Writer {
             let ours = name.starts_with("seg-")
                 || name.starts_with(".seg-")
                 || name.starts_with("deletes-")
+                || name.starts_with("bridge-")
                 || name.starts_with(".manifest.json.tmp-");
             if keep.contains(&name) || (self.v1.is_some() && !ours) {
                 continue;

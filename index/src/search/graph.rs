@@ -212,14 +212,18 @@ impl Metric for Table<'_> {
 /// With `allowed`, only allowed rows enter the results, but the walk still passes through the
 /// others (hnswlib's filtered search): it keeps expanding until it holds `ef` allowed rows, so
 /// a selective filter costs more visits but does not cut the graph apart.
+///
+/// With `bridges`, each expanded node also offers the rows of other segments bridged from it
+/// ([`BridgeLists`], extended rows from `g.len()` on) to the results, never to the candidates
+/// (they are not nodes of `g`); `ok` says which rows may enter the results.
 fn search_one<M: Metric>(
     g: &GraphView<'_>,
     m: &M,
     ef: usize,
-    allowed: Option<&RowSet>,
+    ok: impl Fn(u32) -> bool,
+    bridges: Option<&BridgeLists>,
     s: &mut Scratch,
 ) -> (Vec<u64>, u64) {
-    let ok = |row: u32| allowed.is_none_or(|a| a.contains(row as usize));
     let mut evaluated = 1u64;
     let mut cur = g.entry_point();
     let mut best = key(m.dist(cur), cur);
@@ -249,7 +253,8 @@ fn search_one<M: Metric>(
         }
     }
 
-    s.begin(g.len());
+    let rows = g.len() + bridges.map_or(0, BridgeLists::extra_rows);
+    s.begin(rows);
     let Scratch {
         visited,
         epoch,
@@ -258,7 +263,7 @@ fn search_one<M: Metric>(
         fresh,
     } = s;
     let e = *epoch;
-    let visited = &mut visited[..g.len()];
+    let visited = &mut visited[..rows];
     visited[cur as usize] = e;
     candidates.push(Reverse(best));
     if ok(cur) {
@@ -307,6 +312,24 @@ fn search_one<M: Metric>(
                 }
             }
         }
+        if let Some(b) = bridges {
+            for &x in b.of(key_row(c)) {
+                let v = &mut visited[x as usize];
+                let seen = *v == e;
+                *v = e;
+                if seen || !ok(x) {
+                    continue;
+                }
+                evaluated += 1;
+                let k = key(m.dist(x), x);
+                if results.len() < ef || results.peek().is_some_and(|&worst| k < worst) {
+                    results.push(k);
+                    if results.len() > ef {
+                        results.pop();
+                    }
+                }
+            }
+        }
     }
     let mut out: Vec<u64> = results.drain().collect();
     out.sort_unstable();
@@ -326,8 +349,9 @@ fn one<M: Metric>(
     if k == 0 {
         return (Vec::new(), 0);
     }
+    let ok = |row: u32| allowed.is_none_or(|a| a.contains(row as usize));
     let (mut keys, evaluated) =
-        SCRATCH.with(|s| search_one(g, m, ef.max(k), allowed, &mut s.borrow_mut()));
+        SCRATCH.with(|s| search_one(g, m, ef.max(k), ok, None, &mut s.borrow_mut()));
     if M::APPROXIMATE {
         for x in keys.iter_mut() {
             *x = key(m.exact(key_row(*x)), key_row(*x));
@@ -605,5 +629,325 @@ impl GraphSearcher<'_> {
             counters: vec![("nodes_visited", evaluated)],
         };
         Ok((c.hits(&keys, queries, score.has_scores()), stats))
+    }
+}
+
+/// The rows of other segments reachable through a graph's nodes: bridges (see
+/// [`crate::live`]). The walk of the graph scores, at each node it expands, the rows bridged
+/// from that node, so rows added after the graph was built are found by the one walk instead
+/// of a search of their own segment each.
+///
+/// Rows of the other segments are numbered after the graph's nodes ("extended rows"):
+/// segment `i` of [`BridgeLists::new`]'s `sizes` holds extended rows
+/// `nodes + sizes[..i].sum()` onwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BridgeLists {
+    /// Per node, `rows[offsets[v]..offsets[v + 1]]` are the extended rows bridged from `v`.
+    offsets: Vec<u32>,
+    rows: Vec<u32>,
+    /// Where each segment's extended rows start.
+    starts: Vec<u32>,
+    /// One past the last extended row.
+    end: u32,
+}
+
+impl BridgeLists {
+    /// Lists over a graph of `nodes` nodes from each segment's `(node, row)` edges (its `sizes`
+    /// rows). Fails if a node or row is out of range or the rows do not fit `u32`.
+    pub(crate) fn new(nodes: usize, sizes: &[usize], edges: &[&[(u32, u32)]]) -> Result<Self> {
+        let total = sizes.iter().try_fold(nodes, |t, &n| t.checked_add(n));
+        if total.is_none_or(|t| t >= NO_NEIGHBOUR as usize) || sizes.len() != edges.len() {
+            return Err(Error::InvalidArgument(
+                "bridged segments hold more rows than a graph walk can number".into(),
+            ));
+        }
+        let mut starts = Vec::with_capacity(sizes.len());
+        let mut next = nodes as u32;
+        for &n in sizes {
+            starts.push(next);
+            next += n as u32;
+        }
+        let mut counts = vec![0u32; nodes + 1];
+        for (s, list) in edges.iter().enumerate() {
+            for &(v, r) in list.iter() {
+                if v as usize >= nodes || r as usize >= sizes[s] {
+                    return Err(Error::InvalidArgument(format!(
+                        "a bridge edge ({v}, {r}) is outside a graph of {nodes} nodes and a \
+                         segment of {} rows",
+                        sizes[s]
+                    )));
+                }
+                counts[v as usize + 1] += 1;
+            }
+        }
+        for i in 1..counts.len() {
+            counts[i] += counts[i - 1];
+        }
+        let offsets = counts.clone();
+        let mut fill = counts;
+        let mut rows = vec![0u32; offsets[nodes] as usize];
+        for (s, list) in edges.iter().enumerate() {
+            for &(v, r) in list.iter() {
+                let at = &mut fill[v as usize];
+                rows[*at as usize] = starts[s] + r;
+                *at += 1;
+            }
+        }
+        Ok(BridgeLists {
+            offsets,
+            rows,
+            starts,
+            end: next,
+        })
+    }
+
+    /// The extended rows bridged from node `v`.
+    #[inline(always)]
+    fn of(&self, v: u32) -> &[u32] {
+        let v = v as usize;
+        &self.rows[self.offsets[v] as usize..self.offsets[v + 1] as usize]
+    }
+
+    /// Number of graph nodes.
+    fn nodes(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Rows of the bridged segments, together.
+    fn extra_rows(&self) -> usize {
+        self.end as usize - self.nodes()
+    }
+
+    /// The bridged segment holding extended row `x`, and its row there.
+    #[inline(always)]
+    fn locate(&self, x: u32) -> (usize, u32) {
+        let s = self.starts.partition_point(|&st| st <= x) - 1;
+        (s, x - self.starts[s])
+    }
+}
+
+/// A table score over the graph's rows and the rows bridged from them (extended rows, see
+/// [`BridgeLists`]), each scored with its own segment's codes and norms.
+struct Extended<'a> {
+    nodes: u32,
+    large: Table<'a>,
+    others: Vec<Table<'a>>,
+    lists: &'a BridgeLists,
+}
+
+impl Metric for Extended<'_> {
+    const APPROXIMATE: bool = true;
+
+    #[inline(always)]
+    fn dist(&self, row: u32) -> u32 {
+        if row < self.nodes {
+            self.large.dist(row)
+        } else {
+            let (s, r) = self.lists.locate(row);
+            self.others[s].dist(r)
+        }
+    }
+
+    fn exact(&self, row: u32) -> u32 {
+        if row < self.nodes {
+            self.large.exact(row)
+        } else {
+            let (s, r) = self.lists.locate(row);
+            self.others[s].exact(r)
+        }
+    }
+
+    #[inline(always)]
+    fn prefetch(&self, row: u32) {
+        // Only graph nodes: bridged rows are few per expanded node and scored at once.
+        if row < self.nodes {
+            self.large.prefetch(row);
+        }
+    }
+}
+
+/// A segment searched through the bridges of another segment's graph
+/// ([`GraphSearcher::walk_bridged`]): its codes (with norms and set bits as its own searches
+/// use them) and the rows a search may return.
+pub(crate) struct BridgedSegment<'a> {
+    pub(crate) codes: CodesView<'a>,
+    pub(crate) allowed: Option<&'a RowSet>,
+}
+
+impl GraphSearcher<'_> {
+    /// The walk of this graph by a table score that also scores the rows of `others` bridged
+    /// from each expanded node (`lists`, built over this graph and `others` in order): one walk
+    /// answers for every segment. Returns per segment (this one first, then `others`) each
+    /// query's best hits among the walk's `ef` results (at most `k`), rows local to the segment,
+    /// best first, ties by row; `allowed` restricts this segment's rows, as in a filtered walk.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn walk_bridged(
+        &self,
+        queries: &[u64],
+        k: usize,
+        score: &Score<'_>,
+        params: &SearchParams,
+        allowed: Option<&RowSet>,
+        lists: &BridgeLists,
+        others: &[BridgedSegment<'_>],
+    ) -> Result<(Vec<Vec<Hits>>, SearchStats)> {
+        use rayon::prelude::*;
+        let params = params.resolved()?;
+        let c = &self.codes;
+        let (_, norms) = c.check(queries, score, &params)?;
+        self.check_score(score)?;
+        let Score::Table {
+            tables, offsets, ..
+        } = score
+        else {
+            return Err(Error::InvalidArgument(
+                "bridges between segments serve table scores (adc) only".into(),
+            ));
+        };
+        if let Some(a) = allowed {
+            check_allowed(a, c.len())?;
+        }
+        let sizes_agree = lists.nodes() == c.len()
+            && lists.starts.len() == others.len()
+            && others.iter().enumerate().all(|(i, o)| {
+                let end = lists.starts.get(i + 1).copied().unwrap_or(lists.end);
+                (end - lists.starts[i]) as usize == o.codes.len()
+            });
+        if !sizes_agree {
+            return Err(Error::InvalidArgument(
+                "the bridge lists were built for other segments than the ones searched".into(),
+            ));
+        }
+        let mut other_norms = Vec::with_capacity(others.len());
+        for o in others {
+            let (_, n) = o.codes.check(queries, score, &params)?;
+            if let Some(a) = o.allowed {
+                check_allowed(a, o.codes.len())?;
+            }
+            other_norms.push(n);
+        }
+        let bits = c.bits();
+        fn table_of<'t>(
+            v: &CodesView<'t>,
+            norms: Option<&'t [f32]>,
+            table: &'t [f32],
+            offset: f32,
+        ) -> Table<'t> {
+            Table {
+                table,
+                offset,
+                norms,
+                sparse: v.sparse(),
+                codes: v.codes(),
+                w: v.words_per_code(),
+            }
+        }
+        let nodes = c.len() as u32;
+        let ok = |row: u32| {
+            if row < nodes {
+                allowed.is_none_or(|a| a.contains(row as usize))
+            } else {
+                let (s, r) = lists.locate(row);
+                others[s].allowed.is_none_or(|a| a.contains(r as usize))
+            }
+        };
+        let ef = self.ef_search.max(k);
+        let per_query: Vec<(Vec<Vec<u64>>, u64)> = (0..offsets.len())
+            .into_par_iter()
+            .map(|qi| {
+                let (table, offset) = (&tables[qi * bits..(qi + 1) * bits], offsets[qi]);
+                let m = Extended {
+                    nodes,
+                    large: table_of(c, norms, table, offset),
+                    others: others
+                        .iter()
+                        .zip(&other_norms)
+                        .map(|(o, &n)| table_of(&o.codes, n, table, offset))
+                        .collect(),
+                    lists,
+                };
+                let (mut keys, evaluated) = SCRATCH.with(|s| {
+                    search_one(&self.graph, &m, ef, ok, Some(lists), &mut s.borrow_mut())
+                });
+                for x in keys.iter_mut() {
+                    *x = key(m.exact(key_row(*x)), key_row(*x));
+                }
+                keys.sort_unstable();
+                let mut parts = vec![Vec::new(); others.len() + 1];
+                for x in keys {
+                    let row = key_row(x);
+                    let (p, local) = if row < nodes {
+                        (0, row)
+                    } else {
+                        let (s, r) = lists.locate(row);
+                        (s + 1, r)
+                    };
+                    if parts[p].len() < k {
+                        parts[p].push(key(key_distance(x), local));
+                    }
+                }
+                (parts, evaluated)
+            })
+            .collect();
+        let evaluated = per_query.iter().map(|&(_, e)| e).sum();
+        let views = std::iter::once(c).chain(others.iter().map(|o| &o.codes));
+        let hits = views
+            .enumerate()
+            .map(|(p, v)| {
+                let keys: Vec<Vec<u64>> = per_query
+                    .iter()
+                    .map(|(parts, _)| parts[p].clone())
+                    .collect();
+                v.hits(&keys, queries, true)
+            })
+            .collect();
+        let stats = SearchStats {
+            kernel_family: None,
+            kernel: "portable-graph",
+            table_kernel: None,
+            counters: vec![("nodes_visited", evaluated)],
+        };
+        Ok((hits, stats))
+    }
+}
+
+impl GraphSearcher<'_> {
+    /// The `m` nodes of this graph nearest to each of the rows whose tables and offsets are
+    /// given (one `bits`-entry table per row, as a query's), by a walk with candidate list `ef`:
+    /// the nodes a bridge links each row from. Runs on the current rayon pool.
+    pub(crate) fn bridge_targets(
+        &self,
+        tables: &[f32],
+        offsets: &[f32],
+        ef: usize,
+        m: usize,
+    ) -> Vec<Vec<u32>> {
+        use rayon::prelude::*;
+        let c = &self.codes;
+        let bits = c.bits();
+        (0..offsets.len())
+            .into_par_iter()
+            .map(|qi| {
+                let t = Table {
+                    table: &tables[qi * bits..(qi + 1) * bits],
+                    offset: offsets[qi],
+                    norms: c.norms(),
+                    sparse: c.sparse(),
+                    codes: c.codes(),
+                    w: c.words_per_code(),
+                };
+                let (keys, _) = SCRATCH.with(|s| {
+                    search_one(
+                        &self.graph,
+                        &t,
+                        ef.max(m),
+                        |_| true,
+                        None,
+                        &mut s.borrow_mut(),
+                    )
+                });
+                keys.iter().take(m).map(|&x| key_row(x)).collect()
+            })
+            .collect()
     }
 }
