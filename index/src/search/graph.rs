@@ -820,7 +820,15 @@ impl GraphSearcher<'_> {
         }
         let mut other_norms = Vec::with_capacity(others.len());
         for o in others {
-            let (_, n) = o.codes.check(queries, score, &params)?;
+            // The queries and tables were checked against this graph's codes, of the same bits.
+            if o.codes.bits() != c.bits() {
+                return Err(Error::InvalidArgument(format!(
+                    "a segment of {}-bit codes cannot be bridged from a graph of {}-bit codes",
+                    o.codes.bits(),
+                    c.bits()
+                )));
+            }
+            let n = o.codes.norms_for(score)?;
             if let Some(a) = o.allowed {
                 check_allowed(a, o.codes.len())?;
             }

@@ -477,18 +477,23 @@ impl<'a> CodesView<'a> {
             )));
         }
         score.validate(nq, self.bits)?;
-        let norms = match score {
+        Ok((nq, self.norms_for(score)?))
+    }
+
+    /// The norms `score` divides by: these codes' norms for a normalised table score (an error
+    /// when the view has none), else `None`.
+    pub(crate) fn norms_for(&self, score: &Score<'_>) -> Result<Option<&'a [f32]>> {
+        match score {
             Score::Table {
                 normalise: true, ..
-            } => Some(self.norms.ok_or_else(|| {
+            } => Ok(Some(self.norms.ok_or_else(|| {
                 Error::InvalidArgument(
                     "a normalised table score needs per-code norms; build the index with norms (bsa build --model)"
                         .into(),
                 )
-            })?),
-            _ => None,
-        };
-        Ok((nq, norms))
+            })?)),
+            _ => Ok(None),
+        }
     }
 
     /// Turns each query's sorted `(key, row)` list into [`Hits`]: ids from the view, and for
