@@ -277,6 +277,9 @@ fn search_one<M: Metric>(
         // list of a popped candidate is otherwise the walk's first cache miss per step).
         if let Some(&Reverse(next)) = candidates.peek() {
             prefetch(g.slots(key_row(next), 0));
+            if let Some(b) = bridges {
+                b.prefetch_of(key_row(next));
+            }
         }
         // Whether a neighbour was visited is a coin toss the branch predictor loses, so the
         // unvisited ones are collected without a branch (each written to the next free place,
@@ -299,6 +302,10 @@ fn search_one<M: Metric>(
         for &nb in fresh.iter() {
             m.prefetch(nb);
         }
+        let bridged = bridges.map_or(&[][..], |b| b.of(key_row(c)));
+        for &x in bridged {
+            m.prefetch(x);
+        }
         evaluated += fresh.len() as u64;
         for &nb in fresh.iter() {
             let k = key(m.dist(nb), nb);
@@ -312,21 +319,19 @@ fn search_one<M: Metric>(
                 }
             }
         }
-        if let Some(b) = bridges {
-            for &x in b.of(key_row(c)) {
-                let v = &mut visited[x as usize];
-                let seen = *v == e;
-                *v = e;
-                if seen || !ok(x) {
-                    continue;
-                }
-                evaluated += 1;
-                let k = key(m.dist(x), x);
-                if results.len() < ef || results.peek().is_some_and(|&worst| k < worst) {
-                    results.push(k);
-                    if results.len() > ef {
-                        results.pop();
-                    }
+        for &x in bridged {
+            let v = &mut visited[x as usize];
+            let seen = *v == e;
+            *v = e;
+            if seen || !ok(x) {
+                continue;
+            }
+            evaluated += 1;
+            let k = key(m.dist(x), x);
+            if results.len() < ef || results.peek().is_some_and(|&worst| k < worst) {
+                results.push(k);
+                if results.len() > ef {
+                    results.pop();
                 }
             }
         }
@@ -701,6 +706,14 @@ impl BridgeLists {
         })
     }
 
+    /// Fetches where node `v`'s list starts into the cache.
+    #[inline(always)]
+    fn prefetch_of(&self, v: u32) {
+        if let Some(o) = self.offsets.get(v as usize..v as usize + 2) {
+            prefetch(o);
+        }
+    }
+
     /// The extended rows bridged from node `v`.
     #[inline(always)]
     fn of(&self, v: u32) -> &[u32] {
@@ -759,9 +772,11 @@ impl Metric for Extended<'_> {
 
     #[inline(always)]
     fn prefetch(&self, row: u32) {
-        // Only graph nodes: bridged rows are few per expanded node and scored at once.
         if row < self.nodes {
             self.large.prefetch(row);
+        } else {
+            let (s, r) = self.lists.locate(row);
+            self.others[s].prefetch(r);
         }
     }
 }
