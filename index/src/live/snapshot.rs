@@ -43,7 +43,9 @@ pub const OVERFETCH_MAX: usize = 4096;
 /// 1M index plus ten 10k-row segments (`benches/RESULTS-live.md`, 2c) each small segment cost
 /// about 35 µs a query walked and 10 µs scanned. The scan grows with the rows and the walk
 /// hardly does, so they meet around 35k rows at ef 64; 512 `ef` is 32k. The largest segment is
-/// always walked, so a single-segment index searches as before.
+/// always walked, so a single-segment index searches as before. Segments bridged from the
+/// largest segment's graph ([`Writer::bridge`](crate::live::Writer::bridge)) are neither: the
+/// walk of that graph finds their rows.
 pub const GRAPH_SCAN_ROWS_PER_EF: usize = 512;
 
 /// Which ids a search may return (`bsa search --allow-ids` / `--deny-ids`).
@@ -517,9 +519,10 @@ impl Snapshot {
     ///
     /// Exact modes stay exact under filters and deletes; the graph walks past excluded rows,
     /// or scans the allowed rows exactly when they are under [`SUBSET_SCAN_FRACTION`] of a
-    /// segment. Segments other than the largest that are small against the walk's `ef`
-    /// ([`GRAPH_SCAN_ROWS_PER_EF`]) are scanned exactly in graph mode too (the stats count them
-    /// as `graph_scanned_segments`). Table scores quantise each query's table once for all
+    /// segment. In graph mode with a table score, segments bridged from the largest
+    /// segment's graph are searched by its walk (the stats count them as `bridged_segments`);
+    /// other segments that are small against the walk's `ef` ([`GRAPH_SCAN_ROWS_PER_EF`]) are
+    /// scanned exactly (`graph_scanned_segments`), the rest walked. Table scores quantise each query's table once for all
     /// segments. `k = usize::MAX` with a range (`max_distance`, `min_score`) returns every row in
     /// range (exact modes; the graph returns those among its `ef` candidates). The stats add
     /// `segments` and how many segments each filter strategy answered.
