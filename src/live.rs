@@ -11,8 +11,7 @@
 //! # fn main() -> bsa::Result<()> {
 //! let x = ndarray::Array2::<f32>::ones((3, 384));
 //! let rows = AddSource::Floats(x.view());
-//! let (report, _bridged) =
-//!     add("idx".as_ref(), rows, Some(&[7, 8, 9]), false, false, MergePolicy::default())?;
+//! let report = add("idx".as_ref(), rows, Some(&[7, 8, 9]), false, false, MergePolicy::default())?;
 //! println!("added {} rows as {}", report.added, report.segment);
 //! bsa_index::live::Writer::open("idx")?.delete(&[7])?;
 //! compact("idx".as_ref(), 1)?;
@@ -22,7 +21,7 @@
 use std::path::Path;
 
 use bsa_index::live::{
-    AddReport, BridgeReport, CompactReport, GraphVectorsFn, MergePolicy, NewRows, Snapshot, Writer,
+    AddReport, CompactReport, GraphVectorsFn, MergePolicy, NewRows, RowTablesFn, Snapshot, Writer,
 };
 use bsa_index::pack;
 use ndarray::ArrayView2;
@@ -70,10 +69,9 @@ fn graph_on(snap: &Snapshot) -> Option<GraphOn> {
 /// `merge`: the segments `merge` finds in a full size tier are merged in the same commit
 /// ([`Writer::add_merging`]; `MergePolicy::NEVER` keeps every add a segment of its own).
 ///
-/// Then, for an index with a graph on float vectors, the segments other than the largest are
-/// bridged from its graph in a second commit ([`Writer::bridge`]: a graph search walks one
-/// graph for all of them); its report comes second, `None` when nothing was bridged. The
-/// report's generation is the last one committed.
+/// In the same commit, for an index with a graph on float vectors, the segments other than the
+/// largest are bridged from its graph ([`Writer::add_bridging`]: a graph search then walks one
+/// graph for all of them), ranked by the rows' ADC tables.
 pub fn add(
     dir: &Path,
     source: AddSource<'_>,
@@ -81,7 +79,7 @@ pub fn add(
     upsert: bool,
     vectors: bool,
     merge: MergePolicy,
-) -> Result<(AddReport, Option<BridgeReport>)> {
+) -> Result<AddReport> {
     // The writer waits for the lock, then reads the current generation.
     let mut writer = Writer::open(dir)?;
     let snap = writer.snapshot()?;
@@ -170,46 +168,37 @@ pub fn add(
     };
     let merged = merge_vectors(on, model.as_ref(), bits);
     let needs = matches!(on, Some(GraphOn::Decoded | GraphOn::Data));
-    let mut report = writer.add_merging(
-        &rows,
-        upsert,
-        merge,
-        needs.then_some(&merged as &GraphVectorsFn<'_>),
-    )?;
-    let bridged = bridge(&mut writer, on, model.as_ref(), bits)?;
-    if let Some(b) = &bridged {
-        report.generation = b.generation;
-    }
-    Ok((report, bridged))
+    let stored = t.vectors.is_some();
+    let tables = bridge_tables(on, model.as_ref(), stored);
+    let report = match &tables {
+        Some(tables) => writer.add_bridging(&rows, upsert, merge, &merged, &**tables)?,
+        None => writer.add_merging(
+            &rows,
+            upsert,
+            merge,
+            needs.then_some(&merged as &GraphVectorsFn<'_>),
+        )?,
+    };
+    Ok(report)
 }
 
-/// Bridges the segments other than the largest from its graph ([`Writer::bridge`]), so that a
-/// graph search walks one graph: for a graph on float vectors that can be computed again (the
-/// decoded codes with the model, or stored data), ranked by the rows' ADC tables. `None` when
-/// nothing was to bridge.
-fn bridge(
-    writer: &mut Writer,
+/// The tables a bridge ranks a graph's nodes by ([`Writer::bridge`]: the rows' ADC tables),
+/// for a graph on float vectors that can be computed again (the decoded codes with the model,
+/// or stored data); `None` for other indexes.
+fn bridge_tables(
     on: Option<GraphOn>,
     model: Option<&Autoencoder>,
-    bits: usize,
-) -> Result<Option<BridgeReport>> {
-    let stored = writer.snapshot()?.has_vectors();
-    let (Some(m), true) = (
-        model,
-        on == Some(GraphOn::Decoded) || (on == Some(GraphOn::Data) && stored),
-    ) else {
-        return Ok(None);
-    };
-    let vectors = merge_vectors(on, Some(m), bits);
+    stored: bool,
+) -> Option<Box<RowTablesFn<'_>>> {
+    let recomputable = on == Some(GraphOn::Decoded) || (on == Some(GraphOn::Data) && stored);
+    let m = model.filter(|_| recomputable)?;
     let dim = m.config.dim;
-    let tables = |v: &[f32], n: usize| -> bsa_index::Result<(Vec<f32>, Vec<f32>)> {
+    Some(Box::new(move |v: &[f32], n: usize| {
         let q = ArrayView2::from_shape((n, dim), v).map_err(|e| {
             bsa_index::Error::InvalidArgument(format!("graph vectors are not {n} x {dim}: {e}"))
         })?;
         Ok(m.adc_tables(q))
-    };
-    let r = writer.bridge(&vectors, &tables)?;
-    Ok((r.segments > 0).then_some(r))
+    }))
 }
 
 /// What a merged segment's graph is built on, from its rows' codes and stored vectors: the
@@ -236,9 +225,9 @@ fn merge_vectors<'a>(
 
 /// Compacts the index at `dir` to at most `max_segments` segments without deleted rows,
 /// rebuilding the graphs of merged segments (on the decoded codes with the index's model, or
-/// on the stored vectors for a graph on the data); then bridges the segments left other than
-/// the largest from its graph, as [`add`] does.
-pub fn compact(dir: &Path, max_segments: usize) -> Result<(CompactReport, Option<BridgeReport>)> {
+/// on the stored vectors for a graph on the data), and bridges the segments left other than
+/// the largest from its graph in the same commit, as [`add`] does.
+pub fn compact(dir: &Path, max_segments: usize) -> Result<CompactReport> {
     let mut writer = Writer::open(dir)?;
     let snap = writer.snapshot()?;
     let (bits, on, stored) = (snap.bits(), graph_on(snap), snap.has_vectors());
@@ -252,13 +241,13 @@ pub fn compact(dir: &Path, max_segments: usize) -> Result<(CompactReport, Option
     }
     let vectors = merge_vectors(on, model.as_ref(), bits);
     let needs = matches!(on, Some(GraphOn::Decoded | GraphOn::Data));
-    let mut report = writer.compact(
-        max_segments,
-        needs.then_some(&vectors as &GraphVectorsFn<'_>),
-    )?;
-    let bridged = bridge(&mut writer, on, model.as_ref(), bits)?;
-    if let Some(b) = &bridged {
-        report.generation = b.generation;
-    }
-    Ok((report, bridged))
+    let tables = bridge_tables(on, model.as_ref(), stored);
+    let report = match &tables {
+        Some(tables) => writer.compact_bridging(max_segments, &vectors, &**tables)?,
+        None => writer.compact(
+            max_segments,
+            needs.then_some(&vectors as &GraphVectorsFn<'_>),
+        )?,
+    };
+    Ok(report)
 }

@@ -9,10 +9,12 @@
 //!
 //! Two kinds of index, each with three segments and deleted rows so that compaction has work:
 //! one built from packed codes (`--inverted --hnsw`, a graph on the codes) and one from a model
-//! (`--vectors --hnsw`: a graph on the decoded codes, norms, stored vectors). The add is an
+//! (`--vectors --hnsw`: a graph on the decoded codes, norms, stored vectors, and bridges from
+//! the largest segment's graph to the others' rows, written in the commits). The add is an
 //! upsert, so its commit also writes deletes files, and its new segment fills the smallest
-//! size tier (four segments under 1000 rows), so the default merge policy merges all four in
-//! the same commit; the delete drops a whole segment. Each kind
+//! size tier (four segments under 2000 rows), so the default merge policy merges all four in
+//! the same commit; for the model index it is also run with `--merge-factor 0`, which bridges
+//! the new segment in its commit instead. The delete drops a whole segment. Each kind
 //! also covers the first change of a fresh `bsa build` (format v1, whose files move into the
 //! first segment before the commit).
 //!
@@ -150,8 +152,8 @@ fn listing(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// The entries `dir`'s root manifest names (a segmented one's segments, deletes files and
-/// model; a single-segment one's files), with the manifest itself and the lock file, and
+/// The entries `dir`'s root manifest names (a segmented one's segments, deletes and bridge
+/// files and model; a single-segment one's files), with the manifest itself and the lock file, and
 /// whether the index is segmented.
 fn named(dir: &Path) -> (BTreeSet<String>, bool) {
     let text = fs::read_to_string(dir.join("manifest.json")).unwrap();
@@ -162,8 +164,10 @@ fn named(dir: &Path) -> (BTreeSet<String>, bool) {
     if segmented {
         for s in m["segments"].as_array().unwrap() {
             named.insert(s["name"].as_str().unwrap().to_string());
-            if let Some(f) = s["deletes"]["file"].as_str() {
-                named.insert(f.to_string());
+            for part in ["deletes", "bridge"] {
+                if let Some(f) = s[part]["file"].as_str() {
+                    named.insert(f.to_string());
+                }
             }
         }
         if let Some(f) = m["model"]["file"].as_str() {
@@ -310,10 +314,18 @@ impl Fixture {
         ok(w, &build);
         copy_dir(&w.join("v1"), &w.join("live"));
         let live = w.join("live");
-        ok(w, &on_index(&["add", f.rows_flag(), "a1.npy"], &live));
-        ok(w, &on_index(&["add", f.rows_flag(), "a2.npy"], &live));
+        // Apart: the default policy would merge them with the first build's segment.
+        for rows in ["a1.npy", "a2.npy"] {
+            let add = ["add", f.rows_flag(), rows, "--merge-factor", "0"];
+            ok(w, &on_index(&add, &live));
+        }
         ok(w, &on_index(&["delete", "--ids", "del.npy"], &live));
         assert_clean(&live);
+        // The model index's graph is on the decoded codes: its adds bridge their segments from
+        // the largest one's graph in their commit, so the kills below land in that work too.
+        let text = fs::read_to_string(live.join("manifest.json")).unwrap();
+        let bridges = text.matches("\"bridge\"").count();
+        assert_eq!(bridges > 0, kind == Kind::Model, "{text}");
         f
     }
 
@@ -535,7 +547,10 @@ fn crash_safety(kind: Kind, seed: u64) {
         "new_ids.npy",
         "--upsert",
     ];
-    let runs = [
+    // Without merging, the model index's add bridges its new segment in its commit.
+    let mut add_apart = add.to_vec();
+    add_apart.extend(["--merge-factor", "0"]);
+    let mut runs = vec![
         ("add", &live, &add[..], 45, true),
         (
             "compact",
@@ -553,6 +568,9 @@ fn crash_safety(kind: Kind, seed: u64) {
         ),
         ("add-to-v1", &v1, &add[..], 15, false),
     ];
+    if kind == Kind::Model {
+        runs.push(("add-bridged", &live, &add_apart[..], 24, true));
+    }
     for (name, base, args, iterations, both) in runs {
         let c = crash_runs(&f, &format!("{k} {name}"), base, args, iterations);
         assert!(

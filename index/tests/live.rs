@@ -120,7 +120,13 @@ fn add(w: &mut Writer, shape: Shape, rows: &[(u64, Row)], upsert: bool, merge: O
                 if shape.floats { Some(&stored) } else { None };
             let policy = MergePolicy::tiered(factor).with_min_rows(8);
             let before = w.manifest().segments.len();
-            let report = w.add_merging(&r, upsert, policy, f).unwrap();
+            // With vectors, the merged segments are bridged in the same commit.
+            let atoms = atoms_for(w.manifest().bits as usize);
+            let tables = |v: &[f32], n: usize| Ok((tables_of(&atoms, v), vec![0.0; n]));
+            let report = match f {
+                Some(f) => w.add_bridging(&r, upsert, policy, f, &tables).unwrap(),
+                None => w.add_merging(&r, upsert, policy, f).unwrap(),
+            };
             let after = w.manifest().segments.len();
             // Merges leave fewer segments than one per add.
             assert!(
@@ -136,11 +142,16 @@ fn add(w: &mut Writer, shape: Shape, rows: &[(u64, Row)], upsert: bool, merge: O
 /// ranking its nodes by tables made from the rows' stored vectors: any tables do for exact
 /// answers, since a walk with an `ef` above the row count expands every node.
 fn bridge(w: &mut Writer) -> BridgeReport {
-    let bits = w.manifest().bits as usize;
-    let atoms: Vec<f32> = (0..bits * DIM)
-        .map(|x| ((x * 7) % 5) as f32 - 2.0)
-        .collect();
+    let atoms = atoms_for(w.manifest().bits as usize);
     bridge_by(w, &atoms)
+}
+
+/// Fixed atoms (one `DIM` row per bit) for [`tables_of`]: what the bridges of the property
+/// test rank nodes by.
+fn atoms_for(bits: usize) -> Vec<f32> {
+    (0..bits * DIM)
+        .map(|x| ((x * 7) % 5) as f32 - 2.0)
+        .collect()
 }
 
 /// Bridges with the tables `atoms · v` (`atoms` one `DIM` row per bit) of each row's vector `v`.
@@ -515,7 +526,14 @@ fn run(seed: u64, shape: Shape, steps: usize) {
                 let stored = |_: &[u64], v: Option<&[f32]>| Ok(v.expect("stored vectors").to_vec());
                 let f: Option<&bsa_index::live::GraphVectorsFn<'_>> =
                     if shape.floats { Some(&stored) } else { None };
-                w.compact(rng.random_range(1..3), f).unwrap();
+                let atoms = atoms_for(shape.bits);
+                let tables = |v: &[f32], n: usize| Ok((tables_of(&atoms, v), vec![0.0; n]));
+                let max = rng.random_range(1..3);
+                match f {
+                    Some(f) if rng.random_bool(0.5) => w.compact_bridging(max, f, &tables),
+                    _ => w.compact(max, f),
+                }
+                .unwrap();
             }
         }
         drop(w);
@@ -934,4 +952,69 @@ fn a_damaged_bridge_file_is_refused_by_name() {
     let e = Snapshot::open(&path).unwrap_err().to_string();
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     assert!(e.contains(&name), "{e}");
+}
+
+/// An add with bridging writes its segment's bridge in its own commit, and bridges every other
+/// segment again when it brings a new largest one; a compaction with nothing to do commits
+/// nothing.
+#[test]
+fn adds_bridge_their_segments_in_their_commit() {
+    let shape = Shape {
+        bits: 70,
+        floats: true,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    let mut rng = rng(19);
+    let ids = |a: u64, n: u64| (a..a + n).collect::<Vec<u64>>();
+    build(shape, &new_rows(&mut rng, shape, &ids(0, 100)), &path);
+    let mut w = Writer::open(&path).unwrap();
+    let stored = |_: &[u64], v: Option<&[f32]>| Ok(v.expect("stored vectors").to_vec());
+    let atoms = atoms_for(shape.bits);
+    let tables = |v: &[f32], n: usize| Ok((tables_of(&atoms, v), vec![0.0; n]));
+    let mut add = |w: &mut Writer, from: u64, n: u64| {
+        let c = columns(&new_rows(&mut rng, shape, &ids(from, n)));
+        let before = w.generation();
+        let r = c.new_rows(shape);
+        let report = w
+            .add_bridging(&r, false, MergePolicy::NEVER, &stored, &tables)
+            .unwrap();
+        assert_eq!(report.generation, before + 1, "one commit");
+        report
+    };
+    let bridges = |w: &Writer| -> Vec<Option<String>> {
+        let segs = &w.manifest().segments;
+        segs.iter()
+            .map(|s| s.bridge.as_ref().map(|b| b.to.clone()))
+            .collect()
+    };
+    let r = add(&mut w, 1000, 20);
+    assert_eq!((r.bridged, r.bridge_edges > 0), (1, true));
+    let first = Some("seg-000000".to_string());
+    assert_eq!(bridges(&w), vec![None, first.clone()]);
+    // 150 rows: the largest segment now, every other one bridged from its graph.
+    let r = add(&mut w, 2000, 150);
+    assert_eq!(r.bridged, 2);
+    let big = Some(r.segment.clone());
+    assert_eq!(bridges(&w), vec![big.clone(), big.clone(), None]);
+    let before = w.generation();
+    let c = w.compact_bridging(3, &stored, &tables).unwrap();
+    assert_eq!((c.merged, c.bridged, c.generation), (0, 0, before));
+    drop(w);
+    let snap = Snapshot::open(&path).unwrap();
+    let nq = 4;
+    let queries = random_codes(&mut rng, nq, shape.bits, 1);
+    let (tables, offsets) = scores(&mut rng, shape, nq);
+    let score = Score::Table {
+        tables: &tables,
+        offsets: &offsets,
+        normalise: true,
+    };
+    let all = Mode::parse("hnsw").unwrap().with_ef_search(Some(100_000));
+    let flat = Mode::parse("flat").unwrap();
+    let opts = SearchOptions::default();
+    let (got, stats) = snap.search(&queries, 10, &score, &all, &opts).unwrap();
+    let (want, _) = snap.search(&queries, 10, &score, &flat, &opts).unwrap();
+    same(&got, &want, "walk of the new largest graph");
+    assert_eq!(stats.counter("bridged_segments"), Some(2));
 }

@@ -1075,7 +1075,7 @@ impl Index {
         };
         let dir = self.snap().dir().to_path_buf();
         let report = without_gil(py, threads, || {
-            let (r, _) = bsa::live::add(&dir, source, ids.as_deref(), upsert, false, merge)?;
+            let r = bsa::live::add(&dir, source, ids.as_deref(), upsert, false, merge)?;
             self.reopen()?;
             Ok(r)
         })?;

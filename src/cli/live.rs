@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use bsa::live::AddSource;
-use bsa_index::live::{BridgeReport, MergePolicy, Writer};
+use bsa_index::live::{MergePolicy, Writer};
 
 /// Add rows to an index as a new segment (encoded with the index's model).
 ///
@@ -120,7 +120,7 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         }
     }
     let merge = MergePolicy::tiered(a.merge_factor).with_max_rows(a.merge_max_rows);
-    let (r, bridged) = bsa::live::add(&a.index, source, ids.as_deref(), a.upsert, a.vectors, merge)
+    let r = bsa::live::add(&a.index, source, ids.as_deref(), a.upsert, a.vectors, merge)
         .with_context(|| format!("adding to {}", a.index.display()))?;
     eprintln!(
         "bsa: added {} rows (ids {}..={}) to {} as {}{}{}{}; generation {}",
@@ -139,20 +139,18 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         } else {
             String::new()
         },
-        bridged_note(bridged.as_ref()),
+        bridged_note(r.bridged, r.bridge_edges),
         r.generation
     );
     Ok(())
 }
 
 /// ", bridging N segments (E edges)" when segments were bridged from the largest graph.
-fn bridged_note(b: Option<&BridgeReport>) -> String {
-    b.map_or(String::new(), |b| {
-        format!(
-            ", bridging {} segments from the largest one's graph ({} edges)",
-            b.segments, b.edges
-        )
-    })
+fn bridged_note(segments: usize, edges: usize) -> String {
+    match segments {
+        0 => String::new(),
+        _ => format!(", bridging {segments} segments from the largest one's graph ({edges} edges)"),
+    }
 }
 
 pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
@@ -179,14 +177,14 @@ pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
 
 pub fn compact(a: &CompactArgs) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
-    let (r, bridged) = bsa::live::compact(&a.index, a.max_segments)
+    let r = bsa::live::compact(&a.index, a.max_segments)
         .with_context(|| format!("compacting {}", a.index.display()))?;
     if r.merged == 0 {
         eprintln!(
             "bsa: {} has {} segments and no deleted rows: nothing to compact{}",
             a.index.display(),
             r.segments,
-            bridged_note(bridged.as_ref())
+            bridged_note(r.bridged, r.bridge_edges)
         );
     } else {
         eprintln!(
@@ -196,7 +194,7 @@ pub fn compact(a: &CompactArgs) -> anyhow::Result<()> {
             r.rows,
             r.dropped,
             r.segments,
-            bridged_note(bridged.as_ref()),
+            bridged_note(r.bridged, r.bridge_edges),
             r.generation
         );
     }

@@ -101,6 +101,10 @@ pub struct AddReport {
     pub merged: usize,
     /// Live rows those merges wrote.
     pub merged_rows: usize,
+    /// Segments given a bridge in the same commit ([`Writer::add_bridging`]; 0 otherwise).
+    pub bridged: usize,
+    /// Their edges, together.
+    pub bridge_edges: usize,
     /// The generation committed.
     pub generation: u64,
 }
@@ -129,6 +133,10 @@ pub struct CompactReport {
     pub dropped: usize,
     /// Segments after compaction.
     pub segments: usize,
+    /// Segments given a bridge in the same commit ([`Writer::compact_bridging`]; 0 otherwise).
+    pub bridged: usize,
+    /// Their edges, together.
+    pub bridge_edges: usize,
     /// The generation committed (unchanged if there was nothing to do).
     pub generation: u64,
 }
@@ -286,6 +294,36 @@ pub struct BridgeReport {
     pub generation: u64,
 }
 
+/// A segment's index while a writer prepares a commit: the snapshot's, for a committed segment,
+/// or opened from its directory, for one written since.
+enum SegmentIndex<'s> {
+    Committed(&'s Index),
+    Written(Box<Index>),
+}
+
+impl<'s> SegmentIndex<'s> {
+    /// Segment `name` (in `dir`), from `snap` when it is among the `committed` names.
+    fn open(snap: &'s Snapshot, committed: &[String], dir: &Path, name: &str) -> Result<Self> {
+        Ok(match committed.iter().position(|n| n == name) {
+            Some(at) => SegmentIndex::Committed(snap.segments()[at].index()),
+            None => SegmentIndex::Written(Box::new(Index::open_with(
+                dir.join(name),
+                OpenOptions::verify_checksums(false),
+            )?)),
+        })
+    }
+}
+
+impl std::ops::Deref for SegmentIndex<'_> {
+    type Target = Index;
+    fn deref(&self) -> &Index {
+        match self {
+            SegmentIndex::Committed(i) => i,
+            SegmentIndex::Written(i) => i,
+        }
+    }
+}
+
 /// Appends row `r`'s stored vector as `f32` to `out` (nothing when `index` stores none).
 fn push_vector(index: &Index, r: usize, out: &mut Vec<f32>) {
     let dim = index.vector_dim().unwrap_or(0);
@@ -438,6 +476,33 @@ impl Writer {
         policy: MergePolicy,
         graph_vectors: Option<&GraphVectorsFn<'_>>,
     ) -> Result<AddReport> {
+        self.add_inner(rows, upsert, policy, graph_vectors, None)
+    }
+
+    /// [`add_merging`](Self::add_merging), and in the same commit the bridges
+    /// [`bridge`](Self::bridge) would write (for the new segment, and for every segment when
+    /// the largest one changed): one commit, so a crash leaves the index as before or with the
+    /// rows added and bridged. For an index whose graph is on float vectors; others are added
+    /// as by `add_merging`.
+    pub fn add_bridging(
+        &mut self,
+        rows: &NewRows<'_>,
+        upsert: bool,
+        policy: MergePolicy,
+        graph_vectors: &GraphVectorsFn<'_>,
+        tables: &RowTablesFn<'_>,
+    ) -> Result<AddReport> {
+        self.add_inner(rows, upsert, policy, Some(graph_vectors), Some(tables))
+    }
+
+    fn add_inner(
+        &mut self,
+        rows: &NewRows<'_>,
+        upsert: bool,
+        policy: MergePolicy,
+        graph_vectors: Option<&GraphVectorsFn<'_>>,
+        tables: Option<&RowTablesFn<'_>>,
+    ) -> Result<AddReport> {
         let bits = self.manifest.bits as usize;
         let w = bits.div_ceil(64);
         if rows.codes.is_empty() || !rows.codes.len().is_multiple_of(w) {
@@ -565,6 +630,10 @@ impl Writer {
             merged_rows += done.rows;
             next = m;
         }
+        let (bridged, bridge_edges) = match (graph_vectors, tables) {
+            (Some(g), Some(t)) => self.bridge_into(&mut next, g, t)?,
+            _ => (0, 0),
+        };
         let generation = self.commit(next)?;
         Ok(AddReport {
             added: n,
@@ -573,6 +642,8 @@ impl Writer {
             id_range: (sorted[0], sorted[n - 1]),
             merged,
             merged_rows,
+            bridged,
+            bridge_edges,
             generation,
         })
     }
@@ -594,45 +665,63 @@ impl Writer {
         graph_vectors: &GraphVectorsFn<'_>,
         tables: &RowTablesFn<'_>,
     ) -> Result<BridgeReport> {
-        let m = self.manifest.clone();
-        let mut report = BridgeReport {
-            segments: 0,
-            edges: 0,
-            generation: m.generation,
+        let mut next = self.manifest.clone();
+        let (segments, edges) = self.bridge_into(&mut next, graph_vectors, tables)?;
+        let generation = match segments {
+            0 => self.manifest.generation,
+            _ => self.commit(next)?,
         };
+        Ok(BridgeReport {
+            segments,
+            edges,
+            generation,
+        })
+    }
+
+    /// Writes the bridges [`bridge`](Self::bridge) describes for `next` (a manifest this writer
+    /// is preparing, whose new segments are read from their directories) and names them in it;
+    /// commits nothing. Returns the segments bridged and their edges.
+    fn bridge_into(
+        &mut self,
+        next: &mut LiveManifest,
+        graph_vectors: &GraphVectorsFn<'_>,
+        tables: &RowTablesFn<'_>,
+    ) -> Result<(usize, usize)> {
         let on_vectors = matches!(
-            m.template.graph.map(|g| g.on),
+            next.template.graph.map(|g| g.on),
             Some(GraphSource::Vectors { .. })
         );
-        let Some(target) = largest_segment(m.segments.iter().map(SegmentEntry::live_rows)) else {
-            return Ok(report);
+        let live = next.segments.iter().map(SegmentEntry::live_rows);
+        let (true, Some(target)) = (on_vectors, largest_segment(live)) else {
+            return Ok((0, 0));
         };
-        let to = m.segments[target].name.clone();
-        let todo: Vec<usize> = (0..m.segments.len())
-            .filter(|&s| s != target && on_vectors)
-            .filter(|&s| m.segments[s].bridge.as_ref().is_none_or(|b| b.to != to))
+        let to = next.segments[target].name.clone();
+        let todo: Vec<usize> = (0..next.segments.len())
+            .filter(|&s| s != target)
+            .filter(|&s| next.segments[s].bridge.as_ref().is_none_or(|b| b.to != to))
             .collect();
         if todo.is_empty() {
-            return Ok(report);
+            return Ok((0, 0));
         }
-        let (bits, w) = (m.bits as usize, m.words_per_code as usize);
-        let generation = m.generation + 1;
+        let (bits, w) = (next.bits as usize, next.words_per_code as usize);
+        let generation = self.manifest.generation + 1;
+        let stores_vectors = next.template.vectors.is_some();
         let dir = self.dir.clone();
-        let stores_vectors = m.template.vectors.is_some();
+        let committed = self.committed_names();
         let snap = self.snapshot()?;
-        let graph = snap.segments()[target]
-            .index()
-            .graph_searcher(GraphParams::default())?;
-        let mut next = m.clone();
+        let target_index = SegmentIndex::open(snap, &committed, &dir, &to)?;
+        let graph = target_index.graph_searcher(GraphParams::default())?;
+        let mut edges_total = 0;
         for &s in &todo {
-            let index = snap.segments()[s].index();
+            let name = next.segments[s].name.clone();
+            let index = SegmentIndex::open(snap, &committed, &dir, &name)?;
             let n = index.len();
             let mut edges: Vec<(u32, u32)> = Vec::with_capacity(n * BRIDGE_EDGES);
             for start in (0..n).step_by(BRIDGE_CHUNK) {
                 let end = (start + BRIDGE_CHUNK).min(n);
                 let mut stored = Vec::new();
                 for r in start..end {
-                    push_vector(index, r, &mut stored);
+                    push_vector(&index, r, &mut stored);
                 }
                 let stored = stores_vectors.then_some(stored.as_slice());
                 let gv = graph_vectors(&index.codes()[start * w..end * w], stored)?;
@@ -653,10 +742,9 @@ impl Writer {
             }
             edges.sort_unstable();
             edges.dedup();
-            let file = bridge_name(&m.segments[s].name, &to, generation);
+            let file = bridge_name(&name, &to, generation);
             let info = write_bridge(&dir, &file, &edges)?;
-            report.segments += 1;
-            report.edges += edges.len();
+            edges_total += edges.len();
             next.segments[s].bridge = Some(BridgeEntry {
                 file,
                 to: to.clone(),
@@ -664,8 +752,16 @@ impl Writer {
                 info,
             });
         }
-        report.generation = self.commit(next)?;
-        Ok(report)
+        Ok((todo.len(), edges_total))
+    }
+
+    /// The names of the committed generation's segments (those its snapshot holds).
+    fn committed_names(&self) -> Vec<String> {
+        self.manifest
+            .segments
+            .iter()
+            .map(|e| e.name.clone())
+            .collect()
     }
 
     /// Marks the live rows holding `ids` deleted. Ids not live in the index are reported in
@@ -756,6 +852,26 @@ impl Writer {
         max_segments: usize,
         graph_vectors: Option<&GraphVectorsFn<'_>>,
     ) -> Result<CompactReport> {
+        self.compact_inner(max_segments, graph_vectors, None)
+    }
+
+    /// [`compact`](Self::compact), and in the same commit the bridges [`bridge`](Self::bridge)
+    /// would write for the segments left; commits when either has work.
+    pub fn compact_bridging(
+        &mut self,
+        max_segments: usize,
+        graph_vectors: &GraphVectorsFn<'_>,
+        tables: &RowTablesFn<'_>,
+    ) -> Result<CompactReport> {
+        self.compact_inner(max_segments, Some(graph_vectors), Some(tables))
+    }
+
+    fn compact_inner(
+        &mut self,
+        max_segments: usize,
+        graph_vectors: Option<&GraphVectorsFn<'_>>,
+        tables: Option<&RowTablesFn<'_>>,
+    ) -> Result<CompactReport> {
         let max_segments = max_segments.max(1);
         let m = self.manifest.clone();
         let mut merge: BTreeSet<usize> = (0..m.segments.len())
@@ -770,23 +886,29 @@ impl Writer {
                     .take(m.segments.len() - max_segments + 1),
             );
         }
-        if merge.is_empty() {
-            return Ok(CompactReport {
-                merged: 0,
-                rows: 0,
-                dropped: 0,
-                segments: m.segments.len(),
-                generation: m.generation,
-            });
-        }
-        let (next, merged) = self.merge(&m, &merge, graph_vectors)?;
+        let (mut next, merged) = match merge.is_empty() {
+            true => (m.clone(), None),
+            false => {
+                let (next, merged) = self.merge(&m, &merge, graph_vectors)?;
+                (next, Some(merged))
+            }
+        };
+        let (bridged, bridge_edges) = match (graph_vectors, tables) {
+            (Some(g), Some(t)) => self.bridge_into(&mut next, g, t)?,
+            _ => (0, 0),
+        };
         let segments = next.segments.len();
-        let generation = self.commit(next)?;
+        let generation = match (&merged, bridged) {
+            (None, 0) => m.generation,
+            _ => self.commit(next)?,
+        };
         Ok(CompactReport {
-            merged: merge.len(),
-            rows: merged.rows,
-            dropped: merged.dropped,
+            merged: if merged.is_some() { merge.len() } else { 0 },
+            rows: merged.as_ref().map_or(0, |d| d.rows),
+            dropped: merged.as_ref().map_or(0, |d| d.dropped),
             segments,
+            bridged,
+            bridge_edges,
             generation,
         })
     }
@@ -814,27 +936,15 @@ impl Writer {
         }
         let name = segment_name(m.next_segment);
         let dir = self.dir.clone();
-        let committed: Vec<String> = self
-            .manifest
-            .segments
-            .iter()
-            .map(|e| e.name.clone())
-            .collect();
+        let committed = self.committed_names();
         let snap = self.snapshot()?;
         let (mut codes, mut ids, mut vectors, mut norms) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut dropped = 0;
         for &s in merge {
             let entry = &m.segments[s];
-            let opened;
-            let index = match committed.iter().position(|n| *n == entry.name) {
-                Some(at) => snap.segments()[at].index(),
-                None => {
-                    let options = OpenOptions::verify_checksums(false);
-                    opened = crate::index::Index::open_with(dir.join(&entry.name), options)?;
-                    &opened
-                }
-            };
+            let index = SegmentIndex::open(snap, &committed, &dir, &entry.name)?;
+            let index = &*index;
             let deleted = match &entry.deletes {
                 Some(d) => Some(read_deletes(&dir, d, index.len())?),
                 None => None,
