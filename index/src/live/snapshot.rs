@@ -522,10 +522,11 @@ impl Snapshot {
     /// segment. In graph mode with a table score, segments bridged from the largest
     /// segment's graph are searched by its walk (the stats count them as `bridged_segments`);
     /// other segments that are small against the walk's `ef` ([`GRAPH_SCAN_ROWS_PER_EF`]) are
-    /// scanned exactly (`graph_scanned_segments`), the rest walked. Table scores quantise each query's table once for all
-    /// segments. `k = usize::MAX` with a range (`max_distance`, `min_score`) returns every row in
-    /// range (exact modes; the graph returns those among its `ef` candidates). The stats add
-    /// `segments` and how many segments each filter strategy answered.
+    /// scanned exactly (`graph_scanned_segments`), the rest walked. Table scores quantise each
+    /// query's table once for all segments. `k = usize::MAX` with a range (`max_distance`,
+    /// `min_score`) returns every row in range (exact modes; the graph returns those among its
+    /// `ef` candidates). The stats add `segments` and how many segments each filter strategy
+    /// answered.
     pub fn search(
         &self,
         queries: &[u64],
