@@ -238,9 +238,11 @@ pub fn cosine_top_k(
 mod tests {
     use super::*;
 
+    /// Element `i` to lane `i % 8` in increasing `i`, one multiply and one add each: the sums
+    /// cosine scores promise on every CPU, which the vectorised loops (chunks of 8 for `f32`,
+    /// the CPU's conversion for `f16`) must keep bit for bit.
     #[test]
-    fn f16_dot_norm_is_the_portable_lane_sums_bit_for_bit() {
-        // Values of every magnitude an f16 holds, subnormals and signs included.
+    fn dot_norm_is_the_lane_sums_bit_for_bit() {
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {
             x ^= x << 13;
@@ -249,61 +251,39 @@ mod tests {
             x
         };
         for dim in [1, 7, 8, 9, 16, 23, 384, 385] {
-            // Random bits, with infinities and NaNs (exponent all ones) made finite.
-            let rows: Vec<u16> = (0..3 * dim)
+            // f16: random bits of every magnitude, subnormals and signs included, with
+            // infinities and NaNs (exponent all ones) made finite.
+            let halves: Vec<u16> = (0..3 * dim)
                 .map(|_| next() as u16)
                 .map(|b| if b & 0x7c00 == 0x7c00 { b & !0x4000 } else { b })
                 .collect();
-            let q: Vec<f32> = (0..dim)
-                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
-                .collect();
-            let v = Vectors::F16(&rows);
-            for row in 0..3 {
-                let (mut dot, mut nn) = ([0f32; 8], [0f32; 8]);
-                dot_norm_f16_lanes(&rows[row * dim..(row + 1) * dim], &q, 0, &mut dot, &mut nn);
-                let want: (f32, f32) = (dot.iter().sum(), nn.iter().sum());
-                let got = v.dot_norm(row, &q);
-                assert_eq!(
-                    (got.0.to_bits(), got.1.to_bits()),
-                    (want.0.to_bits(), want.1.to_bits()),
-                    "dim {dim} row {row}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn f32_dot_norm_is_the_lane_sums_bit_for_bit() {
-        // Element i to lane i % 8 in increasing i, one multiply and one add each: what cosine
-        // scores promise on every CPU (the chunked loop must not reorder or fuse).
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        for dim in [1, 7, 8, 9, 16, 23, 384, 385] {
-            let rows: Vec<f32> = (0..3 * dim)
+            let floats: Vec<f32> = (0..3 * dim)
                 .map(|_| ((next() % 20001) as f32 / 1000.0 - 10.0) * 1.000_1)
                 .collect();
             let q: Vec<f32> = (0..dim)
                 .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
                 .collect();
-            let v = Vectors::F32(&rows);
             for row in 0..3 {
+                let at = row * dim..(row + 1) * dim;
                 let (mut dot, mut nn) = ([0f32; 8], [0f32; 8]);
-                for (i, (&a, &b)) in rows[row * dim..(row + 1) * dim].iter().zip(&q).enumerate() {
-                    dot[i % 8] += a * b;
-                    nn[i % 8] += a * a;
+                dot_norm_f16_lanes(&halves[at.clone()], &q, 0, &mut dot, &mut nn);
+                let (mut fdot, mut fnn) = ([0f32; 8], [0f32; 8]);
+                for (i, (&a, &b)) in floats[at].iter().zip(&q).enumerate() {
+                    fdot[i % 8] += a * b;
+                    fnn[i % 8] += a * a;
                 }
-                let want: (f32, f32) = (dot.iter().sum(), nn.iter().sum());
-                let got = v.dot_norm(row, &q);
-                assert_eq!(
-                    (got.0.to_bits(), got.1.to_bits()),
-                    (want.0.to_bits(), want.1.to_bits()),
-                    "dim {dim} row {row}"
-                );
+                let sums = |d: [f32; 8], n: [f32; 8]| {
+                    let s: (f32, f32) = (d.iter().sum(), n.iter().sum());
+                    (s.0.to_bits(), s.1.to_bits())
+                };
+                for (v, want) in [
+                    (Vectors::F16(&halves), sums(dot, nn)),
+                    (Vectors::F32(&floats), sums(fdot, fnn)),
+                ] {
+                    let got = v.dot_norm(row, &q);
+                    let got = (got.0.to_bits(), got.1.to_bits());
+                    assert_eq!(got, want, "{v:?} dim {dim} row {row}");
+                }
             }
         }
     }

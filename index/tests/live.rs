@@ -737,36 +737,48 @@ fn adds_merge_full_tiers_in_their_commit() {
     assert_eq!(names, vec!["LOCK".to_string(), "manifest.json".into(), seg]);
 }
 
+/// The shape of the graph-mode tests: vectors, norms and a graph on the vectors.
+const FLOATS: Shape = Shape {
+    bits: 70,
+    floats: true,
+};
+
+/// A [`FLOATS`] index in a temporary directory: rows with ids `0..base` built, then each of
+/// `adds` (first id, rows) added as a segment of its own, every row made by `rows`. Returns the
+/// directory (removed when dropped), the index path, a writer and the random generator.
+fn grown_index(
+    seed: u64,
+    base: u64,
+    adds: &[(u64, u64)],
+    rows: impl Fn(&mut Xoshiro256PlusPlus, &[u64]) -> Vec<(u64, Row)>,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Writer,
+    Xoshiro256PlusPlus,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    let mut rng = rng(seed);
+    let ids = |a: u64, n: u64| (a..a + n).collect::<Vec<u64>>();
+    build(FLOATS, &rows(&mut rng, &ids(0, base)), &path);
+    let mut w = Writer::open(&path).unwrap();
+    for &(start, n) in adds {
+        add(&mut w, FLOATS, &rows(&mut rng, &ids(start, n)), false, None);
+    }
+    (dir, path, w, rng)
+}
+
 /// Graph mode on several segments: the largest is walked, the others are scanned exactly when
 /// small against the walk's `ef` (`graph_scan_rows_per_ef`) and walked otherwise. Every row of
 /// a scanned segment that belongs in the exact top k is returned, with its exact score: the
 /// largest segment's walk only leaves out competitors.
 #[test]
 fn graph_mode_scans_small_segments_and_walks_the_others() {
-    let shape = Shape {
-        bits: 70,
-        floats: true,
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idx");
-    let mut rng = rng(16);
-    let ids = |a: u64, n: u64| (a..a + n).collect::<Vec<u64>>();
-    build(shape, &new_rows(&mut rng, shape, &ids(0, 300)), &path);
-    let mut w = Writer::open(&path).unwrap();
-    add(
-        &mut w,
-        shape,
-        &new_rows(&mut rng, shape, &ids(1000, 10)),
-        false,
-        None,
-    );
-    add(
-        &mut w,
-        shape,
-        &new_rows(&mut rng, shape, &ids(2000, 40)),
-        false,
-        None,
-    );
+    let shape = FLOATS;
+    let (_dir, path, w, mut rng) = grown_index(16, 300, &[(1000, 10), (2000, 40)], |rng, ids| {
+        new_rows(rng, FLOATS, ids)
+    });
     drop(w);
     let snap = Snapshot::open(&path).unwrap();
     let nq = 20;
@@ -821,24 +833,17 @@ fn graph_mode_scans_small_segments_and_walks_the_others() {
 /// the bridged segments away drops their bridges and files.
 #[test]
 fn graph_mode_walks_bridged_segments_with_the_largest() {
-    let shape = Shape {
-        bits: 70,
-        floats: true,
+    let shape = FLOATS;
+    let atoms: Vec<f32> = {
+        let mut rng = rng(117);
+        (0..shape.bits * DIM)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect()
     };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idx");
-    let mut rng = rng(17);
-    let ids = |a: u64, n: u64| (a..a + n).collect::<Vec<u64>>();
-    let atoms: Vec<f32> = (0..shape.bits * DIM)
-        .map(|_| rng.random_range(-1.0f32..1.0))
-        .collect();
-    let rows =
-        |rng: &mut Xoshiro256PlusPlus, a, n| decoded_rows(rng, &atoms, shape.bits, &ids(a, n));
-    build(shape, &rows(&mut rng, 0, 300), &path);
-    let mut w = Writer::open(&path).unwrap();
-    for (start, n) in [(1000, 10), (2000, 40)] {
-        add(&mut w, shape, &rows(&mut rng, start, n), false, None);
-    }
+    let (_dir, path, mut w, mut rng) =
+        grown_index(17, 300, &[(1000, 10), (2000, 40)], |rng, ids| {
+            decoded_rows(rng, &atoms, FLOATS.bits, ids)
+        });
     let report = bridge_by(&mut w, &atoms);
     assert_eq!(report.segments, 2);
     assert!(report.edges >= 50, "every row has an edge: {report:?}");
@@ -916,23 +921,8 @@ fn graph_mode_walks_bridged_segments_with_the_largest() {
 /// A damaged bridge file is an error naming it when the index opens.
 #[test]
 fn a_damaged_bridge_file_is_refused_by_name() {
-    let shape = Shape {
-        bits: 70,
-        floats: true,
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idx");
-    let mut rng = rng(18);
-    let ids = |a: u64, n: u64| (a..a + n).collect::<Vec<u64>>();
-    build(shape, &new_rows(&mut rng, shape, &ids(0, 100)), &path);
-    let mut w = Writer::open(&path).unwrap();
-    add(
-        &mut w,
-        shape,
-        &new_rows(&mut rng, shape, &ids(500, 20)),
-        false,
-        None,
-    );
+    let (_dir, path, mut w, _) =
+        grown_index(18, 100, &[(500, 20)], |rng, ids| new_rows(rng, FLOATS, ids));
     bridge(&mut w);
     drop(w);
     let file = std::fs::read_dir(&path)
@@ -959,16 +949,10 @@ fn a_damaged_bridge_file_is_refused_by_name() {
 /// nothing.
 #[test]
 fn adds_bridge_their_segments_in_their_commit() {
-    let shape = Shape {
-        bits: 70,
-        floats: true,
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idx");
-    let mut rng = rng(19);
+    let shape = FLOATS;
+    let (_dir, path, mut w, mut rng) =
+        grown_index(19, 100, &[], |rng, ids| new_rows(rng, FLOATS, ids));
     let ids = |a: u64, n: u64| (a..a + n).collect::<Vec<u64>>();
-    build(shape, &new_rows(&mut rng, shape, &ids(0, 100)), &path);
-    let mut w = Writer::open(&path).unwrap();
     let stored = |_: &[u64], v: Option<&[f32]>| Ok(v.expect("stored vectors").to_vec());
     let atoms = atoms_for(shape.bits);
     let tables = |v: &[f32], n: usize| Ok((tables_of(&atoms, v), vec![0.0; n]));

@@ -748,36 +748,37 @@ struct Extended<'a> {
     lists: &'a BridgeLists,
 }
 
+impl<'a> Extended<'a> {
+    /// The table of the segment holding extended row `row`, and its row there.
+    #[inline(always)]
+    fn part(&self, row: u32) -> (&Table<'a>, u32) {
+        if row < self.nodes {
+            (&self.large, row)
+        } else {
+            let (s, r) = self.lists.locate(row);
+            (&self.others[s], r)
+        }
+    }
+}
+
 impl Metric for Extended<'_> {
     const APPROXIMATE: bool = true;
 
     #[inline(always)]
     fn dist(&self, row: u32) -> u32 {
-        if row < self.nodes {
-            self.large.dist(row)
-        } else {
-            let (s, r) = self.lists.locate(row);
-            self.others[s].dist(r)
-        }
+        let (t, r) = self.part(row);
+        t.dist(r)
     }
 
     fn exact(&self, row: u32) -> u32 {
-        if row < self.nodes {
-            self.large.exact(row)
-        } else {
-            let (s, r) = self.lists.locate(row);
-            self.others[s].exact(r)
-        }
+        let (t, r) = self.part(row);
+        t.exact(r)
     }
 
     #[inline(always)]
     fn prefetch(&self, row: u32) {
-        if row < self.nodes {
-            self.large.prefetch(row);
-        } else {
-            let (s, r) = self.lists.locate(row);
-            self.others[s].prefetch(r);
-        }
+        let (t, r) = self.part(row);
+        t.prefetch(r);
     }
 }
 
