@@ -64,10 +64,19 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
                 String::new()
             },
             if index.has_vectors() { ", vectors" } else { "" },
-            if index.graph_metric().is_some() {
-                ", hnsw graph"
-            } else {
-                ""
+            match index.graph_metric() {
+                None => String::new(),
+                Some(_) => {
+                    let bridged = index
+                        .segments()
+                        .iter()
+                        .filter(|s| s.bridged_from().is_some())
+                        .count();
+                    match bridged {
+                        0 => ", hnsw graph".to_string(),
+                        n => format!(", hnsw graph ({n} segments bridged)"),
+                    }
+                }
             },
             if index.model_path().is_some() {
                 ", model"

@@ -302,6 +302,11 @@ fn graph_searches_reach_added_rows_through_bridges() {
     args.extend_from_slice(&walk);
     let out = t.bsa(&args).ok();
     assert!(out.stderr.contains("\"bridged_segments\":1"), "{out:#?}");
+    let out = t.bsa(&["verify", "--index", "live"]).ok();
+    assert!(
+        out.stdout.contains("hnsw graph (1 segments bridged)"),
+        "{out:#?}"
+    );
     // Nothing more to bridge: compact leaves the bridge as it is.
     let out = t
         .bsa(&["compact", "--index", "live", "--max-segments", "2"])

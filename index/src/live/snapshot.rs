@@ -130,6 +130,12 @@ impl SegmentReader {
         }
     }
 
+    /// The segment whose graph this segment's bridge leaves from, if it has one (see
+    /// [`Writer::bridge`](crate::live::Writer::bridge)).
+    pub fn bridged_from(&self) -> Option<&str> {
+        self.bridge.as_ref().map(|(to, _)| to.as_str())
+    }
+
     /// The segment's directory name (`"."` for a single-segment index).
     pub fn name(&self) -> &str {
         &self.name
