@@ -913,17 +913,21 @@ impl GraphSearcher<'_> {
                 (parts, evaluated)
             })
             .collect();
-        let evaluated = per_query.iter().map(|&(_, e)| e).sum();
+        let mut evaluated = 0;
+        // Per segment, each query's keys (moved, not copied, out of the per-query parts).
+        let mut by_segment: Vec<Vec<Vec<u64>>> = (0..=others.len())
+            .map(|_| Vec::with_capacity(per_query.len()))
+            .collect();
+        for (parts, e) in per_query {
+            evaluated += e;
+            for (keys, part) in by_segment.iter_mut().zip(parts) {
+                keys.push(part);
+            }
+        }
         let views = std::iter::once(c).chain(others.iter().map(|o| &o.codes));
         let hits = views
-            .enumerate()
-            .map(|(p, v)| {
-                let keys: Vec<Vec<u64>> = per_query
-                    .iter()
-                    .map(|(parts, _)| parts[p].clone())
-                    .collect();
-                v.hits(&keys, queries, true)
-            })
+            .zip(&by_segment)
+            .map(|(v, keys)| v.hits(keys, queries, true))
             .collect();
         let stats = SearchStats {
             kernel_family: None,
