@@ -361,10 +361,12 @@ pub fn search_filtered(
     let fetch = request
         .k
         .saturating_mul(request.rescore.unwrap_or(1).max(1));
-    if let Some(ef) = request.ef().filter(|&ef| ef < fetch) {
+    // The walk keeps ef rows in its list and answers with the best k x rescore rows it scored:
+    // fewer than it rescores is fine, fewer than k is not.
+    if let Some(ef) = request.ef().filter(|&ef| ef < request.k) {
         return Err(Error::InvalidArgument(format!(
-            "ef {ef} is below the {fetch} candidates asked for (k x rescore); the graph search \
-             keeps ef candidates, so give ef {fetch} or more"
+            "ef {ef} is below k {}; give ef {} or more",
+            request.k, request.k
         )));
     }
     let started = Instant::now();

@@ -594,7 +594,8 @@ impl Index {
     /// Approximate k nearest codes by Hamming distance via the stored HNSW graph.
     ///
     /// Same input and output conventions as [`Index::search_flat`]: best first, ties by row. The
-    /// candidate list size is `params.ef_search` or the build-time default, and at least `k`.
+    /// walk's candidate list size is `params.ef_search` or the build-time default; the answer is
+    /// the best `k` rows the walk scored (with `k` above `ef`, more than the list holds).
     /// Queries run in parallel on the current rayon pool. May return fewer than `k` hits. The
     /// algorithm is described in [`crate::search::graph`].
     pub fn search_hnsw(

@@ -15,7 +15,8 @@ use common::*;
 use proptest::prelude::*;
 
 /// The search algorithm of `bsa_index::graph`, written as plainly as possible: sets instead of
-/// heaps, a hash set for visited rows, distances with the naive loop.
+/// heaps, a hash set for visited rows, distances with the naive loop. The walk's list holds
+/// `ef` rows; the answer is the best `k` of every row it scored (the list's best when `k <= ef`).
 fn reference(
     g: &GraphView<'_>,
     codes: &[u64],
@@ -39,10 +40,10 @@ fn reference(
             cur = best;
         }
     }
-    let ef = ef.max(k);
     let mut visited = HashSet::from([cur.1]);
     let mut candidates = BTreeSet::from([cur]);
     let mut results = BTreeSet::from([cur]);
+    let mut scored = BTreeSet::from([cur]);
     while let Some(c) = candidates.pop_first() {
         if results.len() >= ef && c > *results.last().unwrap() {
             break;
@@ -52,6 +53,7 @@ fn reference(
                 continue;
             }
             let e = (dist(nb), nb);
+            scored.insert(e);
             if results.len() < ef || e < *results.last().unwrap() {
                 candidates.insert(e);
                 results.insert(e);
@@ -61,7 +63,7 @@ fn reference(
             }
         }
     }
-    results
+    scored
         .into_iter()
         .filter(|&(d, _)| max_distance.is_none_or(|m| d <= m))
         .take(k)
@@ -149,6 +151,9 @@ fn native_search_equals_the_reference() {
             (1, 1, None),
             (5, 80, None),
             (10, 24, Some(bits as u32 / 5)),
+            // More rows kept than the walk's list (a rescored search's candidates).
+            (40, 12, None),
+            (25, 10, Some(bits as u32 / 4)),
             (n + 5, 16, None),
         ] {
             let p = SearchParams::default()

@@ -52,15 +52,17 @@ def test_query_codes_equal_cli(work, score, mode):
 @pytest.mark.parametrize("rescore", [None, 4])
 def test_hnsw_equals_cli(work, queries, ef, rescore):
     index = bsa.Index.open(work / "idx")
-    if ef is not None and rescore and ef < K * rescore:
-        # The graph keeps ef candidates: fewer than k x rescore is refused, as by the CLI.
-        with pytest.raises(ValueError, match="below the 40 candidates"):
-            index.search(queries, K, mode="hnsw", ef=ef, rescore=rescore)
-        return
+    # ef 16 with rescore 4: the walk's list of 16 answers with the best 40 rows it scored.
     D, I = index.search(queries, K, mode="hnsw", ef=ef, rescore=rescore)
     extra = ["--mode", "hnsw"] + (["--ef", ef] if ef else []) + (["--rescore", rescore] if rescore else [])
     cli = cli_search(work / "idx", ["--queries", work / "query.npy"], K, *extra)
     assert_same(D, I, cli, scored=rescore is not None)
+
+
+def test_ef_below_k_is_refused(work, queries):
+    index = bsa.Index.open(work / "idx")
+    with pytest.raises(ValueError, match="ef 5 is below k 10"):
+        index.search(queries, K, mode="hnsw", ef=5)
 
 
 def test_max_distance_and_k_above_n_equal_cli(work, queries):

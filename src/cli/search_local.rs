@@ -119,17 +119,10 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         .with_min_score(a.min_score);
     let mode = bsa_index::Mode::parse(a.mode.name())?.with_ef_search(a.ef);
     let fetch = a.fetch();
-    // A range search without --k fetches every row in range: the graph keeps its ef best.
-    if let Some(ef) = a.ef.filter(|&ef| ef < fetch && a.k.is_some()) {
-        bail!(
-            "--ef {ef} is below the {fetch} candidates asked for (--k{}); the graph search keeps \
-             ef candidates, so give --ef {fetch} or more",
-            if a.rescore.is_some() {
-                " x --rescore"
-            } else {
-                ""
-            }
-        );
+    // The walk keeps its ef best in its list and answers with the best `fetch` rows it scored,
+    // so a rescored search may walk with fewer than it rescores, but not with fewer than --k.
+    if let Some((ef, k)) = a.ef.zip(a.k).filter(|&(ef, k)| ef < k) {
+        bail!("--ef {ef} is below --k {k}; give --ef {k} or more");
     }
     let started = Instant::now();
     // Per-query tables for the asymmetric scores (the same bits for any --threads or CPU;

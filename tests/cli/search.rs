@@ -206,7 +206,7 @@ fn hnsw_search_finds_the_exact_neighbours_on_a_small_index() {
 
 /// The graph on decoded codes (`bsa build --model --hnsw`) is searched by ADC: its hits carry
 /// the flat scan's exact scores, an exhaustive `--ef` finds exactly the flat top k, a small one
-/// most of it, and other scores and an `--ef` below the candidates asked for are refused.
+/// most of it, and other scores and an `--ef` below `--k` are refused.
 #[test]
 fn adc_graph_finds_the_flat_adc_neighbours_with_their_exact_scores() {
     let t = TestDir::new();
@@ -311,7 +311,7 @@ fn adc_graph_finds_the_flat_adc_neighbours_with_their_exact_scores() {
         "--ef",
         "5",
     ])
-    .fails_with(&["--ef 5", "10 candidates"]);
+    .fails_with(&["--ef 5", "--k 10"]);
 }
 
 #[test]

@@ -44,6 +44,9 @@ struct Scratch {
     epoch: u8,
     candidates: BinaryHeap<Reverse<u64>>,
     results: BinaryHeap<u64>,
+    /// The best `keep` keys of every row scored, when more are kept than `ef` (see
+    /// [`search_one`]).
+    kept: BinaryHeap<u64>,
     fresh: Vec<u32>,
 }
 
@@ -60,6 +63,7 @@ impl Scratch {
         }
         self.candidates.clear();
         self.results.clear();
+        self.kept.clear();
     }
 }
 
@@ -70,6 +74,7 @@ thread_local! {
             epoch: 0,
             candidates: BinaryHeap::new(),
             results: BinaryHeap::new(),
+            kept: BinaryHeap::new(),
             fresh: Vec::new(),
         })
     };
@@ -206,8 +211,12 @@ impl Metric for Table<'_> {
     }
 }
 
-/// One query: greedy descent, then ef-search on level 0. Returns the `ef` best keys, sorted,
-/// and the number of rows whose score was computed.
+/// One query: greedy descent, then ef-search on level 0. Returns the `max(ef, keep)` best keys
+/// of the rows scored, sorted, and the number of rows whose score was computed.
+///
+/// `ef` bounds the walk (the candidate list), `keep` the answer: with `keep` above `ef` the walk
+/// stays as short as `ef` makes it and every row it scores may still be among the `keep`
+/// returned (a rescored search asks for more candidates than the walk needs to find them).
 ///
 /// With `allowed`, only allowed rows enter the results, but the walk still passes through the
 /// others (hnswlib's filtered search): it keeps expanding until it holds `ef` allowed rows, so
@@ -220,6 +229,7 @@ fn search_one<M: Metric>(
     g: &GraphView<'_>,
     m: &M,
     ef: usize,
+    keep: usize,
     ok: impl Fn(u32) -> bool,
     bridges: Option<&BridgeLists>,
     s: &mut Scratch,
@@ -260,14 +270,26 @@ fn search_one<M: Metric>(
         epoch,
         candidates,
         results,
+        kept,
         fresh,
     } = s;
+    // Every allowed row scored is offered to `kept` when it keeps more than the walk's `ef`.
+    let wide = keep > ef;
+    let mut offer = |k: u64| {
+        if wide && (kept.len() < keep || kept.peek().is_some_and(|&worst| k < worst)) {
+            kept.push(k);
+            if kept.len() > keep {
+                kept.pop();
+            }
+        }
+    };
     let e = *epoch;
     let visited = &mut visited[..rows];
     visited[cur as usize] = e;
     candidates.push(Reverse(best));
     if ok(cur) {
         results.push(best);
+        offer(best);
     }
     while let Some(Reverse(c)) = candidates.pop() {
         if results.len() >= ef && results.peek().is_some_and(|&worst| c > worst) {
@@ -309,14 +331,18 @@ fn search_one<M: Metric>(
         evaluated += fresh.len() as u64;
         for &nb in fresh.iter() {
             let k = key(m.dist(nb), nb);
+            let allowed = ok(nb);
             if results.len() < ef || results.peek().is_some_and(|&worst| k < worst) {
                 candidates.push(Reverse(k));
-                if ok(nb) {
+                if allowed {
                     results.push(k);
                     if results.len() > ef {
                         results.pop();
                     }
                 }
+            }
+            if allowed {
+                offer(k);
             }
         }
         for &x in bridged {
@@ -334,15 +360,16 @@ fn search_one<M: Metric>(
                     results.pop();
                 }
             }
+            offer(k);
         }
     }
-    let mut out: Vec<u64> = results.drain().collect();
+    let mut out: Vec<u64> = if wide { kept } else { results }.drain().collect();
     out.sort_unstable();
     (out, evaluated)
 }
 
-/// One query's keys (at most `k`, from a candidate list of `ef` at least `k`, filtered by
-/// `max_distance`) and its count of scored rows.
+/// One query's keys (the best `k` rows scored by a walk with a candidate list of `ef`, filtered
+/// by `max_distance`) and its count of scored rows.
 fn one<M: Metric>(
     g: &GraphView<'_>,
     m: &M,
@@ -356,7 +383,7 @@ fn one<M: Metric>(
     }
     let ok = |row: u32| allowed.is_none_or(|a| a.contains(row as usize));
     let (mut keys, evaluated) =
-        SCRATCH.with(|s| search_one(g, m, ef.max(k), ok, None, &mut s.borrow_mut()));
+        SCRATCH.with(|s| search_one(g, m, ef, k, ok, None, &mut s.borrow_mut()));
     if M::APPROXIMATE {
         for x in keys.iter_mut() {
             *x = key(m.exact(key_row(*x)), key_row(*x));
@@ -377,8 +404,8 @@ fn unzip(per_query: Vec<(Vec<u64>, u64)>) -> (Vec<Vec<u64>>, u64) {
 }
 
 /// Searches `queries` (`w` words each) by Hamming distance on graph `g` over `codes` and
-/// returns, per query, the keys of the at most `k` best rows found with a candidate list of
-/// `ef` (at least `k`), best first, filtered by `max_distance`, and the number of rows whose
+/// returns, per query, the keys of the at most `k` best rows scored by a walk with a candidate
+/// list of `ef`, best first, filtered by `max_distance`, and the number of rows whose
 /// distance was computed. Runs on the current rayon pool.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn search_batch(
@@ -555,7 +582,7 @@ impl Searcher for GraphSearcher<'_> {
 }
 
 impl GraphSearcher<'_> {
-    /// The candidate list size (`ef`) of a walk (before it is raised to `k`).
+    /// The candidate list size (`ef`) of a walk (the answer may keep more of the rows scored).
     pub fn ef_search(&self) -> usize {
         self.ef_search
     }
@@ -794,7 +821,7 @@ impl GraphSearcher<'_> {
     /// The walk of this graph by a table score that also scores the rows of `others` bridged
     /// from each expanded node (`lists`, built over this graph and `others` in order): one walk
     /// answers for every segment. Returns per segment (this one first, then `others`) each
-    /// query's best hits among the walk's `ef` results (at most `k`), rows local to the segment,
+    /// query's best hits (at most `k`) among the best `max(ef, k)` rows the walk scored, rows local to the segment,
     /// best first, ties by row; `allowed` restricts this segment's rows, as in a filtered walk.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn walk_bridged(
@@ -875,7 +902,7 @@ impl GraphSearcher<'_> {
                 others[s].allowed.is_none_or(|a| a.contains(r as usize))
             }
         };
-        let ef = self.ef_search.max(k);
+        let ef = self.ef_search;
         let per_query: Vec<(Vec<Vec<u64>>, u64)> = (0..offsets.len())
             .into_par_iter()
             .map(|qi| {
@@ -891,7 +918,7 @@ impl GraphSearcher<'_> {
                     lists,
                 };
                 let (mut keys, evaluated) = SCRATCH.with(|s| {
-                    search_one(&self.graph, &m, ef, ok, Some(lists), &mut s.borrow_mut())
+                    search_one(&self.graph, &m, ef, k, ok, Some(lists), &mut s.borrow_mut())
                 });
                 for x in keys.iter_mut() {
                     *x = key(m.exact(key_row(*x)), key_row(*x));
@@ -965,14 +992,7 @@ impl GraphSearcher<'_> {
                     w: c.words_per_code(),
                 };
                 let (keys, _) = SCRATCH.with(|s| {
-                    search_one(
-                        &self.graph,
-                        &t,
-                        ef.max(m),
-                        |_| true,
-                        None,
-                        &mut s.borrow_mut(),
-                    )
+                    search_one(&self.graph, &t, ef, m, |_| true, None, &mut s.borrow_mut())
                 });
                 keys.iter().take(m).map(|&x| key_row(x)).collect()
             })

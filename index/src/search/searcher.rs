@@ -500,8 +500,9 @@ impl<'a> CodesView<'a> {
     /// scored searches the scores decoded from the keys and the Hamming distances recomputed
     /// from the codes. The one place where keys become hits.
     pub(crate) fn hits(&self, keys: &[Vec<u64>], queries: &[u64], scored: bool) -> Vec<Hits> {
+        use rayon::prelude::*;
         let w = self.w;
-        keys.iter()
+        keys.par_iter()
             .enumerate()
             .map(|(qi, keys)| {
                 let rows: Vec<u64> = keys.iter().map(|&k| u64::from(key_row(k))).collect();
@@ -511,13 +512,7 @@ impl<'a> CodesView<'a> {
                 };
                 let (distances, scores) = if scored {
                     let query = &queries[qi * w..(qi + 1) * w];
-                    let d = rows
-                        .iter()
-                        .map(|&r| {
-                            let r = r as usize;
-                            hamming(query, &self.codes[r * w..(r + 1) * w])
-                        })
-                        .collect();
+                    let d = self.hamming_of(query, &rows);
                     let s = keys
                         .iter()
                         .map(|&k| from_desc_key(key_distance(k)))
@@ -534,6 +529,35 @@ impl<'a> CodesView<'a> {
                 }
             })
             .collect()
+    }
+
+    /// The Hamming distances from `query` to codes `rows`. With the set bits at hand it reads
+    /// those (a few cache lines the search has just touched) instead of whole packed codes:
+    /// `|q ^ c| = |q| + |c| - 2 |q & c|`, the same number.
+    fn hamming_of(&self, query: &[u64], rows: &[u64]) -> Vec<u32> {
+        let w = self.w;
+        match self.sparse() {
+            Some(sv) => {
+                let ones = crate::bits::popcount(query);
+                rows.iter()
+                    .map(|&r| {
+                        let set = sv.row(r as usize);
+                        let common: u32 = set
+                            .iter()
+                            .map(|&j| (query[usize::from(j) / 64] >> (j % 64) & 1) as u32)
+                            .sum();
+                        ones + set.len() as u32 - 2 * common
+                    })
+                    .collect()
+            }
+            None => rows
+                .iter()
+                .map(|&r| {
+                    let r = r as usize;
+                    hamming(query, &self.codes[r * w..(r + 1) * w])
+                })
+                .collect(),
+        }
     }
 }
 
