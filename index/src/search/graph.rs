@@ -622,12 +622,8 @@ impl GraphSearcher<'_> {
         params: &SearchParams,
         allowed: Option<&RowSet>,
     ) -> Result<(Vec<Hits>, SearchStats)> {
-        // The graph walk computes one distance at a time (portable); resolving the family
-        // still reports a bad BSA_KERNEL as every other search does.
-        let params = params.resolved()?;
+        let (params, norms) = self.checked(queries, score, params)?;
         let c = &self.codes;
-        let (_, norms) = c.check(queries, score, &params)?;
-        self.check_score(score)?;
         let k = k.min(c.len());
         let (keys, evaluated) = match (self.metric, score) {
             (GraphMetric::Hamming, Score::Hamming) => search_batch(
@@ -657,13 +653,37 @@ impl GraphSearcher<'_> {
             ),
             _ => unreachable!("graph and score checked by check_score"),
         };
-        let stats = SearchStats {
-            kernel_family: None,
-            kernel: "portable-graph",
-            table_kernel: None,
-            counters: vec![("nodes_visited", evaluated)],
-        };
-        Ok((c.hits(&keys, queries, score.has_scores()), stats))
+        Ok((
+            c.hits(&keys, queries, score.has_scores()),
+            walk_stats(evaluated),
+        ))
+    }
+
+    /// The checks every walk starts with: the parameters resolved, the queries and score
+    /// against the codes, and the score against the graph. Returns the parameters and the norms
+    /// the score divides by.
+    fn checked<'s>(
+        &'s self,
+        queries: &[u64],
+        score: &Score<'_>,
+        params: &SearchParams,
+    ) -> Result<(SearchParams, Option<&'s [f32]>)> {
+        // The graph walk computes one distance at a time (portable); resolving the family
+        // still reports a bad BSA_KERNEL as every other search does.
+        let params = params.resolved()?;
+        let (_, norms) = self.codes.check(queries, score, &params)?;
+        self.check_score(score)?;
+        Ok((params, norms))
+    }
+}
+
+/// A walk's statistics: the kernel and the rows scored.
+fn walk_stats(evaluated: u64) -> SearchStats {
+    SearchStats {
+        kernel_family: None,
+        kernel: "portable-graph",
+        table_kernel: None,
+        counters: vec![("nodes_visited", evaluated)],
     }
 }
 
@@ -838,10 +858,8 @@ impl GraphSearcher<'_> {
         others: &[BridgedSegment<'_>],
     ) -> Result<(Vec<Vec<Hits>>, SearchStats)> {
         use rayon::prelude::*;
-        let params = params.resolved()?;
+        let (_, norms) = self.checked(queries, score, params)?;
         let c = &self.codes;
-        let (_, norms) = c.check(queries, score, &params)?;
-        self.check_score(score)?;
         let Score::Table {
             tables, offsets, ..
         } = score
@@ -959,13 +977,7 @@ impl GraphSearcher<'_> {
             .zip(&by_segment)
             .map(|(v, keys)| v.hits(keys, queries, true))
             .collect();
-        let stats = SearchStats {
-            kernel_family: None,
-            kernel: "portable-graph",
-            table_kernel: None,
-            counters: vec![("nodes_visited", evaluated)],
-        };
-        Ok((hits, stats))
+        Ok((hits, walk_stats(evaluated)))
     }
 }
 
