@@ -3,8 +3,11 @@
 //! with it, while the fitting half ([`crate::pursuit`]) builds models and so sits above it; the
 //! items are re-exported there.
 
+use std::sync::Arc;
+
 use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
 
+use crate::memo::LastFor;
 use crate::params::Params;
 
 /// Rows encoded per chunk: bounds the `chunk x N` correlation matrix (4096 x 4096 f32 = 64 MiB).
@@ -122,10 +125,15 @@ pub(crate) fn encode_with(
     x: ArrayView2<f32>,
     fixed: bool,
 ) -> Vec<Vec<u32>> {
+    // The fixed Gram matrix is the same for every call with this dictionary (queries encoded a
+    // few at a time by a long-lived process): made once (crate::memo).
+    static GRAM: LastFor<Array2<f32>> = LastFor::new();
     let gram = if fixed {
-        crate::deterministic::gram(params.wd_t.view())
+        GRAM.get(params.wd_t.view(), || {
+            crate::deterministic::gram(params.wd_t.view())
+        })
     } else {
-        params.wd_t.dot(&params.wd_t.t())
+        Arc::new(params.wd_t.dot(&params.wd_t.t()))
     };
     let mut out = Vec::with_capacity(x.nrows());
     for chunk in x.axis_chunks_iter(Axis(0), CHUNK) {
@@ -201,5 +209,34 @@ mod tests {
         }
         // A value that is not there: 0, as a plain scan's `unwrap_or(0)` gave.
         assert_eq!(first_index_of(&[1.0; 40], 2.0), 0);
+    }
+
+    /// Encoding with one dictionary, another, then the first changed in place gives each time
+    /// the codes of its own Gram matrix (the remembered one is never another dictionary's).
+    #[test]
+    fn encodings_use_their_own_dictionarys_gram_matrix() {
+        let atoms = |seed: u32| {
+            Array2::from_shape_fn((48, 8), |(i, j)| {
+                ((i as u32 * 31 + j as u32 * 17 + seed * 7) % 23) as f32 / 11.0 - 1.0
+            })
+        };
+        let x = Array2::from_shape_fn((20, 8), |(i, j)| ((i * 5 + j * 3) % 13) as f32 / 6.0 - 1.0);
+        let direct = |p: &Params<f32>| {
+            let gram = crate::deterministic::gram(p.wd_t.view());
+            greedy_codes(p.pre_activations_fixed(x.view()).view(), gram.view(), 5)
+        };
+        let a = dictionary_params(atoms(1), Array1::zeros(8));
+        let b = dictionary_params(atoms(2), Array1::zeros(8));
+        for p in [&a, &b, &a] {
+            assert_eq!(encode(p, 5, x.view()), direct(p));
+        }
+        // Atom 6 (in most codes) twice as long, in place: a's Gram matrix would give other codes.
+        let mut c = a.clone();
+        c.wd_t.row_mut(6).mapv_inplace(|v| 2.0 * v);
+        c.we.row_mut(6).mapv_inplace(|v| 2.0 * v);
+        assert_eq!(encode(&c, 5, x.view()), direct(&c));
+        let stale = crate::deterministic::gram(a.wd_t.view());
+        let h = c.pre_activations_fixed(x.view());
+        assert_ne!(greedy_codes(h.view(), stale.view(), 5), direct(&c));
     }
 }

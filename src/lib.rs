@@ -48,6 +48,7 @@ pub mod int_tables;
 pub mod io;
 pub mod live;
 pub mod loss;
+mod memo;
 pub mod metrics;
 #[cfg(feature = "milvus")]
 pub mod milvus;

@@ -70,7 +70,13 @@ impl Autoencoder {
     /// rank are the float tables' in 99.2% of places. The offsets are the float ones. The same
     /// bits on every CPU and thread count.
     pub fn adc_candidate_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
-        let t = crate::int_tables::IntDecoder::new(self.params.wd_t.view()).tables(q);
+        // Rounding the decoder is the same for every call with this model (crate::memo).
+        static DECODER: crate::memo::LastFor<crate::int_tables::IntDecoder> =
+            crate::memo::LastFor::new();
+        let wd_t = self.params.wd_t.view();
+        let t = DECODER
+            .get(wd_t, || crate::int_tables::IntDecoder::new(wd_t))
+            .tables(q);
         (t, self.adc_offsets(q))
     }
 
