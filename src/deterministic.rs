@@ -70,16 +70,51 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// # Panics
 /// If the numbers of columns differ.
 pub fn matmul_nt(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
+    matmul_nt_packed(a, &Packed::new(b))
+}
+
+/// The right operand of [`matmul_nt`] laid out for its kernels, for a caller that multiplies
+/// many batches by the same matrix (a model's encoder or decoder).
+///
+/// ```
+/// use bsa::deterministic::{matmul_nt, matmul_nt_packed, Packed};
+/// let a = ndarray::array![[1.0f32, 2.0], [3.0, 4.0]];
+/// let b = ndarray::array![[0.5f32, -1.0], [2.0, 0.25], [1.0, 1.0]];
+/// assert_eq!(matmul_nt_packed(a.view(), &Packed::new(b.view())), matmul_nt(a.view(), b.view()));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Packed {
+    panels: Vec<f32>,
+    n: usize,
+    d: usize,
+}
+
+impl Packed {
+    /// `b` (`n x d`) packed.
+    pub fn new(b: ArrayView2<f32>) -> Packed {
+        let (n, d) = b.dim();
+        Packed {
+            panels: pack_panels(b),
+            n,
+            d,
+        }
+    }
+}
+
+/// [`matmul_nt`] with its right operand packed: the same bits.
+///
+/// # Panics
+/// If the numbers of columns differ.
+pub fn matmul_nt_packed(a: ArrayView2<f32>, b: &Packed) -> Array2<f32> {
     let (m, d) = a.dim();
-    let n = b.nrows();
-    assert_eq!(b.ncols(), d, "matmul_nt: inner dimensions differ");
+    let n = b.n;
+    assert_eq!(b.d, d, "matmul_nt: inner dimensions differ");
     let mut out = Array2::<f32>::zeros((m, n));
     if m == 0 || n == 0 || d == 0 {
         // Empty sums are 0.0, as `dot` gives.
         return out;
     }
     let a = a.as_standard_layout();
-    let panels = pack_panels(b);
     let family = KernelFamily::current();
     out.axis_chunks_iter_mut(Axis(0), ROWS_PER_TASK)
         .into_par_iter()
@@ -87,7 +122,7 @@ pub fn matmul_nt(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
         .for_each(|(mut out_rows, a_rows)| {
             let a_rows = a_rows.as_slice().expect("standard layout");
             let out_rows = out_rows.as_slice_mut().expect("standard layout");
-            rows(family, a_rows, &panels, d, n, 0, out_rows);
+            rows(family, a_rows, &b.panels, d, n, 0, out_rows);
         });
     out
 }

@@ -59,7 +59,13 @@ impl Autoencoder {
     /// Every entry is a [`deterministic::dot`] (`u_j = dot(q_i, Wd^T row j)`, `offset =
     /// dot(q_i, bd)`), so the printed scores are the same bytes for any CPU and thread count.
     pub fn adc_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
-        let t = deterministic::matmul_nt(q, self.params.wd_t.view());
+        // The packed decoder is the same for every batch of this model (crate::memo).
+        static DECODER: crate::memo::LastFor<deterministic::Packed> = crate::memo::LastFor::new();
+        let wd_t = self.params.wd_t.view();
+        let t = deterministic::matmul_nt_packed(
+            q,
+            &DECODER.get(wd_t, || deterministic::Packed::new(wd_t)),
+        );
         (t.into_raw_vec_and_offset().0, self.adc_offsets(q))
     }
 

@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::deterministic;
+use crate::memo::LastFor;
 use crate::real::Real;
 
 /// The weights: encoder `We` (`N x D`), `be` (`N`), decoder transposed `wd_t = Wd^T` (`N x D`),
@@ -125,7 +126,12 @@ impl Params<f32> {
     /// Pre-activations `H = X We^T + be` with every entry fixed bit for bit by the inputs:
     /// `H[i][j] = `[`deterministic::dot`]`(x_i, We_j) + be_j`, on any CPU and thread count.
     pub fn pre_activations_fixed(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        let mut h = deterministic::matmul_nt(x, self.we.view());
+        // The packed encoder is the same for every batch of this model (crate::memo).
+        static ENCODER: LastFor<deterministic::Packed> = LastFor::new();
+        let we = ENCODER.get(self.we.view(), || {
+            deterministic::Packed::new(self.we.view())
+        });
+        let mut h = deterministic::matmul_nt_packed(x, &we);
         h += &self.be;
         h
     }
