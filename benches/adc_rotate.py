@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Issue 14's frontier at rescored recall 0.97 and 0.98 (48 bytes), measured in rotation.
+
+benches/adc_frontier.py runs each system's whole block after the other's, so a change of load
+between the blocks moves every ratio. This script builds FAISS's ``HNSW32,PQ48`` (M 32,
+efConstruction 40) and ``OPQ96,PQ96x4fs`` (trained on the first 50k base rows) and, in each
+round, runs every configuration once (FAISS at efSearch 40 / 80 / 96 and OPQ; bsa's ADC graph at
+ef 32 / 36 / 64 / 80, rescored from the top 40), the order reversed every other round. It prints
+each configuration's median QPS and recall@10 after rescoring the top 40, and the medians of the
+per-round ratios. bsa's QPS is ``bsa search --stats``'s (search and rescoring); FAISS's is
+``index.search(xq, 10)`` alone (its rescored recall re-ranks its top 40 exactly, untimed).
+
+Usage (repository root; the index is adc_frontier.py's 48-byte one, built with --f16):
+
+    python3 benches/adc_rotate.py --index /tmp/bsa-adc-frontier/idx-48 [--rounds 9]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import faiss  # noqa: E402  (after OMP_WAIT_POLICY)
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "wordnet-minilm"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bsa", default=str(ROOT / "target/release/bsa"))
+    ap.add_argument("--index", required=True)
+    ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=9)
+    a = ap.parse_args()
+    faiss.omp_set_num_threads(2)
+    x = np.load(DATA / "base.npy").astype(np.float32)
+    q = np.load(DATA / "query.npy")[: a.queries].astype(np.float32)
+    gt = np.load(DATA / "gt_top100.npy")[: len(q), :10]
+    qpath = Path(tempfile.mkdtemp()) / "queries.npy"
+    np.save(qpath, q)
+
+    def recall(ids):
+        return np.mean([len(set(list(r)[:10]) & set(g)) / 10 for r, g in zip(ids, gt)])
+
+    hnsw = faiss.index_factory(x.shape[1], "HNSW32,PQ48", faiss.METRIC_INNER_PRODUCT)
+    hnsw.hnsw.efConstruction = 40
+    hnsw.train(x[:50000])
+    hnsw.add(x)
+    opq = faiss.index_factory(x.shape[1], "OPQ96,PQ96x4fs", faiss.METRIC_INNER_PRODUCT)
+    opq.train(x[:50000])
+    opq.add(x)
+
+    def faiss_run(index, ef=None):
+        if ef:
+            index.hnsw.efSearch = ef
+        t = time.perf_counter()
+        index.search(q, 10)
+        dt = time.perf_counter() - t
+        _, top40 = index.search(q, 40)
+        ranked = []
+        for i, c in enumerate(top40):
+            c = c[c >= 0]
+            ranked.append(c[np.argsort(-(x[c] @ q[i]), kind="stable")][:10])
+        return len(q) / dt, recall(ranked)
+
+    def bsa_run(ef):
+        out = subprocess.run(
+            [a.bsa, "search", "--index", a.index, "--queries", qpath, "--k", "10", "--score", "adc",
+             "--mode", "hnsw", "--ef", str(ef), "--rescore", "4", "--threads", "2", "--stats",
+             "--no-verify"], capture_output=True, text=True, check=True)
+        stats = json.loads(out.stderr.strip().splitlines()[-1])
+        return stats["qps"], recall([json.loads(line)["ids"] for line in out.stdout.splitlines()])
+
+    configs = [(f"faiss HNSW32,PQ48 efSearch {ef}", lambda ef=ef: faiss_run(hnsw, ef))
+               for ef in (40, 80, 96)]
+    configs.append(("faiss OPQ96,PQ96x4fs", lambda: faiss_run(opq)))
+    configs += [(f"bsa ef {ef}", lambda ef=ef: bsa_run(ef)) for ef in (32, 36, 64, 80)]
+    runs = {}
+    for r in range(a.rounds):
+        for name, run in configs if r % 2 == 0 else configs[::-1]:
+            runs.setdefault(name, []).append(run())
+    for name, v in runs.items():
+        print(f"{name}: median {np.median([s for s, _ in v]):.0f} QPS, recall@10 rescored {v[0][1]:.4f}")
+
+    def ratio(a_, b_):
+        return np.median([x_[0] / y_[0] for x_, y_ in zip(runs[a_], runs[b_])])
+
+    for b, f in [("bsa ef 32", "faiss HNSW32,PQ48 efSearch 40"), ("bsa ef 36", "faiss HNSW32,PQ48 efSearch 40"),
+                 ("bsa ef 64", "faiss HNSW32,PQ48 efSearch 80"), ("bsa ef 64", "faiss HNSW32,PQ48 efSearch 96"),
+                 ("bsa ef 64", "faiss OPQ96,PQ96x4fs")]:
+        print(f"{b} / {f}: {ratio(b, f):.2f}x (median of per-round ratios)")
+
+
+if __name__ == "__main__":
+    main()
