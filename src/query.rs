@@ -117,6 +117,11 @@ pub struct Request {
     pub max_distance: Option<u32>,
     /// Only neighbours scoring at least this (scores other than Hamming).
     pub min_score: Option<f32>,
+    /// Whether hits carry their Hamming distances (`true` unless [`Request::distances`] says
+    /// otherwise). A table score of float queries (`adc`, `soft`) ranks without the query's
+    /// code, so a caller that reads only the scores can skip encoding the queries: the model's
+    /// encoding (a pursuit of K atoms) costs more than the search it would otherwise feed.
+    pub distances: bool,
 }
 
 impl Request {
@@ -129,6 +134,7 @@ impl Request {
             rescore: None,
             max_distance: None,
             min_score: None,
+            distances: true,
         }
     }
 
@@ -167,6 +173,20 @@ impl Request {
     /// Sets the minimum score.
     pub fn min_score(mut self, s: Option<f32>) -> Request {
         self.min_score = s;
+        self
+    }
+
+    /// Whether hits need their Hamming distances. With `false`, a search by `adc` or `soft` of
+    /// float queries does not encode them and every hit's distance is `u32::MAX` (the scores,
+    /// ids and order are the same); other scores rank by the query's code and still encode it.
+    ///
+    /// ```
+    /// let r = bsa::query::Request::new(10).score("adc")?.distances(false);
+    /// assert!(!r.distances);
+    /// # Ok::<(), bsa::Error>(())
+    /// ```
+    pub fn distances(mut self, wanted: bool) -> Request {
+        self.distances = wanted;
         self
     }
 
@@ -218,6 +238,12 @@ pub fn check_rows(what: &str, x: ArrayView2<f32>, nonzero: bool) -> Result<()> {
 
 /// Float queries as packed codes of `model` for an index of `bits`-bit codes.
 pub fn encode_queries(model: &Autoencoder, q: ArrayView2<f32>, bits: usize) -> Result<Vec<u64>> {
+    check_model_fits(model, q, bits)?;
+    Ok(pack::pack_set_bits(&model.encode_active(q), bits)?)
+}
+
+/// Checks that `model` makes `bits`-bit codes from rows as wide as `q`'s.
+fn check_model_fits(model: &Autoencoder, q: ArrayView2<f32>, bits: usize) -> Result<()> {
     if model.config.bits != bits {
         return Err(Error::InvalidArgument(format!(
             "the model makes {}-bit codes but the index holds {bits}-bit codes",
@@ -231,7 +257,7 @@ pub fn encode_queries(model: &Autoencoder, q: ArrayView2<f32>, bits: usize) -> R
             got: q.ncols(),
         });
     }
-    Ok(pack::pack_set_bits(&model.encode_active(q), bits)?)
+    Ok(())
 }
 
 /// Searches `index` for `queries` as `bsa search` does, and returns what it prints.
@@ -317,6 +343,7 @@ pub fn search_filtered(
         )));
     }
     let mut encode_seconds = 0.0;
+    let skip_codes = !request.distances && score_name.needs_floats();
     let codes = match (&floats, queries) {
         (Some(q), _) => {
             let m = model.ok_or_else(|| {
@@ -325,10 +352,17 @@ pub fn search_filtered(
                      model, or search with packed query codes"
                 ))
             })?;
-            let started = Instant::now();
-            let codes = encode_queries(m, q.view(), bits)?;
-            encode_seconds = started.elapsed().as_secs_f64();
-            codes
+            if skip_codes {
+                // Table scores rank without the codes: all-zero ones stand in for them, and
+                // the distances they give are replaced below.
+                check_model_fits(m, q.view(), bits)?;
+                vec![0; q.nrows() * pack::words_per_code(bits)]
+            } else {
+                let started = Instant::now();
+                let codes = encode_queries(m, q.view(), bits)?;
+                encode_seconds = started.elapsed().as_secs_f64();
+                codes
+            }
         }
         (None, Queries::Packed { bytes, rows }) => {
             let cols = pack::bytes_per_code(bits);
@@ -403,6 +437,11 @@ pub fn search_filtered(
             })
             .collect::<std::result::Result<Vec<Hits>, _>>()?;
     }
+    if skip_codes {
+        for h in &mut hits {
+            h.distances.fill(u32::MAX);
+        }
+    }
     Ok(Found {
         hits,
         stats,
@@ -451,4 +490,94 @@ pub fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
         }
     }
     (t, vec![0.0; nq])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{build_index, BuildRequest, BuildSource};
+    use crate::pursuit::PursuitParams;
+    use bsa_index::{HnswParams, VectorDtype};
+    use ndarray::Array2;
+    use rand::{Rng, SeedableRng};
+
+    fn unit_rows(n: usize, dim: usize, seed: u64) -> Array2<f32> {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut x = Array2::from_shape_fn((n, dim), |_| rng.random::<f32>() - 0.5);
+        for mut r in x.rows_mut() {
+            let norm = r.dot(&r).sqrt();
+            r /= norm;
+        }
+        x
+    }
+
+    /// Without distances, a table score of float queries skips encoding them: the same ids and
+    /// scores in every mode (rescored or not), and no distance pretends to be one.
+    #[test]
+    fn table_scores_without_distances_rank_the_same() -> Result<()> {
+        let (base, queries) = (unit_rows(400, 16, 1), unit_rows(12, 16, 2));
+        let params = PursuitParams::new(64, 4);
+        let (dictionary, _) = params.fit(base.view(), &mut |_| {})?;
+        let model = params.model(16, dictionary);
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let file = dir.path().join("m.safetensors");
+        crate::io::model::save(&file, &model, &serde_json::Value::Null)?;
+        let mut build = BuildRequest::new(BuildSource::Model {
+            model: &model,
+            file: &file,
+        });
+        build.data = Some(base.view());
+        build.vectors = Some(VectorDtype::F32);
+        build.inverted = Some(true);
+        build.hnsw = Some(HnswParams {
+            max_connections: 8,
+            ef_construction: 32,
+            ef_search: 32,
+        });
+        build_index(&build, dir.path().join("idx"), |_, _| {})?;
+        let index = Snapshot::open(dir.path().join("idx"))?;
+        let model = index_model(&index)?.expect("the index keeps its model");
+        let cases = [
+            ("adc", "flat", None),
+            ("adc", "flat", Some(3)),
+            ("adc", "inverted", None),
+            ("adc", "hnsw", None),
+            ("adc", "hnsw", Some(3)),
+            ("soft", "flat", None),
+        ];
+        for (score, mode, rescore) in cases {
+            let request = Request::new(5).score(score)?.mode(mode)?.rescore(rescore);
+            let with = search(
+                &index,
+                Some(&model),
+                Queries::Floats(queries.view()),
+                &request,
+            )?;
+            let without = search(
+                &index,
+                Some(&model),
+                Queries::Floats(queries.view()),
+                &request.distances(false),
+            )?;
+            let case = format!("{score} {mode} {rescore:?}");
+            assert!(with.encode_seconds > 0.0, "{case}");
+            assert_eq!(without.encode_seconds, 0.0, "{case}");
+            for (a, b) in with.hits.iter().zip(&without.hits) {
+                assert_eq!((&a.ids, &a.scores), (&b.ids, &b.scores), "{case}");
+                assert_eq!(a.ids.len(), 5, "{case}");
+                assert!(a.distances.iter().all(|&d| d <= 64), "{case}");
+                assert!(b.distances.iter().all(|&d| d == u32::MAX), "{case}");
+            }
+        }
+        // Scores that rank by the query's code still encode it.
+        let request = Request::new(5).distances(false);
+        let found = search(
+            &index,
+            Some(&model),
+            Queries::Floats(queries.view()),
+            &request,
+        )?;
+        assert!(found.hits[0].distances.iter().all(|&d| d <= 64));
+        Ok(())
+    }
 }

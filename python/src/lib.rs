@@ -961,6 +961,9 @@ impl Index {
             .with_ef(ef)
             .max_distance(max_distance)
             .min_score(min_score);
+        // D holds scores for every score but Hamming (and after rescoring): the distances are
+        // then not read, so adc and soft need not encode the queries.
+        let request = request.distances(request.score == bsa::query::ScoreName::Hamming);
         let arr = as_array(q, "q")?;
         let is_codes = arr.dtype().is_equiv_to(&numpy::dtype::<u8>(py));
         let floats = if is_codes {
