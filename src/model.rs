@@ -16,6 +16,7 @@ use ndarray::{Array2, ArrayView2, Axis, Zip};
 use crate::deterministic;
 
 pub use crate::config::{LossKind, Method, ModelConfig, Target};
+pub use crate::memo::FrozenModel;
 pub use crate::params::Params;
 pub use crate::real::{sigmoid, top_k_indices, top_k_into, Real};
 

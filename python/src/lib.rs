@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use bsa::baselines::{BaselineParams, DEFAULT_FIT_ROWS, DEFAULT_ITQ_ITERATIONS};
 use bsa::live::AddSource;
-use bsa::model::{Autoencoder, LossKind, Method, Target};
+use bsa::model::{Autoencoder, FrozenModel, LossKind, Method, Target};
 use bsa::pipeline::{build_index, BuildRequest, BuildSource};
 use bsa::query::{check_rows, Queries, Request};
 use bsa::train::{Progress, TrainParams};
@@ -252,7 +252,8 @@ fn progress_line(line: String) {
 ///     model.save("itq.safetensors")
 #[pyclass(frozen, module = "bsa", name = "Model")]
 struct Model {
-    inner: Arc<Autoencoder>,
+    /// Frozen: what searches derive from it (tables, Gram matrix) is kept without re-checking.
+    inner: Arc<FrozenModel>,
     /// The `training` metadata saved with the model.
     training: serde_json::Value,
 }
@@ -271,7 +272,7 @@ impl Model {
             })
             .map_err(py_err)?;
         Ok(Model {
-            inner: Arc::new(model),
+            inner: Arc::new(FrozenModel::new(model)),
             training,
         })
     }
@@ -521,7 +522,7 @@ fn train(
         t.extend(r);
     }
     Ok(Model {
-        inner: Arc::new(model),
+        inner: Arc::new(FrozenModel::new(model)),
         training,
     })
 }
@@ -667,7 +668,7 @@ struct Index {
     /// so a search that took it keeps its generation.
     inner: RwLock<Arc<Snapshot>>,
     /// The index's own model (copied in at build time), loaded once at open.
-    model: Option<Arc<Autoencoder>>,
+    model: Option<Arc<FrozenModel>>,
     /// The training metadata of that model, for `Index.model`.
     model_training: serde_json::Value,
     /// The private directory of an index built without a path; removed with the object.
@@ -677,7 +678,7 @@ struct Index {
 impl Index {
     fn open_dir(dir: &Path, verify: bool, tmp: Option<tempfile::TempDir>) -> bsa::Result<Index> {
         let index = Snapshot::open_with(dir, OpenOptions::verify_checksums(verify))?;
-        let model = bsa::query::index_model(&index)?.map(Arc::new);
+        let model = bsa::query::index_model(&index)?.map(|m| Arc::new(FrozenModel::new(m)));
         let model_training = match index.model_path() {
             Some(p) => bsa::io::model::training_info(p)?,
             None => serde_json::Value::Null,
@@ -991,7 +992,7 @@ impl Index {
             Queries::Packed { rows, .. } => rows,
         };
         let index = self.snap();
-        let model = self.model.as_deref();
+        let model = self.model.as_deref().map(|m| &**m);
         let filter = match (&allow, &deny) {
             (Some(ids), _) => Some(IdFilter::Allow(ids)),
             (None, Some(ids)) => Some(IdFilter::Deny(ids)),
