@@ -391,13 +391,19 @@ pub fn search_filtered(
     }
 
     // The graph's ef travels in the mode; the searcher reads only these.
-    let params = SearchParams::default().with_max_distance(request.max_distance);
+    let params = SearchParams::default()
+        .with_max_distance(request.max_distance)
+        .with_skip_distances(skip_codes);
     let fetch = request
         .k
         .saturating_mul(request.rescore.unwrap_or(1).max(1));
     // The walk keeps ef rows in its list and answers with the best k x rescore rows it scored:
     // fewer than it rescores is fine, fewer than k is not.
-    if let Some(ef) = request.ef().filter(|&ef| ef < request.k) {
+    // (k = usize::MAX is a range search: every row in range that the walk finds.)
+    if let Some(ef) = request
+        .ef()
+        .filter(|&ef| ef < request.k && request.k != usize::MAX)
+    {
         return Err(Error::InvalidArgument(format!(
             "ef {ef} is below k {}; give ef {} or more",
             request.k, request.k
@@ -436,11 +442,6 @@ pub fn search_filtered(
                 index.rescore(row.as_slice().expect("standard layout"), h, request.k)
             })
             .collect::<std::result::Result<Vec<Hits>, _>>()?;
-    }
-    if skip_codes {
-        for h in &mut hits {
-            h.distances.fill(u32::MAX);
-        }
     }
     Ok(Found {
         hits,

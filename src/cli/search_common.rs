@@ -1,12 +1,9 @@
 //! What the front-end of `bsa search` (`search.rs`) and its two back-ends (`search_local.rs`, a
 //! local index; `milvus_search.rs`, a Milvus collection) share: the flags, the score and mode
-//! names, the queries as packed codes, and the answer a back-end hands back for printing. A leaf:
+//! names, the queries as packed codes (for Milvus), and the answer a back-end hands back for printing. A leaf:
 //! it imports neither the front-end nor a back-end.
 
 use std::path::PathBuf;
-
-use anyhow::bail;
-use bsa_index::pack;
 
 use super::io::open_embeddings;
 
@@ -174,7 +171,9 @@ impl Mode {
 }
 
 impl Args {
-    /// Candidates each query fetches: `k`, times `R` with `--rescore R`.
+    /// Candidates each query fetches: `k`, times `R` with `--rescore R` (the Milvus back-end's
+    /// request; the local one's is `bsa::query`'s).
+    #[cfg(feature = "milvus")]
     pub fn fetch(&self) -> usize {
         self.k().saturating_mul(self.rescore.unwrap_or(1).max(1))
     }
@@ -227,7 +226,8 @@ pub struct Found {
 /// float queries encoded by the model at `model_path()` (asked for only then; the model is returned
 /// for ADC tables; loading it is not in the seconds), or the packed codes of the `.npy` at
 /// `codes_path` (0 seconds). `holder` names what holds the codes, for the errors.
-/// Shared by the local and the Milvus search.
+/// The Milvus back-end's (the local one goes through `bsa::query`).
+#[cfg(feature = "milvus")]
 pub(crate) fn packed_queries(
     float: Option<&bsa::io::Embeddings>,
     codes_path: Option<&std::path::Path>,
@@ -235,6 +235,8 @@ pub(crate) fn packed_queries(
     holder: &str,
     model_path: impl FnOnce() -> anyhow::Result<PathBuf>,
 ) -> anyhow::Result<(Vec<u64>, usize, Option<bsa::model::Autoencoder>, f64)> {
+    use anyhow::bail;
+    use bsa_index::pack;
     match (float, codes_path) {
         (Some(q), _) => {
             let path = model_path()?;

@@ -1,16 +1,18 @@
 //! The local back-end of `bsa search`: an index directory from `bsa build` (grown by `bsa add`,
-//! searched as one snapshot of its segments). The only file of the CLI's search that calls the
-//! index's search functions.
-
-use std::time::Instant;
+//! searched as one snapshot of its segments), searched by the library's [`bsa::query`], as the
+//! Python package searches it.
 
 use anyhow::{bail, Context};
-use bsa_index::live::{IdFilter, SearchOptions, Snapshot};
-use bsa_index::{Hits, OpenOptions, Score, SearchParams};
+use bsa::query::{Queries, Request};
+use bsa_index::live::{IdFilter, Snapshot};
+use bsa_index::OpenOptions;
 
-use super::search_common::{packed_queries, Answer, Args, Found, Mode, ScoreName};
+use super::search_common::{Answer, Args, Found, ScoreName};
 
-/// Searches the index of `--index` as `a` asks.
+/// Searches the index of `--index` as `a` asks, through [`bsa::query::search_filtered`] (the
+/// library's search, which makes the checks a search needs and says what is missing); this
+/// file adds what belongs to the command line: reading the query files, naming them in errors,
+/// and the `--stats` fields.
 pub fn search(a: &Args) -> anyhow::Result<Found> {
     let index_dir = a
         .index
@@ -19,85 +21,49 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
     let threads = bsa::threads::configure(a.threads)?;
     let index = Snapshot::open_with(index_dir, OpenOptions::verify_checksums(!a.no_verify))?;
     let bits = index.bits();
-
-    // Query codes, and float queries when there are any (for rescoring).
-    let float_queries = a.float_queries()?;
-    let table_score = matches!(a.score, ScoreName::Adc | ScoreName::Soft);
-    if table_score && float_queries.is_none() {
-        bail!(
-            "--score {} needs float --queries (it compares the float query with the codes)",
-            a.score.name()
-        );
-    }
-    if a.mode == Mode::Hnsw {
-        // A graph answers the score it was built for (an index without one is refused by the
-        // search itself, saying how to build one).
-        let cosine = index.graph_metric() == Some(bsa_index::manifest::GraphMetric::Cosine);
-        if cosine && !table_score {
-            bail!(
-                "--mode hnsw: this index's graph was built on decoded vectors and ranks by --score \
-                 adc or soft; use --mode flat or inverted for --score {}",
-                a.score.name()
-            );
-        }
-        if !cosine && a.score != ScoreName::Hamming {
-            bail!(
-                "--mode hnsw: this index's graph ranks by Hamming distance only; use --mode flat or \
-                 inverted for --score {}, or build the graph on decoded vectors (bsa build --model \
-                 M --data X --hnsw)",
-                a.score.name()
-            );
-        }
-    }
-    if a.mode == Mode::Inverted && !index.has_inverted() {
-        bail!(
-            "{}: the index has no posting lists for --mode inverted; rebuild it with `bsa build --inverted`",
-            index_dir.display()
-        );
-    }
-    if a.max_dist.is_some() && a.score != ScoreName::Hamming {
-        bail!("--max-distance applies to --score hamming only (give --min-score for the others)");
-    }
-    if a.min_score.is_some() && a.score == ScoreName::Hamming {
-        bail!("--min-score applies to scores other than hamming (give --max-distance for it)");
-    }
     if a.k == Some(0) {
         bail!("--k must be at least 1");
     }
-    if a.score == ScoreName::Adc && !index.has_norms() {
-        bail!(
-            "{}: --score adc needs the norms of the decoded codes; rebuild the index with --model",
-            index_dir.display()
-        );
-    }
-    let (codes, nq, model, encode_seconds) = packed_queries(
-        float_queries.as_ref(),
-        a.query_codes.as_deref(),
-        bits,
-        "the index",
-        || {
-            index.model_path().with_context(|| {
-                format!(
-                    "{}: the index has no model to encode float queries; build it with --model, \
-                     or pass --query-codes",
-                    index_dir.display()
-                )
-            })
-        },
-    )?;
-    if a.rescore.is_some() {
-        if float_queries.is_none() {
-            bail!("--rescore needs float --queries (codes alone cannot be rescored)");
-        }
-        if !index.has_vectors() {
-            bail!(
-                "{}: the index stores no vectors to rescore with; rebuild it with --vectors",
-                index_dir.display()
-            );
-        }
-    }
 
-    let params = SearchParams::default().with_max_distance(a.max_dist);
+    let float_queries = a.float_queries()?;
+    let code_bytes = match (&float_queries, a.query_codes.as_deref()) {
+        (Some(_), _) => None,
+        (None, Some(p)) => {
+            let (rows, cols, bytes) = bsa::io::read_u8(p)?;
+            if cols != bits.div_ceil(8) {
+                bail!(
+                    "{}: query codes have {cols} bytes, the index holds {bits}-bit codes ({} bytes)",
+                    p.display(),
+                    bits.div_ceil(8)
+                );
+            }
+            Some((bytes, rows))
+        }
+        (None, None) => bail!("give --queries or --query-codes"),
+    };
+    // The index's own model encodes float queries (and makes the adc and soft tables).
+    let model = match &float_queries {
+        Some(q) => {
+            let model = bsa::query::index_model(&index)?;
+            if let Some(m) = &model {
+                q.expect_dim(m.config.dim)?;
+            }
+            model
+        }
+        None => None,
+    };
+    let queries = match (&float_queries, &code_bytes) {
+        (Some(q), _) => Queries::Floats(q.view()),
+        (None, Some((bytes, rows))) => Queries::Packed { bytes, rows: *rows },
+        (None, None) => unreachable!("refused above"),
+    };
+    let request = Request::new(a.k())
+        .mode(a.mode.name())?
+        .score(a.score.name())?
+        .rescore(a.rescore)
+        .with_ef(a.ef)
+        .max_distance(a.max_dist)
+        .min_score(a.min_score);
     let (allow, deny) = (
         a.allow_ids
             .as_deref()
@@ -113,48 +79,8 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         (None, Some(ids)) => Some(IdFilter::Deny(ids)),
         (None, None) => None,
     };
-    let options = SearchOptions::default()
-        .with_params(params)
-        .with_filter(filter)
-        .with_min_score(a.min_score);
-    let mode = bsa_index::Mode::parse(a.mode.name())?.with_ef_search(a.ef);
-    let fetch = a.fetch();
-    // The walk keeps its ef best in its list and answers with the best `fetch` rows it scored,
-    // so a rescored search may walk with fewer than it rescores, but not with fewer than --k.
-    if let Some((ef, k)) = a.ef.zip(a.k).filter(|&(ef, k)| ef < k) {
-        bail!("--ef {ef} is below --k {k}; give --ef {k} or more");
-    }
-    let started = Instant::now();
-    // Per-query tables for the asymmetric scores (the same bits for any --threads or CPU;
-    // integer ADC tables when --rescore re-ranks the candidates anyway).
-    let (tables, offsets) = bsa::query::tables(
-        bsa::query::ScoreName::parse(a.score.name())?,
-        model.as_ref(),
-        float_queries.as_ref().map(|q| q.view()),
-        &codes,
-        bits,
-        a.rescore.is_some(),
-    );
-    let score = match a.score {
-        ScoreName::Cosine => Score::Cosine,
-        ScoreName::Jaccard => Score::Jaccard,
-        ScoreName::Adc | ScoreName::Soft | ScoreName::Overlap => Score::Table {
-            tables: &tables,
-            offsets: &offsets,
-            normalise: a.score == ScoreName::Adc,
-        },
-        ScoreName::Hamming => Score::Hamming,
-    };
-    let (mut hits, search_stats) = index.search(&codes, fetch, &score, &mode, &options)?;
-    if let (Some(_), Some(q)) = (a.rescore, &float_queries) {
-        use rayon::prelude::*;
-        hits = hits
-            .par_iter()
-            .enumerate()
-            .map(|(i, h)| index.rescore(q.row(i), h, a.k()))
-            .collect::<Result<Vec<Hits>, _>>()?;
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let found = bsa::query::search_filtered(&index, model.as_ref(), queries, &request, filter)?;
+    let (hits, search_stats) = (found.hits, found.stats);
 
     let mut stats = Vec::new();
     if a.stats {
@@ -162,9 +88,7 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             // The kernel family (BSA_KERNEL or the CPU's best) and its kernel for this width.
             (
                 "kernel_family",
-                bsa_index::KernelFamily::resolve(params.kernel)?
-                    .name()
-                    .into(),
+                bsa_index::KernelFamily::resolve(None)?.name().into(),
             ),
             ("kernel", search_stats.kernel.into()),
             // Table scores (adc, soft) read the per-code set bits when the index stores them.
@@ -194,7 +118,6 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         }
         stats.extend(search_stats.counters.iter().map(|&(k, v)| (k, v.into())));
     }
-    debug_assert_eq!(hits.len(), nq);
     Ok(Found {
         answers: hits
             .into_iter()
@@ -205,8 +128,8 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             })
             .collect(),
         threads,
-        seconds,
-        encode_seconds,
+        seconds: found.seconds,
+        encode_seconds: found.encode_seconds,
         mode: a.mode.name(),
         stats,
     })

@@ -232,7 +232,7 @@ fn range_search_returns_every_row_in_range() {
         "--min-score",
         "0.2",
     ])
-    .fails_with(&["--min-score", "hamming"]);
+    .fails_with(&["minimum score", "hamming"]);
     t.write(
         "bad.npy",
         &npy_bytes("<f4", "(2,)", &f32_bytes(&[1.0, 2.0])),

@@ -204,7 +204,7 @@ impl FlatSearcher<'_> {
                 ("codes_rescored", scan.rescored),
             ];
         }
-        Ok((c.hits(&keys, queries, score.has_scores()), stats))
+        Ok((c.hits(&keys, queries, score.has_scores(), params), stats))
     }
 }
 

@@ -654,7 +654,7 @@ impl GraphSearcher<'_> {
             _ => unreachable!("graph and score checked by check_score"),
         };
         Ok((
-            c.hits(&keys, queries, score.has_scores()),
+            c.hits(&keys, queries, score.has_scores(), &params),
             walk_stats(evaluated),
         ))
     }
@@ -975,7 +975,7 @@ impl GraphSearcher<'_> {
         let views = std::iter::once(c).chain(others.iter().map(|o| &o.codes));
         let hits = views
             .zip(&by_segment)
-            .map(|(v, keys)| v.hits(keys, queries, true))
+            .map(|(v, keys)| v.hits(keys, queries, true, params))
             .collect();
         Ok((hits, walk_stats(evaluated)))
     }

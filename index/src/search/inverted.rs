@@ -697,7 +697,7 @@ impl InvertedSearcher<'_> {
         let (_, norms) = c.check(queries, score, params)?;
         let bp = BlockParams::default();
         let (keys, stats) = self.keys(queries, k, score, norms, params, bp, cutoffs);
-        Ok((c.hits(&keys, queries, score.has_scores()), stats))
+        Ok((c.hits(&keys, queries, score.has_scores(), params), stats))
     }
 }
 

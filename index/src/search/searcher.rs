@@ -498,8 +498,15 @@ impl<'a> CodesView<'a> {
 
     /// Turns each query's sorted `(key, row)` list into [`Hits`]: ids from the view, and for
     /// scored searches the scores decoded from the keys and the Hamming distances recomputed
-    /// from the codes. The one place where keys become hits.
-    pub(crate) fn hits(&self, keys: &[Vec<u64>], queries: &[u64], scored: bool) -> Vec<Hits> {
+    /// from the codes (`u32::MAX` with [`SearchParams::skip_distances`]). The one place where
+    /// keys become hits.
+    pub(crate) fn hits(
+        &self,
+        keys: &[Vec<u64>],
+        queries: &[u64],
+        scored: bool,
+        params: &SearchParams,
+    ) -> Vec<Hits> {
         use rayon::prelude::*;
         let w = self.w;
         keys.par_iter()
@@ -511,8 +518,11 @@ impl<'a> CodesView<'a> {
                     None => rows.clone(),
                 };
                 let (distances, scores) = if scored {
-                    let query = &queries[qi * w..(qi + 1) * w];
-                    let d = self.hamming_of(query, &rows);
+                    let d = if params.skip_distances {
+                        vec![u32::MAX; rows.len()]
+                    } else {
+                        self.hamming_of(&queries[qi * w..(qi + 1) * w], &rows)
+                    };
                     let s = keys
                         .iter()
                         .map(|&k| from_desc_key(key_distance(k)))
@@ -597,6 +607,10 @@ pub struct SearchParams {
     /// has ([`KernelFamily::active`]). Results are identical with every family; a family the
     /// CPU lacks makes the search fail.
     pub kernel: Option<KernelFamily>,
+    /// Scored searches only: leave every hit's Hamming distance at `u32::MAX` instead of
+    /// recomputing it from the codes (for callers that read only the scores; the query codes of
+    /// a table score are then not read at all). Ids, scores and order are the same.
+    pub skip_distances: bool,
 }
 
 impl SearchParams {
@@ -618,6 +632,11 @@ impl SearchParams {
     /// Sets [`force_inverted`](Self::force_inverted).
     pub fn with_force_inverted(mut self, yes: bool) -> Self {
         self.force_inverted = yes;
+        self
+    }
+    /// Sets [`skip_distances`](Self::skip_distances).
+    pub fn with_skip_distances(mut self, yes: bool) -> Self {
+        self.skip_distances = yes;
         self
     }
     /// Sets [`kernel`](Self::kernel).
