@@ -546,20 +546,11 @@ mod tests {
             ("adc", "hnsw", Some(3)),
             ("soft", "flat", None),
         ];
+        let run = |r: &Request| search(&index, Some(&model), Queries::Floats(queries.view()), r);
         for (score, mode, rescore) in cases {
             let request = Request::new(5).score(score)?.mode(mode)?.rescore(rescore);
-            let with = search(
-                &index,
-                Some(&model),
-                Queries::Floats(queries.view()),
-                &request,
-            )?;
-            let without = search(
-                &index,
-                Some(&model),
-                Queries::Floats(queries.view()),
-                &request.distances(false),
-            )?;
+            let with = run(&request)?;
+            let without = run(&request.distances(false))?;
             let case = format!("{score} {mode} {rescore:?}");
             assert!(with.encode_seconds > 0.0, "{case}");
             assert_eq!(without.encode_seconds, 0.0, "{case}");
@@ -571,13 +562,7 @@ mod tests {
             }
         }
         // Scores that rank by the query's code still encode it.
-        let request = Request::new(5).distances(false);
-        let found = search(
-            &index,
-            Some(&model),
-            Queries::Floats(queries.view()),
-            &request,
-        )?;
+        let found = run(&Request::new(5).distances(false))?;
         assert!(found.hits[0].distances.iter().all(|&d| d <= 64));
         Ok(())
     }

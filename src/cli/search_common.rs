@@ -255,16 +255,28 @@ pub(crate) fn packed_queries(
             Ok((packed, q.n(), Some(m), seconds))
         }
         (None, Some(p)) => {
-            let (nq, cols, bytes) = bsa::io::read_u8(p)?;
-            if cols != bits.div_ceil(8) {
-                bail!(
-                    "{}: query codes have {cols} bytes, {holder} holds {bits}-bit codes ({} bytes)",
-                    p.display(),
-                    bits.div_ceil(8)
-                );
-            }
+            let (bytes, nq) = read_query_codes(p, bits, holder)?;
+            let cols = bits.div_ceil(8);
             Ok((pack::pack_le_bytes(&bytes, nq, cols, bits)?, nq, None, 0.0))
         }
         (None, None) => bail!("give --queries or --query-codes"),
     }
+}
+
+/// The packed query codes of the `.npy` at `path` (`rows x ceil(bits / 8)` bytes) and their
+/// number, checked against the `bits`-bit codes `holder` holds (an error names the file).
+pub(crate) fn read_query_codes(
+    path: &std::path::Path,
+    bits: usize,
+    holder: &str,
+) -> anyhow::Result<(Vec<u8>, usize)> {
+    let (rows, cols, bytes) = bsa::io::read_u8(path)?;
+    if cols != bits.div_ceil(8) {
+        anyhow::bail!(
+            "{}: query codes have {cols} bytes, {holder} holds {bits}-bit codes ({} bytes)",
+            path.display(),
+            bits.div_ceil(8)
+        );
+    }
+    Ok((bytes, rows))
 }

@@ -7,7 +7,7 @@ use bsa::query::{Queries, Request};
 use bsa_index::live::{IdFilter, Snapshot};
 use bsa_index::OpenOptions;
 
-use super::search_common::{Answer, Args, Found, ScoreName};
+use super::search_common::{read_query_codes, Answer, Args, Found, ScoreName};
 
 /// Searches the index of `--index` as `a` asks, through [`bsa::query::search_filtered`] (the
 /// library's search, which makes the checks a search needs and says what is missing); this
@@ -28,17 +28,7 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
     let float_queries = a.float_queries()?;
     let code_bytes = match (&float_queries, a.query_codes.as_deref()) {
         (Some(_), _) => None,
-        (None, Some(p)) => {
-            let (rows, cols, bytes) = bsa::io::read_u8(p)?;
-            if cols != bits.div_ceil(8) {
-                bail!(
-                    "{}: query codes have {cols} bytes, the index holds {bits}-bit codes ({} bytes)",
-                    p.display(),
-                    bits.div_ceil(8)
-                );
-            }
-            Some((bytes, rows))
-        }
+        (None, Some(p)) => Some(read_query_codes(p, bits, "the index")?),
         (None, None) => bail!("give --queries or --query-codes"),
     };
     // The index's own model encodes float queries (and makes the adc and soft tables).
