@@ -7,72 +7,37 @@
 //!
 //! Reuse is decided by comparing the dictionary with a copy, byte for byte: about 0.15 ms for
 //! 4096 atoms of 384 dimensions, half of a one-query graph search. A model wrapped in a
-//! [`FrozenModel`] cannot change, so its dictionaries skip the comparison once one has passed.
+//! [`crate::model::FrozenModel`] cannot change ([`freeze`]), so its dictionaries skip the
+//! comparison once one has passed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ndarray::{Array2, ArrayView2};
 
-use crate::model::Autoencoder;
-
-/// A model that can no longer change (no `&mut` access to it exists), so what the process
-/// derives from its dictionaries (see [`crate::model::Autoencoder::adc_candidate_tables`]) is
-/// reused without comparing them again: for long-lived callers that search a few queries at a
-/// time, such as the Python package. Reads go through `Deref`.
-///
-/// ```
-/// use bsa::model::{FrozenModel, Params};
-/// use bsa::pursuit::PursuitParams;
-/// let model = FrozenModel::new(PursuitParams::new(64, 4).model(16, Params::init(64, 16, 7)));
-/// let q = ndarray::Array2::<f32>::ones((1, 16));
-/// let (tables, offsets) = model.adc_candidate_tables(q.view());
-/// assert_eq!((tables.len(), offsets.len()), (64, 1));
-/// ```
-#[derive(Debug)]
-pub struct FrozenModel {
-    model: Autoencoder,
-    /// The registrations of its dictionaries in [`FROZEN`], removed on drop.
-    ids: [u64; 2],
-}
-
 /// Dictionaries that cannot change while listed: `(address, length in elements, id)`, each id
 /// used once (an address freed and reused later gets a new one).
 static FROZEN: Mutex<Vec<(usize, usize, u64)>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-impl FrozenModel {
-    /// Takes `model` and lists its encoder and decoder matrices as unchanging.
-    pub fn new(model: Autoencoder) -> FrozenModel {
-        let mut frozen = FROZEN.lock().unwrap_or_else(|e| e.into_inner());
-        let mut register = |a: ArrayView2<f32>| {
-            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-            frozen.push((a.as_ptr() as usize, a.len(), id));
-            id
-        };
-        let ids = [
-            register(model.params.we.view()),
-            register(model.params.wd_t.view()),
-        ];
-        drop(frozen);
-        FrozenModel { model, ids }
-    }
+/// Lists `a` as unchanging and returns the id to [`unfreeze`] it with. The caller promises that
+/// `a`'s elements do not change, and its memory is not freed, until then
+/// ([`crate::model::FrozenModel`] owns the matrices it lists and gives no `&mut` to them).
+pub(crate) fn freeze(a: ArrayView2<f32>) -> u64 {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    FROZEN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((a.as_ptr() as usize, a.len(), id));
+    id
 }
 
-impl std::ops::Deref for FrozenModel {
-    type Target = Autoencoder;
-    fn deref(&self) -> &Autoencoder {
-        &self.model
-    }
-}
-
-impl Drop for FrozenModel {
-    fn drop(&mut self) {
-        FROZEN
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|e| !self.ids.contains(&e.2));
-    }
+/// Ends the listings `ids` of [`freeze`].
+pub(crate) fn unfreeze(ids: &[u64]) {
+    FROZEN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|e| !ids.contains(&e.2));
 }
 
 /// The id under which `a` (its exact address and length, contiguous) is listed as unchanging.
@@ -86,7 +51,7 @@ fn frozen_id(a: ArrayView2<f32>) -> Option<u64> {
         .map(|e| e.2)
 }
 
-/// A remembered dictionary: its copy, the value derived from it, and the [`FrozenModel`]
+/// A remembered dictionary: its copy, the value derived from it, and the [`freeze`]
 /// registration (if any) under which the copy was last found equal to the dictionary asked for.
 type Entry<T> = (Array2<f32>, Arc<T>, Option<u64>);
 
@@ -180,33 +145,29 @@ mod tests {
         assert_eq!(calls.get(), 2);
     }
 
-    fn frozen(seed: u64) -> FrozenModel {
-        let params = crate::pursuit::PursuitParams::new(8, 2);
-        FrozenModel::new(params.model(4, crate::model::Params::init(8, 4, seed)))
-    }
-
     #[test]
     fn frozen_dictionaries_are_reused_and_never_confused() {
         let memo = LastFor::new();
-        let model = frozen(1);
-        let wd_t = model.params.wd_t.view();
-        let id = frozen_id(wd_t).expect("listed");
-        assert_eq!(*memo.get(wd_t, || 1), 1);
-        assert_eq!(*memo.get(wd_t, || 2), 1, "reused without a comparison");
+        let a = Array2::from_shape_fn((8, 4), |(i, j)| (i * 4 + j) as f32);
+        let id = freeze(a.view());
+        assert_eq!(frozen_id(a.view()), Some(id));
+        assert_eq!(*memo.get(a.view(), || 1), 1);
+        assert_eq!(*memo.get(a.view(), || 2), 1, "reused without a comparison");
         // A copy of the same bits at another address is compared, and reused.
-        let copy = model.params.wd_t.clone();
+        let copy = a.clone();
         assert_eq!(frozen_id(copy.view()), None);
         assert_eq!(*memo.get(copy.view(), || 3), 1);
-        // Another model at the dictionary's old address after this one is dropped gets a new
-        // registration, so only a comparison can match it.
-        drop(model);
-        assert_eq!(frozen_id(copy.view()), None);
-        let other = frozen(2);
-        assert_ne!(frozen_id(other.params.wd_t.view()), Some(id));
-        assert_eq!(*memo.get(other.params.wd_t.view(), || 4), 4);
-        assert_eq!(*memo.get(other.params.wd_t.view(), || 5), 4);
-        // The same bits as the first model: compared in full, derived anew (the entry is
-        // the other model's now).
+        // Unlisted, the old address is compared again; a new listing gets a new id, so only
+        // a comparison can match what another listing derived.
+        unfreeze(&[id]);
+        assert_eq!(frozen_id(a.view()), None);
+        let b = Array2::from_shape_fn((8, 4), |(i, j)| (i + j) as f32);
+        let id_b = freeze(b.view());
+        assert_ne!(id_b, id);
+        assert_eq!(*memo.get(b.view(), || 4), 4);
+        assert_eq!(*memo.get(b.view(), || 5), 4);
+        // The same bits as `a`: compared in full, derived anew (the entry is `b`'s now).
         assert_eq!(*memo.get(copy.view(), || 6), 6);
+        unfreeze(&[id_b]);
     }
 }

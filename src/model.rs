@@ -16,7 +16,6 @@ use ndarray::{Array2, ArrayView2, Axis, Zip};
 use crate::deterministic;
 
 pub use crate::config::{LossKind, Method, ModelConfig, Target};
-pub use crate::memo::FrozenModel;
 pub use crate::params::Params;
 pub use crate::real::{sigmoid, top_k_indices, top_k_into, Real};
 
@@ -474,5 +473,49 @@ mod tests {
             assert_eq!(m.to_string().parse::<Method>().unwrap(), m);
         }
         assert!("bogus".parse::<LossKind>().is_err());
+    }
+}
+
+/// A model that can no longer change (no `&mut` access to it exists), so what the process
+/// derives from its dictionaries (see [`Autoencoder::adc_candidate_tables`]) is reused without
+/// comparing them again: for long-lived callers that search a few queries at a time, such as
+/// the Python package. Reads go through `Deref`.
+///
+/// ```
+/// use bsa::model::{FrozenModel, Params};
+/// use bsa::pursuit::PursuitParams;
+/// let model = FrozenModel::new(PursuitParams::new(64, 4).model(16, Params::init(64, 16, 7)));
+/// let q = ndarray::Array2::<f32>::ones((1, 16));
+/// let (tables, offsets) = model.adc_candidate_tables(q.view());
+/// assert_eq!((tables.len(), offsets.len()), (64, 1));
+/// ```
+#[derive(Debug)]
+pub struct FrozenModel {
+    model: Autoencoder,
+    /// Its encoder's and decoder's listings as unchanging ([`crate::memo::freeze`]).
+    ids: [u64; 2],
+}
+
+impl FrozenModel {
+    /// Takes `model` and lists its encoder and decoder matrices as unchanging.
+    pub fn new(model: Autoencoder) -> FrozenModel {
+        let ids = [
+            crate::memo::freeze(model.params.we.view()),
+            crate::memo::freeze(model.params.wd_t.view()),
+        ];
+        FrozenModel { model, ids }
+    }
+}
+
+impl std::ops::Deref for FrozenModel {
+    type Target = Autoencoder;
+    fn deref(&self) -> &Autoencoder {
+        &self.model
+    }
+}
+
+impl Drop for FrozenModel {
+    fn drop(&mut self) {
+        crate::memo::unfreeze(&self.ids);
     }
 }

@@ -343,3 +343,82 @@ pub fn active_bits(words: &[u64], bits: usize) -> Vec<Vec<u32>> {
         })
         .collect()
 }
+
+/// `bsa::query` on an index built here (a test of the query module that needs this one's
+/// builder, kept here so that `query` does not import `pipeline`).
+#[cfg(test)]
+mod query_tests {
+    use super::{build_index, BuildRequest, BuildSource};
+    use crate::error::Result;
+    use crate::pursuit::PursuitParams;
+    use crate::query::{index_model, search, Queries, Request};
+    use bsa_index::live::Snapshot;
+    use bsa_index::{HnswParams, VectorDtype};
+    use ndarray::Array2;
+    use rand::{Rng, SeedableRng};
+
+    fn unit_rows(n: usize, dim: usize, seed: u64) -> Array2<f32> {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
+        let mut x = Array2::from_shape_fn((n, dim), |_| rng.random::<f32>() - 0.5);
+        for mut r in x.rows_mut() {
+            let norm = r.dot(&r).sqrt();
+            r /= norm;
+        }
+        x
+    }
+
+    /// Without distances, a table score of float queries skips encoding them: the same ids and
+    /// scores in every mode (rescored or not), and no distance pretends to be one.
+    #[test]
+    fn table_scores_without_distances_rank_the_same() -> Result<()> {
+        let (base, queries) = (unit_rows(400, 16, 1), unit_rows(12, 16, 2));
+        let params = PursuitParams::new(64, 4);
+        let (dictionary, _) = params.fit(base.view(), &mut |_| {})?;
+        let model = params.model(16, dictionary);
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let file = dir.path().join("m.safetensors");
+        crate::io::model::save(&file, &model, &serde_json::Value::Null)?;
+        let mut build = BuildRequest::new(BuildSource::Model {
+            model: &model,
+            file: &file,
+        });
+        build.data = Some(base.view());
+        build.vectors = Some(VectorDtype::F32);
+        build.inverted = Some(true);
+        build.hnsw = Some(HnswParams {
+            max_connections: 8,
+            ef_construction: 32,
+            ef_search: 32,
+        });
+        build_index(&build, dir.path().join("idx"), |_, _| {})?;
+        let index = Snapshot::open(dir.path().join("idx"))?;
+        let model = index_model(&index)?.expect("the index keeps its model");
+        let cases = [
+            ("adc", "flat", None),
+            ("adc", "flat", Some(3)),
+            ("adc", "inverted", None),
+            ("adc", "hnsw", None),
+            ("adc", "hnsw", Some(3)),
+            ("soft", "flat", None),
+        ];
+        let run = |r: &Request| search(&index, Some(&model), Queries::Floats(queries.view()), r);
+        for (score, mode, rescore) in cases {
+            let request = Request::new(5).score(score)?.mode(mode)?.rescore(rescore);
+            let with = run(&request)?;
+            let without = run(&request.distances(false))?;
+            let case = format!("{score} {mode} {rescore:?}");
+            assert!(with.encode_seconds > 0.0, "{case}");
+            assert_eq!(without.encode_seconds, 0.0, "{case}");
+            for (a, b) in with.hits.iter().zip(&without.hits) {
+                assert_eq!((&a.ids, &a.scores), (&b.ids, &b.scores), "{case}");
+                assert_eq!(a.ids.len(), 5, "{case}");
+                assert!(a.distances.iter().all(|&d| d <= 64), "{case}");
+                assert!(b.distances.iter().all(|&d| d == u32::MAX), "{case}");
+            }
+        }
+        // Scores that rank by the query's code still encode it.
+        let found = run(&Request::new(5).distances(false))?;
+        assert!(found.hits[0].distances.iter().all(|&d| d <= 64));
+        Ok(())
+    }
+}
