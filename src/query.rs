@@ -354,7 +354,7 @@ pub fn search_filtered(
             })?;
             if skip_codes {
                 // Table scores rank without the codes: all-zero ones stand in for them, and
-                // the distances they give are replaced below.
+                // the hits skip their distances (SearchParams::skip_distances below).
                 check_model_fits(m, q.view(), bits)?;
                 vec![0; q.nrows() * pack::words_per_code(bits)]
             } else {
