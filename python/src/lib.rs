@@ -993,11 +993,9 @@ impl Index {
         };
         let index = self.snap();
         let model = self.model.as_deref().map(|m| &**m);
-        let filter = match (&allow, &deny) {
-            (Some(ids), _) => Some(IdFilter::Allow(ids)),
-            (None, Some(ids)) => Some(IdFilter::Deny(ids)),
-            (None, None) => None,
-        };
+        // Both lists were refused above, naming the parameters.
+        let filter = IdFilter::from_lists(allow.as_deref(), deny.as_deref())
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let found = without_gil(py, threads, || {
             bsa::query::search_filtered(&index, model, queries, &request, filter)
         })?;

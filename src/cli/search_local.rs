@@ -64,11 +64,7 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             .map(bsa::io::read_u64_ids)
             .transpose()?,
     );
-    let filter = match (&allow, &deny) {
-        (Some(ids), _) => Some(IdFilter::Allow(ids)),
-        (None, Some(ids)) => Some(IdFilter::Deny(ids)),
-        (None, None) => None,
-    };
+    let filter = IdFilter::from_lists(allow.as_deref(), deny.as_deref())?;
     let found = bsa::query::search_filtered(&index, model.as_ref(), queries, &request, filter)?;
     let (hits, search_stats) = (found.hits, found.stats);
 

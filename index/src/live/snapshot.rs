@@ -57,6 +57,30 @@ pub enum IdFilter<'a> {
     Deny(&'a [u64]),
 }
 
+impl<'a> IdFilter<'a> {
+    /// The filter of an optional allow list and an optional deny list, as a command line or
+    /// an API takes them: `None` without either, an error with both (which one would win is
+    /// not obvious to a reader of the call).
+    ///
+    /// ```
+    /// use bsa_index::live::IdFilter;
+    /// let allow = [3u64, 5];
+    /// assert_eq!(IdFilter::from_lists(Some(&allow), None).unwrap(), Some(IdFilter::Allow(&allow)));
+    /// assert_eq!(IdFilter::from_lists(None, None).unwrap(), None);
+    /// assert!(IdFilter::from_lists(Some(&allow), Some(&allow)).is_err());
+    /// ```
+    pub fn from_lists(allow: Option<&'a [u64]>, deny: Option<&'a [u64]>) -> Result<Option<Self>> {
+        match (allow, deny) {
+            (Some(_), Some(_)) => Err(Error::InvalidArgument(
+                "an allow list and a deny list were both given: give one".into(),
+            )),
+            (Some(ids), None) => Ok(Some(IdFilter::Allow(ids))),
+            (None, Some(ids)) => Ok(Some(IdFilter::Deny(ids))),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 /// What restricts a search beyond `k`: an id filter and a range.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[non_exhaustive]
