@@ -13,7 +13,9 @@ script measures, in rotation on that set, the flat scan and the graph of both sy
   a graph on the exact vectors, the best case for a graph), and ``HNSW32,PQ48`` (48 bytes,
   rescored from its top 40 untimed, as ``adc_rotate.py`` does); plus ``IndexHNSWFlat`` on the
   first 100k rows (the original WordNet base, ground truth by its exact scan) for the efSearch
-  the same recall needs without the copies.
+  the same recall needs without the copies; and ``IVF4096,Flat`` (k-means on 256k rows drawn
+  at random, the inverted file FAISS's guidelines give for 1M vectors), whose cells hold
+  whole groups of copies where a graph's beam does not.
 
 It prints each configuration's median QPS and recall@10, and the per-round ratio of each graph
 configuration to its own system's flat scan. FAISS's graphs are saved in WORKDIR and reused.
@@ -43,6 +45,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--bsa-ef", default="64,128,256,320,512")
     ap.add_argument("--faiss-ef", default="64,128,256,320,512")
+    ap.add_argument("--nprobe", default="16,32,64")
     a = ap.parse_args()
     w = a.workdir
     faiss.omp_set_num_threads(2)
@@ -79,8 +82,16 @@ def main():
         index.add(x)
         return index
 
+    def ivf_flat():
+        index = faiss.index_factory(x.shape[1], "IVF4096,Flat", faiss.METRIC_INNER_PRODUCT)
+        rows = np.sort(np.random.default_rng(7).choice(len(x), 256000, replace=False))
+        index.train(x[rows])
+        index.add(x)
+        return index
+
     flat = faiss.IndexFlatIP(x.shape[1])
     flat.add(x)
+    ivf = built("ivf4096-flat-1m", ivf_flat)
     graph = built("hnsw32-flat-1m", hnsw_flat(x))
     graph_pq = built("hnsw32-pq48-1m", hnsw_pq)
     small = x[:n_small]
@@ -90,9 +101,11 @@ def main():
     gt_small = small_flat.search(q, 10)[1]
     opened = bsa.Index.open(str(w / "idx"), verify=False)
 
-    def faiss_run(index, ef=None, rescored=False, truth=gt):
+    def faiss_run(index, ef=None, rescored=False, truth=gt, nprobe=None):
         if ef:
             index.hnsw.efSearch = ef
+        if nprobe:
+            index.nprobe = nprobe
         t = time.perf_counter()
         _, ids = index.search(q, 40 if rescored else 10)
         dt = time.perf_counter() - t
@@ -116,6 +129,8 @@ def main():
                 for e in faiss_efs]
     configs += [(f"faiss HNSW32,PQ48 efSearch {e} (rescored top 40, untimed)",
                  lambda e=e: faiss_run(graph_pq, e, rescored=True)) for e in faiss_efs]
+    configs += [(f"faiss IVF4096,Flat nprobe {p}", lambda p=p: faiss_run(ivf, nprobe=p))
+                for p in (int(p) for p in a.nprobe.split(","))]
     configs += [(f"faiss HNSW32,Flat on the first 100k efSearch {e}",
                  lambda e=e: faiss_run(graph_small, e, truth=gt_small)) for e in (16, 32, 64)]
     runs = {}
