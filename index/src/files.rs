@@ -26,11 +26,22 @@ impl Section {
     /// Maps `path`, checks its header against `kind` and its length against the manifest entry.
     pub(crate) fn open(path: PathBuf, kind: FileKind, info: &FileInfo) -> Result<Section> {
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        Self::of_file(&file, path, kind, info)
+    }
+
+    /// [`open`](Self::open) on a file opened before (named `path` in errors): it maps what was
+    /// opened, even if `path` has been removed or replaced since.
+    pub(crate) fn of_file(
+        file: &File,
+        path: PathBuf,
+        kind: FileKind,
+        info: &FileInfo,
+    ) -> Result<Section> {
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         // SAFETY: the map is read-only; the index files are immutable once built (the builder
         // never rewrites a published file), so the mapped bytes do not change under us unless
         // another process truncates or rewrites the file, which is documented as unsupported.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+        let map = unsafe { Mmap::map(file) }.map_err(|e| Error::io(&path, e))?;
         // The header is checked first so that a wrong or foreign file is reported as such.
         let header = Header::decode(&map, kind, len, &path)?;
         if len < info.len {

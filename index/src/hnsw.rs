@@ -215,26 +215,33 @@ pub(crate) fn build_and_dump(
 }
 
 impl HnswGraph {
-    /// Loads the graph of the index in `dir` described by `manifest`.
-    pub(crate) fn load(dir: &Path, manifest: &Manifest) -> Result<HnswGraph> {
+    /// Loads the graph of the index in `dir` described by `manifest`, from `opened` (its
+    /// `graph.bin`, opened with the index) if given.
+    pub(crate) fn load(
+        dir: &Path,
+        manifest: &Manifest,
+        opened: Option<&std::fs::File>,
+    ) -> Result<HnswGraph> {
         let no_graph = || {
             Error::InvalidArgument(format!(
                 "{}: the index has no HNSW graph; rebuild it with HNSW enabled (bsa build --hnsw)",
                 dir.display()
             ))
         };
-        let native = match (&manifest.graph, &manifest.hnsw) {
-            (Some(g), _) => Some(&g.file),
-            (None, Some(h)) => h.native.as_ref(),
-            (None, None) => return Err(no_graph()),
-        };
+        if manifest.graph.is_none() && manifest.hnsw.is_none() {
+            return Err(no_graph());
+        }
+        let native = manifest.graph_file();
         let n = manifest.n;
         if let Some(name) = native {
             // Listed under `files` (checked by Manifest::from_bytes). The graph is small next to
             // the codes, and its structure is checked byte by byte below anyway, so its checksum
             // is always verified, whatever OpenOptions said.
             let finfo = manifest.files[name];
-            let s = Section::open(dir.join(name), FileKind::Graph, &finfo)?;
+            let s = match opened {
+                Some(file) => Section::of_file(file, dir.join(name), FileKind::Graph, &finfo)?,
+                None => Section::open(dir.join(name), FileKind::Graph, &finfo)?,
+            };
             s.verify(&finfo)?;
             if s.header.count != n {
                 return Err(Error::corrupt(

@@ -69,6 +69,10 @@ pub struct Index {
     /// Bitmap posting lists and the layout of their payload (validated at open).
     pub(crate) bitmaps: Option<(Section, BitmapsLayout)>,
     pub(crate) hnsw: OnceLock<HnswGraph>,
+    /// `graph.bin`, opened with the index and read at the first graph search: the index's
+    /// files are all held from its open on, so a live index's commit that removes them (a
+    /// compaction) leaves an open index able to walk its graph.
+    pub(crate) graph_file: Option<std::fs::File>,
     /// The codes in the layouts of the table scan and the slab scan, built at first use.
     pub(crate) layouts: Layouts,
 }
@@ -194,6 +198,11 @@ impl Index {
             )?),
             None => None,
         };
+        // Only opened here: its checks wait for the first graph search. A missing file is
+        // reported then, as before, so that an index whose graph is gone still scans.
+        let graph_file = manifest
+            .graph_file()
+            .and_then(|name| std::fs::File::open(dir.join(name)).ok());
         let mut index = Index {
             dir,
             manifest,
@@ -205,6 +214,7 @@ impl Index {
             sparse: None,
             bitmaps: None,
             hnsw: OnceLock::new(),
+            graph_file,
             layouts: Layouts::default(),
         };
         if let Some(si) = &index.manifest.sparse {
@@ -477,7 +487,7 @@ impl Index {
     /// neighbour id; for an index without `graph.bin`, verifies and converts the hnsw_rs dump.
     pub fn load_hnsw(&self) -> Result<()> {
         if self.hnsw.get().is_none() {
-            let g = HnswGraph::load(&self.dir, &self.manifest)?;
+            let g = HnswGraph::load(&self.dir, &self.manifest, self.graph_file.as_ref())?;
             // Another thread may have won the race; both graphs are identical, keep the first.
             let _ = self.hnsw.set(g);
         }

@@ -403,6 +403,16 @@ pub(crate) fn unseal<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a str> {
 }
 
 impl Manifest {
+    /// The name of the graph's flat neighbour lists (`graph.bin`), if the index has them: a
+    /// graph built by this version, or an hnsw_rs dump converted by a later one.
+    pub(crate) fn graph_file(&self) -> Option<&String> {
+        match (&self.graph, &self.hnsw) {
+            (Some(g), _) => Some(&g.file),
+            (None, Some(h)) => h.native.as_ref(),
+            (None, None) => None,
+        }
+    }
+
     /// Serialises the manifest inside its checksummed envelope.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         seal(self, FORMAT_VERSION)

@@ -652,6 +652,62 @@ fn readers_see_whole_generations_while_the_index_changes() {
     assert!(now.len() > first.len());
 }
 
+/// A snapshot that has not walked its graph yet still can after a commit removed the files it
+/// opened (the graph is checked at its first search, but its file is held from the open on):
+/// first when the single-segment index becomes segmented, then when a compaction removes the
+/// segments.
+#[test]
+fn an_old_snapshot_walks_its_graph_after_its_files_are_removed() {
+    let shape = Shape {
+        bits: 70,
+        floats: false,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    let mut r = rng(7);
+    let ids: Vec<u64> = (0..150).collect();
+    build(shape, &new_rows(&mut r, shape, &ids), &path);
+    let queries = random_codes(&mut r, 5, shape.bits, 1);
+    let hnsw = Mode::parse("hnsw").unwrap();
+    let answer = |s: &Snapshot| {
+        s.search(
+            &queries,
+            20,
+            &Score::Hamming,
+            &hnsw,
+            &SearchOptions::default(),
+        )
+        .map(|(h, _)| h)
+    };
+    let single = Snapshot::open(&path).unwrap();
+    let single_answer = answer(&Snapshot::open(&path).unwrap()).unwrap();
+
+    let mut w = Writer::open(&path).unwrap();
+    let more: Vec<u64> = (500..530).collect();
+    add(&mut w, shape, &new_rows(&mut r, shape, &more), false, None);
+    let segmented = Snapshot::open(&path).unwrap();
+    assert_eq!(segmented.segments().len(), 2);
+    let segmented_answer = answer(&Snapshot::open(&path).unwrap()).unwrap();
+    w.compact(1, None).unwrap();
+    drop(w);
+    let gone = |seg: &str| !path.join(seg).join("graph.bin").exists();
+    assert!(
+        !path.join("graph.bin").exists() && gone("seg-000000") && gone("seg-000001"),
+        "the commits removed the files the snapshots opened"
+    );
+
+    same(
+        &answer(&single).unwrap(),
+        &single_answer,
+        "the single-segment snapshot",
+    );
+    same(
+        &answer(&segmented).unwrap(),
+        &segmented_answer,
+        "the two-segment snapshot",
+    );
+}
+
 /// The merge policy in an add: a full tier (here the first build and three adds, 10 rows each)
 /// is merged into one segment in the add's own commit, deleted rows dropped, the index still
 /// answering as a fresh build of its rows; a single-segment (format v1) index merges too.
