@@ -83,6 +83,36 @@ def test_k_not_positive(index, queries, k):
         bsa.recall(np.zeros((1, 1), int), np.zeros((1, 1), int), k)
 
 
+def test_k_too_large_for_memory(index, queries):
+    # Refused before the search runs: no abort of the interpreter, no PanicException.
+    for k in (10**13, 2**62):
+        with pytest.raises(MemoryError, match=f"k = {k}"):
+            index.search(queries, k)
+    D, I = index.search(queries[:1], 10**4)
+    assert I.shape == (1, 10**4) and (I[0, len(index):] == -1).all()
+
+
+def test_misaligned_floats_are_copied(index, queries):
+    buf = np.zeros(queries.size * 4 + 1, np.uint8)
+    odd = buf[1:].view(np.float32).reshape(queries.shape)
+    odd[:] = queries
+    assert not odd.flags.aligned
+    D, I = index.search(odd, 5)
+    D2, I2 = index.search(queries, 5)
+    np.testing.assert_array_equal(I, I2)
+    np.testing.assert_array_equal(D, D2)
+
+
+def test_id_lists_empty_or_out_of_range(index, queries):
+    _, everyone = index.search(queries, 5)
+    _, I = index.search(queries, 5, deny_ids=[])
+    np.testing.assert_array_equal(I, everyone)
+    _, I = index.search(queries, 5, allow_ids=[])
+    assert (I == -1).all()
+    with pytest.raises(ValueError, match=r"ids\[0\] is 9223372036854775808.*below 2\*\*63"):
+        bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids=np.array([2**63, 1], np.uint64))
+
+
 def test_bad_options(index, work, queries):
     with pytest.raises(ValueError, match="score.*unknown score \"dot\""):
         index.search(queries, 5, score="dot")

@@ -25,6 +25,19 @@ def test_four_threads_give_the_same_results(work, queries):
                 np.testing.assert_array_equal(D, D1)
 
 
+def test_every_thread_count_gives_the_same_results(work, queries):
+    # Pools are kept per size (eight at most): more sizes than that, in turn and at once from
+    # several Python threads, replace kept pools while others use them.
+    index = bsa.Index.open(work / "idx")
+    want = index.search(queries, 10, score="adc")
+    sizes = list(range(1, 12)) * 2
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda t: index.search(queries, 10, score="adc", threads=t), sizes))
+    for D, I in got:
+        np.testing.assert_array_equal(I, want[1])
+        np.testing.assert_array_equal(D, want[0])
+
+
 @pytest.fixture
 def long_switch_interval():
     """No forced GIL hand-over for a second: another thread runs only when the running one
