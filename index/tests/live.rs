@@ -708,6 +708,82 @@ fn an_old_snapshot_walks_its_graph_after_its_files_are_removed() {
     );
 }
 
+/// A change that fails after writing files (here an add whose merge needs the graph's
+/// vectors, not given) leaves nothing behind: the same writer then makes the change, and the
+/// index answers as a fresh build of its rows.
+#[test]
+fn a_failed_change_leaves_the_writer_usable() {
+    let shape = Shape {
+        bits: 70,
+        floats: true,
+    };
+    let mut rng = rng(5);
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let path = dir.path().join("idx");
+    let first = new_rows(&mut rng, shape, &(0..10).collect::<Vec<u64>>());
+    build(shape, &first, &path);
+    let mut truth: BTreeMap<u64, Row> = first.into_iter().collect();
+    let rows = new_rows(&mut rng, shape, &(100..110).collect::<Vec<u64>>());
+    let c = columns(&rows);
+    let mut w = Writer::open(&path).unwrap();
+    let policy = MergePolicy::tiered(2).with_min_rows(8);
+    let err = w
+        .add_merging(&c.new_rows(shape), false, policy, None)
+        .unwrap_err();
+    assert_eq!(w.generation(), 0, "{err}");
+    let listed = |p: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(
+        !listed(&path).iter().any(|n| n.starts_with("seg-")),
+        "the failed add left {:?}",
+        listed(&path)
+    );
+    add(&mut w, shape, &rows, false, Some(2));
+    truth.extend(rows);
+    drop(w);
+    check(
+        &mut rng,
+        shape,
+        &Snapshot::open(&path).unwrap(),
+        &truth,
+        &scratch,
+    );
+}
+
+/// Ids run out at `u64::MAX`: rows holding it open and search, and an add without ids is
+/// refused with a message instead of an overflow.
+#[test]
+fn no_ids_are_made_after_the_largest_possible() {
+    let shape = Shape {
+        bits: 40,
+        floats: false,
+    };
+    let mut rng = rng(6);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    build(shape, &new_rows(&mut rng, shape, &[1, u64::MAX]), &path);
+    let snap = Snapshot::open(&path).unwrap();
+    assert_eq!(snap.len(), 2);
+    let mut w = Writer::open(&path).unwrap();
+    let c = columns(&new_rows(&mut rng, shape, &[0, 0, 0]));
+    let err = w
+        .add(&NewRows::codes(&c.codes), false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no 3 ids are left"), "{err}");
+    w.add(&NewRows::codes(&c.codes).ids(&[7, 8, 9]), false)
+        .unwrap();
+    assert_eq!(Snapshot::open(&path).unwrap().len(), 5);
+}
+
 /// The merge policy in an add: a full tier (here the first build and three adds, 10 rows each)
 /// is merged into one segment in the add's own commit, deleted rows dropped, the index still
 /// answering as a fresh build of its rows; a single-segment (format v1) index merges too.

@@ -259,10 +259,11 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `dir/name` atomically: a temporary file beside it, `fsync`, `rename`,
-/// `fsync` of the directory. A crash leaves either the old file or the new one (and perhaps a
-/// temporary file that the next writer removes).
-pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+/// Replaces `dir/name` by `bytes` atomically: a temporary file beside it, `fsync`, `rename`. A
+/// crash leaves either the old file or the new one (and perhaps a temporary file that the next
+/// writer removes). The rename is durable once the caller has `fsync`ed `dir` ([`sync_dir`]):
+/// it is visible before, so the caller knows the two steps apart.
+pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     f.write_all(bytes)
@@ -270,8 +271,7 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(&tmp, e))?;
     drop(f);
     let dst = dir.join(name);
-    fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
-    sync_dir(dir)
+    fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))
 }
 
 /// Writes a new file `dir/name` of `kind` holding `words` (one `u64` per element, the header's
@@ -286,7 +286,13 @@ fn write_words(dir: &Path, name: &str, kind: FileKind, words: &[u64]) -> Result<
     bytes.extend_from_slice(&hb);
     bytes.extend_from_slice(payload);
     let path = dir.join(name);
-    let mut f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+    // Never over a file of the same name: names carry their generation, so one there is a
+    // committed file (or a failed change's, which the writer removes on failure).
+    let mut f = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
     f.write_all(&bytes)
         .and_then(|_| f.sync_all())
         .map_err(|e| Error::io(&path, e))?;

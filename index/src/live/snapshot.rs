@@ -371,7 +371,9 @@ impl Snapshot {
         if manifest_version(bytes, path)? != SEGMENTED_FORMAT_VERSION {
             let index = Index::open_with(dir, options)?;
             let m = index.manifest();
-            let next_id = index.ids().iter().max().map_or(0, |&m| m + 1);
+            // Saturating, as a writer's `next_id` is: an index holding id u64::MAX has no id
+            // after it, and an add without ids is refused (`Writer::add`).
+            let next_id = index.ids().iter().max().map_or(0, |&m| m.saturating_add(1));
             return Ok(Snapshot {
                 dir: dir.to_path_buf(),
                 generation: 0,

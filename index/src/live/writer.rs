@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::index::OpenOptions;
 use crate::live::meta::{
-    bridge_name, deletes_name, largest_segment, read_deletes, read_manifest_bytes, segment_name,
-    sync_dir, write_atomic, write_bridge, write_deletes, BridgeEntry, DeletesEntry, GraphSource,
+    bridge_name, deletes_name, largest_segment, read_deletes, read_manifest_bytes, replace_file,
+    segment_name, sync_dir, write_bridge, write_deletes, BridgeEntry, DeletesEntry, GraphSource,
     LiveManifest, LiveModel, SegmentEntry,
 };
 use crate::live::snapshot::Snapshot;
@@ -476,7 +476,7 @@ impl Writer {
         policy: MergePolicy,
         graph_vectors: Option<&GraphVectorsFn<'_>>,
     ) -> Result<AddReport> {
-        self.add_inner(rows, upsert, policy, graph_vectors, None)
+        self.change(|w| w.add_inner(rows, upsert, policy, graph_vectors, None))
     }
 
     /// [`add_merging`](Self::add_merging), and in the same commit the bridges
@@ -492,7 +492,7 @@ impl Writer {
         graph_vectors: &GraphVectorsFn<'_>,
         tables: &RowTablesFn<'_>,
     ) -> Result<AddReport> {
-        self.add_inner(rows, upsert, policy, Some(graph_vectors), Some(tables))
+        self.change(|w| w.add_inner(rows, upsert, policy, Some(graph_vectors), Some(tables)))
     }
 
     fn add_inner(
@@ -522,7 +522,17 @@ impl Writer {
                 })
             }
             Some(ids) => ids.to_vec(),
-            None => (next_id..next_id + n as u64).collect(),
+            None => match next_id.checked_add(n as u64) {
+                Some(end) => (next_id..end).collect(),
+                None => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{}: no {n} ids are left after the largest id in the index ({}); \
+                         give the new rows' ids",
+                        self.dir.display(),
+                        next_id.saturating_sub(1)
+                    )))
+                }
+            },
         };
         let t = self.manifest.template.clone();
         let need = |what: &str, have: bool, want: bool| -> Result<()> {
@@ -665,16 +675,18 @@ impl Writer {
         graph_vectors: &GraphVectorsFn<'_>,
         tables: &RowTablesFn<'_>,
     ) -> Result<BridgeReport> {
-        let mut next = self.manifest.clone();
-        let (segments, edges) = self.bridge_into(&mut next, graph_vectors, tables)?;
-        let generation = match segments {
-            0 => self.manifest.generation,
-            _ => self.commit(next)?,
-        };
-        Ok(BridgeReport {
-            segments,
-            edges,
-            generation,
+        self.change(|w| {
+            let mut next = w.manifest.clone();
+            let (segments, edges) = w.bridge_into(&mut next, graph_vectors, tables)?;
+            let generation = match segments {
+                0 => w.manifest.generation,
+                _ => w.commit(next)?,
+            };
+            Ok(BridgeReport {
+                segments,
+                edges,
+                generation,
+            })
         })
     }
 
@@ -768,6 +780,10 @@ impl Writer {
     /// [`DeleteReport::unknown`]; nothing is committed when no row changes. A segment whose
     /// rows are all deleted is dropped.
     pub fn delete(&mut self, ids: &[u64]) -> Result<DeleteReport> {
+        self.change(|w| w.delete_inner(ids))
+    }
+
+    fn delete_inner(&mut self, ids: &[u64]) -> Result<DeleteReport> {
         let snap = self.snapshot()?;
         let mut unknown = Vec::new();
         let mut deleted: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -852,7 +868,7 @@ impl Writer {
         max_segments: usize,
         graph_vectors: Option<&GraphVectorsFn<'_>>,
     ) -> Result<CompactReport> {
-        self.compact_inner(max_segments, graph_vectors, None)
+        self.change(|w| w.compact_inner(max_segments, graph_vectors, None))
     }
 
     /// [`compact`](Self::compact), and in the same commit the bridges [`bridge`](Self::bridge)
@@ -863,7 +879,7 @@ impl Writer {
         graph_vectors: &GraphVectorsFn<'_>,
         tables: &RowTablesFn<'_>,
     ) -> Result<CompactReport> {
-        self.compact_inner(max_segments, Some(graph_vectors), Some(tables))
+        self.change(|w| w.compact_inner(max_segments, Some(graph_vectors), Some(tables)))
     }
 
     fn compact_inner(
@@ -1033,12 +1049,30 @@ impl Writer {
         next.bsa_index_version = env!("CARGO_PKG_VERSION").to_string();
         // The new files' directory entries are durable before the manifest that names them.
         sync_dir(&self.dir)?;
-        write_atomic(&self.dir, MANIFEST_FILE, &next.to_bytes()?)?;
+        replace_file(&self.dir, MANIFEST_FILE, &next.to_bytes()?)?;
+        // Committed: readers open the new generation from here on, so the writer is at it too,
+        // whatever fails below (a retry must not repeat the change).
         self.manifest = next;
         self.v1 = None;
         self.snapshot = None;
-        self.collect_garbage()?;
+        sync_dir(&self.dir)?;
+        // The change is made: a file the old generation named that cannot be removed now is
+        // removed by the next writer's open (an error here would read as a change not made).
+        let _ = self.collect_garbage();
         Ok(self.manifest.generation)
+    }
+
+    /// Runs one change. If it fails, what it wrote for a commit that did not happen (a
+    /// segment, deletes or bridge files) is removed, so that this writer can go on: a retry
+    /// writes the same names again.
+    fn change<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        let out = f(self);
+        if out.is_err() {
+            // What cannot be removed now is removed by the next writer's open; the change's
+            // own error is the one to report.
+            let _ = self.collect_garbage();
+        }
+        out
     }
 
     /// Puts the files of the single-segment index at the root into `seg-000000/` (hard links,
