@@ -829,8 +829,11 @@ impl<'a> IndexBuilder<'a> {
         drop(f);
         sync_dir(&tmp_path)?;
 
-        // Publish: rename into place (moving an existing index aside first when overwriting).
+        // Publish: rename into place (moving an existing index aside first when overwriting,
+        // under its writers' lock: a writer that committed into the directory after it was
+        // replaced would name the old index's files in the new one).
         if out.exists() {
+            let _writers = lock_writers(out)?;
             let old = parent.join(format!(".{name}.old-{pid}"));
             if old.exists() {
                 fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
@@ -847,5 +850,23 @@ impl<'a> IndexBuilder<'a> {
         Ok(manifest)
     }
 }
+/// Waits for and holds the lock of the live index's writers in `dir`, if it has them (a
+/// directory without the lock file has had no writer, and one that starts now waits for the
+/// lock file this creates).
+fn lock_writers(dir: &Path) -> Result<Option<File>> {
+    if !dir.join(MANIFEST_FILE).is_file() {
+        return Ok(None);
+    }
+    let path = dir.join(crate::manifest::LOCK_FILE);
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    lock.lock().map_err(|e| Error::io(&path, e))?;
+    Ok(Some(lock))
+}
+
 /// Seed of the native graph's level draw (fixed: the same vectors give the same graph).
 const GRAPH_SEED: u64 = 0x6273_612d_6772_6170;

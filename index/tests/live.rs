@@ -784,6 +784,57 @@ fn no_ids_are_made_after_the_largest_possible() {
     assert_eq!(Snapshot::open(&path).unwrap().len(), 5);
 }
 
+/// A build that replaces a live index waits for its writer, and the writer's commit lands in
+/// the index it opened, not in the one that replaced it: after both, the directory is the new
+/// build, whole.
+#[test]
+fn a_build_over_a_live_index_waits_for_its_writer() {
+    let shape = Shape {
+        bits: 40,
+        floats: false,
+    };
+    let mut rng = rng(8);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    build(
+        shape,
+        &new_rows(&mut rng, shape, &(0..20).collect::<Vec<u64>>()),
+        &path,
+    );
+    let replacement = columns(&new_rows(
+        &mut rng,
+        shape,
+        &(100..107).collect::<Vec<u64>>(),
+    ));
+    let added = new_rows(&mut rng, shape, &[50, 51]);
+    let mut w = Writer::open(&path).unwrap();
+    let builder = {
+        let (path, codes, ids) = (
+            path.clone(),
+            replacement.codes.clone(),
+            replacement.ids.clone(),
+        );
+        std::thread::spawn(move || {
+            IndexBuilder::new(shape.bits, &codes)
+                .ids(&ids)
+                .overwrite(true)
+                .build(&path)
+                .unwrap();
+        })
+    };
+    // The build is done in a few milliseconds unless it waits for the lock.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    add(&mut w, shape, &added, false, None);
+    drop(w);
+    builder.join().unwrap();
+    let snap = Snapshot::open(&path).unwrap();
+    snap.verify().unwrap();
+    assert_eq!(snap.len(), 7);
+    // A writer opened now changes the new index.
+    Writer::open(&path).unwrap().delete(&[100]).unwrap();
+    assert_eq!(Snapshot::open(&path).unwrap().len(), 6);
+}
+
 /// The merge policy in an add: a full tier (here the first build and three adds, 10 rows each)
 /// is merged into one segment in the add's own commit, deleted rows dropped, the index still
 /// answering as a fresh build of its rows; a single-segment (format v1) index merges too.

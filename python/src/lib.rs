@@ -918,7 +918,9 @@ impl Index {
     }
 
     /// Copies the index to the directory ``path`` (atomically: a temporary directory beside it,
-    /// renamed into place), where ``bsa search --index`` and :meth:`open` read it.
+    /// renamed into place), where ``bsa search --index`` and :meth:`open` read it. The copy
+    /// holds the rows this object searches, whatever other writers committed since it was
+    /// opened (if one removed a file of them meanwhile, ``FileNotFoundError``: save again).
     /// ``overwrite`` replaces an index there.
     #[pyo3(signature = (path, *, overwrite=false))]
     fn save(&self, py: Python<'_>, path: PathBuf, overwrite: bool) -> PyResult<()> {
@@ -1463,39 +1465,35 @@ fn bsa_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// Copies the files `index` reads into the empty directory `to`, the root manifest last: for a
-/// single-segment index its manifest's files; for a segmented one every segment directory,
-/// every deletes file and the model. The lock file is not copied.
+/// Copies the files of `index`'s generation ([`Snapshot::files`]) into the empty directory
+/// `to`, then the root manifest as `index` read it: a copy of that generation, or an error if
+/// a writer removed one of its files meanwhile (never a copy that mixes generations). The
+/// lock file is not copied.
 fn copy_tree(index: &Snapshot, to: &Path) -> std::io::Result<()> {
-    let copy = |from: &Path, to: &Path| -> std::io::Result<()> {
-        std::fs::copy(from, to)?;
-        std::fs::File::open(to)?.sync_all()
-    };
-    let manifest = bsa_index::manifest::MANIFEST_FILE;
+    use std::io::{Error, ErrorKind};
     let root = index.dir();
-    if !index.is_segmented() {
-        let seg = index.segments()[0].index();
-        for f in seg.manifest().files.keys() {
-            copy(&root.join(f), &to.join(f))?;
+    for f in index.files() {
+        let (from, dst) = (root.join(f), to.join(f));
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)?;
         }
-    } else {
-        for entry in std::fs::read_dir(root)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name == manifest || name == bsa_index::live::LOCK_FILE || name.starts_with('.') {
-                continue;
+        match std::fs::copy(&from, &dst) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "{} was removed by a change to the index during the copy; save again",
+                        from.display()
+                    ),
+                ))
             }
-            if entry.file_type()?.is_dir() {
-                std::fs::create_dir(to.join(&*name))?;
-                for f in std::fs::read_dir(entry.path())? {
-                    let f = f?;
-                    copy(&f.path(), &to.join(&*name).join(f.file_name()))?;
-                }
-            } else {
-                copy(&entry.path(), &to.join(&*name))?;
-            }
-        }
+            r => r?,
+        };
+        std::fs::File::open(&dst)?.sync_all()?;
     }
-    copy(&root.join(manifest), &to.join(manifest))
+    // The manifest as this object read it: the copy is its generation, whatever a writer
+    // committed since.
+    let manifest = to.join(bsa_index::manifest::MANIFEST_FILE);
+    std::fs::write(&manifest, index.manifest_bytes())?;
+    std::fs::File::open(&manifest)?.sync_all()
 }

@@ -76,3 +76,25 @@ def test_bad_changes_raise_clear_errors(work, base, tmp_path):
     with pytest.raises(ValueError, match="allow_ids or deny_ids"):
         index.search(base[:2], 3, allow_ids=[1], deny_ids=[2])
     assert len(index) == 100
+
+
+def test_save_copies_the_generation_the_object_holds(work, base, tmp_path):
+    model = bsa.Model.load(work / "model.safetensors")
+    path = tmp_path / "live"
+    bsa.Index.build(x=base[:500], model=model, path=path)
+    older = bsa.Index.open(path)
+    older.add(x=base[500:600], merge_factor=0)
+    held = bsa.Index.open(path)
+    # Another object commits a segment; `held` still searches the generation it opened.
+    newer = bsa.Index.open(path)
+    newer.add(x=base[600:700], merge_factor=0)
+    assert (len(held), len(newer)) == (600, 700)
+    held.save(tmp_path / "copy")
+    copy = bsa.Index.open(tmp_path / "copy")
+    assert len(copy) == 600
+    np.testing.assert_array_equal(copy.search(base[:20], 5)[1], held.search(base[:20], 5)[1])
+    # A compaction removes the segments `held` reads: its copy is refused, never mixed.
+    newer.compact()
+    with pytest.raises(FileNotFoundError, match="removed by a change to the index"):
+        held.save(tmp_path / "copy2")
+    assert not (tmp_path / "copy2").exists()

@@ -11,7 +11,9 @@ use crate::live::meta::{
     largest_segment, read_bridge, read_deletes, read_manifest_bytes, GraphSource, GraphTemplate,
     LiveManifest, Template,
 };
-use crate::manifest::{manifest_version, GraphMetric, Manifest, SEGMENTED_FORMAT_VERSION};
+use crate::manifest::{
+    manifest_version, GraphMetric, Manifest, MANIFEST_FILE, SEGMENTED_FORMAT_VERSION,
+};
 use crate::mode::Mode;
 use crate::rowset::RowSet;
 use crate::score::{desc_key, from_desc_key, Score};
@@ -309,6 +311,9 @@ pub struct Snapshot {
     extra: serde_json::Value,
     /// The bridges into the largest segment's graph, put together at the first graph search.
     bridges: OnceLock<Option<Bridges>>,
+    /// The root `manifest.json` as read, and every other file of the generation (relative).
+    manifest_bytes: Vec<u8>,
+    files: Vec<String>,
 }
 
 /// The segments bridged from the largest segment's graph, as one walk reads them.
@@ -384,15 +389,24 @@ impl Snapshot {
                 template: template_of(m),
                 extra: m.extra.clone(),
                 next_id,
+                files: m.files.keys().cloned().collect(),
+                manifest_bytes: bytes.to_vec(),
                 segments: vec![SegmentReader::new(".".into(), index, None, 0)],
                 bridges: OnceLock::new(),
             });
         }
         let m = LiveManifest::from_bytes(bytes, path)?;
         let mut segments = Vec::with_capacity(m.segments.len());
+        let mut files = Vec::new();
         let mut base = 0u64;
         for s in &m.segments {
             let index = Index::open_with(dir.join(&s.name), options)?;
+            let in_segment = index.manifest().files.keys().map(String::as_str);
+            for f in in_segment.chain([MANIFEST_FILE]) {
+                files.push(format!("{}/{f}", s.name));
+            }
+            files.extend(s.deletes.iter().map(|d| d.file.clone()));
+            files.extend(s.bridge.iter().map(|b| b.file.clone()));
             let seg_dir = dir.join(&s.name);
             if index.len() as u64 != s.rows || index.bits() != m.bits as usize {
                 return Err(Error::corrupt(
@@ -439,6 +453,11 @@ impl Snapshot {
             next_id: m.next_id,
             segments,
             bridges: OnceLock::new(),
+            files: files
+                .into_iter()
+                .chain(m.model.iter().map(|mo| mo.file.clone()))
+                .collect(),
+            manifest_bytes: bytes.to_vec(),
         })
     }
 
@@ -457,6 +476,31 @@ impl Snapshot {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// Every file of this snapshot's generation but the root `manifest.json`, relative to
+    /// [`dir`](Self::dir) (`/`-separated: `seg-000001/codes.bin`): with
+    /// [`manifest_bytes`](Self::manifest_bytes), what a copy of this generation is made of,
+    /// whatever a writer has committed since.
+    ///
+    /// ```
+    /// use bsa_index::{live::Snapshot, pack, IndexBuilder};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let codes = pack::pack_le_bytes(&[0b0001, 0b0011], 2, 1, 4)?;
+    /// IndexBuilder::new(4, &codes).build(dir.path().join("idx"))?;
+    /// let snap = Snapshot::open(dir.path().join("idx"))?;
+    /// assert!(snap.files().iter().any(|f| f == "codes.bin"));
+    /// assert!(snap.manifest_bytes().starts_with(b"{"));
+    /// # Ok(()) }
+    /// ```
+    pub fn files(&self) -> &[String] {
+        &self.files
+    }
+
+    /// The root `manifest.json` as this snapshot read it (see [`files`](Self::files)).
+    pub fn manifest_bytes(&self) -> &[u8] {
+        &self.manifest_bytes
+    }
+
     /// The manifest generation this snapshot read (0 for a single-segment index).
     pub fn generation(&self) -> u64 {
         self.generation
