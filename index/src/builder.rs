@@ -541,6 +541,9 @@ impl<'a> IndexBuilder<'a> {
                 out.display()
             )));
         }
+        if out.exists() {
+            check_replaceable(out)?;
+        }
         fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         let pid = std::process::id();
         let tmp_path = parent.join(format!(".{name}.tmp-{pid}"));
@@ -850,6 +853,39 @@ impl<'a> IndexBuilder<'a> {
         Ok(manifest)
     }
 }
+/// Checks that `dir` may be replaced by an index: it is an index directory (it holds a
+/// `manifest.json`) or an empty directory. Anything else is refused, so that overwriting
+/// (`bsa build --force`, Python's `overwrite=True`) can only ever replace an index.
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// let dir = tempfile::tempdir()?;
+/// assert!(bsa_index::check_replaceable(dir.path()).is_ok()); // empty
+/// std::fs::write(dir.path().join("notes.txt"), "mine")?;
+/// let err = bsa_index::check_replaceable(dir.path()).unwrap_err();
+/// assert!(err.to_string().contains("not an index directory"));
+/// # Ok(()) }
+/// ```
+pub fn check_replaceable(dir: &Path) -> Result<()> {
+    let refuse = |what: &str| {
+        Err(Error::InvalidArgument(format!(
+            "{}: {what}; refusing to replace it (remove it yourself or choose another path)",
+            dir.display()
+        )))
+    };
+    if !dir.is_dir() {
+        return refuse("not a directory");
+    }
+    if dir.join(MANIFEST_FILE).is_file() {
+        return Ok(());
+    }
+    let mut entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    match entries.next() {
+        None => Ok(()),
+        Some(_) => refuse("not an index directory (no manifest.json) and not empty"),
+    }
+}
+
 /// Waits for and holds the lock of the live index's writers in `dir`, if it has them (a
 /// directory without the lock file has had no writer, and one that starts now waits for the
 /// lock file this creates).

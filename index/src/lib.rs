@@ -140,7 +140,7 @@ mod index;
 pub mod live;
 mod mode;
 
-pub use builder::IndexBuilder;
+pub use builder::{check_replaceable, IndexBuilder};
 pub use error::{Error, Result};
 pub use index::{Index, OpenOptions};
 pub use kernel::KernelFamily;

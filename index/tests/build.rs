@@ -91,6 +91,26 @@ fn overwrite_replaces_only_when_asked() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names, vec!["idx".to_string()]);
+    // Overwriting replaces an index or an empty directory, never other files.
+    let mine = dir.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "keep me").unwrap();
+    let e = IndexBuilder::new(64, &[3])
+        .overwrite(true)
+        .build(&mine)
+        .unwrap_err();
+    assert!(e.to_string().contains("not an index directory"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    IndexBuilder::new(64, &[3])
+        .overwrite(true)
+        .build(&empty)
+        .unwrap();
+    assert_eq!(Index::open(&empty).unwrap().len(), 1);
 }
 
 #[test]

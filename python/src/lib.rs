@@ -1253,6 +1253,15 @@ fn copy_index(index: &Snapshot, dest: &Path, overwrite: bool) -> std::io::Result
             "exists; pass overwrite=True to replace it",
         ));
     }
+    if dest.exists() {
+        bsa_index::check_replaceable(dest).map_err(|_| {
+            Error::new(
+                ErrorKind::AlreadyExists,
+                "exists and is neither an index directory nor an empty one; refusing to \
+                 replace it",
+            )
+        })?;
+    }
     let name = dest
         .file_name()
         .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "not a directory name"))?;

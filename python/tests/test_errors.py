@@ -162,3 +162,18 @@ def test_corrupt_or_missing_index(work, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(bsa.FormatError, match="not a safetensors model file"):
         bsa.Model.load(tmp_path / "model.safetensors")
+
+
+def test_overwrite_replaces_only_an_index(work, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    index = bsa.Index.open(work / "idx")
+    with pytest.raises(FileExistsError, match="neither an index directory nor an empty one"):
+        index.save(mine, overwrite=True)
+    with pytest.raises(ValueError, match="not an index directory"):
+        bsa.Index.build(codes=np.zeros((2, 1), np.uint8), path=mine, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    index.save(tmp_path / "copy")
+    index.save(tmp_path / "copy", overwrite=True)
+    assert len(bsa.Index.open(tmp_path / "copy")) == len(index)
