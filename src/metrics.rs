@@ -160,7 +160,10 @@ pub fn recall_at_k(retrieved: &[Vec<u64>], truth: &[Vec<u64>], k: usize) -> f64 
         .zip(truth)
         .map(|(got, want)| {
             let want = &want[..k.min(want.len())];
-            got.iter().take(k).filter(|id| want.contains(id)).count()
+            // Each true neighbour counts once, however often a result list repeats it.
+            want.iter()
+                .filter(|id| got.iter().take(k).any(|g| g == *id))
+                .count()
         })
         .sum();
     hits as f64 / (k * retrieved.len()) as f64
@@ -169,6 +172,13 @@ pub fn recall_at_k(retrieved: &[Vec<u64>], truth: &[Vec<u64>], k: usize) -> f64 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recall_counts_a_repeated_id_once() {
+        let truth = vec![vec![1, 2]];
+        assert_eq!(recall_at_k(&[vec![1, 1]], &truth, 2), 0.5);
+        assert_eq!(recall_at_k(&[vec![2, 1]], &truth, 2), 1.0);
+    }
 
     #[test]
     fn quantiles_interpolate_like_numpy() {
