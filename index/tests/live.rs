@@ -835,6 +835,47 @@ fn a_build_over_a_live_index_waits_for_its_writer() {
     assert_eq!(Snapshot::open(&path).unwrap().len(), 6);
 }
 
+/// A compaction checks the rows it copies: a damaged segment is reported, not sealed into a
+/// merged segment with fresh checksums.
+#[test]
+fn compaction_refuses_a_damaged_segment() {
+    let shape = Shape {
+        bits: 40,
+        floats: false,
+    };
+    let mut rng = rng(9);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    build(
+        shape,
+        &new_rows(&mut rng, shape, &(0..20).collect::<Vec<u64>>()),
+        &path,
+    );
+    let mut w = Writer::open(&path).unwrap();
+    add(
+        &mut w,
+        shape,
+        &new_rows(&mut rng, shape, &[50, 51]),
+        false,
+        None,
+    );
+    drop(w);
+    let codes = path.join("seg-000001").join("codes.bin");
+    let mut bytes = std::fs::read(&codes).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&codes, bytes).unwrap();
+    let e = Writer::open(&path).unwrap().compact(1, None).unwrap_err();
+    assert!(e.to_string().contains("codes.bin"), "{e}");
+    assert_eq!(
+        Snapshot::open_with(&path, bsa_index::OpenOptions::verify_checksums(false))
+            .unwrap()
+            .segments()
+            .len(),
+        2
+    );
+}
+
 /// The merge policy in an add: a full tier (here the first build and three adds, 10 rows each)
 /// is merged into one segment in the add's own commit, deleted rows dropped, the index still
 /// answering as a fresh build of its rows; a single-segment (format v1) index merges too.

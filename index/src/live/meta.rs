@@ -3,7 +3,7 @@
 //! writes; nothing here searches.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -239,6 +239,15 @@ impl LiveManifest {
         if let Some(m) = &self.model {
             check_file_name(&m.file, path)?;
         }
+        // Writers add one to each: far below where that could overflow.
+        for (what, v) in [
+            ("generation", self.generation),
+            ("next_segment", self.next_segment),
+        ] {
+            if v >= 1 << 62 {
+                return bad(format!("{what} {v} is beyond any number of commits"));
+            }
+        }
         Ok(())
     }
 
@@ -306,15 +315,30 @@ fn write_words(dir: &Path, name: &str, kind: FileKind, words: &[u64]) -> Result<
 /// length and CRC its manifest entry recorded (`info`).
 fn read_words(dir: &Path, file: &str, kind: FileKind, info: &FileInfo) -> Result<Vec<u64>> {
     let path = dir.join(file);
-    let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    let header = Header::decode(&bytes, kind, bytes.len() as u64, &path)?;
-    if bytes.len() as u64 != info.len {
+    let io = |e| Error::io(&path, e);
+    let mut f = File::open(&path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    // The header, then the length, then the rest: a foreign file is reported as such, and a
+    // name pointing at some large file is refused without reading it.
+    let mut bytes = Vec::with_capacity(HEADER_LEN);
+    (&mut f)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    let header = Header::decode(&bytes, kind, len, &path)?;
+    if len != info.len {
+        return Err(Error::corrupt(
+            &path,
+            format!("length {len} differs from the manifest's {}", info.len),
+        ));
+    }
+    f.read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 != len {
         return Err(Error::corrupt(
             &path,
             format!(
-                "length {} differs from the manifest's {}",
-                bytes.len(),
-                info.len
+                "changed while read ({len} bytes at first, {} read)",
+                bytes.len()
             ),
         ));
     }
@@ -534,5 +558,13 @@ mod tests {
             LiveManifest::from_bytes(edited.as_bytes(), p),
             Err(Error::Checksum { .. })
         ));
+        // Sealed with a valid checksum, counters no writer could add one to are refused.
+        let mut far = m.clone();
+        far.generation = u64::MAX;
+        let e = LiveManifest::from_bytes(&far.to_bytes().unwrap(), p).unwrap_err();
+        assert!(
+            e.to_string().contains("beyond any number of commits"),
+            "{e}"
+        );
     }
 }
