@@ -5,6 +5,7 @@ docstring for details and examples.
 """
 
 from os import PathLike
+from pathlib import Path
 from typing import Any, Literal, Optional, Tuple, Union
 
 import numpy as np
@@ -175,8 +176,8 @@ class Index:
     def bits(self) -> int:
         """Bits per code."""
     @property
-    def path(self) -> str:
-        """The index directory."""
+    def path(self) -> Path:
+        """The index directory (``pathlib.Path``)."""
     @property
     def model(self) -> Optional[Model]:
         """The model stored in the index, if any."""
