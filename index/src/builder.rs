@@ -893,15 +893,7 @@ fn lock_writers(dir: &Path) -> Result<Option<File>> {
     if !dir.join(MANIFEST_FILE).is_file() {
         return Ok(None);
     }
-    let path = dir.join(crate::manifest::LOCK_FILE);
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    lock.lock().map_err(|e| Error::io(&path, e))?;
-    Ok(Some(lock))
+    crate::files::lock_dir(dir).map(Some)
 }
 
 /// Seed of the native graph's level draw (fixed: the same vectors give the same graph).

@@ -12,7 +12,7 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 use crate::format::{ElemKind, FileKind, Header};
-use crate::manifest::FileInfo;
+use crate::manifest::{FileInfo, LOCK_FILE};
 
 /// One mapped binary file with its validated header.
 #[derive(Debug)]
@@ -183,4 +183,41 @@ pub(crate) fn verify_plain_file(path: &Path, info: &FileInfo) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Waits for and takes the writers' lock of the index directory `dir` (its `LOCK` file,
+/// created if missing): an exclusive advisory lock, released when the file returned is dropped
+/// or its process ends. If the directory was replaced while this waited (a build over an index
+/// holds its lock meanwhile), the old lock is on a removed file: the new directory's is taken.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    loop {
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        lock.lock().map_err(|e| Error::io(&path, e))?;
+        if still_at(&lock, &path) {
+            return Ok(lock);
+        }
+    }
+}
+
+/// Whether the open file `f` is still the file at `path`.
+fn still_at(f: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (f.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (f, path);
+        true
+    }
 }

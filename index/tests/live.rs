@@ -652,21 +652,34 @@ fn readers_see_whole_generations_while_the_index_changes() {
     assert!(now.len() > first.len());
 }
 
+/// The shape of the small indexes below: codes only, 40 bits (with a Hamming graph).
+const CODES_40: Shape = Shape {
+    bits: 40,
+    floats: false,
+};
+
+/// An index of `rows` rows of [`CODES_40`], ids `0..rows`, built in a new temporary directory
+/// (at `idx` in it), and the generator that made them.
+fn codes_index(
+    seed: u64,
+    rows: u64,
+) -> (tempfile::TempDir, std::path::PathBuf, Xoshiro256PlusPlus) {
+    let mut rng = rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    let ids: Vec<u64> = (0..rows).collect();
+    build(CODES_40, &new_rows(&mut rng, CODES_40, &ids), &path);
+    (dir, path, rng)
+}
+
 /// A snapshot that has not walked its graph yet still can after a commit removed the files it
 /// opened (the graph is checked at its first search, but its file is held from the open on):
 /// first when the single-segment index becomes segmented, then when a compaction removes the
 /// segments.
 #[test]
 fn an_old_snapshot_walks_its_graph_after_its_files_are_removed() {
-    let shape = Shape {
-        bits: 70,
-        floats: false,
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idx");
-    let mut r = rng(7);
-    let ids: Vec<u64> = (0..150).collect();
-    build(shape, &new_rows(&mut r, shape, &ids), &path);
+    let shape = CODES_40;
+    let (_dir, path, mut r) = codes_index(7, 150);
     let queries = random_codes(&mut r, 5, shape.bits, 1);
     let hnsw = Mode::parse("hnsw").unwrap();
     let answer = |s: &Snapshot| {
@@ -789,18 +802,8 @@ fn no_ids_are_made_after_the_largest_possible() {
 /// build, whole.
 #[test]
 fn a_build_over_a_live_index_waits_for_its_writer() {
-    let shape = Shape {
-        bits: 40,
-        floats: false,
-    };
-    let mut rng = rng(8);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idx");
-    build(
-        shape,
-        &new_rows(&mut rng, shape, &(0..20).collect::<Vec<u64>>()),
-        &path,
-    );
+    let shape = CODES_40;
+    let (_dir, path, mut rng) = codes_index(8, 20);
     let replacement = columns(&new_rows(
         &mut rng,
         shape,
@@ -839,18 +842,8 @@ fn a_build_over_a_live_index_waits_for_its_writer() {
 /// merged segment with fresh checksums.
 #[test]
 fn compaction_refuses_a_damaged_segment() {
-    let shape = Shape {
-        bits: 40,
-        floats: false,
-    };
-    let mut rng = rng(9);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idx");
-    build(
-        shape,
-        &new_rows(&mut rng, shape, &(0..20).collect::<Vec<u64>>()),
-        &path,
-    );
+    let shape = CODES_40;
+    let (_dir, path, mut rng) = codes_index(9, 20);
     let mut w = Writer::open(&path).unwrap();
     add(
         &mut w,

@@ -361,50 +361,19 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-/// Whether the open file `f` is still the file at `path`.
-fn still_at(f: &File, path: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        match (f.metadata(), fs::metadata(path)) {
-            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-            _ => false,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (f, path);
-        true
-    }
-}
-
 impl Writer {
     /// Opens `dir` for writing: waits for the lock, reads the current generation (checksums
     /// of the mapped files are not re-verified: `bsa verify` does that), and removes what
     /// interrupted writers left behind.
     pub fn open(dir: impl AsRef<Path>) -> Result<Writer> {
         let dir = dir.as_ref().to_path_buf();
-        let lock_path = dir.join(LOCK_FILE);
         if !dir.join(MANIFEST_FILE).is_file() {
             return Err(Error::InvalidArgument(format!(
                 "{}: not an index directory (no {MANIFEST_FILE}); create it with `bsa build`",
                 dir.display()
             )));
         }
-        let lock = loop {
-            let lock = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)
-                .map_err(|e| Error::io(&lock_path, e))?;
-            lock.lock().map_err(|e| Error::io(&lock_path, e))?;
-            // A build that replaced the directory while this waited (`bsa build --overwrite`
-            // holds the lock meanwhile) left this lock on a removed file: lock the new one.
-            if still_at(&lock, &lock_path) {
-                break lock;
-            }
-        };
+        let lock = crate::files::lock_dir(&dir)?;
         let snapshot = Snapshot::open_with(&dir, OpenOptions::verify_checksums(false))?;
         let (manifest, v1) = if snapshot.is_segmented() {
             let (path, bytes) = read_manifest_bytes(&dir)?;
