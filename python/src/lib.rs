@@ -847,6 +847,17 @@ impl Index {
         if vectors && x.is_none() {
             return Err(PyValueError::new_err("vectors=True stores x: give x"));
         }
+        // Options that would be ignored are refused: the index would not be what was asked.
+        if bits.is_some() && model.is_some() {
+            return Err(PyValueError::new_err(
+                "bits is the model's code length: give bits only with codes",
+            ));
+        }
+        if graph_on.is_some() && hnsw.is_none() {
+            return Err(PyValueError::new_err(
+                "hnsw_on chooses what the graph is built on: it needs hnsw=True",
+            ));
+        }
         let x = x
             .map(|x| float32_matrix(as_array(x, "x")?, "x"))
             .transpose()?;

@@ -139,6 +139,11 @@ def test_bad_options(index, work, queries):
         bsa.train(queries, progress=False)
     with pytest.raises(ValueError, match="give codes"):
         bsa.Index.build()
+    model = bsa.Index.open(work / "idx").model
+    with pytest.raises(ValueError, match="bits is the model's code length"):
+        bsa.Index.build(x=queries, model=model, bits=64)
+    with pytest.raises(ValueError, match="hnsw_on.*needs hnsw=True"):
+        bsa.Index.build(x=queries, model=model, hnsw_on="data")
     with pytest.raises(ValueError, match="ids.*non-negative"):
         bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids=np.array([1, -1]))
     with pytest.raises(ValueError, match="2 ids for 3 codes"):
