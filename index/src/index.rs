@@ -69,8 +69,8 @@ pub struct Index {
     /// Bitmap posting lists and the layout of their payload (validated at open).
     pub(crate) bitmaps: Option<(Section, BitmapsLayout)>,
     pub(crate) hnsw: OnceLock<HnswGraph>,
-    /// `graph.bin`, opened with the index and read at the first graph search: the index's
-    /// files are all held from its open on, so a live index's commit that removes them (a
+    /// `graph.bin`, opened with the index and read at the first graph search: like the files
+    /// mapped at open, it is held from the open on, so a live index's commit that removes it (a
     /// compaction) leaves an open index able to walk its graph.
     pub(crate) graph_file: Option<std::fs::File>,
     /// The codes in the layouts of the table scan and the slab scan, built at first use.
