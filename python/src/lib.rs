@@ -190,6 +190,18 @@ fn dtype_str(a: &Bound<'_, PyUntypedArray>) -> String {
     a.dtype().to_string()
 }
 
+/// `a` as a C-contiguous, aligned array of `dtype`: `numpy.require` copies it only when it is
+/// not one already (`ascontiguousarray` keeps a misaligned array as it is, and a view of
+/// misaligned values is undefined behaviour in Rust).
+fn contiguous<'py>(
+    a: Bound<'py, PyAny>,
+    dtype: Bound<'py, numpy::PyArrayDescr>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = a.py();
+    py.import("numpy")?
+        .call_method1("require", (a, dtype, ["C", "A"]))
+}
+
 /// `a` as a C-contiguous native float32 matrix: the array itself when it is one (zero copy),
 /// else a converted copy (float16, float64, other byte orders and layouts).
 fn float32_matrix<'py>(
@@ -211,8 +223,7 @@ fn float32_matrix<'py>(
     let a = if native && aligned && a.is_c_contiguous() {
         a.into_any()
     } else {
-        py.import("numpy")?
-            .call_method1("ascontiguousarray", (a, numpy::dtype::<f32>(py)))?
+        contiguous(a.into_any(), numpy::dtype::<f32>(py))?
     };
     Ok(a.cast_into::<PyArray2<f32>>()?)
 }
@@ -1323,9 +1334,7 @@ fn id_vector(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u64>> {
     }
     if kind == b'u' {
         let py = a.py();
-        let a = py
-            .import("numpy")?
-            .call_method1("ascontiguousarray", (a, numpy::dtype::<u64>(py)))?;
+        let a = contiguous(a.into_any(), numpy::dtype::<u64>(py))?;
         let a = a.cast_into::<PyArray1<u64>>()?;
         let a = a.readonly();
         let ids = a.as_slice()?;
@@ -1338,9 +1347,7 @@ fn id_vector(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u64>> {
         return Ok(ids.to_vec());
     }
     let py = a.py();
-    let a = py
-        .import("numpy")?
-        .call_method1("ascontiguousarray", (a, numpy::dtype::<i64>(py)))?;
+    let a = contiguous(a.into_any(), numpy::dtype::<i64>(py))?;
     let a = a.cast_into::<PyArray1<i64>>()?;
     let a = a.readonly();
     a.as_slice()?
@@ -1372,10 +1379,7 @@ fn id_lists(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<Vec<u64>>> {
         )));
     }
     let py = a.py();
-    let a = py
-        .import("numpy")?
-        .call_method1("ascontiguousarray", (a, numpy::dtype::<i64>(py)))?
-        .cast_into::<PyArray2<i64>>()?;
+    let a = contiguous(a.into_any(), numpy::dtype::<i64>(py))?.cast_into::<PyArray2<i64>>()?;
     let a = a.readonly();
     Ok(a.as_array()
         .rows()

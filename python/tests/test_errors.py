@@ -101,6 +101,12 @@ def test_misaligned_floats_are_copied(index, queries):
     D2, I2 = index.search(queries, 5)
     np.testing.assert_array_equal(I, I2)
     np.testing.assert_array_equal(D, D2)
+    raw = np.zeros(8 * 3 + 1, np.uint8)
+    odd_ids = raw[1:].view(np.int64)
+    odd_ids[:] = I[0, :3]
+    assert not odd_ids.flags.aligned
+    _, I3 = index.search(queries, 5, deny_ids=odd_ids)
+    assert not np.isin(I3, I[0, :3]).any()
 
 
 def test_id_lists_empty_or_out_of_range(index, queries):
