@@ -7,18 +7,18 @@
 //!
 //! ```no_run
 //! use bsa::live::{add, compact, AddSource};
-//! use bsa_index::live::MergePolicy;
+//! use bsa_index::live::{MergePolicy, Writer};
 //! # fn main() -> bsa::Result<()> {
 //! let x = ndarray::Array2::<f32>::ones((3, 384));
 //! let rows = AddSource::Floats(x.view());
-//! let report = add("idx".as_ref(), rows, Some(&[7, 8, 9]), false, false, MergePolicy::default())?;
+//! // The writer holds the index's lock until it is dropped: one writer at a time.
+//! let mut w = Writer::open_notifying("idx", || eprintln!("waiting for another writer"))?;
+//! let report = add(&mut w, rows, Some(&[7, 8, 9]), false, false, MergePolicy::default())?;
 //! println!("added {} rows as {}", report.added, report.segment);
-//! bsa_index::live::Writer::open("idx")?.delete(&[7])?;
-//! compact("idx".as_ref(), 1)?;
+//! w.delete(&[7])?;
+//! compact(&mut w, 1)?;
 //! # Ok(()) }
 //! ```
-
-use std::path::Path;
 
 use bsa_index::live::{
     AddReport, CompactReport, GraphVectorsFn, MergePolicy, NewRows, RowTablesFn, Snapshot, Writer,
@@ -58,7 +58,7 @@ fn graph_on(snap: &Snapshot) -> Option<GraphOn> {
     GraphOn::of_index(snap.extra(), snap.graph_metric())
 }
 
-/// Adds rows to the index at `dir` as a new segment: encodes float rows with the index's
+/// Adds rows to the index `writer` changes as a new segment: encodes float rows with the index's
 /// model and computes what the index holds for every row (norms, stored vectors, graph
 /// vectors). `ids` default to the ones after the largest id so far; ids already live are an
 /// error unless `upsert`, which replaces their rows in the same commit.
@@ -73,15 +73,14 @@ fn graph_on(snap: &Snapshot) -> Option<GraphOn> {
 /// largest are bridged from its graph ([`Writer::add_bridging`]: a graph search then walks one
 /// graph for all of them), ranked by the rows' ADC tables.
 pub fn add(
-    dir: &Path,
+    writer: &mut Writer,
     source: AddSource<'_>,
     ids: Option<&[u64]>,
     upsert: bool,
     vectors: bool,
     merge: MergePolicy,
 ) -> Result<AddReport> {
-    // The writer waits for the lock, then reads the current generation.
-    let mut writer = Writer::open(dir)?;
+    let dir = writer.dir().to_path_buf();
     let snap = writer.snapshot()?;
     let (bits, t, on) = (snap.bits(), snap.template().clone(), graph_on(snap));
     let model = snapshot_model(snap)?;
@@ -223,12 +222,12 @@ fn merge_vectors<'a>(
     }
 }
 
-/// Compacts the index at `dir` to at most `max_segments` segments without deleted rows,
+/// Compacts the index `writer` changes to at most `max_segments` segments without deleted rows,
 /// rebuilding the graphs of merged segments (on the decoded codes with the index's model, or
 /// on the stored vectors for a graph on the data), and bridges the segments left other than
 /// the largest from its graph in the same commit, as [`add`] does.
-pub fn compact(dir: &Path, max_segments: usize) -> Result<CompactReport> {
-    let mut writer = Writer::open(dir)?;
+pub fn compact(writer: &mut Writer, max_segments: usize) -> Result<CompactReport> {
+    let dir = writer.dir().to_path_buf();
     let snap = writer.snapshot()?;
     let (bits, on, stored) = (snap.bits(), graph_on(snap), snap.has_vectors());
     let model = snapshot_model(snap)?;

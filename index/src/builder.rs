@@ -893,7 +893,7 @@ fn lock_writers(dir: &Path) -> Result<Option<File>> {
     if !dir.join(MANIFEST_FILE).is_file() {
         return Ok(None);
     }
-    crate::files::lock_dir(dir).map(Some)
+    crate::files::lock_dir(dir, || {}).map(Some)
 }
 
 /// Seed of the native graph's level draw (fixed: the same vectors give the same graph).

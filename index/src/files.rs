@@ -5,7 +5,7 @@
 //! demand. Plain files (the model, hnsw_rs dumps) are checked whole by [`verify_plain_file`].
 //! Nothing here knows what the payloads mean.
 
-use std::fs::File;
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -189,8 +189,12 @@ pub(crate) fn verify_plain_file(path: &Path, info: &FileInfo) -> Result<()> {
 /// created if missing): an exclusive advisory lock, released when the file returned is dropped
 /// or its process ends. If the directory was replaced while this waited (a build over an index
 /// holds its lock meanwhile), the old lock is on a removed file: the new directory's is taken.
-pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+///
+/// `on_wait` is called once, before the first wait, if another process or handle holds the
+/// lock: a caller can say why it seems to hang.
+pub(crate) fn lock_dir(dir: &Path, on_wait: impl FnOnce()) -> Result<File> {
     let path = dir.join(LOCK_FILE);
+    let mut on_wait = Some(on_wait);
     loop {
         let lock = File::options()
             .create(true)
@@ -198,7 +202,16 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
             .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        lock.lock().map_err(|e| Error::io(&path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                if let Some(f) = on_wait.take() {
+                    f();
+                }
+                lock.lock().map_err(|e| Error::io(&path, e))?;
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
         if still_at(&lock, &path) {
             return Ok(lock);
         }

@@ -838,6 +838,34 @@ fn a_build_over_a_live_index_waits_for_its_writer() {
     assert_eq!(Snapshot::open(&path).unwrap().len(), 6);
 }
 
+/// A second writer is told once, before it waits, that another one holds the lock (the CLI
+/// prints a notice, else `bsa add` behind a long compaction looks hung); a writer that finds
+/// the lock free is not told.
+#[test]
+fn a_waiting_writer_is_told_once_before_it_waits() {
+    let (_dir, path, _rng) = codes_index(10, 20);
+    let notices = std::sync::atomic::AtomicUsize::new(0);
+    let first = Writer::open_notifying(&path, || {
+        notices.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    })
+    .unwrap();
+    assert_eq!(notices.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let (told_tx, told_rx) = std::sync::mpsc::channel();
+    let second = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let mut w = Writer::open_notifying(&path, move || told_tx.send(()).unwrap()).unwrap();
+            w.delete(&[3]).unwrap().generation
+        })
+    };
+    told_rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the waiting writer was not told");
+    assert!(!second.is_finished(), "the second writer did not wait");
+    drop(first);
+    assert_eq!(second.join().unwrap(), 1);
+}
+
 /// A compaction checks the rows it copies: a damaged segment is reported, not sealed into a
 /// merged segment with fresh checksums.
 #[test]

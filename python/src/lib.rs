@@ -1142,7 +1142,9 @@ impl Index {
         };
         let dir = self.snap().dir().to_path_buf();
         let report = without_gil(py, threads, || {
-            let r = bsa::live::add(&dir, source, ids.as_deref(), upsert, false, merge)?;
+            let mut writer = bsa_index::live::Writer::open(&dir)?;
+            let r = bsa::live::add(&mut writer, source, ids.as_deref(), upsert, false, merge)?;
+            drop(writer);
             self.reopen()?;
             Ok(r)
         })?;
@@ -1172,7 +1174,7 @@ impl Index {
         let threads = positive("threads", threads)?;
         let dir = self.snap().dir().to_path_buf();
         without_gil(py, threads, || {
-            bsa::live::compact(&dir, max_segments)?;
+            bsa::live::compact(&mut bsa_index::live::Writer::open(&dir)?, max_segments)?;
             self.reopen()
         })
     }

@@ -1,7 +1,7 @@
 //! `bsa add`, `bsa delete`, `bsa compact`: change an index in place, one atomic commit each
 //! (`bsa::live`, over `bsa_index::live`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use bsa::live::AddSource;
@@ -120,8 +120,16 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         }
     }
     let merge = MergePolicy::tiered(a.merge_factor).with_max_rows(a.merge_max_rows);
-    let r = bsa::live::add(&a.index, source, ids.as_deref(), a.upsert, a.vectors, merge)
-        .with_context(|| format!("adding to {}", a.index.display()))?;
+    let mut writer = open_writer(&a.index)?;
+    let r = bsa::live::add(
+        &mut writer,
+        source,
+        ids.as_deref(),
+        a.upsert,
+        a.vectors,
+        merge,
+    )
+    .with_context(|| format!("adding to {}", a.index.display()))?;
     eprintln!(
         "bsa: added {} rows (ids {}..={}) to {} as {}{}{}{}; generation {}",
         r.added,
@@ -145,6 +153,18 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens `dir` for writing, saying on stderr when another writer holds it (else a wait behind
+/// a long compaction looks like a hang).
+fn open_writer(dir: &Path) -> bsa_index::Result<Writer> {
+    Writer::open_notifying(dir, || {
+        eprintln!(
+            "bsa: waiting for another writer of {} to finish (an add, delete, compact or \
+             build --force holds its lock)",
+            dir.display()
+        )
+    })
+}
+
 /// ", bridging N segments (E edges)" when segments were bridged from the largest graph.
 fn bridged_note(segments: usize, edges: usize) -> String {
     match segments {
@@ -155,8 +175,7 @@ fn bridged_note(segments: usize, edges: usize) -> String {
 
 pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
     let ids = bsa::io::read_u64_ids(&a.ids)?;
-    let mut writer = Writer::open(&a.index)?;
-    let r = writer.delete(&ids)?;
+    let r = open_writer(&a.index)?.delete(&ids)?;
     if !r.unknown.is_empty() {
         let shown: Vec<String> = r.unknown.iter().take(10).map(u64::to_string).collect();
         eprintln!(
@@ -177,7 +196,7 @@ pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
 
 pub fn compact(a: &CompactArgs) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
-    let r = bsa::live::compact(&a.index, a.max_segments)
+    let r = bsa::live::compact(&mut open_writer(&a.index)?, a.max_segments)
         .with_context(|| format!("compacting {}", a.index.display()))?;
     if r.merged == 0 {
         eprintln!(

@@ -314,3 +314,40 @@ fn graph_searches_reach_added_rows_through_bridges() {
     assert!(out.stderr.contains("nothing to compact"), "{out:#?}");
     assert!(!out.stderr.contains("bridging"), "{out:#?}");
 }
+
+/// `bsa delete` behind another writer says it waits (else it looks hung), then does its work
+/// once the lock is free.
+#[test]
+fn a_writer_behind_another_says_it_waits() {
+    let t = TestDir::new();
+    let codes: Vec<u8> = (0..40u8).flat_map(|i| [i, !i]).collect();
+    t.write("c.npy", &npy_bytes("|u1", "(40, 2)", &codes));
+    t.write("gone.npy", &ids_npy(&[3]));
+    t.bsa(&["build", "--codes", "c.npy", "-q", "--out", "idx"])
+        .ok();
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(t.path("idx").join("LOCK"))
+        .unwrap();
+    lock.lock().unwrap();
+    let out = std::thread::scope(|s| {
+        let delete = s.spawn(|| t.bsa(&["delete", "--index", "idx", "--ids", "gone.npy"]));
+        // The delete takes milliseconds once it has the lock: give it time to reach the wait.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        assert!(
+            !delete.is_finished(),
+            "bsa delete did not wait for the lock"
+        );
+        drop(lock);
+        delete.join().unwrap()
+    })
+    .ok();
+    assert!(
+        out.stderr
+            .contains("waiting for another writer of idx to finish"),
+        "{out:#?}"
+    );
+    assert!(out.stderr.contains("deleted 1 rows"), "{out:#?}");
+}

@@ -366,6 +366,20 @@ impl Writer {
     /// of the mapped files are not re-verified: `bsa verify` does that), and removes what
     /// interrupted writers left behind.
     pub fn open(dir: impl AsRef<Path>) -> Result<Writer> {
+        Writer::open_notifying(dir, || {})
+    }
+
+    /// [`Writer::open`], calling `on_wait` once, before it waits, if another writer holds the
+    /// lock (an add, delete or compaction, or a build replacing the index): a command can say
+    /// why it seems to hang.
+    ///
+    /// ```no_run
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use bsa_index::live::Writer;
+    /// let w = Writer::open_notifying("idx", || eprintln!("waiting for another writer of idx"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn open_notifying(dir: impl AsRef<Path>, on_wait: impl FnOnce()) -> Result<Writer> {
         let dir = dir.as_ref().to_path_buf();
         if !dir.join(MANIFEST_FILE).is_file() {
             return Err(Error::InvalidArgument(format!(
@@ -373,7 +387,7 @@ impl Writer {
                 dir.display()
             )));
         }
-        let lock = crate::files::lock_dir(&dir)?;
+        let lock = crate::files::lock_dir(&dir, on_wait)?;
         let snapshot = Snapshot::open_with(&dir, OpenOptions::verify_checksums(false))?;
         let (manifest, v1) = if snapshot.is_segmented() {
             let (path, bytes) = read_manifest_bytes(&dir)?;
@@ -417,6 +431,11 @@ impl Writer {
         };
         w.collect_garbage()?;
         Ok(w)
+    }
+
+    /// The index directory this writer changes.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The generation last committed (0: never changed since `bsa build`).
