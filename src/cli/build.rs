@@ -78,7 +78,8 @@ pub struct Args {
     /// HNSW: default candidate list size while searching.
     #[arg(long, default_value_t = 64)]
     pub ef_search: usize,
-    /// Replace an existing index at --out.
+    /// Replace an existing index at --out (only an index or an empty directory is replaced;
+    /// the build waits for the index's writers, if any, and swaps the new index in atomically).
     #[arg(long)]
     pub force: bool,
     /// Threads (default: all cores).
