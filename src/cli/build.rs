@@ -79,7 +79,8 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub ef_search: usize,
     /// Replace an existing index at --out (only an index or an empty directory is replaced;
-    /// the build waits for the index's writers, if any, and swaps the new index in atomically).
+    /// the build waits for the index's writers, if any, and replaces it only once the new one
+    /// is complete).
     #[arg(long)]
     pub force: bool,
     /// Threads (default: all cores).
