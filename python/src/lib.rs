@@ -15,7 +15,7 @@ use bsa::model::{Autoencoder, FrozenModel, LossKind, Method, Target};
 use bsa::pipeline::{build_index, BuildRequest, BuildSource};
 use bsa::query::{check_rows, Queries, Request};
 use bsa::train::{Progress, TrainParams};
-use bsa_index::live::{IdFilter, Snapshot};
+use bsa_index::live::{IdFilter, Snapshot, Writer};
 use bsa_index::{HnswParams, OpenOptions, VectorDtype};
 use ndarray::{Array2, ArrayView2};
 use numpy::{
@@ -24,7 +24,7 @@ use numpy::{
 };
 use pyo3::exceptions::{
     PyFileExistsError, PyFileNotFoundError, PyMemoryError, PyOSError, PyPermissionError,
-    PyRuntimeError, PyTypeError, PyValueError,
+    PyRuntimeError, PyTypeError, PyUserWarning, PyValueError,
 };
 use pyo3::prelude::*;
 
@@ -285,6 +285,25 @@ fn progress_line(line: String) {
             let _ = err.call_method0("flush");
         }
     });
+}
+
+/// Opens the index at `dir` for writing; if another writer holds it, warns (`UserWarning`)
+/// before waiting, as `bsa add` says so on stderr: else a wait behind a long compaction in
+/// another process looks like a hang.
+fn open_writer(dir: &Path) -> bsa_index::Result<Writer> {
+    Writer::open_notifying(dir, || {
+        let msg = format!(
+            "waiting for another writer of {} to finish (an add, delete, compact or a build \
+             with overwrite=True holds its lock)",
+            dir.display()
+        );
+        if let Ok(msg) = std::ffi::CString::new(msg) {
+            // A warnings filter set to "error" makes this fail: the wait goes on regardless.
+            Python::attach(|py| {
+                let _ = PyErr::warn(py, &py.get_type::<PyUserWarning>(), &msg, 1);
+            });
+        }
+    })
 }
 
 /// A trained model: it encodes float vectors into sparse binary codes and decodes them back.
@@ -1142,7 +1161,7 @@ impl Index {
         };
         let dir = self.snap().dir().to_path_buf();
         let report = without_gil(py, threads, || {
-            let mut writer = bsa_index::live::Writer::open(&dir)?;
+            let mut writer = open_writer(&dir)?;
             let r = bsa::live::add(&mut writer, source, ids.as_deref(), upsert, false, merge)?;
             drop(writer);
             self.reopen()?;
@@ -1159,7 +1178,7 @@ impl Index {
         let ids = id_vector(ids, "ids")?;
         let dir = self.snap().dir().to_path_buf();
         let report = without_gil(py, None, || {
-            let r = bsa_index::live::Writer::open(&dir)?.delete(&ids)?;
+            let r = open_writer(&dir)?.delete(&ids)?;
             self.reopen()?;
             Ok(r)
         })?;
@@ -1174,7 +1193,7 @@ impl Index {
         let threads = positive("threads", threads)?;
         let dir = self.snap().dir().to_path_buf();
         without_gil(py, threads, || {
-            bsa::live::compact(&mut bsa_index::live::Writer::open(&dir)?, max_segments)?;
+            bsa::live::compact(&mut open_writer(&dir)?, max_segments)?;
             self.reopen()
         })
     }

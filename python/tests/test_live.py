@@ -98,3 +98,27 @@ def test_save_copies_the_generation_the_object_holds(work, base, tmp_path):
     with pytest.raises(FileNotFoundError, match="removed by a change to the index"):
         held.save(tmp_path / "copy2")
     assert not (tmp_path / "copy2").exists()
+
+
+def test_a_writer_behind_another_warns_then_waits(tmp_path):
+    """A delete behind another writer (here a lock taken as `bsa add` takes it) warns that it
+    waits, instead of hanging without a word, then deletes once the lock is free."""
+    import fcntl
+    import threading
+    import warnings
+
+    codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
+    index = bsa.Index.build(codes=codes, bits=16, path=tmp_path / "idx")
+    done = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with open(tmp_path / "idx" / "LOCK", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            t = threading.Thread(target=lambda: done.append(index.delete(np.array([3]))))
+            t.start()
+            t.join(0.5)
+            assert t.is_alive(), "the delete did not wait for the lock"
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        t.join(30)
+    assert done == [1]
+    assert any("waiting for another writer" in str(w.message) for w in caught), caught
