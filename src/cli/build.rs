@@ -105,6 +105,16 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             "a graph on the decoded codes or the data is searched by --score adc: it needs --model"
         );
     }
+    super::io::refuse_clobbering(
+        "--out",
+        &a.out,
+        &[
+            ("--model", a.model.as_deref()),
+            ("--data", a.data.as_deref()),
+            ("--codes", a.codes.as_deref()),
+            ("--ids", a.ids.as_deref()),
+        ],
+    )?;
     bsa::threads::configure(a.threads)?;
     let data = match &a.data {
         Some(p) => Some(super::io::open_embeddings(p, a.vectors)?),

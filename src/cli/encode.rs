@@ -23,6 +23,14 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    super::io::refuse_clobbering(
+        "--out",
+        &a.out,
+        &[
+            ("--model", Some(&a.input.model)),
+            ("--data", Some(&a.input.data)),
+        ],
+    )?;
     bsa::threads::configure(a.threads)?;
     let (model, data) = a.input.open(false)?;
     let codes = model.encode_packed(data.view());

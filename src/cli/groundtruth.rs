@@ -42,6 +42,11 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    super::io::refuse_clobbering(
+        "--out",
+        &a.out,
+        &[("--base", Some(&a.base)), ("--queries", Some(&a.queries))],
+    )?;
     let threads = bsa::threads::configure(a.threads)?;
     let base = super::io::open_embeddings(&a.base, true)?;
     let queries = super::io::open_embeddings(&a.queries, true)?;

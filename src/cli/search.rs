@@ -27,6 +27,22 @@ pub struct ResultLine<'a> {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    if let Some(out) = &a.out {
+        super::io::refuse_clobbering(
+            "--out",
+            out,
+            &[
+                ("--index", a.index.as_deref()),
+                ("--model", a.model.as_deref()),
+                ("--vectors", a.vectors.as_deref()),
+                ("--queries", a.queries.as_deref()),
+                ("--query-codes", a.query_codes.as_deref()),
+                ("--allow-ids", a.allow_ids.as_deref()),
+                ("--deny-ids", a.deny_ids.as_deref()),
+                ("--labels", a.labels.as_deref()),
+            ],
+        )?;
+    }
     let found = if a.milvus.is_some() {
         milvus_search::search(a)?
     } else {
@@ -42,6 +58,22 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    if let (Some(lines), Some(path)) = (&labels, &a.labels) {
+        let unlabelled = found
+            .answers
+            .iter()
+            .flat_map(|h| &h.ids)
+            .filter(|&&id| usize::try_from(id).map_or(true, |id| id >= lines.len()))
+            .count();
+        if unlabelled > 0 {
+            eprintln!(
+                "bsa: warning: {} has {} lines, but {unlabelled} neighbours have ids past them \
+                 (printed as <no label>): is it the labels file of this index?",
+                path.display(),
+                lines.len()
+            );
+        }
+    }
     write_answers(a.out.as_deref(), &found.answers, labels.as_deref())?;
     if a.stats {
         let nq = found.answers.len();
@@ -63,18 +95,29 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 }
 
 /// Writes one [`ResultLine`] per query to `out` (stdout when `None`), or, with `labels`, the
-/// neighbours' lines of the labels file, for people.
+/// neighbours' lines of the labels file, for people. A file is written whole or not at all: a
+/// temporary file beside it, renamed over it once complete.
 fn write_answers(
     out: Option<&Path>,
     answers: &[Answer],
     labels: Option<&[String]>,
 ) -> anyhow::Result<()> {
-    let mut out: Box<dyn Write> = match out {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    let Some(path) = out else {
+        let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+        write_lines(&mut w, answers, labels)?;
+        return Ok(w.flush()?);
     };
+    Ok(bsa::io::write_atomic(path, |w| {
+        write_lines(w, answers, labels)
+    })?)
+}
+
+/// The lines of [`write_answers`], to any writer.
+fn write_lines(
+    out: &mut impl Write,
+    answers: &[Answer],
+    labels: Option<&[String]>,
+) -> std::io::Result<()> {
     for (i, h) in answers.iter().enumerate() {
         match labels {
             Some(lines) => {
@@ -90,7 +133,7 @@ fn write_answers(
             }
             None => {
                 serde_json::to_writer(
-                    &mut out,
+                    &mut *out,
                     &ResultLine {
                         query: i,
                         ids: &h.ids,
@@ -102,6 +145,5 @@ fn write_answers(
             }
         }
     }
-    out.flush()?;
     Ok(())
 }

@@ -64,6 +64,23 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             .map(bsa::io::read_u64_ids)
             .transpose()?,
     );
+    // An allow-list of ids the index does not hold (another index's, or deleted rows) gives
+    // empty or short answers that look like a bad search: say so.
+    if let (Some(ids), Some(path)) = (&allow, &a.allow_ids) {
+        let unknown = ids
+            .iter()
+            .filter(|&&id| index.find_id(id).is_none())
+            .count();
+        if unknown > 0 {
+            eprintln!(
+                "bsa: warning: {unknown} of the {} ids in {} are not live in {} (never added \
+                 or deleted); only the others can be returned",
+                ids.len(),
+                path.display(),
+                index_dir.display()
+            );
+        }
+    }
     let filter = IdFilter::from_lists(allow.as_deref(), deny.as_deref())?;
     let found = bsa::query::search_filtered(&index, model.as_ref(), queries, &request, filter)?;
     let (hits, search_stats) = (found.hits, found.stats);

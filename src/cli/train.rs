@@ -154,6 +154,11 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    super::io::refuse_clobbering(
+        "--out",
+        &a.out,
+        &[("--data", Some(&a.data)), ("--init", a.init.as_deref())],
+    )?;
     if a.preset.is_some() || a.method == Method::Pursuit {
         return run_pursuit(a);
     }

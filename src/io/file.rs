@@ -13,6 +13,20 @@ use crate::error::{Error, Result};
 /// Opens `path` read-only and memory-maps it. Empty files are rejected (they cannot be mapped on
 /// every platform, and no format read here is valid when empty).
 pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
+    // Checked before the open, which on a pipe would wait for a writer: a pipe or a directory
+    // cannot be mapped, and the map's own error ("No such device") would not say why.
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a pipe or device)"
+        };
+        return Err(Error::format(
+            path,
+            format!("{what}; bsa maps its input files: give the path of a file (write a pipe's output to one first)"),
+        ));
+    }
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     if len == 0 {
@@ -31,8 +45,16 @@ pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
 
 /// Writes a file atomically: `write` fills a temporary file in the target's directory, which is
 /// flushed, synced and renamed over `path`. On any error the temporary file is removed and `path`
-/// is left untouched.
-pub(crate) fn write_atomic(
+/// is left untouched, so a reader sees the old file or the new one, never half of one.
+///
+/// ```
+/// use std::io::Write;
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("results.txt");
+/// bsa::io::write_atomic(&path, |w| w.write_all(b"done\n")).unwrap();
+/// assert_eq!(std::fs::read(&path).unwrap(), b"done\n");
+/// ```
+pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<()> {

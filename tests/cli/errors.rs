@@ -444,7 +444,17 @@ fn invalid_training_flags() {
     train(&["--bits", "32", "--k", "4", "--alpha=-1"])
         .fails_with(&["bsa: invalid argument: --alpha must be a finite number >= 0"]);
     train(&["--bits", "32", "--k", "4", "--threads", "0"])
-        .fails_with(&["bsa: invalid argument: --threads must be at least 1"]);
+        .fails_with(&["bsa: invalid argument: --threads must be in 1..=1024, got 0"]);
+    train(&["--bits", "32", "--k", "4", "--threads", "4000"])
+        .fails_with(&["--threads must be in 1..=1024, got 4000"]);
+    train(&["--bits", "100000", "--k", "4"])
+        .fails_with(&["bsa: invalid argument: --bits must be at most 65536, got 100000"]);
+    train(&["--bits", "18446744073709551615", "--k", "4"])
+        .fails_with(&["--bits must be at most 65536"]);
+    for method in ["topk", "lsh", "itq", "pursuit"] {
+        train(&["--bits", "100000", "--k", "4", "--method", method])
+            .fails_with(&["--bits must be at most 65536"]);
+    }
     // Checked by clap.
     train(&["--bits", "32", "--k", "4", "--method", "bogus"]).usage_error(&[
         "--method",
@@ -464,4 +474,130 @@ fn invalid_training_flags() {
     ])
     .usage_error(&["--out"]);
     t.bsa(&["frobnicate"]).usage_error(&["frobnicate"]);
+}
+
+/// `--out` naming an input (the same file, a link to it, a file inside the index searched, or an
+/// index folder holding the data it is rebuilt from) is refused before anything is written, and
+/// the input is unchanged.
+#[test]
+fn out_never_overwrites_an_input() {
+    let t = setup();
+    let good = t.read("good.npy");
+    let model = t.read("model.safetensors");
+    let same = |args: &[&str], needles: &[&str]| {
+        t.bsa(args).fails_with(needles);
+        assert_eq!(t.read("good.npy"), good, "{args:?} changed the data");
+        assert_eq!(
+            t.read("model.safetensors"),
+            model,
+            "{args:?} changed the model"
+        );
+    };
+    let encode = [
+        "encode",
+        "--model",
+        "model.safetensors",
+        "--data",
+        "good.npy",
+        "--out",
+    ];
+    same(
+        &[&encode[..], &["good.npy"]].concat(),
+        &["--out good.npy", "--data good.npy"],
+    );
+    same(
+        &[&encode[..], &["./model.safetensors"]].concat(),
+        &["--model", "choose another"],
+    );
+    std::fs::hard_link(t.path("good.npy"), t.path("link.npy")).unwrap();
+    same(
+        &[&encode[..], &["link.npy"]].concat(),
+        &["--out link.npy", "--data"],
+    );
+    same(
+        &[
+            "train", "--data", "good.npy", "--bits", "32", "--k", "4", "--out", "good.npy", "-q",
+        ],
+        &["--out good.npy", "--data good.npy"],
+    );
+    same(
+        &[
+            "groundtruth",
+            "--base",
+            "good.npy",
+            "--queries",
+            "good.npy",
+            "--k",
+            "3",
+            "--out",
+            "good.npy",
+        ],
+        &["--base good.npy"],
+    );
+
+    t.bsa(&[
+        "build",
+        "--model",
+        "model.safetensors",
+        "--data",
+        "good.npy",
+        "-q",
+        "--out",
+        "idx",
+    ])
+    .ok();
+    let manifest = t.read("idx/manifest.json");
+    t.bsa(&[
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "good.npy",
+        "--out",
+        "idx/manifest.json",
+    ])
+    .fails_with(&["--out idx/manifest.json", "inside --index idx"]);
+    assert_eq!(t.read("idx/manifest.json"), manifest);
+    std::fs::copy(t.path("good.npy"), t.path("idx/mine.npy")).unwrap();
+    t.bsa(&[
+        "build",
+        "--model",
+        "model.safetensors",
+        "--data",
+        "idx/mine.npy",
+        "-q",
+        "--force",
+        "--out",
+        "idx",
+    ])
+    .fails_with(&["--out idx", "--data idx/mine.npy"]);
+    assert_eq!(t.read("idx/mine.npy"), good);
+
+    // A search's --out is written whole: the results, and no temporary file beside them.
+    let found = t
+        .bsa(&[
+            "search",
+            "--index",
+            "idx",
+            "--queries",
+            "good.npy",
+            "--k",
+            "2",
+            "--out",
+            "hits.jsonl",
+        ])
+        .ok();
+    assert!(found.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(t.read("hits.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        40
+    );
+    let names: Vec<String> = std::fs::read_dir(t.path("."))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains(".tmp")), "{names:?}");
 }

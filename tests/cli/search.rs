@@ -377,6 +377,76 @@ fn stats_go_to_stderr_and_labels_print_text() {
         .ok();
     assert!(out.stdout.starts_with("query 0:"));
     assert!(out.stdout.contains("sentence "));
+    assert!(!out.stderr.contains("warning"), "{out:#?}");
+    // A labels file shorter than the index: the unlabelled neighbours are counted on stderr.
+    t.write("short.txt", b"only\ntwo\n");
+    let out = t
+        .bsa(&[
+            "search",
+            "--index",
+            "idx",
+            "--queries",
+            "q.npy",
+            "--k",
+            "3",
+            "--labels",
+            "short.txt",
+        ])
+        .ok();
+    let unlabelled = out.stdout.matches("<no label>").count();
+    assert!(unlabelled > 0);
+    assert!(
+        out.stderr.contains(&format!(
+            "warning: short.txt has 2 lines, but {unlabelled} neighbours have ids past them"
+        )),
+        "{out:#?}"
+    );
+}
+
+/// An allow-list naming ids the index does not hold says how many, and the others are still
+/// searched.
+#[test]
+fn unknown_allowed_ids_are_counted_in_a_warning() {
+    let t = setup();
+    t.write(
+        "allow.npy",
+        &crate::util::npy_bytes(
+            "<i8",
+            "(3,)",
+            &[5i64, 9, 7777]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        ),
+    );
+    let out = t
+        .bsa(&[
+            "search",
+            "--index",
+            "idx",
+            "--queries",
+            "q.npy",
+            "--k",
+            "5",
+            "--allow-ids",
+            "allow.npy",
+        ])
+        .ok();
+    assert!(
+        out.stderr
+            .contains("warning: 1 of the 3 ids in allow.npy are not live in idx"),
+        "{out:#?}"
+    );
+    for line in json_lines(&out.stdout) {
+        let mut ids: Vec<u64> = line["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [5, 9]);
+    }
 }
 
 #[test]
