@@ -144,8 +144,18 @@ impl ModelConfig {
     }
 }
 
-/// Checks `0 < k <= bits`: the one rule every method's K follows.
+/// The longest code a model makes: 65,536 bits (8 KiB a row), far past any use of these codes,
+/// while the weights of a longer one (twice bits x dim floats) could exhaust memory before any
+/// training starts.
+pub const MAX_BITS: usize = 1 << 16;
+
+/// Checks `0 < k <= bits <= MAX_BITS`: the one rule every method's sizes follow.
 pub(crate) fn check_k(bits: usize, k: usize) -> Result<()> {
+    if bits > MAX_BITS {
+        return Err(Error::InvalidArgument(format!(
+            "--bits must be at most {MAX_BITS}, got {bits}"
+        )));
+    }
     if k == 0 || k > bits {
         return Err(Error::InvalidArgument(format!(
             "--k must be between 1 and --bits ({bits}), got {k}"

@@ -172,7 +172,7 @@ impl PursuitParams {
         }
         let mut params = dictionary_params(wd_t, bd);
 
-        let mut history = Vec::with_capacity(self.rounds);
+        let mut history = Vec::new();
         for round in 1..=self.rounds {
             let started = Instant::now();
             let codes = encode_with(&params, self.k, fit.view(), false);

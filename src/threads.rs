@@ -11,6 +11,10 @@ extern "C" {
     fn openblas_get_num_threads() -> std::ffi::c_int;
 }
 
+/// The most threads [`configure`] accepts: many times the cores of any machine bsa runs on
+/// (more only adds switching), and far below where starting them fails or takes long.
+pub const MAX_THREADS: usize = 1024;
+
 /// Sizes both pools to `threads` (`None`: all cores). Call once, before any parallel work.
 pub fn configure(threads: Option<usize>) -> Result<usize> {
     let threads = threads.unwrap_or_else(|| {
@@ -18,16 +22,25 @@ pub fn configure(threads: Option<usize>) -> Result<usize> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    if threads == 0 {
-        return Err(Error::InvalidArgument(
-            "--threads must be at least 1".into(),
-        ));
+    if !(1..=MAX_THREADS).contains(&threads) {
+        return Err(Error::InvalidArgument(format!(
+            "--threads must be in 1..={MAX_THREADS}, got {threads} (this machine has {} cores)",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        )));
     }
-    // An error here means the global pool was already built (by an earlier call in the same
-    // process, e.g. in tests); keeping the existing pool is the right thing then.
-    let _ = rayon::ThreadPoolBuilder::new()
+    // The global pool can be built once per process: a later call (tests run many commands
+    // in one process) keeps the existing pool, which is right. Any other error (the threads
+    // could not be started) is the caller's.
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
-        .build_global();
+        .build_global()
+    {
+        if !e.to_string().contains("already been initialized") {
+            return Err(Error::InvalidArgument(format!(
+                "could not start {threads} threads: {e}; give fewer with --threads"
+            )));
+        }
+    }
     set_blas_threads(threads);
     fix_blas_core(crate::simd::Family::current());
     Ok(threads)

@@ -91,8 +91,11 @@ fn without_gil<T: Send>(
 fn pool_of(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
     const MAX_POOLS: usize = 8;
     static POOLS: Mutex<BTreeMap<usize, Arc<rayon::ThreadPool>>> = Mutex::new(BTreeMap::new());
-    if threads == 0 {
-        return Err(PyValueError::new_err("threads must be at least 1"));
+    if !(1..=bsa::threads::MAX_THREADS).contains(&threads) {
+        return Err(PyValueError::new_err(format!(
+            "threads must be in 1..={}, got {threads}",
+            bsa::threads::MAX_THREADS
+        )));
     }
     // A panic elsewhere while the lock was held leaves the map whole (inserts are single calls).
     let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);

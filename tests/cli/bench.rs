@@ -200,6 +200,24 @@ fn bench_recall_matches_a_direct_computation_with_ties() {
     }
 }
 
+/// Every cell reports recall@10: fewer than ten base vectors is refused, not divided wrongly.
+#[test]
+fn bench_needs_ten_base_vectors() {
+    let t = TestDir::new();
+    t.write_f32("base.npy", &normalised(9, 8, 1));
+    t.bsa(&[
+        "bench",
+        "--base",
+        "base.npy",
+        "--queries",
+        "base.npy",
+        "--out",
+        "res",
+    ])
+    .fails_with(&["base.npy: 9 base vectors", "at least 10"]);
+    assert!(!t.exists("res/results.json"));
+}
+
 #[test]
 fn bench_rejects_unknown_methods() {
     let t = TestDir::new();
