@@ -46,11 +46,11 @@ pub enum AddSource<'a> {
     },
 }
 
-/// The model stored in the index directory (shared by its segments), if any.
+/// The model stored in the index directory (shared by its segments), if any, its checksum
+/// verified.
 pub fn snapshot_model(snap: &Snapshot) -> Result<Option<Autoencoder>> {
-    snap.model_path()
-        .map(|p| crate::io::model::load(&p))
-        .transpose()
+    snap.verify_model()?;
+    crate::query::index_model(snap)
 }
 
 /// What the index's graph is built on, if it has one.

@@ -12,7 +12,44 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 use crate::format::{ElemKind, FileKind, Header};
-use crate::manifest::{FileInfo, LOCK_FILE};
+use crate::manifest::{FileInfo, LOCK_FILE, MANIFEST_FILE, MAX_MANIFEST_LEN};
+
+/// Opens a file of the index for reading, refusing anything but a regular file first: a FIFO
+/// put in an index file's place would block the open forever, and a directory would fail later
+/// with an unclear error.
+pub(crate) fn open_regular(path: &Path) -> Result<File> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a pipe, socket or device)"
+        };
+        return Err(Error::corrupt(
+            path,
+            format!("{what}, where the index keeps a file; rebuild the index"),
+        ));
+    }
+    File::open(path).map_err(|e| Error::io(path, e))
+}
+
+/// Reads `dir/manifest.json` (at most [`MAX_MANIFEST_LEN`] bytes) and returns its path and bytes.
+pub(crate) fn read_manifest_bytes(dir: &Path) -> Result<(std::path::PathBuf, Vec<u8>)> {
+    use std::io::Read;
+    let path = dir.join(MANIFEST_FILE);
+    let f = open_regular(&path)?;
+    let mut bytes = Vec::new();
+    f.take(MAX_MANIFEST_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(&path, e))?;
+    if bytes.len() as u64 > MAX_MANIFEST_LEN {
+        return Err(Error::corrupt(
+            &path,
+            format!("larger than {MAX_MANIFEST_LEN} bytes"),
+        ));
+    }
+    Ok((path, bytes))
+}
 
 /// One mapped binary file with its validated header.
 #[derive(Debug)]
@@ -25,7 +62,7 @@ pub(crate) struct Section {
 impl Section {
     /// Maps `path`, checks its header against `kind` and its length against the manifest entry.
     pub(crate) fn open(path: PathBuf, kind: FileKind, info: &FileInfo) -> Result<Section> {
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let file = open_regular(&path)?;
         Self::of_file(&file, path, kind, info)
     }
 
@@ -141,7 +178,7 @@ fn payload_range(h: &Header, map_len: usize, path: &Path) -> Result<std::ops::Ra
 /// Streams a file and returns its length and CRC-32.
 pub(crate) fn crc_of_file(path: &Path) -> Result<FileInfo> {
     use std::io::Read;
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut f = open_regular(path)?;
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;

@@ -59,8 +59,21 @@ impl Distance<u64> for DistHammingBits {
     }
 }
 
+/// The largest `ef_construction` and `ef_search` accepted: far above any useful value (a
+/// candidate list as large as the graph makes the walk a scan), low enough that the lists
+/// allocated for it always fit in memory.
+pub const MAX_EF: usize = 1 << 20;
+
 impl HnswParams {
-    /// Checks the parameters (`max_connections` in 2..=255, `ef_construction >= 1`, `ef_search >= 1`).
+    /// Checks the parameters (`max_connections` in 2..=255, `ef_construction` and `ef_search` in
+    /// 1..=[`MAX_EF`]).
+    ///
+    /// ```
+    /// use bsa_index::HnswParams;
+    /// assert!(HnswParams::default().validate().is_ok());
+    /// let huge = HnswParams { ef_construction: 1 << 40, ..HnswParams::default() };
+    /// assert!(huge.validate().unwrap_err().to_string().contains("ef_construction"));
+    /// ```
     pub fn validate(&self) -> Result<()> {
         if !(2..=MAX_CONNECTIONS_LIMIT).contains(&self.max_connections) {
             return Err(Error::InvalidArgument(format!(
@@ -68,10 +81,15 @@ impl HnswParams {
                 self.max_connections
             )));
         }
-        if self.ef_construction == 0 || self.ef_search == 0 {
-            return Err(Error::InvalidArgument(
-                "HNSW ef_construction and ef_search must be >= 1".into(),
-            ));
+        for (name, ef) in [
+            ("ef_construction", self.ef_construction),
+            ("ef_search", self.ef_search),
+        ] {
+            if !(1..=MAX_EF).contains(&ef) {
+                return Err(Error::InvalidArgument(format!(
+                    "HNSW {name} must be in 1..={MAX_EF}, got {ef}"
+                )));
+            }
         }
         Ok(())
     }

@@ -5,11 +5,12 @@ use std::sync::OnceLock;
 
 use crate::bitmaps::{BitmapView, BitmapsLayout};
 use crate::error::{Error, Result};
+use crate::files::read_manifest_bytes;
 use crate::files::{verify_plain_file, Section};
 use crate::format::{ElemKind, FileKind};
 use crate::graph::GraphView;
 use crate::hnsw::HnswGraph;
-use crate::manifest::{read_manifest_bytes, GraphMetric, Manifest, VectorDtype, MANIFEST_FILE};
+use crate::manifest::{GraphMetric, Manifest, VectorDtype, MANIFEST_FILE};
 use crate::postings::{InvertedView, PostingsLayout};
 use crate::score::Score;
 use crate::search::rescore::{rescore, rescore_batch};
@@ -202,7 +203,7 @@ impl Index {
         // reported then, as before, so that an index whose graph is gone still scans.
         let graph_file = manifest
             .graph_file()
-            .and_then(|name| std::fs::File::open(dir.join(name)).ok());
+            .and_then(|name| crate::files::open_regular(&dir.join(name)).ok());
         let mut index = Index {
             dir,
             manifest,
@@ -338,6 +339,14 @@ impl Index {
             if !mapped.contains(&name) {
                 verify_plain_file(&self.dir.join(name), info)?;
             }
+        }
+        // A search opens the graph lazily: its header and neighbour lists are checked here
+        // too, so that a graph a checksum cannot fault (a header rewritten with its own CRC
+        // keeps the whole file's CRC) is found by a check and not by the first graph search.
+        // A graph stored only as an hnsw_rs dump is left to that search: converting it is a
+        // build's work.
+        if self.manifest.graph_file().is_some() {
+            self.load_hnsw()?;
         }
         Ok(())
     }

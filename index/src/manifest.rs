@@ -311,24 +311,6 @@ pub(crate) fn check_features_and_size(
     Ok(())
 }
 
-/// Reads `dir/manifest.json` (at most [`MAX_MANIFEST_LEN`] bytes) and returns its path and bytes.
-pub(crate) fn read_manifest_bytes(dir: &Path) -> Result<(std::path::PathBuf, Vec<u8>)> {
-    use std::io::Read;
-    let path = dir.join(MANIFEST_FILE);
-    let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_MANIFEST_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(&path, e))?;
-    if bytes.len() as u64 > MAX_MANIFEST_LEN {
-        return Err(Error::corrupt(
-            &path,
-            format!("larger than {MAX_MANIFEST_LEN} bytes"),
-        ));
-    }
-    Ok((path, bytes))
-}
-
 /// Checks that a name from the manifest is a plain file name inside the directory.
 pub(crate) fn check_file_name(name: &str, path: &Path) -> Result<()> {
     let ok = !name.is_empty()
@@ -479,6 +461,7 @@ impl Manifest {
             }
         }
         if let Some(h) = &self.hnsw {
+            h.params.validate().or_else(|e| bad(format!("hnsw: {e}")))?;
             names.push(&h.graph);
             names.push(&h.data);
             if let Some(g) = &h.native {
@@ -497,6 +480,9 @@ impl Manifest {
             if g.dim == 0 {
                 return bad("graph built on vectors of dimension 0".into());
             }
+            g.params
+                .validate()
+                .or_else(|e| bad(format!("graph: {e}")))?;
             names.push(&g.file);
         }
         if let Some(mo) = &self.model {

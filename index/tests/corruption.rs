@@ -388,3 +388,60 @@ fn shared() -> &'static Shared {
         Shared { fixture, good }
     })
 }
+
+/// A graph header rewritten with its own CRC (here a newer version) leaves the whole file's
+/// CRC, which the manifest records, unchanged: a CRC over bytes that end in their own CRC is a
+/// constant. The graph is opened lazily by searches, so `verify` opens and checks it too.
+#[test]
+fn verify_checks_the_graph_header_a_checksum_cannot_fault() {
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    let b = fs::read(f.path.join("graph.bin")).unwrap();
+    let kind = bsa_index::format::FileKind::Graph;
+    let mut h = Header::decode(&b, kind, b.len() as u64, Path::new("graph.bin")).unwrap();
+    h.version = 7;
+    let mut newer = b.clone();
+    newer[..HEADER_LEN].copy_from_slice(&h.encode());
+    assert_ne!(newer, b);
+    assert_eq!(
+        crc32fast::hash(&newer),
+        crc32fast::hash(&b),
+        "the whole-file CRC does not see a resealed header"
+    );
+    let d = scratch.path().join("graph-v7");
+    copy_dir(&f.path, &d);
+    fs::write(d.join("graph.bin"), &newer).unwrap();
+    let index = Index::open(&d).expect("the graph is read at its first search");
+    let e = index.verify().unwrap_err();
+    assert!(matches!(e, Error::Version { found: 7, .. }), "{e}");
+    assert_names(&e, "graph.bin");
+}
+
+/// Something other than a file where the index keeps one is refused by name, at once: a pipe
+/// would block the open forever.
+#[cfg(unix)]
+#[test]
+fn a_pipe_or_directory_in_place_of_a_file_is_refused() {
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    for name in ["manifest.json", "codes.bin", "model.safetensors"] {
+        let d = scratch.path().join(format!("fifo-{name}"));
+        copy_dir(&f.path, &d);
+        fs::remove_file(d.join(name)).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(d.join(name))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = Index::open(&d).unwrap_err();
+        assert_names(&e, name);
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+    let d = scratch.path().join("dir-ids");
+    copy_dir(&f.path, &d);
+    fs::remove_file(d.join("ids.bin")).unwrap();
+    fs::create_dir(d.join("ids.bin")).unwrap();
+    let e = Index::open(&d).unwrap_err();
+    assert_names(&e, "ids.bin");
+    assert!(e.to_string().contains("a directory"), "{e}");
+}

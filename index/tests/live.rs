@@ -224,7 +224,7 @@ fn reference(
     nq: usize,
 ) -> Vec<Hits> {
     if rows.is_empty() {
-        return vec![Hits::default(); nq];
+        return vec![Hits::none(score.has_scores()); nq];
     }
     let _ = std::fs::remove_dir_all(dir);
     build(shape, rows, dir);

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::files::file_crc;
+pub(crate) use crate::files::read_manifest_bytes;
 use crate::format::{ElemKind, FileKind, Header, HEADER_LEN};
-pub(crate) use crate::manifest::read_manifest_bytes;
 use crate::manifest::{
     check_features_and_size, check_file_name, manifest_version, seal, unseal, FileInfo, HnswParams,
     VectorsInfo, SEGMENTED_FORMAT_VERSION,
@@ -239,6 +239,11 @@ impl LiveManifest {
         if let Some(m) = &self.model {
             check_file_name(&m.file, path)?;
         }
+        if let Some(g) = &self.template.graph {
+            g.params
+                .validate()
+                .or_else(|e| bad(format!("template graph: {e}")))?;
+        }
         // Writers add one to each: far below where that could overflow.
         for (what, v) in [
             ("generation", self.generation),
@@ -316,7 +321,7 @@ fn write_words(dir: &Path, name: &str, kind: FileKind, words: &[u64]) -> Result<
 fn read_words(dir: &Path, file: &str, kind: FileKind, info: &FileInfo) -> Result<Vec<u64>> {
     let path = dir.join(file);
     let io = |e| Error::io(&path, e);
-    let mut f = File::open(&path).map_err(io)?;
+    let mut f = crate::files::open_regular(&path)?;
     let len = f.metadata().map_err(io)?.len();
     // The header, then the length, then the rest: a foreign file is reported as such, and a
     // name pointing at some large file is refused without reading it.

@@ -385,7 +385,10 @@ impl Snapshot {
                 segmented: false,
                 bits: index.bits(),
                 model: index.model_path(),
-                model_info: None,
+                model_info: m
+                    .model
+                    .as_ref()
+                    .and_then(|mo| m.files.get(&mo.file).copied()),
                 template: template_of(m),
                 extra: m.extra.clone(),
                 next_id,
@@ -466,6 +469,13 @@ impl Snapshot {
         for s in &self.segments {
             s.index.verify()?;
         }
+        self.verify_model()
+    }
+
+    /// Verifies the checksum of the model file, if the index has one: a writer that encodes new
+    /// rows with it checks it first (a small file, read whole anyway), as the rows a damaged
+    /// model encodes would be committed under new, valid checksums.
+    pub fn verify_model(&self) -> Result<()> {
         if let (Some(p), Some(info)) = (&self.model, &self.model_info) {
             verify_plain_file(p, info)?;
         }
@@ -895,7 +905,7 @@ impl Snapshot {
             // Still check that the segment has what the mode reads, as an unfiltered search would.
             check_mode(&seg.index, mode)?;
             return Ok((
-                vec![Hits::default(); nq],
+                vec![Hits::none(score.has_scores()); nq],
                 SearchStats::default(),
                 Strategy::Empty,
             ));
@@ -1126,7 +1136,7 @@ impl BestSoFar {
 /// score), ties by smaller id, at most `k`.
 fn merge(parts: Vec<Vec<Hits>>, nq: usize, k: usize, scored: bool) -> Vec<Hits> {
     match parts.len() {
-        0 => return vec![Hits::default(); nq],
+        0 => return vec![Hits::none(scored); nq],
         1 => return parts.into_iter().next().expect("one part"),
         _ => {}
     }

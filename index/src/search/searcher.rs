@@ -675,6 +675,21 @@ pub struct Hits {
 }
 
 impl Hits {
+    /// No neighbours, as a search answers when no row qualifies: with `scored`, the empty
+    /// scores every answer of a scored search carries.
+    ///
+    /// ```
+    /// use bsa_index::Hits;
+    /// assert_eq!(Hits::none(true).scores, Some(vec![]));
+    /// assert!(Hits::none(false).scores.is_none() && Hits::none(false).is_empty());
+    /// ```
+    pub fn none(scored: bool) -> Hits {
+        Hits {
+            scores: scored.then(Vec::new),
+            ..Hits::default()
+        }
+    }
+
     /// Number of neighbours.
     pub fn len(&self) -> usize {
         self.rows.len()
