@@ -140,8 +140,30 @@ fn norm(q: &[f32]) -> f32 {
 /// # Panics
 /// If the row is out of range.
 pub fn cosine(vectors: Vectors<'_>, row: usize, query: &[f32]) -> f32 {
-    let (dot, nn) = vectors.dot_norm(row, query);
-    cosine_from(dot, nn.sqrt() * norm(query))
+    let query = scaled(query);
+    let (dot, nn) = vectors.dot_norm(row, &query);
+    cosine_from(dot, nn.sqrt() * norm(&query))
+}
+
+/// `query` times the power of two that brings its largest magnitude into `[1, 2)`. Cosine does
+/// not change with the query's scale, and a power-of-two factor is exact: every product and sum
+/// of the scoring loops is scaled by it without rounding, and `sqrt` of a power of four is exact,
+/// so a cosine comes out bit for bit the same, while the squared norm of a huge or tiny query
+/// stays inside `f32`'s range (a query times 1e20 overflowed it to infinity, one times 1e-30
+/// underflowed it to 0: every score was then 0 and the order arbitrary).
+fn scaled(query: &[f32]) -> Vec<f32> {
+    let max = query.iter().fold(0f32, |m, x| m.max(x.abs()));
+    if max == 0.0 || !max.is_finite() {
+        return query.to_vec();
+    }
+    // The exponent of `max` (a subnormal counts as -127); the factor is applied in
+    // f64, where 2^-e is representable for every f32 exponent, and each product is an f32.
+    let e = ((max.to_bits() >> 23) & 0xff) as i32 - 127;
+    let factor = 2f64.powi(-e);
+    query
+        .iter()
+        .map(|&x| (f64::from(x) * factor) as f32)
+        .collect()
 }
 
 /// Checks a float query against vectors of dimension `dim`: its length, and finite values.
@@ -174,6 +196,7 @@ pub(crate) fn cosines(rows: &[(Vectors<'_>, usize)], query: &[f32]) -> Vec<f32> 
         }
     };
     (0..AHEAD).for_each(fetch);
+    let query = &scaled(query)[..];
     let qn = norm(query);
     rows.iter()
         .enumerate()
@@ -237,6 +260,43 @@ pub fn cosine_top_k(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Cosine is scale-free, and so are the scores: a query times a power of two scores bit for
+    /// bit as the query, and one times 1e20 or 1e-30 (whose squared norm leaves f32's range)
+    /// scores as the query up to the rounding of the multiplication.
+    #[test]
+    fn scores_do_not_depend_on_the_query_scale() {
+        let dim = 37;
+        let rows: Vec<f32> = (0..5 * dim)
+            .map(|i| ((i * 7919 % 97) as f32 - 48.0) / 50.0)
+            .collect();
+        let halves: Vec<u16> = rows
+            .iter()
+            .map(|&x| half::f16::from_f32(x).to_bits())
+            .collect();
+        let q: Vec<f32> = (0..dim)
+            .map(|i| ((i * 31 % 17) as f32 - 8.0) / 10.0)
+            .collect();
+        for v in [Vectors::F32(&rows), Vectors::F16(&halves)] {
+            let located: Vec<_> = (0..5).map(|r| (v, r)).collect();
+            let want = cosines(&located, &q);
+            assert!(want.iter().all(|s| s.abs() > 1e-3), "{want:?}");
+            for factor in [2f32.powi(60), 2f32.powi(-100), 0.5] {
+                let scaled: Vec<f32> = q.iter().map(|x| x * factor).collect();
+                assert_eq!(cosines(&located, &scaled), want, "x {factor}");
+                assert_eq!(cosine(v, 3, &scaled), want[3]);
+            }
+            for factor in [1e20f32, 1e-30] {
+                let scaled: Vec<f32> = q.iter().map(|x| x * factor).collect();
+                for (got, want) in cosines(&located, &scaled).iter().zip(&want) {
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "x {factor}: {got} against {want}"
+                    );
+                }
+            }
+        }
+    }
 
     /// Element `i` to lane `i % 8` in increasing `i`, one multiply and one add each: the sums
     /// cosine scores promise on every CPU, which the vectorised loops (chunks of 8 for `f32`,
