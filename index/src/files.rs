@@ -37,6 +37,25 @@ pub(crate) fn open_regular(path: &Path) -> Result<File> {
 pub(crate) fn read_manifest_bytes(dir: &Path) -> Result<(std::path::PathBuf, Vec<u8>)> {
     use std::io::Read;
     let path = dir.join(MANIFEST_FILE);
+    // The usual mistakes, said as such rather than as the manifest's I/O error.
+    if !dir.is_dir() {
+        let what = if dir.exists() {
+            "not a directory"
+        } else {
+            "no such directory"
+        };
+        return Err(Error::InvalidArgument(format!(
+            "{}: {what}; give the index directory `bsa build` wrote",
+            dir.display()
+        )));
+    }
+    if !path.exists() {
+        return Err(Error::InvalidArgument(format!(
+            "{}: not an index directory (no {MANIFEST_FILE}); give the directory `bsa build` \
+             wrote",
+            dir.display()
+        )));
+    }
     let f = open_regular(&path)?;
     let mut bytes = Vec::new();
     f.take(MAX_MANIFEST_LEN + 1)

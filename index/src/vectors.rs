@@ -208,10 +208,11 @@ pub(crate) fn cosines(rows: &[(Vectors<'_>, usize)], query: &[f32]) -> Vec<f32> 
         .collect()
 }
 
-/// `dot / denom`, or 0 when the norms give no finite positive denominator.
+/// `dot / denom` within [-1, 1] (rounding took a row's cosine with itself to 1.0000001), or 0
+/// when the norms give no finite positive denominator.
 fn cosine_from(dot: f32, denom: f32) -> f32 {
     if denom > 0.0 && denom.is_finite() {
-        dot / denom
+        (dot / denom).clamp(-1.0, 1.0)
     } else {
         0.0
     }

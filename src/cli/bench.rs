@@ -104,7 +104,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             base.n()
         );
     }
-    queries.expect_dim(base.dim())?;
+    super::io::expect_same_dim(&base, &queries)?;
     let preset = if a.preset == "paper" {
         Preset::Paper
     } else {

@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Packed codes made elsewhere: uint8 .npy, n x ceil(bits/8), numpy little bit order.
-    #[arg(long, required_unless_present = "model")]
+    #[arg(long)]
     pub codes: Option<PathBuf>,
     /// Bits per code for --codes (default: 8 x bytes per row).
     #[arg(long, requires = "codes")]
@@ -152,8 +152,15 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                 .with_context(|| format!("packing {}", codes_path.display()))?;
             (bits, words, n)
         }
-        (None, None) => bail!("give --model with --data, or --codes"),
+        (None, None) => bail!(
+            "give --model M --data X (float embeddings, encoded with the model) or --codes C \
+             (packed codes made elsewhere)"
+        ),
     };
+    if n == 0 {
+        let input = a.data.as_ref().or(a.codes.as_ref()).expect("one was read");
+        bail!("{}: 0 rows; there is nothing to index", input.display());
+    }
     if let Some(d) = &data {
         if d.n() != n {
             bail!(
@@ -249,7 +256,15 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         let d = data.as_ref().context("--hnsw-on data needs --data")?;
         builder = builder.graph_on(d.as_slice(), d.dim());
     }
-    builder.build(&a.out)?;
+    // The builder checks the ids (unique) and codes against each other: name the inputs.
+    let inputs: Vec<String> = [&a.data, &a.codes, &a.ids]
+        .into_iter()
+        .flatten()
+        .map(|p| p.display().to_string())
+        .collect();
+    builder
+        .build(&a.out)
+        .with_context(|| format!("building {} from {}", a.out.display(), inputs.join(" and ")))?;
     pb.finish_and_clear();
     eprintln!(
         "bsa: built {} with {n} codes of {bits} bits{}",

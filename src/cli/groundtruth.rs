@@ -50,15 +50,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let threads = bsa::threads::configure(a.threads)?;
     let base = super::io::open_embeddings(&a.base, true)?;
     let queries = super::io::open_embeddings(&a.queries, true)?;
-    queries.expect_dim(base.dim()).map_err(|_| {
-        anyhow::anyhow!(
-            "{} has {} columns but {} has {}: queries and base must come from the same encoder",
-            a.queries.display(),
-            queries.dim(),
-            a.base.display(),
-            base.dim()
-        )
-    })?;
+    super::io::expect_same_dim(&base, &queries)?;
     if a.k == 0 || a.k > base.n() {
         anyhow::bail!(
             "--k must be between 1 and the number of base vectors ({}), got {}",

@@ -30,6 +30,24 @@ pub fn open_embeddings(
     Ok(e)
 }
 
+/// Checks that `queries` have the columns of `base` (no model is involved: both are searched
+/// against each other).
+pub fn expect_same_dim(
+    base: &bsa::io::Embeddings,
+    queries: &bsa::io::Embeddings,
+) -> anyhow::Result<()> {
+    if queries.dim() != base.dim() {
+        anyhow::bail!(
+            "{} has {} columns but {} has {}: queries and base must come from the same encoder",
+            queries.path().display(),
+            queries.dim(),
+            base.path().display(),
+            base.dim()
+        );
+    }
+    Ok(())
+}
+
 /// Writes one JSON value as a line on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     use std::io::Write;

@@ -129,7 +129,10 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         a.vectors,
         merge,
     )
-    .with_context(|| format!("adding to {}", a.index.display()))?;
+    .with_context(|| {
+        let from = a.data.as_ref().or(a.codes.as_ref()).expect("checked above");
+        format!("adding {} to {}", from.display(), a.index.display())
+    })?;
     eprintln!(
         "bsa: added {} rows (ids {}..={}) to {} as {}{}{}{}; generation {}",
         r.added,
@@ -195,6 +198,9 @@ pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
 }
 
 pub fn compact(a: &CompactArgs) -> anyhow::Result<()> {
+    if a.max_segments == 0 {
+        bail!("--max-segments must be at least 1 (the segments left after compacting)");
+    }
     bsa::threads::configure(a.threads)?;
     let r = bsa::live::compact(&mut open_writer(&a.index)?, a.max_segments)
         .with_context(|| format!("compacting {}", a.index.display()))?;

@@ -27,6 +27,11 @@ pub struct ResultLine<'a> {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    if a.rescore == Some(0) {
+        anyhow::bail!(
+            "--rescore must be at least 1 (candidates fetched per result, then rescored)"
+        );
+    }
     if let Some(out) = &a.out {
         super::io::refuse_clobbering(
             "--out",

@@ -270,7 +270,16 @@ pub(crate) fn read_query_codes(
     bits: usize,
     holder: &str,
 ) -> anyhow::Result<(Vec<u8>, usize)> {
-    let (rows, cols, bytes) = bsa::io::read_u8(path)?;
+    let (rows, cols, bytes) = match bsa::io::read_u8(path) {
+        Ok(read) => read,
+        // Float embeddings given as codes: say where they go.
+        Err(_) if bsa::io::Embeddings::open(path).is_ok() => anyhow::bail!(
+            "{}: float embeddings, not packed codes: give them with --queries (--query-codes \
+             takes uint8 codes from `bsa encode`)",
+            path.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
     if cols != bits.div_ceil(8) {
         anyhow::bail!(
             "{}: query codes have {cols} bytes, {holder} holds {bits}-bit codes ({} bytes)",

@@ -180,7 +180,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let bits = a.bits.unwrap_or_else(|| missing("--bits"));
     let k = a.k.unwrap_or_else(|| missing("--k"));
     let threads = bsa::threads::configure(a.threads)?;
-    let data = super::io::open_embeddings(&a.data, a.loss == LossKind::Cosine)?;
+    let data = open_data(a, a.loss == LossKind::Cosine)?;
     let mut params = TrainParams::new(bits, k);
     params.method = a.method;
     params.loss = a.loss;
@@ -336,9 +336,23 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 }
 
 /// `bsa train --method sign|lsh|itq`: a closed-form fit, saved like a trained model.
+/// Opens `--data` (zero rows refused when `nonzero`) with at least the two rows every method
+/// needs, or says which file has too few.
+fn open_data(a: &Args, nonzero: bool) -> anyhow::Result<bsa::io::Embeddings> {
+    let data = super::io::open_embeddings(&a.data, nonzero)?;
+    if data.n() < 2 {
+        anyhow::bail!(
+            "{}: {} row; training needs at least 2",
+            a.data.display(),
+            data.n()
+        );
+    }
+    Ok(data)
+}
+
 fn run_baseline(a: &Args) -> anyhow::Result<()> {
     let threads = bsa::threads::configure(a.threads)?;
-    let data = super::io::open_embeddings(&a.data, true)?;
+    let data = open_data(a, true)?;
     let bits = match (a.method, a.bits) {
         (_, Some(bits)) => bits,
         (Method::Sign, None) => data.dim(),
@@ -426,7 +440,7 @@ fn run_baseline(a: &Args) -> anyhow::Result<()> {
 /// `bsa train --method pursuit` (and `--preset retrieval`): binary dictionary learning.
 fn run_pursuit(a: &Args) -> anyhow::Result<()> {
     let threads = bsa::threads::configure(a.threads)?;
-    let data = super::io::open_embeddings(&a.data, true)?;
+    let data = open_data(a, true)?;
     let retrieval = a.preset.as_deref() == Some("retrieval");
     let (bits, k) = match (a.bits, a.k, retrieval) {
         (b, k, true) => (b.unwrap_or(4096), k.unwrap_or(32)),

@@ -601,3 +601,88 @@ fn out_never_overwrites_an_input() {
         .collect();
     assert!(!names.iter().any(|n| n.contains(".tmp")), "{names:?}");
 }
+
+/// Mistakes with the inputs of build, add, train, bench and search name the file or flag
+/// concerned and say what to give instead.
+#[test]
+fn messages_name_the_input_at_fault() {
+    let t = setup();
+    let i64s = |v: &[i64]| {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        npy_bytes("<i8", &format!("({},)", v.len()), &bytes)
+    };
+    t.write_f32("one.npy", &normalised(1, 16, 2));
+    t.write_f32("narrow.npy", &normalised(12, 8, 3));
+    t.write("codes.npy", &npy_bytes("|u1", "(3, 4)", &[7u8; 12]));
+    t.write("none.npy", &npy_bytes("|u1", "(0, 4)", &[]));
+    t.write("dup.npy", &i64s(&[1, 1, 2]));
+    t.bsa(&["build", "--data", "good.npy", "--out", "i1"])
+        .fails_with(&["give --model M --data X", "or --codes C"]);
+    t.bsa(&[
+        "train",
+        "--data",
+        "one.npy",
+        "--bits",
+        "32",
+        "--k",
+        "4",
+        "--out",
+        "o.safetensors",
+    ])
+    .fails_with(&["one.npy: 1 row; training needs at least 2"]);
+    t.bsa(&[
+        "build",
+        "--codes",
+        "codes.npy",
+        "--ids",
+        "dup.npy",
+        "--out",
+        "i2",
+    ])
+    .fails_with(&["codes.npy and dup.npy", "id 1 appears more than once"]);
+    t.bsa(&["build", "--codes", "none.npy", "--out", "i3"])
+        .fails_with(&["none.npy: 0 rows"]);
+    t.bsa(&[
+        "build",
+        "--model",
+        "model.safetensors",
+        "--data",
+        "good.npy",
+        "-q",
+        "--out",
+        "idx",
+    ])
+    .ok();
+    t.bsa(&["add", "--index", "idx", "--data", "narrow.npy"])
+        .fails_with(&["adding narrow.npy to idx", "expected 16, got 8"]);
+    let bench = t.bsa(&[
+        "bench",
+        "--base",
+        "good.npy",
+        "--queries",
+        "narrow.npy",
+        "--out",
+        "b",
+    ]);
+    let msg = bench.fails_with(&["narrow.npy has 8 columns but good.npy has 16"]);
+    assert!(!msg.contains("model"), "{msg}");
+    t.bsa(&["search", "--index", "nowhere", "--queries", "good.npy"])
+        .fails_with(&["nowhere: no such directory"]);
+    std::fs::create_dir(t.path("plain")).unwrap();
+    t.bsa(&["search", "--index", "plain", "--queries", "good.npy"])
+        .fails_with(&["not an index directory"]);
+    t.bsa(&["search", "--index", "idx", "--query-codes", "good.npy"])
+        .fails_with(&["good.npy: float embeddings", "--queries"]);
+    t.bsa(&[
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "good.npy",
+        "--rescore",
+        "0",
+    ])
+    .fails_with(&["--rescore must be at least 1"]);
+    t.bsa(&["compact", "--index", "idx", "--max-segments", "0"])
+        .fails_with(&["--max-segments must be at least 1"]);
+}
