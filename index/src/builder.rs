@@ -544,6 +544,15 @@ impl<'a> IndexBuilder<'a> {
         if out.exists() {
             check_replaceable(out)?;
         }
+        // A file where a folder of the path should be: said plainly (create_dir_all reports
+        // "File exists").
+        if let Some(file) = parent.ancestors().find(|a| a.is_file()) {
+            return Err(Error::InvalidArgument(format!(
+                "{}: {} is a file, not a directory; choose an index path in a directory",
+                out.display(),
+                file.display()
+            )));
+        }
         fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         let pid = std::process::id();
         let tmp_path = parent.join(format!(".{name}.tmp-{pid}"));
