@@ -37,24 +37,26 @@ pub(crate) fn open_regular(path: &Path) -> Result<File> {
 pub(crate) fn read_manifest_bytes(dir: &Path) -> Result<(std::path::PathBuf, Vec<u8>)> {
     use std::io::Read;
     let path = dir.join(MANIFEST_FILE);
-    // The usual mistakes, said as such rather than as the manifest's I/O error.
+    // The usual mistakes, said as such rather than as the manifest's I/O error (still I/O
+    // errors of their kind: Python raises FileNotFoundError for them).
+    let missing = |kind: std::io::ErrorKind, what: &str| {
+        let e = std::io::Error::new(
+            kind,
+            format!("{what}; give the directory `bsa build` wrote"),
+        );
+        Err(Error::io(dir, e))
+    };
+    if !dir.exists() {
+        return missing(std::io::ErrorKind::NotFound, "no such index directory");
+    }
     if !dir.is_dir() {
-        let what = if dir.exists() {
-            "not a directory"
-        } else {
-            "no such directory"
-        };
-        return Err(Error::InvalidArgument(format!(
-            "{}: {what}; give the index directory `bsa build` wrote",
-            dir.display()
-        )));
+        return missing(std::io::ErrorKind::NotADirectory, "not a directory");
     }
     if !path.exists() {
-        return Err(Error::InvalidArgument(format!(
-            "{}: not an index directory (no {MANIFEST_FILE}); give the directory `bsa build` \
-             wrote",
-            dir.display()
-        )));
+        return missing(
+            std::io::ErrorKind::NotFound,
+            &format!("not an index directory (no {MANIFEST_FILE})"),
+        );
     }
     let f = open_regular(&path)?;
     let mut bytes = Vec::new();

@@ -85,6 +85,23 @@ fn without_gil<T: Send>(
     .map_err(py_err)
 }
 
+/// Runs `f` (a computation with BLAS products) with OpenBLAS's thread count set to `threads`
+/// (`None`: as it is), as `bsa train --threads` sets it for its process, and puts it back.
+/// The count is one per process: such computations run one at a time, so that two of them in
+/// Python threads cannot set and restore it out of order (each uses every core it is given
+/// anyway). Called with the GIL released (a fit reports progress through Python).
+fn with_blas_threads<T>(threads: Option<usize>, f: impl FnOnce() -> T) -> T {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let before = bsa::threads::blas_threads();
+    if let Some(t) = threads {
+        bsa::threads::set_blas_threads(t);
+    }
+    let out = f();
+    bsa::threads::set_blas_threads(before);
+    out
+}
+
 /// The pool of `threads` threads, started at its first use and kept for the process: starting
 /// and joining threads at every call cost a one-query search (0.43 ms with `threads=1` against
 /// 0.24 ms on the global pool, 1M-row ADC graph at ef 64) about as much again as the search.
@@ -489,7 +506,8 @@ impl Model {
 ///
 /// The same as ``bsa train`` with the same settings. ``threads`` (default all cores) sizes
 /// both the thread pool and OpenBLAS; ``progress`` prints a line per epoch or round on
-/// ``sys.stderr``. The GIL is released while training.
+/// ``sys.stderr``. The GIL is released while training; fits from several Python threads run
+/// one after another (OpenBLAS's thread count is one per process).
 ///
 /// Example::
 ///
@@ -556,34 +574,28 @@ fn train(
     let xv = view2(&x);
     let (n, dim) = xv.dim();
     let fit = || -> bsa::Result<(Autoencoder, serde_json::Value)> {
-        // OpenBLAS has one global thread count: set it for this fit, as `bsa train --threads`
-        // does for its process, and put it back.
-        let blas_before = bsa::threads::blas_threads();
-        if let Some(t) = threads {
-            bsa::threads::set_blas_threads(t);
-        }
-        let out = fit_model(
-            xv,
-            preset,
-            method,
-            bits,
-            k,
-            seed,
-            progress,
-            epochs,
-            batch,
-            lr,
-            alpha,
-            loss,
-            target,
-            val_fraction,
-            rounds,
-            ridge,
-            fit_rows,
-            itq_iterations,
-        );
-        bsa::threads::set_blas_threads(blas_before);
-        out
+        with_blas_threads(threads, || {
+            fit_model(
+                xv,
+                preset,
+                method,
+                bits,
+                k,
+                seed,
+                progress,
+                epochs,
+                batch,
+                lr,
+                alpha,
+                loss,
+                target,
+                val_fraction,
+                rounds,
+                ridge,
+                fit_rows,
+                itq_iterations,
+            )
+        })
     };
     let (model, report) = without_gil(py, threads, fit)?;
     // What `bsa train` saves as the model's `training` metadata, with Python as the data.
@@ -1449,7 +1461,7 @@ fn groundtruth<'py>(
     let top = without_gil(py, threads, || {
         check_rows("base", bv, true)?;
         check_rows("queries", qv, true)?;
-        bsa::groundtruth::exact_top_k(bv, qv, k)
+        with_blas_threads(threads, || bsa::groundtruth::exact_top_k(bv, qv, k))
     })?;
     let mut out = Array2::<i64>::zeros((qv.nrows(), k));
     for (mut row, ids) in out.rows_mut().into_iter().zip(&top) {

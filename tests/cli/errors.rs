@@ -669,7 +669,7 @@ fn messages_name_the_input_at_fault() {
     let msg = bench.fails_with(&["narrow.npy has 8 columns but good.npy has 16"]);
     assert!(!msg.contains("model"), "{msg}");
     t.bsa(&["search", "--index", "nowhere", "--queries", "good.npy"])
-        .fails_with(&["nowhere: no such directory"]);
+        .fails_with(&["nowhere: no such index directory"]);
     std::fs::create_dir(t.path("plain")).unwrap();
     t.bsa(&["search", "--index", "plain", "--queries", "good.npy"])
         .fails_with(&["not an index directory"]);
