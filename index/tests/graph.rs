@@ -172,6 +172,23 @@ fn native_search_equals_the_reference() {
                 }
             }
         }
+        // No ef given: the stored one (32), raised to k when k is larger, so a walk asked for
+        // more than it stores still answers k rows.
+        for k in [10, 32, 100, 300] {
+            let hits = index
+                .search_hnsw(&queries, k, &SearchParams::default())
+                .unwrap();
+            for (qi, h) in hits.iter().enumerate() {
+                let q = &queries[qi * w..(qi + 1) * w];
+                let want = reference(&g, index.codes(), w, q, k, k.max(32), None);
+                assert_eq!(
+                    as_pairs(h),
+                    want,
+                    "bits {bits} k {k} default ef, query {qi}"
+                );
+                assert_eq!(h.len(), k);
+            }
+        }
     }
 }
 

@@ -996,7 +996,8 @@ impl Index {
     /// ``jaccard``, ``overlap`` (code against code), ``adc`` or ``soft`` (float query against
     /// code; need float queries and the model). ``mode``: ``flat`` (exact scan), ``inverted``
     /// (exact, posting lists) or ``hnsw`` (graph, approximate, the score it was built for; ``ef`` is its
-    /// candidate list size, at least ``k``). ``rescore=R``: the best ``k x R`` by ``score`` (for
+    /// candidate list size, at least ``k``; by default the build's, raised to the candidates
+    /// asked for: ``k``, or ``k x R`` with ``rescore``). ``rescore=R``: the best ``k x R`` by ``score`` (for
     /// ``hnsw``, of every row the walk scored, so ``ef`` may be below ``k x R``) are re-ranked by
     /// exact cosine against the stored vectors. ``max_distance``: Hamming only, drop hits
     /// farther away. ``threads``: default all cores. The results are those of ``bsa search``

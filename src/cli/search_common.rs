@@ -81,9 +81,10 @@ pub struct Args {
     /// How codes are ranked: hamming, cosine, jaccard, overlap, adc or soft (see above).
     #[arg(long, value_enum, default_value = "hamming")]
     pub score: ScoreName,
-    /// HNSW candidate list size (default: the value stored at build time), at least --k. The
-    /// answer is the best k (k x R with --rescore R) of every row the walk scored, so a rescored
-    /// search may walk with a list shorter than the candidates it rescores.
+    /// HNSW candidate list size, at least --k (default: the value stored at build time, raised
+    /// to the candidates asked for: k, or k x R with --rescore R). The answer is the best k
+    /// (k x R) of every row the walk scored, so with a given --ef a rescored search may walk
+    /// with a list shorter than the candidates it rescores.
     #[arg(long)]
     pub ef: Option<usize>,
     /// Re-rank the top k x R candidates (by --score) by exact cosine against the stored vectors

@@ -501,8 +501,11 @@ fn search_batch_table(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct GraphParams {
-    /// Candidate list size (`ef`); `None` uses the graph's default (the value stored at build
-    /// time, or 64). Raised to `k` if smaller.
+    /// Candidate list size (`ef`). `None`: the graph's default (the value stored at build
+    /// time, or 64) raised to the `k` asked for, as hnswlib and FAISS do (a walk of 8
+    /// candidates asked for 300 answered with 80 to 300). A given `ef` is used as given: with
+    /// `k` above it, the walk stays as short as `ef` makes it and answers with the best `k` of
+    /// every row it scored (a rescored search's candidates).
     pub ef_search: Option<usize>,
 }
 
@@ -523,6 +526,8 @@ pub struct GraphSearcher<'a> {
     codes: CodesView<'a>,
     graph: GraphView<'a>,
     ef_search: usize,
+    /// Whether `ef_search` was given (used as given) or is the default (raised to `k`).
+    ef_given: bool,
     metric: GraphMetric,
 }
 
@@ -549,6 +554,7 @@ impl<'a> GraphSearcher<'a> {
             codes,
             graph,
             ef_search: params.ef_search.unwrap_or(default_ef),
+            ef_given: params.ef_search.is_some(),
             metric,
         })
     }
@@ -585,9 +591,19 @@ impl Searcher for GraphSearcher<'_> {
 }
 
 impl GraphSearcher<'_> {
-    /// The candidate list size (`ef`) of a walk (the answer may keep more of the rows scored).
+    /// The candidate list size (`ef`) given, or the default (which a walk for more than that
+    /// many results raises to their number: see [`GraphParams::ef_search`]).
     pub fn ef_search(&self) -> usize {
         self.ef_search
+    }
+
+    /// The candidate list size of a walk for the best `k`.
+    fn ef_for(&self, k: usize) -> usize {
+        if self.ef_given {
+            self.ef_search
+        } else {
+            self.ef_search.max(k)
+        }
     }
 
     /// Fails unless the graph serves `score`: a graph of the codes the Hamming score, a graph
@@ -632,7 +648,7 @@ impl GraphSearcher<'_> {
                 c.words_per_code(),
                 queries,
                 k,
-                self.ef_search,
+                self.ef_for(k),
                 params.max_distance,
                 allowed,
             ),
@@ -648,7 +664,7 @@ impl GraphSearcher<'_> {
                 offsets,
                 norms,
                 k,
-                self.ef_search,
+                self.ef_for(k),
                 allowed,
             ),
             _ => unreachable!("graph and score checked by check_score"),
@@ -923,7 +939,7 @@ impl GraphSearcher<'_> {
                 others[s].allowed.is_none_or(|a| a.contains(r as usize))
             }
         };
-        let ef = self.ef_search;
+        let ef = self.ef_for(k);
         let per_query: Vec<(Vec<Vec<u64>>, u64)> = (0..offsets.len())
             .into_par_iter()
             .map(|qi| {

@@ -596,7 +596,8 @@ pub enum Split {
 pub struct SearchParams {
     /// Return only neighbours at Hamming distance `<= max_distance`.
     pub max_distance: Option<u32>,
-    /// HNSW only: candidate list size (`ef`); `None` uses the value stored at build time. Raised to `k` if smaller.
+    /// HNSW only: candidate list size (`ef`); `None` uses the value stored at build time,
+    /// raised to `k` (see [`GraphParams::ef_search`](crate::search::GraphParams::ef_search)).
     pub ef_search: Option<usize>,
     /// Flat only: how to divide the work between threads.
     pub split: Split,
