@@ -14,17 +14,34 @@ use crate::error::{Error, Result};
 use crate::format::{ElemKind, FileKind, Header};
 use crate::manifest::{FileInfo, LOCK_FILE, MANIFEST_FILE, MAX_MANIFEST_LEN};
 
+/// What `path` is when it is not a regular file, for an error message (`"a directory"`, `"not
+/// a regular file (a pipe, socket or device)"`), or `None` when it is one (symbolic links
+/// followed). Checked before opening: an open of a pipe waits for a writer.
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// let dir = tempfile::tempdir()?;
+/// assert_eq!(bsa_index::not_a_file(dir.path())?, Some("a directory"));
+/// std::fs::write(dir.path().join("f"), b"x")?;
+/// assert_eq!(bsa_index::not_a_file(&dir.path().join("f"))?, None);
+/// # Ok(()) }
+/// ```
+pub fn not_a_file(path: &Path) -> std::io::Result<Option<&'static str>> {
+    let meta = std::fs::metadata(path)?;
+    Ok(if meta.is_file() {
+        None
+    } else if meta.is_dir() {
+        Some("a directory")
+    } else {
+        Some("not a regular file (a pipe, socket or device)")
+    })
+}
+
 /// Opens a file of the index for reading, refusing anything but a regular file first: a FIFO
 /// put in an index file's place would block the open forever, and a directory would fail later
 /// with an unclear error.
 pub(crate) fn open_regular(path: &Path) -> Result<File> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        let what = if meta.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file (a pipe, socket or device)"
-        };
+    if let Some(what) = not_a_file(path).map_err(|e| Error::io(path, e))? {
         return Err(Error::corrupt(
             path,
             format!("{what}, where the index keeps a file; rebuild the index"),

@@ -142,6 +142,7 @@ mod mode;
 
 pub use builder::{check_replaceable, IndexBuilder};
 pub use error::{Error, Result};
+pub use files::not_a_file;
 pub use index::{Index, OpenOptions};
 pub use kernel::KernelFamily;
 pub use manifest::{HnswParams, Manifest, VectorDtype};

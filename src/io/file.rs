@@ -15,13 +15,7 @@ use crate::error::{Error, Result};
 pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
     // Checked before the open, which on a pipe would wait for a writer: a pipe or a directory
     // cannot be mapped, and the map's own error ("No such device") would not say why.
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        let what = if meta.is_dir() {
-            "a directory"
-        } else {
-            "not a regular file (a pipe or device)"
-        };
+    if let Some(what) = bsa_index::not_a_file(path).map_err(|e| Error::io(path, e))? {
         return Err(Error::format(
             path,
             format!("{what}; bsa maps its input files: give the path of a file (write a pipe's output to one first)"),

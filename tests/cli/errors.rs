@@ -13,6 +13,21 @@ fn setup() -> TestDir {
     t
 }
 
+/// Builds `idx` from `good.npy` with the model of [`setup`].
+fn build_idx(t: &TestDir) {
+    t.bsa(&[
+        "build",
+        "--model",
+        "model.safetensors",
+        "--data",
+        "good.npy",
+        "-q",
+        "--out",
+        "idx",
+    ])
+    .ok();
+}
+
 /// Runs `bsa train`, `bsa encode` and `bsa eval` on the data file `data` and checks each fails
 /// with all of `needles` in its message (and no output file). `encode` is skipped when
 /// `encode_too` is false.
@@ -535,17 +550,7 @@ fn out_never_overwrites_an_input() {
         &["--base good.npy"],
     );
 
-    t.bsa(&[
-        "build",
-        "--model",
-        "model.safetensors",
-        "--data",
-        "good.npy",
-        "-q",
-        "--out",
-        "idx",
-    ])
-    .ok();
+    build_idx(&t);
     let manifest = t.read("idx/manifest.json");
     t.bsa(&[
         "search",
@@ -644,17 +649,7 @@ fn messages_name_the_input_at_fault() {
         .fails_with(&["none.npy: 0 rows"]);
     t.bsa(&["build", "--codes", "codes.npy", "--out", "good.npy/idx"])
         .fails_with(&["good.npy is a file, not a directory"]);
-    t.bsa(&[
-        "build",
-        "--model",
-        "model.safetensors",
-        "--data",
-        "good.npy",
-        "-q",
-        "--out",
-        "idx",
-    ])
-    .ok();
+    build_idx(&t);
     t.bsa(&["add", "--index", "idx", "--data", "narrow.npy"])
         .fails_with(&["adding narrow.npy to idx", "expected 16, got 8"]);
     let bench = t.bsa(&[

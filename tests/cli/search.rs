@@ -362,8 +362,8 @@ fn stats_go_to_stderr_and_labels_print_text() {
     assert_eq!(stats["encode_seconds"], 0.0, "{stats}");
     let labels: String = (0..300).map(|i| format!("sentence {i}\n")).collect();
     t.write("labels.txt", labels.as_bytes());
-    let out = t
-        .bsa(&[
+    let labelled = |file: &str| {
+        t.bsa(&[
             "search",
             "--index",
             "idx",
@@ -372,27 +372,17 @@ fn stats_go_to_stderr_and_labels_print_text() {
             "--k",
             "3",
             "--labels",
-            "labels.txt",
+            file,
         ])
-        .ok();
+        .ok()
+    };
+    let out = labelled("labels.txt");
     assert!(out.stdout.starts_with("query 0:"));
     assert!(out.stdout.contains("sentence "));
     assert!(!out.stderr.contains("warning"), "{out:#?}");
     // A labels file shorter than the index: the unlabelled neighbours are counted on stderr.
     t.write("short.txt", b"only\ntwo\n");
-    let out = t
-        .bsa(&[
-            "search",
-            "--index",
-            "idx",
-            "--queries",
-            "q.npy",
-            "--k",
-            "3",
-            "--labels",
-            "short.txt",
-        ])
-        .ok();
+    let out = labelled("short.txt");
     let unlabelled = out.stdout.matches("<no label>").count();
     assert!(unlabelled > 0);
     assert!(
