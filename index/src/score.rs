@@ -138,8 +138,15 @@ impl Score<'_> {
                 let i = (tables.iter().chain(offsets.iter()))
                     .position(|x| !x.is_finite())
                     .unwrap_or(0);
+                // Named by query: tables made from float queries overflow when a query's
+                // values are huge.
+                let (q, what) = match i.checked_sub(tables.len()) {
+                    None => (i / bits.max(1), format!("entry {}", i % bits.max(1))),
+                    Some(q) => (q, "offset".to_string()),
+                };
                 return Err(Error::InvalidArgument(format!(
-                    "score table value {i} is not finite"
+                    "the score table of query {q} is not finite ({what}): a float query with \
+                     values too large for f32 arithmetic? scale it down"
                 )));
             }
         }
@@ -227,8 +234,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Tables and offsets must be finite; the error names the first value that is not
-    /// (offsets counted after the tables), wherever it is.
+    /// Tables and offsets must be finite; the error names the query and the entry (or offset)
+    /// of the first value that is not, wherever it is.
     #[test]
     fn validate_names_the_first_value_that_is_not_finite() {
         let (nq, bits) = (3, 40);
@@ -244,10 +251,17 @@ mod tests {
         let mut o = vec![1.0f32; nq];
         assert!(check(&t, &o).is_ok());
         o[2] = f32::NEG_INFINITY;
-        assert!(check(&t, &o).unwrap_err().contains("value 122 "));
-        for (i, bad) in [(0, f32::NAN), (77, f32::INFINITY), (119, f32::NAN)] {
+        assert!(check(&t, &o)
+            .unwrap_err()
+            .contains("query 2 is not finite (offset)"));
+        for (i, bad, want) in [
+            (0, f32::NAN, "query 0 is not finite (entry 0)"),
+            (77, f32::INFINITY, "query 1 is not finite (entry 37)"),
+            (119, f32::NAN, "query 2 is not finite (entry 39)"),
+        ] {
             t[i] = bad;
-            assert!(check(&t, &o).unwrap_err().contains(&format!("value {i} ")));
+            let e = check(&t, &o).unwrap_err();
+            assert!(e.contains(want), "{e}");
             t[i] = 0.5;
         }
         assert!(check(&t[1..], &o)
