@@ -153,6 +153,17 @@ pub fn build_index(
     out: impl AsRef<Path>,
     progress: impl FnMut(u64, u64),
 ) -> Result<Built> {
+    build_index_notifying(request, out, progress, || {})
+}
+
+/// [`build_index`], calling `on_wait` once, before the build waits, if the index it replaces
+/// (`overwrite`) has a writer holding its lock ([`IndexBuilder::on_wait`]).
+pub fn build_index_notifying(
+    request: &BuildRequest<'_>,
+    out: impl AsRef<Path>,
+    progress: impl FnMut(u64, u64),
+    on_wait: impl FnOnce(),
+) -> Result<Built> {
     let r = request;
     let data = match &r.data {
         Some(d) => {
@@ -258,6 +269,7 @@ pub fn build_index(
 
     let mut builder = IndexBuilder::new(bits, &codes)
         .overwrite(r.overwrite)
+        .on_wait(on_wait)
         .progress(progress)
         .extra(serde_json::json!({
             "bsa_version": env!("CARGO_PKG_VERSION"),

@@ -61,6 +61,7 @@ pub struct IndexBuilder<'a> {
     extra: serde_json::Value,
     overwrite: bool,
     progress: Option<Progress<'a>>,
+    on_wait: Option<Box<dyn FnOnce() + 'a>>,
 }
 
 impl std::fmt::Debug for IndexBuilder<'_> {
@@ -78,6 +79,7 @@ impl std::fmt::Debug for IndexBuilder<'_> {
             .field("norms", &self.norms.map(<[f32]>::len))
             .field("model", &self.model)
             .field("overwrite", &self.overwrite)
+            .field("on_wait", &self.on_wait.is_some())
             .finish()
     }
 }
@@ -197,6 +199,7 @@ impl<'a> IndexBuilder<'a> {
             extra: serde_json::Value::Null,
             overwrite: false,
             progress: None,
+            on_wait: None,
         }
     }
 
@@ -309,6 +312,25 @@ impl<'a> IndexBuilder<'a> {
     /// Replace an existing directory at the output path (default: refuse).
     pub fn overwrite(mut self, yes: bool) -> Self {
         self.overwrite = yes;
+        self
+    }
+
+    /// Called once, before the build waits, when the index it replaces (see
+    /// [`overwrite`](Self::overwrite)) has a writer holding its lock (an add, delete or
+    /// compaction): a command can say why it seems to hang.
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let codes = [1u64, 2, 3];
+    /// bsa_index::IndexBuilder::new(64, &codes)
+    ///     .overwrite(true)
+    ///     .on_wait(|| eprintln!("waiting for another writer of idx"))
+    ///     .build(dir.path().join("idx"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on_wait(mut self, f: impl FnOnce() + 'a) -> Self {
+        self.on_wait = Some(Box::new(f));
         self
     }
 
@@ -515,6 +537,7 @@ impl<'a> IndexBuilder<'a> {
             extra: std::mem::take(&mut self.extra),
             overwrite: self.overwrite,
             progress: self.progress.take(),
+            on_wait: self.on_wait.take(),
         }
         .write(out.as_ref())
     }
@@ -845,7 +868,8 @@ impl<'a> IndexBuilder<'a> {
         // under its writers' lock: a writer that committed into the directory after it was
         // replaced would name the old index's files in the new one).
         if out.exists() {
-            let _writers = lock_writers(out)?;
+            let on_wait = self.on_wait.take();
+            let _writers = lock_writers(out, || on_wait.map_or((), |f| f()))?;
             let old = parent.join(format!(".{name}.old-{pid}"));
             if old.exists() {
                 fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
@@ -898,11 +922,11 @@ pub fn check_replaceable(dir: &Path) -> Result<()> {
 /// Waits for and holds the lock of the live index's writers in `dir`, if it has them (a
 /// directory without the lock file has had no writer, and one that starts now waits for the
 /// lock file this creates).
-fn lock_writers(dir: &Path) -> Result<Option<File>> {
+fn lock_writers(dir: &Path, on_wait: impl FnOnce()) -> Result<Option<File>> {
     if !dir.join(MANIFEST_FILE).is_file() {
         return Ok(None);
     }
-    crate::files::lock_dir(dir, || {}).map(Some)
+    crate::files::lock_dir(dir, on_wait).map(Some)
 }
 
 /// Seed of the native graph's level draw (fixed: the same vectors give the same graph).

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use bsa::baselines::{BaselineParams, DEFAULT_FIT_ROWS, DEFAULT_ITQ_ITERATIONS};
 use bsa::live::AddSource;
 use bsa::model::{Autoencoder, FrozenModel, LossKind, Method, Target};
-use bsa::pipeline::{build_index, BuildRequest, BuildSource};
+use bsa::pipeline::{build_index_notifying, BuildRequest, BuildSource};
 use bsa::query::{check_rows, Queries, Request};
 use bsa::train::{Progress, TrainParams};
 use bsa_index::live::{IdFilter, Snapshot, Writer};
@@ -311,19 +311,23 @@ fn progress_line(line: String) {
 /// before waiting, as `bsa add` says so on stderr: else a wait behind a long compaction in
 /// another process looks like a hang.
 fn open_writer(dir: &Path) -> bsa_index::Result<Writer> {
-    Writer::open_notifying(dir, || {
-        let msg = format!(
-            "waiting for another writer of {} to finish (an add, delete, compact or a build \
-             with overwrite=True holds its lock)",
-            dir.display()
-        );
-        if let Ok(msg) = std::ffi::CString::new(msg) {
-            // A warnings filter set to "error" makes this fail: the wait goes on regardless.
-            Python::attach(|py| {
-                let _ = PyErr::warn(py, &py.get_type::<PyUserWarning>(), &msg, 1);
-            });
-        }
-    })
+    Writer::open_notifying(dir, || warn_waiting(dir))
+}
+
+/// Warns (`UserWarning`) that a change of the index `dir` waits for another writer's lock.
+/// Called with the GIL released, before the wait.
+fn warn_waiting(dir: &Path) {
+    let msg = format!(
+        "waiting for another writer of {} to finish (an add, delete, compact or a build with \
+         overwrite=True holds its lock)",
+        dir.display()
+    );
+    if let Ok(msg) = std::ffi::CString::new(msg) {
+        // A warnings filter set to "error" makes this fail: the wait goes on regardless.
+        Python::attach(|py| {
+            let _ = PyErr::warn(py, &py.get_type::<PyUserWarning>(), &msg, 1);
+        });
+    }
 }
 
 /// A trained model: it encodes float vectors into sparse binary codes and decodes them back.
@@ -968,7 +972,7 @@ impl Index {
             request.inverted = inverted;
             request.bitmaps = bitmaps;
             request.overwrite = overwrite;
-            build_index(&request, &dir, |_, _| {})?;
+            build_index_notifying(&request, &dir, |_, _| {}, || warn_waiting(&dir))?;
             Index::open_dir(&dir, false, tmp)
         })
     }

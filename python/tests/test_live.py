@@ -122,3 +122,30 @@ def test_a_writer_behind_another_warns_then_waits(tmp_path):
         t.join(30)
     assert done == [1]
     assert any("waiting for another writer" in str(w.message) for w in caught), caught
+
+
+def test_a_build_replacing_an_index_behind_its_writer_warns_then_waits(tmp_path):
+    """Index.build(..., overwrite=True) waits for the writers of the index it replaces, and
+    warns that it does."""
+    import fcntl
+    import threading
+    import warnings
+
+    codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
+    bsa.Index.build(codes=codes, bits=16, path=tmp_path / "idx")
+    built = []
+    build = lambda: built.append(  # noqa: E731
+        bsa.Index.build(codes=codes[:10], bits=16, path=tmp_path / "idx", overwrite=True)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with open(tmp_path / "idx" / "LOCK", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            t = threading.Thread(target=build)
+            t.start()
+            t.join(0.5)
+            assert t.is_alive(), "the build did not wait for the lock"
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        t.join(30)
+    assert len(built) == 1 and len(built[0]) == 10
+    assert any("waiting for another writer" in str(w.message) for w in caught), caught

@@ -203,6 +203,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     pb.set_message("building");
     let mut builder = IndexBuilder::new(bits, &codes)
         .overwrite(a.force)
+        .on_wait(|| super::io::say_waiting(&a.out))
         .progress(|done, total| {
             pb.set_length(total);
             pb.set_position(done);

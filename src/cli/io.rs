@@ -48,6 +48,16 @@ pub fn expect_same_dim(
     Ok(())
 }
 
+/// Says on stderr that a change of the index `dir` waits for another writer's lock (a wait
+/// behind a long compaction looks like a hang otherwise).
+pub fn say_waiting(dir: &std::path::Path) {
+    eprintln!(
+        "bsa: waiting for another writer of {} to finish (an add, delete, compact or build \
+         --force holds its lock)",
+        dir.display()
+    )
+}
+
 /// Writes one JSON value as a line on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     use std::io::Write;

@@ -159,13 +159,7 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
 /// Opens `dir` for writing, saying on stderr when another writer holds it (else a wait behind
 /// a long compaction looks like a hang).
 fn open_writer(dir: &Path) -> bsa_index::Result<Writer> {
-    Writer::open_notifying(dir, || {
-        eprintln!(
-            "bsa: waiting for another writer of {} to finish (an add, delete, compact or \
-             build --force holds its lock)",
-            dir.display()
-        )
-    })
+    Writer::open_notifying(dir, || super::io::say_waiting(dir))
 }
 
 /// ", bridging N segments (E edges)" when segments were bridged from the largest graph.

@@ -331,25 +331,29 @@ fn a_writer_behind_another_says_it_waits() {
         .write(true)
         .open(t.path("idx").join("LOCK"))
         .unwrap();
-    lock.lock().unwrap();
-    let out = std::thread::scope(|s| {
-        let delete = s.spawn(|| t.bsa(&["delete", "--index", "idx", "--ids", "gone.npy"]));
-        // The delete takes milliseconds once it has the lock: give it time to reach the wait.
-        std::thread::sleep(std::time::Duration::from_millis(500));
+    let behind_the_lock = |args: &[&str]| {
+        lock.lock().unwrap();
+        let out = std::thread::scope(|s| {
+            let change = s.spawn(|| t.bsa(args));
+            // The change takes milliseconds once it has the lock: time to reach the wait.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            assert!(!change.is_finished(), "{args:?} did not wait for the lock");
+            lock.unlock().unwrap();
+            change.join().unwrap()
+        })
+        .ok();
         assert!(
-            !delete.is_finished(),
-            "bsa delete did not wait for the lock"
+            out.stderr
+                .contains("waiting for another writer of idx to finish"),
+            "{out:#?}"
         );
-        drop(lock);
-        delete.join().unwrap()
-    })
-    .ok();
-    assert!(
-        out.stderr
-            .contains("waiting for another writer of idx to finish"),
-        "{out:#?}"
-    );
+        out
+    };
+    let out = behind_the_lock(&["delete", "--index", "idx", "--ids", "gone.npy"]);
     assert!(out.stderr.contains("deleted 1 rows"), "{out:#?}");
+    // A build replacing the index waits for its writers too, and says so.
+    let out = behind_the_lock(&["build", "--codes", "c.npy", "--force", "-q", "--out", "idx"]);
+    assert!(out.stderr.contains("built idx"), "{out:#?}");
 }
 
 /// A writer encodes new rows with the index's model only after checking its checksum: rows a
