@@ -864,27 +864,56 @@ impl<'a> IndexBuilder<'a> {
         drop(f);
         sync_dir(&tmp_path)?;
 
-        // Publish: rename into place (moving an existing index aside first when overwriting,
-        // under its writers' lock: a writer that committed into the directory after it was
-        // replaced would name the old index's files in the new one).
-        if out.exists() {
-            let on_wait = self.on_wait.take();
-            let _writers = lock_writers(out, || on_wait.map_or((), |f| f()))?;
-            let old = parent.join(format!(".{name}.old-{pid}"));
-            if old.exists() {
-                fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-            }
-            fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
-            fs::rename(&tmp_path, out).map_err(|e| Error::io(out, e))?;
-            tmp.keep = true;
-            fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-        } else {
-            fs::rename(&tmp_path, out).map_err(|e| Error::io(out, e))?;
-            tmp.keep = true;
-        }
-        sync_dir(&parent)?;
+        let on_wait = self.on_wait.take();
+        replace_index_dir(&tmp_path, out, || on_wait.map_or((), |f| f()))?;
+        tmp.keep = true;
         Ok(manifest)
     }
+}
+
+/// Publishes the complete index directory `new` at `out` (both in the same directory): renamed
+/// into place, or, when `out` exists, in place of it: `out` must then be replaceable
+/// ([`check_replaceable`]), and under the lock of its writers (`on_wait` is called once before
+/// waiting, if one holds it; a writer that committed into the directory after it was replaced
+/// would name the old index's files in the new one) it is moved aside, `new` renamed in (the
+/// old one moved back if that fails) and the old one removed. The parent is synced.
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let (out, new) = (dir.path().join("idx"), dir.path().join(".idx.new"));
+/// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&out)?;
+/// bsa_index::IndexBuilder::new(64, &[3]).build(&new)?;
+/// bsa_index::replace_index_dir(&new, &out, || eprintln!("waiting for idx's writers"))?;
+/// assert_eq!(bsa_index::Index::open(&out)?.len(), 1);
+/// assert!(!new.exists());
+/// # Ok(()) }
+/// ```
+pub fn replace_index_dir(new: &Path, out: &Path, on_wait: impl FnOnce()) -> Result<()> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if out.exists() {
+        check_replaceable(out)?;
+        let _writers = lock_writers(out, on_wait)?;
+        let name = out
+            .file_name()
+            .map_or("index".into(), |n| n.to_string_lossy());
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        }
+        fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
+        if let Err(e) = fs::rename(new, out) {
+            let _ = fs::rename(&old, out);
+            return Err(Error::io(out, e));
+        }
+        fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    } else {
+        fs::rename(new, out).map_err(|e| Error::io(out, e))?;
+    }
+    sync_dir(&parent)
 }
 /// Checks that `dir` may be replaced by an index: it is an index directory (it holds a
 /// `manifest.json`) or an empty directory. Anything else is refused, so that overwriting

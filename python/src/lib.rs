@@ -1307,7 +1307,7 @@ impl Index {
 }
 
 /// Copies the files of `index` (its manifest's list, then the manifest, which readers look at
-/// last) into a temporary directory beside `dest`, then renames it to `dest`.
+/// last) into a temporary directory beside `dest`, then puts it in place ([`bsa_index::replace_index_dir`]).
 fn copy_index(index: &Snapshot, dest: &Path, overwrite: bool) -> std::io::Result<()> {
     use std::io::{Error, ErrorKind};
     if dest.exists() && !overwrite {
@@ -1343,10 +1343,12 @@ fn copy_index(index: &Snapshot, dest: &Path, overwrite: bool) -> std::io::Result
     std::fs::create_dir(&tmp)?;
     let copy = || -> std::io::Result<()> {
         copy_tree(index, &tmp)?;
-        if dest.exists() {
-            std::fs::remove_dir_all(dest)?;
-        }
-        std::fs::rename(&tmp, dest)
+        // In place of an index there only under its writers' lock, and never without one of
+        // the two in place.
+        bsa_index::replace_index_dir(&tmp, dest, || warn_waiting(dest)).map_err(|e| match e {
+            bsa_index::Error::Io { error, .. } => error,
+            e => Error::other(e.to_string()),
+        })
     };
     copy().inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&tmp);

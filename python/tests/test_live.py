@@ -124,19 +124,28 @@ def test_a_writer_behind_another_warns_then_waits(tmp_path):
     assert any("waiting for another writer" in str(w.message) for w in caught), caught
 
 
-def test_a_build_replacing_an_index_behind_its_writer_warns_then_waits(tmp_path):
-    """Index.build(..., overwrite=True) waits for the writers of the index it replaces, and
-    warns that it does."""
+@pytest.mark.parametrize("replace", ["build", "save"])
+def test_replacing_an_index_behind_its_writer_warns_then_waits(tmp_path, replace):
+    """Index.build(..., overwrite=True) and Index.save(..., overwrite=True) wait for the writers
+    of the index they replace, and warn that they do."""
     import fcntl
     import threading
     import warnings
 
     codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
     bsa.Index.build(codes=codes, bits=16, path=tmp_path / "idx")
+    small = bsa.Index.build(codes=codes[:10], bits=16, path=tmp_path / "small")
     built = []
-    build = lambda: built.append(  # noqa: E731
-        bsa.Index.build(codes=codes[:10], bits=16, path=tmp_path / "idx", overwrite=True)
-    )
+
+    def build():
+        if replace == "build":
+            built.append(
+                bsa.Index.build(codes=codes[:10], bits=16, path=tmp_path / "idx", overwrite=True)
+            )
+        else:
+            small.save(tmp_path / "idx", overwrite=True)
+            built.append(bsa.Index.open(tmp_path / "idx"))
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with open(tmp_path / "idx" / "LOCK", "a") as lock:
