@@ -124,7 +124,7 @@ impl ModelConfig {
         if self.bits == 0 {
             return Err(Error::InvalidArgument("--bits must be positive".into()));
         }
-        check_k(self.bits, self.k)?;
+        check_sizes(self.bits, self.k)?;
         if !(self.alpha.is_finite() && self.alpha >= 0.0) {
             return Err(Error::InvalidArgument(format!(
                 "--alpha must be a finite number >= 0, got {}",
@@ -150,7 +150,7 @@ impl ModelConfig {
 pub const MAX_BITS: usize = 1 << 16;
 
 /// Checks `0 < k <= bits <= MAX_BITS`: the one rule every method's sizes follow.
-pub(crate) fn check_k(bits: usize, k: usize) -> Result<()> {
+pub(crate) fn check_sizes(bits: usize, k: usize) -> Result<()> {
     if bits > MAX_BITS {
         return Err(Error::InvalidArgument(format!(
             "--bits must be at most {MAX_BITS}, got {bits}"

@@ -27,7 +27,7 @@ use rand_distr::StandardNormal;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::Serialize;
 
-use crate::config::check_k;
+use crate::config::check_sizes;
 use crate::error::{Error, Result};
 use crate::greedy::encode_with;
 pub use crate::greedy::{dictionary_params, encode, greedy_codes};
@@ -116,7 +116,7 @@ impl PursuitParams {
                 ));
             }
         }
-        check_k(self.bits, self.k)?;
+        check_sizes(self.bits, self.k)?;
         if self.rounds == 0 {
             return Err(Error::InvalidArgument("--rounds must be at least 1".into()));
         }

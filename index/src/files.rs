@@ -54,28 +54,26 @@ pub(crate) fn open_regular(path: &Path) -> Result<File> {
 pub(crate) fn read_manifest_bytes(dir: &Path) -> Result<(std::path::PathBuf, Vec<u8>)> {
     use std::io::Read;
     let path = dir.join(MANIFEST_FILE);
-    // The usual mistakes, said as such rather than as the manifest's I/O error (still I/O
-    // errors of their kind: Python raises FileNotFoundError for them).
-    let missing = |kind: std::io::ErrorKind, what: &str| {
-        let e = std::io::Error::new(
-            kind,
-            format!("{what}; give the directory `bsa build` wrote"),
-        );
-        Err(Error::io(dir, e))
-    };
-    if !dir.exists() {
-        return missing(std::io::ErrorKind::NotFound, "no such index directory");
-    }
-    if !dir.is_dir() {
-        return missing(std::io::ErrorKind::NotADirectory, "not a directory");
-    }
-    if !path.exists() {
-        return missing(
-            std::io::ErrorKind::NotFound,
-            &format!("not an index directory (no {MANIFEST_FILE})"),
-        );
-    }
-    let f = open_regular(&path)?;
+    let f = open_regular(&path).map_err(|e| match e {
+        // The usual mistakes, said as such rather than as the manifest's I/O error (still I/O
+        // errors of their kind: Python raises FileNotFoundError for them).
+        Error::Io { .. } if !path.exists() => {
+            let (kind, what) = if !dir.exists() {
+                (
+                    std::io::ErrorKind::NotFound,
+                    "no such index directory".into(),
+                )
+            } else if !dir.is_dir() {
+                (std::io::ErrorKind::NotADirectory, "not a directory".into())
+            } else {
+                let what = format!("not an index directory (no {MANIFEST_FILE})");
+                (std::io::ErrorKind::NotFound, what)
+            };
+            let what = format!("{what}; give the directory `bsa build` wrote");
+            Error::io(dir, std::io::Error::new(kind, what))
+        }
+        e => e,
+    })?;
     let mut bytes = Vec::new();
     f.take(MAX_MANIFEST_LEN + 1)
         .read_to_end(&mut bytes)

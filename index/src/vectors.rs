@@ -140,9 +140,7 @@ fn norm(q: &[f32]) -> f32 {
 /// # Panics
 /// If the row is out of range.
 pub fn cosine(vectors: Vectors<'_>, row: usize, query: &[f32]) -> f32 {
-    let query = scaled(query);
-    let (dot, nn) = vectors.dot_norm(row, &query);
-    cosine_from(dot, nn.sqrt() * norm(&query))
+    cosines(&[(vectors, row)], query)[0]
 }
 
 /// `query` times the power of two that brings its largest magnitude into `[1, 2)`. Cosine does

@@ -106,7 +106,6 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         );
     }
     super::io::refuse_clobbering(
-        "--out",
         &a.out,
         &[
             ("--model", a.model.as_deref()),

@@ -24,7 +24,6 @@ pub struct Args {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     super::io::refuse_clobbering(
-        "--out",
         &a.out,
         &[
             ("--model", Some(&a.input.model)),

@@ -43,7 +43,6 @@ pub struct Args {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     super::io::refuse_clobbering(
-        "--out",
         &a.out,
         &[("--base", Some(&a.base)), ("--queries", Some(&a.queries))],
     )?;

@@ -93,51 +93,44 @@ impl ModelData {
     }
 }
 
-/// Refuses an output path that would destroy one of the command's inputs: `--out` naming the
-/// same file as an input (`bsa encode --data x.npy --out x.npy`; hard and symbolic links
-/// included), lying inside an input directory (`bsa search --out idx/manifest.json`), or, for
-/// an output directory that is replaced whole (`bsa build --force`), holding an input. Each input
-/// is `(flag, path)`; inputs that do not exist are left to their reader's error.
+/// Refuses an `--out` that would destroy one of the command's inputs: the same file as an input
+/// (`bsa encode --data x.npy --out x.npy`; hard and symbolic links included), a path inside an
+/// input directory (`bsa search --out idx/manifest.json`), or, for an output directory that is
+/// replaced whole (`bsa build --force`), a folder holding an input. Each input is `(flag,
+/// path)`; inputs that do not exist are left to their reader's error.
 pub fn refuse_clobbering(
-    out_flag: &str,
     out: &std::path::Path,
     inputs: &[(&str, Option<&std::path::Path>)],
 ) -> anyhow::Result<()> {
     // `out` may not exist yet: resolve its folder and keep its name.
-    let out_resolved = match (out.parent(), out.file_name()) {
-        (_, _) if out.exists() => out.canonicalize().ok(),
-        (Some(dir), Some(name)) => {
-            let dir = if dir.as_os_str().is_empty() {
-                std::path::Path::new(".")
-            } else {
-                dir
-            };
-            dir.canonicalize().ok().map(|d| d.join(name))
-        }
-        _ => None,
+    let folder = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
     };
-    let Some(out_resolved) = out_resolved else {
-        return Ok(());
+    let resolved = match out.canonicalize() {
+        Ok(p) => p,
+        Err(_) => match (folder.canonicalize(), out.file_name()) {
+            (Ok(d), Some(name)) => d.join(name),
+            _ => return Ok(()),
+        },
     };
     for &(flag, input) in inputs {
         let Some(input) = input else { continue };
         let Ok(input_resolved) = input.canonicalize() else {
             continue;
         };
-        let same =
-            same_file::is_same_file(out, input).unwrap_or(false) || out_resolved == input_resolved;
-        let what = if same {
+        let what = if same_file::is_same_file(out, input).unwrap_or(false) {
             "is the same file as"
-        } else if input_resolved.is_dir() && out_resolved.starts_with(&input_resolved) {
+        } else if input_resolved.is_dir() && resolved.starts_with(&input_resolved) {
             "lies inside"
-        } else if out_resolved.is_dir() && input_resolved.starts_with(&out_resolved) {
+        } else if resolved.is_dir() && input_resolved.starts_with(&resolved) {
             "is the folder holding"
         } else {
             continue;
         };
         anyhow::bail!(
-            "{out_flag} {} {what} {flag} {}: writing there would destroy the input; choose \
-             another {out_flag}",
+            "--out {} {what} {flag} {}: writing there would destroy the input; choose another \
+             --out",
             out.display(),
             input.display()
         );

@@ -34,7 +34,6 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     }
     if let Some(out) = &a.out {
         super::io::refuse_clobbering(
-            "--out",
             out,
             &[
                 ("--index", a.index.as_deref()),

@@ -155,7 +155,6 @@ pub struct Args {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     super::io::refuse_clobbering(
-        "--out",
         &a.out,
         &[("--data", Some(&a.data)), ("--init", a.init.as_deref())],
     )?;
