@@ -131,7 +131,7 @@ class Index:
     def search(
         self,
         q: Union[_Floats, _Codes],
-        k: int = 10,
+        k: Optional[int] = 10,
         *,
         score: _Score = "hamming",
         mode: _Mode = "flat",

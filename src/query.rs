@@ -229,7 +229,8 @@ pub fn check_rows(what: &str, x: ArrayView2<f32>, nonzero: bool) -> Result<()> {
         }
         if nonzero && values.iter().all(|&v| v == 0.0) {
             return Err(Error::InvalidArgument(format!(
-                "{what}: row {row} is all zeros, so its cosine similarity is undefined"
+                "{what}: row {row} is all zeros, so its cosine similarity is undefined (it \
+                 has no direction to search for or to rebuild); drop this row"
             )));
         }
     }
@@ -291,7 +292,9 @@ pub fn search_filtered(
     let score_name = request.score;
     let floats = match &queries {
         Queries::Floats(q) => {
-            check_rows("queries", *q, request.rescore.is_some())?;
+            // A zero query has no direction: every ADC score would be 0 and its codes only
+            // the model's biases, so its "neighbours" would be the lowest ids.
+            check_rows("queries", *q, true)?;
             Some(q.as_standard_layout())
         }
         Queries::Packed { .. } => None,

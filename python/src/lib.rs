@@ -751,44 +751,71 @@ fn fit_model(
 ///     index = bsa.Index.open("my-index")
 #[pyclass(frozen, module = "bsa", name = "Index")]
 struct Index {
-    /// The snapshot searches read; replaced (not changed) by `add`, `delete` and `compact`,
-    /// so a search that took it keeps its generation.
-    inner: RwLock<Arc<Snapshot>>,
-    /// The index's own model (copied in at build time), loaded once at open.
-    model: Option<Arc<FrozenModel>>,
-    /// The training metadata of that model, for `Index.model`.
-    model_training: serde_json::Value,
+    /// What searches read; replaced (not changed) by `add`, `delete` and `compact`, so a
+    /// search that took it keeps its generation and that generation's model.
+    inner: RwLock<Arc<Loaded>>,
     /// The private directory of an index built without a path; removed with the object.
     _tmp: Option<tempfile::TempDir>,
 }
 
-impl Index {
-    fn open_dir(dir: &Path, verify: bool, tmp: Option<tempfile::TempDir>) -> bsa::Result<Index> {
-        let index = Snapshot::open_with(dir, OpenOptions::verify_checksums(verify))?;
-        let model = bsa::query::index_model(&index)?.map(|m| Arc::new(FrozenModel::new(m)));
-        let model_training = match index.model_path() {
+/// One generation of the index as opened: its snapshot and its model, loaded together.
+struct Loaded {
+    snap: Arc<Snapshot>,
+    /// The index's own model (copied in at build time).
+    model: Option<Arc<FrozenModel>>,
+    /// The training metadata of that model, for `Index.model`.
+    model_training: serde_json::Value,
+}
+
+impl Loaded {
+    /// `snap` with its model: `previous`'s when the manifest records the same model file
+    /// (length and CRC), else loaded from the directory (another process may have rebuilt the
+    /// index with another model: queries must be encoded with the model of the codes).
+    fn new(snap: Snapshot, previous: Option<&Loaded>) -> bsa::Result<Loaded> {
+        if let Some(p) = previous.filter(|p| p.snap.model_info() == snap.model_info()) {
+            return Ok(Loaded {
+                snap: Arc::new(snap),
+                model: p.model.clone(),
+                model_training: p.model_training.clone(),
+            });
+        }
+        let model = bsa::query::index_model(&snap)?.map(|m| Arc::new(FrozenModel::new(m)));
+        let model_training = match snap.model_path() {
             Some(p) => bsa::io::model::training_info(p)?,
             None => serde_json::Value::Null,
         };
-        Ok(Index {
-            inner: RwLock::new(Arc::new(index)),
+        Ok(Loaded {
+            snap: Arc::new(snap),
             model,
             model_training,
-            _tmp: tmp,
         })
     }
 }
 
 impl Index {
-    /// The current snapshot.
-    fn snap(&self) -> Arc<Snapshot> {
+    fn open_dir(dir: &Path, verify: bool, tmp: Option<tempfile::TempDir>) -> bsa::Result<Index> {
+        let index = Snapshot::open_with(dir, OpenOptions::verify_checksums(verify))?;
+        Ok(Index {
+            inner: RwLock::new(Arc::new(Loaded::new(index, None)?)),
+            _tmp: tmp,
+        })
+    }
+
+    /// The current generation.
+    fn loaded(&self) -> Arc<Loaded> {
         Arc::clone(&self.inner.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Opens the directory again after a change (the new generation).
+    /// The current snapshot.
+    fn snap(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.loaded().snap)
+    }
+
+    /// Opens the directory again after a change (the new generation, with its model).
     fn reopen(&self) -> bsa::Result<()> {
-        let dir = self.snap().dir().to_path_buf();
-        let fresh = Snapshot::open_with(&dir, OpenOptions::verify_checksums(false))?;
+        let old = self.loaded();
+        let fresh = Snapshot::open_with(old.snap.dir(), OpenOptions::verify_checksums(false))?;
+        let fresh = Loaded::new(fresh, Some(&old))?;
         *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
         Ok(())
     }
@@ -1015,6 +1042,9 @@ impl Index {
     ///
     /// Filters and ranges: ``allow_ids`` (only these ids) or ``deny_ids`` (never these), exact
     /// in the exact modes; ``min_score``: drop hits scoring less (scores other than Hamming).
+    /// With a range (``max_distance`` or ``min_score``), ``k=None`` returns every hit in range
+    /// (as ``bsa search`` without ``--k``): the arrays are as wide as the most hits of a query,
+    /// padded as above. Example: ``D, I = index.search(q, None, max_distance=40)``
     #[pyo3(signature = (
         q, k=10, *, score="hamming", mode="flat", rescore=None, ef=None, max_distance=None,
         min_score=None, allow_ids=None, deny_ids=None, threads=None
@@ -1023,7 +1053,7 @@ impl Index {
     fn search<'py>(
         &self,
         q: &Bound<'py, PyAny>,
-        k: i64,
+        k: Option<i64>,
         score: &str,
         mode: &str,
         rescore: Option<i64>,
@@ -1042,7 +1072,16 @@ impl Index {
         let allow = allow_ids.map(|i| id_vector(i, "allow_ids")).transpose()?;
         let deny = deny_ids.map(|i| id_vector(i, "deny_ids")).transpose()?;
         let py = q.py();
-        let k = positive("k", Some(k))?.unwrap_or(1);
+        let k = match k {
+            Some(k) => Some(positive("k", Some(k))?.unwrap_or(1)),
+            None if max_distance.is_some() || min_score.is_some() => None,
+            None => {
+                return Err(PyValueError::new_err(
+                    "k=None returns every hit in range: give max_distance or min_score too \
+                     (or a k)",
+                ))
+            }
+        };
         let rescore = positive("rescore", rescore)?;
         let ef = positive("ef", ef)?;
         let threads = positive("threads", threads)?;
@@ -1054,7 +1093,7 @@ impl Index {
                 ))
             })?),
         };
-        let request = Request::new(k)
+        let request = Request::new(k.unwrap_or(usize::MAX))
             .mode(mode)
             .map_err(|e| PyValueError::new_err(format!("mode: {e}")))?
             .score(score)
@@ -1092,17 +1131,22 @@ impl Index {
             Queries::Floats(v) => v.nrows(),
             Queries::Packed { rows, .. } => rows,
         };
-        let index = self.snap();
-        let model = self.model.as_deref().map(|m| &**m);
+        let loaded = self.loaded();
+        let (index, model) = (&loaded.snap, loaded.model.as_deref().map(|m| &**m));
         // Both lists were refused above, naming the parameters.
         let filter = IdFilter::from_lists(allow.as_deref(), deny.as_deref())
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         // The results are allocated before the search runs, so that a `k` too large for memory
         // is refused at once.
-        let mut ids = filled::<i64>(nq, k, -1)?;
+        let ids = k.map(|k| filled::<i64>(nq, k, -1)).transpose()?;
         let found = without_gil(py, threads, || {
-            bsa::query::search_filtered(&index, model, queries, &request, filter)
+            bsa::query::search_filtered(index, model, queries, &request, filter)
         })?;
+        let k = k.unwrap_or_else(|| found.hits.iter().map(|h| h.ids.len()).max().unwrap_or(0));
+        let mut ids = match ids {
+            Some(ids) => ids,
+            None => filled::<i64>(nq, k, -1)?,
+        };
         let scored = found.hits.iter().any(|h| h.scores.is_some())
             || request.score != bsa::query::ScoreName::Hamming
             || rescore.is_some();
@@ -1170,6 +1214,11 @@ impl Index {
             None => None,
         };
         let packed = packed.as_ref().map(|c| c.readonly());
+        let rows = match (&floats, &packed) {
+            (Some(f), _) => f.as_array().nrows(),
+            (None, Some(c)) => c.as_array().nrows(),
+            (None, None) => 0,
+        };
         let source = match (&floats, &packed) {
             (Some(_), Some(_)) => return Err(PyValueError::new_err("give x or codes, not both")),
             (Some(f), None) => AddSource::Floats(view2(f)),
@@ -1182,7 +1231,11 @@ impl Index {
         let dir = self.snap().dir().to_path_buf();
         let report = without_gil(py, threads, || {
             let mut writer = open_writer(&dir)?;
-            let r = bsa::live::add(&mut writer, source, ids.as_deref(), upsert, false, merge)?;
+            let ids = match ids {
+                Some(ids) => ids,
+                None => default_ids(&writer, rows)?,
+            };
+            let r = bsa::live::add(&mut writer, source, Some(&ids), upsert, false, merge)?;
             drop(writer);
             self.reopen()?;
             Ok(r)
@@ -1244,9 +1297,10 @@ impl Index {
     /// The index's model (copied in at build time), or ``None``.
     #[getter]
     fn model(&self) -> Option<Model> {
-        self.model.as_ref().map(|m| Model {
+        let loaded = self.loaded();
+        loaded.model.as_ref().map(|m| Model {
             inner: Arc::clone(m),
-            training: self.model_training.clone(),
+            training: loaded.model_training.clone(),
         })
     }
 
@@ -1356,6 +1410,20 @@ fn copy_index(index: &Snapshot, dest: &Path, overwrite: bool) -> std::io::Result
 }
 
 /// A 1-D array of non-negative integer ids as `u64`.
+/// The ids `rows` new rows get without ids (after the largest id so far), refused when they
+/// would not fit int64, the type searches return ids in: the library allows any u64.
+fn default_ids(writer: &Writer, rows: usize) -> bsa::Result<Vec<u64>> {
+    let next = writer.manifest().next_id;
+    match next.checked_add(rows as u64) {
+        Some(end) if end <= i64::MAX as u64 + 1 => Ok((next..end).collect()),
+        _ => Err(bsa::Error::InvalidArgument(format!(
+            "the largest id in the index is {}: the {rows} new rows' default ids would not fit \
+             int64 (searches return ids as int64); give their ids",
+            next.saturating_sub(1)
+        ))),
+    }
+}
+
 fn id_vector(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u64>> {
     let a = as_array(obj, name)?;
     // `[]` is a float64 array to numpy: an empty list is no ids, whatever its dtype.
@@ -1505,7 +1573,7 @@ fn recall(I: &Bound<'_, PyAny>, gt: &Bound<'_, PyAny>, k: i64) -> PyResult<f64> 
             truth_shape.get(1).copied().unwrap_or(0)
         )));
     }
-    Ok(bsa::metrics::recall_at_k(&got, &truth, k))
+    Ok(I.py().detach(|| bsa::metrics::recall_at_k(&got, &truth, k)))
 }
 
 /// bsa: sparse binary codes for dense embeddings, and their search.

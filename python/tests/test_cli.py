@@ -74,6 +74,19 @@ def test_max_distance_and_k_above_n_equal_cli(work, queries):
     assert (D[I == -1] == 2**31 - 1).all()
 
 
+def test_range_without_k_returns_every_hit_in_range(work, queries):
+    index = bsa.Index.open(work / "idx")
+    for kw in [dict(max_distance=20), dict(score="adc", min_score=0.3)]:
+        D, I = index.search(queries, None, **kw)
+        Dn, In = index.search(queries, len(index), **kw)
+        width = (In != -1).sum(axis=1).max()
+        assert I.shape == (len(queries), width) and width > 0, kw
+        np.testing.assert_array_equal(I, In[:, :width], err_msg=str(kw))
+        np.testing.assert_array_equal(D, Dn[:, :width], err_msg=str(kw))
+    with pytest.raises(ValueError, match="k=None returns every hit in range"):
+        index.search(queries, None)
+
+
 def test_model_encode_decode_eval_equal_cli(work, queries):
     model = bsa.Model.load(work / "model.safetensors")
     assert (model.bits, model.k, model.dim, model.method) == (512, 16, 384, "pursuit")

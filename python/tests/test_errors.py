@@ -62,6 +62,15 @@ def test_nan(index, model, queries):
         bsa.groundtruth(q, queries[:2], 1)
 
 
+def test_zero_query_is_refused(index, queries):
+    # No direction: every ADC score would be 0 and the hits the lowest ids.
+    q = queries[:3].copy()
+    q[1] = 0
+    for score in ["hamming", "adc"]:
+        with pytest.raises(ValueError, match="row 1 is all zeros"):
+            index.search(q, 5, score=score)
+
+
 def test_wrong_dimension(index, model, queries):
     with pytest.raises(ValueError, match="384"):
         index.search(queries[:, :100], 5)

@@ -158,3 +158,32 @@ def test_replacing_an_index_behind_its_writer_warns_then_waits(tmp_path, replace
         t.join(30)
     assert len(built) == 1 and len(built[0]) == 10
     assert any("waiting for another writer" in str(w.message) for w in caught), caught
+
+
+def test_a_rebuilt_index_is_searched_with_its_new_model(work, base, queries, tmp_path):
+    # Another process may rebuild the directory with another model of the same size: once the
+    # object reloads the directory (any add, delete or compact), it must encode queries with
+    # the model of the codes it now searches, not the one it opened with.
+    m1 = bsa.Model.load(work / "model.safetensors")
+    m2 = bsa.train(base[:2000], method="pursuit", bits=512, k=16, rounds=1, seed=7,
+                   progress=False)
+    path = tmp_path / "i"
+    old = bsa.Index.build(x=base[:1000], model=m1, path=path)
+    bsa.Index.build(x=base[:1000], model=m2, path=path, overwrite=True)
+    assert old.delete(np.array([123456])) == 0
+    fresh = bsa.Index.open(path)
+    np.testing.assert_array_equal(old.model.encode(queries), m2.encode(queries))
+    for score in ["hamming", "adc"]:
+        np.testing.assert_array_equal(old.search(queries, 5, score=score)[1],
+                                      fresh.search(queries, 5, score=score)[1])
+
+
+def test_default_ids_stay_below_2_63(work, base, tmp_path):
+    # Searches return ids as int64: a default id of 2**63 would make the index unusable here.
+    model = bsa.Model.load(work / "model.safetensors")
+    index = bsa.Index.build(x=base[:10], model=model, path=tmp_path / "i")
+    index.add(x=base[10:11], ids=np.array([2**63 - 1]))
+    with pytest.raises(ValueError, match="would not fit int64"):
+        index.add(x=base[11:12])
+    assert len(index) == 11
+    assert index.search(base[10:11], 1)[1][0, 0] == 2**63 - 1

@@ -188,11 +188,12 @@ impl Args {
         }
     }
 
-    /// The float `--queries`, if given (checked for zero rows when they will be rescored).
+    /// The float `--queries`, if given, checked for values that are not finite and for zero
+    /// rows (a zero query has no direction: every ADC score 0, its code the model's biases).
     pub fn float_queries(&self) -> anyhow::Result<Option<bsa::io::Embeddings>> {
         self.queries
             .as_deref()
-            .map(|p| open_embeddings(p, self.rescore.is_some()))
+            .map(|p| open_embeddings(p, true))
             .transpose()
     }
 }

@@ -122,7 +122,7 @@ fn infinity_is_reported_with_its_row() {
 }
 
 #[test]
-fn zero_norm_row_is_rejected_for_cosine_only() {
+fn zero_norm_row_is_rejected_where_it_has_no_direction() {
     let t = setup();
     let mut x = normalised(12, 16, 4);
     x.row_mut(5).fill(0.0);
@@ -134,7 +134,7 @@ fn zero_norm_row_is_rejected_for_cosine_only() {
         &["bsa: zero.npy: row 5: L2 norm is 0", "drop this row"],
         false,
     );
-    // ... but encoding one is well defined, and so is MSE training.
+    // ... but encoding one is well defined (the model's biases), and so is MSE training.
     t.bsa(&[
         "encode",
         "--model",
@@ -162,6 +162,23 @@ fn zero_norm_row_is_rejected_for_cosine_only() {
         "-q",
     ])
     .ok();
+    // A zero query has no direction to search for: refused in every score and mode, not only
+    // where it is rescored (ADC answered every score 0 and the lowest ids).
+    build_idx(&t);
+    for score in ["hamming", "adc", "soft"] {
+        let out = t.bsa(&[
+            "search",
+            "--index",
+            "idx",
+            "--queries",
+            "zero.npy",
+            "--k",
+            "3",
+            "--score",
+            score,
+        ]);
+        out.fails_with(&["bsa: zero.npy: row 5: L2 norm is 0", "drop this row"]);
+    }
 }
 
 #[test]

@@ -547,6 +547,12 @@ impl Snapshot {
     pub fn model_path(&self) -> Option<PathBuf> {
         self.model.clone()
     }
+    /// The length and CRC-32 the manifest records for the model file, if any: two snapshots
+    /// with the same have the same model (a holder of a loaded model can tell whether a newer
+    /// generation needs it loaded again).
+    pub fn model_info(&self) -> Option<crate::manifest::FileInfo> {
+        self.model_info
+    }
     /// The application's JSON recorded at build time.
     pub fn extra(&self) -> &serde_json::Value {
         &self.extra
