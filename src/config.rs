@@ -60,7 +60,7 @@ pub enum Target {
 }
 
 macro_rules! impl_enum_str {
-    ($t:ty, $($name:literal => $v:expr),+) => {
+    ($t:ty, $what:literal, $($name:literal => $v:expr),+) => {
         impl FromStr for $t {
             type Err = Error;
             fn from_str(s: &str) -> Result<Self> {
@@ -68,7 +68,7 @@ macro_rules! impl_enum_str {
                     $($name => Ok($v),)+
                     _ => Err(Error::InvalidArgument(format!(
                         "unknown {} {s:?}; expected one of: {}",
-                        stringify!($t).to_lowercase(),
+                        $what,
                         [$($name),+].join(", ")
                     ))),
                 }
@@ -84,6 +84,7 @@ macro_rules! impl_enum_str {
 }
 impl_enum_str!(
     Method,
+    "method",
     "bsa" => Method::Bsa,
     "topk" => Method::Topk,
     "sign" => Method::Sign,
@@ -91,8 +92,8 @@ impl_enum_str!(
     "itq" => Method::Itq,
     "pursuit" => Method::Pursuit
 );
-impl_enum_str!(LossKind, "cosine" => LossKind::Cosine, "mse" => LossKind::Mse);
-impl_enum_str!(Target, "khot" => Target::Khot, "masked" => Target::Masked);
+impl_enum_str!(LossKind, "loss", "cosine" => LossKind::Cosine, "mse" => LossKind::Mse);
+impl_enum_str!(Target, "target", "khot" => Target::Khot, "masked" => Target::Masked);
 
 /// Everything that defines a model apart from its weights. Saved as model-file metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

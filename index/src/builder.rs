@@ -62,6 +62,9 @@ pub struct IndexBuilder<'a> {
     overwrite: bool,
     progress: Option<Progress<'a>>,
     on_wait: Option<Box<dyn FnOnce() + 'a>>,
+    /// A segment a live index's writer builds inside its own directory (which its manifest
+    /// will name): the one index path that may lie inside an index.
+    segment: bool,
 }
 
 impl std::fmt::Debug for IndexBuilder<'_> {
@@ -200,7 +203,14 @@ impl<'a> IndexBuilder<'a> {
             overwrite: false,
             progress: None,
             on_wait: None,
+            segment: false,
         }
+    }
+
+    /// Marks the build as a segment of the live index that contains it (see `segment`).
+    pub(crate) fn live_segment(mut self) -> Self {
+        self.segment = true;
+        self
     }
 
     /// External ids, one per code, all distinct (default: row numbers).
@@ -215,7 +225,8 @@ impl<'a> IndexBuilder<'a> {
         self
     }
 
-    /// Element type used to store the vectors (default `F32`; `F16` halves the size).
+    /// Element type used to store the vectors (default `F32`; `F16` halves the size and stores
+    /// each row divided by its length, which cosine rescoring does not see).
     pub fn vector_dtype(mut self, dtype: VectorDtype) -> Self {
         self.dtype = dtype;
         self
@@ -538,6 +549,7 @@ impl<'a> IndexBuilder<'a> {
             overwrite: self.overwrite,
             progress: self.progress.take(),
             on_wait: self.on_wait.take(),
+            segment: self.segment,
         }
         .write(out.as_ref())
     }
@@ -566,6 +578,9 @@ impl<'a> IndexBuilder<'a> {
         }
         if out.exists() {
             check_replaceable(out)?;
+        }
+        if !self.segment {
+            check_outside_index(out)?;
         }
         // A file where a folder of the path should be: said plainly (create_dir_all reports
         // "File exists").
@@ -650,11 +665,27 @@ impl<'a> IndexBuilder<'a> {
             let mut buf = Vec::with_capacity(ROWS_PER_STEP * dim * 4);
             for chunk in v.chunks(ROWS_PER_STEP * dim) {
                 buf.clear();
-                for &x in chunk {
-                    match self.dtype {
-                        VectorDtype::F32 => buf.extend_from_slice(&x.to_le_bytes()),
-                        VectorDtype::F16 => {
-                            buf.extend_from_slice(&half::f16::from_f32(x).to_le_bytes())
+                match self.dtype {
+                    VectorDtype::F32 => chunk
+                        .iter()
+                        .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+                    // As unit vectors: f16 holds magnitudes up to 65504 only, and loses
+                    // precision below 6e-5, so rows far from unit length came back as
+                    // infinities or zeros (scores 0, wrong hits); their cosines do not depend
+                    // on their length.
+                    VectorDtype::F16 => {
+                        for row in chunk.chunks_exact(dim) {
+                            let norm = row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
+                            let norm = norm.sqrt();
+                            let scale = if norm > 0.0 && norm.is_finite() {
+                                1.0 / norm
+                            } else {
+                                1.0
+                            };
+                            for &x in row {
+                                let unit = (f64::from(x) * scale) as f32;
+                                buf.extend_from_slice(&half::f16::from_f32(unit).to_le_bytes());
+                            }
                         }
                     }
                 }
@@ -915,9 +946,10 @@ pub fn replace_index_dir(new: &Path, out: &Path, on_wait: impl FnOnce()) -> Resu
     }
     sync_dir(&parent)
 }
-/// Checks that `dir` may be replaced by an index: it is an index directory (it holds a
-/// `manifest.json`) or an empty directory. Anything else is refused, so that overwriting
-/// (`bsa build --force`, Python's `overwrite=True`) can only ever replace an index.
+/// Checks that `dir` may be replaced by an index: it is an index directory (its
+/// `manifest.json` is a bsa index's) or an empty directory. Anything else is refused, so that
+/// overwriting (`bsa build --force`, Python's `overwrite=True`) can only ever replace an index
+/// (a web app's folder holds a `manifest.json` too).
 ///
 /// ```
 /// # fn main() -> std::io::Result<()> {
@@ -938,13 +970,72 @@ pub fn check_replaceable(dir: &Path) -> Result<()> {
     if !dir.is_dir() {
         return refuse("not a directory");
     }
-    if dir.join(MANIFEST_FILE).is_file() {
+    if is_index_dir(dir) {
         return Ok(());
     }
     let mut entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     match entries.next() {
         None => Ok(()),
-        Some(_) => refuse("not an index directory (no manifest.json) and not empty"),
+        Some(_) => refuse("not an index directory (no bsa manifest.json) and not empty"),
+    }
+}
+
+/// Whether `dir` holds a bsa index: a `manifest.json` that starts as bsa writes its manifests
+/// (not merely a file of that name).
+fn is_index_dir(dir: &Path) -> bool {
+    use std::io::Read;
+    const HEAD: &[u8] = b"{\"format\":\"bsa-index\"";
+    let mut got = [0u8; HEAD.len()];
+    crate::files::open_regular(&dir.join(MANIFEST_FILE))
+        .and_then(|mut f| f.read_exact(&mut got).map_err(|e| Error::io(dir, e)))
+        .is_ok_and(|()| got == HEAD)
+}
+
+/// Refuses an index path `out` inside another index's directory: that index's writers remove
+/// what its manifest does not name, so its next add, delete or compact would delete the new
+/// index (a backup saved into the index it copies, say). `out` itself may be an index (to be
+/// replaced).
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use bsa_index::{check_outside_index, pack, IndexBuilder};
+/// let dir = tempfile::tempdir().unwrap();
+/// let codes = pack::pack_le_bytes(&[0b0001, 0b0011], 2, 1, 4)?;
+/// IndexBuilder::new(4, &codes).build(dir.path().join("idx"))?;
+/// assert!(check_outside_index(&dir.path().join("copy")).is_ok());
+/// let err = check_outside_index(&dir.path().join("idx/backup/copy")).unwrap_err();
+/// assert!(err.to_string().contains("inside the index directory"));
+/// # Ok(()) }
+/// ```
+pub fn check_outside_index(out: &Path) -> Result<()> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // The nearest folder that exists, as the file system resolves it (`..`, links, the
+    // working directory).
+    let Some(real) = parent
+        .ancestors()
+        .map(|a| {
+            if a.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                a
+            }
+        })
+        .find_map(|a| fs::canonicalize(a).ok())
+    else {
+        return Ok(());
+    };
+    match real.ancestors().find(|a| is_index_dir(a)) {
+        None => Ok(()),
+        Some(index) => Err(Error::InvalidArgument(format!(
+            "{}: inside the index directory {}, whose writers delete what its manifest does \
+             not name (its next add, delete or compact would remove this); choose a path \
+             outside it",
+            out.display(),
+            index.display()
+        ))),
     }
 }
 

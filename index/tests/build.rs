@@ -104,6 +104,17 @@ fn overwrite_replaces_only_when_asked() {
         std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
         "keep me"
     );
+    // A folder whose manifest.json is not a bsa index's (a web app's) is not an index.
+    let web = dir.path().join("web");
+    std::fs::create_dir(&web).unwrap();
+    std::fs::write(web.join("manifest.json"), r#"{"name": "my app"}"#).unwrap();
+    std::fs::write(web.join("index.html"), "keep me").unwrap();
+    let e = IndexBuilder::new(64, &[3])
+        .overwrite(true)
+        .build(&web)
+        .unwrap_err();
+    assert!(e.to_string().contains("not an index directory"), "{e}");
+    assert!(web.join("index.html").is_file() && web.join("manifest.json").is_file());
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     IndexBuilder::new(64, &[3])
@@ -111,6 +122,14 @@ fn overwrite_replaces_only_when_asked() {
         .build(&empty)
         .unwrap();
     assert_eq!(Index::open(&empty).unwrap().len(), 1);
+    // Never inside an index: its writers would delete what its manifest does not name. The
+    // web folder above holds no index, so building inside it is fine.
+    for inside in [out.join("backup"), out.join("a/b/c"), empty.join("x")] {
+        let e = IndexBuilder::new(64, &[3]).build(&inside).unwrap_err();
+        assert!(e.to_string().contains("inside the index directory"), "{e}");
+        assert!(!inside.exists());
+    }
+    IndexBuilder::new(64, &[3]).build(web.join("idx")).unwrap();
 }
 
 #[test]
@@ -178,6 +197,40 @@ proptest! {
         let got = cosine_top_k(Vectors::F32(&v), dim, &q, &rows, k).unwrap();
         let got: Vec<(u64, f32)> = got.into_iter().map(|(p, s)| (rows[p], s)).collect();
         prop_assert_eq!(got, brute_cosine(Vectors::F32(&v), dim, n, &q, &rows, k));
+    }
+}
+
+/// `f16` holds magnitudes up to 65504 only and loses precision below 6e-5: vectors far from unit
+/// length are stored as unit vectors, so they rescore as their `f32` originals do (before,
+/// x 1e5 gave infinities and every score 0, x 1e-8 zeros and wrong hits).
+#[test]
+fn f16_vectors_of_any_length_rescore_like_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = rng(11);
+    let (n, dim, bits) = (200usize, 16usize, 64usize);
+    let unit: Vec<f32> = (0..n * dim).map(|_| r.random_range(-1.0f32..1.0)).collect();
+    let codes: Vec<u64> = (0..n).map(|_| r.random()).collect();
+    let rows: Vec<u64> = (0..n as u64).collect();
+    let hits = Hits::from_parts(rows.clone(), rows, vec![0; n]).unwrap();
+    for scale in [1e5f32, 1.0, 1e-8] {
+        let vectors: Vec<f32> = unit.iter().map(|x| x * scale).collect();
+        let out = dir.path().join(format!("s{scale}"));
+        IndexBuilder::new(bits, &codes)
+            .vectors(&vectors, dim)
+            .vector_dtype(VectorDtype::F16)
+            .build(&out)
+            .unwrap();
+        let index = Index::open(&out).unwrap();
+        for i in [0usize, 17, 199] {
+            let q = &unit[i * dim..(i + 1) * dim];
+            let top = index.rescore(q, &hits, 1).unwrap();
+            assert_eq!(top.rows, vec![i as u64], "scale {scale}, row {i}");
+            let s = top.scores.as_deref().unwrap()[0];
+            assert!(
+                (s - 1.0).abs() < 1e-3,
+                "scale {scale}, row {i}: self-score {s}"
+            );
+        }
     }
 }
 

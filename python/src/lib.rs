@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use bsa::baselines::{BaselineParams, DEFAULT_FIT_ROWS, DEFAULT_ITQ_ITERATIONS};
 use bsa::live::AddSource;
 use bsa::model::{Autoencoder, FrozenModel, LossKind, Method, Target};
-use bsa::pipeline::{build_index_notifying, BuildRequest, BuildSource};
+use bsa::pipeline::{build_index_notifying, BuildRequest, BuildSource, GraphOn};
 use bsa::query::{check_rows, Queries, Request};
 use bsa::train::{Progress, TrainParams};
 use bsa_index::live::{IdFilter, Snapshot, Writer};
@@ -385,9 +385,10 @@ impl Model {
     fn encode<'py>(
         &self,
         x: &Bound<'py, PyAny>,
-        threads: Option<usize>,
+        threads: Option<i64>,
     ) -> PyResult<Bound<'py, PyArray2<u8>>> {
         let py = x.py();
+        let threads = positive("threads", threads)?;
         let x = float32_matrix(as_array(x, "x")?, "x")?;
         let x = x.readonly();
         let xv = view2(&x);
@@ -432,9 +433,10 @@ impl Model {
     fn eval<'py>(
         &self,
         x: &Bound<'py, PyAny>,
-        threads: Option<usize>,
+        threads: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = x.py();
+        let threads = positive("threads", threads)?;
         let x = float32_matrix(as_array(x, "x")?, "x")?;
         let x = x.readonly();
         let xv = view2(&x);
@@ -531,7 +533,7 @@ fn train(
     method: Option<&str>,
     bits: Option<i64>,
     k: Option<i64>,
-    seed: u64,
+    seed: i64,
     threads: Option<i64>,
     progress: bool,
     epochs: i64,
@@ -547,6 +549,8 @@ fn train(
     itq_iterations: Option<i64>,
 ) -> PyResult<Model> {
     let py = x.py();
+    let seed = u64::try_from(seed)
+        .map_err(|_| PyValueError::new_err(format!("seed must be 0 or more, got {seed}")))?;
     let bits = positive("bits", bits)?;
     let k = positive("k", k)?;
     let threads = positive("threads", threads)?;
@@ -571,7 +575,7 @@ fn train(
         (None, m) => m
             .unwrap_or("bsa")
             .parse()
-            .map_err(|e: bsa::Error| arg("method", e.to_string()))?,
+            .map_err(|e: bsa::Error| arg("method", bare(e)))?,
     };
     let x = float32_matrix(as_array(x, "x")?, "x")?;
     let x = x.readonly();
@@ -612,6 +616,15 @@ fn train(
         inner: Arc::new(FrozenModel::new(model)),
         training,
     })
+}
+
+/// The message of `e` without the "invalid argument: " its type prefixes (a Python
+/// `ValueError` says it already, and the caller names the argument).
+fn bare(e: bsa::Error) -> String {
+    match e {
+        bsa::Error::InvalidArgument(m) => m,
+        e => e.to_string(),
+    }
 }
 
 /// The fit behind [`train`], without the GIL: the same three paths as `bsa train` (gradient
@@ -700,10 +713,10 @@ fn fit_model(
     params.method = method;
     params.loss = loss
         .parse::<LossKind>()
-        .map_err(|e| arg(format!("loss: {e}")))?;
+        .map_err(|e| arg(format!("loss: {}", bare(e))))?;
     params.target = target
         .parse::<Target>()
-        .map_err(|e| arg(format!("target: {e}")))?;
+        .map_err(|e| arg(format!("target: {}", bare(e))))?;
     params.alpha = alpha;
     params.epochs = epochs;
     params.batch = batch;
@@ -884,9 +897,9 @@ impl Index {
         let threads = positive("threads", threads)?;
         let graph_on = match hnsw_on.as_deref() {
             None => None,
-            Some("decoded") => Some(bsa::pipeline::GraphOn::Decoded),
-            Some("data") => Some(bsa::pipeline::GraphOn::Data),
-            Some("codes") => Some(bsa::pipeline::GraphOn::Codes),
+            Some("decoded") => Some(GraphOn::Decoded),
+            Some("data") => Some(GraphOn::Data),
+            Some("codes") => Some(GraphOn::Codes),
             Some(other) => {
                 return Err(PyValueError::new_err(format!(
                     "hnsw_on: unknown value {other:?}; expected \"decoded\", \"data\" or \"codes\""
@@ -932,6 +945,20 @@ impl Index {
         if graph_on.is_some() && hnsw.is_none() {
             return Err(PyValueError::new_err(
                 "hnsw_on chooses what the graph is built on: it needs hnsw=True",
+            ));
+        }
+        if f16 && !vectors {
+            return Err(PyValueError::new_err(
+                "f16 is how stored vectors are kept: it needs vectors=True",
+            ));
+        }
+        if codes.is_some() && x.is_some() {
+            // Stored vectors are read only by rescoring, whose float queries need a model to
+            // encode them, and a graph on the data needs one too.
+            return Err(PyValueError::new_err(
+                "x is used with a model (encoded, stored, the graph built on it); an index of \
+                 codes alone has no use for it (float queries need a model): leave x out, or \
+                 give x with model",
             ));
         }
         let x = x
@@ -1012,6 +1039,8 @@ impl Index {
     #[pyo3(signature = (path, *, overwrite=false))]
     fn save(&self, py: Python<'_>, path: PathBuf, overwrite: bool) -> PyResult<()> {
         let index = self.snap();
+        // A copy inside the index it copies would be deleted by the index's next change.
+        bsa_index::check_outside_index(&path).map_err(index_err)?;
         py.detach(|| copy_index(&index, &path, overwrite))
             .map_err(|e| io_err(e.kind(), format!("{}: {e}", path.display())))
     }

@@ -163,6 +163,26 @@ def test_bad_options(index, work, queries):
         bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids=np.array([1, -1]))
     with pytest.raises(ValueError, match="2 ids for 3 codes"):
         bsa.Index.build(codes=np.zeros((3, 1), np.uint8), ids=np.array([1, 2]))
+    # Options that would be ignored, or store what no search can use.
+    with pytest.raises(ValueError, match="f16 is how stored vectors are kept"):
+        bsa.Index.build(x=queries, model=model, f16=True)
+    codes = model.encode(queries)
+    for kw in [dict(), dict(vectors=True)]:
+        with pytest.raises(ValueError, match="an index of codes alone has no use for it"):
+            bsa.Index.build(codes=codes, x=queries, **kw)
+
+
+def test_numeric_options_are_named(model, queries):
+    # ValueError naming the argument, as search does (OverflowError without a name before).
+    with pytest.raises(ValueError, match="threads must be a positive integer, got -1"):
+        model.encode(queries, threads=-1)
+    with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
+        model.eval(queries, threads=0)
+    with pytest.raises(ValueError, match="seed must be 0 or more, got -1"):
+        bsa.train(queries, method="sign", seed=-1, progress=False)
+    with pytest.raises(ValueError) as e:
+        bsa.train(queries, bits=64, k=4, loss="l1", progress=False)
+    assert str(e.value).count("invalid argument") <= 1 and "loss: unknown" in str(e.value)
 
 
 def test_corrupt_or_missing_index(work, tmp_path):

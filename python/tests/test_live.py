@@ -187,3 +187,18 @@ def test_default_ids_stay_below_2_63(work, base, tmp_path):
         index.add(x=base[11:12])
     assert len(index) == 11
     assert index.search(base[10:11], 1)[1][0, 0] == 2**63 - 1
+
+
+def test_save_or_build_inside_an_index_is_refused(work, base, tmp_path):
+    # The index's next change would delete a copy inside it (its writers remove what its
+    # manifest does not name).
+    model = bsa.Model.load(work / "model.safetensors")
+    index = bsa.Index.build(x=base[:50], model=model, path=tmp_path / "idx")
+    with pytest.raises(ValueError, match="inside the index directory"):
+        index.save(tmp_path / "idx" / "backup")
+    with pytest.raises(ValueError, match="inside the index directory"):
+        bsa.Index.build(x=base[:50], model=model, path=tmp_path / "idx" / "other")
+    assert not (tmp_path / "idx" / "backup").exists()
+    assert not (tmp_path / "idx" / "other").exists()
+    index.save(tmp_path / "backup")
+    assert len(bsa.Index.open(tmp_path / "backup")) == 50

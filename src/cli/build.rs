@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long)]
     pub no_bitmaps: bool,
     /// HNSW: maximum connections per node (M), 2..=255.
-    #[arg(long, alias = "hnsw-m", default_value_t = 32)]
+    #[arg(long, visible_alias = "hnsw-m", default_value_t = 32)]
     pub m: usize,
     /// HNSW: candidate list size while building.
     #[arg(long, default_value_t = 200)]

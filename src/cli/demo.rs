@@ -15,11 +15,19 @@ use bsa_index::{pack, Index, IndexBuilder, Score, SearchParams};
 ///
 /// Trains a BSA model (N=1024, K=32), prints the paper's metrics, builds an index of the codes
 /// and shows a few query sentences with the sentences of their nearest neighbours.
+///
+/// Examples:
+///   bsa demo                                  # from a checkout: its bench-data/
+///   bsa demo --epochs 3 --show 5 --work-dir demo-out
+///   bsa demo --data-dir ~/bsa/bench-data      # a binary installed elsewhere
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Folder with base.npy, query.npy, base.txt, query.txt, gt_top100.npy.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/bench-data"))]
-    pub data_dir: PathBuf,
+    /// Folder with base.npy, query.npy, base.txt, query.txt, gt_top100.npy (default:
+    /// ./bench-data when it holds base.npy, else the bench-data folder of the source tree the
+    /// binary was built from).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Epochs of training.
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
@@ -34,11 +42,26 @@ pub struct Args {
     pub work_dir: Option<PathBuf>,
 }
 
+/// `./bench-data` when it holds the sample (the README's command, run in a checkout), else the
+/// source tree's, where `cargo build` put the binary.
+fn default_data_dir() -> PathBuf {
+    let here = PathBuf::from("bench-data");
+    if here.join("base.npy").is_file() {
+        here
+    } else {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench-data"))
+    }
+}
+
 pub fn run(a: &Args) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
-    let dir = &a.data_dir;
-    let base = super::io::open_embeddings(&dir.join("base.npy"), true)
-        .with_context(|| format!("the demo needs the sample in {}", dir.display()))?;
+    let dir = &a.data_dir.clone().unwrap_or_else(default_data_dir);
+    let base = super::io::open_embeddings(&dir.join("base.npy"), true).with_context(|| {
+        format!(
+            "the demo needs the sample in {} (give its folder with --data-dir)",
+            dir.display()
+        )
+    })?;
     let queries = super::io::open_embeddings(&dir.join("query.npy"), true)?;
     queries.expect_dim(base.dim())?;
     println!(

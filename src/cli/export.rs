@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long)]
     pub no_verify: bool,
     /// No progress bar.
-    #[arg(long)]
+    #[arg(short, long)]
     pub quiet: bool,
 }
 

@@ -49,7 +49,7 @@ mod with_milvus {
             bail!("--mode applies to local indexes; Milvus picks its own index");
         }
         for (set, flag) in [
-            (a.max_dist.is_some(), "--max-dist"),
+            (a.max_dist.is_some(), "--max-distance"),
             (a.min_score.is_some(), "--min-score"),
             (a.allow_ids.is_some(), "--allow-ids"),
             (a.deny_ids.is_some(), "--deny-ids"),

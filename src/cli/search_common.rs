@@ -10,13 +10,14 @@ use super::io::open_embeddings;
 /// Search an index with float queries (encoded with the index's model) or packed query codes.
 ///
 /// Output: one JSON line per query, {"query": i, "ids": [...], "distances": [...]}, plus
-/// "scores": the --score values for cosine, jaccard, adc and soft (best first; "distances" are
+/// "scores": the --score values for every score but hamming (best first; "distances" are
 /// still Hamming distances), or, after --rescore, the exact cosine of the float vectors.
 /// With --labels FILE, the neighbours' lines of FILE instead. The output is the same bytes for
 /// every --threads.
 ///
 /// Scores (exact, ties by smaller row, in flat and inverted mode; the graph of --mode hnsw ranks
-/// by Hamming distance, or by adc and soft when it was built on decoded vectors):
+/// by Hamming distance, or by adc and soft when it was built on float vectors: `bsa build
+/// --hnsw-on decoded` or `data`):
 ///   hamming  |q xor b| ascending
 ///   cosine   |q and b| / sqrt(|q| |b|), descending;  jaccard  |q and b| / |q or b|
 ///   overlap  |q and b|, descending
@@ -74,8 +75,8 @@ pub struct Args {
     /// range unless --k caps them).
     #[arg(long)]
     pub k: Option<usize>,
-    /// flat (exact scan), inverted (exact, posting lists; needs `bsa build --inverted`) or hnsw
-    /// (graph, approximate; needs `bsa build --hnsw`).
+    /// flat (exact scan), inverted (exact, posting lists: `bsa build` stores them when they
+    /// pay, or with --inverted) or hnsw (graph, approximate; needs `bsa build --hnsw`).
     #[arg(long, value_enum, default_value = "flat")]
     pub mode: Mode,
     /// How codes are ranked: hamming, cosine, jaccard, overlap, adc or soft (see above).
@@ -92,7 +93,7 @@ pub struct Args {
     #[arg(long)]
     pub rescore: Option<usize>,
     /// Range search: every neighbour within this Hamming distance (--score hamming only).
-    #[arg(long, visible_alias = "max-distance")]
+    #[arg(long = "max-distance", visible_alias = "max-dist")]
     pub max_dist: Option<u32>,
     /// Range search: every neighbour scoring at least S (scores other than hamming).
     #[arg(long, conflicts_with = "max_dist")]

@@ -44,8 +44,10 @@ pub struct Args {
         required_if_eq_any([("method", "bsa"), ("method", "topk")])
     )]
     pub k: Option<usize>,
-    /// bsa (the paper), topk (k-hot codes, no alignment loss), or a baseline: sign (x_j > 0),
-    /// lsh (signs of Gaussian projections), itq (PCA + learned rotation).
+    /// bsa (the paper), topk (k-hot codes, no alignment loss), pursuit (binary matching
+    /// pursuit, codes made to retrieve: what --preset retrieval runs; see --rounds), or a
+    /// baseline: sign (x_j > 0), lsh (signs of Gaussian projections), itq (PCA + learned
+    /// rotation).
     #[arg(long, default_value = "bsa")]
     pub method: Method,
     /// Distance in both loss terms: cosine (the paper) or mse.

@@ -606,6 +606,7 @@ impl Writer {
         let mut next = self.manifest.clone();
         let name = segment_name(next.next_segment);
         let mut b = IndexBuilder::new(bits, rows.codes)
+            .live_segment()
             .ids(&ids)
             .inverted(t.inverted)
             .extra(serde_json::Value::Null);
@@ -1017,6 +1018,7 @@ impl Writer {
                 _ => None,
             };
             let mut b = IndexBuilder::new(bits, &codes)
+                .live_segment()
                 .ids(&ids)
                 .inverted(t.inverted)
                 .extra(serde_json::Value::Null);
