@@ -179,6 +179,16 @@ pub fn build_index_notifying(
         ));
     }
     let model_source = matches!(r.source, BuildSource::Model { .. });
+    if !model_source && data.is_some() {
+        // Stored vectors serve rescoring, whose float queries need a model to encode them, and
+        // a graph on the data needs one too: nothing could use them.
+        return Err(Error::InvalidArgument(
+            "float data beside codes is used only with a model (encoded, stored for \
+             rescoring, the graph built on it); an index of codes alone cannot use it: leave \
+             the data out, or give the model"
+                .into(),
+        ));
+    }
     let graph_on = r.graph_on.unwrap_or(if model_source {
         GraphOn::Decoded
     } else {

@@ -292,9 +292,11 @@ pub fn search_filtered(
     let score_name = request.score;
     let floats = match &queries {
         Queries::Floats(q) => {
-            // A zero query has no direction: every ADC score would be 0 and its codes only
-            // the model's biases, so its "neighbours" would be the lowest ids.
-            check_rows("queries", *q, true)?;
+            // A zero query has no direction to score by: every ADC or soft score would be 0
+            // (the hits the lowest ids), its cosine undefined. Its code (the model's biases)
+            // is still a code to search by Hamming distance.
+            let tables = matches!(score_name, ScoreName::Adc | ScoreName::Soft);
+            check_rows("queries", *q, tables || request.rescore.is_some())?;
             Some(q.as_standard_layout())
         }
         Queries::Packed { .. } => None,

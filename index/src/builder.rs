@@ -976,19 +976,50 @@ pub fn check_replaceable(dir: &Path) -> Result<()> {
     let mut entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     match entries.next() {
         None => Ok(()),
-        Some(_) => refuse("not an index directory (no bsa manifest.json) and not empty"),
+        Some(_) => refuse("not an index directory (no bsa index manifest) and not empty"),
     }
 }
 
-/// Whether `dir` holds a bsa index: a `manifest.json` that starts as bsa writes its manifests
-/// (not merely a file of that name).
+/// Whether `dir` holds a bsa index: a `manifest.json` whose JSON says `"format": "bsa-index"`
+/// (a web app's `manifest.json` is not one), or, when the manifest cannot be read as JSON (a
+/// damaged index), the files only bsa writes: a `LOCK`, a `seg-*` folder or a `codes.bin`
+/// with bsa's magic.
 fn is_index_dir(dir: &Path) -> bool {
     use std::io::Read;
-    const HEAD: &[u8] = b"{\"format\":\"bsa-index\"";
-    let mut got = [0u8; HEAD.len()];
-    crate::files::open_regular(&dir.join(MANIFEST_FILE))
-        .and_then(|mut f| f.read_exact(&mut got).map_err(|e| Error::io(dir, e)))
-        .is_ok_and(|()| got == HEAD)
+    #[derive(serde::Deserialize)]
+    struct Head {
+        format: Option<serde_json::Value>,
+    }
+    let Ok(f) = crate::files::open_regular(&dir.join(MANIFEST_FILE)) else {
+        return false;
+    };
+    let mut bytes = Vec::new();
+    if f.take(crate::manifest::MAX_MANIFEST_LEN)
+        .read_to_end(&mut bytes)
+        .is_err()
+    {
+        return has_bsa_files(dir);
+    }
+    match serde_json::from_slice::<Head>(&bytes) {
+        Ok(h) => h.format.as_ref().and_then(|f| f.as_str()) == Some(crate::manifest::FORMAT_NAME),
+        Err(_) => has_bsa_files(dir),
+    }
+}
+
+/// Whether `dir` holds a file only bsa writes (see [`is_index_dir`]).
+fn has_bsa_files(dir: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    let codes = File::open(dir.join("codes.bin"))
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| magic == crate::format::MAGIC_CODES);
+    let segment = fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with("seg-")
+                && e.file_type().is_ok_and(|t| t.is_dir())
+        })
+    });
+    codes || segment || dir.join(crate::manifest::LOCK_FILE).is_file()
 }
 
 /// Refuses an index path `out` inside another index's directory: that index's writers remove
@@ -1013,20 +1044,30 @@ pub fn check_outside_index(out: &Path) -> Result<()> {
         _ => Path::new("."),
     };
     // The nearest folder that exists, as the file system resolves it (`..`, links, the
-    // working directory).
-    let Some(real) = parent
-        .ancestors()
-        .map(|a| {
-            if a.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                a
-            }
-        })
-        .find_map(|a| fs::canonicalize(a).ok())
-    else {
+    // working directory), then the folders still to be made, applied by hand as
+    // `create_dir_all` will follow them (`a/missing/../../idx/x` is inside `idx`; missing
+    // folders are no links, so this is exact).
+    let existing = parent.ancestors().find_map(|a| {
+        let shown = if a.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            a
+        };
+        fs::canonicalize(shown).ok().map(|real| (a, real))
+    });
+    let Some((found, mut real)) = existing else {
         return Ok(());
     };
+    let rest = parent.strip_prefix(found).unwrap_or(Path::new(""));
+    for c in rest.components() {
+        match c {
+            std::path::Component::Normal(name) => real.push(name),
+            std::path::Component::ParentDir => {
+                real.pop();
+            }
+            _ => {}
+        }
+    }
     match real.ancestors().find(|a| is_index_dir(a)) {
         None => Ok(()),
         Some(index) => Err(Error::InvalidArgument(format!(

@@ -793,8 +793,16 @@ mod tests {
         assert_eq!(Kernel::portable(4).name(), "portable-w4");
         assert_eq!(kernel_name(KernelFamily::Portable, 7), "portable-any");
         for f in KernelFamily::supported() {
-            // Every family has a kernel of its own for 256-bit codes.
+            // Every family has a kernel of its own for 256- and 768-bit codes, AVX-512 for
+            // 384-bit codes too (AVX2 keeps the portable one there).
             assert_eq!(kernel_name(f, 4), format!("{f}-w4"));
+            assert_eq!(kernel_name(f, 12), format!("{f}-w12"));
+            let w6 = if f == KernelFamily::Avx2 {
+                "portable"
+            } else {
+                f.name()
+            };
+            assert_eq!(kernel_name(f, 6), format!("{w6}-w6"));
         }
     }
 }

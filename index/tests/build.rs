@@ -130,6 +130,36 @@ fn overwrite_replaces_only_when_asked() {
         assert!(!inside.exists());
     }
     IndexBuilder::new(64, &[3]).build(web.join("idx")).unwrap();
+    // Nor through `..` after folders still to be made (create_dir_all follows them): ...
+    let sneaky = web.join("missing/../../sub/dir/idx/copy");
+    let e = IndexBuilder::new(64, &[3]).build(&sneaky).unwrap_err();
+    assert!(e.to_string().contains("inside the index directory"), "{e}");
+    assert!(!out.join("copy").exists() && !web.join("missing").exists());
+    // ... while such a path that ends outside every index is fine.
+    IndexBuilder::new(64, &[3])
+        .build(out.join("missing/../../outside"))
+        .unwrap();
+    assert!(dir.path().join("sub/dir/outside/manifest.json").is_file());
+    // An index is known by its manifest's JSON, however laid out, and a damaged one by the
+    // files only bsa writes: both stay protected, and a damaged one can still be replaced.
+    let manifest = out.join("manifest.json");
+    let bytes = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, [b"{ \n".as_slice(), &bytes[1..]].concat()).unwrap();
+    Index::open(&out).unwrap();
+    let e = IndexBuilder::new(64, &[3])
+        .build(out.join("in"))
+        .unwrap_err();
+    assert!(e.to_string().contains("inside the index directory"), "{e}");
+    std::fs::write(&manifest, b"").unwrap();
+    let e = IndexBuilder::new(64, &[3])
+        .build(out.join("in"))
+        .unwrap_err();
+    assert!(e.to_string().contains("inside the index directory"), "{e}");
+    IndexBuilder::new(64, &[5])
+        .overwrite(true)
+        .build(&out)
+        .unwrap();
+    assert_eq!(Index::open(&out).unwrap().codes(), &[5]);
 }
 
 #[test]

@@ -533,7 +533,7 @@ fn train(
     method: Option<&str>,
     bits: Option<i64>,
     k: Option<i64>,
-    seed: i64,
+    seed: i128,
     threads: Option<i64>,
     progress: bool,
     epochs: i64,
@@ -550,7 +550,7 @@ fn train(
 ) -> PyResult<Model> {
     let py = x.py();
     let seed = u64::try_from(seed)
-        .map_err(|_| PyValueError::new_err(format!("seed must be 0 or more, got {seed}")))?;
+        .map_err(|_| PyValueError::new_err(format!("seed must be in 0..2**64, got {seed}")))?;
     let bits = positive("bits", bits)?;
     let k = positive("k", k)?;
     let threads = positive("threads", threads)?;
@@ -1265,8 +1265,9 @@ impl Index {
                 None => default_ids(&writer, rows)?,
             };
             let r = bsa::live::add(&mut writer, source, Some(&ids), upsert, false, merge)?;
-            drop(writer);
+            // Under the lock: two threads changing one Index reopen in commit order.
             self.reopen()?;
+            drop(writer);
             Ok(r)
         })?;
         Ok(report.replaced)
@@ -1280,8 +1281,10 @@ impl Index {
         let ids = id_vector(ids, "ids")?;
         let dir = self.snap().dir().to_path_buf();
         let report = without_gil(py, None, || {
-            let r = open_writer(&dir)?.delete(&ids)?;
+            let mut writer = open_writer(&dir)?;
+            let r = writer.delete(&ids)?;
             self.reopen()?;
+            drop(writer);
             Ok(r)
         })?;
         Ok(report.deleted)
@@ -1295,8 +1298,11 @@ impl Index {
         let threads = positive("threads", threads)?;
         let dir = self.snap().dir().to_path_buf();
         without_gil(py, threads, || {
-            bsa::live::compact(&mut open_writer(&dir)?, max_segments)?;
-            self.reopen()
+            let mut writer = open_writer(&dir)?;
+            bsa::live::compact(&mut writer, max_segments)?;
+            self.reopen()?;
+            drop(writer);
+            Ok(())
         })
     }
 
@@ -1438,7 +1444,6 @@ fn copy_index(index: &Snapshot, dest: &Path, overwrite: bool) -> std::io::Result
     })
 }
 
-/// A 1-D array of non-negative integer ids as `u64`.
 /// The ids `rows` new rows get without ids (after the largest id so far), refused when they
 /// would not fit int64, the type searches return ids in: the library allows any u64.
 fn default_ids(writer: &Writer, rows: usize) -> bsa::Result<Vec<u64>> {
@@ -1453,6 +1458,7 @@ fn default_ids(writer: &Writer, rows: usize) -> bsa::Result<Vec<u64>> {
     }
 }
 
+/// A 1-D array of non-negative integer ids as `u64`.
 fn id_vector(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u64>> {
     let a = as_array(obj, name)?;
     // `[]` is a float64 array to numpy: an empty list is no ids, whatever its dtype.

@@ -137,6 +137,16 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             (model.config.bits, words, data.n())
         }
         (None, Some(codes_path)) => {
+            if let Some(d) = &a.data {
+                // As bsa::pipeline refuses it: float queries (rescoring) and a graph on the
+                // data both need a model.
+                bail!(
+                    "{}: float data beside --codes is used only with a model (encoded, stored \
+                     for rescoring, the graph built on it); an index of codes alone cannot use \
+                     it: leave the data out, or give --model",
+                    d.display()
+                );
+            }
             let (n, cols, bytes) = bsa::io::read_u8(codes_path)?;
             let bits = a.bits.unwrap_or(cols * 8);
             if bits.div_ceil(8) != cols {

@@ -189,12 +189,14 @@ impl Args {
         }
     }
 
-    /// The float `--queries`, if given, checked for values that are not finite and for zero
-    /// rows (a zero query has no direction: every ADC score 0, its code the model's biases).
+    /// The float `--queries`, if given, checked for values that are not finite and, where they
+    /// are scored as directions (adc, soft, --rescore), for zero rows (every score 0).
     pub fn float_queries(&self) -> anyhow::Result<Option<bsa::io::Embeddings>> {
+        let directions =
+            matches!(self.score, ScoreName::Adc | ScoreName::Soft) || self.rescore.is_some();
         self.queries
             .as_deref()
-            .map(|p| open_embeddings(p, true))
+            .map(|p| open_embeddings(p, directions))
             .transpose()
     }
 }

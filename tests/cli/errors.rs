@@ -162,10 +162,20 @@ fn zero_norm_row_is_rejected_where_it_has_no_direction() {
         "-q",
     ])
     .ok();
-    // A zero query has no direction to search for: refused in every score and mode, not only
-    // where it is rescored (ADC answered every score 0 and the lowest ids).
+    // A zero query has no direction to score by: refused by adc and soft (which answered every
+    // score 0 and the lowest ids), as by --rescore; Hamming searches its code.
     build_idx(&t);
-    for score in ["hamming", "adc", "soft"] {
+    let args = [
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "zero.npy",
+        "--k",
+        "3",
+    ];
+    t.bsa(&args).ok();
+    for score in ["adc", "soft"] {
         let out = t.bsa(&[
             "search",
             "--index",
@@ -666,6 +676,20 @@ fn messages_name_the_input_at_fault() {
         .fails_with(&["none.npy: 0 rows"]);
     t.bsa(&["build", "--codes", "codes.npy", "--out", "good.npy/idx"])
         .fails_with(&["good.npy is a file, not a directory"]);
+    // Float data beside codes: nothing without a model could use it (float queries need one).
+    t.write_f32("three.npy", &normalised(3, 16, 9));
+    t.bsa(&[
+        "build",
+        "--codes",
+        "codes.npy",
+        "--data",
+        "three.npy",
+        "--vectors",
+        "--out",
+        "i4",
+    ])
+    .fails_with(&["used only with a model", "leave the data out"]);
+    assert!(!t.exists("i4"));
     build_idx(&t);
     t.bsa(&["add", "--index", "idx", "--data", "narrow.npy"])
         .fails_with(&["adding narrow.npy to idx", "expected 16, got 8"]);
