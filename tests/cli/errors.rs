@@ -176,17 +176,7 @@ fn zero_norm_row_is_rejected_where_it_has_no_direction() {
     ];
     t.bsa(&args).ok();
     for score in ["adc", "soft"] {
-        let out = t.bsa(&[
-            "search",
-            "--index",
-            "idx",
-            "--queries",
-            "zero.npy",
-            "--k",
-            "3",
-            "--score",
-            score,
-        ]);
+        let out = t.bsa(&[&args[..], &["--score", score]].concat());
         out.fails_with(&["bsa: zero.npy: row 5: L2 norm is 0", "drop this row"]);
     }
 }
