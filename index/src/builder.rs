@@ -985,24 +985,17 @@ pub fn check_replaceable(dir: &Path) -> Result<()> {
 /// damaged index), the files only bsa writes: a `LOCK`, a `seg-*` folder or a `codes.bin`
 /// with bsa's magic.
 fn is_index_dir(dir: &Path) -> bool {
-    use std::io::Read;
     #[derive(serde::Deserialize)]
     struct Head {
         format: Option<serde_json::Value>,
     }
-    let Ok(f) = crate::files::open_regular(&dir.join(MANIFEST_FILE)) else {
-        return false;
-    };
-    let mut bytes = Vec::new();
-    if f.take(crate::manifest::MAX_MANIFEST_LEN)
-        .read_to_end(&mut bytes)
-        .is_err()
-    {
-        return has_bsa_files(dir);
-    }
-    match serde_json::from_slice::<Head>(&bytes) {
-        Ok(h) => h.format.as_ref().and_then(|f| f.as_str()) == Some(crate::manifest::FORMAT_NAME),
-        Err(_) => has_bsa_files(dir),
+    match crate::files::read_manifest_bytes(dir) {
+        Ok((_, bytes)) => match serde_json::from_slice::<Head>(&bytes) {
+            Ok(h) => matches!(h.format, Some(serde_json::Value::String(f))
+                if f == crate::manifest::FORMAT_NAME),
+            Err(_) => has_bsa_files(dir),
+        },
+        Err(_) => dir.join(MANIFEST_FILE).is_file() && has_bsa_files(dir),
     }
 }
 
