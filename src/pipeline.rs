@@ -207,6 +207,9 @@ pub fn build_index_notifying(
             let d = data.as_ref().ok_or_else(|| {
                 Error::InvalidArgument("building from a model needs the float data".into())
             })?;
+            if d.nrows() == 0 {
+                return Err(nothing_to_index());
+            }
             if d.ncols() != model.config.dim {
                 return Err(Error::DimMismatch {
                     what: "dimension of the data (the model's input dimension)".into(),
@@ -223,7 +226,10 @@ pub fn build_index_notifying(
             (model.config.bits, words, d.nrows())
         }
         BuildSource::Codes { bytes, rows, bits } => {
-            if rows == 0 || bytes.len() % rows != 0 {
+            if rows == 0 {
+                return Err(nothing_to_index());
+            }
+            if bytes.len() % rows != 0 {
                 return Err(Error::InvalidArgument(format!(
                     "{} bytes are not {rows} whole codes",
                     bytes.len()
@@ -233,7 +239,8 @@ pub fn build_index_notifying(
             let bits = bits.unwrap_or(cols * 8);
             if bits.div_ceil(8) != cols {
                 return Err(Error::InvalidArgument(format!(
-                    "{cols} bytes per code cannot hold {bits}-bit codes; give bits between {} and {}",
+                    "{cols} bytes per code cannot hold {bits}-bit codes; the bits per code must be \
+                     between {} and {}",
                     cols.saturating_sub(1) * 8 + 1,
                     cols * 8
                 )));
@@ -269,7 +276,9 @@ pub fn build_index_notifying(
         r.inverted != Some(false) && bits <= max_bits && r.inverted.unwrap_or(auto_inverted);
     if r.bitmaps == Some(true) && !inverted {
         return Err(Error::InvalidArgument(
-            "bitmaps store the posting lists as bitmaps: they need posting lists".into(),
+            "bitmap lists (--bitmaps; bitmaps=True in Python) store the posting lists as \
+             bitmaps: ask for posting lists too (--inverted; inverted=True)"
+                .into(),
         ));
     }
     let set_bits: u64 = codes.iter().map(|x| u64::from(x.count_ones())).sum();
@@ -328,6 +337,10 @@ pub fn build_index_notifying(
         inverted,
         bitmaps,
     })
+}
+
+fn nothing_to_index() -> Error {
+    Error::InvalidArgument("0 rows; there is nothing to index".into())
 }
 
 /// The settings `bsa train --preset retrieval` names: binary matching pursuit with N = 4096

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use bsa::pipeline::GraphOn;
-use bsa_index::{pack, HnswParams, IndexBuilder, VectorDtype};
+use bsa::pipeline::{build_index_notifying, BuildRequest, BuildSource, GraphOn};
+use bsa_index::{HnswParams, VectorDtype};
 
 /// Build a search index from embeddings (encoded with a model) or from packed codes.
 ///
@@ -95,16 +95,6 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
-    let graph_on = a.hnsw_on.unwrap_or(if a.model.is_some() {
-        GraphOn::Decoded
-    } else {
-        GraphOn::Codes
-    });
-    if a.hnsw && graph_on != GraphOn::Codes && a.model.is_none() {
-        bail!(
-            "a graph on the decoded codes or the data is searched by --score adc: it needs --model"
-        );
-    }
     super::io::refuse_clobbering(
         &a.out,
         &[
@@ -119,171 +109,85 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         Some(p) => Some(super::io::open_embeddings(p, a.vectors)?),
         None => None,
     };
-    let mut norms: Option<Vec<f32>> = None;
-    // The decoded codes, when the graph is built on them.
-    let mut decoded: Option<(Vec<f32>, usize)> = None;
-    let (bits, codes, n) = match (&a.model, &a.codes) {
-        (Some(model_path), _) => {
-            let model = bsa::io::model::load(model_path)?;
-            let data = data.as_ref().context("--model needs --data")?;
-            data.expect_dim(model.config.dim)?;
-            let active = model.encode_active(data.view());
-            let words = pack::pack_set_bits(&active, model.config.bits)?;
-            norms = Some(model.params.decoded_norms(&active));
-            if a.hnsw && graph_on == GraphOn::Decoded {
-                let xhat = model.params.decode_sparse(&active);
-                decoded = Some((xhat.into_raw_vec_and_offset().0, model.config.dim));
-            }
-            (model.config.bits, words, data.n())
-        }
-        (None, Some(codes_path)) => {
-            if let Some(d) = &a.data {
-                // As bsa::pipeline refuses it: float queries (rescoring) and a graph on the
-                // data both need a model.
-                bail!(
-                    "{}: float data beside --codes is used only with a model (encoded, stored \
-                     for rescoring, the graph built on it); an index of codes alone cannot use \
-                     it: leave the data out, or give --model",
-                    d.display()
-                );
-            }
-            let (n, cols, bytes) = bsa::io::read_u8(codes_path)?;
-            let bits = a.bits.unwrap_or(cols * 8);
-            if bits.div_ceil(8) != cols {
-                bail!(
-                    "{}: {cols} bytes per code cannot hold {bits}-bit codes; pass --bits between {} and {}",
-                    codes_path.display(),
-                    cols.saturating_sub(1) * 8 + 1,
-                    cols * 8
-                );
-            }
-            let words = pack::pack_le_bytes(&bytes, n, cols, bits)
-                .with_context(|| format!("packing {}", codes_path.display()))?;
-            (bits, words, n)
-        }
-        (None, None) => bail!(
+    let model = match &a.model {
+        Some(p) => Some(bsa::io::model::load(p)?),
+        None => None,
+    };
+    let codes = match &a.codes {
+        Some(p) => Some(bsa::io::read_u8(p)?),
+        None => None,
+    };
+    let source = match (&model, &a.model, &codes) {
+        (Some(model), Some(file), _) => BuildSource::Model { model, file },
+        (None, None, Some((rows, _, bytes))) => BuildSource::Codes {
+            bytes,
+            rows: *rows,
+            bits: a.bits,
+        },
+        _ => bail!(
             "give --model M --data X (float embeddings, encoded with the model) or --codes C \
              (packed codes made elsewhere)"
         ),
     };
-    if n == 0 {
-        let input = a.data.as_ref().or(a.codes.as_ref()).expect("one was read");
-        bail!("{}: 0 rows; there is nothing to index", input.display());
-    }
-    if let Some(d) = &data {
-        if d.n() != n {
-            bail!(
-                "{} has {} rows but there are {n} codes",
-                d.path().display(),
-                d.n()
-            );
-        }
-    }
-    let ids = match &a.ids {
-        Some(p) => {
-            let ids = bsa::io::read_u64_ids(p)?;
-            if ids.len() != n {
-                bail!("{}: {} ids for {n} codes", p.display(), ids.len());
-            }
-            Some(ids)
-        }
-        None => None,
-    };
-
-    let (auto_inverted, touched, scan_words) = bsa_index::postings::pays_off(&codes, bits);
-    let inverted = !a.no_inverted
-        && bits <= bsa_index::format::MAX_INVERTED_BITS as usize
-        && (a.inverted || auto_inverted);
-    if a.inverted && bits > bsa_index::format::MAX_INVERTED_BITS as usize {
-        bail!(
-            "--inverted needs codes of at most {} bits, these have {bits}",
-            bsa_index::format::MAX_INVERTED_BITS
-        );
-    }
-    if a.bitmaps && !inverted {
-        bail!("--bitmaps stores the posting lists as bitmaps: it needs posting lists (add --inverted)");
-    }
-    let set_bits: u64 = codes.iter().map(|x| u64::from(x.count_ones())).sum();
-    let bitmaps = inverted
-        && !a.no_bitmaps
-        && (a.bitmaps || bsa_index::bitmaps::worth_storing(n, set_bits, touched));
+    // Every check of the inputs against each other is the library's (one set of rules for the
+    // command line and Python); its errors are put in context here, naming the files.
+    let mut request = BuildRequest::new(source);
+    request.data = data.as_ref().map(|d| d.view());
+    request.data_name = a.data.as_ref().map(|p| p.display().to_string());
+    let ids = a.ids.as_ref().map(bsa::io::read_u64_ids).transpose()?;
+    request.ids = ids.as_deref();
+    request.vectors = a.vectors.then_some(if a.f16 {
+        VectorDtype::F16
+    } else {
+        VectorDtype::F32
+    });
+    request.hnsw = a.hnsw.then_some(HnswParams {
+        max_connections: a.m,
+        ef_construction: a.ef_construction,
+        ef_search: a.ef_search,
+    });
+    request.graph_on = a.hnsw_on;
+    request.inverted = flag(a.inverted, a.no_inverted);
+    request.bitmaps = flag(a.bitmaps, a.no_bitmaps);
+    request.overwrite = a.force;
 
     let pb = super::io::bar(0, a.quiet, "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}");
     pb.set_message("building");
-    let mut builder = IndexBuilder::new(bits, &codes)
-        .overwrite(a.force)
-        .on_wait(|| super::io::say_waiting(&a.out))
-        .progress(|done, total| {
-            pb.set_length(total);
-            pb.set_position(done);
-        })
-        .extra(serde_json::json!({
-            "bsa_version": env!("CARGO_PKG_VERSION"),
-            "source": a.model.as_ref().map(|_| "model").unwrap_or("codes"),
-            "data": a.data.as_ref().map(|p| p.display().to_string()),
-            "graph_on": a.hnsw.then(|| graph_on.name()),
-            "inverted": {
-                "built": inverted,
-                "requested": if a.inverted { "yes" } else if a.no_inverted { "no" } else { "auto" },
-                "expected_postings_per_query": touched,
-                "flat_words_per_query": scan_words,
-                "bitmaps": bitmaps,
-            },
-        }))
-        .inverted(inverted)
-        .bitmaps(Some(bitmaps));
-    if let Some(v) = &norms {
-        builder = builder.norms(v);
-    }
-    if let Some(ids) = &ids {
-        builder = builder.ids(ids);
-    }
-    if let Some(model) = &a.model {
-        builder = builder.model_file(model);
-    }
-    if a.vectors {
-        // `requires = "data"` guarantees data is present.
-        let d = data.as_ref().context("--vectors needs --data")?;
-        builder = builder
-            .vectors(d.as_slice(), d.dim())
-            .vector_dtype(if a.f16 {
-                VectorDtype::F16
-            } else {
-                VectorDtype::F32
-            });
-    }
-    if a.hnsw {
-        builder = builder.hnsw(HnswParams {
-            max_connections: a.m,
-            ef_construction: a.ef_construction,
-            ef_search: a.ef_search,
-        });
-    }
-    if let Some((xhat, dim)) = &decoded {
-        builder = builder.graph_on(xhat, *dim);
-    }
-    if a.hnsw && graph_on == GraphOn::Data {
-        let d = data.as_ref().context("--hnsw-on data needs --data")?;
-        builder = builder.graph_on(d.as_slice(), d.dim());
-    }
-    // The builder checks the ids (unique) and codes against each other: name the inputs.
-    let inputs: Vec<String> = [&a.data, &a.codes, &a.ids]
+    let inputs: Vec<String> = [&a.model, &a.data, &a.codes, &a.ids]
         .into_iter()
         .flatten()
         .map(|p| p.display().to_string())
         .collect();
-    builder
-        .build(&a.out)
-        .with_context(|| format!("building {} from {}", a.out.display(), inputs.join(" and ")))?;
+    let built = build_index_notifying(
+        &request,
+        &a.out,
+        |done, total| {
+            pb.set_length(total);
+            pb.set_position(done);
+        },
+        || super::io::say_waiting(&a.out),
+    )
+    .with_context(|| format!("building {} from {}", a.out.display(), inputs.join(" and ")))?;
     pb.finish_and_clear();
     eprintln!(
-        "bsa: built {} with {n} codes of {bits} bits{}",
+        "bsa: built {} with {} codes of {} bits{}",
         a.out.display(),
-        match (inverted, bitmaps) {
+        built.n,
+        built.bits,
+        match (built.inverted, built.bitmaps) {
             (true, true) => " and posting lists (also as bitmaps)",
             (true, false) => " and posting lists",
             _ => "",
         }
     );
     Ok(())
+}
+
+/// A pair of `--x` / `--no-x` flags: always, never, or the library's choice.
+fn flag(yes: bool, no: bool) -> Option<bool> {
+    match (yes, no) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
 }

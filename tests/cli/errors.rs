@@ -663,7 +663,7 @@ fn messages_name_the_input_at_fault() {
     ])
     .fails_with(&["codes.npy and dup.npy", "id 1 appears more than once"]);
     t.bsa(&["build", "--codes", "none.npy", "--out", "i3"])
-        .fails_with(&["none.npy: 0 rows"]);
+        .fails_with(&["from none.npy", "0 rows; there is nothing to index"]);
     t.bsa(&["build", "--codes", "codes.npy", "--out", "good.npy/idx"])
         .fails_with(&["good.npy is a file, not a directory"]);
     // Float data beside codes: nothing without a model could use it (float queries need one).
