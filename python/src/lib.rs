@@ -1444,17 +1444,17 @@ fn copy_index(index: &Snapshot, dest: &Path, overwrite: bool) -> std::io::Result
     })
 }
 
-/// The ids `rows` new rows get without ids (after the largest id so far), refused when they
-/// would not fit int64, the type searches return ids in: the library allows any u64.
+/// The ids `rows` new rows get without ids ([`Writer::default_ids`]), refused when they would
+/// not fit int64, the type searches return ids in: the library allows any u64.
 fn default_ids(writer: &Writer, rows: usize) -> bsa::Result<Vec<u64>> {
-    let next = writer.manifest().next_id;
-    match next.checked_add(rows as u64) {
-        Some(end) if end <= i64::MAX as u64 + 1 => Ok((next..end).collect()),
-        _ => Err(bsa::Error::InvalidArgument(format!(
-            "the largest id in the index is {}: the {rows} new rows' default ids would not fit \
-             int64 (searches return ids as int64); give their ids",
-            next.saturating_sub(1)
+    let ids = writer.default_ids(rows)?;
+    match ids.last() {
+        Some(&last) if last > i64::MAX as u64 => Err(bsa::Error::InvalidArgument(format!(
+            "the {rows} new rows' default ids would run from {} to {last}, past int64's largest \
+             (searches return ids as int64); give their ids",
+            ids[0]
         ))),
+        _ => Ok(ids),
     }
 }
 

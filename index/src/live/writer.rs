@@ -459,6 +459,33 @@ impl Writer {
         Ok(self.snapshot.as_ref().expect("opened above"))
     }
 
+    /// The ids `rows` new rows added without ids get: the ones after the largest id the index
+    /// has held (deleted ids are not given again). Refused when they would pass `u64::MAX`.
+    ///
+    /// ```
+    /// # use bsa_index::{IndexBuilder, live::Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2, 3]).ids(&[10, 7, 2]).build(&path)?;
+    /// let writer = Writer::open(&path)?;
+    /// assert_eq!(writer.default_ids(2)?, vec![11, 12]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn default_ids(&self, rows: usize) -> Result<Vec<u64>> {
+        let next = self.manifest.next_id;
+        match next.checked_add(rows as u64) {
+            Some(end) => Ok((next..end).collect()),
+            None => Err(Error::InvalidArgument(format!(
+                "{}: no {rows} ids are left after the largest id the index has held ({}{}); \
+                 give the new rows' ids",
+                self.dir.display(),
+                next - 1,
+                // `next_id` saturates: at u64::MAX the largest id is u64::MAX - 1 or u64::MAX.
+                if next == u64::MAX { " or more" } else { "" }
+            ))),
+        }
+    }
+
     /// Adds `rows` as a new segment. Ids (given, or following the largest id so far) must not
     /// be live in the index unless `upsert`, which deletes the rows holding them in the same
     /// commit. The segment holds what the index's template asks for (vectors, norms, posting
@@ -523,7 +550,6 @@ impl Writer {
             )));
         }
         let n = rows.codes.len() / w;
-        let next_id = self.manifest.next_id;
         let ids: Vec<u64> = match rows.ids {
             Some(ids) if ids.len() != n => {
                 return Err(Error::DimMismatch {
@@ -533,17 +559,7 @@ impl Writer {
                 })
             }
             Some(ids) => ids.to_vec(),
-            None => match next_id.checked_add(n as u64) {
-                Some(end) => (next_id..end).collect(),
-                None => {
-                    return Err(Error::InvalidArgument(format!(
-                        "{}: no {n} ids are left after the largest id in the index ({}); \
-                         give the new rows' ids",
-                        self.dir.display(),
-                        next_id.saturating_sub(1)
-                    )))
-                }
-            },
+            None => self.default_ids(n)?,
         };
         let t = self.manifest.template.clone();
         let need = |what: &str, have: bool, want: bool| -> Result<()> {
