@@ -37,6 +37,11 @@ class Model:
         """Loads a model file written by ``Model.save`` or ``bsa train``."""
     def save(self, path: _Path) -> None:
         """Writes the model as a safetensors file (the same file as ``bsa train``)."""
+    def to_bytes(self) -> bytes:
+        """The model file's bytes (what ``save`` writes); pickling uses them."""
+    @staticmethod
+    def from_bytes(data: bytes) -> Model:
+        """Reads a model from the bytes of a model file, with the checks of ``load``."""
     def encode(self, x: _Floats, *, threads: Optional[int] = None) -> npt.NDArray[np.uint8]:
         """Packed codes of the rows of ``x``: uint8 (n, ceil(bits / 8)), little bit order."""
     def decode(self, codes: _Codes) -> npt.NDArray[np.float32]:

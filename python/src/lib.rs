@@ -27,6 +27,7 @@ use pyo3::exceptions::{
     PyRuntimeError, PyTypeError, PyUserWarning, PyValueError,
 };
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 pyo3::create_exception!(
     bsa,
@@ -374,6 +375,42 @@ impl Model {
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         py.detach(|| bsa::io::model::save(&path, &self.inner, &self.training))
             .map_err(py_err)
+    }
+
+    /// The model file's bytes (what :meth:`save` writes), e.g. to keep a model in a database;
+    /// :meth:`from_bytes` reads them back. Pickling (``pickle``, ``multiprocessing``) uses them.
+    ///
+    /// Example: ``same = bsa.Model.from_bytes(model.to_bytes())``
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = py
+            .detach(|| bsa::io::model::to_bytes(&self.inner, &self.training))
+            .map_err(py_err)?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// Reads a model from the bytes of a model file (:meth:`to_bytes`, or a file's contents),
+    /// with the checks of :meth:`load`.
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Model> {
+        let (model, training) = py
+            .detach(|| {
+                let m = bsa::io::model::from_bytes(data, "<bytes>")?;
+                Ok::<_, bsa::Error>((m, bsa::io::model::training_info_from_bytes(data, "<bytes>")?))
+            })
+            .map_err(py_err)?;
+        Ok(Model {
+            inner: Arc::new(FrozenModel::new(model)),
+            training,
+        })
+    }
+
+    /// Pickling: a model travels as its file's bytes.
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyBytes>,))> {
+        let from_bytes = py.get_type::<Model>().getattr("from_bytes")?;
+        Ok((from_bytes, (self.to_bytes(py)?,)))
     }
 
     /// The codes of the rows of ``x`` (float, n x dim): uint8, n x ceil(bits / 8), bit j of a

@@ -105,6 +105,19 @@ def test_model_encode_decode_eval_equal_cli(work, queries):
     assert abs((1 - cos).mean() - cli["reconstruction_loss"]) < 1e-5
 
 
+def test_model_bytes_and_pickle_are_the_file(work, queries):
+    import pickle
+
+    path = work / "model.safetensors"
+    model = bsa.Model.load(path)
+    # The bytes are the file bsa train wrote (bsa writes a model's bytes deterministically).
+    assert model.to_bytes() == path.read_bytes()
+    for again in (bsa.Model.from_bytes(path.read_bytes()), pickle.loads(pickle.dumps(model))):
+        assert (again.bits, again.k, again.dim, again.method) == (model.bits, model.k, model.dim, model.method)
+        np.testing.assert_array_equal(again.encode(queries), model.encode(queries))
+        assert again.to_bytes() == model.to_bytes()
+
+
 def test_train_equals_cli(work, base):
     """The same settings and threads give the same model from Python as from `bsa train`."""
     model = bsa.train(base, method="pursuit", bits=512, k=16, rounds=2, threads=2, progress=False)

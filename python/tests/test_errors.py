@@ -207,6 +207,11 @@ def test_corrupt_or_missing_index(work, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(bsa.FormatError, match="not a safetensors model file"):
         bsa.Model.load(tmp_path / "model.safetensors")
+    with pytest.raises(bsa.FormatError, match="<bytes>: not a safetensors model file"):
+        bsa.Model.from_bytes(b"garbage")
+    truncated = (work / "model.safetensors").read_bytes()[:-4]
+    with pytest.raises(bsa.FormatError, match="<bytes>"):
+        bsa.Model.from_bytes(truncated)
 
 
 def test_overwrite_replaces_only_an_index(work, tmp_path):

@@ -41,6 +41,32 @@ pub fn save(
     training: &serde_json::Value,
 ) -> Result<()> {
     let path = path.as_ref();
+    let buf = to_bytes_named(path, model, training)?;
+    super::file::write_atomic(path, |w| std::io::Write::write_all(w, &buf))
+}
+
+/// The bytes [`save`] writes: a model file in memory (e.g. to send a model to another process).
+///
+/// ```
+/// use bsa::baselines::BaselineParams;
+/// use bsa::model::Method;
+/// let x = ndarray::Array2::from_shape_fn((64, 8), |(i, j)| ((i * 7 + j * 3) % 11) as f32 - 5.0);
+/// let (model, _) = BaselineParams::new(Method::Lsh, 16).fit(x.view())?;
+/// let bytes = bsa::io::model::to_bytes(&model, &serde_json::Value::Null)?;
+/// let again = bsa::io::model::from_bytes(&bytes, "<memory>")?;
+/// assert_eq!(again.params.we, model.params.we);
+/// # Ok::<(), bsa::Error>(())
+/// ```
+pub fn to_bytes(model: &Autoencoder, training: &serde_json::Value) -> Result<Vec<u8>> {
+    to_bytes_named(Path::new("<memory>"), model, training)
+}
+
+/// [`to_bytes`], naming `path` in errors.
+fn to_bytes_named(
+    path: &Path,
+    model: &Autoencoder,
+    training: &serde_json::Value,
+) -> Result<Vec<u8>> {
     let p = &model.params;
     let c = &model.config;
     let (n, d) = (c.bits, c.dim);
@@ -80,9 +106,8 @@ pub fn save(
     .collect();
     let buf = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::format(path, format!("cannot serialise the model: {e}")))?;
-    let buf = sorted_header(buf)
-        .map_err(|e| Error::format(path, format!("cannot serialise the model header: {e}")))?;
-    super::file::write_atomic(path, |w| std::io::Write::write_all(w, &buf))
+    sorted_header(buf)
+        .map_err(|e| Error::format(path, format!("cannot serialise the model header: {e}")))
 }
 
 /// Rewrites a serialised safetensors buffer with the keys of its JSON header in sorted order.
@@ -118,8 +143,15 @@ fn sorted_header(buf: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
 pub fn load(path: impl AsRef<Path>) -> Result<Autoencoder> {
     let path = path.as_ref();
     let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    from_bytes(&buf, path)
+}
+
+/// Reads a model from the bytes of a model file ([`to_bytes`]), with [`load`]'s checks; `name`
+/// is what errors call it.
+pub fn from_bytes(buf: &[u8], name: impl AsRef<Path>) -> Result<Autoencoder> {
+    let path = name.as_ref();
     let bad = |detail: String| Error::format(path, detail);
-    let (_, header) = SafeTensors::read_metadata(&buf).map_err(|e| {
+    let (_, header) = SafeTensors::read_metadata(buf).map_err(|e| {
         bad(format!(
             "not a safetensors model file ({e}): it is truncated, damaged or another kind of file; retrain it with `bsa train` or copy it again"
         ))
@@ -157,8 +189,8 @@ pub fn load(path: impl AsRef<Path>) -> Result<Autoencoder> {
     config
         .validate()
         .map_err(|e| bad(format!("bad model settings: {e}")))?;
-    let st = SafeTensors::deserialize(&buf)
-        .map_err(|e| bad(format!("corrupt safetensors data: {e}")))?;
+    let st =
+        SafeTensors::deserialize(buf).map_err(|e| bad(format!("corrupt safetensors data: {e}")))?;
     let (n, d) = (config.bits, config.dim);
     let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
         let t = st
@@ -206,7 +238,13 @@ pub fn load(path: impl AsRef<Path>) -> Result<Autoencoder> {
 pub fn training_info(path: impl AsRef<Path>) -> Result<serde_json::Value> {
     let path = path.as_ref();
     let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (_, header) = SafeTensors::read_metadata(&buf)
+    training_info_from_bytes(&buf, path)
+}
+
+/// [`training_info`] of the bytes of a model file; `name` is what errors call it.
+pub fn training_info_from_bytes(buf: &[u8], name: impl AsRef<Path>) -> Result<serde_json::Value> {
+    let path = name.as_ref();
+    let (_, header) = SafeTensors::read_metadata(buf)
         .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
     Ok(header
         .metadata()
