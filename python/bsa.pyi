@@ -74,19 +74,22 @@ def train(
     seed: int = 0,
     threads: Optional[int] = None,
     progress: bool = True,
-    epochs: int = 10,
-    batch: int = 1024,
-    lr: float = 1e-3,
-    alpha: float = 1.0,
-    loss: Literal["cosine", "mse"] = "cosine",
-    target: Literal["khot", "masked"] = "khot",
-    val_fraction: float = 0.05,
-    rounds: int = 6,
-    ridge: float = 1e-3,
-    fit_rows: Optional[int] = None,
-    itq_iterations: Optional[int] = None,
+    epochs: Optional[int] = None,  # bsa, topk: 10
+    batch: Optional[int] = None,  # bsa, topk: 1024
+    lr: Optional[float] = None,  # bsa, topk: 1e-3
+    alpha: Optional[float] = None,  # bsa, topk: 1.0
+    loss: Optional[Literal["cosine", "mse"]] = None,  # bsa, topk: "cosine"
+    target: Optional[Literal["khot", "masked"]] = None,  # bsa, topk: "khot"
+    val_fraction: Optional[float] = None,  # bsa, topk: 0.05
+    rounds: Optional[int] = None,  # pursuit: 6
+    ridge: Optional[float] = None,  # pursuit: 1e-3
+    fit_rows: Optional[int] = None,  # sign, lsh, itq: 20,000; pursuit: every row
+    itq_iterations: Optional[int] = None,  # itq: 50
 ) -> Model:
     """Trains a model on the rows of ``x`` (as ``bsa train``); the GIL is released.
+
+    A setting the method does not use (e.g. ``epochs`` with ``method="itq"``) raises
+    ``ValueError``; a setting left out takes the default in the comment beside it.
 
     Example::
 

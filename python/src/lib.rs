@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use bsa::baselines::{BaselineParams, DEFAULT_FIT_ROWS, DEFAULT_ITQ_ITERATIONS};
+use bsa::baselines::BaselineParams;
 use bsa::live::AddSource;
 use bsa::model::{Autoencoder, FrozenModel, LossKind, Method, Target};
 use bsa::pipeline::{build_index_notifying, BuildRequest, BuildSource, GraphOn};
@@ -547,6 +547,9 @@ impl Model {
 ///   sign); ``fit_rows`` and ``itq_iterations`` apply.
 /// - ``method="pursuit"``: as the preset with explicit ``bits`` and ``k``.
 ///
+/// A setting the method does not use raises ``ValueError`` (the model would not be what was
+/// asked); settings left out take ``bsa train``'s defaults.
+///
 /// The same as ``bsa train`` with the same settings. ``threads`` (default all cores) sizes
 /// both the thread pool and OpenBLAS; ``progress`` prints a line per epoch or round on
 /// ``sys.stderr``. The GIL is released while training; fits from several Python threads run
@@ -560,8 +563,8 @@ impl Model {
 #[pyfunction]
 #[pyo3(signature = (
     x, preset=None, *, method=None, bits=None, k=None, seed=0, threads=None, progress=true,
-    epochs=10, batch=1024, lr=1e-3, alpha=1.0, loss="cosine", target="khot", val_fraction=0.05,
-    rounds=6, ridge=1e-3, fit_rows=None, itq_iterations=None
+    epochs=None, batch=None, lr=None, alpha=None, loss=None, target=None, val_fraction=None,
+    rounds=None, ridge=None, fit_rows=None, itq_iterations=None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn train(
@@ -573,30 +576,44 @@ fn train(
     seed: i128,
     threads: Option<i64>,
     progress: bool,
-    epochs: i64,
-    batch: i64,
-    lr: f64,
-    alpha: f64,
-    loss: &str,
-    target: &str,
-    val_fraction: f64,
-    rounds: i64,
-    ridge: f64,
+    epochs: Option<i64>,
+    batch: Option<i64>,
+    lr: Option<f64>,
+    alpha: Option<f64>,
+    loss: Option<&str>,
+    target: Option<&str>,
+    val_fraction: Option<f64>,
+    rounds: Option<i64>,
+    ridge: Option<f64>,
     fit_rows: Option<i64>,
     itq_iterations: Option<i64>,
 ) -> PyResult<Model> {
     let py = x.py();
     let seed = u64::try_from(seed)
         .map_err(|_| PyValueError::new_err(format!("seed must be in 0..2**64, got {seed}")))?;
-    let bits = positive("bits", bits)?;
-    let k = positive("k", k)?;
-    let threads = positive("threads", threads)?;
-    let epochs = positive("epochs", Some(epochs))?.unwrap_or(1);
-    let batch = positive("batch", Some(batch))?.unwrap_or(1);
-    let rounds = positive("rounds", Some(rounds))?.unwrap_or(1);
-    let fit_rows = positive("fit_rows", fit_rows)?;
-    let itq_iterations = positive("itq_iterations", itq_iterations)?;
     let arg = |name: &str, e: String| PyValueError::new_err(format!("{name}: {e}"));
+    let options = FitOptions {
+        bits: positive("bits", bits)?,
+        k: positive("k", k)?,
+        seed,
+        progress,
+        epochs: positive("epochs", epochs)?,
+        batch: positive("batch", batch)?,
+        lr,
+        alpha,
+        loss: loss
+            .map(|l| l.parse::<LossKind>().map_err(|e| arg("loss", bare(e))))
+            .transpose()?,
+        target: target
+            .map(|t| t.parse::<Target>().map_err(|e| arg("target", bare(e))))
+            .transpose()?,
+        val_fraction,
+        rounds: positive("rounds", rounds)?,
+        ridge,
+        fit_rows: positive("fit_rows", fit_rows)?,
+        itq_iterations: positive("itq_iterations", itq_iterations)?,
+    };
+    let threads = positive("threads", threads)?;
     let method: Method = match (preset, method) {
         (Some(_), Some(_)) => {
             return Err(PyValueError::new_err(
@@ -614,33 +631,13 @@ fn train(
             .parse()
             .map_err(|e: bsa::Error| arg("method", bare(e)))?,
     };
+    options.refuse_unused(method)?;
     let x = float32_matrix(as_array(x, "x")?, "x")?;
     let x = x.readonly();
     let xv = view2(&x);
     let (n, dim) = xv.dim();
     let fit = || -> bsa::Result<(Autoencoder, serde_json::Value)> {
-        with_blas_threads(threads, || {
-            fit_model(
-                xv,
-                preset,
-                method,
-                bits,
-                k,
-                seed,
-                progress,
-                epochs,
-                batch,
-                lr,
-                alpha,
-                loss,
-                target,
-                val_fraction,
-                rounds,
-                ridge,
-                fit_rows,
-                itq_iterations,
-            )
-        })
+        with_blas_threads(threads, || fit_model(xv, preset, method, &options))
     };
     let (model, report) = without_gil(py, threads, fit)?;
     // What `bsa train` saves as the model's `training` metadata, with Python as the data.
@@ -664,34 +661,81 @@ fn bare(e: bsa::Error) -> String {
     }
 }
 
-/// The fit behind [`train`], without the GIL: the same three paths as `bsa train` (gradient
-/// descent, closed-form baselines, pursuit). Returns the model and its training metadata.
-#[allow(clippy::too_many_arguments)]
-fn fit_model(
-    x: ArrayView2<f32>,
-    preset: Option<&str>,
-    method: Method,
+/// [`train`]'s settings; `None` where not given (the library's defaults apply).
+struct FitOptions {
     bits: Option<usize>,
     k: Option<usize>,
     seed: u64,
     progress: bool,
-    epochs: usize,
-    batch: usize,
-    lr: f64,
-    alpha: f64,
-    loss: &str,
-    target: &str,
-    val_fraction: f64,
-    rounds: usize,
-    ridge: f64,
+    epochs: Option<usize>,
+    batch: Option<usize>,
+    lr: Option<f64>,
+    alpha: Option<f64>,
+    loss: Option<LossKind>,
+    target: Option<Target>,
+    val_fraction: Option<f64>,
+    rounds: Option<usize>,
+    ridge: Option<f64>,
     fit_rows: Option<usize>,
     itq_iterations: Option<usize>,
+}
+
+impl FitOptions {
+    /// Refuses settings `method` would ignore: the model would not be what was asked.
+    fn refuse_unused(&self, method: Method) -> PyResult<()> {
+        let given = [
+            ("epochs", self.epochs.is_some()),
+            ("batch", self.batch.is_some()),
+            ("lr", self.lr.is_some()),
+            ("alpha", self.alpha.is_some()),
+            ("loss", self.loss.is_some()),
+            ("target", self.target.is_some()),
+            ("val_fraction", self.val_fraction.is_some()),
+            ("rounds", self.rounds.is_some()),
+            ("ridge", self.ridge.is_some()),
+            ("fit_rows", self.fit_rows.is_some()),
+            ("itq_iterations", self.itq_iterations.is_some()),
+        ];
+        let applies = |name: &str| match method {
+            Method::Bsa | Method::Topk => matches!(
+                name,
+                "epochs" | "batch" | "lr" | "alpha" | "loss" | "target" | "val_fraction"
+            ),
+            Method::Pursuit => matches!(name, "rounds" | "ridge" | "fit_rows"),
+            Method::Itq => matches!(name, "fit_rows" | "itq_iterations"),
+            Method::Sign | Method::Lsh => name == "fit_rows",
+        };
+        let unused: Vec<&str> = given
+            .iter()
+            .filter(|&&(name, is_given)| is_given && !applies(name))
+            .map(|&(name, _)| name)
+            .collect();
+        if unused.is_empty() {
+            return Ok(());
+        }
+        Err(PyValueError::new_err(format!(
+            "method {method} does not use {}: leave {} out (epochs, batch, lr, alpha, loss, \
+             target and val_fraction train bsa and topk; rounds and ridge pursuit; \
+             itq_iterations itq; fit_rows the closed-form methods and pursuit)",
+            unused.join(", "),
+            if unused.len() == 1 { "it" } else { "them" }
+        )))
+    }
+}
+
+/// The fit behind [`train`], without the GIL: the same three paths as `bsa train` (gradient
+/// descent, closed-form baselines, pursuit). Returns the model and its training metadata.
+fn fit_model(
+    x: ArrayView2<f32>,
+    preset: Option<&str>,
+    method: Method,
+    o: &FitOptions,
 ) -> bsa::Result<(Autoencoder, serde_json::Value)> {
     let dim = x.ncols();
     let arg = |e: String| bsa::Error::InvalidArgument(e);
     if method == Method::Pursuit {
         check_rows("x", x, true)?;
-        let mut params = match (preset, bits, k) {
+        let mut params = match (preset, o.bits, o.k) {
             (Some(_), b, k) => bsa::pipeline::retrieval_preset(b, k),
             (None, Some(b), Some(k)) => bsa::pursuit::PursuitParams::new(b, k),
             _ => {
@@ -700,12 +744,12 @@ fn fit_model(
                 ))
             }
         };
-        params.rounds = rounds;
-        params.ridge = ridge;
-        params.seed = seed;
-        params.fit_rows = fit_rows;
+        params.rounds = o.rounds.unwrap_or(params.rounds);
+        params.ridge = o.ridge.unwrap_or(params.ridge);
+        params.seed = o.seed;
+        params.fit_rows = o.fit_rows;
         let (dictionary, history) = params.fit(x, &mut |r| {
-            if progress {
+            if o.progress {
                 progress_line(format!(
                     "bsa: round {:>2}: reconstruction {:.4}, {} dead atoms re-seeded, {:.1}s",
                     r.round, r.reconstruction_loss, r.dead_atoms_reseeded, r.seconds
@@ -720,18 +764,18 @@ fn fit_model(
     }
     if method.is_baseline() {
         check_rows("x", x, true)?;
-        let bits = match (method, bits) {
+        let bits = match (method, o.bits) {
             (_, Some(b)) => b,
             (Method::Sign, None) => dim,
             (m, None) => return Err(arg(format!("method {m} needs bits"))),
         };
         let mut params = BaselineParams::new(method, bits);
-        if let Some(k) = k {
+        if let Some(k) = o.k {
             params.k = k;
         }
-        params.seed = seed;
-        params.fit_rows = fit_rows.unwrap_or(DEFAULT_FIT_ROWS);
-        params.itq_iterations = itq_iterations.unwrap_or(DEFAULT_ITQ_ITERATIONS);
+        params.seed = o.seed;
+        params.fit_rows = o.fit_rows.unwrap_or(params.fit_rows);
+        params.itq_iterations = o.itq_iterations.unwrap_or(params.itq_iterations);
         params.validate(dim)?;
         let (model, report) = params.fit(x)?;
         let info = serde_json::json!({
@@ -743,27 +787,23 @@ fn fit_model(
         });
         return Ok((model, info));
     }
-    let (Some(bits), Some(k)) = (bits, k) else {
+    let (Some(bits), Some(k)) = (o.bits, o.k) else {
         return Err(arg(format!("method {method} needs bits and k")));
     };
     let mut params = TrainParams::new(bits, k);
     params.method = method;
-    params.loss = loss
-        .parse::<LossKind>()
-        .map_err(|e| arg(format!("loss: {}", bare(e))))?;
-    params.target = target
-        .parse::<Target>()
-        .map_err(|e| arg(format!("target: {}", bare(e))))?;
-    params.alpha = alpha;
-    params.epochs = epochs;
-    params.batch = batch;
-    params.lr = lr;
-    params.seed = seed;
-    params.val_fraction = val_fraction;
+    params.loss = o.loss.unwrap_or(params.loss);
+    params.target = o.target.unwrap_or(params.target);
+    params.alpha = o.alpha.unwrap_or(params.alpha);
+    params.epochs = o.epochs.unwrap_or(params.epochs);
+    params.batch = o.batch.unwrap_or(params.batch);
+    params.lr = o.lr.unwrap_or(params.lr);
+    params.seed = o.seed;
+    params.val_fraction = o.val_fraction.unwrap_or(params.val_fraction);
     check_rows("x", x, params.loss == LossKind::Cosine)?;
     params.validate(x.nrows(), dim)?;
     let (model, report) = params.fit(x, &mut |p| {
-        if let (true, Progress::Epoch(e)) = (progress, p) {
+        if let (true, Progress::Epoch(e)) = (o.progress, p) {
             let val = e
                 .validation
                 .map(|v| format!(", validation loss {:.4}", v.loss))

@@ -190,6 +190,22 @@ def test_numeric_options_are_named(model, queries):
     assert str(e.value).count("invalid argument") <= 1 and "loss: unknown" in str(e.value)
 
 
+def test_settings_the_method_does_not_use_are_refused(queries):
+    x = queries[:200]
+    for method, extra in [("itq", dict(epochs=3, lr=0.1)), ("sign", dict(rounds=2)),
+                          ("pursuit", dict(itq_iterations=5)), ("bsa", dict(ridge=0.1))]:
+        kw = dict(bits=16, k=4) if method in ("pursuit", "bsa") else {}
+        with pytest.raises(ValueError, match=f"method {method} does not use {', '.join(extra)}"):
+            bsa.train(x, method=method, progress=False, **kw, **extra)
+    with pytest.raises(ValueError, match="does not use epochs"):
+        bsa.train(x, "retrieval", bits=16, k=4, epochs=2, progress=False)
+    # Settings a method uses are taken, and what is left out is the CLI's default.
+    m = bsa.train(x, method="itq", bits=16, fit_rows=100, itq_iterations=3, progress=False)
+    assert m.training["settings"]["fit_rows"] == 100 and m.training["settings"]["itq_iterations"] == 3
+    m = bsa.train(x, bits=16, k=4, epochs=1, progress=False)
+    assert (m.training["settings"]["epochs"], m.training["settings"]["batch"]) == (1, 1024)
+
+
 def test_corrupt_or_missing_index(work, tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such-index"):
         bsa.Index.open(tmp_path / "no-such-index")
