@@ -46,12 +46,24 @@ enum Command {
     Demo(demo::Args),
 }
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// The arguments of the subcommand in `matches` given on the command line (not defaults), by
+/// their ids (field names).
+fn given_flags(matches: &clap::ArgMatches) -> Vec<String> {
+    let Some((_, sub)) = matches.subcommand() else {
+        return Vec::new();
+    };
+    sub.ids()
+        .filter(|id| sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|id| id.to_string())
+        .collect()
+}
+
+/// Runs the parsed command line (`matches`: what was parsed, to tell flags given from defaults).
+pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
     // A bad BSA_KERNEL fails every command at once, not a long `bench` at its first search.
     bsa_index::KernelFamily::from_env()?;
     match cli.command {
-        Command::Train(a) => train::run(&a),
+        Command::Train(a) => train::run(&a, &given_flags(matches)),
         Command::Encode(a) => encode::run(&a),
         Command::Eval(a) => eval::run(&a),
         Command::Build(a) => build::run(&a),

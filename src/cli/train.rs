@@ -17,9 +17,12 @@ use serde_json::json;
 ///   bsa train --data base.npy --method itq --bits 256 --out itq.safetensors
 ///   bsa train --data base.npy --method sign --out sign.safetensors
 ///
-/// The baselines sign, lsh and itq are fitted in closed form (no epochs): --loss, --alpha,
-/// --target, --epochs, --batch, --lr, --val-fraction and --decoder-path do not apply to them.
-/// Their decoder is a ridge least-squares fit from the codes, on at most --fit-rows rows.
+/// The baselines sign, lsh and itq are fitted in closed form (no epochs), pursuit by rounds of
+/// encoding and refitting: the gradient flags (--loss, --alpha, --target, --epochs, --batch,
+/// --lr, --val-fraction, --decoder-path and the training aids) apply to bsa and topk only,
+/// --rounds, --ridge and --init to pursuit, --itq-iterations to itq, --fit-rows to the others;
+/// a flag the method does not read is refused. The baselines' decoder is a ridge least-squares
+/// fit from the codes, on at most --fit-rows rows.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -155,16 +158,93 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-pub fn run(a: &Args) -> anyhow::Result<()> {
+/// Flags that only the gradient-trained methods (bsa, topk) read.
+const GRADIENT_FLAGS: &[&str] = &[
+    "loss",
+    "alpha",
+    "target",
+    "epochs",
+    "batch",
+    "lr",
+    "val_fraction",
+    "decoder_path",
+    "schedule",
+    "warmup_epochs",
+    "final_lr_fraction",
+    "monitor",
+    "patience",
+    "monitor_max_active",
+    "probe_queries",
+    "quantile_bias_init",
+    "rebalance_bits",
+    "max_bit_freq",
+    "neighbour_weight",
+    "neighbour_rows",
+];
+
+/// Refuses flags given on the command line (`given`, by field name) that `method` would ignore:
+/// the model would not be what was asked.
+fn refuse_unused(method: Method, given: &[String]) {
+    // The methods that read each method-specific flag.
+    let readers = |flag: &str| -> Option<&'static str> {
+        if GRADIENT_FLAGS.contains(&flag) {
+            return Some("--method bsa and topk");
+        }
+        match flag {
+            "rounds" | "ridge" | "init" => Some("--method pursuit and --preset retrieval"),
+            "fit_rows" => Some("--method sign, lsh, itq and pursuit"),
+            "itq_iterations" => Some("--method itq"),
+            _ => None,
+        }
+    };
+    let applies = |flag: &str| match flag {
+        "rounds" | "ridge" | "init" => method == Method::Pursuit,
+        "fit_rows" => !matches!(method, Method::Bsa | Method::Topk),
+        "itq_iterations" => method == Method::Itq,
+        f => !GRADIENT_FLAGS.contains(&f) || matches!(method, Method::Bsa | Method::Topk),
+    };
+    let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
+    for flag in given.iter().filter(|f| !applies(f)) {
+        let who = readers(flag).unwrap_or("other methods");
+        let name = format!("--{}", flag.replace('_', "-"));
+        match groups.iter_mut().find(|(w, _)| *w == who) {
+            Some((_, flags)) => flags.push(name),
+            None => groups.push((who, vec![name])),
+        }
+    }
+    if groups.is_empty() {
+        return;
+    }
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(who, flags)| format!("{} (read by {who})", flags.join(", ")))
+        .collect();
+    clap::Error::raw(
+        clap::error::ErrorKind::ArgumentConflict,
+        format!(
+            "--method {method} does not read {}: leave them out\n",
+            parts.join("; ")
+        ),
+    )
+    .exit()
+}
+
+/// `given`: the flags given on the command line, by field name (defaults are not refused).
+pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
+    refuse_unused(
+        if a.preset.is_some() {
+            Method::Pursuit
+        } else {
+            a.method
+        },
+        given,
+    );
     super::io::refuse_clobbering(
         &a.out,
         &[("--data", Some(&a.data)), ("--init", a.init.as_deref())],
     )?;
     if a.preset.is_some() || a.method == Method::Pursuit {
         return run_pursuit(a);
-    }
-    if a.init.is_some() {
-        anyhow::bail!("--init starts a pursuit: it needs --method pursuit (or --preset retrieval)");
     }
     if a.method.is_baseline() {
         return run_baseline(a);

@@ -210,6 +210,47 @@ fn lsh_is_deterministic_and_needs_bits() {
         "m.safetensors",
     ])
     .usage_error(&["--k"]);
+    // Flags the method does not read are refused, naming the methods that read them; their
+    // defaults are not (the flags were not given).
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--data", "x.npy", "--out", "u.safetensors"];
+        args.extend_from_slice(extra);
+        t.bsa(&args)
+    };
+    train(&[
+        "--method", "itq", "--bits", "8", "--epochs", "3", "--lr", "0.1",
+    ])
+    .usage_error(&["--method itq does not read --epochs, --lr (read by --method bsa and topk)"]);
+    train(&["--method", "sign", "--rounds", "2", "--itq-iterations", "3"]).usage_error(&[
+        "--rounds (read by --method pursuit",
+        "--itq-iterations (read by --method itq)",
+    ]);
+    train(&["--bits", "8", "--k", "2", "--fit-rows", "10"])
+        .usage_error(&["--method bsa does not read --fit-rows"]);
+    train(&[
+        "--preset",
+        "retrieval",
+        "--bits",
+        "16",
+        "--k",
+        "2",
+        "--batch",
+        "8",
+    ])
+    .usage_error(&["--method pursuit does not read --batch"]);
+    assert!(!t.exists("u.safetensors"));
+    train(&[
+        "--method",
+        "itq",
+        "--bits",
+        "8",
+        "--fit-rows",
+        "50",
+        "--itq-iterations",
+        "2",
+        "-q",
+    ])
+    .ok();
 }
 
 #[test]

@@ -215,5 +215,6 @@ fn pursuit_warm_starts_from_a_bsa_decoder() {
         "y.safetensors",
         "-q",
     ])
-    .fails_with(&["--init", "--method pursuit"]);
+    .usage_error(&["--init", "--method pursuit"]);
+    assert!(!t.exists("y.safetensors"));
 }
