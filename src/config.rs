@@ -37,6 +37,76 @@ impl Method {
     pub fn is_baseline(self) -> bool {
         matches!(self, Method::Sign | Method::Lsh | Method::Itq)
     }
+
+    /// The methods that read the training setting `name` (a field of
+    /// [`TrainParams`](crate::train::TrainParams), [`PursuitParams`](crate::pursuit::PursuitParams)
+    /// or [`BaselineParams`](crate::baselines::BaselineParams), or `init`, `neighbour_weight`,
+    /// `neighbour_rows`: the command line's names); `None` for settings every method reads
+    /// (`bits`, `k`, `seed`) and names it does not know. The command line and Python refuse a
+    /// setting given to a method that would ignore it.
+    ///
+    /// ```
+    /// use bsa::model::Method;
+    /// assert_eq!(Method::readers("epochs"), Some(&[Method::Bsa, Method::Topk][..]));
+    /// assert!(!Method::readers("rounds").unwrap().contains(&Method::Itq));
+    /// assert_eq!(Method::readers("seed"), None);
+    /// ```
+    pub fn readers(name: &str) -> Option<&'static [Method]> {
+        use Method::*;
+        Some(match name {
+            "loss" | "alpha" | "target" | "epochs" | "batch" | "lr" | "val_fraction"
+            | "decoder_path" | "schedule" | "warmup_epochs" | "final_lr_fraction" | "monitor"
+            | "patience" | "monitor_max_active" | "probe_queries" | "quantile_bias_init"
+            | "rebalance_bits" | "max_bit_freq" | "neighbour_weight" | "neighbour_rows" => {
+                &[Bsa, Topk]
+            }
+            "rounds" | "ridge" | "init" => &[Pursuit],
+            "fit_rows" => &[Sign, Lsh, Itq, Pursuit],
+            "itq_iterations" => &[Itq],
+            _ => return None,
+        })
+    }
+
+    /// `name` is a setting `self` reads ([`readers`](Self::readers)).
+    pub fn reads(self, name: &str) -> bool {
+        Method::readers(name).is_none_or(|r| r.contains(&self))
+    }
+
+    /// The settings of `given` that `self` does not read, each group followed by the methods
+    /// that read it, for an error message (`None` when it reads them all); `show` spells a
+    /// setting's name as the caller's user typed it.
+    ///
+    /// ```
+    /// use bsa::model::Method;
+    /// let text = Method::Itq.unread(&["epochs", "bits", "lr", "rounds"], |s| format!("--{s}"));
+    /// assert_eq!(
+    ///     text.as_deref(),
+    ///     Some("--epochs, --lr (read by bsa, topk); --rounds (read by pursuit)")
+    /// );
+    /// assert_eq!(Method::Itq.unread(&["bits", "fit_rows"], |s| s.to_string()), None);
+    /// ```
+    pub fn unread<S: AsRef<str>>(
+        self,
+        given: &[S],
+        show: impl Fn(&str) -> String,
+    ) -> Option<String> {
+        let mut groups: Vec<(&[Method], Vec<String>)> = Vec::new();
+        for name in given.iter().map(AsRef::as_ref).filter(|n| !self.reads(n)) {
+            let readers = Method::readers(name).unwrap_or_default();
+            match groups.iter_mut().find(|(r, _)| *r == readers) {
+                Some((_, names)) => names.push(show(name)),
+                None => groups.push((readers, vec![show(name)])),
+            }
+        }
+        let parts: Vec<String> = groups
+            .iter()
+            .map(|(readers, names)| {
+                let methods: Vec<String> = readers.iter().map(|m| m.to_string()).collect();
+                format!("{} (read by {})", names.join(", "), methods.join(", "))
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
 }
 
 /// The distance used in both loss terms.

@@ -696,30 +696,17 @@ impl FitOptions {
             ("fit_rows", self.fit_rows.is_some()),
             ("itq_iterations", self.itq_iterations.is_some()),
         ];
-        let applies = |name: &str| match method {
-            Method::Bsa | Method::Topk => matches!(
-                name,
-                "epochs" | "batch" | "lr" | "alpha" | "loss" | "target" | "val_fraction"
-            ),
-            Method::Pursuit => matches!(name, "rounds" | "ridge" | "fit_rows"),
-            Method::Itq => matches!(name, "fit_rows" | "itq_iterations"),
-            Method::Sign | Method::Lsh => name == "fit_rows",
-        };
-        let unused: Vec<&str> = given
+        let given: Vec<&str> = given
             .iter()
-            .filter(|&&(name, is_given)| is_given && !applies(name))
+            .filter(|&&(_, is_given)| is_given)
             .map(|&(name, _)| name)
             .collect();
-        if unused.is_empty() {
-            return Ok(());
+        match method.unread(&given, str::to_string) {
+            None => Ok(()),
+            Some(unread) => Err(PyValueError::new_err(format!(
+                "method {method} does not use {unread}: leave them out"
+            ))),
         }
-        Err(PyValueError::new_err(format!(
-            "method {method} does not use {}: leave {} out (epochs, batch, lr, alpha, loss, \
-             target and val_fraction train bsa and topk; rounds and ridge pursuit; \
-             itq_iterations itq; fit_rows the closed-form methods and pursuit)",
-            unused.join(", "),
-            if unused.len() == 1 { "it" } else { "them" }
-        )))
     }
 }
 

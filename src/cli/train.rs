@@ -158,75 +158,16 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// Flags that only the gradient-trained methods (bsa, topk) read.
-const GRADIENT_FLAGS: &[&str] = &[
-    "loss",
-    "alpha",
-    "target",
-    "epochs",
-    "batch",
-    "lr",
-    "val_fraction",
-    "decoder_path",
-    "schedule",
-    "warmup_epochs",
-    "final_lr_fraction",
-    "monitor",
-    "patience",
-    "monitor_max_active",
-    "probe_queries",
-    "quantile_bias_init",
-    "rebalance_bits",
-    "max_bit_freq",
-    "neighbour_weight",
-    "neighbour_rows",
-];
-
-/// Refuses flags given on the command line (`given`, by field name) that `method` would ignore:
-/// the model would not be what was asked.
+/// Refuses flags given on the command line (`given`, by field name) that `method` would ignore
+/// ([`Method::reads`]): the model would not be what was asked.
 fn refuse_unused(method: Method, given: &[String]) {
-    // The methods that read each method-specific flag.
-    let readers = |flag: &str| -> Option<&'static str> {
-        if GRADIENT_FLAGS.contains(&flag) {
-            return Some("--method bsa and topk");
-        }
-        match flag {
-            "rounds" | "ridge" | "init" => Some("--method pursuit and --preset retrieval"),
-            "fit_rows" => Some("--method sign, lsh, itq and pursuit"),
-            "itq_iterations" => Some("--method itq"),
-            _ => None,
-        }
-    };
-    let applies = |flag: &str| match flag {
-        "rounds" | "ridge" | "init" => method == Method::Pursuit,
-        "fit_rows" => !matches!(method, Method::Bsa | Method::Topk),
-        "itq_iterations" => method == Method::Itq,
-        f => !GRADIENT_FLAGS.contains(&f) || matches!(method, Method::Bsa | Method::Topk),
-    };
-    let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
-    for flag in given.iter().filter(|f| !applies(f)) {
-        let who = readers(flag).unwrap_or("other methods");
-        let name = format!("--{}", flag.replace('_', "-"));
-        match groups.iter_mut().find(|(w, _)| *w == who) {
-            Some((_, flags)) => flags.push(name),
-            None => groups.push((who, vec![name])),
-        }
+    if let Some(unread) = method.unread(given, |f| format!("--{}", f.replace('_', "-"))) {
+        clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!("--method {method} does not read {unread}: leave them out\n"),
+        )
+        .exit()
     }
-    if groups.is_empty() {
-        return;
-    }
-    let parts: Vec<String> = groups
-        .iter()
-        .map(|(who, flags)| format!("{} (read by {who})", flags.join(", ")))
-        .collect();
-    clap::Error::raw(
-        clap::error::ErrorKind::ArgumentConflict,
-        format!(
-            "--method {method} does not read {}: leave them out\n",
-            parts.join("; ")
-        ),
-    )
-    .exit()
 }
 
 /// `given`: the flags given on the command line, by field name (defaults are not refused).

@@ -220,10 +220,10 @@ fn lsh_is_deterministic_and_needs_bits() {
     train(&[
         "--method", "itq", "--bits", "8", "--epochs", "3", "--lr", "0.1",
     ])
-    .usage_error(&["--method itq does not read --epochs, --lr (read by --method bsa and topk)"]);
+    .usage_error(&["--method itq does not read --epochs, --lr (read by bsa, topk)"]);
     train(&["--method", "sign", "--rounds", "2", "--itq-iterations", "3"]).usage_error(&[
-        "--rounds (read by --method pursuit",
-        "--itq-iterations (read by --method itq)",
+        "--rounds (read by pursuit)",
+        "--itq-iterations (read by itq)",
     ]);
     train(&["--bits", "8", "--k", "2", "--fit-rows", "10"])
         .usage_error(&["--method bsa does not read --fit-rows"]);

@@ -215,6 +215,6 @@ fn pursuit_warm_starts_from_a_bsa_decoder() {
         "y.safetensors",
         "-q",
     ])
-    .usage_error(&["--init", "--method pursuit"]);
+    .usage_error(&["--method bsa does not read --init (read by pursuit)"]);
     assert!(!t.exists("y.safetensors"));
 }
