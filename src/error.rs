@@ -58,6 +58,10 @@ pub enum Error {
     /// on a matrix that is singular or not finite.
     #[error("linear algebra failed: {0}")]
     Linalg(String),
+    /// The caller asked a long computation to stop (e.g. `TrainParams::fit_until`); nothing
+    /// was produced.
+    #[error("stopped before it finished, as asked")]
+    Stopped,
     /// An error from the search index crate.
     #[error(transparent)]
     Index(#[from] bsa_index::Error),

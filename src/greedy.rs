@@ -3,6 +3,7 @@
 //! with it, while the fitting half ([`crate::pursuit`]) builds models and so sits above it; the
 //! items are re-exported there.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
@@ -112,19 +113,21 @@ fn update_and_max(gain: &mut [f32], g_row: &[f32]) -> f32 {
 /// [`crate::deterministic`]: a vector gets the same atoms on every CPU and for every thread count
 /// (base rows in `bsa build` and queries in `bsa search` alike).
 pub fn encode(params: &Params<f32>, k: usize, x: ArrayView2<f32>) -> Vec<Vec<u32>> {
-    encode_with(params, k, x, true)
+    encode_with(params, k, x, true, &AtomicBool::new(false)).expect("never stopped")
 }
 
 /// [`encode`] with the products from the deterministic kernels (`fixed`) or from BLAS. The rounds
 /// of [`crate::pursuit::PursuitParams::fit`] keep BLAS, like the rest of training (whose results
 /// are promised for a given thread count only), and its speed with a well-tuned OpenBLAS (about
-/// 2x the deterministic kernels with OpenBLAS's AVX-512 GEMM).
+/// 2x the deterministic kernels with OpenBLAS's AVX-512 GEMM). `None` when `stop` was set
+/// (checked between chunks of rows).
 pub(crate) fn encode_with(
     params: &Params<f32>,
     k: usize,
     x: ArrayView2<f32>,
     fixed: bool,
-) -> Vec<Vec<u32>> {
+    stop: &AtomicBool,
+) -> Option<Vec<Vec<u32>>> {
     // The fixed Gram matrix is the same for every call with this dictionary (queries encoded a
     // few at a time by a long-lived process): made once (crate::memo).
     static GRAM: LastFor<Array2<f32>> = LastFor::new();
@@ -137,6 +140,9 @@ pub(crate) fn encode_with(
     };
     let mut out = Vec::with_capacity(x.nrows());
     for chunk in x.axis_chunks_iter(Axis(0), CHUNK) {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
         let h = if fixed {
             params.pre_activations_fixed(chunk)
         } else {
@@ -144,7 +150,7 @@ pub(crate) fn encode_with(
         };
         out.extend(greedy_codes(h.view(), gram.view(), k));
     }
-    out
+    Some(out)
 }
 
 /// Model parameters for a dictionary: decoder `(wd_t, bd)`, and the encoder that yields the

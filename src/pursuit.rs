@@ -17,6 +17,7 @@
 //! `encoder.bias = -Wd^T bd`), so `H` are the initial correlations; encoding then needs only the
 //! greedy steps above. Retrieval works best with the decoder-ADC score (method.md).
 
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use ndarray::{s, Array1, Array2, ArrayView2, Axis, Zip};
@@ -100,6 +101,19 @@ impl PursuitParams {
         init: Option<ArrayView2<f32>>,
         progress: &mut dyn FnMut(&RoundStats),
     ) -> Result<(Params<f32>, Vec<RoundStats>)> {
+        self.fit_until(x, init, progress, &AtomicBool::new(false))
+    }
+
+    /// [`fit_from`](Self::fit_from) that returns [`Error::Stopped`] once `stop` is set (from
+    /// another thread: e.g. Python's Ctrl-C), at the next round or the next chunk of rows
+    /// being encoded.
+    pub fn fit_until(
+        &self,
+        x: ArrayView2<f32>,
+        init: Option<ArrayView2<f32>>,
+        progress: &mut dyn FnMut(&RoundStats),
+        stop: &AtomicBool,
+    ) -> Result<(Params<f32>, Vec<RoundStats>)> {
         let (n, dim) = x.dim();
         if let Some(a) = init {
             if a.dim() != (self.bits, dim) {
@@ -175,7 +189,8 @@ impl PursuitParams {
         let mut history = Vec::new();
         for round in 1..=self.rounds {
             let started = Instant::now();
-            let codes = encode_with(&params, self.k, fit.view(), false);
+            let codes =
+                encode_with(&params, self.k, fit.view(), false, stop).ok_or(Error::Stopped)?;
             let encode_seconds = started.elapsed().as_secs_f64();
             let (wd_t, bd) = refit(fit.view(), &codes, self.bits, self.ridge)?;
             let mut next = dictionary_params(wd_t, bd);
@@ -408,5 +423,46 @@ mod tests {
             used.iter().filter(|&&u| !u).count() <= 2,
             "too many dead atoms"
         );
+    }
+
+    /// A stop asked for during a round ends the fit there, with `Error::Stopped`; the gradient
+    /// trainer polls the same flag at every step.
+    #[test]
+    fn a_set_stop_flag_ends_the_fits() {
+        let x = gaussian(600, 16, 7);
+        let mut p = PursuitParams::new(48, 4);
+        p.rounds = 5;
+        let stop = AtomicBool::new(false);
+        let mut rounds = 0;
+        let result = p.fit_until(
+            x.view(),
+            None,
+            &mut |_| {
+                rounds += 1;
+                if rounds == 2 {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            },
+            &stop,
+        );
+        assert!(matches!(result, Err(Error::Stopped)), "{result:?}");
+        assert_eq!(rounds, 2);
+        let mut t = crate::train::TrainParams::new(32, 4);
+        t.batch = 100;
+        let (stop, mut steps) = (AtomicBool::new(false), 0);
+        let result = t.fit_until(
+            x.view(),
+            &mut |p| {
+                if let crate::train::Progress::Step { .. } = p {
+                    steps += 1;
+                    if steps == 3 {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            },
+            &stop,
+        );
+        assert!(matches!(result, Err(Error::Stopped)), "{result:?}");
+        assert_eq!(steps, 3);
     }
 }

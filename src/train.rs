@@ -7,6 +7,7 @@
 //! binary code `C` can instead be computed as gathers and scatters over its set bits
 //! ([`DecoderPath::Sparse`]): `B K D` work instead of `2 B N D`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayView2, Axis};
@@ -803,6 +804,17 @@ impl TrainParams {
         data: ArrayView2<f32>,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<(Autoencoder, TrainReport)> {
+        self.fit_until(data, progress, &AtomicBool::new(false))
+    }
+
+    /// [`fit`](Self::fit) that returns [`Error::Stopped`] at the next step once `stop` is set
+    /// (from another thread: e.g. Python's Ctrl-C).
+    pub fn fit_until(
+        &self,
+        data: ArrayView2<f32>,
+        progress: &mut dyn FnMut(&Progress),
+        stop: &AtomicBool,
+    ) -> Result<(Autoencoder, TrainReport)> {
         let (n, dim) = data.dim();
         self.validate(n, dim)?;
         // A bad BSA_KERNEL is an error here, not a silent fallback inside the steps.
@@ -853,6 +865,9 @@ impl TrainParams {
             let mut sum = BatchLoss::default();
             let mut lr = self.lr;
             for (step, rows) in train_rows.chunks(self.batch).enumerate() {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(Error::Stopped);
+                }
                 let x = data.select(Axis(0), rows);
                 lr = self.lr
                     * lr_factor(

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bsa::baselines::BaselineParams;
@@ -84,6 +85,59 @@ fn without_gil<T: Send>(
         None => f(),
     })
     .map_err(py_err)
+}
+
+/// [`without_gil`] for long computations that poll `stop`: `f` runs on another thread (in the
+/// pool of `threads`) while this one waits, checking for signals every 100 ms. Ctrl-C (a
+/// `KeyboardInterrupt`, or whatever a signal handler raises) sets `stop` and is raised once `f`
+/// has returned. Python runs signal handlers only on its main thread, which a computation run
+/// there would keep busy until it ends.
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    threads: Option<usize>,
+    f: impl FnOnce(&AtomicBool) -> bsa::Result<T> + Send,
+) -> PyResult<T> {
+    use std::sync::mpsc::{channel, RecvTimeoutError};
+    let pool = threads.map(pool_of).transpose()?;
+    let stop = AtomicBool::new(false);
+    let (done, finished) = channel::<()>();
+    std::thread::scope(|s| {
+        let (stop, pool) = (&stop, &pool);
+        let worker = s.spawn(move || {
+            let out = match pool {
+                Some(p) => p.install(|| f(stop)),
+                None => f(stop),
+            };
+            drop(done);
+            out
+        });
+        let mut interrupted = None;
+        let mut finished = finished;
+        // Ends when `done` is dropped: `f` returned or panicked.
+        loop {
+            // The receiver goes into the GIL-free closure and back (it is not `Sync`).
+            let (waited, back) = py.detach(move || {
+                let waited = finished.recv_timeout(std::time::Duration::from_millis(100));
+                (waited, finished)
+            });
+            finished = back;
+            if waited != Err(RecvTimeoutError::Timeout) {
+                break;
+            }
+            if interrupted.is_none() {
+                if let Err(e) = py.check_signals() {
+                    stop.store(true, Ordering::Relaxed);
+                    interrupted = Some(e);
+                }
+            }
+        }
+        let out = py.detach(|| worker.join());
+        match (interrupted, out) {
+            (Some(e), _) => Err(e),
+            (None, Ok(out)) => out.map_err(py_err),
+            (None, Err(panic)) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 /// Runs `f` (a computation with BLAS products) with OpenBLAS's thread count set to `threads`
@@ -636,10 +690,10 @@ fn train(
     let x = x.readonly();
     let xv = view2(&x);
     let (n, dim) = xv.dim();
-    let fit = || -> bsa::Result<(Autoencoder, serde_json::Value)> {
-        with_blas_threads(threads, || fit_model(xv, preset, method, &options))
+    let fit = |stop: &AtomicBool| -> bsa::Result<(Autoencoder, serde_json::Value)> {
+        with_blas_threads(threads, || fit_model(xv, preset, method, &options, stop))
     };
-    let (model, report) = without_gil(py, threads, fit)?;
+    let (model, report) = interruptible(py, threads, fit)?;
     // What `bsa train` saves as the model's `training` metadata, with Python as the data.
     let mut training =
         serde_json::json!({"data": "<python>", "rows": n, "dim": dim, "threads": threads});
@@ -717,6 +771,7 @@ fn fit_model(
     preset: Option<&str>,
     method: Method,
     o: &FitOptions,
+    stop: &AtomicBool,
 ) -> bsa::Result<(Autoencoder, serde_json::Value)> {
     let dim = x.ncols();
     let arg = |e: String| bsa::Error::InvalidArgument(e);
@@ -735,14 +790,15 @@ fn fit_model(
         params.ridge = o.ridge.unwrap_or(params.ridge);
         params.seed = o.seed;
         params.fit_rows = o.fit_rows;
-        let (dictionary, history) = params.fit(x, &mut |r| {
+        let mut progress = |r: &bsa::pursuit::RoundStats| {
             if o.progress {
                 progress_line(format!(
                     "bsa: round {:>2}: reconstruction {:.4}, {} dead atoms re-seeded, {:.1}s",
                     r.round, r.reconstruction_loss, r.dead_atoms_reseeded, r.seconds
                 ));
             }
-        })?;
+        };
+        let (dictionary, history) = params.fit_until(x, None, &mut progress, stop)?;
         let last = history.last().map(|r| r.reconstruction_loss);
         let info = serde_json::json!({
             "preset": preset, "settings": params, "reconstruction_loss": last,
@@ -789,7 +845,7 @@ fn fit_model(
     params.val_fraction = o.val_fraction.unwrap_or(params.val_fraction);
     check_rows("x", x, params.loss == LossKind::Cosine)?;
     params.validate(x.nrows(), dim)?;
-    let (model, report) = params.fit(x, &mut |p| {
+    let mut progress = |p: &Progress| {
         if let (true, Progress::Epoch(e)) = (o.progress, p) {
             let val = e
                 .validation
@@ -800,7 +856,8 @@ fn fit_model(
                 e.epoch, e.train.loss, e.train.rec, e.train.align, e.train.active_mean
             ));
         }
-    })?;
+    };
+    let (model, report) = params.fit_until(x, &mut progress, stop)?;
     let last = match report.best_epoch {
         Some(e) => report.epochs.get(e - 1),
         None => report.epochs.last(),

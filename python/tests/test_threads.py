@@ -84,3 +84,25 @@ def test_training_and_building_release_the_gil(base, long_switch_interval):
     model = bsa.train(base, method="itq", bits=64, progress=False)
     inside, seconds = ran_during(lambda: bsa.Index.build(x=base, model=model, vectors=True, hnsw=True))
     assert inside >= 3, f"only {inside} steps of another thread during {seconds:.3f}s of building"
+
+
+@pytest.mark.parametrize("kind", ["bsa", "pursuit"])
+def test_ctrl_c_stops_training(base, kind):
+    # Ctrl-C during a fit raises KeyboardInterrupt soon (the fit polls a stop flag), not when
+    # the fit ends: these fits would run for over a minute (then the interrupt was raised only
+    # after it, too late for the assertion). The next fit runs normally.
+    import _thread
+
+    settings = dict(bits=1024, k=32, epochs=100) if kind == "bsa" else \
+        dict(method="pursuit", bits=2048, k=32, rounds=100)
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    started = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bsa.train(base, progress=False, threads=1 if kind == "bsa" else None, **settings)
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - started < 60
+    model = bsa.train(base[:500], bits=64, k=4, epochs=1, progress=False)
+    assert model.bits == 64
