@@ -97,6 +97,7 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     super::io::refuse_clobbering(
         &a.out,
+        false,
         &[
             ("--model", a.model.as_deref()),
             ("--data", a.data.as_deref()),

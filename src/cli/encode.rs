@@ -25,6 +25,7 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     super::io::refuse_clobbering(
         &a.out,
+        true,
         &[
             ("--model", Some(&a.input.model)),
             ("--data", Some(&a.input.data)),

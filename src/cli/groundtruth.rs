@@ -44,6 +44,7 @@ pub struct Args {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     super::io::refuse_clobbering(
         &a.out,
+        true,
         &[("--base", Some(&a.base)), ("--queries", Some(&a.queries))],
     )?;
     let threads = bsa::threads::configure(a.threads)?;

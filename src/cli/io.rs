@@ -93,15 +93,39 @@ impl ModelData {
     }
 }
 
+/// Whether `a` and `b` name the same file, from their metadata: opening them (as the
+/// `same-file` crate does) would wait forever on a pipe.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        #[cfg(unix)]
+        (Ok(a), Ok(b)) => {
+            use std::os::unix::fs::MetadataExt;
+            (a.dev(), a.ino()) == (b.dev(), b.ino())
+        }
+        #[cfg(not(unix))]
+        (Ok(_), Ok(_)) => a.canonicalize().ok() == b.canonicalize().ok(),
+        _ => false,
+    }
+}
+
 /// Refuses an `--out` that would destroy one of the command's inputs: the same file as an input
 /// (`bsa encode --data x.npy --out x.npy`; hard and symbolic links included), a path inside an
 /// input directory (`bsa search --out idx/manifest.json`), or, for an output directory that is
 /// replaced whole (`bsa build --force`), a folder holding an input. Each input is `(flag,
-/// path)`; inputs that do not exist are left to their reader's error.
+/// path)`; inputs that do not exist are left to their reader's error. An `--out` that is a
+/// file (`out_is_file`) must be a regular file if it exists (not a directory, device or pipe:
+/// [`bsa::io::writable_target`]); checked here, before the command's work.
 pub fn refuse_clobbering(
     out: &std::path::Path,
+    out_is_file: bool,
     inputs: &[(&str, Option<&std::path::Path>)],
 ) -> anyhow::Result<()> {
+    if out_is_file {
+        bsa::io::writable_target(out).map_err(|e| match e {
+            bsa::Error::InvalidArgument(m) => anyhow::anyhow!("--out {m}"),
+            e => anyhow::anyhow!("--out {e}"),
+        })?;
+    }
     // `out` may not exist yet: resolve its folder and keep its name.
     let folder = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -119,7 +143,7 @@ pub fn refuse_clobbering(
         let Ok(input_resolved) = input.canonicalize() else {
             continue;
         };
-        let what = if same_file::is_same_file(out, input).unwrap_or(false) {
+        let what = if same_file(out, input) {
             "is the same file as"
         } else if input_resolved.is_dir() && resolved.starts_with(&input_resolved) {
             "lies inside"

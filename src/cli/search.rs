@@ -35,6 +35,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     if let Some(out) = &a.out {
         super::io::refuse_clobbering(
             out,
+            true,
             &[
                 ("--index", a.index.as_deref()),
                 ("--model", a.model.as_deref()),

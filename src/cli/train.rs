@@ -182,6 +182,7 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
     );
     super::io::refuse_clobbering(
         &a.out,
+        true,
         &[("--data", Some(&a.data)), ("--init", a.init.as_deref())],
     )?;
     if a.preset.is_some() || a.method == Method::Pursuit {

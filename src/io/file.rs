@@ -39,7 +39,10 @@ pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
 
 /// Writes a file atomically: `write` fills a temporary file in the target's directory, which is
 /// flushed, synced and renamed over `path`. On any error the temporary file is removed and `path`
-/// is left untouched, so a reader sees the old file or the new one, never half of one.
+/// is left untouched, so a reader sees the old file or the new one, never half of one. A
+/// symbolic link at `path` is followed (the file it names is replaced, the link kept); a path
+/// that is not a regular file (a directory, device, pipe or socket: `/dev/null`, say) is refused
+/// before `write` runs, never renamed over.
 ///
 /// ```
 /// use std::io::Write;
@@ -53,13 +56,17 @@ pub fn write_atomic(
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let shown = path;
+    let resolved = writable_target(path)?;
+    let path = resolved.as_path();
     let file_name = path.file_name().ok_or_else(|| {
-        Error::InvalidArgument(format!("{} does not name a file to write", path.display()))
+        Error::InvalidArgument(format!("{} does not name a file to write", shown.display()))
     })?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{}",
         file_name.to_string_lossy(),
@@ -70,7 +77,7 @@ pub fn write_atomic(
         .write(true)
         .create_new(true)
         .open(&tmp)
-        .map_err(|e| Error::io(path, e))?;
+        .map_err(|e| Error::io(shown, e))?;
     let result = (|| {
         let mut w = BufWriter::with_capacity(1 << 20, file);
         write(&mut w)?;
@@ -82,7 +89,42 @@ pub fn write_atomic(
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+        return Err(Error::io(shown, e));
     }
     Ok(())
+}
+
+/// The file [`write_atomic`] replaces for `path`: `path` itself, or the file a symbolic link
+/// there names. Refused when it exists and is not a regular file: renaming over a device or a
+/// pipe would replace it (as root, `/dev/null` itself), over a directory fails late; so is a
+/// path whose folder does not exist.
+pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
+    let target = match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => match fs::canonicalize(path) {
+            Ok(t) => t,
+            // A dangling link: the rename replaces it with the file.
+            Err(_) => return Ok(path.to_path_buf()),
+        },
+        _ => path.to_path_buf(),
+    };
+    if let Ok(Some(what)) = bsa_index::not_a_file(&target) {
+        return Err(Error::InvalidArgument(format!(
+            "{}: {what}; bsa writes an output by replacing a file, so give the path of a file \
+             (results go to stdout when there is no --out)",
+            path.display()
+        )));
+    }
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        // An I/O error of the kind the OS would give (Python: FileNotFoundError), said plainly.
+        let missing = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("the folder {} does not exist; create it first", dir.display()),
+        );
+        return Err(Error::io(path, missing));
+    }
+    Ok(target)
 }

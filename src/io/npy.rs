@@ -872,6 +872,7 @@ mod tests {
         let err = write_f32(&p, 1, 1, &[1.0]).unwrap_err();
         assert!(matches!(err, Error::Io { .. }), "{err:?}");
         assert!(err.to_string().contains("x.npy"), "{err}");
+        assert!(err.to_string().contains("the folder"), "{err}");
     }
 
     #[test]

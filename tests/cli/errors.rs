@@ -3,6 +3,8 @@
 //! library knows, what to do about it. Nothing is written on failure.
 
 use crate::util::{f32_bytes, normalised, npy_bytes, TestDir};
+#[cfg(unix)]
+use std::os::unix::fs::FileTypeExt;
 
 /// A folder with `good.npy` (40 x 16 unit vectors) and `model.safetensors`, a 16-d model trained
 /// on it.
@@ -713,4 +715,53 @@ fn messages_name_the_input_at_fault() {
     .fails_with(&["--rescore must be at least 1"]);
     t.bsa(&["compact", "--index", "idx", "--max-segments", "0"])
         .fails_with(&["--max-segments must be at least 1"]);
+}
+
+/// An `--out` that is not a regular file is refused before any work and left as it was (a
+/// device or pipe would have been replaced by the rename, or the command would wait on the
+/// pipe forever); a symbolic link is followed, the file it names replaced and the link kept;
+/// a missing folder is named.
+#[cfg(unix)]
+#[test]
+fn outputs_are_regular_files() {
+    let t = setup();
+    let encode = |data: &str, out: &str| {
+        t.bsa(&[
+            "encode",
+            "--model",
+            "model.safetensors",
+            "--data",
+            data,
+            "--out",
+            out,
+        ])
+    };
+    std::fs::create_dir(t.path("folder")).unwrap();
+    encode("good.npy", "folder")
+        .fails_with(&["--out folder: a directory", "give the path of a file"]);
+    let fifo = t.path("pipe");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    encode("good.npy", "pipe").fails_with(&["--out pipe: not a regular file"]);
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    // A pipe as the input beside an existing output: refused by its reader, not waited on.
+    t.write("old.npy", b"old");
+    encode("pipe", "old.npy").fails_with(&["pipe"]);
+    assert_eq!(t.read("old.npy"), b"old");
+    encode("good.npy", "missing/codes.npy")
+        .fails_with(&["--out missing/codes.npy: the folder missing does not exist"]);
+    t.write("target.npy", b"old");
+    std::os::unix::fs::symlink("target.npy", t.path("link.npy")).unwrap();
+    encode("good.npy", "link.npy").ok();
+    assert!(std::fs::symlink_metadata(t.path("link.npy"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(bsa::io::read_u8(t.path("target.npy")).unwrap().0, 40);
 }
