@@ -22,6 +22,8 @@ mod util;
 mod baselines;
 #[path = "cli/bench.rs"]
 mod bench;
+#[path = "cli/demo.rs"]
+mod demo;
 #[path = "cli/encode.rs"]
 mod encode;
 #[path = "cli/errors.rs"]

@@ -55,6 +55,7 @@ fn default_data_dir() -> PathBuf {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
+    let work = Workdir::prepare(a.work_dir.as_deref())?;
     let dir = &a.data_dir.clone().unwrap_or_else(default_data_dir);
     let base = super::io::open_embeddings(&dir.join("base.npy"), true).with_context(|| {
         format!(
@@ -64,48 +65,49 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     })?;
     let queries = super::io::open_embeddings(&dir.join("query.npy"), true)?;
     queries.expect_dim(base.dim())?;
-    println!(
+    outln!(
         "bsa demo: {} base and {} query vectors of dimension {} from {}",
         base.n(),
         queries.n(),
         base.dim(),
         dir.display()
-    );
+    )?;
 
     let mut params = TrainParams::new(1024, 32);
     params.epochs = a.epochs;
-    println!(
+    outln!(
         "\n1. Training BSA (N={}, K={}, alpha={}, {} epochs)...",
-        params.bits, params.k, params.alpha, params.epochs
-    );
+        params.bits,
+        params.k,
+        params.alpha,
+        params.epochs
+    )?;
     let (model, report) = params.fit(base.view(), &mut |p| {
         if let Progress::Epoch(e) = p {
-            println!(
+            // A closed stdout fails the next line written after the fit.
+            let _ = outln!(
                 "   epoch {:>2}: loss {:.4}  reconstruction {:.4}  active bits {:.1}",
-                e.epoch, e.train.loss, e.train.rec, e.train.active_mean
+                e.epoch,
+                e.train.loss,
+                e.train.rec,
+                e.train.active_mean
             );
         }
     })?;
-    println!(
+    outln!(
         "   {:.1}s, {:.0} samples/s",
-        report.seconds, report.samples_per_sec
-    );
+        report.seconds,
+        report.samples_per_sec
+    )?;
 
-    println!("\n2. The paper's metrics on the queries:");
+    outln!("\n2. The paper's metrics on the queries:")?;
     let (metrics, _) = bsa::metrics::evaluate(&model, queries.view());
-    super::eval::print_table(&metrics);
+    super::eval::print_table(&metrics)?;
 
-    let work = match &a.work_dir {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            Workdir::Kept(d.clone())
-        }
-        None => Workdir::Temp(tempfile::tempdir().context("creating a temporary folder")?),
-    };
     let model_path = work.path().join("model.safetensors");
     bsa::io::model::save(&model_path, &model, &serde_json::json!({"demo": true}))?;
 
-    println!("\n3. Building an index of the base codes (with vectors for rescoring)...");
+    outln!("\n3. Building an index of the base codes (with vectors for rescoring)...")?;
     let index_dir = work.path().join("index");
     let active = model.encode_active(base.view());
     let codes = pack::pack_set_bits(&active, model.config.bits)?;
@@ -115,15 +117,15 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .overwrite(true)
         .build(&index_dir)?;
     let index = Index::open(&index_dir)?;
-    println!(
+    outln!(
         "   {} codes of {} bits ({} bytes each) in {}",
         index.len(),
         index.bits(),
         index.words_per_code() * 8,
         index_dir.display()
-    );
+    )?;
 
-    println!("\n4. Searching the {} queries (k = 10):", queries.n());
+    outln!("\n4. Searching the {} queries (k = 10):", queries.n())?;
     let q_codes = pack::pack_set_bits(&model.encode_active(queries.view()), model.config.bits)?;
     let params = SearchParams::default();
     let started = Instant::now();
@@ -137,17 +139,17 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 
     let truth = read_truth(&dir.join("gt_top100.npy"), queries.n())?;
     let ids = |hits: &[bsa_index::Hits]| hits.iter().map(|h| h.ids.clone()).collect::<Vec<_>>();
-    println!(
+    outln!(
         "   Hamming:                     recall@10 {:.3}  ({:.0} queries/s)",
         recall_at_k(&ids(&hamming), &truth, 10),
         queries.n() as f64 / flat_secs
-    );
-    println!(
+    )?;
+    outln!(
         "   top {} by Hamming, rescored: recall@10 {:.3}  ({:.0} queries/s)",
         10 * oversample,
         recall_at_k(&ids(&rescored), &truth, 10),
         queries.n() as f64 / rescore_secs
-    );
+    )?;
 
     // The honest reference: sign bits of the raw vectors (D bits, no training at all).
     let sign = |e: &bsa::io::Embeddings| -> anyhow::Result<Vec<u64>> {
@@ -164,19 +166,19 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let sign_hits = sign_index.search_flat(&sign_q, 10, &params)?;
     let sign_cands = sign_index.search_flat(&sign_q, 10 * oversample, &params)?;
     let sign_rescored = sign_index.rescore_hits(queries.as_slice(), &sign_cands, 10)?;
-    println!(
+    outln!(
         "   for comparison, sign bits of the raw vectors ({} bits, no training): \
          recall@10 {:.3}, rescored {:.3}",
         base.dim(),
         recall_at_k(&ids(&sign_hits), &truth, 10),
         recall_at_k(&ids(&sign_rescored), &truth, 10)
-    );
-    println!("   (codes trained only to reconstruct retrieve worse than plain sign bits)");
+    )?;
+    outln!("   (codes trained only to reconstruct retrieve worse than plain sign bits)")?;
 
-    println!(
+    outln!(
         "\n5. Codes that retrieve: binary matching pursuit (--method pursuit, N=1024, K=16,\n   \
          4 rounds; 20 bytes per vector as ids), ranked by decoder ADC (--score adc)..."
-    );
+    )?;
     let mut pursuit = PursuitParams::new(1024, 16);
     pursuit.rounds = 4;
     let started = Instant::now();
@@ -199,20 +201,20 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     };
     let p_hits = p_index.search_flat_scored(&p_q, 40, &adc, &params)?;
     let p_rescored = p_index.rescore_hits(queries.as_slice(), &p_hits, 10)?;
-    println!(
+    outln!(
         "   ADC recall@10 {:.3}, top 40 rescored {:.3}  ({:.1}s to learn, encode and build)",
         recall_at_k(&ids(&p_hits), &truth, 10),
         recall_at_k(&ids(&p_rescored), &truth, 10),
         started.elapsed().as_secs_f64()
-    );
+    )?;
 
     let base_text = read_lines(&dir.join("base.txt"))?;
     let query_text = read_lines(&dir.join("query.txt"))?;
     for (qi, hits) in rescored.iter().enumerate().take(a.show) {
-        println!(
+        outln!(
             "\n   query {qi}: {}",
             query_text.get(qi).map(String::as_str).unwrap_or("?")
-        );
+        )?;
         for (rank, (&id, score)) in hits
             .ids
             .iter()
@@ -224,11 +226,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                 .get(id as usize)
                 .map(String::as_str)
                 .unwrap_or("?");
-            println!("     {}. ({score:.3}) {text}", rank + 1);
+            outln!("     {}. ({score:.3}) {text}", rank + 1)?;
         }
     }
     if let Workdir::Kept(d) = &work {
-        println!("\nModel and index kept in {}.", d.display());
+        outln!("\nModel and index kept in {}.", d.display())?;
     }
     Ok(())
 }
@@ -261,7 +263,39 @@ enum Workdir {
     Temp(tempfile::TempDir),
 }
 
+/// The file that marks a folder the demo made: it may write there again.
+const DEMO_MARK: &str = ".bsa-demo";
+
 impl Workdir {
+    /// `dir` (created if missing), or a temporary folder. A folder that holds anything but an
+    /// earlier demo's files (it has [`DEMO_MARK`]) is refused before the demo starts: the demo
+    /// replaces `model.safetensors` and `index/` in it.
+    fn prepare(dir: Option<&Path>) -> anyhow::Result<Workdir> {
+        let Some(d) = dir else {
+            return Ok(Workdir::Temp(
+                tempfile::tempdir().context("creating a temporary folder")?,
+            ));
+        };
+        if d.exists() {
+            let entries = std::fs::read_dir(d)
+                .with_context(|| format!("--work-dir {}: not a readable folder", d.display()))?;
+            if entries.count() > 0 && !d.join(DEMO_MARK).is_file() {
+                anyhow::bail!(
+                    "--work-dir {}: the folder holds files the demo did not make, and the demo \
+                     replaces model.safetensors and index/ in it: give a new or empty folder",
+                    d.display()
+                );
+            }
+        }
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        std::fs::write(
+            d.join(DEMO_MARK),
+            "made by bsa demo: it may replace what is here\n",
+        )
+        .with_context(|| format!("writing {}", d.join(DEMO_MARK).display()))?;
+        Ok(Workdir::Kept(d.to_path_buf()))
+    }
+
     fn path(&self) -> &Path {
         match self {
             Workdir::Kept(p) => p,

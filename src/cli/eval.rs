@@ -27,13 +27,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     if a.json {
         super::io::print_json(&m)?;
     } else {
-        print_table(&m);
+        print_table(&m)?;
     }
     Ok(())
 }
 
 /// The metrics as an aligned two-column table.
-pub fn print_table(m: &bsa::metrics::PaperMetrics) {
+pub fn print_table(m: &bsa::metrics::PaperMetrics) -> std::io::Result<()> {
     let q = &m.feature_frequency_quantiles;
     let rows = [
         ("vectors", m.n.to_string()),
@@ -62,6 +62,7 @@ pub fn print_table(m: &bsa::metrics::PaperMetrics) {
         ),
     ];
     for (k, v) in rows {
-        println!("{k:<38} {v}");
+        outln!("{k:<38} {v}")?;
     }
+    Ok(())
 }

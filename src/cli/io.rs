@@ -61,9 +61,10 @@ pub fn say_waiting(dir: &std::path::Path) {
 /// Writes one JSON value as a line on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, value)?;
-    writeln!(out)?;
+    // Serialised first, so that a closed stdout is the write's `io::Error` (which `main` takes
+    // as a quiet end), not a serde_json error wrapping it.
+    let line = serde_json::to_string(value)?;
+    writeln!(std::io::stdout().lock(), "{line}")?;
     Ok(())
 }
 

@@ -49,7 +49,7 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         }
     } else {
         let deleted = index.rows() - index.len();
-        println!(
+        outln!(
             "{}: ok, {} codes of {} bits{}{}{}{}",
             a.index.display(),
             index.len(),
@@ -83,7 +83,7 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
             } else {
                 ""
             },
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -122,7 +122,10 @@ pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
         // An I/O error of the kind the OS would give (Python: FileNotFoundError), said plainly.
         let missing = std::io::Error::new(
             std::io::ErrorKind::NotFound,
-            format!("the folder {} does not exist; create it first", dir.display()),
+            format!(
+                "the folder {} does not exist; create it first",
+                dir.display()
+            ),
         );
         return Err(Error::io(path, missing));
     }
