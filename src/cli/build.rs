@@ -118,6 +118,19 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         Some(p) => Some(bsa::io::read_u8(p)?),
         None => None,
     };
+    if let (Some(p), Some((rows, cols, bytes))) = (&a.codes, &codes) {
+        // Every byte 0 or 1 over many bytes: one byte per bit (x.astype(np.uint8) of 0/1
+        // values), not packed codes; packed ones would have other bits set somewhere.
+        if *cols > 1 && rows * cols >= 64 && bytes.iter().all(|&b| b <= 1) {
+            eprintln!(
+                "bsa: warning: every byte of {} is 0 or 1: if these are bits, one per byte, pack \
+                 them (np.packbits(x, axis=1, bitorder=\"little\")); as given they are {}-bit \
+                 codes",
+                p.display(),
+                cols * 8
+            );
+        }
+    }
     let source = match (&model, &a.model, &codes) {
         (Some(model), Some(file), _) => BuildSource::Model { model, file },
         (None, None, Some((rows, _, bytes))) => BuildSource::Codes {

@@ -476,11 +476,18 @@ pub fn read_u8(path: impl AsRef<Path>) -> Result<(usize, usize, Vec<u8>)> {
     let dtype = parsed.header.dtype();
     if !matches!(plain(&dtype), Some(ts) if ts.type_char() == TypeChar::Uint && ts.size_field() == 1)
     {
+        // Bits (0/1 per element) must be packed, eight to a byte: `astype(np.uint8)` would
+        // make one byte per bit, a valid-looking file of codes eight times too wide.
+        let hint = if matches!(plain(&dtype), Some(ts) if ts.type_char() == TypeChar::Bool) {
+            "pack the bits, eight to a byte (numpy: np.packbits(x, axis=1, bitorder=\"little\"))"
+        } else {
+            "packed codes are uint8 rows (numpy: np.packbits(bits, axis=1, bitorder=\"little\")); \
+             bytes of packed codes stored in a wider type convert with x.astype(np.uint8)"
+        };
         return Err(Error::format(
             path,
             format!(
-                "expected a uint8 array, found dtype {}; convert before saving (numpy: \
-                 x.astype(np.uint8))",
+                "expected a uint8 array, found dtype {}; {hint}",
                 dtype_str(&dtype)
             ),
         ));
@@ -968,6 +975,22 @@ mod tests {
         assert!(msg.contains("float32") && msg.contains("int32"), "{msg}");
         write_i32(&path, 1, 1, &[1]).unwrap();
         assert!(read_u8(&path).unwrap_err().to_string().contains("int32"));
+        // Unpacked bits: the hint packs them (astype would make codes eight times too wide).
+        fs::write(
+            &path,
+            raw_npy(
+                "{'descr': '|b1', 'fortran_order': False, 'shape': (1, 8), }",
+                &[1; 8],
+                0,
+            ),
+        )
+        .unwrap();
+        let msg = read_u8(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("(bool)") && msg.contains("np.packbits"),
+            "{msg}"
+        );
+        assert!(!msg.contains("astype"), "{msg}");
     }
 
     #[test]

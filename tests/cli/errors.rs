@@ -765,3 +765,27 @@ fn outputs_are_regular_files() {
         .is_symlink());
     assert_eq!(bsa::io::read_u8(t.path("target.npy")).unwrap().0, 40);
 }
+
+/// Codes whose bytes are all 0 or 1 look like bits stored one per byte (`astype(np.uint8)` of
+/// 0/1 values): the build says so, and how to pack them; packed codes build without a word.
+#[test]
+fn unpacked_bits_are_pointed_out() {
+    let t = TestDir::new();
+    let ones: Vec<u8> = (0..64 * 8).map(|i| (i % 3 == 0) as u8).collect();
+    t.write("bits.npy", &npy_bytes("|u1", "(64, 8)", &ones));
+    let out = t
+        .bsa(&["build", "--codes", "bits.npy", "--out", "i1", "-q"])
+        .ok();
+    assert!(
+        out.stderr.contains("every byte of bits.npy is 0 or 1"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("np.packbits"), "{}", out.stderr);
+    let packed: Vec<u8> = (0..64 * 8).map(|i| (i * 37 % 251) as u8).collect();
+    t.write("codes.npy", &npy_bytes("|u1", "(64, 8)", &packed));
+    let out = t
+        .bsa(&["build", "--codes", "codes.npy", "--out", "i2", "-q"])
+        .ok();
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+}
