@@ -213,6 +213,27 @@ pub fn cells(
     hnsw: HnswCells,
     dim: usize,
 ) -> Vec<Cell> {
+    grid(preset, methods, bits, ks, alphas, hnsw, dim).0
+}
+
+/// [`cells`], and what became of the sizes given (`bits`, `ks`) that the grid could not take
+/// as asked, one line each: K not below N (skipped), ITQ above D and sign bits (both at D). The
+/// presets' own sizes are not reported (their ITQ and sign cells are at D by design).
+pub fn grid(
+    preset: Preset,
+    methods: &[Variant],
+    bits: Option<&[usize]>,
+    ks: Option<&[usize]>,
+    alphas: Option<&[f64]>,
+    hnsw: HnswCells,
+    dim: usize,
+) -> (Vec<Cell>, Vec<String>) {
+    let mut notes: Vec<String> = Vec::new();
+    let mut note = |line: String| {
+        if !notes.contains(&line) {
+            notes.push(line);
+        }
+    };
     let paper_bits = [512, 1024, 2048, 4096];
     let paper_ks = [8, 16, 32, 64];
     let mut out: Vec<Cell> = Vec::new();
@@ -259,14 +280,33 @@ pub fn cells(
             },
         };
         for &n in &ns {
+            let given = n;
             let n = match v {
                 Variant::Sign => dim,
                 Variant::Itq => n.min(dim),
                 _ => n,
             };
+            if bits.is_some() && n != given {
+                note(match v {
+                    Variant::Sign => format!(
+                        "sign: N is the data's dimension, {dim} (--bits {given} does not apply)"
+                    ),
+                    _ => format!(
+                        "{}: N = {given} is above the data's dimension; run at N = {dim}",
+                        v.name()
+                    ),
+                });
+            }
             if v.uses_k() {
-                for &k in kk.iter().filter(|&&k| k > 0 && k < n) {
-                    push(v, n, Some(k), None);
+                for &k in &kk {
+                    if k > 0 && k < n {
+                        push(v, n, Some(k), None);
+                    } else if ks.is_some() {
+                        note(format!(
+                            "{}: K = {k} skipped at N = {n} (K must be in 1..N-1)",
+                            v.name()
+                        ));
+                    }
                 }
             } else {
                 push(v, n, None, None);
@@ -299,7 +339,7 @@ pub fn cells(
             }
         }
     }
-    out
+    (out, notes)
 }
 
 /// The paper's headline size `(N, K)`: where the paper preset sweeps alpha, and the BSA cell

@@ -16,7 +16,9 @@ mod report;
 mod result;
 mod run;
 
-pub use grid::{cells, Cell, HnswCells, Preset, Settings, Variant, PAPER_ALPHAS, PAPER_HEADLINE};
+pub use grid::{
+    cells, grid, Cell, HnswCells, Preset, Settings, Variant, PAPER_ALPHAS, PAPER_HEADLINE,
+};
 pub use report::{machine_info, report_markdown, utc_now, write_report, RunInfo};
 pub use result::{CellResult, HnswPoint, HnswResult, InvertedResult, Rescored, Throughput};
 pub use run::{

@@ -117,7 +117,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             .collect::<Result<Vec<_>, _>>()?,
         None => preset.methods(),
     };
-    let mut cells = bsa::bench::cells(
+    let (mut cells, notes) = bsa::bench::grid(
         preset,
         &methods,
         a.bits.as_deref(),
@@ -138,8 +138,31 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     {
         anyhow::bail!("--alphas: {bad} is not a finite alpha >= 0");
     }
-    if cells.is_empty() {
-        anyhow::bail!("the grid is empty: every K must be below N");
+    // A method asked for that got no cell is an error; sizes the grid could not take as
+    // given are said (the report would otherwise just lack them).
+    if let Some(v) = methods
+        .iter()
+        .find(|&&v| !cells.iter().any(|c| c.variant == v))
+    {
+        anyhow::bail!(
+            "--methods {}: no cell of it fits the sizes given: {}",
+            v.name(),
+            {
+                let own: Vec<&str> = notes
+                    .iter()
+                    .filter(|l| l.starts_with(&format!("{}:", v.name())))
+                    .map(String::as_str)
+                    .collect();
+                if own.is_empty() {
+                    "every --k must be in 1..N-1 (--bits)".to_string()
+                } else {
+                    own.join("; ")
+                }
+            }
+        );
+    }
+    for line in &notes {
+        eprintln!("bsa: note: {line}");
     }
     let settings = Settings {
         preset,
@@ -148,6 +171,18 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         seed: a.seed,
         threads,
     };
+    // What would fail after the ground truth (minutes on a large base) is checked before it.
+    if settings.epochs == 0 || settings.rounds == 0 {
+        anyhow::bail!("--epochs and --rounds must be at least 1");
+    }
+    for (flag, dir) in [("--out", Some(&a.out)), ("--cache", a.cache.as_ref())] {
+        if let Some(d) = dir.filter(|d| d.exists() && !d.is_dir()) {
+            anyhow::bail!(
+                "{flag} {}: exists and is not a folder; give a folder",
+                d.display()
+            );
+        }
+    }
 
     let (truth, gt_source) = match &a.gt {
         Some(p) => {

@@ -236,6 +236,87 @@ fn bench_rejects_unknown_methods() {
     .fails_with(&["nope", "sign"]);
 }
 
+/// Sizes the grid cannot take as given are said, a method left with no cell is refused, and
+/// what would fail after the ground truth is refused before it.
+#[test]
+fn bench_says_what_it_drops_and_checks_first() {
+    let t = TestDir::new();
+    t.write_f32("base.npy", &normalised(60, 16, 1));
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["bench", "--base", "base.npy", "--queries", "base.npy"];
+        args.extend_from_slice(extra);
+        t.bsa(&args)
+    };
+    let base = ["--hnsw", "none", "--epochs", "1", "-q"];
+    let with = |extra: &[&'static str]| [&base[..], extra].concat();
+    bench(&with(&[
+        "--methods",
+        "sign,bsa",
+        "--bits",
+        "32",
+        "--k",
+        "40",
+        "--out",
+        "r1",
+    ]))
+    .fails_with(&["--methods bsa: no cell", "K = 40 skipped at N = 32"]);
+    let out = bench(&with(&[
+        "--methods",
+        "sign,itq,bsa",
+        "--bits",
+        "32",
+        "--k",
+        "4,40",
+        "--out",
+        "r2",
+    ]))
+    .ok();
+    for note in [
+        "sign: N is the data's dimension, 16 (--bits 32 does not apply)",
+        "itq: N = 32 is above the data's dimension; run at N = 16",
+        "bsa: K = 40 skipped at N = 32",
+    ] {
+        assert!(out.stderr.contains(note), "{note:?}: {}", out.stderr);
+    }
+    t.write("afile", b"mine");
+    let early = |out: crate::util::Output, needle: &str| {
+        out.fails_with(&[needle]);
+        assert!(!out.stderr.contains("ground truth"), "{}", out.stderr);
+    };
+    early(
+        bench(&with(&["--methods", "sign", "--out", "afile"])),
+        "--out afile: exists and is not a folder",
+    );
+    early(
+        bench(&with(&[
+            "--methods",
+            "sign",
+            "--cache",
+            "afile",
+            "--out",
+            "r3",
+        ])),
+        "--cache afile",
+    );
+    early(
+        bench(&[
+            "--methods",
+            "bsa",
+            "--bits",
+            "32",
+            "--k",
+            "4",
+            "--epochs",
+            "0",
+            "--out",
+            "r3",
+            "-q",
+        ]),
+        "--epochs and --rounds must be at least 1",
+    );
+    assert_eq!(t.read("afile"), b"mine");
+}
+
 #[test]
 fn bench_cache_reuses_models_and_resumes_results() {
     let t = TestDir::new();
