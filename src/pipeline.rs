@@ -236,6 +236,11 @@ pub fn build_index_notifying(
                 )));
             }
             let cols = bytes.len() / rows;
+            if cols == 0 {
+                return Err(Error::InvalidArgument(
+                    "the codes have 0 bytes per row: there are no bits to index".into(),
+                ));
+            }
             let bits = bits.unwrap_or(cols * 8);
             if bits.div_ceil(8) != cols {
                 return Err(Error::InvalidArgument(format!(

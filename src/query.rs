@@ -405,6 +405,13 @@ pub fn search_filtered(
     // The walk keeps ef rows in its list and answers with the best k x rescore rows it scored:
     // fewer than it rescores is fine, fewer than k is not.
     // (k = usize::MAX is a range search: every row in range that the walk finds.)
+    if let Some(ef) = request.ef().filter(|&ef| ef > bsa_index::hnsw::MAX_EF) {
+        // The limit a graph's build takes for its own ef (ef_search in the manifest).
+        return Err(Error::InvalidArgument(format!(
+            "ef {ef} is above {}, the most a graph search takes",
+            bsa_index::hnsw::MAX_EF
+        )));
+    }
     if let Some(ef) = request
         .ef()
         .filter(|&ef| ef < request.k && request.k != usize::MAX)

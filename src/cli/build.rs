@@ -40,8 +40,9 @@ pub struct Args {
     /// External ids, one per row (.npy, 1-D integers); default: row numbers.
     #[arg(long)]
     pub ids: Option<PathBuf>,
-    /// Store the float vectors of --data for rescoring.
-    #[arg(long, requires = "data")]
+    /// Store the float vectors of --data for rescoring (with --model: rescoring ranks float
+    /// queries, which the model encodes).
+    #[arg(long)]
     pub vectors: bool,
     /// Store the vectors as float16 (half the size).
     #[arg(long, requires = "vectors")]
@@ -95,6 +96,14 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    if a.vectors && a.model.is_none() {
+        // Said here rather than as clap's "--data is required", which --codes then refuses.
+        bail!(
+            "--vectors stores the --data vectors for rescoring float queries, which need a \
+             model to be encoded: build with --model M --data X --vectors (an index of --codes \
+             cannot use stored vectors)"
+        );
+    }
     super::io::refuse_clobbering(
         &a.out,
         false,

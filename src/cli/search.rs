@@ -5,7 +5,6 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::Context;
 use serde::Serialize;
 
 use super::search_common::Answer;
@@ -48,20 +47,28 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             ],
         )?;
     }
-    let found = if a.milvus.is_some() {
-        milvus_search::search(a)?
-    } else {
-        search_local::search(a)?
-    };
+    // Read before the search, which a bad labels file would otherwise waste.
     let labels = match &a.labels {
         Some(p) => Some(
             std::fs::read_to_string(p)
-                .with_context(|| format!("reading labels {}", p.display()))?
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::InvalidData => anyhow::anyhow!(
+                        "--labels {}: not UTF-8 text; give a text file with one label per line \
+                         (line i names row i)",
+                        p.display()
+                    ),
+                    _ => anyhow::anyhow!("--labels {}: {e}", p.display()),
+                })?
                 .lines()
                 .map(str::to_owned)
                 .collect::<Vec<_>>(),
         ),
         None => None,
+    };
+    let found = if a.milvus.is_some() {
+        milvus_search::search(a)?
+    } else {
+        search_local::search(a)?
     };
     if let (Some(lines), Some(path)) = (&labels, &a.labels) {
         let unlabelled = found

@@ -292,5 +292,8 @@ pub(crate) fn read_query_codes(
             bits.div_ceil(8)
         );
     }
+    // Padding bits set past `bits` (codes of another width): refused here, naming the file.
+    bsa_index::pack::pack_le_bytes(&bytes, rows, cols, bits)
+        .map_err(|e| anyhow::anyhow!("--query-codes {}: {e}", path.display()))?;
     Ok((bytes, rows))
 }

@@ -28,6 +28,12 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(usize, usize, Vec<f32>)> {
             ),
         ));
     }
+    if bytes.starts_with(b"\x93NUMPY") {
+        return Err(Error::format(
+            path,
+            "this is a .npy file (numpy's magic), not .fvecs: rename it to *.npy",
+        ));
+    }
     let first = read_dim(0);
     let dim = match usize::try_from(first) {
         Ok(d) if d > 0 && d <= (bytes.len() - 4) / 4 => d,
@@ -124,6 +130,20 @@ mod tests {
         assert!(!e.is_mapped());
         assert_eq!(e.as_slice(), &[1.0, 2.0, 3.0, -4.0, 5.5, 0.0]);
         assert!(e.path().ends_with("x.fvecs"));
+    }
+
+    /// A `.npy` file named `.fvecs`, or a directory, is said to be one.
+    #[test]
+    fn npy_bytes_or_a_directory_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let npy = dir.path().join("x.npy");
+        crate::io::write_f32(&npy, 1, 2, &[1.0, 2.0]).unwrap();
+        let msg = open_bytes(&fs::read(&npy).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("this is a .npy file"), "{msg}");
+        let msg = Embeddings::open(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains("a directory"), "{msg}");
     }
 
     #[test]

@@ -54,6 +54,12 @@ impl Embeddings {
     /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Embeddings> {
         let path = path.as_ref();
+        if path.is_dir() {
+            return Err(Error::format(
+                path,
+                "a directory; give an embedding file in it (*.npy or *.fvecs)",
+            ));
+        }
         let ext = path
             .extension()
             .map(|e| e.to_string_lossy().to_ascii_lowercase());

@@ -676,13 +676,58 @@ fn messages_name_the_input_at_fault() {
         "codes.npy",
         "--data",
         "three.npy",
-        "--vectors",
         "--out",
         "i4",
     ])
     .fails_with(&["used only with a model", "leave the data out"]);
     assert!(!t.exists("i4"));
+    // --vectors without a model says so (clap's "--data is required" led to the refusal above).
+    t.bsa(&["build", "--codes", "codes.npy", "--vectors", "--out", "i4"])
+        .fails_with(&[
+            "--vectors stores the --data vectors",
+            "--model M --data X --vectors",
+        ]);
     build_idx(&t);
+    // Query codes of another width (padding bits set), a labels file that is not text, and
+    // an ef above what a graph search takes: named before any search.
+    let mut wide = vec![0u8; 3 * 4];
+    wide[3] = 0x80; // bit 31 of row 0, beyond the 30 bits of the index
+    t.write("q30.npy", &npy_bytes("|u1", "(3, 4)", &wide));
+    t.bsa(&[
+        "build",
+        "--codes",
+        "codes.npy",
+        "--bits",
+        "30",
+        "--out",
+        "i30",
+        "-q",
+    ]);
+    t.bsa(&["search", "--index", "i30", "--query-codes", "q30.npy"])
+        .fails_with(&["--query-codes q30.npy", "row 0"]);
+    t.write("labels.bin", &[0xff, 0xfe, 0x00, 0x80]);
+    t.bsa(&[
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "good.npy",
+        "--labels",
+        "labels.bin",
+    ])
+    .fails_with(&["--labels labels.bin: not UTF-8 text"]);
+    t.bsa(&[
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "good.npy",
+        "--mode",
+        "hnsw",
+        "--ef",
+        "4000000000",
+    ])
+    .fails_with(&["ef 4000000000 is above 1048576"]);
     t.bsa(&["add", "--index", "idx", "--data", "narrow.npy"])
         .fails_with(&["adding narrow.npy to idx", "expected 16, got 8"]);
     let bench = t.bsa(&[
