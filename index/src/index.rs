@@ -348,6 +348,67 @@ impl Index {
         if self.manifest.graph_file().is_some() {
             self.load_hnsw()?;
         }
+        self.verify_values()
+    }
+
+    /// The payload rules a checksum cannot vouch for (a writer's bug would leave them with
+    /// matching checksums, and searches would answer wrongly without an error): ids unique,
+    /// norms finite and >= 0, vectors finite, codes' bits past `bits` zero.
+    fn verify_values(&self) -> Result<()> {
+        let seg = self.manifest.segment();
+        let bad = |file: &str, detail: String| Error::corrupt(self.dir.join(file), detail);
+        let ids = self.ids();
+        if !ids.windows(2).all(|w| w[0] < w[1]) {
+            // Older segments may hold their ids unsorted: sort a copy to find a repeat.
+            let mut sorted = ids.to_vec();
+            sorted.sort_unstable();
+            if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+                return Err(bad(
+                    &seg.ids,
+                    format!("id {} is stored more than once; ids are unique", w[0]),
+                ));
+            }
+        }
+        if let (Some(norms), Some(ni)) = (self.norms(), &self.manifest.norms) {
+            if let Some((r, v)) = norms
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+            {
+                return Err(bad(
+                    &ni.file,
+                    format!("the norm of row {r} is {v}; norms are finite and >= 0"),
+                ));
+            }
+        }
+        if let (Some(v), Some(dim), Some(name)) = (self.vectors(), self.vector_dim(), &seg.vectors)
+        {
+            let at = match v {
+                Vectors::F32(x) => x.iter().position(|v| !v.is_finite()),
+                // All exponent bits set: an infinity or a NaN.
+                Vectors::F16(x) => x.iter().position(|&h| h & 0x7c00 == 0x7c00),
+            };
+            if let Some(i) = at {
+                return Err(bad(
+                    name,
+                    format!(
+                        "row {}, column {} is not finite; stored vectors are",
+                        i / dim.max(1),
+                        i % dim.max(1)
+                    ),
+                ));
+            }
+        }
+        let (w, tail) = (self.words_per_code(), self.bits() % 64);
+        if tail != 0 {
+            let padding = !((1u64 << tail) - 1);
+            if let Some(r) = (0..self.len()).find(|&r| self.code(r)[w - 1] & padding != 0) {
+                return Err(bad(
+                    &seg.codes,
+                    format!("code {r} sets bits past bit {}; they are zero", self.bits()),
+                ));
+            }
+        }
         Ok(())
     }
 

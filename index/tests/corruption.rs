@@ -445,3 +445,81 @@ fn a_pipe_or_directory_in_place_of_a_file_is_refused() {
     assert_names(&e, "ids.bin");
     assert!(e.to_string().contains("a directory"), "{e}");
 }
+
+/// Rewrites `file` of the index at `dir` with `edit` applied to its payload, resealed: payload
+/// CRC, header CRC and the manifest's record of the file agree again, as a writer's bug would
+/// leave them. Checksums then pass; only the payload's own rules can fault it.
+fn reseal(dir: &Path, file: &str, kind: bsa_index::format::FileKind, edit: impl FnOnce(&mut [u8])) {
+    let mut b = fs::read(dir.join(file)).unwrap();
+    let mut h = Header::decode(&b, kind, b.len() as u64, Path::new(file)).unwrap();
+    let (start, end) = (
+        h.payload_offset as usize,
+        (h.payload_offset + h.payload_len) as usize,
+    );
+    edit(&mut b[start..end]);
+    h.payload_crc = crc32fast::hash(&b[start..end]);
+    b[..HEADER_LEN].copy_from_slice(&h.encode());
+    fs::write(dir.join(file), &b).unwrap();
+    let mpath = dir.join("manifest.json");
+    let mut m = bsa_index::Manifest::from_bytes(&fs::read(&mpath).unwrap(), &mpath).unwrap();
+    let info = m.files.get_mut(file).unwrap();
+    (info.len, info.crc32) = (b.len() as u64, crc32fast::hash(&b));
+    fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
+}
+
+/// Values that break the payload rules under valid checksums (a repeated id, a negative or NaN
+/// norm, a non-finite vector, a padding bit set) pass the open, but `verify` names the file and
+/// the row: before, it said "ok" and searches answered with them.
+#[test]
+fn verify_checks_the_values_checksums_cannot() {
+    use bsa_index::format::FileKind;
+    let f = &shared().fixture;
+    let scratch = tempfile::tempdir().unwrap();
+    let set = |at: usize, bytes: &[u8]| {
+        let bytes = bytes.to_vec();
+        move |p: &mut [u8]| p[at..at + bytes.len()].copy_from_slice(&bytes)
+    };
+    let cases: Vec<(&str, FileKind, Box<dyn FnOnce(&mut [u8])>, &str)> = vec![
+        (
+            "ids.bin",
+            FileKind::Ids,
+            Box::new(set(8, &0u64.to_le_bytes())),
+            "id 0 is stored more than once",
+        ),
+        (
+            "norms.bin",
+            FileKind::Norms,
+            Box::new(set(4 * 7, &(-1f32).to_le_bytes())),
+            "the norm of row 7 is -1",
+        ),
+        (
+            "norms.bin",
+            FileKind::Norms,
+            Box::new(set(0, &f32::NAN.to_le_bytes())),
+            "the norm of row 0 is NaN",
+        ),
+        (
+            "vectors.bin",
+            FileKind::Vectors,
+            Box::new(set(4 * (DIM * 3 + 2), &f32::INFINITY.to_le_bytes())),
+            "row 3, column 2 is not finite",
+        ),
+        // 200 bits: word 3 of a code holds bits 192..200; bit 63 of it is padding.
+        (
+            "codes.bin",
+            FileKind::Codes,
+            Box::new(|p: &mut [u8]| p[8 * 4 * 5 + 31] |= 0x80),
+            "code 5 sets bits past bit 200",
+        ),
+    ];
+    for (i, (file, kind, edit, needle)) in cases.into_iter().enumerate() {
+        let d = scratch.path().join(format!("case{i}"));
+        copy_dir(&f.path, &d);
+        reseal(&d, file, kind, edit);
+        let index = Index::open(&d).expect("checksums pass");
+        let e = index.verify().unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{file}: {e}");
+        assert_names(&e, file);
+        assert!(e.to_string().contains(needle), "{needle:?}: {e}");
+    }
+}

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use bsa_index::live::{
-    BridgeReport, IdFilter, MergePolicy, NewRows, SearchOptions, Snapshot, Writer,
+    BridgeReport, IdFilter, LiveManifest, MergePolicy, NewRows, SearchOptions, Snapshot, Writer,
 };
 use bsa_index::{Hits, HnswParams, Index, IndexBuilder, Mode, Score, SearchParams};
 use common::*;
@@ -800,6 +800,31 @@ fn no_ids_are_made_after_the_largest_possible() {
     w.add(&NewRows::codes(&c.codes).ids(&[7, 8, 9]), false)
         .unwrap();
     assert_eq!(Snapshot::open(&path).unwrap().len(), 5);
+}
+
+/// A root manifest whose `next_id` is not past every id (a writer's bug, resealed) fails
+/// `verify`, naming the manifest: an add without ids would have collided with the ids in use.
+#[test]
+fn verify_checks_next_id_against_the_ids() {
+    let (_dir, path, mut rng) = codes_index(8, 20);
+    let mut w = Writer::open(&path).unwrap();
+    let c = columns(&new_rows(&mut rng, CODES_40, &[100, 101]));
+    w.add(&NewRows::codes(&c.codes).ids(&c.ids), false).unwrap();
+    drop(w);
+    Snapshot::open(&path).unwrap().verify().unwrap();
+    let mpath = path.join("manifest.json");
+    let mut m = LiveManifest::from_bytes(&std::fs::read(&mpath).unwrap(), &mpath).unwrap();
+    m.next_id = 5;
+    std::fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
+    let e = Snapshot::open(&path)
+        .unwrap()
+        .verify()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("manifest.json") && e.contains("next_id is 5, but id 101"),
+        "{e}"
+    );
 }
 
 /// A build that replaces a live index waits for its writer, and the writer's commit lands in

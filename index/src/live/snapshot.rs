@@ -469,6 +469,18 @@ impl Snapshot {
         for s in &self.segments {
             s.index.verify()?;
         }
+        // Rows added without ids get ids from `next_id` on: below an id in use, an add would
+        // collide with it. (It saturates at u64::MAX, which may then be in use.)
+        let largest = self.segments.iter().flat_map(|s| s.index.ids()).max();
+        if let Some(&id) = largest.filter(|&&id| id >= self.next_id && self.next_id != u64::MAX) {
+            return Err(Error::corrupt(
+                self.dir.join(crate::manifest::MANIFEST_FILE),
+                format!(
+                    "next_id is {}, but id {id} is in the index; it is one past the largest id",
+                    self.next_id
+                ),
+            ));
+        }
         self.verify_model()
     }
 
