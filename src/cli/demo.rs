@@ -55,7 +55,6 @@ fn default_data_dir() -> PathBuf {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
-    let work = Workdir::prepare(a.work_dir.as_deref())?;
     let dir = &a.data_dir.clone().unwrap_or_else(default_data_dir);
     let base = super::io::open_embeddings(&dir.join("base.npy"), true).with_context(|| {
         format!(
@@ -65,6 +64,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     })?;
     let queries = super::io::open_embeddings(&dir.join("query.npy"), true)?;
     queries.expect_dim(base.dim())?;
+    // Everything that can be refused is, before the first line of the tour.
+    let mut params = TrainParams::new(1024, 32);
+    params.epochs = a.epochs;
+    params.validate(base.n(), base.dim())?;
+    let work = Workdir::prepare(a.work_dir.as_deref())?;
     outln!(
         "bsa demo: {} base and {} query vectors of dimension {} from {}",
         base.n(),
@@ -73,8 +77,6 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         dir.display()
     )?;
 
-    let mut params = TrainParams::new(1024, 32);
-    params.epochs = a.epochs;
     outln!(
         "\n1. Training BSA (N={}, K={}, alpha={}, {} epochs)...",
         params.bits,

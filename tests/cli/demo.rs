@@ -47,6 +47,18 @@ fn demo_runs_and_keeps_only_its_own_folder() {
     demo("mine").fails_with(&["--work-dir mine", "give a new or empty folder"]);
     assert_eq!(t.read("mine/model.safetensors"), b"the user's model");
     assert!(!t.exists("mine/index"));
+    // Bad settings too, and no folder is made for them.
+    t.bsa(&[
+        "demo",
+        "--epochs",
+        "0",
+        "--data-dir",
+        SAMPLE,
+        "--work-dir",
+        "w0",
+    ])
+    .fails_with(&["--epochs must be at least 1"]);
+    assert!(!t.exists("w0"));
 }
 
 /// `bsa demo | head -1`: the closed stdout ends the demo with exit 0, not a panic.
