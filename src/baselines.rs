@@ -165,6 +165,21 @@ impl BaselineParams {
                 "--fit-rows must be at least 1".into(),
             ));
         }
+        // Encoder and decoder (bits x dim f32 each), the decoder's Gram matrix ((bits + 1)^2
+        // f64), and ITQ's covariance and eigenvectors (dim x dim f64 each).
+        let (b, d) = (self.bits as u128, dim as u128);
+        let itq = if self.method == Method::Itq {
+            2 * d * d * 8
+        } else {
+            0
+        };
+        crate::config::check_memory(
+            2 * b * d * 4 + (b + 1) * (b + 1) * 8 + itq,
+            &format!(
+                "the {} fit of {} bits on {dim}-d data",
+                self.method, self.bits
+            ),
+        )?;
         Ok(())
     }
 
@@ -448,6 +463,24 @@ fn linalg(what: &'static str) -> impl Fn(ndarray_linalg::error::LinalgError) -> 
 
 #[cfg(test)]
 mod tests {
+
+    /// Fits whose arrays cannot be allocated (data a million times too wide) are refused by
+    /// their validation, with the memory they would need, instead of aborting the process at
+    /// the allocation; usual sizes pass.
+    #[test]
+    fn absurd_sizes_are_refused_before_allocating() {
+        use crate::train::TrainParams;
+        // 2^40 columns: hundreds of terabytes of weights on any machine.
+        let huge = 1usize << 40;
+        let e = TrainParams::new(1024, 32).validate(10, huge).unwrap_err();
+        assert!(e.to_string().contains("GB of memory"), "{e}");
+        TrainParams::new(1024, 32).validate(10, 384).unwrap();
+        for m in [Method::Lsh, Method::Itq] {
+            let e = BaselineParams::new(m, 64).validate(huge).unwrap_err();
+            assert!(e.to_string().contains("GB of memory"), "{m}: {e}");
+            BaselineParams::new(m, 64).validate(384).unwrap();
+        }
+    }
     use super::*;
     use crate::model::Method;
 

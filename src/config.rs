@@ -221,6 +221,25 @@ impl ModelConfig {
 pub const MAX_BITS: usize = 1 << 16;
 
 /// Checks `0 < k <= bits <= MAX_BITS`: the one rule every method's sizes follow.
+/// Refuses a fit whose main arrays (`bytes` in all, `what` they are) this process cannot
+/// allocate, found by reserving that much and freeing it at once (no page is touched): a clear
+/// error before the work, where the allocation itself would abort the process ("memory
+/// allocation failed") once the input was read. Data of absurd width (a million columns) or
+/// --bits meet it first.
+pub(crate) fn check_memory(bytes: u128, what: &str) -> Result<()> {
+    let fits = usize::try_from(bytes)
+        .ok()
+        .is_some_and(|b| Vec::<u8>::new().try_reserve_exact(b).is_ok());
+    if fits {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "{what} would need about {:.1} GB of memory, more than this process can allocate; use fewer \
+         --bits, or data of lower dimension",
+        bytes as f64 / 1e9
+    )))
+}
+
 pub(crate) fn check_sizes(bits: usize, k: usize) -> Result<()> {
     if bits > MAX_BITS {
         return Err(Error::InvalidArgument(format!(

@@ -131,6 +131,13 @@ impl PursuitParams {
             }
         }
         check_sizes(self.bits, self.k)?;
+        // The dictionary and encoder (bits x dim f32, twice over a round) and the refit's
+        // normal equations and their factor ((bits + 1)^2 f64 each).
+        let (b, d) = (self.bits as u128, dim as u128);
+        crate::config::check_memory(
+            4 * b * d * 4 + 2 * (b + 1) * (b + 1) * 8,
+            &format!("the pursuit fit of {} bits on {dim}-d data", self.bits),
+        )?;
         if self.rounds == 0 {
             return Err(Error::InvalidArgument("--rounds must be at least 1".into()));
         }

@@ -765,6 +765,14 @@ impl TrainParams {
                 "--monitor adc or hamming needs --probe-queries above 0".into(),
             ));
         }
+        // Weights, gradients and Adam's two moments: 8 matrices of bits x dim f32.
+        crate::config::check_memory(
+            8 * self.bits as u128 * dim as u128 * 4,
+            &format!(
+                "the weights and optimiser state of {} bits on {dim}-d data",
+                self.bits
+            ),
+        )?;
         if !(self.max_bit_freq > 0.0 && self.max_bit_freq <= 1.0) {
             return Err(Error::InvalidArgument(format!(
                 "--max-bit-freq must be in (0, 1], got {}",
