@@ -204,20 +204,9 @@ impl Preset {
 /// `alphas` adds an alpha sweep of BSA (when `bsa` is among the methods) at the given sizes, or
 /// at N = 1024, K = 32 for the paper preset; the paper preset sweeps
 /// [`PAPER_ALPHAS`] unless `alphas` is given.
-pub fn cells(
-    preset: Preset,
-    methods: &[Variant],
-    bits: Option<&[usize]>,
-    ks: Option<&[usize]>,
-    alphas: Option<&[f64]>,
-    hnsw: HnswCells,
-    dim: usize,
-) -> Vec<Cell> {
-    grid(preset, methods, bits, ks, alphas, hnsw, dim).0
-}
-
-/// [`cells`], and what became of the sizes given (`bits`, `ks`) that the grid could not take
-/// as asked, one line each: K not below N (skipped), ITQ above D and sign bits (both at D). The
+///
+/// Also returns what became of the sizes given (`bits`, `ks`) that the grid could not take as
+/// asked, one line each: K not below N (skipped), ITQ above D and sign bits (both at D). The
 /// presets' own sizes are not reported (their ITQ and sign cells are at D by design).
 pub fn grid(
     preset: Preset,
@@ -377,7 +366,7 @@ mod tests {
 
     #[test]
     fn quick_grid_has_one_cell_per_method() {
-        let c = cells(
+        let (c, _) = grid(
             Preset::Quick,
             &Preset::Quick.methods(),
             None,
@@ -402,7 +391,7 @@ mod tests {
                 "pursuit N=1024 K=16"
             ]
         );
-        let p = cells(
+        let (p, _) = grid(
             Preset::Paper,
             &Preset::Paper.methods(),
             None,
@@ -455,7 +444,7 @@ mod tests {
 
     #[test]
     fn explicit_sizes_override_the_preset() {
-        let c = cells(
+        let (c, _) = grid(
             Preset::Quick,
             &[Variant::Sign, Variant::Bsa],
             Some(&[32, 64]),

@@ -16,9 +16,7 @@ mod report;
 mod result;
 mod run;
 
-pub use grid::{
-    cells, grid, Cell, HnswCells, Preset, Settings, Variant, PAPER_ALPHAS, PAPER_HEADLINE,
-};
+pub use grid::{grid, Cell, HnswCells, Preset, Settings, Variant, PAPER_ALPHAS, PAPER_HEADLINE};
 pub use report::{machine_info, report_markdown, utc_now, write_report, RunInfo};
 pub use result::{CellResult, HnswPoint, HnswResult, InvertedResult, Rescored, Throughput};
 pub use run::{
