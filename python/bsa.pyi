@@ -40,7 +40,7 @@ class Model:
     def to_bytes(self) -> bytes:
         """The model file's bytes (what ``save`` writes); pickling uses them."""
     @staticmethod
-    def from_bytes(data: bytes) -> Model:
+    def from_bytes(data: bytes | bytearray | memoryview) -> Model:
         """Reads a model from the bytes of a model file, with the checks of ``load``."""
     def encode(self, x: _Floats, *, threads: Optional[int] = None) -> npt.NDArray[np.uint8]:
         """Packed codes of the rows of ``x``: uint8 (n, ceil(bits / 8)), little bit order."""
@@ -77,9 +77,9 @@ def train(
     epochs: Optional[int] = None,  # bsa, topk: 10
     batch: Optional[int] = None,  # bsa, topk: 1024
     lr: Optional[float] = None,  # bsa, topk: 1e-3
-    alpha: Optional[float] = None,  # bsa, topk: 1.0
+    alpha: Optional[float] = None,  # bsa: 1.0
     loss: Optional[Literal["cosine", "mse"]] = None,  # bsa, topk: "cosine"
-    target: Optional[Literal["khot", "masked"]] = None,  # bsa, topk: "khot"
+    target: Optional[Literal["khot", "masked"]] = None,  # bsa: "khot"
     val_fraction: Optional[float] = None,  # bsa, topk: 0.05
     rounds: Optional[int] = None,  # pursuit: 6
     ridge: Optional[float] = None,  # pursuit: 1e-3
@@ -88,8 +88,9 @@ def train(
 ) -> Model:
     """Trains a model on the rows of ``x`` (as ``bsa train``); the GIL is released.
 
-    A setting the method does not use (e.g. ``epochs`` with ``method="itq"``) raises
-    ``ValueError``; a setting left out takes the default in the comment beside it.
+    A setting the method does not read (e.g. ``epochs`` with ``method="itq"``) raises
+    ``ValueError``; a setting left out takes the default in the comment beside it. Ctrl-C
+    stops a fit within about a second (at most a pursuit round's refit later).
 
     Example::
 
@@ -178,7 +179,8 @@ class Index:
     def segments(self) -> int:
         """Number of segments."""
     def verify(self) -> None:
-        """Checks every checksum of every file (raises ``FormatError``)."""
+        """Checks every checksum of every file and the values checksums cannot vouch for (raises
+        ``FormatError``)."""
     def __len__(self) -> int: ...
     @property
     def bits(self) -> int:

@@ -37,6 +37,7 @@
 //! assert!(report.quantization_loss.len() == 50);
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use ndarray::{s, Array1, Array2, ArrayView2, Axis, CowArray, Ix2};
@@ -186,6 +187,16 @@ impl BaselineParams {
     /// Fits the baseline on the rows of `x` (`n x D`): the encoder, then the ridge decoder on
     /// the codes of the fit subsample.
     pub fn fit(&self, x: ArrayView2<f32>) -> Result<(Autoencoder, BaselineReport)> {
+        self.fit_until(x, &AtomicBool::new(false))
+    }
+
+    /// [`fit`](Self::fit) that returns [`Error::Stopped`] once `stop` is set (from another
+    /// thread: e.g. Python's Ctrl-C), at ITQ's next round (the other steps are single solves).
+    pub fn fit_until(
+        &self,
+        x: ArrayView2<f32>,
+        stop: &AtomicBool,
+    ) -> Result<(Autoencoder, BaselineReport)> {
         let (n, dim) = x.dim();
         self.validate(dim)?;
         if n == 0 {
@@ -201,7 +212,13 @@ impl BaselineParams {
                 Array1::zeros(self.bits),
             ),
             Method::Itq => {
-                let itq = Itq::fit(sample.view(), self.bits, self.itq_iterations, self.seed)?;
+                let itq = Itq::fit_until(
+                    sample.view(),
+                    self.bits,
+                    self.itq_iterations,
+                    self.seed,
+                    stop,
+                )?;
                 quantization_loss.clone_from(&itq.quantization_loss);
                 itq.encoder()
             }
@@ -291,6 +308,18 @@ impl Itq {
     /// Fits ITQ with `bits = c <= D` dimensions on the rows of `x`, with `iterations` rounds from
     /// a random rotation drawn from `seed`. Computed in `f64`.
     pub fn fit(x: ArrayView2<f32>, bits: usize, iterations: usize, seed: u64) -> Result<Itq> {
+        Itq::fit_until(x, bits, iterations, seed, &AtomicBool::new(false))
+    }
+
+    /// [`fit`](Self::fit) that returns [`Error::Stopped`] at the next round once `stop` is set
+    /// (from another thread: e.g. Python's Ctrl-C).
+    pub fn fit_until(
+        x: ArrayView2<f32>,
+        bits: usize,
+        iterations: usize,
+        seed: u64,
+        stop: &AtomicBool,
+    ) -> Result<Itq> {
         let (m, dim) = x.dim();
         if bits == 0 || bits > dim || m == 0 {
             return Err(Error::InvalidArgument(format!(
@@ -315,6 +344,9 @@ impl Itq {
         let mut rotation = random_rotation(bits, &mut rng)?;
         let mut quantization_loss = Vec::with_capacity(iterations);
         for _ in 0..iterations {
+            if stop.load(Ordering::Relaxed) {
+                return Err(Error::Stopped);
+            }
             let b = v.dot(&rotation).mapv(|h| if h > 0.0 { 1.0 } else { -1.0 });
             let cross = v.t().dot(&b);
             rotation = procrustes_from_cross(cross.view())?;
@@ -463,6 +495,8 @@ fn linalg(what: &'static str) -> impl Fn(ndarray_linalg::error::LinalgError) -> 
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::model::Method;
 
     /// Fits whose arrays cannot be allocated (data a million times too wide) are refused by
     /// their validation, with the memory they would need, instead of aborting the process at
@@ -481,8 +515,6 @@ mod tests {
             BaselineParams::new(m, 64).validate(384).unwrap();
         }
     }
-    use super::*;
-    use crate::model::Method;
 
     /// `n x dim` standard normal rows (not normalised), with per-column scales `1 / (1 + j)` so
     /// that PCA has distinct eigenvalues, shifted by `offset`.

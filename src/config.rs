@@ -42,8 +42,8 @@ impl Method {
     /// [`TrainParams`](crate::train::TrainParams), [`PursuitParams`](crate::pursuit::PursuitParams)
     /// or [`BaselineParams`](crate::baselines::BaselineParams), or `init`, `neighbour_weight`,
     /// `neighbour_rows`: the command line's names); `None` for settings every method reads
-    /// (`bits`, `k`, `seed`) and names it does not know. The command line and Python refuse a
-    /// setting given to a method that would ignore it.
+    /// (`bits`, `k`, `seed`, and the command's own `data`, `out`, `threads`...). The command
+    /// line and Python refuse a setting given to a method that would ignore it.
     ///
     /// ```
     /// use bsa::model::Method;
@@ -52,19 +52,35 @@ impl Method {
     /// assert_eq!(Method::readers("seed"), None);
     /// ```
     pub fn readers(name: &str) -> Option<&'static [Method]> {
+        let known = Method::classify(name);
+        // A name missing from `classify` would be taken as read by every method: a refusal
+        // silently off. Tests pass every setting of the CLI and Python through `knows`.
+        debug_assert!(known.is_some(), "unknown training setting {name:?}");
+        known.flatten()
+    }
+
+    /// Whether `name` is a training setting [`readers`](Self::readers) knows.
+    pub fn knows(name: &str) -> bool {
+        Method::classify(name).is_some()
+    }
+
+    /// `Some(readers)` of a known setting (`Some(None)`: every method), `None` if unknown.
+    fn classify(name: &str) -> Option<Option<&'static [Method]>> {
         use Method::*;
-        Some(match name {
-            "loss" | "alpha" | "target" | "epochs" | "batch" | "lr" | "val_fraction"
-            | "decoder_path" | "schedule" | "warmup_epochs" | "final_lr_fraction" | "monitor"
-            | "patience" | "monitor_max_active" | "probe_queries" | "quantile_bias_init"
-            | "rebalance_bits" | "max_bit_freq" | "neighbour_weight" | "neighbour_rows" => {
-                &[Bsa, Topk]
-            }
+        Some(Some(match name {
+            // TopK trains without the alignment term (its weight is 0 whatever alpha says).
+            "alpha" | "target" => &[Bsa],
+            "loss" | "epochs" | "batch" | "lr" | "val_fraction" | "decoder_path" | "schedule"
+            | "warmup_epochs" | "final_lr_fraction" | "monitor" | "patience"
+            | "monitor_max_active" | "probe_queries" | "quantile_bias_init" | "rebalance_bits"
+            | "max_bit_freq" | "neighbour_weight" | "neighbour_rows" => &[Bsa, Topk],
             "rounds" | "ridge" | "init" => &[Pursuit],
             "fit_rows" => &[Sign, Lsh, Itq, Pursuit],
             "itq_iterations" => &[Itq],
+            "bits" | "k" | "seed" | "method" | "preset" | "data" | "out" | "threads" | "json"
+            | "quiet" | "progress" => return Some(None),
             _ => return None,
-        })
+        }))
     }
 
     /// `name` is a setting `self` reads ([`readers`](Self::readers)).
@@ -220,7 +236,6 @@ impl ModelConfig {
 /// training starts.
 pub const MAX_BITS: usize = 1 << 16;
 
-/// Checks `0 < k <= bits <= MAX_BITS`: the one rule every method's sizes follow.
 /// Refuses a fit whose main arrays (`bytes` in all, `what` they are) this process cannot
 /// allocate, found by reserving that much and freeing it at once (no page is touched): a clear
 /// error before the work, where the allocation itself would abort the process ("memory
@@ -234,12 +249,13 @@ pub(crate) fn check_memory(bytes: u128, what: &str) -> Result<()> {
         return Ok(());
     }
     Err(Error::InvalidArgument(format!(
-        "{what} would need about {:.1} GB of memory, more than this process can allocate; use fewer \
-         --bits, or data of lower dimension",
+        "{what} would need about {:.1} GB of memory, more than this process can allocate; use \
+         fewer bits, or data of lower dimension",
         bytes as f64 / 1e9
     )))
 }
 
+/// Checks `0 < k <= bits <= MAX_BITS`: the one rule every method's sizes follow.
 pub(crate) fn check_sizes(bits: usize, k: usize) -> Result<()> {
     if bits > MAX_BITS {
         return Err(Error::InvalidArgument(format!(

@@ -442,10 +442,14 @@ impl Model {
         Ok(PyBytes::new(py, &bytes))
     }
 
-    /// Reads a model from the bytes of a model file (:meth:`to_bytes`, or a file's contents),
+    /// Reads a model from the bytes of a model file (:meth:`to_bytes`, or a file's contents;
+    /// ``bytes``, ``bytearray`` or ``memoryview``),
     /// with the checks of :meth:`load`.
     #[staticmethod]
-    fn from_bytes(py: Python<'_>, data: &[u8]) -> PyResult<Model> {
+    fn from_bytes(py: Python<'_>, data: pyo3::buffer::PyBuffer<u8>) -> PyResult<Model> {
+        // Any buffer of bytes: bytes, bytearray, memoryview (what database drivers return).
+        let data = data.to_vec(py)?;
+        let data = data.as_slice();
         let (model, training) = py
             .detach(|| {
                 let m = bsa::io::model::from_bytes(data, "<bytes>")?;
@@ -685,7 +689,13 @@ fn train(
             .parse()
             .map_err(|e: bsa::Error| arg("method", bare(e)))?,
     };
-    options.refuse_unused(method)?;
+    options.refuse_unused(
+        method,
+        &match preset {
+            Some(p) => format!("preset {p:?}"),
+            None => format!("method {method}"),
+        },
+    )?;
     let x = float32_matrix(as_array(x, "x")?, "x")?;
     let x = x.readonly();
     let xv = view2(&x);
@@ -736,7 +746,7 @@ struct FitOptions {
 
 impl FitOptions {
     /// Refuses settings `method` would ignore: the model would not be what was asked.
-    fn refuse_unused(&self, method: Method) -> PyResult<()> {
+    fn refuse_unused(&self, method: Method, label: &str) -> PyResult<()> {
         let given = [
             ("epochs", self.epochs.is_some()),
             ("batch", self.batch.is_some()),
@@ -758,7 +768,7 @@ impl FitOptions {
         match method.unread(&given, str::to_string) {
             None => Ok(()),
             Some(unread) => Err(PyValueError::new_err(format!(
-                "method {method} does not use {unread}: leave them out"
+                "{label} does not read {unread}: leave them out"
             ))),
         }
     }
@@ -820,7 +830,7 @@ fn fit_model(
         params.fit_rows = o.fit_rows.unwrap_or(params.fit_rows);
         params.itq_iterations = o.itq_iterations.unwrap_or(params.itq_iterations);
         params.validate(dim)?;
-        let (model, report) = params.fit(x)?;
+        let (model, report) = params.fit_until(x, stop)?;
         let info = serde_json::json!({
             "settings": params,
             "epochs_run": 0,
@@ -1498,7 +1508,9 @@ impl Index {
         self.snap().graph_metric().is_some()
     }
 
-    /// Checks every checksum of every file; raises ``bsa.FormatError`` naming a damaged file.
+    /// Checks every checksum of every file, and the values checksums cannot vouch for (ids
+    /// unique, norms and float32 vectors finite, padding bits zero, the next default id past
+    /// every id); raises ``bsa.FormatError`` naming a damaged file.
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let index = self.snap();
         py.detach(|| index.verify()).map_err(index_err)

@@ -112,7 +112,9 @@ def test_model_bytes_and_pickle_are_the_file(work, queries):
     model = bsa.Model.load(path)
     # The bytes are the file bsa train wrote (bsa writes a model's bytes deterministically).
     assert model.to_bytes() == path.read_bytes()
-    for again in (bsa.Model.from_bytes(path.read_bytes()), pickle.loads(pickle.dumps(model))):
+    raw = path.read_bytes()
+    copies = [bsa.Model.from_bytes(b) for b in (raw, bytearray(raw), memoryview(raw))]
+    for again in copies + [pickle.loads(pickle.dumps(model))]:
         assert (again.bits, again.k, again.dim, again.method) == (model.bits, model.k, model.dim, model.method)
         np.testing.assert_array_equal(again.encode(queries), model.encode(queries))
         assert again.to_bytes() == model.to_bytes()

@@ -195,10 +195,20 @@ def test_settings_the_method_does_not_use_are_refused(queries):
     for method, extra in [("itq", dict(epochs=3, lr=0.1)), ("sign", dict(rounds=2)),
                           ("pursuit", dict(itq_iterations=5)), ("bsa", dict(ridge=0.1))]:
         kw = dict(bits=16, k=4) if method in ("pursuit", "bsa") else {}
-        with pytest.raises(ValueError, match=f"method {method} does not use {', '.join(extra)}"):
+        with pytest.raises(ValueError, match=f"method {method} does not read {', '.join(extra)}"):
             bsa.train(x, method=method, progress=False, **kw, **extra)
-    with pytest.raises(ValueError, match="does not use epochs"):
+    with pytest.raises(ValueError, match="preset \"retrieval\" does not read epochs"):
         bsa.train(x, "retrieval", bits=16, k=4, epochs=2, progress=False)
+    with pytest.raises(ValueError, match=r"method topk does not read alpha, target \(read by bsa\)"):
+        bsa.train(x, method="topk", bits=16, k=4, alpha=0.5, target="masked", progress=False)
+    # Every setting passes through the one table of who reads what (an unknown name would be
+    # taken as read by all): all of them given to itq, every one it does not read is named.
+    every = dict(epochs=1, batch=8, lr=0.1, alpha=1.0, loss="mse", target="khot", val_fraction=0.1,
+                 rounds=1, ridge=0.1, fit_rows=10, itq_iterations=2)
+    with pytest.raises(ValueError) as e:
+        bsa.train(x, method="itq", bits=16, progress=False, **every)
+    for name in every:
+        assert (name in str(e.value)) == (name not in ("fit_rows", "itq_iterations")), (name, e.value)
     # Settings a method uses are taken, and what is left out is the CLI's default.
     m = bsa.train(x, method="itq", bits=16, fit_rows=100, itq_iterations=3, progress=False)
     assert m.training["settings"]["fit_rows"] == 100 and m.training["settings"]["itq_iterations"] == 3
@@ -223,6 +233,12 @@ def test_corrupt_or_missing_index(work, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(bsa.FormatError, match="not a safetensors model file"):
         bsa.Model.load(tmp_path / "model.safetensors")
+    # A folder or a device is not a file to save to; the message has no command-line hint.
+    with pytest.raises(ValueError, match="a directory; an output is written by replacing a file") as e:
+        bsa.Model.load(work / "model.safetensors").save(tmp_path)
+    assert "--out" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="the folder .* does not exist"):
+        bsa.Model.load(work / "model.safetensors").save(tmp_path / "missing" / "m.safetensors")
     with pytest.raises(bsa.FormatError, match="<bytes>: not a safetensors model file"):
         bsa.Model.from_bytes(b"garbage")
     truncated = (work / "model.safetensors").read_bytes()[:-4]

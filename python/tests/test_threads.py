@@ -86,15 +86,18 @@ def test_training_and_building_release_the_gil(base, long_switch_interval):
     assert inside >= 3, f"only {inside} steps of another thread during {seconds:.3f}s of building"
 
 
-@pytest.mark.parametrize("kind", ["bsa", "pursuit"])
+@pytest.mark.parametrize("kind", ["bsa", "pursuit", "itq"])
 def test_ctrl_c_stops_training(base, kind):
     # Ctrl-C during a fit raises KeyboardInterrupt soon (the fit polls a stop flag), not when
     # the fit ends: these fits would run for over a minute (then the interrupt was raised only
     # after it, too late for the assertion). The next fit runs normally.
     import _thread
 
-    settings = dict(bits=1024, k=32, epochs=100) if kind == "bsa" else \
-        dict(method="pursuit", bits=2048, k=32, rounds=100)
+    settings = {
+        "bsa": dict(bits=1024, k=32, epochs=100),
+        "pursuit": dict(method="pursuit", bits=2048, k=32, rounds=100),
+        "itq": dict(method="itq", bits=256, itq_iterations=1000),
+    }[kind]
     timer = threading.Timer(1.0, _thread.interrupt_main)
     started = time.perf_counter()
     timer.start()

@@ -206,8 +206,9 @@ impl Preset {
 /// [`PAPER_ALPHAS`] unless `alphas` is given.
 ///
 /// Also returns what became of the sizes given (`bits`, `ks`) that the grid could not take as
-/// asked, one line each: K not below N (skipped), ITQ above D and sign bits (both at D). The
-/// presets' own sizes are not reported (their ITQ and sign cells are at D by design).
+/// asked, one line each: K not below N (skipped; also a preset's K against the N given), ITQ
+/// above D and sign bits (both at D). The presets' own sizes are not reported (their ITQ and
+/// sign cells are at D by design).
 pub fn grid(
     preset: Preset,
     methods: &[Variant],
@@ -290,7 +291,7 @@ pub fn grid(
                 for &k in &kk {
                     if k > 0 && k < n {
                         push(v, n, Some(k), None);
-                    } else if ks.is_some() {
+                    } else if ks.is_some() || bits.is_some() {
                         note(format!(
                             "{}: K = {k} skipped at N = {n} (K must be in 1..N-1)",
                             v.name()

@@ -115,8 +115,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         ],
     )?;
     bsa::threads::configure(a.threads)?;
+    // Its values are checked by the build (finite; nonzero rows when stored): one pass.
     let data = match &a.data {
-        Some(p) => Some(super::io::open_embeddings(p, a.vectors)?),
+        Some(p) => Some(bsa::io::Embeddings::open(p)?),
         None => None,
     };
     let model = match &a.model {

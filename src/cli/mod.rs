@@ -58,12 +58,19 @@ enum Command {
 /// The arguments of the subcommand in `matches` given on the command line (not defaults), by
 /// their ids (field names).
 fn given_flags(matches: &clap::ArgMatches) -> Vec<String> {
-    let Some((_, sub)) = matches.subcommand() else {
+    use clap::CommandFactory;
+    let Some((name, sub)) = matches.subcommand() else {
         return Vec::new();
     };
-    sub.ids()
-        .filter(|id| sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
-        .map(|id| id.to_string())
+    // The matches also hold argument groups (derive names one after the `Args` struct).
+    let command = Cli::command();
+    let Some(args) = command.find_subcommand(name) else {
+        return Vec::new();
+    };
+    args.get_arguments()
+        .map(|a| a.get_id().as_str())
+        .filter(|id| sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(str::to_string)
         .collect()
 }
 

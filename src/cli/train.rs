@@ -18,9 +18,10 @@ use serde_json::json;
 ///   bsa train --data base.npy --method sign --out sign.safetensors
 ///
 /// The baselines sign, lsh and itq are fitted in closed form (no epochs), pursuit by rounds of
-/// encoding and refitting: the gradient flags (--loss, --alpha, --target, --epochs, --batch,
-/// --lr, --val-fraction, --decoder-path and the training aids) apply to bsa and topk only,
-/// --rounds, --ridge and --init to pursuit, --itq-iterations to itq, --fit-rows to the others;
+/// encoding and refitting: the gradient flags (--loss, --epochs, --batch, --lr,
+/// --val-fraction, --decoder-path and the training aids) apply to bsa and topk only, --alpha
+/// and --target to bsa (topk has no alignment term), --rounds, --ridge and --init to pursuit,
+/// --itq-iterations to itq, --fit-rows to the others;
 /// a flag the method does not read is refused. The baselines' decoder is a ridge least-squares
 /// fit from the codes, on at most --fit-rows rows.
 #[derive(Debug, clap::Args)]
@@ -160,11 +161,11 @@ pub struct Args {
 
 /// Refuses flags given on the command line (`given`, by field name) that `method` would ignore
 /// ([`Method::reads`]): the model would not be what was asked.
-fn refuse_unused(method: Method, given: &[String]) {
+fn refuse_unused(method: Method, label: &str, given: &[String]) {
     if let Some(unread) = method.unread(given, |f| format!("--{}", f.replace('_', "-"))) {
         clap::Error::raw(
             clap::error::ErrorKind::ArgumentConflict,
-            format!("--method {method} does not read {unread}: leave them out\n"),
+            format!("{label} does not read {unread}: leave them out\n"),
         )
         .exit()
     }
@@ -172,14 +173,10 @@ fn refuse_unused(method: Method, given: &[String]) {
 
 /// `given`: the flags given on the command line, by field name (defaults are not refused).
 pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
-    refuse_unused(
-        if a.preset.is_some() {
-            Method::Pursuit
-        } else {
-            a.method
-        },
-        given,
-    );
+    match &a.preset {
+        Some(p) => refuse_unused(Method::Pursuit, &format!("--preset {p}"), given),
+        None => refuse_unused(a.method, &format!("--method {}", a.method), given),
+    }
     super::io::refuse_clobbering(
         &a.out,
         true,
@@ -565,5 +562,22 @@ fn finish(a: &Args, summary: &serde_json::Value, message: String) -> anyhow::Res
     } else {
         eprintln!("bsa: {message}");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every flag of `bsa train` is a setting `Method::readers` knows: one it did not would be
+    /// taken as read by every method, and never refused.
+    #[test]
+    fn every_flag_is_a_known_setting() {
+        let cmd = <super::Args as clap::Args>::augment_args(clap::Command::new("train"));
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(
+                bsa::model::Method::knows(id),
+                "--{id} is not in Method::readers"
+            );
+        }
     }
 }

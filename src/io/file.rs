@@ -95,22 +95,27 @@ pub fn write_atomic(
 }
 
 /// The file [`write_atomic`] replaces for `path`: `path` itself, or the file a symbolic link
-/// there names. Refused when it exists and is not a regular file: renaming over a device or a
+/// there names (made if the link dangles). Refused when it exists and is not a regular file: renaming over a device or a
 /// pipe would replace it (as root, `/dev/null` itself), over a directory fails late; so is a
 /// path whose folder does not exist.
 pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
     let target = match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => match fs::canonicalize(path) {
             Ok(t) => t,
-            // A dangling link: the rename replaces it with the file.
-            Err(_) => return Ok(path.to_path_buf()),
+            // A dangling link: the file it names is made, as a shell's `>` would make it.
+            Err(_) => {
+                let link = fs::read_link(path).map_err(|e| Error::io(path, e))?;
+                match path.parent() {
+                    Some(dir) if link.is_relative() => dir.join(link),
+                    _ => link,
+                }
+            }
         },
         _ => path.to_path_buf(),
     };
     if let Ok(Some(what)) = bsa_index::not_a_file(&target) {
         return Err(Error::InvalidArgument(format!(
-            "{}: {what}; bsa writes an output by replacing a file, so give the path of a file \
-             (results go to stdout when there is no --out)",
+            "{}: {what}; an output is written by replacing a file: give the path of a file",
             path.display()
         )));
     }

@@ -227,6 +227,11 @@ fn lsh_is_deterministic_and_needs_bits() {
     ]);
     train(&["--bits", "8", "--k", "2", "--fit-rows", "10"])
         .usage_error(&["--method bsa does not read --fit-rows"]);
+    // TopK has no alignment term: its weight and target are bsa's alone.
+    train(&[
+        "--method", "topk", "--bits", "8", "--k", "2", "--alpha", "0.5",
+    ])
+    .usage_error(&["--method topk does not read --alpha (read by bsa)"]);
     train(&[
         "--preset",
         "retrieval",
@@ -237,7 +242,7 @@ fn lsh_is_deterministic_and_needs_bits() {
         "--batch",
         "8",
     ])
-    .usage_error(&["--method pursuit does not read --batch"]);
+    .usage_error(&["--preset retrieval does not read --batch"]);
     assert!(!t.exists("u.safetensors"));
     train(&[
         "--method",

@@ -809,6 +809,12 @@ fn outputs_are_regular_files() {
         .file_type()
         .is_symlink());
     assert_eq!(bsa::io::read_u8(t.path("target.npy")).unwrap().0, 40);
+    // A dangling link: the file it names is made (as a shell's `>` makes it), the link kept.
+    std::os::unix::fs::symlink("made.npy", t.path("dangling.npy")).unwrap();
+    encode("good.npy", "dangling.npy").ok();
+    let meta = std::fs::symlink_metadata(t.path("dangling.npy")).unwrap();
+    assert!(meta.file_type().is_symlink());
+    assert_eq!(bsa::io::read_u8(t.path("made.npy")).unwrap().0, 40);
 }
 
 /// Codes whose bytes are all 0 or 1 look like bits stored one per byte (`astype(np.uint8)` of
