@@ -479,7 +479,8 @@ fn verify_checks_the_values_checksums_cannot() {
         let bytes = bytes.to_vec();
         move |p: &mut [u8]| p[at..at + bytes.len()].copy_from_slice(&bytes)
     };
-    let cases: Vec<(&str, FileKind, Box<dyn FnOnce(&mut [u8])>, &str)> = vec![
+    type Edit = Box<dyn FnOnce(&mut [u8])>;
+    let cases: Vec<(&str, FileKind, Edit, &str)> = vec![
         (
             "ids.bin",
             FileKind::Ids,
