@@ -77,9 +77,9 @@ def train(
     epochs: Optional[int] = None,  # bsa, topk: 10
     batch: Optional[int] = None,  # bsa, topk: 1024
     lr: Optional[float] = None,  # bsa, topk: 1e-3
-    alpha: Optional[float] = None,  # bsa: 1.0
+    alpha: Optional[float] = None,  # bsa, topk (no effect there): 1.0
     loss: Optional[Literal["cosine", "mse"]] = None,  # bsa, topk: "cosine"
-    target: Optional[Literal["khot", "masked"]] = None,  # bsa: "khot"
+    target: Optional[Literal["khot", "masked"]] = None,  # bsa, topk (no effect there): "khot"
     val_fraction: Optional[float] = None,  # bsa, topk: 0.05
     rounds: Optional[int] = None,  # pursuit: 6
     ridge: Optional[float] = None,  # pursuit: 1e-3

@@ -68,12 +68,14 @@ impl Method {
     fn classify(name: &str) -> Option<Option<&'static [Method]>> {
         use Method::*;
         Some(Some(match name {
-            // TopK trains without the alignment term (its weight is 0 whatever alpha says).
-            "alpha" | "target" => &[Bsa],
-            "loss" | "epochs" | "batch" | "lr" | "val_fraction" | "decoder_path" | "schedule"
-            | "warmup_epochs" | "final_lr_fraction" | "monitor" | "patience"
-            | "monitor_max_active" | "probe_queries" | "quantile_bias_init" | "rebalance_bits"
-            | "max_bit_freq" | "neighbour_weight" | "neighbour_rows" => &[Bsa, Topk],
+            // TopK trains without the alignment term (its weight is 0 whatever alpha says), but
+            // `--method topk --alpha A` is in the command-line contract: accepted, no effect.
+            "alpha" | "target" | "loss" | "epochs" | "batch" | "lr" | "val_fraction"
+            | "decoder_path" | "schedule" | "warmup_epochs" | "final_lr_fraction" | "monitor"
+            | "patience" | "monitor_max_active" | "probe_queries" | "quantile_bias_init"
+            | "rebalance_bits" | "max_bit_freq" | "neighbour_weight" | "neighbour_rows" => {
+                &[Bsa, Topk]
+            }
             "rounds" | "ridge" | "init" => &[Pursuit],
             "fit_rows" => &[Sign, Lsh, Itq, Pursuit],
             "itq_iterations" => &[Itq],

@@ -199,8 +199,6 @@ def test_settings_the_method_does_not_use_are_refused(queries):
             bsa.train(x, method=method, progress=False, **kw, **extra)
     with pytest.raises(ValueError, match="preset \"retrieval\" does not read epochs"):
         bsa.train(x, "retrieval", bits=16, k=4, epochs=2, progress=False)
-    with pytest.raises(ValueError, match=r"method topk does not read alpha, target \(read by bsa\)"):
-        bsa.train(x, method="topk", bits=16, k=4, alpha=0.5, target="masked", progress=False)
     # Every setting passes through the one table of who reads what (an unknown name would be
     # taken as read by all): all of them given to itq, every one it does not read is named.
     every = dict(epochs=1, batch=8, lr=0.1, alpha=1.0, loss="mse", target="khot", val_fraction=0.1,

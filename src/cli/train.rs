@@ -18,10 +18,10 @@ use serde_json::json;
 ///   bsa train --data base.npy --method sign --out sign.safetensors
 ///
 /// The baselines sign, lsh and itq are fitted in closed form (no epochs), pursuit by rounds of
-/// encoding and refitting: the gradient flags (--loss, --epochs, --batch, --lr,
-/// --val-fraction, --decoder-path and the training aids) apply to bsa and topk only, --alpha
-/// and --target to bsa (topk has no alignment term), --rounds, --ridge and --init to pursuit,
-/// --itq-iterations to itq, --fit-rows to the others;
+/// encoding and refitting: the gradient flags (--loss, --alpha, --target, --epochs, --batch,
+/// --lr, --val-fraction, --decoder-path and the training aids) apply to bsa and topk only
+/// (topk has no alignment term: --alpha and --target do not change it), --rounds, --ridge and
+/// --init to pursuit, --itq-iterations to itq, --fit-rows to the others;
 /// a flag the method does not read is refused. The baselines' decoder is a ridge least-squares
 /// fit from the codes, on at most --fit-rows rows.
 #[derive(Debug, clap::Args)]

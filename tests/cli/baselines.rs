@@ -227,11 +227,11 @@ fn lsh_is_deterministic_and_needs_bits() {
     ]);
     train(&["--bits", "8", "--k", "2", "--fit-rows", "10"])
         .usage_error(&["--method bsa does not read --fit-rows"]);
-    // TopK has no alignment term: its weight and target are bsa's alone.
+    // TopK reads the gradient flags, --alpha included (the contract lists it; no effect).
     train(&[
-        "--method", "topk", "--bits", "8", "--k", "2", "--alpha", "0.5",
+        "--method", "topk", "--bits", "8", "--k", "2", "--alpha", "0.5", "--rounds", "2",
     ])
-    .usage_error(&["--method topk does not read --alpha (read by bsa)"]);
+    .usage_error(&["--method topk does not read --rounds (read by pursuit)"]);
     train(&[
         "--preset",
         "retrieval",
