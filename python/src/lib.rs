@@ -453,7 +453,10 @@ impl Model {
         let (model, training) = py
             .detach(|| {
                 let m = bsa::io::model::from_bytes(data, "<bytes>")?;
-                Ok::<_, bsa::Error>((m, bsa::io::model::training_info_from_bytes(data, "<bytes>")?))
+                Ok::<_, bsa::Error>((
+                    m,
+                    bsa::io::model::training_info_from_bytes(data, "<bytes>")?,
+                ))
             })
             .map_err(py_err)?;
         Ok(Model {
