@@ -66,7 +66,6 @@ pub fn write_atomic(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{}",
         file_name.to_string_lossy(),
@@ -95,9 +94,9 @@ pub fn write_atomic(
 }
 
 /// The file [`write_atomic`] replaces for `path`: `path` itself, or the file a symbolic link
-/// there names (made if the link dangles). Refused when it exists and is not a regular file: renaming over a device or a
-/// pipe would replace it (as root, `/dev/null` itself), over a directory fails late; so is a
-/// path whose folder does not exist.
+/// there names (made if the link dangles). Refused when it exists and is not a regular file
+/// (renaming over a device or a pipe would replace it, as root `/dev/null` itself; over a
+/// directory it fails late), and when its folder does not exist.
 pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
     let target = match fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => match fs::canonicalize(path) {
