@@ -43,7 +43,9 @@ class Model:
     def from_bytes(data: bytes | bytearray | memoryview) -> Model:
         """Reads a model from the bytes of a model file, with the checks of ``load``."""
     def encode(self, x: _Floats, *, threads: Optional[int] = None) -> npt.NDArray[np.uint8]:
-        """Packed codes of the rows of ``x``: uint8 (n, ceil(bits / 8)), little bit order."""
+        """Packed codes of the rows of ``x``: uint8 (n, ceil(bits / 8)), little bit order.
+
+        Ctrl-C stops the encoding of a large batch (``KeyboardInterrupt``)."""
     def decode(self, codes: _Codes) -> npt.NDArray[np.float32]:
         """The vectors the decoder rebuilds from packed codes: float32 (n, dim)."""
     def eval(self, x: _Floats, *, threads: Optional[int] = None) -> dict[str, Any]:
@@ -134,7 +136,11 @@ class Index:
         overwrite: bool = False,
         threads: Optional[int] = None,
     ) -> Index:
-        """Builds an index from ``codes``, or from ``x`` encoded with ``model`` (as ``bsa build``)."""
+        """Builds an index from ``codes``, or from ``x`` encoded with ``model`` (as ``bsa build``).
+
+        Ctrl-C stops it within about a second (``KeyboardInterrupt``), leaving nothing at
+        ``path``; an index it would have replaced stays as it was.
+        """
     def save(self, path: _Path, *, overwrite: bool = False) -> None:
         """Copies the index directory to ``path`` (atomically)."""
     def search(
@@ -157,7 +163,8 @@ class Index:
         ``I``: int64 ids, -1 where missing. ``D``: int32 Hamming distances for
         ``score="hamming"`` without rescoring (missing: 2**31 - 1), else float32 scores,
         higher is better (missing: -inf). ``allow_ids`` / ``deny_ids`` restrict the ids
-        returned (exact modes stay exact); ``min_score`` drops hits scoring less.
+        returned (exact modes stay exact); ``min_score`` drops hits scoring less. Ctrl-C
+        stops a large batch of queries (``KeyboardInterrupt``).
         """
     def add(
         self,

@@ -58,13 +58,25 @@ pub enum Error {
     /// on a matrix that is singular or not finite.
     #[error("linear algebra failed: {0}")]
     Linalg(String),
-    /// The caller asked a long computation to stop (e.g. `TrainParams::fit_until`); nothing
-    /// was produced.
-    #[error("stopped before it finished, as asked")]
+    /// The caller asked a long computation to stop (e.g. `TrainParams::fit_until`, a build's
+    /// `BuildRequest::stop`); nothing was produced (the index crate's
+    /// [`bsa_index::Error::Stopped`] arrives as this variant).
+    #[error("stopped before it finished, as asked; nothing was written")]
     Stopped,
     /// An error from the search index crate.
     #[error(transparent)]
-    Index(#[from] bsa_index::Error),
+    Index(bsa_index::Error),
+}
+
+impl From<bsa_index::Error> for Error {
+    /// Wraps the index crate's error; its `Stopped` becomes [`Error::Stopped`], so that one
+    /// variant says "stopped as asked" whichever crate stopped.
+    fn from(e: bsa_index::Error) -> Error {
+        match e {
+            bsa_index::Error::Stopped => Error::Stopped,
+            e => Error::Index(e),
+        }
+    }
 }
 
 impl Error {

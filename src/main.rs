@@ -19,6 +19,10 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("bsa: {err:#}");
+            // Stopped by Ctrl-C (`cli::io::stop_on_signal`): the shell's code for SIGINT.
+            if matches!(err.downcast_ref::<bsa::Error>(), Some(bsa::Error::Stopped)) {
+                return ExitCode::from(130);
+            }
             ExitCode::from(2)
         }
     }

@@ -13,7 +13,10 @@
 
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::deterministic;
+use crate::error::{Error, Result};
 
 pub use crate::config::{LossKind, Method, ModelConfig, Target};
 pub use crate::params::Params;
@@ -40,10 +43,49 @@ impl Autoencoder {
     /// every thread count, whether it is encoded as a base row or as a query (see
     /// `rule_codes` for how this stays as fast as a BLAS GEMM).
     pub fn encode_active(&self, x: ArrayView2<f32>) -> Vec<Vec<u32>> {
+        self.encode_active_until(x, &AtomicBool::new(false))
+            .expect("never stopped")
+    }
+
+    /// [`encode_active`](Self::encode_active) that returns [`Error::Stopped`] once `stop` is
+    /// set, checked between chunks of rows (16,384 rows; a pursuit model's own chunks), so
+    /// that encoding a million rows can be interrupted. The codes do not depend on the chunks.
+    ///
+    /// ```
+    /// use std::sync::atomic::AtomicBool;
+    /// use bsa::model::{Autoencoder, LossKind, Method, ModelConfig, Params, Target};
+    /// let (dim, bits, k) = (8, 16, 2);
+    /// let (loss, target) = (LossKind::Cosine, Target::Khot);
+    /// let config = ModelConfig { dim, bits, k, method: Method::Topk, loss, alpha: 1.0, target };
+    /// let model = Autoencoder { params: Params::init(bits, dim, 1), config };
+    /// let x = ndarray::Array2::from_elem((3, 8), 0.5f32);
+    /// let stop = AtomicBool::new(true);
+    /// assert!(matches!(model.encode_active_until(x.view(), &stop), Err(bsa::Error::Stopped)));
+    /// ```
+    pub fn encode_active_until(
+        &self,
+        x: ArrayView2<f32>,
+        stop: &AtomicBool,
+    ) -> Result<Vec<Vec<u32>>> {
         if self.config.method == Method::Pursuit {
-            return crate::greedy::encode(&self.params, self.config.k, x);
+            return crate::greedy::encode_with(&self.params, self.config.k, x, true, stop)
+                .ok_or(Error::Stopped);
         }
-        rule_codes(&self.params, x, self.config.method, self.config.k)
+        // Chunks also bound the pre-activations held at once (rows x N floats).
+        const ROWS: usize = 1 << 14;
+        let mut out = Vec::with_capacity(x.nrows());
+        for chunk in x.axis_chunks_iter(Axis(0), ROWS) {
+            if stop.load(Ordering::Relaxed) {
+                return Err(Error::Stopped);
+            }
+            out.extend(rule_codes(
+                &self.params,
+                chunk,
+                self.config.method,
+                self.config.k,
+            ));
+        }
+        Ok(out)
     }
 
     /// Binary codes packed as numpy `packbits(bitorder="little")` rows: `n x ceil(N/8)` bytes,
@@ -363,6 +405,19 @@ mod tests {
         use rand_distr::StandardNormal;
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         Array2::from_shape_simple_fn((n, d), || rng.sample::<f32, _>(StandardNormal))
+    }
+
+    #[test]
+    fn codes_do_not_depend_on_the_encoding_chunks() {
+        // 20,000 rows span two of encode_active_until's chunks of 16,384.
+        let x = gaussian(20_000, 16, 3);
+        for method in [Method::Topk, Method::Bsa] {
+            let m = model(Params::<f32>::init(64, 16, 4), method, 5);
+            let whole = m.encode_active(x.view());
+            let mut parts = m.encode_active(x.slice(ndarray::s![..10_000, ..]));
+            parts.extend(m.encode_active(x.slice(ndarray::s![10_000.., ..])));
+            assert_eq!(whole, parts, "{method:?}");
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! ```
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use bsa_index::{pack, HnswParams, IndexBuilder, VectorDtype};
 use ndarray::{Array2, ArrayView2};
@@ -113,6 +114,10 @@ pub struct BuildRequest<'a> {
     pub bitmaps: Option<bool>,
     /// Replace an existing index at the target.
     pub overwrite: bool,
+    /// Stop once this is set (a Ctrl-C handler's flag): checked while the data is encoded and
+    /// at every step of the build ([`IndexBuilder::stop_when`]); the build then returns
+    /// [`Error::Stopped`], having written nothing.
+    pub stop: Option<&'a AtomicBool>,
 }
 
 impl<'a> BuildRequest<'a> {
@@ -129,6 +134,7 @@ impl<'a> BuildRequest<'a> {
             inverted: None,
             bitmaps: None,
             overwrite: false,
+            stop: None,
         }
     }
 }
@@ -217,7 +223,10 @@ pub fn build_index_notifying(
                     got: d.ncols(),
                 });
             }
-            let active = model.encode_active(d.view());
+            let active = match r.stop {
+                Some(stop) => model.encode_active_until(d.view(), stop)?,
+                None => model.encode_active(d.view()),
+            };
             let words = pack::pack_set_bits(&active, model.config.bits)?;
             norms = Some(model.params.decoded_norms(&active));
             if r.hnsw.is_some() && graph_on == GraphOn::Decoded {
@@ -335,6 +344,9 @@ pub fn build_index_notifying(
             _ => {}
         }
     }
+    if let Some(stop) = r.stop {
+        builder = builder.stop_when(stop);
+    }
     builder.build(out)?;
     Ok(Built {
         n,
@@ -389,10 +401,13 @@ pub fn active_bits(words: &[u64], bits: usize) -> Vec<Vec<u32>> {
 #[cfg(test)]
 mod query_tests {
     use super::{build_index, BuildRequest, BuildSource};
-    use crate::error::Result;
+    use std::sync::atomic::AtomicBool;
+
+    use crate::error::{Error, Result};
+    use crate::model::Autoencoder;
     use crate::pursuit::PursuitParams;
-    use crate::query::{index_model, search, Queries, Request};
-    use bsa_index::live::Snapshot;
+    use crate::query::{index_model, search, search_until, Queries, Request};
+    use bsa_index::live::{IdFilter, Snapshot};
     use bsa_index::{HnswParams, VectorDtype};
     use ndarray::Array2;
     use rand::{Rng, SeedableRng};
@@ -407,11 +422,10 @@ mod query_tests {
         x
     }
 
-    /// Without distances, a table score of float queries skips encoding them: the same ids and
-    /// scores in every mode (rescored or not), and no distance pretends to be one.
-    #[test]
-    fn table_scores_without_distances_rank_the_same() -> Result<()> {
-        let (base, queries) = (unit_rows(400, 16, 1), unit_rows(12, 16, 2));
+    /// An index of 400 pursuit codes (64 bits, K = 4) of 16-d rows with vectors, posting lists
+    /// and a graph on the decoded codes, in the returned folder, opened, with its model.
+    fn pursuit_index() -> Result<(tempfile::TempDir, Snapshot, Autoencoder)> {
+        let base = unit_rows(400, 16, 1);
         let params = PursuitParams::new(64, 4);
         let (dictionary, _) = params.fit(base.view(), &mut |_| {})?;
         let model = params.model(16, dictionary);
@@ -433,6 +447,15 @@ mod query_tests {
         build_index(&build, dir.path().join("idx"), |_, _| {})?;
         let index = Snapshot::open(dir.path().join("idx"))?;
         let model = index_model(&index)?.expect("the index keeps its model");
+        Ok((dir, index, model))
+    }
+
+    /// Without distances, a table score of float queries skips encoding them: the same ids and
+    /// scores in every mode (rescored or not), and no distance pretends to be one.
+    #[test]
+    fn table_scores_without_distances_rank_the_same() -> Result<()> {
+        let (_dir, index, model) = pursuit_index()?;
+        let queries = unit_rows(12, 16, 2);
         let cases = [
             ("adc", "flat", None),
             ("adc", "flat", Some(3)),
@@ -460,5 +483,44 @@ mod query_tests {
         let found = run(&Request::new(5).distances(false))?;
         assert!(found.hits[0].distances.iter().all(|&d| d <= 64));
         Ok(())
+    }
+
+    /// A search given a stop flag runs in batches of queries: the hits of one whole batch, in
+    /// every mode and score, filtered or in a range; a set flag stops it.
+    #[test]
+    fn batched_searches_give_the_hits_of_one_batch() -> Result<()> {
+        let (_dir, index, model) = pursuit_index()?;
+        // 700 queries: three batches of 256 (two threads, 64 per thread is fewer).
+        let queries = unit_rows(700, 16, 3);
+        let deny: Vec<u64> = (0..400).step_by(3).collect();
+        let filters = [None, Some(IdFilter::Deny(&deny))];
+        let cases = [
+            Request::new(5),
+            Request::new(5).score("adc")?,
+            Request::new(5).score("adc")?.rescore(Some(3)),
+            Request::new(5).score("adc")?.mode("hnsw")?,
+            Request::new(5).score("soft")?.mode("inverted")?,
+            Request::new(5).score("cosine")?.min_score(Some(0.3)),
+            Request::new(usize::MAX).max_distance(Some(6)),
+        ];
+        let never = AtomicBool::new(false);
+        crate::threads::with_threads(2, || -> Result<()> {
+            for (request, filter) in cases.iter().flat_map(|r| filters.map(|f| (r, f))) {
+                let q = Queries::Floats(queries.view());
+                let one = search_until(&index, Some(&model), q, request, filter, None)?;
+                let batched = search_until(&index, Some(&model), q, request, filter, Some(&never))?;
+                assert_eq!(one.hits, batched.hits, "{request:?} {filter:?}");
+                assert_eq!(
+                    one.stats.counter("postings_visited"),
+                    batched.stats.counter("postings_visited"),
+                    "{request:?} {filter:?}"
+                );
+            }
+            let stop = AtomicBool::new(true);
+            let q = Queries::Floats(queries.view());
+            let stopped = search_until(&index, Some(&model), q, &cases[0], None, Some(&stop));
+            assert!(matches!(stopped, Err(Error::Stopped)), "{stopped:?}");
+            Ok(())
+        })
     }
 }

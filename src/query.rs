@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bsa_index::live::{IdFilter, SearchOptions, Snapshot};
@@ -287,6 +288,35 @@ pub fn search_filtered(
     request: &Request,
     filter: Option<IdFilter<'_>>,
 ) -> Result<Found> {
+    search_until(index, model, queries, request, filter, None)
+}
+
+/// [`search_filtered`] that returns [`Error::Stopped`] once `stop` is set (e.g. by Ctrl-C):
+/// with a flag, the queries are searched in batches (256 queries, or 64 per thread of the pool
+/// if more) and the flag is checked before each. The hits are those of one whole call (each
+/// query's hits do not depend on the other queries); the stats' counters are summed over the
+/// batches and name the kernels of the first.
+///
+/// ```no_run
+/// # fn main() -> bsa::Result<()> {
+/// use std::sync::atomic::AtomicBool;
+/// use bsa::query::{search_until, Queries, Request};
+/// let index = bsa_index::live::Snapshot::open("idx")?;
+/// let model = bsa::query::index_model(&index)?;
+/// let q = ndarray::Array2::<f32>::ones((10_000, 384));
+/// let stop = AtomicBool::new(false); // set by a Ctrl-C handler
+/// let found = search_until(&index, model.as_ref(), Queries::Floats(q.view()),
+///                          &Request::new(10), None, Some(&stop))?;
+/// # Ok(()) }
+/// ```
+pub fn search_until(
+    index: &Snapshot,
+    model: Option<&Autoencoder>,
+    queries: Queries<'_>,
+    request: &Request,
+    filter: Option<IdFilter<'_>>,
+    stop: Option<&AtomicBool>,
+) -> Result<Found> {
     let dir = index.dir().display();
     let bits = index.bits();
     let score_name = request.score;
@@ -444,20 +474,73 @@ pub fn search_filtered(
         .with_params(params)
         .with_filter(filter)
         .with_min_score(request.min_score);
-    let (mut hits, stats) = index.search(&codes, fetch, &score, &request.mode, &options)?;
-    if let (Some(_), Some(q)) = (request.rescore, &floats) {
-        hits = hits
-            .par_iter()
-            .enumerate()
-            .map(|(i, h)| {
-                let row = q.row(i);
-                index.rescore(row.as_slice().expect("standard layout"), h, request.k)
-            })
-            .collect::<std::result::Result<Vec<Hits>, _>>()?;
+    let wpc = pack::words_per_code(bits);
+    let nq = codes.len() / wpc;
+    let batch = match stop {
+        Some(_) => (64 * rayon::current_num_threads()).max(256),
+        None => nq.max(1),
+    };
+    let mut hits = Vec::with_capacity(nq);
+    let mut stats: Option<SearchStats> = None;
+    let mut start = 0;
+    // One batch when there are no queries, so the stats are the searcher's.
+    while start < nq || stats.is_none() {
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Err(Error::Stopped);
+        }
+        let end = (start + batch).min(nq);
+        // The batch's rows of the per-query tables.
+        let rows_of = |t: &[f32]| {
+            let per_query = t.len() / nq.max(1);
+            start * per_query..end * per_query
+        };
+        let score = match score {
+            Score::Table {
+                tables,
+                offsets,
+                normalise,
+            } => Score::Table {
+                tables: &tables[rows_of(tables)],
+                offsets: &offsets[rows_of(offsets)],
+                normalise,
+            },
+            other => other,
+        };
+        let (mut part, part_stats) = index.search(
+            &codes[start * wpc..end * wpc],
+            fetch,
+            &score,
+            &request.mode,
+            &options,
+        )?;
+        if let (Some(_), Some(q)) = (request.rescore, &floats) {
+            part = part
+                .par_iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    let row = q.row(start + i);
+                    index.rescore(row.as_slice().expect("standard layout"), h, request.k)
+                })
+                .collect::<std::result::Result<Vec<Hits>, _>>()?;
+        }
+        hits.extend(part);
+        stats = Some(match stats {
+            None => part_stats,
+            Some(mut sum) => {
+                for (name, v) in part_stats.counters {
+                    match sum.counters.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, total)) => *total += v,
+                        None => sum.counters.push((name, v)),
+                    }
+                }
+                sum
+            }
+        });
+        start = end;
     }
     Ok(Found {
         hits,
-        stats,
+        stats: stats.expect("one batch at least"),
         seconds: started.elapsed().as_secs_f64(),
         encode_seconds,
     })

@@ -7,6 +7,7 @@
 //! - `baselines`: `bsa train --method sign|lsh|itq` model files through encode, eval, build and
 //!   search; `bsa groundtruth` against a brute-force f64 ranking with ties.
 //! - `bench`: `bsa bench`'s recall against a direct computation (with Hamming ties), its files.
+//! - `interrupt`: Ctrl-C or SIGTERM stops `bsa build`, which leaves nothing behind.
 //! - `encode`: `bsa encode` writes the packed codes an independent computation predicts.
 //! - `search`: `bsa build`, `bsa search` and `bsa verify` against brute-force rankings, and
 //!   damaged indexes.
@@ -30,6 +31,8 @@ mod encode;
 mod errors;
 #[path = "cli/eval.rs"]
 mod eval;
+#[path = "cli/interrupt.rs"]
+mod interrupt;
 #[path = "cli/live.rs"]
 mod live;
 #[path = "cli/pursuit.rs"]

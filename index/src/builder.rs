@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
 use crate::files::{crc_of_file, file_crc};
@@ -62,6 +63,7 @@ pub struct IndexBuilder<'a> {
     overwrite: bool,
     progress: Option<Progress<'a>>,
     on_wait: Option<Box<dyn FnOnce() + 'a>>,
+    stop: Option<&'a AtomicBool>,
     /// A segment a live index's writer builds inside its own directory (which its manifest
     /// will name): the one index path that may lie inside an index.
     segment: bool,
@@ -83,6 +85,7 @@ impl std::fmt::Debug for IndexBuilder<'_> {
             .field("model", &self.model)
             .field("overwrite", &self.overwrite)
             .field("on_wait", &self.on_wait.is_some())
+            .field("stop", &self.stop)
             .finish()
     }
 }
@@ -203,6 +206,7 @@ impl<'a> IndexBuilder<'a> {
             overwrite: false,
             progress: None,
             on_wait: None,
+            stop: None,
             segment: false,
         }
     }
@@ -350,6 +354,39 @@ impl<'a> IndexBuilder<'a> {
     pub fn progress(mut self, f: impl FnMut(u64, u64) + 'a) -> Self {
         self.progress = Some(Box::new(f));
         self
+    }
+
+    /// Stops the build once `stop` is set (by a Ctrl-C handler, another thread, a progress
+    /// callback): it is checked at every progress step (at most 65,536 rows written or one
+    /// batch of graph inserts apart, so within a second or so) until the index is complete.
+    /// The build then removes its temporary directory and returns [`Error::Stopped`]; `out` is
+    /// left as it was, an index it would have replaced included.
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let stop = AtomicBool::new(false);
+    /// let codes = vec![7u64; 1 << 17];
+    /// let built = bsa_index::IndexBuilder::new(64, &codes)
+    ///     .stop_when(&stop)
+    ///     .progress(|_, _| stop.store(true, Ordering::Relaxed))
+    ///     .build(dir.path().join("idx"));
+    /// assert!(matches!(built, Err(bsa_index::Error::Stopped)));
+    /// assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn stop_when(mut self, stop: &'a AtomicBool) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// `Err(Stopped)` once the stop flag is set.
+    fn check_stop(&self) -> Result<()> {
+        match self.stop {
+            Some(s) if s.load(Ordering::Relaxed) => Err(Error::Stopped),
+            _ => Ok(()),
+        }
     }
 
     fn validate(&self) -> Result<usize> {
@@ -549,6 +586,7 @@ impl<'a> IndexBuilder<'a> {
             overwrite: self.overwrite,
             progress: self.progress.take(),
             on_wait: self.on_wait.take(),
+            stop: self.stop,
             segment: self.segment,
         }
         .write(out.as_ref())
@@ -607,9 +645,15 @@ impl<'a> IndexBuilder<'a> {
             n as u64 * (2 + u64::from(self.vectors.is_some()) + u64::from(self.hnsw.is_some()));
         let mut progress = self.progress.take();
         let mut done = 0u64;
-        let mut report = |d: u64| {
+        let stop = self.stop;
+        // Every progress step is also where a stop is noticed.
+        let mut report = |d: u64| -> Result<()> {
             if let Some(p) = progress.as_mut() {
                 p(d, total);
+            }
+            match stop {
+                Some(s) if s.load(Ordering::Relaxed) => Err(Error::Stopped),
+                _ => Ok(()),
             }
         };
         let mut files = BTreeMap::new();
@@ -628,7 +672,7 @@ impl<'a> IndexBuilder<'a> {
             // Little-endian host (enforced in lib.rs): the words' memory is their on-disk form.
             sw.write(bytemuck::cast_slice(chunk))?;
             done += (chunk.len() / w) as u64;
-            report(done);
+            report(done)?;
         }
         files.insert("codes.bin".to_string(), sw.finish(header)?);
 
@@ -648,7 +692,7 @@ impl<'a> IndexBuilder<'a> {
                 sw.write(&id.to_le_bytes())?;
             }
             done += (end - start) as u64;
-            report(done);
+            report(done)?;
             start = end;
         }
         files.insert("ids.bin".to_string(), sw.finish(header)?);
@@ -691,7 +735,7 @@ impl<'a> IndexBuilder<'a> {
                 }
                 sw.write(&buf)?;
                 done += (chunk.len() / dim) as u64;
-                report(done);
+                report(done)?;
             }
             files.insert("vectors.bin".to_string(), sw.finish(header)?);
             vectors_info = Some(VectorsInfo {
@@ -714,6 +758,7 @@ impl<'a> IndexBuilder<'a> {
             });
         }
 
+        self.check_stop()?;
         // inverted.bin
         let mut inverted_info = None;
         let mut store_bitmaps = false;
@@ -746,6 +791,7 @@ impl<'a> IndexBuilder<'a> {
             });
         }
 
+        self.check_stop()?;
         // bitmaps.bin
         let mut bitmaps_info = None;
         if store_bitmaps {
@@ -767,6 +813,7 @@ impl<'a> IndexBuilder<'a> {
             });
         }
 
+        self.check_stop()?;
         // sparse.bin
         let mut sparse_info = None;
         let store_sparse = match self.sparse {
@@ -895,6 +942,7 @@ impl<'a> IndexBuilder<'a> {
         drop(f);
         sync_dir(&tmp_path)?;
 
+        self.check_stop()?;
         let on_wait = self.on_wait.take();
         replace_index_dir(&tmp_path, out, || on_wait.map_or((), |f| f()))?;
         tmp.keep = true;

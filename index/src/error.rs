@@ -93,6 +93,11 @@ pub enum Error {
     /// An argument is out of range or inconsistent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+
+    /// The caller asked the work to stop (e.g. [`crate::IndexBuilder::stop_when`]) and it did,
+    /// leaving nothing behind: a build's temporary directory is removed, its target untouched.
+    #[error("stopped before it finished, as asked; nothing was written")]
+    Stopped,
 }
 
 impl Error {

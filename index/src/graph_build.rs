@@ -371,11 +371,11 @@ impl Graph {
 }
 
 /// Builds the HNSW graph of `space`'s rows (in the current rayon pool); `progress(done)` is
-/// called after each batch.
+/// called after each batch, and an error it returns (e.g. [`Error::Stopped`]) ends the build.
 pub(crate) fn build(
     space: &UnitVectors,
     p: &BuildParams,
-    mut progress: impl FnMut(usize),
+    mut progress: impl FnMut(usize) -> Result<()>,
 ) -> Result<GraphData> {
     let n = space.len();
     if n == 0 || n > u32::MAX as usize {
@@ -395,7 +395,7 @@ pub(crate) fn build(
     let cap = |level: usize| if level == 0 { 2 * p.m } else { p.m };
     let mut g = Graph::new(&levels, cap(0));
     let mut done = 1usize;
-    progress(done);
+    progress(done)?;
     while done < n {
         let batch = (done / 8).clamp(1, MAX_BATCH).min(n - done);
         let rows: Vec<u32> = (done as u32..(done + batch) as u32).collect();
@@ -449,7 +449,7 @@ pub(crate) fn build(
             }
         }
         done += batch;
-        progress(done);
+        progress(done)?;
     }
     let layer0 = (0..n as u32).map(|r| g.list(r, 0).to_vec()).collect();
     Ok(GraphData {
@@ -509,7 +509,7 @@ mod tests {
                     .build()
                     .unwrap();
                 let space = UnitVectors::normalized(&data, dim, family);
-                let g = pool.install(|| build(&space, &p, |_| {})).unwrap();
+                let g = pool.install(|| build(&space, &p, |_| Ok(()))).unwrap();
                 graphs.push(g.to_payload().unwrap());
             }
         }

@@ -32,7 +32,7 @@ pub const MAX_CONNECTIONS_LIMIT: usize = 255;
 /// Number of layers hnsw_rs requires for a dump (its `NB_LAYER_MAX`).
 const HNSW_LAYERS: usize = 16;
 /// Points inserted between progress reports.
-const INSERT_BATCH: usize = 8192;
+const INSERT_BATCH: usize = 1024;
 
 /// Bit-level Hamming distance between packed codes, for hnsw_rs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -182,13 +182,14 @@ fn export(hnsw: &Hnsw<'_, u64, DistHammingBits>, n: usize, m: usize) -> Result<G
 
 /// Builds a graph over `codes` in the current rayon pool, dumps it into `dir` with hnsw_rs, and
 /// exports it as `graph.bin`. Returns the dump's basename and the graph file's name and manifest
-/// entry. `progress(done)` is called after each batch of inserts.
+/// entry. `progress(done)` is called after each batch of inserts; an error it returns (e.g.
+/// [`Error::Stopped`]) ends the build.
 pub(crate) fn build_and_dump(
     codes: &[u64],
     w: usize,
     params: &HnswParams,
     dir: &Path,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64) -> Result<()>,
 ) -> Result<(String, (String, FileInfo))> {
     params.validate()?;
     if w * 64 > 1 << 24 {
@@ -213,7 +214,7 @@ pub(crate) fn build_and_dump(
             .collect();
         hnsw.parallel_insert_slice(&batch);
         done = end;
-        progress(done as u64);
+        progress(done as u64)?;
     }
     let used = hnsw.file_dump(dir, HNSW_BASENAME).map_err(|e| {
         Error::io(

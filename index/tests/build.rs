@@ -345,3 +345,65 @@ fn rescore_through_the_index_f32_and_f16() {
         .unwrap_err();
     assert!(e.to_string().contains("no vectors"), "{e}");
 }
+
+/// A build stopped at any of its progress steps (codes, ids, vectors, either graph builder)
+/// returns `Stopped`, leaves no temporary directory and leaves the index it would have replaced
+/// as it was; a build that is not stopped completes.
+#[test]
+fn a_stopped_build_leaves_no_trace() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("idx");
+    IndexBuilder::new(64, &[1, 2]).build(&out).unwrap();
+    let (n, bits, dim) = (300, 128, 8);
+    let mut rng = rng(11);
+    let codes = random_codes(&mut rng, n, bits, 8);
+    let vectors: Vec<f32> = (0..n * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let params = bsa_index::HnswParams {
+        max_connections: 8,
+        ef_construction: 20,
+        ef_search: 16,
+    };
+    for native in [false, true] {
+        // Stop at the call-th progress step; usize::MAX: never.
+        let build = |call: usize| {
+            let (stop, calls) = (AtomicBool::new(false), AtomicUsize::new(0));
+            let mut b = IndexBuilder::new(bits, &codes)
+                .vectors(&vectors, dim)
+                .inverted(true)
+                .hnsw(params)
+                .overwrite(true)
+                .stop_when(&stop)
+                .progress(|_, _| {
+                    if calls.fetch_add(1, Ordering::Relaxed) + 1 == call {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                });
+            if native {
+                b = b.graph_on(&vectors, dim);
+            }
+            let built = b.build(&out);
+            (built, calls.load(Ordering::Relaxed))
+        };
+        let (built, steps) = build(usize::MAX);
+        assert_eq!(built.unwrap().n, n as u64);
+        assert!(steps >= 4, "{steps} progress steps");
+        IndexBuilder::new(64, &[1, 2])
+            .overwrite(true)
+            .build(&out)
+            .unwrap();
+        for call in 1..=steps {
+            let (built, _) = build(call);
+            assert!(
+                matches!(built, Err(Error::Stopped)),
+                "native {native}, stopped at step {call}/{steps}: {built:?}"
+            );
+            let names: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            assert_eq!(names, ["idx"], "native {native}, step {call}");
+            assert_eq!(Index::open(&out).unwrap().codes(), &[1, 2]);
+        }
+    }
+}

@@ -140,6 +140,21 @@ fn interruptible<T: Send>(
     })
 }
 
+/// [`interruptible`] when the work is `long`, else [`without_gil`] on this thread with a flag
+/// never set: a short call (one query, a few rows) does not pay for the waiting thread.
+fn interruptible_if<T: Send>(
+    py: Python<'_>,
+    threads: Option<usize>,
+    long: bool,
+    f: impl FnOnce(&AtomicBool) -> bsa::Result<T> + Send,
+) -> PyResult<T> {
+    if long {
+        interruptible(py, threads, f)
+    } else {
+        without_gil(py, threads, || f(&AtomicBool::new(false)))
+    }
+}
+
 /// Runs `f` (a computation with BLAS products) with OpenBLAS's thread count set to `threads`
 /// (`None`: as it is), as `bsa train --threads` sets it for its process, and puts it back.
 /// The count is one per process: such computations run one at a time, so that two of them in
@@ -476,7 +491,8 @@ impl Model {
 
     /// The codes of the rows of ``x`` (float, n x dim): uint8, n x ceil(bits / 8), bit j of a
     /// code in byte j // 8 at bit j % 8 (``numpy.packbits(bitorder="little")``, the layout of
-    /// ``bsa encode`` and FAISS's binary indexes). ``threads``: default all cores.
+    /// ``bsa encode`` and FAISS's binary indexes). ``threads``: default all cores. Ctrl-C stops
+    /// the encoding of a large batch (``KeyboardInterrupt``).
     ///
     /// Example: ``codes = model.encode(x); bits = numpy.unpackbits(codes, axis=1, bitorder="little")``
     #[pyo3(signature = (x, *, threads=None))]
@@ -499,10 +515,13 @@ impl Model {
             )));
         }
         let n = xv.nrows();
-        let codes = without_gil(py, threads, || {
+        let encode = |stop: &AtomicBool| {
             check_rows("x", xv, false)?;
-            Ok(m.encode_packed(xv))
-        })?;
+            let active = m.encode_active_until(xv, stop)?;
+            Ok(bsa::model::pack_active(&active, m.config.bits))
+        };
+        // Ctrl-C can stop a large batch (minutes for a million rows of a pursuit model).
+        let codes = interruptible_if(py, threads, n > 4096, encode)?;
         let cols = m.config.bits.div_ceil(8);
         let codes = Array2::from_shape_vec((n, cols), codes).expect("n x bytes per code");
         Ok(numpy::IntoPyArray::into_pyarray(codes, py))
@@ -994,7 +1013,9 @@ impl Index {
     /// without a model). ``inverted`` and ``bitmaps``: ``None``
     /// stores posting lists (and their bitmaps) when they pay off, ``True`` always, ``False``
     /// never. ``path``: where to write it (default: a private temporary directory removed with
-    /// the object); ``overwrite`` replaces an index there.
+    /// the object); ``overwrite`` replaces an index there. Ctrl-C stops the build within about
+    /// a second (``KeyboardInterrupt``), leaving nothing at ``path`` (an index it would have
+    /// replaced stays as it was).
     ///
     /// Example::
     ///
@@ -1127,7 +1148,8 @@ impl Index {
                 (t.path().join("index"), Some(t))
             }
         };
-        without_gil(py, threads, || {
+        // Ctrl-C stops the build (encoding, files, graph): nothing is left at `path`.
+        interruptible(py, threads, |stop| {
             // The index keeps a copy of the model file: write it once, beside the build.
             let model_dir = tempfile::tempdir().map_err(|e| bsa::Error::io("<temporary>", e))?;
             let model_file = model_dir.path().join("model.safetensors");
@@ -1160,6 +1182,7 @@ impl Index {
             request.inverted = inverted;
             request.bitmaps = bitmaps;
             request.overwrite = overwrite;
+            request.stop = Some(stop);
             build_index_notifying(&request, &dir, |_, _| {}, || warn_waiting(&dir))?;
             Index::open_dir(&dir, false, tmp)
         })
@@ -1208,6 +1231,9 @@ impl Index {
     /// With a range (``max_distance`` or ``min_score``), ``k=None`` returns every hit in range
     /// (as ``bsa search`` without ``--k``): the arrays are as wide as the most hits of a query,
     /// padded as above. Example: ``D, I = index.search(q, None, max_distance=40)``
+    ///
+    /// Ctrl-C stops a large batch of queries (``KeyboardInterrupt``), checked between batches of
+    /// a few hundred queries.
     #[pyo3(signature = (
         q, k=10, *, score="hamming", mode="flat", rescore=None, ef=None, max_distance=None,
         min_score=None, allow_ids=None, deny_ids=None, threads=None
@@ -1302,8 +1328,9 @@ impl Index {
         // The results are allocated before the search runs, so that a `k` too large for memory
         // is refused at once.
         let ids = k.map(|k| filled::<i64>(nq, k, -1)).transpose()?;
-        let found = without_gil(py, threads, || {
-            bsa::query::search_filtered(index, model, queries, &request, filter)
+        // Ctrl-C stops a large batch (checked between batches of queries).
+        let found = interruptible_if(py, threads, nq > 256, |stop| {
+            bsa::query::search_until(index, model, queries, &request, filter, Some(stop))
         })?;
         let k = k.unwrap_or_else(|| found.hits.iter().map(|h| h.ids.len()).max().unwrap_or(0));
         let mut ids = match ids {

@@ -109,3 +109,76 @@ def test_ctrl_c_stops_training(base, kind):
     assert time.perf_counter() - started < 60
     model = bsa.train(base[:500], bits=64, k=4, epochs=1, progress=False)
     assert model.bits == 64
+
+
+def _interrupted_after(seconds, call):
+    """Runs ``call`` with a Ctrl-C (``KeyboardInterrupt``) sent after ``seconds``; returns how
+    long it took to raise."""
+    import _thread
+
+    timer = threading.Timer(seconds, _thread.interrupt_main)
+    started = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            call()
+    finally:
+        timer.cancel()
+    return time.perf_counter() - started
+
+
+def test_ctrl_c_stops_building_and_leaves_the_old_index(tmp_path):
+    # A graph on 30,000 random 256-bit codes (hnsw_rs): tens of seconds whole, stopped after
+    # one. Nothing is left beside the index the build would have replaced, which is unchanged.
+    codes = np.random.default_rng(5).integers(0, 256, (30_000, 32), dtype=np.uint8)
+    path = tmp_path / "idx"
+    bsa.Index.build(codes=codes[:3], path=path)
+    took = _interrupted_after(
+        1.0, lambda: bsa.Index.build(codes=codes, hnsw=True, path=path, overwrite=True)
+    )
+    assert took < 20, f"the build stopped {took:.1f}s after it started"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+    assert len(bsa.Index.open(path)) == 3
+
+
+def test_ctrl_c_stops_encoding_a_large_batch(base):
+    # A pursuit model of 4096 bits encodes 200,000 rows in tens of seconds.
+    model = bsa.train(base[:2000], method="pursuit", bits=4096, k=32, rounds=1, progress=False)
+    x = np.tile(base, (200_000 // len(base) + 1, 1))[:200_000]
+    took = _interrupted_after(1.0, lambda: model.encode(x))
+    assert took < 20, f"the encoding stopped {took:.1f}s after it started"
+    assert model.encode(x[:5]).shape == (5, 512)
+
+
+def test_large_batches_give_the_hits_of_their_pieces(work, queries):
+    # A batch of more than 256 queries is searched in batches (so that Ctrl-C can stop it):
+    # its hits are those of the same queries searched a few at a time.
+    index = bsa.Index.open(work / "idx")
+    many = np.concatenate([queries, queries[::-1], queries[:300]])
+    settings = [
+        dict(),
+        dict(score="adc"),
+        dict(score="adc", rescore=4),
+        dict(mode="inverted", score="soft"),
+        dict(mode="hnsw", ef=32),
+        dict(score="cosine", min_score=0.3),
+        dict(max_distance=20),
+    ]
+    for s in settings:
+        D, I = index.search(many, 10, **s)
+        for start in range(0, len(many), 150):
+            d, i = index.search(many[start : start + 150], 10, **s)
+            np.testing.assert_array_equal(I[start : start + 150], i, err_msg=str(s))
+            np.testing.assert_array_equal(D[start : start + 150], d, err_msg=str(s))
+
+
+def test_ctrl_c_stops_a_large_search(tmp_path):
+    # 100,000 queries against 400,000 random 512-bit codes by Hamming distance: tens of
+    # seconds whole, stopped after half a second.
+    rng = np.random.default_rng(9)
+    index = bsa.Index.build(codes=rng.integers(0, 256, (400_000, 64), dtype=np.uint8), inverted=False)
+    q = rng.integers(0, 256, (100_000, 64), dtype=np.uint8)
+    took = _interrupted_after(0.5, lambda: index.search(q, 10))
+    assert took < 10, f"the search stopped {took:.1f}s after it started"
+    D, I = index.search(q[:3], 10)
+    assert I.shape == (3, 10)

@@ -182,6 +182,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .flatten()
         .map(|p| p.display().to_string())
         .collect();
+    // Ctrl-C from here on stops the build, which removes its unfinished directory.
+    request.stop = Some(super::io::stop_on_signal()?);
     let built = build_index_notifying(
         &request,
         &a.out,

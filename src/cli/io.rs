@@ -1,6 +1,9 @@
 //! What every subcommand reads and writes: embedding files in, JSON lines out, a progress bar on
 //! stderr. Below every subcommand file, so that `cli/mod.rs` only parses and dispatches.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A progress bar on stderr, hidden when `quiet` or when stderr is not a terminal.
@@ -56,6 +59,22 @@ pub fn say_waiting(dir: &std::path::Path) {
          --force holds its lock)",
         dir.display()
     )
+}
+
+/// The flag that the first Ctrl-C (or SIGTERM) sets from now on, for a command that stops
+/// cleanly when it is set (`bsa build` removes its unfinished index and exits 130); a second
+/// ends the process at once. Call it once, just before the long work: until then the signals
+/// end the process as usual.
+pub fn stop_on_signal() -> anyhow::Result<&'static AtomicBool> {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+        eprintln!("\nbsa: stopping; removing what is unfinished (Ctrl-C again to quit at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(&STOP)
 }
 
 /// Writes one JSON value as a line on stdout.

@@ -1,5 +1,6 @@
 //! Subcommands, one per file, each with `Args` (clap) and `run`. Conventions: results on stdout
-//! (or `--out`), progress and errors on stderr, exit code 0 on success, 2 on error.
+//! (or `--out`), progress and errors on stderr, exit code 0 on success, 2 on error, 130 when
+//! Ctrl-C stopped a command that stops cleanly (`bsa build`: see `io::stop_on_signal`).
 
 use std::process::ExitCode;
 

@@ -1,0 +1,87 @@
+//! Ctrl-C (SIGINT) and SIGTERM during `bsa build`: the build stops within about a second,
+//! removes its unfinished directory, leaves the index it would have replaced as it was, and
+//! exits with code 130.
+
+#![cfg(unix)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{npy_bytes, TestDir};
+
+#[test]
+fn a_signalled_build_stops_and_leaves_no_trace() {
+    let t = TestDir::new();
+    // 30,000 random 256-bit codes with a graph on them (hnsw_rs, ef_construction 200): a
+    // build of several seconds at least, stopped long before its end.
+    let (n, bytes) = (30_000usize, 32usize);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let codes: Vec<u8> = (0..n * bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    t.write(
+        "c.npy",
+        &npy_bytes("|u1", &format!("({n}, {bytes})"), &codes),
+    );
+    t.write("small.npy", &npy_bytes("|u1", "(3, 32)", &codes[..96]));
+    t.bsa(&["build", "--codes", "small.npy", "--out", "idx", "-q"])
+        .ok();
+    let before = t.read("idx/manifest.json");
+    for signal in ["-INT", "-TERM"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bsa"))
+            .args([
+                "build", "--codes", "c.npy", "--out", "idx", "--force", "--hnsw", "-q",
+            ])
+            .current_dir(t.path(""))
+            .env("OPENBLAS_NUM_THREADS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Signalled once the build is writing its temporary directory (the handler is in).
+        let tmp = t.path(&format!(".idx.tmp-{}", child.id()));
+        let started = Instant::now();
+        while !tmp.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no {}",
+                tmp.display()
+            );
+            assert!(child.try_wait().unwrap().is_none(), "the build ended early");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let signalled = Instant::now();
+        let kill = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{signal}: {stderr}");
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "{signal}: stopped after {:?}",
+            signalled.elapsed()
+        );
+        assert!(stderr.contains("stopping"), "{signal}: {stderr}");
+        assert!(
+            stderr.contains("building idx from c.npy: stopped before it finished"),
+            "{signal}: {stderr}"
+        );
+        assert!(!tmp.exists(), "{signal}: {} left behind", tmp.display());
+        let mut names: Vec<String> = std::fs::read_dir(t.path(""))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["c.npy", "idx", "small.npy"], "{signal}");
+        assert_eq!(t.read("idx/manifest.json"), before, "{signal}");
+        t.bsa(&["verify", "--index", "idx"]).ok();
+    }
+}
