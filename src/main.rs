@@ -19,9 +19,10 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("bsa: {err:#}");
-            // Stopped by Ctrl-C (`cli::io::stop_on_signal`): the shell's code for SIGINT.
+            // Stopped by Ctrl-C or SIGTERM (`cli::io::stop_on_signal`), having cleaned up: end
+            // by that signal, as its default action would have.
             if matches!(err.downcast_ref::<bsa::Error>(), Some(bsa::Error::Stopped)) {
-                return ExitCode::from(130);
+                cli::end_by_signal();
             }
             ExitCode::from(2)
         }

@@ -2,6 +2,7 @@
 //! stderr. Below every subcommand file, so that `cli/mod.rs` only parses and dispatches.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -61,20 +62,84 @@ pub fn say_waiting(dir: &std::path::Path) {
     )
 }
 
-/// The flag that the first Ctrl-C (or SIGTERM) sets from now on, for a command that stops
-/// cleanly when it is set (`bsa build` removes its unfinished index and exits 130); a second
-/// ends the process at once. Call it once, just before the long work: until then the signals
-/// end the process as usual.
+/// The flag that the first Ctrl-C (SIGINT) or SIGTERM sets from now on, for a command that
+/// stops cleanly when it is set (`bsa build` removes its unfinished index); a second signal
+/// ends the process at once. Call it just before the long work: until then the signals end the
+/// process as usual. Once the work has stopped, [`end_by_signal`] ends the process by the
+/// signal that stopped it.
 pub fn stop_on_signal() -> anyhow::Result<&'static AtomicBool> {
-    static STOP: AtomicBool = AtomicBool::new(false);
-    ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::Relaxed) {
-            std::process::exit(130);
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::flag;
+        let s = signals();
+        for (signal, seen) in [(SIGINT, &s.int), (SIGTERM, &s.term)] {
+            // An ignored signal stays ignored: a job a script started in the background
+            // (SIGINT ignored) goes on when Ctrl-C stops the script, as without the handler.
+            if ignored(signal) {
+                continue;
+            }
+            // Run in this order on each signal: the default action (the end of the process)
+            // once the flag is set, that is on a second signal; then the flags are set.
+            flag::register_conditional_default(signal, Arc::clone(&s.stop))
+                .and_then(|_| flag::register(signal, Arc::clone(seen)))
+                .and_then(|_| flag::register(signal, Arc::clone(&s.stop)))
+                .context("installing the Ctrl-C handler")?;
         }
-        eprintln!("\nbsa: stopping; removing what is unfinished (Ctrl-C again to quit at once)");
+        Ok(&s.stop)
+    }
+    #[cfg(not(unix))]
+    {
+        static NEVER: AtomicBool = AtomicBool::new(false);
+        Ok(&NEVER)
+    }
+}
+
+/// Ends the process by the signal that set [`stop_on_signal`]'s flag, as its default action
+/// would have, and returns if there was none. A shell then sees a command killed by Ctrl-C
+/// (and stops a script running it), not one that chose to exit.
+pub fn end_by_signal() {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let s = signals();
+        for (signal, seen) in [(SIGTERM, &s.term), (SIGINT, &s.int)] {
+            if seen.load(Ordering::Relaxed) {
+                // Falls back to abort: it does not return for these signals.
+                let _ = signal_hook::low_level::emulate_default_handler(signal);
+            }
+        }
+    }
+}
+
+/// Whether `signal`'s disposition is "ignore" (inherited from the parent process).
+#[cfg(unix)]
+fn ignored(signal: i32) -> bool {
+    // SAFETY: a null new action only reads the current one into `old`, a plain C struct for
+    // which all zeros is a valid value.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+/// The flags the signal handlers set: any signal, SIGINT, SIGTERM.
+#[cfg(unix)]
+struct Signals {
+    stop: Arc<AtomicBool>,
+    int: Arc<AtomicBool>,
+    term: Arc<AtomicBool>,
+}
+
+#[cfg(unix)]
+fn signals() -> &'static Signals {
+    static SIGNALS: std::sync::OnceLock<Signals> = std::sync::OnceLock::new();
+    SIGNALS.get_or_init(|| Signals {
+        stop: Arc::default(),
+        int: Arc::default(),
+        term: Arc::default(),
     })
-    .context("installing the Ctrl-C handler")?;
-    Ok(&STOP)
 }
 
 /// Writes one JSON value as a line on stdout.

@@ -1,6 +1,6 @@
 //! Subcommands, one per file, each with `Args` (clap) and `run`. Conventions: results on stdout
-//! (or `--out`), progress and errors on stderr, exit code 0 on success, 2 on error, 130 when
-//! Ctrl-C stopped a command that stops cleanly (`bsa build`: see `io::stop_on_signal`).
+//! (or `--out`), progress and errors on stderr, exit code 0 on success, 2 on error. A command
+//! that stops cleanly on Ctrl-C (`bsa build`: see `io::stop_on_signal`) then ends by the signal.
 
 use std::process::ExitCode;
 
@@ -30,6 +30,8 @@ mod search_common;
 mod search_local;
 mod train;
 mod verify;
+
+pub use io::end_by_signal;
 
 /// Learn sparse binary codes for dense embeddings (Binary Sparsity Alignment) and search them.
 #[derive(Debug, Parser)]
