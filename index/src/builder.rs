@@ -358,7 +358,8 @@ impl<'a> IndexBuilder<'a> {
 
     /// Stops the build once `stop` is set (by a Ctrl-C handler, another thread, a progress
     /// callback): it is checked at every progress step (at most 65,536 rows written or one
-    /// batch of graph inserts apart, so within a second or so) until the index is complete.
+    /// batch of graph inserts apart, so within a second or so) until the index is complete,
+    /// and while the build waits for the writers of an index it replaces.
     /// The build then removes its temporary directory and returns [`Error::Stopped`]; `out` is
     /// left as it was, an index it would have replaced included.
     ///
@@ -944,7 +945,7 @@ impl<'a> IndexBuilder<'a> {
 
         self.check_stop()?;
         let on_wait = self.on_wait.take();
-        replace_index_dir(&tmp_path, out, || on_wait.map_or((), |f| f()))?;
+        replace_index_dir_until(&tmp_path, out, || on_wait.map_or((), |f| f()), self.stop)?;
         tmp.keep = true;
         Ok(manifest)
     }
@@ -969,13 +970,24 @@ impl<'a> IndexBuilder<'a> {
 /// # Ok(()) }
 /// ```
 pub fn replace_index_dir(new: &Path, out: &Path, on_wait: impl FnOnce()) -> Result<()> {
+    replace_index_dir_until(new, out, on_wait, None)
+}
+
+/// [`replace_index_dir`] whose wait for the writers' lock ends with [`Error::Stopped`] (`out`
+/// and `new` untouched) once `stop` is set.
+fn replace_index_dir_until(
+    new: &Path,
+    out: &Path,
+    on_wait: impl FnOnce(),
+    stop: Option<&AtomicBool>,
+) -> Result<()> {
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     if out.exists() {
         check_replaceable(out)?;
-        let _writers = lock_writers(out, on_wait)?;
+        let _writers = lock_writers(out, on_wait, stop)?;
         let name = out
             .file_name()
             .map_or("index".into(), |n| n.to_string_lossy());
@@ -1124,11 +1136,15 @@ pub fn check_outside_index(out: &Path) -> Result<()> {
 /// Waits for and holds the lock of the live index's writers in `dir`, if it has them (a
 /// directory without the lock file has had no writer, and one that starts now waits for the
 /// lock file this creates).
-fn lock_writers(dir: &Path, on_wait: impl FnOnce()) -> Result<Option<File>> {
+fn lock_writers(
+    dir: &Path,
+    on_wait: impl FnOnce(),
+    stop: Option<&AtomicBool>,
+) -> Result<Option<File>> {
     if !dir.join(MANIFEST_FILE).is_file() {
         return Ok(None);
     }
-    crate::files::lock_dir(dir, on_wait).map(Some)
+    crate::files::lock_dir(dir, on_wait, stop).map(Some)
 }
 
 /// Seed of the native graph's level draw (fixed: the same vectors give the same graph).

@@ -7,6 +7,7 @@
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::Mmap;
 
@@ -264,8 +265,13 @@ pub(crate) fn verify_plain_file(path: &Path, info: &FileInfo) -> Result<()> {
 /// holds its lock meanwhile), the old lock is on a removed file: the new directory's is taken.
 ///
 /// `on_wait` is called once, before the first wait, if another process or handle holds the
-/// lock: a caller can say why it seems to hang.
-pub(crate) fn lock_dir(dir: &Path, on_wait: impl FnOnce()) -> Result<File> {
+/// lock: a caller can say why it seems to hang. With `stop`, the wait polls the lock (every 20
+/// ms) and ends with [`Error::Stopped`] once `stop` is set.
+pub(crate) fn lock_dir(
+    dir: &Path,
+    on_wait: impl FnOnce(),
+    stop: Option<&AtomicBool>,
+) -> Result<File> {
     let path = dir.join(LOCK_FILE);
     let mut on_wait = Some(on_wait);
     loop {
@@ -281,7 +287,20 @@ pub(crate) fn lock_dir(dir: &Path, on_wait: impl FnOnce()) -> Result<File> {
                 if let Some(f) = on_wait.take() {
                     f();
                 }
-                lock.lock().map_err(|e| Error::io(&path, e))?;
+                match stop {
+                    None => lock.lock().map_err(|e| Error::io(&path, e))?,
+                    Some(stop) => loop {
+                        if stop.load(Ordering::Relaxed) {
+                            return Err(Error::Stopped);
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        match lock.try_lock() {
+                            Ok(()) => break,
+                            Err(TryLockError::WouldBlock) => {}
+                            Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+                        }
+                    },
+                }
             }
             Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }

@@ -407,3 +407,37 @@ fn a_stopped_build_leaves_no_trace() {
         }
     }
 }
+
+/// A build that replaces an index waits for its writers; a stop ends the wait, and the index
+/// and its writer are left as they were.
+#[test]
+fn a_stop_ends_the_wait_for_the_writers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("idx");
+    IndexBuilder::new(64, &[1, 2]).build(&out).unwrap();
+    let writer = bsa_index::live::Writer::open(&out).unwrap();
+    let (stop, waiting) = (AtomicBool::new(false), AtomicBool::new(false));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !waiting.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            stop.store(true, Ordering::Relaxed);
+        });
+        let built = IndexBuilder::new(64, &[3])
+            .overwrite(true)
+            .on_wait(|| waiting.store(true, Ordering::Relaxed))
+            .stop_when(&stop)
+            .build(&out);
+        assert!(matches!(built, Err(Error::Stopped)), "{built:?}");
+    });
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["idx"]);
+    drop(writer);
+    assert_eq!(Index::open(&out).unwrap().codes(), &[1, 2]);
+}

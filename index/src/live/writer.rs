@@ -387,7 +387,7 @@ impl Writer {
                 dir.display()
             )));
         }
-        let lock = crate::files::lock_dir(&dir, on_wait)?;
+        let lock = crate::files::lock_dir(&dir, on_wait, None)?;
         let snapshot = Snapshot::open_with(&dir, OpenOptions::verify_checksums(false))?;
         let (manifest, v1) = if snapshot.is_segmented() {
             let (path, bytes) = read_manifest_bytes(&dir)?;
