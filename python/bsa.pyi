@@ -177,11 +177,13 @@ class Index:
         threads: Optional[int] = None,
     ) -> int:
         """Adds rows as a new segment (as ``bsa add``), merging ``merge_factor`` segments of about
-        the same size in the same commit (0: never); returns the number of rows replaced."""
+        the same size in the same commit (0: never); returns the number of rows replaced.
+        Ctrl-C stops it before its commit (the index stays as it was)."""
     def delete(self, ids: npt.ArrayLike) -> int:
         """Marks the rows holding ``ids`` deleted (as ``bsa delete``); returns how many."""
     def compact(self, max_segments: int = 1, *, threads: Optional[int] = None) -> None:
-        """Merges segments and drops deleted rows (as ``bsa compact``)."""
+        """Merges segments and drops deleted rows (as ``bsa compact``); Ctrl-C stops it before
+        its commit."""
     @property
     def segments(self) -> int:
         """Number of segments."""

@@ -108,7 +108,10 @@ pub fn add(
             }
             check_rows("new rows", x, t.vectors.is_some())?;
             let x = x.as_standard_layout().into_owned();
-            let active = m.encode_active(x.view());
+            let active = match writer.stop_flag() {
+                Some(stop) => m.encode_active_until(x.view(), stop)?,
+                None => m.encode_active(x.view()),
+            };
             let codes = pack::pack_set_bits(&active, bits)?;
             let norms = t.norms.then(|| m.params.decoded_norms(&active));
             let gv = match on {

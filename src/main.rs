@@ -21,7 +21,12 @@ fn main() -> ExitCode {
             eprintln!("bsa: {err:#}");
             // Stopped by Ctrl-C or SIGTERM (`cli::io::stop_on_signal`), having cleaned up: end
             // by that signal, as its default action would have.
-            if matches!(err.downcast_ref::<bsa::Error>(), Some(bsa::Error::Stopped)) {
+            if matches!(err.downcast_ref::<bsa::Error>(), Some(bsa::Error::Stopped))
+                || matches!(
+                    err.downcast_ref::<bsa_index::Error>(),
+                    Some(bsa_index::Error::Stopped)
+                )
+            {
                 cli::end_by_signal();
             }
             ExitCode::from(2)

@@ -528,3 +528,27 @@ fn monitor_max_active_keeps_the_last_epoch_when_no_epoch_is_sparse_enough() {
     let (_, report) = params.fit(x.view(), &mut |_| {}).unwrap();
     assert!(report.best_epoch.is_some());
 }
+
+/// A stop asked for during training ends the fit at the next step, with `Error::Stopped`.
+#[test]
+fn a_set_stop_flag_ends_the_fit() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let x = gaussian(600, 16, 7).mapv(|v| v as f32);
+    let mut t = TrainParams::new(32, 4);
+    t.batch = 100;
+    let (stop, mut steps) = (AtomicBool::new(false), 0);
+    let result = t.fit_until(
+        x.view(),
+        &mut |p| {
+            if let Progress::Step { .. } = p {
+                steps += 1;
+                if steps == 3 {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+        },
+        &stop,
+    );
+    assert!(matches!(result, Err(bsa::Error::Stopped)), "{result:?}");
+    assert_eq!(steps, 3);
+}

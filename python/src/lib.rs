@@ -95,11 +95,12 @@ fn without_gil<T: Send>(
 fn interruptible<T: Send>(
     py: Python<'_>,
     threads: Option<usize>,
-    f: impl FnOnce(&AtomicBool) -> bsa::Result<T> + Send,
+    f: impl FnOnce(&Arc<AtomicBool>) -> bsa::Result<T> + Send,
 ) -> PyResult<T> {
     use std::sync::mpsc::{channel, RecvTimeoutError};
     let pool = threads.map(pool_of).transpose()?;
-    let stop = AtomicBool::new(false);
+    // Shared (an `Arc`) for the writers of the live index, which keep it.
+    let stop = Arc::new(AtomicBool::new(false));
     let (done, finished) = channel::<()>();
     std::thread::scope(|s| {
         let (stop, pool) = (&stop, &pool);
@@ -146,12 +147,12 @@ fn interruptible_if<T: Send>(
     py: Python<'_>,
     threads: Option<usize>,
     long: bool,
-    f: impl FnOnce(&AtomicBool) -> bsa::Result<T> + Send,
+    f: impl FnOnce(&Arc<AtomicBool>) -> bsa::Result<T> + Send,
 ) -> PyResult<T> {
     if long {
         interruptible(py, threads, f)
     } else {
-        without_gil(py, threads, || f(&AtomicBool::new(false)))
+        without_gil(py, threads, || f(&Arc::new(AtomicBool::new(false))))
     }
 }
 
@@ -379,9 +380,9 @@ fn progress_line(line: String) {
 
 /// Opens the index at `dir` for writing; if another writer holds it, warns (`UserWarning`)
 /// before waiting, as `bsa add` says so on stderr: else a wait behind a long compaction in
-/// another process looks like a hang.
-fn open_writer(dir: &Path) -> bsa_index::Result<Writer> {
-    Writer::open_notifying(dir, || warn_waiting(dir))
+/// another process looks like a hang. `stop` (Ctrl-C) ends the wait and the change.
+fn open_writer(dir: &Path, stop: &Arc<AtomicBool>) -> bsa_index::Result<Writer> {
+    Writer::open_stoppable(dir, || warn_waiting(dir), Arc::clone(stop))
 }
 
 /// Warns (`UserWarning`) that a change of the index `dir` waits for another writer's lock.
@@ -515,7 +516,7 @@ impl Model {
             )));
         }
         let n = xv.nrows();
-        let encode = |stop: &AtomicBool| {
+        let encode = |stop: &Arc<AtomicBool>| {
             check_rows("x", xv, false)?;
             let active = m.encode_active_until(xv, stop)?;
             Ok(bsa::model::pack_active(&active, m.config.bits))
@@ -722,7 +723,7 @@ fn train(
     let x = x.readonly();
     let xv = view2(&x);
     let (n, dim) = xv.dim();
-    let fit = |stop: &AtomicBool| -> bsa::Result<(Autoencoder, serde_json::Value)> {
+    let fit = |stop: &Arc<AtomicBool>| -> bsa::Result<(Autoencoder, serde_json::Value)> {
         with_blas_threads(threads, || fit_model(xv, preset, method, &options, stop))
     };
     let (model, report) = interruptible(py, threads, fit)?;
@@ -1373,7 +1374,8 @@ impl Index {
     /// which replaces their rows. Returns the number of rows replaced. The index changes on disk
     /// (one atomic commit); searches already running keep the rows they started with.
     /// ``merge_factor``: that many segments of about the same size are merged in the same commit
-    /// (as ``bsa add --merge-factor``; 0 never merges).
+    /// (as ``bsa add --merge-factor``; 0 never merges). Ctrl-C stops it before its commit
+    /// (``KeyboardInterrupt``; the index stays as it was).
     ///
     /// Example: ``index.add(x=new_vectors, ids=new_ids)``
     #[pyo3(signature = (x=None, codes=None, ids=None, *, upsert=false, merge_factor=2, threads=None))]
@@ -1419,8 +1421,10 @@ impl Index {
             (None, None) => return Err(PyValueError::new_err("give x (floats) or codes")),
         };
         let dir = self.snap().dir().to_path_buf();
-        let report = without_gil(py, threads, || {
-            let mut writer = open_writer(&dir)?;
+        // Ctrl-C stops the wait for another writer, the encoding, the segment's build and its
+        // merges, before the commit: the index stays as it was.
+        let report = interruptible(py, threads, |stop| {
+            let mut writer = open_writer(&dir, stop)?;
             let ids = match ids {
                 Some(ids) => ids,
                 None => default_ids(&writer, rows)?,
@@ -1441,8 +1445,8 @@ impl Index {
     fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
         let ids = id_vector(ids, "ids")?;
         let dir = self.snap().dir().to_path_buf();
-        let report = without_gil(py, None, || {
-            let mut writer = open_writer(&dir)?;
+        let report = interruptible(py, None, |stop| {
+            let mut writer = open_writer(&dir, stop)?;
             let r = writer.delete(&ids)?;
             self.reopen()?;
             drop(writer);
@@ -1452,14 +1456,14 @@ impl Index {
     }
 
     /// Merges segments (at most ``max_segments`` remain) and drops deleted rows, as
-    /// ``bsa compact`` does.
+    /// ``bsa compact`` does. Ctrl-C stops it before its commit (``KeyboardInterrupt``).
     #[pyo3(signature = (max_segments=1, *, threads=None))]
     fn compact(&self, py: Python<'_>, max_segments: i64, threads: Option<i64>) -> PyResult<()> {
         let max_segments = positive("max_segments", Some(max_segments))?.unwrap_or(1);
         let threads = positive("threads", threads)?;
         let dir = self.snap().dir().to_path_buf();
-        without_gil(py, threads, || {
-            let mut writer = open_writer(&dir)?;
+        interruptible(py, threads, |stop| {
+            let mut writer = open_writer(&dir, stop)?;
             bsa::live::compact(&mut writer, max_segments)?;
             self.reopen()?;
             drop(writer);

@@ -182,3 +182,22 @@ def test_ctrl_c_stops_a_large_search(tmp_path):
     assert took < 10, f"the search stopped {took:.1f}s after it started"
     D, I = index.search(q[:3], 10)
     assert I.shape == (3, 10)
+
+
+def test_ctrl_c_stops_adding(tmp_path):
+    # Adding 30,000 random 256-bit codes to an index with a graph on its codes builds the new
+    # segment's graph for tens of seconds; stopped after one, before the commit: the index is
+    # as it was, with nothing left of the change (compactions stop the same way).
+    rng = np.random.default_rng(6)
+    path = tmp_path / "idx"
+    index = bsa.Index.build(codes=rng.integers(0, 256, (500, 32), dtype=np.uint8), hnsw=True, path=path)
+    index.add(codes=rng.integers(0, 256, (20, 32), dtype=np.uint8), merge_factor=0)
+    files = sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+    more = rng.integers(0, 256, (30_000, 32), dtype=np.uint8)
+    took = _interrupted_after(1.0, lambda: index.add(codes=more, merge_factor=0))
+    assert took < 20, f"the add stopped {took:.1f}s after it started"
+    assert (len(index), index.segments) == (520, 2)
+    assert sorted(str(p.relative_to(path)) for p in path.rglob("*")) == files
+    bsa.Index.open(path).verify()
+    index.add(codes=more[:5], merge_factor=0)
+    assert (len(index), index.segments) == (525, 3)

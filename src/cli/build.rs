@@ -129,17 +129,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         None => None,
     };
     if let (Some(p), Some((rows, cols, bytes))) = (&a.codes, &codes) {
-        // Every byte 0 or 1 over many bytes: one byte per bit (x.astype(np.uint8) of 0/1
-        // values), not packed codes; packed ones would have other bits set somewhere.
-        if *cols > 1 && rows * cols >= 64 && bytes.iter().all(|&b| b <= 1) {
-            eprintln!(
-                "bsa: warning: every byte of {} is 0 or 1: if these are bits, one per byte, pack \
-                 them (np.packbits(x, axis=1, bitorder=\"little\")); as given they are {}-bit \
-                 codes",
-                p.display(),
-                cols * 8
-            );
-        }
+        super::io::warn_if_unpacked(p, *rows, *cols, bytes);
     }
     let source = match (&model, &a.model, &codes) {
         (Some(model), Some(file), _) => BuildSource::Model { model, file },
@@ -183,7 +173,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .map(|p| p.display().to_string())
         .collect();
     // Ctrl-C from here on stops the build, which removes its unfinished directory.
-    request.stop = Some(super::io::stop_on_signal()?);
+    let stop = super::io::stop_on_signal()?;
+    request.stop = Some(&stop);
     let built = build_index_notifying(
         &request,
         &a.out,

@@ -63,11 +63,12 @@ pub fn say_waiting(dir: &std::path::Path) {
 }
 
 /// The flag that the first Ctrl-C (SIGINT) or SIGTERM sets from now on, for a command that
-/// stops cleanly when it is set (`bsa build` removes its unfinished index); a second signal
+/// stops cleanly when it is set (`bsa build` removes its unfinished index, `bsa add`, `delete`
+/// and `compact` what they wrote before their commit); a second signal
 /// ends the process at once. Call it just before the long work: until then the signals end the
 /// process as usual. Once the work has stopped, [`end_by_signal`] ends the process by the
 /// signal that stopped it.
-pub fn stop_on_signal() -> anyhow::Result<&'static AtomicBool> {
+pub fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
     #[cfg(unix)]
     {
         use signal_hook::consts::{SIGINT, SIGTERM};
@@ -86,12 +87,11 @@ pub fn stop_on_signal() -> anyhow::Result<&'static AtomicBool> {
                 .and_then(|_| flag::register(signal, Arc::clone(&s.stop)))
                 .context("installing the Ctrl-C handler")?;
         }
-        Ok(&s.stop)
+        Ok(Arc::clone(&s.stop))
     }
     #[cfg(not(unix))]
     {
-        static NEVER: AtomicBool = AtomicBool::new(false);
-        Ok(&NEVER)
+        Ok(Arc::new(AtomicBool::new(false)))
     }
 }
 
@@ -140,6 +140,20 @@ fn signals() -> &'static Signals {
         int: Arc::default(),
         term: Arc::default(),
     })
+}
+
+/// Warns on stderr when every byte of the packed codes read from `path` (`rows x cols`) is 0 or
+/// 1 over many bytes: one byte per bit (`x.astype(np.uint8)` of 0/1 values), not packed codes;
+/// packed ones would have other bits set somewhere.
+pub fn warn_if_unpacked(path: &std::path::Path, rows: usize, cols: usize, bytes: &[u8]) {
+    if cols > 1 && rows * cols >= 64 && bytes.iter().all(|&b| b <= 1) {
+        eprintln!(
+            "bsa: warning: every byte of {} is 0 or 1: if these are bits, one per byte, pack them \
+             (np.packbits(x, axis=1, bitorder=\"little\")); as given they are {}-bit codes",
+            path.display(),
+            cols * 8
+        );
+    }
 }
 
 /// Writes one JSON value as a line on stdout.

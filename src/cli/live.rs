@@ -105,6 +105,9 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         None => None,
     };
     let packed = a.codes.as_deref().map(bsa::io::read_u8).transpose()?;
+    if let (Some(p), Some((rows, cols, bytes))) = (&a.codes, &packed) {
+        super::io::warn_if_unpacked(p, *rows, *cols, bytes);
+    }
     let source = match (&data, &packed) {
         (Some(d), _) => AddSource::Floats(d.view()),
         (None, Some((rows, _, bytes))) => AddSource::Packed { bytes, rows: *rows },
@@ -157,9 +160,15 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
 }
 
 /// Opens `dir` for writing, saying on stderr when another writer holds it (else a wait behind
-/// a long compaction looks like a hang).
-fn open_writer(dir: &Path) -> bsa_index::Result<Writer> {
-    Writer::open_notifying(dir, || super::io::say_waiting(dir))
+/// a long compaction looks like a hang). Ctrl-C from here on stops the wait or the change
+/// before its commit, and removes what it wrote.
+fn open_writer(dir: &Path) -> anyhow::Result<Writer> {
+    let stop = super::io::stop_on_signal()?;
+    Ok(Writer::open_stoppable(
+        dir,
+        || super::io::say_waiting(dir),
+        stop,
+    )?)
 }
 
 /// ", bridging N segments (E edges)" when segments were bridged from the largest graph.

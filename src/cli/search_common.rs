@@ -285,6 +285,7 @@ pub(crate) fn read_query_codes(
         ),
         Err(e) => return Err(e.into()),
     };
+    super::io::warn_if_unpacked(path, rows, cols, &bytes);
     if cols != bits.div_ceil(8) {
         anyhow::bail!(
             "{}: query codes have {cols} bytes, {holder} holds {bits}-bit codes ({} bytes)",

@@ -818,7 +818,8 @@ fn outputs_are_regular_files() {
 }
 
 /// Codes whose bytes are all 0 or 1 look like bits stored one per byte (`astype(np.uint8)` of
-/// 0/1 values): the build says so, and how to pack them; packed codes build without a word.
+/// 0/1 values): the build, an add and a search by such query codes say so, and how to pack
+/// them; packed codes build without a word.
 #[test]
 fn unpacked_bits_are_pointed_out() {
     let t = TestDir::new();
@@ -839,4 +840,15 @@ fn unpacked_bits_are_pointed_out() {
         .bsa(&["build", "--codes", "codes.npy", "--out", "i2", "-q"])
         .ok();
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    for args in [
+        &["search", "--index", "i2", "--query-codes", "bits.npy"][..],
+        &["add", "--index", "i2", "--codes", "bits.npy"][..],
+    ] {
+        let out = t.bsa(args).ok();
+        assert!(
+            out.stderr.contains("every byte of bits.npy is 0 or 1"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Ctrl-C (SIGINT) and SIGTERM during `bsa build`: the build stops within about a second,
 //! removes its unfinished directory, leaves the index it would have replaced as it was, and
-//! ends by the signal (as a shell expects of a command it interrupted).
+//! ends by the signal (as a shell expects of a command it interrupted). `bsa add` stops before
+//! its commit the same way.
 
 #![cfg(unix)]
 
@@ -84,6 +85,59 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
         assert_eq!(t.read("idx/manifest.json"), before, "{signal}");
         t.bsa(&["verify", "--index", "idx"]).ok();
     }
+    // `bsa add` stops before its commit, leaving the index as it was, files included.
+    t.bsa(&[
+        "build",
+        "--codes",
+        "small.npy",
+        "--out",
+        "live",
+        "--hnsw",
+        "-q",
+    ])
+    .ok();
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(t.path("live"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bsa"))
+        .args([
+            "add",
+            "--index",
+            "live",
+            "--codes",
+            "c.npy",
+            "--merge-factor",
+            "0",
+        ])
+        .current_dir(t.path(""))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Signalled once the new segment is being written.
+    while !listing().iter().any(|n| n.contains(".tmp-")) {
+        assert!(child.try_wait().unwrap().is_none(), "the add ended early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(2), "{stderr}");
+    assert!(stderr.contains("stopped before it finished"), "{stderr}");
+    // The writers' lock file stays (it is made by the first writer).
+    let after: Vec<String> = listing().into_iter().filter(|n| n != "LOCK").collect();
+    assert_eq!(after, before);
+    let verified = t.bsa(&["verify", "--index", "live"]).ok();
+    assert!(verified.stdout.contains("ok, 3 codes"), "{}", verified.stdout);
     // A build started with SIGINT ignored (a script's background job) ignores Ctrl-C.
     t.write(
         "mid.npy",

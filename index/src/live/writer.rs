@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::builder::IndexBuilder;
 use crate::error::{Error, Result};
@@ -349,6 +351,8 @@ pub struct Writer {
     /// The single-segment manifest, while the directory is still in format v1.
     v1: Option<Manifest>,
     snapshot: Option<Snapshot>,
+    /// Set: the change under way stops before its commit ([`Writer::open_stoppable`]).
+    stop: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -380,14 +384,52 @@ impl Writer {
     /// # Ok(()) }
     /// ```
     pub fn open_notifying(dir: impl AsRef<Path>, on_wait: impl FnOnce()) -> Result<Writer> {
-        let dir = dir.as_ref().to_path_buf();
+        Writer::open_inner(dir.as_ref(), on_wait, None)
+    }
+
+    /// [`Writer::open_notifying`] for a caller that may be asked to stop (Ctrl-C): once `stop`
+    /// is set, the wait for the lock ends, and so does any change of this writer under way, at
+    /// its next step (a progress step of a segment's build or merge, a chunk of bridged rows,
+    /// at the latest before the commit), with [`Error::Stopped`]; the index is left as it was
+    /// (what the change wrote is removed).
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use std::sync::{atomic::{AtomicBool, Ordering}, Arc};
+    /// use bsa_index::live::{NewRows, Writer};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let stop = Arc::new(AtomicBool::new(false));
+    /// let mut writer = Writer::open_stoppable(&path, || {}, Arc::clone(&stop))?;
+    /// stop.store(true, Ordering::Relaxed);
+    /// let added = writer.add(&NewRows::codes(&[3]), false);
+    /// assert!(matches!(added, Err(bsa_index::Error::Stopped)));
+    /// drop(writer);
+    /// assert_eq!(bsa_index::live::Snapshot::open(&path)?.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn open_stoppable(
+        dir: impl AsRef<Path>,
+        on_wait: impl FnOnce(),
+        stop: Arc<AtomicBool>,
+    ) -> Result<Writer> {
+        Writer::open_inner(dir.as_ref(), on_wait, Some(stop))
+    }
+
+    fn open_inner(
+        dir: &Path,
+        on_wait: impl FnOnce(),
+        stop: Option<Arc<AtomicBool>>,
+    ) -> Result<Writer> {
+        let dir = dir.to_path_buf();
         if !dir.join(MANIFEST_FILE).is_file() {
             return Err(Error::InvalidArgument(format!(
                 "{}: not an index directory (no {MANIFEST_FILE}); create it with `bsa build`",
                 dir.display()
             )));
         }
-        let lock = crate::files::lock_dir(&dir, on_wait, None)?;
+        let lock = crate::files::lock_dir(&dir, on_wait, stop.as_deref())?;
         let snapshot = Snapshot::open_with(&dir, OpenOptions::verify_checksums(false))?;
         let (manifest, v1) = if snapshot.is_segmented() {
             let (path, bytes) = read_manifest_bytes(&dir)?;
@@ -428,6 +470,7 @@ impl Writer {
             manifest,
             v1,
             snapshot: Some(snapshot),
+            stop,
         };
         w.collect_garbage()?;
         Ok(w)
@@ -626,6 +669,9 @@ impl Writer {
             .ids(&ids)
             .inverted(t.inverted)
             .extra(serde_json::Value::Null);
+        if let Some(stop) = self.stop.as_deref() {
+            b = b.stop_when(stop);
+        }
         if let (Some(v), Some(vi)) = (rows.vectors, t.vectors) {
             b = b.vectors(v, vi.dim as usize).vector_dtype(vi.dtype);
         }
@@ -748,6 +794,7 @@ impl Writer {
         let stores_vectors = next.template.vectors.is_some();
         let dir = self.dir.clone();
         let committed = self.committed_names();
+        let stop = self.stop.clone();
         let snap = self.snapshot()?;
         let target_index = SegmentIndex::open(snap, &committed, &dir, &to)?;
         let graph = target_index.graph_searcher(GraphParams::default())?;
@@ -758,6 +805,9 @@ impl Writer {
             let n = index.len();
             let mut edges: Vec<(u32, u32)> = Vec::with_capacity(n * BRIDGE_EDGES);
             for start in (0..n).step_by(BRIDGE_CHUNK) {
+                if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+                    return Err(Error::Stopped);
+                }
                 let end = (start + BRIDGE_CHUNK).min(n);
                 let mut stored = Vec::new();
                 for r in start..end {
@@ -793,6 +843,20 @@ impl Writer {
             });
         }
         Ok((todo.len(), edges_total))
+    }
+
+    /// `Err(Stopped)` once the stop flag of [`Writer::open_stoppable`] is set.
+    fn check_stop(&self) -> Result<()> {
+        match &self.stop {
+            Some(s) if s.load(Ordering::Relaxed) => Err(Error::Stopped),
+            _ => Ok(()),
+        }
+    }
+
+    /// The stop flag this writer was opened with ([`Writer::open_stoppable`]), for the long
+    /// work a caller does for a change (encoding the rows it adds).
+    pub fn stop_flag(&self) -> Option<&AtomicBool> {
+        self.stop.as_deref()
     }
 
     /// The names of the committed generation's segments (those its snapshot holds).
@@ -1038,6 +1102,9 @@ impl Writer {
                 .ids(&ids)
                 .inverted(t.inverted)
                 .extra(serde_json::Value::Null);
+            if let Some(stop) = self.stop.as_deref() {
+                b = b.stop_when(stop);
+            }
             if let Some(vi) = t.vectors {
                 b = b.vectors(&vectors, vi.dim as usize).vector_dtype(vi.dtype);
             }
@@ -1068,6 +1135,8 @@ impl Writer {
     /// its files into the first segment's directory (hard links, so nothing is copied) before
     /// the new manifest replaces the old one. Then removes what no manifest names.
     fn commit(&mut self, mut next: LiveManifest) -> Result<u64> {
+        // The last moment a stop leaves the index as it was.
+        self.check_stop()?;
         if let Some(v1) = &self.v1 {
             self.link_first_segment(v1)?;
         }
