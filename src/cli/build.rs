@@ -22,6 +22,9 @@ use bsa_index::{HnswParams, VectorDtype};
 /// large as the codes) when a typical query's bitmap words are at most twice its postings (the
 /// search then picks per query); --bitmaps and --no-bitmaps override that.
 /// With --model, the norm of each code's decoded vector is stored too (for `--score adc`).
+///
+/// Ctrl-C (or SIGTERM) stops the build within about a second: the unfinished directory is
+/// removed and an index it would have replaced (--force) stays as it was.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
