@@ -6,7 +6,7 @@
 #![cfg(unix)]
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::{npy_bytes, TestDir};
@@ -47,22 +47,8 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
             .unwrap();
         // Signalled once the build is writing its temporary directory (the handler is in).
         let tmp = t.path(&format!(".idx.tmp-{}", child.id()));
-        let started = Instant::now();
-        while !tmp.exists() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "no {}",
-                tmp.display()
-            );
-            assert!(child.try_wait().unwrap().is_none(), "the build ended early");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        signal_when(&mut child, signal, || tmp.exists());
         let signalled = Instant::now();
-        let kill = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.signal(), Some(number), "{signal}: {stderr}");
@@ -120,15 +106,9 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
         .spawn()
         .unwrap();
     // Signalled once the new segment is being written.
-    while !listing().iter().any(|n| n.contains(".tmp-")) {
-        assert!(child.try_wait().unwrap().is_none(), "the add ended early");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    signal_when(&mut child, "-INT", || {
+        listing().iter().any(|n| n.contains(".tmp-"))
+    });
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.signal(), Some(2), "{stderr}");
@@ -137,7 +117,11 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
     let after: Vec<String> = listing().into_iter().filter(|n| n != "LOCK").collect();
     assert_eq!(after, before);
     let verified = t.bsa(&["verify", "--index", "live"]).ok();
-    assert!(verified.stdout.contains("ok, 3 codes"), "{}", verified.stdout);
+    assert!(
+        verified.stdout.contains("ok, 3 codes"),
+        "{}",
+        verified.stdout
+    );
     // A build started with SIGINT ignored (a script's background job) ignores Ctrl-C.
     t.write(
         "mid.npy",
@@ -156,16 +140,27 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
         .spawn()
         .unwrap();
     let tmp = t.path(&format!(".mid.tmp-{}", child.id()));
-    while !tmp.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "the build ended early");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    signal_when(&mut child, "-INT", || tmp.exists());
     assert!(child.wait().unwrap().success());
     let verified = t.bsa(&["verify", "--index", "mid"]).ok();
     assert!(verified.stdout.contains("8000"), "{}", verified.stdout);
+}
+
+/// Sends `signal` (`"-INT"`, `"-TERM"`) to `child` once `ready()` holds (polled every 5 ms),
+/// failing if the child ends first.
+fn signal_when(child: &mut Child, signal: &str, ready: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < Duration::from_secs(60), "never ready");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before the signal"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let kill = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
 }
