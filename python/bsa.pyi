@@ -213,7 +213,9 @@ class Index:
 def groundtruth(
     base: _Floats, queries: _Floats, k: int = 100, *, threads: Optional[int] = None
 ) -> npt.NDArray[np.int64]:
-    """Exact cosine top-``k`` rows of ``base`` per query: int64 (nq, k), as ``bsa groundtruth``."""
+    """Exact cosine top-``k`` rows of ``base`` per query: int64 (nq, k), as ``bsa groundtruth``.
+
+    Ctrl-C stops it (``KeyboardInterrupt``)."""
 
 def recall(I: npt.ArrayLike, gt: npt.ArrayLike, k: int) -> float:
     """Recall@k of search results ``I`` against ground truth ``gt`` (-1 entries are misses)."""

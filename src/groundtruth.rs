@@ -36,6 +36,7 @@
 //! ```
 
 use std::cmp::Ordering;
+use std::sync::atomic::AtomicBool;
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayView1, ArrayView2, Axis, Zip};
@@ -85,6 +86,46 @@ pub fn exact_top_k_blocked(
     k: usize,
     blocks: Blocks,
     progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Vec<u32>>> {
+    top_k(base, queries, k, blocks, progress, None)
+}
+
+/// [`exact_top_k`] that returns [`Error::Stopped`] once `stop` is set (checked after every
+/// block of 2048 queries x 8192 base rows), so that a long computation can be interrupted.
+///
+/// ```
+/// use std::sync::atomic::AtomicBool;
+/// let x = ndarray::array![[1.0f32, 0.0], [0.6, 0.8], [0.0, 1.0]];
+/// let never = AtomicBool::new(false);
+/// let top = bsa::groundtruth::exact_top_k_until(x.view(), x.view(), 2, &never).unwrap();
+/// assert_eq!(top, vec![vec![0, 1], vec![1, 2], vec![2, 1]]);
+/// let stop = AtomicBool::new(true);
+/// let stopped = bsa::groundtruth::exact_top_k_until(x.view(), x.view(), 2, &stop);
+/// assert!(matches!(stopped, Err(bsa::Error::Stopped)));
+/// ```
+pub fn exact_top_k_until(
+    base: ArrayView2<f32>,
+    queries: ArrayView2<f32>,
+    k: usize,
+    stop: &AtomicBool,
+) -> Result<Vec<Vec<u32>>> {
+    top_k(
+        base,
+        queries,
+        k,
+        Blocks::default(),
+        &mut |_, _| {},
+        Some(stop),
+    )
+}
+
+fn top_k(
+    base: ArrayView2<f32>,
+    queries: ArrayView2<f32>,
+    k: usize,
+    blocks: Blocks,
+    progress: &mut dyn FnMut(usize, usize),
+    stop: Option<&AtomicBool>,
 ) -> Result<Vec<Vec<u32>>> {
     let (n, dim) = base.dim();
     if queries.ncols() != dim {
@@ -142,6 +183,9 @@ pub fn exact_top_k_blocked(
                 });
             done += 1;
             progress(done, total);
+            if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Err(Error::Stopped);
+            }
         }
     }
     // The final order, from the f64 scores of the candidates.

@@ -1704,7 +1704,8 @@ fn id_lists(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<Vec<u64>>> {
 /// The exact ``k`` nearest rows of ``base`` by cosine similarity for each row of ``queries``
 /// (both float, same dimension): int64, ``(nq, k)``, best first, ties to the lower row. The
 /// same as ``bsa groundtruth`` (a blocked GEMM picks candidates; float64 rescoring fixes the
-/// order on every CPU and thread count). The GIL is released.
+/// order on every CPU and thread count). The GIL is released; Ctrl-C stops it
+/// (``KeyboardInterrupt``).
 ///
 /// Example: ``gt = bsa.groundtruth(base, queries, 100); print(bsa.recall(I, gt, 10))``
 #[pyfunction]
@@ -1735,10 +1736,13 @@ fn groundtruth<'py>(
             bv.nrows()
         )));
     }
-    let top = without_gil(py, threads, || {
+    // Ctrl-C stops it between blocks (a million rows by thousands of queries take minutes).
+    let top = interruptible(py, threads, |stop| {
         check_rows("base", bv, true)?;
         check_rows("queries", qv, true)?;
-        with_blas_threads(threads, || bsa::groundtruth::exact_top_k(bv, qv, k))
+        with_blas_threads(threads, || {
+            bsa::groundtruth::exact_top_k_until(bv, qv, k, stop)
+        })
     })?;
     let mut out = Array2::<i64>::zeros((qv.nrows(), k));
     for (mut row, ids) in out.rows_mut().into_iter().zip(&top) {

@@ -201,3 +201,10 @@ def test_ctrl_c_stops_adding(tmp_path):
     bsa.Index.open(path).verify()
     index.add(codes=more[:5], merge_factor=0)
     assert (len(index), index.segments) == (525, 3)
+
+
+def test_ctrl_c_stops_a_ground_truth(base):
+    # 200,000 rows by 20,000 queries: minutes whole, stopped after one second.
+    big = np.tile(base, (20, 1))
+    took = _interrupted_after(1.0, lambda: bsa.groundtruth(big, big[:20_000], 10))
+    assert took < 20, f"the ground truth stopped {took:.1f}s after it started"
