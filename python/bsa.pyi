@@ -139,7 +139,8 @@ class Index:
         """Builds an index from ``codes``, or from ``x`` encoded with ``model`` (as ``bsa build``).
 
         Ctrl-C stops it within about a second (``KeyboardInterrupt``), leaving nothing at
-        ``path``; an index it would have replaced stays as it was.
+        ``path``; an index it would have replaced stays as it was. A Ctrl-C while a complete
+        new index replaces the old one is raised once it has.
         """
     def save(self, path: _Path, *, overwrite: bool = False) -> None:
         """Copies the index directory to ``path`` (atomically)."""

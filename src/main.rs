@@ -9,27 +9,25 @@ mod cli;
 fn main() -> ExitCode {
     let matches = cli::Cli::command().get_matches();
     let args = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    match cli::run(args, &matches) {
+    let code = match cli::run(args, &matches) {
         Ok(code) => code,
+        // A closed stdout (e.g. `bsa search ... | head`) is not an error worth reporting.
+        Err(err)
+            if err
+                .root_cause()
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
-            // A closed stdout (e.g. `bsa search ... | head`) is not an error worth reporting.
-            if let Some(io) = err.root_cause().downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::BrokenPipe {
-                    return ExitCode::SUCCESS;
-                }
-            }
             eprintln!("bsa: {err:#}");
-            // Stopped by Ctrl-C or SIGTERM (`cli::io::stop_on_signal`), having cleaned up: end
-            // by that signal, as its default action would have.
-            if matches!(err.downcast_ref::<bsa::Error>(), Some(bsa::Error::Stopped))
-                || matches!(
-                    err.downcast_ref::<bsa_index::Error>(),
-                    Some(bsa_index::Error::Stopped)
-                )
-            {
-                cli::end_by_signal();
-            }
             ExitCode::from(2)
         }
-    }
+    };
+    // A command that took a Ctrl-C or SIGTERM (`cli::io::stop_on_signal`) has stopped and
+    // cleaned up, or finished just before it could stop: either way it ends by that signal, as
+    // the signal's default action would have, so that a shell stops a script running it.
+    cli::end_by_signal();
+    code
 }

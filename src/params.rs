@@ -87,15 +87,23 @@ impl<F: Real> Params<F> {
     pub fn decoded_norms(&self, active: &[Vec<u32>]) -> Vec<f32> {
         let mut out = Vec::with_capacity(active.len());
         for chunk in active.chunks(1 << 15) {
-            let xhat = self.decode_sparse(chunk);
-            out.extend(xhat.rows().into_iter().map(|r| {
+            out.extend(Self::row_norms(self.decode_sparse(chunk).view()));
+        }
+        out
+    }
+
+    /// The norm of each row of `xhat` (decoded vectors, from [`Params::decode_sparse`]),
+    /// summed in f64: what [`Params::decoded_norms`] gives for their codes.
+    pub fn row_norms(xhat: ArrayView2<F>) -> Vec<f32> {
+        xhat.rows()
+            .into_iter()
+            .map(|r| {
                 r.iter()
                     .map(|&v| v.to_f64().unwrap_or(f64::NAN).powi(2))
                     .sum::<f64>()
                     .sqrt() as f32
-            }));
-        }
-        out
+            })
+            .collect()
     }
 
     /// Decodes a dense (possibly non-binary) code matrix `C` (`B x N`): `C Wd^T + bd`.

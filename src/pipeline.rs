@@ -15,13 +15,13 @@
 //! ```
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bsa_index::{pack, HnswParams, IndexBuilder, VectorDtype};
 use ndarray::{Array2, ArrayView2};
 
 use crate::error::{Error, Result};
-use crate::model::Autoencoder;
+use crate::model::{Autoencoder, Params};
 use crate::pursuit::PursuitParams;
 use crate::query::check_rows;
 
@@ -228,9 +228,26 @@ pub fn build_index_notifying(
                 None => model.encode_active(d.view()),
             };
             let words = pack::pack_set_bits(&active, model.config.bits)?;
-            norms = Some(model.params.decoded_norms(&active));
-            if r.hnsw.is_some() && graph_on == GraphOn::Decoded {
-                decoded = Some(model.params.decode_sparse(&active));
+            // The norms of the decoded codes, and the decoded vectors themselves when the graph
+            // is built on them (decoded once for both), chunk by chunk so that a stop is
+            // noticed between chunks: dense codes take seconds per 100,000 rows.
+            let keep = r.hnsw.is_some() && graph_on == GraphOn::Decoded;
+            let mut norm_list = Vec::with_capacity(active.len());
+            let mut kept = Vec::with_capacity(if keep { d.nrows() * d.ncols() } else { 0 });
+            for chunk in active.chunks(1 << 14) {
+                if r.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                    return Err(Error::Stopped);
+                }
+                let xhat = model.params.decode_sparse(chunk);
+                norm_list.extend(Params::row_norms(xhat.view()));
+                if keep {
+                    kept.extend(xhat.iter().copied());
+                }
+            }
+            norms = Some(norm_list);
+            if keep {
+                let shape = (active.len(), model.config.dim);
+                decoded = Some(Array2::from_shape_vec(shape, kept).expect("rows x dim values"));
             }
             (model.config.bits, words, d.nrows())
         }

@@ -357,9 +357,10 @@ impl<'a> IndexBuilder<'a> {
     }
 
     /// Stops the build once `stop` is set (by a Ctrl-C handler, another thread, a progress
-    /// callback): it is checked at every progress step (at most 65,536 rows written or one
-    /// batch of graph inserts apart, so within a second or so) until the index is complete,
-    /// and while the build waits for the writers of an index it replaces.
+    /// callback): it is checked at every progress step (at most 65,536 rows written, one batch
+    /// of graph inserts, or the building of the posting lists, bitmaps or sparse codes apart:
+    /// about a second, a few for millions of wide codes) until the index is complete, and
+    /// while the build waits for the writers of an index it replaces.
     /// The build then removes its temporary directory and returns [`Error::Stopped`]; `out` is
     /// left as it was, an index it would have replaced included.
     ///

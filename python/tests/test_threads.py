@@ -151,10 +151,11 @@ def test_ctrl_c_stops_encoding_a_large_batch(base):
 
 
 def test_large_batches_give_the_hits_of_their_pieces(work, queries):
-    # A batch of more than 256 queries is searched in batches (so that Ctrl-C can stop it):
-    # its hits are those of the same queries searched a few at a time.
+    # A long search (here 7,000 queries by 10,000 codes) runs in batches of queries, so that
+    # Ctrl-C can stop it: its hits are those of the same queries searched in shorter calls
+    # (one batch each).
     index = bsa.Index.open(work / "idx")
-    many = np.concatenate([queries, queries[::-1], queries[:300]])
+    many = np.concatenate([queries, queries[::-1]] * 17 + [queries])
     settings = [
         dict(),
         dict(score="adc"),
@@ -166,10 +167,10 @@ def test_large_batches_give_the_hits_of_their_pieces(work, queries):
     ]
     for s in settings:
         D, I = index.search(many, 10, **s)
-        for start in range(0, len(many), 150):
-            d, i = index.search(many[start : start + 150], 10, **s)
-            np.testing.assert_array_equal(I[start : start + 150], i, err_msg=str(s))
-            np.testing.assert_array_equal(D[start : start + 150], d, err_msg=str(s))
+        for start in range(0, len(many), 1500):
+            d, i = index.search(many[start : start + 1500], 10, **s)
+            np.testing.assert_array_equal(I[start : start + 1500], i, err_msg=str(s))
+            np.testing.assert_array_equal(D[start : start + 1500], d, err_msg=str(s))
 
 
 def test_ctrl_c_stops_a_large_search(tmp_path):

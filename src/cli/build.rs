@@ -23,8 +23,8 @@ use bsa_index::{HnswParams, VectorDtype};
 /// search then picks per query); --bitmaps and --no-bitmaps override that.
 /// With --model, the norm of each code's decoded vector is stored too (for `--score adc`).
 ///
-/// Ctrl-C (or SIGTERM) stops the build within about a second: the unfinished directory is
-/// removed and an index it would have replaced (--force) stays as it was.
+/// Ctrl-C (or SIGTERM, SIGHUP) stops the build within about a second: the unfinished
+/// directory is removed and an index it would have replaced (--force) stays as it was.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -175,6 +175,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .flatten()
         .map(|p| p.display().to_string())
         .collect();
+    note_leftovers(&a.out);
     // Ctrl-C from here on stops the build, which removes its unfinished directory.
     let stop = super::io::stop_on_signal()?;
     request.stop = Some(&stop);
@@ -201,6 +202,39 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// Says on stderr which directories builds of `out` that were killed (SIGKILL, a second Ctrl-C,
+/// a crash) left beside it: `.NAME.tmp-PID` (an unfinished index) and `.NAME.old-PID` (a
+/// replaced one being removed). They are not removed here: another build of `out` may be
+/// writing one right now.
+fn note_leftovers(out: &std::path::Path) {
+    let (Some(name), Some(parent)) = (out.file_name(), out.parent()) else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        parent
+    };
+    let name = name.to_string_lossy();
+    let prefixes = [format!(".{name}.tmp-"), format!(".{name}.old-")];
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let file = file.to_string_lossy();
+        let pid = prefixes.iter().find_map(|p| file.strip_prefix(p.as_str()));
+        if pid.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+            eprintln!(
+                "bsa: note: {} was left by a build of {} that was killed; remove it unless \
+                 such a build is running",
+                e.path().display(),
+                out.display()
+            );
+        }
+    }
 }
 
 /// A pair of `--x` / `--no-x` flags: always, never, or the library's choice.

@@ -4,7 +4,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A progress bar on stderr, hidden when `quiet` or when stderr is not a terminal.
@@ -62,31 +61,20 @@ pub fn say_waiting(dir: &std::path::Path) {
     )
 }
 
-/// The flag that the first Ctrl-C (SIGINT) or SIGTERM sets from now on, for a command that
-/// stops cleanly when it is set (`bsa build` removes its unfinished index, `bsa add`, `delete`
-/// and `compact` what they wrote before their commit); a second signal
-/// ends the process at once. Call it just before the long work: until then the signals end the
-/// process as usual. Once the work has stopped, [`end_by_signal`] ends the process by the
-/// signal that stopped it.
+/// The flag that the first Ctrl-C (SIGINT), SIGTERM or SIGHUP sets from now on, for a command
+/// that stops cleanly when it is set (`bsa build` removes its unfinished index, `bsa add`,
+/// `delete` and `compact` what they wrote before their commit); a second signal ends the
+/// process at once. Call it just before the long work: until then the signals end the process
+/// as usual. `main` then ends the process by the signal ([`end_by_signal`]).
 pub fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
     #[cfg(unix)]
     {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        use signal_hook::flag;
+        static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
         let s = signals();
-        for (signal, seen) in [(SIGINT, &s.int), (SIGTERM, &s.term)] {
-            // An ignored signal stays ignored: a job a script started in the background
-            // (SIGINT ignored) goes on when Ctrl-C stops the script, as without the handler.
-            if ignored(signal) {
-                continue;
-            }
-            // Run in this order on each signal: the default action (the end of the process)
-            // once the flag is set, that is on a second signal; then the flags are set.
-            flag::register_conditional_default(signal, Arc::clone(&s.stop))
-                .and_then(|_| flag::register(signal, Arc::clone(seen)))
-                .and_then(|_| flag::register(signal, Arc::clone(&s.stop)))
-                .context("installing the Ctrl-C handler")?;
-        }
+        INSTALLED
+            .get_or_init(|| install(s).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(|e| anyhow::anyhow!("installing the Ctrl-C handler: {e}"))?;
         Ok(Arc::clone(&s.stop))
     }
     #[cfg(not(unix))]
@@ -95,19 +83,41 @@ pub fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
     }
 }
 
+/// Registers the handlers of [`stop_on_signal`] (once per process), and a thread that says on
+/// stderr that the command is stopping, so that the first Ctrl-C is seen to have worked.
+#[cfg(unix)]
+fn install(s: &'static Signals) -> std::io::Result<()> {
+    use signal_hook::flag;
+    for (signal, seen) in &s.seen {
+        // An ignored signal stays ignored: a job a script started in the background (SIGINT
+        // ignored) goes on when Ctrl-C stops the script, and so does one under `nohup`.
+        if ignored(*signal) {
+            continue;
+        }
+        // Run in this order on each signal: the default action (the end of the process) once
+        // the flag is set, that is on a second signal; then the flags are set.
+        flag::register_conditional_default(*signal, Arc::clone(&s.stop))?;
+        flag::register(*signal, Arc::clone(seen))?;
+        flag::register(*signal, Arc::clone(&s.stop))?;
+    }
+    std::thread::spawn(move || {
+        while !s.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        eprintln!("\nbsa: stopping; removing what is unfinished (Ctrl-C again to quit at once)");
+    });
+    Ok(())
+}
+
 /// Ends the process by the signal that set [`stop_on_signal`]'s flag, as its default action
 /// would have, and returns if there was none. A shell then sees a command killed by Ctrl-C
 /// (and stops a script running it), not one that chose to exit.
 pub fn end_by_signal() {
     #[cfg(unix)]
-    {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let s = signals();
-        for (signal, seen) in [(SIGTERM, &s.term), (SIGINT, &s.int)] {
-            if seen.load(Ordering::Relaxed) {
-                // Falls back to abort: it does not return for these signals.
-                let _ = signal_hook::low_level::emulate_default_handler(signal);
-            }
+    for (signal, seen) in &signals().seen {
+        if seen.load(Ordering::Relaxed) {
+            // Falls back to abort: it does not return for these signals.
+            let _ = signal_hook::low_level::emulate_default_handler(*signal);
         }
     }
 }
@@ -124,21 +134,20 @@ fn ignored(signal: i32) -> bool {
     }
 }
 
-/// The flags the signal handlers set: any signal, SIGINT, SIGTERM.
+/// The flags the signal handlers set: any of the signals, and each one.
 #[cfg(unix)]
 struct Signals {
     stop: Arc<AtomicBool>,
-    int: Arc<AtomicBool>,
-    term: Arc<AtomicBool>,
+    seen: [(i32, Arc<AtomicBool>); 3],
 }
 
 #[cfg(unix)]
 fn signals() -> &'static Signals {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     static SIGNALS: std::sync::OnceLock<Signals> = std::sync::OnceLock::new();
     SIGNALS.get_or_init(|| Signals {
         stop: Arc::default(),
-        int: Arc::default(),
-        term: Arc::default(),
+        seen: [SIGTERM, SIGHUP, SIGINT].map(|s| (s, Arc::default())),
     })
 }
 

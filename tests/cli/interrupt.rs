@@ -144,6 +144,25 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
     assert!(child.wait().unwrap().success());
     let verified = t.bsa(&["verify", "--index", "mid"]).ok();
     assert!(verified.stdout.contains("8000"), "{}", verified.stdout);
+    // What a killed build left (SIGKILL: no clean-up) is pointed out by the next build there.
+    std::fs::create_dir(t.path(".mid.tmp-1")).unwrap();
+    let out = t
+        .bsa(&[
+            "build",
+            "--codes",
+            "small.npy",
+            "--out",
+            "mid",
+            "--force",
+            "-q",
+        ])
+        .ok();
+    assert!(
+        out.stderr
+            .contains(".mid.tmp-1 was left by a build of mid that was killed"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// Sends `signal` (`"-INT"`, `"-TERM"`) to `child` once `ready()` holds (polled every 5 ms),
