@@ -1,5 +1,6 @@
 //! The `bsa` command line: parse, dispatch, report errors. Each subcommand lives in `cli/`.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
@@ -21,7 +22,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("bsa: {err:#}");
+            // Not eprintln!, which panics when stderr is gone (a closed terminal's SIGHUP).
+            let _ = writeln!(std::io::stderr(), "bsa: {err:#}");
             ExitCode::from(2)
         }
     };

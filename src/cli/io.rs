@@ -104,7 +104,11 @@ fn install(s: &'static Signals) -> std::io::Result<()> {
         while !s.stop.load(Ordering::Relaxed) {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        eprintln!("\nbsa: stopping; removing what is unfinished (Ctrl-C again to quit at once)");
+        // Not eprintln!, which panics when stderr is gone (a closed terminal's SIGHUP).
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"\nbsa: stopping; removing what is unfinished (Ctrl-C again to quit at once)\n",
+        );
     });
     Ok(())
 }
