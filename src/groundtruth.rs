@@ -183,9 +183,7 @@ fn top_k(
                 });
             done += 1;
             progress(done, total);
-            if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
-                return Err(Error::Stopped);
-            }
+            bsa_index::check_stop(stop)?;
         }
     }
     // The final order, from the f64 scores of the candidates.

@@ -13,7 +13,7 @@
 
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use crate::deterministic;
 use crate::error::{Error, Result};
@@ -75,9 +75,7 @@ impl Autoencoder {
         const ROWS: usize = 1 << 14;
         let mut out = Vec::with_capacity(x.nrows());
         for chunk in x.axis_chunks_iter(Axis(0), ROWS) {
-            if stop.load(Ordering::Relaxed) {
-                return Err(Error::Stopped);
-            }
+            bsa_index::check_stop(Some(stop))?;
             out.extend(rule_codes(
                 &self.params,
                 chunk,

@@ -15,7 +15,7 @@
 //! ```
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use bsa_index::{pack, HnswParams, IndexBuilder, VectorDtype};
 use ndarray::{Array2, ArrayView2};
@@ -235,9 +235,7 @@ pub fn build_index_notifying(
             let mut norm_list = Vec::with_capacity(active.len());
             let mut kept = Vec::with_capacity(if keep { d.nrows() * d.ncols() } else { 0 });
             for chunk in active.chunks(1 << 14) {
-                if r.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-                    return Err(Error::Stopped);
-                }
+                bsa_index::check_stop(r.stop)?;
                 let xhat = model.params.decode_sparse(chunk);
                 norm_list.extend(Params::row_norms(xhat.view()));
                 if keep {

@@ -19,7 +19,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use bsa_index::live::{IdFilter, SearchOptions, Snapshot};
@@ -485,9 +485,7 @@ pub fn search_until(
     let mut start = 0;
     // One batch when there are no queries, so the stats are the searcher's.
     while start < nq || stats.is_none() {
-        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
-            return Err(Error::Stopped);
-        }
+        bsa_index::check_stop(stop)?;
         let end = (start + batch).min(nq);
         // The batch's rows of the per-query tables.
         let rows_of = |t: &[f32]| {

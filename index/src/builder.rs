@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use crate::error::{Error, Result};
 use crate::files::{crc_of_file, file_crc};
@@ -385,10 +385,7 @@ impl<'a> IndexBuilder<'a> {
 
     /// `Err(Stopped)` once the stop flag is set.
     fn check_stop(&self) -> Result<()> {
-        match self.stop {
-            Some(s) if s.load(Ordering::Relaxed) => Err(Error::Stopped),
-            _ => Ok(()),
-        }
+        crate::error::check_stop(self.stop)
     }
 
     fn validate(&self) -> Result<usize> {
@@ -653,10 +650,7 @@ impl<'a> IndexBuilder<'a> {
             if let Some(p) = progress.as_mut() {
                 p(d, total);
             }
-            match stop {
-                Some(s) if s.load(Ordering::Relaxed) => Err(Error::Stopped),
-                _ => Ok(()),
-            }
+            crate::error::check_stop(stop)
         };
         let mut files = BTreeMap::new();
 

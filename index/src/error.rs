@@ -100,6 +100,23 @@ pub enum Error {
     Stopped,
 }
 
+/// `Err(`[`Error::Stopped`]`)` once the caller's stop flag (if any) is set: the one check every
+/// stoppable computation makes between its steps.
+///
+/// ```
+/// use std::sync::atomic::AtomicBool;
+/// assert!(bsa_index::check_stop(None).is_ok());
+/// assert!(bsa_index::check_stop(Some(&AtomicBool::new(false))).is_ok());
+/// let stop = AtomicBool::new(true);
+/// assert!(matches!(bsa_index::check_stop(Some(&stop)), Err(bsa_index::Error::Stopped)));
+/// ```
+pub fn check_stop(stop: Option<&std::sync::atomic::AtomicBool>) -> Result<()> {
+    match stop {
+        Some(s) if s.load(std::sync::atomic::Ordering::Relaxed) => Err(Error::Stopped),
+        _ => Ok(()),
+    }
+}
+
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -7,7 +7,7 @@
 
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use memmap2::Mmap;
 
@@ -290,9 +290,7 @@ pub(crate) fn lock_dir(
                 match stop {
                     None => lock.lock().map_err(|e| Error::io(&path, e))?,
                     Some(stop) => loop {
-                        if stop.load(Ordering::Relaxed) {
-                            return Err(Error::Stopped);
-                        }
+                        crate::error::check_stop(Some(stop))?;
                         std::thread::sleep(std::time::Duration::from_millis(20));
                         match lock.try_lock() {
                             Ok(()) => break,

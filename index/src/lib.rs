@@ -141,7 +141,7 @@ pub mod live;
 mod mode;
 
 pub use builder::{check_outside_index, check_replaceable, replace_index_dir, IndexBuilder};
-pub use error::{Error, Result};
+pub use error::{check_stop, Error, Result};
 pub use files::not_a_file;
 pub use index::{Index, OpenOptions};
 pub use kernel::KernelFamily;

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::builder::IndexBuilder;
@@ -805,9 +805,7 @@ impl Writer {
             let n = index.len();
             let mut edges: Vec<(u32, u32)> = Vec::with_capacity(n * BRIDGE_EDGES);
             for start in (0..n).step_by(BRIDGE_CHUNK) {
-                if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
-                    return Err(Error::Stopped);
-                }
+                crate::error::check_stop(stop.as_deref())?;
                 let end = (start + BRIDGE_CHUNK).min(n);
                 let mut stored = Vec::new();
                 for r in start..end {
@@ -847,10 +845,7 @@ impl Writer {
 
     /// `Err(Stopped)` once the stop flag of [`Writer::open_stoppable`] is set.
     fn check_stop(&self) -> Result<()> {
-        match &self.stop {
-            Some(s) if s.load(Ordering::Relaxed) => Err(Error::Stopped),
-            _ => Ok(()),
-        }
+        crate::error::check_stop(self.stop.as_deref())
     }
 
     /// The stop flag this writer was opened with ([`Writer::open_stoppable`]), for the long
