@@ -257,6 +257,20 @@ pub(crate) fn check_memory(bytes: u128, what: &str) -> Result<()> {
     )))
 }
 
+/// Checks `k < bits` for the methods that learn which `k` bits to set (bsa's TopK target, topk,
+/// pursuit): with `k = bits` every code would have every bit set and tell no row from another.
+/// Not part of [`check_sizes`], which model files are read with: a sign model of one input
+/// dimension has one bit and `k = 1`.
+pub(crate) fn check_k_below_bits(bits: usize, k: usize) -> Result<()> {
+    if k >= bits {
+        return Err(Error::InvalidArgument(format!(
+            "--k {k} sets every one of the {bits} bits: every code would be all ones and tell \
+             no row from another; use a --k below --bits (a few percent of it is typical)"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks `0 < k <= bits <= MAX_BITS`: the one rule every method's sizes follow.
 pub(crate) fn check_sizes(bits: usize, k: usize) -> Result<()> {
     if bits > MAX_BITS {

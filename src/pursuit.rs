@@ -131,6 +131,7 @@ impl PursuitParams {
             }
         }
         check_sizes(self.bits, self.k)?;
+        crate::config::check_k_below_bits(self.bits, self.k)?;
         // The dictionary and encoder (bits x dim f32, twice over a round) and the refit's
         // normal equations and their factor ((bits + 1)^2 f64 each).
         let (b, d) = (self.bits as u128, dim as u128);

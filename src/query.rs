@@ -214,9 +214,44 @@ pub struct Found {
     pub encode_seconds: f64,
 }
 
-/// The model copied into `index` by `bsa build --model`, if it has one.
+/// The model copied into `index` by `bsa build --model`, if it has one, checked to fit the
+/// index: it makes codes of the index's width from rows of the stored vectors' and the graph's
+/// dimension. A model that does not fit (a manifest edited, or a model file put in place of
+/// another with its checksum) would encode queries the index cannot answer.
 pub fn index_model(index: &Snapshot) -> Result<Option<Autoencoder>> {
-    index.model_path().map(crate::io::model::load).transpose()
+    let Some(path) = index.model_path() else {
+        return Ok(None);
+    };
+    let model = crate::io::model::load(&path)?;
+    let (bits, dim) = (model.config.bits, model.config.dim);
+    let graph_dim = index.template().graph.and_then(|g| match g.on {
+        bsa_index::live::GraphSource::Vectors { dim } => Some(dim as usize),
+        _ => None,
+    });
+    let misfit = if bits != index.bits() {
+        Some(format!(
+            "makes {bits}-bit codes but the index holds {}-bit codes",
+            index.bits()
+        ))
+    } else if let Some(v) = index.vector_dim().filter(|&v| v != dim) {
+        Some(format!(
+            "reads {dim}-d rows but the index stores {v}-d vectors"
+        ))
+    } else {
+        graph_dim
+            .filter(|&g| g != dim)
+            .map(|g| format!("reads {dim}-d rows but the index's graph is built on {g}-d vectors"))
+    };
+    match misfit {
+        None => Ok(Some(model)),
+        Some(what) => Err(Error::format(
+            &path,
+            format!(
+                "this model {what}: it is not the model the index was built with (its \
+                 manifest or model file was replaced); rebuild the index"
+            ),
+        )),
+    }
 }
 
 /// Checks that every value of `x` is finite and, when `nonzero`, that no row is all zeros

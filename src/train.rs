@@ -707,6 +707,7 @@ impl TrainParams {
             )));
         }
         self.config(dim).validate()?;
+        crate::config::check_k_below_bits(self.bits, self.k)?;
         if self.epochs == 0 {
             return Err(Error::InvalidArgument("--epochs must be at least 1".into()));
         }

@@ -38,17 +38,34 @@ pub fn not_a_file(path: &Path) -> std::io::Result<Option<&'static str>> {
     })
 }
 
-/// Opens a file of the index for reading, refusing anything but a regular file first: a FIFO
-/// put in an index file's place would block the open forever, and a directory would fail later
-/// with an unclear error.
+/// Opens a file of the index (one its manifest lists) for reading, refusing anything but a
+/// regular file first: a FIFO put in an index file's place would block the open forever, and a
+/// directory would fail later with an unclear error. A missing file is reported as listed by
+/// the manifest beside it, since the usual cause is that manifest, not the file: another
+/// index's manifest copied in, or a copy of the directory that stopped half-way.
 pub(crate) fn open_regular(path: &Path) -> Result<File> {
-    if let Some(what) = not_a_file(path).map_err(|e| Error::io(path, e))? {
+    let not_found = |e: std::io::Error| {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Error::io(path, e);
+        }
+        let manifest = path.with_file_name(MANIFEST_FILE);
+        let what = format!(
+            "missing, though {} lists it: the directory is an incomplete copy, or that manifest \
+             is another index's; copy the whole index again or rebuild it",
+            manifest.display()
+        );
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, what),
+        )
+    };
+    if let Some(what) = not_a_file(path).map_err(not_found)? {
         return Err(Error::corrupt(
             path,
             format!("{what}, where the index keeps a file; rebuild the index"),
         ));
     }
-    File::open(path).map_err(|e| Error::io(path, e))
+    File::open(path).map_err(not_found)
 }
 
 /// Reads `dir/manifest.json` (at most [`MAX_MANIFEST_LEN`] bytes) and returns its path and bytes.
@@ -118,19 +135,7 @@ impl Section {
         let map = unsafe { Mmap::map(file) }.map_err(|e| Error::io(&path, e))?;
         // The header is checked first so that a wrong or foreign file is reported as such.
         let header = Header::decode(&map, kind, len, &path)?;
-        if len < info.len {
-            return Err(Error::Truncated {
-                path,
-                need: info.len,
-                have: len,
-            });
-        }
-        if len != info.len {
-            return Err(Error::corrupt(
-                &path,
-                format!("length {len} differs from the manifest's {}", info.len),
-            ));
-        }
+        check_listed_len(&path, &header, info)?;
         let payload = payload_range(&header, map.len(), &path)?;
         let ok = match header.elem {
             _ if matches!(
@@ -181,6 +186,26 @@ impl Section {
         }
         Ok(())
     }
+}
+
+/// Checks the length of the file at `path`, whose `header` has been decoded against that length,
+/// against the length its manifest entry `info` records.
+pub(crate) fn check_listed_len(path: &Path, header: &Header, info: &FileInfo) -> Result<()> {
+    let len = header.file_len().unwrap_or(u64::MAX);
+    if len == info.len {
+        return Ok(());
+    }
+    // The header has vouched for the file's length, so the file is whole: it and the manifest
+    // come from different indexes (not a truncated copy).
+    Err(Error::corrupt(
+        path,
+        format!(
+            "{len} bytes, whole by its own header, but {} records {} bytes: the file and that \
+             manifest come from different indexes (a file or a manifest copied from elsewhere)",
+            path.with_file_name(MANIFEST_FILE).display(),
+            info.len
+        ),
+    ))
 }
 
 /// CRC-32 of `prefix ++ payload` from the payload's CRC, without re-reading the payload.

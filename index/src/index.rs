@@ -78,6 +78,27 @@ pub struct Index {
     pub(crate) layouts: Layouts,
 }
 
+/// The offset of the first byte where `payload` and the bytes `write` produces (in pieces)
+/// differ, counting a length difference; `None` when they are equal.
+fn first_difference(
+    payload: &[u8],
+    write: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<u64>,
+) -> Result<Option<usize>> {
+    let (mut at, mut diff) = (0usize, None);
+    write(&mut |piece: &[u8]| {
+        if diff.is_none() {
+            let have = payload.get(at..).unwrap_or_default();
+            let same = have.iter().zip(piece).take_while(|(a, b)| a == b).count();
+            if same < piece.len() {
+                diff = Some(at + same);
+            }
+        }
+        at += piece.len();
+        Ok(())
+    })?;
+    Ok(diff.or((at != payload.len()).then_some(at.min(payload.len()))))
+}
+
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Index")
@@ -317,9 +338,15 @@ impl Index {
         Ok(())
     }
 
-    /// Verifies every checksum of every file of the index (O(size of the index)).
+    /// Verifies every checksum of every file of the index, then what checksums cannot vouch for
+    /// (a writer's bug would leave it under valid ones): ids unique (and the row numbers when
+    /// `ids.bin` says so), norms finite and >= 0, f32 vectors finite, codes' padding bits zero,
+    /// and posting lists, bitmaps and sparse codes equal to what the codes imply (built again,
+    /// so a check of an index with them costs about as much memory as building them).
+    /// O(size of the index).
     ///
-    /// Returns the first mismatch as [`Error::Checksum`] (or [`Error::Truncated`]) naming the file.
+    /// Returns the first mismatch as [`Error::Checksum`] (or [`Error::Truncated`]) naming the
+    /// file, or as [`Error::Corrupt`] naming the file and the row or byte at fault.
     pub fn verify(&self) -> Result<()> {
         self.verify_mapped()?;
         let seg = self.manifest.segment();
@@ -401,6 +428,17 @@ impl Index {
                 ));
             }
         }
+        if self.ids.header.flags & crate::format::flags::IDS_ARE_ROWS != 0 {
+            if let Some(r) = (0..ids.len()).find(|&r| ids[r] != r as u64) {
+                return Err(bad(
+                    &seg.ids,
+                    format!(
+                        "flagged as holding the row numbers, but row {r} has id {}",
+                        ids[r]
+                    ),
+                ));
+            }
+        }
         let (w, tail) = (self.words_per_code(), self.bits() % 64);
         if tail != 0 {
             let padding = !((1u64 << tail) - 1);
@@ -410,6 +448,47 @@ impl Index {
                     format!("code {r} sets bits past bit {}; they are zero", self.bits()),
                 ));
             }
+        }
+        self.verify_derived()
+    }
+
+    /// The posting lists, bitmaps and sparse codes describe the codes of `codes.bin`: each is
+    /// built again from the codes, as the builder built it, and compared byte for byte (their
+    /// layout is a function of the codes). A writer's bug here would make the exact inverted
+    /// search and the table scores answer wrongly under valid checksums.
+    fn verify_derived(&self) -> Result<()> {
+        let (codes, bits) = (self.codes(), self.bits());
+        let differs = |section: &Section, at: Option<usize>| match at {
+            None => Ok(()),
+            Some(at) => Err(Error::corrupt(
+                &section.path,
+                format!(
+                    "does not describe the codes of {} (first difference at payload byte \
+                     {at}): a writer's bug or a file from another index",
+                    self.manifest.segment().codes
+                ),
+            )),
+        };
+        if let Some((s, _)) = &self.inverted {
+            let lists = crate::postings::InvertedLists::build(codes, bits)?;
+            differs(
+                s,
+                first_difference(s.payload(), |out| lists.write_payload(out))?,
+            )?;
+        }
+        if let Some((s, _)) = &self.bitmaps {
+            let maps = crate::bitmaps::BitmapLists::build(codes, bits)?;
+            differs(
+                s,
+                first_difference(s.payload(), |out| maps.write_payload(out))?,
+            )?;
+        }
+        if let Some((s, _)) = &self.sparse {
+            let sparse = crate::sparse::SparseCodes::build(codes, bits)?;
+            differs(
+                s,
+                first_difference(s.payload(), |out| sparse.write_payload(out))?,
+            )?;
         }
         Ok(())
     }

@@ -213,6 +213,37 @@ fn missing_files_are_named() {
         fs::remove_file(d.join(name)).unwrap();
         let e = exercise(&d, &f).unwrap_err();
         assert_names(&e, name);
+        if name != "manifest.json" {
+            // The manifest that lists the file is the usual cause, so it is named too.
+            let msg = e.to_string();
+            assert!(msg.contains("missing, though"), "{name}: {msg}");
+            assert!(msg.contains("manifest.json lists it"), "{name}: {msg}");
+        }
+    }
+}
+
+/// A whole file from another index (or another index's manifest) differs in length from the
+/// manifest's record: that is said as such, not as a truncated copy, and both files are named.
+#[test]
+fn a_file_from_another_index_is_not_called_truncated() {
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    for rows in [N / 3, 2 * N] {
+        let other = scratch.path().join(format!("other-{rows}"));
+        let codes = random_codes(&mut rng(5), rows, BITS, 1);
+        IndexBuilder::new(BITS, &codes).build(&other).unwrap();
+        for name in ["codes.bin", "ids.bin"] {
+            let d = scratch.path().join(format!("{name}-from-{rows}"));
+            copy_dir(&f.path, &d);
+            fs::copy(other.join(name), d.join(name)).unwrap();
+            let e = exercise(&d, &f).unwrap_err();
+            assert!(matches!(e, Error::Corrupt { .. }), "{name}: {e}");
+            assert_names(&e, name);
+            let msg = e.to_string();
+            assert!(msg.contains("whole by its own header"), "{msg}");
+            assert!(msg.contains("manifest.json records"), "{msg}");
+            assert!(msg.contains("come from different indexes"), "{msg}");
+        }
     }
 }
 
@@ -523,4 +554,86 @@ fn verify_checks_the_values_checksums_cannot() {
         assert_names(&e, file);
         assert!(e.to_string().contains(needle), "{needle:?}: {e}");
     }
+}
+
+/// Posting lists, bitmaps and sparse codes that describe other codes (here those of another
+/// index with the same sizes: the rows of the codes in another order), put in place with their
+/// manifest entries resealed, open and pass every checksum; `verify` builds them again from the
+/// codes and names the file. Before, it said "ok" and the exact inverted search and the table
+/// scores answered for codes the index does not hold.
+#[test]
+fn verify_checks_derived_files_describe_the_codes() {
+    let scratch = tempfile::tempdir().unwrap();
+    let codes = random_codes(&mut rng(3), N, BITS, 2);
+    let w = BITS.div_ceil(64);
+    let mut swapped = codes.clone();
+    // Rows 0 and 1 swapped: the same number of set bits, so the same layout and sizes.
+    swapped[..2 * w].rotate_left(w);
+    assert_ne!(swapped, codes);
+    let build = |codes: &[u64], name: &str| {
+        let path = scratch.path().join(name);
+        IndexBuilder::new(BITS, codes)
+            .inverted(true)
+            .bitmaps(Some(true))
+            .sparse(Some(true))
+            .build(&path)
+            .unwrap();
+        path
+    };
+    let good = build(&codes, "good");
+    let other = build(&swapped, "other");
+    Index::open(&good).unwrap().verify().unwrap();
+    for file in ["inverted.bin", "bitmaps.bin", "sparse.bin"] {
+        let d = scratch.path().join(format!("foreign-{file}"));
+        copy_dir(&good, &d);
+        let b = fs::read(other.join(file)).unwrap();
+        assert_ne!(b, fs::read(good.join(file)).unwrap(), "{file}");
+        fs::write(d.join(file), &b).unwrap();
+        let mpath = d.join("manifest.json");
+        let mut m = bsa_index::Manifest::from_bytes(&fs::read(&mpath).unwrap(), &mpath).unwrap();
+        let info = m.files.get_mut(file).unwrap();
+        (info.len, info.crc32) = (b.len() as u64, crc32fast::hash(&b));
+        fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
+        let index = Index::open(&d).expect("checksums and structure pass");
+        let e = index.verify().unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{file}: {e}");
+        assert_names(&e, file);
+        assert!(
+            e.to_string()
+                .contains("does not describe the codes of codes.bin"),
+            "{file}: {e}"
+        );
+    }
+}
+
+/// `ids.bin` flagged as holding the row numbers (a reader may skip reading it) must hold them.
+#[test]
+fn verify_checks_the_ids_are_rows_flag() {
+    let scratch = tempfile::tempdir().unwrap();
+    let codes = random_codes(&mut rng(4), 50, 64, 1);
+    let path = scratch.path().join("idx");
+    let ids: Vec<u64> = (0..50).map(|i| 2 * i).collect();
+    IndexBuilder::new(64, &codes)
+        .ids(&ids)
+        .build(&path)
+        .unwrap();
+    let kind = bsa_index::format::FileKind::Ids;
+    let mut b = fs::read(path.join("ids.bin")).unwrap();
+    let mut h = Header::decode(&b, kind, b.len() as u64, Path::new("ids.bin")).unwrap();
+    assert_eq!(h.flags & bsa_index::format::flags::IDS_ARE_ROWS, 0);
+    h.flags |= bsa_index::format::flags::IDS_ARE_ROWS;
+    b[..HEADER_LEN].copy_from_slice(&h.encode());
+    fs::write(path.join("ids.bin"), &b).unwrap();
+    let mpath = path.join("manifest.json");
+    let mut m = bsa_index::Manifest::from_bytes(&fs::read(&mpath).unwrap(), &mpath).unwrap();
+    let info = m.files.get_mut("ids.bin").unwrap();
+    (info.len, info.crc32) = (b.len() as u64, crc32fast::hash(&b));
+    fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
+    let e = Index::open(&path).unwrap().verify().unwrap_err();
+    assert_names(&e, "ids.bin");
+    assert!(
+        e.to_string()
+            .contains("flagged as holding the row numbers, but row 1 has id 2"),
+        "{e}"
+    );
 }

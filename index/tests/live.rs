@@ -827,6 +827,46 @@ fn verify_checks_next_id_against_the_ids() {
     );
 }
 
+/// An id live in two segments (a writer's bug, resealed) fails `verify`, naming both
+/// segments: `delete` would remove one of them and searches could return the id twice. The
+/// same id in a deleted row of one segment and a live row of another (an upsert) passes.
+#[test]
+fn verify_checks_ids_are_unique_across_segments() {
+    use bsa_index::format::{FileKind, Header, HEADER_LEN};
+    let (_dir, path, mut rng) = codes_index(9, 20);
+    let mut w = Writer::open(&path).unwrap();
+    // An upsert of id 7: its old row in seg-000000 is deleted, the new one is live.
+    let c = columns(&new_rows(&mut rng, CODES_40, &[7, 100, 101]));
+    w.add(&NewRows::codes(&c.codes).ids(&c.ids), true).unwrap();
+    drop(w);
+    Snapshot::open(&path).unwrap().verify().unwrap();
+    // Row 1 of seg-000001 (id 100) becomes id 3, which is live in seg-000000.
+    let seg = path.join("seg-000001");
+    let mut b = std::fs::read(seg.join("ids.bin")).unwrap();
+    let mut h = Header::decode(&b, FileKind::Ids, b.len() as u64, Path::new("ids.bin")).unwrap();
+    let at = h.payload_offset as usize;
+    assert_eq!(b[at + 8..at + 16], 100u64.to_le_bytes());
+    b[at + 8..at + 16].copy_from_slice(&3u64.to_le_bytes());
+    h.payload_crc = crc32fast::hash(&b[at..]);
+    b[..HEADER_LEN].copy_from_slice(&h.encode());
+    std::fs::write(seg.join("ids.bin"), &b).unwrap();
+    let mpath = seg.join("manifest.json");
+    let mut m = bsa_index::Manifest::from_bytes(&std::fs::read(&mpath).unwrap(), &mpath).unwrap();
+    let info = m.files.get_mut("ids.bin").unwrap();
+    (info.len, info.crc32) = (b.len() as u64, crc32fast::hash(&b));
+    std::fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
+    let e = Snapshot::open(&path)
+        .unwrap()
+        .verify()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("manifest.json")
+            && e.contains("id 3 is live in more than one segment (seg-000000, seg-000001)"),
+        "{e}"
+    );
+}
+
 /// A build that replaces a live index waits for its writer, and the writer's commit lands in
 /// the index it opened, not in the one that replaced it: after both, the directory is the new
 /// build, whole.

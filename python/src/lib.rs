@@ -1546,7 +1546,8 @@ impl Index {
     }
 
     /// Checks every checksum of every file, and the values checksums cannot vouch for (ids
-    /// unique, norms and float32 vectors finite, padding bits zero, the next default id past
+    /// unique over every segment, norms and float32 vectors finite, padding bits zero, posting
+    /// lists, bitmaps and sparse codes equal to what the codes imply, the next default id past
     /// every id); raises ``bsa.FormatError`` naming a damaged file.
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let index = self.snap();

@@ -15,7 +15,7 @@ use super::io::open_embeddings;
 /// With --labels FILE, the neighbours' lines of FILE instead. The output is the same bytes for
 /// every --threads.
 ///
-/// Scores (exact, ties by smaller row, in flat and inverted mode; the graph of --mode hnsw ranks
+/// Scores (exact, ties by smaller id, in flat and inverted mode; the graph of --mode hnsw ranks
 /// by Hamming distance, or by adc and soft when it was built on float vectors: `bsa build
 /// --hnsw-on decoded` or `data`):
 ///   hamming  |q xor b| ascending

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use bsa_index::live::Snapshot;
 use bsa_index::OpenOptions;
 
-/// Verify an index: headers, sizes and every checksum of every file.
+/// Verify an index: headers, sizes and every checksum of every file, the values checksums
+/// cannot vouch for (unique ids, finite vectors and norms), and that the index's model loads
+/// and fits its codes and vectors.
 ///
 /// Exit code 0 when the index is intact, 1 when a check fails (the message names the file),
 /// 2 when it cannot be read at all.
@@ -36,6 +38,12 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     if let Err(e) = index.verify() {
+        eprintln!("bsa: {e}");
+        return Ok(ExitCode::from(1));
+    }
+    // The model's checksum is the manifest's word for it; loading it checks that it is a model
+    // and that it fits the index, which searches with float queries rely on.
+    if let Err(e) = bsa::query::index_model(&index) {
         eprintln!("bsa: {e}");
         return Ok(ExitCode::from(1));
     }

@@ -465,6 +465,12 @@ fn invalid_training_flags() {
         .fails_with(&["bsa: invalid argument: --k must be between 1 and --bits (32), got 0"]);
     train(&["--bits", "32", "--k", "33"])
         .fails_with(&["bsa: invalid argument: --k must be between 1 and --bits (32), got 33"]);
+    for method in ["bsa", "topk", "pursuit"] {
+        train(&["--method", method, "--bits", "32", "--k", "32"]).fails_with(&[
+            "--k 32 sets every one of the 32 bits",
+            "use a --k below --bits",
+        ]);
+    }
     train(&["--bits", "0", "--k", "1"])
         .fails_with(&["bsa: invalid argument: --bits must be positive"]);
     train(&["--bits", "32", "--k", "4", "--lr", "0"])

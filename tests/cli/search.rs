@@ -491,6 +491,47 @@ fn damaged_index_files_are_named_in_the_error() {
     }
 }
 
+/// A model that does not fit its index (another model put in its place with its checksum
+/// resealed, as a careless copy or a writer's bug would leave it) passes every checksum: `bsa
+/// verify` loads it and says so (exit 1), and a search refuses it naming the model file.
+#[test]
+fn a_model_that_does_not_fit_its_index_is_named() {
+    let t = setup();
+    for (bits, dim, needle) in [(64, 12, "makes 64-bit codes"), (48, 10, "reads 10-d rows")] {
+        let data = format!("d{dim}.npy");
+        t.write_f32(&data, &normalised(100, dim, 7));
+        let other = t.train(
+            &data,
+            &format!("other{bits}x{dim}.safetensors"),
+            bits,
+            6,
+            &[],
+        );
+        let copy = t.path(&format!("idx-{bits}x{dim}"));
+        std::fs::create_dir(&copy).unwrap();
+        for e in std::fs::read_dir(t.path("idx")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+        }
+        let model = std::fs::read(t.path(&other)).unwrap();
+        std::fs::write(copy.join("model.safetensors"), &model).unwrap();
+        let mpath = copy.join("manifest.json");
+        let mut m =
+            bsa_index::Manifest::from_bytes(&std::fs::read(&mpath).unwrap(), &mpath).unwrap();
+        let info = m.files.get_mut("model.safetensors").unwrap();
+        (info.len, info.crc32) = (model.len() as u64, crc32fast::hash(&model));
+        std::fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
+
+        let dir = copy.to_str().unwrap();
+        let v = t.bsa(&["verify", "--index", dir]);
+        assert_eq!(v.code, 1, "{v:#?}");
+        assert!(v.stderr.contains("model.safetensors"), "{v:#?}");
+        assert!(v.stderr.contains(needle), "{v:#?}");
+        t.bsa(&["search", "--index", dir, "--queries", "q.npy", "--k", "3"])
+            .fails_with(&["model.safetensors", needle, "rebuild the index"]);
+    }
+}
+
 #[test]
 fn mismatched_queries_are_clear_errors() {
     let t = setup();

@@ -331,12 +331,7 @@ fn read_words(dir: &Path, file: &str, kind: FileKind, info: &FileInfo) -> Result
         .read_to_end(&mut bytes)
         .map_err(io)?;
     let header = Header::decode(&bytes, kind, len, &path)?;
-    if len != info.len {
-        return Err(Error::corrupt(
-            &path,
-            format!("length {len} differs from the manifest's {}", info.len),
-        ));
-    }
+    crate::files::check_listed_len(&path, &header, info)?;
     f.read_to_end(&mut bytes).map_err(io)?;
     if bytes.len() as u64 != len {
         return Err(Error::corrupt(

@@ -464,10 +464,41 @@ impl Snapshot {
         })
     }
 
-    /// Verifies every checksum of every file (segments, deletes, model).
+    /// Verifies every checksum of every file (segments, deletes, model) and, as
+    /// [`Index::verify`] does in each segment, what checksums cannot vouch for: here also that
+    /// no id is live in two segments (`bsa delete` would remove one of them, and searches could
+    /// return an id twice) and that `next_id` is past every id.
     pub fn verify(&self) -> Result<()> {
         for s in &self.segments {
             s.index.verify()?;
+        }
+        if self.segments.len() > 1 {
+            let mut live: Vec<u64> = self
+                .segments
+                .iter()
+                .flat_map(|s| {
+                    let ids = s.index.ids();
+                    (0..ids.len()).filter(|&r| !s.is_deleted(r)).map(|r| ids[r])
+                })
+                .collect();
+            live.sort_unstable();
+            if let Some(w) = live.windows(2).find(|w| w[0] == w[1]) {
+                let id = w[0];
+                let holders: Vec<&str> = self
+                    .segments
+                    .iter()
+                    .filter(|s| s.live_row_of(id).is_some())
+                    .map(|s| s.name())
+                    .collect();
+                return Err(Error::corrupt(
+                    self.dir.join(crate::manifest::MANIFEST_FILE),
+                    format!(
+                        "id {id} is live in more than one segment ({}); ids are unique over \
+                         the live rows of all segments",
+                        holders.join(", ")
+                    ),
+                ));
+            }
         }
         // Rows added without ids get ids from `next_id` on: below an id in use, an add would
         // collide with it. (It saturates at u64::MAX, which may then be in use.)
