@@ -976,13 +976,41 @@ fn replace_index_dir_until(
     on_wait: impl FnOnce(),
     stop: Option<&AtomicBool>,
 ) -> Result<()> {
+    let _writers = if out.exists() {
+        check_replaceable(out)?;
+        Some(lock_writers(out, on_wait, stop)?)
+    } else {
+        None
+    };
+    replace_dir(new, out)
+}
+
+/// Puts the directory `new` at `out` (a sibling path, same file system), replacing whatever
+/// directory is there whole: `out` is moved aside to `.NAME.old-PID`, `new` renamed in (the old
+/// one moved back if that fails) and the old one removed; the parent is synced. A reader sees
+/// the old directory or the new one, never a mix (between the two renames, none). No checks:
+/// [`replace_index_dir`] is the one for indexes; this serves any directory written whole (a
+/// benchmark's report).
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let (out, new) = (dir.path().join("report"), dir.path().join(".report.new"));
+/// std::fs::create_dir(&out).unwrap();
+/// std::fs::write(out.join("old.svg"), "old").unwrap();
+/// std::fs::create_dir(&new).unwrap();
+/// std::fs::write(new.join("results.json"), "[]").unwrap();
+/// bsa_index::replace_dir(&new, &out)?;
+/// assert!(out.join("results.json").exists() && !out.join("old.svg").exists());
+/// assert!(!new.exists());
+/// # Ok(()) }
+/// ```
+pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     if out.exists() {
-        check_replaceable(out)?;
-        let _writers = lock_writers(out, on_wait, stop)?;
         let name = out
             .file_name()
             .map_or("index".into(), |n| n.to_string_lossy());

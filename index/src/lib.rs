@@ -140,7 +140,9 @@ mod index;
 pub mod live;
 mod mode;
 
-pub use builder::{check_outside_index, check_replaceable, replace_index_dir, IndexBuilder};
+pub use builder::{
+    check_outside_index, check_replaceable, replace_dir, replace_index_dir, IndexBuilder,
+};
 pub use error::{check_stop, Error, Result};
 pub use files::not_a_file;
 pub use index::{Index, OpenOptions};

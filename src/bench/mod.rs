@@ -17,8 +17,11 @@ mod result;
 mod run;
 
 pub use grid::{grid, Cell, HnswCells, Preset, Settings, Variant, PAPER_ALPHAS, PAPER_HEADLINE};
-pub use report::{machine_info, report_markdown, utc_now, write_report, RunInfo};
+pub use report::{
+    machine_info, prepare_report_dir, report_markdown, utc_now, write_report, RunInfo,
+};
 pub use result::{CellResult, HnswPoint, HnswResult, InvertedResult, Rescored, Throughput};
 pub use run::{
-    fit, ground_truth, run_cell, Cache, Data, ADC_LOOKUP_BUDGET, HNSW_EFS, RESULT_VERSION,
+    check_ground_truth, fit, ground_truth, run_cell, Cache, Data, ADC_LOOKUP_BUDGET, GT_SAMPLE,
+    GT_TOLERANCE, HNSW_EFS, RESULT_VERSION,
 };

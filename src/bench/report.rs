@@ -209,8 +209,12 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
          every set bit); rescoring re-ranks the top 40 by exact cosine over the stored float \
          vectors. Posting lists are built when `bsa build` would build them; the inverted search \
          returns exactly the flat results (checked per cell) and answers a query from the lists \
-         only when they cost less than the scan.\n",
-        st.threads
+         only when they cost less than the scan. Each QPS is the median of repeated runs \
+         (until they add up to {} s, at most {} runs): single runs of a few milliseconds vary \
+         several-fold on a shared machine, so compare QPS within one report.\n",
+        st.threads,
+        super::run::TIMING_SECONDS,
+        super::run::TIMING_RUNS
     );
     let _ = writeln!(
         s,
@@ -310,16 +314,111 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
     s
 }
 
+/// Whether a file name is one a report folder holds: `results.json`, `report.md`, plots.
+fn is_report_file(name: &str) -> bool {
+    matches!(name, "results.json" | "report.md") || name.ends_with(".svg") || name.ends_with(".png")
+}
+
+/// Checks, before a benchmark runs, that its report can go to the folder `out`: `out` is
+/// absent, an empty folder, or a folder an earlier benchmark wrote (only `results.json`,
+/// `report.md` and plots), since [`write_report`] replaces it whole; and that its parent can be
+/// created and written (a temporary folder is made there and removed), so that an unwritable
+/// `out` fails now, not after hours of grid.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let out = dir.path().join("report");
+/// assert!(bsa::bench::prepare_report_dir(&out).is_ok()); // absent: fine
+/// std::fs::create_dir(&out).unwrap();
+/// std::fs::write(out.join("notes.txt"), "mine").unwrap();
+/// let err = bsa::bench::prepare_report_dir(&out).unwrap_err().to_string();
+/// assert!(err.contains("notes.txt, which bsa bench does not write"), "{err}");
+/// ```
+pub fn prepare_report_dir(out: &Path) -> Result<()> {
+    if out.exists() {
+        if !out.is_dir() {
+            return Err(Error::format(
+                out,
+                "exists and is not a folder; give a folder",
+            ));
+        }
+        for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
+            let entry = entry.map_err(|e| Error::io(out, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let file = entry.file_type().map_err(|e| Error::io(out, e))?.is_file();
+            if !(file && is_report_file(&name)) {
+                return Err(Error::format(
+                    out,
+                    format!(
+                        "holds {name}, which bsa bench does not write; the report replaces \
+                         the folder whole: give a new or empty folder, or one an earlier \
+                         bsa bench wrote"
+                    ),
+                ));
+            }
+        }
+    }
+    let parent = report_parent(out);
+    if parent.exists() && !parent.is_dir() {
+        return Err(Error::format(
+            out,
+            format!("{} is not a folder to make it in", parent.display()),
+        ));
+    }
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    tempfile::Builder::new()
+        .prefix(".bsa-bench-probe-")
+        .tempdir_in(&parent)
+        .map_err(|e| {
+            let what = format!("cannot make a folder in it ({})", e.kind());
+            Error::io(&parent, std::io::Error::new(e.kind(), what))
+        })?;
+    Ok(())
+}
+
+fn report_parent(out: &Path) -> std::path::PathBuf {
+    match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => ".".into(),
+    }
+}
+
 /// Writes `results.json`, the plots (SVG, and PNG when a font is installed) and `report.md`
-/// into `out`. `stats` is the cell whose code statistics the two histograms show (its label
-/// and statistics), if any.
+/// as the folder `out`, whole: into a temporary folder beside it, which then replaces `out`
+/// ([`bsa_index::replace_dir`]). So `out` holds one run's report (no plots of an earlier run),
+/// and a process killed while writing leaves the earlier report as it was. `out` must pass
+/// [`prepare_report_dir`], which is checked again. `stats` is the cell whose code statistics
+/// the two histograms show (its label and statistics), if any.
 pub fn write_report(
     out: &Path,
     info: &RunInfo,
     results: &[CellResult],
     stats: Option<(&str, &CodeStats)>,
 ) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    prepare_report_dir(out)?;
+    let parent = report_parent(out);
+    let name = out
+        .file_name()
+        .map_or("report".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .tempdir_in(&parent)
+        .map_err(|e| Error::io(&parent, e))?;
+    write_report_files(tmp.path(), info, results, stats)?;
+    let tmp = tmp.keep();
+    bsa_index::replace_dir(&tmp, out).inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&tmp);
+    })?;
+    Ok(())
+}
+
+/// [`write_report`]'s files, written into the existing folder `out`.
+fn write_report_files(
+    out: &Path,
+    info: &RunInfo,
+    results: &[CellResult],
+    stats: Option<(&str, &CodeStats)>,
+) -> Result<()> {
     let json =
         serde_json::to_string_pretty(results).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     let p = out.join("results.json");
@@ -428,31 +527,34 @@ pub fn write_report(
             color += 1;
         }
     }
-    chart(
-        &out.join("recall_vs_k.svg"),
-        "recall@10 (Hamming) against K, per method and N",
-        "K (target active bits)",
-        "recall@10",
-        &by_k,
-        true,
-        false,
-        Some((0.0, 1.0)),
-    )?;
-    plots.push(("recall_vs_k.svg", "recall@10 against K"));
-    chart(
-        &out.join("loss_vs_k.svg"),
-        "reconstruction and fixed-TopK loss against K (queries)",
-        "K (target active bits)",
-        "cosine distance",
-        &losses,
-        true,
-        false,
-        None,
-    )?;
-    plots.push((
-        "loss_vs_k.svg",
-        "reconstruction and fixed-TopK loss against K",
-    ));
+    // Only methods with a K (topk, bsa, pursuit) have these plots' points.
+    if !by_k.is_empty() {
+        chart(
+            &out.join("recall_vs_k.svg"),
+            "recall@10 (Hamming) against K, per method and N",
+            "K (target active bits)",
+            "recall@10",
+            &by_k,
+            true,
+            false,
+            Some((0.0, 1.0)),
+        )?;
+        plots.push(("recall_vs_k.svg", "recall@10 against K"));
+        chart(
+            &out.join("loss_vs_k.svg"),
+            "reconstruction and fixed-TopK loss against K (queries)",
+            "K (target active bits)",
+            "cosine distance",
+            &losses,
+            true,
+            false,
+            None,
+        )?;
+        plots.push((
+            "loss_vs_k.svg",
+            "reconstruction and fixed-TopK loss against K",
+        ));
+    }
 
     // Recall against QPS: the HNSW sweeps (Hamming and rescored) and the flat modes.
     let graphs: Vec<&CellResult> = grid.iter().copied().filter(|r| r.hnsw.is_some()).collect();

@@ -175,13 +175,12 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     if settings.epochs == 0 || settings.rounds == 0 {
         anyhow::bail!("--epochs and --rounds must be at least 1");
     }
-    for (flag, dir) in [("--out", Some(&a.out)), ("--cache", a.cache.as_ref())] {
-        if let Some(d) = dir.filter(|d| d.exists() && !d.is_dir()) {
-            anyhow::bail!(
-                "{flag} {}: exists and is not a folder; give a folder",
-                d.display()
-            );
-        }
+    bsa::bench::prepare_report_dir(&a.out).map_err(|e| anyhow::anyhow!("--out {e}"))?;
+    if let Some(d) = a.cache.as_ref().filter(|d| d.exists() && !d.is_dir()) {
+        anyhow::bail!(
+            "--cache {}: exists and is not a folder; give a folder",
+            d.display()
+        );
     }
 
     let (truth, gt_source) = match &a.gt {
@@ -211,6 +210,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                 .chunks(cols.max(1))
                 .map(|r| r.iter().map(|&i| i as u64).collect())
                 .collect();
+            bsa::bench::check_ground_truth(base.view(), queries.view(), &t, p)?;
             (t, p.display().to_string())
         }
         None => {

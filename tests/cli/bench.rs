@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::util::{normalised, Matrix, TestDir};
+use crate::util::{normalised, npy_bytes, read_npy_2d, Matrix, TestDir};
 
 /// The `k` rows of `base` most similar to `q` by cosine, in f64, ties to the lower row.
 fn cosine_top(base: &Matrix, q: &[f32], k: usize) -> Vec<usize> {
@@ -448,4 +448,101 @@ fn bench_measures_the_inverted_search_of_sparse_codes() {
     let report = String::from_utf8(t.read("o/report.md")).unwrap();
     assert!(report.contains("no lists"), "{report}");
     assert!(!report.contains("NOT EQUAL"), "{report}");
+}
+
+/// A ground truth that is not this base's and these queries' exact cosine top k (another
+/// order of the queries, ids repeated in a row) is refused before the grid, naming the file
+/// and row: before, the report scored recall against it (a repeated id inflated recall to
+/// near 1). The report replaces its folder whole (an earlier run's plots are gone), and a
+/// folder holding anything else is refused before the grid.
+#[test]
+fn bench_checks_the_ground_truth_and_replaces_its_report_whole() {
+    let t = TestDir::new();
+    t.write_f32("base.npy", &normalised(60, 16, 1));
+    t.bsa(&[
+        "groundtruth",
+        "--base",
+        "base.npy",
+        "--queries",
+        "base.npy",
+        "--k",
+        "10",
+        "--out",
+        "gt.npy",
+    ])
+    .ok();
+    let (descr, rows, cols, data) = read_npy_2d(&t.read("gt.npy"));
+    assert_eq!((descr.as_str(), rows, cols), ("<i4", 60, 10));
+    let ids: Vec<i32> = data
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let write_gt = |name: &str, ids: &[i32]| {
+        let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+        t.write(name, &npy_bytes("<i4", "(60, 10)", &bytes));
+    };
+    let mut shifted = ids.clone();
+    shifted.rotate_left(cols);
+    write_gt("shifted.npy", &shifted);
+    let mut repeated = ids.clone();
+    repeated[3 * cols + 5] = repeated[3 * cols];
+    write_gt("repeated.npy", &repeated);
+    let bench = |gt: &str, out: &str| {
+        t.bsa(&[
+            "bench",
+            "--base",
+            "base.npy",
+            "--queries",
+            "base.npy",
+            "--gt",
+            gt,
+            "--methods",
+            "sign",
+            "--hnsw",
+            "none",
+            "-q",
+            "--out",
+            out,
+        ])
+    };
+    for (gt, needles) in [
+        (
+            "shifted.npy",
+            &[
+                "shifted.npy: row 0: neighbour 0",
+                "not the exact cosine top 10",
+            ][..],
+        ),
+        ("repeated.npy", &["repeated.npy: row 3 lists id"][..]),
+    ] {
+        let out = bench(gt, "rep");
+        out.fails_with(needles);
+        assert!(!t.exists("rep"), "{gt}");
+    }
+
+    std::fs::create_dir(t.path("rep")).unwrap();
+    t.write("rep/recall_vs_qps.svg", b"<svg>an earlier run's</svg>");
+    bench("gt.npy", "rep").ok();
+    assert!(t.exists("rep/results.json") && t.exists("rep/report.md"));
+    assert!(
+        !t.exists("rep/recall_vs_qps.svg"),
+        "an earlier run's plot is left"
+    );
+    let names: Vec<String> = std::fs::read_dir(t.path("."))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with(".rep.") || n.starts_with(".bsa-bench")),
+        "{names:?}"
+    );
+
+    std::fs::create_dir(t.path("mine")).unwrap();
+    t.write("mine/notes.txt", b"mine");
+    let out = bench("gt.npy", "mine");
+    out.fails_with(&["--out mine: holds notes.txt, which bsa bench does not write"]);
+    assert!(!out.stderr.contains("cells in"), "{}", out.stderr);
+    assert_eq!(t.read("mine/notes.txt"), b"mine");
 }
