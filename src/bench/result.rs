@@ -102,7 +102,7 @@ pub struct CellResult {
     pub rounds: Option<usize>,
     /// The paper's metrics on the queries (`bsa eval`'s keys).
     pub metrics: PaperMetrics,
-    /// Dense storage: N / 8 bytes per vector.
+    /// Dense storage: ceil(N / 8) bytes per vector (what `bsa encode` writes).
     pub bytes_dense: f64,
     /// Sparse storage, for codes with exactly K bits (topk, pursuit): `K ceil(log2 N) / 8`.
     pub bytes_sparse: Option<f64>,

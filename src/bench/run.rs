@@ -4,6 +4,7 @@
 
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use ndarray::ArrayView2;
@@ -73,7 +74,7 @@ impl<'a> Data<'a> {
 
 /// Version of the cached results; bump when a measurement changes meaning or a field is added,
 /// so that old results are measured again (models stay valid).
-pub const RESULT_VERSION: u32 = 3;
+pub const RESULT_VERSION: u32 = 4;
 
 /// What a fitted model depends on: a cached model is reused only when all of it matches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +94,11 @@ struct FitKey {
 struct FitRecord {
     key: FitKey,
     train_seconds: f64,
+    /// CRC-32 of the model file saved with this record: a model file from another fit (two
+    /// benches sharing a cache, or a kill between the two writes) is refitted, not trusted.
+    /// Absent in caches written before it, whose models are trusted as before.
+    #[serde(default)]
+    model_crc32: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,12 +147,14 @@ fn rounds_of(cell: &Cell, settings: &Settings) -> Option<usize> {
     (cell.variant == Variant::Pursuit).then_some(settings.rounds)
 }
 
-/// Fits the model of `cell`; `progress(done, total)` follows training steps or rounds.
+/// Fits the model of `cell`; `progress(done, total)` follows training steps or rounds. Returns
+/// [`Error::Stopped`] at the next step or round once `stop` is set (Ctrl-C).
 pub fn fit(
     cell: &Cell,
     base: ArrayView2<f32>,
     settings: &Settings,
     progress: &mut dyn FnMut(u64, u64),
+    stop: &AtomicBool,
 ) -> Result<Autoencoder> {
     let (n, dim) = base.dim();
     let k = cell
@@ -162,14 +170,15 @@ pub fn fit(
             let mut p = BaselineParams::new(method, cell.bits);
             p.seed = settings.seed;
             p.validate(dim)?;
-            Ok(p.fit(base)?.0)
+            Ok(p.fit_until(base, stop)?.0)
         }
         Variant::Pursuit => {
             let mut p = PursuitParams::new(cell.bits, k);
             p.rounds = settings.rounds;
             p.seed = settings.seed;
             let total = p.rounds as u64;
-            let (params, _) = p.fit(base, &mut |r| progress(r.round as u64, total))?;
+            let (params, _) =
+                p.fit_until(base, None, &mut |r| progress(r.round as u64, total), stop)?;
             Ok(p.model(dim, params))
         }
         v => {
@@ -192,12 +201,16 @@ pub fn fit(
             }
             let total = n.div_ceil(p.batch) as u64 * p.epochs as u64;
             let mut done = 0;
-            let (model, _) = p.fit(base, &mut |e| {
-                if let Progress::Step { .. } = e {
-                    done += 1;
-                    progress(done, total);
-                }
-            })?;
+            let (model, _) = p.fit_until(
+                base,
+                &mut |e| {
+                    if let Progress::Step { .. } = e {
+                        done += 1;
+                        progress(done, total);
+                    }
+                },
+                stop,
+            )?;
             Ok(model)
         }
     }
@@ -264,29 +277,39 @@ fn fit_or_load(
     settings: &Settings,
     cache: Option<&Cache>,
     progress: &mut dyn FnMut(u64, u64),
+    stop: &AtomicBool,
 ) -> Result<(Autoencoder, f64, FitKey)> {
     let key = fit_key(cell, data, settings);
     let dir = cache.map(|c| c.dir.join(cell.slug()));
     if let Some(dir) = &dir {
         let rec: Option<FitRecord> = Cache::read(&dir.join("fit.json"));
         if let Some(rec) = rec.filter(|r| r.key == key) {
-            if let Ok(model) = crate::io::model::load(dir.join("model.safetensors")) {
+            let path = dir.join("model.safetensors");
+            let model = std::fs::read(&path).ok().and_then(|bytes| {
+                let same = rec.model_crc32.is_none_or(|c| c == crc32fast::hash(&bytes));
+                same.then(|| crate::io::model::from_bytes(&bytes, &path).ok())
+                    .flatten()
+            });
+            if let Some(model) = model {
                 return Ok((model, rec.train_seconds, key));
             }
         }
     }
     let started = Instant::now();
-    let model = fit(cell, data.base, settings, progress)?;
+    let model = fit(cell, data.base, settings, progress, stop)?;
     let train_seconds = started.elapsed().as_secs_f64();
     if let Some(dir) = &dir {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let info = serde_json::json!({ "bench_cell": cell.label() });
-        crate::io::model::save(dir.join("model.safetensors"), &model, &info)?;
+        let path = dir.join("model.safetensors");
+        crate::io::model::save(&path, &model, &info)?;
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         Cache::write(
             &dir.join("fit.json"),
             &FitRecord {
                 key: key.clone(),
                 train_seconds,
+                model_crc32: Some(crc32fast::hash(&bytes)),
             },
         )?;
     }
@@ -320,7 +343,9 @@ fn timed_median<T>(mut f: impl FnMut() -> Result<T>) -> Result<(T, f64)> {
 
 /// Runs one cell: fit (or load from `cache`), evaluate, encode, build an index under `work`,
 /// search and measure. Returns the result and the code statistics of the queries (for the
-/// histograms).
+/// histograms). Returns [`Error::Stopped`] once `stop` is set (Ctrl-C), at the next step of
+/// the fit, of an index build, or between the searches; what it wrote under `work` stays for
+/// the caller to remove (the CLI's temporary folder).
 pub fn run_cell(
     cell: &Cell,
     data: &Data<'_>,
@@ -328,8 +353,11 @@ pub fn run_cell(
     work: &Path,
     cache: Option<&Cache>,
     progress: &mut dyn FnMut(u64, u64),
+    stop: &AtomicBool,
 ) -> Result<(CellResult, CodeStats)> {
-    let (model, train_seconds, key) = fit_or_load(cell, data, settings, cache, progress)?;
+    let check = || bsa_index::check_stop(Some(stop)).map_err(Error::from);
+    let (model, train_seconds, key) = fit_or_load(cell, data, settings, cache, progress, stop)?;
+    check()?;
     let (metrics, stats) = crate::metrics::evaluate(&model, data.queries);
     let result_path = cache.map(|c| c.dir.join(cell.slug()).join("result.json"));
     if let Some(result) = cache
@@ -355,6 +383,7 @@ pub fn run_cell(
         .norms(&norms)
         .inverted(lists)
         .overwrite(true)
+        .stop_when(stop)
         .build(&dir)?;
     let index = Index::open(&dir)?;
     let build_seconds = encode_seconds + started.elapsed().as_secs_f64();
@@ -375,6 +404,7 @@ pub fn run_cell(
         let r = index.rescore_hits(&q_flat, &prefix(&top100, 10 * o), 10)?;
         Ok(recall_at_k(&ids(&r), truth, 10))
     };
+    check()?;
     let (_, t_rescored) = timed_median(|| {
         let c = index.search_flat(&q_codes, 40, &params)?;
         Ok(index.rescore_hits(&q_flat, &c, 10)?)
@@ -402,6 +432,7 @@ pub fn run_cell(
         };
         Ok(index.search_flat_scored(adc_codes, 40, &score, &params)?)
     })?;
+    check()?;
     let adc10 = prefix(&adc40, 10);
     let (adc_rescored, t_rescore) =
         timed_median(|| Ok(index.rescore_hits(&q_flat[..adc_nq * dim], &adc40, 10)?))?;
@@ -445,9 +476,9 @@ pub fn run_cell(
             bits,
             &codes,
             (&base_flat, dim),
-            &q_codes,
-            &q_flat,
+            (&q_codes, &q_flat),
             truth,
+            stop,
         )?;
         let _ = std::fs::remove_dir_all(&g);
         Some(h)
@@ -464,7 +495,7 @@ pub fn run_cell(
         epochs: epochs_of(cell, settings),
         rounds: rounds_of(cell, settings),
         metrics,
-        bytes_dense: bits as f64 / 8.0,
+        bytes_dense: bits.div_ceil(8) as f64,
         bytes_sparse: match (cell.variant.exactly_k(), cell.k) {
             (true, Some(k)) => Some((k as f64 * (bits as f64).log2().ceil()) / 8.0),
             _ => None,
@@ -515,9 +546,9 @@ fn hnsw_sweep(
     bits: usize,
     codes: &[u64],
     (vectors, dim): (&[f32], usize),
-    q_codes: &[u64],
-    q_flat: &[f32],
+    (q_codes, q_flat): (&[u64], &[f32]),
     truth: &[Vec<u64>],
+    stop: &AtomicBool,
 ) -> Result<HnswResult> {
     let hp = HnswParams::default();
     let started = Instant::now();
@@ -525,6 +556,7 @@ fn hnsw_sweep(
         .vectors(vectors, dim)
         .hnsw(hp)
         .overwrite(true)
+        .stop_when(stop)
         .build(dir)?;
     let build_seconds = started.elapsed().as_secs_f64();
     let index = Index::open(dir)?;
@@ -533,6 +565,7 @@ fn hnsw_sweep(
     // One untimed pass loads the graph.
     index.search_hnsw(q_codes, 10, &SearchParams::default())?;
     for ef in HNSW_EFS {
+        bsa_index::check_stop(Some(stop))?;
         let p = SearchParams::default().with_ef_search(Some(ef));
         let (hits, t) = timed_median(|| Ok(index.search_hnsw(q_codes, 10, &p)?))?;
         let (rescored, t_r) = timed_median(|| {
@@ -644,11 +677,18 @@ pub fn check_ground_truth(
     Ok(())
 }
 
-/// Exact top-`min(100, n)` ground truth by cosine ([`crate::groundtruth::exact_top_k`]).
-pub fn ground_truth(base: ArrayView2<f32>, queries: ArrayView2<f32>) -> Result<Vec<Vec<u64>>> {
+/// Exact top-`min(100, n)` ground truth by cosine ([`crate::groundtruth::exact_top_k_until`]:
+/// [`Error::Stopped`] once `stop` is set).
+pub fn ground_truth(
+    base: ArrayView2<f32>,
+    queries: ArrayView2<f32>,
+    stop: &AtomicBool,
+) -> Result<Vec<Vec<u64>>> {
     let k = 100.min(base.nrows());
-    Ok(crate::groundtruth::exact_top_k(base, queries, k)?
-        .into_iter()
-        .map(|r| r.into_iter().map(u64::from).collect())
-        .collect())
+    Ok(
+        crate::groundtruth::exact_top_k_until(base, queries, k, stop)?
+            .into_iter()
+            .map(|r| r.into_iter().map(u64::from).collect())
+            .collect(),
+    )
 }

@@ -16,8 +16,12 @@ use bsa::bench::{
 /// recall@1/10/100 by Hamming, recall@10 rescored at oversampling 2, 4, 10, with cosine-overlap
 /// and ADC scoring with the QPS of each, HNSW recall/QPS sweeps for some cells (--hnsw), train,
 /// encode and build seconds. Output in --out: results.json (one object per cell), report.md, and
-/// plots (SVG, and PNG when a system font exists). With --cache, fitted models are kept and
-/// reused, and --resume also reuses finished cells, so a long grid can run in pieces.
+/// plots (SVG, and PNG when a system font exists), written whole: --out is replaced by the new
+/// report (it must be new, empty or an earlier report). QPS are medians of repeated runs. A
+/// --gt is checked against exact cosine on a sample of queries before the grid. With --cache,
+/// fitted models are kept and reused, and --resume also reuses finished cells, so a long grid
+/// can run in pieces; Ctrl-C stops at the next step and removes the cells' temporary indexes
+/// (what --cache holds stays for --resume).
 ///
 /// Methods: sign, lsh, itq, topk, bsa, bsa-alpha0 (no alignment loss), bsa-mse, bsa-healthy
 /// (BSA with quantile bias init and rebalanced bits), pursuit.
@@ -130,6 +134,12 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         },
         base.dim(),
     );
+    if a.alphas.is_some() && !methods.contains(&Variant::Bsa) {
+        anyhow::bail!(
+            "--alphas sweeps bsa's alpha, but --methods has no bsa; add bsa to --methods or \
+             leave --alphas out"
+        );
+    }
     if let Some(bad) = a
         .alphas
         .iter()
@@ -183,6 +193,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         );
     }
 
+    // From here on the first Ctrl-C stops at the next step and the temporary folder of the
+    // cells' indexes is removed (a killed bench left it in $TMPDIR); models and results already
+    // in --cache stay for --resume.
+    let stop = super::io::stop_on_signal()?;
     let (truth, gt_source) = match &a.gt {
         Some(p) => {
             let (rows, cols, ids) = bsa::io::read_i32(p)?;
@@ -216,7 +230,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         None => {
             eprintln!("bsa: computing exact ground truth...");
             (
-                bsa::bench::ground_truth(base.view(), queries.view())?,
+                bsa::bench::ground_truth(base.view(), queries.view(), &stop)?,
                 "computed (exact cosine top-100)".to_string(),
             )
         }
@@ -262,6 +276,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             &mut |done, total| {
                 pb.set_message(format!("{label}: fitting {done}/{total}"));
             },
+            &stop,
         )
         .with_context(|| format!("bench cell {label}"))?;
         let line = format!(

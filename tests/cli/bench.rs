@@ -314,6 +314,17 @@ fn bench_says_what_it_drops_and_checks_first() {
         ]),
         "--epochs and --rounds must be at least 1",
     );
+    early(
+        bench(&with(&[
+            "--methods",
+            "sign",
+            "--alphas",
+            "0.5",
+            "--out",
+            "r4",
+        ])),
+        "--alphas sweeps bsa's alpha, but --methods has no bsa",
+    );
     assert_eq!(t.read("afile"), b"mine");
 }
 
@@ -405,6 +416,17 @@ fn bench_cache_reuses_models_and_resumes_results() {
     assert_eq!(fourth[0]["recall_at_10"], cells[0]["recall_at_10"]);
     let fit: Value = serde_json::from_slice(&t.read("cache/bsa-32-k4/fit.json")).unwrap();
     assert!(fit["train_seconds"].is_number(), "{fit}");
+
+    // Another fit's model under a matching fit.json (two benches sharing a cache, or a kill
+    // between the two writes) is not trusted either: its checksum is not the recorded one.
+    let own = t.read("cache/bsa-32-k4/model.safetensors");
+    let other = t.read("cache/bsa-32-k4-a0.5/model.safetensors");
+    assert_ne!(own, other);
+    t.write("cache/bsa-32-k4/model.safetensors", &other);
+    std::fs::remove_file(t.path("cache/bsa-32-k4/result.json")).unwrap();
+    let fifth = run("o6", &["--resume"]);
+    assert_eq!(fifth[0]["recall_at_10"], cells[0]["recall_at_10"]);
+    assert_eq!(t.read("cache/bsa-32-k4/model.safetensors"), own, "refitted");
 }
 
 #[test]

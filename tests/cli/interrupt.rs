@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{npy_bytes, TestDir};
+use crate::util::{normalised, npy_bytes, TestDir};
 
 #[test]
 fn a_signalled_build_stops_and_leaves_no_trace() {
@@ -167,6 +167,64 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
 
 /// Sends `signal` (`"-INT"`, `"-TERM"`) to `child` once `ready()` holds (polled every 5 ms),
 /// failing if the child ends first.
+/// Ctrl-C during `bsa bench` stops it at the next training step: it ends by the signal, its
+/// temporary folder of indexes is removed (a killed bench left it in $TMPDIR), and no report
+/// is written.
+#[test]
+fn a_signalled_bench_stops_and_leaves_no_trace() {
+    let t = TestDir::new();
+    t.write_f32("base.npy", &normalised(2000, 32, 5));
+    std::fs::create_dir(t.path("tmp")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bsa"))
+        .args([
+            "bench",
+            "--base",
+            "base.npy",
+            "--queries",
+            "base.npy",
+            "--methods",
+            "bsa",
+            "--bits",
+            "256",
+            "--k",
+            "8",
+            "--epochs",
+            "2000",
+            "--hnsw",
+            "none",
+            "--cache",
+            "cache",
+            "-q",
+            "--out",
+            "rep",
+        ])
+        .current_dir(t.path(""))
+        .env("TMPDIR", t.path("tmp"))
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Signalled once the cells' temporary folder exists (the handler is in by then).
+    let tmp = t.path("tmp");
+    signal_when(&mut child, "-INT", || {
+        std::fs::read_dir(&tmp).unwrap().next().is_some()
+    });
+    let signalled = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(2), "{stderr}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(20),
+        "stopped after {:?}",
+        signalled.elapsed()
+    );
+    assert!(stderr.contains("stopped before it finished"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "{left:?} left in TMPDIR");
+    assert!(!t.exists("rep"));
+}
+
 fn signal_when(child: &mut Child, signal: &str, ready: impl Fn() -> bool) {
     let started = Instant::now();
     while !ready() {
