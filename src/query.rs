@@ -599,12 +599,40 @@ pub fn tables(
     rescoring: bool,
 ) -> (Vec<f32>, Vec<f32>) {
     match (score, model, floats) {
-        (ScoreName::Adc, Some(m), Some(q)) if rescoring => m.adc_candidate_tables(q),
-        (ScoreName::Adc, Some(m), Some(q)) => m.adc_tables(q),
+        (ScoreName::Adc, Some(m), Some(q)) if rescoring => {
+            per_unit_query(m.adc_candidate_tables(q), q)
+        }
+        (ScoreName::Adc, Some(m), Some(q)) => per_unit_query(m.adc_tables(q), q),
         (ScoreName::Soft, Some(m), Some(q)) => m.soft_tables(q),
         (ScoreName::Overlap, _, _) => overlap_tables(codes, bits),
         _ => (Vec::new(), Vec::new()),
     }
+}
+
+/// ADC tables and offsets divided by each query's length, so that the score a search prints
+/// (and `--min-score` bounds) is `cos(q, xhat_b)` for queries of any length, as the stored
+/// vectors' rescoring prints, not `|q|` times it. The order is the same. In `f64`, each query's
+/// length summed in row order: the same bits on every CPU and thread count.
+fn per_unit_query(
+    (mut t, mut off): (Vec<f32>, Vec<f32>),
+    q: ArrayView2<f32>,
+) -> (Vec<f32>, Vec<f32>) {
+    let bits = t.len() / q.nrows().max(1);
+    for (i, row) in q.rows().into_iter().enumerate() {
+        let norm = row
+            .iter()
+            .map(|&x| f64::from(x).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if !(norm > 0.0 && norm.is_finite()) {
+            continue; // refused before a search (no direction); left as computed
+        }
+        for v in &mut t[i * bits..(i + 1) * bits] {
+            *v = (f64::from(*v) / norm) as f32;
+        }
+        off[i] = (f64::from(off[i]) / norm) as f32;
+    }
+    (t, off)
 }
 
 /// Per-query 0/1 tables of the overlap score: 1.0 at each set bit of the query code, offsets 0

@@ -483,3 +483,43 @@ fn sparse_codes_get_posting_lists_automatically() {
     .ok();
     assert!(!t.exists("none/inverted.bin"));
 }
+
+/// ADC scores are cosines whatever the queries' length: queries scaled by 3 (and by 1/8) get
+/// the same neighbours and, up to rounding, the same scores as the unit ones, and
+/// `--min-score` bounds those cosines. Before, the scores were |q| times the cosine.
+#[test]
+fn adc_scores_are_cosines_for_queries_of_any_length() {
+    let t = setup();
+    let q = normalised(20, DIM, 143);
+    for scale in [3.0f32, 0.125] {
+        let mut scaled = q.clone();
+        scaled.data.iter_mut().for_each(|v| *v *= scale);
+        t.write_f32("qs.npy", &scaled);
+        for extra in [
+            &["--score", "adc"][..],
+            &["--score", "adc", "--min-score", "0.1"][..],
+        ] {
+            let unit = json_lines(&search(&t, extra));
+            let mut args = vec![
+                "search",
+                "--index",
+                "idx",
+                "--queries",
+                "qs.npy",
+                "--k",
+                "7",
+            ];
+            args.extend_from_slice(extra);
+            let other = json_lines(&t.bsa(&args).ok().stdout);
+            assert_eq!(unit.len(), other.len());
+            for (a, b) in unit.iter().zip(&other) {
+                let (ia, ib): (Vec<u64>, Vec<u64>) = (field(a, "ids"), field(b, "ids"));
+                assert_eq!(ia, ib, "x{scale} {extra:?}");
+                let (sa, sb): (Vec<f32>, Vec<f32>) = (field(a, "scores"), field(b, "scores"));
+                for (x, y) in sa.iter().zip(&sb) {
+                    assert!((x - y).abs() <= 1e-6, "x{scale} {extra:?}: {x} vs {y}");
+                }
+            }
+        }
+    }
+}
