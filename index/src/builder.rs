@@ -985,6 +985,46 @@ fn replace_index_dir_until(
     replace_dir(new, out)
 }
 
+/// The directories that killed builds of `out` (SIGKILL, a second Ctrl-C, a crash) left beside
+/// it: `.NAME.tmp-PID` (an unfinished index) and `.NAME.old-PID` (a replaced one being
+/// removed), for a caller to point out. Not removed here: another build of `out` (perhaps on
+/// another host sharing the folder) may be writing one right now.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::create_dir(dir.path().join(".idx.tmp-4242")).unwrap();
+/// std::fs::create_dir(dir.path().join(".idx.tmp-mine")).unwrap(); // not a pid: not ours
+/// let left = bsa_index::build_leftovers(&dir.path().join("idx"));
+/// assert_eq!(left, vec![dir.path().join(".idx.tmp-4242")]);
+/// ```
+pub fn build_leftovers(out: &Path) -> Vec<PathBuf> {
+    let (Some(name), Some(parent)) = (out.file_name(), out.parent()) else {
+        return Vec::new();
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let name = name.to_string_lossy();
+    let prefixes = [format!(".{name}.tmp-"), format!(".{name}.old-")];
+    let Ok(entries) = fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut left: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let file = e.file_name();
+            let file = file.to_string_lossy();
+            let pid = prefixes.iter().find_map(|p| file.strip_prefix(p.as_str()));
+            pid.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|e| out.with_file_name(e.file_name()))
+        .collect();
+    left.sort();
+    left
+}
+
 /// Puts the directory `new` at `out` (a sibling path, same file system), replacing whatever
 /// directory is there whole: `out` is moved aside to `.NAME.old-PID`, `new` renamed in (the old
 /// one moved back if that fails) and the old one removed; the parent is synced. A reader sees

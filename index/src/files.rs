@@ -261,17 +261,17 @@ pub(crate) fn crc_of_file(path: &Path) -> Result<FileInfo> {
 /// Checks a whole non-mapped file (model, HNSW) against its manifest entry.
 pub(crate) fn verify_plain_file(path: &Path, info: &FileInfo) -> Result<()> {
     let got = crc_of_file(path)?;
-    if got.len < info.len {
-        return Err(Error::Truncated {
-            path: path.to_path_buf(),
-            need: info.len,
-            have: got.len,
-        });
-    }
-    if got.len > info.len {
+    if got.len != info.len {
+        // Not a file of this format: nothing says whether it is cut short or another's.
         return Err(Error::corrupt(
             path,
-            format!("length {} exceeds the manifest's {}", got.len, info.len),
+            format!(
+                "{} bytes, but {} records {}: a copy cut short, or a file (or manifest) from \
+                 another index",
+                got.len,
+                path.with_file_name(MANIFEST_FILE).display(),
+                info.len
+            ),
         ));
     }
     if got.crc32 != info.crc32 {

@@ -141,7 +141,8 @@ pub mod live;
 mod mode;
 
 pub use builder::{
-    check_outside_index, check_replaceable, replace_dir, replace_index_dir, IndexBuilder,
+    build_leftovers, check_outside_index, check_replaceable, replace_dir, replace_index_dir,
+    IndexBuilder,
 };
 pub use error::{check_stop, Error, Result};
 pub use files::not_a_file;

@@ -967,6 +967,46 @@ fn compaction_refuses_a_damaged_segment() {
     );
 }
 
+/// A segment whose posting lists describe other codes (a writer's bug, resealed) fails
+/// `verify`, but a compaction, which builds the lists of the merged segment from the codes
+/// again, mends it rather than refusing (the codes it copies are checked).
+#[test]
+fn compaction_mends_wrong_posting_lists() {
+    use bsa_index::format::HEADER_LEN;
+    let dir = tempfile::tempdir().unwrap();
+    let (bits, n) = (128, 200);
+    let codes = random_codes(&mut rng(12), n, bits, 2);
+    let mut swapped = codes.clone();
+    swapped[..4].rotate_left(2); // rows 0 and 1 swapped: same sizes
+    let (path, other) = (dir.path().join("idx"), dir.path().join("other"));
+    IndexBuilder::new(bits, &codes)
+        .inverted(true)
+        .build(&path)
+        .unwrap();
+    IndexBuilder::new(bits, &swapped)
+        .inverted(true)
+        .build(&other)
+        .unwrap();
+    let b = std::fs::read(other.join("inverted.bin")).unwrap();
+    assert!(b.len() > HEADER_LEN);
+    std::fs::write(path.join("inverted.bin"), &b).unwrap();
+    let mpath = path.join("manifest.json");
+    let mut m = bsa_index::Manifest::from_bytes(&std::fs::read(&mpath).unwrap(), &mpath).unwrap();
+    let info = m.files.get_mut("inverted.bin").unwrap();
+    (info.len, info.crc32) = (b.len() as u64, crc32fast::hash(&b));
+    std::fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
+    let e = Snapshot::open(&path).unwrap().verify().unwrap_err();
+    assert!(e.to_string().contains("inverted.bin"), "{e}");
+    let mut w = Writer::open(&path).unwrap();
+    let more = random_codes(&mut rng(13), 5, bits, 2);
+    w.add(&NewRows::codes(&more), false).unwrap();
+    w.compact(1, None).unwrap();
+    drop(w);
+    let snap = Snapshot::open(&path).unwrap();
+    snap.verify().unwrap();
+    assert_eq!((snap.segments().len(), snap.len()), (1, n + 5));
+}
+
 /// The merge policy in an add: a full tier (here the first build and three adds, 10 rows each)
 /// is merged into one segment in the add's own commit, deleted rows dropped, the index still
 /// answering as a fresh build of its rows; a single-segment (format v1) index merges too.

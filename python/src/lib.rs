@@ -401,6 +401,23 @@ fn warn_waiting(dir: &Path) {
     }
 }
 
+/// Warns (`UserWarning`) of each directory a killed build of `dir` left beside it
+/// ([`bsa_index::build_leftovers`], as `bsa build` says on stderr): an index-sized folder
+/// nothing else points out. Not removed: another build may be writing it.
+fn warn_leftovers(py: Python<'_>, dir: &Path) {
+    for left in bsa_index::build_leftovers(dir) {
+        let msg = format!(
+            "{} was left by a build of {} that was killed; remove it unless such a build is \
+             running",
+            left.display(),
+            dir.display()
+        );
+        if let Ok(msg) = std::ffi::CString::new(msg) {
+            let _ = PyErr::warn(py, &py.get_type::<PyUserWarning>(), &msg, 1);
+        }
+    }
+}
+
 /// A trained model: it encodes float vectors into sparse binary codes and decodes them back.
 ///
 /// Make one with :func:`bsa.train` or :meth:`Model.load`.
@@ -1150,6 +1167,9 @@ impl Index {
                 (t.path().join("index"), Some(t))
             }
         };
+        if tmp.is_none() {
+            warn_leftovers(py, &dir);
+        }
         // Ctrl-C stops the build (encoding, files, graph): nothing is left at `path`.
         interruptible(py, threads, |stop| {
             // The index keeps a copy of the model file: write it once, beside the build.

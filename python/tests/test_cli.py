@@ -162,6 +162,13 @@ def test_index_from_codes_opens_in_cli(work, tmp_path):
         bsa.Index.build(codes=codes, path=path)
     bsa.Index.build(codes=codes[:5], path=path, overwrite=True)
     assert len(bsa.Index.open(path)) == 5
+    # What a killed build left beside the index is pointed out (as `bsa build` does), not
+    # removed: another build may be writing it.
+    left = tmp_path / ".codes-idx.tmp-999999"
+    left.mkdir()
+    with pytest.warns(UserWarning, match=r"\.codes-idx\.tmp-999999 was left by a build"):
+        bsa.Index.build(codes=codes[:4], path=path, overwrite=True)
+    assert left.is_dir() and len(bsa.Index.open(path)) == 4
 
 
 def test_groundtruth_equals_cli(work, base, queries, tmp_path):

@@ -2,7 +2,7 @@
 //! group) and the plots (SVG, and PNG when a font is installed).
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -319,46 +319,67 @@ fn is_report_file(name: &str) -> bool {
     matches!(name, "results.json" | "report.md") || name.ends_with(".svg") || name.ends_with(".png")
 }
 
-/// Checks, before a benchmark runs, that its report can go to the folder `out`: `out` is
-/// absent, an empty folder, or a folder an earlier benchmark wrote (only `results.json`,
-/// `report.md` and plots), since [`write_report`] replaces it whole; and that its parent can be
-/// created and written (a temporary folder is made there and removed), so that an unwritable
-/// `out` fails now, not after hours of grid.
+/// The folder a report for `out` goes to: `out` with `.` components dropped and, when it is a
+/// symbolic link, the folder it points to (replaced, the link kept). An `out` without a name
+/// of its own (`.`, `..`, `/`) is refused: the report replaces its folder.
+fn report_dir(out: &Path) -> Result<PathBuf> {
+    let named: PathBuf = out.components().collect();
+    let dir = match std::fs::symlink_metadata(&named) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::canonicalize(&named).map_err(|e| Error::io(out, e))?
+        }
+        _ => named,
+    };
+    match dir.components().next_back() {
+        Some(std::path::Component::Normal(_)) => Ok(dir),
+        _ => Err(Error::format(
+            out,
+            "not a folder of its own (the report replaces its folder whole): give one by \
+             name, e.g. ./report",
+        )),
+    }
+}
+
+/// Checks, before a benchmark runs, that its report can go to the folder `out`: `out` has a
+/// name ([`write_report`] replaces it whole), is absent or a folder holding no folders (its
+/// files other than an earlier report's are kept), and its parent can be created and written
+/// (a temporary folder is made there and removed), so that an unusable `out` fails now, not
+/// after hours of grid.
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// let out = dir.path().join("report");
 /// assert!(bsa::bench::prepare_report_dir(&out).is_ok()); // absent: fine
-/// std::fs::create_dir(&out).unwrap();
-/// std::fs::write(out.join("notes.txt"), "mine").unwrap();
+/// std::fs::create_dir_all(out.join("cache")).unwrap();
 /// let err = bsa::bench::prepare_report_dir(&out).unwrap_err().to_string();
-/// assert!(err.contains("notes.txt, which bsa bench does not write"), "{err}");
+/// assert!(err.contains("holds the folder cache"), "{err}");
+/// assert!(bsa::bench::prepare_report_dir(std::path::Path::new(".")).is_err());
 /// ```
 pub fn prepare_report_dir(out: &Path) -> Result<()> {
-    if out.exists() {
-        if !out.is_dir() {
+    let dir = report_dir(out)?;
+    if dir.exists() {
+        if !dir.is_dir() {
             return Err(Error::format(
                 out,
                 "exists and is not a folder; give a folder",
             ));
         }
-        for entry in std::fs::read_dir(out).map_err(|e| Error::io(out, e))? {
-            let entry = entry.map_err(|e| Error::io(out, e))?;
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let file = entry.file_type().map_err(|e| Error::io(out, e))?.is_file();
-            if !(file && is_report_file(&name)) {
+            if !entry.path().is_file() {
                 return Err(Error::format(
                     out,
                     format!(
-                        "holds {name}, which bsa bench does not write; the report replaces \
-                         the folder whole: give a new or empty folder, or one an earlier \
-                         bsa bench wrote"
+                        "holds the folder {name} (or another non-file); the report replaces \
+                         its folder whole, keeping only files: give a folder without folders \
+                         (a --cache inside --out, for one)"
                     ),
                 ));
             }
         }
     }
-    let parent = report_parent(out);
+    let parent = report_parent(&dir);
     if parent.exists() && !parent.is_dir() {
         return Err(Error::format(
             out,
@@ -376,7 +397,7 @@ pub fn prepare_report_dir(out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn report_parent(out: &Path) -> std::path::PathBuf {
+fn report_parent(out: &Path) -> PathBuf {
     match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => ".".into(),
@@ -384,11 +405,13 @@ fn report_parent(out: &Path) -> std::path::PathBuf {
 }
 
 /// Writes `results.json`, the plots (SVG, and PNG when a font is installed) and `report.md`
-/// as the folder `out`, whole: into a temporary folder beside it, which then replaces `out`
-/// ([`bsa_index::replace_dir`]). So `out` holds one run's report (no plots of an earlier run),
-/// and a process killed while writing leaves the earlier report as it was. `out` must pass
-/// [`prepare_report_dir`], which is checked again. `stats` is the cell whose code statistics
-/// the two histograms show (its label and statistics), if any.
+/// as the folder `out`, whole: into a temporary folder beside it, with `out`'s other files
+/// (a README, a script: not an earlier report's) linked in (or copied), which then replaces
+/// `out` ([`bsa_index::replace_dir`]). So `out` holds one run's report (no plots of an earlier
+/// run), its other files as they were, and a process killed while writing leaves the earlier
+/// report as it was. `out` must pass [`prepare_report_dir`], which is checked again. `stats`
+/// is the cell whose code statistics the two histograms show (its label and statistics), if
+/// any.
 pub fn write_report(
     out: &Path,
     info: &RunInfo,
@@ -396,7 +419,8 @@ pub fn write_report(
     stats: Option<(&str, &CodeStats)>,
 ) -> Result<()> {
     prepare_report_dir(out)?;
-    let parent = report_parent(out);
+    let out = report_dir(out)?;
+    let parent = report_parent(&out);
     let name = out
         .file_name()
         .map_or("report".into(), |n| n.to_string_lossy().into_owned());
@@ -404,9 +428,21 @@ pub fn write_report(
         .prefix(&format!(".{name}.tmp-"))
         .tempdir_in(&parent)
         .map_err(|e| Error::io(&parent, e))?;
+    if out.exists() {
+        for entry in std::fs::read_dir(&out).map_err(|e| Error::io(&out, e))? {
+            let entry = entry.map_err(|e| Error::io(&out, e))?;
+            if is_report_file(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            let to = tmp.path().join(entry.file_name());
+            if std::fs::hard_link(entry.path(), &to).is_err() {
+                std::fs::copy(entry.path(), &to).map_err(|e| Error::io(entry.path(), e))?;
+            }
+        }
+    }
     write_report_files(tmp.path(), info, results, stats)?;
     let tmp = tmp.keep();
-    bsa_index::replace_dir(&tmp, out).inspect_err(|_| {
+    bsa_index::replace_dir(&tmp, &out).inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&tmp);
     })?;
     Ok(())

@@ -186,6 +186,20 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         anyhow::bail!("--epochs and --rounds must be at least 1");
     }
     bsa::bench::prepare_report_dir(&a.out).map_err(|e| anyhow::anyhow!("--out {e}"))?;
+    if let Some(cache) = &a.cache {
+        // The report replaces --out whole: a cache made inside it would go with it.
+        let whole = |p: &std::path::Path| -> anyhow::Result<std::path::PathBuf> {
+            Ok(std::path::absolute(p)?.components().collect())
+        };
+        if whole(cache)?.starts_with(whole(&a.out)?) {
+            anyhow::bail!(
+                "--cache {} is inside --out {}, which the report replaces whole; give a cache \
+                 folder elsewhere",
+                cache.display(),
+                a.out.display()
+            );
+        }
+    }
     if let Some(d) = a.cache.as_ref().filter(|d| d.exists() && !d.is_dir()) {
         anyhow::bail!(
             "--cache {}: exists and is not a folder; give a folder",

@@ -204,36 +204,16 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Says on stderr which directories builds of `out` that were killed (SIGKILL, a second Ctrl-C,
-/// a crash) left beside it: `.NAME.tmp-PID` (an unfinished index) and `.NAME.old-PID` (a
-/// replaced one being removed). They are not removed here: another build of `out` may be
-/// writing one right now.
+/// Says on stderr which directories builds of `out` that were killed left beside it
+/// ([`bsa_index::build_leftovers`]); they are not removed (another build may be writing one).
 fn note_leftovers(out: &std::path::Path) {
-    let (Some(name), Some(parent)) = (out.file_name(), out.parent()) else {
-        return;
-    };
-    let parent = if parent.as_os_str().is_empty() {
-        std::path::Path::new(".")
-    } else {
-        parent
-    };
-    let name = name.to_string_lossy();
-    let prefixes = [format!(".{name}.tmp-"), format!(".{name}.old-")];
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let file = e.file_name();
-        let file = file.to_string_lossy();
-        let pid = prefixes.iter().find_map(|p| file.strip_prefix(p.as_str()));
-        if pid.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
-            eprintln!(
-                "bsa: note: {} was left by a build of {} that was killed; remove it unless \
-                 such a build is running",
-                e.path().display(),
-                out.display()
-            );
-        }
+    for left in bsa_index::build_leftovers(out) {
+        eprintln!(
+            "bsa: note: {} was left by a build of {} that was killed; remove it unless such a \
+             build is running",
+            left.display(),
+            out.display()
+        );
     }
 }
 

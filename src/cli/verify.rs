@@ -6,12 +6,16 @@ use std::process::ExitCode;
 use bsa_index::live::Snapshot;
 use bsa_index::OpenOptions;
 
-/// Verify an index: headers, sizes and every checksum of every file, the values checksums
-/// cannot vouch for (unique ids, finite vectors and norms), and that the index's model loads
-/// and fits its codes and vectors.
+/// Verify an index: every checksum, and what checksums cannot vouch for.
 ///
-/// Exit code 0 when the index is intact, 1 when a check fails (the message names the file),
-/// 2 when it cannot be read at all.
+/// Beyond the checksums: ids unique (over every segment's live rows), finite vectors and
+/// norms, posting lists, bitmaps and sparse codes equal to what the codes imply (built again
+/// from them: about as much memory as building them), and the index's model loading and
+/// fitting its codes and vectors.
+///
+/// Exit code 0 when the index is intact, 1 when a check fails (the message names the file:
+/// damaged, missing, or from another index), 2 when it cannot be read at all (no such folder,
+/// no readable bsa manifest in it).
 ///
 /// Example:
 ///   bsa verify --index idx
@@ -31,11 +35,11 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     // (exit 1) rather than as an open error.
     let index = match Snapshot::open_with(&a.index, OpenOptions::verify_checksums(false)) {
         Ok(i) => i,
-        Err(e @ (bsa_index::Error::Checksum { .. } | bsa_index::Error::Truncated { .. })) => {
+        Err(e) if unreadable(&e, &a.index) => return Err(e.into()),
+        Err(e) => {
             eprintln!("bsa: {e}");
             return Ok(ExitCode::from(1));
         }
-        Err(e) => return Err(e.into()),
     };
     if let Err(e) = index.verify() {
         eprintln!("bsa: {e}");
@@ -94,4 +98,21 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `e`, from opening the index `dir`, says that there is no index to check (exit 2):
+/// the folder or its manifest cannot be read, or the manifest is not a bsa index's. A damaged
+/// manifest or any other file is a failed check (exit 1).
+fn unreadable(e: &bsa_index::Error, dir: &std::path::Path) -> bool {
+    let manifest = dir.join(bsa_index::manifest::MANIFEST_FILE);
+    match e {
+        bsa_index::Error::Io { path, .. } => *path == dir || *path == manifest,
+        bsa_index::Error::NotAnIndex { path } | bsa_index::Error::Version { path, .. } => {
+            *path == manifest
+        }
+        bsa_index::Error::Corrupt { .. }
+        | bsa_index::Error::Checksum { .. }
+        | bsa_index::Error::Truncated { .. } => false,
+        _ => true,
+    }
 }

@@ -561,10 +561,39 @@ fn bench_checks_the_ground_truth_and_replaces_its_report_whole() {
         "{names:?}"
     );
 
+    // A folder's own files (a README, the script that ran the bench) are kept; a folder in it,
+    // a path without a name and a cache inside --out are refused before the grid.
     std::fs::create_dir(t.path("mine")).unwrap();
     t.write("mine/notes.txt", b"mine");
-    let out = bench("gt.npy", "mine");
-    out.fails_with(&["--out mine: holds notes.txt, which bsa bench does not write"]);
-    assert!(!out.stderr.contains("cells in"), "{}", out.stderr);
+    bench("gt.npy", "mine").ok();
     assert_eq!(t.read("mine/notes.txt"), b"mine");
+    assert!(t.exists("mine/results.json"));
+    std::fs::create_dir(t.path("mine/sub")).unwrap();
+    for (out, needle) in [
+        ("mine", "--out mine: holds the folder sub"),
+        (".", "--out .: not a folder of its own"),
+        ("mine/..", "--out mine/..: not a folder of its own"),
+    ] {
+        let o = bench("gt.npy", out);
+        o.fails_with(&[needle]);
+        assert!(!o.stderr.contains("cells in"), "{}", o.stderr);
+    }
+    t.bsa(&[
+        "bench",
+        "--base",
+        "base.npy",
+        "--queries",
+        "base.npy",
+        "--methods",
+        "sign",
+        "--hnsw",
+        "none",
+        "-q",
+        "--cache",
+        "rep2/cache",
+        "--out",
+        "rep2",
+    ])
+    .fails_with(&["--cache rep2/cache is inside --out rep2"]);
+    assert!(!t.exists("rep2"));
 }

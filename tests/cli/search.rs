@@ -532,6 +532,46 @@ fn a_model_that_does_not_fit_its_index_is_named() {
     }
 }
 
+/// `bsa verify` exits 1 when a check fails, whatever the file (damaged, missing, or a whole
+/// file from another index), and 2 only when there is no index to check.
+#[test]
+fn verify_exit_codes_tell_a_damaged_index_from_none() {
+    let t = setup();
+    t.bsa(&[
+        "build",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "q.npy",
+        "--out",
+        "small",
+        "-q",
+    ])
+    .ok();
+    let copy = |name: &str| {
+        let d = t.path(name);
+        std::fs::create_dir(&d).unwrap();
+        for e in std::fs::read_dir(t.path("idx")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), d.join(e.file_name())).unwrap();
+        }
+        d
+    };
+    let foreign = copy("foreign");
+    std::fs::copy(t.path("small/codes.bin"), foreign.join("codes.bin")).unwrap();
+    let missing = copy("missing");
+    std::fs::remove_file(missing.join("ids.bin")).unwrap();
+    for (dir, code, needle) in [
+        ("foreign", 1, "come from different indexes"),
+        ("missing", 1, "missing, though"),
+        ("nowhere", 2, "no such index directory"),
+    ] {
+        let v = t.bsa(&["verify", "--index", dir]);
+        assert_eq!(v.code, code, "{dir}: {v:#?}");
+        assert!(v.stderr.contains(needle), "{dir}: {v:#?}");
+    }
+}
+
 #[test]
 fn mismatched_queries_are_clear_errors() {
     let t = setup();
