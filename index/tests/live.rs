@@ -967,6 +967,23 @@ fn compaction_refuses_a_damaged_segment() {
     );
 }
 
+/// A segment folder the root manifest lists but that is missing is said as the manifest's
+/// (an incomplete copy, or another index's manifest), not as "no such index directory".
+#[test]
+fn a_missing_segment_is_named_with_the_manifest_listing_it() {
+    let (_dir, path, mut rng) = codes_index(14, 10);
+    let mut w = Writer::open(&path).unwrap();
+    let c = columns(&new_rows(&mut rng, CODES_40, &[100]));
+    w.add(&NewRows::codes(&c.codes).ids(&c.ids), false).unwrap();
+    drop(w);
+    std::fs::remove_dir_all(path.join("seg-000001")).unwrap();
+    let e = Snapshot::open(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("manifest.json") && e.contains("lists segment") && e.contains("seg-000001"),
+        "{e}"
+    );
+}
+
 /// A segment whose posting lists describe other codes (a writer's bug, resealed) fails
 /// `verify`, but a compaction, which builds the lists of the merged segment from the codes
 /// again, mends it rather than refusing (the codes it copies are checked).

@@ -403,14 +403,26 @@ impl Snapshot {
         let mut files = Vec::new();
         let mut base = 0u64;
         for s in &m.segments {
-            let index = Index::open_with(dir.join(&s.name), options)?;
+            let seg_dir = dir.join(&s.name);
+            if !seg_dir.exists() {
+                // Said as the root manifest's, not as "no such index" (the usual causes: a
+                // copy of the index that stopped half-way, or another index's manifest).
+                return Err(Error::corrupt(
+                    path,
+                    format!(
+                        "lists segment {}, which is missing: the directory is an incomplete \
+                         copy, or this manifest is another index's",
+                        seg_dir.display()
+                    ),
+                ));
+            }
+            let index = Index::open_with(&seg_dir, options)?;
             let in_segment = index.manifest().files.keys().map(String::as_str);
             for f in in_segment.chain([MANIFEST_FILE]) {
                 files.push(format!("{}/{f}", s.name));
             }
             files.extend(s.deletes.iter().map(|d| d.file.clone()));
             files.extend(s.bridge.iter().map(|b| b.file.clone()));
-            let seg_dir = dir.join(&s.name);
             if index.len() as u64 != s.rows || index.bits() != m.bits as usize {
                 return Err(Error::corrupt(
                     path,
