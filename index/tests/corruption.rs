@@ -490,12 +490,7 @@ fn reseal(dir: &Path, file: &str, kind: bsa_index::format::FileKind, edit: impl 
     edit(&mut b[start..end]);
     h.payload_crc = crc32fast::hash(&b[start..end]);
     b[..HEADER_LEN].copy_from_slice(&h.encode());
-    fs::write(dir.join(file), &b).unwrap();
-    let mpath = dir.join("manifest.json");
-    let mut m = bsa_index::Manifest::from_bytes(&fs::read(&mpath).unwrap(), &mpath).unwrap();
-    let info = m.files.get_mut(file).unwrap();
-    (info.len, info.crc32) = (b.len() as u64, crc32fast::hash(&b));
-    fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
+    replace_listed_file(dir, file, &b);
 }
 
 /// Values that break the payload rules under valid checksums (a repeated id, a negative or NaN
@@ -588,12 +583,7 @@ fn verify_checks_derived_files_describe_the_codes() {
         copy_dir(&good, &d);
         let b = fs::read(other.join(file)).unwrap();
         assert_ne!(b, fs::read(good.join(file)).unwrap(), "{file}");
-        fs::write(d.join(file), &b).unwrap();
-        let mpath = d.join("manifest.json");
-        let mut m = bsa_index::Manifest::from_bytes(&fs::read(&mpath).unwrap(), &mpath).unwrap();
-        let info = m.files.get_mut(file).unwrap();
-        (info.len, info.crc32) = (b.len() as u64, crc32fast::hash(&b));
-        fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
+        replace_listed_file(&d, file, &b);
         let index = Index::open(&d).expect("checksums and structure pass");
         let e = index.verify().unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }), "{file}: {e}");
@@ -623,12 +613,7 @@ fn verify_checks_the_ids_are_rows_flag() {
     assert_eq!(h.flags & bsa_index::format::flags::IDS_ARE_ROWS, 0);
     h.flags |= bsa_index::format::flags::IDS_ARE_ROWS;
     b[..HEADER_LEN].copy_from_slice(&h.encode());
-    fs::write(path.join("ids.bin"), &b).unwrap();
-    let mpath = path.join("manifest.json");
-    let mut m = bsa_index::Manifest::from_bytes(&fs::read(&mpath).unwrap(), &mpath).unwrap();
-    let info = m.files.get_mut("ids.bin").unwrap();
-    (info.len, info.crc32) = (b.len() as u64, crc32fast::hash(&b));
-    fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
+    replace_listed_file(&path, "ids.bin", &b);
     let e = Index::open(&path).unwrap().verify().unwrap_err();
     assert_names(&e, "ids.bin");
     assert!(

@@ -291,14 +291,7 @@ fn rewrite_payload(path: &Path, edit: impl FnOnce(&mut [u8])) {
     edit(&mut b[HEADER_LEN..]);
     h.payload_crc = crc32fast::hash(&b[HEADER_LEN..]);
     b[..HEADER_LEN].copy_from_slice(&h.encode());
-    fs::write(&gpath, &b).unwrap();
-    let mut m = Index::open_with(path, bsa_index::OpenOptions::verify_checksums(false))
-        .unwrap()
-        .manifest()
-        .clone();
-    let info = m.files.get_mut(GRAPH_FILE).unwrap();
-    info.crc32 = crc32fast::hash(&b);
-    fs::write(path.join("manifest.json"), m.to_bytes().unwrap()).unwrap();
+    replace_listed_file(path, GRAPH_FILE, &b);
 }
 
 #[test]

@@ -849,12 +849,7 @@ fn verify_checks_ids_are_unique_across_segments() {
     b[at + 8..at + 16].copy_from_slice(&3u64.to_le_bytes());
     h.payload_crc = crc32fast::hash(&b[at..]);
     b[..HEADER_LEN].copy_from_slice(&h.encode());
-    std::fs::write(seg.join("ids.bin"), &b).unwrap();
-    let mpath = seg.join("manifest.json");
-    let mut m = bsa_index::Manifest::from_bytes(&std::fs::read(&mpath).unwrap(), &mpath).unwrap();
-    let info = m.files.get_mut("ids.bin").unwrap();
-    (info.len, info.crc32) = (b.len() as u64, crc32fast::hash(&b));
-    std::fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
+    replace_listed_file(&seg, "ids.bin", &b);
     let e = Snapshot::open(&path)
         .unwrap()
         .verify()
@@ -1006,12 +1001,7 @@ fn compaction_mends_wrong_posting_lists() {
         .unwrap();
     let b = std::fs::read(other.join("inverted.bin")).unwrap();
     assert!(b.len() > HEADER_LEN);
-    std::fs::write(path.join("inverted.bin"), &b).unwrap();
-    let mpath = path.join("manifest.json");
-    let mut m = bsa_index::Manifest::from_bytes(&std::fs::read(&mpath).unwrap(), &mpath).unwrap();
-    let info = m.files.get_mut("inverted.bin").unwrap();
-    (info.len, info.crc32) = (b.len() as u64, crc32fast::hash(&b));
-    std::fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
+    replace_listed_file(&path, "inverted.bin", &b);
     let e = Snapshot::open(&path).unwrap().verify().unwrap_err();
     assert!(e.to_string().contains("inverted.bin"), "{e}");
     let mut w = Writer::open(&path).unwrap();

@@ -475,8 +475,8 @@ fn bench_measures_the_inverted_search_of_sparse_codes() {
 /// A ground truth that is not this base's and these queries' exact cosine top k (another
 /// order of the queries, ids repeated in a row) is refused before the grid, naming the file
 /// and row: before, the report scored recall against it (a repeated id inflated recall to
-/// near 1). The report replaces its folder whole (an earlier run's plots are gone), and a
-/// folder holding anything else is refused before the grid.
+/// near 1). The report replaces its folder whole (an earlier run's plots are gone, the
+/// folder's other files kept), and what it cannot replace is refused before the grid.
 #[test]
 fn bench_checks_the_ground_truth_and_replaces_its_report_whole() {
     let t = TestDir::new();
