@@ -314,9 +314,26 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
     s
 }
 
-/// Whether a file name is one a report folder holds: `results.json`, `report.md`, plots.
+/// The plots a report may hold (each as `.svg`, and `.png` when a font is installed).
+const PLOTS: [&str; 8] = [
+    "recall_vs_bytes",
+    "recall_vs_k",
+    "loss_vs_k",
+    "recall_vs_qps",
+    "alpha_recall",
+    "alpha_sparsity",
+    "active_bits_hist",
+    "bit_frequency",
+];
+
+/// Whether a file name is one a report writes: `results.json`, `report.md` or one of its
+/// [`PLOTS`] (a user's own image beside them is kept).
 fn is_report_file(name: &str) -> bool {
-    matches!(name, "results.json" | "report.md") || name.ends_with(".svg") || name.ends_with(".png")
+    let plot = |ext: &str| {
+        name.strip_suffix(ext)
+            .is_some_and(|stem| PLOTS.contains(&stem))
+    };
+    matches!(name, "results.json" | "report.md") || plot(".svg") || plot(".png")
 }
 
 /// The folder a report for `out` goes to: `out` with `.` components dropped and, when it is a
@@ -799,6 +816,8 @@ fn write_report_files(
         plots.push(("bit_frequency.svg", "per-bit firing frequency distribution"));
     }
 
+    // A plot missing from PLOTS would be kept as a user's file by the next report.
+    debug_assert!(plots.iter().all(|(f, _)| is_report_file(f)), "{plots:?}");
     // PNG copies of every plot, when a font for their text exists.
     let mut png = true;
     for (file, _) in &plots {

@@ -565,8 +565,10 @@ fn bench_checks_the_ground_truth_and_replaces_its_report_whole() {
     // a path without a name and a cache inside --out are refused before the grid.
     std::fs::create_dir(t.path("mine")).unwrap();
     t.write("mine/notes.txt", b"mine");
+    t.write("mine/photo.png", b"mine too");
     bench("gt.npy", "mine").ok();
     assert_eq!(t.read("mine/notes.txt"), b"mine");
+    assert_eq!(t.read("mine/photo.png"), b"mine too");
     assert!(t.exists("mine/results.json"));
     std::fs::create_dir(t.path("mine/sub")).unwrap();
     for (out, needle) in [
