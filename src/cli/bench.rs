@@ -262,6 +262,18 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             .iter()
             .partition(|cell| c.has_finished(cell, &data, &settings));
         not_run = rest.iter().map(Cell::label).collect();
+        // An empty report would replace the one in --out: a mistyped --cache, or settings
+        // other than the runs', should not cost the earlier report.
+        if done.is_empty() {
+            anyhow::bail!(
+                "--cached-only: none of the {} cells is finished in {} with these inputs and \
+                 settings (another cache folder, or other --epochs, --rounds, --seed or \
+                 --gt?); nothing to report, {} is left as it was",
+                cells.len(),
+                c.dir.display(),
+                a.out.display()
+            );
+        }
         eprintln!(
             "bsa: {} of {} cells finished in {}; reporting those",
             done.len(),

@@ -409,6 +409,40 @@ fn bench_cache_reuses_models_and_resumes_results() {
     assert!(report.contains("**Not run yet** (1 cells"), "{report}");
     assert!(report.contains("alpha=0.5"), "{report}");
 
+    // With no finished cell (here another cache folder) nothing is reported: the report in
+    // --out stays as it was.
+    let before = t.read("o5/report.md");
+    let args = [
+        "bench",
+        "--base",
+        "base.npy",
+        "--queries",
+        "q.npy",
+        "--methods",
+        "bsa",
+        "--bits",
+        "32",
+        "--k",
+        "4",
+        "--epochs",
+        "1",
+        "--cache",
+        "elsewhere",
+        "--resume",
+        "--cached-only",
+        "-q",
+        "--out",
+        "o5",
+    ];
+    let none = t.bsa(&args);
+    assert_eq!(none.code, 2, "{none:#?}");
+    assert!(
+        none.stderr
+            .contains("--cached-only: none of the 1 cells is finished in elsewhere"),
+        "{none:#?}"
+    );
+    assert_eq!(t.read("o5/report.md"), before);
+
     // A damaged cache entry is not trusted: the cell is fitted again, the run succeeds.
     t.write("cache/bsa-32-k4/fit.json", b"{ not json");
     t.write("cache/bsa-32-k4/model.safetensors", b"garbage");
