@@ -333,19 +333,23 @@ fn bench_cache_reuses_models_and_resumes_results() {
     let t = TestDir::new();
     t.write_f32("base.npy", &normalised(300, 16, 911));
     t.write_f32("q.npy", &normalised(20, 16, 912));
+    // The grid of every run below: one bsa cell (two with the alpha sweep).
+    const GRID: [&str; 11] = [
+        "bench",
+        "--base",
+        "base.npy",
+        "--queries",
+        "q.npy",
+        "--methods",
+        "bsa",
+        "--bits",
+        "32",
+        "--k",
+        "4",
+    ];
     let run = |out: &str, extra: &[&str]| -> Value {
-        let mut args = vec![
-            "bench",
-            "--base",
-            "base.npy",
-            "--queries",
-            "q.npy",
-            "--methods",
-            "bsa",
-            "--bits",
-            "32",
-            "--k",
-            "4",
+        let mut args = GRID.to_vec();
+        args.extend_from_slice(&[
             "--alphas",
             "0.5",
             "--epochs",
@@ -359,7 +363,7 @@ fn bench_cache_reuses_models_and_resumes_results() {
             "-q",
             "--out",
             out,
-        ];
+        ]);
         args.extend(extra);
         t.bsa(&args).ok();
         serde_json::from_slice(&t.read(&format!("{out}/results.json"))).unwrap()
@@ -412,18 +416,7 @@ fn bench_cache_reuses_models_and_resumes_results() {
     // With no finished cell (here another cache folder) nothing is reported: the report in
     // --out stays as it was.
     let before = t.read("o5/report.md");
-    let args = [
-        "bench",
-        "--base",
-        "base.npy",
-        "--queries",
-        "q.npy",
-        "--methods",
-        "bsa",
-        "--bits",
-        "32",
-        "--k",
-        "4",
+    let other = [
         "--epochs",
         "1",
         "--cache",
@@ -434,7 +427,7 @@ fn bench_cache_reuses_models_and_resumes_results() {
         "--out",
         "o5",
     ];
-    let none = t.bsa(&args);
+    let none = t.bsa(&[&GRID[..], &other[..]].concat());
     assert_eq!(none.code, 2, "{none:#?}");
     assert!(
         none.stderr
