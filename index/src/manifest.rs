@@ -71,6 +71,16 @@ pub enum VectorDtype {
     F16,
 }
 
+impl std::fmt::Display for VectorDtype {
+    /// As the manifest spells it: `f32` or `f16`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VectorDtype::F32 => "f32",
+            VectorDtype::F16 => "f16",
+        })
+    }
+}
+
 /// The stored float vectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

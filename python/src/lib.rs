@@ -1547,6 +1547,22 @@ impl Index {
         Ok(ids.to_pyarray(py))
     }
 
+    /// What the index holds and its bytes on disk, as a dict (``bsa info --json``'s summary):
+    /// ``format_version``, ``generation``, ``bits``, ``rows`` (deleted ones included),
+    /// ``live_rows``, ``next_id``, ``vectors`` (``{"dim", "dtype"}`` or ``None``), ``norms``,
+    /// ``inverted``, ``graph``, ``model`` (its file name), ``segments`` (a dict per segment:
+    /// ``name``, ``rows``, ``live_rows``, ``bitmaps``, ``sparse``, ``bridged_from``,
+    /// ``bytes``), ``bytes`` by kind of file and ``total_bytes``.
+    ///
+    /// >>> idx.info()["live_rows"] == len(idx)
+    /// True
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let summary = self.snap().summary().map_err(index_err)?;
+        let value =
+            serde_json::to_value(&summary).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        json_to_py(py, &value)
+    }
+
     /// Whether float vectors are stored (``rescore`` needs them).
     #[getter]
     fn has_vectors(&self) -> bool {

@@ -1,6 +1,8 @@
 """The live index from Python: add, delete, upsert, compact and filtered or range search give
 what the CLI gives on the same directory, and what a fresh build of the surviving rows gives."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,12 @@ def test_add_delete_upsert_compact_equal_a_fresh_build(work, base, queries, tmp_
     D, I = index.search(queries, K, score="adc")
     cli_ids, _, cli_scores = cli_search(path, ["--queries", work / "query.npy"], K, "--score", "adc")
     assert [list(r) for r in I] == cli_ids
+    # What it holds, as `bsa info --json` says it (with the model's settings beside).
+    info = index.info()
+    assert (info["rows"], info["live_rows"], len(info["segments"])) == (8010, len(index), 3)
+    cli_info = json.loads(run_cli("info", "--index", path, "--json").stdout)
+    assert cli_info.pop("model_config")["bits"] == info["bits"]
+    assert cli_info == info
     # Compaction changes nothing a search returns.
     index.compact()
     assert index.segments == 1 and len(index) == 8000 - 4

@@ -22,6 +22,7 @@ mod encode;
 mod eval;
 mod export;
 mod groundtruth;
+mod info;
 mod io;
 mod live;
 mod milvus_search;
@@ -54,6 +55,7 @@ enum Command {
     Groundtruth(groundtruth::Args),
     Bench(bench::Args),
     Verify(verify::Args),
+    Info(info::Args),
     Export(export::Args),
     Demo(demo::Args),
 }
@@ -94,6 +96,7 @@ pub fn run(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Bench(a) => bench::run(&a),
         Command::Demo(a) => demo::run(&a),
         Command::Export(a) => export::run(&a),
+        Command::Info(a) => info::run(&a),
         Command::Verify(a) => return verify::run(&a),
     }
     .map(|()| ExitCode::SUCCESS)

@@ -424,3 +424,130 @@ fn an_emptied_index_answers_with_empty_scored_lines() {
         }
     }
 }
+
+/// Bytes of the regular files under `dir`, each file once however many links it has (what the
+/// index costs on disk).
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if seen.insert(meta.ino()) {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn info_describes_rows_model_structures_and_bytes_on_disk() {
+    let t = TestDir::new();
+    let x = normalised(300, 16, 4);
+    t.write_f32("x.npy", &x);
+    let model = t.train("x.npy", "m.safetensors", 64, 8, &["--method", "topk"]);
+    t.bsa(&[
+        "build",
+        "--model",
+        &model,
+        "--data",
+        "x.npy",
+        "--vectors",
+        "-q",
+        "--out",
+        "idx",
+    ])
+    .ok();
+    let info = |t: &TestDir| t.bsa(&["info", "--index", "idx", "--json"]).ok().json();
+    let s = info(&t);
+    assert_eq!(
+        (
+            &s["format_version"],
+            &s["rows"],
+            &s["live_rows"],
+            &s["bits"]
+        ),
+        (&1.into(), &300.into(), &300.into(), &64.into()),
+        "{s:#}"
+    );
+    assert_eq!(
+        s["model_config"],
+        serde_json::json!({"method": "topk", "bits": 64, "k": 8, "dim": 16})
+    );
+    assert_eq!(s["vectors"], serde_json::json!({"dim": 16, "dtype": "f32"}));
+    assert_eq!(s["total_bytes"].as_u64(), Some(disk_bytes(&t.path("idx"))));
+    assert_eq!(s["bytes"]["vectors.bin"].as_u64(), Some(64 + 300 * 16 * 4));
+
+    // Segmented by an add and a delete: the model, now linked into the root and the first
+    // segment, counts once; the counts follow the deletes.
+    t.bsa(&[
+        "add",
+        "--index",
+        "idx",
+        "--data",
+        "x.npy",
+        "--merge-factor",
+        "0",
+    ])
+    .ok();
+    t.write("gone.npy", &ids_npy(&[0, 1, 2, 310]));
+    t.bsa(&["delete", "--index", "idx", "--ids", "gone.npy"])
+        .ok();
+    let s = info(&t);
+    assert_eq!(
+        (
+            &s["format_version"],
+            &s["rows"],
+            &s["live_rows"],
+            &s["next_id"]
+        ),
+        (&2.into(), &600.into(), &596.into(), &600.into()),
+        "{s:#}"
+    );
+    let live: Vec<_> = s["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["live_rows"].as_u64().unwrap())
+        .collect();
+    assert_eq!(live, [297, 299]);
+    assert_eq!(s["total_bytes"].as_u64(), Some(disk_bytes(&t.path("idx"))));
+    let text = t.bsa(&["info", "--index", "idx"]).ok().stdout;
+    for needle in [
+        "64-bit codes (8 bytes each)",
+        "596 live (4 deleted, dropped by `bsa compact`) in 2 segments",
+        "topk, 64 bits, K = 8, from 16-d rows",
+        "16-d f32",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in {text}");
+    }
+
+    // Compacted: what superseded generations held is gone from the disk and from the count.
+    t.bsa(&["compact", "--index", "idx"]).ok();
+    let s = info(&t);
+    assert_eq!((&s["rows"], &s["live_rows"]), (&596.into(), &596.into()));
+    assert_eq!(s["total_bytes"].as_u64(), Some(disk_bytes(&t.path("idx"))));
+
+    // A model that cannot be read is described, not fatal (verify fails on it).
+    let model_file = s["model"].as_str().unwrap().to_string();
+    t.write(&format!("idx/{model_file}"), b"not a model");
+    let s = info(&t);
+    assert!(s.get("model_config").is_none(), "{s:#}");
+    assert!(
+        s["model_error"].as_str().unwrap().contains(&model_file),
+        "{s:#}"
+    );
+    assert!(t
+        .bsa(&["info", "--index", "idx"])
+        .ok()
+        .stdout
+        .contains("cannot be used"));
+    t.bsa(&["info", "--index", "missing"])
+        .fails_with(&["missing", "no such index directory"]);
+}

@@ -56,6 +56,7 @@
 
 mod meta;
 mod snapshot;
+mod summary;
 mod writer;
 
 pub use meta::{
@@ -66,6 +67,7 @@ pub use snapshot::{
     IdFilter, SearchOptions, SegmentReader, Snapshot, GRAPH_SCAN_ROWS_PER_EF, OVERFETCH_MAX,
     SUBSET_SCAN_FRACTION,
 };
+pub use summary::{GraphSummary, SegmentSummary, Summary};
 pub use writer::{
     AddReport, BridgeReport, CompactReport, DeleteReport, GraphVectorsFn, MergePolicy, NewRows,
     RowTablesFn, Writer, BRIDGE_EDGES, BRIDGE_EF, LOCK_FILE,

@@ -1,0 +1,226 @@
+//! `bsa info`: what an index holds and what it costs on disk, without reading its payloads
+//! ([`bsa_index::live::Snapshot::summary`], and the model).
+
+use std::path::PathBuf;
+
+use bsa_index::live::{Snapshot, Summary};
+use bsa_index::manifest::GraphMetric;
+use bsa_index::OpenOptions;
+use indicatif::{HumanBytes, HumanCount};
+
+/// Describe an index: rows, deletes, model, stored vectors, search structures and bytes on
+/// disk by kind of file, per segment too.
+///
+/// Reads the manifests and the model, not the payloads: instant at any size. It checks no
+/// checksum (`bsa verify` does).
+///
+/// Examples:
+///   bsa info --index idx
+///   bsa info --index idx --json | jq .bytes
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Index directory from `bsa build`.
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Print one JSON object on stdout instead: the index's summary (`format_version`,
+    /// `generation`, `bits`, `rows`, `live_rows`, `next_id`, `vectors`, `norms`, `inverted`,
+    /// `graph`, `model`, `segments`, `bytes` by kind of file, `total_bytes`) and the model's
+    /// settings (`model_config`: method, bits, k, dim) or why it cannot be read
+    /// (`model_error`).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The model's settings, as `--json` prints them.
+#[derive(serde::Serialize)]
+struct ModelConfig {
+    method: String,
+    /// Whether the method sets K bits (topk, pursuit) or aims at K (bsa): the others' `k`
+    /// is not a setting.
+    #[serde(skip)]
+    reads_k: bool,
+    bits: usize,
+    k: usize,
+    dim: usize,
+}
+
+#[derive(serde::Serialize)]
+struct Info<'a> {
+    #[serde(flatten)]
+    summary: &'a Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_config: Option<ModelConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_error: Option<String>,
+}
+
+pub fn run(a: &Args) -> anyhow::Result<()> {
+    let index = Snapshot::open_with(&a.index, OpenOptions::verify_checksums(false))?;
+    let summary = index.summary()?;
+    // A model that cannot be read or does not fit is described, not fatal: the rest of the
+    // index still is what it is (`bsa verify` fails on it).
+    let (model_config, model_error) = match bsa::query::index_model(&index) {
+        Ok(m) => (
+            m.map(|m| ModelConfig {
+                method: m.config.method.to_string(),
+                reads_k: !m.config.method.is_baseline(),
+                bits: m.config.bits,
+                k: m.config.k,
+                dim: m.config.dim,
+            }),
+            None,
+        ),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    if a.json {
+        return super::io::print_json(&Info {
+            summary: &summary,
+            model_config,
+            model_error,
+        });
+    }
+    print_text(a, &summary, model_config.as_ref(), model_error.as_deref())?;
+    Ok(())
+}
+
+fn print_text(
+    a: &Args,
+    s: &Summary,
+    model: Option<&ModelConfig>,
+    model_error: Option<&str>,
+) -> std::io::Result<()> {
+    let count = |n: usize| HumanCount(n as u64).to_string();
+    let deleted = s.rows - s.live_rows;
+    outln!(
+        "{}: bsa index, format {}{}, {}-bit codes ({} bytes each)",
+        a.index.display(),
+        s.format_version,
+        if s.format_version >= 2 {
+            format!(", generation {}", s.generation)
+        } else {
+            String::new()
+        },
+        s.bits,
+        s.bits.div_ceil(8),
+    )?;
+    outln!(
+        "rows:     {} live{} in {} segment{}; the next id added is {}",
+        count(s.live_rows),
+        match deleted {
+            0 => String::new(),
+            d => format!(" ({} deleted, dropped by `bsa compact`)", count(d)),
+        },
+        s.segments.len(),
+        if s.segments.len() == 1 { "" } else { "s" },
+        s.next_id,
+    )?;
+    match (&s.model, model, model_error) {
+        (None, ..) => outln!("model:    none (search with --query-codes)")?,
+        (Some(file), Some(m), _) => outln!(
+            "model:    {file}: {}, {} bits{}, from {}-d rows",
+            m.method,
+            m.bits,
+            if m.reads_k {
+                format!(", K = {}", m.k)
+            } else {
+                String::new()
+            },
+            m.dim
+        )?,
+        (Some(file), None, e) => outln!(
+            "model:    {file}: cannot be used: {}",
+            e.unwrap_or("not read")
+        )?,
+    }
+    match s.vectors {
+        None => outln!("vectors:  none (no --rescore)")?,
+        Some(v) => outln!("vectors:  {}-d {} (for --rescore)", v.dim, v.dtype)?,
+    }
+    let of_segments = |n: usize| match (n, s.segments.len()) {
+        (n, all) if n == all => String::new(),
+        (n, all) => format!(" in {n} of {all} segments"),
+    };
+    let mut modes = vec!["flat".to_string()];
+    if s.inverted {
+        let bitmaps = s.segments.iter().filter(|g| g.bitmaps).count();
+        modes.push(match bitmaps {
+            0 => "inverted (posting lists)".to_string(),
+            n => format!("inverted (posting lists, bitmaps{})", of_segments(n)),
+        });
+    }
+    if let Some(g) = &s.graph {
+        let on = match (g.metric, g.dim) {
+            (GraphMetric::Hamming, _) => "on codes, Hamming".to_string(),
+            (_, Some(d)) => format!("on {d}-d vectors, for ADC and soft"),
+            (_, None) => "on vectors".to_string(),
+        };
+        let bridged = s
+            .segments
+            .iter()
+            .filter(|g| g.bridged_from.is_some())
+            .count();
+        modes.push(format!(
+            "hnsw ({on}; M {}, ef_construction {}, default ef {}{})",
+            g.max_connections,
+            g.ef_construction,
+            g.ef_search,
+            match bridged {
+                0 => String::new(),
+                1 => "; 1 segment bridged".to_string(),
+                n => format!("; {n} segments bridged"),
+            }
+        ));
+    }
+    outln!("modes:    {}", modes.join("; "))?;
+    let sparse = s.segments.iter().filter(|g| g.sparse).count();
+    outln!(
+        "scores:   hamming, cosine, jaccard, overlap{}",
+        match (model.is_some(), sparse) {
+            (false, _) => String::new(),
+            (true, 0) => "; adc, soft (the model's decoder)".to_string(),
+            (true, n) => format!(
+                "; adc, soft (the model's decoder, over set-bit ids{})",
+                of_segments(n)
+            ),
+        }
+    )?;
+    let mut by_size: Vec<(&String, &u64)> = s.bytes.iter().collect();
+    by_size.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    outln!(
+        "disk:     {}{}: {}",
+        HumanBytes(s.total_bytes),
+        if s.live_rows > 0 {
+            format!(
+                ", {} per live row",
+                HumanBytes(s.total_bytes / s.live_rows as u64)
+            )
+        } else {
+            String::new()
+        },
+        by_size
+            .iter()
+            .map(|(name, n)| format!("{name} {}", HumanBytes(**n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    if s.format_version >= 2 {
+        outln!(
+            "{:<12} {:>11} {:>11} {:>12}",
+            "segment",
+            "rows",
+            "live",
+            "bytes"
+        )?;
+        for g in &s.segments {
+            outln!(
+                "{:<12} {:>11} {:>11} {:>12}",
+                g.name,
+                count(g.rows),
+                count(g.live_rows),
+                HumanBytes(g.bytes).to_string()
+            )?;
+        }
+    }
+    Ok(())
+}
