@@ -214,9 +214,11 @@ impl ModelConfig {
             return Err(Error::InvalidArgument("--bits must be positive".into()));
         }
         check_sizes(self.bits, self.k)?;
-        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+        // The loss is summed in f32: a weight beyond its range makes it infinite at the first
+        // step, which would be reported as a divergence to be mended by a lower --lr.
+        if !(self.alpha.is_finite() && self.alpha >= 0.0 && (self.alpha as f32).is_finite()) {
             return Err(Error::InvalidArgument(format!(
-                "--alpha must be a finite number >= 0, got {}",
+                "--alpha must be a number >= 0 within float32's range (3.4e38), got {:?}",
                 self.alpha
             )));
         }

@@ -131,7 +131,8 @@ pub struct BatchLoss {
     pub loss: f64,
     /// Reconstruction term.
     pub rec: f64,
-    /// Alignment term (before the alpha weight).
+    /// Alignment term (before the alpha weight; BSA's also at alpha 0, where it does not train;
+    /// 0 for TopK, whose codes are their target).
     pub align: f64,
     /// Mean number of set bits per code.
     pub active_mean: f64,
@@ -290,7 +291,9 @@ fn train_step<F: Real>(
     };
     // The alignment term: each row's TopK indices and its distance to its target.
     let k = cfg.k.min(n);
-    let align = (alpha > F::zero()).then(|| {
+    // BSA's even at alpha 0, where it does not train: the no-alignment ablation then reports
+    // how far the activations drift from their targets. TopK's codes are their target: skipped.
+    let align = (alpha > F::zero() || cfg.method == Method::Bsa).then(|| {
         let mut top = vec![0u32; b * k];
         let mut dist = vec![simd::RowDistance::zero(); b];
         s_rows
@@ -386,7 +389,8 @@ fn train_step<F: Real>(
                 .for_each(|(c, (gi, si))| {
                     let first = c * ROWS_PER_TASK;
                     let rows = gi.len() / n;
-                    let al = align.as_ref().map(|(top, dist)| simd::AlignGrad {
+                    let al = align.as_ref().filter(|_| alpha > F::zero());
+                    let al = al.map(|(top, dist)| simd::AlignGrad {
                         weight: alpha,
                         batch,
                         target: cfg.target,
@@ -716,7 +720,7 @@ impl TrainParams {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::InvalidArgument(format!(
-                "--lr must be a positive number, got {}",
+                "--lr must be a positive number, got {:?}",
                 self.lr
             )));
         }
@@ -902,7 +906,7 @@ impl TrainParams {
                 );
                 if !l.loss.is_finite() {
                     return Err(Error::Diverged(format!(
-                        "the loss became {} at epoch {}, step {}; lower --lr (now {}) or check \
+                        "the loss became {} at epoch {}, step {}; lower --lr (now {:?}) or check \
                          the input for extreme values",
                         l.loss,
                         epoch + 1,
@@ -930,7 +934,7 @@ impl TrainParams {
             }
             if !params.all_finite() {
                 return Err(Error::Diverged(format!(
-                    "a weight became non-finite in epoch {}; lower --lr (now {})",
+                    "a weight became non-finite in epoch {}; lower --lr (now {:?})",
                     epoch + 1,
                     self.lr
                 )));

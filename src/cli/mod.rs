@@ -60,6 +60,26 @@ enum Command {
     Demo(demo::Args),
 }
 
+/// The command line's parser: [`Cli`]'s, with every flag that takes a value reading a negative
+/// number as its value (`--min-score -0.5`; `--epochs -1` is then refused as an invalid value of
+/// `--epochs`, not as an unknown argument `-1`).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let negative = |a: clap::Arg| {
+        let takes = a.get_action().takes_values();
+        a.allow_negative_numbers(takes)
+    };
+    let mut cmd = Cli::command();
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(name, |c| c.mut_args(negative));
+    }
+    cmd
+}
+
 /// The arguments of the subcommand in `matches` given on the command line (not defaults), by
 /// their ids (field names).
 fn given_flags(matches: &clap::ArgMatches) -> Vec<String> {

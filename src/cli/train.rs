@@ -145,7 +145,9 @@ pub struct Args {
     /// ITQ: rounds of B = sign(V R) and the Procrustes update of R.
     #[arg(long, default_value_t = bsa::baselines::DEFAULT_ITQ_ITERATIONS)]
     pub itq_iterations: usize,
-    /// Threads for rayon and OpenBLAS (default: all cores).
+    /// Threads for rayon and OpenBLAS (default: all cores). A trained model depends on it
+    /// (BLAS sums in blocks that follow the threads): the same --seed and --threads give the
+    /// same file, byte for byte.
     #[arg(long)]
     pub threads: Option<usize>,
     /// Print a JSON summary on stdout at the end.

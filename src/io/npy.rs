@@ -358,10 +358,12 @@ pub(crate) fn open_embeddings(path: &Path) -> Result<Embeddings> {
             .map(f32::from)
             .collect(),
         4 => read_elements::<f32>(path, &parsed, data)?,
-        _ => read_elements::<f64>(path, &parsed, data)?
-            .into_iter()
-            .map(|x| x as f32)
-            .collect(),
+        _ => {
+            let wide = to_c_order(read_elements::<f64>(path, &parsed, data)?, n, dim, order);
+            narrow_rows(path, &wide, dim)?;
+            let v = wide.iter().map(|&x| x as f32).collect();
+            return Ok(Embeddings::owned(path.to_path_buf(), n, dim, v));
+        }
     };
     Ok(Embeddings::owned(
         path.to_path_buf(),
@@ -369,6 +371,40 @@ pub(crate) fn open_embeddings(path: &Path) -> Result<Embeddings> {
         dim,
         to_c_order(v, n, dim, order),
     ))
+}
+
+/// Checks that float64 rows (`dim` values each, C order) survive bsa's float32: a finite value
+/// beyond float32's range would become infinite, and a row of values below its smallest
+/// would become all zeros. Either would then be reported as such ("+infinity", "an all-zero
+/// vector"), which the file does not hold and numpy's checks of it would not find.
+fn narrow_rows(path: &Path, x: &[f64], dim: usize) -> Result<()> {
+    for (row, values) in x.chunks_exact(dim.max(1)).enumerate() {
+        if let Some((col, v)) = values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| v.is_finite() && !(**v as f32).is_finite())
+        {
+            return Err(Error::format(
+                path,
+                format!(
+                    "row {row}, column {col} is {v:e}, beyond the range of float32 (3.4e38), \
+                     which bsa computes in: scale the rows down (embeddings are compared by \
+                     direction)"
+                ),
+            ));
+        }
+        if values.iter().any(|&v| v != 0.0) && values.iter().all(|&v| v as f32 == 0.0) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "row {row}'s values are all below float32's smallest (1.4e-45 in \
+                     magnitude), which bsa computes in: it would be an all-zero row; scale \
+                     the rows up (embeddings are compared by direction)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks `data.len() == rows * cols` for the writers.
@@ -738,6 +774,39 @@ mod tests {
             assert_eq!((e.n(), e.dim()), (4, 6));
             assert_eq!(e.as_slice(), e32.as_slice(), "{p:?}");
         }
+    }
+
+    #[test]
+    fn float64_beyond_float32_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wide.npy");
+        let err = |d: &[f64], order: Order| {
+            npyz_write(&path, "<f8", &[2, 3], order, d);
+            Embeddings::open(&path).unwrap_err().to_string()
+        };
+        // Row 1, column 2 in C order; the same element stored column-major.
+        let msg = err(&[1., 2., 3., 4., 5., 1e300], Order::C);
+        assert!(
+            msg.contains("row 1, column 2 is 1e300, beyond the range of float32"),
+            "{msg}"
+        );
+        let msg = err(&[1., 4., 2., 5., 3., -1e39], Order::Fortran);
+        assert!(msg.contains("row 1, column 2 is -1e39"), "{msg}");
+        let msg = err(&[1., 2., 3., 1e-50, 0., -1e-50], Order::C);
+        assert!(
+            msg.contains("row 1's values are all below float32's smallest"),
+            "{msg}"
+        );
+        // Values that merely round, or underflow beside others that do not, are read.
+        npyz_write(
+            &path,
+            "<f8",
+            &[2, 3],
+            Order::C,
+            &[0.1, 1e-50, 3., 1e-30, 2., 1e38],
+        );
+        let e = Embeddings::open(&path).unwrap();
+        assert_eq!(e.as_slice(), &[0.1f32, 0., 3., 1e-30, 2., 1e38]);
     }
 
     #[test]
