@@ -149,10 +149,25 @@ pub fn add(
             )
         }
     };
-    let mut rows = NewRows::codes(&codes);
-    if let Some(ids) = ids {
-        rows = rows.ids(ids);
-    }
+    let n = codes.len() / bits.div_ceil(64).max(1);
+    let ids = match ids {
+        Some(ids) => {
+            crate::pipeline::check_ids_fit_int64(ids)?;
+            std::borrow::Cow::Borrowed(ids)
+        }
+        None => {
+            let ids = writer.default_ids(n)?;
+            if let Some(&last) = ids.last().filter(|&&l| l > i64::MAX as u64) {
+                return Err(Error::InvalidArgument(format!(
+                    "the {n} new rows' default ids would run from {} to {last}, past int64's \
+                     largest (bsa returns ids as int64); give their ids",
+                    ids[0]
+                )));
+            }
+            std::borrow::Cow::Owned(ids)
+        }
+    };
+    let mut rows = NewRows::codes(&codes).ids(&ids);
     if let (Some(x), Some(_)) = (&floats, t.vectors) {
         rows = rows.vectors(x.as_slice().expect("standard layout"));
     }

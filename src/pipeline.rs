@@ -292,6 +292,7 @@ pub fn build_index_notifying(
                 ids.len()
             )));
         }
+        check_ids_fit_int64(ids)?;
     }
 
     let max_bits = bsa_index::format::MAX_INVERTED_BITS as usize;
@@ -413,6 +414,25 @@ pub fn active_bits(words: &[u64], bits: usize) -> Vec<Vec<u32>> {
 
 /// `bsa::query` on an index built here (a test of the query module that needs this one's
 /// builder, kept here so that `query` does not import `pipeline`).
+/// Refuses ids above `i64::MAX`: bsa returns ids as int64 (to Python and numpy; FAISS and
+/// Milvus ids are int64 too), so an index holding one could not be searched or changed from
+/// Python. The library below (`bsa_index`) takes any `u64`.
+///
+/// ```
+/// assert!(bsa::pipeline::check_ids_fit_int64(&[0, 7, i64::MAX as u64]).is_ok());
+/// let e = bsa::pipeline::check_ids_fit_int64(&[3, 1 << 63]).unwrap_err();
+/// assert!(e.to_string().contains("ids[1] is 9223372036854775808"));
+/// ```
+pub fn check_ids_fit_int64(ids: &[u64]) -> Result<()> {
+    match ids.iter().position(|&v| v > i64::MAX as u64) {
+        None => Ok(()),
+        Some(i) => Err(Error::InvalidArgument(format!(
+            "ids[{i}] is {}; ids must be below 2^63 (bsa returns them as int64)",
+            ids[i]
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod query_tests {
     use super::{build_index, BuildRequest, BuildSource};

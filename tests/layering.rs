@@ -66,7 +66,12 @@ const INDEX_LAYERS: &[&[&str]] = &[
         "mode.rs",
         "builder.rs",
     ],
-    &["live/meta.rs", "live/snapshot.rs", "live/writer.rs"],
+    &[
+        "live/meta.rs",
+        "live/snapshot.rs",
+        "live/summary.rs",
+        "live/writer.rs",
+    ],
 ];
 
 /// The same check for `bsa-index` (`index/src`), and its layers.

@@ -1026,9 +1026,13 @@ pub fn build_leftovers(out: &Path) -> Vec<PathBuf> {
 }
 
 /// Puts the directory `new` at `out` (a sibling path, same file system), replacing whatever
-/// directory is there whole: `out` is moved aside to `.NAME.old-PID`, `new` renamed in (the old
-/// one moved back if that fails) and the old one removed; the parent is synced. A reader sees
-/// the old directory or the new one, never a mix (between the two renames, none). No checks:
+/// directory is there whole, and syncs the parent. On Linux the two are swapped in one step
+/// (`renameat2` with `RENAME_EXCHANGE`) and the old one, now at `new`, removed: a reader finds
+/// the old directory or the new one at `out`, and a crash leaves one of them there (and the
+/// other at `new`). Where the file system cannot swap, `out` is moved aside to `.NAME.old-PID`,
+/// `new` renamed in (the old one moved back if that fails) and the old one removed: between the
+/// two renames there is no directory at `out`, and a crash there leaves the old one at
+/// `.NAME.old-PID` ([`leftover_advice`] says to rename it back). No checks:
 /// [`replace_index_dir`] is the one for indexes; this serves any directory written whole (a
 /// benchmark's report).
 ///
@@ -1051,6 +1055,12 @@ pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
         _ => PathBuf::from("."),
     };
     if out.exists() {
+        if exchange(new, out).map_err(|e| Error::io(out, e))? {
+            // The swap made durable before the only other copy goes.
+            sync_dir(&parent)?;
+            fs::remove_dir_all(new).map_err(|e| Error::io(new, e))?;
+            return sync_dir(&parent);
+        }
         let name = out
             .file_name()
             .map_or("index".into(), |n| n.to_string_lossy());
@@ -1069,6 +1079,74 @@ pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
     }
     sync_dir(&parent)
 }
+
+/// Swaps the paths `a` and `b` in one step: `Ok(false)` when this system or file system cannot
+/// (then nothing changed).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: two NUL-terminated paths that outlive the call; the raw system call, as libc
+    // wrappers of renameat2 are missing from older C libraries.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        // No such system call (kernels before 3.15, some sandboxes), or a file system that
+        // cannot exchange.
+        Some(libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EPERM) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> std::io::Result<bool> {
+    Ok(false)
+}
+
+/// What a caller should tell its user about `left`, a directory a killed build of `out` left
+/// ([`build_leftovers`]): one sentence naming both.
+///
+/// ```
+/// use std::path::Path;
+/// let text = bsa_index::leftover_advice(Path::new(".idx.old-42"), Path::new("no/such/idx"));
+/// assert!(text.contains("rename it to no/such/idx"));
+/// ```
+pub fn leftover_advice(left: &Path, out: &Path) -> String {
+    let old = left
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains(".old-"));
+    let (left, shown) = (left.display(), out.display());
+    if old && !out.exists() {
+        format!(
+            "{left} holds the index that was at {shown} when a build replacing it was killed: \
+             rename it to {shown} to restore it"
+        )
+    } else if old {
+        format!(
+            "{left} holds the index a killed build of {shown} replaced ({shown} is the new \
+             one); remove it unless such a build is running"
+        )
+    } else {
+        format!(
+            "{left} was left by a build of {shown} that was killed; remove it unless such a \
+             build is running"
+        )
+    }
+}
+
 /// Checks that `dir` may be replaced by an index: it is an index directory (its
 /// `manifest.json` is a bsa index's) or an empty directory. Anything else is refused, so that
 /// overwriting (`bsa build --force`, Python's `overwrite=True`) can only ever replace an index
@@ -1100,6 +1178,25 @@ pub fn check_replaceable(dir: &Path) -> Result<()> {
     match entries.next() {
         None => Ok(()),
         Some(_) => refuse("not an index directory (no bsa index manifest) and not empty"),
+    }
+}
+
+/// Refuses to open `dir` as an index of its own when it is inside an index directory (a
+/// segment, `idx/seg-000001`): its deletes and the other segments are the enclosing index's, so
+/// a search of it alone returns deleted rows, and a writer would convert it into an index the
+/// enclosing one can no longer read.
+pub(crate) fn check_not_nested(dir: &Path) -> Result<()> {
+    let Ok(real) = fs::canonicalize(dir) else {
+        return Ok(());
+    };
+    match real.ancestors().skip(1).find(|a| is_index_dir(a)) {
+        None => Ok(()),
+        Some(index) => Err(Error::InvalidArgument(format!(
+            "{}: a folder inside the index {} (a segment of it), not an index of its own: the \
+             deletes and the other segments are the enclosing index's; give that index",
+            dir.display(),
+            index.display()
+        ))),
     }
 }
 
@@ -1212,3 +1309,40 @@ fn lock_writers(
 
 /// Seed of the native graph's level draw (fixed: the same vectors give the same graph).
 const GRAPH_SEED: u64 = 0x6273_612d_6772_6170;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn directories_swap_in_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for (d, mark) in [(&a, "was a"), (&b, "was b")] {
+            fs::create_dir(d).unwrap();
+            fs::write(d.join("mark"), mark).unwrap();
+        }
+        // tmpfs and ext4 swap; a file system that cannot says so and nothing moves.
+        if exchange(&a, &b).unwrap() {
+            assert_eq!(fs::read_to_string(a.join("mark")).unwrap(), "was b");
+            assert_eq!(fs::read_to_string(b.join("mark")).unwrap(), "was a");
+        } else {
+            assert_eq!(fs::read_to_string(a.join("mark")).unwrap(), "was a");
+        }
+    }
+
+    #[test]
+    fn leftovers_are_explained_by_what_they_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("idx");
+        let old = dir.path().join(".idx.old-42");
+        let tmp = dir.path().join(".idx.tmp-42");
+        // The replaced index, and no index at `out`: the one copy, to be put back.
+        assert!(leftover_advice(&old, &out).contains("rename it to"));
+        assert!(!leftover_advice(&old, &out).contains("remove it"));
+        fs::create_dir(&out).unwrap();
+        assert!(leftover_advice(&old, &out).contains("is the new one); remove it unless"));
+        assert!(leftover_advice(&tmp, &out).contains("remove it unless such a build is running"));
+    }
+}

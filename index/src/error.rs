@@ -14,7 +14,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[non_exhaustive]
 pub enum Error {
     /// An operating-system I/O call failed on `path`.
-    #[error("{}: {error}; check that the path exists and is readable/writable", path.display())]
+    #[error("{}: {error}{}", path.display(), io_hint(error))]
     Io {
         /// The file or directory being accessed.
         path: PathBuf,
@@ -133,6 +133,18 @@ impl Error {
     }
 }
 
+/// What to do about an I/O error, by its kind (none when there is nothing general to say).
+fn io_hint(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        NotFound => "; check that the path exists",
+        PermissionDenied => "; check the permissions of the path and its folders",
+        StorageFull | QuotaExceeded => "; free space on its file system, or choose another",
+        ReadOnlyFilesystem => "; its file system is read-only: choose a writable place",
+        _ => "",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +175,21 @@ mod tests {
             newest: 2,
         };
         assert!(old.to_string().contains("rerun `bsa build`"));
+    }
+
+    #[test]
+    fn io_errors_say_what_to_do_by_their_kind() {
+        let msg = |kind: std::io::ErrorKind| {
+            Error::io("idx/codes.bin", std::io::Error::from(kind)).to_string()
+        };
+        assert!(msg(std::io::ErrorKind::NotFound).ends_with("; check that the path exists"));
+        assert!(msg(std::io::ErrorKind::StorageFull).contains("free space on its file system"));
+        assert!(msg(std::io::ErrorKind::ReadOnlyFilesystem).contains("read-only"));
+        // Nothing general to say: no advice that would mislead (a full disk is no permission).
+        let other = msg(std::io::ErrorKind::Interrupted);
+        assert!(
+            other.starts_with("idx/codes.bin: ") && !other.contains("; "),
+            "{other}"
+        );
     }
 }

@@ -54,7 +54,7 @@
 //! that no `use crate::` edge points upwards or closes a circle):
 //!
 //! ```text
-//!  live       live::{meta, snapshot, writer} ─ segments, deletes, Snapshot, Writer
+//!  live       live::{meta, snapshot, summary, writer} ─ segments, deletes, Snapshot, Writer
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  index      mode ─ Index::searcher(&Mode)           builder ─ IndexBuilder
 //!             index ─ Index: opens the files, hands out views and searchers
@@ -141,8 +141,8 @@ pub mod live;
 mod mode;
 
 pub use builder::{
-    build_leftovers, check_outside_index, check_replaceable, replace_dir, replace_index_dir,
-    IndexBuilder,
+    build_leftovers, check_outside_index, check_replaceable, leftover_advice, replace_dir,
+    replace_index_dir, IndexBuilder,
 };
 pub use error::{check_stop, Error, Result};
 pub use files::not_a_file;

@@ -1364,3 +1364,33 @@ fn adds_bridge_their_segments_in_their_commit() {
     same(&got, &want, "walk of the new largest graph");
     assert_eq!(stats.counter("bridged_segments"), Some(2));
 }
+
+#[test]
+fn a_segment_folder_is_refused_as_an_index_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111])
+        .build(&path)
+        .unwrap();
+    let mut w = Writer::open(&path).unwrap();
+    w.add(&NewRows::codes(&[0b1111]), false).unwrap();
+    w.delete(&[0]).unwrap();
+    drop(w);
+    let before = std::fs::read(path.join("manifest.json")).unwrap();
+    let segment = path.join(Snapshot::open(&path).unwrap().segments()[0].name());
+    // Read alone it would return the deleted row; written, it would become an index of its
+    // own that the enclosing one could no longer read.
+    let refused = |e: bsa_index::Error| {
+        let msg = e.to_string();
+        assert!(
+            msg.contains("a folder inside the index") && msg.contains("give that index"),
+            "{msg}"
+        );
+    };
+    refused(Snapshot::open(&segment).unwrap_err());
+    refused(Writer::open(&segment).unwrap_err());
+    assert_eq!(std::fs::read(path.join("manifest.json")).unwrap(), before);
+    assert_eq!(Snapshot::open(&path).unwrap().len(), 3);
+    // The index itself opens whole.
+    assert_eq!(Snapshot::open(&path).unwrap().segments().len(), 2);
+}

@@ -406,12 +406,7 @@ fn warn_waiting(dir: &Path) {
 /// nothing else points out. Not removed: another build may be writing it.
 fn warn_leftovers(py: Python<'_>, dir: &Path) {
     for left in bsa_index::build_leftovers(dir) {
-        let msg = format!(
-            "{} was left by a build of {} that was killed; remove it unless such a build is \
-             running",
-            left.display(),
-            dir.display()
-        );
+        let msg = bsa_index::leftover_advice(&left, dir);
         if let Ok(msg) = std::ffi::CString::new(msg) {
             let _ = PyErr::warn(py, &py.get_type::<PyUserWarning>(), &msg, 1);
         }
@@ -1429,11 +1424,6 @@ impl Index {
             None => None,
         };
         let packed = packed.as_ref().map(|c| c.readonly());
-        let rows = match (&floats, &packed) {
-            (Some(f), _) => f.as_array().nrows(),
-            (None, Some(c)) => c.as_array().nrows(),
-            (None, None) => 0,
-        };
         let source = match (&floats, &packed) {
             (Some(_), Some(_)) => return Err(PyValueError::new_err("give x or codes, not both")),
             (Some(f), None) => AddSource::Floats(view2(f)),
@@ -1448,11 +1438,7 @@ impl Index {
         // merges, before the commit: the index stays as it was.
         let report = interruptible(py, threads, |stop| {
             let mut writer = open_writer(&dir, stop)?;
-            let ids = match ids {
-                Some(ids) => ids,
-                None => default_ids(&writer, rows)?,
-            };
-            let r = bsa::live::add(&mut writer, source, Some(&ids), upsert, false, merge)?;
+            let r = bsa::live::add(&mut writer, source, ids.as_deref(), upsert, false, merge)?;
             // Under the lock: two threads changing one Index reopen in commit order.
             self.reopen()?;
             drop(writer);
@@ -1649,20 +1635,6 @@ fn copy_index(index: &Snapshot, dest: &Path, overwrite: bool) -> std::io::Result
     copy().inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&tmp);
     })
-}
-
-/// The ids `rows` new rows get without ids ([`Writer::default_ids`]), refused when they would
-/// not fit int64, the type searches return ids in: the library allows any u64.
-fn default_ids(writer: &Writer, rows: usize) -> bsa::Result<Vec<u64>> {
-    let ids = writer.default_ids(rows)?;
-    match ids.last() {
-        Some(&last) if last > i64::MAX as u64 => Err(bsa::Error::InvalidArgument(format!(
-            "the {rows} new rows' default ids would run from {} to {last}, past int64's largest \
-             (searches return ids as int64); give their ids",
-            ids[0]
-        ))),
-        _ => Ok(ids),
-    }
 }
 
 /// A 1-D array of non-negative integer ids as `u64`.

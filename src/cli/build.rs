@@ -208,12 +208,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 /// ([`bsa_index::build_leftovers`]); they are not removed (another build may be writing one).
 fn note_leftovers(out: &std::path::Path) {
     for left in bsa_index::build_leftovers(out) {
-        eprintln!(
-            "bsa: note: {} was left by a build of {} that was killed; remove it unless such a \
-             build is running",
-            left.display(),
-            out.display()
-        );
+        eprintln!("bsa: note: {}", bsa_index::leftover_advice(&left, out));
     }
 }
 

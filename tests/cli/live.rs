@@ -551,3 +551,42 @@ fn info_describes_rows_model_structures_and_bytes_on_disk() {
     t.bsa(&["info", "--index", "missing"])
         .fails_with(&["missing", "no such index directory"]);
 }
+
+#[test]
+fn ids_past_int64_are_refused_by_every_writer() {
+    // bsa returns ids as int64 (Python, numpy): an index holding a larger one could not be
+    // searched or changed from Python.
+    let t = TestDir::new();
+    let codes: Vec<u8> = (0..4u8).collect();
+    t.write("c.npy", &npy_bytes("|u1", "(4, 1)", &codes));
+    let big: Vec<u8> = [0u64, 1, 1 << 63, 2]
+        .iter()
+        .flat_map(|i| i.to_le_bytes())
+        .collect();
+    t.write("big.npy", &npy_bytes("<u8", "(4,)", &big));
+    let build = |ids: &str| {
+        t.bsa(&[
+            "build", "--codes", "c.npy", "--bits", "8", "--ids", ids, "-q", "--force", "--out",
+            "idx",
+        ])
+    };
+    build("big.npy").fails_with(&["big.npy", "ids[2] is 9223372036854775808", "below 2^63"]);
+    t.write("ok.npy", &ids_npy(&[0, 1, i64::MAX - 1, 2]));
+    build("ok.npy").ok();
+    t.bsa(&[
+        "add", "--index", "idx", "--codes", "c.npy", "--ids", "big.npy",
+    ])
+    .fails_with(&["ids[2] is 9223372036854775808"]);
+    // The largest id is 2^63 - 2: one default id fits, two do not.
+    t.write("one.npy", &npy_bytes("|u1", "(1, 1)", &[9]));
+    t.bsa(&["add", "--index", "idx", "--codes", "one.npy"]).ok();
+    t.bsa(&["add", "--index", "idx", "--codes", "one.npy"])
+        .fails_with(&[
+            "default ids would run from 9223372036854775808",
+            "give their ids",
+        ]);
+    assert_eq!(
+        t.bsa(&["info", "--index", "idx", "--json"]).ok().json()["live_rows"],
+        5
+    );
+}

@@ -356,6 +356,7 @@ impl Snapshot {
     /// files of the generation read), the manifest is read again.
     pub fn open_with(dir: impl AsRef<Path>, options: OpenOptions) -> Result<Snapshot> {
         let dir = dir.as_ref();
+        crate::builder::check_not_nested(dir)?;
         let mut attempts = 0;
         loop {
             let (path, bytes) = read_manifest_bytes(dir)?;

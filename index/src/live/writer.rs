@@ -429,6 +429,7 @@ impl Writer {
                 dir.display()
             )));
         }
+        crate::builder::check_not_nested(&dir)?;
         let lock = crate::files::lock_dir(&dir, on_wait, stop.as_deref())?;
         let snapshot = Snapshot::open_with(&dir, OpenOptions::verify_checksums(false))?;
         let (manifest, v1) = if snapshot.is_segmented() {
