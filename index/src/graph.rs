@@ -356,6 +356,120 @@ pub(crate) struct GraphData {
 }
 
 impl GraphData {
+    /// The entry point: the smallest row on the highest level.
+    fn entry(&self) -> u32 {
+        let levels = self.upper.iter().map(Vec::len);
+        let max_level = levels.clone().max().unwrap_or(0);
+        levels.into_iter().position(|l| l == max_level).unwrap_or(0) as u32
+    }
+
+    /// Links every node that a walk of level 0 from the entry point cannot reach, and every
+    /// node that cannot reach it, so that a walk from any node can reach every other; returns
+    /// how many links it added. A builder keeps a node's links only where they rank among the
+    /// nearest of the other node's: where distances tie by the thousand (Hamming distances of
+    /// sparse codes), hnsw_rs left a third of 2,000 random codes with no node linking to them,
+    /// so no search could return them, whatever its `ef`.
+    ///
+    /// Each unreached node, in row order, is linked from the first node of its own list (its
+    /// nearest, as the builder found them) that is reached and has a free slot; a node none of
+    /// whose neighbours is reached is linked from a reached node with a free slot (the entry
+    /// point when none has one, which then gets one more slot per node). Each node that cannot
+    /// reach the entry point links to it. A graph whose nodes all reach each other is left as
+    /// it is. Deterministic: the same graph gives the same links.
+    pub(crate) fn link_unreached(&mut self) -> usize {
+        let n = self.layer0.len();
+        if n == 0 {
+            return 0;
+        }
+        let entry = self.entry() as usize;
+        let mut reached = vec![false; n];
+        let mut stack = vec![entry];
+        reached[entry] = true;
+        let spread = |stack: &mut Vec<usize>, reached: &mut [bool], layer0: &[Vec<u32>]| {
+            while let Some(v) = stack.pop() {
+                for &w in &layer0[v] {
+                    if !std::mem::replace(&mut reached[w as usize], true) {
+                        stack.push(w as usize);
+                    }
+                }
+            }
+        };
+        spread(&mut stack, &mut reached, &self.layer0);
+        let stride = self.stride0 as usize;
+        let mut added = 0;
+        // Passes over the unreached nodes while they find reached neighbours (each pass reaches
+        // more); a node reached meanwhile is skipped.
+        loop {
+            let before = added;
+            for u in 0..n {
+                if reached[u] {
+                    continue;
+                }
+                let from = self.layer0[u]
+                    .iter()
+                    .map(|&v| v as usize)
+                    .find(|&v| reached[v] && self.layer0[v].len() < stride);
+                if let Some(v) = from {
+                    self.layer0[v].push(u as u32);
+                    reached[u] = true;
+                    stack.push(u);
+                    spread(&mut stack, &mut reached, &self.layer0);
+                    added += 1;
+                }
+            }
+            if added == before {
+                break;
+            }
+        }
+        let mut spare = 0;
+        for u in 0..n {
+            if reached[u] {
+                continue;
+            }
+            while spare < n && !(reached[spare] && self.layer0[spare].len() < stride) {
+                spare += 1;
+            }
+            let v = if spare < n { spare } else { entry };
+            self.layer0[v].push(u as u32);
+            self.stride0 = self.stride0.max(self.layer0[v].len() as u32);
+            reached[u] = true;
+            stack.push(u);
+            spread(&mut stack, &mut reached, &self.layer0);
+            added += 1;
+        }
+        // A search walks level 0 from where the descent of the upper levels lands, not from
+        // the entry point: every node must also lead back to it. The nodes that do, found to a
+        // fixed point by sweeps in both directions (no reversed copy of the lists: at 1M nodes
+        // it would be the size of the graph); each of the others links to the entry point.
+        let mut leads = vec![false; n];
+        leads[entry] = true;
+        let mut forward = true;
+        loop {
+            let mut changed = false;
+            let mut sweep = |u: usize| {
+                if !leads[u] && self.layer0[u].iter().any(|&v| leads[v as usize]) {
+                    leads[u] = true;
+                    changed = true;
+                }
+            };
+            if forward {
+                (0..n).for_each(&mut sweep);
+            } else {
+                (0..n).rev().for_each(&mut sweep);
+            }
+            forward = !forward;
+            if !changed {
+                break;
+            }
+        }
+        for u in (0..n).filter(|&u| !leads[u]) {
+            self.layer0[u].push(entry as u32);
+            self.stride0 = self.stride0.max(self.layer0[u].len() as u32);
+            added += 1;
+        }
+        added
+    }
+
     /// The payload as `u64` words (so it is 8-byte aligned in memory), and its byte length.
     ///
     /// The entry point is the smallest row on the highest level.
@@ -374,7 +488,7 @@ impl GraphData {
                 "HNSW graph has {max_level} levels, more than {MAX_LEVEL}"
             )));
         }
-        let entry = levels.iter().position(|&l| l == max_level).unwrap_or(0) as u32;
+        let entry = self.entry();
         let upper_lists: u64 = levels.iter().map(|&l| l as u64).sum();
         let mut layout = GraphLayout::compute(n, self.stride0, self.stride_upper, upper_lists)
             .ok_or_else(too_big)?;
@@ -441,4 +555,63 @@ pub(crate) fn write_graph_file(path: &Path, n: u64, payload: &[u64]) -> Result<F
         len: (hb.len() + bytes.len()) as u64,
         crc32: file_crc(&hb, header.payload_crc, bytes.len() as u64),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nodes a walk of level 0 from `start` reaches.
+    fn reached_from(g: &GraphData, start: usize) -> Vec<bool> {
+        let mut seen = vec![false; g.layer0.len()];
+        let mut stack = vec![start];
+        seen[start] = true;
+        while let Some(v) = stack.pop() {
+            for &w in &g.layer0[v] {
+                if !std::mem::replace(&mut seen[w as usize], true) {
+                    stack.push(w as usize);
+                }
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn linking_makes_every_node_reach_every_other() {
+        // Node 2 is the entry point (the only one on level 1). Nodes 0 and 1 link to each other
+        // and nowhere else: a walk from them never leaves them. Node 3 has no node linking to
+        // it; node 4 links nowhere; the entry's list and node 5's are full (stride 2).
+        let mut g = GraphData {
+            layer0: vec![
+                vec![1],
+                vec![0],
+                vec![5, 6],
+                vec![2],
+                vec![],
+                vec![2, 6],
+                vec![5],
+            ],
+            upper: vec![vec![], vec![], vec![vec![]], vec![], vec![], vec![], vec![]],
+            stride0: 2,
+            stride_upper: 1,
+        };
+        let added = g.link_unreached();
+        for start in 0..7 {
+            assert!(
+                reached_from(&g, start).iter().all(|&r| r),
+                "from {start}: {g:?}"
+            );
+        }
+        // No unreached node lists a reached one with a free slot: 0 (and 1 through it) is
+        // linked from 6, the one reached node with a free slot; 3 and 4 from the entry point,
+        // whose list grows past the stride. 0, 1 and 4 then lead back by a link to the entry.
+        assert_eq!(g.layer0[6], [5, 0]);
+        assert_eq!(g.layer0[2], [5, 6, 3, 4]);
+        assert_eq!((added, g.stride0), (3 + 3, 4), "{g:?}");
+        assert_eq!((&g.layer0[0], &g.layer0[4]), (&vec![1, 2], &vec![2]));
+        // A graph whose nodes already reach each other is left as it is.
+        let before = g.clone();
+        assert_eq!(g.link_unreached(), 0);
+        assert_eq!(format!("{g:?}"), format!("{before:?}"));
+    }
 }

@@ -452,12 +452,14 @@ pub(crate) fn build(
         progress(done)?;
     }
     let layer0 = (0..n as u32).map(|r| g.list(r, 0).to_vec()).collect();
-    Ok(GraphData {
+    let mut data = GraphData {
         layer0,
         upper: g.upper,
         stride0: (2 * p.m) as u32,
         stride_upper: p.m as u32,
-    })
+    };
+    data.link_unreached();
+    Ok(data)
 }
 
 #[cfg(test)]

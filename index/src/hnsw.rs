@@ -172,12 +172,15 @@ fn export(hnsw: &Hnsw<'_, u64, DistHammingBits>, n: usize, m: usize) -> Result<G
             .filter(|&s| s <= crate::graph::MAX_STRIDE)
             .ok_or_else(|| bad(format!("{s} neighbours per node exceed the limit")))
     };
-    Ok(GraphData {
+    let mut data = GraphData {
         layer0,
         upper,
         stride0: too_wide(stride0)?,
         stride_upper: too_wide(stride_upper)?,
-    })
+    };
+    data.link_unreached();
+    too_wide(data.stride0 as usize)?;
+    Ok(data)
 }
 
 /// Builds a graph over `codes` in the current rayon pool, dumps it into `dir` with hnsw_rs, and

@@ -160,3 +160,44 @@ fn hnsw_parameter_validation_and_missing_graph() {
         .unwrap_err();
     assert!(e.to_string().contains("no HNSW graph"), "{e}");
 }
+
+#[test]
+fn every_row_is_reachable_when_distances_tie_by_the_thousand() {
+    // Sparse random codes (1000 bits, about 1.6% set): nearly all distances between them are
+    // equal, hnsw_rs's neighbour selection keeps a few links per row, and before the graph
+    // was linked up two thirds of the rows had no node linking to them: no search returned
+    // them, whatever its ef.
+    let dir = tempfile::tempdir().unwrap();
+    let bits = 1000;
+    let w = words(bits);
+    let n = 2000;
+    let codes = random_codes(&mut rng(5), n, bits, 5);
+    let path = dir.path().join("h");
+    IndexBuilder::new(bits, &codes)
+        .hnsw(HnswParams {
+            max_connections: 32,
+            ef_construction: 64,
+            ef_search: 64,
+        })
+        .build(&path)
+        .unwrap();
+    let index = Index::open(&path).unwrap();
+    let queries: Vec<u64> = [0, 777, 1999]
+        .iter()
+        .flat_map(|&r| codes[r * w..(r + 1) * w].to_vec())
+        .collect();
+    let p = SearchParams::default().with_ef_search(Some(n));
+    let exact = index.search_flat(&queries, n, &p).unwrap();
+    for (a, e) in index
+        .search_hnsw(&queries, n, &p)
+        .unwrap()
+        .iter()
+        .zip(&exact)
+    {
+        assert_eq!(a.len(), n);
+        assert_eq!(
+            a, e,
+            "a walk with ef = n visits every row: the exact answer"
+        );
+    }
+}
