@@ -158,10 +158,15 @@ pub fn add(
         None => {
             let ids = writer.default_ids(n)?;
             if let Some(&last) = ids.last().filter(|&&l| l > i64::MAX as u64) {
+                let what = match n {
+                    1 => format!("the new row's default id would be {last}"),
+                    _ => format!(
+                        "the {n} new rows' default ids would run from {} to {last}",
+                        ids[0]
+                    ),
+                };
                 return Err(Error::InvalidArgument(format!(
-                    "the {n} new rows' default ids would run from {} to {last}, past int64's \
-                     largest (bsa returns ids as int64); give their ids",
-                    ids[0]
+                    "{what}, past int64's largest (bsa returns ids as int64); give their ids"
                 )));
             }
             std::borrow::Cow::Owned(ids)

@@ -412,8 +412,6 @@ pub fn active_bits(words: &[u64], bits: usize) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// `bsa::query` on an index built here (a test of the query module that needs this one's
-/// builder, kept here so that `query` does not import `pipeline`).
 /// Refuses ids above `i64::MAX`: bsa returns ids as int64 (to Python and numpy; FAISS and
 /// Milvus ids are int64 too), so an index holding one could not be searched or changed from
 /// Python. The library below (`bsa_index`) takes any `u64`.
@@ -433,6 +431,8 @@ pub fn check_ids_fit_int64(ids: &[u64]) -> Result<()> {
     }
 }
 
+/// `bsa::query` on an index built here (a test of the query module that needs this one's
+/// builder, kept here so that `query` does not import `pipeline`).
 #[cfg(test)]
 mod query_tests {
     use super::{build_index, BuildRequest, BuildSource};

@@ -1121,13 +1121,17 @@ fn exchange(_: &Path, _: &Path) -> std::io::Result<bool> {
 ///
 /// ```
 /// use std::path::Path;
-/// let text = bsa_index::leftover_advice(Path::new(".idx.old-42"), Path::new("no/such/idx"));
+/// let text = bsa_index::leftover_advice(Path::new("no/such/.idx.old-42"), Path::new("no/such/idx"));
 /// assert!(text.contains("rename it to no/such/idx"));
 /// ```
 pub fn leftover_advice(left: &Path, out: &Path) -> String {
+    let prefix = format!(
+        ".{}.old-",
+        out.file_name().unwrap_or_default().to_string_lossy()
+    );
     let old = left
         .file_name()
-        .is_some_and(|n| n.to_string_lossy().contains(".old-"));
+        .is_some_and(|n| n.to_string_lossy().starts_with(&prefix));
     let (left, shown) = (left.display(), out.display());
     if old && !out.exists() {
         format!(
@@ -1141,8 +1145,9 @@ pub fn leftover_advice(left: &Path, out: &Path) -> String {
         )
     } else {
         format!(
-            "{left} was left by a build of {shown} that was killed; remove it unless such a \
-             build is running"
+            "{left} was left by a build of {shown} that was killed (an unfinished index, or the \
+             one a build with --force had just replaced); remove it unless such a build is \
+             running"
         )
     }
 }
@@ -1340,6 +1345,10 @@ mod tests {
         let tmp = dir.path().join(".idx.tmp-42");
         // The replaced index, and no index at `out`: the one copy, to be put back.
         assert!(leftover_advice(&old, &out).contains("rename it to"));
+        // An unfinished build of an index whose own name has `.old-` in it is no such copy.
+        let named = dir.path().join("b.old-1");
+        let unfinished = dir.path().join(".b.old-1.tmp-42");
+        assert!(leftover_advice(&unfinished, &named).contains("an unfinished index"));
         assert!(!leftover_advice(&old, &out).contains("remove it"));
         fs::create_dir(&out).unwrap();
         assert!(leftover_advice(&old, &out).contains("is the new one); remove it unless"));

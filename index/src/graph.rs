@@ -363,110 +363,113 @@ impl GraphData {
         levels.into_iter().position(|l| l == max_level).unwrap_or(0) as u32
     }
 
-    /// Links every node that a walk of level 0 from the entry point cannot reach, and every
-    /// node that cannot reach it, so that a walk from any node can reach every other; returns
-    /// how many links it added. A builder keeps a node's links only where they rank among the
-    /// nearest of the other node's: where distances tie by the thousand (Hamming distances of
-    /// sparse codes), hnsw_rs left a third of 2,000 random codes with no node linking to them,
-    /// so no search could return them, whatever its `ef`.
+    /// Links level 0 so that a walk from any node reaches every other, and returns how many
+    /// links it added. A builder keeps a node's links only where they rank among the nearest
+    /// of the other node's: where distances tie by the thousand (Hamming distances of sparse
+    /// codes), hnsw_rs left a third of 2,000 random codes with no node linking to them, so no
+    /// search could return them, whatever its `ef`. A graph whose nodes all reach each other is
+    /// left as it is (WordNet's graphs get 0-2 links per 100k nodes).
     ///
-    /// Each unreached node, in row order, is linked from the first node of its own list (its
-    /// nearest, as the builder found them) that is reached and has a free slot; a node none of
-    /// whose neighbours is reached is linked from a reached node with a free slot (the entry
-    /// point when none has one, which then gets one more slot per node). Each node that cannot
-    /// reach the entry point links to it. A graph whose nodes all reach each other is left as
-    /// it is. Deterministic: the same graph gives the same links.
+    /// First every node is made reachable from the entry point: each unreached node, in row
+    /// order, is linked from the first node of its own list (its nearest, as the builder found
+    /// them) that is reached and has a free slot, else from a reached node with a free slot,
+    /// else from a reached node with one slot past the stride (each node hosts at most one
+    /// such link, and each node reached brings its own: there is always one). Then the nodes
+    /// that cannot walk back to the entry point: each strongly connected component of them
+    /// that no link leaves (every such node walks into one) gets one link to the entry point,
+    /// from its member with the shortest list. So the level-0 stride grows by at most two, and
+    /// only in a graph the builder left disconnected. Deterministic: the same graph gives the
+    /// same links.
     pub(crate) fn link_unreached(&mut self) -> usize {
         let n = self.layer0.len();
         if n == 0 {
             return 0;
         }
         let entry = self.entry() as usize;
+        let stride = self.stride0 as usize;
         let mut reached = vec![false; n];
-        let mut stack = vec![entry];
+        // The reached nodes in the order they were reached: the hosts of links to unreached
+        // nodes with no reached neighbour, taken in order (their lists only grow).
+        let mut hosts = vec![entry];
         reached[entry] = true;
-        let spread = |stack: &mut Vec<usize>, reached: &mut [bool], layer0: &[Vec<u32>]| {
+        let spread = |from: usize, reached: &mut [bool], hosts: &mut Vec<usize>, g: &[Vec<u32>]| {
+            let mut stack = vec![from];
             while let Some(v) = stack.pop() {
-                for &w in &layer0[v] {
+                for &w in &g[v] {
                     if !std::mem::replace(&mut reached[w as usize], true) {
                         stack.push(w as usize);
+                        hosts.push(w as usize);
                     }
                 }
             }
         };
-        spread(&mut stack, &mut reached, &self.layer0);
-        let stride = self.stride0 as usize;
+        spread(entry, &mut reached, &mut hosts, &self.layer0);
+        let (mut free, mut spare) = (0, 0);
         let mut added = 0;
-        // Passes over the unreached nodes while they find reached neighbours (each pass reaches
-        // more); a node reached meanwhile is skipped.
-        loop {
-            let before = added;
-            for u in 0..n {
-                if reached[u] {
-                    continue;
-                }
-                let from = self.layer0[u]
-                    .iter()
-                    .map(|&v| v as usize)
-                    .find(|&v| reached[v] && self.layer0[v].len() < stride);
-                if let Some(v) = from {
-                    self.layer0[v].push(u as u32);
-                    reached[u] = true;
-                    stack.push(u);
-                    spread(&mut stack, &mut reached, &self.layer0);
-                    added += 1;
-                }
-            }
-            if added == before {
-                break;
-            }
-        }
-        let mut spare = 0;
         for u in 0..n {
             if reached[u] {
                 continue;
             }
-            while spare < n && !(reached[spare] && self.layer0[spare].len() < stride) {
-                spare += 1;
-            }
-            let v = if spare < n { spare } else { entry };
+            let near = self.layer0[u]
+                .iter()
+                .map(|&v| v as usize)
+                .find(|&v| reached[v] && self.layer0[v].len() < stride);
+            let v = near.unwrap_or_else(|| {
+                while free < hosts.len() && self.layer0[hosts[free]].len() >= stride {
+                    free += 1;
+                }
+                if free < hosts.len() {
+                    return hosts[free];
+                }
+                while self.layer0[hosts[spare]].len() > stride {
+                    spare += 1;
+                }
+                hosts[spare]
+            });
             self.layer0[v].push(u as u32);
-            self.stride0 = self.stride0.max(self.layer0[v].len() as u32);
             reached[u] = true;
-            stack.push(u);
-            spread(&mut stack, &mut reached, &self.layer0);
+            hosts.push(u);
+            spread(u, &mut reached, &mut hosts, &self.layer0);
             added += 1;
         }
-        // A search walks level 0 from where the descent of the upper levels lands, not from
-        // the entry point: every node must also lead back to it. The nodes that do, found to a
-        // fixed point by sweeps in both directions (no reversed copy of the lists: at 1M nodes
-        // it would be the size of the graph); each of the others links to the entry point.
+        // The nodes that walk back to the entry point, to a fixed point by sweeps in both
+        // directions (no reversed copy of the lists: at 1M nodes it would be the graph's size).
         let mut leads = vec![false; n];
         leads[entry] = true;
-        let mut forward = true;
-        loop {
+        for pass in 0.. {
             let mut changed = false;
-            let mut sweep = |u: usize| {
+            for i in 0..n {
+                let u = if pass % 2 == 0 { i } else { n - 1 - i };
                 if !leads[u] && self.layer0[u].iter().any(|&v| leads[v as usize]) {
                     leads[u] = true;
                     changed = true;
                 }
-            };
-            if forward {
-                (0..n).for_each(&mut sweep);
-            } else {
-                (0..n).rev().for_each(&mut sweep);
             }
-            forward = !forward;
             if !changed {
                 break;
             }
         }
-        for u in (0..n).filter(|&u| !leads[u]) {
-            self.layer0[u].push(entry as u32);
-            self.stride0 = self.stride0.max(self.layer0[u].len() as u32);
-            added += 1;
+        let lost: Vec<bool> = leads.iter().map(|&l| !l).collect();
+        if lost.iter().any(|&l| l) {
+            let (comp, count) = components(&self.layer0, &lost);
+            // A component is a sink when no link leaves it (links from these nodes only reach
+            // other such nodes); the member with the shortest list gets the link.
+            let mut left = vec![false; count];
+            let mut pick: Vec<Option<usize>> = vec![None; count];
+            for u in (0..n).filter(|&u| lost[u]) {
+                let c = comp[u] as usize;
+                left[c] |= self.layer0[u].iter().any(|&v| comp[v as usize] != comp[u]);
+                if pick[c].is_none_or(|p| self.layer0[u].len() < self.layer0[p].len()) {
+                    pick[c] = Some(u);
+                }
+            }
+            for u in (0..count).filter(|&c| !left[c]).filter_map(|c| pick[c]) {
+                self.layer0[u].push(entry as u32);
+                added += 1;
+            }
         }
+        let longest = self.layer0.iter().map(Vec::len).max().unwrap_or(0);
+        self.stride0 = self.stride0.max(longest as u32);
         added
     }
 
@@ -557,6 +560,61 @@ pub(crate) fn write_graph_file(path: &Path, n: u64, payload: &[u64]) -> Result<F
     })
 }
 
+/// The strongly connected components of level 0 restricted to the nodes `inside` (Tarjan's
+/// algorithm, iterative: graphs have a million nodes), as a component number per node (`u32::MAX`
+/// outside) and the number of components.
+fn components(layer0: &[Vec<u32>], inside: &[bool]) -> (Vec<u32>, usize) {
+    let n = layer0.len();
+    const NONE: u32 = u32::MAX;
+    let (mut order, mut low, mut comp) = (vec![NONE; n], vec![0u32; n], vec![NONE; n]);
+    let mut on_stack = vec![false; n];
+    let (mut stack, mut calls) = (Vec::new(), Vec::<(usize, usize)>::new());
+    let (mut next, mut count) = (0u32, 0usize);
+    for root in (0..n).filter(|&r| inside[r]) {
+        if order[root] != NONE {
+            continue;
+        }
+        calls.push((root, 0));
+        while let Some(&(v, i)) = calls.last() {
+            if i == 0 && order[v] == NONE {
+                order[v] = next;
+                low[v] = next;
+                next += 1;
+                stack.push(v);
+                on_stack[v] = true;
+            }
+            if let Some(&w) = layer0[v].get(i) {
+                calls.last_mut().expect("a call is open").1 += 1;
+                let w = w as usize;
+                if !inside[w] {
+                    continue;
+                }
+                if order[w] == NONE {
+                    calls.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(order[w]);
+                }
+                continue;
+            }
+            calls.pop();
+            if let Some(&(parent, _)) = calls.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == order[v] {
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    comp[w] = count as u32;
+                    if w == v {
+                        break;
+                    }
+                }
+                count += 1;
+            }
+        }
+    }
+    (comp, count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,16 +660,34 @@ mod tests {
                 "from {start}: {g:?}"
             );
         }
-        // No unreached node lists a reached one with a free slot: 0 (and 1 through it) is
-        // linked from 6, the one reached node with a free slot; 3 and 4 from the entry point,
-        // whose list grows past the stride. 0, 1 and 4 then lead back by a link to the entry.
-        assert_eq!(g.layer0[6], [5, 0]);
-        assert_eq!(g.layer0[2], [5, 6, 3, 4]);
-        assert_eq!((added, g.stride0), (3 + 3, 4), "{g:?}");
-        assert_eq!((&g.layer0[0], &g.layer0[4]), (&vec![1, 2], &vec![2]));
+        // 0 (and 1 through it) is linked from 6, the first reached node with a free slot, 3
+        // from 0 and 4 from 1 (the next ones); 0 and 1 then walk back through 3, and 4, a
+        // component no link leaves, links to the entry point. No list grew past the stride.
+        let want: [&[u32]; 7] = [&[1, 3], &[0, 4], &[5, 6], &[2], &[2], &[2, 6], &[5, 0]];
+        assert_eq!(g.layer0, want.map(<[u32]>::to_vec), "{g:?}");
+        assert_eq!((added, g.stride0), (4, 2));
         // A graph whose nodes already reach each other is left as it is.
         let before = g.clone();
         assert_eq!(g.link_unreached(), 0);
         assert_eq!(format!("{g:?}"), format!("{before:?}"));
+
+        // Every list full (stride 1): 2 is linked from the entry point 0, one slot past the
+        // stride, and the component {2, 3}, which no link leaves, links back to it.
+        let mut g = GraphData {
+            layer0: vec![vec![1], vec![0], vec![3], vec![2]],
+            upper: vec![vec![vec![]], vec![], vec![], vec![]],
+            stride0: 1,
+            stride_upper: 1,
+        };
+        assert_eq!(g.link_unreached(), 2);
+        let want: [&[u32]; 4] = [&[1, 2], &[0], &[3, 0], &[2]];
+        assert_eq!(g.layer0, want.map(<[u32]>::to_vec), "{g:?}");
+        assert_eq!(g.stride0, 2);
+        for start in 0..4 {
+            assert!(
+                reached_from(&g, start).iter().all(|&r| r),
+                "from {start}: {g:?}"
+            );
+        }
     }
 }

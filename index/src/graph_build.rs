@@ -459,6 +459,13 @@ pub(crate) fn build(
         stride_upper: p.m as u32,
     };
     data.link_unreached();
+    if data.stride0 > MAX_STRIDE {
+        return Err(Error::InvalidArgument(format!(
+            "M = {} leaves no room to link the graph up ({} neighbours per node, the limit is \
+             {MAX_STRIDE}): use a smaller M",
+            p.m, data.stride0
+        )));
+    }
     Ok(data)
 }
 

@@ -163,41 +163,44 @@ fn hnsw_parameter_validation_and_missing_graph() {
 
 #[test]
 fn every_row_is_reachable_when_distances_tie_by_the_thousand() {
-    // Sparse random codes (1000 bits, about 1.6% set): nearly all distances between them are
-    // equal, hnsw_rs's neighbour selection keeps a few links per row, and before the graph
-    // was linked up two thirds of the rows had no node linking to them: no search returned
-    // them, whatever its ef.
-    let dir = tempfile::tempdir().unwrap();
-    let bits = 1000;
-    let w = words(bits);
-    let n = 2000;
-    let codes = random_codes(&mut rng(5), n, bits, 5);
-    let path = dir.path().join("h");
-    IndexBuilder::new(bits, &codes)
-        .hnsw(HnswParams {
-            max_connections: 32,
-            ef_construction: 64,
-            ef_search: 64,
-        })
-        .build(&path)
-        .unwrap();
-    let index = Index::open(&path).unwrap();
-    let queries: Vec<u64> = [0, 777, 1999]
-        .iter()
-        .flat_map(|&r| codes[r * w..(r + 1) * w].to_vec())
-        .collect();
-    let p = SearchParams::default().with_ef_search(Some(n));
-    let exact = index.search_flat(&queries, n, &p).unwrap();
-    for (a, e) in index
-        .search_hnsw(&queries, n, &p)
-        .unwrap()
-        .iter()
-        .zip(&exact)
-    {
-        assert_eq!(a.len(), n);
-        assert_eq!(
-            a, e,
-            "a walk with ef = n visits every row: the exact answer"
-        );
+    // Sparse random codes: nearly all distances between them are equal, hnsw_rs's neighbour
+    // selection keeps a few links per row, and before the graph was linked up two thirds of
+    // the rows had no node linking to them: no search returned them, whatever its ef. With a
+    // small M every list is full, and the links must spread (a first version hung them all on
+    // the entry point, widening every node's slots to thousands).
+    for (n, bits, density, m) in [(2000, 1000, 5, 32), (6000, 256, 4, 4)] {
+        let dir = tempfile::tempdir().unwrap();
+        let w = words(bits);
+        let codes = random_codes(&mut rng(5), n, bits, density);
+        let path = dir.path().join("h");
+        IndexBuilder::new(bits, &codes)
+            .hnsw(HnswParams {
+                max_connections: m,
+                ef_construction: 64,
+                ef_search: 64,
+            })
+            .build(&path)
+            .unwrap();
+        let index = Index::open(&path).unwrap();
+        let stride = index.graph().unwrap().level0_stride();
+        assert!(stride <= 2 * m + 2, "{stride} slots per node at M = {m}");
+        let queries: Vec<u64> = [0, 777, n - 1]
+            .iter()
+            .flat_map(|&r| codes[r * w..(r + 1) * w].to_vec())
+            .collect();
+        let p = SearchParams::default().with_ef_search(Some(n));
+        let exact = index.search_flat(&queries, n, &p).unwrap();
+        for (a, e) in index
+            .search_hnsw(&queries, n, &p)
+            .unwrap()
+            .iter()
+            .zip(&exact)
+        {
+            assert_eq!(a.len(), n);
+            assert_eq!(
+                a, e,
+                "a walk with ef = n visits every row: the exact answer"
+            );
+        }
     }
 }

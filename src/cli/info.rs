@@ -8,8 +8,10 @@ use bsa_index::manifest::GraphMetric;
 use bsa_index::OpenOptions;
 use indicatif::{HumanBytes, HumanCount};
 
-/// Describe an index: rows, deletes, model, stored vectors, search structures and bytes on
-/// disk by kind of file, per segment too.
+/// Describe an index: rows, model, vectors, search structures, bytes on disk.
+///
+/// Rows live and deleted, per segment too; the model's method, N, K and input dimension; the
+/// modes and scores the index serves; its bytes on disk by kind of file.
 ///
 /// Reads the manifests and the model, not the payloads: instant at any size. It checks no
 /// checksum (`bsa verify` does).
@@ -204,7 +206,7 @@ fn print_text(
             .collect::<Vec<_>>()
             .join(", ")
     )?;
-    if s.format_version >= 2 {
+    if s.format_version >= 2 && !s.segments.is_empty() {
         outln!(
             "{:<12} {:>11} {:>11} {:>12}",
             "segment",
