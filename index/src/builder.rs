@@ -1197,8 +1197,10 @@ pub(crate) fn check_not_nested(dir: &Path) -> Result<()> {
     match real.ancestors().skip(1).find(|a| is_index_dir(a)) {
         None => Ok(()),
         Some(index) => Err(Error::InvalidArgument(format!(
-            "{}: a folder inside the index {} (a segment of it), not an index of its own: the \
-             deletes and the other segments are the enclosing index's; give that index",
+            "{}: a folder inside the index {} (one of its segments, or a copy kept there), not \
+             an index of its own: a segment's deletes and the other segments are the enclosing \
+             index's, and its writers remove what its manifest does not name; give that index, \
+             or move the folder out of it",
             dir.display(),
             index.display()
         ))),

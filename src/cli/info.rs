@@ -107,7 +107,7 @@ fn print_text(
         s.bits.div_ceil(8),
     )?;
     outln!(
-        "rows:     {} live{} in {} segment{}; the next id added is {}",
+        "rows:     {} live{} in {} segment{}; {}",
         count(s.live_rows),
         match deleted {
             0 => String::new(),
@@ -115,7 +115,11 @@ fn print_text(
         },
         s.segments.len(),
         if s.segments.len() == 1 { "" } else { "s" },
-        s.next_id,
+        // Ids are int64 (`bsa::pipeline::check_ids_fit_int64`): an add then needs its own.
+        match i64::try_from(s.next_id) {
+            Ok(next) => format!("the next id added is {next}"),
+            Err(_) => "no default id is left below 2^63: an add must give its ids".to_string(),
+        },
     )?;
     match (&s.model, model, model_error) {
         (None, ..) => outln!("model:    none (search with --query-codes)")?,

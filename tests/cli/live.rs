@@ -586,4 +586,6 @@ fn ids_past_int64_are_refused_by_every_writer() {
         t.bsa(&["info", "--index", "idx", "--json"]).ok().json()["live_rows"],
         5
     );
+    let text = t.bsa(&["info", "--index", "idx"]).ok().stdout;
+    assert!(text.contains("no default id is left below 2^63"), "{text}");
 }
