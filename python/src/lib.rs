@@ -307,6 +307,15 @@ fn float32_matrix<'py>(
         )));
     }
     check_2d(&a, name, "n vectors x dimension")?;
+    if a.dtype().is_equiv_to(&numpy::dtype::<f64>(py)) {
+        // Checked before numpy's conversion, which makes such values inf (with its own
+        // warning) for bsa to report as "+infinity", a value the array does not hold.
+        let cols = a.shape()[1];
+        let wide = contiguous(a.clone().into_any(), numpy::dtype::<f64>(py))?;
+        let wide = wide.cast_into::<PyArray2<f64>>()?;
+        bsa::io::check_float32_range(wide.readonly().as_slice()?, cols)
+            .map_err(|d| PyValueError::new_err(format!("{name}: {d}")))?;
+    }
     let native = a.dtype().is_equiv_to(&numpy::dtype::<f32>(py));
     // A view of misaligned floats (e.g. `buf[1:].view(np.float32)`) is undefined behaviour in
     // Rust: numpy copies those too.

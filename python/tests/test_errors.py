@@ -62,6 +62,23 @@ def test_nan(index, model, queries):
         bsa.groundtruth(q, queries[:2], 1)
 
 
+def test_float64_beyond_float32_is_named_as_such(index, model, queries):
+    # numpy's conversion would make 1e300 inf (with a warning) for bsa to call "+infinity",
+    # and a row of 1e-50s all zeros: neither is what the array holds.
+    q = queries[:4].astype(np.float64)
+    q[2, 7] = 1e300
+    with pytest.raises(ValueError, match="row 2, column 7 is 1e300, beyond the range of float32"):
+        index.search(q, 5)
+    q = queries[:4].astype(np.float64)
+    q[1] = 1e-50
+    with pytest.raises(ValueError, match="row 1's values are all below float32's smallest"):
+        model.encode(q)
+    # Values that only round (or underflow beside others) are converted as before.
+    q = queries[:4].astype(np.float64)
+    q[0, 0] = 1e-50
+    np.testing.assert_array_equal(model.encode(q)[1:], model.encode(queries[1:4]))
+
+
 def test_zero_query_is_refused(index, queries):
     # No direction: every ADC score would be 0 and the hits the lowest ids. Hamming searches
     # its code.

@@ -32,7 +32,9 @@ mod npy;
 
 pub use embeddings::Embeddings;
 pub use file::{writable_target, write_atomic};
-pub use npy::{read_i32, read_u64_ids, read_u8, write_f32, write_i32, write_u8};
+pub use npy::{
+    check_float32_range, read_i32, read_u64_ids, read_u8, write_f32, write_i32, write_u8,
+};
 
 use std::path::Path;
 

@@ -360,7 +360,7 @@ pub(crate) fn open_embeddings(path: &Path) -> Result<Embeddings> {
         4 => read_elements::<f32>(path, &parsed, data)?,
         _ => {
             let wide = to_c_order(read_elements::<f64>(path, &parsed, data)?, n, dim, order);
-            narrow_rows(path, &wide, dim)?;
+            check_float32_range(&wide, dim).map_err(|d| Error::format(path, d))?;
             let v = wide.iter().map(|&x| x as f32).collect();
             return Ok(Embeddings::owned(path.to_path_buf(), n, dim, v));
         }
@@ -373,34 +373,34 @@ pub(crate) fn open_embeddings(path: &Path) -> Result<Embeddings> {
     ))
 }
 
-/// Checks that float64 rows (`dim` values each, C order) survive bsa's float32: a finite value
-/// beyond float32's range would become infinite, and a row of values below its smallest
-/// would become all zeros. Either would then be reported as such ("+infinity", "an all-zero
-/// vector"), which the file does not hold and numpy's checks of it would not find.
-fn narrow_rows(path: &Path, x: &[f64], dim: usize) -> Result<()> {
+/// Checks that float64 rows (`dim` values each, C order) survive bsa's float32, and says where
+/// they do not: a finite value beyond float32's range would become infinite, and a row of
+/// values below its smallest would become all zeros. Either would then be reported as such
+/// ("+infinity", "an all-zero vector"), which the data does not hold and numpy's checks of it
+/// would not find. Used for float64 `.npy` files and Python's float64 arrays.
+///
+/// ```
+/// assert!(bsa::io::check_float32_range(&[1.0, -2.5, 1e-30, 0.0], 2).is_ok());
+/// let e = bsa::io::check_float32_range(&[1.0, 2.0, 3.0, 1e300], 2).unwrap_err();
+/// assert!(e.starts_with("row 1, column 1 is 1e300, beyond the range of float32"));
+/// ```
+pub fn check_float32_range(x: &[f64], dim: usize) -> std::result::Result<(), String> {
     for (row, values) in x.chunks_exact(dim.max(1)).enumerate() {
         if let Some((col, v)) = values
             .iter()
             .enumerate()
             .find(|(_, v)| v.is_finite() && !(**v as f32).is_finite())
         {
-            return Err(Error::format(
-                path,
-                format!(
-                    "row {row}, column {col} is {v:e}, beyond the range of float32 (3.4e38), \
-                     which bsa computes in: scale the rows down (embeddings are compared by \
-                     direction)"
-                ),
+            return Err(format!(
+                "row {row}, column {col} is {v:e}, beyond the range of float32 (3.4e38), which \
+                 bsa computes in: scale the rows down (embeddings are compared by direction)"
             ));
         }
         if values.iter().any(|&v| v != 0.0) && values.iter().all(|&v| v as f32 == 0.0) {
-            return Err(Error::format(
-                path,
-                format!(
-                    "row {row}'s values are all below float32's smallest (1.4e-45 in \
-                     magnitude), which bsa computes in: it would be an all-zero row; scale \
-                     the rows up (embeddings are compared by direction)"
-                ),
+            return Err(format!(
+                "row {row}'s values are all below float32's smallest (1.4e-45 in magnitude), \
+                 which bsa computes in: it would be an all-zero row; scale the rows up \
+                 (embeddings are compared by direction)"
             ));
         }
     }
