@@ -149,7 +149,7 @@ pub fn add(
             )
         }
     };
-    let n = codes.len() / bits.div_ceil(64).max(1);
+    let n = NewRows::codes(&codes).len(bits);
     let ids = match ids {
         Some(ids) => {
             crate::pipeline::check_ids_fit_int64(ids)?;

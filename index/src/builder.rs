@@ -1191,10 +1191,11 @@ pub fn check_replaceable(dir: &Path) -> Result<()> {
 /// a search of it alone returns deleted rows, and a writer would convert it into an index the
 /// enclosing one can no longer read.
 pub(crate) fn check_not_nested(dir: &Path) -> Result<()> {
+    // Resolved first: `.` in a segment, or a link to one, is that segment.
     let Ok(real) = fs::canonicalize(dir) else {
         return Ok(());
     };
-    match real.ancestors().skip(1).find(|a| is_index_dir(a)) {
+    match enclosing_index(&real) {
         None => Ok(()),
         Some(index) => Err(Error::InvalidArgument(format!(
             "{}: a folder inside the index {} (one of its segments, or a copy kept there), not \
@@ -1259,7 +1260,22 @@ fn has_bsa_files(dir: &Path) -> bool {
 /// # Ok(()) }
 /// ```
 pub fn check_outside_index(out: &Path) -> Result<()> {
-    let parent = match out.parent() {
+    match enclosing_index(out) {
+        None => Ok(()),
+        Some(index) => Err(Error::InvalidArgument(format!(
+            "{}: inside the index directory {}, whose writers delete what its manifest does \
+             not name (its next add, delete or compact would remove this); choose a path \
+             outside it",
+            out.display(),
+            index.display()
+        ))),
+    }
+}
+
+/// The index directory `path` would be inside (its nearest enclosing folder that holds an
+/// index), whether or not `path` and its folders exist yet.
+fn enclosing_index(path: &Path) -> Option<PathBuf> {
+    let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
@@ -1275,9 +1291,7 @@ pub fn check_outside_index(out: &Path) -> Result<()> {
         };
         fs::canonicalize(shown).ok().map(|real| (a, real))
     });
-    let Some((found, mut real)) = existing else {
-        return Ok(());
-    };
+    let (found, mut real) = existing?;
     let rest = parent.strip_prefix(found).unwrap_or(Path::new(""));
     for c in rest.components() {
         match c {
@@ -1288,16 +1302,9 @@ pub fn check_outside_index(out: &Path) -> Result<()> {
             _ => {}
         }
     }
-    match real.ancestors().find(|a| is_index_dir(a)) {
-        None => Ok(()),
-        Some(index) => Err(Error::InvalidArgument(format!(
-            "{}: inside the index directory {}, whose writers delete what its manifest does \
-             not name (its next add, delete or compact would remove this); choose a path \
-             outside it",
-            out.display(),
-            index.display()
-        ))),
-    }
+    real.ancestors()
+        .find(|a| is_index_dir(a))
+        .map(Path::to_path_buf)
 }
 
 /// Waits for and holds the lock of the live index's writers in `dir`, if it has them (a
