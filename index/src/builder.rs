@@ -594,6 +594,8 @@ impl<'a> IndexBuilder<'a> {
     /// Writes rows already in id order (see [`build`](Self::build)).
     fn write(mut self, out: &Path) -> Result<Manifest> {
         let n = self.validate()?;
+        // A link's target is replaced, the link kept; `idx/.` is `idx` (renaming to it fails).
+        let out = &crate::files::output_target(out).map_err(|e| Error::io(out, e))?;
         let bits = self.bits;
         let w = words_per_code(bits);
         let name = out
@@ -998,6 +1000,8 @@ fn replace_index_dir_until(
 /// assert_eq!(left, vec![dir.path().join(".idx.tmp-4242")]);
 /// ```
 pub fn build_leftovers(out: &Path) -> Vec<PathBuf> {
+    // Where a build of `out` puts its folders: beside what a link there names.
+    let out = &crate::files::output_target(out).unwrap_or_else(|_| out.to_path_buf());
     let (Some(name), Some(parent)) = (out.file_name(), out.parent()) else {
         return Vec::new();
     };
@@ -1125,6 +1129,7 @@ fn exchange(_: &Path, _: &Path) -> std::io::Result<bool> {
 /// assert!(text.contains("rename it to no/such/idx"));
 /// ```
 pub fn leftover_advice(left: &Path, out: &Path) -> String {
+    let out = &crate::files::output_target(out).unwrap_or_else(|_| out.to_path_buf());
     let prefix = format!(
         ".{}.old-",
         out.file_name().unwrap_or_default().to_string_lossy()

@@ -38,6 +38,41 @@ pub fn not_a_file(path: &Path) -> std::io::Result<Option<&'static str>> {
     })
 }
 
+/// What a writer of the output `path` replaces: `path` with its `.` components dropped (`idx/.`
+/// is `idx`) and, when it is a symbolic link, what the link names (to be made if the link
+/// dangles). The link is kept and what it names replaced, as a shell's `>` does: a link
+/// `current -> idx-v3` rebuilt with `--force` gives a new `idx-v3`, not a folder in the link's
+/// place beside the old index.
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// # #[cfg(unix)] {
+/// let dir = tempfile::tempdir()?;
+/// std::fs::create_dir(dir.path().join("idx-v3"))?;
+/// std::os::unix::fs::symlink("idx-v3", dir.path().join("current"))?;
+/// let target = bsa_index::output_target(&dir.path().join("current/."))?;
+/// assert_eq!(target, std::fs::canonicalize(dir.path().join("idx-v3"))?);
+/// # }
+/// # Ok(()) }
+/// ```
+pub fn output_target(path: &Path) -> std::io::Result<PathBuf> {
+    let named: PathBuf = path.components().collect();
+    if !std::fs::symlink_metadata(&named).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Ok(named);
+    }
+    match std::fs::canonicalize(&named) {
+        Ok(target) => Ok(target),
+        // A dangling link: what it names is made, relative to the link's folder.
+        Err(_) => {
+            let link = std::fs::read_link(&named)?;
+            Ok(match named.parent() {
+                Some(dir) if link.is_relative() => dir.join(link),
+                _ => link,
+            })
+        }
+    }
+}
+
 /// Opens a file of the index (one its manifest lists) for reading, refusing anything but a
 /// regular file first: a FIFO put in an index file's place would block the open forever, and a
 /// directory would fail later with an unclear error. A missing file is reported as listed by

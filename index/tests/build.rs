@@ -162,6 +162,42 @@ fn overwrite_replaces_only_when_asked() {
     assert_eq!(Index::open(&out).unwrap().codes(), &[5]);
 }
 
+/// A link at the output path is kept and the index it names replaced (`current -> idx-v3`
+/// rebuilt with overwrite gives a new idx-v3, not a folder in the link's place beside the old
+/// index); a dangling link makes the index it names; `idx/.` is `idx`.
+#[cfg(unix)]
+#[test]
+fn a_link_at_the_output_keeps_pointing_at_the_new_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (target, link) = (dir.path().join("idx-v3"), dir.path().join("current"));
+    std::os::unix::fs::symlink("idx-v3", &link).unwrap();
+    IndexBuilder::new(64, &[1, 2]).build(&link).unwrap();
+    assert!(target.join("manifest.json").is_file());
+    let e = IndexBuilder::new(64, &[3]).build(&link).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    IndexBuilder::new(64, &[3])
+        .overwrite(true)
+        .build(&link)
+        .unwrap();
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(Index::open(&target).unwrap().codes(), &[3]);
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["current", "idx-v3"]);
+    // `.` components are dropped: the rename into place would fail on `idx-v3/.`.
+    IndexBuilder::new(64, &[4])
+        .overwrite(true)
+        .build(target.join("."))
+        .unwrap();
+    assert_eq!(Index::open(&link).unwrap().codes(), &[4]);
+}
+
 #[test]
 fn packbits_rows_roundtrip_through_an_index() {
     let dir = tempfile::tempdir().unwrap();

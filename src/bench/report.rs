@@ -340,13 +340,7 @@ fn is_report_file(name: &str) -> bool {
 /// symbolic link, the folder it points to (replaced, the link kept). An `out` without a name
 /// of its own (`.`, `..`, `/`) is refused: the report replaces its folder.
 fn report_dir(out: &Path) -> Result<PathBuf> {
-    let named: PathBuf = out.components().collect();
-    let dir = match std::fs::symlink_metadata(&named) {
-        Ok(m) if m.file_type().is_symlink() => {
-            std::fs::canonicalize(&named).map_err(|e| Error::io(out, e))?
-        }
-        _ => named,
-    };
+    let dir = bsa_index::output_target(out).map_err(|e| Error::io(out, e))?;
     match dir.components().next_back() {
         Some(std::path::Component::Normal(_)) => Ok(dir),
         _ => Err(Error::format(

@@ -84,7 +84,7 @@ pub struct Args {
     pub ef_search: usize,
     /// Replace an existing index at --out (only an index or an empty directory is replaced;
     /// the build waits for the index's writers, if any, and replaces it only once the new one
-    /// is complete).
+    /// is complete). A symbolic link at --out is kept: the index it names is replaced.
     #[arg(long)]
     pub force: bool,
     /// Threads (default: all cores).

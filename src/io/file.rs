@@ -98,20 +98,7 @@ pub fn write_atomic(
 /// (renaming over a device or a pipe would replace it, as root `/dev/null` itself; over a
 /// directory it fails late), and when its folder does not exist.
 pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
-    let target = match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => match fs::canonicalize(path) {
-            Ok(t) => t,
-            // A dangling link: the file it names is made, as a shell's `>` would make it.
-            Err(_) => {
-                let link = fs::read_link(path).map_err(|e| Error::io(path, e))?;
-                match path.parent() {
-                    Some(dir) if link.is_relative() => dir.join(link),
-                    _ => link,
-                }
-            }
-        },
-        _ => path.to_path_buf(),
-    };
+    let target = bsa_index::output_target(path).map_err(|e| Error::io(path, e))?;
     if let Ok(Some(what)) = bsa_index::not_a_file(&target) {
         return Err(Error::InvalidArgument(format!(
             "{}: {what}; an output is written by replacing a file: give the path of a file",
