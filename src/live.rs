@@ -152,7 +152,7 @@ pub fn add(
     let n = NewRows::codes(&codes).len(bits);
     let ids = match ids {
         Some(ids) => {
-            crate::pipeline::check_ids_fit_int64(ids)?;
+            crate::pipeline::check_ids_fit_int64("ids", ids)?;
             std::borrow::Cow::Borrowed(ids)
         }
         None => {

@@ -292,7 +292,7 @@ pub fn build_index_notifying(
                 ids.len()
             )));
         }
-        check_ids_fit_int64(ids)?;
+        check_ids_fit_int64("ids", ids)?;
     }
 
     let max_bits = bsa_index::format::MAX_INVERTED_BITS as usize;
@@ -414,18 +414,19 @@ pub fn active_bits(words: &[u64], bits: usize) -> Vec<Vec<u32>> {
 
 /// Refuses ids above `i64::MAX`: bsa returns ids as int64 (to Python and numpy; FAISS and
 /// Milvus ids are int64 too), so an index holding one could not be searched or changed from
-/// Python. The library below (`bsa_index`) takes any `u64`.
+/// Python. The library below (`bsa_index`) takes any `u64`. `name` is what the caller calls
+/// the ids (`ids`, `--ids`'s file).
 ///
 /// ```
-/// assert!(bsa::pipeline::check_ids_fit_int64(&[0, 7, i64::MAX as u64]).is_ok());
-/// let e = bsa::pipeline::check_ids_fit_int64(&[3, 1 << 63]).unwrap_err();
+/// assert!(bsa::pipeline::check_ids_fit_int64("ids", &[0, 7, i64::MAX as u64]).is_ok());
+/// let e = bsa::pipeline::check_ids_fit_int64("ids", &[3, 1 << 63]).unwrap_err();
 /// assert!(e.to_string().contains("ids[1] is 9223372036854775808"));
 /// ```
-pub fn check_ids_fit_int64(ids: &[u64]) -> Result<()> {
+pub fn check_ids_fit_int64(name: &str, ids: &[u64]) -> Result<()> {
     match ids.iter().position(|&v| v > i64::MAX as u64) {
         None => Ok(()),
         Some(i) => Err(Error::InvalidArgument(format!(
-            "ids[{i}] is {}; ids must be below 2^63 (bsa returns them as int64)",
+            "{name}[{i}] is {}; ids must be below 2^63 (searches return them as int64)",
             ids[i]
         ))),
     }

@@ -1673,11 +1673,8 @@ fn id_vector(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u64>> {
         let a = a.readonly();
         let ids = a.as_slice()?;
         // Searches return ids as int64: an id they could not return is refused here.
-        if let Some((i, v)) = ids.iter().enumerate().find(|&(_, &v)| v > i64::MAX as u64) {
-            return Err(PyValueError::new_err(format!(
-                "{name}[{i}] is {v}; ids must be below 2**63 (searches return them as int64)"
-            )));
-        }
+        bsa::pipeline::check_ids_fit_int64(name, ids)
+            .map_err(|e| PyValueError::new_err(bare(e)))?;
         return Ok(ids.to_vec());
     }
     let py = a.py();

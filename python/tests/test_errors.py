@@ -143,7 +143,7 @@ def test_id_lists_empty_or_out_of_range(index, queries):
     np.testing.assert_array_equal(I, everyone)
     _, I = index.search(queries, 5, allow_ids=[])
     assert (I == -1).all()
-    with pytest.raises(ValueError, match=r"ids\[0\] is 9223372036854775808.*below 2\*\*63"):
+    with pytest.raises(ValueError, match=r"ids\[0\] is 9223372036854775808.*below 2\^63"):
         bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids=np.array([2**63, 1], np.uint64))
 
 

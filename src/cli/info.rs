@@ -28,7 +28,8 @@ pub struct Args {
     /// Print one JSON object on stdout instead: the index's summary (`format_version`,
     /// `generation`, `bits`, `rows`, `live_rows`, `next_id`, `vectors`, `norms`, `inverted`,
     /// `graph`, `model`, `segments`, `bytes` by kind of file, `total_bytes`) and the model's
-    /// settings (`model_config`: method, bits, k, dim) or why it cannot be read
+    /// settings (`model_config`: method, bits, k when the method has one, dim) or why it
+    /// cannot be read
     /// (`model_error`).
     #[arg(long)]
     pub json: bool,
@@ -38,12 +39,11 @@ pub struct Args {
 #[derive(serde::Serialize)]
 struct ModelConfig {
     method: String,
-    /// Whether the method sets K bits (topk, pursuit) or aims at K (bsa): the others' `k`
-    /// is not a setting.
-    #[serde(skip)]
-    reads_k: bool,
     bits: usize,
-    k: usize,
+    /// Only for the methods that set K bits (topk, pursuit) or aim at K (bsa): a baseline's
+    /// model file holds a `k` that is no setting of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    k: Option<usize>,
     dim: usize,
 }
 
@@ -66,9 +66,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         Ok(m) => (
             m.map(|m| ModelConfig {
                 method: m.config.method.to_string(),
-                reads_k: !m.config.method.is_baseline(),
                 bits: m.config.bits,
-                k: m.config.k,
+                k: (!m.config.method.is_baseline()).then_some(m.config.k),
                 dim: m.config.dim,
             }),
             None,
@@ -127,11 +126,7 @@ fn print_text(
             "model:    {file}: {}, {} bits{}, from {}-d rows",
             m.method,
             m.bits,
-            if m.reads_k {
-                format!(", K = {}", m.k)
-            } else {
-                String::new()
-            },
+            m.k.map(|k| format!(", K = {k}")).unwrap_or_default(),
             m.dim
         )?,
         (Some(file), None, e) => outln!(

@@ -330,6 +330,10 @@ fn baseline_models_work_with_eval_build_and_search() {
             ])
             .ok();
         assert_eq!(out.stdout.lines().count(), 10, "{method}");
+        // bsa info shows the model's method and bits, and no K: a baseline has none.
+        let info = t.bsa(&["info", "--index", &idx, "--json"]).ok().json();
+        let want = serde_json::json!({"method": method, "bits": n_bits as u64, "dim": 12});
+        assert_eq!(info["model_config"], want, "{method}");
     }
 }
 
