@@ -67,6 +67,7 @@ const INDEX_LAYERS: &[&[&str]] = &[
         "builder.rs",
     ],
     &[
+        "live/copy.rs",
         "live/meta.rs",
         "live/snapshot.rs",
         "live/summary.rs",

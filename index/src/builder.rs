@@ -162,7 +162,7 @@ impl Drop for TempDir {
     }
 }
 
-fn sync_dir(path: &Path) -> Result<()> {
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     // Directories can be opened and fsync'd on Unix; elsewhere this is best effort.
     match File::open(path) {
         Ok(d) => {
@@ -594,53 +594,10 @@ impl<'a> IndexBuilder<'a> {
     /// Writes rows already in id order (see [`build`](Self::build)).
     fn write(mut self, out: &Path) -> Result<Manifest> {
         let n = self.validate()?;
-        // A link's target is replaced, the link kept; `idx/.` is `idx` (renaming to it fails).
-        let out = &crate::files::output_target(out).map_err(|e| Error::io(out, e))?;
         let bits = self.bits;
         let w = words_per_code(bits);
-        let name = out
-            .file_name()
-            .and_then(|s| s.to_str())
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!("{}: not a usable directory name", out.display()))
-            })?
-            .to_string();
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if out.exists() && !self.overwrite {
-            return Err(Error::InvalidArgument(format!(
-                "{} already exists; remove it or allow overwriting (--force)",
-                out.display()
-            )));
-        }
-        if out.exists() {
-            check_replaceable(out)?;
-        }
-        if !self.segment {
-            check_outside_index(out)?;
-        }
-        // A file where a folder of the path should be: said plainly (create_dir_all reports
-        // "File exists").
-        if let Some(file) = parent.ancestors().find(|a| a.is_file()) {
-            return Err(Error::InvalidArgument(format!(
-                "{}: {} is a file, not a directory; choose an index path in a directory",
-                out.display(),
-                file.display()
-            )));
-        }
-        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        let pid = std::process::id();
-        let tmp_path = parent.join(format!(".{name}.tmp-{pid}"));
-        if tmp_path.exists() {
-            fs::remove_dir_all(&tmp_path).map_err(|e| Error::io(&tmp_path, e))?;
-        }
-        fs::create_dir(&tmp_path).map_err(|e| Error::io(&tmp_path, e))?;
-        let mut tmp = TempDir {
-            path: tmp_path.clone(),
-            keep: false,
-        };
+        let staged = Staged::new(out, self.overwrite, self.segment)?;
+        let tmp_path = staged.dir().to_path_buf();
 
         let total =
             n as u64 * (2 + u64::from(self.vectors.is_some()) + u64::from(self.hnsw.is_some()));
@@ -942,9 +899,92 @@ impl<'a> IndexBuilder<'a> {
 
         self.check_stop()?;
         let on_wait = self.on_wait.take();
-        replace_index_dir_until(&tmp_path, out, || on_wait.map_or((), |f| f()), self.stop)?;
-        tmp.keep = true;
+        staged.commit(|| on_wait.map_or((), |f| f()), self.stop)?;
         Ok(manifest)
+    }
+}
+
+/// An index directory being written: a temporary folder beside its destination, put in the
+/// destination's place whole by [`commit`](Self::commit) and removed if dropped before (an
+/// error, a stop). Every writer of a whole index goes through it (the builder, a snapshot's
+/// copy), so all check their destination alike.
+pub(crate) struct Staged {
+    /// The destination, as [`output_target`](crate::files::output_target) resolves it.
+    out: PathBuf,
+    tmp: TempDir,
+}
+
+impl Staged {
+    /// Checks that an index may be written at `out` and makes the temporary folder beside it.
+    /// `out` may exist only with `overwrite`, and only as an index or an empty folder
+    /// ([`check_replaceable`]); it must not be inside another index ([`check_outside_index`])
+    /// unless it is a `segment` of one.
+    pub(crate) fn new(out: &Path, overwrite: bool, segment: bool) -> Result<Staged> {
+        // A link's target is replaced, the link kept; `idx/.` is `idx` (renaming to it fails).
+        let out = crate::files::output_target(out).map_err(|e| Error::io(out, e))?;
+        let name = out
+            .file_name()
+            .and_then(|s| s.to_str())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("{}: not a usable directory name", out.display()))
+            })?
+            .to_string();
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if out.exists() && !overwrite {
+            let exists = std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "already exists; remove it or allow overwriting it (bsa build --force, \
+                 overwrite=True from Python)",
+            );
+            return Err(Error::io(&out, exists));
+        }
+        if out.exists() {
+            check_replaceable(&out)?;
+        }
+        if !segment {
+            check_outside_index(&out)?;
+        }
+        // A file where a folder of the path should be: said plainly (create_dir_all reports
+        // "File exists").
+        if let Some(file) = parent.ancestors().find(|a| a.is_file()) {
+            return Err(Error::InvalidArgument(format!(
+                "{}: {} is a file, not a directory; choose an index path in a directory",
+                out.display(),
+                file.display()
+            )));
+        }
+        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        let path = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        if path.exists() {
+            // This process's own, from an earlier failed write whose removal failed (or a
+            // dead process's that had this pid).
+            fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(Staged {
+            out,
+            tmp: TempDir { path, keep: false },
+        })
+    }
+
+    /// The temporary folder to fill.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.tmp.path
+    }
+
+    /// Puts the filled folder in the destination's place under its writers' lock (waiting for
+    /// them: `on_wait` first, and a wait `stop` ends), replacing what was there whole.
+    pub(crate) fn commit(
+        mut self,
+        on_wait: impl FnOnce(),
+        stop: Option<&AtomicBool>,
+    ) -> Result<()> {
+        replace_index_dir_until(&self.tmp.path, &self.out, on_wait, stop)?;
+        self.tmp.keep = true;
+        Ok(())
     }
 }
 
@@ -1172,11 +1212,13 @@ pub fn leftover_advice(left: &Path, out: &Path) -> String {
 /// # Ok(()) }
 /// ```
 pub fn check_replaceable(dir: &Path) -> Result<()> {
+    // The kind of error an OS gives for a path that exists (Python: FileExistsError).
     let refuse = |what: &str| {
-        Err(Error::InvalidArgument(format!(
-            "{}: {what}; refusing to replace it (remove it yourself or choose another path)",
-            dir.display()
-        )))
+        let e = std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{what}; refusing to replace it (remove it yourself or choose another path)"),
+        );
+        Err(Error::io(dir, e))
     };
     if !dir.is_dir() {
         return refuse("not a directory");

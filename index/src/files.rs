@@ -348,7 +348,14 @@ pub(crate) fn lock_dir(
                     f();
                 }
                 match stop {
-                    None => lock.lock().map_err(|e| Error::io(&path, e))?,
+                    // A signal's handler (Python's, say) interrupts the wait: it goes on.
+                    None => loop {
+                        match lock.lock() {
+                            Ok(()) => break,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(Error::io(&path, e)),
+                        }
+                    },
                     Some(stop) => loop {
                         crate::error::check_stop(Some(stop))?;
                         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -54,7 +54,7 @@
 //! that no `use crate::` edge points upwards or closes a circle):
 //!
 //! ```text
-//!  live       live::{meta, snapshot, summary, writer} ─ segments, deletes, Snapshot, Writer
+//!  live       live::{copy, meta, snapshot, summary, writer} ─ segments, deletes, Snapshot, Writer
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  index      mode ─ Index::searcher(&Mode)           builder ─ IndexBuilder
 //!             index ─ Index: opens the files, hands out views and searchers

@@ -1394,3 +1394,54 @@ fn a_segment_folder_is_refused_as_an_index_of_its_own() {
     // The index itself opens whole.
     assert_eq!(Snapshot::open(&path).unwrap().segments().len(), 2);
 }
+
+/// A copy holds the generation its snapshot read, whatever was committed since; when a
+/// compaction has removed that generation's files it is refused (never a mix), and the
+/// destination is left as it was.
+#[test]
+fn a_copy_is_its_snapshots_generation_or_nothing() {
+    let shape = CODES_40;
+    let (dir, path, mut r) = codes_index(11, 120);
+    let queries = random_codes(&mut r, 4, shape.bits, 1);
+    let flat = Mode::parse("flat").unwrap();
+    let answer = |s: &Snapshot| {
+        s.search(
+            &queries,
+            15,
+            &Score::Hamming,
+            &flat,
+            &SearchOptions::default(),
+        )
+        .unwrap()
+        .0
+    };
+    let mut w = Writer::open(&path).unwrap();
+    let more: Vec<u64> = (500..540).collect();
+    add(&mut w, shape, &new_rows(&mut r, shape, &more), false, None);
+    let held = Snapshot::open(&path).unwrap();
+    let later: Vec<u64> = (600..640).collect();
+    add(&mut w, shape, &new_rows(&mut r, shape, &later), false, None);
+    let copy = dir.path().join("copy");
+    held.copy_to(&copy, false, || {}, None).unwrap();
+    let copied = Snapshot::open(&copy).unwrap();
+    assert_eq!((copied.len(), held.len()), (160, 160));
+    assert_eq!(answer(&copied), answer(&held));
+    assert_eq!(
+        bsa_index::build_leftovers(&copy),
+        Vec::<std::path::PathBuf>::new()
+    );
+
+    w.compact(1, None).unwrap();
+    let e = held.copy_to(&copy, true, || {}, None).unwrap_err();
+    assert!(
+        e.to_string().contains("removed by a change to the index"),
+        "{e}"
+    );
+    assert_eq!(Snapshot::open(&copy).unwrap().len(), 160);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+}

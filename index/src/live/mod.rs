@@ -54,6 +54,7 @@
 //! # Ok(()) }
 //! ```
 
+mod copy;
 mod meta;
 mod snapshot;
 mod summary;

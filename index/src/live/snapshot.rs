@@ -482,6 +482,32 @@ impl Snapshot {
     /// no id is live in two segments (`bsa delete` would remove one of them, and searches could
     /// return an id twice) and that `next_id` is past every id.
     pub fn verify(&self) -> Result<()> {
+        self.verify_all().map_err(|e| self.superseded(e))
+    }
+
+    /// `e`, a failure to read a file of this snapshot, as its caller should read it: a file
+    /// gone because a writer has committed another generation since (a compaction removes the
+    /// segments it merged) is said as such, with what to do, not as a damaged index or an
+    /// incomplete copy. Other errors are returned as they are.
+    pub(crate) fn superseded(&self, e: Error) -> Error {
+        let Error::Io { path, error } = &e else {
+            return e;
+        };
+        let now = read_manifest_bytes(&self.dir).map(|(_, b)| b).ok();
+        if error.kind() != std::io::ErrorKind::NotFound
+            || now.as_deref() == Some(self.manifest_bytes())
+        {
+            return e;
+        }
+        let gone = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "removed by a change to the index after this snapshot of it was opened (a \
+             compaction, say); open the index again",
+        );
+        Error::io(path, gone)
+    }
+
+    fn verify_all(&self) -> Result<()> {
         for s in &self.segments {
             s.index.verify()?;
         }
@@ -1003,7 +1029,7 @@ impl Snapshot {
         let dim = self.vector_dim().ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "{}: the index stores no vectors, so it cannot rescore; rebuild it with vectors \
-                 (bsa build --vectors)",
+                 (bsa build --vectors; vectors=True from Python)",
                 self.dir.display()
             ))
         })?;

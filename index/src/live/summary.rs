@@ -142,7 +142,8 @@ impl Snapshot {
             .partition(|f| !self.is_segmented() || !f.contains('/'));
         for f in root.into_iter().chain(in_segments) {
             let path = dir.join(f);
-            let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+            let meta =
+                std::fs::metadata(&path).map_err(|e| self.superseded(Error::io(&path, e)))?;
             #[cfg(unix)]
             {
                 use std::os::unix::fs::MetadataExt;

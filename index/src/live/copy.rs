@@ -1,0 +1,82 @@
+//! [`Snapshot::copy_to`]: a copy of one generation of an index, written whole beside its
+//! destination and put in place as a build puts a new index (`Index.save` in Python).
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use crate::builder::Staged;
+use crate::error::{check_stop, Error, Result};
+use crate::live::Snapshot;
+use crate::manifest::MANIFEST_FILE;
+
+impl Snapshot {
+    /// Copies this snapshot's generation of the index to the directory `out`, whatever writers
+    /// have committed since it was opened: its files ([`files`](Self::files)), then the root
+    /// manifest as this snapshot read it, which readers look at last. The copy is written in a
+    /// temporary folder beside `out` and put in place whole, as [`IndexBuilder`] puts a new
+    /// index: `out` may exist only with `overwrite` and only as an index (replaced under its
+    /// writers' lock: `on_wait` is called before waiting for them) or an empty folder; a link
+    /// there is kept and what it names replaced; `out` must not be inside an index. When a
+    /// writer has removed a file of this generation (a compaction), the copy fails with
+    /// [`Error::Io`] of kind `NotFound`, never mixing generations: open the index again and
+    /// copy that. `stop` ends the copy between files, and the wait for the lock, with
+    /// [`Error::Stopped`], leaving `out` as it was.
+    ///
+    /// [`IndexBuilder`]: crate::IndexBuilder
+    ///
+    /// ```
+    /// use bsa_index::{live::Snapshot, pack, IndexBuilder};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let codes = pack::pack_le_bytes(&[0b0001, 0b0011], 2, 1, 4)?;
+    /// IndexBuilder::new(4, &codes).build(dir.path().join("idx"))?;
+    /// let snap = Snapshot::open(dir.path().join("idx"))?;
+    /// snap.copy_to(&dir.path().join("backup"), false, || {}, None)?;
+    /// assert_eq!(Snapshot::open(dir.path().join("backup"))?.len(), 2);
+    /// assert!(snap.copy_to(&dir.path().join("backup"), false, || {}, None).is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn copy_to(
+        &self,
+        out: &Path,
+        overwrite: bool,
+        on_wait: impl FnOnce(),
+        stop: Option<&AtomicBool>,
+    ) -> Result<()> {
+        let staged = Staged::new(out, overwrite, false)?;
+        let root = self.dir();
+        for f in self.files() {
+            check_stop(stop)?;
+            let (from, to) = (root.join(f), staged.dir().join(f));
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            std::fs::copy(&from, &to).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => self.superseded(Error::io(&from, e)),
+                _ => Error::io(&to, e),
+            })?;
+            sync_file(&to)?;
+        }
+        // The segment folders' entries made durable, as the files' data above.
+        let folders: std::collections::BTreeSet<_> = self
+            .files()
+            .iter()
+            .filter_map(|f| Path::new(f).parent().filter(|p| !p.as_os_str().is_empty()))
+            .collect();
+        for folder in folders {
+            crate::builder::sync_dir(&staged.dir().join(folder))?;
+        }
+        let manifest = staged.dir().join(MANIFEST_FILE);
+        std::fs::write(&manifest, self.manifest_bytes()).map_err(|e| Error::io(&manifest, e))?;
+        sync_file(&manifest)?;
+        crate::builder::sync_dir(staged.dir())?;
+        check_stop(stop)?;
+        staged.commit(on_wait, stop)
+    }
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, e))
+}
