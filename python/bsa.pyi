@@ -6,7 +6,7 @@ docstring for details and examples.
 
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal, Optional, Tuple, Union
+from typing import Any, Dict, Literal, Optional, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -143,7 +143,8 @@ class Index:
         new index replaces the old one is raised once it has.
         """
     def save(self, path: _Path, *, overwrite: bool = False) -> None:
-        """Copies the index directory to ``path`` (atomically)."""
+        """Copies the generation this object searches to the directory ``path`` (atomically;
+        ``overwrite`` replaces an index there). Ctrl-C stops it, leaving ``path`` as it was."""
     def search(
         self,
         q: Union[_Floats, _Codes],
@@ -191,6 +192,9 @@ class Index:
     def verify(self) -> None:
         """Checks every checksum of every file and the values checksums cannot vouch for (raises
         ``FormatError``)."""
+    def info(self) -> Dict[str, Any]:
+        """What the index holds and its bytes on disk (``bsa info --json``'s summary):
+        ``rows``, ``live_rows``, ``next_id``, ``segments``, ``bytes``, ``total_bytes``, ..."""
     def __len__(self) -> int: ...
     @property
     def bits(self) -> int:
@@ -203,7 +207,8 @@ class Index:
         """The model stored in the index, if any."""
     @property
     def ids(self) -> npt.NDArray[np.int64]:
-        """External ids of the live rows, segment by segment."""
+        """External ids of the live rows: segment by segment, and in increasing order within a
+        segment (a build stores its rows sorted by id), not in the order they were given."""
     @property
     def has_vectors(self) -> bool: ...
     @property

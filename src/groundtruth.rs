@@ -9,9 +9,11 @@
 //! **The order.** The score of base row `b` for query `q` is the `f64` inner product of the two
 //! `f32` rows as given to the search (`q` as it is, `b` normalised), summed left to right:
 //! `s = sum_t f64(q_t) * f64(b_t)`, each product exact. Results are best first by that score;
-//! equal scores go to the lower base id (identical or parallel base rows, whose normalised `f32`
-//! rows are identical, always tie). This order is a function of the input values alone: the same
-//! on every CPU and for every block size and thread count.
+//! equal scores go to the lower base id (identical base rows always tie; a row and a scaled
+//! copy of it tie only when their normalised `f32` rows come out identical, which rounding may
+//! prevent: a row of unit length is left as it is while its double is divided by a norm of
+//! about 2, and they differ in the last bits). This order is a function of the input values
+//! alone: the same on every CPU and for every block size and thread count.
 //!
 //! **The computation.** Computing `s` for every pair would be slow, so a BLAS GEMM (`f32`) scores
 //! blocks of queries against blocks of base rows (memory stays bounded: a [`Blocks::queries`] x

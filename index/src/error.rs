@@ -80,7 +80,7 @@ pub enum Error {
     },
 
     /// A caller-supplied array does not have the size the index needs.
-    #[error("{what}: expected {expected}, got {got}; the queries must be encoded with the index's model / code size")]
+    #[error("{what}: expected {expected}, got {got}{}", dim_hint(what))]
     DimMismatch {
         /// What was measured (e.g. "query words", "query dimension").
         what: String,
@@ -134,6 +134,16 @@ impl Error {
 }
 
 /// What to do about an I/O error, by its kind (none when there is nothing general to say).
+/// What to do about a [`Error::DimMismatch`] of the queries (the usual cause); other sizes
+/// (ids, norms, tables) are the caller's arithmetic, said by the numbers alone.
+fn dim_hint(what: &str) -> &'static str {
+    if what.starts_with("query") {
+        "; the queries must be encoded with the index's model / code size"
+    } else {
+        ""
+    }
+}
+
 fn io_hint(e: &std::io::Error) -> &'static str {
     use std::io::ErrorKind::*;
     match e.kind() {

@@ -246,7 +246,7 @@ impl HnswGraph {
     ) -> Result<HnswGraph> {
         let no_graph = || {
             Error::InvalidArgument(format!(
-                "{}: the index has no HNSW graph; rebuild it with HNSW enabled (bsa build --hnsw)",
+                "{}: the index has no HNSW graph; rebuild it with one (bsa build --hnsw; hnsw=True from Python)",
                 dir.display()
             ))
         };

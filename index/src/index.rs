@@ -674,7 +674,7 @@ impl Index {
         match (self.vectors(), self.vector_dim()) {
             (Some(v), Some(d)) => Ok((v, d)),
             _ => Err(Error::InvalidArgument(format!(
-                "{}: the index stores no vectors, so it cannot rescore; rebuild it with vectors (bsa build --vectors)",
+                "{}: the index stores no vectors, so it cannot rescore; rebuild it with vectors (bsa build --vectors; vectors=True from Python)",
                 self.dir.display()
             ))),
         }
@@ -689,7 +689,7 @@ impl Index {
     pub fn inverted_searcher(&self, params: InvertedParams) -> Result<InvertedSearcher<'_>> {
         let lists = self.inverted().ok_or_else(|| {
             Error::InvalidArgument(format!(
-                "{}: the index has no posting lists; rebuild it with `bsa build --inverted`",
+                "{}: the index has no posting lists; rebuild it with posting lists (bsa build --inverted; inverted=True from Python)",
                 self.dir.display()
             ))
         })?;

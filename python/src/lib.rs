@@ -48,11 +48,11 @@ fn py_err(e: bsa::Error) -> PyErr {
     let msg = e.to_string();
     match &e {
         E::Io { error, .. } | E::Index(I::Io { error, .. }) => io_err(error.kind(), msg),
-        E::InvalidArgument(_)
-        | E::DimMismatch { .. }
-        | E::BadRow { .. }
-        | E::Index(I::InvalidArgument(_))
-        | E::Index(I::DimMismatch { .. }) => PyValueError::new_err(msg),
+        // Without the "invalid argument: " of the message: a ValueError says so.
+        E::InvalidArgument(m) | E::Index(I::InvalidArgument(m)) => PyValueError::new_err(m.clone()),
+        E::DimMismatch { .. } | E::BadRow { .. } | E::Index(I::DimMismatch { .. }) => {
+            PyValueError::new_err(msg)
+        }
         E::Format { .. } | E::Index(_) => FormatError::new_err(msg),
         _ => PyRuntimeError::new_err(msg),
     }
@@ -64,6 +64,8 @@ fn io_err(kind: std::io::ErrorKind, msg: String) -> PyErr {
         K::NotFound => PyFileNotFoundError::new_err(msg),
         K::AlreadyExists => PyFileExistsError::new_err(msg),
         K::PermissionDenied => PyPermissionError::new_err(msg),
+        K::NotADirectory => pyo3::exceptions::PyNotADirectoryError::new_err(msg),
+        K::IsADirectory => pyo3::exceptions::PyIsADirectoryError::new_err(msg),
         _ => PyOSError::new_err(msg),
     }
 }
@@ -764,7 +766,8 @@ fn train(
 /// `ValueError` says it already, and the caller names the argument).
 fn bare(e: bsa::Error) -> String {
     match e {
-        bsa::Error::InvalidArgument(m) => m,
+        bsa::Error::InvalidArgument(m)
+        | bsa::Error::Index(bsa_index::Error::InvalidArgument(m)) => m,
         e => e.to_string(),
     }
 }
@@ -982,7 +985,11 @@ impl Loaded {
 
 impl Index {
     fn open_dir(dir: &Path, verify: bool, tmp: Option<tempfile::TempDir>) -> bsa::Result<Index> {
-        let index = Snapshot::open_with(dir, OpenOptions::verify_checksums(verify))?;
+        // Absolute: the object opens its directory again after every change (and its writers
+        // write there), which a relative path would find under whatever working directory the
+        // process has by then: another index of that name.
+        let dir = std::path::absolute(dir).map_err(|e| bsa::Error::io(dir, e))?;
+        let index = Snapshot::open_with(&dir, OpenOptions::verify_checksums(verify))?;
         Ok(Index {
             inner: RwLock::new(Arc::new(Loaded::new(index, None)?)),
             _tmp: tmp,
@@ -1217,15 +1224,16 @@ impl Index {
     /// Copies the index to the directory ``path`` (atomically: a temporary directory beside it,
     /// renamed into place), where ``bsa search --index`` and :meth:`open` read it. The copy
     /// holds the rows this object searches, whatever other writers committed since it was
-    /// opened (if one removed a file of them meanwhile, ``FileNotFoundError``: save again).
-    /// ``overwrite`` replaces an index there.
+    /// opened (if one removed a file of them meanwhile, ``FileNotFoundError``: open the index
+    /// again and save that). ``overwrite`` replaces an index there (after its writers finish;
+    /// a symbolic link there is kept and the index it names replaced). Ctrl-C stops the copy
+    /// (``KeyboardInterrupt``), leaving ``path`` as it was.
     #[pyo3(signature = (path, *, overwrite=false))]
     fn save(&self, py: Python<'_>, path: PathBuf, overwrite: bool) -> PyResult<()> {
         let index = self.snap();
-        // A copy inside the index it copies would be deleted by the index's next change.
-        bsa_index::check_outside_index(&path).map_err(index_err)?;
-        py.detach(|| copy_index(&index, &path, overwrite))
-            .map_err(|e| io_err(e.kind(), format!("{}: {e}", path.display())))
+        interruptible(py, None, |stop| {
+            Ok(index.copy_to(&path, overwrite, || warn_waiting(&path), Some(stop))?)
+        })
     }
 
     /// The ``k`` best rows of the index for each query, as ``(D, I)`` numpy arrays of shape
@@ -1250,7 +1258,7 @@ impl Index {
     ///
     ///     D, I = index.search(queries, 10)                                   # Hamming
     ///     D, I = index.search(queries, 10, score="adc", rescore=4)           # best recall
-    ///     D, I = index.search(model.encode(queries), 10, mode="hnsw", ef=128)
+    ///     D, I = index.search(queries, 10, score="adc", mode="hnsw", ef=128)  # graph
     ///
     /// Filters and ranges: ``allow_ids`` (only these ids) or ``deny_ids`` (never these), exact
     /// in the exact modes; ``min_score``: drop hits scoring less (scores other than Hamming).
@@ -1310,9 +1318,9 @@ impl Index {
         };
         let request = Request::new(k.unwrap_or(usize::MAX))
             .mode(mode)
-            .map_err(|e| PyValueError::new_err(format!("mode: {e}")))?
+            .map_err(|e| PyValueError::new_err(format!("mode: {}", bare(e))))?
             .score(score)
-            .map_err(|e| PyValueError::new_err(format!("score: {e}")))?
+            .map_err(|e| PyValueError::new_err(format!("score: {}", bare(e))))?
             .rescore(rescore)
             .with_ef(ef)
             .max_distance(max_distance)
@@ -1522,7 +1530,9 @@ impl Index {
         })
     }
 
-    /// The external ids of the rows, segment by segment, deleted rows left out (int64).
+    /// The external ids of the rows (int64), deleted rows left out: segment by segment, and in
+    /// increasing order within a segment (a build or an add stores its rows sorted by id), not
+    /// in the order they were given.
     #[getter]
     fn ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<i64>>> {
         let snap = self.snap();
@@ -1579,7 +1589,9 @@ impl Index {
     /// Checks every checksum of every file, and the values checksums cannot vouch for (ids
     /// unique over every segment, norms and float32 vectors finite, padding bits zero, posting
     /// lists, bitmaps and sparse codes equal to what the codes imply, the next default id past
-    /// every id); raises ``bsa.FormatError`` naming a damaged file.
+    /// every id); raises ``bsa.FormatError`` naming a damaged file. It checks the generation
+    /// this object searches: ``FileNotFoundError`` when another writer has removed its files
+    /// since (a compaction): open the index again to check what is there now.
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let index = self.snap();
         py.detach(|| index.verify()).map_err(index_err)
@@ -1595,55 +1607,6 @@ impl Index {
             snap.dir().display().to_string()
         )
     }
-}
-
-/// Copies the files of `index` (its manifest's list, then the manifest, which readers look at
-/// last) into a temporary directory beside `dest`, then puts it in place ([`bsa_index::replace_index_dir`]).
-fn copy_index(index: &Snapshot, dest: &Path, overwrite: bool) -> std::io::Result<()> {
-    use std::io::{Error, ErrorKind};
-    if dest.exists() && !overwrite {
-        return Err(Error::new(
-            ErrorKind::AlreadyExists,
-            "exists; pass overwrite=True to replace it",
-        ));
-    }
-    if dest.exists() {
-        bsa_index::check_replaceable(dest).map_err(|_| {
-            Error::new(
-                ErrorKind::AlreadyExists,
-                "exists and is neither an index directory nor an empty one; refusing to \
-                 replace it",
-            )
-        })?;
-    }
-    let name = dest
-        .file_name()
-        .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "not a directory name"))?;
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    std::fs::create_dir(&tmp)?;
-    let copy = || -> std::io::Result<()> {
-        copy_tree(index, &tmp)?;
-        // In place of an index there only under its writers' lock, and never without one of
-        // the two in place.
-        bsa_index::replace_index_dir(&tmp, dest, || warn_waiting(dest)).map_err(|e| match e {
-            bsa_index::Error::Io { error, .. } => error,
-            e => Error::other(e.to_string()),
-        })
-    };
-    copy().inspect_err(|_| {
-        let _ = std::fs::remove_dir_all(&tmp);
-    })
 }
 
 /// A 1-D array of non-negative integer ids as `u64`.
@@ -1694,7 +1657,9 @@ fn id_vector(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u64>> {
 
 /// A 2-D integer matrix (results or ground truth) as lists of ids, without negative entries
 /// (FAISS's and `Index.search`'s -1 for "no hit").
-fn id_lists(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<Vec<u64>>> {
+/// The first `k` ids of each row of the 2-D integer array `obj`, negative entries (-1: no
+/// hit) dropped after the cut, so that they stay misses where they stand.
+fn id_lists(obj: &Bound<'_, PyAny>, name: &str, k: usize) -> PyResult<Vec<Vec<u64>>> {
     let a = as_array(obj, name)?;
     let kind = a.dtype().kind();
     if kind != b'i' && kind != b'u' {
@@ -1715,7 +1680,12 @@ fn id_lists(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<Vec<u64>>> {
     Ok(a.as_array()
         .rows()
         .into_iter()
-        .map(|r| r.iter().filter_map(|&v| u64::try_from(v).ok()).collect())
+        .map(|r| {
+            r.iter()
+                .take(k)
+                .filter_map(|&v| u64::try_from(v).ok())
+                .collect()
+        })
         .collect())
 }
 
@@ -1781,9 +1751,9 @@ fn groundtruth<'py>(
 #[allow(non_snake_case)]
 fn recall(I: &Bound<'_, PyAny>, gt: &Bound<'_, PyAny>, k: i64) -> PyResult<f64> {
     let k = positive("k", Some(k))?.unwrap_or(1);
-    let got = id_lists(I, "I")?;
+    let got = id_lists(I, "I", k)?;
     let truth_shape = as_array(gt, "gt")?.shape().to_vec();
-    let truth = id_lists(gt, "gt")?;
+    let truth = id_lists(gt, "gt", k)?;
     if got.len() != truth.len() {
         return Err(PyValueError::new_err(format!(
             "I has {} rows but gt has {}: one row per query in both",
@@ -1822,37 +1792,4 @@ fn bsa_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(groundtruth, m)?)?;
     m.add_function(wrap_pyfunction!(recall, m)?)?;
     Ok(())
-}
-
-/// Copies the files of `index`'s generation ([`Snapshot::files`]) into the empty directory
-/// `to`, then the root manifest as `index` read it: a copy of that generation, or an error if
-/// a writer removed one of its files meanwhile (never a copy that mixes generations). The
-/// lock file is not copied.
-fn copy_tree(index: &Snapshot, to: &Path) -> std::io::Result<()> {
-    use std::io::{Error, ErrorKind};
-    let root = index.dir();
-    for f in index.files() {
-        let (from, dst) = (root.join(f), to.join(f));
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        match std::fs::copy(&from, &dst) {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(Error::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "{} was removed by a change to the index during the copy; save again",
-                        from.display()
-                    ),
-                ))
-            }
-            r => r?,
-        };
-        std::fs::File::open(&dst)?.sync_all()?;
-    }
-    // The manifest as this object read it: the copy is its generation, whatever a writer
-    // committed since.
-    let manifest = to.join(bsa_index::manifest::MANIFEST_FILE);
-    std::fs::write(&manifest, index.manifest_bytes())?;
-    std::fs::File::open(&manifest)?.sync_all()
 }

@@ -183,6 +183,9 @@ def test_groundtruth_equals_cli(work, base, queries, tmp_path):
     _, I = index.search(queries, 10, score="adc", rescore=4)
     r = bsa.recall(I, gt, 10)
     assert 0.5 < r <= 1.0
+    # -1 (no hit) is a miss where it stands: the results behind it do not move up into the k.
+    assert bsa.recall(np.array([[-1, 1]]), np.array([[1, 2]]), 1) == 0.0
+    assert bsa.recall(np.array([[-1, 2, 1]]), np.array([[1, 2]]), 2) == 0.5
 
 
 def test_adc_graph_equals_cli(work, queries, tmp_path):

@@ -234,6 +234,17 @@ def test_settings_the_method_does_not_use_are_refused(queries):
 def test_corrupt_or_missing_index(work, tmp_path):
     with pytest.raises(FileNotFoundError, match="no-such-index"):
         bsa.Index.open(tmp_path / "no-such-index")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="a-file: not a directory"):
+        bsa.Index.open(tmp_path / "a-file")
+    # A change to an index whose folder was removed meanwhile: said as the open says it.
+    import shutil
+
+    gone = bsa.Index.build(codes=np.zeros((3, 1), np.uint8), path=tmp_path / "gone")
+    shutil.rmtree(tmp_path / "gone")
+    with pytest.raises(FileNotFoundError, match="gone: no such index directory"):
+        gone.delete(np.array([0]))
+    assert not (tmp_path / "gone").exists()
     bsa.Index.open(work / "idx").save(tmp_path / "idx")
     codes = tmp_path / "idx" / "codes.bin"
     data = bytearray(codes.read_bytes())
@@ -266,9 +277,9 @@ def test_overwrite_replaces_only_an_index(work, tmp_path):
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     index = bsa.Index.open(work / "idx")
-    with pytest.raises(FileExistsError, match="neither an index directory nor an empty one"):
+    with pytest.raises(FileExistsError, match="not an index directory .* and not empty"):
         index.save(mine, overwrite=True)
-    with pytest.raises(ValueError, match="not an index directory"):
+    with pytest.raises(FileExistsError, match="not an index directory"):
         bsa.Index.build(codes=np.zeros((2, 1), np.uint8), path=mine, overwrite=True)
     assert (mine / "notes.txt").read_text() == "keep me"
     index.save(tmp_path / "copy")

@@ -106,6 +106,11 @@ def test_save_copies_the_generation_the_object_holds(work, base, tmp_path):
     with pytest.raises(FileNotFoundError, match="removed by a change to the index"):
         held.save(tmp_path / "copy2")
     assert not (tmp_path / "copy2").exists()
+    # So are its info and verify, which read those files (not "an incomplete copy").
+    for call in [held.info, held.verify]:
+        with pytest.raises(FileNotFoundError, match="removed by a change .* open the index again"):
+            call()
+    assert bsa.Index.open(path).info()["live_rows"] == 700
 
 
 def test_a_writer_behind_another_warns_then_waits(tmp_path):
@@ -210,3 +215,60 @@ def test_save_or_build_inside_an_index_is_refused(work, base, tmp_path):
     assert not (tmp_path / "idx" / "other").exists()
     index.save(tmp_path / "backup")
     assert len(bsa.Index.open(tmp_path / "backup")) == 50
+
+
+def test_an_index_opened_by_a_relative_path_stays_itself_after_chdir(tmp_path, monkeypatch):
+    # The object opens its folder again after each change: a relative path would follow the
+    # working directory to another index of that name, and change that one.
+    codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
+    for name, n in [("a", 10), ("b", 20)]:
+        (tmp_path / name).mkdir()
+        bsa.Index.build(codes=codes[:n], bits=16, path=tmp_path / name / "idx")
+    monkeypatch.chdir(tmp_path / "a")
+    index = bsa.Index.open("idx")
+    assert index.path == tmp_path / "a" / "idx"
+    monkeypatch.chdir(tmp_path / "b")
+    index.add(codes=codes[30:33], ids=np.arange(100, 103))
+    assert (len(index), len(bsa.Index.open(tmp_path / "a" / "idx"))) == (13, 13)
+    assert len(bsa.Index.open(tmp_path / "b" / "idx")) == 20
+    built = bsa.Index.build(codes=codes[:5], bits=16, path="new")
+    monkeypatch.chdir(tmp_path)
+    assert built.delete(np.array([0])) == 1 and built.path == tmp_path / "b" / "new"
+
+
+def test_save_over_an_index_waits_through_signals_and_stops_on_ctrl_c(tmp_path):
+    """A save that waits for the writers of the index it replaces goes on waiting when a signal
+    whose handler returns arrives (it failed with 'Interrupted system call'), and Ctrl-C ends
+    the wait with KeyboardInterrupt, leaving that index as it was."""
+    import _thread
+    import fcntl
+    import os
+    import signal
+    import threading
+    import warnings
+
+    codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
+    bsa.Index.build(codes=codes, bits=16, path=tmp_path / "idx")
+    small = bsa.Index.build(codes=codes[:10], bits=16, path=tmp_path / "small")
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    try:
+        with warnings.catch_warnings(), open(tmp_path / "idx" / "LOCK", "a") as lock:
+            warnings.simplefilter("ignore")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+            threading.Timer(0.8, fcntl.flock, (lock, fcntl.LOCK_UN)).start()
+            small.save(tmp_path / "idx", overwrite=True)
+        assert len(bsa.Index.open(tmp_path / "idx")) == 10
+        big = bsa.Index.build(codes=codes, bits=16)
+        with warnings.catch_warnings(), open(tmp_path / "idx" / "LOCK", "a") as lock:
+            warnings.simplefilter("ignore")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            timer = threading.Timer(0.3, _thread.interrupt_main)
+            timer.start()
+            with pytest.raises(KeyboardInterrupt):
+                big.save(tmp_path / "idx", overwrite=True)
+            timer.cancel()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert len(bsa.Index.open(tmp_path / "idx")) == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "small"]

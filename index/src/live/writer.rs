@@ -423,12 +423,9 @@ impl Writer {
         stop: Option<Arc<AtomicBool>>,
     ) -> Result<Writer> {
         let dir = dir.to_path_buf();
-        if !dir.join(MANIFEST_FILE).is_file() {
-            return Err(Error::InvalidArgument(format!(
-                "{}: not an index directory (no {MANIFEST_FILE}); create it with `bsa build`",
-                dir.display()
-            )));
-        }
+        // No index there (no folder, a file, no manifest) is said as the readers say it, as an
+        // I/O error of its kind, before the lock file would be made in a folder of no index.
+        read_manifest_bytes(&dir)?;
         crate::builder::check_not_nested(&dir)?;
         let lock = crate::files::lock_dir(&dir, on_wait, stop.as_deref())?;
         let snapshot = Snapshot::open_with(&dir, OpenOptions::verify_checksums(false))?;
