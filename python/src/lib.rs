@@ -1330,6 +1330,13 @@ impl Index {
         let request = request.distances(request.score == bsa::query::ScoreName::Hamming);
         let arr = as_array(q, "q")?;
         let is_codes = arr.dtype().is_equiv_to(&numpy::dtype::<u8>(py));
+        if !is_codes && arr.dtype().kind() != b'f' {
+            return Err(PyTypeError::new_err(format!(
+                "q must be float vectors (float32; float16 and float64 are converted) or packed \
+                 codes (uint8, as Model.encode makes them), got dtype {}",
+                dtype_str(&arr)
+            )));
+        }
         let floats = if is_codes {
             None
         } else {
@@ -1595,6 +1602,20 @@ impl Index {
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let index = self.snap();
         py.detach(|| index.verify()).map_err(index_err)
+    }
+
+    /// Pickling (``multiprocessing``, say): an index travels as its path and is opened there
+    /// again (:meth:`open`, checksums verified), at the generation the folder then holds. An
+    /// index built without ``path`` lives only as long as its object: ``TypeError``.
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (PathBuf,))> {
+        if self._tmp.is_some() {
+            return Err(PyTypeError::new_err(
+                "cannot pickle a bsa.Index built without a path (its folder is removed with \
+                 the object): build it with path=... or save() it, then pickle that",
+            ));
+        }
+        let open = py.get_type::<Index>().getattr("open")?;
+        Ok((open, (self.snap().dir().to_path_buf(),)))
     }
 
     fn __repr__(&self) -> String {

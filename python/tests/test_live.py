@@ -272,3 +272,17 @@ def test_save_over_an_index_waits_through_signals_and_stops_on_ctrl_c(tmp_path):
         signal.signal(signal.SIGUSR1, previous)
     assert len(bsa.Index.open(tmp_path / "idx")) == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "small"]
+
+
+def test_an_index_pickles_as_its_path(tmp_path):
+    import pickle
+
+    codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
+    index = bsa.Index.build(codes=codes, bits=16, path=tmp_path / "idx")
+    again = pickle.loads(pickle.dumps(index))
+    assert again.path == index.path and len(again) == 40
+    np.testing.assert_array_equal(again.search(codes[:5], 3)[1], index.search(codes[:5], 3)[1])
+    with pytest.raises(TypeError, match="built without a path"):
+        pickle.dumps(bsa.Index.build(codes=codes, bits=16))
+    with pytest.raises(TypeError, match="packed codes .uint8.*got dtype int8"):
+        index.search(codes.astype(np.int8), 3)
