@@ -363,11 +363,17 @@ fn view2<'a, T: numpy::Element>(a: &'a PyReadonlyArray2<'_, T>) -> ArrayView2<'a
     a.as_array()
 }
 
-/// An optional positive integer argument.
-fn positive(name: &str, v: Option<i64>) -> PyResult<Option<usize>> {
+/// An optional positive integer argument. Integer arguments are taken as `i128`, so that a
+/// Python int past int64 is this check's `ValueError` naming the argument, not pyo3's nameless
+/// `OverflowError`.
+fn positive(name: &str, v: Option<i128>) -> PyResult<Option<usize>> {
     match v {
         None => Ok(None),
-        Some(v) if v >= 1 => Ok(Some(v as usize)),
+        Some(v) if v >= 1 => usize::try_from(v).map(Some).map_err(|_| {
+            PyValueError::new_err(format!(
+                "{name} is {v}, past any size this machine can hold"
+            ))
+        }),
         Some(v) => Err(PyValueError::new_err(format!(
             "{name} must be a positive integer, got {v}"
         ))),
@@ -523,7 +529,7 @@ impl Model {
     fn encode<'py>(
         &self,
         x: &Bound<'py, PyAny>,
-        threads: Option<i64>,
+        threads: Option<i128>,
     ) -> PyResult<Bound<'py, PyArray2<u8>>> {
         let py = x.py();
         let threads = positive("threads", threads)?;
@@ -574,7 +580,7 @@ impl Model {
     fn eval<'py>(
         &self,
         x: &Bound<'py, PyAny>,
-        threads: Option<i64>,
+        threads: Option<i128>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = x.py();
         let threads = positive("threads", threads)?;
@@ -675,22 +681,22 @@ fn train(
     x: &Bound<'_, PyAny>,
     preset: Option<&str>,
     method: Option<&str>,
-    bits: Option<i64>,
-    k: Option<i64>,
+    bits: Option<i128>,
+    k: Option<i128>,
     seed: i128,
-    threads: Option<i64>,
+    threads: Option<i128>,
     progress: bool,
-    epochs: Option<i64>,
-    batch: Option<i64>,
+    epochs: Option<i128>,
+    batch: Option<i128>,
     lr: Option<f64>,
     alpha: Option<f64>,
     loss: Option<&str>,
     target: Option<&str>,
     val_fraction: Option<f64>,
-    rounds: Option<i64>,
+    rounds: Option<i128>,
     ridge: Option<f64>,
-    fit_rows: Option<i64>,
-    itq_iterations: Option<i64>,
+    fit_rows: Option<i128>,
+    itq_iterations: Option<i128>,
 ) -> PyResult<Model> {
     let py = x.py();
     let seed = u64::try_from(seed)
@@ -1066,17 +1072,17 @@ impl Index {
         ids: Option<&Bound<'_, PyAny>>,
         vectors: bool,
         hnsw: bool,
-        bits: Option<i64>,
+        bits: Option<i128>,
         f16: bool,
         inverted: Option<bool>,
         bitmaps: Option<bool>,
-        m: i64,
-        ef_construction: i64,
-        ef_search: i64,
+        m: i128,
+        ef_construction: i128,
+        ef_search: i128,
         hnsw_on: Option<String>,
         path: Option<PathBuf>,
         overwrite: bool,
-        threads: Option<i64>,
+        threads: Option<i128>,
     ) -> PyResult<Index> {
         let bits = positive("bits", bits)?;
         let threads = positive("threads", threads)?;
@@ -1276,22 +1282,31 @@ impl Index {
     fn search<'py>(
         &self,
         q: &Bound<'py, PyAny>,
-        k: Option<i64>,
+        k: Option<i128>,
         score: &str,
         mode: &str,
-        rescore: Option<i64>,
-        ef: Option<i64>,
-        max_distance: Option<i64>,
-        min_score: Option<f32>,
+        rescore: Option<i128>,
+        ef: Option<i128>,
+        max_distance: Option<i128>,
+        min_score: Option<f64>,
         allow_ids: Option<&Bound<'py, PyAny>>,
         deny_ids: Option<&Bound<'py, PyAny>>,
-        threads: Option<i64>,
+        threads: Option<i128>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray2<i64>>)> {
         if allow_ids.is_some() && deny_ids.is_some() {
             return Err(PyValueError::new_err(
                 "give allow_ids or deny_ids, not both",
             ));
         }
+        // Scores are float32: a bound past its range would become an infinity, silently.
+        let min_score = match min_score {
+            Some(v) if v.is_finite() && !(v as f32).is_finite() => {
+                return Err(PyValueError::new_err(format!(
+                    "min_score is {v:e}, beyond float32's range (3.4e38), in which scores are"
+                )))
+            }
+            v => v.map(|v| v as f32),
+        };
         let allow = allow_ids.map(|i| id_vector(i, "allow_ids")).transpose()?;
         let deny = deny_ids.map(|i| id_vector(i, "deny_ids")).transpose()?;
         let py = q.py();
@@ -1429,8 +1444,8 @@ impl Index {
         codes: Option<&Bound<'_, PyAny>>,
         ids: Option<&Bound<'_, PyAny>>,
         upsert: bool,
-        merge_factor: i64,
-        threads: Option<i64>,
+        merge_factor: i128,
+        threads: Option<i128>,
     ) -> PyResult<usize> {
         let threads = positive("threads", threads)?;
         let merge = match usize::try_from(merge_factor) {
@@ -1491,7 +1506,7 @@ impl Index {
     /// Merges segments (at most ``max_segments`` remain) and drops deleted rows, as
     /// ``bsa compact`` does. Ctrl-C stops it before its commit (``KeyboardInterrupt``).
     #[pyo3(signature = (max_segments=1, *, threads=None))]
-    fn compact(&self, py: Python<'_>, max_segments: i64, threads: Option<i64>) -> PyResult<()> {
+    fn compact(&self, py: Python<'_>, max_segments: i128, threads: Option<i128>) -> PyResult<()> {
         let max_segments = positive("max_segments", Some(max_segments))?.unwrap_or(1);
         let threads = positive("threads", threads)?;
         let dir = self.snap().dir().to_path_buf();
@@ -1722,8 +1737,8 @@ fn id_lists(obj: &Bound<'_, PyAny>, name: &str, k: usize) -> PyResult<Vec<Vec<u6
 fn groundtruth<'py>(
     base: &Bound<'py, PyAny>,
     queries: &Bound<'py, PyAny>,
-    k: i64,
-    threads: Option<i64>,
+    k: i128,
+    threads: Option<i128>,
 ) -> PyResult<Bound<'py, PyArray2<i64>>> {
     let py = base.py();
     let k = positive("k", Some(k))?.unwrap_or(1);
@@ -1770,7 +1785,7 @@ fn groundtruth<'py>(
 #[pyfunction]
 #[pyo3(name = "recall", signature = (I, gt, k))]
 #[allow(non_snake_case)]
-fn recall(I: &Bound<'_, PyAny>, gt: &Bound<'_, PyAny>, k: i64) -> PyResult<f64> {
+fn recall(I: &Bound<'_, PyAny>, gt: &Bound<'_, PyAny>, k: i128) -> PyResult<f64> {
     let k = positive("k", Some(k))?.unwrap_or(1);
     let got = id_lists(I, "I", k)?;
     let truth_shape = as_array(gt, "gt")?.shape().to_vec();

@@ -25,7 +25,7 @@ def test_wrong_dtype(index, model, queries):
         bsa.Index.build(codes=np.zeros((3, 8), dtype=bool))
     with pytest.raises(TypeError, match="codes.*uint8"):
         model.decode(np.zeros((3, 64), dtype=np.int16))
-    with pytest.raises(TypeError, match="q must hold floats.*dtype object"):
+    with pytest.raises(TypeError, match="q must be float vectors.*dtype object"):
         index.search(object(), 5)
 
 
@@ -193,6 +193,21 @@ def test_bad_options(index, work, queries):
 
 def test_numeric_options_are_named(model, queries):
     # ValueError naming the argument, as search does (OverflowError without a name before).
+    index = bsa.Index.build(codes=model.encode(queries))
+    for kw in [dict(k=2**64), dict(k=2**70), dict(rescore=2**64), dict(ef=2**65)]:
+        name = next(iter(kw))
+        with pytest.raises(ValueError, match=f"{name} is {kw[name]}, past any size"):
+            index.search(queries, **kw)
+    with pytest.raises(MemoryError, match="do not fit in memory"):
+        index.search(queries, 2**63)
+    with pytest.raises(ValueError, match="max_distance must be between 0 and 2..32 - 1"):
+        index.search(queries, 5, max_distance=2**63)
+    with pytest.raises(ValueError, match="merge_factor must be 0 or more"):
+        index.add(codes=model.encode(queries[:2]), merge_factor=-2**64)
+    with pytest.raises(ValueError, match="min_score is 1e300, beyond float32's range"):
+        index.search(queries, 5, score="cosine", min_score=1e300)
+    with pytest.raises(ValueError, match="k is 36893488147419103232, past any size"):
+        bsa.groundtruth(queries, queries, 2**65)
     with pytest.raises(ValueError, match="threads must be a positive integer, got -1"):
         model.encode(queries, threads=-1)
     with pytest.raises(ValueError, match="threads must be a positive integer, got 0"):
