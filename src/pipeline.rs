@@ -382,16 +382,21 @@ pub fn retrieval_preset(bits: Option<usize>, k: Option<usize>) -> PursuitParams 
     PursuitParams::new(bits.unwrap_or(4096), k.unwrap_or(32))
 }
 
-/// The vectors `model` decodes from packed codes (`rows x ceil(bits / 8)` bytes, numpy
-/// `packbits(bitorder="little")`), `rows x dim`.
-pub fn decode_packed(model: &Autoencoder, bytes: &[u8], rows: usize) -> Result<Array2<f32>> {
+/// The vectors `model` decodes from packed codes (`rows x cols` bytes, row-major, numpy
+/// `packbits(bitorder="little")`; `cols` must be `ceil(bits / 8)`), `rows x dim`.
+pub fn decode_packed(
+    model: &Autoencoder,
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+) -> Result<Array2<f32>> {
     let bits = model.config.bits;
-    let cols = pack::bytes_per_code(bits);
-    if bytes.len() != rows * cols {
+    let want = pack::bytes_per_code(bits);
+    if cols != want {
         return Err(Error::DimMismatch {
             what: format!("bytes per code (the model makes {bits}-bit codes)"),
-            expected: cols,
-            got: bytes.len() / rows.max(1),
+            expected: want,
+            got: cols,
         });
     }
     let words = pack::pack_le_bytes(bytes, rows, cols, bits)?;

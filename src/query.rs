@@ -98,8 +98,11 @@ pub enum Queries<'a> {
     Packed {
         /// The bytes, row-major.
         bytes: &'a [u8],
-        /// Number of queries.
+        /// Number of queries (none is fine: no answers).
         rows: usize,
+        /// Bytes per query code, checked against the index's code size even when there are
+        /// no rows.
+        cols: usize,
     },
 }
 
@@ -434,13 +437,13 @@ pub fn search_until(
                 codes
             }
         }
-        (None, Queries::Packed { bytes, rows }) => {
-            let cols = pack::bytes_per_code(bits);
-            if bytes.len() != rows * cols {
+        (None, Queries::Packed { bytes, rows, cols }) => {
+            let want = pack::bytes_per_code(bits);
+            if cols != want {
                 return Err(Error::DimMismatch {
                     what: format!("bytes per query code (the index holds {bits}-bit codes)"),
-                    expected: cols,
-                    got: bytes.len() / rows.max(1),
+                    expected: want,
+                    got: cols,
                 });
             }
             pack::pack_le_bytes(bytes, rows, cols, bits)?

@@ -242,8 +242,18 @@ fn as_array<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyU
         })
 }
 
-/// Checks that `a` is 2-D with at least one row and one column.
-fn check_2d(a: &Bound<'_, PyUntypedArray>, name: &str, what: &str) -> PyResult<()> {
+/// How many rows an input array may have.
+#[derive(Clone, Copy, PartialEq)]
+enum Rows {
+    /// Data to fit, build or evaluate from: at least one row.
+    Some,
+    /// A batch to answer row by row (queries, rows to encode or decode): an empty batch gets
+    /// empty answers, as FAISS gives them, so that a caller's last batch needs no special case.
+    Any,
+}
+
+/// Checks that `a` is 2-D with at least one column and the rows `rows` asks for.
+fn check_2d(a: &Bound<'_, PyUntypedArray>, name: &str, what: &str, rows: Rows) -> PyResult<()> {
     let shape = a.shape();
     if a.ndim() != 2 {
         let hint = if a.ndim() == 1 {
@@ -256,7 +266,7 @@ fn check_2d(a: &Bound<'_, PyUntypedArray>, name: &str, what: &str) -> PyResult<(
             shape_str(shape)
         )));
     }
-    if shape[0] == 0 || shape[1] == 0 {
+    if (shape[0] == 0 && rows == Rows::Some) || shape[1] == 0 {
         return Err(PyValueError::new_err(format!(
             "{name} is empty (shape {}); it needs at least one row and one column",
             shape_str(shape)
@@ -300,6 +310,7 @@ fn contiguous<'py>(
 fn float32_matrix<'py>(
     a: Bound<'py, PyUntypedArray>,
     name: &str,
+    rows: Rows,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let py = a.py();
     if a.dtype().kind() != b'f' {
@@ -308,7 +319,7 @@ fn float32_matrix<'py>(
             dtype_str(&a)
         )));
     }
-    check_2d(&a, name, "n vectors x dimension")?;
+    check_2d(&a, name, "n vectors x dimension", rows)?;
     if a.dtype().is_equiv_to(&numpy::dtype::<f64>(py)) {
         // Checked before numpy's conversion, which makes such values inf (with its own
         // warning) for bsa to report as "+infinity", a value the array does not hold.
@@ -334,6 +345,7 @@ fn float32_matrix<'py>(
 fn code_matrix<'py>(
     a: Bound<'py, PyUntypedArray>,
     name: &str,
+    rows: Rows,
 ) -> PyResult<Bound<'py, PyArray2<u8>>> {
     let py = a.py();
     if !a.dtype().is_equiv_to(&numpy::dtype::<u8>(py)) {
@@ -348,7 +360,7 @@ fn code_matrix<'py>(
             dtype_str(&a)
         )));
     }
-    check_2d(&a, name, "n codes x bytes per code")?;
+    check_2d(&a, name, "n codes x bytes per code", rows)?;
     let a = if a.is_c_contiguous() {
         a.into_any()
     } else {
@@ -533,7 +545,7 @@ impl Model {
     ) -> PyResult<Bound<'py, PyArray2<u8>>> {
         let py = x.py();
         let threads = positive("threads", threads)?;
-        let x = float32_matrix(as_array(x, "x")?, "x")?;
+        let x = float32_matrix(as_array(x, "x")?, "x", Rows::Any)?;
         let x = x.readonly();
         let xv = view2(&x);
         let m = &self.inner;
@@ -561,12 +573,14 @@ impl Model {
     /// :meth:`encode` makes them): float32, n x dim.
     fn decode<'py>(&self, codes: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let py = codes.py();
-        let c = code_matrix(as_array(codes, "codes")?, "codes")?;
+        let c = code_matrix(as_array(codes, "codes")?, "codes", Rows::Any)?;
         let c = c.readonly();
-        let rows = c.as_array().nrows();
+        let (rows, cols) = c.as_array().dim();
         let bytes = c.as_slice()?;
         let m = &self.inner;
-        let x = without_gil(py, None, || bsa::pipeline::decode_packed(m, bytes, rows))?;
+        let x = without_gil(py, None, || {
+            bsa::pipeline::decode_packed(m, bytes, rows, cols)
+        })?;
         Ok(numpy::IntoPyArray::into_pyarray(x, py))
     }
 
@@ -584,7 +598,7 @@ impl Model {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = x.py();
         let threads = positive("threads", threads)?;
-        let x = float32_matrix(as_array(x, "x")?, "x")?;
+        let x = float32_matrix(as_array(x, "x")?, "x", Rows::Some)?;
         let x = x.readonly();
         let xv = view2(&x);
         let m = &self.inner;
@@ -748,7 +762,7 @@ fn train(
             None => format!("method {method}"),
         },
     )?;
-    let x = float32_matrix(as_array(x, "x")?, "x")?;
+    let x = float32_matrix(as_array(x, "x")?, "x", Rows::Some)?;
     let x = x.readonly();
     let xv = view2(&x);
     let (n, dim) = xv.dim();
@@ -1153,11 +1167,11 @@ impl Index {
             ));
         }
         let x = x
-            .map(|x| float32_matrix(as_array(x, "x")?, "x"))
+            .map(|x| float32_matrix(as_array(x, "x")?, "x", Rows::Some))
             .transpose()?;
         let x = x.as_ref().map(|x| x.readonly());
         let codes = codes
-            .map(|c| code_matrix(as_array(c, "codes")?, "codes"))
+            .map(|c| code_matrix(as_array(c, "codes")?, "codes", Rows::Some))
             .transpose()?;
         let codes = codes.as_ref().map(|c| c.readonly());
         let ids = ids.map(|i| id_vector(i, "ids")).transpose()?;
@@ -1355,11 +1369,11 @@ impl Index {
         let floats = if is_codes {
             None
         } else {
-            Some(float32_matrix(arr.clone(), "q")?)
+            Some(float32_matrix(arr.clone(), "q", Rows::Any)?)
         };
         let floats = floats.as_ref().map(|f| f.readonly());
         let codes = if is_codes {
-            Some(code_matrix(arr, "q")?)
+            Some(code_matrix(arr, "q", Rows::Any)?)
         } else {
             None
         };
@@ -1369,6 +1383,7 @@ impl Index {
             (None, Some(c)) => Queries::Packed {
                 bytes: c.as_slice()?,
                 rows: c.as_array().nrows(),
+                cols: c.as_array().ncols(),
             },
             (None, None) => unreachable!("one of the two"),
         };
@@ -1454,12 +1469,12 @@ impl Index {
         };
         let ids = ids.map(|i| id_vector(i, "ids")).transpose()?;
         let floats = match x {
-            Some(x) => Some(float32_matrix(as_array(x, "x")?, "x")?),
+            Some(x) => Some(float32_matrix(as_array(x, "x")?, "x", Rows::Some)?),
             None => None,
         };
         let floats = floats.as_ref().map(|f| f.readonly());
         let packed = match codes {
-            Some(c) => Some(code_matrix(as_array(c, "codes")?, "codes")?),
+            Some(c) => Some(code_matrix(as_array(c, "codes")?, "codes", Rows::Some)?),
             None => None,
         };
         let packed = packed.as_ref().map(|c| c.readonly());
@@ -1743,8 +1758,8 @@ fn groundtruth<'py>(
     let py = base.py();
     let k = positive("k", Some(k))?.unwrap_or(1);
     let threads = positive("threads", threads)?;
-    let b = float32_matrix(as_array(base, "base")?, "base")?;
-    let q = float32_matrix(as_array(queries, "queries")?, "queries")?;
+    let b = float32_matrix(as_array(base, "base")?, "base", Rows::Some)?;
+    let q = float32_matrix(as_array(queries, "queries")?, "queries", Rows::Some)?;
     let (b, q) = (b.readonly(), q.readonly());
     let (bv, qv) = (view2(&b), view2(&q));
     if bv.ncols() != qv.ncols() {

@@ -202,3 +202,29 @@ def test_adc_graph_equals_cli(work, queries, tmp_path):
     assert_same(D, I, cli, scored=True)
     with pytest.raises(ValueError, match="decoded vectors"):
         index.search(queries, K, mode="hnsw")
+
+
+def test_an_empty_batch_gets_empty_answers(work, queries):
+    # As FAISS answers one: a caller's last, empty batch needs no special case. The widths are
+    # still checked, rows or not.
+    index = bsa.Index.open(work / "idx")
+    model = index.model
+    codes = model.encode(queries[:0])
+    assert (codes.shape, codes.dtype) == ((0, model.bits // 8), np.uint8)
+    assert model.decode(codes).shape == (0, queries.shape[1])
+    for q, kw, d_type in [
+        (queries[:0], dict(), np.int32),
+        (codes, dict(), np.int32),
+        (queries[:0], dict(score="adc", rescore=4), np.float32),
+        (queries[:0], dict(mode="inverted", score="soft"), np.float32),
+    ]:
+        D, I = index.search(q, 7, **kw)
+        assert (D.shape, D.dtype, I.shape, I.dtype) == ((0, 7), d_type, (0, 7), np.int64), kw
+    D, I = index.search(queries[:0], None, max_distance=5)
+    assert D.shape == I.shape == (0, 0)
+    with pytest.raises(ValueError, match="bytes per query code .* expected 64, got 3"):
+        index.search(np.zeros((0, 3), np.uint8), 5)
+    with pytest.raises(ValueError, match="expected 384, got 5"):
+        index.search(np.zeros((0, 5), np.float32), 5)
+    with pytest.raises(ValueError, match="bytes per code .* expected 64, got 3"):
+        model.decode(np.zeros((0, 3), np.uint8))

@@ -43,8 +43,13 @@ def test_one_dimensional_and_empty(index, model, queries):
         index.search(queries[0], 5)
     with pytest.raises(ValueError, match="x must be a 2-D array"):
         model.encode(queries[0])
-    with pytest.raises(ValueError, match="empty"):
-        index.search(queries[:0], 5)
+    # No columns, or no rows to fit or build from (an empty batch of queries is answered).
+    with pytest.raises(ValueError, match=r"q is empty \(shape \(200, 0\)\)"):
+        index.search(queries[:, :0], 5)
+    with pytest.raises(ValueError, match="x is empty"):
+        bsa.train(queries[:0], method="sign", progress=False)
+    with pytest.raises(ValueError, match="codes is empty"):
+        bsa.Index.build(codes=np.zeros((0, 4), np.uint8))
     with pytest.raises(ValueError, match="ids must be 1-D|ids.*1-D"):
         bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids=np.zeros((2, 1), np.int64))
 

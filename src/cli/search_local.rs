@@ -44,7 +44,11 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
     };
     let queries = match (&float_queries, &code_bytes) {
         (Some(q), _) => Queries::Floats(q.view()),
-        (None, Some((bytes, rows))) => Queries::Packed { bytes, rows: *rows },
+        (None, Some((bytes, rows))) => Queries::Packed {
+            bytes,
+            rows: *rows,
+            cols: bits.div_ceil(8),
+        },
         (None, None) => unreachable!("refused above"),
     };
     let request = Request::new(a.k())
