@@ -159,7 +159,15 @@ impl Drop for TempDir {
         if !self.keep {
             let _ = fs::remove_dir_all(&self.path);
         }
+        staging().remove(&self.path);
     }
+}
+
+/// The staging folders this process is filling now (see [`Staged::new`]).
+fn staging() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBuf>> {
+    static LIVE: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 pub(crate) fn sync_dir(path: &Path) -> Result<()> {
@@ -957,17 +965,29 @@ impl Staged {
             )));
         }
         fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        let path = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        if path.exists() {
-            // This process's own, from an earlier failed write whose removal failed (or a
-            // dead process's that had this pid).
-            fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        // `.NAME.tmp-PID`, or `.NAME.tmp-PID-N` beside a folder another thread of this process
+        // is filling for the same destination (a second build of it must not remove that).
+        let pid = std::process::id();
+        let path = {
+            let mut live = staging();
+            let path = (0u64..)
+                .map(|n| match n {
+                    0 => parent.join(format!(".{name}.tmp-{pid}")),
+                    n => parent.join(format!(".{name}.tmp-{pid}-{n}")),
+                })
+                .find(|p| !live.contains(p))
+                .expect("a free name");
+            live.insert(path.clone());
+            path
+        };
+        let tmp = TempDir { path, keep: false };
+        if tmp.path.exists() {
+            // No thread of this process is filling it: left by a dead process that had this
+            // pid, or by a write of this one whose removal failed.
+            fs::remove_dir_all(&tmp.path).map_err(|e| Error::io(&tmp.path, e))?;
         }
-        fs::create_dir(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(Staged {
-            out,
-            tmp: TempDir { path, keep: false },
-        })
+        fs::create_dir(&tmp.path).map_err(|e| Error::io(&tmp.path, e))?;
+        Ok(Staged { out, tmp })
     }
 
     /// The temporary folder to fill.
@@ -1035,9 +1055,11 @@ fn replace_index_dir_until(
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
 /// std::fs::create_dir(dir.path().join(".idx.tmp-4242")).unwrap();
+/// std::fs::create_dir(dir.path().join(".idx.tmp-4242-1")).unwrap(); // a second thread's
 /// std::fs::create_dir(dir.path().join(".idx.tmp-mine")).unwrap(); // not a pid: not ours
 /// let left = bsa_index::build_leftovers(&dir.path().join("idx"));
-/// assert_eq!(left, vec![dir.path().join(".idx.tmp-4242")]);
+/// let names = [".idx.tmp-4242", ".idx.tmp-4242-1"];
+/// assert_eq!(left, names.map(|n| dir.path().join(n)));
 /// ```
 pub fn build_leftovers(out: &Path) -> Vec<PathBuf> {
     // Where a build of `out` puts its folders: beside what a link there names.
@@ -1061,7 +1083,12 @@ pub fn build_leftovers(out: &Path) -> Vec<PathBuf> {
             let file = e.file_name();
             let file = file.to_string_lossy();
             let pid = prefixes.iter().find_map(|p| file.strip_prefix(p.as_str()));
-            pid.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            // `PID`, or `PID-N` (a second build in one process).
+            let number = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+            pid.is_some_and(|p| match p.split_once('-') {
+                Some((pid, n)) => number(pid) && number(n),
+                None => number(p),
+            })
         })
         .map(|e| out.with_file_name(e.file_name()))
         .collect();

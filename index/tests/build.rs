@@ -477,3 +477,41 @@ fn a_stop_ends_the_wait_for_the_writers() {
     drop(writer);
     assert_eq!(Index::open(&out).unwrap().codes(), &[1, 2]);
 }
+
+/// Two threads of one process building the same index at once each stage their own folder
+/// (the second removed the first's, which had the same pid in its name): both succeed, the
+/// index is one of the two, and nothing is left beside it.
+#[test]
+fn two_threads_building_one_index_do_not_share_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("idx");
+    IndexBuilder::new(64, &[0]).build(&out).unwrap();
+    let rows = 200_000usize;
+    let built: Vec<u64> = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..=2u64)
+            .map(|t| {
+                let out = &out;
+                s.spawn(move || {
+                    let codes = vec![t; rows];
+                    IndexBuilder::new(64, &codes)
+                        .overwrite(true)
+                        .build(out)
+                        .map(|_| t)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap().unwrap())
+            .collect()
+    });
+    assert_eq!(built, [1, 2]);
+    let index = Index::open(&out).unwrap();
+    assert_eq!(index.len(), rows);
+    assert!(index.codes() == vec![1u64; rows] || index.codes() == vec![2u64; rows]);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["idx"]);
+}
