@@ -1388,7 +1388,7 @@ fn lock_writers(
     dir: &Path,
     on_wait: impl FnOnce(),
     stop: Option<&AtomicBool>,
-) -> Result<Option<File>> {
+) -> Result<Option<crate::files::DirLock>> {
     if !dir.join(MANIFEST_FILE).is_file() {
         return Ok(None);
     }

@@ -319,9 +319,53 @@ pub(crate) fn verify_plain_file(path: &Path, info: &FileInfo) -> Result<()> {
     Ok(())
 }
 
+/// The writers' lock of an index directory (see [`lock_dir`]), held until dropped.
+pub(crate) struct DirLock {
+    /// The locked `LOCK` file; closing it releases the lock.
+    _file: File,
+    /// The lock file's identity in [`held_locks`].
+    key: Option<(u64, u64)>,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            held_locks().remove(&key);
+        }
+    }
+}
+
+/// The lock files this process holds (by device and inode) and the thread holding each: a
+/// thread that asks again for a lock it holds would wait for itself forever.
+fn held_locks(
+) -> std::sync::MutexGuard<'static, std::collections::HashMap<(u64, u64), std::thread::ThreadId>> {
+    static HELD: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<(u64, u64), std::thread::ThreadId>>,
+    > = std::sync::OnceLock::new();
+    HELD.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// The identity of an open file (device, inode) where the platform has one.
+fn file_key(f: &File) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        f.metadata().ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = f;
+        None
+    }
+}
+
 /// Waits for and takes the writers' lock of the index directory `dir` (its `LOCK` file,
-/// created if missing): an exclusive advisory lock, released when the file returned is dropped
-/// or its process ends. If the directory was replaced while this waited (a build over an index
+/// created if missing): an exclusive advisory lock, released when the guard returned is
+/// dropped or its process ends. Another thread's lock is waited for; the calling thread's own
+/// (a second [`Writer`](crate::live::Writer) opened while it holds one, a build replacing the
+/// index it is changing) is an error, as the wait would never end. If the directory was replaced while this waited (a build over an index
 /// holds its lock meanwhile), the old lock is on a removed file: the new directory's is taken.
 ///
 /// `on_wait` is called once, before the first wait, if another process or handle holds the
@@ -331,7 +375,7 @@ pub(crate) fn lock_dir(
     dir: &Path,
     on_wait: impl FnOnce(),
     stop: Option<&AtomicBool>,
-) -> Result<File> {
+) -> Result<DirLock> {
     let path = dir.join(LOCK_FILE);
     let mut on_wait = Some(on_wait);
     loop {
@@ -341,6 +385,16 @@ pub(crate) fn lock_dir(
             .write(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
+        let key = file_key(&lock);
+        let me = std::thread::current().id();
+        if key.is_some_and(|k| held_locks().get(&k) == Some(&me)) {
+            return Err(Error::InvalidArgument(format!(
+                "{}: this thread already holds the index's writers' lock (a Writer open on it), \
+                 and would wait for itself forever: change the index through that Writer, or \
+                 drop it first",
+                dir.display()
+            )));
+        }
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -370,7 +424,10 @@ pub(crate) fn lock_dir(
             Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }
         if still_at(&lock, &path) {
-            return Ok(lock);
+            if let Some(k) = key {
+                held_locks().insert(k, me);
+            }
+            return Ok(DirLock { _file: lock, key });
         }
     }
 }

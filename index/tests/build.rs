@@ -452,7 +452,12 @@ fn a_stop_ends_the_wait_for_the_writers() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("idx");
     IndexBuilder::new(64, &[1, 2]).build(&out).unwrap();
-    let writer = bsa_index::live::Writer::open(&out).unwrap();
+    // Opened by another thread (this one asking for a lock it holds is an error, not a wait).
+    let writer = std::thread::scope(|s| {
+        s.spawn(|| bsa_index::live::Writer::open(&out).unwrap())
+            .join()
+            .unwrap()
+    });
     let (stop, waiting) = (AtomicBool::new(false), AtomicBool::new(false));
     std::thread::scope(|s| {
         s.spawn(|| {

@@ -1445,3 +1445,34 @@ fn a_copy_is_its_snapshots_generation_or_nothing() {
         .collect();
     assert!(names.is_empty(), "{names:?}");
 }
+
+/// A thread that asks for the writers' lock it already holds (a second Writer, a build that
+/// replaces the index) gets an error instead of waiting for itself forever; another thread
+/// waits for the lock as before and gets it once the first Writer is dropped.
+#[test]
+fn a_thread_holding_the_writers_lock_is_told_not_hung() {
+    let (_dir, path, _) = codes_index(13, 20);
+    let first = Writer::open(&path).unwrap();
+    let Err(e) = Writer::open(&path) else {
+        panic!("a second Writer in this thread")
+    };
+    assert!(e.to_string().contains("would wait for itself"), "{e}");
+    let e = IndexBuilder::new(64, &[1, 2])
+        .overwrite(true)
+        .build(&path)
+        .unwrap_err();
+    assert!(e.to_string().contains("would wait for itself"), "{e}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let w = Writer::open(&path).unwrap();
+            tx.send(w.manifest().segments.len()).unwrap();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(rx.try_recv().is_err(), "the other thread did not wait");
+        drop(first);
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(30)).is_ok());
+    });
+    // Dropped: this thread may open one again.
+    Writer::open(&path).unwrap();
+}

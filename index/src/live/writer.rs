@@ -346,7 +346,7 @@ fn push_vector(index: &Index, r: usize, out: &mut Vec<f32>) {
 /// files are hard-linked (or copied) into the first segment's directory before the commit.
 pub struct Writer {
     dir: PathBuf,
-    _lock: File,
+    _lock: crate::files::DirLock,
     manifest: LiveManifest,
     /// The single-segment manifest, while the directory is still in format v1.
     v1: Option<Manifest>,
