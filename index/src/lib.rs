@@ -28,6 +28,34 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Serving an index that changes
+//!
+//! [`Index`] reads an index as `bsa build` writes it, one segment. Once `bsa add`, `delete` or
+//! `compact` (or a [`live::Writer`]) has changed it, it has several segments: open it with
+//! [`live::Snapshot`], which reads both forms and is what `bsa search` uses, so a query server
+//! should start there. A snapshot is `Send + Sync` and answers from the generation it opened
+//! while writers commit new ones; [`live::Snapshot::is_current`] says when to open the index
+//! again. Float queries (encoded with the index's model; the `adc` and `soft` tables), and the
+//! norms and graph vectors that rows added to an index built with a model need, come from the
+//! `bsa` crate (`bsa::query`, `bsa::live`), which links BLAS: this crate searches the codes and
+//! score tables it is given.
+//!
+//! ```
+//! use bsa_index::live::{SearchOptions, Snapshot};
+//! use bsa_index::{pack, IndexBuilder, Mode, Score};
+//! # fn main() -> bsa_index::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("idx");
+//! let codes = pack::pack_le_bytes(&[0b0111, 0b0110, 0b1111], 3, 1, 4)?;
+//! IndexBuilder::new(4, &codes).ids(&[7, 8, 9]).build(&path)?;
+//! let snap = std::sync::Arc::new(Snapshot::open(&path)?); // one per generation, shared
+//! let flat = Mode::parse("flat")?;
+//! let (hits, _) = snap.search(&[0b0111], 2, &Score::Hamming, &flat, &SearchOptions::default())?;
+//! assert_eq!(hits[0].ids, vec![7, 8]);
+//! assert!(snap.is_current()?);
+//! # Ok(()) }
+//! ```
+//!
 //! ## The index directory
 //!
 //! | file | content |

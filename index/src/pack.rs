@@ -99,8 +99,18 @@ pub fn pack_le_bytes(
 
 /// Inverse of [`pack_le_bytes`]: packed rows of `bits`-bit codes to numpy little-bit-order bytes.
 ///
-/// `words.len()` must be a multiple of `words_per_code(bits)`; the number of rows follows from it.
-/// Bits at or above `bits` must be zero (they would be lost otherwise).
+/// `words` holds `n` rows of `words_per_code(bits)` words each (checked: a mismatch is an
+/// error, not a guess); the result is `n` rows of `bytes_per_code(bits)` bytes. Bits at or
+/// above `bits` must be zero (they would be lost otherwise).
+///
+/// ```
+/// use bsa_index::pack::{pack_le_bytes, unpack_to_le_bytes};
+/// let bytes = [0b0000_0101u8, 0b1, 0xff, 0b10];
+/// let words = pack_le_bytes(&bytes, 2, 2, 10)?; // two 10-bit codes of 2 bytes
+/// assert_eq!(unpack_to_le_bytes(&words, 2, 10)?, bytes);
+/// assert!(unpack_to_le_bytes(&words, 3, 10).is_err());
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 pub fn unpack_to_le_bytes(words: &[u64], n: usize, bits: usize) -> Result<Vec<u8>> {
     check_bits(bits)?;
     let wpc = words_per_code(bits);

@@ -204,3 +204,47 @@ fn every_row_is_reachable_when_distances_tie_by_the_thousand() {
         }
     }
 }
+
+/// The walk's `ef` can be set on the searcher (`GraphParams`, through `Mode`) or for one search
+/// (`SearchParams`, which overrides it): both are honoured, so neither is silently ignored, and
+/// an `ef` of 0 is refused either way.
+#[test]
+fn ef_is_honoured_from_the_mode_and_from_the_search() {
+    use bsa_index::search::GraphParams;
+    use bsa_index::{Mode, Score};
+    let dir = tempfile::tempdir().unwrap();
+    let bits = 128;
+    let mut r = rng(5);
+    let codes = clustered_codes(&mut r, 3000, bits, 30, 0.1);
+    let path = dir.path().join("idx");
+    IndexBuilder::new(bits, &codes)
+        .hnsw(HnswParams::default())
+        .build(&path)
+        .unwrap();
+    let index = Index::open(&path).unwrap();
+    let q = &codes[..words(bits)];
+    let visited = |mode_ef: Option<usize>, search_ef: Option<usize>| {
+        let mode = Mode::Hnsw(GraphParams::default().with_ef_search(mode_ef));
+        let searcher = index.searcher(&mode).unwrap();
+        let params = SearchParams::default().with_ef_search(search_ef);
+        let (_, stats) = searcher.search(q, 1, &Score::Hamming, &params).unwrap();
+        stats.counter("nodes_visited").unwrap()
+    };
+    let (small, large) = (visited(Some(1), None), visited(Some(400), None));
+    assert!(small < large, "{small} vs {large}");
+    assert_eq!(visited(Some(1), Some(400)), large);
+    assert_eq!(visited(Some(400), Some(1)), small);
+    assert_eq!(visited(None, Some(400)), large);
+    for (mode_ef, search_ef) in [(Some(0), None), (None, Some(0))] {
+        let mode = Mode::Hnsw(GraphParams::default().with_ef_search(mode_ef));
+        let params = SearchParams::default().with_ef_search(search_ef);
+        let e = index
+            .searcher(&mode)
+            .and_then(|s| s.search(q, 1, &Score::Hamming, &params))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("ef_search must be at least 1"),
+            "{e}"
+        );
+    }
+}

@@ -493,10 +493,8 @@ impl Snapshot {
         let Error::Io { path, error } = &e else {
             return e;
         };
-        let now = read_manifest_bytes(&self.dir).map(|(_, b)| b).ok();
-        if error.kind() != std::io::ErrorKind::NotFound
-            || now.as_deref() == Some(self.manifest_bytes())
-        {
+        // A folder that cannot be read any more is no longer this generation either.
+        if error.kind() != std::io::ErrorKind::NotFound || self.is_current().unwrap_or(false) {
             return e;
         }
         let gone = std::io::Error::new(
@@ -559,9 +557,35 @@ impl Snapshot {
     /// model encodes would be committed under new, valid checksums.
     pub fn verify_model(&self) -> Result<()> {
         if let (Some(p), Some(info)) = (&self.model, &self.model_info) {
-            verify_plain_file(p, info)?;
+            verify_plain_file(p, info).map_err(|e| self.superseded(e))?;
         }
         Ok(())
+    }
+
+    /// Whether the index directory still holds this snapshot's generation: `false` once a
+    /// writer has committed another (an add, delete or compact, or a build that replaced the
+    /// index; the [`generation`](Self::generation) number alone cannot tell, as a rebuilt index
+    /// starts again at 0). One read of the root manifest: a server can ask before a batch of
+    /// queries and open the index again when it is `false` (a snapshot it holds keeps
+    /// answering from its own generation meanwhile).
+    ///
+    /// ```
+    /// use bsa_index::{live::Snapshot, live::Writer, pack, IndexBuilder};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("idx");
+    /// let codes = pack::pack_le_bytes(&[0b0001, 0b0011], 2, 1, 4)?;
+    /// IndexBuilder::new(4, &codes).build(&path)?;
+    /// let snap = Snapshot::open(&path)?;
+    /// assert!(snap.is_current()?);
+    /// Writer::open(&path)?.delete(&[0])?;
+    /// assert!(!snap.is_current()?);
+    /// assert!(Snapshot::open(&path)?.is_current()?);
+    /// # Ok(()) }
+    /// ```
+    pub fn is_current(&self) -> Result<bool> {
+        let (_, now) = read_manifest_bytes(&self.dir)?;
+        Ok(now == self.manifest_bytes)
     }
 
     /// The index directory.
@@ -947,7 +971,8 @@ impl Snapshot {
                 // would, before scanning instead.
                 let graph = seg.index.graph_searcher(p)?;
                 graph.check_score(score)?;
-                let ef = graph.ef_search().max(k);
+                // The walk's ef: the query's if it sets one (see `SearchParams`).
+                let ef = options.params.ef_search.unwrap_or(graph.ef_search()).max(k);
                 let per_ef = options
                     .graph_scan_rows_per_ef
                     .unwrap_or(GRAPH_SCAN_ROWS_PER_EF);

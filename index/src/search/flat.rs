@@ -107,6 +107,10 @@ impl Searcher for FlatSearcher<'_> {
         "flat"
     }
 
+    fn rows(&self) -> usize {
+        self.codes.len()
+    }
+
     fn search(
         &self,
         queries: &[u64],
@@ -148,7 +152,11 @@ impl FlatSearcher<'_> {
         params: &SearchParams,
         cutoffs: Option<&[u32]>,
     ) -> Result<(Vec<Hits>, SearchStats)> {
-        let params = &params.resolved()?.with_split(self.params.split);
+        // The query's split if it sets one, else the searcher's.
+        let params = &params.resolved()?.with_split(match params.split {
+            Split::Auto => self.params.split,
+            split => split,
+        });
         let c = &self.codes;
         let (_, norms) = c.check(queries, score, params)?;
         let w = c.words_per_code();

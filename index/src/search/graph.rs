@@ -550,6 +550,11 @@ impl<'a> GraphSearcher<'a> {
                 codes.len()
             )));
         }
+        if params.ef_search == Some(0) {
+            return Err(Error::InvalidArgument(
+                "ef_search must be at least 1 (the walk's candidate list size)".into(),
+            ));
+        }
         Ok(GraphSearcher {
             codes,
             graph,
@@ -563,6 +568,10 @@ impl<'a> GraphSearcher<'a> {
 impl Searcher for GraphSearcher<'_> {
     fn mode(&self) -> &'static str {
         "hnsw"
+    }
+
+    fn rows(&self) -> usize {
+        self.codes.len()
     }
 
     fn search(
@@ -597,12 +606,13 @@ impl GraphSearcher<'_> {
         self.ef_search
     }
 
-    /// The candidate list size of a walk for the best `k`.
-    fn ef_for(&self, k: usize) -> usize {
-        if self.ef_given {
-            self.ef_search
-        } else {
-            self.ef_search.max(k)
+    /// The candidate list size of a walk for the best `k`: the query-time
+    /// [`SearchParams::ef_search`] if set, else the searcher's (see [`GraphParams::ef_search`]).
+    fn ef_for(&self, k: usize, params: &SearchParams) -> usize {
+        match params.ef_search {
+            Some(ef) => ef,
+            None if self.ef_given => self.ef_search,
+            None => self.ef_search.max(k),
         }
     }
 
@@ -648,7 +658,7 @@ impl GraphSearcher<'_> {
                 c.words_per_code(),
                 queries,
                 k,
-                self.ef_for(k),
+                self.ef_for(k, &params),
                 params.max_distance,
                 allowed,
             ),
@@ -664,7 +674,7 @@ impl GraphSearcher<'_> {
                 offsets,
                 norms,
                 k,
-                self.ef_for(k),
+                self.ef_for(k, &params),
                 allowed,
             ),
             _ => unreachable!("graph and score checked by check_score"),
@@ -687,6 +697,11 @@ impl GraphSearcher<'_> {
         // The graph walk computes one distance at a time (portable); resolving the family
         // still reports a bad BSA_KERNEL as every other search does.
         let params = params.resolved()?;
+        if params.ef_search == Some(0) {
+            return Err(Error::InvalidArgument(
+                "ef_search must be at least 1 (the walk's candidate list size)".into(),
+            ));
+        }
         let (_, norms) = self.codes.check(queries, score, &params)?;
         self.check_score(score)?;
         Ok((params, norms))
@@ -939,7 +954,7 @@ impl GraphSearcher<'_> {
                 others[s].allowed.is_none_or(|a| a.contains(r as usize))
             }
         };
-        let ef = self.ef_for(k);
+        let ef = self.ef_for(k, params);
         let per_query: Vec<(Vec<Vec<u64>>, u64)> = (0..offsets.len())
             .into_par_iter()
             .map(|qi| {

@@ -689,10 +689,14 @@ impl InvertedSearcher<'_> {
         params: &SearchParams,
         cutoffs: Option<&[u32]>,
     ) -> Result<(Vec<Hits>, InvertedStats)> {
+        // The query's options where it sets them, else the searcher's.
         let params = &params
             .resolved()?
-            .with_split(self.params.split)
-            .with_force_inverted(self.params.force_inverted);
+            .with_split(match params.split {
+                Split::Auto => self.params.split,
+                split => split,
+            })
+            .with_force_inverted(params.force_inverted || self.params.force_inverted);
         let c = &self.codes;
         let (_, norms) = c.check(queries, score, params)?;
         let bp = BlockParams::default();
@@ -704,6 +708,10 @@ impl InvertedSearcher<'_> {
 impl Searcher for InvertedSearcher<'_> {
     fn mode(&self) -> &'static str {
         "inverted"
+    }
+
+    fn rows(&self) -> usize {
+        self.codes.len()
     }
 
     fn search_within(

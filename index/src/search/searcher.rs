@@ -27,6 +27,9 @@ pub trait Searcher: Sync {
     /// The mode's name, as `bsa search --mode` spells it (`"flat"`, `"inverted"`, `"hnsw"`).
     fn mode(&self) -> &'static str;
 
+    /// The number of rows searched (the codes'): a row filter covers exactly these.
+    fn rows(&self) -> usize;
+
     /// The best `k` rows for each query of `queries` (`nq * words_per_code` words, packed like
     /// the codes, unused high bits zero) under `score`, best first, ties by smaller row, and
     /// what the search did. `k` larger than the number of rows returns every row (exact modes).
@@ -56,6 +59,9 @@ pub trait Searcher: Sync {
     /// allowed.remove(0);
     /// let (hits, _) = flat.search_allowed(&[0b0001], 2, &Score::Hamming, &SearchParams::default(), &allowed)?;
     /// assert_eq!(hits[0].rows, vec![1, 2]);
+    /// // A set over another number of rows is refused (it would filter the wrong rows).
+    /// let short = RowSet::full(2);
+    /// assert!(flat.search_allowed(&[0b0001], 2, &Score::Hamming, &SearchParams::default(), &short).is_err());
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
     fn search_allowed(
@@ -66,9 +72,9 @@ pub trait Searcher: Sync {
         params: &SearchParams,
         allowed: &RowSet,
     ) -> Result<(Vec<Hits>, SearchStats)> {
+        check_allowed(allowed, self.rows())?;
         let excluded = allowed.len() - allowed.count();
         let (mut hits, stats) = self.search(queries, k.saturating_add(excluded), score, params)?;
-        check_allowed(allowed, allowed.len())?;
         for h in &mut hits {
             h.retain_rows(|r| allowed.contains(r as usize));
             h.truncate(k);
@@ -587,10 +593,11 @@ pub enum Split {
 /// Query-time options.
 ///
 /// Every [`Searcher`] reads [`max_distance`](Self::max_distance) and [`kernel`](Self::kernel).
-/// The other fields are the modes' own parameters as the [`Index`](crate::Index) shortcuts
-/// (`search_flat`, `search_inverted`, `search_hnsw`) take them; a searcher built directly gets
-/// them from its own parameter type ([`FlatParams`](crate::search::FlatParams), [`InvertedParams`](crate::search::InvertedParams),
-/// [`GraphParams`](crate::search::GraphParams)).
+/// The other fields are the modes' own parameters, for one search: a searcher's own parameter
+/// type ([`FlatParams`](crate::search::FlatParams), [`InvertedParams`](crate::search::InvertedParams),
+/// [`GraphParams`](crate::search::GraphParams), set through [`Mode`](crate::Mode)) holds its
+/// defaults, and a field set here (`ef_search` given, `split` other than `Auto`,
+/// `force_inverted` true) overrides them for that search; the other modes ignore it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct SearchParams {
@@ -660,7 +667,9 @@ impl SearchParams {
     }
 }
 
-/// The neighbours of one query, best first: ascending Hamming distance, ties by ascending row.
+/// The neighbours of one query, best first: by ascending Hamming distance, or by descending
+/// score when there are [`scores`](Self::scores); ties by ascending row in one index's answer,
+/// by ascending id in a [`Snapshot`](crate::live::Snapshot)'s (merged over its segments).
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
 pub struct Hits {
