@@ -920,6 +920,22 @@ pub(crate) struct Staged {
     /// The destination, as [`output_target`](crate::files::output_target) resolves it.
     out: PathBuf,
     tmp: TempDir,
+    /// Whether an index at `out` may be replaced: checked again at the commit, as one may
+    /// have appeared meanwhile (another build of the same path).
+    overwrite: bool,
+}
+
+/// Refuses `out` when something is there (a build or copy without overwriting).
+fn refuse_existing(out: &Path) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    let exists = std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "already exists; remove it, or allow replacing it (bsa build --force; overwrite=True \
+         from Python)",
+    );
+    Err(Error::io(out, exists))
 }
 
 impl Staged {
@@ -941,13 +957,8 @@ impl Staged {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        if out.exists() && !overwrite {
-            let exists = std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "already exists; remove it or allow overwriting it (bsa build --force, \
-                 overwrite=True from Python)",
-            );
-            return Err(Error::io(&out, exists));
+        if !overwrite {
+            refuse_existing(&out)?;
         }
         if out.exists() {
             check_replaceable(&out)?;
@@ -966,7 +977,10 @@ impl Staged {
         }
         fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         // `.NAME.tmp-PID`, or `.NAME.tmp-PID-N` beside a folder another thread of this process
-        // is filling for the same destination (a second build of it must not remove that).
+        // is filling for the same destination (a second build of it must not remove that),
+        // known by the folder's real path however the callers spell it (relative, absolute,
+        // through links).
+        let parent = fs::canonicalize(&parent).map_err(|e| Error::io(&parent, e))?;
         let pid = std::process::id();
         let path = {
             let mut live = staging();
@@ -987,7 +1001,11 @@ impl Staged {
             fs::remove_dir_all(&tmp.path).map_err(|e| Error::io(&tmp.path, e))?;
         }
         fs::create_dir(&tmp.path).map_err(|e| Error::io(&tmp.path, e))?;
-        Ok(Staged { out, tmp })
+        Ok(Staged {
+            out,
+            tmp,
+            overwrite,
+        })
     }
 
     /// The temporary folder to fill.
@@ -1002,6 +1020,9 @@ impl Staged {
         on_wait: impl FnOnce(),
         stop: Option<&AtomicBool>,
     ) -> Result<()> {
+        if !self.overwrite {
+            refuse_existing(&self.out)?;
+        }
         replace_index_dir_until(&self.tmp.path, &self.out, on_wait, stop)?;
         self.tmp.keep = true;
         Ok(())

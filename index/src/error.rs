@@ -133,7 +133,6 @@ impl Error {
     }
 }
 
-/// What to do about an I/O error, by its kind (none when there is nothing general to say).
 /// What to do about a [`Error::DimMismatch`] of the queries (the usual cause); other sizes
 /// (ids, norms, tables) are the caller's arithmetic, said by the numbers alone.
 fn dim_hint(what: &str) -> &'static str {
@@ -144,6 +143,7 @@ fn dim_hint(what: &str) -> &'static str {
     }
 }
 
+/// What to do about an I/O error, by its kind (none when there is nothing general to say).
 fn io_hint(e: &std::io::Error) -> &'static str {
     use std::io::ErrorKind::*;
     match e.kind() {

@@ -483,40 +483,61 @@ fn a_stop_ends_the_wait_for_the_writers() {
     assert_eq!(Index::open(&out).unwrap().codes(), &[1, 2]);
 }
 
-/// Two threads of one process building the same index at once each stage their own folder
-/// (the second removed the first's, which had the same pid in its name): both succeed, the
-/// index is one of the two, and nothing is left beside it.
+/// Two threads of one process building the same index at once, the path spelled two ways,
+/// each stage their own folder (the second removed the first's, which had the same pid in its
+/// name): with overwriting both succeed, without it one is refused; the index is one of the
+/// two, whole, and nothing is left beside it.
+#[cfg(unix)]
 #[test]
 fn two_threads_building_one_index_do_not_share_a_folder() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("idx");
-    IndexBuilder::new(64, &[0]).build(&out).unwrap();
+    // The second thread spells the path through a link to the folder: the same staging
+    // folder unless its name is kept by the folder's real path.
+    let other = {
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("here")).unwrap();
+        dir.path().join("here/idx")
+    };
     let rows = 200_000usize;
-    let built: Vec<u64> = std::thread::scope(|s| {
-        let handles: Vec<_> = (1..=2u64)
-            .map(|t| {
-                let out = &out;
-                s.spawn(move || {
-                    let codes = vec![t; rows];
-                    IndexBuilder::new(64, &codes)
-                        .overwrite(true)
-                        .build(out)
-                        .map(|_| t)
+    let both = |overwrite: bool| -> Vec<Result<u64, bsa_index::Error>> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = [(1u64, &out), (2, &other)]
+                .into_iter()
+                .map(|(t, path)| {
+                    s.spawn(move || {
+                        let codes = vec![t; rows];
+                        IndexBuilder::new(64, &codes)
+                            .overwrite(overwrite)
+                            .build(path)
+                            .map(|_| t)
+                    })
                 })
-            })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    };
+    let check = || {
+        let index = Index::open(&out).unwrap();
+        index.verify().unwrap();
+        assert_eq!(index.len(), rows);
+        assert!(index.codes() == vec![1u64; rows] || index.codes() == vec![2u64; rows]);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap().unwrap())
-            .collect()
-    });
-    assert_eq!(built, [1, 2]);
-    let index = Index::open(&out).unwrap();
-    assert_eq!(index.len(), rows);
-    assert!(index.codes() == vec![1u64; rows] || index.codes() == vec![2u64; rows]);
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(names, ["idx"]);
+        names.sort();
+        assert_eq!(names, ["here", "idx"]);
+    };
+    // A new path without overwriting: one build makes it, the other is refused (at its commit
+    // when both started before either finished), never both "succeeding".
+    let built = both(false);
+    assert_eq!(built.iter().filter(|r| r.is_ok()).count(), 1, "{built:?}");
+    for e in built.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(e.to_string().contains("already exists"), "{e}");
+    }
+    check();
+    // Replacing it: both succeed, one after the other.
+    let built = both(true);
+    assert!(built.iter().all(Result::is_ok), "{built:?}");
+    check();
 }

@@ -1438,6 +1438,22 @@ fn a_copy_is_its_snapshots_generation_or_nothing() {
         "{e}"
     );
     assert_eq!(Snapshot::open(&copy).unwrap().len(), 160);
+    // A rebuild reuses the file names: a snapshot opened before it would copy the new files
+    // under its old manifest; the copy is checked against its checksums and refused.
+    let single = dir.path().join("single");
+    IndexBuilder::new(shape.bits, &[4, 5])
+        .build(&single)
+        .unwrap();
+    let before = Snapshot::open(&single).unwrap();
+    IndexBuilder::new(shape.bits, &[1, 2, 3])
+        .overwrite(true)
+        .build(&single)
+        .unwrap();
+    let e = before
+        .copy_to(&dir.path().join("copy2"), false, || {}, None)
+        .unwrap_err();
+    assert!(e.to_string().contains("changed by a writer"), "{e}");
+    assert!(!dir.path().join("copy2").exists());
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

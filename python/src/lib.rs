@@ -1312,9 +1312,10 @@ impl Index {
                 "give allow_ids or deny_ids, not both",
             ));
         }
-        // Scores are float32: a bound past its range would become an infinity, silently.
+        // Scores are float32: a bound past its range would become +inf, silently (and no
+        // hit); -inf keeps every hit, as such a bound does.
         let min_score = match min_score {
-            Some(v) if v.is_finite() && !(v as f32).is_finite() => {
+            Some(v) if v > 0.0 && v.is_finite() && !(v as f32).is_finite() => {
                 return Err(PyValueError::new_err(format!(
                     "min_score is {v:e}, beyond float32's range (3.4e38), in which scores are"
                 )))

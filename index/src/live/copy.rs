@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::builder::Staged;
 use crate::error::{check_stop, Error, Result};
+use crate::index::OpenOptions;
 use crate::live::Snapshot;
 use crate::manifest::MANIFEST_FILE;
 
@@ -18,8 +19,10 @@ impl Snapshot {
     /// writers' lock: `on_wait` is called before waiting for them) or an empty folder; a link
     /// there is kept and what it names replaced; `out` must not be inside an index. When a
     /// writer has removed a file of this generation (a compaction), the copy fails with
-    /// [`Error::Io`] of kind `NotFound`, never mixing generations: open the index again and
-    /// copy that. `stop` ends the copy between files, and the wait for the lock, with
+    /// [`Error::Io`] of kind `NotFound`, and when a rebuild has replaced its files with others
+    /// of the same names, the copy (checked against this generation's checksums before it is
+    /// put in place) fails too: never a mix of generations; open the index again and copy
+    /// that. `stop` ends the copy between files, and the wait for the lock, with
     /// [`Error::Stopped`], leaving `out` as it was.
     ///
     /// [`IndexBuilder`]: crate::IndexBuilder
@@ -70,6 +73,23 @@ impl Snapshot {
         std::fs::write(&manifest, self.manifest_bytes()).map_err(|e| Error::io(&manifest, e))?;
         sync_file(&manifest)?;
         crate::builder::sync_dir(staged.dir())?;
+        check_stop(stop)?;
+        // The files copied are this generation's only if their checksums are the ones its
+        // manifests record: a rebuild of the index reuses the file names, so a snapshot opened
+        // before one would otherwise copy the new files under its old manifest.
+        Snapshot::open_with(staged.dir(), OpenOptions::verify_checksums(true))
+            .and_then(|copy| copy.verify_model())
+            .map_err(|e| match self.is_current() {
+                Ok(true) => e,
+                _ => {
+                    let changed = std::io::Error::other(
+                        "changed by a writer after this snapshot of it was opened (a rebuild \
+                         reuses its file names), so its files are no longer this generation's; \
+                         open the index again and copy that",
+                    );
+                    Error::io(self.dir(), changed)
+                }
+            })?;
         check_stop(stop)?;
         staged.commit(on_wait, stop)
     }

@@ -152,11 +152,9 @@ impl FlatSearcher<'_> {
         params: &SearchParams,
         cutoffs: Option<&[u32]>,
     ) -> Result<(Vec<Hits>, SearchStats)> {
-        // The query's split if it sets one, else the searcher's.
-        let params = &params.resolved()?.with_split(match params.split {
-            Split::Auto => self.params.split,
-            split => split,
-        });
+        let params = &params
+            .resolved()?
+            .with_split(params.split_over(self.params.split));
         let c = &self.codes;
         let (_, norms) = c.check(queries, score, params)?;
         let w = c.words_per_code();

@@ -550,11 +550,6 @@ impl<'a> GraphSearcher<'a> {
                 codes.len()
             )));
         }
-        if params.ef_search == Some(0) {
-            return Err(Error::InvalidArgument(
-                "ef_search must be at least 1 (the walk's candidate list size)".into(),
-            ));
-        }
         Ok(GraphSearcher {
             codes,
             graph,
@@ -697,7 +692,8 @@ impl GraphSearcher<'_> {
         // The graph walk computes one distance at a time (portable); resolving the family
         // still reports a bad BSA_KERNEL as every other search does.
         let params = params.resolved()?;
-        if params.ef_search == Some(0) {
+        // The searcher's own, or this search's.
+        if self.ef_for(1, &params) == 0 {
             return Err(Error::InvalidArgument(
                 "ef_search must be at least 1 (the walk's candidate list size)".into(),
             ));

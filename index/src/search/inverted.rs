@@ -692,10 +692,7 @@ impl InvertedSearcher<'_> {
         // The query's options where it sets them, else the searcher's.
         let params = &params
             .resolved()?
-            .with_split(match params.split {
-                Split::Auto => self.params.split,
-                split => split,
-            })
+            .with_split(params.split_over(self.params.split))
             .with_force_inverted(params.force_inverted || self.params.force_inverted);
         let c = &self.codes;
         let (_, norms) = c.check(queries, score, params)?;

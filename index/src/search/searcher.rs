@@ -659,6 +659,14 @@ impl SearchParams {
         Ok(self.with_kernel(Some(KernelFamily::resolve(self.kernel)?)))
     }
 
+    /// The split to use where a searcher's own is `own`: this search's, if it sets one.
+    pub(crate) fn split_over(&self, own: Split) -> Split {
+        match self.split {
+            Split::Auto => own,
+            split => split,
+        }
+    }
+
     /// The kernel family to run: the resolved one (the fastest supported if unresolved).
     pub(crate) fn family(&self) -> KernelFamily {
         self.kernel
