@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::error::{Error, Result};
-use crate::files::{crc_of_file, file_crc};
+use crate::files::{crc_of_file, file_crc, sync_dir};
 use crate::format::{flags, ElemKind, FileKind, Header, FORMAT_VERSION, HEADER_LEN};
 use crate::graph::{write_graph_file, GRAPH_FILE};
 use crate::graph_build::{self, BuildParams, UnitVectors};
@@ -168,21 +168,6 @@ fn staging() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBu
     static LIVE: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn sync_dir(path: &Path) -> Result<()> {
-    // Directories can be opened and fsync'd on Unix; elsewhere this is best effort.
-    match File::open(path) {
-        Ok(d) => {
-            #[cfg(unix)]
-            d.sync_all().map_err(|e| Error::io(path, e))?;
-            #[cfg(not(unix))]
-            drop(d);
-            Ok(())
-        }
-        Err(e) if cfg!(unix) => Err(Error::io(path, e)),
-        Err(_) => Ok(()),
-    }
 }
 
 fn sanitized_extension(p: &Path) -> String {

@@ -73,6 +73,19 @@ pub fn output_target(path: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+/// Makes the entries of the folder `path` durable (`fsync` of the folder): after a rename or
+/// a file made in it. Unix only; elsewhere a folder cannot be opened to sync, and this does
+/// nothing.
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(path, e))?;
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Opens a file of the index (one its manifest lists) for reading, refusing anything but a
 /// regular file first: a FIFO put in an index file's place would block the open forever, and a
 /// directory would fail later with an unclear error. A missing file is reported as listed by

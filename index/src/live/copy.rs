@@ -67,12 +67,12 @@ impl Snapshot {
             .filter_map(|f| Path::new(f).parent().filter(|p| !p.as_os_str().is_empty()))
             .collect();
         for folder in folders {
-            crate::builder::sync_dir(&staged.dir().join(folder))?;
+            crate::files::sync_dir(&staged.dir().join(folder))?;
         }
         let manifest = staged.dir().join(MANIFEST_FILE);
         std::fs::write(&manifest, self.manifest_bytes()).map_err(|e| Error::io(&manifest, e))?;
         sync_file(&manifest)?;
-        crate::builder::sync_dir(staged.dir())?;
+        crate::files::sync_dir(staged.dir())?;
         check_stop(stop)?;
         // The files copied are this generation's only if their checksums are the ones its
         // manifests record: a rebuild of the index reuses the file names, so a snapshot opened

@@ -262,20 +262,9 @@ impl LiveManifest {
     }
 }
 
-/// `fsync`s a directory, so that renames and new entries in it are durable.
-pub(crate) fn sync_dir(path: &Path) -> Result<()> {
-    #[cfg(unix)]
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(path, e))?;
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
-}
-
 /// Replaces `dir/name` by `bytes` atomically: a temporary file beside it, `fsync`, `rename`. A
 /// crash leaves either the old file or the new one (and perhaps a temporary file that the next
-/// writer removes). The rename is durable once the caller has `fsync`ed `dir` ([`sync_dir`]):
+/// writer removes). The rename is durable once the caller has `fsync`ed `dir` ([`sync_dir`](crate::files::sync_dir)):
 /// it is visible before, so the caller knows the two steps apart.
 pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));

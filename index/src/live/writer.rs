@@ -15,11 +15,12 @@ use std::sync::Arc;
 
 use crate::builder::IndexBuilder;
 use crate::error::{Error, Result};
+use crate::files::sync_dir;
 use crate::index::Index;
 use crate::index::OpenOptions;
 use crate::live::meta::{
     bridge_name, deletes_name, largest_segment, read_deletes, read_manifest_bytes, replace_file,
-    segment_name, sync_dir, write_bridge, write_deletes, BridgeEntry, DeletesEntry, GraphSource,
+    segment_name, write_bridge, write_deletes, BridgeEntry, DeletesEntry, GraphSource,
     LiveManifest, LiveModel, SegmentEntry,
 };
 use crate::live::snapshot::Snapshot;
