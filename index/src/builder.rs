@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::error::{Error, Result};
-use crate::files::{crc_of_file, file_crc, sync_dir};
+use crate::files::{crc_of_file, file_crc, sync_dir, sync_file};
 use crate::format::{flags, ElemKind, FileKind, Header, FORMAT_VERSION, HEADER_LEN};
 use crate::graph::{write_graph_file, GRAPH_FILE};
 use crate::graph_build::{self, BuildParams, UnitVectors};
@@ -822,9 +822,7 @@ impl<'a> IndexBuilder<'a> {
                 };
                 for f in [&info.graph, &info.data] {
                     let p = tmp_path.join(f);
-                    File::open(&p)
-                        .and_then(|h| h.sync_all())
-                        .map_err(|e| Error::io(&p, e))?;
+                    sync_file(&p)?;
                     files.insert(f.clone(), crc_of_file(&p)?);
                 }
                 debug_assert_eq!(info.basename, HNSW_BASENAME);
@@ -839,9 +837,7 @@ impl<'a> IndexBuilder<'a> {
             let file = format!("model{}", sanitized_extension(src));
             let dst = tmp_path.join(&file);
             fs::copy(src, &dst).map_err(|e| Error::io(src, e))?;
-            File::open(&dst)
-                .and_then(|h| h.sync_all())
-                .map_err(|e| Error::io(&dst, e))?;
+            sync_file(&dst)?;
             files.insert(file.clone(), crc_of_file(&dst)?);
             model_info = Some(ModelInfo {
                 file,

@@ -86,6 +86,15 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Makes the data of the file `path` durable (`fsync`), as after copying it: a copy's bytes
+/// sit in the page cache until then, and a crash after the rename that publishes them would
+/// leave a short or empty file under the new manifest.
+pub(crate) fn sync_file(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, e))
+}
+
 /// Opens a file of the index (one its manifest lists) for reading, refusing anything but a
 /// regular file first: a FIFO put in an index file's place would block the open forever, and a
 /// directory would fail later with an unclear error. A missing file is reported as listed by

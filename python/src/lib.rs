@@ -45,16 +45,15 @@ pyo3::create_exception!(
 fn py_err(e: bsa::Error) -> PyErr {
     use bsa::Error as E;
     use bsa_index::Error as I;
-    let msg = e.to_string();
     match &e {
-        E::Io { error, .. } | E::Index(I::Io { error, .. }) => io_err(error.kind(), msg),
-        // Without the "invalid argument: " of the message: a ValueError says so.
-        E::InvalidArgument(m) | E::Index(I::InvalidArgument(m)) => PyValueError::new_err(m.clone()),
-        E::DimMismatch { .. } | E::BadRow { .. } | E::Index(I::DimMismatch { .. }) => {
-            PyValueError::new_err(msg)
-        }
-        E::Format { .. } | E::Index(_) => FormatError::new_err(msg),
-        _ => PyRuntimeError::new_err(msg),
+        E::Io { error, .. } | E::Index(I::Io { error, .. }) => io_err(error.kind(), e.to_string()),
+        E::InvalidArgument(_)
+        | E::Index(I::InvalidArgument(_))
+        | E::DimMismatch { .. }
+        | E::BadRow { .. }
+        | E::Index(I::DimMismatch { .. }) => PyValueError::new_err(bare(e)),
+        E::Format { .. } | E::Index(_) => FormatError::new_err(e.to_string()),
+        _ => PyRuntimeError::new_err(e.to_string()),
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use crate::builder::Staged;
 use crate::error::{check_stop, Error, Result};
+use crate::files::{sync_dir, sync_file};
 use crate::index::OpenOptions;
 use crate::live::Snapshot;
 use crate::manifest::MANIFEST_FILE;
@@ -67,12 +68,12 @@ impl Snapshot {
             .filter_map(|f| Path::new(f).parent().filter(|p| !p.as_os_str().is_empty()))
             .collect();
         for folder in folders {
-            crate::files::sync_dir(&staged.dir().join(folder))?;
+            sync_dir(&staged.dir().join(folder))?;
         }
         let manifest = staged.dir().join(MANIFEST_FILE);
         std::fs::write(&manifest, self.manifest_bytes()).map_err(|e| Error::io(&manifest, e))?;
         sync_file(&manifest)?;
-        crate::files::sync_dir(staged.dir())?;
+        sync_dir(staged.dir())?;
         check_stop(stop)?;
         // The files copied are this generation's only if their checksums are the ones its
         // manifests record: a rebuild of the index reuses the file names, so a snapshot opened
@@ -93,10 +94,4 @@ impl Snapshot {
         check_stop(stop)?;
         staged.commit(on_wait, stop)
     }
-}
-
-fn sync_file(path: &Path) -> Result<()> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(path, e))
 }

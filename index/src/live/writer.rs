@@ -8,14 +8,14 @@
 //! removes); after it, the new one.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::builder::IndexBuilder;
 use crate::error::{Error, Result};
-use crate::files::sync_dir;
+use crate::files::{sync_dir, sync_file};
 use crate::index::Index;
 use crate::index::OpenOptions;
 use crate::live::meta::{
@@ -1186,9 +1186,7 @@ impl Writer {
             let (src, dst) = (self.dir.join(f), tmp.join(f));
             if fs::hard_link(&src, &dst).is_err() {
                 fs::copy(&src, &dst).map_err(|e| Error::io(&src, e))?;
-                File::open(&dst)
-                    .and_then(|h| h.sync_all())
-                    .map_err(|e| Error::io(&dst, e))?;
+                sync_file(&dst)?;
             }
         }
         sync_dir(&tmp)?;

@@ -72,14 +72,9 @@ pub trait Searcher: Sync {
         params: &SearchParams,
         allowed: &RowSet,
     ) -> Result<(Vec<Hits>, SearchStats)> {
-        check_allowed(allowed, self.rows())?;
-        let excluded = allowed.len() - allowed.count();
-        let (mut hits, stats) = self.search(queries, k.saturating_add(excluded), score, params)?;
-        for h in &mut hits {
-            h.retain_rows(|r| allowed.contains(r as usize));
-            h.truncate(k);
-        }
-        Ok((hits, stats))
+        over_fetch(allowed, self.rows(), k, |k| {
+            self.search(queries, k, score, params)
+        })
     }
 
     /// The best `k` rows for each query among those within its cutoff (and in `allowed`, if
@@ -237,18 +232,28 @@ pub(crate) fn search_within_by(
     let limits = cutoffs.keys();
     let (mut hits, stats) = match allowed {
         None => run(k, &limits)?,
-        Some(allowed) => {
-            check_allowed(allowed, codes.len())?;
-            let excluded = allowed.len() - allowed.count();
-            let (mut hits, stats) = run(k.saturating_add(excluded), &limits)?;
-            for h in &mut hits {
-                h.retain_rows(|r| allowed.contains(r as usize));
-                h.truncate(k);
-            }
-            (hits, stats)
-        }
+        Some(allowed) => over_fetch(allowed, codes.len(), k, |k| run(k, &limits))?,
     };
     cutoffs.retain(&mut hits);
+    Ok((hits, stats))
+}
+
+/// A search of `rows` rows restricted to `allowed` by over-fetching: `run(k2)` searches them
+/// all for `k2` = `k` plus the rows `allowed` leaves out, which is exact (at most those can
+/// rank above an allowed row), and the hits left out are dropped.
+fn over_fetch(
+    allowed: &RowSet,
+    rows: usize,
+    k: usize,
+    run: impl FnOnce(usize) -> Result<(Vec<Hits>, SearchStats)>,
+) -> Result<(Vec<Hits>, SearchStats)> {
+    check_allowed(allowed, rows)?;
+    let excluded = allowed.len() - allowed.count();
+    let (mut hits, stats) = run(k.saturating_add(excluded))?;
+    for h in &mut hits {
+        h.retain_rows(|r| allowed.contains(r as usize));
+        h.truncate(k);
+    }
     Ok((hits, stats))
 }
 
