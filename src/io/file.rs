@@ -42,7 +42,8 @@ pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
 /// is left untouched, so a reader sees the old file or the new one, never half of one. A
 /// symbolic link at `path` is followed (the file it names is replaced, the link kept); a path
 /// that is not a regular file (a directory, device, pipe or socket: `/dev/null`, say) is refused
-/// before `write` runs, never renamed over.
+/// before `write` runs, never renamed over. Temporary files that an earlier write of `path`
+/// left when its process was killed or interrupted are removed.
 ///
 /// ```
 /// use std::io::Write;
@@ -66,9 +67,11 @@ pub fn write_atomic(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    let file_name = file_name.to_string_lossy();
+    remove_stale_temps(dir, &file_name);
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{}",
-        file_name.to_string_lossy(),
+        file_name,
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
@@ -91,6 +94,50 @@ pub fn write_atomic(
         return Err(Error::io(shown, e));
     }
     Ok(())
+}
+
+/// Removes the temporary files that writes of `file_name` in `dir` left when their process
+/// ended before the rename (`.NAME.tmp-PID-N`, its process killed or stopped by Ctrl-C while
+/// writing), so that they do not pile up beside the output. Those of a process still running
+/// (this one included) are writes in progress and stay. Best effort, Unix only: a file that
+/// cannot be removed is left, as before.
+fn remove_stale_temps(dir: &Path, file_name: &str) {
+    #[cfg(unix)]
+    {
+        let prefix = format!(".{file_name}.tmp-");
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some((pid, n)) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|rest| rest.split_once('-'))
+            else {
+                continue;
+            };
+            let (Ok(pid), true) = (pid.parse::<i32>(), n.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            if is_file && pid > 0 && !n.is_empty() && !process_running(pid) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, file_name);
+}
+
+/// Whether a process `pid` exists on this machine (signal 0 checks without sending one; a
+/// process of another user answers EPERM, and exists).
+#[cfg(unix)]
+fn process_running(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 sends no signal and touches no memory.
+    let sent = unsafe { libc::kill(pid, 0) } == 0;
+    sent || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// The file [`write_atomic`] replaces for `path`: `path` itself, or the file a symbolic link

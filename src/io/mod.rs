@@ -253,4 +253,41 @@ mod tests {
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("out.bin")]);
     }
+
+    #[cfg(unix)]
+    #[test]
+    fn write_atomic_removes_the_temporary_files_of_ended_processes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let ended = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        let parent = std::os::unix::process::parent_id();
+        let name = |pid: u32, n: &str| format!(".out.bin.tmp-{pid}-{n}");
+        // An ended process's; this one's and a running one's (writes in progress); names that
+        // are not a write's temporary file of out.bin.
+        let stale = name(ended, "3");
+        let kept = [
+            name(me, "99"),
+            name(parent, "0"),
+            name(ended, "x"),
+            format!(".other.bin.tmp-{ended}-0"),
+            format!(".out.bin.tmp-{ended}"),
+        ];
+        for n in kept.iter().chain([&stale]) {
+            fs::write(dir.path().join(n), b"partial").unwrap();
+        }
+        write_atomic(&path, |w| w.write_all(b"done")).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"done");
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = kept.to_vec();
+        want.push("out.bin".into());
+        want.sort();
+        assert_eq!(names, want);
+    }
 }
