@@ -1319,10 +1319,11 @@ fn has_bsa_files(dir: &Path) -> bool {
     codes || segment || dir.join(crate::manifest::LOCK_FILE).is_file()
 }
 
-/// Refuses an index path `out` inside another index's directory: that index's writers remove
-/// what its manifest does not name, so its next add, delete or compact would delete the new
-/// index (a backup saved into the index it copies, say). `out` itself may be an index (to be
-/// replaced).
+/// Refuses an output path `out` inside an index's directory: a file written there replaces
+/// one of the index's own (a model saved as `idx/model.safetensors`), and anything else is
+/// removed by the index's next add, delete or compact, whose writers delete what its manifest
+/// does not name (a backup saved into the index it copies, say). `out` itself may be an index
+/// (to be replaced).
 ///
 /// ```
 /// # fn main() -> bsa_index::Result<()> {
@@ -1339,9 +1340,9 @@ pub fn check_outside_index(out: &Path) -> Result<()> {
     match enclosing_index(out) {
         None => Ok(()),
         Some(index) => Err(Error::InvalidArgument(format!(
-            "{}: inside the index directory {}, whose writers delete what its manifest does \
-             not name (its next add, delete or compact would remove this); choose a path \
-             outside it",
+            "{}: inside the index directory {}, whose files only bsa's writers change (this \
+             would replace one of them, or be removed by its next add, delete or compact); \
+             choose a path outside it",
             out.display(),
             index.display()
         ))),

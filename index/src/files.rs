@@ -119,7 +119,7 @@ pub(crate) fn open_regular(path: &Path) -> Result<File> {
     if let Some(what) = not_a_file(path).map_err(not_found)? {
         return Err(Error::corrupt(
             path,
-            format!("{what}, where the index keeps a file; rebuild the index"),
+            format!("{what}, where the index keeps a file"),
         ));
     }
     File::open(path).map_err(not_found)

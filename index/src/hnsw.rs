@@ -292,16 +292,30 @@ impl HnswGraph {
             });
         }
         // An index from before graph.bin: load the hnsw_rs dump and convert it in memory.
-        // hnsw_rs panics or exits on malformed files: check every byte first.
+        // hnsw_rs panics or exits on malformed files: check every byte first, and make a panic
+        // on a dump that matches its checksum anyway (written so) an error about the file.
         let info = manifest.hnsw.as_ref().ok_or_else(no_graph)?;
         for name in [&info.graph, &info.data] {
             verify_plain_file(&dir.join(name), &manifest.files[name])?;
         }
         let gpath = dir.join(&info.graph);
         let mut io = HnswIo::new(dir, &info.basename);
-        let mut hnsw: Hnsw<'_, u64, DistHammingBits> = io.load_hnsw().map_err(|e| {
-            Error::corrupt(&gpath, format!("hnsw_rs could not load the graph: {e:#}"))
-        })?;
+        let io = &mut io;
+        // `{ io }` moves the borrow into the closure (not a reborrow): the graph outlives it.
+        let load = move || { io }.load_hnsw();
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load));
+        let mut hnsw: Hnsw<'_, u64, DistHammingBits> = match loaded {
+            Ok(Ok(hnsw)) => hnsw,
+            Ok(Err(e)) => {
+                let why = format!("hnsw_rs could not load the graph: {e:#}");
+                return Err(Error::corrupt(&gpath, why));
+            }
+            Err(_) => {
+                let why = "hnsw_rs failed reading the graph (it is malformed although it matches \
+                           its checksum)";
+                return Err(Error::corrupt(&gpath, why.to_string()));
+            }
+        };
         hnsw.set_searching_mode(true);
         if hnsw.get_nb_point() != n as usize {
             return Err(Error::corrupt(

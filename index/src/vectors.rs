@@ -1,8 +1,9 @@
 //! Stored float vectors (`vectors.bin`) and the exact cosine similarities that rescoring ranks
 //! candidates by ([`crate::search::rescore`]).
 //!
-//! Scores are cosine similarities computed in `f32` (`f16` vectors are widened first). A zero
-//! vector has similarity 0 with everything. The order is descending score, ties by ascending row.
+//! Scores are cosine similarities computed in `f32` (`f16` vectors are widened first; a stored
+//! row too large or too small to square in `f32` is scored in `f64`). A zero vector has
+//! similarity 0 with everything. The order is descending score, ties by ascending row.
 
 use crate::error::{Error, Result};
 
@@ -201,9 +202,45 @@ pub(crate) fn cosines(rows: &[(Vectors<'_>, usize)], query: &[f32]) -> Vec<f32> 
         .map(|(pos, &(v, r))| {
             fetch(pos + AHEAD);
             let (dot, nn) = v.dot_norm(r, query);
-            cosine_from(dot, nn.sqrt() * qn)
+            if (TINY_SQUARED_NORM..=f32::MAX).contains(&nn) {
+                cosine_from(dot, nn.sqrt() * qn)
+            } else {
+                v.cosine_f64(r, query)
+            }
         })
         .collect()
+}
+
+/// Below this squared norm (2^-100) a stored `f32` row's squares may have lost their precision
+/// to `f32`'s smallest values (or vanished), and above `f32::MAX` they overflowed: such rows,
+/// which only `f32` storage can hold (a row times 1e20 or 1e-22 of a file given as is), are
+/// scored in `f64` instead ([`Vectors::cosine_f64`]); any other row's squares of elements that
+/// small are below its sum's rounding.
+const TINY_SQUARED_NORM: f32 = 7.888_609e-31;
+
+impl Vectors<'_> {
+    /// The cosine of row `row` with `query` in `f64` (for rows whose magnitude leaves `f32`'s
+    /// range when squared), in a fixed order: the same on every CPU. A zero row scores 0.
+    fn cosine_f64(&self, row: usize, query: &[f32]) -> f32 {
+        let dim = query.len();
+        let at = |i: usize| match self {
+            Vectors::F32(v) => f64::from(v[row * dim + i]),
+            Vectors::F16(v) => f64::from(half::f16::from_bits(v[row * dim + i]).to_f32()),
+        };
+        let (mut dot, mut nn, mut qq) = (0f64, 0f64, 0f64);
+        for (i, &q) in query.iter().enumerate() {
+            let (a, q) = (at(i), f64::from(q));
+            dot += a * q;
+            nn += a * a;
+            qq += q * q;
+        }
+        let denom = (nn * qq).sqrt();
+        if denom > 0.0 && denom.is_finite() {
+            ((dot / denom) as f32).clamp(-1.0, 1.0)
+        } else {
+            0.0
+        }
+    }
 }
 
 /// `dot / denom` within [-1, 1] (rounding took a row's cosine with itself to 1.0000001), or 0
@@ -295,6 +332,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A stored row whose squared norm leaves `f32`'s range (a file's rows given unnormalised,
+    /// times 1e20 or 1e-22) scores as the row itself: it scored 0 and ranked by row.
+    #[test]
+    fn scores_do_not_depend_on_a_stored_rows_scale() {
+        let dim = 19;
+        let base: Vec<f32> = (0..dim)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        let mut rows = Vec::new();
+        for factor in [1.0f32, 1e20, 1e-22, 1e-40, 0.0] {
+            rows.extend(base.iter().map(|x| x * factor));
+        }
+        let located: Vec<_> = (0..5).map(|r| (Vectors::F32(&rows), r)).collect();
+        let got = cosines(&located, &base);
+        assert!((got[0] - 1.0).abs() < 1e-6, "{got:?}");
+        for (r, &s) in got.iter().enumerate().take(4).skip(1) {
+            assert!((s - 1.0).abs() < 1e-4, "row {r}: {got:?}");
+        }
+        assert_eq!(got[4], 0.0, "a zero row scores 0");
+        let negated: Vec<f32> = base.iter().map(|x| -x).collect();
+        let got = cosines(&located, &negated);
+        assert!(got[1] < -0.9999 && got[2] < -0.9999, "{got:?}");
     }
 
     /// Element `i` to lane `i % 8` in increasing `i`, one multiply and one add each: the sums

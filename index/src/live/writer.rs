@@ -945,8 +945,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Merges segments so that at most `max_segments` remain (the smallest first), and
-    /// rewrites every segment with deleted rows without them. A graph on float vectors is
+    /// Merges segments so that at most `max_segments` remain (the smallest first), and drops
+    /// deleted rows: every segment with deleted rows joins that one merge (a single new
+    /// segment), so fewer than `max_segments` may remain. A graph on float vectors is
     /// rebuilt on the vectors `graph_vectors` computes (required for such indexes; other
     /// graphs are rebuilt from the codes). Nothing is committed when there is nothing to do.
     pub fn compact(
