@@ -180,6 +180,14 @@ impl Request {
         self
     }
 
+    /// Whether an `adc` search picks its candidates with the integer tables of
+    /// [`Autoencoder::adc_candidate_tables`] ([`tables`]' `rescoring`): when rescoring re-ranks
+    /// them, unless a `min_score` range is asked for, whose bound applies to the exact score,
+    /// which those tables only approximate.
+    pub fn picks_with_int_tables(&self) -> bool {
+        self.rescore.is_some() && self.min_score.is_none()
+    }
+
     /// Whether hits need their Hamming distances. With `false`, a search by `adc` or `soft` of
     /// float queries does not encode them and every hit's distance is `u32::MAX` (the scores,
     /// ids and order are the same); other scores rank by the query's code and still encode it.
@@ -375,6 +383,13 @@ pub fn search_until(
             score_name.name()
         )));
     }
+    if matches!(request.mode, Mode::Hnsw(_)) && index.graph_metric().is_none() {
+        // Said before which score a graph answers: there is none.
+        return Err(Error::InvalidArgument(format!(
+            "{dir}: the index has no HNSW graph for mode hnsw; rebuild it with one (bsa build \
+             --hnsw), or use mode flat or inverted"
+        )));
+    }
     if matches!(request.mode, Mode::Hnsw(_)) {
         // A graph answers the score it was built for.
         let cosine = index.graph_metric() == Some(bsa_index::manifest::GraphMetric::Cosine);
@@ -496,7 +511,7 @@ pub fn search_until(
         floats.as_ref().map(|q| q.view()),
         &codes,
         bits,
-        request.rescore.is_some(),
+        request.picks_with_int_tables(),
     );
     let score = match score_name {
         ScoreName::Cosine => Score::Cosine,

@@ -341,6 +341,7 @@ fn is_report_file(name: &str) -> bool {
 /// of its own (`.`, `..`, `/`) is refused: the report replaces its folder.
 fn report_dir(out: &Path) -> Result<PathBuf> {
     let dir = bsa_index::output_target(out).map_err(|e| Error::io(out, e))?;
+    bsa_index::check_outside_index(&dir)?;
     match dir.components().next_back() {
         Some(std::path::Component::Normal(_)) => Ok(dir),
         _ => Err(Error::format(

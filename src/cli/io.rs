@@ -232,12 +232,22 @@ pub fn refuse_clobbering(
     out_is_file: bool,
     inputs: &[(&str, Option<&std::path::Path>)],
 ) -> anyhow::Result<()> {
+    // The inputs first: an --out inside the command's own --index is said as that.
+    refuse_over_inputs(out, inputs)?;
     if out_is_file {
         bsa::io::writable_target(out).map_err(|e| match e {
             bsa::Error::InvalidArgument(m) => anyhow::anyhow!("--out {m}"),
             e => anyhow::anyhow!("--out {e}"),
         })?;
     }
+    Ok(())
+}
+
+/// [`refuse_clobbering`]'s check of `out` against the command's inputs.
+fn refuse_over_inputs(
+    out: &std::path::Path,
+    inputs: &[(&str, Option<&std::path::Path>)],
+) -> anyhow::Result<()> {
     // `out` may not exist yet: resolve its folder and keep its name.
     let folder = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

@@ -56,6 +56,11 @@ pub struct AddArgs {
     /// Threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Change the index without checking its files' checksums first (a damaged index is
+    /// refused otherwise, as searches refuse it: a change would carry the damage into a new
+    /// generation).
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 /// Mark rows deleted: searches in every mode skip them; `bsa compact` drops them for good.
@@ -73,12 +78,17 @@ pub struct DeleteArgs {
     /// Ids to delete (.npy, 1-D integers).
     #[arg(long)]
     pub ids: PathBuf,
+    /// Change the index without checking its files' checksums first (a damaged index is
+    /// refused otherwise, as searches refuse it: a change would carry the damage into a new
+    /// generation).
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 /// Merge segments and drop deleted rows.
 ///
-/// Merges the smallest segments until at most --max-segments remain, and rewrites every
-/// segment with deleted rows without them; graphs of merged segments are rebuilt (on the
+/// Merges the smallest segments until at most --max-segments remain, and every segment with
+/// deleted rows into the same merge, without those rows (so fewer segments may remain); graphs of merged segments are rebuilt (on the
 /// decoded codes with the index's model, or on the stored vectors for a graph on the data).
 ///
 /// Example:
@@ -123,7 +133,7 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         }
     }
     let merge = MergePolicy::tiered(a.merge_factor).with_max_rows(a.merge_max_rows);
-    let mut writer = open_writer(&a.index)?;
+    let mut writer = open_writer(&a.index, !a.no_verify)?;
     let r = bsa::live::add(
         &mut writer,
         source,
@@ -161,14 +171,21 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
 
 /// Opens `dir` for writing, saying on stderr when another writer holds it (else a wait behind
 /// a long compaction looks like a hang). Ctrl-C from here on stops the wait or the change
-/// before its commit, and removes what it wrote.
-fn open_writer(dir: &Path) -> anyhow::Result<Writer> {
+/// before its commit, and removes what it wrote. With `verify`, an index whose files fail
+/// their checksums or checks is refused before anything is written (`bsa compact` checks the
+/// segments it merges itself).
+fn open_writer(dir: &Path, verify: bool) -> anyhow::Result<Writer> {
     let stop = super::io::stop_on_signal()?;
-    Ok(Writer::open_stoppable(
-        dir,
-        || super::io::say_waiting(dir),
-        stop,
-    )?)
+    let mut writer = Writer::open_stoppable(dir, || super::io::say_waiting(dir), stop)?;
+    if verify {
+        writer.snapshot()?.verify().with_context(|| {
+            format!(
+                "{} is damaged, so it was not changed (bsa verify --index {0} checks it;                  rebuild it, or pass --no-verify to change it anyway)",
+                dir.display()
+            )
+        })?;
+    }
+    Ok(writer)
 }
 
 /// ", bridging N segments (E edges)" when segments were bridged from the largest graph.
@@ -181,7 +198,7 @@ fn bridged_note(segments: usize, edges: usize) -> String {
 
 pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
     let ids = bsa::io::read_u64_ids(&a.ids)?;
-    let r = open_writer(&a.index)?.delete(&ids)?;
+    let r = open_writer(&a.index, !a.no_verify)?.delete(&ids)?;
     if !r.unknown.is_empty() {
         let shown: Vec<String> = r.unknown.iter().take(10).map(u64::to_string).collect();
         eprintln!(
@@ -205,7 +222,7 @@ pub fn compact(a: &CompactArgs) -> anyhow::Result<()> {
         bail!("--max-segments must be at least 1 (the segments left after compacting)");
     }
     bsa::threads::configure(a.threads)?;
-    let r = bsa::live::compact(&mut open_writer(&a.index)?, a.max_segments)
+    let r = bsa::live::compact(&mut open_writer(&a.index, false)?, a.max_segments)
         .with_context(|| format!("compacting {}", a.index.display()))?;
     if r.merged == 0 {
         eprintln!(

@@ -50,14 +50,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     // Read before the search, which a bad labels file would otherwise waste.
     let labels = match &a.labels {
         Some(p) => Some(
-            std::fs::read_to_string(p)
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::InvalidData => anyhow::anyhow!(
+            String::from_utf8(bsa::io::read_file(p).map_err(|e| anyhow::anyhow!("--labels {e}"))?)
+                .map_err(|_| {
+                    anyhow::anyhow!(
                         "--labels {}: not UTF-8 text; give a text file with one label per line \
-                         (line i names row i)",
+                     (line i names row i)",
                         p.display()
-                    ),
-                    _ => anyhow::anyhow!("--labels {}: {e}", p.display()),
+                    )
                 })?
                 .lines()
                 .map(str::to_owned)

@@ -89,13 +89,16 @@ pub struct Args {
     #[arg(long)]
     pub ef: Option<usize>,
     /// Re-rank the top k x R candidates (by --score) by exact cosine against the stored vectors
-    /// (with --score adc, the candidates are picked with integer ADC tables: see above).
+    /// (with --score adc, the candidates are picked with integer ADC tables: see above; with
+    /// --min-score, by the exact scores the bound applies to).
     #[arg(long)]
     pub rescore: Option<usize>,
     /// Range search: every neighbour within this Hamming distance (--score hamming only).
     #[arg(long = "max-distance", visible_alias = "max-dist")]
     pub max_dist: Option<u32>,
-    /// Range search: every neighbour scoring at least S (scores other than hamming).
+    /// Range search: every neighbour scoring at least S (scores other than hamming). With
+    /// --rescore, the bound applies to --score's exact value, and the rescored cosines printed
+    /// then order those neighbours (they may be below S: another measure).
     #[arg(long, conflicts_with = "max_dist")]
     pub min_score: Option<f32>,
     /// Only these ids (.npy, 1-D integers) may be returned; exact modes stay exact, the graph

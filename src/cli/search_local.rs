@@ -117,7 +117,11 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         // (how the inverted search answered each query, the codes the table scan re-scored).
         if a.score == ScoreName::Adc {
             // Which ADC tables ranked the candidates (bsa::query::tables).
-            let kind = if a.rescore.is_some() { "int8" } else { "f32" };
+            let kind = if request.picks_with_int_tables() {
+                "int8"
+            } else {
+                "f32"
+            };
             stats.push(("adc_tables", kind.into()));
         }
         if let Some(t) = search_stats.table_kernel {

@@ -37,6 +37,26 @@ pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
     Ok(map)
 }
 
+/// Reads the file `path` whole, refusing what is not a regular file first: a device such as
+/// `/dev/zero` would be read until memory runs out, a pipe would block until a writer comes.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// std::fs::write(dir.path().join("labels.txt"), "a\nb\n").unwrap();
+/// assert_eq!(bsa::io::read_file(&dir.path().join("labels.txt")).unwrap(), b"a\nb\n");
+/// let err = bsa::io::read_file(dir.path()).unwrap_err().to_string();
+/// assert!(err.contains("a directory"), "{err}");
+/// ```
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    if let Some(what) = bsa_index::not_a_file(path).map_err(|e| Error::io(path, e))? {
+        return Err(Error::format(
+            path,
+            format!("{what}; give the path of a file (write a pipe's output to one first)"),
+        ));
+    }
+    fs::read(path).map_err(|e| Error::io(path, e))
+}
+
 /// Writes a file atomically: `write` fills a temporary file in the target's directory, which is
 /// flushed, synced and renamed over `path`. On any error the temporary file is removed and `path`
 /// is left untouched, so a reader sees the old file or the new one, never half of one. A
@@ -143,9 +163,19 @@ fn process_running(pid: i32) -> bool {
 /// The file [`write_atomic`] replaces for `path`: `path` itself, or the file a symbolic link
 /// there names (made if the link dangles). Refused when it exists and is not a regular file
 /// (renaming over a device or a pipe would replace it, as root `/dev/null` itself; over a
-/// directory it fails late), and when its folder does not exist.
+/// directory it fails late), when its folder does not exist, and when it is inside an index's
+/// directory ([`bsa_index::check_outside_index`]: it would replace one of the index's files or
+/// be removed by the index's next writer).
 pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
     let target = bsa_index::output_target(path).map_err(|e| Error::io(path, e))?;
+    bsa_index::check_outside_index(&target).map_err(|e| match e {
+        // Named as the caller gave it, not as the link resolved.
+        bsa_index::Error::InvalidArgument(m) if target != path => {
+            Error::InvalidArgument(format!("{} ({m})", path.display()))
+        }
+        bsa_index::Error::InvalidArgument(m) => Error::InvalidArgument(m),
+        e => e.into(),
+    })?;
     if let Ok(Some(what)) = bsa_index::not_a_file(&target) {
         return Err(Error::InvalidArgument(format!(
             "{}: {what}; an output is written by replacing a file: give the path of a file",

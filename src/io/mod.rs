@@ -31,7 +31,7 @@ pub mod model;
 mod npy;
 
 pub use embeddings::Embeddings;
-pub use file::{writable_target, write_atomic};
+pub use file::{read_file, writable_target, write_atomic};
 pub use npy::{
     check_float32_range, read_i32, read_u64_ids, read_u8, write_f32, write_i32, write_u8,
 };
@@ -252,6 +252,28 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("out.bin")]);
+    }
+
+    #[test]
+    fn write_atomic_refuses_paths_inside_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = dir.path().join("idx");
+        let codes = bsa_index::pack::pack_le_bytes(&[0b0001, 0b0011], 2, 1, 4).unwrap();
+        bsa_index::IndexBuilder::new(4, &codes).build(&idx).unwrap();
+        let before = fs::read(idx.join("codes.bin")).unwrap();
+        for inside in [idx.join("codes.bin"), idx.join("model.safetensors")] {
+            let err = write_atomic(&inside, |w| w.write_all(b"x")).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("inside the index directory"), "{msg}");
+            assert!(
+                msg.contains("codes.bin") || msg.contains("model.safetensors"),
+                "{msg}"
+            );
+        }
+        assert_eq!(fs::read(idx.join("codes.bin")).unwrap(), before);
+        assert!(!idx.join("model.safetensors").exists());
+        // Beside the index is fine.
+        write_atomic(&dir.path().join("model.safetensors"), |w| w.write_all(b"x")).unwrap();
     }
 
     #[cfg(unix)]

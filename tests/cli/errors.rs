@@ -738,6 +738,30 @@ fn messages_name_the_input_at_fault() {
         "good.npy",
         "--mode",
         "hnsw",
+    ])
+    .fails_with(&["idx: the index has no HNSW graph", "bsa build --hnsw"]);
+    t.bsa(&[
+        "build",
+        "--model",
+        "model.safetensors",
+        "--data",
+        "good.npy",
+        "--hnsw",
+        "-q",
+        "--out",
+        "idxg",
+    ])
+    .ok();
+    t.bsa(&[
+        "search",
+        "--index",
+        "idxg",
+        "--queries",
+        "good.npy",
+        "--mode",
+        "hnsw",
+        "--score",
+        "adc",
         "--ef",
         "4000000000",
     ])

@@ -223,6 +223,44 @@ fn range_search_returns_every_row_in_range() {
             .iter()
             .all(|s| s.as_f64().unwrap() >= 0.2));
     }
+    // With --rescore the bound still selects by the exact ADC score (the integer tables that
+    // pick rescoring's candidates let rows just below it in, and left rows at it out): the
+    // same rows, re-ranked. Bounds at exact scores of hits, where that showed.
+    t.bsa(&[
+        "build",
+        "--model",
+        &model,
+        "--data",
+        "x.npy",
+        "--vectors",
+        "-q",
+        "--out",
+        "idxv",
+    ])
+    .ok();
+    let ids = |l: &serde_json::Value| {
+        let mut v: Vec<u64> = l["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let exact = search(&t, "idxv", &["--score", "adc", "--k", "200"]);
+    for rank in [3, 10, 25, 60] {
+        let bound = exact[0]["scores"][rank].as_f64().unwrap().to_string();
+        let plain = search(&t, "idxv", &["--score", "adc", "--min-score", &bound]);
+        let rescored = search(
+            &t,
+            "idxv",
+            &["--score", "adc", "--min-score", &bound, "--rescore", "2"],
+        );
+        for (p, r) in plain.iter().zip(&rescored) {
+            assert_eq!(ids(p), ids(r), "bound {bound}");
+        }
+    }
     t.bsa(&[
         "search",
         "--index",
@@ -383,6 +421,50 @@ fn add_and_compact_refuse_a_damaged_model() {
     t.bsa(&["compact", "--index", "idx"])
         .fails_with(&[&name, "checksum"]);
     assert_eq!(t.read("idx/manifest.json"), manifest, "nothing committed");
+}
+
+/// A damaged segment (one flipped bit in its codes) is refused by add and delete before they
+/// write, as searches refuse it: they committed new generations over it (exit 0), carrying
+/// the damage on; --no-verify changes it anyway.
+#[test]
+fn add_and_delete_refuse_a_damaged_index_unless_told() {
+    let t = TestDir::new();
+    t.write_f32("x.npy", &normalised(60, 16, 5));
+    t.write("ids.npy", &ids_npy(&[1, 2]));
+    let model = t.train("x.npy", "m.safetensors", 64, 8, &["--method", "topk"]);
+    t.bsa(&[
+        "build", "--model", &model, "--data", "x.npy", "-q", "--out", "idx",
+    ])
+    .ok();
+    let mut bytes = t.read("idx/codes.bin");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    t.write("idx/codes.bin", &bytes);
+    let manifest = t.read("idx/manifest.json");
+    for args in [
+        &["add", "--index", "idx", "--data", "x.npy"][..],
+        &["delete", "--index", "idx", "--ids", "ids.npy"],
+    ] {
+        t.bsa(args)
+            .fails_with(&["idx is damaged", "not changed", "codes.bin", "checksum"]);
+        assert_eq!(
+            t.read("idx/manifest.json"),
+            manifest,
+            "{args:?}: nothing committed"
+        );
+    }
+    t.bsa(&[
+        "delete",
+        "--index",
+        "idx",
+        "--ids",
+        "ids.npy",
+        "--no-verify",
+    ])
+    .ok();
+    let v = t.bsa(&["verify", "--index", "idx"]);
+    assert_eq!(v.code, 1, "still damaged: {v:#?}");
+    assert!(v.stderr.contains("codes.bin"), "{v:#?}");
 }
 
 /// With every row deleted, a scored search still answers every query with the same fields,

@@ -338,7 +338,7 @@ fn misuse_is_refused_with_a_reason() {
         "--score",
         "cosine",
     ])
-    .fails_with(&["hnsw", "Hamming"]);
+    .fails_with(&["mode hnsw", "no HNSW graph"]);
     t.bsa(&[
         "search",
         "--index",
