@@ -36,7 +36,9 @@ impl<F: Real> Params<F> {
     }
 
     /// PyTorch's default `nn.Linear` initialisation (uniform in `±1/sqrt(fan_in)` for weights
-    /// and biases), which is what the paper's reference implementation would have used.
+    /// and biases), what a PyTorch model gets unless told otherwise (the paper does not say).
+    /// The peer trainer `bsa_torch.py` uses Xavier-uniform weights and zero biases instead: the
+    /// speed comparison is unaffected (same shapes and work), its first losses differ.
     pub fn init(bits: usize, dim: usize, seed: u64) -> Self {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut uniform = |bound: f64| F::from(rng.random_range(-bound..bound)).unwrap();

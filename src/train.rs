@@ -690,7 +690,7 @@ impl TrainParams {
     }
 
     fn config(&self, dim: usize) -> ModelConfig {
-        ModelConfig {
+        let mut config = ModelConfig {
             dim,
             bits: self.bits,
             k: self.k,
@@ -698,7 +698,14 @@ impl TrainParams {
             loss: self.loss,
             alpha: self.alpha,
             target: self.target,
+        };
+        // Recorded as trained: TopK has no alignment term, so the alpha and target it was
+        // given (accepted, without effect) are not what made it.
+        if self.method == Method::Topk {
+            config.alpha = config.effective_alpha();
+            config.target = crate::model::Target::Khot;
         }
+        config
     }
 
     /// Checks the settings against data with `n` rows of dimension `dim`.

@@ -173,12 +173,54 @@ fn refuse_unused(method: Method, label: &str, given: &[String]) {
     }
 }
 
+/// Refuses a setting given (`given`, by field name) without the aid it tunes, which then
+/// ignores it: `--final-lr-fraction` without `--schedule cosine`, `--max-bit-freq` without
+/// `--rebalance-bits`, `--neighbour-rows` without `--neighbour-weight`, `--probe-queries`
+/// without `--monitor adc|hamming`.
+fn refuse_orphans(a: &Args, given: &[String]) {
+    let orphans = [
+        (
+            "final_lr_fraction",
+            a.schedule == "cosine",
+            "--schedule cosine, whose end it sets",
+        ),
+        (
+            "max_bit_freq",
+            a.rebalance_bits,
+            "--rebalance-bits, whose threshold it is",
+        ),
+        (
+            "neighbour_rows",
+            a.neighbour_weight != 0.0,
+            "--neighbour-weight above 0, the term it sizes",
+        ),
+        (
+            "probe_queries",
+            matches!(a.monitor.as_deref(), Some("adc" | "hamming")),
+            "--monitor adc or hamming, the recall probe it sizes",
+        ),
+    ];
+    for (field, used, needs) in orphans {
+        if !used && given.iter().any(|g| g == field) {
+            clap::Error::raw(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                format!(
+                    "--{} has no effect without {needs}: give that too, or leave it out\n",
+                    field.replace('_', "-")
+                ),
+            )
+            .exit()
+        }
+    }
+}
+
 /// `given`: the flags given on the command line, by field name (defaults are not refused).
 pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
     match &a.preset {
         Some(p) => refuse_unused(Method::Pursuit, &format!("--preset {p}"), given),
         None => refuse_unused(a.method, &format!("--method {}", a.method), given),
     }
+    refuse_orphans(a, given);
     super::io::refuse_clobbering(
         &a.out,
         true,
@@ -317,8 +359,9 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
         "k": k,
         "method": a.method.to_string(),
         "loss": a.loss.to_string(),
-        "alpha": a.alpha,
-        "target": a.target.to_string(),
+        // As the model records them (TopK's are its own: alpha 0, k-hot).
+        "alpha": model.config.alpha,
+        "target": model.config.target.to_string(),
         "epochs": a.epochs,
         "epochs_run": report.epochs.len(),
         "batch": a.batch,

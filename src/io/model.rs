@@ -26,7 +26,7 @@ use ndarray::{Array1, Array2};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::{Error, Result};
-use crate::model::{Autoencoder, ModelConfig, Params};
+use crate::model::{Autoencoder, Method, ModelConfig, Params};
 
 /// Value of the `format` metadata key.
 pub const FORMAT: &str = "bsa-model";
@@ -138,11 +138,12 @@ fn sorted_header(buf: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Reads a model file written by [`save`], checking the format marker, version, every tensor's
-/// presence, dtype and shape, and that the weights are finite.
+/// Reads a model file written by [`save`] (or by the PyTorch peer trainer `bsa_torch.py`, whose
+/// files hold the same tensors), checking the format marker, version, every tensor's presence,
+/// dtype and shape, and that the weights are finite.
 pub fn load(path: impl AsRef<Path>) -> Result<Autoencoder> {
     let path = path.as_ref();
-    let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let buf = super::file::read_file(path)?;
     from_bytes(&buf, path)
 }
 
@@ -164,28 +165,33 @@ pub fn from_bytes(buf: &[u8], name: impl AsRef<Path>) -> Result<Autoencoder> {
             ))
         })
     };
-    if get("format")? != FORMAT {
-        return Err(bad(format!(
-            "metadata says format {:?}, expected {FORMAT:?}",
-            get("format")?
-        )));
-    }
-    let version: u32 = parse(path, "format_version", get("format_version")?)?;
-    if !(1..=FORMAT_VERSION).contains(&version) {
-        return Err(bad(format!(
-            "model format v{version} is newer than this bsa reads (v1..=v{FORMAT_VERSION}); \
-             upgrade bsa or retrain the model"
-        )));
-    }
-    let config = ModelConfig {
-        dim: parse(path, "dim", get("dim")?)?,
-        bits: parse(path, "bits", get("bits")?)?,
-        k: parse(path, "k", get("k")?)?,
-        method: parse(path, "method", get("method")?)?,
-        loss: parse(path, "loss", get("loss")?)?,
-        alpha: parse(path, "alpha", get("alpha")?)?,
-        target: parse(path, "target", get("target")?)?,
-    };
+    let config =
+        if !meta.contains_key("format") && ["D", "N", "K"].iter().all(|k| meta.contains_key(*k)) {
+            peer_config(&meta, path)?
+        } else {
+            if get("format")? != FORMAT {
+                return Err(bad(format!(
+                    "metadata says format {:?}, expected {FORMAT:?}",
+                    get("format")?
+                )));
+            }
+            let version: u32 = parse(path, "format_version", get("format_version")?)?;
+            if !(1..=FORMAT_VERSION).contains(&version) {
+                return Err(bad(format!(
+                "model format v{version} is newer than this bsa reads (v1..=v{FORMAT_VERSION}); \
+                 upgrade bsa or retrain the model"
+            )));
+            }
+            ModelConfig {
+                dim: parse(path, "dim", get("dim")?)?,
+                bits: parse(path, "bits", get("bits")?)?,
+                k: parse(path, "k", get("k")?)?,
+                method: parse(path, "method", get("method")?)?,
+                loss: parse(path, "loss", get("loss")?)?,
+                alpha: parse(path, "alpha", get("alpha")?)?,
+                target: parse(path, "target", get("target")?)?,
+            }
+        };
     config
         .validate()
         .map_err(|e| bad(format!("bad model settings: {e}")))?;
@@ -234,10 +240,34 @@ pub fn from_bytes(buf: &[u8], name: impl AsRef<Path>) -> Result<Autoencoder> {
     })
 }
 
+/// The settings of a model file written by the PyTorch trainer `bsa_torch.py` (the peer of
+/// `bsa train`): the same tensors, with metadata `D`, `N`, `K`, `mode` (`bsa` or `topk`) and,
+/// from its `train` command, `loss`, `alpha`, `target` (the paper's defaults when absent), so
+/// that `bsa eval` measures a model trained there as one trained here.
+fn peer_config(meta: &HashMap<String, String>, path: &Path) -> Result<ModelConfig> {
+    let or = |key: &str, default: &'static str| meta.get(key).map_or(default, String::as_str);
+    let method: Method = parse(path, "mode", or("mode", "bsa"))?;
+    if !matches!(method, Method::Bsa | Method::Topk) {
+        return Err(Error::format(
+            path,
+            format!("metadata mode {method} is not one bsa_torch.py trains (bsa or topk)"),
+        ));
+    }
+    Ok(ModelConfig {
+        dim: parse(path, "D", or("D", ""))?,
+        bits: parse(path, "N", or("N", ""))?,
+        k: parse(path, "K", or("K", ""))?,
+        method,
+        loss: parse(path, "loss", or("loss", "cosine"))?,
+        alpha: parse(path, "alpha", or("alpha", "1.0"))?,
+        target: parse(path, "target", or("target", "khot"))?,
+    })
+}
+
 /// The `training` metadata of a model file, as JSON (`Null` when absent or unreadable).
 pub fn training_info(path: impl AsRef<Path>) -> Result<serde_json::Value> {
     let path = path.as_ref();
-    let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let buf = super::file::read_file(path)?;
     training_info_from_bytes(&buf, path)
 }
 
@@ -293,6 +323,47 @@ mod tests {
         assert_eq!(back.config, m.config);
         assert_eq!(back.params, m.params);
         assert_eq!(training_info(&path).unwrap()["epochs"], 3);
+    }
+
+    /// `bytes` (a model file) with its metadata replaced by `meta`.
+    fn with_metadata(bytes: &[u8], meta: serde_json::Value) -> Vec<u8> {
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        header["__metadata__"] = meta;
+        let mut text = serde_json::to_vec(&header).unwrap();
+        text.resize(text.len().next_multiple_of(8), b' ');
+        let mut out = (text.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&text);
+        out.extend_from_slice(&bytes[8 + n..]);
+        out
+    }
+
+    /// A model of the PyTorch peer trainer (its metadata: D, N, K, mode and the train
+    /// command's loss, alpha, target) reads as the same model; without the train command's
+    /// keys, with the paper's defaults; a mode it does not train is refused.
+    #[test]
+    fn the_pytorch_trainers_files_read_as_models() {
+        let m = model();
+        let bytes = to_bytes(&m, &serde_json::Value::Null).unwrap();
+        let peer = serde_json::json!({
+            "D": "5", "N": "12", "K": "3", "mode": "topk",
+            "loss": "mse", "alpha": "0.5", "target": "masked", "epochs": "2",
+        });
+        let back = from_bytes(&with_metadata(&bytes, peer), "peer.safetensors").unwrap();
+        assert_eq!((back.config, &back.params), (m.config, &m.params));
+        let bare = serde_json::json!({"D": "5", "N": "12", "K": "3", "mode": "bsa"});
+        let back = from_bytes(&with_metadata(&bytes, bare), "peer.safetensors").unwrap();
+        assert_eq!(back.config.method, Method::Bsa);
+        assert_eq!(
+            (back.config.loss, back.config.alpha, back.config.target),
+            (LossKind::Cosine, 1.0, Target::Khot)
+        );
+        let wrong = serde_json::json!({"D": "6", "N": "12", "K": "3"});
+        let e = from_bytes(&with_metadata(&bytes, wrong), "peer.safetensors").unwrap_err();
+        assert!(e.to_string().contains("shape"), "{e}");
+        let itq = serde_json::json!({"D": "5", "N": "12", "K": "3", "mode": "itq"});
+        let e = from_bytes(&with_metadata(&bytes, itq), "peer.safetensors").unwrap_err();
+        assert!(e.to_string().contains("bsa or topk"), "{e}");
     }
 
     #[test]

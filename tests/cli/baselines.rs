@@ -243,7 +243,32 @@ fn lsh_is_deterministic_and_needs_bits() {
         "8",
     ])
     .usage_error(&["--preset retrieval does not read --batch"]);
+    // A setting of a training aid without the aid is refused too: it changed nothing.
+    let bsa = ["--bits", "8", "--k", "2"];
+    for (extra, needs) in [
+        (&["--final-lr-fraction", "0.5"][..], "--schedule cosine"),
+        (&["--max-bit-freq", "0.9"], "--rebalance-bits"),
+        (&["--neighbour-rows", "64"], "--neighbour-weight"),
+        (
+            &["--probe-queries", "10", "--monitor", "loss"],
+            "--monitor adc or hamming",
+        ),
+    ] {
+        train(&[&bsa[..], extra].concat()).usage_error(&[extra[0], "no effect without", needs]);
+    }
     assert!(!t.exists("u.safetensors"));
+    // TopK accepts --alpha and --target without effect, and records what it trained with.
+    let out = train(&[
+        "--method", "topk", "--bits", "8", "--k", "2", "--alpha", "5", "--target", "masked",
+        "--epochs", "1", "--json", "-q",
+    ])
+    .ok();
+    let summary = crate::util::json_lines(&out.stdout).pop().unwrap();
+    assert_eq!(
+        (summary["alpha"].as_f64(), summary["target"].as_str()),
+        (Some(0.0), Some("khot"))
+    );
+    std::fs::remove_file(t.path("u.safetensors")).unwrap();
     train(&[
         "--method",
         "itq",
