@@ -213,6 +213,14 @@ def test_save_or_build_inside_an_index_is_refused(work, base, tmp_path):
         bsa.Index.build(x=base[:50], model=model, path=tmp_path / "idx" / "other")
     assert not (tmp_path / "idx" / "backup").exists()
     assert not (tmp_path / "idx" / "other").exists()
+    # A model saved over the index's own model file replaced it (the index then failed its
+    # checksum); any file inside is refused.
+    stored = (tmp_path / "idx" / "model.safetensors").read_bytes()
+    for inside in ["model.safetensors", "mine.safetensors"]:
+        with pytest.raises(ValueError, match="inside the index directory"):
+            model.save(tmp_path / "idx" / inside)
+    assert (tmp_path / "idx" / "model.safetensors").read_bytes() == stored
+    assert not (tmp_path / "idx" / "mine.safetensors").exists()
     index.save(tmp_path / "backup")
     assert len(bsa.Index.open(tmp_path / "backup")) == 50
 
