@@ -690,22 +690,36 @@ impl TrainParams {
     }
 
     fn config(&self, dim: usize) -> ModelConfig {
-        let mut config = ModelConfig {
+        let p = self.as_trained();
+        ModelConfig {
             dim,
-            bits: self.bits,
-            k: self.k,
-            method: self.method,
-            loss: self.loss,
-            alpha: self.alpha,
-            target: self.target,
-        };
-        // Recorded as trained: TopK has no alignment term, so the alpha and target it was
-        // given (accepted, without effect) are not what made it.
-        if self.method == Method::Topk {
-            config.alpha = config.effective_alpha();
-            config.target = crate::model::Target::Khot;
+            bits: p.bits,
+            k: p.k,
+            method: p.method,
+            loss: p.loss,
+            alpha: p.alpha,
+            target: p.target,
         }
-        config
+    }
+
+    /// These settings as the model records them: TopK has no alignment term, so the alpha and
+    /// target given to it (accepted, without effect) are recorded as 0 and k-hot, what made
+    /// it; other methods' are unchanged.
+    ///
+    /// ```
+    /// use bsa::model::{Method, Target};
+    /// let mut p = bsa::train::TrainParams::new(64, 8);
+    /// (p.method, p.alpha, p.target) = (Method::Topk, 5.0, Target::Masked);
+    /// let t = p.as_trained();
+    /// assert_eq!((t.alpha, t.target), (0.0, Target::Khot));
+    /// ```
+    pub fn as_trained(&self) -> TrainParams {
+        let mut p = self.clone();
+        if p.method == Method::Topk {
+            p.alpha = 0.0;
+            p.target = crate::model::Target::Khot;
+        }
+        p
     }
 
     /// Checks the settings against data with `n` rows of dimension `dim`.

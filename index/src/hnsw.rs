@@ -293,7 +293,8 @@ impl HnswGraph {
         }
         // An index from before graph.bin: load the hnsw_rs dump and convert it in memory.
         // hnsw_rs panics or exits on malformed files: check every byte first, and make a panic
-        // on a dump that matches its checksum anyway (written so) an error about the file.
+        // on a dump that matches its checksum anyway (written so) an error about the file (its
+        // exits and allocations of lengths read from the file stay out of reach).
         let info = manifest.hnsw.as_ref().ok_or_else(no_graph)?;
         for name in [&info.graph, &info.data] {
             verify_plain_file(&dir.join(name), &manifest.files[name])?;

@@ -378,9 +378,9 @@ impl Index {
         // A search opens the graph lazily: its header and neighbour lists are checked here
         // too, so that a graph a checksum cannot fault (a header rewritten with its own CRC
         // keeps the whole file's CRC) is found by a check and not by the first graph search.
-        // A graph stored only as an hnsw_rs dump (an index from before graph.bin) is converted,
-        // which reads every list of it.
-        if self.manifest.graph.is_some() || self.manifest.hnsw.is_some() {
+        // A graph stored only as an hnsw_rs dump is left to that search: converting it is a
+        // build's work, and hnsw_rs can end the process on a malformed dump (it calls exit).
+        if self.manifest.graph_file().is_some() {
             self.load_hnsw()?;
         }
         self.verify_values()

@@ -77,7 +77,10 @@ pub(crate) struct SlabCodes {
 /// built: 1M codes of 1024 bits with 16 or 112 bits set 4.1x and 2.6x, 100k random codes of 1024
 /// bits with 64 set 1.5x; but 1.0x with half the bits set, and 0.8x on 256-bit codes with 16
 /// set), so it takes batches on codes of 512 bits or more with at most a quarter of the bits
-/// set on average.
+/// set on average, and every batch on codes between 256 and 512 bits, where its row-major
+/// kernels load whole registers badly (100k WordNet sign codes of 384 bits, half the bits set,
+/// 10k queries, 1 thread, Zen 5: 25,500-25,700 queries/s on slabs against 9,200-9,400 for the
+/// 6-word kernel, and 16,200-16,600 for AVX2's slabs; the same bytes out).
 pub(crate) fn used_for(
     family: KernelFamily,
     nq: usize,
@@ -90,6 +93,7 @@ pub(crate) fn used_for(
         KernelFamily::Avx512 if bits >= 512 && set_bits.saturating_mul(4) <= (nq * bits) as u64 => {
             BUILD_MIN_QUERIES_AVX512
         }
+        KernelFamily::Avx512 if bits > 256 && bits < 512 => BUILD_MIN_QUERIES_AVX512,
         _ => return false,
     };
     bits <= u16::MAX as usize

@@ -939,7 +939,7 @@ fn fit_model(
         None => report.epochs.last(),
     };
     let info = serde_json::json!({
-        "settings": params,
+        "settings": params.as_trained(),
         "epochs_run": report.epochs.len(),
         "train_loss": last.map(|l| l.train.loss),
         "validation_loss": last.and_then(|l| l.validation.map(|v| v.loss)),

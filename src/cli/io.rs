@@ -233,7 +233,7 @@ pub fn refuse_clobbering(
     inputs: &[(&str, Option<&std::path::Path>)],
 ) -> anyhow::Result<()> {
     // The inputs first: an --out inside the command's own --index is said as that.
-    refuse_over_inputs(out, inputs)?;
+    refuse_over_inputs(out, out_is_file, inputs)?;
     if out_is_file {
         bsa::io::writable_target(out).map_err(|e| match e {
             bsa::Error::InvalidArgument(m) => anyhow::anyhow!("--out {m}"),
@@ -246,6 +246,7 @@ pub fn refuse_clobbering(
 /// [`refuse_clobbering`]'s check of `out` against the command's inputs.
 fn refuse_over_inputs(
     out: &std::path::Path,
+    out_is_file: bool,
     inputs: &[(&str, Option<&std::path::Path>)],
 ) -> anyhow::Result<()> {
     // `out` may not exist yet: resolve its folder and keep its name.
@@ -269,7 +270,8 @@ fn refuse_over_inputs(
             "is the same file as"
         } else if input_resolved.is_dir() && resolved.starts_with(&input_resolved) {
             "lies inside"
-        } else if resolved.is_dir() && input_resolved.starts_with(&resolved) {
+        } else if !out_is_file && resolved.is_dir() && input_resolved.starts_with(&resolved) {
+            // A folder replaced whole (a file output there is refused as a folder below).
             "is the folder holding"
         } else {
             continue;

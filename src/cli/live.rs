@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use bsa::live::AddSource;
-use bsa_index::live::{MergePolicy, Writer};
+use bsa_index::live::{MergePolicy, Snapshot, Writer};
+use bsa_index::OpenOptions;
 
 /// Add rows to an index as a new segment (encoded with the index's model).
 ///
@@ -58,7 +59,7 @@ pub struct AddArgs {
     pub threads: Option<usize>,
     /// Change the index without checking its files' checksums first (a damaged index is
     /// refused otherwise, as searches refuse it: a change would carry the damage into a new
-    /// generation).
+    /// generation; the check reads the whole index once).
     #[arg(long)]
     pub no_verify: bool,
 }
@@ -80,7 +81,7 @@ pub struct DeleteArgs {
     pub ids: PathBuf,
     /// Change the index without checking its files' checksums first (a damaged index is
     /// refused otherwise, as searches refuse it: a change would carry the damage into a new
-    /// generation).
+    /// generation; the check reads the whole index once).
     #[arg(long)]
     pub no_verify: bool,
 }
@@ -172,15 +173,16 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
 /// Opens `dir` for writing, saying on stderr when another writer holds it (else a wait behind
 /// a long compaction looks like a hang). Ctrl-C from here on stops the wait or the change
 /// before its commit, and removes what it wrote. With `verify`, an index whose files fail
-/// their checksums or checks is refused before anything is written (`bsa compact` checks the
-/// segments it merges itself).
+/// their checksums (what a search checks when it opens one) is refused before anything is
+/// written; `bsa compact` checks the segments it merges itself.
 fn open_writer(dir: &Path, verify: bool) -> anyhow::Result<Writer> {
     let stop = super::io::stop_on_signal()?;
-    let mut writer = Writer::open_stoppable(dir, || super::io::say_waiting(dir), stop)?;
+    let writer = Writer::open_stoppable(dir, || super::io::say_waiting(dir), stop)?;
     if verify {
-        writer.snapshot()?.verify().with_context(|| {
+        // Under the writers' lock: the generation checked is the one the change starts from.
+        Snapshot::open_with(dir, OpenOptions::verify_checksums(true)).with_context(|| {
             format!(
-                "{} is damaged, so it was not changed (bsa verify --index {0} checks it;                  rebuild it, or pass --no-verify to change it anyway)",
+                "{} is damaged, so it was not changed (pass --no-verify to change it anyway)",
                 dir.display()
             )
         })?;

@@ -176,7 +176,7 @@ fn refuse_unused(method: Method, label: &str, given: &[String]) {
 /// Refuses a setting given (`given`, by field name) without the aid it tunes, which then
 /// ignores it: `--final-lr-fraction` without `--schedule cosine`, `--max-bit-freq` without
 /// `--rebalance-bits`, `--neighbour-rows` without `--neighbour-weight`, `--probe-queries`
-/// without `--monitor adc|hamming`.
+/// without `--monitor` (any: each reports the probe's recall per epoch).
 fn refuse_orphans(a: &Args, given: &[String]) {
     let orphans = [
         (
@@ -196,8 +196,8 @@ fn refuse_orphans(a: &Args, given: &[String]) {
         ),
         (
             "probe_queries",
-            matches!(a.monitor.as_deref(), Some("adc" | "hamming")),
-            "--monitor adc or hamming, the recall probe it sizes",
+            a.monitor.is_some(),
+            "--monitor, whose per-epoch probe it sizes",
         ),
     ];
     for (field, used, needs) in orphans {
@@ -341,7 +341,7 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
     let training = json!({
         "data": a.data.display().to_string(),
         "rows": data.n(),
-        "settings": params,
+        "settings": params.as_trained(),
         "threads": threads,
         "epochs_run": report.epochs.len(),
         "train_loss": last.train.loss,

@@ -37,8 +37,9 @@ pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
     Ok(map)
 }
 
-/// Reads the file `path` whole, refusing what is not a regular file first: a device such as
-/// `/dev/zero` would be read until memory runs out, a pipe would block until a writer comes.
+/// Reads the file `path` whole, refusing devices and sockets first (`/dev/zero` would be read
+/// until memory runs out) and a directory as the I/O error of that kind. A pipe is read (a
+/// shell's `<(...)`, or `/dev/stdin` fed by one).
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
@@ -46,13 +47,29 @@ pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
 /// assert_eq!(bsa::io::read_file(&dir.path().join("labels.txt")).unwrap(), b"a\nb\n");
 /// let err = bsa::io::read_file(dir.path()).unwrap_err().to_string();
 /// assert!(err.contains("a directory"), "{err}");
+/// # #[cfg(unix)]
+/// assert!(bsa::io::read_file(std::path::Path::new("/dev/zero")).is_err());
 /// ```
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    if let Some(what) = bsa_index::not_a_file(path).map_err(|e| Error::io(path, e))? {
-        return Err(Error::format(
-            path,
-            format!("{what}; give the path of a file (write a pipe's output to one first)"),
-        ));
+    let kind = fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .file_type();
+    if kind.is_dir() {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "a directory; give the path of a file",
+        );
+        return Err(Error::io(path, e));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_char_device() || kind.is_block_device() || kind.is_socket() {
+            return Err(Error::format(
+                path,
+                "a device or socket, not a file; give the path of a file",
+            ));
+        }
     }
     fs::read(path).map_err(|e| Error::io(path, e))
 }
@@ -100,14 +117,18 @@ pub fn write_atomic(
         .create_new(true)
         .open(&tmp)
         .map_err(|e| Error::io(shown, e))?;
+    // Held until the rename: a process that cannot tell this one is running (another PID
+    // namespace, another host on a shared folder) finds the file locked and leaves it.
+    lock_temp(&file, true);
     let result = (|| {
         let mut w = BufWriter::with_capacity(1 << 20, file);
         write(&mut w)?;
         w.flush()?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
+        fs::rename(&tmp, path)?;
         drop(file);
-        fs::rename(&tmp, path)
+        Ok(())
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
@@ -118,9 +139,10 @@ pub fn write_atomic(
 
 /// Removes the temporary files that writes of `file_name` in `dir` left when their process
 /// ended before the rename (`.NAME.tmp-PID-N`, its process killed or stopped by Ctrl-C while
-/// writing), so that they do not pile up beside the output. Those of a process still running
-/// (this one included) are writes in progress and stay. Best effort, Unix only: a file that
-/// cannot be removed is left, as before.
+/// writing), so that they do not pile up beside the output. A write in progress keeps its
+/// file: its process is running here (this one included), or it holds the file's lock (a
+/// writer this process cannot see), or it made the file in the last [`STALE_AFTER`]. Best
+/// effort, Unix only: a file that cannot be removed is left, as before.
 fn remove_stale_temps(dir: &Path, file_name: &str) {
     #[cfg(unix)]
     {
@@ -142,13 +164,43 @@ fn remove_stale_temps(dir: &Path, file_name: &str) {
                 continue;
             };
             let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-            if is_file && pid > 0 && !n.is_empty() && !process_running(pid) {
-                let _ = fs::remove_file(entry.path());
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= STALE_AFTER));
+            if !(is_file && old && pid > 0 && !n.is_empty() && !process_running(pid)) {
+                continue;
+            }
+            if let Ok(f) = File::open(entry.path()) {
+                if lock_temp(&f, true) {
+                    let _ = fs::remove_file(entry.path());
+                }
             }
         }
     }
     #[cfg(not(unix))]
     let _ = (dir, file_name);
+}
+
+/// How old a temporary file of a process that is not running must be to be removed: its
+/// writer makes it, then locks it, a moment apart.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Takes the exclusive lock of a write's temporary file (`flock`), without waiting when
+/// `nonblocking`; whether it was taken. Elsewhere than Unix, nothing (and `true`).
+fn lock_temp(file: &File, nonblocking: bool) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let op = libc::LOCK_EX | if nonblocking { libc::LOCK_NB } else { 0 };
+        // SAFETY: flock on a descriptor this `File` keeps open; no memory is touched.
+        unsafe { libc::flock(file.as_raw_fd(), op) == 0 }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, nonblocking);
+        true
+    }
 }
 
 /// Whether a process `pid` exists on this machine (signal 0 checks without sending one; a

@@ -287,20 +287,33 @@ mod tests {
         let me = std::process::id();
         let parent = std::os::unix::process::parent_id();
         let name = |pid: u32, n: &str| format!(".out.bin.tmp-{pid}-{n}");
-        // An ended process's; this one's and a running one's (writes in progress); names that
-        // are not a write's temporary file of out.bin.
+        // An ended process's; this one's and a running one's (writes in progress), a recent
+        // one (its writer may not have locked it yet), a locked one (its writer runs where
+        // this process cannot see it); names that are not a write's temporary file of out.bin.
         let stale = name(ended, "3");
+        let (recent, locked) = (name(ended, "4"), name(ended, "5"));
         let kept = [
             name(me, "99"),
             name(parent, "0"),
+            recent.clone(),
+            locked.clone(),
             name(ended, "x"),
             format!(".other.bin.tmp-{ended}-0"),
             format!(".out.bin.tmp-{ended}"),
         ];
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         for n in kept.iter().chain([&stale]) {
-            fs::write(dir.path().join(n), b"partial").unwrap();
+            let f = fs::File::create(dir.path().join(n)).unwrap();
+            if *n != recent {
+                f.set_modified(hour_ago).unwrap();
+            }
         }
+        let holder = fs::File::open(dir.path().join(&locked)).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on an open descriptor.
+        assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
         write_atomic(&path, |w| w.write_all(b"done")).unwrap();
+        drop(holder);
         assert_eq!(fs::read(&path).unwrap(), b"done");
         let mut names: Vec<String> = fs::read_dir(dir.path())
             .unwrap()

@@ -253,7 +253,7 @@ fn peer_config(meta: &HashMap<String, String>, path: &Path) -> Result<ModelConfi
             format!("metadata mode {method} is not one bsa_torch.py trains (bsa or topk)"),
         ));
     }
-    Ok(ModelConfig {
+    let mut config = ModelConfig {
         dim: parse(path, "D", or("D", ""))?,
         bits: parse(path, "N", or("N", ""))?,
         k: parse(path, "K", or("K", ""))?,
@@ -261,7 +261,13 @@ fn peer_config(meta: &HashMap<String, String>, path: &Path) -> Result<ModelConfi
         loss: parse(path, "loss", or("loss", "cosine"))?,
         alpha: parse(path, "alpha", or("alpha", "1.0"))?,
         target: parse(path, "target", or("target", "khot"))?,
-    })
+    };
+    // As `bsa train` records a TopK model: no alignment term, whatever the peer was given.
+    if method == Method::Topk {
+        config.alpha = config.effective_alpha();
+        config.target = crate::model::Target::Khot;
+    }
+    Ok(config)
 }
 
 /// The `training` metadata of a model file, as JSON (`Null` when absent or unreadable).
@@ -350,7 +356,13 @@ mod tests {
             "loss": "mse", "alpha": "0.5", "target": "masked", "epochs": "2",
         });
         let back = from_bytes(&with_metadata(&bytes, peer), "peer.safetensors").unwrap();
-        assert_eq!((back.config, &back.params), (m.config, &m.params));
+        // TopK, recorded as trained: alpha 0 and k-hot, as bsa train records it.
+        let want = ModelConfig {
+            alpha: 0.0,
+            target: Target::Khot,
+            ..m.config
+        };
+        assert_eq!((back.config, &back.params), (want, &m.params));
         let bare = serde_json::json!({"D": "5", "N": "12", "K": "3", "mode": "bsa"});
         let back = from_bytes(&with_metadata(&bytes, bare), "peer.safetensors").unwrap();
         assert_eq!(back.config.method, Method::Bsa);

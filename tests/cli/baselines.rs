@@ -249,10 +249,7 @@ fn lsh_is_deterministic_and_needs_bits() {
         (&["--final-lr-fraction", "0.5"][..], "--schedule cosine"),
         (&["--max-bit-freq", "0.9"], "--rebalance-bits"),
         (&["--neighbour-rows", "64"], "--neighbour-weight"),
-        (
-            &["--probe-queries", "10", "--monitor", "loss"],
-            "--monitor adc or hamming",
-        ),
+        (&["--probe-queries", "10"], "--monitor"),
     ] {
         train(&[&bsa[..], extra].concat()).usage_error(&[extra[0], "no effect without", needs]);
     }
