@@ -607,7 +607,7 @@ mod tests {
         #[test]
         fn slab_scan_equals_brute_force(
             n in 0usize..1500,
-            bits in prop_oneof![Just(1usize), Just(8), Just(64), Just(100), Just(256), Just(1024)],
+            bits in prop_oneof![Just(1usize), Just(8), Just(64), Just(100), Just(256), Just(384), Just(1024)],
             k in prop_oneof![Just(1usize), Just(10), Just(200), Just(2000)],
             max_d in prop_oneof![Just(None), Just(Some(0u32)), Just(Some(20u32))],
             tile_slabs in 1usize..4,

@@ -219,15 +219,16 @@ fn index_keeps_its_slabs_for_later_batches() {
     }
 }
 
-/// With AVX-512 only a batch of sparse queries (a quarter of the bits set at most) on codes of
-/// 512 bits or more runs on slabs, built from 256 queries; exact either way.
+/// With AVX-512 a batch of sparse queries (a quarter of the bits set at most) on codes of 512
+/// bits or more runs on slabs, built from 256 queries, and every batch on codes between 256 and
+/// 512 bits (its row-major kernels are slow there); exact either way.
 #[test]
-fn avx512_takes_slabs_for_sparse_batches() {
+fn avx512_takes_slabs_for_sparse_batches_and_codes_of_257_to_511_bits() {
     if !KernelFamily::Avx512.is_supported() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for bits in [256, 512] {
+    for bits in [256, 384, 512] {
         let w = words(bits);
         let mut r = rng(7);
         let n = 1500;
@@ -245,12 +246,20 @@ fn avx512_takes_slabs_for_sparse_batches() {
         } else {
             "avx512-w"
         };
+        // At 384 bits the first batch of 256 builds the slabs, and every later one of 8 or
+        // more uses them.
+        let dense_kernel = if bits == 384 {
+            "avx512-slabs"
+        } else {
+            "avx512-w"
+        };
+        let slabs = if bits == 384 { "avx512-slabs" } else { slabs };
         for (queries, nq, kernel) in [
-            (&dense, 256, "avx512-w"),
-            (&sparse, 255, "avx512-w"),
+            (&dense, 256, dense_kernel),
+            (&sparse, 255, if bits == 384 { slabs } else { "avx512-w" }),
             (&sparse, 256, slabs),
             (&sparse, 8, slabs),
-            (&dense, 8, "avx512-w"),
+            (&dense, 8, dense_kernel),
         ] {
             let used = search_equals_brute(&*searcher, &codes, bits, &queries[..nq * w], &params);
             assert!(
