@@ -69,31 +69,21 @@ pub(crate) struct SlabCodes {
     lines: Vec<Line>,
 }
 
-/// Whether a Hamming batch of `nq` queries with `set_bits` bits set in all, on codes of `bits`
-/// bits, runs on `family`'s slabs, when they are already built (`built`) or not.
+/// Whether a Hamming batch of `nq` queries on codes of `bits` bits runs on `family`'s slabs,
+/// when they are already built (`built`) or not.
 ///
 /// AVX2 gains on every batch (its row-major scan counts bits by nibble lookups). AVX-512's
-/// `vpopcntq` scan is only beaten on sparse queries over wide codes (AMD EPYC Zen 5, slabs
-/// built: 1M codes of 1024 bits with 16 or 112 bits set 4.1x and 2.6x, 100k random codes of 1024
-/// bits with 64 set 1.5x; but 1.0x with half the bits set, and 0.8x on 256-bit codes with 16
-/// set), so it takes batches on codes of 512 bits or more with at most a quarter of the bits
-/// set on average, and every batch on codes between 256 and 512 bits, where its row-major
-/// kernels load whole registers badly (100k WordNet sign codes of 384 bits, half the bits set,
-/// 10k queries, 1 thread, Zen 5: 25,500-25,700 queries/s on slabs against 9,200-9,400 for the
-/// 6-word kernel, and 16,200-16,600 for AVX2's slabs; the same bytes out).
-pub(crate) fn used_for(
-    family: KernelFamily,
-    nq: usize,
-    set_bits: u64,
-    bits: usize,
-    built: bool,
-) -> bool {
+/// `vpopcntq` scan is beaten on codes wider than 256 bits, sparse or dense (AMD EPYC Zen 5,
+/// 2026-12-05, same bytes out, queries per second on slabs against the row-major kernel: 100k
+/// WordNet codes, half the bits set, 10k queries, 1 thread: 384 bits 25,600 against 9,300, 512
+/// 18,300 against 11,100, 768 12,900 against 6,200, 1024 9,600 against 6,900; 1M random codes,
+/// 1000 queries, 2 threads: 512 bits 3,300-3,800 against 2,000, 1024 1,700-1,900 against 1,300;
+/// sparse queries gain more, 4.1x at 1M x 1024 bits with 16 set), but not at 256 bits (0.8x
+/// with 16 bits set), where it keeps the row-major scan.
+pub(crate) fn used_for(family: KernelFamily, nq: usize, bits: usize, built: bool) -> bool {
     let build_min = match family {
         KernelFamily::Avx2 => BUILD_MIN_QUERIES,
-        KernelFamily::Avx512 if bits >= 512 && set_bits.saturating_mul(4) <= (nq * bits) as u64 => {
-            BUILD_MIN_QUERIES_AVX512
-        }
-        KernelFamily::Avx512 if bits > 256 && bits < 512 => BUILD_MIN_QUERIES_AVX512,
+        KernelFamily::Avx512 if bits > 256 => BUILD_MIN_QUERIES_AVX512,
         _ => return false,
     };
     bits <= u16::MAX as usize

@@ -219,16 +219,15 @@ fn index_keeps_its_slabs_for_later_batches() {
     }
 }
 
-/// With AVX-512 a batch of sparse queries (a quarter of the bits set at most) on codes of 512
-/// bits or more runs on slabs, built from 256 queries, and every batch on codes between 256 and
-/// 512 bits (its row-major kernels are slow there); exact either way.
+/// With AVX-512 a batch on codes wider than 256 bits, sparse or dense, runs on slabs: built
+/// from 256 queries, then used from 8; at 256 bits the row-major scan runs. Exact either way.
 #[test]
-fn avx512_takes_slabs_for_sparse_batches_and_codes_of_257_to_511_bits() {
+fn avx512_takes_slabs_for_codes_wider_than_256_bits() {
     if !KernelFamily::Avx512.is_supported() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for bits in [256, 384, 512] {
+    for bits in [256, 384, 512, 1024] {
         let w = words(bits);
         let mut r = rng(7);
         let n = 1500;
@@ -241,25 +240,14 @@ fn avx512_takes_slabs_for_sparse_batches_and_codes_of_257_to_511_bits() {
         // About one bit in sixteen set, then half of them.
         let sparse = random_codes(&mut r, 256, bits, 3);
         let dense = random_codes(&mut r, 256, bits, 0);
-        let slabs = if bits >= 512 {
-            "avx512-slabs"
-        } else {
-            "avx512-w"
-        };
-        // At 384 bits the first batch of 256 builds the slabs, and every later one of 8 or
-        // more uses them.
-        let dense_kernel = if bits == 384 {
-            "avx512-slabs"
-        } else {
-            "avx512-w"
-        };
-        let slabs = if bits == 384 { "avx512-slabs" } else { slabs };
+        let (row_major, slabs) = ("avx512-w", "avx512-slabs");
+        let wide = |k: &'static str| if bits > 256 { k } else { row_major };
         for (queries, nq, kernel) in [
-            (&dense, 256, dense_kernel),
-            (&sparse, 255, if bits == 384 { slabs } else { "avx512-w" }),
-            (&sparse, 256, slabs),
-            (&sparse, 8, slabs),
-            (&dense, 8, dense_kernel),
+            (&dense, 8, row_major), // too few to build the slabs
+            (&sparse, 255, row_major),
+            (&dense, 256, wide(slabs)), // builds them
+            (&sparse, 8, wide(slabs)),  // kept: from 8 queries
+            (&dense, 7, row_major),
         ] {
             let used = search_equals_brute(&*searcher, &codes, bits, &queries[..nq * w], &params);
             assert!(

@@ -329,13 +329,10 @@ impl InvertedSearcher<'_> {
             r
         };
         // A Hamming batch may scan through the slabs, whose cost follows each query's set bits;
-        // if the queries that go to the flat scan then do not qualify for them, they are
-        // weighed again against the row-major scan.
+        // if the queries that go to the flat scan then do not qualify for them (too few), they
+        // are weighed again against the row-major scan.
         let built = self.codes.slabs_built(family);
-        let qualify = |qs: &[usize]| {
-            let total = qs.iter().map(|&qi| set_bits[qi]).sum();
-            slabs::used_for(family, qs.len(), total, bits, built)
-        };
+        let qualify = |qs: &[usize]| slabs::used_for(family, qs.len(), bits, built);
         let all: Vec<usize> = (0..nq).collect();
         let mut r = None;
         if matches!(score, Score::Hamming) && qualify(&all) {

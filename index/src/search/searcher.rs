@@ -393,9 +393,8 @@ impl<'a> CodesView<'a> {
     ) -> Option<Cow<'a, SlabCodes>> {
         let lane_words = crate::slabs::lane_words(family)?;
         let nq = queries.len() / self.w;
-        let set_bits = queries.iter().map(|x| u64::from(x.count_ones())).sum();
         let built = self.slabs_built(family);
-        if !crate::slabs::used_for(family, nq, set_bits, self.bits, built) {
+        if !crate::slabs::used_for(family, nq, self.bits, built) {
             return None;
         }
         let build = || SlabCodes::build(self.codes, self.bits, lane_words);
