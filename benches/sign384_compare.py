@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,16 +34,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as faiss_compare.py: see 
 import faiss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+sys.path.insert(0, str(ROOT / "benches"))
+from adc_frontier import cpu_name  # noqa: E402  (the same CPU line as the ADC report)
 
 
 def sign_codes(x: np.ndarray) -> np.ndarray:

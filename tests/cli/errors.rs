@@ -17,7 +17,12 @@ fn setup() -> TestDir {
 
 /// Builds `idx` from `good.npy` with the model of [`setup`].
 fn build_idx(t: &TestDir) {
-    t.bsa(&[
+    build_index(t, "idx", &[]);
+}
+
+/// An index of good.npy at `out` with model.safetensors, built with `extra` flags.
+fn build_index(t: &TestDir, out: &str, extra: &[&str]) {
+    let mut args = vec![
         "build",
         "--model",
         "model.safetensors",
@@ -25,9 +30,10 @@ fn build_idx(t: &TestDir) {
         "good.npy",
         "-q",
         "--out",
-        "idx",
-    ])
-    .ok();
+        out,
+    ];
+    args.extend_from_slice(extra);
+    t.bsa(&args).ok();
 }
 
 /// Runs `bsa train`, `bsa encode` and `bsa eval` on the data file `data` and checks each fails
@@ -740,18 +746,7 @@ fn messages_name_the_input_at_fault() {
         "hnsw",
     ])
     .fails_with(&["idx: the index has no HNSW graph", "bsa build --hnsw"]);
-    t.bsa(&[
-        "build",
-        "--model",
-        "model.safetensors",
-        "--data",
-        "good.npy",
-        "--hnsw",
-        "-q",
-        "--out",
-        "idxg",
-    ])
-    .ok();
+    build_index(&t, "idxg", &["--hnsw"]);
     t.bsa(&[
         "search",
         "--index",
