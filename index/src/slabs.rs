@@ -138,8 +138,12 @@ impl SlabCodes {
         let slab_words = stride * lw;
         let words = n.div_ceil(64 * lw) * slab_words;
         // The slabs start on a cache line and every column is as aligned as it is wide (32 or 64
-        // bytes), so no column load straddles two lines.
-        let mut lines = vec![Line::ZERO; words.div_ceil(8)];
+        // bytes), so no column load straddles two lines. As many bytes as the codes: where
+        // memory cannot hold them (an index mapped larger than memory), no slabs, and the
+        // row-major scan answers, rather than an abort.
+        let mut lines = Vec::new();
+        lines.try_reserve_exact(words.div_ceil(8)).ok()?;
+        lines.resize(words.div_ceil(8), Line::ZERO);
         let all: &mut [u64] = bytemuck::cast_slice_mut(&mut lines);
         all[..words]
             .par_chunks_mut(slab_words)

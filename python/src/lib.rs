@@ -470,8 +470,11 @@ impl Model {
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
         let (model, training) = py
             .detach(|| {
-                let m = bsa::io::model::load(&path)?;
-                Ok::<_, bsa::Error>((m, bsa::io::model::training_info(&path)?))
+                // Read once: a pipe cannot be read twice, and a file replaced in between would
+                // give another model's training record.
+                let bytes = bsa::io::read_file(&path)?;
+                let m = bsa::io::model::from_bytes(&bytes, &path)?;
+                Ok::<_, bsa::Error>((m, bsa::io::model::training_info_from_bytes(&bytes, &path)?))
             })
             .map_err(py_err)?;
         Ok(Model {

@@ -305,3 +305,30 @@ def test_overwrite_replaces_only_an_index(work, tmp_path):
     index.save(tmp_path / "copy")
     index.save(tmp_path / "copy", overwrite=True)
     assert len(bsa.Index.open(tmp_path / "copy")) == len(index)
+
+
+def test_a_model_loads_from_a_pipe_and_not_from_a_device(work):
+    # Read once: a second read of a pipe found it empty ("header too small").
+    import os
+    import threading
+
+    data = (work / "model.safetensors").read_bytes()
+    r, w = os.pipe()
+
+    def feed():
+        with os.fdopen(w, "wb") as f:
+            f.write(data)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        piped = bsa.Model.load(f"/dev/fd/{r}")
+    finally:
+        feeder.join()
+        os.close(r)
+    model = bsa.Model.load(work / "model.safetensors")
+    assert (piped.bits, piped.training) == (model.bits, model.training)
+    with pytest.raises(bsa.FormatError, match="device"):
+        bsa.Model.load("/dev/zero")
+    with pytest.raises(IsADirectoryError):
+        bsa.Model.load(work)

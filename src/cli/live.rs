@@ -58,8 +58,8 @@ pub struct AddArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Change the index without checking its files' checksums first (a damaged index is
-    /// refused otherwise, as searches refuse it: a change would carry the damage into a new
-    /// generation; the check reads the whole index once).
+    /// refused otherwise, as a search opening it refuses it: a change would carry the damage
+    /// into a new generation; graphs are checked at their first search, not here).
     #[arg(long)]
     pub no_verify: bool,
 }
@@ -80,8 +80,8 @@ pub struct DeleteArgs {
     #[arg(long)]
     pub ids: PathBuf,
     /// Change the index without checking its files' checksums first (a damaged index is
-    /// refused otherwise, as searches refuse it: a change would carry the damage into a new
-    /// generation; the check reads the whole index once).
+    /// refused otherwise, as a search opening it refuses it: a change would carry the damage
+    /// into a new generation; graphs are checked at their first search, not here).
     #[arg(long)]
     pub no_verify: bool,
 }

@@ -171,7 +171,9 @@ fn remove_stale_temps(dir: &Path, file_name: &str) {
             if !(is_file && old && pid > 0 && !n.is_empty() && !process_running(pid)) {
                 continue;
             }
-            if let Ok(f) = File::open(entry.path()) {
+            // Opened for writing: on NFS an exclusive flock is a byte-range lock, which needs it.
+            let opened = OpenOptions::new().read(true).write(true).open(entry.path());
+            if let Ok(f) = opened {
                 if lock_temp(&f, true) {
                     let _ = fs::remove_file(entry.path());
                 }

@@ -312,7 +312,27 @@ mod tests {
         use std::os::fd::AsRawFd;
         // SAFETY: flock on an open descriptor.
         assert_eq!(unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX) }, 0);
-        write_atomic(&path, |w| w.write_all(b"done")).unwrap();
+        // The write holds its own temporary file's lock while it writes (what keeps a process
+        // that cannot see this one from removing it).
+        let mine = format!(".out.bin.tmp-{me}-");
+        write_atomic(&path, |w| {
+            let own = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&mine))
+                .find(|p| !p.ends_with(name(me, "99")))
+                .expect("the write's temporary file");
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(own)
+                .unwrap();
+            // SAFETY: flock on an open descriptor.
+            let taken = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            assert_eq!(taken, -1, "the writer holds its lock");
+            w.write_all(b"done")
+        })
+        .unwrap();
         drop(holder);
         assert_eq!(fs::read(&path).unwrap(), b"done");
         let mut names: Vec<String> = fs::read_dir(dir.path())

@@ -11,7 +11,8 @@
 //!
 //! A Hamming batch may run on the codes transposed into slabs of 256 or 512 rows
 //! (`index/src/slabs.rs`: bit-sliced counting, built at the first batch large enough to repay
-//! them and kept by the index; every batch with AVX2, sparse ones with AVX-512), 128 queries per
+//! them and kept by the index; every batch with AVX2, those on codes wider than 256 bits with
+//! AVX-512), 128 queries per
 //! pass over each slab; other searches read the row-major codes ([`crate::hamming`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
