@@ -102,7 +102,9 @@ def train(
     """
 
 class Index:
-    """Packed codes in ``bsa build``'s on-disk format, memory-mapped, searched in place.
+    """Packed codes in ``bsa build``'s on-disk format, memory-mapped, searched in place (a
+    large batch of Hamming queries adds, once, an in-memory copy of the codes as large as them,
+    transposed for counting many rows at once).
 
     Example::
 

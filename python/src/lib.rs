@@ -955,6 +955,9 @@ fn fit_model(
 /// Make one with :meth:`Index.build` (in a private temporary directory unless ``path`` is
 /// given; :meth:`save` copies it) or :meth:`Index.open` (an index written by ``bsa build`` or
 /// :meth:`save`). One index serves many Python threads at once: searches release the GIL.
+/// A large enough batch of Hamming queries makes, once, an in-memory copy of the codes
+/// transposed for counting many rows at once (as many bytes as the codes; kept while the
+/// index is open).
 ///
 /// Example::
 ///

@@ -89,8 +89,9 @@ pub struct DeleteArgs {
 /// Merge segments and drop deleted rows.
 ///
 /// Merges the smallest segments until at most --max-segments remain, and every segment with
-/// deleted rows into the same merge, without those rows (so fewer segments may remain); graphs of merged segments are rebuilt (on the
-/// decoded codes with the index's model, or on the stored vectors for a graph on the data).
+/// deleted rows into the same merge, without those rows (so fewer segments may remain);
+/// graphs of merged segments are rebuilt (on the decoded codes with the index's model, or on
+/// the stored vectors for a graph on the data).
 ///
 /// Example:
 ///   bsa compact --index idx --max-segments 1

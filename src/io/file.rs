@@ -119,7 +119,7 @@ pub fn write_atomic(
         .map_err(|e| Error::io(shown, e))?;
     // Held until the rename: a process that cannot tell this one is running (another PID
     // namespace, another host on a shared folder) finds the file locked and leaves it.
-    lock_temp(&file, true);
+    lock_temp(&file);
     let result = (|| {
         let mut w = BufWriter::with_capacity(1 << 20, file);
         write(&mut w)?;
@@ -174,7 +174,7 @@ fn remove_stale_temps(dir: &Path, file_name: &str) {
             // Opened for writing: on NFS an exclusive flock is a byte-range lock, which needs it.
             let opened = OpenOptions::new().read(true).write(true).open(entry.path());
             if let Ok(f) = opened {
-                if lock_temp(&f, true) {
+                if lock_temp(&f) {
                     let _ = fs::remove_file(entry.path());
                 }
             }
@@ -188,19 +188,18 @@ fn remove_stale_temps(dir: &Path, file_name: &str) {
 /// writer makes it, then locks it, a moment apart.
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Takes the exclusive lock of a write's temporary file (`flock`), without waiting when
-/// `nonblocking`; whether it was taken. Elsewhere than Unix, nothing (and `true`).
-fn lock_temp(file: &File, nonblocking: bool) -> bool {
+/// Takes the exclusive lock of a write's temporary file (`flock`) without waiting; whether it
+/// was taken. Elsewhere than Unix, nothing (and `true`).
+fn lock_temp(file: &File) -> bool {
     #[cfg(unix)]
     {
         use std::os::fd::AsRawFd;
-        let op = libc::LOCK_EX | if nonblocking { libc::LOCK_NB } else { 0 };
         // SAFETY: flock on a descriptor this `File` keeps open; no memory is touched.
-        unsafe { libc::flock(file.as_raw_fd(), op) == 0 }
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
     }
     #[cfg(not(unix))]
     {
-        let _ = (file, nonblocking);
+        let _ = file;
         true
     }
 }
