@@ -225,6 +225,26 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// This configuration as a trained model records it: TopK has no alignment term, so the
+    /// alpha and target given to it (accepted, without effect) are recorded as 0 and k-hot,
+    /// what made it; other methods' are unchanged. `bsa train` and the PyTorch peer's model
+    /// files both go through here.
+    ///
+    /// ```
+    /// use bsa::model::{LossKind, Method, ModelConfig, Target};
+    /// let c = ModelConfig { dim: 8, bits: 64, k: 4, method: Method::Topk, loss: LossKind::Cosine,
+    ///                       alpha: 5.0, target: Target::Masked };
+    /// let t = c.as_trained();
+    /// assert_eq!((t.alpha, t.target), (0.0, Target::Khot));
+    /// ```
+    pub fn as_trained(mut self) -> Self {
+        if self.method == Method::Topk {
+            self.alpha = 0.0;
+            self.target = Target::Khot;
+        }
+        self
+    }
+
     /// The alignment weight actually used: `alpha` for BSA, 0 for TopK (which has no such term)
     /// and for the baselines (which are not trained by gradient descent).
     pub fn effective_alpha(&self) -> f64 {

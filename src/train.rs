@@ -690,21 +690,20 @@ impl TrainParams {
     }
 
     fn config(&self, dim: usize) -> ModelConfig {
-        let p = self.as_trained();
         ModelConfig {
             dim,
-            bits: p.bits,
-            k: p.k,
-            method: p.method,
-            loss: p.loss,
-            alpha: p.alpha,
-            target: p.target,
+            bits: self.bits,
+            k: self.k,
+            method: self.method,
+            loss: self.loss,
+            alpha: self.alpha,
+            target: self.target,
         }
+        .as_trained()
     }
 
-    /// These settings as the model records them: TopK has no alignment term, so the alpha and
-    /// target given to it (accepted, without effect) are recorded as 0 and k-hot, what made
-    /// it; other methods' are unchanged.
+    /// These settings as the model records them ([`ModelConfig::as_trained`]): a TopK model's
+    /// alpha and target are recorded as 0 and k-hot, what made it.
     ///
     /// ```
     /// use bsa::model::{Method, Target};
@@ -714,12 +713,13 @@ impl TrainParams {
     /// assert_eq!((t.alpha, t.target), (0.0, Target::Khot));
     /// ```
     pub fn as_trained(&self) -> TrainParams {
-        let mut p = self.clone();
-        if p.method == Method::Topk {
-            p.alpha = 0.0;
-            p.target = crate::model::Target::Khot;
+        // The dimension plays no part in what is recorded.
+        let c = self.config(0);
+        TrainParams {
+            alpha: c.alpha,
+            target: c.target,
+            ..self.clone()
         }
-        p
     }
 
     /// Checks the settings against data with `n` rows of dimension `dim`.

@@ -253,7 +253,7 @@ fn peer_config(meta: &HashMap<String, String>, path: &Path) -> Result<ModelConfi
             format!("metadata mode {method} is not one bsa_torch.py trains (bsa or topk)"),
         ));
     }
-    let mut config = ModelConfig {
+    let config = ModelConfig {
         dim: parse(path, "D", or("D", ""))?,
         bits: parse(path, "N", or("N", ""))?,
         k: parse(path, "K", or("K", ""))?,
@@ -261,12 +261,9 @@ fn peer_config(meta: &HashMap<String, String>, path: &Path) -> Result<ModelConfi
         loss: parse(path, "loss", or("loss", "cosine"))?,
         alpha: parse(path, "alpha", or("alpha", "1.0"))?,
         target: parse(path, "target", or("target", "khot"))?,
-    };
-    // As `bsa train` records a TopK model: no alignment term, whatever the peer was given.
-    if method == Method::Topk {
-        config.alpha = config.effective_alpha();
-        config.target = crate::model::Target::Khot;
     }
+    // As `bsa train` records a TopK model: no alignment term, whatever the peer was given.
+    .as_trained();
     Ok(config)
 }
 
