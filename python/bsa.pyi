@@ -179,12 +179,15 @@ class Index:
         upsert: bool = False,
         merge_factor: int = 2,
         threads: Optional[int] = None,
+        verify: bool = True,
     ) -> int:
         """Adds rows as a new segment (as ``bsa add``), merging ``merge_factor`` segments of about
         the same size in the same commit (0: never); returns the number of rows replaced.
-        Ctrl-C stops it before its commit (the index stays as it was)."""
-    def delete(self, ids: npt.ArrayLike) -> int:
-        """Marks the rows holding ``ids`` deleted (as ``bsa delete``); returns how many."""
+        Ctrl-C stops it before its commit (the index stays as it was). The index's checksums
+        are checked first (a damaged index raises ``FormatError``); ``verify=False`` skips."""
+    def delete(self, ids: npt.ArrayLike, *, verify: bool = True) -> int:
+        """Marks the rows holding ``ids`` deleted (as ``bsa delete``); returns how many. The
+        index's checksums are checked first, as in ``add``."""
     def compact(self, max_segments: int = 1, *, threads: Optional[int] = None) -> None:
         """Merges segments and drops deleted rows (as ``bsa compact``); Ctrl-C stops it before
         its commit."""

@@ -315,7 +315,8 @@ impl Index {
         Ok(index)
     }
 
-    fn verify_mapped(&self) -> Result<()> {
+    /// The checksums [`OpenOptions::verify_checksums`] verifies at open, of the mapped files.
+    pub(crate) fn verify_mapped(&self) -> Result<()> {
         let f = &self.manifest.files;
         let seg = self.manifest.segment();
         self.codes.verify(&f[&seg.codes])?;

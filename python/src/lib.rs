@@ -408,9 +408,15 @@ fn progress_line(line: String) {
 
 /// Opens the index at `dir` for writing; if another writer holds it, warns (`UserWarning`)
 /// before waiting, as `bsa add` says so on stderr: else a wait behind a long compaction in
-/// another process looks like a hang. `stop` (Ctrl-C) ends the wait and the change.
-fn open_writer(dir: &Path, stop: &Arc<AtomicBool>) -> bsa_index::Result<Writer> {
-    Writer::open_stoppable(dir, || warn_waiting(dir), Arc::clone(stop))
+/// another process looks like a hang. `stop` (Ctrl-C) ends the wait and the change. `verify`:
+/// the checksums of the generation changed are checked first, as ``bsa add`` and ``bsa delete``
+/// check them (a change on a damaged file would carry the damage into a new generation).
+fn open_writer(dir: &Path, stop: &Arc<AtomicBool>, verify: bool) -> bsa_index::Result<Writer> {
+    let mut writer = Writer::open_stoppable(dir, || warn_waiting(dir), Arc::clone(stop))?;
+    if verify {
+        writer.verify_checksums()?;
+    }
+    Ok(writer)
 }
 
 /// Warns (`UserWarning`) that a change of the index `dir` waits for another writer's lock.
@@ -1453,10 +1459,12 @@ impl Index {
     /// (one atomic commit); searches already running keep the rows they started with.
     /// ``merge_factor``: that many segments of about the same size are merged in the same commit
     /// (as ``bsa add --merge-factor``; 0 never merges). Ctrl-C stops it before its commit
-    /// (``KeyboardInterrupt``; the index stays as it was).
+    /// (``KeyboardInterrupt``; the index stays as it was). ``verify``: the index's checksums
+    /// are checked first, and a damaged index is refused (``verify=False`` changes it anyway,
+    /// as ``bsa add --no-verify``).
     ///
     /// Example: ``index.add(x=new_vectors, ids=new_ids)``
-    #[pyo3(signature = (x=None, codes=None, ids=None, *, upsert=false, merge_factor=2, threads=None))]
+    #[pyo3(signature = (x=None, codes=None, ids=None, *, upsert=false, merge_factor=2, threads=None, verify=true))]
     #[allow(clippy::too_many_arguments)]
     fn add(
         &self,
@@ -1467,6 +1475,7 @@ impl Index {
         upsert: bool,
         merge_factor: i128,
         threads: Option<i128>,
+        verify: bool,
     ) -> PyResult<usize> {
         let threads = positive("threads", threads)?;
         let merge = match usize::try_from(merge_factor) {
@@ -1497,7 +1506,7 @@ impl Index {
         // Ctrl-C stops the wait for another writer, the encoding, the segment's build and its
         // merges, before the commit: the index stays as it was.
         let report = interruptible(py, threads, |stop| {
-            let mut writer = open_writer(&dir, stop)?;
+            let mut writer = open_writer(&dir, stop, verify)?;
             let r = bsa::live::add(&mut writer, source, ids.as_deref(), upsert, false, merge)?;
             // Under the lock: two threads changing one Index reopen in commit order.
             self.reopen()?;
@@ -1508,14 +1517,15 @@ impl Index {
     }
 
     /// Marks the rows holding ``ids`` deleted, as ``bsa delete`` does; ids not in the index are
-    /// ignored. Returns the number of rows deleted.
+    /// ignored. Returns the number of rows deleted. ``verify`` as in :meth:`add`.
     ///
     /// Example: ``index.delete(np.array([3, 5]))``
-    fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<usize> {
+    #[pyo3(signature = (ids, *, verify=true))]
+    fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, verify: bool) -> PyResult<usize> {
         let ids = id_vector(ids, "ids")?;
         let dir = self.snap().dir().to_path_buf();
         let report = interruptible(py, None, |stop| {
-            let mut writer = open_writer(&dir, stop)?;
+            let mut writer = open_writer(&dir, stop, verify)?;
             let r = writer.delete(&ids)?;
             self.reopen()?;
             drop(writer);
@@ -1532,7 +1542,8 @@ impl Index {
         let threads = positive("threads", threads)?;
         let dir = self.snap().dir().to_path_buf();
         interruptible(py, threads, |stop| {
-            let mut writer = open_writer(&dir, stop)?;
+            // A merge verifies the segments it copies rows from.
+            let mut writer = open_writer(&dir, stop, false)?;
             bsa::live::compact(&mut writer, max_segments)?;
             self.reopen()?;
             drop(writer);

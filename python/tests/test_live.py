@@ -294,3 +294,24 @@ def test_an_index_pickles_as_its_path(tmp_path):
         pickle.dumps(bsa.Index.build(codes=codes, bits=16))
     with pytest.raises(TypeError, match="packed codes .uint8.*got dtype int8"):
         index.search(codes.astype(np.int8), 3)
+
+
+def test_add_and_delete_refuse_a_damaged_index_unless_told(tmp_path):
+    """As ``bsa add`` and ``bsa delete``: a change on top of a damaged file would carry the
+    damage into a new generation under fresh checksums."""
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (50, 8), dtype=np.uint8)
+    index = bsa.Index.build(codes=codes, path=tmp_path / "idx")
+    damaged = tmp_path / "idx" / "codes.bin"
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0x01
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(bsa.FormatError, match="codes.bin.*checksum"):
+        index.add(codes=codes[:2])
+    with pytest.raises(bsa.FormatError, match="codes.bin.*checksum"):
+        index.delete(np.array([3]))
+    assert len(index) == 50 and index.segments == 1
+    assert index.delete(np.array([3]), verify=False) == 1
+    # (merge_factor=0: a merge reads the damaged rows, and refuses them whatever `verify` says.)
+    index.add(codes=codes[:2], verify=False, merge_factor=0)
+    assert len(index) == 51 and index.segments == 2

@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use bsa::live::AddSource;
-use bsa_index::live::{MergePolicy, Snapshot, Writer};
-use bsa_index::OpenOptions;
+use bsa_index::live::{MergePolicy, Writer};
 
 /// Add rows to an index as a new segment (encoded with the index's model).
 ///
@@ -57,6 +56,13 @@ pub struct AddArgs {
     /// Threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub check: ChangeCheck,
+}
+
+/// How `bsa add` and `bsa delete` check the index before they change it.
+#[derive(Debug, clap::Args)]
+pub struct ChangeCheck {
     /// Change the index without checking its files' checksums first (a damaged index is
     /// refused otherwise, as a search opening it refuses it: a change would carry the damage
     /// into a new generation; graphs are checked at their first search, not here).
@@ -79,11 +85,8 @@ pub struct DeleteArgs {
     /// Ids to delete (.npy, 1-D integers).
     #[arg(long)]
     pub ids: PathBuf,
-    /// Change the index without checking its files' checksums first (a damaged index is
-    /// refused otherwise, as a search opening it refuses it: a change would carry the damage
-    /// into a new generation; graphs are checked at their first search, not here).
-    #[arg(long)]
-    pub no_verify: bool,
+    #[command(flatten)]
+    pub check: ChangeCheck,
 }
 
 /// Merge segments and drop deleted rows.
@@ -135,7 +138,7 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         }
     }
     let merge = MergePolicy::tiered(a.merge_factor).with_max_rows(a.merge_max_rows);
-    let mut writer = open_writer(&a.index, !a.no_verify)?;
+    let mut writer = open_writer(&a.index, !a.check.no_verify)?;
     let r = bsa::live::add(
         &mut writer,
         source,
@@ -178,10 +181,10 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
 /// written; `bsa compact` checks the segments it merges itself.
 fn open_writer(dir: &Path, verify: bool) -> anyhow::Result<Writer> {
     let stop = super::io::stop_on_signal()?;
-    let writer = Writer::open_stoppable(dir, || super::io::say_waiting(dir), stop)?;
+    let mut writer = Writer::open_stoppable(dir, || super::io::say_waiting(dir), stop)?;
     if verify {
         // Under the writers' lock: the generation checked is the one the change starts from.
-        Snapshot::open_with(dir, OpenOptions::verify_checksums(true)).with_context(|| {
+        writer.verify_checksums().with_context(|| {
             format!(
                 "{} is damaged, so it was not changed (pass --no-verify to change it anyway)",
                 dir.display()
@@ -201,7 +204,7 @@ fn bridged_note(segments: usize, edges: usize) -> String {
 
 pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
     let ids = bsa::io::read_u64_ids(&a.ids)?;
-    let r = open_writer(&a.index, !a.no_verify)?.delete(&ids)?;
+    let r = open_writer(&a.index, !a.check.no_verify)?.delete(&ids)?;
     if !r.unknown.is_empty() {
         let shown: Vec<String> = r.unknown.iter().take(10).map(u64::to_string).collect();
         eprintln!(

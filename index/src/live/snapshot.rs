@@ -485,6 +485,32 @@ impl Snapshot {
         self.verify_all().map_err(|e| self.superseded(e))
     }
 
+    /// Verifies the checksums [`Snapshot::open`] verifies (every mapped file of every segment,
+    /// and the model), for a snapshot opened without them: cheaper than [`Snapshot::verify`],
+    /// which also checks what checksums cannot vouch for. A writer checks this before a change
+    /// ([`Writer::verify_checksums`](crate::live::Writer::verify_checksums)).
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use bsa_index::{live::Snapshot, OpenOptions};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let snap = Snapshot::open_with(&path, OpenOptions::verify_checksums(false))?;
+    /// snap.verify_checksums()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn verify_checksums(&self) -> Result<()> {
+        let mapped = || -> Result<()> {
+            for s in &self.segments {
+                s.index.verify_mapped()?;
+            }
+            Ok(())
+        };
+        mapped().map_err(|e| self.superseded(e))?;
+        self.verify_model()
+    }
+
     /// `e`, a failure to read a file of this snapshot, as its caller should read it: a file
     /// gone because a writer has committed another generation since (a compaction removes the
     /// segments it merged) is said as such, with what to do, not as a damaged index or an

@@ -501,6 +501,26 @@ impl Writer {
         Ok(self.snapshot.as_ref().expect("opened above"))
     }
 
+    /// Verifies the checksums of the generation this writer changes, as a search opening it
+    /// does ([`Snapshot::verify_checksums`]): a change on top of a damaged file would carry the
+    /// damage into a new generation under fresh checksums. `bsa add` and `bsa delete` call it
+    /// first (graphs are checked at their first search, not here).
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use bsa_index::live::{NewRows, Writer};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let mut writer = Writer::open(&path)?;
+    /// writer.verify_checksums()?;
+    /// writer.add(&NewRows::codes(&[3]), false)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn verify_checksums(&mut self) -> Result<()> {
+        self.snapshot()?.verify_checksums()
+    }
+
     /// The ids `rows` new rows added without ids get: the ones after the largest id the index
     /// has held (deleted ids are not given again). Refused when they would pass `u64::MAX`.
     ///
