@@ -334,6 +334,48 @@ fn dense_queries_fall_back_to_flat_and_agree() {
     }
 }
 
+/// With AVX-512, the flat part of an inverted batch on codes wider than 256 bits runs on slabs
+/// (from 256 queries, as the flat search's): dense queries go to the scan, sparse ones to the
+/// posting lists, and the hits are the flat search's.
+#[test]
+fn avx512_fallback_scans_wide_codes_on_slabs() {
+    if !KernelFamily::Avx512.is_supported() {
+        return;
+    }
+    let mut r = rng(11);
+    let bits = 512;
+    // Each bit in about 60 of 3000 rows: a query with half its bits set touches about 15,000
+    // postings, far more than the scan costs; one with about 5 set touches 300.
+    let codes = sparse_codes(&mut r, 3000, bits, 0.02, false);
+    let lists = InvertedLists::build(&codes, bits).unwrap();
+    let mut queries = random_codes(&mut r, 300, bits, 0);
+    queries.extend(sparse_codes(&mut r, 100, bits, 0.01, false));
+    let p = SearchParams::default().with_kernel(Some(KernelFamily::Avx512));
+    let w = words(bits);
+    let (hits, stats) = inverted::top_k(
+        &codes,
+        w,
+        bits,
+        &lists.view(),
+        &queries,
+        10,
+        &Score::Hamming,
+        None,
+        &p,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            stats.flat_queries,
+            stats.inverted_queries,
+            stats.flat_on_slabs
+        ),
+        (300, 100, true),
+        "{stats:?}"
+    );
+    assert_eq!(hits, top_k(&codes, w, bits, &queries, 10, &p).unwrap());
+}
+
 #[test]
 fn empty_codes_and_queries_and_all_ties() {
     // All-zero codes: every distance ties; the empty query matches all at |b|.
