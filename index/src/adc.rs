@@ -359,6 +359,11 @@ pub struct QuantisedTable {
     max_error: f64,
     pub(crate) dense: bool,
     pub(crate) normalise: bool,
+    /// The layout's [`AdcCodes::table_shape`]: the levels chosen, hence the room each query's
+    /// 16-bit sums have in the scan's lanes, follow its longest block, so a table must be
+    /// scanned over a layout of this shape (one of the same table length but longer blocks
+    /// could carry one query's sum into the next one's field).
+    pub(crate) shape: (bool, usize, usize, usize),
 }
 
 impl QuantisedTable {
@@ -490,6 +495,7 @@ impl QuantisedTable {
             max_error,
             dense: codes.kind == Kind::Dense,
             normalise,
+            shape: codes.table_shape(),
         })
     }
 
@@ -563,10 +569,6 @@ impl QueryGroup {
         self.tables.is_empty()
     }
 
-    fn dense(&self) -> bool {
-        self.tables[0].dense
-    }
-
     fn normalise(&self) -> bool {
         self.tables[0].normalise
     }
@@ -582,11 +584,9 @@ pub(crate) fn check_group_tables<'t>(
     match tables.first() {
         Some(first)
             if tables.len() <= max
-                && tables.iter().all(|t| {
-                    t.entries.len() == first.entries.len()
-                        && t.dense == first.dense
-                        && t.normalise == first.normalise
-                }) =>
+                && tables
+                    .iter()
+                    .all(|t| t.shape == first.shape && t.normalise == first.normalise) =>
         {
             Ok(first)
         }
@@ -681,7 +681,7 @@ pub fn candidates(
 }
 
 fn check_group(codes: &AdcCodes, group: &QueryGroup) -> Result<()> {
-    if group.dense() != codes.is_dense() || group.entries.len() != codes.table_len() {
+    if group.tables[0].shape != codes.table_shape() || group.entries.len() != codes.table_len() {
         return Err(Error::InvalidArgument(
             "the quantised tables were made for another layout".into(),
         ));
@@ -899,7 +899,7 @@ mod avx512 {
     /// The candidate mask of 16 sums (see `lane_candidate`, same operations in the same order).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn mask(acc: __m512i, base: f64, step: f64, inv: Option<*const f64>, threshold: f64) -> u16 {
+    fn mask(acc: __m512i, base: f64, step: f64, inv: Option<&[f64; 16]>, threshold: f64) -> u16 {
         let step = _mm512_set1_pd(step);
         let base = _mm512_set1_pd(base);
         let rel = _mm512_set1_pd(BOUND_REL);
@@ -912,8 +912,8 @@ mod avx512 {
         for (h, &q) in halves.iter().enumerate() {
             let n = _mm512_add_pd(_mm512_mul_pd(_mm512_cvtepu32_pd(q), step), base);
             let u = match inv {
-                // SAFETY: the caller passes a pointer to 16 inverse norms of this block.
-                Some(p) => _mm512_mul_pd(n, unsafe { _mm512_loadu_pd(p.add(8 * h)) }),
+                // SAFETY: `p` holds 16 values; this reads 8 from 8 h.
+                Some(p) => _mm512_mul_pd(n, unsafe { _mm512_loadu_pd(p[8 * h..].as_ptr()) }),
                 None => n,
             };
             let u = _mm512_add_pd(u, _mm512_mul_pd(_mm512_abs_pd(u), rel));
@@ -998,7 +998,10 @@ mod avx512 {
                     s
                 }
             };
-            let p = inv.map(|v| v[b * LANES..].as_ptr());
+            // Inverse norms are padded to whole blocks (`with_norms`).
+            let p = inv.map(|v| -> &[f64; LANES] {
+                v[b * LANES..(b + 1) * LANES].try_into().expect("16 values")
+            });
             *o = [0; GROUP];
             for (g, table) in group.tables.iter().enumerate() {
                 let (x, y) = if g.is_multiple_of(2) {
@@ -1029,7 +1032,7 @@ mod avx2 {
     /// The candidate mask of 8 sums (see `lane_candidate`, same operations in the same order).
     #[target_feature(enable = "avx2")]
     #[inline]
-    fn mask8(sums: &[u32], base: f64, step: f64, inv: Option<*const f64>, threshold: f64) -> u16 {
+    fn mask8(sums: &[u32], base: f64, step: f64, inv: Option<&[f64]>, threshold: f64) -> u16 {
         let step = _mm256_set1_pd(step);
         let base = _mm256_set1_pd(base);
         let rel = _mm256_set1_pd(BOUND_REL);
@@ -1042,8 +1045,8 @@ mod avx2 {
             let q = unsafe { _mm_loadu_si128(sums[4 * h..4 * h + 4].as_ptr().cast()) };
             let n = _mm256_add_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(q), step), base);
             let u = match inv {
-                // SAFETY: the caller passes a pointer to 8 inverse norms.
-                Some(p) => _mm256_mul_pd(n, unsafe { _mm256_loadu_pd(p.add(4 * h)) }),
+                // SAFETY: 4 values from 4 h, after the check that `p` holds 8.
+                Some(p) => _mm256_mul_pd(n, unsafe { _mm256_loadu_pd(p[4 * h..8].as_ptr()) }),
                 None => n,
             };
             let u = _mm256_add_pd(u, _mm256_mul_pd(_mm256_andnot_pd(sign, u), rel));
@@ -1123,18 +1126,12 @@ mod avx2 {
                     _mm256_storeu_si256(cv[4 * j..].as_mut_ptr().cast(), c[j]);
                 }
             }
-            let p = inv.map(|v| v[b * LANES..].as_ptr());
+            let p = inv.map(|v| &v[b * LANES..(b + 1) * LANES]);
             *o = [0; GROUP];
             for (g, table) in group.tables.iter().enumerate() {
                 let (base, s) = (table.base(len), query_sums(&av, &cv, g));
                 o[g] = mask8(&s[..8], base, table.step, p, thresholds[g])
-                    | (mask8(
-                        &s[8..],
-                        base,
-                        table.step,
-                        p.map(|p| p.wrapping_add(8)),
-                        thresholds[g],
-                    ) << 8);
+                    | (mask8(&s[8..], base, table.step, p.map(|p| &p[8..]), thresholds[g]) << 8);
             }
         }
     }

@@ -140,6 +140,7 @@ pub fn scan(
     family.check()?;
     if !supported(family, codes)
         || group.rows.len() != codes.table_len()
+        || group.tables[0].shape != codes.table_shape()
         || (group.tables[0].normalise && !codes.has_norms())
         || rows.start > rows.end
         || rows.end > codes.n

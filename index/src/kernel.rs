@@ -75,7 +75,11 @@ impl KernelFamily {
             let needs: &[(&str, bool)] = match self {
                 KernelFamily::Portable => &[],
                 KernelFamily::Avx2 => &[("avx2", is_x86_feature_detected!("avx2"))],
+                // AVX2 too: the AVX-512 kernels call AVX2 ones on their 256-bit halves, which
+                // the compiler allows (AVX-512F implies AVX2) but a CPU check must still see (a
+                // virtual machine may hide one and not the other).
                 KernelFamily::Avx512 => &[
+                    ("avx2", is_x86_feature_detected!("avx2")),
                     ("avx512f", is_x86_feature_detected!("avx512f")),
                     ("avx512bw", is_x86_feature_detected!("avx512bw")),
                     (

@@ -71,8 +71,10 @@ impl Vectors<'_> {
             Vectors::F16(v) => {
                 let r = &v[row * dim..(row + 1) * dim];
                 #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("f16c") {
-                    // SAFETY: AVX and F16C are present (F16C implies AVX).
+                if std::arch::is_x86_feature_detected!("avx")
+                    && std::arch::is_x86_feature_detected!("f16c")
+                {
+                    // SAFETY: AVX and F16C are present.
                     (dot, nn) = unsafe { dot_norm_f16c(r, q) };
                     return (dot.iter().sum(), nn.iter().sum());
                 }

@@ -557,3 +557,46 @@ fn index_search_is_unchanged() {
         }
     }
 }
+
+/// Quantised tables are scanned only over layouts of the shape they were made for: the levels
+/// follow the layout's longest block, and a layout of the same table length with longer blocks
+/// could carry one query's 16-bit sum into the next one's field (rows silently lost).
+#[test]
+fn tables_of_another_layout_shape_are_errors() {
+    // 64 rows of 512 bits: one bit set a row (255 levels), or 511 (131 levels: a table of
+    // 255 levels summed over 511 positions would pass 65535).
+    let bits = 512;
+    let w = words(bits);
+    let mut few = vec![0u64; 64 * w];
+    let mut many = vec![u64::MAX; 64 * w];
+    for i in 0..64 {
+        few[i * w + i / 64] |= 1 << (i % 64);
+        many[i * w + i / 64] &= !(1 << (i % 64));
+    }
+    let sparse = |c: &[u64]| {
+        let s = SparseCodes::build(c, bits).unwrap();
+        AdcCodes::from_sparse(&s.view()).unwrap()
+    };
+    let (a, b) = (sparse(&few), sparse(&many));
+    let table: Vec<f32> = (0..bits).map(|j| j as f32).collect();
+    let qa = || QuantisedTable::new(&a, &table, 0.0, false).unwrap();
+    let qb = QuantisedTable::new(&b, &table, 0.0, false).unwrap();
+    assert!(qa().step() < qb.step(), "the levels differ");
+    assert!(
+        QueryGroup::new(vec![qa(), qb.clone()]).is_err(),
+        "one group, one layout shape"
+    );
+    let group = QueryGroup::new(vec![qa()]).unwrap();
+    for family in KernelFamily::supported() {
+        let mut tops = vec![TopK::new(5, None)];
+        let e = adc::scan(family, &b, &group, 0..64, &mut tops, |_, _| 0).unwrap_err();
+        assert!(e.to_string().contains("another layout"), "{family:?}: {e}");
+        assert!(adc::scan(family, &a, &group, 0..64, &mut tops, |_, _| 0).is_ok());
+        if wide::supported(family, &b) {
+            let wg = wide::WideGroup::new(vec![qa()]).unwrap();
+            let mut tops = vec![TopK::new(5, None)];
+            assert!(wide::scan(family, &b, &wg, 0..64, &mut tops, |_, _| 0).is_err());
+            assert!(wide::scan(family, &a, &wg, 0..64, &mut tops, |_, _| 0).is_ok());
+        }
+    }
+}
