@@ -1097,6 +1097,26 @@ fn adds_merge_full_tiers_in_their_commit() {
     names.sort();
     let seg = snap.segments()[0].name().to_string();
     assert_eq!(names, vec!["LOCK".to_string(), "manifest.json".into(), seg]);
+
+    // Merges that cascade: segments of 20 and 10 rows and a new one of 10; the two of 10 merge
+    // into a second of 20, which merges with the first. Three segments merged into 40 rows (the
+    // intermediate one counted neither as a segment merged nor for its rows).
+    let tiered = MergePolicy::tiered(2).with_min_rows(8);
+    for (a, want) in [(600u64, (0, 0)), (700, (3, 40))] {
+        let rows = rows_of(&mut rng, a);
+        let c = columns(&rows);
+        let mut w = Writer::open(&path).unwrap();
+        let report = w.add_merging(&c.new_rows(shape), false, tiered, f).unwrap();
+        truth.extend(rows);
+        assert_eq!(
+            (report.merged, report.merged_rows),
+            want,
+            "add of ids {a}.."
+        );
+    }
+    let snap = Snapshot::open(&path).unwrap();
+    assert_eq!((snap.segments().len(), snap.len()), (1, 40));
+    check(&mut rng, shape, &snap, &truth, &scratch);
 }
 
 /// The shape of the graph-mode tests: vectors, norms and a graph on the vectors.

@@ -121,6 +121,13 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
     };
     let packed = a.codes.as_deref().map(bsa::io::read_u8).transpose()?;
     if let (Some(p), Some((rows, cols, bytes))) = (&a.codes, &packed) {
+        if *rows == 0 {
+            // As `--data` says it (the library's message also covers ragged words).
+            bail!(
+                "{}: no rows: the array has shape (0, {cols}); there is nothing to add",
+                p.display()
+            );
+        }
         super::io::warn_if_unpacked(p, *rows, *cols, bytes);
     }
     let source = match (&data, &packed) {

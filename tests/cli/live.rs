@@ -659,6 +659,10 @@ fn ids_past_int64_are_refused_by_every_writer() {
         "add", "--index", "idx", "--codes", "c.npy", "--ids", "big.npy",
     ])
     .fails_with(&["ids[2] is 9223372036854775808"]);
+    // No rows: said as --data says it.
+    t.write("none.npy", &npy_bytes("|u1", "(0, 1)", &[]));
+    t.bsa(&["add", "--index", "idx", "--codes", "none.npy"])
+        .fails_with(&["none.npy: no rows", "nothing to add"]);
     // The largest id is 2^63 - 2: one default id fits, two do not.
     t.write("one.npy", &npy_bytes("|u1", "(1, 1)", &[9]));
     t.bsa(&["add", "--index", "idx", "--codes", "one.npy"]).ok();

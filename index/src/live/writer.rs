@@ -99,9 +99,10 @@ pub struct AddReport {
     pub segment: String,
     /// The smallest and largest id added.
     pub id_range: (u64, u64),
-    /// Segments the merge policy merged in the same commit (0: none).
+    /// Segments (the new one included) the merge policy merged in the same commit (0: none);
+    /// a segment a merge made and a later merge of the same add merged again is not counted.
     pub merged: usize,
-    /// Live rows those merges wrote.
+    /// Live rows of the segments those merges left.
     pub merged_rows: usize,
     /// Segments given a bridge in the same commit ([`Writer::add_bridging`]; 0 otherwise).
     pub bridged: usize,
@@ -718,21 +719,31 @@ impl Writer {
             bridge: None,
         });
         self.mark_deleted(&mut next, &deleted)?;
-        let (mut segment, mut merged, mut merged_rows) = (name, 0, 0);
+        let (mut segment, mut merged) = (name, 0);
+        // Segments the merges made: one merged again in a later round (merges cascade up the
+        // tiers) is counted neither as a segment merged nor for its rows.
+        let mut made: Vec<(String, usize)> = Vec::new();
         loop {
             let tier = policy.select(&next.segments);
             if tier.is_empty() {
                 break;
             }
             let holds_new = tier.iter().any(|&s| next.segments[s].name == segment);
+            for &s in &tier {
+                let name = &next.segments[s].name;
+                match made.iter().position(|(m, _)| m == name) {
+                    Some(i) => drop(made.swap_remove(i)),
+                    None => merged += 1,
+                }
+            }
             let (m, done) = self.merge(&next, &tier, graph_vectors)?;
             if holds_new {
-                segment = done.name;
+                segment = done.name.clone();
             }
-            merged += tier.len();
-            merged_rows += done.rows;
+            made.push((done.name, done.rows));
             next = m;
         }
+        let merged_rows = made.iter().map(|(_, rows)| rows).sum();
         let (bridged, bridge_edges) = match (graph_vectors, tables) {
             (Some(g), Some(t)) => self.bridge_into(&mut next, g, t)?,
             _ => (0, 0),
