@@ -132,8 +132,10 @@ pub(crate) fn read_manifest_bytes(dir: &Path) -> Result<(std::path::PathBuf, Vec
     let f = open_regular(&path).map_err(|e| match e {
         // The usual mistakes, said as such rather than as the manifest's I/O error (still I/O
         // errors of their kind: Python raises FileNotFoundError for them).
-        Error::Io { .. } if !path.exists() => {
-            let (kind, what) = if !dir.exists() {
+        // `try_exists`, not `exists`: a manifest behind a symbolic-link loop (or unreadable)
+        // is not missing, and keeps its own error.
+        Error::Io { .. } if matches!(path.try_exists(), Ok(false)) => {
+            let (kind, what) = if matches!(dir.try_exists(), Ok(false)) {
                 (
                     std::io::ErrorKind::NotFound,
                     "no such index directory".into(),

@@ -622,3 +622,27 @@ fn verify_checks_the_ids_are_rows_flag() {
         "{e}"
     );
 }
+
+/// A manifest behind a symbolic-link loop is said as such (the system's error, naming it), not
+/// as a folder with no manifest; a folder with none is still said that way.
+#[cfg(unix)]
+#[test]
+fn a_manifest_behind_a_link_loop_is_not_called_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    IndexBuilder::new(64, &[1, 2, 3]).build(&path).unwrap();
+    let manifest = path.join("manifest.json");
+    fs::remove_file(&manifest).unwrap();
+    let e = bsa_index::live::Snapshot::open(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no manifest.json"), "{e}");
+    std::os::unix::fs::symlink("manifest.json", &manifest).unwrap();
+    let e = bsa_index::live::Snapshot::open(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("manifest.json") && !e.contains("no manifest.json"),
+        "{e}"
+    );
+}

@@ -405,7 +405,8 @@ impl Snapshot {
         let mut base = 0u64;
         for s in &m.segments {
             let seg_dir = dir.join(&s.name);
-            if !seg_dir.exists() {
+            // (A folder behind a symbolic-link loop is not missing: its open says what it is.)
+            if matches!(seg_dir.try_exists(), Ok(false)) {
                 // Said as the root manifest's, not as "no such index" (the usual causes: a
                 // copy of the index that stopped half-way, or another index's manifest).
                 return Err(Error::corrupt(
