@@ -247,18 +247,19 @@ impl Embeddings {
     /// ```
     /// let emb = bsa::io::Embeddings::from_vec(1, 128, vec![1.0; 128]).unwrap();
     /// let err = emb.expect_dim(384).unwrap_err().to_string();
-    /// assert!(err.contains("has 128 columns, the model expects 384"), "{err}");
+    /// assert!(err.contains("columns, the model's input dimension"), "{err}");
+    /// assert!(err.ends_with("expected 384, got 128"), "{err}");
     /// ```
     pub fn expect_dim(&self, expected: usize) -> Result<()> {
         if self.dim == expected {
             return Ok(());
         }
         Err(Error::DimMismatch {
+            // The numbers follow ("expected 384, got 128"), so they are not said here too.
             what: format!(
-                "{} has {} columns, the model expects {expected} (embed with the same encoder the \
-                 model was trained on, or train a model for this dimension)",
+                "{}: columns, the model's input dimension (embed with the same encoder the model \
+                 was trained on, or train a model for this dimension)",
                 self.path.display(),
-                self.dim
             ),
             expected,
             got: self.dim,

@@ -210,7 +210,8 @@ mod tests {
         );
         let msg = err.to_string();
         assert!(
-            msg.contains("<memory> has 128 columns, the model expects 384"),
+            msg.contains("<memory>: columns, the model's input dimension")
+                && msg.ends_with("expected 384, got 128"),
             "{msg}"
         );
     }

@@ -358,7 +358,8 @@ fn data_dimension_must_match_the_model() {
         let out = t.bsa(args);
         out.fails_with(&[
             "bsa: dimension mismatch",
-            "eight.npy has 8 columns, the model expects 16",
+            "eight.npy: columns, the model's input dimension",
+            "expected 16, got 8",
             "train a model for this dimension",
         ]);
     }
