@@ -23,6 +23,18 @@ use crate::sparse::{SparseLayout, SparseView};
 use crate::vectors::Vectors;
 
 /// How to open an index.
+///
+/// ```
+/// use bsa_index::{Index, IndexBuilder, OpenOptions};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// IndexBuilder::new(64, &[1, 2, 3]).build(&path)?;
+/// assert!(OpenOptions::default().verify_checksums);
+/// // Only the O(1) checks at open; every byte checked later, when it suits.
+/// let index = Index::open_with(&path, OpenOptions::verify_checksums(false))?;
+/// index.verify()?;
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OpenOptions {
@@ -46,6 +58,12 @@ impl Default for OpenOptions {
 
 impl OpenOptions {
     /// Options with checksum verification set to `verify`.
+    ///
+    /// ```
+    /// use bsa_index::OpenOptions;
+    /// assert_eq!(OpenOptions::verify_checksums(true), OpenOptions::default());
+    /// assert!(!OpenOptions::verify_checksums(false).verify_checksums);
+    /// ```
     pub fn verify_checksums(verify: bool) -> Self {
         OpenOptions {
             verify_checksums: verify,
@@ -56,6 +74,34 @@ impl OpenOptions {
 /// An opened index: codes, ids and (optionally) vectors are memory-mapped, not copied.
 ///
 /// `Index` is `Send + Sync`: open it once and search it from many threads at once.
+///
+/// ```
+/// use bsa_index::{Index, IndexBuilder, SearchParams};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// // Three 8-bit codes (one u64 word each) with external ids.
+/// IndexBuilder::new(8, &[0b0000_0001, 0b0000_0011, 0b1111_0000])
+///     .ids(&[10, 20, 30])
+///     .build(&path)?;
+///
+/// let index = Index::open(&path)?;
+/// assert_eq!((index.len(), index.bits(), index.words_per_code()), (3, 8, 1));
+/// assert_eq!(index.code(2), &[0b1111_0000]);
+/// assert_eq!(index.ids(), &[10, 20, 30]);
+///
+/// let hits = index.search_flat(&[0b0000_0001], 2, &SearchParams::default())?;
+/// assert_eq!(hits[0].ids, vec![10, 20]);
+/// assert_eq!(hits[0].distances, vec![0, 1]);
+///
+/// // Send + Sync: one index serves many threads.
+/// let far = std::thread::scope(|s| {
+///     s.spawn(|| index.search_flat(&[0b1111_0000], 1, &SearchParams::default()))
+///         .join()
+///         .unwrap()
+/// })?;
+/// assert_eq!(far[0].ids, vec![30]);
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 pub struct Index {
     pub(crate) dir: PathBuf,
     pub(crate) manifest: Manifest,
@@ -139,11 +185,34 @@ fn read_manifest(dir: &Path) -> Result<Manifest> {
 
 impl Index {
     /// Opens the index directory `dir`, verifying all checksums (see [`OpenOptions`]).
+    ///
+    /// ```
+    /// use bsa_index::{live::Writer, Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// assert_eq!(Index::open(&path)?.len(), 2);
+    /// // Once a writer has changed it, the index has segments: open it as a `live::Snapshot`.
+    /// Writer::open(&path)?.delete(&[0])?;
+    /// assert!(Index::open(&path).is_err());
+    /// assert_eq!(bsa_index::live::Snapshot::open(&path)?.len(), 1);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn open(dir: impl AsRef<Path>) -> Result<Index> {
         Self::open_with(dir, OpenOptions::default())
     }
 
     /// Opens the index directory `dir` with explicit options.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, OpenOptions};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let index = Index::open_with(&path, OpenOptions::verify_checksums(false))?;
+    /// assert_eq!(index.codes(), &[1, 2]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn open_with(dir: impl AsRef<Path>, options: OpenOptions) -> Result<Index> {
         let dir = dir.as_ref().to_path_buf();
         let manifest = read_manifest(&dir)?;
@@ -348,6 +417,27 @@ impl Index {
     ///
     /// Returns the first mismatch as [`Error::Checksum`] (or [`Error::Truncated`]) naming the
     /// file, or as [`Error::Corrupt`] naming the file and the row or byte at fault.
+    ///
+    /// ```
+    /// use bsa_index::{Error, Index, IndexBuilder, OpenOptions};
+    /// use std::io::{Seek, SeekFrom, Write};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2, 3]).build(&path)?;
+    /// Index::open(&path)?.verify()?;
+    ///
+    /// // Flip a bit of the first code (`codes.bin`: a 64-byte header, then the codes).
+    /// let mut f = std::fs::OpenOptions::new().write(true).open(path.join("codes.bin")).unwrap();
+    /// f.seek(SeekFrom::Start(64)).unwrap();
+    /// f.write_all(&[0b11]).unwrap();
+    /// drop(f);
+    ///
+    /// // Opened without checksums, the index looks fine; `verify` finds the damage.
+    /// let index = Index::open_with(&path, OpenOptions::verify_checksums(false))?;
+    /// assert_eq!(index.code(0), &[0b11]);
+    /// assert!(matches!(index.verify(), Err(Error::Checksum { .. })));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn verify(&self) -> Result<()> {
         self.verify_copied()?;
         self.verify_derived()
@@ -503,37 +593,105 @@ impl Index {
     }
 
     /// The index directory.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let index = bsa_index::Index::open(&path)?;
+    /// assert_eq!(index.dir(), path.as_path());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The manifest.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(100, &[1, 0, 2, 0]).build(&path)?; // two 100-bit codes
+    /// let m = bsa_index::Index::open(&path)?.manifest().clone();
+    /// assert_eq!((m.n, m.bits, m.words_per_code), (2, 100, 2));
+    /// assert!(m.files.contains_key("codes.bin") && m.files.contains_key("ids.bin"));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
     /// Number of codes.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2, 3]).build(&path)?;
+    /// let index = bsa_index::Index::open(&path)?;
+    /// assert_eq!(index.len(), 3);
+    /// assert!(!index.is_empty());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         // n <= u32::MAX (validated), so it fits in usize on 64-bit targets.
         self.manifest.n as usize
     }
 
     /// Whether the index holds no codes.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// // An index holds at least one code: the builder refuses none.
+    /// assert!(bsa_index::IndexBuilder::new(64, &[]).build(&path).is_err());
+    /// bsa_index::IndexBuilder::new(64, &[7]).build(&path)?;
+    /// assert!(!bsa_index::Index::open(&path)?.is_empty());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.manifest.n == 0
     }
 
     /// Bits per code.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(12, &[0xfff, 0x001]).build(&path)?;
+    /// let index = bsa_index::Index::open(&path)?;
+    /// assert_eq!((index.bits(), index.words_per_code()), (12, 1));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn bits(&self) -> usize {
         self.manifest.bits as usize
     }
 
     /// `u64` words per code.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// // 130 bits take three words per code.
+    /// bsa_index::IndexBuilder::new(130, &[1, 0, 0, 0, 0, 3]).build(&path)?;
+    /// let index = bsa_index::Index::open(&path)?;
+    /// assert_eq!((index.len(), index.words_per_code()), (2, 3));
+    /// assert_eq!(index.codes().len(), index.len() * index.words_per_code());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn words_per_code(&self) -> usize {
         self.manifest.words_per_code as usize
     }
 
     /// All codes, row-major, `len() * words_per_code()` words (mapped, not copied).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(100, &[1, 0, 2, 1]).build(&path)?; // two codes of two words
+    /// let index = bsa_index::Index::open(&path)?;
+    /// assert_eq!(index.codes(), &[1, 0, 2, 1]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn codes(&self) -> &[u64] {
         // Alignment and length were checked with try_cast_slice in Section::open.
         bytemuck::cast_slice(self.codes.payload())
@@ -543,17 +701,49 @@ impl Index {
     ///
     /// # Panics
     /// If `row >= len()`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(100, &[1, 0, 2, 1]).build(&path)?;
+    /// let index = bsa_index::Index::open(&path)?;
+    /// assert_eq!(index.code(1), &[2, 1]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn code(&self, row: usize) -> &[u64] {
         let w = self.words_per_code();
         &self.codes()[row * w..(row + 1) * w]
     }
 
     /// External ids, one per row (row numbers if none were given at build time).
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// IndexBuilder::new(64, &[5, 6, 7]).ids(&[30, 10, 20]).build(dir.path().join("a"))?;
+    /// let index = Index::open(dir.path().join("a"))?;
+    /// // Rows are stored in id order, each with its code.
+    /// assert_eq!(index.ids(), &[10, 20, 30]);
+    /// assert_eq!(index.codes(), &[6, 7, 5]);
+    /// // Without ids, a row's id is its number.
+    /// IndexBuilder::new(64, &[5, 6, 7]).build(dir.path().join("b"))?;
+    /// assert_eq!(Index::open(dir.path().join("b"))?.ids(), &[0, 1, 2]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn ids(&self) -> &[u64] {
         bytemuck::cast_slice(self.ids.payload())
     }
 
     /// Per-code norms for normalised table scores (`norms.bin`), if stored.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2]).norms(&[0.5, 2.0]).build(&path)?;
+    /// assert_eq!(Index::open(&path)?.norms(), Some(&[0.5, 2.0][..]));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn norms(&self) -> Option<&[f32]> {
         // Alignment and length were checked with try_cast_slice in Section::open.
         self.norms
@@ -562,26 +752,78 @@ impl Index {
     }
 
     /// Whether float vectors are stored (needed for rescoring).
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// IndexBuilder::new(64, &[1, 2]).vectors(&[1.0, 0.0, 0.0, 1.0], 2).build(dir.path().join("v"))?;
+    /// assert!(Index::open(dir.path().join("v"))?.has_vectors());
+    /// IndexBuilder::new(64, &[1, 2]).build(dir.path().join("no-v"))?;
+    /// assert!(!Index::open(dir.path().join("no-v"))?.has_vectors());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn has_vectors(&self) -> bool {
         self.vectors.is_some()
     }
 
     /// Dimension of the stored vectors, if any.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).vectors(&[0.5; 6], 3).build(&path)?;
+    /// assert_eq!(bsa_index::Index::open(&path)?.vector_dim(), Some(3));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn vector_dim(&self) -> Option<usize> {
         self.manifest.vectors.map(|v| v.dim as usize)
     }
 
     /// Element type of the stored vectors, if any.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, VectorDtype};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2])
+    ///     .vectors(&[0.5; 4], 2)
+    ///     .vector_dtype(VectorDtype::F16)
+    ///     .build(&path)?;
+    /// assert_eq!(Index::open(&path)?.vector_dtype(), Some(VectorDtype::F16));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn vector_dtype(&self) -> Option<VectorDtype> {
         self.manifest.vectors.map(|v| v.dtype)
     }
 
     /// Whether an HNSW graph is stored.
+    ///
+    /// ```
+    /// use bsa_index::{HnswParams, Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let codes: Vec<u64> = (0..32).map(|i| i * 0x0101).collect();
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+    /// assert!(Index::open(&path)?.has_hnsw());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn has_hnsw(&self) -> bool {
         self.manifest.hnsw.is_some() || self.manifest.graph.is_some()
     }
 
     /// What the stored graph's neighbours are nearest by, if there is a graph.
+    ///
+    /// ```
+    /// use bsa_index::{manifest::GraphMetric, HnswParams, Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let codes: Vec<u64> = (0..32).map(|i| i * 0x0101).collect();
+    /// // A graph built on the codes links rows by Hamming distance.
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(dir.path().join("g"))?;
+    /// assert_eq!(Index::open(dir.path().join("g"))?.graph_metric(), Some(GraphMetric::Hamming));
+    /// IndexBuilder::new(64, &codes).build(dir.path().join("flat"))?;
+    /// assert_eq!(Index::open(dir.path().join("flat"))?.graph_metric(), None);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn graph_metric(&self) -> Option<GraphMetric> {
         match (&self.manifest.graph, &self.manifest.hnsw) {
             (Some(g), _) => Some(g.metric),
@@ -591,11 +833,36 @@ impl Index {
     }
 
     /// Path of the model file copied into the index, if any.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let model = dir.path().join("my-model.safetensors");
+    /// std::fs::write(&model, b"model bytes").unwrap();
+    /// IndexBuilder::new(64, &[1, 2]).model_file(&model).build(&path)?;
+    /// let copied = Index::open(&path)?.model_path().unwrap();
+    /// assert_eq!(copied, path.join("model.safetensors"));
+    /// assert_eq!(std::fs::read(copied).unwrap(), b"model bytes");
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn model_path(&self) -> Option<PathBuf> {
         self.manifest.model.as_ref().map(|m| self.dir.join(&m.file))
     }
 
     /// The application's free-form manifest entry.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2])
+    ///     .extra(serde_json::json!({"encoder": "bsa", "dim": 384}))
+    ///     .build(&path)?;
+    /// let index = bsa_index::Index::open(&path)?;
+    /// assert_eq!(index.extra()["encoder"], "bsa");
+    /// assert_eq!(index.extra()["dim"], 384);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn extra(&self) -> &serde_json::Value {
         &self.manifest.extra
     }
@@ -604,6 +871,22 @@ impl Index {
 /// Views of the optional files, for searchers built by hand (see [`crate::search`]).
 impl Index {
     /// The codes with their ids, norms and set bits, as every searcher reads them.
+    ///
+    /// ```
+    /// use bsa_index::search::{FlatParams, FlatSearcher, Searcher};
+    /// use bsa_index::{Index, IndexBuilder, Score, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).ids(&[10, 11, 12]).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let view = index.codes_view();
+    /// assert_eq!((view.len(), view.bits()), (3, 8));
+    /// // A searcher built by hand on the view reports the index's ids.
+    /// let flat = FlatSearcher::new(view, FlatParams::default());
+    /// let (hits, _) = flat.search(&[0b0111], 2, &Score::Hamming, &SearchParams::default())?;
+    /// assert_eq!(hits[0].ids, vec![12, 11]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn codes_view(&self) -> CodesView<'_> {
         CodesView::from_validated(
             self.codes(),
@@ -616,6 +899,18 @@ impl Index {
     }
 
     /// The per-code set bits (`sparse.bin`), if stored.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[0b1011, 1 << 63]).sparse(Some(true)).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let sparse = index.sparse().unwrap();
+    /// assert_eq!(sparse.row(0), &[0, 1, 3]);
+    /// assert_eq!(sparse.row(1), &[63]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn sparse(&self) -> Option<SparseView<'_>> {
         self.sparse
             .as_ref()
@@ -623,11 +918,34 @@ impl Index {
     }
 
     /// Whether the index has posting lists (`inverted.bin`).
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// IndexBuilder::new(64, &[1, 2]).inverted(true).build(dir.path().join("inv"))?;
+    /// assert!(Index::open(dir.path().join("inv"))?.has_inverted());
+    /// IndexBuilder::new(64, &[1, 2]).build(dir.path().join("flat"))?;
+    /// assert!(!Index::open(dir.path().join("flat"))?.has_inverted());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn has_inverted(&self) -> bool {
         self.inverted.is_some()
     }
 
     /// The posting lists, if stored (with their bitmaps, if stored too).
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[0b1011, 1 << 63, 0, 1]).inverted(true).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let lists = index.inverted().unwrap();
+    /// assert_eq!(lists.list(0), &[0, 3]); // the rows with bit 0 set
+    /// assert_eq!(lists.list(63), &[1]);
+    /// assert!(lists.list(2).is_empty());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn inverted(&self) -> Option<InvertedView<'_>> {
         self.inverted.as_ref().map(|(s, l)| {
             InvertedView::from_validated(s.payload(), self.len(), self.bits(), l)
@@ -636,6 +954,20 @@ impl Index {
     }
 
     /// The posting lists as bitmaps (`bitmaps.bin`), if stored.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[0b1011, 1 << 63, 0, 1])
+    ///     .inverted(true)
+    ///     .bitmaps(Some(true))
+    ///     .build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let bitmaps = index.bitmaps().unwrap();
+    /// assert_eq!((bitmaps.column_count(0), bitmaps.column_count(3)), (2, 1));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn bitmaps(&self) -> Option<BitmapView<'_>> {
         self.bitmaps
             .as_ref()
@@ -645,6 +977,18 @@ impl Index {
     /// Loads the HNSW graph now (otherwise the first HNSW search loads it). Useful to keep the
     /// loading time out of search timings. Maps `graph.bin` and checks its checksum and every
     /// neighbour id; for an index without `graph.bin`, verifies and converts the hnsw_rs dump.
+    ///
+    /// ```
+    /// use bsa_index::{HnswParams, Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let codes: Vec<u64> = (0..32).map(|i| i * 0x0101).collect();
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// index.load_hnsw()?; // checked and loaded now, not in the first search
+    /// assert_eq!(index.graph()?.len(), 32);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn load_hnsw(&self) -> Result<()> {
         if self.hnsw.get().is_none() {
             let g = HnswGraph::load(&self.dir, &self.manifest, self.graph_file.as_ref())?;
@@ -655,6 +999,22 @@ impl Index {
     }
 
     /// The HNSW graph as flat neighbour lists (loading it first, see [`Index::load_hnsw`]).
+    ///
+    /// ```
+    /// use bsa_index::{HnswParams, Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let codes: Vec<u64> = (0..32).map(|i| i * 0x0101).collect();
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(dir.path().join("g"))?;
+    /// let index = Index::open(dir.path().join("g"))?;
+    /// let graph = index.graph()?;
+    /// assert_eq!(graph.len(), 32);
+    /// let entry = graph.entry_point();
+    /// assert!(graph.neighbours(entry, 0).iter().all(|&n| n < 32 && n != entry));
+    /// // Without a graph, an error that says how to build one.
+    /// IndexBuilder::new(64, &codes).build(dir.path().join("flat"))?;
+    /// assert!(Index::open(dir.path().join("flat"))?.graph().is_err());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn graph(&self) -> Result<GraphView<'_>> {
         self.load_hnsw()?;
         // load_hnsw succeeded, so the cell is set.
@@ -662,6 +1022,22 @@ impl Index {
     }
 
     /// The stored vectors, if any.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, Vectors, VectorDtype};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// IndexBuilder::new(64, &[1, 2]).vectors(&[1.0, 0.0, 0.0, 1.0], 2).build(dir.path().join("a"))?;
+    /// let index = Index::open(dir.path().join("a"))?;
+    /// assert!(matches!(index.vectors(), Some(Vectors::F32(v)) if v == [1.0, 0.0, 0.0, 1.0]));
+    /// // f16 vectors come as their raw bits (1.0 is 0x3c00).
+    /// IndexBuilder::new(64, &[1, 2])
+    ///     .vectors(&[1.0, 0.0, 0.0, 1.0], 2)
+    ///     .vector_dtype(VectorDtype::F16)
+    ///     .build(dir.path().join("b"))?;
+    /// let index = Index::open(dir.path().join("b"))?;
+    /// assert!(matches!(index.vectors(), Some(Vectors::F16(v)) if v == [0x3c00, 0, 0, 0x3c00]));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn vectors(&self) -> Option<Vectors<'_>> {
         let s = self.vectors.as_ref()?;
         // Alignment and lengths were checked with try_cast_slice in Section::open.
@@ -682,11 +1058,43 @@ impl Index {
     }
 
     /// The flat searcher over this index.
+    ///
+    /// ```
+    /// use bsa_index::search::{FlatParams, Searcher};
+    /// use bsa_index::{Index, IndexBuilder, Score, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(4, &[0b0111, 0b0110, 0b1111]).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let flat = index.flat_searcher(FlatParams::default());
+    /// assert_eq!((flat.mode(), flat.rows()), ("flat", 3));
+    /// let (hits, _) = flat.search(&[0b0110], 3, &Score::Hamming, &SearchParams::default())?;
+    /// assert_eq!(hits[0].rows, vec![1, 0, 2]);
+    /// assert_eq!(hits[0].distances, vec![0, 1, 2]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn flat_searcher(&self, params: FlatParams) -> FlatSearcher<'_> {
         FlatSearcher::new(self.codes_view(), params)
     }
 
     /// The inverted searcher over this index; fails if it has no posting lists.
+    ///
+    /// ```
+    /// use bsa_index::search::{InvertedParams, Searcher};
+    /// use bsa_index::{Index, IndexBuilder, Score, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let codes = [0b0111, 0b0110, 0b1111, 0b1000];
+    /// IndexBuilder::new(4, &codes).inverted(true).build(dir.path().join("inv"))?;
+    /// let index = Index::open(dir.path().join("inv"))?;
+    /// let inverted = index.inverted_searcher(InvertedParams::default())?;
+    /// let (hits, _) = inverted.search(&[0b0110], 2, &Score::Hamming, &SearchParams::default())?;
+    /// assert_eq!(hits, index.search_flat(&[0b0110], 2, &SearchParams::default())?);
+    /// // Without posting lists there is no inverted searcher.
+    /// IndexBuilder::new(4, &codes).build(dir.path().join("flat"))?;
+    /// let flat_only = Index::open(dir.path().join("flat"))?;
+    /// assert!(flat_only.inverted_searcher(InvertedParams::default()).is_err());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn inverted_searcher(&self, params: InvertedParams) -> Result<InvertedSearcher<'_>> {
         let lists = self.inverted().ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -698,6 +1106,21 @@ impl Index {
     }
 
     /// The graph searcher over this index (loading the graph first); fails if it has none.
+    ///
+    /// ```
+    /// use bsa_index::search::{GraphParams, Searcher};
+    /// use bsa_index::{HnswParams, Index, IndexBuilder, Score, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let codes: Vec<u64> = (0..32).map(|i| i * 0x0101).collect();
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let graph = index.graph_searcher(GraphParams::default().with_ef_search(Some(32)))?;
+    /// assert_eq!(graph.mode(), "hnsw");
+    /// let (hits, _) = graph.search(&[5 * 0x0101], 1, &Score::Hamming, &SearchParams::default())?;
+    /// assert_eq!((hits[0].rows[0], hits[0].distances[0]), (5, 0));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn graph_searcher(&self, params: GraphParams) -> Result<GraphSearcher<'_>> {
         let built = match (&self.manifest.graph, &self.manifest.hnsw) {
             (Some(g), _) => Some(g.params),
@@ -717,6 +1140,22 @@ impl Index {
     /// `queries` holds `nq * words_per_code()` words (packed like the index's codes, unused high
     /// bits zero). Returns one [`Hits`] per query, best first, ties by smaller row; `k > len()`
     /// returns every row. Runs on the current rayon pool.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(4, &[0b0111, 0b0110, 0b1111, 0b0000]).ids(&[1, 2, 3, 4]).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// // Two queries, one word each: one `Hits` per query.
+    /// let hits = index.search_flat(&[0b0111, 0b0000], 2, &SearchParams::default())?;
+    /// assert_eq!((hits[0].ids.clone(), hits[0].distances.clone()), (vec![1, 2], vec![0, 1]));
+    /// assert_eq!((hits[1].ids.clone(), hits[1].distances.clone()), (vec![4, 2], vec![0, 2]));
+    /// // Range search: only codes within distance 1, however large `k` is.
+    /// let near = SearchParams::default().with_max_distance(Some(1));
+    /// assert_eq!(index.search_flat(&[0b0111], 10, &near)?[0].ids, vec![1, 2, 3]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn search_flat(
         &self,
         queries: &[u64],
@@ -731,6 +1170,21 @@ impl Index {
     /// [`Score::Hamming`] is [`search_flat`](Self::search_flat). Other scores rank by descending
     /// score, ties by smaller row, and set [`Hits::scores`]; [`Hits::distances`] still hold
     /// Hamming distances. A normalised [`Score::Table`] uses the norms stored in the index.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, Score, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(4, &[0b0001, 0b0010, 0b0110]).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// // One query's table: bit j of a code adds tables[j].
+    /// let table = Score::Table { tables: &[1.0, 2.0, 4.0, 8.0], offsets: &[0.5], normalise: false };
+    /// let hits = index.search_flat_scored(&[0b0000], 2, &table, &SearchParams::default())?;
+    /// assert_eq!(hits[0].rows, vec![2, 1]);
+    /// assert_eq!(hits[0].scores, Some(vec![6.5, 2.5]));
+    /// assert_eq!(hits[0].distances, vec![2, 1]); // still Hamming distances to the query code
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn search_flat_scored(
         &self,
         queries: &[u64],
@@ -745,6 +1199,22 @@ impl Index {
     /// Exact k best codes for each query by inverted search: identical to
     /// [`search_flat_scored`](Self::search_flat_scored) (rows, distances, scores, ties by row),
     /// with statistics on how each query was answered (see [`crate::search::inverted`]).
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, Score, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let codes: Vec<u64> = (0..100).map(|i| 1 << (i % 64)).collect(); // one bit each
+    /// IndexBuilder::new(64, &codes).inverted(true).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let queries = [0b1, 1 << 40];
+    /// let p = SearchParams::default();
+    /// let (hits, stats) = index.search_inverted(&queries, 3, &Score::Hamming, &p)?;
+    /// assert_eq!(hits, index.search_flat_scored(&queries, 3, &Score::Hamming, &p)?);
+    /// assert_eq!(hits[0].rows, vec![0, 64, 1]);
+    /// assert_eq!(stats.inverted_queries + stats.flat_queries, 2);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn search_inverted(
         &self,
         queries: &[u64],
@@ -768,6 +1238,20 @@ impl Index {
     /// the best `k` rows the walk scored (with `k` above `ef`, more than the list holds).
     /// Queries run in parallel on the current rayon pool. May return fewer than `k` hits. The
     /// algorithm is described in [`crate::search::graph`].
+    ///
+    /// ```
+    /// use bsa_index::{HnswParams, Index, IndexBuilder, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let codes: Vec<u64> = (0..64).map(|i| (1u64 << i) - 1).collect(); // i low bits set
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let p = SearchParams::default().with_ef_search(Some(64));
+    /// let hits = index.search_hnsw(&[0b111], 3, &p)?;
+    /// assert_eq!(hits[0].rows[0], 3);
+    /// assert_eq!(hits[0].distances[0], 0);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn search_hnsw(
         &self,
         queries: &[u64],
@@ -782,6 +1266,18 @@ impl Index {
 
     /// Name of the distance kernel a flat search with `params` uses for this index on this CPU
     /// (for `--stats`, e.g. `"avx2-w16"`); fails as the search would on a family the CPU lacks.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, KernelFamily, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let portable = SearchParams::default().with_kernel(Some(KernelFamily::Portable));
+    /// assert_eq!(index.kernel_name(&portable)?, "portable-w1"); // one word per code
+    /// assert!(!index.kernel_name(&SearchParams::default())?.is_empty());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn kernel_name(&self, params: &SearchParams) -> Result<&'static str> {
         self.flat_searcher(FlatParams::default())
             .kernel_name(params)
@@ -791,12 +1287,44 @@ impl Index {
     /// and keeps the best `k` ([`crate::search::rescore`]).
     ///
     /// The result keeps each hit's row, id and Hamming distance and sets `scores`.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// // Codes at equal Hamming distance from the query; their vectors tell them apart.
+    /// let vectors = [1.0, 0.0, 0.6, 0.8, 0.0, 1.0]; // three rows of two floats
+    /// IndexBuilder::new(4, &[0b0001, 0b0010, 0b0100]).vectors(&vectors, 2).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let hits = index.search_flat(&[0b0000], 3, &SearchParams::default())?;
+    /// assert_eq!(hits[0].rows, vec![0, 1, 2]); // ties: by row
+    /// let best = index.rescore(&[0.0, 1.0], &hits[0], 2)?;
+    /// assert_eq!(best.rows, vec![2, 1]);
+    /// let scores = best.scores.unwrap(); // cosine similarities
+    /// assert!(scores[0] == 1.0 && (scores[1] - 0.8).abs() < 1e-6);
+    /// assert_eq!(best.distances, vec![1, 1]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn rescore(&self, query: &[f32], hits: &Hits, k: usize) -> Result<Hits> {
         let (vectors, dim) = self.require_vectors()?;
         rescore(vectors, dim, query, hits, k)
     }
 
     /// [`rescore`](Self::rescore) for many queries in parallel: `queries` holds `hits.len() * dim` floats.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let vectors = [1.0, 0.0, 0.6, 0.8, 0.0, 1.0]; // three rows of two floats
+    /// IndexBuilder::new(4, &[0b0001, 0b0010, 0b0100]).vectors(&vectors, 2).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let hits = index.search_flat(&[0b0000, 0b0000], 3, &SearchParams::default())?;
+    /// // Two float queries, one per `Hits`.
+    /// let best = index.rescore_hits(&[0.0, 1.0, 1.0, 0.0], &hits, 1)?;
+    /// assert_eq!((best[0].rows.clone(), best[1].rows.clone()), (vec![2], vec![0]));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn rescore_hits(&self, queries: &[f32], hits: &[Hits], k: usize) -> Result<Vec<Hits>> {
         let (vectors, dim) = self.require_vectors()?;
         rescore_batch(vectors, dim, queries, hits, k)

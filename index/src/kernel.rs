@@ -33,9 +33,36 @@ use std::str::FromStr;
 use crate::error::{Error, Result};
 
 /// The environment variable that forces a kernel family.
+///
+/// ```
+/// use bsa_index::kernel::{KernelFamily, ENV_VAR};
+/// assert_eq!(ENV_VAR, "BSA_KERNEL");
+/// // Whatever it names (if anything) is what `from_env` reads.
+/// if std::env::var(ENV_VAR).map_or(true, |v| v.trim().is_empty()) {
+///     assert_eq!(KernelFamily::from_env()?, None);
+/// }
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 pub const ENV_VAR: &str = "BSA_KERNEL";
 
 /// A family of search kernels (see the [module docs](self)).
+///
+/// ```
+/// use bsa_index::{Index, IndexBuilder, KernelFamily, SearchParams};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// let codes: Vec<u64> = (0..100).map(|i: u64| i * 0x0123_4567_89ab).collect();
+/// IndexBuilder::new(64, &codes).build(&path)?;
+/// let index = Index::open(&path)?;
+/// // Every family the CPU runs answers identically; they differ only in speed.
+/// let portable = SearchParams::default().with_kernel(Some(KernelFamily::Portable));
+/// let expected = index.search_flat(&codes[..3], 4, &portable)?;
+/// for family in KernelFamily::supported() {
+///     let p = SearchParams::default().with_kernel(Some(family));
+///     assert_eq!(index.search_flat(&codes[..3], 4, &p)?, expected);
+/// }
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KernelFamily {
     /// Plain Rust over `u64` words: runs everywhere.
@@ -48,6 +75,12 @@ pub enum KernelFamily {
 
 impl KernelFamily {
     /// Every family, slowest first.
+    ///
+    /// ```
+    /// use bsa_index::KernelFamily;
+    /// let names: Vec<&str> = KernelFamily::ALL.iter().map(|f| f.name()).collect();
+    /// assert_eq!(names, ["portable", "avx2", "avx512"]);
+    /// ```
     pub const ALL: [KernelFamily; 3] = [
         KernelFamily::Portable,
         KernelFamily::Avx2,
@@ -55,6 +88,14 @@ impl KernelFamily {
     ];
 
     /// The name used by `BSA_KERNEL` and `--stats`: `portable`, `avx2` or `avx512`.
+    ///
+    /// ```
+    /// use bsa_index::KernelFamily;
+    /// assert_eq!(KernelFamily::Avx512.name(), "avx512");
+    /// assert_eq!(KernelFamily::Avx2.to_string(), "avx2"); // Display is the name
+    /// assert_eq!("AVX512".parse::<KernelFamily>()?, KernelFamily::Avx512);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             KernelFamily::Portable => "portable",
@@ -64,6 +105,12 @@ impl KernelFamily {
     }
 
     /// Whether this CPU can run the family.
+    ///
+    /// ```
+    /// use bsa_index::KernelFamily;
+    /// assert!(KernelFamily::Portable.is_supported()); // on every CPU
+    /// assert_eq!(KernelFamily::Avx2.is_supported(), KernelFamily::Avx2.check().is_ok());
+    /// ```
     pub fn is_supported(self) -> bool {
         self.missing_feature().is_none()
     }
@@ -98,11 +145,26 @@ impl KernelFamily {
     }
 
     /// The families this CPU runs, slowest first (always starts with `Portable`).
+    ///
+    /// ```
+    /// use bsa_index::KernelFamily;
+    /// let families = KernelFamily::supported();
+    /// assert_eq!(families[0], KernelFamily::Portable);
+    /// assert!(families.iter().all(|f| f.is_supported()));
+    /// assert_eq!(families.last(), Some(&KernelFamily::best()));
+    /// ```
     pub fn supported() -> Vec<KernelFamily> {
         Self::ALL.into_iter().filter(|f| f.is_supported()).collect()
     }
 
     /// The fastest family this CPU runs.
+    ///
+    /// ```
+    /// use bsa_index::KernelFamily;
+    /// let best = KernelFamily::best();
+    /// assert!(best.is_supported());
+    /// assert!(KernelFamily::supported().iter().all(|&f| f <= best)); // ordered slowest first
+    /// ```
     pub fn best() -> KernelFamily {
         *Self::supported()
             .last()
@@ -112,6 +174,15 @@ impl KernelFamily {
     /// The family forced by `BSA_KERNEL`, if it is set (and not empty).
     ///
     /// Errors when the value is not a family name or names one this CPU lacks.
+    ///
+    /// ```
+    /// use bsa_index::KernelFamily;
+    /// match KernelFamily::from_env() {
+    ///     Ok(Some(forced)) => assert!(forced.is_supported()),
+    ///     Ok(None) => {} // BSA_KERNEL unset: searches pick the fastest family
+    ///     Err(e) => assert!(e.to_string().contains("BSA_KERNEL")), // a bad value, named
+    /// }
+    /// ```
     pub fn from_env() -> Result<Option<KernelFamily>> {
         match std::env::var(ENV_VAR) {
             Ok(v) if v.trim().is_empty() => Ok(None),
@@ -131,6 +202,14 @@ impl KernelFamily {
     }
 
     /// The family a search uses when it names none: `BSA_KERNEL` if set, else [`best`](Self::best).
+    ///
+    /// ```
+    /// use bsa_index::KernelFamily;
+    /// if let Ok(active) = KernelFamily::active() {
+    ///     assert_eq!(active, KernelFamily::from_env()?.unwrap_or_else(KernelFamily::best));
+    /// }
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn active() -> Result<KernelFamily> {
         Ok(Self::from_env()?.unwrap_or_else(Self::best))
     }
@@ -139,11 +218,29 @@ impl KernelFamily {
     /// loops): the family `BSA_KERNEL` names if it is valid and supported, else
     /// [`best`](Self::best). Searches and the command line report a bad `BSA_KERNEL` as an error
     /// instead.
+    ///
+    /// ```
+    /// use bsa_index::KernelFamily;
+    /// // Never fails: a bad BSA_KERNEL falls back to the fastest family.
+    /// let family = KernelFamily::current();
+    /// assert!(family.is_supported());
+    /// assert_eq!(family, KernelFamily::active().unwrap_or_else(|_| KernelFamily::best()));
+    /// ```
     pub fn current() -> KernelFamily {
         Self::active().unwrap_or_else(|_| Self::best())
     }
 
     /// `requested` if given (checked against the CPU), else [`active`](Self::active).
+    ///
+    /// ```
+    /// use bsa_index::KernelFamily;
+    /// // A family asked for wins over BSA_KERNEL.
+    /// assert_eq!(KernelFamily::resolve(Some(KernelFamily::Portable))?, KernelFamily::Portable);
+    /// if let Ok(active) = KernelFamily::active() {
+    ///     assert_eq!(KernelFamily::resolve(None)?, active);
+    /// }
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn resolve(requested: Option<KernelFamily>) -> Result<KernelFamily> {
         match requested {
             Some(f) => f.check(),
@@ -152,6 +249,17 @@ impl KernelFamily {
     }
 
     /// The family itself if the CPU runs it, else an error naming the missing feature.
+    ///
+    /// ```
+    /// use bsa_index::KernelFamily;
+    /// for family in KernelFamily::ALL {
+    ///     match family.check() {
+    ///         Ok(f) => assert_eq!(f, family),
+    ///         // Names what the CPU lacks and the families it has.
+    ///         Err(e) => assert!(!family.is_supported() && e.to_string().contains("portable")),
+    ///     }
+    /// }
+    /// ```
     pub fn check(self) -> Result<KernelFamily> {
         match self.missing_feature() {
             None => Ok(self),

@@ -36,9 +36,25 @@ pub enum Mode {
 
 impl Mode {
     /// Every mode's name, as `bsa search --mode` spells it.
+    ///
+    /// ```
+    /// use bsa_index::Mode;
+    /// for name in Mode::NAMES {
+    ///     assert_eq!(Mode::parse(name)?.name(), name);
+    /// }
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub const NAMES: [&'static str; 3] = ["flat", "inverted", "hnsw"];
 
     /// The mode called `name` (one of [`NAMES`](Self::NAMES)) with default parameters.
+    ///
+    /// ```
+    /// use bsa_index::{search::FlatParams, Mode};
+    /// assert_eq!(Mode::parse("flat")?, Mode::Flat(FlatParams::default()));
+    /// let e = Mode::parse("ivf").unwrap_err().to_string();
+    /// assert!(e.contains("flat, inverted, hnsw")); // says what it takes
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn parse(name: &str) -> Result<Mode> {
         match name {
             "flat" => Ok(Mode::Flat(FlatParams::default())),
@@ -53,6 +69,15 @@ impl Mode {
 
     /// The same mode with the candidate list size `ef` of the graph modes (`None`: the graph's
     /// default); the exact modes have no `ef` and are returned unchanged.
+    ///
+    /// ```
+    /// use bsa_index::Mode;
+    /// let hnsw = Mode::parse("hnsw")?.with_ef_search(Some(200));
+    /// assert_eq!(hnsw.ef_search(), Some(200));
+    /// let flat = Mode::parse("flat")?;
+    /// assert_eq!(flat.with_ef_search(Some(200)), flat); // no ef: unchanged
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn with_ef_search(self, ef: Option<usize>) -> Mode {
         match self {
             Mode::Hnsw(p) => Mode::Hnsw(p.with_ef_search(ef)),
@@ -62,6 +87,13 @@ impl Mode {
 
     /// The candidate list size set on a graph mode (`None` for the exact modes, or when the
     /// graph's default applies).
+    ///
+    /// ```
+    /// use bsa_index::Mode;
+    /// assert_eq!(Mode::parse("hnsw")?.ef_search(), None); // the graph's default
+    /// assert_eq!(Mode::parse("hnsw")?.with_ef_search(Some(32)).ef_search(), Some(32));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn ef_search(&self) -> Option<usize> {
         match self {
             Mode::Hnsw(p) => p.ef_search,
@@ -70,6 +102,12 @@ impl Mode {
     }
 
     /// The mode's name.
+    ///
+    /// ```
+    /// let mode = bsa_index::Mode::parse("inverted")?;
+    /// assert_eq!(mode.name(), "inverted");
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn name(&self) -> &'static str {
         match self {
             Mode::Flat(_) => "flat",
@@ -82,6 +120,22 @@ impl Mode {
 impl Index {
     /// The searcher of `mode` over this index; fails if the index lacks what the mode reads
     /// (posting lists, a graph), saying how to rebuild it.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, Mode, Score, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(4, &[0b0111, 0b0110, 0b1111]).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let flat = index.searcher(&Mode::parse("flat")?)?;
+    /// let (hits, _) = flat.search(&[0b0110], 1, &Score::Hamming, &SearchParams::default())?;
+    /// assert_eq!(hits[0].rows, vec![1]);
+    /// // Built without posting lists or a graph: those modes are refused, with the remedy.
+    /// let e = index.searcher(&Mode::parse("inverted")?).err().unwrap();
+    /// assert!(e.to_string().contains("--inverted"));
+    /// assert!(index.searcher(&Mode::parse("hnsw")?).is_err());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn searcher(&self, mode: &Mode) -> Result<Box<dyn Searcher + '_>> {
         Ok(match *mode {
             Mode::Flat(p) => Box::new(self.flat_searcher(p)),

@@ -32,6 +32,12 @@ impl std::fmt::Debug for RowSet {
 
 impl RowSet {
     /// No rows of `len`.
+    ///
+    /// ```
+    /// let s = bsa_index::RowSet::empty(10);
+    /// assert_eq!((s.len(), s.count()), (10, 0));
+    /// assert!(!s.contains(3));
+    /// ```
     pub fn empty(len: usize) -> RowSet {
         RowSet {
             bits: BitVec::repeat(false, len),
@@ -40,6 +46,12 @@ impl RowSet {
     }
 
     /// Every row of `len`.
+    ///
+    /// ```
+    /// let s = bsa_index::RowSet::full(10);
+    /// assert_eq!(s.count(), 10);
+    /// assert!(s.contains(9) && !s.contains(10)); // nothing beyond len
+    /// ```
     pub fn full(len: usize) -> RowSet {
         RowSet {
             bits: BitVec::repeat(true, len),
@@ -49,6 +61,14 @@ impl RowSet {
 
     /// The set whose words are `words` (bit `r % 64` of word `r / 64`) over `len` rows, or
     /// `None` if the words are not `ceil(len / 64)` or have bits set at or above `len`.
+    ///
+    /// ```
+    /// use bsa_index::RowSet;
+    /// let s = RowSet::from_words(&[0b1010, 1], 70).unwrap(); // rows 1, 3 and 64
+    /// assert_eq!(s.iter().collect::<Vec<_>>(), vec![1, 3, 64]);
+    /// assert!(RowSet::from_words(&[0, 1 << 6], 70).is_none()); // row 70 is past len
+    /// assert!(RowSet::from_words(&[0], 70).is_none()); // 70 rows take 2 words
+    /// ```
     pub fn from_words(words: &[u64], len: usize) -> Option<RowSet> {
         if words.len() != len.div_ceil(64) {
             return None;
@@ -63,32 +83,71 @@ impl RowSet {
     }
 
     /// The words (bit `r % 64` of word `r / 64`; bits at or above [`len`](Self::len) zero).
+    ///
+    /// ```
+    /// let mut s = bsa_index::RowSet::empty(70);
+    /// s.insert(1);
+    /// s.insert(64);
+    /// assert_eq!(s.words(), &[0b10, 1]);
+    /// assert_eq!(s.complement().words(), &[!0b10, 0b11_1110]); // bits past row 69 stay zero
+    /// ```
     pub fn words(&self) -> &[u64] {
         self.bits.as_raw_slice()
     }
 
     /// Number of rows the set ranges over.
+    ///
+    /// ```
+    /// let s = bsa_index::RowSet::empty(70);
+    /// assert_eq!((s.len(), s.count()), (70, 0));
+    /// ```
     pub fn len(&self) -> usize {
         self.bits.len()
     }
 
     /// Whether the set ranges over no rows.
+    ///
+    /// ```
+    /// use bsa_index::RowSet;
+    /// assert!(RowSet::full(0).is_empty());
+    /// assert!(!RowSet::empty(5).is_empty()); // ranges over 5 rows, holds none
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.bits.is_empty()
     }
 
     /// Number of rows in the set.
+    ///
+    /// ```
+    /// let mut s = bsa_index::RowSet::full(5);
+    /// s.remove(2);
+    /// assert_eq!(s.count(), 4);
+    /// ```
     pub fn count(&self) -> usize {
         self.count
     }
 
     /// Whether `row` is in the set (`false` beyond [`len`](Self::len)).
+    ///
+    /// ```
+    /// let mut s = bsa_index::RowSet::empty(5);
+    /// s.insert(2);
+    /// assert!(s.contains(2) && !s.contains(3));
+    /// assert!(!s.contains(1000));
+    /// ```
     #[inline]
     pub fn contains(&self, row: usize) -> bool {
         self.bits.get(row).is_some_and(|b| *b)
     }
 
     /// Adds `row` (`< len`); returns whether it was new.
+    ///
+    /// ```
+    /// let mut s = bsa_index::RowSet::empty(5);
+    /// assert!(s.insert(2));
+    /// assert!(!s.insert(2)); // already there
+    /// assert_eq!(s.count(), 1);
+    /// ```
     pub fn insert(&mut self, row: usize) -> bool {
         let new = !self.bits[row];
         if new {
@@ -99,6 +158,13 @@ impl RowSet {
     }
 
     /// Removes `row` (`< len`); returns whether it was there.
+    ///
+    /// ```
+    /// let mut s = bsa_index::RowSet::full(5);
+    /// assert!(s.remove(2));
+    /// assert!(!s.remove(2)); // already gone
+    /// assert_eq!(s.iter().collect::<Vec<_>>(), vec![0, 1, 3, 4]);
+    /// ```
     pub fn remove(&mut self, row: usize) -> bool {
         let was = self.bits[row];
         if was {
@@ -109,6 +175,15 @@ impl RowSet {
     }
 
     /// The rows not in the set.
+    ///
+    /// ```
+    /// // The deleted rows of a segment, and the rows a search may return.
+    /// let mut deleted = bsa_index::RowSet::empty(5);
+    /// deleted.insert(1);
+    /// let live = deleted.complement();
+    /// assert_eq!(live.iter().collect::<Vec<_>>(), vec![0, 2, 3, 4]);
+    /// assert_eq!(live.complement(), deleted);
+    /// ```
     pub fn complement(&self) -> RowSet {
         let mut bits = !self.bits.clone();
         // Keep the words past `len` zero, as `words` promises.
@@ -120,6 +195,14 @@ impl RowSet {
     }
 
     /// The rows in both sets (of equal `len`).
+    ///
+    /// ```
+    /// use bsa_index::RowSet;
+    /// let (mut a, mut b) = (RowSet::empty(8), RowSet::empty(8));
+    /// for r in [1, 2, 5] { a.insert(r); }
+    /// for r in [2, 5, 7] { b.insert(r); }
+    /// assert_eq!(a.intersect(&b).iter().collect::<Vec<_>>(), vec![2, 5]);
+    /// ```
     pub fn intersect(&self, other: &RowSet) -> RowSet {
         let mut bits = self.bits.clone();
         bits &= &other.bits;
@@ -128,6 +211,12 @@ impl RowSet {
     }
 
     /// The rows in the set, ascending.
+    ///
+    /// ```
+    /// let mut s = bsa_index::RowSet::empty(200);
+    /// for r in [150, 3, 64] { s.insert(r); }
+    /// assert_eq!(s.iter().collect::<Vec<_>>(), vec![3, 64, 150]);
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.bits.iter_ones()
     }

@@ -13,24 +13,52 @@
 //! the first few thousand rows: the hot loop is a compare and a predictable branch.
 
 /// Packs `(distance, row)` into one sortable key.
+///
+/// ```
+/// use bsa_index::topk::key;
+/// // Keys compare as (distance, row).
+/// assert!(key(1, 900) < key(2, 0));
+/// assert!(key(3, 4) < key(3, 5));
+/// ```
 #[inline(always)]
 pub fn key(distance: u32, row: u32) -> u64 {
     (u64::from(distance) << 32) | u64::from(row)
 }
 
 /// Distance part of a key.
+///
+/// ```
+/// use bsa_index::topk::{key, key_distance};
+/// assert_eq!(key_distance(key(7, 123)), 7);
+/// ```
 #[inline(always)]
 pub fn key_distance(key: u64) -> u32 {
     (key >> 32) as u32
 }
 
 /// Row part of a key.
+///
+/// ```
+/// use bsa_index::topk::{key, key_row};
+/// assert_eq!(key_row(key(7, 123)), 123);
+/// ```
 #[inline(always)]
 pub fn key_row(key: u64) -> u32 {
     key as u32
 }
 
 /// Collects the `k` smallest `(distance, row)` pairs of rows offered in increasing row order.
+///
+/// ```
+/// use bsa_index::topk::{key, TopK};
+/// let distances = [5, 1, 3, 1, 0, 3];
+/// let mut top = TopK::new(3, None);
+/// for (row, &d) in distances.iter().enumerate() {
+///     top.offer(d, row as u32); // rows in increasing order
+/// }
+/// // The 3 smallest (distance, row): ties by the smaller row.
+/// assert_eq!(top.into_sorted_keys(), vec![key(0, 4), key(1, 1), key(1, 3)]);
+/// ```
 #[derive(Debug, Clone)]
 pub struct TopK {
     k: usize,
@@ -42,6 +70,15 @@ pub struct TopK {
 
 impl TopK {
     /// A collector for the `k` best rows whose distance is at most `max_distance` (if given).
+    ///
+    /// ```
+    /// use bsa_index::topk::{key, TopK};
+    /// let mut top = TopK::new(10, Some(2)); // at most 10 rows, within distance 2
+    /// for (row, d) in [4, 2, 0, 3].into_iter().enumerate() {
+    ///     top.offer(d, row as u32);
+    /// }
+    /// assert_eq!(top.into_sorted_keys(), vec![key(0, 2), key(2, 1)]);
+    /// ```
     pub fn new(k: usize, max_distance: Option<u32>) -> Self {
         let threshold = match (k, max_distance) {
             (0, _) => 0,
@@ -59,6 +96,21 @@ impl TopK {
 
     /// Rows with a distance `>= threshold()` cannot enter the result; skip them without calling
     /// [`push`](Self::push).
+    ///
+    /// ```
+    /// use bsa_index::topk::TopK;
+    /// assert_eq!(TopK::new(5, Some(2)).threshold(), 3);
+    /// assert_eq!(TopK::new(5, None).threshold(), u32::MAX);
+    /// assert_eq!(TopK::new(0, None).threshold(), 0); // k = 0 takes nothing
+    /// // The threshold falls to the worst kept distance once the buffer is cut back.
+    /// let mut top = TopK::new(1, None);
+    /// for row in 0..100 {
+    ///     if 7 < top.threshold() {
+    ///         top.push(7, row);
+    ///     }
+    /// }
+    /// assert_eq!(top.threshold(), 7);
+    /// ```
     #[inline(always)]
     pub fn threshold(&self) -> u32 {
         self.threshold
@@ -66,6 +118,19 @@ impl TopK {
 
     /// Offers `(distance, row)`. Requires `distance < self.threshold()` and `row` greater than every
     /// row offered before.
+    ///
+    /// ```
+    /// use bsa_index::topk::{key, TopK};
+    /// let distances = [9, 4, 6, 1];
+    /// let mut top = TopK::new(2, None);
+    /// for (row, &d) in distances.iter().enumerate() {
+    ///     // The hot loop: one compare, and `push` only for the rare candidate.
+    ///     if d < top.threshold() {
+    ///         top.push(d, row as u32);
+    ///     }
+    /// }
+    /// assert_eq!(top.into_sorted_keys(), vec![key(1, 3), key(4, 1)]);
+    /// ```
     #[inline]
     pub fn push(&mut self, distance: u32, row: u32) {
         debug_assert!(distance < self.threshold);
@@ -76,6 +141,14 @@ impl TopK {
     }
 
     /// Offers a distance if it passes the threshold.
+    ///
+    /// ```
+    /// use bsa_index::topk::{key, TopK};
+    /// let mut top = TopK::new(1, Some(3));
+    /// top.offer(5, 0); // beyond max_distance: ignored
+    /// top.offer(2, 1);
+    /// assert_eq!(top.into_sorted_keys(), vec![key(2, 1)]);
+    /// ```
     #[inline(always)]
     pub fn offer(&mut self, distance: u32, row: u32) {
         if distance < self.threshold {
@@ -97,6 +170,16 @@ impl TopK {
     }
 
     /// The sorted result: at most `k` keys, ascending by `(distance, row)`.
+    ///
+    /// ```
+    /// use bsa_index::topk::{key_distance, key_row, TopK};
+    /// let mut top = TopK::new(2, None);
+    /// for (row, d) in [3, 1, 2].into_iter().enumerate() {
+    ///     top.offer(d, row as u32);
+    /// }
+    /// let best: Vec<(u32, u32)> = top.into_sorted_keys().into_iter().map(|k| (key_distance(k), key_row(k))).collect();
+    /// assert_eq!(best, vec![(1, 1), (2, 2)]);
+    /// ```
     pub fn into_sorted_keys(mut self) -> Vec<u64> {
         if self.buf.len() > self.k {
             self.buf.select_nth_unstable(self.k - 1);
@@ -112,6 +195,16 @@ impl TopK {
 /// [`TopK`] relies on rows arriving in increasing order; the inverted search visits rows in
 /// posting-list order, so it compares whole keys instead: a key enters while it is smaller than
 /// the largest key kept. The result is the same as a sort of all offered keys.
+///
+/// ```
+/// use bsa_index::topk::{key, KeyTopK};
+/// // Rows in posting-list order, not row order.
+/// let mut top = KeyTopK::new(2, u64::MAX);
+/// for (row, d) in [(5, 2), (1, 0), (9, 2), (3, 1)] {
+///     top.offer(key(d, row));
+/// }
+/// assert_eq!(top.into_sorted_keys(), vec![key(0, 1), key(1, 3)]);
+/// ```
 #[derive(Debug, Clone)]
 pub struct KeyTopK {
     k: usize,
@@ -123,6 +216,15 @@ pub struct KeyTopK {
 
 impl KeyTopK {
     /// A collector for the `k` smallest keys below `limit` (use `u64::MAX` for no limit).
+    ///
+    /// ```
+    /// use bsa_index::topk::{key, KeyTopK};
+    /// // Distances up to 1: keys below (2, row 0).
+    /// let mut top = KeyTopK::new(5, key(2, 0));
+    /// assert!(top.offer(key(1, 8)));
+    /// assert!(!top.offer(key(2, 3)));
+    /// assert_eq!(top.into_sorted_keys(), vec![key(1, 8)]);
+    /// ```
     pub fn new(k: usize, limit: u64) -> Self {
         let cap = k.saturating_mul(2).max(k.saturating_add(32));
         KeyTopK {
@@ -134,6 +236,15 @@ impl KeyTopK {
     }
 
     /// Keys `>= threshold()` cannot enter the result.
+    ///
+    /// ```
+    /// use bsa_index::topk::KeyTopK;
+    /// let mut top = KeyTopK::new(1, 100);
+    /// assert_eq!(top.threshold(), 100);
+    /// top.offer(40);
+    /// top.compact();
+    /// assert_eq!(top.threshold(), 40); // the largest key kept
+    /// ```
     #[inline(always)]
     pub fn threshold(&self) -> u64 {
         self.threshold
@@ -141,11 +252,29 @@ impl KeyTopK {
 
     /// Whether `k` keys are held, so that [`threshold`](Self::threshold) is the largest kept key
     /// (after the next compaction) rather than the initial limit.
+    ///
+    /// ```
+    /// use bsa_index::topk::KeyTopK;
+    /// let mut top = KeyTopK::new(2, u64::MAX);
+    /// top.offer(10);
+    /// assert!(!top.is_full());
+    /// top.offer(20);
+    /// assert!(top.is_full());
+    /// ```
     pub fn is_full(&self) -> bool {
         self.k == 0 || self.buf.len() >= self.k
     }
 
     /// Offers a key; returns whether it passed the threshold.
+    ///
+    /// ```
+    /// use bsa_index::topk::KeyTopK;
+    /// let mut top = KeyTopK::new(1, u64::MAX);
+    /// assert!(top.offer(50));
+    /// top.compact(); // threshold now 50
+    /// assert!(!top.offer(60));
+    /// assert!(top.offer(30));
+    /// ```
     #[inline(always)]
     pub fn offer(&mut self, key: u64) -> bool {
         if key < self.threshold {
@@ -160,6 +289,17 @@ impl KeyTopK {
     }
 
     /// Cuts the buffer back to the `k` smallest keys and lowers the threshold to the largest.
+    ///
+    /// ```
+    /// use bsa_index::topk::KeyTopK;
+    /// let mut top = KeyTopK::new(2, u64::MAX);
+    /// for k in [9, 3, 7, 5] {
+    ///     top.offer(k);
+    /// }
+    /// top.compact();
+    /// assert_eq!(top.threshold(), 5);
+    /// assert_eq!(top.into_sorted_keys(), vec![3, 5]);
+    /// ```
     pub fn compact(&mut self) {
         if self.k == 0 {
             self.buf.clear();
@@ -176,6 +316,15 @@ impl KeyTopK {
     }
 
     /// The sorted result: at most `k` keys, ascending.
+    ///
+    /// ```
+    /// use bsa_index::topk::KeyTopK;
+    /// let mut top = KeyTopK::new(3, u64::MAX);
+    /// for k in [8, 1, 6, 4, 2] {
+    ///     top.offer(k);
+    /// }
+    /// assert_eq!(top.into_sorted_keys(), vec![1, 2, 4]);
+    /// ```
     pub fn into_sorted_keys(mut self) -> Vec<u64> {
         self.compact();
         self.buf.sort_unstable();
@@ -186,6 +335,21 @@ impl KeyTopK {
 /// Merges per-chunk results (each sorted or not) into the global sorted top-k.
 ///
 /// Exact as long as each part holds its chunk's exact top-k and rows are distinct across parts.
+///
+/// ```
+/// use bsa_index::topk::{key, merge_keys, TopK};
+/// // Two chunks of rows searched apart (e.g. on two threads), then merged.
+/// let distances = [4, 1, 3, 0, 1, 2];
+/// let mut parts = Vec::new();
+/// for (start, chunk) in [(0, &distances[..3]), (3, &distances[3..])] {
+///     let mut top = TopK::new(2, None);
+///     for (i, &d) in chunk.iter().enumerate() {
+///         top.offer(d, (start + i) as u32);
+///     }
+///     parts.extend(top.into_sorted_keys());
+/// }
+/// assert_eq!(merge_keys(parts, 3), vec![key(0, 3), key(1, 1), key(1, 4)]);
+/// ```
 pub fn merge_keys(mut all: Vec<u64>, k: usize) -> Vec<u64> {
     if k == 0 {
         return Vec::new();

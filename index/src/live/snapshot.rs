@@ -32,10 +32,42 @@ use crate::vectors::{check_query, cosines};
 /// (`benches/RESULTS-live.md`): the exact scan of the allowed rows is faster than the walk up to
 /// about 35% of 100k rows and 12% of 1.1M rows, and the walk's recall holds at every fraction,
 /// so 10% is never slower than walking at either size.
+///
+/// ```
+/// use bsa_index::live::{IdFilter, SearchOptions, Snapshot};
+/// use bsa_index::{IndexBuilder, Mode, Score};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// let codes: Vec<u64> = (0..100).collect();
+/// IndexBuilder::new(64, &codes).build(&path)?;
+/// let snap = Snapshot::open(&path)?;
+/// // 2 allowed rows of 100: below the fraction, so just those two are scanned.
+/// let few = SearchOptions::default().with_filter(Some(IdFilter::Allow(&[40, 50])));
+/// let (hits, stats) = snap.search(&[0], 5, &Score::Hamming, &Mode::parse("flat")?, &few)?;
+/// assert_eq!(hits[0].ids, vec![40, 50]);
+/// assert_eq!(stats.counter("filter_exact_scan_segments"), Some(1));
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 pub const SUBSET_SCAN_FRACTION: f64 = 0.10;
 
 /// Exact modes ask for `k` plus the excluded rows while at most this many (or a sixteenth of
 /// the segment) are excluded; beyond that the allowed rows are scanned on their own.
+///
+/// ```
+/// use bsa_index::live::{IdFilter, SearchOptions, Snapshot};
+/// use bsa_index::{IndexBuilder, Mode, Score};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// let codes: Vec<u64> = (0..100).collect();
+/// IndexBuilder::new(64, &codes).build(&path)?;
+/// let snap = Snapshot::open(&path)?;
+/// // Two rows denied: the flat scan asks for k + 2 and drops them.
+/// let most = SearchOptions::default().with_filter(Some(IdFilter::Deny(&[0, 1])));
+/// let (hits, stats) = snap.search(&[0], 2, &Score::Hamming, &Mode::parse("flat")?, &most)?;
+/// assert_eq!(hits[0].ids, vec![2, 4]); // 2 and 4 are one bit from 0
+/// assert_eq!(stats.counter("filter_overfetch_segments"), Some(1));
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 pub const OVERFETCH_MAX: usize = 4096;
 
 /// In graph mode, a segment other than the largest with at most this many rows per candidate
@@ -48,9 +80,46 @@ pub const OVERFETCH_MAX: usize = 4096;
 /// always walked, so a single-segment index searches as before. Segments bridged from the
 /// largest segment's graph ([`Writer::bridge`](crate::live::Writer::bridge)) are neither: the
 /// walk of that graph finds their rows.
+///
+/// ```
+/// use bsa_index::live::{NewRows, Snapshot, Writer, GRAPH_SCAN_ROWS_PER_EF};
+/// use bsa_index::{HnswParams, IndexBuilder, Mode, Score};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// let codes: Vec<u64> = (0..32).map(|i| i * 0x0101).collect();
+/// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+/// Writer::open(&path)?.add(&NewRows::codes(&[7, 8, 9]), false)?;
+/// let snap = Snapshot::open(&path)?;
+/// // 3 rows against a walk of ef 64: far below 64 * 512, so the new segment is scanned exactly.
+/// assert!(snap.segments()[1].rows() <= 64 * GRAPH_SCAN_ROWS_PER_EF);
+/// let hnsw = Mode::parse("hnsw")?;
+/// let (hits, stats) = snap.search(&[7], 1, &Score::Hamming, &hnsw, &Default::default())?;
+/// assert_eq!(stats.counter("graph_scanned_segments"), Some(1));
+/// assert_eq!(hits[0].distances, vec![0]); // id 32, code 7
+/// assert_eq!(hits[0].ids, vec![32]);
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 pub const GRAPH_SCAN_ROWS_PER_EF: usize = 512;
 
 /// Which ids a search may return (`bsa search --allow-ids` / `--deny-ids`).
+///
+/// ```
+/// use bsa_index::live::{IdFilter, SearchOptions, Snapshot};
+/// use bsa_index::{IndexBuilder, Mode, Score};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).ids(&[10, 11, 12]).build(&path)?;
+/// let snap = Snapshot::open(&path)?;
+/// let flat = Mode::parse("flat")?;
+/// let search = |filter| {
+///     let options = SearchOptions::default().with_filter(Some(filter));
+///     let (hits, _) = snap.search(&[0b0001], 3, &Score::Hamming, &flat, &options)?;
+///     Ok::<_, bsa_index::Error>(hits[0].ids.clone())
+/// };
+/// assert_eq!(search(IdFilter::Allow(&[12, 10, 99]))?, vec![10, 12]); // 99 is no id: ignored
+/// assert_eq!(search(IdFilter::Deny(&[10]))?, vec![11, 12]);
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdFilter<'a> {
     /// Only these ids (unknown ids are ignored).
@@ -84,6 +153,22 @@ impl<'a> IdFilter<'a> {
 }
 
 /// What restricts a search beyond `k`: an id filter and a range.
+///
+/// ```
+/// use bsa_index::live::{IdFilter, SearchOptions, Snapshot};
+/// use bsa_index::{IndexBuilder, Mode, Score, SearchParams};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111, 0b1111]).build(&path)?;
+/// let snap = Snapshot::open(&path)?;
+/// // Ids other than 1, within Hamming distance 2 of the query.
+/// let options = SearchOptions::default()
+///     .with_filter(Some(IdFilter::Deny(&[1])))
+///     .with_params(SearchParams::default().with_max_distance(Some(2)));
+/// let (hits, _) = snap.search(&[0b0001], 10, &Score::Hamming, &Mode::parse("flat")?, &options)?;
+/// assert_eq!(hits[0].ids, vec![0, 2]);
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[non_exhaustive]
 pub struct SearchOptions<'a> {
@@ -102,21 +187,71 @@ pub struct SearchOptions<'a> {
 
 impl<'a> SearchOptions<'a> {
     /// Sets [`filter`](Self::filter).
+    ///
+    /// ```
+    /// use bsa_index::live::{IdFilter, SearchOptions};
+    /// let options = SearchOptions::default().with_filter(Some(IdFilter::Allow(&[3, 5])));
+    /// assert_eq!(options.filter, Some(IdFilter::Allow(&[3, 5])));
+    /// ```
     pub fn with_filter(mut self, filter: Option<IdFilter<'a>>) -> Self {
         self.filter = filter;
         self
     }
     /// Sets [`min_score`](Self::min_score).
+    ///
+    /// ```
+    /// use bsa_index::live::{SearchOptions, Snapshot};
+    /// use bsa_index::{IndexBuilder, Mode, Score};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(8, &[0b0001, 0b0011, 0b1110]).build(&path)?;
+    /// let snap = Snapshot::open(&path)?;
+    /// // Binary cosine with the query 0b0011: 0.71, 1.0 and 0.41; keep those at 0.5 or more.
+    /// let options = SearchOptions::default().with_min_score(Some(0.5));
+    /// let (hits, _) = snap.search(&[0b0011], 10, &Score::Cosine, &Mode::parse("flat")?, &options)?;
+    /// assert_eq!(hits[0].ids, vec![1, 0]);
+    /// // Hamming has no scores: its range is `SearchParams::max_distance`.
+    /// assert!(snap.search(&[0b0011], 10, &Score::Hamming, &Mode::parse("flat")?, &options).is_err());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn with_min_score(mut self, s: Option<f32>) -> Self {
         self.min_score = s;
         self
     }
     /// Sets [`params`](Self::params).
+    ///
+    /// ```
+    /// use bsa_index::live::SearchOptions;
+    /// use bsa_index::{KernelFamily, SearchParams};
+    /// let params = SearchParams::default().with_kernel(Some(KernelFamily::Portable));
+    /// let options = SearchOptions::default().with_params(params);
+    /// assert_eq!(options.params.kernel, Some(KernelFamily::Portable));
+    /// ```
     pub fn with_params(mut self, params: SearchParams) -> Self {
         self.params = params;
         self
     }
     /// Sets [`graph_scan_rows_per_ef`](Self::graph_scan_rows_per_ef).
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, SearchOptions, Snapshot, Writer};
+    /// use bsa_index::{HnswParams, IndexBuilder, Mode, Score};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let codes: Vec<u64> = (0..32).map(|i| i * 0x0101).collect();
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+    /// Writer::open(&path)?.add(&NewRows::codes(&[7, 8, 9]), false)?; // a small second segment
+    /// let snap = Snapshot::open(&path)?;
+    /// let hnsw = Mode::parse("hnsw")?;
+    /// let counted = |options: &SearchOptions| -> bsa_index::Result<Option<u64>> {
+    ///     let (_, stats) = snap.search(&[7], 2, &Score::Hamming, &hnsw, options)?;
+    ///     Ok(stats.counter("graph_scanned_segments"))
+    /// };
+    /// // By default the small segment is scanned exactly; with 0 its graph is walked too.
+    /// assert_eq!(counted(&SearchOptions::default())?, Some(1));
+    /// assert_eq!(counted(&SearchOptions::default().with_graph_scan_rows_per_ef(Some(0)))?, None);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn with_graph_scan_rows_per_ef(mut self, rows: Option<usize>) -> Self {
         self.graph_scan_rows_per_ef = rows;
         self
@@ -124,6 +259,25 @@ impl<'a> SearchOptions<'a> {
 }
 
 /// One segment of a [`Snapshot`]: a single-segment [`Index`] and its deleted rows.
+///
+/// ```
+/// use bsa_index::live::{NewRows, Snapshot, Writer};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+/// let mut w = Writer::open(&path)?;
+/// w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+/// w.delete(&[1])?;
+///
+/// let snap = Snapshot::open(&path)?;
+/// let [first, second] = snap.segments() else { panic!("two segments") };
+/// assert_eq!((first.rows(), first.live_rows(), first.base()), (3, 2, 0));
+/// assert_eq!((second.rows(), second.live_rows(), second.base()), (1, 1, 3));
+/// assert_eq!(first.row_of(1), Some(1));
+/// assert!(first.is_deleted(1) && first.live_row_of(1).is_none());
+/// assert_eq!(second.index().ids(), &[7]);
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct SegmentReader {
     name: String,
@@ -158,40 +312,178 @@ impl SegmentReader {
 
     /// The segment whose graph this segment's bridge leaves from, if it has one (see
     /// [`Writer::bridge`](crate::live::Writer::bridge)).
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// // No bridges unless `Writer::bridge` made them.
+    /// assert!(snap.segments().iter().all(|s| s.bridged_from().is_none()));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn bridged_from(&self) -> Option<&str> {
         self.bridge.as_ref().map(|(to, _)| to.as_str())
     }
 
     /// The segment's directory name (`"."` for a single-segment index).
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// assert_eq!(Snapshot::open(&path)?.segments()[0].name(), "."); // as `bsa build` wrote it
+    /// let added = Writer::open(&path)?.add(&NewRows::codes(&[3]), false)?;
+    /// let snap = Snapshot::open(&path)?;
+    /// assert_eq!(snap.segments()[1].name(), added.segment);
+    /// assert!(path.join(snap.segments()[1].name()).is_dir());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
     /// The segment as an index.
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// let second = snap.segments()[1].index();
+    /// assert_eq!((second.len(), second.ids(), second.codes()), (1, &[7][..], &[0b1111][..]));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn index(&self) -> &Index {
         &self.index
     }
     /// The deleted rows, if any.
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// let deleted = snap.segments()[0].deleted().unwrap();
+    /// assert_eq!(deleted.iter().collect::<Vec<_>>(), vec![1]);
+    /// assert!(snap.segments()[1].deleted().is_none());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn deleted(&self) -> Option<&RowSet> {
         self.deleted.as_ref()
     }
     /// Rows, deleted ones included.
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// let rows: Vec<usize> = snap.segments().iter().map(|s| s.rows()).collect();
+    /// assert_eq!(rows, vec![3, 1]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn rows(&self) -> usize {
         self.index.len()
     }
     /// Rows not deleted.
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// let live: Vec<usize> = snap.segments().iter().map(|s| s.live_rows()).collect();
+    /// assert_eq!(live, vec![2, 1]); // row 1 of the first segment is deleted
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn live_rows(&self) -> usize {
         self.rows() - self.deleted.as_ref().map_or(0, RowSet::count)
     }
     /// The global row (in [`Hits::rows`] of a snapshot search) of this segment's row 0.
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// use bsa_index::{Mode, Score};
+    /// assert_eq!(snap.segments()[1].base(), 3);
+    /// // Id 7, row 0 of the second segment, is global row 3 in hits.
+    /// let (hits, _) = snap.search(&[0b1111], 1, &Score::Hamming, &Mode::parse("flat")?, &Default::default())?;
+    /// assert_eq!((hits[0].ids[0], hits[0].rows[0]), (7, 3));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn base(&self) -> u64 {
         self.base
     }
     /// Whether `row` is deleted.
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// let first = &snap.segments()[0];
+    /// assert_eq!((first.is_deleted(0), first.is_deleted(1)), (false, true));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn is_deleted(&self, row: usize) -> bool {
         self.deleted.as_ref().is_some_and(|d| d.contains(row))
     }
 
     /// The row holding `id`, deleted or not.
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// let first = &snap.segments()[0];
+    /// assert_eq!(first.row_of(1), Some(1)); // deleted, still there
+    /// assert_eq!(first.row_of(7), None); // in the other segment
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn row_of(&self, id: u64) -> Option<usize> {
         let ids = self.index.ids();
         match &self.by_id {
@@ -204,6 +496,21 @@ impl SegmentReader {
     }
 
     /// The row holding `id` if it is not deleted.
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// let first = &snap.segments()[0];
+    /// assert_eq!((first.live_row_of(2), first.live_row_of(1)), (Some(2), None));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn live_row_of(&self, id: u64) -> Option<usize> {
         self.row_of(id).filter(|&r| !self.is_deleted(r))
     }
@@ -348,12 +655,38 @@ pub(crate) fn template_of(m: &Manifest) -> Template {
 
 impl Snapshot {
     /// Opens the index directory `dir` (either format), verifying every checksum.
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let built = Snapshot::open(&path)?; // as `bsa build` wrote it: one segment
+    /// assert!(!built.is_segmented() && built.len() == 2);
+    /// Writer::open(&path)?.add(&NewRows::codes(&[3]), false)?;
+    /// let grown = Snapshot::open(&path)?; // segments
+    /// assert!(grown.is_segmented() && grown.len() == 3);
+    /// assert!(Snapshot::open(dir.path()).is_err()); // no index there
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn open(dir: impl AsRef<Path>) -> Result<Snapshot> {
         Self::open_with(dir, OpenOptions::default())
     }
 
     /// Opens `dir` with explicit options. If a writer commits while this reads (and removes
     /// files of the generation read), the manifest is read again.
+    ///
+    /// ```
+    /// use bsa_index::{live::Snapshot, IndexBuilder, OpenOptions};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// // O(1) checks per file now; the checksums later.
+    /// let snap = Snapshot::open_with(&path, OpenOptions::verify_checksums(false))?;
+    /// assert_eq!(snap.len(), 2);
+    /// snap.verify_checksums()?;
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn open_with(dir: impl AsRef<Path>, options: OpenOptions) -> Result<Snapshot> {
         let dir = dir.as_ref();
         crate::builder::check_not_nested(dir)?;
@@ -482,6 +815,27 @@ impl Snapshot {
     /// [`Index::verify`] does in each segment, what checksums cannot vouch for: here also that
     /// no id is live in two segments (`bsa delete` would remove one of them, and searches could
     /// return an id twice) and that `next_id` is past every id.
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// use bsa_index::{Error, IndexBuilder, OpenOptions};
+    /// use std::io::{Seek, SeekFrom, Write};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// Writer::open(&path)?.add(&NewRows::codes(&[3]), false)?;
+    /// Snapshot::open(&path)?.verify()?;
+    /// // Flip a bit of the new segment's codes (a 64-byte header, then the codes).
+    /// let snap = Snapshot::open(&path)?;
+    /// let codes = path.join(snap.segments()[1].name()).join("codes.bin");
+    /// let mut f = std::fs::OpenOptions::new().write(true).open(codes).unwrap();
+    /// f.seek(SeekFrom::Start(64)).unwrap();
+    /// f.write_all(&[0b111]).unwrap();
+    /// drop(f);
+    /// let snap = Snapshot::open_with(&path, OpenOptions::verify_checksums(false))?;
+    /// assert!(matches!(snap.verify(), Err(Error::Checksum { .. })));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn verify(&self) -> Result<()> {
         self.verify_all().map_err(|e| self.superseded(e))
     }
@@ -582,6 +936,21 @@ impl Snapshot {
     /// Verifies the checksum of the model file, if the index has one: a writer that encodes new
     /// rows with it checks it first (a small file, read whole anyway), as the rows a damaged
     /// model encodes would be committed under new, valid checksums.
+    ///
+    /// ```
+    /// use bsa_index::{live::Snapshot, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let model = dir.path().join("m.safetensors");
+    /// std::fs::write(&model, b"weights").unwrap();
+    /// IndexBuilder::new(64, &[1, 2]).model_file(&model).build(&path)?;
+    /// let snap = Snapshot::open(&path)?;
+    /// snap.verify_model()?;
+    /// // The model changed under the index: not the one its rows were encoded with.
+    /// std::fs::write(snap.model_path().unwrap(), b"WEIGHTS").unwrap();
+    /// assert!(snap.verify_model().is_err());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn verify_model(&self) -> Result<()> {
         if let (Some(p), Some(info)) = (&self.model, &self.model_info) {
             verify_plain_file(p, info).map_err(|e| self.superseded(e))?;
@@ -616,6 +985,15 @@ impl Snapshot {
     }
 
     /// The index directory.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let snap = bsa_index::live::Snapshot::open(&path)?;
+    /// assert_eq!(snap.dir(), path.as_path());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -640,81 +1018,327 @@ impl Snapshot {
     }
 
     /// The root `manifest.json` as this snapshot read it (see [`files`](Self::files)).
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// let read = snap.manifest_bytes().to_vec();
+    /// w.delete(&[0])?;
+    /// assert_eq!(snap.manifest_bytes(), &read[..]); // as read, whatever was committed since
+    /// assert_ne!(Snapshot::open(&path)?.manifest_bytes(), &read[..]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn manifest_bytes(&self) -> &[u8] {
         &self.manifest_bytes
     }
 
     /// The manifest generation this snapshot read (0 for a single-segment index).
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// assert_eq!(Snapshot::open(&path)?.generation(), 0);
+    /// let mut w = Writer::open(&path)?;
+    /// w.add(&NewRows::codes(&[3]), false)?;
+    /// let after_add = Snapshot::open(&path)?.generation();
+    /// w.delete(&[0])?;
+    /// assert!(Snapshot::open(&path)?.generation() > after_add); // one more commit
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn generation(&self) -> u64 {
         self.generation
     }
     /// Whether the directory is in the segmented format (v2).
+    ///
+    /// ```
+    /// use bsa_index::live::{Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// assert!(!Snapshot::open(&path)?.is_segmented());
+    /// Writer::open(&path)?.delete(&[1])?; // a writer's first commit converts the directory
+    /// assert!(Snapshot::open(&path)?.is_segmented());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn is_segmented(&self) -> bool {
         self.segmented
     }
     /// The segments, in manifest order.
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// let sizes: Vec<(usize, u64)> = snap.segments().iter().map(|s| (s.rows(), s.base())).collect();
+    /// assert_eq!(sizes, vec![(3, 0), (1, 3)]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn segments(&self) -> &[SegmentReader] {
         &self.segments
     }
     /// Bits per code.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(100, &[1, 0, 2, 0]).build(&path)?; // two 100-bit codes
+    /// let snap = bsa_index::live::Snapshot::open(&path)?;
+    /// assert_eq!((snap.bits(), snap.words_per_code()), (100, 2));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn bits(&self) -> usize {
         self.bits
     }
     /// `u64` words per code.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(130, &[1, 0, 0]).build(&path)?;
+    /// let snap = bsa_index::live::Snapshot::open(&path)?;
+    /// assert_eq!(snap.words_per_code(), 3); // queries are packed 3 words each
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn words_per_code(&self) -> usize {
         self.bits.div_ceil(64)
     }
     /// Rows that searches can return (deleted rows excluded).
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// assert_eq!((snap.len(), snap.rows()), (3, 4)); // one of the 4 rows is deleted
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.segments.iter().map(SegmentReader::live_rows).sum()
     }
     /// Whether no row can be returned.
+    ///
+    /// ```
+    /// use bsa_index::live::{Snapshot, Writer};
+    /// use bsa_index::{Mode, Score};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).ids(&[5, 6]).build(&path)?;
+    /// Writer::open(&path)?.delete(&[5, 6])?;
+    /// let snap = Snapshot::open(&path)?;
+    /// assert!(snap.is_empty());
+    /// let (hits, _) = snap.search(&[1], 5, &Score::Hamming, &Mode::parse("flat")?, &Default::default())?;
+    /// assert!(hits[0].is_empty());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
     /// Rows in every segment, deleted ones included (global rows are below this).
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// assert_eq!(snap.rows(), 4);
+    /// assert!(snap.locate(3).is_some() && snap.locate(4).is_none());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn rows(&self) -> usize {
         self.segments.iter().map(SegmentReader::rows).sum()
     }
     /// The model file shared by the segments, if any.
+    ///
+    /// ```
+    /// use bsa_index::{live::Snapshot, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let model = dir.path().join("m.safetensors");
+    /// std::fs::write(&model, b"weights").unwrap();
+    /// IndexBuilder::new(64, &[1, 2]).model_file(&model).build(&path)?;
+    /// let copied = Snapshot::open(&path)?.model_path().unwrap();
+    /// assert_eq!(std::fs::read(copied).unwrap(), b"weights");
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn model_path(&self) -> Option<PathBuf> {
         self.model.clone()
     }
     /// The length and CRC-32 the manifest records for the model file, if any: two snapshots
     /// with the same have the same model (a holder of a loaded model can tell whether a newer
     /// generation needs it loaded again).
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// use bsa_index::IndexBuilder;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let model = dir.path().join("m.safetensors");
+    /// std::fs::write(&model, b"weights").unwrap();
+    /// IndexBuilder::new(64, &[1, 2]).model_file(&model).build(&path)?;
+    /// let before = Snapshot::open(&path)?;
+    /// assert_eq!(before.model_info().unwrap().len, 7);
+    /// Writer::open(&path)?.add(&NewRows::codes(&[3]), false)?;
+    /// // A new generation, the same model: no need to load it again.
+    /// assert_eq!(Snapshot::open(&path)?.model_info(), before.model_info());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn model_info(&self) -> Option<crate::manifest::FileInfo> {
         self.model_info
     }
     /// The application's JSON recorded at build time.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2])
+    ///     .extra(serde_json::json!({"encoder": "bsa"}))
+    ///     .build(&path)?;
+    /// let snap = bsa_index::live::Snapshot::open(&path)?;
+    /// assert_eq!(snap.extra()["encoder"], "bsa");
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn extra(&self) -> &serde_json::Value {
         &self.extra
     }
     /// What every segment holds beside codes and ids.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2])
+    ///     .vectors(&[1.0, 0.0, 0.0, 1.0], 2)
+    ///     .inverted(true)
+    ///     .build(&path)?;
+    /// let template = bsa_index::live::Snapshot::open(&path)?.template().clone();
+    /// // Rows added later bring vectors, and their segment gets posting lists.
+    /// assert_eq!(template.vectors.map(|v| v.dim), Some(2));
+    /// assert!(template.inverted && !template.norms && template.graph.is_none());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn template(&self) -> &Template {
         &self.template
     }
     /// The id a row added without ids gets next.
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).ids(&[10, 4]).build(&path)?;
+    /// assert_eq!(Snapshot::open(&path)?.next_id(), 11);
+    /// let mut w = Writer::open(&path)?;
+    /// w.delete(&[10])?;
+    /// w.add(&NewRows::codes(&[3]), false)?; // gets id 11: deleted ids are not given again
+    /// let snap = Snapshot::open(&path)?;
+    /// assert!(snap.find_id(11).is_some());
+    /// assert_eq!(snap.next_id(), 12);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn next_id(&self) -> u64 {
         self.next_id
     }
     /// Whether every segment stores float vectors (for rescoring).
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).vectors(&[1.0, 0.0, 0.0, 1.0], 2).build(&path)?;
+    /// // Rows added to it bring their vectors.
+    /// Writer::open(&path)?.add(&NewRows::codes(&[3]).vectors(&[0.6, 0.8]), false)?;
+    /// let snap = Snapshot::open(&path)?;
+    /// assert!(snap.has_vectors());
+    /// assert_eq!(snap.vector_dim(), Some(2));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn has_vectors(&self) -> bool {
         self.template.vectors.is_some()
     }
     /// The dimension of the stored vectors.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).vectors(&[0.5; 6], 3).build(&path)?;
+    /// assert_eq!(bsa_index::live::Snapshot::open(&path)?.vector_dim(), Some(3));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn vector_dim(&self) -> Option<usize> {
         self.template.vectors.map(|v| v.dim as usize)
     }
     /// Whether every segment stores per-code norms (normalised table scores such as ADC).
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).norms(&[1.0, 2.0]).build(&path)?;
+    /// let snap = Snapshot::open(&path)?;
+    /// assert!(snap.has_norms());
+    /// // So rows added later must bring theirs.
+    /// let mut w = Writer::open(&path)?;
+    /// assert!(w.add(&NewRows::codes(&[3]), false).is_err());
+    /// w.add(&NewRows::codes(&[3]).norms(&[1.5]), false)?;
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn has_norms(&self) -> bool {
         self.template.norms
     }
     /// Whether every segment has posting lists (`--mode inverted`).
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, SearchOptions, Snapshot, Writer};
+    /// use bsa_index::{IndexBuilder, Mode, Score};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(8, &[0b0001, 0b0011]).inverted(true).build(&path)?;
+    /// Writer::open(&path)?.add(&NewRows::codes(&[0b0111]), false)?; // gets posting lists too
+    /// let snap = Snapshot::open(&path)?;
+    /// assert!(snap.has_inverted());
+    /// let inverted = Mode::parse("inverted")?;
+    /// let (hits, _) = snap.search(&[0b0111], 2, &Score::Hamming, &inverted, &SearchOptions::default())?;
+    /// assert_eq!(hits[0].ids, vec![2, 1]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn has_inverted(&self) -> bool {
         self.template.inverted
     }
     /// The metric of the segments' graphs, if they have one.
+    ///
+    /// ```
+    /// use bsa_index::{live::Snapshot, manifest::GraphMetric, HnswParams, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let codes: Vec<u64> = (0..32).map(|i| i * 0x0101).collect();
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+    /// assert_eq!(Snapshot::open(&path)?.graph_metric(), Some(GraphMetric::Hamming));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn graph_metric(&self) -> Option<GraphMetric> {
         self.template.graph.map(|g| match g.on {
             GraphSource::Codes => GraphMetric::Hamming,
@@ -723,6 +1347,22 @@ impl Snapshot {
     }
 
     /// The segment and row of global row `row`.
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// assert_eq!(snap.locate(1), Some((0, 1)));
+    /// assert_eq!(snap.locate(3), Some((1, 0))); // row 0 of the second segment
+    /// assert_eq!(snap.locate(4), None);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn locate(&self, row: u64) -> Option<(usize, usize)> {
         let s = self.segments.partition_point(|s| s.base <= row);
         let seg = self.segments.get(s.checked_sub(1)?)?;
@@ -731,6 +1371,22 @@ impl Snapshot {
     }
 
     /// The segment and row of the live row holding `id`.
+    ///
+    /// ```
+    /// # use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// # let mut w = Writer::open(&path)?;
+    /// # w.add(&NewRows::codes(&[0b1111]).ids(&[7]), false)?; // a second segment
+    /// # w.delete(&[1])?;
+    /// # let snap = Snapshot::open(&path)?;
+    /// // `snap`: ids 0, 1, 2 (1 deleted) in one segment, id 7 in a second.
+    /// assert_eq!(snap.find_id(7), Some((1, 0)));
+    /// assert_eq!(snap.find_id(2), Some((0, 2)));
+    /// assert_eq!(snap.find_id(1), None); // deleted
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn find_id(&self, id: u64) -> Option<(usize, usize)> {
         self.segments
             .iter()
@@ -752,6 +1408,24 @@ impl Snapshot {
     /// `min_score`) returns every row in range (exact modes; the graph returns those among its
     /// `ef` candidates). The stats add `segments` and how many segments each filter strategy
     /// answered.
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, SearchOptions, Snapshot, Writer};
+    /// use bsa_index::{IndexBuilder, Mode, Score, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111]).build(&path)?; // ids 0, 1, 2
+    /// Writer::open(&path)?.add(&NewRows::codes(&[0b0001, 0b1111]).ids(&[7, 8]), false)?;
+    /// let snap = Snapshot::open(&path)?;
+    /// let flat = Mode::parse("flat")?;
+    /// // Every row within distance 1, over both segments: ties by id.
+    /// let range = SearchOptions::default().with_params(SearchParams::default().with_max_distance(Some(1)));
+    /// let (hits, stats) = snap.search(&[0b0001], usize::MAX, &Score::Hamming, &flat, &range)?;
+    /// assert_eq!(hits[0].ids, vec![0, 7, 1]);
+    /// assert_eq!(hits[0].rows, vec![0, 3, 1]); // global rows: id 7 is row 0 of segment 1
+    /// assert_eq!(stats.counter("segments"), Some(2));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn search(
         &self,
         queries: &[u64],
@@ -1077,6 +1751,24 @@ impl Snapshot {
     /// Re-ranks one query's hits (global rows, as a snapshot search returns them) by cosine
     /// similarity with `query` against the stored vectors and keeps the best `k`: descending
     /// score, ties by smaller id. The same scores as [`Index::rescore`].
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, SearchOptions, Snapshot, Writer};
+    /// use bsa_index::{IndexBuilder, Mode, Score};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(8, &[0b0001, 0b0010]).vectors(&[1.0, 0.0, 0.6, 0.8], 2).build(&path)?;
+    /// Writer::open(&path)?.add(&NewRows::codes(&[0b0100]).vectors(&[0.0, 1.0]), false)?;
+    /// let snap = Snapshot::open(&path)?;
+    /// let flat = Mode::parse("flat")?;
+    /// // Three codes one bit from the query, in two segments; the vectors rank them.
+    /// let (hits, _) = snap.search(&[0], 3, &Score::Hamming, &flat, &SearchOptions::default())?;
+    /// assert_eq!(hits[0].ids, vec![0, 1, 2]);
+    /// let best = snap.rescore(&[0.0, 1.0], &hits[0], 2)?;
+    /// assert_eq!(best.ids, vec![2, 1]);
+    /// assert_eq!(best.rows, vec![2, 1]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn rescore(&self, query: &[f32], hits: &Hits, k: usize) -> Result<Hits> {
         let dim = self.vector_dim().ok_or_else(|| {
             Error::InvalidArgument(format!(

@@ -23,16 +23,82 @@ use crate::topk::{key_distance, key_row};
 /// [`Index::searcher`](crate::Index::searcher) opens the one a [`Mode`](crate::Mode) names.
 /// Searchers are `Sync`: one can serve many threads at once. Queries run on the current rayon
 /// pool.
+///
+/// ```
+/// use bsa_index::search::Searcher;
+/// use bsa_index::{Hits, Index, IndexBuilder, Mode, Score, SearchParams};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111, 0b1111]).inverted(true).build(&path)?;
+/// let index = Index::open(&path)?;
+///
+/// // Code that takes any mode's searcher.
+/// fn nearest(s: &dyn Searcher, query: u64) -> bsa_index::Result<Hits> {
+///     let (mut hits, _stats) = s.search(&[query], 2, &Score::Hamming, &SearchParams::default())?;
+///     Ok(hits.remove(0))
+/// }
+/// let flat = index.searcher(&Mode::parse("flat")?)?;
+/// let inverted = index.searcher(&Mode::parse("inverted")?)?;
+/// assert_eq!(nearest(&*flat, 0b0011)?.rows, vec![1, 0]);
+/// assert_eq!(nearest(&*inverted, 0b0011)?, nearest(&*flat, 0b0011)?); // exact modes agree
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 pub trait Searcher: Sync {
     /// The mode's name, as `bsa search --mode` spells it (`"flat"`, `"inverted"`, `"hnsw"`).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// # let index = bsa_index::Index::open(&path)?;
+    /// for name in ["flat", "inverted"] {
+    ///     let mode = bsa_index::Mode::parse(name)?;
+    ///     match index.searcher(&mode) {
+    ///         Ok(searcher) => assert_eq!(searcher.mode(), name),
+    ///         Err(e) => assert!(e.to_string().contains("posting lists")), // not built with them
+    ///     }
+    /// }
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     fn mode(&self) -> &'static str;
 
     /// The number of rows searched (the codes'): a row filter covers exactly these.
+    ///
+    /// ```
+    /// use bsa_index::search::{CodesView, FlatParams, FlatSearcher, Searcher};
+    /// use bsa_index::{RowSet, Score, SearchParams};
+    /// let codes = [0b0111u64, 0b0110, 0b1111];
+    /// let flat = FlatSearcher::new(CodesView::new(&codes, 4)?, FlatParams::default());
+    /// assert_eq!(flat.rows(), 3);
+    /// // A row filter ranges over exactly these rows.
+    /// let mut allowed = RowSet::full(flat.rows());
+    /// allowed.remove(1);
+    /// let p = SearchParams::default();
+    /// let (hits, _) = flat.search_allowed(&[0b0110], 3, &Score::Hamming, &p, &allowed)?;
+    /// assert_eq!(hits[0].rows, vec![0, 2]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     fn rows(&self) -> usize;
 
     /// The best `k` rows for each query of `queries` (`nq * words_per_code` words, packed like
     /// the codes, unused high bits zero) under `score`, best first, ties by smaller row, and
     /// what the search did. `k` larger than the number of rows returns every row (exact modes).
+    ///
+    /// ```
+    /// use bsa_index::search::{CodesView, FlatParams, FlatSearcher, Searcher};
+    /// use bsa_index::{Score, SearchParams};
+    /// let codes = [0b0111u64, 0b0110, 0b1111];
+    /// let flat = FlatSearcher::new(CodesView::new(&codes, 4)?, FlatParams::default());
+    /// let p = SearchParams::default();
+    /// // Two queries; `k` above the number of rows returns every row.
+    /// let (hits, stats) = flat.search(&[0b0110, 0b1000], 10, &Score::Hamming, &p)?;
+    /// assert_eq!(hits[0].rows, vec![1, 0, 2]);
+    /// assert_eq!(hits[1].rows, vec![1, 2, 0]); // distances 3, 3, 4: ties by row
+    /// assert!(!stats.kernel.is_empty());
+    /// // Queries are packed like the codes: bits past the 4th must be zero.
+    /// assert!(flat.search(&[0b1_0000], 1, &Score::Hamming, &p).is_err());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     fn search(
         &self,
         queries: &[u64],
@@ -122,6 +188,21 @@ pub trait Searcher: Sync {
 
 /// For each query, the worst hit still wanted: hits beyond it are left out (see
 /// [`Searcher::search_within`]). Inclusive: a hit at the cutoff is kept.
+///
+/// ```
+/// use bsa_index::search::{CodesView, Cutoffs, FlatParams, FlatSearcher, Searcher};
+/// use bsa_index::{Score, SearchParams};
+/// let codes = [0b0001u64, 0b0011, 0b0111];
+/// let flat = FlatSearcher::new(CodesView::new(&codes, 4)?, FlatParams::default());
+/// // Scores rank by minimum score (binary cosine with 0b0001: 1.0, 0.71, 0.58).
+/// let cut = Cutoffs::MinScore(&[0.6]);
+/// let (hits, _) = flat.search_within(&[0b0001], 3, &Score::Cosine, &SearchParams::default(), None, cut)?;
+/// assert_eq!(hits[0].rows, vec![0, 1]);
+/// // A cutoff of the wrong kind for the score is refused.
+/// let wrong = Cutoffs::MaxDistance(&[1]);
+/// assert!(flat.search_within(&[0b0001], 3, &Score::Cosine, &SearchParams::default(), None, wrong).is_err());
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cutoffs<'a> {
     /// For the Hamming score: per query, the largest distance wanted.
@@ -132,6 +213,12 @@ pub enum Cutoffs<'a> {
 
 impl Cutoffs<'_> {
     /// Number of queries.
+    ///
+    /// ```
+    /// use bsa_index::search::Cutoffs;
+    /// assert_eq!(Cutoffs::MaxDistance(&[1, 3]).len(), 2);
+    /// assert!(Cutoffs::MinScore(&[]).is_empty());
+    /// ```
     pub fn len(&self) -> usize {
         match self {
             Cutoffs::MaxDistance(d) => d.len(),
@@ -140,6 +227,12 @@ impl Cutoffs<'_> {
     }
 
     /// Whether there are no queries.
+    ///
+    /// ```
+    /// use bsa_index::search::Cutoffs;
+    /// assert!(Cutoffs::MaxDistance(&[]).is_empty());
+    /// assert!(!Cutoffs::MinScore(&[0.5]).is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -269,6 +362,24 @@ pub(crate) fn check_allowed(allowed: &RowSet, n: usize) -> Result<()> {
 }
 
 /// What a search did, for `bsa search --stats`.
+///
+/// ```
+/// use bsa_index::search::Searcher;
+/// use bsa_index::{Index, IndexBuilder, KernelFamily, Mode, Score, SearchParams};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// IndexBuilder::new(64, &[1, 2, 3]).inverted(true).build(&path)?;
+/// let index = Index::open(&path)?;
+/// let portable = SearchParams::default().with_kernel(Some(KernelFamily::Portable));
+/// let (_, stats) = index.searcher(&Mode::parse("flat")?)?.search(&[1], 1, &Score::Hamming, &portable)?;
+/// assert_eq!(stats.kernel_family, Some(KernelFamily::Portable));
+/// assert!(stats.kernel.starts_with("portable"));
+/// // Each mode counts what it did.
+/// let forced = portable.with_force_inverted(true);
+/// let (_, stats) = index.searcher(&Mode::parse("inverted")?)?.search(&[1], 1, &Score::Hamming, &forced)?;
+/// assert_eq!(stats.counter("inverted_queries"), Some(1));
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct SearchStats {
@@ -285,6 +396,18 @@ pub struct SearchStats {
 
 impl SearchStats {
     /// The counter called `name`, if the mode reported it.
+    ///
+    /// ```
+    /// use bsa_index::{live::Snapshot, IndexBuilder, Mode, Score};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2, 3]).build(&path)?;
+    /// let snap = Snapshot::open(&path)?;
+    /// let (_, stats) = snap.search(&[1], 1, &Score::Hamming, &Mode::parse("flat")?, &Default::default())?;
+    /// assert_eq!(stats.counter("segments"), Some(1));
+    /// assert_eq!(stats.counter("no such counter"), None);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn counter(&self, name: &str) -> Option<u64> {
         self.counters
             .iter()
@@ -298,6 +421,21 @@ impl SearchStats {
 ///
 /// Built by [`Index::codes_view`](crate::Index::codes_view) on a mapped index, or by
 /// [`CodesView::new`] on bare slices (then ids are rows).
+///
+/// ```
+/// use bsa_index::search::{CodesView, FlatParams, FlatSearcher, Searcher};
+/// use bsa_index::{Score, SearchParams};
+/// // Two 100-bit codes, two words each: bare slices, so ids are rows.
+/// let codes = [0b1011u64, 1 << 35, 0b0001, 0];
+/// let view = CodesView::new(&codes, 100)?;
+/// assert_eq!((view.len(), view.bits(), view.words_per_code()), (2, 100, 2));
+/// let flat = FlatSearcher::new(view, FlatParams::default());
+/// let (hits, _) = flat.search(&[0b0001, 0], 2, &Score::Hamming, &SearchParams::default())?;
+/// assert_eq!((hits[0].ids.clone(), hits[0].distances.clone()), (vec![1, 0], vec![0, 3]));
+/// // Codes that are not whole rows are refused.
+/// assert!(CodesView::new(&codes[..3], 100).is_err());
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct CodesView<'a> {
     codes: &'a [u64],
@@ -422,6 +560,21 @@ impl<'a> CodesView<'a> {
     }
 
     /// The same view with per-code norms (one per code), for normalised table scores.
+    ///
+    /// ```
+    /// use bsa_index::search::{CodesView, FlatParams, FlatSearcher, Searcher};
+    /// use bsa_index::{Score, SearchParams};
+    /// let codes = [0b01u64, 0b11];
+    /// let view = CodesView::new(&codes, 2)?.with_norms(Some(&[1.0, 4.0]))?;
+    /// // A normalised table score divides each code's sum by its norm: 1/1 and (1+1)/4.
+    /// let table = Score::Table { tables: &[1.0, 1.0], offsets: &[0.0], normalise: true };
+    /// let flat = FlatSearcher::new(view, FlatParams::default());
+    /// let (hits, _) = flat.search(&[0], 2, &table, &SearchParams::default())?;
+    /// assert_eq!(hits[0].scores, Some(vec![1.0, 0.5]));
+    /// // One norm per code.
+    /// assert!(CodesView::new(&codes, 2)?.with_norms(Some(&[1.0])).is_err());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn with_norms(mut self, norms: Option<&'a [f32]>) -> Result<Self> {
         if let Some(v) = norms {
             if v.len() != self.len() {
@@ -437,36 +590,87 @@ impl<'a> CodesView<'a> {
     }
 
     /// Number of codes.
+    ///
+    /// ```
+    /// let view = bsa_index::search::CodesView::new(&[1, 2, 3, 4], 128)?;
+    /// assert_eq!(view.len(), 2); // two codes of two words
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.codes.len() / self.w
     }
 
     /// Whether there are no codes.
+    ///
+    /// ```
+    /// use bsa_index::search::CodesView;
+    /// assert!(CodesView::new(&[], 64)?.is_empty());
+    /// assert!(!CodesView::new(&[7], 64)?.is_empty());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.codes.is_empty()
     }
 
     /// Bits per code.
+    ///
+    /// ```
+    /// let view = bsa_index::search::CodesView::new(&[1, 2], 12)?;
+    /// assert_eq!(view.bits(), 12);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn bits(&self) -> usize {
         self.bits
     }
 
     /// `u64` words per code.
+    ///
+    /// ```
+    /// let view = bsa_index::search::CodesView::new(&[1, 2, 3], 130)?;
+    /// assert_eq!((view.words_per_code(), view.len()), (3, 1));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn words_per_code(&self) -> usize {
         self.w
     }
 
     /// All codes, row-major.
+    ///
+    /// ```
+    /// let codes = [1u64, 2, 3, 4];
+    /// let view = bsa_index::search::CodesView::new(&codes, 128)?;
+    /// assert_eq!(view.codes(), &codes);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn codes(&self) -> &'a [u64] {
         self.codes
     }
 
     /// The per-code set bits, if the view has them.
+    ///
+    /// ```
+    /// use bsa_index::{search::CodesView, Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// assert!(CodesView::new(&[0b1011], 64)?.sparse().is_none()); // bare slices have none
+    /// IndexBuilder::new(64, &[0b1011]).sparse(Some(true)).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// assert_eq!(index.codes_view().sparse().unwrap().row(0), &[0, 1, 3]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn sparse(&self) -> Option<SparseView<'a>> {
         self.sparse
     }
 
     /// The per-code norms, if the view has them.
+    ///
+    /// ```
+    /// use bsa_index::search::CodesView;
+    /// let view = CodesView::new(&[1, 2], 64)?;
+    /// assert_eq!(view.norms(), None);
+    /// assert_eq!(view.with_norms(Some(&[0.5, 2.0]))?.norms(), Some(&[0.5, 2.0][..]));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn norms(&self) -> Option<&'a [f32]> {
         self.norms
     }
@@ -582,6 +786,23 @@ impl<'a> CodesView<'a> {
 }
 
 /// How to divide the work between threads.
+///
+/// ```
+/// use bsa_index::search::{CodesView, FlatParams, FlatSearcher, Searcher, Split};
+/// use bsa_index::{Score, SearchParams};
+/// let codes: Vec<u64> = (0..1000).collect();
+/// let flat = FlatSearcher::new(CodesView::new(&codes, 64)?, FlatParams::default());
+/// let search = |split| {
+///     let p = SearchParams::default().with_split(split);
+///     flat.search(&[7, 512], 5, &Score::Hamming, &p).map(|(hits, _)| hits)
+/// };
+/// // The split changes who does the work, never the answer.
+/// let by_queries = search(Split::Queries)?;
+/// assert_eq!(by_queries, search(Split::Codes)?);
+/// assert_eq!(by_queries, search(Split::Auto)?);
+/// assert_eq!(by_queries[0].rows, vec![7, 3, 5, 6, 15]);
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Split {
@@ -602,6 +823,21 @@ pub enum Split {
 /// [`GraphParams`](crate::search::GraphParams), set through [`Mode`](crate::Mode)) holds its
 /// defaults, and a field set here (`ef_search` given, `split` other than `Auto`,
 /// `force_inverted` true) overrides them for that search; the other modes ignore it.
+///
+/// ```
+/// use bsa_index::{Index, IndexBuilder, KernelFamily, SearchParams};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// IndexBuilder::new(4, &[0b0111, 0b0110, 0b1111, 0b0000]).build(&path)?;
+/// let index = Index::open(&path)?;
+/// let params = SearchParams::default()
+///     .with_max_distance(Some(1))
+///     .with_kernel(Some(KernelFamily::Portable));
+/// let hits = index.search_flat(&[0b0111], 10, &params)?;
+/// assert_eq!(hits[0].rows, vec![0, 1, 2]);
+/// assert_eq!(hits[0].distances, vec![0, 1, 1]);
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct SearchParams {
@@ -627,31 +863,111 @@ pub struct SearchParams {
 
 impl SearchParams {
     /// Sets [`max_distance`](Self::max_distance).
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(8, &[0b0001, 0b0011, 0b0111, 0b1111]).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let within_2 = SearchParams::default().with_max_distance(Some(2));
+    /// let hits = index.search_flat(&[0b0001], 10, &within_2)?;
+    /// assert_eq!(hits[0].distances, vec![0, 1, 2]); // not 3
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn with_max_distance(mut self, d: Option<u32>) -> Self {
         self.max_distance = d;
         self
     }
     /// Sets [`ef_search`](Self::ef_search).
+    ///
+    /// ```
+    /// use bsa_index::{HnswParams, Index, IndexBuilder, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let codes: Vec<u64> = (0..64).map(|i| (1u64 << i) - 1).collect();
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// // A longer candidate list than the build's default (64): slower, closer to exact.
+    /// let wide = SearchParams::default().with_ef_search(Some(128));
+    /// let hits = index.search_hnsw(&[(1 << 10) - 1], 3, &wide)?;
+    /// assert_eq!((hits[0].rows[0], hits[0].distances[0]), (10, 0));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn with_ef_search(mut self, ef: Option<usize>) -> Self {
         self.ef_search = ef;
         self
     }
     /// Sets [`split`](Self::split).
+    ///
+    /// ```
+    /// use bsa_index::{search::Split, SearchParams};
+    /// // FAISS's strategy: each query scanned by one thread.
+    /// let p = SearchParams::default().with_split(Split::Queries);
+    /// assert_eq!((p.split, SearchParams::default().split), (Split::Queries, Split::Auto));
+    /// ```
     pub fn with_split(mut self, split: Split) -> Self {
         self.split = split;
         self
     }
     /// Sets [`force_inverted`](Self::force_inverted).
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, Score, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2, 3, 4]).inverted(true).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let forced = SearchParams::default().with_force_inverted(true);
+    /// let (hits, stats) = index.search_inverted(&[1, 3], 2, &Score::Hamming, &forced)?;
+    /// assert_eq!((stats.inverted_queries, stats.flat_queries), (2, 0));
+    /// // The same answer the flat scan gives.
+    /// assert_eq!(hits, index.search_flat(&[1, 3], 2, &SearchParams::default())?);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn with_force_inverted(mut self, yes: bool) -> Self {
         self.force_inverted = yes;
         self
     }
     /// Sets [`skip_distances`](Self::skip_distances).
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, Score, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(8, &[0b0001, 0b0011]).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let p = SearchParams::default().with_skip_distances(true);
+    /// let hits = index.search_flat_scored(&[0b0011], 2, &Score::Jaccard, &p)?;
+    /// assert_eq!(hits[0].rows, vec![1, 0]);
+    /// assert_eq!(hits[0].scores, Some(vec![1.0, 0.5]));
+    /// assert_eq!(hits[0].distances, vec![u32::MAX, u32::MAX]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn with_skip_distances(mut self, yes: bool) -> Self {
         self.skip_distances = yes;
         self
     }
     /// Sets [`kernel`](Self::kernel).
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, KernelFamily, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let codes: Vec<u64> = (0..200).map(|i: u64| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+    /// IndexBuilder::new(64, &codes).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let reference = index.search_flat(&codes[..4], 5, &SearchParams::default())?;
+    /// // Every family this CPU has gives the same hits; the others are refused.
+    /// for family in KernelFamily::ALL {
+    ///     let p = SearchParams::default().with_kernel(Some(family));
+    ///     match index.search_flat(&codes[..4], 5, &p) {
+    ///         Ok(hits) => assert_eq!(hits, reference),
+    ///         Err(_) => assert!(!family.is_supported()),
+    ///     }
+    /// }
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn with_kernel(mut self, family: Option<KernelFamily>) -> Self {
         self.kernel = family;
         self
@@ -682,6 +998,24 @@ impl SearchParams {
 /// The neighbours of one query, best first: by ascending Hamming distance, or by descending
 /// score when there are [`scores`](Self::scores); ties by ascending row in one index's answer,
 /// by ascending id in a [`Snapshot`](crate::live::Snapshot)'s (merged over its segments).
+///
+/// ```
+/// use bsa_index::{Index, IndexBuilder, SearchParams};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// IndexBuilder::new(8, &[0b0011, 0b0001, 0b0111]).ids(&[30, 10, 20]).build(&path)?;
+/// let index = Index::open(&path)?;
+/// let hits = &index.search_flat(&[0b0001], 2, &SearchParams::default())?[0];
+/// // Parallel lists, best first; rows are stored in id order.
+/// assert_eq!(hits.rows, vec![0, 2]);
+/// assert_eq!(hits.ids, vec![10, 30]);
+/// assert_eq!(hits.distances, vec![0, 1]);
+/// assert_eq!(hits.scores, None); // Hamming search
+/// for (id, d) in hits.ids.iter().zip(&hits.distances) {
+///     println!("id {id} at distance {d}");
+/// }
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 #[non_exhaustive]
 pub struct Hits {
@@ -713,15 +1047,40 @@ impl Hits {
     }
 
     /// Number of neighbours.
+    ///
+    /// ```
+    /// let hits = bsa_index::Hits::from_parts(vec![4, 2], vec![40, 20], vec![0, 3])?;
+    /// assert_eq!(hits.len(), 2);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.rows.len()
     }
     /// Whether there are no neighbours.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(8, &[0b1111]).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// // No code within distance 1 of the query.
+    /// let near = SearchParams::default().with_max_distance(Some(1));
+    /// assert!(index.search_flat(&[0b0000], 5, &near)?[0].is_empty());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
 
     /// Keeps the hits whose row passes `keep`, in order.
+    ///
+    /// ```
+    /// let mut hits = bsa_index::Hits::from_parts(vec![4, 2, 7], vec![40, 20, 70], vec![0, 3, 5])?;
+    /// hits.retain_rows(|row| row != 2);
+    /// assert_eq!((hits.rows, hits.ids, hits.distances), (vec![4, 7], vec![40, 70], vec![0, 5]));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn retain_rows(&mut self, mut keep: impl FnMut(u64) -> bool) {
         let keep: Vec<bool> = self.rows.iter().map(|&r| keep(r)).collect();
         fn retain<T>(v: &mut Vec<T>, keep: &[bool]) {
@@ -737,6 +1096,13 @@ impl Hits {
     }
 
     /// Keeps the first `k` hits.
+    ///
+    /// ```
+    /// let mut hits = bsa_index::Hits::from_parts(vec![4, 2, 7], vec![40, 20, 70], vec![0, 3, 5])?;
+    /// hits.truncate(1);
+    /// assert_eq!((hits.rows, hits.ids, hits.distances), (vec![4], vec![40], vec![0]));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn truncate(&mut self, k: usize) {
         self.rows.truncate(k);
         self.ids.truncate(k);
@@ -747,6 +1113,19 @@ impl Hits {
     }
 
     /// Hits from parallel lists (e.g. candidates found elsewhere, to [rescore](crate::Index::rescore)).
+    ///
+    /// ```
+    /// use bsa_index::{Hits, Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2, 3]).vectors(&[1.0, 0.0, 0.6, 0.8, 0.0, 1.0], 2).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// // Candidates found elsewhere (rows 0 and 2), rescored against the stored vectors.
+    /// let candidates = Hits::from_parts(vec![0, 2], vec![0, 2], vec![0, 0])?;
+    /// assert_eq!(index.rescore(&[0.1, 1.0], &candidates, 1)?.rows, vec![2]);
+    /// assert!(Hits::from_parts(vec![0, 2], vec![0], vec![0, 0]).is_err()); // lengths differ
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn from_parts(rows: Vec<u64>, ids: Vec<u64>, distances: Vec<u32>) -> Result<Hits> {
         if rows.len() != ids.len() || rows.len() != distances.len() {
             return Err(Error::InvalidArgument(format!(
