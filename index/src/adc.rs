@@ -549,12 +549,16 @@ impl QueryGroup {
         let first = check_group_tables(&tables, GROUP, "a query group")?;
         let mut entries = vec![0u64; first.entries.len()];
         let mut tables = tables;
+        let one = tables.len() == 1;
         for (g, t) in tables.iter_mut().enumerate() {
             for (e, &q) in entries.iter_mut().zip(&t.entries) {
                 *e |= u64::from(q) << (8 * g);
             }
-            // Only the interleaved copy is read from now on.
-            t.entries = Vec::new();
+            // Only the interleaved copy is read from now on, but by a group of one, whose
+            // kernel reads the bytes ([`one_query_masks`]).
+            if !one {
+                t.entries = Vec::new();
+            }
         }
         Ok(QueryGroup { entries, tables })
     }
@@ -702,10 +706,18 @@ fn masks(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `family` was checked against the CPU (`KernelFamily::check`), and the
         // arguments against each other (the tables were made for this layout, blocks in range).
+        KernelFamily::Avx512 if group.len() == 1 => unsafe {
+            avx512::masks_one(codes, group, thresholds[0], blocks, out)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
         KernelFamily::Avx512 => unsafe { avx512::masks(codes, group, thresholds, blocks, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        KernelFamily::Avx2 => unsafe { avx2::masks(codes, group, thresholds, blocks, out) },
+        KernelFamily::Avx2 if group.len() > 1 => unsafe {
+            avx2::masks(codes, group, thresholds, blocks, out)
+        },
+        _ if group.len() == 1 => one_query_masks(codes, group, thresholds[0], blocks, out),
         _ => portable_masks(codes, group, thresholds, blocks, out),
     }
 }
@@ -828,6 +840,61 @@ fn query_sums(a: &[u64; LANES], b: &[u64; LANES], g: usize) -> [u32; LANES] {
         *x = (v >> shift) as u32 & 0xffff;
     }
     s
+}
+
+/// The masks of a group of one query with the portable and AVX2 families: its `u8` entries (a
+/// few KiB, kept by [`QueryGroup::new`]) read with plain loads and summed in `u32`, the same
+/// sums as the 8-query kernels' 16-bit fields, so the same masks. Those kernels gather 8-byte
+/// entries of which a lone query uses one byte. AMD EPYC Zen 5, one thread, one query, 100k
+/// codes (`examples/adc_qps.rs`, scan and re-scoring), queries per second: 4096 bits with 32
+/// set, portable 280 -> 657, AVX2 632 -> 650; dense 384 bits, portable 167-182 -> 416, AVX2
+/// 383 -> 427. AVX-512 has its own (`avx512::masks_one`: 680 -> 780 and 397 -> 417-426; these
+/// loads gave 654 and 427).
+fn one_query_masks(
+    codes: &AdcCodes,
+    group: &QueryGroup,
+    threshold: f64,
+    blocks: Range<usize>,
+    out: &mut [[u16; GROUP]],
+) {
+    let table = &group.tables[0];
+    let t = &table.entries[..];
+    let inv = codes.inv_norms.as_deref().filter(|_| group.normalise());
+    for (b, o) in blocks.zip(out.iter_mut()) {
+        let mut sums = [0u32; LANES];
+        let len = match codes.kind {
+            Kind::Sparse => {
+                let ids = &codes.ids[codes.starts[b] * LANES..codes.starts[b + 1] * LANES];
+                for pos in ids.chunks_exact(LANES) {
+                    for (s, &id) in sums.iter_mut().zip(pos) {
+                        *s += u32::from(t[usize::from(id)]);
+                    }
+                }
+                ids.len() / LANES
+            }
+            Kind::Dense => {
+                let s = codes.stride;
+                let bytes = &codes.bytes[b * LANES * s..(b + 1) * LANES * s];
+                for (i, pos) in bytes.chunks_exact(LANES).enumerate() {
+                    let sub = &t[i * 256..i * 256 + 256];
+                    for (s, &x) in sums.iter_mut().zip(pos) {
+                        *s += u32::from(sub[usize::from(x)]);
+                    }
+                }
+                s
+            }
+        };
+        let base = table.base(len);
+        let mut m = 0u16;
+        for (l, &q) in sums.iter().enumerate() {
+            let i = inv.map(|v| v[b * LANES + l]);
+            if lane_candidate(q, base, table.step, i, threshold) {
+                m |= 1 << l;
+            }
+        }
+        *o = [0; GROUP];
+        o[0] = m;
+    }
 }
 
 fn portable_masks(
@@ -1012,6 +1079,65 @@ mod avx512 {
                 let acc = sums(x, y, g / 2);
                 o[g] = mask(acc, table.base(len), table.step, p, thresholds[g]);
             }
+        }
+    }
+
+    /// [`masks`] for a group of one query: its entries' low bytes (the other queries' bytes
+    /// are 0) gathered as 16 `u32` at once from the 8-byte entries (scale 8), summed in 32-bit
+    /// lanes, where the 8-query kernel gathers twice as wide and splits 16-bit fields. The
+    /// same sums, so the same masks (tested against the portable kernel).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn masks_one(
+        codes: &AdcCodes,
+        group: &QueryGroup,
+        threshold: f64,
+        blocks: Range<usize>,
+        out: &mut [[u16; GROUP]],
+    ) {
+        debug_assert_eq!(group.len(), 1);
+        let t = group.entries.as_ptr();
+        let table = &group.tables[0];
+        let inv = codes.inv_norms.as_deref().filter(|_| group.normalise());
+        for (b, o) in blocks.zip(out.iter_mut()) {
+            let mut acc = _mm512_setzero_si512();
+            let len = match codes.kind {
+                Kind::Sparse => {
+                    let (s, e) = (codes.starts[b], codes.starts[b + 1]);
+                    let ids = codes.ids[s * LANES..e * LANES].as_ptr();
+                    for i in 0..e - s {
+                        // SAFETY: position i of this block holds 16 ids (32 bytes).
+                        let v = unsafe { crate::bits::load_ymm(ids.add(i * LANES)) };
+                        // SAFETY: ids <= bits < table_len entries of 8 bytes; 4 are read.
+                        let g = unsafe {
+                            _mm512_i32gather_epi32::<8>(_mm512_cvtepu16_epi32(v), t.cast())
+                        };
+                        acc = _mm512_add_epi32(acc, g);
+                    }
+                    e - s
+                }
+                Kind::Dense => {
+                    let s = codes.stride;
+                    let bytes = codes.bytes[b * LANES * s..(b + 1) * LANES * s].as_ptr();
+                    for i in 0..s {
+                        // SAFETY: position i of this block holds 16 bytes; sub-table i has 256
+                        // entries of 8 bytes, of which 4 are read.
+                        let g = unsafe {
+                            let v = _mm_loadu_si128(bytes.add(i * LANES).cast());
+                            _mm512_i32gather_epi32::<8>(
+                                _mm512_cvtepu8_epi32(v),
+                                t.add(i * 256).cast(),
+                            )
+                        };
+                        acc = _mm512_add_epi32(acc, g);
+                    }
+                    s
+                }
+            };
+            let p = inv.map(|v| -> &[f64; LANES] {
+                v[b * LANES..(b + 1) * LANES].try_into().expect("16 values")
+            });
+            *o = [0; GROUP];
+            o[0] = mask(acc, table.base(len), table.step, p, threshold);
         }
     }
 }
