@@ -619,7 +619,8 @@ impl std::ops::AddAssign for ScanStats {
 }
 
 /// Name of the quantised kernel a family runs on a layout, for statistics
-/// (e.g. `"avx512-gather-sparse"`).
+/// (e.g. `"avx512-gather-sparse"`). A group of one query runs its own variant (on AVX2, the
+/// portable byte loads), under the same name.
 pub fn kernel_name(family: KernelFamily, dense: bool) -> &'static str {
     match (family, dense) {
         (KernelFamily::Portable, false) => "portable-sparse",
