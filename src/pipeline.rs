@@ -531,7 +531,8 @@ mod query_tests {
     #[test]
     fn batched_searches_give_the_hits_of_one_batch() -> Result<()> {
         let (_dir, index, model) = pursuit_index()?;
-        // 700 queries: three batches of 256 (two threads, 64 per thread is fewer).
+        // 700 queries: three batches of 256 (the size a stoppable search takes over about 1M
+        // codes).
         let queries = unit_rows(700, 16, 3);
         let deny: Vec<u64> = (0..400).step_by(3).collect();
         let filters = [None, Some(IdFilter::Deny(&deny))];
@@ -549,7 +550,15 @@ mod query_tests {
             for (request, filter) in cases.iter().flat_map(|r| filters.map(|f| (r, f))) {
                 let q = Queries::Floats(queries.view());
                 let one = search_until(&index, Some(&model), q, request, filter, None)?;
-                let batched = search_until(&index, Some(&model), q, request, filter, Some(&never))?;
+                let batched = crate::query::search_batched(
+                    &index,
+                    Some(&model),
+                    q,
+                    request,
+                    filter,
+                    Some(&never),
+                    Some(256),
+                )?;
                 assert_eq!(one.hits, batched.hits, "{request:?} {filter:?}");
                 assert_eq!(
                     one.stats.counter("postings_visited"),

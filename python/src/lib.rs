@@ -1411,7 +1411,7 @@ impl Index {
         // The results are allocated before the search runs, so that a `k` too large for memory
         // is refused at once.
         let ids = k.map(|k| filled::<i64>(nq, k, -1)).transpose()?;
-        // Ctrl-C stops a long search (checked between batches of 256 queries); a short one
+        // Ctrl-C stops a long search (checked between batches of queries); a short one
         // (under about 64M query-code pairs) does not pay for the waiting thread (0.6 ms).
         let long = nq > 256 && (nq as u64).saturating_mul(index.len() as u64) > 1 << 26;
         let found = interruptible_if(py, threads, long, |stop| {
