@@ -1001,10 +1001,15 @@ impl Staged {
         on_wait: impl FnOnce(),
         stop: Option<&AtomicBool>,
     ) -> Result<()> {
-        if !self.overwrite {
+        if self.overwrite {
+            replace_index_dir_until(&self.tmp.path, &self.out, on_wait, stop)?;
+        } else {
             refuse_existing(&self.out)?;
+            // Renamed only where nothing is: another build of the same path may have published
+            // its index since the check above, which a plain replacement would overwrite (both
+            // builds "succeeding", one index lost).
+            publish_new(&self.tmp.path, &self.out)?;
         }
-        replace_index_dir_until(&self.tmp.path, &self.out, on_wait, stop)?;
         self.tmp.keep = true;
         Ok(())
     }
@@ -1153,10 +1158,42 @@ pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
     sync_dir(&parent)
 }
 
-/// Swaps the paths `a` and `b` in one step: `Ok(false)` when this system or file system cannot
-/// (then nothing changed).
+/// Renames the complete index directory `new` to `out`, which must not exist: refused (as
+/// [`refuse_existing`] refuses it) if something appeared there meanwhile, atomically
+/// (`renameat2` with `RENAME_NOREPLACE`; where the file system cannot, a plain rename, which
+/// fails onto anything but an empty folder). The parent is synced.
+fn publish_new(new: &Path, out: &Path) -> Result<()> {
+    // Something at `out` is said as "already exists"; other errors as they are.
+    let refused = |e: std::io::Error| match refuse_existing(out) {
+        Err(exists) => exists,
+        Ok(()) => Error::io(out, e),
+    };
+    if !rename_noreplace(new, out).map_err(refused)? {
+        fs::rename(new, out).map_err(refused)?;
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    sync_dir(&parent)
+}
+
+/// Renames `a` to `b` unless `b` exists (`EEXIST`): `Ok(false)` when this system or file
+/// system cannot (then nothing changed).
 #[cfg(target_os = "linux")]
-fn exchange(a: &Path, b: &Path) -> std::io::Result<bool> {
+fn rename_noreplace(a: &Path, b: &Path) -> std::io::Result<bool> {
+    renameat2(a, b, libc::RENAME_NOREPLACE)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rename_noreplace(_: &Path, _: &Path) -> std::io::Result<bool> {
+    Ok(false)
+}
+
+/// `renameat2(a, b, flags)`: `Ok(false)` when this system or file system cannot (then nothing
+/// changed).
+#[cfg(target_os = "linux")]
+fn renameat2(a: &Path, b: &Path, flags: libc::c_uint) -> std::io::Result<bool> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
     let (a, b) = (c(a)?, c(b)?);
@@ -1169,7 +1206,7 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<bool> {
             a.as_ptr(),
             libc::AT_FDCWD,
             b.as_ptr(),
-            libc::RENAME_EXCHANGE,
+            flags,
         )
     };
     if r == 0 {
@@ -1178,10 +1215,17 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<bool> {
     let e = std::io::Error::last_os_error();
     match e.raw_os_error() {
         // No such system call (kernels before 3.15, some sandboxes), or a file system that
-        // cannot exchange.
+        // cannot do it.
         Some(libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP | libc::EPERM) => Ok(false),
         _ => Err(e),
     }
+}
+
+/// Swaps the paths `a` and `b` in one step: `Ok(false)` when this system or file system cannot
+/// (then nothing changed).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<bool> {
+    renameat2(a, b, libc::RENAME_EXCHANGE)
 }
 
 #[cfg(not(target_os = "linux"))]
