@@ -77,10 +77,11 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
 /// Writes a file atomically: `write` fills a temporary file in the target's directory, which is
 /// flushed, synced and renamed over `path`. On any error the temporary file is removed and `path`
 /// is left untouched, so a reader sees the old file or the new one, never half of one. A
-/// symbolic link at `path` is followed (the file it names is replaced, the link kept); a path
-/// that is not a regular file (a directory, device, pipe or socket: `/dev/null`, say) is refused
-/// before `write` runs, never renamed over. Temporary files that an earlier write of `path`
-/// left when its process was killed or interrupted are removed.
+/// symbolic link at `path` is followed (the file it names is replaced, the link kept); a
+/// character device (`/dev/null`, a terminal) is written in place, as a stream; any other path
+/// that is not a regular file (a directory, block device, pipe or socket) is refused before
+/// `write` runs, never renamed over. Temporary files that an earlier write of `path` left when
+/// its process was killed or interrupted are removed.
 ///
 /// ```
 /// use std::io::Write;
@@ -97,6 +98,15 @@ pub fn write_atomic(
     let shown = path;
     let resolved = writable_target(path)?;
     let path = resolved.as_path();
+    if is_char_device(path) {
+        let stream = (|| {
+            let mut w =
+                BufWriter::with_capacity(1 << 20, OpenOptions::new().write(true).open(path)?);
+            write(&mut w)?;
+            w.flush()
+        })();
+        return stream.map_err(|e| Error::io(shown, e));
+    }
     let file_name = path.file_name().ok_or_else(|| {
         Error::InvalidArgument(format!("{} does not name a file to write", shown.display()))
     })?;
@@ -213,12 +223,29 @@ fn process_running(pid: i32) -> bool {
     sent || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
+/// Whether `path` is a character device (`/dev/null`, a terminal): [`write_atomic`] writes it
+/// in place, as a stream, having no file to replace (renaming over it would replace the device
+/// itself, as root).
+fn is_char_device(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
 /// The file [`write_atomic`] replaces for `path`: `path` itself, or the file a symbolic link
-/// there names (made if the link dangles). Refused when it exists and is not a regular file
-/// (renaming over a device or a pipe would replace it, as root `/dev/null` itself; over a
-/// directory it fails late), when its folder does not exist, and when it is inside an index's
-/// directory ([`bsa_index::check_outside_index`]: it would replace one of the index's files or
-/// be removed by the index's next writer).
+/// there names (made if the link dangles). Refused when it exists and is neither a regular
+/// file nor a character device (`--out /dev/null` discards an output; renaming over a pipe
+/// would replace it, and opening one with no reader waits for ever; over a directory it fails
+/// late), when its folder does not exist, and when it is inside an index's directory
+/// ([`bsa_index::check_outside_index`]: it would replace one of the index's files or be removed
+/// by the index's next writer).
 pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
     let target = bsa_index::output_target(path).map_err(|e| Error::io(path, e))?;
     bsa_index::check_outside_index(&target).map_err(|e| match e {
@@ -229,6 +256,9 @@ pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
         bsa_index::Error::InvalidArgument(m) => Error::InvalidArgument(m),
         e => e.into(),
     })?;
+    if is_char_device(&target) {
+        return Ok(target);
+    }
     if let Ok(Some(what)) = bsa_index::not_a_file(&target) {
         return Err(Error::InvalidArgument(format!(
             "{}: {what}; an output is written by replacing a file: give the path of a file",

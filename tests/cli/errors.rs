@@ -825,6 +825,12 @@ fn outputs_are_regular_files() {
         .unwrap()
         .success());
     encode("good.npy", "pipe").fails_with(&["--out pipe: not a regular file"]);
+    // A character device is written in place, not replaced: /dev/null discards an output.
+    encode("good.npy", "/dev/null").ok();
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
     assert!(std::fs::symlink_metadata(&fifo)
         .unwrap()
         .file_type()
