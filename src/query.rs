@@ -338,8 +338,8 @@ pub fn search_filtered(
 }
 
 /// [`search_filtered`] that returns [`Error::Stopped`] once `stop` is set (e.g. by Ctrl-C):
-/// with a flag, the queries are searched in batches (about 2^28 query-code pairs, at least 256
-/// queries and 64 per thread of the pool) and the flag is checked before each. The hits are those of one whole call (each
+/// with a flag, the queries are searched in batches (about a tenth of a second each, at least
+/// 256 queries and 64 per thread of the pool) and the flag is checked before each. The hits are those of one whole call (each
 /// query's hits do not depend on the other queries); the stats' counters are summed over the
 /// batches and name the kernels of the first.
 ///
@@ -363,17 +363,25 @@ pub fn search_until(
     filter: Option<IdFilter<'_>>,
     stop: Option<&AtomicBool>,
 ) -> Result<Found> {
-    let batch = stop.map(|_| stop_batch(index.rows(), rayon::current_num_threads()));
+    let batch = stop.map(|_| {
+        // A Hamming scan without rescoring is the cheap one; the others cost about 10x a pair.
+        let cheap = request.score == ScoreName::Hamming && request.rescore.is_none();
+        stop_batch(index.rows(), rayon::current_num_threads(), cheap, request.k)
+    });
     search_batched(index, model, queries, request, filter, stop, batch)
 }
 
-/// Queries per batch of a stoppable search over `rows` codes on `threads` threads: about 2^28
-/// query-code pairs (a tenth of a second to a second of scanning between checks of the flag),
-/// at least 256 queries and 64 a thread. Batches of 256 queries over 100k codes (15 ms each)
-/// cost a batch of 2000 sign-code queries from Python a fifth of its speed (one thread, 36-38
-/// against 44-49 us a query, same run).
-fn stop_batch(rows: usize, threads: usize) -> usize {
-    ((1usize << 28) / rows.max(1)).max(64 * threads).max(256)
+/// Queries per batch of a stoppable search over `rows` codes on `threads` threads, so that the
+/// flag is checked about every tenth of a second: 2^28 query-code pairs for a plain Hamming
+/// scan (`cheap`), 2^25 for table and cosine scores or rescoring (which cost about 10x a
+/// pair), fewer for k above 128 (the top-k lists' work grows with it); at least 256 queries
+/// and 64 a thread. Batches of 256 queries over 100k codes (15 ms of Hamming scan) cost a batch
+/// of 2000 sign-code queries from Python a fifth of its speed (one thread, 36-38 against 44-49
+/// us a query, same run).
+fn stop_batch(rows: usize, threads: usize, cheap: bool, k: usize) -> usize {
+    let pairs: usize = if cheap { 1 << 28 } else { 1 << 25 };
+    let deep = (k.min(1 << 20) / 128).max(1);
+    (pairs / deep / rows.max(1)).max(64 * threads).max(256)
 }
 
 /// [`search_until`] in batches of `batch` queries (`None`: one), `stop` checked before each.
@@ -689,13 +697,17 @@ pub fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
 
 #[cfg(test)]
 mod tests {
-    /// A stoppable search checks its flag about every 2^28 query-code pairs, never more often
-    /// than every 256 queries (64 per thread).
+    /// A stoppable search checks its flag about every 2^28 query-code pairs of a Hamming scan
+    /// (2^25 of other scores, fewer for a deep k), never more often than every 256 queries (64
+    /// per thread).
     #[test]
     fn stop_batches_follow_the_pairs_scanned() {
-        assert_eq!(super::stop_batch(100_000, 2), 2684);
-        assert_eq!(super::stop_batch(10_000_000, 2), 256);
-        assert_eq!(super::stop_batch(10_000_000, 8), 512);
-        assert_eq!(super::stop_batch(0, 1), 1 << 28);
+        use super::stop_batch;
+        assert_eq!(stop_batch(100_000, 2, true, 10), 2684);
+        assert_eq!(stop_batch(100_000, 2, false, 10), 335);
+        assert_eq!(stop_batch(10_000, 2, false, 1000), 479);
+        assert_eq!(stop_batch(10_000_000, 2, true, 10), 256);
+        assert_eq!(stop_batch(10_000_000, 8, true, 10), 512);
+        assert_eq!(stop_batch(0, 1, true, usize::MAX), (1 << 28) / 8192);
     }
 }

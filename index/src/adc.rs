@@ -691,6 +691,11 @@ fn check_group(codes: &AdcCodes, group: &QueryGroup) -> Result<()> {
             "the quantised tables were made for another layout".into(),
         ));
     }
+    if group.normalise() && !codes.has_norms() {
+        return Err(Error::InvalidArgument(
+            "normalised tables need the codes' norms (AdcCodes::with_norms)".into(),
+        ));
+    }
     Ok(())
 }
 

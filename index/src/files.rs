@@ -129,27 +129,30 @@ pub(crate) fn open_regular(path: &Path) -> Result<File> {
 pub(crate) fn read_manifest_bytes(dir: &Path) -> Result<(std::path::PathBuf, Vec<u8>)> {
     use std::io::Read;
     let path = dir.join(MANIFEST_FILE);
-    let f = open_regular(&path).map_err(|e| match e {
+    let f = open_regular(&path).map_err(|e| {
         // The usual mistakes, said as such rather than as the manifest's I/O error (still I/O
-        // errors of their kind: Python raises FileNotFoundError for them).
-        // `try_exists`, not `exists`: a manifest behind a symbolic-link loop (or unreadable)
-        // is not missing, and keeps its own error.
-        Error::Io { .. } if matches!(path.try_exists(), Ok(false)) => {
-            let (kind, what) = if matches!(dir.try_exists(), Ok(false)) {
-                (
-                    std::io::ErrorKind::NotFound,
-                    "no such index directory".into(),
-                )
-            } else if !dir.is_dir() {
-                (std::io::ErrorKind::NotADirectory, "not a directory".into())
-            } else {
-                let what = format!("not an index directory (no {MANIFEST_FILE})");
-                (std::io::ErrorKind::NotFound, what)
-            };
-            let what = format!("{what}; give the directory `bsa build` wrote");
-            Error::io(dir, std::io::Error::new(kind, what))
-        }
-        e => e,
+        // errors of their kind: Python raises FileNotFoundError for them). Anything else (a
+        // manifest behind a symbolic-link loop, an unreadable one) keeps its own error.
+        let Error::Io { .. } = e else {
+            return e;
+        };
+        let (kind, what) = match std::fs::metadata(dir) {
+            Err(d) if d.kind() == std::io::ErrorKind::NotFound => (
+                std::io::ErrorKind::NotFound,
+                "no such index directory".to_string(),
+            ),
+            Ok(m) if !m.is_dir() => (
+                std::io::ErrorKind::NotADirectory,
+                "not a directory".to_string(),
+            ),
+            Ok(_) if matches!(path.try_exists(), Ok(false)) => (
+                std::io::ErrorKind::NotFound,
+                format!("not an index directory (no {MANIFEST_FILE})"),
+            ),
+            _ => return e,
+        };
+        let what = format!("{what}; give the directory `bsa build` wrote");
+        Error::io(dir, std::io::Error::new(kind, what))
     })?;
     let mut bytes = Vec::new();
     f.take(MAX_MANIFEST_LEN + 1)

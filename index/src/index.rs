@@ -376,16 +376,22 @@ impl Index {
             index.inverted = Some((s, layout));
         }
         if options.verify_checksums {
-            index.verify_mapped()?;
-            if let Some(m) = &index.manifest.model {
-                verify_plain_file(&index.dir.join(&m.file), &index.manifest.files[&m.file])?;
-            }
+            index.verify_open_checksums()?;
         }
         Ok(index)
     }
 
-    /// The checksums [`OpenOptions::verify_checksums`] verifies at open, of the mapped files.
-    pub(crate) fn verify_mapped(&self) -> Result<()> {
+    /// The checksums [`OpenOptions::verify_checksums`] verifies at open: the mapped files' and
+    /// the model's (a segment keeps a format-1 index's model when it is first changed).
+    pub(crate) fn verify_open_checksums(&self) -> Result<()> {
+        self.verify_mapped()?;
+        if let Some(m) = &self.manifest.model {
+            verify_plain_file(&self.dir.join(&m.file), &self.manifest.files[&m.file])?;
+        }
+        Ok(())
+    }
+
+    fn verify_mapped(&self) -> Result<()> {
         let f = &self.manifest.files;
         let seg = self.manifest.segment();
         self.codes.verify(&f[&seg.codes])?;

@@ -587,6 +587,15 @@ fn tables_of_another_layout_shape_are_errors() {
         "one group, one layout shape"
     );
     let group = QueryGroup::new(vec![qa()]).unwrap();
+    // Normalised tables over the same layout without its norms: refused, not scored by 0.
+    let normed = a.clone().with_norms(&[1.0; 64]).unwrap();
+    let ng = QueryGroup::new(vec![
+        QuantisedTable::new(&normed, &table, 0.0, true).unwrap()
+    ])
+    .unwrap();
+    let mut tops = vec![TopK::new(5, None)];
+    let e = adc::scan(KernelFamily::Portable, &a, &ng, 0..64, &mut tops, |_, _| 0).unwrap_err();
+    assert!(e.to_string().contains("norms"), "{e}");
     for family in KernelFamily::supported() {
         let mut tops = vec![TopK::new(5, None)];
         let e = adc::scan(family, &b, &group, 0..64, &mut tops, |_, _| 0).unwrap_err();

@@ -151,10 +151,10 @@ def test_ctrl_c_stops_encoding_a_large_batch(base):
 
 
 def test_large_batches_give_the_hits_of_their_pieces(work, queries):
-    # A long search (here 7,000 queries by 10,000 codes) runs as one that Ctrl-C can stop
-    # (checked between batches of about 2^28 query-code pairs: one batch here; batches of 256
-    # queries are tested in Rust, pipeline.rs): its hits are those of the same queries searched
-    # in shorter calls.
+    # A long search (here 7,000 queries by 10,000 codes) runs in batches of queries, so that
+    # Ctrl-C can stop it (about a tenth of a second each: one batch for a Hamming scan here,
+    # three for the other scores): its hits are those of the same queries searched in shorter
+    # calls.
     index = bsa.Index.open(work / "idx")
     many = np.concatenate([queries, queries[::-1]] * 17 + [queries])
     settings = [

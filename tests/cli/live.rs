@@ -405,7 +405,17 @@ fn add_and_compact_refuse_a_damaged_model() {
         "build", "--model", &model, "--data", "x.npy", "-q", "--out", "idx",
     ])
     .ok();
-    t.bsa(&["add", "--index", "idx", "--data", "x.npy"]).ok();
+    // (Not merged: the first segment keeps the built index's files, its model among them.)
+    t.bsa(&[
+        "add",
+        "--index",
+        "idx",
+        "--data",
+        "x.npy",
+        "--merge-factor",
+        "0",
+    ])
+    .ok();
     let name = std::fs::read_dir(t.path("idx"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -420,6 +430,18 @@ fn add_and_compact_refuse_a_damaged_model() {
         .fails_with(&[&name, "checksum"]);
     t.bsa(&["compact", "--index", "idx"])
         .fails_with(&[&name, "checksum"]);
+    assert_eq!(t.read("idx/manifest.json"), manifest, "nothing committed");
+    // The copy the first segment kept of the built index's model is checked as a search
+    // checks it (a delete encodes nothing, but would carry the damage on).
+    t.write(&format!("idx/{name}"), &t.read(&model));
+    let kept = format!("idx/seg-000000/{name}");
+    let mut bytes = t.read(&kept);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    t.write(&kept, &bytes);
+    t.write("ids.npy", &ids_npy(&[1]));
+    t.bsa(&["delete", "--index", "idx", "--ids", "ids.npy"])
+        .fails_with(&["idx is damaged", "seg-000000", "checksum"]);
     assert_eq!(t.read("idx/manifest.json"), manifest, "nothing committed");
 }
 

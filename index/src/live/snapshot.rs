@@ -858,7 +858,7 @@ impl Snapshot {
     pub fn verify_checksums(&self) -> Result<()> {
         let mapped = || -> Result<()> {
             for s in &self.segments {
-                s.index.verify_mapped()?;
+                s.index.verify_open_checksums()?;
             }
             Ok(())
         };
