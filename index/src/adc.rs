@@ -848,6 +848,63 @@ fn query_sums(a: &[u64; LANES], b: &[u64; LANES], g: usize) -> [u32; LANES] {
     s
 }
 
+/// Walks block `b` of `codes` for the portable kernels: `add(lane, t[entry])` for every
+/// position of its 16 codes, in order (sparse: the entry of each set bit; dense: of each byte,
+/// in its position's sub-table). Returns the positions (the `len` of [`QuantisedTable::base`]).
+#[inline(always)]
+fn block_entries<T: Copy>(
+    codes: &AdcCodes,
+    b: usize,
+    t: &[T],
+    mut add: impl FnMut(usize, T),
+) -> usize {
+    match codes.kind {
+        Kind::Sparse => {
+            let ids = &codes.ids[codes.starts[b] * LANES..codes.starts[b + 1] * LANES];
+            for pos in ids.chunks_exact(LANES) {
+                for (lane, &id) in pos.iter().enumerate() {
+                    add(lane, t[usize::from(id)]);
+                }
+            }
+            ids.len() / LANES
+        }
+        Kind::Dense => {
+            let s = codes.stride;
+            let bytes = &codes.bytes[b * LANES * s..(b + 1) * LANES * s];
+            for (i, pos) in bytes.chunks_exact(LANES).enumerate() {
+                let sub = &t[i * 256..i * 256 + 256];
+                for (lane, &x) in pos.iter().enumerate() {
+                    add(lane, sub[usize::from(x)]);
+                }
+            }
+            s
+        }
+    }
+}
+
+/// The candidate mask of block `b`'s 16 quantised sums of `table` over `len` positions
+/// ([`lane_candidate`] for each), `inv` the layout's inverse norms when the score is
+/// normalised.
+#[inline(always)]
+fn block_mask(
+    sums: &[u32; LANES],
+    table: &QuantisedTable,
+    len: usize,
+    inv: Option<&[f64]>,
+    b: usize,
+    threshold: f64,
+) -> u16 {
+    let base = table.base(len);
+    let mut m = 0u16;
+    for (l, &q) in sums.iter().enumerate() {
+        let i = inv.map(|v| v[b * LANES + l]);
+        if lane_candidate(q, base, table.step, i, threshold) {
+            m |= 1 << l;
+        }
+    }
+    m
+}
+
 /// The masks of a group of one query with the portable and AVX2 families: its `u8` entries (a
 /// few KiB, kept by [`QueryGroup::new`]) read with plain loads and summed in `u32`, the same
 /// sums as the 8-query kernels' 16-bit fields, so the same masks. Those kernels gather 8-byte
@@ -868,38 +925,9 @@ fn one_query_masks(
     let inv = codes.inv_norms.as_deref().filter(|_| group.normalise());
     for (b, o) in blocks.zip(out.iter_mut()) {
         let mut sums = [0u32; LANES];
-        let len = match codes.kind {
-            Kind::Sparse => {
-                let ids = &codes.ids[codes.starts[b] * LANES..codes.starts[b + 1] * LANES];
-                for pos in ids.chunks_exact(LANES) {
-                    for (s, &id) in sums.iter_mut().zip(pos) {
-                        *s += u32::from(t[usize::from(id)]);
-                    }
-                }
-                ids.len() / LANES
-            }
-            Kind::Dense => {
-                let s = codes.stride;
-                let bytes = &codes.bytes[b * LANES * s..(b + 1) * LANES * s];
-                for (i, pos) in bytes.chunks_exact(LANES).enumerate() {
-                    let sub = &t[i * 256..i * 256 + 256];
-                    for (s, &x) in sums.iter_mut().zip(pos) {
-                        *s += u32::from(sub[usize::from(x)]);
-                    }
-                }
-                s
-            }
-        };
-        let base = table.base(len);
-        let mut m = 0u16;
-        for (l, &q) in sums.iter().enumerate() {
-            let i = inv.map(|v| v[b * LANES + l]);
-            if lane_candidate(q, base, table.step, i, threshold) {
-                m |= 1 << l;
-            }
-        }
+        let len = block_entries(codes, b, t, |lane, e| sums[lane] += u32::from(e));
         *o = [0; GROUP];
-        o[0] = m;
+        o[0] = block_mask(&sums, table, len, inv, b, threshold);
     }
 }
 
@@ -914,43 +942,14 @@ fn portable_masks(
     let inv = codes.inv_norms.as_deref().filter(|_| group.normalise());
     for (b, o) in blocks.zip(out.iter_mut()) {
         let (mut a, mut c) = ([0u64; LANES], [0u64; LANES]);
-        let mut add = |lane: usize, e: u64| {
+        let add = |lane: usize, e: u64| {
             a[lane] += e & HALVES;
             c[lane] += (e >> 8) & HALVES;
         };
-        let len = match codes.kind {
-            Kind::Sparse => {
-                let ids = &codes.ids[codes.starts[b] * LANES..codes.starts[b + 1] * LANES];
-                for pos in ids.chunks_exact(LANES) {
-                    for (lane, &id) in pos.iter().enumerate() {
-                        add(lane, t[usize::from(id)]);
-                    }
-                }
-                ids.len() / LANES
-            }
-            Kind::Dense => {
-                let s = codes.stride;
-                let bytes = &codes.bytes[b * LANES * s..(b + 1) * LANES * s];
-                for (i, pos) in bytes.chunks_exact(LANES).enumerate() {
-                    let sub = &t[i * 256..i * 256 + 256];
-                    for (lane, &x) in pos.iter().enumerate() {
-                        add(lane, sub[usize::from(x)]);
-                    }
-                }
-                s
-            }
-        };
+        let len = block_entries(codes, b, t, add);
         *o = [0; GROUP];
         for (g, table) in group.tables.iter().enumerate() {
-            let (base, sums) = (table.base(len), query_sums(&a, &c, g));
-            let mut m = 0u16;
-            for (l, &q) in sums.iter().enumerate() {
-                let i = inv.map(|v| v[b * LANES + l]);
-                if lane_candidate(q, base, table.step, i, thresholds[g]) {
-                    m |= 1 << l;
-                }
-            }
-            o[g] = m;
+            o[g] = block_mask(&query_sums(&a, &c, g), table, len, inv, b, thresholds[g]);
         }
     }
 }
