@@ -5,6 +5,7 @@
 //! bytes. The docstrings are the Python documentation (`help(bsa.Index.search)`); the signatures
 //! are repeated in `bsa.pyi` for type checkers.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -174,22 +175,26 @@ fn with_blas_threads<T>(threads: Option<usize>, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// The pool of `threads` threads, started at its first use and kept for the process: starting
-/// and joining threads at every call cost a one-query search (0.43 ms with `threads=1` against
-/// 0.24 ms on the global pool, 1M-row ADC graph at ef 64) about as much again as the search.
+/// The pool of `threads` threads of the calling thread, started at its first use and kept
+/// while that thread lives: starting and joining threads at every call cost a one-query search
+/// (0.43 ms with `threads=1` against 0.24 ms on the global pool, 1M-row ADC graph at ef 64)
+/// about as much again as the search. Each calling thread has its own: Python threads that
+/// search at once with `threads=1` each were queued on one shared worker (four threads
+/// searching a quarter of a batch each took as long as one thread doing all four quarters).
 fn pool_of(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
     const MAX_POOLS: usize = 8;
-    static POOLS: Mutex<BTreeMap<usize, Arc<rayon::ThreadPool>>> = Mutex::new(BTreeMap::new());
+    thread_local! {
+        static POOLS: RefCell<BTreeMap<usize, Arc<rayon::ThreadPool>>> =
+            const { RefCell::new(BTreeMap::new()) };
+    }
     if !(1..=bsa::threads::MAX_THREADS).contains(&threads) {
         return Err(PyValueError::new_err(format!(
             "threads must be in 1..={}, got {threads}",
             bsa::threads::MAX_THREADS
         )));
     }
-    // A panic elsewhere while the lock was held leaves the map whole (inserts are single calls).
-    let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(p) = pools.get(&threads) {
-        return Ok(Arc::clone(p));
+    if let Some(p) = POOLS.with_borrow(|pools| pools.get(&threads).cloned()) {
+        return Ok(p);
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -197,12 +202,14 @@ fn pool_of(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
         .build()
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start {threads} threads: {e}")))?;
     let pool = Arc::new(pool);
-    // A program that tries many sizes keeps the threads of the last few only (a pool still in
-    // use by a call lives on until that call ends: the call holds it).
-    if pools.len() >= MAX_POOLS {
-        pools.clear();
-    }
-    pools.insert(threads, Arc::clone(&pool));
+    POOLS.with_borrow_mut(|pools| {
+        // A program that tries many sizes keeps the threads of the last few only (a pool still
+        // in use by a call lives on until that call ends: the call holds it).
+        if pools.len() >= MAX_POOLS {
+            pools.clear();
+        }
+        pools.insert(threads, Arc::clone(&pool));
+    });
     Ok(pool)
 }
 
