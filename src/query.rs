@@ -374,14 +374,19 @@ pub fn search_until(
 /// Queries per batch of a stoppable search over `rows` codes on `threads` threads, so that the
 /// flag is checked about every tenth of a second: 2^28 query-code pairs for a plain Hamming
 /// scan (`cheap`), 2^25 for table and cosine scores or rescoring (which cost about 10x a
-/// pair), fewer for k above 128 (the top-k lists' work grows with it); at least 256 queries
-/// and 64 a thread. Batches of 256 queries over 100k codes (15 ms of Hamming scan) cost a batch
+/// pair), fewer for k above 128 (the top-k lists' work grows with it); in whole groups of 64
+/// queries a thread, at least 256 queries. Batches of 256 queries over 100k codes (15 ms of Hamming scan) cost a batch
 /// of 2000 sign-code queries from Python a fifth of its speed (one thread, 36-38 against 44-49
 /// us a query, same run).
 fn stop_batch(rows: usize, threads: usize, cheap: bool, k: usize) -> usize {
     let pairs: usize = if cheap { 1 << 28 } else { 1 << 25 };
     let deep = (k.min(1 << 20) / 128).max(1);
-    (pairs / deep / rows.max(1)).max(64 * threads).max(256)
+    // Whole groups of 64 queries (the wide ADC kernel's) for every thread: 2000 ADC queries
+    // (rescored) in batches of 320 on two threads took 266 ms, in batches of 256 or 640 215-229
+    // (one batch 220; Python, 100k codes, same run).
+    let whole = 64 * threads;
+    let batch = pairs / deep / rows.max(1);
+    (batch - batch % whole).max(whole).max(256)
 }
 
 /// [`search_until`] in batches of `batch` queries (`None`: one), `stop` checked before each.
@@ -703,10 +708,11 @@ mod tests {
     #[test]
     fn stop_batches_follow_the_pairs_scanned() {
         use super::stop_batch;
-        assert_eq!(stop_batch(100_000, 2, true, 10), 2684);
-        assert_eq!(stop_batch(100_000, 2, false, 10), 335);
-        assert_eq!(stop_batch(10_000, 2, false, 1000), 479);
+        assert_eq!(stop_batch(100_000, 2, true, 10), 2560);
+        assert_eq!(stop_batch(100_000, 2, false, 10), 256);
+        assert_eq!(stop_batch(10_000, 2, false, 1000), 384);
         assert_eq!(stop_batch(10_000_000, 2, true, 10), 256);
+        assert_eq!(stop_batch(10_000_000, 3, true, 10), 256);
         assert_eq!(stop_batch(10_000_000, 8, true, 10), 512);
         assert_eq!(stop_batch(0, 1, true, usize::MAX), (1 << 28) / 8192);
     }
