@@ -179,10 +179,12 @@ pub(crate) fn encode_with(
 #[derive(Default)]
 struct GramCache {
     full: Mutex<Option<Arc<Array2<f32>>>>,
-    /// The dictionary packed for the row products, and the diagonal `|a_j|^2`.
-    packed: Mutex<Option<Arc<(Packed, Vec<f32>)>>>,
+    packed: Mutex<Option<Arc<PackedAtoms>>>,
     rows: Mutex<HashMap<u32, Arc<[f32]>>>,
 }
+
+/// The dictionary packed for the row products, and the diagonal `|a_j|^2`.
+type PackedAtoms = (Packed, Vec<f32>);
 
 impl GramCache {
     fn full(&self) -> Option<Arc<Array2<f32>>> {
@@ -197,7 +199,7 @@ impl GramCache {
         gram
     }
 
-    fn packed(&self, atoms: ArrayView2<f32>) -> Arc<(Packed, Vec<f32>)> {
+    fn packed(&self, atoms: ArrayView2<f32>) -> Arc<PackedAtoms> {
         if let Some(p) = self
             .packed
             .lock()
