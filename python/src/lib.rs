@@ -175,17 +175,18 @@ fn with_blas_threads<T>(threads: Option<usize>, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// The pool of `threads` threads of the calling thread, started at its first use and kept
-/// while that thread lives: starting and joining threads at every call cost a one-query search
-/// (0.43 ms with `threads=1` against 0.24 ms on the global pool, 1M-row ADC graph at ef 64)
-/// about as much again as the search. Each calling thread has its own: Python threads that
-/// search at once with `threads=1` each were queued on one shared worker (four threads
-/// searching a quarter of a batch each took as long as one thread doing all four quarters).
+/// The pool of `threads` threads, started at its first use and kept: starting and joining
+/// threads at every call cost a one-query search (0.43 ms with `threads=1` against 0.24 ms on
+/// the global pool, 1M-row ADC graph at ef 64) about as much again as the search. A pool of
+/// one thread is kept per calling thread: Python threads that each search with `threads=1` (a
+/// server's pattern) all queued on one shared worker (four threads searching a quarter of a
+/// batch each took as long as one thread doing all four quarters); larger pools are shared by
+/// size, so that many Python threads do not each keep several.
 fn pool_of(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
     const MAX_POOLS: usize = 8;
+    static POOLS: Mutex<BTreeMap<usize, Arc<rayon::ThreadPool>>> = Mutex::new(BTreeMap::new());
     thread_local! {
-        static POOLS: RefCell<BTreeMap<usize, Arc<rayon::ThreadPool>>> =
-            const { RefCell::new(BTreeMap::new()) };
+        static ONE: RefCell<Option<Arc<rayon::ThreadPool>>> = const { RefCell::new(None) };
     }
     if !(1..=bsa::threads::MAX_THREADS).contains(&threads) {
         return Err(PyValueError::new_err(format!(
@@ -193,7 +194,13 @@ fn pool_of(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
             bsa::threads::MAX_THREADS
         )));
     }
-    if let Some(p) = POOLS.with_borrow(|pools| pools.get(&threads).cloned()) {
+    let kept = if threads == 1 {
+        ONE.with_borrow(Clone::clone)
+    } else {
+        let pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
+        pools.get(&threads).cloned()
+    };
+    if let Some(p) = kept {
         return Ok(p);
     }
     let pool = rayon::ThreadPoolBuilder::new()
@@ -202,14 +209,18 @@ fn pool_of(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
         .build()
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start {threads} threads: {e}")))?;
     let pool = Arc::new(pool);
-    POOLS.with_borrow_mut(|pools| {
-        // A program that tries many sizes keeps the threads of the last few only (a pool still
-        // in use by a call lives on until that call ends: the call holds it).
+    if threads == 1 {
+        ONE.set(Some(Arc::clone(&pool)));
+    } else {
+        // A panic elsewhere while the lock was held leaves the map whole (inserts are single
+        // calls). A program that tries many sizes keeps the threads of the last few only (a
+        // pool still in use by a call lives on until that call ends: the call holds it).
+        let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
         if pools.len() >= MAX_POOLS {
             pools.clear();
         }
         pools.insert(threads, Arc::clone(&pool));
-    });
+    }
     Ok(pool)
 }
 

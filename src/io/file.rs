@@ -100,8 +100,19 @@ pub fn write_atomic(
     let path = resolved.as_path();
     if is_char_device(path) {
         let stream = (|| {
-            let mut w =
-                BufWriter::with_capacity(1 << 20, OpenOptions::new().write(true).open(path)?);
+            let file = OpenOptions::new().write(true).open(path)?;
+            // What was opened, not what the path held a moment before: a regular file put
+            // there since would be written over in place, untruncated.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::FileTypeExt;
+                if !file.metadata()?.file_type().is_char_device() {
+                    return Err(std::io::Error::other(
+                        "changed from a device to something else while opened",
+                    ));
+                }
+            }
+            let mut w = BufWriter::with_capacity(1 << 20, file);
             write(&mut w)?;
             w.flush()
         })();
