@@ -934,10 +934,7 @@ impl Staged {
                 Error::InvalidArgument(format!("{}: not a usable directory name", out.display()))
             })?
             .to_string();
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let parent = crate::files::parent_dir(&out);
         if !overwrite {
             refuse_existing(&out)?;
         }
@@ -956,12 +953,12 @@ impl Staged {
                 file.display()
             )));
         }
-        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         // `.NAME.tmp-PID`, or `.NAME.tmp-PID-N` beside a folder another thread of this process
         // is filling for the same destination (a second build of it must not remove that),
         // known by the folder's real path however the callers spell it (relative, absolute,
         // through links).
-        let parent = fs::canonicalize(&parent).map_err(|e| Error::io(&parent, e))?;
+        let parent = fs::canonicalize(parent).map_err(|e| Error::io(parent, e))?;
         let pid = std::process::id();
         let path = {
             let mut live = staging();
@@ -1128,16 +1125,13 @@ pub fn build_leftovers(out: &Path) -> Vec<PathBuf> {
 /// # Ok(()) }
 /// ```
 pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = crate::files::parent_dir(out);
     if out.exists() {
         if exchange(new, out).map_err(|e| Error::io(out, e))? {
             // The swap made durable before the only other copy goes.
-            sync_dir(&parent)?;
+            sync_dir(parent)?;
             fs::remove_dir_all(new).map_err(|e| Error::io(new, e))?;
-            return sync_dir(&parent);
+            return sync_dir(parent);
         }
         let name = out
             .file_name()
@@ -1155,7 +1149,7 @@ pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
     } else {
         fs::rename(new, out).map_err(|e| Error::io(out, e))?;
     }
-    sync_dir(&parent)
+    sync_dir(parent)
 }
 
 /// Renames the complete index directory `new` to `out`, which must not exist: refused (as
@@ -1171,11 +1165,8 @@ fn publish_new(new: &Path, out: &Path) -> Result<()> {
     if !rename_noreplace(new, out).map_err(refused)? {
         fs::rename(new, out).map_err(refused)?;
     }
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    sync_dir(&parent)
+    let parent = crate::files::parent_dir(out);
+    sync_dir(parent)
 }
 
 /// Renames `a` to `b` unless `b` exists (`EEXIST`): `Ok(false)` when this system or file
@@ -1396,10 +1387,7 @@ pub fn check_outside_index(out: &Path) -> Result<()> {
 /// The index directory `path` would be inside (its nearest enclosing folder that holds an
 /// index), whether or not `path` and its folders exist yet.
 fn enclosing_index(path: &Path) -> Option<PathBuf> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let parent = crate::files::parent_dir(path);
     // The nearest folder that exists, as the file system resolves it (`..`, links, the
     // working directory), then the folders still to be made, applied by hand as
     // `create_dir_all` will follow them (`a/missing/../../idx/x` is inside `idx`; missing

@@ -38,6 +38,20 @@ pub fn not_a_file(path: &Path) -> std::io::Result<Option<&'static str>> {
     })
 }
 
+/// The folder `path` is in: its parent, or `.` for a bare name (whose parent is empty).
+///
+/// ```
+/// use std::path::Path;
+/// assert_eq!(bsa_index::parent_dir(Path::new("out/idx")), Path::new("out"));
+/// assert_eq!(bsa_index::parent_dir(Path::new("idx")), Path::new("."));
+/// ```
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// What a writer of the output `path` replaces: `path` with its `.` components dropped (`idx/.`
 /// is `idx`) and, when it is a symbolic link, what the link names (to be made if the link
 /// dangles). The link is kept and what it names replaced, as a shell's `>` does: a link

@@ -391,29 +391,22 @@ pub fn prepare_report_dir(out: &Path) -> Result<()> {
             }
         }
     }
-    let parent = report_parent(&dir);
+    let parent = bsa_index::parent_dir(&dir);
     if parent.exists() && !parent.is_dir() {
         return Err(Error::format(
             out,
             format!("{} is not a folder to make it in", parent.display()),
         ));
     }
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     tempfile::Builder::new()
         .prefix(".bsa-bench-probe-")
-        .tempdir_in(&parent)
+        .tempdir_in(parent)
         .map_err(|e| {
             let what = format!("cannot make a folder in it ({})", e.kind());
-            Error::io(&parent, std::io::Error::new(e.kind(), what))
+            Error::io(parent, std::io::Error::new(e.kind(), what))
         })?;
     Ok(())
-}
-
-fn report_parent(out: &Path) -> PathBuf {
-    match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => ".".into(),
-    }
 }
 
 /// Writes `results.json`, the plots (SVG, and PNG when a font is installed) and `report.md`
@@ -432,14 +425,14 @@ pub fn write_report(
 ) -> Result<()> {
     prepare_report_dir(out)?;
     let out = report_dir(out)?;
-    let parent = report_parent(&out);
+    let parent = bsa_index::parent_dir(&out);
     let name = out
         .file_name()
         .map_or("report".into(), |n| n.to_string_lossy().into_owned());
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{name}.tmp-"))
-        .tempdir_in(&parent)
-        .map_err(|e| Error::io(&parent, e))?;
+        .tempdir_in(parent)
+        .map_err(|e| Error::io(parent, e))?;
     if out.exists() {
         for entry in std::fs::read_dir(&out).map_err(|e| Error::io(&out, e))? {
             let entry = entry.map_err(|e| Error::io(&out, e))?;

@@ -121,10 +121,7 @@ pub fn write_atomic(
     let file_name = path.file_name().ok_or_else(|| {
         Error::InvalidArgument(format!("{} does not name a file to write", shown.display()))
     })?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = bsa_index::parent_dir(path);
     let file_name = file_name.to_string_lossy();
     remove_stale_temps(dir, &file_name);
     let tmp = dir.join(format!(
@@ -276,10 +273,7 @@ pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
             path.display()
         )));
     }
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = bsa_index::parent_dir(&target);
     if !dir.is_dir() {
         // An I/O error of the kind the OS would give (Python: FileNotFoundError), said plainly.
         let missing = std::io::Error::new(
