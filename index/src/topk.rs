@@ -65,6 +65,8 @@ pub struct TopK {
     cap: usize,
     /// Offer a candidate only if its distance is below this.
     threshold: u32,
+    /// The largest distance kept, once `k` rows are kept (as of the last compaction).
+    kth: Option<u32>,
     buf: Vec<u64>,
 }
 
@@ -90,6 +92,7 @@ impl TopK {
             k,
             cap,
             threshold,
+            kth: None,
             buf: Vec::with_capacity(cap.min(1 << 16)),
         }
     }
@@ -166,7 +169,20 @@ impl TopK {
             // Keys are unique (rows are), so the k-th smallest key has the largest kept distance.
             let worst = self.buf.iter().copied().max().map_or(0, key_distance);
             self.threshold = self.threshold.min(worst);
+            self.kth = Some(worst);
         }
+    }
+
+    /// Once `k` rows are kept: a distance that `k` of them are within. Another chunk of the same
+    /// codes may then skip rows beyond it ([`limit`](Self::limit) with one more, since its rows
+    /// may come first in ties); the merge of the chunks' results is the same.
+    pub(crate) fn known_kth(&self) -> Option<u32> {
+        self.kth
+    }
+
+    /// Skips rows whose distance is `threshold` or more from now on (the threshold only falls).
+    pub(crate) fn limit(&mut self, threshold: u32) {
+        self.threshold = self.threshold.min(threshold);
     }
 
     /// The sorted result: at most `k` keys, ascending by `(distance, row)`.

@@ -16,7 +16,7 @@ use bsa_index::search::{
 use bsa_index::sparse::SparseCodes;
 use bsa_index::topk::{key_distance, key_row, TopK};
 use bsa_index::InvertedLists;
-use bsa_index::{Index, IndexBuilder, KernelFamily, Mode, RowSet, Score, SearchParams};
+use bsa_index::{Index, IndexBuilder, KernelFamily, Mode, RowSet, Score, SearchParams, Split};
 use common::*;
 use proptest::prelude::*;
 use rand::Rng;
@@ -320,6 +320,67 @@ proptest! {
                     let got: Vec<(u64, f32)> = h.rows.iter().copied()
                         .zip(h.scores.clone().unwrap()).collect();
                     prop_assert!(same(&got, &want), "family {} threads {} q {}", family, threads, q);
+                }
+            }
+        }
+    }
+}
+
+/// Big enough for several chunks per query (chunks are >= 16k codes), which share their k-th
+/// scores as they go: with sparse codes and few distinct table values the ties cross chunk
+/// boundaries, and the result must still be the reference's, ties to the lower row, on every
+/// family, split and thread count.
+#[test]
+fn flat_table_search_over_many_chunks_equals_f64_reference() {
+    let mut rng = rng(7);
+    let (n, bits, nq) = (70_000, 100, 3);
+    let codes = codes(&mut rng, n, bits, 6, 0);
+    let w = words(bits);
+    // Few distinct values, then ordinary ones: many equal scores, and ordinary near-ties.
+    let tables: Vec<f32> = (0..nq)
+        .flat_map(|q| table(&mut rng, bits, [3, 0, 3][q]))
+        .collect();
+    let offsets = vec![0.0f32; nq];
+    let queries = random_codes(&mut rng, nq, bits, 0);
+    let score = Score::Table {
+        tables: &tables,
+        offsets: &offsets,
+        normalise: false,
+    };
+    for k in [1, 10, 100] {
+        let want: Vec<Vec<(u64, f32)>> = (0..nq)
+            .map(|q| {
+                reference(
+                    &codes,
+                    bits,
+                    &tables[q * bits..(q + 1) * bits],
+                    0.0,
+                    None,
+                    k,
+                )
+            })
+            .collect();
+        for family in KernelFamily::supported() {
+            for split in [Split::Auto, Split::Codes, Split::Queries] {
+                for threads in [1, 4] {
+                    let p = SearchParams::default()
+                        .with_kernel(Some(family))
+                        .with_split(split);
+                    let hits = pool(threads)
+                        .install(|| top_k_scored(&codes, w, bits, &queries, k, &score, None, &p))
+                        .unwrap();
+                    for (q, h) in hits.iter().enumerate() {
+                        let got: Vec<(u64, f32)> = h
+                            .rows
+                            .iter()
+                            .copied()
+                            .zip(h.scores.clone().unwrap())
+                            .collect();
+                        assert!(
+                            same(&got, &want[q]),
+                            "{family} {split:?} threads {threads} k {k} q {q}"
+                        );
+                    }
                 }
             }
         }
