@@ -908,7 +908,8 @@ pub(crate) struct Staged {
 
 /// Refuses `out` when something is there (a build or copy without overwriting).
 fn refuse_existing(out: &Path) -> Result<()> {
-    if !out.exists() {
+    // The name, not what it leads to: a link loop or a chain of dangling links is something.
+    if fs::symlink_metadata(out).is_err() {
         return Ok(());
     }
     let exists = std::io::Error::new(

@@ -198,6 +198,34 @@ fn a_link_at_the_output_keeps_pointing_at_the_new_index() {
     assert_eq!(Index::open(&link).unwrap().codes(), &[4]);
 }
 
+/// A link loop, or a dangling link to a dangling link, at the output is something there: refused
+/// as "already exists" (the rename's bare "File exists" said before), and left as it was.
+#[cfg(unix)]
+#[test]
+fn a_link_loop_at_the_output_already_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lp, a, b) = (
+        dir.path().join("loop"),
+        dir.path().join("a"),
+        dir.path().join("b"),
+    );
+    std::os::unix::fs::symlink("loop", &lp).unwrap();
+    std::os::unix::fs::symlink("b", &a).unwrap();
+    std::os::unix::fs::symlink("missing", &b).unwrap();
+    for out in [&lp, &a] {
+        let e = IndexBuilder::new(64, &[1]).build(out).unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+    }
+    assert_eq!(
+        std::fs::read_link(&lp).unwrap(),
+        std::path::Path::new("loop")
+    );
+    assert_eq!(
+        std::fs::read_link(&b).unwrap(),
+        std::path::Path::new("missing")
+    );
+}
+
 #[test]
 fn packbits_rows_roundtrip_through_an_index() {
     let dir = tempfile::tempdir().unwrap();
