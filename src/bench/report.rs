@@ -354,7 +354,8 @@ fn report_dir(out: &Path) -> Result<PathBuf> {
 
 /// Checks, before a benchmark runs, that its report can go to the folder `out`: `out` has a
 /// name ([`write_report`] replaces it whole), is absent or a folder holding no folders (its
-/// files other than an earlier report's are kept), and its parent can be created and written
+/// files other than an earlier report's are kept; files named as a report's are allowed only
+/// beside an earlier report's `results.json`), and its parent can be created and written
 /// (a temporary folder is made there and removed), so that an unusable `out` fails now, not
 /// after hours of grid.
 ///
@@ -365,6 +366,12 @@ fn report_dir(out: &Path) -> Result<PathBuf> {
 /// std::fs::create_dir_all(out.join("cache")).unwrap();
 /// let err = bsa::bench::prepare_report_dir(&out).unwrap_err().to_string();
 /// assert!(err.contains("holds the folder cache"), "{err}");
+/// std::fs::remove_dir(out.join("cache")).unwrap();
+/// std::fs::write(out.join("notes.txt"), "kept beside the report").unwrap();
+/// assert!(bsa::bench::prepare_report_dir(&out).is_ok());
+/// std::fs::write(out.join("report.md"), "my own notes").unwrap(); // no bsa report's
+/// let err = bsa::bench::prepare_report_dir(&out).unwrap_err().to_string();
+/// assert!(err.contains("holds report.md but no results.json"), "{err}");
 /// assert!(bsa::bench::prepare_report_dir(std::path::Path::new(".")).is_err());
 /// ```
 pub fn prepare_report_dir(out: &Path) -> Result<()> {
@@ -376,6 +383,7 @@ pub fn prepare_report_dir(out: &Path) -> Result<()> {
                 "exists and is not a folder; give a folder",
             ));
         }
+        let mut report_named = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -389,6 +397,23 @@ pub fn prepare_report_dir(out: &Path) -> Result<()> {
                     ),
                 ));
             }
+            if is_report_file(&name) {
+                report_named.push(name);
+            }
+        }
+        // The report replaces its own files only: files of those names that no bsa bench
+        // wrote (a user's report.md) would be lost.
+        if !report_named.is_empty() && !holds_earlier_report(&dir) {
+            report_named.sort();
+            return Err(Error::format(
+                out,
+                format!(
+                    "holds {} but no results.json that bsa bench wrote (or one this version \
+                     cannot read): the report would replace them; move them, or give another \
+                     --out",
+                    report_named.join(", ")
+                ),
+            ));
         }
     }
     let parent = bsa_index::parent_dir(&dir);
@@ -407,6 +432,13 @@ pub fn prepare_report_dir(out: &Path) -> Result<()> {
             Error::io(parent, std::io::Error::new(e.kind(), what))
         })?;
     Ok(())
+}
+
+/// Whether `dir` holds a `results.json` that reads as bsa bench results (an earlier report).
+fn holds_earlier_report(dir: &Path) -> bool {
+    std::fs::read(dir.join("results.json"))
+        .ok()
+        .is_some_and(|b| serde_json::from_slice::<Vec<CellResult>>(&b).is_ok())
 }
 
 /// Writes `results.json`, the plots (SVG, and PNG when a font is installed) and `report.md`

@@ -569,8 +569,16 @@ fn bench_checks_the_ground_truth_and_replaces_its_report_whole() {
         assert!(!t.exists("rep"), "{gt}");
     }
 
+    // Files named as a report's that no bsa bench wrote (no results.json of its beside them)
+    // are refused, not replaced; beside an earlier report's results.json they are its own.
     std::fs::create_dir(t.path("rep")).unwrap();
     t.write("rep/recall_vs_qps.svg", b"<svg>an earlier run's</svg>");
+    t.write("rep/report.md", b"my own notes");
+    bench("gt.npy", "rep").fails_with(&[
+        "--out rep: holds recall_vs_qps.svg, report.md but no results.json that bsa bench wrote",
+    ]);
+    assert_eq!(t.read("rep/report.md"), b"my own notes");
+    t.write("rep/results.json", b"[]");
     bench("gt.npy", "rep").ok();
     assert!(t.exists("rep/results.json") && t.exists("rep/report.md"));
     assert!(
