@@ -188,9 +188,11 @@ class Index:
     def delete(self, ids: npt.ArrayLike, *, verify: bool = True) -> int:
         """Marks the rows holding ``ids`` deleted (as ``bsa delete``); returns how many. The
         index's checksums are checked first, as in ``add``."""
-    def compact(self, max_segments: int = 1, *, threads: Optional[int] = None) -> None:
+    def compact(
+        self, max_segments: int = 1, *, threads: Optional[int] = None, verify: bool = True
+    ) -> None:
         """Merges segments and drops deleted rows (as ``bsa compact``); Ctrl-C stops it before
-        its commit."""
+        its commit. The index's checksums are checked first, as in ``add``."""
     @property
     def segments(self) -> int:
         """Number of segments."""

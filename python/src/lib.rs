@@ -1366,6 +1366,13 @@ impl Index {
         };
         let rescore = positive("rescore", rescore)?;
         let ef = positive("ef", ef)?;
+        if ef.is_some() && mode != "hnsw" {
+            // As `bsa search --ef` without `--mode hnsw`: it would be ignored.
+            return Err(PyValueError::new_err(format!(
+                "ef sets the graph search's candidate list: give mode=\"hnsw\" with it \
+                 (mode=\"{mode}\" takes no ef)"
+            )));
+        }
         let threads = positive("threads", threads)?;
         let max_distance = match max_distance {
             None => None,
@@ -1554,14 +1561,20 @@ impl Index {
 
     /// Merges segments (at most ``max_segments`` remain) and drops deleted rows, as
     /// ``bsa compact`` does. Ctrl-C stops it before its commit (``KeyboardInterrupt``).
-    #[pyo3(signature = (max_segments=1, *, threads=None))]
-    fn compact(&self, py: Python<'_>, max_segments: i128, threads: Option<i128>) -> PyResult<()> {
+    /// ``verify`` as in :meth:`add`.
+    #[pyo3(signature = (max_segments=1, *, threads=None, verify=true))]
+    fn compact(
+        &self,
+        py: Python<'_>,
+        max_segments: i128,
+        threads: Option<i128>,
+        verify: bool,
+    ) -> PyResult<()> {
         let max_segments = positive("max_segments", Some(max_segments))?.unwrap_or(1);
         let threads = positive("threads", threads)?;
         let dir = self.snap().dir().to_path_buf();
         interruptible(py, threads, |stop| {
-            // A merge verifies the segments it copies rows from.
-            let mut writer = open_writer(&dir, stop, false)?;
+            let mut writer = open_writer(&dir, stop, verify)?;
             bsa::live::compact(&mut writer, max_segments)?;
             self.reopen()?;
             drop(writer);

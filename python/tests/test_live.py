@@ -296,8 +296,8 @@ def test_an_index_pickles_as_its_path(tmp_path):
         index.search(codes.astype(np.int8), 3)
 
 
-def test_add_and_delete_refuse_a_damaged_index_unless_told(tmp_path):
-    """As ``bsa add`` and ``bsa delete``: a change on top of a damaged file would carry the
+def test_changes_refuse_a_damaged_index_unless_told(tmp_path):
+    """As ``bsa add``, ``bsa delete`` and ``bsa compact``: a change on top of a damaged file would carry the
     damage into a new generation under fresh checksums."""
     rng = np.random.default_rng(3)
     codes = rng.integers(0, 256, (50, 8), dtype=np.uint8)
@@ -310,6 +310,8 @@ def test_add_and_delete_refuse_a_damaged_index_unless_told(tmp_path):
         index.add(codes=codes[:2])
     with pytest.raises(bsa.FormatError, match="codes.bin.*checksum"):
         index.delete(np.array([3]))
+    with pytest.raises(bsa.FormatError, match="codes.bin.*checksum"):
+        index.compact()
     assert len(index) == 50 and index.segments == 1
     assert index.delete(np.array([3]), verify=False) == 1
     # (merge_factor=0: a merge reads the damaged rows, and refuses them whatever `verify` says.)

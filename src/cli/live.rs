@@ -60,7 +60,7 @@ pub struct AddArgs {
     pub check: ChangeCheck,
 }
 
-/// How `bsa add` and `bsa delete` check the index before they change it.
+/// How `bsa add`, `bsa delete` and `bsa compact` check the index before they change it.
 #[derive(Debug, clap::Args)]
 pub struct ChangeCheck {
     /// Change the index without checking its files' checksums first (a damaged index is
@@ -110,6 +110,8 @@ pub struct CompactArgs {
     /// Threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub check: ChangeCheck,
 }
 
 pub fn add(a: &AddArgs) -> anyhow::Result<()> {
@@ -185,7 +187,7 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
 /// a long compaction looks like a hang). Ctrl-C from here on stops the wait or the change
 /// before its commit, and removes what it wrote. With `verify`, an index whose files fail
 /// their checksums (what a search checks when it opens one) is refused before anything is
-/// written; `bsa compact` checks the segments it merges itself.
+/// written.
 fn open_writer(dir: &Path, verify: bool) -> anyhow::Result<Writer> {
     let stop = super::io::stop_on_signal()?;
     let mut writer = Writer::open_stoppable(dir, || super::io::say_waiting(dir), stop)?;
@@ -235,8 +237,11 @@ pub fn compact(a: &CompactArgs) -> anyhow::Result<()> {
         bail!("--max-segments must be at least 1 (the segments left after compacting)");
     }
     bsa::threads::configure(a.threads)?;
-    let r = bsa::live::compact(&mut open_writer(&a.index, false)?, a.max_segments)
-        .with_context(|| format!("compacting {}", a.index.display()))?;
+    let r = bsa::live::compact(
+        &mut open_writer(&a.index, !a.check.no_verify)?,
+        a.max_segments,
+    )
+    .with_context(|| format!("compacting {}", a.index.display()))?;
     if r.merged == 0 {
         eprintln!(
             "bsa: {} has {} segments and no deleted rows: nothing to compact{}",

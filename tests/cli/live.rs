@@ -445,11 +445,12 @@ fn add_and_compact_refuse_a_damaged_model() {
     assert_eq!(t.read("idx/manifest.json"), manifest, "nothing committed");
 }
 
-/// A damaged segment (one flipped bit in its codes) is refused by add and delete before they
-/// write, as searches refuse it: they committed new generations over it (exit 0), carrying
-/// the damage on; --no-verify changes it anyway.
+/// A damaged segment (one flipped bit in its codes) is refused by add, delete and compact
+/// before they write, as searches refuse it: they committed new generations over it (exit 0),
+/// carrying the damage on (compact said "nothing to compact" of a damaged single segment);
+/// --no-verify changes it anyway.
 #[test]
-fn add_and_delete_refuse_a_damaged_index_unless_told() {
+fn changes_refuse_a_damaged_index_unless_told() {
     let t = TestDir::new();
     t.write_f32("x.npy", &normalised(60, 16, 5));
     t.write("ids.npy", &ids_npy(&[1, 2]));
@@ -466,6 +467,7 @@ fn add_and_delete_refuse_a_damaged_index_unless_told() {
     for args in [
         &["add", "--index", "idx", "--data", "x.npy"][..],
         &["delete", "--index", "idx", "--ids", "ids.npy"],
+        &["compact", "--index", "idx"],
     ] {
         t.bsa(args)
             .fails_with(&["idx is damaged", "not changed", "codes.bin", "checksum"]);
@@ -475,6 +477,9 @@ fn add_and_delete_refuse_a_damaged_index_unless_told() {
             "{args:?}: nothing committed"
         );
     }
+    // A compaction that merges nothing commits nothing: it runs.
+    let o = t.bsa(&["compact", "--index", "idx", "--no-verify"]);
+    assert!(o.stderr.contains("nothing to compact"), "{o:#?}");
     t.bsa(&[
         "delete",
         "--index",
@@ -484,6 +489,9 @@ fn add_and_delete_refuse_a_damaged_index_unless_told() {
         "--no-verify",
     ])
     .ok();
+    // One that would merge the damaged rows refuses them itself, whatever --no-verify says.
+    t.bsa(&["compact", "--index", "idx", "--no-verify"])
+        .fails_with(&["codes.bin", "checksum"]);
     let v = t.bsa(&["verify", "--index", "idx"]);
     assert_eq!(v.code, 1, "still damaged: {v:#?}");
     assert!(v.stderr.contains("codes.bin"), "{v:#?}");
