@@ -38,7 +38,8 @@ pub enum Error {
         /// What is wrong with it (NaN, infinity, zero norm).
         detail: String,
     },
-    /// Two things that must agree in size do not.
+    /// Two things that must agree in size do not ([`Error::model_dim`] for embeddings given to
+    /// a model).
     #[error("dimension mismatch: {what}: expected {expected}, got {got}")]
     DimMismatch {
         /// What was being compared.
@@ -66,6 +67,31 @@ pub enum Error {
     /// An error from the search index crate.
     #[error(transparent)]
     Index(bsa_index::Error),
+}
+
+impl Error {
+    /// `subject`'s columns (a file, "the queries") are not the model's input dimension: said
+    /// with one wording and hint by every command that gives embeddings to a model.
+    ///
+    /// ```
+    /// let e = bsa::Error::model_dim("q.npy", 384, 100).to_string();
+    /// assert_eq!(
+    ///     e,
+    ///     "dimension mismatch: the columns of q.npy against the model's input dimension (embed \
+    ///      with the same encoder the model was trained on, or train a model for this \
+    ///      dimension): expected 384, got 100"
+    /// );
+    /// ```
+    pub fn model_dim(subject: impl std::fmt::Display, expected: usize, got: usize) -> Error {
+        Error::DimMismatch {
+            what: format!(
+                "the columns of {subject} against the model's input dimension (embed with the \
+                 same encoder the model was trained on, or train a model for this dimension)"
+            ),
+            expected,
+            got,
+        }
+    }
 }
 
 impl From<bsa_index::Error> for Error {

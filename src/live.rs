@@ -100,11 +100,7 @@ pub fn add(
                 ))
             })?;
             if x.ncols() != m.config.dim {
-                return Err(Error::DimMismatch {
-                    what: "dimension of the new rows (the model's input dimension)".into(),
-                    expected: m.config.dim,
-                    got: x.ncols(),
-                });
+                return Err(Error::model_dim("the new rows", m.config.dim, x.ncols()));
             }
             check_rows("new rows", x, t.vectors.is_some())?;
             let x = x.as_standard_layout().into_owned();

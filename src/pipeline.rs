@@ -217,11 +217,7 @@ pub fn build_index_notifying(
                 return Err(nothing_to_index());
             }
             if d.ncols() != model.config.dim {
-                return Err(Error::DimMismatch {
-                    what: "dimension of the data (the model's input dimension)".into(),
-                    expected: model.config.dim,
-                    got: d.ncols(),
-                });
+                return Err(Error::model_dim("the data", model.config.dim, d.ncols()));
             }
             let active = match r.stop {
                 Some(stop) => model.encode_active_until(d.view(), stop)?,

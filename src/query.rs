@@ -265,19 +265,20 @@ pub fn index_model(index: &Snapshot) -> Result<Option<Autoencoder>> {
     }
 }
 
-/// Checks that every value of `x` is finite and, when `nonzero`, that no row is all zeros
-/// (cosine is undefined there). `what` names the matrix in the error (e.g. `"queries"`).
+/// Checks that every value of `x` is finite and, when `nonzero`, that every row has a norm
+/// cosine can divide by (not 0, not beyond `f32`), with the words an embedding file's check
+/// uses. `what` names the matrix in the error (e.g. `"queries"`).
 pub fn check_rows(what: &str, x: ArrayView2<f32>, nonzero: bool) -> Result<()> {
+    use crate::io::embeddings::{nonfinite_detail, norm_detail};
     for (row, values) in x.rows().into_iter().enumerate() {
-        if let Some((col, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        let values = match values.as_slice() {
+            Some(v) => std::borrow::Cow::Borrowed(v),
+            None => std::borrow::Cow::Owned(values.to_vec()),
+        };
+        let bad = nonfinite_detail(&values).or_else(|| nonzero.then(|| norm_detail(&values))?);
+        if let Some(detail) = bad {
             return Err(Error::InvalidArgument(format!(
-                "{what}: row {row}, column {col} is {v}; every value must be finite"
-            )));
-        }
-        if nonzero && values.iter().all(|&v| v == 0.0) {
-            return Err(Error::InvalidArgument(format!(
-                "{what}: row {row} is all zeros, so its cosine similarity is undefined (it \
-                 has no direction to search for or to rebuild); drop this row"
+                "{what}: row {row}: {detail}"
             )));
         }
     }
@@ -299,11 +300,7 @@ fn check_model_fits(model: &Autoencoder, q: ArrayView2<f32>, bits: usize) -> Res
         )));
     }
     if q.ncols() != model.config.dim {
-        return Err(Error::DimMismatch {
-            what: "dimension of the queries (the model's input dimension)".into(),
-            expected: model.config.dim,
-            got: q.ncols(),
-        });
+        return Err(Error::model_dim("the queries", model.config.dim, q.ncols()));
     }
     Ok(())
 }
@@ -366,27 +363,39 @@ pub fn search_until(
     let batch = stop.map(|_| {
         // A Hamming scan without rescoring is the cheap one; the others cost about 10x a pair.
         let cheap = request.score == ScoreName::Hamming && request.rescore.is_none();
-        stop_batch(index.rows(), rayon::current_num_threads(), cheap, request.k)
+        let words = bsa_index::pack::words_per_code(index.bits());
+        stop_batch(
+            index.rows(),
+            words,
+            rayon::current_num_threads(),
+            cheap,
+            request.k,
+        )
     });
     search_batched(index, model, queries, request, filter, stop, batch)
 }
 
-/// Queries per batch of a stoppable search over `rows` codes on `threads` threads, so that the
-/// flag is checked about every tenth of a second: 2^28 query-code pairs for a plain Hamming
-/// scan (`cheap`), 2^25 for table and cosine scores or rescoring (which cost about 10x a
-/// pair), fewer for k above 128 (the top-k lists' work grows with it); in whole groups of 64
-/// queries a thread, at least 256 queries. Batches of 256 queries over 100k codes (15 ms of Hamming scan) cost a batch
-/// of 2000 sign-code queries from Python a fifth of its speed (one thread, 36-38 against 44-49
-/// us a query, same run).
-fn stop_batch(rows: usize, threads: usize, cheap: bool, k: usize) -> usize {
-    let pairs: usize = if cheap { 1 << 28 } else { 1 << 25 };
+/// Queries per batch of a stoppable search over `rows` codes of `words` 64-bit words on
+/// `threads` threads, so that the flag is checked about every tenth of a second: 2^28
+/// query-code pairs for a plain Hamming scan (`cheap`) of codes up to 6 words (384 bits, fewer
+/// pairs for wider codes, whose pairs cost more), 2^25 for table and cosine scores or rescoring
+/// (which cost about 10x a pair), fewer for k above 128 (the top-k lists' work grows with it);
+/// in whole groups of 64 queries a thread, at least 256 queries. Batches of 256 queries over
+/// 100k codes (15 ms of Hamming scan) cost a batch of 2000 sign-code queries from Python a
+/// fifth of its speed (one thread, 36-38 against 44-49 us a query, same run).
+fn stop_batch(rows: usize, words: usize, threads: usize, cheap: bool, k: usize) -> usize {
+    let pairs: usize = if cheap {
+        (1 << 28) / words.div_ceil(6).max(1)
+    } else {
+        1 << 25
+    };
     let deep = (k.min(1 << 20) / 128).max(1);
     // Whole groups of 64 queries (the wide ADC kernel's) for every thread: 2000 ADC queries
     // (rescored) in batches of 320 on two threads took 266 ms, in batches of 256 or 640 215-229
     // (one batch 220; Python, 100k codes, same run).
     let whole = 64 * threads;
     let batch = pairs / deep / rows.max(1);
-    (batch - batch % whole).max(whole).max(256)
+    (batch - batch % whole).max(256usize.next_multiple_of(whole))
 }
 
 /// [`search_until`] in batches of `batch` queries (`None`: one), `stop` checked before each.
@@ -453,7 +462,7 @@ pub(crate) fn search_batched(
     }
     if request.max_distance.is_some() && score_name != ScoreName::Hamming {
         return Err(Error::InvalidArgument(
-            "a maximum distance applies to score hamming only".into(),
+            "a maximum distance applies to score hamming only (give a minimum score)".into(),
         ));
     }
     if request.min_score.is_some() && score_name == ScoreName::Hamming {
@@ -703,17 +712,21 @@ pub fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
 #[cfg(test)]
 mod tests {
     /// A stoppable search checks its flag about every 2^28 query-code pairs of a Hamming scan
-    /// (2^25 of other scores, fewer for a deep k), never more often than every 256 queries (64
-    /// per thread).
+    /// of codes up to 384 bits (fewer for wider codes; 2^25 of other scores, fewer for a deep
+    /// k), never more often than every 256 queries, in whole groups of 64 per thread.
     #[test]
     fn stop_batches_follow_the_pairs_scanned() {
         use super::stop_batch;
-        assert_eq!(stop_batch(100_000, 2, true, 10), 2560);
-        assert_eq!(stop_batch(100_000, 2, false, 10), 256);
-        assert_eq!(stop_batch(10_000, 2, false, 1000), 384);
-        assert_eq!(stop_batch(10_000_000, 2, true, 10), 256);
-        assert_eq!(stop_batch(10_000_000, 3, true, 10), 256);
-        assert_eq!(stop_batch(10_000_000, 8, true, 10), 512);
-        assert_eq!(stop_batch(0, 1, true, usize::MAX), (1 << 28) / 8192);
+        assert_eq!(stop_batch(100_000, 6, 2, true, 10), 2560);
+        assert_eq!(stop_batch(100_000, 1, 2, true, 10), 2560);
+        // 4096-bit codes: 64 words, 11 times the pairs' cost.
+        assert_eq!(stop_batch(100_000, 64, 2, true, 10), 256);
+        assert_eq!(stop_batch(10_000, 64, 2, true, 10), 2432);
+        assert_eq!(stop_batch(100_000, 6, 2, false, 10), 256);
+        assert_eq!(stop_batch(10_000, 6, 2, false, 1000), 384);
+        assert_eq!(stop_batch(10_000_000, 6, 2, true, 10), 256);
+        assert_eq!(stop_batch(10_000_000, 6, 3, true, 10), 384);
+        assert_eq!(stop_batch(10_000_000, 6, 8, true, 10), 512);
+        assert_eq!(stop_batch(0, 6, 1, true, usize::MAX), (1 << 28) / 8192);
     }
 }

@@ -747,7 +747,7 @@ impl TrainParams {
         }
         if !(0.0..0.5).contains(&self.val_fraction) {
             return Err(Error::InvalidArgument(format!(
-                "validation fraction must be in [0, 0.5), got {}",
+                "--val-fraction must be in [0, 0.5), got {}",
                 self.val_fraction
             )));
         }

@@ -90,7 +90,7 @@ def test_zero_query_is_refused(index, queries):
     q = queries[:3].copy()
     q[1] = 0
     for score in ["adc", "soft"]:
-        with pytest.raises(ValueError, match="row 1 is all zeros"):
+        with pytest.raises(ValueError, match="row 1: L2 norm is 0"):
             index.search(q, 5, score=score)
     index.search(q, 5)
 
@@ -203,6 +203,10 @@ def test_numeric_options_are_named(model, queries):
         name = next(iter(kw))
         with pytest.raises(ValueError, match=f"{name} is {kw[name]}, past any size"):
             index.search(queries, **kw)
+    # An ef the mode would ignore is refused, as `bsa search --ef` without `--mode hnsw`.
+    for mode in ["flat", "inverted"]:
+        with pytest.raises(ValueError, match=f'mode="{mode}" takes no ef'):
+            index.search(queries, 5, mode=mode, ef=50)
     with pytest.raises(MemoryError, match="do not fit in memory"):
         index.search(queries, 2**63)
     with pytest.raises(ValueError, match="max_distance must be between 0 and 2..32 - 1"):

@@ -56,8 +56,9 @@ pub struct Args {
     /// What the graph is built on: `decoded` (the codes as the model decodes them, nearest by
     /// cosine: a graph for `--score adc`; the default with --model), `data` (the --data
     /// embeddings themselves, by cosine: also a graph for `--score adc`, from exact
-    /// neighbourhoods) or `codes` (by Hamming distance: the graph for `--score hamming`; the
-    /// default without a model).
+    /// neighbourhoods; keep them with --vectors, or segments added later never merge and
+    /// `bsa compact` cannot rebuild the graph) or `codes` (by Hamming distance: the graph for
+    /// `--score hamming`; the default without a model).
     #[arg(long, value_enum, requires = "hnsw")]
     pub hnsw_on: Option<GraphOn>,
     /// Always store posting lists for `--mode inverted` (default: only when the codes are sparse enough).
@@ -74,13 +75,18 @@ pub struct Args {
     #[arg(long)]
     pub no_bitmaps: bool,
     /// HNSW: maximum connections per node (M), 2..=255.
-    #[arg(long, visible_alias = "hnsw-m", default_value_t = 32)]
+    #[arg(
+        long,
+        visible_alias = "hnsw-m",
+        default_value_t = 32,
+        requires = "hnsw"
+    )]
     pub m: usize,
     /// HNSW: candidate list size while building.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, requires = "hnsw")]
     pub ef_construction: usize,
     /// HNSW: default candidate list size while searching.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, requires = "hnsw")]
     pub ef_search: usize,
     /// Replace an existing index at --out (only an index or an empty directory is replaced;
     /// the build waits for the index's writers, if any, and replaces it only once the new one
@@ -164,6 +170,14 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         ef_search: a.ef_search,
     });
     request.graph_on = a.hnsw_on;
+    if a.hnsw_on == Some(GraphOn::Data) && !a.vectors {
+        // Allowed (a static index need not keep its floats), but the index cannot change well.
+        eprintln!(
+            "bsa: warning: the graph is built on the data, which the index will not keep \
+             (no --vectors): segments added later never merge and `bsa compact` cannot \
+             rebuild it; build with --vectors to keep them"
+        );
+    }
     request.inverted = flag(a.inverted, a.no_inverted);
     request.bitmaps = flag(a.bitmaps, a.no_bitmaps);
     request.overwrite = a.force;

@@ -13,8 +13,9 @@ use indicatif::{HumanBytes, HumanCount};
 /// Rows live and deleted, per segment too; the model's method, N, K and input dimension; the
 /// modes and scores the index serves; its bytes on disk by kind of file.
 ///
-/// Reads the manifests and the model, not the payloads: instant at any size. It checks no
-/// checksum (`bsa verify` does).
+/// Reads the manifests, the model and what opening an index reads without checksums (the
+/// files' headers, the layout of a few), not the payloads' checksums: instant at any size. A
+/// damaged header is an error; a full check is `bsa verify`'s.
 ///
 /// Examples:
 ///   bsa info --index idx

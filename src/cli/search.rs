@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::search_common::Answer;
 pub use super::search_common::Args;
+use super::search_common::{Answer, Mode};
 use super::{milvus_search, search_local};
 
 /// One result line of `bsa search`. Field names are stable.
@@ -26,6 +26,21 @@ pub struct ResultLine<'a> {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    // Flags that would be ignored are refused, as `bsa build` and `bsa train` refuse theirs
+    // (clap's `requires` does not hold --collection to --milvus here).
+    if a.collection.is_some() && a.milvus.is_none() {
+        anyhow::bail!(
+            "--collection names a Milvus collection: give --milvus URL with it (a local --index \
+             needs neither)"
+        );
+    }
+    if a.ef.is_some() && a.mode != Mode::Hnsw {
+        anyhow::bail!(
+            "--ef sets the graph search's candidate list: give --mode hnsw with it (--mode {} \
+             is exact and takes no ef)",
+            a.mode.name()
+        );
+    }
     if a.rescore == Some(0) {
         anyhow::bail!(
             "--rescore must be at least 1 (candidates fetched per result, then rescored)"
@@ -139,7 +154,12 @@ fn write_lines(
                         .and_then(|id| lines.get(id))
                         .map(String::as_str)
                         .unwrap_or("<no label>");
-                    writeln!(out, "  {:>3}. [{id}] d={d} {text}", rank + 1)?;
+                    // The score the neighbours are ranked by, when it is not the distance.
+                    let score = match h.scores.as_deref().and_then(|s| s.get(rank)) {
+                        Some(s) => format!("score={s:.4} "),
+                        None => String::new(),
+                    };
+                    writeln!(out, "  {:>3}. [{id}] {score}d={d} {text}", rank + 1)?;
                 }
             }
             None => {

@@ -12,7 +12,8 @@ use super::io::open_embeddings;
 /// Output: one JSON line per query, {"query": i, "ids": [...], "distances": [...]}, plus
 /// "scores": the --score values for every score but hamming (best first; "distances" are
 /// still Hamming distances), or, after --rescore, the exact cosine of the float vectors.
-/// With --labels FILE, the neighbours' lines of FILE instead. The output is the same bytes for
+/// With --labels FILE, the neighbours' lines of FILE instead (with their scores, when they are
+/// ranked by one, and Hamming distances). The output is the same bytes for
 /// every --threads.
 ///
 /// Scores (exact, ties by smaller id, in flat and inverted mode; the graph of --mode hnsw ranks
@@ -288,6 +289,13 @@ pub(crate) fn read_query_codes(
         ),
         Err(e) => return Err(e.into()),
     };
+    if rows == 0 {
+        // As --queries says it of an empty embedding file.
+        anyhow::bail!(
+            "{}: no rows: a query-codes file needs at least one code",
+            path.display()
+        );
+    }
     super::io::warn_if_unpacked(path, rows, cols, &bytes);
     if cols != bits.div_ceil(8) {
         anyhow::bail!(

@@ -14,8 +14,9 @@ use bsa_index::OpenOptions;
 /// fitting its codes and vectors.
 ///
 /// Exit code 0 when the index is intact, 1 when a check fails (the message names the file:
-/// damaged, missing, or from another index), 2 when it cannot be read at all (no such folder,
-/// no readable bsa manifest in it).
+/// damaged, missing, or from another index; a manifest that is there but damaged too), 2 when
+/// there is no index to check (no such folder, no manifest in it, or one that is not a bsa
+/// index's).
 ///
 /// Example:
 ///   bsa verify --index idx

@@ -176,22 +176,11 @@ impl Embeddings {
     /// ```
     pub fn check_finite(&self) -> Result<()> {
         for (row, values) in self.as_slice().chunks_exact(self.dim).enumerate() {
-            if let Some(col) = values.iter().position(|v| !v.is_finite()) {
-                let v = values[col];
-                let what = if v.is_nan() {
-                    "NaN (not a number)"
-                } else if v > 0.0 {
-                    "+infinity"
-                } else {
-                    "-infinity"
-                };
+            if let Some(detail) = nonfinite_detail(values) {
                 return Err(Error::BadRow {
                     path: self.path.clone(),
                     row,
-                    detail: format!(
-                        "column {col} is {what}; training and search need finite values: fix or \
-                         drop this row (numpy: x[np.isfinite(x).all(axis=1)])"
-                    ),
+                    detail,
                 });
             }
         }
@@ -209,34 +198,13 @@ impl Embeddings {
     /// ```
     pub fn check_nonzero_norms(&self) -> Result<()> {
         for (row, values) in self.as_slice().chunks_exact(self.dim).enumerate() {
-            let norm = values
-                .iter()
-                .map(|&v| f64::from(v) * f64::from(v))
-                .sum::<f64>()
-                .sqrt();
-            let norm32 = norm as f32;
-            if norm32 > 0.0 && norm32.is_finite() {
-                continue;
+            if let Some(detail) = norm_detail(values) {
+                return Err(Error::BadRow {
+                    path: self.path.clone(),
+                    row,
+                    detail,
+                });
             }
-            let detail = if norm.is_nan() || norm.is_infinite() {
-                "L2 norm is not finite (the row holds NaN, infinity or huge values); cosine \
-                 similarity needs finite vectors: fix or drop this row"
-                    .to_string()
-            } else if norm == 0.0 {
-                "L2 norm is 0 (an all-zero vector); cosine similarity is undefined for it: drop \
-                 this row (numpy: x[np.linalg.norm(x, axis=1) > 0])"
-                    .to_string()
-            } else {
-                format!(
-                    "L2 norm {norm:e} is outside the float32 range, so the row cannot be \
-                     normalised for cosine similarity: rescale or drop this row"
-                )
-            };
-            return Err(Error::BadRow {
-                path: self.path.clone(),
-                row,
-                detail,
-            });
         }
         Ok(())
     }
@@ -247,24 +215,61 @@ impl Embeddings {
     /// ```
     /// let emb = bsa::io::Embeddings::from_vec(1, 128, vec![1.0; 128]).unwrap();
     /// let err = emb.expect_dim(384).unwrap_err().to_string();
-    /// assert!(err.contains("columns, the model's input dimension"), "{err}");
+    /// assert!(err.contains("the columns of <memory> against the model's input dimension"), "{err}");
     /// assert!(err.ends_with("expected 384, got 128"), "{err}");
     /// ```
     pub fn expect_dim(&self, expected: usize) -> Result<()> {
         if self.dim == expected {
             return Ok(());
         }
-        Err(Error::DimMismatch {
-            // The numbers follow ("expected 384, got 128"), so they are not said here too.
-            what: format!(
-                "{}: columns, the model's input dimension (embed with the same encoder the model \
-                 was trained on, or train a model for this dimension)",
-                self.path.display(),
-            ),
-            expected,
-            got: self.dim,
-        })
+        Err(Error::model_dim(self.path.display(), expected, self.dim))
     }
+}
+
+/// What is wrong with a row holding a value that is not finite, if it does: one wording for
+/// embedding files and in-memory arrays (build, add, Python).
+pub(crate) fn nonfinite_detail(values: &[f32]) -> Option<String> {
+    let col = values.iter().position(|v| !v.is_finite())?;
+    let v = values[col];
+    let what = if v.is_nan() {
+        "NaN (not a number)"
+    } else if v > 0.0 {
+        "+infinity"
+    } else {
+        "-infinity"
+    };
+    Some(format!(
+        "column {col} is {what}; training and search need finite values: fix or drop this row \
+         (numpy: x[np.isfinite(x).all(axis=1)])"
+    ))
+}
+
+/// What is wrong with a row's L2 norm (computed in `f64`, and required to be a positive finite
+/// `f32`, as cosine similarity needs), if anything.
+pub(crate) fn norm_detail(values: &[f32]) -> Option<String> {
+    let norm = values
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt();
+    let norm32 = norm as f32;
+    if norm32 > 0.0 && norm32.is_finite() {
+        return None;
+    }
+    Some(if norm.is_nan() || norm.is_infinite() {
+        "L2 norm is not finite (the row holds NaN, infinity or huge values); cosine similarity \
+         needs finite vectors: fix or drop this row"
+            .to_string()
+    } else if norm == 0.0 {
+        "L2 norm is 0 (an all-zero vector); cosine similarity is undefined for it: drop this row \
+         (numpy: x[np.linalg.norm(x, axis=1) > 0])"
+            .to_string()
+    } else {
+        format!(
+            "L2 norm {norm:e} is outside the float32 range, so the row cannot be normalised for \
+             cosine similarity: rescale or drop this row"
+        )
+    })
 }
 
 impl fmt::Debug for Embeddings {

@@ -216,8 +216,8 @@ mod tests {
         assert!(msg.contains("x.fvecs") && msg.contains("row 1"), "{msg}");
         e.expect_dim(2).unwrap();
         assert!(e.expect_dim(3).unwrap_err().to_string().ends_with(
-            "input dimension (embed with the same encoder the model was trained on, \
-                        or train a model for this dimension): expected 3, got 2"
+            "x.fvecs against the model's input dimension (embed with the same encoder the \
+             model was trained on, or train a model for this dimension): expected 3, got 2"
         ));
     }
 

@@ -24,7 +24,7 @@
 //! # Ok(()) }
 //! ```
 
-mod embeddings;
+pub(crate) mod embeddings;
 mod file;
 mod fvecs;
 pub mod model;
@@ -210,7 +210,7 @@ mod tests {
         );
         let msg = err.to_string();
         assert!(
-            msg.contains("<memory>: columns, the model's input dimension")
+            msg.contains("the columns of <memory> against the model's input dimension")
                 && msg.ends_with("expected 384, got 128"),
             "{msg}"
         );

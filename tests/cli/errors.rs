@@ -358,7 +358,7 @@ fn data_dimension_must_match_the_model() {
         let out = t.bsa(args);
         out.fails_with(&[
             "bsa: dimension mismatch",
-            "eight.npy: columns, the model's input dimension",
+            "the columns of eight.npy against the model's input dimension",
             "expected 16, got 8",
             "train a model for this dimension",
         ]);
@@ -726,6 +726,10 @@ fn messages_name_the_input_at_fault() {
     ]);
     t.bsa(&["search", "--index", "i30", "--query-codes", "q30.npy"])
         .fails_with(&["--query-codes q30.npy", "row 0"]);
+    // No queries: refused as an empty --queries file is (it printed nothing, exit 0).
+    t.write("none.npy", &npy_bytes("|u1", "(0, 4)", &[]));
+    t.bsa(&["search", "--index", "i30", "--query-codes", "none.npy"])
+        .fails_with(&["none.npy: no rows"]);
     t.write("labels.bin", &[0xff, 0xfe, 0x00, 0x80]);
     t.bsa(&[
         "search",
@@ -792,6 +796,27 @@ fn messages_name_the_input_at_fault() {
         "0",
     ])
     .fails_with(&["--rescore must be at least 1"]);
+    // Flags the search would ignore are refused.
+    t.bsa(&[
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "good.npy",
+        "--ef",
+        "50",
+    ])
+    .fails_with(&["--ef sets the graph search's candidate list", "--mode flat"]);
+    t.bsa(&[
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "good.npy",
+        "--collection",
+        "c",
+    ])
+    .fails_with(&["--collection names a Milvus collection", "--milvus"]);
     t.bsa(&["compact", "--index", "idx", "--max-segments", "0"])
         .fails_with(&["--max-segments must be at least 1"]);
 }

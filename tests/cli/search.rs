@@ -379,7 +379,39 @@ fn stats_go_to_stderr_and_labels_print_text() {
     let out = labelled("labels.txt");
     assert!(out.stdout.starts_with("query 0:"));
     assert!(out.stdout.contains("sentence "));
+    assert!(!out.stdout.contains("score="), "{out:#?}");
     assert!(!out.stderr.contains("warning"), "{out:#?}");
+    // Ranked by a score: each line shows it, best first, then the Hamming distance.
+    let scored = t
+        .bsa(&[
+            "search",
+            "--index",
+            "idx",
+            "--queries",
+            "q.npy",
+            "--k",
+            "3",
+            "--score",
+            "cosine",
+            "--labels",
+            "labels.txt",
+        ])
+        .ok();
+    let scores: Vec<f64> = (scored.stdout.lines())
+        .filter_map(|l| l.split("score=").nth(1))
+        .map(|s| s.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(!scores.is_empty(), "{scored:#?}");
+    for line in scored.stdout.lines().filter(|l| !l.starts_with("query")) {
+        assert!(line.contains(" d="), "{line}");
+    }
+    for q in scored.stdout.split("query ").skip(1) {
+        let s: Vec<f64> = (q.lines())
+            .filter_map(|l| l.split("score=").nth(1))
+            .map(|s| s.split(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(s.windows(2).all(|w| w[0] >= w[1]), "{q}");
+    }
     // A labels file shorter than the index: the unlabelled neighbours are counted on stderr.
     t.write("short.txt", b"only\ntwo\n");
     let out = labelled("short.txt");
@@ -704,4 +736,57 @@ fn kernel_switch_gives_identical_output_and_is_named_in_stats() {
         t.bsa_env(&search, &[("BSA_KERNEL", missing.name())])
             .fails_with(&[missing.name(), "lacks", "portable"]);
     }
+}
+
+/// Graph settings need a graph (they were accepted and ignored without --hnsw), and a graph on
+/// the data without --vectors is built with a warning: that index's added segments never merge
+/// and it cannot be compacted.
+#[test]
+fn graph_flags_need_a_graph_and_a_graph_on_data_warns_without_vectors() {
+    let t = setup();
+    for flag in ["--m", "--ef-construction", "--ef-search"] {
+        let o = t.bsa(&[
+            "build",
+            "--model",
+            "m.safetensors",
+            "--data",
+            "base.npy",
+            flag,
+            "8",
+            "--out",
+            "x",
+        ]);
+        assert_eq!(o.code, 2, "{flag}: {o:#?}");
+        assert!(o.stderr.contains("--hnsw"), "{flag}: {o:#?}");
+        assert!(!t.exists("x"));
+    }
+    let build = |vectors: bool, out: &str| {
+        let mut args = vec![
+            "build",
+            "--model",
+            "m.safetensors",
+            "--data",
+            "base.npy",
+            "--hnsw",
+            "--hnsw-on",
+            "data",
+            "-q",
+            "--out",
+            out,
+        ];
+        if vectors {
+            args.push("--vectors");
+        }
+        t.bsa(&args).ok()
+    };
+    let warned = build(false, "bare");
+    assert!(
+        warned
+            .stderr
+            .contains("warning: the graph is built on the data")
+            && warned.stderr.contains("--vectors"),
+        "{warned:#?}"
+    );
+    let kept = build(true, "kept");
+    assert!(!kept.stderr.contains("warning"), "{kept:#?}");
 }
