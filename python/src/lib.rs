@@ -1316,7 +1316,8 @@ impl Index {
     /// padded as above. Example: ``D, I = index.search(q, None, max_distance=40)``
     ///
     /// Ctrl-C stops a large batch of queries (``KeyboardInterrupt``), checked between batches of
-    /// a few hundred queries.
+    /// at least 256 queries, sized to about 2**28 query-code pairs of a Hamming scan of short
+    /// codes (fewer for wider codes, 2**25 for other scores).
     #[pyo3(signature = (
         q, k=10, *, score="hamming", mode="flat", rescore=None, ef=None, max_distance=None,
         min_score=None, allow_ids=None, deny_ids=None, threads=None

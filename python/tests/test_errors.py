@@ -57,9 +57,9 @@ def test_one_dimensional_and_empty(index, model, queries):
 def test_nan(index, model, queries):
     q = queries[:4].copy()
     q[2, 7] = np.nan
-    with pytest.raises(ValueError, match="queries: row 2, column 7 is NaN"):
+    with pytest.raises(ValueError, match="queries: row 2: column 7 is NaN"):
         index.search(q, 5)
-    with pytest.raises(ValueError, match="row 2, column 7"):
+    with pytest.raises(ValueError, match="row 2: column 7"):
         model.encode(q)
     with pytest.raises(ValueError, match="row 2"):
         bsa.train(q, method="sign", progress=False)
