@@ -175,8 +175,14 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     // Serialised first, so that a closed stdout is the write's `io::Error` (which `main` takes
     // as a quiet end), not a serde_json error wrapping it.
     let line = serde_json::to_string(value)?;
-    writeln!(std::io::stdout().lock(), "{line}")?;
+    writeln!(std::io::stdout().lock(), "{line}").map_err(on_stdout)?;
     Ok(())
+}
+
+/// A failed write to stdout, said as one ("writing to standard output: No space left on
+/// device"); its kind is kept, so that a closed pipe still ends `bsa` quietly.
+pub fn on_stdout(e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("writing to standard output: {e}"))
 }
 
 // The `--model` and `--data` of `bsa encode` and `bsa eval`, flattened into their `Args`. (A plain

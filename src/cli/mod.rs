@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// `println!` that returns the write's `io::Result` instead of panicking when stdout is closed
-/// (`bsa demo | head -1`): with `?`, the broken pipe reaches `main`, which exits quietly.
+/// (`bsa demo | head -1`): with `?`, the broken pipe reaches `main`, which exits quietly; other
+/// failures say they were standard output's ([`io::on_stdout`]).
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*)
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::cli::io::on_stdout)
     }};
 }
 

@@ -130,8 +130,8 @@ fn write_answers(
 ) -> anyhow::Result<()> {
     let Some(path) = out else {
         let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-        write_lines(&mut w, answers, labels)?;
-        return Ok(w.flush()?);
+        write_lines(&mut w, answers, labels).map_err(super::io::on_stdout)?;
+        return Ok(w.flush().map_err(super::io::on_stdout)?);
     };
     Ok(bsa::io::write_atomic(path, |w| {
         write_lines(w, answers, labels)

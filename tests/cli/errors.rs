@@ -917,3 +917,24 @@ fn unpacked_bits_are_pointed_out() {
         );
     }
 }
+
+/// A full disk behind stdout is said as standard output's (it was a bare "No space left on
+/// device"), exit 2.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_failed_write_to_stdout_says_so() {
+    let t = setup();
+    build_idx(&t);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bsa"))
+        .args(["info", "--index", "idx"])
+        .current_dir(t.path(""))
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("bsa: writing to standard output: No space left on device"),
+        "{stderr}"
+    );
+}
