@@ -13,14 +13,7 @@ fn main() -> ExitCode {
     let code = match cli::run(args, &matches) {
         Ok(code) => code,
         // A closed stdout (e.g. `bsa search ... | head`) is not an error worth reporting.
-        Err(err)
-            if err
-                .root_cause()
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
-        {
-            ExitCode::SUCCESS
-        }
+        Err(err) if broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             // Not eprintln!, which panics when stderr is gone (a closed terminal's SIGHUP).
             let _ = writeln!(std::io::stderr(), "bsa: {err:#}");
@@ -32,4 +25,20 @@ fn main() -> ExitCode {
     // the signal's default action would have, so that a shell stops a script running it.
     cli::end_by_signal();
     code
+}
+
+/// Whether `err` is a write to a closed pipe: stdout's, or one given as `--out /dev/stdout`
+/// (a `bsa::Error::Io` naming it).
+fn broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        let kind = match (
+            e.downcast_ref::<std::io::Error>(),
+            e.downcast_ref::<bsa::Error>(),
+        ) {
+            (Some(io), _) => Some(io.kind()),
+            (_, Some(bsa::Error::Io { error, .. })) => Some(error.kind()),
+            _ => None,
+        };
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
 }

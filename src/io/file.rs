@@ -74,11 +74,34 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| Error::io(path, e))
 }
 
+/// Whether `path` names one of this process's open files (`/dev/stdout`, `/dev/stderr`,
+/// `/dev/fd/N`, `/proc/self/fd/N`), which an output goes to as the stream it is: a pipe is
+/// written, a redirected file appended to, never replaced (a rename would swap the shell's
+/// file for another, losing what `>>` kept in it).
+fn is_own_stream(path: &Path) -> bool {
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    let Some(p) = path.to_str() else { return false };
+    let fd = |prefix: &str| {
+        p.strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    matches!(p, "/dev/stdout" | "/dev/stderr") || fd("/dev/fd/") || fd("/proc/self/fd/")
+}
+
+/// Opens one of [`is_own_stream`]'s paths for appending.
+fn open_own_stream(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().append(true).open(path)
+}
+
 /// Writes a file atomically: `write` fills a temporary file in the target's directory, which is
 /// flushed, synced and renamed over `path`. On any error the temporary file is removed and `path`
 /// is left untouched, so a reader sees the old file or the new one, never half of one. A
 /// symbolic link at `path` is followed (the file it names is replaced, the link kept); a
-/// character device (`/dev/null`, a terminal) is written in place, as a stream; any other path
+/// character device (`/dev/null`, a terminal) is written in place, as a stream, and so is one
+/// of the process's own open files named as such (`/dev/stdout`, `/dev/stderr`, `/dev/fd/N`,
+/// `/proc/self/fd/N`: appended to, so a shell's `>>` keeps what the file held); any other path
 /// that is not a regular file (a directory, block device, pipe or socket) is refused before
 /// `write` runs, never renamed over. Temporary files that an earlier write of `path` left when
 /// its process was killed or interrupted are removed.
@@ -96,6 +119,14 @@ pub fn write_atomic(
 ) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let shown = path;
+    if is_own_stream(path) {
+        let stream = (|| {
+            let mut w = BufWriter::with_capacity(1 << 20, open_own_stream(path)?);
+            write(&mut w)?;
+            w.flush()
+        })();
+        return stream.map_err(|e| Error::io(shown, e));
+    }
     let resolved = writable_target(path)?;
     let path = resolved.as_path();
     if is_char_device(path) {
@@ -255,6 +286,11 @@ fn is_char_device(path: &Path) -> bool {
 /// ([`bsa_index::check_outside_index`]: it would replace one of the index's files or be removed
 /// by the index's next writer).
 pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
+    if is_own_stream(path) {
+        // Written where the caller's shell pointed it (a pipe too), checked by opening it.
+        open_own_stream(path).map_err(|e| Error::io(path, e))?;
+        return Ok(path.to_path_buf());
+    }
     let target = bsa_index::output_target(path).map_err(|e| Error::io(path, e))?;
     bsa_index::check_outside_index(&target).map_err(|e| match e {
         // Named as the caller gave it, not as the link resolved.

@@ -882,6 +882,44 @@ fn outputs_are_regular_files() {
     assert_eq!(bsa::io::read_u8(t.path("made.npy")).unwrap().0, 40);
 }
 
+/// `--out /dev/stdout` writes to stdout as it is: a pipe (refused as "not a regular file"
+/// before), or a file the shell appends to, whose earlier lines are kept (the rename replaced
+/// the file before, losing them).
+#[cfg(target_os = "linux")]
+#[test]
+fn out_dev_stdout_is_the_stream_itself() {
+    let t = setup();
+    build_idx(&t);
+    let search = [
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "good.npy",
+        "--k",
+        "2",
+    ];
+    let plain = t.bsa(&search).ok().stdout.clone();
+    // The harness reads stdout through a pipe.
+    let mut args = search.to_vec();
+    args.extend(["--out", "/dev/stdout"]);
+    assert_eq!(t.bsa(&args).ok().stdout, plain);
+    t.write("log.txt", b"earlier\n");
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(t.path("log.txt"))
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bsa"))
+        .args(&args)
+        .current_dir(t.path(""))
+        .stdout(log)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let want = format!("earlier\n{plain}");
+    assert_eq!(String::from_utf8(t.read("log.txt")).unwrap(), want);
+}
+
 /// Codes whose bytes are all 0 or 1 look like bits stored one per byte (`astype(np.uint8)` of
 /// 0/1 values): the build, an add and a search by such query codes say so, and how to pack
 /// them; packed codes build without a word.
