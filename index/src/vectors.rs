@@ -51,22 +51,14 @@ impl Vectors<'_> {
         let mut nn = [0f32; 8];
         match self {
             Vectors::F32(v) => {
-                // Element `i` to lane `i % 8`, in increasing `i`: whole chunks of 8 at a time
-                // (which the compiler vectorises; indexing the lanes by `i % 8` kept every sum
-                // in memory, one element at a time), then the rest.
                 let r = &v[row * dim..(row + 1) * dim];
-                let (rc, rt) = r.as_chunks::<8>();
-                let (qc, qt) = q.as_chunks::<8>();
-                for (a, b) in rc.iter().zip(qc) {
-                    for l in 0..8 {
-                        dot[l] += a[l] * b[l];
-                        nn[l] += a[l] * a[l];
-                    }
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx") {
+                    // SAFETY: AVX is present.
+                    (dot, nn) = unsafe { dot_norm_avx(r, q) };
+                    return (dot.iter().sum(), nn.iter().sum());
                 }
-                for (l, (&a, &b)) in rt.iter().zip(qt).enumerate() {
-                    dot[l] += a * b;
-                    nn[l] += a * a;
-                }
+                (dot, nn) = dot_norm_f32_lanes(r, q);
             }
             Vectors::F16(v) => {
                 let r = &v[row * dim..(row + 1) * dim];
@@ -127,6 +119,65 @@ fn dot_norm_f16c(r: &[u16], q: &[f32]) -> ([f32; 8], [f32; 8]) {
         _mm256_storeu_ps(nn.as_mut_ptr(), s);
     }
     dot_norm_f16_lanes(&r[..n], &q[..n], i, &mut dot, &mut nn);
+    (dot, nn)
+}
+
+/// The 8 lane sums of [`Vectors::dot_norm`] for `f32` rows: element `i` to lane `i % 8`, in
+/// increasing `i`, whole chunks of 8 at a time (which the compiler vectorises, as two 4-lane
+/// halves on the SSE baseline; indexing the lanes by `i % 8` kept every sum in memory, one
+/// element at a time), then the rest.
+fn dot_norm_f32_lanes(r: &[f32], q: &[f32]) -> ([f32; 8], [f32; 8]) {
+    let (mut dot, mut nn) = ([0f32; 8], [0f32; 8]);
+    let (rc, rt) = r.as_chunks::<8>();
+    let (qc, qt) = q.as_chunks::<8>();
+    for (a, b) in rc.iter().zip(qc) {
+        for l in 0..8 {
+            dot[l] += a[l] * b[l];
+            nn[l] += a[l] * a[l];
+        }
+    }
+    for (l, (&a, &b)) in rt.iter().zip(qt).enumerate() {
+        dot[l] += a * b;
+        nn[l] += a * a;
+    }
+    (dot, nn)
+}
+
+/// [`dot_norm_f32_lanes`] eight elements per step in one AVX register (the
+/// SSE baseline takes two halves of four): lane `l` adds elements `l, l + 8, ...` in order with
+/// a separate multiply and add (no FMA), so every lane sum is the portable loop's, bit for bit
+/// (tested). Rescoring 400 candidates of 384 dimensions spent a fifth of a one-query graph
+/// search here.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn dot_norm_avx(r: &[f32], q: &[f32]) -> ([f32; 8], [f32; 8]) {
+    use std::arch::x86_64::*;
+    let n = r.len().min(q.len());
+    let mut d = _mm256_setzero_ps();
+    let mut s = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n <= both lengths.
+        let (a, b) = unsafe {
+            (
+                _mm256_loadu_ps(r.as_ptr().add(i)),
+                _mm256_loadu_ps(q.as_ptr().add(i)),
+            )
+        };
+        d = _mm256_add_ps(d, _mm256_mul_ps(a, b));
+        s = _mm256_add_ps(s, _mm256_mul_ps(a, a));
+        i += 8;
+    }
+    let (mut dot, mut nn) = ([0f32; 8], [0f32; 8]);
+    // SAFETY: each array holds 8 floats.
+    unsafe {
+        _mm256_storeu_ps(dot.as_mut_ptr(), d);
+        _mm256_storeu_ps(nn.as_mut_ptr(), s);
+    }
+    for (l, (&a, &b)) in r[i..n].iter().zip(&q[i..n]).enumerate() {
+        dot[l] += a * b;
+        nn[l] += a * a;
+    }
     (dot, nn)
 }
 
@@ -405,6 +456,16 @@ mod tests {
                     let got = v.dot_norm(row, &q);
                     let got = (got.0.to_bits(), got.1.to_bits());
                     assert_eq!(got, want, "{v:?} dim {dim} row {row}");
+                }
+                // Both f32 paths, whichever the CPU takes.
+                let r = &floats[row * dim..(row + 1) * dim];
+                let (d, n) = dot_norm_f32_lanes(r, &q);
+                assert_eq!(sums(d, n), sums(fdot, fnn), "portable f32 dim {dim}");
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx") {
+                    // SAFETY: AVX is present.
+                    let (d, n) = unsafe { dot_norm_avx(r, &q) };
+                    assert_eq!(sums(d, n), sums(fdot, fnn), "avx f32 dim {dim}");
                 }
             }
         }
