@@ -269,12 +269,15 @@ pub fn index_model(index: &Snapshot) -> Result<Option<Autoencoder>> {
 /// cosine can divide by (not 0, not beyond `f32`), with the words an embedding file's check
 /// uses. `what` names the matrix in the error (e.g. `"queries"`).
 pub fn check_rows(what: &str, x: ArrayView2<f32>, nonzero: bool) -> Result<()> {
-    use crate::io::embeddings::{nonfinite_detail, norm_detail};
+    use crate::io::embeddings::{nonfinite_detail, norm_detail, plainly_fine};
     for (row, values) in x.rows().into_iter().enumerate() {
         let values = match values.as_slice() {
             Some(v) => std::borrow::Cow::Borrowed(v),
             None => std::borrow::Cow::Owned(values.to_vec()),
         };
+        if plainly_fine(&values) {
+            continue;
+        }
         let bad = nonfinite_detail(&values).or_else(|| nonzero.then(|| norm_detail(&values))?);
         if let Some(detail) = bad {
             return Err(Error::InvalidArgument(format!(
@@ -711,6 +714,35 @@ pub fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
 
 #[cfg(test)]
 mod tests {
+    /// The fast path of `check_rows` decides as the exact checks do: rows at the edges of
+    /// `f32` (tiny, huge, subnormal, zero, NaN, infinite values) are accepted or refused with
+    /// or without it.
+    #[test]
+    fn check_rows_decides_as_the_exact_checks() {
+        use crate::io::embeddings::{nonfinite_detail, norm_detail, plainly_fine};
+        let rows: Vec<Vec<f32>> = vec![
+            vec![0.5; 384],
+            vec![1e20; 384],
+            vec![1e-20; 384],
+            vec![1e-40; 384],
+            vec![3e38; 2],
+            vec![0.0; 384],
+            vec![0.0, 1e-45, 0.0],
+            vec![1.0, f32::NAN],
+            vec![1.0, f32::INFINITY],
+            vec![f32::NEG_INFINITY],
+            vec![-1e-15, 2e-16, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1e-16],
+        ];
+        for r in &rows {
+            let x = ndarray::ArrayView2::from_shape((1, r.len()), r).unwrap();
+            for nonzero in [false, true] {
+                let exact = nonfinite_detail(r).is_none() && (!nonzero || norm_detail(r).is_none());
+                assert_eq!(super::check_rows("x", x, nonzero).is_ok(), exact, "{r:?}");
+                assert!(!plainly_fine(r) || exact, "{r:?}");
+            }
+        }
+    }
+
     /// A stoppable search checks its flag about every 2^28 query-code pairs of a Hamming scan
     /// of codes up to 384 bits (fewer for wider codes; 2^25 of other scores, fewer for a deep
     /// k), never more often than every 256 queries, in whole groups of 64 per thread.

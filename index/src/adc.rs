@@ -816,7 +816,9 @@ pub(crate) fn threshold_score(t: u32) -> f32 {
 }
 
 /// Whether a code with quantised sum `q` may score above `threshold`: `!(U <= threshold)`,
-/// with the same `f64` operations in every kernel (so every family re-scores the same codes).
+/// with the same `f64` operations in every kernel (so every family re-scores the same codes for
+/// the same thresholds; a parallel scan's thresholds, shared between its chunks as they are
+/// found, and so its count of re-scored codes, vary from run to run, its results do not).
 #[inline(always)]
 fn lane_candidate(q: u32, base: f64, step: f64, inv: Option<f64>, threshold: f64) -> bool {
     let n = f64::from(q) * step + base;

@@ -576,11 +576,8 @@ impl Model {
         let xv = view2(&x);
         let m = &self.inner;
         if xv.ncols() != m.config.dim {
-            return Err(PyValueError::new_err(format!(
-                "x has {} columns but the model takes {}-d vectors",
-                xv.ncols(),
-                m.config.dim
-            )));
+            let e = bsa::Error::model_dim("x", m.config.dim, xv.ncols());
+            return Err(PyValueError::new_err(e.to_string()));
         }
         let n = xv.nrows();
         let encode = |stop: &Arc<AtomicBool>| {
@@ -629,11 +626,8 @@ impl Model {
         let xv = view2(&x);
         let m = &self.inner;
         if xv.ncols() != m.config.dim {
-            return Err(PyValueError::new_err(format!(
-                "x has {} columns but the model takes {}-d vectors",
-                xv.ncols(),
-                m.config.dim
-            )));
+            let e = bsa::Error::model_dim("x", m.config.dim, xv.ncols());
+            return Err(PyValueError::new_err(e.to_string()));
         }
         let metrics = without_gil(py, threads, || {
             check_rows("x", xv, true)?;
@@ -1367,13 +1361,6 @@ impl Index {
         };
         let rescore = positive("rescore", rescore)?;
         let ef = positive("ef", ef)?;
-        if ef.is_some() && mode != "hnsw" {
-            // As `bsa search --ef` without `--mode hnsw`: it would be ignored.
-            return Err(PyValueError::new_err(format!(
-                "ef sets the graph search's candidate list: give mode=\"hnsw\" with it \
-                 (mode=\"{mode}\" takes no ef)"
-            )));
-        }
         let threads = positive("threads", threads)?;
         let max_distance = match max_distance {
             None => None,
@@ -1385,7 +1372,15 @@ impl Index {
         };
         let request = Request::new(k.unwrap_or(usize::MAX))
             .mode(mode)
-            .map_err(|e| PyValueError::new_err(format!("mode: {}", bare(e))))?
+            .map_err(|e| PyValueError::new_err(format!("mode: {}", bare(e))))?;
+        if ef.is_some() && mode != "hnsw" {
+            // As `bsa search --ef` without `--mode hnsw`: it would be ignored.
+            return Err(PyValueError::new_err(format!(
+                "ef sets the graph search's candidate list: give mode=\"hnsw\" with it \
+                 (mode=\"{mode}\" takes no ef)"
+            )));
+        }
+        let request = request
             .score(score)
             .map_err(|e| PyValueError::new_err(format!("score: {}", bare(e))))?
             .rescore(rescore)

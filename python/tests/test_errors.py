@@ -207,6 +207,8 @@ def test_numeric_options_are_named(model, queries):
     for mode in ["flat", "inverted"]:
         with pytest.raises(ValueError, match=f'mode="{mode}" takes no ef'):
             index.search(queries, 5, mode=mode, ef=50)
+    with pytest.raises(ValueError, match="^mode: "):  # a misspelt mode is said as that
+        index.search(queries, 5, mode="hsnw", ef=50)
     with pytest.raises(MemoryError, match="do not fit in memory"):
         index.search(queries, 2**63)
     with pytest.raises(ValueError, match="max_distance must be between 0 and 2..32 - 1"):

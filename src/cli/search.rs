@@ -27,14 +27,15 @@ pub struct ResultLine<'a> {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     // Flags that would be ignored are refused, as `bsa build` and `bsa train` refuse theirs
-    // (clap's `requires` does not hold --collection to --milvus here).
+    // (clap's `requires` does not hold --collection to --milvus here; a Milvus search says
+    // itself that it takes no --ef).
     if a.collection.is_some() && a.milvus.is_none() {
         anyhow::bail!(
             "--collection names a Milvus collection: give --milvus URL with it (a local --index \
              needs neither)"
         );
     }
-    if a.ef.is_some() && a.mode != Mode::Hnsw {
+    if a.ef.is_some() && a.mode != Mode::Hnsw && a.milvus.is_none() {
         anyhow::bail!(
             "--ef sets the graph search's candidate list: give --mode hnsw with it (--mode {} \
              is exact and takes no ef)",

@@ -15,8 +15,8 @@ use bsa_index::OpenOptions;
 ///
 /// Exit code 0 when the index is intact, 1 when a check fails (the message names the file:
 /// damaged, missing, or from another index; a manifest that is there but damaged too), 2 when
-/// there is no index to check (no such folder, no manifest in it, or one that is not a bsa
-/// index's).
+/// there is no index to check (no such folder, no manifest in it, one that is not a bsa
+/// index's, or one of a newer format version than this bsa reads).
 ///
 /// Example:
 ///   bsa verify --index idx

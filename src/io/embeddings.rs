@@ -176,6 +176,9 @@ impl Embeddings {
     /// ```
     pub fn check_finite(&self) -> Result<()> {
         for (row, values) in self.as_slice().chunks_exact(self.dim).enumerate() {
+            if plainly_fine(values) {
+                continue;
+            }
             if let Some(detail) = nonfinite_detail(values) {
                 return Err(Error::BadRow {
                     path: self.path.clone(),
@@ -198,6 +201,9 @@ impl Embeddings {
     /// ```
     pub fn check_nonzero_norms(&self) -> Result<()> {
         for (row, values) in self.as_slice().chunks_exact(self.dim).enumerate() {
+            if plainly_fine(values) {
+                continue;
+            }
             if let Some(detail) = norm_detail(values) {
                 return Err(Error::BadRow {
                     path: self.path.clone(),
@@ -224,6 +230,25 @@ impl Embeddings {
         }
         Err(Error::model_dim(self.path.display(), expected, self.dim))
     }
+}
+
+/// Whether a row certainly passes both [`nonfinite_detail`] and [`norm_detail`]: its `f32` sum
+/// of squares (eight lanes, which the compiler vectorises) is well inside `f32`'s range, so
+/// every value is finite and the norm positive and representable. Rows it cannot vouch for
+/// (NaN, infinities, tiny or huge norms) get the exact checks; the serial `f64` norm of every
+/// row made a check of 1M x 384 rows 5x slower.
+pub(crate) fn plainly_fine(values: &[f32]) -> bool {
+    let mut s = [0f32; 8];
+    let (chunks, tail) = values.as_chunks::<8>();
+    for c in chunks {
+        for l in 0..8 {
+            s[l] += c[l] * c[l];
+        }
+    }
+    for (l, &x) in tail.iter().enumerate() {
+        s[l] += x * x;
+    }
+    (1e-30..=1e30).contains(&s.iter().sum::<f32>())
 }
 
 /// What is wrong with a row holding a value that is not finite, if it does: one wording for

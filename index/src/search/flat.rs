@@ -473,10 +473,10 @@ impl SharedKth {
         }
     }
 
-    /// Shares the k-th distances of queries `first..`.
+    /// Shares the k-th distances of queries `first..` (a locked update only when lower).
     fn publish(&self, first: usize, tops: &[TopK]) {
         for (kth, top) in self.0.iter().skip(first).zip(tops) {
-            if let Some(d) = top.known_kth() {
+            if let Some(d) = top.known_kth().filter(|&d| d < kth.load(Ordering::Relaxed)) {
                 kth.fetch_min(d, Ordering::Relaxed);
             }
         }
