@@ -762,6 +762,14 @@ impl TrainParams {
                 self.warmup_epochs
             )));
         }
+        if self.warmup_epochs > 0.0 && self.warmup_epochs >= self.epochs as f64 {
+            // The rate would still be rising when training ends: never the --lr asked for.
+            return Err(Error::InvalidArgument(format!(
+                "--warmup-epochs {} must be below --epochs {} (the learning rate would never \
+                 reach --lr)",
+                self.warmup_epochs, self.epochs
+            )));
+        }
         if !(0.0..=1.0).contains(&self.final_lr_fraction) {
             return Err(Error::InvalidArgument(format!(
                 "--final-lr-fraction must be in [0, 1], got {}",

@@ -488,6 +488,17 @@ fn invalid_training_flags() {
         .fails_with(&["bsa: invalid argument: --epochs must be at least 1"]);
     train(&["--bits", "32", "--k", "4", "--batch", "0"])
         .fails_with(&["bsa: invalid argument: --batch must be at least 1"]);
+    train(&[
+        "--bits",
+        "32",
+        "--k",
+        "4",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "2",
+    ])
+    .fails_with(&["--warmup-epochs 2 must be below --epochs 2"]);
     train(&["--bits", "32", "--k", "4", "--alpha=-1"])
         .fails_with(&["bsa: invalid argument: --alpha must be a number >= 0"]);
     // Finite as f64 but not in the f32 loss: said so, not reported as a divergence.
