@@ -130,9 +130,9 @@ class Index:
         f16: bool = False,
         inverted: Optional[bool] = None,
         bitmaps: Optional[bool] = None,
-        m: int = 32,
-        ef_construction: int = 200,
-        ef_search: int = 64,
+        m: Optional[int] = None,
+        ef_construction: Optional[int] = None,
+        ef_search: Optional[int] = None,
         hnsw_on: Literal["decoded", "data", "codes"] | None = None,
         path: Optional[_Path] = None,
         overwrite: bool = False,
@@ -167,7 +167,9 @@ class Index:
         ``I``: int64 ids, -1 where missing. ``D``: int32 Hamming distances for
         ``score="hamming"`` without rescoring (missing: 2**31 - 1), else float32 scores,
         higher is better (missing: -inf). ``allow_ids`` / ``deny_ids`` restrict the ids
-        returned (exact modes stay exact); ``min_score`` drops hits scoring less. Ctrl-C
+        returned (exact modes stay exact); ``min_score`` drops hits scoring less (with
+        ``rescore``, by ``score``'s exact value; ``D`` then holds cosines, which may be below
+        it). With ``rescore``, ``adc`` picks its candidates with 8-bit integer tables. Ctrl-C
         stops a large batch of queries (``KeyboardInterrupt``).
         """
     def add(

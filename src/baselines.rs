@@ -199,8 +199,11 @@ impl BaselineParams {
     ) -> Result<(Autoencoder, BaselineReport)> {
         let (n, dim) = x.dim();
         self.validate(dim)?;
-        if n == 0 {
-            return Err(Error::InvalidArgument("no rows to fit on".into()));
+        if n < 2 {
+            // As training refuses them: one row fits a decoder that maps every code to it.
+            return Err(Error::InvalidArgument(format!(
+                "need at least 2 training rows, got {n}"
+            )));
         }
         let start = Instant::now();
         let sample = subsample(x, self.fit_rows, self.seed);

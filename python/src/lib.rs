@@ -337,7 +337,8 @@ fn float32_matrix<'py>(
         )));
     }
     check_2d(&a, name, "n vectors x dimension", rows)?;
-    if a.dtype().is_equiv_to(&numpy::dtype::<f64>(py)) {
+    // Any float wider than float32 (float64 of either byte order, longdouble).
+    if a.dtype().itemsize() > 4 {
         // Checked before numpy's conversion, which makes such values inf (with its own
         // warning) for bsa to report as "+infinity", a value the array does not hold.
         let cols = a.shape()[1];
@@ -1079,7 +1080,7 @@ impl Index {
     /// (the model is stored in the index, so float queries and ``score="adc"`` work). ``x`` is
     /// also what ``vectors=True`` stores for ``rescore`` (``f16=True``: as float16).
     /// ``ids``: one non-negative integer per row (default: row numbers). ``hnsw=True`` adds a
-    /// graph (``m``, ``ef_construction``, ``ef_search``), built on ``hnsw_on``: ``"decoded"`` (the
+    /// graph (``m``, ``ef_construction``, ``ef_search``: 32, 200 and 64 unless given), built on ``hnsw_on``: ``"decoded"`` (the
     /// model's decoded codes, searched with ``score="adc"``; the default with a model),
     /// ``"data"`` (``x`` itself, also for ``adc``) or ``"codes"`` (Hamming; the default
     /// without a model). ``inverted`` and ``bitmaps``: ``None``
@@ -1097,7 +1098,7 @@ impl Index {
     #[staticmethod]
     #[pyo3(signature = (
         codes=None, x=None, model=None, ids=None, vectors=false, hnsw=false, *, bits=None,
-        f16=false, inverted=None, bitmaps=None, m=32, ef_construction=200, ef_search=64,
+        f16=false, inverted=None, bitmaps=None, m=None, ef_construction=None, ef_search=None,
         hnsw_on=None, path=None, overwrite=false, threads=None
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -1113,9 +1114,9 @@ impl Index {
         f16: bool,
         inverted: Option<bool>,
         bitmaps: Option<bool>,
-        m: i128,
-        ef_construction: i128,
-        ef_search: i128,
+        m: Option<i128>,
+        ef_construction: Option<i128>,
+        ef_search: Option<i128>,
         hnsw_on: Option<String>,
         path: Option<PathBuf>,
         overwrite: bool,
@@ -1134,11 +1135,24 @@ impl Index {
                 )))
             }
         };
+        let graph_settings = [
+            ("m", m),
+            ("ef_construction", ef_construction),
+            ("ef_search", ef_search),
+        ];
+        if let (false, Some((name, _))) = (hnsw, graph_settings.iter().find(|(_, v)| v.is_some())) {
+            // As `bsa build --m` without `--hnsw`: it would be ignored.
+            return Err(PyValueError::new_err(format!(
+                "{name} is a setting of the graph: it needs hnsw=True"
+            )));
+        }
         let hnsw = if hnsw {
+            let d = HnswParams::default();
             Some(HnswParams {
-                max_connections: positive("m", Some(m))?.unwrap_or(1),
-                ef_construction: positive("ef_construction", Some(ef_construction))?.unwrap_or(1),
-                ef_search: positive("ef_search", Some(ef_search))?.unwrap_or(1),
+                max_connections: positive("m", m)?.unwrap_or(d.max_connections),
+                ef_construction: positive("ef_construction", ef_construction)?
+                    .unwrap_or(d.ef_construction),
+                ef_search: positive("ef_search", ef_search)?.unwrap_or(d.ef_search),
             })
         } else {
             None
@@ -1292,8 +1306,9 @@ impl Index {
     /// (exact, posting lists) or ``hnsw`` (graph, approximate, the score it was built for; ``ef`` is its
     /// candidate list size, at least ``k``; by default the build's, raised to the candidates
     /// asked for: ``k``, or ``k x R`` with ``rescore``). ``rescore=R``: the best ``k x R`` by ``score`` (for
-    /// ``hnsw``, of every row the walk scored, so ``ef`` may be below ``k x R``) are re-ranked by
-    /// exact cosine against the stored vectors. ``max_distance``: Hamming only, drop hits
+    /// ``hnsw``, of every row the walk scored, so ``ef`` may be below ``k x R``; for ``adc``,
+    /// picked with 8-bit integer tables, as ``bsa search --rescore``) are re-ranked by exact
+    /// cosine against the stored vectors. ``max_distance``: Hamming only, drop hits
     /// farther away. ``threads``: default all cores. The results are those of ``bsa search``
     /// with the same options; the GIL is released while searching.
     ///
@@ -1304,7 +1319,9 @@ impl Index {
     ///     D, I = index.search(queries, 10, score="adc", mode="hnsw", ef=128)  # graph
     ///
     /// Filters and ranges: ``allow_ids`` (only these ids) or ``deny_ids`` (never these), exact
-    /// in the exact modes; ``min_score``: drop hits scoring less (scores other than Hamming).
+    /// in the exact modes; ``min_score``: drop hits scoring less (scores other than Hamming; with
+    /// ``rescore``, the bound applies to ``score``'s exact value, and the cosines in ``D`` then
+    /// order those hits, so they may be below it).
     /// With a range (``max_distance`` or ``min_score``), ``k=None`` returns every hit in range
     /// (as ``bsa search`` without ``--k``): the arrays are as wide as the most hits of a query,
     /// padded as above. Example: ``D, I = index.search(q, None, max_distance=40)``
@@ -1713,8 +1730,14 @@ fn id_vector(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u64>> {
     }
     let kind = a.dtype().kind();
     if kind != b'i' && kind != b'u' {
+        // numpy makes a list of Python ints float64 or object once one is past int64.
+        let hint = if obj.hasattr("dtype")? {
+            ""
+        } else {
+            " (a list with an int of 2**63 or more becomes that: ids must be below 2**63)"
+        };
         return Err(PyTypeError::new_err(format!(
-            "{name} must hold integers, got dtype {}",
+            "{name} must hold integers, got dtype {}{hint}",
             dtype_str(&a)
         )));
     }

@@ -48,6 +48,10 @@ def test_one_dimensional_and_empty(index, model, queries):
         index.search(queries[:, :0], 5)
     with pytest.raises(ValueError, match="x is empty"):
         bsa.train(queries[:0], method="sign", progress=False)
+    # One row, for the baselines too (ITQ fitted a decoder mapping every code to it).
+    for method in ["sign", "lsh", "itq"]:
+        with pytest.raises(ValueError, match="at least 2 training rows, got 1"):
+            bsa.train(queries[:1], method=method, bits=64 if method != "sign" else None, progress=False)
     with pytest.raises(ValueError, match="codes is empty"):
         bsa.Index.build(codes=np.zeros((0, 4), np.uint8))
     with pytest.raises(ValueError, match="ids must be 1-D|ids.*1-D"):
@@ -74,6 +78,10 @@ def test_float64_beyond_float32_is_named_as_such(index, model, queries):
     q[2, 7] = 1e300
     with pytest.raises(ValueError, match="row 2, column 7 is 1e300, beyond the range of float32"):
         index.search(q, 5)
+    # Whatever the byte order, and from longdouble too (numpy's cast warned and made it inf).
+    for wide in [q.astype(">f8"), q.astype(np.longdouble)]:
+        with pytest.raises(ValueError, match="row 2, column 7 is 1e300, beyond the range"):
+            index.search(wide, 5)
     q = queries[:4].astype(np.float64)
     q[1] = 1e-50
     with pytest.raises(ValueError, match="row 1's values are all below float32's smallest"):
@@ -150,6 +158,10 @@ def test_id_lists_empty_or_out_of_range(index, queries):
     assert (I == -1).all()
     with pytest.raises(ValueError, match=r"ids\[0\] is 9223372036854775808.*below 2\^63"):
         bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids=np.array([2**63, 1], np.uint64))
+    # As a list, numpy makes such ids float64 or object before bsa sees them: said so.
+    for big in [2**63, 2**70]:
+        with pytest.raises(TypeError, match=r"ids must be below 2\*\*63"):
+            bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids=[1, big])
 
 
 def test_bad_options(index, work, queries):
@@ -183,6 +195,9 @@ def test_bad_options(index, work, queries):
         bsa.Index.build(x=queries, model=model, bits=64)
     with pytest.raises(ValueError, match="hnsw_on.*needs hnsw=True"):
         bsa.Index.build(x=queries, model=model, hnsw_on="data")
+    for kw in [dict(m=0), dict(ef_construction=-5), dict(ef_search=16)]:
+        with pytest.raises(ValueError, match=f"{next(iter(kw))} is a setting of the graph"):
+            bsa.Index.build(x=queries, model=model, **kw)
     with pytest.raises(ValueError, match="ids.*non-negative"):
         bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids=np.array([1, -1]))
     with pytest.raises(ValueError, match="2 ids for 3 codes"):
