@@ -209,10 +209,13 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
          every set bit); rescoring re-ranks the top 40 by exact cosine over the stored float \
          vectors. Posting lists are built when `bsa build` would build them; the inverted search \
          returns exactly the flat results (checked per cell) and answers a query from the lists \
-         only when they cost less than the scan. Each QPS is the median of repeated runs \
-         (until they add up to {} s, at most {} runs): single runs of a few milliseconds vary \
-         several-fold on a shared machine, so compare QPS within one report.\n",
+         only when they cost less than the scan. Hamming, cosine and inverted QPS search the \
+         query codes, encoded beforehand (the queries' encoding rate is under Timings). Each \
+         QPS is the median of timed runs after an untimed first run (at least {}, until they \
+         add up to {} s, at most {}): runs of a few milliseconds vary several-fold on a \
+         shared machine, so compare QPS within one report.\n",
         st.threads,
+        super::run::TIMING_MIN_RUNS,
         super::run::TIMING_SECONDS,
         super::run::TIMING_RUNS
     );

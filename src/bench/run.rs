@@ -263,10 +263,32 @@ impl Cache {
             .then_some(rec.result)
     }
 
-    /// Whether the cache holds finished measurements of `cell` (see `bsa bench --cached-only`).
+    /// Whether the cache holds finished measurements of `cell` and the model they came from
+    /// (see `bsa bench --cached-only`, which must not fit a model whose file is gone).
     pub fn has_finished(&self, cell: &Cell, data: &Data<'_>, settings: &Settings) -> bool {
+        let key = fit_key(cell, data, settings);
         self.finished(cell, data, settings).is_some()
+            && cached_model(&self.dir.join(cell.slug()), &key).is_some()
     }
+}
+
+/// The model an identical fit (`key`) stored in the cell's cache folder `dir`, and its fit
+/// seconds: `None` when there is none, or its file is not the one recorded.
+fn cached_model(dir: &Path, key: &FitKey) -> Option<(Autoencoder, f64)> {
+    let rec: FitRecord = Cache::read(&dir.join("fit.json"))?;
+    if rec.key != *key {
+        return None;
+    }
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).ok()?;
+    if rec
+        .model_crc32
+        .is_some_and(|c| c != crc32fast::hash(&bytes))
+    {
+        return None;
+    }
+    let model = crate::io::model::from_bytes(&bytes, &path).ok()?;
+    Some((model, rec.train_seconds))
 }
 
 /// Fits `cell`, or loads its model from `cache` when an identical fit is stored there. Returns
@@ -281,19 +303,8 @@ fn fit_or_load(
 ) -> Result<(Autoencoder, f64, FitKey)> {
     let key = fit_key(cell, data, settings);
     let dir = cache.map(|c| c.dir.join(cell.slug()));
-    if let Some(dir) = &dir {
-        let rec: Option<FitRecord> = Cache::read(&dir.join("fit.json"));
-        if let Some(rec) = rec.filter(|r| r.key == key) {
-            let path = dir.join("model.safetensors");
-            let model = std::fs::read(&path).ok().and_then(|bytes| {
-                let same = rec.model_crc32.is_none_or(|c| c == crc32fast::hash(&bytes));
-                same.then(|| crate::io::model::from_bytes(&bytes, &path).ok())
-                    .flatten()
-            });
-            if let Some(model) = model {
-                return Ok((model, rec.train_seconds, key));
-            }
-        }
+    if let Some((model, train_seconds)) = dir.as_deref().and_then(|d| cached_model(d, &key)) {
+        return Ok((model, train_seconds, key));
     }
     let started = Instant::now();
     let model = fit(cell, data.base, settings, progress, stop)?;
@@ -325,16 +336,23 @@ fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
 
 /// A search is timed again until its runs add up to this many seconds (or [`TIMING_RUNS`]).
 pub const TIMING_SECONDS: f64 = 0.3;
-/// At most this many runs of a timed search; the median run is reported.
+/// At least this many timed runs of a search, after its untimed first run.
+pub const TIMING_MIN_RUNS: usize = 3;
+/// At most this many timed runs of a search; the median run is reported.
 pub const TIMING_RUNS: usize = 15;
 
-/// Runs the search `f` until its runs add up to [`TIMING_SECONDS`] or [`TIMING_RUNS`] of them,
-/// and returns the first run's value and the median run's seconds: one run of a few
-/// milliseconds on a shared machine varied 2-4x between identical benchmarks.
+/// Runs the search `f` once untimed (its value is returned; it pays for what the first search
+/// of an index builds and keeps, and for cold pages), then timed until there are
+/// [`TIMING_MIN_RUNS`] runs adding up to [`TIMING_SECONDS`], or [`TIMING_RUNS`] of them, and
+/// returns the median run's seconds. Runs of a few milliseconds on a shared machine varied
+/// 2-4x between identical benchmarks, and a search longer than the budget was one run, its
+/// first, before.
 fn timed_median<T>(mut f: impl FnMut() -> Result<T>) -> Result<(T, f64)> {
-    let (value, first) = timed(&mut f)?;
-    let mut runs = vec![first];
-    while runs.len() < TIMING_RUNS && runs.iter().sum::<f64>() < TIMING_SECONDS {
+    let value = f()?;
+    let mut runs = Vec::new();
+    while runs.len() < TIMING_MIN_RUNS
+        || (runs.len() < TIMING_RUNS && runs.iter().sum::<f64>() < TIMING_SECONDS)
+    {
         runs.push(timed(&mut f)?.1);
     }
     runs.sort_by(f64::total_cmp);

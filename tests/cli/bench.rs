@@ -436,6 +436,38 @@ fn bench_cache_reuses_models_and_resumes_results() {
     );
     assert_eq!(t.read("o5/report.md"), before);
 
+    // A finished cell whose model file is gone is not finished: --cached-only fits nothing
+    // (it fitted the model again before, and said the cell was finished).
+    let model = t.read("cache/bsa-32-k4/model.safetensors");
+    std::fs::remove_file(t.path("cache/bsa-32-k4/model.safetensors")).unwrap();
+    let rest = [
+        "--alphas",
+        "0.5",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--hnsw",
+        "all",
+        "--cache",
+        "cache",
+        "--resume",
+        "--cached-only",
+        "-q",
+        "--out",
+        "o7",
+    ];
+    let gone = t.bsa(&[&GRID[..], &rest[..]].concat());
+    assert!(
+        gone.stderr.contains("none of the 2 cells is finished"),
+        "{gone:#?}"
+    );
+    assert!(
+        !t.exists("cache/bsa-32-k4/model.safetensors"),
+        "fitted again"
+    );
+    t.write("cache/bsa-32-k4/model.safetensors", &model);
+
     // A damaged cache entry is not trusted: the cell is fitted again, the run succeeds.
     t.write("cache/bsa-32-k4/fit.json", b"{ not json");
     t.write("cache/bsa-32-k4/model.safetensors", b"garbage");
