@@ -654,7 +654,10 @@ pub(crate) fn template_of(m: &Manifest) -> Template {
 }
 
 impl Snapshot {
-    /// Opens the index directory `dir` (either format), verifying every checksum.
+    /// Opens the index directory `dir` (either format), verifying the checksums of every file
+    /// it maps and of its model. Graphs are checked at their first search, or now with
+    /// [`load_graphs`](Self::load_graphs) (a server's warm-up: an index whose graph is damaged
+    /// or gone still answers the exact modes).
     ///
     /// ```
     /// use bsa_index::live::{NewRows, Snapshot, Writer};
@@ -841,7 +844,8 @@ impl Snapshot {
     }
 
     /// Verifies the checksums [`Snapshot::open`] verifies (every mapped file of every segment,
-    /// and the model), for a snapshot opened without them: cheaper than [`Snapshot::verify`],
+    /// and the model; not the graphs, see [`load_graphs`](Self::load_graphs)), for a snapshot
+    /// opened without them: cheaper than [`Snapshot::verify`],
     /// which also checks what checksums cannot vouch for. A writer checks this before a change
     /// ([`Writer::verify_checksums`](crate::live::Writer::verify_checksums)).
     ///
@@ -864,6 +868,41 @@ impl Snapshot {
         };
         mapped().map_err(|e| self.superseded(e))?;
         self.verify_model()
+    }
+
+    /// Loads and checks every segment's HNSW graph now (its checksum and every neighbour id),
+    /// which the first graph search would otherwise do: a server's warm-up, so that a damaged
+    /// or missing graph fails here and the first query does not pay for loading. Segments
+    /// without a graph are skipped.
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use bsa_index::{live::Snapshot, HnswParams, IndexBuilder};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("idx");
+    /// let codes: Vec<u64> = (0..32).map(|i| i * 0x0101).collect();
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+    /// let snap = Snapshot::open(&path)?;
+    /// snap.load_graphs()?;
+    /// // A graph damaged on disk is found by the warm-up, not by a query.
+    /// let graph = path.join("graph.bin");
+    /// let mut bytes = std::fs::read(&graph).unwrap();
+    /// let last = bytes.len() - 1;
+    /// bytes[last] ^= 1;
+    /// std::fs::write(&graph, bytes).unwrap();
+    /// assert!(Snapshot::open(&path)?.load_graphs().is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn load_graphs(&self) -> Result<()> {
+        let load = || -> Result<()> {
+            for s in &self.segments {
+                if s.index.has_hnsw() {
+                    s.index.load_hnsw()?;
+                }
+            }
+            Ok(())
+        };
+        load().map_err(|e| self.superseded(e))
     }
 
     /// `e`, a failure to read a file of this snapshot, as its caller should read it: a file
