@@ -181,6 +181,6 @@ pub use mode::Mode;
 pub use postings::{InvertedLists, InvertedView};
 pub use rowset::RowSet;
 pub use score::{Score, ScoreKind};
-pub use search::{Hits, InvertedStats, SearchParams, SearchStats, Searcher, Split};
+pub use search::{Hit, Hits, InvertedStats, SearchParams, SearchStats, Searcher, Split};
 pub use sparse::{SparseCodes, SparseView};
 pub use vectors::Vectors;

@@ -40,4 +40,4 @@ pub use flat::{FlatParams, FlatSearcher};
 pub use graph::{GraphParams, GraphSearcher};
 pub use inverted::{InvertedParams, InvertedSearcher, InvertedStats};
 pub(crate) use searcher::{check_allowed, check_queries, search_within_by, Layouts};
-pub use searcher::{CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher, Split};
+pub use searcher::{CodesView, Cutoffs, Hit, Hits, SearchParams, SearchStats, Searcher, Split};

@@ -1011,12 +1011,15 @@ impl SearchParams {
 /// assert_eq!(hits.ids, vec![10, 30]);
 /// assert_eq!(hits.distances, vec![0, 1]);
 /// assert_eq!(hits.scores, None); // Hamming search
-/// for (id, d) in hits.ids.iter().zip(&hits.distances) {
-///     println!("id {id} at distance {d}");
+/// for hit in hits.iter() {
+///     println!("id {} at distance {}", hit.id, hit.distance);
 /// }
+/// // As JSON, the lists side by side (a server's answer).
+/// let json = serde_json::to_string(hits).unwrap();
+/// assert_eq!(json, r#"{"rows":[0,2],"ids":[10,30],"distances":[0,1],"scores":null}"#);
 /// # Ok::<(), bsa_index::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 #[non_exhaustive]
 pub struct Hits {
     /// Row numbers (0-based positions in the index).
@@ -1028,6 +1031,24 @@ pub struct Hits {
     /// Scores, best first: the [`Score`] of a non-Hamming search, or cosine similarities after
     /// rescoring (then the order is by descending score, ties by row). `None` for Hamming search.
     pub scores: Option<Vec<f32>>,
+}
+
+/// One neighbour of [`Hits`] ([`Hits::iter`]).
+///
+/// ```
+/// let hit = bsa_index::Hit { row: 0, id: 7, distance: 3, score: Some(0.5) };
+/// assert_eq!((hit.id, hit.score), (7, Some(0.5)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Hit {
+    /// Row number (0-based position in the index).
+    pub row: u64,
+    /// External id.
+    pub id: u64,
+    /// Hamming distance.
+    pub distance: u32,
+    /// The score, for a non-Hamming search or after rescoring.
+    pub score: Option<f32>,
 }
 
 impl Hits {
@@ -1044,6 +1065,24 @@ impl Hits {
             scores: scored.then(Vec::new),
             ..Hits::default()
         }
+    }
+
+    /// The neighbours one by one, best first.
+    ///
+    /// ```
+    /// use bsa_index::{Hit, Hits};
+    /// let hits = Hits::from_parts(vec![4, 2], vec![40, 20], vec![0, 3])?;
+    /// let all: Vec<Hit> = hits.iter().collect();
+    /// assert_eq!(all[1], Hit { row: 2, id: 20, distance: 3, score: None });
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Hit> + '_ {
+        (0..self.len()).map(|i| Hit {
+            row: self.rows[i],
+            id: self.ids[i],
+            distance: self.distances[i],
+            score: self.scores.as_ref().map(|s| s[i]),
+        })
     }
 
     /// Number of neighbours.
