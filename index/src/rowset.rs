@@ -142,6 +142,9 @@ impl RowSet {
 
     /// Adds `row` (`< len`); returns whether it was new.
     ///
+    /// # Panics
+    /// If `row >= len`, as indexing a slice past its end does.
+    ///
     /// ```
     /// let mut s = bsa_index::RowSet::empty(5);
     /// assert!(s.insert(2));
@@ -158,6 +161,9 @@ impl RowSet {
     }
 
     /// Removes `row` (`< len`); returns whether it was there.
+    ///
+    /// # Panics
+    /// If `row >= len`.
     ///
     /// ```
     /// let mut s = bsa_index::RowSet::full(5);
@@ -196,6 +202,10 @@ impl RowSet {
 
     /// The rows in both sets (of equal `len`).
     ///
+    /// # Panics
+    /// If the sets range over different numbers of rows (the answer would range over the
+    /// first's while counting only the rows of the shorter).
+    ///
     /// ```
     /// use bsa_index::RowSet;
     /// let (mut a, mut b) = (RowSet::empty(8), RowSet::empty(8));
@@ -204,6 +214,11 @@ impl RowSet {
     /// assert_eq!(a.intersect(&b).iter().collect::<Vec<_>>(), vec![2, 5]);
     /// ```
     pub fn intersect(&self, other: &RowSet) -> RowSet {
+        assert_eq!(
+            self.len(),
+            other.len(),
+            "RowSet::intersect of sets over different numbers of rows"
+        );
         let mut bits = self.bits.clone();
         bits &= &other.bits;
         let count = bits.count_ones();
@@ -249,6 +264,14 @@ mod tests {
             let back = RowSet::from_words(sa.words(), n).unwrap();
             prop_assert_eq!(back, sa);
         }
+    }
+
+    /// Sets over different numbers of rows do not intersect (it gave a set of the first's
+    /// length counting the shorter's rows).
+    #[test]
+    #[should_panic(expected = "different numbers of rows")]
+    fn intersecting_sets_of_other_lengths_panics() {
+        let _ = RowSet::full(70).intersect(&RowSet::full(5));
     }
 
     #[test]
