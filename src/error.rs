@@ -28,10 +28,11 @@ pub enum Error {
         /// What is wrong and, where possible, how to fix it.
         detail: String,
     },
-    /// A row of an embedding file holds a value that training or search cannot use.
+    /// A row of an embedding file, or of a matrix given to a call, holds a value that training
+    /// or search cannot use.
     #[error("{}: row {row}: {detail}", path.display())]
     BadRow {
-        /// The file.
+        /// The file, or the matrix's name ([`crate::query::check_rows`]'s `what`).
         path: PathBuf,
         /// Zero-based row number.
         row: usize,

@@ -111,8 +111,12 @@ pub enum Queries<'a> {
 pub struct Request {
     /// Neighbours per query.
     pub k: usize,
-    /// The search mode (`--mode`; the HNSW candidate list size `--ef` is its parameter).
+    /// The search mode (`--mode`).
     pub mode: Mode,
+    /// The HNSW candidate list size (`--ef`; `None`: the mode's own, else the one stored at
+    /// build time). Only mode `hnsw` takes one: a search in an exact mode refuses it, since it
+    /// would be ignored.
+    pub ef: Option<usize>,
     /// How codes are ranked (`--score`).
     pub score: ScoreName,
     /// Re-rank the best `k x rescore` candidates by exact cosine against the stored vectors.
@@ -134,6 +138,7 @@ impl Request {
         Request {
             k,
             mode: Mode::parse("flat").expect("flat is a mode"),
+            ef: None,
             score: ScoreName::Hamming,
             rescore: None,
             max_distance: None,
@@ -142,11 +147,10 @@ impl Request {
         }
     }
 
-    /// Sets the mode by name (`flat`, `inverted`, `hnsw`), keeping a set `ef`.
+    /// Sets the mode by name (`flat`, `inverted`, `hnsw`).
     pub fn mode(mut self, name: &str) -> Result<Request> {
-        let ef = self.ef();
         self.mode = Mode::parse(name)?;
-        Ok(self.with_ef(ef))
+        Ok(self)
     }
 
     /// Sets the score by name (see [`ScoreName::NAMES`]).
@@ -161,10 +165,20 @@ impl Request {
         self
     }
 
-    /// Sets the HNSW candidate list size (`None`: the value stored at build time); ignored by the
-    /// exact modes.
+    /// Sets the HNSW candidate list size (`None`: the value stored at build time). The exact
+    /// modes take none: a search refuses an `ef` with them rather than ignore it.
+    ///
+    /// ```
+    /// use bsa::query::Request;
+    /// let r = Request::new(10).mode("hnsw")?.with_ef(Some(128));
+    /// assert_eq!(r.ef(), Some(128));
+    /// assert_eq!(Request::new(10).mode("hnsw")?.ef(), None); // the graph's own
+    /// // Checked at search: a flat search does not take it.
+    /// assert!(Request::new(10).with_ef(Some(128)).check_ef().is_err());
+    /// # Ok::<(), bsa::Error>(())
+    /// ```
     pub fn with_ef(mut self, ef: Option<usize>) -> Request {
-        self.mode = self.mode.with_ef_search(ef);
+        self.ef = ef;
         self
     }
 
@@ -202,9 +216,46 @@ impl Request {
         self
     }
 
-    /// The HNSW candidate list size, if the mode is HNSW and one was set.
+    /// The HNSW candidate list size, if one was set (on the request, or on its mode).
     pub fn ef(&self) -> Option<usize> {
-        self.mode.ef_search()
+        self.ef.or(self.mode.ef_search())
+    }
+
+    /// The mode to search with: [`Request::mode`] with the request's `ef`, once
+    /// [`Request::check_ef`] has passed.
+    fn searched_mode(&self) -> Mode {
+        self.mode.with_ef_search(self.ef())
+    }
+
+    /// Refuses an `ef` the search would ignore (an exact mode), and one out of range: above
+    /// [`bsa_index::hnsw::MAX_EF`], or below `k`. The walk keeps `ef` rows in its list and
+    /// answers with the best `k x rescore` rows it scored: fewer than it rescores is fine, fewer
+    /// than `k` is not (`k = usize::MAX` is a range search: every row in range the walk finds).
+    pub fn check_ef(&self) -> Result<()> {
+        let Some(ef) = self.ef() else {
+            return Ok(());
+        };
+        if !matches!(self.mode, Mode::Hnsw(_)) {
+            return Err(Error::InvalidArgument(format!(
+                "ef sets the graph search's candidate list: it takes mode hnsw (mode {} is exact \
+                 and takes no ef)",
+                self.mode.name()
+            )));
+        }
+        if ef > bsa_index::hnsw::MAX_EF {
+            // The limit a graph's build takes for its own ef (ef_search in the manifest).
+            return Err(Error::InvalidArgument(format!(
+                "ef {ef} is above {}, the most a graph search takes",
+                bsa_index::hnsw::MAX_EF
+            )));
+        }
+        if ef < self.k && self.k != usize::MAX {
+            return Err(Error::InvalidArgument(format!(
+                "ef {ef} is below k {}; give ef {} or more",
+                self.k, self.k
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -267,7 +318,7 @@ pub fn index_model(index: &Snapshot) -> Result<Option<Autoencoder>> {
 
 /// Checks that every value of `x` is finite and, when `nonzero`, that every row has a norm
 /// cosine can divide by (not 0, not beyond `f32`), with the words an embedding file's check
-/// uses. `what` names the matrix in the error (e.g. `"queries"`).
+/// uses ([`Error::BadRow`]). `what` names the matrix in the error (e.g. `"queries"`).
 pub fn check_rows(what: &str, x: ArrayView2<f32>, nonzero: bool) -> Result<()> {
     use crate::io::embeddings::{nonfinite_detail, norm_detail, plainly_fine};
     for (row, values) in x.rows().into_iter().enumerate() {
@@ -280,9 +331,11 @@ pub fn check_rows(what: &str, x: ArrayView2<f32>, nonzero: bool) -> Result<()> {
         }
         let bad = nonfinite_detail(&values).or_else(|| nonzero.then(|| norm_detail(&values))?);
         if let Some(detail) = bad {
-            return Err(Error::InvalidArgument(format!(
-                "{what}: row {row}: {detail}"
-            )));
+            return Err(Error::BadRow {
+                path: what.into(),
+                row,
+                detail,
+            });
         }
     }
     Ok(())
@@ -411,6 +464,7 @@ pub(crate) fn search_batched(
     stop: Option<&AtomicBool>,
     batch: Option<usize>,
 ) -> Result<Found> {
+    request.check_ef()?;
     let dir = index.dir().display();
     let bits = index.bits();
     let score_name = request.score;
@@ -533,25 +587,7 @@ pub(crate) fn search_batched(
     let fetch = request
         .k
         .saturating_mul(request.rescore.unwrap_or(1).max(1));
-    // The walk keeps ef rows in its list and answers with the best k x rescore rows it scored:
-    // fewer than it rescores is fine, fewer than k is not.
-    // (k = usize::MAX is a range search: every row in range that the walk finds.)
-    if let Some(ef) = request.ef().filter(|&ef| ef > bsa_index::hnsw::MAX_EF) {
-        // The limit a graph's build takes for its own ef (ef_search in the manifest).
-        return Err(Error::InvalidArgument(format!(
-            "ef {ef} is above {}, the most a graph search takes",
-            bsa_index::hnsw::MAX_EF
-        )));
-    }
-    if let Some(ef) = request
-        .ef()
-        .filter(|&ef| ef < request.k && request.k != usize::MAX)
-    {
-        return Err(Error::InvalidArgument(format!(
-            "ef {ef} is below k {}; give ef {} or more",
-            request.k, request.k
-        )));
-    }
+    let mode = request.searched_mode();
     let started = Instant::now();
     let (tables, offsets) = tables(
         score_name,
@@ -606,7 +642,7 @@ pub(crate) fn search_batched(
             &codes[start * wpc..end * wpc],
             fetch,
             &score,
-            &request.mode,
+            &mode,
             &options,
         )?;
         if let (Some(_), Some(q)) = (request.rescore, &floats) {

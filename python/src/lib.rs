@@ -803,6 +803,21 @@ fn train(
     })
 }
 
+/// `e` with a bad row of the matrix the library calls `library` ("queries", "new rows",
+/// "data") said as a row of the Python argument `python` ("q", "x"), which the caller passed.
+fn row_of(e: bsa::Error, library: &str, python: &str) -> bsa::Error {
+    match e {
+        bsa::Error::BadRow { path, row, detail } if path.as_os_str() == library => {
+            bsa::Error::BadRow {
+                path: python.into(),
+                row,
+                detail,
+            }
+        }
+        e => e,
+    }
+}
+
 /// The message of `e` without the "invalid argument: " its type prefixes (a Python
 /// `ValueError` says it already, and the caller names the argument).
 fn bare(e: bsa::Error) -> String {
@@ -1273,7 +1288,8 @@ impl Index {
             request.bitmaps = bitmaps;
             request.overwrite = overwrite;
             request.stop = Some(stop);
-            build_index_notifying(&request, &dir, |_, _| {}, || warn_waiting(&dir))?;
+            build_index_notifying(&request, &dir, |_, _| {}, || warn_waiting(&dir))
+                .map_err(|e| row_of(e, "data", "x"))?;
             Index::open_dir(&dir, false, tmp)
         })
     }
@@ -1390,13 +1406,6 @@ impl Index {
         let request = Request::new(k.unwrap_or(usize::MAX))
             .mode(mode)
             .map_err(|e| PyValueError::new_err(format!("mode: {}", bare(e))))?;
-        if ef.is_some() && mode != "hnsw" {
-            // As `bsa search --ef` without `--mode hnsw`: it would be ignored.
-            return Err(PyValueError::new_err(format!(
-                "ef sets the graph search's candidate list: give mode=\"hnsw\" with it \
-                 (mode=\"{mode}\" takes no ef)"
-            )));
-        }
         let request = request
             .score(score)
             .map_err(|e| PyValueError::new_err(format!("score: {}", bare(e))))?
@@ -1454,6 +1463,7 @@ impl Index {
         let long = nq > 256 && (nq as u64).saturating_mul(index.len() as u64) > 1 << 26;
         let found = interruptible_if(py, threads, long, |stop| {
             bsa::query::search_until(index, model, queries, &request, filter, Some(stop))
+                .map_err(|e| row_of(e, "queries", "q"))
         })?;
         let k = k.unwrap_or_else(|| found.hits.iter().map(|h| h.ids.len()).max().unwrap_or(0));
         let mut ids = match ids {
@@ -1545,7 +1555,8 @@ impl Index {
         // merges, before the commit: the index stays as it was.
         let report = interruptible(py, threads, |stop| {
             let mut writer = open_writer(&dir, stop, verify)?;
-            let r = bsa::live::add(&mut writer, source, ids.as_deref(), upsert, false, merge)?;
+            let r = bsa::live::add(&mut writer, source, ids.as_deref(), upsert, false, merge)
+                .map_err(|e| row_of(e, "new rows", "x"))?;
             // Under the lock: two threads changing one Index reopen in commit order.
             self.reopen()?;
             drop(writer);

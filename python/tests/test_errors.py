@@ -61,8 +61,14 @@ def test_one_dimensional_and_empty(index, model, queries):
 def test_nan(index, model, queries):
     q = queries[:4].copy()
     q[2, 7] = np.nan
-    with pytest.raises(ValueError, match="queries: row 2: column 7 is NaN"):
+    # Each error names the argument the caller passed (the library's labels were "queries",
+    # "data" and "new rows").
+    with pytest.raises(ValueError, match="^q: row 2: column 7 is NaN"):
         index.search(q, 5)
+    with pytest.raises(ValueError, match="^x: row 2: column 7 is NaN"):
+        bsa.Index.build(x=q, model=model)
+    with pytest.raises(ValueError, match="^x: row 2: column 7 is NaN"):
+        bsa.Index.build(x=queries[:8], model=model).add(q)
     with pytest.raises(ValueError, match="row 2: column 7"):
         model.encode(q)
     with pytest.raises(ValueError, match="row 2"):
@@ -220,7 +226,7 @@ def test_numeric_options_are_named(model, queries):
             index.search(queries, **kw)
     # An ef the mode would ignore is refused, as `bsa search --ef` without `--mode hnsw`.
     for mode in ["flat", "inverted"]:
-        with pytest.raises(ValueError, match=f'mode="{mode}" takes no ef'):
+        with pytest.raises(ValueError, match=f"mode {mode} is exact and takes no ef"):
             index.search(queries, 5, mode=mode, ef=50)
     with pytest.raises(ValueError, match="^mode: "):  # a misspelt mode is said as that
         index.search(queries, 5, mode="hsnw", ef=50)

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::search_common::Answer;
 pub use super::search_common::Args;
-use super::search_common::{Answer, Mode};
 use super::{milvus_search, search_local};
 
 /// One result line of `bsa search`. Field names are stable.
@@ -27,19 +27,12 @@ pub struct ResultLine<'a> {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     // Flags that would be ignored are refused, as `bsa build` and `bsa train` refuse theirs
-    // (clap's `requires` does not hold --collection to --milvus here; a Milvus search says
-    // itself that it takes no --ef).
+    // (clap's `requires` does not hold --collection to --milvus here; --ef without --mode hnsw
+    // is refused by the search, bsa::query::Request::check_ef, or by Milvus's).
     if a.collection.is_some() && a.milvus.is_none() {
         anyhow::bail!(
             "--collection names a Milvus collection: give --milvus URL with it (a local --index \
              needs neither)"
-        );
-    }
-    if a.ef.is_some() && a.mode != Mode::Hnsw && a.milvus.is_none() {
-        anyhow::bail!(
-            "--ef sets the graph search's candidate list: give --mode hnsw with it (--mode {} \
-             is exact and takes no ef)",
-            a.mode.name()
         );
     }
     if a.rescore == Some(0) {

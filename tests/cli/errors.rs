@@ -817,7 +817,10 @@ fn messages_name_the_input_at_fault() {
         "--ef",
         "50",
     ])
-    .fails_with(&["--ef sets the graph search's candidate list", "--mode flat"]);
+    .fails_with(&[
+        "ef sets the graph search's candidate list",
+        "mode flat is exact",
+    ]);
     t.bsa(&[
         "search",
         "--index",
