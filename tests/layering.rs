@@ -62,6 +62,7 @@ const INDEX_LAYERS: &[&[&str]] = &[
     &[
         "graph_build.rs",
         "hnsw.rs",
+        "hnsw/with_hnsw_rs.rs",
         "index.rs",
         "mode.rs",
         "builder.rs",

@@ -229,7 +229,11 @@ impl<'a> IndexBuilder<'a> {
         self
     }
 
-    /// Also build and store an HNSW graph with these parameters.
+    /// Also build and store an HNSW graph with these parameters: over the codes by Hamming
+    /// distance (built with hnsw_rs, so it needs bsa-index's `hnsw-rs` feature, on by default;
+    /// without it [`build`](Self::build) refuses before writing anything), or, with
+    /// [`graph_on`](Self::graph_on), on float vectors (built natively, with or without the
+    /// feature).
     pub fn hnsw(mut self, params: HnswParams) -> Self {
         self.hnsw = Some(params);
         self
@@ -452,6 +456,11 @@ impl<'a> IndexBuilder<'a> {
         }
         if let Some(h) = &self.hnsw {
             h.validate()?;
+            if self.graph_vectors.is_none() {
+                crate::hnsw::require_hamming_builder(
+                    "an HNSW graph over the codes (IndexBuilder::hnsw without graph_on)",
+                )?;
+            }
         }
         if let Some((v, dim)) = self.graph_vectors {
             if self.hnsw.is_none() {
@@ -811,7 +820,9 @@ impl<'a> IndexBuilder<'a> {
             (Some(params), None) => {
                 let base = done;
                 let (basename, (native, native_info)) =
-                    build_and_dump(self.codes, w, &params, &tmp_path, &mut |d| report(base + d))?;
+                    build_and_dump(self.codes, w, &params, &tmp_path, HNSW_BASENAME, &mut |d| {
+                        report(base + d)
+                    })?;
                 files.insert(native.clone(), native_info);
                 let info = HnswInfo {
                     graph: format!("{basename}.hnsw.graph"),

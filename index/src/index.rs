@@ -982,7 +982,9 @@ impl Index {
 
     /// Loads the HNSW graph now (otherwise the first HNSW search loads it). Useful to keep the
     /// loading time out of search timings. Maps `graph.bin` and checks its checksum and every
-    /// neighbour id; for an index without `graph.bin`, verifies and converts the hnsw_rs dump.
+    /// neighbour id; for an index without `graph.bin`, verifies and converts the hnsw_rs dump
+    /// (with the `hnsw-rs` feature, on by default; without it, an error naming the index
+    /// directory says so).
     ///
     /// ```
     /// use bsa_index::{HnswParams, Index, IndexBuilder};

@@ -56,6 +56,18 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Features
+//!
+//! * `hnsw-rs` (on by default): [hnsw_rs](https://crates.io/crates/hnsw_rs) (with it, the crate
+//!   depends on 97 crates; without, 37), for building HNSW graphs over the codes by Hamming
+//!   distance ([`IndexBuilder::hnsw`] without [`IndexBuilder::graph_on`], and the segments a
+//!   [`live::Writer`] builds or merges in such an index) and for loading the graph of an index
+//!   written before `graph.bin` existed (only an hnsw_rs dump). A query server can leave it out
+//!   (`bsa-index = { version = "0.1", default-features = false }`): it still opens and searches
+//!   every index that has a `graph.bin` (Hamming graphs built elsewhere included), builds
+//!   indexes without graphs and graphs on float vectors; what needs hnsw_rs is an
+//!   [`Error::InvalidArgument`] that says so, returned before anything is written.
+//!
 //! ## The index directory
 //!
 //! | file | content |
@@ -86,7 +98,8 @@
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  index      mode ─ Index::searcher(&Mode)           builder ─ IndexBuilder
 //!             index ─ Index: opens the files, hands out views and searchers
-//!             graph_build ─ the native HNSW builder    hnsw ─ hnsw_rs build, legacy dump
+//!             graph_build ─ the native HNSW builder    hnsw ─ parameters, loads graph.bin
+//!             hnsw::with_hnsw_rs ─ hnsw_rs build, legacy dump (feature `hnsw-rs`)
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  searchers  search ─ Searcher, Hits, SearchParams, CodesView, keys → hits
 //!             search::{flat, inverted (+ blocked), graph, rescore}
@@ -127,6 +140,7 @@
 //! The crate targets 64-bit little-endian machines (the codes are mapped in place).
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(all(target_endian = "little", target_pointer_width = "64")))]
 compile_error!(

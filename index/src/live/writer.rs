@@ -16,12 +16,13 @@ use std::sync::Arc;
 use crate::builder::IndexBuilder;
 use crate::error::{Error, Result};
 use crate::files::{sync_dir, sync_file};
+use crate::hnsw::require_hamming_builder;
 use crate::index::Index;
 use crate::index::OpenOptions;
 use crate::live::meta::{
     bridge_name, deletes_name, largest_segment, read_deletes, read_manifest_bytes, replace_file,
     segment_name, write_bridge, write_deletes, BridgeEntry, DeletesEntry, GraphSource,
-    LiveManifest, LiveModel, SegmentEntry,
+    LiveManifest, LiveModel, SegmentEntry, Template,
 };
 use crate::live::snapshot::Snapshot;
 use crate::manifest::{Manifest, MANIFEST_FILE};
@@ -642,6 +643,7 @@ impl Writer {
             Some(GraphSource::Vectors { dim }) => Some(dim as usize),
             _ => None,
         };
+        self.require_graph_builder(&t, "adding rows")?;
         need(
             "graph vectors (its graph is built on float vectors)",
             rows.graph_vectors.is_some(),
@@ -1061,6 +1063,7 @@ impl Writer {
         let w = bits.div_ceil(64);
         let t = m.template.clone();
         let graph_on_vectors = matches!(t.graph.map(|g| g.on), Some(GraphSource::Vectors { .. }));
+        self.require_graph_builder(&t, "merging segments")?;
         if graph_on_vectors && graph_vectors.is_none() {
             return Err(Error::InvalidArgument(
                 "the index's graph is built on float vectors: merging segments needs them for \
@@ -1195,6 +1198,18 @@ impl Writer {
     /// Runs one change. If it fails, what it wrote for a commit that did not happen (a
     /// segment, deletes or bridge files) is removed, so that this writer can go on: a retry
     /// writes the same names again.
+    /// Refuses, before any work, a change (`doing`) that builds a segment's graph over the codes
+    /// in a build of bsa-index without hnsw_rs (the `hnsw-rs` feature).
+    fn require_graph_builder(&self, t: &Template, doing: &str) -> Result<()> {
+        match t.graph.map(|g| g.on) {
+            Some(GraphSource::Codes) => require_hamming_builder(&format!(
+                "{}: the index's graphs are over the codes, and {doing} builds one",
+                self.dir.display()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn change<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let out = f(self);
         if out.is_err() {
