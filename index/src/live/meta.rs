@@ -1,6 +1,6 @@
 //! The files a segmented index adds to its segments: the root `manifest.json` of format v2
-//! ([`LiveManifest`]) and the per-segment deletes files. Reading, validating and the atomic
-//! writes; nothing here searches.
+//! ([`LiveManifest`]) and the per-segment deletes and bridge files. Reading, validating and the
+//! atomic writes; nothing here searches.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -20,11 +20,27 @@ use crate::rowset::RowSet;
 
 /// Incompatible features of a segmented index this build understands: `"deletes"` (rows can be
 /// marked deleted by a deletes file; a reader that ignored it would return deleted rows).
+/// [`LiveManifest`]'s example checks that a segmented index asks for them.
 pub const LIVE_INCOMPAT_FEATURES: &[&str] = &["deletes"];
 
 /// The root manifest of a segmented index (`manifest.json`, format v2): the segments, their
 /// deletes, and what every new segment must hold. Replacing this file (write a temporary file,
 /// `fsync`, `rename`) is the one commit point of every change.
+///
+/// ```
+/// use bsa_index::live::{LiveManifest, NewRows, Writer, LIVE_INCOMPAT_FEATURES};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+/// let mut w = Writer::open(&path)?;
+/// w.add(&NewRows::codes(&[3]), false)?; // the first change writes a v2 manifest
+/// let file = path.join("manifest.json");
+/// let m = LiveManifest::from_bytes(&std::fs::read(&file).unwrap(), &file)?;
+/// assert_eq!(&m, w.manifest());
+/// assert_eq!((m.generation, m.next_id, m.next_segment, m.rows()), (1, 3, 2, 3));
+/// assert_eq!(m.incompat_features, LIVE_INCOMPAT_FEATURES);
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct LiveManifest {
@@ -38,7 +54,8 @@ pub struct LiveManifest {
     pub words_per_code: u32,
     /// Features a reader must understand ([`LIVE_INCOMPAT_FEATURES`]).
     pub incompat_features: Vec<String>,
-    /// The id given to the next row added without ids: one past the largest id ever added.
+    /// The id given to the next row added without ids: one past the largest id the index has
+    /// ever held (built, added, deleted since or not).
     pub next_id: u64,
     /// The number in the name of the next segment (`seg-{next_segment:06}`), never reused.
     pub next_segment: u64,
@@ -54,6 +71,21 @@ pub struct LiveManifest {
 }
 
 /// One segment of a [`LiveManifest`].
+///
+/// ```
+/// use bsa_index::live::{NewRows, Writer};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// bsa_index::IndexBuilder::new(64, &[1, 2, 3]).build(&path)?;
+/// let mut w = Writer::open(&path)?;
+/// w.delete(&[1])?;
+/// let seg = &w.manifest().segments[0];
+/// assert_eq!((seg.name.as_str(), seg.rows, seg.live_rows()), ("seg-000000", 3, 2));
+/// let deletes = seg.deletes.as_ref().unwrap();
+/// assert_eq!((deletes.file.as_str(), deletes.deleted), ("deletes-seg-000000-g1.bin", 1));
+/// assert_eq!(std::fs::metadata(path.join(&deletes.file)).unwrap().len(), deletes.info.len);
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SegmentEntry {
@@ -70,13 +102,13 @@ pub struct SegmentEntry {
 }
 
 impl SegmentEntry {
-    /// Rows not deleted.
+    /// Rows not deleted (see [`SegmentEntry`]'s example).
     pub fn live_rows(&self) -> u64 {
         self.rows - self.deletes.as_ref().map_or(0, |d| d.deleted)
     }
 }
 
-/// A segment's deletes file.
+/// A segment's deletes file (see [`SegmentEntry`]'s example).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DeletesEntry {
@@ -90,7 +122,7 @@ pub struct DeletesEntry {
 
 /// A segment's bridge file: edges from the graph nodes of a larger segment (`to`) to this
 /// segment's rows, so that a walk of that graph finds this segment's rows too (see
-/// [`crate::live`]).
+/// [`crate::live`]). [`Writer::bridge`](crate::live::Writer::bridge)'s example reads one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct BridgeEntry {
@@ -105,6 +137,22 @@ pub struct BridgeEntry {
 }
 
 /// The model file in the root directory.
+///
+/// ```
+/// use bsa_index::live::{NewRows, Writer};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// let model = dir.path().join("m.safetensors");
+/// std::fs::write(&model, b"weights").unwrap();
+/// bsa_index::IndexBuilder::new(64, &[1, 2]).model_file(&model).build(&path)?;
+/// let mut w = Writer::open(&path)?;
+/// w.add(&NewRows::codes(&[3]), false)?; // the segments share the one model
+/// let m = w.manifest().model.as_ref().unwrap();
+/// assert_eq!((m.file.as_str(), m.original_name.as_str()), ("model.safetensors", "m.safetensors"));
+/// assert_eq!(m.info.len, 7);
+/// assert!(path.join(&m.file).is_file() && !path.join("seg-000001").join(&m.file).exists());
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct LiveModel {
@@ -117,6 +165,24 @@ pub struct LiveModel {
 }
 
 /// What a segment holds beside its codes and ids; new segments (added or merged) follow it.
+///
+/// ```
+/// use bsa_index::live::{GraphSource, NewRows, Writer};
+/// use bsa_index::{HnswParams, IndexBuilder};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// let codes: Vec<u64> = (0..16).map(|i| 1 << i).collect();
+/// IndexBuilder::new(64, &codes).norms(&[1.0; 16]).hnsw(HnswParams::default()).build(&path)?;
+/// let mut w = Writer::open(&path)?;
+/// let t = w.manifest().template.clone();
+/// assert!(t.norms && !t.inverted && t.vectors.is_none());
+/// let graph = t.graph.unwrap();
+/// assert_eq!((graph.on, graph.params), (GraphSource::Codes, HnswParams::default()));
+/// // An added segment gets its graph too, on its codes.
+/// w.add(&NewRows::codes(&[3]).norms(&[1.0]), false)?;
+/// assert!(w.snapshot()?.segments()[1].index().has_hnsw());
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[non_exhaustive]
 pub struct Template {
@@ -130,7 +196,7 @@ pub struct Template {
     pub graph: Option<GraphTemplate>,
 }
 
-/// How a segment's graph is built.
+/// How a segment's graph is built (see [`Template`]'s example).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct GraphTemplate {
@@ -140,7 +206,8 @@ pub struct GraphTemplate {
     pub on: GraphSource,
 }
 
-/// What a segment's graph is built on.
+/// What a segment's graph is built on (see [`Template`]'s example, and
+/// [`GraphVectorsFn`](crate::live::GraphVectorsFn)'s for a graph on vectors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "kind")]
 #[non_exhaustive]
@@ -183,11 +250,35 @@ pub(crate) fn deletes_name(segment: &str, generation: u64) -> String {
 
 impl LiveManifest {
     /// Serialises the manifest inside its checksummed envelope (format v2).
+    ///
+    /// ```
+    /// use bsa_index::live::{LiveManifest, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// w.delete(&[0])?;
+    /// let bytes = w.manifest().to_bytes()?;
+    /// assert_eq!(bytes, std::fs::read(path.join("manifest.json")).unwrap()); // as committed
+    /// assert_eq!(&LiveManifest::from_bytes(&bytes, &path)?, w.manifest());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         seal(self, SEGMENTED_FORMAT_VERSION)
     }
 
-    /// Parses and validates the bytes of a v2 manifest read from `path`.
+    /// Parses and validates the bytes of a v2 manifest read from `path` (named in errors).
+    ///
+    /// ```
+    /// use bsa_index::{live::LiveManifest, Error};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?; // format v1: one segment
+    /// let file = path.join("manifest.json");
+    /// let v1 = LiveManifest::from_bytes(&std::fs::read(&file).unwrap(), &file);
+    /// assert!(matches!(v1, Err(Error::Corrupt { path, .. }) if path == file));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<LiveManifest> {
         let version = manifest_version(bytes, path)?;
         if version != SEGMENTED_FORMAT_VERSION {
@@ -256,7 +347,9 @@ impl LiveManifest {
         Ok(())
     }
 
-    /// Rows in every segment, deleted ones included.
+    /// Rows in every segment, deleted ones included ([`Writer::manifest`]'s example counts them).
+    ///
+    /// [`Writer::manifest`]: crate::live::Writer::manifest
     pub fn rows(&self) -> u64 {
         self.segments.iter().map(|s| s.rows).sum()
     }

@@ -12,6 +12,26 @@ use crate::manifest::{GraphMetric, VectorsInfo, MANIFEST_FILE, SEGMENTED_FORMAT_
 
 /// What a [`Snapshot`] holds: rows, deletes, the files beside the codes, the search structures
 /// of each segment and the bytes on disk by kind of file. See [`Snapshot::summary`].
+///
+/// ```
+/// use bsa_index::live::{NewRows, Snapshot, Writer};
+/// use bsa_index::{manifest::GraphMetric, HnswParams, IndexBuilder};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// let codes: Vec<u64> = (0..16).map(|i| 1 << i).collect();
+/// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+/// let s = Snapshot::open(&path)?.summary()?;
+/// assert_eq!((s.format_version, s.generation, s.segments[0].name.as_str()), (1, 0, "."));
+/// let g = s.graph.unwrap();
+/// assert_eq!((g.metric, g.dim, g.max_connections), (GraphMetric::Hamming, None, 32));
+///
+/// Writer::open(&path)?.add(&NewRows::codes(&[3]), false)?;
+/// let s = Snapshot::open(&path)?.summary()?;
+/// assert_eq!((s.format_version, s.generation, s.next_id), (2, 1, 17));
+/// let names: Vec<&str> = s.segments.iter().map(|seg| seg.name.as_str()).collect();
+/// assert_eq!(names, ["seg-000000", "seg-000001"]);
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Summary {
@@ -49,7 +69,7 @@ pub struct Summary {
     pub total_bytes: u64,
 }
 
-/// The graph of a [`Summary`].
+/// The graph of a [`Summary`] (see its example).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct GraphSummary {
@@ -66,7 +86,7 @@ pub struct GraphSummary {
     pub ef_search: usize,
 }
 
-/// One segment of a [`Summary`].
+/// One segment of a [`Summary`] (see its example, and [`Snapshot::summary`]'s).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct SegmentSummary {

@@ -52,6 +52,17 @@ pub struct NewRows<'a> {
 impl<'a> NewRows<'a> {
     /// Rows of packed `codes` (as [`IndexBuilder::new`] takes them); ids follow the index's
     /// largest id unless [`ids`](Self::ids) are given.
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// // 128-bit codes: two words a row.
+    /// bsa_index::IndexBuilder::new(128, &[1, 0, 2, 0]).ids(&[5, 9]).build(&path)?;
+    /// let added = Writer::open(&path)?.add(&NewRows::codes(&[3, 0, 4, 0]), false)?;
+    /// assert_eq!((added.added, added.id_range), (2, (10, 11)));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn codes(codes: &'a [u64]) -> Self {
         NewRows {
             codes,
@@ -62,32 +73,93 @@ impl<'a> NewRows<'a> {
         }
     }
     /// Their ids (unique, not in the index unless upserting).
+    ///
+    /// ```
+    /// use bsa_index::{live::{NewRows, Writer}, Error};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).ids(&[10, 11]).build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// let twice = w.add(&NewRows::codes(&[3, 4]).ids(&[20, 20]), false);
+    /// assert!(matches!(twice, Err(Error::InvalidArgument(_))));
+    /// let taken = w.add(&NewRows::codes(&[3]).ids(&[11]), false);
+    /// assert!(matches!(taken, Err(Error::InvalidArgument(_))));
+    /// assert_eq!(w.add(&NewRows::codes(&[3, 4]).ids(&[20, 21]), false)?.id_range, (20, 21));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn ids(mut self, ids: &'a [u64]) -> Self {
         self.ids = Some(ids);
         self
     }
     /// Their float vectors (required when the index stores vectors).
+    ///
+    /// ```
+    /// use bsa_index::{live::{NewRows, Snapshot, Writer}, Error};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).vectors(&[1.0, 0.0, 0.0, 1.0], 2).build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// let bare = w.add(&NewRows::codes(&[3]), false);
+    /// assert!(matches!(bare, Err(Error::InvalidArgument(_))));
+    /// w.add(&NewRows::codes(&[3]).vectors(&[0.6, 0.8]), false)?;
+    /// assert_eq!(Snapshot::open(&path)?.len(), 3);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn vectors(mut self, v: &'a [f32]) -> Self {
         self.vectors = Some(v);
         self
     }
     /// The vectors their graph is built on (required when the index's graph is on vectors).
+    ///
+    /// ```
+    /// use bsa_index::{live::{NewRows, Writer}, Error, HnswParams, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let v: Vec<f32> = (0..16).flat_map(|i| [(i as f32).cos(), (i as f32).sin()]).collect();
+    /// let codes: Vec<u64> = (0..16).map(|i| 1 << i).collect();
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).graph_on(&v, 2).build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// let bare = w.add(&NewRows::codes(&[3]), false);
+    /// assert!(matches!(bare, Err(Error::InvalidArgument(_))));
+    /// let added = w.add(&NewRows::codes(&[3]).graph_vectors(&[0.6, 0.8]), false)?;
+    /// assert_eq!(added.added, 1);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn graph_vectors(mut self, v: &'a [f32]) -> Self {
         self.graph_vectors = Some(v);
         self
     }
     /// Their per-code norms (required when the index stores norms).
+    ///
+    /// ```
+    /// use bsa_index::{live::{NewRows, Snapshot, Writer}, Error};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).norms(&[1.0, 2.0]).build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// let bare = w.add(&NewRows::codes(&[3]), false);
+    /// assert!(matches!(bare, Err(Error::InvalidArgument(_))));
+    /// w.add(&NewRows::codes(&[3]).norms(&[1.5]), false)?;
+    /// assert_eq!(Snapshot::open(&path)?.segments()[1].index().norms(), Some(&[1.5][..]));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn norms(mut self, v: &'a [f32]) -> Self {
         self.norms = Some(v);
         self
     }
     /// Number of rows for codes of `bits` bits.
+    ///
+    /// ```
+    /// use bsa_index::live::NewRows;
+    /// let rows = NewRows::codes(&[1, 2, 3, 4]);
+    /// assert_eq!((rows.len(64), rows.len(128), rows.len(256)), (4, 2, 1));
+    /// ```
     pub fn len(&self, bits: usize) -> usize {
         self.codes.len() / bits.div_ceil(64).max(1)
     }
 }
 
-/// What [`Writer::add`] did.
+/// What [`Writer::add`] did (its example reads one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct AddReport {
@@ -113,7 +185,7 @@ pub struct AddReport {
     pub generation: u64,
 }
 
-/// What [`Writer::delete`] did.
+/// What [`Writer::delete`] did (its example reads one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeleteReport {
@@ -125,7 +197,7 @@ pub struct DeleteReport {
     pub generation: u64,
 }
 
-/// What [`Writer::compact`] did.
+/// What [`Writer::compact`] did (its example reads one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CompactReport {
@@ -193,8 +265,8 @@ impl MergePolicy {
         max_rows: 1_000_000,
     };
 
-    /// Merges `factor` segments of a tier (tiers `factor` times apart, from 1000 rows), leaving
-    /// segments of a million rows or more alone.
+    /// Merges the segments of a tier once it holds `factor` of them (tiers `factor` times apart,
+    /// from 1000 rows), leaving segments of a million rows or more alone.
     pub fn tiered(factor: usize) -> Self {
         MergePolicy {
             factor,
@@ -204,12 +276,27 @@ impl MergePolicy {
     }
 
     /// Sets [`min_rows`](Self::min_rows).
+    ///
+    /// ```
+    /// use bsa_index::live::MergePolicy;
+    /// // Below 1000 rows every segment is in the lowest tier: these two are merged.
+    /// assert_eq!(MergePolicy::tiered(2).select_sizes(&[10, 900]), vec![0, 1]);
+    /// // With tiers from 10 rows, 10 is in [10, 20) and 900 in [640, 1280): no merge.
+    /// assert!(MergePolicy::tiered(2).with_min_rows(10).select_sizes(&[10, 900]).is_empty());
+    /// ```
     pub fn with_min_rows(mut self, rows: u64) -> Self {
         self.min_rows = rows;
         self
     }
 
     /// Sets [`max_rows`](Self::max_rows).
+    ///
+    /// ```
+    /// use bsa_index::live::MergePolicy;
+    /// let sizes = [5000, 6000];
+    /// assert_eq!(MergePolicy::tiered(2).select_sizes(&sizes), vec![0, 1]);
+    /// assert!(MergePolicy::tiered(2).with_max_rows(5000).select_sizes(&sizes).is_empty());
+    /// ```
     pub fn with_max_rows(mut self, rows: u64) -> Self {
         self.max_rows = rows;
         self
@@ -217,6 +304,14 @@ impl MergePolicy {
 
     /// The positions among `live_rows` (segments' live rows) of the segments to merge: every
     /// segment of the lowest tier that holds at least `factor` of them; empty if none does.
+    ///
+    /// ```
+    /// use bsa_index::live::MergePolicy;
+    /// // Tiers from 1000 rows, factor 2: [1000, 2000), [2000, 4000), ...
+    /// let p = MergePolicy::tiered(2);
+    /// // Two full tiers: the lower one ([1000, 2000), where 10 counts as 1000) goes first.
+    /// assert_eq!(p.select_sizes(&[3000, 10, 2500, 1500]), vec![1, 3]);
+    /// ```
     pub fn select_sizes(&self, live_rows: &[u64]) -> Vec<usize> {
         if self.factor < 2 {
             return Vec::new();
@@ -267,17 +362,37 @@ struct Merged {
 
 /// Computes the float vectors a merged segment's graph is built on, from its codes and (when
 /// the index stores them) its stored vectors, for indexes whose graph is on vectors.
+///
+/// ```
+/// use bsa_index::live::{GraphVectorsFn, NewRows, Writer};
+/// use bsa_index::{Error, HnswParams, IndexBuilder};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// let v: Vec<f32> = (0..16).flat_map(|i| [(i as f32).cos(), (i as f32).sin()]).collect();
+/// let codes: Vec<u64> = (0..16).map(|i| 1 << i).collect();
+/// IndexBuilder::new(64, &codes).vectors(&v, 2).hnsw(HnswParams::default()).graph_on(&v, 2)
+///     .build(&path)?;
+/// let mut w = Writer::open(&path)?;
+/// w.add(&NewRows::codes(&[3]).vectors(&[0.6, 0.8]).graph_vectors(&[0.6, 0.8]), false)?;
+/// // Merging rebuilds a graph: on what vectors?
+/// assert!(matches!(w.compact(1, None), Err(Error::InvalidArgument(_))));
+/// // Those the index stores (bsa decodes the codes with its model instead).
+/// let stored: &GraphVectorsFn = &|_codes, stored| Ok(stored.expect("stored").to_vec());
+/// assert_eq!(w.compact(1, Some(stored))?.rows, 17);
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 pub type GraphVectorsFn<'a> = dyn Fn(&[u64], Option<&[f32]>) -> Result<Vec<f32>> + 'a;
 
 /// Computes, for `n` rows' graph vectors (`n x dim`, as [`GraphVectorsFn`] gives them), each
 /// row's table and offset as a query's for the index's table score (`n x bits` and `n`): what
-/// a bridge's walk of the largest graph ranks that graph's nodes by ([`Writer::bridge`]).
+/// a bridge's walk of the largest graph ranks that graph's nodes by ([`Writer::bridge`], whose
+/// example gives one).
 pub type RowTablesFn<'a> = dyn Fn(&[f32], usize) -> Result<(Vec<f32>, Vec<f32>)> + 'a;
 
 /// Edges of a bridge per row: the row is linked from this many of the nearest nodes of the
 /// largest segment's graph. A walk finds a row if it expands any of them; 8 against the 32 to
 /// 64 neighbours of a node costs a walk of an index grown by a tenth about a tenth more
-/// scored rows (`benches/RESULTS-live.md`, 2d).
+/// scored rows (`benches/RESULTS-live.md`, 2d). [`Writer::bridge`]'s example counts them.
 pub const BRIDGE_EDGES: usize = 8;
 
 /// Candidate list of the walk that finds a row's bridge edges.
@@ -286,7 +401,7 @@ pub const BRIDGE_EF: usize = 32;
 /// Rows whose tables are computed at once when bridging (bounds the memory to this many tables).
 const BRIDGE_CHUNK: usize = 1024;
 
-/// What [`Writer::bridge`] did.
+/// What [`Writer::bridge`] did (its example reads one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BridgeReport {
@@ -347,6 +462,21 @@ fn push_vector(index: &Index, r: usize, out: &mut Vec<f32>) {
 ///
 /// A single-segment index (`bsa build`) becomes segmented (format v2) at its first change: its
 /// files are hard-linked (or copied) into the first segment's directory before the commit.
+///
+/// ```
+/// use bsa_index::live::{NewRows, Snapshot, Writer};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+/// assert!(!Snapshot::open(&path)?.is_segmented());
+/// let mut w = Writer::open(&path)?;
+/// w.add(&NewRows::codes(&[3]), false)?;
+/// let snap = Snapshot::open(&path)?;
+/// assert!(snap.is_segmented());
+/// let names: Vec<&str> = snap.segments().iter().map(|s| s.name()).collect();
+/// assert_eq!(names, ["seg-000000", "seg-000001"]); // the built rows, then the added one
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 pub struct Writer {
     dir: PathBuf,
     _lock: crate::files::DirLock,
@@ -372,6 +502,20 @@ impl Writer {
     /// Opens `dir` for writing: waits for the lock, reads the current generation (checksums
     /// of the mapped files are not re-verified: `bsa verify` does that), and removes what
     /// interrupted writers left behind.
+    ///
+    /// ```
+    /// use bsa_index::{live::Writer, Error};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let none = Writer::open(&path); // no index there yet
+    /// let not_found = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    /// assert!(matches!(none, Err(Error::Io { error, .. }) if not_found(&error)));
+    /// assert!(!path.exists()); // nor made a folder for its lock
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let w = Writer::open(&path)?;
+    /// assert_eq!((w.dir(), w.generation()), (path.as_path(), 0));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn open(dir: impl AsRef<Path>) -> Result<Writer> {
         Writer::open_notifying(dir, || {})
     }
@@ -380,11 +524,22 @@ impl Writer {
     /// lock (an add, delete or compaction, or a build replacing the index): a command can say
     /// why it seems to hang.
     ///
-    /// ```no_run
-    /// # fn main() -> bsa_index::Result<()> {
+    /// ```
     /// use bsa_index::live::Writer;
-    /// let w = Writer::open_notifying("idx", || eprintln!("waiting for another writer of idx"))?;
-    /// # Ok(()) }
+    /// use std::{sync::mpsc, thread, time::Duration};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let first = Writer::open_notifying(&path, || unreachable!("no other writer"))?;
+    /// let (waiting, told) = mpsc::channel();
+    /// let second = thread::spawn({
+    ///     let path = path.clone();
+    ///     move || Writer::open_notifying(&path, move || waiting.send(()).unwrap()).map(drop)
+    /// });
+    /// told.recv_timeout(Duration::from_secs(60)).expect("told it waits");
+    /// drop(first); // the second gets the lock
+    /// second.join().unwrap()?;
+    /// # Ok::<(), bsa_index::Error>(())
     /// ```
     pub fn open_notifying(dir: impl AsRef<Path>, on_wait: impl FnOnce()) -> Result<Writer> {
         Writer::open_inner(dir.as_ref(), on_wait, None)
@@ -477,22 +632,66 @@ impl Writer {
         Ok(w)
     }
 
-    /// The index directory this writer changes.
+    /// The index directory this writer changes (as given to [`open`](Self::open), whose
+    /// example reads it).
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The generation last committed (0: never changed since `bsa build`).
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// assert_eq!(w.generation(), 0);
+    /// w.add(&NewRows::codes(&[3]), false)?;
+    /// w.delete(&[0])?;
+    /// assert_eq!(w.generation(), 2); // one commit each
+    /// w.delete(&[0])?; // already deleted: nothing to commit
+    /// assert_eq!(w.generation(), 2);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn generation(&self) -> u64 {
         self.manifest.generation
     }
 
     /// The manifest the next commit starts from.
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// w.add(&NewRows::codes(&[3]), false)?;
+    /// w.delete(&[0])?;
+    /// let m = w.manifest();
+    /// assert_eq!((m.generation, m.next_id, m.rows()), (2, 3, 3));
+    /// let live: Vec<u64> = m.segments.iter().map(|s| s.live_rows()).collect();
+    /// assert_eq!(live, vec![1, 1]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn manifest(&self) -> &LiveManifest {
         &self.manifest
     }
 
     /// The generation this writer changes, as a snapshot (opened without verifying checksums).
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// w.add(&NewRows::codes(&[3]).ids(&[9]), false)?;
+    /// let snap = w.snapshot()?; // the generation just committed
+    /// assert_eq!((snap.generation(), snap.len()), (1, 3));
+    /// assert_eq!(snap.find_id(9), Some((1, 0))); // segment 1, row 0
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn snapshot(&mut self) -> Result<&Snapshot> {
         if self.snapshot.is_none() {
             self.snapshot = Some(Snapshot::open_with(
@@ -517,6 +716,15 @@ impl Writer {
     /// let mut writer = Writer::open(&path)?;
     /// writer.verify_checksums()?;
     /// writer.add(&NewRows::codes(&[3]), false)?;
+    /// drop(writer);
+    /// // A byte of the added codes flipped on disk: opening does not read them, this does.
+    /// let codes = path.join("seg-000001/codes.bin");
+    /// let mut bytes = std::fs::read(&codes).unwrap();
+    /// *bytes.last_mut().unwrap() ^= 1;
+    /// std::fs::write(&codes, &bytes).unwrap();
+    /// let mut writer = Writer::open(&path)?;
+    /// let damaged = writer.verify_checksums();
+    /// assert!(matches!(damaged, Err(bsa_index::Error::Checksum { .. })));
     /// # Ok(()) }
     /// ```
     pub fn verify_checksums(&mut self) -> Result<()> {
@@ -556,6 +764,25 @@ impl Writer {
     /// lists, a graph), so `rows` must bring the inputs of each.
     ///
     /// Merges no segments: see [`add_merging`](Self::add_merging).
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// use bsa_index::{Mode, Score};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(8, &[0b0001, 0b0011]).ids(&[10, 11]).build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// // Id 11 is live: an upsert replaces its row, a plain add is refused.
+    /// assert!(w.add(&NewRows::codes(&[0b1111]).ids(&[11]), false).is_err());
+    /// let r = w.add(&NewRows::codes(&[0b1111, 0b0111]).ids(&[11, 12]), true)?;
+    /// assert_eq!((r.added, r.replaced, r.id_range, r.generation), (2, 1, (11, 12), 1));
+    /// assert_eq!(r.segment, "seg-000001");
+    /// let snap = Snapshot::open(&path)?;
+    /// let flat = Mode::parse("flat")?;
+    /// let (hits, _) = snap.search(&[0b1111], 2, &Score::Hamming, &flat, &Default::default())?;
+    /// assert_eq!((hits[0].ids.as_slice(), snap.len()), (&[11, 12][..], 3));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn add(&mut self, rows: &NewRows<'_>, upsert: bool) -> Result<AddReport> {
         self.add_merging(rows, upsert, MergePolicy::NEVER, None)
     }
@@ -571,6 +798,22 @@ impl Writer {
     /// rewritten about log_factor(index rows / rows per add) times over its life), and the
     /// number of segments stays about `(factor - 1)` per tier, which keeps searches of a
     /// growing index near the speed of a compacted one.
+    ///
+    /// ```
+    /// use bsa_index::live::{MergePolicy, NewRows, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2, 3, 4]).build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// let policy = MergePolicy::tiered(2).with_min_rows(1); // tiers 1, 2, 4, ... rows
+    /// let r = w.add_merging(&NewRows::codes(&[5]), false, policy, None)?;
+    /// assert_eq!((r.merged, w.manifest().segments.len()), (0, 2)); // 4 rows, 1 row
+    /// let r = w.add_merging(&NewRows::codes(&[6]), false, policy, None)?;
+    /// // The two 1-row segments filled their tier: merged into one, in the same commit.
+    /// assert_eq!((r.merged, r.merged_rows, r.generation), (2, 2, 2));
+    /// assert_eq!(w.manifest().segments.len(), 2); // 4 rows, 2 rows
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn add_merging(
         &mut self,
         rows: &NewRows<'_>,
@@ -586,6 +829,29 @@ impl Writer {
     /// the largest one changed): one commit, so a crash leaves the index as before or with the
     /// rows added and bridged. For an index whose graph is on float vectors; others are added
     /// as by `add_merging`.
+    ///
+    /// ```
+    /// use bsa_index::live::{MergePolicy, NewRows, Writer};
+    /// use bsa_index::{HnswParams, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let v: Vec<f32> = (0..16).flat_map(|i| [(i as f32).cos(), (i as f32).sin()]).collect();
+    /// let codes: Vec<u64> = (0..16).map(|i| 1 << i).collect();
+    /// IndexBuilder::new(64, &codes).vectors(&v, 2).hnsw(HnswParams::default()).graph_on(&v, 2)
+    ///     .build(&path)?;
+    /// // A toy table per row (bsa makes a row's table from its model, as for a query).
+    /// let tables = |v: &[f32], n: usize| {
+    ///     Ok((v.chunks(2).flat_map(|x| [x[0]; 64]).collect(), vec![0.0; n]))
+    /// };
+    /// let stored = |_: &[u64], v: Option<&[f32]>| Ok(v.expect("stored").to_vec());
+    ///
+    /// let mut w = Writer::open(&path)?;
+    /// let rows = NewRows::codes(&[3]).vectors(&[0.6, 0.8]).graph_vectors(&[0.6, 0.8]);
+    /// let r = w.add_bridging(&rows, false, MergePolicy::NEVER, &stored, &tables)?;
+    /// assert_eq!((r.bridged, r.generation), (1, 1)); // added and bridged in one commit
+    /// assert_eq!(w.snapshot()?.segments()[1].bridged_from(), Some("seg-000000"));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn add_bridging(
         &mut self,
         rows: &NewRows<'_>,
@@ -776,6 +1042,35 @@ impl Writer {
     /// in proportion to the rows added. Bridges are an accelerator: a reader that ignores
     /// them, or an index whose bridges lead from a segment that is no longer the largest, finds
     /// the same rows by searching the segments on their own.
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Writer, BRIDGE_EDGES};
+    /// use bsa_index::{HnswParams, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let v: Vec<f32> = (0..16).flat_map(|i| [(i as f32).cos(), (i as f32).sin()]).collect();
+    /// let codes: Vec<u64> = (0..16).map(|i| 1 << i).collect();
+    /// IndexBuilder::new(64, &codes).vectors(&v, 2).hnsw(HnswParams::default()).graph_on(&v, 2)
+    ///     .build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// let (a, b) = ([0.6, 0.8], [0.8, 0.6]);
+    /// w.add(&NewRows::codes(&[3]).vectors(&a).graph_vectors(&a), false)?;
+    /// w.add(&NewRows::codes(&[5]).vectors(&b).graph_vectors(&b), false)?;
+    ///
+    /// // A toy table per row (bsa makes a row's table from its model, as for a query).
+    /// let tables = |v: &[f32], n: usize| {
+    ///     Ok((v.chunks(2).flat_map(|x| [x[0]; 64]).collect(), vec![0.0; n]))
+    /// };
+    /// let stored = |_: &[u64], v: Option<&[f32]>| Ok(v.expect("stored").to_vec());
+    /// let r = w.bridge(&stored, &tables)?;
+    /// // Each added row linked from BRIDGE_EDGES nodes of the 16-row segment's graph.
+    /// assert_eq!((r.segments, r.edges, r.generation), (2, 2 * BRIDGE_EDGES, 3));
+    /// let bridge = w.manifest().segments[1].bridge.as_ref().unwrap();
+    /// assert_eq!(bridge.to, "seg-000000");
+    /// // Nothing left to bridge: no commit.
+    /// assert_eq!(w.bridge(&stored, &tables)?.generation, 3);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn bridge(
         &mut self,
         graph_vectors: &GraphVectorsFn<'_>,
@@ -882,6 +1177,20 @@ impl Writer {
 
     /// The stop flag this writer was opened with ([`Writer::open_stoppable`]), for the long
     /// work a caller does for a change (encoding the rows it adds).
+    ///
+    /// ```
+    /// use std::sync::{atomic::{AtomicBool, Ordering}, Arc};
+    /// use bsa_index::live::Writer;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// assert!(Writer::open(&path)?.stop_flag().is_none());
+    /// let stop = Arc::new(AtomicBool::new(false));
+    /// let w = Writer::open_stoppable(&path, || {}, Arc::clone(&stop))?;
+    /// stop.store(true, Ordering::Relaxed); // Ctrl-C, say
+    /// assert!(w.stop_flag().unwrap().load(Ordering::Relaxed));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn stop_flag(&self) -> Option<&AtomicBool> {
         self.stop.as_deref()
     }
@@ -898,6 +1207,22 @@ impl Writer {
     /// Marks the live rows holding `ids` deleted. Ids not live in the index are reported in
     /// [`DeleteReport::unknown`]; nothing is committed when no row changes. A segment whose
     /// rows are all deleted is dropped.
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).ids(&[10, 11]).build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// w.add(&NewRows::codes(&[3]).ids(&[12]), false)?;
+    /// let r = w.delete(&[10, 12, 99])?;
+    /// assert_eq!((r.deleted, r.unknown, r.generation), (2, vec![99], 2));
+    /// let snap = Snapshot::open(&path)?;
+    /// // Id 12's segment is gone; id 10's row stays, marked deleted.
+    /// assert_eq!((snap.segments().len(), snap.rows(), snap.len()), (1, 2, 1));
+    /// assert_eq!(w.delete(&[10])?.generation, 2); // nothing to delete: no commit
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn delete(&mut self, ids: &[u64]) -> Result<DeleteReport> {
         self.change(|w| w.delete_inner(ids))
     }
@@ -978,11 +1303,27 @@ impl Writer {
         Ok(())
     }
 
-    /// Merges segments so that at most `max_segments` remain (the smallest first), and drops
-    /// deleted rows: every segment with deleted rows joins that one merge (a single new
-    /// segment), so fewer than `max_segments` may remain. A graph on float vectors is
+    /// Merges segments so that at most `max_segments` (0 counts as 1) remain (the smallest
+    /// first), and drops deleted rows: every segment with deleted rows joins that one merge (a
+    /// single new segment), so fewer than `max_segments` may remain. A graph on float vectors is
     /// rebuilt on the vectors `graph_vectors` computes (required for such indexes; other
     /// graphs are rebuilt from the codes). Nothing is committed when there is nothing to do.
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Writer};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2, 3]).build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// w.add(&NewRows::codes(&[4]), false)?;
+    /// w.add(&NewRows::codes(&[5]), false)?;
+    /// w.delete(&[0])?;
+    /// // Two segments at most: the two smallest and the one with a deleted row, merged.
+    /// let r = w.compact(2, None)?;
+    /// assert_eq!((r.merged, r.rows, r.dropped, r.segments, r.generation), (3, 4, 1, 1, 4));
+    /// assert_eq!(w.compact(1, None)?.generation, 4); // nothing to do: no commit
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn compact(
         &mut self,
         max_segments: usize,
@@ -993,6 +1334,30 @@ impl Writer {
 
     /// [`compact`](Self::compact), and in the same commit the bridges [`bridge`](Self::bridge)
     /// would write for the segments left; commits when either has work.
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Writer};
+    /// use bsa_index::{HnswParams, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let v: Vec<f32> = (0..16).flat_map(|i| [(i as f32).cos(), (i as f32).sin()]).collect();
+    /// let codes: Vec<u64> = (0..16).map(|i| 1 << i).collect();
+    /// IndexBuilder::new(64, &codes).vectors(&v, 2).hnsw(HnswParams::default()).graph_on(&v, 2)
+    ///     .build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// for x in [[0.6, 0.8], [0.8, 0.6]] {
+    ///     w.add(&NewRows::codes(&[3]).vectors(&x).graph_vectors(&x), false)?;
+    /// }
+    /// // A toy table per row (bsa makes a row's table from its model, as for a query).
+    /// let tables = |v: &[f32], n: usize| {
+    ///     Ok((v.chunks(2).flat_map(|x| [x[0]; 64]).collect(), vec![0.0; n]))
+    /// };
+    /// let stored = |_: &[u64], v: Option<&[f32]>| Ok(v.expect("stored").to_vec());
+    /// // The two 1-row segments merged, and the merged one bridged, in one commit.
+    /// let r = w.compact_bridging(2, &stored, &tables)?;
+    /// assert_eq!((r.merged, r.segments, r.bridged, r.generation), (2, 2, 1, 3));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn compact_bridging(
         &mut self,
         max_segments: usize,
