@@ -106,8 +106,10 @@ pub enum Queries<'a> {
     },
 }
 
-/// What to search for: `bsa search`'s options.
+/// What to search for: `bsa search`'s options. Made with [`Request::new`] and its setters
+/// (`#[non_exhaustive]`: a field added later breaks no caller).
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct Request {
     /// Neighbours per query.
     pub k: usize,
@@ -147,8 +149,18 @@ impl Request {
         }
     }
 
-    /// Sets the mode by name (`flat`, `inverted`, `hnsw`).
+    /// Sets the mode by name (`flat`, `inverted`, `hnsw`), keeping the `ef` set so far.
+    ///
+    /// ```
+    /// use bsa::query::Request;
+    /// let r = Request::new(10).with_ef(Some(64)).mode("hnsw")?;
+    /// assert_eq!((r.mode.name(), r.ef()), ("hnsw", Some(64)));
+    /// assert!(Request::new(10).mode("hnsh").is_err()); // a misspelt mode
+    /// # Ok::<(), bsa::Error>(())
+    /// ```
     pub fn mode(mut self, name: &str) -> Result<Request> {
+        // An ef the old mode carried (a `mode` field set directly) moves to the request's.
+        self.ef = self.ef();
         self.mode = Mode::parse(name)?;
         Ok(self)
     }
@@ -178,7 +190,9 @@ impl Request {
     /// # Ok::<(), bsa::Error>(())
     /// ```
     pub fn with_ef(mut self, ef: Option<usize>) -> Request {
+        // One place for it: a mode set directly with its own ef loses that one.
         self.ef = ef;
+        self.mode = self.mode.with_ef_search(None);
         self
     }
 
@@ -216,7 +230,15 @@ impl Request {
         self
     }
 
-    /// The HNSW candidate list size, if one was set (on the request, or on its mode).
+    /// The HNSW candidate list size, if one was set (on the request, or on a `mode` field set
+    /// directly); `None`: the graph's own, stored at build time.
+    ///
+    /// ```
+    /// use bsa::query::Request;
+    /// assert_eq!(Request::new(10).mode("hnsw")?.ef(), None);
+    /// assert_eq!(Request::new(10).mode("hnsw")?.with_ef(Some(80)).ef(), Some(80));
+    /// # Ok::<(), bsa::Error>(())
+    /// ```
     pub fn ef(&self) -> Option<usize> {
         self.ef.or(self.mode.ef_search())
     }
@@ -231,6 +253,18 @@ impl Request {
     /// [`bsa_index::hnsw::MAX_EF`], or below `k`. The walk keeps `ef` rows in its list and
     /// answers with the best `k x rescore` rows it scored: fewer than it rescores is fine, fewer
     /// than `k` is not (`k = usize::MAX` is a range search: every row in range the walk finds).
+    ///
+    /// ```
+    /// use bsa::query::Request;
+    /// let graph = Request::new(10).mode("hnsw")?;
+    /// assert!(graph.with_ef(Some(64)).check_ef().is_ok());
+    /// assert!(graph.with_ef(None).check_ef().is_ok()); // the graph's own
+    /// let low = graph.with_ef(Some(5)).check_ef().unwrap_err();
+    /// assert!(low.to_string().contains("ef 5 is below k 10"));
+    /// let flat = Request::new(10).with_ef(Some(64)).check_ef().unwrap_err();
+    /// assert!(flat.to_string().contains("mode flat is exact and takes no ef"));
+    /// # Ok::<(), bsa::Error>(())
+    /// ```
     pub fn check_ef(&self) -> Result<()> {
         let Some(ef) = self.ef() else {
             return Ok(());
@@ -319,6 +353,17 @@ pub fn index_model(index: &Snapshot) -> Result<Option<Autoencoder>> {
 /// Checks that every value of `x` is finite and, when `nonzero`, that every row has a norm
 /// cosine can divide by (not 0, not beyond `f32`), with the words an embedding file's check
 /// uses ([`Error::BadRow`]). `what` names the matrix in the error (e.g. `"queries"`).
+///
+/// ```
+/// use bsa::query::check_rows;
+/// let x = ndarray::array![[0.6f32, 0.8], [0.0, 0.0], [f32::NAN, 1.0]];
+/// assert!(check_rows("x", x.slice(ndarray::s![..2, ..]), false).is_ok()); // zeros are finite
+/// let zero = check_rows("x", x.view(), true).unwrap_err();
+/// assert!(matches!(zero, bsa::Error::BadRow { row: 1, .. }), "{zero}");
+/// assert!(zero.to_string().starts_with("x: row 1: L2 norm is 0"));
+/// let nan = check_rows("x", x.view(), false).unwrap_err();
+/// assert!(matches!(nan, bsa::Error::BadRow { row: 2, .. }), "{nan}");
+/// ```
 pub fn check_rows(what: &str, x: ArrayView2<f32>, nonzero: bool) -> Result<()> {
     use crate::io::embeddings::{nonfinite_detail, norm_detail, plainly_fine};
     for (row, values) in x.rows().into_iter().enumerate() {
@@ -464,7 +509,11 @@ pub(crate) fn search_batched(
     stop: Option<&AtomicBool>,
     batch: Option<usize>,
 ) -> Result<Found> {
-    request.check_ef()?;
+    if !matches!(request.mode, Mode::Hnsw(_)) {
+        // An ef the exact modes would ignore is refused first; a graph search's ef is checked
+        // below, once the index is known to have a graph for this score.
+        request.check_ef()?;
+    }
     let dir = index.dir().display();
     let bits = index.bits();
     let score_name = request.score;
@@ -587,6 +636,7 @@ pub(crate) fn search_batched(
     let fetch = request
         .k
         .saturating_mul(request.rescore.unwrap_or(1).max(1));
+    request.check_ef()?;
     let mode = request.searched_mode();
     let started = Instant::now();
     let (tables, offsets) = tables(

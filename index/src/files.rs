@@ -288,14 +288,22 @@ pub(crate) fn check_listed_len(path: &Path, header: &Header, info: &FileInfo) ->
 /// nanoseconds each) is noise, small enough that a file of a few pieces keeps every core busy.
 const CRC_PIECE: usize = 4 << 20;
 
-/// CRC-32 of `bytes`, the same as `crc32fast::hash`, computed in pieces on the current rayon
-/// pool and combined: checking a 150 MB vectors file at open took one core ~15 ms of a one-query
-/// `bsa search`, and a server's cores sat idle while it opened a large index.
+/// CRC-32 of `bytes`, the same as `crc32fast::hash`. Called from outside a rayon pool (the
+/// command line's open, a server's refresh), it is computed in pieces on the global pool and
+/// combined: checking a 150 MB vectors file at open took one core ~15 ms of a one-query
+/// `bsa search` while the others sat idle. Called on a rayon worker it is computed there alone:
+/// a worker waiting on its pieces may run other jobs of the pool meanwhile, which could need a
+/// lock the caller holds (a writer's, checking the index before a change).
 pub(crate) fn crc32(bytes: &[u8]) -> u32 {
-    use rayon::prelude::*;
-    if bytes.len() <= CRC_PIECE {
+    if bytes.len() <= CRC_PIECE || rayon::current_thread_index().is_some() {
         return crc32fast::hash(bytes);
     }
+    crc32_in_pieces(bytes)
+}
+
+/// [`crc32`] in pieces on the current rayon pool.
+fn crc32_in_pieces(bytes: &[u8]) -> u32 {
+    use rayon::prelude::*;
     bytes
         .par_chunks(CRC_PIECE)
         .map(|piece| {
@@ -522,7 +530,8 @@ mod tests {
     use super::*;
 
     /// The pieces' combination is the CRC of the whole, for lengths around the piece size and
-    /// for pools of 1 to 5 threads (which split the pieces differently).
+    /// for pools of 1 to 5 threads (which split the pieces differently); and so is `crc32`
+    /// from outside a pool (in pieces) and on a worker (alone).
     #[test]
     fn crc32_in_pieces_is_the_crc32_of_the_whole() {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -550,11 +559,13 @@ mod tests {
             ] {
                 let b = &bytes[bytes.len() - len..];
                 assert_eq!(
-                    pool.install(|| crc32(b)),
+                    pool.install(|| crc32_in_pieces(b)),
                     crc32fast::hash(b),
                     "{len} bytes on {threads} threads"
                 );
+                assert_eq!(pool.install(|| crc32(b)), crc32fast::hash(b));
             }
         }
+        assert_eq!(crc32(&bytes), crc32fast::hash(&bytes));
     }
 }

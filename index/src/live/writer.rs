@@ -1560,9 +1560,6 @@ impl Writer {
         Ok(self.manifest.generation)
     }
 
-    /// Runs one change. If it fails, what it wrote for a commit that did not happen (a
-    /// segment, deletes or bridge files) is removed, so that this writer can go on: a retry
-    /// writes the same names again.
     /// Refuses, before any work, a change (`doing`) that builds a segment's graph over the codes
     /// in a build of bsa-index without hnsw_rs (the `hnsw-rs` feature).
     fn require_graph_builder(&self, t: &Template, doing: &str) -> Result<()> {
@@ -1575,6 +1572,9 @@ impl Writer {
         }
     }
 
+    /// Runs one change. If it fails, what it wrote for a commit that did not happen (a
+    /// segment, deletes or bridge files) is removed, so that this writer can go on: a retry
+    /// writes the same names again.
     fn change<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         let out = f(self);
         if out.is_err() {
