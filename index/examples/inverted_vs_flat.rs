@@ -25,30 +25,8 @@ use bsa_index::{pack, Score, SearchParams};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-/// A 2-D uint8 `.npy` file: (rows, cols, bytes).
-fn read_u8_npy(path: &str) -> (usize, usize, Vec<u8>) {
-    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    assert_eq!(&b[..6], b"\x93NUMPY", "{path}: not a .npy file");
-    let (hlen, start) = if b[6] == 1 {
-        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
-    } else {
-        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
-    };
-    let header = std::str::from_utf8(&b[start..start + hlen]).unwrap();
-    assert!(
-        header.contains("'|u1'") || header.contains("'u1'"),
-        "{path}: {header}"
-    );
-    let shape = &header[header.find("'shape':").unwrap() + 8..];
-    let shape = &shape[shape.find('(').unwrap() + 1..shape.find(')').unwrap()];
-    let dims: Vec<usize> = shape
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    (dims[0], dims[1], b[start + hlen..].to_vec())
-}
+#[path = "common/npy.rs"]
+mod npy;
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
     args.iter()
@@ -96,9 +74,9 @@ fn main() {
     let table: bool = arg(&args, "--table", "false").parse().unwrap();
     let w = bits.div_ceil(64);
 
-    let (n0, cols, bytes) = read_u8_npy(&codes_path);
+    let (n0, cols, bytes) = npy::read_u8(&codes_path);
     let base = pack::pack_le_bytes(&bytes, n0, cols, bits).unwrap();
-    let (nq_all, qcols, qbytes) = read_u8_npy(&queries_path);
+    let (nq_all, qcols, qbytes) = npy::read_u8(&queries_path);
     let nq = nq.min(nq_all);
     let queries = pack::pack_le_bytes(&qbytes[..nq * qcols], nq, qcols, bits).unwrap();
 

@@ -14,40 +14,8 @@ use std::time::Instant;
 
 use bsa_index::{pack, Index, OpenOptions, SearchParams, Split};
 
-/// Reads a 2-D uint8 .npy file (C order): (rows, cols, bytes).
-fn read_u8_npy(path: &str) -> (usize, usize, Vec<u8>) {
-    let raw = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    assert!(raw.starts_with(b"\x93NUMPY"), "{path}: not an .npy file");
-    let (hlen, start) = if raw[6] == 1 {
-        (u16::from_le_bytes([raw[8], raw[9]]) as usize, 10)
-    } else {
-        (
-            u32::from_le_bytes(raw[8..12].try_into().unwrap()) as usize,
-            12,
-        )
-    };
-    let header = std::str::from_utf8(&raw[start..start + hlen]).expect("ascii header");
-    assert!(
-        header.contains("'|u1'"),
-        "{path}: dtype must be uint8, header {header}"
-    );
-    assert!(
-        header.contains("'fortran_order': False"),
-        "{path}: must be C order"
-    );
-    let shape = &header[header.find("'shape': (").expect("shape") + 10..];
-    let shape = &shape[..shape.find(')').unwrap()];
-    let dims: Vec<usize> = shape
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    assert_eq!(dims.len(), 2, "{path}: expected a 2-D array");
-    let data = raw[start + hlen..].to_vec();
-    assert_eq!(data.len(), dims[0] * dims[1], "{path}: truncated");
-    (dims[0], dims[1], data)
-}
+#[path = "common/npy.rs"]
+mod npy;
 
 /// Selected lines of /proc/self/status (kB), for the memory section of the benchmark.
 fn proc_status() -> serde_json::Value {
@@ -87,7 +55,7 @@ fn main() {
     let index = Index::open_with(dir, OpenOptions::verify_checksums(true)).expect("open index");
     let bits = index.bits();
     let w = index.words_per_code();
-    let (nq, cols, bytes) = read_u8_npy(qpath);
+    let (nq, cols, bytes) = npy::read_u8(qpath);
     assert_eq!(
         cols,
         bits.div_ceil(8),
