@@ -534,15 +534,9 @@ mod tests {
     /// from outside a pool (in pieces) and on a worker (alone).
     #[test]
     fn crc32_in_pieces_is_the_crc32_of_the_whole() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let bytes: Vec<u8> = (0..5 * CRC_PIECE + 4099)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        use rand::{RngCore, SeedableRng};
+        let mut bytes = vec![0u8; 5 * CRC_PIECE + 4099];
+        rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(7).fill_bytes(&mut bytes);
         for threads in 1..=5 {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)

@@ -11,7 +11,7 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bsa_index::live::{NewRows, SearchOptions, Snapshot, Writer};
 use bsa_index::manifest::{FileInfo, HnswInfo};
@@ -48,6 +48,20 @@ fn data(n: usize, seed: u64) -> (Vec<u64>, Vec<f32>, Vec<f32>) {
 }
 
 /// Per-query tables `t_j = atom_j . q` for random queries `q`.
+/// An index of `data(n, seed)` with a graph on the decoded vectors, in a new temporary folder:
+/// (the folder, the index's path, the codes, the atoms).
+fn built_on_vectors(n: usize, seed: u64) -> (tempfile::TempDir, PathBuf, Vec<u64>, Vec<f32>) {
+    let (codes, decoded, atoms) = data(n, seed);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    IndexBuilder::new(BITS, &codes)
+        .hnsw(params())
+        .graph_on(&decoded, DIM)
+        .build(&path)
+        .unwrap();
+    (dir, path, codes, atoms)
+}
+
 fn tables(atoms: &[f32], nq: usize, seed: u64) -> Vec<f32> {
     let mut r = rng(seed);
     (0..nq)
@@ -135,14 +149,7 @@ fn a_hamming_graph_build_is_refused_before_writing_anything() {
 #[test]
 fn a_graph_on_vectors_is_built_opened_and_searched() {
     let n = 600;
-    let (codes, decoded, atoms) = data(n, 2);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idx");
-    IndexBuilder::new(BITS, &codes)
-        .hnsw(params())
-        .graph_on(&decoded, DIM)
-        .build(&path)
-        .unwrap();
+    let (_dir, path, _, atoms) = built_on_vectors(n, 2);
     let index = Index::open(&path).unwrap();
     index.verify().unwrap();
     index.load_hnsw().unwrap();
@@ -233,14 +240,7 @@ fn an_index_without_a_graph_opens_and_searches_flat() {
 #[test]
 fn a_hamming_graph_with_graph_bin_is_searched() {
     let n = 400;
-    let (codes, decoded, _) = data(n, 6);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("idx");
-    IndexBuilder::new(BITS, &codes)
-        .hnsw(params())
-        .graph_on(&decoded, DIM)
-        .build(&path)
-        .unwrap();
+    let (_dir, path, codes, _) = built_on_vectors(n, 6);
     edit_manifest(&path, |m| {
         m.graph = None;
         m.hnsw = Some(hnsw_info(Some("graph.bin")));
