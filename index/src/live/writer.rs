@@ -501,7 +501,8 @@ impl std::fmt::Debug for Writer {
 impl Writer {
     /// Opens `dir` for writing: waits for the lock, reads the current generation (checksums
     /// of the mapped files are not re-verified: `bsa verify` does that), and removes what
-    /// interrupted writers left behind.
+    /// interrupted writers left behind. A thread that already holds this index's writer gets
+    /// [`Error::InvalidArgument`] at once rather than waiting for itself.
     ///
     /// ```
     /// use bsa_index::{live::Writer, Error};
@@ -514,6 +515,10 @@ impl Writer {
     /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
     /// let w = Writer::open(&path)?;
     /// assert_eq!((w.dir(), w.generation()), (path.as_path(), 0));
+    /// // A second writer on this thread would wait for ever: refused.
+    /// assert!(matches!(Writer::open(&path), Err(Error::InvalidArgument(_))));
+    /// drop(w);
+    /// assert!(Writer::open(&path).is_ok());
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
     pub fn open(dir: impl AsRef<Path>) -> Result<Writer> {
