@@ -805,6 +805,7 @@ impl Index {
     /// Whether an HNSW graph is stored.
     ///
     /// ```
+    /// # if cfg!(not(feature = "hnsw-rs")) { return Ok(()); } // a graph over the codes: hnsw_rs
     /// use bsa_index::{HnswParams, Index, IndexBuilder};
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let path = dir.path().join("idx");
@@ -820,6 +821,7 @@ impl Index {
     /// What the stored graph's neighbours are nearest by, if there is a graph.
     ///
     /// ```
+    /// # if cfg!(not(feature = "hnsw-rs")) { return Ok(()); } // a graph over the codes: hnsw_rs
     /// use bsa_index::{manifest::GraphMetric, HnswParams, Index, IndexBuilder};
     /// # let dir = tempfile::tempdir().unwrap();
     /// let codes: Vec<u64> = (0..32).map(|i| i * 0x0101).collect();
@@ -987,6 +989,7 @@ impl Index {
     /// directory says so).
     ///
     /// ```
+    /// # if cfg!(not(feature = "hnsw-rs")) { return Ok(()); } // a graph over the codes: hnsw_rs
     /// use bsa_index::{HnswParams, Index, IndexBuilder};
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let path = dir.path().join("idx");
@@ -1009,6 +1012,7 @@ impl Index {
     /// The HNSW graph as flat neighbour lists (loading it first, see [`Index::load_hnsw`]).
     ///
     /// ```
+    /// # if cfg!(not(feature = "hnsw-rs")) { return Ok(()); } // a graph over the codes: hnsw_rs
     /// use bsa_index::{HnswParams, Index, IndexBuilder};
     /// # let dir = tempfile::tempdir().unwrap();
     /// let codes: Vec<u64> = (0..32).map(|i| i * 0x0101).collect();
@@ -1116,6 +1120,7 @@ impl Index {
     /// The graph searcher over this index (loading the graph first); fails if it has none.
     ///
     /// ```
+    /// # if cfg!(not(feature = "hnsw-rs")) { return Ok(()); } // a graph over the codes: hnsw_rs
     /// use bsa_index::search::{GraphParams, Searcher};
     /// use bsa_index::{HnswParams, Index, IndexBuilder, Score, SearchParams};
     /// # let dir = tempfile::tempdir().unwrap();
@@ -1248,6 +1253,7 @@ impl Index {
     /// algorithm is described in [`crate::search::graph`].
     ///
     /// ```
+    /// # if cfg!(not(feature = "hnsw-rs")) { return Ok(()); } // a graph over the codes: hnsw_rs
     /// use bsa_index::{HnswParams, Index, IndexBuilder, SearchParams};
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let path = dir.path().join("idx");

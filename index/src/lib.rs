@@ -67,6 +67,8 @@
 //!   every index that has a `graph.bin` (Hamming graphs built elsewhere included), builds
 //!   indexes without graphs and graphs on float vectors; what needs hnsw_rs is an
 //!   [`Error::InvalidArgument`] that says so, returned before anything is written.
+//!   `cargo test -p bsa-index --no-default-features` tests that build (the test files whose
+//!   fixtures build graphs over the codes need the feature and are left out).
 //!
 //! ## The index directory
 //!

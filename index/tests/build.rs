@@ -414,6 +414,10 @@ fn rescore_through_the_index_f32_and_f16() {
 /// returns `Stopped`, leaves no temporary directory and leaves the index it would have replaced
 /// as it was; a build that is not stopped completes.
 #[test]
+#[cfg_attr(
+    not(feature = "hnsw-rs"),
+    ignore = "stops a graph build over the codes: needs the hnsw-rs feature"
+)]
 fn a_stopped_build_leaves_no_trace() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let dir = tempfile::tempdir().unwrap();

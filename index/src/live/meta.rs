@@ -167,6 +167,7 @@ pub struct LiveModel {
 /// What a segment holds beside its codes and ids; new segments (added or merged) follow it.
 ///
 /// ```
+/// # if cfg!(not(feature = "hnsw-rs")) { return Ok(()); } // a graph over the codes: hnsw_rs
 /// use bsa_index::live::{GraphSource, NewRows, Writer};
 /// use bsa_index::{HnswParams, IndexBuilder};
 /// # let dir = tempfile::tempdir().unwrap();

@@ -82,6 +82,7 @@ pub const OVERFETCH_MAX: usize = 4096;
 /// walk of that graph finds their rows.
 ///
 /// ```
+/// # if cfg!(not(feature = "hnsw-rs")) { return Ok(()); } // a graph over the codes: hnsw_rs
 /// use bsa_index::live::{NewRows, Snapshot, Writer, GRAPH_SCAN_ROWS_PER_EF};
 /// use bsa_index::{HnswParams, IndexBuilder, Mode, Score};
 /// # let dir = tempfile::tempdir().unwrap();
@@ -234,6 +235,7 @@ impl<'a> SearchOptions<'a> {
     /// Sets [`graph_scan_rows_per_ef`](Self::graph_scan_rows_per_ef).
     ///
     /// ```
+    /// # if cfg!(not(feature = "hnsw-rs")) { return Ok(()); } // a graph over the codes: hnsw_rs
     /// use bsa_index::live::{NewRows, SearchOptions, Snapshot, Writer};
     /// use bsa_index::{HnswParams, IndexBuilder, Mode, Score};
     /// # let dir = tempfile::tempdir().unwrap();
@@ -877,6 +879,7 @@ impl Snapshot {
     ///
     /// ```
     /// # fn main() -> bsa_index::Result<()> {
+    /// # if cfg!(not(feature = "hnsw-rs")) { return Ok(()); } // a graph over the codes: hnsw_rs
     /// use bsa_index::{live::Snapshot, HnswParams, IndexBuilder};
     /// let dir = tempfile::tempdir().unwrap();
     /// let path = dir.path().join("idx");
@@ -1370,6 +1373,7 @@ impl Snapshot {
     /// The metric of the segments' graphs, if they have one.
     ///
     /// ```
+    /// # if cfg!(not(feature = "hnsw-rs")) { return Ok(()); } // a graph over the codes: hnsw_rs
     /// use bsa_index::{live::Snapshot, manifest::GraphMetric, HnswParams, IndexBuilder};
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let path = dir.path().join("idx");

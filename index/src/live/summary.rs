@@ -14,6 +14,7 @@ use crate::manifest::{GraphMetric, VectorsInfo, MANIFEST_FILE, SEGMENTED_FORMAT_
 /// of each segment and the bytes on disk by kind of file. See [`Snapshot::summary`].
 ///
 /// ```
+/// # if cfg!(not(feature = "hnsw-rs")) { return Ok(()); } // a graph over the codes: hnsw_rs
 /// use bsa_index::live::{NewRows, Snapshot, Writer};
 /// use bsa_index::{manifest::GraphMetric, HnswParams, IndexBuilder};
 /// # let dir = tempfile::tempdir().unwrap();

@@ -882,6 +882,7 @@ impl SearchParams {
     /// Sets [`ef_search`](Self::ef_search).
     ///
     /// ```
+    /// # if cfg!(not(feature = "hnsw-rs")) { return Ok(()); } // a graph over the codes: hnsw_rs
     /// use bsa_index::{HnswParams, Index, IndexBuilder, SearchParams};
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let path = dir.path().join("idx");
