@@ -110,15 +110,7 @@ fn adc_graph_equals_flat_when_exhaustive_and_beats_the_oracle() {
     let qcodes = vec![0u64; queries.len() * (N_ATOMS / 64)];
     let sp = SearchParams::default();
     let flat = index.search_flat_scored(&qcodes, 10, &score, &sp).unwrap();
-    let graph = |ef: usize| {
-        let mode = Mode::Hnsw(GraphParams::default().with_ef_search(Some(ef)));
-        index
-            .searcher(&mode)
-            .unwrap()
-            .search(&qcodes, 10, &score, &sp)
-            .unwrap()
-            .0
-    };
+    let graph = |ef: usize| graph_search(&index, &qcodes, 10, &score, ef);
     assert_eq!(
         graph(n),
         flat,

@@ -166,15 +166,7 @@ fn a_graph_on_vectors_is_built_opened_and_searched() {
     let qcodes = vec![0u64; nq * words(BITS)];
     let sp = SearchParams::default();
     let flat = index.search_flat_scored(&qcodes, 10, &score, &sp).unwrap();
-    let graph = |ef: usize| {
-        let mode = Mode::Hnsw(GraphParams::default().with_ef_search(Some(ef)));
-        index
-            .searcher(&mode)
-            .unwrap()
-            .search(&qcodes, 10, &score, &sp)
-            .unwrap()
-            .0
-    };
+    let graph = |ef: usize| graph_search(&index, &qcodes, 10, &score, ef);
     assert_eq!(graph(n), flat, "exhaustive graph search differs from flat");
     let found: usize = graph(32)
         .iter()

@@ -100,3 +100,21 @@ pub fn replace_listed_file(dir: &std::path::Path, file: &str, bytes: &[u8]) {
     (info.len, info.crc32) = (bytes.len() as u64, crc32fast::hash(bytes));
     std::fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
 }
+
+/// The graph search of `index` with candidate list `ef`: the `k` best of `qcodes`' queries by
+/// `score` (default search parameters), for comparing against the flat scan.
+pub fn graph_search(
+    index: &bsa_index::Index,
+    qcodes: &[u64],
+    k: usize,
+    score: &bsa_index::Score<'_>,
+    ef: usize,
+) -> Vec<bsa_index::Hits> {
+    let params = bsa_index::search::GraphParams::default().with_ef_search(Some(ef));
+    index
+        .searcher(&bsa_index::Mode::Hnsw(params))
+        .unwrap()
+        .search(qcodes, k, score, &bsa_index::SearchParams::default())
+        .unwrap()
+        .0
+}
