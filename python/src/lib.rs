@@ -1405,8 +1405,7 @@ impl Index {
         };
         let request = Request::new(k.unwrap_or(usize::MAX))
             .mode(mode)
-            .map_err(|e| PyValueError::new_err(format!("mode: {}", bare(e))))?;
-        let request = request
+            .map_err(|e| PyValueError::new_err(format!("mode: {}", bare(e))))?
             .score(score)
             .map_err(|e| PyValueError::new_err(format!("score: {}", bare(e))))?
             .rescore(rescore)
