@@ -47,18 +47,16 @@ impl Vectors<'_> {
     /// Dot product of row `row` with `q`, and the row's squared norm.
     fn dot_norm(&self, row: usize, q: &[f32]) -> (f32, f32) {
         let dim = q.len();
-        let mut dot = [0f32; 8];
-        let mut nn = [0f32; 8];
-        match self {
+        let (dot, nn) = match self {
             Vectors::F32(v) => {
                 let r = &v[row * dim..(row + 1) * dim];
                 #[cfg(target_arch = "x86_64")]
                 if std::arch::is_x86_feature_detected!("avx") {
                     // SAFETY: AVX is present.
-                    (dot, nn) = unsafe { dot_norm_avx(r, q) };
+                    let (dot, nn) = unsafe { dot_norm_avx(r, q) };
                     return (dot.iter().sum(), nn.iter().sum());
                 }
-                (dot, nn) = dot_norm_f32_lanes(r, q);
+                dot_norm_f32_lanes(r, q)
             }
             Vectors::F16(v) => {
                 let r = &v[row * dim..(row + 1) * dim];
@@ -67,59 +65,42 @@ impl Vectors<'_> {
                     && std::arch::is_x86_feature_detected!("f16c")
                 {
                     // SAFETY: AVX and F16C are present.
-                    (dot, nn) = unsafe { dot_norm_f16c(r, q) };
+                    let (dot, nn) = unsafe { dot_norm_f16c(r, q) };
                     return (dot.iter().sum(), nn.iter().sum());
                 }
-                dot_norm_f16_lanes(r, q, 0, &mut dot, &mut nn);
+                dot_norm_f16_lanes(r, q)
             }
-        }
+        };
         (dot.iter().sum(), nn.iter().sum())
     }
 }
 
-/// The 8 lane sums of [`Vectors::dot_norm`] for `f16` bits `r[from..]`, added into `dot` and
-/// `nn`: element `i` goes to lane `i % 8`, in increasing `i`.
-fn dot_norm_f16_lanes(r: &[u16], q: &[f32], from: usize, dot: &mut [f32; 8], nn: &mut [f32; 8]) {
-    for (i, (&a, &b)) in r.iter().zip(q).enumerate().skip(from) {
+/// The 8 lane sums of [`Vectors::dot_norm`] for `f16` bits: element `i` goes to lane `i % 8`,
+/// in increasing `i`.
+fn dot_norm_f16_lanes(r: &[u16], q: &[f32]) -> ([f32; 8], [f32; 8]) {
+    let (mut dot, mut nn) = ([0f32; 8], [0f32; 8]);
+    for (i, (&a, &b)) in r.iter().zip(q).enumerate() {
         let a = half::f16::from_bits(a).to_f32();
         dot[i % 8] += a * b;
         nn[i % 8] += a * a;
     }
+    (dot, nn)
 }
 
-/// [`dot_norm_f16_lanes`] from 0 with the CPU's `f16` conversion, eight elements per step: lane
-/// `l` of each accumulator adds elements `l, l + 8, ...` in order with a separate multiply and
-/// add (no FMA), so every lane sum is the portable loop's, bit for bit (tested). Rescoring reads
-/// thousands of stored rows per batch of queries; converting them one at a time in software
-/// cost as much as reading them.
+/// [`dot_norm_f16_lanes`] with the CPU's `f16` conversion ([`lane_sums_avx`]). Rescoring
+/// reads thousands of stored rows per batch of queries; converting them one at a time in
+/// software cost as much as reading them.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx,f16c")]
 fn dot_norm_f16c(r: &[u16], q: &[f32]) -> ([f32; 8], [f32; 8]) {
     use std::arch::x86_64::*;
-    let n = r.len().min(q.len());
-    let mut d = _mm256_setzero_ps();
-    let mut s = _mm256_setzero_ps();
-    let mut i = 0;
-    while i + 8 <= n {
-        // SAFETY: i + 8 <= n <= both lengths.
-        let (a, b) = unsafe {
-            (
-                _mm256_cvtph_ps(_mm_loadu_si128(r.as_ptr().add(i).cast())),
-                _mm256_loadu_ps(q.as_ptr().add(i)),
-            )
-        };
-        d = _mm256_add_ps(d, _mm256_mul_ps(a, b));
-        s = _mm256_add_ps(s, _mm256_mul_ps(a, a));
-        i += 8;
-    }
-    let (mut dot, mut nn) = ([0f32; 8], [0f32; 8]);
-    // SAFETY: each array holds 8 floats.
-    unsafe {
-        _mm256_storeu_ps(dot.as_mut_ptr(), d);
-        _mm256_storeu_ps(nn.as_mut_ptr(), s);
-    }
-    dot_norm_f16_lanes(&r[..n], &q[..n], i, &mut dot, &mut nn);
-    (dot, nn)
+    lane_sums_avx(
+        r,
+        q,
+        // SAFETY: `lane_sums_avx` passes 8 elements.
+        |at| _mm256_cvtph_ps(unsafe { _mm_loadu_si128(at.as_ptr().cast()) }),
+        |a| half::f16::from_bits(a).to_f32(),
+    )
 }
 
 /// The 8 lane sums of [`Vectors::dot_norm`] for `f32` rows: element `i` to lane `i % 8`, in
@@ -143,30 +124,47 @@ fn dot_norm_f32_lanes(r: &[f32], q: &[f32]) -> ([f32; 8], [f32; 8]) {
     (dot, nn)
 }
 
-/// [`dot_norm_f32_lanes`] eight elements per step in one AVX register (the
-/// SSE baseline takes two halves of four): lane `l` adds elements `l, l + 8, ...` in order with
-/// a separate multiply and add (no FMA), so every lane sum is the portable loop's, bit for bit
-/// (tested). Rescoring 400 candidates of 384 dimensions spent a fifth of a one-query graph
-/// search here.
+/// [`dot_norm_f32_lanes`] eight elements per step in one AVX register ([`lane_sums_avx`]; the
+/// SSE baseline takes two halves of four). Rescoring 400 candidates of 384 dimensions spent a
+/// fifth of a one-query graph search here.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 fn dot_norm_avx(r: &[f32], q: &[f32]) -> ([f32; 8], [f32; 8]) {
     use std::arch::x86_64::*;
+    lane_sums_avx(
+        r,
+        q,
+        // SAFETY: `lane_sums_avx` passes 8 elements.
+        |at| unsafe { _mm256_loadu_ps(at.as_ptr()) },
+        |a| a,
+    )
+}
+
+/// The lane sums of [`Vectors::dot_norm`] with AVX, for rows of any element type: `load8`
+/// turns 8 row elements into floats, `to_f32` one. Lane `l` of each accumulator adds elements
+/// `l, l + 8, ...` in order with a separate multiply and add (no FMA), then the tail goes to
+/// lanes `0..`, so every lane sum is the portable loops', bit for bit (tested).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx")]
+fn lane_sums_avx<T: Copy>(
+    r: &[T],
+    q: &[f32],
+    load8: impl Fn(&[T]) -> std::arch::x86_64::__m256,
+    to_f32: impl Fn(T) -> f32,
+) -> ([f32; 8], [f32; 8]) {
+    use std::arch::x86_64::*;
     let n = r.len().min(q.len());
+    let (rc, rt) = r[..n].as_chunks::<8>();
+    let (qc, qt) = q[..n].as_chunks::<8>();
     let mut d = _mm256_setzero_ps();
     let mut s = _mm256_setzero_ps();
-    let mut i = 0;
-    while i + 8 <= n {
-        // SAFETY: i + 8 <= n <= both lengths.
-        let (a, b) = unsafe {
-            (
-                _mm256_loadu_ps(r.as_ptr().add(i)),
-                _mm256_loadu_ps(q.as_ptr().add(i)),
-            )
-        };
+    for (a, b) in rc.iter().zip(qc) {
+        let a = load8(a);
+        // SAFETY: `b` holds 8 floats.
+        let b = unsafe { _mm256_loadu_ps(b.as_ptr()) };
         d = _mm256_add_ps(d, _mm256_mul_ps(a, b));
         s = _mm256_add_ps(s, _mm256_mul_ps(a, a));
-        i += 8;
     }
     let (mut dot, mut nn) = ([0f32; 8], [0f32; 8]);
     // SAFETY: each array holds 8 floats.
@@ -174,7 +172,8 @@ fn dot_norm_avx(r: &[f32], q: &[f32]) -> ([f32; 8], [f32; 8]) {
         _mm256_storeu_ps(dot.as_mut_ptr(), d);
         _mm256_storeu_ps(nn.as_mut_ptr(), s);
     }
-    for (l, (&a, &b)) in r[i..n].iter().zip(&q[i..n]).enumerate() {
+    for (l, (&a, &b)) in rt.iter().zip(qt).enumerate() {
+        let a = to_f32(a);
         dot[l] += a * b;
         nn[l] += a * a;
     }
@@ -438,8 +437,7 @@ mod tests {
                 .collect();
             for row in 0..3 {
                 let at = row * dim..(row + 1) * dim;
-                let (mut dot, mut nn) = ([0f32; 8], [0f32; 8]);
-                dot_norm_f16_lanes(&halves[at.clone()], &q, 0, &mut dot, &mut nn);
+                let (dot, nn) = dot_norm_f16_lanes(&halves[at.clone()], &q);
                 let (mut fdot, mut fnn) = ([0f32; 8], [0f32; 8]);
                 for (i, (&a, &b)) in floats[at].iter().zip(&q).enumerate() {
                     fdot[i % 8] += a * b;
@@ -466,6 +464,14 @@ mod tests {
                     // SAFETY: AVX is present.
                     let (d, n) = unsafe { dot_norm_avx(r, &q) };
                     assert_eq!(sums(d, n), sums(fdot, fnn), "avx f32 dim {dim}");
+                }
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx")
+                    && std::arch::is_x86_feature_detected!("f16c")
+                {
+                    // SAFETY: AVX and F16C are present.
+                    let (d, n) = unsafe { dot_norm_f16c(&halves[row * dim..(row + 1) * dim], &q) };
+                    assert_eq!(sums(d, n), sums(dot, nn), "f16c dim {dim}");
                 }
             }
         }
