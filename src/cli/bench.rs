@@ -90,7 +90,7 @@ pub struct Args {
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Output folder.
+    /// Output folder (created with its missing parent folders, as `mkdir -p`; replaced whole).
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -99,7 +99,7 @@ pub struct Args {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Index directory to create.
+    /// Index directory to create (with its missing parent folders, as `mkdir -p`).
     #[arg(long)]
     pub out: PathBuf,
 }

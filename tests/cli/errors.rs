@@ -838,7 +838,7 @@ fn messages_name_the_input_at_fault() {
 /// An `--out` that is not a regular file is refused before any work and left as it was (a
 /// device or pipe would have been replaced by the rename, or the command would wait on the
 /// pipe forever); a symbolic link is followed, the file it names replaced and the link kept;
-/// a missing folder is named.
+/// a missing folder is named (a file's; a built index's folder is made with its parents).
 #[cfg(unix)]
 #[test]
 fn outputs_are_regular_files() {
@@ -880,6 +880,9 @@ fn outputs_are_regular_files() {
     assert_eq!(t.read("old.npy"), b"old");
     encode("good.npy", "missing/codes.npy")
         .fails_with(&["--out missing/codes.npy: the folder missing does not exist"]);
+    // A folder output is made with its parents, as `mkdir -p` (README).
+    build_index(&t, "made/with/parents", &[]);
+    assert!(t.exists("made/with/parents/manifest.json"));
     t.write("target.npy", b"old");
     std::os::unix::fs::symlink("target.npy", t.path("link.npy")).unwrap();
     encode("good.npy", "link.npy").ok();
