@@ -1,19 +1,19 @@
 //! Exact nearest neighbours by cosine similarity: the ground truth recall is measured against
 //! (`shared/method.md`, "Retrieval metrics").
 //!
-//! Base rows are L2-normalised (in `f32`, `x / |x|`; rows already of unit length to within 4 ulp
-//! are left as they are, so that on normalised data the scores are the plain inner products
-//! everyone else computes). Queries are not normalised: a query's scale does not change its
-//! ranking.
+//! Base rows are L2-normalised (in `f32`, `x / |x|`; a norm within 4 ulp of a power of two is
+//! taken as that power, so rows already of unit length are left as they are, and on normalised
+//! data the scores are the plain inner products everyone else computes). Queries are not
+//! normalised: a query's scale does not change its ranking.
 //!
 //! **The order.** The score of base row `b` for query `q` is the `f64` inner product of the two
 //! `f32` rows as given to the search (`q` as it is, `b` normalised), summed left to right:
 //! `s = sum_t f64(q_t) * f64(b_t)`, each product exact. Results are best first by that score;
-//! equal scores go to the lower base id (identical base rows always tie; a row and a scaled
-//! copy of it tie only when their normalised `f32` rows come out identical, which rounding may
-//! prevent: a row of unit length is left as it is while its double is divided by a norm of
-//! about 2, and they differ in the last bits). This order is a function of the input values
-//! alone: the same on every CPU and for every block size and thread count.
+//! equal scores go to the lower base id (identical base rows always tie, and so do a row and a
+//! copy scaled by a power of two, `x` and `2x`: the division by a power of two is exact, so their
+//! normalised rows are identical; copies scaled otherwise are other `f32` values, rounded, and
+//! tie only where their normalised rows come out identical). This order is a function of the
+//! input values alone: the same on every CPU and for every block size and thread count.
 //!
 //! **The computation.** Computing `s` for every pair would be slow, so a BLAS GEMM (`f32`) scores
 //! blocks of queries against blocks of base rows (memory stays bounded: a [`Blocks::queries`] x
@@ -209,8 +209,8 @@ fn top_k(
 /// fused multiply-adds) is within `gamma_D |q| |b|` of the exact value
 /// ([`f32_dot_error_bound`], Cauchy-Schwarz for `sum |q_t b_t|`), plus underflow; the `f64` sum
 /// within `gamma_D` for `f64`. Normalised base rows have `|b| <= 1 + 3u` (one rounding in the
-/// norm, one per division), and rows left as they are are within 4 ulp of unit length, so
-/// `|b| <= 1 + 16u` covers both.
+/// norm, one per division), and rows divided by a power of two (or left as they are) are within
+/// 4 ulp of unit length, so `|b| <= 1 + 16u` covers both.
 fn margin(q: ArrayView1<f32>) -> f64 {
     let dim = q.len();
     let u = f64::from(f32::EPSILON) / 2.0;
@@ -239,7 +239,8 @@ fn score_f64(q: ArrayView1<f32>, b: ArrayView1<f32>, norm: f32) -> f64 {
 }
 
 /// L2 norms of the rows as `f32` (computed in `f64`), each checked positive and finite, with
-/// norms within 4 ulp of 1 given as exactly 1 (the row is already normalised).
+/// norms within 4 ulp of a power of two given as exactly that power: 1 for a row already
+/// normalised (left as it is), 2 for its double (divided exactly, so the two tie).
 fn norms(x: ArrayView2<f32>, what: &str) -> Result<Vec<f32>> {
     x.axis_iter(Axis(0))
         .enumerate()
@@ -249,10 +250,10 @@ fn norms(x: ArrayView2<f32>, what: &str) -> Result<Vec<f32>> {
                 .map(|&v| f64::from(v) * f64::from(v))
                 .sum::<f64>()
                 .sqrt() as f32;
-            if (norm - 1.0).abs() <= 4.0 * f32::EPSILON {
-                Ok(1.0)
-            } else if norm > 0.0 && norm.is_finite() {
-                Ok(norm)
+            if norm > 0.0 && norm.is_finite() {
+                let power = 2f32.powi(norm.log2().round() as i32);
+                let snapped = power.is_normal() && (norm / power - 1.0).abs() <= 4.0 * f32::EPSILON;
+                Ok(if snapped { power } else { norm })
             } else {
                 Err(Error::InvalidArgument(format!(
                     "{what} row {i} has L2 norm {norm}; cosine similarity needs nonzero, finite rows"
@@ -375,21 +376,15 @@ mod tests {
     }
 
     /// The order the module promises, computed directly, without a GEMM or candidates: each base
-    /// row normalised in f32 (left as it is within 4 ulp of unit length), its f64 score summed
-    /// left to right, a stable sort by decreasing score (equal scores keep the lower id first).
-    /// Also returns the sorted scores.
+    /// row normalised in f32 by its [`norms`], its f64 score summed left to right, a stable sort
+    /// by decreasing score (equal scores keep the lower id first). Also returns the sorted
+    /// scores.
     fn brute(base: &Array2<f32>, queries: &Array2<f32>, k: usize) -> Vec<(Vec<u32>, Vec<f64>)> {
         let unit: Vec<Vec<f32>> = base
             .rows()
             .into_iter()
-            .map(|r| {
-                let n = r.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt() as f32;
-                if (n - 1.0).abs() <= 4.0 * f32::EPSILON {
-                    r.to_vec()
-                } else {
-                    r.iter().map(|&x| x / n).collect()
-                }
-            })
+            .zip(norms(base.view(), "base").unwrap())
+            .map(|(r, n)| r.iter().map(|&x| x / n).collect())
             .collect();
         queries
             .rows()
@@ -641,6 +636,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(got, vec![(0..10).collect::<Vec<u32>>(); 2]);
+    }
+
+    /// A row and its copies scaled by powers of two have the same score, so they come out in
+    /// id order, whichever comes first in the base (found by a review: `x` came after `2x`).
+    #[test]
+    fn copies_scaled_by_powers_of_two_tie_to_the_lower_id() {
+        let rows = random(40, 24, 11);
+        let unit = &rows
+            / &rows
+                .map_axis(Axis(1), |r| r.dot(&r).sqrt())
+                .insert_axis(Axis(1));
+        let queries = random(8, 24, 12);
+        for (what, one) in [("unit", &unit), ("raw", &rows)] {
+            // Rows 0..40 scaled by 2, then the rows, then by 0.25, then by 8.
+            let scaled = |f: f32| one.mapv(|v| v * f);
+            let base = ndarray::concatenate(
+                Axis(0),
+                &[
+                    scaled(2.0).view(),
+                    one.view(),
+                    scaled(0.25).view(),
+                    scaled(8.0).view(),
+                ],
+            )
+            .unwrap();
+            let got = exact_top_k(base.view(), queries.view(), 12).unwrap();
+            for (q, ids) in got.iter().enumerate() {
+                for group in ids.chunks(4) {
+                    let mut want: Vec<u32> = (0..4).map(|c| group[0] % 40 + 40 * c).collect();
+                    want.truncate(group.len());
+                    assert_eq!(group, &want[..], "{what} query {q}: {ids:?}");
+                }
+            }
+        }
     }
 
     #[test]
