@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bsa::baselines::BaselineParams;
@@ -74,19 +74,24 @@ fn index_err(e: bsa_index::Error) -> PyErr {
     py_err(bsa::Error::Index(e))
 }
 
-/// Runs `f` without the GIL, on a pool of `threads` threads if given (else rayon's global pool,
-/// all cores), so that other Python threads run meanwhile.
+/// Runs `f` without the GIL, so that other Python threads run meanwhile, on bsa's pool of
+/// `threads` threads (`None`: all cores; see [`pool_of`]).
+fn detached<T: Send>(
+    py: Python<'_>,
+    threads: Option<usize>,
+    f: impl FnOnce() -> T + Send,
+) -> PyResult<T> {
+    let pool = pool_of(threads)?;
+    Ok(py.detach(|| pool.install(f)))
+}
+
+/// [`detached`] for the library's fallible calls.
 fn without_gil<T: Send>(
     py: Python<'_>,
     threads: Option<usize>,
     f: impl FnOnce() -> bsa::Result<T> + Send,
 ) -> PyResult<T> {
-    let pool = threads.map(pool_of).transpose()?;
-    py.detach(|| match pool {
-        Some(p) => p.install(f),
-        None => f(),
-    })
-    .map_err(py_err)
+    detached(py, threads, f)?.map_err(py_err)
 }
 
 /// [`without_gil`] for long computations that poll `stop`: `f` runs on another thread (in the
@@ -100,17 +105,14 @@ fn interruptible<T: Send>(
     f: impl FnOnce(&Arc<AtomicBool>) -> bsa::Result<T> + Send,
 ) -> PyResult<T> {
     use std::sync::mpsc::{channel, RecvTimeoutError};
-    let pool = threads.map(pool_of).transpose()?;
+    let pool = pool_of(threads)?;
     // Shared (an `Arc`) for the writers of the live index, which keep it.
     let stop = Arc::new(AtomicBool::new(false));
     let (done, finished) = channel::<()>();
     std::thread::scope(|s| {
         let (stop, pool) = (&stop, &pool);
         let worker = s.spawn(move || {
-            let out = match pool {
-                Some(p) => p.install(|| f(stop)),
-                None => f(stop),
-            };
+            let out = pool.install(|| f(stop));
             drop(done);
             out
         });
@@ -175,30 +177,66 @@ fn with_blas_threads<T>(threads: Option<usize>, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// The pool of `threads` threads, started at its first use and kept: starting and joining
-/// threads at every call cost a one-query search (0.43 ms with `threads=1` against 0.24 ms on
-/// the global pool, 1M-row ADC graph at ef 64) about as much again as the search. A pool of
-/// one thread is kept per calling thread: Python threads that each search with `threads=1` (a
-/// server's pattern) all queued on one shared worker (four threads searching a quarter of a
-/// batch each took as long as one thread doing all four quarters); larger pools are shared by
-/// size, so that many Python threads do not each keep several.
-fn pool_of(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
+/// Forks this process has been through, counted in each child (`os.register_at_fork`, set up
+/// by the module): a pool started before a fork has no threads in the child, where a call sent
+/// to it would wait forever (`multiprocessing`'s "fork" start method).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+/// Called by Python in the child of each `os.fork`.
+#[pyfunction]
+fn after_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The pool of `threads` threads (`None`: all cores) every call runs on, started at its first
+/// use and kept: starting and joining threads at every call cost a one-query search (0.43 ms
+/// with `threads=1` against 0.24 ms on a kept pool, 1M-row ADC graph at ef 64) about as much
+/// again as the search. A pool of one thread is kept per calling thread: Python threads that
+/// each search with `threads=1` (a server's pattern) all queued on one shared worker (four
+/// threads searching a quarter of a batch each took as long as one thread doing all four
+/// quarters); larger pools are shared by size, so that many Python threads do not each keep
+/// several.
+///
+/// Never rayon's global pool: a child forked after the parent started it would inherit it
+/// without its threads, and it cannot be replaced. Pools started before a fork are abandoned
+/// in the child (leaked: dropping one signals threads that are not there), and new ones
+/// started. The pools' lock is only taken with the GIL held, as `os.fork` holds it, so a fork
+/// never leaves it locked.
+fn pool_of(threads: Option<usize>) -> PyResult<Arc<rayon::ThreadPool>> {
     const MAX_POOLS: usize = 8;
-    static POOLS: Mutex<BTreeMap<usize, Arc<rayon::ThreadPool>>> = Mutex::new(BTreeMap::new());
+    type Pools = (u64, BTreeMap<usize, Arc<rayon::ThreadPool>>);
+    static POOLS: Mutex<Pools> = Mutex::new((0, BTreeMap::new()));
     thread_local! {
-        static ONE: RefCell<Option<Arc<rayon::ThreadPool>>> = const { RefCell::new(None) };
+        static ONE: RefCell<Option<(u64, Arc<rayon::ThreadPool>)>> = const { RefCell::new(None) };
     }
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if !(1..=bsa::threads::MAX_THREADS).contains(&threads) {
         return Err(PyValueError::new_err(format!(
             "threads must be in 1..={}, got {threads}",
             bsa::threads::MAX_THREADS
         )));
     }
+    let forks = FORKS.load(Ordering::Relaxed);
     let kept = if threads == 1 {
-        ONE.with_borrow(Clone::clone)
+        ONE.with_borrow_mut(|one| match one.take() {
+            Some((f, p)) if f == forks => {
+                *one = Some((f, Arc::clone(&p)));
+                Some(p)
+            }
+            Some(stale) => {
+                std::mem::forget(stale);
+                None
+            }
+            None => None,
+        })
     } else {
-        let pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
-        pools.get(&threads).cloned()
+        let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
+        if pools.0 != forks {
+            std::mem::forget(std::mem::take(&mut pools.1));
+            pools.0 = forks;
+        }
+        pools.1.get(&threads).cloned()
     };
     if let Some(p) = kept {
         return Ok(p);
@@ -210,16 +248,16 @@ fn pool_of(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start {threads} threads: {e}")))?;
     let pool = Arc::new(pool);
     if threads == 1 {
-        ONE.set(Some(Arc::clone(&pool)));
+        ONE.set(Some((forks, Arc::clone(&pool))));
     } else {
         // A panic elsewhere while the lock was held leaves the map whole (inserts are single
         // calls). A program that tries many sizes keeps the threads of the last few only (a
         // pool still in use by a call lives on until that call ends: the call holds it).
         let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
-        if pools.len() >= MAX_POOLS {
-            pools.clear();
+        if pools.1.len() >= MAX_POOLS {
+            pools.1.clear();
         }
-        pools.insert(threads, Arc::clone(&pool));
+        pools.1.insert(threads, Arc::clone(&pool));
     }
     Ok(pool)
 }
@@ -511,8 +549,9 @@ impl Model {
     /// Writes the model as a safetensors file (the same file ``bsa train`` writes; it opens
     /// with ``bsa encode --model``, ``bsa build --model`` and ``safetensors.numpy.load_file``).
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        py.detach(|| bsa::io::model::save(&path, &self.inner, &self.training))
-            .map_err(py_err)
+        without_gil(py, None, || {
+            bsa::io::model::save(&path, &self.inner, &self.training)
+        })
     }
 
     /// The model file's bytes (what :meth:`save` writes), e.g. to keep a model in a database;
@@ -1084,8 +1123,7 @@ impl Index {
     #[staticmethod]
     #[pyo3(signature = (path, *, verify=true))]
     fn open(py: Python<'_>, path: PathBuf, verify: bool) -> PyResult<Index> {
-        py.detach(|| Index::open_dir(&path, verify, None))
-            .map_err(py_err)
+        without_gil(py, None, || Index::open_dir(&path, verify, None))
     }
 
     /// Builds an index, as ``bsa build`` does, and opens it.
@@ -1702,7 +1740,7 @@ impl Index {
     /// since (a compaction): open the index again to check what is there now.
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let index = self.snap();
-        py.detach(|| index.verify()).map_err(index_err)
+        detached(py, None, || index.verify())?.map_err(index_err)
     }
 
     /// Pickling (``multiprocessing``, say): an index travels as its path and is opened there
@@ -1912,6 +1950,13 @@ fn bsa_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Like the command line at start-up: OpenBLAS's AVX2/AVX-512 kernels on CPUs newer than its
     // table (speed only; the results do not depend on it).
     bsa::threads::fix_blas_core(bsa::simd::Family::current());
+    // See `FORKS`. (On platforms without fork, `os` has no `register_at_fork`.)
+    let os = m.py().import("os")?;
+    if os.hasattr("register_at_fork")? {
+        let kwargs = pyo3::types::PyDict::new(m.py());
+        kwargs.set_item("after_in_child", wrap_pyfunction!(after_fork_in_child, m)?)?;
+        os.call_method("register_at_fork", (), Some(&kwargs))?;
+    }
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("FormatError", m.py().get_type::<FormatError>())?;
     m.add_class::<Model>()?;
