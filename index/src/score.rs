@@ -186,11 +186,13 @@ pub fn table_score(offset: f32, sum: f64, norm: Option<f32>) -> f32 {
     }
 }
 
-/// The `f64` sum of `table[j]` over the set bits `j` of `code`, in ascending bit order.
+/// The `f64` sum of `table[j]` over the set bits `j` of `code`, in ascending bit order. The
+/// table has an entry per bit of the codes: set bits past it (padding a damaged file or a
+/// writer's bug set, which `verify` reports) are not counted, rather than read out of bounds.
 #[inline]
 pub fn table_sum(code: &[u64], table: &[f32]) -> f64 {
     let mut s = 0.0f64;
-    for_each_set_bit(code, code.len() * 64, |j| s += f64::from(table[j]));
+    for_each_set_bit(code, table.len(), |j| s += f64::from(table[j]));
     s
 }
 
@@ -279,6 +281,8 @@ mod tests {
         assert_eq!(table_score(1.0, 2.0, Some(0.0)), 0.0);
         assert_eq!(table_score(1.0, 2.0, Some(2.0)), 1.5);
         assert_eq!(table_sum(&[0b101, 1], &[1.0; 128]), 3.0);
+        // Padding bits past the table (a 100-bit code's bit 120) are not read.
+        assert_eq!(table_sum(&[0b101, 1 << 56], &[1.0; 100]), 2.0);
         assert_eq!(desc_key(0.0), desc_key(-0.0));
     }
 
