@@ -538,7 +538,7 @@ pub(crate) fn search_batched(
         // Said before which score a graph answers: there is none.
         return Err(Error::InvalidArgument(format!(
             "{dir}: the index has no HNSW graph for mode hnsw; rebuild it with one (bsa build \
-             --hnsw), or use mode flat or inverted"
+             --hnsw; hnsw=True from Python), or use mode flat or inverted"
         )));
     }
     if matches!(request.mode, Mode::Hnsw(_)) {
@@ -546,9 +546,13 @@ pub(crate) fn search_batched(
         let cosine = index.graph_metric() == Some(bsa_index::manifest::GraphMetric::Cosine);
         let table = matches!(score_name, ScoreName::Adc | ScoreName::Soft);
         if cosine && !table {
+            let on = match crate::pipeline::GraphOn::of_index(index.extra(), index.graph_metric()) {
+                Some(crate::pipeline::GraphOn::Data) => "the data",
+                _ => "the decoded codes",
+            };
             return Err(Error::InvalidArgument(format!(
-                "mode hnsw: this index's graph was built on decoded vectors and ranks by score \
-                 adc or soft; use mode flat or inverted for score {}",
+                "mode hnsw: this index's graph was built on {on} (float vectors) and ranks by \
+                 score adc or soft; use mode flat or inverted for score {}",
                 score_name.name()
             )));
         }
@@ -563,7 +567,7 @@ pub(crate) fn search_batched(
     if matches!(request.mode, Mode::Inverted(_)) && !index.has_inverted() {
         return Err(Error::InvalidArgument(format!(
             "{dir}: the index has no posting lists for mode inverted; rebuild it with inverted \
-             lists (`bsa build --inverted`)"
+             lists (bsa build --inverted; inverted=True from Python)"
         )));
     }
     if request.max_distance.is_some() && score_name != ScoreName::Hamming {

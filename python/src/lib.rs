@@ -642,7 +642,7 @@ impl Model {
         let bytes = c.as_slice()?;
         let m = &self.inner;
         let x = without_gil(py, None, || {
-            bsa::pipeline::decode_packed(m, bytes, rows, cols)
+            bsa::pipeline::decode_packed(m, bytes, rows, cols).map_err(|e| code_row_of(e, "codes"))
         })?;
         Ok(numpy::IntoPyArray::into_pyarray(x, py))
     }
@@ -852,6 +852,18 @@ fn row_of(e: bsa::Error, library: &str, python: &str) -> bsa::Error {
                 row,
                 detail,
             }
+        }
+        e => e,
+    }
+}
+
+/// `e` with a bad row of packed codes (padding bits set: "row R: bits beyond ...", from
+/// `bsa_index::pack`, which knows no argument names) said as a row of the Python argument
+/// `python` ("q", "codes"). For calls given codes, whose other errors name no row.
+fn code_row_of(e: bsa::Error, python: &str) -> bsa::Error {
+    match e {
+        bsa::Error::Index(bsa_index::Error::InvalidArgument(m)) if m.starts_with("row ") => {
+            bsa::Error::InvalidArgument(format!("{python}: {m}"))
         }
         e => e,
     }
@@ -1264,7 +1276,7 @@ impl Index {
             .map(|c| code_matrix(as_array(c, "codes")?, "codes", Rows::Some))
             .transpose()?;
         let codes = codes.as_ref().map(|c| c.readonly());
-        let ids = ids.map(|i| id_vector(i, "ids")).transpose()?;
+        let ids = ids.map(|i| id_vector(i, "ids", Ids::PerRow)).transpose()?;
         let model = model.map(|m| m.get());
         let code_rows = codes.as_ref().map(|c| c.as_array().nrows());
         let code_bytes = codes.as_ref().map(|c| c.as_slice()).transpose()?;
@@ -1326,8 +1338,12 @@ impl Index {
             request.bitmaps = bitmaps;
             request.overwrite = overwrite;
             request.stop = Some(stop);
-            build_index_notifying(&request, &dir, |_, _| {}, || warn_waiting(&dir))
-                .map_err(|e| row_of(e, "data", "x"))?;
+            build_index_notifying(&request, &dir, |_, _| {}, || warn_waiting(&dir)).map_err(
+                |e| match code_bytes {
+                    Some(_) => code_row_of(e, "codes"),
+                    None => row_of(e, "data", "x"),
+                },
+            )?;
             Index::open_dir(&dir, false, tmp)
         })
     }
@@ -1417,8 +1433,12 @@ impl Index {
             }
             v => v.map(|v| v as f32),
         };
-        let allow = allow_ids.map(|i| id_vector(i, "allow_ids")).transpose()?;
-        let deny = deny_ids.map(|i| id_vector(i, "deny_ids")).transpose()?;
+        let allow = allow_ids
+            .map(|i| id_vector(i, "allow_ids", Ids::Set))
+            .transpose()?;
+        let deny = deny_ids
+            .map(|i| id_vector(i, "deny_ids", Ids::Set))
+            .transpose()?;
         let py = q.py();
         let k = match k {
             Some(k) => Some(positive("k", Some(k))?.unwrap_or(1)),
@@ -1499,8 +1519,12 @@ impl Index {
         // (under about 64M query-code pairs) does not pay for the waiting thread (0.6 ms).
         let long = nq > 256 && (nq as u64).saturating_mul(index.len() as u64) > 1 << 26;
         let found = interruptible_if(py, threads, long, |stop| {
-            bsa::query::search_until(index, model, queries, &request, filter, Some(stop))
-                .map_err(|e| row_of(e, "queries", "q"))
+            bsa::query::search_until(index, model, queries, &request, filter, Some(stop)).map_err(
+                |e| match queries {
+                    Queries::Packed { .. } => code_row_of(e, "q"),
+                    Queries::Floats(_) => row_of(e, "queries", "q"),
+                },
+            )
         })?;
         let k = k.unwrap_or_else(|| found.hits.iter().map(|h| h.ids.len()).max().unwrap_or(0));
         let mut ids = match ids {
@@ -1567,7 +1591,7 @@ impl Index {
             Ok(f) => bsa_index::live::MergePolicy::tiered(f),
             Err(_) => return Err(PyValueError::new_err("merge_factor must be 0 or more")),
         };
-        let ids = ids.map(|i| id_vector(i, "ids")).transpose()?;
+        let ids = ids.map(|i| id_vector(i, "ids", Ids::PerRow)).transpose()?;
         let floats = match x {
             Some(x) => Some(float32_matrix(as_array(x, "x")?, "x", Rows::Some)?),
             None => None,
@@ -1593,7 +1617,10 @@ impl Index {
         let report = interruptible(py, threads, |stop| {
             let mut writer = open_writer(&dir, stop, verify)?;
             let r = bsa::live::add(&mut writer, source, ids.as_deref(), upsert, false, merge)
-                .map_err(|e| row_of(e, "new rows", "x"))?;
+                .map_err(|e| match source {
+                    AddSource::Packed { .. } => code_row_of(e, "codes"),
+                    _ => row_of(e, "new rows", "x"),
+                })?;
             // Under the lock: two threads changing one Index reopen in commit order.
             self.reopen()?;
             drop(writer);
@@ -1608,7 +1635,7 @@ impl Index {
     /// Example: ``index.delete(np.array([3, 5]))``
     #[pyo3(signature = (ids, *, verify=true))]
     fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, verify: bool) -> PyResult<usize> {
-        let ids = id_vector(ids, "ids")?;
+        let ids = id_vector(ids, "ids", Ids::Set)?;
         let dir = self.snap().dir().to_path_buf();
         let report = interruptible(py, None, |stop| {
             let mut writer = open_writer(&dir, stop, verify)?;
@@ -1703,7 +1730,9 @@ impl Index {
     /// ``live_rows``, ``next_id``, ``vectors`` (``{"dim", "dtype"}`` or ``None``), ``norms``,
     /// ``inverted``, ``graph``, ``model`` (its file name), ``segments`` (a dict per segment:
     /// ``name``, ``rows``, ``live_rows``, ``bitmaps``, ``sparse``, ``bridged_from``,
-    /// ``bytes``), ``bytes`` by kind of file and ``total_bytes``.
+    /// ``bytes``), ``bytes`` by kind of file and ``total_bytes``. The sizes are read from the
+    /// disk: ``FileNotFoundError`` when another writer has removed files of the generation
+    /// this object searches since it was opened (a compaction); open the index again.
     ///
     /// >>> idx.info()["live_rows"] == len(idx)
     /// True
@@ -1736,8 +1765,9 @@ impl Index {
     /// unique over every segment, norms and float32 vectors finite, padding bits zero, posting
     /// lists, bitmaps and sparse codes equal to what the codes imply, the next default id past
     /// every id); raises ``bsa.FormatError`` naming a damaged file. It checks the generation
-    /// this object searches: ``FileNotFoundError`` when another writer has removed its files
-    /// since (a compaction): open the index again to check what is there now.
+    /// this object searches, from the files it holds open, which stay readable to it when
+    /// another writer removes them (a compaction): open the index again to check what is there
+    /// now.
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let index = self.snap();
         detached(py, None, || index.verify())?.map_err(index_err)
@@ -1769,8 +1799,30 @@ impl Index {
     }
 }
 
+/// Whether the ids of [`id_vector`] are a set of ids (to filter on or delete: a Python `set`
+/// is taken) or one id per row, in order (a `set` is refused: it has no order).
+#[derive(Clone, Copy, PartialEq)]
+enum Ids {
+    Set,
+    PerRow,
+}
+
 /// A 1-D array of non-negative integer ids as `u64`.
-fn id_vector(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<u64>> {
+fn id_vector(obj: &Bound<'_, PyAny>, name: &str, kind: Ids) -> PyResult<Vec<u64>> {
+    use pyo3::types::{PyFrozenSet, PySet};
+    if obj.is_instance_of::<PySet>() || obj.is_instance_of::<PyFrozenSet>() {
+        // numpy makes a set an object array of one element.
+        if kind == Ids::PerRow {
+            return Err(PyTypeError::new_err(format!(
+                "{name} is a set, which has no order: give a list or array with one id per row"
+            )));
+        }
+        let list = obj
+            .py()
+            .import("builtins")?
+            .call_method1("sorted", (obj,))?;
+        return id_vector(&list, name, kind);
+    }
     let a = as_array(obj, name)?;
     // `[]` is a float64 array to numpy: an empty list is no ids, whatever its dtype.
     if a.ndim() == 1 && a.len() == 0 {
@@ -1841,6 +1893,17 @@ fn id_lists(obj: &Bound<'_, PyAny>, name: &str, k: usize) -> PyResult<Vec<Vec<u6
         )));
     }
     let py = a.py();
+    if kind == b'u' {
+        // Read as they are: through int64, ids of 2**63 or more would become negative misses.
+        let a = contiguous(a.into_any(), numpy::dtype::<u64>(py))?.cast_into::<PyArray2<u64>>()?;
+        let a = a.readonly();
+        return Ok(a
+            .as_array()
+            .rows()
+            .into_iter()
+            .map(|r| r.iter().take(k).copied().collect())
+            .collect());
+    }
     let a = contiguous(a.into_any(), numpy::dtype::<i64>(py))?.cast_into::<PyArray2<i64>>()?;
     let a = a.readonly();
     Ok(a.as_array()
@@ -1909,7 +1972,9 @@ fn groundtruth<'py>(
 
 /// Recall@k: the fraction of each query's first ``k`` true neighbours (``gt``, e.g. from
 /// :func:`groundtruth`) found among its first ``k`` results (``I`` from :meth:`Index.search`;
-/// -1 entries count as misses), averaged over queries.
+/// -1 entries count as misses), averaged over queries: each query counts ``k`` true
+/// neighbours, so a -1 in ``gt`` (a ground truth padded as search results are) is one no
+/// result can find. Integer ids of any dtype; a true neighbour repeated in ``I`` counts once.
 ///
 /// Example: ``bsa.recall(I, gt, 10)``  # 0.0 .. 1.0
 #[pyfunction]

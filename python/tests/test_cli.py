@@ -200,7 +200,7 @@ def test_adc_graph_equals_cli(work, queries, tmp_path):
     cli = cli_search(tmp_path / "g", ["--queries", work / "query.npy"], K,
                      "--mode", "hnsw", "--score", "adc", "--ef", 64, "--rescore", 4)
     assert_same(D, I, cli, scored=True)
-    with pytest.raises(ValueError, match="decoded vectors"):
+    with pytest.raises(ValueError, match="built on the decoded codes"):
         index.search(queries, K, mode="hnsw")
 
 

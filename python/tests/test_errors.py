@@ -359,3 +359,59 @@ def test_a_model_loads_from_a_pipe_and_not_from_a_device(work):
         bsa.Model.load("/dev/zero")
     with pytest.raises(IsADirectoryError):
         bsa.Model.load(work)
+
+
+def test_ids_to_filter_or_delete_may_be_a_set(index, queries, tmp_path):
+    # numpy makes a set an object array: it was refused with a hint about ints of 2**63.
+    allowed = {5, 17, 300, 9000}
+    D, I = index.search(queries, 3, allow_ids=allowed)
+    np.testing.assert_array_equal(I, index.search(queries, 3, allow_ids=sorted(allowed))[1])
+    _, I = index.search(queries, 3, deny_ids=frozenset(I[0].tolist()))
+    assert not set(I[0].tolist()) & allowed
+    copy = bsa.Index.build(codes=np.arange(6, dtype=np.uint8).reshape(6, 1), path=tmp_path / "c")
+    assert copy.delete({1, 2, 99}) == 2 and len(copy) == 4
+    # One id per row: a set has no order.
+    with pytest.raises(TypeError, match="ids is a set, which has no order"):
+        bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids={1, 2})
+    with pytest.raises(TypeError, match="ids is a set, which has no order"):
+        copy.add(codes=np.zeros((2, 1), np.uint8), ids={10, 11})
+
+
+def test_recall_reads_ids_of_any_integer_dtype():
+    # uint64 ids of 2**63 or more became negative int64, misses: identical lists scored 0.
+    big = np.array([[2**63, 2**64 - 1, 5]], np.uint64)
+    assert bsa.recall(big, big, 3) == 1.0
+    assert bsa.recall(big[:, ::-1].copy(), big, 2) == 0.5
+    # -1 in gt (padded as search results are) is a neighbour no result finds.
+    assert bsa.recall(np.array([[1, 2, -1]]), np.array([[1, 2, -1]]), 3) == pytest.approx(2 / 3)
+
+
+def test_padding_bits_are_named_with_their_argument(index, model, tmp_path):
+    # 512-bit codes have no padding: a 12-bit index does.
+    twelve = bsa.Index.build(codes=np.zeros((3, 2), np.uint8), bits=12, path=tmp_path / "t")
+    bad = np.array([[0, 0], [0, 0xF0]], np.uint8)
+    for call, name in [
+        (lambda: twelve.search(bad, 1), "q"),
+        (lambda: bsa.Index.build(codes=bad, bits=12), "codes"),
+        (lambda: twelve.add(codes=bad), "codes"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{name}: row 1: bits beyond bit 12"):
+            call()
+
+
+def test_messages_name_pythons_arguments_beside_the_flags(work, queries, tmp_path):
+    codes = np.arange(4, dtype=np.uint8).reshape(4, 1)
+    plain = bsa.Index.build(codes=codes, inverted=False, path=tmp_path / "p")
+    with pytest.raises(ValueError, match=r"hnsw=True from Python"):
+        plain.search(codes, 1, mode="hnsw")
+    with pytest.raises(ValueError, match=r"inverted=True from Python"):
+        plain.search(codes, 1, mode="inverted")
+    with pytest.raises(ValueError, match=r"upsert=True from Python"):
+        plain.add(codes=codes[:1], ids=[0])
+    # A graph on the data is said as that (it was called one on decoded vectors).
+    model = bsa.Model.load(work / "model.safetensors")
+    x = np.load(work / "query.npy")[:300]
+    g = bsa.Index.build(x=x, model=model, hnsw=True, hnsw_on="data", vectors=True, m=8,
+                        ef_construction=20)
+    with pytest.raises(ValueError, match=r"graph was built on the data \(float vectors\)"):
+        g.search(queries[:2], 5, mode="hnsw")

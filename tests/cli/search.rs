@@ -295,7 +295,7 @@ fn adc_graph_finds_the_flat_adc_neighbours_with_their_exact_scores() {
         "--mode",
         "hnsw",
     ])
-    .fails_with(&["decoded vectors", "score hamming"]);
+    .fails_with(&["built on the decoded codes", "score hamming"]);
     t.bsa(&[
         "search",
         "--index",
