@@ -197,6 +197,38 @@ pub struct Template {
     pub graph: Option<GraphTemplate>,
 }
 
+impl Template {
+    /// What it says a segment holds, in words: "vectors (384 x f32), norms, posting lists, a
+    /// graph on the codes (M 16)", or "codes and ids only".
+    pub(crate) fn parts(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(v) = self.vectors {
+            parts.push(format!("vectors ({} x {})", v.dim, v.dtype));
+        }
+        if self.norms {
+            parts.push("norms".to_string());
+        }
+        if self.inverted {
+            parts.push("posting lists".to_string());
+        }
+        if let Some(g) = self.graph {
+            let on = match g.on {
+                GraphSource::Codes => "the codes".to_string(),
+                GraphSource::Vectors { dim } => format!("{dim}-d vectors"),
+            };
+            parts.push(format!(
+                "a graph on {on} (M {}, ef_construction {}, ef_search {})",
+                g.params.max_connections, g.params.ef_construction, g.params.ef_search
+            ));
+        }
+        if parts.is_empty() {
+            "codes and ids only".to_string()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
 /// How a segment's graph is built (see [`Template`]'s example).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -311,6 +343,20 @@ impl LiveManifest {
             }
             if s.rows == 0 || s.rows > u64::from(u32::MAX) {
                 return bad(format!("segment {:?} has {} rows", s.name, s.rows));
+            }
+            // The next add writes segment `next_segment`: it must be a new name.
+            let number = s
+                .name
+                .strip_prefix("seg-")
+                .and_then(|d| d.parse::<u64>().ok());
+            if let Some(k) = number.filter(|&k| segment_name(k) == s.name) {
+                if k >= self.next_segment {
+                    return bad(format!(
+                        "lists segment {:?} but next_segment is {}: the next change would \
+                         write over it",
+                        s.name, self.next_segment
+                    ));
+                }
             }
             if let Some(b) = &s.bridge {
                 check_file_name(&b.file, path)?;

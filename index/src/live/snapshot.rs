@@ -776,6 +776,19 @@ impl Snapshot {
                     ),
                 ));
             }
+            // Searches and writers take the template as what every segment holds.
+            let holds = template_of(index.manifest());
+            if holds != m.template {
+                return Err(Error::corrupt(
+                    path,
+                    format!(
+                        "segment {} holds {} but the manifest says every segment holds {}",
+                        seg_dir.display(),
+                        holds.parts(),
+                        m.template.parts()
+                    ),
+                ));
+            }
             let deleted = match &s.deletes {
                 Some(d) => Some(read_deletes(dir, d, s.rows as usize)?),
                 None => None,
