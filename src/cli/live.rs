@@ -28,12 +28,14 @@ use bsa_index::live::{MergePolicy, Writer};
 ///   bsa add --index idx --codes new_codes.npy          (an index built with --codes)
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
+// One of the two is required: the usage error names both ("<--data <DATA>|--codes <CODES>>").
+#[command(group(clap::ArgGroup::new("rows").required(true).args(["data", "codes"])))]
 pub struct AddArgs {
     /// Index directory from `bsa build`.
     #[arg(long)]
     pub index: PathBuf,
     /// Float rows to encode with the index's model (.npy or .fvecs).
-    #[arg(long, required_unless_present = "codes", conflicts_with = "codes")]
+    #[arg(long)]
     pub data: Option<PathBuf>,
     /// Packed codes (uint8 .npy, numpy little bit order) for an index built from codes.
     #[arg(long)]

@@ -40,9 +40,12 @@ use super::io::open_embeddings;
 ///     --queries query.npy --k 10 --score adc --rescore 4 --vectors base.npy
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
+// One of each pair is required: the usage error names both ("<--index <INDEX>|--milvus ...>").
+#[command(group(clap::ArgGroup::new("searched").required(true).args(["index", "milvus"])))]
+#[command(group(clap::ArgGroup::new("asked").required(true).args(["queries", "query_codes"])))]
 pub struct Args {
     /// Index directory from `bsa build`.
-    #[arg(long, required_unless_present = "milvus", conflicts_with = "milvus")]
+    #[arg(long)]
     pub index: Option<PathBuf>,
     /// Search a Milvus collection written by `bsa export` instead of a local index (URL of the
     /// server, e.g. http://127.0.0.1:19530; needs a build with `--features milvus`).
@@ -63,11 +66,7 @@ pub struct Args {
     #[arg(long, requires = "milvus")]
     pub prune: Option<usize>,
     /// Float queries, nq x D (encoded with the model stored in the index).
-    #[arg(
-        long,
-        required_unless_present = "query_codes",
-        conflicts_with = "query_codes"
-    )]
+    #[arg(long)]
     pub queries: Option<PathBuf>,
     /// Packed query codes: uint8 .npy, nq x ceil(bits/8), numpy little bit order.
     #[arg(long)]

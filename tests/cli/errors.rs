@@ -993,3 +993,20 @@ fn a_failed_write_to_stdout_says_so() {
         "{stderr}"
     );
 }
+
+/// A command that needs one of two flags names both when neither is given (it named one:
+/// `bsa add` asked for --data of an index built from codes).
+#[test]
+fn a_missing_choice_names_both_flags() {
+    let t = TestDir::new();
+    t.bsa(&["add", "--index", "idx"])
+        .usage_error(&["<--data <DATA>|--codes <CODES>>"]);
+    t.bsa(&["search", "--index", "idx"])
+        .usage_error(&["<--queries <QUERIES>|--query-codes <QUERY_CODES>>"]);
+    t.bsa(&["search", "--queries", "q.npy"])
+        .usage_error(&["<--index <INDEX>|--milvus <MILVUS>>"]);
+    t.bsa(&[
+        "add", "--index", "idx", "--data", "a.npy", "--codes", "b.npy",
+    ])
+    .usage_error(&["'--data <DATA>' cannot be used with '--codes <CODES>'"]);
+}
