@@ -109,27 +109,31 @@ pub(crate) fn sync_file(path: &Path) -> Result<()> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// `e`, an error reading `path`, a file the manifest beside it lists: a missing file is said
+/// as listed by that manifest, since the usual cause is the manifest, not the file: another
+/// index's manifest copied in, or a copy of the directory that stopped half-way.
+pub(crate) fn listed_file_error(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() != std::io::ErrorKind::NotFound {
+        return Error::io(path, e);
+    }
+    let manifest = path.with_file_name(MANIFEST_FILE);
+    let what = format!(
+        "missing, though {} lists it: the directory is an incomplete copy, or that manifest is \
+         another index's; copy the whole index again or rebuild it",
+        manifest.display()
+    );
+    Error::io(
+        path,
+        std::io::Error::new(std::io::ErrorKind::NotFound, what),
+    )
+}
+
 /// Opens a file of the index (one its manifest lists) for reading, refusing anything but a
 /// regular file first: a FIFO put in an index file's place would block the open forever, and a
 /// directory would fail later with an unclear error. A missing file is reported as listed by
-/// the manifest beside it, since the usual cause is that manifest, not the file: another
-/// index's manifest copied in, or a copy of the directory that stopped half-way.
+/// the manifest beside it ([`listed_file_error`]).
 pub(crate) fn open_regular(path: &Path) -> Result<File> {
-    let not_found = |e: std::io::Error| {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            return Error::io(path, e);
-        }
-        let manifest = path.with_file_name(MANIFEST_FILE);
-        let what = format!(
-            "missing, though {} lists it: the directory is an incomplete copy, or that manifest \
-             is another index's; copy the whole index again or rebuild it",
-            manifest.display()
-        );
-        Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, what),
-        )
-    };
+    let not_found = |e| listed_file_error(path, e);
     if let Some(what) = not_a_file(path).map_err(not_found)? {
         return Err(Error::corrupt(
             path,
@@ -238,27 +242,25 @@ impl Section {
         &self.map[start..start + self.header.payload_len as usize]
     }
 
-    /// Verifies the payload CRC and the whole-file CRC recorded in the manifest.
+    /// Verifies the whole-file CRC recorded in the manifest, then the header's payload CRC. In
+    /// that order, damaged bytes are reported against the manifest's checksum, as every check
+    /// of a file reports them (`bsa verify` reads some files whole: their reports agreed with
+    /// a search's only for the header).
     pub(crate) fn verify(&self, info: &FileInfo) -> Result<()> {
         let got = crc32(self.payload());
-        if got != self.header.payload_crc {
-            return Err(Error::Checksum {
-                path: self.path.clone(),
-                expected: self.header.payload_crc,
-                got,
-            });
-        }
         let whole = file_crc(
             &self.map[..self.header.payload_offset as usize],
             got,
             self.header.payload_len,
         );
-        if whole != info.crc32 {
-            return Err(Error::Checksum {
-                path: self.path.clone(),
-                expected: info.crc32,
-                got: whole,
-            });
+        for (expected, got) in [(info.crc32, whole), (self.header.payload_crc, got)] {
+            if got != expected {
+                return Err(Error::Checksum {
+                    path: self.path.clone(),
+                    expected,
+                    got,
+                });
+            }
         }
         Ok(())
     }

@@ -157,7 +157,25 @@ fn flipped_bytes_are_detected_in_every_file() {
             b[at] ^= 0x5a;
             fs::write(d.join(name), &b).unwrap();
             match exercise(&d, &f) {
-                Err(e) => assert_names(&e, name),
+                Err(e) => {
+                    assert_names(&e, name);
+                    // A payload's checksum that fails is the one the manifest records for
+                    // the file, whichever check read it (a graph's first search said the
+                    // header's).
+                    let payload = name.ends_with(".bin") && at >= bsa_index::format::HEADER_LEN;
+                    if let (Error::Checksum { expected, .. }, true) = (e, payload) {
+                        let m: serde_json::Value = serde_json::from_slice(
+                            &fs::read(f.path.join("manifest.json")).unwrap(),
+                        )
+                        .unwrap();
+                        let listed = &m["manifest"]["files"][name]["crc32"];
+                        assert_eq!(
+                            listed.as_u64(),
+                            Some(u64::from(expected)),
+                            "{name} byte {at}"
+                        );
+                    }
+                }
                 Ok(res) => panic!(
                     "{name} byte {at} flipped but no error; same results: {}",
                     res == good

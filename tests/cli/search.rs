@@ -602,6 +602,9 @@ fn verify_exit_codes_tell_a_damaged_index_from_none() {
         assert_eq!(v.code, code, "{dir}: {v:#?}");
         assert!(v.stderr.contains(needle), "{dir}: {v:#?}");
     }
+    // `bsa info` says a missing file as the others do (it gave the bare OS error).
+    t.bsa(&["info", "--index", "missing"])
+        .fails_with(&["ids.bin: missing, though", "manifest.json lists it"]);
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::live::meta::GraphTemplate;
 use crate::live::Snapshot;
 use crate::manifest::{GraphMetric, VectorsInfo, MANIFEST_FILE, SEGMENTED_FORMAT_VERSION};
@@ -163,8 +163,8 @@ impl Snapshot {
             .partition(|f| !self.is_segmented() || !f.contains('/'));
         for f in root.into_iter().chain(in_segments) {
             let path = dir.join(f);
-            let meta =
-                std::fs::metadata(&path).map_err(|e| self.superseded(Error::io(&path, e)))?;
+            let meta = std::fs::metadata(&path)
+                .map_err(|e| self.superseded(crate::files::listed_file_error(&path, e)))?;
             #[cfg(unix)]
             {
                 use std::os::unix::fs::MetadataExt;
