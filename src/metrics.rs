@@ -75,13 +75,19 @@ pub fn evaluate(model: &Autoencoder, x: ArrayView2<f32>) -> (PaperMetrics, CodeS
     let mut bit_count = vec![0u64; bits];
     for chunk in x.axis_chunks_iter(Axis(0), CHUNK) {
         let w = chunk.nrows() as f64;
+        // The distances in f64: a decoder whose outputs are large (a training that ran away
+        // without a non-finite loss) overflowed f32's squares, printing MSE inf and cosine
+        // distance 1 whatever the directions.
+        let x64 = chunk.mapv(f64::from);
+        let distance = |kind, xhat: &ndarray::Array2<f32>| {
+            w * distance_rows(kind, xhat.mapv(f64::from).view(), x64.view(), None)
+        };
         let active = model.encode_active(chunk);
         let xhat = model.params.decode_sparse(&active);
-        rec += w * distance_rows(LossKind::Cosine, xhat.view(), chunk, None) as f64;
-        mse += w * distance_rows(LossKind::Mse, xhat.view(), chunk, None) as f64;
+        rec += distance(LossKind::Cosine, &xhat);
+        mse += distance(LossKind::Mse, &xhat);
         let khot = model.encode_khot(chunk);
-        let xhat_k = model.params.decode_sparse(&khot);
-        fixed += w * distance_rows(LossKind::Cosine, xhat_k.view(), chunk, None) as f64;
+        fixed += distance(LossKind::Cosine, &model.params.decode_sparse(&khot));
         for set in &active {
             active_counts.push(set.len() as u32);
             for &j in set {
@@ -187,6 +193,38 @@ mod tests {
         assert_eq!(quantile(&v, 0.1), 0.4);
         assert_eq!(quantile(&v, 1.0), 4.0);
         assert_eq!(quantile(&[7.0], 0.99), 7.0);
+    }
+
+    /// A decoder with huge weights (a training that ran away with a finite loss): the metrics
+    /// are computed in f64, so the MSE is a number (its f32 squares overflowed: `inf`, printed
+    /// as `null`) and the cosine distance measures the directions (it said 1).
+    #[test]
+    fn a_huge_decoder_gets_finite_metrics() {
+        use crate::config::{LossKind, Method, ModelConfig, Target};
+        use ndarray::{array, Array2};
+        let eye = Array2::<f32>::eye(2);
+        let model = Autoencoder {
+            config: ModelConfig {
+                dim: 2,
+                bits: 2,
+                k: 1,
+                method: Method::Topk,
+                loss: LossKind::Cosine,
+                alpha: 0.0,
+                target: Target::Khot,
+            },
+            params: crate::params::Params {
+                we: eye.clone(),
+                be: array![0.0, 0.0],
+                wd_t: eye * 1e20,
+                bd: array![0.0, 0.0],
+            },
+        };
+        let x = array![[1.0f32, 0.0], [0.0, 1.0]];
+        let (m, _) = evaluate(&model, x.view());
+        assert!(m.reconstruction_loss.abs() < 1e-12, "{m:?}");
+        let want = (1e20f64 - 1.0).powi(2) / 2.0;
+        assert!((m.reconstruction_mse / want - 1.0).abs() < 1e-6, "{m:?}");
     }
 
     #[test]

@@ -170,8 +170,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         ef_search: a.ef_search,
     });
     request.graph_on = a.hnsw_on;
-    if a.hnsw_on == Some(GraphOn::Data) && !a.vectors {
+    if a.hnsw_on == Some(GraphOn::Data) && !a.vectors && a.model.is_some() {
         // Allowed (a static index need not keep its floats), but the index cannot change well.
+        // (Without a model the build refuses such a graph: no advice before that error.)
         eprintln!(
             "bsa: warning: the graph is built on the data, which the index will not keep \
              (no --vectors): segments added later never merge and `bsa compact` cannot \

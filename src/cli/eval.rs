@@ -42,7 +42,15 @@ pub fn print_table(m: &bsa::metrics::PaperMetrics) -> std::io::Result<()> {
             "reconstruction loss (cosine)",
             format!("{:.4}", m.reconstruction_loss),
         ),
-        ("reconstruction mse", format!("{:.6}", m.reconstruction_mse)),
+        (
+            "reconstruction mse",
+            // Six decimals for a trained model's error; a run-away decoder's in powers of ten.
+            if m.reconstruction_mse < 1e6 {
+                format!("{:.6}", m.reconstruction_mse)
+            } else {
+                format!("{:.3e}", m.reconstruction_mse)
+            },
+        ),
         (
             "fixed-TopK reconstruction loss",
             format!("{:.4}", m.fixed_topk_reconstruction_loss),

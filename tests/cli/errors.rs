@@ -1010,3 +1010,32 @@ fn a_missing_choice_names_both_flags() {
     ])
     .usage_error(&["'--data <DATA>' cannot be used with '--codes <CODES>'"]);
 }
+
+/// A graph on the data of an index of codes is refused with the reason alone: the warning to
+/// keep the data (--vectors, which codes cannot take) came first (a review's finding).
+#[test]
+fn a_refused_build_gives_no_advice_it_cannot_take() {
+    let t = setup();
+    t.bsa(&[
+        "encode",
+        "--model",
+        "model.safetensors",
+        "--data",
+        "good.npy",
+        "--out",
+        "codes.npy",
+    ])
+    .ok();
+    let out = t.bsa(&[
+        "build",
+        "--codes",
+        "codes.npy",
+        "--hnsw",
+        "--hnsw-on",
+        "data",
+        "--out",
+        "idx",
+    ]);
+    let msg = out.fails_with(&["needs a model"]);
+    assert!(!msg.contains("warning"), "{msg}");
+}
