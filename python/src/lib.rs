@@ -1728,7 +1728,8 @@ impl Index {
     /// What the index holds and its bytes on disk, as a dict (``bsa info --json``'s summary):
     /// ``format_version``, ``generation``, ``bits``, ``rows`` (deleted ones included),
     /// ``live_rows``, ``next_id``, ``vectors`` (``{"dim", "dtype"}`` or ``None``), ``norms``,
-    /// ``inverted``, ``graph``, ``model`` (its file name), ``segments`` (a dict per segment:
+    /// ``inverted``, ``graph``, ``graph_on`` (with a graph: ``"decoded"``, ``"data"`` or
+    /// ``"codes"``), ``model`` (its file name), ``segments`` (a dict per segment:
     /// ``name``, ``rows``, ``live_rows``, ``bitmaps``, ``sparse``, ``bridged_from``,
     /// ``bytes``), ``bytes`` by kind of file and ``total_bytes``. The sizes are read from the
     /// disk: ``FileNotFoundError`` when another writer has removed files of the generation
@@ -1737,9 +1738,15 @@ impl Index {
     /// >>> idx.info()["live_rows"] == len(idx)
     /// True
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let summary = self.snap().summary().map_err(index_err)?;
-        let value =
+        let snap = self.snap();
+        let summary = snap.summary().map_err(index_err)?;
+        let mut value =
             serde_json::to_value(&summary).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        // As `bsa info --json` says it.
+        let graph_on = GraphOn::of_index(snap.extra(), snap.graph_metric());
+        if let (Some(on), Some(v)) = (graph_on, value.as_object_mut()) {
+            v.insert("graph_on".into(), on.name().into());
+        }
         json_to_py(py, &value)
     }
 

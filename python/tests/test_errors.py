@@ -415,3 +415,4 @@ def test_messages_name_pythons_arguments_beside_the_flags(work, queries, tmp_pat
                         ef_construction=20)
     with pytest.raises(ValueError, match=r"graph was built on the data \(float vectors\)"):
         g.search(queries[:2], 5, mode="hnsw")
+    assert g.info()["graph_on"] == "data" and "graph_on" not in plain.info()

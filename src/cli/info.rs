@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use bsa::pipeline::GraphOn;
 use bsa_index::live::{Snapshot, Summary};
 use bsa_index::manifest::GraphMetric;
 use bsa_index::OpenOptions;
@@ -28,7 +29,7 @@ pub struct Args {
     pub index: PathBuf,
     /// Print one JSON object on stdout instead: the index's summary (`format_version`,
     /// `generation`, `bits`, `rows`, `live_rows`, `next_id`, `vectors`, `norms`, `inverted`,
-    /// `graph`, `model`, `segments`, `bytes` by kind of file, `total_bytes`) and the model's
+    /// `graph`, `graph_on`, `model`, `segments`, `bytes` by kind of file, `total_bytes`) and the model's
     /// settings (`model_config`: method, bits, k when the method has one, dim) or why it
     /// cannot be read
     /// (`model_error`).
@@ -52,6 +53,9 @@ struct ModelConfig {
 struct Info<'a> {
     #[serde(flatten)]
     summary: &'a Summary,
+    /// What the graph is built on (`--hnsw-on`: decoded, data or codes), if there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    graph_on: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     model_config: Option<ModelConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,20 +79,29 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         ),
         Err(e) => (None, Some(e.to_string())),
     };
+    let graph_on = GraphOn::of_index(index.extra(), index.graph_metric());
     if a.json {
         return super::io::print_json(&Info {
             summary: &summary,
+            graph_on: graph_on.map(GraphOn::name),
             model_config,
             model_error,
         });
     }
-    print_text(a, &summary, model_config.as_ref(), model_error.as_deref())?;
+    print_text(
+        a,
+        &summary,
+        graph_on,
+        model_config.as_ref(),
+        model_error.as_deref(),
+    )?;
     Ok(())
 }
 
 fn print_text(
     a: &Args,
     s: &Summary,
+    graph_on: Option<GraphOn>,
     model: Option<&ModelConfig>,
     model_error: Option<&str>,
 ) -> std::io::Result<()> {
@@ -152,10 +165,11 @@ fn print_text(
         });
     }
     if let Some(g) = &s.graph {
-        let on = match (g.metric, g.dim) {
-            (GraphMetric::Hamming, _) => "on codes, Hamming".to_string(),
-            (_, Some(d)) => format!("on {d}-d vectors, for ADC and soft"),
-            (_, None) => "on vectors".to_string(),
+        let on = match (g.metric, g.dim, graph_on) {
+            (GraphMetric::Hamming, ..) => "on codes, Hamming".to_string(),
+            (_, Some(d), Some(GraphOn::Data)) => format!("on the data, {d}-d, for ADC and soft"),
+            (_, Some(d), _) => format!("on the decoded codes, {d}-d, for ADC and soft"),
+            (_, None, _) => "on vectors".to_string(),
         };
         let bridged = s
             .segments

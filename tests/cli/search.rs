@@ -792,4 +792,12 @@ fn graph_flags_need_a_graph_and_a_graph_on_data_warns_without_vectors() {
     );
     let kept = build(true, "kept");
     assert!(!kept.stderr.contains("warning"), "{kept:#?}");
+    // `bsa info` says what the graph is on (it said "vectors" for the data and the decoded
+    // codes alike).
+    let info = t.bsa(&["info", "--index", "kept"]).ok();
+    assert!(info.stdout.contains("hnsw (on the data, "), "{info:#?}");
+    let json = t.bsa(&["info", "--index", "kept", "--json"]).ok().json();
+    assert_eq!(json["graph_on"], "data");
+    let json = t.bsa(&["info", "--index", "idx", "--json"]).ok().json();
+    assert_eq!(json["graph_on"], "codes");
 }
