@@ -42,6 +42,7 @@ mod config;
 pub mod convergence;
 pub mod deterministic;
 pub mod error;
+mod graph_on;
 mod greedy;
 pub mod groundtruth;
 pub mod int_tables;

@@ -546,8 +546,8 @@ pub(crate) fn search_batched(
         let cosine = index.graph_metric() == Some(bsa_index::manifest::GraphMetric::Cosine);
         let table = matches!(score_name, ScoreName::Adc | ScoreName::Soft);
         if cosine && !table {
-            let on = match crate::pipeline::GraphOn::of_index(index.extra(), index.graph_metric()) {
-                Some(crate::pipeline::GraphOn::Data) => "the data",
+            let on = match crate::graph_on::GraphOn::of_index(index.extra(), index.graph_metric()) {
+                Some(crate::graph_on::GraphOn::Data) => "the data",
                 _ => "the decoded codes",
             };
             return Err(Error::InvalidArgument(format!(
