@@ -111,7 +111,12 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
     let _ = writeln!(s, "# bsa bench report\n");
     let _ = writeln!(s, "- date: {}", info.date);
     let _ = writeln!(s, "- machine: {}", info.machine);
-    let _ = writeln!(s, "- bsa {}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        s,
+        "- bsa {} (source {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("BSA_SOURCE_ID")
+    );
     let _ = writeln!(s, "- data: {}", info.inputs);
     let _ = writeln!(
         s,

@@ -113,8 +113,8 @@ struct ResultRecord {
 
 /// Where `bsa bench` keeps each cell's fitted model and measurements, so that an interrupted or
 /// extended grid resumes without refitting: `DIR/<cell slug>/{model.safetensors, fit.json,
-/// result.json}`. Entries whose key (data fingerprint, settings, bsa version) differs are
-/// ignored and overwritten.
+/// result.json}`. Entries whose key (data fingerprint, settings, bsa version and source) differs
+/// are ignored and overwritten.
 #[derive(Debug, Clone)]
 pub struct Cache {
     /// The cache folder.
@@ -247,7 +247,8 @@ fn fit_key(cell: &Cell, data: &Data<'_>, settings: &Settings) -> FitKey {
         seed: settings.seed,
         threads: settings.threads,
         base: data.base_fingerprint.clone(),
-        bsa_version: env!("CARGO_PKG_VERSION").to_string(),
+        // The source too: a trainer changed under the same version fits anew.
+        bsa_version: concat!(env!("CARGO_PKG_VERSION"), "+", env!("BSA_SOURCE_ID")).to_string(),
     }
 }
 

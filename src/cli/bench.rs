@@ -68,7 +68,8 @@ pub struct Args {
     #[arg(long, default_value = "preset", value_parser = ["preset", "all", "none"])]
     pub hnsw: String,
     /// Keep every cell's fitted model (and measurements) in this folder, and reuse models that
-    /// match the data and settings instead of fitting them again.
+    /// match the data, the settings and bsa's source (a rebuilt bsa whose source changed fits
+    /// again) instead of fitting them again.
     #[arg(long)]
     pub cache: Option<PathBuf>,
     /// With --cache: reuse finished measurements too, not only the models (resume a grid).
