@@ -183,8 +183,9 @@ class Index:
         threads: Optional[int] = None,
         verify: bool = True,
     ) -> int:
-        """Adds rows as a new segment (as ``bsa add``), merging ``merge_factor`` segments of about
-        the same size in the same commit (0: never); returns the number of rows replaced.
+        """Adds rows as a new segment (as ``bsa add``), merging ``merge_factor`` segments of one
+        size tier (tiers ``merge_factor`` times apart) in the same commit (0: never); returns
+        the number of rows replaced.
         Ctrl-C stops it before its commit (the index stays as it was). The index's checksums
         are checked first (a damaged index raises ``FormatError``); ``verify=False`` skips."""
     def delete(self, ids: npt.ArrayLike, *, verify: bool = True) -> int:

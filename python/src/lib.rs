@@ -1566,8 +1566,9 @@ impl Index {
     /// largest id so far); ids already in the index raise ``ValueError`` unless ``upsert=True``,
     /// which replaces their rows. Returns the number of rows replaced. The index changes on disk
     /// (one atomic commit); searches already running keep the rows they started with.
-    /// ``merge_factor``: that many segments of about the same size are merged in the same commit
-    /// (as ``bsa add --merge-factor``; 0 never merges). Ctrl-C stops it before its commit
+    /// ``merge_factor``: that many segments in one size tier (tiers ``merge_factor`` times apart:
+    /// with 2, fewer than 2000 live rows, 2000-3999, ...) are merged in the same commit (as
+    /// ``bsa add --merge-factor``; 0 never merges). Ctrl-C stops it before its commit
     /// (``KeyboardInterrupt``; the index stays as it was). ``verify``: the index's checksums
     /// are checked first, and a damaged index is refused (``verify=False`` changes it anyway,
     /// as ``bsa add --no-verify``).

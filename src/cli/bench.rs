@@ -16,8 +16,9 @@ use bsa::bench::{
 /// recall@1/10/100 by Hamming, recall@10 rescored at oversampling 2, 4, 10, with cosine-overlap
 /// and ADC scoring with the QPS of each, HNSW recall/QPS sweeps for some cells (--hnsw), train,
 /// encode and build seconds. Output in --out: results.json (one object per cell), report.md, and
-/// plots (SVG, and PNG when a system font exists), written whole: --out is replaced by the new
-/// report (it must be new, empty or an earlier report). QPS are medians of repeated runs. A
+/// plots (SVG, and PNG when a system font exists), written whole: --out (a folder without
+/// folders in it) gets the new report in place of an earlier one, its other files kept (files
+/// named as a report's are refused unless they are an earlier report's). QPS are medians of repeated runs. A
 /// --gt is checked against exact cosine on a sample of queries before the grid. With --cache,
 /// fitted models are kept and reused, and --resume also reuses finished cells, so a long grid
 /// can run in pieces; Ctrl-C stops at the next step and removes the cells' temporary indexes
@@ -91,7 +92,8 @@ pub struct Args {
     /// No progress bars.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Output folder (created with its missing parent folders, as `mkdir -p`; replaced whole).
+    /// Output folder (created with its missing parent folders, as `mkdir -p`; an earlier report
+    /// there is replaced, other files kept).
     #[arg(long)]
     pub out: PathBuf,
 }

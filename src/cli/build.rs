@@ -12,7 +12,8 @@ use bsa_index::{HnswParams, VectorDtype};
 /// Examples:
 ///   bsa build --model model.safetensors --data base.npy --vectors --hnsw --out idx
 ///   bsa build --codes codes.npy --out idx      # uint8 n x bytes, packbits(bitorder="little")
-///   bsa build --model m.safetensors --data base.npy --inverted --out idx
+///   bsa build --codes codes.npy --hnsw --out idx          # a graph on the codes, by Hamming
+///   bsa build --model m.safetensors --data base.npy --inverted --vectors --out idx
 ///
 /// Posting lists (`--mode inverted` in `bsa search`) are built with --inverted, skipped with
 /// --no-inverted, and otherwise built when the codes are sparse enough: when a query drawn like

@@ -15,10 +15,11 @@ use bsa_index::live::{MergePolicy, Writer};
 /// graph on the data needs --data. Searches that opened the index before keep their view; new
 /// ones see the rows. A crash leaves the index as it was before or after.
 ///
-/// Segments merge as the index grows: when --merge-factor segments (default 2) are of about
-/// the same size (within a factor of --merge-factor, from 1000 rows), the add merges them into
-/// one in the same commit, so an index that grows by many small adds keeps few segments and
-/// searches near the speed of a compacted one. Segments of --merge-max-rows rows or more
+/// Segments merge as the index grows: when --merge-factor segments (default 2) are in one size
+/// tier (tiers --merge-factor times apart: with 2, fewer than 2000 live rows, 2000-3999,
+/// 4000-7999, ...), the add merges them into one in the same commit, so an index that grows by
+/// many small adds keeps about one segment per tier and searches near the speed of a compacted
+/// one. Segments of --merge-max-rows rows or more
 /// (default 1M) are left alone, so that no add rewrites a large segment. --merge-factor 0 never
 /// merges (bsa compact still does).
 ///

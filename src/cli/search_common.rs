@@ -32,7 +32,9 @@ use super::io::open_embeddings;
 ///   bsa search --index idx --queries query.npy --k 10
 ///   bsa search --index idx --queries query.npy --k 10 --rescore 10 --stats
 ///   bsa search --index idx --query-codes qcodes.npy --k 10 --mode hnsw --ef 128
+///       (a graph on the codes: bsa build --codes ... --hnsw)
 ///   bsa search --index idx --queries query.npy --k 10 --mode inverted --score adc --rescore 10
+///       (posting lists and vectors: bsa build --model ... --inverted --vectors)
 ///
 /// Through a Milvus collection written by `bsa export` (needs a build with `--features milvus`;
 /// scores hamming, overlap |q and b| and adc; see README "Scaling out"):
