@@ -161,10 +161,12 @@ impl BaselineParams {
             }
             _ => {}
         }
-        if self.fit_rows == 0 {
-            return Err(Error::InvalidArgument(
-                "--fit-rows must be at least 1".into(),
-            ));
+        if self.fit_rows < 2 {
+            // As the data: a fit on one row has no spread to fit.
+            return Err(Error::InvalidArgument(format!(
+                "--fit-rows must be at least 2, got {}",
+                self.fit_rows
+            )));
         }
         // Encoder and decoder (bits x dim f32 each), the decoder's Gram matrix ((bits + 1)^2
         // f64), and ITQ's covariance and eigenvectors (dim x dim f64 each).

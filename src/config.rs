@@ -283,11 +283,22 @@ pub(crate) fn check_memory(bytes: u128, what: &str) -> Result<()> {
 /// pursuit): with `k = bits` every code would have every bit set and tell no row from another.
 /// Not part of [`check_sizes`], which model files are read with: a sign model of one input
 /// dimension has one bit and `k = 1`.
+/// Called before [`check_sizes`], so that a `--k` out of range is told the range these methods
+/// take (`1..bits`, not `1..=bits`); sizes `check_sizes` refuses anyway are left to it.
 pub(crate) fn check_k_below_bits(bits: usize, k: usize) -> Result<()> {
-    if k >= bits {
+    if bits < 2 || bits > MAX_BITS {
+        return Ok(());
+    }
+    if k == bits {
         return Err(Error::InvalidArgument(format!(
             "--k {k} sets every one of the {bits} bits: every code would be all ones and tell \
              no row from another; use a --k below --bits (a few percent of it is typical)"
+        )));
+    }
+    if k == 0 || k > bits {
+        return Err(Error::InvalidArgument(format!(
+            "--k must be between 1 and {}, below --bits ({bits}), got {k}",
+            bits - 1
         )));
     }
     Ok(())

@@ -130,8 +130,8 @@ impl PursuitParams {
                 ));
             }
         }
-        check_sizes(self.bits, self.k)?;
         crate::config::check_k_below_bits(self.bits, self.k)?;
+        check_sizes(self.bits, self.k)?;
         // The dictionary and encoder (bits x dim f32, twice over a round) and the refit's
         // normal equations and their factor ((bits + 1)^2 f64 each).
         let (b, d) = (self.bits as u128, dim as u128);
@@ -151,6 +151,12 @@ impl PursuitParams {
         if n < 2 || dim == 0 {
             return Err(Error::InvalidArgument(format!(
                 "need at least 2 rows to fit, got {n}"
+            )));
+        }
+        if let Some(m @ 0..2) = self.fit_rows {
+            // As the baselines' (a zero panicked here: the mean of no rows).
+            return Err(Error::InvalidArgument(format!(
+                "--fit-rows must be at least 2, got {m}"
             )));
         }
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed);

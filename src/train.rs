@@ -731,8 +731,8 @@ impl TrainParams {
                 self.method
             )));
         }
-        self.config(dim).validate()?;
         crate::config::check_k_below_bits(self.bits, self.k)?;
+        self.config(dim).validate()?;
         if self.epochs == 0 {
             return Err(Error::InvalidArgument("--epochs must be at least 1".into()));
         }

@@ -468,10 +468,30 @@ fn invalid_training_flags() {
         out
     };
     // Checked by bsa.
-    train(&["--bits", "32", "--k", "0"])
-        .fails_with(&["bsa: invalid argument: --k must be between 1 and --bits (32), got 0"]);
-    train(&["--bits", "32", "--k", "33"])
-        .fails_with(&["bsa: invalid argument: --k must be between 1 and --bits (32), got 33"]);
+    // The range these methods take is said as it is (it said "1 and --bits", which --k 32
+    // then was not).
+    train(&["--bits", "32", "--k", "0"]).fails_with(&[
+        "bsa: invalid argument: --k must be between 1 and 31, below --bits (32), got 0",
+    ]);
+    for method in ["bsa", "topk", "pursuit"] {
+        train(&["--method", method, "--bits", "32", "--k", "33"])
+            .fails_with(&["--k must be between 1 and 31, below --bits (32), got 33"]);
+    }
+    for rows in ["0", "1"] {
+        for method in ["pursuit", "itq"] {
+            train(&[
+                "--method",
+                method,
+                "--bits",
+                "8",
+                "--k",
+                "2",
+                "--fit-rows",
+                rows,
+            ])
+            .fails_with(&[&format!("--fit-rows must be at least 2, got {rows}")]);
+        }
+    }
     for method in ["bsa", "topk", "pursuit"] {
         train(&["--method", method, "--bits", "32", "--k", "32"]).fails_with(&[
             "--k 32 sets every one of the 32 bits",
