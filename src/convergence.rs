@@ -91,6 +91,12 @@ impl std::str::FromStr for Monitor {
 /// Neighbours per probe query.
 pub const PROBE_K: usize = 10;
 
+/// The fewest validation rows a [`RecallProbe`] measures on: each query's top [`PROBE_K`] is
+/// taken among the others, and with a handful of rows every code finds them (11 rows: recall
+/// 1.0 every epoch, so the first looked best and `--patience` stopped the training). With 50,
+/// a random code's recall is about a fifth.
+pub const PROBE_MIN_ROWS: usize = 5 * PROBE_K;
+
 /// Validation recall@10 of the codes, by the two scores searches use.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct ProbeRecall {
@@ -141,11 +147,11 @@ fn recall(found: &[Vec<u32>], truth: &[Vec<u32>]) -> f64 {
 
 impl RecallProbe {
     /// A probe over `base` (the validation rows), with at most `queries` of them as queries.
-    /// Returns `None` when there are too few rows for a top 10.
+    /// Returns `None` when there are too few rows to tell codes apart ([`PROBE_MIN_ROWS`]).
     pub fn new(base: ArrayView2<f32>, queries: usize) -> Option<Self> {
         let n = base.nrows();
         let queries = queries.min(n);
-        if n <= PROBE_K || queries == 0 {
+        if n < PROBE_MIN_ROWS || queries == 0 {
             return None;
         }
         let mut unit = base.to_owned();

@@ -882,10 +882,24 @@ impl TrainParams {
             let all: Vec<usize> = (0..self.bits).collect();
             set_bias_quantiles(&mut params, sample.view(), self.k, &all);
         }
-        let probe = if self.monitor.is_some() {
-            RecallProbe::new(val.view(), self.probe_queries)
-        } else {
-            None
+        let probe = match self.monitor {
+            Some(m @ (Monitor::Adc | Monitor::Hamming)) => {
+                // Refused, not left off without a word: the monitor would pick no epoch.
+                let probe = RecallProbe::new(val.view(), self.probe_queries);
+                let name = if m == Monitor::Adc { "adc" } else { "hamming" };
+                Some(probe.ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "--monitor {} measures recall@10 among the validation rows, and {} are \
+                         too few to tell codes apart (it needs {}): raise --val-fraction, or \
+                         use --monitor loss",
+                        name,
+                        val.nrows(),
+                        crate::convergence::PROBE_MIN_ROWS
+                    ))
+                })?)
+            }
+            Some(Monitor::Loss) => RecallProbe::new(val.view(), self.probe_queries),
+            None => None,
         };
         // The trainer splits its GEMMs between rayon's threads itself ([`matmul`]).
         let _blas = BlasThreads::set(1);

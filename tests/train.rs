@@ -491,6 +491,19 @@ fn training_aids_are_validated() {
         .unwrap_err()
         .to_string()
         .contains("--val-fraction"));
+    // A probe among too few validation rows tells no codes apart: refused (with 11 rows it
+    // found recall 1.0 every epoch, so the first was kept and --patience stopped the training).
+    let mut p = TrainParams::new(16, 4);
+    p.monitor = Some(Monitor::Hamming);
+    let e = p.fit(x.view(), &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        e.contains("--monitor hamming")
+            && e.contains("are too few")
+            && e.contains("--monitor loss"),
+        "{e}"
+    );
+    p.monitor = Some(Monitor::Loss);
+    p.fit(x.view(), &mut |_| {}).unwrap();
     let mut p = TrainParams::new(16, 4);
     p.neighbourhood.weight = -1.0;
     assert!(p

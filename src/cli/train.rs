@@ -92,7 +92,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     pub final_lr_fraction: f64,
     /// Training aid: keep the weights of the epoch that is best by this validation measure:
-    /// loss, or recall@10 of a probe on the validation rows (adc or hamming scores).
+    /// loss, or recall@10 of a probe on the validation rows (adc or hamming scores; at least 50
+    /// validation rows).
     #[arg(long, value_parser = ["loss", "adc", "hamming"])]
     pub monitor: Option<String>,
     /// Training aid: stop after this many epochs without improvement of --monitor (0: never).
