@@ -286,7 +286,7 @@ pub(crate) fn check_memory(bytes: u128, what: &str) -> Result<()> {
 /// Called before [`check_sizes`], so that a `--k` out of range is told the range these methods
 /// take (`1..bits`, not `1..=bits`); sizes `check_sizes` refuses anyway are left to it.
 pub(crate) fn check_k_below_bits(bits: usize, k: usize) -> Result<()> {
-    if bits < 2 || bits > MAX_BITS {
+    if !(2..=MAX_BITS).contains(&bits) {
         return Ok(());
     }
     if k == bits {
