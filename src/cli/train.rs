@@ -227,6 +227,14 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
         true,
         &[("--data", Some(&a.data)), ("--init", a.init.as_deref())],
     )?;
+    if a.json && super::io::is_stdout(&a.out) {
+        // Both would go down one stream, and neither could be read from it.
+        anyhow::bail!(
+            "--json prints its summary on stdout, where --out {} writes the model: write the \
+             model to a file, or leave out --json",
+            a.out.display()
+        );
+    }
     if a.preset.is_some() || a.method == Method::Pursuit {
         return run_pursuit(a);
     }

@@ -115,3 +115,14 @@ fn one_thread_works() {
     assert!(finite(&s, "samples_per_sec") > 0.0);
     assert!(t.exists("m.safetensors"));
 }
+
+/// `--json` and `--out /dev/stdout` would write the summary and the model down one stream,
+/// neither readable: refused (it exited 0 with both mixed; a review's finding).
+#[cfg(target_os = "linux")]
+#[test]
+fn json_and_a_model_on_stdout_are_refused() {
+    let t = TestDir::new();
+    t.write_f32("x.npy", &normalised(200, 16, 1));
+    let out = t.bsa(&train_args("/dev/stdout", &[]));
+    out.fails_with(&["--json prints its summary on stdout", "--out /dev/stdout"]);
+}
