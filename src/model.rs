@@ -18,7 +18,7 @@ use std::sync::atomic::AtomicBool;
 use crate::deterministic;
 use crate::error::{Error, Result};
 
-pub use crate::config::{LossKind, Method, ModelConfig, Target};
+pub use crate::config::{LossKind, Method, ModelConfig, Target, MAX_BITS};
 pub use crate::params::Params;
 pub use crate::real::{sigmoid, top_k_indices, top_k_into, Real};
 

@@ -100,6 +100,11 @@ pub struct Args {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
+    // A cell's fit would refuse it only in its turn, after the cells before it ran.
+    let max = bsa::model::MAX_BITS;
+    if let Some(b) = a.bits.iter().flatten().find(|&&b| b == 0 || b > max) {
+        anyhow::bail!("--bits: {b} is not a code length bsa makes (1 to {max})");
+    }
     let threads = bsa::threads::configure(a.threads)?;
     let base = super::io::open_embeddings(&a.base, true)?;
     let queries = super::io::open_embeddings(&a.queries, true)?;

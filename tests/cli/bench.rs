@@ -325,6 +325,24 @@ fn bench_says_what_it_drops_and_checks_first() {
         ])),
         "--alphas sweeps bsa's alpha, but --methods has no bsa",
     );
+    // A code length no fit takes, after one that works: refused before any cell runs (it
+    // failed in its turn, the cells before it lost).
+    for bits in ["0", "70000"] {
+        early(
+            bench(&[
+                "--methods",
+                "topk",
+                "--bits",
+                &format!("32,{bits}"),
+                "--k",
+                "4",
+                "--out",
+                "r5",
+                "-q",
+            ]),
+            &format!("--bits: {bits} is not a code length bsa makes (1 to 65536)"),
+        );
+    }
     assert_eq!(t.read("afile"), b"mine");
 }
 
