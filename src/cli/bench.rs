@@ -18,8 +18,10 @@ use bsa::bench::{
 /// encode and build seconds. Output in --out: results.json (one object per cell), report.md, and
 /// plots (SVG, and PNG when a system font exists), written whole: --out (a folder without
 /// folders in it) gets the new report in place of an earlier one, its other files kept (files
-/// named as a report's are refused unless they are an earlier report's). QPS are medians of repeated runs. A
-/// --gt is checked against exact cosine on a sample of queries before the grid. With --cache,
+/// named as a report's are refused unless they are an earlier report's). QPS are medians of
+/// repeated runs. Recall counts the true neighbours' ids found (method.md): on a base with
+/// duplicate rows it depends on how the ground truth orders their ties (`bsa groundtruth`: to
+/// the lower id). A --gt is checked against exact cosine on a sample of queries before the grid. With --cache,
 /// fitted models are kept and reused, and --resume also reuses finished cells, so a long grid
 /// can run in pieces; Ctrl-C stops at the next step and removes the cells' temporary indexes
 /// (what --cache holds stays for --resume).
@@ -251,10 +253,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         }
         None => {
             eprintln!("bsa: computing exact ground truth...");
-            (
-                bsa::bench::ground_truth(base.view(), queries.view(), &stop)?,
-                "computed (exact cosine top-100)".to_string(),
-            )
+            let truth = bsa::bench::ground_truth(base.view(), queries.view(), &stop)?;
+            // The top 100, or the whole base when it has fewer rows.
+            let k = truth.first().map_or(0, Vec::len);
+            (truth, format!("computed (exact cosine top-{k})"))
         }
     };
     let data = Data::new(base.view(), queries.view(), &truth);

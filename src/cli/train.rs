@@ -536,14 +536,23 @@ fn run_pursuit(a: &Args) -> anyhow::Result<()> {
         Some(path) => {
             let m = bsa::io::model::load(path)?;
             if m.config.bits != bits || m.config.dim != data.dim() {
+                // The remedy depends on what differs: the length is a flag, the dimension data.
+                let remedy = if m.config.dim != data.dim() {
+                    format!(
+                        "continue it on {}-d data, or start from a model of {}-d data",
+                        m.config.dim,
+                        data.dim()
+                    )
+                } else {
+                    format!("pass --bits {}", m.config.bits)
+                };
                 anyhow::bail!(
                     "{}: a model of {} bits for {}-d data cannot start a pursuit of {bits} bits \
-                     on {}-d data (pass --bits {})",
+                     on {}-d data ({remedy})",
                     path.display(),
                     m.config.bits,
                     m.config.dim,
                     data.dim(),
-                    m.config.bits
                 );
             }
             Some(m.params.wd_t)

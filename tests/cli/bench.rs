@@ -278,6 +278,12 @@ fn bench_says_what_it_drops_and_checks_first() {
     ] {
         assert!(out.stderr.contains(note), "{note:?}: {}", out.stderr);
     }
+    // The ground truth it computed holds the whole base of 60 (it said top-100).
+    let report = String::from_utf8(t.read("r2/report.md")).unwrap();
+    assert!(
+        report.contains("computed (exact cosine top-60)"),
+        "{report}"
+    );
     t.write("afile", b"mine");
     let early = |out: crate::util::Output, needle: &str| {
         out.fails_with(&[needle]);

@@ -201,6 +201,12 @@ fn pursuit_warm_starts_from_a_bsa_decoder() {
         "64 bits",
         "--bits 64",
     ]);
+    // A model of other data: no flag mends that (it said "pass --bits 32", given already).
+    t.write_f32("wide.npy", &normalised(300, 12, 65));
+    t.train("wide.npy", "wide.safetensors", 32, 4, &[]);
+    let wrong = pursuit("x.safetensors", &["--init", "wide.safetensors"]);
+    let msg = wrong.fails_with(&["12-d data", "start from a model of 8-d data"]);
+    assert!(!msg.contains("--bits"), "{msg}");
     t.bsa(&[
         "train",
         "--data",
