@@ -24,7 +24,8 @@ use bsa::bench::{
 /// the lower id). A --gt is checked against exact cosine on a sample of queries before the grid. With --cache,
 /// fitted models are kept and reused, and --resume also reuses finished cells, so a long grid
 /// can run in pieces; Ctrl-C stops at the next step and removes the cells' temporary indexes
-/// (what --cache holds stays for --resume).
+/// (what --cache holds stays for --resume); a second Ctrl-C quits at once, and the next bench
+/// removes the temporary indexes that one left.
 ///
 /// Methods: sign, lsh, itq, topk, bsa, bsa-alpha0 (no alignment loss), bsa-mse, bsa-healthy
 /// (BSA with quantile bias init and rebalanced bits), pursuit.
@@ -292,7 +293,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         );
         cells = done;
     }
-    let work = tempfile::tempdir().context("creating a temporary folder")?;
+    remove_killed_benches_work();
+    let work = tempfile::Builder::new()
+        .prefix(&format!("{WORK_PREFIX}{}-", std::process::id()))
+        .tempdir()
+        .context("creating a temporary folder")?;
     let pb = super::io::bar(
         cells.len() as u64,
         a.quiet,
@@ -382,4 +387,39 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// The name a bench's temporary folder (its cells' indexes) starts with, then its process id.
+const WORK_PREFIX: &str = "bsa-bench-";
+
+/// Removes the temporary folders that benches killed before their clean-up (a second Ctrl-C
+/// quits at once) left in the temporary directory, saying so: their cells' indexes, gigabytes
+/// for a large grid, stayed there for good. A folder is a dead bench's when no process has its
+/// id (Linux's /proc; elsewhere none is removed).
+fn remove_killed_benches_work() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(WORK_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && e.path().is_dir() && std::fs::remove_dir_all(e.path()).is_ok() {
+            eprintln!(
+                "bsa: note: removed {}, left by a bench that was killed",
+                e.path().display()
+            );
+        }
+    }
 }

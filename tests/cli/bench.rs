@@ -200,6 +200,51 @@ fn bench_recall_matches_a_direct_computation_with_ties() {
     }
 }
 
+/// A bench killed before its clean-up (a second Ctrl-C) left its cells' indexes in the
+/// temporary directory for good: the next bench removes a dead bench's folder, saying so, and
+/// keeps a live one's; its own goes when it ends.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_benchs_temporary_folder_is_removed_by_the_next() {
+    let t = TestDir::new();
+    t.write_f32("base.npy", &normalised(60, 16, 1));
+    for dir in [
+        "tmp/bsa-bench-4294967295-dead/cell",
+        "tmp/bsa-bench-1-init/cell",
+    ] {
+        std::fs::create_dir_all(t.path(dir)).unwrap();
+    }
+    let tmp = t.path("tmp");
+    let out = t.bsa_env(
+        &[
+            "bench",
+            "--base",
+            "base.npy",
+            "--queries",
+            "base.npy",
+            "--methods",
+            "sign",
+            "--hnsw",
+            "none",
+            "-q",
+            "--out",
+            "r",
+        ],
+        &[("TMPDIR", tmp.to_str().unwrap())],
+    );
+    let out = out.ok();
+    assert!(
+        out.stderr.contains("removed") && out.stderr.contains("bsa-bench-4294967295-dead"),
+        "{}",
+        out.stderr
+    );
+    let left: Vec<String> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["bsa-bench-1-init"]);
+}
+
 /// Every cell reports recall@10: fewer than ten base vectors is refused, not divided wrongly.
 #[test]
 fn bench_needs_ten_base_vectors() {
