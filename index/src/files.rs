@@ -403,6 +403,11 @@ pub(crate) struct DirLock {
     _file: File,
     /// The lock file's identity in [`held_locks`].
     key: Option<(u64, u64)>,
+    /// Not `Send`: [`held_locks`] names the thread that took the lock, so a second taker on that
+    /// thread is refused instead of waiting for itself. A lock moved to another thread made that
+    /// record false: the thread holding it could wait for itself, and the one that took it was
+    /// refused (a review's finding).
+    _stays_on_its_thread: std::marker::PhantomData<*const ()>,
 }
 
 impl Drop for DirLock {
@@ -505,7 +510,11 @@ pub(crate) fn lock_dir(
             if let Some(k) = key {
                 held_locks().insert(k, me);
             }
-            return Ok(DirLock { _file: lock, key });
+            return Ok(DirLock {
+                _file: lock,
+                key,
+                _stays_on_its_thread: std::marker::PhantomData,
+            });
         }
     }
 }

@@ -484,14 +484,22 @@ fn a_stop_ends_the_wait_for_the_writers() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("idx");
     IndexBuilder::new(64, &[1, 2]).build(&out).unwrap();
-    // Opened by another thread (this one asking for a lock it holds is an error, not a wait).
-    let writer = std::thread::scope(|s| {
-        s.spawn(|| bsa_index::live::Writer::open(&out).unwrap())
-            .join()
-            .unwrap()
-    });
+    // Held by another thread (this one asking for a lock it holds is an error, not a wait; a
+    // Writer stays on the thread that opened it).
     let (stop, waiting) = (AtomicBool::new(false), AtomicBool::new(false));
+    let (held, release) = (AtomicBool::new(false), AtomicBool::new(false));
     std::thread::scope(|s| {
+        let holder = s.spawn(|| {
+            let writer = bsa_index::live::Writer::open(&out).unwrap();
+            held.store(true, Ordering::Relaxed);
+            while !release.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            drop(writer);
+        });
+        while !held.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         s.spawn(|| {
             while !waiting.load(Ordering::Relaxed) {
                 std::thread::sleep(std::time::Duration::from_millis(5));
@@ -505,13 +513,14 @@ fn a_stop_ends_the_wait_for_the_writers() {
             .stop_when(&stop)
             .build(&out);
         assert!(matches!(built, Err(Error::Stopped)), "{built:?}");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["idx"]);
+        release.store(true, Ordering::Relaxed);
+        holder.join().unwrap();
     });
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(names, ["idx"]);
-    drop(writer);
     assert_eq!(Index::open(&out).unwrap().codes(), &[1, 2]);
 }
 

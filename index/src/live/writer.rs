@@ -477,6 +477,17 @@ fn push_vector(index: &Index, r: usize, out: &mut Vec<f32>) {
 /// assert_eq!(names, ["seg-000000", "seg-000001"]); // the built rows, then the added one
 /// # Ok::<(), bsa_index::Error>(())
 /// ```
+///
+/// A writer stays on the thread that opened it (it is not `Send`): the process knows its lock
+/// by that thread, so that a second [`Writer::open`] there is refused rather than waiting for
+/// itself, and another thread's waits. A writer task opens its own writer.
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// # let dir = tempfile::tempdir().unwrap();
+/// # bsa_index::IndexBuilder::new(64, &[1]).build(dir.path().join("idx")).unwrap();
+/// send(bsa_index::live::Writer::open(dir.path().join("idx")).unwrap()); // does not compile
+/// ```
 pub struct Writer {
     dir: PathBuf,
     _lock: crate::files::DirLock,
