@@ -136,7 +136,10 @@ impl Error {
 /// What to do about a [`Error::DimMismatch`] of the queries (the usual cause); other sizes
 /// (ids, norms, tables) are the caller's arithmetic, said by the numbers alone.
 fn dim_hint(what: &str) -> &'static str {
-    if what.starts_with("query") {
+    if what.starts_with("float query") {
+        // Rescoring compares the embedding itself with the stored vectors.
+        "; rescoring takes the float embedding, of the stored vectors' dimension"
+    } else if what.starts_with("query") {
         "; the queries must be encoded with the index's model / code size"
     } else {
         ""

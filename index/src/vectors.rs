@@ -221,7 +221,7 @@ fn scaled(query: &[f32]) -> Vec<f32> {
 pub(crate) fn check_query(query: &[f32], dim: usize) -> Result<()> {
     if query.len() != dim {
         return Err(Error::DimMismatch {
-            what: "query dimension".into(),
+            what: "float query dimension".into(),
             expected: dim,
             got: query.len(),
         });

@@ -1804,9 +1804,11 @@ impl Snapshot {
         Ok((h, s, strategy))
     }
 
-    /// Re-ranks one query's hits (global rows, as a snapshot search returns them) by cosine
-    /// similarity with `query` against the stored vectors and keeps the best `k`: descending
-    /// score, ties by smaller id. The same scores as [`Index::rescore`].
+    /// Re-ranks one query's hits (global rows, as a search of this snapshot returns them) by
+    /// cosine similarity with `query` against the stored vectors and keeps the best `k`:
+    /// descending score, ties by smaller id. The same scores as [`Index::rescore`]. Hits whose
+    /// rows hold other ids here, or deleted rows (a search of another snapshot: keep one
+    /// snapshot for a query's search and rescoring), are an error.
     ///
     /// ```
     /// use bsa_index::live::{NewRows, SearchOptions, Snapshot, Writer};
@@ -1823,6 +1825,14 @@ impl Snapshot {
     /// let best = snap.rescore(&[0.0, 1.0], &hits[0], 2)?;
     /// assert_eq!(best.ids, vec![2, 1]);
     /// assert_eq!(best.rows, vec![2, 1]);
+    /// // The query is the float embedding, of the stored vectors' dimension.
+    /// let e = snap.rescore(&[0.0; 3], &hits[0], 2).unwrap_err().to_string();
+    /// assert!(e.contains("expected 2, got 3; rescoring takes the float embedding"), "{e}");
+    /// // Hits of another snapshot are refused: id 1 is deleted in the next one.
+    /// Writer::open(&path)?.delete(&[1])?;
+    /// let next = Snapshot::open(&path)?;
+    /// let e = next.rescore(&[0.0, 1.0], &hits[0], 2).unwrap_err();
+    /// assert!(e.to_string().contains("row 1 (id 1) is deleted in this snapshot"), "{e}");
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
     pub fn rescore(&self, query: &[f32], hits: &Hits, k: usize) -> Result<Hits> {
@@ -1834,25 +1844,49 @@ impl Snapshot {
             ))
         })?;
         check_query(query, dim)?;
-        let located = hits
-            .rows
-            .iter()
-            .map(|&row| {
-                let (s, r) = self.locate(row).ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "candidate row {row} is out of range (the snapshot has {} rows)",
+        if hits.ids.len() != hits.rows.len() || hits.distances.len() != hits.rows.len() {
+            return Err(Error::InvalidArgument(format!(
+                "hits of {} rows, {} ids and {} distances: one of each per hit",
+                hits.rows.len(),
+                hits.ids.len(),
+                hits.distances.len()
+            )));
+        }
+        let located =
+            hits.rows
+                .iter()
+                .zip(&hits.ids)
+                .map(|(&row, &id)| {
+                    let (s, r) = self.locate(row).ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                        "candidate row {row} is out of range (this snapshot, generation {}, has \
+                         {} rows): the hits come from another snapshot; rescore with the one \
+                         that searched",
+                        self.generation,
                         self.rows()
                     ))
-                })?;
-                let v = self.segments[s].index.vectors().ok_or_else(|| {
-                    Error::corrupt(
-                        self.dir.join(&self.segments[s].name),
-                        "the segment stores no vectors but the index says every segment does",
-                    )
-                })?;
-                Ok((v, r))
-            })
-            .collect::<Result<Vec<_>>>()?;
+                    })?;
+                    // Rows name rows of the snapshot that searched: hits of another generation
+                    // would be scored by other rows' vectors, or return a deleted id.
+                    let seg = &self.segments[s];
+                    let (live, here) = (!seg.is_deleted(r), seg.index.ids()[r]);
+                    if here != id || !live {
+                        return Err(Error::InvalidArgument(format!(
+                        "candidate row {row} (id {id}) is {} in this snapshot (generation {}): \
+                         the hits come from another snapshot; rescore with the one that searched",
+                        if live { format!("id {here}") } else { "deleted".to_string() },
+                        self.generation
+                    )));
+                    }
+                    let v = seg.index.vectors().ok_or_else(|| {
+                        Error::corrupt(
+                            self.dir.join(&seg.name),
+                            "the segment stores no vectors but the index says every segment does",
+                        )
+                    })?;
+                    Ok((v, r))
+                })
+                .collect::<Result<Vec<_>>>()?;
         let mut scored: Vec<(usize, f32)> =
             cosines(&located, query).into_iter().enumerate().collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(hits.ids[a.0].cmp(&hits.ids[b.0])));

@@ -1030,7 +1030,8 @@ pub struct Hits {
     /// Hamming distances.
     pub distances: Vec<u32>,
     /// Scores, best first: the [`Score`] of a non-Hamming search, or cosine similarities after
-    /// rescoring (then the order is by descending score, ties by row). `None` for Hamming search.
+    /// rescoring (then the order is by descending score, ties by row for [`Index`](crate::Index)
+    /// and by id for a [`Snapshot`](crate::live::Snapshot)). `None` for Hamming search.
     pub scores: Option<Vec<f32>>,
 }
 
