@@ -445,8 +445,31 @@ impl Index {
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
     pub fn verify(&self) -> Result<()> {
-        self.verify_copied()?;
-        self.verify_derived()
+        self.verify_copied()
+            .and_then(|()| self.verify_derived())
+            .map_err(|e| self.superseded(e))
+    }
+
+    /// `e` said as what it is when a file this index lists is gone because the directory
+    /// changed since it was opened (a writer's first change makes the index segmented, moving
+    /// its files into a segment): not "an incomplete copy". A [`Snapshot`](crate::live::Snapshot)
+    /// follows such changes.
+    fn superseded(&self, e: Error) -> Error {
+        let Error::Io { path, error } = &e else {
+            return e;
+        };
+        if error.kind() != std::io::ErrorKind::NotFound
+            || read_manifest(&self.dir).is_ok_and(|m| m == self.manifest)
+        {
+            return e;
+        }
+        let gone = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "removed by a change to the index after this handle opened it (a writer's first \
+             change moves the files into a segment); open the index again, or read it \
+             through live::Snapshot, which follows changes",
+        );
+        Error::io(path, gone)
     }
 
     /// [`verify`](Self::verify) without comparing the posting lists, bitmaps and sparse codes

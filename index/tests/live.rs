@@ -863,6 +863,32 @@ fn a_manifest_that_disagrees_with_its_segments_is_refused() {
     Snapshot::open(&path).unwrap().verify().unwrap();
 }
 
+/// `Index::verify` on a handle opened before a writer's first change (which moves the files
+/// into a segment) says the handle is out of date, not that the directory is an incomplete
+/// copy (a review's finding).
+#[test]
+fn an_index_handle_from_before_a_change_is_told_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    // A graph (on vectors): its file is read by path, not mapped at open.
+    let v = [1.0, 0.0, 0.6, 0.8, 0.0, 1.0];
+    IndexBuilder::new(8, &[1, 2, 4])
+        .hnsw(graph())
+        .graph_on(&v, 2)
+        .build(&path)
+        .unwrap();
+    let old = Index::open(&path).unwrap();
+    old.verify().unwrap();
+    Writer::open(&path).unwrap().delete(&[1]).unwrap();
+    let e = old.verify().unwrap_err().to_string();
+    assert!(
+        e.contains("removed by a change to the index after this handle opened it")
+            && !e.contains("incomplete copy"),
+        "{e}"
+    );
+    Snapshot::open(&path).unwrap().verify().unwrap();
+}
+
 /// An id live in two segments (a writer's bug, resealed) fails `verify`, naming both
 /// segments: `delete` would remove one of them and searches could return the id twice. The
 /// same id in a deleted row of one segment and a live row of another (an upsert) passes.
