@@ -6,7 +6,7 @@
 //! are repeated in `bsa.pyi` for type checkers.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -74,15 +74,44 @@ fn index_err(e: bsa_index::Error) -> PyErr {
     py_err(bsa::Error::Index(e))
 }
 
-/// Runs `f` without the GIL, so that other Python threads run meanwhile, on bsa's pool of
-/// `threads` threads (`None`: all cores; see [`pool_of`]).
+/// The pool a call of `threads` threads runs on: that size's (see [`pool_of`]), or for the
+/// default, all cores, none: the call runs on its own thread and its parallel loops on rayon's
+/// global pool, so that what it waits for (an index's writers, a lock another call holds while
+/// its loops run) is waited for on no pool's worker. A worker waiting inside a loop takes on
+/// other calls' jobs; one that waited there for a lock its own loop's caller held never
+/// returned. In a process forked after bsa ran, the global pool has no threads (and cannot be
+/// replaced): there the default is the all-cores pool of [`pool_of`].
+fn call_pool(threads: Option<usize>) -> PyResult<Option<Arc<rayon::ThreadPool>>> {
+    match threads {
+        Some(t) => pool_of(t).map(Some),
+        None if FORKS.load(Ordering::Relaxed) > 0 => pool_of(default_threads()).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// All cores (at most [`bsa::threads::MAX_THREADS`]), found once: the cgroup files behind
+/// `available_parallelism` cost tens of microseconds a call.
+fn default_threads() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(bsa::threads::MAX_THREADS)
+    })
+}
+
+/// Runs `f` without the GIL, so that other Python threads run meanwhile, on the pool of
+/// [`call_pool`].
 fn detached<T: Send>(
     py: Python<'_>,
     threads: Option<usize>,
     f: impl FnOnce() -> T + Send,
 ) -> PyResult<T> {
-    let pool = pool_of(threads)?;
-    Ok(py.detach(|| pool.install(f)))
+    let pool = call_pool(threads)?;
+    Ok(py.detach(|| match pool {
+        Some(p) => p.install(f),
+        None => f(),
+    }))
 }
 
 /// [`detached`] for the library's fallible calls.
@@ -94,25 +123,70 @@ fn without_gil<T: Send>(
     detached(py, threads, f)?.map_err(py_err)
 }
 
+/// The index directories this process's calls are changing (or building over), one call each:
+/// a second waits here, on its own thread, before it runs on a pool. Two changes of one index
+/// sent to one pool met inside it: the second, taken on by a worker of the first's loops, found
+/// the writers' lock held by its own thread ("this thread already holds ...") or waited for it
+/// there for ever. Other processes' writers are waited for by the lock itself.
+struct Changing(PathBuf);
+
+impl Changing {
+    /// Waits (checking `stop` every 100 ms) until no other call of this process changes `dir`.
+    fn wait(dir: &Path, stop: &AtomicBool) -> bsa::Result<Changing> {
+        let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let mut busy = CHANGING.0.lock().unwrap_or_else(PoisonError::into_inner);
+        while busy.contains(&key) {
+            bsa_index::check_stop(Some(stop))?;
+            busy = CHANGING
+                .1
+                .wait_timeout(busy, std::time::Duration::from_millis(100))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        busy.insert(key.clone());
+        Ok(Changing(key))
+    }
+}
+
+impl Drop for Changing {
+    fn drop(&mut self) {
+        let mut busy = CHANGING.0.lock().unwrap_or_else(PoisonError::into_inner);
+        busy.remove(&self.0);
+        CHANGING.1.notify_all();
+    }
+}
+
+/// The directories of [`Changing`] and the condition their ends signal.
+static CHANGING: (Mutex<BTreeSet<PathBuf>>, std::sync::Condvar) =
+    (Mutex::new(BTreeSet::new()), std::sync::Condvar::new());
+
 /// [`without_gil`] for long computations that poll `stop`: `f` runs on another thread (in the
-/// pool of `threads`) while this one waits, checking for signals every 100 ms. Ctrl-C (a
+/// pool of [`call_pool`]) while this one waits, checking for signals every 100 ms. Ctrl-C (a
 /// `KeyboardInterrupt`, or whatever a signal handler raises) sets `stop` and is raised once `f`
 /// has returned. Python runs signal handlers only on its main thread, which a computation run
-/// there would keep busy until it ends.
+/// there would keep busy until it ends. `changes`: the index directory `f` changes, waited for
+/// first ([`Changing`]).
 fn interruptible<T: Send>(
     py: Python<'_>,
     threads: Option<usize>,
+    changes: Option<&Path>,
     f: impl FnOnce(&Arc<AtomicBool>) -> bsa::Result<T> + Send,
 ) -> PyResult<T> {
     use std::sync::mpsc::{channel, RecvTimeoutError};
-    let pool = pool_of(threads)?;
+    let pool = call_pool(threads)?;
     // Shared (an `Arc`) for the writers of the live index, which keep it.
     let stop = Arc::new(AtomicBool::new(false));
     let (done, finished) = channel::<()>();
     std::thread::scope(|s| {
         let (stop, pool) = (&stop, &pool);
         let worker = s.spawn(move || {
-            let out = pool.install(|| f(stop));
+            let out = changes
+                .map(|d| Changing::wait(d, stop))
+                .transpose()
+                .and_then(|_changing| match pool {
+                    Some(p) => p.install(|| f(stop)),
+                    None => f(stop),
+                });
             drop(done);
             out
         });
@@ -154,7 +228,7 @@ fn interruptible_if<T: Send>(
     f: impl FnOnce(&Arc<AtomicBool>) -> bsa::Result<T> + Send,
 ) -> PyResult<T> {
     if long {
-        interruptible(py, threads, f)
+        interruptible(py, threads, None, f)
     } else {
         without_gil(py, threads, || f(&Arc::new(AtomicBool::new(false))))
     }
@@ -188,7 +262,7 @@ fn after_fork_in_child() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// The pool of `threads` threads (`None`: all cores) every call runs on, started at its first
+/// The pool of `threads` threads a call given them runs on ([`call_pool`]), started at its first
 /// use and kept: starting and joining threads at every call cost a one-query search (0.43 ms
 /// with `threads=1` against 0.24 ms on a kept pool, 1M-row ADC graph at ef 64) about as much
 /// again as the search. A pool of one thread is kept per calling thread: Python threads that
@@ -197,20 +271,18 @@ fn after_fork_in_child() {
 /// quarters); larger pools are shared by size, so that many Python threads do not each keep
 /// several.
 ///
-/// Never rayon's global pool: a child forked after the parent started it would inherit it
-/// without its threads, and it cannot be replaced. Pools started before a fork are abandoned
-/// in the child (leaked: dropping one signals threads that are not there), and new ones
-/// started. The pools' lock is only taken with the GIL held, as `os.fork` holds it, so a fork
-/// never leaves it locked.
-fn pool_of(threads: Option<usize>) -> PyResult<Arc<rayon::ThreadPool>> {
+/// A child forked after the parent started a pool inherits it without its threads: pools
+/// started before a fork are abandoned in the child (leaked: dropping one signals threads that
+/// are not there), and new ones started. The pools' lock is only taken with the GIL held, as
+/// `os.fork` holds it, so a fork never leaves it locked (other locks, held by calls running in
+/// other threads without the GIL, can be: fork while no other thread is inside bsa).
+fn pool_of(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
     const MAX_POOLS: usize = 8;
     type Pools = (u64, BTreeMap<usize, Arc<rayon::ThreadPool>>);
     static POOLS: Mutex<Pools> = Mutex::new((0, BTreeMap::new()));
     thread_local! {
         static ONE: RefCell<Option<(u64, Arc<rayon::ThreadPool>)>> = const { RefCell::new(None) };
     }
-    let threads =
-        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if !(1..=bsa::threads::MAX_THREADS).contains(&threads) {
         return Err(PyValueError::new_err(format!(
             "threads must be in 1..={}, got {threads}",
@@ -829,7 +901,7 @@ fn train(
     let fit = |stop: &Arc<AtomicBool>| -> bsa::Result<(Autoencoder, serde_json::Value)> {
         with_blas_threads(threads, || fit_model(xv, preset, method, &options, stop))
     };
-    let (model, report) = interruptible(py, threads, fit)?;
+    let (model, report) = interruptible(py, threads, None, fit)?;
     // What `bsa train` saves as the model's `training` metadata, with Python as the data.
     let mut training =
         serde_json::json!({"data": "<python>", "rows": n, "dim": dim, "threads": threads});
@@ -1304,7 +1376,7 @@ impl Index {
             warn_leftovers(py, &dir);
         }
         // Ctrl-C stops the build (encoding, files, graph): nothing is left at `path`.
-        interruptible(py, threads, |stop| {
+        interruptible(py, threads, Some(&dir), |stop| {
             // The index keeps a copy of the model file: write it once, beside the build.
             let model_dir = tempfile::tempdir().map_err(|e| bsa::Error::io("<temporary>", e))?;
             let model_file = model_dir.path().join("model.safetensors");
@@ -1358,7 +1430,7 @@ impl Index {
     #[pyo3(signature = (path, *, overwrite=false))]
     fn save(&self, py: Python<'_>, path: PathBuf, overwrite: bool) -> PyResult<()> {
         let index = self.snap();
-        interruptible(py, None, |stop| {
+        interruptible(py, None, Some(&path), |stop| {
             Ok(index.copy_to(&path, overwrite, || warn_waiting(&path), Some(stop))?)
         })
     }
@@ -1615,7 +1687,7 @@ impl Index {
         let dir = self.snap().dir().to_path_buf();
         // Ctrl-C stops the wait for another writer, the encoding, the segment's build and its
         // merges, before the commit: the index stays as it was.
-        let report = interruptible(py, threads, |stop| {
+        let report = interruptible(py, threads, Some(&dir), |stop| {
             let mut writer = open_writer(&dir, stop, verify)?;
             let r = bsa::live::add(&mut writer, source, ids.as_deref(), upsert, false, merge)
                 .map_err(|e| match source {
@@ -1638,7 +1710,7 @@ impl Index {
     fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, verify: bool) -> PyResult<usize> {
         let ids = id_vector(ids, "ids", Ids::Set)?;
         let dir = self.snap().dir().to_path_buf();
-        let report = interruptible(py, None, |stop| {
+        let report = interruptible(py, None, Some(&dir), |stop| {
             let mut writer = open_writer(&dir, stop, verify)?;
             let r = writer.delete(&ids)?;
             self.reopen()?;
@@ -1662,7 +1734,7 @@ impl Index {
         let max_segments = positive("max_segments", Some(max_segments))?.unwrap_or(1);
         let threads = positive("threads", threads)?;
         let dir = self.snap().dir().to_path_buf();
-        interruptible(py, threads, |stop| {
+        interruptible(py, threads, Some(&dir), |stop| {
             let mut writer = open_writer(&dir, stop, verify)?;
             bsa::live::compact(&mut writer, max_segments)?;
             self.reopen()?;
@@ -1773,9 +1845,9 @@ impl Index {
     /// unique over every segment, norms and float32 vectors finite, padding bits zero, posting
     /// lists, bitmaps and sparse codes equal to what the codes imply, the next default id past
     /// every id); raises ``bsa.FormatError`` naming a damaged file. It checks the generation
-    /// this object searches, from the files it holds open, which stay readable to it when
-    /// another writer removes them (a compaction): open the index again to check what is there
-    /// now.
+    /// this object searches: the files it maps stay readable to it when another writer removes
+    /// them (a compaction), but those it reads by path (a graph, the model) raise
+    /// ``FileNotFoundError`` then: open the index again to check what is there now.
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let index = self.snap();
         detached(py, None, || index.verify())?.map_err(index_err)
@@ -1962,7 +2034,7 @@ fn groundtruth<'py>(
         )));
     }
     // Ctrl-C stops it between blocks (a million rows by thousands of queries take minutes).
-    let top = interruptible(py, threads, |stop| {
+    let top = interruptible(py, threads, None, |stop| {
         check_rows("base", bv, true)?;
         check_rows("queries", qv, true)?;
         with_blas_threads(threads, || {

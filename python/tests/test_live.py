@@ -2,6 +2,7 @@
 what the CLI gives on the same directory, and what a fresh build of the surviving rows gives."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -135,6 +136,42 @@ def test_a_writer_behind_another_warns_then_waits(tmp_path):
         t.join(30)
     assert done == [1]
     assert any("waiting for another writer" in str(w.message) for w in caught), caught
+
+
+@pytest.mark.filterwarnings("ignore:waiting for another writer")
+def test_changes_waiting_for_the_lock_leave_the_pool_to_searches(tmp_path):
+    """Two changes of one index wait for its writers' lock, the second on its own thread, not on
+    a worker of the pool searches use: a search with the same threads runs meanwhile. (Changes
+    sent to one pool met inside it: one worker, waiting in a loop, took on the other, which
+    found the lock held by its own thread or waited there for ever; here both workers sat in
+    the lock's wait and the search waited behind them.)"""
+    import fcntl
+    import threading
+
+    codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
+    index = bsa.Index.build(codes=codes, bits=16, path=tmp_path / "idx")
+    added, found = [], []
+
+    def add(first):
+        rows = np.arange(4, dtype=np.uint8).reshape(2, 2)
+        added.append(index.add(codes=rows, ids=[first, first + 1], threads=2))
+
+    with open(tmp_path / "idx" / "LOCK", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        writers = [threading.Thread(target=add, args=(i,)) for i in (100, 200)]
+        for w in writers:
+            w.start()
+        time.sleep(0.3)
+        search = threading.Thread(target=lambda: found.append(index.search(codes[:3], 2, threads=2)))
+        search.start()
+        search.join(10)
+        assert not search.is_alive(), "the search waited behind the writers' wait for the lock"
+        assert all(w.is_alive() for w in writers), "a change did not wait for the lock"
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    for w in writers:
+        w.join(30)
+    assert added == [0, 0] and len(index) == 44
+    np.testing.assert_array_equal(found[0][1][:, 0], [0, 1, 2])
 
 
 @pytest.mark.parametrize("replace", ["build", "save"])
