@@ -286,8 +286,15 @@ pub(crate) fn check_memory(bytes: u128, what: &str) -> Result<()> {
 /// Called before [`check_sizes`], so that a `--k` out of range is told the range these methods
 /// take (`1..bits`, not `1..=bits`); sizes `check_sizes` refuses anyway are left to it.
 pub(crate) fn check_k_below_bits(bits: usize, k: usize) -> Result<()> {
-    if !(2..=MAX_BITS).contains(&bits) {
+    if bits == 0 || bits > MAX_BITS {
         return Ok(());
+    }
+    if bits == 1 {
+        return Err(Error::InvalidArgument(
+            "--bits 1 leaves no --k below it (these methods set K of N bits, 0 < K < N): use \
+             --bits 2 or more"
+                .into(),
+        ));
     }
     if k == bits {
         return Err(Error::InvalidArgument(format!(

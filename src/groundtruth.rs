@@ -376,15 +376,22 @@ mod tests {
     }
 
     /// The order the module promises, computed directly, without a GEMM or candidates: each base
-    /// row normalised in f32 by its [`norms`], its f64 score summed left to right, a stable sort
-    /// by decreasing score (equal scores keep the lower id first). Also returns the sorted
-    /// scores.
+    /// row normalised in f32 (by its norm, or by the power of two within 4 ulp of it: written
+    /// out here, not `norms`, which it checks), its f64 score summed left to right, a stable
+    /// sort by decreasing score (equal scores keep the lower id first). Also returns the
+    /// sorted scores.
     fn brute(base: &Array2<f32>, queries: &Array2<f32>, k: usize) -> Vec<(Vec<u32>, Vec<f64>)> {
         let unit: Vec<Vec<f32>> = base
             .rows()
             .into_iter()
-            .zip(norms(base.view(), "base").unwrap())
-            .map(|(r, n)| r.iter().map(|&x| x / n).collect())
+            .map(|r| {
+                let n = r.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt() as f32;
+                let near = (-126..=127)
+                    .map(|e| 2f32.powi(e))
+                    .find(|p| (n / p - 1.0).abs() <= 4.0 * f32::EPSILON);
+                let n = near.unwrap_or(n);
+                r.iter().map(|&x| x / n).collect()
+            })
             .collect();
         queries
             .rows()

@@ -242,28 +242,38 @@ impl Section {
         &self.map[start..start + self.header.payload_len as usize]
     }
 
-    /// Verifies the whole-file CRC recorded in the manifest, then the header's payload CRC. In
-    /// that order, damaged bytes are reported against the manifest's checksum, as every check
-    /// of a file reports them (`bsa verify` reads some files whole: their reports agreed with
-    /// a search's only for the header).
+    /// Verifies the whole-file CRC recorded in the manifest, then the header's payload CRC
+    /// ([`check_crcs`]).
     pub(crate) fn verify(&self, info: &FileInfo) -> Result<()> {
-        let got = crc32(self.payload());
-        let whole = file_crc(
-            &self.map[..self.header.payload_offset as usize],
-            got,
-            self.header.payload_len,
-        );
-        for (expected, got) in [(info.crc32, whole), (self.header.payload_crc, got)] {
-            if got != expected {
-                return Err(Error::Checksum {
-                    path: self.path.clone(),
-                    expected,
-                    got,
-                });
-            }
-        }
-        Ok(())
+        let head = &self.map[..self.header.payload_offset as usize];
+        check_crcs(&self.path, head, self.payload(), &self.header, info)
     }
+}
+
+/// Checks a binary file's checksums, its bytes read as `head` (header and gap) and `payload`:
+/// the whole-file CRC its manifest `info` records, then `header`'s payload CRC. In that order,
+/// damaged bytes are reported against the manifest's checksum, as every check of a file reports
+/// them (`bsa verify` reads some files whole: their reports agreed with a search's only for the
+/// header).
+pub(crate) fn check_crcs(
+    path: &Path,
+    head: &[u8],
+    payload: &[u8],
+    header: &Header,
+    info: &FileInfo,
+) -> Result<()> {
+    let got = crc32(payload);
+    let whole = file_crc(head, got, payload.len() as u64);
+    for (expected, got) in [(info.crc32, whole), (header.payload_crc, got)] {
+        if got != expected {
+            return Err(Error::Checksum {
+                path: path.to_path_buf(),
+                expected,
+                got,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks the length of the file at `path`, whose `header` has been decoded against that length,

@@ -298,6 +298,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .prefix(&format!("{WORK_PREFIX}{}-", std::process::id()))
         .tempdir()
         .context("creating a temporary folder")?;
+    // Held while this bench runs: a folder whose marker is not locked is a dead bench's.
+    let marker = work.path().join(WORK_MARKER);
+    let _alive = std::fs::File::create(&marker)
+        .and_then(|f| f.lock().map(|()| f))
+        .with_context(|| format!("locking {}", marker.display()))?;
     let pb = super::io::bar(
         cells.len() as u64,
         a.quiet,
@@ -392,30 +397,38 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 /// The name a bench's temporary folder (its cells' indexes) starts with, then its process id.
 const WORK_PREFIX: &str = "bsa-bench-";
 
+/// The file in a bench's temporary folder that the bench holds locked while it runs.
+const WORK_MARKER: &str = ".bsa-bench-lock";
+
 /// Removes the temporary folders that benches killed before their clean-up (a second Ctrl-C
 /// quits at once) left in the temporary directory, saying so: their cells' indexes, gigabytes
-/// for a large grid, stayed there for good. A folder is a dead bench's when no process has its
-/// id (Linux's /proc; elsewhere none is removed).
+/// for a large grid, stayed there for good. A folder is a dead bench's when its name is a
+/// bench's (`bsa-bench-PID-` and tempfile's six characters) and its marker file exists and is
+/// not locked: the lock ends with its process, whatever process namespace or host that ran in
+/// (a process id alone says nothing across containers sharing a temporary directory).
 fn remove_killed_benches_work() {
-    if !cfg!(target_os = "linux") {
-        return;
-    }
     let tmp = std::env::temp_dir();
     let Ok(entries) = std::fs::read_dir(&tmp) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(pid) = name
+        let bench_named = name
             .to_str()
             .and_then(|n| n.strip_prefix(WORK_PREFIX))
             .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
+            .is_some_and(|(pid, suffix)| {
+                !pid.is_empty()
+                    && pid.bytes().all(|b| b.is_ascii_digit())
+                    && suffix.len() == 6
+                    && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+            });
+        if !bench_named || !e.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
-        };
-        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
-        if !alive && e.path().is_dir() && std::fs::remove_dir_all(e.path()).is_ok() {
+        }
+        let marker = std::fs::File::open(e.path().join(WORK_MARKER));
+        let dead = marker.is_ok_and(|f| f.try_lock().is_ok());
+        if dead && std::fs::remove_dir_all(e.path()).is_ok() {
             eprintln!(
                 "bsa: note: removed {}, left by a bench that was killed",
                 e.path().display()

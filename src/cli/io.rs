@@ -211,14 +211,14 @@ impl ModelData {
     }
 }
 
-/// Whether `a` and `b` name the same file, from their metadata: opening them (as the
-/// `same-file` crate does) would wait forever on a pipe.
 /// Whether writing `out` writes this process's stdout (`--out /dev/stdout`, `/dev/fd/1`, or the
 /// file the shell redirected stdout to), where a command may print something else too.
 pub fn is_stdout(out: &std::path::Path) -> bool {
     same_file(out, std::path::Path::new("/dev/stdout"))
 }
 
+/// Whether `a` and `b` name the same file, from their metadata: opening them (as the
+/// `same-file` crate does) would wait forever on a pipe.
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         #[cfg(unix)]

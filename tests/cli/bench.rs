@@ -201,19 +201,22 @@ fn bench_recall_matches_a_direct_computation_with_ties() {
 }
 
 /// A bench killed before its clean-up (a second Ctrl-C) left its cells' indexes in the
-/// temporary directory for good: the next bench removes a dead bench's folder, saying so, and
-/// keeps a live one's; its own goes when it ends.
-#[cfg(target_os = "linux")]
+/// temporary directory for good: the next bench removes a dead bench's folder (its marker file
+/// unlocked), saying so, and keeps a live one's (marker locked, whatever its process id says)
+/// and folders that only look like one; its own goes when it ends.
 #[test]
 fn a_killed_benchs_temporary_folder_is_removed_by_the_next() {
     let t = TestDir::new();
     t.write_f32("base.npy", &normalised(60, 16, 1));
-    for dir in [
-        "tmp/bsa-bench-4294967295-dead/cell",
-        "tmp/bsa-bench-1-init/cell",
-    ] {
+    let marked = |dir: &str| {
         std::fs::create_dir_all(t.path(dir)).unwrap();
-    }
+        std::fs::File::create(t.path(&format!("{dir}/.bsa-bench-lock"))).unwrap()
+    };
+    marked("tmp/bsa-bench-4242-aB3xZ9");
+    let live = marked("tmp/bsa-bench-4243-Qw7rT1");
+    live.lock().unwrap();
+    marked("tmp/bsa-bench-2024-results"); // a user's folder, not tempfile's name
+    std::fs::create_dir_all(t.path("tmp/bsa-bench-4244-nomark")).unwrap();
     let tmp = t.path("tmp");
     let out = t.bsa_env(
         &[
@@ -234,15 +237,23 @@ fn a_killed_benchs_temporary_folder_is_removed_by_the_next() {
     );
     let out = out.ok();
     assert!(
-        out.stderr.contains("removed") && out.stderr.contains("bsa-bench-4294967295-dead"),
+        out.stderr.contains("removed") && out.stderr.contains("bsa-bench-4242-aB3xZ9"),
         "{}",
         out.stderr
     );
-    let left: Vec<String> = std::fs::read_dir(&tmp)
+    let mut left: Vec<String> = std::fs::read_dir(&tmp)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left, ["bsa-bench-1-init"]);
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "bsa-bench-2024-results",
+            "bsa-bench-4243-Qw7rT1",
+            "bsa-bench-4244-nomark"
+        ]
+    );
 }
 
 /// Every cell reports recall@10: fewer than ten base vectors is refused, not divided wrongly.

@@ -476,6 +476,8 @@ fn invalid_training_flags() {
     for method in ["bsa", "topk", "pursuit"] {
         train(&["--method", method, "--bits", "32", "--k", "33"])
             .fails_with(&["--k must be between 1 and 31, below --bits (32), got 33"]);
+        train(&["--method", method, "--bits", "1", "--k", "1"])
+            .fails_with(&["--bits 1 leaves no --k below it"]);
     }
     for rows in ["0", "1"] {
         for method in ["pursuit", "itq"] {

@@ -471,27 +471,8 @@ fn read_words(dir: &Path, file: &str, kind: FileKind, info: &FileInfo) -> Result
             ),
         ));
     }
-    let payload = &bytes[header.payload_offset as usize..];
-    let got = crc32fast::hash(payload);
-    if got != header.payload_crc {
-        return Err(Error::Checksum {
-            path,
-            expected: header.payload_crc,
-            got,
-        });
-    }
-    let whole = file_crc(
-        &bytes[..header.payload_offset as usize],
-        got,
-        payload.len() as u64,
-    );
-    if whole != info.crc32 {
-        return Err(Error::Checksum {
-            path,
-            expected: info.crc32,
-            got: whole,
-        });
-    }
+    let (head, payload) = bytes.split_at(header.payload_offset as usize);
+    crate::files::check_crcs(&path, head, payload, &header, info)?;
     Ok(payload
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
