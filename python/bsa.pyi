@@ -199,6 +199,9 @@ class Index:
     @property
     def segments(self) -> int:
         """Number of segments."""
+    def refresh(self) -> bool:
+        """Moves to the index's current generation if another writer committed since this
+        object opened its own (returns whether it did); shares the segments both hold."""
     def verify(self) -> None:
         """Checks every checksum of every file and the values checksums cannot vouch for (raises
         ``FormatError``)."""

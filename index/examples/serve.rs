@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bsa_index::live::{NewRows, SearchOptions, Snapshot, Writer};
-use bsa_index::{pack, IndexBuilder, Mode, Score};
+use bsa_index::{pack, IndexBuilder, Mode, OpenOptions, Score};
 
 /// Random packed codes of `bits` bits (xorshift; no dependency).
 fn random_codes(n: usize, bits: usize, state: &mut u64) -> Vec<u64> {
@@ -67,14 +67,14 @@ fn main() -> bsa_index::Result<()> {
                 Ok(())
             })
         });
-        // The refresher: a new snapshot once the index has changed; readers pick it up at
-        // their next query, and the old one is unmapped when its last query ends.
+        // The refresher: a new snapshot once the index has changed (`reopen` shares the
+        // segments both generations list, their graphs and scan layouts already warm); readers
+        // pick it up at their next query, and the old one is unmapped when its last query ends.
         let refresher = s.spawn(|| -> bsa_index::Result<()> {
             while started.elapsed() < run_for {
                 std::thread::sleep(Duration::from_millis(100));
-                let stale = !current.read().unwrap().is_current()?;
-                if stale {
-                    let fresh = Snapshot::open(&dir)?;
+                let last = current.read().unwrap().clone();
+                if let Some(fresh) = last.reopen(OpenOptions::default())? {
                     fresh.load_graphs()?;
                     *current.write().unwrap() = Arc::new(fresh);
                 }

@@ -191,6 +191,20 @@ pub(crate) struct Section {
     pub(crate) path: PathBuf,
     pub(crate) map: Mmap,
     pub(crate) header: Header,
+    /// The mapped file's device and inode (Unix), to tell whether a path still names it.
+    identity: Option<(u64, u64)>,
+}
+
+/// A file's device and inode number: while a map holds the file, no other file gets them.
+#[cfg(unix)]
+fn identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
 }
 
 impl Section {
@@ -208,7 +222,8 @@ impl Section {
         kind: FileKind,
         info: &FileInfo,
     ) -> Result<Section> {
-        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        let meta = file.metadata().map_err(|e| Error::io(&path, e))?;
+        let len = meta.len();
         // SAFETY: the map is read-only; the index files are immutable once built (the builder
         // never rewrites a published file), so the mapped bytes do not change under us unless
         // another process truncates or rewrites the file, which is documented as unsupported.
@@ -232,7 +247,24 @@ impl Section {
         if !ok {
             return Err(Error::corrupt(&path, "payload is not aligned in memory"));
         }
-        Ok(Section { path, map, header })
+        Ok(Section {
+            path,
+            map,
+            header,
+            identity: identity(&meta),
+        })
+    }
+
+    /// Whether `path` names the file this section maps (not a file put in its place since).
+    /// A mapped file's inode cannot be handed to another file while the map holds it, so
+    /// equal identities are the same file, whose bytes never change once published. Where
+    /// files have no identity to compare (outside Unix), a file still there is taken as the
+    /// one mapped.
+    pub(crate) fn is_at(&self, path: &Path) -> bool {
+        match std::fs::metadata(path) {
+            Ok(now) => self.identity.is_none() || identity(&now) == self.identity,
+            Err(_) => false,
+        }
     }
 
     /// The payload bytes (after the header).

@@ -202,6 +202,13 @@ impl Index {
         Self::open_with(dir, OpenOptions::default())
     }
 
+    /// Whether this index is the one in `dir` now: opened from there, and the codes file
+    /// there is still the one mapped (files are never rewritten once published, so the rest
+    /// is too; a directory replaced by another index's has new files).
+    pub(crate) fn is_at(&self, dir: &Path) -> bool {
+        self.dir == dir && self.codes.is_at(&dir.join(&self.manifest.segment().codes))
+    }
+
     /// Opens the index directory `dir` with explicit options.
     ///
     /// ```

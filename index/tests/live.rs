@@ -10,7 +10,7 @@ use std::path::Path;
 use bsa_index::live::{
     BridgeReport, IdFilter, LiveManifest, MergePolicy, NewRows, SearchOptions, Snapshot, Writer,
 };
-use bsa_index::{Hits, HnswParams, Index, IndexBuilder, Mode, Score, SearchParams};
+use bsa_index::{Hits, HnswParams, Index, IndexBuilder, Mode, OpenOptions, Score, SearchParams};
 use common::*;
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
@@ -480,6 +480,7 @@ fn run(seed: u64, shape: Shape, steps: usize) {
     build(shape, &first, &path);
     truth.extend(first);
     let mut next_id = 1000;
+    let mut held: Option<Snapshot> = None;
     for step in 0..steps {
         let mut w = Writer::open(&path).unwrap();
         match rng.random_range(0..6) {
@@ -537,12 +538,42 @@ fn run(seed: u64, shape: Shape, steps: usize) {
             }
         }
         drop(w);
-        let snap = Snapshot::open(&path).unwrap();
+        // Followed from the last generation (its warm segments shared) or opened afresh.
+        let snap = match held.take() {
+            Some(last) if rng.random_bool(0.7) => follow(last, &path),
+            _ => Snapshot::open(&path).unwrap(),
+        };
         snap.verify().unwrap();
         if step + 1 == steps || rng.random_bool(0.4) {
             check(&mut rng, shape, &snap, &truth, &scratch);
         }
+        held = Some(snap);
     }
+}
+
+/// `last`'s generation followed to the current one by `Snapshot::reopen`: the segments both
+/// list are `last`'s own, the new ones opened.
+fn follow(last: Snapshot, path: &Path) -> Snapshot {
+    let Some(next) = last.reopen(OpenOptions::default()).unwrap() else {
+        assert!(last.is_current().unwrap());
+        return last;
+    };
+    assert!(next.is_current().unwrap());
+    assert_eq!(
+        next.manifest_bytes(),
+        Snapshot::open(path).unwrap().manifest_bytes()
+    );
+    for seg in next.segments() {
+        let before = last.segments().iter().find(|s| s.name() == seg.name());
+        if let Some(before) = before {
+            assert!(
+                std::ptr::eq(before.index(), seg.index()),
+                "segment {} was opened again",
+                seg.name()
+            );
+        }
+    }
+    next
 }
 
 proptest! {
@@ -719,6 +750,105 @@ fn an_old_snapshot_walks_its_graph_after_its_files_are_removed() {
         &segmented_answer,
         "the two-segment snapshot",
     );
+}
+
+/// A snapshot followed to the next generation shares no segment with a directory another
+/// index was put in place of (`bsa build --force`), though its segments have the same names:
+/// the followed snapshot answers as the new index does, not from the old one's files.
+#[test]
+fn a_followed_snapshot_opens_an_index_put_in_its_place() {
+    let shape = CODES_40;
+    let grown = |seed: u64| {
+        let (dir, path, mut r) = codes_index(seed, 80);
+        let mut w = Writer::open(&path).unwrap();
+        add(
+            &mut w,
+            shape,
+            &new_rows(&mut r, shape, &[500, 501]),
+            false,
+            None,
+        );
+        (dir, path)
+    };
+    let (_a, path) = grown(1);
+    let (_b, other) = grown(2);
+    let queries = random_codes(&mut rng(3), 4, shape.bits, 1);
+    let flat = Mode::parse("flat").unwrap();
+    let answer = |s: &Snapshot| {
+        let o = SearchOptions::default();
+        s.search(&queries, 10, &Score::Hamming, &flat, &o)
+            .unwrap()
+            .0
+    };
+    let old = Snapshot::open(&path).unwrap();
+    let before = answer(&old);
+    std::fs::rename(&path, path.with_extension("old")).unwrap();
+    std::fs::rename(&other, &path).unwrap();
+
+    let next = old
+        .reopen(OpenOptions::default())
+        .unwrap()
+        .expect("another index");
+    let names = |s: &Snapshot| {
+        s.segments()
+            .iter()
+            .map(|g| g.name().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&next), names(&old), "the same segment names");
+    for (a, b) in old.segments().iter().zip(next.segments()) {
+        assert!(
+            !std::ptr::eq(a.index(), b.index()),
+            "segment {} shared",
+            a.name()
+        );
+    }
+    same(
+        &answer(&next),
+        &answer(&Snapshot::open(&path).unwrap()),
+        "the new index",
+    );
+    same(
+        &answer(&old),
+        &before,
+        "the old snapshot, still on its own files",
+    );
+    assert_ne!(
+        answer(&next)[0].ids,
+        before[0].ids,
+        "the indexes answer differently"
+    );
+}
+
+/// A writer's snapshot after its commit shares the segments the commit kept, and is the
+/// generation committed.
+#[test]
+fn a_writer_shares_kept_segments_with_its_next_snapshot() {
+    let shape = CODES_40;
+    let (_dir, path, mut r) = codes_index(5, 60);
+    let mut w = Writer::open(&path).unwrap();
+    add(
+        &mut w,
+        shape,
+        &new_rows(&mut r, shape, &[500, 501]),
+        false,
+        None,
+    );
+    let first = w.snapshot().unwrap().segments()[0].index() as *const Index;
+    w.delete(&[3]).unwrap();
+    add(&mut w, shape, &new_rows(&mut r, shape, &[600]), false, None);
+    let snap = w.snapshot().unwrap();
+    assert_eq!(snap.segments().len(), 3);
+    assert!(
+        std::ptr::eq(snap.segments()[0].index(), first),
+        "segment 0 opened again"
+    );
+    assert_eq!(
+        snap.manifest_bytes(),
+        Snapshot::open(&path).unwrap().manifest_bytes()
+    );
+    assert_eq!(snap.find_id(3), None);
+    assert!(snap.find_id(600).is_some());
 }
 
 /// A change that fails after writing files (here an add whose merge needs the graph's

@@ -1188,13 +1188,27 @@ impl Index {
         Arc::clone(&self.loaded().snap)
     }
 
-    /// Opens the directory again after a change (the new generation, with its model).
+    /// Opens the directory again after this object's change (the new generation, with its
+    /// model), sharing the segments it still lists with the generation before.
     fn reopen(&self) -> bsa::Result<()> {
+        self.follow(true).map(drop)
+    }
+
+    /// Moves to the directory's current generation if it is not the one searched; returns
+    /// whether it moved. `own`: after this object's change, made under the writers' lock, so
+    /// nothing newer can be in place; otherwise (`refresh`) a generation another thread put in
+    /// place meanwhile is kept (it was opened no earlier than this one began).
+    fn follow(&self, own: bool) -> bsa::Result<bool> {
         let old = self.loaded();
-        let fresh = Snapshot::open_with(old.snap.dir(), OpenOptions::verify_checksums(false))?;
-        let fresh = Loaded::new(fresh, Some(&old))?;
-        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
-        Ok(())
+        let Some(fresh) = old.snap.reopen(OpenOptions::verify_checksums(false))? else {
+            return Ok(false);
+        };
+        let fresh = Arc::new(Loaded::new(fresh, Some(&old))?);
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if own || Arc::ptr_eq(&inner, &old) {
+            *inner = fresh;
+        }
+        Ok(true)
     }
 }
 
@@ -1851,6 +1865,19 @@ impl Index {
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let index = self.snap();
         detached(py, None, || index.verify())?.map_err(index_err)
+    }
+
+    /// Moves this object to the index's current generation when another writer (another
+    /// process, ``bsa add`` or another ``Index`` object) has committed since it opened its
+    /// own; returns whether it did. Searches see one generation from open (or the last change or
+    /// ``refresh``) on: a server that follows a changing index calls this between requests. Its
+    /// own changes (``add``, ``delete``, ``compact``) move it at once. Segments both generations
+    /// hold are shared, not opened again (their graphs and scan layouts stay warm); new ones
+    /// have their headers checked (``verify()`` checks every byte).
+    ///
+    /// Example: ``if index.refresh(): print(len(index), "rows now")``
+    fn refresh(&self, py: Python<'_>) -> PyResult<bool> {
+        without_gil(py, None, || self.follow(false))
     }
 
     /// Pickling (``multiprocessing``, say): an index travels as its path and is opened there

@@ -228,6 +228,33 @@ def test_a_rebuilt_index_is_searched_with_its_new_model(work, base, queries, tmp
                                       fresh.search(queries, 5, score=score)[1])
 
 
+def test_refresh_follows_other_writers(work, base, queries, tmp_path):
+    # A server's object sees what other writers commit only when it refreshes; the generation
+    # it moves to answers as a fresh open does, and segments both hold are shared.
+    model = bsa.Model.load(work / "model.safetensors")
+    path = tmp_path / "i"
+    served = bsa.Index.build(x=base[:1000], model=model, path=path, vectors=True)
+    before = served.search(queries, K, score="adc", rescore=4)
+    assert not served.refresh()
+    other = bsa.Index.open(path)
+    other.add(x=base[1000:1200])
+    other.delete(np.arange(10))
+    np.testing.assert_array_equal(served.search(queries, K, score="adc", rescore=4)[1], before[1])
+    assert len(served) == 1000
+    assert served.refresh() and not served.refresh()
+    assert len(served) == 1190
+    for kw in [dict(score="adc", rescore=4), dict(score="hamming")]:
+        got, want = served.search(queries, K, **kw), bsa.Index.open(path).search(queries, K, **kw)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+    # The CLI's writer too; and a directory replaced by another build of the same shape.
+    np.save(tmp_path / "extra.npy", base[1200:1300])
+    run_cli("add", "--index", path, "--data", tmp_path / "extra.npy")
+    assert served.refresh() and len(served) == 1290
+    bsa.Index.build(x=base[:1000], model=model, path=path, overwrite=True)
+    assert served.refresh() and len(served) == 1000 and served.segments == 1
+
+
 def test_default_ids_stay_below_2_63(work, base, tmp_path):
     # Searches return ids as int64: a default id of 2**63 would make the index unusable here.
     model = bsa.Model.load(work / "model.safetensors")

@@ -2,7 +2,7 @@
 //! searched as one index.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::files::verify_plain_file;
@@ -283,7 +283,9 @@ impl<'a> SearchOptions<'a> {
 #[derive(Debug)]
 pub struct SegmentReader {
     name: String,
-    index: Index,
+    /// Shared with the snapshots opened after this one by [`Snapshot::reopen`] while they list
+    /// the segment: its maps, graph and scan layouts are made once.
+    index: Arc<Index>,
     deleted: Option<RowSet>,
     /// Global row of this segment's row 0.
     base: u64,
@@ -295,7 +297,7 @@ pub struct SegmentReader {
 }
 
 impl SegmentReader {
-    fn new(name: String, index: Index, deleted: Option<RowSet>, base: u64) -> SegmentReader {
+    fn new(name: String, index: Arc<Index>, deleted: Option<RowSet>, base: u64) -> SegmentReader {
         let ids = index.ids();
         let by_id = (!ids.windows(2).all(|p| p[0] < p[1])).then(|| {
             let mut order: Vec<u32> = (0..ids.len() as u32).collect();
@@ -693,12 +695,67 @@ impl Snapshot {
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
     pub fn open_with(dir: impl AsRef<Path>, options: OpenOptions) -> Result<Snapshot> {
-        let dir = dir.as_ref();
+        Self::open_reusing(dir.as_ref(), options, &[])
+    }
+
+    /// The index's current generation if a writer has committed since this snapshot was
+    /// opened (`None` if this snapshot is current): what a server that follows a changing
+    /// index calls between queries. The segments both generations list are not opened again:
+    /// the new snapshot shares their maps, their loaded graphs and their scan layouts with this
+    /// one, so the first searches after a small change do not pay to build them again, and
+    /// only new segments are checked (with `options`). A directory replaced by another index
+    /// (`bsa build --force`) is opened whole: a segment is shared only while its files are the
+    /// ones this snapshot maps.
+    ///
+    /// ```
+    /// use bsa_index::live::{NewRows, Snapshot, Writer};
+    /// use bsa_index::OpenOptions;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let mut w = Writer::open(&path)?;
+    /// w.add(&NewRows::codes(&[3]), false)?;
+    /// let mut snap = Snapshot::open(&path)?;
+    /// assert!(snap.reopen(OpenOptions::default())?.is_none()); // nothing new
+    /// w.add(&NewRows::codes(&[4]), false)?;
+    /// let next = snap.reopen(OpenOptions::default())?.expect("a new generation");
+    /// assert_eq!((next.len(), next.segments().len()), (4, 3));
+    /// // The first two segments are the ones `snap` opened, not opened again.
+    /// let same = |a: &Snapshot, b: &Snapshot, s: usize| {
+    ///     std::ptr::eq(a.segments()[s].index(), b.segments()[s].index())
+    /// };
+    /// assert!(same(&snap, &next, 0) && same(&snap, &next, 1));
+    /// snap = next;
+    /// assert!(snap.is_current()?);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn reopen(&self, options: OpenOptions) -> Result<Option<Snapshot>> {
+        if self.is_current()? {
+            return Ok(None);
+        }
+        let kept = self.kept_segments(|_| true);
+        Self::open_reusing(&self.dir, options, &kept).map(Some)
+    }
+
+    /// This snapshot's segments that `keep` names, to share with a later generation.
+    pub(crate) fn kept_segments(&self, keep: impl Fn(&str) -> bool) -> Vec<(String, Arc<Index>)> {
+        let kept = self.segments.iter().filter(|r| keep(&r.name));
+        kept.map(|r| (r.name.clone(), Arc::clone(&r.index)))
+            .collect()
+    }
+
+    /// [`open_with`](Self::open_with), sharing the segments of `kept` (name, opened index) that
+    /// the manifest lists and whose files are still the ones mapped.
+    pub(crate) fn open_reusing(
+        dir: &Path,
+        options: OpenOptions,
+        kept: &[(String, Arc<Index>)],
+    ) -> Result<Snapshot> {
         crate::builder::check_not_nested(dir)?;
         let mut attempts = 0;
         loop {
             let (path, bytes) = read_manifest_bytes(dir)?;
-            match Self::open_bytes(dir, &path, &bytes, options) {
+            match Self::open_bytes(dir, &path, &bytes, options, kept) {
                 Ok(s) => return Ok(s),
                 Err(e) => {
                     attempts += 1;
@@ -711,9 +768,23 @@ impl Snapshot {
         }
     }
 
-    fn open_bytes(dir: &Path, path: &Path, bytes: &[u8], options: OpenOptions) -> Result<Snapshot> {
+    fn open_bytes(
+        dir: &Path,
+        path: &Path,
+        bytes: &[u8],
+        options: OpenOptions,
+        kept: &[(String, Arc<Index>)],
+    ) -> Result<Snapshot> {
+        // A segment of `kept` of that name whose files are still in place, or the segment opened.
+        let open = |name: &str, seg_dir: &Path| -> Result<Arc<Index>> {
+            let same = kept.iter().find(|(n, i)| n == name && i.is_at(seg_dir));
+            match same {
+                Some((_, index)) => Ok(Arc::clone(index)),
+                None => Ok(Arc::new(Index::open_with(seg_dir, options)?)),
+            }
+        };
         if manifest_version(bytes, path)? != SEGMENTED_FORMAT_VERSION {
-            let index = Index::open_with(dir, options)?;
+            let index = open(".", dir)?;
             let m = index.manifest();
             // Saturating, as a writer's `next_id` is: an index holding id u64::MAX has no id
             // after it, and an add without ids is refused (`Writer::add`).
@@ -756,7 +827,7 @@ impl Snapshot {
                     ),
                 ));
             }
-            let index = Index::open_with(&seg_dir, options)?;
+            let index = open(&s.name, &seg_dir)?;
             let in_segment = index.manifest().files.keys().map(String::as_str);
             for f in in_segment.chain([MANIFEST_FILE]) {
                 files.push(format!("{}/{f}", s.name));
@@ -1016,9 +1087,11 @@ impl Snapshot {
     /// Whether the index directory still holds this snapshot's generation: `false` once a
     /// writer has committed another (an add, delete or compact, or a build that replaced the
     /// index; the [`generation`](Self::generation) number alone cannot tell, as a rebuilt index
-    /// starts again at 0). One read of the root manifest: a server can ask before a batch of
-    /// queries and open the index again when it is `false` (a snapshot it holds keeps
-    /// answering from its own generation meanwhile).
+    /// starts again at 0, and one of the same shape can have equal manifests: the files each
+    /// segment maps are checked to be still in place too). One read of the root manifest and
+    /// a look at one file per segment: a server can ask before a batch of queries, or call
+    /// [`reopen`](Self::reopen), which asks this first (a snapshot it holds keeps answering
+    /// from its own generation meanwhile).
     ///
     /// ```
     /// use bsa_index::{live::Snapshot, live::Writer, pack, IndexBuilder};
@@ -1036,7 +1109,9 @@ impl Snapshot {
     /// ```
     pub fn is_current(&self) -> Result<bool> {
         let (_, now) = read_manifest_bytes(&self.dir)?;
-        Ok(now == self.manifest_bytes)
+        // Equal manifests can list other files: a directory replaced by another index of the
+        // same shape (same segment names, rows and generation) has equal manifest bytes.
+        Ok(now == self.manifest_bytes && self.segments.iter().all(|s| s.index.is_at(&s.index.dir)))
     }
 
     /// The index directory.

@@ -495,6 +495,9 @@ pub struct Writer {
     /// The single-segment manifest, while the directory is still in format v1.
     v1: Option<Manifest>,
     snapshot: Option<Snapshot>,
+    /// After a commit, the last snapshot's segments the new generation still lists: the next
+    /// [`snapshot`](Writer::snapshot) shares them rather than opening them again.
+    kept: Vec<(String, Arc<crate::index::Index>)>,
     /// Set: the change under way stops before its commit ([`Writer::open_stoppable`]).
     stop: Option<Arc<AtomicBool>>,
 }
@@ -642,6 +645,7 @@ impl Writer {
             manifest,
             v1,
             snapshot: Some(snapshot),
+            kept: Vec::new(),
             stop,
         };
         w.collect_garbage()?;
@@ -710,10 +714,9 @@ impl Writer {
     /// ```
     pub fn snapshot(&mut self) -> Result<&Snapshot> {
         if self.snapshot.is_none() {
-            self.snapshot = Some(Snapshot::open_with(
-                &self.dir,
-                OpenOptions::verify_checksums(false),
-            )?);
+            let kept = std::mem::take(&mut self.kept);
+            let options = OpenOptions::verify_checksums(false);
+            self.snapshot = Some(Snapshot::open_reusing(&self.dir, options, &kept)?);
         }
         Ok(self.snapshot.as_ref().expect("opened above"))
     }
@@ -1568,7 +1571,9 @@ impl Writer {
         // whatever fails below (a retry must not repeat the change).
         self.manifest = next;
         self.v1 = None;
-        self.snapshot = None;
+        if let Some(old) = self.snapshot.take() {
+            self.kept = old.kept_segments(|name| names.contains(name));
+        }
         sync_dir(&self.dir)?;
         // The change is made: a file the old generation named that cannot be removed now is
         // removed by the next writer's open (an error here would read as a change not made).
