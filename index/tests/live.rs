@@ -1171,6 +1171,27 @@ fn a_missing_segment_is_named_with_the_manifest_listing_it() {
     );
 }
 
+/// A segment whose manifest says format v2 (here the root manifest copied over it, its
+/// checksum intact) is damage named by that file, not advice to open the segment as a snapshot.
+#[test]
+fn a_segment_manifest_of_the_segmented_format_is_damage() {
+    let (_dir, path, mut rng) = codes_index(15, 10);
+    let mut w = Writer::open(&path).unwrap();
+    let c = columns(&new_rows(&mut rng, CODES_40, &[100]));
+    w.add(&NewRows::codes(&c.codes).ids(&c.ids), false).unwrap();
+    drop(w);
+    let seg = path.join("seg-000001").join("manifest.json");
+    std::fs::copy(path.join("manifest.json"), &seg).unwrap();
+    let e = Snapshot::open(&path).unwrap_err();
+    assert!(matches!(e, bsa_index::Error::Corrupt { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(
+        e.contains(&seg.display().to_string()) && e.contains("says format v2"),
+        "{e}"
+    );
+    assert!(!e.contains("Snapshot"), "{e}");
+}
+
 /// A segment whose posting lists describe other codes (a writer's bug, resealed) fails
 /// `verify`, but a compaction, which builds the lists of the merged segment from the codes
 /// again, mends it rather than refusing (the codes it copies are checked).

@@ -95,7 +95,8 @@ pub struct DeleteArgs {
 /// Merge segments and drop deleted rows.
 ///
 /// Merges the smallest segments until at most --max-segments remain, and every segment with
-/// deleted rows into the same merge, without those rows (so fewer segments may remain);
+/// deleted rows (or rows not in id order, from indexes of older versions) into the same merge,
+/// without the deleted rows (so fewer segments may remain);
 /// graphs of merged segments are rebuilt (on the decoded codes with the index's model, or on
 /// the stored vectors for a graph on the data).
 ///

@@ -314,6 +314,11 @@ impl SegmentReader {
         }
     }
 
+    /// Whether the rows are in ascending id order (every segment written by this version).
+    pub(crate) fn in_id_order(&self) -> bool {
+        self.by_id.is_none()
+    }
+
     /// The segment whose graph this segment's bridge leaves from, if it has one (see
     /// [`Writer::bridge`](crate::live::Writer::bridge)).
     ///
@@ -637,6 +642,29 @@ struct Bridges {
     lists: BridgeLists,
 }
 
+/// `e`, from opening segment `name` at `seg_dir`, said as damage when the segment's manifest
+/// claims the segmented format: a segment is a single-segment index (format v1), and the
+/// single-segment reader's advice (open it as a snapshot) would lead nowhere.
+fn segment_error(e: Error, name: &str, seg_dir: &Path) -> Error {
+    let Error::InvalidArgument(_) = e else {
+        return e;
+    };
+    let read = read_manifest_bytes(seg_dir).ok();
+    let version =
+        read.and_then(|(path, bytes)| Some((manifest_version(&bytes, &path).ok()?, path)));
+    match version {
+        Some((SEGMENTED_FORMAT_VERSION, path)) if name != "." => Error::corrupt(
+            path,
+            format!(
+                "segment {name}'s manifest says format v{SEGMENTED_FORMAT_VERSION} (a segmented \
+                 index), but a segment is a single-segment index (format v1): the segment is \
+                 damaged, or another index's folder was put in its place"
+            ),
+        ),
+        _ => e,
+    }
+}
+
 /// The template a single-segment index implies for segments added to it.
 pub(crate) fn template_of(m: &Manifest) -> Template {
     Template {
@@ -780,7 +808,9 @@ impl Snapshot {
             let same = kept.iter().find(|(n, i)| n == name && i.is_at(seg_dir));
             match same {
                 Some((_, index)) => Ok(Arc::clone(index)),
-                None => Ok(Arc::new(Index::open_with(seg_dir, options)?)),
+                None => Index::open_with(seg_dir, options)
+                    .map(Arc::new)
+                    .map_err(|e| segment_error(e, name, seg_dir)),
             }
         };
         if manifest_version(bytes, path)? != SEGMENTED_FORMAT_VERSION {

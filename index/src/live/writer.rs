@@ -1324,7 +1324,9 @@ impl Writer {
 
     /// Merges segments so that at most `max_segments` (0 counts as 1) remain (the smallest
     /// first), and drops deleted rows: every segment with deleted rows joins that one merge (a
-    /// single new segment), so fewer than `max_segments` may remain. A graph on float vectors is
+    /// single new segment), so fewer than `max_segments` may remain; so does every segment whose
+    /// rows are not in id order (written before segments were), so that its ties fall to the
+    /// smaller id again. A graph on float vectors is
     /// rebuilt on the vectors `graph_vectors` computes (required for such indexes; other
     /// graphs are rebuilt from the codes). Nothing is committed when there is nothing to do.
     ///
@@ -1394,8 +1396,13 @@ impl Writer {
     ) -> Result<CompactReport> {
         let max_segments = max_segments.max(1);
         let m = self.manifest.clone();
+        // Segments with deleted rows, and those whose rows are not in id order (written before
+        // segments were): rewritten in id order, their ties fall to the smaller id again.
+        let unsorted: Vec<bool> = (self.snapshot()?.segments().iter())
+            .map(|r| !r.in_id_order())
+            .collect();
         let mut merge: BTreeSet<usize> = (0..m.segments.len())
-            .filter(|&s| m.segments[s].deletes.is_some())
+            .filter(|&s| m.segments[s].deletes.is_some() || unsorted.get(s) == Some(&true))
             .collect();
         if m.segments.len() > max_segments {
             let mut by_size: Vec<usize> = (0..m.segments.len()).collect();
