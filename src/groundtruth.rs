@@ -1,19 +1,18 @@
 //! Exact nearest neighbours by cosine similarity: the ground truth recall is measured against
 //! (`shared/method.md`, "Retrieval metrics").
 //!
-//! Base rows are L2-normalised (in `f32`, `x / |x|`; a norm within 4 ulp of a power of two is
-//! taken as that power, so rows already of unit length are left as they are, and on normalised
-//! data the scores are the plain inner products everyone else computes). Queries are not
-//! normalised: a query's scale does not change its ranking.
+//! Queries are not normalised: a query's scale does not change its ranking.
 //!
-//! **The order.** The score of base row `b` for query `q` is the `f64` inner product of the two
-//! `f32` rows as given to the search (`q` as it is, `b` normalised), summed left to right:
-//! `s = sum_t f64(q_t) * f64(b_t)`, each product exact. Results are best first by that score;
-//! equal scores go to the lower base id (identical base rows always tie, and so do a row and a
-//! copy scaled by a power of two, `x` and `2x`: the division by a power of two is exact, so their
-//! normalised rows are identical; copies scaled otherwise are other `f32` values, rounded, and
-//! tie only where their normalised rows come out identical). This order is a function of the
-//! input values alone: the same on every CPU and for every block size and thread count.
+//! **The order.** The score of base row `b` for query `q` is their cosine times `|q|`, computed
+//! in `f64` from the `f32` rows as given: `s = (sum_t f64(q_t) * f64(b_t)) / |b|`, the sum left
+//! to right (each product exact), `|b|` the `f64` square root of the `f64` sum of squares.
+//! Results are best first by that score; equal scores go to the lower base id (identical base
+//! rows always tie, and so do a row and a copy scaled by a power of two, `x` and `2x`, whose sums
+//! and norms scale exactly; copies scaled otherwise tie where rounding makes their scores equal).
+//! This order is a function of the input values alone: the same on every CPU and for every block
+//! size and thread count. A query that equals a base row ranks it first among rows whose exact
+//! cosines are more than about `D * 1e-16` below 1, however close the near-duplicates are (a
+//! normalisation in `f32` would blur them at `1e-7`).
 //!
 //! **The computation.** Computing `s` for every pair would be slow, so a BLAS GEMM (`f32`) scores
 //! blocks of queries against blocks of base rows (memory stays bounded: a [`Blocks::queries`] x
@@ -24,9 +23,10 @@
 //! score can disagree (`margin`). The candidates, usually a few more than k, are then rescored
 //! in `f64` and sorted.
 //!
-//! The `f64` scores are within about `D * 1e-16 * |q|` of the exact inner products of the `f32`
+//! The `f64` scores are within about `D * 1e-16 * |q|` of the exact `|q| cos(q, b)` of the `f32`
 //! rows, so only rows whose exact cosines are that close can come out in an order exact arithmetic
-//! would not give.
+//! would not give. (The GEMM scores base rows normalised in `f32`; only the candidates' choice
+//! depends on them, and the margin covers that normalisation's rounding too.)
 //!
 //! ```
 //! use ndarray::array;
@@ -153,6 +153,7 @@ fn top_k(
         ));
     }
     let base_norms = norms(base, "base")?;
+    let gemm_norms: Vec<f32> = base_norms.iter().map(|&n| n as f32).collect();
     norms(queries, "query")?;
 
     let nq = queries.nrows();
@@ -173,7 +174,7 @@ fn top_k(
             let b1 = (b0 + bb).min(n);
             let mut bblk = base_block.slice_mut(s![..b1 - b0, ..]);
             bblk.assign(&base.slice(s![b0..b1, ..]));
-            normalise(&mut bblk, &base_norms[b0..b1]);
+            normalise(&mut bblk, &gemm_norms[b0..b1]);
             let mut sc = scores.slice_mut(s![..q1 - q0, ..b1 - b0]);
             // BLAS runs its own threads here; the selection below uses rayon's.
             general_mat_mul(1.0, &q, &bblk.t(), 0.0, &mut sc);
@@ -199,8 +200,8 @@ fn top_k(
 /// How far apart a GEMM score and the `f64` score of one pair may be allowed to be for query `q`,
 /// so that every row of the final top k stays a candidate.
 ///
-/// With `e` a bound on `|GEMM - exact| + |f64 - exact|` (exact: the real inner product of the
-/// same `f32` rows): if `v` is the k-th best GEMM score, k rows have GEMM scores `>= v`, so `f64`
+/// With `e` a bound on `|GEMM - exact| + |f64 - exact|` (exact: `|q| cos(q, b)` of the same `f32`
+/// rows, in real arithmetic): if `v` is the k-th best GEMM score, k rows have GEMM scores `>= v`, so `f64`
 /// scores `>= v - e`, so the k-th best `f64` score is `>= v - e`. A row of the final top k has an
 /// `f64` score at least that, so a GEMM score `>= v - 2e`. Rows below `v - 2e` (or below the k-th
 /// best so far minus `2e`, which is lower) can be dropped. We drop below twice that, `v - 4e`.
@@ -208,9 +209,11 @@ fn top_k(
 /// The bound: a dot product of `D` `f32` terms evaluated in any order (BLAS blocks, SIMD lanes,
 /// fused multiply-adds) is within `gamma_D |q| |b|` of the exact value
 /// ([`f32_dot_error_bound`], Cauchy-Schwarz for `sum |q_t b_t|`), plus underflow; the `f64` sum
-/// within `gamma_D` for `f64`. Normalised base rows have `|b| <= 1 + 3u` (one rounding in the
-/// norm, one per division), and rows divided by a power of two (or left as they are) are within
-/// 4 ulp of unit length, so `|b| <= 1 + 16u` covers both.
+/// within `gamma_D` for `f64` (and its norm and division add less than that again). The GEMM's
+/// rows are normalised in `f32` (`b_t / |b|` with `|b|` rounded to `f32`, then the division
+/// rounded: each within `(1 + u)^2 / (1 - u) - 1 < 4u` relative), so they have `|b^| <= 1 + 4u`
+/// and `|q . b^ - q . b / |b|| < 4u |q|`; a quotient that underflows is off by at most
+/// `2^-149` per term.
 fn margin(q: ArrayView1<f32>) -> f64 {
     let dim = q.len();
     let u = f64::from(f32::EPSILON) / 2.0;
@@ -219,41 +222,38 @@ fn margin(q: ArrayView1<f32>) -> f64 {
         .map(|&v| f64::from(v) * f64::from(v))
         .sum::<f64>()
         .sqrt();
-    let b_norm = 1.0 + 16.0 * u;
+    let b_norm = 1.0 + 4.0 * u;
     let nu64 = (dim as f64 + 1.0) * f64::EPSILON / 2.0;
     let gamma64 = nu64 / (1.0 - nu64);
-    let e = (f32_dot_error_bound(dim) + gamma64) * q_norm * b_norm
-        + dim as f64 * F32_UNDERFLOW_PER_TERM;
+    let e = (f32_dot_error_bound(dim) * b_norm + 2.0 * gamma64 + 4.0 * u) * q_norm
+        + dim as f64 * F32_UNDERFLOW_PER_TERM * (1.0 + q_norm);
     4.0 * e
 }
 
-/// The `f64` score of a base row for a query: the row normalised exactly as [`normalise`] does
-/// (in `f32`), then `sum_t f64(q_t) * f64(b_t)` left to right (each product exact in `f64`).
-fn score_f64(q: ArrayView1<f32>, b: ArrayView1<f32>, norm: f32) -> f64 {
+/// The `f64` score of a base row for a query: `sum_t f64(q_t) * f64(b_t)` left to right (each
+/// product exact in `f64`), divided by the row's `f64` norm.
+fn score_f64(q: ArrayView1<f32>, b: ArrayView1<f32>, norm: f64) -> f64 {
     let mut s = 0.0f64;
     for (&x, &y) in q.iter().zip(b) {
-        let y = if norm != 1.0 { y / norm } else { y };
         s += f64::from(x) * f64::from(y);
     }
-    s
+    s / norm
 }
 
-/// L2 norms of the rows as `f32` (computed in `f64`), each checked positive and finite, with
-/// norms within 4 ulp of a power of two given as exactly that power: 1 for a row already
-/// normalised (left as it is), 2 for its double (divided exactly, so the two tie).
-fn norms(x: ArrayView2<f32>, what: &str) -> Result<Vec<f32>> {
+/// L2 norms of the rows in `f64` (sums of squares left to right), each checked positive and
+/// finite also as `f32` (the GEMM's rows are normalised by it).
+fn norms(x: ArrayView2<f32>, what: &str) -> Result<Vec<f64>> {
     x.axis_iter(Axis(0))
         .enumerate()
         .map(|(i, row)| {
-            let norm = row
+            let norm64 = row
                 .iter()
                 .map(|&v| f64::from(v) * f64::from(v))
                 .sum::<f64>()
-                .sqrt() as f32;
+                .sqrt();
+            let norm = norm64 as f32;
             if norm > 0.0 && norm.is_finite() {
-                let power = 2f32.powi(norm.log2().round() as i32);
-                let snapped = power.is_normal() && (norm / power - 1.0).abs() <= 4.0 * f32::EPSILON;
-                Ok(if snapped { power } else { norm })
+                Ok(norm64)
             } else {
                 Err(Error::InvalidArgument(format!(
                     "{what} row {i} has L2 norm {norm}; cosine similarity needs nonzero, finite rows"
@@ -346,7 +346,7 @@ impl TopK {
         mut self,
         q: ArrayView1<f32>,
         base: ArrayView2<f32>,
-        norms: &[f32],
+        norms: &[f64],
     ) -> Vec<u32> {
         self.prune();
         let mut scored: Vec<(f64, u32)> = self
@@ -375,36 +375,30 @@ mod tests {
         Array2::from_shape_simple_fn((n, dim), || rng.sample::<f32, _>(StandardNormal))
     }
 
-    /// The order the module promises, computed directly, without a GEMM or candidates: each base
-    /// row normalised in f32 (by its norm, or by the power of two within 4 ulp of it: written
-    /// out here, not `norms`, which it checks), its f64 score summed left to right, a stable
-    /// sort by decreasing score (equal scores keep the lower id first). Also returns the
-    /// sorted scores.
+    /// The order the module promises, computed directly, without a GEMM or candidates: for each
+    /// base row the f64 inner product summed left to right over its f64 norm (written out here,
+    /// not `norms` and `score_f64`, which it checks), a stable sort by decreasing score (equal
+    /// scores keep the lower id first). Also returns the sorted scores.
     fn brute(base: &Array2<f32>, queries: &Array2<f32>, k: usize) -> Vec<(Vec<u32>, Vec<f64>)> {
-        let unit: Vec<Vec<f32>> = base
+        let norm: Vec<f64> = base
             .rows()
             .into_iter()
-            .map(|r| {
-                let n = r.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt() as f32;
-                let near = (-126..=127)
-                    .map(|e| 2f32.powi(e))
-                    .find(|p| (n / p - 1.0).abs() <= 4.0 * f32::EPSILON);
-                let n = near.unwrap_or(n);
-                r.iter().map(|&x| x / n).collect()
-            })
+            .map(|r| r.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt())
             .collect();
         queries
             .rows()
             .into_iter()
             .map(|q| {
-                let s: Vec<f64> = unit
-                    .iter()
-                    .map(|b| {
+                let s: Vec<f64> = base
+                    .rows()
+                    .into_iter()
+                    .zip(&norm)
+                    .map(|(b, &n)| {
                         let mut s = 0.0f64;
                         for (&x, &y) in q.iter().zip(b) {
                             s += f64::from(x) * f64::from(y);
                         }
-                        s
+                        s / n
                     })
                     .collect();
                 let mut order: Vec<u32> = (0..s.len() as u32).collect();
@@ -643,6 +637,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(got, vec![(0..10).collect::<Vec<u32>>(); 2]);
+    }
+
+    /// A query equal to a base row finds it first among hundreds of near-duplicates whose
+    /// cosines are within `1e-10` of 1 (found by a user: rows normalised in `f32` ranked them by
+    /// their rounding, and the identical row fell out of the top 100), at every block shape.
+    #[test]
+    fn a_row_equal_to_the_query_comes_first_among_near_duplicates() {
+        let dim = 48;
+        let v = random(1, dim, 21).row(0).to_owned();
+        let noise = random(400, dim, 22);
+        let mut base = Array2::<f32>::zeros((400, dim));
+        for (i, mut row) in base.rows_mut().into_iter().enumerate() {
+            // Lengths around 1 and 3, directions 1e-5 apart: cosines 1 - 1e-10 or so.
+            let scale = if i % 2 == 0 { 1.0 } else { 3.0 } / v.dot(&v).sqrt();
+            row.assign(&((&v + &(&noise.row(i) * 1e-5f32)) * scale));
+        }
+        base.row_mut(237).assign(&v);
+        let queries = ndarray::stack(Axis(0), &[v.view(), (&v * 0.5f32).view()]).unwrap();
+        for blocks in [
+            Blocks::default(),
+            Blocks {
+                queries: 1,
+                base: 7,
+            },
+        ] {
+            let got = exact_top_k_blocked(base.view(), queries.view(), 100, blocks, &mut |_, _| {})
+                .unwrap();
+            assert_eq!(got[0][0], 237, "{got:?}");
+            assert_eq!(got[0], got[1], "the query's length changes nothing");
+        }
     }
 
     /// A row and its copies scaled by powers of two have the same score, so they come out in

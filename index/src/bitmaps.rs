@@ -104,6 +104,15 @@ pub struct BitmapView<'a> {
     chunk_min: &'a [u16],
 }
 
+/// Name of `family`'s bitmap counting loop for `--stats`.
+pub(crate) fn kernel_name(family: KernelFamily) -> &'static str {
+    match family {
+        KernelFamily::Avx512 => "avx512-bitmaps",
+        KernelFamily::Avx2 => "avx2-bitmaps",
+        _ => "portable-bitmaps",
+    }
+}
+
 /// Words per column for `n` rows (whole chunks).
 pub(crate) fn column_words(n: usize) -> usize {
     n.div_ceil(CHUNK_ROWS) * CHUNK_WORDS

@@ -593,6 +593,21 @@ fn bitmap_lists_equal_flat_in_memory_and_on_disk() {
         assert_eq!(inv, flat, "{family}");
         // Skewed 16-bit queries over 40000 rows: 16 x 625 bitmap words against ~16 x 1000 postings.
         assert!(stats.bitmap_queries > 20, "{stats:?}");
+        // `--stats` names the bitmaps' counting loop for a query they answered, the Hamming
+        // kernel (which verifies the candidates) for one the posting lists answered.
+        let mode = bsa_index::Mode::parse("inverted").unwrap();
+        let searcher = index.searcher(&mode).unwrap();
+        let one = p.with_kernel(Some(family));
+        for q in queries.chunks(words(bits)) {
+            let (_, st) = searcher.search(q, 10, &Score::Hamming, &one).unwrap();
+            let by_bitmaps = st.counter("bitmap_queries") == Some(1);
+            let want = if by_bitmaps {
+                format!("{}-bitmaps", family.name())
+            } else {
+                bsa_index::hamming::kernel_name(family, words(bits)).to_string()
+            };
+            assert_eq!(st.kernel, want, "{family}: {st:?}");
+        }
     }
     // Other scores never read the bitmaps.
     let (inv, stats) = index

@@ -148,7 +148,7 @@ pub struct Args {
     pub itq_iterations: usize,
     /// Threads for rayon and OpenBLAS (default: all cores). A trained model depends on it
     /// (BLAS sums in blocks that follow the threads): the same --seed and --threads give the
-    /// same file, byte for byte.
+    /// same file, byte for byte, on the same kind of CPU (OpenBLAS picks its kernels per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Print a JSON summary on stdout at the end.

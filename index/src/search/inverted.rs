@@ -754,10 +754,17 @@ impl InvertedSearcher<'_> {
         let family = params.resolved()?.family();
         Ok(SearchStats {
             kernel_family: Some(family),
-            // Queries whose lists were longer than a flat scan were answered by the scan.
-            kernel: match s.flat_on_slabs {
-                true => slabs::kernel_name(family),
-                false => Kernel::select(family, self.codes.words_per_code()).name(),
+            // Queries whose lists were longer than a flat scan were answered by the scan; the
+            // bitmaps' counting loop is named when it answered every query (the Hamming kernel
+            // otherwise: it verifies the posting lists' candidates).
+            kernel: if s.flat_on_slabs {
+                slabs::kernel_name(family)
+            } else if s.bitmap_queries > 0
+                && s.bitmap_queries == s.inverted_queries + s.flat_queries
+            {
+                crate::bitmaps::kernel_name(family)
+            } else {
+                Kernel::select(family, self.codes.words_per_code()).name()
             },
             table_kernel: None,
             counters: vec![
