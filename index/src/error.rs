@@ -6,6 +6,11 @@
 
 use std::path::PathBuf;
 
+/// What to do about a damaged file. A rebuild alone would lose the rows `bsa add` put in since
+/// the build, so the copy comes first.
+const REPAIR: &str = "restore the index from a copy, or rebuild it with `bsa build` (and add \
+                      again the rows added since)";
+
 /// `std::result::Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -49,7 +54,7 @@ pub enum Error {
     },
 
     /// The file is shorter than its header or manifest says it must be.
-    #[error("{}: truncated, need {need} bytes but the file has {have}; the copy is incomplete, rerun `bsa build`", path.display())]
+    #[error("{}: truncated, need {need} bytes but the file has {have}; the copy is incomplete: {REPAIR}", path.display())]
     Truncated {
         /// The offending file.
         path: PathBuf,
@@ -60,7 +65,7 @@ pub enum Error {
     },
 
     /// A checksum did not match: the bytes changed after they were written.
-    #[error("{}: checksum mismatch (expected {expected:#010x}, got {got:#010x}); the file is corrupt, rerun `bsa build`", path.display())]
+    #[error("{}: checksum mismatch (expected {expected:#010x}, got {got:#010x}); the file is corrupt: {REPAIR}", path.display())]
     Checksum {
         /// The offending file.
         path: PathBuf,
@@ -71,7 +76,7 @@ pub enum Error {
     },
 
     /// The file is structurally invalid (inconsistent fields, bad JSON, unknown required feature, ...).
-    #[error("{}: corrupt index file: {detail}; rerun `bsa build`", path.display())]
+    #[error("{}: corrupt index file: {detail}; {REPAIR}", path.display())]
     Corrupt {
         /// The offending file.
         path: PathBuf,
@@ -188,6 +193,10 @@ mod tests {
             newest: 2,
         };
         assert!(old.to_string().contains("rerun `bsa build`"));
+        let damaged = Error::corrupt("idx/seg-000001/codes.bin", "bad popcount");
+        let s = damaged.to_string();
+        assert!(s.starts_with("idx/seg-000001/codes.bin: corrupt index file: bad popcount;"));
+        assert!(s.ends_with("restore the index from a copy, or rebuild it with `bsa build` (and add again the rows added since)"), "{s}");
     }
 
     #[test]
