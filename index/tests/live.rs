@@ -703,6 +703,19 @@ fn codes_index(
     (dir, path, rng)
 }
 
+/// [`codes_index`] grown by a second segment holding ids `more` (rows of [`CODES_40`]).
+fn grown_codes_index(
+    seed: u64,
+    rows: u64,
+    more: &[u64],
+) -> (tempfile::TempDir, std::path::PathBuf, Xoshiro256PlusPlus) {
+    let (dir, path, mut rng) = codes_index(seed, rows);
+    let c = columns(&new_rows(&mut rng, CODES_40, more));
+    let mut w = Writer::open(&path).unwrap();
+    w.add(&NewRows::codes(&c.codes).ids(&c.ids), false).unwrap();
+    (dir, path, rng)
+}
+
 /// A snapshot that has not walked its graph yet still can after a commit removed the files it
 /// opened (the graph is checked at its first search, but its file is held from the open on):
 /// first when the single-segment index becomes segmented, then when a compaction removes the
@@ -758,20 +771,8 @@ fn an_old_snapshot_walks_its_graph_after_its_files_are_removed() {
 #[test]
 fn a_followed_snapshot_opens_an_index_put_in_its_place() {
     let shape = CODES_40;
-    let grown = |seed: u64| {
-        let (dir, path, mut r) = codes_index(seed, 80);
-        let mut w = Writer::open(&path).unwrap();
-        add(
-            &mut w,
-            shape,
-            &new_rows(&mut r, shape, &[500, 501]),
-            false,
-            None,
-        );
-        (dir, path)
-    };
-    let (_a, path) = grown(1);
-    let (_b, other) = grown(2);
+    let (_a, path, _) = grown_codes_index(1, 80, &[500, 501]);
+    let (_b, other, _) = grown_codes_index(2, 80, &[500, 501]);
     let queries = random_codes(&mut rng(3), 4, shape.bits, 1);
     let flat = Mode::parse("flat").unwrap();
     let answer = |s: &Snapshot| {
@@ -936,11 +937,7 @@ fn no_ids_are_made_after_the_largest_possible() {
 /// `verify`, naming the manifest: an add without ids would have collided with the ids in use.
 #[test]
 fn verify_checks_next_id_against_the_ids() {
-    let (_dir, path, mut rng) = codes_index(8, 20);
-    let mut w = Writer::open(&path).unwrap();
-    let c = columns(&new_rows(&mut rng, CODES_40, &[100, 101]));
-    w.add(&NewRows::codes(&c.codes).ids(&c.ids), false).unwrap();
-    drop(w);
+    let (_dir, path, _) = grown_codes_index(8, 20, &[100, 101]);
     Snapshot::open(&path).unwrap().verify().unwrap();
     let mpath = path.join("manifest.json");
     let mut m = LiveManifest::from_bytes(&std::fs::read(&mpath).unwrap(), &mpath).unwrap();
@@ -963,11 +960,7 @@ fn verify_checks_next_id_against_the_ids() {
 /// `next_segment` already in use made every later change fail as "already exists".
 #[test]
 fn a_manifest_that_disagrees_with_its_segments_is_refused() {
-    let (_dir, path, mut rng) = codes_index(8, 20);
-    let mut w = Writer::open(&path).unwrap();
-    let c = columns(&new_rows(&mut rng, CODES_40, &[100, 101]));
-    w.add(&NewRows::codes(&c.codes).ids(&c.ids), false).unwrap();
-    drop(w);
+    let (_dir, path, _) = grown_codes_index(8, 20, &[100, 101]);
     let mpath = path.join("manifest.json");
     let good = std::fs::read(&mpath).unwrap();
     let edited = |edit: &dyn Fn(&mut LiveManifest)| {
@@ -1127,17 +1120,7 @@ fn a_waiting_writer_is_told_once_before_it_waits() {
 /// merged segment with fresh checksums.
 #[test]
 fn compaction_refuses_a_damaged_segment() {
-    let shape = CODES_40;
-    let (_dir, path, mut rng) = codes_index(9, 20);
-    let mut w = Writer::open(&path).unwrap();
-    add(
-        &mut w,
-        shape,
-        &new_rows(&mut rng, shape, &[50, 51]),
-        false,
-        None,
-    );
-    drop(w);
+    let (_dir, path, _) = grown_codes_index(9, 20, &[50, 51]);
     let codes = path.join("seg-000001").join("codes.bin");
     let mut bytes = std::fs::read(&codes).unwrap();
     let last = bytes.len() - 1;
@@ -1158,11 +1141,7 @@ fn compaction_refuses_a_damaged_segment() {
 /// (an incomplete copy, or another index's manifest), not as "no such index directory".
 #[test]
 fn a_missing_segment_is_named_with_the_manifest_listing_it() {
-    let (_dir, path, mut rng) = codes_index(14, 10);
-    let mut w = Writer::open(&path).unwrap();
-    let c = columns(&new_rows(&mut rng, CODES_40, &[100]));
-    w.add(&NewRows::codes(&c.codes).ids(&c.ids), false).unwrap();
-    drop(w);
+    let (_dir, path, _) = grown_codes_index(14, 10, &[100]);
     std::fs::remove_dir_all(path.join("seg-000001")).unwrap();
     let e = Snapshot::open(&path).unwrap_err().to_string();
     assert!(
@@ -1175,11 +1154,7 @@ fn a_missing_segment_is_named_with_the_manifest_listing_it() {
 /// checksum intact) is damage named by that file, not advice to open the segment as a snapshot.
 #[test]
 fn a_segment_manifest_of_the_segmented_format_is_damage() {
-    let (_dir, path, mut rng) = codes_index(15, 10);
-    let mut w = Writer::open(&path).unwrap();
-    let c = columns(&new_rows(&mut rng, CODES_40, &[100]));
-    w.add(&NewRows::codes(&c.codes).ids(&c.ids), false).unwrap();
-    drop(w);
+    let (_dir, path, _) = grown_codes_index(15, 10, &[100]);
     let seg = path.join("seg-000001").join("manifest.json");
     std::fs::copy(path.join("manifest.json"), &seg).unwrap();
     let e = Snapshot::open(&path).unwrap_err();
