@@ -452,6 +452,15 @@ pub(crate) struct DirLock {
     _stays_on_its_thread: std::marker::PhantomData<*const ()>,
 }
 
+impl DirLock {
+    /// Whether `dir/LOCK` is still the file this lock holds. Deleted or replaced (by hand, or
+    /// a tool that cleans folders), it no longer keeps other writers out: one may have taken a
+    /// new `LOCK` and be changing the index too.
+    pub(crate) fn is_still_held(&self, dir: &Path) -> bool {
+        still_at(&self._file, &dir.join(LOCK_FILE))
+    }
+}
+
 impl Drop for DirLock {
     fn drop(&mut self) {
         if let Some(key) = self.key {

@@ -1150,6 +1150,84 @@ fn a_missing_segment_is_named_with_the_manifest_listing_it() {
     );
 }
 
+/// The writers' clean-up removes only what bsa writes: a user's files and folders in the index
+/// directory (notes, the data an add reads, a backup folder) outlive adds, deletes and
+/// compactions, in both formats; leftovers of bsa's own kinds go.
+#[test]
+fn changes_leave_a_users_files_in_the_index_directory_alone() {
+    let (_dir, path, mut rng) = codes_index(16, 20);
+    let theirs = ["NOTES.txt", "mydata.npy", "seg-backup/old.npy", ".hidden"];
+    for f in theirs {
+        let p = path.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, f).unwrap();
+    }
+    let stale = [
+        ".seg-000007.tmp-1",
+        "deletes-seg-000000-g9.bin",
+        "seg-000009",
+    ];
+    let mut w = Writer::open(&path).unwrap();
+    let c = columns(&new_rows(&mut rng, CODES_40, &[100]));
+    w.add(&NewRows::codes(&c.codes).ids(&c.ids), false).unwrap(); // the first change: v1 to v2
+    drop(w);
+    for f in stale {
+        std::fs::create_dir_all(path.join(f).parent().unwrap()).unwrap();
+        std::fs::write(path.join(f), b"left by a killed writer").unwrap();
+    }
+    let mut w = Writer::open(&path).unwrap(); // removes what killed writers left
+    w.delete(&[3]).unwrap();
+    w.compact(1, None).unwrap();
+    drop(w);
+    for f in theirs {
+        assert_eq!(std::fs::read(path.join(f)).unwrap(), f.as_bytes(), "{f}");
+    }
+    for f in stale {
+        assert!(!path.join(f).exists(), "{f} was left");
+    }
+    assert!(
+        !path.join("codes.bin").exists(),
+        "the single-segment files were left"
+    );
+    let snap = Snapshot::open(&path).unwrap();
+    snap.verify().unwrap();
+    assert_eq!(snap.len(), 20);
+}
+
+/// A `LOCK` file removed while a writer holds it lets a second writer in. The first to commit
+/// wins; the other's commit is refused, saying why, and removes nothing of the winner's: the
+/// index opens and holds exactly the winner's change.
+#[test]
+fn a_writer_whose_lock_file_was_removed_does_not_commit() {
+    let (_dir, path, mut rng) = codes_index(17, 20);
+    let mut first = Writer::open(&path).unwrap();
+    first.delete(&[0]).unwrap(); // segmented from here on
+    std::fs::remove_file(path.join("LOCK")).unwrap();
+    let mut second = Writer::open(&path).unwrap(); // takes a new LOCK: not kept out
+    let c = columns(&new_rows(&mut rng, CODES_40, &[200]));
+    second
+        .add(&NewRows::codes(&c.codes).ids(&c.ids), false)
+        .unwrap();
+    let c = columns(&new_rows(&mut rng, CODES_40, &[100]));
+    let e = first
+        .add(&NewRows::codes(&c.codes).ids(&c.ids), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("LOCK") && e.contains("nothing was committed"),
+        "{e}"
+    );
+    drop(first);
+    // The refused writer's clean-up did not touch the winner's segment.
+    let snap = Snapshot::open(&path).unwrap();
+    snap.verify().unwrap();
+    assert_eq!(snap.len(), 20);
+    assert!(snap.find_id(200).is_some() && snap.find_id(100).is_none());
+    second.delete(&[1]).unwrap();
+    drop(second);
+    assert_eq!(Snapshot::open(&path).unwrap().len(), 19);
+}
+
 /// A segment whose manifest says format v2 (here the root manifest copied over it, its
 /// checksum intact) is damage named by that file, not advice to open the segment as a snapshot.
 #[test]

@@ -3,9 +3,9 @@
 //! Every change follows one protocol: new files only (a segment directory written by
 //! [`IndexBuilder`] into a temporary directory and renamed, a deletes file named by the new
 //! generation), each `fsync`ed; then the new root manifest written beside the old one, `fsync`ed
-//! and renamed over it (the commit); then files no manifest names are removed. A crash before
-//! the rename leaves the old generation whole (plus unnamed files, which the next writer
-//! removes); after it, the new one.
+//! and renamed over it (the commit); then files of a writer's kinds that no manifest names are
+//! removed (others in the folder are left alone). A crash before the rename leaves the old
+//! generation whole (plus unnamed files, which the next writer removes); after it, the new one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -495,6 +495,9 @@ pub struct Writer {
     /// The single-segment manifest, while the directory is still in format v1.
     v1: Option<Manifest>,
     snapshot: Option<Snapshot>,
+    /// The root manifest's bytes as this writer read or committed them: a commit checks the
+    /// file still holds them (no other writer committed since).
+    manifest_bytes: Vec<u8>,
     /// After a commit, the last snapshot's segments the new generation still lists: the next
     /// [`snapshot`](Writer::snapshot) shares them rather than opening them again.
     kept: Vec<(String, Arc<crate::index::Index>)>,
@@ -644,6 +647,7 @@ impl Writer {
             _lock: lock,
             manifest,
             v1,
+            manifest_bytes: snapshot.manifest_bytes().to_vec(),
             snapshot: Some(snapshot),
             kept: Vec::new(),
             stop,
@@ -1573,7 +1577,10 @@ impl Writer {
         next.bsa_index_version = env!("CARGO_PKG_VERSION").to_string();
         // The new files' directory entries are durable before the manifest that names them.
         sync_dir(&self.dir)?;
-        replace_file(&self.dir, MANIFEST_FILE, &next.to_bytes()?)?;
+        let bytes = next.to_bytes()?;
+        self.check_alone(Some(&next))?;
+        replace_file(&self.dir, MANIFEST_FILE, &bytes)?;
+        self.manifest_bytes = bytes;
         // Committed: readers open the new generation from here on, so the writer is at it too,
         // whatever fails below (a retry must not repeat the change).
         self.manifest = next;
@@ -1586,6 +1593,43 @@ impl Writer {
         // removed by the next writer's open (an error here would read as a change not made).
         let _ = self.collect_garbage();
         Ok(self.manifest.generation)
+    }
+
+    /// Refuses a change (before it starts, and again before its commit of `next`) unless this
+    /// writer is still the only one: its `LOCK` file still in place (removed by hand, it lets
+    /// a second writer in), the root manifest still the one this writer read, and every segment
+    /// `next` lists present. Checked last before the commit, so that two writers let in
+    /// together cannot publish a manifest naming files the other removed; the loser's change
+    /// is not made and it says why.
+    fn check_alone(&self, next: Option<&LiveManifest>) -> Result<()> {
+        let lock = self.dir.join(LOCK_FILE);
+        if !self._lock.is_still_held(&self.dir) {
+            return Err(Error::InvalidArgument(format!(
+                "{}: the lock file was removed or replaced while this writer held it, so another \
+                 writer may be changing the index at the same time; nothing was committed. Check \
+                 that no other bsa process writes to it, then make the change again",
+                lock.display()
+            )));
+        }
+        let (path, now) = read_manifest_bytes(&self.dir)?;
+        if now != self.manifest_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "{}: another writer committed while this one held the lock (was its lock file \
+                 {} removed?); nothing was committed: make the change again",
+                path.display(),
+                lock.display()
+            )));
+        }
+        let listed = next.map_or(&[][..], |n| &n.segments[..]);
+        if let Some(gone) = listed.iter().find(|s| !self.dir.join(&s.name).is_dir()) {
+            return Err(Error::InvalidArgument(format!(
+                "{}: the new generation's segment {} is gone (another writer removed it?); \
+                 nothing was committed: make the change again",
+                self.dir.display(),
+                gone.name
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses, before any work, a change (`doing`) that builds a segment's graph over the codes
@@ -1604,6 +1648,7 @@ impl Writer {
     /// segment, deletes or bridge files) is removed, so that this writer can go on: a retry
     /// writes the same names again.
     fn change<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.check_alone(None)?;
         let out = f(self);
         if out.is_err() {
             // What cannot be removed now is removed by the next writer's open; the change's
@@ -1636,9 +1681,14 @@ impl Writer {
     }
 
     /// Removes what interrupted writers left and what the current generation no longer
-    /// names. While the directory is still single-segment, only a writer's own kinds of files
-    /// are candidates (segment directories, deletes files, temporary files).
+    /// names, among the files bsa writes ([`is_writers_name`]): anything else in the folder (a
+    /// user's notes, a data file, a mounted volume) is left alone.
     fn collect_garbage(&mut self) -> Result<()> {
+        // Without the lock another writer may be at work here: what looks unnamed may be its
+        // new segment, not yet committed.
+        if !self._lock.is_still_held(&self.dir) {
+            return Ok(());
+        }
         let m = &self.manifest;
         let mut keep: BTreeSet<String> = [MANIFEST_FILE.to_string(), LOCK_FILE.to_string()]
             .into_iter()
@@ -1663,12 +1713,7 @@ impl Writer {
         for e in entries {
             let e = e.map_err(|e| Error::io(&self.dir, e))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            let ours = name.starts_with("seg-")
-                || name.starts_with(".seg-")
-                || name.starts_with("deletes-")
-                || name.starts_with("bridge-")
-                || name.starts_with(".manifest.json.tmp-");
-            if keep.contains(&name) || (self.v1.is_some() && !ours) {
+            if keep.contains(&name) || !is_writers_name(&name) {
                 continue;
             }
             let p = e.path();
@@ -1680,5 +1725,70 @@ impl Writer {
             r.map_err(|err| Error::io(&p, err))?;
         }
         Ok(())
+    }
+}
+
+/// Whether `name` is one bsa's writers give an entry of the index directory: a segment
+/// (`seg-` and digits), a deletes or bridge file, a temporary one of these or of the manifest,
+/// or a file of the single-segment format, which the first change moves into `seg-000000/`
+/// (its model file stays named by the new manifest).
+fn is_writers_name(name: &str) -> bool {
+    const SINGLE_SEGMENT_FILES: [&str; 10] = [
+        "codes.bin",
+        "ids.bin",
+        "vectors.bin",
+        "norms.bin",
+        "inverted.bin",
+        "sparse.bin",
+        "bitmaps.bin",
+        "graph.bin",
+        "hnsw.hnsw.graph",
+        "hnsw.hnsw.data",
+    ];
+    // A temporary file or directory is `.NAME.tmp-PID` (and a suffix) of a name below.
+    if let Some((base, _)) = name.strip_prefix('.').and_then(|t| t.split_once(".tmp-")) {
+        return base == MANIFEST_FILE || is_writers_name(base);
+    }
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let bin = |prefix: &str| name.starts_with(prefix) && name.ends_with(".bin");
+    name.strip_prefix("seg-").is_some_and(digits)
+        || bin("deletes-")
+        || bin("bridge-")
+        || SINGLE_SEGMENT_FILES.contains(&name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_writers_name;
+
+    #[test]
+    fn writers_names_are_only_bsas_own() {
+        for ours in [
+            "seg-000012",
+            ".seg-000012.tmp-77",
+            ".seg-000012.tmp-77-1",
+            ".manifest.json.tmp-9",
+            "deletes-seg-000001-g4.bin",
+            ".deletes-seg-000001-g4.bin.tmp-9",
+            "bridge-seg-000002-from-seg-000000-g5.bin",
+            "codes.bin",
+            "hnsw.hnsw.data",
+        ] {
+            assert!(is_writers_name(ours), "{ours}");
+        }
+        for theirs in [
+            "seg-backup",
+            "seg-",
+            "notes.txt",
+            "mydata.npy",
+            ".hidden",
+            ".notes.tmp-1",
+            "deletes.txt",
+            "manifest.json.bak",
+            "model.safetensors",
+            "LOCK",
+        ] {
+            assert!(!is_writers_name(theirs), "{theirs}");
+        }
     }
 }
