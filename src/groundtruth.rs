@@ -152,9 +152,9 @@ fn top_k(
             "block sizes must be positive".into(),
         ));
     }
-    let base_norms = norms(base, "base")?;
-    let gemm_norms: Vec<f32> = base_norms.iter().map(|&n| n as f32).collect();
-    norms(queries, "query")?;
+    let base_norms = norms(base, "base", false)?;
+    // Queries enter the f32 GEMM as they are: their norms must fit f32 for its scores to.
+    norms(queries, "query", true)?;
 
     let nq = queries.nrows();
     let mut tops: Vec<TopK> = queries
@@ -174,7 +174,7 @@ fn top_k(
             let b1 = (b0 + bb).min(n);
             let mut bblk = base_block.slice_mut(s![..b1 - b0, ..]);
             bblk.assign(&base.slice(s![b0..b1, ..]));
-            normalise(&mut bblk, &gemm_norms[b0..b1]);
+            normalise(&mut bblk, &base_norms[b0..b1]);
             let mut sc = scores.slice_mut(s![..q1 - q0, ..b1 - b0]);
             // BLAS runs its own threads here; the selection below uses rayon's.
             general_mat_mul(1.0, &q, &bblk.t(), 0.0, &mut sc);
@@ -210,10 +210,11 @@ fn top_k(
 /// fused multiply-adds) is within `gamma_D |q| |b|` of the exact value
 /// ([`f32_dot_error_bound`], Cauchy-Schwarz for `sum |q_t b_t|`), plus underflow; the `f64` sum
 /// within `gamma_D` for `f64` (and its norm and division add less than that again). The GEMM's
-/// rows are normalised in `f32` (`b_t / |b|` with `|b|` rounded to `f32`, then the division
-/// rounded: each within `(1 + u)^2 / (1 - u) - 1 < 4u` relative), so they have `|b^| <= 1 + 4u`
-/// and `|q . b^ - q . b / |b|| < 4u |q|`; a quotient that underflows is off by at most
-/// `2^-149` per term.
+/// rows are normalised in `f64` and rounded once to `f32` (`b^_t = f32(b_t / |b|)`, within
+/// `u + 2^-53 < 2u` relative, whatever the row's scale: a norm rounded to `f32` first would be
+/// subnormal, and off by percents, for rows below `1e-38`), so they have `|b^| <= 1 + 2u` and
+/// `|q . b^ - q . b / |b|| < 2u |q|`; a quotient that underflows is off by at most `2^-150`
+/// per term, `2^-150 |q_t|` on its product. The margin takes `4u` for both.
 fn margin(q: ArrayView1<f32>) -> f64 {
     let dim = q.len();
     let u = f64::from(f32::EPSILON) / 2.0;
@@ -240,37 +241,42 @@ fn score_f64(q: ArrayView1<f32>, b: ArrayView1<f32>, norm: f64) -> f64 {
     s / norm
 }
 
-/// L2 norms of the rows in `f64` (sums of squares left to right), each checked positive and
-/// finite also as `f32` (the GEMM's rows are normalised by it).
-fn norms(x: ArrayView2<f32>, what: &str) -> Result<Vec<f64>> {
+/// L2 norms of the rows in `f64` (sums of squares left to right, which neither overflow nor
+/// underflow for `f32` values), each checked positive and finite, and with `fits_f32` also
+/// finite as an `f32`.
+fn norms(x: ArrayView2<f32>, what: &str, fits_f32: bool) -> Result<Vec<f64>> {
     x.axis_iter(Axis(0))
         .enumerate()
         .map(|(i, row)| {
-            let norm64 = row
+            let norm = row
                 .iter()
                 .map(|&v| f64::from(v) * f64::from(v))
                 .sum::<f64>()
                 .sqrt();
-            let norm = norm64 as f32;
-            if norm > 0.0 && norm.is_finite() {
-                Ok(norm64)
+            if norm > 0.0 && norm.is_finite() && (!fits_f32 || (norm as f32).is_finite()) {
+                Ok(norm)
             } else {
                 Err(Error::InvalidArgument(format!(
-                    "{what} row {i} has L2 norm {norm}; cosine similarity needs nonzero, finite rows"
+                    "{what} row {i} has L2 norm {norm}; cosine similarity needs nonzero rows of \
+                     finite norm{}",
+                    if fits_f32 {
+                        " (at most 3.4e38, float32's largest)"
+                    } else {
+                        ""
+                    }
                 )))
             }
         })
         .collect()
 }
 
+/// Rows divided by their `f64` norms, each quotient rounded once to `f32`.
 fn normalise<S: ndarray::DataMut<Elem = f32>>(
     x: &mut ndarray::ArrayBase<S, ndarray::Ix2>,
-    norms: &[f32],
+    norms: &[f64],
 ) {
     for (mut row, &norm) in x.axis_iter_mut(Axis(0)).zip(norms) {
-        if norm != 1.0 {
-            row.mapv_inplace(|v| v / norm);
-        }
+        row.mapv_inplace(|v| (f64::from(v) / norm) as f32);
     }
 }
 
@@ -496,8 +502,8 @@ mod tests {
             let row = base.row(5).to_owned();
             base.row_mut(dst).assign(&row);
         }
-        // The same direction at another length: x / |x| is exact for powers of two (a tie),
-        // and off by an ulp here and there for 3x (a near tie, or a tie).
+        // The same direction at another length: scores of 4x tie exactly with x's (sums and
+        // norms scale exactly by powers of two), and those of 3x are a near tie, or a tie.
         let row = base.row(10).mapv(|v| v * 4.0);
         base.row_mut(400).assign(&row);
         let row = base.row(10).mapv(|v| v * 3.0);
@@ -585,7 +591,7 @@ mod tests {
         let dim = 16;
         let base = random(400, dim, 21);
         let queries = random(30, dim, 22);
-        let norms = norms(base.view(), "base").unwrap();
+        let norms = norms(base.view(), "base", false).unwrap();
         let k = 10;
         let want = brute(&base, &queries, k);
         for (qi, q) in queries.rows().into_iter().enumerate() {
@@ -667,6 +673,39 @@ mod tests {
             assert_eq!(got[0][0], 237, "{got:?}");
             assert_eq!(got[0], got[1], "the query's length changes nothing");
         }
+    }
+
+    /// Rows at the ends of f32's range rank by their cosines: a row of subnormal values (whose
+    /// norm rounded to f32 would be off by percents: found by a review) and one whose norm
+    /// passes f32's largest value (finite values, so a cosine; refused before).
+    #[test]
+    fn tiny_and_huge_rows_rank_by_their_cosines() {
+        let tiny = 2.0 * f32::from_bits(1); // 2 x 2^-149
+        let base = ndarray::array![
+            [tiny, tiny],
+            [0.7, 0.51f32.sqrt()],
+            [3e38, 1e38],
+            [-3e38, 3e38]
+        ];
+        let queries = ndarray::array![[1.0f32, 0.0], [1.0, 1.0]];
+        let got = exact_top_k(base.view(), queries.view(), 4).unwrap();
+        // Cosines with query 0: 0.7071, 0.7, 0.9487, -0.7071; with query 1: 1, 0.99995,
+        // 0.8944, 0.
+        assert_eq!(got, vec![vec![2, 0, 1, 3], vec![0, 1, 2, 3]]);
+        // With k = 1 the tiny row must survive the GEMM's choice of candidates.
+        let two = base.slice(s![..2, ..]);
+        assert_eq!(
+            exact_top_k(two, queries.slice(s![..1, ..]), 1).unwrap(),
+            vec![vec![0]]
+        );
+        let huge = ndarray::array![[3e38f32, 3e38]];
+        let e = exact_top_k(base.view(), huge.view(), 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("query row 0") && e.contains("at most 3.4e38"),
+            "{e}"
+        );
     }
 
     /// A row and its copies scaled by powers of two have the same score, so they come out in

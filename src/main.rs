@@ -10,20 +10,26 @@ mod cli;
 fn main() -> ExitCode {
     let matches = cli::command().get_matches();
     let args = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let code = match cli::run(args, &matches) {
-        Ok(code) => code,
+    let (code, finished) = match cli::run(args, &matches) {
+        Ok(code) => (code, true),
         // A closed stdout (e.g. `bsa search ... | head`) is not an error worth reporting.
-        Err(err) if broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) if broken_pipe(&err) => (ExitCode::SUCCESS, true),
         Err(err) => {
             // Not eprintln!, which panics when stderr is gone (a closed terminal's SIGHUP).
             let _ = writeln!(std::io::stderr(), "bsa: {err:#}");
-            ExitCode::from(2)
+            (ExitCode::from(2), false)
         }
     };
-    // A command that took a Ctrl-C or SIGTERM (`cli::io::stop_on_signal`) has stopped and
-    // cleaned up, or finished just before it could stop: either way it ends by that signal, as
-    // the signal's default action would have, so that a shell stops a script running it.
-    cli::end_by_signal();
+    // A command that took a Ctrl-C or SIGTERM (`cli::io::stop_on_signal`) and stopped, having
+    // cleaned up, ends by that signal, as the signal's default action would have, so that a
+    // shell stops a script running it. One that had finished its work when the signal came
+    // (an add committed, say) says so and exits as it would have: a script that reran a
+    // command killed by a signal would add its rows twice.
+    if finished {
+        cli::note_late_signal();
+    } else {
+        cli::end_by_signal();
+    }
     code
 }
 

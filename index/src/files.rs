@@ -197,13 +197,13 @@ pub(crate) struct Section {
 
 /// A file's device and inode number: while a map holds the file, no other file gets them.
 #[cfg(unix)]
-fn identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+pub(crate) fn identity(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     Some((meta.dev(), meta.ino()))
 }
 
 #[cfg(not(unix))]
-fn identity(_: &std::fs::Metadata) -> Option<(u64, u64)> {
+pub(crate) fn identity(_: &std::fs::Metadata) -> Option<(u64, u64)> {
     None
 }
 
@@ -256,8 +256,10 @@ impl Section {
     }
 
     /// Whether `path` names the file this section maps (not a file put in its place since).
-    /// A mapped file's inode cannot be handed to another file while the map holds it, so
-    /// equal identities are the same file, whose bytes never change once published. Where
+    /// On a local file system a mapped file's inode cannot be handed to another file while the
+    /// map holds it, so equal identities are the same file, whose bytes never change once
+    /// published (a network file system's server may reuse the number for a file another
+    /// host makes). Where
     /// files have no identity to compare (outside Unix), a file still there is taken as the
     /// one mapped.
     pub(crate) fn is_at(&self, path: &Path) -> bool {

@@ -104,6 +104,8 @@ impl OpenOptions {
 /// ```
 pub struct Index {
     pub(crate) dir: PathBuf,
+    /// The directory's device and inode when the open began (Unix), for [`Index::is_at`].
+    dir_identity: Option<(u64, u64)>,
     pub(crate) manifest: Manifest,
     pub(crate) codes: Section,
     pub(crate) ids: Section,
@@ -202,11 +204,19 @@ impl Index {
         Self::open_with(dir, OpenOptions::default())
     }
 
-    /// Whether this index is the one in `dir` now: opened from there, and the codes file
-    /// there is still the one mapped (files are never rewritten once published, so the rest
-    /// is too; a directory replaced by another index's has new files).
+    /// Whether this index is the one in `dir` now: opened from there, the directory the same
+    /// one (not another put in its place, even during this index's open, which could have read
+    /// the old manifest and the new files), and the codes file there the one mapped. Files are
+    /// never rewritten once published, so the rest is the same too. Identities are inode
+    /// numbers: sound on a local file system, where a mapped file keeps its number, not on a
+    /// network one whose server may hand it to a file another host makes.
     pub(crate) fn is_at(&self, dir: &Path) -> bool {
-        self.dir == dir && self.codes.is_at(&dir.join(&self.manifest.segment().codes))
+        let same_dir = match (self.dir_identity, std::fs::metadata(dir)) {
+            (Some(then), Ok(now)) => crate::files::identity(&now) == Some(then),
+            (None, Ok(_)) => true, // no identities here (outside Unix)
+            (_, Err(_)) => false,
+        };
+        self.dir == dir && same_dir && self.codes.is_at(&dir.join(&self.manifest.segment().codes))
     }
 
     /// Opens the index directory `dir` with explicit options.
@@ -222,6 +232,10 @@ impl Index {
     /// ```
     pub fn open_with(dir: impl AsRef<Path>, options: OpenOptions) -> Result<Index> {
         let dir = dir.as_ref().to_path_buf();
+        // Before the manifest: a directory put in place of this one from here on is not it.
+        let dir_identity = std::fs::metadata(&dir)
+            .ok()
+            .and_then(|m| crate::files::identity(&m));
         let manifest = read_manifest(&dir)?;
         let mpath = dir.join(MANIFEST_FILE);
         let seg = manifest.segment().clone();
@@ -303,6 +317,7 @@ impl Index {
             .and_then(|name| crate::files::open_regular(&dir.join(name)).ok());
         let mut index = Index {
             dir,
+            dir_identity,
             manifest,
             codes,
             ids,

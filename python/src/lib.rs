@@ -1197,18 +1197,22 @@ impl Index {
     /// Moves to the directory's current generation if it is not the one searched; returns
     /// whether it moved. `own`: after this object's change, made under the writers' lock, so
     /// nothing newer can be in place; otherwise (`refresh`) a generation another thread put in
-    /// place meanwhile is kept (it was opened no earlier than this one began).
+    /// place meanwhile is not overwritten: the follow starts again from it.
     fn follow(&self, own: bool) -> bsa::Result<bool> {
-        let old = self.loaded();
-        let Some(fresh) = old.snap.reopen(OpenOptions::verify_checksums(false))? else {
-            return Ok(false);
-        };
-        let fresh = Arc::new(Loaded::new(fresh, Some(&old))?);
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if own || Arc::ptr_eq(&inner, &old) {
-            *inner = fresh;
+        let mut moved = false;
+        loop {
+            let old = self.loaded();
+            let Some(fresh) = old.snap.reopen(OpenOptions::verify_checksums(false))? else {
+                return Ok(moved);
+            };
+            let fresh = Arc::new(Loaded::new(fresh, Some(&old))?);
+            let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+            if own || Arc::ptr_eq(&inner, &old) {
+                *inner = fresh;
+                return Ok(true);
+            }
+            moved = true;
         }
-        Ok(true)
     }
 }
 

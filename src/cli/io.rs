@@ -65,7 +65,8 @@ pub fn say_waiting(dir: &std::path::Path) {
 /// that stops cleanly when it is set (`bsa build` removes its unfinished index, `bsa add`,
 /// `delete` and `compact` what they wrote before their commit); a second signal ends the
 /// process at once. Call it just before the long work: until then the signals end the process
-/// as usual. `main` then ends the process by the signal ([`end_by_signal`]).
+/// as usual. `main` then ends the process by the signal ([`end_by_signal`]) if the command
+/// stopped, or says the signal came late ([`note_late_signal`]) if it had finished.
 pub fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
     #[cfg(unix)]
     {
@@ -123,6 +124,30 @@ pub fn end_by_signal() {
             // Falls back to abort: it does not return for these signals.
             let _ = signal_hook::low_level::emulate_default_handler(*signal);
         }
+    }
+}
+
+/// `n` and `noun`, plural unless `n` is 1: "1 row", "2 rows".
+pub fn counted(n: impl Into<u64>, noun: &str) -> String {
+    match n.into() {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
+/// Says on stderr that a signal of [`stop_on_signal`]'s came too late to stop the command, which
+/// had finished (its result stands), if one came.
+pub fn note_late_signal() {
+    #[cfg(unix)]
+    if signals()
+        .seen
+        .iter()
+        .any(|(_, seen)| seen.load(Ordering::Relaxed))
+    {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"bsa: the signal came after the command had finished its work, which stands\n",
+        );
     }
 }
 

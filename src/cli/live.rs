@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::io::counted;
 use anyhow::{bail, Context};
 use bsa::live::AddSource;
 use bsa_index::live::{MergePolicy, Writer};
@@ -165,8 +166,8 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         format!("adding {} to {}", from.display(), a.index.display())
     })?;
     eprintln!(
-        "bsa: added {} rows (ids {}..={}) to {} as {}{}{}{}; generation {}",
-        r.added,
+        "bsa: added {} (ids {}..={}) to {} as {}{}{}{}; generation {}",
+        counted(r.added as u64, "row"),
         r.id_range.0,
         r.id_range.1,
         a.index.display(),
@@ -177,7 +178,11 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
             String::new()
         },
         if r.merged > 0 {
-            format!(", merging {} segments ({} rows)", r.merged, r.merged_rows)
+            format!(
+                ", merging {} ({})",
+                counted(r.merged as u64, "segment"),
+                counted(r.merged_rows as u64, "row")
+            )
         } else {
             String::new()
         },
@@ -211,7 +216,11 @@ fn open_writer(dir: &Path, verify: bool) -> anyhow::Result<Writer> {
 fn bridged_note(segments: usize, edges: usize) -> String {
     match segments {
         0 => String::new(),
-        _ => format!(", bridging {segments} segments from the largest one's graph ({edges} edges)"),
+        _ => format!(
+            ", bridging {} from the largest one's graph ({})",
+            counted(segments as u64, "segment"),
+            counted(edges as u64, "edge")
+        ),
     }
 }
 
@@ -221,15 +230,18 @@ pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
     if !r.unknown.is_empty() {
         let shown: Vec<String> = r.unknown.iter().take(10).map(u64::to_string).collect();
         eprintln!(
-            "bsa: {} ids were not in the index: {}{}",
-            r.unknown.len(),
+            "bsa: {} not in the index: {}{}",
+            match r.unknown.len() {
+                1 => "1 id was".to_string(),
+                n => format!("{n} ids were"),
+            },
             shown.join(", "),
             if r.unknown.len() > 10 { ", ..." } else { "" }
         );
     }
     eprintln!(
-        "bsa: deleted {} rows from {}; generation {}",
-        r.deleted,
+        "bsa: deleted {} from {}; generation {}",
+        counted(r.deleted as u64, "row"),
         a.index.display(),
         r.generation
     );
@@ -248,19 +260,18 @@ pub fn compact(a: &CompactArgs) -> anyhow::Result<()> {
     .with_context(|| format!("compacting {}", a.index.display()))?;
     if r.merged == 0 {
         eprintln!(
-            "bsa: {} has {} segments and no deleted rows: nothing to compact{}",
+            "bsa: {} has {} and no deleted rows: nothing to compact{}",
             a.index.display(),
-            r.segments,
+            counted(r.segments as u64, "segment"),
             bridged_note(r.bridged, r.bridge_edges)
         );
     } else {
         eprintln!(
-            "bsa: merged {} segments into {} rows (dropped {} deleted); {} segments now{}; \
-             generation {}",
-            r.merged,
-            r.rows,
+            "bsa: merged {} into {} (dropped {} deleted); {} now{}; generation {}",
+            counted(r.merged as u64, "segment"),
+            counted(r.rows as u64, "row"),
             r.dropped,
-            r.segments,
+            counted(r.segments as u64, "segment"),
             bridged_note(r.bridged, r.bridge_edges),
             r.generation
         );

@@ -69,8 +69,9 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
             index.bits(),
             if index.is_segmented() {
                 format!(
-                    " in {} segments ({deleted} deleted rows not counted), generation {}",
-                    index.segments().len(),
+                    " in {} ({} not counted), generation {}",
+                    super::io::counted(index.segments().len() as u64, "segment"),
+                    super::io::counted(deleted as u64, "deleted row"),
                     index.generation()
                 )
             } else {

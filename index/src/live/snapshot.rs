@@ -732,8 +732,9 @@ impl Snapshot {
     /// the new snapshot shares their maps, their loaded graphs and their scan layouts with this
     /// one, so the first searches after a small change do not pay to build them again, and
     /// only new segments are checked (with `options`). A directory replaced by another index
-    /// (`bsa build --force`) is opened whole: a segment is shared only while its files are the
-    /// ones this snapshot maps.
+    /// (`bsa build --force`) is opened whole: a segment is shared only while its directory and
+    /// files are the ones this snapshot opened (by inode numbers: on a network file system,
+    /// whose server may reuse them for another host's files, open the index afresh instead).
     ///
     /// ```
     /// use bsa_index::live::{NewRows, Snapshot, Writer};
