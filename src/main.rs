@@ -8,6 +8,13 @@ use clap::FromArgMatches;
 mod cli;
 
 fn main() -> ExitCode {
+    // A write past the file size limit (`ulimit -f`) fails with EFBIG, an error bsa reports and
+    // cleans up after, rather than killing the process by SIGXFSZ with its temporary files left.
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to "ignore" before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let matches = cli::command().get_matches();
     let args = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let (code, finished) = match cli::run(args, &matches) {

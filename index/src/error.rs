@@ -157,8 +157,18 @@ fn io_hint(e: &std::io::Error) -> &'static str {
     match e.kind() {
         NotFound => "; check that the path exists",
         PermissionDenied => "; check the permissions of the path and its folders",
-        StorageFull | QuotaExceeded => "; free space on its file system, or choose another",
+        StorageFull | QuotaExceeded => {
+            "; free space (or inodes) on its file system, or choose another"
+        }
         ReadOnlyFilesystem => "; its file system is read-only: choose a writable place",
+        ResourceBusy => {
+            "; it is in use (a mount point?): an output folder is replaced whole, so give a \
+             folder inside it"
+        }
+        FileTooLarge => "; past the file size limit (`ulimit -f`) or its file system's",
+        InvalidFilename => {
+            "; a name too long for its file system (temporary names add up to 20 characters)"
+        }
         _ => "",
     }
 }
@@ -205,8 +215,10 @@ mod tests {
             Error::io("idx/codes.bin", std::io::Error::from(kind)).to_string()
         };
         assert!(msg(std::io::ErrorKind::NotFound).ends_with("; check that the path exists"));
-        assert!(msg(std::io::ErrorKind::StorageFull).contains("free space on its file system"));
+        assert!(msg(std::io::ErrorKind::StorageFull).contains("free space (or inodes) on its file system"));
         assert!(msg(std::io::ErrorKind::ReadOnlyFilesystem).contains("read-only"));
+        assert!(msg(std::io::ErrorKind::ResourceBusy).contains("give a folder inside it"));
+        assert!(msg(std::io::ErrorKind::FileTooLarge).contains("ulimit -f"));
         // Nothing general to say: no advice that would mislead (a full disk is no permission).
         let other = msg(std::io::ErrorKind::Interrupted);
         assert!(

@@ -47,7 +47,7 @@ fn py_err(e: bsa::Error) -> PyErr {
     use bsa::Error as E;
     use bsa_index::Error as I;
     match &e {
-        E::Io { error, .. } | E::Index(I::Io { error, .. }) => io_err(error.kind(), e.to_string()),
+        E::Io { error, .. } | E::Index(I::Io { error, .. }) => io_err(error, e.to_string()),
         E::InvalidArgument(_)
         | E::Index(I::InvalidArgument(_))
         | E::DimMismatch { .. }
@@ -58,9 +58,15 @@ fn py_err(e: bsa::Error) -> PyErr {
     }
 }
 
-fn io_err(kind: std::io::ErrorKind, msg: String) -> PyErr {
+/// The `OSError` of `error`: with the system's error number when there is one (`e.errno ==
+/// errno.ENOSPC`; Python picks the subclass, `FileNotFoundError` for `ENOENT`), else the subclass
+/// of its kind (bsa's own errors of a kind, "no such index directory" say, have no number).
+fn io_err(error: &std::io::Error, msg: String) -> PyErr {
     use std::io::ErrorKind as K;
-    match kind {
+    if let Some(errno) = error.raw_os_error() {
+        return PyOSError::new_err((errno, msg));
+    }
+    match error.kind() {
         K::NotFound => PyFileNotFoundError::new_err(msg),
         K::AlreadyExists => PyFileExistsError::new_err(msg),
         K::PermissionDenied => PyPermissionError::new_err(msg),
@@ -1395,8 +1401,22 @@ impl Index {
         }
         // Ctrl-C stops the build (encoding, files, graph): nothing is left at `path`.
         interruptible(py, threads, Some(&dir), |stop| {
-            // The index keeps a copy of the model file: write it once, beside the build.
-            let model_dir = tempfile::tempdir().map_err(|e| bsa::Error::io("<temporary>", e))?;
+            // The index keeps a copy of the model file: write it once, beside the build where
+            // its folder exists (a full or small $TMPDIR is not the index's disk).
+            let near = (dir.parent())
+                .map(|p| {
+                    if p.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        p
+                    }
+                })
+                .filter(|p| p.is_dir());
+            let model_dir = match near {
+                Some(p) => tempfile::Builder::new().prefix(".bsa-model-").tempdir_in(p),
+                None => tempfile::tempdir(),
+            }
+            .map_err(|e| bsa::Error::io(near.unwrap_or(&std::env::temp_dir()), e))?;
             let model_file = model_dir.path().join("model.safetensors");
             let source = match (model, code_bytes) {
                 (Some(m), _) => {

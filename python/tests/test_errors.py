@@ -314,6 +314,12 @@ def test_corrupt_or_missing_index(work, tmp_path):
         bsa.Model.load(work / "model.safetensors").save(tmp_path / "missing" / "m.safetensors")
     with pytest.raises(bsa.FormatError, match="<bytes>: not a safetensors model file"):
         bsa.Model.from_bytes(b"garbage")
+    # The system's errors carry its number, for code that tells ENOENT from ENOSPC.
+    import errno
+
+    with pytest.raises(FileNotFoundError) as e:
+        bsa.Model.load(tmp_path / "no-such-model.safetensors")
+    assert e.value.errno == errno.ENOENT and "no-such-model" in str(e.value)
     truncated = (work / "model.safetensors").read_bytes()[:-4]
     with pytest.raises(bsa.FormatError, match="<bytes>"):
         bsa.Model.from_bytes(truncated)

@@ -241,3 +241,43 @@ fn signal_when(child: &mut Child, signal: &str, ready: impl Fn() -> bool) {
         .unwrap();
     assert!(kill.success());
 }
+
+/// A build past the file size limit (`ulimit -f`) is an error that names the file, exits 2 and
+/// leaves no temporary folder: SIGXFSZ is ignored, so the write fails with EFBIG instead of
+/// killing the process mid-build.
+#[test]
+fn a_build_past_the_file_size_limit_is_an_error_not_a_kill() {
+    use std::os::unix::process::CommandExt;
+    let t = TestDir::new();
+    let (n, bytes) = (20_000usize, 64usize);
+    let codes: Vec<u8> = (0..n * bytes).map(|i| (i * 7919 % 251) as u8).collect();
+    t.write(
+        "c.npy",
+        &npy_bytes("|u1", &format!("({n}, {bytes})"), &codes),
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bsa"));
+    cmd.args(["build", "--codes", "c.npy", "--out", "idx", "-q"])
+        .current_dir(t.path(""));
+    // SAFETY: setrlimit only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 512 * 1024,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            match libc::setrlimit(libc::RLIMIT_FSIZE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{:?} {stderr}", out.status);
+    assert!(stderr.contains("codes.bin: File too large"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(t.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("c.npy")], "left behind");
+}
