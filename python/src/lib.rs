@@ -1837,7 +1837,9 @@ impl Index {
     }
 
     /// What the index holds and its bytes on disk, as a dict (``bsa info --json``'s summary):
-    /// ``format_version``, ``generation``, ``bits``, ``rows`` (deleted ones included),
+    /// ``format_version``, ``generation`` (counts commits; a rebuild with ``overwrite=True`` or
+    /// ``bsa build --force`` starts again at 0, so use :meth:`refresh` to follow an index, not
+    /// this number), ``bits``, ``rows`` (deleted ones included),
     /// ``live_rows``, ``next_id``, ``vectors`` (``{"dim", "dtype"}`` or ``None``), ``norms``,
     /// ``inverted``, ``graph``, ``graph_on`` (with a graph: ``"decoded"``, ``"data"`` or
     /// ``"codes"``), ``model`` (its file name), ``segments`` (a dict per segment:

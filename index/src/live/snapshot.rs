@@ -1200,7 +1200,10 @@ impl Snapshot {
         &self.manifest_bytes
     }
 
-    /// The manifest generation this snapshot read (0 for a single-segment index).
+    /// The manifest generation this snapshot read (0 for a single-segment index). Commits
+    /// count up, but a rebuild in place (`bsa build --force`) starts again at 0: two snapshots
+    /// of one number may be of two indexes. [`is_current`](Self::is_current) tells whether a
+    /// snapshot is the directory's current one.
     ///
     /// ```
     /// use bsa_index::live::{NewRows, Snapshot, Writer};
