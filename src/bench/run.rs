@@ -349,12 +349,18 @@ pub const TIMING_RUNS: usize = 15;
 /// returns the median run's seconds. Runs of a few milliseconds on a shared machine varied
 /// 2-4x between identical benchmarks, and a search longer than the budget was one run, its
 /// first, before.
-fn timed_median<T>(mut f: impl FnMut() -> Result<T>) -> Result<(T, f64)> {
+///
+/// Ctrl-C (`stop`) ends it with [`Error::Stopped`] before any run: a slow search (ADC over dense
+/// codes) repeated for its median took half a minute to stop.
+fn timed_median<T>(stop: &AtomicBool, mut f: impl FnMut() -> Result<T>) -> Result<(T, f64)> {
+    let check = || bsa_index::check_stop(Some(stop)).map_err(Error::from);
+    check()?;
     let value = f()?;
     let mut runs = Vec::new();
     while runs.len() < TIMING_MIN_RUNS
         || (runs.len() < TIMING_RUNS && runs.iter().sum::<f64>() < TIMING_SECONDS)
     {
+        check()?;
         runs.push(timed(&mut f)?.1);
     }
     runs.sort_by(f64::total_cmp);
@@ -410,14 +416,15 @@ pub fn run_cell(
 
     let q_flat: Vec<f32> = data.queries.iter().copied().collect();
     let nq = data.queries.nrows();
-    let (q_active, q_encode_seconds) = timed_median(|| Ok(model.encode_active(data.queries)))?;
+    let (q_active, q_encode_seconds) =
+        timed_median(stop, || Ok(model.encode_active(data.queries)))?;
     let q_codes = pack::pack_set_bits(&q_active, bits)?;
     drop(q_active);
     let params = SearchParams::default();
     let qps = |seconds: f64| nq as f64 / seconds;
     // The top 100 first: it also warms the mapped codes up before the timed top-10 search.
     let top100 = index.search_flat(&q_codes, 100, &params)?;
-    let (top10, t_hamming) = timed_median(|| Ok(index.search_flat(&q_codes, 10, &params)?))?;
+    let (top10, t_hamming) = timed_median(stop, || Ok(index.search_flat(&q_codes, 10, &params)?))?;
     let truth = data.truth;
     let truth_cols = truth.iter().map(Vec::len).min().unwrap_or(0);
     let rescored = |o: usize| -> Result<f64> {
@@ -425,12 +432,13 @@ pub fn run_cell(
         Ok(recall_at_k(&ids(&r), truth, 10))
     };
     check()?;
-    let (_, t_rescored) = timed_median(|| {
+    let (_, t_rescored) = timed_median(stop, || {
         let c = index.search_flat(&q_codes, 40, &params)?;
         Ok(index.rescore_hits(&q_flat, &c, 10)?)
     })?;
-    let (cosine, t_cosine) =
-        timed_median(|| Ok(index.search_flat_scored(&q_codes, 10, &Score::Cosine, &params)?))?;
+    let (cosine, t_cosine) = timed_median(stop, || {
+        Ok(index.search_flat_scored(&q_codes, 10, &Score::Cosine, &params)?)
+    })?;
     // One ADC search for the top 40 gives both the top 10 (its prefix: the order is total) and
     // the candidates to rescore; a flat scan costs the same for 10 or 40. The tables are part of
     // its cost. ADC reads every set bit of every code, so over dense codes (sign, LSH) it is by
@@ -443,7 +451,7 @@ pub fn run_cell(
     let adc_codes = &q_codes[..adc_nq * index.words_per_code()];
     let adc_truth = &truth[..adc_nq];
     let adc_qps = |seconds: f64| adc_nq as f64 / seconds;
-    let (adc40, t_adc) = timed_median(|| {
+    let (adc40, t_adc) = timed_median(stop, || {
         let (tables, offsets) = model.adc_tables(adc_queries);
         let score = Score::Table {
             tables: &tables,
@@ -454,13 +462,15 @@ pub fn run_cell(
     })?;
     check()?;
     let adc10 = prefix(&adc40, 10);
-    let (adc_rescored, t_rescore) =
-        timed_median(|| Ok(index.rescore_hits(&q_flat[..adc_nq * dim], &adc40, 10)?))?;
+    let (adc_rescored, t_rescore) = timed_median(stop, || {
+        Ok(index.rescore_hits(&q_flat[..adc_nq * dim], &adc40, 10)?)
+    })?;
     let t_adc_rescored = t_adc + t_rescore;
     let inverted = if lists {
-        let ((hits, stats), t_h) =
-            timed_median(|| Ok(index.search_inverted(&q_codes, 10, &Score::Hamming, &params)?))?;
-        let ((adc_inv, _), t_a) = timed_median(|| {
+        let ((hits, stats), t_h) = timed_median(stop, || {
+            Ok(index.search_inverted(&q_codes, 10, &Score::Hamming, &params)?)
+        })?;
+        let ((adc_inv, _), t_a) = timed_median(stop, || {
             let (tables, offsets) = model.adc_tables(adc_queries);
             let score = Score::Table {
                 tables: &tables,
@@ -587,8 +597,8 @@ fn hnsw_sweep(
     for ef in HNSW_EFS {
         bsa_index::check_stop(Some(stop))?;
         let p = SearchParams::default().with_ef_search(Some(ef));
-        let (hits, t) = timed_median(|| Ok(index.search_hnsw(q_codes, 10, &p)?))?;
-        let (rescored, t_r) = timed_median(|| {
+        let (hits, t) = timed_median(stop, || Ok(index.search_hnsw(q_codes, 10, &p)?))?;
+        let (rescored, t_r) = timed_median(stop, || {
             let c = index.search_hnsw(q_codes, 40, &p)?;
             Ok(index.rescore_hits(q_flat, &c, 10)?)
         })?;

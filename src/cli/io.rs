@@ -108,7 +108,7 @@ fn install(s: &'static Signals) -> std::io::Result<()> {
         // Not eprintln!, which panics when stderr is gone (a closed terminal's SIGHUP).
         let _ = std::io::Write::write_all(
             &mut std::io::stderr(),
-            b"\nbsa: stopping; removing what is unfinished (Ctrl-C again to quit at once)\n",
+            b"\nbsa: stopping; removing what is unfinished (the signal again, Ctrl-C say, quits at once)\n",
         );
     });
     Ok(())
