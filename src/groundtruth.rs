@@ -152,12 +152,17 @@ fn top_k(
             "block sizes must be positive".into(),
         ));
     }
-    let base_norms = norms(base, "base", false)?;
-    // Queries enter the f32 GEMM as they are: their norms must fit f32 for its scores to.
-    norms(queries, "query", true)?;
+    let base_norms = norms(base, "base")?;
+    let query_norms = norms(queries, "query")?;
+    // The GEMM's scores reach a query's norm, which f32 may not hold: queries beyond 2^32 enter
+    // it scaled by a power of two (exact, bar components that become subnormal, which the
+    // margin's underflow term covers). A query's scale does not change its order, and the
+    // final f64 scores use the queries as given.
+    let scaled = scaled_queries(queries, &query_norms);
+    let gemm_queries = scaled.as_ref().map_or(queries, |q| q.view());
 
     let nq = queries.nrows();
-    let mut tops: Vec<TopK> = queries
+    let mut tops: Vec<TopK> = gemm_queries
         .axis_iter(Axis(0))
         .map(|q| TopK::new(k, margin(q)))
         .collect();
@@ -169,7 +174,7 @@ fn top_k(
     let mut base_block = Array2::<f32>::zeros((bb, dim));
     for q0 in (0..nq).step_by(qb) {
         let q1 = (q0 + qb).min(nq);
-        let q = queries.slice(s![q0..q1, ..]);
+        let q = gemm_queries.slice(s![q0..q1, ..]);
         for b0 in (0..n).step_by(bb) {
             let b1 = (b0 + bb).min(n);
             let mut bblk = base_block.slice_mut(s![..b1 - b0, ..]);
@@ -241,10 +246,24 @@ fn score_f64(q: ArrayView1<f32>, b: ArrayView1<f32>, norm: f64) -> f64 {
     s / norm
 }
 
+/// `queries` with the rows whose norm passes 2^32 divided by a power of two that brings it to at
+/// most 1 (`None` when no row does).
+fn scaled_queries(queries: ArrayView2<f32>, norms: &[f64]) -> Option<Array2<f32>> {
+    let big = |n: f64| n > 2f64.powi(32);
+    if !norms.iter().any(|&n| big(n)) {
+        return None;
+    }
+    let mut q = queries.to_owned();
+    for (mut row, &n) in q.axis_iter_mut(Axis(0)).zip(norms).filter(|(_, &n)| big(n)) {
+        let f = 2f64.powi(-(n.log2().ceil() as i32));
+        row.mapv_inplace(|v| (f64::from(v) * f) as f32);
+    }
+    Some(q)
+}
+
 /// L2 norms of the rows in `f64` (sums of squares left to right, which neither overflow nor
-/// underflow for `f32` values), each checked positive and finite, and with `fits_f32` also
-/// finite as an `f32`.
-fn norms(x: ArrayView2<f32>, what: &str, fits_f32: bool) -> Result<Vec<f64>> {
+/// underflow for `f32` values), each checked positive and finite.
+fn norms(x: ArrayView2<f32>, what: &str) -> Result<Vec<f64>> {
     x.axis_iter(Axis(0))
         .enumerate()
         .map(|(i, row)| {
@@ -253,17 +272,11 @@ fn norms(x: ArrayView2<f32>, what: &str, fits_f32: bool) -> Result<Vec<f64>> {
                 .map(|&v| f64::from(v) * f64::from(v))
                 .sum::<f64>()
                 .sqrt();
-            if norm > 0.0 && norm.is_finite() && (!fits_f32 || (norm as f32).is_finite()) {
+            if norm > 0.0 && norm.is_finite() {
                 Ok(norm)
             } else {
                 Err(Error::InvalidArgument(format!(
-                    "{what} row {i} has L2 norm {norm}; cosine similarity needs nonzero rows of \
-                     finite norm{}",
-                    if fits_f32 {
-                        " (at most 3.4e38, float32's largest)"
-                    } else {
-                        ""
-                    }
+                    "{what} row {i} has L2 norm {norm}; cosine similarity needs nonzero, finite rows"
                 )))
             }
         })
@@ -591,7 +604,7 @@ mod tests {
         let dim = 16;
         let base = random(400, dim, 21);
         let queries = random(30, dim, 22);
-        let norms = norms(base.view(), "base", false).unwrap();
+        let norms = norms(base.view(), "base").unwrap();
         let k = 10;
         let want = brute(&base, &queries, k);
         for (qi, q) in queries.rows().into_iter().enumerate() {
@@ -698,14 +711,28 @@ mod tests {
             exact_top_k(two, queries.slice(s![..1, ..]), 1).unwrap(),
             vec![vec![0]]
         );
-        let huge = ndarray::array![[3e38f32, 3e38]];
-        let e = exact_top_k(base.view(), huge.view(), 1)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("query row 0") && e.contains("at most 3.4e38"),
-            "{e}"
-        );
+        // Queries of any finite values rank rows by their directions (the GEMM takes them
+        // scaled by a power of two: as they are, its f32 scores can overflow to inf, and a
+        // review found a best row dropped so).
+        let huge = ndarray::array![[3e38f32, 1e38], [3.3589181e38, 5.4486396e37]];
+        let got = exact_top_k(base.view(), huge.view(), 1).unwrap();
+        assert_eq!(got[0], vec![2]);
+        // A query of norm just under f32's largest, its own direction among near ones.
+        let q = huge.row(1).to_owned();
+        let norm = q.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+        let own = q.mapv(|v| (f64::from(v) / norm) as f32);
+        let mut near = Array2::<f32>::zeros((40, 2));
+        for (i, mut row) in near.axis_iter_mut(Axis(0)).enumerate() {
+            let t = (i as f64 - 20.0) * 1e-4;
+            let (c, s) = (t.cos(), t.sin());
+            let (x, y) = (f64::from(own[0]), f64::from(own[1]));
+            row.assign(&ndarray::array![
+                (c * x - s * y) as f32,
+                (s * x + c * y) as f32
+            ]);
+        }
+        let top = exact_top_k(near.view(), huge.slice(s![1.., ..]), 1).unwrap();
+        assert_eq!(top, vec![vec![20]], "the query's own direction, row 20");
     }
 
     /// A row and its copies scaled by powers of two have the same score, so they come out in

@@ -847,7 +847,7 @@ impl<'a> IndexBuilder<'a> {
         if let Some(src) = &self.model {
             let file = format!("model{}", sanitized_extension(src));
             let dst = tmp_path.join(&file);
-            copy_file(src, &dst)?;
+            crate::files::copy_file(src, &dst)?;
             sync_file(&dst)?;
             files.insert(file.clone(), crc_of_file(&dst)?);
             model_info = Some(ModelInfo {
@@ -1444,24 +1444,6 @@ fn lock_writers(
 
 /// Seed of the native graph's level draw (fixed: the same vectors give the same graph).
 const GRAPH_SEED: u64 = 0x6273_612d_6772_6170;
-
-/// Copies `src` to a new file `dst`, an error naming the file that failed: the source for a
-/// read, the copy for a write (a full disk is the copy's, not the model's).
-fn copy_file(src: &Path, dst: &Path) -> Result<()> {
-    use std::io::Read;
-    let mut from = File::open(src).map_err(|e| Error::io(src, e))?;
-    let mut to = File::create(dst).map_err(|e| Error::io(dst, e))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(src, e)),
-        };
-        to.write_all(&buf[..n]).map_err(|e| Error::io(dst, e))?;
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -162,8 +162,8 @@ fn io_hint(e: &std::io::Error) -> &'static str {
         }
         ReadOnlyFilesystem => "; its file system is read-only: choose a writable place",
         ResourceBusy => {
-            "; it is in use (a mount point?): an output folder is replaced whole, so give a \
-             folder inside it"
+            "; it is busy: if it is a mount point, give a folder inside it (an output folder \
+             is replaced whole)"
         }
         FileTooLarge => "; past the file size limit (`ulimit -f`) or its file system's",
         InvalidFilename => {

@@ -589,6 +589,24 @@ fn still_at(f: &File, path: &Path) -> bool {
     }
 }
 
+/// Copies `src` to a new file `dst`, an error naming the file that failed: the source for a
+/// read, the copy for a write (a full disk is the copy's, not the model's).
+pub(crate) fn copy_file(src: &Path, dst: &Path) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut from = File::open(src).map_err(|e| Error::io(src, e))?;
+    let mut to = File::create(dst).map_err(|e| Error::io(dst, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(src, e)),
+        };
+        to.write_all(&buf[..n]).map_err(|e| Error::io(dst, e))?;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

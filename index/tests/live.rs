@@ -1156,7 +1156,18 @@ fn a_missing_segment_is_named_with_the_manifest_listing_it() {
 #[test]
 fn changes_leave_a_users_files_in_the_index_directory_alone() {
     let (_dir, path, mut rng) = codes_index(16, 20);
-    let theirs = ["NOTES.txt", "mydata.npy", "seg-backup/old.npy", ".hidden"];
+    // Names like bsa's too: a file the single-segment format would have (this index has no
+    // vectors), a folder of a year, deletes and bridge files of no segment.
+    let theirs = [
+        "NOTES.txt",
+        "mydata.npy",
+        "seg-backup/old.npy",
+        ".hidden",
+        "vectors.bin",
+        "seg-2024/report.txt",
+        "deletes-old.bin",
+        "bridge-notes.bin",
+    ];
     for f in theirs {
         let p = path.join(f);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -1194,9 +1205,9 @@ fn changes_leave_a_users_files_in_the_index_directory_alone() {
     assert_eq!(snap.len(), 20);
 }
 
-/// A `LOCK` file removed while a writer holds it lets a second writer in. The first to commit
-/// wins; the other's commit is refused, saying why, and removes nothing of the winner's: the
-/// index opens and holds exactly the winner's change.
+/// A `LOCK` file removed while a writer holds it lets a second writer in. The writer whose lock
+/// file went refuses its changes from then on, saying why, and removes nothing of the other's:
+/// the index opens and holds exactly the other writer's change.
 #[test]
 fn a_writer_whose_lock_file_was_removed_does_not_commit() {
     let (_dir, path, mut rng) = codes_index(17, 20);

@@ -183,7 +183,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         );
     }
     for line in &notes {
-        eprintln!("bsa: note: {line}");
+        errln!("bsa: note: {line}");
     }
     let settings = Settings {
         preset,
@@ -253,7 +253,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             (t, p.display().to_string())
         }
         None => {
-            eprintln!("bsa: computing exact ground truth...");
+            errln!("bsa: computing exact ground truth...");
             let truth = bsa::bench::ground_truth(base.view(), queries.view(), &stop)?;
             // The top 100, or the whole base when it has fewer rows.
             let k = truth.first().map_or(0, Vec::len);
@@ -285,7 +285,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                 a.out.display()
             );
         }
-        eprintln!(
+        errln!(
             "bsa: {} of {} cells finished in {}; reporting those",
             done.len(),
             cells.len(),
@@ -336,7 +336,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         if !pb.is_hidden() {
             pb.println(line);
         } else if !a.quiet {
-            eprintln!("{line}");
+            errln!("{line}");
         }
         // The histograms show the paper's BSA at its headline size, or else the first BSA cell
         // (or else the first trained one).
@@ -385,7 +385,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             .zip(hist_label.as_deref())
             .map(|((_, s), l)| (l, s)),
     )?;
-    eprintln!(
+    errln!(
         "bsa: {} cells in {:.1}s; wrote {}/results.json, report.md and plots",
         results.len(),
         info.total_seconds,
@@ -429,7 +429,7 @@ fn remove_killed_benches_work() {
         let marker = std::fs::File::open(e.path().join(WORK_MARKER));
         let dead = marker.is_ok_and(|f| f.try_lock().is_ok());
         if dead && std::fs::remove_dir_all(e.path()).is_ok() {
-            eprintln!(
+            errln!(
                 "bsa: note: removed {}, left by a bench that was killed",
                 e.path().display()
             );

@@ -174,7 +174,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     if a.hnsw_on == Some(GraphOn::Data) && !a.vectors && a.model.is_some() {
         // Allowed (a static index need not keep its floats), but the index cannot change well.
         // (Without a model the build refuses such a graph: no advice before that error.)
-        eprintln!(
+        errln!(
             "bsa: warning: the graph is built on the data, which the index will not keep \
              (no --vectors): segments added later never merge and `bsa compact` cannot \
              rebuild it; build with --vectors to keep them"
@@ -206,7 +206,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     )
     .with_context(|| format!("building {} from {}", a.out.display(), inputs.join(" and ")))?;
     pb.finish_and_clear();
-    eprintln!(
+    errln!(
         "bsa: built {} with {} codes of {} bits{}",
         a.out.display(),
         built.n,
@@ -224,7 +224,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 /// ([`bsa_index::build_leftovers`]); they are not removed (another build may be writing one).
 fn note_leftovers(out: &std::path::Path) {
     for left in bsa_index::build_leftovers(out) {
-        eprintln!("bsa: note: {}", bsa_index::leftover_advice(&left, out));
+        errln!("bsa: note: {}", bsa_index::leftover_advice(&left, out));
     }
 }
 

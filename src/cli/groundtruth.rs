@@ -99,7 +99,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             "seconds": seconds,
         }))?;
     } else {
-        eprintln!(
+        errln!(
             "bsa: exact top-{} of {} queries over {} base vectors in {:.1}s; wrote {}",
             a.k,
             queries.n(),

@@ -54,7 +54,7 @@ pub fn expect_same_dim(
 /// Says on stderr that a change of the index `dir` waits for another writer's lock (a wait
 /// behind a long compaction looks like a hang otherwise).
 pub fn say_waiting(dir: &std::path::Path) {
-    eprintln!(
+    errln!(
         "bsa: waiting for another writer of {} to finish (an add, delete, compact or build \
          --force holds its lock)",
         dir.display()
@@ -185,7 +185,7 @@ fn signals() -> &'static Signals {
 /// packed ones would have other bits set somewhere.
 pub fn warn_if_unpacked(path: &std::path::Path, rows: usize, cols: usize, bytes: &[u8]) {
     if cols > 1 && rows * cols >= 64 && bytes.iter().all(|&b| b <= 1) {
-        eprintln!(
+        errln!(
             "bsa: warning: every byte of {} is 0 or 1: if these are bits, one per byte, pack them \
              (np.packbits(x, axis=1, bitorder=\"little\")); as given they are {}-bit codes",
             path.display(),

@@ -165,11 +165,13 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         let from = a.data.as_ref().or(a.codes.as_ref()).expect("checked above");
         format!("adding {} to {}", from.display(), a.index.display())
     })?;
-    eprintln!(
-        "bsa: added {} (ids {}..={}) to {} as {}{}{}{}; generation {}",
+    errln!(
+        "bsa: added {} ({}) to {} as {}{}{}{}; generation {}",
         counted(r.added as u64, "row"),
-        r.id_range.0,
-        r.id_range.1,
+        match r.id_range {
+            (a, b) if a == b => format!("id {a}"),
+            (a, b) => format!("ids {a}..={b}"),
+        },
         a.index.display(),
         r.segment,
         if r.replaced > 0 {
@@ -229,7 +231,7 @@ pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
     let r = open_writer(&a.index, !a.check.no_verify)?.delete(&ids)?;
     if !r.unknown.is_empty() {
         let shown: Vec<String> = r.unknown.iter().take(10).map(u64::to_string).collect();
-        eprintln!(
+        errln!(
             "bsa: {} not in the index: {}{}",
             match r.unknown.len() {
                 1 => "1 id was".to_string(),
@@ -239,7 +241,7 @@ pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
             if r.unknown.len() > 10 { ", ..." } else { "" }
         );
     }
-    eprintln!(
+    errln!(
         "bsa: deleted {} from {}; generation {}",
         counted(r.deleted as u64, "row"),
         a.index.display(),
@@ -259,14 +261,14 @@ pub fn compact(a: &CompactArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("compacting {}", a.index.display()))?;
     if r.merged == 0 {
-        eprintln!(
+        errln!(
             "bsa: {} has {} and no deleted rows: nothing to compact{}",
             a.index.display(),
             counted(r.segments as u64, "segment"),
             bridged_note(r.bridged, r.bridge_edges)
         );
     } else {
-        eprintln!(
+        errln!(
             "bsa: merged {} into {} (dropped {} deleted); {} now{}; generation {}",
             counted(r.merged as u64, "segment"),
             counted(r.rows as u64, "row"),

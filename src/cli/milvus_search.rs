@@ -264,7 +264,7 @@ mod with_milvus {
         }
         let seconds = started.elapsed().as_secs_f64();
         if unproven > 0 {
-            eprintln!(
+            errln!(
                 "bsa: warning: for {unproven} of {nq} queries the ADC top-{fetch} is not proven exact \
                  ({MAX_LIMIT} candidates were not enough); use --rescore or a larger --k"
             );

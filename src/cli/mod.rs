@@ -17,6 +17,16 @@ macro_rules! outln {
     }};
 }
 
+/// `eprintln!` that ignores a closed stderr (a terminal closed under the command, its SIGHUP
+/// caught): `eprintln!` panics there, and a change already committed would exit 101 as if it
+/// had failed, for a wrapper to make it again.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod bench;
 mod build;
 mod demo;

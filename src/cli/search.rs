@@ -86,7 +86,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             .filter(|&&id| usize::try_from(id).map_or(true, |id| id >= lines.len()))
             .count();
         if unlabelled > 0 {
-            eprintln!(
+            errln!(
                 "bsa: warning: {} has {} lines, but {unlabelled} neighbours have ids past them \
                  (printed as <no label>): is it the labels file of this index?",
                 path.display(),
@@ -109,7 +109,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         for (key, value) in found.stats {
             st[key] = value;
         }
-        eprintln!("{st}");
+        errln!("{st}");
     }
     Ok(())
 }

@@ -76,7 +76,7 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             .filter(|&&id| index.find_id(id).is_none())
             .count();
         if unknown > 0 {
-            eprintln!(
+            errln!(
                 "bsa: warning: {unknown} of the {} ids in {} are not live in {} (never added \
                  or deleted); only the others can be returned",
                 ids.len(),

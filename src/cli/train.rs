@@ -623,7 +623,7 @@ fn finish(a: &Args, summary: &serde_json::Value, message: String) -> anyhow::Res
     if a.json {
         super::io::print_json(summary)
     } else {
-        eprintln!("bsa: {message}");
+        errln!("bsa: {message}");
         Ok(())
     }
 }

@@ -38,18 +38,18 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         Ok(i) => i,
         Err(e) if unreadable(&e, &a.index) => return Err(e.into()),
         Err(e) => {
-            eprintln!("bsa: {e}");
+            errln!("bsa: {e}");
             return Ok(ExitCode::from(1));
         }
     };
     if let Err(e) = index.verify() {
-        eprintln!("bsa: {e}");
+        errln!("bsa: {e}");
         return Ok(ExitCode::from(1));
     }
     // The model's checksum is the manifest's word for it; loading it checks that it is a model
     // and that it fits the index, which searches with float queries rely on.
     if let Err(e) = bsa::query::index_model(&index) {
-        eprintln!("bsa: {e}");
+        errln!("bsa: {e}");
         return Ok(ExitCode::from(1));
     }
     if a.json {

@@ -55,9 +55,14 @@ impl Snapshot {
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
             }
-            std::fs::copy(&from, &to).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => self.superseded(Error::io(&from, e)),
-                _ => Error::io(&to, e),
+            // A source gone is a writer's removal; other errors name the side that failed.
+            crate::files::copy_file(&from, &to).map_err(|e| match &e {
+                Error::Io { path, error }
+                    if *path == from && error.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    self.superseded(e)
+                }
+                _ => e,
             })?;
             sync_file(&to)?;
         }

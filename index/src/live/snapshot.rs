@@ -1120,7 +1120,7 @@ impl Snapshot {
     /// index; the [`generation`](Self::generation) number alone cannot tell, as a rebuilt index
     /// starts again at 0, and one of the same shape can have equal manifests: the files each
     /// segment maps are checked to be still in place too). One read of the root manifest and
-    /// a look at one file per segment: a server can ask before a batch of queries, or call
+    /// a look at each segment's folder and codes file: a server can ask before a batch of queries, or call
     /// [`reopen`](Self::reopen), which asks this first (a snapshot it holds keeps answering
     /// from its own generation meanwhile).
     ///

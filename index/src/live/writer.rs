@@ -1607,7 +1607,8 @@ impl Writer {
             return Err(Error::InvalidArgument(format!(
                 "{}: the lock file was removed or replaced while this writer held it, so another \
                  writer may be changing the index at the same time; nothing was committed. Check \
-                 that no other bsa process writes to it, then make the change again",
+                 that no other bsa process writes to it, then open the index again and make the \
+                 change",
                 lock.display()
             )));
         }
@@ -1670,7 +1671,7 @@ impl Writer {
         for f in v1.files.keys().map(String::as_str).chain([MANIFEST_FILE]) {
             let (src, dst) = (self.dir.join(f), tmp.join(f));
             if fs::hard_link(&src, &dst).is_err() {
-                fs::copy(&src, &dst).map_err(|e| Error::io(&src, e))?;
+                crate::files::copy_file(&src, &dst)?;
                 sync_file(&dst)?;
             }
         }
@@ -1713,7 +1714,8 @@ impl Writer {
         for e in entries {
             let e = e.map_err(|e| Error::io(&self.dir, e))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if keep.contains(&name) || !is_writers_name(&name) {
+            let leftover = self.v1.is_none() && is_first_segments_leftover(&self.dir, &name);
+            if keep.contains(&name) || !(is_writers_name(&name) || leftover) {
                 continue;
             }
             let p = e.path();
@@ -1729,10 +1731,53 @@ impl Writer {
 }
 
 /// Whether `name` is one bsa's writers give an entry of the index directory: a segment
-/// (`seg-` and digits), a deletes or bridge file, a temporary one of these or of the manifest,
-/// or a file of the single-segment format, which the first change moves into `seg-000000/`
-/// (its model file stays named by the new manifest).
+/// (`seg-` and six or more digits), a deletes or bridge file (`deletes-SEG-gN.bin`,
+/// `bridge-SEG-from-SEG-gN.bin`), or a temporary one of these or of the manifest
+/// (`.NAME.tmp-...`). Names of the single-segment format's files are not among them: after
+/// the first change they are removed only as what they are, links to `seg-000000/`'s files
+/// ([`is_first_segments_leftover`]).
 fn is_writers_name(name: &str) -> bool {
+    if let Some((base, _)) = name.strip_prefix('.').and_then(|t| t.split_once(".tmp-")) {
+        return base == MANIFEST_FILE || is_writers_name(base);
+    }
+    let generation = |s: &str| s.strip_prefix('g').is_some_and(digits);
+    if let Some(rest) = name
+        .strip_prefix("deletes-")
+        .and_then(|r| r.strip_suffix(".bin"))
+    {
+        return rest
+            .rsplit_once('-')
+            .is_some_and(|(seg, g)| is_segment(seg) && generation(g));
+    }
+    if let Some(rest) = name
+        .strip_prefix("bridge-")
+        .and_then(|r| r.strip_suffix(".bin"))
+    {
+        return rest.rsplit_once('-').is_some_and(|(pair, g)| {
+            generation(g)
+                && pair
+                    .split_once("-from-")
+                    .is_some_and(|(a, b)| is_segment(a) && is_segment(b))
+        });
+    }
+    is_segment(name)
+}
+
+/// `seg-` and six or more digits ([`segment_name`]).
+fn is_segment(name: &str) -> bool {
+    name.strip_prefix("seg-")
+        .is_some_and(|d| d.len() >= 6 && digits(d))
+}
+
+fn digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether the root entry `name` of the segmented index `dir` is a file the first change left
+/// behind: a single-segment file that `seg-000000/` holds as a hard link to the same inode
+/// (a user's file of that name is another inode, and stays; so does a leftover of a first
+/// change that had to copy, where links fail).
+fn is_first_segments_leftover(dir: &Path, name: &str) -> bool {
     const SINGLE_SEGMENT_FILES: [&str; 10] = [
         "codes.bin",
         "ids.bin",
@@ -1745,16 +1790,16 @@ fn is_writers_name(name: &str) -> bool {
         "hnsw.hnsw.graph",
         "hnsw.hnsw.data",
     ];
-    // A temporary file or directory is `.NAME.tmp-PID` (and a suffix) of a name below.
-    if let Some((base, _)) = name.strip_prefix('.').and_then(|t| t.split_once(".tmp-")) {
-        return base == MANIFEST_FILE || is_writers_name(base);
+    if !SINGLE_SEGMENT_FILES.contains(&name) {
+        return false;
     }
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let bin = |prefix: &str| name.starts_with(prefix) && name.ends_with(".bin");
-    name.strip_prefix("seg-").is_some_and(digits)
-        || bin("deletes-")
-        || bin("bridge-")
-        || SINGLE_SEGMENT_FILES.contains(&name)
+    let id = |p: &Path| {
+        fs::symlink_metadata(p)
+            .ok()
+            .and_then(|m| crate::files::identity(&m))
+    };
+    let linked = dir.join(segment_name(0)).join(name);
+    id(&dir.join(name)).is_some_and(|a| Some(a) == id(&linked))
 }
 
 #[cfg(test)]
@@ -1771,14 +1816,19 @@ mod tests {
             "deletes-seg-000001-g4.bin",
             ".deletes-seg-000001-g4.bin.tmp-9",
             "bridge-seg-000002-from-seg-000000-g5.bin",
-            "codes.bin",
-            "hnsw.hnsw.data",
+            "seg-1234567",
         ] {
             assert!(is_writers_name(ours), "{ours}");
         }
         for theirs in [
             "seg-backup",
             "seg-",
+            "seg-2024",
+            "deletes-old.bin",
+            "bridge-notes.bin",
+            "deletes-seg-000001.bin",
+            "codes.bin",
+            "vectors.bin",
             "notes.txt",
             "mydata.npy",
             ".hidden",
