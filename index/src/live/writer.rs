@@ -1584,11 +1584,20 @@ impl Writer {
         // Committed: readers open the new generation from here on, so the writer is at it too,
         // whatever fails below (a retry must not repeat the change).
         self.manifest = next;
-        self.v1 = None;
+        // The single-segment files this first change moved into `seg-000000/` (as links), which
+        // the root no longer needs: removed by name here, as only this commit knows them.
+        let moved: Vec<String> = match self.v1.take() {
+            Some(v1) => v1.files.into_keys().collect(),
+            None => Vec::new(),
+        };
         if let Some(old) = self.snapshot.take() {
             self.kept = old.kept_segments(|name| names.contains(name));
         }
         sync_dir(&self.dir)?;
+        let model = self.manifest.model.as_ref().map(|m| m.file.as_str());
+        for f in moved.iter().filter(|f| Some(f.as_str()) != model) {
+            let _ = fs::remove_file(self.dir.join(f));
+        }
         // The change is made: a file the old generation named that cannot be removed now is
         // removed by the next writer's open (an error here would read as a change not made).
         let _ = self.collect_garbage();
@@ -1734,7 +1743,7 @@ impl Writer {
 /// (`seg-` and six or more digits), a deletes or bridge file (`deletes-SEG-gN.bin`,
 /// `bridge-SEG-from-SEG-gN.bin`), or a temporary one of these or of the manifest
 /// (`.NAME.tmp-...`). Names of the single-segment format's files are not among them: after
-/// the first change they are removed only as what they are, links to `seg-000000/`'s files
+/// the first change they are removed only as what they are, bsa's files by their first bytes
 /// ([`is_first_segments_leftover`]).
 fn is_writers_name(name: &str) -> bool {
     if let Some((base, _)) = name.strip_prefix('.').and_then(|t| t.split_once(".tmp-")) {
@@ -1774,11 +1783,12 @@ fn digits(s: &str) -> bool {
 }
 
 /// Whether the root entry `name` of the segmented index `dir` is a file the first change left
-/// behind: a single-segment file that `seg-000000/` holds as a hard link to the same inode
-/// (a user's file of that name is another inode, and stays; so does a leftover of a first
-/// change that had to copy, where links fail).
+/// behind (killed between its commit and its clean-up): a single-segment file of bsa's, by its
+/// name and, for the binary files, bsa's magic at its start (a user's `vectors.bin` of numpy
+/// values stays). The segment it moved into may be merged away by then, so the name and the
+/// bytes are all there is to go by.
 fn is_first_segments_leftover(dir: &Path, name: &str) -> bool {
-    const SINGLE_SEGMENT_FILES: [&str; 10] = [
+    const SINGLE_SEGMENT_FILES: [&str; 8] = [
         "codes.bin",
         "ids.bin",
         "vectors.bin",
@@ -1787,19 +1797,19 @@ fn is_first_segments_leftover(dir: &Path, name: &str) -> bool {
         "sparse.bin",
         "bitmaps.bin",
         "graph.bin",
-        "hnsw.hnsw.graph",
-        "hnsw.hnsw.data",
     ];
+    if name == "hnsw.hnsw.graph" || name == "hnsw.hnsw.data" {
+        return true;
+    }
     if !SINGLE_SEGMENT_FILES.contains(&name) {
         return false;
     }
-    let id = |p: &Path| {
-        fs::symlink_metadata(p)
-            .ok()
-            .and_then(|m| crate::files::identity(&m))
-    };
-    let linked = dir.join(segment_name(0)).join(name);
-    id(&dir.join(name)).is_some_and(|a| Some(a) == id(&linked))
+    let mut magic = [0u8; 4];
+    let read = fs::File::open(dir.join(name)).and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut magic)
+    });
+    read.is_ok() && &magic == b"BSA\0"
 }
 
 #[cfg(test)]
