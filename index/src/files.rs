@@ -207,6 +207,16 @@ pub(crate) fn identity(_: &std::fs::Metadata) -> Option<(u64, u64)> {
     None
 }
 
+/// Whether `path` still names the file or directory whose [`identity`] was `then` (not another
+/// put in its place). Where there are no identities to compare (outside Unix), anything still
+/// at `path` is taken as it.
+pub(crate) fn still_names(then: Option<(u64, u64)>, path: &Path) -> bool {
+    match std::fs::metadata(path) {
+        Ok(now) => then.is_none() || identity(&now) == then,
+        Err(_) => false,
+    }
+}
+
 impl Section {
     /// Maps `path`, checks its header against `kind` and its length against the manifest entry.
     pub(crate) fn open(path: PathBuf, kind: FileKind, info: &FileInfo) -> Result<Section> {
@@ -259,14 +269,9 @@ impl Section {
     /// On a local file system a mapped file's inode cannot be handed to another file while the
     /// map holds it, so equal identities are the same file, whose bytes never change once
     /// published (a network file system's server may reuse the number for a file another
-    /// host makes). Where
-    /// files have no identity to compare (outside Unix), a file still there is taken as the
-    /// one mapped.
+    /// host makes).
     pub(crate) fn is_at(&self, path: &Path) -> bool {
-        match std::fs::metadata(path) {
-            Ok(now) => self.identity.is_none() || identity(&now) == self.identity,
-            Err(_) => false,
-        }
+        still_names(self.identity, path)
     }
 
     /// The payload bytes (after the header).
@@ -485,16 +490,7 @@ fn held_locks(
 
 /// The identity of an open file (device, inode) where the platform has one.
 fn file_key(f: &File) -> Option<(u64, u64)> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        f.metadata().ok().map(|m| (m.dev(), m.ino()))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = f;
-        None
-    }
+    f.metadata().ok().and_then(|m| identity(&m))
 }
 
 /// Waits for and takes the writers' lock of the index directory `dir` (its `LOCK` file,
@@ -574,19 +570,7 @@ pub(crate) fn lock_dir(
 
 /// Whether the open file `f` is still the file at `path`.
 fn still_at(f: &File, path: &Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        match (f.metadata(), std::fs::metadata(path)) {
-            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-            _ => false,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (f, path);
-        true
-    }
+    still_names(file_key(f), path)
 }
 
 /// Copies `src` to a new file `dst`, an error naming the file that failed: the source for a

@@ -211,12 +211,9 @@ impl Index {
     /// numbers: sound on a local file system, where a mapped file keeps its number, not on a
     /// network one whose server may hand it to a file another host makes.
     pub(crate) fn is_at(&self, dir: &Path) -> bool {
-        let same_dir = match (self.dir_identity, std::fs::metadata(dir)) {
-            (Some(then), Ok(now)) => crate::files::identity(&now) == Some(then),
-            (None, Ok(_)) => true, // no identities here (outside Unix)
-            (_, Err(_)) => false,
-        };
-        self.dir == dir && same_dir && self.codes.is_at(&dir.join(&self.manifest.segment().codes))
+        self.dir == dir
+            && crate::files::still_names(self.dir_identity, dir)
+            && self.codes.is_at(&dir.join(&self.manifest.segment().codes))
     }
 
     /// Opens the index directory `dir` with explicit options.
