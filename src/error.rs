@@ -97,10 +97,13 @@ impl Error {
 
 impl From<bsa_index::Error> for Error {
     /// Wraps the index crate's error; its `Stopped` becomes [`Error::Stopped`], so that one
-    /// variant says "stopped as asked" whichever crate stopped.
+    /// variant says "stopped as asked" whichever crate stopped, and its `Model` (a model file
+    /// that cannot be read, [`bsa_index::model`]) becomes [`Error::Format`], as every other
+    /// file's.
     fn from(e: bsa_index::Error) -> Error {
         match e {
             bsa_index::Error::Stopped => Error::Stopped,
+            bsa_index::Error::Model { path, detail } => Error::Format { path, detail },
             e => Error::Index(e),
         }
     }

@@ -44,8 +44,8 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayView1, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
 
-use crate::deterministic::{f32_dot_error_bound, F32_UNDERFLOW_PER_TERM};
 use crate::error::{Error, Result};
+use bsa_index::deterministic::{f32_dot_error_bound, F32_UNDERFLOW_PER_TERM};
 
 /// Block sizes of the blocked search. The score buffer holds `queries x base` floats
 /// (the default 2048 x 8192 is 64 MiB).

@@ -7,9 +7,9 @@
 //! - [`baselines`]: the sign, LSH and ITQ baselines, fitted in closed form as the same models.
 //! - [`groundtruth`]: exact cosine top-k (blocked GEMM), the ground truth of recall.
 //! - [`model`]: the model, its forward pass and code packing.
-//! - [`deterministic`]: float products fixed bit for bit by their inputs (search tables, codes).
-//! - [`int_tables`]: ADC tables from exact integer products, the fast candidate tables of a
-//!   rescored search.
+//! - [`deterministic`], [`int_tables`] (from the search crate, re-exported): float products
+//!   fixed bit for bit by their inputs (search tables, codes), and ADC tables from exact integer
+//!   products, the fast candidate tables of a rescored search.
 //! - [`metrics`]: the paper's reconstruction and sparsity metrics.
 //! - [`bench`](mod@bench): the benchmark grid (methods x N x K): recall, bytes per vector, report and plots.
 //! - [`io`]: embedding files (`.npy`, `.fvecs`) and model files (safetensors).
@@ -35,21 +35,19 @@
 extern crate blas_src;
 
 pub use bsa_index;
+pub use bsa_index::{deterministic, int_tables};
 
 pub mod baselines;
 pub mod bench;
 mod config;
 pub mod convergence;
-pub mod deterministic;
 pub mod error;
 mod graph_on;
 mod greedy;
 pub mod groundtruth;
-pub mod int_tables;
 pub mod io;
 pub mod live;
 pub mod loss;
-mod memo;
 pub mod metrics;
 #[cfg(feature = "milvus")]
 pub mod milvus;

@@ -15,8 +15,8 @@ use ndarray::{Array2, ArrayView2, Axis, Zip};
 
 use std::sync::atomic::AtomicBool;
 
-use crate::deterministic;
 use crate::error::{Error, Result};
+use bsa_index::deterministic;
 
 pub use crate::config::{LossKind, Method, ModelConfig, Target, MAX_BITS};
 pub use crate::params::Params;
@@ -96,55 +96,29 @@ impl Autoencoder {
     /// per bit), and offset i is `q_i . bd`, so that `q . xhat_b` = offset + sum of `u_j` over the
     /// set bits of `b`. Returns `(nq * N tables, nq offsets)`, row-major.
     ///
-    /// Every entry is a [`deterministic::dot`] (`u_j = dot(q_i, Wd^T row j)`, `offset =
-    /// dot(q_i, bd)`), so the printed scores are the same bytes for any CPU and thread count.
+    /// Every entry is a [`deterministic::dot`], so the printed scores are the same bytes for any
+    /// CPU and thread count ([`bsa_index::model::Weights::adc_tables`], which a query server
+    /// calls without this crate).
     pub fn adc_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
-        // The packed decoder is the same for every batch of this model (crate::memo).
-        static DECODER: crate::memo::LastFor<deterministic::Packed> = crate::memo::LastFor::new();
-        let wd_t = self.params.wd_t.view();
-        let t = deterministic::matmul_nt_packed(
-            q,
-            &DECODER.get(wd_t, || deterministic::Packed::new(wd_t)),
-        );
-        (t.into_raw_vec_and_offset().0, self.adc_offsets(q))
+        self.params.weights().adc_tables(q)
     }
 
     /// Per-query ADC tables for picking candidates that are re-ranked by exact cosine
     /// (`--rescore`): as [`Autoencoder::adc_tables`], but each entry of `u` is the exact integer
     /// product of the query rounded to 7 bits and the decoder rounded to 8
-    /// ([`crate::int_tables`]), two to three times faster to compute; on WordNet the top 40 they
-    /// rank are the float tables' in 99.2% of places. The offsets are the float ones. The same
-    /// bits on every CPU and thread count.
+    /// ([`bsa_index::int_tables`]), two to three times faster to compute; on WordNet the top 40
+    /// they rank are the float tables' in 99.2% of places. The offsets are the float ones. The
+    /// same bits on every CPU and thread count
+    /// ([`bsa_index::model::Weights::adc_candidate_tables`]).
     pub fn adc_candidate_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
-        // Rounding the decoder is the same for every call with this model (crate::memo).
-        static DECODER: crate::memo::LastFor<crate::int_tables::IntDecoder> =
-            crate::memo::LastFor::new();
-        let wd_t = self.params.wd_t.view();
-        let t = DECODER
-            .get(wd_t, || crate::int_tables::IntDecoder::new(wd_t))
-            .tables(q);
-        (t, self.adc_offsets(q))
-    }
-
-    /// `q_i . bd` for each query, a [`deterministic::dot`] each.
-    fn adc_offsets(&self, q: ArrayView2<f32>) -> Vec<f32> {
-        let bd = self.params.bd.as_standard_layout();
-        let bd = bd.as_slice().expect("standard layout");
-        q.rows()
-            .into_iter()
-            .map(|r| deterministic::dot(&r.to_vec(), bd))
-            .collect()
+        self.params.weights().adc_candidate_tables(q)
     }
 
     /// Per-query tables of the soft score: the query's sigmoid activations `sigmoid(q We^T + be)`,
-    /// offsets 0. Deterministic like [`Autoencoder::adc_tables`]: the pre-activations of
-    /// [`Params::pre_activations_fixed`] through [`deterministic::sigmoid`].
+    /// offsets 0. Deterministic like [`Autoencoder::adc_tables`]
+    /// ([`bsa_index::model::Weights::soft_tables`]).
     pub fn soft_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
-        let h = self.params.pre_activations_fixed(q);
-        (
-            h.iter().map(|&v| deterministic::sigmoid(v)).collect(),
-            vec![0.0; q.nrows()],
-        )
+        self.params.weights().soft_tables(q)
     }
 
     /// The K largest activations of each row as a k-hot code, whatever the method (the paper's
@@ -175,7 +149,7 @@ fn rule_codes(params: &Params<f32>, x: ArrayView2<f32>, method: Method, k: usize
     let we = params.we.as_standard_layout();
     // The rows' norms are the model's, not the batch's: made once per model (crate::memo; a
     // quarter of a millisecond at 1024 x 384, more than a one-query search itself).
-    static W_NORMS: crate::memo::LastFor<Vec<f64>> = crate::memo::LastFor::new();
+    static W_NORMS: bsa_index::memo::LastFor<Vec<f64>> = bsa_index::memo::LastFor::new();
     let w_norms = W_NORMS.get(params.we.view(), || {
         we.rows().into_iter().map(|r| norm_f64(r.iter())).collect()
     });
@@ -550,7 +524,7 @@ mod tests {
 #[derive(Debug)]
 pub struct FrozenModel {
     model: Autoencoder,
-    /// Its encoder's and decoder's listings as unchanging ([`crate::memo::freeze`]).
+    /// Its encoder's and decoder's listings as unchanging ([`bsa_index::memo::freeze`]).
     ids: [u64; 2],
 }
 
@@ -558,8 +532,8 @@ impl FrozenModel {
     /// Takes `model` and lists its encoder and decoder matrices as unchanging.
     pub fn new(model: Autoencoder) -> FrozenModel {
         let ids = [
-            crate::memo::freeze(model.params.we.view()),
-            crate::memo::freeze(model.params.wd_t.view()),
+            bsa_index::memo::freeze(model.params.we.view()),
+            bsa_index::memo::freeze(model.params.wd_t.view()),
         ];
         FrozenModel { model, ids }
     }
@@ -574,6 +548,6 @@ impl std::ops::Deref for FrozenModel {
 
 impl Drop for FrozenModel {
     fn drop(&mut self) {
-        crate::memo::unfreeze(&self.ids);
+        bsa_index::memo::unfreeze(&self.ids);
     }
 }

@@ -6,8 +6,6 @@ use ndarray::{Array1, Array2, ArrayView2, Zip};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::deterministic;
-use crate::memo::LastFor;
 use crate::real::Real;
 
 /// The weights: encoder `We` (`N x D`), `be` (`N`), decoder transposed `wd_t = Wd^T` (`N x D`),
@@ -134,15 +132,20 @@ impl<F: Real> Params<F> {
 
 impl Params<f32> {
     /// Pre-activations `H = X We^T + be` with every entry fixed bit for bit by the inputs:
-    /// `H[i][j] = `[`deterministic::dot`]`(x_i, We_j) + be_j`, on any CPU and thread count.
+    /// `H[i][j] = `[`bsa_index::deterministic::dot`]`(x_i, We_j) + be_j`, on any CPU and thread count
+    /// ([`bsa_index::model::Weights::pre_activations`]).
     pub fn pre_activations_fixed(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        // The packed encoder is the same for every batch of this model (crate::memo).
-        static ENCODER: LastFor<deterministic::Packed> = LastFor::new();
-        let we = ENCODER.get(self.we.view(), || {
-            deterministic::Packed::new(self.we.view())
-        });
-        let mut h = deterministic::matmul_nt_packed(x, &we);
-        h += &self.be;
-        h
+        self.weights().pre_activations(x)
+    }
+
+    /// The weights borrowed as the search crate's query side takes them: its codes and score
+    /// tables ([`bsa_index::model::Weights`]) are the ones `bsa search` computes.
+    pub fn weights(&self) -> bsa_index::model::Weights<'_> {
+        bsa_index::model::Weights {
+            we: self.we.view(),
+            be: self.be.view(),
+            wd_t: self.wd_t.view(),
+            bd: self.bd.view(),
+        }
     }
 }

@@ -449,6 +449,72 @@ mod query_tests {
         Ok((dir, index, model))
     }
 
+    /// A query server on the search crate alone (`Snapshot::query_model`: codes and tables
+    /// without BLAS, then `Snapshot::search` and `rescore`) answers float queries as
+    /// [`search`] does, bit for bit: Hamming by code, ADC and soft by their tables, with and
+    /// without rescoring, in the exact modes and on the graph.
+    #[test]
+    fn the_search_crate_alone_answers_float_queries_as_bsa_search() -> Result<()> {
+        use bsa_index::live::SearchOptions;
+        use bsa_index::model::per_unit_query;
+        use bsa_index::{pack, Mode, Score};
+        let (_dir, index, model) = pursuit_index()?;
+        let server = index.query_model()?.expect("the index keeps its model");
+        let q = unit_rows(12, 16, 3);
+        let w = server.weights();
+        let codes = pack::pack_set_bits(&server.encode(q.view())?, index.bits())?;
+        let cases = [
+            ("hamming", "flat", None),
+            ("hamming", "inverted", None),
+            ("adc", "flat", None),
+            ("adc", "hnsw", None),
+            ("adc", "flat", Some(3)),
+            ("adc", "hnsw", Some(3)),
+            ("soft", "flat", None),
+        ];
+        for (score, mode, rescore) in cases {
+            let request = Request::new(5).score(score)?.mode(mode)?.rescore(rescore);
+            let want = search(&index, Some(&model), Queries::Floats(q.view()), &request)?;
+            let (tables, offsets) = match (score, rescore) {
+                ("adc", None) => per_unit_query(w.adc_tables(q.view()), q.view()),
+                ("adc", Some(_)) => per_unit_query(w.adc_candidate_tables(q.view()), q.view()),
+                ("soft", _) => w.soft_tables(q.view()),
+                _ => (Vec::new(), Vec::new()),
+            };
+            let by = match score {
+                "hamming" => Score::Hamming,
+                _ => Score::Table {
+                    tables: &tables,
+                    offsets: &offsets,
+                    normalise: score == "adc",
+                },
+            };
+            let fetch = 5 * rescore.unwrap_or(1);
+            let mode = Mode::parse(mode)?;
+            let (mut got, _) =
+                index.search(&codes, fetch, &by, &mode, &SearchOptions::default())?;
+            if rescore.is_some() {
+                for (i, hits) in got.iter_mut().enumerate() {
+                    *hits = index.rescore(q.row(i).as_slice().unwrap(), hits, 5)?;
+                }
+            }
+            let case = format!("{score} {mode:?} rescore {rescore:?}");
+            for (a, b) in got.iter().zip(&want.hits) {
+                assert_eq!(a.ids, b.ids, "{case}");
+                let bits = |s: &Option<Vec<f32>>| {
+                    s.as_ref()
+                        .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+                };
+                assert_eq!(bits(&a.scores), bits(&b.scores), "{case}");
+                if score == "hamming" {
+                    assert_eq!(a.distances, b.distances, "{case}");
+                }
+            }
+            assert_eq!(got.len(), want.hits.len());
+        }
+        Ok(())
+    }
+
     /// Without distances, a table score of float queries skips encoding them: the same ids and
     /// scores in every mode (rescored or not), and no distance pretends to be one.
     #[test]

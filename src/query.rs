@@ -311,43 +311,17 @@ pub struct Found {
 }
 
 /// The model copied into `index` by `bsa build --model`, if it has one, checked to fit the
-/// index: it makes codes of the index's width from rows of the stored vectors' and the graph's
-/// dimension. A model that does not fit (a manifest edited, or a model file put in place of
-/// another with its checksum) would encode queries the index cannot answer.
+/// index ([`Snapshot::check_model`]): it makes codes of the index's width from rows of the stored
+/// vectors' and the graph's dimension. A model that does not fit (a manifest edited, or a model
+/// file put in place of another with its checksum) would encode queries the index cannot answer.
+/// (The search crate's [`Snapshot::query_model`] reads the same file for a query server.)
 pub fn index_model(index: &Snapshot) -> Result<Option<Autoencoder>> {
     let Some(path) = index.model_path() else {
         return Ok(None);
     };
     let model = crate::io::model::load(&path)?;
-    let (bits, dim) = (model.config.bits, model.config.dim);
-    let graph_dim = index.template().graph.and_then(|g| match g.on {
-        bsa_index::live::GraphSource::Vectors { dim } => Some(dim as usize),
-        _ => None,
-    });
-    let misfit = if bits != index.bits() {
-        Some(format!(
-            "makes {bits}-bit codes but the index holds {}-bit codes",
-            index.bits()
-        ))
-    } else if let Some(v) = index.vector_dim().filter(|&v| v != dim) {
-        Some(format!(
-            "reads {dim}-d rows but the index stores {v}-d vectors"
-        ))
-    } else {
-        graph_dim
-            .filter(|&g| g != dim)
-            .map(|g| format!("reads {dim}-d rows but the index's graph is built on {g}-d vectors"))
-    };
-    match misfit {
-        None => Ok(Some(model)),
-        Some(what) => Err(Error::format(
-            &path,
-            format!(
-                "this model {what}: it is not the model the index was built with (its \
-                 manifest or model file was replaced); rebuild the index"
-            ),
-        )),
-    }
+    index.check_model(&path, model.config.bits, model.config.dim)?;
+    Ok(Some(model))
 }
 
 /// Checks that every value of `x` is finite and, when `nonzero`, that every row has a norm
@@ -753,39 +727,13 @@ pub fn tables(
 ) -> (Vec<f32>, Vec<f32>) {
     match (score, model, floats) {
         (ScoreName::Adc, Some(m), Some(q)) if rescoring => {
-            per_unit_query(m.adc_candidate_tables(q), q)
+            bsa_index::model::per_unit_query(m.adc_candidate_tables(q), q)
         }
-        (ScoreName::Adc, Some(m), Some(q)) => per_unit_query(m.adc_tables(q), q),
+        (ScoreName::Adc, Some(m), Some(q)) => bsa_index::model::per_unit_query(m.adc_tables(q), q),
         (ScoreName::Soft, Some(m), Some(q)) => m.soft_tables(q),
         (ScoreName::Overlap, _, _) => overlap_tables(codes, bits),
         _ => (Vec::new(), Vec::new()),
     }
-}
-
-/// ADC tables and offsets divided by each query's length, so that the score a search prints
-/// (and `--min-score` bounds) is `cos(q, xhat_b)` for queries of any length, as the stored
-/// vectors' rescoring prints, not `|q|` times it. The order is the same. In `f64`, each query's
-/// length summed in row order: the same bits on every CPU and thread count.
-fn per_unit_query(
-    (mut t, mut off): (Vec<f32>, Vec<f32>),
-    q: ArrayView2<f32>,
-) -> (Vec<f32>, Vec<f32>) {
-    let bits = t.len() / q.nrows().max(1);
-    for (i, row) in q.rows().into_iter().enumerate() {
-        let norm = row
-            .iter()
-            .map(|&x| f64::from(x).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        if !(norm > 0.0 && norm.is_finite()) {
-            continue; // refused before a search (no direction); left as computed
-        }
-        for v in &mut t[i * bits..(i + 1) * bits] {
-            *v = (f64::from(*v) / norm) as f32;
-        }
-        off[i] = (f64::from(off[i]) / norm) as f32;
-    }
-    (t, off)
 }
 
 /// Per-query 0/1 tables of the overlap score: 1.0 at each set bit of the query code, offsets 0

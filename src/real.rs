@@ -37,10 +37,7 @@ impl Real for f32 {
 
     #[inline(always)]
     fn order_key(self) -> u64 {
-        // Adding +0 turns -0 into +0. Flipping the sign bit of positive values and every bit of
-        // negative ones makes the bit patterns sort like the values.
-        let b = (self + 0.0).to_bits();
-        u64::from(if b >> 31 == 1 { !b } else { b | 1 << 31 })
+        bsa_index::topk::f32_order_key(self)
     }
 
     #[inline(always)]
@@ -130,73 +127,16 @@ pub fn top_k_indices<F: Real>(row: &[F], k: usize, _scratch: &mut Vec<u32>) -> V
 }
 
 /// [`top_k_indices`] into `out` (cleared first), with `keys` as scratch: no allocation once both
-/// have grown to size. Selects the k-th largest value on integer keys ([`Real::order_key`]), then
-/// one pass takes every index above it and the lowest indices equal to it.
+/// have grown to size. The selection of [`bsa_index::topk::largest_keys_into`] on integer keys
+/// ([`Real::order_key`]), so a TopK code is the same here and in the search crate's encoder.
 #[inline(always)]
 pub fn top_k_into<F: Real>(row: &[F], k: usize, keys: &mut Vec<u64>, out: &mut Vec<u32>) {
-    out.clear();
-    let n = row.len();
-    let k = k.min(n);
-    if k == 0 {
-        return;
-    }
     keys.clear();
     keys.extend(row.iter().map(|v| v.order_key()));
-    // Usually a strided sample of the row gives a threshold that only a few times K entries
-    // reach; the K largest are then selected among those candidates alone. When fewer than K
-    // reach it (unlikely), all entries are candidates. Exact either way: with at least K
-    // candidates, the K-th largest key is at least the threshold, so every entry that can be
-    // among the K largest is a candidate.
-    let mut threshold = 0;
-    if n >= 256 && k * 8 <= n {
-        let mut sample: [u64; TOPK_SAMPLE] = std::array::from_fn(|i| keys[i * n / TOPK_SAMPLE]);
-        let expected = k * TOPK_SAMPLE / n;
-        let rank = (expected + 3 * expected.isqrt() + 3).min(TOPK_SAMPLE - 1);
-        threshold = *sample.select_nth_unstable(TOPK_SAMPLE - 1 - rank).1;
-    }
-    // Candidate indices, ascending, into `out`: a mask of 64 comparisons at a time (vector
-    // compares), then only the candidates are visited.
-    for (c, chunk) in keys.chunks(64).enumerate() {
-        let mut mask = 0u64;
-        for (l, &key) in chunk.iter().enumerate() {
-            mask |= u64::from(key >= threshold) << l;
-        }
-        while mask != 0 {
-            out.push((c * 64) as u32 + mask.trailing_zeros());
-            mask &= mask - 1;
-        }
-    }
-    if out.len() < k {
-        out.clear();
-        out.extend(0..n as u32);
-    }
-    let len = out.len();
-    // The K-th largest candidate key, selected on a copy after the row's keys.
-    keys.reserve(len);
-    for &j in out.iter() {
-        let key = keys[j as usize];
-        keys.push(key);
-    }
-    let kth = *keys[n..].select_nth_unstable(len - k).1;
-    let above = keys[n..].iter().filter(|&&key| key > kth).count();
-    // Keep, in place and in order, the candidates above it and the first equal ones.
-    let mut ties = k - above;
-    let mut kept = 0;
-    for c in 0..len {
-        let j = out[c];
-        let key = keys[j as usize];
-        let take = key > kth || (key == kth && ties > 0);
-        ties -= usize::from(take && key == kth);
-        out[kept] = j;
-        kept += usize::from(take);
-    }
-    out.truncate(kept);
+    bsa_index::topk::largest_keys_into(keys, k, out);
 }
 
 /// Norms below this are treated as this by the cosine losses (`crate::loss` and the vector loops
 /// of `crate::simd` alike), so a zero reconstruction gives a large but finite gradient instead of
 /// NaN.
 pub(crate) const NORM_FLOOR: f64 = 1e-12;
-
-/// Entries of a row sampled by [`top_k_into`] to guess its threshold.
-const TOPK_SAMPLE: usize = 64;

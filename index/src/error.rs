@@ -84,6 +84,15 @@ pub enum Error {
         detail: String,
     },
 
+    /// A model file ([`crate::model`]) is damaged, foreign, or does not fit the index it is in.
+    #[error("{}: {detail}", path.display())]
+    Model {
+        /// The model file.
+        path: PathBuf,
+        /// What is wrong and what to do about it.
+        detail: String,
+    },
+
     /// A caller-supplied array does not have the size the index needs.
     #[error("{what}: expected {expected}, got {got}{}", dim_hint(what))]
     DimMismatch {
@@ -127,6 +136,13 @@ impl Error {
         Error::Io {
             path: path.into(),
             error: source,
+        }
+    }
+
+    pub(crate) fn model(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+        Error::Model {
+            path: path.into(),
+            detail: detail.into(),
         }
     }
 

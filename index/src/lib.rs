@@ -4,7 +4,8 @@
 //! embeddings) in a memory-mapped index directory and answers k-nearest-neighbour queries by
 //! Hamming distance: an exact scan that is fast for one query and for large batches, an HNSW
 //! graph for approximate search, and rescoring of candidates by cosine similarity against stored
-//! float vectors. It has no BLAS and no training code; the `bsa` crate builds on it.
+//! float vectors; it encodes float queries with the index's model. It has no BLAS and no training
+//! code; the `bsa` crate builds on it.
 //!
 //! ## Build, open, search
 //!
@@ -35,10 +36,10 @@
 //! [`live::Snapshot`], which reads both forms and is what `bsa search` uses, so a query server
 //! should start there. A snapshot is `Send + Sync` and answers from the generation it opened
 //! while writers commit new ones; [`live::Snapshot::is_current`] says when to open the index
-//! again. Float queries (encoded with the index's model; the `adc` and `soft` tables), and the
-//! norms and graph vectors that rows added to an index built with a model need, come from the
-//! `bsa` crate (`bsa::query`, `bsa::live`), which links BLAS: this crate searches the codes and
-//! score tables it is given.
+//! again. Float queries are encoded with the index's model, and the `adc` and `soft` tables made
+//! from it, by [`live::Snapshot::query_model`] ([`model`]): the codes and tables `bsa search`
+//! computes, bit for bit, without BLAS. The norms and graph vectors that rows added to an index
+//! built with a model need come from the `bsa` crate (`bsa::live`), which links BLAS.
 //!
 //! ```
 //! use bsa_index::live::{SearchOptions, Snapshot};
@@ -59,7 +60,7 @@
 //! ## Features
 //!
 //! * `hnsw-rs` (on by default): [hnsw_rs](https://crates.io/crates/hnsw_rs) (with it, the crate
-//!   depends on 97 crates; without, 37), for building HNSW graphs over the codes by Hamming
+//!   depends on 112 crates; without, 58), for building HNSW graphs over the codes by Hamming
 //!   distance ([`IndexBuilder::hnsw`] without [`IndexBuilder::graph_on`], and the segments a
 //!   [`live::Writer`] builds or merges in such an index) and for loading the graph of an index
 //!   written before `graph.bin` existed (only an hnsw_rs dump). A query server can leave it out
@@ -80,7 +81,7 @@
 //! | `vectors.bin` | optional: 64-byte header, then `n * dim` `f32` or `f16` values for rescoring |
 //! | `hnsw.hnsw.graph`, `hnsw.hnsw.data` | optional: the HNSW graph in hnsw_rs's dump format |
 //! | `graph.bin` | optional (with the HNSW graph): the same graph as flat neighbour lists, searched in place |
-//! | `model.*` | optional: the model file copied in, opaque to this crate |
+//! | `model.*` | optional: the model file copied in (float queries: [`model`]) |
 //! | `inverted.bin` | optional: posting lists per bit (exact inverted search) |
 //! | `norms.bin` | optional: one `f32` per code, divisor of normalised table scores |
 //! | `sparse.bin` | optional: the set bits of each code (fast table scores on sparse codes) |
@@ -109,10 +110,12 @@
 //!  views      sparse · postings · bitmaps · graph · vectors · adc · adc_wide   (validated, borrowed)
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  files      manifest · files (mapped sections, CRCs) · format (headers)
+//!             model ─ QueryModel: a model file's encoder and decoder for float queries
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  kernels    hamming · slabs · dot · score · pack      (raw slices in, numbers out)
+//!             deterministic · int_tables · pursuit      (fixed-order float and integer products)
 //!  ───────────────────────────────────────────────────────────────────────────────
-//!  leaves     kernel (KernelFamily) · topk · bits · counters · rowset (RowSet) · error
+//!  leaves     kernel (KernelFamily) · topk · bits · counters · rowset (RowSet) · error · memo
 //! ```
 //!
 //! * [`search`]: the [`Searcher`] of each mode — [`search::flat`] (exact scan),
@@ -134,6 +137,10 @@
 //! * [`adc`]: the fast exact table-score scan (`--score adc`): the codes in blocks for SIMD
 //!   gathers, quantised per-query tables, a bound, and exact re-scoring of the few codes that
 //!   may reach the top k. [`adc_wide`]: its batch kernel, 64 queries per plain load.
+//! * [`model`]: the query side of a model, read from its file: float queries to codes, and the
+//!   `adc` and `soft` tables, on [`deterministic`] products (the same bits on every CPU and
+//!   thread count), the integer products of [`int_tables`] and the greedy pursuit of
+//!   [`pursuit`]; [`memo`] keeps what they derive from a model's matrices.
 //! * [`format`](mod@format), [`manifest`]: the on-disk format.
 //!
 //! Searches run on the rayon pool they are called from: size it with
@@ -154,18 +161,23 @@ mod bits;
 mod counters;
 mod error;
 pub mod kernel;
+pub mod memo;
 mod rowset;
 pub mod topk;
 // Kernels on raw slices.
+pub mod deterministic;
 pub mod dot;
 pub mod hamming;
+pub mod int_tables;
 pub mod pack;
+pub mod pursuit;
 pub mod score;
 mod slabs;
 // Files.
 mod files;
 pub mod format;
 pub mod manifest;
+pub mod model;
 // Views.
 pub mod adc;
 pub mod adc_wide;

@@ -158,7 +158,7 @@ pub enum GraphMetric {
     Cosine,
 }
 
-/// The model file copied into the index, opaque to this crate.
+/// The model file copied into the index (read by [`crate::model`] for float queries).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ModelInfo {

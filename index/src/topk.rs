@@ -378,6 +378,102 @@ pub fn merge_keys(mut all: Vec<u64>, k: usize) -> Vec<u64> {
     all
 }
 
+/// The order key of an `f32`: keys compare as the values do (`-0.0` as `+0.0`; NaNs above
+/// `+inf` or below `-inf` by their sign), so the largest values are the largest keys.
+///
+/// ```
+/// use bsa_index::topk::f32_order_key as key;
+/// assert!(key(-1.5) < key(-0.0) && key(-0.0) == key(0.0) && key(0.0) < key(1e-40));
+/// assert!(key(3.0) < key(f32::INFINITY));
+/// ```
+#[inline(always)]
+pub fn f32_order_key(v: f32) -> u64 {
+    // Adding +0 turns -0 into +0. Flipping the sign bit of positive values and every bit of
+    // negative ones makes the bit patterns sort like the values.
+    let b = (v + 0.0).to_bits();
+    u64::from(if b >> 31 == 1 { !b } else { b | 1 << 31 })
+}
+
+/// Indices of the `k` largest values of `row`, ties to the lower index, ascending: a model's
+/// TopK code ([`crate::model::Rule::TopK`]). [`largest_keys_into`] on [`f32_order_key`]s.
+///
+/// ```
+/// assert_eq!(bsa_index::topk::largest_f32(&[0.5, 2.0, -1.0, 2.0, 0.5], 3), vec![0, 1, 3]);
+/// ```
+pub fn largest_f32(row: &[f32], k: usize) -> Vec<u32> {
+    let mut keys: Vec<u64> = row.iter().map(|&v| f32_order_key(v)).collect();
+    let mut out = Vec::with_capacity(k.min(row.len()));
+    largest_keys_into(&mut keys, k, &mut out);
+    out
+}
+
+/// Indices of the `k` largest of the `n` keys in `keys` (a row's order keys), ties to the lower
+/// index, ascending, into `out` (cleared first). `keys` is scratch too: the selection appends a
+/// copy of the candidates' keys, so no allocation is made once both have grown to size. Selects
+/// the k-th largest key, then one pass takes every index above it and the lowest indices equal
+/// to it; O(n) on average.
+#[inline(always)]
+pub fn largest_keys_into(keys: &mut Vec<u64>, k: usize, out: &mut Vec<u32>) {
+    out.clear();
+    let n = keys.len();
+    let k = k.min(n);
+    if k == 0 {
+        return;
+    }
+    // Usually a strided sample of the row gives a threshold that only a few times K entries
+    // reach; the K largest are then selected among those candidates alone. When fewer than K
+    // reach it (unlikely), all entries are candidates. Exact either way: with at least K
+    // candidates, the K-th largest key is at least the threshold, so every entry that can be
+    // among the K largest is a candidate.
+    let mut threshold = 0;
+    if n >= 256 && k * 8 <= n {
+        let mut sample: [u64; TOPK_SAMPLE] = std::array::from_fn(|i| keys[i * n / TOPK_SAMPLE]);
+        let expected = k * TOPK_SAMPLE / n;
+        let rank = (expected + 3 * expected.isqrt() + 3).min(TOPK_SAMPLE - 1);
+        threshold = *sample.select_nth_unstable(TOPK_SAMPLE - 1 - rank).1;
+    }
+    // Candidate indices, ascending, into `out`: a mask of 64 comparisons at a time (vector
+    // compares), then only the candidates are visited.
+    for (c, chunk) in keys.chunks(64).enumerate() {
+        let mut mask = 0u64;
+        for (l, &key) in chunk.iter().enumerate() {
+            mask |= u64::from(key >= threshold) << l;
+        }
+        while mask != 0 {
+            out.push((c * 64) as u32 + mask.trailing_zeros());
+            mask &= mask - 1;
+        }
+    }
+    if out.len() < k {
+        out.clear();
+        out.extend(0..n as u32);
+    }
+    let len = out.len();
+    // The K-th largest candidate key, selected on a copy after the row's keys.
+    keys.reserve(len);
+    for &j in out.iter() {
+        let key = keys[j as usize];
+        keys.push(key);
+    }
+    let kth = *keys[n..].select_nth_unstable(len - k).1;
+    let above = keys[n..].iter().filter(|&&key| key > kth).count();
+    // Keep, in place and in order, the candidates above it and the first equal ones.
+    let mut ties = k - above;
+    let mut kept = 0;
+    for c in 0..len {
+        let j = out[c];
+        let key = keys[j as usize];
+        let take = key > kth || (key == kth && ties > 0);
+        ties -= usize::from(take && key == kth);
+        out[kept] = j;
+        kept += usize::from(take);
+    }
+    out.truncate(kept);
+}
+
+/// Entries of a row sampled by [`largest_keys_into`] to guess its threshold.
+const TOPK_SAMPLE: usize = 64;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,16 +22,15 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use ndarray::{Array1, Array2};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::error::{Error, Result};
 use crate::model::{Autoencoder, Method, ModelConfig, Params};
 
-/// Value of the `format` metadata key.
-pub const FORMAT: &str = "bsa-model";
-/// Version of the model file layout this build writes; it reads `1..=FORMAT_VERSION`.
-pub const FORMAT_VERSION: u32 = 1;
+/// Value of the `format` metadata key, and the version of the model file layout this build
+/// writes (it reads `1..=FORMAT_VERSION`): the search crate reads model files too
+/// ([`bsa_index::model`]).
+pub use bsa_index::model::{FORMAT, FORMAT_VERSION};
 
 /// Writes `model` to `path` (atomically: a temporary file renamed into place). `training` is
 /// stored as informational JSON metadata.
@@ -148,123 +147,51 @@ pub fn load(path: impl AsRef<Path>) -> Result<Autoencoder> {
 }
 
 /// Reads a model from the bytes of a model file ([`to_bytes`]), with [`load`]'s checks; `name`
-/// is what errors call it.
+/// is what errors call it. The file's settings and weights are read by the search crate's
+/// reader ([`bsa_index::model`], so a query server reads the same model from the same bytes);
+/// the training settings (`loss`, `alpha`, `target`) here.
 pub fn from_bytes(buf: &[u8], name: impl AsRef<Path>) -> Result<Autoencoder> {
     let path = name.as_ref();
-    let bad = |detail: String| Error::format(path, detail);
-    let (_, header) = SafeTensors::read_metadata(buf).map_err(|e| {
-        bad(format!(
-            "not a safetensors model file ({e}): it is truncated, damaged or another kind of file; retrain it with `bsa train` or copy it again"
-        ))
-    })?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    let get = |key: &str| -> Result<&String> {
-        meta.get(key).ok_or_else(|| {
-            bad(format!(
-                "metadata key {key:?} is missing; is this a bsa model file?"
-            ))
-        })
-    };
-    let config =
-        if !meta.contains_key("format") && ["D", "N", "K"].iter().all(|k| meta.contains_key(*k)) {
-            peer_config(&meta, path)?
-        } else {
-            if get("format")? != FORMAT {
-                return Err(bad(format!(
-                    "metadata says format {:?}, expected {FORMAT:?}",
-                    get("format")?
-                )));
-            }
-            let version: u32 = parse(path, "format_version", get("format_version")?)?;
-            if !(1..=FORMAT_VERSION).contains(&version) {
-                return Err(bad(format!(
-                "model format v{version} is newer than this bsa reads (v1..=v{FORMAT_VERSION}); \
-                 upgrade bsa or retrain the model"
-            )));
-            }
-            ModelConfig {
-                dim: parse(path, "dim", get("dim")?)?,
-                bits: parse(path, "bits", get("bits")?)?,
-                k: parse(path, "k", get("k")?)?,
-                method: parse(path, "method", get("method")?)?,
-                loss: parse(path, "loss", get("loss")?)?,
-                alpha: parse(path, "alpha", get("alpha")?)?,
-                target: parse(path, "target", get("target")?)?,
-            }
+    let settings = bsa_index::model::ModelSettings::read(buf, path)?;
+    let config = if settings.peer {
+        peer_config(&settings, path)?
+    } else {
+        let get = |key: &str| -> Result<&String> {
+            settings.metadata.get(key).ok_or_else(|| {
+                Error::format(
+                    path,
+                    format!("metadata key {key:?} is missing; is this a bsa model file?"),
+                )
+            })
         };
+        ModelConfig {
+            dim: settings.dim,
+            bits: settings.bits,
+            k: settings.k,
+            method: parse(path, "method", &settings.method)?,
+            loss: parse(path, "loss", get("loss")?)?,
+            alpha: parse(path, "alpha", get("alpha")?)?,
+            target: parse(path, "target", get("target")?)?,
+        }
+    };
     config
         .validate()
-        .map_err(|e| bad(format!("bad model settings: {e}")))?;
-    let st =
-        SafeTensors::deserialize(buf).map_err(|e| bad(format!("corrupt safetensors data: {e}")))?;
-    let (n, d) = (config.bits, config.dim);
-    let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-        let t = st
-            .tensor(name)
-            .map_err(|_| bad(format!("tensor {name:?} is missing")))?;
-        if t.dtype() != Dtype::F32 {
-            return Err(bad(format!(
-                "tensor {name:?} is {:?}, expected F32",
-                t.dtype()
-            )));
-        }
-        if t.shape() != shape {
-            return Err(bad(format!(
-                "tensor {name:?} has shape {:?}, expected {shape:?} (bits {n}, dim {d})",
-                t.shape()
-            )));
-        }
-        let v: Vec<f32> = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(bad(format!(
-                "tensor {name:?} holds a non-finite value at {i}"
-            )));
-        }
-        Ok(v)
-    };
-    let shape_err = |e: ndarray::ShapeError| bad(format!("tensor shape: {e}"));
-    let we =
-        Array2::from_shape_vec((n, d), tensor("encoder.weight", &[n, d])?).map_err(shape_err)?;
-    let be = Array1::from(tensor("encoder.bias", &[n])?);
-    let wd_t = Array2::from_shape_vec((n, d), transposed(&tensor("decoder.weight", &[d, n])?, d))
-        .map_err(shape_err)?;
-    let bd = Array1::from(tensor("decoder.bias", &[d])?);
+        .map_err(|e| Error::format(path, format!("bad model settings: {e}")))?;
+    let (we, be, wd_t, bd) = bsa_index::model::read_weights(buf, path, config.bits, config.dim)?;
     Ok(Autoencoder {
         config,
         params: Params { we, be, wd_t, bd },
     })
 }
 
-/// The `cols x rows` transpose of the row-major `rows x cols` matrix `m`, in square tiles: the
-/// decoder's 384 x 4096 copied column by column (ndarray's `as_standard_layout` of its
-/// transpose) missed the cache on every element, a seventh of opening a 4096-bit index.
-fn transposed(m: &[f32], rows: usize) -> Vec<f32> {
-    const TILE: usize = 32;
-    let cols = m.len() / rows.max(1);
-    let mut out = vec![0f32; m.len()];
-    for i0 in (0..rows).step_by(TILE) {
-        for j0 in (0..cols).step_by(TILE) {
-            for i in i0..(i0 + TILE).min(rows) {
-                for j in j0..(j0 + TILE).min(cols) {
-                    out[j * rows + i] = m[i * cols + j];
-                }
-            }
-        }
-    }
-    out
-}
-
 /// The settings of a model file written by the PyTorch trainer `bsa_torch.py` (the peer of
 /// `bsa train`): the same tensors, with metadata `D`, `N`, `K`, `mode` (`bsa` or `topk`) and,
 /// from its `train` command, `loss`, `alpha`, `target` (the paper's defaults when absent), so
 /// that `bsa eval` measures a model trained there as one trained here.
-fn peer_config(meta: &HashMap<String, String>, path: &Path) -> Result<ModelConfig> {
+fn peer_config(settings: &bsa_index::model::ModelSettings, path: &Path) -> Result<ModelConfig> {
+    let meta = &settings.metadata;
     let or = |key: &str, default: &'static str| meta.get(key).map_or(default, String::as_str);
-    let method: Method = parse(path, "mode", or("mode", "bsa"))?;
+    let method: Method = parse(path, "mode", &settings.method)?;
     if !matches!(method, Method::Bsa | Method::Topk) {
         return Err(Error::format(
             path,
@@ -272,9 +199,9 @@ fn peer_config(meta: &HashMap<String, String>, path: &Path) -> Result<ModelConfi
         ));
     }
     let config = ModelConfig {
-        dim: parse(path, "D", or("D", ""))?,
-        bits: parse(path, "N", or("N", ""))?,
-        k: parse(path, "K", or("K", ""))?,
+        dim: settings.dim,
+        bits: settings.bits,
+        k: settings.k,
         method,
         loss: parse(path, "loss", or("loss", "cosine"))?,
         alpha: parse(path, "alpha", or("alpha", "1.0"))?,
@@ -319,15 +246,78 @@ mod tests {
     use super::*;
     use crate::model::{LossKind, Method, Target};
 
-    /// The tiled transpose is ndarray's, element for element, for shapes that do and do not
-    /// fill whole tiles.
+    /// The search crate reads a model file's method as the rule this crate encodes by, and its
+    /// query model, read from the same bytes, gives the codes (BLAS-decided here, fixed-order
+    /// there) and the ADC and soft tables of this crate, bit for bit: a query server built on
+    /// `bsa-index` alone answers as `bsa search` does.
     #[test]
-    fn transposed_is_the_transpose() {
-        for (rows, cols) in [(1, 1), (3, 70), (64, 32), (33, 65), (384, 100)] {
-            let m: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 7.0).collect();
-            let a = Array2::from_shape_vec((rows, cols), m.clone()).unwrap();
-            let want: Vec<f32> = a.t().iter().copied().collect();
-            assert_eq!(transposed(&m, rows), want, "{rows} x {cols}");
+    fn the_search_crates_query_model_encodes_as_this_crate() {
+        use bsa_index::model::{QueryModel, Rule};
+        use rand::{Rng, SeedableRng};
+        let (dim, bits, k) = (24, 96, 7);
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+        // Rows with repeated values, so that some pre-activations tie exactly.
+        let mut x = ndarray::Array2::from_shape_fn((300, dim), |_| rng.random_range(-1.0f32..1.0));
+        for i in (0..300).step_by(3) {
+            x.row_mut(i).mapv_inplace(|v| (v * 4.0).round() / 4.0);
+        }
+        for method in [
+            Method::Bsa,
+            Method::Topk,
+            Method::Sign,
+            Method::Lsh,
+            Method::Itq,
+            Method::Pursuit,
+        ] {
+            let want = match method {
+                Method::Bsa | Method::Sign | Method::Lsh | Method::Itq => Rule::Positive,
+                Method::Topk => Rule::TopK(k),
+                Method::Pursuit => Rule::Pursuit(k),
+            };
+            assert_eq!(
+                Rule::of_method(&method.to_string(), k),
+                Some(want),
+                "{method}"
+            );
+            let mut params = Params::init(bits, dim, 11);
+            // Repeated encoder rows: exact ties among the pre-activations, to the lower bit.
+            for j in (1..bits).step_by(10) {
+                let (row, bias) = (params.we.row(j - 1).to_owned(), params.be[j - 1]);
+                params.we.row_mut(j).assign(&row);
+                params.be[j] = bias;
+            }
+            if method == Method::Pursuit {
+                params = crate::pursuit::dictionary_params(params.wd_t.clone(), params.bd.clone());
+            }
+            let config = ModelConfig {
+                dim,
+                bits,
+                k,
+                method,
+                loss: LossKind::Cosine,
+                alpha: 1.0,
+                target: Target::Khot,
+            };
+            let model = Autoencoder { config, params };
+            let bytes = to_bytes(&model, &serde_json::Value::Null).unwrap();
+            let query = QueryModel::from_bytes(&bytes, "m.safetensors").unwrap();
+            assert_eq!(query.rule(), want);
+            assert_eq!(
+                query.encode(x.view()).unwrap(),
+                model.encode_active(x.view()),
+                "{method}"
+            );
+            let q = x.slice(ndarray::s![..20, ..]);
+            let w = query.weights();
+            for (a, b) in [
+                (w.adc_tables(q), model.adc_tables(q)),
+                (w.adc_candidate_tables(q), model.adc_candidate_tables(q)),
+                (w.soft_tables(q), model.soft_tables(q)),
+            ] {
+                let bits_of = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits_of(&a.0), bits_of(&b.0), "{method}");
+                assert_eq!(bits_of(&a.1), bits_of(&b.1), "{method}");
+            }
         }
     }
 

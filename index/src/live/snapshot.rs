@@ -1352,6 +1352,69 @@ impl Snapshot {
     pub fn model_path(&self) -> Option<PathBuf> {
         self.model.clone()
     }
+
+    /// The index's model ([`Snapshot::model_path`]) read for answering float queries, if the
+    /// index has one, and checked to fit the index ([`Snapshot::check_model`]): a query
+    /// server's way to encode float queries and make the `adc` and `soft` tables
+    /// ([`crate::model`]) the way `bsa search` does, without BLAS. A damaged model file, or one
+    /// that does not fit, is an [`Error::Model`] naming it.
+    ///
+    /// ```no_run
+    /// use bsa_index::live::{SearchOptions, Snapshot};
+    /// use bsa_index::{pack, Mode, Score};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let snap = Snapshot::open("idx")?;
+    /// let model = snap.query_model()?.expect("built with --model");
+    /// let q = ndarray::Array2::<f32>::ones((1, model.dim()));
+    /// let codes = pack::pack_set_bits(&model.encode(q.view())?, snap.bits())?;
+    /// let flat = Mode::parse("flat")?;
+    /// let (hits, _) = snap.search(&codes, 10, &Score::Hamming, &flat, &SearchOptions::default())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn query_model(&self) -> Result<Option<crate::model::QueryModel>> {
+        let Some(path) = self.model_path() else {
+            return Ok(None);
+        };
+        let model = crate::model::QueryModel::open(&path)?;
+        self.check_model(&path, model.bits(), model.dim())?;
+        Ok(Some(model))
+    }
+
+    /// Checks that a model making `bits`-bit codes from `dim`-d rows, read from `path` (this
+    /// index's model file), fits the index: its codes are the index's width, and its rows the
+    /// stored vectors' and the graph's dimension. A model that does not fit (a manifest edited,
+    /// or a model file put in place of another with its checksum) would encode queries the
+    /// index cannot answer: an [`Error::Model`] naming `path`.
+    pub fn check_model(&self, path: &Path, bits: usize, dim: usize) -> Result<()> {
+        let graph_dim = self.template().graph.and_then(|g| match g.on {
+            GraphSource::Vectors { dim } => Some(dim as usize),
+            _ => None,
+        });
+        let misfit = if bits != self.bits() {
+            Some(format!(
+                "makes {bits}-bit codes but the index holds {}-bit codes",
+                self.bits()
+            ))
+        } else if let Some(v) = self.vector_dim().filter(|&v| v != dim) {
+            Some(format!(
+                "reads {dim}-d rows but the index stores {v}-d vectors"
+            ))
+        } else {
+            graph_dim.filter(|&g| g != dim).map(|g| {
+                format!("reads {dim}-d rows but the index's graph is built on {g}-d vectors")
+            })
+        };
+        match misfit {
+            None => Ok(()),
+            Some(what) => Err(Error::model(
+                path,
+                format!(
+                    "this model {what}: it is not the model the index was built with (its \
+                     manifest or model file was replaced); rebuild the index"
+                ),
+            )),
+        }
+    }
     /// The length and CRC-32 the manifest records for the model file, if any: two snapshots
     /// with the same have the same model (a holder of a loaded model can tell whether a newer
     /// generation needs it loaded again).

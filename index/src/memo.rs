@@ -7,7 +7,7 @@
 //!
 //! Reuse is decided by comparing the dictionary with a copy, byte for byte: about 0.15 ms for
 //! 4096 atoms of 384 dimensions, half of a one-query graph search. A model wrapped in a
-//! [`crate::model::FrozenModel`] cannot change ([`freeze`]), so its dictionaries skip the
+//! `bsa::model::FrozenModel` (or a [`crate::model::QueryModel`]) cannot change ([`freeze`]), so its dictionaries skip the
 //! comparison once one has passed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,8 +22,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Lists `a` as unchanging and returns the id to [`unfreeze`] it with. The caller promises that
 /// `a`'s elements do not change, and its memory is not freed, until then
-/// ([`crate::model::FrozenModel`] owns the matrices it lists and gives no `&mut` to them).
-pub(crate) fn freeze(a: ArrayView2<f32>) -> u64 {
+/// (`bsa::model::FrozenModel` (or a [`crate::model::QueryModel`]) owns the matrices it lists and gives no `&mut` to them).
+pub fn freeze(a: ArrayView2<f32>) -> u64 {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     FROZEN
         .lock()
@@ -33,7 +33,7 @@ pub(crate) fn freeze(a: ArrayView2<f32>) -> u64 {
 }
 
 /// Ends the listings `ids` of [`freeze`].
-pub(crate) fn unfreeze(ids: &[u64]) {
+pub fn unfreeze(ids: &[u64]) {
     FROZEN
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -60,12 +60,13 @@ type Entry<T> = (Array2<f32>, Arc<T>, Option<u64>);
 /// the same bits (compared in full, so a dictionary changed in place is never mistaken for the
 /// old one), or when it is the same frozen dictionary that was compared before. One entry, so
 /// the memory held is one dictionary and one value.
-pub(crate) struct LastFor<T> {
+pub struct LastFor<T> {
     slot: Mutex<Option<Entry<T>>>,
 }
 
 impl<T> LastFor<T> {
-    pub(crate) const fn new() -> Self {
+    /// An empty memo, for a `static`.
+    pub const fn new() -> Self {
         LastFor {
             slot: Mutex::new(None),
         }
@@ -73,7 +74,7 @@ impl<T> LastFor<T> {
 
     /// The value for `atoms`: the remembered one if `atoms` is bit for bit the dictionary it
     /// was made from, else `make()`, remembered in its place.
-    pub(crate) fn get(&self, atoms: ArrayView2<f32>, make: impl FnOnce() -> T) -> Arc<T> {
+    pub fn get(&self, atoms: ArrayView2<f32>, make: impl FnOnce() -> T) -> Arc<T> {
         let frozen = frozen_id(atoms);
         {
             // A panic elsewhere while the lock was held leaves a complete entry or none.
@@ -93,6 +94,12 @@ impl<T> LastFor<T> {
         *self.slot.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((atoms.to_owned(), Arc::clone(&value), frozen));
         value
+    }
+}
+
+impl<T> Default for LastFor<T> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

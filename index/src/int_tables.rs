@@ -22,7 +22,7 @@
 //! `sum as f32 * (1 / (s_q s_w))` (the sum is below `2^24` in magnitude up to `D = 2097`, so its
 //! conversion is exact there; beyond, it rounds the same way everywhere).
 
-use bsa_index::KernelFamily;
+use crate::KernelFamily;
 use ndarray::{ArrayView2, Axis};
 use rayon::prelude::*;
 
@@ -80,7 +80,7 @@ impl IntDecoder {
     /// Rounds `wd_t` (`N x D`) to 8-bit integers.
     ///
     /// ```
-    /// use bsa::int_tables::IntDecoder;
+    /// use bsa_index::int_tables::IntDecoder;
     /// let wd_t = ndarray::array![[1.0f32, 0.0], [0.5, -1.0], [0.0, 0.25]];
     /// let dec = IntDecoder::new(wd_t.view());
     /// let q = ndarray::array![[1.0f32, 2.0]];

@@ -30,7 +30,7 @@
 //! module) can be from the exact value, so a fast BLAS result can be used wherever it is provably
 //! on the same side of a decision, and the deterministic value recomputed only near the boundary.
 
-use bsa_index::KernelFamily;
+use crate::KernelFamily;
 use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
@@ -77,7 +77,7 @@ pub fn matmul_nt(a: ArrayView2<f32>, b: ArrayView2<f32>) -> Array2<f32> {
 /// many batches by the same matrix (a model's encoder or decoder).
 ///
 /// ```
-/// use bsa::deterministic::{matmul_nt, matmul_nt_packed, Packed};
+/// use bsa_index::deterministic::{matmul_nt, matmul_nt_packed, Packed};
 /// let a = ndarray::array![[1.0f32, 2.0], [3.0, 4.0]];
 /// let b = ndarray::array![[0.5f32, -1.0], [2.0, 0.25], [1.0, 1.0]];
 /// assert_eq!(matmul_nt_packed(a.view(), &Packed::new(b.view())), matmul_nt(a.view(), b.view()));

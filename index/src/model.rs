@@ -1,0 +1,582 @@
+//! The query side of a bsa model, without BLAS: float vectors to codes, and the per-query tables
+//! of the `adc` and `soft` scores, bit for bit as `bsa search` computes them.
+//!
+//! An index built with a model (`bsa build --model`) holds a copy of the model file. A query
+//! server that receives float embeddings needs its encoder to search by code, and its decoder for
+//! the asymmetric scores; [`QueryModel`] reads that file and does both with the fixed-order
+//! products of [`crate::deterministic`], so its codes and tables are the ones `bsa search` and the
+//! Python package compute, on every CPU and thread count, and this crate still links no BLAS and
+//! no trainer. [`crate::live::Snapshot::query_model`] opens an index's model and checks that it
+//! fits the index.
+//!
+//! The model (`shared/method.md`): rows are vectors, `H = X We^T + be` the pre-activations, and a
+//! code has the bits its [`Rule`] picks from `H`; `Wd^T` (`N x D`, one row per bit) and `bd`
+//! decode it: `xhat = sum of the rows of Wd^T at the set bits + bd`.
+//!
+//! ```
+//! use bsa_index::model::{QueryModel, Rule};
+//! // 3 bits on 2 dimensions: the encoder is the identity's rows and their sum; no biases.
+//! let we = ndarray::array![[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]];
+//! let wd_t = we.clone();
+//! let model = QueryModel::new("topk", Rule::TopK(1), we, ndarray::Array1::zeros(3),
+//!                             wd_t, ndarray::Array1::zeros(2))?;
+//! let q = ndarray::array![[0.9f32, 0.2], [-1.0, 0.5]];
+//! assert_eq!(model.encode(q.view())?, vec![vec![2], vec![1]]); // the largest H of each row
+//! let (tables, offsets) = model.weights().adc_tables(q.view());
+//! assert_eq!(tables[..3], [0.9, 0.2, 1.1]); // q . (row j of Wd^T), one entry per bit
+//! assert_eq!(offsets, vec![0.0, 0.0]); // q . bd
+//! # Ok::<(), bsa_index::Error>(())
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+use rayon::prelude::*;
+use safetensors::tensor::{Dtype, SafeTensors};
+
+use crate::deterministic::{self, Packed};
+use crate::error::{check_stop, Error, Result};
+use crate::int_tables::IntDecoder;
+use crate::memo::{self, LastFor};
+
+/// Value of a bsa model file's `format` metadata key.
+pub const FORMAT: &str = "bsa-model";
+/// Version of the model file layout bsa writes; readers take `1..=FORMAT_VERSION`.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How a model picks a code's bits from the pre-activations `H` of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// The bits with `H > 0` (`sigmoid(H) > 0.5`): methods `bsa`, `sign`, `lsh` and `itq`.
+    Positive,
+    /// The `k` largest `H`, ties to the lower bit: method `topk`.
+    TopK(usize),
+    /// The `k` atoms greedy binary matching pursuit picks ([`crate::pursuit`]), whose initial
+    /// correlations are `H` (the encoder is the dictionary, `be = -Wd^T bd`): method `pursuit`.
+    Pursuit(usize),
+}
+
+impl Rule {
+    /// The rule of a model trained by `method` (the name a model file records) with `k` set
+    /// bits; `None` for a name bsa does not know.
+    ///
+    /// ```
+    /// use bsa_index::model::Rule;
+    /// assert_eq!(Rule::of_method("bsa", 32), Some(Rule::Positive));
+    /// assert_eq!(Rule::of_method("pursuit", 32), Some(Rule::Pursuit(32)));
+    /// assert_eq!(Rule::of_method("pca", 32), None);
+    /// ```
+    pub fn of_method(method: &str, k: usize) -> Option<Rule> {
+        match method {
+            "bsa" | "sign" | "lsh" | "itq" => Some(Rule::Positive),
+            "topk" => Some(Rule::TopK(k)),
+            "pursuit" => Some(Rule::Pursuit(k)),
+            _ => None,
+        }
+    }
+}
+
+/// A model's weights, borrowed: `we` (`N x D`), `be` (`N`), `wd_t` (`N x D`, the decoder
+/// transposed: one row per bit) and `bd` (`D`). Every product here is fixed bit for bit by its
+/// inputs ([`crate::deterministic`]); what a product derives from a matrix once (its packed
+/// layout, its 8-bit copy, a Gram matrix) is kept for the next call with the same matrix
+/// ([`crate::memo`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Weights<'a> {
+    /// Encoder weights, `N x D`.
+    pub we: ArrayView2<'a, f32>,
+    /// Encoder bias, `N`.
+    pub be: ArrayView1<'a, f32>,
+    /// Decoder weights transposed, `N x D`.
+    pub wd_t: ArrayView2<'a, f32>,
+    /// Decoder bias, `D`.
+    pub bd: ArrayView1<'a, f32>,
+}
+
+impl Weights<'_> {
+    /// Bits per code, `N`.
+    pub fn bits(&self) -> usize {
+        self.we.nrows()
+    }
+
+    /// Input dimension, `D`.
+    pub fn dim(&self) -> usize {
+        self.we.ncols()
+    }
+
+    /// Pre-activations `H = X We^T + be`, `H[i][j] = `[`deterministic::dot`]`(x_i, We_j) +
+    /// be_j`: the same bits on any CPU and thread count.
+    pub fn pre_activations(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        // The packed encoder is the same for every batch of this model.
+        static ENCODER: LastFor<Packed> = LastFor::new();
+        let we = ENCODER.get(self.we, || Packed::new(self.we));
+        let mut h = deterministic::matmul_nt_packed(x, &we);
+        h += &self.be;
+        h
+    }
+
+    /// The set bits of each row's code under `rule`, ascending, decided on
+    /// [`Weights::pre_activations`]: the codes `bsa build` gives base rows and `bsa search`
+    /// gives queries. [`Error::Stopped`] once `stop` is set, checked between chunks of rows (the
+    /// codes do not depend on the chunks).
+    pub fn codes(
+        &self,
+        rule: Rule,
+        x: ArrayView2<f32>,
+        stop: Option<&AtomicBool>,
+    ) -> Result<Vec<Vec<u32>>> {
+        // Chunks bound the pre-activations held at once (rows x N floats): 4096 x 4096 floats
+        // (64 MiB) for pursuit, whose Gram rows are kept too.
+        let rows = if matches!(rule, Rule::Pursuit(_)) {
+            1 << 12
+        } else {
+            1 << 14
+        };
+        let mut out = Vec::with_capacity(x.nrows());
+        for chunk in x.axis_chunks_iter(Axis(0), rows) {
+            check_stop(stop)?;
+            let h = self.pre_activations(chunk);
+            match rule {
+                Rule::Pursuit(k) => out.extend(crate::pursuit::fixed_codes(h.view(), self.wd_t, k)),
+                Rule::Positive | Rule::TopK(_) => {
+                    let mut codes = vec![Vec::new(); h.nrows()];
+                    codes
+                        .par_iter_mut()
+                        .zip(h.axis_iter(Axis(0)).into_par_iter())
+                        .for_each(|(code, h)| {
+                            let h = h.as_slice().expect("standard layout");
+                            *code = match rule {
+                                Rule::TopK(k) => crate::topk::largest_f32(h, k),
+                                _ => (0..h.len() as u32)
+                                    .filter(|&j| h[j as usize] > 0.0)
+                                    .collect(),
+                            };
+                        });
+                    out.extend(codes);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Per-query tables of the decoder-ADC score (`shared/method.md`): row i is `u = Wd^T q_i`
+    /// (one float per bit) and offset i is `q_i . bd`, so that `q . xhat_b` is the offset plus
+    /// the sum of `u_j` over the set bits of `b`. Returns `(nq * N tables, nq offsets)`,
+    /// row-major; every entry a [`deterministic::dot`]. `bsa search --score adc` divides both
+    /// by the query's length ([`per_unit_query`]).
+    pub fn adc_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
+        // The packed decoder is the same for every batch of this model.
+        static DECODER: LastFor<Packed> = LastFor::new();
+        let t =
+            deterministic::matmul_nt_packed(q, &DECODER.get(self.wd_t, || Packed::new(self.wd_t)));
+        (t.into_raw_vec_and_offset().0, self.adc_offsets(q))
+    }
+
+    /// Per-query ADC tables for picking candidates that are re-ranked by exact cosine
+    /// afterwards (`--rescore`): as [`Weights::adc_tables`], but each entry of `u` is the exact
+    /// integer product of the query rounded to 7 bits and the decoder rounded to 8
+    /// ([`crate::int_tables`]), two to three times faster to compute; on WordNet the top 40 they
+    /// rank are the float tables' in 99.2% of places. The offsets are the float ones.
+    pub fn adc_candidate_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
+        // Rounding the decoder is the same for every call with this model.
+        static DECODER: LastFor<IntDecoder> = LastFor::new();
+        let t = DECODER
+            .get(self.wd_t, || IntDecoder::new(self.wd_t))
+            .tables(q);
+        (t, self.adc_offsets(q))
+    }
+
+    /// `q_i . bd` for each query, a [`deterministic::dot`] each.
+    fn adc_offsets(&self, q: ArrayView2<f32>) -> Vec<f32> {
+        let bd = self.bd.as_standard_layout();
+        let bd = bd.as_slice().expect("standard layout");
+        q.rows()
+            .into_iter()
+            .map(|r| deterministic::dot(&r.to_vec(), bd))
+            .collect()
+    }
+
+    /// Per-query tables of the soft score: the query's sigmoid activations `sigmoid(q We^T +
+    /// be)` ([`Weights::pre_activations`] through [`deterministic::sigmoid`]), offsets 0.
+    pub fn soft_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
+        let h = self.pre_activations(q);
+        (
+            h.iter().map(|&v| deterministic::sigmoid(v)).collect(),
+            vec![0.0; q.nrows()],
+        )
+    }
+}
+
+/// ADC tables and offsets ([`Weights::adc_tables`]) divided by each query's length, so that the
+/// score a search reports is `cos(q, xhat_b)` for queries of any length, as rescoring against
+/// the stored vectors reports, not `|q|` times it. The order is the same. In `f64`, each query's
+/// length summed in row order: the same bits on every CPU and thread count. A query of length 0
+/// or beyond `f64` is left as computed (searches refuse it: it has no direction).
+///
+/// ```
+/// let q = ndarray::array![[3.0f32, 4.0]];
+/// let (t, off) = bsa_index::model::per_unit_query((vec![5.0, 10.0], vec![2.5]), q.view());
+/// assert_eq!((t, off), (vec![1.0, 2.0], vec![0.5]));
+/// ```
+pub fn per_unit_query(
+    (mut t, mut off): (Vec<f32>, Vec<f32>),
+    q: ArrayView2<f32>,
+) -> (Vec<f32>, Vec<f32>) {
+    let bits = t.len() / q.nrows().max(1);
+    for (i, row) in q.rows().into_iter().enumerate() {
+        let norm = row
+            .iter()
+            .map(|&x| f64::from(x).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if !(norm > 0.0 && norm.is_finite()) {
+            continue;
+        }
+        for v in &mut t[i * bits..(i + 1) * bits] {
+            *v = (f64::from(*v) / norm) as f32;
+        }
+        off[i] = (f64::from(off[i]) / norm) as f32;
+    }
+    (t, off)
+}
+
+/// A model for answering float queries: its [`Rule`] and its weights, owned and unchanging (so
+/// the products' derived matrices are reused without comparing the weights again,
+/// [`memo::freeze`]). Read from a model file with [`QueryModel::open`], or from an index with
+/// [`crate::live::Snapshot::query_model`].
+#[derive(Debug)]
+pub struct QueryModel {
+    method: String,
+    rule: Rule,
+    we: Array2<f32>,
+    be: Array1<f32>,
+    wd_t: Array2<f32>,
+    bd: Array1<f32>,
+    frozen: [u64; 2],
+}
+
+impl QueryModel {
+    /// A model of `method` (the name its file records) that makes codes by `rule`, from its
+    /// weights: `we` and `wd_t` `N x D`, `be` of `N`, `bd` of `D`. An
+    /// [`Error::InvalidArgument`] when the shapes disagree, a size is 0, `k` is 0 or above `N`,
+    /// or a weight is not finite.
+    pub fn new(
+        method: &str,
+        rule: Rule,
+        we: Array2<f32>,
+        be: Array1<f32>,
+        wd_t: Array2<f32>,
+        bd: Array1<f32>,
+    ) -> Result<QueryModel> {
+        let (n, d) = we.dim();
+        let bad = |what: String| Err(Error::InvalidArgument(format!("model weights: {what}")));
+        if n == 0 || d == 0 {
+            return bad(format!(
+                "the encoder is {n} x {d}; a model has bits and dimensions"
+            ));
+        }
+        if wd_t.dim() != (n, d) || be.len() != n || bd.len() != d {
+            return bad(format!(
+                "the encoder is {n} x {d} but the decoder (transposed) is {:?}, the encoder's \
+                 bias has {} values and the decoder's {}",
+                wd_t.dim(),
+                be.len(),
+                bd.len()
+            ));
+        }
+        if let Rule::TopK(k) | Rule::Pursuit(k) = rule {
+            if k == 0 || k > n {
+                return bad(format!("k = {k} set bits of {n}; it must be 1..={n}"));
+            }
+        }
+        let finite = |a: &[f32]| a.iter().all(|v| v.is_finite());
+        let all = [we.as_slice(), be.as_slice(), wd_t.as_slice(), bd.as_slice()];
+        if !all.iter().all(|s| s.is_some_and(finite)) {
+            return bad("a weight is not finite (or not in standard layout)".into());
+        }
+        let frozen = [memo::freeze(we.view()), memo::freeze(wd_t.view())];
+        Ok(QueryModel {
+            method: method.to_string(),
+            rule,
+            we,
+            be,
+            wd_t,
+            bd,
+            frozen,
+        })
+    }
+
+    /// Reads a bsa model file (`bsa train`'s, or the PyTorch peer trainer's), checking what
+    /// `bsa` checks: the format marker and version, the settings, every tensor's presence,
+    /// dtype and shape, and that the weights are finite. A damaged or foreign file is an
+    /// [`Error::Model`] naming it.
+    pub fn open(path: impl AsRef<Path>) -> Result<QueryModel> {
+        let path = path.as_ref();
+        let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        QueryModel::from_bytes(&buf, path)
+    }
+
+    /// [`QueryModel::open`] of a model file's bytes; `name` is what errors call it.
+    pub fn from_bytes(buf: &[u8], name: impl AsRef<Path>) -> Result<QueryModel> {
+        let path = name.as_ref();
+        let s = ModelSettings::read(buf, path)?;
+        let rule = Rule::of_method(&s.method, s.k).ok_or_else(|| {
+            Error::model(
+                path,
+                format!("metadata method = {:?}: not a method bsa knows", s.method),
+            )
+        })?;
+        if s.bits == 0 || s.dim == 0 || s.k == 0 || s.k > s.bits {
+            return Err(Error::model(
+                path,
+                format!(
+                    "bad model settings: bits {}, dim {}, k {} (k must be 1..=bits)",
+                    s.bits, s.dim, s.k
+                ),
+            ));
+        }
+        let w = read_weights(buf, path, s.bits, s.dim)?;
+        QueryModel::new(&s.method, rule, w.0, w.1, w.2, w.3)
+            .map_err(|e| Error::model(path, e.to_string()))
+    }
+
+    /// The method the model was trained by, as its file names it (`bsa`, `topk`, `pursuit`, ...).
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// How it picks a code's bits.
+    pub fn rule(&self) -> Rule {
+        self.rule
+    }
+
+    /// Bits per code, `N`.
+    pub fn bits(&self) -> usize {
+        self.we.nrows()
+    }
+
+    /// Input dimension, `D`.
+    pub fn dim(&self) -> usize {
+        self.we.ncols()
+    }
+
+    /// Its weights, for the products and tables of [`Weights`].
+    pub fn weights(&self) -> Weights<'_> {
+        Weights {
+            we: self.we.view(),
+            be: self.be.view(),
+            wd_t: self.wd_t.view(),
+            bd: self.bd.view(),
+        }
+    }
+
+    /// The set bits of each row's code ([`Weights::codes`] by its rule), after checking that
+    /// the rows have the model's dimension. Pack them for a search with
+    /// [`crate::pack::pack_set_bits`].
+    pub fn encode(&self, x: ArrayView2<f32>) -> Result<Vec<Vec<u32>>> {
+        if x.ncols() != self.dim() {
+            return Err(Error::DimMismatch {
+                what: "query dimension (the model's input dimension)".into(),
+                expected: self.dim(),
+                got: x.ncols(),
+            });
+        }
+        self.weights().codes(self.rule, x, None)
+    }
+}
+
+impl Drop for QueryModel {
+    fn drop(&mut self) {
+        memo::unfreeze(&self.frozen);
+    }
+}
+
+/// The settings a model file records in its safetensors metadata, in either dialect: bsa's
+/// (`format` = [`FORMAT`], `format_version`, `dim`, `bits`, `k`, `method`, and the training
+/// settings) or the PyTorch peer trainer's (`D`, `N`, `K`, `mode`, no `format`).
+#[derive(Debug, Clone)]
+pub struct ModelSettings {
+    /// Input dimension.
+    pub dim: usize,
+    /// Bits per code.
+    pub bits: usize,
+    /// Set bits per code (the methods that fix it).
+    pub k: usize,
+    /// The method's name (the peer's `mode`, `bsa` when absent).
+    pub method: String,
+    /// Whether the file is the peer trainer's.
+    pub peer: bool,
+    /// All the metadata, for the settings only a trainer reads (`loss`, `alpha`, `target`,
+    /// `training`).
+    pub metadata: HashMap<String, String>,
+}
+
+impl ModelSettings {
+    /// Reads the settings from a model file's bytes (its header alone); `path` is what errors
+    /// call it. A missing key, an unparsable number, another format or a newer version is an
+    /// [`Error::Model`] that says which.
+    pub fn read(buf: &[u8], path: &Path) -> Result<ModelSettings> {
+        let (_, header) = SafeTensors::read_metadata(buf).map_err(|e| {
+            Error::model(
+                path,
+                format!(
+                    "not a safetensors model file ({e}): it is truncated, damaged or another \
+                     kind of file; retrain it with `bsa train` or copy it again"
+                ),
+            )
+        })?;
+        let metadata = header.metadata().clone().unwrap_or_default();
+        let peer = !metadata.contains_key("format")
+            && ["D", "N", "K"].iter().all(|k| metadata.contains_key(*k));
+        let get = |key: &str| -> Result<&str> {
+            metadata.get(key).map(String::as_str).ok_or_else(|| {
+                Error::model(
+                    path,
+                    format!("metadata key {key:?} is missing; is this a bsa model file?"),
+                )
+            })
+        };
+        let (dim, bits, k, method) = if peer {
+            let or = |key: &str, default: &'static str| {
+                metadata.get(key).map_or(default, String::as_str)
+            };
+            (
+                parse(path, "D", or("D", ""))?,
+                parse(path, "N", or("N", ""))?,
+                parse(path, "K", or("K", ""))?,
+                or("mode", "bsa").to_string(),
+            )
+        } else {
+            if get("format")? != FORMAT {
+                return Err(Error::model(
+                    path,
+                    format!(
+                        "metadata says format {:?}, expected {FORMAT:?}",
+                        get("format")?
+                    ),
+                ));
+            }
+            let version: u32 = parse(path, "format_version", get("format_version")?)?;
+            if !(1..=FORMAT_VERSION).contains(&version) {
+                return Err(Error::model(
+                    path,
+                    format!(
+                        "model format v{version} is newer than this bsa reads \
+                         (v1..=v{FORMAT_VERSION}); upgrade bsa or retrain the model"
+                    ),
+                ));
+            }
+            (
+                parse(path, "dim", get("dim")?)?,
+                parse(path, "bits", get("bits")?)?,
+                parse(path, "k", get("k")?)?,
+                get("method")?.to_string(),
+            )
+        };
+        Ok(ModelSettings {
+            dim,
+            bits,
+            k,
+            method,
+            peer,
+            metadata,
+        })
+    }
+}
+
+/// A metadata value parsed, or an [`Error::Model`] naming the key and the value.
+pub fn parse<T: std::str::FromStr>(path: &Path, key: &str, value: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| Error::model(path, format!("metadata {key} = {value:?}: {e}")))
+}
+
+/// A model's weights, owned, in the order of [`Weights`]' fields: `(we, be, wd_t, bd)`.
+pub type OwnedWeights = (Array2<f32>, Array1<f32>, Array2<f32>, Array1<f32>);
+
+/// The weights of a model file of `bits` x `dim` (its settings, [`ModelSettings::read`]):
+/// `(we, be, wd_t, bd)`, each tensor checked for presence, dtype `F32`, shape and finite values;
+/// the decoder (`decoder.weight`, `D x N` in the PyTorch layout) is returned transposed.
+pub fn read_weights(buf: &[u8], path: &Path, bits: usize, dim: usize) -> Result<OwnedWeights> {
+    let bad = |detail: String| Error::model(path, detail);
+    let st =
+        SafeTensors::deserialize(buf).map_err(|e| bad(format!("corrupt safetensors data: {e}")))?;
+    let (n, d) = (bits, dim);
+    let tensor = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| bad(format!("tensor {name:?} is missing")))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(bad(format!(
+                "tensor {name:?} is {:?}, expected F32",
+                t.dtype()
+            )));
+        }
+        if t.shape() != shape {
+            return Err(bad(format!(
+                "tensor {name:?} has shape {:?}, expected {shape:?} (bits {n}, dim {d})",
+                t.shape()
+            )));
+        }
+        let v: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(bad(format!(
+                "tensor {name:?} holds a non-finite value at {i}"
+            )));
+        }
+        Ok(v)
+    };
+    let shape_err = |e: ndarray::ShapeError| bad(format!("tensor shape: {e}"));
+    let we =
+        Array2::from_shape_vec((n, d), tensor("encoder.weight", &[n, d])?).map_err(shape_err)?;
+    let be = Array1::from(tensor("encoder.bias", &[n])?);
+    let wd_t = Array2::from_shape_vec((n, d), transposed(&tensor("decoder.weight", &[d, n])?, d))
+        .map_err(shape_err)?;
+    let bd = Array1::from(tensor("decoder.bias", &[d])?);
+    Ok((we, be, wd_t, bd))
+}
+
+/// The `cols x rows` transpose of the row-major `rows x cols` matrix `m`, in square tiles: the
+/// decoder's 384 x 4096 copied column by column (ndarray's `as_standard_layout` of its
+/// transpose) missed the cache on every element, a seventh of opening a 4096-bit index.
+fn transposed(m: &[f32], rows: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let cols = m.len() / rows.max(1);
+    let mut out = vec![0f32; m.len()];
+    for i0 in (0..rows).step_by(TILE) {
+        for j0 in (0..cols).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(rows) {
+                for j in j0..(j0 + TILE).min(cols) {
+                    out[j * rows + i] = m[i * cols + j];
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tiled transpose is ndarray's, element for element, for shapes that do and do not
+    /// fill whole tiles.
+    #[test]
+    fn transposed_is_the_transpose() {
+        for (rows, cols) in [(1, 1), (3, 70), (64, 32), (33, 65), (384, 100)] {
+            let m: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 7.0).collect();
+            let a = Array2::from_shape_vec((rows, cols), m.clone()).unwrap();
+            let want: Vec<f32> = a.t().iter().copied().collect();
+            assert_eq!(transposed(&m, rows), want, "{rows} x {cols}");
+        }
+    }
+}
