@@ -1,7 +1,7 @@
 //! [`IndexBuilder`]: writes an index directory.
 //!
-//! Everything is written into a temporary directory beside the target (`.NAME.tmp-<pid>`),
-//! checksummed while writing, fsync'd, and only then renamed to the target name, with the manifest
+//! Everything is written into a temporary directory beside the target (`.NAME.tmp-<pid>`, held
+//! locked while it is filled), checksummed while writing, fsync'd, and only then renamed to the target name, with the manifest
 //! written last: a crash never leaves a half-written index under the real name.
 
 use std::collections::BTreeMap;
@@ -152,6 +152,10 @@ impl SectionWriter {
 struct TempDir {
     path: PathBuf,
     keep: bool,
+    /// The folder opened and locked (`flock`) while this build fills it: a build in a process
+    /// that cannot tell this one is running (another PID namespace with the same pid, a
+    /// container sharing the volume) finds it locked and leaves it ([`building_elsewhere`]).
+    _lock: Option<fs::File>,
 }
 
 impl Drop for TempDir {
@@ -161,6 +165,25 @@ impl Drop for TempDir {
         }
         staging().remove(&self.path);
     }
+}
+
+/// The folder `path` opened and locked exclusively (`flock`, not waiting), or `None` where it
+/// cannot be (outside Unix, a file system without locks, a lock already held): best effort, a
+/// build without it is as before.
+fn lock_folder(path: &Path) -> Option<fs::File> {
+    let f = fs::File::open(path).ok()?;
+    f.try_lock().ok()?;
+    Some(f)
+}
+
+/// Whether another build is filling the staging folder `path`: the folder is locked by a
+/// process that holds it open ([`TempDir::_lock`]); its pid may be this one's in another PID
+/// namespace.
+fn building_elsewhere(path: &Path) -> bool {
+    let Ok(f) = fs::File::open(path) else {
+        return false;
+    };
+    matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock))
 }
 
 /// The staging folders this process is filling now (see [`Staged::new`]).
@@ -970,32 +993,50 @@ impl Staged {
         // is filling for the same destination (a second build of it must not remove that),
         // known by the folder's real path however the callers spell it (relative, absolute,
         // through links).
+        // A folder of that name that another process holds locked is that process's build
+        // (one with the same pid in another PID namespace): the next name is taken.
         let parent = fs::canonicalize(parent).map_err(|e| Error::io(parent, e))?;
         let pid = std::process::id();
-        let path = {
-            let mut live = staging();
-            let path = (0u64..)
-                .map(|n| match n {
-                    0 => parent.join(format!(".{name}.tmp-{pid}")),
-                    n => parent.join(format!(".{name}.tmp-{pid}-{n}")),
-                })
-                .find(|p| !live.contains(p))
-                .expect("a free name");
-            live.insert(path.clone());
-            path
-        };
-        let tmp = TempDir { path, keep: false };
-        if tmp.path.exists() {
-            // No thread of this process is filling it: left by a dead process that had this
-            // pid, or by a write of this one whose removal failed.
-            fs::remove_dir_all(&tmp.path).map_err(|e| Error::io(&tmp.path, e))?;
+        for n in 0u64.. {
+            let path = match n {
+                0 => parent.join(format!(".{name}.tmp-{pid}")),
+                n => parent.join(format!(".{name}.tmp-{pid}-{n}")),
+            };
+            if !staging().insert(path.clone()) {
+                continue;
+            }
+            let mut tmp = TempDir {
+                path,
+                keep: false,
+                _lock: None,
+            };
+            if building_elsewhere(&tmp.path) {
+                // Not removed by the drop: another build's.
+                tmp.keep = true;
+                continue;
+            }
+            if tmp.path.exists() {
+                // No build is filling it: left by a dead process that had this pid, or by a
+                // write of this one whose removal failed.
+                fs::remove_dir_all(&tmp.path).map_err(|e| Error::io(&tmp.path, e))?;
+            }
+            match fs::create_dir(&tmp.path) {
+                Ok(()) => {}
+                // Made just now by another process's build of the same name: the next one.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    tmp.keep = true;
+                    continue;
+                }
+                Err(e) => return Err(Error::io(&tmp.path, e)),
+            }
+            tmp._lock = lock_folder(&tmp.path);
+            return Ok(Staged {
+                out,
+                tmp,
+                overwrite,
+            });
         }
-        fs::create_dir(&tmp.path).map_err(|e| Error::io(&tmp.path, e))?;
-        Ok(Staged {
-            out,
-            tmp,
-            overwrite,
-        })
+        unreachable!("a free name among 2^64")
     }
 
     /// The temporary folder to fill.
@@ -1065,8 +1106,9 @@ fn replace_index_dir_until(
 
 /// The directories that killed builds of `out` (SIGKILL, a second Ctrl-C, a crash) left beside
 /// it: `.NAME.tmp-PID` (an unfinished index) and `.NAME.old-PID` (a replaced one being
-/// removed), for a caller to point out. Not removed here: another build of `out` (perhaps on
-/// another host sharing the folder) may be writing one right now.
+/// removed), for a caller to point out. A staging folder its build holds locked (a build
+/// running now, in this process or another) is not listed. Not removed here: a build on a
+/// file system without locks (or another host sharing the folder) may be writing one.
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
@@ -1107,6 +1149,8 @@ pub fn build_leftovers(out: &Path) -> Vec<PathBuf> {
             })
         })
         .map(|e| out.with_file_name(e.file_name()))
+        // A staging folder locked by its build is not left: it is being written.
+        .filter(|p| !building_elsewhere(p))
         .collect();
     left.sort();
     left
@@ -1448,6 +1492,35 @@ const GRAPH_SEED: u64 = 0x6273_612d_6772_6170;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A staging folder with this process's name that another open file holds locked is a
+    /// build running elsewhere (the same pid in another PID namespace, say): a build leaves it
+    /// and stages under the next name, and it is not listed as a leftover. Once unlocked, it is
+    /// a dead build's: listed, and the next build by this pid removes it.
+    #[cfg(unix)]
+    #[test]
+    fn a_staging_folder_another_build_holds_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("idx");
+        let theirs = dir.path().join(format!(".idx.tmp-{}", std::process::id()));
+        fs::create_dir(&theirs).unwrap();
+        fs::write(theirs.join("codes.bin"), "theirs").unwrap();
+        let held = lock_folder(&theirs).expect("a folder can be locked here");
+        assert_eq!(build_leftovers(&out), Vec::<PathBuf>::new());
+        IndexBuilder::new(64, &[1, 2]).build(&out).unwrap();
+        assert_eq!(
+            fs::read_to_string(theirs.join("codes.bin")).unwrap(),
+            "theirs"
+        );
+        drop(held);
+        assert_eq!(build_leftovers(&out), vec![theirs.clone()]);
+        IndexBuilder::new(64, &[3])
+            .overwrite(true)
+            .build(&out)
+            .unwrap();
+        assert!(!theirs.exists());
+        assert_eq!(crate::Index::open(&out).unwrap().len(), 1);
+    }
 
     #[cfg(target_os = "linux")]
     #[test]

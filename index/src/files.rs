@@ -470,6 +470,9 @@ impl DirLock {
 
 impl Drop for DirLock {
     fn drop(&mut self) {
+        // The note names a holder only while there is one (a killed writer's stays until the
+        // next writer writes its own).
+        let _ = self._file.set_len(0);
         if let Some(key) = self.key {
             held_locks().remove(&key);
         }
@@ -559,11 +562,96 @@ pub(crate) fn lock_dir(
             if let Some(k) = key {
                 held_locks().insert(k, me);
             }
+            note_holder(&lock);
             return Ok(DirLock {
                 _file: lock,
                 key,
                 _stays_on_its_thread: std::marker::PhantomData,
             });
+        }
+    }
+}
+
+/// Writes who holds the lock into the locked `LOCK` file, `pid P since S` (the process id and
+/// the Unix time in seconds it took the lock), for the writers waiting behind it to name
+/// ([`LockHolder::of`]). Best effort: a lock whose note cannot be written still locks.
+fn note_holder(mut f: &File) {
+    use std::io::{Seek, Write};
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let note = format!("pid {} since {since}\n", std::process::id());
+    let _ = f
+        .set_len(0)
+        .and_then(|()| f.seek(std::io::SeekFrom::Start(0)))
+        .and_then(|_| f.write_all(note.as_bytes()));
+}
+
+/// Who holds an index's writers' lock, as its `LOCK` file notes it: what a writer waiting
+/// behind it tells its user (`bsa add` on stderr, Python in a warning).
+///
+/// ```
+/// use bsa_index::live::{LockHolder, Writer};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+/// assert_eq!(LockHolder::of(&path), None); // no writer
+/// let w = Writer::open(&path)?;
+/// let holder = LockHolder::of(&path).expect("a writer holds it");
+/// assert_eq!(holder.pid, std::process::id());
+/// assert!(holder.to_string().starts_with(&format!("process {}, for ", holder.pid)));
+/// drop(w);
+/// assert_eq!(LockHolder::of(&path), None);
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockHolder {
+    /// The holder's process id (in its own PID namespace: another container's may differ).
+    pub pid: u32,
+    /// When it took the lock.
+    pub since: std::time::SystemTime,
+}
+
+impl LockHolder {
+    /// The holder of `dir`'s lock, if a writer notes one in `LOCK` (a writer of a bsa before
+    /// the note, or one between taking the lock and writing its note, does not). Read while a
+    /// writer holds the lock, it is that writer; read when none does, `None`, unless a writer
+    /// was killed holding it (its note stays until the next writer's).
+    pub fn of(dir: &Path) -> Option<LockHolder> {
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(File::open(dir.join(LOCK_FILE)).ok()?, 64),
+            &mut text,
+        )
+        .ok()?;
+        let mut words = text.split_ascii_whitespace();
+        let (Some("pid"), Some(pid), Some("since"), Some(since), None) = (
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+        ) else {
+            return None;
+        };
+        Some(LockHolder {
+            pid: pid.parse().ok()?,
+            since: std::time::UNIX_EPOCH + std::time::Duration::from_secs(since.parse().ok()?),
+        })
+    }
+}
+
+impl std::fmt::Display for LockHolder {
+    /// `process P, for 2 min 5 s` (how long it has held the lock; `for 0 s` when the clocks
+    /// disagree).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.since.elapsed().map_or(0, |d| d.as_secs());
+        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+        write!(f, "process {}, for ", self.pid)?;
+        match (h, m) {
+            (0, 0) => write!(f, "{s} s"),
+            (0, _) => write!(f, "{m} min {s} s"),
+            _ => write!(f, "{h} h {m} min"),
         }
     }
 }

@@ -557,9 +557,13 @@ fn open_writer(dir: &Path, stop: &Arc<AtomicBool>, verify: bool) -> bsa_index::R
 /// Warns (`UserWarning`) that a change of the index `dir` waits for another writer's lock.
 /// Called with the GIL released, before the wait.
 fn warn_waiting(dir: &Path) {
+    let holder = match bsa::bsa_index::live::LockHolder::of(dir) {
+        Some(h) => format!("{h}: "),
+        None => String::new(),
+    };
     let msg = format!(
-        "waiting for another writer of {} to finish (an add, delete, compact or a build with \
-         overwrite=True holds its lock)",
+        "waiting for another writer of {} to finish ({holder}an add, delete, compact or a \
+         build with overwrite=True holds its lock)",
         dir.display()
     );
     if let Ok(msg) = std::ffi::CString::new(msg) {

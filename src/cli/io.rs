@@ -54,9 +54,13 @@ pub fn expect_same_dim(
 /// Says on stderr that a change of the index `dir` waits for another writer's lock (a wait
 /// behind a long compaction looks like a hang otherwise).
 pub fn say_waiting(dir: &std::path::Path) {
+    let holder = match bsa::bsa_index::live::LockHolder::of(dir) {
+        Some(h) => format!("{h}: "),
+        None => String::new(),
+    };
     errln!(
-        "bsa: waiting for another writer of {} to finish (an add, delete, compact or build \
-         --force holds its lock)",
+        "bsa: waiting for another writer of {} to finish ({holder}an add, delete, compact or \
+         build --force holds its lock)",
         dir.display()
     )
 }

@@ -353,8 +353,8 @@ fn graph_searches_reach_added_rows_through_bridges() {
     assert!(!out.stderr.contains("bridging"), "{out:#?}");
 }
 
-/// `bsa delete` behind another writer says it waits (else it looks hung), then does its work
-/// once the lock is free.
+/// `bsa delete` behind another writer says it waits (else it looks hung), naming the holder its
+/// lock file notes, then does its work once the lock is free.
 #[test]
 fn a_writer_behind_another_says_it_waits() {
     let t = TestDir::new();
@@ -369,8 +369,17 @@ fn a_writer_behind_another_says_it_waits() {
         .write(true)
         .open(t.path("idx").join("LOCK"))
         .unwrap();
-    let behind_the_lock = |args: &[&str]| {
+    let behind_the_lock = |args: &[&str], note: bool| {
         lock.lock().unwrap();
+        if note {
+            // As a writer notes itself: its pid, and since when (65 s ago) it holds the lock.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let note = format!("pid 4242 since {}\n", now - 65);
+            std::fs::write(t.path("idx").join("LOCK"), note).unwrap();
+        }
         let out = std::thread::scope(|s| {
             let change = s.spawn(|| t.bsa(args));
             // The change takes milliseconds once it has the lock: time to reach the wait.
@@ -382,15 +391,29 @@ fn a_writer_behind_another_says_it_waits() {
         .ok();
         assert!(
             out.stderr
-                .contains("waiting for another writer of idx to finish"),
+                .contains("waiting for another writer of idx to finish ("),
             "{out:#?}"
         );
+        let named = out
+            .stderr
+            .contains("(process 4242, for 1 min 5 s: an add, delete");
+        let named = named
+            || out
+                .stderr
+                .contains("(process 4242, for 1 min 6 s: an add, delete");
+        assert_eq!(named, note, "{out:#?}");
         out
     };
-    let out = behind_the_lock(&["delete", "--index", "idx", "--ids", "gone.npy"]);
+    let out = behind_the_lock(&["delete", "--index", "idx", "--ids", "gone.npy"], true);
     assert!(out.stderr.contains("deleted 1 row from"), "{out:#?}");
-    // A build replacing the index waits for its writers too, and says so.
-    let out = behind_the_lock(&["build", "--codes", "c.npy", "--force", "-q", "--out", "idx"]);
+    // The delete's own note went with its lock.
+    assert_eq!(std::fs::read(t.path("idx").join("LOCK")).unwrap(), b"");
+    // A build replacing the index waits for its writers too, and says so (no note: no holder
+    // named).
+    let out = behind_the_lock(
+        &["build", "--codes", "c.npy", "--force", "-q", "--out", "idx"],
+        false,
+    );
     assert!(out.stderr.contains("built idx"), "{out:#?}");
 }
 
