@@ -494,9 +494,7 @@ mod query_tests {
             let (mut got, _) =
                 index.search(&codes, fetch, &by, &mode, &SearchOptions::default())?;
             if rescore.is_some() {
-                for (i, hits) in got.iter_mut().enumerate() {
-                    *hits = index.rescore(q.row(i).as_slice().unwrap(), hits, 5)?;
-                }
+                got = index.rescore_batch(q.as_slice().unwrap(), &got, 5)?;
             }
             let case = format!("{score} {mode:?} rescore {rescore:?}");
             for (a, b) in got.iter().zip(&want.hits) {

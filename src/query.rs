@@ -25,7 +25,6 @@ use std::time::Instant;
 use bsa_index::live::{IdFilter, SearchOptions, Snapshot};
 use bsa_index::{pack, Hits, Mode, Score, SearchParams, SearchStats};
 use ndarray::ArrayView2;
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::Autoencoder;
@@ -674,14 +673,9 @@ pub(crate) fn search_batched(
             &options,
         )?;
         if let (Some(_), Some(q)) = (request.rescore, &floats) {
-            part = part
-                .par_iter()
-                .enumerate()
-                .map(|(i, h)| {
-                    let row = q.row(start + i);
-                    index.rescore(row.as_slice().expect("standard layout"), h, request.k)
-                })
-                .collect::<std::result::Result<Vec<Hits>, _>>()?;
+            let rows = q.slice(ndarray::s![start..end, ..]);
+            let rows = rows.as_slice().expect("rows of a standard layout");
+            part = index.rescore_batch(rows, &part, request.k)?;
         }
         hits.extend(part);
         stats = Some(match stats {

@@ -58,9 +58,7 @@ fn main() -> bsa_index::Result<()> {
     let flat = Mode::parse("flat")?;
     let (mut hits, _) = snap.search(&codes, fetch, &score, &flat, &SearchOptions::default())?;
     if rescore {
-        for (i, h) in hits.iter_mut().enumerate() {
-            *h = snap.rescore(q.row(i).as_slice().expect("standard layout"), h, k)?;
-        }
+        hits = snap.rescore_batch(q.as_slice().expect("standard layout"), &hits, k)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(

@@ -1976,6 +1976,42 @@ impl Snapshot {
         Ok((h, s, strategy))
     }
 
+    /// [`Snapshot::rescore`] of a batch: `queries` holds one float embedding per entry of
+    /// `hits` (`hits.len() x dim` values, row-major), each entry's candidates re-ranked by its
+    /// query, the queries in parallel on the calling rayon pool. The results are
+    /// [`Snapshot::rescore`]'s, one by one; the first error is returned.
+    ///
+    /// ```
+    /// use bsa_index::live::{SearchOptions, Snapshot};
+    /// use bsa_index::{IndexBuilder, Mode, Score};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(8, &[0b0001, 0b0010]).vectors(&[1.0, 0.0, 0.6, 0.8], 2).build(&path)?;
+    /// let snap = Snapshot::open(&path)?;
+    /// let flat = Mode::parse("flat")?;
+    /// let (hits, _) = snap.search(&[0, 0], 2, &Score::Hamming, &flat, &SearchOptions::default())?;
+    /// let best = snap.rescore_batch(&[1.0, 0.0, 0.0, 1.0], &hits, 1)?;
+    /// assert_eq!((best[0].ids[0], best[1].ids[0]), (0, 1));
+    /// let e = snap.rescore_batch(&[1.0, 0.0], &hits, 1).unwrap_err().to_string();
+    /// assert!(e.contains("expected 4, got 2"), "{e}"); // one embedding per entry of hits
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn rescore_batch(&self, queries: &[f32], hits: &[Hits], k: usize) -> Result<Vec<Hits>> {
+        use rayon::prelude::*;
+        let dim = self.vector_dim().unwrap_or(0);
+        if dim > 0 && queries.len() != hits.len().saturating_mul(dim) {
+            return Err(Error::DimMismatch {
+                what: format!("float query values ({} queries of {dim})", hits.len()),
+                expected: hits.len() * dim,
+                got: queries.len(),
+            });
+        }
+        hits.par_iter()
+            .enumerate()
+            .map(|(i, h)| self.rescore(&queries[i * dim..(i + 1) * dim], h, k))
+            .collect()
+    }
+
     /// Re-ranks one query's hits (global rows, as a search of this snapshot returns them) by
     /// cosine similarity with `query` against the stored vectors and keeps the best `k`:
     /// descending score, ties by smaller id. The same scores as [`Index::rescore`]. Hits whose
