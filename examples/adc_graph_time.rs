@@ -25,10 +25,10 @@ fn main() -> anyhow::Result<()> {
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     for _ in 0..reps {
         let t = Instant::now();
-        let (tables, offsets) = model.adc_tables(q.view());
+        let (tables, offsets) = model.adc_tables(q.view())?;
         let t_tab = ms(t);
         let t = Instant::now();
-        let (int_tables, _) = model.adc_candidate_tables(q.view());
+        let (int_tables, _) = model.adc_candidate_tables(q.view())?;
         let t_int = ms(t);
         drop(int_tables);
         let score = Score::Table {

@@ -104,6 +104,7 @@ impl From<bsa_index::Error> for Error {
         match e {
             bsa_index::Error::Stopped => Error::Stopped,
             bsa_index::Error::Model { path, detail } => Error::Format { path, detail },
+            bsa_index::Error::BadRow { path, row, detail } => Error::BadRow { path, row, detail },
             e => Error::Index(e),
         }
     }

@@ -41,7 +41,12 @@ pub(crate) fn encode_with(
 ) -> Option<Vec<Vec<u32>>> {
     if fixed {
         let rule = bsa_index::model::Rule::Pursuit(k);
-        return params.weights().codes(rule, x, Some(stop)).ok();
+        return match params.weights().codes(rule, x, Some(stop)) {
+            Ok(codes) => Some(codes),
+            Err(bsa_index::Error::Stopped) => None,
+            // The callers give rows of the model's dimension to its own weights.
+            Err(e) => panic!("pursuit encoding of checked rows: {e}"),
+        };
     }
     let gram = params.wd_t.dot(&params.wd_t.t());
     let mut out = Vec::with_capacity(x.nrows());

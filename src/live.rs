@@ -215,7 +215,7 @@ fn bridge_tables(
         let q = ArrayView2::from_shape((n, dim), v).map_err(|e| {
             bsa_index::Error::InvalidArgument(format!("graph vectors are not {n} x {dim}: {e}"))
         })?;
-        Ok(m.adc_tables(q))
+        m.params.weights().adc_tables(q)
     }))
 }
 

@@ -99,8 +99,8 @@ impl Autoencoder {
     /// Every entry is a [`deterministic::dot`], so the printed scores are the same bytes for any
     /// CPU and thread count ([`bsa_index::model::Weights::adc_tables`], which a query server
     /// calls without this crate).
-    pub fn adc_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
-        self.params.weights().adc_tables(q)
+    pub fn adc_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok(self.params.weights().adc_tables(q)?)
     }
 
     /// Per-query ADC tables for picking candidates that are re-ranked by exact cosine
@@ -110,15 +110,32 @@ impl Autoencoder {
     /// they rank are the float tables' in 99.2% of places. The offsets are the float ones. The
     /// same bits on every CPU and thread count
     /// ([`bsa_index::model::Weights::adc_candidate_tables`]).
-    pub fn adc_candidate_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
-        self.params.weights().adc_candidate_tables(q)
+    pub fn adc_candidate_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok(self.params.weights().adc_candidate_tables(q)?)
     }
 
     /// Per-query tables of the soft score: the query's sigmoid activations `sigmoid(q We^T + be)`,
     /// offsets 0. Deterministic like [`Autoencoder::adc_tables`]
     /// ([`bsa_index::model::Weights::soft_tables`]).
-    pub fn soft_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
-        self.params.weights().soft_tables(q)
+    pub fn soft_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok(self.params.weights().soft_tables(q)?)
+    }
+
+    /// The model as the search crate takes it ([`bsa_index::query::search`]): its weights and
+    /// the rule its method makes codes by. The search crate encodes queries on the fixed-order
+    /// products, whose codes are [`Autoencoder::encode_active`]'s (tested).
+    pub fn view(&self) -> bsa_index::model::ModelView<'_> {
+        use bsa_index::model::Rule;
+        let k = self.config.k;
+        let rule = match self.config.method {
+            Method::Bsa | Method::Sign | Method::Lsh | Method::Itq => Rule::Positive,
+            Method::Topk => Rule::TopK(k),
+            Method::Pursuit => Rule::Pursuit(k),
+        };
+        bsa_index::model::ModelView {
+            weights: self.params.weights(),
+            rule,
+        }
     }
 
     /// The K largest activations of each row as a k-hot code, whatever the method (the paper's
@@ -450,8 +467,8 @@ mod tests {
         let run = |threads| {
             with_threads(threads, || {
                 (
-                    m.adc_tables(x.view()),
-                    m.soft_tables(x.view()),
+                    m.adc_tables(x.view()).unwrap(),
+                    m.soft_tables(x.view()).unwrap(),
                     m.encode_active(x.view()),
                 )
             })
@@ -518,14 +535,17 @@ mod tests {
 /// use bsa::pursuit::PursuitParams;
 /// let model = FrozenModel::new(PursuitParams::new(64, 4).model(16, Params::init(64, 16, 7)));
 /// let q = ndarray::Array2::<f32>::ones((1, 16));
-/// let (tables, offsets) = model.adc_candidate_tables(q.view());
+/// let (tables, offsets) = model.adc_candidate_tables(q.view())?;
 /// assert_eq!((tables.len(), offsets.len()), (64, 1));
+/// # Ok::<(), bsa::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct FrozenModel {
     model: Autoencoder,
     /// Its encoder's and decoder's listings as unchanging ([`bsa_index::memo::freeze`]).
     ids: [u64; 2],
+    /// What searches derive from its matrices, kept with it ([`FrozenModel::view`]).
+    derived: bsa_index::model::Derived,
 }
 
 impl FrozenModel {
@@ -535,7 +555,22 @@ impl FrozenModel {
             bsa_index::memo::freeze(model.params.we.view()),
             bsa_index::memo::freeze(model.params.wd_t.view()),
         ];
-        FrozenModel { model, ids }
+        let derived = Default::default();
+        FrozenModel {
+            model,
+            ids,
+            derived,
+        }
+    }
+
+    /// [`Autoencoder::view`] with the model's own derived matrices
+    /// ([`bsa_index::model::Derived`]): a process searching with several models (the Python
+    /// package with several indexes open) makes each model's once, rather than again at every
+    /// switch of model.
+    pub fn view(&self) -> bsa_index::model::ModelView<'_> {
+        let mut view = self.model.view();
+        view.weights.derived = Some(&self.derived);
+        view
     }
 }
 

@@ -134,8 +134,14 @@ impl Params<f32> {
     /// Pre-activations `H = X We^T + be` with every entry fixed bit for bit by the inputs:
     /// `H[i][j] = `[`bsa_index::deterministic::dot`]`(x_i, We_j) + be_j`, on any CPU and thread count
     /// ([`bsa_index::model::Weights::pre_activations`]).
+    ///
+    /// # Panics
+    ///
+    /// If `x` is not `D` wide (the search crate's form returns an error).
     pub fn pre_activations_fixed(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        self.weights().pre_activations(x)
+        self.weights()
+            .pre_activations(x)
+            .expect("rows of the model's input dimension")
     }
 
     /// The weights borrowed as the search crate's query side takes them: its codes and score
@@ -146,6 +152,7 @@ impl Params<f32> {
             be: self.be.view(),
             wd_t: self.wd_t.view(),
             bd: self.bd.view(),
+            derived: None,
         }
     }
 }

@@ -475,10 +475,14 @@ mod query_tests {
         for (score, mode, rescore) in cases {
             let request = Request::new(5).score(score)?.mode(mode)?.rescore(rescore);
             let want = search(&index, Some(&model), Queries::Floats(q.view()), &request)?;
+            // The search crate's own search with its own model: the same bytes.
+            let floats = Queries::Floats(q.view());
+            let alone = bsa_index::query::search(&index, Some(server.view()), floats, &request)?;
+            assert_eq!(alone.hits, want.hits, "{score} {mode} {rescore:?}");
             let (tables, offsets) = match (score, rescore) {
-                ("adc", None) => per_unit_query(w.adc_tables(q.view()), q.view()),
-                ("adc", Some(_)) => per_unit_query(w.adc_candidate_tables(q.view()), q.view()),
-                ("soft", _) => w.soft_tables(q.view()),
+                ("adc", None) => per_unit_query(w.adc_tables(q.view())?, q.view()),
+                ("adc", Some(_)) => per_unit_query(w.adc_candidate_tables(q.view())?, q.view()),
+                ("soft", _) => w.soft_tables(q.view())?,
                 _ => (Vec::new(), Vec::new()),
             };
             let by = match score {
@@ -510,6 +514,44 @@ mod query_tests {
             }
             assert_eq!(got.len(), want.hits.len());
         }
+        Ok(())
+    }
+
+    /// A snapshot's query model is the model its manifest names: after a rebuild put another
+    /// model of the same size in its place, the old snapshot refuses to encode with it (and
+    /// says to open the index again) while a new snapshot reads it; a model damaged in place is
+    /// a checksum error.
+    #[test]
+    fn a_snapshots_query_model_is_the_one_its_manifest_names() -> Result<()> {
+        let (dir, old, _) = pursuit_index()?;
+        let params = PursuitParams::new(64, 4);
+        let (dictionary, _) = params.fit(unit_rows(400, 16, 9).view(), &mut |_| {})?;
+        let other = params.model(16, dictionary);
+        let file = dir.path().join("other.safetensors");
+        crate::io::model::save(&file, &other, &serde_json::Value::Null)?;
+        let base = unit_rows(400, 16, 1);
+        let mut build = BuildRequest::new(BuildSource::Model {
+            model: &other,
+            file: &file,
+        });
+        build.data = Some(base.view());
+        build.overwrite = true;
+        build_index(&build, dir.path().join("idx"), |_, _| {})?;
+        let e = old.query_model().unwrap_err().to_string();
+        assert!(
+            e.contains("after this snapshot of it was opened (a rebuild); open the index again"),
+            "{e}"
+        );
+        let new = Snapshot::open(dir.path().join("idx"))?;
+        let model = new.query_model()?.expect("a model");
+        assert_eq!(model.weights().wd_t, other.params.wd_t.view());
+        let path = new.model_path().unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let e = new.query_model().unwrap_err();
+        assert!(matches!(e, bsa_index::Error::Checksum { .. }), "{e}");
         Ok(())
     }
 
@@ -572,9 +614,9 @@ mod query_tests {
             for (request, filter) in cases.iter().flat_map(|r| filters.map(|f| (r, f))) {
                 let q = Queries::Floats(queries.view());
                 let one = search_until(&index, Some(&model), q, request, filter, None)?;
-                let batched = crate::query::search_batched(
+                let batched = bsa_index::query::search_batched(
                     &index,
-                    Some(&model),
+                    Some(model.view()),
                     q,
                     request,
                     filter,

@@ -83,6 +83,7 @@ const INDEX_LAYERS: &[&[&str]] = &[
         "live/snapshot.rs",
         "live/summary.rs",
         "live/writer.rs",
+        "query.rs",
     ],
 ];
 

@@ -1,7 +1,8 @@
 //! A query server's float queries with bsa-index alone (no BLAS, no trainer): the index's model
 //! encodes them and makes their ADC tables, the codes are scanned, and the candidates are
-//! re-ranked against the stored vectors: the ids and scores `bsa search --score adc --rescore 4`
-//! prints for the same queries (`--score hamming` when the index has no norms for ADC).
+//! re-ranked against the stored vectors (`bsa_index::query::search`): the ids and scores
+//! `bsa search --score adc --rescore 4` prints for the same queries (`--score hamming` when the
+//! index has no norms for ADC, no rescoring without stored vectors).
 //!
 //! ```sh
 //! bsa build --model m.safetensors --data base.npy --vectors f32 --out idx
@@ -13,9 +14,8 @@ mod npy;
 
 use std::time::Instant;
 
-use bsa_index::live::{SearchOptions, Snapshot};
-use bsa_index::model::per_unit_query;
-use bsa_index::{pack, Mode, Score};
+use bsa_index::live::Snapshot;
+use bsa_index::query::{search, Queries, Request};
 
 fn main() -> bsa_index::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -35,31 +35,18 @@ fn main() -> bsa_index::Result<()> {
     let q = ndarray::Array2::from_shape_vec((rows, cols), values).expect("rows x cols values");
 
     let started = Instant::now();
-    let codes = pack::pack_set_bits(&model.encode(q.view())?, snap.bits())?;
-    let adc = snap.has_norms();
-    let rescore = snap.has_vectors();
-    let w = model.weights();
-    let (tables, offsets) = match (adc, rescore) {
-        // Candidates to re-rank are picked by the integer tables, as `bsa search` does.
-        (true, true) => per_unit_query(w.adc_candidate_tables(q.view()), q.view()),
-        (true, false) => per_unit_query(w.adc_tables(q.view()), q.view()),
-        (false, _) => (Vec::new(), Vec::new()),
-    };
-    let score = if adc {
-        Score::Table {
-            tables: &tables,
-            offsets: &offsets,
-            normalise: true,
-        }
-    } else {
-        Score::Hamming
-    };
-    let fetch = if rescore { 4 * k } else { k };
-    let flat = Mode::parse("flat")?;
-    let (mut hits, _) = snap.search(&codes, fetch, &score, &flat, &SearchOptions::default())?;
-    if rescore {
-        hits = snap.rescore_batch(q.as_slice().expect("standard layout"), &hits, k)?;
-    }
+    // ADC where the index has the decoded codes' norms, rescored where it stores vectors.
+    let (adc, rescore) = (snap.has_norms(), snap.has_vectors());
+    let request = Request::new(k)
+        .score(if adc { "adc" } else { "hamming" })?
+        .rescore(rescore.then_some(4));
+    let found = search(
+        &snap,
+        Some(model.view()),
+        Queries::Floats(q.view()),
+        &request,
+    )?;
+    let hits = found.hits;
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{rows} queries by {}{} in {seconds:.3} s ({:.0} queries/s)",

@@ -93,6 +93,18 @@ pub enum Error {
         detail: String,
     },
 
+    /// A row of a caller's float matrix (queries) holds a value a search cannot use: NaN,
+    /// infinity, or (where cosine divides by it) a zero or overflowing norm.
+    #[error("{}: row {row}: {detail}", path.display())]
+    BadRow {
+        /// The matrix's name (`"queries"`), or the file it came from.
+        path: PathBuf,
+        /// Zero-based row number.
+        row: usize,
+        /// What is wrong with it, and what to do.
+        detail: String,
+    },
+
     /// A caller-supplied array does not have the size the index needs.
     #[error("{what}: expected {expected}, got {got}{}", dim_hint(what))]
     DimMismatch {

@@ -422,7 +422,21 @@ pub(crate) fn crc_of_file(path: &Path) -> Result<FileInfo> {
 
 /// Checks a whole non-mapped file (model, HNSW) against its manifest entry.
 pub(crate) fn verify_plain_file(path: &Path, info: &FileInfo) -> Result<()> {
-    let got = crc_of_file(path)?;
+    compare_plain(path, crc_of_file(path)?, info)
+}
+
+/// [`verify_plain_file`] of a file's bytes, read whole by the caller (who parses them next: the
+/// checked bytes are the ones used).
+pub(crate) fn verify_plain_bytes(path: &Path, bytes: &[u8], info: &FileInfo) -> Result<()> {
+    let got = FileInfo {
+        len: bytes.len() as u64,
+        crc32: crc32fast::hash(bytes),
+    };
+    compare_plain(path, got, info)
+}
+
+/// A plain file's length and CRC `got` against its manifest entry.
+fn compare_plain(path: &Path, got: FileInfo, info: &FileInfo) -> Result<()> {
     if got.len != info.len {
         // Not a file of this format: nothing says whether it is cut short or another's.
         return Err(Error::corrupt(

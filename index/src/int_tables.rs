@@ -2,7 +2,7 @@
 //! search.
 //!
 //! The decoder-ADC table of a query `q` has one entry per bit, `u_j = q . Wd[:, j]`
-//! ([`crate::model::Autoencoder::adc_tables`]). At `N = 4096` bits and `D = 384` dimensions that
+//! ([`crate::model::Weights::adc_tables`]). At `N = 4096` bits and `D = 384` dimensions that
 //! is 1.5 M multiply-adds per query, and in `f32` with a fixed summation order
 //! ([`crate::deterministic`]) it costs about as much as the graph walk it feeds. When the
 //! candidates are re-ranked by exact cosine afterwards (`--rescore`), the table only has to

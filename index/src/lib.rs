@@ -98,6 +98,7 @@
 //!
 //! ```text
 //!  live       live::{copy, meta, snapshot, summary, writer} ─ segments, deletes, Snapshot, Writer
+//!             query ─ search(): float queries or codes in, bsa search's hits out
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  index      mode ─ Index::searcher(&Mode)           builder ─ IndexBuilder
 //!             index ─ Index: opens the files, hands out views and searchers
@@ -125,6 +126,8 @@
 //! * [`live`]: an index that changes: segments added by [`live::Writer::add`], rows deleted
 //!   or upserted, segments compacted, all searched as one [`live::Snapshot`] with id filters
 //!   and range search; every change one atomic commit.
+//! * [`query`]: `bsa search` as a call: float queries (encoded with the index's model) or
+//!   packed codes, any score, mode and rescoring, checked as `bsa search` checks them.
 //! * [`pack`]: numpy `packbits` bytes, booleans or set-bit lists to packed `u64` rows and back.
 //! * [`hamming`]: XOR + popcount kernels (portable, AVX2 and AVX-512 `VPOPCNTDQ`).
 //! * [`kernel`]: which kernel family runs, chosen at run time from the CPU (one binary runs on
@@ -140,7 +143,7 @@
 //! * [`model`]: the query side of a model, read from its file: float queries to codes, and the
 //!   `adc` and `soft` tables, on [`deterministic`] products (the same bits on every CPU and
 //!   thread count), the integer products of [`int_tables`] and the greedy pursuit of
-//!   [`pursuit`]; [`memo`] keeps what they derive from a model's matrices.
+//!   [`pursuit`].
 //! * [`format`](mod@format), [`manifest`]: the on-disk format.
 //!
 //! Searches run on the rayon pool they are called from: size it with
@@ -161,6 +164,7 @@ mod bits;
 mod counters;
 mod error;
 pub mod kernel;
+#[doc(hidden)]
 pub mod memo;
 mod rowset;
 pub mod topk;
@@ -195,6 +199,7 @@ pub mod hnsw;
 mod index;
 pub mod live;
 mod mode;
+pub mod query;
 
 pub use builder::{
     build_leftovers, check_outside_index, check_replaceable, leftover_advice, replace_dir,

@@ -7,8 +7,11 @@
 //!
 //! Reuse is decided by comparing the dictionary with a copy, byte for byte: about 0.15 ms for
 //! 4096 atoms of 384 dimensions, half of a one-query graph search. A model wrapped in a
-//! `bsa::model::FrozenModel` (or a [`crate::model::QueryModel`]) cannot change ([`freeze`]), so its dictionaries skip the
-//! comparison once one has passed.
+//! `bsa::model::FrozenModel` cannot change ([`freeze`]), so its dictionaries skip the
+//! comparison once one has passed. (A [`crate::model::QueryModel`] keeps its own derived
+//! matrices instead, [`crate::model::Derived`].)
+//!
+//! For the `bsa` crate's use: not part of this crate's stable API.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +25,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Lists `a` as unchanging and returns the id to [`unfreeze`] it with. The caller promises that
 /// `a`'s elements do not change, and its memory is not freed, until then
-/// (`bsa::model::FrozenModel` (or a [`crate::model::QueryModel`]) owns the matrices it lists and gives no `&mut` to them).
+/// (`bsa::model::FrozenModel` owns the matrices it lists and gives no `&mut` to them).
 pub fn freeze(a: ArrayView2<f32>) -> u64 {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     FROZEN
@@ -81,7 +84,7 @@ impl<T> LastFor<T> {
             let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((seen, value, seen_frozen)) = slot.as_mut() {
                 // Equal when last compared under this registration, and unchanged since.
-                if frozen.is_some() && *seen_frozen == frozen {
+                if frozen.is_some() && *seen_frozen == frozen && seen.dim() == atoms.dim() {
                     return Arc::clone(value);
                 }
                 if same_bits(seen.view(), atoms) {

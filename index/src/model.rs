@@ -22,7 +22,7 @@
 //!                             wd_t, ndarray::Array1::zeros(2))?;
 //! let q = ndarray::array![[0.9f32, 0.2], [-1.0, 0.5]];
 //! assert_eq!(model.encode(q.view())?, vec![vec![2], vec![1]]); // the largest H of each row
-//! let (tables, offsets) = model.weights().adc_tables(q.view());
+//! let (tables, offsets) = model.weights().adc_tables(q.view())?;
 //! assert_eq!(tables[..3], [0.9, 0.2, 1.1]); // q . (row j of Wd^T), one entry per bit
 //! assert_eq!(offsets, vec![0.0, 0.0]); // q . bd
 //! # Ok::<(), bsa_index::Error>(())
@@ -31,6 +31,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
@@ -39,7 +40,8 @@ use safetensors::tensor::{Dtype, SafeTensors};
 use crate::deterministic::{self, Packed};
 use crate::error::{check_stop, Error, Result};
 use crate::int_tables::IntDecoder;
-use crate::memo::{self, LastFor};
+use crate::memo::LastFor;
+use crate::pursuit::{fixed_codes, fixed_codes_with, GramCache};
 
 /// Value of a bsa model file's `format` metadata key.
 pub const FORMAT: &str = "bsa-model";
@@ -78,11 +80,34 @@ impl Rule {
     }
 }
 
+/// What the products derive from a model's matrices once (the encoder and decoder packed for
+/// the fixed-order kernels, the decoder's 8-bit copy, the pursuit Gram matrix or its rows),
+/// kept beside a model whose matrices do not change ([`QueryModel`]): a process serving several
+/// models makes each once, where the shared one-slot memo ([`crate::memo`]) would make them
+/// again at every switch of model (a hundred times a query's cost).
+#[derive(Default)]
+pub struct Derived {
+    encoder: OnceLock<Arc<Packed>>,
+    decoder: OnceLock<Arc<Packed>>,
+    int_decoder: OnceLock<Arc<IntDecoder>>,
+    gram: GramCache,
+}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Derived")
+            .field("encoder", &self.encoder.get().is_some())
+            .field("decoder", &self.decoder.get().is_some())
+            .field("int_decoder", &self.int_decoder.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A model's weights, borrowed: `we` (`N x D`), `be` (`N`), `wd_t` (`N x D`, the decoder
 /// transposed: one row per bit) and `bd` (`D`). Every product here is fixed bit for bit by its
 /// inputs ([`crate::deterministic`]); what a product derives from a matrix once (its packed
-/// layout, its 8-bit copy, a Gram matrix) is kept for the next call with the same matrix
-/// ([`crate::memo`]).
+/// layout, its 8-bit copy, a Gram matrix) is kept for the next call: in `derived`, the model's
+/// own, or else in the process's one-slot memo of the last matrix used ([`crate::memo`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Weights<'a> {
     /// Encoder weights, `N x D`.
@@ -93,6 +118,9 @@ pub struct Weights<'a> {
     pub wd_t: ArrayView2<'a, f32>,
     /// Decoder bias, `D`.
     pub bd: ArrayView1<'a, f32>,
+    /// Where the derived matrices of these weights are kept, if their owner keeps them (it
+    /// must be for these matrices alone, unchanged since); `None`: the process's memo.
+    pub derived: Option<&'a Derived>,
 }
 
 impl Weights<'_> {
@@ -106,15 +134,48 @@ impl Weights<'_> {
         self.we.ncols()
     }
 
+    /// Refuses rows (queries, base rows) that are not `D` wide, with the words every caller
+    /// that gives rows to a model uses (the products would read past them or stop short), and
+    /// weights whose shapes disagree (`we` and `wd_t` `N x D`, `be` of `N`, `bd` of `D`: the
+    /// fields are public), which would give codes without an error.
+    pub fn check_dim(&self, width: usize) -> Result<()> {
+        let (n, d) = self.we.dim();
+        if self.wd_t.dim() != (n, d) || self.be.len() != n || self.bd.len() != d {
+            return Err(Error::InvalidArgument(format!(
+                "model weights: the encoder is {n} x {d} but the decoder (transposed) is {:?}, \
+                 the encoder's bias has {} values and the decoder's {}",
+                self.wd_t.dim(),
+                self.be.len(),
+                self.bd.len()
+            )));
+        }
+        if width == self.dim() {
+            return Ok(());
+        }
+        Err(Error::DimMismatch {
+            what: "query dimension (the model's input dimension: embed with the encoder the \
+                   model was trained on)"
+                .into(),
+            expected: self.dim(),
+            got: width,
+        })
+    }
+
     /// Pre-activations `H = X We^T + be`, `H[i][j] = `[`deterministic::dot`]`(x_i, We_j) +
-    /// be_j`: the same bits on any CPU and thread count.
-    pub fn pre_activations(&self, x: ArrayView2<f32>) -> Array2<f32> {
+    /// be_j`: the same bits on any CPU and thread count. An [`Error::DimMismatch`] for rows
+    /// that are not `D` wide (as for every product here).
+    pub fn pre_activations(&self, x: ArrayView2<f32>) -> Result<Array2<f32>> {
+        self.check_dim(x.ncols())?;
         // The packed encoder is the same for every batch of this model.
         static ENCODER: LastFor<Packed> = LastFor::new();
-        let we = ENCODER.get(self.we, || Packed::new(self.we));
+        let make = || Packed::new(self.we);
+        let we = match self.derived {
+            Some(d) => Arc::clone(d.encoder.get_or_init(|| Arc::new(make()))),
+            None => ENCODER.get(self.we, make),
+        };
         let mut h = deterministic::matmul_nt_packed(x, &we);
         h += &self.be;
-        h
+        Ok(h)
     }
 
     /// The set bits of each row's code under `rule`, ascending, decided on
@@ -127,6 +188,7 @@ impl Weights<'_> {
         x: ArrayView2<f32>,
         stop: Option<&AtomicBool>,
     ) -> Result<Vec<Vec<u32>>> {
+        self.check_dim(x.ncols())?;
         // Chunks bound the pre-activations held at once (rows x N floats): 4096 x 4096 floats
         // (64 MiB) for pursuit, whose Gram rows are kept too.
         let rows = if matches!(rule, Rule::Pursuit(_)) {
@@ -137,9 +199,12 @@ impl Weights<'_> {
         let mut out = Vec::with_capacity(x.nrows());
         for chunk in x.axis_chunks_iter(Axis(0), rows) {
             check_stop(stop)?;
-            let h = self.pre_activations(chunk);
+            let h = self.pre_activations(chunk)?;
             match rule {
-                Rule::Pursuit(k) => out.extend(crate::pursuit::fixed_codes(h.view(), self.wd_t, k)),
+                Rule::Pursuit(k) => out.extend(match self.derived {
+                    Some(d) => fixed_codes_with(h.view(), self.wd_t, k, &d.gram),
+                    None => fixed_codes(h.view(), self.wd_t, k),
+                }),
                 Rule::Positive | Rule::TopK(_) => {
                     let mut codes = vec![Vec::new(); h.nrows()];
                     codes
@@ -166,12 +231,17 @@ impl Weights<'_> {
     /// the sum of `u_j` over the set bits of `b`. Returns `(nq * N tables, nq offsets)`,
     /// row-major; every entry a [`deterministic::dot`]. `bsa search --score adc` divides both
     /// by the query's length ([`per_unit_query`]).
-    pub fn adc_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
+    pub fn adc_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.check_dim(q.ncols())?;
         // The packed decoder is the same for every batch of this model.
         static DECODER: LastFor<Packed> = LastFor::new();
-        let t =
-            deterministic::matmul_nt_packed(q, &DECODER.get(self.wd_t, || Packed::new(self.wd_t)));
-        (t.into_raw_vec_and_offset().0, self.adc_offsets(q))
+        let make = || Packed::new(self.wd_t);
+        let wd = match self.derived {
+            Some(d) => Arc::clone(d.decoder.get_or_init(|| Arc::new(make()))),
+            None => DECODER.get(self.wd_t, make),
+        };
+        let t = deterministic::matmul_nt_packed(q, &wd);
+        Ok((t.into_raw_vec_and_offset().0, self.adc_offsets(q)))
     }
 
     /// Per-query ADC tables for picking candidates that are re-ranked by exact cosine
@@ -179,13 +249,17 @@ impl Weights<'_> {
     /// integer product of the query rounded to 7 bits and the decoder rounded to 8
     /// ([`crate::int_tables`]), two to three times faster to compute; on WordNet the top 40 they
     /// rank are the float tables' in 99.2% of places. The offsets are the float ones.
-    pub fn adc_candidate_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
+    pub fn adc_candidate_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.check_dim(q.ncols())?;
         // Rounding the decoder is the same for every call with this model.
         static DECODER: LastFor<IntDecoder> = LastFor::new();
-        let t = DECODER
-            .get(self.wd_t, || IntDecoder::new(self.wd_t))
-            .tables(q);
-        (t, self.adc_offsets(q))
+        let make = || IntDecoder::new(self.wd_t);
+        let t = match self.derived {
+            Some(d) => Arc::clone(d.int_decoder.get_or_init(|| Arc::new(make()))),
+            None => DECODER.get(self.wd_t, make),
+        }
+        .tables(q);
+        Ok((t, self.adc_offsets(q)))
     }
 
     /// `q_i . bd` for each query, a [`deterministic::dot`] each.
@@ -200,12 +274,12 @@ impl Weights<'_> {
 
     /// Per-query tables of the soft score: the query's sigmoid activations `sigmoid(q We^T +
     /// be)` ([`Weights::pre_activations`] through [`deterministic::sigmoid`]), offsets 0.
-    pub fn soft_tables(&self, q: ArrayView2<f32>) -> (Vec<f32>, Vec<f32>) {
-        let h = self.pre_activations(q);
-        (
+    pub fn soft_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
+        let h = self.pre_activations(q)?;
+        Ok((
             h.iter().map(|&v| deterministic::sigmoid(v)).collect(),
             vec![0.0; q.nrows()],
-        )
+        ))
     }
 }
 
@@ -225,7 +299,9 @@ pub fn per_unit_query(
     q: ArrayView2<f32>,
 ) -> (Vec<f32>, Vec<f32>) {
     let bits = t.len() / q.nrows().max(1);
-    for (i, row) in q.rows().into_iter().enumerate() {
+    // Tables of fewer queries than `q` has rows are divided as far as they go.
+    let rows = q.nrows().min(off.len());
+    for (i, row) in q.rows().into_iter().take(rows).enumerate() {
         let norm = row
             .iter()
             .map(|&x| f64::from(x).powi(2))
@@ -242,9 +318,37 @@ pub fn per_unit_query(
     (t, off)
 }
 
-/// A model for answering float queries: its [`Rule`] and its weights, owned and unchanging (so
-/// the products' derived matrices are reused without comparing the weights again,
-/// [`memo::freeze`]). Read from a model file with [`QueryModel::open`], or from an index with
+/// A model as a search uses it, borrowed: its weights and the [`Rule`] its codes follow
+/// ([`QueryModel::view`]; `bsa`'s models give one too), for [`crate::query::search`].
+#[derive(Debug, Clone, Copy)]
+pub struct ModelView<'a> {
+    /// Its weights.
+    pub weights: Weights<'a>,
+    /// How it picks a code's bits.
+    pub rule: Rule,
+}
+
+impl ModelView<'_> {
+    /// Bits per code, `N`.
+    pub fn bits(&self) -> usize {
+        self.weights.bits()
+    }
+
+    /// Input dimension, `D`.
+    pub fn dim(&self) -> usize {
+        self.weights.dim()
+    }
+
+    /// The set bits of each row's code ([`Weights::codes`] by its rule): an
+    /// [`Error::DimMismatch`] for rows not of the model's dimension. Pack them for a search
+    /// with [`crate::pack::pack_set_bits`].
+    pub fn codes(&self, x: ArrayView2<f32>) -> Result<Vec<Vec<u32>>> {
+        self.weights.codes(self.rule, x, None)
+    }
+}
+
+/// A model for answering float queries: its [`Rule`] and its weights, owned and unchanging, and
+/// what the products derive from them, kept with it ([`Derived`]: a process may serve several). Read from a model file with [`QueryModel::open`], or from an index with
 /// [`crate::live::Snapshot::query_model`].
 #[derive(Debug)]
 pub struct QueryModel {
@@ -254,7 +358,7 @@ pub struct QueryModel {
     be: Array1<f32>,
     wd_t: Array2<f32>,
     bd: Array1<f32>,
-    frozen: [u64; 2],
+    derived: Derived,
 }
 
 impl QueryModel {
@@ -270,6 +374,19 @@ impl QueryModel {
         wd_t: Array2<f32>,
         bd: Array1<f32>,
     ) -> Result<QueryModel> {
+        // Any memory layout is taken; the products read rows.
+        let standard = |a: Array2<f32>| {
+            if a.is_standard_layout() {
+                a
+            } else {
+                a.as_standard_layout().into_owned()
+            }
+        };
+        let (we, wd_t) = (standard(we), standard(wd_t));
+        let (be, bd) = (
+            be.as_standard_layout().into_owned(),
+            bd.as_standard_layout().into_owned(),
+        );
         let (n, d) = we.dim();
         let bad = |what: String| Err(Error::InvalidArgument(format!("model weights: {what}")));
         if n == 0 || d == 0 {
@@ -294,9 +411,8 @@ impl QueryModel {
         let finite = |a: &[f32]| a.iter().all(|v| v.is_finite());
         let all = [we.as_slice(), be.as_slice(), wd_t.as_slice(), bd.as_slice()];
         if !all.iter().all(|s| s.is_some_and(finite)) {
-            return bad("a weight is not finite (or not in standard layout)".into());
+            return bad("a weight is not finite".into());
         }
-        let frozen = [memo::freeze(we.view()), memo::freeze(wd_t.view())];
         Ok(QueryModel {
             method: method.to_string(),
             rule,
@@ -304,13 +420,14 @@ impl QueryModel {
             be,
             wd_t,
             bd,
-            frozen,
+            derived: Derived::default(),
         })
     }
 
-    /// Reads a bsa model file (`bsa train`'s, or the PyTorch peer trainer's), checking what
-    /// `bsa` checks: the format marker and version, the settings, every tensor's presence,
-    /// dtype and shape, and that the weights are finite. A damaged or foreign file is an
+    /// Reads a bsa model file (`bsa train`'s, or the PyTorch peer trainer's), checking what a
+    /// search needs: the format marker and version, the settings it encodes by, every
+    /// tensor's presence, dtype and shape, and that the weights are finite (the training
+    /// settings are `bsa`'s to check). A damaged or foreign file is an
     /// [`Error::Model`] naming it.
     pub fn open(path: impl AsRef<Path>) -> Result<QueryModel> {
         let path = path.as_ref();
@@ -369,27 +486,23 @@ impl QueryModel {
             be: self.be.view(),
             wd_t: self.wd_t.view(),
             bd: self.bd.view(),
+            derived: Some(&self.derived),
         }
     }
 
-    /// The set bits of each row's code ([`Weights::codes`] by its rule), after checking that
-    /// the rows have the model's dimension. Pack them for a search with
+    /// The model as a search takes it ([`crate::query::search`]).
+    pub fn view(&self) -> ModelView<'_> {
+        ModelView {
+            weights: self.weights(),
+            rule: self.rule,
+        }
+    }
+
+    /// The set bits of each row's code ([`ModelView::codes`]): an [`Error::DimMismatch`] for
+    /// rows not of the model's dimension. Pack them for a search with
     /// [`crate::pack::pack_set_bits`].
     pub fn encode(&self, x: ArrayView2<f32>) -> Result<Vec<Vec<u32>>> {
-        if x.ncols() != self.dim() {
-            return Err(Error::DimMismatch {
-                what: "query dimension (the model's input dimension)".into(),
-                expected: self.dim(),
-                got: x.ncols(),
-            });
-        }
-        self.weights().codes(self.rule, x, None)
-    }
-}
-
-impl Drop for QueryModel {
-    fn drop(&mut self) {
-        memo::unfreeze(&self.frozen);
+        self.view().codes(x)
     }
 }
 
@@ -397,6 +510,7 @@ impl Drop for QueryModel {
 /// (`format` = [`FORMAT`], `format_version`, `dim`, `bits`, `k`, `method`, and the training
 /// settings) or the PyTorch peer trainer's (`D`, `N`, `K`, `mode`, no `format`).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ModelSettings {
     /// Input dimension.
     pub dim: usize,
@@ -417,7 +531,8 @@ impl ModelSettings {
     /// Reads the settings from a model file's bytes (its header alone); `path` is what errors
     /// call it. A missing key, an unparsable number, another format or a newer version is an
     /// [`Error::Model`] that says which.
-    pub fn read(buf: &[u8], path: &Path) -> Result<ModelSettings> {
+    pub fn read(buf: &[u8], path: impl AsRef<Path>) -> Result<ModelSettings> {
+        let path = path.as_ref();
         let (_, header) = SafeTensors::read_metadata(buf).map_err(|e| {
             Error::model(
                 path,
@@ -442,11 +557,23 @@ impl ModelSettings {
             let or = |key: &str, default: &'static str| {
                 metadata.get(key).map_or(default, String::as_str)
             };
+            // The mode first: a file of another trainer's mode is refused as such.
+            let method = match or("mode", "bsa") {
+                mode @ ("bsa" | "topk") => mode.to_string(),
+                mode => {
+                    return Err(Error::model(
+                        path,
+                        format!(
+                            "metadata mode {mode:?} is not one bsa_torch.py trains (bsa or topk)"
+                        ),
+                    ))
+                }
+            };
             (
                 parse(path, "D", or("D", ""))?,
                 parse(path, "N", or("N", ""))?,
                 parse(path, "K", or("K", ""))?,
-                or("mode", "bsa").to_string(),
+                method,
             )
         } else {
             if get("format")? != FORMAT {
@@ -487,7 +614,7 @@ impl ModelSettings {
 }
 
 /// A metadata value parsed, or an [`Error::Model`] naming the key and the value.
-pub fn parse<T: std::str::FromStr>(path: &Path, key: &str, value: &str) -> Result<T>
+fn parse<T: std::str::FromStr>(path: &Path, key: &str, value: &str) -> Result<T>
 where
     T::Err: std::fmt::Display,
 {
@@ -567,6 +694,111 @@ fn transposed(m: &[f32], rows: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A small pursuit model: its dictionary `atoms` (`n x d`), `bd = 0`, so `be = 0`.
+    fn pursuit_model(n: usize, d: usize, seed: u32, k: usize) -> QueryModel {
+        let atoms = Array2::from_shape_fn((n, d), |(i, j)| {
+            ((i as u32 * 31 + j as u32 * 17 + seed * 7) % 23) as f32 / 11.0 - 1.0
+        });
+        let (be, bd) = (Array1::zeros(n), Array1::zeros(d));
+        QueryModel::new("pursuit", Rule::Pursuit(k), atoms.clone(), be, atoms, bd).unwrap()
+    }
+
+    /// Two models used in turn keep their own derived matrices: each encodes (and tabulates)
+    /// as through the process's memo, whatever the order, and as a copy of itself would.
+    #[test]
+    fn models_used_in_turn_answer_as_alone() {
+        let x = Array2::from_shape_fn((7, 8), |(i, j)| ((i * 5 + j * 3) % 13) as f32 / 6.0 - 1.0);
+        let (a, b) = (pursuit_model(48, 8, 1, 5), pursuit_model(48, 8, 2, 5));
+        let memo = |m: &QueryModel| {
+            let w = Weights {
+                derived: None,
+                ..m.weights()
+            };
+            (
+                w.codes(m.rule(), x.view(), None).unwrap(),
+                w.adc_tables(x.view()).unwrap(),
+            )
+        };
+        let (want_a, want_b) = (memo(&a), memo(&b));
+        assert_ne!(want_a.0, want_b.0);
+        for m in [&a, &b, &a, &b, &a] {
+            let got = (
+                m.encode(x.view()).unwrap(),
+                m.weights().adc_tables(x.view()).unwrap(),
+            );
+            let want = if std::ptr::eq(m, &a) {
+                &want_a
+            } else {
+                &want_b
+            };
+            assert_eq!(&got, want);
+        }
+    }
+
+    /// Bad input is an error, never a panic or a silent answer: rows of another width, weights
+    /// whose shapes disagree, k out of range, non-finite weights. Weights in any memory layout
+    /// are taken (a transposed matrix's view included).
+    #[test]
+    fn bad_weights_and_rows_are_errors() {
+        let m = pursuit_model(16, 4, 3, 2);
+        let wide = Array2::<f32>::zeros((2, 5));
+        for e in [
+            m.encode(wide.view()).unwrap_err(),
+            m.weights().adc_tables(wide.view()).unwrap_err(),
+            m.weights().adc_candidate_tables(wide.view()).unwrap_err(),
+            m.weights().soft_tables(wide.view()).unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("expected 4, got 5"), "{e}");
+        }
+        let short_decoder = Array2::<f32>::zeros((15, 4));
+        let w = Weights {
+            wd_t: short_decoder.view(),
+            ..m.weights()
+        };
+        let e = w
+            .codes(m.rule(), Array2::zeros((1, 4)).view(), None)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the encoder is 16 x 4 but the decoder"),
+            "{e}"
+        );
+        let ones = |n, d| Array2::<f32>::ones((n, d));
+        let new = |rule, we: Array2<f32>| {
+            let n = we.nrows();
+            QueryModel::new(
+                "topk",
+                rule,
+                we,
+                Array1::zeros(n),
+                ones(n, 4),
+                Array1::zeros(4),
+            )
+        };
+        assert!(new(Rule::TopK(17), ones(16, 4)).is_err());
+        assert!(new(Rule::TopK(0), ones(16, 4)).is_err());
+        let mut nan = ones(16, 4);
+        nan[[3, 1]] = f32::NAN;
+        assert!(new(Rule::TopK(2), nan)
+            .unwrap_err()
+            .to_string()
+            .contains("not finite"));
+        // Column-major (a transpose's layout) weights encode as standard ones.
+        let we = Array2::from_shape_fn((16, 4), |(i, j)| (i as f32 - 7.5) * (j as f32 + 1.0));
+        let mut fortran = Array2::zeros(ndarray::ShapeBuilder::f((16, 4)));
+        fortran.assign(&we);
+        assert!(!fortran.is_standard_layout());
+        let x = Array2::from_shape_fn((3, 4), |(i, j)| (i + j) as f32 - 2.0);
+        let a = new(Rule::TopK(3), we).unwrap().encode(x.view()).unwrap();
+        assert_eq!(
+            new(Rule::TopK(3), fortran)
+                .unwrap()
+                .encode(x.view())
+                .unwrap(),
+            a
+        );
+    }
 
     /// The tiled transpose is ndarray's, element for element, for shapes that do and do not
     /// fill whole tiles.

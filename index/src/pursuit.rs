@@ -131,13 +131,25 @@ fn update_and_max(gain: &mut [f32], g_row: &[f32]) -> f32 {
 /// ```
 pub fn fixed_codes(h: ArrayView2<f32>, atoms: ArrayView2<f32>, k: usize) -> Vec<Vec<u32>> {
     static GRAM: LastFor<GramCache> = LastFor::new();
-    let cache = GRAM.get(atoms, GramCache::default);
+    fixed_codes_with(h, atoms, k, &GRAM.get(atoms, GramCache::default))
+}
+
+/// [`fixed_codes`] with the Gram matrix (or its rows) kept in `cache`, which must be the cache
+/// of the dictionary `atoms` alone: an owner of unchanging atoms keeps its own
+/// ([`crate::model::QueryModel`]), so that several dictionaries in one process do not take
+/// turns in [`fixed_codes`]' one slot.
+pub fn fixed_codes_with(
+    h: ArrayView2<f32>,
+    atoms: ArrayView2<f32>,
+    k: usize,
+    cache: &GramCache,
+) -> Vec<Vec<u32>> {
     match cache.full() {
         Some(gram) => greedy_codes(h, gram.view(), k),
         None if h.nrows().saturating_mul(k).saturating_mul(4) >= atoms.nrows() => {
             greedy_codes(h, cache.make_full(atoms).view(), k)
         }
-        None => greedy_codes_by_rows(h, k, &cache, atoms),
+        None => greedy_codes_by_rows(h, k, cache, atoms),
     }
 }
 
@@ -150,7 +162,7 @@ pub fn fixed_codes(h: ArrayView2<f32>, atoms: ArrayView2<f32>, k: usize) -> Vec<
 /// Nothing is locked while a matrix or a row is computed (they run on rayon, whose threads may
 /// take up another call's work meanwhile): two calls may make the same row, and keep one.
 #[derive(Default)]
-struct GramCache {
+pub struct GramCache {
     full: Mutex<Option<Arc<Array2<f32>>>>,
     packed: Mutex<Option<Arc<PackedAtoms>>>,
     rows: Mutex<HashMap<u32, Arc<[f32]>>>,

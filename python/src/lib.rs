@@ -1577,9 +1577,9 @@ impl Index {
         };
         let request = Request::new(k.unwrap_or(usize::MAX))
             .mode(mode)
-            .map_err(|e| PyValueError::new_err(format!("mode: {}", bare(e))))?
+            .map_err(|e| PyValueError::new_err(format!("mode: {}", bare(e.into()))))?
             .score(score)
-            .map_err(|e| PyValueError::new_err(format!("score: {}", bare(e))))?
+            .map_err(|e| PyValueError::new_err(format!("score: {}", bare(e.into()))))?
             .rescore(rescore)
             .with_ef(ef)
             .max_distance(max_distance)
@@ -1622,7 +1622,9 @@ impl Index {
             Queries::Packed { rows, .. } => rows,
         };
         let loaded = self.loaded();
-        let (index, model) = (&loaded.snap, loaded.model.as_deref().map(|m| &**m));
+        // The model's own derived matrices (FrozenModel::view): searches of several indexes
+        // in turn do not make them again at each switch.
+        let (index, model) = (&loaded.snap, loaded.model.as_deref().map(FrozenModel::view));
         // Both lists were refused above, naming the parameters.
         let filter = IdFilter::from_lists(allow.as_deref(), deny.as_deref())
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -1633,12 +1635,11 @@ impl Index {
         // (under about 64M query-code pairs) does not pay for the waiting thread (0.6 ms).
         let long = nq > 256 && (nq as u64).saturating_mul(index.len() as u64) > 1 << 26;
         let found = interruptible_if(py, threads, long, |stop| {
-            bsa::query::search_until(index, model, queries, &request, filter, Some(stop)).map_err(
-                |e| match queries {
-                    Queries::Packed { .. } => code_row_of(e, "q"),
-                    Queries::Floats(_) => row_of(e, "queries", "q"),
-                },
-            )
+            bsa_index::query::search_until(index, model, queries, &request, filter, Some(stop))
+                .map_err(|e| match queries {
+                    Queries::Packed { .. } => code_row_of(e.into(), "q"),
+                    Queries::Floats(_) => row_of(e.into(), "queries", "q"),
+                })
         })?;
         let k = k.unwrap_or_else(|| found.hits.iter().map(|h| h.ids.len()).max().unwrap_or(0));
         let mut ids = match ids {

@@ -452,7 +452,7 @@ pub fn run_cell(
     let adc_truth = &truth[..adc_nq];
     let adc_qps = |seconds: f64| adc_nq as f64 / seconds;
     let (adc40, t_adc) = timed_median(stop, || {
-        let (tables, offsets) = model.adc_tables(adc_queries);
+        let (tables, offsets) = model.adc_tables(adc_queries)?;
         let score = Score::Table {
             tables: &tables,
             offsets: &offsets,
@@ -471,7 +471,7 @@ pub fn run_cell(
             Ok(index.search_inverted(&q_codes, 10, &Score::Hamming, &params)?)
         })?;
         let ((adc_inv, _), t_a) = timed_median(stop, || {
-            let (tables, offsets) = model.adc_tables(adc_queries);
+            let (tables, offsets) = model.adc_tables(adc_queries)?;
             let score = Score::Table {
                 tables: &tables,
                 offsets: &offsets,

@@ -195,7 +195,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .build(&p_dir)?;
     let p_index = Index::open(&p_dir)?;
     let p_q = pack::pack_set_bits(&pmodel.encode_active(queries.view()), 1024)?;
-    let (tables, offsets) = pmodel.adc_tables(queries.view());
+    let (tables, offsets) = pmodel.adc_tables(queries.view())?;
     let adc = Score::Table {
         tables: &tables,
         offsets: &offsets,

@@ -133,7 +133,7 @@ mod with_milvus {
                 &[],
                 bits,
                 a.rescore.is_some(),
-            ),
+            )?,
             _ => (Vec::new(), Vec::new()),
         };
 

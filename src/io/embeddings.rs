@@ -232,70 +232,8 @@ impl Embeddings {
     }
 }
 
-/// Whether a row certainly passes both [`nonfinite_detail`] and [`norm_detail`]: its `f32` sum
-/// of squares (eight lanes, which the compiler vectorises) is well inside `f32`'s range, so
-/// every value is finite and the norm positive and representable. Rows it cannot vouch for
-/// (NaN, infinities, tiny or huge norms) get the exact checks; the serial `f64` norm of every
-/// row made a check of 1M x 384 rows 5x slower.
-pub(crate) fn plainly_fine(values: &[f32]) -> bool {
-    let mut s = [0f32; 8];
-    let (chunks, tail) = values.as_chunks::<8>();
-    for c in chunks {
-        for l in 0..8 {
-            s[l] += c[l] * c[l];
-        }
-    }
-    for (l, &x) in tail.iter().enumerate() {
-        s[l] += x * x;
-    }
-    (1e-30..=1e30).contains(&s.iter().sum::<f32>())
-}
-
-/// What is wrong with a row holding a value that is not finite, if it does: one wording for
-/// embedding files and in-memory arrays (build, add, Python).
-pub(crate) fn nonfinite_detail(values: &[f32]) -> Option<String> {
-    let col = values.iter().position(|v| !v.is_finite())?;
-    let v = values[col];
-    let what = if v.is_nan() {
-        "NaN (not a number)"
-    } else if v > 0.0 {
-        "+infinity"
-    } else {
-        "-infinity"
-    };
-    Some(format!(
-        "column {col} is {what}; training and search need finite values: fix or drop this row \
-         (numpy: x[np.isfinite(x).all(axis=1)])"
-    ))
-}
-
-/// What is wrong with a row's L2 norm (computed in `f64`, and required to be a positive finite
-/// `f32`, as cosine similarity needs), if anything.
-pub(crate) fn norm_detail(values: &[f32]) -> Option<String> {
-    let norm = values
-        .iter()
-        .map(|&v| f64::from(v) * f64::from(v))
-        .sum::<f64>()
-        .sqrt();
-    let norm32 = norm as f32;
-    if norm32 > 0.0 && norm32.is_finite() {
-        return None;
-    }
-    Some(if norm.is_nan() || norm.is_infinite() {
-        "L2 norm is not finite (the row holds NaN, infinity or huge values); cosine similarity \
-         needs finite vectors: fix or drop this row"
-            .to_string()
-    } else if norm == 0.0 {
-        "L2 norm is 0 (an all-zero vector); cosine similarity is undefined for it: drop this row \
-         (numpy: x[np.linalg.norm(x, axis=1) > 0])"
-            .to_string()
-    } else {
-        format!(
-            "L2 norm {norm:e} is outside the float32 range, so the row cannot be normalised for \
-             cosine similarity: rescale or drop this row"
-        )
-    })
-}
+// The row checks embedding files share with searches' queries (the search crate's).
+pub(crate) use bsa_index::query::{nonfinite_detail, norm_detail, plainly_fine};
 
 impl fmt::Debug for Embeddings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1356,8 +1356,11 @@ impl Snapshot {
     /// The index's model ([`Snapshot::model_path`]) read for answering float queries, if the
     /// index has one, and checked to fit the index ([`Snapshot::check_model`]): a query
     /// server's way to encode float queries and make the `adc` and `soft` tables
-    /// ([`crate::model`]) the way `bsa search` does, without BLAS. A damaged model file, or one
-    /// that does not fit, is an [`Error::Model`] naming it.
+    /// ([`crate::model`]) the way `bsa search` does, without BLAS. The bytes read are checked
+    /// against the manifest's length and CRC first (a damaged file is an [`Error::Checksum`]; a
+    /// model a rebuild put there after this snapshot was opened, an [`Error::Model`] saying to
+    /// open the index again); a model file that cannot be read or does not fit is an
+    /// [`Error::Model`] naming it.
     ///
     /// ```no_run
     /// use bsa_index::live::{SearchOptions, Snapshot};
@@ -1375,7 +1378,23 @@ impl Snapshot {
         let Some(path) = self.model_path() else {
             return Ok(None);
         };
-        let model = crate::model::QueryModel::open(&path)?;
+        let buf = std::fs::read(&path).map_err(|e| self.superseded(Error::io(&path, e)))?;
+        // The bytes read are the ones the manifest names: a model put in its place since (a
+        // rebuild over the index) would encode queries this snapshot's codes do not answer.
+        if let Some(info) = &self.model_info {
+            crate::files::verify_plain_bytes(&path, &buf, info).map_err(|e| {
+                if self.is_current().unwrap_or(true) {
+                    e
+                } else {
+                    Error::model(
+                        &path,
+                        "replaced by a change to the index after this snapshot of it was opened \
+                         (a rebuild); open the index again",
+                    )
+                }
+            })?;
+        }
+        let model = crate::model::QueryModel::from_bytes(&buf, &path)?;
         self.check_model(&path, model.bits(), model.dim())?;
         Ok(Some(model))
     }

@@ -1,0 +1,851 @@
+//! `bsa search` as a library call: float queries or packed query codes in, the hits `bsa search`
+//! prints out, for a query server as for the command line and the Python package.
+//!
+//! A search of an index is more than a [`Searcher`](crate::Searcher): float queries are encoded
+//! with the index's model, the asymmetric scores (`adc`, `soft`) and `overlap` need per-query
+//! tables, the mode's searcher runs with `k x rescore` candidates, and those are re-ranked by
+//! exact cosine against the stored vectors. [`search`] does all of it, and checks what
+//! `bsa search` checks (finite queries, a score the index and the mode can answer, an `ef` the
+//! mode takes), so that every caller gets the same bytes for the same inputs.
+//!
+//! ```no_run
+//! use bsa_index::query::{search, Queries, Request};
+//! # fn main() -> bsa_index::Result<()> {
+//! let index = bsa_index::live::Snapshot::open("idx")?; // every segment of the index
+//! let model = index.query_model()?; // the model copied in by `bsa build --model`
+//! let queries = ndarray::Array2::<f32>::ones((2, 384));
+//! let request = Request::new(10).mode("flat")?.score("adc")?.rescore(Some(4));
+//! let view = model.as_ref().map(|m| m.view());
+//! let found = search(&index, view, Queries::Floats(queries.view()), &request)?;
+//! println!("{:?} in {:.3}s", found.hits[0].ids, found.seconds);
+//! # Ok(()) }
+//! ```
+
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use ndarray::ArrayView2;
+
+use crate::error::{Error, Result};
+use crate::live::{IdFilter, SearchOptions, Snapshot};
+use crate::model::{per_unit_query, ModelView};
+use crate::{pack, Hits, Mode, Score, SearchParams, SearchStats};
+
+/// How codes are ranked (`bsa search --score`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreName {
+    /// `|q xor b|`, ascending.
+    Hamming,
+    /// `|q and b| / sqrt(|q| |b|)`, descending.
+    Cosine,
+    /// `|q and b| / |q or b|`, descending.
+    Jaccard,
+    /// `|q and b|`, descending: a 0/1 table of the query's bits (the sparse inner product Milvus
+    /// computes).
+    Overlap,
+    /// `cos(q, xhat_b)`: the float query against each code as the model decodes it.
+    Adc,
+    /// `sigmoid(q We^T + be) . b`.
+    Soft,
+}
+
+impl ScoreName {
+    /// Every score's name, as `bsa search --score` spells it.
+    pub const NAMES: [&'static str; 6] = ["hamming", "cosine", "jaccard", "overlap", "adc", "soft"];
+
+    /// The score called `name` (one of [`NAMES`](Self::NAMES)).
+    pub fn parse(name: &str) -> Result<ScoreName> {
+        Ok(match name {
+            "hamming" => ScoreName::Hamming,
+            "cosine" => ScoreName::Cosine,
+            "jaccard" => ScoreName::Jaccard,
+            "overlap" => ScoreName::Overlap,
+            "adc" => ScoreName::Adc,
+            "soft" => ScoreName::Soft,
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "unknown score {name:?}; expected one of {}",
+                    Self::NAMES.join(", ")
+                )))
+            }
+        })
+    }
+
+    /// The score's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScoreName::Hamming => "hamming",
+            ScoreName::Cosine => "cosine",
+            ScoreName::Jaccard => "jaccard",
+            ScoreName::Overlap => "overlap",
+            ScoreName::Adc => "adc",
+            ScoreName::Soft => "soft",
+        }
+    }
+
+    /// Whether the score compares the float query with the codes (needs float queries and the
+    /// model).
+    pub fn needs_floats(self) -> bool {
+        matches!(self, ScoreName::Adc | ScoreName::Soft)
+    }
+}
+
+/// The queries of a search.
+#[derive(Debug, Clone, Copy)]
+pub enum Queries<'a> {
+    /// Float queries, `nq x D`, encoded with the model (and used by `adc`, `soft` and rescoring).
+    Floats(ArrayView2<'a, f32>),
+    /// Packed query codes: `rows x ceil(bits / 8)` bytes, numpy `packbits(bitorder="little")`.
+    Packed {
+        /// The bytes, row-major.
+        bytes: &'a [u8],
+        /// Number of queries (none is fine: no answers).
+        rows: usize,
+        /// Bytes per query code, checked against the index's code size even when there are
+        /// no rows.
+        cols: usize,
+    },
+}
+
+/// What to search for: `bsa search`'s options. Made with [`Request::new`] and its setters
+/// (`#[non_exhaustive]`: a field added later breaks no caller).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Request {
+    /// Neighbours per query.
+    pub k: usize,
+    /// The search mode (`--mode`).
+    pub mode: Mode,
+    /// The HNSW candidate list size (`--ef`; `None`: the mode's own, else the one stored at
+    /// build time). Only mode `hnsw` takes one: a search in an exact mode refuses it, since it
+    /// would be ignored.
+    pub ef: Option<usize>,
+    /// How codes are ranked (`--score`).
+    pub score: ScoreName,
+    /// Re-rank the best `k x rescore` candidates by exact cosine against the stored vectors.
+    pub rescore: Option<usize>,
+    /// Only neighbours within this Hamming distance (Hamming score only).
+    pub max_distance: Option<u32>,
+    /// Only neighbours scoring at least this (scores other than Hamming).
+    pub min_score: Option<f32>,
+    /// Whether hits carry their Hamming distances (`true` unless [`Request::distances`] says
+    /// otherwise). A table score of float queries (`adc`, `soft`) ranks without the query's
+    /// code, so a caller that reads only the scores can skip encoding the queries: the model's
+    /// encoding (a pursuit of K atoms) costs more than the search it would otherwise feed.
+    pub distances: bool,
+}
+
+impl Request {
+    /// `k` neighbours, flat mode, Hamming score, no rescoring.
+    pub fn new(k: usize) -> Request {
+        Request {
+            k,
+            mode: Mode::parse("flat").expect("flat is a mode"),
+            ef: None,
+            score: ScoreName::Hamming,
+            rescore: None,
+            max_distance: None,
+            min_score: None,
+            distances: true,
+        }
+    }
+
+    /// Sets the mode by name (`flat`, `inverted`, `hnsw`), keeping the `ef` set so far.
+    ///
+    /// ```
+    /// use bsa_index::query::Request;
+    /// let r = Request::new(10).with_ef(Some(64)).mode("hnsw")?;
+    /// assert_eq!((r.mode.name(), r.ef()), ("hnsw", Some(64)));
+    /// assert!(Request::new(10).mode("hnsh").is_err()); // a misspelt mode
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn mode(mut self, name: &str) -> Result<Request> {
+        // An ef the old mode carried (a `mode` field set directly) moves to the request's.
+        self.ef = self.ef();
+        self.mode = Mode::parse(name)?;
+        Ok(self)
+    }
+
+    /// Sets the score by name (see [`ScoreName::NAMES`]).
+    pub fn score(mut self, name: &str) -> Result<Request> {
+        self.score = ScoreName::parse(name)?;
+        Ok(self)
+    }
+
+    /// Sets the rescoring factor.
+    pub fn rescore(mut self, factor: Option<usize>) -> Request {
+        self.rescore = factor;
+        self
+    }
+
+    /// Sets the HNSW candidate list size (`None`: the value stored at build time). The exact
+    /// modes take none: a search refuses an `ef` with them rather than ignore it.
+    ///
+    /// ```
+    /// use bsa_index::query::Request;
+    /// let r = Request::new(10).mode("hnsw")?.with_ef(Some(128));
+    /// assert_eq!(r.ef(), Some(128));
+    /// assert_eq!(Request::new(10).mode("hnsw")?.ef(), None); // the graph's own
+    /// // Checked at search: a flat search does not take it.
+    /// assert!(Request::new(10).with_ef(Some(128)).check_ef().is_err());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn with_ef(mut self, ef: Option<usize>) -> Request {
+        // One place for it: a mode set directly with its own ef loses that one.
+        self.ef = ef;
+        self.mode = self.mode.with_ef_search(None);
+        self
+    }
+
+    /// Sets the maximum Hamming distance.
+    pub fn max_distance(mut self, d: Option<u32>) -> Request {
+        self.max_distance = d;
+        self
+    }
+
+    /// Sets the minimum score.
+    pub fn min_score(mut self, s: Option<f32>) -> Request {
+        self.min_score = s;
+        self
+    }
+
+    /// Whether an `adc` search picks its candidates with the integer tables of
+    /// [`Weights::adc_candidate_tables`](crate::model::Weights::adc_candidate_tables)
+    /// ([`tables`]' `rescoring`): when rescoring re-ranks
+    /// them, unless a `min_score` range is asked for, whose bound applies to the exact score,
+    /// which those tables only approximate.
+    pub fn picks_with_int_tables(&self) -> bool {
+        self.rescore.is_some() && self.min_score.is_none()
+    }
+
+    /// Whether hits need their Hamming distances. With `false`, a search by `adc` or `soft` of
+    /// float queries does not encode them and every hit's distance is `u32::MAX` (the scores,
+    /// ids and order are the same); other scores rank by the query's code and still encode it.
+    ///
+    /// ```
+    /// let r = bsa_index::query::Request::new(10).score("adc")?.distances(false);
+    /// assert!(!r.distances);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn distances(mut self, wanted: bool) -> Request {
+        self.distances = wanted;
+        self
+    }
+
+    /// The HNSW candidate list size, if one was set (on the request, or on a `mode` field set
+    /// directly); `None`: the graph's own, stored at build time.
+    ///
+    /// ```
+    /// use bsa_index::query::Request;
+    /// assert_eq!(Request::new(10).mode("hnsw")?.ef(), None);
+    /// assert_eq!(Request::new(10).mode("hnsw")?.with_ef(Some(80)).ef(), Some(80));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn ef(&self) -> Option<usize> {
+        self.ef.or(self.mode.ef_search())
+    }
+
+    /// The mode to search with: [`Request::mode`] with the request's `ef`, once
+    /// [`Request::check_ef`] has passed.
+    fn searched_mode(&self) -> Mode {
+        self.mode.with_ef_search(self.ef())
+    }
+
+    /// Refuses an `ef` the search would ignore (an exact mode), and one out of range: above
+    /// [`crate::hnsw::MAX_EF`], or below `k`. The walk keeps `ef` rows in its list and
+    /// answers with the best `k x rescore` rows it scored: fewer than it rescores is fine, fewer
+    /// than `k` is not (`k = usize::MAX` is a range search: every row in range the walk finds).
+    ///
+    /// ```
+    /// use bsa_index::query::Request;
+    /// let graph = Request::new(10).mode("hnsw")?;
+    /// assert!(graph.with_ef(Some(64)).check_ef().is_ok());
+    /// assert!(graph.with_ef(None).check_ef().is_ok()); // the graph's own
+    /// let low = graph.with_ef(Some(5)).check_ef().unwrap_err();
+    /// assert!(low.to_string().contains("ef 5 is below k 10"));
+    /// let flat = Request::new(10).with_ef(Some(64)).check_ef().unwrap_err();
+    /// assert!(flat.to_string().contains("mode flat is exact and takes no ef"));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn check_ef(&self) -> Result<()> {
+        let Some(ef) = self.ef() else {
+            return Ok(());
+        };
+        if !matches!(self.mode, Mode::Hnsw(_)) {
+            return Err(Error::InvalidArgument(format!(
+                "ef sets the graph search's candidate list: it takes mode hnsw (mode {} is exact \
+                 and takes no ef)",
+                self.mode.name()
+            )));
+        }
+        if ef > crate::hnsw::MAX_EF {
+            // The limit a graph's build takes for its own ef (ef_search in the manifest).
+            return Err(Error::InvalidArgument(format!(
+                "ef {ef} is above {}, the most a graph search takes",
+                crate::hnsw::MAX_EF
+            )));
+        }
+        if ef < self.k && self.k != usize::MAX {
+            return Err(Error::InvalidArgument(format!(
+                "ef {ef} is below k {}; give ef {} or more",
+                self.k, self.k
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a search found.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// One list per query, best first (as `bsa search` prints them: `ids`, `distances`, and
+    /// `scores` for non-Hamming scores or after rescoring).
+    pub hits: Vec<Hits>,
+    /// What the mode's searcher did (kernel, counters).
+    pub stats: SearchStats,
+    /// Seconds of the tables, the search and the rescoring: the span `bsa search --stats` reports
+    /// as `search_seconds` (encoding the float queries is not in it).
+    pub seconds: f64,
+    /// Seconds spent encoding float queries with the model (`encode_seconds` of
+    /// `bsa search --stats`); 0 for packed query codes. `encode_seconds + seconds` is the search
+    /// without the argument checks.
+    pub encode_seconds: f64,
+}
+
+/// Checks that every value of `x` is finite and, when `nonzero`, that every row has a norm
+/// cosine can divide by (not 0, not beyond `f32`), with the words an embedding file's check
+/// uses ([`Error::BadRow`]). `what` names the matrix in the error (e.g. `"queries"`).
+///
+/// ```
+/// use bsa_index::query::check_rows;
+/// let x = ndarray::array![[0.6f32, 0.8], [0.0, 0.0], [f32::NAN, 1.0]];
+/// assert!(check_rows("x", x.slice(ndarray::s![..2, ..]), false).is_ok()); // zeros are finite
+/// let zero = check_rows("x", x.view(), true).unwrap_err();
+/// assert!(matches!(zero, bsa_index::Error::BadRow { row: 1, .. }), "{zero}");
+/// assert!(zero.to_string().starts_with("x: row 1: L2 norm is 0"));
+/// let nan = check_rows("x", x.view(), false).unwrap_err();
+/// assert!(matches!(nan, bsa_index::Error::BadRow { row: 2, .. }), "{nan}");
+/// ```
+pub fn check_rows(what: &str, x: ArrayView2<f32>, nonzero: bool) -> Result<()> {
+    for (row, values) in x.rows().into_iter().enumerate() {
+        let values = match values.as_slice() {
+            Some(v) => std::borrow::Cow::Borrowed(v),
+            None => std::borrow::Cow::Owned(values.to_vec()),
+        };
+        if plainly_fine(&values) {
+            continue;
+        }
+        let bad = nonfinite_detail(&values).or_else(|| nonzero.then(|| norm_detail(&values))?);
+        if let Some(detail) = bad {
+            return Err(Error::BadRow {
+                path: what.into(),
+                row,
+                detail,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether a row is plainly fine for training and cosine similarity, in one vectorised pass:
+/// its `f32` sum of squares (8 lanes) lies in `[1e-30, 1e30]`, so every value is finite and
+/// the norm is positive and well within `f32`. Rows that fail it go through the exact checks
+/// ([`nonfinite_detail`], [`norm_detail`]), which decide.
+pub fn plainly_fine(values: &[f32]) -> bool {
+    let mut s = [0f32; 8];
+    let (chunks, tail) = values.as_chunks::<8>();
+    for c in chunks {
+        for l in 0..8 {
+            s[l] += c[l] * c[l];
+        }
+    }
+    for (l, &x) in tail.iter().enumerate() {
+        s[l] += x * x;
+    }
+    (1e-30..=1e30).contains(&s.iter().sum::<f32>())
+}
+
+/// What is wrong with a row holding a value that is not finite, if it does: one wording for
+/// embedding files and in-memory arrays (build, add, search, Python).
+pub fn nonfinite_detail(values: &[f32]) -> Option<String> {
+    let col = values.iter().position(|v| !v.is_finite())?;
+    let v = values[col];
+    let what = if v.is_nan() {
+        "NaN (not a number)"
+    } else if v > 0.0 {
+        "+infinity"
+    } else {
+        "-infinity"
+    };
+    Some(format!(
+        "column {col} is {what}; training and search need finite values: fix or drop this row \
+         (numpy: x[np.isfinite(x).all(axis=1)])"
+    ))
+}
+
+/// What is wrong with a row's L2 norm (computed in `f64`, and required to be a positive finite
+/// `f32`, as cosine similarity needs), if anything.
+pub fn norm_detail(values: &[f32]) -> Option<String> {
+    let norm = values
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt();
+    let norm32 = norm as f32;
+    if norm32 > 0.0 && norm32.is_finite() {
+        return None;
+    }
+    Some(if norm.is_nan() || norm.is_infinite() {
+        "L2 norm is not finite (the row holds NaN, infinity or huge values); cosine similarity \
+         needs finite vectors: fix or drop this row"
+            .to_string()
+    } else if norm == 0.0 {
+        "L2 norm is 0 (an all-zero vector); cosine similarity is undefined for it: drop this row \
+         (numpy: x[np.linalg.norm(x, axis=1) > 0])"
+            .to_string()
+    } else {
+        format!(
+            "L2 norm {norm:e} is outside the float32 range, so the row cannot be normalised for \
+             cosine similarity: rescale or drop this row"
+        )
+    })
+}
+
+/// Float queries as packed codes of `model` for an index of `bits`-bit codes.
+pub fn encode_queries(model: ModelView<'_>, q: ArrayView2<f32>, bits: usize) -> Result<Vec<u64>> {
+    check_model_fits(model, q, bits)?;
+    pack::pack_set_bits(&model.codes(q)?, bits)
+}
+
+/// Checks that `model` makes `bits`-bit codes from rows as wide as `q`'s.
+fn check_model_fits(model: ModelView<'_>, q: ArrayView2<f32>, bits: usize) -> Result<()> {
+    if model.bits() != bits {
+        return Err(Error::InvalidArgument(format!(
+            "the model makes {}-bit codes but the index holds {bits}-bit codes",
+            model.bits()
+        )));
+    }
+    model.weights.check_dim(q.ncols())
+}
+
+/// Searches `index` for `queries` as `bsa search` does, and returns what it prints.
+///
+/// Float queries are encoded with `model` (which must be the index's model, see
+/// [`index_model`]); packed codes need no model unless the score does. Checks, in order: finite
+/// float queries (and non-zero rows for rescoring), that the score gets what it needs (float
+/// queries and a model for `adc` and `soft`, norms for `adc`, Hamming for `hnsw` and a maximum
+/// distance), that the index has what the mode and rescoring read, then searches `k x rescore`
+/// candidates on the current rayon pool and re-ranks them by exact cosine.
+pub fn search(
+    index: &Snapshot,
+    model: Option<ModelView<'_>>,
+    queries: Queries<'_>,
+    request: &Request,
+) -> Result<Found> {
+    search_filtered(index, model, queries, request, None)
+}
+
+/// [`search`] restricted by an id filter (`bsa search --allow-ids` / `--deny-ids`): exact
+/// modes stay exact, the graph walks past excluded rows (see [`Snapshot::search`]).
+pub fn search_filtered(
+    index: &Snapshot,
+    model: Option<ModelView<'_>>,
+    queries: Queries<'_>,
+    request: &Request,
+    filter: Option<IdFilter<'_>>,
+) -> Result<Found> {
+    search_until(index, model, queries, request, filter, None)
+}
+
+/// [`search_filtered`] that returns [`Error::Stopped`] once `stop` is set (e.g. by Ctrl-C):
+/// with a flag, the queries are searched in batches (about a tenth of a second each, at least
+/// 256 queries and 64 per thread of the pool) and the flag is checked before each. The hits are those of one whole call (each
+/// query's hits do not depend on the other queries); the stats' counters are summed over the
+/// batches and name the kernels of the first.
+///
+/// ```no_run
+/// # fn main() -> bsa_index::Result<()> {
+/// use std::sync::atomic::AtomicBool;
+/// use bsa_index::query::{search_until, Queries, Request};
+/// let index = bsa_index::live::Snapshot::open("idx")?;
+/// let model = index.query_model()?;
+/// let q = ndarray::Array2::<f32>::ones((10_000, 384));
+/// let stop = AtomicBool::new(false); // set by a Ctrl-C handler
+/// let found = search_until(&index, model.as_ref().map(|m| m.view()), Queries::Floats(q.view()),
+///                          &Request::new(10), None, Some(&stop))?;
+/// # Ok(()) }
+/// ```
+pub fn search_until(
+    index: &Snapshot,
+    model: Option<ModelView<'_>>,
+    queries: Queries<'_>,
+    request: &Request,
+    filter: Option<IdFilter<'_>>,
+    stop: Option<&AtomicBool>,
+) -> Result<Found> {
+    let batch = stop.map(|_| {
+        // A Hamming scan without rescoring is the cheap one; the others cost about 10x a pair.
+        let cheap = request.score == ScoreName::Hamming && request.rescore.is_none();
+        let words = crate::pack::words_per_code(index.bits());
+        stop_batch(
+            index.rows(),
+            words,
+            rayon::current_num_threads(),
+            cheap,
+            request.k,
+        )
+    });
+    search_batched(index, model, queries, request, filter, stop, batch)
+}
+
+/// Queries per batch of a stoppable search over `rows` codes of `words` 64-bit words on
+/// `threads` threads, so that the flag is checked about every tenth of a second: 2^28
+/// query-code pairs for a plain Hamming scan (`cheap`) of codes up to 6 words (384 bits, fewer
+/// pairs for wider codes, whose pairs cost more), 2^25 for table and cosine scores or rescoring
+/// (which cost about 10x a pair), fewer for k above 128 (the top-k lists' work grows with it);
+/// in whole groups of 64 queries a thread, at least 256 queries. Batches of 256 queries over
+/// 100k codes (15 ms of Hamming scan) cost a batch of 2000 sign-code queries from Python a
+/// fifth of its speed (one thread, 36-38 against 44-49 us a query, same run).
+fn stop_batch(rows: usize, words: usize, threads: usize, cheap: bool, k: usize) -> usize {
+    let pairs: usize = if cheap {
+        (1 << 28) / words.div_ceil(6).max(1)
+    } else {
+        1 << 25
+    };
+    let deep = (k.min(1 << 20) / 128).max(1);
+    // Whole groups of 64 queries (the wide ADC kernel's) for every thread: 2000 ADC queries
+    // (rescored) in batches of 320 on two threads took 266 ms, in batches of 256 or 640 215-229
+    // (one batch 220; Python, 100k codes, same run).
+    let whole = 64 * threads;
+    let batch = pairs / deep / rows.max(1);
+    (batch - batch % whole).max(256usize.next_multiple_of(whole))
+}
+
+/// [`search_until`] in batches of `batch` queries (`None`: one), `stop` checked before each
+/// (which [`search_until`] sizes to about a tenth of a second each). The hits do not depend on
+/// the batches.
+pub fn search_batched(
+    index: &Snapshot,
+    model: Option<ModelView<'_>>,
+    queries: Queries<'_>,
+    request: &Request,
+    filter: Option<IdFilter<'_>>,
+    stop: Option<&AtomicBool>,
+    batch: Option<usize>,
+) -> Result<Found> {
+    if !matches!(request.mode, Mode::Hnsw(_)) {
+        // An ef the exact modes would ignore is refused first; a graph search's ef is checked
+        // below, once the index is known to have a graph for this score.
+        request.check_ef()?;
+    }
+    let dir = index.dir().display();
+    let bits = index.bits();
+    let score_name = request.score;
+    let floats = match &queries {
+        Queries::Floats(q) => {
+            // A zero query has no direction to score by: every ADC or soft score would be 0
+            // (the hits the lowest ids), its cosine undefined. Its code (the model's biases)
+            // is still a code to search by Hamming distance.
+            let tables = matches!(score_name, ScoreName::Adc | ScoreName::Soft);
+            check_rows("queries", *q, tables || request.rescore.is_some())?;
+            Some(q.as_standard_layout())
+        }
+        Queries::Packed { .. } => None,
+    };
+    if score_name.needs_floats() && floats.is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "score {} needs float queries (it compares the float query with the codes)",
+            score_name.name()
+        )));
+    }
+    if matches!(request.mode, Mode::Hnsw(_)) && index.graph_metric().is_none() {
+        // Said before which score a graph answers: there is none.
+        return Err(Error::InvalidArgument(format!(
+            "{dir}: the index has no HNSW graph for mode hnsw; rebuild it with one (bsa build \
+             --hnsw; hnsw=True from Python), or use mode flat or inverted"
+        )));
+    }
+    if matches!(request.mode, Mode::Hnsw(_)) {
+        // A graph answers the score it was built for.
+        let cosine = index.graph_metric() == Some(crate::manifest::GraphMetric::Cosine);
+        let table = matches!(score_name, ScoreName::Adc | ScoreName::Soft);
+        if cosine && !table {
+            // What bsa's build recorded in `extra` (`graph_on`); a cosine graph without it
+            // is on the decoded codes (bsa::graph_on::GraphOn::of_index).
+            let on = match index.extra().get("graph_on").and_then(|v| v.as_str()) {
+                Some("data") => "the data",
+                _ => "the decoded codes",
+            };
+            return Err(Error::InvalidArgument(format!(
+                "mode hnsw: this index's graph was built on {on} (float vectors) and ranks by \
+                 score adc or soft; use mode flat or inverted for score {}",
+                score_name.name()
+            )));
+        }
+        if !cosine && score_name != ScoreName::Hamming {
+            return Err(Error::InvalidArgument(format!(
+                "mode hnsw: this index's graph ranks by Hamming distance only; use mode flat or \
+                 inverted for score {}, or build the graph on decoded vectors",
+                score_name.name()
+            )));
+        }
+    }
+    if matches!(request.mode, Mode::Inverted(_)) && !index.has_inverted() {
+        return Err(Error::InvalidArgument(format!(
+            "{dir}: the index has no posting lists for mode inverted; rebuild it with inverted \
+             lists (bsa build --inverted; inverted=True from Python)"
+        )));
+    }
+    if request.max_distance.is_some() && score_name != ScoreName::Hamming {
+        return Err(Error::InvalidArgument(
+            "a maximum distance applies to score hamming only (give a minimum score)".into(),
+        ));
+    }
+    if request.min_score.is_some() && score_name == ScoreName::Hamming {
+        return Err(Error::InvalidArgument(
+            "a minimum score applies to scores other than hamming (give a maximum distance)".into(),
+        ));
+    }
+    if score_name == ScoreName::Adc && !index.has_norms() {
+        return Err(Error::InvalidArgument(format!(
+            "{dir}: score adc needs the norms of the decoded codes; rebuild the index with a model"
+        )));
+    }
+    let mut encode_seconds = 0.0;
+    let skip_codes = !request.distances && score_name.needs_floats();
+    let codes = match (&floats, queries) {
+        (Some(q), _) => {
+            let m = model.ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "{dir}: the index has no model to encode float queries; build it with a \
+                     model, or search with packed query codes"
+                ))
+            })?;
+            if skip_codes {
+                // Table scores rank without the codes: all-zero ones stand in for them, and
+                // the hits skip their distances (SearchParams::skip_distances below).
+                check_model_fits(m, q.view(), bits)?;
+                vec![0; q.nrows() * pack::words_per_code(bits)]
+            } else {
+                let started = Instant::now();
+                let codes = encode_queries(m, q.view(), bits)?;
+                encode_seconds = started.elapsed().as_secs_f64();
+                codes
+            }
+        }
+        (None, Queries::Packed { bytes, rows, cols }) => {
+            let want = pack::bytes_per_code(bits);
+            if cols != want {
+                return Err(Error::DimMismatch {
+                    what: format!("bytes per query code (the index holds {bits}-bit codes)"),
+                    expected: want,
+                    got: cols,
+                });
+            }
+            pack::pack_le_bytes(bytes, rows, cols, bits)?
+        }
+        (None, Queries::Floats(_)) => unreachable!("float queries are kept above"),
+    };
+    if request.rescore.is_some() {
+        if floats.is_none() {
+            return Err(Error::InvalidArgument(
+                "rescoring needs float queries (codes alone cannot be rescored)".into(),
+            ));
+        }
+        if !index.has_vectors() {
+            return Err(Error::InvalidArgument(format!(
+                "{dir}: the index stores no vectors to rescore with; rebuild it with vectors"
+            )));
+        }
+    }
+
+    // The graph's ef travels in the mode; the searcher reads only these.
+    let params = SearchParams::default()
+        .with_max_distance(request.max_distance)
+        .with_skip_distances(skip_codes);
+    let fetch = request
+        .k
+        .saturating_mul(request.rescore.unwrap_or(1).max(1));
+    request.check_ef()?;
+    let mode = request.searched_mode();
+    let started = Instant::now();
+    let (tables, offsets) = tables(
+        score_name,
+        model,
+        floats.as_ref().map(|q| q.view()),
+        &codes,
+        bits,
+        request.picks_with_int_tables(),
+    )?;
+    let score = match score_name {
+        ScoreName::Cosine => Score::Cosine,
+        ScoreName::Jaccard => Score::Jaccard,
+        ScoreName::Adc | ScoreName::Soft | ScoreName::Overlap => Score::Table {
+            tables: &tables,
+            offsets: &offsets,
+            normalise: score_name == ScoreName::Adc,
+        },
+        ScoreName::Hamming => Score::Hamming,
+    };
+    let options = SearchOptions::default()
+        .with_params(params)
+        .with_filter(filter)
+        .with_min_score(request.min_score);
+    let wpc = pack::words_per_code(bits);
+    let nq = codes.len() / wpc;
+    let batch = batch.unwrap_or(nq).max(1);
+    let mut hits = Vec::with_capacity(nq);
+    let mut stats: Option<SearchStats> = None;
+    let mut start = 0;
+    // One batch when there are no queries, so the stats are the searcher's.
+    while start < nq || stats.is_none() {
+        crate::check_stop(stop)?;
+        let end = (start + batch).min(nq);
+        // The batch's rows of the per-query tables.
+        let rows_of = |t: &[f32]| {
+            let per_query = t.len() / nq.max(1);
+            start * per_query..end * per_query
+        };
+        let score = match score {
+            Score::Table {
+                tables,
+                offsets,
+                normalise,
+            } => Score::Table {
+                tables: &tables[rows_of(tables)],
+                offsets: &offsets[rows_of(offsets)],
+                normalise,
+            },
+            other => other,
+        };
+        let (mut part, part_stats) = index.search(
+            &codes[start * wpc..end * wpc],
+            fetch,
+            &score,
+            &mode,
+            &options,
+        )?;
+        if let (Some(_), Some(q)) = (request.rescore, &floats) {
+            let rows = q.slice(ndarray::s![start..end, ..]);
+            let rows = rows.as_slice().expect("rows of a standard layout");
+            part = index.rescore_batch(rows, &part, request.k)?;
+        }
+        hits.extend(part);
+        stats = Some(match stats {
+            None => part_stats,
+            Some(mut sum) => {
+                for (name, v) in part_stats.counters {
+                    match sum.counters.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, total)) => *total += v,
+                        None => sum.counters.push((name, v)),
+                    }
+                }
+                sum
+            }
+        });
+        start = end;
+    }
+    Ok(Found {
+        hits,
+        stats: stats.expect("one batch at least"),
+        seconds: started.elapsed().as_secs_f64(),
+        encode_seconds,
+    })
+}
+
+/// The per-query tables and offsets of a table score (empty for the others), the same bits on
+/// every CPU and thread count:
+///
+/// * `adc`: [`Weights::adc_tables`](crate::model::Weights::adc_tables) per unit query
+///   ([`per_unit_query`]), or, when the candidates are then re-ranked by exact cosine
+///   (`rescoring`), the integer tables of
+///   [`Weights::adc_candidate_tables`](crate::model::Weights::adc_candidate_tables), which
+///   pick nearly the same candidates (99.2% of the top 40 on WordNet) at a third to half the
+///   cost;
+/// * `soft`: [`Weights::soft_tables`](crate::model::Weights::soft_tables);
+/// * `overlap`: [`overlap_tables`] of the query codes (`bits` per code).
+///
+/// `model` and `floats` are needed by `adc` and `soft` (empty tables without them).
+pub fn tables(
+    score: ScoreName,
+    model: Option<ModelView<'_>>,
+    floats: Option<ArrayView2<f32>>,
+    codes: &[u64],
+    bits: usize,
+    rescoring: bool,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    Ok(match (score, model, floats) {
+        (ScoreName::Adc, Some(m), Some(q)) if rescoring => {
+            per_unit_query(m.weights.adc_candidate_tables(q)?, q)
+        }
+        (ScoreName::Adc, Some(m), Some(q)) => per_unit_query(m.weights.adc_tables(q)?, q),
+        (ScoreName::Soft, Some(m), Some(q)) => m.weights.soft_tables(q)?,
+        (ScoreName::Overlap, _, _) => overlap_tables(codes, bits),
+        _ => (Vec::new(), Vec::new()),
+    })
+}
+
+/// Per-query 0/1 tables of the overlap score: 1.0 at each set bit of the query code, offsets 0
+/// (the sparse inner product Milvus computes for `--milvus --score overlap`).
+pub fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
+    let wpc = pack::words_per_code(bits);
+    let nq = codes.len() / wpc.max(1);
+    let mut t = vec![0.0f32; nq * bits];
+    for (i, code) in codes.chunks_exact(wpc).enumerate() {
+        for j in (0..bits).filter(|&j| pack::get_bit(code, j)) {
+            t[i * bits + j] = 1.0;
+        }
+    }
+    (t, vec![0.0; nq])
+}
+
+#[cfg(test)]
+mod tests {
+    /// The fast path of `check_rows` decides as the exact checks do: rows at the edges of
+    /// `f32` (tiny, huge, subnormal, zero, NaN, infinite values) are accepted or refused with
+    /// or without it.
+    #[test]
+    fn check_rows_decides_as_the_exact_checks() {
+        use super::{nonfinite_detail, norm_detail, plainly_fine};
+        let rows: Vec<Vec<f32>> = vec![
+            vec![0.5; 384],
+            vec![1e20; 384],
+            vec![1e-20; 384],
+            vec![1e-40; 384],
+            vec![3e38; 2],
+            vec![0.0; 384],
+            vec![0.0, 1e-45, 0.0],
+            vec![1.0, f32::NAN],
+            vec![1.0, f32::INFINITY],
+            vec![f32::NEG_INFINITY],
+            vec![-1e-15, 2e-16, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1e-16],
+        ];
+        for r in &rows {
+            let x = ndarray::ArrayView2::from_shape((1, r.len()), r).unwrap();
+            for nonzero in [false, true] {
+                let exact = nonfinite_detail(r).is_none() && (!nonzero || norm_detail(r).is_none());
+                assert_eq!(super::check_rows("x", x, nonzero).is_ok(), exact, "{r:?}");
+                assert!(!plainly_fine(r) || exact, "{r:?}");
+            }
+        }
+    }
+
+    /// A stoppable search checks its flag about every 2^28 query-code pairs of a Hamming scan
+    /// of codes up to 384 bits (fewer for wider codes; 2^25 of other scores, fewer for a deep
+    /// k), never more often than every 256 queries, in whole groups of 64 per thread.
+    #[test]
+    fn stop_batches_follow_the_pairs_scanned() {
+        use super::stop_batch;
+        assert_eq!(stop_batch(100_000, 6, 2, true, 10), 2560);
+        assert_eq!(stop_batch(100_000, 1, 2, true, 10), 2560);
+        // 4096-bit codes: 64 words, 11 times the pairs' cost.
+        assert_eq!(stop_batch(100_000, 64, 2, true, 10), 256);
+        assert_eq!(stop_batch(10_000, 64, 2, true, 10), 2432);
+        assert_eq!(stop_batch(100_000, 6, 2, false, 10), 256);
+        assert_eq!(stop_batch(10_000, 6, 2, false, 1000), 384);
+        assert_eq!(stop_batch(10_000_000, 6, 2, true, 10), 256);
+        assert_eq!(stop_batch(10_000_000, 6, 3, true, 10), 384);
+        assert_eq!(stop_batch(10_000_000, 6, 8, true, 10), 512);
+        assert_eq!(stop_batch(0, 6, 1, true, usize::MAX), (1 << 28) / 8192);
+    }
+}
