@@ -105,6 +105,16 @@ impl From<bsa_index::Error> for Error {
             bsa_index::Error::Stopped => Error::Stopped,
             bsa_index::Error::Model { path, detail } => Error::Format { path, detail },
             bsa_index::Error::BadRow { path, row, detail } => Error::BadRow { path, row, detail },
+            // Rows given to a model: said as every command of this crate says it.
+            bsa_index::Error::DimMismatch {
+                what,
+                expected,
+                got,
+            } if what == bsa_index::model::MODEL_DIM => Error::DimMismatch {
+                what,
+                expected,
+                got,
+            },
             e => Error::Index(e),
         }
     }

@@ -135,6 +135,7 @@ impl Autoencoder {
         bsa_index::model::ModelView {
             weights: self.params.weights(),
             rule,
+            source: None,
         }
     }
 

@@ -524,6 +524,7 @@ mod query_tests {
     #[test]
     fn a_snapshots_query_model_is_the_one_its_manifest_names() -> Result<()> {
         let (dir, old, _) = pursuit_index()?;
+        let before = old.query_model()?.expect("a model");
         let params = PursuitParams::new(64, 4);
         let (dictionary, _) = params.fit(unit_rows(400, 16, 9).view(), &mut |_| {})?;
         let other = params.model(16, dictionary);
@@ -545,6 +546,25 @@ mod query_tests {
         let new = Snapshot::open(dir.path().join("idx"))?;
         let model = new.query_model()?.expect("a model");
         assert_eq!(model.weights().wd_t, other.params.wd_t.view());
+        // A search refuses the other index's model (same size: only its file tells), and a
+        // hand-made view no model file gives; the new model searches.
+        let q = unit_rows(3, 16, 4);
+        let floats = Queries::Floats(q.view());
+        let request = Request::new(5).score("adc")?;
+        let search = |m| bsa_index::query::search(&new, Some(m), floats, &request);
+        let e = search(before.view()).unwrap_err().to_string();
+        assert!(
+            e.contains("the model given is not this index's model"),
+            "{e}"
+        );
+        assert_eq!(search(model.view())?.hits.len(), 3);
+        let mut view = model.view();
+        view.rule = bsa_index::model::Rule::Pursuit(0);
+        let e = search(view).unwrap_err().to_string();
+        assert!(e.contains("k = 0 set bits of 64"), "{e}");
+        let zero = Request::new(0);
+        let e = bsa_index::query::search(&new, Some(model.view()), floats, &zero).unwrap_err();
+        assert!(e.to_string().contains("k must be at least 1"), "{e}");
         let path = new.model_path().unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;

@@ -1,8 +1,9 @@
 //! `bsa search` as a library call with bsa's models: the search crate's [`bsa_index::query`]
 //! (float queries or packed query codes in, the hits `bsa search` prints out), given an
-//! [`Autoencoder`] and returning this crate's [`Error`]. The command line and the Python binding
-//! search through here; a query server without BLAS calls [`bsa_index::query`] itself, with
-//! the model [`Snapshot::query_model`] reads, and gets the same bytes.
+//! [`Autoencoder`] and returning this crate's [`Error`](crate::Error). The command line
+//! searches through here; the Python binding and a query server without BLAS call
+//! [`bsa_index::query`] itself (with `bsa::model::FrozenModel::view`, or the model
+//! [`Snapshot::query_model`] reads), and get the same bytes.
 //!
 //! ```no_run
 //! use bsa::query::{search, Queries, Request};

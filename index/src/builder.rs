@@ -1,7 +1,7 @@
 //! [`IndexBuilder`]: writes an index directory.
 //!
-//! Everything is written into a temporary directory beside the target (`.NAME.tmp-<pid>`, held
-//! locked while it is filled), checksummed while writing, fsync'd, and only then renamed to the target name, with the manifest
+//! Everything is written into a temporary directory beside the target (`.NAME.tmp-<pid>-<n>`,
+//! `n` random, held locked while it is filled), checksummed while writing, fsync'd, and only then renamed to the target name, with the manifest
 //! written last: a crash never leaves a half-written index under the real name.
 
 use std::collections::BTreeMap;
@@ -152,9 +152,8 @@ impl SectionWriter {
 struct TempDir {
     path: PathBuf,
     keep: bool,
-    /// The folder opened and locked (`flock`) while this build fills it: a build in a process
-    /// that cannot tell this one is running (another PID namespace with the same pid, a
-    /// container sharing the volume) finds it locked and leaves it ([`building_elsewhere`]).
+    /// The folder opened and locked (`flock`) while this build fills it, where the file system
+    /// has such locks: [`build_leftovers`] does not list a folder a running build holds.
     _lock: Option<fs::File>,
 }
 
@@ -163,34 +162,45 @@ impl Drop for TempDir {
         if !self.keep {
             let _ = fs::remove_dir_all(&self.path);
         }
-        staging().remove(&self.path);
     }
 }
 
+/// `parent/.NAME.KIND-PID-N` (`KIND` `tmp` or `old`) with `N` a random number that no other
+/// process picks (the pid alone repeats across PID namespaces and hosts sharing a folder).
+fn unique_sibling(parent: &Path, name: &str, kind: &str) -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState's keys are random per process (and per call after the first), mixed with
+    // the time: no dependency for a name.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let n = h.finish() % 1_000_000_000_000;
+    parent.join(format!(".{name}.{kind}-{}-{n}", std::process::id()))
+}
+
 /// The folder `path` opened and locked exclusively (`flock`, not waiting), or `None` where it
-/// cannot be (outside Unix, a file system without locks, a lock already held): best effort, a
-/// build without it is as before.
+/// cannot be (outside Unix, a file system without locks): best effort, as it serves only to
+/// tell a running build's folder from a dead one's in [`build_leftovers`].
 fn lock_folder(path: &Path) -> Option<fs::File> {
     let f = fs::File::open(path).ok()?;
     f.try_lock().ok()?;
     Some(f)
 }
 
-/// Whether another build is filling the staging folder `path`: the folder is locked by a
-/// process that holds it open ([`TempDir::_lock`]); its pid may be this one's in another PID
-/// namespace.
+/// Whether a running build holds the staging folder `path` locked ([`TempDir::_lock`]; in this
+/// process or another). Only a real folder is opened: a pipe of that name would block the
+/// open, and a link would lead elsewhere.
 fn building_elsewhere(path: &Path) -> bool {
+    if !fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        return false;
+    }
     let Ok(f) = fs::File::open(path) else {
         return false;
     };
     matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock))
-}
-
-/// The staging folders this process is filling now (see [`Staged::new`]).
-fn staging() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBuf>> {
-    static LIVE: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn sanitized_extension(p: &Path) -> String {
@@ -989,54 +999,31 @@ impl Staged {
             )));
         }
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        // `.NAME.tmp-PID`, or `.NAME.tmp-PID-N` beside a folder another thread of this process
-        // is filling for the same destination (a second build of it must not remove that),
-        // known by the folder's real path however the callers spell it (relative, absolute,
-        // through links).
-        // A folder of that name that another process holds locked is that process's build
-        // (one with the same pid in another PID namespace): the next name is taken.
+        // `.NAME.tmp-PID-N`, N random: a name no other build takes, whichever process, PID
+        // namespace (containers sharing a volume, each its pid 1) or host it runs on, made by
+        // mkdir, which fails rather than share a folder. Nothing of another name is removed:
+        // a folder that looks left by a dead build may be a live one's on another host.
         let parent = fs::canonicalize(parent).map_err(|e| Error::io(parent, e))?;
-        let pid = std::process::id();
-        for n in 0u64.. {
-            let path = match n {
-                0 => parent.join(format!(".{name}.tmp-{pid}")),
-                n => parent.join(format!(".{name}.tmp-{pid}-{n}")),
-            };
-            if !staging().insert(path.clone()) {
-                continue;
-            }
-            let mut tmp = TempDir {
-                path,
-                keep: false,
-                _lock: None,
-            };
-            if building_elsewhere(&tmp.path) {
-                // Not removed by the drop: another build's.
-                tmp.keep = true;
-                continue;
-            }
-            if tmp.path.exists() {
-                // No build is filling it: left by a dead process that had this pid, or by a
-                // write of this one whose removal failed.
-                fs::remove_dir_all(&tmp.path).map_err(|e| Error::io(&tmp.path, e))?;
-            }
-            match fs::create_dir(&tmp.path) {
-                Ok(()) => {}
-                // Made just now by another process's build of the same name: the next one.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    tmp.keep = true;
-                    continue;
+        let tmp = loop {
+            let path = unique_sibling(&parent, &name, "tmp");
+            match fs::create_dir(&path) {
+                Ok(()) => {
+                    let _lock = lock_folder(&path);
+                    break TempDir {
+                        path,
+                        keep: false,
+                        _lock,
+                    };
                 }
-                Err(e) => return Err(Error::io(&tmp.path, e)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&path, e)),
             }
-            tmp._lock = lock_folder(&tmp.path);
-            return Ok(Staged {
-                out,
-                tmp,
-                overwrite,
-            });
-        }
-        unreachable!("a free name among 2^64")
+        };
+        Ok(Staged {
+            out,
+            tmp,
+            overwrite,
+        })
     }
 
     /// The temporary folder to fill.
@@ -1105,7 +1092,7 @@ fn replace_index_dir_until(
 }
 
 /// The directories that killed builds of `out` (SIGKILL, a second Ctrl-C, a crash) left beside
-/// it: `.NAME.tmp-PID` (an unfinished index) and `.NAME.old-PID` (a replaced one being
+/// it: `.NAME.tmp-PID-N` (an unfinished index) and `.NAME.old-PID-N` (a replaced one being
 /// removed), for a caller to point out. A staging folder its build holds locked (a build
 /// running now, in this process or another) is not listed. Not removed here: a build on a
 /// file system without locks (or another host sharing the folder) may be writing one.
@@ -1160,10 +1147,10 @@ pub fn build_leftovers(out: &Path) -> Vec<PathBuf> {
 /// directory is there whole, and syncs the parent. On Linux the two are swapped in one step
 /// (`renameat2` with `RENAME_EXCHANGE`) and the old one, now at `new`, removed: a reader finds
 /// the old directory or the new one at `out`, and a crash leaves one of them there (and the
-/// other at `new`). Where the file system cannot swap, `out` is moved aside to `.NAME.old-PID`,
+/// other at `new`). Where the file system cannot swap, `out` is moved aside to `.NAME.old-PID-N`,
 /// `new` renamed in (the old one moved back if that fails) and the old one removed: between the
 /// two renames there is no directory at `out`, and a crash there leaves the old one at
-/// `.NAME.old-PID` ([`leftover_advice`] says to rename it back). No checks:
+/// `.NAME.old-PID-N` ([`leftover_advice`] says to rename it back). No checks:
 /// [`replace_index_dir`] is the one for indexes; this serves any directory written whole (a
 /// benchmark's report).
 ///
@@ -1192,10 +1179,13 @@ pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
         let name = out
             .file_name()
             .map_or("index".into(), |n| n.to_string_lossy());
-        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-        if old.exists() {
-            fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
-        }
+        // A name no other process uses: the folder removed below is this one's.
+        let old = loop {
+            let old = unique_sibling(parent, &name, "old");
+            if fs::symlink_metadata(&old).is_err() {
+                break old;
+            }
+        };
         fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
         if let Err(e) = fs::rename(new, out) {
             let _ = fs::rename(&old, out);
@@ -1493,33 +1483,36 @@ const GRAPH_SEED: u64 = 0x6273_612d_6772_6170;
 mod tests {
     use super::*;
 
-    /// A staging folder with this process's name that another open file holds locked is a
-    /// build running elsewhere (the same pid in another PID namespace, say): a build leaves it
-    /// and stages under the next name, and it is not listed as a leftover. Once unlocked, it is
-    /// a dead build's: listed, and the next build by this pid removes it.
+    /// A build removes no staging folder but its own, whoever left it (a build of another PID
+    /// namespace with this pid, or a dead one: they look the same from here), and stages under
+    /// a name of its own; the leftovers listed are the folders no build holds locked.
     #[cfg(unix)]
     #[test]
-    fn a_staging_folder_another_build_holds_is_left_alone() {
+    fn builds_leave_other_staging_folders_and_list_the_unlocked_ones() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("idx");
-        let theirs = dir.path().join(format!(".idx.tmp-{}", std::process::id()));
-        fs::create_dir(&theirs).unwrap();
-        fs::write(theirs.join("codes.bin"), "theirs").unwrap();
-        let held = lock_folder(&theirs).expect("a folder can be locked here");
-        assert_eq!(build_leftovers(&out), Vec::<PathBuf>::new());
+        let pid = std::process::id();
+        let live = dir.path().join(format!(".idx.tmp-{pid}-1"));
+        let dead = dir.path().join(format!(".idx.tmp-{pid}"));
+        for d in [&live, &dead] {
+            fs::create_dir(d).unwrap();
+            fs::write(d.join("codes.bin"), "theirs").unwrap();
+        }
+        let held = lock_folder(&live).expect("a folder can be locked here");
+        assert_eq!(build_leftovers(&out), vec![dead.clone()]);
         IndexBuilder::new(64, &[1, 2]).build(&out).unwrap();
-        assert_eq!(
-            fs::read_to_string(theirs.join("codes.bin")).unwrap(),
-            "theirs"
-        );
-        drop(held);
-        assert_eq!(build_leftovers(&out), vec![theirs.clone()]);
         IndexBuilder::new(64, &[3])
             .overwrite(true)
             .build(&out)
             .unwrap();
-        assert!(!theirs.exists());
+        for d in [&live, &dead] {
+            assert_eq!(fs::read_to_string(d.join("codes.bin")).unwrap(), "theirs");
+        }
         assert_eq!(crate::Index::open(&out).unwrap().len(), 1);
+        drop(held);
+        assert_eq!(build_leftovers(&out), vec![dead, live]);
+        // Nothing else of the builds' is left beside it.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 3);
     }
 
     #[cfg(target_os = "linux")]

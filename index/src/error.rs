@@ -11,6 +11,12 @@ use std::path::PathBuf;
 const REPAIR: &str = "restore the index from a copy, or rebuild it with `bsa build` (and add \
                       again the rows added since)";
 
+/// What an [`Error::DimMismatch`] of rows given to a model ([`crate::model`]) says (`bsa` says
+/// it with "dimension mismatch: " before it, as for every file given to a model).
+pub const MODEL_DIM: &str = "the columns of the queries against the model's input dimension \
+                             (embed with the same encoder the model was trained on, or train a \
+                             model for this dimension)";
+
 /// `std::result::Result` with this crate's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -169,7 +175,10 @@ impl Error {
 /// What to do about a [`Error::DimMismatch`] of the queries (the usual cause); other sizes
 /// (ids, norms, tables) are the caller's arithmetic, said by the numbers alone.
 fn dim_hint(what: &str) -> &'static str {
-    if what.starts_with("float query") {
+    if what == MODEL_DIM {
+        // Says what to do itself.
+        ""
+    } else if what.starts_with("float query") {
         // Rescoring compares the embedding itself with the stored vectors.
         "; rescoring takes the float embedding, of the stored vectors' dimension"
     } else if what.starts_with("query") {

@@ -586,15 +586,17 @@ pub(crate) fn lock_dir(
     }
 }
 
-/// Writes who holds the lock into the locked `LOCK` file, `pid P since S` (the process id and
-/// the Unix time in seconds it took the lock), for the writers waiting behind it to name
-/// ([`LockHolder::of`]). Best effort: a lock whose note cannot be written still locks.
+/// Writes who holds the lock into the locked `LOCK` file, `pid P host H since S\n` (the
+/// process id, the host name where known, and the Unix time in seconds it took the lock), for
+/// the writers waiting behind it to name ([`LockHolder::of`]). Best effort: a lock whose note
+/// cannot be written still locks.
 fn note_holder(mut f: &File) {
     use std::io::{Seek, Write};
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let note = format!("pid {} since {since}\n", std::process::id());
+    let host = host_name().map_or(String::new(), |h| format!("host {h} "));
+    let note = format!("pid {} {host}since {since}\n", std::process::id());
     let _ = f
         .set_len(0)
         .and_then(|()| f.seek(std::io::SeekFrom::Start(0)))
@@ -602,7 +604,8 @@ fn note_holder(mut f: &File) {
 }
 
 /// Who holds an index's writers' lock, as its `LOCK` file notes it: what a writer waiting
-/// behind it tells its user (`bsa add` on stderr, Python in a warning).
+/// behind it tells its user (`bsa add` on stderr, Python in a warning). The pid is the
+/// holder's in its own PID namespace and host: check the host before acting on it.
 ///
 /// ```
 /// use bsa_index::live::{LockHolder, Writer};
@@ -613,17 +616,27 @@ fn note_holder(mut f: &File) {
 /// let w = Writer::open(&path)?;
 /// let holder = LockHolder::of(&path).expect("a writer holds it");
 /// assert_eq!(holder.pid, std::process::id());
-/// assert!(holder.to_string().starts_with(&format!("process {}, for ", holder.pid)));
+/// assert!(holder.to_string().starts_with(&format!("process {}", holder.pid)));
 /// drop(w);
 /// assert_eq!(LockHolder::of(&path), None);
 /// # Ok::<(), bsa_index::Error>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockHolder {
     /// The holder's process id (in its own PID namespace: another container's may differ).
     pub pid: u32,
+    /// Its host's name (its UTS namespace's: a container's own), where the system tells it.
+    pub host: Option<String>,
     /// When it took the lock.
     pub since: std::time::SystemTime,
+}
+
+/// This host's name (Linux: the UTS namespace's, so a container's own), if the system tells it.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    let plain = !name.is_empty() && name.len() <= 64 && !name.contains(char::is_whitespace);
+    plain.then(|| name.to_string())
 }
 
 impl LockHolder {
@@ -638,30 +651,33 @@ impl LockHolder {
             &mut text,
         )
         .ok()?;
-        let mut words = text.split_ascii_whitespace();
-        let (Some("pid"), Some(pid), Some("since"), Some(since), None) = (
-            words.next(),
-            words.next(),
-            words.next(),
-            words.next(),
-            words.next(),
-        ) else {
-            return None;
+        // A note is whole once its line ends (a reader may come while it is being written).
+        let line = text.strip_suffix('\n')?;
+        let words: Vec<&str> = line.split(' ').collect();
+        let (pid, host, since) = match words[..] {
+            ["pid", pid, "since", since] => (pid, None, since),
+            ["pid", pid, "host", host, "since", since] => (pid, Some(host.to_string()), since),
+            _ => return None,
         };
         Some(LockHolder {
             pid: pid.parse().ok()?,
+            host,
             since: std::time::UNIX_EPOCH + std::time::Duration::from_secs(since.parse().ok()?),
         })
     }
 }
 
 impl std::fmt::Display for LockHolder {
-    /// `process P, for 2 min 5 s` (how long it has held the lock; `for 0 s` when the clocks
-    /// disagree).
+    /// `process P on host H, for 2 min 5 s` (how long it has held the lock; `for 0 s` when the
+    /// clocks disagree; no host when the note names none).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.since.elapsed().map_or(0, |d| d.as_secs());
         let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-        write!(f, "process {}, for ", self.pid)?;
+        write!(f, "process {}", self.pid)?;
+        if let Some(host) = &self.host {
+            write!(f, " on host {host}")?;
+        }
+        write!(f, ", for ")?;
         match (h, m) {
             (0, 0) => write!(f, "{s} s"),
             (0, _) => write!(f, "{m} min {s} s"),

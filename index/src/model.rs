@@ -40,8 +40,11 @@ use safetensors::tensor::{Dtype, SafeTensors};
 use crate::deterministic::{self, Packed};
 use crate::error::{check_stop, Error, Result};
 use crate::int_tables::IntDecoder;
+use crate::manifest::FileInfo;
 use crate::memo::LastFor;
 use crate::pursuit::{fixed_codes, fixed_codes_with, GramCache};
+
+pub use crate::error::MODEL_DIM;
 
 /// Value of a bsa model file's `format` metadata key.
 pub const FORMAT: &str = "bsa-model";
@@ -82,15 +85,42 @@ impl Rule {
 
 /// What the products derive from a model's matrices once (the encoder and decoder packed for
 /// the fixed-order kernels, the decoder's 8-bit copy, the pursuit Gram matrix or its rows),
-/// kept beside a model whose matrices do not change ([`QueryModel`]): a process serving several
-/// models makes each once, where the shared one-slot memo ([`crate::memo`]) would make them
-/// again at every switch of model (a hundred times a query's cost).
+/// kept beside a model whose matrices do not change ([`QueryModel`], `bsa::model::FrozenModel`):
+/// a process serving several models makes each once, where the shared one-slot memo would make
+/// them again at every switch of model (a hundred times a query's cost).
+///
+/// Each entry remembers the matrix it was made from (its address, shape and strides); asked
+/// for another matrix (weights put together from two models), it is not used and the product
+/// goes through the memo: slower, never wrong. The memory is the owner's for its lifetime: for
+/// `N` bits and `D` dimensions, up to three packed copies of `N x D` floats and one of bytes,
+/// and for a pursuit model the Gram rows its queries picked, the whole `N x N` floats once a
+/// batch picks a quarter of them (64 MiB at 4096 bits).
 #[derive(Default)]
 pub struct Derived {
-    encoder: OnceLock<Arc<Packed>>,
-    decoder: OnceLock<Arc<Packed>>,
-    int_decoder: OnceLock<Arc<IntDecoder>>,
-    gram: GramCache,
+    encoder: OnceLock<(MatrixKey, Arc<Packed>)>,
+    decoder: OnceLock<(MatrixKey, Arc<Packed>)>,
+    int_decoder: OnceLock<(MatrixKey, Arc<IntDecoder>)>,
+    gram: OnceLock<(MatrixKey, Arc<GramCache>)>,
+}
+
+/// Which matrix a [`Derived`] entry was made from: address, shape and strides.
+type MatrixKey = (usize, (usize, usize), [isize; 2]);
+
+fn matrix_key(m: ArrayView2<f32>) -> MatrixKey {
+    let st = m.strides();
+    (m.as_ptr() as usize, m.dim(), [st[0], st[1]])
+}
+
+/// The value in `slot` for the matrix `m`, made now if the slot is empty; `None` if the slot
+/// was filled from another matrix.
+fn derived_for<T>(
+    slot: &OnceLock<(MatrixKey, Arc<T>)>,
+    m: ArrayView2<f32>,
+    make: impl FnOnce() -> T,
+) -> Option<Arc<T>> {
+    let key = matrix_key(m);
+    let (made_from, value) = slot.get_or_init(|| (key, Arc::new(make())));
+    (*made_from == key).then(|| Arc::clone(value))
 }
 
 impl std::fmt::Debug for Derived {
@@ -99,7 +129,8 @@ impl std::fmt::Debug for Derived {
             .field("encoder", &self.encoder.get().is_some())
             .field("decoder", &self.decoder.get().is_some())
             .field("int_decoder", &self.int_decoder.get().is_some())
-            .finish_non_exhaustive()
+            .field("gram", &self.gram.get().is_some())
+            .finish()
     }
 }
 
@@ -107,7 +138,7 @@ impl std::fmt::Debug for Derived {
 /// transposed: one row per bit) and `bd` (`D`). Every product here is fixed bit for bit by its
 /// inputs ([`crate::deterministic`]); what a product derives from a matrix once (its packed
 /// layout, its 8-bit copy, a Gram matrix) is kept for the next call: in `derived`, the model's
-/// own, or else in the process's one-slot memo of the last matrix used ([`crate::memo`]).
+/// own, or else in the process's one-slot memo of the last matrix used.
 #[derive(Debug, Clone, Copy)]
 pub struct Weights<'a> {
     /// Encoder weights, `N x D`.
@@ -153,9 +184,7 @@ impl Weights<'_> {
             return Ok(());
         }
         Err(Error::DimMismatch {
-            what: "query dimension (the model's input dimension: embed with the encoder the \
-                   model was trained on)"
-                .into(),
+            what: MODEL_DIM.into(),
             expected: self.dim(),
             got: width,
         })
@@ -169,10 +198,10 @@ impl Weights<'_> {
         // The packed encoder is the same for every batch of this model.
         static ENCODER: LastFor<Packed> = LastFor::new();
         let make = || Packed::new(self.we);
-        let we = match self.derived {
-            Some(d) => Arc::clone(d.encoder.get_or_init(|| Arc::new(make()))),
-            None => ENCODER.get(self.we, make),
-        };
+        let own = self
+            .derived
+            .and_then(|d| derived_for(&d.encoder, self.we, make));
+        let we = own.unwrap_or_else(|| ENCODER.get(self.we, make));
         let mut h = deterministic::matmul_nt_packed(x, &we);
         h += &self.be;
         Ok(h)
@@ -201,10 +230,15 @@ impl Weights<'_> {
             check_stop(stop)?;
             let h = self.pre_activations(chunk)?;
             match rule {
-                Rule::Pursuit(k) => out.extend(match self.derived {
-                    Some(d) => fixed_codes_with(h.view(), self.wd_t, k, &d.gram),
-                    None => fixed_codes(h.view(), self.wd_t, k),
-                }),
+                Rule::Pursuit(k) => {
+                    let own = self
+                        .derived
+                        .and_then(|d| derived_for(&d.gram, self.wd_t, GramCache::default));
+                    out.extend(match own {
+                        Some(gram) => fixed_codes_with(h.view(), self.wd_t, k, &gram),
+                        None => fixed_codes(h.view(), self.wd_t, k),
+                    })
+                }
                 Rule::Positive | Rule::TopK(_) => {
                     let mut codes = vec![Vec::new(); h.nrows()];
                     codes
@@ -236,10 +270,10 @@ impl Weights<'_> {
         // The packed decoder is the same for every batch of this model.
         static DECODER: LastFor<Packed> = LastFor::new();
         let make = || Packed::new(self.wd_t);
-        let wd = match self.derived {
-            Some(d) => Arc::clone(d.decoder.get_or_init(|| Arc::new(make()))),
-            None => DECODER.get(self.wd_t, make),
-        };
+        let own = self
+            .derived
+            .and_then(|d| derived_for(&d.decoder, self.wd_t, make));
+        let wd = own.unwrap_or_else(|| DECODER.get(self.wd_t, make));
         let t = deterministic::matmul_nt_packed(q, &wd);
         Ok((t.into_raw_vec_and_offset().0, self.adc_offsets(q)))
     }
@@ -254,11 +288,12 @@ impl Weights<'_> {
         // Rounding the decoder is the same for every call with this model.
         static DECODER: LastFor<IntDecoder> = LastFor::new();
         let make = || IntDecoder::new(self.wd_t);
-        let t = match self.derived {
-            Some(d) => Arc::clone(d.int_decoder.get_or_init(|| Arc::new(make()))),
-            None => DECODER.get(self.wd_t, make),
-        }
-        .tables(q);
+        let own = self
+            .derived
+            .and_then(|d| derived_for(&d.int_decoder, self.wd_t, make));
+        let t = own
+            .unwrap_or_else(|| DECODER.get(self.wd_t, make))
+            .tables(q);
         Ok((t, self.adc_offsets(q)))
     }
 
@@ -326,6 +361,10 @@ pub struct ModelView<'a> {
     pub weights: Weights<'a>,
     /// How it picks a code's bits.
     pub rule: Rule,
+    /// The length and CRC-32 of the model file it was read from, if known
+    /// ([`QueryModel::from_bytes`]): a search refuses it for an index whose manifest records
+    /// another model file ([`crate::query::search`]).
+    pub source: Option<FileInfo>,
 }
 
 impl ModelView<'_> {
@@ -339,10 +378,25 @@ impl ModelView<'_> {
         self.weights.dim()
     }
 
+    /// Refuses a view no model file would give: a rule's `k` outside `1..=N`.
+    pub fn check(&self) -> Result<()> {
+        match self.rule {
+            Rule::TopK(k) | Rule::Pursuit(k) if k == 0 || k > self.bits() => {
+                Err(Error::InvalidArgument(format!(
+                    "model view: k = {k} set bits of {}; it must be 1..={}",
+                    self.bits(),
+                    self.bits()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The set bits of each row's code ([`Weights::codes`] by its rule): an
     /// [`Error::DimMismatch`] for rows not of the model's dimension. Pack them for a search
     /// with [`crate::pack::pack_set_bits`].
     pub fn codes(&self, x: ArrayView2<f32>) -> Result<Vec<Vec<u32>>> {
+        self.check()?;
         self.weights.codes(self.rule, x, None)
     }
 }
@@ -359,6 +413,8 @@ pub struct QueryModel {
     wd_t: Array2<f32>,
     bd: Array1<f32>,
     derived: Derived,
+    /// The length and CRC-32 of the file it was read from.
+    source: Option<FileInfo>,
 }
 
 impl QueryModel {
@@ -421,6 +477,7 @@ impl QueryModel {
             wd_t,
             bd,
             derived: Derived::default(),
+            source: None,
         })
     }
 
@@ -455,8 +512,13 @@ impl QueryModel {
             ));
         }
         let w = read_weights(buf, path, s.bits, s.dim)?;
-        QueryModel::new(&s.method, rule, w.0, w.1, w.2, w.3)
-            .map_err(|e| Error::model(path, e.to_string()))
+        let mut model = QueryModel::new(&s.method, rule, w.0, w.1, w.2, w.3)
+            .map_err(|e| Error::model(path, e.to_string()))?;
+        model.source = Some(FileInfo {
+            len: buf.len() as u64,
+            crc32: crc32fast::hash(buf),
+        });
+        Ok(model)
     }
 
     /// The method the model was trained by, as its file names it (`bsa`, `topk`, `pursuit`, ...).
@@ -495,6 +557,7 @@ impl QueryModel {
         ModelView {
             weights: self.weights(),
             rule: self.rule,
+            source: self.source,
         }
     }
 
@@ -733,6 +796,28 @@ mod tests {
                 &want_b
             };
             assert_eq!(&got, want);
+        }
+        // b's matrices with a's derived ones (put together by hand, filled or not yet): b's
+        // answers, and a's own stay a's.
+        let c = pursuit_model(48, 8, 1, 5);
+        for first in [false, true] {
+            if first {
+                c.encode(x.view()).unwrap();
+            }
+            let mixed = Weights {
+                we: b.weights().we,
+                be: b.weights().be,
+                wd_t: b.weights().wd_t,
+                bd: b.weights().bd,
+                ..c.weights()
+            };
+            let got = mixed.codes(b.rule(), x.view(), None).unwrap();
+            assert_eq!((got, mixed.adc_tables(x.view()).unwrap()), want_b);
+            let own = (
+                c.encode(x.view()).unwrap(),
+                c.weights().adc_tables(x.view()).unwrap(),
+            );
+            assert_eq!(own, want_a);
         }
     }
 

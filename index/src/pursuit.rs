@@ -115,7 +115,7 @@ fn update_and_max(gain: &mut [f32], g_row: &[f32]) -> f32 {
 ///
 /// The Gram matrix, whole or the rows made so far, is the same for every call with this
 /// dictionary (queries encoded a few at a time by a long-lived process): kept
-/// ([`crate::memo`]). Rows a step at a time cost about as much as the whole matrix (made by
+/// (the process's one-slot memo). Rows a step at a time cost about as much as the whole matrix (made by
 /// halves, it is symmetric, in large blocks) once a batch could pick a quarter of them: 4096
 /// atoms, K = 32, one `bsa search --score adc`: 5 queries encoded in 0.034 s against 0.087, 20
 /// in 0.061 against 0.088, 40 (rows) in 0.08-0.09 against 0.09.

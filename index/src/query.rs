@@ -419,6 +419,7 @@ pub fn encode_queries(model: ModelView<'_>, q: ArrayView2<f32>, bits: usize) -> 
 
 /// Checks that `model` makes `bits`-bit codes from rows as wide as `q`'s.
 fn check_model_fits(model: ModelView<'_>, q: ArrayView2<f32>, bits: usize) -> Result<()> {
+    model.check()?;
     if model.bits() != bits {
         return Err(Error::InvalidArgument(format!(
             "the model makes {}-bit codes but the index holds {bits}-bit codes",
@@ -430,12 +431,15 @@ fn check_model_fits(model: ModelView<'_>, q: ArrayView2<f32>, bits: usize) -> Re
 
 /// Searches `index` for `queries` as `bsa search` does, and returns what it prints.
 ///
-/// Float queries are encoded with `model` (which must be the index's model, see
-/// [`index_model`]); packed codes need no model unless the score does. Checks, in order: finite
-/// float queries (and non-zero rows for rescoring), that the score gets what it needs (float
-/// queries and a model for `adc` and `soft`, norms for `adc`, Hamming for `hnsw` and a maximum
-/// distance), that the index has what the mode and rescoring read, then searches `k x rescore`
-/// candidates on the current rayon pool and re-ranks them by exact cosine.
+/// Float queries are encoded with `model`, which must be the index's model
+/// ([`Snapshot::query_model`]; only its code size and input dimension are checked against the
+/// index here); packed codes need no model unless the score does. Checks, in order: finite
+/// float queries (and non-zero rows for `adc`, `soft` and rescoring), that the score gets what
+/// it needs (float queries and a model for `adc` and `soft`, norms for `adc`, a graph built for
+/// the score for `hnsw`: Hamming for a graph on the codes, `adc` or `soft` for one on vectors;
+/// Hamming for a maximum distance, another score for a minimum), that the index has what the
+/// mode and rescoring read, then searches `k x rescore` candidates on the current rayon pool
+/// and re-ranks them by exact cosine.
 pub fn search(
     index: &Snapshot,
     model: Option<ModelView<'_>>,
@@ -533,6 +537,26 @@ pub fn search_batched(
     stop: Option<&AtomicBool>,
     batch: Option<usize>,
 ) -> Result<Found> {
+    if request.k == 0 {
+        return Err(Error::InvalidArgument(
+            "k must be at least 1 (neighbours per query)".into(),
+        ));
+    }
+    if request.rescore == Some(0) {
+        return Err(Error::InvalidArgument(
+            "rescore must be at least 1 (candidates fetched per result, then rescored)".into(),
+        ));
+    }
+    if let (Some(file), Some(info)) = (model.and_then(|m| m.source), index.model_info()) {
+        if file != info {
+            return Err(Error::InvalidArgument(format!(
+                "{}: the model given is not this index's model (its file's length and CRC-32 are \
+                 not the ones the manifest records): search with the model \
+                 Snapshot::query_model reads from this snapshot",
+                index.dir().display()
+            )));
+        }
+    }
     if !matches!(request.mode, Mode::Hnsw(_)) {
         // An ef the exact modes would ignore is refused first; a graph search's ef is checked
         // below, once the index is known to have a graph for this score.
@@ -789,6 +813,9 @@ pub fn tables(
 /// (the sparse inner product Milvus computes for `--milvus --score overlap`).
 pub fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
     let wpc = pack::words_per_code(bits);
+    if wpc == 0 {
+        return (Vec::new(), Vec::new());
+    }
     let nq = codes.len() / wpc.max(1);
     let mut t = vec![0.0f32; nq * bits];
     for (i, code) in codes.chunks_exact(wpc).enumerate() {

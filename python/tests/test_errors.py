@@ -110,8 +110,15 @@ def test_zero_query_is_refused(index, queries):
 
 
 def test_wrong_dimension(index, model, queries):
-    with pytest.raises(ValueError, match="384"):
+    # The words every command gives rows of the wrong width to a model with.
+    want = (
+        "dimension mismatch: the columns of the queries against the model's input dimension "
+        "(embed with the same encoder the model was trained on, or train a model for this "
+        "dimension): expected 384, got 100"
+    )
+    with pytest.raises(ValueError) as e:
         index.search(queries[:, :100], 5)
+    assert str(e.value) == want
     with pytest.raises(ValueError, match="columns.*384"):
         model.encode(queries[:, :100])
     with pytest.raises(ValueError, match="bytes per query code"):

@@ -1,6 +1,6 @@
 //! The local back-end of `bsa search`: an index directory from `bsa build` (grown by `bsa add`,
-//! searched as one snapshot of its segments), searched by the library's [`bsa::query`], as the
-//! Python package searches it.
+//! searched as one snapshot of its segments), searched by the library's [`bsa::query`] (the
+//! search crate's `bsa_index::query`, which the Python package calls too).
 
 use anyhow::{bail, Context};
 use bsa::query::{Queries, Request};

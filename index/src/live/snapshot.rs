@@ -1363,15 +1363,16 @@ impl Snapshot {
     /// [`Error::Model`] naming it.
     ///
     /// ```no_run
-    /// use bsa_index::live::{SearchOptions, Snapshot};
-    /// use bsa_index::{pack, Mode, Score};
+    /// use bsa_index::live::Snapshot;
+    /// use bsa_index::query::{search, Queries, Request};
     /// # fn main() -> bsa_index::Result<()> {
     /// let snap = Snapshot::open("idx")?;
     /// let model = snap.query_model()?.expect("built with --model");
     /// let q = ndarray::Array2::<f32>::ones((1, model.dim()));
-    /// let codes = pack::pack_set_bits(&model.encode(q.view())?, snap.bits())?;
-    /// let flat = Mode::parse("flat")?;
-    /// let (hits, _) = snap.search(&codes, 10, &Score::Hamming, &flat, &SearchOptions::default())?;
+    /// // bsa search's checks (finite, non-zero queries, a score the index answers), then the
+    /// // search: `model.encode` and `model.weights()` are the lower-level pieces.
+    /// let request = Request::new(10).score("adc")?;
+    /// let found = search(&snap, Some(model.view()), Queries::Floats(q.view()), &request)?;
     /// # Ok(()) }
     /// ```
     pub fn query_model(&self) -> Result<Option<crate::model::QueryModel>> {
@@ -1998,7 +1999,8 @@ impl Snapshot {
     /// [`Snapshot::rescore`] of a batch: `queries` holds one float embedding per entry of
     /// `hits` (`hits.len() x dim` values, row-major), each entry's candidates re-ranked by its
     /// query, the queries in parallel on the calling rayon pool. The results are
-    /// [`Snapshot::rescore`]'s, one by one; the first error is returned.
+    /// [`Snapshot::rescore`]'s, one by one; when queries fail, one of their errors is returned
+    /// (which one, of several, is not fixed).
     ///
     /// ```
     /// use bsa_index::live::{SearchOptions, Snapshot};
