@@ -32,6 +32,17 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, in the order their names are listed (`bsa`, `topk`, `sign`, `lsh`, `itq`,
+    /// `pursuit`).
+    pub const ALL: [Method; 6] = [
+        Method::Bsa,
+        Method::Topk,
+        Method::Sign,
+        Method::Lsh,
+        Method::Itq,
+        Method::Pursuit,
+    ];
+
     /// True for the baselines fitted in closed form by [`crate::baselines`] (not by gradient
     /// descent): [`Method::Sign`], [`Method::Lsh`], [`Method::Itq`].
     pub fn is_baseline(self) -> bool {

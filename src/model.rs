@@ -512,14 +512,7 @@ mod tests {
 
     #[test]
     fn enum_names_round_trip() {
-        for m in [
-            Method::Bsa,
-            Method::Topk,
-            Method::Sign,
-            Method::Lsh,
-            Method::Itq,
-            Method::Pursuit,
-        ] {
+        for m in Method::ALL {
             assert_eq!(m.to_string().parse::<Method>().unwrap(), m);
         }
         assert!("bogus".parse::<LossKind>().is_err());

@@ -256,24 +256,7 @@ mod tests {
         for i in (0..300).step_by(3) {
             x.row_mut(i).mapv_inplace(|v| (v * 4.0).round() / 4.0);
         }
-        for method in [
-            Method::Bsa,
-            Method::Topk,
-            Method::Sign,
-            Method::Lsh,
-            Method::Itq,
-            Method::Pursuit,
-        ] {
-            let want = match method {
-                Method::Bsa | Method::Sign | Method::Lsh | Method::Itq => Rule::Positive,
-                Method::Topk => Rule::TopK(k),
-                Method::Pursuit => Rule::Pursuit(k),
-            };
-            assert_eq!(
-                Rule::of_method(&method.to_string(), k),
-                Some(want),
-                "{method}"
-            );
+        for method in Method::ALL {
             let mut params = Params::init(bits, dim, 11);
             // Repeated encoder rows: exact ties among the pre-activations, to the lower bit.
             for j in (1..bits).step_by(10) {
@@ -296,6 +279,13 @@ mod tests {
             let model = Autoencoder { config, params };
             let bytes = to_bytes(&model, &serde_json::Value::Null).unwrap();
             let query = QueryModel::from_bytes(&bytes, "m.safetensors").unwrap();
+            // The rule the file's method name reads as is the one this crate searches by.
+            let want = model.view().rule;
+            assert_eq!(
+                Rule::of_method(&method.to_string(), k),
+                Some(want),
+                "{method}"
+            );
             assert_eq!(query.rule(), want);
             assert_eq!(
                 query.encode(x.view()).unwrap(),
