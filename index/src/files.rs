@@ -427,6 +427,7 @@ pub(crate) fn verify_plain_file(path: &Path, info: &FileInfo) -> Result<()> {
 
 /// [`verify_plain_file`] of a file's bytes, read whole by the caller (who parses them next: the
 /// checked bytes are the ones used).
+#[cfg(feature = "float-queries")]
 pub(crate) fn verify_plain_bytes(path: &Path, bytes: &[u8], info: &FileInfo) -> Result<()> {
     let got = FileInfo {
         len: bytes.len() as u64,

@@ -59,17 +59,24 @@
 //!
 //! ## Features
 //!
-//! * `hnsw-rs` (on by default): [hnsw_rs](https://crates.io/crates/hnsw_rs) (with it, the crate
-//!   depends on 112 crates; without, 58), for building HNSW graphs over the codes by Hamming
-//!   distance ([`IndexBuilder::hnsw`] without [`IndexBuilder::graph_on`], and the segments a
-//!   [`live::Writer`] builds or merges in such an index) and for loading the graph of an index
-//!   written before `graph.bin` existed (only an hnsw_rs dump). A query server can leave it out
-//!   (`bsa-index = { version = "0.1", default-features = false }`): it still opens and searches
+//! * `float-queries` (on by default): float queries encoded with the index's model and the
+//!   `adc` and `soft` tables made from it, without BLAS ([`model`], [`query`],
+//!   [`live::Snapshot::query_model`]; with [`deterministic`], [`int_tables`] and [`pursuit`]):
+//!   [ndarray](https://crates.io/crates/ndarray) (without its `blas` feature) and
+//!   [safetensors](https://crates.io/crates/safetensors), 21 crates. A server that searches
+//!   only packed codes can leave it out.
+//! * `hnsw-rs` (on by default): [hnsw_rs](https://crates.io/crates/hnsw_rs) (with both
+//!   features, the crate depends on 112 crates; without `hnsw-rs`, 58; without either, 37), for
+//!   building HNSW graphs over the codes by Hamming distance ([`IndexBuilder::hnsw`] without
+//!   [`IndexBuilder::graph_on`], and the segments a [`live::Writer`] builds or merges in such an
+//!   index) and for loading the graph of an index written before `graph.bin` existed (only an
+//!   hnsw_rs dump). A query server can leave it out (`bsa-index = { version = "0.1",
+//!   default-features = false, features = ["float-queries"] }`): it still opens and searches
 //!   every index that has a `graph.bin` (Hamming graphs built elsewhere included), builds
 //!   indexes without graphs and graphs on float vectors; what needs hnsw_rs is an
 //!   [`Error::InvalidArgument`] that says so, returned before anything is written.
-//!   `cargo test -p bsa-index --no-default-features` tests that build (the test files whose
-//!   fixtures build graphs over the codes need the feature and are left out).
+//!   `cargo test -p bsa-index --no-default-features` tests the crate without either feature (the
+//!   test files whose fixtures build graphs over the codes need `hnsw-rs` and are left out).
 //!
 //! ## The index directory
 //!
@@ -164,16 +171,20 @@ mod bits;
 mod counters;
 mod error;
 pub mod kernel;
+#[cfg(feature = "float-queries")]
 #[doc(hidden)]
 pub mod memo;
 mod rowset;
 pub mod topk;
 // Kernels on raw slices.
+#[cfg(feature = "float-queries")]
 pub mod deterministic;
 pub mod dot;
 pub mod hamming;
+#[cfg(feature = "float-queries")]
 pub mod int_tables;
 pub mod pack;
+#[cfg(feature = "float-queries")]
 pub mod pursuit;
 pub mod score;
 mod slabs;
@@ -181,6 +192,7 @@ mod slabs;
 mod files;
 pub mod format;
 pub mod manifest;
+#[cfg(feature = "float-queries")]
 pub mod model;
 // Views.
 pub mod adc;
@@ -199,6 +211,7 @@ pub mod hnsw;
 mod index;
 pub mod live;
 mod mode;
+#[cfg(feature = "float-queries")]
 pub mod query;
 
 pub use builder::{

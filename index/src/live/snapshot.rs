@@ -1375,6 +1375,7 @@ impl Snapshot {
     /// let found = search(&snap, Some(model.view()), Queries::Floats(q.view()), &request)?;
     /// # Ok(()) }
     /// ```
+    #[cfg(feature = "float-queries")]
     pub fn query_model(&self) -> Result<Option<crate::model::QueryModel>> {
         let Some(path) = self.model_path() else {
             return Ok(None);
