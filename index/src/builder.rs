@@ -1483,6 +1483,43 @@ const GRAPH_SEED: u64 = 0x6273_612d_6772_6170;
 mod tests {
     use super::*;
 
+    /// While a build fills its staging folder it holds it locked: the listing of leftovers
+    /// (which every CLI and Python build makes first) skips it; once the build is done, nothing
+    /// of it is left beside the index.
+    #[cfg(unix)]
+    #[test]
+    fn a_build_holds_its_staging_folder_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("idx");
+        let staged = |d: &Path| {
+            fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with(".idx.tmp-")
+                })
+                .collect::<Vec<_>>()
+        };
+        let seen = std::cell::RefCell::new(Vec::new());
+        IndexBuilder::new(64, &[1, 2, 3])
+            .progress(|_, _| {
+                let folders = staged(dir.path());
+                let listed = build_leftovers(&out);
+                let locked = folders.iter().all(|f| building_elsewhere(f));
+                seen.borrow_mut()
+                    .push((folders.len(), listed.len(), locked));
+            })
+            .build(&out)
+            .unwrap();
+        let seen = seen.into_inner();
+        assert!(!seen.is_empty(), "the build reported progress");
+        assert!(seen.iter().all(|&s| s == (1, 0, true)), "{seen:?}");
+        assert!(staged(dir.path()).is_empty());
+    }
+
     /// A build removes no staging folder but its own, whoever left it (a build of another PID
     /// namespace with this pid, or a dead one: they look the same from here), and stages under
     /// a name of its own; the leftovers listed are the folders no build holds locked.

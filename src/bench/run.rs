@@ -416,8 +416,10 @@ pub fn run_cell(
 
     let q_flat: Vec<f32> = data.queries.iter().copied().collect();
     let nq = data.queries.nrows();
+    // Encoded as `bsa search` encodes queries (the search crate's fixed-order path), so that
+    // the figure is a search's.
     let (q_active, q_encode_seconds) =
-        timed_median(stop, || Ok(model.encode_active(data.queries)))?;
+        timed_median(stop, || Ok(model.view().codes(data.queries)?))?;
     let q_codes = pack::pack_set_bits(&q_active, bits)?;
     drop(q_active);
     let params = SearchParams::default();
