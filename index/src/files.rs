@@ -426,15 +426,24 @@ pub(crate) fn verify_plain_file(path: &Path, info: &FileInfo) -> Result<()> {
 }
 
 /// [`verify_plain_file`] of a file's bytes, read whole by the caller (who parses them next: the
-/// checked bytes are the ones used).
+/// checked bytes are the ones used). Returns their length and CRC, which the caller may keep
+/// rather than hash the bytes again.
 #[cfg(feature = "float-queries")]
-pub(crate) fn verify_plain_bytes(path: &Path, bytes: &[u8], info: &FileInfo) -> Result<()> {
-    let got = FileInfo {
-        len: bytes.len() as u64,
-        crc32: crc32fast::hash(bytes),
-    };
-    compare_plain(path, got, info)
+pub(crate) fn verify_plain_bytes(path: &Path, bytes: &[u8], info: &FileInfo) -> Result<FileInfo> {
+    let got = info_of_bytes(bytes);
+    compare_plain(path, got, info)?;
+    Ok(got)
 }
+
+/// The length and CRC-32 of a whole file's bytes, as a manifest records them.
+#[cfg(feature = "float-queries")]
+pub(crate) fn info_of_bytes(bytes: &[u8]) -> FileInfo {
+    FileInfo {
+        len: bytes.len() as u64,
+        crc32: crc32(bytes),
+    }
+}
+
 
 /// A plain file's length and CRC `got` against its manifest entry.
 fn compare_plain(path: &Path, got: FileInfo, info: &FileInfo) -> Result<()> {

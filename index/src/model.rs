@@ -195,6 +195,11 @@ impl Weights<'_> {
     /// that are not `D` wide (as for every product here).
     pub fn pre_activations(&self, x: ArrayView2<f32>) -> Result<Array2<f32>> {
         self.check_dim(x.ncols())?;
+        Ok(self.pre_activations_of(x))
+    }
+
+    /// [`Weights::pre_activations`] of rows already checked to be `D` wide.
+    fn pre_activations_of(&self, x: ArrayView2<f32>) -> Array2<f32> {
         // The packed encoder is the same for every batch of this model.
         static ENCODER: LastFor<Packed> = LastFor::new();
         let make = || Packed::new(self.we);
@@ -204,7 +209,7 @@ impl Weights<'_> {
         let we = own.unwrap_or_else(|| ENCODER.get(self.we, make));
         let mut h = deterministic::matmul_nt_packed(x, &we);
         h += &self.be;
-        Ok(h)
+        h
     }
 
     /// The set bits of each row's code under `rule`, ascending, decided on
@@ -228,7 +233,7 @@ impl Weights<'_> {
         let mut out = Vec::with_capacity(x.nrows());
         for chunk in x.axis_chunks_iter(Axis(0), rows) {
             check_stop(stop)?;
-            let h = self.pre_activations(chunk)?;
+            let h = self.pre_activations_of(chunk);
             match rule {
                 Rule::Pursuit(k) => {
                     let own = self
@@ -494,7 +499,16 @@ impl QueryModel {
 
     /// [`QueryModel::open`] of a model file's bytes; `name` is what errors call it.
     pub fn from_bytes(buf: &[u8], name: impl AsRef<Path>) -> Result<QueryModel> {
-        let path = name.as_ref();
+        QueryModel::from_checked_bytes(buf, name.as_ref(), crate::files::info_of_bytes(buf))
+    }
+
+    /// [`QueryModel::from_bytes`] of bytes whose length and CRC the caller has computed
+    /// (checking them against a manifest): `source`.
+    pub(crate) fn from_checked_bytes(
+        buf: &[u8],
+        path: &Path,
+        source: FileInfo,
+    ) -> Result<QueryModel> {
         let s = ModelSettings::read(buf, path)?;
         let rule = Rule::of_method(&s.method, s.k).ok_or_else(|| {
             Error::model(
@@ -514,10 +528,7 @@ impl QueryModel {
         let w = read_weights(buf, path, s.bits, s.dim)?;
         let mut model = QueryModel::new(&s.method, rule, w.0, w.1, w.2, w.3)
             .map_err(|e| Error::model(path, e.to_string()))?;
-        model.source = Some(FileInfo {
-            len: buf.len() as u64,
-            crc32: crc32fast::hash(buf),
-        });
+        model.source = Some(source);
         Ok(model)
     }
 

@@ -414,7 +414,8 @@ pub fn norm_detail(values: &[f32]) -> Option<String> {
 /// Float queries as packed codes of `model` for an index of `bits`-bit codes.
 pub fn encode_queries(model: ModelView<'_>, q: ArrayView2<f32>, bits: usize) -> Result<Vec<u64>> {
     check_model_fits(model, q, bits)?;
-    pack::pack_set_bits(&model.codes(q)?, bits)
+    // Checked above: the weights' own entry checks only the width again.
+    pack::pack_set_bits(&model.weights.codes(model.rule, q, None)?, bits)
 }
 
 /// Checks that `model` makes `bits`-bit codes from rows as wide as `q`'s.

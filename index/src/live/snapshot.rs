@@ -1383,8 +1383,8 @@ impl Snapshot {
         let buf = std::fs::read(&path).map_err(|e| self.superseded(Error::io(&path, e)))?;
         // The bytes read are the ones the manifest names: a model put in its place since (a
         // rebuild over the index) would encode queries this snapshot's codes do not answer.
-        if let Some(info) = &self.model_info {
-            crate::files::verify_plain_bytes(&path, &buf, info).map_err(|e| {
+        let source = match &self.model_info {
+            Some(info) => crate::files::verify_plain_bytes(&path, &buf, info).map_err(|e| {
                 if self.is_current().unwrap_or(true) {
                     e
                 } else {
@@ -1394,9 +1394,10 @@ impl Snapshot {
                          (a rebuild); open the index again",
                     )
                 }
-            })?;
-        }
-        let model = crate::model::QueryModel::from_bytes(&buf, &path)?;
+            })?,
+            None => crate::files::info_of_bytes(&buf),
+        };
+        let model = crate::model::QueryModel::from_checked_bytes(&buf, &path, source)?;
         self.check_model(&path, model.bits(), model.dim())?;
         Ok(Some(model))
     }
