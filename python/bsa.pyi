@@ -182,20 +182,31 @@ class Index:
         merge_factor: int = 2,
         threads: Optional[int] = None,
         verify: bool = True,
+        lock_timeout: Optional[float] = None,
     ) -> int:
         """Adds rows as a new segment (as ``bsa add``), merging ``merge_factor`` segments of one
         size tier (tiers ``merge_factor`` times apart) in the same commit (0: never); returns
         the number of rows replaced.
         Ctrl-C stops it before its commit (the index stays as it was). The index's checksums
-        are checked first (a damaged index raises ``FormatError``); ``verify=False`` skips."""
-    def delete(self, ids: npt.ArrayLike, *, verify: bool = True) -> int:
+        are checked first (a damaged index raises ``FormatError``); ``verify=False`` skips.
+        Another writer of the index is waited for, at most ``lock_timeout`` seconds if given
+        (then ``TimeoutError``, nothing changed; 0: no wait)."""
+    def delete(
+        self, ids: npt.ArrayLike, *, verify: bool = True, lock_timeout: Optional[float] = None
+    ) -> int:
         """Marks the rows holding ``ids`` deleted (as ``bsa delete``); returns how many. The
-        index's checksums are checked first, as in ``add``."""
+        index's checksums are checked first, and other writers waited for, as in ``add``."""
     def compact(
-        self, max_segments: int = 1, *, threads: Optional[int] = None, verify: bool = True
+        self,
+        max_segments: int = 1,
+        *,
+        threads: Optional[int] = None,
+        verify: bool = True,
+        lock_timeout: Optional[float] = None,
     ) -> None:
         """Merges segments and drops deleted rows (as ``bsa compact``); Ctrl-C stops it before
-        its commit. The index's checksums are checked first, as in ``add``."""
+        its commit. The index's checksums are checked first, and other writers waited for, as
+        in ``add``."""
     @property
     def segments(self) -> int:
         """Number of segments."""

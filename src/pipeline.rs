@@ -80,6 +80,9 @@ pub struct BuildRequest<'a> {
     /// at every step of the build ([`IndexBuilder::stop_when`]); the build then returns
     /// [`Error::Stopped`], having written nothing.
     pub stop: Option<&'a AtomicBool>,
+    /// With `overwrite`: wait at most this long for the writers of the index replaced
+    /// ([`IndexBuilder::lock_timeout`]; `None`: as long as they take).
+    pub lock_timeout: Option<std::time::Duration>,
 }
 
 impl<'a> BuildRequest<'a> {
@@ -97,6 +100,7 @@ impl<'a> BuildRequest<'a> {
             bitmaps: None,
             overwrite: false,
             stop: None,
+            lock_timeout: None,
         }
     }
 }
@@ -320,6 +324,9 @@ pub fn build_index_notifying(
     }
     if let Some(stop) = r.stop {
         builder = builder.stop_when(stop);
+    }
+    if let Some(timeout) = r.lock_timeout {
+        builder = builder.lock_timeout(timeout);
     }
     builder.build(out)?;
     Ok(Built {

@@ -40,6 +40,7 @@ const INDEX_LAYERS: &[&[&str]] = &[
         "counters.rs",
         "rowset.rs",
         "memo.rs",
+        "lock_note.rs",
     ],
     &[
         "hamming.rs",

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::error::{Error, Result};
-use crate::files::{crc_of_file, file_crc, sync_dir, sync_file};
+use crate::files::{crc_of_file, file_crc, sync_dir, sync_file, LockWait};
 use crate::format::{flags, ElemKind, FileKind, Header, FORMAT_VERSION, HEADER_LEN};
 use crate::graph::{write_graph_file, GRAPH_FILE};
 use crate::graph_build::{self, BuildParams, UnitVectors};
@@ -64,6 +64,7 @@ pub struct IndexBuilder<'a> {
     progress: Option<Progress<'a>>,
     on_wait: Option<Box<dyn FnOnce() + 'a>>,
     stop: Option<&'a AtomicBool>,
+    lock_timeout: Option<std::time::Duration>,
     /// A segment a live index's writer builds inside its own directory (which its manifest
     /// will name): the one index path that may lie inside an index.
     segment: bool,
@@ -233,6 +234,7 @@ impl<'a> IndexBuilder<'a> {
             progress: None,
             on_wait: None,
             stop: None,
+            lock_timeout: None,
             segment: false,
         }
     }
@@ -376,6 +378,43 @@ impl<'a> IndexBuilder<'a> {
     /// ```
     pub fn on_wait(mut self, f: impl FnOnce() + 'a) -> Self {
         self.on_wait = Some(Box::new(f));
+        self
+    }
+
+    /// Waits at most `timeout` for the writers of an index it replaces (see
+    /// [`overwrite`](Self::overwrite)), rather than as long as they take: past it, the build
+    /// removes its temporary directory and returns [`Error::LockTimeout`], leaving `out` as
+    /// it was. A zero timeout does not wait at all.
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use std::{sync::mpsc, thread, time::Duration};
+    /// use bsa_index::{live::Writer, Error, IndexBuilder};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let ((held, is_held), (release, released)) = (mpsc::channel(), mpsc::channel::<()>());
+    /// let writer = thread::spawn({
+    ///     let path = path.clone();
+    ///     move || {
+    ///         let _w = Writer::open(&path).unwrap(); // an add under way, say
+    ///         held.send(()).unwrap();
+    ///         released.recv().ok();
+    ///     }
+    /// });
+    /// is_held.recv().unwrap();
+    /// let rebuilt = IndexBuilder::new(64, &[3])
+    ///     .overwrite(true)
+    ///     .lock_timeout(Duration::from_millis(100))
+    ///     .build(&path);
+    /// assert!(matches!(rebuilt, Err(Error::LockTimeout { .. })));
+    /// assert_eq!(bsa_index::Index::open(&path)?.len(), 2); // left as it was
+    /// release.send(()).unwrap();
+    /// writer.join().unwrap();
+    /// # Ok(()) }
+    /// ```
+    pub fn lock_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.lock_timeout = Some(timeout);
         self
     }
 
@@ -621,6 +660,7 @@ impl<'a> IndexBuilder<'a> {
             progress: self.progress.take(),
             on_wait: self.on_wait.take(),
             stop: self.stop,
+            lock_timeout: self.lock_timeout,
             segment: self.segment,
         }
         .write(out.as_ref())
@@ -932,7 +972,11 @@ impl<'a> IndexBuilder<'a> {
 
         self.check_stop()?;
         let on_wait = self.on_wait.take();
-        staged.commit(|| on_wait.map_or((), |f| f()), self.stop)?;
+        let wait = LockWait {
+            stop: self.stop,
+            timeout: self.lock_timeout,
+        };
+        staged.commit(|| on_wait.map_or((), |f| f()), wait)?;
         Ok(manifest)
     }
 }
@@ -1032,14 +1076,10 @@ impl Staged {
     }
 
     /// Puts the filled folder in the destination's place under its writers' lock (waiting for
-    /// them: `on_wait` first, and a wait `stop` ends), replacing what was there whole.
-    pub(crate) fn commit(
-        mut self,
-        on_wait: impl FnOnce(),
-        stop: Option<&AtomicBool>,
-    ) -> Result<()> {
+    /// them as `wait` says: `on_wait` first), replacing what was there whole.
+    pub(crate) fn commit(mut self, on_wait: impl FnOnce(), wait: LockWait<'_>) -> Result<()> {
         if self.overwrite {
-            replace_index_dir_until(&self.tmp.path, &self.out, on_wait, stop)?;
+            replace_index_dir_until(&self.tmp.path, &self.out, on_wait, wait)?;
         } else {
             refuse_existing(&self.out)?;
             // Renamed only where nothing is: another build of the same path may have published
@@ -1071,20 +1111,20 @@ impl Staged {
 /// # Ok(()) }
 /// ```
 pub fn replace_index_dir(new: &Path, out: &Path, on_wait: impl FnOnce()) -> Result<()> {
-    replace_index_dir_until(new, out, on_wait, None)
+    replace_index_dir_until(new, out, on_wait, LockWait::default())
 }
 
-/// [`replace_index_dir`] whose wait for the writers' lock ends with [`Error::Stopped`] (`out`
-/// and `new` untouched) once `stop` is set.
+/// [`replace_index_dir`] whose wait for the writers' lock ends as `wait` says
+/// ([`Error::Stopped`], [`Error::LockTimeout`]; `out` and `new` untouched).
 fn replace_index_dir_until(
     new: &Path,
     out: &Path,
     on_wait: impl FnOnce(),
-    stop: Option<&AtomicBool>,
+    wait: LockWait<'_>,
 ) -> Result<()> {
     let _writers = if out.exists() {
         check_replaceable(out)?;
-        Some(lock_writers(out, on_wait, stop)?)
+        Some(lock_writers(out, on_wait, wait)?)
     } else {
         None
     };
@@ -1468,12 +1508,12 @@ fn enclosing_index(path: &Path) -> Option<PathBuf> {
 fn lock_writers(
     dir: &Path,
     on_wait: impl FnOnce(),
-    stop: Option<&AtomicBool>,
+    wait: LockWait<'_>,
 ) -> Result<Option<crate::files::DirLock>> {
     if !dir.join(MANIFEST_FILE).is_file() {
         return Ok(None);
     }
-    crate::files::lock_dir(dir, on_wait, stop).map(Some)
+    crate::files::lock_dir(dir, on_wait, wait).map(Some)
 }
 
 /// Seed of the native graph's level draw (fixed: the same vectors give the same graph).

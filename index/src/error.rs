@@ -126,6 +126,26 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// Another writer (an add, delete or compaction, or a build replacing the index) held the
+    /// index's writers' lock for longer than the caller would wait
+    /// ([`crate::live::Writer::open_with_timeout`], [`crate::IndexBuilder::lock_timeout`]);
+    /// nothing was changed. Try again once that writer has finished.
+    #[error(
+        "{}: another writer of the index ({}) still held its lock after {:.1} s of waiting, so \
+         nothing was changed: try again once it has finished, or wait longer",
+        dir.display(),
+        holder.as_ref().map_or_else(|| "an add, delete, compact or build replacing it".to_string(), ToString::to_string),
+        waited.as_secs_f64()
+    )]
+    LockTimeout {
+        /// The index directory.
+        dir: PathBuf,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+        /// Who held the lock when the wait ended, as its `LOCK` file notes it.
+        holder: Option<crate::lock_note::LockHolder>,
+    },
+
     /// The caller asked the work to stop (e.g. [`crate::IndexBuilder::stop_when`]) and it did,
     /// leaving nothing behind: a build's temporary directory is removed, its target untouched.
     #[error("stopped before it finished, as asked; nothing was written")]

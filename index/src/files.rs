@@ -13,7 +13,8 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 use crate::format::{ElemKind, FileKind, Header};
-use crate::manifest::{FileInfo, LOCK_FILE, MANIFEST_FILE, MAX_MANIFEST_LEN};
+use crate::lock_note::{note_holder, LockHolder, LOCK_FILE};
+use crate::manifest::{FileInfo, MANIFEST_FILE, MAX_MANIFEST_LEN};
 
 /// What `path` is when it is not a regular file, for an error message (`"a directory"`, `"not
 /// a regular file (a pipe, socket or device)"`), or `None` when it is one (symbolic links
@@ -444,7 +445,6 @@ pub(crate) fn info_of_bytes(bytes: &[u8]) -> FileInfo {
     }
 }
 
-
 /// A plain file's length and CRC `got` against its manifest entry.
 fn compare_plain(path: &Path, got: FileInfo, info: &FileInfo) -> Result<()> {
     if got.len != info.len {
@@ -468,6 +468,24 @@ fn compare_plain(path: &Path, got: FileInfo, info: &FileInfo) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// How a writer waits for another's lock ([`lock_dir`]): until `stop` is set, and for at most
+/// `timeout` (`None`: as long as it takes).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LockWait<'a> {
+    pub(crate) stop: Option<&'a AtomicBool>,
+    pub(crate) timeout: Option<std::time::Duration>,
+}
+
+impl<'a> LockWait<'a> {
+    /// A wait that `stop` ends, with no timeout.
+    pub(crate) fn until(stop: Option<&'a AtomicBool>) -> LockWait<'a> {
+        LockWait {
+            stop,
+            timeout: None,
+        }
+    }
 }
 
 /// The writers' lock of an index directory (see [`lock_dir`]), held until dropped.
@@ -528,15 +546,13 @@ fn file_key(f: &File) -> Option<(u64, u64)> {
 /// holds its lock meanwhile), the old lock is on a removed file: the new directory's is taken.
 ///
 /// `on_wait` is called once, before the first wait, if another process or handle holds the
-/// lock: a caller can say why it seems to hang. With `stop`, the wait polls the lock (every 20
-/// ms) and ends with [`Error::Stopped`] once `stop` is set.
-pub(crate) fn lock_dir(
-    dir: &Path,
-    on_wait: impl FnOnce(),
-    stop: Option<&AtomicBool>,
-) -> Result<DirLock> {
+/// lock: a caller can say why it seems to hang. With a stop flag or a timeout, the wait polls
+/// the lock (every 20 ms) and ends with [`Error::Stopped`] once the flag is set, or with
+/// [`Error::LockTimeout`] once the timeout has passed (at once for a zero timeout).
+pub(crate) fn lock_dir(dir: &Path, on_wait: impl FnOnce(), wait: LockWait<'_>) -> Result<DirLock> {
     let path = dir.join(LOCK_FILE);
     let mut on_wait = Some(on_wait);
+    let started = std::time::Instant::now();
     loop {
         let lock = File::options()
             .create(true)
@@ -560,18 +576,34 @@ pub(crate) fn lock_dir(
                 if let Some(f) = on_wait.take() {
                     f();
                 }
-                match stop {
+                match wait {
                     // A signal's handler (Python's, say) interrupts the wait: it goes on.
-                    None => loop {
+                    LockWait {
+                        stop: None,
+                        timeout: None,
+                    } => loop {
                         match lock.lock() {
                             Ok(()) => break,
                             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                             Err(e) => return Err(Error::io(&path, e)),
                         }
                     },
-                    Some(stop) => loop {
-                        crate::error::check_stop(Some(stop))?;
-                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    LockWait { stop, timeout } => loop {
+                        crate::error::check_stop(stop)?;
+                        let poll = std::time::Duration::from_millis(20);
+                        let waited = started.elapsed();
+                        let nap = match timeout {
+                            Some(t) if waited >= t => {
+                                return Err(Error::LockTimeout {
+                                    dir: dir.to_path_buf(),
+                                    waited,
+                                    holder: LockHolder::of(dir),
+                                })
+                            }
+                            Some(t) => poll.min(t - waited),
+                            None => poll,
+                        };
+                        std::thread::sleep(nap);
                         match lock.try_lock() {
                             Ok(()) => break,
                             Err(TryLockError::WouldBlock) => {}
@@ -592,106 +624,6 @@ pub(crate) fn lock_dir(
                 key,
                 _stays_on_its_thread: std::marker::PhantomData,
             });
-        }
-    }
-}
-
-/// Writes who holds the lock into the locked `LOCK` file, `pid P host H since S\n` (the
-/// process id, the host name where known, and the Unix time in seconds it took the lock), for
-/// the writers waiting behind it to name ([`LockHolder::of`]). Best effort: a lock whose note
-/// cannot be written still locks.
-fn note_holder(mut f: &File) {
-    use std::io::{Seek, Write};
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let host = host_name().map_or(String::new(), |h| format!("host {h} "));
-    let note = format!("pid {} {host}since {since}\n", std::process::id());
-    let _ = f
-        .set_len(0)
-        .and_then(|()| f.seek(std::io::SeekFrom::Start(0)))
-        .and_then(|_| f.write_all(note.as_bytes()));
-}
-
-/// Who holds an index's writers' lock, as its `LOCK` file notes it: what a writer waiting
-/// behind it tells its user (`bsa add` on stderr, Python in a warning). The pid is the
-/// holder's in its own PID namespace and host: check the host before acting on it.
-///
-/// ```
-/// use bsa_index::live::{LockHolder, Writer};
-/// # let dir = tempfile::tempdir().unwrap();
-/// # let path = dir.path().join("idx");
-/// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
-/// assert_eq!(LockHolder::of(&path), None); // no writer
-/// let w = Writer::open(&path)?;
-/// let holder = LockHolder::of(&path).expect("a writer holds it");
-/// assert_eq!(holder.pid, std::process::id());
-/// assert!(holder.to_string().starts_with(&format!("process {}", holder.pid)));
-/// drop(w);
-/// assert_eq!(LockHolder::of(&path), None);
-/// # Ok::<(), bsa_index::Error>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockHolder {
-    /// The holder's process id (in its own PID namespace: another container's may differ).
-    pub pid: u32,
-    /// Its host's name (its UTS namespace's: a container's own), where the system tells it.
-    pub host: Option<String>,
-    /// When it took the lock.
-    pub since: std::time::SystemTime,
-}
-
-/// This host's name (Linux: the UTS namespace's, so a container's own), if the system tells it.
-fn host_name() -> Option<String> {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    let name = name.trim();
-    let plain = !name.is_empty() && name.len() <= 64 && !name.contains(char::is_whitespace);
-    plain.then(|| name.to_string())
-}
-
-impl LockHolder {
-    /// The holder of `dir`'s lock, if a writer notes one in `LOCK` (a writer of a bsa before
-    /// the note, or one between taking the lock and writing its note, does not). Read while a
-    /// writer holds the lock, it is that writer; read when none does, `None`, unless a writer
-    /// was killed holding it (its note stays until the next writer's).
-    pub fn of(dir: &Path) -> Option<LockHolder> {
-        let mut text = String::new();
-        std::io::Read::read_to_string(
-            &mut std::io::Read::take(File::open(dir.join(LOCK_FILE)).ok()?, 64),
-            &mut text,
-        )
-        .ok()?;
-        // A note is whole once its line ends (a reader may come while it is being written).
-        let line = text.strip_suffix('\n')?;
-        let words: Vec<&str> = line.split(' ').collect();
-        let (pid, host, since) = match words[..] {
-            ["pid", pid, "since", since] => (pid, None, since),
-            ["pid", pid, "host", host, "since", since] => (pid, Some(host.to_string()), since),
-            _ => return None,
-        };
-        Some(LockHolder {
-            pid: pid.parse().ok()?,
-            host,
-            since: std::time::UNIX_EPOCH + std::time::Duration::from_secs(since.parse().ok()?),
-        })
-    }
-}
-
-impl std::fmt::Display for LockHolder {
-    /// `process P on host H, for 2 min 5 s` (how long it has held the lock; `for 0 s` when the
-    /// clocks disagree; no host when the note names none).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let secs = self.since.elapsed().map_or(0, |d| d.as_secs());
-        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-        write!(f, "process {}", self.pid)?;
-        if let Some(host) = &self.host {
-            write!(f, " on host {host}")?;
-        }
-        write!(f, ", for ")?;
-        match (h, m) {
-            (0, 0) => write!(f, "{s} s"),
-            (0, _) => write!(f, "{m} min {s} s"),
-            _ => write!(f, "{h} h {m} min"),
         }
     }
 }

@@ -124,6 +124,7 @@
 //!             deterministic · int_tables · pursuit      (fixed-order float and integer products)
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  leaves     kernel (KernelFamily) · topk · bits · counters · rowset (RowSet) · error · memo
+//!             lock_note (LockHolder: who holds a writers' lock)
 //! ```
 //!
 //! * [`search`]: the [`Searcher`] of each mode — [`search::flat`] (exact scan),
@@ -171,6 +172,7 @@ mod bits;
 mod counters;
 mod error;
 pub mod kernel;
+mod lock_note;
 #[cfg(feature = "float-queries")]
 #[doc(hidden)]
 pub mod memo;

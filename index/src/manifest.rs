@@ -21,9 +21,7 @@ use crate::format::{FORMAT_VERSION, OLDEST_READABLE};
 /// Name of the manifest file inside an index directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
-/// The lock file a live index's writers hold (an exclusive advisory lock) while they change
-/// it, and a build that replaces the directory holds while it does.
-pub const LOCK_FILE: &str = "LOCK";
+pub use crate::lock_note::LOCK_FILE;
 /// Value of the envelope's `format` field.
 pub const FORMAT_NAME: &str = "bsa-index";
 /// Format version of a segmented index directory ([`crate::live`]): its `manifest.json` lists

@@ -41,7 +41,8 @@ pyo3::create_exception!(
 
 /// A bsa error as the Python exception a caller would catch for it: bad arguments as
 /// `ValueError`, missing or unreadable files as `OSError` (`FileNotFoundError`, ...), damaged
-/// files as `bsa.FormatError` (a `ValueError`), a diverged fit as `RuntimeError`; the message is
+/// files as `bsa.FormatError` (a `ValueError`), a writer's lock held past `lock_timeout` as
+/// `TimeoutError`, a diverged fit as `RuntimeError`; the message is
 /// bsa's, which names the file, the row or the numbers that disagree.
 fn py_err(e: bsa::Error) -> PyErr {
     use bsa::Error as E;
@@ -53,6 +54,7 @@ fn py_err(e: bsa::Error) -> PyErr {
         | E::DimMismatch { .. }
         | E::BadRow { .. }
         | E::Index(I::DimMismatch { .. }) => PyValueError::new_err(bare(e)),
+        E::Index(I::LockTimeout { .. }) => pyo3::exceptions::PyTimeoutError::new_err(bare(e)),
         E::Format { .. } | E::Index(_) => FormatError::new_err(e.to_string()),
         _ => PyRuntimeError::new_err(e.to_string()),
     }
@@ -526,6 +528,18 @@ fn positive(name: &str, v: Option<i128>) -> PyResult<Option<usize>> {
     }
 }
 
+/// A duration in seconds given as `name`: finite and not negative (`None`: none given).
+fn seconds(name: &str, v: Option<f64>) -> PyResult<Option<std::time::Duration>> {
+    v.map(|secs| {
+        std::time::Duration::try_from_secs_f64(secs).map_err(|_| {
+            PyValueError::new_err(format!(
+                "{name} must be a finite number of seconds, 0 or more, got {secs}"
+            ))
+        })
+    })
+    .transpose()
+}
+
 /// A JSON value as the Python object `json.loads` makes of it.
 fn json_to_py<'py>(py: Python<'py>, v: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
     py.import("json")?.call_method1("loads", (v.to_string(),))
@@ -543,11 +557,21 @@ fn progress_line(line: String) {
 
 /// Opens the index at `dir` for writing; if another writer holds it, warns (`UserWarning`)
 /// before waiting, as `bsa add` says so on stderr: else a wait behind a long compaction in
-/// another process looks like a hang. `stop` (Ctrl-C) ends the wait and the change. `verify`:
+/// another process looks like a hang. `stop` (Ctrl-C) ends the wait and the change, and
+/// `lock_timeout` the wait (``TimeoutError``). `verify`:
 /// the checksums of the generation changed are checked first, as ``bsa add`` and ``bsa delete``
 /// check them (a change on a damaged file would carry the damage into a new generation).
-fn open_writer(dir: &Path, stop: &Arc<AtomicBool>, verify: bool) -> bsa_index::Result<Writer> {
-    let mut writer = Writer::open_stoppable(dir, || warn_waiting(dir), Arc::clone(stop))?;
+fn open_writer(
+    dir: &Path,
+    stop: &Arc<AtomicBool>,
+    verify: bool,
+    lock_timeout: Option<std::time::Duration>,
+) -> bsa_index::Result<Writer> {
+    let warn = || warn_waiting(dir);
+    let mut writer = match lock_timeout {
+        Some(t) => Writer::open_with_timeout(dir, t, warn, Some(Arc::clone(stop)))?,
+        None => Writer::open_stoppable(dir, warn, Arc::clone(stop))?,
+    };
     if verify {
         writer.verify_checksums()?;
     }
@@ -1686,10 +1710,13 @@ impl Index {
     /// ``bsa add --merge-factor``; 0 never merges). Ctrl-C stops it before its commit
     /// (``KeyboardInterrupt``; the index stays as it was). ``verify``: the index's checksums
     /// are checked first, and a damaged index is refused (``verify=False`` changes it anyway,
-    /// as ``bsa add --no-verify``).
+    /// as ``bsa add --no-verify``). ``lock_timeout``: seconds to wait at most for another
+    /// writer of the index (another process's add, say) before raising ``TimeoutError`` with
+    /// nothing changed (0: do not wait; default: wait as long as it takes), as
+    /// ``bsa add --lock-timeout``.
     ///
     /// Example: ``index.add(x=new_vectors, ids=new_ids)``
-    #[pyo3(signature = (x=None, codes=None, ids=None, *, upsert=false, merge_factor=2, threads=None, verify=true))]
+    #[pyo3(signature = (x=None, codes=None, ids=None, *, upsert=false, merge_factor=2, threads=None, verify=true, lock_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn add(
         &self,
@@ -1701,8 +1728,10 @@ impl Index {
         merge_factor: i128,
         threads: Option<i128>,
         verify: bool,
+        lock_timeout: Option<f64>,
     ) -> PyResult<usize> {
         let threads = positive("threads", threads)?;
+        let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let merge = match usize::try_from(merge_factor) {
             Ok(f) => bsa_index::live::MergePolicy::tiered(f),
             Err(_) => return Err(PyValueError::new_err("merge_factor must be 0 or more")),
@@ -1731,7 +1760,7 @@ impl Index {
         // Ctrl-C stops the wait for another writer, the encoding, the segment's build and its
         // merges, before the commit: the index stays as it was.
         let report = interruptible(py, threads, Some(&dir), |stop| {
-            let mut writer = open_writer(&dir, stop, verify)?;
+            let mut writer = open_writer(&dir, stop, verify, lock_timeout)?;
             let r = bsa::live::add(&mut writer, source, ids.as_deref(), upsert, false, merge)
                 .map_err(|e| match source {
                     AddSource::Packed { .. } => code_row_of(e, "codes"),
@@ -1746,15 +1775,23 @@ impl Index {
     }
 
     /// Marks the rows holding ``ids`` deleted, as ``bsa delete`` does; ids not in the index are
-    /// ignored. Returns the number of rows deleted. ``verify`` as in :meth:`add`.
+    /// ignored. Returns the number of rows deleted. ``verify`` and ``lock_timeout`` as in
+    /// :meth:`add`.
     ///
     /// Example: ``index.delete(np.array([3, 5]))``
-    #[pyo3(signature = (ids, *, verify=true))]
-    fn delete(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, verify: bool) -> PyResult<usize> {
+    #[pyo3(signature = (ids, *, verify=true, lock_timeout=None))]
+    fn delete(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        verify: bool,
+        lock_timeout: Option<f64>,
+    ) -> PyResult<usize> {
         let ids = id_vector(ids, "ids", Ids::Set)?;
+        let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let dir = self.snap().dir().to_path_buf();
         let report = interruptible(py, None, Some(&dir), |stop| {
-            let mut writer = open_writer(&dir, stop, verify)?;
+            let mut writer = open_writer(&dir, stop, verify, lock_timeout)?;
             let r = writer.delete(&ids)?;
             self.reopen()?;
             drop(writer);
@@ -1765,20 +1802,22 @@ impl Index {
 
     /// Merges segments (at most ``max_segments`` remain) and drops deleted rows, as
     /// ``bsa compact`` does. Ctrl-C stops it before its commit (``KeyboardInterrupt``).
-    /// ``verify`` as in :meth:`add`.
-    #[pyo3(signature = (max_segments=1, *, threads=None, verify=true))]
+    /// ``verify`` and ``lock_timeout`` as in :meth:`add`.
+    #[pyo3(signature = (max_segments=1, *, threads=None, verify=true, lock_timeout=None))]
     fn compact(
         &self,
         py: Python<'_>,
         max_segments: i128,
         threads: Option<i128>,
         verify: bool,
+        lock_timeout: Option<f64>,
     ) -> PyResult<()> {
+        let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let max_segments = positive("max_segments", Some(max_segments))?.unwrap_or(1);
         let threads = positive("threads", threads)?;
         let dir = self.snap().dir().to_path_buf();
         interruptible(py, threads, Some(&dir), |stop| {
-            let mut writer = open_writer(&dir, stop, verify)?;
+            let mut writer = open_writer(&dir, stop, verify, lock_timeout)?;
             bsa::live::compact(&mut writer, max_segments)?;
             self.reopen()?;
             drop(writer);

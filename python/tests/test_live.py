@@ -139,6 +139,33 @@ def test_a_writer_behind_another_warns_then_waits(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:waiting for another writer")
+def test_a_writer_gives_up_after_its_lock_timeout(tmp_path):
+    """With ``lock_timeout``, a change behind another writer raises ``TimeoutError`` once the
+    time has passed (at once for 0), naming the index, and changes nothing; bad timeouts are
+    ``ValueError``; once the lock is free the same call goes through."""
+    import fcntl
+
+    codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
+    index = bsa.Index.build(codes=codes, bits=16, path=tmp_path / "idx")
+    with open(tmp_path / "idx" / "LOCK", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"idx: another writer .* after 0\.[2-9] s"):
+            index.delete(np.array([3]), lock_timeout=0.25)
+        assert time.monotonic() - started < 10
+        with pytest.raises(TimeoutError, match="still held its lock"):
+            index.add(codes=codes[:2], lock_timeout=0)
+        with pytest.raises(TimeoutError):
+            index.compact(lock_timeout=0)
+        for bad in [-1.0, float("nan"), float("inf")]:
+            with pytest.raises(ValueError, match="lock_timeout must be a finite number"):
+                index.delete(np.array([3]), lock_timeout=bad)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    assert (len(index), index.segments) == (40, 1)
+    assert index.delete(np.array([3]), lock_timeout=0) == 1
+
+
+@pytest.mark.filterwarnings("ignore:waiting for another writer")
 def test_changes_waiting_for_the_lock_leave_the_pool_to_searches(tmp_path):
     """Two changes of one index wait for its writers' lock, the second on its own thread, not on
     a worker of the pool searches use: a search with the same threads runs meanwhile. (Changes

@@ -94,6 +94,10 @@ pub struct Args {
     /// is complete). A symbolic link at --out is kept: the index it names is replaced.
     #[arg(long)]
     pub force: bool,
+    /// With --force: wait at most this many seconds for the writers of the index replaced,
+    /// then fail with nothing changed; 0 does not wait. Default: wait as long as they take.
+    #[arg(long, value_name = "SECONDS", value_parser = super::io::parse_seconds, requires = "force")]
+    pub lock_timeout: Option<std::time::Duration>,
     /// Threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -183,6 +187,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     request.inverted = flag(a.inverted, a.no_inverted);
     request.bitmaps = flag(a.bitmaps, a.no_bitmaps);
     request.overwrite = a.force;
+    request.lock_timeout = a.lock_timeout;
 
     let pb = super::io::bar(0, a.quiet, "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}");
     pb.set_message("building");

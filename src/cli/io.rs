@@ -51,6 +51,15 @@ pub fn expect_same_dim(
     Ok(())
 }
 
+/// A duration given in seconds (`30`, `0.5`, `0`), for clap: finite and not negative.
+pub fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{s} seconds: give a finite number of seconds, 0 or more"))
+}
+
 /// Says on stderr that a change of the index `dir` waits for another writer's lock (a wait
 /// behind a long compaction looks like a hang otherwise).
 pub fn say_waiting(dir: &std::path::Path) {

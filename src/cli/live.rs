@@ -64,7 +64,8 @@ pub struct AddArgs {
     pub check: ChangeCheck,
 }
 
-/// How `bsa add`, `bsa delete` and `bsa compact` check the index before they change it.
+/// How `bsa add`, `bsa delete` and `bsa compact` wait for the index and check it before they
+/// change it.
 #[derive(Debug, clap::Args)]
 pub struct ChangeCheck {
     /// Change the index without checking its files' checksums first (a damaged index is
@@ -72,6 +73,11 @@ pub struct ChangeCheck {
     /// into a new generation; graphs are checked at their first search, not here).
     #[arg(long)]
     pub no_verify: bool,
+    /// Wait at most this many seconds for another writer of the index (an add, delete,
+    /// compact or build --force) to finish, then fail with nothing changed; 0 does not wait.
+    /// Default: wait as long as it takes.
+    #[arg(long, value_name = "SECONDS", value_parser = super::io::parse_seconds)]
+    pub lock_timeout: Option<std::time::Duration>,
 }
 
 /// Mark rows deleted: searches in every mode skip them; `bsa compact` drops them for good.
@@ -152,7 +158,7 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         }
     }
     let merge = MergePolicy::tiered(a.merge_factor).with_max_rows(a.merge_max_rows);
-    let mut writer = open_writer(&a.index, !a.check.no_verify)?;
+    let mut writer = open_writer(&a.index, &a.check)?;
     let r = bsa::live::add(
         &mut writer,
         source,
@@ -195,14 +201,18 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
 }
 
 /// Opens `dir` for writing, saying on stderr when another writer holds it (else a wait behind
-/// a long compaction looks like a hang). Ctrl-C from here on stops the wait or the change
-/// before its commit, and removes what it wrote. With `verify`, an index whose files fail
-/// their checksums (what a search checks when it opens one) is refused before anything is
-/// written.
-fn open_writer(dir: &Path, verify: bool) -> anyhow::Result<Writer> {
+/// a long compaction looks like a hang), and waiting for it no longer than --lock-timeout.
+/// Ctrl-C from here on stops the wait or the change before its commit, and removes what it
+/// wrote. Unless --no-verify, an index whose files fail their checksums (what a search checks
+/// when it opens one) is refused before anything is written.
+fn open_writer(dir: &Path, check: &ChangeCheck) -> anyhow::Result<Writer> {
     let stop = super::io::stop_on_signal()?;
-    let mut writer = Writer::open_stoppable(dir, || super::io::say_waiting(dir), stop)?;
-    if verify {
+    let say = || super::io::say_waiting(dir);
+    let mut writer = match check.lock_timeout {
+        Some(t) => Writer::open_with_timeout(dir, t, say, Some(stop))?,
+        None => Writer::open_stoppable(dir, say, stop)?,
+    };
+    if !check.no_verify {
         // Under the writers' lock: the generation checked is the one the change starts from.
         writer.verify_checksums().with_context(|| {
             format!(
@@ -228,7 +238,7 @@ fn bridged_note(segments: usize, edges: usize) -> String {
 
 pub fn delete(a: &DeleteArgs) -> anyhow::Result<()> {
     let ids = bsa::io::read_u64_ids(&a.ids)?;
-    let r = open_writer(&a.index, !a.check.no_verify)?.delete(&ids)?;
+    let r = open_writer(&a.index, &a.check)?.delete(&ids)?;
     if !r.unknown.is_empty() {
         let shown: Vec<String> = r.unknown.iter().take(10).map(u64::to_string).collect();
         errln!(
@@ -255,11 +265,8 @@ pub fn compact(a: &CompactArgs) -> anyhow::Result<()> {
         bail!("--max-segments must be at least 1 (the segments left after compacting)");
     }
     bsa::threads::configure(a.threads)?;
-    let r = bsa::live::compact(
-        &mut open_writer(&a.index, !a.check.no_verify)?,
-        a.max_segments,
-    )
-    .with_context(|| format!("compacting {}", a.index.display()))?;
+    let r = bsa::live::compact(&mut open_writer(&a.index, &a.check)?, a.max_segments)
+        .with_context(|| format!("compacting {}", a.index.display()))?;
     if r.merged == 0 {
         errln!(
             "bsa: {} has {} and no deleted rows: nothing to compact{}",

@@ -417,6 +417,103 @@ fn a_writer_behind_another_says_it_waits() {
     assert!(out.stderr.contains("built idx"), "{out:#?}");
 }
 
+/// With --lock-timeout, a change behind another writer gives up once the time has passed (at
+/// once for 0), naming the index and the holder its lock file notes, and changes nothing; a
+/// build replacing the index does too; a timeout that is no number of seconds is a usage error.
+#[test]
+fn a_writer_gives_up_after_its_lock_timeout() {
+    let t = TestDir::new();
+    let codes: Vec<u8> = (0..40u8).flat_map(|i| [i, !i]).collect();
+    t.write("c.npy", &npy_bytes("|u1", "(40, 2)", &codes));
+    t.write("gone.npy", &ids_npy(&[3]));
+    t.bsa(&["build", "--codes", "c.npy", "-q", "--out", "idx"])
+        .ok();
+    let before = t.read("idx/manifest.json");
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(t.path("idx").join("LOCK"))
+        .unwrap();
+    lock.lock().unwrap();
+    std::fs::write(t.path("idx").join("LOCK"), "pid 4242 since 0\n").unwrap();
+    let gives_up = |args: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = t.bsa(args);
+        assert_eq!(out.code, 2, "{args:?}: {out:#?}");
+        let last = out.stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("bsa: ")
+                && last.contains("idx: another writer of the index (process 4242")
+                && last.contains("still held its lock after"),
+            "{args:?}: {out:#?}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        assert_eq!(
+            t.read("idx/manifest.json"),
+            before,
+            "{args:?} changed the index"
+        );
+        last.to_string()
+    };
+    let said = gives_up(&[
+        "delete",
+        "--index",
+        "idx",
+        "--ids",
+        "gone.npy",
+        "--lock-timeout",
+        "0.3",
+    ]);
+    assert!(said.contains("after 0.3 s of waiting"), "{said}");
+    gives_up(&[
+        "add",
+        "--index",
+        "idx",
+        "--codes",
+        "c.npy",
+        "--lock-timeout",
+        "0",
+    ]);
+    gives_up(&["compact", "--index", "idx", "--lock-timeout", "0"]);
+    gives_up(&[
+        "build",
+        "--codes",
+        "c.npy",
+        "--force",
+        "-q",
+        "--out",
+        "idx",
+        "--lock-timeout",
+        "0",
+    ]);
+    for bad in ["-1", "nan", "soon"] {
+        t.bsa(&["compact", "--index", "idx", "--lock-timeout", bad])
+            .usage_error(&["--lock-timeout", "seconds"]);
+    }
+    t.bsa(&[
+        "build",
+        "--codes",
+        "c.npy",
+        "--out",
+        "idx2",
+        "--lock-timeout",
+        "1",
+    ])
+    .usage_error(&["--force"]);
+    lock.unlock().unwrap();
+    let out = t.bsa(&[
+        "delete",
+        "--index",
+        "idx",
+        "--ids",
+        "gone.npy",
+        "--lock-timeout",
+        "0",
+    ]);
+    assert!(out.ok().stderr.contains("deleted 1 row from"));
+}
+
 /// A writer encodes new rows with the index's model only after checking its checksum: rows a
 /// damaged model encoded would be committed under new, valid checksums.
 #[test]

@@ -97,6 +97,6 @@ impl Snapshot {
                 }
             })?;
         check_stop(stop)?;
-        staged.commit(on_wait, stop)
+        staged.commit(on_wait, crate::files::LockWait::until(stop))
     }
 }

@@ -60,7 +60,7 @@ mod snapshot;
 mod summary;
 mod writer;
 
-pub use crate::files::LockHolder;
+pub use crate::lock_note::LockHolder;
 pub use meta::{
     BridgeEntry, DeletesEntry, GraphSource, GraphTemplate, LiveManifest, LiveModel, SegmentEntry,
     Template, LIVE_INCOMPAT_FEATURES,

@@ -564,7 +564,7 @@ impl Writer {
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
     pub fn open_notifying(dir: impl AsRef<Path>, on_wait: impl FnOnce()) -> Result<Writer> {
-        Writer::open_inner(dir.as_ref(), on_wait, None)
+        Writer::open_inner(dir.as_ref(), on_wait, None, None)
     }
 
     /// [`Writer::open_notifying`] for a caller that may be asked to stop (Ctrl-C): once `stop`
@@ -594,20 +594,59 @@ impl Writer {
         on_wait: impl FnOnce(),
         stop: Arc<AtomicBool>,
     ) -> Result<Writer> {
-        Writer::open_inner(dir.as_ref(), on_wait, Some(stop))
+        Writer::open_inner(dir.as_ref(), on_wait, Some(stop), None)
+    }
+
+    /// [`Writer::open_notifying`], or [`Writer::open_stoppable`] with `stop`, that waits at
+    /// most `timeout` for another writer's lock: past it, [`Error::LockTimeout`], naming the
+    /// holder where its `LOCK` file notes one, and nothing changed. A zero timeout does not
+    /// wait at all (`bsa add --lock-timeout 0`). The timeout bounds the wait only, not the
+    /// change made once the lock is taken.
+    ///
+    /// ```
+    /// use bsa_index::{live::Writer, Error};
+    /// use std::{sync::mpsc, thread, time::Duration};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+    /// let first = Writer::open(&path)?;
+    /// let second = thread::spawn({
+    ///     let path = path.clone();
+    ///     move || Writer::open_with_timeout(&path, Duration::from_millis(50), || {}, None).map(drop)
+    /// });
+    /// let Err(Error::LockTimeout { holder, .. }) = second.join().unwrap() else {
+    ///     panic!("the first writer holds the lock")
+    /// };
+    /// assert_eq!(holder.map(|h| h.pid), Some(std::process::id()));
+    /// drop(first);
+    /// assert!(Writer::open_with_timeout(&path, Duration::ZERO, || {}, None).is_ok());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn open_with_timeout(
+        dir: impl AsRef<Path>,
+        timeout: std::time::Duration,
+        on_wait: impl FnOnce(),
+        stop: Option<Arc<AtomicBool>>,
+    ) -> Result<Writer> {
+        Writer::open_inner(dir.as_ref(), on_wait, stop, Some(timeout))
     }
 
     fn open_inner(
         dir: &Path,
         on_wait: impl FnOnce(),
         stop: Option<Arc<AtomicBool>>,
+        timeout: Option<std::time::Duration>,
     ) -> Result<Writer> {
         let dir = dir.to_path_buf();
         // No index there (no folder, a file, no manifest) is said as the readers say it, as an
         // I/O error of its kind, before the lock file would be made in a folder of no index.
         read_manifest_bytes(&dir)?;
         crate::builder::check_not_nested(&dir)?;
-        let lock = crate::files::lock_dir(&dir, on_wait, stop.as_deref())?;
+        let wait = crate::files::LockWait {
+            stop: stop.as_deref(),
+            timeout,
+        };
+        let lock = crate::files::lock_dir(&dir, on_wait, wait)?;
         let snapshot = Snapshot::open_with(&dir, OpenOptions::verify_checksums(false))?;
         let (manifest, v1) = if snapshot.is_segmented() {
             let (path, bytes) = read_manifest_bytes(&dir)?;
