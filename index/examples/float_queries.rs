@@ -5,7 +5,7 @@
 //! index has no norms for ADC, no rescoring without stored vectors).
 //!
 //! ```sh
-//! bsa build --model m.safetensors --data base.npy --vectors f32 --out idx
+//! bsa build --model m.safetensors --data base.npy --vectors --out idx
 //! cargo run --release -p bsa-index --example float_queries -- idx queries.npy [k]
 //! ```
 
@@ -31,8 +31,8 @@ fn main() -> bsa_index::Result<()> {
         eprintln!("{dir}: the index has no model; build it with --model to search float queries");
         std::process::exit(2);
     };
+    // A server's request body would be such a buffer too: no ndarray needed to search it.
     let (rows, cols, values) = npy::read_2d::<f32>(queries);
-    let q = ndarray::Array2::from_shape_vec((rows, cols), values).expect("rows x cols values");
 
     let started = Instant::now();
     // ADC where the index has the decoded codes' norms, rescored where it stores vectors.
@@ -43,7 +43,7 @@ fn main() -> bsa_index::Result<()> {
     let found = search(
         &snap,
         Some(model.view()),
-        Queries::Floats(q.view()),
+        Queries::floats(&values, cols)?,
         &request,
     )?;
     let hits = found.hits;

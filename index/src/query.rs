@@ -107,6 +107,34 @@ pub enum Queries<'a> {
     },
 }
 
+impl<'a> Queries<'a> {
+    /// Float queries from a row-major buffer of `rows x dim` floats (a server's request body),
+    /// without ndarray in the caller's code. An [`Error::InvalidArgument`] when `dim` is 0 or
+    /// does not divide the buffer's length (whether `dim` is the model's is checked by the
+    /// search).
+    ///
+    /// ```
+    /// use bsa_index::query::Queries;
+    /// let body = [0.6f32, 0.8, 0.0, 1.0, 0.0, 0.0];
+    /// let Queries::Floats(q) = Queries::floats(&body, 3)? else { unreachable!() };
+    /// assert_eq!(q.dim(), (2, 3));
+    /// assert!(Queries::floats(&body, 4).is_err()); // 6 floats are not rows of 4
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn floats(data: &'a [f32], dim: usize) -> Result<Queries<'a>> {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
+            return Err(Error::InvalidArgument(format!(
+                "float queries: {} floats are not whole rows of {dim} (give the queries' \
+                 dimension, the model's input dimension)",
+                data.len()
+            )));
+        }
+        let q = ArrayView2::from_shape((data.len() / dim, dim), data)
+            .expect("whole rows of dim floats");
+        Ok(Queries::Floats(q))
+    }
+}
+
 /// What to search for: `bsa search`'s options. Made with [`Request::new`] and its setters
 /// (`#[non_exhaustive]`: a field added later breaks no caller).
 #[derive(Debug, Clone, Copy, PartialEq)]
