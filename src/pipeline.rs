@@ -572,6 +572,29 @@ mod query_tests {
         let zero = Request::new(0);
         let e = bsa_index::query::search(&new, Some(model.view()), floats, &zero).unwrap_err();
         assert!(e.to_string().contains("k must be at least 1"), "{e}");
+        // Queries of no columns are of the wrong width, not "zero vectors", under every score.
+        let empty = ndarray::Array2::<f32>::zeros((2, 0));
+        for score in ["adc", "soft", "hamming"] {
+            let request = Request::new(5).score(score)?.rescore(Some(2));
+            let e = bsa_index::query::search(
+                &new,
+                Some(model.view()),
+                Queries::Floats(empty.view()),
+                &request,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    bsa_index::Error::DimMismatch {
+                        expected: 16,
+                        got: 0,
+                        ..
+                    }
+                ),
+                "{score}: {e}"
+            );
+        }
         let path = new.model_path().unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;

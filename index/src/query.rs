@@ -596,6 +596,11 @@ pub fn search_batched(
     let score_name = request.score;
     let floats = match &queries {
         Queries::Floats(q) => {
+            // Rows of the wrong width are said as such first: a row of no columns is no "zero
+            // vector" to drop.
+            if let Some(m) = model {
+                m.weights.check_dim(q.ncols())?;
+            }
             // A zero query has no direction to score by: every ADC or soft score would be 0
             // (the hits the lowest ids), its cosine undefined. Its code (the model's biases)
             // is still a code to search by Hamming distance.
