@@ -137,12 +137,15 @@ class Index:
         path: Optional[_Path] = None,
         overwrite: bool = False,
         threads: Optional[int] = None,
+        lock_timeout: Optional[float] = None,
     ) -> Index:
         """Builds an index from ``codes``, or from ``x`` encoded with ``model`` (as ``bsa build``).
 
         Ctrl-C stops it within about a second (``KeyboardInterrupt``), leaving nothing at
         ``path``; an index it would have replaced stays as it was. A Ctrl-C while a complete
-        new index replaces the old one is raised once it has.
+        new index replaces the old one is raised once it has. With ``overwrite``, the old
+        index's writers are waited for, at most ``lock_timeout`` seconds if given (then
+        ``TimeoutError``, the old index kept).
         """
     def save(self, path: _Path, *, overwrite: bool = False) -> None:
         """Copies the generation this object searches to the directory ``path`` (atomically;

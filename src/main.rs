@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Err(err) => {
             // Not eprintln!, which panics when stderr is gone (a closed terminal's SIGHUP).
             let _ = writeln!(std::io::stderr(), "bsa: {err:#}");
-            (ExitCode::from(2), false)
+            (ExitCode::from(exit_status(&err)), false)
         }
     };
     // A command that took a Ctrl-C or SIGTERM (`cli::io::stop_on_signal`) and stopped, having
@@ -38,6 +38,25 @@ fn main() -> ExitCode {
         cli::end_by_signal();
     }
     code
+}
+
+/// The exit status of a failed command: 75 (`EX_TEMPFAIL` of sysexits.h) when another writer
+/// held the index past `--lock-timeout` (nothing was changed: a script may try again later),
+/// 2 for every other error.
+fn exit_status(err: &anyhow::Error) -> u8 {
+    use bsa::bsa_index::Error as IndexError;
+    let busy = err.chain().any(|e| {
+        matches!(e.downcast_ref(), Some(IndexError::LockTimeout { .. }))
+            || matches!(
+                e.downcast_ref(),
+                Some(bsa::Error::Index(IndexError::LockTimeout { .. }))
+            )
+    });
+    if busy {
+        75
+    } else {
+        2
+    }
 }
 
 /// Whether `err` is a write to a closed pipe: stdout's, or one given as `--out /dev/stdout`

@@ -545,11 +545,19 @@ mod query_tests {
         build.data = Some(base.view());
         build.overwrite = true;
         build_index(&build, dir.path().join("idx"), |_, _| {})?;
-        let e = old.query_model().unwrap_err().to_string();
-        assert!(
-            e.contains("after this snapshot of it was opened (a rebuild); open the index again"),
-            "{e}"
-        );
+        // Its model file is now the rebuild's: said so by both readers of it, not "damaged".
+        for e in [
+            old.query_model().unwrap_err(),
+            old.verify_model().unwrap_err(),
+        ] {
+            let e = e.to_string();
+            assert!(
+                e.contains(
+                    "after this snapshot of it was opened (a rebuild); open the index again"
+                ),
+                "{e}"
+            );
+        }
         let new = Snapshot::open(dir.path().join("idx"))?;
         let model = new.query_model()?.expect("a model");
         assert_eq!(model.weights().wd_t, other.params.wd_t.view());

@@ -130,18 +130,12 @@ pub enum Error {
     /// index's writers' lock for longer than the caller would wait
     /// ([`crate::live::Writer::open_with_timeout`], [`crate::IndexBuilder::lock_timeout`]);
     /// nothing was changed. Try again once that writer has finished.
-    #[error(
-        "{}: another writer of the index ({}) still held its lock after {:.1} s of waiting, so \
-         nothing was changed: try again once it has finished, or wait longer",
-        dir.display(),
-        holder.as_ref().map_or_else(|| "an add, delete, compact or build replacing it".to_string(), ToString::to_string),
-        waited.as_secs_f64()
-    )]
+    #[error("{}", lock_timeout_message(dir, *timeout, holder.as_ref()))]
     LockTimeout {
         /// The index directory.
         dir: PathBuf,
-        /// How long the caller waited.
-        waited: std::time::Duration,
+        /// How long the caller would wait (and did).
+        timeout: std::time::Duration,
         /// Who held the lock when the wait ended, as its `LOCK` file notes it.
         holder: Option<crate::lock_note::LockHolder>,
     },
@@ -150,6 +144,32 @@ pub enum Error {
     /// leaving nothing behind: a build's temporary directory is removed, its target untouched.
     #[error("stopped before it finished, as asked; nothing was written")]
     Stopped,
+}
+
+/// [`Error::LockTimeout`]'s message: whose lock, who holds it, and how long the caller waited.
+fn lock_timeout_message(
+    dir: &std::path::Path,
+    timeout: std::time::Duration,
+    holder: Option<&crate::lock_note::LockHolder>,
+) -> String {
+    let holder = holder.map_or_else(
+        || "an add, delete, compact or build replacing it".to_string(),
+        ToString::to_string,
+    );
+    let (held, hint) = if timeout.is_zero() {
+        ("holds its lock, and no wait was asked for".to_string(), "")
+    } else {
+        let secs = timeout.as_secs_f64();
+        (
+            format!("still held its lock after {secs} s of waiting"),
+            ", or wait longer",
+        )
+    };
+    format!(
+        "{}: another writer of the index ({holder}) {held}, so nothing was changed: try again \
+         once it has finished{hint}",
+        dir.display()
+    )
 }
 
 /// `Err(`[`Error::Stopped`]`)` once the caller's stop flag (if any) is set: the one check every

@@ -8,6 +8,7 @@
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use memmap2::Mmap;
 
@@ -475,7 +476,7 @@ fn compare_plain(path: &Path, got: FileInfo, info: &FileInfo) -> Result<()> {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct LockWait<'a> {
     pub(crate) stop: Option<&'a AtomicBool>,
-    pub(crate) timeout: Option<std::time::Duration>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl<'a> LockWait<'a> {
@@ -548,7 +549,8 @@ fn file_key(f: &File) -> Option<(u64, u64)> {
 /// `on_wait` is called once, before the first wait, if another process or handle holds the
 /// lock: a caller can say why it seems to hang. With a stop flag or a timeout, the wait polls
 /// the lock (every 20 ms) and ends with [`Error::Stopped`] once the flag is set, or with
-/// [`Error::LockTimeout`] once the timeout has passed (at once for a zero timeout).
+/// [`Error::LockTimeout`] once the timeout has passed (at once, `on_wait` not called, for a
+/// zero timeout).
 pub(crate) fn lock_dir(dir: &Path, on_wait: impl FnOnce(), wait: LockWait<'_>) -> Result<DirLock> {
     let path = dir.join(LOCK_FILE);
     let mut on_wait = Some(on_wait);
@@ -573,7 +575,11 @@ pub(crate) fn lock_dir(dir: &Path, on_wait: impl FnOnce(), wait: LockWait<'_>) -
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                if let Some(f) = on_wait.take() {
+                // A caller that asked not to wait is not told it waits.
+                if let Some(f) = on_wait
+                    .take()
+                    .filter(|_| wait.timeout != Some(Duration::ZERO))
+                {
                     f();
                 }
                 match wait {
@@ -590,13 +596,13 @@ pub(crate) fn lock_dir(dir: &Path, on_wait: impl FnOnce(), wait: LockWait<'_>) -
                     },
                     LockWait { stop, timeout } => loop {
                         crate::error::check_stop(stop)?;
-                        let poll = std::time::Duration::from_millis(20);
+                        let poll = Duration::from_millis(20);
                         let waited = started.elapsed();
                         let nap = match timeout {
                             Some(t) if waited >= t => {
                                 return Err(Error::LockTimeout {
                                     dir: dir.to_path_buf(),
-                                    waited,
+                                    timeout: t,
                                     holder: LockHolder::of(dir),
                                 })
                             }

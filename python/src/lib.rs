@@ -528,13 +528,16 @@ fn positive(name: &str, v: Option<i128>) -> PyResult<Option<usize>> {
     }
 }
 
-/// A duration in seconds given as `name`: finite and not negative (`None`: none given).
+/// A duration in seconds given as `name`: 0 or more, and one a `Duration` holds (`None`: none
+/// given, so no limit).
 fn seconds(name: &str, v: Option<f64>) -> PyResult<Option<std::time::Duration>> {
     v.map(|secs| {
         std::time::Duration::try_from_secs_f64(secs).map_err(|_| {
-            PyValueError::new_err(format!(
-                "{name} must be a finite number of seconds, 0 or more, got {secs}"
-            ))
+            PyValueError::new_err(if secs >= 0.0 {
+                format!("{name}={secs} is too long: pass None to wait as long as it takes")
+            } else {
+                format!("{name} must be a number of seconds, 0 or more, got {secs}")
+            })
         })
     })
     .transpose()
@@ -569,7 +572,7 @@ fn open_writer(
 ) -> bsa_index::Result<Writer> {
     let warn = || warn_waiting(dir);
     let mut writer = match lock_timeout {
-        Some(t) => Writer::open_with_timeout(dir, t, warn, Some(Arc::clone(stop)))?,
+        Some(t) => Writer::open_with_timeout(dir, warn, Some(Arc::clone(stop)), t)?,
         None => Writer::open_stoppable(dir, warn, Arc::clone(stop))?,
     };
     if verify {
@@ -1275,7 +1278,9 @@ impl Index {
     /// without a model). ``inverted`` and ``bitmaps``: ``None``
     /// stores posting lists (and their bitmaps) when they pay off, ``True`` always, ``False``
     /// never. ``path``: where to write it (default: a private temporary directory removed with
-    /// the object); ``overwrite`` replaces an index there. Ctrl-C stops the build within about
+    /// the object); ``overwrite`` replaces an index there, once the new one is complete, after
+    /// its writers (waiting at most ``lock_timeout`` seconds for them if given, then
+    /// ``TimeoutError``, the old index kept, as in :meth:`add`). Ctrl-C stops the build within about
     /// a second (``KeyboardInterrupt``), leaving nothing at ``path`` (an index it would have
     /// replaced stays as it was), unless the new index was complete: a Ctrl-C while it
     /// replaces the old one is raised once it has.
@@ -1288,7 +1293,7 @@ impl Index {
     #[pyo3(signature = (
         codes=None, x=None, model=None, ids=None, vectors=false, hnsw=false, *, bits=None,
         f16=false, inverted=None, bitmaps=None, m=None, ef_construction=None, ef_search=None,
-        hnsw_on=None, path=None, overwrite=false, threads=None
+        hnsw_on=None, path=None, overwrite=false, threads=None, lock_timeout=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn build(
@@ -1310,8 +1315,10 @@ impl Index {
         path: Option<PathBuf>,
         overwrite: bool,
         threads: Option<i128>,
+        lock_timeout: Option<f64>,
     ) -> PyResult<Index> {
         let bits = positive("bits", bits)?;
+        let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let threads = positive("threads", threads)?;
         let graph_on = match hnsw_on.as_deref() {
             None => None,
@@ -1475,6 +1482,7 @@ impl Index {
             request.inverted = inverted;
             request.bitmaps = bitmaps;
             request.overwrite = overwrite;
+            request.lock_timeout = lock_timeout;
             request.stop = Some(stop);
             build_index_notifying(&request, &dir, |_, _| {}, || warn_waiting(&dir)).map_err(
                 |e| match code_bytes {

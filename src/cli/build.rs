@@ -95,7 +95,9 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
     /// With --force: wait at most this many seconds for the writers of the index replaced,
-    /// then fail with nothing changed; 0 does not wait. Default: wait as long as they take.
+    /// then fail with nothing changed and exit status 75 (EX_TEMPFAIL); 0 does not wait. The
+    /// wait comes once the new index is complete, to put it in place: a build that times out
+    /// has done its work for nothing. Default: wait as long as they take.
     #[arg(long, value_name = "SECONDS", value_parser = super::io::parse_seconds, requires = "force")]
     pub lock_timeout: Option<std::time::Duration>,
     /// Threads (default: all cores).

@@ -51,13 +51,19 @@ pub fn expect_same_dim(
     Ok(())
 }
 
-/// A duration given in seconds (`30`, `0.5`, `0`), for clap: finite and not negative.
+/// A duration given in seconds (`30`, `0.5`, `0`), for clap: 0 or more, and one a
+/// `Duration` holds (leaving the flag out is how to wait as long as it takes).
 pub fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    std::time::Duration::try_from_secs_f64(secs)
-        .map_err(|_| format!("{s} seconds: give a finite number of seconds, 0 or more"))
+    std::time::Duration::try_from_secs_f64(secs).map_err(|_| {
+        if secs >= 0.0 {
+            format!("{s} seconds is too long: leave the flag out to wait as long as it takes")
+        } else {
+            format!("{s}: give a number of seconds, 0 or more")
+        }
+    })
 }
 
 /// Says on stderr that a change of the index `dir` waits for another writer's lock (a wait

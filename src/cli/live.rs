@@ -74,8 +74,8 @@ pub struct ChangeCheck {
     #[arg(long)]
     pub no_verify: bool,
     /// Wait at most this many seconds for another writer of the index (an add, delete,
-    /// compact or build --force) to finish, then fail with nothing changed; 0 does not wait.
-    /// Default: wait as long as it takes.
+    /// compact or build --force) to finish, then fail with nothing changed and exit status 75
+    /// (EX_TEMPFAIL: try again later); 0 does not wait. Default: wait as long as it takes.
     #[arg(long, value_name = "SECONDS", value_parser = super::io::parse_seconds)]
     pub lock_timeout: Option<std::time::Duration>,
 }
@@ -209,7 +209,7 @@ fn open_writer(dir: &Path, check: &ChangeCheck) -> anyhow::Result<Writer> {
     let stop = super::io::stop_on_signal()?;
     let say = || super::io::say_waiting(dir);
     let mut writer = match check.lock_timeout {
-        Some(t) => Writer::open_with_timeout(dir, t, say, Some(stop))?,
+        Some(t) => Writer::open_with_timeout(dir, say, Some(stop), t)?,
         None => Writer::open_stoppable(dir, say, stop)?,
     };
     if !check.no_verify {

@@ -1110,9 +1110,25 @@ impl Snapshot {
     /// ```
     pub fn verify_model(&self) -> Result<()> {
         if let (Some(p), Some(info)) = (&self.model, &self.model_info) {
-            verify_plain_file(p, info).map_err(|e| self.superseded(e))?;
+            verify_plain_file(p, info).map_err(|e| self.model_superseded(p, e))?;
         }
         Ok(())
+    }
+
+    /// `e`, the model file at `path` failing its manifest entry, as said to the caller: a file
+    /// removed ([`Self::superseded`]) or replaced (a different length or CRC) since this
+    /// snapshot was opened is said to be so when the index is no longer this generation (a
+    /// rebuild put its own model there); otherwise it is damage, `e`.
+    fn model_superseded(&self, path: &Path, e: Error) -> Error {
+        let e = self.superseded(e);
+        if matches!(e, Error::Io { .. }) || self.is_current().unwrap_or(true) {
+            return e;
+        }
+        Error::model(
+            path,
+            "replaced by a change to the index after this snapshot of it was opened (a \
+             rebuild); open the index again",
+        )
     }
 
     /// Whether the index directory still holds this snapshot's generation: `false` once a
@@ -1384,17 +1400,8 @@ impl Snapshot {
         // The bytes read are the ones the manifest names: a model put in its place since (a
         // rebuild over the index) would encode queries this snapshot's codes do not answer.
         let source = match &self.model_info {
-            Some(info) => crate::files::verify_plain_bytes(&path, &buf, info).map_err(|e| {
-                if self.is_current().unwrap_or(true) {
-                    e
-                } else {
-                    Error::model(
-                        &path,
-                        "replaced by a change to the index after this snapshot of it was opened \
-                         (a rebuild); open the index again",
-                    )
-                }
-            })?,
+            Some(info) => crate::files::verify_plain_bytes(&path, &buf, info)
+                .map_err(|e| self.model_superseded(&path, e))?,
             None => crate::files::info_of_bytes(&buf),
         };
         let model = crate::model::QueryModel::from_checked_bytes(&buf, &path, source)?;
