@@ -353,10 +353,9 @@ fn graph_searches_reach_added_rows_through_bridges() {
     assert!(!out.stderr.contains("bridging"), "{out:#?}");
 }
 
-/// `bsa delete` behind another writer says it waits (else it looks hung), naming the holder its
-/// lock file notes, then does its work once the lock is free.
-#[test]
-fn a_writer_behind_another_says_it_waits() {
+/// An index `idx` of 40 codes of 16 bits (`c.npy`), `gone.npy` holding one of its ids, and the
+/// index's `LOCK` file, open (not locked), for a test to play another writer with.
+fn index_and_its_lock_file() -> (TestDir, std::fs::File) {
     let t = TestDir::new();
     let codes: Vec<u8> = (0..40u8).flat_map(|i| [i, !i]).collect();
     t.write("c.npy", &npy_bytes("|u1", "(40, 2)", &codes));
@@ -369,6 +368,14 @@ fn a_writer_behind_another_says_it_waits() {
         .write(true)
         .open(t.path("idx").join("LOCK"))
         .unwrap();
+    (t, lock)
+}
+
+/// `bsa delete` behind another writer says it waits (else it looks hung), naming the holder its
+/// lock file notes, then does its work once the lock is free.
+#[test]
+fn a_writer_behind_another_says_it_waits() {
+    let (t, lock) = index_and_its_lock_file();
     let behind_the_lock = |args: &[&str], note: bool| {
         lock.lock().unwrap();
         if note {
@@ -423,19 +430,8 @@ fn a_writer_behind_another_says_it_waits() {
 /// that is no number of seconds is a usage error.
 #[test]
 fn a_writer_gives_up_after_its_lock_timeout() {
-    let t = TestDir::new();
-    let codes: Vec<u8> = (0..40u8).flat_map(|i| [i, !i]).collect();
-    t.write("c.npy", &npy_bytes("|u1", "(40, 2)", &codes));
-    t.write("gone.npy", &ids_npy(&[3]));
-    t.bsa(&["build", "--codes", "c.npy", "-q", "--out", "idx"])
-        .ok();
+    let (t, lock) = index_and_its_lock_file();
     let before = t.read("idx/manifest.json");
-    let lock = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(t.path("idx").join("LOCK"))
-        .unwrap();
     lock.lock().unwrap();
     std::fs::write(t.path("idx").join("LOCK"), "pid 4242 since 0\n").unwrap();
     let gives_up = |args: &[&str]| {
