@@ -190,15 +190,39 @@ impl Weights<'_> {
         })
     }
 
+    /// Refuses rows a product cannot use: not `D` wide ([`Weights::check_dim`]), or holding a
+    /// value that is not finite ([`check_rows`]'s [`Error::BadRow`], naming the matrix
+    /// `what`), which would give codes or tables with no error. All-zero rows are rows (their
+    /// code is the biases').
+    fn check_input(&self, what: &str, x: ArrayView2<f32>) -> Result<()> {
+        self.check_dim(x.ncols())?;
+        check_rows(what, x, false)
+    }
+
     /// Pre-activations `H = X We^T + be`, `H[i][j] = `[`deterministic::dot`]`(x_i, We_j) +
     /// be_j`: the same bits on any CPU and thread count. An [`Error::DimMismatch`] for rows
-    /// that are not `D` wide (as for every product here).
+    /// that are not `D` wide, and an [`Error::BadRow`] for a row holding NaN or infinity (as
+    /// for every product here).
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use ndarray::{array, Array1, Array2};
+    /// use bsa_index::model::Weights;
+    /// let (we, wd_t) = (Array2::<f32>::eye(2), Array2::<f32>::eye(2));
+    /// let (be, bd) = (Array1::<f32>::zeros(2), Array1::<f32>::zeros(2));
+    /// let w = Weights { we: we.view(), be: be.view(), wd_t: wd_t.view(), bd: bd.view(), derived: None };
+    /// assert_eq!(w.pre_activations(array![[0.5f32, -1.0]].view())?, array![[0.5f32, -1.0]]);
+    /// let nan = w.pre_activations(array![[0.5f32, -1.0], [f32::NAN, 0.0]].view()).unwrap_err();
+    /// assert!(nan.to_string().starts_with("rows: row 1: column 0 is NaN"), "{nan}");
+    /// assert!(w.adc_tables(array![[f32::INFINITY, 0.0]].view()).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn pre_activations(&self, x: ArrayView2<f32>) -> Result<Array2<f32>> {
-        self.check_dim(x.ncols())?;
+        self.check_input("rows", x)?;
         Ok(self.pre_activations_of(x))
     }
 
-    /// [`Weights::pre_activations`] of rows already checked to be `D` wide.
+    /// [`Weights::pre_activations`] of rows already checked ([`Weights::check_input`]).
     fn pre_activations_of(&self, x: ArrayView2<f32>) -> Array2<f32> {
         // The packed encoder is the same for every batch of this model.
         static ENCODER: LastFor<Packed> = LastFor::new();
@@ -222,7 +246,7 @@ impl Weights<'_> {
         x: ArrayView2<f32>,
         stop: Option<&AtomicBool>,
     ) -> Result<Vec<Vec<u32>>> {
-        self.check_dim(x.ncols())?;
+        self.check_input("rows", x)?;
         // Chunks bound the pre-activations held at once (rows x N floats): 4096 x 4096 floats
         // (64 MiB) for pursuit, whose Gram rows are kept too.
         let rows = if matches!(rule, Rule::Pursuit(_)) {
@@ -271,7 +295,7 @@ impl Weights<'_> {
     /// row-major; every entry a [`deterministic::dot`]. `bsa search --score adc` divides both
     /// by the query's length ([`per_unit_query`]).
     pub fn adc_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
-        self.check_dim(q.ncols())?;
+        self.check_input("queries", q)?;
         // The packed decoder is the same for every batch of this model.
         static DECODER: LastFor<Packed> = LastFor::new();
         let make = || Packed::new(self.wd_t);
@@ -289,7 +313,7 @@ impl Weights<'_> {
     /// ([`crate::int_tables`]), two to three times faster to compute; on WordNet the top 40 they
     /// rank are the float tables' in 99.2% of places. The offsets are the float ones.
     pub fn adc_candidate_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
-        self.check_dim(q.ncols())?;
+        self.check_input("queries", q)?;
         // Rounding the decoder is the same for every call with this model.
         static DECODER: LastFor<IntDecoder> = LastFor::new();
         let make = || IntDecoder::new(self.wd_t);
@@ -315,7 +339,8 @@ impl Weights<'_> {
     /// Per-query tables of the soft score: the query's sigmoid activations `sigmoid(q We^T +
     /// be)` ([`Weights::pre_activations`] through [`deterministic::sigmoid`]), offsets 0.
     pub fn soft_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
-        let h = self.pre_activations(q)?;
+        self.check_input("queries", q)?;
+        let h = self.pre_activations_of(q);
         Ok((
             h.iter().map(|&v| deterministic::sigmoid(v)).collect(),
             vec![0.0; q.nrows()],
@@ -763,6 +788,105 @@ fn transposed(m: &[f32], rows: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// Checks that every value of `x` is finite and, when `nonzero`, that every row has a norm
+/// cosine can divide by (not 0, not beyond `f32`), with the words an embedding file's check
+/// uses ([`Error::BadRow`]). `what` names the matrix in the error (e.g. `"queries"`).
+///
+/// ```
+/// use bsa_index::query::check_rows;
+/// let x = ndarray::array![[0.6f32, 0.8], [0.0, 0.0], [f32::NAN, 1.0]];
+/// assert!(check_rows("x", x.slice(ndarray::s![..2, ..]), false).is_ok()); // zeros are finite
+/// let zero = check_rows("x", x.view(), true).unwrap_err();
+/// assert!(matches!(zero, bsa_index::Error::BadRow { row: 1, .. }), "{zero}");
+/// assert!(zero.to_string().starts_with("x: row 1: L2 norm is 0"));
+/// let nan = check_rows("x", x.view(), false).unwrap_err();
+/// assert!(matches!(nan, bsa_index::Error::BadRow { row: 2, .. }), "{nan}");
+/// ```
+pub fn check_rows(what: &str, x: ArrayView2<f32>, nonzero: bool) -> Result<()> {
+    for (row, values) in x.rows().into_iter().enumerate() {
+        let values = match values.as_slice() {
+            Some(v) => std::borrow::Cow::Borrowed(v),
+            None => std::borrow::Cow::Owned(values.to_vec()),
+        };
+        if plainly_fine(&values) {
+            continue;
+        }
+        let bad = nonfinite_detail(&values).or_else(|| nonzero.then(|| norm_detail(&values))?);
+        if let Some(detail) = bad {
+            return Err(Error::BadRow {
+                path: what.into(),
+                row,
+                detail,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether a row is plainly fine for training and cosine similarity, in one vectorised pass:
+/// its `f32` sum of squares (8 lanes) lies in `[1e-30, 1e30]`, so every value is finite and
+/// the norm is positive and well within `f32`. Rows that fail it go through the exact checks
+/// ([`nonfinite_detail`], [`norm_detail`]), which decide.
+pub fn plainly_fine(values: &[f32]) -> bool {
+    let mut s = [0f32; 8];
+    let (chunks, tail) = values.as_chunks::<8>();
+    for c in chunks {
+        for l in 0..8 {
+            s[l] += c[l] * c[l];
+        }
+    }
+    for (l, &x) in tail.iter().enumerate() {
+        s[l] += x * x;
+    }
+    (1e-30..=1e30).contains(&s.iter().sum::<f32>())
+}
+
+/// What is wrong with a row holding a value that is not finite, if it does: one wording for
+/// embedding files and in-memory arrays (build, add, search, Python).
+pub fn nonfinite_detail(values: &[f32]) -> Option<String> {
+    let col = values.iter().position(|v| !v.is_finite())?;
+    let v = values[col];
+    let what = if v.is_nan() {
+        "NaN (not a number)"
+    } else if v > 0.0 {
+        "+infinity"
+    } else {
+        "-infinity"
+    };
+    Some(format!(
+        "column {col} is {what}; training and search need finite values: fix or drop this row \
+         (numpy: x[np.isfinite(x).all(axis=1)])"
+    ))
+}
+
+/// What is wrong with a row's L2 norm (computed in `f64`, and required to be a positive finite
+/// `f32`, as cosine similarity needs), if anything.
+pub fn norm_detail(values: &[f32]) -> Option<String> {
+    let norm = values
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt();
+    let norm32 = norm as f32;
+    if norm32 > 0.0 && norm32.is_finite() {
+        return None;
+    }
+    Some(if norm.is_nan() || norm.is_infinite() {
+        "L2 norm is not finite (the row holds NaN, infinity or huge values); cosine similarity \
+         needs finite vectors: fix or drop this row"
+            .to_string()
+    } else if norm == 0.0 {
+        "L2 norm is 0 (an all-zero vector); cosine similarity is undefined for it: drop this row \
+         (numpy: x[np.linalg.norm(x, axis=1) > 0])"
+            .to_string()
+    } else {
+        format!(
+            "L2 norm {norm:e} is outside the float32 range, so the row cannot be normalised for \
+             cosine similarity: rescale or drop this row"
+        )
+    })
 }
 
 #[cfg(test)]

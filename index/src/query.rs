@@ -28,6 +28,7 @@ use ndarray::ArrayView2;
 
 use crate::error::{Error, Result};
 use crate::live::{IdFilter, SearchOptions, Snapshot};
+pub use crate::model::{check_rows, nonfinite_detail, norm_detail, plainly_fine};
 use crate::model::{per_unit_query, ModelView};
 use crate::{pack, Hits, Mode, Score, SearchParams, SearchStats};
 
@@ -338,105 +339,6 @@ pub struct Found {
     /// `bsa search --stats`); 0 for packed query codes. `encode_seconds + seconds` is the search
     /// without the argument checks.
     pub encode_seconds: f64,
-}
-
-/// Checks that every value of `x` is finite and, when `nonzero`, that every row has a norm
-/// cosine can divide by (not 0, not beyond `f32`), with the words an embedding file's check
-/// uses ([`Error::BadRow`]). `what` names the matrix in the error (e.g. `"queries"`).
-///
-/// ```
-/// use bsa_index::query::check_rows;
-/// let x = ndarray::array![[0.6f32, 0.8], [0.0, 0.0], [f32::NAN, 1.0]];
-/// assert!(check_rows("x", x.slice(ndarray::s![..2, ..]), false).is_ok()); // zeros are finite
-/// let zero = check_rows("x", x.view(), true).unwrap_err();
-/// assert!(matches!(zero, bsa_index::Error::BadRow { row: 1, .. }), "{zero}");
-/// assert!(zero.to_string().starts_with("x: row 1: L2 norm is 0"));
-/// let nan = check_rows("x", x.view(), false).unwrap_err();
-/// assert!(matches!(nan, bsa_index::Error::BadRow { row: 2, .. }), "{nan}");
-/// ```
-pub fn check_rows(what: &str, x: ArrayView2<f32>, nonzero: bool) -> Result<()> {
-    for (row, values) in x.rows().into_iter().enumerate() {
-        let values = match values.as_slice() {
-            Some(v) => std::borrow::Cow::Borrowed(v),
-            None => std::borrow::Cow::Owned(values.to_vec()),
-        };
-        if plainly_fine(&values) {
-            continue;
-        }
-        let bad = nonfinite_detail(&values).or_else(|| nonzero.then(|| norm_detail(&values))?);
-        if let Some(detail) = bad {
-            return Err(Error::BadRow {
-                path: what.into(),
-                row,
-                detail,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Whether a row is plainly fine for training and cosine similarity, in one vectorised pass:
-/// its `f32` sum of squares (8 lanes) lies in `[1e-30, 1e30]`, so every value is finite and
-/// the norm is positive and well within `f32`. Rows that fail it go through the exact checks
-/// ([`nonfinite_detail`], [`norm_detail`]), which decide.
-pub fn plainly_fine(values: &[f32]) -> bool {
-    let mut s = [0f32; 8];
-    let (chunks, tail) = values.as_chunks::<8>();
-    for c in chunks {
-        for l in 0..8 {
-            s[l] += c[l] * c[l];
-        }
-    }
-    for (l, &x) in tail.iter().enumerate() {
-        s[l] += x * x;
-    }
-    (1e-30..=1e30).contains(&s.iter().sum::<f32>())
-}
-
-/// What is wrong with a row holding a value that is not finite, if it does: one wording for
-/// embedding files and in-memory arrays (build, add, search, Python).
-pub fn nonfinite_detail(values: &[f32]) -> Option<String> {
-    let col = values.iter().position(|v| !v.is_finite())?;
-    let v = values[col];
-    let what = if v.is_nan() {
-        "NaN (not a number)"
-    } else if v > 0.0 {
-        "+infinity"
-    } else {
-        "-infinity"
-    };
-    Some(format!(
-        "column {col} is {what}; training and search need finite values: fix or drop this row \
-         (numpy: x[np.isfinite(x).all(axis=1)])"
-    ))
-}
-
-/// What is wrong with a row's L2 norm (computed in `f64`, and required to be a positive finite
-/// `f32`, as cosine similarity needs), if anything.
-pub fn norm_detail(values: &[f32]) -> Option<String> {
-    let norm = values
-        .iter()
-        .map(|&v| f64::from(v) * f64::from(v))
-        .sum::<f64>()
-        .sqrt();
-    let norm32 = norm as f32;
-    if norm32 > 0.0 && norm32.is_finite() {
-        return None;
-    }
-    Some(if norm.is_nan() || norm.is_infinite() {
-        "L2 norm is not finite (the row holds NaN, infinity or huge values); cosine similarity \
-         needs finite vectors: fix or drop this row"
-            .to_string()
-    } else if norm == 0.0 {
-        "L2 norm is 0 (an all-zero vector); cosine similarity is undefined for it: drop this row \
-         (numpy: x[np.linalg.norm(x, axis=1) > 0])"
-            .to_string()
-    } else {
-        format!(
-            "L2 norm {norm:e} is outside the float32 range, so the row cannot be normalised for \
-             cosine similarity: rescale or drop this row"
-        )
-    })
 }
 
 /// Float queries as packed codes of `model` for an index of `bits`-bit codes.
