@@ -571,10 +571,7 @@ fn open_writer(
     lock_timeout: Option<std::time::Duration>,
 ) -> bsa_index::Result<Writer> {
     let warn = || warn_waiting(dir);
-    let mut writer = match lock_timeout {
-        Some(t) => Writer::open_with_timeout(dir, warn, Some(Arc::clone(stop)), t)?,
-        None => Writer::open_stoppable(dir, warn, Arc::clone(stop))?,
-    };
+    let mut writer = Writer::open_with_timeout(dir, warn, Some(Arc::clone(stop)), lock_timeout)?;
     if verify {
         writer.verify_checksums()?;
     }

@@ -208,10 +208,7 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
 fn open_writer(dir: &Path, check: &ChangeCheck) -> anyhow::Result<Writer> {
     let stop = super::io::stop_on_signal()?;
     let say = || super::io::say_waiting(dir);
-    let mut writer = match check.lock_timeout {
-        Some(t) => Writer::open_with_timeout(dir, say, Some(stop), t)?,
-        None => Writer::open_stoppable(dir, say, stop)?,
-    };
+    let mut writer = Writer::open_with_timeout(dir, say, Some(stop), check.lock_timeout)?;
     if !check.no_verify {
         // Under the writers' lock: the generation checked is the one the change starts from.
         writer.verify_checksums().with_context(|| {

@@ -598,7 +598,8 @@ impl Writer {
     }
 
     /// [`Writer::open_notifying`], or [`Writer::open_stoppable`] with `stop`, that waits at
-    /// most `timeout` for another writer's lock: past it, [`Error::LockTimeout`], naming the
+    /// most `timeout` (if given; `None`: as long as it takes, as they do) for another writer's
+    /// lock: past it, [`Error::LockTimeout`], naming the
     /// holder where its `LOCK` file notes one, and nothing changed. A zero timeout does not
     /// wait at all (`bsa add --lock-timeout 0`), nor call `on_wait`. The timeout bounds the
     /// wait only, not the change made once the lock is taken.
@@ -612,23 +613,24 @@ impl Writer {
     /// let first = Writer::open(&path)?;
     /// let second = thread::spawn({
     ///     let path = path.clone();
-    ///     move || Writer::open_with_timeout(&path, || {}, None, Duration::from_millis(50)).map(drop)
+    ///     let timeout = Some(Duration::from_millis(50));
+    ///     move || Writer::open_with_timeout(&path, || {}, None, timeout).map(drop)
     /// });
     /// let Err(Error::LockTimeout { holder, .. }) = second.join().unwrap() else {
     ///     panic!("the first writer holds the lock")
     /// };
     /// assert_eq!(holder.map(|h| h.pid), Some(std::process::id()));
     /// drop(first);
-    /// assert!(Writer::open_with_timeout(&path, || {}, None, Duration::ZERO).is_ok());
+    /// assert!(Writer::open_with_timeout(&path, || {}, None, Some(Duration::ZERO)).is_ok());
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
     pub fn open_with_timeout(
         dir: impl AsRef<Path>,
         on_wait: impl FnOnce(),
         stop: Option<Arc<AtomicBool>>,
-        timeout: std::time::Duration,
+        timeout: Option<std::time::Duration>,
     ) -> Result<Writer> {
-        Writer::open_inner(dir.as_ref(), on_wait, stop, Some(timeout))
+        Writer::open_inner(dir.as_ref(), on_wait, stop, timeout)
     }
 
     fn open_inner(
