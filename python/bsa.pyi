@@ -147,9 +147,12 @@ class Index:
         index's writers are waited for, at most ``lock_timeout`` seconds if given (then
         ``TimeoutError``, the old index kept).
         """
-    def save(self, path: _Path, *, overwrite: bool = False) -> None:
+    def save(
+        self, path: _Path, *, overwrite: bool = False, lock_timeout: Optional[float] = None
+    ) -> None:
         """Copies the generation this object searches to the directory ``path`` (atomically;
-        ``overwrite`` replaces an index there). Ctrl-C stops it, leaving ``path`` as it was."""
+        ``overwrite`` replaces an index there, after its writers: at most ``lock_timeout``
+        seconds if given, then ``TimeoutError``). Ctrl-C stops it, leaving ``path`` as it was."""
     def search(
         self,
         q: Union[_Floats, _Codes],

@@ -12,7 +12,8 @@
 //! let x = ndarray::Array2::<f32>::ones((3, 384));
 //! let rows = AddSource::Floats(x.view());
 //! // The writer holds the index's lock until it is dropped: one writer at a time.
-//! let mut w = Writer::open_notifying("idx", || eprintln!("waiting for another writer"))?;
+//! let wait = bsa_index::LockWait::new().on_wait(|| eprintln!("waiting for another writer"));
+//! let mut w = Writer::open_waiting("idx", wait)?;
 //! let report = add(&mut w, rows, Some(&[7, 8, 9]), false, false, MergePolicy::default())?;
 //! println!("added {} rows as {}", report.added, report.segment);
 //! w.delete(&[7])?;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::error::{Error, Result};
-use crate::files::{crc_of_file, file_crc, sync_dir, sync_file, LockWait};
+use crate::files::{crc_of_file, file_crc, sync_dir, sync_file, LockWait, WaitLimits};
 use crate::format::{flags, ElemKind, FileKind, Header, FORMAT_VERSION, HEADER_LEN};
 use crate::graph::{write_graph_file, GRAPH_FILE};
 use crate::graph_build::{self, BuildParams, UnitVectors};
@@ -972,7 +972,7 @@ impl<'a> IndexBuilder<'a> {
 
         self.check_stop()?;
         let on_wait = self.on_wait.take();
-        let wait = LockWait {
+        let wait = WaitLimits {
             stop: self.stop,
             timeout: self.lock_timeout,
         };
@@ -1077,7 +1077,7 @@ impl Staged {
 
     /// Puts the filled folder in the destination's place under its writers' lock (waiting for
     /// them as `wait` says: `on_wait` first), replacing what was there whole.
-    pub(crate) fn commit(mut self, on_wait: impl FnOnce(), wait: LockWait<'_>) -> Result<()> {
+    pub(crate) fn commit(mut self, on_wait: impl FnOnce(), wait: WaitLimits<'_>) -> Result<()> {
         if self.overwrite {
             replace_index_dir_until(&self.tmp.path, &self.out, on_wait, wait)?;
         } else {
@@ -1094,33 +1094,44 @@ impl Staged {
 
 /// Publishes the complete index directory `new` at `out` (both in the same directory): renamed
 /// into place, or, when `out` exists, in place of it: `out` must then be replaceable
-/// ([`check_replaceable`]), and under the lock of its writers (`on_wait` is called once before
-/// waiting, if one holds it; a writer that committed into the directory after it was replaced
-/// would name the old index's files in the new one) it is moved aside, `new` renamed in (the
-/// old one moved back if that fails) and the old one removed. The parent is synced.
+/// ([`check_replaceable`]), and under the lock of its writers, waited for as `wait` says (a
+/// writer that committed into the directory after it was replaced would name the old index's
+/// files in the new one), it is moved aside, `new` renamed in (the old one moved back if that
+/// fails) and the old one removed. The parent is synced. A wait that ends
+/// ([`Error::Stopped`], [`Error::LockTimeout`]) leaves `out` and `new` untouched.
 ///
 /// ```
 /// # fn main() -> bsa_index::Result<()> {
+/// use bsa_index::LockWait;
 /// let dir = tempfile::tempdir().unwrap();
 /// let (out, new) = (dir.path().join("idx"), dir.path().join(".idx.new"));
 /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&out)?;
 /// bsa_index::IndexBuilder::new(64, &[3]).build(&new)?;
-/// bsa_index::replace_index_dir(&new, &out, || eprintln!("waiting for idx's writers"))?;
+/// let wait = LockWait::new().on_wait(|| eprintln!("waiting for idx's writers"));
+/// bsa_index::replace_index_dir(&new, &out, wait)?;
 /// assert_eq!(bsa_index::Index::open(&out)?.len(), 1);
 /// assert!(!new.exists());
 /// # Ok(()) }
 /// ```
-pub fn replace_index_dir(new: &Path, out: &Path, on_wait: impl FnOnce()) -> Result<()> {
-    replace_index_dir_until(new, out, on_wait, LockWait::default())
+pub fn replace_index_dir(new: &Path, out: &Path, wait: LockWait<'_>) -> Result<()> {
+    let LockWait {
+        on_wait,
+        stop,
+        timeout,
+    } = wait;
+    let limits = WaitLimits {
+        stop: stop.as_deref(),
+        timeout,
+    };
+    replace_index_dir_until(new, out, || on_wait.map_or((), |f| f()), limits)
 }
 
-/// [`replace_index_dir`] whose wait for the writers' lock ends as `wait` says
-/// ([`Error::Stopped`], [`Error::LockTimeout`]; `out` and `new` untouched).
+/// [`replace_index_dir`] with the wait's callback and limits apart (a build's are borrowed).
 fn replace_index_dir_until(
     new: &Path,
     out: &Path,
     on_wait: impl FnOnce(),
-    wait: LockWait<'_>,
+    wait: WaitLimits<'_>,
 ) -> Result<()> {
     let _writers = if out.exists() {
         check_replaceable(out)?;
@@ -1508,7 +1519,7 @@ fn enclosing_index(path: &Path) -> Option<PathBuf> {
 fn lock_writers(
     dir: &Path,
     on_wait: impl FnOnce(),
-    wait: LockWait<'_>,
+    wait: WaitLimits<'_>,
 ) -> Result<Option<crate::files::DirLock>> {
     if !dir.join(MANIFEST_FILE).is_file() {
         return Ok(None);

@@ -128,7 +128,7 @@ pub enum Error {
 
     /// Another writer (an add, delete or compaction, or a build replacing the index) held the
     /// index's writers' lock for longer than the caller would wait
-    /// ([`crate::live::Writer::open_with_timeout`], [`crate::IndexBuilder::lock_timeout`]);
+    /// ([`crate::LockWait::timeout`], [`crate::IndexBuilder::lock_timeout`]);
     /// nothing was changed. Try again once that writer has finished.
     #[error("{}", lock_timeout_message(dir, *timeout, holder.as_ref()))]
     LockTimeout {

@@ -471,22 +471,86 @@ fn compare_plain(path: &Path, got: FileInfo, info: &FileInfo) -> Result<()> {
     Ok(())
 }
 
-/// How a writer waits for another's lock ([`lock_dir`]): until `stop` is set, and for at most
-/// `timeout` (`None`: as long as it takes).
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct LockWait<'a> {
-    pub(crate) stop: Option<&'a AtomicBool>,
+/// How a writer waits for another writer's lock of an index (an add, delete or compaction
+/// under way, or a build replacing the index): as long as it takes unless [`stop`](Self::stop)
+/// is set or the [`timeout`](Self::timeout) passes, first calling [`on_wait`](Self::on_wait).
+/// Taken by [`Writer::open_waiting`](crate::live::Writer::open_waiting),
+/// [`Snapshot::copy_to`](crate::live::Snapshot::copy_to) and
+/// [`replace_index_dir`](crate::replace_index_dir); [`IndexBuilder`](crate::IndexBuilder) has
+/// the same three settings as its own methods.
+///
+/// ```
+/// use std::sync::{atomic::AtomicBool, Arc};
+/// use std::time::Duration;
+/// use bsa_index::{live::Writer, LockWait};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
+/// let stop = Arc::new(AtomicBool::new(false)); // set by a Ctrl-C handler, say
+/// let wait = LockWait::new()
+///     .on_wait(|| eprintln!("waiting for another writer of idx"))
+///     .stop(stop)
+///     .timeout(Duration::from_secs(30));
+/// let writer = Writer::open_waiting(&path, wait)?; // no other writer: no wait
+/// assert_eq!(writer.generation(), 0);
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
+#[derive(Default)]
+pub struct LockWait<'a> {
+    pub(crate) on_wait: Option<Box<dyn FnOnce() + 'a>>,
+    pub(crate) stop: Option<std::sync::Arc<AtomicBool>>,
     pub(crate) timeout: Option<Duration>,
 }
 
-impl<'a> LockWait<'a> {
-    /// A wait that `stop` ends, with no timeout.
-    pub(crate) fn until(stop: Option<&'a AtomicBool>) -> LockWait<'a> {
-        LockWait {
-            stop,
-            timeout: None,
-        }
+impl std::fmt::Debug for LockWait<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockWait")
+            .field("on_wait", &self.on_wait.is_some())
+            .field("stop", &self.stop)
+            .field("timeout", &self.timeout)
+            .finish()
     }
+}
+
+impl<'a> LockWait<'a> {
+    /// A wait as long as it takes, telling no one: [`LockWait::default`].
+    pub fn new() -> LockWait<'a> {
+        LockWait::default()
+    }
+
+    /// Called once, before waiting, if another writer holds the lock (not for a zero
+    /// [`timeout`](Self::timeout), which does not wait): a command can say why it seems to
+    /// hang.
+    pub fn on_wait(mut self, f: impl FnOnce() + 'a) -> Self {
+        self.on_wait = Some(Box::new(f));
+        self
+    }
+
+    /// Ends the wait with [`Error::Stopped`] once `flag` is set (Ctrl-C, say), and with it the
+    /// work of the caller it was given to (a [`Writer`](crate::live::Writer)'s changes, a
+    /// copy), leaving the index as it was.
+    pub fn stop(mut self, flag: std::sync::Arc<AtomicBool>) -> Self {
+        self.stop = Some(flag);
+        self
+    }
+
+    /// Waits at most `timeout`: past it, [`Error::LockTimeout`], naming the holder where its
+    /// `LOCK` file notes one, and nothing changed. A zero timeout does not wait at all. It
+    /// bounds the wait only, not the work done once the lock is taken. `None` (the default):
+    /// as long as it takes.
+    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.timeout = timeout.into();
+        self
+    }
+}
+
+/// How [`lock_dir`] waits for another's lock: until `stop` is set, and for at most `timeout`
+/// (`None`: as long as it takes). The borrowed form of a [`LockWait`]'s limits, which an
+/// [`IndexBuilder`](crate::IndexBuilder)'s borrowed stop flag also makes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WaitLimits<'a> {
+    pub(crate) stop: Option<&'a AtomicBool>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// The writers' lock of an index directory (see [`lock_dir`]), held until dropped.
@@ -551,7 +615,11 @@ fn file_key(f: &File) -> Option<(u64, u64)> {
 /// the lock (every 20 ms) and ends with [`Error::Stopped`] once the flag is set, or with
 /// [`Error::LockTimeout`] once the timeout has passed (at once, `on_wait` not called, for a
 /// zero timeout).
-pub(crate) fn lock_dir(dir: &Path, on_wait: impl FnOnce(), wait: LockWait<'_>) -> Result<DirLock> {
+pub(crate) fn lock_dir(
+    dir: &Path,
+    on_wait: impl FnOnce(),
+    wait: WaitLimits<'_>,
+) -> Result<DirLock> {
     let path = dir.join(LOCK_FILE);
     let mut on_wait = Some(on_wait);
     let started = std::time::Instant::now();
@@ -584,7 +652,7 @@ pub(crate) fn lock_dir(dir: &Path, on_wait: impl FnOnce(), wait: LockWait<'_>) -
                 }
                 match wait {
                     // A signal's handler (Python's, say) interrupts the wait: it goes on.
-                    LockWait {
+                    WaitLimits {
                         stop: None,
                         timeout: None,
                     } => loop {
@@ -594,7 +662,7 @@ pub(crate) fn lock_dir(dir: &Path, on_wait: impl FnOnce(), wait: LockWait<'_>) -
                             Err(e) => return Err(Error::io(&path, e)),
                         }
                     },
-                    LockWait { stop, timeout } => loop {
+                    WaitLimits { stop, timeout } => loop {
                         crate::error::check_stop(stop)?;
                         let poll = Duration::from_millis(20);
                         let waited = started.elapsed();

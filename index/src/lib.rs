@@ -221,7 +221,7 @@ pub use builder::{
     replace_index_dir, IndexBuilder,
 };
 pub use error::{check_stop, Error, Result};
-pub use files::{not_a_file, output_target, parent_dir};
+pub use files::{not_a_file, output_target, parent_dir, LockWait};
 pub use index::{Index, OpenOptions};
 pub use kernel::KernelFamily;
 pub use manifest::{HnswParams, Manifest, VectorDtype};

@@ -10,7 +10,9 @@ use std::path::Path;
 use bsa_index::live::{
     BridgeReport, IdFilter, LiveManifest, MergePolicy, NewRows, SearchOptions, Snapshot, Writer,
 };
-use bsa_index::{Hits, HnswParams, Index, IndexBuilder, Mode, OpenOptions, Score, SearchParams};
+use bsa_index::{
+    Hits, HnswParams, Index, IndexBuilder, LockWait, Mode, OpenOptions, Score, SearchParams,
+};
 use common::*;
 use proptest::prelude::*;
 use rand::seq::SliceRandom;
@@ -1095,16 +1097,17 @@ fn a_build_over_a_live_index_waits_for_its_writer() {
 fn a_waiting_writer_is_told_once_before_it_waits() {
     let (_dir, path, _rng) = codes_index(10, 20);
     let notices = std::sync::atomic::AtomicUsize::new(0);
-    let first = Writer::open_notifying(&path, || {
+    let wait = LockWait::new().on_wait(|| {
         notices.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    })
-    .unwrap();
+    });
+    let first = Writer::open_waiting(&path, wait).unwrap();
     assert_eq!(notices.load(std::sync::atomic::Ordering::SeqCst), 0);
     let (told_tx, told_rx) = std::sync::mpsc::channel();
     let second = {
         let path = path.clone();
         std::thread::spawn(move || {
-            let mut w = Writer::open_notifying(&path, move || told_tx.send(()).unwrap()).unwrap();
+            let wait = LockWait::new().on_wait(move || told_tx.send(()).unwrap());
+            let mut w = Writer::open_waiting(&path, wait).unwrap();
             w.delete(&[3]).unwrap().generation
         })
     };
@@ -1719,7 +1722,7 @@ fn a_copy_is_its_snapshots_generation_or_nothing() {
     let later: Vec<u64> = (600..640).collect();
     add(&mut w, shape, &new_rows(&mut r, shape, &later), false, None);
     let copy = dir.path().join("copy");
-    held.copy_to(&copy, false, || {}, None).unwrap();
+    held.copy_to(&copy, false, LockWait::new()).unwrap();
     let copied = Snapshot::open(&copy).unwrap();
     assert_eq!((copied.len(), held.len()), (160, 160));
     assert_eq!(answer(&copied), answer(&held));
@@ -1729,7 +1732,7 @@ fn a_copy_is_its_snapshots_generation_or_nothing() {
     );
 
     w.compact(1, None).unwrap();
-    let e = held.copy_to(&copy, true, || {}, None).unwrap_err();
+    let e = held.copy_to(&copy, true, LockWait::new()).unwrap_err();
     assert!(
         e.to_string().contains("removed by a change to the index"),
         "{e}"
@@ -1747,7 +1750,7 @@ fn a_copy_is_its_snapshots_generation_or_nothing() {
         .build(&single)
         .unwrap();
     let e = before
-        .copy_to(&dir.path().join("copy2"), false, || {}, None)
+        .copy_to(&dir.path().join("copy2"), false, LockWait::new())
         .unwrap_err();
     assert!(e.to_string().contains("changed by a writer"), "{e}");
     assert!(!dir.path().join("copy2").exists());
@@ -1757,6 +1760,54 @@ fn a_copy_is_its_snapshots_generation_or_nothing() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(names.is_empty(), "{names:?}");
+}
+
+/// A copy over an index, and a replacement of one, wait for its writers as their `LockWait`
+/// says: past the timeout (at once for zero), or once the stop flag is set, they give up with
+/// `LockTimeout` or `Stopped`, the index and the new directory as they were, nothing left
+/// beside them; once the writer is gone the same calls go through.
+#[test]
+fn copies_and_replacements_give_up_waiting_as_their_lock_wait_says() {
+    use std::sync::{atomic::AtomicBool, mpsc, Arc};
+    use std::time::Duration;
+    let (dir, path, _) = codes_index(17, 30);
+    let source = dir.path().join("source");
+    IndexBuilder::new(64, &[7, 8, 9]).build(&source).unwrap();
+    let new = dir.path().join(".idx.new");
+    IndexBuilder::new(64, &[1, 2]).build(&new).unwrap();
+    let ((held, is_held), (release, released)) = (mpsc::channel(), mpsc::channel::<()>());
+    let writer = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let _w = Writer::open(&path).unwrap();
+            held.send(()).unwrap();
+            released.recv().ok();
+        }
+    });
+    is_held.recv().unwrap();
+    let snap = Snapshot::open(&source).unwrap();
+    let waited = |t| LockWait::new().timeout(Duration::from_millis(t));
+    let e = snap.copy_to(&path, true, waited(50)).unwrap_err();
+    assert!(matches!(e, bsa_index::Error::LockTimeout { .. }), "{e}");
+    let e = bsa_index::replace_index_dir(&new, &path, waited(0)).unwrap_err();
+    assert!(matches!(e, bsa_index::Error::LockTimeout { .. }), "{e}");
+    let stopped = LockWait::new().stop(Arc::new(AtomicBool::new(true)));
+    let e = bsa_index::replace_index_dir(&new, &path, stopped).unwrap_err();
+    assert!(matches!(e, bsa_index::Error::Stopped), "{e}");
+    assert_eq!(Snapshot::open(&path).unwrap().len(), 30);
+    assert_eq!(Index::open(&new).unwrap().len(), 2);
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".idx.new", "idx", "source"]);
+    release.send(()).unwrap();
+    writer.join().unwrap();
+    snap.copy_to(&path, true, waited(0)).unwrap();
+    assert_eq!(Snapshot::open(&path).unwrap().len(), 3);
+    bsa_index::replace_index_dir(&new, &path, waited(0)).unwrap();
+    assert_eq!(Snapshot::open(&path).unwrap().len(), 2);
 }
 
 /// A thread that asks for the writers' lock it already holds (a second Writer, a build that

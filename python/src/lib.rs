@@ -18,7 +18,7 @@ use bsa::pipeline::{build_index_notifying, BuildRequest, BuildSource, GraphOn};
 use bsa::query::{check_rows, Queries, Request};
 use bsa::train::{Progress, TrainParams};
 use bsa_index::live::{IdFilter, Snapshot, Writer};
-use bsa_index::{HnswParams, OpenOptions, VectorDtype};
+use bsa_index::{HnswParams, LockWait, OpenOptions, VectorDtype};
 use ndarray::{Array2, ArrayView2};
 use numpy::{
     PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray2, PyUntypedArray,
@@ -530,17 +530,33 @@ fn positive(name: &str, v: Option<i128>) -> PyResult<Option<usize>> {
 
 /// A duration in seconds given as `name`: 0 or more, and one a `Duration` holds (`None`: none
 /// given, so no limit).
-fn seconds(name: &str, v: Option<f64>) -> PyResult<Option<std::time::Duration>> {
-    v.map(|secs| {
-        std::time::Duration::try_from_secs_f64(secs).map_err(|_| {
+fn seconds(name: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<std::time::Duration>> {
+    let Some(v) = v.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    // A bool is an int to Python, so True would quietly mean one second.
+    let secs: f64 = match v.is_instance_of::<pyo3::types::PyBool>() {
+        true => None,
+        false => v.extract().ok(),
+    }
+    .ok_or_else(|| {
+        let kind = v
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".into(), |n| n.to_string());
+        PyTypeError::new_err(format!(
+            "{name} must be a number of seconds (or None to wait as long as it takes), got {kind}"
+        ))
+    })?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .map(Some)
+        .map_err(|_| {
             PyValueError::new_err(if secs >= 0.0 {
                 format!("{name}={secs} is too long: pass None to wait as long as it takes")
             } else {
                 format!("{name} must be a number of seconds, 0 or more, got {secs}")
             })
         })
-    })
-    .transpose()
 }
 
 /// A JSON value as the Python object `json.loads` makes of it.
@@ -570,8 +586,11 @@ fn open_writer(
     verify: bool,
     lock_timeout: Option<std::time::Duration>,
 ) -> bsa_index::Result<Writer> {
-    let warn = || warn_waiting(dir);
-    let mut writer = Writer::open_with_timeout(dir, warn, Some(Arc::clone(stop)), lock_timeout)?;
+    let wait = LockWait::new()
+        .on_wait(|| warn_waiting(dir))
+        .stop(Arc::clone(stop))
+        .timeout(lock_timeout);
+    let mut writer = Writer::open_waiting(dir, wait)?;
     if verify {
         writer.verify_checksums()?;
     }
@@ -1312,7 +1331,7 @@ impl Index {
         path: Option<PathBuf>,
         overwrite: bool,
         threads: Option<i128>,
-        lock_timeout: Option<f64>,
+        lock_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Index> {
         let bits = positive("bits", bits)?;
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
@@ -1497,12 +1516,25 @@ impl Index {
     /// opened (if one removed a file of them meanwhile, ``FileNotFoundError``: open the index
     /// again and save that). ``overwrite`` replaces an index there (after its writers finish;
     /// a symbolic link there is kept and the index it names replaced). Ctrl-C stops the copy
-    /// (``KeyboardInterrupt``), leaving ``path`` as it was.
-    #[pyo3(signature = (path, *, overwrite=false))]
-    fn save(&self, py: Python<'_>, path: PathBuf, overwrite: bool) -> PyResult<()> {
+    /// (``KeyboardInterrupt``), leaving ``path`` as it was. ``lock_timeout``: seconds to wait
+    /// at most for the writers of an index it replaces (then ``TimeoutError``, that index kept),
+    /// as in :meth:`add`.
+    #[pyo3(signature = (path, *, overwrite=false, lock_timeout=None))]
+    fn save(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        overwrite: bool,
+        lock_timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let index = self.snap();
         interruptible(py, None, Some(&path), |stop| {
-            Ok(index.copy_to(&path, overwrite, || warn_waiting(&path), Some(stop))?)
+            let wait = LockWait::new()
+                .on_wait(|| warn_waiting(&path))
+                .stop(Arc::clone(stop))
+                .timeout(lock_timeout);
+            Ok(index.copy_to(&path, overwrite, wait)?)
         })
     }
 
@@ -1733,7 +1765,7 @@ impl Index {
         merge_factor: i128,
         threads: Option<i128>,
         verify: bool,
-        lock_timeout: Option<f64>,
+        lock_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let threads = positive("threads", threads)?;
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
@@ -1790,7 +1822,7 @@ impl Index {
         py: Python<'_>,
         ids: &Bound<'_, PyAny>,
         verify: bool,
-        lock_timeout: Option<f64>,
+        lock_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let ids = id_vector(ids, "ids", Ids::Set)?;
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
@@ -1815,7 +1847,7 @@ impl Index {
         max_segments: i128,
         threads: Option<i128>,
         verify: bool,
-        lock_timeout: Option<f64>,
+        lock_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let max_segments = positive("max_segments", Some(max_segments))?.unwrap_or(1);

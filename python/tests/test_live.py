@@ -141,8 +141,9 @@ def test_a_writer_behind_another_warns_then_waits(tmp_path):
 @pytest.mark.filterwarnings("ignore:waiting for another writer")
 def test_a_writer_gives_up_after_its_lock_timeout(tmp_path):
     """With ``lock_timeout``, a change behind another writer raises ``TimeoutError`` once the
-    time has passed (at once for 0), naming the index, and changes nothing; bad timeouts are
-    ``ValueError``; once the lock is free the same call goes through."""
+    time has passed (at once for 0), naming the index, and changes nothing (so does a save
+    over it); bad timeouts are ``ValueError``, and what is not a number ``TypeError``; once the
+    lock is free the same call goes through."""
     import fcntl
 
     codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
@@ -160,7 +161,14 @@ def test_a_writer_gives_up_after_its_lock_timeout(tmp_path):
         with pytest.raises(TimeoutError, match="no wait was asked for"):
             bsa.Index.build(codes=codes[:5], bits=16, path=tmp_path / "idx", overwrite=True,
                             lock_timeout=0)
-        assert [p.name for p in tmp_path.iterdir()] == ["idx"]
+        index.save(tmp_path / "copy")  # a new folder: no writers to wait for
+        with pytest.raises(TimeoutError, match="no wait was asked for"):
+            bsa.Index.open(tmp_path / "copy").save(tmp_path / "idx", overwrite=True,
+                                                   lock_timeout=0)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "idx"]
+        for bad in [True, "1", [1]]:  # True would be one second to float()
+            with pytest.raises(TypeError, match="lock_timeout must be a number of seconds"):
+                index.delete(np.array([3]), lock_timeout=bad)
         for bad in [-1.0, float("nan")]:
             with pytest.raises(ValueError, match="lock_timeout must be a number of seconds"):
                 index.delete(np.array([3]), lock_timeout=bad)

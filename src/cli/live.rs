@@ -207,8 +207,11 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
 /// when it opens one) is refused before anything is written.
 fn open_writer(dir: &Path, check: &ChangeCheck) -> anyhow::Result<Writer> {
     let stop = super::io::stop_on_signal()?;
-    let say = || super::io::say_waiting(dir);
-    let mut writer = Writer::open_with_timeout(dir, say, Some(stop), check.lock_timeout)?;
+    let wait = bsa_index::LockWait::new()
+        .on_wait(|| super::io::say_waiting(dir))
+        .stop(stop)
+        .timeout(check.lock_timeout);
+    let mut writer = Writer::open_waiting(dir, wait)?;
     if !check.no_verify {
         // Under the writers' lock: the generation checked is the one the change starts from.
         writer.verify_checksums().with_context(|| {

@@ -2,11 +2,10 @@
 //! destination and put in place as a build puts a new index (`Index.save` in Python).
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 use crate::builder::Staged;
 use crate::error::{check_stop, Error, Result};
-use crate::files::{sync_dir, sync_file};
+use crate::files::{sync_dir, sync_file, LockWait, WaitLimits};
 use crate::index::OpenOptions;
 use crate::live::Snapshot;
 use crate::manifest::MANIFEST_FILE;
@@ -17,36 +16,38 @@ impl Snapshot {
     /// manifest as this snapshot read it, which readers look at last. The copy is written in a
     /// temporary folder beside `out` and put in place whole, as [`IndexBuilder`] puts a new
     /// index: `out` may exist only with `overwrite` and only as an index (replaced under its
-    /// writers' lock: `on_wait` is called before waiting for them) or an empty folder; a link
+    /// writers' lock, waited for as `wait` says) or an empty folder; a link
     /// there is kept and what it names replaced; `out` must not be inside an index. When a
     /// writer has removed a file of this generation (a compaction), the copy fails with
     /// [`Error::Io`] of kind `NotFound`, and when a rebuild has replaced its files with others
     /// of the same names, the copy (checked against this generation's checksums before it is
     /// put in place) fails too: never a mix of generations; open the index again and copy
-    /// that. `stop` ends the copy between files, and the wait for the lock, with
-    /// [`Error::Stopped`], leaving `out` as it was.
+    /// that. The [`stop`](LockWait::stop) flag of `wait` ends the copy between files, and the
+    /// wait for the lock, with [`Error::Stopped`], leaving `out` as it was; so does its
+    /// [`timeout`](LockWait::timeout) the wait, with [`Error::LockTimeout`].
     ///
     /// [`IndexBuilder`]: crate::IndexBuilder
     ///
     /// ```
-    /// use bsa_index::{live::Snapshot, pack, IndexBuilder};
+    /// use bsa_index::{live::Snapshot, pack, IndexBuilder, LockWait};
     /// # fn main() -> bsa_index::Result<()> {
     /// let dir = tempfile::tempdir().unwrap();
     /// let codes = pack::pack_le_bytes(&[0b0001, 0b0011], 2, 1, 4)?;
     /// IndexBuilder::new(4, &codes).build(dir.path().join("idx"))?;
     /// let snap = Snapshot::open(dir.path().join("idx"))?;
-    /// snap.copy_to(&dir.path().join("backup"), false, || {}, None)?;
+    /// snap.copy_to(&dir.path().join("backup"), false, LockWait::new())?;
     /// assert_eq!(Snapshot::open(dir.path().join("backup"))?.len(), 2);
-    /// assert!(snap.copy_to(&dir.path().join("backup"), false, || {}, None).is_err());
+    /// // There already, and not asked to overwrite: refused.
+    /// assert!(snap.copy_to(&dir.path().join("backup"), false, LockWait::new()).is_err());
     /// # Ok(()) }
     /// ```
-    pub fn copy_to(
-        &self,
-        out: &Path,
-        overwrite: bool,
-        on_wait: impl FnOnce(),
-        stop: Option<&AtomicBool>,
-    ) -> Result<()> {
+    pub fn copy_to(&self, out: &Path, overwrite: bool, wait: LockWait<'_>) -> Result<()> {
+        let LockWait {
+            on_wait,
+            stop,
+            timeout,
+        } = wait;
+        let stop = stop.as_deref();
         let staged = Staged::new(out, overwrite, false)?;
         let root = self.dir();
         for f in self.files() {
@@ -97,6 +98,7 @@ impl Snapshot {
                 }
             })?;
         check_stop(stop)?;
-        staged.commit(on_wait, crate::files::LockWait::until(stop))
+        let limits = WaitLimits { stop, timeout };
+        staged.commit(|| on_wait.map_or((), |f| f()), limits)
     }
 }

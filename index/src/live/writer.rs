@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::builder::IndexBuilder;
 use crate::error::{Error, Result};
-use crate::files::{sync_dir, sync_file};
+use crate::files::{sync_dir, sync_file, LockWait};
 use crate::hnsw::require_hamming_builder;
 use crate::index::Index;
 use crate::index::OpenOptions;
@@ -501,7 +501,7 @@ pub struct Writer {
     /// After a commit, the last snapshot's segments the new generation still lists: the next
     /// [`snapshot`](Writer::snapshot) shares them rather than opening them again.
     kept: Vec<(String, Arc<crate::index::Index>)>,
-    /// Set: the change under way stops before its commit ([`Writer::open_stoppable`]).
+    /// Set: the change under way stops before its commit ([`LockWait::stop`]).
     stop: Option<Arc<AtomicBool>>,
 }
 
@@ -539,98 +539,62 @@ impl Writer {
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
     pub fn open(dir: impl AsRef<Path>) -> Result<Writer> {
-        Writer::open_notifying(dir, || {})
+        Writer::open_waiting(dir, LockWait::default())
     }
 
-    /// [`Writer::open`], calling `on_wait` once, before it waits, if another writer holds the
-    /// lock (an add, delete or compaction, or a build replacing the index): a command can say
-    /// why it seems to hang.
-    ///
-    /// ```
-    /// use bsa_index::live::Writer;
-    /// use std::{sync::mpsc, thread, time::Duration};
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let path = dir.path().join("idx");
-    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
-    /// let first = Writer::open_notifying(&path, || unreachable!("no other writer"))?;
-    /// let (waiting, told) = mpsc::channel();
-    /// let second = thread::spawn({
-    ///     let path = path.clone();
-    ///     move || Writer::open_notifying(&path, move || waiting.send(()).unwrap()).map(drop)
-    /// });
-    /// told.recv_timeout(Duration::from_secs(60)).expect("told it waits");
-    /// drop(first); // the second gets the lock
-    /// second.join().unwrap()?;
-    /// # Ok::<(), bsa_index::Error>(())
-    /// ```
-    pub fn open_notifying(dir: impl AsRef<Path>, on_wait: impl FnOnce()) -> Result<Writer> {
-        Writer::open_inner(dir.as_ref(), on_wait, None, None)
-    }
-
-    /// [`Writer::open_notifying`] for a caller that may be asked to stop (Ctrl-C): once `stop`
-    /// is set, the wait for the lock ends, and so does any change of this writer under way, at
+    /// [`Writer::open`] that waits for another writer's lock (an add, delete or compaction, or
+    /// a build replacing the index) as `wait` says: calling its
+    /// [`on_wait`](LockWait::on_wait) first, so a command can say why it seems to hang; for at
+    /// most its [`timeout`](LockWait::timeout), past which [`Error::LockTimeout`] names the
+    /// holder where its `LOCK` file notes one; and until its [`stop`](LockWait::stop) flag is
+    /// set ([`Error::Stopped`]). That flag also ends any change of this writer under way, at
     /// its next step (a progress step of a segment's build or merge, a chunk of bridged rows,
-    /// at the latest before the commit), with [`Error::Stopped`]; the index is left as it was
-    /// (what the change wrote is removed).
+    /// at the latest before the commit), leaving the index as it was (what the change wrote is
+    /// removed).
     ///
     /// ```
-    /// # fn main() -> bsa_index::Result<()> {
-    /// use std::sync::{atomic::{AtomicBool, Ordering}, Arc};
-    /// use bsa_index::live::{NewRows, Writer};
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let path = dir.path().join("idx");
-    /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
-    /// let stop = Arc::new(AtomicBool::new(false));
-    /// let mut writer = Writer::open_stoppable(&path, || {}, Arc::clone(&stop))?;
-    /// stop.store(true, Ordering::Relaxed);
-    /// let added = writer.add(&NewRows::codes(&[3]), false);
-    /// assert!(matches!(added, Err(bsa_index::Error::Stopped)));
-    /// drop(writer);
-    /// assert_eq!(bsa_index::live::Snapshot::open(&path)?.len(), 2);
-    /// # Ok(()) }
-    /// ```
-    pub fn open_stoppable(
-        dir: impl AsRef<Path>,
-        on_wait: impl FnOnce(),
-        stop: Arc<AtomicBool>,
-    ) -> Result<Writer> {
-        Writer::open_inner(dir.as_ref(), on_wait, Some(stop), None)
-    }
-
-    /// [`Writer::open_notifying`], or [`Writer::open_stoppable`] with `stop`, that waits at
-    /// most `timeout` (if given; `None`: as long as it takes, as they do) for another writer's
-    /// lock: past it, [`Error::LockTimeout`], naming the
-    /// holder where its `LOCK` file notes one, and nothing changed. A zero timeout does not
-    /// wait at all (`bsa add --lock-timeout 0`), nor call `on_wait`. The timeout bounds the
-    /// wait only, not the change made once the lock is taken.
-    ///
-    /// ```
-    /// use bsa_index::{live::Writer, Error};
-    /// use std::{sync::mpsc, thread, time::Duration};
+    /// use bsa_index::{live::{NewRows, Snapshot, Writer}, Error, LockWait};
+    /// use std::sync::{atomic::{AtomicBool, Ordering}, mpsc, Arc};
+    /// use std::{thread, time::Duration};
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let path = dir.path().join("idx");
     /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
     /// let first = Writer::open(&path)?;
+    /// // A second writer is told it waits, and gives up after its timeout.
+    /// let (waiting, told) = mpsc::channel();
     /// let second = thread::spawn({
     ///     let path = path.clone();
-    ///     let timeout = Some(Duration::from_millis(50));
-    ///     move || Writer::open_with_timeout(&path, || {}, None, timeout).map(drop)
+    ///     move || {
+    ///         let wait = LockWait::new()
+    ///             .on_wait(move || waiting.send(()).unwrap())
+    ///             .timeout(Duration::from_millis(50));
+    ///         Writer::open_waiting(&path, wait).map(drop)
+    ///     }
     /// });
     /// let Err(Error::LockTimeout { holder, .. }) = second.join().unwrap() else {
     ///     panic!("the first writer holds the lock")
     /// };
+    /// assert!(told.try_recv().is_ok());
     /// assert_eq!(holder.map(|h| h.pid), Some(std::process::id()));
     /// drop(first);
-    /// assert!(Writer::open_with_timeout(&path, || {}, None, Some(Duration::ZERO)).is_ok());
+    /// // A set stop flag ends a change before it commits.
+    /// let stop = Arc::new(AtomicBool::new(false));
+    /// let wait = LockWait::new().stop(Arc::clone(&stop)).timeout(Duration::ZERO);
+    /// let mut writer = Writer::open_waiting(&path, wait)?;
+    /// stop.store(true, Ordering::Relaxed);
+    /// let added = writer.add(&NewRows::codes(&[3]), false);
+    /// assert!(matches!(added, Err(Error::Stopped)));
+    /// drop(writer);
+    /// assert_eq!(Snapshot::open(&path)?.len(), 2);
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
-    pub fn open_with_timeout(
-        dir: impl AsRef<Path>,
-        on_wait: impl FnOnce(),
-        stop: Option<Arc<AtomicBool>>,
-        timeout: Option<std::time::Duration>,
-    ) -> Result<Writer> {
-        Writer::open_inner(dir.as_ref(), on_wait, stop, timeout)
+    pub fn open_waiting(dir: impl AsRef<Path>, wait: LockWait<'_>) -> Result<Writer> {
+        let LockWait {
+            on_wait,
+            stop,
+            timeout,
+        } = wait;
+        Writer::open_inner(dir.as_ref(), || on_wait.map_or((), |f| f()), stop, timeout)
     }
 
     fn open_inner(
@@ -644,7 +608,7 @@ impl Writer {
         // I/O error of its kind, before the lock file would be made in a folder of no index.
         read_manifest_bytes(&dir)?;
         crate::builder::check_not_nested(&dir)?;
-        let wait = crate::files::LockWait {
+        let wait = crate::files::WaitLimits {
             stop: stop.as_deref(),
             timeout,
         };
@@ -1234,12 +1198,12 @@ impl Writer {
         Ok((todo.len(), edges_total))
     }
 
-    /// `Err(Stopped)` once the stop flag of [`Writer::open_stoppable`] is set.
+    /// `Err(Stopped)` once the stop flag of its [`LockWait`] is set.
     fn check_stop(&self) -> Result<()> {
         crate::error::check_stop(self.stop.as_deref())
     }
 
-    /// The stop flag this writer was opened with ([`Writer::open_stoppable`]), for the long
+    /// The stop flag this writer was opened with ([`LockWait::stop`]), for the long
     /// work a caller does for a change (encoding the rows it adds).
     ///
     /// ```
@@ -1250,7 +1214,7 @@ impl Writer {
     /// bsa_index::IndexBuilder::new(64, &[1, 2]).build(&path)?;
     /// assert!(Writer::open(&path)?.stop_flag().is_none());
     /// let stop = Arc::new(AtomicBool::new(false));
-    /// let w = Writer::open_stoppable(&path, || {}, Arc::clone(&stop))?;
+    /// let w = Writer::open_waiting(&path, bsa_index::LockWait::new().stop(Arc::clone(&stop)))?;
     /// stop.store(true, Ordering::Relaxed); // Ctrl-C, say
     /// assert!(w.stop_flag().unwrap().load(Ordering::Relaxed));
     /// # Ok::<(), bsa_index::Error>(())
