@@ -52,6 +52,19 @@ pub const FORMAT: &str = "bsa-model";
 pub const FORMAT_VERSION: u32 = 1;
 
 /// How a model picks a code's bits from the pre-activations `H` of a row.
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use ndarray::{array, Array1};
+/// use bsa_index::model::{QueryModel, Rule};
+/// // Three bits over two dimensions: x = [1, 0] has pre-activations 1.0, -1.0 and 0.5.
+/// let we = array![[1.0f32, 0.0], [-1.0, 0.0], [0.5, 0.0]];
+/// let model = |rule| QueryModel::new("demo", rule, we.clone(), Array1::zeros(3), we.clone(), Array1::zeros(2));
+/// let x = array![[1.0f32, 0.0]];
+/// assert_eq!(model(Rule::Positive)?.encode(x.view())?, [vec![0, 2]]); // H > 0
+/// assert_eq!(model(Rule::TopK(1))?.encode(x.view())?, [vec![0]]); // the largest H
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
     /// The bits with `H > 0` (`sigmoid(H) > 0.5`): methods `bsa`, `sign`, `lsh` and `itq`.
@@ -95,6 +108,20 @@ impl Rule {
 /// `N` bits and `D` dimensions, up to three packed copies of `N x D` floats and one of bytes,
 /// and for a pursuit model the Gram rows its queries picked, the whole `N x N` floats once a
 /// batch picks a quarter of them (64 MiB at 4096 bits).
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use ndarray::{array, Array1, Array2};
+/// use bsa_index::model::{Derived, Weights};
+/// let (we, wd_t) = (Array2::<f32>::eye(3), Array2::<f32>::eye(3));
+/// let (be, bd) = (Array1::<f32>::zeros(3), Array1::<f32>::zeros(3));
+/// let derived = Derived::default(); // kept beside the matrices, for as long as they live
+/// let w = Weights { we: we.view(), be: be.view(), wd_t: wd_t.view(), bd: bd.view(), derived: Some(&derived) };
+/// assert!(format!("{derived:?}").contains("encoder: false"));
+/// w.pre_activations(array![[1.0f32, 2.0, 3.0]].view())?;
+/// assert!(format!("{derived:?}").contains("encoder: true")); // made once, used again next call
+/// # Ok(()) }
+/// ```
 #[derive(Default)]
 pub struct Derived {
     encoder: OnceLock<(MatrixKey, Arc<Packed>)>,
@@ -139,6 +166,24 @@ impl std::fmt::Debug for Derived {
 /// inputs ([`crate::deterministic`]); what a product derives from a matrix once (its packed
 /// layout, its 8-bit copy, a Gram matrix) is kept for the next call: in `derived`, the model's
 /// own, or else in the process's one-slot memo of the last matrix used.
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use ndarray::{array, Array1};
+/// use bsa_index::model::{Rule, Weights};
+/// // Two bits over two dimensions; bit 0 decodes to [1, 0], bit 1 to [0, 2], plus bd.
+/// let we = array![[1.0f32, 0.0], [0.0, 1.0]];
+/// let (be, bd) = (Array1::<f32>::zeros(2), array![0.5f32, 0.0]);
+/// let wd_t = array![[1.0f32, 0.0], [0.0, 2.0]];
+/// let w = Weights { we: we.view(), be: be.view(), wd_t: wd_t.view(), bd: bd.view(), derived: None };
+/// let q = array![[3.0f32, 4.0]];
+/// assert_eq!(w.codes(Rule::Positive, q.view(), None)?, [vec![0, 1]]);
+/// // q . xhat for the code {0, 1}: the offset plus the table entries of its set bits.
+/// let (table, offset) = w.adc_tables(q.view())?;
+/// assert_eq!((table, offset), (vec![3.0, 8.0], vec![1.5]));
+/// assert_eq!(1.5 + 3.0 + 8.0, 3.0 * (1.0 + 0.5) + 4.0 * 2.0);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Weights<'a> {
     /// Encoder weights, `N x D`.
@@ -169,6 +214,17 @@ impl Weights<'_> {
     /// that gives rows to a model uses (the products would read past them or stop short), and
     /// weights whose shapes disagree (`we` and `wd_t` `N x D`, `be` of `N`, `bd` of `D`: the
     /// fields are public), which would give codes without an error.
+    ///
+    /// ```
+    /// # use ndarray::{array, Array1, Array2};
+    /// # use bsa_index::model::Weights;
+    /// # let (we, wd_t) = (Array2::<f32>::eye(2), array![[1.0f32, 0.0], [0.0, 2.0]]);
+    /// # let (be, bd) = (Array1::<f32>::zeros(2), Array1::<f32>::zeros(2));
+    /// let w = Weights { we: we.view(), be: be.view(), wd_t: wd_t.view(), bd: bd.view(), derived: None };
+    /// assert!(w.check_dim(2).is_ok());
+    /// let e = w.check_dim(3).unwrap_err();
+    /// assert!(matches!(e, bsa_index::Error::DimMismatch { .. }), "{e}");
+    /// ```
     pub fn check_dim(&self, width: usize) -> Result<()> {
         let (n, d) = self.we.dim();
         if self.wd_t.dim() != (n, d) || self.be.len() != n || self.bd.len() != d {
@@ -240,6 +296,25 @@ impl Weights<'_> {
     /// [`Weights::pre_activations`]: the codes `bsa build` gives base rows and `bsa search`
     /// gives queries. [`Error::Stopped`] once `stop` is set, checked between chunks of rows (the
     /// codes do not depend on the chunks).
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use std::sync::atomic::AtomicBool;
+    /// use bsa_index::model::Rule;
+    /// # use ndarray::{array, Array1, Array2};
+    /// # use bsa_index::model::Weights;
+    /// # let (we, wd_t) = (Array2::<f32>::eye(2), array![[1.0f32, 0.0], [0.0, 2.0]]);
+    /// # let (be, bd) = (Array1::<f32>::zeros(2), Array1::<f32>::zeros(2));
+    /// let w = Weights { we: we.view(), be: be.view(), wd_t: wd_t.view(), bd: bd.view(), derived: None };
+    /// let x = array![[0.5f32, -1.0], [2.0, 1.0], [0.0, 0.0]];
+    /// let codes = w.codes(Rule::TopK(1), x.view(), None)?;
+    /// assert_eq!(codes, [vec![0], vec![0], vec![0]]); // ties (the zero row) to the lower bit
+    /// assert_eq!(w.codes(Rule::Positive, x.view(), None)?, [vec![0], vec![0, 1], vec![]]);
+    /// let stop = AtomicBool::new(true); // Ctrl-C, say
+    /// let stopped = w.codes(Rule::Positive, x.view(), Some(&stop));
+    /// assert!(matches!(stopped, Err(bsa_index::Error::Stopped)));
+    /// # Ok(()) }
+    /// ```
     pub fn codes(
         &self,
         rule: Rule,
@@ -312,6 +387,23 @@ impl Weights<'_> {
     /// integer product of the query rounded to 7 bits and the decoder rounded to 8
     /// ([`crate::int_tables`]), two to three times faster to compute; on WordNet the top 40 they
     /// rank are the float tables' in 99.2% of places. The offsets are the float ones.
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// # use ndarray::{array, Array1, Array2};
+    /// # use bsa_index::model::Weights;
+    /// # let (we, wd_t) = (Array2::<f32>::eye(2), array![[1.0f32, 0.0], [0.0, 2.0]]);
+    /// # let (be, bd) = (Array1::<f32>::zeros(2), Array1::<f32>::zeros(2));
+    /// let w = Weights { we: we.view(), be: be.view(), wd_t: wd_t.view(), bd: bd.view(), derived: None };
+    /// let q = array![[0.6f32, 0.8]];
+    /// let (exact, offsets) = w.adc_tables(q.view())?;
+    /// let (picked, same_offsets) = w.adc_candidate_tables(q.view())?;
+    /// assert_eq!(offsets, same_offsets);
+    /// for (a, b) in exact.iter().zip(&picked) {
+    ///     assert!((a - b).abs() < 0.02, "{a} {b}"); // within the 7- and 8-bit roundings
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn adc_candidate_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
         self.check_input("queries", q)?;
         // Rounding the decoder is the same for every call with this model.
@@ -338,6 +430,20 @@ impl Weights<'_> {
 
     /// Per-query tables of the soft score: the query's sigmoid activations `sigmoid(q We^T +
     /// be)` ([`Weights::pre_activations`] through [`deterministic::sigmoid`]), offsets 0.
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// # use ndarray::{array, Array1, Array2};
+    /// # use bsa_index::model::Weights;
+    /// # let (we, wd_t) = (Array2::<f32>::eye(2), array![[1.0f32, 0.0], [0.0, 2.0]]);
+    /// # let (be, bd) = (Array1::<f32>::zeros(2), Array1::<f32>::zeros(2));
+    /// let w = Weights { we: we.view(), be: be.view(), wd_t: wd_t.view(), bd: bd.view(), derived: None };
+    /// let (t, offsets) = w.soft_tables(array![[0.0f32, 2.0]].view())?;
+    /// let sigmoid = |h: f32| 1.0 / (1.0 + (-h).exp());
+    /// assert!((t[0] - 0.5).abs() < 1e-6 && (t[1] - sigmoid(2.0)).abs() < 1e-6);
+    /// assert_eq!(offsets, [0.0]);
+    /// # Ok(()) }
+    /// ```
     pub fn soft_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
         self.check_input("queries", q)?;
         let h = self.pre_activations_of(q);
@@ -385,6 +491,18 @@ pub fn per_unit_query(
 
 /// A model as a search uses it, borrowed: its weights and the [`Rule`] its codes follow
 /// ([`QueryModel::view`]; `bsa`'s models give one too), for [`crate::query::search`].
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use ndarray::{array, Array1};
+/// use bsa_index::model::{QueryModel, Rule};
+/// let we = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]];
+/// let model = QueryModel::new("topk", Rule::TopK(2), we.clone(), Array1::zeros(3), we, Array1::zeros(2))?;
+/// let view = model.view(); // what bsa_index::query::search takes
+/// assert_eq!((view.bits(), view.dim(), view.rule), (3, 2, Rule::TopK(2)));
+/// assert_eq!(view.codes(array![[0.1f32, 0.9]].view())?, [vec![1, 2]]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct ModelView<'a> {
     /// Its weights.
@@ -409,6 +527,19 @@ impl ModelView<'_> {
     }
 
     /// Refuses a view no model file would give: a rule's `k` outside `1..=N`.
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// # use ndarray::{array, Array1};
+    /// # use bsa_index::model::{QueryModel, Rule};
+    /// # let we = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]];
+    /// # let model = QueryModel::new("topk", Rule::TopK(2), we.clone(), Array1::zeros(3), we, Array1::zeros(2))?;
+    /// let mut view = model.view();
+    /// assert!(view.check().is_ok());
+    /// view.rule = Rule::TopK(4); // more set bits than the code has
+    /// assert!(view.check().is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn check(&self) -> Result<()> {
         match self.rule {
             Rule::TopK(k) | Rule::Pursuit(k) if k == 0 || k > self.bits() => {
@@ -434,6 +565,21 @@ impl ModelView<'_> {
 /// A model for answering float queries: its [`Rule`] and its weights, owned and unchanging, and
 /// what the products derive from them, kept with it ([`Derived`]: a process may serve several). Read from a model file with [`QueryModel::open`], or from an index with
 /// [`crate::live::Snapshot::query_model`].
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use ndarray::{array, Array1};
+/// use bsa_index::model::{QueryModel, Rule};
+/// // A sign-bit model of 2-d rows: bit j is set where row . we_j > 0.
+/// let we = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, -1.0]];
+/// let model = QueryModel::new("sign", Rule::Positive, we.clone(), Array1::zeros(3), we, Array1::zeros(2))?;
+/// assert_eq!((model.method(), model.rule(), model.bits(), model.dim()), ("sign", Rule::Positive, 3, 2));
+/// let codes = model.encode(array![[1.0f32, 0.5], [-1.0, 1.0]].view())?;
+/// assert_eq!(codes, [vec![0, 1, 2], vec![1]]);
+/// let packed = bsa_index::pack::pack_set_bits(&codes, model.bits())?; // a search's query codes
+/// assert_eq!(packed, [0b111, 0b010]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct QueryModel {
     method: String,
@@ -452,6 +598,19 @@ impl QueryModel {
     /// weights: `we` and `wd_t` `N x D`, `be` of `N`, `bd` of `D`. An
     /// [`Error::InvalidArgument`] when the shapes disagree, a size is 0, `k` is 0 or above `N`,
     /// or a weight is not finite.
+    ///
+    /// ```
+    /// use ndarray::{Array1, Array2};
+    /// use bsa_index::model::{QueryModel, Rule};
+    /// let (we, be, bd) = (Array2::<f32>::eye(4), Array1::<f32>::zeros(4), Array1::<f32>::zeros(4));
+    /// assert!(QueryModel::new("topk", Rule::TopK(2), we.clone(), be.clone(), we.clone(), bd.clone()).is_ok());
+    /// let narrow = Array2::<f32>::zeros((4, 3)); // a decoder of another dimension
+    /// assert!(QueryModel::new("topk", Rule::TopK(2), we.clone(), be.clone(), narrow, bd.clone()).is_err());
+    /// assert!(QueryModel::new("topk", Rule::TopK(5), we.clone(), be.clone(), we.clone(), bd.clone()).is_err());
+    /// let mut nan = we.clone();
+    /// nan[[0, 0]] = f32::NAN;
+    /// assert!(QueryModel::new("topk", Rule::TopK(2), nan, be, we, bd).is_err());
+    /// ```
     pub fn new(
         method: &str,
         rule: Rule,
@@ -516,6 +675,17 @@ impl QueryModel {
     /// tensor's presence, dtype and shape, and that the weights are finite (the training
     /// settings are `bsa`'s to check). A damaged or foreign file is an
     /// [`Error::Model`] naming it.
+    ///
+    /// ```
+    /// use bsa_index::{model::QueryModel, Error};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let missing = QueryModel::open(dir.path().join("m.safetensors")).unwrap_err();
+    /// assert!(matches!(missing, Error::Io { .. }), "{missing}");
+    /// std::fs::write(dir.path().join("m.safetensors"), b"{not a model}").unwrap();
+    /// let foreign = QueryModel::open(dir.path().join("m.safetensors")).unwrap_err();
+    /// assert!(matches!(foreign, Error::Model { .. }), "{foreign}");
+    /// assert!(foreign.to_string().contains("m.safetensors"));
+    /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<QueryModel> {
         let path = path.as_ref();
         let buf = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -523,6 +693,35 @@ impl QueryModel {
     }
 
     /// [`QueryModel::open`] of a model file's bytes; `name` is what errors call it.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::collections::HashMap;
+    /// use safetensors::{tensor::TensorView, Dtype};
+    /// use bsa_index::model::{QueryModel, Rule};
+    /// // A 2-bit model of 2-d rows as `bsa train` writes one: its settings in the metadata, the
+    /// // decoder in PyTorch's layout (D x N).
+    /// let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    /// let (eye, zeros) = (bytes(&[1.0, 0.0, 0.0, 1.0]), bytes(&[0.0, 0.0]));
+    /// let tensors = [
+    ///     ("encoder.weight", TensorView::new(Dtype::F32, vec![2, 2], &eye)?),
+    ///     ("encoder.bias", TensorView::new(Dtype::F32, vec![2], &zeros)?),
+    ///     ("decoder.weight", TensorView::new(Dtype::F32, vec![2, 2], &eye)?),
+    ///     ("decoder.bias", TensorView::new(Dtype::F32, vec![2], &zeros)?),
+    /// ];
+    /// let settings = [("format", "bsa-model"), ("format_version", "1"), ("dim", "2"), ("bits", "2"),
+    ///                 ("k", "1"), ("method", "topk")];
+    /// let meta: HashMap<String, String> =
+    ///     settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    /// let file = safetensors::serialize(tensors, Some(meta))?;
+    /// let model = QueryModel::from_bytes(&file, "m.safetensors")?;
+    /// assert_eq!((model.rule(), model.bits(), model.dim()), (Rule::TopK(1), 2, 2));
+    /// assert_eq!(model.encode(ndarray::array![[0.2f32, 0.7]].view())?, [vec![1]]);
+    /// // Cut short, the same file is refused, by name.
+    /// let cut = QueryModel::from_bytes(&file[..file.len() - 4], "m.safetensors").unwrap_err();
+    /// assert!(cut.to_string().contains("m.safetensors"), "{cut}");
+    /// # Ok(()) }
+    /// ```
     pub fn from_bytes(buf: &[u8], name: impl AsRef<Path>) -> Result<QueryModel> {
         QueryModel::from_checked_bytes(buf, name.as_ref(), crate::files::info_of_bytes(buf))
     }
@@ -608,6 +807,19 @@ impl QueryModel {
 /// The settings a model file records in its safetensors metadata, in either dialect: bsa's
 /// (`format` = [`FORMAT`], `format_version`, `dim`, `bits`, `k`, `method`, and the training
 /// settings) or the PyTorch peer trainer's (`D`, `N`, `K`, `mode`, no `format`).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::collections::HashMap;
+/// use bsa_index::model::ModelSettings;
+/// // The settings are the header's alone: a file of the PyTorch peer's dialect (no tensors here).
+/// let peer = [("D", "384"), ("N", "1024"), ("K", "32"), ("mode", "topk")];
+/// let meta: HashMap<String, String> = peer.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+/// let header = safetensors::serialize(Vec::<(&str, safetensors::tensor::TensorView)>::new(), Some(meta))?;
+/// let s = ModelSettings::read(&header, "peer.safetensors")?;
+/// assert_eq!((s.dim, s.bits, s.k, s.method.as_str(), s.peer), (384, 1024, 32, "topk", true));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ModelSettings {
@@ -630,6 +842,23 @@ impl ModelSettings {
     /// Reads the settings from a model file's bytes (its header alone); `path` is what errors
     /// call it. A missing key, an unparsable number, another format or a newer version is an
     /// [`Error::Model`] that says which.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::collections::HashMap;
+    /// use bsa_index::model::ModelSettings;
+    /// let meta = |pairs: &[(&str, &str)]| -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    ///     let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    ///     safetensors::serialize(Vec::<(&str, safetensors::tensor::TensorView)>::new(), Some(m))
+    /// };
+    /// let newer = meta(&[("format", "bsa-model"), ("format_version", "99")])?;
+    /// let e = ModelSettings::read(&newer, "m.safetensors").unwrap_err();
+    /// assert!(e.to_string().contains("model format v99 is newer than this bsa reads"), "{e}");
+    /// let no_bits = meta(&[("format", "bsa-model"), ("format_version", "1"), ("dim", "8")])?;
+    /// let e = ModelSettings::read(&no_bits, "m.safetensors").unwrap_err();
+    /// assert!(e.to_string().contains("\"bits\" is missing"), "{e}");
+    /// # Ok(()) }
+    /// ```
     pub fn read(buf: &[u8], path: impl AsRef<Path>) -> Result<ModelSettings> {
         let path = path.as_ref();
         let (_, header) = SafeTensors::read_metadata(buf).map_err(|e| {
@@ -728,6 +957,25 @@ pub type OwnedWeights = (Array2<f32>, Array1<f32>, Array2<f32>, Array1<f32>);
 /// The weights of a model file of `bits` x `dim` (its settings, [`ModelSettings::read`]):
 /// `(we, be, wd_t, bd)`, each tensor checked for presence, dtype `F32`, shape and finite values;
 /// the decoder (`decoder.weight`, `D x N` in the PyTorch layout) is returned transposed.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::path::Path;
+/// use safetensors::{tensor::TensorView, Dtype};
+/// use bsa_index::model::read_weights;
+/// let one = 1.0f32.to_le_bytes();
+/// let tensors = [
+///     ("encoder.weight", TensorView::new(Dtype::F32, vec![1, 1], &one)?),
+///     ("encoder.bias", TensorView::new(Dtype::F32, vec![1], &one)?),
+///     ("decoder.weight", TensorView::new(Dtype::F32, vec![1, 1], &one)?),
+/// ];
+/// let file = safetensors::serialize(tensors, None)?;
+/// let e = read_weights(&file, Path::new("m.safetensors"), 1, 1).unwrap_err();
+/// assert!(e.to_string().contains("tensor \"decoder.bias\" is missing"), "{e}");
+/// let e = read_weights(&file, Path::new("m.safetensors"), 2, 1).unwrap_err(); // not 2 x 1
+/// assert!(e.to_string().contains("expected [2, 1]"), "{e}");
+/// # Ok(()) }
+/// ```
 pub fn read_weights(buf: &[u8], path: &Path, bits: usize, dim: usize) -> Result<OwnedWeights> {
     let bad = |detail: String| Error::model(path, detail);
     let st =
@@ -829,6 +1077,14 @@ pub fn check_rows(what: &str, x: ArrayView2<f32>, nonzero: bool) -> Result<()> {
 /// its `f32` sum of squares (8 lanes) lies in `[1e-30, 1e30]`, so every value is finite and
 /// the norm is positive and well within `f32`. Rows that fail it go through the exact checks
 /// ([`nonfinite_detail`], [`norm_detail`]), which decide.
+///
+/// ```
+/// use bsa_index::query::plainly_fine;
+/// assert!(plainly_fine(&[0.6, 0.8]));
+/// assert!(!plainly_fine(&[0.0, 0.0])); // norm 0: the exact checks decide
+/// assert!(!plainly_fine(&[1.0, f32::NAN]));
+/// assert!(!plainly_fine(&[1e-20, 0.0])); // a tiny norm, yet fine to the exact checks
+/// ```
 pub fn plainly_fine(values: &[f32]) -> bool {
     let mut s = [0f32; 8];
     let (chunks, tail) = values.as_chunks::<8>();
@@ -845,6 +1101,13 @@ pub fn plainly_fine(values: &[f32]) -> bool {
 
 /// What is wrong with a row holding a value that is not finite, if it does: one wording for
 /// embedding files and in-memory arrays (build, add, search, Python).
+///
+/// ```
+/// use bsa_index::query::nonfinite_detail;
+/// assert_eq!(nonfinite_detail(&[0.0, 1e30]), None);
+/// let d = nonfinite_detail(&[0.0, f32::NEG_INFINITY]).unwrap();
+/// assert!(d.starts_with("column 1 is -infinity"), "{d}");
+/// ```
 pub fn nonfinite_detail(values: &[f32]) -> Option<String> {
     let col = values.iter().position(|v| !v.is_finite())?;
     let v = values[col];
@@ -863,6 +1126,13 @@ pub fn nonfinite_detail(values: &[f32]) -> Option<String> {
 
 /// What is wrong with a row's L2 norm (computed in `f64`, and required to be a positive finite
 /// `f32`, as cosine similarity needs), if anything.
+///
+/// ```
+/// use bsa_index::query::norm_detail;
+/// assert_eq!(norm_detail(&[1e-20, 0.0]), None); // tiny, but a positive f32
+/// assert!(norm_detail(&[0.0, 0.0]).unwrap().starts_with("L2 norm is 0"));
+/// assert!(norm_detail(&[3e38, 3e38]).unwrap().contains("outside the float32 range"));
+/// ```
 pub fn norm_detail(values: &[f32]) -> Option<String> {
     let norm = values
         .iter()

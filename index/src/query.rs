@@ -33,6 +33,17 @@ use crate::model::{per_unit_query, ModelView};
 use crate::{pack, Hits, Mode, Score, SearchParams, SearchStats};
 
 /// How codes are ranked (`bsa search --score`).
+///
+/// ```
+/// use bsa_index::query::ScoreName;
+/// for name in ScoreName::NAMES {
+///     assert_eq!(ScoreName::parse(name)?.name(), name);
+/// }
+/// assert!(ScoreName::Adc.needs_floats() && !ScoreName::Overlap.needs_floats());
+/// let e = ScoreName::parse("cos").unwrap_err();
+/// assert!(e.to_string().contains("expected one of hamming, cosine"), "{e}");
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScoreName {
     /// `|q xor b|`, ascending.
@@ -92,6 +103,22 @@ impl ScoreName {
 }
 
 /// The queries of a search.
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use bsa_index::query::{search, Queries, Request};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// let codes = [0b0011u64, 0b0110, 0b1100, 0b1001, 0b1111]; // five 4-bit codes, ids 0..5
+/// bsa_index::IndexBuilder::new(4, &codes).build(&path)?;
+/// let index = bsa_index::live::Snapshot::open(&path)?;
+/// // numpy's packbits(bitorder="little") of the query bits 0, 1 and 2: one byte a query.
+/// let q = Queries::Packed { bytes: &[0b0111], rows: 1, cols: 1 };
+/// assert_eq!(search(&index, None, q, &Request::new(2))?.hits[0].ids, [0, 1]);
+/// let wide = Queries::Packed { bytes: &[0b0111, 0], rows: 1, cols: 2 }; // not 4-bit codes
+/// assert!(search(&index, None, wide, &Request::new(2)).is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub enum Queries<'a> {
     /// Float queries, `nq x D`, encoded with the model (and used by `adc`, `soft` and rescoring).
@@ -138,6 +165,13 @@ impl<'a> Queries<'a> {
 
 /// What to search for: `bsa search`'s options. Made with [`Request::new`] and its setters
 /// (`#[non_exhaustive]`: a field added later breaks no caller).
+///
+/// ```
+/// use bsa_index::query::{Request, ScoreName};
+/// let r = Request::new(10).mode("hnsw")?.with_ef(Some(64)).score("adc")?.rescore(Some(4));
+/// assert_eq!((r.k, r.mode.name(), r.ef(), r.score, r.rescore), (10, "hnsw", Some(64), ScoreName::Adc, Some(4)));
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct Request {
@@ -166,6 +200,12 @@ pub struct Request {
 
 impl Request {
     /// `k` neighbours, flat mode, Hamming score, no rescoring.
+    ///
+    /// ```
+    /// use bsa_index::query::{Request, ScoreName};
+    /// let r = Request::new(5);
+    /// assert_eq!((r.k, r.mode.name(), r.score, r.rescore, r.ef()), (5, "flat", ScoreName::Hamming, None, None));
+    /// ```
     pub fn new(k: usize) -> Request {
         Request {
             k,
@@ -196,12 +236,44 @@ impl Request {
     }
 
     /// Sets the score by name (see [`ScoreName::NAMES`]).
+    ///
+    /// ```
+    /// use bsa_index::query::{Request, ScoreName};
+    /// assert_eq!(Request::new(10).score("jaccard")?.score, ScoreName::Jaccard);
+    /// assert!(Request::new(10).score("l2").is_err());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn score(mut self, name: &str) -> Result<Request> {
         self.score = ScoreName::parse(name)?;
         Ok(self)
     }
 
     /// Sets the rescoring factor.
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use bsa_index::query::{search, Queries, Request};
+    /// # use ndarray::{array, Array1};
+    /// # use bsa_index::model::{QueryModel, Rule};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// // A 3-bit sign model of 2-d rows, and four rows stored with their codes for rescoring.
+    /// let we = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, -1.0]];
+    /// let model = QueryModel::new("sign", Rule::Positive, we.clone(), Array1::zeros(3), we, Array1::zeros(2))?;
+    /// let base = array![[1.0f32, 0.0], [0.6, 0.8], [0.0, 1.0], [-0.6, 0.8]];
+    /// let codes = bsa_index::pack::pack_set_bits(&model.encode(base.view())?, 3)?;
+    /// bsa_index::IndexBuilder::new(3, &codes).vectors(base.as_slice().unwrap(), 2).build(&path)?;
+    /// let index = bsa_index::live::Snapshot::open(&path)?;
+    /// let q = array![[0.8f32, 0.6]];
+    /// // Without rescoring, rows 0 and 1 tie at Hamming distance 1 from the query's code (ties by id);
+    /// // with it, the best 2 x 2 candidates are re-ranked by exact cosine.
+    /// let plain = search(&index, Some(model.view()), Queries::Floats(q.view()), &Request::new(2))?;
+    /// assert_eq!((plain.hits[0].ids.as_slice(), plain.hits[0].distances.as_slice()), ([0, 1].as_slice(), [1, 1].as_slice()));
+    /// let r = Request::new(2).rescore(Some(2));
+    /// let found = search(&index, Some(model.view()), Queries::Floats(q.view()), &r)?;
+    /// assert_eq!(found.hits[0].ids, [1, 0]); // cosines 0.96 and 0.8
+    /// # Ok(()) }
+    /// ```
     pub fn rescore(mut self, factor: Option<usize>) -> Request {
         self.rescore = factor;
         self
@@ -227,12 +299,43 @@ impl Request {
     }
 
     /// Sets the maximum Hamming distance.
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use bsa_index::query::{search, Queries, Request};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let codes = [0b0011u64, 0b0110, 0b1100, 0b1001, 0b1111]; // five 4-bit codes, ids 0..5
+    /// bsa_index::IndexBuilder::new(4, &codes).build(&path)?;
+    /// let index = bsa_index::live::Snapshot::open(&path)?;
+    /// let q = Queries::Packed { bytes: &[0b0011], rows: 1, cols: 1 };
+    /// // Up to 10 neighbours, but only those within distance 1: none other than the query's code.
+    /// let found = search(&index, None, q, &Request::new(10).max_distance(Some(1)))?;
+    /// assert_eq!((found.hits[0].ids.as_slice(), found.hits[0].distances.as_slice()), ([0].as_slice(), [0].as_slice()));
+    /// # Ok(()) }
+    /// ```
     pub fn max_distance(mut self, d: Option<u32>) -> Request {
         self.max_distance = d;
         self
     }
 
     /// Sets the minimum score.
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use bsa_index::query::{search, Queries, Request};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let codes = [0b0011u64, 0b0110, 0b1100, 0b1001, 0b1111]; // five 4-bit codes, ids 0..5
+    /// bsa_index::IndexBuilder::new(4, &codes).build(&path)?;
+    /// let index = bsa_index::live::Snapshot::open(&path)?;
+    /// let q = Queries::Packed { bytes: &[0b0011], rows: 1, cols: 1 };
+    /// let r = Request::new(10).score("jaccard")?.min_score(Some(0.5));
+    /// assert_eq!(search(&index, None, q, &r)?.hits[0].ids, [0, 4]); // jaccard 1 and 0.5
+    /// // A minimum score is not a Hamming search's: refused, not ignored.
+    /// assert!(search(&index, None, q, &Request::new(10).min_score(Some(0.5))).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn min_score(mut self, s: Option<f32>) -> Request {
         self.min_score = s;
         self
@@ -243,6 +346,15 @@ impl Request {
     /// ([`tables`]' `rescoring`): when rescoring re-ranks
     /// them, unless a `min_score` range is asked for, whose bound applies to the exact score,
     /// which those tables only approximate.
+    ///
+    /// ```
+    /// use bsa_index::query::Request;
+    /// let adc = Request::new(10).score("adc")?;
+    /// assert!(!adc.picks_with_int_tables()); // the exact tables rank the results
+    /// assert!(adc.rescore(Some(4)).picks_with_int_tables()); // the rescoring does
+    /// assert!(!adc.rescore(Some(4)).min_score(Some(0.3)).picks_with_int_tables());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn picks_with_int_tables(&self) -> bool {
         self.rescore.is_some() && self.min_score.is_none()
     }
@@ -325,6 +437,24 @@ impl Request {
 }
 
 /// What a search found.
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use bsa_index::query::{search, Queries, Request};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// let codes = [0b0011u64, 0b0110, 0b1100, 0b1001, 0b1111]; // five 4-bit codes, ids 0..5
+/// bsa_index::IndexBuilder::new(4, &codes).build(&path)?;
+/// let index = bsa_index::live::Snapshot::open(&path)?;
+/// let q = Queries::Packed { bytes: &[0b0111, 0b1000], rows: 2, cols: 1 };
+/// let found = search(&index, None, q, &Request::new(1).score("cosine")?)?;
+/// assert_eq!(found.hits.len(), 2); // one list per query
+/// assert_eq!(found.hits[1].ids, [2]); // the code 0b1100 is nearest 0b1000 (ids tie to the lower)
+/// assert!(found.hits[1].scores.is_some()); // a non-Hamming score is reported
+/// assert_eq!(found.encode_seconds, 0.0); // packed queries are not encoded
+/// assert!(!found.stats.kernel.is_empty());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Found {
     /// One list per query, best first (as `bsa search` prints them: `ids`, `distances`, and
@@ -342,6 +472,19 @@ pub struct Found {
 }
 
 /// Float queries as packed codes of `model` for an index of `bits`-bit codes.
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use ndarray::{array, Array1};
+/// use bsa_index::model::{QueryModel, Rule};
+/// use bsa_index::query::encode_queries;
+/// let we = array![[1.0f32, 0.0], [0.0, 1.0], [1.0, -1.0]];
+/// let model = QueryModel::new("sign", Rule::Positive, we.clone(), Array1::zeros(3), we, Array1::zeros(2))?;
+/// let q = array![[0.8f32, 0.6], [-1.0, 0.5]];
+/// assert_eq!(encode_queries(model.view(), q.view(), 3)?, [0b111, 0b010]);
+/// assert!(encode_queries(model.view(), q.view(), 64).is_err()); // an index of other codes
+/// # Ok(()) }
+/// ```
 pub fn encode_queries(model: ModelView<'_>, q: ArrayView2<f32>, bits: usize) -> Result<Vec<u64>> {
     check_model_fits(model, q, bits)?;
     // Checked above: the weights' own entry checks only the width again.
@@ -371,6 +514,24 @@ fn check_model_fits(model: ModelView<'_>, q: ArrayView2<f32>, bits: usize) -> Re
 /// Hamming for a maximum distance, another score for a minimum), that the index has what the
 /// mode and rescoring read, then searches `k x rescore` candidates on the current rayon pool
 /// and re-ranks them by exact cosine.
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use bsa_index::query::{search, Queries, Request};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// let codes = [0b0011u64, 0b0110, 0b1100, 0b1001, 0b1111]; // five 4-bit codes, ids 0..5
+/// bsa_index::IndexBuilder::new(4, &codes).build(&path)?;
+/// let index = bsa_index::live::Snapshot::open(&path)?;
+/// let query = 0b0111u64;
+/// let found = search(&index, None, Queries::Packed { bytes: &[query as u8], rows: 1, cols: 1 }, &Request::new(3))?;
+/// // The same as a brute-force scan: distance, then id.
+/// let mut all: Vec<(u32, u64)> = codes.iter().zip(0..).map(|(c, id)| ((c ^ query).count_ones(), id)).collect();
+/// all.sort();
+/// assert_eq!(found.hits[0].ids, all[..3].iter().map(|a| a.1).collect::<Vec<_>>());
+/// assert_eq!(found.hits[0].distances, all[..3].iter().map(|a| a.0).collect::<Vec<_>>());
+/// # Ok(()) }
+/// ```
 pub fn search(
     index: &Snapshot,
     model: Option<ModelView<'_>>,
@@ -382,6 +543,23 @@ pub fn search(
 
 /// [`search`] restricted by an id filter (`bsa search --allow-ids` / `--deny-ids`): exact
 /// modes stay exact, the graph walks past excluded rows (see [`Snapshot::search`]).
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use bsa_index::{live::IdFilter, query::{search_filtered, Queries, Request}};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// let codes = [0b0011u64, 0b0110, 0b1100, 0b1001, 0b1111]; // five 4-bit codes, ids 0..5
+/// bsa_index::IndexBuilder::new(4, &codes).build(&path)?;
+/// let index = bsa_index::live::Snapshot::open(&path)?;
+/// let q = Queries::Packed { bytes: &[0b0011], rows: 1, cols: 1 };
+/// let r = Request::new(2);
+/// let deny = search_filtered(&index, None, q, &r, Some(IdFilter::Deny(&[0])))?;
+/// assert_eq!(deny.hits[0].ids, [1, 3]); // the next nearest, distance 2 each
+/// let allow = search_filtered(&index, None, q, &r, Some(IdFilter::Allow(&[2, 4])))?;
+/// assert_eq!(allow.hits[0].ids, [4, 2]);
+/// # Ok(()) }
+/// ```
 pub fn search_filtered(
     index: &Snapshot,
     model: Option<ModelView<'_>>,
@@ -459,6 +637,23 @@ fn stop_batch(rows: usize, words: usize, threads: usize, cheap: bool, k: usize) 
 /// [`search_until`] in batches of `batch` queries (`None`: one), `stop` checked before each
 /// (which [`search_until`] sizes to about a tenth of a second each). The hits do not depend on
 /// the batches.
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use bsa_index::query::{search_batched, Queries, Request};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// let codes = [0b0011u64, 0b0110, 0b1100, 0b1001, 0b1111]; // five 4-bit codes, ids 0..5
+/// bsa_index::IndexBuilder::new(4, &codes).build(&path)?;
+/// let index = bsa_index::live::Snapshot::open(&path)?;
+/// let bytes = [0b0001u8, 0b0110, 0b1111];
+/// let q = Queries::Packed { bytes: &bytes, rows: 3, cols: 1 };
+/// let r = Request::new(2).score("jaccard")?;
+/// let whole = search_batched(&index, None, q, &r, None, None, None)?;
+/// let one_by_one = search_batched(&index, None, q, &r, None, None, Some(1))?;
+/// assert_eq!(whole.hits, one_by_one.hits);
+/// # Ok(()) }
+/// ```
 pub fn search_batched(
     index: &Snapshot,
     model: Option<ModelView<'_>>,
@@ -726,6 +921,17 @@ pub fn search_batched(
 /// * `overlap`: [`overlap_tables`] of the query codes (`bits` per code).
 ///
 /// `model` and `floats` are needed by `adc` and `soft` (empty tables without them).
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use bsa_index::query::{tables, ScoreName};
+/// let codes = [0b0101u64]; // one 4-bit query code
+/// let (t, offsets) = tables(ScoreName::Overlap, None, None, &codes, 4, false)?;
+/// assert_eq!((t, offsets), (vec![1.0, 0.0, 1.0, 0.0], vec![0.0]));
+/// // Hamming ranks by the codes themselves: no tables.
+/// assert_eq!(tables(ScoreName::Hamming, None, None, &codes, 4, false)?, (vec![], vec![]));
+/// # Ok(()) }
+/// ```
 pub fn tables(
     score: ScoreName,
     model: Option<ModelView<'_>>,
@@ -747,6 +953,12 @@ pub fn tables(
 
 /// Per-query 0/1 tables of the overlap score: 1.0 at each set bit of the query code, offsets 0
 /// (the sparse inner product Milvus computes for `--milvus --score overlap`).
+///
+/// ```
+/// let (t, offsets) = bsa_index::query::overlap_tables(&[0b011, 0b100], 3);
+/// assert_eq!(t, [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]); // one row of 3 per query
+/// assert_eq!(offsets, [0.0, 0.0]);
+/// ```
 pub fn overlap_tables(codes: &[u64], bits: usize) -> (Vec<f32>, Vec<f32>) {
     let wpc = pack::words_per_code(bits);
     if wpc == 0 {
