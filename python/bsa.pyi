@@ -6,10 +6,12 @@ docstring for details and examples.
 
 from os import PathLike
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional, Tuple, Union
+from typing import Any, Dict, Literal, Optional, Tuple, Union, final
 
 import numpy as np
 import numpy.typing as npt
+
+__all__ = ["__version__", "FormatError", "Model", "Index", "train", "groundtruth", "recall"]
 
 __version__: str
 
@@ -22,6 +24,7 @@ _Mode = Literal["flat", "inverted", "hnsw"]
 class FormatError(ValueError):
     """A damaged, truncated or foreign index or model file (the message names it)."""
 
+@final  # the extension's classes cannot be subclassed
 class Model:
     """A trained model: encodes float vectors into sparse binary codes and decodes them.
 
@@ -101,6 +104,7 @@ def train(
         model = bsa.train(x, method="itq", bits=256)
     """
 
+@final
 class Index:
     """Packed codes in ``bsa build``'s on-disk format, memory-mapped, searched in place (a
     large batch of Hamming queries adds, once, an in-memory copy of the codes as large as them,
@@ -192,7 +196,7 @@ class Index:
     ) -> int:
         """Adds rows as a new segment (as ``bsa add``), merging ``merge_factor`` segments of one
         size tier (tiers ``merge_factor`` times apart) in the same commit (0: never); returns
-        the number of rows replaced.
+        the number of rows replaced. An empty batch adds nothing and returns 0.
         Ctrl-C stops it before its commit (the index stays as it was). The index's checksums
         are checked first (a damaged index raises ``FormatError``); ``verify=False`` skips.
         Another writer of the index is waited for, at most ``lock_timeout`` seconds if given
@@ -249,7 +253,8 @@ class Index:
 def groundtruth(
     base: _Floats, queries: _Floats, k: int = 100, *, threads: Optional[int] = None
 ) -> npt.NDArray[np.int64]:
-    """Exact cosine top-``k`` rows of ``base`` per query: int64 (nq, k), as ``bsa groundtruth``.
+    """Exact cosine top-``k`` rows of ``base`` per query: int64 (nq, k), as ``bsa groundtruth``
+    (-1 past the last row when ``base`` has fewer than ``k``, as search results are padded).
 
     Ctrl-C stops it (``KeyboardInterrupt``)."""
 

@@ -139,20 +139,51 @@ fn without_gil<T: Send>(
 struct Changing(PathBuf);
 
 impl Changing {
-    /// Waits (checking `stop` every 100 ms) until no other call of this process changes `dir`.
-    fn wait(dir: &Path, stop: &AtomicBool) -> bsa::Result<Changing> {
+    /// Waits (checking `stop` every 100 ms) until no other call of this process changes `dir`,
+    /// as a writer waits for another's lock: warning first (unless `timeout` is zero), and for
+    /// at most `timeout` (then [`bsa_index::Error::LockTimeout`]). Returns what is left of
+    /// `timeout` for the lock itself.
+    fn wait(
+        dir: &Path,
+        stop: &AtomicBool,
+        timeout: Option<std::time::Duration>,
+    ) -> bsa::Result<(Changing, Option<std::time::Duration>)> {
         let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let started = std::time::Instant::now();
+        let mut told = false;
         let mut busy = CHANGING.0.lock().unwrap_or_else(PoisonError::into_inner);
         while busy.contains(&key) {
             bsa_index::check_stop(Some(stop))?;
+            let mut nap = std::time::Duration::from_millis(100);
+            if let Some(t) = timeout {
+                let waited = started.elapsed();
+                if waited >= t {
+                    return Err(bsa_index::Error::LockTimeout {
+                        dir: dir.to_path_buf(),
+                        timeout: t,
+                        holder: bsa::bsa_index::live::LockHolder::of(dir),
+                    }
+                    .into());
+                }
+                nap = nap.min(t - waited);
+            }
+            if !told && timeout != Some(std::time::Duration::ZERO) {
+                told = true;
+                // Not under the set's lock: the warning takes the GIL.
+                drop(busy);
+                warn_waiting(dir);
+                busy = CHANGING.0.lock().unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
             busy = CHANGING
                 .1
-                .wait_timeout(busy, std::time::Duration::from_millis(100))
+                .wait_timeout(busy, nap)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
         busy.insert(key.clone());
-        Ok(Changing(key))
+        let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
+        Ok((Changing(key), left))
     }
 }
 
@@ -172,13 +203,34 @@ static CHANGING: (Mutex<BTreeSet<PathBuf>>, std::sync::Condvar) =
 /// pool of [`call_pool`]) while this one waits, checking for signals every 100 ms. Ctrl-C (a
 /// `KeyboardInterrupt`, or whatever a signal handler raises) sets `stop` and is raised once `f`
 /// has returned. Python runs signal handlers only on its main thread, which a computation run
-/// there would keep busy until it ends. `changes`: the index directory `f` changes, waited for
-/// first ([`Changing`]).
+/// there would keep busy until it ends.
 fn interruptible<T: Send>(
     py: Python<'_>,
     threads: Option<usize>,
-    changes: Option<&Path>,
     f: impl FnOnce(&Arc<AtomicBool>) -> bsa::Result<T> + Send,
+) -> PyResult<T> {
+    run_interruptible(py, threads, None, |stop, _| f(stop))
+}
+
+/// [`interruptible`] for a change of (or a build over) the index directory `dir`: other calls
+/// of this process changing it are waited for first ([`Changing`]), for at most `lock_timeout`,
+/// and `f` gets what is left of it for the writers' lock.
+fn changing<T: Send>(
+    py: Python<'_>,
+    threads: Option<usize>,
+    dir: &Path,
+    lock_timeout: Option<std::time::Duration>,
+    f: impl FnOnce(&Arc<AtomicBool>, Option<std::time::Duration>) -> bsa::Result<T> + Send,
+) -> PyResult<T> {
+    run_interruptible(py, threads, Some((dir, lock_timeout)), f)
+}
+
+/// [`interruptible`] and [`changing`]: `changes` is the directory changed and its lock timeout.
+fn run_interruptible<T: Send>(
+    py: Python<'_>,
+    threads: Option<usize>,
+    changes: Option<(&Path, Option<std::time::Duration>)>,
+    f: impl FnOnce(&Arc<AtomicBool>, Option<std::time::Duration>) -> bsa::Result<T> + Send,
 ) -> PyResult<T> {
     use std::sync::mpsc::{channel, RecvTimeoutError};
     let pool = call_pool(threads)?;
@@ -189,11 +241,35 @@ fn interruptible<T: Send>(
         let (stop, pool) = (&stop, &pool);
         let worker = s.spawn(move || {
             let out = changes
-                .map(|d| Changing::wait(d, stop))
+                .map(|(dir, timeout)| Changing::wait(dir, stop, timeout))
                 .transpose()
-                .and_then(|_changing| match pool {
-                    Some(p) => p.install(|| f(stop)),
-                    None => f(stop),
+                .and_then(|changing| {
+                    // The guard lives until `f` has returned: the next change waits for it.
+                    let (_changing, left) = match changing {
+                        Some((guard, left)) => (Some(guard), left),
+                        None => (None, None),
+                    };
+                    let out = match pool {
+                        Some(p) => p.install(|| f(stop, left)),
+                        None => f(stop, left),
+                    };
+                    // The lock's wait had what was left of the timeout: the message says the
+                    // caller's, as the whole wait took it.
+                    match (out, changes.and_then(|(_, t)| t)) {
+                        (
+                            Err(bsa::Error::Index(bsa_index::Error::LockTimeout {
+                                dir,
+                                holder,
+                                ..
+                            })),
+                            Some(timeout),
+                        ) => Err(bsa::Error::Index(bsa_index::Error::LockTimeout {
+                            dir,
+                            timeout,
+                            holder,
+                        })),
+                        (out, _) => out,
+                    }
                 });
             drop(done);
             out
@@ -236,7 +312,7 @@ fn interruptible_if<T: Send>(
     f: impl FnOnce(&Arc<AtomicBool>) -> bsa::Result<T> + Send,
 ) -> PyResult<T> {
     if long {
-        interruptible(py, threads, None, f)
+        interruptible(py, threads, f)
     } else {
         without_gil(py, threads, || f(&Arc::new(AtomicBool::new(false))))
     }
@@ -954,7 +1030,7 @@ fn train(
     let fit = |stop: &Arc<AtomicBool>| -> bsa::Result<(Autoencoder, serde_json::Value)> {
         with_blas_threads(threads, || fit_model(xv, preset, method, &options, stop))
     };
-    let (model, report) = interruptible(py, threads, None, fit)?;
+    let (model, report) = interruptible(py, threads, fit)?;
     // What `bsa train` saves as the model's `training` metadata, with Python as the data.
     let mut training =
         serde_json::json!({"data": "<python>", "rows": n, "dim": dim, "threads": threads});
@@ -1450,8 +1526,10 @@ impl Index {
         if tmp.is_none() {
             warn_leftovers(py, &dir);
         }
+        // Said before the model's copy is written beside it (the check would name that file).
+        bsa_index::check_outside_index(&dir).map_err(|e| py_err(e.into()))?;
         // Ctrl-C stops the build (encoding, files, graph): nothing is left at `path`.
-        interruptible(py, threads, Some(&dir), |stop| {
+        changing(py, threads, &dir, lock_timeout, |stop, lock_timeout| {
             // The index keeps a copy of the model file: write it once, beside the build where
             // its folder exists (a full or small $TMPDIR is not the index's disk).
             let near = (dir.parent())
@@ -1529,7 +1607,7 @@ impl Index {
     ) -> PyResult<()> {
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let index = self.snap();
-        interruptible(py, None, Some(&path), |stop| {
+        changing(py, None, &path, lock_timeout, |stop, lock_timeout| {
             let wait = LockWait::new()
                 .on_wait(|| warn_waiting(&path))
                 .stop(Arc::clone(stop))
@@ -1741,7 +1819,8 @@ impl Index {
     /// codes, for an index built from codes). ``ids``: one new id per row (default: after the
     /// largest id so far); ids already in the index raise ``ValueError`` unless ``upsert=True``,
     /// which replaces their rows. Returns the number of rows replaced. The index changes on disk
-    /// (one atomic commit); searches already running keep the rows they started with.
+    /// (one atomic commit); searches already running keep the rows they started with. An empty
+    /// batch (0 rows) adds nothing and returns 0, as FAISS's ``add`` of none.
     /// ``merge_factor``: that many segments in one size tier (tiers ``merge_factor`` times apart:
     /// with 2, fewer than 2000 live rows, 2000-3999, ...) are merged in the same commit (as
     /// ``bsa add --merge-factor``; 0 never merges). Ctrl-C stops it before its commit
@@ -1775,12 +1854,12 @@ impl Index {
         };
         let ids = ids.map(|i| id_vector(i, "ids", Ids::PerRow)).transpose()?;
         let floats = match x {
-            Some(x) => Some(float32_matrix(as_array(x, "x")?, "x", Rows::Some)?),
+            Some(x) => Some(float32_matrix(as_array(x, "x")?, "x", Rows::Any)?),
             None => None,
         };
         let floats = floats.as_ref().map(|f| f.readonly());
         let packed = match codes {
-            Some(c) => Some(code_matrix(as_array(c, "codes")?, "codes", Rows::Some)?),
+            Some(c) => Some(code_matrix(as_array(c, "codes")?, "codes", Rows::Any)?),
             None => None,
         };
         let packed = packed.as_ref().map(|c| c.readonly());
@@ -1793,10 +1872,49 @@ impl Index {
             },
             (None, None) => return Err(PyValueError::new_err("give x (floats) or codes")),
         };
+        let rows = match source {
+            AddSource::Floats(x) => x.nrows(),
+            AddSource::Packed { rows, .. } => rows,
+        };
+        if rows == 0 {
+            // A pipeline's last batch may be empty: nothing to add, as FAISS's add of none.
+            // Its width is checked all the same, as a search checks an empty batch's.
+            let loaded = self.loaded();
+            let width = match source {
+                AddSource::Floats(x) => loaded
+                    .model
+                    .as_ref()
+                    .map(|m| (m.config.dim, x.ncols()))
+                    .filter(|(want, got)| want != got)
+                    .map(|(want, got)| bsa::Error::model_dim("x", want, got)),
+                AddSource::Packed { .. } => {
+                    let want = bsa_index::pack::bytes_per_code(loaded.snap.bits());
+                    let got = packed.as_ref().map_or(want, |c| c.as_array().ncols());
+                    (want != got).then(|| bsa::Error::DimMismatch {
+                        what: format!(
+                            "bytes per code of codes (the index holds {}-bit codes)",
+                            loaded.snap.bits()
+                        ),
+                        expected: want,
+                        got,
+                    })
+                }
+            };
+            if let Some(e) = width {
+                return Err(py_err(e));
+            }
+            return match ids.as_deref() {
+                Some(i) if !i.is_empty() => Err(PyValueError::new_err(format!(
+                    "ids: {} ids for 0 new rows",
+                    i.len()
+                ))),
+                _ => Ok(0),
+            };
+        }
         let dir = self.snap().dir().to_path_buf();
         // Ctrl-C stops the wait for another writer, the encoding, the segment's build and its
         // merges, before the commit: the index stays as it was.
-        let report = interruptible(py, threads, Some(&dir), |stop| {
+        let report = changing(py, threads, &dir, lock_timeout, |stop, lock_timeout| {
             let mut writer = open_writer(&dir, stop, verify, lock_timeout)?;
             let r = bsa::live::add(&mut writer, source, ids.as_deref(), upsert, false, merge)
                 .map_err(|e| match source {
@@ -1827,7 +1945,7 @@ impl Index {
         let ids = id_vector(ids, "ids", Ids::Set)?;
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let dir = self.snap().dir().to_path_buf();
-        let report = interruptible(py, None, Some(&dir), |stop| {
+        let report = changing(py, None, &dir, lock_timeout, |stop, lock_timeout| {
             let mut writer = open_writer(&dir, stop, verify, lock_timeout)?;
             let r = writer.delete(&ids)?;
             self.reopen()?;
@@ -1853,7 +1971,7 @@ impl Index {
         let max_segments = positive("max_segments", Some(max_segments))?.unwrap_or(1);
         let threads = positive("threads", threads)?;
         let dir = self.snap().dir().to_path_buf();
-        interruptible(py, threads, Some(&dir), |stop| {
+        changing(py, threads, &dir, lock_timeout, |stop, lock_timeout| {
             let mut writer = open_writer(&dir, stop, verify, lock_timeout)?;
             bsa::live::compact(&mut writer, max_segments)?;
             self.reopen()?;
@@ -2044,11 +2162,25 @@ fn id_vector(obj: &Bound<'_, PyAny>, name: &str, kind: Ids) -> PyResult<Vec<u64>
     }
     let kind = a.dtype().kind();
     if kind != b'i' && kind != b'u' {
-        // numpy makes a list of Python ints float64 or object once one is past int64.
+        // What numpy made of a Python object, said in the caller's terms: a generator is one
+        // object (not read), a float anywhere makes a list float64, and an int past uint64 an
+        // object array.
         let hint = if obj.hasattr("dtype")? {
             ""
+        } else if a.ndim() == 0 {
+            let kind = obj
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string());
+            return Err(PyTypeError::new_err(format!(
+                "{name} must be a list, range or array of integers, got a {kind}"
+            )));
+        } else if kind == b'f' {
+            " (numpy makes a list float64 when it holds a float, or an int of 2**63 or more: \
+             ids are integers below 2**63)"
         } else {
-            " (a list with an int of 2**63 or more becomes that: ids must be below 2**63)"
+            " (numpy makes a list that when it holds an int of 2**64 or more: ids are integers \
+             below 2**63)"
         };
         return Err(PyTypeError::new_err(format!(
             "{name} must hold integers, got dtype {}{hint}",
@@ -2133,7 +2265,8 @@ fn id_lists(obj: &Bound<'_, PyAny>, name: &str, k: usize) -> PyResult<Vec<Vec<u6
 }
 
 /// The exact ``k`` nearest rows of ``base`` by cosine similarity for each row of ``queries``
-/// (both float, same dimension): int64, ``(nq, k)``, best first, ties to the lower row. The
+/// (both float, same dimension): int64, ``(nq, k)``, best first, ties to the lower row, -1
+/// past the last row when ``base`` has fewer than ``k`` (as :meth:`Index.search` pads). The
 /// same as ``bsa groundtruth`` (a blocked GEMM picks candidates; float64 rescoring fixes the
 /// order on every CPU and thread count). The GIL is released; Ctrl-C stops it
 /// (``KeyboardInterrupt``).
@@ -2151,7 +2284,7 @@ fn groundtruth<'py>(
     let k = positive("k", Some(k))?.unwrap_or(1);
     let threads = positive("threads", threads)?;
     let b = float32_matrix(as_array(base, "base")?, "base", Rows::Some)?;
-    let q = float32_matrix(as_array(queries, "queries")?, "queries", Rows::Some)?;
+    let q = float32_matrix(as_array(queries, "queries")?, "queries", Rows::Any)?;
     let (b, q) = (b.readonly(), q.readonly());
     let (bv, qv) = (view2(&b), view2(&q));
     if bv.ncols() != qv.ncols() {
@@ -2161,21 +2294,22 @@ fn groundtruth<'py>(
             bv.ncols()
         )));
     }
-    if k > bv.nrows() {
-        return Err(PyValueError::new_err(format!(
-            "k must be at most the number of base rows ({}), got {k}",
-            bv.nrows()
-        )));
-    }
-    // Ctrl-C stops it between blocks (a million rows by thousands of queries take minutes).
-    let top = interruptible(py, threads, None, |stop| {
-        check_rows("base", bv, true)?;
-        check_rows("queries", qv, true)?;
-        with_blas_threads(threads, || {
-            bsa::groundtruth::exact_top_k_until(bv, qv, k, stop)
-        })
-    })?;
-    let mut out = Array2::<i64>::zeros((qv.nrows(), k));
+    // Fewer base rows than k: the rest of each row is -1, as a search pads its results (and
+    // as `recall` reads a padded ground truth). An empty batch gets an empty answer.
+    let found = k.min(bv.nrows());
+    // Allocated first, as a search's results: a `k` too large for memory is refused at once.
+    let mut out = filled::<i64>(qv.nrows(), k, -1)?;
+    let top = match qv.nrows() {
+        0 => Vec::new(),
+        // Ctrl-C stops it between blocks (a million rows by thousands of queries take minutes).
+        _ => interruptible(py, threads, |stop| {
+            check_rows("base", bv, true)?;
+            check_rows("queries", qv, true)?;
+            with_blas_threads(threads, || {
+                bsa::groundtruth::exact_top_k_until(bv, qv, found, stop)
+            })
+        })?,
+    };
     for (mut row, ids) in out.rows_mut().into_iter().zip(&top) {
         for (dst, &id) in row.iter_mut().zip(ids) {
             *dst = i64::from(id);

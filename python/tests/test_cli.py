@@ -204,6 +204,19 @@ def test_adc_graph_equals_cli(work, queries, tmp_path):
         index.search(queries, K, mode="hnsw")
 
 
+def test_groundtruth_pads_a_small_base_and_answers_an_empty_batch(base, queries):
+    # As a search pads its results with -1 (and as `recall` reads a padded ground truth): the
+    # default k of 100 on a base of 5 rows is not an error.
+    gt = bsa.groundtruth(base[:5], queries[:3], 8)
+    assert gt.shape == (3, 8) and (gt[:, 5:] == -1).all()
+    np.testing.assert_array_equal(gt[:, :5], bsa.groundtruth(base[:5], queries[:3], 5))
+    np.testing.assert_array_equal(np.sort(gt[:, :5], axis=1), np.tile(np.arange(5), (3, 1)))
+    assert bsa.recall(gt, gt, 8) == 5 / 8  # a padded place is one no result finds
+    assert bsa.groundtruth(base, queries[:0], 10).shape == (0, 10)
+    with pytest.raises(ValueError, match="queries have 5 columns but base has 384"):
+        bsa.groundtruth(base, queries[:0, :5], 10)
+
+
 def test_an_empty_batch_gets_empty_answers(work, queries):
     # As FAISS answers one: a caller's last, empty batch needs no special case. The widths are
     # still checked, rows or not.

@@ -173,8 +173,14 @@ def test_id_lists_empty_or_out_of_range(index, queries):
         bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids=np.array([2**63, 1], np.uint64))
     # As a list, numpy makes such ids float64 or object before bsa sees them: said so.
     for big in [2**63, 2**70]:
-        with pytest.raises(TypeError, match=r"ids must be below 2\*\*63"):
+        with pytest.raises(TypeError, match=r"ids are integers below 2\*\*63"):
             bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids=[1, big])
+    # Floats are said to be floats, and a generator (one object to numpy) not to be read.
+    with pytest.raises(TypeError, match="float64 when it holds a float"):
+        index.search(queries, 5, allow_ids=[1.0, 2.0])
+    with pytest.raises(TypeError, match="allow_ids must be a list, range or array of integers, "
+                                        "got a generator"):
+        index.search(queries, 5, allow_ids=(i for i in range(100)))
 
 
 def test_bad_options(index, work, queries):

@@ -179,6 +179,49 @@ def test_a_writer_gives_up_after_its_lock_timeout(tmp_path):
     assert index.delete(np.array([3]), lock_timeout=0) == 1
 
 
+def test_a_lock_timeout_bounds_the_wait_behind_this_processs_own_change(tmp_path):
+    """A change of this process waits for another change of the same index in this process
+    before it takes the lock (two in one pool would meet there): that wait warns too, and ends
+    at ``lock_timeout`` with ``TimeoutError``, changing nothing, as a wait for the lock does."""
+    import fcntl
+    import threading
+    import warnings
+
+    codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
+    index = bsa.Index.build(codes=codes, bits=16, path=tmp_path / "idx")
+    other = bsa.Index.open(tmp_path / "idx")
+    done, gave_up = [], []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with open(tmp_path / "idx" / "LOCK", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            first = threading.Thread(target=lambda: done.append(index.delete(np.array([3]))))
+            first.start()
+            deadline = time.monotonic() + 30
+            while not caught and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert caught, "the first delete did not wait for the lock"
+
+            def behind():
+                for call in [lambda: other.delete(np.array([4]), lock_timeout=0),
+                             lambda: other.add(codes=codes[:1], lock_timeout=0.2)]:
+                    started = time.monotonic()
+                    with pytest.raises(TimeoutError, match="idx"):
+                        call()
+                    gave_up.append(time.monotonic() - started)
+
+            second = threading.Thread(target=behind)
+            second.start()
+            second.join(20)
+            assert not second.is_alive(), "the lock timeout did not end the wait"
+            assert len(gave_up) == 2 and gave_up[0] < 5 and 0.2 <= gave_up[1] < 5, gave_up
+            assert len(caught) == 2, [str(w.message) for w in caught]  # not for a zero timeout
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        first.join(30)
+    assert done == [1]
+    assert len(bsa.Index.open(tmp_path / "idx")) == 39
+
+
 @pytest.mark.filterwarnings("ignore:waiting for another writer")
 def test_changes_waiting_for_the_lock_leave_the_pool_to_searches(tmp_path):
     """Two changes of one index wait for its writers' lock, the second on its own thread, not on
@@ -307,6 +350,24 @@ def test_default_ids_stay_below_2_63(work, base, tmp_path):
     assert index.search(base[10:11], 1)[1][0, 0] == 2**63 - 1
 
 
+def test_an_empty_batch_adds_nothing(work, base, tmp_path):
+    # As FAISS's add of none: a pipeline's last, empty batch needs no special case. Its width
+    # is still checked, as a search checks an empty batch's.
+    model = bsa.Model.load(work / "model.safetensors")
+    index = bsa.Index.build(x=base[:20], model=model, path=tmp_path / "idx")
+    assert index.add(x=base[:0]) == 0
+    assert (len(index), index.segments) == (20, 1)
+    with pytest.raises(ValueError, match="expected 384, got 5"):
+        index.add(x=np.zeros((0, 5), np.float32))
+    with pytest.raises(ValueError, match="1 ids for 0 new rows"):
+        index.add(x=base[:0], ids=[7])
+    packed = bsa.Index.build(codes=np.zeros((3, 2), np.uint8), bits=16, path=tmp_path / "c")
+    assert packed.add(codes=np.zeros((0, 2), np.uint8)) == 0
+    with pytest.raises(ValueError, match="expected 2, got 3"):
+        packed.add(codes=np.zeros((0, 3), np.uint8))
+    assert (len(packed), packed.segments) == (3, 1)
+
+
 def test_save_or_build_inside_an_index_is_refused(work, base, tmp_path):
     # The index's next change would delete a copy inside it (its writers remove what its
     # manifest does not name).
@@ -314,8 +375,10 @@ def test_save_or_build_inside_an_index_is_refused(work, base, tmp_path):
     index = bsa.Index.build(x=base[:50], model=model, path=tmp_path / "idx")
     with pytest.raises(ValueError, match="inside the index directory"):
         index.save(tmp_path / "idx" / "backup")
-    with pytest.raises(ValueError, match="inside the index directory"):
+    with pytest.raises(ValueError, match="inside the index directory") as e:
         bsa.Index.build(x=base[:50], model=model, path=tmp_path / "idx" / "other")
+    # The path asked for, not the model's copy written beside it on the way.
+    assert f"{tmp_path / 'idx' / 'other'}: inside" in str(e.value), e.value
     assert not (tmp_path / "idx" / "backup").exists()
     assert not (tmp_path / "idx" / "other").exists()
     # A model saved over the index's own model file replaced it (the index then failed its
