@@ -116,6 +116,8 @@ class Index:
         D, I = index.search(queries, 10, score="adc", rescore=4)
         index.save("idx")                  # bsa search --index idx ... reads it
         index = bsa.Index.open("idx")
+        with bsa.Index.build(codes=codes) as index:   # its temporary folder removed at the end
+            D, I = index.search(query_codes, 10)
     """
 
     @staticmethod
@@ -249,6 +251,11 @@ class Index:
     def has_inverted(self) -> bool: ...
     @property
     def has_hnsw(self) -> bool: ...
+    def close(self) -> None:
+        """Closes the index: later calls raise ``ValueError``, and the folder of an index built
+        without ``path`` is removed now. ``with`` closes it at the end of its block."""
+    def __enter__(self) -> Index: ...
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> Literal[False]: ...
 
 def groundtruth(
     base: _Floats, queries: _Floats, k: int = 100, *, threads: Optional[int] = None

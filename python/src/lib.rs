@@ -1255,9 +1255,11 @@ fn fit_model(
 struct Index {
     /// What searches read; replaced (not changed) by `add`, `delete` and `compact`, so a
     /// search that took it keeps its generation and that generation's model.
-    inner: RwLock<Arc<Loaded>>,
-    /// The private directory of an index built without a path; removed with the object.
-    _tmp: Option<tempfile::TempDir>,
+    /// `None` once closed ([`Index::close`]).
+    inner: RwLock<Option<Arc<Loaded>>>,
+    /// The private directory of an index built without a path; removed with the object, or
+    /// by [`Index::close`].
+    tmp: Mutex<Option<tempfile::TempDir>>,
 }
 
 /// One generation of the index as opened: its snapshot and its model, loaded together.
@@ -1302,19 +1304,32 @@ impl Index {
         let dir = std::path::absolute(dir).map_err(|e| bsa::Error::io(dir, e))?;
         let index = Snapshot::open_with(&dir, OpenOptions::verify_checksums(verify))?;
         Ok(Index {
-            inner: RwLock::new(Arc::new(Loaded::new(index, None)?)),
-            _tmp: tmp,
+            inner: RwLock::new(Some(Arc::new(Loaded::new(index, None)?))),
+            tmp: Mutex::new(tmp),
         })
     }
 
-    /// The current generation.
-    fn loaded(&self) -> Arc<Loaded> {
-        Arc::clone(&self.inner.read().unwrap_or_else(|e| e.into_inner()))
+    /// The current generation, or an error once the object is closed (as a closed file's
+    /// calls raise `ValueError`).
+    fn current(&self) -> bsa::Result<Arc<Loaded>> {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        inner.as_ref().map(Arc::clone).ok_or_else(|| {
+            bsa::Error::InvalidArgument(
+                "this bsa.Index is closed (close() or the end of its with block): open the \
+                 index again"
+                    .into(),
+            )
+        })
+    }
+
+    /// [`Index::current`] for Python.
+    fn loaded(&self) -> PyResult<Arc<Loaded>> {
+        self.current().map_err(py_err)
     }
 
     /// The current snapshot.
-    fn snap(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.loaded().snap)
+    fn snap(&self) -> PyResult<Arc<Snapshot>> {
+        Ok(Arc::clone(&self.loaded()?.snap))
     }
 
     /// Opens the directory again after this object's change (the new generation, with its
@@ -1330,17 +1345,21 @@ impl Index {
     fn follow(&self, own: bool) -> bsa::Result<bool> {
         let mut moved = false;
         loop {
-            let old = self.loaded();
+            let old = self.current()?;
             let Some(fresh) = old.snap.reopen(OpenOptions::verify_checksums(false))? else {
                 return Ok(moved);
             };
             let fresh = Arc::new(Loaded::new(fresh, Some(&old))?);
             let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-            if own || Arc::ptr_eq(&inner, &old) {
-                *inner = fresh;
-                return Ok(true);
+            match inner.as_ref() {
+                // Closed meanwhile: it stays closed.
+                None => return Ok(moved),
+                Some(now) if own || Arc::ptr_eq(now, &old) => {
+                    *inner = Some(fresh);
+                    return Ok(true);
+                }
+                Some(_) => moved = true,
             }
-            moved = true;
         }
     }
 }
@@ -1606,7 +1625,7 @@ impl Index {
         lock_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
-        let index = self.snap();
+        let index = self.snap()?;
         changing(py, None, &path, lock_timeout, |stop, lock_timeout| {
             let wait = LockWait::new()
                 .on_wait(|| warn_waiting(&path))
@@ -1760,7 +1779,7 @@ impl Index {
             Queries::Floats(v) => v.nrows(),
             Queries::Packed { rows, .. } => rows,
         };
-        let loaded = self.loaded();
+        let loaded = self.loaded()?;
         // The model's own derived matrices (FrozenModel::view): searches of several indexes
         // in turn do not make them again at each switch.
         let (index, model) = (&loaded.snap, loaded.model.as_deref().map(FrozenModel::view));
@@ -1879,7 +1898,7 @@ impl Index {
         if rows == 0 {
             // A pipeline's last batch may be empty: nothing to add, as FAISS's add of none.
             // Its width is checked all the same, as a search checks an empty batch's.
-            let loaded = self.loaded();
+            let loaded = self.loaded()?;
             let width = match source {
                 AddSource::Floats(x) => loaded
                     .model
@@ -1911,7 +1930,7 @@ impl Index {
                 _ => Ok(0),
             };
         }
-        let dir = self.snap().dir().to_path_buf();
+        let dir = self.snap()?.dir().to_path_buf();
         // Ctrl-C stops the wait for another writer, the encoding, the segment's build and its
         // merges, before the commit: the index stays as it was.
         let report = changing(py, threads, &dir, lock_timeout, |stop, lock_timeout| {
@@ -1944,7 +1963,7 @@ impl Index {
     ) -> PyResult<usize> {
         let ids = id_vector(ids, "ids", Ids::Set)?;
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
-        let dir = self.snap().dir().to_path_buf();
+        let dir = self.snap()?.dir().to_path_buf();
         let report = changing(py, None, &dir, lock_timeout, |stop, lock_timeout| {
             let mut writer = open_writer(&dir, stop, verify, lock_timeout)?;
             let r = writer.delete(&ids)?;
@@ -1970,7 +1989,7 @@ impl Index {
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let max_segments = positive("max_segments", Some(max_segments))?.unwrap_or(1);
         let threads = positive("threads", threads)?;
-        let dir = self.snap().dir().to_path_buf();
+        let dir = self.snap()?.dir().to_path_buf();
         changing(py, threads, &dir, lock_timeout, |stop, lock_timeout| {
             let mut writer = open_writer(&dir, stop, verify, lock_timeout)?;
             bsa::live::compact(&mut writer, max_segments)?;
@@ -1981,36 +2000,36 @@ impl Index {
     }
 
     /// Number of rows (deleted rows not counted).
-    fn __len__(&self) -> usize {
-        self.snap().len()
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.snap()?.len())
     }
 
     /// Number of segments (1 until rows are added).
     #[getter]
-    fn segments(&self) -> usize {
-        self.snap().segments().len()
+    fn segments(&self) -> PyResult<usize> {
+        Ok(self.snap()?.segments().len())
     }
 
     /// Bits per code.
     #[getter]
-    fn bits(&self) -> usize {
-        self.snap().bits()
+    fn bits(&self) -> PyResult<usize> {
+        Ok(self.snap()?.bits())
     }
 
     /// The index directory (a temporary one for an index built without ``path``).
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.snap().dir().to_path_buf()
+    fn path(&self) -> PyResult<PathBuf> {
+        Ok(self.snap()?.dir().to_path_buf())
     }
 
     /// The index's model (copied in at build time), or ``None``.
     #[getter]
-    fn model(&self) -> Option<Model> {
-        let loaded = self.loaded();
-        loaded.model.as_ref().map(|m| Model {
+    fn model(&self) -> PyResult<Option<Model>> {
+        let loaded = self.loaded()?;
+        Ok(loaded.model.as_ref().map(|m| Model {
             inner: Arc::clone(m),
             training: loaded.model_training.clone(),
-        })
+        }))
     }
 
     /// The external ids of the rows (int64), deleted rows left out: segment by segment, and in
@@ -2018,7 +2037,7 @@ impl Index {
     /// in the order they were given.
     #[getter]
     fn ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let snap = self.snap();
+        let snap = self.snap()?;
         let ids = snap
             .segments()
             .iter()
@@ -2050,7 +2069,7 @@ impl Index {
     /// >>> idx.info()["live_rows"] == len(idx)
     /// True
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let snap = self.snap();
+        let snap = self.snap()?;
         let summary = snap.summary().map_err(index_err)?;
         let mut value =
             serde_json::to_value(&summary).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -2064,20 +2083,20 @@ impl Index {
 
     /// Whether float vectors are stored (``rescore`` needs them).
     #[getter]
-    fn has_vectors(&self) -> bool {
-        self.snap().has_vectors()
+    fn has_vectors(&self) -> PyResult<bool> {
+        Ok(self.snap()?.has_vectors())
     }
 
     /// Whether posting lists are stored (``mode="inverted"`` needs them).
     #[getter]
-    fn has_inverted(&self) -> bool {
-        self.snap().has_inverted()
+    fn has_inverted(&self) -> PyResult<bool> {
+        Ok(self.snap()?.has_inverted())
     }
 
     /// Whether an HNSW graph is stored (``mode="hnsw"`` needs it).
     #[getter]
-    fn has_hnsw(&self) -> bool {
-        self.snap().graph_metric().is_some()
+    fn has_hnsw(&self) -> PyResult<bool> {
+        Ok(self.snap()?.graph_metric().is_some())
     }
 
     /// Checks every checksum of every file, and the values checksums cannot vouch for (ids
@@ -2088,7 +2107,7 @@ impl Index {
     /// them (a compaction), but those it reads by path (a graph, the model) raise
     /// ``FileNotFoundError`` then: open the index again to check what is there now.
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
-        let index = self.snap();
+        let index = self.snap()?;
         detached(py, None, || index.verify())?.map_err(index_err)
     }
 
@@ -2109,25 +2128,81 @@ impl Index {
     /// again (:meth:`open`, checksums verified), at the generation the folder then holds. An
     /// index built without ``path`` lives only as long as its object: ``TypeError``.
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<(Bound<'py, PyAny>, (PathBuf,))> {
-        if self._tmp.is_some() {
+        let tmp = self.tmp.lock().unwrap_or_else(PoisonError::into_inner);
+        if tmp.is_some() {
             return Err(PyTypeError::new_err(
                 "cannot pickle a bsa.Index built without a path (its folder is removed with \
                  the object): build it with path=... or save() it, then pickle that",
             ));
         }
         let open = py.get_type::<Index>().getattr("open")?;
-        Ok((open, (self.snap().dir().to_path_buf(),)))
+        Ok((open, (self.snap()?.dir().to_path_buf(),)))
+    }
+
+    /// Closes the index: later calls raise ``ValueError``, the files stop being mapped once
+    /// calls under way in other threads have finished, and the folder of an index built without
+    /// ``path`` is removed now rather than when the object goes (a reference kept by a
+    /// notebook, a thread or a pool worker ended by SIGTERM kept it on disk). A change under
+    /// way in another thread finishes first. Closing again does nothing. ``with`` closes the
+    /// index at the end of its block.
+    ///
+    /// Example::
+    ///
+    ///     with bsa.Index.build(codes=codes) as index:
+    ///         D, I = index.search(queries, 10)
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let Ok(loaded) = self.current() else {
+            return Ok(());
+        };
+        let dir = loaded.snap.dir().to_path_buf();
+        drop(loaded);
+        // After this object's changes under way (they hold the in-process slot of the
+        // directory), so that none of them writes into a folder being removed.
+        let tmp = interruptible(py, None, |stop| {
+            let _changing = Changing::wait(&dir, stop, None)?;
+            *self.inner.write().unwrap_or_else(PoisonError::into_inner) = None;
+            Ok(self
+                .tmp
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take())
+        })?;
+        if let Some(tmp) = tmp {
+            let at = tmp.path().to_path_buf();
+            tmp.close().map_err(|e| py_err(bsa::Error::io(&at, e)))?;
+        }
+        Ok(())
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// Closes the index (:meth:`close`); an exception of the block goes on.
+    #[pyo3(signature = (exc_type, exc_value, traceback))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyAny>>,
+        exc_value: Option<&Bound<'_, PyAny>>,
+        traceback: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        let _ = (exc_type, exc_value, traceback);
+        self.close(py)?;
+        Ok(false)
     }
 
     fn __repr__(&self) -> String {
-        let snap = self.snap();
-        format!(
-            "bsa.Index(n={}, bits={}, segments={}, path={:?})",
-            snap.len(),
-            snap.bits(),
-            snap.segments().len(),
-            snap.dir().display().to_string()
-        )
+        match self.snap() {
+            Ok(snap) => format!(
+                "bsa.Index(n={}, bits={}, segments={}, path={:?})",
+                snap.len(),
+                snap.bits(),
+                snap.segments().len(),
+                snap.dir().display().to_string()
+            ),
+            Err(_) => "bsa.Index(closed)".to_string(),
+        }
     }
 }
 

@@ -350,6 +350,31 @@ def test_default_ids_stay_below_2_63(work, base, tmp_path):
     assert index.search(base[10:11], 1)[1][0, 0] == 2**63 - 1
 
 
+def test_close_and_with_end_an_index_and_remove_its_temporary_folder(tmp_path):
+    # A reference kept elsewhere (a notebook's Out[], a daemon thread, a pool worker ended by
+    # SIGTERM) kept a path-less index's folder on disk; close() and `with` end it now.
+    codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
+    with bsa.Index.build(codes=codes, bits=16) as index:
+        folder = index.path.parent
+        assert folder.is_dir() and len(index) == 40
+        D, I = index.search(codes[:2], 1)
+        kept = index  # still referenced after the block
+    assert not folder.exists()
+    assert repr(kept) == "bsa.Index(closed)"
+    for call in [lambda: kept.search(codes[:2], 1), lambda: len(kept), lambda: kept.path,
+                 lambda: kept.add(codes=codes[:1]), lambda: kept.info()]:
+        with pytest.raises(ValueError, match="this bsa.Index is closed"):
+            call()
+    kept.close()  # again: nothing
+    # An index with a path stays on disk; an exception in the block goes on, closed all the same.
+    with pytest.raises(KeyError):
+        with bsa.Index.build(codes=codes, bits=16, path=tmp_path / "idx") as index:
+            raise KeyError("mine")
+    with pytest.raises(ValueError, match="closed"):
+        index.search(codes[:2], 1)
+    np.testing.assert_array_equal(bsa.Index.open(tmp_path / "idx").search(codes[:2], 1)[1], I)
+
+
 def test_an_empty_batch_adds_nothing(work, base, tmp_path):
     # As FAISS's add of none: a pipeline's last, empty batch needs no special case. Its width
     # is still checked, as a search checks an empty batch's.
