@@ -156,3 +156,33 @@ impl Params<f32> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Params;
+
+    /// The search crate decodes codes and takes their norms (for a BLAS-free server adding
+    /// rows) with the same bits as the trainer's decoder: what `bsa add` stores.
+    #[test]
+    fn the_search_crates_decoder_and_norms_are_these_bit_for_bit() {
+        let mut p = Params::<f32>::init(96, 40, 7);
+        // A decoder bias too (init leaves it zero).
+        p.bd.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (i as f32 * 0.37).sin());
+        let codes: Vec<Vec<u32>> = (0..300u32)
+            .map(|i| (0..96).filter(|j| (i * 31 + j * 17) % 7 < 2).collect())
+            .collect();
+        let w = p.weights();
+        let ours = p.decode_sparse(&codes);
+        let theirs = w.decode(&codes).unwrap();
+        let same = |a: &[f32], b: &[f32]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        };
+        assert!(same(ours.as_slice().unwrap(), &theirs));
+        assert!(same(
+            &p.decoded_norms(&codes),
+            &w.decoded_norms(&codes).unwrap()
+        ));
+    }
+}

@@ -532,6 +532,15 @@ mod query_tests {
     fn a_snapshots_query_model_is_the_one_its_manifest_names() -> Result<()> {
         let (dir, old, _) = pursuit_index()?;
         let before = old.query_model()?.expect("a model");
+        let unread = Snapshot::open(dir.path().join("idx"))?;
+        // A change that keeps the model file: the snapshot reopened shares the model read.
+        bsa_index::live::Writer::open(dir.path().join("idx"))?.delete(&[0])?;
+        let skim = bsa_index::OpenOptions::verify_checksums(false);
+        let fresh = old.reopen(skim)?.expect("a new generation");
+        assert!(std::sync::Arc::ptr_eq(
+            &fresh.query_model()?.unwrap(),
+            &before
+        ));
         let params = PursuitParams::new(64, 4);
         let (dictionary, _) = params.fit(unit_rows(400, 16, 9).view(), &mut |_| {})?;
         let other = params.model(16, dictionary);
@@ -545,10 +554,17 @@ mod query_tests {
         build.data = Some(base.view());
         build.overwrite = true;
         build_index(&build, dir.path().join("idx"), |_, _| {})?;
-        // Its model file is now the rebuild's: said so by both readers of it, not "damaged".
+        // The old snapshot keeps the model it read (its codes' model, shared by later calls);
+        // one that had not read it yet, and the check of the file, say the file is now the
+        // rebuild's, not "damaged".
+        assert!(std::sync::Arc::ptr_eq(
+            &old.query_model()?.unwrap(),
+            &before
+        ));
         for e in [
-            old.query_model().unwrap_err(),
+            unread.query_model().unwrap_err(),
             old.verify_model().unwrap_err(),
+            old.verify_checksums().unwrap_err(),
         ] {
             let e = e.to_string();
             assert!(
@@ -573,6 +589,13 @@ mod query_tests {
             "{e}"
         );
         assert_eq!(search(model.view())?.hits.len(), 3);
+        // Without it: the index has one, so the caller is told to pass it, not to rebuild.
+        let e = bsa_index::query::search(&new, None, floats, &request).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("need the index's model, and none was given"),
+            "{e}"
+        );
         let mut view = model.view();
         view.rule = bsa_index::model::Rule::Pursuit(0);
         let e = search(view).unwrap_err().to_string();
@@ -608,8 +631,18 @@ mod query_tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        let e = new.query_model().unwrap_err();
+        // Read before the damage: kept. Read after it: refused.
+        assert!(new.query_model().is_ok());
+        let later = Snapshot::open_with(dir.path().join("idx"), skim)?;
+        let e = later.query_model().unwrap_err();
         assert!(matches!(e, bsa_index::Error::Checksum { .. }), "{e}");
+        // The whole directory removed: said so, not blamed on a compaction.
+        std::fs::remove_dir_all(dir.path().join("idx")).unwrap();
+        let e = later.verify_checksums().unwrap_err().to_string();
+        assert!(
+            e.contains("was removed (or moved) after this snapshot"),
+            "{e}"
+        );
         Ok(())
     }
 

@@ -38,8 +38,9 @@
 //! while writers commit new ones; [`live::Snapshot::is_current`] says when to open the index
 //! again. Float queries are encoded with the index's model, and the `adc` and `soft` tables made
 //! from it, by [`live::Snapshot::query_model`] ([`model`]): the codes and tables `bsa search`
-//! computes, bit for bit, without BLAS. The norms and graph vectors that rows added to an index
-//! built with a model need come from the `bsa` crate (`bsa::live`), which links BLAS.
+//! computes, bit for bit, without BLAS. So are the norms and decoded vectors that rows added to
+//! an index built with a model need ([`model::Weights::decoded_norms`],
+//! [`model::Weights::decode`]), which `bsa add` (`bsa::live`) computes the same way.
 //!
 //! ```
 //! use bsa_index::live::{SearchOptions, Snapshot};
@@ -155,7 +156,8 @@
 //! * [`format`](mod@format), [`manifest`]: the on-disk format.
 //!
 //! Searches run on the rayon pool they are called from: size it with
-//! `rayon::ThreadPoolBuilder::new().num_threads(t).build()?.install(|| ...)`.
+//! `bsa_index::rayon::ThreadPoolBuilder::new().num_threads(t).build()?.install(|| ...)` (the
+//! crate re-exports the `rayon` it runs on, so a server needs no dependency of its own for it).
 //!
 //! The crate targets 64-bit little-endian machines (the codes are mapped in place).
 
@@ -227,6 +229,22 @@ pub use kernel::KernelFamily;
 pub use manifest::{HnswParams, Manifest, VectorDtype};
 pub use mode::Mode;
 pub use postings::{InvertedLists, InvertedView};
+/// The rayon this crate's searches run on: size their pool with its `ThreadPoolBuilder`.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use bsa_index::live::{SearchOptions, Snapshot};
+/// use bsa_index::{rayon::ThreadPoolBuilder, IndexBuilder, Mode, Score};
+/// let dir = tempfile::tempdir()?;
+/// IndexBuilder::new(64, &[1, 2, 3]).build(dir.path().join("idx"))?;
+/// let index = Snapshot::open(dir.path().join("idx"))?;
+/// let one = ThreadPoolBuilder::new().num_threads(1).build()?;
+/// let (flat, options) = (Mode::parse("flat")?, SearchOptions::default());
+/// let (hits, _) = one.install(|| index.search(&[1], 1, &Score::Hamming, &flat, &options))?;
+/// assert_eq!(hits[0].ids, [0]);
+/// # Ok(()) }
+/// ```
+pub use rayon;
 pub use rowset::RowSet;
 pub use score::{Score, ScoreKind};
 pub use search::{Hit, Hits, InvertedStats, SearchParams, SearchStats, Searcher, Split};

@@ -452,6 +452,77 @@ impl Weights<'_> {
             vec![0.0; q.nrows()],
         ))
     }
+
+    /// The decoded vectors `xhat = bd + sum of wd_t[j]` over each code's set bits `j` (ids
+    /// below `N`), row-major `codes.len() x D`, summed in `f32` in the order given (ascending
+    /// for the codes of [`Weights::codes`]): `bsa`'s decoder bit for bit, so that rows a server
+    /// adds to an index with a graph on decoded vectors
+    /// ([`NewRows::graph_vectors`](crate::live::NewRows::graph_vectors)) are what `bsa add`
+    /// would store. An [`Error::InvalidArgument`] for a bit id of `N` or more.
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use ndarray::array;
+    /// use bsa_index::model::Weights;
+    /// let (we, wd_t) = (array![[1.0f32, 0.0], [0.0, 1.0]], array![[1.0f32, 0.0], [0.0, 2.0]]);
+    /// let (be, bd) = (array![0.0f32, 0.0], array![0.5f32, 0.0]);
+    /// let w = Weights { we: we.view(), be: be.view(), wd_t: wd_t.view(), bd: bd.view(), derived: None };
+    /// assert_eq!(w.decode(&[vec![0, 1], vec![]])?, [1.5, 2.0, 0.5, 0.0]);
+    /// assert!(w.decode(&[vec![2]]).is_err()); // no bit 2 in a 2-bit code
+    /// # Ok(()) }
+    /// ```
+    pub fn decode<R: AsRef<[u32]>>(&self, codes: &[R]) -> Result<Vec<f32>> {
+        let (n, d) = (self.bits(), self.dim());
+        self.check_dim(d)?;
+        let mut out = Vec::with_capacity(codes.len() * d);
+        for (i, code) in codes.iter().enumerate() {
+            let start = out.len();
+            out.extend(self.bd.iter());
+            let row = &mut out[start..];
+            for &j in code.as_ref() {
+                if j as usize >= n {
+                    return Err(Error::InvalidArgument(format!(
+                        "code {i}: bit {j} of a {n}-bit code"
+                    )));
+                }
+                for (x, w) in row.iter_mut().zip(self.wd_t.row(j as usize)) {
+                    *x += w;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The length of each code's decoded vector ([`Weights::decode`]), summed in `f64`: the
+    /// norms an index with `adc` stores for every row (`norms.bin`), and that rows a server adds
+    /// to one need ([`NewRows::norms`](crate::live::NewRows::norms)), as `bsa add` computes
+    /// them, bit for bit.
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use ndarray::array;
+    /// use bsa_index::model::Weights;
+    /// let (we, wd_t) = (array![[1.0f32, 0.0], [0.0, 1.0]], array![[3.0f32, 0.0], [0.0, 4.0]]);
+    /// let (be, bd) = (array![0.0f32, 0.0], array![0.0f32, 0.0]);
+    /// let w = Weights { we: we.view(), be: be.view(), wd_t: wd_t.view(), bd: bd.view(), derived: None };
+    /// assert_eq!(w.decoded_norms(&[vec![0, 1], vec![1]])?, [5.0, 4.0]);
+    /// # Ok(()) }
+    /// ```
+    pub fn decoded_norms<R: AsRef<[u32]>>(&self, codes: &[R]) -> Result<Vec<f32>> {
+        let d = self.dim();
+        let mut norms = Vec::with_capacity(codes.len());
+        // In chunks: the decoded rows of a large batch need not all be held at once.
+        for chunk in codes.chunks(1 << 12) {
+            let xhat = self.decode(chunk)?;
+            norms.extend(xhat.chunks_exact(d.max(1)).map(|r| {
+                r.iter()
+                    .map(|&v| f64::from(v) * f64::from(v))
+                    .sum::<f64>()
+                    .sqrt() as f32
+            }));
+        }
+        Ok(norms)
+    }
 }
 
 /// ADC tables and offsets ([`Weights::adc_tables`]) divided by each query's length, so that the

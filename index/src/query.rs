@@ -180,7 +180,7 @@ pub struct Request {
     /// The search mode (`--mode`).
     pub mode: Mode,
     /// The HNSW candidate list size (`--ef`; `None`: the mode's own, else the one stored at
-    /// build time). Only mode `hnsw` takes one: a search in an exact mode refuses it, since it
+    /// build time, raised to `k` where it is smaller). Only mode `hnsw` takes one: a search in an exact mode refuses it, since it
     /// would be ignored.
     pub ef: Option<usize>,
     /// How codes are ranked (`--score`).
@@ -491,6 +491,21 @@ pub fn encode_queries(model: ModelView<'_>, q: ArrayView2<f32>, bits: usize) -> 
     pack::pack_set_bits(&model.weights.codes(model.rule, q, None)?, bits)
 }
 
+/// Float queries searched without a model: the index's model was not given (it has one:
+/// [`Snapshot::query_model`]), or the index has none.
+fn no_model(index: &Snapshot, dir: &impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(match index.model_path() {
+        Some(_) => format!(
+            "{dir}: float queries need the index's model, and none was given: pass \
+             Snapshot::query_model()'s"
+        ),
+        None => format!(
+            "{dir}: the index has no model to encode float queries; build it with a model, \
+             or search with packed query codes"
+        ),
+    })
+}
+
 /// Checks that `model` makes `bits`-bit codes from rows as wide as `q`'s.
 fn check_model_fits(model: ModelView<'_>, q: ArrayView2<f32>, bits: usize) -> Result<()> {
     model.check()?;
@@ -770,12 +785,7 @@ pub fn search_batched(
     let skip_codes = !request.distances && score_name.needs_floats();
     let codes = match (&floats, queries) {
         (Some(q), _) => {
-            let m = model.ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "{dir}: the index has no model to encode float queries; build it with a \
-                     model, or search with packed query codes"
-                ))
-            })?;
+            let m = model.ok_or_else(|| no_model(index, &dir))?;
             if skip_codes {
                 // Table scores rank without the codes: all-zero ones stand in for them, and
                 // the hits skip their distances (SearchParams::skip_distances below).

@@ -213,16 +213,22 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     )
     .with_context(|| format!("building {} from {}", a.out.display(), inputs.join(" and ")))?;
     pb.finish_and_clear();
+    let lists = match (built.inverted, built.bitmaps) {
+        (true, true) => Some("posting lists (also as bitmaps)"),
+        (true, false) => Some("posting lists"),
+        _ => None,
+    };
+    let parts: Vec<&str> = [lists, a.hnsw.then_some("an HNSW graph")]
+        .into_iter()
+        .flatten()
+        .collect();
     errln!(
-        "bsa: built {} with {} codes of {} bits{}",
+        "bsa: built {} with {} codes of {} bits{}{}",
         a.out.display(),
         built.n,
         built.bits,
-        match (built.inverted, built.bitmaps) {
-            (true, true) => " and posting lists (also as bitmaps)",
-            (true, false) => " and posting lists",
-            _ => "",
-        }
+        if parts.is_empty() { "" } else { " and " },
+        parts.join(" and ")
     );
     Ok(())
 }

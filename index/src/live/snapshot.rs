@@ -627,6 +627,11 @@ pub struct Snapshot {
     extra: serde_json::Value,
     /// The bridges into the largest segment's graph, put together at the first graph search.
     bridges: OnceLock<Option<Bridges>>,
+    /// The model for float queries, read at the first [`Snapshot::query_model`] and kept (with
+    /// what its products derive), shared by [`Snapshot::reopen`] while the model file is the
+    /// same: a server reads it once, and an old snapshot keeps its codes' model after a rebuild.
+    #[cfg(feature = "float-queries")]
+    query_model: OnceLock<Arc<crate::model::QueryModel>>,
     /// The root `manifest.json` as read, and every other file of the generation (relative).
     manifest_bytes: Vec<u8>,
     files: Vec<String>,
@@ -763,7 +768,17 @@ impl Snapshot {
             return Ok(None);
         }
         let kept = self.kept_segments(|_| true);
-        Self::open_reusing(&self.dir, options, &kept).map(Some)
+        let fresh = Self::open_reusing(&self.dir, options, &kept)?;
+        // The same model file (length and CRC): its model, read and derived, goes on.
+        #[cfg(feature = "float-queries")]
+        if let Some(m) = self
+            .query_model
+            .get()
+            .filter(|_| fresh.model_info == self.model_info)
+        {
+            let _ = fresh.query_model.set(Arc::clone(m));
+        }
+        Ok(Some(fresh))
     }
 
     /// This snapshot's segments that `keep` names, to share with a later generation.
@@ -837,6 +852,8 @@ impl Snapshot {
                 manifest_bytes: bytes.to_vec(),
                 segments: vec![SegmentReader::new(".".into(), index, None, 0)],
                 bridges: OnceLock::new(),
+                #[cfg(feature = "float-queries")]
+                query_model: OnceLock::new(),
             });
         }
         let m = LiveManifest::from_bytes(bytes, path)?;
@@ -923,6 +940,8 @@ impl Snapshot {
             next_id: m.next_id,
             segments,
             bridges: OnceLock::new(),
+            #[cfg(feature = "float-queries")]
+            query_model: OnceLock::new(),
             files: files
                 .into_iter()
                 .chain(m.model.iter().map(|mo| mo.file.clone()))
@@ -983,7 +1002,8 @@ impl Snapshot {
             }
             Ok(())
         };
-        mapped().map_err(|e| self.superseded(e))?;
+        // A v1 index's segment checks the model too, by path: replaced by a rebuild is said so.
+        mapped().map_err(|e| self.file_superseded(e))?;
         self.verify_model()
     }
 
@@ -1035,12 +1055,18 @@ impl Snapshot {
         if error.kind() != std::io::ErrorKind::NotFound || self.is_current().unwrap_or(false) {
             return e;
         }
-        let gone = std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "removed by a change to the index after this snapshot of it was opened (a \
-             compaction, say); open the index again",
-        );
-        Error::io(path, gone)
+        // The whole directory gone is no compaction's doing, and leaves nothing to open again.
+        let why = match self.dir.try_exists() {
+            Ok(false) => format!(
+                "the index directory {} was removed (or moved) after this snapshot of it was \
+                 opened",
+                self.dir.display()
+            ),
+            _ => "removed by a change to the index after this snapshot of it was opened (a \
+                  compaction, say); open the index again"
+                .to_string(),
+        };
+        Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, why))
     }
 
     fn verify_all(&self) -> Result<()> {
@@ -1110,22 +1136,30 @@ impl Snapshot {
     /// ```
     pub fn verify_model(&self) -> Result<()> {
         if let (Some(p), Some(info)) = (&self.model, &self.model_info) {
-            verify_plain_file(p, info).map_err(|e| self.model_superseded(p, e))?;
+            verify_plain_file(p, info).map_err(|e| self.file_superseded(e))?;
         }
         Ok(())
     }
 
-    /// `e`, the model file at `path` failing its manifest entry, as said to the caller: a file
-    /// removed ([`Self::superseded`]) or replaced (a different length or CRC) since this
-    /// snapshot was opened is said to be so when the index is no longer this generation (a
-    /// rebuild put its own model there); otherwise it is damage, `e`.
-    fn model_superseded(&self, path: &Path, e: Error) -> Error {
+    /// `e`, a file of this generation failing its manifest entry, as said to the caller: a
+    /// file removed ([`Self::superseded`]) or read by path and found replaced (the model: a
+    /// different length or CRC) since this snapshot was opened is said to be so when the index
+    /// is no longer this generation (a rebuild put its own file there); otherwise it is damage,
+    /// `e`.
+    fn file_superseded(&self, e: Error) -> Error {
         let e = self.superseded(e);
-        if matches!(e, Error::Io { .. }) || self.is_current().unwrap_or(true) {
+        let path = match &e {
+            Error::Checksum { path, .. }
+            | Error::Corrupt { path, .. }
+            | Error::Truncated { path, .. }
+            | Error::Model { path, .. } => path.clone(),
+            _ => return e,
+        };
+        if self.is_current().unwrap_or(true) {
             return e;
         }
         Error::model(
-            path,
+            &path,
             "replaced by a change to the index after this snapshot of it was opened (a \
              rebuild); open the index again",
         )
@@ -1369,30 +1403,53 @@ impl Snapshot {
         self.model.clone()
     }
 
-    /// The index's model ([`Snapshot::model_path`]) read for answering float queries, if the
-    /// index has one, and checked to fit the index ([`Snapshot::check_model`]): a query
-    /// server's way to encode float queries and make the `adc` and `soft` tables
-    /// ([`crate::model`]) the way `bsa search` does, without BLAS. The bytes read are checked
-    /// against the manifest's length and CRC first (a damaged file is an [`Error::Checksum`]; a
-    /// model a rebuild put there after this snapshot was opened, an [`Error::Model`] saying to
-    /// open the index again); a model file that cannot be read or does not fit is an
-    /// [`Error::Model`] naming it.
+    /// The index's model ([`Snapshot::model_path`]) for answering float queries, if the index
+    /// has one, checked to fit the index ([`Snapshot::check_model`]): a query server's way to
+    /// encode float queries and make the `adc` and `soft` tables ([`crate::model`]) the way
+    /// `bsa search` does, without BLAS. Read at the first call and kept with the snapshot (and
+    /// with what its products derive from it): later calls, and the snapshots
+    /// [`reopen`](Self::reopen) makes while the model file is the same, share it. The bytes
+    /// read are checked against the manifest's length and CRC first (a damaged file is an
+    /// [`Error::Checksum`]; a model a rebuild put there after this snapshot was opened, an
+    /// [`Error::Model`] saying to open the index again: call this once after opening, and the
+    /// snapshot keeps its codes' model whatever happens to the directory); a model file that
+    /// cannot be read or does not fit is an [`Error::Model`] naming it.
     ///
-    /// ```no_run
-    /// use bsa_index::live::Snapshot;
-    /// use bsa_index::query::{search, Queries, Request};
+    /// ```
     /// # fn main() -> bsa_index::Result<()> {
-    /// let snap = Snapshot::open("idx")?;
-    /// let model = snap.query_model()?.expect("built with --model");
-    /// let q = ndarray::Array2::<f32>::ones((1, model.dim()));
-    /// // bsa search's checks (finite, non-zero queries, a score the index answers), then the
-    /// // search: `model.encode` and `model.weights()` are the lower-level pieces.
-    /// let request = Request::new(10).score("adc")?;
-    /// let found = search(&snap, Some(model.view()), Queries::Floats(q.view()), &request)?;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    /// # let (eye, zeros) = (bytes(&[1.0, 0.0, 0.0, 1.0]), bytes(&[0.0, 0.0]));
+    /// # use safetensors::{tensor::TensorView, Dtype};
+    /// # let tensors = [
+    /// #     ("encoder.weight", TensorView::new(Dtype::F32, vec![2, 2], &eye).unwrap()),
+    /// #     ("encoder.bias", TensorView::new(Dtype::F32, vec![2], &zeros).unwrap()),
+    /// #     ("decoder.weight", TensorView::new(Dtype::F32, vec![2, 2], &eye).unwrap()),
+    /// #     ("decoder.bias", TensorView::new(Dtype::F32, vec![2], &zeros).unwrap()),
+    /// # ];
+    /// # let settings = [("format", "bsa-model"), ("format_version", "1"), ("dim", "2"),
+    /// #                 ("bits", "2"), ("k", "1"), ("method", "topk")];
+    /// # let meta = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    /// # let model_file = dir.path().join("m.safetensors");
+    /// # std::fs::write(&model_file, safetensors::serialize(tensors, Some(meta)).unwrap()).unwrap();
+    /// use bsa_index::{live::Snapshot, IndexBuilder};
+    /// use bsa_index::query::{search, Queries, Request};
+    /// // Two 2-bit codes of a 2-d model that sets the bit of the larger coordinate.
+    /// IndexBuilder::new(2, &[0b01, 0b10]).model_file(&model_file).build(&path)?;
+    /// let snap = Snapshot::open(&path)?;
+    /// let model = snap.query_model()?.expect("built with a model");
+    /// assert!(std::sync::Arc::ptr_eq(&model, &snap.query_model()?.unwrap())); // read once
+    /// let q = ndarray::array![[0.2f32, 0.9]];
+    /// let found = search(&snap, Some(model.view()), Queries::Floats(q.view()), &Request::new(1))?;
+    /// assert_eq!(found.hits[0].ids, [1]); // the code with bit 1 set
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "float-queries")]
-    pub fn query_model(&self) -> Result<Option<crate::model::QueryModel>> {
+    pub fn query_model(&self) -> Result<Option<Arc<crate::model::QueryModel>>> {
+        if let Some(m) = self.query_model.get() {
+            return Ok(Some(Arc::clone(m)));
+        }
         let Some(path) = self.model_path() else {
             return Ok(None);
         };
@@ -1401,12 +1458,15 @@ impl Snapshot {
         // rebuild over the index) would encode queries this snapshot's codes do not answer.
         let source = match &self.model_info {
             Some(info) => crate::files::verify_plain_bytes(&path, &buf, info)
-                .map_err(|e| self.model_superseded(&path, e))?,
+                .map_err(|e| self.file_superseded(e))?,
             None => crate::files::info_of_bytes(&buf),
         };
         let model = crate::model::QueryModel::from_checked_bytes(&buf, &path, source)?;
         self.check_model(&path, model.bits(), model.dim())?;
-        Ok(Some(model))
+        // Two threads' first calls may both read it: the first kept is everyone's.
+        Ok(Some(Arc::clone(
+            self.query_model.get_or_init(|| Arc::new(model)),
+        )))
     }
 
     /// Checks that a model making `bits`-bit codes from `dim`-d rows, read from `path` (this

@@ -776,9 +776,13 @@ impl Writer {
         match next.checked_add(rows as u64) {
             Some(end) => Ok((next..end).collect()),
             None => Err(Error::InvalidArgument(format!(
-                "{}: no {rows} ids are left after the largest id the index has held ({}{}); \
-                 give the new rows' ids",
+                "{}: not {} left after the largest id the index has held ({}{}); give the \
+                 new rows' ids",
                 self.dir.display(),
+                match rows {
+                    1 => "one id".to_string(),
+                    n => format!("{n} ids"),
+                },
                 next - 1,
                 // `next_id` saturates: at u64::MAX the largest id is u64::MAX - 1 or u64::MAX.
                 if next == u64::MAX { " or more" } else { "" }
