@@ -58,6 +58,13 @@ pub const WIDE: usize = 64;
 pub const WIDE_MIN_QUERIES: usize = 32;
 
 /// The wide kernel's name in search statistics (`table_kernel`), e.g. `"avx512-wide-sparse"`.
+///
+/// ```
+/// use bsa_index::adc_wide::kernel_name;
+/// use bsa_index::KernelFamily;
+/// assert_eq!(kernel_name(KernelFamily::Avx512), "avx512-wide-sparse");
+/// assert_eq!(kernel_name(KernelFamily::Avx2), "avx2-wide-sparse");
+/// ```
 pub fn kernel_name(family: KernelFamily) -> &'static str {
     match family {
         KernelFamily::Avx512 => "avx512-wide-sparse",
@@ -71,6 +78,21 @@ pub fn kernel_name(family: KernelFamily) -> &'static str {
 struct Row([u8; WIDE]);
 
 /// Up to [`WIDE`] quantised tables of one sparse layout, stored by table index.
+///
+/// ```
+/// use bsa_index::adc::{AdcCodes, QuantisedTable};
+/// use bsa_index::adc_wide::{WideGroup, WIDE};
+/// use bsa_index::sparse::SparseCodes;
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [0b0011u64, 0b0100, 0b1001];
+/// let layout = AdcCodes::from_sparse(&SparseCodes::build(&codes, 8)?.view())?;
+/// let table = |g: usize| -> Vec<f32> { (0..8).map(|j| (g * 8 + j) as f32 / 100.0).collect() };
+/// let tables: Vec<QuantisedTable> = (0..WIDE)
+///     .map(|g| QuantisedTable::new(&layout, &table(g), 0.0, false))
+///     .collect::<bsa_index::Result<_>>()?;
+/// assert_eq!(WideGroup::new(tables)?.len(), 64);
+/// # Ok(()) }
+/// ```
 pub struct WideGroup {
     rows: Vec<Row>,
     tables: Vec<QuantisedTable>,
@@ -79,6 +101,23 @@ pub struct WideGroup {
 impl WideGroup {
     /// Groups 1 to [`WIDE`] tables quantised for the same sparse layout, with the same
     /// normalisation.
+    ///
+    /// ```
+    /// use bsa_index::adc::{AdcCodes, QuantisedTable};
+    /// use bsa_index::adc_wide::{WideGroup, WIDE};
+    /// use bsa_index::sparse::SparseCodes;
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let codes = [0b0011u64, 0b0100];
+    /// let sparse = AdcCodes::from_sparse(&SparseCodes::build(&codes, 4)?.view())?;
+    /// let t = QuantisedTable::new(&sparse, &[1.0, 2.0, 3.0, 4.0], 0.0, false)?;
+    /// assert!(WideGroup::new(vec![t.clone(); WIDE]).is_ok());
+    /// assert!(WideGroup::new(vec![t; WIDE + 1]).is_err());
+    /// // Dense layouts have no wide kernel.
+    /// let dense = AdcCodes::from_packed(&codes, 4)?;
+    /// let t = QuantisedTable::new(&dense, &[1.0, 2.0, 3.0, 4.0], 0.0, false)?;
+    /// assert!(WideGroup::new(vec![t]).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn new(tables: Vec<QuantisedTable>) -> Result<Self> {
         let first = check_group_tables(&tables, WIDE, "a wide query group")?;
         if first.dense {
@@ -110,11 +149,42 @@ impl WideGroup {
 }
 
 /// Whether the flat search scans `nq` queries of `codes` with the wide kernel of `family`.
+///
+/// ```
+/// use bsa_index::adc::AdcCodes;
+/// use bsa_index::adc_wide::{supported, used_for, WIDE_MIN_QUERIES};
+/// use bsa_index::sparse::SparseCodes;
+/// use bsa_index::KernelFamily;
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [0b0011u64, 0b0100];
+/// let layout = AdcCodes::from_sparse(&SparseCodes::build(&codes, 8)?.view())?;
+/// let family = KernelFamily::current();
+/// assert!(!used_for(family, &layout, WIDE_MIN_QUERIES - 1)); // too few queries
+/// assert_eq!(used_for(family, &layout, WIDE_MIN_QUERIES), supported(family, &layout));
+/// # Ok(()) }
+/// ```
 pub fn used_for(family: KernelFamily, codes: &AdcCodes, nq: usize) -> bool {
     nq >= WIDE_MIN_QUERIES && supported(family, codes)
 }
 
 /// Whether `family` has a wide kernel for `codes` (AVX-512 and AVX2, sparse layouts).
+///
+/// ```
+/// use bsa_index::adc::AdcCodes;
+/// use bsa_index::adc_wide::supported;
+/// use bsa_index::sparse::SparseCodes;
+/// use bsa_index::KernelFamily;
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [0b0011u64, 0b0100];
+/// let sparse = AdcCodes::from_sparse(&SparseCodes::build(&codes, 8)?.view())?;
+/// let dense = AdcCodes::from_packed(&codes, 8)?;
+/// assert!(!supported(KernelFamily::Portable, &sparse));
+/// for family in KernelFamily::ALL {
+///     assert!(!supported(family, &dense));
+///     assert!(!supported(family, &sparse) || family.is_supported());
+/// }
+/// # Ok(()) }
+/// ```
 pub fn supported(family: KernelFamily, codes: &AdcCodes) -> bool {
     cfg!(target_arch = "x86_64")
         && family != KernelFamily::Portable
@@ -129,6 +199,53 @@ pub fn supported(family: KernelFamily, codes: &AdcCodes) -> bool {
 /// # Errors
 /// If the family has no wide kernel for this layout ([`supported`]), or the group, rows and
 /// top-k lists do not fit the layout.
+///
+/// 64 queries over 500 sparse codes give the plain scan's top k, on each family this CPU has a
+/// wide kernel for; the portable family has none and is refused:
+///
+/// ```
+/// use bsa_index::adc::{self, AdcCodes, QuantisedTable, QueryGroup, GROUP};
+/// use bsa_index::adc_wide::{self as wide, WideGroup, WIDE};
+/// use bsa_index::score::{desc_key, table_score, table_sum};
+/// use bsa_index::sparse::SparseCodes;
+/// use bsa_index::topk::TopK;
+/// use bsa_index::KernelFamily;
+/// # fn main() -> bsa_index::Result<()> {
+/// let mut x = 0x853c_49e6_748f_ea9bu64; // xorshift
+/// let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+/// let (n, bits, w) = (500, 128, 2);
+/// let codes: Vec<u64> = (0..n * w).map(|_| next() & next() & next()).collect();
+/// let tables: Vec<Vec<f32>> = (0..WIDE)
+///     .map(|_| (0..bits).map(|_| (next() % 2001) as f32 / 1000.0 - 1.0).collect())
+///     .collect();
+/// let exact = |g: usize, r: usize| {
+///     desc_key(table_score(0.0, table_sum(&codes[r * w..(r + 1) * w], &tables[g]), None))
+/// };
+/// let layout = AdcCodes::from_sparse(&SparseCodes::build(&codes, bits)?.view())?;
+/// let quantise = |g: usize| QuantisedTable::new(&layout, &tables[g], 0.0, false);
+/// let group = WideGroup::new((0..WIDE).map(quantise).collect::<bsa_index::Result<_>>()?)?;
+/// // The reference: the plain scan, eight queries at a time.
+/// let mut expected = Vec::new();
+/// for first in (0..WIDE).step_by(GROUP) {
+///     let narrow = QueryGroup::new((first..first + GROUP).map(quantise).collect::<bsa_index::Result<_>>()?)?;
+///     let mut tops: Vec<TopK> = (0..GROUP).map(|_| TopK::new(5, None)).collect();
+///     let family = KernelFamily::current();
+///     adc::scan(family, &layout, &narrow, 0..n, &mut tops, |g, r| exact(first + g, r))?;
+///     expected.extend(tops.into_iter().map(|t| t.into_sorted_keys()));
+/// }
+/// for family in KernelFamily::supported() {
+///     let mut tops: Vec<TopK> = (0..WIDE).map(|_| TopK::new(5, None)).collect();
+///     let result = wide::scan(family, &layout, &group, 0..n, &mut tops, exact);
+///     if !wide::supported(family, &layout) {
+///         assert!(result.is_err());
+///         continue;
+///     }
+///     result?;
+///     let got: Vec<Vec<u64>> = tops.into_iter().map(|t| t.into_sorted_keys()).collect();
+///     assert_eq!(got, expected);
+/// }
+/// # Ok(()) }
+/// ```
 pub fn scan(
     family: KernelFamily,
     codes: &AdcCodes,

@@ -81,6 +81,21 @@ pub const WORD_COST: u64 = 7;
 const MAX_PLANES: usize = 16;
 
 /// Bitmap posting lists built in memory (what `bitmaps.bin` stores); see [`BitmapView`].
+///
+/// Column `j` counts the codes that have bit `j`:
+///
+/// ```
+/// use bsa_index::bitmaps::BitmapLists;
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [0b0101u64, 0b0110, 0b0000, 0b1100];
+/// let lists = BitmapLists::build(&codes, 4)?;
+/// assert_eq!(lists.set_bits(), 6);
+/// let view = lists.view();
+/// assert_eq!((view.len(), view.bits()), (4, 4));
+/// let counts: Vec<u32> = (0..4).map(|j| view.column_count(j)).collect();
+/// assert_eq!(counts, [1, 1, 3, 1]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BitmapLists {
     bits: usize,
@@ -92,6 +107,26 @@ pub struct BitmapLists {
 }
 
 /// A borrowed bitmap index (from memory or from the mapped `bitmaps.bin`).
+///
+/// An index built with [`bitmaps`](crate::IndexBuilder::bitmaps) hands its view out with
+/// [`Index::bitmaps`](crate::Index::bitmaps), and the inverted search reads it for queries
+/// whose bitmap words are fewer than their postings:
+///
+/// ```
+/// use bsa_index::topk::key;
+/// use bsa_index::{Index, IndexBuilder, KernelFamily};
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("idx");
+/// let codes = [0b0101u64, 0b0110, 0b0000, 0b1100];
+/// IndexBuilder::new(64, &codes).inverted(true).bitmaps(Some(true)).build(&path)?;
+/// let index = Index::open(&path)?;
+/// let view = index.bitmaps().unwrap();
+/// assert_eq!((view.len(), view.column_count(2)), (4, 3));
+/// let keys = view.hamming_keys(&[0b0110], 1, 2, None, KernelFamily::current());
+/// assert_eq!(keys[0], [key(0, 1), key(2, 0)]); // row 1 at distance 0, then row 0 at 2
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct BitmapView<'a> {
     bits: usize,
@@ -121,6 +156,14 @@ pub(crate) fn column_words(n: usize) -> usize {
 impl BitmapLists {
     /// Transposes `codes` (`n` packed codes of `bits` bits, `ceil(bits / 64)` words each) into
     /// one bitmap per bit. Fails if `bits` is 0 or above 65535, or `n` does not fit a `u32`.
+    ///
+    /// ```
+    /// use bsa_index::bitmaps::BitmapLists;
+    /// assert!(BitmapLists::build(&[1, 2, 3], 128).is_err()); // not whole codes
+    /// assert!(BitmapLists::build(&[1 << 9], 8).is_err()); // bit 9 of an 8-bit code
+    /// assert!(BitmapLists::build(&[0b1011, 0b0001], 8)?.view().column_count(0) == 2);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn build(codes: &[u64], bits: usize) -> Result<Self> {
         if bits == 0 || bits > u16::MAX as usize {
             return Err(Error::InvalidArgument(format!(
@@ -384,6 +427,17 @@ impl<'a> BitmapView<'a> {
     }
 
     /// Words of the bitmaps a query with `m` set bits reads at most.
+    ///
+    /// Columns are padded to whole chunks of 512 rows (8 words), so the cost of a query grows
+    /// with its set bits, not with how often they fire:
+    ///
+    /// ```
+    /// use bsa_index::bitmaps::BitmapLists;
+    /// let codes = vec![0u64; 1000]; // 1000 rows: two chunks, 16 words per column
+    /// let lists = BitmapLists::build(&codes, 64)?;
+    /// assert_eq!(lists.view().words_per_query(3), 3 * 16);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn words_per_query(&self, m: usize) -> u64 {
         (m as u64) * (self.words as u64)
     }
@@ -396,6 +450,41 @@ impl<'a> BitmapView<'a> {
     /// Query bits at or beyond `bits` must be clear.
     /// `family` picks the instruction set of the counting loop (the fastest the CPU has if it
     /// lacks `family`); results are the same with every family.
+    ///
+    /// The keys are the flat scan's, whatever the family; here checked against a brute-force
+    /// reference over 2000 rows (four chunks):
+    ///
+    /// ```
+    /// use bsa_index::bitmaps::BitmapLists;
+    /// use bsa_index::hamming::hamming;
+    /// use bsa_index::topk::key;
+    /// use bsa_index::KernelFamily;
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let mut x = 0x2545_f491_4f6c_dd1du64; // xorshift: sparse 128-bit codes
+    /// let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+    /// let codes: Vec<u64> = (0..2000 * 2).map(|_| next() & next() & next()).collect();
+    /// let queries: Vec<u64> = (0..3 * 2).map(|_| next() & next()).collect();
+    /// let view_owner = BitmapLists::build(&codes, 128)?;
+    /// let view = view_owner.view();
+    /// let reference = |q: &[u64], k: usize, max: u32| {
+    ///     let mut all: Vec<u64> = codes.chunks_exact(2).enumerate()
+    ///         .map(|(r, c)| key(hamming(q, c), r as u32))
+    ///         .filter(|&key| key >> 32 <= u64::from(max)).collect();
+    ///     all.sort();
+    ///     all.truncate(k);
+    ///     all
+    /// };
+    /// for family in KernelFamily::supported() {
+    ///     let keys = view.hamming_keys(&queries, 2, 10, None, family);
+    ///     for (qi, q) in queries.chunks_exact(2).enumerate() {
+    ///         assert_eq!(keys[qi], reference(q, 10, u32::MAX));
+    ///     }
+    ///     // A distance bound keeps only the keys within it.
+    ///     let near = view.hamming_keys(&queries[..2], 2, 10, Some(20), family);
+    ///     assert_eq!(near[0], reference(&queries[..2], 10, 20));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn hamming_keys(
         &self,
         queries: &[u64],

@@ -25,6 +25,21 @@ use crate::kernel::KernelFamily;
 const LANES: usize = 64;
 
 /// A dot-product kernel of one family (see [`Dot::select`]).
+///
+/// Every family gives the same bits: a product computed on one machine can be checked on another.
+///
+/// ```
+/// use bsa_index::dot::Dot;
+/// use bsa_index::KernelFamily;
+/// let a: Vec<f32> = (0..300).map(|i| (i as f32 * 0.37).sin()).collect();
+/// let b: Vec<f32> = (0..300).map(|i| (i as f32 * 0.11).cos()).collect();
+/// let portable = Dot::select(KernelFamily::Portable).dot(&a, &b);
+/// for family in KernelFamily::supported() {
+///     let d = Dot::select(family);
+///     assert_eq!(d.family(), family);
+///     assert_eq!(d.dot(&a, &b).to_bits(), portable.to_bits());
+/// }
+/// ```
 #[derive(Clone, Copy)]
 pub struct Dot {
     f: fn(&[f32], &[f32]) -> f32,
@@ -40,6 +55,20 @@ impl std::fmt::Debug for Dot {
 
 impl Dot {
     /// The kernel of `family` (the portable one if the CPU lacks the family).
+    ///
+    /// ```
+    /// use bsa_index::dot::Dot;
+    /// use bsa_index::KernelFamily;
+    /// let d = Dot::select(KernelFamily::Avx512);
+    /// // The family asked for if this CPU runs it, else the portable kernel.
+    /// let expected = if KernelFamily::Avx512.is_supported() {
+    ///     KernelFamily::Avx512
+    /// } else {
+    ///     KernelFamily::Portable
+    /// };
+    /// assert_eq!(d.family(), expected);
+    /// assert_eq!(d.dot(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]), 32.0);
+    /// ```
     pub fn select(family: KernelFamily) -> Dot {
         #[cfg(not(target_arch = "x86_64"))]
         let _ = family; // only x86-64 has families besides the portable one
@@ -76,6 +105,19 @@ impl Dot {
     }
 
     /// `a . b` in the fixed order of the module docs.
+    ///
+    /// The order is the lanes', not left to right: here the two large terms (lanes 0 and 2)
+    /// cancel before the small one (lane 1) is added, where a left-to-right sum would lose it.
+    ///
+    /// ```
+    /// use bsa_index::dot::Dot;
+    /// use bsa_index::KernelFamily;
+    /// let a = [1e8f32, 1.0, -1e8];
+    /// let ones = [1.0f32; 3];
+    /// let left_to_right: f32 = a.iter().sum();
+    /// assert_eq!(left_to_right, 0.0);
+    /// assert_eq!(Dot::select(KernelFamily::current()).dot(&a, &ones), 1.0);
+    /// ```
     ///
     /// # Panics
     /// If the lengths differ.
@@ -118,6 +160,16 @@ impl Dot {
 
 /// `a . b` in the fixed order of the module docs, with the kernels of
 /// [`KernelFamily::current`].
+///
+/// ```
+/// use bsa_index::dot::{dot, Dot};
+/// use bsa_index::KernelFamily;
+/// let a: Vec<f32> = (0..200).map(|i| i as f32 / 7.0).collect();
+/// let b: Vec<f32> = (0..200).map(|i| 1.0 - i as f32 / 13.0).collect();
+/// let d = dot(&a, &b);
+/// assert_eq!(d.to_bits(), Dot::select(KernelFamily::current()).dot(&a, &b).to_bits());
+/// assert_eq!(d.to_bits(), Dot::select(KernelFamily::Portable).dot(&a, &b).to_bits());
+/// ```
 ///
 /// # Panics
 /// If the lengths differ.

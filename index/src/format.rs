@@ -91,6 +91,17 @@ pub mod offsets {
 }
 
 /// The kind of a binary file, which fixes its magic and element type.
+///
+/// ```
+/// use bsa_index::format::{ElemKind, FileKind, Header};
+/// # fn main() -> bsa_index::Result<()> {
+/// assert_eq!(&FileKind::Codes.magic(), b"BSA\0CODE");
+/// // The magic opens every file, so one kind's file is not read as another's.
+/// let ids = Header::new(FileKind::Ids, 0, 3, 64, 1, ElemKind::U64)?.encode();
+/// assert_eq!(ids[..8], FileKind::Ids.magic());
+/// assert_ne!(FileKind::Ids.magic(), FileKind::Codes.magic());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     /// Packed codes, `u64` words.
@@ -135,6 +146,16 @@ impl FileKind {
 }
 
 /// Element type of a payload.
+///
+/// ```
+/// use bsa_index::format::{ElemKind, FileKind, Header};
+/// # fn main() -> bsa_index::Result<()> {
+/// assert_eq!(ElemKind::F16.size(), 2);
+/// // 10 vectors of dimension 384 in f16: 10 * 384 * 2 payload bytes.
+/// let h = Header::new(FileKind::Vectors, 0, 10, 384, 384, ElemKind::F16)?;
+/// assert_eq!(h.payload_len, 10 * 384 * 2);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
 pub enum ElemKind {
@@ -167,6 +188,24 @@ impl ElemKind {
 }
 
 /// The decoded 64-byte header of a binary file.
+///
+/// [`Header::encode`] and [`Header::decode`] round-trip:
+///
+/// ```
+/// use bsa_index::format::{ElemKind, FileKind, Header, HEADER_LEN};
+/// use std::path::Path;
+/// # fn main() -> bsa_index::Result<()> {
+/// // 5 codes of 100 bits, two words each.
+/// let mut h = Header::new(FileKind::Codes, 0, 5, 100, 2, ElemKind::U64)?;
+/// h.payload_crc = 0xdead_beef;
+/// let bytes = h.encode();
+/// assert_eq!(bytes.len(), HEADER_LEN);
+/// let file_len = h.file_len().unwrap(); // 64 + 5 * 2 * 8
+/// assert_eq!(file_len, 144);
+/// let back = Header::decode(&bytes, FileKind::Codes, file_len, Path::new("codes.bin"))?;
+/// assert_eq!(back, h);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     /// File kind (from the magic).
@@ -207,6 +246,20 @@ fn rd_u64(b: &[u8; HEADER_LEN], at: usize) -> u64 {
 
 impl Header {
     /// A header for `count` rows of `row_elems` elements of type `elem`, payload right after the header.
+    ///
+    /// The payload length is `count * row_elems * elem.size()`; a count that overflows it is
+    /// refused.
+    ///
+    /// ```
+    /// use bsa_index::format::{ElemKind, FileKind, Header, HEADER_LEN};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let h = Header::new(FileKind::Codes, 0, 1000, 256, 4, ElemKind::U64)?;
+    /// assert_eq!(h.payload_offset, HEADER_LEN as u64);
+    /// assert_eq!(h.payload_len, 1000 * 4 * 8);
+    /// assert_eq!(h.payload_crc, 0); // the writer fills it in
+    /// assert!(Header::new(FileKind::Codes, 0, u64::MAX, 256, 4, ElemKind::U64).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn new(
         kind: FileKind,
         flags: u32,
@@ -268,6 +321,28 @@ impl Header {
     /// Decodes and validates a header in O(1): length, magic, version, header checksum, flags, the
     /// element type for `kind`, the payload size implied by the counts, alignment, and agreement with
     /// `file_len`. `path` is only used in error messages.
+    ///
+    /// ```
+    /// use bsa_index::format::{ElemKind, FileKind, Header};
+    /// use bsa_index::Error;
+    /// use std::path::Path;
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let h = Header::new(FileKind::Ids, 0, 4, 64, 1, ElemKind::U64)?;
+    /// let (bytes, len, path) = (h.encode(), h.file_len().unwrap(), Path::new("ids.bin"));
+    /// assert_eq!(Header::decode(&bytes, FileKind::Ids, len, path)?, h);
+    ///
+    /// let mut flipped = bytes;
+    /// flipped[16] ^= 1; // the row count: caught by the header checksum
+    /// let err = Header::decode(&flipped, FileKind::Ids, len, path).unwrap_err();
+    /// assert!(matches!(err, Error::Checksum { .. }), "{err}");
+    /// // Another kind's magic, a file shorter or longer than the header says:
+    /// let err = Header::decode(&bytes, FileKind::Codes, len, path).unwrap_err();
+    /// assert!(matches!(err, Error::NotAnIndex { .. }), "{err}");
+    /// let err = Header::decode(&bytes, FileKind::Ids, len - 8, path).unwrap_err();
+    /// assert!(matches!(err, Error::Truncated { need: 96, have: 88, .. }), "{err}");
+    /// assert!(Header::decode(&bytes, FileKind::Ids, len + 1, path).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn decode(bytes: &[u8], kind: FileKind, file_len: u64, path: &Path) -> Result<Self> {
         let path_buf = || path.to_path_buf();
         if bytes.len() < 8 || bytes[..8] != kind.magic() {

@@ -103,6 +103,33 @@ impl GraphLayout {
 ///
 /// Obtained from [`crate::Index::graph`] or, for a payload read elsewhere,
 /// [`GraphView::from_payload`] (which validates every byte).
+///
+/// ```
+/// use bsa_index::graph::NO_NEIGHBOUR;
+/// use bsa_index::{HnswParams, Index, IndexBuilder};
+/// # fn main() -> bsa_index::Result<()> {
+/// let n = 40;
+/// let vectors: Vec<f32> = (0..n * 4).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+/// let codes: Vec<u64> = (0..n as u64).collect();
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("idx");
+/// let params = HnswParams { max_connections: 4, ..HnswParams::default() };
+/// IndexBuilder::new(64, &codes).hnsw(params).graph_on(&vectors, 4).build(&path)?;
+/// let index = Index::open(&path)?;
+/// let graph = index.graph()?;
+/// assert_eq!(graph.len(), n);
+/// assert_eq!((graph.level0_stride(), graph.upper_stride()), (8, 4)); // 2M and M
+/// assert_eq!(graph.level(graph.entry_point()), graph.max_level());
+/// for row in 0..n as u32 {
+///     for level in 0..=graph.level(row) {
+///         let (slots, near) = (graph.slots(row, level), graph.neighbours(row, level));
+///         assert!(near.iter().all(|&r| (r as usize) < n && r != row));
+///         assert!(slots[near.len()..].iter().all(|&s| s == NO_NEIGHBOUR)); // padding last
+///     }
+///     assert!(graph.neighbours(row, graph.level(row) + 1).is_empty());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct GraphView<'a> {
     n: u32,
@@ -135,6 +162,29 @@ impl<'a> GraphView<'a> {
     /// `max_level` per node (and reach exactly the number of upper lists), that the entry point is
     /// on the highest level, and that every neighbour slot holds a row `< n` or
     /// [`NO_NEIGHBOUR`], with padding only after the last neighbour of a list.
+    ///
+    /// ```
+    /// use bsa_index::graph::{GraphView, GRAPH_FILE};
+    /// use bsa_index::{HnswParams, Index, IndexBuilder};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let vectors: Vec<f32> = (0..40).map(|i| ((i * 7) % 11) as f32 - 5.0).collect(); // 10 x 4
+    /// let codes: Vec<u64> = (0..10).collect();
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).graph_on(&vectors, 4).build(&path)?;
+    /// let file = std::fs::read(path.join(GRAPH_FILE)).unwrap();
+    /// let mut words = vec![0u64; (file.len() - 64) / 8]; // the payload, 8-byte aligned
+    /// bytemuck::cast_slice_mut(&mut words).copy_from_slice(&file[64..]);
+    /// let payload: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+    /// let graph = GraphView::from_payload(payload, 10, &path)?;
+    /// let index = Index::open(&path)?;
+    /// assert_eq!(graph.neighbours(3, 0), index.graph()?.neighbours(3, 0));
+    /// assert!(GraphView::from_payload(payload, 11, &path).is_err()); // another index's size
+    /// // Level 0 starts at byte 192 (prelude, 11 offsets, padding): point a slot past the end.
+    /// payload[192..196].copy_from_slice(&10u32.to_le_bytes());
+    /// assert!(GraphView::from_payload(payload, 10, &path).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn from_payload(payload: &'a [u8], n: u64, path: &Path) -> Result<GraphView<'a>> {
         let layout = Self::validate(payload, n, path)?;
         Ok(Self::from_layout(payload, &layout))

@@ -21,6 +21,15 @@ use crate::topk::TopK;
 
 /// Hamming distance between two codes of the same length in words.
 ///
+/// ```
+/// use bsa_index::hamming::hamming;
+/// // Two 128-bit codes (two words each): bits 0 and 1 differ in word 0, bit 63 in word 1.
+/// let a = [0b0011u64, 0];
+/// let b = [0b0000u64, 1 << 63];
+/// assert_eq!(hamming(&a, &b), 3);
+/// assert_eq!(hamming(&a, &a), 0);
+/// ```
+///
 /// # Panics
 /// If the lengths differ.
 #[inline]
@@ -30,6 +39,16 @@ pub fn hamming(a: &[u64], b: &[u64]) -> u32 {
 }
 
 /// Hamming distance between two `W`-word codes (unrolled by the compiler).
+///
+/// Gives the same distance as [`hamming`] on the same words.
+///
+/// ```
+/// use bsa_index::hamming::{hamming, hamming_fixed};
+/// let a = [u64::MAX, 0b1010, 7];
+/// let b = [0u64, 0b0110, 7];
+/// assert_eq!(hamming_fixed(&a, &b), 64 + 2);
+/// assert_eq!(hamming_fixed(&a, &b), hamming(&a, &b));
+/// ```
 #[inline(always)]
 pub fn hamming_fixed<const W: usize>(a: &[u64; W], b: &[u64; W]) -> u32 {
     let mut d = 0;
@@ -41,6 +60,18 @@ pub fn hamming_fixed<const W: usize>(a: &[u64; W], b: &[u64; W]) -> u32 {
 
 /// Distances from `query` (`w = query.len()` words) to each of the `codes.len() / w` codes in
 /// `codes`, written to `out` (one per code).
+///
+/// ```
+/// use bsa_index::hamming::{distances, hamming};
+/// let query = [0b1111u64, 0];
+/// let codes = [0b1111u64, 0, /* row 1 */ 0b0001, 0, /* row 2 */ 0b1111, u64::MAX];
+/// let mut out = [0u32; 3];
+/// distances(&query, &codes, &mut out);
+/// assert_eq!(out, [0, 3, 64]);
+/// for (c, &d) in codes.chunks_exact(2).zip(&out) {
+///     assert_eq!(d, hamming(&query, c));
+/// }
+/// ```
 ///
 /// # Panics
 /// If `query` is empty, `codes.len()` is not a multiple of `w`, or `out` has the wrong length.
@@ -62,6 +93,21 @@ pub fn distances(query: &[u64], codes: &[u64], out: &mut [u32]) {
 ///
 /// Codes are visited in tiles of about 32 KiB; each tile is compared with every query before the
 /// next is loaded, so the codes are read from memory once per call instead of once per query.
+///
+/// ```
+/// use bsa_index::hamming::{distances_batch, hamming};
+/// let w = 1; // one word per code
+/// let queries = [0b0000u64, 0b1111];
+/// let codes = [0b0001u64, 0b0011, 0b0111];
+/// let mut out = vec![0u32; queries.len() * codes.len()];
+/// distances_batch(&queries, &codes, w, &mut out);
+/// assert_eq!(out, [1, 2, 3, /* query 1 */ 3, 2, 1]);
+/// for (q, query) in queries.chunks_exact(w).enumerate() {
+///     for (c, code) in codes.chunks_exact(w).enumerate() {
+///         assert_eq!(out[q * codes.len() + c], hamming(query, code));
+///     }
+/// }
+/// ```
 ///
 /// # Panics
 /// If `w == 0`, the slices are not whole rows, or `out.len() != n_queries * n_codes`.
@@ -92,6 +138,17 @@ pub fn distances_batch(queries: &[u64], codes: &[u64], w: usize, out: &mut [u32]
 /// Name of the kernel `family` uses for `words_per_code` words (e.g. `"avx512-w4"`,
 /// `"avx2-w16"`, `"portable-any"`), for benchmarks and `--stats`. A family the CPU lacks names
 /// the portable kernel it would fall back to.
+///
+/// ```
+/// use bsa_index::hamming::kernel_name;
+/// use bsa_index::KernelFamily;
+/// // The portable family has a kernel for 4 words (256 bits), and a loop for 5.
+/// assert_eq!(kernel_name(KernelFamily::Portable, 4), "portable-w4");
+/// assert_eq!(kernel_name(KernelFamily::Portable, 5), "portable-any");
+/// // Every name starts with the family that runs it, which may be the portable fallback.
+/// let name = kernel_name(KernelFamily::current(), 16);
+/// assert!(name.starts_with(KernelFamily::current().name()), "{name}");
+/// ```
 pub fn kernel_name(family: KernelFamily, words_per_code: usize) -> &'static str {
     Kernel::select(family, words_per_code).name()
 }

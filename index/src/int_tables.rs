@@ -64,6 +64,21 @@ fn quantise(a: &[f32], level: i32) -> (Vec<i8>, f32) {
 
 /// A decoder `Wd^T` (`N x D`, one row per bit) rounded to 8-bit integers and packed for the
 /// table kernels: made once per model, used for every query batch.
+///
+/// The integer tables pick the candidates the exact `f32` tables pick:
+///
+/// ```
+/// use bsa_index::int_tables::IntDecoder;
+/// use bsa_index::topk::largest_f32;
+/// let (bits, dim) = (64, 24);
+/// let wd_t = ndarray::Array2::from_shape_fn((bits, dim), |(j, t)| ((j * 7 + t * 13) % 17) as f32 - 8.0);
+/// let q = ndarray::Array2::from_shape_fn((1, dim), |(_, t)| ((t * 5) % 11) as f32 / 10.0 - 0.5);
+/// let dec = IntDecoder::new(wd_t.view());
+/// assert_eq!(dec.bits(), bits);
+/// let coarse = dec.tables(q.view());
+/// let exact: Vec<f32> = wd_t.rows().into_iter().map(|row| row.dot(&q.row(0))).collect();
+/// assert_eq!(largest_f32(&coarse, 5), largest_f32(&exact, 5));
+/// ```
 #[derive(Clone, Debug)]
 pub struct IntDecoder {
     /// `ceil(N / W)` panels of `ceil(D / 4)` steps, each `W` atoms x 4 dimensions
@@ -153,6 +168,20 @@ impl IntDecoder {
     ///
     /// # Panics
     /// If `q` does not have `D` columns.
+    ///
+    /// Inputs that the rounding keeps as they are (decoder entries in `-127..=127` times one
+    /// scale, query entries in `-63..=63` times another) give the exact products; and a query's
+    /// entries do not depend on the batch it came in:
+    ///
+    /// ```
+    /// use bsa_index::int_tables::IntDecoder;
+    /// let wd_t = ndarray::array![[127.0f32, -127.0, 5.0], [64.0, 0.0, -1.0]]; // N = 2, D = 3
+    /// let dec = IntDecoder::new(wd_t.view());
+    /// let q = ndarray::array![[63.0f32, -21.0, 0.0], [0.0, 0.0, 0.5]];
+    /// let t = dec.tables(q.view()); // 2 queries x 2 entries
+    /// assert_eq!(t[..2], [63.0 * 127.0 + 21.0 * 127.0, 63.0 * 64.0]);
+    /// assert_eq!(t[2..], dec.tables(q.slice(ndarray::s![1..2, ..]))[..]);
+    /// ```
     pub fn tables(&self, q: ArrayView2<f32>) -> Vec<f32> {
         assert_eq!(
             q.ncols(),

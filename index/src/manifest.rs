@@ -35,6 +35,19 @@ pub const MAX_MANIFEST_LEN: u64 = 64 << 20;
 pub const KNOWN_INCOMPAT_FEATURES: &[&str] = &[];
 
 /// Length and checksum of one file of the index.
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("idx");
+/// let m = bsa_index::IndexBuilder::new(64, &[1, 2, 3]).build(&path)?;
+/// for (name, info) in &m.files {
+///     // The manifest knows every file's length, so a truncated copy is caught at open.
+///     assert_eq!(std::fs::metadata(path.join(name)).unwrap().len(), info.len);
+/// }
+/// assert_eq!(m.files["codes.bin"].len, 64 + 3 * 8); // header + three one-word codes
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct FileInfo {
@@ -46,6 +59,18 @@ pub struct FileInfo {
 
 /// One immutable run of rows. Format v1 writes (and reads) exactly one segment; the list exists so
 /// that appending codes can later add segments without rewriting the existing files.
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let m = bsa_index::IndexBuilder::new(64, &[1, 2, 3]).build(dir.path().join("idx"))?;
+/// assert_eq!(m.segments.len(), 1);
+/// let seg = &m.segments[0];
+/// assert_eq!(seg.rows, m.n);
+/// assert_eq!((seg.codes.as_str(), seg.ids.as_str()), ("codes.bin", "ids.bin"));
+/// assert_eq!(seg.vectors, None); // no vectors given
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Segment {
@@ -60,6 +85,21 @@ pub struct Segment {
 }
 
 /// Element type of the stored float vectors.
+///
+/// ```
+/// use bsa_index::{IndexBuilder, VectorDtype};
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let vectors = [0.6f32, 0.8, 1.0, 0.0]; // two 2-d vectors
+/// let m = IndexBuilder::new(64, &[1, 2])
+///     .vectors(&vectors, 2)
+///     .vector_dtype(VectorDtype::F16)
+///     .build(dir.path().join("idx"))?;
+/// assert_eq!(m.vectors.unwrap().dtype, VectorDtype::F16);
+/// assert_eq!(m.files["vectors.bin"].len, 64 + 2 * 2 * 2); // two bytes per element
+/// assert_eq!(VectorDtype::F16.to_string(), "f16");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VectorDtype {
@@ -80,6 +120,18 @@ impl std::fmt::Display for VectorDtype {
 }
 
 /// The stored float vectors.
+///
+/// ```
+/// use bsa_index::{IndexBuilder, VectorDtype};
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let vectors = [1.0f32, 0.0, 0.0, /* row 1 */ 0.0, 1.0, 0.0];
+/// let m = IndexBuilder::new(64, &[1, 2]).vectors(&vectors, 3).build(dir.path().join("idx"))?;
+/// let info = m.vectors.unwrap();
+/// assert_eq!((info.dim, info.dtype), (3, VectorDtype::F32)); // f32 unless asked otherwise
+/// assert_eq!(m.segments[0].vectors.as_deref(), Some("vectors.bin"));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct VectorsInfo {
@@ -90,6 +142,19 @@ pub struct VectorsInfo {
 }
 
 /// HNSW graph parameters.
+///
+/// ```
+/// use bsa_index::{HnswParams, IndexBuilder};
+/// # fn main() -> bsa_index::Result<()> {
+/// let params = HnswParams { max_connections: 8, ..HnswParams::default() };
+/// assert_eq!((params.ef_construction, params.ef_search), (200, 64));
+/// let codes: Vec<u64> = (0..50u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+/// let dir = tempfile::tempdir().unwrap();
+/// let m = IndexBuilder::new(64, &codes).hnsw(params).build(dir.path().join("idx"))?;
+/// assert_eq!(m.hnsw.unwrap().params, params); // recorded for rebuilds and searches
+/// assert_eq!(m.build.hnsw, Some(params));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HnswParams {
     /// Maximum connections per node and layer (`M`; layer 0 keeps up to 2M). 2..=255.
@@ -111,6 +176,23 @@ impl Default for HnswParams {
 }
 
 /// The stored HNSW graph.
+///
+/// ```
+/// use bsa_index::{HnswParams, IndexBuilder};
+/// use bsa_index::manifest::GraphMetric;
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes: Vec<u64> = (0..50u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("idx");
+/// let m = IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+/// let info = m.hnsw.unwrap();
+/// assert_eq!(info.native.as_deref(), Some("graph.bin")); // searched in place
+/// assert!(m.files.contains_key(&info.graph) && m.files.contains_key(&info.data));
+/// assert!(m.graph.is_none()); // a graph over the codes, not over float vectors
+/// let index = bsa_index::Index::open(&path)?;
+/// assert_eq!(index.graph_metric(), Some(GraphMetric::Hamming));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct HnswInfo {
@@ -130,6 +212,23 @@ pub struct HnswInfo {
 
 /// A graph built natively on float vectors (`graph.bin`), searched with table scores such as
 /// bsa's decoder ADC. Old readers ignore this field (they see no graph).
+///
+/// ```
+/// use bsa_index::manifest::GraphMetric;
+/// use bsa_index::{HnswParams, IndexBuilder};
+/// # fn main() -> bsa_index::Result<()> {
+/// let vectors: Vec<f32> = (0..40).map(|i| ((i * 7) % 11) as f32 - 5.0).collect(); // 10 x 4
+/// let codes: Vec<u64> = (0..10).collect();
+/// let dir = tempfile::tempdir().unwrap();
+/// let m = IndexBuilder::new(64, &codes)
+///     .hnsw(HnswParams::default())
+///     .graph_on(&vectors, 4)
+///     .build(dir.path().join("idx"))?;
+/// let g = m.graph.unwrap();
+/// assert_eq!((g.file.as_str(), g.metric, g.dim), ("graph.bin", GraphMetric::Cosine, 4));
+/// assert!(m.hnsw.is_none()); // an index has at most one graph
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct GraphInfo {
@@ -145,6 +244,24 @@ pub struct GraphInfo {
 
 /// What a graph's neighbours are nearest by, so a search can refuse a score the graph was not
 /// built for.
+///
+/// ```
+/// use bsa_index::manifest::GraphMetric;
+/// use bsa_index::{HnswParams, Index, IndexBuilder};
+/// # fn main() -> bsa_index::Result<()> {
+/// let vectors: Vec<f32> = (0..40).map(|i| ((i * 7) % 11) as f32 - 5.0).collect(); // 10 x 4
+/// let codes: Vec<u64> = (0..10).collect();
+/// let dir = tempfile::tempdir().unwrap();
+/// let (plain, on_vectors) = (dir.path().join("plain"), dir.path().join("cosine"));
+/// IndexBuilder::new(64, &codes).build(&plain)?;
+/// IndexBuilder::new(64, &codes)
+///     .hnsw(HnswParams::default())
+///     .graph_on(&vectors, 4)
+///     .build(&on_vectors)?;
+/// assert_eq!(Index::open(&plain)?.graph_metric(), None);
+/// assert_eq!(Index::open(&on_vectors)?.graph_metric(), Some(GraphMetric::Cosine));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
@@ -157,6 +274,20 @@ pub enum GraphMetric {
 }
 
 /// The model file copied into the index (read by [`crate::model`] for float queries).
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let src = dir.path().join("encoder-v3.safetensors");
+/// std::fs::write(&src, b"model bytes").unwrap(); // copied as it is: read only by queries
+/// let path = dir.path().join("idx");
+/// let m = bsa_index::IndexBuilder::new(64, &[1, 2]).model_file(&src).build(&path)?;
+/// let info = m.model.unwrap();
+/// assert_eq!(info.file, "model.safetensors");
+/// assert_eq!(info.original_name, "encoder-v3.safetensors");
+/// assert_eq!(std::fs::read(path.join(&info.file)).unwrap(), b"model bytes");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ModelInfo {
@@ -170,6 +301,19 @@ pub struct ModelInfo {
 ///
 /// Old v1 readers ignore this field and the file (it is listed under `files`, so their `verify`
 /// still checks its checksum).
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [0b1011u64, 1 << 63, 0, 0b1];
+/// let dir = tempfile::tempdir().unwrap();
+/// let m = bsa_index::IndexBuilder::new(64, &codes).inverted(true).build(dir.path().join("i"))?;
+/// let info = m.inverted.unwrap();
+/// assert_eq!(info.file, "inverted.bin");
+/// // One posting per set bit: 3 + 1 + 0 + 1.
+/// let set_bits: u32 = codes.iter().map(|c| c.count_ones()).sum();
+/// assert_eq!(info.postings, u64::from(set_bits));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct InvertedInfo {
@@ -182,6 +326,18 @@ pub struct InvertedInfo {
 /// The stored set bits of each code (`sparse.bin`), optional (see [`crate::sparse`]).
 ///
 /// Old v1 readers ignore this field and the file (it is listed under `files`).
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [0b1011u64, 0, /* row 1 */ 0, 1 << 63]; // two 128-bit codes
+/// let dir = tempfile::tempdir().unwrap();
+/// let m = bsa_index::IndexBuilder::new(128, &codes)
+///     .sparse(Some(true))
+///     .build(dir.path().join("i"))?;
+/// let info = m.sparse.unwrap();
+/// assert_eq!((info.file.as_str(), info.set_bits), ("sparse.bin", 4));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct SparseInfo {
@@ -194,6 +350,20 @@ pub struct SparseInfo {
 /// Posting lists stored as bitmaps over rows (`bitmaps.bin`), optional (see
 /// [`crate::bitmaps`]). Old v1 readers ignore this field and the file (it is listed under
 /// `files`).
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [0b1011u64, 1 << 63, 0, 0b1];
+/// let dir = tempfile::tempdir().unwrap();
+/// let m = bsa_index::IndexBuilder::new(64, &codes)
+///     .inverted(true)
+///     .bitmaps(Some(true))
+///     .build(dir.path().join("i"))?;
+/// let info = m.bitmaps.unwrap();
+/// assert_eq!((info.file.as_str(), info.set_bits), ("bitmaps.bin", 5));
+/// assert_eq!(info.set_bits, m.inverted.unwrap().postings); // the same bits, another layout
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct BitmapsInfo {
@@ -205,6 +375,16 @@ pub struct BitmapsInfo {
 
 /// The stored per-code norms (`norms.bin`), optional: one `f32` per code, used by normalised
 /// table scores (bsa stores the norm of each code's decoded vector, for ADC).
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("i");
+/// let m = bsa_index::IndexBuilder::new(64, &[1, 3]).norms(&[1.0, 1.5]).build(&path)?;
+/// assert_eq!(m.norms.unwrap().file, "norms.bin");
+/// assert_eq!(bsa_index::Index::open(&path)?.norms(), Some(&[1.0f32, 1.5][..]));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct NormsInfo {
@@ -213,6 +393,18 @@ pub struct NormsInfo {
 }
 
 /// Settings the index was built with, for reproducibility.
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let m = bsa_index::IndexBuilder::new(64, &[5, 6]).ids(&[100, 200]).build(dir.path().join("i"))?;
+/// assert!(m.build.ids_given);
+/// assert_eq!(m.build.hnsw, None);
+/// assert!(m.build.threads >= 1);
+/// let m = bsa_index::IndexBuilder::new(64, &[5, 6]).build(dir.path().join("j"))?;
+/// assert!(!m.build.ids_given); // the ids are the row numbers
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[non_exhaustive]
 pub struct BuildInfo {
@@ -225,6 +417,28 @@ pub struct BuildInfo {
 }
 
 /// The manifest body. Fields marked optional are absent when the part is not stored.
+///
+/// The manifest [`IndexBuilder::build`](crate::IndexBuilder::build) returns is the one
+/// `manifest.json` holds and [`Index::manifest`](crate::Index::manifest) reads back:
+///
+/// ```
+/// use bsa_index::manifest::{Manifest, MANIFEST_FILE};
+/// use bsa_index::{Index, IndexBuilder};
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("idx");
+/// let codes = [1u64, 0, /* row 1 */ 2, 0, /* row 2 */ 3, 0]; // three 100-bit codes
+/// let built = IndexBuilder::new(100, &codes)
+///     .extra(serde_json::json!({"encoder": "bsa-v1"}))
+///     .build(&path)?;
+/// assert_eq!((built.n, built.bits, built.words_per_code), (3, 100, 2));
+/// assert_eq!(built.extra["encoder"], "bsa-v1");
+/// assert!(built.vectors.is_none() && built.inverted.is_none());
+/// assert_eq!(Index::open(&path)?.manifest(), &built);
+/// let bytes = std::fs::read(path.join(MANIFEST_FILE)).unwrap();
+/// assert_eq!(Manifest::from_bytes(&bytes, &path)?, built);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Manifest {
@@ -359,6 +573,22 @@ pub(crate) fn seal<T: Serialize>(body: &T, version: u32) -> Result<Vec<u8>> {
 /// The format version an index directory's manifest bytes declare (read from `path`), after
 /// checking the envelope's `format` name and that this build reads the version: the single
 /// segment format ([`FORMAT_VERSION`]) or the segmented one ([`SEGMENTED_FORMAT_VERSION`]).
+///
+/// ```
+/// use bsa_index::manifest::{manifest_version, Manifest};
+/// use bsa_index::Error;
+/// use std::path::Path;
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let m = bsa_index::IndexBuilder::new(64, &[1]).build(dir.path().join("i"))?;
+/// let path = Path::new("manifest.json");
+/// assert_eq!(manifest_version(&m.to_bytes()?, path)?, bsa_index::format::FORMAT_VERSION);
+/// let other = br#"{"format": "something-else", "format_version": 1}"#;
+/// assert!(matches!(manifest_version(other, path), Err(Error::NotAnIndex { .. })));
+/// let future = br#"{"format": "bsa-index", "format_version": 99}"#;
+/// assert!(matches!(manifest_version(future, path), Err(Error::Version { found: 99, .. })));
+/// # Ok(()) }
+/// ```
 pub fn manifest_version(bytes: &[u8], path: &Path) -> Result<u32> {
     let head: EnvelopeVersion = serde_json::from_slice(bytes)
         .map_err(|e| Error::corrupt(path, format!("not valid manifest JSON: {e}")))?;
@@ -408,6 +638,18 @@ impl Manifest {
     }
 
     /// Serialises the manifest inside its checksummed envelope.
+    ///
+    /// ```
+    /// use bsa_index::manifest::Manifest;
+    /// use std::path::Path;
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let m = bsa_index::IndexBuilder::new(64, &[1, 2]).build(dir.path().join("i"))?;
+    /// let bytes = m.to_bytes()?;
+    /// assert!(bytes.starts_with(br#"{"format":"bsa-index","format_version":1,"crc32":"#));
+    /// assert_eq!(Manifest::from_bytes(&bytes, Path::new("manifest.json"))?, m);
+    /// # Ok(()) }
+    /// ```
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         seal(self, FORMAT_VERSION)
     }
@@ -417,6 +659,23 @@ impl Manifest {
     /// Checks, in order: JSON envelope, `format` name, format version range, body checksum, body
     /// fields, unknown incompatible features, file names, and the internal consistency of
     /// counts and sizes.
+    ///
+    /// ```
+    /// use bsa_index::manifest::Manifest;
+    /// use bsa_index::Error;
+    /// use std::path::Path;
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let m = bsa_index::IndexBuilder::new(64, &[1, 2]).build(dir.path().join("i"))?;
+    /// let path = Path::new("manifest.json");
+    /// let text = String::from_utf8(m.to_bytes()?).unwrap();
+    /// // An edit of the body, even one that leaves valid JSON, fails the checksum.
+    /// let edited = text.replacen("\"n\": 2", "\"n\": 3", 1);
+    /// assert_ne!(edited, text);
+    /// let err = Manifest::from_bytes(edited.as_bytes(), path).unwrap_err();
+    /// assert!(matches!(err, Error::Checksum { .. }), "{err}");
+    /// # Ok(()) }
+    /// ```
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Manifest> {
         let version = manifest_version(bytes, path)?;
         if version == SEGMENTED_FORMAT_VERSION {

@@ -10,6 +10,15 @@ use bitvec::prelude::*;
 use crate::error::{Error, Result};
 
 /// Number of `u64` words that hold a code of `bits` bits (`ceil(bits / 64)`).
+///
+/// ```
+/// use bsa_index::pack::{bytes_per_code, words_per_code};
+/// assert_eq!(words_per_code(64), 1);
+/// assert_eq!(words_per_code(65), 2);
+/// assert_eq!(words_per_code(768), 12); // the sign bits of a 768-d embedding
+/// assert_eq!(bytes_per_code(768), 96);
+/// assert_eq!(bytes_per_code(10), 2); // numpy pads a row to whole bytes, the index to whole words
+/// ```
 pub const fn words_per_code(bits: usize) -> usize {
     bits.div_ceil(64)
 }
@@ -214,6 +223,15 @@ pub fn pack_set_bits<R: AsRef<[u32]>>(rows: &[R], bits: usize) -> Result<Vec<u64
 ///
 /// # Panics
 /// If `j / 64 >= code.len()`.
+///
+/// ```
+/// use bsa_index::pack::{get_bit, pack_set_bits};
+/// # fn main() -> bsa_index::Result<()> {
+/// let code = pack_set_bits(&[[3u32, 64, 99]], 100)?; // one 100-bit code, two words
+/// let set: Vec<usize> = (0..100).filter(|&j| get_bit(&code, j)).collect();
+/// assert_eq!(set, [3, 64, 99]);
+/// # Ok(()) }
+/// ```
 #[inline]
 pub fn get_bit(code: &[u64], j: usize) -> bool {
     (code[j / 64] >> (j % 64)) & 1 == 1

@@ -59,6 +59,25 @@ pub fn pays_off(codes: &[u64], bits: usize) -> (bool, f64, u64) {
 }
 
 /// Posting lists built in memory (what `inverted.bin` stores); see [`InvertedView`] to search.
+///
+/// Each bit's list holds exactly the rows whose code has that bit:
+///
+/// ```
+/// use bsa_index::pack::get_bit;
+/// use bsa_index::InvertedLists;
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [0b0101u64, 0b0110, 0b0000, 0b1100];
+/// let lists = InvertedLists::build(&codes, 4)?;
+/// assert_eq!(lists.postings_len(), 6); // one posting per set bit
+/// let view = lists.view();
+/// assert_eq!((view.len(), view.bits()), (4, 4));
+/// for j in 0..4 {
+///     let rows: Vec<u32> = (0..4u32).filter(|&r| get_bit(&[codes[r as usize]], j)).collect();
+///     assert_eq!(view.list(j), &rows[..]);
+/// }
+/// assert_eq!(view.list(2), &[0, 1, 3]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvertedLists {
     bits: usize,
@@ -71,6 +90,30 @@ pub struct InvertedLists {
 }
 
 /// A borrowed, validated view of posting lists (from memory or from the mapped `inverted.bin`).
+///
+/// An index built with [`inverted`](crate::IndexBuilder::inverted) hands its view out with
+/// [`Index::inverted`](crate::Index::inverted), and the inverted search reads it:
+///
+/// ```
+/// use bsa_index::search::{FlatParams, InvertedParams};
+/// use bsa_index::{Index, IndexBuilder, Score, SearchParams, Searcher};
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("idx");
+/// let codes = [0b0101u64, 0b0110, 0b0000, 0b1100];
+/// IndexBuilder::new(64, &codes).inverted(true).build(&path)?;
+/// let index = Index::open(&path)?;
+/// let lists = index.inverted().unwrap();
+/// assert_eq!((lists.len(), lists.postings_len()), (4, 6));
+/// assert_eq!(lists.list(0), &[0]);
+/// let (q, sp) = ([0b0100u64], SearchParams::default());
+/// let inv = index.inverted_searcher(InvertedParams::default().with_force_inverted(true))?;
+/// let flat = index.flat_searcher(FlatParams::default());
+/// let (by_lists, _) = inv.search(&q, 4, &Score::Hamming, &sp)?;
+/// assert_eq!(by_lists, flat.search(&q, 4, &Score::Hamming, &sp)?.0);
+/// assert_eq!(by_lists[0].rows, vec![0, 1, 2, 3]); // distances 1, 1, 1, 1: ties by row
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct InvertedView<'a> {
     /// The same lists as bitmaps, read by Hamming queries for which they are cheaper.
@@ -126,6 +169,18 @@ pub(crate) fn layout(n: usize, bits: usize, postings: usize) -> Option<PostingsL
 
 impl InvertedLists {
     /// Builds posting lists for `n` packed codes of `bits` bits (`codes.len() = n * ceil(bits/64)`).
+    ///
+    /// ```
+    /// use bsa_index::InvertedLists;
+    /// assert!(InvertedLists::build(&[1, 2, 3], 128).is_err()); // not whole rows
+    /// assert!(InvertedLists::build(&[0], 0).is_err());
+    /// // Popcounts are stored as u16: at most 65535 bits per code.
+    /// assert!(InvertedLists::build(&vec![0; 1025], 65_600).is_err());
+    /// let lists = InvertedLists::build(&[u64::MAX, 0, 0, 1 << 3], 128)?; // two 128-bit codes
+    /// assert_eq!(lists.postings_len(), 65);
+    /// assert_eq!(lists.view().list(67), &[1]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn build(codes: &[u64], bits: usize) -> Result<Self> {
         if bits == 0 || bits > MAX_INVERTED_BITS as usize {
             return Err(Error::InvalidArgument(format!(
@@ -402,11 +457,33 @@ impl<'a> InvertedView<'a> {
     }
 
     /// Number of set bits of each code.
+    ///
+    /// ```
+    /// let codes = [0b0101u64, 0b0110, 0b0000, 0b1111];
+    /// let lists = bsa_index::InvertedLists::build(&codes, 4)?;
+    /// assert_eq!(lists.view().popcounts(), &[2, 2, 0, 4]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn popcounts(&self) -> &'a [u16] {
         self.popcounts
     }
 
     /// Rows with exactly `p` bits set, ascending (empty for `p > bits()`).
+    ///
+    /// A query that shares no bit with a code is `p` from it, so these groups give such codes in
+    /// distance order without reading them:
+    ///
+    /// ```
+    /// let codes = [0b0101u64, 0b0110, 0b0000, 0b1111, 0b1000];
+    /// let lists = bsa_index::InvertedLists::build(&codes, 4)?;
+    /// let view = lists.view();
+    /// assert_eq!(view.rows_with_popcount(0), &[2]);
+    /// assert_eq!(view.rows_with_popcount(1), &[4]);
+    /// assert_eq!(view.rows_with_popcount(2), &[0, 1]);
+    /// assert_eq!(view.rows_with_popcount(3), &[] as &[u32]);
+    /// assert_eq!(view.rows_with_popcount(9), &[] as &[u32]); // more than bits()
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn rows_with_popcount(&self, p: usize) -> &'a [u32] {
         if p > self.bits {
             return &[];
@@ -415,6 +492,22 @@ impl<'a> InvertedView<'a> {
     }
 
     /// Entries an inverted search of `query` visits (for the fallback decision and statistics).
+    ///
+    /// For overlap scores, the lengths of the lists of the query's bits; a table score reads
+    /// every list.
+    ///
+    /// ```
+    /// use bsa_index::{InvertedLists, Score};
+    /// let codes = [0b0101u64, 0b0110, 0b0000, 0b1100];
+    /// let lists = InvertedLists::build(&codes, 4)?;
+    /// let view = lists.view();
+    /// // Bit 0 is in one code, bit 2 in three.
+    /// assert_eq!(view.touched(&[0b0101], &Score::Hamming), 1 + 3);
+    /// assert_eq!(view.touched(&[0b0000], &Score::Cosine), 0);
+    /// let table = Score::Table { tables: &[1.0; 4], offsets: &[0.0], normalise: false };
+    /// assert_eq!(view.touched(&[0b0001], &table), 6);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
     pub fn touched(&self, query: &[u64], score: &Score<'_>) -> u64 {
         if matches!(score, Score::Table { .. }) {
             return self.postings.len() as u64;

@@ -20,6 +20,31 @@ use crate::memo::LastFor;
 /// Greedy binary matching pursuit: exactly `k` distinct atoms for each row of `h`, where `h`
 /// holds the initial correlations `(x - bd) . a_j` and `gram = A A^T`. Returns the chosen atoms
 /// of each row in ascending order. Ties go to the lower atom index, so encoding is deterministic.
+///
+/// With orthonormal atoms (`gram` the identity) each atom's gain is its own correlation, so the
+/// pursuit keeps the `k` largest:
+///
+/// ```
+/// use bsa_index::pursuit::greedy_codes;
+/// let gram = ndarray::Array2::<f32>::eye(6);
+/// let h = ndarray::array![[0.1f32, 0.9, -0.3, 0.5, 0.9, 0.2], [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]];
+/// let codes = greedy_codes(h.view(), gram.view(), 3);
+/// assert_eq!(codes[0], vec![1, 3, 4]); // ascending atom order
+/// assert_eq!(codes[1], vec![0, 1, 5]); // exactly k atoms; ties to the lower atom
+/// ```
+///
+/// Correlated atoms change the picks: the second atom's gain drops by what it shares with the
+/// first (`2 gram[i][j]`), so a near-copy of a chosen atom is passed over.
+///
+/// ```
+/// use bsa_index::pursuit::greedy_codes;
+/// let atoms = ndarray::array![[1.0f32, 0.0], [0.99, 0.141], [0.0, 1.0]];
+/// let gram = atoms.dot(&atoms.t());
+/// let x = ndarray::array![[1.0f32, 0.3]];
+/// let h = x.dot(&atoms.t()); // 1.0, 1.03, 0.3
+/// // Atom 1 first; then atom 0 correlates better than atom 2, but is nearly atom 1.
+/// assert_eq!(greedy_codes(h.view(), gram.view(), 2), vec![vec![1, 2]]);
+/// ```
 pub fn greedy_codes(h: ArrayView2<f32>, gram: ArrayView2<f32>, k: usize) -> Vec<Vec<u32>> {
     let n_atoms = gram.nrows();
     let k = k.min(n_atoms);
@@ -138,6 +163,18 @@ pub fn fixed_codes(h: ArrayView2<f32>, atoms: ArrayView2<f32>, k: usize) -> Vec<
 /// of the dictionary `atoms` alone: an owner of unchanging atoms keeps its own
 /// ([`crate::model::QueryModel`]), so that several dictionaries in one process do not take
 /// turns in [`fixed_codes`]' one slot.
+///
+/// ```
+/// use bsa_index::pursuit::{fixed_codes, fixed_codes_with, GramCache};
+/// let atoms = ndarray::Array2::from_shape_fn((64, 8), |(j, t)| ((j * 5 + t * 3) % 7) as f32 - 3.0);
+/// let x = ndarray::Array2::from_shape_fn((3, 8), |(i, t)| ((i + t * t) % 5) as f32 - 2.0);
+/// let h = x.dot(&atoms.t()); // the correlations, bd = 0
+/// let cache = GramCache::default(); // kept beside `atoms`, reused for every call
+/// let codes = fixed_codes_with(h.view(), atoms.view(), 4, &cache);
+/// assert_eq!(codes, fixed_codes(h.view(), atoms.view(), 4));
+/// assert!(codes.iter().all(|c| c.len() == 4 && c.windows(2).all(|p| p[0] < p[1])));
+/// assert_eq!(fixed_codes_with(h.view(), atoms.view(), 4, &cache), codes); // same cache, same atoms
+/// ```
 pub fn fixed_codes_with(
     h: ArrayView2<f32>,
     atoms: ArrayView2<f32>,
@@ -161,6 +198,20 @@ pub fn fixed_codes_with(
 ///
 /// Nothing is locked while a matrix or a row is computed (they run on rayon, whose threads may
 /// take up another call's work meanwhile): two calls may make the same row, and keep one.
+///
+/// One query reads a few rows, a batch the whole matrix; the picks are the same:
+///
+/// ```
+/// use bsa_index::pursuit::{fixed_codes_with, GramCache};
+/// let atoms = ndarray::Array2::from_shape_fn((64, 8), |(j, t)| ((j * 5 + t * 3) % 7) as f32 - 3.0);
+/// let x = ndarray::Array2::from_shape_fn((20, 8), |(i, t)| ((i + t * t) % 5) as f32 - 2.0);
+/// let h = x.dot(&atoms.t());
+/// let by_rows = GramCache::default();
+/// let one = fixed_codes_with(h.slice(ndarray::s![..1, ..]), atoms.view(), 2, &by_rows);
+/// let whole = GramCache::default();
+/// let batch = fixed_codes_with(h.view(), atoms.view(), 2, &whole); // 20 x 2 x 4 >= 64 atoms
+/// assert_eq!(one[0], batch[0]);
+/// ```
 #[derive(Default)]
 pub struct GramCache {
     full: Mutex<Option<Arc<Array2<f32>>>>,

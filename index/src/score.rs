@@ -28,6 +28,25 @@ use crate::bits::for_each_set_bit;
 use crate::error::{Error, Result};
 
 /// How base codes are ranked for a query.
+///
+/// Every score ranks the same codes; here a flat search by cosine agrees with [`cosine`]
+/// computed on each code's overlap and popcounts:
+///
+/// ```
+/// use bsa_index::score::cosine;
+/// use bsa_index::search::{CodesView, FlatParams, FlatSearcher, Searcher};
+/// use bsa_index::{Score, SearchParams};
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [0b1111u64, 0b0011, 0b1000_0001, 0b0111];
+/// let q = 0b0011u64;
+/// let flat = FlatSearcher::new(CodesView::new(&codes, 8)?, FlatParams::default());
+/// let (hits, _) = flat.search(&[q], 4, &Score::Cosine, &SearchParams::default())?;
+/// let score = |b: u64| cosine((q & b).count_ones(), q.count_ones(), b.count_ones());
+/// assert_eq!(hits[0].rows, vec![1, 3, 0, 2]); // 1.0, 0.816, 0.707, 0.5
+/// let expected: Vec<f32> = hits[0].rows.iter().map(|&r| score(codes[r as usize])).collect();
+/// assert_eq!(hits[0].scores, Some(expected));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum Score<'a> {
@@ -51,6 +70,16 @@ pub enum Score<'a> {
 
 /// What a score is, without the per-query data a batch carries: what an index or a graph is
 /// built for, and what the command line's `--score` names.
+///
+/// ```
+/// use bsa_index::{Score, ScoreKind};
+/// let tables = [0.5f32; 8];
+/// let adc = Score::Table { tables: &tables, offsets: &[0.0], normalise: false };
+/// assert_eq!(adc.kind(), ScoreKind::Table { normalise: false });
+/// assert_eq!(adc.name(), "table");
+/// // Only Hamming search returns distances without scores.
+/// assert!(!ScoreKind::Hamming.has_scores() && ScoreKind::Jaccard.has_scores());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ScoreKind {
@@ -155,6 +184,15 @@ impl Score<'_> {
 }
 
 /// Binary cosine of overlap `c`, query popcount `m` and code popcount `p`.
+///
+/// ```
+/// use bsa_index::score::cosine;
+/// let (q, b) = (0b1110u64, 0b0111u64); // 3 bits each, 2 in common
+/// let c = (q & b).count_ones();
+/// assert_eq!(cosine(c, q.count_ones(), b.count_ones()), 2.0 / 3.0);
+/// assert_eq!(cosine(3, 3, 3), 1.0); // the same code
+/// assert_eq!(cosine(0, 0, 5), 0.0); // an empty query scores 0, not NaN
+/// ```
 #[inline]
 pub fn cosine(c: u32, m: u32, p: u32) -> f32 {
     if m == 0 || p == 0 {
@@ -165,6 +203,13 @@ pub fn cosine(c: u32, m: u32, p: u32) -> f32 {
 }
 
 /// Jaccard similarity of overlap `c`, query popcount `m` and code popcount `p`.
+///
+/// ```
+/// use bsa_index::score::jaccard;
+/// let (q, b) = (0b1110u64, 0b0111u64); // 2 bits in common of 4 in either
+/// assert_eq!(jaccard((q & b).count_ones(), q.count_ones(), b.count_ones()), 0.5);
+/// assert_eq!(jaccard(0, 0, 0), 0.0); // two empty codes score 0, not NaN
+/// ```
 #[inline]
 pub fn jaccard(c: u32, m: u32, p: u32) -> f32 {
     let union = u64::from(m) + u64::from(p) - u64::from(c.min(m).min(p));
@@ -176,6 +221,15 @@ pub fn jaccard(c: u32, m: u32, p: u32) -> f32 {
 }
 
 /// Final table score from the `f64` sum of table entries (added in ascending bit order).
+///
+/// ```
+/// use bsa_index::score::{table_score, table_sum};
+/// let table = [0.5f32, -1.0, 2.0, 0.25];
+/// let sum = table_sum(&[0b0101], &table); // bits 0 and 2: 0.5 + 2.0
+/// assert_eq!(table_score(1.0, sum, None), 3.5);
+/// assert_eq!(table_score(1.0, sum, Some(2.0)), 1.75); // normalised by the code's norm
+/// assert_eq!(table_score(1.0, sum, Some(0.0)), 0.0); // a zero norm scores 0
+/// ```
 #[inline]
 pub fn table_score(offset: f32, sum: f64, norm: Option<f32>) -> f32 {
     let s = f64::from(offset) + sum;
@@ -189,6 +243,14 @@ pub fn table_score(offset: f32, sum: f64, norm: Option<f32>) -> f32 {
 /// The `f64` sum of `table[j]` over the set bits `j` of `code`, in ascending bit order. The
 /// table has an entry per bit of the codes: set bits past it (padding a damaged file or a
 /// writer's bug set, which `verify` reports) are not counted, rather than read out of bounds.
+///
+/// ```
+/// use bsa_index::score::table_sum;
+/// let table: Vec<f32> = (0..70).map(|j| j as f32).collect(); // 70-bit codes
+/// let code = [1 << 3 | 1 << 10, 1 << 5]; // bits 3, 10 and 69
+/// assert_eq!(table_sum(&code, &table), 3.0 + 10.0 + 69.0);
+/// assert_eq!(table_sum(&[0, 0], &table), 0.0);
+/// ```
 #[inline]
 pub fn table_sum(code: &[u64], table: &[f32]) -> f64 {
     let mut s = 0.0f64;
@@ -198,6 +260,16 @@ pub fn table_sum(code: &[u64], table: &[f32]) -> f64 {
 
 /// Maps a score to a `u32` whose *ascending* order is the score's *descending* order (`-0.0` and
 /// `0.0` map to the same value), so scores reuse the distance machinery of [`crate::topk`].
+///
+/// ```
+/// use bsa_index::score::{desc_key, from_desc_key};
+/// let scores = [0.5f32, -2.0, 3.0, 0.0];
+/// let mut keys: Vec<u32> = scores.iter().map(|&s| desc_key(s)).collect();
+/// keys.sort(); // ascending keys: best score first
+/// let best_first: Vec<f32> = keys.iter().map(|&k| from_desc_key(k)).collect();
+/// assert_eq!(best_first, [3.0, 0.5, 0.0, -2.0]);
+/// assert_eq!(desc_key(-0.0), desc_key(0.0));
+/// ```
 #[inline]
 pub fn desc_key(score: f32) -> u32 {
     let b = (score + 0.0).to_bits();
@@ -210,6 +282,14 @@ pub fn desc_key(score: f32) -> u32 {
 }
 
 /// Inverse of [`desc_key`].
+///
+/// ```
+/// use bsa_index::score::{desc_key, from_desc_key};
+/// for s in [1.5f32, -0.25, f32::MAX, f32::NEG_INFINITY, 1e-40] {
+///     assert_eq!(from_desc_key(desc_key(s)), s);
+/// }
+/// assert_eq!(from_desc_key(desc_key(-0.0)).to_bits(), 0.0f32.to_bits()); // -0.0 comes back as 0.0
+/// ```
 #[inline]
 pub fn from_desc_key(key: u32) -> f32 {
     let asc = !key;

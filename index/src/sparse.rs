@@ -40,6 +40,16 @@ pub(crate) const SUB_HEADER_LEN: usize = crate::format::COUNT_SUB_HEADER_LEN;
 /// code) is no larger than the packed codes (`8 x ceil(bits / 64)` bytes per code). Reading it
 /// is then never more memory traffic than reading the codes, and a table score costs one lookup
 /// per set bit instead of a pass over every word.
+///
+/// ```
+/// use bsa_index::sparse::worth_storing;
+/// // 32 of 4096 bits set: 64 bytes of ids + 8 of offset per code, against 512 bytes of code.
+/// assert!(worth_storing(1000, 4096, 1000 * 32));
+/// // Half of 256 bits set: 256 bytes of ids per code, against 32 bytes of code.
+/// assert!(!worth_storing(1000, 256, 1000 * 128));
+/// // Bit numbers are stored as u16: wider codes never get the layout.
+/// assert!(!worth_storing(1000, 70_000, 1000));
+/// ```
 pub fn worth_storing(n: usize, bits: usize, set_bits: u64) -> bool {
     let codes_bytes = (n as u128) * 8 * bits.div_ceil(64) as u128;
     let sparse_bytes = 2 * u128::from(set_bits) + 8 * (n as u128 + 1);
@@ -47,6 +57,22 @@ pub fn worth_storing(n: usize, bits: usize, set_bits: u64) -> bool {
 }
 
 /// A sparse layout built in memory (what `sparse.bin` stores); see [`SparseView`] to read it.
+///
+/// ```
+/// use bsa_index::pack::get_bit;
+/// use bsa_index::sparse::SparseCodes;
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [0b1001u64, 1 << 7, /* row 1 */ 0, 0, /* row 2 */ 1 << 63, 1 << 7]; // 72 bits
+/// let sparse = SparseCodes::build(&codes, 72)?;
+/// let view = sparse.view();
+/// assert_eq!((view.len(), view.bits(), view.set_bits()), (3, 72, 5));
+/// for (r, code) in codes.chunks_exact(2).enumerate() {
+///     let set: Vec<u16> = (0..72).filter(|&j| get_bit(code, j)).map(|j| j as u16).collect();
+///     assert_eq!(view.row(r), &set[..]);
+/// }
+/// assert_eq!(view.row(1), &[] as &[u16]); // an empty code has no set bits
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SparseCodes {
     bits: usize,
@@ -56,6 +82,26 @@ pub struct SparseCodes {
 }
 
 /// A borrowed, validated sparse layout (from memory or from the mapped `sparse.bin`).
+///
+/// An index opened with `sparse.bin` hands its view out with
+/// [`Index::sparse`](crate::Index::sparse):
+///
+/// ```
+/// use bsa_index::{Index, IndexBuilder};
+/// # fn main() -> bsa_index::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("idx");
+/// let codes = [0b0110u64, 1 << 40 | 1, 0b1000];
+/// IndexBuilder::new(64, &codes).sparse(Some(true)).build(&path)?;
+/// let index = Index::open(&path)?;
+/// let view = index.sparse().unwrap();
+/// assert_eq!(view.len(), 3);
+/// assert_eq!(view.set_bits(), 5);
+/// assert_eq!(view.row(0), &[1, 2]);
+/// assert_eq!(view.row(1), &[0, 40]); // ascending
+/// assert_eq!(view.row(2), &[3]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct SparseView<'a> {
     bits: usize,
@@ -112,6 +158,15 @@ pub(crate) fn layout(n: usize, set_bits: usize) -> Option<SparseLayout> {
 impl SparseCodes {
     /// The set bits of `n` packed codes of `bits` bits (`codes.len() = n * ceil(bits / 64)`,
     /// `bits <= 65535`, unused high bits zero).
+    ///
+    /// ```
+    /// use bsa_index::sparse::SparseCodes;
+    /// // Bit 70 of a 70-bit code is padding: set, it means the code size is wrong.
+    /// assert!(SparseCodes::build(&[0, 1 << 6], 70).is_err());
+    /// assert!(SparseCodes::build(&[0, 1 << 5], 70).is_ok()); // bit 69
+    /// assert!(SparseCodes::build(&[0, 0, 0], 70).is_err()); // not whole rows
+    /// assert!(SparseCodes::build(&vec![0; 1025], 65_600).is_err()); // ids are u16
+    /// ```
     pub fn build(codes: &[u64], bits: usize) -> Result<Self> {
         if bits == 0 || bits > MAX_INVERTED_BITS as usize {
             return Err(Error::InvalidArgument(format!(

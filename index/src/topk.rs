@@ -412,6 +412,19 @@ pub fn largest_f32(row: &[f32], k: usize) -> Vec<u32> {
 /// copy of the candidates' keys, so no allocation is made once both have grown to size. Selects
 /// the k-th largest key, then one pass takes every index above it and the lowest indices equal
 /// to it; O(n) on average.
+///
+/// ```
+/// use bsa_index::topk::{f32_order_key, largest_f32, largest_keys_into};
+/// let rows = [[0.5f32, 2.0, -1.0, 2.0, 0.5], [9.0, 0.0, 0.0, 0.0, 8.0]];
+/// let (mut keys, mut out) = (Vec::new(), Vec::new()); // reused across rows
+/// for row in &rows {
+///     keys.clear();
+///     keys.extend(row.iter().map(|&v| f32_order_key(v)));
+///     largest_keys_into(&mut keys, 2, &mut out);
+///     assert_eq!(out, largest_f32(row, 2));
+/// }
+/// assert_eq!(out, [0, 4]); // the last row's two largest
+/// ```
 #[inline(always)]
 pub fn largest_keys_into(keys: &mut Vec<u64>, k: usize, out: &mut Vec<u32>) {
     out.clear();

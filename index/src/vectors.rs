@@ -8,6 +8,21 @@
 use crate::error::{Error, Result};
 
 /// Float vectors stored row-major, borrowed from memory or from the index's map.
+///
+/// The same rows as `f32` or as `f16` bits score alike (up to the rounding of the stored
+/// values):
+///
+/// ```
+/// use bsa_index::vectors::cosine;
+/// use bsa_index::Vectors;
+/// let rows = [3.0f32, 4.0, /* row 1 */ 0.0, -2.0];
+/// let halves: Vec<u16> = rows.iter().map(|&x| half::f16::from_f32(x).to_bits()).collect();
+/// let query = [1.0f32, 0.0];
+/// for v in [Vectors::F32(&rows), Vectors::F16(&halves)] {
+///     assert_eq!(cosine(v, 0, &query), 0.6);
+///     assert_eq!(cosine(v, 1, &query), 0.0);
+/// }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub enum Vectors<'a> {
     /// 32-bit floats.
@@ -192,6 +207,16 @@ fn norm(q: &[f32]) -> f32 {
 ///
 /// # Panics
 /// If the row is out of range.
+///
+/// ```
+/// use bsa_index::vectors::cosine;
+/// use bsa_index::Vectors;
+/// let rows = [1.0f32, 1.0, /* row 1 */ -2.0, -2.0, /* row 2 */ 0.0, 0.0];
+/// let v = Vectors::F32(&rows);
+/// assert!((cosine(v, 0, &[5.0, 5.0]) - 1.0).abs() < 1e-6); // the scale does not matter
+/// assert!((cosine(v, 1, &[5.0, 5.0]) + 1.0).abs() < 1e-6);
+/// assert_eq!(cosine(v, 2, &[5.0, 5.0]), 0.0); // a zero vector scores 0
+/// ```
 pub fn cosine(vectors: Vectors<'_>, row: usize, query: &[f32]) -> f32 {
     cosines(&[(vectors, row)], query)[0]
 }
@@ -307,6 +332,22 @@ fn cosine_from(dot: f32, denom: f32) -> f32 {
 
 /// Scores `rows` (distinct) of `vectors` against `query` and returns the `k` best
 /// `(position in rows, score)` pairs, descending score, ties by ascending row.
+///
+/// ```
+/// use bsa_index::vectors::{cosine, cosine_top_k};
+/// use bsa_index::Vectors;
+/// # fn main() -> bsa_index::Result<()> {
+/// let rows = [1.0f32, 0.0, /* 1 */ 0.0, 1.0, /* 2 */ 0.6, 0.8, /* 3 */ 0.0, 2.0];
+/// let v = Vectors::F32(&rows);
+/// let query = [0.0f32, 1.0];
+/// // Candidates 3, 0 and 1 (e.g. a Hamming search's rows): 1 and 3 tie at 1.0.
+/// let best = cosine_top_k(v, 2, &query, &[3, 0, 1], 2)?;
+/// assert_eq!(best, vec![(2, cosine(v, 1, &query)), (0, cosine(v, 3, &query))]);
+/// assert_eq!(best[0].1, 1.0);
+/// assert!(cosine_top_k(v, 2, &query, &[4], 1).is_err()); // no row 4
+/// assert!(cosine_top_k(v, 3, &query, &[0], 1).is_err()); // not whole rows of 3
+/// # Ok(()) }
+/// ```
 pub fn cosine_top_k(
     vectors: Vectors<'_>,
     dim: usize,

@@ -53,6 +53,24 @@ const MIN_CHUNK: usize = 16 * 1024;
 const ADC_TABLE_BYTES: usize = 64 << 20;
 
 /// The flat search's own parameters.
+///
+/// The split decides which thread scans what, never the answer:
+///
+/// ```
+/// use bsa_index::search::{CodesView, FlatParams, FlatSearcher, Searcher};
+/// use bsa_index::{Score, SearchParams, Split};
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes: Vec<u64> = (0..1000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+/// let view = CodesView::new(&codes, 64)?;
+/// let (q, sp) = ([codes[123] ^ 1], SearchParams::default());
+/// let by_codes = FlatSearcher::new(view, FlatParams::default().with_split(Split::Codes));
+/// let by_queries = FlatSearcher::new(view, FlatParams::default().with_split(Split::Queries));
+/// let (hits, _) = by_codes.search(&q, 5, &Score::Hamming, &sp)?;
+/// assert_eq!(hits, by_queries.search(&q, 5, &Score::Hamming, &sp)?.0);
+/// assert_eq!((hits[0].rows[0], hits[0].distances[0]), (123, 1));
+/// assert_eq!(FlatParams::default().split, Split::Auto);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct FlatParams {
@@ -71,6 +89,29 @@ impl FlatParams {
 /// Exact search: every code is compared with every query (see the [module docs](self)).
 ///
 /// Any [`Score`]; table scores read the per-code set bits when the view has them.
+///
+/// Its results are those of a brute-force sort of every `(distance, row)`:
+///
+/// ```
+/// use bsa_index::hamming::hamming;
+/// use bsa_index::search::{CodesView, FlatParams, FlatSearcher, Searcher};
+/// use bsa_index::{Score, SearchParams};
+/// # fn main() -> bsa_index::Result<()> {
+/// let mut x = 0x853c_49e6_748f_ea9bu64; // xorshift: 300 codes of 128 bits
+/// let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+/// let codes: Vec<u64> = (0..600).map(|_| next()).collect();
+/// let queries: Vec<u64> = (0..4).map(|_| next()).collect(); // two queries
+/// let flat = FlatSearcher::new(CodesView::new(&codes, 128)?, FlatParams::default());
+/// let (hits, _) = flat.search(&queries, 10, &Score::Hamming, &SearchParams::default())?;
+/// for (q, h) in queries.chunks_exact(2).zip(&hits) {
+///     let mut all: Vec<(u32, u64)> = codes.chunks_exact(2).enumerate()
+///         .map(|(r, c)| (hamming(q, c), r as u64)).collect();
+///     all.sort();
+///     assert_eq!(h.rows, all[..10].iter().map(|p| p.1).collect::<Vec<_>>());
+///     assert_eq!(h.distances, all[..10].iter().map(|p| p.0).collect::<Vec<_>>());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct FlatSearcher<'a> {
     codes: CodesView<'a>,
@@ -97,6 +138,22 @@ impl<'a> FlatSearcher<'a> {
 
     /// Name of the distance kernel a Hamming search with `params` runs on this CPU (e.g.
     /// `"avx2-w16"`); fails as the search would on a family the CPU lacks.
+    ///
+    /// ```
+    /// use bsa_index::search::{CodesView, FlatParams, FlatSearcher};
+    /// use bsa_index::{KernelFamily, SearchParams};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let codes = [0u64; 8]; // two 256-bit codes
+    /// let flat = FlatSearcher::new(CodesView::new(&codes, 256)?, FlatParams::default());
+    /// let portable = SearchParams::default().with_kernel(Some(KernelFamily::Portable));
+    /// assert_eq!(flat.kernel_name(&portable)?, "portable-w4");
+    /// for family in KernelFamily::ALL {
+    ///     let params = SearchParams::default().with_kernel(Some(family));
+    ///     // A family this CPU lacks is refused, as the search would refuse it.
+    ///     assert_eq!(flat.kernel_name(&params).is_ok(), family.is_supported());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn kernel_name(&self, params: &SearchParams) -> Result<&'static str> {
         let family = params.resolved()?.family();
         Ok(Kernel::select(family, self.codes.words_per_code()).name())
@@ -262,6 +319,20 @@ fn bare_view(codes: &[u64], words_per_code: usize, bits: usize) -> Result<CodesV
 /// This is what [`Index::search_flat`](crate::Index::search_flat) runs on the mapped codes.
 /// `queries` holds `nq * words_per_code` words; unused high bits of codes and queries must be
 /// zero. `k > n` returns all `n` rows.
+///
+/// ```
+/// use bsa_index::search::flat::top_k;
+/// use bsa_index::SearchParams;
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [0b0111u64, 0b0110, 0b1111, 0b0000]; // four 4-bit codes
+/// let hits = top_k(&codes, 1, 4, &[0b0110, 0b0000], 2, &SearchParams::default())?;
+/// assert_eq!((hits[0].rows.clone(), hits[0].distances.clone()), (vec![1, 0], vec![0, 1]));
+/// assert_eq!((hits[1].rows.clone(), hits[1].distances.clone()), (vec![3, 1], vec![0, 2]));
+/// assert_eq!(hits[1].ids, hits[1].rows); // a bare slice has no ids
+/// assert_eq!(top_k(&codes, 1, 4, &[0], 10, &SearchParams::default())?[0].len(), 4); // k > n
+/// assert!(top_k(&codes, 2, 4, &[0, 0], 1, &SearchParams::default()).is_err()); // 2 words, 4 bits
+/// # Ok(()) }
+/// ```
 pub fn top_k(
     codes: &[u64],
     words_per_code: usize,
@@ -819,6 +890,26 @@ fn table_keys(
 /// applies to [`Score::Hamming`] only (other scores refuse it). For non-Hamming scores the hits
 /// carry `scores` (best first, ties by row) and `distances` still hold Hamming distances.
 #[allow(clippy::too_many_arguments)]
+///
+/// ```
+/// use bsa_index::search::flat::top_k_scored;
+/// use bsa_index::{Score, SearchParams};
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [0b0011u64, 0b0101, 0b1000]; // three 4-bit codes
+/// let tables = [1.0f32, 2.0, 4.0, 8.0]; // one entry per bit
+/// let score = Score::Table { tables: &tables, offsets: &[0.5], normalise: false };
+/// let hits = top_k_scored(&codes, 1, 4, &[0b0001], 3, &score, None, &SearchParams::default())?;
+/// assert_eq!(hits[0].rows, vec![2, 1, 0]); // 8.5, 5.5, 3.5
+/// assert_eq!(hits[0].scores, Some(vec![8.5, 5.5, 3.5]));
+/// assert_eq!(hits[0].distances, vec![2, 1, 1]); // still the Hamming distances to the query
+/// // A normalised score needs the norms.
+/// let normalised = Score::Table { tables: &tables, offsets: &[0.5], normalise: true };
+/// let p = SearchParams::default();
+/// assert!(top_k_scored(&codes, 1, 4, &[0b0001], 3, &normalised, None, &p).is_err());
+/// let hits = top_k_scored(&codes, 1, 4, &[0b0001], 1, &normalised, Some(&[1.0, 1.0, 17.0]), &p)?;
+/// assert_eq!(hits[0].scores, Some(vec![5.5]));
+/// # Ok(()) }
+/// ```
 pub fn top_k_scored(
     codes: &[u64],
     words_per_code: usize,

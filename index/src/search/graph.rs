@@ -498,6 +498,23 @@ fn search_batch_table(
 }
 
 /// The graph search's own parameters.
+///
+/// ```
+/// use bsa_index::search::GraphParams;
+/// use bsa_index::{HnswParams, Index, IndexBuilder};
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes: Vec<u64> = (0..100u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("idx");
+/// let hnsw = HnswParams { ef_search: 40, ..HnswParams::default() };
+/// IndexBuilder::new(64, &codes).hnsw(hnsw).build(&path)?;
+/// let index = Index::open(&path)?;
+/// // Without an ef of its own, the searcher takes the one stored at build time.
+/// assert_eq!(index.graph_searcher(GraphParams::default())?.ef_search(), 40);
+/// let wide = GraphParams::default().with_ef_search(Some(100));
+/// assert_eq!(index.graph_searcher(wide)?.ef_search(), 100);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct GraphParams {
@@ -521,6 +538,28 @@ impl GraphParams {
 /// built for (Hamming on a graph of the codes, table scores such as ADC on a graph of float
 /// vectors): best first, ties by row; may return fewer than `k` hits. Queries run in parallel
 /// on the current rayon pool.
+///
+/// With a candidate list as large as the index, the walk scores every row it can reach and
+/// answers like the exact scan:
+///
+/// ```
+/// use bsa_index::search::{FlatParams, GraphParams, Searcher};
+/// use bsa_index::{HnswParams, Index, IndexBuilder, Score, SearchParams};
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes: Vec<u64> = (0..200u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("idx");
+/// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+/// let index = Index::open(&path)?;
+/// let graph = index.graph_searcher(GraphParams::default().with_ef_search(Some(200)))?;
+/// let flat = index.flat_searcher(FlatParams::default());
+/// let (q, sp) = ([codes[17] ^ 0b101], SearchParams::default());
+/// let (approx, _) = graph.search(&q, 5, &Score::Hamming, &sp)?;
+/// let (exact, _) = flat.search(&q, 5, &Score::Hamming, &sp)?;
+/// assert_eq!(approx[0].rows[0], 17);
+/// assert_eq!(approx[0].distances, exact[0].distances);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct GraphSearcher<'a> {
     codes: CodesView<'a>,
@@ -536,6 +575,27 @@ impl<'a> GraphSearcher<'a> {
     /// (a Hamming graph answers the Hamming score, a cosine graph table scores such as ADC);
     /// `default_ef` is the candidate list size when `params` names none. Fails if the graph has
     /// another number of nodes than `codes`.
+    ///
+    /// ```
+    /// use bsa_index::manifest::GraphMetric;
+    /// use bsa_index::search::{CodesView, GraphParams, GraphSearcher, Searcher};
+    /// use bsa_index::{HnswParams, Index, IndexBuilder, Score, SearchParams};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let codes: Vec<u64> = (0..50u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let (view, graph) = (CodesView::new(&codes, 64)?, index.graph()?);
+    /// let p = GraphParams::default();
+    /// let searcher = GraphSearcher::new(view, graph, p, 50, GraphMetric::Hamming)?;
+    /// let (hits, _) = searcher.search(&[codes[9]], 1, &Score::Hamming, &SearchParams::default())?;
+    /// assert_eq!((hits[0].rows[0], hits[0].distances[0]), (9, 0));
+    /// // The graph's nodes are the rows: it cannot search other codes.
+    /// let fewer = CodesView::new(&codes[..49], 64)?;
+    /// assert!(GraphSearcher::new(fewer, graph, p, 50, GraphMetric::Hamming).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn new(
         codes: CodesView<'a>,
         graph: GraphView<'a>,
@@ -613,6 +673,23 @@ impl GraphSearcher<'_> {
 
     /// Fails unless the graph serves `score`: a graph of the codes the Hamming score, a graph
     /// of float vectors table scores (such as ADC).
+    ///
+    /// ```
+    /// use bsa_index::search::{GraphParams, Searcher};
+    /// use bsa_index::{HnswParams, Index, IndexBuilder, Score, SearchParams};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let codes: Vec<u64> = (0..50u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &codes).hnsw(HnswParams::default()).build(&path)?;
+    /// let index = Index::open(&path)?;
+    /// let searcher = index.graph_searcher(GraphParams::default())?; // a graph of the codes
+    /// assert!(searcher.check_score(&Score::Hamming).is_ok());
+    /// assert!(searcher.check_score(&Score::Cosine).is_err());
+    /// // The search makes the same check.
+    /// assert!(searcher.search(&[0], 3, &Score::Cosine, &SearchParams::default()).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn check_score(&self, score: &Score<'_>) -> Result<()> {
         match (self.metric, score) {
             (GraphMetric::Hamming, Score::Hamming) | (GraphMetric::Cosine, Score::Table { .. }) => {

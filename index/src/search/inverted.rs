@@ -72,6 +72,28 @@ use crate::slabs;
 use crate::topk::{key, KeyTopK, TopK};
 
 /// What an inverted search did.
+///
+/// A query whose lists are longer than a scan is answered by the flat scan, with the same
+/// results:
+///
+/// ```
+/// use bsa_index::search::{CodesView, InvertedParams, InvertedSearcher};
+/// use bsa_index::{InvertedLists, Score, SearchParams};
+/// # fn main() -> bsa_index::Result<()> {
+/// // 1000 codes: bits 32..64 in every one (long lists), bit r in row r < 32 only.
+/// let codes: Vec<u64> = (0..1000).map(|r| 0xffff_ffff << 32 | if r < 32 { 1 << r } else { 0 }).collect();
+/// let lists = InvertedLists::build(&codes, 64)?;
+/// let view = CodesView::new(&codes, 64)?;
+/// let searcher = InvertedSearcher::new(view, lists.view(), InvertedParams::default())?;
+/// let queries = [1 << 5, 0xffff_ffff << 32]; // one short list; 32 lists of 1000 rows
+/// let sp = SearchParams::default();
+/// let (hits, stats) = searcher.search_with_stats(&queries, 3, &Score::Hamming, &sp)?;
+/// assert_eq!((stats.inverted_queries, stats.flat_queries), (1, 1));
+/// assert_eq!(stats.postings_visited, 1); // row 5's posting, the rest by popcount
+/// assert_eq!((hits[0].rows[0], hits[0].distances[0]), (5, 32));
+/// assert_eq!(hits[1].rows, vec![32, 33, 34]); // distance 0 to every row from 32 on
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct InvertedStats {
@@ -610,6 +632,26 @@ fn gather_rows<'a, T: Copy>(matrix: &'a [T], width: usize, idx: &[usize]) -> Cow
 }
 
 /// The inverted search's own parameters.
+///
+/// ```
+/// use bsa_index::search::{CodesView, InvertedParams, InvertedSearcher};
+/// use bsa_index::{InvertedLists, Score, SearchParams};
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [u64::MAX, u64::MAX >> 1, u64::MAX >> 2, 0]; // dense: the lists cost more than a scan
+/// let lists = InvertedLists::build(&codes, 64)?;
+/// let view = CodesView::new(&codes, 64)?;
+/// let (q, sp) = ([u64::MAX], SearchParams::default());
+/// let auto = InvertedSearcher::new(view, lists.view(), InvertedParams::default())?;
+/// let forced = InvertedParams::default().with_force_inverted(true);
+/// let forced = InvertedSearcher::new(view, lists.view(), forced)?;
+/// let (hits, stats) = auto.search_with_stats(&q, 2, &Score::Hamming, &sp)?;
+/// assert_eq!(stats.flat_queries, 1);
+/// let (forced_hits, stats) = forced.search_with_stats(&q, 2, &Score::Hamming, &sp)?;
+/// assert_eq!(stats.inverted_queries, 1);
+/// assert_eq!(forced_hits, hits); // the same answer either way
+/// assert_eq!(hits[0].distances, vec![0, 1]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct InvertedParams {
@@ -630,6 +672,27 @@ impl InvertedParams {
 
 /// Exact search over posting lists (see the [module docs](self)): the flat scan's results
 /// (rows, distances, scores, ties by row), usually much faster on sparse codes.
+///
+/// ```
+/// use bsa_index::search::{CodesView, FlatParams, FlatSearcher, InvertedParams, InvertedSearcher};
+/// use bsa_index::{InvertedLists, Score, SearchParams, Searcher};
+/// # fn main() -> bsa_index::Result<()> {
+/// let mut x = 0x9e37_79b9_7f4a_7c15u64; // xorshift: 500 sparse 256-bit codes
+/// let mut next = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+/// let codes: Vec<u64> = (0..500 * 4).map(|_| next() & next() & next() & next()).collect();
+/// let queries: Vec<u64> = (0..3 * 4).map(|_| next() & next() & next()).collect();
+/// let lists = InvertedLists::build(&codes, 256)?;
+/// let view = CodesView::new(&codes, 256)?;
+/// let forced = InvertedParams::default().with_force_inverted(true);
+/// let inverted = InvertedSearcher::new(view, lists.view(), forced)?;
+/// let flat = FlatSearcher::new(view, FlatParams::default());
+/// let sp = SearchParams::default();
+/// for score in [Score::Hamming, Score::Jaccard, Score::Cosine] {
+///     let (hits, _) = inverted.search(&queries, 10, &score, &sp)?;
+///     assert_eq!(hits, flat.search(&queries, 10, &score, &sp)?.0);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct InvertedSearcher<'a> {
     codes: CodesView<'a>,
@@ -640,6 +703,20 @@ pub struct InvertedSearcher<'a> {
 impl<'a> InvertedSearcher<'a> {
     /// An inverted searcher over `codes` with their posting lists `lists` (and the lists'
     /// bitmaps, if `lists` has them); fails if the lists describe other codes.
+    ///
+    /// ```
+    /// use bsa_index::search::{CodesView, InvertedParams, InvertedSearcher};
+    /// use bsa_index::InvertedLists;
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let codes = [0b0101u64, 0b0110, 0b0000];
+    /// let lists = InvertedLists::build(&codes, 64)?;
+    /// let p = InvertedParams::default();
+    /// assert!(InvertedSearcher::new(CodesView::new(&codes, 64)?, lists.view(), p).is_ok());
+    /// // Lists of three codes do not describe two, nor three codes of another width.
+    /// assert!(InvertedSearcher::new(CodesView::new(&codes[..2], 64)?, lists.view(), p).is_err());
+    /// assert!(InvertedSearcher::new(CodesView::new(&codes, 60)?, lists.view(), p).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn new(
         codes: CodesView<'a>,
         lists: InvertedView<'a>,
@@ -671,6 +748,21 @@ impl<'a> InvertedSearcher<'a> {
 
 impl InvertedSearcher<'_> {
     /// [`Searcher::search`] with the inverted search's statistics as a struct.
+    ///
+    /// ```
+    /// use bsa_index::search::{CodesView, InvertedParams, InvertedSearcher};
+    /// use bsa_index::{InvertedLists, Score, SearchParams};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let codes = [0b0101u64, 0b0110, 0b0000, 0b1100];
+    /// let lists = InvertedLists::build(&codes, 4)?;
+    /// let forced = InvertedParams::default().with_force_inverted(true);
+    /// let searcher = InvertedSearcher::new(CodesView::new(&codes, 4)?, lists.view(), forced)?;
+    /// let sp = SearchParams::default();
+    /// let (hits, stats) = searcher.search_with_stats(&[0b0001], 2, &Score::Hamming, &sp)?;
+    /// assert_eq!((hits[0].rows.clone(), hits[0].distances.clone()), (vec![0, 2], vec![1, 1]));
+    /// assert_eq!((stats.inverted_queries, stats.flat_queries), (1, 0));
+    /// # Ok(()) }
+    /// ```
     pub fn search_with_stats(
         &self,
         queries: &[u64],
@@ -781,6 +873,21 @@ impl InvertedSearcher<'_> {
 /// Exact top-k over bare slices with posting lists `inv` built from `codes`
 /// ([`InvertedLists::build`](crate::InvertedLists::build)); hits' ids are rows. Same results as
 /// [`crate::search::flat::top_k_scored`].
+///
+/// ```
+/// use bsa_index::search::{flat, inverted};
+/// use bsa_index::{InvertedLists, Score, SearchParams};
+/// # fn main() -> bsa_index::Result<()> {
+/// let codes = [0b0101u64, 0b0110, 0b0000, 0b1100, 0b1111];
+/// let lists = InvertedLists::build(&codes, 4)?;
+/// let (queries, sp) = ([0b0100u64, 0b1000], SearchParams::default().with_force_inverted(true));
+/// let (hits, stats) =
+///     inverted::top_k(&codes, 1, 4, &lists.view(), &queries, 3, &Score::Jaccard, None, &sp)?;
+/// assert_eq!(stats.inverted_queries, 2);
+/// assert_eq!(hits, flat::top_k_scored(&codes, 1, 4, &queries, 3, &Score::Jaccard, None, &sp)?);
+/// assert_eq!(hits[1].rows, vec![3, 4, 0]); // 1/2, 1/4, then 0 for every other code: by row
+/// # Ok(()) }
+/// ```
 #[allow(clippy::too_many_arguments)]
 pub fn top_k(
     codes: &[u64],

@@ -38,6 +38,23 @@ pub fn rescore(
 }
 
 /// [`rescore`] for many queries in parallel: `queries` holds `hits.len() * dim` floats.
+///
+/// ```
+/// use bsa_index::search::{rescore::rescore_batch, Hits};
+/// use bsa_index::Vectors;
+/// # fn main() -> bsa_index::Result<()> {
+/// let vectors = [1.0f32, 0.0, /* 1 */ 0.0, 1.0, /* 2 */ 0.6, 0.8];
+/// let hits = vec![
+///     Hits::from_parts(vec![0, 1, 2], vec![10, 11, 12], vec![0, 1, 2])?,
+///     Hits::from_parts(vec![2, 0], vec![12, 10], vec![1, 1])?,
+/// ];
+/// let queries = [0.0f32, 1.0, /* query 1 */ 1.0, 0.0];
+/// let best = rescore_batch(Vectors::F32(&vectors), 2, &queries, &hits, 1)?;
+/// assert_eq!((best[0].ids.clone(), best[1].ids.clone()), (vec![11], vec![10]));
+/// assert_eq!(best[1].distances, vec![1]); // each hit keeps its Hamming distance
+/// assert!(rescore_batch(Vectors::F32(&vectors), 2, &queries[..2], &hits, 1).is_err());
+/// # Ok(()) }
+/// ```
 pub fn rescore_batch(
     vectors: Vectors<'_>,
     dim: usize,
