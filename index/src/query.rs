@@ -57,7 +57,9 @@ pub enum ScoreName {
     Overlap,
     /// `cos(q, xhat_b)`: the float query against each code as the model decodes it.
     Adc,
-    /// `sigmoid(q We^T + be) . b`.
+    /// `sigmoid(q We^T + be) . b`: a sum over the code's set bits, so codes with more bits score
+    /// higher; it ranks codes of a fixed number of bits (topk, pursuit), while codes whose bit
+    /// counts vary (sign, ITQ, BSA) it ranks mostly by that count.
     Soft,
 }
 

@@ -1644,7 +1644,9 @@ impl Index {
     /// ``q``: float queries (n x dim, encoded with the index's model) or packed query codes
     /// (uint8, as :meth:`Model.encode` makes them). ``score``: ``hamming``, ``cosine``,
     /// ``jaccard``, ``overlap`` (code against code), ``adc`` or ``soft`` (float query against
-    /// code; need float queries and the model). ``mode``: ``flat`` (exact scan), ``inverted``
+    /// code; need float queries and the model; ``soft`` sums over the code's set bits, so it
+    /// ranks codes of a fixed number of bits, topk and pursuit, and not sign, ITQ or BSA codes,
+    /// which it ranks by their bit counts). ``mode``: ``flat`` (exact scan), ``inverted``
     /// (exact, posting lists) or ``hnsw`` (graph, approximate, the score it was built for; ``ef`` is its
     /// candidate list size, at least ``k``; by default the build's, raised to the candidates
     /// asked for: ``k``, or ``k x R`` with ``rescore``). ``rescore=R``: the best ``k x R`` by ``score`` (for
