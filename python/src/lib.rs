@@ -407,13 +407,20 @@ fn pool_of(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
         ONE.set(Some((forks, Arc::clone(&pool))));
     } else {
         // A panic elsewhere while the lock was held leaves the map whole (inserts are single
-        // calls). A program that tries many sizes keeps the threads of the last few only (a
-        // pool still in use by a call lives on until that call ends: the call holds it).
+        // calls). A program that tries many sizes keeps the threads of the last few only, and
+        // no more threads than a few per core (eight calls with threads=1000..1007 on two
+        // cores kept 8,000 threads: a review's finding): a pool past that serves its call and
+        // ends with it (a pool still in use by a call lives on until that call ends: the call
+        // holds it).
+        let budget = (4 * default_threads()).max(16);
         let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
-        if pools.1.len() >= MAX_POOLS {
+        let kept: usize = pools.1.keys().sum();
+        if pools.1.len() >= MAX_POOLS || kept + threads > budget {
             pools.1.clear();
         }
-        pools.1.insert(threads, Arc::clone(&pool));
+        if threads <= budget {
+            pools.1.insert(threads, Arc::clone(&pool));
+        }
     }
     Ok(pool)
 }

@@ -1,5 +1,6 @@
 """One index, many Python threads: the same results as one thread, and the GIL is released."""
 
+import os
 import sys
 import threading
 import time
@@ -36,6 +37,25 @@ def test_every_thread_count_gives_the_same_results(work, queries):
     for D, I in got:
         np.testing.assert_array_equal(I, want[1])
         np.testing.assert_array_equal(D, want[0])
+
+
+def test_a_pool_of_many_threads_is_not_kept(work, queries):
+    # Kept pools hold a few threads per core at most: eight calls with threads=1000..1007 on
+    # two cores kept 8,000 threads. A pool past that serves its call and its threads then end.
+    def threads_now():
+        status = open("/proc/self/status").read()
+        return int(next(l.split()[1] for l in status.splitlines() if l.startswith("Threads:")))
+
+    index = bsa.Index.open(work / "idx")
+    want = index.search(queries[:5], 3)
+    before = threads_now()
+    many = min(1000, 4 * (os.cpu_count() or 1) + 100)  # past the kept pools' budget
+    for t in (many, many + 1):
+        np.testing.assert_array_equal(index.search(queries[:5], 3, threads=t)[1], want[1])
+    deadline = time.monotonic() + 20
+    while threads_now() > before + 64 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threads_now() <= before + 64, (before, threads_now())
 
 
 @pytest.fixture
