@@ -76,7 +76,8 @@ fn quantise(a: &[f32], level: i32) -> (Vec<i8>, f32) {
 /// let dec = IntDecoder::new(wd_t.view());
 /// assert_eq!(dec.bits(), bits);
 /// let coarse = dec.tables(q.view());
-/// let exact: Vec<f32> = wd_t.rows().into_iter().map(|row| row.dot(&q.row(0))).collect();
+/// let q0 = q.row(0).to_vec();
+/// let exact: Vec<f32> = wd_t.rows().into_iter().map(|r| bsa_index::deterministic::dot(&r.to_vec(), &q0)).collect();
 /// assert_eq!(largest_f32(&coarse, 5), largest_f32(&exact, 5));
 /// ```
 #[derive(Clone, Debug)]

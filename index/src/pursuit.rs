@@ -39,9 +39,9 @@ use crate::memo::LastFor;
 /// ```
 /// use bsa_index::pursuit::greedy_codes;
 /// let atoms = ndarray::array![[1.0f32, 0.0], [0.99, 0.141], [0.0, 1.0]];
-/// let gram = atoms.dot(&atoms.t());
+/// let gram = bsa_index::deterministic::gram(atoms.view());
 /// let x = ndarray::array![[1.0f32, 0.3]];
-/// let h = x.dot(&atoms.t()); // 1.0, 1.03, 0.3
+/// let h = bsa_index::deterministic::matmul_nt(x.view(), atoms.view()); // 1.0, 1.03, 0.3
 /// // Atom 1 first; then atom 0 correlates better than atom 2, but is nearly atom 1.
 /// assert_eq!(greedy_codes(h.view(), gram.view(), 2), vec![vec![1, 2]]);
 /// ```
@@ -168,7 +168,7 @@ pub fn fixed_codes(h: ArrayView2<f32>, atoms: ArrayView2<f32>, k: usize) -> Vec<
 /// use bsa_index::pursuit::{fixed_codes, fixed_codes_with, GramCache};
 /// let atoms = ndarray::Array2::from_shape_fn((64, 8), |(j, t)| ((j * 5 + t * 3) % 7) as f32 - 3.0);
 /// let x = ndarray::Array2::from_shape_fn((3, 8), |(i, t)| ((i + t * t) % 5) as f32 - 2.0);
-/// let h = x.dot(&atoms.t()); // the correlations, bd = 0
+/// let h = bsa_index::deterministic::matmul_nt(x.view(), atoms.view()); // correlations, bd = 0
 /// let cache = GramCache::default(); // kept beside `atoms`, reused for every call
 /// let codes = fixed_codes_with(h.view(), atoms.view(), 4, &cache);
 /// assert_eq!(codes, fixed_codes(h.view(), atoms.view(), 4));
@@ -205,7 +205,7 @@ pub fn fixed_codes_with(
 /// use bsa_index::pursuit::{fixed_codes_with, GramCache};
 /// let atoms = ndarray::Array2::from_shape_fn((64, 8), |(j, t)| ((j * 5 + t * 3) % 7) as f32 - 3.0);
 /// let x = ndarray::Array2::from_shape_fn((20, 8), |(i, t)| ((i + t * t) % 5) as f32 - 2.0);
-/// let h = x.dot(&atoms.t());
+/// let h = bsa_index::deterministic::matmul_nt(x.view(), atoms.view());
 /// let by_rows = GramCache::default();
 /// let one = fixed_codes_with(h.slice(ndarray::s![..1, ..]), atoms.view(), 2, &by_rows);
 /// let whole = GramCache::default();

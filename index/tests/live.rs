@@ -924,7 +924,7 @@ fn no_ids_are_made_after_the_largest_possible() {
         .add(&NewRows::codes(&c.codes), false)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("no 3 ids are left"), "{err}");
+    assert!(err.contains("not 3 ids left"), "{err}");
     // The saturated counter cannot tell u64::MAX - 1 from u64::MAX: the message does not guess.
     assert!(
         err.contains(&format!("({} or more)", u64::MAX - 1)),

@@ -1,6 +1,8 @@
 """The live index from Python: add, delete, upsert, compact and filtered or range search give
 what the CLI gives on the same directory, and what a fresh build of the surviving rows gives."""
 
+import contextlib
+import fcntl
 import json
 import time
 
@@ -9,6 +11,19 @@ import pytest
 
 import bsa
 from conftest import cli_search, run_cli
+
+
+@contextlib.contextmanager
+def holding_the_lock(index_dir):
+    """The writers' lock of the index at `index_dir`, held (as `bsa add` holds it) for the
+    block: a change of the index meanwhile waits for it."""
+    with open(index_dir / "LOCK", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
 
 K = 10
 
@@ -117,7 +132,6 @@ def test_save_copies_the_generation_the_object_holds(work, base, tmp_path):
 def test_a_writer_behind_another_warns_then_waits(tmp_path):
     """A delete behind another writer (here a lock taken as `bsa add` takes it) warns that it
     waits, instead of hanging without a word, then deletes once the lock is free."""
-    import fcntl
     import threading
     import warnings
 
@@ -126,13 +140,11 @@ def test_a_writer_behind_another_warns_then_waits(tmp_path):
     done = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with open(tmp_path / "idx" / "LOCK", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with holding_the_lock(tmp_path / "idx"):
             t = threading.Thread(target=lambda: done.append(index.delete(np.array([3]))))
             t.start()
             t.join(0.5)
             assert t.is_alive(), "the delete did not wait for the lock"
-            fcntl.flock(lock, fcntl.LOCK_UN)
         t.join(30)
     assert done == [1]
     assert any("waiting for another writer" in str(w.message) for w in caught), caught
@@ -144,12 +156,10 @@ def test_a_writer_gives_up_after_its_lock_timeout(tmp_path):
     time has passed (at once for 0), naming the index, and changes nothing (so does a save
     over it); bad timeouts are ``ValueError``, and what is not a number ``TypeError``; once the
     lock is free the same call goes through."""
-    import fcntl
 
     codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
     index = bsa.Index.build(codes=codes, bits=16, path=tmp_path / "idx")
-    with open(tmp_path / "idx" / "LOCK", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with holding_the_lock(tmp_path / "idx"):
         started = time.monotonic()
         with pytest.raises(TimeoutError, match=r"idx: another writer .* after 0\.25 s of wait"):
             index.delete(np.array([3]), lock_timeout=0.25)
@@ -174,7 +184,6 @@ def test_a_writer_gives_up_after_its_lock_timeout(tmp_path):
                 index.delete(np.array([3]), lock_timeout=bad)
         with pytest.raises(ValueError, match="too long: pass None"):
             index.delete(np.array([3]), lock_timeout=float("inf"))
-        fcntl.flock(lock, fcntl.LOCK_UN)
     assert (len(index), index.segments) == (40, 1)
     assert index.delete(np.array([3]), lock_timeout=0) == 1
 
@@ -183,7 +192,6 @@ def test_a_lock_timeout_bounds_the_wait_behind_this_processs_own_change(tmp_path
     """A change of this process waits for another change of the same index in this process
     before it takes the lock (two in one pool would meet there): that wait warns too, and ends
     at ``lock_timeout`` with ``TimeoutError``, changing nothing, as a wait for the lock does."""
-    import fcntl
     import threading
     import warnings
 
@@ -193,8 +201,7 @@ def test_a_lock_timeout_bounds_the_wait_behind_this_processs_own_change(tmp_path
     done, gave_up = [], []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with open(tmp_path / "idx" / "LOCK", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with holding_the_lock(tmp_path / "idx"):
             first = threading.Thread(target=lambda: done.append(index.delete(np.array([3]))))
             first.start()
             deadline = time.monotonic() + 30
@@ -216,7 +223,6 @@ def test_a_lock_timeout_bounds_the_wait_behind_this_processs_own_change(tmp_path
             assert not second.is_alive(), "the lock timeout did not end the wait"
             assert len(gave_up) == 2 and gave_up[0] < 5 and 0.2 <= gave_up[1] < 5, gave_up
             assert len(caught) == 2, [str(w.message) for w in caught]  # not for a zero timeout
-            fcntl.flock(lock, fcntl.LOCK_UN)
         first.join(30)
     assert done == [1]
     assert len(bsa.Index.open(tmp_path / "idx")) == 39
@@ -229,7 +235,6 @@ def test_changes_waiting_for_the_lock_leave_the_pool_to_searches(tmp_path):
     sent to one pool met inside it: one worker, waiting in a loop, took on the other, which
     found the lock held by its own thread or waited there for ever; here both workers sat in
     the lock's wait and the search waited behind them.)"""
-    import fcntl
     import threading
 
     codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
@@ -240,8 +245,7 @@ def test_changes_waiting_for_the_lock_leave_the_pool_to_searches(tmp_path):
         rows = np.arange(4, dtype=np.uint8).reshape(2, 2)
         added.append(index.add(codes=rows, ids=[first, first + 1], threads=2))
 
-    with open(tmp_path / "idx" / "LOCK", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with holding_the_lock(tmp_path / "idx"):
         writers = [threading.Thread(target=add, args=(i,)) for i in (100, 200)]
         for w in writers:
             w.start()
@@ -251,7 +255,6 @@ def test_changes_waiting_for_the_lock_leave_the_pool_to_searches(tmp_path):
         search.join(10)
         assert not search.is_alive(), "the search waited behind the writers' wait for the lock"
         assert all(w.is_alive() for w in writers), "a change did not wait for the lock"
-        fcntl.flock(lock, fcntl.LOCK_UN)
     for w in writers:
         w.join(30)
     assert added == [0, 0] and len(index) == 44
@@ -262,7 +265,6 @@ def test_changes_waiting_for_the_lock_leave_the_pool_to_searches(tmp_path):
 def test_replacing_an_index_behind_its_writer_warns_then_waits(tmp_path, replace):
     """Index.build(..., overwrite=True) and Index.save(..., overwrite=True) wait for the writers
     of the index they replace, and warn that they do."""
-    import fcntl
     import threading
     import warnings
 
@@ -282,13 +284,11 @@ def test_replacing_an_index_behind_its_writer_warns_then_waits(tmp_path, replace
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with open(tmp_path / "idx" / "LOCK", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with holding_the_lock(tmp_path / "idx"):
             t = threading.Thread(target=build)
             t.start()
             t.join(0.5)
             assert t.is_alive(), "the build did not wait for the lock"
-            fcntl.flock(lock, fcntl.LOCK_UN)
         t.join(30)
     assert len(built) == 1 and len(built[0]) == 10
     assert any("waiting for another writer" in str(w.message) for w in caught), caught
@@ -442,7 +442,6 @@ def test_save_over_an_index_waits_through_signals_and_stops_on_ctrl_c(tmp_path):
     whose handler returns arrives (it failed with 'Interrupted system call'), and Ctrl-C ends
     the wait with KeyboardInterrupt, leaving that index as it was."""
     import _thread
-    import fcntl
     import os
     import signal
     import threading
