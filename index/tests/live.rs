@@ -1567,7 +1567,37 @@ fn graph_mode_walks_bridged_segments_with_the_largest() {
     let (want, _) = snap.search(&queries, k, &score, &flat, &opts_few).unwrap();
     same(&got, &want, "filtered");
     assert!(count(&stats, "filter_exact_scan_segments") >= 1);
-    // Compacted into one segment: no bridge is left, nor its file.
+    // A damaged bridge file does not keep the index from opening (bridges serve only the
+    // walk, as graphs do): the exact modes answer; the walk and the checks name the file.
+    let bridge_file = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("bridge-")
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&bridge_file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&bridge_file, bytes).unwrap();
+    let damaged = Snapshot::open(&path).unwrap();
+    let (got, _) = damaged.search(&queries, k, &score, &flat, &opts).unwrap();
+    same(&got, &exact, "flat, beside a damaged bridge");
+    let named = |e: bsa_index::Error| {
+        let e = e.to_string();
+        assert!(e.contains(&*bridge_file.to_string_lossy()), "{e}");
+    };
+    named(
+        damaged
+            .search(&queries, k, &score, &all, &opts)
+            .unwrap_err(),
+    );
+    named(damaged.verify_checksums().unwrap_err());
+    named(damaged.verify().unwrap_err());
+    // Compacted into one segment: no bridge is left, nor its file (the damaged one mended).
     let mut w = Writer::open(&path).unwrap();
     let stored = |_: &[u64], v: Option<&[f32]>| Ok(v.expect("stored vectors").to_vec());
     w.compact(1, Some(&stored)).unwrap();
@@ -1578,11 +1608,13 @@ fn graph_mode_walks_bridged_segments_with_the_largest() {
         .filter(|n| n.starts_with("bridge-"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+    Snapshot::open(&path).unwrap().verify().unwrap();
 }
 
-/// A damaged bridge file is an error naming it when the index opens.
+/// A damaged bridge file is an error naming it in the checks (not at open: bridges serve only
+/// the graph walk), and a compaction that merges its segment mends the index.
 #[test]
-fn a_damaged_bridge_file_is_refused_by_name() {
+fn a_damaged_bridge_file_is_named_by_the_checks_and_compacted_away() {
     let (_dir, path, mut w, _) =
         grown_index(18, 100, &[(500, 20)], |rng, ids| new_rows(rng, FLOATS, ids));
     bridge(&mut w);
@@ -1601,9 +1633,16 @@ fn a_damaged_bridge_file_is_refused_by_name() {
     let last = b.len() - 1;
     b[last] ^= 0x10;
     std::fs::write(&file, &b).unwrap();
-    let e = Snapshot::open(&path).unwrap_err().to_string();
+    let snap = Snapshot::open(&path).unwrap();
+    let e = snap.verify_checksums().unwrap_err().to_string();
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
     assert!(e.contains(&name), "{e}");
+    let mut w = Writer::open(&path).unwrap();
+    let stored = |_: &[u64], v: Option<&[f32]>| Ok(v.expect("stored vectors").to_vec());
+    w.compact(1, Some(&stored)).unwrap();
+    drop(w);
+    Snapshot::open(&path).unwrap().verify().unwrap();
+    assert!(!file.exists());
 }
 
 /// An add with bridging writes its segment's bridge in its own commit, and bridges every other

@@ -292,8 +292,37 @@ pub struct SegmentReader {
     /// Rows in id order, kept only for segments whose rows are not (written before rows were
     /// stored in id order); otherwise ids are found by binary search in `ids.bin`.
     by_id: Option<Vec<u32>>,
-    /// The segment its bridge leaves from and the edges (graph node there, row here).
-    bridge: Option<(String, Vec<(u32, u32)>)>,
+    /// The segment its bridge leaves from and the edges (graph node there, row here), or what
+    /// reads the bridge file again where it could not be read at open.
+    bridge: Option<(String, BridgeEdges)>,
+}
+
+/// A bridge's edges (graph node there, row here), or what reads its file again.
+type BridgeEdges = std::result::Result<Vec<(u32, u32)>, UnreadBridge>;
+
+/// A bridge whose file could not be read when the snapshot was opened (damaged, or gone).
+/// Bridges serve only the graph walk, as graphs do: the exact modes answer without them, a graph
+/// walk and the checks fail with the file's error ([`UnreadBridge::error`]), and a compaction
+/// (`bsa compact --no-verify`), which rewrites the bridges of the segments it merges, mends it.
+#[derive(Debug)]
+struct UnreadBridge {
+    dir: PathBuf,
+    entry: crate::live::BridgeEntry,
+    rows: usize,
+    nodes: usize,
+}
+
+impl UnreadBridge {
+    /// The error reading the file gives now (the same as at open, unless the file changed).
+    fn error(&self) -> Error {
+        match read_bridge(&self.dir, &self.entry, self.rows, self.nodes) {
+            Err(e) => e,
+            Ok(_) => Error::corrupt(
+                self.dir.join(&self.entry.file),
+                "could not be read when this snapshot of the index was opened".to_string(),
+            ),
+        }
+    }
 }
 
 impl SegmentReader {
@@ -919,7 +948,14 @@ impl Snapshot {
                 Some((b, to.rows as usize))
             });
             if let Some((b, nodes)) = from {
-                let edges = read_bridge(dir, b, s.rows as usize, nodes)?;
+                // Not a reason to refuse the index: its exact modes do not read bridges.
+                let rows = s.rows as usize;
+                let edges = read_bridge(dir, b, rows, nodes).map_err(|_| UnreadBridge {
+                    dir: dir.to_path_buf(),
+                    entry: b.clone(),
+                    rows,
+                    nodes,
+                });
                 reader.bridge = Some((b.to.clone(), edges));
             }
             segments.push(reader);
@@ -1000,7 +1036,7 @@ impl Snapshot {
             for s in &self.segments {
                 s.index.verify_open_checksums()?;
             }
-            Ok(())
+            self.check_bridges_read()
         };
         // A v1 index's segment checks the model too, by path: replaced by a rebuild is said so.
         mapped().map_err(|e| self.file_superseded(e))?;
@@ -1073,6 +1109,7 @@ impl Snapshot {
         for s in &self.segments {
             s.index.verify()?;
         }
+        self.check_bridges_read()?;
         if self.segments.len() > 1 {
             let mut live: Vec<u64> = self
                 .segments
@@ -1840,6 +1877,15 @@ impl Snapshot {
         Ok((merge(parts, nq, k, score.has_scores()), stats))
     }
 
+    /// The error of the first bridge file that could not be read at open, if any.
+    fn check_bridges_read(&self) -> Result<()> {
+        let unread = self.segments.iter().find_map(|s| match &s.bridge {
+            Some((_, Err(unread))) => Some(unread),
+            _ => None,
+        });
+        unread.map_or(Ok(()), |u| Err(u.error()))
+    }
+
     /// The bridges into the largest segment's graph, put together at the first call.
     fn bridges(&self) -> Result<Option<&Bridges>> {
         if let Some(b) = self.bridges.get() {
@@ -1858,11 +1904,14 @@ impl Snapshot {
                     })
                     .collect();
                 let sizes: Vec<usize> = segments.iter().map(|&s| self.segments[s].rows()).collect();
-                let edges: Vec<&[(u32, u32)]> = segments
+                let edges = segments
                     .iter()
                     .filter_map(|&s| self.segments[s].bridge.as_ref())
-                    .map(|(_, e)| e.as_slice())
-                    .collect();
+                    .map(|(_, e)| match e {
+                        Ok(edges) => Ok(edges.as_slice()),
+                        Err(unread) => Err(self.superseded(unread.error())),
+                    })
+                    .collect::<Result<Vec<&[(u32, u32)]>>>()?;
                 let nodes = self.segments[target].rows();
                 (!segments.is_empty())
                     .then(|| BridgeLists::new(nodes, &sizes, &edges))
