@@ -59,6 +59,15 @@ fn graph_on(snap: &Snapshot) -> Option<GraphOn> {
     GraphOn::of_index(snap.extra(), snap.graph_metric())
 }
 
+/// The error of float rows given to an index without a model (built from codes).
+pub fn no_model_for_floats(dir: &std::path::Path) -> Error {
+    Error::InvalidArgument(format!(
+        "{}: the index has no model to encode float rows (it was built from codes): add packed \
+         codes",
+        dir.display()
+    ))
+}
+
 /// Adds rows to the index `writer` changes as a new segment: encodes float rows with the index's
 /// model and computes what the index holds for every row (norms, stored vectors, graph
 /// vectors). `ids` default to the ones after the largest id so far; ids already live are an
@@ -94,12 +103,7 @@ pub fn add(
     }
     let (floats, codes, norms, graph_vectors) = match source {
         AddSource::Floats(x) => {
-            let m = model.as_ref().ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "{d}: the index has no model to encode float rows (it was built from \
-                     codes): add packed codes"
-                ))
-            })?;
+            let m = model.as_ref().ok_or_else(|| no_model_for_floats(&dir))?;
             if x.ncols() != m.config.dim {
                 return Err(Error::model_dim("the new rows", m.config.dim, x.ncols()));
             }

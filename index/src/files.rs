@@ -477,7 +477,9 @@ fn compare_plain(path: &Path, got: FileInfo, info: &FileInfo) -> Result<()> {
 /// Taken by [`Writer::open_waiting`](crate::live::Writer::open_waiting),
 /// [`Snapshot::copy_to`](crate::live::Snapshot::copy_to) and
 /// [`replace_index_dir`](crate::replace_index_dir); [`IndexBuilder`](crate::IndexBuilder) has
-/// the same three settings as its own methods.
+/// the same three as its own methods (`on_wait`, `stop_when`, which borrows its flag for the
+/// whole build, and `lock_timeout`). It is `Send`: a wait can be made on one thread and
+/// handed to another.
 ///
 /// ```
 /// use std::sync::{atomic::AtomicBool, Arc};
@@ -497,7 +499,7 @@ fn compare_plain(path: &Path, got: FileInfo, info: &FileInfo) -> Result<()> {
 /// ```
 #[derive(Default)]
 pub struct LockWait<'a> {
-    pub(crate) on_wait: Option<Box<dyn FnOnce() + 'a>>,
+    pub(crate) on_wait: Option<Box<dyn FnOnce() + Send + 'a>>,
     pub(crate) stop: Option<std::sync::Arc<AtomicBool>>,
     pub(crate) timeout: Option<Duration>,
 }
@@ -521,7 +523,7 @@ impl<'a> LockWait<'a> {
     /// Called once, before waiting, if another writer holds the lock (not for a zero
     /// [`timeout`](Self::timeout), which does not wait): a command can say why it seems to
     /// hang.
-    pub fn on_wait(mut self, f: impl FnOnce() + 'a) -> Self {
+    pub fn on_wait(mut self, f: impl FnOnce() + Send + 'a) -> Self {
         self.on_wait = Some(Box::new(f));
         self
     }

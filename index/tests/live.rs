@@ -1611,6 +1611,24 @@ fn graph_mode_walks_bridged_segments_with_the_largest() {
     Snapshot::open(&path).unwrap().verify().unwrap();
 }
 
+/// A mapped file damaged under a snapshot is damage, said as such, even once writers have
+/// committed since (a review's finding: any commit made it "replaced by a rebuild"); only the
+/// model, read by path, can be replaced under a snapshot.
+#[test]
+fn damage_under_an_old_snapshot_is_not_called_a_rebuild() {
+    let (_dir, path, _) = codes_index(21, 30);
+    let old = Snapshot::open(&path).unwrap();
+    let codes = path.join("codes.bin");
+    let mut b = std::fs::read(&codes).unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    std::fs::write(&codes, &b).unwrap();
+    Writer::open(&path).unwrap().delete(&[4]).unwrap();
+    assert!(!old.is_current().unwrap());
+    let e = old.verify_checksums().unwrap_err();
+    assert!(matches!(e, bsa_index::Error::Checksum { .. }), "{e}");
+}
+
 /// A damaged bridge file is an error naming it in the checks (not at open: bridges serve only
 /// the graph walk), and a compaction that merges its segment mends the index.
 #[test]

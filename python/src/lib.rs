@@ -140,17 +140,19 @@ struct Changing(PathBuf);
 
 impl Changing {
     /// Waits (checking `stop` every 100 ms) until no other call of this process changes `dir`,
-    /// as a writer waits for another's lock: warning first (unless `timeout` is zero), and for
+    /// as a writer waits for another's lock: calling `on_wait` first (unless `timeout` is
+    /// zero; a change warns), and for
     /// at most `timeout` (then [`bsa_index::Error::LockTimeout`]). Returns what is left of
     /// `timeout` for the lock itself.
     fn wait(
         dir: &Path,
         stop: &AtomicBool,
         timeout: Option<std::time::Duration>,
+        on_wait: impl FnOnce(),
     ) -> bsa::Result<(Changing, Option<std::time::Duration>)> {
         let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let started = std::time::Instant::now();
-        let mut told = false;
+        let mut on_wait = Some(on_wait);
         let mut busy = CHANGING.0.lock().unwrap_or_else(PoisonError::into_inner);
         while busy.contains(&key) {
             bsa_index::check_stop(Some(stop))?;
@@ -167,11 +169,13 @@ impl Changing {
                 }
                 nap = nap.min(t - waited);
             }
-            if !told && timeout != Some(std::time::Duration::ZERO) {
-                told = true;
-                // Not under the set's lock: the warning takes the GIL.
+            if let Some(f) = on_wait
+                .take()
+                .filter(|_| timeout != Some(std::time::Duration::ZERO))
+            {
+                // Not under the set's lock: a warning takes the GIL.
                 drop(busy);
-                warn_waiting(dir);
+                f();
                 busy = CHANGING.0.lock().unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
@@ -241,7 +245,7 @@ fn run_interruptible<T: Send>(
         let (stop, pool) = (&stop, &pool);
         let worker = s.spawn(move || {
             let out = changes
-                .map(|(dir, timeout)| Changing::wait(dir, stop, timeout))
+                .map(|(dir, timeout)| Changing::wait(dir, stop, timeout, || warn_waiting(dir)))
                 .transpose()
                 .and_then(|changing| {
                     // The guard lives until `f` has returned: the next change waits for it.
@@ -413,12 +417,12 @@ fn pool_of(threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
         // ends with it (a pool still in use by a call lives on until that call ends: the call
         // holds it).
         let budget = (4 * default_threads()).max(16);
-        let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
-        let kept: usize = pools.1.keys().sum();
-        if pools.1.len() >= MAX_POOLS || kept + threads > budget {
-            pools.1.clear();
-        }
         if threads <= budget {
+            let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
+            let kept: usize = pools.1.keys().sum();
+            if pools.1.len() >= MAX_POOLS || kept + threads > budget {
+                pools.1.clear();
+            }
             pools.1.insert(threads, Arc::clone(&pool));
         }
     }
@@ -617,20 +621,23 @@ fn seconds(name: &str, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<std::tim
     let Some(v) = v.filter(|v| !v.is_none()) else {
         return Ok(None);
     };
-    // A bool is an int to Python, so True would quietly mean one second.
-    let secs: f64 = match v.is_instance_of::<pyo3::types::PyBool>() {
-        true => None,
-        false => v.extract().ok(),
-    }
-    .ok_or_else(|| {
-        let kind = v
-            .get_type()
-            .name()
-            .map_or_else(|_| "?".into(), |n| n.to_string());
-        PyTypeError::new_err(format!(
+    // A bool is an int to Python (and numpy's converts to float), so True would quietly mean
+    // one second.
+    let numpy_bool = v.py().import("numpy")?.getattr("bool_")?;
+    let secs: f64 =
+        match v.is_instance_of::<pyo3::types::PyBool>() || v.is_instance(&numpy_bool)? {
+            true => None,
+            false => v.extract().ok(),
+        }
+        .ok_or_else(|| {
+            let kind = v
+                .get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string());
+            PyTypeError::new_err(format!(
             "{name} must be a number of seconds (or None to wait as long as it takes), got {kind}"
         ))
-    })?;
+        })?;
     std::time::Duration::try_from_secs_f64(secs)
         .map(Some)
         .map_err(|_| {
@@ -664,11 +671,15 @@ fn progress_line(line: String) {
 /// the checksums of the generation changed are checked first, as ``bsa add`` and ``bsa delete``
 /// check them (a change on a damaged file would carry the damage into a new generation).
 fn open_writer(
+    index: &Index,
     dir: &Path,
     stop: &Arc<AtomicBool>,
     verify: bool,
     lock_timeout: Option<std::time::Duration>,
-) -> bsa_index::Result<Writer> {
+) -> bsa::Result<Writer> {
+    // Closed while this change waited for the in-process slot (`Index::close` takes it): the
+    // change is not made, rather than made and then reported as failed.
+    index.current()?;
     let wait = LockWait::new()
         .on_wait(|| warn_waiting(dir))
         .stop(Arc::clone(stop))
@@ -1909,12 +1920,11 @@ impl Index {
             // Its width is checked all the same, as a search checks an empty batch's.
             let loaded = self.loaded()?;
             let width = match source {
-                AddSource::Floats(x) => loaded
-                    .model
-                    .as_ref()
-                    .map(|m| (m.config.dim, x.ncols()))
-                    .filter(|(want, got)| want != got)
-                    .map(|(want, got)| bsa::Error::model_dim("x", want, got)),
+                AddSource::Floats(x) => match loaded.model.as_ref() {
+                    None => Some(bsa::live::no_model_for_floats(loaded.snap.dir())),
+                    Some(m) => (m.config.dim != x.ncols())
+                        .then(|| bsa::Error::model_dim("x", m.config.dim, x.ncols())),
+                },
                 AddSource::Packed { .. } => {
                     let want = bsa_index::pack::bytes_per_code(loaded.snap.bits());
                     let got = packed.as_ref().map_or(want, |c| c.as_array().ncols());
@@ -1943,7 +1953,7 @@ impl Index {
         // Ctrl-C stops the wait for another writer, the encoding, the segment's build and its
         // merges, before the commit: the index stays as it was.
         let report = changing(py, threads, &dir, lock_timeout, |stop, lock_timeout| {
-            let mut writer = open_writer(&dir, stop, verify, lock_timeout)?;
+            let mut writer = open_writer(self, &dir, stop, verify, lock_timeout)?;
             let r = bsa::live::add(&mut writer, source, ids.as_deref(), upsert, false, merge)
                 .map_err(|e| match source {
                     AddSource::Packed { .. } => code_row_of(e, "codes"),
@@ -1974,7 +1984,7 @@ impl Index {
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let dir = self.snap()?.dir().to_path_buf();
         let report = changing(py, None, &dir, lock_timeout, |stop, lock_timeout| {
-            let mut writer = open_writer(&dir, stop, verify, lock_timeout)?;
+            let mut writer = open_writer(self, &dir, stop, verify, lock_timeout)?;
             let r = writer.delete(&ids)?;
             self.reopen()?;
             drop(writer);
@@ -2000,7 +2010,7 @@ impl Index {
         let threads = positive("threads", threads)?;
         let dir = self.snap()?.dir().to_path_buf();
         changing(py, threads, &dir, lock_timeout, |stop, lock_timeout| {
-            let mut writer = open_writer(&dir, stop, verify, lock_timeout)?;
+            let mut writer = open_writer(self, &dir, stop, verify, lock_timeout)?;
             bsa::live::compact(&mut writer, max_segments)?;
             self.reopen()?;
             drop(writer);
@@ -2148,12 +2158,12 @@ impl Index {
         Ok((open, (self.snap()?.dir().to_path_buf(),)))
     }
 
-    /// Closes the index: later calls raise ``ValueError``, the files stop being mapped once
-    /// calls under way in other threads have finished, and the folder of an index built without
-    /// ``path`` is removed now rather than when the object goes (a reference kept by a
-    /// notebook, a thread or a pool worker ended by SIGTERM kept it on disk). A change under
-    /// way in another thread finishes first. Closing again does nothing. ``with`` closes the
-    /// index at the end of its block.
+    /// Closes the index: later calls raise ``ValueError``, and the folder of an index built
+    /// without ``path`` is removed now rather than when the object goes (a reference kept by a
+    /// notebook, a thread or a pool worker ended by SIGTERM kept it on disk), once the calls
+    /// under way in other threads have finished with it (a change waiting for its turn is
+    /// not made: ``ValueError``). Closing again does nothing. ``with`` closes the index at the
+    /// end of its block.
     ///
     /// Example::
     ///
@@ -2168,13 +2178,30 @@ impl Index {
         // After this object's changes under way (they hold the in-process slot of the
         // directory), so that none of them writes into a folder being removed.
         let tmp = interruptible(py, None, |stop| {
-            let _changing = Changing::wait(&dir, stop, None)?;
-            *self.inner.write().unwrap_or_else(PoisonError::into_inner) = None;
-            Ok(self
+            let _changing = Changing::wait(&dir, stop, None, || {})?;
+            let taken = self
+                .inner
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let tmp = self
                 .tmp
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .take())
+                .take();
+            // The folder goes once the calls under way in other threads (a search, a save, a
+            // verify: each holds the generation it reads) have finished with its files.
+            if let (Some(loaded), Some(_)) = (&taken, &tmp) {
+                while Arc::strong_count(loaded) > 1 || Arc::strong_count(&loaded.snap) > 1 {
+                    if bsa_index::check_stop(Some(stop)).is_err() {
+                        // Interrupted: closed all the same; the folder goes with the object.
+                        *self.tmp.lock().unwrap_or_else(PoisonError::into_inner) = tmp;
+                        return Err(bsa::Error::Stopped);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+            Ok(tmp)
         })?;
         if let Some(tmp) = tmp {
             let at = tmp.path().to_path_buf();
@@ -2262,9 +2289,11 @@ fn id_vector(obj: &Bound<'_, PyAny>, name: &str, kind: Ids) -> PyResult<Vec<u64>
         } else if kind == b'f' {
             " (numpy makes a list float64 when it holds a float, or an int of 2**63 or more: \
              ids are integers below 2**63)"
+        } else if kind == b'O' {
+            " (numpy makes a list of objects when it holds something other than numbers, or an \
+             int of 2**64 or more: ids are integers below 2**63)"
         } else {
-            " (numpy makes a list that when it holds an int of 2**64 or more: ids are integers \
-             below 2**63)"
+            ""
         };
         return Err(PyTypeError::new_err(format!(
             "{name} must hold integers, got dtype {}{hint}",
@@ -2350,8 +2379,8 @@ fn id_lists(obj: &Bound<'_, PyAny>, name: &str, k: usize) -> PyResult<Vec<Vec<u6
 
 /// The exact ``k`` nearest rows of ``base`` by cosine similarity for each row of ``queries``
 /// (both float, same dimension): int64, ``(nq, k)``, best first, ties to the lower row, -1
-/// past the last row when ``base`` has fewer than ``k`` (as :meth:`Index.search` pads). The
-/// same as ``bsa groundtruth`` (a blocked GEMM picks candidates; float64 rescoring fixes the
+/// past the last row when ``base`` has fewer than ``k`` (as :meth:`Index.search` pads;
+/// ``bsa groundtruth`` refuses such a ``k``). Otherwise the same as ``bsa groundtruth`` (a blocked GEMM picks candidates; float64 rescoring fixes the
 /// order on every CPU and thread count). The GIL is released; Ctrl-C stops it
 /// (``KeyboardInterrupt``).
 ///

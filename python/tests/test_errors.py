@@ -181,6 +181,8 @@ def test_id_lists_empty_or_out_of_range(index, queries):
     with pytest.raises(TypeError, match="allow_ids must be a list, range or array of integers, "
                                         "got a generator"):
         index.search(queries, 5, allow_ids=(i for i in range(100)))
+    with pytest.raises(TypeError, match="list of objects when it holds something other"):
+        index.search(queries, 5, allow_ids=[1, None])
 
 
 def test_bad_options(index, work, queries):

@@ -176,7 +176,7 @@ def test_a_writer_gives_up_after_its_lock_timeout(tmp_path):
             bsa.Index.open(tmp_path / "copy").save(tmp_path / "idx", overwrite=True,
                                                    lock_timeout=0)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "idx"]
-        for bad in [True, "1", [1]]:  # True would be one second to float()
+        for bad in [True, np.True_, "1", [1]]:  # True would be one second to float()
             with pytest.raises(TypeError, match="lock_timeout must be a number of seconds"):
                 index.delete(np.array([3]), lock_timeout=bad)
         for bad in [-1.0, float("nan")]:
@@ -375,6 +375,53 @@ def test_close_and_with_end_an_index_and_remove_its_temporary_folder(tmp_path):
     np.testing.assert_array_equal(bsa.Index.open(tmp_path / "idx").search(codes[:2], 1)[1], I)
 
 
+@pytest.mark.filterwarnings("ignore:waiting for another writer")
+def test_close_waits_for_calls_under_way_and_refuses_a_change_after_it(tmp_path):
+    # A review's findings: a change queued behind close() committed, then raised "closed" (a
+    # retry added its rows twice); a save under way lost its source folder to close().
+    import threading
+
+    codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
+    index = bsa.Index.build(codes=codes, bits=16, path=tmp_path / "idx")
+    outcome = {}
+
+    def add():
+        try:
+            outcome["add"] = index.add(codes=codes[:1], ids=[500])
+        except ValueError as e:
+            outcome["add"] = e
+
+    with holding_the_lock(tmp_path / "idx"):
+        first = threading.Thread(target=lambda: index.delete(np.array([3])))
+        first.start()
+        time.sleep(0.3)  # the delete holds this process's turn, waiting for the lock
+        closer = threading.Thread(target=index.close)
+        later = threading.Thread(target=add)
+        closer.start()
+        later.start()
+        time.sleep(0.3)
+    for t in (first, closer, later):
+        t.join(30)
+    on_disk = set(bsa.Index.open(tmp_path / "idx").ids.tolist())
+    if isinstance(outcome["add"], ValueError):  # closed first: not made
+        assert "closed" in str(outcome["add"]) and 500 not in on_disk
+    else:  # made first, then closed
+        assert outcome["add"] == 0 and 500 in on_disk
+    assert 3 not in on_disk
+    # A path-less index's folder outlives a save under way in another thread.
+    big = np.random.default_rng(0).integers(0, 256, (1_000_000, 16), dtype=np.uint8)
+    temp = bsa.Index.build(codes=big, bits=128)
+    folder = temp.path.parent
+    saved = []
+    saver = threading.Thread(target=lambda: saved.append(temp.save(tmp_path / "copy")))
+    saver.start()
+    time.sleep(0.005)
+    temp.close()
+    saver.join(60)
+    assert saved == [None] and not folder.exists()
+    assert len(bsa.Index.open(tmp_path / "copy")) == 1_000_000
+
+
 def test_an_empty_batch_adds_nothing(work, base, tmp_path):
     # As FAISS's add of none: a pipeline's last, empty batch needs no special case. Its width
     # is still checked, as a search checks an empty batch's.
@@ -390,6 +437,8 @@ def test_an_empty_batch_adds_nothing(work, base, tmp_path):
     assert packed.add(codes=np.zeros((0, 2), np.uint8)) == 0
     with pytest.raises(ValueError, match="expected 2, got 3"):
         packed.add(codes=np.zeros((0, 3), np.uint8))
+    with pytest.raises(ValueError, match="no model to encode float rows"):  # as with rows
+        packed.add(x=np.zeros((0, 5), np.float32))
     assert (len(packed), packed.segments) == (3, 1)
 
 

@@ -24,7 +24,9 @@ impl Snapshot {
     /// put in place) fails too: never a mix of generations; open the index again and copy
     /// that. The [`stop`](LockWait::stop) flag of `wait` ends the copy between files, and the
     /// wait for the lock, with [`Error::Stopped`], leaving `out` as it was; so does its
-    /// [`timeout`](LockWait::timeout) the wait, with [`Error::LockTimeout`].
+    /// [`timeout`](LockWait::timeout) the wait, with [`Error::LockTimeout`]. The lock is taken
+    /// once the copy is complete, as a build takes it (its holder may finish meanwhile), so a
+    /// copy that times out has been written and is removed.
     ///
     /// [`IndexBuilder`]: crate::IndexBuilder
     ///

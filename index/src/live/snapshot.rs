@@ -302,7 +302,7 @@ type BridgeEdges = std::result::Result<Vec<(u32, u32)>, UnreadBridge>;
 
 /// A bridge whose file could not be read when the snapshot was opened (damaged, or gone).
 /// Bridges serve only the graph walk, as graphs do: the exact modes answer without them, a graph
-/// walk and the checks fail with the file's error ([`UnreadBridge::error`]), and a compaction
+/// walk and the checks read it again and fail with its error ([`UnreadBridge::read`]), and a compaction
 /// (`bsa compact --no-verify`), which rewrites the bridges of the segments it merges, mends it.
 #[derive(Debug)]
 struct UnreadBridge {
@@ -313,15 +313,10 @@ struct UnreadBridge {
 }
 
 impl UnreadBridge {
-    /// The error reading the file gives now (the same as at open, unless the file changed).
-    fn error(&self) -> Error {
-        match read_bridge(&self.dir, &self.entry, self.rows, self.nodes) {
-            Err(e) => e,
-            Ok(_) => Error::corrupt(
-                self.dir.join(&self.entry.file),
-                "could not be read when this snapshot of the index was opened".to_string(),
-            ),
-        }
+    /// The file read again: a read that failed for a passing reason (too many open files, say)
+    /// may succeed now; damage fails again with its error.
+    fn read(&self) -> Result<Vec<(u32, u32)>> {
+        read_bridge(&self.dir, &self.entry, self.rows, self.nodes)
     }
 }
 
@@ -1179,10 +1174,10 @@ impl Snapshot {
     }
 
     /// `e`, a file of this generation failing its manifest entry, as said to the caller: a
-    /// file removed ([`Self::superseded`]) or read by path and found replaced (the model: a
-    /// different length or CRC) since this snapshot was opened is said to be so when the index
-    /// is no longer this generation (a rebuild put its own file there); otherwise it is damage,
-    /// `e`.
+    /// file removed ([`Self::superseded`]), or the model (read by path) found replaced (a
+    /// different length or CRC) since this snapshot was opened when the index is no longer
+    /// this generation (a rebuild put its own model there), is said to be so; otherwise it is
+    /// damage, `e`.
     fn file_superseded(&self, e: Error) -> Error {
         let e = self.superseded(e);
         let path = match &e {
@@ -1192,7 +1187,9 @@ impl Snapshot {
             | Error::Model { path, .. } => path.clone(),
             _ => return e,
         };
-        if self.is_current().unwrap_or(true) {
+        // Only the model is read by path: a mapped file failing its checks is damage, whatever
+        // writers committed since (they never change a mapped file, they write new ones).
+        if self.model.as_deref() != Some(path.as_path()) || self.is_current().unwrap_or(true) {
             return e;
         }
         Error::model(
@@ -1883,7 +1880,7 @@ impl Snapshot {
             Some((_, Err(unread))) => Some(unread),
             _ => None,
         });
-        unread.map_or(Ok(()), |u| Err(u.error()))
+        unread.map_or(Ok(()), |u| u.read().map(drop))
     }
 
     /// The bridges into the largest segment's graph, put together at the first call.
@@ -1904,14 +1901,18 @@ impl Snapshot {
                     })
                     .collect();
                 let sizes: Vec<usize> = segments.iter().map(|&s| self.segments[s].rows()).collect();
-                let edges = segments
+                let read = segments
                     .iter()
                     .filter_map(|&s| self.segments[s].bridge.as_ref())
                     .map(|(_, e)| match e {
-                        Ok(edges) => Ok(edges.as_slice()),
-                        Err(unread) => Err(self.superseded(unread.error())),
+                        Ok(edges) => Ok(std::borrow::Cow::Borrowed(edges.as_slice())),
+                        Err(unread) => unread
+                            .read()
+                            .map(std::borrow::Cow::Owned)
+                            .map_err(|e| self.superseded(e)),
                     })
-                    .collect::<Result<Vec<&[(u32, u32)]>>>()?;
+                    .collect::<Result<Vec<_>>>()?;
+                let edges: Vec<&[(u32, u32)]> = read.iter().map(|e| e.as_ref()).collect();
                 let nodes = self.segments[target].rows();
                 (!segments.is_empty())
                     .then(|| BridgeLists::new(nodes, &sizes, &edges))
