@@ -1569,20 +1569,7 @@ fn graph_mode_walks_bridged_segments_with_the_largest() {
     assert!(count(&stats, "filter_exact_scan_segments") >= 1);
     // A damaged bridge file does not keep the index from opening (bridges serve only the
     // walk, as graphs do): the exact modes answer; the walk and the checks name the file.
-    let bridge_file = std::fs::read_dir(&path)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("bridge-")
-        })
-        .unwrap();
-    let mut bytes = std::fs::read(&bridge_file).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    std::fs::write(&bridge_file, bytes).unwrap();
+    let bridge_file = damage_a_bridge_file(&path);
     let damaged = Snapshot::open(&path).unwrap();
     let (got, _) = damaged.search(&queries, k, &score, &flat, &opts).unwrap();
     same(&got, &exact, "flat, beside a damaged bridge");
@@ -1611,6 +1598,25 @@ fn graph_mode_walks_bridged_segments_with_the_largest() {
     Snapshot::open(&path).unwrap().verify().unwrap();
 }
 
+/// Flips a bit of the last byte of a bridge file of the index at `path`, and returns the file.
+fn damage_a_bridge_file(path: &Path) -> std::path::PathBuf {
+    let file = std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("bridge-")
+        })
+        .expect("a bridge file");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    std::fs::write(&file, bytes).unwrap();
+    file
+}
+
 /// A mapped file damaged under a snapshot is damage, said as such, even once writers have
 /// committed since (a review's finding: any commit made it "replaced by a rebuild"); only the
 /// model, read by path, can be replaced under a snapshot.
@@ -1637,20 +1643,7 @@ fn a_damaged_bridge_file_is_named_by_the_checks_and_compacted_away() {
         grown_index(18, 100, &[(500, 20)], |rng, ids| new_rows(rng, FLOATS, ids));
     bridge(&mut w);
     drop(w);
-    let file = std::fs::read_dir(&path)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("bridge-")
-        })
-        .expect("a bridge file");
-    let mut b = std::fs::read(&file).unwrap();
-    let last = b.len() - 1;
-    b[last] ^= 0x10;
-    std::fs::write(&file, &b).unwrap();
+    let file = damage_a_bridge_file(&path);
     let snap = Snapshot::open(&path).unwrap();
     let e = snap.verify_checksums().unwrap_err().to_string();
     let name = file.file_name().unwrap().to_string_lossy().into_owned();
