@@ -1,8 +1,11 @@
 //! The graph file (`graph.bin`): flat, per-level neighbour lists of `u32` rows.
 //!
-//! The graph is *built* with hnsw_rs (see [`crate::hnsw`]) and then exported into flat
-//! neighbour lists, stored in `graph.bin` (layout in `index/FORMAT.md`, section "`graph.bin`")
-//! and read in place by [`GraphView`]. The search over it is [`crate::search::graph`].
+//! The graph is built natively on float vectors (the decoded codes or the stored embeddings,
+//! by cosine: `graph_build`, [`IndexBuilder::graph_on`](crate::IndexBuilder::graph_on)), or
+//! on the codes by Hamming distance with hnsw_rs (see [`crate::hnsw`]) and exported; either
+//! way it is stored as flat neighbour lists in `graph.bin` (layout in `index/FORMAT.md`,
+//! section "`graph.bin`") and read in place by [`GraphView`]. The search over it is
+//! [`crate::search::graph`].
 //!
 //! Every byte of the file is checked before the first search ([`GraphView::from_payload`]):
 //! neighbour ids are bounds-checked against the number of codes, so a damaged file gives an

@@ -1,8 +1,9 @@
 //! Graph search (`--mode hnsw`) over the flat, memory-mapped graph of [`crate::graph`].
 //!
-//! The graph is *built* with hnsw_rs (see [`crate::hnsw`]) and then exported into flat per-level
-//! neighbour lists of `u32` rows, stored in `graph.bin` (layout in `index/FORMAT.md`, section
-//! "`graph.bin`"). Searching reads that file in place, together with the mapped codes:
+//! The graph (built natively on float vectors, or with hnsw_rs on the codes: see
+//! [`crate::graph`]) is stored as flat per-level neighbour lists of `u32` rows in `graph.bin`
+//! (layout in `index/FORMAT.md`, section "`graph.bin`"). Searching reads that file in place,
+//! together with the mapped codes:
 //!
 //! 1. **Greedy descent** from the entry point through the upper levels: at each level, scan the
 //!    current node's list, move to the best neighbour if it is better, repeat until no neighbour

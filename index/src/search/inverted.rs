@@ -23,8 +23,6 @@
 //!   pays only when the postings (`n` x mean popcount) are fewer than the code words (`n N / 64`).
 //!   The flat scan of table scores (what `--mode inverted` falls back to) reads the per-code set
 //!   bits of `sparse.bin` when the index has them ([`crate::sparse`]): `K` lookups per code.
-//!   The flat scan of table scores reads the per-code bit lists of `sparse.bin` when the index
-//!   has them (see [`crate::sparse`]), which is what `--mode inverted` falls back to.
 //!
 //! **Bitmaps.** When the index also stores the lists as bitmaps over rows ([`crate::bitmaps`],
 //! `bitmaps.bin`), a Hamming query whose bitmap words (`|q| x n / 64`) cost less than its

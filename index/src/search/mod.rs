@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | `flat` | [`FlatSearcher`] | the codes ([`CodesView`]), `sparse.bin` for table scores | exact |
 //! | `inverted` | [`InvertedSearcher`] | posting lists ([`InvertedView`](crate::InvertedView)), their bitmaps | exact, identical to flat |
-//! | `hnsw` | [`GraphSearcher`] | the graph ([`GraphView`](crate::graph::GraphView)) | approximate, Hamming only |
+//! | `hnsw` | [`GraphSearcher`] | the graph ([`GraphView`](crate::graph::GraphView)) | approximate, by the score the graph was built for (Hamming on the codes, a table score on float vectors) |
 //!
 //! This module holds what every mode shares: the checks of queries and scores, and the one
 //! conversion of the modes' sorted `(key, row)` lists into [`Hits`].
