@@ -1656,6 +1656,49 @@ fn a_damaged_bridge_file_is_named_by_the_checks_and_compacted_away() {
     assert!(!file.exists());
 }
 
+/// Every bridge unread at open is read again by the checks, not only the first: here the
+/// first is mended after the open (as a passing read error would pass) and the second, still
+/// damaged, is named. Before, the checks read the first again and said the index was sound.
+#[test]
+fn the_checks_read_every_bridge_unread_at_open() {
+    let (_dir, path, mut w, _) = grown_index(22, 100, &[(500, 20), (600, 20)], |rng, ids| {
+        new_rows(rng, FLOATS, ids)
+    });
+    assert_eq!(bridge(&mut w).segments, 2, "two small segments bridged");
+    drop(w);
+    let mut files: Vec<_> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("bridge-")
+        })
+        .collect();
+    files.sort();
+    let sound: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    for (f, b) in files.iter().zip(&sound) {
+        let mut b = b.clone();
+        let last = b.len() - 1;
+        b[last] ^= 0x10;
+        std::fs::write(f, b).unwrap();
+    }
+    let snap = Snapshot::open(&path).unwrap();
+    let name = |i: usize| files[i].file_name().unwrap().to_string_lossy().into_owned();
+    let e = snap.verify_checksums().unwrap_err().to_string();
+    assert!(e.contains(&name(0)) || e.contains(&name(1)), "{e}");
+    // One mended: the other is still named, by both checks.
+    let mended = if e.contains(&name(0)) { 0 } else { 1 };
+    std::fs::write(&files[mended], &sound[mended]).unwrap();
+    for e in [snap.verify_checksums(), snap.verify()] {
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains(&name(1 - mended)), "{e}");
+    }
+    std::fs::write(&files[1 - mended], &sound[1 - mended]).unwrap();
+    snap.verify().unwrap();
+}
+
 /// An add with bridging writes its segment's bridge in its own commit, and bridges every other
 /// segment again when it brings a new largest one; a compaction with nothing to do commits
 /// nothing.
@@ -1818,7 +1861,8 @@ fn a_copy_is_its_snapshots_generation_or_nothing() {
 /// beside them; once the writer is gone the same calls go through.
 #[test]
 fn copies_and_replacements_give_up_waiting_as_their_lock_wait_says() {
-    use std::sync::{atomic::AtomicBool, mpsc, Arc};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc};
     use std::time::Duration;
     let (dir, path, _) = codes_index(17, 30);
     let source = dir.path().join("source");
@@ -1844,6 +1888,22 @@ fn copies_and_replacements_give_up_waiting_as_their_lock_wait_says() {
     let stopped = LockWait::new().stop(Arc::new(AtomicBool::new(true)));
     let e = bsa_index::replace_index_dir(&new, &path, stopped).unwrap_err();
     assert!(matches!(e, bsa_index::Error::Stopped), "{e}");
+    // A copy told it waits (its `on_wait`, once) and stopped from there, as Ctrl-C would.
+    let (stop, told) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let on_wait = {
+        let (stop, told) = (stop.clone(), told.clone());
+        move || {
+            told.fetch_add(1, Ordering::SeqCst);
+            stop.store(true, Ordering::SeqCst);
+        }
+    };
+    let wait = LockWait::new().stop(stop).on_wait(on_wait);
+    let e = snap.copy_to(&path, true, wait).unwrap_err();
+    assert!(matches!(e, bsa_index::Error::Stopped), "{e}");
+    assert_eq!(told.load(Ordering::SeqCst), 1);
     assert_eq!(Snapshot::open(&path).unwrap().len(), 30);
     assert_eq!(Index::open(&new).unwrap().len(), 2);
     let mut names: Vec<String> = std::fs::read_dir(dir.path())

@@ -1874,13 +1874,16 @@ impl Snapshot {
         Ok((merge(parts, nq, k, score.has_scores()), stats))
     }
 
-    /// The error of the first bridge file that could not be read at open, if any.
+    /// The error of the first bridge file that could not be read at open and still cannot be
+    /// read, if any. Each is read again: a passing error at open (too many open files) says
+    /// nothing of the bridges after it.
     fn check_bridges_read(&self) -> Result<()> {
-        let unread = self.segments.iter().find_map(|s| match &s.bridge {
-            Some((_, Err(unread))) => Some(unread),
-            _ => None,
-        });
-        unread.map_or(Ok(()), |u| u.read().map(drop))
+        for s in &self.segments {
+            if let Some((_, Err(unread))) = &s.bridge {
+                unread.read()?;
+            }
+        }
+        Ok(())
     }
 
     /// The bridges into the largest segment's graph, put together at the first call.
