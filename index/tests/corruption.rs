@@ -667,3 +667,104 @@ fn a_manifest_behind_a_link_loop_is_not_called_missing() {
         "{e}"
     );
 }
+
+/// An index with only an hnsw_rs dump (as written before `graph.bin` existed) whose dump lies
+/// about its vectors' size under valid checksums: hnsw_rs took the dimension of the dump's
+/// header for each point's vector and read it from a buffer of the length the point's record
+/// gave, past its end (a segmentation fault of the first graph search, which no `catch_unwind`
+/// turns into an error: a fuzzer's finding). The data file's layout is checked first now.
+#[test]
+fn a_resealed_hnsw_rs_dump_with_false_sizes_is_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("idx");
+    let codes = random_codes(&mut rng(6), 24, 100, 1);
+    IndexBuilder::new(100, &codes)
+        .hnsw(HnswParams {
+            max_connections: 6,
+            ef_construction: 20,
+            ef_search: 16,
+        })
+        .build(&path)
+        .unwrap();
+    // The dump alone, as an index written before graph.bin has it.
+    fs::remove_file(path.join("graph.bin")).unwrap();
+    let mpath = path.join("manifest.json");
+    let mut m = bsa_index::Manifest::from_bytes(&fs::read(&mpath).unwrap(), &mpath).unwrap();
+    m.files.remove("graph.bin");
+    m.hnsw.as_mut().unwrap().native = None;
+    fs::write(&mpath, m.to_bytes().unwrap()).unwrap();
+    let q = random_codes(&mut rng(7), 1, 100, 1);
+    let p = SearchParams::default();
+    Index::open(&path).unwrap().search_hnsw(&q, 3, &p).unwrap();
+    let graph = fs::read(path.join("hnsw.hnsw.graph")).unwrap();
+    let data = fs::read(path.join("hnsw.hnsw.data")).unwrap();
+    // The dimension (2 words) in the graph file's description (after hnsw_rs's tag of format 4,
+    // the dump mode, M, the level scale, the layers, ef and the points) and in the data file's
+    // header (after its tag); then 24 records of a tag, an id, a length and the codes.
+    assert_eq!(graph[..4], 0x002a_6779u32.to_ne_bytes());
+    assert_eq!(graph[31..39], 2u64.to_ne_bytes());
+    assert_eq!(data[4..12], 2u64.to_ne_bytes());
+    assert_eq!(data.len(), 12 + 24 * (20 + 16));
+    let mut wide_graph = graph.clone();
+    let mut wide_data = data.clone();
+    wide_graph[31..39].copy_from_slice(&(1u64 << 22).to_ne_bytes());
+    wide_data[4..12].copy_from_slice(&(1u64 << 22).to_ne_bytes());
+    let mut short_record = data.clone();
+    short_record[12 + 36 * 5 + 12..][..8].copy_from_slice(&8u64.to_ne_bytes());
+    let mut format2 = graph.clone();
+    format2[..4].copy_from_slice(&0x002a_677fu32.to_ne_bytes());
+    // Layer 0's number of points, after the description's two names and the number of layers:
+    // hnsw_rs reserved memory for as many (an abort: "memory allocation of 8796093022208 bytes
+    // failed").
+    let name_len = |at: usize| u64::from_ne_bytes(graph[at..at + 8].try_into().unwrap()) as usize;
+    let at = 39 + 8 + name_len(39);
+    let at = at + 8 + name_len(at) + 1;
+    assert_eq!(graph[at..at + 4], 0x000a_676fu32.to_ne_bytes());
+    let mut many_points = graph.clone();
+    many_points[at + 4..at + 12].copy_from_slice(&(1u64 << 40).to_ne_bytes());
+    let cases: [(&[u8], &[u8], &str, &str); 5] = [
+        (
+            &many_points,
+            &data,
+            "hnsw.hnsw.graph",
+            "layer 0 (tag 0xa676f) brings the points to 1099511627776; the index has 24",
+        ),
+        (
+            &wide_graph,
+            &wide_data,
+            "hnsw.hnsw.graph",
+            "vectors of 4194304 words, not 2",
+        ),
+        (
+            &graph,
+            &wide_data,
+            "hnsw.hnsw.data",
+            "dimension 2 (found 0xa67f0000 and 4194304)",
+        ),
+        (
+            &graph,
+            &short_record,
+            "hnsw.hnsw.data",
+            "the record of point 5 does not hold 2 words",
+        ),
+        // hnsw_rs ended the process when it read a point of a format 2 dump.
+        (
+            &format2,
+            &data,
+            "hnsw.hnsw.graph",
+            "not an hnsw_rs graph description of format 3 or 4",
+        ),
+    ];
+    for (graph, data, file, needle) in cases {
+        replace_listed_file(&path, "hnsw.hnsw.graph", graph);
+        replace_listed_file(&path, "hnsw.hnsw.data", data);
+        let index = Index::open(&path).expect("checksums pass");
+        let e = index.search_hnsw(&q, 3, &p).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert_names(&e, file);
+        assert!(e.to_string().contains(needle), "{needle:?}: {e}");
+        // Every graph search says so (the failed load is not kept).
+        let e = index.search_hnsw(&q, 3, &p).unwrap_err();
+        assert!(e.to_string().contains(needle), "{needle:?}: {e}");
+    }
+}

@@ -10,8 +10,9 @@
 //! (`hnsw.hnsw.graph` and `hnsw.hnsw.data`, hnsw_rs's native-endian, 64-bit layout) is still
 //! written beside it. Indexes written before `graph.bin` existed have only the dump: it is loaded
 //! through hnsw_rs on first use and converted to the same flat lists in memory. hnsw_rs's loader
-//! panics or exits on malformed bytes, so both dump files are always checked against the
-//! manifest's CRC-32 before they are handed to it.
+//! panics, aborts, exits or reads out of bounds on malformed bytes, so both dump files are
+//! always checked against the manifest's CRC-32, and their layout against the index's sizes,
+//! before they are handed to it.
 //!
 //! Rows and hnsw_rs ids: the builder inserts row `r` with hnsw_rs `DataId` `r`, so the exported
 //! neighbour ids are the `DataId`s (checked to cover `0..n` exactly once).
@@ -188,6 +189,190 @@ pub(crate) fn build_and_dump(
     Ok((used, (GRAPH_FILE.to_string(), info)))
 }
 
+/// hnsw_rs's tag of the data file and of each point's record in it (its `MAGICDATAP`).
+const DUMP_DATA_MAGIC: u32 = 0xa67f_0000;
+
+/// Reads a file front to back, counting the bytes left, for the checks of a dump's layout.
+struct DumpReader<'p> {
+    path: &'p Path,
+    r: std::io::BufReader<std::fs::File>,
+    left: u64,
+}
+
+impl<'p> DumpReader<'p> {
+    fn open(path: &'p Path) -> Result<Self> {
+        let f = crate::files::open_regular(path)?;
+        let left = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        Ok(DumpReader {
+            path,
+            r: std::io::BufReader::with_capacity(1 << 16, f),
+            left,
+        })
+    }
+
+    /// The next `k <= 8` bytes as a native-endian unsigned number.
+    fn uint(&mut self, k: usize) -> Result<u64> {
+        use std::io::Read;
+        if self.left < k as u64 {
+            return Err(Error::corrupt(self.path, "the hnsw_rs dump is cut short"));
+        }
+        let mut b = [0u8; 8];
+        self.r
+            .read_exact(&mut b[..k])
+            .map_err(|e| Error::io(self.path, e))?;
+        self.left -= k as u64;
+        let mut x = [0u8; 8];
+        if cfg!(target_endian = "little") {
+            x[..k].copy_from_slice(&b[..k]);
+            Ok(u64::from_le_bytes(x))
+        } else {
+            x[8 - k..].copy_from_slice(&b[..k]);
+            Ok(u64::from_be_bytes(x))
+        }
+    }
+
+    fn skip(&mut self, k: u64) -> Result<()> {
+        use std::io::Read;
+        if self.left < k {
+            return Err(Error::corrupt(self.path, "the hnsw_rs dump is cut short"));
+        }
+        let skipped = std::io::copy(&mut (&mut self.r).take(k), &mut std::io::sink())
+            .map_err(|e| Error::io(self.path, e))?;
+        if skipped != k {
+            return Err(Error::corrupt(
+                self.path,
+                "the hnsw_rs dump changed while read",
+            ));
+        }
+        self.left -= k;
+        Ok(())
+    }
+}
+
+/// Checks the layout of the hnsw_rs graph file `path` of an index of `n` codes of `w` words
+/// before hnsw_rs reads it, since hnsw_rs trusts it: a description of format 3 or 4 (it ends
+/// the process on a point of format 2) of vectors of `w` words and at most 16 layers, then
+/// layers of at most `n` points in all, each point's lists no longer than the rest of the file
+/// (hnsw_rs reserves the memory the lengths say: a false one aborted the process).
+fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<()> {
+    let bad = |d: String| Err(Error::corrupt(path, d));
+    let mut r = DumpReader::open(path)?;
+    let tag = r.uint(4)?;
+    let version4 = match tag {
+        0x002a_6771 => false,
+        0x002a_6779 => true,
+        _ => {
+            return bad(format!(
+                "not an hnsw_rs graph description of format 3 or 4 (tag {tag:#x})"
+            ))
+        }
+    };
+    let full = r.uint(1)? == 1;
+    r.skip(1 + if version4 { 8 } else { 0 })?; // M, the level scale
+    let point_layers = r.uint(1)?;
+    r.skip(16)?; // ef, the points
+    let dim = r.uint(8)?;
+    if dim != u64::from(w) {
+        return bad(format!(
+            "the hnsw_rs graph describes vectors of {dim} words, not {w}"
+        ));
+    }
+    for _ in 0..2 {
+        // The names of the distance and of the element type.
+        let len = r.uint(8)?;
+        if len > 256 {
+            return bad(format!("an hnsw_rs name of {len} bytes"));
+        }
+        r.skip(len)?;
+    }
+    let layers = r.uint(1)?;
+    if layers > 16 || point_layers > 16 {
+        return bad(format!(
+            "{layers} layers (points list {point_layers}); hnsw_rs has at most 16"
+        ));
+    }
+    let neighbour = 12 + if full { 5 } else { 0 };
+    let mut points = 0u64;
+    for layer in 0..layers {
+        let (tag, count) = (r.uint(4)?, r.uint(8)?);
+        points = points.saturating_add(count);
+        if tag != 0x000a_676f || points > n {
+            return bad(format!(
+                "layer {layer} (tag {tag:#x}) brings the points to {points}; the index has {n}"
+            ));
+        }
+        for _ in 0..count {
+            let tag = r.uint(4)?;
+            if tag != 0x000a_678f {
+                return bad(format!("a point of layer {layer} has tag {tag:#x}"));
+            }
+            r.skip(13)?; // its id, layer and rank
+            for _ in 0..point_layers {
+                let lists = r.uint(8)?;
+                match lists.checked_mul(neighbour) {
+                    Some(b) if b <= r.left => r.skip(b)?,
+                    _ => {
+                        return bad(format!(
+                            "a point of layer {layer} lists {lists} neighbours, more than the \
+                             file holds"
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the layout of the hnsw_rs data file `path` of an index of `n` codes of `w` words
+/// before hnsw_rs reads it: its tag and dimension `w`, then `n` records of a tag, an id and
+/// `8 w` bytes of codes, each saying so, and nothing after them. hnsw_rs trusts the dimension
+/// and each record's length (native-endian, 64-bit: as written on the platforms that read it).
+fn check_dump_data(path: &Path, n: u64, w: u32) -> Result<()> {
+    use std::io::Read;
+    let io = |e| Error::io(path, e);
+    let bad = |d: String| Err(Error::corrupt(path, d));
+    let f = crate::files::open_regular(path)?;
+    let len = f.metadata().map_err(io)?.len();
+    let record = 20 + 8 * u64::from(w);
+    let need = n.checked_mul(record).and_then(|r| r.checked_add(12));
+    if need != Some(len) {
+        return bad(format!(
+            "hnsw_rs data file of {len} bytes; {n} points of {w} words take {}",
+            need.map_or("more than 2^64".to_string(), |b| b.to_string())
+        ));
+    }
+    // Read in one pass, not held: the codes are skipped.
+    let mut r = std::io::BufReader::with_capacity(1 << 16, f);
+    let mut head = [0u8; 20];
+    r.read_exact(&mut head[..12]).map_err(io)?;
+    let tag = |h: &[u8; 20]| u32::from_ne_bytes(h[..4].try_into().expect("4 bytes"));
+    let word = |h: &[u8; 20], at: usize| u64::from_ne_bytes(h[at..at + 8].try_into().expect("8"));
+    if tag(&head) != DUMP_DATA_MAGIC || word(&head, 4) != u64::from(w) {
+        return bad(format!(
+            "hnsw_rs data file does not start with its tag and dimension {w} (found {:#x} and {})",
+            tag(&head),
+            word(&head, 4)
+        ));
+    }
+    for p in 0..n {
+        r.read_exact(&mut head).map_err(io)?;
+        if tag(&head) != DUMP_DATA_MAGIC || word(&head, 12) != 8 * u64::from(w) {
+            return bad(format!(
+                "hnsw_rs data file: the record of point {p} does not hold {w} words (tag {:#x}, \
+                 {} bytes)",
+                tag(&head),
+                word(&head, 12)
+            ));
+        }
+        let skipped = std::io::copy(&mut (&mut r).take(8 * u64::from(w)), &mut std::io::sink());
+        if skipped.map_err(io)? != 8 * u64::from(w) {
+            return bad(format!("hnsw_rs data file changed while read (point {p})"));
+        }
+    }
+    Ok(())
+}
+
 /// Loads the hnsw_rs dump `info` of the index in `dir` described by `manifest` (one written
 /// before `graph.bin`) and converts it to flat lists in memory: the payload `graph.bin` would
 /// hold, and its layout.
@@ -198,11 +383,18 @@ pub(crate) fn load_dump(
 ) -> Result<(Vec<u64>, GraphLayout)> {
     let n = manifest.n;
     // hnsw_rs panics or exits on malformed files: check every byte first, and make a panic
-    // on a dump that matches its checksum anyway (written so) an error about the file (its
-    // exits and allocations of lengths read from the file stay out of reach).
+    // on a dump that matches its checksum anyway (written so) an error about the file.
     for name in [&info.graph, &info.data] {
         verify_plain_file(&dir.join(name), &manifest.files[name])?;
     }
+    // What no panic reports, on a dump whose sizes lie under a valid checksum, is kept from
+    // hnsw_rs by checking the layout first: it read each point's vector as `dimension` words
+    // from a buffer of the length the point's record gave (past its end: a segmentation fault),
+    // reserved memory for the points and neighbours a layer said it had (an abort), and ended
+    // the process on a point of format 2 or a data record it could not read (a fuzzer's
+    // findings).
+    check_dump_graph(&dir.join(&info.graph), n, manifest.words_per_code)?;
+    check_dump_data(&dir.join(&info.data), n, manifest.words_per_code)?;
     let gpath = dir.join(&info.graph);
     let mut io = HnswIo::new(dir, &info.basename);
     let io = &mut io;
