@@ -20,10 +20,10 @@ use crate::manifest::{HnswParams, Manifest};
 #[cfg(feature = "hnsw-rs")]
 mod with_hnsw_rs;
 #[cfg(feature = "hnsw-rs")]
-pub(crate) use with_hnsw_rs::build_and_dump;
-#[cfg(feature = "hnsw-rs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hnsw-rs")))]
 pub use with_hnsw_rs::DistHammingBits;
+#[cfg(feature = "hnsw-rs")]
+pub(crate) use with_hnsw_rs::{build_and_dump, check_dump_layout};
 
 /// Basename of the hnsw_rs dump inside an index directory.
 pub const HNSW_BASENAME: &str = "hnsw";

@@ -763,8 +763,15 @@ fn a_resealed_hnsw_rs_dump_with_false_sizes_is_refused() {
         assert!(matches!(e, Error::Corrupt { .. }), "{e}");
         assert_names(&e, file);
         assert!(e.to_string().contains(needle), "{needle:?}: {e}");
-        // Every graph search says so (the failed load is not kept).
+        // Every graph search says so (the failed load is not kept), and so does the check.
         let e = index.search_hnsw(&q, 3, &p).unwrap_err();
         assert!(e.to_string().contains(needle), "{needle:?}: {e}");
+        let e = Index::open(&path).unwrap().verify().unwrap_err();
+        assert_names(&e, file);
+        assert!(e.to_string().contains(needle), "verify: {needle:?}: {e}");
     }
+    // The sound dump passes the check.
+    replace_listed_file(&path, "hnsw.hnsw.graph", &graph);
+    replace_listed_file(&path, "hnsw.hnsw.data", &data);
+    Index::open(&path).unwrap().verify().unwrap();
 }

@@ -373,6 +373,19 @@ fn check_dump_data(path: &Path, n: u64, w: u32) -> Result<()> {
     Ok(())
 }
 
+/// Checks the layout of the hnsw_rs dump `info` of the index in `dir` against the index's
+/// sizes, without hnsw_rs (a read of both files, front to back). What no panic reports, on a
+/// dump whose sizes lie under a valid checksum, is kept from hnsw_rs so: it read each point's
+/// vector as `dimension` words from a buffer of the length the point's record gave (past its
+/// end: a segmentation fault), reserved memory for the points and neighbours a layer said it
+/// had (an abort), and ended the process on a point of format 2 or a data record it could not
+/// read (a fuzzer's findings). [`Index::verify`](crate::Index::verify) runs it too.
+pub(crate) fn check_dump_layout(dir: &Path, manifest: &Manifest, info: &HnswInfo) -> Result<()> {
+    let (n, w) = (manifest.n, manifest.words_per_code);
+    check_dump_graph(&dir.join(&info.graph), n, w)?;
+    check_dump_data(&dir.join(&info.data), n, w)
+}
+
 /// Loads the hnsw_rs dump `info` of the index in `dir` described by `manifest` (one written
 /// before `graph.bin`) and converts it to flat lists in memory: the payload `graph.bin` would
 /// hold, and its layout.
@@ -387,14 +400,7 @@ pub(crate) fn load_dump(
     for name in [&info.graph, &info.data] {
         verify_plain_file(&dir.join(name), &manifest.files[name])?;
     }
-    // What no panic reports, on a dump whose sizes lie under a valid checksum, is kept from
-    // hnsw_rs by checking the layout first: it read each point's vector as `dimension` words
-    // from a buffer of the length the point's record gave (past its end: a segmentation fault),
-    // reserved memory for the points and neighbours a layer said it had (an abort), and ended
-    // the process on a point of format 2 or a data record it could not read (a fuzzer's
-    // findings).
-    check_dump_graph(&dir.join(&info.graph), n, manifest.words_per_code)?;
-    check_dump_data(&dir.join(&info.data), n, manifest.words_per_code)?;
+    check_dump_layout(dir, manifest, info)?;
     let gpath = dir.join(&info.graph);
     let mut io = HnswIo::new(dir, &info.basename);
     let io = &mut io;
