@@ -44,7 +44,97 @@ pub enum AddSource<'a> {
         bytes: &'a [u8],
         /// Number of rows.
         rows: usize,
+        /// Bytes per row (`ceil(bits / 8)` for the index's codes): the width of an empty batch
+        /// is checked too.
+        cols: usize,
     },
+}
+
+impl AddSource<'_> {
+    /// Number of rows.
+    ///
+    /// ```
+    /// use bsa::live::AddSource;
+    /// assert_eq!(AddSource::Packed { bytes: &[1, 2, 3, 4], rows: 2, cols: 2 }.rows(), 2);
+    /// ```
+    pub fn rows(&self) -> usize {
+        match self {
+            AddSource::Floats(x) => x.nrows(),
+            AddSource::Packed { rows, .. } => *rows,
+        }
+    }
+}
+
+/// Checks that `source` fits the index `snap` with its `model` ([`snapshot_model`]), as [`add`]
+/// does before it encodes anything: float rows need a model and its input width, packed codes
+/// the index's code width and an index that keeps nothing more per row; `vectors` (asked to
+/// store the rows' vectors) an index that stores them. An empty batch is checked the same way;
+/// [`add`] refuses it (there is nothing to commit), and a caller that treats one as nothing
+/// to add, as Python's `Index.add` does, checks it here without taking the writer's lock.
+///
+/// ```
+/// use bsa::live::{check_source, AddSource};
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("idx");
+/// bsa_index::IndexBuilder::new(16, &[1, 2]).build(&path)?; // 16-bit codes: 2 bytes a row
+/// let snap = bsa_index::live::Snapshot::open(&path)?;
+/// check_source(&snap, None, AddSource::Packed { bytes: &[], rows: 0, cols: 2 }, false)?;
+/// let e = check_source(&snap, None, AddSource::Packed { bytes: &[], rows: 0, cols: 3 }, false);
+/// assert!(e.unwrap_err().to_string().contains("16-bit codes"));
+/// let floats = ndarray::Array2::<f32>::zeros((0, 8));
+/// let e = check_source(&snap, None, AddSource::Floats(floats.view()), false).unwrap_err();
+/// assert!(e.to_string().contains("no model"));
+/// # Ok::<(), bsa::Error>(())
+/// ```
+pub fn check_source(
+    snap: &Snapshot,
+    model: Option<&Autoencoder>,
+    source: AddSource<'_>,
+    vectors: bool,
+) -> Result<()> {
+    let (bits, t, on) = (snap.bits(), snap.template(), graph_on(snap));
+    let d = snap.dir().display();
+    if vectors && t.vectors.is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "{d}: the index stores no vectors (it was built without them); add the rows \
+             without vectors"
+        )));
+    }
+    match source {
+        AddSource::Floats(x) => {
+            let m = model.ok_or_else(|| no_model_for_floats(snap.dir()))?;
+            if x.ncols() != m.config.dim {
+                return Err(Error::model_dim("the new rows", m.config.dim, x.ncols()));
+            }
+            check_rows("new rows", x, t.vectors.is_some())
+        }
+        AddSource::Packed { bytes, rows, cols } => {
+            if t.vectors.is_some()
+                || t.norms
+                || matches!(on, Some(GraphOn::Decoded | GraphOn::Data))
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "{d}: the index holds vectors, norms or a graph on float vectors for every \
+                     row: add float rows (encoded with its model)"
+                )));
+            }
+            let want = pack::bytes_per_code(bits);
+            if cols != want {
+                return Err(Error::DimMismatch {
+                    what: format!("bytes per new code (the index holds {bits}-bit codes)"),
+                    expected: want,
+                    got: cols,
+                });
+            }
+            if rows.checked_mul(cols) != Some(bytes.len()) {
+                return Err(Error::InvalidArgument(format!(
+                    "{} bytes are not {rows} rows of {cols} bytes",
+                    bytes.len()
+                )));
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The model stored in the index directory (shared by its segments), if any, its checksum
@@ -90,24 +180,13 @@ pub fn add(
     vectors: bool,
     merge: MergePolicy,
 ) -> Result<AddReport> {
-    let dir = writer.dir().to_path_buf();
     let snap = writer.snapshot()?;
     let (bits, t, on) = (snap.bits(), snap.template().clone(), graph_on(snap));
     let model = snapshot_model(snap)?;
-    let d = dir.display();
-    if vectors && t.vectors.is_none() {
-        return Err(Error::InvalidArgument(format!(
-            "{d}: the index stores no vectors (it was built without them); add the rows \
-             without vectors"
-        )));
-    }
+    check_source(snap, model.as_ref(), source, vectors)?;
     let (floats, codes, norms, graph_vectors) = match source {
         AddSource::Floats(x) => {
-            let m = model.as_ref().ok_or_else(|| no_model_for_floats(&dir))?;
-            if x.ncols() != m.config.dim {
-                return Err(Error::model_dim("the new rows", m.config.dim, x.ncols()));
-            }
-            check_rows("new rows", x, t.vectors.is_some())?;
+            let m = model.as_ref().expect("checked: floats need a model");
             let x = x.as_standard_layout().into_owned();
             let active = match writer.stop_flag() {
                 Some(stop) => m.encode_active_until(x.view(), stop)?,
@@ -124,31 +203,12 @@ pub fn add(
             };
             (Some(x), codes, norms, gv)
         }
-        AddSource::Packed { bytes, rows } => {
-            if t.vectors.is_some()
-                || t.norms
-                || matches!(on, Some(GraphOn::Decoded | GraphOn::Data))
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "{d}: the index holds vectors, norms or a graph on float vectors for every \
-                     row: add float rows (encoded with its model)"
-                )));
-            }
-            let cols = pack::bytes_per_code(bits);
-            if bytes.len() != rows * cols {
-                return Err(Error::DimMismatch {
-                    what: format!("bytes per new code (the index holds {bits}-bit codes)"),
-                    expected: cols,
-                    got: bytes.len() / rows.max(1),
-                });
-            }
-            (
-                None,
-                pack::pack_le_bytes(bytes, rows, cols, bits)?,
-                None,
-                None,
-            )
-        }
+        AddSource::Packed { bytes, rows, cols } => (
+            None,
+            pack::pack_le_bytes(bytes, rows, cols, bits)?,
+            None,
+            None,
+        ),
     };
     let n = NewRows::codes(&codes).len(bits);
     let ids = match ids {

@@ -1071,9 +1071,69 @@ impl TrainParams {
         report.samples_per_sec = (train_rows.len() * report.epochs.len()) as f64 / seconds;
         report.phase_seconds = timer.seconds();
         report.decoder_path = path;
+        report.warnings = self.warnings(&report.epochs);
         Ok((Autoencoder { config, params }, report))
     }
+
+    /// What makes a fit of these settings that ran `epochs` likely poor, although nothing
+    /// diverged (a weight that became non-finite is an error): a learning rate far above the
+    /// weights' scale (Adam moves each weight by about `lr` a step, so one above
+    /// [`MAX_USUAL_LR`] throws the weights around instead of settling them: the cosine loss is
+    /// blind to their scale, and `--lr 1e30` trained to finite weights near 1e30 and a
+    /// validation loss of 1.58 where 1e-1 reached 0.73), or a training loss that did not fall
+    /// from the first epoch to the last (by [`MIN_LOSS_FALL`] of it: `--lr 1e-30` trains
+    /// nothing and said nothing).
+    ///
+    /// ```
+    /// use bsa::train::{EpochStats, TrainParams};
+    /// let mut p = TrainParams::new(64, 4);
+    /// assert!(p.warnings(&[]).is_empty());
+    /// p.lr = 1e30;
+    /// assert!(p.warnings(&[])[0].starts_with("--lr 1e30 is above 1"));
+    /// let epoch = |loss: f64| {
+    ///     let mut e = EpochStats::default();
+    ///     e.train.loss = loss;
+    ///     e
+    /// };
+    /// p.lr = 1e-30;
+    /// let w = p.warnings(&[epoch(1.7404), epoch(1.7404)]);
+    /// assert!(w[0].starts_with("the training loss did not fall"), "{w:?}");
+    /// assert!(p.warnings(&[epoch(1.2), epoch(0.8)]).is_empty());
+    /// ```
+    pub fn warnings(&self, epochs: &[EpochStats]) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.lr > MAX_USUAL_LR {
+            warnings.push(format!(
+                "--lr {:e} is above {MAX_USUAL_LR}: Adam moves every weight by about --lr a \
+                 step, far beyond the weights' scale, so they do not settle and the model is \
+                 likely poor (the default is 1e-3)",
+                self.lr
+            ));
+        }
+        if let [first, .., last] = epochs {
+            let (a, b) = (first.train.loss, last.train.loss);
+            if a - b <= MIN_LOSS_FALL * a.abs() {
+                warnings.push(format!(
+                    "the training loss did not fall over {} epochs ({a:.4} in the first, {b:.4} \
+                     in the last): the model learned little; check --lr (now {:e})",
+                    epochs.len(),
+                    self.lr
+                ));
+            }
+        }
+        warnings
+    }
 }
+
+/// The largest learning rate [`TrainParams::warnings`] does not warn of: Adam's steps are
+/// about `lr` per weight, and the weights of a model of L2-normalised inputs are well below 1.
+pub const MAX_USUAL_LR: f64 = 1.0;
+
+/// The least fall of the training loss, from the first epoch to the last, as a fraction of
+/// the first epoch's, that [`TrainParams::warnings`] does not warn of: a fit whose loss moved
+/// less learned next to nothing (at `--lr 1e-7` the loss moved 0.01% in four epochs; at the
+/// default `--lr` a few percent an epoch).
+pub const MIN_LOSS_FALL: f64 = 1e-3;
 
 /// Sparse gathers beat a GEMM when the codes are sparse enough. Measured with
 /// `cargo bench --bench train` (B = 1024, D = 384, N = 1024, 2 threads): a whole step takes
@@ -1158,7 +1218,7 @@ pub enum Progress {
 }
 
 /// Losses after one epoch.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct EpochStats {
     /// One-based epoch number.
     pub epoch: usize,
@@ -1201,4 +1261,7 @@ pub struct TrainReport {
     pub best_epoch: Option<usize>,
     /// True when patience ran out before the last epoch.
     pub stopped_early: bool,
+    /// What makes the model likely poor although the fit finished ([`TrainParams::warnings`]):
+    /// `bsa train` prints each as a warning, Python raises a `UserWarning`.
+    pub warnings: Vec<String>,
 }

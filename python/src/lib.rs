@@ -1047,8 +1047,21 @@ fn train(
     let (n, dim) = xv.dim();
     let fit = |stop: &Arc<AtomicBool>| -> bsa::Result<(Autoencoder, serde_json::Value)> {
         with_blas_threads(threads, || fit_model(xv, preset, method, &options, stop))
+            .map_err(as_keywords)
     };
-    let (model, report) = interruptible(py, threads, fit)?;
+    let (model, mut report) = interruptible(py, threads, fit)?;
+    // What made the model likely poor (a learning rate far too large, a loss that did not
+    // fall): warned of, as `bsa train` does, and not kept in the model's metadata.
+    if let Some(serde_json::Value::Array(warnings)) =
+        report.as_object_mut().and_then(|r| r.remove("warnings"))
+    {
+        for w in warnings.iter().filter_map(|w| w.as_str()) {
+            let w = bare(as_keywords(bsa::Error::InvalidArgument(w.to_string())));
+            if let Ok(w) = std::ffi::CString::new(w) {
+                PyErr::warn(py, &py.get_type::<PyUserWarning>(), &w, 1)?;
+            }
+        }
+    }
     // What `bsa train` saves as the model's `training` metadata, with Python as the data.
     let mut training =
         serde_json::json!({"data": "<python>", "rows": n, "dim": dim, "threads": threads});
@@ -1144,6 +1157,39 @@ impl FitOptions {
                 "{label} does not read {unread}: leave them out"
             ))),
         }
+    }
+}
+
+/// `e` with `bsa train`'s flags, which the library's checks and hints name (`--val-fraction
+/// must be in [0, 0.5)`, "lower --lr"), said as [`train`]'s keyword arguments (`val_fraction`,
+/// `lr`): a Python caller passed no flags.
+fn as_keywords(e: bsa::Error) -> bsa::Error {
+    fn keywords(m: String) -> String {
+        let mut out = String::with_capacity(m.len());
+        let mut rest = m.as_str();
+        while let Some(at) = rest.find("--") {
+            let (before, flag) = rest.split_at(at);
+            out.push_str(before);
+            let name_len = flag[2..]
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+                .unwrap_or(flag.len() - 2);
+            let name = &flag[2..2 + name_len];
+            let starts_word = !out.ends_with(|c: char| c.is_alphanumeric());
+            match name.starts_with(|c: char| c.is_ascii_lowercase()) && starts_word {
+                true => out.push_str(&name.replace('-', "_")),
+                false => out.push_str(&flag[..2 + name_len]),
+            }
+            rest = &flag[2 + name_len..];
+        }
+        out.push_str(rest);
+        out
+    }
+    use bsa::Error as E;
+    match e {
+        E::InvalidArgument(m) => E::InvalidArgument(keywords(m)),
+        E::Diverged(m) => E::Diverged(keywords(m)),
+        E::Linalg(m) => E::Linalg(keywords(m)),
+        e => e,
     }
 }
 
@@ -1246,6 +1292,7 @@ fn fit_model(
         None => report.epochs.last(),
     };
     let info = serde_json::json!({
+        "warnings": report.warnings,
         "settings": params.as_trained(),
         "epochs_run": report.epochs.len(),
         "train_loss": last.map(|l| l.train.loss),
@@ -1908,39 +1955,22 @@ impl Index {
             (None, Some(c)) => AddSource::Packed {
                 bytes: c.as_slice()?,
                 rows: c.as_array().nrows(),
+                cols: c.as_array().ncols(),
             },
             (None, None) => return Err(PyValueError::new_err("give x (floats) or codes")),
         };
-        let rows = match source {
-            AddSource::Floats(x) => x.nrows(),
-            AddSource::Packed { rows, .. } => rows,
-        };
-        if rows == 0 {
-            // A pipeline's last batch may be empty: nothing to add, as FAISS's add of none.
-            // Its width is checked all the same, as a search checks an empty batch's.
+        if source.rows() == 0 {
+            // A pipeline's last batch may be empty: nothing to add, as FAISS's add of none,
+            // and no writer's lock to wait for. Its width is checked all the same, as a
+            // search checks an empty batch's.
             let loaded = self.loaded()?;
-            let width = match source {
-                AddSource::Floats(x) => match loaded.model.as_ref() {
-                    None => Some(bsa::live::no_model_for_floats(loaded.snap.dir())),
-                    Some(m) => (m.config.dim != x.ncols())
-                        .then(|| bsa::Error::model_dim("x", m.config.dim, x.ncols())),
-                },
-                AddSource::Packed { .. } => {
-                    let want = bsa_index::pack::bytes_per_code(loaded.snap.bits());
-                    let got = packed.as_ref().map_or(want, |c| c.as_array().ncols());
-                    (want != got).then(|| bsa::Error::DimMismatch {
-                        what: format!(
-                            "bytes per code of codes (the index holds {}-bit codes)",
-                            loaded.snap.bits()
-                        ),
-                        expected: want,
-                        got,
-                    })
-                }
-            };
-            if let Some(e) = width {
-                return Err(py_err(e));
-            }
+            let model = loaded.model.as_deref().map(|m| &**m);
+            bsa::live::check_source(&loaded.snap, model, source, false).map_err(|e| {
+                py_err(match source {
+                    AddSource::Packed { .. } => code_row_of(e, "codes"),
+                    _ => row_of(e, "new rows", "x"),
+                })
+            })?;
             return match ids.as_deref() {
                 Some(i) if !i.is_empty() => Err(PyValueError::new_err(format!(
                     "ids: {} ids for 0 new rows",

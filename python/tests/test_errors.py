@@ -1,5 +1,7 @@
 """Bad inputs raise clear Python exceptions naming the argument; nothing crashes."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -54,6 +56,29 @@ def test_one_dimensional_and_empty(index, model, queries):
             bsa.train(queries[:1], method=method, bits=64 if method != "sign" else None, progress=False)
     with pytest.raises(ValueError, match="codes is empty"):
         bsa.Index.build(codes=np.zeros((0, 4), np.uint8))
+
+
+def test_training_errors_name_keywords_not_flags(queries):
+    # The library's checks name `bsa train`'s flags; from Python they name the keywords given.
+    cases = [
+        (dict(bits=64, k=4, lr=-1.0), r"^lr must be a positive number, got -1\.0$"),
+        (dict(bits=64, k=4, val_fraction=0.7), r"^val_fraction must be in \[0, 0\.5\)"),
+        (dict(method="sign", bits=5), r"method sign makes one bit .* so bits must be 384"),
+        (dict(bits=64, k=64), r"^k 64 sets every one of the 64 bits"),
+    ]
+    for kw, message in cases:
+        with pytest.raises(ValueError, match=message) as e:
+            bsa.train(queries, progress=False, **kw)
+        assert "--" not in str(e.value), kw
+    # A fit that finishes but learns nothing warns, as `bsa train` does, naming the keyword.
+    with pytest.warns(UserWarning, match=r"^lr 1e30 is above 1: Adam moves every weight by about lr") as w:
+        bsa.train(queries, bits=64, k=4, epochs=2, lr=1e30, progress=False)
+    with pytest.warns(UserWarning, match=r"^the training loss did not fall over 2 epochs .* check lr \(now 1e-30\)"):
+        model = bsa.train(queries, bits=64, k=4, epochs=2, lr=1e-30, progress=False)
+    assert "warnings" not in model.training
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bsa.train(queries, bits=64, k=4, epochs=3, batch=32, lr=0.01, progress=False)
     with pytest.raises(ValueError, match="ids must be 1-D|ids.*1-D"):
         bsa.Index.build(codes=np.zeros((2, 1), np.uint8), ids=np.zeros((2, 1), np.int64))
 
@@ -322,7 +347,7 @@ def test_corrupt_or_missing_index(work, tmp_path):
     with pytest.raises(bsa.FormatError, match="not a safetensors model file"):
         bsa.Model.load(tmp_path / "model.safetensors")
     # A folder or a device is not a file to save to; the message has no command-line hint.
-    with pytest.raises(ValueError, match="a directory; an output is written by replacing a file") as e:
+    with pytest.raises(IsADirectoryError, match="a directory; an output is written by replacing a file") as e:
         bsa.Model.load(work / "model.safetensors").save(tmp_path)
     assert "--out" not in str(e.value)
     with pytest.raises(FileNotFoundError, match="the folder .* does not exist"):

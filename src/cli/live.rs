@@ -145,13 +145,14 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
     }
     let source = match (&data, &packed) {
         (Some(d), _) => AddSource::Floats(d.view()),
-        (None, Some((rows, _, bytes))) => AddSource::Packed { bytes, rows: *rows },
+        (None, Some((rows, cols, bytes))) => AddSource::Packed {
+            bytes,
+            rows: *rows,
+            cols: *cols,
+        },
         (None, None) => bail!("give --data or --codes"),
     };
-    let n = match source {
-        AddSource::Floats(x) => x.nrows(),
-        AddSource::Packed { rows, .. } => rows,
-    };
+    let n = source.rows();
     if let (Some(ids), Some(p)) = (&ids, &a.ids) {
         if ids.len() != n {
             bail!("{}: {} ids for {n} new rows", p.display(), ids.len());

@@ -335,6 +335,9 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
     };
     let (model, report) = params.fit(data.view(), &mut on_progress)?;
     pb.finish_and_clear();
+    for w in &report.warnings {
+        errln!("bsa: warning: {w}");
+    }
 
     // The losses of the weights that were kept: the best epoch's with --monitor.
     let last = match report.best_epoch {
@@ -392,6 +395,7 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
         "decoder_path": report.decoder_path,
         "best_epoch": report.best_epoch,
         "stopped_early": report.stopped_early,
+        "warnings": report.warnings,
         "phase_seconds": phases,
         "history": report.epochs,
     });

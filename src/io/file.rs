@@ -284,7 +284,8 @@ fn is_char_device(path: &Path) -> bool {
 /// would replace it, and opening one with no reader waits for ever; over a directory it fails
 /// late), when its folder does not exist, and when it is inside an index's directory
 /// ([`bsa_index::check_outside_index`]: it would replace one of the index's files or be removed
-/// by the index's next writer).
+/// by the index's next writer). A directory is an [`Error::Io`] of kind `IsADirectory` (as
+/// [`read_file`]'s), the rest [`Error::InvalidArgument`].
 pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
     if is_own_stream(path) {
         // Written where the caller's shell pointed it (a pipe too), checked by opening it.
@@ -304,10 +305,14 @@ pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
         return Ok(target);
     }
     if let Ok(Some(what)) = bsa_index::not_a_file(&target) {
-        return Err(Error::InvalidArgument(format!(
-            "{}: {what}; an output is written by replacing a file: give the path of a file",
-            path.display()
-        )));
+        let why =
+            format!("{what}; an output is written by replacing a file: give the path of a file");
+        // A folder is the OS's own kind of error (Python: IsADirectoryError, as reading one is).
+        if target.is_dir() {
+            let e = std::io::Error::new(std::io::ErrorKind::IsADirectory, why);
+            return Err(Error::io(path, e));
+        }
+        return Err(Error::InvalidArgument(format!("{}: {why}", path.display())));
     }
     let dir = bsa_index::parent_dir(&target);
     if !dir.is_dir() {

@@ -20,6 +20,36 @@ fn finite(v: &serde_json::Value, key: &str) -> f64 {
     x
 }
 
+/// A fit that finishes but learns nothing says so on stderr and in the summary: a learning
+/// rate far too large or too small trained to a poor model and said nothing.
+#[test]
+fn a_fit_that_learns_nothing_warns() {
+    let t = TestDir::new();
+    t.write_f32("x.npy", &normalised(300, 16, 31));
+    let s = t.bsa(&train_args("good.safetensors", &[])).ok();
+    assert!(!s.stderr.contains("warning"), "{}", s.stderr);
+    assert_eq!(s.json()["warnings"], serde_json::json!([]));
+    for (lr, needle) in [
+        (
+            "1e30",
+            "bsa: warning: --lr 1e30 is above 1: Adam moves every weight",
+        ),
+        (
+            "1e-30",
+            "bsa: warning: the training loss did not fall over 3 epochs",
+        ),
+    ] {
+        let out = t.bsa(&train_args("m.safetensors", &["--lr", lr])).ok();
+        assert!(out.stderr.contains(needle), "{lr}: {}", out.stderr);
+        let warnings = out.json()["warnings"].clone();
+        let said = needle.strip_prefix("bsa: warning: ").unwrap();
+        assert!(
+            warnings[0].as_str().is_some_and(|w| w.starts_with(said)),
+            "{warnings}"
+        );
+    }
+}
+
 #[test]
 fn json_summary_is_one_line() {
     let t = TestDir::new();
