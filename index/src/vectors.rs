@@ -235,7 +235,10 @@ fn scaled(query: &[f32]) -> Vec<f32> {
     // The exponent of `max` (a subnormal counts as -127); the factor is applied in
     // f64, where 2^-e is representable for every f32 exponent, and each product is an f32.
     let e = ((max.to_bits() >> 23) & 0xff) as i32 - 127;
-    let factor = 2f64.powi(-e);
+    // 2^-e made from its exponent bits (-e in -127..=127: a normal f64), not `powi`, whose
+    // precision Rust leaves unspecified (Miri returns it a few ulps off, and the factor is then
+    // not a power of two).
+    let factor = f64::from_bits(((1023 - e) as u64) << 52);
     query
         .iter()
         .map(|&x| (f64::from(x) * factor) as f32)
@@ -410,7 +413,9 @@ mod tests {
             let located: Vec<_> = (0..5).map(|r| (v, r)).collect();
             let want = cosines(&located, &q);
             assert!(want.iter().all(|s| s.abs() > 1e-3), "{want:?}");
-            for factor in [2f32.powi(60), 2f32.powi(-100), 0.5] {
+            // Exact powers of two (`powi`'s precision is unspecified, and Miri's is not exact).
+            let pow2 = |e: i32| f32::from_bits(((127 + e) as u32) << 23);
+            for factor in [pow2(60), pow2(-100), 0.5] {
                 let scaled: Vec<f32> = q.iter().map(|x| x * factor).collect();
                 assert_eq!(cosines(&located, &scaled), want, "x {factor}");
                 assert_eq!(cosine(v, 3, &scaled), want[3]);
