@@ -180,6 +180,16 @@ impl AdcCodes {
             }
             starts.push(starts[b] + len);
         }
+        // The vector kernels gather table entries at these ids unchecked, so the bound they
+        // rely on (`id <= bits < table_len`) is checked here, where the ids are copied, and not
+        // only when `sparse.bin` was opened: a mapped file is read again at every use, and one
+        // changed in place since (by another program) must not make a gather read outside the
+        // table. One comparison per id.
+        if let Some(&id) = ids.iter().find(|&&id| usize::from(id) > bits) {
+            return Err(Error::InvalidArgument(format!(
+                "set bit {id} of a sparse code is beyond its {bits} bits"
+            )));
+        }
         let max_positions = starts.windows(2).map(|p| p[1] - p[0]).max().unwrap_or(0);
         Ok(AdcCodes {
             n,
@@ -1518,6 +1528,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Ids beyond the bits (a `sparse.bin` changed on disk after it was checked at open) are
+    /// refused where the layout copies them, never gathered from outside a table.
+    #[test]
+    fn from_sparse_refuses_ids_beyond_the_bits() {
+        // Rows: {0, 2}, {}, {2, 69}, {0}.
+        let codes = vec![0b101u64, 0, 0, 0, 0b100, 1 << 5, 1, 0];
+        let sc = crate::sparse::SparseCodes::build(&codes, 70).unwrap();
+        let mut bytes = Vec::new();
+        sc.write_payload(|b| {
+            bytes.extend_from_slice(b);
+            Ok(())
+        })
+        .unwrap();
+        let words: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let payload: &[u8] = bytemuck::cast_slice(&words);
+        let l = sc.view().layout();
+        let as_70 = SparseView::from_validated(payload, 70, &l);
+        assert_eq!(AdcCodes::from_sparse(&as_70).unwrap().positions(0), 2);
+        // The same ids read as 64-bit codes: id 69 is out of range.
+        let as_64 = SparseView::from_validated(payload, 64, &l);
+        assert!(AdcCodes::from_sparse(&as_64).is_err());
     }
 
     #[test]
