@@ -601,3 +601,83 @@ mod x86 {
         unsafe { scan_with::<Avx2>(codes, group, rows, tops, exact) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::score::{desc_key, table_score, table_sum};
+    use crate::sparse::SparseCodes;
+
+    /// The wide kernels of every family this CPU has against a brute-force top k: a partial
+    /// last block (37 rows), an empty code, row ranges that start and end inside blocks, one
+    /// query and a full group of 64, with and without norms (zero and negative ones too).
+    #[test]
+    fn wide_scan_equals_brute_force() {
+        let (n, bits, w) = (37usize, 70usize, 2usize);
+        let mut x = 0x853c_49e6_748f_ea9bu64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut codes: Vec<u64> = (0..n * w).map(|_| next() & next() & next()).collect();
+        for row in codes.chunks_exact_mut(w) {
+            row[1] &= (1 << (bits - 64)) - 1;
+        }
+        codes[4 * w..5 * w].fill(0); // an empty code: only the pad id
+        let tables: Vec<Vec<f32>> = (0..WIDE)
+            .map(|_| {
+                (0..bits)
+                    .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                    .collect()
+            })
+            .collect();
+        let norms: Vec<f32> = (0..n).map(|r| (r % 5) as f32 * 0.5 - 0.5).collect();
+        let sparse = SparseCodes::build(&codes, bits).unwrap();
+        let plain = AdcCodes::from_sparse(&sparse.view()).unwrap();
+        for normalise in [false, true] {
+            let layout = if normalise {
+                plain.clone().with_norms(&norms).unwrap()
+            } else {
+                plain.clone()
+            };
+            let exact = |g: usize, r: usize| {
+                let sum = table_sum(&codes[r * w..(r + 1) * w], &tables[g]);
+                desc_key(table_score(0.25, sum, normalise.then(|| norms[r])))
+            };
+            for nq in [1, 3, WIDE] {
+                let group = WideGroup::new(
+                    (0..nq)
+                        .map(|g| QuantisedTable::new(&layout, &tables[g], 0.25, normalise))
+                        .collect::<Result<_>>()
+                        .unwrap(),
+                )
+                .unwrap();
+                for rows in [0..n, 5..n, 3..20, 17..17] {
+                    for family in KernelFamily::supported() {
+                        let mut tops: Vec<TopK> = (0..nq).map(|_| TopK::new(4, None)).collect();
+                        let result = scan(family, &layout, &group, rows.clone(), &mut tops, exact);
+                        if !supported(family, &layout) {
+                            assert!(result.is_err(), "{family}");
+                            continue;
+                        }
+                        let st = result.unwrap();
+                        assert_eq!(st.scanned, (rows.len() * nq) as u64);
+                        for (g, top) in tops.into_iter().enumerate() {
+                            let mut want = TopK::new(4, None);
+                            for r in rows.clone() {
+                                want.offer(exact(g, r), r as u32);
+                            }
+                            assert_eq!(
+                                top.into_sorted_keys(),
+                                want.into_sorted_keys(),
+                                "{family} nq {nq} query {g} rows {rows:?} normalise {normalise}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -845,6 +845,45 @@ mod tests {
         }
     }
 
+    /// Small inputs for every width a kernel exists for (and two without), on every family:
+    /// no code, fewer codes than one vector step, a step and a partial one, codes and queries
+    /// that start one word into their buffers (not on a vector's alignment), outputs longer
+    /// than the codes. Against `hamming`, so it is quick enough for Miri.
+    #[test]
+    fn small_inputs_every_width_offset_slices() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+        for w in [1usize, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 65] {
+            for n in [0usize, 1, 7, 8, 9, 17] {
+                let buf = random_codes(&mut rng, n + 1, w, false);
+                let codes = &buf[1..1 + n * w];
+                let qbuf = random_codes(&mut rng, 2, w, false);
+                let q = &qbuf[1..1 + w];
+                let want: Vec<u32> = codes.chunks_exact(w).map(|c| hamming(q, c)).collect();
+                for f in KernelFamily::supported() {
+                    let k = Kernel::select(f, w);
+                    let mut got = vec![u32::MAX; n + 3];
+                    k.distances(q, codes, &mut got);
+                    assert_eq!(&got[..n], &want[..], "{k:?} w={w} n={n}");
+                    assert!(
+                        got[n..].iter().all(|&d| d == u32::MAX),
+                        "{k:?} wrote past n"
+                    );
+                    let mut t = TopK::new(3, None);
+                    k.scan(q, codes, 9, &mut t);
+                    let mut r = TopK::new(3, None);
+                    for (i, &d) in want.iter().enumerate() {
+                        r.offer(d, 9 + i as u32);
+                    }
+                    assert_eq!(
+                        t.into_sorted_keys(),
+                        r.into_sorted_keys(),
+                        "{k:?} w={w} n={n}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn reports_kernel_name() {
         assert_eq!(Kernel::portable(4).name(), "portable-w4");

@@ -653,6 +653,52 @@ mod tests {
         }
     }
 
+    /// [`slab_scan_equals_brute_force`] on a few small fixed cases, quick enough for Miri: a
+    /// partial slab, a slab and a partial one, a tile that starts on the second slab, widths
+    /// of one bit, a word, a partial second word and four words, both slab widths, every family.
+    #[test]
+    fn small_slab_scans_equal_brute_force() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        for (n, bits) in [(1usize, 1usize), (70, 64), (300, 100), (600, 256)] {
+            let w = bits.div_ceil(64);
+            let base = codes(&mut rng, n, bits);
+            let mut queries = codes(&mut rng, 2, bits);
+            queries.extend_from_slice(&base[(n - 1) * w..n * w]);
+            for lane_words in [4, 8] {
+                let slabs = SlabCodes::build(&base, bits, lane_words).unwrap();
+                let prepared: Vec<SlabQuery> = queries
+                    .chunks_exact(w)
+                    .map(|q| SlabQuery::new(q, &slabs))
+                    .collect();
+                // Rows from the second slab on, as a tile after the first hands them out.
+                let first = if n > 64 * lane_words {
+                    64 * lane_words
+                } else {
+                    0
+                };
+                let want: Vec<Vec<u64>> = queries
+                    .chunks_exact(w)
+                    .map(|q| {
+                        let mut t = TopK::new(3, None);
+                        for (r, b) in base.chunks_exact(w).enumerate().skip(first) {
+                            t.offer(hamming(q, b), r as u32);
+                        }
+                        t.into_sorted_keys()
+                    })
+                    .collect();
+                for family in KernelFamily::supported() {
+                    let mut tops: Vec<TopK> = prepared.iter().map(|_| TopK::new(3, None)).collect();
+                    slabs.scan(family, &prepared, &base[first * w..], first, &mut tops);
+                    let got: Vec<Vec<u64>> = tops.into_iter().map(TopK::into_sorted_keys).collect();
+                    assert_eq!(
+                        got, want,
+                        "{family}: n {n}, bits {bits}, {lane_words} words"
+                    );
+                }
+            }
+        }
+    }
+
     /// The AVX2 transposition (four words of each row at once) builds the slabs the portable one
     /// does, for widths with and without words left over.
     #[test]
