@@ -766,6 +766,35 @@ mod tests {
         }
     }
 
+    /// [`bitmap_search_equals_flat`] on a few small fixed cases, quick enough for Miri: one row,
+    /// a chunk and a partial one, widths of a partial word and of two words, query bit counts
+    /// that pick different numbers of counter planes, every family.
+    #[test]
+    fn small_bitmap_searches_equal_flat() {
+        for (n, bits, density) in [(1usize, 8usize, 0.3f64), (600, 100, 0.08), (530, 64, 0.6)] {
+            let w = bits.div_ceil(64);
+            let base = codes(n, bits, density, 7);
+            let queries = codes(3, bits, density, 8);
+            let lists = BitmapLists::build(&base, bits).unwrap();
+            for max_d in [None, Some(20)] {
+                let want: Vec<Vec<u64>> = queries
+                    .chunks_exact(w)
+                    .map(|q| {
+                        let mut t = TopK::new(5, max_d);
+                        for (r, b) in base.chunks_exact(w).enumerate() {
+                            t.offer(crate::hamming::hamming(q, b), r as u32);
+                        }
+                        t.into_sorted_keys()
+                    })
+                    .collect();
+                for family in KernelFamily::supported() {
+                    let got = lists.view().hamming_keys(&queries, w, 5, max_d, family);
+                    assert_eq!(got, want, "{family}: n {n}, bits {bits}, max {max_d:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn rejects_bits_beyond_the_code() {
         let err = BitmapLists::build(&[1 << 9], 8).unwrap_err().to_string();
