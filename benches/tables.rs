@@ -23,6 +23,8 @@ fn random(rows: usize, seed: u64) -> Array2<f32> {
 }
 
 fn tables(c: &mut Criterion) {
+    // SAFETY: criterion runs this before any BLAS product, on its one thread.
+    unsafe { bsa::threads::fix_blas_core(bsa::simd::Family::current()) };
     bsa::threads::configure(None).unwrap();
     let q = random(M, 1);
     let wd_t = random(N, 2);

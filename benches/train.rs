@@ -27,6 +27,8 @@ fn data() -> Array2<f32> {
 }
 
 fn step(c: &mut Criterion) {
+    // SAFETY: criterion runs this before any BLAS product, on its one thread.
+    unsafe { bsa::threads::fix_blas_core(bsa::simd::Family::current()) };
     bsa::threads::configure(None).unwrap();
     let x = data();
     let p = Params::<f32>::init(N, D, 2);

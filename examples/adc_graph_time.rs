@@ -14,6 +14,8 @@ fn main() -> anyhow::Result<()> {
     let idx = &a[1];
     let ef: usize = a[3].parse()?;
     let reps: usize = a[4].parse()?;
+    // SAFETY: the program's start: no thread and no BLAS product yet.
+    unsafe { bsa::threads::fix_blas_core(bsa::simd::Family::current()) };
     bsa::threads::configure(None)?;
     let index = Snapshot::open_with(idx, OpenOptions::verify_checksums(false))?;
     let model = bsa::io::model::load(index.model_path().unwrap())?;

@@ -17,6 +17,12 @@ fn main() -> ExitCode {
     }
     let matches = cli::command().get_matches();
     let args = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // OpenBLAS's AVX2/AVX-512 kernels on CPUs newer than its table (speed only; the results
+    // do not depend on it).
+    // SAFETY: no thread has started and no BLAS product has run: the command runs after it.
+    unsafe {
+        bsa::threads::fix_blas_core(bsa::simd::Family::current());
+    }
     let (code, finished) = match cli::run(args, &matches) {
         Ok(code) => (code, true),
         // A closed stdout (e.g. `bsa search ... | head`) is not an error worth reporting.

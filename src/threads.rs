@@ -15,7 +15,8 @@ extern "C" {
 /// (more only adds switching), and far below where starting them fails or takes long.
 pub const MAX_THREADS: usize = 1024;
 
-/// Sizes both pools to `threads` (`None`: all cores). Call once, before any parallel work.
+/// Sizes both pools to `threads` (`None`: all cores). Call once, before any parallel work (and
+/// after [`fix_blas_core`], which a program calls first).
 pub fn configure(threads: Option<usize>) -> Result<usize> {
     let threads = threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -42,7 +43,6 @@ pub fn configure(threads: Option<usize>) -> Result<usize> {
         }
     }
     set_blas_threads(threads);
-    fix_blas_core(crate::simd::Family::current());
     Ok(threads)
 }
 
@@ -60,9 +60,33 @@ const VECTOR_CORES: [&str; 5] = ["haswell", "zen", "skylakex", "cooperlake", "sa
 /// core OpenBLAS recognised as having AVX2, the portable family, and an OpenBLAS without
 /// dynamic kernels (static, or not found by `dlsym`: nothing to do).
 ///
-/// Call it before any BLAS product runs (the kernel table is swapped, not locked);
-/// [`configure`] does.
-pub fn fix_blas_core(family: crate::simd::Family) -> Option<String> {
+/// The first call decides: later calls return its result and change nothing.
+///
+/// ```
+/// // At the start of a program, before it starts threads (the command line's `main` does).
+/// // SAFETY: no other thread runs yet.
+/// let core = unsafe { bsa::threads::fix_blas_core(bsa::simd::Family::current()) };
+/// if let Some(core) = core {
+///     println!("OpenBLAS now runs its {core} kernels");
+/// }
+/// ```
+///
+/// # Safety
+///
+/// No BLAS product may run in any thread during the call (OpenBLAS's kernel table is swapped,
+/// not locked), and no other thread may read or write the environment (`OPENBLAS_CORETYPE` is
+/// set and removed, as [`std::env::set_var`] does it): call it at the start of a program,
+/// before it starts threads.
+pub unsafe fn fix_blas_core(family: crate::simd::Family) -> Option<String> {
+    static FIXED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    // SAFETY: the caller's.
+    FIXED
+        .get_or_init(|| unsafe { swap_blas_core(family) })
+        .clone()
+}
+
+/// [`fix_blas_core`]'s work, each time it is called. Safety: [`fix_blas_core`]'s.
+unsafe fn swap_blas_core(family: crate::simd::Family) -> Option<String> {
     use crate::simd::Family;
     if std::env::var_os("OPENBLAS_CORETYPE").is_some() {
         return None;
@@ -85,7 +109,7 @@ pub fn fix_blas_core(family: crate::simd::Family) -> Option<String> {
     std::env::set_var("OPENBLAS_CORETYPE", want);
     // SAFETY: both are `void f(void)` in every DYNAMIC_ARCH OpenBLAS: `quit` clears the kernel
     // table pointer, `init` reads the variable and installs (and initialises) that core's table.
-    // No BLAS call is running (see above).
+    // No BLAS call is running (the caller's promise).
     unsafe {
         let quit: extern "C" fn() = std::mem::transmute(quit);
         let init: extern "C" fn() = std::mem::transmute(init);

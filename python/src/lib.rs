@@ -2505,7 +2505,15 @@ fn recall(I: &Bound<'_, PyAny>, gt: &Bound<'_, PyAny>, k: i128) -> PyResult<f64>
 fn bsa_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Like the command line at start-up: OpenBLAS's AVX2/AVX-512 kernels on CPUs newer than its
     // table (speed only; the results do not depend on it).
-    bsa::threads::fix_blas_core(bsa::simd::Family::current());
+    // SAFETY: at import, bsa's OpenBLAS has run no product (nothing of bsa has run; numpy's
+    // wheels carry their own OpenBLAS, under other symbol names), and the import holds the
+    // GIL. What is left: a thread outside Python (C code without the GIL) reading the
+    // environment while `OPENBLAS_CORETYPE` is set and removed, on a CPU newer than
+    // OpenBLAS's table only (elsewhere nothing is written): the risk of any `os.environ`
+    // write, which Python programs make freely.
+    unsafe {
+        bsa::threads::fix_blas_core(bsa::simd::Family::current());
+    }
     // See `FORKS`. (On platforms without fork, `os` has no `register_at_fork`.)
     let os = m.py().import("os")?;
     if os.hasattr("register_at_fork")? {
