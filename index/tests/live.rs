@@ -1600,21 +1600,36 @@ fn graph_mode_walks_bridged_segments_with_the_largest() {
 
 /// Flips a bit of the last byte of a bridge file of the index at `path`, and returns the file.
 fn damage_a_bridge_file(path: &Path) -> std::path::PathBuf {
-    let file = std::fs::read_dir(path)
+    let file = bridge_files(path)
+        .into_iter()
+        .next()
+        .expect("a bridge file");
+    damage_last_byte(&file);
+    file
+}
+
+/// The bridge files in the index directory `path`, sorted.
+fn bridge_files(path: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(path)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| {
+        .filter(|p| {
             p.file_name()
                 .unwrap()
                 .to_string_lossy()
                 .starts_with("bridge-")
         })
-        .expect("a bridge file");
-    let mut bytes = std::fs::read(&file).unwrap();
+        .collect();
+    files.sort();
+    files
+}
+
+/// Flips a bit of the last byte of `file` (a bridge's last edge: its checksum fails).
+fn damage_last_byte(file: &Path) {
+    let mut bytes = std::fs::read(file).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x10;
-    std::fs::write(&file, bytes).unwrap();
-    file
+    std::fs::write(file, bytes).unwrap();
 }
 
 /// A mapped file damaged under a snapshot is damage, said as such, even once writers have
@@ -1666,23 +1681,10 @@ fn the_checks_read_every_bridge_unread_at_open() {
     });
     assert_eq!(bridge(&mut w).segments, 2, "two small segments bridged");
     drop(w);
-    let mut files: Vec<_> = std::fs::read_dir(&path)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("bridge-")
-        })
-        .collect();
-    files.sort();
+    let files = bridge_files(&path);
     let sound: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
-    for (f, b) in files.iter().zip(&sound) {
-        let mut b = b.clone();
-        let last = b.len() - 1;
-        b[last] ^= 0x10;
-        std::fs::write(f, b).unwrap();
+    for f in &files {
+        damage_last_byte(f);
     }
     let snap = Snapshot::open(&path).unwrap();
     let name = |i: usize| files[i].file_name().unwrap().to_string_lossy().into_owned();

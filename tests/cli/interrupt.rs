@@ -35,7 +35,7 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
         .ok();
     let before = t.read("idx/manifest.json");
     for (signal, number) in [("-INT", 2), ("-TERM", 15)] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_bsa"))
+        let mut child = bsa_in_a_terminal()
             .args([
                 "build", "--codes", "c.npy", "--out", "idx", "--force", "--hnsw", "-q",
             ])
@@ -90,7 +90,7 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
         names
     };
     let before = listing();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bsa"))
+    let mut child = bsa_in_a_terminal()
         .args([
             "add",
             "--index",
@@ -164,6 +164,25 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
     );
 }
 
+/// `bsa` with the signals the tests send at their default action, as a terminal runs it: a
+/// test harness started in the background by a shell without job control (`cargo test &` in
+/// a script) passes SIGINT on ignored, and bsa rightly keeps an ignored signal ignored (a
+/// script's background job goes on when Ctrl-C stops the script).
+fn bsa_in_a_terminal() -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bsa"));
+    // SAFETY: signal() only, between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(s, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    c
+}
+
 /// Whether process `pid`'s build of `name` has made its staging folder (`.NAME.tmp-PID-N`, N
 /// random) in the test folder.
 fn staging(t: &TestDir, name: &str, pid: u32) -> bool {
@@ -186,7 +205,7 @@ fn a_signalled_bench_stops_and_leaves_no_trace() {
     let t = TestDir::new();
     t.write_f32("base.npy", &normalised(2000, 32, 5));
     std::fs::create_dir(t.path("tmp")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bsa"))
+    let mut child = bsa_in_a_terminal()
         .args([
             "bench",
             "--base",
