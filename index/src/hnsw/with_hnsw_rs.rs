@@ -329,46 +329,35 @@ fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<()> {
 /// `8 w` bytes of codes, each saying so, and nothing after them. hnsw_rs trusts the dimension
 /// and each record's length (native-endian, 64-bit: as written on the platforms that read it).
 fn check_dump_data(path: &Path, n: u64, w: u32) -> Result<()> {
-    use std::io::Read;
-    let io = |e| Error::io(path, e);
     let bad = |d: String| Err(Error::corrupt(path, d));
-    let f = crate::files::open_regular(path)?;
-    let len = f.metadata().map_err(io)?.len();
-    let record = 20 + 8 * u64::from(w);
-    let need = n.checked_mul(record).and_then(|r| r.checked_add(12));
+    let mut r = DumpReader::open(path)?;
+    let len = r.left;
+    let codes = 8 * u64::from(w);
+    let need = n.checked_mul(20 + codes).and_then(|r| r.checked_add(12));
     if need != Some(len) {
         return bad(format!(
             "hnsw_rs data file of {len} bytes; {n} points of {w} words take {}",
             need.map_or("more than 2^64".to_string(), |b| b.to_string())
         ));
     }
-    // Read in one pass, not held: the codes are skipped.
-    let mut r = std::io::BufReader::with_capacity(1 << 16, f);
-    let mut head = [0u8; 20];
-    r.read_exact(&mut head[..12]).map_err(io)?;
-    let tag = |h: &[u8; 20]| u32::from_ne_bytes(h[..4].try_into().expect("4 bytes"));
-    let word = |h: &[u8; 20], at: usize| u64::from_ne_bytes(h[at..at + 8].try_into().expect("8"));
-    if tag(&head) != DUMP_DATA_MAGIC || word(&head, 4) != u64::from(w) {
+    let (tag, dim) = (r.uint(4)?, r.uint(8)?);
+    if tag != u64::from(DUMP_DATA_MAGIC) || dim != u64::from(w) {
         return bad(format!(
-            "hnsw_rs data file does not start with its tag and dimension {w} (found {:#x} and {})",
-            tag(&head),
-            word(&head, 4)
+            "hnsw_rs data file does not start with its tag and dimension {w} (found {tag:#x} and \
+             {dim})"
         ));
     }
     for p in 0..n {
-        r.read_exact(&mut head).map_err(io)?;
-        if tag(&head) != DUMP_DATA_MAGIC || word(&head, 12) != 8 * u64::from(w) {
+        let tag = r.uint(4)?;
+        r.skip(8)?; // its id
+        let bytes = r.uint(8)?;
+        if tag != u64::from(DUMP_DATA_MAGIC) || bytes != codes {
             return bad(format!(
-                "hnsw_rs data file: the record of point {p} does not hold {w} words (tag {:#x}, \
-                 {} bytes)",
-                tag(&head),
-                word(&head, 12)
+                "hnsw_rs data file: the record of point {p} does not hold {w} words (tag {tag:#x}, \
+                 {bytes} bytes)"
             ));
         }
-        let skipped = std::io::copy(&mut (&mut r).take(8 * u64::from(w)), &mut std::io::sink());
-        if skipped.map_err(io)? != 8 * u64::from(w) {
-            return bad(format!("hnsw_rs data file changed while read (point {p})"));
-        }
+        r.skip(codes)?; // the codes: read in one pass, not held
     }
     Ok(())
 }
