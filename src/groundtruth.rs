@@ -249,13 +249,17 @@ fn score_f64(q: ArrayView1<f32>, b: ArrayView1<f32>, norm: f64) -> f64 {
 /// `queries` with the rows whose norm passes 2^32 divided by a power of two that brings it to at
 /// most 1 (`None` when no row does).
 fn scaled_queries(queries: ArrayView2<f32>, norms: &[f64]) -> Option<Array2<f32>> {
-    let big = |n: f64| n > 2f64.powi(32);
+    let big = |n: f64| n > (1u64 << 32) as f64;
     if !norms.iter().any(|&n| big(n)) {
         return None;
     }
     let mut q = queries.to_owned();
     for (mut row, &n) in q.axis_iter_mut(Axis(0)).zip(norms).filter(|(_, &n)| big(n)) {
-        let f = 2f64.powi(-(n.log2().ceil() as i32));
+        // 2^-e built from its exponent bits (e in 33..200 for the norm of a row of f32
+        // values over 2^32: a normal f64), not `powi`, whose precision Rust leaves unspecified:
+        // the factor must be an exact power of two, to scale every product without rounding.
+        let e = n.log2().ceil() as i64;
+        let f = f64::from_bits(((1023 - e) as u64) << 52);
         row.mapv_inplace(|v| (f64::from(v) * f) as f32);
     }
     Some(q)
