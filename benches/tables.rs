@@ -7,7 +7,7 @@
 //! Run: `cargo bench --bench tables` (set `BSA_KERNEL=avx2` and `OPENBLAS_CORETYPE=Haswell` for
 //! the AVX2 kernels on an AVX-512 machine).
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;

@@ -5,8 +5,8 @@
 //! Run: `cargo bench --bench train`.
 
 use bsa::model::{LossKind, Method, ModelConfig, Params, Target};
-use bsa::train::{loss_and_grad, CodeMode, DecoderPath, PhaseTimer};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use bsa::train::{CodeMode, DecoderPath, PhaseTimer, loss_and_grad};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;

@@ -40,8 +40,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use ndarray::{s, Array1, Array2, ArrayView2, Axis, CowArray, Ix2};
-use ndarray_linalg::{Cholesky, Diag, Eigh, SolveTriangular, QR, SVD, UPLO};
+use ndarray::{Array1, Array2, ArrayView2, Axis, CowArray, Ix2, s};
+use ndarray_linalg::{Cholesky, Diag, Eigh, QR, SVD, SolveTriangular, UPLO};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -149,7 +149,7 @@ impl BaselineParams {
                     "--method sign makes one bit per input dimension, so --bits must be {dim} \
                      (or left out), got {}",
                     self.bits
-                )))
+                )));
             }
             Method::Itq if self.bits > dim => {
                 return Err(Error::InvalidArgument(format!(
@@ -157,7 +157,7 @@ impl BaselineParams {
                      must be at most the input dimension {dim}, got {}; use --method lsh for \
                      longer codes",
                     self.bits
-                )))
+                )));
             }
             _ => {}
         }

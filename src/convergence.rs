@@ -11,7 +11,7 @@ use ndarray::{Array2, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::model::{active_bits, Method, Params};
+use crate::model::{Method, Params, active_bits};
 
 /// How the learning rate moves over the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

@@ -41,11 +41,11 @@ use std::cmp::Ordering;
 use std::sync::atomic::AtomicBool;
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, ArrayView1, ArrayView2, Axis, Zip};
+use ndarray::{Array2, ArrayView1, ArrayView2, Axis, Zip, s};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use bsa_index::deterministic::{f32_dot_error_bound, F32_UNDERFLOW_PER_TERM};
+use bsa_index::deterministic::{F32_UNDERFLOW_PER_TERM, f32_dot_error_bound};
 
 /// Block sizes of the blocked search. The score buffer holds `queries x base` floats
 /// (the default 2048 x 8192 is 64 MiB).
@@ -254,7 +254,11 @@ fn scaled_queries(queries: ArrayView2<f32>, norms: &[f64]) -> Option<Array2<f32>
         return None;
     }
     let mut q = queries.to_owned();
-    for (mut row, &n) in q.axis_iter_mut(Axis(0)).zip(norms).filter(|(_, &n)| big(n)) {
+    for (mut row, &n) in q
+        .axis_iter_mut(Axis(0))
+        .zip(norms)
+        .filter(|&(_, &n)| big(n))
+    {
         // 2^-e built from its exponent bits (e in 33..200 for the norm of a row of f32
         // values over 2^32: a normal f64), not `powi`, whose precision Rust leaves unspecified:
         // the factor must be an exact power of two, to scale every product without rounding.
@@ -308,11 +312,7 @@ fn better<S: PartialOrd>(a: &(S, u32), b: &(S, u32)) -> Ordering {
 /// The largest `f32` not above `x`.
 fn f32_at_most(x: f64) -> f32 {
     let f = x as f32;
-    if f64::from(f) > x {
-        f.next_down()
-    } else {
-        f
-    }
+    if f64::from(f) > x { f.next_down() } else { f }
 }
 
 /// The candidates of one query: every row whose GEMM score is at least `floor`, the k-th best

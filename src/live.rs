@@ -29,7 +29,7 @@ use ndarray::ArrayView2;
 
 use crate::error::{Error, Result};
 use crate::model::Autoencoder;
-use crate::pipeline::{active_bits, GraphOn};
+use crate::pipeline::{GraphOn, active_bits};
 use crate::query::check_rows;
 
 /// The rows to add.

@@ -4,7 +4,7 @@
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
 use crate::config::{LossKind, Target};
-use crate::real::{top_k_indices, Real, NORM_FLOOR};
+use crate::real::{NORM_FLOOR, Real, top_k_indices};
 
 /// Mean over rows of `d(u_i, v_i)`, and, when `grad` is given, writes `d mean / d u` into it
 /// (the `1/B` of the mean is folded in, as in method.md).

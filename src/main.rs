@@ -58,11 +58,7 @@ fn exit_status(err: &anyhow::Error) -> u8 {
                 Some(bsa::Error::Index(IndexError::LockTimeout { .. }))
             )
     });
-    if busy {
-        75
-    } else {
-        2
-    }
+    if busy { 75 } else { 2 }
 }
 
 /// Whether `err` is a write to a closed pipe: stdout's, or one given as `--out /dev/stdout`

@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn a_huge_decoder_gets_finite_metrics() {
         use crate::config::{LossKind, Method, ModelConfig, Target};
-        use ndarray::{array, Array2};
+        use ndarray::{Array2, array};
         let eye = Array2::<f32>::eye(2);
         let model = Autoencoder {
             config: ModelConfig {

@@ -26,8 +26,8 @@
 
 use std::collections::HashMap;
 
-use anyhow::{bail, Context, Result};
-use bsa_index::{pack, Index};
+use anyhow::{Context, Result, bail};
+use bsa_index::{Index, pack};
 use milvus::client::Client as SdkClient;
 use milvus::data::FieldColumn;
 use milvus::index::{IndexParams, IndexType, MetricType};
@@ -40,7 +40,7 @@ use milvus::value::{Value, ValueVec};
 use serde::{Deserialize, Serialize};
 
 pub use crate::milvus_codec::{
-    adc_bound, adc_query, code_from_sparse, set_bits, sparse_row, Forms,
+    Forms, adc_bound, adc_query, code_from_sparse, set_bits, sparse_row,
 };
 
 /// Field names of the collection layout (module docs).
@@ -337,7 +337,9 @@ impl Client {
         limit: usize,
     ) -> Result<Vec<Vec<Candidate>>> {
         if !meta.forms.binary() {
-            bail!("collection {name:?} has no binary field (exported with --as sparse); use --score overlap or adc, or re-export with --as binary or both");
+            bail!(
+                "collection {name:?} has no binary field (exported with --as sparse); use --score overlap or adc, or re-export with --as binary or both"
+            );
         }
         let data = queries
             .iter()
@@ -355,7 +357,9 @@ impl Client {
         limit: usize,
     ) -> Result<Vec<Vec<Candidate>>> {
         if !meta.forms.sparse() {
-            bail!("collection {name:?} has no sparse field (exported with --as binary); use --score hamming, or re-export with --as sparse or both");
+            bail!(
+                "collection {name:?} has no sparse field (exported with --as binary); use --score hamming, or re-export with --as sparse or both"
+            );
         }
         let data = queries
             .iter()

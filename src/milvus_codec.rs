@@ -3,7 +3,7 @@
 //! Milvus client, compiled in every build (so their tests run without the `milvus` feature);
 //! `bsa::milvus` (feature `milvus`) re-exports them.
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
 /// Which vector fields a collection holds.
@@ -91,16 +91,16 @@ pub fn adc_query(table: &[f32], keep: Option<usize>) -> Vec<(u32, f32)> {
     let mut e: Vec<(u32, f32)> = table
         .iter()
         .enumerate()
-        .filter(|(_, &v)| v > 0.0)
+        .filter(|&(_, &v)| v > 0.0)
         .map(|(j, &v)| (j as u32, v))
         .collect();
-    if let Some(p) = keep {
-        if p < e.len() {
-            // Largest first, ties to the lower bit, then back to ascending bits.
-            e.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            e.truncate(p);
-            e.sort_by_key(|&(j, _)| j);
-        }
+    if let Some(p) = keep
+        && p < e.len()
+    {
+        // Largest first, ties to the lower bit, then back to ascending bits.
+        e.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        e.truncate(p);
+        e.sort_by_key(|&(j, _)| j);
     }
     e
 }
@@ -120,11 +120,7 @@ pub fn adc_bound(offset: f32, ip: f32, slack: f64, (lo, hi): (f32, f32)) -> f64 
     } else {
         num / f64::from(hi)
     };
-    if lo <= 0.0 {
-        b.max(0.0)
-    } else {
-        b
-    }
+    if lo <= 0.0 { b.max(0.0) } else { b }
 }
 
 #[cfg(test)]

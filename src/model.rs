@@ -18,9 +18,9 @@ use std::sync::atomic::AtomicBool;
 use crate::error::{Error, Result};
 use bsa_index::deterministic;
 
-pub use crate::config::{LossKind, Method, ModelConfig, Target, MAX_BITS};
+pub use crate::config::{LossKind, MAX_BITS, Method, ModelConfig, Target};
 pub use crate::params::Params;
-pub use crate::real::{sigmoid, top_k_indices, top_k_into, Real};
+pub use crate::real::{Real, sigmoid, top_k_indices, top_k_into};
 
 /// A trained model: configuration plus weights.
 #[derive(Debug, Clone)]
@@ -254,11 +254,7 @@ fn top_k_fixed(h: &[f32], k: usize, max_margin: f64, fixed: &dyn Fn(usize) -> f3
 /// The smallest `f32` not below `x`.
 fn f32_at_least(x: f64) -> f32 {
     let f = x as f32;
-    if f64::from(f) < x {
-        f.next_up()
-    } else {
-        f
-    }
+    if f64::from(f) < x { f.next_up() } else { f }
 }
 
 /// Euclidean norm in `f64`.
@@ -476,7 +472,7 @@ mod tests {
         };
         let one = run(1);
         // Entries are fixed-order sums: each equals the scalar reference bit for bit.
-        let u = &one.0 .0;
+        let u = &one.0.0;
         for (i, row) in x.rows().into_iter().enumerate() {
             let q = row.as_slice().unwrap();
             for j in 0..256 {
@@ -492,18 +488,18 @@ mod tests {
             let other = run(threads);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(
-                bits(&other.0 .0),
-                bits(&one.0 .0),
+                bits(&other.0.0),
+                bits(&one.0.0),
                 "adc tables, {threads} threads"
             );
             assert_eq!(
-                bits(&other.0 .1),
-                bits(&one.0 .1),
+                bits(&other.0.1),
+                bits(&one.0.1),
                 "adc offsets, {threads} threads"
             );
             assert_eq!(
-                bits(&other.1 .0),
-                bits(&one.1 .0),
+                bits(&other.1.0),
+                bits(&one.1.0),
                 "soft tables, {threads} threads"
             );
             assert_eq!(other.2, one.2, "pursuit codes, {threads} threads");

@@ -4,7 +4,7 @@
 use ndarray::{Array, Dimension};
 use rayon::prelude::*;
 
-use crate::simd::{multiversion, Family};
+use crate::simd::{Family, multiversion};
 
 use crate::model::Params;
 

@@ -17,7 +17,7 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use bsa_index::{pack, HnswParams, IndexBuilder, VectorDtype};
+use bsa_index::{HnswParams, IndexBuilder, VectorDtype, pack};
 use ndarray::{Array2, ArrayView2};
 
 use crate::error::{Error, Result};
@@ -239,13 +239,13 @@ pub fn build_index_notifying(
             (bits, pack::pack_le_bytes(bytes, rows, cols, bits)?, rows)
         }
     };
-    if let Some(d) = &data {
-        if d.nrows() != n {
-            return Err(Error::InvalidArgument(format!(
-                "the data has {} rows but there are {n} codes",
-                d.nrows()
-            )));
-        }
+    if let Some(d) = &data
+        && d.nrows() != n
+    {
+        return Err(Error::InvalidArgument(format!(
+            "the data has {} rows but there are {n} codes",
+            d.nrows()
+        )));
     }
     if let Some(ids) = r.ids {
         if ids.len() != n {
@@ -406,13 +406,13 @@ pub fn check_ids_fit_int64(name: &str, ids: &[u64]) -> Result<()> {
 /// builder, kept here so that `query` does not import `pipeline`).
 #[cfg(test)]
 mod query_tests {
-    use super::{build_index, BuildRequest, BuildSource};
+    use super::{BuildRequest, BuildSource, build_index};
     use std::sync::atomic::AtomicBool;
 
     use crate::error::{Error, Result};
     use crate::model::Autoencoder;
     use crate::pursuit::PursuitParams;
-    use crate::query::{index_model, search, search_until, Queries, Request};
+    use crate::query::{Queries, Request, index_model, search, search_until};
     use bsa_index::live::{IdFilter, Snapshot};
     use bsa_index::{HnswParams, VectorDtype};
     use ndarray::Array2;
@@ -464,7 +464,7 @@ mod query_tests {
     fn the_search_crate_alone_answers_float_queries_as_bsa_search() -> Result<()> {
         use bsa_index::live::SearchOptions;
         use bsa_index::model::per_unit_query;
-        use bsa_index::{pack, Mode, Score};
+        use bsa_index::{Mode, Score, pack};
         let (_dir, index, model) = pursuit_index()?;
         let server = index.query_model()?.expect("the index keeps its model");
         let q = unit_rows(12, 16, 3);

@@ -20,7 +20,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use ndarray::{s, Array1, Array2, ArrayView2, Axis, Zip};
+use ndarray::{Array1, Array2, ArrayView2, Axis, Zip, s};
 use ndarray_linalg::{Cholesky, Diag, SolveTriangular, UPLO};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};

@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicBool;
 use bsa_index::live::{IdFilter, Snapshot};
 use ndarray::ArrayView2;
 
-pub use bsa_index::query::{overlap_tables, Found, Queries, Request, ScoreName};
+pub use bsa_index::query::{Found, Queries, Request, ScoreName, overlap_tables};
 
 use crate::error::Result;
 use crate::model::Autoencoder;

@@ -60,11 +60,7 @@ impl Real for f64 {
     #[inline(always)]
     fn order_key(self) -> u64 {
         let b = (self + 0.0).to_bits();
-        if b >> 63 == 1 {
-            !b
-        } else {
-            b | 1 << 63
-        }
+        if b >> 63 == 1 { !b } else { b | 1 << 63 }
     }
 
     #[inline(always)]

@@ -16,7 +16,7 @@ use bsa_index::KernelFamily;
 
 use crate::config::{LossKind, Target};
 use crate::error::Result;
-use crate::real::{Real, NORM_FLOOR};
+use crate::real::{NORM_FLOOR, Real};
 
 /// Which copy of the trainer's vector loops runs: the [`KernelFamily`] of the search kernels
 /// (`BSA_KERNEL`, else the best the CPU has), narrowed to what the copies are compiled with.
@@ -328,7 +328,7 @@ pub(crate) fn gather_sum_rows<F: Real>(family: Family, g: Gather<'_, F>, out: &m
 /// -> 4.3-4.6 ms, AVX-512 5.0-5.5 -> 4.5 ms.
 #[cfg(target_arch = "x86_64")]
 mod gather_f32 {
-    use super::{gather_sum_block, Family, Gather, BLOCK};
+    use super::{BLOCK, Family, Gather, gather_sum_block};
     use std::arch::x86_64::*;
 
     /// Table rows ahead of the one being added whose block is prefetched (4 and 8 measured
@@ -690,11 +690,11 @@ fn backward_rows_body<F: Real>(
                 *g += a.weight * v;
             }
         }
-        if let Some((w, rows)) = nb {
-            if let Some(r) = rows.get(i * width..(i + 1) * width) {
-                for (g, &v) in gi.iter_mut().zip(r) {
-                    *g += w * v;
-                }
+        if let Some((w, rows)) = nb
+            && let Some(r) = rows.get(i * width..(i + 1) * width)
+        {
+            for (g, &v) in gi.iter_mut().zip(r) {
+                *g += w * v;
             }
         }
         for (g, &sv) in gi.iter_mut().zip(si) {

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 
-extern "C" {
+unsafe extern "C" {
     // Provided by libopenblas, which blas-src links.
     fn openblas_set_num_threads(num_threads: std::ffi::c_int);
     fn openblas_get_num_threads() -> std::ffi::c_int;
@@ -35,12 +35,11 @@ pub fn configure(threads: Option<usize>) -> Result<usize> {
     if let Err(e) = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
+        && !e.to_string().contains("already been initialized")
     {
-        if !e.to_string().contains("already been initialized") {
-            return Err(Error::InvalidArgument(format!(
-                "could not start {threads} threads: {e}; give fewer with --threads"
-            )));
-        }
+        return Err(Error::InvalidArgument(format!(
+            "could not start {threads} threads: {e}; give fewer with --threads"
+        )));
     }
     set_blas_threads(threads);
     Ok(threads)
@@ -106,7 +105,8 @@ unsafe fn swap_blas_core(family: crate::simd::Family) -> Option<String> {
     );
     // OpenBLAS reads OPENBLAS_CORETYPE when it picks its kernels: set it, make it pick again,
     // then remove it so that child processes see the environment they were given.
-    std::env::set_var("OPENBLAS_CORETYPE", want);
+    // SAFETY: no other thread reads or writes the environment meanwhile (the caller's promise).
+    unsafe { std::env::set_var("OPENBLAS_CORETYPE", want) };
     // SAFETY: both are `void f(void)` in every DYNAMIC_ARCH OpenBLAS: `quit` clears the kernel
     // table pointer, `init` reads the variable and installs (and initialises) that core's table.
     // No BLAS call is running (the caller's promise).
@@ -116,7 +116,8 @@ unsafe fn swap_blas_core(family: crate::simd::Family) -> Option<String> {
         quit();
         init();
     }
-    std::env::remove_var("OPENBLAS_CORETYPE");
+    // SAFETY: as for `set_var` above.
+    unsafe { std::env::remove_var("OPENBLAS_CORETYPE") };
     blas_core_name()
 }
 
@@ -135,7 +136,7 @@ pub fn blas_core_name() -> Option<String> {
 /// Looks a function up among the loaded libraries, so that an OpenBLAS without it still links.
 #[cfg(target_os = "linux")]
 fn dynamic_symbol(name: &std::ffi::CStr) -> Option<*mut std::ffi::c_void> {
-    extern "C" {
+    unsafe extern "C" {
         fn dlsym(
             handle: *mut std::ffi::c_void,
             symbol: *const std::ffi::c_char,

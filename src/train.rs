@@ -11,19 +11,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ndarray::{Array2, ArrayView2, Axis};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::convergence::{
-    bit_frequencies, lr_factor, rebalance_bits, set_bias_quantiles, Monitor, ProbeRecall,
-    RecallProbe, Schedule,
+    Monitor, ProbeRecall, RecallProbe, Schedule, bit_frequencies, lr_factor, rebalance_bits,
+    set_bias_quantiles,
 };
 use crate::error::{Error, Result};
 use crate::loss::neighbour_distillation;
-use crate::model::{active_bits, Autoencoder, Method, ModelConfig, Params, Real};
+use crate::model::{Autoencoder, Method, ModelConfig, Params, Real, active_bits};
 use crate::optim::Adam;
 use crate::simd::{self, Family};
 
@@ -781,12 +781,12 @@ impl TrainParams {
                 "--monitor and --patience need validation rows: set --val-fraction above 0".into(),
             ));
         }
-        if let Some(r) = self.monitor_max_active {
-            if !(r.is_finite() && r > 0.0) || self.monitor.is_none() {
-                return Err(Error::InvalidArgument(format!(
-                    "--monitor-max-active must be a positive ratio to K and needs --monitor, got {r}"
-                )));
-            }
+        if let Some(r) = self.monitor_max_active
+            && (!(r.is_finite() && r > 0.0) || self.monitor.is_none())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "--monitor-max-active must be a positive ratio to K and needs --monitor, got {r}"
+            )));
         }
         if self.patience > 0 && self.monitor.is_none() {
             return Err(Error::InvalidArgument(
@@ -1032,10 +1032,10 @@ impl TrainParams {
                     _ => true,
                 };
                 let score = score.filter(|_| sparse_enough);
-                if let Some(score) = score {
-                    if best.as_ref().is_none_or(|b| score > b.0) {
-                        best = Some((score, epoch + 1, params.clone()));
-                    }
+                if let Some(score) = score
+                    && best.as_ref().is_none_or(|b| score > b.0)
+                {
+                    best = Some((score, epoch + 1, params.clone()));
                 }
                 stale = best.as_ref().map_or(0, |b| epoch + 1 - b.1);
             }

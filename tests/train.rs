@@ -4,8 +4,8 @@
 use bsa::convergence::{Monitor, Schedule};
 use bsa::model::{LossKind, Method, ModelConfig, Params, Target};
 use bsa::train::{
-    loss_and_grad, loss_and_grad_with, CodeMode, DecoderPath, Neighbourhood, PhaseTimer, Progress,
-    TrainParams,
+    CodeMode, DecoderPath, Neighbourhood, PhaseTimer, Progress, TrainParams, loss_and_grad,
+    loss_and_grad_with,
 };
 use ndarray::{Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
@@ -432,10 +432,12 @@ fn monitor_keeps_the_best_epoch_and_patience_stops_training() {
     );
     assert!(report.stopped_early, "never stopped: {recalls:?}");
     assert_eq!(report.epochs.len(), best + 2);
-    assert!(report
-        .epochs
-        .iter()
-        .all(|e| e.dead_bits.is_some() && e.max_bit_freq.is_some()));
+    assert!(
+        report
+            .epochs
+            .iter()
+            .all(|e| e.dead_bits.is_some() && e.max_bit_freq.is_some())
+    );
     // The kept weights are the best epoch's, not the last: re-running to exactly that epoch
     // without a monitor gives the same model.
     let mut again = params.clone();
@@ -478,19 +480,21 @@ fn training_aids_are_validated() {
     let x = clustered(100, 5);
     let mut p = TrainParams::new(16, 4);
     p.patience = 2;
-    assert!(p
-        .fit(x.view(), &mut |_| {})
-        .unwrap_err()
-        .to_string()
-        .contains("--monitor"));
+    assert!(
+        p.fit(x.view(), &mut |_| {})
+            .unwrap_err()
+            .to_string()
+            .contains("--monitor")
+    );
     let mut p = TrainParams::new(16, 4);
     p.monitor = Some(Monitor::Adc);
     p.val_fraction = 0.0;
-    assert!(p
-        .fit(x.view(), &mut |_| {})
-        .unwrap_err()
-        .to_string()
-        .contains("--val-fraction"));
+    assert!(
+        p.fit(x.view(), &mut |_| {})
+            .unwrap_err()
+            .to_string()
+            .contains("--val-fraction")
+    );
     // A probe among too few validation rows tells no codes apart: refused (with 11 rows it
     // found recall 1.0 every epoch, so the first was kept and --patience stopped the training).
     let mut p = TrainParams::new(16, 4);
@@ -506,18 +510,20 @@ fn training_aids_are_validated() {
     p.fit(x.view(), &mut |_| {}).unwrap();
     let mut p = TrainParams::new(16, 4);
     p.neighbourhood.weight = -1.0;
-    assert!(p
-        .fit(x.view(), &mut |_| {})
-        .unwrap_err()
-        .to_string()
-        .contains("--neighbour-weight"));
+    assert!(
+        p.fit(x.view(), &mut |_| {})
+            .unwrap_err()
+            .to_string()
+            .contains("--neighbour-weight")
+    );
     let mut p = TrainParams::new(16, 4);
     p.final_lr_fraction = 2.0;
-    assert!(p
-        .fit(x.view(), &mut |_| {})
-        .unwrap_err()
-        .to_string()
-        .contains("--final-lr-fraction"));
+    assert!(
+        p.fit(x.view(), &mut |_| {})
+            .unwrap_err()
+            .to_string()
+            .contains("--final-lr-fraction")
+    );
 }
 
 #[test]

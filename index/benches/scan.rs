@@ -6,7 +6,7 @@
 //! queries. `quantise`: one query's ADC table quantised for a layout (done per query and per
 //! segment searched), sparse 4096-bit codes (K = 32) and dense 384-bit codes.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::hint::black_box;

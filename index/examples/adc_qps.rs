@@ -9,11 +9,11 @@
 
 use std::time::Instant;
 
-use bsa_index::adc::{self, AdcCodes, QuantisedTable, QueryGroup, GROUP};
+use bsa_index::KernelFamily;
+use bsa_index::adc::{self, AdcCodes, GROUP, QuantisedTable, QueryGroup};
 use bsa_index::score::{desc_key, table_score, table_sum};
 use bsa_index::sparse::SparseCodes;
 use bsa_index::topk::TopK;
-use bsa_index::KernelFamily;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 

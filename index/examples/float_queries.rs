@@ -15,7 +15,7 @@ mod npy;
 use std::time::Instant;
 
 use bsa_index::live::Snapshot;
-use bsa_index::query::{search, Queries, Request};
+use bsa_index::query::{Queries, Request, search};
 
 fn main() -> bsa_index::Result<()> {
     let args: Vec<String> = std::env::args().collect();

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use bsa_index::{pack, Index, OpenOptions, SearchParams};
+use bsa_index::{Index, OpenOptions, SearchParams, pack};
 
 #[path = "common/npy.rs"]
 mod npy;

@@ -18,10 +18,10 @@
 
 use std::time::Instant;
 
+use bsa_index::InvertedLists;
 use bsa_index::search::flat::{top_k, top_k_scored};
 use bsa_index::search::inverted;
-use bsa_index::InvertedLists;
-use bsa_index::{pack, Score, SearchParams};
+use bsa_index::{Score, SearchParams, pack};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 

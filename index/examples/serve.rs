@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bsa_index::live::{NewRows, SearchOptions, Snapshot, Writer};
-use bsa_index::{pack, IndexBuilder, Mode, OpenOptions, Score};
+use bsa_index::{IndexBuilder, Mode, OpenOptions, Score, pack};
 
 /// Random packed codes of `bits` bits (xorshift; no dependency).
 fn random_codes(n: usize, bits: usize, state: &mut u64) -> Vec<u64> {

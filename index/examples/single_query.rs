@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use bsa_index::{pack, Index, OpenOptions, SearchParams, Split};
+use bsa_index::{Index, OpenOptions, SearchParams, Split, pack};
 
 #[path = "common/npy.rs"]
 mod npy;

@@ -1131,7 +1131,7 @@ mod avx512 {
     //! `index < table_len`; loads stay inside the layout and the inverse norms (padded to whole
     //! blocks).
 
-    use super::{AdcCodes, Kind, QueryGroup, BOUND_REL, GROUP, HALVES, LANES};
+    use super::{AdcCodes, BOUND_REL, GROUP, HALVES, Kind, LANES, QueryGroup};
     use std::arch::x86_64::*;
     use std::ops::Range;
 
@@ -1323,7 +1323,7 @@ mod avx2 {
     //! `entries + 8 * index` with `index < table_len`; loads stay inside the layout and the
     //! inverse norms (padded to whole blocks).
 
-    use super::{query_sums, AdcCodes, Kind, QueryGroup, BOUND_REL, GROUP, HALVES, LANES};
+    use super::{AdcCodes, BOUND_REL, GROUP, HALVES, Kind, LANES, QueryGroup, query_sums};
     use std::arch::x86_64::*;
     use std::ops::Range;
 

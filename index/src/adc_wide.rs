@@ -45,7 +45,7 @@
 
 use std::ops::Range;
 
-use crate::adc::{check_group_tables, AdcCodes, Kind, QuantisedTable, ScanStats};
+use crate::adc::{AdcCodes, Kind, QuantisedTable, ScanStats, check_group_tables};
 use crate::error::{Error, Result};
 use crate::kernel::KernelFamily;
 use crate::topk::TopK;
@@ -322,8 +322,8 @@ mod x86 {
     //! their loads stay inside the layout's ids, the group's rows (ids are at most `bits`, below
     //! the table length) and the inverse norms.
 
-    use super::{query_of, WideGroup, WIDE};
-    use crate::adc::{threshold_score, AdcCodes, BOUND_REL, LANES};
+    use super::{WIDE, WideGroup, query_of};
+    use crate::adc::{AdcCodes, BOUND_REL, LANES, threshold_score};
     use crate::topk::TopK;
     use std::arch::x86_64::*;
     use std::ops::Range;
@@ -524,9 +524,9 @@ mod x86 {
             // [even 0..32, even 32..64, odd 0..32, odd 32..64]: mask vectors 0-1, 2-3, 4-5, 6-7.
             let mut acc = [z; 4];
             for i in 0..len {
-                let p = rows.add(ids[i * LANES + lane] as usize * WIDE);
                 // SAFETY: ids are below the number of rows; rows are 64-byte aligned.
                 let (lo, hi) = unsafe {
+                    let p = rows.add(ids[i * LANES + lane] as usize * WIDE);
                     (
                         _mm256_load_si256(p.cast()),
                         _mm256_load_si256(p.add(32).cast()),

@@ -38,7 +38,7 @@ use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
 use crate::counters::x86;
-use crate::counters::{add_columns, at_least, planes_for, Columns, Lanes};
+use crate::counters::{Columns, Lanes, add_columns, at_least, planes_for};
 use crate::error::{Error, Result};
 use crate::kernel::KernelFamily;
 use crate::topk::TopK;

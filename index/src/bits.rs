@@ -39,7 +39,7 @@ pub(crate) fn for_each_set_bit(code: &[u64], bits: usize, mut f: impl FnMut(usiz
 pub(crate) fn prefetch<T>(items: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
-        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let len = std::mem::size_of_val(items);
         if len == 0 {
             return;

@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::error::{Error, Result};
-use crate::files::{crc_of_file, file_crc, sync_dir, sync_file, LockWait, WaitLimits};
-use crate::format::{flags, ElemKind, FileKind, Header, FORMAT_VERSION, HEADER_LEN};
-use crate::graph::{write_graph_file, GRAPH_FILE};
+use crate::files::{LockWait, WaitLimits, crc_of_file, file_crc, sync_dir, sync_file};
+use crate::format::{ElemKind, FORMAT_VERSION, FileKind, HEADER_LEN, Header, flags};
+use crate::graph::{GRAPH_FILE, write_graph_file};
 use crate::graph_build::{self, BuildParams, UnitVectors};
-use crate::hnsw::{build_and_dump, HNSW_BASENAME};
+use crate::hnsw::{HNSW_BASENAME, build_and_dump};
 use crate::manifest::{
     BitmapsInfo, BuildInfo, FileInfo, GraphInfo, GraphMetric, HnswInfo, HnswParams, InvertedInfo,
-    Manifest, ModelInfo, NormsInfo, Segment, SparseInfo, VectorDtype, VectorsInfo, MANIFEST_FILE,
+    MANIFEST_FILE, Manifest, ModelInfo, NormsInfo, Segment, SparseInfo, VectorDtype, VectorsInfo,
 };
 use crate::pack::{check_high_bits_zero, words_per_code};
 use crate::postings::InvertedLists;

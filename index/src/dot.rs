@@ -80,14 +80,14 @@ impl Dot {
                         f: x86::dot_avx512_safe,
                         f4: x86::dot4_avx512_safe,
                         family,
-                    }
+                    };
                 }
                 KernelFamily::Avx2 => {
                     return Dot {
                         f: x86::dot_avx2_safe,
                         f4: |q, rows| rows.map(|r| x86::dot_avx2_safe(q, r)),
                         family,
-                    }
+                    };
                 }
                 KernelFamily::Portable => {}
             }
@@ -215,7 +215,7 @@ mod x86 {
     //! only through [`super::Dot::select`], which checked them. Loads are unaligned and stay
     //! inside the slices (whole blocks of 64 elements only).
 
-    use super::{finish, LANES};
+    use super::{LANES, finish};
     use std::arch::x86_64::*;
 
     pub(super) fn dot_avx512_safe(a: &[f32], b: &[f32]) -> f32 {
@@ -235,68 +235,74 @@ mod x86 {
 
     #[target_feature(enable = "avx512f")]
     unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-        let blocks = a.len() / LANES;
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        // Register k holds lanes 16k..16k+15.
-        let mut r = [_mm512_setzero_ps(); 4];
-        for blk in 0..blocks {
-            for (k, acc) in r.iter_mut().enumerate() {
-                let at = blk * LANES + 16 * k;
-                let p = _mm512_mul_ps(_mm512_loadu_ps(pa.add(at)), _mm512_loadu_ps(pb.add(at)));
-                *acc = _mm512_add_ps(*acc, p);
+        unsafe {
+            let blocks = a.len() / LANES;
+            let (pa, pb) = (a.as_ptr(), b.as_ptr());
+            // Register k holds lanes 16k..16k+15.
+            let mut r = [_mm512_setzero_ps(); 4];
+            for blk in 0..blocks {
+                for (k, acc) in r.iter_mut().enumerate() {
+                    let at = blk * LANES + 16 * k;
+                    let p = _mm512_mul_ps(_mm512_loadu_ps(pa.add(at)), _mm512_loadu_ps(pb.add(at)));
+                    *acc = _mm512_add_ps(*acc, p);
+                }
             }
+            let mut lanes = [0.0f32; LANES];
+            if a.len().is_multiple_of(LANES) {
+                // Fold by 32 and 16 in registers: lanes i += i + 32, then i += i + 16.
+                let x = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
+                return fold16(x);
+            }
+            for (k, acc) in r.iter().enumerate() {
+                _mm512_storeu_ps(lanes.as_mut_ptr().add(16 * k), *acc);
+            }
+            finish(&mut lanes, a, b)
         }
-        let mut lanes = [0.0f32; LANES];
-        if a.len().is_multiple_of(LANES) {
-            // Fold by 32 and 16 in registers: lanes i += i + 32, then i += i + 16.
-            let x = _mm512_add_ps(_mm512_add_ps(r[0], r[2]), _mm512_add_ps(r[1], r[3]));
-            return fold16(x);
-        }
-        for (k, acc) in r.iter().enumerate() {
-            _mm512_storeu_ps(lanes.as_mut_ptr().add(16 * k), *acc);
-        }
-        finish(&mut lanes, a, b)
     }
 
     /// Four of [`dot_avx512`] with the query's loads shared and the rows' loads interleaved.
     #[target_feature(enable = "avx512f")]
     unsafe fn dot4_avx512(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
-        if !q.len().is_multiple_of(LANES) {
-            return rows.map(|r| dot_avx512(q, r));
-        }
-        let pq = q.as_ptr();
-        let p = rows.map(<[f32]>::as_ptr);
-        // acc[k][j] holds lanes 16k..16k+15 of row j.
-        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
-        for blk in 0..q.len() / LANES {
-            for (k, accs) in acc.iter_mut().enumerate() {
-                let at = blk * LANES + 16 * k;
-                let x = _mm512_loadu_ps(pq.add(at));
-                for (a, row) in accs.iter_mut().zip(p) {
-                    *a = _mm512_add_ps(*a, _mm512_mul_ps(x, _mm512_loadu_ps(row.add(at))));
+        unsafe {
+            if !q.len().is_multiple_of(LANES) {
+                return rows.map(|r| dot_avx512(q, r));
+            }
+            let pq = q.as_ptr();
+            let p = rows.map(<[f32]>::as_ptr);
+            // acc[k][j] holds lanes 16k..16k+15 of row j.
+            let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+            for blk in 0..q.len() / LANES {
+                for (k, accs) in acc.iter_mut().enumerate() {
+                    let at = blk * LANES + 16 * k;
+                    let x = _mm512_loadu_ps(pq.add(at));
+                    for (a, row) in accs.iter_mut().zip(p) {
+                        *a = _mm512_add_ps(*a, _mm512_mul_ps(x, _mm512_loadu_ps(row.add(at))));
+                    }
                 }
             }
+            // A plain loop: a closure handed to `array::map` would run out of line, outside this
+            // function's target features, with the vectors passed through memory.
+            let [a0, a1, a2, a3] = acc;
+            let mut out = [0.0f32; 4];
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = fold16(_mm512_add_ps(
+                    _mm512_add_ps(a0[j], a2[j]),
+                    _mm512_add_ps(a1[j], a3[j]),
+                ));
+            }
+            out
         }
-        // A plain loop: a closure handed to `array::map` would run out of line, outside this
-        // function's target features, with the vectors passed through memory.
-        let [a0, a1, a2, a3] = acc;
-        let mut out = [0.0f32; 4];
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = fold16(_mm512_add_ps(
-                _mm512_add_ps(a0[j], a2[j]),
-                _mm512_add_ps(a1[j], a3[j]),
-            ));
-        }
-        out
     }
 
     /// The fold of 16 lanes (`i += i + 8`, `i + 4`, `i + 2`, `i + 1`) in registers: the same
     /// additions on the same lanes as [`fold`], so the same bits.
     #[target_feature(enable = "avx512f")]
     unsafe fn fold16(x: __m512) -> f32 {
-        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x)));
-        let y = _mm256_add_ps(_mm512_castps512_ps256(x), hi);
-        fold8(y)
+        unsafe {
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x)));
+            let y = _mm256_add_ps(_mm512_castps512_ps256(x), hi);
+            fold8(y)
+        }
     }
 
     /// [`fold16`] from 8 lanes down.
@@ -309,35 +315,37 @@ mod x86 {
 
     #[target_feature(enable = "avx2")]
     unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-        let blocks = a.len() / LANES;
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        // Register k holds lanes 8k..8k+7.
-        let mut r = [_mm256_setzero_ps(); 8];
-        for blk in 0..blocks {
-            for (k, acc) in r.iter_mut().enumerate() {
-                let at = blk * LANES + 8 * k;
-                let p = _mm256_mul_ps(
-                    _mm256_castsi256_ps(crate::bits::load_ymm(pa.add(at))),
-                    _mm256_castsi256_ps(crate::bits::load_ymm(pb.add(at))),
-                );
-                *acc = _mm256_add_ps(*acc, p);
+        unsafe {
+            let blocks = a.len() / LANES;
+            let (pa, pb) = (a.as_ptr(), b.as_ptr());
+            // Register k holds lanes 8k..8k+7.
+            let mut r = [_mm256_setzero_ps(); 8];
+            for blk in 0..blocks {
+                for (k, acc) in r.iter_mut().enumerate() {
+                    let at = blk * LANES + 8 * k;
+                    let p = _mm256_mul_ps(
+                        _mm256_castsi256_ps(crate::bits::load_ymm(pa.add(at))),
+                        _mm256_castsi256_ps(crate::bits::load_ymm(pb.add(at))),
+                    );
+                    *acc = _mm256_add_ps(*acc, p);
+                }
             }
+            let mut lanes = [0.0f32; LANES];
+            if a.len().is_multiple_of(LANES) {
+                // The same folds as AVX-512: lanes i += i + 32 (register k += k + 4), then
+                // i += i + 16 (register k += k + 2).
+                let h0 = _mm256_add_ps(r[0], r[4]);
+                let h1 = _mm256_add_ps(r[1], r[5]);
+                let h2 = _mm256_add_ps(r[2], r[6]);
+                let h3 = _mm256_add_ps(r[3], r[7]);
+                // Then i += i + 8 (register 0 += register 1) and the rest in registers.
+                return fold8(_mm256_add_ps(_mm256_add_ps(h0, h2), _mm256_add_ps(h1, h3)));
+            }
+            for (k, acc) in r.iter().enumerate() {
+                _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * k), *acc);
+            }
+            finish(&mut lanes, a, b)
         }
-        let mut lanes = [0.0f32; LANES];
-        if a.len().is_multiple_of(LANES) {
-            // The same folds as AVX-512: lanes i += i + 32 (register k += k + 4), then
-            // i += i + 16 (register k += k + 2).
-            let h0 = _mm256_add_ps(r[0], r[4]);
-            let h1 = _mm256_add_ps(r[1], r[5]);
-            let h2 = _mm256_add_ps(r[2], r[6]);
-            let h3 = _mm256_add_ps(r[3], r[7]);
-            // Then i += i + 8 (register 0 += register 1) and the rest in registers.
-            return fold8(_mm256_add_ps(_mm256_add_ps(h0, h2), _mm256_add_ps(h1, h3)));
-        }
-        for (k, acc) in r.iter().enumerate() {
-            _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * k), *acc);
-        }
-        finish(&mut lanes, a, b)
     }
 }
 

@@ -292,8 +292,10 @@ mod tests {
             Error::io("idx/codes.bin", std::io::Error::from(kind)).to_string()
         };
         assert!(msg(std::io::ErrorKind::NotFound).ends_with("; check that the path exists"));
-        assert!(msg(std::io::ErrorKind::StorageFull)
-            .contains("free space (or inodes) on its file system"));
+        assert!(
+            msg(std::io::ErrorKind::StorageFull)
+                .contains("free space (or inodes) on its file system")
+        );
         assert!(msg(std::io::ErrorKind::ReadOnlyFilesystem).contains("read-only"));
         assert!(msg(std::io::ErrorKind::ResourceBusy).contains("give a folder inside it"));
         assert!(msg(std::io::ErrorKind::FileTooLarge).contains("ulimit -f"));

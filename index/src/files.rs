@@ -14,7 +14,7 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 use crate::format::{ElemKind, FileKind, Header};
-use crate::lock_note::{note_holder, LockHolder, LOCK_FILE};
+use crate::lock_note::{LOCK_FILE, LockHolder, note_holder};
 use crate::manifest::{FileInfo, MANIFEST_FILE, MAX_MANIFEST_LEN};
 
 /// What `path` is when it is not a regular file, for an error message (`"a directory"`, `"not
@@ -590,8 +590,8 @@ impl Drop for DirLock {
 
 /// The lock files this process holds (by device and inode) and the thread holding each: a
 /// thread that asks again for a lock it holds would wait for itself forever.
-fn held_locks(
-) -> std::sync::MutexGuard<'static, std::collections::HashMap<(u64, u64), std::thread::ThreadId>> {
+fn held_locks()
+-> std::sync::MutexGuard<'static, std::collections::HashMap<(u64, u64), std::thread::ThreadId>> {
     static HELD: std::sync::OnceLock<
         std::sync::Mutex<std::collections::HashMap<(u64, u64), std::thread::ThreadId>>,
     > = std::sync::OnceLock::new();
@@ -674,7 +674,7 @@ pub(crate) fn lock_dir(
                                     dir: dir.to_path_buf(),
                                     timeout: t,
                                     holder: LockHolder::of(dir),
-                                })
+                                });
                             }
                             Some(t) => poll.min(t - waited),
                             None => poll,

@@ -270,7 +270,7 @@ impl<'a> GraphView<'a> {
                     return Err(bad(format!(
                         "level of node {i} is not in 0..={max_level} (offsets {} then {})",
                         p[0], p[1]
-                    )))
+                    )));
                 }
             }
         }

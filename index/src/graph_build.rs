@@ -175,11 +175,7 @@ thread_local! {
 /// How full [`select`] keeps a list of `level`: `M` at level 0, no filling above (the upper
 /// levels only route a search down, where sparse lists cost little).
 fn fill_to(level: usize, m: usize) -> usize {
-    if level == 0 {
-        m
-    } else {
-        0
-    }
+    if level == 0 { m } else { 0 }
 }
 
 /// The level of row `r`: `floor(-ln(u) / ln(M))` with `u` in (0, 1] from a hash of `(seed, r)`.

@@ -399,30 +399,32 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn load_query<const W: usize>(q: &[u64]) -> Query {
-        let mut regs = [_mm512_setzero_si512(); 8];
-        if W < 8 && 8 % W == 0 {
-            let mut lanes = [0u64; 8];
-            for (i, l) in lanes.iter_mut().enumerate() {
-                *l = q[i % W];
+        unsafe {
+            let mut regs = [_mm512_setzero_si512(); 8];
+            if W < 8 && 8 % W == 0 {
+                let mut lanes = [0u64; 8];
+                for (i, l) in lanes.iter_mut().enumerate() {
+                    *l = q[i % W];
+                }
+                regs[0] = _mm512_loadu_si512(lanes.as_ptr().cast());
+            } else {
+                for (m, r) in regs.iter_mut().enumerate().take(W / 8) {
+                    *r = _mm512_loadu_si512(q[8 * m..].as_ptr().cast());
+                }
+                if !W.is_multiple_of(8) {
+                    // Masked: reads only the query's own words, the other lanes are zero.
+                    regs[W / 8] =
+                        _mm512_maskz_loadu_epi64(tail_mask::<W>(), q[W / 8 * 8..].as_ptr().cast());
+                }
             }
-            regs[0] = _mm512_loadu_si512(lanes.as_ptr().cast());
-        } else {
-            for (m, r) in regs.iter_mut().enumerate().take(W / 8) {
-                *r = _mm512_loadu_si512(q[8 * m..].as_ptr().cast());
-            }
-            if !W.is_multiple_of(8) {
-                // Masked: reads only the query's own words, the other lanes are zero.
-                regs[W / 8] =
-                    _mm512_maskz_loadu_epi64(tail_mask::<W>(), q[W / 8 * 8..].as_ptr().cast());
-            }
+            Query { regs }
         }
-        Query { regs }
     }
 
     #[target_feature(enable = "avx512f,avx512vpopcntdq")]
     #[inline]
     unsafe fn pop_xor(q: __m512i, p: *const u64) -> __m512i {
-        _mm512_popcnt_epi64(_mm512_xor_si512(q, _mm512_loadu_si512(p.cast())))
+        unsafe { _mm512_popcnt_epi64(_mm512_xor_si512(q, _mm512_loadu_si512(p.cast()))) }
     }
 
     /// Adds adjacent 64-bit lanes of `a` and `b` pairwise: lane 2i gets a[2i]+a[2i+1], lane 2i+1
@@ -447,43 +449,46 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512vpopcntdq")]
     #[inline]
     unsafe fn dist8<const W: usize>(q: &Query, p: *const u64) -> __m512i {
-        match W {
-            1 => pop_xor(q.regs[0], p),
-            2 => {
-                // r0 = codes 0..4, r1 = codes 4..8 -> sums in lane order [0,4,1,5,2,6,3,7].
-                let s = pair_add(pop_xor(q.regs[0], p), pop_xor(q.regs[0], p.add(8)));
-                _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), s)
-            }
-            4 => {
-                // two codes per register -> sums in lane order [0,2,1,3,4,6,5,7].
-                let s01 = pair_add(pop_xor(q.regs[0], p), pop_xor(q.regs[0], p.add(8)));
-                let s23 = pair_add(pop_xor(q.regs[0], p.add(16)), pop_xor(q.regs[0], p.add(24)));
-                let s = lane_add(s01, s23);
-                _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 1, 3, 4, 6, 5, 7), s)
-            }
-            _ => {
-                // Per-code lane counts a_i over the code's W / 8 whole registers and, when W is
-                // not a multiple of 8, a last one loaded masked to the code's own words (masked
-                // lanes neither read memory nor fault, and are zero, as are the query's there);
-                // then an 8x8 transposing sum (in row order).
-                let mut a = [_mm512_setzero_si512(); 8];
-                for (i, acc) in a.iter_mut().enumerate() {
-                    let c = p.add(i * W);
-                    let mut s = _mm512_setzero_si512();
-                    for m in 0..W / 8 {
-                        s = _mm512_add_epi64(s, pop_xor(q.regs[m], c.add(8 * m)));
-                    }
-                    if !W.is_multiple_of(8) {
-                        let tail =
-                            _mm512_maskz_loadu_epi64(tail_mask::<W>(), c.add(W / 8 * 8).cast());
-                        let x = _mm512_xor_si512(q.regs[W / 8], tail);
-                        s = _mm512_add_epi64(s, _mm512_popcnt_epi64(x));
-                    }
-                    *acc = s;
+        unsafe {
+            match W {
+                1 => pop_xor(q.regs[0], p),
+                2 => {
+                    // r0 = codes 0..4, r1 = codes 4..8 -> sums in lane order [0,4,1,5,2,6,3,7].
+                    let s = pair_add(pop_xor(q.regs[0], p), pop_xor(q.regs[0], p.add(8)));
+                    _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7), s)
                 }
-                let x0 = lane_add(pair_add(a[0], a[1]), pair_add(a[2], a[3]));
-                let x1 = lane_add(pair_add(a[4], a[5]), pair_add(a[6], a[7]));
-                lane_add(x0, x1)
+                4 => {
+                    // two codes per register -> sums in lane order [0,2,1,3,4,6,5,7].
+                    let s01 = pair_add(pop_xor(q.regs[0], p), pop_xor(q.regs[0], p.add(8)));
+                    let s23 =
+                        pair_add(pop_xor(q.regs[0], p.add(16)), pop_xor(q.regs[0], p.add(24)));
+                    let s = lane_add(s01, s23);
+                    _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 2, 1, 3, 4, 6, 5, 7), s)
+                }
+                _ => {
+                    // Per-code lane counts a_i over the code's W / 8 whole registers and, when W is
+                    // not a multiple of 8, a last one loaded masked to the code's own words (masked
+                    // lanes neither read memory nor fault, and are zero, as are the query's there);
+                    // then an 8x8 transposing sum (in row order).
+                    let mut a = [_mm512_setzero_si512(); 8];
+                    for (i, acc) in a.iter_mut().enumerate() {
+                        let c = p.add(i * W);
+                        let mut s = _mm512_setzero_si512();
+                        for m in 0..W / 8 {
+                            s = _mm512_add_epi64(s, pop_xor(q.regs[m], c.add(8 * m)));
+                        }
+                        if !W.is_multiple_of(8) {
+                            let tail =
+                                _mm512_maskz_loadu_epi64(tail_mask::<W>(), c.add(W / 8 * 8).cast());
+                            let x = _mm512_xor_si512(q.regs[W / 8], tail);
+                            s = _mm512_add_epi64(s, _mm512_popcnt_epi64(x));
+                        }
+                        *acc = s;
+                    }
+                    let x0 = lane_add(pair_add(a[0], a[1]), pair_add(a[2], a[3]));
+                    let x1 = lane_add(pair_add(a[4], a[5]), pair_add(a[6], a[7]));
+                    lane_add(x0, x1)
+                }
             }
         }
     }
@@ -495,39 +500,43 @@ mod avx512 {
         first_row: u32,
         topk: &mut TopK,
     ) {
-        let q = load_query::<W>(query);
-        let n = codes.len() / W;
-        let full = n / 8 * 8;
-        let mut thr = _mm512_set1_epi64(i64::from(topk.threshold()));
-        let mut i = 0;
-        while i < full {
-            // i + 8 <= n, so the eight codes at i lie inside `codes`.
-            let d = dist8::<W>(&q, codes.as_ptr().add(i * W));
-            let mask = _mm512_cmplt_epu64_mask(d, thr);
-            if mask != 0 {
-                let mut lanes = [0u64; 8];
-                _mm512_storeu_si512(lanes.as_mut_ptr().cast(), d);
-                super::offer_mask(topk, mask.into(), first_row + i as u32, |j| lanes[j] as u32);
-                thr = _mm512_set1_epi64(i64::from(topk.threshold()));
+        unsafe {
+            let q = load_query::<W>(query);
+            let n = codes.len() / W;
+            let full = n / 8 * 8;
+            let mut thr = _mm512_set1_epi64(i64::from(topk.threshold()));
+            let mut i = 0;
+            while i < full {
+                // i + 8 <= n, so the eight codes at i lie inside `codes`.
+                let d = dist8::<W>(&q, codes.as_ptr().add(i * W));
+                let mask = _mm512_cmplt_epu64_mask(d, thr);
+                if mask != 0 {
+                    let mut lanes = [0u64; 8];
+                    _mm512_storeu_si512(lanes.as_mut_ptr().cast(), d);
+                    super::offer_mask(topk, mask.into(), first_row + i as u32, |j| lanes[j] as u32);
+                    thr = _mm512_set1_epi64(i64::from(topk.threshold()));
+                }
+                i += 8;
             }
-            i += 8;
+            super::scan_fixed::<W>(query, &codes[full * W..], first_row + full as u32, topk);
         }
-        super::scan_fixed::<W>(query, &codes[full * W..], first_row + full as u32, topk);
     }
 
     #[target_feature(enable = "avx512f,avx512vpopcntdq")]
     unsafe fn dist_impl<const W: usize>(query: &[u64], codes: &[u64], out: &mut [u32]) {
-        let q = load_query::<W>(query);
-        let n = (codes.len() / W).min(out.len());
-        let full = n / 8 * 8;
-        let mut i = 0;
-        while i < full {
-            let d = dist8::<W>(&q, codes.as_ptr().add(i * W));
-            // i + 8 <= out.len(): store eight u32 distances.
-            _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), _mm512_cvtepi64_epi32(d));
-            i += 8;
+        unsafe {
+            let q = load_query::<W>(query);
+            let n = (codes.len() / W).min(out.len());
+            let full = n / 8 * 8;
+            let mut i = 0;
+            while i < full {
+                let d = dist8::<W>(&q, codes.as_ptr().add(i * W));
+                // i + 8 <= out.len(): store eight u32 distances.
+                _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), _mm512_cvtepi64_epi32(d));
+                i += 8;
+            }
+            super::dist_fixed::<W>(query, &codes[full * W..n * W], &mut out[full..n]);
         }
-        super::dist_fixed::<W>(query, &codes[full * W..n * W], &mut out[full..n]);
     }
 }
 
@@ -574,34 +583,38 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn load_query<const W: usize>(q: &[u64]) -> Query {
-        let mut regs = [_mm256_setzero_si256(); 16];
-        if W < 4 {
-            let mut lanes = [0u64; 4];
-            for (i, l) in lanes.iter_mut().enumerate() {
-                *l = q[i % W];
+        unsafe {
+            let mut regs = [_mm256_setzero_si256(); 16];
+            if W < 4 {
+                let mut lanes = [0u64; 4];
+                for (i, l) in lanes.iter_mut().enumerate() {
+                    *l = q[i % W];
+                }
+                regs[0] = crate::bits::load_ymm(lanes.as_ptr());
+            } else {
+                for (m, r) in regs.iter_mut().enumerate().take(W / 4) {
+                    *r = crate::bits::load_ymm(q[4 * m..].as_ptr());
+                }
             }
-            regs[0] = crate::bits::load_ymm(lanes.as_ptr());
-        } else {
-            for (m, r) in regs.iter_mut().enumerate().take(W / 4) {
-                *r = crate::bits::load_ymm(q[4 * m..].as_ptr());
-            }
+            Query { regs }
         }
-        Query { regs }
     }
 
     /// Bit counts of the 32 bytes of `q ^ *p`, one per byte.
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn byte_counts(q: __m256i, p: *const u64) -> __m256i {
-        let lut = _mm256_setr_epi8(
-            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, //
-            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
-        );
-        let low = _mm256_set1_epi8(0x0f);
-        let x = _mm256_xor_si256(q, crate::bits::load_ymm(p));
-        let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, low));
-        let hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16::<4>(x), low));
-        _mm256_add_epi8(lo, hi)
+        unsafe {
+            let lut = _mm256_setr_epi8(
+                0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, //
+                0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+            );
+            let low = _mm256_set1_epi8(0x0f);
+            let x = _mm256_xor_si256(q, crate::bits::load_ymm(p));
+            let lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(x, low));
+            let hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16::<4>(x), low));
+            _mm256_add_epi8(lo, hi)
+        }
     }
 
     /// Adds the byte counts of each 64-bit word: four `u64` lanes.
@@ -615,7 +628,7 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn pop_xor(q: __m256i, p: *const u64) -> __m256i {
-        word_sums(byte_counts(q, p))
+        unsafe { word_sums(byte_counts(q, p)) }
     }
 
     /// Adds adjacent 64-bit lanes of `a` and `b` pairwise within each 128-bit half:
@@ -639,56 +652,60 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn reduce8(r: &[__m256i; 8]) -> __m256i {
-        // [r0_l, r1_l, r2_l, r3_l] summed over lane pairs, per 128-bit half.
-        let ab = {
-            let a = interleave32(r[0], r[1]);
-            let b = interleave32(r[2], r[3]);
-            _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b))
-        };
-        let cd = {
-            let c = interleave32(r[4], r[5]);
-            let d = interleave32(r[6], r[7]);
-            _mm256_add_epi32(_mm256_unpacklo_epi64(c, d), _mm256_unpackhi_epi64(c, d))
-        };
-        // Add the two 128-bit halves: [d0..d3 | d4..d7].
-        _mm256_add_epi32(
-            _mm256_permute2x128_si256::<0x20>(ab, cd),
-            _mm256_permute2x128_si256::<0x31>(ab, cd),
-        )
+        unsafe {
+            // [r0_l, r1_l, r2_l, r3_l] summed over lane pairs, per 128-bit half.
+            let ab = {
+                let a = interleave32(r[0], r[1]);
+                let b = interleave32(r[2], r[3]);
+                _mm256_add_epi32(_mm256_unpacklo_epi64(a, b), _mm256_unpackhi_epi64(a, b))
+            };
+            let cd = {
+                let c = interleave32(r[4], r[5]);
+                let d = interleave32(r[6], r[7]);
+                _mm256_add_epi32(_mm256_unpacklo_epi64(c, d), _mm256_unpackhi_epi64(c, d))
+            };
+            // Add the two 128-bit halves: [d0..d3 | d4..d7].
+            _mm256_add_epi32(
+                _mm256_permute2x128_si256::<0x20>(ab, cd),
+                _mm256_permute2x128_si256::<0x31>(ab, cd),
+            )
+        }
     }
 
     /// Distances of the eight codes starting at `p` (each W words) as eight `u32`, lane i = code i.
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn dist8<const W: usize>(q: &Query, p: *const u64) -> __m256i {
-        match W {
-            1 => {
-                // Two registers of four one-word codes: [0,1,2,3] and [4,5,6,7].
-                let a = pop_xor(q.regs[0], p);
-                let b = pop_xor(q.regs[0], p.add(4));
-                // [a0,b0,a1,b1 | a2,b2,a3,b3] -> row order.
-                let x = interleave32(a, b);
-                _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7))
-            }
-            2 => {
-                // Four registers of two two-word codes each.
-                let s01 = pair_add(pop_xor(q.regs[0], p), pop_xor(q.regs[0], p.add(4))); // [0,2|1,3]
-                let s23 = pair_add(pop_xor(q.regs[0], p.add(8)), pop_xor(q.regs[0], p.add(12))); // [4,6|5,7]
-                let x = interleave32(s01, s23); // [0,4,2,6 | 1,5,3,7]
-                _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 2, 6, 1, 5, 3, 7))
-            }
-            _ => {
-                // W = 4m: byte counts of a code's m registers added, then one vpsadbw per code.
-                let mut r = [_mm256_setzero_si256(); 8];
-                for (i, acc) in r.iter_mut().enumerate() {
-                    let c = p.add(i * W);
-                    let mut bytes = byte_counts(q.regs[0], c);
-                    for m in 1..W / 4 {
-                        bytes = _mm256_add_epi8(bytes, byte_counts(q.regs[m], c.add(4 * m)));
-                    }
-                    *acc = word_sums(bytes);
+        unsafe {
+            match W {
+                1 => {
+                    // Two registers of four one-word codes: [0,1,2,3] and [4,5,6,7].
+                    let a = pop_xor(q.regs[0], p);
+                    let b = pop_xor(q.regs[0], p.add(4));
+                    // [a0,b0,a1,b1 | a2,b2,a3,b3] -> row order.
+                    let x = interleave32(a, b);
+                    _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7))
                 }
-                reduce8(&r)
+                2 => {
+                    // Four registers of two two-word codes each.
+                    let s01 = pair_add(pop_xor(q.regs[0], p), pop_xor(q.regs[0], p.add(4))); // [0,2|1,3]
+                    let s23 = pair_add(pop_xor(q.regs[0], p.add(8)), pop_xor(q.regs[0], p.add(12))); // [4,6|5,7]
+                    let x = interleave32(s01, s23); // [0,4,2,6 | 1,5,3,7]
+                    _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 2, 6, 1, 5, 3, 7))
+                }
+                _ => {
+                    // W = 4m: byte counts of a code's m registers added, then one vpsadbw per code.
+                    let mut r = [_mm256_setzero_si256(); 8];
+                    for (i, acc) in r.iter_mut().enumerate() {
+                        let c = p.add(i * W);
+                        let mut bytes = byte_counts(q.regs[0], c);
+                        for m in 1..W / 4 {
+                            bytes = _mm256_add_epi8(bytes, byte_counts(q.regs[m], c.add(4 * m)));
+                        }
+                        *acc = word_sums(bytes);
+                    }
+                    reduce8(&r)
+                }
             }
         }
     }
@@ -700,42 +717,47 @@ mod avx2 {
         first_row: u32,
         topk: &mut TopK,
     ) {
-        // W <= 64, so distances are at most 4096 and compare correctly as signed i32 against
-        // a threshold clamped to i32::MAX.
-        let clamp = |t: u32| _mm256_set1_epi32(t.min(i32::MAX as u32) as i32);
-        let q = load_query::<W>(query);
-        let n = codes.len() / W;
-        let full = n / 8 * 8;
-        let mut thr = clamp(topk.threshold());
-        let mut i = 0;
-        while i < full {
-            // i + 8 <= n, so the eight codes at i lie inside `codes`.
-            let d = dist8::<W>(&q, codes.as_ptr().add(i * W));
-            let mask = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(thr, d))) as u32;
-            if mask != 0 {
-                let mut lanes = [0u32; 8];
-                _mm256_storeu_si256(lanes.as_mut_ptr().cast(), d);
-                super::offer_mask(topk, mask, first_row + i as u32, |j| lanes[j]);
-                thr = clamp(topk.threshold());
+        unsafe {
+            // W <= 64, so distances are at most 4096 and compare correctly as signed i32 against
+            // a threshold clamped to i32::MAX.
+            let clamp = |t: u32| _mm256_set1_epi32(t.min(i32::MAX as u32) as i32);
+            let q = load_query::<W>(query);
+            let n = codes.len() / W;
+            let full = n / 8 * 8;
+            let mut thr = clamp(topk.threshold());
+            let mut i = 0;
+            while i < full {
+                // i + 8 <= n, so the eight codes at i lie inside `codes`.
+                let d = dist8::<W>(&q, codes.as_ptr().add(i * W));
+                let mask =
+                    _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(thr, d))) as u32;
+                if mask != 0 {
+                    let mut lanes = [0u32; 8];
+                    _mm256_storeu_si256(lanes.as_mut_ptr().cast(), d);
+                    super::offer_mask(topk, mask, first_row + i as u32, |j| lanes[j]);
+                    thr = clamp(topk.threshold());
+                }
+                i += 8;
             }
-            i += 8;
+            super::scan_fixed::<W>(query, &codes[full * W..], first_row + full as u32, topk);
         }
-        super::scan_fixed::<W>(query, &codes[full * W..], first_row + full as u32, topk);
     }
 
     #[target_feature(enable = "avx2")]
     unsafe fn dist_impl<const W: usize>(query: &[u64], codes: &[u64], out: &mut [u32]) {
-        let q = load_query::<W>(query);
-        let n = (codes.len() / W).min(out.len());
-        let full = n / 8 * 8;
-        let mut i = 0;
-        while i < full {
-            let d = dist8::<W>(&q, codes.as_ptr().add(i * W));
-            // i + 8 <= out.len(): store eight u32 distances.
-            _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), d);
-            i += 8;
+        unsafe {
+            let q = load_query::<W>(query);
+            let n = (codes.len() / W).min(out.len());
+            let full = n / 8 * 8;
+            let mut i = 0;
+            while i < full {
+                let d = dist8::<W>(&q, codes.as_ptr().add(i * W));
+                // i + 8 <= out.len(): store eight u32 distances.
+                _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), d);
+                i += 8;
+            }
+            super::dist_fixed::<W>(query, &codes[full * W..n * W], &mut out[full..n]);
         }
-        super::dist_fixed::<W>(query, &codes[full * W..n * W], &mut out[full..n]);
     }
 }
 

@@ -6,15 +6,15 @@ use std::sync::OnceLock;
 use crate::bitmaps::{BitmapView, BitmapsLayout};
 use crate::error::{Error, Result};
 use crate::files::read_manifest_bytes;
-use crate::files::{verify_plain_file, Section};
+use crate::files::{Section, verify_plain_file};
 use crate::format::{ElemKind, FileKind};
 use crate::graph::GraphView;
 use crate::hnsw::HnswGraph;
-use crate::manifest::{GraphMetric, Manifest, VectorDtype, MANIFEST_FILE};
+use crate::manifest::{GraphMetric, MANIFEST_FILE, Manifest, VectorDtype};
 use crate::postings::{InvertedView, PostingsLayout};
 use crate::score::Score;
-use crate::search::rescore::{rescore, rescore_batch};
 use crate::search::Layouts;
+use crate::search::rescore::{rescore, rescore_batch};
 use crate::search::{
     CodesView, FlatParams, FlatSearcher, GraphParams, GraphSearcher, Hits, InvertedParams,
     InvertedSearcher, InvertedStats, SearchParams, Searcher,
@@ -273,7 +273,12 @@ impl Index {
                         &s.path,
                         format!(
                             "holds {} vectors of dimension {} ({:?}) but the manifest says {} of {} ({:?})",
-                            s.header.count, s.header.width, s.header.elem, manifest.n, vi.dim, vi.dtype
+                            s.header.count,
+                            s.header.width,
+                            s.header.elem,
+                            manifest.n,
+                            vi.dim,
+                            vi.dtype
                         ),
                     ));
                 }
@@ -550,17 +555,16 @@ impl Index {
                 ));
             }
         }
-        if let (Some(norms), Some(ni)) = (self.norms(), &self.manifest.norms) {
-            if let Some((r, v)) = norms
+        if let (Some(norms), Some(ni)) = (self.norms(), &self.manifest.norms)
+            && let Some((r, v)) = norms
                 .iter()
                 .enumerate()
                 .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
-            {
-                return Err(bad(
-                    &ni.file,
-                    format!("the norm of row {r} is {v}; norms are finite and >= 0"),
-                ));
-            }
+        {
+            return Err(bad(
+                &ni.file,
+                format!("the norm of row {r} is {v}; norms are finite and >= 0"),
+            ));
         }
         if let (Some(v), Some(dim), Some(name)) = (self.vectors(), self.vector_dim(), &seg.vectors)
         {
@@ -581,16 +585,16 @@ impl Index {
                 ));
             }
         }
-        if self.ids.header.flags & crate::format::flags::IDS_ARE_ROWS != 0 {
-            if let Some(r) = (0..ids.len()).find(|&r| ids[r] != r as u64) {
-                return Err(bad(
-                    &seg.ids,
-                    format!(
-                        "flagged as holding the row numbers, but row {r} has id {}",
-                        ids[r]
-                    ),
-                ));
-            }
+        if self.ids.header.flags & crate::format::flags::IDS_ARE_ROWS != 0
+            && let Some(r) = (0..ids.len()).find(|&r| ids[r] != r as u64)
+        {
+            return Err(bad(
+                &seg.ids,
+                format!(
+                    "flagged as holding the row numbers, but row {r} has id {}",
+                    ids[r]
+                ),
+            ));
         }
         let (w, tail) = (self.words_per_code(), self.bits() % 64);
         if tail != 0 {

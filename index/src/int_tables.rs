@@ -330,7 +330,7 @@ fn drive<const R: usize, const P: usize>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{drive, Emit, STEP_BYTES, W};
+    use super::{Emit, STEP_BYTES, W, drive};
     use std::arch::x86_64::*;
 
     /// Checks a tile's slices: every query has `steps` quads, every panel `steps` steps.

@@ -219,11 +219,11 @@ mod mode;
 pub mod query;
 
 pub use builder::{
-    build_leftovers, check_outside_index, check_replaceable, leftover_advice, replace_dir,
-    replace_index_dir, IndexBuilder,
+    IndexBuilder, build_leftovers, check_outside_index, check_replaceable, leftover_advice,
+    replace_dir, replace_index_dir,
 };
-pub use error::{check_stop, Error, Result};
-pub use files::{not_a_file, output_target, parent_dir, LockWait};
+pub use error::{Error, Result, check_stop};
+pub use files::{LockWait, not_a_file, output_target, parent_dir};
 pub use index::{Index, OpenOptions};
 pub use kernel::KernelFamily;
 pub use manifest::{HnswParams, Manifest, VectorDtype};

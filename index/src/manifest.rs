@@ -722,10 +722,10 @@ impl Manifest {
         if let Some(v) = &seg.vectors {
             names.push(v);
         }
-        if let Some(v) = &self.vectors {
-            if v.dim == 0 {
-                return bad("vector dimension 0".into());
-            }
+        if let Some(v) = &self.vectors
+            && v.dim == 0
+        {
+            return bad("vector dimension 0".into());
         }
         if let Some(h) = &self.hnsw {
             h.params.validate().or_else(|e| bad(format!("hnsw: {e}")))?;

@@ -38,11 +38,11 @@ use rayon::prelude::*;
 use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::deterministic::{self, Packed};
-use crate::error::{check_stop, Error, Result};
+use crate::error::{Error, Result, check_stop};
 use crate::int_tables::IntDecoder;
 use crate::manifest::FileInfo;
 use crate::memo::LastFor;
-use crate::pursuit::{fixed_codes, fixed_codes_with, GramCache};
+use crate::pursuit::{GramCache, fixed_codes, fixed_codes_with};
 
 pub use crate::error::MODEL_DIM;
 
@@ -719,10 +719,10 @@ impl QueryModel {
                 bd.len()
             ));
         }
-        if let Rule::TopK(k) | Rule::Pursuit(k) = rule {
-            if k == 0 || k > n {
-                return bad(format!("k = {k} set bits of {n}; it must be 1..={n}"));
-            }
+        if let Rule::TopK(k) | Rule::Pursuit(k) = rule
+            && (k == 0 || k > n)
+        {
+            return bad(format!("k = {k} set bits of {n}; it must be 1..={n}"));
         }
         let finite = |a: &[f32]| a.iter().all(|v| v.is_finite());
         let all = [we.as_slice(), be.as_slice(), wd_t.as_slice(), bd.as_slice()];
@@ -965,7 +965,7 @@ impl ModelSettings {
                         format!(
                             "metadata mode {mode:?} is not one bsa_torch.py trains (bsa or topk)"
                         ),
-                    ))
+                    ));
                 }
             };
             (
@@ -1341,10 +1341,12 @@ mod tests {
         assert!(new(Rule::TopK(0), ones(16, 4)).is_err());
         let mut nan = ones(16, 4);
         nan[[3, 1]] = f32::NAN;
-        assert!(new(Rule::TopK(2), nan)
-            .unwrap_err()
-            .to_string()
-            .contains("not finite"));
+        assert!(
+            new(Rule::TopK(2), nan)
+                .unwrap_err()
+                .to_string()
+                .contains("not finite")
+        );
         // Column-major (a transpose's layout) weights encode as standard ones.
         let we = Array2::from_shape_fn((16, 4), |(i, j)| (i as f32 - 7.5) * (j as f32 + 1.0));
         let mut fortran = Array2::zeros(ndarray::ShapeBuilder::f((16, 4)));

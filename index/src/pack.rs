@@ -89,13 +89,13 @@ pub fn pack_le_bytes(
         .zip(out.chunks_exact_mut(wpc))
         .enumerate()
     {
-        if let Some(&last) = row.last() {
-            if last & pad_mask != 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "row {r}: bits beyond bit {bits} are set in the last byte; \
+        if let Some(&last) = row.last()
+            && last & pad_mask != 0
+        {
+            return Err(Error::InvalidArgument(format!(
+                "row {r}: bits beyond bit {bits} are set in the last byte; \
                      the codes have more than {bits} bits"
-                )));
-            }
+            )));
         }
         for (w, chunk) in dst.iter_mut().zip(row.chunks(8)) {
             let mut b = [0u8; 8];

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
 
-use crate::deterministic::{matmul_nt_packed, Packed};
+use crate::deterministic::{Packed, matmul_nt_packed};
 use crate::memo::LastFor;
 
 /// Greedy binary matching pursuit: exactly `k` distinct atoms for each row of `h`, where `h`

@@ -28,9 +28,9 @@ use ndarray::ArrayView2;
 
 use crate::error::{Error, Result};
 use crate::live::{IdFilter, SearchOptions, Snapshot};
+use crate::model::{ModelView, per_unit_query};
 pub use crate::model::{check_rows, nonfinite_detail, norm_detail, plainly_fine};
-use crate::model::{per_unit_query, ModelView};
-use crate::{pack, Hits, Mode, Score, SearchParams, SearchStats};
+use crate::{Hits, Mode, Score, SearchParams, SearchStats, pack};
 
 /// How codes are ranked (`bsa search --score`).
 ///
@@ -80,7 +80,7 @@ impl ScoreName {
                 return Err(Error::InvalidArgument(format!(
                     "unknown score {name:?}; expected one of {}",
                     Self::NAMES.join(", ")
-                )))
+                )));
             }
         })
     }
@@ -690,15 +690,15 @@ pub fn search_batched(
             "rescore must be at least 1 (candidates fetched per result, then rescored)".into(),
         ));
     }
-    if let (Some(file), Some(info)) = (model.and_then(|m| m.source), index.model_info()) {
-        if file != info {
-            return Err(Error::InvalidArgument(format!(
-                "{}: the model given is not this index's model (its file's length and CRC-32 are \
+    if let (Some(file), Some(info)) = (model.and_then(|m| m.source), index.model_info())
+        && file != info
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{}: the model given is not this index's model (its file's length and CRC-32 are \
                  not the ones the manifest records): search with the model \
                  Snapshot::query_model reads from this snapshot",
-                index.dir().display()
-            )));
-        }
+            index.dir().display()
+        )));
     }
     if !matches!(request.mode, Mode::Hnsw(_)) {
         // An ef the exact modes would ignore is refused first; a graph search's ef is checked

@@ -333,9 +333,11 @@ mod tests {
         let mut o = vec![1.0f32; nq];
         assert!(check(&t, &o).is_ok());
         o[2] = f32::NEG_INFINITY;
-        assert!(check(&t, &o)
-            .unwrap_err()
-            .contains("query 2 is not finite (offset)"));
+        assert!(
+            check(&t, &o)
+                .unwrap_err()
+                .contains("query 2 is not finite (offset)")
+        );
         for (i, bad, want) in [
             (0, f32::NAN, "query 0 is not finite (entry 0)"),
             (77, f32::INFINITY, "query 1 is not finite (entry 37)"),
@@ -346,9 +348,11 @@ mod tests {
             assert!(e.contains(want), "{e}");
             t[i] = 0.5;
         }
-        assert!(check(&t[1..], &o)
-            .unwrap_err()
-            .contains("score table floats"));
+        assert!(
+            check(&t[1..], &o)
+                .unwrap_err()
+                .contains("score table floats")
+        );
     }
 
     #[test]

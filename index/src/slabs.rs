@@ -21,10 +21,10 @@
 
 use rayon::prelude::*;
 
-use crate::bits::{for_each_set_bit, popcount, Line};
+use crate::bits::{Line, for_each_set_bit, popcount};
 #[cfg(target_arch = "x86_64")]
 use crate::counters::x86;
-use crate::counters::{add_columns, at_least, planes_for, Columns, Lanes};
+use crate::counters::{Columns, Lanes, add_columns, at_least, planes_for};
 use crate::hamming::hamming;
 use crate::kernel::KernelFamily;
 use crate::topk::TopK;
@@ -304,34 +304,36 @@ impl SlabCodes {
         first: usize,
         tops: &mut [TopK],
     ) {
-        debug_assert_eq!(T::WORDS, self.lane_words);
-        let w = self.bits.div_ceil(64);
-        let end = first + codes.len() / w;
-        let height = self.slab_rows();
-        for s in first / height..end.div_ceil(height) {
-            let slab = self.slab(s).expect("rows within the slabs");
-            // The queries read the slab's columns in no order the hardware prefetcher follows:
-            // ask for the next slab while this one is counted.
-            if let Some(next) = self.slab(s + 1) {
-                crate::bits::prefetch(next);
-            }
-            let rows = SlabRows {
-                first,
-                row0: s * height,
-                end,
-                codes,
-                w,
-            };
-            for (q, top) in queries.iter().zip(tops.iter_mut()) {
-                // The counters live in registers only if their number is a constant.
-                match q.planes {
-                    // At least planes_for(32) = 6 (a counter may reach H = 32 w).
-                    0..=6 => self.scan_slab::<T, 6>(slab, q, &rows, top),
-                    7 => self.scan_slab::<T, 7>(slab, q, &rows, top),
-                    8 => self.scan_slab::<T, 8>(slab, q, &rows, top),
-                    9 => self.scan_slab::<T, 9>(slab, q, &rows, top),
-                    10..=12 => self.scan_slab::<T, 12>(slab, q, &rows, top),
-                    _ => self.scan_slab::<T, MAX_PLANES>(slab, q, &rows, top),
+        unsafe {
+            debug_assert_eq!(T::WORDS, self.lane_words);
+            let w = self.bits.div_ceil(64);
+            let end = first + codes.len() / w;
+            let height = self.slab_rows();
+            for s in first / height..end.div_ceil(height) {
+                let slab = self.slab(s).expect("rows within the slabs");
+                // The queries read the slab's columns in no order the hardware prefetcher follows:
+                // ask for the next slab while this one is counted.
+                if let Some(next) = self.slab(s + 1) {
+                    crate::bits::prefetch(next);
+                }
+                let rows = SlabRows {
+                    first,
+                    row0: s * height,
+                    end,
+                    codes,
+                    w,
+                };
+                for (q, top) in queries.iter().zip(tops.iter_mut()) {
+                    // The counters live in registers only if their number is a constant.
+                    match q.planes {
+                        // At least planes_for(32) = 6 (a counter may reach H = 32 w).
+                        0..=6 => self.scan_slab::<T, 6>(slab, q, &rows, top),
+                        7 => self.scan_slab::<T, 7>(slab, q, &rows, top),
+                        8 => self.scan_slab::<T, 8>(slab, q, &rows, top),
+                        9 => self.scan_slab::<T, 9>(slab, q, &rows, top),
+                        10..=12 => self.scan_slab::<T, 12>(slab, q, &rows, top),
+                        _ => self.scan_slab::<T, MAX_PLANES>(slab, q, &rows, top),
+                    }
                 }
             }
         }

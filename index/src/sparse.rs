@@ -123,11 +123,7 @@ fn fixed_stride(offsets: &[u64]) -> usize {
         .iter()
         .enumerate()
         .all(|(r, &o)| Some(o) == (r as u64).checked_mul(k));
-    if all {
-        k as usize
-    } else {
-        0
-    }
+    if all { k as usize } else { 0 }
 }
 
 /// Byte ranges of the sections of a sparse payload.

@@ -496,7 +496,7 @@ mod tests {
         let mut all: Vec<u64> = d
             .iter()
             .enumerate()
-            .filter(|(_, &x)| max.is_none_or(|m| x <= m))
+            .filter(|&(_, &x)| max.is_none_or(|m| x <= m))
             .map(|(r, &x)| key(x, r as u32))
             .collect();
         all.sort();

@@ -6,7 +6,8 @@
 
 mod common;
 
-use bsa_index::adc::{self, AdcCodes, QuantisedTable, QueryGroup, GROUP};
+use bsa_index::InvertedLists;
+use bsa_index::adc::{self, AdcCodes, GROUP, QuantisedTable, QueryGroup};
 use bsa_index::adc_wide as wide;
 use bsa_index::score::{desc_key, from_desc_key};
 use bsa_index::search::flat::top_k_scored;
@@ -14,8 +15,7 @@ use bsa_index::search::{
     CodesView, Cutoffs, FlatParams, FlatSearcher, InvertedParams, InvertedSearcher, Searcher,
 };
 use bsa_index::sparse::SparseCodes;
-use bsa_index::topk::{key_distance, key_row, TopK};
-use bsa_index::InvertedLists;
+use bsa_index::topk::{TopK, key_distance, key_row};
 use bsa_index::{Index, IndexBuilder, KernelFamily, Mode, RowSet, Score, SearchParams, Split};
 use common::*;
 use proptest::prelude::*;
@@ -75,11 +75,7 @@ fn table(rng: &mut Xoshiro256PlusPlus, bits: usize, kind: u8) -> Vec<f32> {
         1 => (0..bits)
             .map(|_| {
                 let m = [3e38f32, 1e30, 1.0, 1e-30, 1e-40, 0.0][rng.random_range(0..6)];
-                if rng.random_bool(0.5) {
-                    -m
-                } else {
-                    m
-                }
+                if rng.random_bool(0.5) { -m } else { m }
             })
             .collect(),
         // Entries 1 ulp apart: near-ties everywhere.
@@ -651,7 +647,7 @@ fn tables_of_another_layout_shape_are_errors() {
     // Normalised tables over the same layout without its norms: refused, not scored by 0.
     let normed = a.clone().with_norms(&[1.0; 64]).unwrap();
     let ng = QueryGroup::new(vec![
-        QuantisedTable::new(&normed, &table, 0.0, true).unwrap()
+        QuantisedTable::new(&normed, &table, 0.0, true).unwrap(),
     ])
     .unwrap();
     let mut tops = vec![TopK::new(5, None)];

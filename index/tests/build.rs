@@ -2,8 +2,8 @@
 
 mod common;
 
-use bsa_index::vectors::{cosine, cosine_top_k, Vectors};
-use bsa_index::{pack, Error, Hits, Index, IndexBuilder, SearchParams, VectorDtype};
+use bsa_index::vectors::{Vectors, cosine, cosine_top_k};
+use bsa_index::{Error, Hits, Index, IndexBuilder, SearchParams, VectorDtype, pack};
 use common::*;
 use proptest::prelude::*;
 use rand::Rng;
@@ -179,10 +179,12 @@ fn a_link_at_the_output_keeps_pointing_at_the_new_index() {
         .overwrite(true)
         .build(&link)
         .unwrap();
-    assert!(std::fs::symlink_metadata(&link)
-        .unwrap()
-        .file_type()
-        .is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(Index::open(&target).unwrap().codes(), &[3]);
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()

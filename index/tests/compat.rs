@@ -201,11 +201,13 @@ fn compacting_a_lone_unsorted_segment_sorts_it() {
     assert_eq!((report.merged, report.segments), (1, 1));
     let snap = Snapshot::open(&copy).unwrap();
     snap.verify().unwrap();
-    assert!(snap.segments()[0]
-        .index()
-        .ids()
-        .windows(2)
-        .all(|p| p[0] < p[1]));
+    assert!(
+        snap.segments()[0]
+            .index()
+            .ids()
+            .windows(2)
+            .all(|p| p[0] < p[1])
+    );
     // Every query's whole ranking: by distance, ties by the smaller id.
     let flat = Mode::parse("flat").unwrap();
     let n = ids.len();

@@ -5,7 +5,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bsa_index::format::{Header, HEADER_LEN};
+use bsa_index::format::{HEADER_LEN, Header};
 use bsa_index::{Error, HnswParams, Index, IndexBuilder, OpenOptions, Score, SearchParams};
 use common::*;
 use proptest::prelude::*;

@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::path::Path;
 
-use bsa_index::format::{FileKind, Header, HEADER_LEN};
-use bsa_index::graph::{GraphView, GRAPH_FILE, NO_NEIGHBOUR};
+use bsa_index::format::{FileKind, HEADER_LEN, Header};
+use bsa_index::graph::{GRAPH_FILE, GraphView, NO_NEIGHBOUR};
 use bsa_index::{Error, HnswParams, Index, IndexBuilder, Manifest, SearchParams};
 use common::*;
 use proptest::prelude::*;

@@ -18,7 +18,7 @@ fn recall_at_10(exact: &[bsa_index::Hits], approx: &[bsa_index::Hits]) -> f64 {
             .rows
             .iter()
             .zip(&a.distances)
-            .filter(|(r, &d)| exact_rows.contains(r) || d <= tenth)
+            .filter(|&(r, &d)| exact_rows.contains(r) || d <= tenth)
             .count()
             .min(10);
         total += 10;

@@ -4,9 +4,9 @@
 
 mod common;
 
+use bsa_index::InvertedLists;
 use bsa_index::search::flat::{top_k, top_k_scored};
 use bsa_index::search::inverted;
-use bsa_index::InvertedLists;
 use bsa_index::{Hits, Index, IndexBuilder, KernelFamily, Score, SearchParams};
 use common::*;
 use proptest::prelude::*;

@@ -15,8 +15,8 @@ use bsa_index::{
 };
 use common::*;
 use proptest::prelude::*;
-use rand::seq::SliceRandom;
 use rand::Rng;
+use rand::seq::SliceRandom;
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 const DIM: usize = 6;
@@ -233,13 +233,13 @@ fn reference(
     let index = Index::open(dir).unwrap();
     let params = SearchParams::default().with_max_distance(max_distance);
     let flat = Mode::parse("flat").unwrap();
-    let hits = index
+
+    index
         .searcher(&flat)
         .unwrap()
         .search(queries, k, score, &params)
         .unwrap()
-        .0;
-    hits
+        .0
 }
 
 fn all_of(
@@ -1019,7 +1019,7 @@ fn an_index_handle_from_before_a_change_is_told_so() {
 /// same id in a deleted row of one segment and a live row of another (an upsert) passes.
 #[test]
 fn verify_checks_ids_are_unique_across_segments() {
-    use bsa_index::format::{FileKind, Header, HEADER_LEN};
+    use bsa_index::format::{FileKind, HEADER_LEN, Header};
     let (_dir, path, mut rng) = codes_index(9, 20);
     let mut w = Writer::open(&path).unwrap();
     // An upsert of id 7: its old row in seg-000000 is deleted, the new one is live.
@@ -1864,7 +1864,7 @@ fn a_copy_is_its_snapshots_generation_or_nothing() {
 #[test]
 fn copies_and_replacements_give_up_waiting_as_their_lock_wait_says() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::{mpsc, Arc};
+    use std::sync::{Arc, mpsc};
     use std::time::Duration;
     let (dir, path, _) = codes_index(17, 30);
     let source = dir.path().join("source");

@@ -6,9 +6,9 @@
 
 mod common;
 
+use bsa_index::InvertedLists;
 use bsa_index::search::flat::{top_k, top_k_scored};
 use bsa_index::search::inverted;
-use bsa_index::InvertedLists;
 use bsa_index::{Hits, KernelFamily, Score, SearchParams, Split};
 use common::*;
 use rand::Rng;

@@ -322,11 +322,12 @@ fn a_dump_only_graph_is_a_clear_error_and_the_rest_works() {
     assert!(index.load_hnsw().is_err());
 
     let snap = Snapshot::open(&path).unwrap();
-    assert!(snap
-        .load_graphs()
-        .unwrap_err()
-        .to_string()
-        .contains("hnsw-rs"));
+    assert!(
+        snap.load_graphs()
+            .unwrap_err()
+            .to_string()
+            .contains("hnsw-rs")
+    );
     let flat_mode = Mode::parse("flat").unwrap();
     let (hits, _) = snap
         .search(

@@ -16,12 +16,12 @@ mod report;
 mod result;
 mod run;
 
-pub use grid::{grid, Cell, HnswCells, Preset, Settings, Variant, PAPER_ALPHAS, PAPER_HEADLINE};
+pub use grid::{Cell, HnswCells, PAPER_ALPHAS, PAPER_HEADLINE, Preset, Settings, Variant, grid};
 pub use report::{
-    machine_info, prepare_report_dir, report_markdown, utc_now, write_report, RunInfo,
+    RunInfo, machine_info, prepare_report_dir, report_markdown, utc_now, write_report,
 };
 pub use result::{CellResult, HnswPoint, HnswResult, InvertedResult, Rescored, Throughput};
 pub use run::{
-    check_ground_truth, fit, ground_truth, run_cell, Cache, Data, ADC_LOOKUP_BUDGET, GT_SAMPLE,
-    GT_TOLERANCE, HNSW_EFS, RESULT_VERSION,
+    ADC_LOOKUP_BUDGET, Cache, Data, GT_SAMPLE, GT_TOLERANCE, HNSW_EFS, RESULT_VERSION,
+    check_ground_truth, fit, ground_truth, run_cell,
 };

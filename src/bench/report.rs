@@ -11,7 +11,7 @@ use super::result::CellResult;
 use super::run::HNSW_EFS;
 use crate::error::{Error, Result};
 use crate::metrics::CodeStats;
-use crate::plot::{chart, histogram, Series};
+use crate::plot::{Series, chart, histogram};
 
 /// What `report.md` says about the run besides the results.
 #[derive(Debug, Clone, Serialize)]
@@ -254,7 +254,11 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
                     "{:.0} ({:.0}%){}",
                     i.hamming_qps,
                     100.0 * i.hamming_inverted_fraction,
-                    if i.identical_to_flat { "" } else { " NOT EQUAL TO FLAT" }
+                    if i.identical_to_flat {
+                        ""
+                    } else {
+                        " NOT EQUAL TO FLAT"
+                    }
                 ))
                 .unwrap_or_else(|| "no lists".into()),
             r.inverted

@@ -14,11 +14,11 @@ use super::grid::{Cell, Settings, Variant};
 use super::result::{CellResult, HnswPoint, HnswResult, InvertedResult, Rescored, Throughput};
 use crate::baselines::BaselineParams;
 use crate::error::{Error, Result};
-use crate::metrics::{recall_at_k, CodeStats};
+use crate::metrics::{CodeStats, recall_at_k};
 use crate::model::{Autoencoder, LossKind, Method};
 use crate::pursuit::PursuitParams;
 use crate::train::{Progress, TrainParams};
-use bsa_index::{pack, Hits, HnswParams, Index, IndexBuilder, Score, SearchParams};
+use bsa_index::{Hits, HnswParams, Index, IndexBuilder, Score, SearchParams, pack};
 
 /// Table lookups (queries x set bits of the base) one cell may spend on its ADC measurement;
 /// beyond it, fewer queries are used (at least 500). A minute or two on 2 cores.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bsa::bench::{
-    Cache, Cell, Data, HnswCells, Preset, RunInfo, Settings, Variant, PAPER_HEADLINE,
+    Cache, Cell, Data, HnswCells, PAPER_HEADLINE, Preset, RunInfo, Settings, Variant,
 };
 
 /// Benchmark code methods: recall against sparsity and bytes per vector.

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use bsa::pipeline::{build_index_notifying, BuildRequest, BuildSource, GraphOn};
+use anyhow::{Context, bail};
+use bsa::pipeline::{BuildRequest, BuildSource, GraphOn, build_index_notifying};
 use bsa_index::{HnswParams, VectorDtype};
 
 /// Build a search index from embeddings (encoded with a model) or from packed codes.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bsa::metrics::recall_at_k;
 use bsa::pursuit::PursuitParams;
 use bsa::train::{Progress, TrainParams};
-use bsa_index::{pack, Index, IndexBuilder, Score, SearchParams};
+use bsa_index::{Index, IndexBuilder, Score, SearchParams, pack};
 
 /// A short tour on the bundled WordNet sample (10k definitions embedded with all-MiniLM-L6-v2).
 ///

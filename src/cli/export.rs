@@ -50,8 +50,8 @@ pub struct Args {
 #[cfg(feature = "milvus")]
 pub fn run(a: &Args) -> anyhow::Result<()> {
     use bsa::milvus::{Client, ExportOptions, Forms};
-    use bsa_index::live::Snapshot;
     use bsa_index::OpenOptions;
+    use bsa_index::live::Snapshot;
 
     // The export reads one segment's files: a grown index is compacted first.
     let snap = Snapshot::open_with(&a.index, OpenOptions::verify_checksums(!a.no_verify))?;

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use bsa::pipeline::GraphOn;
+use bsa_index::OpenOptions;
 use bsa_index::live::{Snapshot, Summary};
 use bsa_index::manifest::GraphMetric;
-use bsa_index::OpenOptions;
 use indicatif::{HumanBytes, HumanCount};
 
 /// Describe an index: rows, model, vectors, search structures, bytes on disk.

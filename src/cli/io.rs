@@ -1,8 +1,8 @@
 //! What every subcommand reads and writes: embedding files in, JSON lines out, a progress bar on
 //! stderr. Below every subcommand file, so that `cli/mod.rs` only parses and dispatches.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 

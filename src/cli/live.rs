@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::io::counted;
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use bsa::live::AddSource;
 use bsa_index::live::{MergePolicy, Writer};
 
@@ -153,10 +153,10 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
         (None, None) => bail!("give --data or --codes"),
     };
     let n = source.rows();
-    if let (Some(ids), Some(p)) = (&ids, &a.ids) {
-        if ids.len() != n {
-            bail!("{}: {} ids for {n} new rows", p.display(), ids.len());
-        }
+    if let (Some(ids), Some(p)) = (&ids, &a.ids)
+        && ids.len() != n
+    {
+        bail!("{}: {} ids for {n} new rows", p.display(), ids.len());
     }
     let merge = MergePolicy::tiered(a.merge_factor).with_max_rows(a.merge_max_rows);
     let mut writer = open_writer(&a.index, &a.check)?;

@@ -19,11 +19,11 @@ pub use with_milvus::search;
 mod with_milvus {
     use std::time::Instant;
 
-    use anyhow::{bail, Context, Result};
-    use bsa::milvus::{adc_bound, adc_query, set_bits, Candidate, Client, MAX_LIMIT};
-    use bsa_index::{pack, score, vectors, Vectors};
+    use anyhow::{Context, Result, bail};
+    use bsa::milvus::{Candidate, Client, MAX_LIMIT, adc_bound, adc_query, set_bits};
+    use bsa_index::{Vectors, pack, score, vectors};
 
-    use super::super::search_common::{packed_queries, Answer, Args, Found, Mode, ScoreName};
+    use super::super::search_common::{Answer, Args, Found, Mode, ScoreName, packed_queries};
 
     /// Queries per Milvus request.
     const BATCH: usize = 32;

@@ -2,12 +2,12 @@
 //! searched as one snapshot of its segments), searched by the library's [`bsa::query`] (the
 //! search crate's `bsa_index::query`, which the Python package calls too).
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use bsa::query::{Queries, Request};
-use bsa_index::live::{IdFilter, Snapshot};
 use bsa_index::OpenOptions;
+use bsa_index::live::{IdFilter, Snapshot};
 
-use super::search_common::{read_query_codes, Answer, Args, Found, ScoreName};
+use super::search_common::{Answer, Args, Found, ScoreName, read_query_codes};
 
 /// Searches the index of `--index` as `a` asks, through [`bsa::query::search_filtered`] (the
 /// library's search, which makes the checks a search needs and says what is missing); this

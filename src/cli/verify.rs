@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bsa_index::live::Snapshot;
 use bsa_index::OpenOptions;
+use bsa_index::live::Snapshot;
 
 /// Verify an index: every checksum, and what checksums cannot vouch for.
 ///

@@ -18,7 +18,9 @@ pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
     if let Some(what) = bsa_index::not_a_file(path).map_err(|e| Error::io(path, e))? {
         return Err(Error::format(
             path,
-            format!("{what}; bsa maps its input files: give the path of a file (write a pipe's output to one first)"),
+            format!(
+                "{what}; bsa maps its input files: give the path of a file (write a pipe's output to one first)"
+            ),
         ));
     }
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
@@ -222,10 +224,10 @@ fn remove_stale_temps(dir: &Path, file_name: &str) {
             }
             // Opened for writing: on NFS an exclusive flock is a byte-range lock, which needs it.
             let opened = OpenOptions::new().read(true).write(true).open(entry.path());
-            if let Ok(f) = opened {
-                if lock_temp(&f) {
-                    let _ = fs::remove_file(entry.path());
-                }
+            if let Ok(f) = opened
+                && lock_temp(&f)
+            {
+                let _ = fs::remove_file(entry.path());
             }
         }
     }

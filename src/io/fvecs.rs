@@ -46,7 +46,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(usize, usize, Vec<f32>)> {
                     4 + 4 * (d as u64),
                     bytes.len()
                 ),
-            ))
+            ));
         }
         _ => {
             return Err(Error::format(
@@ -55,7 +55,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(usize, usize, Vec<f32>)> {
                     "row 0 declares dimension {first}; .fvecs rows start with a positive int32 \
                      dimension, so this is not an .fvecs file (.ivecs/.bvecs are not supported)"
                 ),
-            ))
+            ));
         }
     };
     // dim <= len / 4, so this cannot overflow.
@@ -191,14 +191,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.fvecs");
         fs::write(&path, b"").unwrap();
-        assert!(Embeddings::open(&path)
-            .unwrap_err()
-            .to_string()
-            .contains("empty"));
-        assert!(open_bytes(&[1, 0])
-            .unwrap_err()
-            .to_string()
-            .contains("no rows"));
+        assert!(
+            Embeddings::open(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+        assert!(
+            open_bytes(&[1, 0])
+                .unwrap_err()
+                .to_string()
+                .contains("no rows")
+        );
         for d in [0i32, -3] {
             let mut bytes = d.to_le_bytes().to_vec();
             bytes.extend_from_slice(&[0; 8]);

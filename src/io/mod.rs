@@ -33,7 +33,7 @@ mod npy;
 pub use embeddings::Embeddings;
 pub use file::{read_file, writable_target, write_atomic};
 pub use npy::{
-    check_float32_range, read_i32, read_u64_ids, read_u8, write_f32, write_i32, write_u8,
+    check_float32_range, read_i32, read_u8, read_u64_ids, write_f32, write_i32, write_u8,
 };
 
 use std::path::Path;

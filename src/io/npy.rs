@@ -2,7 +2,7 @@
 //! [`npyz`]; this module adds the checks (rank, dtype, sizes, truncation) and zero-copy mapping.
 
 use std::io::{Cursor, Write};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use npyz::{DType, NpyFile, NpyHeader, Order, TypeChar, TypeStr, WriteOptions, WriterBuilder};
@@ -50,7 +50,7 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Parsed> {
                      re-save the array with numpy.save",
                     bytes[7]
                 ),
-            ))
+            ));
         }
     };
     if bytes.len() < preamble {
@@ -92,14 +92,14 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Parsed> {
                     "could not parse the .npy header ({e}); the file is corrupt or was not written \
                      by numpy: re-save the array with numpy.save"
                 ),
-            ))
+            ));
         }
         Err(_) => {
             return Err(Error::format(
                 path,
                 "the .npy header declares a shape with more than 2^64 elements; the file is \
                  corrupt: re-save the array with numpy.save",
-            ))
+            ));
         }
     };
     // npyz reads exactly the declared header; use the cursor position rather than trusting that.
@@ -307,7 +307,7 @@ pub(crate) fn open_embeddings(path: &Path) -> Result<Embeddings> {
                      before saving (numpy: x.astype(np.float32))",
                     dtype_str(&dtype)
                 ),
-            ))
+            ));
         }
     };
     let (n, dim) = shape_2d(path, &parsed, "a 2-D float array (n x dim)")?;
@@ -570,7 +570,7 @@ pub fn read_i32(path: impl AsRef<Path>) -> Result<(usize, usize, Vec<i32>)> {
                      (numpy: x.astype(np.int32))",
                     dtype_str(&dtype)
                 ),
-            ))
+            ));
         }
     };
     let (rows, cols) = shape_2d(path, &parsed, "a 2-D integer array (n x k)")?;
@@ -650,7 +650,7 @@ pub fn read_u64_ids(path: impl AsRef<Path>) -> Result<Vec<u64>> {
                      (numpy: ids.reshape(-1))",
                     shape_str(shape)
                 ),
-            ))
+            ));
         }
     };
     let data = data_bytes(path, &map, &parsed, count, size)?;
@@ -1084,10 +1084,12 @@ mod tests {
         npyz_write(&path, "|u1", &[3], Order::C, &[0u8; 3]);
         assert!(read_u8(&path).unwrap_err().to_string().contains("(3,)"));
         npyz_write(&path, "<i4", &[1, 1, 3], Order::C, &[0i32; 3]);
-        assert!(read_i32(&path)
-            .unwrap_err()
-            .to_string()
-            .contains("(1, 1, 3)"));
+        assert!(
+            read_i32(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("(1, 1, 3)")
+        );
     }
 
     #[test]

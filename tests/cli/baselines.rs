@@ -3,7 +3,7 @@
 //! eval`, `bsa build` and `bsa search` on them, and `bsa groundtruth` against a brute-force f64
 //! ranking.
 
-use crate::util::{normalised, read_npy_2d, sign_code, Matrix, TestDir, Weights};
+use crate::util::{Matrix, TestDir, Weights, normalised, read_npy_2d, sign_code};
 
 /// Codes written by `bsa encode`, unpacked (numpy little bit order), `bits` per row.
 fn encoded(t: &TestDir, model: &str, data: &str, bits: usize) -> Vec<Vec<bool>> {

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::util::{normalised, npy_bytes, read_npy_2d, Matrix, TestDir};
+use crate::util::{Matrix, TestDir, normalised, npy_bytes, read_npy_2d};
 
 /// The `k` rows of `base` most similar to `q` by cosine, in f64, ties to the lower row.
 fn cosine_top(base: &Matrix, q: &[f32], k: usize) -> Vec<usize> {

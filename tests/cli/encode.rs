@@ -1,7 +1,7 @@
 //! `bsa encode` writes a uint8 `.npy` of shape n x ceil(N/8) whose bits (numpy little bit order:
 //! bit j in byte j/8 at position j%8) are the codes computed independently from the model file.
 
-use crate::util::{khot_code, normalised, read_npy_2d, sign_code, TestDir, Weights};
+use crate::util::{TestDir, Weights, khot_code, normalised, read_npy_2d, sign_code};
 
 fn encode_agrees(bits: usize, k: usize, method: &str) {
     let t = TestDir::new();

@@ -2,7 +2,7 @@
 //! starting with `bsa:` that names the file (and the row), says what is wrong and, where the
 //! library knows, what to do about it. Nothing is written on failure.
 
-use crate::util::{f32_bytes, normalised, npy_bytes, TestDir};
+use crate::util::{TestDir, f32_bytes, normalised, npy_bytes};
 #[cfg(unix)]
 use std::os::unix::fs::FileTypeExt;
 
@@ -880,22 +880,28 @@ fn outputs_are_regular_files() {
     encode("good.npy", "folder")
         .fails_with(&["--out folder: a directory", "give the path of a file"]);
     let fifo = t.path("pipe");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
     encode("good.npy", "pipe").fails_with(&["--out pipe: not a regular file"]);
     // A character device is written in place, not replaced: /dev/null discards an output.
     encode("good.npy", "/dev/null").ok();
-    assert!(std::fs::metadata("/dev/null")
-        .unwrap()
-        .file_type()
-        .is_char_device());
-    assert!(std::fs::symlink_metadata(&fifo)
-        .unwrap()
-        .file_type()
-        .is_fifo());
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
     // A pipe as the input beside an existing output: refused by its reader, not waited on.
     t.write("old.npy", b"old");
     encode("pipe", "old.npy").fails_with(&["pipe"]);
@@ -908,10 +914,12 @@ fn outputs_are_regular_files() {
     t.write("target.npy", b"old");
     std::os::unix::fs::symlink("target.npy", t.path("link.npy")).unwrap();
     encode("good.npy", "link.npy").ok();
-    assert!(std::fs::symlink_metadata(t.path("link.npy"))
-        .unwrap()
-        .file_type()
-        .is_symlink());
+    assert!(
+        std::fs::symlink_metadata(t.path("link.npy"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(bsa::io::read_u8(t.path("target.npy")).unwrap().0, 40);
     // A dangling link: the file it names is made (as a shell's `>` makes it), the link kept.
     std::os::unix::fs::symlink("made.npy", t.path("dangling.npy")).unwrap();

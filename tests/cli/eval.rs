@@ -2,7 +2,7 @@
 //! `safetensors` crate (not bsa's loader) and every metric of `shared/method.md` computed the slow
 //! obvious way, in f64 with plain loops.
 
-use crate::util::{assert_close, khot_code, normalised, sign_code, Matrix, TestDir, Weights};
+use crate::util::{Matrix, TestDir, Weights, assert_close, khot_code, normalised, sign_code};
 
 /// The metrics `bsa eval` reports, computed independently.
 struct Expected {

@@ -9,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{normalised, npy_bytes, TestDir};
+use crate::util::{TestDir, normalised, npy_bytes};
 
 #[test]
 fn a_signalled_build_stops_and_leaves_no_trace() {

@@ -143,9 +143,11 @@ fn add_delete_compact_and_filters_equal_a_fresh_build() {
     assert_eq!(deleted, allowed);
     let denied = search(&t, "full", &["--k", "300", "--deny-ids", "gone.npy"]);
     assert_eq!(deleted, denied);
-    assert!(deleted
-        .iter()
-        .all(|l| l["ids"].as_array().unwrap().len() == 296));
+    assert!(
+        deleted
+            .iter()
+            .all(|l| l["ids"].as_array().unwrap().len() == 296)
+    );
 
     // Compacting changes no answer; verify reports the segments. (The upsert replaced every
     // row of the first added segment, which was dropped then: 4 deleted rows remain to drop.)
@@ -217,11 +219,13 @@ fn range_search_returns_every_row_in_range() {
     }
     let scored = search(&t, "idx", &["--score", "adc", "--min-score", "0.2"]);
     for l in &scored {
-        assert!(l["scores"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s.as_f64().unwrap() >= 0.2));
+        assert!(
+            l["scores"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s.as_f64().unwrap() >= 0.2)
+        );
     }
     // With --rescore the bound still selects by the exact ADC score (the integer tables that
     // pick rescoring's candidates let rows just below it in, and left rows at it out): the
@@ -746,11 +750,12 @@ fn info_describes_rows_model_structures_and_bytes_on_disk() {
         s["model_error"].as_str().unwrap().contains(&model_file),
         "{s:#}"
     );
-    assert!(t
-        .bsa(&["info", "--index", "idx"])
-        .ok()
-        .stdout
-        .contains("cannot be used"));
+    assert!(
+        t.bsa(&["info", "--index", "idx"])
+            .ok()
+            .stdout
+            .contains("cannot be used")
+    );
     t.bsa(&["info", "--index", "missing"])
         .fails_with(&["missing", "no such index directory"]);
 }

@@ -2,7 +2,7 @@
 //! binary matching pursuit on the decoder stored in the file, checked against an independent
 //! f64 implementation that recomputes the residual at every step.
 
-use crate::util::{normalised, read_npy_2d, TestDir, Weights};
+use crate::util::{TestDir, Weights, normalised, read_npy_2d};
 
 /// Greedy pursuit the slow way: at each step the unchosen atom that most lowers |r - a_j|^2.
 /// Returns the chosen atoms and the gap between the best and second-best error at every step

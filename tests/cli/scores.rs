@@ -3,7 +3,7 @@
 //! ranking of independently computed codes, ADC and soft scores agree with an f64 computation
 //! from the safetensors file, `--rescore` combines with every score, and misuse is refused.
 
-use crate::util::{json_lines, normalised, npy_bytes, sign_code, Matrix, TestDir, Weights};
+use crate::util::{Matrix, TestDir, Weights, json_lines, normalised, npy_bytes, sign_code};
 
 const N: usize = 300;
 const DIM: usize = 12;
@@ -223,7 +223,7 @@ fn float_scores(w: &Weights, base: &[Vec<bool>], q: &[f32], adc: bool) -> Vec<f6
             } else {
                 h.iter()
                     .zip(b)
-                    .filter(|(_, &s)| s)
+                    .filter(|&(_, &s)| s)
                     .map(|(p, _)| 1.0 / (1.0 + (-p.h).exp()))
                     .sum()
             }

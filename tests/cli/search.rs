@@ -2,7 +2,7 @@
 //! Hamming ranking of independently computed codes, rescoring equals a brute-force cosine ranking,
 //! and damaged indexes are refused with a message naming the file.
 
-use crate::util::{json_lines, normalised, read_npy_2d, sign_code, TestDir, Weights};
+use crate::util::{TestDir, Weights, json_lines, normalised, read_npy_2d, sign_code};
 
 /// A trained 48-bit model, base and query files, and an index built from them with vectors.
 fn setup() -> TestDir {

@@ -8,7 +8,7 @@
 //! differed in the last digit between `--threads 1` and `--threads 4`, and the codes of the rows
 //! on the decision boundary between 1 and 2 threads with OpenBLAS's AVX2 kernel.
 
-use crate::util::{json_lines, normalised, TestDir, Weights};
+use crate::util::{TestDir, Weights, json_lines, normalised};
 
 const DIM: usize = 64;
 const BITS: usize = 256;

@@ -1,6 +1,6 @@
 //! `bsa train`: the JSON summary, reproducibility, thread count.
 
-use crate::util::{normalised, TestDir, Weights};
+use crate::util::{TestDir, Weights, normalised};
 
 fn train_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![

@@ -23,7 +23,7 @@ use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo};
 
 use crate::error::{Error, Result};
 use crate::files::verify_plain_file;
-use crate::graph::{write_graph_file, GraphData, GraphLayout, GraphView, GRAPH_FILE};
+use crate::graph::{GRAPH_FILE, GraphData, GraphLayout, GraphView, write_graph_file};
 use crate::hamming::{hamming, hamming_fixed};
 use crate::manifest::{FileInfo, HnswInfo, HnswParams, Manifest};
 
@@ -264,7 +264,7 @@ fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<()> {
         _ => {
             return bad(format!(
                 "not an hnsw_rs graph description of format 3 or 4 (tag {tag:#x})"
-            ))
+            ));
         }
     };
     let full = r.uint(1)? == 1;
@@ -315,7 +315,7 @@ fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<()> {
                         return bad(format!(
                             "a point of layer {layer} lists {lists} neighbours, more than the \
                              file holds"
-                        ))
+                        ));
                     }
                 }
             }

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use crate::builder::Staged;
-use crate::error::{check_stop, Error, Result};
-use crate::files::{sync_dir, sync_file, LockWait, WaitLimits};
+use crate::error::{Error, Result, check_stop};
+use crate::files::{LockWait, WaitLimits, sync_dir, sync_file};
 use crate::index::OpenOptions;
 use crate::live::Snapshot;
 use crate::manifest::MANIFEST_FILE;

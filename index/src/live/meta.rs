@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::files::file_crc;
 pub(crate) use crate::files::read_manifest_bytes;
-use crate::format::{ElemKind, FileKind, Header, HEADER_LEN};
+use crate::format::{ElemKind, FileKind, HEADER_LEN, Header};
 use crate::manifest::{
-    check_features_and_size, check_file_name, manifest_version, seal, unseal, FileInfo, HnswParams,
-    VectorsInfo, SEGMENTED_FORMAT_VERSION,
+    FileInfo, HnswParams, SEGMENTED_FORMAT_VERSION, VectorsInfo, check_features_and_size,
+    check_file_name, manifest_version, seal, unseal,
 };
 use crate::rowset::RowSet;
 
@@ -349,14 +349,14 @@ impl LiveManifest {
                 .name
                 .strip_prefix("seg-")
                 .and_then(|d| d.parse::<u64>().ok());
-            if let Some(k) = number.filter(|&k| segment_name(k) == s.name) {
-                if k >= self.next_segment {
-                    return bad(format!(
-                        "lists segment {:?} but next_segment is {}: the next change would \
+            if let Some(k) = number.filter(|&k| segment_name(k) == s.name)
+                && k >= self.next_segment
+            {
+                return bad(format!(
+                    "lists segment {:?} but next_segment is {}: the next change would \
                          write over it",
-                        s.name, self.next_segment
-                    ));
-                }
+                    s.name, self.next_segment
+                ));
             }
             if let Some(b) = &s.bridge {
                 check_file_name(&b.file, path)?;

@@ -62,15 +62,15 @@ mod writer;
 
 pub use crate::lock_note::LockHolder;
 pub use meta::{
-    BridgeEntry, DeletesEntry, GraphSource, GraphTemplate, LiveManifest, LiveModel, SegmentEntry,
-    Template, LIVE_INCOMPAT_FEATURES,
+    BridgeEntry, DeletesEntry, GraphSource, GraphTemplate, LIVE_INCOMPAT_FEATURES, LiveManifest,
+    LiveModel, SegmentEntry, Template,
 };
 pub use snapshot::{
-    IdFilter, SearchOptions, SegmentReader, Snapshot, GRAPH_SCAN_ROWS_PER_EF, OVERFETCH_MAX,
-    SUBSET_SCAN_FRACTION,
+    GRAPH_SCAN_ROWS_PER_EF, IdFilter, OVERFETCH_MAX, SUBSET_SCAN_FRACTION, SearchOptions,
+    SegmentReader, Snapshot,
 };
 pub use summary::{GraphSummary, SegmentSummary, Summary};
 pub use writer::{
-    AddReport, BridgeReport, CompactReport, DeleteReport, GraphVectorsFn, MergePolicy, NewRows,
-    RowTablesFn, Writer, BRIDGE_EDGES, BRIDGE_EF, LOCK_FILE,
+    AddReport, BRIDGE_EDGES, BRIDGE_EF, BridgeReport, CompactReport, DeleteReport, GraphVectorsFn,
+    LOCK_FILE, MergePolicy, NewRows, RowTablesFn, Writer,
 };

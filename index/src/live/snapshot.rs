@@ -8,18 +8,18 @@ use crate::error::{Error, Result};
 use crate::files::verify_plain_file;
 use crate::index::{Index, OpenOptions};
 use crate::live::meta::{
-    largest_segment, read_bridge, read_deletes, read_manifest_bytes, GraphSource, GraphTemplate,
-    LiveManifest, Template,
+    GraphSource, GraphTemplate, LiveManifest, Template, largest_segment, read_bridge, read_deletes,
+    read_manifest_bytes,
 };
 use crate::manifest::{
-    manifest_version, GraphMetric, Manifest, MANIFEST_FILE, SEGMENTED_FORMAT_VERSION,
+    GraphMetric, MANIFEST_FILE, Manifest, SEGMENTED_FORMAT_VERSION, manifest_version,
 };
 use crate::mode::Mode;
 use crate::rowset::RowSet;
-use crate::score::{desc_key, from_desc_key, Score};
+use crate::score::{Score, desc_key, from_desc_key};
 use crate::search::graph::{BridgeLists, BridgedSegment};
 use crate::search::{
-    check_queries, CodesView, Cutoffs, FlatParams, FlatSearcher, Hits, SearchParams, SharedTables,
+    CodesView, Cutoffs, FlatParams, FlatSearcher, Hits, SearchParams, SharedTables, check_queries,
 };
 use crate::search::{Layouts, SearchStats, Searcher};
 use crate::sparse::SparseCodes;
@@ -2203,41 +2203,45 @@ impl Snapshot {
                 hits.distances.len()
             )));
         }
-        let located =
-            hits.rows
-                .iter()
-                .zip(&hits.ids)
-                .map(|(&row, &id)| {
-                    let (s, r) = self.locate(row).ok_or_else(|| {
-                        Error::InvalidArgument(format!(
+        let located = hits
+            .rows
+            .iter()
+            .zip(&hits.ids)
+            .map(|(&row, &id)| {
+                let (s, r) = self.locate(row).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
                         "candidate row {row} is out of range (this snapshot, generation {}, has \
                          {} rows): the hits come from another snapshot; rescore with the one \
                          that searched",
                         self.generation,
                         self.rows()
                     ))
-                    })?;
-                    // Rows name rows of the snapshot that searched: hits of another generation
-                    // would be scored by other rows' vectors, or return a deleted id.
-                    let seg = &self.segments[s];
-                    let (live, here) = (!seg.is_deleted(r), seg.index.ids()[r]);
-                    if here != id || !live {
-                        return Err(Error::InvalidArgument(format!(
+                })?;
+                // Rows name rows of the snapshot that searched: hits of another generation
+                // would be scored by other rows' vectors, or return a deleted id.
+                let seg = &self.segments[s];
+                let (live, here) = (!seg.is_deleted(r), seg.index.ids()[r]);
+                if here != id || !live {
+                    return Err(Error::InvalidArgument(format!(
                         "candidate row {row} (id {id}) is {} in this snapshot (generation {}): \
                          the hits come from another snapshot; rescore with the one that searched",
-                        if live { format!("id {here}") } else { "deleted".to_string() },
+                        if live {
+                            format!("id {here}")
+                        } else {
+                            "deleted".to_string()
+                        },
                         self.generation
                     )));
-                    }
-                    let v = seg.index.vectors().ok_or_else(|| {
-                        Error::corrupt(
-                            self.dir.join(&seg.name),
-                            "the segment stores no vectors but the index says every segment does",
-                        )
-                    })?;
-                    Ok((v, r))
-                })
-                .collect::<Result<Vec<_>>>()?;
+                }
+                let v = seg.index.vectors().ok_or_else(|| {
+                    Error::corrupt(
+                        self.dir.join(&seg.name),
+                        "the segment stores no vectors but the index says every segment does",
+                    )
+                })?;
+                Ok((v, r))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut scored: Vec<(usize, f32)> =
             cosines(&located, query).into_iter().enumerate().collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(hits.ids[a.0].cmp(&hits.ids[b.0])));

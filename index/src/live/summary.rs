@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::live::meta::GraphTemplate;
 use crate::live::Snapshot;
-use crate::manifest::{GraphMetric, VectorsInfo, MANIFEST_FILE, SEGMENTED_FORMAT_VERSION};
+use crate::live::meta::GraphTemplate;
+use crate::manifest::{GraphMetric, MANIFEST_FILE, SEGMENTED_FORMAT_VERSION, VectorsInfo};
 
 /// What a [`Snapshot`] holds: rows, deletes, the files beside the codes, the search structures
 /// of each segment and the bytes on disk by kind of file. See [`Snapshot::summary`].

@@ -10,22 +10,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crate::builder::IndexBuilder;
 use crate::error::{Error, Result};
-use crate::files::{sync_dir, sync_file, LockWait};
+use crate::files::{LockWait, sync_dir, sync_file};
 use crate::hnsw::require_hamming_builder;
 use crate::index::Index;
 use crate::index::OpenOptions;
 use crate::live::meta::{
+    BridgeEntry, DeletesEntry, GraphSource, LiveManifest, LiveModel, SegmentEntry, Template,
     bridge_name, deletes_name, largest_segment, read_deletes, read_manifest_bytes, replace_file,
-    segment_name, write_bridge, write_deletes, BridgeEntry, DeletesEntry, GraphSource,
-    LiveManifest, LiveModel, SegmentEntry, Template,
+    segment_name, write_bridge, write_deletes,
 };
 use crate::live::snapshot::Snapshot;
-use crate::manifest::{Manifest, MANIFEST_FILE};
+use crate::manifest::{MANIFEST_FILE, Manifest};
 use crate::rowset::RowSet;
 use crate::search::GraphParams;
 use crate::vectors::Vectors;
@@ -918,7 +918,7 @@ impl Writer {
                     what: "ids (one per new row)".into(),
                     expected: n,
                     got: ids.len(),
-                })
+                });
             }
             Some(ids) => ids.to_vec(),
             None => self.default_ids(n)?,

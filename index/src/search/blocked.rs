@@ -26,7 +26,7 @@
 use crate::bits::{for_each_set_bit, prefetch};
 use crate::hamming::hamming;
 use crate::postings::InvertedView;
-use crate::topk::{key, KeyTopK, TopK};
+use crate::topk::{KeyTopK, TopK, key};
 
 /// Rows per block: the `u8` counters of a block (16 KiB) fit in the L1 data cache.
 pub(crate) const BLOCK_ROWS: usize = 1 << 14;

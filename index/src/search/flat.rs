@@ -20,19 +20,19 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
-use crate::adc::{AdcCodes, QuantisedTable, QueryGroup, ScanStats, GROUP};
+use crate::adc::{AdcCodes, GROUP, QuantisedTable, QueryGroup, ScanStats};
 use crate::adc_wide as wide;
 use crate::error::{Error, Result};
-use crate::hamming::{tile_codes, Kernel};
+use crate::hamming::{Kernel, tile_codes};
 use crate::kernel::KernelFamily;
 use crate::rowset::RowSet;
-use crate::score::{desc_key, overlap_key, table_score, table_sum, Score};
+use crate::score::{Score, desc_key, overlap_key, table_score, table_sum};
 use crate::search::{
-    search_within_by, CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher, Split,
+    CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher, Split, search_within_by,
 };
 use crate::slabs::{self, SlabCodes, SlabQuery};
 use crate::sparse::SparseView;
-use crate::topk::{merge_keys, TopK};
+use crate::topk::{TopK, merge_keys};
 
 /// Largest number of queries scanned together against one block of codes.
 const MAX_QUERY_BLOCK: usize = 32;

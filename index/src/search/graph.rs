@@ -33,8 +33,8 @@ use crate::graph::{GraphView, NO_NEIGHBOUR};
 use crate::hamming::{hamming, hamming_fixed};
 use crate::manifest::GraphMetric;
 use crate::rowset::RowSet;
-use crate::score::{desc_key, table_score, table_sum, Score};
-use crate::search::{check_allowed, CodesView, Hits, SearchParams, SearchStats, Searcher};
+use crate::score::{Score, desc_key, table_score, table_sum};
+use crate::search::{CodesView, Hits, SearchParams, SearchStats, Searcher, check_allowed};
 use crate::sparse::SparseView;
 use crate::topk::{key, key_distance, key_row};
 
@@ -696,20 +696,16 @@ impl GraphSearcher<'_> {
             (GraphMetric::Hamming, Score::Hamming) | (GraphMetric::Cosine, Score::Table { .. }) => {
                 Ok(())
             }
-            (GraphMetric::Hamming, _) => {
-                Err(Error::InvalidArgument(format!(
-                    "the graph was built on the codes for Hamming distance, not for the {} score; \
+            (GraphMetric::Hamming, _) => Err(Error::InvalidArgument(format!(
+                "the graph was built on the codes for Hamming distance, not for the {} score; \
                      search it with --score hamming, or rebuild it on vectors (bsa build --model ... --hnsw)",
-                    score.name()
-                )))
-            }
-            (_, _) => {
-                Err(Error::InvalidArgument(format!(
-                    "the graph was built on float vectors for table scores (adc), not for the {} score; \
+                score.name()
+            ))),
+            (_, _) => Err(Error::InvalidArgument(format!(
+                "the graph was built on float vectors for table scores (adc), not for the {} score; \
                      use --mode flat or inverted for it",
-                    score.name()
-                )))
-            }
+                score.name()
+            ))),
         }
     }
 

@@ -50,24 +50,24 @@
 
 use rayon::prelude::*;
 
-use crate::bitmaps::{WORDS_PER_POSTING, WORD_COST};
-use crate::bits::{fits_u8_counters, for_each_set_bit, popcount, U8_COUNTER_MAX_BITS};
+use crate::bitmaps::{WORD_COST, WORDS_PER_POSTING};
+use crate::bits::{U8_COUNTER_MAX_BITS, fits_u8_counters, for_each_set_bit, popcount};
 use crate::error::{Error, Result};
-use crate::hamming::{scan_word_cost, Kernel};
+use crate::hamming::{Kernel, scan_word_cost};
 use crate::postings::{InvertedView, POSTING_COST_WORDS};
 use std::borrow::Cow;
 
 use crate::rowset::RowSet;
-use crate::score::{desc_key, overlap_key, table_score, Score};
+use crate::score::{Score, desc_key, overlap_key, table_score};
 use crate::search::blocked::{
-    block_min_popcounts, hamming_batch, BlockParams, Work, BLOCKED_QUERY_BATCH,
+    BLOCKED_QUERY_BATCH, BlockParams, Work, block_min_popcounts, hamming_batch,
 };
-use crate::search::flat::{search_keys, search_scored_keys, KeyLimits};
+use crate::search::flat::{KeyLimits, search_keys, search_scored_keys};
 use crate::search::{
-    search_within_by, CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher, Split,
+    CodesView, Cutoffs, Hits, SearchParams, SearchStats, Searcher, Split, search_within_by,
 };
 use crate::slabs;
-use crate::topk::{key, KeyTopK, TopK};
+use crate::topk::{KeyTopK, TopK, key};
 
 /// What an inverted search did.
 ///
@@ -727,14 +727,14 @@ impl<'a> InvertedSearcher<'a> {
                 lists.n, lists.bits
             )));
         }
-        if let Some(b) = &lists.bitmaps {
-            if b.len() != n || b.bits() != bits {
-                return Err(Error::InvalidArgument(format!(
-                    "bitmap lists of {} codes of {} bits do not describe {n} codes of {bits} bits",
-                    b.len(),
-                    b.bits()
-                )));
-            }
+        if let Some(b) = &lists.bitmaps
+            && (b.len() != n || b.bits() != bits)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "bitmap lists of {} codes of {} bits do not describe {n} codes of {bits} bits",
+                b.len(),
+                b.bits()
+            )));
         }
         Ok(InvertedSearcher {
             codes,

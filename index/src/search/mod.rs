@@ -39,5 +39,5 @@ pub(crate) use flat::SharedTables;
 pub use flat::{FlatParams, FlatSearcher};
 pub use graph::{GraphParams, GraphSearcher};
 pub use inverted::{InvertedParams, InvertedSearcher, InvertedStats};
-pub(crate) use searcher::{check_allowed, check_queries, search_within_by, Layouts};
 pub use searcher::{CodesView, Cutoffs, Hit, Hits, SearchParams, SearchStats, Searcher, Split};
+pub(crate) use searcher::{Layouts, check_allowed, check_queries, search_within_by};

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::search::Hits;
-use crate::vectors::{cosine_top_k, Vectors};
+use crate::vectors::{Vectors, cosine_top_k};
 
 /// Re-ranks one query's hits by cosine similarity between `query` and the rows' vectors
 /// (`dim` floats each) and keeps the best `k`: descending score, ties by smaller row.

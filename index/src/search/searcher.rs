@@ -11,7 +11,7 @@ use crate::hamming::hamming;
 use crate::kernel::KernelFamily;
 use crate::pack::check_high_bits_zero;
 use crate::rowset::RowSet;
-use crate::score::{desc_key, from_desc_key, Score};
+use crate::score::{Score, desc_key, from_desc_key};
 use crate::slabs::SlabCodes;
 use crate::sparse::SparseView;
 use crate::topk::{key_distance, key_row};
@@ -576,14 +576,14 @@ impl<'a> CodesView<'a> {
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
     pub fn with_norms(mut self, norms: Option<&'a [f32]>) -> Result<Self> {
-        if let Some(v) = norms {
-            if v.len() != self.len() {
-                return Err(Error::DimMismatch {
-                    what: "norms (one per code)".into(),
-                    expected: self.len(),
-                    got: v.len(),
-                });
-            }
+        if let Some(v) = norms
+            && v.len() != self.len()
+        {
+            return Err(Error::DimMismatch {
+                what: "norms (one per code)".into(),
+                expected: self.len(),
+                got: v.len(),
+            });
         }
         self.norms = norms;
         Ok(self)
