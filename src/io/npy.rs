@@ -18,6 +18,31 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 /// 10 000 bytes by default; the cap bounds memory and parser recursion on corrupt files.
 const MAX_HEADER_LEN: usize = 1 << 16;
 
+/// Deepest bracket nesting accepted in the header text. npyz parses the header with
+/// py_literal's grammar, which parses a nested list (and a dict) twice over when its last
+/// element has no trailing comma, so the time doubles with each level: 20 nested `[` took 50
+/// seconds, and an 80-byte header of 40 would be parsed for years. numpy writes 2 levels for a
+/// plain array (the dict and the shape tuple) and 3 or 4 for a structured dtype (refused by every
+/// reader here, and still named as such); at 4, a 64 KiB header parses in a few seconds at worst.
+const MAX_HEADER_DEPTH: usize = 4;
+
+/// The deepest nesting of `(`, `[` and `{` in `text` (brackets inside strings count too: the
+/// bound is on what the parser may recurse into, and a real header has few of either).
+fn nesting_depth(text: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0);
+    for &b in text {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// A parsed `.npy` header and where its data starts.
 struct Parsed {
     header: NpyHeader,
@@ -78,6 +103,17 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     let header_end = preamble + header_len;
     if bytes.len() < header_end {
         return Err(truncated_header(path, header_end, bytes.len()));
+    }
+    let depth = nesting_depth(&bytes[preamble..header_end]);
+    if depth > MAX_HEADER_DEPTH {
+        return Err(Error::format(
+            path,
+            format!(
+                "the .npy header nests brackets {depth} deep; at most {MAX_HEADER_DEPTH} is \
+                 supported (numpy writes 2 for a plain array), so the file is probably corrupt: \
+                 re-save it with numpy.save"
+            ),
+        ));
     }
     let mut cursor = Cursor::new(&bytes[..header_end]);
     // npyz computes the element count with an unchecked u64 product, which panics (with overflow
@@ -1171,7 +1207,36 @@ mod tests {
         // Deeply nested header text inside the size cap.
         let deep = "[".repeat(MAX_HEADER_LEN - 100);
         fs::write(&path, raw_npy(&deep, &[], 0)).unwrap();
-        assert!(fmt_err(&path).contains("could not parse"));
+        assert!(fmt_err(&path).contains("nests brackets"));
+    }
+
+    /// A short header of balanced nested brackets is refused at once: npyz's parser takes
+    /// twice as long for each level (50 seconds at 20, years at 40), so reading one hung.
+    #[test]
+    fn deeply_nested_header_is_refused_quickly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested.npy");
+        let descr = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        let text = format!("{{'descr': {descr}, 'fortran_order': False, 'shape': (1, 1), }}");
+        fs::write(&path, raw_npy(&text, &[0; 4], 0)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Embeddings::open(&p).map(drop));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(20));
+        let err = got.expect("reading the header hung").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, Error::Format { .. }) && msg.contains("nests brackets 41 deep"),
+            "{msg}"
+        );
+        assert!(msg.contains("nested.npy"), "{msg}");
+        // The depth a structured dtype takes is still parsed, and refused as what it is.
+        let text = "{'descr': [('a', '<f4', (2,))], 'fortran_order': False, 'shape': (1,), }";
+        fs::write(&path, raw_npy(text, &[0; 8], 0)).unwrap();
+        let msg = fmt_err(&path);
+        assert!(msg.contains("found dtype structured"), "{msg}");
     }
 
     /// Calls every reader on `bytes`; they may fail but must not panic.
