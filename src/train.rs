@@ -458,6 +458,36 @@ fn matmul_into<F: Real>(a: ArrayView2<F>, b: ArrayView2<F>, out: &mut Array2<F>)
         });
 }
 
+/// An entry of a training row below this fraction (2^-64) of the row's largest magnitude is
+/// read as zero by [`TrainParams::fit`]: see [`zero_negligible`].
+const NEGLIGIBLE: f32 = f32::from_bits((127 - 64) << 23);
+
+/// Sets to zero each entry of `x` below [`NEGLIGIBLE`] times the largest magnitude in its row.
+///
+/// Why: products of such entries with the step's gradients fall below f32's normal range, and
+/// x86 CPUs compute subnormal results in microcode, about a hundred times slower. Embedding models
+/// leave such entries: every all-MiniLM-L6-v2 vector of the WordNet sample has two near 1e-37, and
+/// the encoder's gradient GEMM (`G_H^T X`) took 4x as long as its twin GEMMs on them; a whole fit
+/// ran 1.45x slower. (PyTorch runs 1.38x slower on them too.)
+///
+/// What it costs: nothing measurable. Such an entry changes its row's dot products by 40 binary
+/// orders of magnitude less than f32's rounding unit (2^-24), unless they cancel to that
+/// extent; and its weights' gradients are so small that Adam's `eps` keeps them still. On the
+/// WordNet sample a fit with and without it gives the same weights, bit for bit.
+///
+/// The floating-point environment's flush-to-zero mode would do the same, but Rust's compiler
+/// assumes the default mode: changing it is undefined behaviour.
+fn zero_negligible(x: &mut Array2<f32>) {
+    x.axis_chunks_iter_mut(Axis(0), ROWS_PER_TASK)
+        .into_par_iter()
+        .for_each(|mut rows| {
+            for mut row in rows.rows_mut() {
+                let floor = row.iter().fold(0.0f32, |m, v| m.max(v.abs())) * NEGLIGIBLE;
+                row.mapv_inplace(|v| if v.abs() < floor { 0.0 } else { v });
+            }
+        });
+}
+
 /// Gives `a` the shape `dim` (its values are then to be overwritten), reusing its memory when it
 /// has it already.
 fn ensure_dim<F: Real>(a: &mut Array2<F>, dim: (usize, usize)) {
@@ -868,7 +898,8 @@ impl TrainParams {
         let n_val = ((n as f64 * self.val_fraction).round() as usize).min(n - 1);
         let (train_rows, val_rows) = order.split_at(n - n_val);
         let mut train_rows = train_rows.to_vec();
-        let val = data.select(Axis(0), val_rows);
+        let mut val = data.select(Axis(0), val_rows);
+        zero_negligible(&mut val);
 
         let mut params = Params::<f32>::init(self.bits, dim, self.seed ^ 0x5eed_b5a0);
         // A fixed sample of training rows for bias quantiles and bit frequencies; taken from
@@ -876,7 +907,9 @@ impl TrainParams {
         // the paper's runs identical to before these options existed).
         let bit_sample = (self.quantile_bias_init || self.rebalance_bits).then(|| {
             let m = BIT_SAMPLE_ROWS.min(train_rows.len());
-            data.select(Axis(0), &train_rows[..m])
+            let mut sample = data.select(Axis(0), &train_rows[..m]);
+            zero_negligible(&mut sample);
+            sample
         });
         if let (true, Some(sample)) = (self.quantile_bias_init, &bit_sample) {
             let all: Vec<usize> = (0..self.bits).collect();
@@ -924,7 +957,8 @@ impl TrainParams {
                 if stop.load(Ordering::Relaxed) {
                     return Err(Error::Stopped);
                 }
-                let x = data.select(Axis(0), rows);
+                let mut x = data.select(Axis(0), rows);
+                zero_negligible(&mut x);
                 lr = self.lr
                     * lr_factor(
                         self.schedule,
@@ -1264,4 +1298,34 @@ pub struct TrainReport {
     /// What makes the model likely poor although the fit finished ([`TrainParams::warnings`]):
     /// `bsa train` prints each as a warning, Python raises a `UserWarning`.
     pub warnings: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negligible_entries_are_zeroed_relative_to_their_row() {
+        assert_eq!(NEGLIGIBLE, 2f32.powi(-64));
+        let floor = 2.0 * NEGLIGIBLE;
+        // Row kinds: the largest is -2, so entries below 2^-63 go; an all-zero row; a row whose
+        // entries are all tiny keeps them (the floor is relative, not absolute).
+        let rows = [
+            [-2.0, floor, floor * 0.75, -1e-37, 1e-12],
+            [0.0; 5],
+            [1e-30, -1e-31, 1e-36, 0.0, 1e-30],
+        ];
+        let want = [
+            [-2.0, floor, 0.0, 0.0, 1e-12],
+            [0.0; 5],
+            [1e-30, -1e-31, 1e-36, 0.0, 1e-30],
+        ];
+        // More rows than one parallel task takes, so that every task's rows are checked.
+        let n = 3 * ROWS_PER_TASK + 1;
+        let mut x = Array2::from_shape_fn((n, 5), |(i, j)| rows[i % 3][j]);
+        zero_negligible(&mut x);
+        for (i, row) in x.rows().into_iter().enumerate() {
+            assert_eq!(row.to_vec(), want[i % 3], "row {i}");
+        }
+    }
 }
