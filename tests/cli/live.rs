@@ -104,7 +104,7 @@ fn add_delete_compact_and_filters_equal_a_fresh_build() {
         "tail_ids.npy",
     ])
     .fails_with(&[
-        "100 of the new ids are already in the index",
+        "live: 100 of the new ids are already in the index",
         "200, 201",
         "--upsert",
     ]);

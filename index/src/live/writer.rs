@@ -966,8 +966,9 @@ impl Writer {
             let more = shown.len().saturating_sub(10);
             shown.truncate(10);
             return Err(Error::InvalidArgument(format!(
-                "{} of the new ids are already in the index: {}{}; add with --upsert (upsert=True \
-                 from Python) to replace them, or delete them first",
+                "{}: {} of the new ids are already in the index: {}{}; add with --upsert \
+                 (upsert=True from Python) to replace them, or delete them first",
+                self.dir.display(),
                 clashes.len(),
                 shown
                     .iter()
