@@ -468,7 +468,7 @@ const NEGLIGIBLE: f32 = f32::from_bits((127 - 64) << 23);
 /// x86 CPUs compute subnormal results in microcode, about a hundred times slower. Embedding models
 /// leave such entries: every all-MiniLM-L6-v2 vector of the WordNet sample has two near 1e-37, and
 /// the encoder's gradient GEMM (`G_H^T X`) took 4x as long as its twin GEMMs on them; a whole fit
-/// ran 1.45x slower. (PyTorch runs 1.38x slower on them too.)
+/// ran 1.45x slower. (PyTorch runs 1.2-1.4x slower on them too.)
 ///
 /// What it costs: nothing measurable. Such an entry changes its row's dot products by 40 binary
 /// orders of magnitude less than f32's rounding unit (2^-24), unless they cancel to that
