@@ -190,7 +190,10 @@ impl IntDecoder {
             "IntDecoder::tables: wrong query dimension"
         );
         let n = self.bits;
-        let mut out = vec![0.0f32; q.nrows() * n];
+        // Zeroed in parallel: one thread's memset of 32 MB (2000 queries of 4096 atoms) was 2%
+        // of a rescored graph search.
+        let mut out = Vec::new();
+        out.par_extend(rayon::iter::repeat_n(0.0f32, q.nrows() * n));
         if out.is_empty() || self.dim == 0 {
             return out;
         }

@@ -541,21 +541,39 @@ pub fn per_unit_query(
     q: ArrayView2<f32>,
 ) -> (Vec<f32>, Vec<f32>) {
     let bits = t.len() / q.nrows().max(1);
-    // Tables of fewer queries than `q` has rows are divided as far as they go.
+    // Tables of fewer queries than `q` has rows are divided as far as they go; a query of no
+    // usable length is left as it is.
     let rows = q.nrows().min(off.len());
-    for (i, row) in q.rows().into_iter().take(rows).enumerate() {
-        let norm = row
-            .iter()
-            .map(|&x| f64::from(x).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        if !(norm > 0.0 && norm.is_finite()) {
-            continue;
+    let norms: Vec<Option<f64>> = q
+        .rows()
+        .into_iter()
+        .take(rows)
+        .map(|row| {
+            let norm = row
+                .iter()
+                .map(|&x| f64::from(x).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            (norm > 0.0 && norm.is_finite()).then_some(norm)
+        })
+        .collect();
+    let divide = |xs: &mut [f32], norm: &Option<f64>| {
+        if let Some(norm) = *norm {
+            for v in xs {
+                *v = (f64::from(*v) / norm) as f32;
+            }
         }
-        for v in &mut t[i * bits..(i + 1) * bits] {
-            *v = (f64::from(*v) / norm) as f32;
-        }
-        off[i] = (f64::from(off[i]) / norm) as f32;
+    };
+    // In parallel: a division in f64 per entry, 8M of them for 2000 queries of 4096 bits, was
+    // a tenth of a rescored graph search's time on one thread. Each entry's bits do not depend
+    // on the split.
+    if bits > 0 {
+        t.par_chunks_mut(bits)
+            .zip(norms.par_iter())
+            .for_each(|(table, norm)| divide(table, norm));
+    }
+    for (o, norm) in off.iter_mut().zip(&norms) {
+        divide(std::slice::from_mut(o), norm);
     }
     (t, off)
 }

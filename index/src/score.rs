@@ -160,10 +160,11 @@ impl Score<'_> {
                 });
             }
             // A branch-free pass first (it vectorises: every segment of a live index checks the
-            // same tables, 4M floats for 1000 queries of 4096 bits); the position only for the
-            // error.
+            // same tables, 4M floats for 1000 queries of 4096 bits), in parallel chunks (one
+            // thread took 5% of a rescored graph search); the position only for the error.
+            use rayon::prelude::*;
             let finite = |xs: &[f32]| xs.iter().fold(true, |ok, x| ok & x.is_finite());
-            if !(finite(tables) && finite(offsets)) {
+            if !(tables.par_chunks(1 << 16).all(finite) && finite(offsets)) {
                 let i = (tables.iter().chain(offsets.iter()))
                     .position(|x| !x.is_finite())
                     .unwrap_or(0);
