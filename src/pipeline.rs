@@ -488,7 +488,7 @@ mod query_tests {
             assert_eq!(alone.hits, want.hits, "{score} {mode} {rescore:?}");
             let (tables, offsets) = match (score, rescore) {
                 ("adc", None) => per_unit_query(w.adc_tables(q.view())?, q.view()),
-                ("adc", Some(_)) => per_unit_query(w.adc_candidate_tables(q.view())?, q.view()),
+                ("adc", Some(_)) => w.adc_candidate_unit_tables(q.view())?,
                 ("soft", _) => w.soft_tables(q.view())?,
                 _ => (Vec::new(), Vec::new()),
             };

@@ -138,16 +138,17 @@ impl IntDecoder {
 
     /// Each query of `q_rows` rounded and made unsigned, four dimensions per `i32` (the broadcast
     /// operand of the kernels), and `1 / (s_q s_w)`.
-    fn query_quads(&self, q_rows: ArrayView2<f32>) -> (Vec<i32>, Vec<f32>) {
+    fn query_quads(&self, q_rows: ArrayView2<f32>, divisors: &[f64]) -> (Vec<i32>, Vec<f32>) {
         let steps = self.dim.div_ceil(STEP);
         // Padding dimensions hold the offset alone, against zero decoder bytes.
         let pad = i32::from_le_bytes([Q_OFFSET as u8; 4]);
         let mut quads = vec![pad; q_rows.nrows() * steps];
         let mut inv = Vec::with_capacity(q_rows.nrows());
-        for (row, out) in q_rows
+        for (r, (row, out)) in q_rows
             .rows()
             .into_iter()
             .zip(quads.chunks_exact_mut(steps.max(1)))
+            .enumerate()
         {
             let row = row.as_standard_layout();
             let (qi, s_q) = quantise(row.as_slice().expect("standard layout"), Q);
@@ -158,7 +159,10 @@ impl IntDecoder {
                 }
                 *quad = i32::from_le_bytes(b);
             }
-            inv.push(1.0 / (s_q * self.scale));
+            inv.push(match divisors.get(r) {
+                Some(&d) => (1.0 / (f64::from(s_q) * f64::from(self.scale) * d)) as f32,
+                None => 1.0 / (s_q * self.scale),
+            });
         }
         (quads, inv)
     }
@@ -184,6 +188,25 @@ impl IntDecoder {
     /// assert_eq!(t[2..], dec.tables(q.slice(ndarray::s![1..2, ..]))[..]);
     /// ```
     pub fn tables(&self, q: ArrayView2<f32>) -> Vec<f32> {
+        self.tables_divided(q, &[])
+    }
+
+    /// [`IntDecoder::tables`] with query `i`'s entries also divided by `divisors[i]` (queries
+    /// past its end by 1), in the one factor that scales its integer sums: `1 / (s_q s_w d)`,
+    /// rounded once to `f32`. A search divides by the query's length so ([`per_unit_query`]
+    /// after the fact takes a second rounding and a pass over the tables).
+    ///
+    /// [`per_unit_query`]: crate::model::per_unit_query
+    ///
+    /// ```
+    /// use bsa_index::int_tables::IntDecoder;
+    /// let dec = IntDecoder::new(ndarray::array![[127.0f32, -127.0], [64.0, 0.0]].view());
+    /// let q = ndarray::array![[63.0f32, -21.0], [0.0, 0.5]];
+    /// let t = dec.tables_divided(q.view(), &[2.0]); // the second query is not divided
+    /// assert_eq!(t[..2], [(63.0 * 127.0 + 21.0 * 127.0) / 2.0, 63.0 * 64.0 / 2.0]);
+    /// assert_eq!(t[2..], dec.tables(q.slice(ndarray::s![1..2, ..]))[..]);
+    /// ```
+    pub fn tables_divided(&self, q: ArrayView2<f32>, divisors: &[f64]) -> Vec<f32> {
         assert_eq!(
             q.ncols(),
             self.dim,
@@ -200,8 +223,10 @@ impl IntDecoder {
         let family = KernelFamily::current();
         out.par_chunks_mut(ROWS_PER_TASK * n)
             .zip(q.axis_chunks_iter(Axis(0), ROWS_PER_TASK).into_par_iter())
-            .for_each(|(out_rows, q_rows)| {
-                let (quads, inv) = self.query_quads(q_rows);
+            .enumerate()
+            .for_each(|(task, (out_rows, q_rows))| {
+                let first = (task * ROWS_PER_TASK).min(divisors.len());
+                let (quads, inv) = self.query_quads(q_rows, &divisors[first..]);
                 let mut emit = |r: usize, j0: usize, sums: &[i32]| {
                     let o = &mut out_rows[r * n + j0..][..sums.len()];
                     let inv = inv[r];
@@ -529,7 +554,7 @@ mod tests {
 
     /// The signed sums `sum_t qi_t wi_tj` through one kernel family, for every query.
     fn sums_with(family: KernelFamily, dec: &IntDecoder, q: &Array2<f32>) -> Vec<i32> {
-        let (quads, _) = dec.query_quads(q.view());
+        let (quads, _) = dec.query_quads(q.view(), &[]);
         let n = dec.bits;
         let mut sums = vec![i32::MIN; q.nrows() * n];
         let mut emit = |r: usize, j0: usize, s: &[i32]| {
@@ -583,7 +608,7 @@ mod tests {
             #[cfg(target_arch = "x86_64")]
             if KernelFamily::Avx512.is_supported() {
                 // The AVX-512 path without VNNI, which CPUs with VNNI never take on their own.
-                let (quads, _) = dec.query_quads(q.view());
+                let (quads, _) = dec.query_quads(q.view(), &[]);
                 let mut got = vec![0i32; nq * n];
                 let mut emit = |r: usize, j0: usize, s: &[i32]| {
                     for (c, &v) in s.iter().enumerate() {

@@ -406,16 +406,50 @@ impl Weights<'_> {
     /// ```
     pub fn adc_candidate_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
         self.check_input("queries", q)?;
-        // Rounding the decoder is the same for every call with this model.
+        Ok((self.int_decoder().tables(q), self.adc_offsets(q)))
+    }
+
+    /// [`Weights::adc_candidate_tables`] divided by each query's length as [`per_unit_query`]
+    /// divides, but the tables in the integer sums' one scale factor
+    /// ([`IntDecoder::tables_divided`]): one rounding, and no second pass over them. What a
+    /// rescored search (`bsa search --score adc --rescore R`) picks its candidates with.
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// # use ndarray::{array, Array1, Array2};
+    /// # use bsa_index::model::{per_unit_query, Weights};
+    /// # let (we, wd_t) = (Array2::<f32>::eye(2), array![[1.0f32, 0.0], [0.0, 2.0]]);
+    /// # let (be, bd) = (Array1::<f32>::zeros(2), Array1::<f32>::ones(2));
+    /// let w = Weights { we: we.view(), be: be.view(), wd_t: wd_t.view(), bd: bd.view(), derived: None };
+    /// let q = array![[3.0f32, 4.0]]; // length 5
+    /// let (t, offsets) = w.adc_candidate_unit_tables(q.view())?;
+    /// let (t5, offsets5) = per_unit_query(w.adc_candidate_tables(q.view())?, q.view());
+    /// assert_eq!(offsets, offsets5);
+    /// for (a, b) in t.iter().zip(&t5) {
+    ///     assert!((a - b).abs() <= 1e-6 * b.abs());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn adc_candidate_unit_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
+        self.check_input("queries", q)?;
+        let lengths: Vec<f64> = q
+            .rows()
+            .into_iter()
+            .map(|r| length(r).unwrap_or(1.0))
+            .collect();
+        let t = self.int_decoder().tables_divided(q, &lengths);
+        let (_, offsets) = per_unit_query((Vec::new(), self.adc_offsets(q)), q);
+        Ok((t, offsets))
+    }
+
+    /// The decoder rounded for [`crate::int_tables`], made once per model.
+    fn int_decoder(&self) -> Arc<IntDecoder> {
         static DECODER: LastFor<IntDecoder> = LastFor::new();
         let make = || IntDecoder::new(self.wd_t);
         let own = self
             .derived
             .and_then(|d| derived_for(&d.int_decoder, self.wd_t, make));
-        let t = own
-            .unwrap_or_else(|| DECODER.get(self.wd_t, make))
-            .tables(q);
-        Ok((t, self.adc_offsets(q)))
+        own.unwrap_or_else(|| DECODER.get(self.wd_t, make))
     }
 
     /// `q_i . bd` for each query, a [`deterministic::dot`] each.
@@ -544,19 +578,7 @@ pub fn per_unit_query(
     // Tables of fewer queries than `q` has rows are divided as far as they go; a query of no
     // usable length is left as it is.
     let rows = q.nrows().min(off.len());
-    let norms: Vec<Option<f64>> = q
-        .rows()
-        .into_iter()
-        .take(rows)
-        .map(|row| {
-            let norm = row
-                .iter()
-                .map(|&x| f64::from(x).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            (norm > 0.0 && norm.is_finite()).then_some(norm)
-        })
-        .collect();
+    let norms: Vec<Option<f64>> = q.rows().into_iter().take(rows).map(length).collect();
     let divide = |xs: &mut [f32], norm: &Option<f64>| {
         if let Some(norm) = *norm {
             for v in xs {
@@ -576,6 +598,17 @@ pub fn per_unit_query(
         divide(std::slice::from_mut(o), norm);
     }
     (t, off)
+}
+
+/// A query's length in `f64`, summed in row order, or `None` when it is 0 or beyond `f64` (a
+/// query with no direction: searches refuse it, and [`per_unit_query`] leaves it as it is).
+fn length(row: ArrayView1<f32>) -> Option<f64> {
+    let norm = row
+        .iter()
+        .map(|&x| f64::from(x).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    (norm > 0.0 && norm.is_finite()).then_some(norm)
 }
 
 /// A model as a search uses it, borrowed: its weights and the [`Rule`] its codes follow

@@ -344,7 +344,7 @@ impl Request {
     }
 
     /// Whether an `adc` search picks its candidates with the integer tables of
-    /// [`Weights::adc_candidate_tables`](crate::model::Weights::adc_candidate_tables)
+    /// [`Weights::adc_candidate_unit_tables`](crate::model::Weights::adc_candidate_unit_tables)
     /// ([`tables`]' `rescoring`): when rescoring re-ranks
     /// them, unless a `min_score` range is asked for, whose bound applies to the exact score,
     /// which those tables only approximate.
@@ -909,7 +909,7 @@ pub fn search_batched(
 /// * `adc`: [`Weights::adc_tables`](crate::model::Weights::adc_tables) per unit query
 ///   ([`per_unit_query`]), or, when the candidates are then re-ranked by exact cosine
 ///   (`rescoring`), the integer tables of
-///   [`Weights::adc_candidate_tables`](crate::model::Weights::adc_candidate_tables), which
+///   [`Weights::adc_candidate_unit_tables`](crate::model::Weights::adc_candidate_unit_tables), which
 ///   pick nearly the same candidates (99.2% of the top 40 on WordNet) at a third to half the
 ///   cost;
 /// * `soft`: [`Weights::soft_tables`](crate::model::Weights::soft_tables);
@@ -937,7 +937,7 @@ pub fn tables(
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     Ok(match (score, model, floats) {
         (ScoreName::Adc, Some(m), Some(q)) if rescoring => {
-            per_unit_query(m.weights.adc_candidate_tables(q)?, q)
+            m.weights.adc_candidate_unit_tables(q)?
         }
         (ScoreName::Adc, Some(m), Some(q)) => per_unit_query(m.weights.adc_tables(q)?, q),
         (ScoreName::Soft, Some(m), Some(q)) => m.weights.soft_tables(q)?,
