@@ -259,11 +259,10 @@ fn scaled_queries(queries: ArrayView2<f32>, norms: &[f64]) -> Option<Array2<f32>
         .zip(norms)
         .filter(|&(_, &n)| big(n))
     {
-        // 2^-e built from its exponent bits (e in 33..200 for the norm of a row of f32
-        // values over 2^32: a normal f64), not `powi`, whose precision Rust leaves unspecified:
-        // the factor must be an exact power of two, to scale every product without rounding.
-        let e = n.log2().ceil() as i64;
-        let f = f64::from_bits(((1023 - e) as u64) << 52);
+        // e in 33..200 for the norm of a row of f32 values over 2^32; the factor must be an
+        // exact power of two, to scale every product without rounding.
+        let e = n.log2().ceil() as i32;
+        let f = bsa_index::score::pow2(-e);
         row.mapv_inplace(|v| (f64::from(v) * f) as f32);
     }
     Some(q)

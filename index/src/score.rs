@@ -241,6 +241,28 @@ pub fn table_score(offset: f32, sum: f64, norm: Option<f32>) -> f32 {
     }
 }
 
+/// `2^e` exactly, for `e` in `-1022..=1023` (a normal `f64`), built from its exponent bits: not
+/// `powi`, whose precision Rust leaves unspecified (Miri returns it a few ulps off), so that a
+/// factor scales every product and sum it enters without rounding (how rescoring and ground truth
+/// keep huge and tiny queries inside `f32`'s range and their cosines bit for bit the same).
+///
+/// ```
+/// use bsa_index::score::pow2;
+/// assert_eq!(pow2(3), 8.0);
+/// assert_eq!(pow2(-126), f64::from(f32::MIN_POSITIVE));
+/// assert_eq!(pow2(-1022), f64::MIN_POSITIVE);
+/// ```
+///
+/// # Panics
+/// If `e` is outside `-1022..=1023`.
+pub fn pow2(e: i32) -> f64 {
+    assert!(
+        (-1022..=1023).contains(&e),
+        "pow2: 2^{e} is not a normal f64"
+    );
+    f64::from_bits(((1023 + e) as u64) << 52)
+}
+
 /// The `f64` sum of `table[j]` over the set bits `j` of `code`, in ascending bit order. The
 /// table has an entry per bit of the codes: set bits past it (padding a damaged file or a
 /// writer's bug set, which `verify` reports) are not counted, rather than read out of bounds.

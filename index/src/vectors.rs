@@ -235,10 +235,7 @@ fn scaled(query: &[f32]) -> Vec<f32> {
     // The exponent of `max` (a subnormal counts as -127); the factor is applied in
     // f64, where 2^-e is representable for every f32 exponent, and each product is an f32.
     let e = ((max.to_bits() >> 23) & 0xff) as i32 - 127;
-    // 2^-e made from its exponent bits (-e in -127..=127: a normal f64), not `powi`, whose
-    // precision Rust leaves unspecified (Miri returns it a few ulps off, and the factor is then
-    // not a power of two).
-    let factor = f64::from_bits(((1023 - e) as u64) << 52);
+    let factor = crate::score::pow2(-e);
     query
         .iter()
         .map(|&x| (f64::from(x) * factor) as f32)
