@@ -46,17 +46,24 @@ const Q_OFFSET: i32 = 64;
 const WL: i32 = 127;
 
 /// `a` rounded to integers in `-level..=level` with the scale `level / max |a|` (1 if `a` is all
-/// zeros): `(values, scale)`, `values[t] = round(a[t] * scale)` (ties to even).
-fn quantise(a: &[f32], level: i32) -> (Vec<i8>, f32) {
+/// zeros): `(values, scale)`, `values[t] = round(a[t] * scale)` (ties to even). In `f64`: for a
+/// query whose largest entry is below `level / f32::MAX` (about 1e-37) the scale overflowed
+/// `f32`, every entry became +-level and every table entry 0.
+fn quantise(a: &[f32], level: i32) -> (Vec<i8>, f64) {
     let max = a.iter().fold(0.0f32, |m, &v| m.max(v.abs()));
-    let scale = if max > 0.0 { level as f32 / max } else { 1.0 };
+    let scale = if max > 0.0 {
+        f64::from(level) / f64::from(max)
+    } else {
+        1.0
+    };
+    let level = f64::from(level);
     // |v * scale| <= level up to one rounding of the product, which the clamp absorbs.
     let q = a
         .iter()
         .map(|&v| {
-            (v * scale)
+            (f64::from(v) * scale)
                 .round_ties_even()
-                .clamp(-level as f32, level as f32) as i8
+                .clamp(-level, level) as i8
         })
         .collect();
     (q, scale)
@@ -87,7 +94,7 @@ pub struct IntDecoder {
     panels: Vec<i8>,
     /// `Q_OFFSET * sum_t wi_tj` per atom: what the unsigned query adds.
     offset_sums: Vec<i32>,
-    scale: f32,
+    scale: f64,
     bits: usize,
     dim: usize,
 }
@@ -160,8 +167,8 @@ impl IntDecoder {
                 *quad = i32::from_le_bytes(b);
             }
             inv.push(match divisors.get(r) {
-                Some(&d) => (1.0 / (f64::from(s_q) * f64::from(self.scale) * d)) as f32,
-                None => 1.0 / (s_q * self.scale),
+                Some(&d) => (1.0 / (s_q * self.scale * d)) as f32,
+                None => (1.0 / (s_q * self.scale)) as f32,
             });
         }
         (quads, inv)
@@ -622,6 +629,33 @@ mod tests {
                 unsafe { x86::rows_avx512(&quads, &dec.panels, d.div_ceil(STEP), n, &mut emit) };
                 assert_eq!(got, want, "avx512 without vnni at {nq}x{n}x{d}");
             }
+        }
+    }
+
+    /// A query scaled by a power of two gives the same per-unit tables, bit for bit, down to
+    /// entries near `f32`'s smallest normal (the query's scale once overflowed `f32` there, and
+    /// every table entry came out 0) and up to entries near its largest.
+    #[test]
+    fn divided_tables_do_not_depend_on_the_query_scale() {
+        let dec = IntDecoder::new(random(40, 24, 5).view());
+        // Entries with a short mantissa, so that scaling them by 2^-124 or 2^124 is exact.
+        let q = Array2::from_shape_fn((3, 24), |(i, t)| ((i * 7 + t * 5) % 17) as f32 / 16.0 - 0.5);
+        let length = |q: &Array2<f32>| -> Vec<f64> {
+            q.rows()
+                .into_iter()
+                .map(|r| r.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt())
+                .collect()
+        };
+        let want = dec.tables_divided(q.view(), &length(&q));
+        assert!(want.iter().all(|x| x.is_finite()) && want.iter().any(|&x| x != 0.0));
+        for e in [-124, 124] {
+            let f = crate::score::pow2(e);
+            let scaled = q.mapv(|x| (f64::from(x) * f) as f32);
+            assert_eq!(
+                dec.tables_divided(scaled.view(), &length(&scaled)),
+                want,
+                "query times 2^{e}"
+            );
         }
     }
 
