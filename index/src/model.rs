@@ -432,13 +432,13 @@ impl Weights<'_> {
     /// ```
     pub fn adc_candidate_unit_tables(&self, q: ArrayView2<f32>) -> Result<(Vec<f32>, Vec<f32>)> {
         self.check_input("queries", q)?;
-        let lengths: Vec<f64> = q
-            .rows()
-            .into_iter()
-            .map(|r| length(r).unwrap_or(1.0))
-            .collect();
-        let t = self.int_decoder().tables_divided(q, &lengths);
-        let (_, offsets) = per_unit_query((Vec::new(), self.adc_offsets(q)), q);
+        let lengths: Vec<Option<f64>> = q.rows().into_iter().map(length).collect();
+        let divisors: Vec<f64> = lengths.iter().map(|l| l.unwrap_or(1.0)).collect();
+        let t = self.int_decoder().tables_divided(q, &divisors);
+        let mut offsets = self.adc_offsets(q);
+        for (o, l) in offsets.iter_mut().zip(&lengths) {
+            divide(std::slice::from_mut(o), *l);
+        }
         Ok((t, offsets))
     }
 
@@ -579,25 +579,28 @@ pub fn per_unit_query(
     // usable length is left as it is.
     let rows = q.nrows().min(off.len());
     let norms: Vec<Option<f64>> = q.rows().into_iter().take(rows).map(length).collect();
-    let divide = |xs: &mut [f32], norm: &Option<f64>| {
-        if let Some(norm) = *norm {
-            for v in xs {
-                *v = (f64::from(*v) / norm) as f32;
-            }
-        }
-    };
     // In parallel: a division in f64 per entry, 8M of them for 2000 queries of 4096 bits, was
     // a tenth of a rescored graph search's time on one thread. Each entry's bits do not depend
     // on the split.
     if bits > 0 {
         t.par_chunks_mut(bits)
             .zip(norms.par_iter())
-            .for_each(|(table, norm)| divide(table, norm));
+            .for_each(|(table, &norm)| divide(table, norm));
     }
-    for (o, norm) in off.iter_mut().zip(&norms) {
+    for (o, &norm) in off.iter_mut().zip(&norms) {
         divide(std::slice::from_mut(o), norm);
     }
     (t, off)
+}
+
+/// Divides `xs` by a query's `length` in `f64`, rounding each once to `f32`; `None` (a query
+/// of no usable length) leaves them as they are.
+fn divide(xs: &mut [f32], length: Option<f64>) {
+    if let Some(length) = length {
+        for v in xs {
+            *v = (f64::from(*v) / length) as f32;
+        }
+    }
 }
 
 /// A query's length in `f64`, summed in row order, or `None` when it is 0 or beyond `f64` (a
