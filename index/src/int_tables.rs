@@ -257,6 +257,59 @@ impl IntDecoder {
 trait Emit: FnMut(usize, usize, &[i32]) {}
 impl<F: FnMut(usize, usize, &[i32])> Emit for F {}
 
+/// The integer kernels (all but the portable one x86-64 only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum Kernel {
+    Amx,
+    Vnni,
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+/// The kernel for queries of `steps` steps under `family`: AMX where the CPU and the OS offer it
+/// ([`x86::amx_ready`]) and the dimension fills whole tiles, else `vpdpbusd` where the CPU has
+/// VNNI, else the family's own. Every one gives the same exact sums.
+fn kernel(family: KernelFamily, steps: usize) -> Kernel {
+    let _ = steps; // (elsewhere than x86-64 every family is portable)
+    match family {
+        #[cfg(target_arch = "x86_64")]
+        KernelFamily::Avx512 if std::arch::is_x86_feature_detected!("avx512vnni") => {
+            if x86::rows_amx_fit(steps) && x86::amx_ready() {
+                Kernel::Amx
+            } else {
+                Kernel::Vnni
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        KernelFamily::Avx512 => Kernel::Avx512,
+        #[cfg(target_arch = "x86_64")]
+        KernelFamily::Avx2 => Kernel::Avx2,
+        _ => Kernel::Portable,
+    }
+}
+
+/// The kernel that makes the integer tables of `dim`-dimensional queries on this CPU under
+/// [`KernelFamily::current`]: `"amx"`, `"avx512-vnni"`, `"avx512"`, `"avx2"` or `"portable"`
+/// (`bsa search --stats` reports it as `adc_tables_kernel`).
+///
+/// ```
+/// let name = bsa_index::int_tables::kernel_name(384);
+/// assert!(["amx", "avx512-vnni", "avx512", "avx2", "portable"].contains(&name));
+/// // AMX takes whole tiles of 64 dimensions only.
+/// assert_ne!(bsa_index::int_tables::kernel_name(385), "amx");
+/// ```
+pub fn kernel_name(dim: usize) -> &'static str {
+    match kernel(KernelFamily::current(), dim.div_ceil(STEP)) {
+        Kernel::Amx => "amx",
+        Kernel::Vnni => "avx512-vnni",
+        Kernel::Avx512 => "avx512",
+        Kernel::Avx2 => "avx2",
+        Kernel::Portable => "portable",
+    }
+}
+
 /// Unsigned query quads (`r x steps`) against every panel: the exact sums
 /// `sum_t qu_t wi_tj`, handed to `emit` a panel at a time.
 fn int_rows(
@@ -267,24 +320,19 @@ fn int_rows(
     n: usize,
     emit: &mut impl Emit,
 ) {
-    match family {
-        // SAFETY (all three): KernelFamily::current() (or the tests) name a family whose
-        // features the CPU has (is_x86_feature_detected!; AVX-512 implies F and BW), and VNNI
-        // is detected here.
+    // SAFETY (the four x86 kernels): `kernel` names one whose features the CPU has
+    // (KernelFamily::current() or the tests name a supported family, detected by
+    // is_x86_feature_detected!, AVX-512 implying F and BW; VNNI is detected there, and AMX by
+    // amx_ready with rows_amx_fit).
+    match kernel(family, steps) {
         #[cfg(target_arch = "x86_64")]
-        KernelFamily::Avx512 if std::arch::is_x86_feature_detected!("avx512vnni") => unsafe {
-            // AMX where the CPU and the OS offer it (x86::amx_ready) and the dimension fills
-            // whole tiles; the same exact sums.
-            if x86::rows_amx_fit(steps) && x86::amx_ready() {
-                x86::rows_amx(quads, panels, steps, n, emit)
-            } else {
-                x86::rows_vnni(quads, panels, steps, n, emit)
-            }
-        },
+        Kernel::Amx => unsafe { x86::rows_amx(quads, panels, steps, n, emit) },
         #[cfg(target_arch = "x86_64")]
-        KernelFamily::Avx512 => unsafe { x86::rows_avx512(quads, panels, steps, n, emit) },
+        Kernel::Vnni => unsafe { x86::rows_vnni(quads, panels, steps, n, emit) },
         #[cfg(target_arch = "x86_64")]
-        KernelFamily::Avx2 => unsafe { x86::rows_avx2(quads, panels, steps, n, emit) },
+        Kernel::Avx512 => unsafe { x86::rows_avx512(quads, panels, steps, n, emit) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx2 => unsafe { x86::rows_avx2(quads, panels, steps, n, emit) },
         _ => rows_portable(quads, panels, steps, n, emit),
     }
 }

@@ -123,6 +123,11 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
                 "f32"
             };
             stats.push(("adc_tables", kind.into()));
+            if let (true, Some(m)) = (request.picks_with_int_tables(), &model) {
+                // The integer kernel (AMX, VNNI, ...: the same sums on every one).
+                let kernel = bsa_index::int_tables::kernel_name(m.params.dim());
+                stats.push(("adc_tables_kernel", kernel.into()));
+            }
         }
         if let Some(t) = search_stats.table_kernel {
             stats.push(("table_kernel", t.into()));

@@ -246,8 +246,18 @@ fn rescored_adc_picks_candidates_with_integer_tables_and_prints_exact_cosines() 
     };
     let (_, plain) = stats(&[]);
     assert_eq!(plain["adc_tables"], "f32");
+    assert!(plain.get("adc_tables_kernel").is_none(), "{plain}");
     let (out, rescored) = stats(&["--rescore", "5"]);
     assert_eq!(rescored["adc_tables"], "int8");
+    // The integer kernel, one of the family's (BSA_KERNEL or the CPU's best).
+    let kernel = rescored["adc_tables_kernel"].as_str().unwrap();
+    let family = rescored["kernel_family"].as_str().unwrap();
+    let of_family: &[&str] = match family {
+        "avx512" => &["amx", "avx512-vnni", "avx512"],
+        "avx2" => &["avx2"],
+        _ => &["portable"],
+    };
+    assert!(of_family.contains(&kernel), "{kernel} under {family}");
     for (qi, line) in json_lines(&out).iter().enumerate() {
         let ids: Vec<u64> = field(line, "ids");
         let scores: Vec<f32> = field(line, "scores");
