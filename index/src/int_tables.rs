@@ -554,7 +554,7 @@ mod x86 {
     #[repr(C, align(64))]
     struct TileConfig([u8; 64]);
 
-    const AMX_CONFIG: TileConfig = {
+    static AMX_CONFIG: TileConfig = {
         let mut c = [0u8; 64];
         c[0] = 1;
         let mut t = 0;
