@@ -2,20 +2,24 @@
 """Issue 14's frontier at rescored recall 0.97 and 0.98 (48 bytes), measured in rotation.
 
 benches/adc_frontier.py runs each system's whole block after the other's, so a change of load
-between the blocks moves every ratio. This script builds FAISS's ``HNSW32,PQ48`` (M 32,
-efConstruction 40) and ``OPQ96,PQ96x4fs`` (trained on the first 50k base rows) and, in each
-round, runs every configuration once (FAISS at efSearch 40 / 80 / 96 and OPQ; bsa's ADC graph at
-ef 32 / 36 / 64 / 80, rescored from the top 40), the order reversed every other round. It prints
-each configuration's median QPS and recall@10 after rescoring the top 40, and the medians of the
-per-round ratios. bsa is timed two ways: ``bsa search --stats`` (a process per search: the
-tables, walk and rescoring, on an index mapped afresh, so its pages fault in during the timed
-span) and, when the ``bsa`` Python package is installed (``maturin develop --release``), one
-``Index.search`` call on an index opened once, as FAISS is timed: ``index.search(xq, 10)`` alone
-on its index in memory (its rescored recall re-ranks its top 40 exactly, untimed).
+between the blocks moves every ratio. This script builds FAISS's ``HNSW32,PQ48`` (at each
+``--faiss-efc``, efConstruction 40 by default) and ``OPQ96,PQ96x4fs`` (trained on the first 50k
+base rows) and, in each round, runs every configuration once (FAISS's HNSW at efSearch 32-96 and
+OPQ; bsa's ADC graph at each ``--ef``, rescored from the top 40), the order reversed every other
+round. It prints each configuration's median QPS and recall@10 after rescoring the top 40 and,
+at each recall target, the fastest configuration of each side that reaches it and the median of
+their per-round ratios (issue 14: bsa's fastest against FAISS's fastest of equal recall). bsa
+is timed two ways: ``bsa search --stats`` (a process per search: the tables, walk and
+rescoring, on an index mapped afresh, so its pages fault in during the timed span) and, when the
+``bsa`` Python package is installed (``maturin develop --release``), one ``Index.search`` call on
+an index opened once, as FAISS is timed: ``index.search(xq, 10)`` alone on its index in memory
+(its rescored recall re-ranks its top 40 exactly, untimed).
 
-Usage (repository root; the index is adc_frontier.py's 48-byte one, built with --f16):
+Usage (repository root; the index is adc_frontier.py's 48-byte one, built with --f16; give
+FAISS the bsa graph's efConstruction too when it is not 40, so each side has its best):
 
     python3 benches/adc_rotate.py --index /tmp/bsa-adc-frontier/idx-48 [--rounds 9]
+        [--ef 20,24,28,32,36,64] [--faiss-efc 40,200]
 """
 
 import argparse
@@ -40,6 +44,10 @@ def main():
     ap.add_argument("--index", required=True)
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--ef", default="20,24,28,32,36,64", help="bsa's ef values (comma-separated)")
+    ap.add_argument("--faiss-efc", default="40",
+                    help="efConstruction values of FAISS's HNSW32,PQ48 (comma-separated)")
+    ap.add_argument("--targets", default="0.97,0.98")
     a = ap.parse_args()
     faiss.omp_set_num_threads(2)
     x = np.load(DATA / "base.npy").astype(np.float32)
@@ -51,10 +59,13 @@ def main():
     def recall(ids):
         return np.mean([len(set(list(r)[:10]) & set(g)) / 10 for r, g in zip(ids, gt)])
 
-    hnsw = faiss.index_factory(x.shape[1], "HNSW32,PQ48", faiss.METRIC_INNER_PRODUCT)
-    hnsw.hnsw.efConstruction = 40
-    hnsw.train(x[:50000])
-    hnsw.add(x)
+    hnsw = {}
+    for efc in [int(e) for e in a.faiss_efc.split(",")]:
+        index = faiss.index_factory(x.shape[1], "HNSW32,PQ48", faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = efc
+        index.train(x[:50000])
+        index.add(x)
+        hnsw[efc] = index
     opq = faiss.index_factory(x.shape[1], "OPQ96,PQ96x4fs", faiss.METRIC_INNER_PRODUCT)
     opq.train(x[:50000])
     opq.add(x)
@@ -94,12 +105,14 @@ def main():
         dt = time.perf_counter() - t
         return len(q) / dt, recall(ids)
 
-    configs = [(f"faiss HNSW32,PQ48 efSearch {ef}", lambda ef=ef: faiss_run(hnsw, ef))
-               for ef in (40, 80, 96)]
+    efs = [int(e) for e in a.ef.split(",")]
+    configs = [(f"faiss HNSW32,PQ48 efConstruction {efc} efSearch {ef}",
+                lambda index=index, ef=ef: faiss_run(index, ef))
+               for efc, index in hnsw.items() for ef in (32, 40, 48, 64, 80, 96)]
     configs.append(("faiss OPQ96,PQ96x4fs", lambda: faiss_run(opq)))
-    configs += [(f"bsa ef {ef}", lambda ef=ef: bsa_run(ef)) for ef in (32, 36, 64, 80)]
+    configs += [(f"bsa ef {ef}", lambda ef=ef: bsa_run(ef)) for ef in efs]
     if bsa is not None:
-        configs += [(f"bsa in process ef {ef}", lambda ef=ef: bsa_py_run(ef)) for ef in (32, 36, 64)]
+        configs += [(f"bsa in process ef {ef}", lambda ef=ef: bsa_py_run(ef)) for ef in efs]
     runs = {}
     for r in range(a.rounds):
         for name, run in configs if r % 2 == 0 else configs[::-1]:
@@ -107,15 +120,23 @@ def main():
     for name, v in runs.items():
         print(f"{name}: median {np.median([s for s, _ in v]):.0f} QPS, recall@10 rescored {v[0][1]:.4f}")
 
-    def ratio(a_, b_):
-        return np.median([x_[0] / y_[0] for x_, y_ in zip(runs[a_], runs[b_])])
+    def fastest(prefix, target):
+        """The name of the fastest (median QPS) configuration whose names start with
+        ``prefix`` and whose rescored recall reaches ``target``, or None."""
+        ok = [(np.median([s for s, _ in v]), name) for name, v in runs.items()
+              if name.startswith(prefix) and v[0][1] >= target]
+        return max(ok)[1] if ok else None
 
-    pairs = [("ef 32", "faiss HNSW32,PQ48 efSearch 40"), ("ef 36", "faiss HNSW32,PQ48 efSearch 40"),
-             ("ef 64", "faiss HNSW32,PQ48 efSearch 80"), ("ef 64", "faiss HNSW32,PQ48 efSearch 96"),
-             ("ef 64", "faiss OPQ96,PQ96x4fs")]
-    for b, f in [(f"bsa {e}", f) for e, f in pairs] + [
-            (f"bsa in process {e}", f) for e, f in pairs if bsa is not None]:
-        print(f"{b} / {f}: {ratio(b, f):.2f}x (median of per-round ratios)")
+    for target in [float(t) for t in a.targets.split(",")]:
+        f = fastest("faiss", target)
+        for side in ["bsa ef"] + (["bsa in process"] if bsa is not None else []):
+            b = fastest(side, target)
+            if b is None or f is None:
+                print(f"at {target}: {'FAISS' if f is None else side} reaches no configuration")
+                continue
+            ratio = np.median([x_[0] / y_[0] for x_, y_ in zip(runs[b], runs[f])])
+            print(f"at {target}: {b} ({runs[b][0][1]:.4f}) / {f} ({runs[f][0][1]:.4f}): "
+                  f"{ratio:.2f}x (median of per-round ratios)")
 
 
 if __name__ == "__main__":

@@ -681,8 +681,9 @@ mod query_tests {
         Ok(())
     }
 
-    /// A search given a stop flag runs in batches of queries: the hits of one whole batch, in
-    /// every mode and score, filtered or in a range; a set flag stops it.
+    /// A search given a stop flag runs in batches of queries (a graph search in groups per
+    /// thread): the hits of one whole batch, in every mode and score, filtered or in a range; a
+    /// set flag stops it.
     #[test]
     fn batched_searches_give_the_hits_of_one_batch() -> Result<()> {
         let (_dir, index, model) = pursuit_index()?;
@@ -696,6 +697,7 @@ mod query_tests {
             Request::new(5).score("adc")?,
             Request::new(5).score("adc")?.rescore(Some(3)),
             Request::new(5).score("adc")?.mode("hnsw")?,
+            Request::new(5).score("adc")?.mode("hnsw")?.rescore(Some(3)),
             Request::new(5).score("soft")?.mode("inverted")?,
             Request::new(5).score("cosine")?.min_score(Some(0.3)),
             Request::new(usize::MAX).max_distance(Some(6)),
@@ -705,21 +707,27 @@ mod query_tests {
             for (request, filter) in cases.iter().flat_map(|r| filters.map(|f| (r, f))) {
                 let q = Queries::Floats(queries.view());
                 let one = search_until(&index, Some(&model), q, request, filter, None)?;
-                let batched = bsa_index::query::search_batched(
-                    &index,
-                    Some(model.view()),
-                    q,
-                    request,
-                    filter,
-                    Some(&never),
-                    Some(256),
-                )?;
-                assert_eq!(one.hits, batched.hits, "{request:?} {filter:?}");
-                assert_eq!(
-                    one.stats.counter("postings_visited"),
-                    batched.stats.counter("postings_visited"),
-                    "{request:?} {filter:?}"
-                );
+                // Graph searches hand each thread groups of at most the batch (13: groups
+                // that end inside another's rows).
+                for batch in [256, 13] {
+                    let batched = bsa_index::query::search_batched(
+                        &index,
+                        Some(model.view()),
+                        q,
+                        request,
+                        filter,
+                        Some(&never),
+                        Some(batch),
+                    )?;
+                    assert_eq!(one.hits, batched.hits, "{request:?} {filter:?} {batch}");
+                    for counter in ["postings_visited", "nodes_visited"] {
+                        assert_eq!(
+                            one.stats.counter(counter),
+                            batched.stats.counter(counter),
+                            "{request:?} {filter:?} {batch} {counter}"
+                        );
+                    }
+                }
             }
             let stop = AtomicBool::new(true);
             let q = Queries::Floats(queries.view());
