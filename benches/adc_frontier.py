@@ -200,7 +200,7 @@ def main():
                                   "seconds": build})
         opened = None if bsa_py is None else bsa_py.Index.open(str(idx), verify=False)
         for mode, efs in [("flat", [None]),
-                          ("hnsw", [16, 24, 28, 32, 36, 40, 48, 64, 80, 96, 128, 256])]:
+                          ("hnsw", [16, 20, 24, 28, 32, 36, 40, 48, 64, 80, 96, 128, 256])]:
             for ef in efs:
                 base = ["--mode", mode]
                 # Raw top 10 and rescored top 40 with the same ef: the walk's list holds ef rows

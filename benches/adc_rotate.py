@@ -4,21 +4,24 @@
 benches/adc_frontier.py runs each system's whole block after the other's, so a change of load
 between the blocks moves every ratio. This script builds FAISS's ``HNSW32,PQ48`` (at each
 ``--faiss-efc``, efConstruction 40 by default) and ``OPQ96,PQ96x4fs`` (trained on the first 50k
-base rows) and, in each round, runs every configuration once (FAISS's HNSW at efSearch 32-96 and
-OPQ; bsa's ADC graph at each ``--ef``, rescored from the top 40), the order reversed every other
-round. It prints each configuration's median QPS and recall@10 after rescoring the top 40 and,
-at each recall target, the fastest configuration of each side that reaches it and the median of
-their per-round ratios (issue 14: bsa's fastest against FAISS's fastest of equal recall). bsa
-is timed two ways: ``bsa search --stats`` (a process per search: the tables, walk and
-rescoring, on an index mapped afresh, so its pages fault in during the timed span) and, when the
-``bsa`` Python package is installed (``maturin develop --release``), one ``Index.search`` call on
-an index opened once, as FAISS is timed: ``index.search(xq, 10)`` alone on its index in memory
-(its rescored recall re-ranks its top 40 exactly, untimed).
+base rows) and, in each round, runs every configuration in turn (FAISS's HNSW at efSearch 32-96
+and OPQ; bsa's ADC graph at each ``--ef``, rescored from the top 40), the order reversed every
+other round. Each turn runs its configuration ``--reps`` times in a row and counts the median of
+all but the first (warm, as a server runs; with ``--reps 1`` one run right after the other
+configurations', which favours bsa: FAISS loses more to cold caches). It prints each
+configuration's median QPS and recall@10 after rescoring the top 40 and, at each recall target,
+the fastest configuration of each side that reaches it and the median of their per-round ratios
+(issue 14: bsa's fastest against FAISS's fastest of equal recall). bsa is timed two ways: ``bsa
+search --stats`` (a process per search: the tables, walk and rescoring, on an index mapped
+afresh, so its pages fault in during the timed span) and, when the ``bsa`` Python package is
+installed (``maturin develop --release``), one ``Index.search`` call on an index opened once,
+as FAISS is timed: ``index.search(xq, 10)`` alone on its index in memory (its rescored recall
+re-ranks its top 40 exactly, untimed).
 
 Usage (repository root; the index is adc_frontier.py's 48-byte one, built with --f16; give
 FAISS the bsa graph's efConstruction too when it is not 40, so each side has its best):
 
-    python3 benches/adc_rotate.py --index /tmp/bsa-adc-frontier/idx-48 [--rounds 9]
+    python3 benches/adc_rotate.py --index /tmp/bsa-adc-frontier/idx-48 [--rounds 9] [--reps 5]
         [--ef 20,24,28,32,36,64] [--faiss-efc 40,200]
 """
 
@@ -48,6 +51,9 @@ def main():
     ap.add_argument("--faiss-efc", default="40",
                     help="efConstruction values of FAISS's HNSW32,PQ48 (comma-separated)")
     ap.add_argument("--targets", default="0.97,0.98")
+    ap.add_argument("--reps", type=int, default=5,
+                    help="runs of each configuration per round; its QPS is the median of all but "
+                         "the first (warm, as a server runs); 1: one cold-ish run per round")
     a = ap.parse_args()
     faiss.omp_set_num_threads(2)
     x = np.load(DATA / "base.npy").astype(np.float32)
@@ -113,10 +119,14 @@ def main():
     configs += [(f"bsa ef {ef}", lambda ef=ef: bsa_run(ef)) for ef in efs]
     if bsa is not None:
         configs += [(f"bsa in process ef {ef}", lambda ef=ef: bsa_py_run(ef)) for ef in efs]
+    def warm(run):
+        got = [run() for _ in range(a.reps)]
+        return float(np.median([s for s, _ in got[1:] or got])), got[-1][1]
+
     runs = {}
     for r in range(a.rounds):
         for name, run in configs if r % 2 == 0 else configs[::-1]:
-            runs.setdefault(name, []).append(run())
+            runs.setdefault(name, []).append(warm(run))
     for name, v in runs.items():
         print(f"{name}: median {np.median([s for s, _ in v]):.0f} QPS, recall@10 rescored {v[0][1]:.4f}")
 
