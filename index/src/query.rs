@@ -972,11 +972,30 @@ pub fn tables(
         (ScoreName::Adc, Some(m), Some(q)) if rescoring => {
             m.weights.adc_candidate_unit_tables(q)?
         }
-        (ScoreName::Adc, Some(m), Some(q)) => per_unit_query(m.weights.adc_tables(q)?, q),
+        (ScoreName::Adc, Some(m), Some(q)) => {
+            // Each query times the power of two that brings its largest magnitude into [1, 2)
+            // first: an exact factor, which the division by the query's length cancels bit for
+            // bit, while a tiny query's products no longer fall below f32's normal range in
+            // the table product (one times 1e-38 scored up to 1.6e-5 off) nor a huge one's
+            // overflow.
+            let q = scaled_rows(q);
+            per_unit_query(m.weights.adc_tables(q.view())?, q.view())
+        }
         (ScoreName::Soft, Some(m), Some(q)) => m.weights.soft_tables(q)?,
         (ScoreName::Overlap, _, _) => overlap_tables(codes, bits),
         _ => (Vec::new(), Vec::new()),
     })
+}
+
+/// `q` with each row times the power of two that brings its largest magnitude into `[1, 2)`
+/// ([`crate::vectors`]' query scaling; rows of zeros or non-finite values as they are).
+fn scaled_rows(q: ArrayView2<f32>) -> ndarray::Array2<f32> {
+    let mut out = q.to_owned();
+    for mut row in out.rows_mut() {
+        let scaled = crate::vectors::scaled(&row.to_vec());
+        row.assign(&ndarray::ArrayView1::from(&scaled));
+    }
+    out
 }
 
 /// Per-query 0/1 tables of the overlap score: 1.0 at each set bit of the query code, offsets 0
@@ -1031,6 +1050,55 @@ mod tests {
                 assert!(!plainly_fine(r) || exact, "{r:?}");
             }
         }
+    }
+
+    /// ADC tables per unit query do not depend on the query's scale: a query times 2^-60 or
+    /// 2^100 gives the bits of the query itself, and one times 2^-135 (its elements subnormal,
+    /// so their products fell below f32's range in the table product) those of its elements
+    /// scaled back up, exactly.
+    #[test]
+    fn adc_tables_do_not_depend_on_the_query_scale() {
+        use super::{ScoreName, tables};
+        use crate::model::{ModelView, Rule, Weights};
+        let (dim, bits) = (24, 40);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 2001) as f32 / 1000.0 - 1.0
+        };
+        let we = ndarray::Array2::from_shape_fn((bits, dim), |_| next());
+        let wd_t = ndarray::Array2::from_shape_fn((bits, dim), |_| next());
+        let be = ndarray::Array1::zeros(bits);
+        let bd = ndarray::Array1::from_shape_fn(dim, |_| next());
+        let weights = Weights {
+            we: we.view(),
+            be: be.view(),
+            wd_t: wd_t.view(),
+            bd: bd.view(),
+            derived: None,
+        };
+        let m = ModelView {
+            weights,
+            rule: Rule::Positive,
+            source: None,
+        };
+        let q = ndarray::Array2::from_shape_fn((3, dim), |(i, _)| next() * 0.3f32.powi(i as i32));
+        let run = |q: &ndarray::Array2<f32>| {
+            tables(ScoreName::Adc, Some(m), Some(q.view()), &[], bits, false).unwrap()
+        };
+        let times = |q: &ndarray::Array2<f32>, e: i32| {
+            let f = crate::score::pow2(e);
+            q.mapv(|v| (f64::from(v) * f) as f32)
+        };
+        let want = run(&q);
+        for e in [-60, 100] {
+            assert_eq!(run(&times(&q, e)), want, "2^{e}");
+        }
+        let tiny = times(&q, -135);
+        assert!(tiny.iter().all(|v| !v.is_normal()), "subnormal elements");
+        assert_eq!(run(&tiny), run(&times(&tiny, 135)), "2^-135");
     }
 
     /// A stoppable search checks its flag about every 2^28 query-code pairs of a Hamming scan

@@ -227,7 +227,7 @@ pub fn cosine(vectors: Vectors<'_>, row: usize, query: &[f32]) -> f32 {
 /// so a cosine comes out bit for bit the same, while the squared norm of a huge or tiny query
 /// stays inside `f32`'s range (a query times 1e20 overflowed it to infinity, one times 1e-30
 /// underflowed it to 0: every score was then 0 and the order arbitrary).
-fn scaled(query: &[f32]) -> Vec<f32> {
+pub(crate) fn scaled(query: &[f32]) -> Vec<f32> {
     let max = query.iter().fold(0f32, |m, x| m.max(x.abs()));
     if max == 0.0 || !max.is_finite() {
         return query.to_vec();
