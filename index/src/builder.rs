@@ -6,12 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::error::{Error, Result};
-use crate::files::{LockWait, WaitLimits, crc_of_file, file_crc, sync_dir, sync_file};
+use crate::files::{ChunkWriter, LockWait, WaitLimits, crc_of_file, file_crc, sync_dir, sync_file};
 use crate::format::{ElemKind, FORMAT_VERSION, FileKind, HEADER_LEN, Header, flags};
 use crate::graph::{GRAPH_FILE, write_graph_file};
 use crate::graph_build::{self, BuildParams, UnitVectors};
@@ -94,7 +94,7 @@ impl std::fmt::Debug for IndexBuilder<'_> {
 /// Writes a binary file: placeholder header, payload (checksummed while written), real header.
 struct SectionWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: ChunkWriter<File>,
     crc: crc32fast::Hasher,
     written: u64,
 }
@@ -102,7 +102,7 @@ struct SectionWriter {
 impl SectionWriter {
     fn create(path: PathBuf) -> Result<Self> {
         let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
-        let mut out = BufWriter::with_capacity(1 << 20, f);
+        let mut out = ChunkWriter::new(f);
         out.write_all(&[0u8; HEADER_LEN])
             .map_err(|e| Error::io(&path, e))?;
         Ok(SectionWriter {
@@ -138,7 +138,7 @@ impl SectionWriter {
         }
         header.payload_crc = crc.finalize();
         let hb = header.encode();
-        let mut f = out.into_inner().map_err(|e| io(e.into_error()))?;
+        let mut f = out.into_inner().map_err(io)?;
         f.seek(SeekFrom::Start(0)).map_err(io)?;
         f.write_all(&hb).map_err(io)?;
         f.sync_all().map_err(io)?;

@@ -240,6 +240,13 @@ impl Section {
         // never rewrites a published file), so the mapped bytes do not change under us unless
         // another process truncates or rewrites the file, which is documented as unsupported.
         let map = unsafe { Mmap::map(file) }.map_err(|e| Error::io(&path, e))?;
+        // Reads of pages not yet cached then fill the page cache in 2 MiB folios, as the
+        // builder's writes do (see `WRITE_CHUNK`): an index read back after a reboot is mapped
+        // with huge pages too. It reads ahead 2-4 MiB per fault, which a memory-resident index
+        // (what graph and rescoring searches need to be fast) reads whole anyway. A hint: a
+        // kernel without transparent huge pages refuses it, and nothing changes.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
         // The header is checked first so that a wrong or foreign file is reported as such.
         let header = Header::decode(&map, kind, len, &path)?;
         check_listed_len(&path, &header, info)?;
@@ -704,6 +711,68 @@ pub(crate) fn lock_dir(
     }
 }
 
+/// The size and alignment of the writes that fill an index file: 2 MiB, the huge-page size of
+/// x86-64 and of aarch64 with 4 KiB pages.
+///
+/// Why: Linux page caches with large folios (ext4 from 6.16, xfs, btrfs, tmpfs with `huge=`)
+/// keep a whole aligned 2 MiB `write` as one folio, which every later read-only map of the
+/// file covers with one TLB entry. Written in 1 MiB pieces, or copied in smaller ones, a file
+/// stays in 4 KiB-64 KiB folios, and a graph search at 1M vectors, whose every visited node and
+/// rescored row is a TLB miss, answered 15-20% fewer queries per second (48-byte codes, f32
+/// vectors, 2 threads; same files, rewritten in 2 MiB pieces: ef 48 24,600 -> 29,500 QPS).
+pub(crate) const WRITE_CHUNK: usize = 2 << 20;
+
+/// A writer that passes bytes on in whole [`WRITE_CHUNK`]s at offsets that are multiples of it
+/// (counted from its first byte), the last piece shorter: see [`WRITE_CHUNK`] for why.
+/// [`into_inner`](Self::into_inner) writes what is left; dropped without it, it loses it.
+pub(crate) struct ChunkWriter<W: std::io::Write> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+impl<W: std::io::Write> ChunkWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        ChunkWriter {
+            inner,
+            buf: Vec::with_capacity(WRITE_CHUNK),
+        }
+    }
+
+    /// Writes the last, partial piece and returns the inner writer.
+    pub(crate) fn into_inner(mut self) -> std::io::Result<W> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf)?;
+        }
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for ChunkWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.buf.is_empty() && bytes.len() >= WRITE_CHUNK {
+            // Whole pieces straight from the caller's slice: a graph's 256 MB payload is not
+            // copied through the buffer.
+            let whole = bytes.len() - bytes.len() % WRITE_CHUNK;
+            self.inner.write_all(&bytes[..whole])?;
+            return Ok(whole);
+        }
+        let n = bytes.len().min(WRITE_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&bytes[..n]);
+        if self.buf.len() == WRITE_CHUNK {
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(n)
+    }
+
+    /// Does not pass a partial piece on (that would break the alignment of the ones after it);
+    /// [`into_inner`](Self::into_inner) does at the end.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Whether the open file `f` is still the file at `path`.
 fn still_at(f: &File, path: &Path) -> bool {
     still_names(file_key(f), path)
@@ -714,22 +783,75 @@ fn still_at(f: &File, path: &Path) -> bool {
 pub(crate) fn copy_file(src: &Path, dst: &Path) -> Result<()> {
     use std::io::{Read, Write};
     let mut from = File::open(src).map_err(|e| Error::io(src, e))?;
-    let mut to = File::create(dst).map_err(|e| Error::io(dst, e))?;
-    let mut buf = vec![0u8; 1 << 20];
+    let to = File::create(dst).map_err(|e| Error::io(dst, e))?;
+    let mut to = ChunkWriter::new(to);
+    let mut buf = vec![0u8; WRITE_CHUNK];
     loop {
         let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io(src, e)),
         };
         to.write_all(&buf[..n]).map_err(|e| Error::io(dst, e))?;
     }
+    to.into_inner().map_err(|e| Error::io(dst, e))?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every piece `ChunkWriter` passes on is a whole aligned chunk but the last, whatever the
+    /// sizes of the writes (a header, rows, a slice of several chunks mid-piece and at a chunk
+    /// boundary), and the bytes arrive unchanged and in order.
+    #[test]
+    fn chunk_writer_passes_on_whole_aligned_chunks() {
+        use std::io::Write;
+        struct Pieces(Vec<Vec<u8>>);
+        impl Write for Pieces {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                // At most 3 chunks per call: `write_all` must loop over short writes.
+                let n = b.len().min(3 * WRITE_CHUNK);
+                self.0.push(b[..n].to_vec());
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut want = Vec::new();
+        let mut w = ChunkWriter::new(Pieces(Vec::new()));
+        fn put(w: &mut ChunkWriter<Pieces>, want: &mut Vec<u8>, len: usize) {
+            let bytes: Vec<u8> = (want.len()..want.len() + len)
+                .map(|i| (i % 251) as u8)
+                .collect();
+            w.write_all(&bytes).unwrap();
+            want.extend_from_slice(&bytes);
+        }
+        put(&mut w, &mut want, 64);
+        for _ in 0..3000 {
+            put(&mut w, &mut want, 1536);
+        }
+        put(&mut w, &mut want, 5 * WRITE_CHUNK + 3);
+        let at_boundary = WRITE_CHUNK - want.len() % WRITE_CHUNK;
+        put(&mut w, &mut want, at_boundary);
+        put(&mut w, &mut want, 7 * WRITE_CHUNK);
+        put(&mut w, &mut want, 100);
+        w.flush().unwrap();
+        let pieces = w.into_inner().unwrap().0;
+        let mut at = 0;
+        for (i, p) in pieces.iter().enumerate() {
+            assert_eq!(at % WRITE_CHUNK, 0, "piece {i} starts at {at}");
+            if i + 1 < pieces.len() {
+                assert_eq!(p.len() % WRITE_CHUNK, 0, "piece {i} of {} bytes", p.len());
+            }
+            at += p.len();
+        }
+        assert_eq!(pieces.concat(), want);
+        assert_eq!(pieces.last().unwrap().len(), want.len() % WRITE_CHUNK);
+    }
 
     /// The pieces' combination is the CRC of the whole, for lengths around the piece size and
     /// for pools of 1 to 5 threads (which split the pieces differently); and so is `crc32`

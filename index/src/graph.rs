@@ -12,12 +12,12 @@
 //! error naming it, never a panic or an out-of-bounds read.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::ops::Range;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::files::file_crc;
+use crate::files::{ChunkWriter, file_crc};
 use crate::format::{ElemKind, FileKind, Header};
 use crate::manifest::FileInfo;
 
@@ -602,10 +602,10 @@ pub(crate) fn write_graph_file(path: &Path, n: u64, payload: &[u64]) -> Result<F
     let hb = header.encode();
     let io = |e| Error::io(path, e);
     let f = File::create(path).map_err(io)?;
-    let mut out = BufWriter::with_capacity(1 << 20, f);
+    let mut out = ChunkWriter::new(f);
     out.write_all(&hb).map_err(io)?;
     out.write_all(bytes).map_err(io)?;
-    let f = out.into_inner().map_err(|e| io(e.into_error()))?;
+    let f = out.into_inner().map_err(io)?;
     f.sync_all().map_err(io)?;
     Ok(FileInfo {
         len: (hb.len() + bytes.len()) as u64,
