@@ -43,6 +43,20 @@ impl Method {
         Method::Pursuit,
     ];
 
+    /// Whether a row's code depends on its length, not only its direction: true for every method
+    /// but [`Method::Sign`] and [`Method::Lsh`], whose bits are signs of products with the row
+    /// (the others add a bias or subtract a mean first, or pick the largest activations). Such
+    /// models want L2-normalised rows, at training and at every later encoding alike.
+    ///
+    /// ```
+    /// use bsa::model::Method;
+    /// assert!(Method::Pursuit.depends_on_length());
+    /// assert!(!Method::Sign.depends_on_length());
+    /// ```
+    pub fn depends_on_length(self) -> bool {
+        !matches!(self, Method::Sign | Method::Lsh)
+    }
+
     /// True for the baselines fitted in closed form by [`crate::baselines`] (not by gradient
     /// descent): [`Method::Sign`], [`Method::Lsh`], [`Method::Itq`].
     pub fn is_baseline(self) -> bool {

@@ -140,6 +140,9 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         Some(p) => Some(bsa::io::model::load(p)?),
         None => None,
     };
+    if let (Some(d), Some(m)) = (&data, &model) {
+        super::io::warn_if_not_unit(d, m.config.method);
+    }
     let codes = match &a.codes {
         Some(p) => Some(bsa::io::read_u8(p)?),
         None => None,

@@ -33,6 +33,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     )?;
     bsa::threads::configure(a.threads)?;
     let (model, data) = a.input.open(false)?;
+    super::io::warn_if_not_unit(&data, model.config.method);
     let codes = model.encode_packed(data.view());
     bsa::io::write_u8(&a.out, data.n(), model.config.bits.div_ceil(8), &codes)?;
     Ok(())

@@ -213,6 +213,28 @@ pub fn warn_if_unpacked(path: &std::path::Path, rows: usize, cols: usize, bytes:
     }
 }
 
+/// Warns on stderr when rows of `e` are not of unit length and `method`'s codes depend on a
+/// row's length ([`bsa::model::Method::depends_on_length`]): rows of one direction and two
+/// lengths would get two codes. Once per file; the command goes on.
+pub fn warn_if_not_unit(e: &bsa::io::Embeddings, method: bsa::model::Method) {
+    if !method.depends_on_length() {
+        return;
+    }
+    if let Some(off) = e.off_unit_length() {
+        errln!(
+            "bsa: warning: {} of {} rows of {} are not of unit length (L2 norms {} to {}), and \
+             {} codes depend on a row's length: give L2-normalised rows (x / np.linalg.norm(x, \
+             axis=1, keepdims=True)) to training and to search alike",
+            off.rows,
+            e.n(),
+            e.path().display(),
+            off.min_norm,
+            off.max_norm,
+            method
+        );
+    }
+}
+
 /// Writes one JSON value as a line on stdout.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     use std::io::Write;

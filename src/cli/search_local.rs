@@ -37,6 +37,11 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             let model = bsa::query::index_model(&index)?;
             if let Some(m) = &model {
                 q.expect_dim(m.config.dim)?;
+                // ADC tables and rescoring divide by the query's length; Hamming and soft
+                // scores compare the query's code (or activations), which depend on it.
+                if a.score != ScoreName::Adc {
+                    super::io::warn_if_not_unit(q, m.config.method);
+                }
             }
             model
         }
@@ -117,13 +122,9 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         // (how the inverted search answered each query, the codes the table scan re-scored).
         if a.score == ScoreName::Adc {
             // Which ADC tables ranked the candidates (bsa::query::tables).
-            let kind = if request.picks_with_int_tables() {
-                "int8"
-            } else {
-                "f32"
-            };
-            stats.push(("adc_tables", kind.into()));
-            if let (true, Some(m)) = (request.picks_with_int_tables(), &model) {
+            let int8 = request.picks_with_int_tables();
+            stats.push(("adc_tables", if int8 { "int8" } else { "f32" }.into()));
+            if let (true, Some(m)) = (int8, &model) {
                 // The integer kernel (AMX, VNNI, ...: the same sums on every one).
                 let kernel = bsa_index::int_tables::kernel_name(m.params.dim());
                 stats.push(("adc_tables_kernel", kernel.into()));

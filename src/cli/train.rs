@@ -425,6 +425,13 @@ fn open_data(a: &Args, nonzero: bool) -> anyhow::Result<bsa::io::Embeddings> {
             data.n()
         );
     }
+    // `--preset` runs pursuit whatever `--method` says.
+    let method = if a.preset.is_some() {
+        Method::Pursuit
+    } else {
+        a.method
+    };
+    super::io::warn_if_not_unit(&data, method);
     Ok(data)
 }
 

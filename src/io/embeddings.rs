@@ -215,6 +215,40 @@ impl Embeddings {
         Ok(())
     }
 
+    /// The rows whose L2 norm is not 1 within [`UNIT_TOLERANCE`] (rows normalised in `f32` or
+    /// `f16` are well inside it), with the smallest and largest norm of all rows; `None` when
+    /// every row is of unit length (or there are no rows).
+    ///
+    /// ```
+    /// let emb = bsa::io::Embeddings::from_vec(3, 2, vec![0.6, 0.8, 3.0, 4.0, 0.0, 0.5]).unwrap();
+    /// let off = emb.off_unit_length().unwrap();
+    /// assert_eq!((off.rows, off.min_norm, off.max_norm), (2, 0.5, 5.0));
+    /// let unit = bsa::io::Embeddings::from_vec(1, 2, vec![0.6, 0.8]).unwrap();
+    /// assert!(unit.off_unit_length().is_none());
+    /// ```
+    pub fn off_unit_length(&self) -> Option<OffUnit> {
+        use rayon::prelude::*;
+        let norms: Vec<f64> = self
+            .as_slice()
+            .par_chunks_exact(self.dim.max(1))
+            .map(|r| {
+                r.iter()
+                    .map(|&v| f64::from(v) * f64::from(v))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .collect();
+        let rows = norms
+            .iter()
+            .filter(|&&n| (n - 1.0).abs() > UNIT_TOLERANCE)
+            .count();
+        (rows > 0).then(|| OffUnit {
+            rows,
+            min_norm: norms.iter().copied().fold(f64::INFINITY, f64::min) as f32,
+            max_norm: norms.iter().copied().fold(0.0, f64::max) as f32,
+        })
+    }
+
     /// Checks that the embeddings have `expected` columns; [`Error::DimMismatch`] naming the file
     /// otherwise.
     ///
@@ -230,6 +264,21 @@ impl Embeddings {
         }
         Err(Error::model_dim(self.path.display(), expected, self.dim))
     }
+}
+
+/// How far from 1 a row's L2 norm may be for [`Embeddings::off_unit_length`]: 1%, far above the
+/// rounding of rows normalised in `f32` (about 1e-7) or stored as `f16` (about 1e-3).
+pub const UNIT_TOLERANCE: f64 = 0.01;
+
+/// Rows not of unit length, from [`Embeddings::off_unit_length`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OffUnit {
+    /// How many rows have a norm off 1 by more than [`UNIT_TOLERANCE`].
+    pub rows: usize,
+    /// The smallest L2 norm of any row.
+    pub min_norm: f32,
+    /// The largest L2 norm of any row.
+    pub max_norm: f32,
 }
 
 // The row checks embedding files share with searches' queries (the search crate's).

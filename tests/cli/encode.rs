@@ -93,3 +93,95 @@ fn encode_is_deterministic() {
     assert_eq!(a, run("b.npy", "1"));
     assert_eq!(a, run("c.npy", "3"));
 }
+
+/// Rows that are not of unit length get one warning naming the file, the count and the norms
+/// when the model's codes depend on a row's length (bsa, at `train`, `encode`, `build` and a
+/// Hamming `search`), and none when they do not (sign bits) or when the rows are normalised;
+/// the command still succeeds.
+#[test]
+fn warns_once_about_rows_not_of_unit_length() {
+    let t = TestDir::new();
+    let x = normalised(200, 12, 31);
+    t.write_f32("unit.npy", &x);
+    let mut scaled = x.clone();
+    for i in [3, 50, 120] {
+        scaled.row_mut(i).iter_mut().for_each(|v| *v *= 4.0);
+    }
+    scaled.row_mut(7).iter_mut().for_each(|v| *v *= 0.25);
+    t.write_f32("scaled.npy", &scaled);
+    fn warning(stderr: &str) -> Vec<&str> {
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("bsa: warning:") && l.contains("not of unit length"))
+            .collect()
+    }
+    let out = t.bsa(&[
+        "train",
+        "--data",
+        "scaled.npy",
+        "--bits",
+        "32",
+        "--k",
+        "4",
+        "--epochs",
+        "1",
+        "--batch",
+        "64",
+        "--out",
+        "m.safetensors",
+        "--json",
+        "-q",
+    ]);
+    let stderr = out.ok().stderr;
+    let lines = warning(&stderr);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("4 of 200 rows of scaled.npy")
+            && lines[0].contains("L2 norms 0.25 to 4")
+            && lines[0].contains("bsa codes depend on a row's length"),
+        "{}",
+        lines[0]
+    );
+    let encode = |data: &str, model: &str| {
+        let args = ["encode", "--model", model, "--data", data, "--out", "c.npy"];
+        t.bsa(&args).ok().stderr
+    };
+    assert_eq!(warning(&encode("scaled.npy", "m.safetensors")).len(), 1);
+    assert!(warning(&encode("unit.npy", "m.safetensors")).is_empty());
+    let sign = [
+        "train",
+        "--method",
+        "sign",
+        "--data",
+        "unit.npy",
+        "--out",
+        "sign.safetensors",
+    ];
+    t.bsa(&sign).ok();
+    assert!(warning(&encode("scaled.npy", "sign.safetensors")).is_empty());
+    let build = t.bsa(&[
+        "build",
+        "--model",
+        "m.safetensors",
+        "--data",
+        "scaled.npy",
+        "--out",
+        "idx",
+        "-q",
+    ]);
+    assert_eq!(warning(&build.ok().stderr).len(), 1);
+    let search = |score: &str| {
+        let args = [
+            "search",
+            "--index",
+            "idx",
+            "--queries",
+            "scaled.npy",
+            "--score",
+            score,
+        ];
+        t.bsa(&args).ok().stderr
+    };
+    assert_eq!(warning(&search("hamming")).len(), 1);
+    assert!(warning(&search("adc")).is_empty());
+}
