@@ -711,6 +711,31 @@ fn warn_waiting(dir: &Path) {
     }
 }
 
+/// Warns (`UserWarning`) when rows of `x` (the argument `what`) are not of unit length and
+/// `method`'s codes depend on a row's length, with `bsa`'s words ([`bsa::io::OffUnit::warning`]).
+/// A warnings filter set to "error" makes it the call's exception. Rows of another width than
+/// the model's `dim` are left to the call's own error.
+fn warn_if_not_unit(
+    py: Python<'_>,
+    x: ArrayView2<'_, f32>,
+    what: &str,
+    (method, dim): (Method, usize),
+) -> PyResult<()> {
+    if !method.depends_on_length() || x.ncols() != dim {
+        return Ok(());
+    }
+    let off = match x.as_slice() {
+        Some(values) => bsa::io::off_unit_length(values, x.ncols()),
+        None => bsa::io::off_unit_length(&x.iter().copied().collect::<Vec<_>>(), x.ncols()),
+    };
+    if let Some(off) = off {
+        if let Ok(msg) = std::ffi::CString::new(off.warning(what, x.nrows(), method)) {
+            PyErr::warn(py, &py.get_type::<PyUserWarning>(), &msg, 1)?;
+        }
+    }
+    Ok(())
+}
+
 /// Warns (`UserWarning`) of each directory a killed build of `dir` left beside it
 /// ([`bsa_index::build_leftovers`], as `bsa build` says on stderr): an index-sized folder
 /// nothing else points out. Not removed: another build may be writing it.
@@ -838,6 +863,7 @@ impl Model {
             let e = bsa::Error::model_dim("x", m.config.dim, xv.ncols());
             return Err(PyValueError::new_err(e.to_string()));
         }
+        warn_if_not_unit(py, xv, "x", (m.config.method, m.config.dim))?;
         let n = xv.nrows();
         let encode = |stop: &Arc<AtomicBool>| {
             check_rows("x", xv, false)?;
@@ -1044,6 +1070,7 @@ fn train(
     let x = float32_matrix(as_array(x, "x")?, "x", Rows::Some)?;
     let x = x.readonly();
     let xv = view2(&x);
+    warn_if_not_unit(py, xv, "x", (method, xv.ncols()))?;
     let (n, dim) = xv.dim();
     let fit = |stop: &Arc<AtomicBool>| -> bsa::Result<(Autoencoder, serde_json::Value)> {
         with_blas_threads(threads, || fit_model(xv, preset, method, &options, stop))
@@ -1588,6 +1615,9 @@ impl Index {
         let code_rows = codes.as_ref().map(|c| c.as_array().nrows());
         let code_bytes = codes.as_ref().map(|c| c.as_slice()).transpose()?;
         let xv = x.as_ref().map(view2);
+        if let (Some(xv), Some(m)) = (xv, model) {
+            warn_if_not_unit(py, xv, "x", (m.inner.config.method, m.inner.config.dim))?;
+        }
 
         let (dir, tmp) = match path {
             Some(p) if p.exists() && !overwrite => {
@@ -1850,6 +1880,13 @@ impl Index {
         // The model's own derived matrices (FrozenModel::view): searches of several indexes
         // in turn do not make them again at each switch.
         let (index, model) = (&loaded.snap, loaded.model.as_deref().map(FrozenModel::view));
+        // ADC tables and rescoring divide by a query's length; Hamming and soft scores compare
+        // its code (or activations), which depend on it.
+        if let (Queries::Floats(v), Some(m)) = (queries, loaded.model.as_deref()) {
+            if request.score != bsa::query::ScoreName::Adc {
+                warn_if_not_unit(q.py(), v, "q", (m.config.method, m.config.dim))?;
+            }
+        }
         // Both lists were refused above, naming the parameters.
         let filter = IdFilter::from_lists(allow.as_deref(), deny.as_deref())
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -1978,6 +2015,9 @@ impl Index {
                 ))),
                 _ => Ok(0),
             };
+        }
+        if let (AddSource::Floats(v), Some(m)) = (source, self.loaded()?.model.as_deref()) {
+            warn_if_not_unit(py, v, "x", (m.config.method, m.config.dim))?;
         }
         let dir = self.snap()?.dir().to_path_buf();
         // Ctrl-C stops the wait for another writer, the encoding, the segment's build and its

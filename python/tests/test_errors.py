@@ -462,3 +462,37 @@ def test_messages_name_pythons_arguments_beside_the_flags(work, queries, tmp_pat
     with pytest.raises(ValueError, match=r"graph was built on the data \(float vectors\)"):
         g.search(queries[:2], 5, mode="hnsw")
     assert g.info()["graph_on"] == "data" and "graph_on" not in plain.info()
+
+
+def test_rows_not_of_unit_length_warn(queries):
+    """Rows off unit length get one UserWarning, with bsa's words, wherever a model whose codes
+    depend on a row's length encodes them (train, encode, build, add, a Hamming search); ADC
+    searches (which divide by the length), normalised rows and sign bits stay silent."""
+    x = queries.copy()
+    x[[3, 50, 120]] *= 4
+    x[7] *= 0.25
+
+    def one_warning(call):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            out = call()
+        hits = [str(m.message) for m in w if "not of unit length" in str(m.message)]
+        assert len(hits) == 1 and issubclass(w[0].category, UserWarning), [str(m.message) for m in w]
+        return out, hits[0]
+
+    def silent(call):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return call()
+
+    model, msg = one_warning(lambda: bsa.train(x, bits=64, k=4, epochs=1, progress=False))
+    assert msg.startswith("4 of 200 rows of x are not of unit length (L2 norms 0.25 to 4)"), msg
+    assert "bsa codes depend on a row's length" in msg, msg
+    one_warning(lambda: model.encode(x))
+    silent(lambda: model.encode(queries))
+    sign = bsa.train(queries, method="sign", progress=False)
+    silent(lambda: sign.encode(x))
+    index, _ = one_warning(lambda: bsa.Index.build(x=x, model=model, vectors=True))
+    one_warning(lambda: index.search(x[:20], 5))
+    silent(lambda: index.search(x[:20], 5, score="adc"))
+    one_warning(lambda: index.add(x=x[:10], ids=np.arange(1000, 1010)))

@@ -140,7 +140,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         Some(p) => Some(bsa::io::model::load(p)?),
         None => None,
     };
-    if let (Some(d), Some(m)) = (&data, &model) {
+    // Rows of another width are the build's error, said without this warning first.
+    if let (Some(d), Some(m)) = (&data, &model)
+        && d.dim() == m.config.dim
+    {
         super::io::warn_if_not_unit(d, m.config.method);
     }
     let codes = match &a.codes {

@@ -221,17 +221,8 @@ pub fn warn_if_not_unit(e: &bsa::io::Embeddings, method: bsa::model::Method) {
         return;
     }
     if let Some(off) = e.off_unit_length() {
-        errln!(
-            "bsa: warning: {} of {} rows of {} are not of unit length (L2 norms {} to {}), and \
-             {} codes depend on a row's length: give L2-normalised rows (x / np.linalg.norm(x, \
-             axis=1, keepdims=True)) to training and to search alike",
-            off.rows,
-            e.n(),
-            e.path().display(),
-            off.min_norm,
-            off.max_norm,
-            method
-        );
+        let what = e.path().display().to_string();
+        errln!("bsa: warning: {}", off.warning(&what, e.n(), method));
     }
 }
 

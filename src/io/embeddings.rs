@@ -215,38 +215,15 @@ impl Embeddings {
         Ok(())
     }
 
-    /// The rows whose L2 norm is not 1 within [`UNIT_TOLERANCE`] (rows normalised in `f32` or
-    /// `f16` are well inside it), with the smallest and largest norm of all rows; `None` when
-    /// every row is of unit length (or there are no rows).
+    /// [`off_unit_length`] of these rows.
     ///
     /// ```
     /// let emb = bsa::io::Embeddings::from_vec(3, 2, vec![0.6, 0.8, 3.0, 4.0, 0.0, 0.5]).unwrap();
     /// let off = emb.off_unit_length().unwrap();
     /// assert_eq!((off.rows, off.min_norm, off.max_norm), (2, 0.5, 5.0));
-    /// let unit = bsa::io::Embeddings::from_vec(1, 2, vec![0.6, 0.8]).unwrap();
-    /// assert!(unit.off_unit_length().is_none());
     /// ```
     pub fn off_unit_length(&self) -> Option<OffUnit> {
-        use rayon::prelude::*;
-        let norms: Vec<f64> = self
-            .as_slice()
-            .par_chunks_exact(self.dim.max(1))
-            .map(|r| {
-                r.iter()
-                    .map(|&v| f64::from(v) * f64::from(v))
-                    .sum::<f64>()
-                    .sqrt()
-            })
-            .collect();
-        let rows = norms
-            .iter()
-            .filter(|&&n| (n - 1.0).abs() > UNIT_TOLERANCE)
-            .count();
-        (rows > 0).then(|| OffUnit {
-            rows,
-            min_norm: norms.iter().copied().fold(f64::INFINITY, f64::min) as f32,
-            max_norm: norms.iter().copied().fold(0.0, f64::max) as f32,
-        })
+        off_unit_length(self.as_slice(), self.dim)
     }
 
     /// Checks that the embeddings have `expected` columns; [`Error::DimMismatch`] naming the file
@@ -270,7 +247,7 @@ impl Embeddings {
 /// rounding of rows normalised in `f32` (about 1e-7) or stored as `f16` (about 1e-3).
 pub const UNIT_TOLERANCE: f64 = 0.01;
 
-/// Rows not of unit length, from [`Embeddings::off_unit_length`].
+/// Rows not of unit length, from [`off_unit_length`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OffUnit {
     /// How many rows have a norm off 1 by more than [`UNIT_TOLERANCE`].
@@ -279,6 +256,75 @@ pub struct OffUnit {
     pub min_norm: f32,
     /// The largest L2 norm of any row.
     pub max_norm: f32,
+}
+
+/// The rows of `values` (`dim` each) whose L2 norm is not 1 within [`UNIT_TOLERANCE`] (rows
+/// normalised in `f32` or `f16` are well inside it), with the smallest and largest norm of all
+/// rows; `None` when every row is of unit length (or there are none). Rows with a value that is
+/// not finite are not counted: the input checks refuse them.
+///
+/// ```
+/// let off = bsa::io::off_unit_length(&[0.6, 0.8, 3.0, 4.0, 0.0, 0.5], 2).unwrap();
+/// assert_eq!((off.rows, off.min_norm, off.max_norm), (2, 0.5, 5.0));
+/// assert!(bsa::io::off_unit_length(&[0.6, 0.8], 2).is_none());
+/// ```
+pub fn off_unit_length(values: &[f32], dim: usize) -> Option<OffUnit> {
+    // One pass on the calling thread (about 0.1 s per million 384-d rows): not on rayon's
+    // global pool, which a process forked after the pass could not use.
+    let norms: Vec<f64> = values
+        .chunks_exact(dim.max(1))
+        .map(|r| {
+            r.iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .filter(|n| n.is_finite())
+        .collect();
+    let rows = norms
+        .iter()
+        .filter(|&&n| (n - 1.0).abs() > UNIT_TOLERANCE)
+        .count();
+    (rows > 0).then(|| OffUnit {
+        rows,
+        min_norm: norms.iter().copied().fold(f64::INFINITY, f64::min) as f32,
+        max_norm: norms.iter().copied().fold(0.0, f64::max) as f32,
+    })
+}
+
+impl OffUnit {
+    /// The warning for `n` rows of `what` (a file, or an argument's name) encoded by a model
+    /// of `method`, as `bsa` prints it after `bsa: warning: ` and Python passes to `warnings`.
+    ///
+    /// ```
+    /// use bsa::model::Method;
+    /// let off = bsa::io::off_unit_length(&[3.0, 4.0, 0.0, 1e-12], 2).unwrap();
+    /// let w = off.warning("x.npy", 2, Method::Pursuit);
+    /// assert!(w.starts_with("2 of 2 rows of x.npy are not of unit length (L2 norms 1.00e-12 to 5)"), "{w}");
+    /// ```
+    pub fn warning(&self, what: &str, n: usize, method: crate::model::Method) -> String {
+        format!(
+            "{} of {n} rows of {what} are not of unit length (L2 norms {} to {}), and {method} \
+             codes depend on a row's length: give L2-normalised rows (x / np.linalg.norm(x, \
+             axis=1, keepdims=True)) to training and to search alike",
+            self.rows,
+            short(self.min_norm),
+            short(self.max_norm)
+        )
+    }
+}
+
+/// `x` to three decimals without trailing zeros (`4`, `0.25`), or in scientific notation
+/// (`1.00e-10`) outside 0.001..1e6, or `0`: a norm for a message, not `4.0000005`.
+fn short(x: f32) -> String {
+    if x == 0.0 {
+        "0".into()
+    } else if (0.001..1e6).contains(&x) {
+        let s = format!("{x:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{x:.2e}")
+    }
 }
 
 // The row checks embedding files share with searches' queries (the search crate's).
