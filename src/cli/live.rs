@@ -160,6 +160,14 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
     }
     let merge = MergePolicy::tiered(a.merge_factor).with_max_rows(a.merge_max_rows);
     let mut writer = open_writer(&a.index, &a.check)?;
+    // The index's model is read for rows that may be warned of only (the add reads it again).
+    if let Some(d) = &data
+        && d.off_unit_length().is_some()
+        && let Some(m) = bsa::query::index_model(writer.snapshot()?)?
+        && d.dim() == m.config.dim
+    {
+        super::io::warn_if_not_unit(d, m.config.method);
+    }
     let r = bsa::live::add(
         &mut writer,
         source,

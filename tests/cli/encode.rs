@@ -95,8 +95,8 @@ fn encode_is_deterministic() {
 }
 
 /// Rows that are not of unit length get one warning naming the file, the count and the norms
-/// when the model's codes depend on a row's length (bsa, at `train`, `encode`, `build` and a
-/// Hamming `search`), and none when they do not (sign bits) or when the rows are normalised;
+/// when the model's codes depend on a row's length (bsa, at `train`, `encode`, `build`, `add`
+/// and a Hamming `search`), and none when they do not (sign bits) or when the rows are normalised;
 /// the command still succeeds.
 #[test]
 fn warns_once_about_rows_not_of_unit_length() {
@@ -184,4 +184,11 @@ fn warns_once_about_rows_not_of_unit_length() {
     };
     assert_eq!(warning(&search("hamming")).len(), 1);
     assert!(warning(&search("adc")).is_empty());
+    let add = |data: &str| {
+        t.bsa(&["add", "--index", "idx", "--data", data])
+            .ok()
+            .stderr
+    };
+    assert_eq!(warning(&add("scaled.npy")).len(), 1);
+    assert!(warning(&add("unit.npy")).is_empty());
 }
