@@ -115,24 +115,9 @@ fn warns_once_about_rows_not_of_unit_length() {
             .filter(|l| l.starts_with("bsa: warning:") && l.contains("not of unit length"))
             .collect()
     }
-    let out = t.bsa(&[
-        "train",
-        "--data",
-        "scaled.npy",
-        "--bits",
-        "32",
-        "--k",
-        "4",
-        "--epochs",
-        "1",
-        "--batch",
-        "64",
-        "--out",
-        "m.safetensors",
-        "--json",
-        "-q",
-    ]);
-    let stderr = out.ok().stderr;
+    // Each command line as one string: its words are split at spaces.
+    let run = |line: &str| t.bsa(&line.split(' ').collect::<Vec<_>>()).ok().stderr;
+    let stderr = run("train --data scaled.npy --bits 32 --k 4 --epochs 1 --out m.safetensors -q");
     let lines = warning(&stderr);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
@@ -142,53 +127,22 @@ fn warns_once_about_rows_not_of_unit_length() {
         "{}",
         lines[0]
     );
-    let encode = |data: &str, model: &str| {
-        let args = ["encode", "--model", model, "--data", data, "--out", "c.npy"];
-        t.bsa(&args).ok().stderr
-    };
+    let encode =
+        |data: &str, model: &str| run(&format!("encode --model {model} --data {data} --out c.npy"));
     assert_eq!(warning(&encode("scaled.npy", "m.safetensors")).len(), 1);
     assert!(warning(&encode("unit.npy", "m.safetensors")).is_empty());
-    let sign = [
-        "train",
-        "--method",
-        "sign",
-        "--data",
-        "unit.npy",
-        "--out",
-        "sign.safetensors",
-    ];
-    t.bsa(&sign).ok();
+    run("train --method sign --data unit.npy --out sign.safetensors");
     assert!(warning(&encode("scaled.npy", "sign.safetensors")).is_empty());
-    let build = t.bsa(&[
-        "build",
-        "--model",
-        "m.safetensors",
-        "--data",
-        "scaled.npy",
-        "--out",
-        "idx",
-        "-q",
-    ]);
-    assert_eq!(warning(&build.ok().stderr).len(), 1);
+    let build = run("build --model m.safetensors --data scaled.npy --out idx -q");
+    assert_eq!(warning(&build).len(), 1);
     let search = |score: &str| {
-        let args = [
-            "search",
-            "--index",
-            "idx",
-            "--queries",
-            "scaled.npy",
-            "--score",
-            score,
-        ];
-        t.bsa(&args).ok().stderr
+        run(&format!(
+            "search --index idx --queries scaled.npy --score {score}"
+        ))
     };
     assert_eq!(warning(&search("hamming")).len(), 1);
     assert!(warning(&search("adc")).is_empty());
-    let add = |data: &str| {
-        t.bsa(&["add", "--index", "idx", "--data", data])
-            .ok()
-            .stderr
-    };
+    let add = |data: &str| run(&format!("add --index idx --data {data}"));
     assert_eq!(warning(&add("scaled.npy")).len(), 1);
     assert!(warning(&add("unit.npy")).is_empty());
 }
