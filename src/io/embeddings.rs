@@ -269,8 +269,9 @@ pub struct OffUnit {
 /// assert!(bsa::io::off_unit_length(&[0.6, 0.8], 2).is_none());
 /// ```
 pub fn off_unit_length(values: &[f32], dim: usize) -> Option<OffUnit> {
-    // One pass on the calling thread (about 0.1 s per million 384-d rows): not on rayon's
-    // global pool, which a process forked after the pass could not use.
+    // One pass on the calling thread, a small part of the encoding the rows are given to: not
+    // on rayon's global pool, which a process forked after the pass could not use (Python's
+    // test_fork hung).
     let norms: Vec<f64> = values
         .chunks_exact(dim.max(1))
         .map(|r| {
