@@ -991,10 +991,9 @@ pub fn tables(
 /// `q` with each row times the power of two that brings its largest magnitude into `[1, 2)`
 /// ([`crate::vectors`]' query scaling; rows of zeros or non-finite values as they are).
 fn scaled_rows(q: ArrayView2<f32>) -> ndarray::Array2<f32> {
-    let mut out = q.to_owned();
+    let mut out = q.as_standard_layout().into_owned();
     for mut row in out.rows_mut() {
-        let scaled = crate::vectors::scaled(&row.to_vec());
-        row.assign(&ndarray::ArrayView1::from(&scaled));
+        crate::vectors::scale(row.as_slice_mut().expect("rows of a standard-layout array"));
     }
     out
 }

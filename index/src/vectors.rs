@@ -228,18 +228,24 @@ pub fn cosine(vectors: Vectors<'_>, row: usize, query: &[f32]) -> f32 {
 /// stays inside `f32`'s range (a query times 1e20 overflowed it to infinity, one times 1e-30
 /// underflowed it to 0: every score was then 0 and the order arbitrary).
 pub(crate) fn scaled(query: &[f32]) -> Vec<f32> {
+    let mut q = query.to_vec();
+    scale(&mut q);
+    q
+}
+
+/// [`scaled`] in place.
+pub(crate) fn scale(query: &mut [f32]) {
     let max = query.iter().fold(0f32, |m, x| m.max(x.abs()));
     if max == 0.0 || !max.is_finite() {
-        return query.to_vec();
+        return;
     }
     // The exponent of `max` (a subnormal counts as -127); the factor is applied in
     // f64, where 2^-e is representable for every f32 exponent, and each product is an f32.
     let e = ((max.to_bits() >> 23) & 0xff) as i32 - 127;
     let factor = crate::score::pow2(-e);
-    query
-        .iter()
-        .map(|&x| (f64::from(x) * factor) as f32)
-        .collect()
+    for x in query.iter_mut() {
+        *x = (f64::from(*x) * factor) as f32;
+    }
 }
 
 /// Checks a float query against vectors of dimension `dim`: its length, and finite values.

@@ -272,24 +272,22 @@ pub fn off_unit_length(values: &[f32], dim: usize) -> Option<OffUnit> {
     // One pass on the calling thread, a small part of the encoding the rows are given to: not
     // on rayon's global pool, which a process forked after the pass could not use (Python's
     // test_fork hung).
-    let norms: Vec<f64> = values
-        .chunks_exact(dim.max(1))
-        .map(|r| {
-            r.iter()
-                .map(|&v| f64::from(v) * f64::from(v))
-                .sum::<f64>()
-                .sqrt()
-        })
-        .filter(|n| n.is_finite())
-        .collect();
-    let rows = norms
-        .iter()
-        .filter(|&&n| (n - 1.0).abs() > UNIT_TOLERANCE)
-        .count();
-    (rows > 0).then(|| OffUnit {
+    let (mut rows, mut min, mut max) = (0, f64::INFINITY, 0f64);
+    for r in values.chunks_exact(dim.max(1)) {
+        let n = r
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt();
+        if n.is_finite() {
+            rows += usize::from((n - 1.0).abs() > UNIT_TOLERANCE);
+            (min, max) = (min.min(n), max.max(n));
+        }
+    }
+    (rows > 0).then_some(OffUnit {
         rows,
-        min_norm: norms.iter().copied().fold(f64::INFINITY, f64::min) as f32,
-        max_norm: norms.iter().copied().fold(0.0, f64::max) as f32,
+        min_norm: min as f32,
+        max_norm: max as f32,
     })
 }
 
