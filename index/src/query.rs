@@ -589,9 +589,11 @@ pub fn search_filtered(
 
 /// [`search_filtered`] that returns [`Error::Stopped`] once `stop` is set (e.g. by Ctrl-C):
 /// with a flag, the queries are searched in batches (about a tenth of a second each, at least
-/// 256 queries and 64 per thread of the pool) and the flag is checked before each. The hits are those of one whole call (each
-/// query's hits do not depend on the other queries); the stats' counters are summed over the
-/// batches and name the kernels of the first.
+/// 256 queries and 64 per thread of the pool) and the flag is checked before each. The hits are
+/// those of one whole call (each query's hits do not depend on the other queries); the stats
+/// name the kernels of the first batch, and their counters of work (rows scanned, nodes
+/// visited) are summed over the batches, while those counting segments are not (every batch
+/// searched the same segments).
 ///
 /// ```no_run
 /// # fn main() -> bsa_index::Result<()> {
@@ -656,6 +658,14 @@ fn stop_batch(rows: usize, words: usize, threads: usize, cheap: bool, k: usize) 
     (batch - batch % whole).max(256usize.next_multiple_of(whole))
 }
 
+/// Whether a stats counter counts segments (`"segments"`, `"bridged_segments"`,
+/// `"filter_walk_segments"`, ...: how the index was searched, the same for every batch of a
+/// call) rather than work done per query (`"nodes_visited"`, `"postings_visited"`, ...), which
+/// batches add up.
+fn counts_segments(name: &str) -> bool {
+    name.ends_with("segments")
+}
+
 /// [`search_until`] in batches of `batch` queries (`None`: one), `stop` checked before each
 /// (which [`search_until`] sizes to about a tenth of a second each). A graph search (`Mode::Hnsw`)
 /// instead hands each thread groups of at most `batch` queries (and at most 256) whole. The hits
@@ -675,6 +685,10 @@ fn stop_batch(rows: usize, words: usize, threads: usize, cheap: bool, k: usize) 
 /// let whole = search_batched(&index, None, q, &r, None, None, None)?;
 /// let one_by_one = search_batched(&index, None, q, &r, None, None, Some(1))?;
 /// assert_eq!(whole.hits, one_by_one.hits);
+/// // Three batches did the work of one and searched the index's one segment.
+/// let count = |f: &bsa_index::query::Found, name| f.stats.counter(name);
+/// assert_eq!(count(&one_by_one, "codes_scanned"), count(&whole, "codes_scanned"));
+/// assert_eq!(count(&one_by_one, "segments"), Some(1));
 /// # Ok(()) }
 /// ```
 pub fn search_batched(
@@ -921,6 +935,8 @@ pub fn search_batched(
             Some(mut sum) => {
                 for (name, v) in part_stats.counters {
                     match sum.counters.iter_mut().find(|(n, _)| *n == name) {
+                        // Every batch searched the same segments: counted once, not per batch.
+                        Some((_, total)) if counts_segments(name) => *total = (*total).max(v),
                         Some((_, total)) => *total += v,
                         None => sum.counters.push((name, v)),
                     }
