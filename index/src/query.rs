@@ -658,14 +658,6 @@ fn stop_batch(rows: usize, words: usize, threads: usize, cheap: bool, k: usize) 
     (batch - batch % whole).max(256usize.next_multiple_of(whole))
 }
 
-/// Whether a stats counter counts segments (`"segments"`, `"bridged_segments"`,
-/// `"filter_walk_segments"`, ...: how the index was searched, the same for every batch of a
-/// call) rather than work done per query (`"nodes_visited"`, `"postings_visited"`, ...), which
-/// batches add up.
-fn counts_segments(name: &str) -> bool {
-    name.ends_with("segments")
-}
-
 /// [`search_until`] in batches of `batch` queries (`None`: one), `stop` checked before each
 /// (which [`search_until`] sizes to about a tenth of a second each). A graph search (`Mode::Hnsw`)
 /// instead hands each thread groups of at most `batch` queries (and at most 256) whole. The hits
@@ -933,14 +925,7 @@ pub fn search_batched(
         stats = Some(match stats {
             None => part_stats,
             Some(mut sum) => {
-                for (name, v) in part_stats.counters {
-                    match sum.counters.iter_mut().find(|(n, _)| *n == name) {
-                        // Every batch searched the same segments: counted once, not per batch.
-                        Some((_, total)) if counts_segments(name) => *total = (*total).max(v),
-                        Some((_, total)) => *total += v,
-                        None => sum.counters.push((name, v)),
-                    }
-                }
+                sum.add_batch(part_stats);
                 sum
             }
         });

@@ -391,6 +391,8 @@ pub struct SearchStats {
     /// `"avx512-gather-sparse"`, see [`crate::adc`]).
     pub table_kernel: Option<&'static str>,
     /// The mode's own counters, by name (e.g. the inverted search's `"postings_visited"`).
+    /// Those whose names end in `segments` (`"segments"`, `"bridged_segments"`, ...) count the
+    /// segments a search went through and how; the others count work (rows, postings, nodes).
     pub counters: Vec<(&'static str, u64)>,
 }
 
@@ -413,6 +415,19 @@ impl SearchStats {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|&(_, v)| v)
+    }
+
+    /// Takes in the counters of another batch of queries of the same search: the work counters
+    /// add up, the counters of segments are counted once (every batch went through the same
+    /// segments the same way). The kernels stay this batch's.
+    pub(crate) fn add_batch(&mut self, other: SearchStats) {
+        for (name, v) in other.counters {
+            match self.counters.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, total)) if name.ends_with("segments") => *total = (*total).max(v),
+                Some((_, total)) => *total += v,
+                None => self.counters.push((name, v)),
+            }
+        }
     }
 }
 
