@@ -420,6 +420,7 @@ impl SearchStats {
     /// Takes in the counters of another batch of queries of the same search: the work counters
     /// add up, the counters of segments are counted once (every batch went through the same
     /// segments the same way). The kernels stay this batch's.
+    #[cfg(feature = "float-queries")] // for `query`'s batches
     pub(crate) fn add_batch(&mut self, other: SearchStats) {
         for (name, v) in other.counters {
             match self.counters.iter_mut().find(|(n, _)| *n == name) {
