@@ -38,8 +38,9 @@ pub struct Args {
     /// Packed codes made elsewhere: uint8 .npy, n x ceil(bits/8), numpy little bit order.
     #[arg(long)]
     pub codes: Option<PathBuf>,
-    /// Bits per code for --codes (default: 8 x bytes per row).
-    #[arg(long, requires = "codes")]
+    /// Bits per code for --codes (default: 8 x bytes per row). Codes of float embeddings
+    /// come from a model: `bsa train --bits N` sets their width.
+    #[arg(long)]
     pub bits: Option<usize>,
     /// External ids, one per row (.npy, 1-D integers); default: row numbers.
     #[arg(long)]
@@ -112,6 +113,16 @@ pub struct Args {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
+    if a.bits.is_some() && a.codes.is_none() {
+        // Said here rather than as clap's "--codes is required": `--data X --bits N` is most
+        // likely a request for N-bit codes of X, which a model makes.
+        bail!(
+            "--bits gives the width of --codes (packed codes made elsewhere); codes of float \
+             embeddings come from a model: bsa train --data X --bits N --k K --out M, then bsa \
+             build --model M --data X --out {}",
+            a.out.display()
+        );
+    }
     if a.vectors && a.model.is_none() {
         // Said here rather than as clap's "--data is required", which --codes then refuses.
         bail!(
@@ -161,8 +172,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             bits: a.bits,
         },
         _ => bail!(
-            "give --model M --data X (float embeddings, encoded with the model) or --codes C \
-             (packed codes made elsewhere)"
+            "give --model M --data X (float embeddings, encoded with the model; bsa train \
+             --data X --bits N --k K --out M makes one) or --codes C (packed codes made elsewhere)"
         ),
     };
     // Every check of the inputs against each other is the library's (one set of rules for the

@@ -695,7 +695,17 @@ fn messages_name_the_input_at_fault() {
     t.write("none.npy", &npy_bytes("|u1", "(0, 4)", &[]));
     t.write("dup.npy", &i64s(&[1, 1, 2]));
     t.bsa(&["build", "--data", "good.npy", "--out", "i1"])
-        .fails_with(&["give --model M --data X", "or --codes C"]);
+        .fails_with(&[
+            "give --model M --data X",
+            "bsa train --data X",
+            "or --codes C",
+        ]);
+    // --bits is the width of packed codes; asked of float data, the answer is a model.
+    t.bsa(&["build", "--data", "good.npy", "--bits", "64", "--out", "i1"])
+        .fails_with(&[
+            "--bits gives the width of --codes",
+            "bsa train --data X --bits N",
+        ]);
     t.bsa(&[
         "train",
         "--data",
