@@ -724,11 +724,7 @@ fn warn_if_not_unit(
     if !method.depends_on_length() || x.ncols() != dim {
         return Ok(());
     }
-    let off = match x.as_slice() {
-        Some(values) => bsa::io::off_unit_length(values, x.ncols()),
-        None => bsa::io::off_unit_length(&x.iter().copied().collect::<Vec<_>>(), x.ncols()),
-    };
-    if let Some(off) = off {
+    if let Some(off) = bsa::io::off_unit_length(x) {
         if let Ok(msg) = std::ffi::CString::new(off.warning(what, x.nrows(), method)) {
             PyErr::warn(py, &py.get_type::<PyUserWarning>(), &msg, 1)?;
         }

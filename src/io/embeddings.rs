@@ -223,7 +223,7 @@ impl Embeddings {
     /// assert_eq!((off.rows, off.min_norm, off.max_norm), (2, 0.5, 5.0));
     /// ```
     pub fn off_unit_length(&self) -> Option<OffUnit> {
-        off_unit_length(self.as_slice(), self.dim)
+        off_unit_length(self.view())
     }
 
     /// Checks that the embeddings have `expected` columns; [`Error::DimMismatch`] naming the file
@@ -258,22 +258,30 @@ pub struct OffUnit {
     pub max_norm: f32,
 }
 
-/// The rows of `values` (`dim` each) whose L2 norm is not 1 within [`UNIT_TOLERANCE`] (rows
-/// normalised in `f32` or `f16` are well inside it), with the smallest and largest norm of all
-/// rows; `None` when every row is of unit length (or there are none). Rows with a value that is
-/// not finite are not counted: the input checks refuse them.
+/// The rows of `x` whose L2 norm is not 1 within [`UNIT_TOLERANCE`] (rows normalised in `f32`
+/// or `f16` are well inside it), with the smallest and largest norm of all rows; `None` when
+/// every row is of unit length (or there are none). Rows with a value that is not finite are
+/// not counted: the input checks refuse them. Any strides: a numpy array's transpose or
+/// column slice is read in place.
 ///
 /// ```
-/// let off = bsa::io::off_unit_length(&[0.6, 0.8, 3.0, 4.0, 0.0, 0.5], 2).unwrap();
+/// use ndarray::{ArrayView2, s};
+/// let x = ArrayView2::from_shape((3, 2), &[0.6, 0.8, 3.0, 4.0, 0.0, 0.5]).unwrap();
+/// let off = bsa::io::off_unit_length(x).unwrap();
 /// assert_eq!((off.rows, off.min_norm, off.max_norm), (2, 0.5, 5.0));
-/// assert!(bsa::io::off_unit_length(&[0.6, 0.8], 2).is_none());
+/// assert!(bsa::io::off_unit_length(x.slice(s![..1, ..])).is_none());
+/// // The transpose's rows are the columns: norms 3.06 and 4.11.
+/// assert_eq!(bsa::io::off_unit_length(x.t()).unwrap().rows, 2);
 /// ```
-pub fn off_unit_length(values: &[f32], dim: usize) -> Option<OffUnit> {
+pub fn off_unit_length(x: ArrayView2<'_, f32>) -> Option<OffUnit> {
     // One pass on the calling thread, a small part of the encoding the rows are given to: not
     // on rayon's global pool, which a process forked after the pass could not use (Python's
     // test_fork hung).
+    if x.ncols() == 0 {
+        return None; // no row has a length to judge (the input checks refuse such data)
+    }
     let (mut rows, mut min, mut max) = (0, f64::INFINITY, 0f64);
-    for r in values.chunks_exact(dim.max(1)) {
+    for r in x.rows() {
         let n = r
             .iter()
             .map(|&v| f64::from(v) * f64::from(v))
@@ -297,7 +305,8 @@ impl OffUnit {
     ///
     /// ```
     /// use bsa::model::Method;
-    /// let off = bsa::io::off_unit_length(&[3.0, 4.0, 0.0, 1e-12], 2).unwrap();
+    /// let x = ndarray::ArrayView2::from_shape((2, 2), &[3.0, 4.0, 0.0, 1e-12]).unwrap();
+    /// let off = bsa::io::off_unit_length(x).unwrap();
     /// let w = off.warning("x.npy", 2, Method::Pursuit);
     /// assert!(w.starts_with("2 of 2 rows of x.npy are not of unit length (L2 norms 1.00e-12 to 5)"), "{w}");
     /// ```
