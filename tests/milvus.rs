@@ -383,6 +383,25 @@ mod live {
             assert!(r > 0.0, "pruned ADC found nothing");
         }
 
+        // Float queries off unit length: their pursuit codes depend on it, so a Hamming search
+        // warns once, as the local search does; ADC, which divides by the length, does not.
+        let q = bsa::io::Embeddings::open(f.p().join("q.npy")).unwrap();
+        let doubled: Vec<f32> = q.as_slice().iter().map(|v| v * 2.0).collect();
+        bsa::io::write_f32(f.p().join("q2.npy"), q.n(), q.dim(), &doubled).unwrap();
+        let warned = format!("{QUERIES} of {QUERIES} rows of q2.npy are not of unit length");
+        let (_, err) = f.milvus(&["--queries", "q2.npy", "--model", "m.safetensors"]);
+        assert_eq!(err.matches(&warned).count(), 1, "{err}");
+        let adc = [
+            "--queries",
+            "q2.npy",
+            "--model",
+            "m.safetensors",
+            "--score",
+            "adc",
+        ];
+        let (_, err) = f.milvus(&adc);
+        assert!(!err.contains("not of unit length"), "{err}");
+
         // Errors name the collection or the server, and the fix.
         let missing = collection("missing");
         let r = bsa(

@@ -96,6 +96,13 @@ mod with_milvus {
                 )
             },
         )?;
+        // As the local search: Hamming and overlap compare the query's code, which depends on
+        // its length (for a pursuit model); ADC tables and rescoring divide by it.
+        if let (Some(q), Some(m)) = (&float_queries, &model)
+            && a.score != ScoreName::Adc
+        {
+            super::super::io::warn_if_not_unit(q, m.config.method);
+        }
         let vectors = match (a.rescore, &a.vectors, &float_queries) {
             (None, Some(_), _) => bail!("--vectors is for --rescore"),
             (None, None, _) => None,
