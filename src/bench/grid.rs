@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::model::Method;
 use crate::train::TrainParams;
 
 /// A code method of the benchmark: a model method plus, for BSA, the paper's ablations.
@@ -83,6 +84,27 @@ impl Variant {
     /// True when every code has exactly K bits set, so it can be stored as K ids.
     pub fn exactly_k(self) -> bool {
         matches!(self, Variant::Topk | Variant::Pursuit)
+    }
+
+    /// The method that makes this variant's codes (the BSA ablations are all [`Method::Bsa`]).
+    ///
+    /// ```
+    /// use bsa::bench::Variant;
+    /// use bsa::model::Method;
+    /// assert_eq!(Variant::BsaMse.method(), Method::Bsa);
+    /// assert!(!Variant::Lsh.method().depends_on_length());
+    /// ```
+    pub fn method(self) -> Method {
+        match self {
+            Variant::Sign => Method::Sign,
+            Variant::Lsh => Method::Lsh,
+            Variant::Itq => Method::Itq,
+            Variant::Topk => Method::Topk,
+            Variant::Pursuit => Method::Pursuit,
+            Variant::Bsa | Variant::BsaAlpha0 | Variant::BsaMse | Variant::BsaHealthy => {
+                Method::Bsa
+            }
+        }
     }
 }
 

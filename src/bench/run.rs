@@ -15,7 +15,7 @@ use super::result::{CellResult, HnswPoint, HnswResult, InvertedResult, Rescored,
 use crate::baselines::BaselineParams;
 use crate::error::{Error, Result};
 use crate::metrics::{CodeStats, recall_at_k};
-use crate::model::{Autoencoder, LossKind, Method};
+use crate::model::{Autoencoder, LossKind};
 use crate::pursuit::PursuitParams;
 use crate::train::{Progress, TrainParams};
 use bsa_index::{Hits, HnswParams, Index, IndexBuilder, Score, SearchParams, pack};
@@ -163,12 +163,7 @@ pub fn fit(
         .unwrap_or_else(|| BaselineParams::default_k(cell.bits));
     match cell.variant {
         Variant::Sign | Variant::Lsh | Variant::Itq => {
-            let method = match cell.variant {
-                Variant::Sign => Method::Sign,
-                Variant::Lsh => Method::Lsh,
-                _ => Method::Itq,
-            };
-            let mut p = BaselineParams::new(method, cell.bits);
+            let mut p = BaselineParams::new(cell.variant.method(), cell.bits);
             p.seed = settings.seed;
             p.validate(dim)?;
             Ok(p.fit_until(base, stop)?.0)
@@ -187,8 +182,8 @@ pub fn fit(
             p.epochs = settings.epochs;
             p.seed = settings.seed;
             p.batch = p.batch.min(n.max(1));
+            p.method = v.method();
             match v {
-                Variant::Topk => p.method = Method::Topk,
                 Variant::BsaAlpha0 => p.alpha = 0.0,
                 Variant::BsaMse => p.loss = LossKind::Mse,
                 Variant::BsaHealthy => {

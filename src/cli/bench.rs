@@ -185,6 +185,16 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     for line in &notes {
         errln!("bsa: note: {line}");
     }
+    // Codes of every method but sign bits and LSH depend on a row's length, and the recall is
+    // against cosine neighbours: rows off unit length are said once per file.
+    if let Some(m) = cells
+        .iter()
+        .map(|c| c.variant.method())
+        .find(|m| m.depends_on_length())
+    {
+        super::io::warn_if_not_unit(&base, m);
+        super::io::warn_if_not_unit(&queries, m);
+    }
     let settings = Settings {
         preset,
         epochs: a.epochs.unwrap_or(preset.epochs()),

@@ -334,6 +334,38 @@ fn bench_says_what_it_drops_and_checks_first() {
     ] {
         assert!(out.stderr.contains(note), "{note:?}: {}", out.stderr);
     }
+    assert!(!out.stderr.contains("unit length"), "{}", out.stderr);
+    // Rows off unit length are said once per file when a method's codes depend on the length
+    // (ITQ's do; sign bits' do not).
+    let mut long = normalised(60, 16, 1);
+    long.data.iter_mut().take(16 * 3).for_each(|v| *v *= 3.0);
+    t.write_f32("long.npy", &long);
+    let long_bench = |methods: &'static str, out: &'static str| {
+        t.bsa(&[
+            "bench",
+            "--base",
+            "long.npy",
+            "--queries",
+            "base.npy",
+            "--methods",
+            methods,
+            "--hnsw",
+            "none",
+            "-q",
+            "--out",
+            out,
+        ])
+        .ok()
+        .stderr
+    };
+    let err = long_bench("sign,itq", "r3");
+    assert_eq!(err.matches("not of unit length").count(), 1, "{err}");
+    assert!(
+        err.contains("3 of 60 rows of long.npy are not of unit length"),
+        "{err}"
+    );
+    let err = long_bench("sign", "r4");
+    assert!(!err.contains("unit length"), "{err}");
     // The ground truth it computed holds the whole base of 60 (it said top-100).
     let report = String::from_utf8(t.read("r2/report.md")).unwrap();
     assert!(
