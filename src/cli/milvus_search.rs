@@ -23,7 +23,9 @@ mod with_milvus {
     use bsa::milvus::{Candidate, Client, MAX_LIMIT, adc_bound, adc_query, set_bits};
     use bsa_index::{Vectors, pack, score, vectors};
 
-    use super::super::search_common::{Answer, Args, Found, Mode, ScoreName, packed_queries};
+    use super::super::search_common::{
+        Answer, Args, Found, Mode, ScoreName, packed_queries, warn_if_queries_not_unit,
+    };
 
     /// Queries per Milvus request.
     const BATCH: usize = 32;
@@ -96,12 +98,8 @@ mod with_milvus {
                 )
             },
         )?;
-        // As the local search: Hamming and overlap compare the query's code, which depends on
-        // its length (for a pursuit model); ADC tables and rescoring divide by it.
-        if let (Some(q), Some(m)) = (&float_queries, &model)
-            && a.score != ScoreName::Adc
-        {
-            super::super::io::warn_if_not_unit(q, m.config.method);
+        if let (Some(q), Some(m)) = (&float_queries, &model) {
+            warn_if_queries_not_unit(q, m.config.method, a.score);
         }
         let vectors = match (a.rescore, &a.vectors, &float_queries) {
             (None, Some(_), _) => bail!("--vectors is for --rescore"),

@@ -161,6 +161,20 @@ impl ScoreName {
     }
 }
 
+/// Warns on stderr of float queries off unit length when `score` ranks by their codes (or, for
+/// `soft`, their activations), which depend on a row's length for `method`: not for `adc`,
+/// whose tables (and rescoring) divide by the query's length. The local and the Milvus search
+/// alike.
+pub(crate) fn warn_if_queries_not_unit(
+    queries: &bsa::io::Embeddings,
+    method: bsa::model::Method,
+    score: ScoreName,
+) {
+    if score != ScoreName::Adc {
+        super::io::warn_if_not_unit(queries, method);
+    }
+}
+
 /// `--mode`: how a local index is searched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {

@@ -7,7 +7,9 @@ use bsa::query::{Queries, Request};
 use bsa_index::OpenOptions;
 use bsa_index::live::{IdFilter, Snapshot};
 
-use super::search_common::{Answer, Args, Found, ScoreName, read_query_codes};
+use super::search_common::{
+    Answer, Args, Found, ScoreName, read_query_codes, warn_if_queries_not_unit,
+};
 
 /// Searches the index of `--index` as `a` asks, through [`bsa::query::search_filtered`] (the
 /// library's search, which makes the checks a search needs and says what is missing); this
@@ -37,11 +39,7 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             let model = bsa::query::index_model(&index)?;
             if let Some(m) = &model {
                 q.expect_dim(m.config.dim)?;
-                // ADC tables and rescoring divide by the query's length; Hamming and soft
-                // scores compare the query's code (or activations), which depend on it.
-                if a.score != ScoreName::Adc {
-                    super::io::warn_if_not_unit(q, m.config.method);
-                }
+                warn_if_queries_not_unit(q, m.config.method, a.score);
             }
             model
         }
