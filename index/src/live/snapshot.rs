@@ -1757,8 +1757,9 @@ impl Snapshot {
     /// scanned exactly (`graph_scanned_segments`), the rest walked. Table scores quantise each
     /// query's table once for all segments. `k = usize::MAX` with a range (`max_distance`,
     /// `min_score`) returns every row in range (exact modes; the graph returns those among its
-    /// `ef` candidates). The stats add `segments` and how many segments each filter strategy
-    /// answered.
+    /// `ef` candidates). `k = 0` gives every query empty hits ([`crate::query::search`], the
+    /// request-level search, refuses it as a mistake). The stats add `segments` and how many
+    /// segments each filter strategy answered.
     ///
     /// ```
     /// use bsa_index::live::{NewRows, SearchOptions, Snapshot, Writer};
@@ -1775,6 +1776,8 @@ impl Snapshot {
     /// assert_eq!(hits[0].ids, vec![0, 7, 1]);
     /// assert_eq!(hits[0].rows, vec![0, 3, 1]); // global rows: id 7 is row 0 of segment 1
     /// assert_eq!(stats.counter("segments"), Some(2));
+    /// let (none, _) = snap.search(&[0b0001], 0, &Score::Hamming, &flat, &SearchOptions::default())?;
+    /// assert!(none[0].ids.is_empty());
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
     pub fn search(
