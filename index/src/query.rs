@@ -918,21 +918,16 @@ pub fn search_batched(
         }
         parts
     };
-    let mut hits = Vec::with_capacity(nq);
-    let mut stats: Option<SearchStats> = None;
+    let mut parts = parts.into_iter();
+    let (mut hits, mut stats) = parts.next().expect("one batch at least");
+    hits.reserve(nq - hits.len());
     for (part, part_stats) in parts {
         hits.extend(part);
-        stats = Some(match stats {
-            None => part_stats,
-            Some(mut sum) => {
-                sum.add_batch(part_stats);
-                sum
-            }
-        });
+        stats.add_batch(part_stats);
     }
     Ok(Found {
         hits,
-        stats: stats.expect("one batch at least"),
+        stats,
         seconds: started.elapsed().as_secs_f64(),
         encode_seconds,
     })
