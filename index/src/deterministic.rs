@@ -48,6 +48,16 @@ const PANELS_PER_PASS: usize = 4;
 /// `sum_t a[t] * b[t]` in `f32`, left to right from `0.0`: the reference every entry of
 /// [`matmul_nt`] equals bit for bit.
 ///
+/// The order shows: `1e8 + 1` rounds back to `1e8` in `f32`, so the `1` is lost before `-1e8`
+/// cancels, where a pairwise or SIMD sum could keep it.
+///
+/// ```
+/// use bsa_index::deterministic::dot;
+/// assert_eq!(dot(&[1e8, 1.0, -1e8], &[1.0, 1.0, 1.0]), 0.0);
+/// assert_eq!(dot(&[1.0, -1e8, 1e8], &[1.0, 1.0, 1.0]), 0.0);
+/// assert_eq!(dot(&[1e8, -1e8, 1.0], &[1.0, 1.0, 1.0]), 1.0);
+/// ```
+///
 /// # Panics
 /// If the lengths differ.
 #[inline]
@@ -66,6 +76,20 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// `a b^T` (`m x d` times the transpose of `n x d`, so `m x n`): entry `(i, j)` is exactly
 /// [`dot`]`(a.row(i), b.row(j))`, whatever the CPU or the size of rayon's pool.
+///
+/// ```
+/// use bsa_index::deterministic::{dot, matmul_nt};
+/// use ndarray::Array2;
+/// // 70 x 37 times (50 x 37)^T: more rows than one task and columns than one panel.
+/// let a = Array2::from_shape_fn((70, 37), |(i, t)| ((i * 31 + t * 7) % 19) as f32 / 7.0 - 1.3);
+/// let b = Array2::from_shape_fn((50, 37), |(j, t)| ((j * 13 + t * 5) % 23) as f32 / 9.0 - 1.1);
+/// let c = matmul_nt(a.view(), b.view());
+/// assert_eq!(c.dim(), (70, 50));
+/// for ((i, j), &x) in c.indexed_iter() {
+///     let want = dot(a.row(i).as_slice().unwrap(), b.row(j).as_slice().unwrap());
+///     assert_eq!(x.to_bits(), want.to_bits());
+/// }
+/// ```
 ///
 /// # Panics
 /// If the numbers of columns differ.
@@ -130,6 +154,15 @@ pub fn matmul_nt_packed(a: ArrayView2<f32>, b: &Packed) -> Array2<f32> {
 /// `a a^T` (`m x m`): exactly [`matmul_nt`]`(a, a)`, in about half the time. Each pair is
 /// computed once and mirrored, which changes nothing: `dot(x, y)` and `dot(y, x)` multiply the
 /// same numbers (`*` commutes) and add the products in the same order.
+///
+/// ```
+/// use bsa_index::deterministic::{gram, matmul_nt};
+/// use ndarray::Array2;
+/// let a = Array2::from_shape_fn((33, 20), |(i, t)| ((i * 17 + t * 3) % 11) as f32 / 3.0 - 1.7);
+/// let g = gram(a.view());
+/// assert_eq!(g, matmul_nt(a.view(), a.view()));
+/// assert_eq!(g, g.t()); // symmetric, bit for bit
+/// ```
 pub fn gram(a: ArrayView2<f32>) -> Array2<f32> {
     let (m, d) = a.dim();
     let mut out = Array2::<f32>::zeros((m, m));
@@ -317,6 +350,22 @@ const U32: f64 = f32::EPSILON as f64 / 2.0;
 /// of Numerical Algorithms*, 2nd ed., section 3.1: the bound holds for any summation order, with
 /// or without fused multiply-adds, which only remove roundings). Underflow is covered separately
 /// by [`F32_UNDERFLOW_PER_TERM`].
+///
+/// A BLAS product and [`dot`] may differ, but both lie within the bound of the exact value:
+///
+/// ```
+/// use bsa_index::deterministic::{dot, f32_dot_error_bound};
+/// let x: Vec<f32> = (0..384).map(|t| ((t * 37 % 101) as f32 - 50.0) / 51.0).collect();
+/// let y: Vec<f32> = (0..384).map(|t| ((t * 53 % 97) as f32 - 48.0) / 49.0).collect();
+/// let exact: f64 = x.iter().zip(&y).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+/// let scale: f64 = x.iter().zip(&y).map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs()).sum();
+/// let bound = f32_dot_error_bound(x.len()) * scale;
+/// let reversed = x.iter().rev().zip(y.iter().rev()).fold(0.0f32, |s, (&a, &b)| s + a * b);
+/// for value in [dot(&x, &y), reversed] {
+///     assert!((f64::from(value) - exact).abs() <= bound);
+/// }
+/// assert!(bound < 1e-4 * scale); // 385 roundings of 2^-24 at the most
+/// ```
 pub fn f32_dot_error_bound(dim: usize) -> f64 {
     let nu = (dim as f64 + 1.0) * U32;
     nu / (1.0 - nu)
@@ -329,6 +378,15 @@ pub const F32_UNDERFLOW_PER_TERM: f64 = 1.401_298_464_324_817e-45;
 /// The logistic function `1 / (1 + e^-h)`, computed in `f64` with `+`, `*`, `/` only and rounded
 /// once to `f32`: identical on every CPU (the C library's `exp` has CPU-specific variants).
 /// Within one `f32` ulp of the exact value (tested). `NaN` gives `NaN`.
+///
+/// ```
+/// use bsa_index::deterministic::sigmoid;
+/// assert_eq!(sigmoid(0.0), 0.5);
+/// assert_eq!((sigmoid(-200.0), sigmoid(200.0)), (0.0, 1.0));
+/// assert!((sigmoid(2.0) + sigmoid(-2.0) - 1.0).abs() <= f32::EPSILON);
+/// assert!((f64::from(sigmoid(1.0)) - 1.0 / (1.0 + (-1.0f64).exp())).abs() < 1e-7);
+/// assert!(sigmoid(f32::NAN).is_nan());
+/// ```
 pub fn sigmoid(h: f32) -> f32 {
     let h = f64::from(h);
     if h.is_nan() {

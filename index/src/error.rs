@@ -21,6 +21,29 @@ pub const MODEL_DIM: &str = "the columns of the queries against the model's inpu
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Everything that can go wrong while building, opening, verifying or searching an index.
+///
+/// The variants carry what a caller acts on, e.g. the damaged file to restore; the message says
+/// it for a person:
+///
+/// ```
+/// use bsa_index::{Error, Index, IndexBuilder};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("idx");
+/// IndexBuilder::new(64, &[1, 2, 3]).build(&path)?;
+/// // One byte of the codes' payload changed after the build (bytes 0..64 are the header).
+/// let file = path.join("codes.bin");
+/// let mut bytes = std::fs::read(&file).unwrap();
+/// bytes[64] ^= 1;
+/// std::fs::write(&file, &bytes).unwrap();
+/// match Index::open(&path) {
+///     Err(Error::Checksum { path, .. }) => assert_eq!(path, file),
+///     other => panic!("expected a checksum error, got {other:?}"),
+/// }
+/// let e = Index::open(&path).unwrap_err().to_string();
+/// assert!(e.contains("codes.bin: checksum mismatch") && e.contains("restore the index"), "{e}");
+/// assert!(matches!(Index::open(dir.path().join("none")), Err(Error::Io { .. })));
+/// # Ok::<(), bsa_index::Error>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

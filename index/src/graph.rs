@@ -358,6 +358,24 @@ impl<'a> GraphView<'a> {
 
     /// Highest level of node `row`.
     ///
+    /// ```
+    /// use bsa_index::{HnswParams, Index, IndexBuilder};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let codes: Vec<u64> = (0..300u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("idx");
+    /// let vectors: Vec<f32> = (0..1200u64).map(|i| (i * 7919 % 101) as f32 / 50.0 - 1.0).collect();
+    /// let hnsw = HnswParams { max_connections: 4, ..HnswParams::default() };
+    /// IndexBuilder::new(64, &codes).hnsw(hnsw).graph_on(&vectors, 4).build(&path)?; // 300 x 4
+    /// let index = Index::open(&path)?;
+    /// let g = index.graph()?;
+    /// assert_eq!(g.level(g.entry_point()), g.max_level()); // the entry point is on the top
+    /// assert!((0..300).all(|r| g.level(r) <= g.max_level()));
+    /// assert!(g.max_level() > 0); // 300 nodes at M = 4 reach level 1 (about 1 in 4 do)
+    /// assert!((0..300).filter(|&r| g.level(r) > 0).count() < 150);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Panics
     /// If `row >= len()`.
     pub fn level(&self, row: u32) -> usize {
@@ -367,6 +385,29 @@ impl<'a> GraphView<'a> {
 
     /// The slots of node `row` on `level` including the [`NO_NEIGHBOUR`] padding; empty if the
     /// node is not on that level.
+    ///
+    /// ```
+    /// use bsa_index::graph::NO_NEIGHBOUR;
+    /// use bsa_index::{HnswParams, Index, IndexBuilder};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let codes: Vec<u64> = (0..300u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("idx");
+    /// let vectors: Vec<f32> = (0..1200u64).map(|i| (i * 7919 % 101) as f32 / 50.0 - 1.0).collect();
+    /// let hnsw = HnswParams { max_connections: 4, ..HnswParams::default() };
+    /// IndexBuilder::new(64, &codes).hnsw(hnsw).graph_on(&vectors, 4).build(&path)?; // 300 x 4
+    /// let index = Index::open(&path)?;
+    /// let g = index.graph()?;
+    /// for r in 0..300 {
+    ///     let s = g.slots(r, 0);
+    ///     assert_eq!(s.len(), g.level0_stride()); // 2M slots on level 0, M above
+    ///     let used = s.iter().take_while(|&&x| x != NO_NEIGHBOUR).count();
+    ///     assert!(s[used..].iter().all(|&x| x == NO_NEIGHBOUR)); // padding only at the end
+    ///     let above = g.slots(r, 1);
+    ///     assert_eq!(above.len(), if g.level(r) >= 1 { g.upper_stride() } else { 0 });
+    /// }
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Panics
     /// If `row >= len()`.
@@ -387,6 +428,40 @@ impl<'a> GraphView<'a> {
 
     /// The neighbours of node `row` on `level` (rows, padding removed), nearest first as built;
     /// empty if the node is not on that level.
+    ///
+    /// Every node is reached from the entry point through level 0 (the builder links what its
+    /// pruning would leave apart), and a node's neighbours on a level are on that level too:
+    ///
+    /// ```
+    /// use bsa_index::{HnswParams, Index, IndexBuilder};
+    /// # fn main() -> bsa_index::Result<()> {
+    /// let codes: Vec<u64> = (0..300u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("idx");
+    /// let vectors: Vec<f32> = (0..1200u64).map(|i| (i * 7919 % 101) as f32 / 50.0 - 1.0).collect();
+    /// let hnsw = HnswParams { max_connections: 4, ..HnswParams::default() };
+    /// IndexBuilder::new(64, &codes).hnsw(hnsw).graph_on(&vectors, 4).build(&path)?; // 300 x 4
+    /// let index = Index::open(&path)?;
+    /// let g = index.graph()?;
+    /// let mut seen = vec![false; g.len()];
+    /// let mut stack = vec![g.entry_point()];
+    /// seen[g.entry_point() as usize] = true;
+    /// while let Some(r) = stack.pop() {
+    ///     for &nb in g.neighbours(r, 0) {
+    ///         if !std::mem::replace(&mut seen[nb as usize], true) {
+    ///             stack.push(nb);
+    ///         }
+    ///     }
+    /// }
+    /// assert!(seen.iter().all(|&s| s));
+    /// for r in 0..300 {
+    ///     for level in 1..=g.level(r) {
+    ///         assert!(g.neighbours(r, level).iter().all(|&nb| g.level(nb) >= level));
+    ///     }
+    ///     assert!(g.neighbours(r, g.level(r) + 1).is_empty());
+    /// }
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Panics
     /// If `row >= len()`.
