@@ -471,6 +471,51 @@ pub struct Found {
     /// `bsa search --stats`); 0 for packed query codes. `encode_seconds + seconds` is the search
     /// without the argument checks.
     pub encode_seconds: f64,
+    /// Where `seconds` went: the tables, the mode's search, the rescoring.
+    pub steps: StepSeconds,
+}
+
+/// The seconds of each step of a search ([`Found::steps`], `step_seconds` of
+/// `bsa search --stats`), summed over its batches: what to tune first (`ef` and `rescore`, or
+/// whether exact ADC tables are worth their cost).
+///
+/// A graph search runs its groups of queries side by side, a group's steps one after the
+/// other on one thread: its sums are thread time, adding up to about `threads x seconds`.
+/// Other modes run each step of a batch on all threads: their sums are wall-clock time within
+/// [`Found::seconds`].
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use bsa_index::query::{search, Queries, Request};
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("idx");
+/// bsa_index::IndexBuilder::new(4, &[0b0011u64, 0b0110, 0b1100]).build(&path)?;
+/// let index = bsa_index::live::Snapshot::open(&path)?;
+/// let q = Queries::Packed { bytes: &[0b0111], rows: 1, cols: 1 };
+/// let found = search(&index, None, q, &Request::new(2))?;
+/// let steps = found.steps;
+/// assert_eq!((steps.tables, steps.rescore), (0.0, 0.0)); // Hamming: no tables, no rescoring
+/// assert!(steps.search > 0.0 && steps.search <= found.seconds);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepSeconds {
+    /// Computing the per-query tables of a table score (ADC, soft, overlap); 0 for the others.
+    pub tables: f64,
+    /// The mode's searcher: the scan, the posting lists or the graph walk.
+    pub search: f64,
+    /// Re-ranking the candidates by exact cosine against the stored vectors; 0 without
+    /// rescoring.
+    pub rescore: f64,
+}
+
+impl StepSeconds {
+    /// Adds another batch's seconds.
+    fn add(&mut self, other: StepSeconds) {
+        self.tables += other.tables;
+        self.search += other.search;
+        self.rescore += other.rescore;
+    }
 }
 
 /// Float queries as packed codes of `model` for an index of `bits`-bit codes.
@@ -855,8 +900,9 @@ pub fn search_batched(
     let wpc = pack::words_per_code(bits);
     let nq = codes.len() / wpc;
     // One batch: its tables, its search, its rescoring.
-    let run = |start: usize, end: usize| -> Result<(Vec<Hits>, SearchStats)> {
+    let run = |start: usize, end: usize| -> Result<(Vec<Hits>, SearchStats, StepSeconds)> {
         crate::check_stop(stop)?;
+        let clock = Instant::now();
         let batch_codes = &codes[start * wpc..end * wpc];
         let (tables, offsets) = tables(
             score_name,
@@ -878,13 +924,25 @@ pub fn search_batched(
             },
             ScoreName::Hamming => Score::Hamming,
         };
+        let tables_done = clock.elapsed().as_secs_f64();
         let (mut part, part_stats) = index.search(batch_codes, fetch, &score, &mode, &options)?;
+        let search_done = clock.elapsed().as_secs_f64();
         if let (Some(_), Some(q)) = (request.rescore, &floats) {
             let rows = q.slice(ndarray::s![start..end, ..]);
             let rows = rows.as_slice().expect("rows of a standard layout");
             part = index.rescore_batch(rows, &part, request.k)?;
         }
-        Ok((part, part_stats))
+        let steps = StepSeconds {
+            // Scores without tables took none (the call returned at once).
+            tables: if offsets.is_empty() { 0.0 } else { tables_done },
+            search: search_done - tables_done,
+            rescore: if request.rescore.is_some() {
+                clock.elapsed().as_secs_f64() - search_done
+            } else {
+                0.0
+            },
+        };
+        Ok((part, part_stats, steps))
     };
     let parts = if matches!(mode, Mode::Hnsw(_)) && nq > 0 {
         // A graph walk costs tens of microseconds a query: batches of a few hundred queries,
@@ -919,17 +977,19 @@ pub fn search_batched(
         parts
     };
     let mut parts = parts.into_iter();
-    let (mut hits, mut stats) = parts.next().expect("one batch at least");
+    let (mut hits, mut stats, mut steps) = parts.next().expect("one batch at least");
     hits.reserve(nq - hits.len());
-    for (part, part_stats) in parts {
+    for (part, part_stats, part_steps) in parts {
         hits.extend(part);
         stats.add_batch(part_stats);
+        steps.add(part_steps);
     }
     Ok(Found {
         hits,
         stats,
         seconds: started.elapsed().as_secs_f64(),
         encode_seconds,
+        steps,
     })
 }
 

@@ -127,7 +127,9 @@ pub struct Args {
     /// float queries, 0 with --query-codes; neither counts loading), with the kernels run; flat
     /// table scores (adc, soft) add "table_kernel", "codes_scanned" and "codes_rescored" (codes
     /// the quantised scan's bound left to score exactly), the inverted mode how it answered, the
-    /// graph "nodes_visited".
+    /// graph "nodes_visited"; a local index "step_seconds": {"tables", "search", "rescore"}, the
+    /// seconds of each step (summed over the threads for --mode hnsw, which gives each thread
+    /// its own queries; within search_seconds otherwise).
     #[arg(long)]
     pub stats: bool,
     /// Text file with one line per indexed row (by id): print neighbours' lines, for people.

@@ -132,6 +132,12 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             stats.push(("table_kernel", t.into()));
         }
         stats.extend(search_stats.counters.iter().map(|&(k, v)| (k, v.into())));
+        // Where the time went (thread time for a graph's groups of queries: see StepSeconds).
+        let steps = found.steps;
+        stats.push((
+            "step_seconds",
+            serde_json::json!({"tables": steps.tables, "search": steps.search, "rescore": steps.rescore}),
+        ));
     }
     Ok(Found {
         answers: hits

@@ -314,6 +314,48 @@ fn adc_graph_finds_the_flat_adc_neighbours_with_their_exact_scores() {
     .fails_with(&["ef 5 is below k 10"]);
 }
 
+/// `--stats` says where the time went: tables only for table scores, rescoring only with
+/// `--rescore`, and, in flat mode (each step of a batch on all threads, one after the other),
+/// all within the search's seconds.
+#[test]
+fn stats_give_the_seconds_of_each_step() {
+    let t = setup();
+    let steps = |extra: &[&str]| -> (serde_json::Value, f64) {
+        let mut args = vec![
+            "search",
+            "--index",
+            "idx",
+            "--queries",
+            "q.npy",
+            "--k",
+            "3",
+            "--stats",
+        ];
+        args.extend_from_slice(extra);
+        let out = t.bsa(&args).ok();
+        let stats: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+        let total = stats["search_seconds"].as_f64().unwrap();
+        (stats["step_seconds"].clone(), total)
+    };
+    let s = |v: &serde_json::Value, k: &str| {
+        v[k].as_f64()
+            .unwrap_or_else(|| panic!("no step {k} in {v}"))
+    };
+    let (hamming, _) = steps(&[]);
+    assert_eq!(s(&hamming, "tables"), 0.0, "{hamming}");
+    assert_eq!(s(&hamming, "rescore"), 0.0, "{hamming}");
+    assert!(s(&hamming, "search") > 0.0, "{hamming}");
+    let (adc, total) = steps(&["--score", "adc", "--rescore", "2"]);
+    for k in ["tables", "search", "rescore"] {
+        assert!(s(&adc, k) > 0.0, "{k}: {adc}");
+    }
+    let sum = s(&adc, "tables") + s(&adc, "search") + s(&adc, "rescore");
+    assert!(sum <= total, "{adc} adds up to more than {total}");
+    let (graph, _) = steps(&["--mode", "hnsw"]);
+    assert_eq!(s(&graph, "tables"), 0.0, "{graph}");
+    assert!(s(&graph, "search") > 0.0, "{graph}");
+}
+
 #[test]
 fn stats_go_to_stderr_and_labels_print_text() {
     let t = setup();
