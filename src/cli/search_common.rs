@@ -129,7 +129,8 @@ pub struct Args {
     /// the quantised scan's bound left to score exactly), the inverted mode how it answered, the
     /// graph "nodes_visited"; a local index "step_seconds": {"tables", "search", "rescore"}, the
     /// seconds of each step (summed over the threads for --mode hnsw, which gives each thread
-    /// its own queries; within search_seconds otherwise).
+    /// its own queries, and the graph's loading counted in its search; within search_seconds
+    /// otherwise).
     #[arg(long)]
     pub stats: bool,
     /// Text file with one line per indexed row (by id): print neighbours' lines, for people.
