@@ -314,28 +314,34 @@ fn adc_graph_finds_the_flat_adc_neighbours_with_their_exact_scores() {
     .fails_with(&["ef 5 is below k 10"]);
 }
 
+/// The `--stats` line of `bsa search --k 3 --stats` of `q.npy` on `idx`, with `extra` arguments.
+fn stats_line(t: &TestDir, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "q.npy",
+        "--k",
+        "3",
+        "--stats",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(t.bsa(&args).ok().stderr.trim()).unwrap()
+}
+
 /// `--stats` says where the time went: tables only for table scores, rescoring only with
 /// `--rescore`, and, in flat mode (each step of a batch on all threads, one after the other),
 /// all within the search's seconds.
 #[test]
 fn stats_give_the_seconds_of_each_step() {
     let t = setup();
-    let steps = |extra: &[&str]| -> (serde_json::Value, f64) {
-        let mut args = vec![
-            "search",
-            "--index",
-            "idx",
-            "--queries",
-            "q.npy",
-            "--k",
-            "3",
-            "--stats",
-        ];
-        args.extend_from_slice(extra);
-        let out = t.bsa(&args).ok();
-        let stats: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
-        let total = stats["search_seconds"].as_f64().unwrap();
-        (stats["step_seconds"].clone(), total)
+    let steps = |extra: &[&str]| {
+        let stats = stats_line(&t, extra);
+        (
+            stats["step_seconds"].clone(),
+            stats["search_seconds"].as_f64().unwrap(),
+        )
     };
     let s = |v: &serde_json::Value, k: &str| {
         v[k].as_f64()
@@ -359,19 +365,7 @@ fn stats_give_the_seconds_of_each_step() {
 #[test]
 fn stats_go_to_stderr_and_labels_print_text() {
     let t = setup();
-    let out = t
-        .bsa(&[
-            "search",
-            "--index",
-            "idx",
-            "--queries",
-            "q.npy",
-            "--k",
-            "3",
-            "--stats",
-        ])
-        .ok();
-    let stats: serde_json::Value = serde_json::from_str(out.stderr.trim()).unwrap();
+    let stats = stats_line(&t, &[]);
     assert_eq!(stats["queries"], 20);
     assert!(stats["qps"].as_f64().unwrap() > 0.0);
     // Encoding the float queries is timed apart from the search.
