@@ -359,16 +359,16 @@ impl<'a> GraphView<'a> {
     /// Highest level of node `row`.
     ///
     /// ```
-    /// use bsa_index::{HnswParams, Index, IndexBuilder};
+    /// # use bsa_index::{HnswParams, Index, IndexBuilder};
     /// # fn main() -> bsa_index::Result<()> {
-    /// let codes: Vec<u64> = (0..300u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let path = dir.path().join("idx");
-    /// let vectors: Vec<f32> = (0..1200u64).map(|i| (i * 7919 % 101) as f32 / 50.0 - 1.0).collect();
-    /// let hnsw = HnswParams { max_connections: 4, ..HnswParams::default() };
-    /// IndexBuilder::new(64, &codes).hnsw(hnsw).graph_on(&vectors, 4).build(&path)?; // 300 x 4
-    /// let index = Index::open(&path)?;
-    /// let g = index.graph()?;
+    /// # let codes: Vec<u64> = (0..300u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # let vectors: Vec<f32> = (0..1200u64).map(|i| (i * 7919 % 101) as f32 / 50.0 - 1.0).collect();
+    /// # let hnsw = HnswParams { max_connections: 4, ..HnswParams::default() };
+    /// # IndexBuilder::new(64, &codes).hnsw(hnsw).graph_on(&vectors, 4).build(&path)?;
+    /// # let index = Index::open(&path)?;
+    /// let g = index.graph()?; // 300 nodes of 4-d vectors, M = 4 (as in `neighbours`)
     /// assert_eq!(g.level(g.entry_point()), g.max_level()); // the entry point is on the top
     /// assert!((0..300).all(|r| g.level(r) <= g.max_level()));
     /// assert!(g.max_level() > 0); // 300 nodes at M = 4 reach level 1 (about 1 in 4 do)
@@ -388,16 +388,16 @@ impl<'a> GraphView<'a> {
     ///
     /// ```
     /// use bsa_index::graph::NO_NEIGHBOUR;
-    /// use bsa_index::{HnswParams, Index, IndexBuilder};
+    /// # use bsa_index::{HnswParams, Index, IndexBuilder};
     /// # fn main() -> bsa_index::Result<()> {
-    /// let codes: Vec<u64> = (0..300u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
-    /// let dir = tempfile::tempdir().unwrap();
-    /// let path = dir.path().join("idx");
-    /// let vectors: Vec<f32> = (0..1200u64).map(|i| (i * 7919 % 101) as f32 / 50.0 - 1.0).collect();
-    /// let hnsw = HnswParams { max_connections: 4, ..HnswParams::default() };
-    /// IndexBuilder::new(64, &codes).hnsw(hnsw).graph_on(&vectors, 4).build(&path)?; // 300 x 4
-    /// let index = Index::open(&path)?;
-    /// let g = index.graph()?;
+    /// # let codes: Vec<u64> = (0..300u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// # let vectors: Vec<f32> = (0..1200u64).map(|i| (i * 7919 % 101) as f32 / 50.0 - 1.0).collect();
+    /// # let hnsw = HnswParams { max_connections: 4, ..HnswParams::default() };
+    /// # IndexBuilder::new(64, &codes).hnsw(hnsw).graph_on(&vectors, 4).build(&path)?;
+    /// # let index = Index::open(&path)?;
+    /// let g = index.graph()?; // 300 nodes of 4-d vectors, M = 4 (as in `neighbours`)
     /// for r in 0..300 {
     ///     let s = g.slots(r, 0);
     ///     assert_eq!(s.len(), g.level0_stride()); // 2M slots on level 0, M above
