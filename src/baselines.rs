@@ -55,6 +55,9 @@ use crate::model::{Autoencoder, LossKind, Method, ModelConfig, Params, Target};
 pub const DEFAULT_FIT_ROWS: usize = 20_000;
 /// Default number of ITQ rounds (the ITQ paper's 50).
 pub const DEFAULT_ITQ_ITERATIONS: usize = 50;
+/// The most ITQ rounds a fit accepts: ITQ settles within a few hundred, and a count past any
+/// that could finish is a mistyped argument, refused before the fit starts.
+pub const MAX_ITQ_ITERATIONS: usize = 100_000;
 /// Rows per chunk when accumulating the decoder's normal equations.
 const CHUNK: usize = 4096;
 
@@ -160,6 +163,13 @@ impl BaselineParams {
                 )));
             }
             _ => {}
+        }
+        if self.method == Method::Itq && self.itq_iterations > MAX_ITQ_ITERATIONS {
+            return Err(Error::InvalidArgument(format!(
+                "--itq-iterations must be at most {MAX_ITQ_ITERATIONS} (ITQ settles within a few \
+                 hundred rounds), got {}",
+                self.itq_iterations
+            )));
         }
         if self.fit_rows < 2 {
             // As the data: a fit on one row has no spread to fit.
@@ -347,7 +357,8 @@ impl Itq {
 
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         let mut rotation = random_rotation(bits, &mut rng)?;
-        let mut quantization_loss = Vec::with_capacity(iterations);
+        // Not sized by `iterations`: the loop may be stopped long before it ends.
+        let mut quantization_loss = Vec::new();
         for _ in 0..iterations {
             if stop.load(Ordering::Relaxed) {
                 return Err(Error::Stopped);
@@ -687,6 +698,17 @@ mod tests {
         for (j, &c) in count.iter().enumerate() {
             let f = c as f64 / x.nrows() as f64;
             assert!((0.3..0.7).contains(&f), "bit {j} fires for {f} of the rows");
+        }
+    }
+
+    #[test]
+    fn itq_refuses_more_rounds_than_could_finish() {
+        let x = gaussian(10, 8, 1, 0.0);
+        for iterations in [MAX_ITQ_ITERATIONS + 1, usize::MAX] {
+            let mut p = BaselineParams::new(Method::Itq, 4);
+            p.itq_iterations = iterations;
+            let e = p.fit(x.view()).unwrap_err().to_string();
+            assert!(e.contains("--itq-iterations must be at most 100000"), "{e}");
         }
     }
 
