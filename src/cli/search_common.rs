@@ -104,7 +104,9 @@ pub struct Args {
     /// Range search: every neighbour scoring at least S (scores other than hamming). With
     /// --rescore, the bound applies to --score's exact value, and the rescored cosines printed
     /// then order those neighbours (they may be below S: another measure).
-    #[arg(long, conflicts_with = "max_dist")]
+    // Hyphen values: `-inf` is a bound (every row), which `allow_negative_numbers` (see
+    // `cli::command`) would read as the short flags `-i -n -f`.
+    #[arg(long, conflicts_with = "max_dist", allow_hyphen_values = true)]
     pub min_score: Option<f32>,
     /// Only these ids (.npy, 1-D integers) may be returned; exact modes stay exact, the graph
     /// walks past other rows or scans the allowed ones exactly when they are few (--stats says).

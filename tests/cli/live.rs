@@ -227,6 +227,11 @@ fn range_search_returns_every_row_in_range() {
                 .all(|s| s.as_f64().unwrap() >= 0.2)
         );
     }
+    // A bound that keeps every row, written as a separate argument: `-inf` is its value, not
+    // the short flags `-i -n -f`.
+    for l in search(&t, "idx", &["--score", "adc", "--min-score", "-inf"]) {
+        assert_eq!(l["ids"].as_array().unwrap().len(), 200);
+    }
     // With --rescore the bound still selects by the exact ADC score (the integer tables that
     // pick rescoring's candidates let rows just below it in, and left rows at it out): the
     // same rows, re-ranked. Bounds at exact scores of hits, where that showed.
