@@ -410,13 +410,16 @@ fn payload_range(h: &Header, map_len: usize, path: &Path) -> Result<std::ops::Ra
 
 /// Streams a file and returns its length and CRC-32.
 pub(crate) fn crc_of_file(path: &Path) -> Result<FileInfo> {
-    use std::io::Read;
-    let mut f = open_regular(path)?;
+    crc_of_reader(path, open_regular(path)?)
+}
+
+/// The length and CRC-32 of what `r` (reading `path`) yields until its end.
+fn crc_of_reader(path: &Path, mut r: impl std::io::Read) -> Result<FileInfo> {
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        let n = r.read(&mut buf).map_err(|e| Error::io(path, e))?;
         if n == 0 {
             break;
         }
@@ -429,19 +432,49 @@ pub(crate) fn crc_of_file(path: &Path) -> Result<FileInfo> {
     })
 }
 
-/// Checks a whole non-mapped file (model, HNSW) against its manifest entry.
-pub(crate) fn verify_plain_file(path: &Path, info: &FileInfo) -> Result<()> {
-    compare_plain(path, crc_of_file(path)?, info)
+/// Opens a non-mapped file the manifest lists ([`open_regular`]) and checks its size against
+/// `info` before reading a byte: a file grown far past its record (a sparse file of a terabyte
+/// put in its place) is refused at once, not read whole first. The returned reader stops one
+/// byte past the recorded length, so a file that grows after the check is still caught by the
+/// length comparison of what was read, and never read further.
+fn open_plain(path: &Path, info: &FileInfo) -> Result<std::io::Take<File>> {
+    use std::io::Read;
+    let f = open_regular(path)?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    check_plain_len(path, len, info)?;
+    Ok(f.take(info.len.saturating_add(1)))
 }
 
-/// [`verify_plain_file`] of a file's bytes, read whole by the caller (who parses them next: the
-/// checked bytes are the ones used). Returns their length and CRC, which the caller may keep
-/// rather than hash the bytes again.
+/// Checks a whole non-mapped file (model, HNSW) against its manifest entry.
+pub(crate) fn verify_plain_file(path: &Path, info: &FileInfo) -> Result<()> {
+    compare_plain(path, crc_of_reader(path, open_plain(path, info)?)?, info)
+}
+
+/// Reads a whole non-mapped file (the model) checked against its manifest entry, as
+/// [`verify_plain_file`] checks it: the checked bytes are the ones returned, with their length
+/// and CRC.
 #[cfg(feature = "float-queries")]
-pub(crate) fn verify_plain_bytes(path: &Path, bytes: &[u8], info: &FileInfo) -> Result<FileInfo> {
-    let got = info_of_bytes(bytes);
+pub(crate) fn read_plain_file(path: &Path, info: &FileInfo) -> Result<(Vec<u8>, FileInfo)> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    open_plain(path, info)?
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(path, e))?;
+    let got = info_of_bytes(&buf);
     compare_plain(path, got, info)?;
-    Ok(got)
+    Ok((buf, got))
+}
+
+/// Reads a whole file of the index that the manifest records no length or checksum for,
+/// refusing anything but a regular file ([`open_regular`]).
+#[cfg(feature = "float-queries")]
+pub(crate) fn read_regular(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    open_regular(path)?
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(buf)
 }
 
 /// The length and CRC-32 of a whole file's bytes, as a manifest records them.
@@ -455,25 +488,31 @@ pub(crate) fn info_of_bytes(bytes: &[u8]) -> FileInfo {
 
 /// A plain file's length and CRC `got` against its manifest entry.
 fn compare_plain(path: &Path, got: FileInfo, info: &FileInfo) -> Result<()> {
-    if got.len != info.len {
-        // Not a file of this format: nothing says whether it is cut short or another's.
-        return Err(Error::corrupt(
-            path,
-            format!(
-                "{} bytes, but {} records {}: a copy cut short, or a file (or manifest) from \
-                 another index",
-                got.len,
-                path.with_file_name(MANIFEST_FILE).display(),
-                info.len
-            ),
-        ));
-    }
+    check_plain_len(path, got.len, info)?;
     if got.crc32 != info.crc32 {
         return Err(Error::Checksum {
             path: path.to_path_buf(),
             expected: info.crc32,
             got: got.crc32,
         });
+    }
+    Ok(())
+}
+
+/// A plain file's length `len` against its manifest entry.
+fn check_plain_len(path: &Path, len: u64, info: &FileInfo) -> Result<()> {
+    if len != info.len {
+        // Not a file of this format: nothing says whether it is cut short or another's.
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "{} bytes, but {} records {}: a copy cut short, or a file (or manifest) from \
+                 another index",
+                len,
+                path.with_file_name(MANIFEST_FILE).display(),
+                info.len
+            ),
+        ));
     }
     Ok(())
 }

@@ -495,6 +495,57 @@ fn a_pipe_or_directory_in_place_of_a_file_is_refused() {
     assert!(e.to_string().contains("a directory"), "{e}");
 }
 
+/// The model is read when the first float query needs it, after an open that skipped the
+/// checksums: a pipe in its place is refused rather than waited on, and a file far longer than
+/// its record (here 64 GiB, sparse) is refused by its size, before a byte of it is read.
+#[cfg(feature = "float-queries")]
+#[test]
+fn a_model_read_at_first_use_is_checked_before_it_is_read() {
+    use bsa_index::live::Snapshot;
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    let no_verify = OpenOptions::verify_checksums(false);
+
+    let d = scratch.path().join("fifo");
+    copy_dir(&f.path, &d);
+    let model = d.join("model.safetensors");
+    fs::remove_file(&model).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&model)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let e = Snapshot::open_with(&d, no_verify)
+        .unwrap()
+        .query_model()
+        .unwrap_err();
+    assert_names(&e, "model.safetensors");
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+
+    let d = scratch.path().join("huge");
+    copy_dir(&f.path, &d);
+    let recorded = fs::metadata(d.join("model.safetensors")).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(d.join("model.safetensors"))
+        .unwrap()
+        .set_len(1 << 36)
+        .unwrap();
+    let snap = Snapshot::open_with(&d, no_verify).unwrap();
+    for e in [
+        snap.query_model().unwrap_err(),
+        snap.verify_model().unwrap_err(),
+    ] {
+        assert_names(&e, "model.safetensors");
+        let want = format!("{} bytes, but", 1u64 << 36);
+        assert!(e.to_string().contains(&want), "{e}");
+        assert!(
+            e.to_string().contains(&format!("records {recorded}")),
+            "{e}"
+        );
+    }
+}
+
 /// Rewrites `file` of the index at `dir` with `edit` applied to its payload, resealed: payload
 /// CRC, header CRC and the manifest's record of the file agree again, as a writer's bug would
 /// leave them. Checksums then pass; only the payload's own rules can fault it.
@@ -722,7 +773,67 @@ fn a_resealed_hnsw_rs_dump_with_false_sizes_is_refused() {
     assert_eq!(graph[at..at + 4], 0x000a_676fu32.to_ne_bytes());
     let mut many_points = graph.clone();
     many_points[at + 4..at + 12].copy_from_slice(&(1u64 << 40).to_ne_bytes());
-    let cases: [(&[u8], &[u8], &str, &str); 5] = [
+    // Values hnsw_rs asserts on or indexes with (a panic, printed, before these checks). The
+    // first point of layer 0 (after its tag: an id, its layer and its rank), then its first
+    // list of a full dump (a length, then per neighbour an id, a layer, a rank, a distance);
+    // the description's count of points; the entry point (the file's last 13 bytes: an id,
+    // a layer, a rank); the element type's name (the second name, "u64").
+    assert_eq!(graph[4], 1, "a full dump");
+    let point = at + 12;
+    assert_eq!(graph[point..point + 4], 0x000a_678fu32.to_ne_bytes());
+    assert_eq!(graph[point + 12], 0, "on layer 0");
+    assert_eq!(graph[point + 13..point + 17], 0i32.to_ne_bytes(), "rank 0");
+    assert!(name_len(point + 17) > 0, "with neighbours on layer 0");
+    let with = |at: usize, bytes: &[u8]| {
+        let mut g = graph.clone();
+        g[at..at + bytes.len()].copy_from_slice(bytes);
+        g
+    };
+    let misplaced = with(point + 13, &5i32.to_ne_bytes());
+    let far_neighbour = with(point + 17 + 8 + 8 + 1, &1000i32.to_ne_bytes());
+    let fewer = with(23, &23u64.to_ne_bytes());
+    let far_entry = with(graph.len() - 4, &1000i32.to_ne_bytes());
+    let second_name = 39 + 8 + name_len(39);
+    assert_eq!(graph[second_name + 8..second_name + 11], *b"u64");
+    let u32_name = with(second_name + 8, b"u32");
+    let other_id = with(point + 4, &u64::MAX.to_ne_bytes());
+    let cases: [(&[u8], &[u8], &str, &str); 11] = [
+        (
+            &misplaced,
+            &data,
+            "hnsw.hnsw.graph",
+            "point 0 of layer 0 has tag 0xa678f and says it is point 5 of layer 0",
+        ),
+        (
+            &far_neighbour,
+            &data,
+            "hnsw.hnsw.graph",
+            "a neighbour is named point 1000 of layer",
+        ),
+        (
+            &fewer,
+            &data,
+            "hnsw.hnsw.graph",
+            "describes 23 vectors of 2 words, not 24 of 2",
+        ),
+        (
+            &far_entry,
+            &data,
+            "hnsw.hnsw.graph",
+            "the entry point is point 1000 of layer",
+        ),
+        (
+            &u32_name,
+            &data,
+            "hnsw.hnsw.graph",
+            "names \"u32\" where \"u64\" belongs",
+        ),
+        (
+            &other_id,
+            &data,
+            "hnsw.hnsw.data",
+            "where the graph has point 18446744073709551615",
+        ),
         (
             &many_points,
             &data,

@@ -1487,13 +1487,17 @@ impl Snapshot {
         let Some(path) = self.model_path() else {
             return Ok(None);
         };
-        let buf = std::fs::read(&path).map_err(|e| self.superseded(Error::io(&path, e)))?;
         // The bytes read are the ones the manifest names: a model put in its place since (a
         // rebuild over the index) would encode queries this snapshot's codes do not answer.
-        let source = match &self.model_info {
-            Some(info) => crate::files::verify_plain_bytes(&path, &buf, info)
-                .map_err(|e| self.file_superseded(e))?,
-            None => crate::files::info_of_bytes(&buf),
+        let (buf, source) = match &self.model_info {
+            Some(info) => {
+                crate::files::read_plain_file(&path, info).map_err(|e| self.file_superseded(e))?
+            }
+            None => {
+                let buf = crate::files::read_regular(&path).map_err(|e| self.superseded(e))?;
+                let source = crate::files::info_of_bytes(&buf);
+                (buf, source)
+            }
         };
         let model = crate::model::QueryModel::from_checked_bytes(&buf, &path, source)?;
         self.check_model(&path, model.bits(), model.dim())?;
