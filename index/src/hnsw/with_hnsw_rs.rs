@@ -231,6 +231,20 @@ impl<'p> DumpReader<'p> {
         }
     }
 
+    /// The next `k` bytes.
+    fn bytes(&mut self, k: usize) -> Result<Vec<u8>> {
+        use std::io::Read;
+        if self.left < k as u64 {
+            return Err(Error::corrupt(self.path, "the hnsw_rs dump is cut short"));
+        }
+        let mut b = vec![0u8; k];
+        self.r
+            .read_exact(&mut b)
+            .map_err(|e| Error::io(self.path, e))?;
+        self.left -= k as u64;
+        Ok(b)
+    }
+
     fn skip(&mut self, k: u64) -> Result<()> {
         use std::io::Read;
         if self.left < k {
@@ -249,12 +263,17 @@ impl<'p> DumpReader<'p> {
     }
 }
 
-/// Checks the layout of the hnsw_rs graph file `path` of an index of `n` codes of `w` words
-/// before hnsw_rs reads it, since hnsw_rs trusts it: a description of format 3 or 4 (it ends
-/// the process on a point of format 2) of vectors of `w` words and at most 16 layers, then
-/// layers of at most `n` points in all, each point's lists no longer than the rest of the file
-/// (hnsw_rs reserves the memory the lengths say: a false one aborted the process).
-fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<()> {
+/// Checks the hnsw_rs graph file `path` of an index of `n` codes of `w` words before hnsw_rs
+/// reads it, since hnsw_rs trusts it (a false value ends in an abort, a process exit or a
+/// panic, each found by a fuzzer or a review): a description of format 3 or 4 (it ends the
+/// process on a point of format 2) of `n` points of `w` words of type `u64` under bsa's
+/// Hamming distance (names in UTF-8) in at most 16 layers; then layers of `n` points in all,
+/// point `r` of layer `l` saying it is (`l`, `r`), its lists no longer than the rest of the file
+/// (hnsw_rs reserves the memory the lengths say) and every neighbour it names by layer and rank
+/// (light dumps name point 0 of layer 0 for all) a point of the file; then an entry point
+/// among them. Returns the points' ids in file order, which the data file's records must
+/// repeat (hnsw_rs asserts so).
+fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<Vec<u64>> {
     let bad = |d: String| Err(Error::corrupt(path, d));
     let mut r = DumpReader::open(path)?;
     let tag = r.uint(4)?;
@@ -270,20 +289,36 @@ fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<()> {
     let full = r.uint(1)? == 1;
     r.skip(1 + if version4 { 8 } else { 0 })?; // M, the level scale
     let point_layers = r.uint(1)?;
-    r.skip(16)?; // ef, the points
+    r.skip(8)?; // ef
+    let described = r.uint(8)?;
     let dim = r.uint(8)?;
-    if dim != u64::from(w) {
+    if dim != u64::from(w) || described != n {
         return bad(format!(
-            "the hnsw_rs graph describes vectors of {dim} words, not {w}"
+            "the hnsw_rs graph describes {described} vectors of {dim} words, not {n} of {w}"
         ));
     }
-    for _ in 0..2 {
-        // The names of the distance and of the element type.
+    // The distance's name (hnsw_rs compares its last `::` part) and the element type's (the
+    // whole name).
+    for (want, last_part) in [
+        ("DistHammingBits", true),
+        (std::any::type_name::<u64>(), false),
+    ] {
         let len = r.uint(8)?;
         if len > 256 {
             return bad(format!("an hnsw_rs name of {len} bytes"));
         }
-        r.skip(len)?;
+        let name = r.bytes(len as usize)?;
+        let name = String::from_utf8_lossy(&name);
+        let compared = if last_part {
+            name.rsplit("::").next()
+        } else {
+            Some(&*name)
+        };
+        if compared != Some(want) {
+            return bad(format!(
+                "the hnsw_rs graph names {name:?} where {want:?} belongs"
+            ));
+        }
     }
     let layers = r.uint(1)?;
     if layers > 16 || point_layers > 16 {
@@ -291,26 +326,33 @@ fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<()> {
             "{layers} layers (points list {point_layers}); hnsw_rs has at most 16"
         ));
     }
-    let neighbour = 12 + if full { 5 } else { 0 };
-    let mut points = 0u64;
+    let mut ids = Vec::new();
+    let mut counts = [0u64; 16];
+    // The largest rank named on each layer by a neighbour, plus one (0: none named).
+    let mut named = [0u64; 16];
     for layer in 0..layers {
         let (tag, count) = (r.uint(4)?, r.uint(8)?);
-        points = points.saturating_add(count);
-        if tag != 0x000a_676f || points > n {
+        if tag != 0x000a_676f || count > n - ids.len() as u64 {
             return bad(format!(
-                "layer {layer} (tag {tag:#x}) brings the points to {points}; the index has {n}"
+                "layer {layer} (tag {tag:#x}) brings the points to {}; the index has {n}",
+                (ids.len() as u64).saturating_add(count)
             ));
         }
-        for _ in 0..count {
+        counts[layer as usize] = count;
+        for rank in 0..count {
             let tag = r.uint(4)?;
-            if tag != 0x000a_678f {
-                return bad(format!("a point of layer {layer} has tag {tag:#x}"));
+            let (id, at, at_rank) = (r.uint(8)?, r.uint(1)?, r.uint(4)?);
+            if tag != 0x000a_678f || at != layer || at_rank != rank {
+                return bad(format!(
+                    "point {rank} of layer {layer} has tag {tag:#x} and says it is point \
+                     {at_rank} of layer {at}"
+                ));
             }
-            r.skip(13)?; // its id, layer and rank
+            ids.push(id);
             for _ in 0..point_layers {
                 let lists = r.uint(8)?;
-                match lists.checked_mul(neighbour) {
-                    Some(b) if b <= r.left => r.skip(b)?,
+                match lists.checked_mul(12 + if full { 5 } else { 0 }) {
+                    Some(b) if b <= r.left => {}
                     _ => {
                         return bad(format!(
                             "a point of layer {layer} lists {lists} neighbours, more than the \
@@ -318,17 +360,52 @@ fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<()> {
                         ));
                     }
                 }
+                for _ in 0..lists {
+                    r.skip(8)?; // its id
+                    let (nl, nr) = if full {
+                        (r.uint(1)?, r.uint(4)?)
+                    } else {
+                        (0, 0)
+                    };
+                    if nl >= 16 {
+                        return bad(format!(
+                            "a point of layer {layer} names neighbour {nr} of layer {nl}"
+                        ));
+                    }
+                    named[nl as usize] = named[nl as usize].max(nr + 1);
+                    r.skip(4)?; // its distance
+                }
             }
         }
     }
-    Ok(())
+    if ids.len() as u64 != n {
+        return bad(format!(
+            "the hnsw_rs graph holds {} points, not {n}",
+            ids.len()
+        ));
+    }
+    if let Some(l) = (0..16).find(|&l| named[l] > counts[l]) {
+        return bad(format!(
+            "a neighbour is named point {} of layer {l}, which holds {}",
+            named[l] - 1,
+            counts[l]
+        ));
+    }
+    r.skip(8)?; // the entry point's id
+    let (el, er) = (r.uint(1)?, r.uint(4)?);
+    if el >= 16 || er >= counts[el as usize] {
+        return bad(format!(
+            "the entry point is point {er} of layer {el}, which the graph does not hold"
+        ));
+    }
+    Ok(ids)
 }
 
 /// Checks the layout of the hnsw_rs data file `path` of an index of `n` codes of `w` words
 /// before hnsw_rs reads it: its tag and dimension `w`, then `n` records of a tag, an id and
 /// `8 w` bytes of codes, each saying so, and nothing after them. hnsw_rs trusts the dimension
 /// and each record's length (native-endian, 64-bit: as written on the platforms that read it).
-fn check_dump_data(path: &Path, n: u64, w: u32) -> Result<()> {
+fn check_dump_data(path: &Path, n: u64, w: u32, ids: &[u64]) -> Result<()> {
     let bad = |d: String| Err(Error::corrupt(path, d));
     let mut r = DumpReader::open(path)?;
     let len = r.left;
@@ -347,10 +424,13 @@ fn check_dump_data(path: &Path, n: u64, w: u32) -> Result<()> {
              {dim})"
         ));
     }
-    for p in 0..n {
-        let tag = r.uint(4)?;
-        r.skip(8)?; // its id
-        let bytes = r.uint(8)?;
+    for (p, &want) in ids.iter().enumerate() {
+        let (tag, id, bytes) = (r.uint(4)?, r.uint(8)?, r.uint(8)?);
+        if id != want {
+            return bad(format!(
+                "hnsw_rs data file: record {p} is of point {id}, where the graph has point {want}"
+            ));
+        }
         if tag != u64::from(DUMP_DATA_MAGIC) || bytes != codes {
             return bad(format!(
                 "hnsw_rs data file: the record of point {p} does not hold {w} words (tag {tag:#x}, \
@@ -371,8 +451,8 @@ fn check_dump_data(path: &Path, n: u64, w: u32) -> Result<()> {
 /// read (a fuzzer's findings). [`Index::verify`](crate::Index::verify) runs it too.
 pub(crate) fn check_dump_layout(dir: &Path, manifest: &Manifest, info: &HnswInfo) -> Result<()> {
     let (n, w) = (manifest.n, manifest.words_per_code);
-    check_dump_graph(&dir.join(&info.graph), n, w)?;
-    check_dump_data(&dir.join(&info.data), n, w)
+    let ids = check_dump_graph(&dir.join(&info.graph), n, w)?;
+    check_dump_data(&dir.join(&info.data), n, w, &ids)
 }
 
 /// Loads the hnsw_rs dump `info` of the index in `dir` described by `manifest` (one written
