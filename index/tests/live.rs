@@ -1849,6 +1849,26 @@ fn a_copy_is_its_snapshots_generation_or_nothing() {
         .unwrap_err();
     assert!(e.to_string().contains("changed by a writer"), "{e}");
     assert!(!dir.path().join("copy2").exists());
+    // The same with segments: a rebuild with as many rows added writes segments of the same
+    // names and sizes, whose own manifests (which hold their checksums) are copied with them.
+    let segmented = dir.path().join("segmented");
+    let rebuild = |codes: &[u64], ids: &[u64]| {
+        IndexBuilder::new(shape.bits, codes)
+            .overwrite(true)
+            .build(&segmented)
+            .unwrap();
+        let mut w = Writer::open(&segmented).unwrap();
+        w.add(&NewRows::codes(&codes[..1]).ids(ids), false).unwrap();
+    };
+    rebuild(&[4, 5], &[9]);
+    let before = Snapshot::open(&segmented).unwrap();
+    assert_eq!(before.segments().len(), 2);
+    rebuild(&[1, 2], &[8]);
+    let e = before
+        .copy_to(&dir.path().join("copy3"), false, LockWait::new())
+        .unwrap_err();
+    assert!(e.to_string().contains("changed by a writer"), "{e}");
+    assert!(!dir.path().join("copy3").exists());
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -85,9 +85,23 @@ impl Snapshot {
         check_stop(stop)?;
         // The files copied are this generation's only if their checksums are the ones its
         // manifests record: a rebuild of the index reuses the file names, so a snapshot opened
-        // before one would otherwise copy the new files under its old manifest.
+        // before one would otherwise copy the new files under its old manifest. The segments'
+        // own manifests, which record their files' checksums, were copied from disk too: they
+        // must be the ones this snapshot read, or the checks vouch for a rebuild's segments
+        // of the same names and sizes under this generation's root.
         Snapshot::open_with(staged.dir(), OpenOptions::verify_checksums(true))
-            .and_then(|copy| copy.verify_model())
+            .and_then(|copy| {
+                copy.verify_model()?;
+                match copy.segments().iter().zip(self.segments()).find(|(c, s)| {
+                    c.name() != s.name() || c.index().manifest() != s.index().manifest()
+                }) {
+                    Some((c, _)) => Err(Error::corrupt(
+                        staged.dir().join(c.name()).join(MANIFEST_FILE),
+                        "not the segment manifest this snapshot read",
+                    )),
+                    None => Ok(()),
+                }
+            })
             .map_err(|e| match self.is_current() {
                 Ok(true) => e,
                 _ => {
