@@ -1242,6 +1242,9 @@ pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
             let _ = fs::rename(&old, out);
             return Err(Error::io(out, e));
         }
+        // As after the swap above: both renames durable before the old index's files go (a
+        // crash could otherwise bring back `out` naming the old folder, emptied).
+        sync_dir(parent)?;
         fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     } else {
         fs::rename(new, out).map_err(|e| Error::io(out, e))?;
