@@ -9,6 +9,10 @@ use std::path::Path;
 /// it, and a build that replaces the directory holds while it does.
 pub const LOCK_FILE: &str = "LOCK";
 
+/// The most bytes of a note read: the longest [`note_holder`] writes is 112 (a 10-digit pid, a
+/// 64-byte host name, a 20-digit time).
+const NOTE_MAX_LEN: u64 = 128;
+
 /// Writes who holds the lock into the locked `LOCK` file, `pid P host H since S\n` (the
 /// process id, the host name where known, and the Unix time in seconds it took the lock), for
 /// the writers waiting behind it to name ([`LockHolder::of`]). Best effort: a lock whose note
@@ -70,7 +74,7 @@ impl LockHolder {
     pub fn of(dir: &Path) -> Option<LockHolder> {
         let mut text = String::new();
         std::io::Read::read_to_string(
-            &mut std::io::Read::take(File::open(dir.join(LOCK_FILE)).ok()?, 64),
+            &mut std::io::Read::take(File::open(dir.join(LOCK_FILE)).ok()?, NOTE_MAX_LEN),
             &mut text,
         )
         .ok()?;
@@ -85,7 +89,9 @@ impl LockHolder {
         Some(LockHolder {
             pid: pid.parse().ok()?,
             host,
-            since: std::time::UNIX_EPOCH + std::time::Duration::from_secs(since.parse().ok()?),
+            // Checked: a note's time past what `SystemTime` holds panicked in the addition.
+            since: std::time::UNIX_EPOCH
+                .checked_add(std::time::Duration::from_secs(since.parse().ok()?))?,
         })
     }
 }
@@ -106,5 +112,28 @@ impl std::fmt::Display for LockHolder {
             (0, _) => write!(f, "{m} min {s} s"),
             _ => write!(f, "{h} h {m} min"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host name as long as [`host_name`] takes (EC2's `ip-...compute.internal` are over 40
+    /// bytes) is read back: the note was cut at 64 bytes, before its line ended. A time too
+    /// large for `SystemTime` panicked.
+    #[test]
+    fn the_longest_note_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = "h".repeat(64);
+        let note = format!("pid 4294967295 host {host} since 18446744073709551615\n");
+        assert_eq!(note.len(), 112);
+        std::fs::write(dir.path().join(LOCK_FILE), &note).unwrap();
+        // A time past what `SystemTime` holds (no writer writes one) names no holder.
+        assert_eq!(LockHolder::of(dir.path()), None);
+        let note = note.replace("18446744073709551615", "1765000000");
+        std::fs::write(dir.path().join(LOCK_FILE), &note).unwrap();
+        let holder = LockHolder::of(dir.path()).expect("a whole note");
+        assert_eq!((holder.pid, holder.host), (u32::MAX, Some(host)));
     }
 }
