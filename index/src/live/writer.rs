@@ -1709,6 +1709,10 @@ impl Writer {
         if !self._lock.is_still_held(&self.dir) {
             return Ok(());
         }
+        // No file goes before the manifest that stops naming it is durable: after a commit whose
+        // last directory sync failed (an error its caller got), a crash could bring back the
+        // manifest before it, which names the files removed below.
+        sync_dir(&self.dir)?;
         let m = &self.manifest;
         let mut keep: BTreeSet<String> = [MANIFEST_FILE.to_string(), LOCK_FILE.to_string()]
             .into_iter()
