@@ -533,13 +533,15 @@ pub(crate) fn check_features_and_size(
     Ok(())
 }
 
-/// Checks that a name from the manifest is a plain file name inside the directory.
+/// Checks that a name from the manifest is a plain file name inside the directory. No `:`
+/// either (bsa never writes one): on Windows `dir.join("C:x")` leaves `dir`, and `codes.bin:s`
+/// names an NTFS stream of another file.
 pub(crate) fn check_file_name(name: &str, path: &Path) -> Result<()> {
     let ok = !name.is_empty()
         && name != "."
         && name != ".."
         && name != MANIFEST_FILE
-        && !name.contains(['/', '\\', '\0'])
+        && !name.contains(['/', '\\', '\0', ':'])
         && name.len() <= 255;
     if ok {
         Ok(())
@@ -874,12 +876,16 @@ mod tests {
             Manifest::from_bytes(&m.to_bytes().unwrap(), &p()),
             Err(Error::Corrupt { .. })
         ));
-        let mut m = sample();
-        m.segments[0].codes = "../x".into();
-        assert!(matches!(
-            Manifest::from_bytes(&m.to_bytes().unwrap(), &p()),
-            Err(Error::Corrupt { .. })
-        ));
+        // Names that leave the directory, listed under `files` as well (so that only the
+        // name's own check can refuse them).
+        for outside in ["../x", "C:x", "codes.bin:stream"] {
+            let mut m = sample();
+            let codes = std::mem::replace(&mut m.segments[0].codes, outside.into());
+            let info = m.files.remove(&codes).unwrap();
+            m.files.insert(outside.into(), info);
+            let e = Manifest::from_bytes(&m.to_bytes().unwrap(), &p()).unwrap_err();
+            assert!(e.to_string().contains("is not a plain file name"), "{e}");
+        }
         let mut m = sample();
         m.words_per_code = 2;
         assert!(matches!(
