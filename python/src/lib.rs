@@ -1347,7 +1347,61 @@ struct Index {
     inner: RwLock<Option<Arc<Loaded>>>,
     /// The private directory of an index built without a path; removed with the object, or
     /// by [`Index::close`].
-    tmp: Mutex<Option<tempfile::TempDir>>,
+    tmp: Mutex<Option<PrivateDir>>,
+}
+
+/// The private folder of an index built without a path (`$TMPDIR/bsa-index-XXXX`, the index
+/// in its `index` subfolder), removed with its object or by [`Index::close`]: by the process
+/// that made it only (a forked child has the object too, and its exit must not remove its
+/// parent's index), and only what bsa put there: the index, then the folder if nothing else is
+/// in it (a copy saved beside the index, into a path taken from `index.path`, stays, and so
+/// does the folder then).
+struct PrivateDir {
+    dir: Option<tempfile::TempDir>,
+    pid: u32,
+}
+
+impl PrivateDir {
+    fn new(dir: tempfile::TempDir) -> PrivateDir {
+        PrivateDir {
+            dir: Some(dir),
+            pid: std::process::id(),
+        }
+    }
+
+    /// Removes the index and then the folder, if empty (see the type); `Ok` in a forked child.
+    fn remove(mut self) -> bsa::Result<()> {
+        self.remove_now()
+    }
+
+    fn remove_now(&mut self) -> bsa::Result<()> {
+        let Some(dir) = self.dir.take() else {
+            return Ok(());
+        };
+        let folder = dir.keep();
+        if std::process::id() != self.pid {
+            return Ok(());
+        }
+        let index = folder.join("index");
+        match std::fs::remove_dir_all(&index) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(bsa::Error::io(&index, e));
+            }
+            _ => {}
+        }
+        match std::fs::remove_dir(&folder) {
+            Err(e) if e.kind() != std::io::ErrorKind::DirectoryNotEmpty => {
+                Err(bsa::Error::io(&folder, e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = self.remove_now();
+    }
 }
 
 /// One generation of the index as opened: its snapshot and its model, loaded together.
@@ -1385,7 +1439,7 @@ impl Loaded {
 }
 
 impl Index {
-    fn open_dir(dir: &Path, verify: bool, tmp: Option<tempfile::TempDir>) -> bsa::Result<Index> {
+    fn open_dir(dir: &Path, verify: bool, tmp: Option<PrivateDir>) -> bsa::Result<Index> {
         // Absolute: the object opens its directory again after every change (and its writers
         // write there), which a relative path would find under whatever working directory the
         // process has by then: another index of that name.
@@ -1630,7 +1684,7 @@ impl Index {
                     .map_err(|e| {
                         PyOSError::new_err(format!("creating a temporary directory: {e}"))
                     })?;
-                (t.path().join("index"), Some(t))
+                (t.path().join("index"), Some(PrivateDir::new(t)))
             }
         };
         if tmp.is_none() {
@@ -2270,8 +2324,7 @@ impl Index {
             Ok(tmp)
         })?;
         if let Some(tmp) = tmp {
-            let at = tmp.path().to_path_buf();
-            tmp.close().map_err(|e| py_err(bsa::Error::io(&at, e)))?;
+            tmp.remove().map_err(py_err)?;
         }
         Ok(())
     }

@@ -3,7 +3,9 @@ what the CLI gives on the same directory, and what a fresh build of the survivin
 
 import contextlib
 import fcntl
+import gc
 import json
+import os
 import time
 
 import numpy as np
@@ -373,6 +375,52 @@ def test_close_and_with_end_an_index_and_remove_its_temporary_folder(tmp_path):
     with pytest.raises(ValueError, match="closed"):
         index.search(codes[:2], 1)
     np.testing.assert_array_equal(bsa.Index.open(tmp_path / "idx").search(codes[:2], 1)[1], I)
+
+
+def test_closing_a_path_less_index_removes_only_what_bsa_put_in_its_folder():
+    # A review's finding: close() removed the whole private folder, and with it a copy the
+    # user had saved beside the index (a path taken from index.path).
+    codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
+    index = bsa.Index.build(codes=codes, bits=16)
+    folder = index.path.parent
+    index.save(folder / "saved")
+    index.close()
+    assert not (folder / "index").exists()
+    assert len(bsa.Index.open(folder / "saved")) == 40
+    # Nothing else there: the folder goes too.
+    index = bsa.Index.build(codes=codes, bits=16)
+    folder = index.path.parent
+    del index
+    assert not folder.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_forked_child_leaves_its_parents_path_less_index_in_place():
+    # A review's finding: a child that inherited the object and exited normally (sys.exit, a
+    # gunicorn worker: the object dropped) or closed it removed the parent's index. (Here the
+    # child drops it by hand: pytest would catch a SystemExit and go on in the child.)
+    codes = np.arange(80, dtype=np.uint8).reshape(40, 2)
+    index = bsa.Index.build(codes=codes, bits=16)
+    for how in ("close", "drop"):
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                if how == "close":
+                    index.close()
+                else:
+                    del index
+                    gc.collect()
+                status = 0
+            finally:
+                os._exit(status)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert index.path.is_dir()
+        index.add(codes=codes[:1])
+    folder = index.path.parent
+    index.close()
+    assert not folder.exists()
 
 
 @pytest.mark.filterwarnings("ignore:waiting for another writer")
