@@ -449,19 +449,36 @@ fn as_array<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyU
         return Ok(a.clone());
     }
     let py = obj.py();
-    py.import("numpy")?
+    let not_an_array = || {
+        PyTypeError::new_err(format!(
+            "{name} must be a numpy array, got {}",
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    };
+    let array = py
+        .import("numpy")?
         .call_method1("asarray", (obj,))
-        .ok()
-        .and_then(|a| a.cast_into::<PyUntypedArray>().ok())
-        .ok_or_else(|| {
-            PyTypeError::new_err(format!(
-                "{name} must be a numpy array, got {}",
-                obj.get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default()
-            ))
-        })
+        .map_err(|e| {
+            // Ctrl-C, and memory and I/O errors, in an `__array__` (a lazy tensor's, a file
+            // reader's) go on as they are; anything else is said as this argument's type, with
+            // numpy's error as its cause.
+            let as_is = e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+                || e.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+                || e.is_instance_of::<PyMemoryError>(py)
+                || e.is_instance_of::<PyOSError>(py);
+            if as_is {
+                return e;
+            }
+            let t = not_an_array();
+            t.set_cause(py, Some(e));
+            t
+        })?;
+    array
+        .cast_into::<PyUntypedArray>()
+        .map_err(|_| not_an_array())
 }
 
 /// How many rows an input array may have.

@@ -499,3 +499,22 @@ def test_rows_not_of_unit_length_warn(queries):
     one_warning(lambda: index.search(x[:20], 5))
     silent(lambda: index.search(x[:20], 5, score="adc"))
     one_warning(lambda: index.add(x=x[:10], ids=np.arange(1000, 1010)))
+
+
+def test_an_array_like_raising_keeps_its_error():
+    # A review's finding: every exception from numpy.asarray (an `__array__`'s Ctrl-C, memory
+    # or I/O error) became "q must be a numpy array", with no cause.
+    class Lazy:
+        def __init__(self, error):
+            self.error = error
+
+        def __array__(self, dtype=None, copy=None):
+            raise self.error
+
+    index = bsa.Index.build(codes=np.arange(80, dtype=np.uint8).reshape(40, 2), bits=16)
+    for error in (KeyboardInterrupt(), MemoryError(), OSError("disk")):
+        with pytest.raises(type(error)):
+            index.search(Lazy(error), 1)
+    with pytest.raises(TypeError, match="q must be a numpy array, got Lazy") as e:
+        index.search(Lazy(ValueError("mine")), 1)
+    assert isinstance(e.value.__cause__, ValueError)
