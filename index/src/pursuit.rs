@@ -60,7 +60,7 @@ pub fn greedy_codes(h: ArrayView2<f32>, gram: ArrayView2<f32>, k: usize) -> Vec<
             let mut best_gain = lane_max(&gain);
             for _ in 0..k {
                 // First index holding the maximum: ties go to the lower atom.
-                let best = first_index_of(&gain, best_gain);
+                let best = next_atom(&gain, best_gain, &chosen);
                 chosen.push(best as u32);
                 gain[best] = f32::NEG_INFINITY;
                 // c_i -= G[best, i] for all i, i.e. gain_i -= 2 G[best, i]; the maximum for the
@@ -75,6 +75,20 @@ pub fn greedy_codes(h: ArrayView2<f32>, gram: ArrayView2<f32>, k: usize) -> Vec<
             *code = chosen;
         });
     out
+}
+
+/// The atom a pursuit step picks: the first holding the largest gain `best_gain` (ties to the
+/// lower atom). Chosen atoms hold `-inf`, below every gain of a sane dictionary; where no gain
+/// left is above it (a dictionary whose norms or correlations overflow `f32`: every gain `-inf`
+/// or NaN), the chosen would tie with the rest and be picked again, so the lowest atom not in
+/// `chosen` is: a code always has `k` distinct atoms.
+fn next_atom(gain: &[f32], best_gain: f32, chosen: &[u32]) -> usize {
+    if best_gain > f32::NEG_INFINITY {
+        return first_index_of(gain, best_gain);
+    }
+    (0..gain.len())
+        .find(|&j| !chosen.contains(&(j as u32)))
+        .expect("k is at most the number of atoms")
 }
 
 /// Maximum of `v`, in 16 independent lanes so that the compiler can vectorise it (a single
@@ -324,7 +338,7 @@ fn greedy_codes_by_rows(
         let mut picked: Vec<u32> = all
             .iter_mut()
             .map(|p| {
-                let best = first_index_of(&p.gain, p.best_gain);
+                let best = next_atom(&p.gain, p.best_gain, &p.chosen);
                 p.chosen.push(best as u32);
                 p.gain[best] = f32::NEG_INFINITY;
                 best as u32
@@ -356,6 +370,24 @@ mod tests {
             .iter()
             .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
         (m, v.iter().position(|&x| x == m).unwrap_or(0))
+    }
+
+    /// A review's finding: a dictionary whose squared norms overflow `f32` (finite weights
+    /// scaled by 1e37) made every gain `-inf`, and the first `-inf`, an atom already chosen,
+    /// was picked K times: codes of one bit. Both ways of taking the Gram rows give K distinct
+    /// atoms, the lowest ones.
+    #[test]
+    fn gains_that_overflow_still_give_k_distinct_atoms() {
+        let atoms = Array2::from_shape_fn((40, 4), |(j, t)| if j % 4 == t { 2e19f32 } else { 0.0 });
+        let cache = GramCache::default();
+        let h = Array2::from_elem((3, 40), 1.0f32);
+        let by_rows = greedy_codes_by_rows(h.view(), 5, &cache, atoms.view());
+        let gram = crate::deterministic::gram(atoms.view());
+        assert!(gram[[0, 0]].is_infinite());
+        let whole = greedy_codes(h.view(), gram.view(), 5);
+        for codes in [by_rows, whole] {
+            assert_eq!(codes, vec![vec![0, 1, 2, 3, 4]; 3]);
+        }
     }
 
     #[test]
