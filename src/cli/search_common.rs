@@ -101,9 +101,11 @@ pub struct Args {
     /// Range search: every neighbour within this Hamming distance (--score hamming only).
     #[arg(long = "max-distance", visible_alias = "max-dist")]
     pub max_dist: Option<u32>,
-    /// Range search: every neighbour scoring at least S (scores other than hamming). With
-    /// --rescore, the bound applies to --score's exact value, and the rescored cosines printed
-    /// then order those neighbours (they may be below S: another measure).
+    /// Range search: every neighbour scoring at least S (scores other than hamming; S is read
+    /// as an f32, as scores are computed and printed, so a bound between two f32 values acts as
+    /// the nearest). With --rescore, the bound applies to --score's exact value, and the
+    /// rescored cosines printed then order those neighbours (they may be below S: another
+    /// measure).
     // Hyphen values: `-inf` is a bound (every row), which `allow_negative_numbers` (see
     // `cli::command`) would read as the short flags `-i -n -f`.
     #[arg(long, conflicts_with = "max_dist", allow_hyphen_values = true)]
