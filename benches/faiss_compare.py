@@ -311,6 +311,7 @@ def main():
 
     base = np.load(a.data / "base.npy", mmap_mode="r")
     queries_f = np.load(a.data / "query.npy", mmap_mode="r")
+    info["base_shape"] = base.shape
     nqb, nqs = a.batch_queries, a.single_queries
     nq_all = max(nqb, nqs)
 
@@ -425,7 +426,8 @@ def main():
             rows.append(dict(ef=ef, f_rec=f_rec, f_qps=f_qps, b_rec=b_rec, b_qps=b["qps"]))
             log(f"  ef={ef}: faiss recall {f_rec:.4f} {f_qps:.0f} qps | bsa recall {b_rec:.4f} "
                 f"{b['qps']:.0f} qps | load {loadavg()}")
-        hnsw_tables.append(dict(bits=bits, f_build=f_build, b_build=b_build, rows=rows,
+        hnsw_tables.append(dict(bits=bits, n=len(codes), f_build=f_build, b_build=b_build,
+                                rows=rows,
                                 load_s=next(iter(sweep.values()))["load_seconds"], cli=cli,
                                 load=loadavg()))
         shutil.rmtree(idx_dir, ignore_errors=True)
@@ -476,7 +478,8 @@ def fmt_n(n):
 def render_hnsw(a, hnsw_tables):
     L = []
     for h in hnsw_tables:
-        L.append(f"### HNSW, real 100k x {h['bits']}-bit codes, {a.hnsw_threads} threads\n")
+        L.append(f"### HNSW, real {fmt_n(h['n'])} x {h['bits']}-bit codes, {a.hnsw_threads} "
+                 f"threads\n")
         L.append(f"M = {a.hnsw_m}, efConstruction = {a.hnsw_efc} on both sides. Build: FAISS "
                  f"{h['f_build']:.1f} s, bsa {h['b_build']:.1f} s (whole `bsa build --hnsw` "
                  f"command: packing, graph, hnsw_rs dump, graph.bin export, checksums). recall@10 is tie-aware: a returned id "
@@ -554,10 +557,15 @@ def render(a, info, flat_rows, exact_rows, hnsw_tables, mem, commands, load_star
              f"kernels chosen at run time). Load average (1/5/15 min) at start: {load_start}; "
              f"the machine is shared, so absolute numbers are noisy; each number is the median of "
              f"{a.reps} repetitions and both sides run back to back under the same load.\n")
-    L.append(f"Codes: sign bits of a seeded Gaussian random projection (LSH) of the real "
-             f"wordnet-minilm embeddings (100k x 384 f32) to 256 and 1024 bits; the 1M sets are "
-             f"the 100k real codes plus 9 copies with every bit flipped with probability "
-             f"{a.flip}. Queries: LSH codes of the real query vectors ({a.batch_queries} for batch, "
+    n_real, dim = info["base_shape"]
+    bits_run = " and ".join(str(b) for b in sorted({r["bits"] for r in flat_rows}))
+    larger = sorted({r["n"] for r in flat_rows if r["n"] > n_real})
+    copies = (f"; the {', '.join(fmt_n(n) for n in larger)} sets are the {fmt_n(n_real)} real "
+              f"codes plus copies with every bit flipped with probability {a.flip}"
+              if larger else "")
+    L.append(f"Codes: sign bits of a seeded Gaussian random projection (LSH) of the embeddings "
+             f"in `{a.data}` ({fmt_n(n_real)} x {dim} f32) to {bits_run} bits{copies}. Queries: "
+             f"LSH codes of the query vectors there ({a.batch_queries} for batch, "
              f"{a.single_queries} one at a time). k = 10.\n")
 
     L.append("### Exact search, batch (all queries in one call)\n")
@@ -594,12 +602,16 @@ def render(a, info, flat_rows, exact_rows, hnsw_tables, mem, commands, load_star
             L.append(f"- batch QPS, 1M x 256 bits, {r['T']} thread(s): bsa / FAISS = "
                      f"{r['b_qps'] / r['f_qps']:.2f}x (target >= 1.0x): "
                      f"{'met' if r['b_qps'] >= r['f_qps'] else 'NOT met'}")
+    # FAISS's one-query latency is worse at 2 threads than at 1 (an OpenMP region with nothing
+    # to split): the ratio is given against FAISS at the same threads and at its best count.
     for r in flat_rows:
         if r["T"] == 2:
             ratio = r["f_ms"] / r["b_ms"]
-            L.append(f"- single-query latency, {fmt_n(r['n'])} x {r['bits']} bits, 2 threads: "
-                     f"FAISS / bsa = {ratio:.2f}x (target >= 1.5x): "
-                     f"{'met' if ratio >= 1.5 else 'NOT met'}")
+            best = min(x["f_ms"] for x in flat_rows if (x["n"], x["bits"]) == (r["n"], r["bits"]))
+            L.append(f"- single-query latency, {fmt_n(r['n'])} x {r['bits']} bits, bsa at 2 "
+                     f"threads: FAISS / bsa = {ratio:.2f}x against FAISS at 2 threads, "
+                     f"{best / r['b_ms']:.2f}x against FAISS at its fastest thread count "
+                     f"(target >= 1.5x): {'met' if best / r['b_ms'] >= 1.5 else 'NOT met'}")
     L.append("")
 
     L.extend(render_hnsw(a, hnsw_tables))
