@@ -103,22 +103,56 @@ pub fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
     }
 }
 
+/// A signal this soon after the first is the same request, not the second that quits at once.
+#[cfg(unix)]
+const REPEAT_MS: u64 = 200;
+
+/// When the first signal came, in [`monotonic_ms`] (0: none yet).
+#[cfg(unix)]
+static FIRST_SIGNAL_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Milliseconds of `CLOCK_MONOTONIC`, plus one (never 0). `clock_gettime` is async-signal-safe.
+#[cfg(unix)]
+fn monotonic_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000 + 1
+}
+
 /// Registers the handlers of [`stop_on_signal`] (once per process), and a thread that says on
 /// stderr that the command is stopping, so that the first Ctrl-C is seen to have worked.
 #[cfg(unix)]
 fn install(s: &'static Signals) -> std::io::Result<()> {
-    use signal_hook::flag;
     for (signal, seen) in &s.seen {
         // An ignored signal stays ignored: a job a script started in the background (SIGINT
         // ignored) goes on when Ctrl-C stops the script, and so does one under `nohup`.
         if ignored(*signal) {
             continue;
         }
-        // Run in this order on each signal: the default action (the end of the process) once
-        // the flag is set, that is on a second signal; then the flags are set.
-        flag::register_conditional_default(*signal, Arc::clone(&s.stop))?;
-        flag::register(*signal, Arc::clone(seen))?;
-        flag::register(*signal, Arc::clone(&s.stop))?;
+        // On a second signal the default action (the end of the process), unless it came
+        // within REPEAT_MS of the first: GNU `timeout` sends its signal twice, to the process
+        // and to its group, microseconds apart, and that one request ended a build mid-write
+        // about one time in six, leaving its unfinished folder. Then the flags are set.
+        let (sig, seen, stop) = (*signal, Arc::clone(seen), Arc::clone(&s.stop));
+        // SAFETY: the action only reads the monotonic clock, loads and stores atomics and, to
+        // quit, runs the signal's default action: all async-signal-safe.
+        unsafe {
+            signal_hook::low_level::register(sig, move || {
+                let now = monotonic_ms();
+                let first = FIRST_SIGNAL_MS.load(Ordering::SeqCst);
+                if first == 0 {
+                    FIRST_SIGNAL_MS.store(now, Ordering::SeqCst);
+                } else if now.saturating_sub(first) >= REPEAT_MS {
+                    signal_hook::low_level::emulate_default_handler(sig).ok();
+                }
+                seen.store(true, Ordering::SeqCst);
+                stop.store(true, Ordering::SeqCst);
+            })?;
+        }
     }
     std::thread::spawn(move || {
         while !s.stop.load(Ordering::Relaxed) {
