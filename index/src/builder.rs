@@ -1224,7 +1224,7 @@ pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
         if exchange(new, out).map_err(|e| Error::io(out, e))? {
             // The swap made durable before the only other copy goes.
             sync_dir(parent)?;
-            fs::remove_dir_all(new).map_err(|e| Error::io(new, e))?;
+            remove_replaced(new);
             return sync_dir(parent);
         }
         let name = out
@@ -1245,11 +1245,20 @@ pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
         // As after the swap above: both renames durable before the old index's files go (a
         // crash could otherwise bring back `out` naming the old folder, emptied).
         sync_dir(parent)?;
-        fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        remove_replaced(&old);
     } else {
         fs::rename(new, out).map_err(|e| Error::io(out, e))?;
     }
     sync_dir(parent)
+}
+
+/// Removes the replaced index, moved aside to `old` once the new one is in place. The
+/// replacement is made whatever happens here: a folder that cannot be removed whole (an
+/// immutable file, a reader's `.nfsXXXX` on NFS) stays under its staging name, which
+/// [`build_leftovers`] names to the next build, rather than turning a done replacement into
+/// an error (`bsa build --force` exited 2 with the new index in place).
+fn remove_replaced(old: &Path) {
+    let _ = fs::remove_dir_all(old);
 }
 
 /// Renames the complete index directory `new` to `out`, which must not exist: refused (as
