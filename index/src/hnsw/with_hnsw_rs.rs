@@ -8,18 +8,18 @@
 //! After building, the graph is exported as flat neighbour lists into `graph.bin`, which the
 //! search reads in place ([`crate::graph`]: no hnsw_rs at search time). The hnsw_rs dump
 //! (`hnsw.hnsw.graph` and `hnsw.hnsw.data`, hnsw_rs's native-endian, 64-bit layout) is still
-//! written beside it. Indexes written before `graph.bin` existed have only the dump: it is loaded
-//! through hnsw_rs on first use and converted to the same flat lists in memory. hnsw_rs's loader
-//! panics, aborts, exits or reads out of bounds on malformed bytes, so both dump files are
-//! always checked against the manifest's CRC-32, and their layout against the index's sizes,
-//! before they are handed to it.
+//! written beside it. Indexes written before `graph.bin` existed have only the dump: on first use
+//! it is checked against the manifest's CRC-32, its layout against the index's sizes, and read
+//! by bsa into the same flat lists the builder exports, in memory. hnsw_rs's own loader is not
+//! used: it panics, aborts, exits or reads out of bounds on malformed bytes, and reads through
+//! pointers it has not aligned.
 //!
 //! Rows and hnsw_rs ids: the builder inserts row `r` with hnsw_rs `DataId` `r`, so the exported
 //! neighbour ids are the `DataId`s (checked to cover `0..n` exactly once).
 
 use std::path::Path;
 
-use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo};
+use hnsw_rs::prelude::{AnnT, Distance, Hnsw};
 
 use crate::error::{Error, Result};
 use crate::files::verify_plain_file;
@@ -66,27 +66,49 @@ impl Distance<u64> for DistHammingBits {
 /// neighbour that is not itself on that level (never expected from hnsw_rs) is dropped, so the
 /// greedy descent only follows nodes that have a list there.
 fn export(hnsw: &Hnsw<'_, u64, DistHammingBits>, n: usize, m: usize) -> Result<GraphData> {
-    let bad = |d: String| Error::InvalidArgument(format!("HNSW graph export: {d}"));
+    let points = hnsw.get_point_indexation().into_iter().map(|point| {
+        let lists = point.get_neighborhood_id();
+        let lists = lists
+            .iter()
+            .map(|l| l.iter().map(|nb| nb.get_origin_id() as u64).collect());
+        (
+            point.get_origin_id() as u64,
+            usize::from(point.get_point_id().0),
+            lists.collect(),
+        )
+    });
+    flat_lists(points, n, m).map_err(|d| Error::InvalidArgument(format!("HNSW graph export: {d}")))
+}
+
+/// The flat lists of a graph over `n` rows from its points as hnsw_rs holds them: each point's
+/// `DataId` (its row), its level and its neighbours' `DataId`s on each level, nearest first (as
+/// many levels as hnsw_rs keeps; those above the point's own are ignored). The builder's export
+/// and the conversion of a dump read by [`read_dump_graph`] share it, so both give the same graph.
+/// Errors (as text): a `DataId` not below `n`, or a row without a point.
+fn flat_lists(
+    points: impl IntoIterator<Item = (u64, usize, Vec<Vec<u64>>)>,
+    n: usize,
+    m: usize,
+) -> std::result::Result<GraphData, String> {
     let mut levels: Vec<Option<usize>> = vec![None; n];
     let mut lists: Vec<Vec<Vec<u32>>> = vec![Vec::new(); n];
-    for point in hnsw.get_point_indexation() {
-        let row = point.get_origin_id();
-        if row >= n {
-            return Err(bad(format!("point id {row} is not below {n}")));
-        }
+    let mut seen = 0usize;
+    for (row, level, neighbours) in points {
+        seen += 1;
+        let row = match usize::try_from(row) {
+            Ok(r) if r < n => r,
+            _ => return Err(format!("point id {row} is not below {n}")),
+        };
         if levels[row].is_some() {
             continue;
         }
-        let level = usize::from(point.get_point_id().0);
         levels[row] = Some(level);
-        lists[row] = point
-            .get_neighborhood_id()
+        lists[row] = neighbours
             .into_iter()
             .take(level + 1)
             .map(|l| {
-                l.iter()
-                    .map(|nb| nb.get_origin_id())
-                    .filter(|&d| d < n && d != row)
+                l.into_iter()
+                    .filter(|&d| d < n as u64 && d != row as u64)
                     .map(|d| d as u32)
                     .collect()
             })
@@ -94,10 +116,9 @@ fn export(hnsw: &Hnsw<'_, u64, DistHammingBits>, n: usize, m: usize) -> Result<G
         lists[row].resize(level + 1, Vec::new());
     }
     if let Some(missing) = levels.iter().position(Option::is_none) {
-        return Err(bad(format!(
-            "row {missing} is not in the graph ({} points for {n} rows)",
-            hnsw.get_nb_point()
-        )));
+        return Err(format!(
+            "row {missing} is not in the graph ({seen} points for {n} rows)"
+        ));
     }
     let level_of = |r: u32| levels[r as usize].unwrap_or(0);
     let mut layer0 = Vec::with_capacity(n);
@@ -122,7 +143,7 @@ fn export(hnsw: &Hnsw<'_, u64, DistHammingBits>, n: usize, m: usize) -> Result<G
         u32::try_from(s)
             .ok()
             .filter(|&s| s <= crate::graph::MAX_STRIDE)
-            .ok_or_else(|| bad(format!("{s} neighbours per node exceed the limit")))
+            .ok_or_else(|| format!("{s} neighbours per node exceed the limit"))
     };
     let mut data = GraphData {
         layer0,
@@ -272,8 +293,8 @@ impl<'p> DumpReader<'p> {
 /// (hnsw_rs reserves the memory the lengths say) and every neighbour it names by layer and rank
 /// (light dumps name point 0 of layer 0 for all) a point of the file; then an entry point
 /// among them. Returns the points' ids in file order, which the data file's records must
-/// repeat (hnsw_rs asserts so).
-fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<Vec<u64>> {
+/// repeat (hnsw_rs asserts so), and with `keep_lists` the points as [`flat_lists`] takes them.
+fn read_dump_graph(path: &Path, n: u64, w: u32, keep_lists: bool) -> Result<DumpGraph> {
     let bad = |d: String| Err(Error::corrupt(path, d));
     let mut r = DumpReader::open(path)?;
     let tag = r.uint(4)?;
@@ -327,6 +348,7 @@ fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<Vec<u64>> {
         ));
     }
     let mut ids = Vec::new();
+    let mut points = Vec::new();
     let mut counts = [0u64; 16];
     // The largest rank named on each layer by a neighbour, plus one (0: none named).
     let mut named = [0u64; 16];
@@ -349,6 +371,7 @@ fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<Vec<u64>> {
                 ));
             }
             ids.push(id);
+            let mut per_layer = Vec::new();
             for _ in 0..point_layers {
                 let lists = r.uint(8)?;
                 match lists.checked_mul(12 + if full { 5 } else { 0 }) {
@@ -360,8 +383,12 @@ fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<Vec<u64>> {
                         ));
                     }
                 }
+                let mut list = Vec::new();
                 for _ in 0..lists {
-                    r.skip(8)?; // its id
+                    let nb = r.uint(8)?; // its id
+                    if keep_lists {
+                        list.push(nb);
+                    }
                     let (nl, nr) = if full {
                         (r.uint(1)?, r.uint(4)?)
                     } else {
@@ -375,6 +402,12 @@ fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<Vec<u64>> {
                     named[nl as usize] = named[nl as usize].max(nr + 1);
                     r.skip(4)?; // its distance
                 }
+                if keep_lists {
+                    per_layer.push(list);
+                }
+            }
+            if keep_lists {
+                points.push((id, layer as usize, per_layer));
             }
         }
     }
@@ -398,7 +431,16 @@ fn check_dump_graph(path: &Path, n: u64, w: u32) -> Result<Vec<u64>> {
             "the entry point is point {er} of layer {el}, which the graph does not hold"
         ));
     }
-    Ok(ids)
+    Ok(DumpGraph { ids, points })
+}
+
+/// What [`read_dump_graph`] read of an hnsw_rs graph description.
+struct DumpGraph {
+    /// The points' `DataId`s in file order.
+    ids: Vec<u64>,
+    /// With `keep_lists`, each point's `DataId`, layer and neighbours' `DataId`s on each layer it
+    /// lists, in file order (nearest first, as hnsw_rs wrote them); else empty.
+    points: Vec<(u64, usize, Vec<Vec<u64>>)>,
 }
 
 /// Checks the layout of the hnsw_rs data file `path` of an index of `n` codes of `w` words
@@ -451,58 +493,31 @@ fn check_dump_data(path: &Path, n: u64, w: u32, ids: &[u64]) -> Result<()> {
 /// read (a fuzzer's findings). [`Index::verify`](crate::Index::verify) runs it too.
 pub(crate) fn check_dump_layout(dir: &Path, manifest: &Manifest, info: &HnswInfo) -> Result<()> {
     let (n, w) = (manifest.n, manifest.words_per_code);
-    let ids = check_dump_graph(&dir.join(&info.graph), n, w)?;
-    check_dump_data(&dir.join(&info.data), n, w, &ids)
+    let graph = read_dump_graph(&dir.join(&info.graph), n, w, false)?;
+    check_dump_data(&dir.join(&info.data), n, w, &graph.ids)
 }
 
-/// Loads the hnsw_rs dump `info` of the index in `dir` described by `manifest` (one written
-/// before `graph.bin`) and converts it to flat lists in memory: the payload `graph.bin` would
-/// hold, and its layout.
+/// Converts the hnsw_rs dump `info` of the index in `dir` described by `manifest` (one written
+/// before `graph.bin`) to flat lists in memory: the payload `graph.bin` would hold, and its
+/// layout. Both dump files are checked first (checksums, then layout); the graph is then read
+/// by bsa itself, the way the builder exports a graph, not by hnsw_rs's loader, which reads
+/// its buffers through pointers it has not aligned.
 pub(crate) fn load_dump(
     dir: &Path,
     manifest: &Manifest,
     info: &HnswInfo,
 ) -> Result<(Vec<u64>, GraphLayout)> {
-    let n = manifest.n;
-    // hnsw_rs panics or exits on malformed files: check every byte first, and make a panic
-    // on a dump that matches its checksum anyway (written so) an error about the file.
+    let (n, w) = (manifest.n, manifest.words_per_code);
     for name in [&info.graph, &info.data] {
         verify_plain_file(&dir.join(name), &manifest.files[name])?;
     }
-    check_dump_layout(dir, manifest, info)?;
     let gpath = dir.join(&info.graph);
-    let mut io = HnswIo::new(dir, &info.basename);
-    let io = &mut io;
-    // `{ io }` moves the borrow into the closure (not a reborrow): the graph outlives it.
-    let load = move || { io }.load_hnsw();
-    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(load));
-    let mut hnsw: Hnsw<'_, u64, DistHammingBits> = match loaded {
-        Ok(Ok(hnsw)) => hnsw,
-        Ok(Err(e)) => {
-            let why = format!("hnsw_rs could not load the graph: {e:#}");
-            return Err(Error::corrupt(&gpath, why));
-        }
-        Err(_) => {
-            let why = "hnsw_rs failed reading the graph (it is malformed although it matches \
-                       its checksum)";
-            return Err(Error::corrupt(&gpath, why.to_string()));
-        }
-    };
-    hnsw.set_searching_mode(true);
-    if hnsw.get_nb_point() != n as usize {
-        return Err(Error::corrupt(
-            &gpath,
-            format!(
-                "graph has {} points but the index has {}",
-                hnsw.get_nb_point(),
-                n as usize
-            ),
-        ));
-    }
-    let payload = export(&hnsw, n as usize, info.params.max_connections)
-        .and_then(|g| g.to_payload())
-        .map_err(|e| Error::corrupt(&gpath, e.to_string()))?;
-    drop(hnsw);
+    let graph = read_dump_graph(&gpath, n, w, true)?;
+    check_dump_data(&dir.join(&info.data), n, w, &graph.ids)?;
+    let rows = usize::try_from(n).map_err(|_| Error::corrupt(&gpath, "too many points"))?;
+    let payload = flat_lists(graph.points, rows, info.params.max_connections)
+        .and_then(|g| g.to_payload().map_err(|e| e.to_string()))
+        .map_err(|e| Error::corrupt(&gpath, e))?;
     let layout = GraphView::validate(bytemuck::cast_slice(&payload), n, &gpath)?;
     Ok((payload, layout))
 }
