@@ -608,7 +608,7 @@ pub(crate) fn search_scored_keys(
             w,
             queries,
             k,
-            &SearchParams::default().with_split(split),
+            params,
             limits,
             None,
         ),

@@ -869,7 +869,9 @@ pub struct SearchParams {
     pub force_inverted: bool,
     /// The kernel family to search with; `None`: `BSA_KERNEL` if set, else the fastest this CPU
     /// has ([`KernelFamily::active`]). Results are identical with every family; a family the
-    /// CPU lacks makes the search fail.
+    /// CPU lacks makes the search fail. It is the family of the search's scans: what the model
+    /// computes before a search (query codes, ADC tables) follows `BSA_KERNEL`
+    /// ([`KernelFamily::current`]).
     pub kernel: Option<KernelFamily>,
     /// Scored searches only: leave every hit's Hamming distance at `u32::MAX` instead of
     /// recomputing it from the codes (for callers that read only the scores; the query codes of
