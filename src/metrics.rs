@@ -1,6 +1,8 @@
 //! The paper's metrics (reconstruction and sparsity of the codes) and retrieval recall.
 //! Definitions: `shared/method.md`, "The paper's metrics" and "Retrieval metrics".
 
+use std::sync::atomic::AtomicBool;
+
 use ndarray::{ArrayView2, Axis};
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +68,27 @@ pub struct CodeStats {
 
 /// Evaluates `model` on the rows of `x` (which must have the model's input dimension).
 pub fn evaluate(model: &Autoencoder, x: ArrayView2<f32>) -> (PaperMetrics, CodeStats) {
+    evaluate_until(model, x, &AtomicBool::new(false)).expect("never stopped")
+}
+
+/// [`evaluate`] that returns [`Error::Stopped`](crate::Error::Stopped) once `stop` is set
+/// (checked before each chunk of 8192 rows, and within a pursuit model's encoding), so that a
+/// long evaluation can be interrupted (Python's `Model.eval` on Ctrl-C).
+///
+/// ```
+/// use std::sync::atomic::AtomicBool;
+/// let x = ndarray::Array2::from_shape_fn((50, 8), |(i, j)| ((i * 7 + j * 3) % 5) as f32 - 2.0);
+/// let params = bsa::baselines::BaselineParams::new(bsa::model::Method::Lsh, 16);
+/// let (model, _) = params.fit(x.view()).unwrap();
+/// let stop = AtomicBool::new(true);
+/// let stopped = bsa::metrics::evaluate_until(&model, x.view(), &stop);
+/// assert!(matches!(stopped, Err(bsa::Error::Stopped)));
+/// ```
+pub fn evaluate_until(
+    model: &Autoencoder,
+    x: ArrayView2<f32>,
+    stop: &AtomicBool,
+) -> crate::Result<(PaperMetrics, CodeStats)> {
     let n = x.nrows();
     let bits = model.config.bits;
     let mut rec = 0.0;
@@ -82,7 +105,8 @@ pub fn evaluate(model: &Autoencoder, x: ArrayView2<f32>) -> (PaperMetrics, CodeS
         let distance = |kind, xhat: &ndarray::Array2<f32>| {
             w * distance_rows(kind, xhat.mapv(f64::from).view(), x64.view(), None)
         };
-        let active = model.encode_active(chunk);
+        bsa_index::check_stop(Some(stop))?;
+        let active = model.encode_active_until(chunk, stop)?;
         let xhat = model.params.decode_sparse(&active);
         rec += distance(LossKind::Cosine, &xhat);
         mse += distance(LossKind::Mse, &xhat);
@@ -126,13 +150,13 @@ pub fn evaluate(model: &Autoencoder, x: ArrayView2<f32>) -> (PaperMetrics, CodeS
             max: q(1.0),
         },
     };
-    (
+    Ok((
         metrics,
         CodeStats {
             active_counts,
             bit_frequency,
         },
-    )
+    ))
 }
 
 /// The `p`-quantile of sorted values with linear interpolation between closest ranks (numpy's

@@ -355,6 +355,32 @@ pub fn decode_packed(
     rows: usize,
     cols: usize,
 ) -> Result<Array2<f32>> {
+    decode_packed_until(model, bytes, rows, cols, &AtomicBool::new(false))
+}
+
+/// [`decode_packed`] that returns [`Error::Stopped`] once `stop` is set (checked before each
+/// block of 8192 rows), so that a long decoding can be interrupted (Python's `Model.decode` on
+/// Ctrl-C). Each row's vector depends on that row's code alone: blocks change nothing.
+///
+/// ```
+/// use std::sync::atomic::AtomicBool;
+/// let x = ndarray::Array2::from_shape_fn((40, 8), |(i, j)| ((i * 7 + j * 3) % 5) as f32 - 2.0);
+/// let params = bsa::baselines::BaselineParams::new(bsa::model::Method::Lsh, 16);
+/// let (model, _) = params.fit(x.view()).unwrap();
+/// let codes = vec![0b1010_0001u8, 0x0f].repeat(3); // 3 codes of 16 bits
+/// let all = bsa::pipeline::decode_packed(&model, &codes, 3, 2).unwrap();
+/// assert_eq!(all.dim(), (3, 8));
+/// let stop = AtomicBool::new(true);
+/// let stopped = bsa::pipeline::decode_packed_until(&model, &codes, 3, 2, &stop);
+/// assert!(matches!(stopped, Err(bsa::Error::Stopped)));
+/// ```
+pub fn decode_packed_until(
+    model: &Autoencoder,
+    bytes: &[u8],
+    rows: usize,
+    cols: usize,
+    stop: &AtomicBool,
+) -> Result<Array2<f32>> {
     let bits = model.config.bits;
     let want = pack::bytes_per_code(bits);
     if cols != want {
@@ -365,7 +391,17 @@ pub fn decode_packed(
         });
     }
     let words = pack::pack_le_bytes(bytes, rows, cols, bits)?;
-    Ok(model.params.decode_sparse(&active_bits(&words, bits)))
+    const BLOCK: usize = 8192;
+    let mut out = Array2::zeros((rows, model.config.dim));
+    let per_block = BLOCK * pack::words_per_code(bits);
+    for (block, mut out) in words
+        .chunks(per_block.max(1))
+        .zip(out.axis_chunks_iter_mut(ndarray::Axis(0), BLOCK))
+    {
+        bsa_index::check_stop(Some(stop))?;
+        out.assign(&model.params.decode_sparse(&active_bits(block, bits)));
+    }
+    Ok(out)
 }
 
 /// The set bits of each packed code (`ceil(bits / 64)` words each), ascending: the codes as
@@ -426,6 +462,23 @@ mod query_tests {
             r /= norm;
         }
         x
+    }
+
+    #[test]
+    fn decoding_in_blocks_gives_each_rows_vector() -> Result<()> {
+        // More rows than a block (8192): the blocks' vectors are those of one whole decode.
+        let x = unit_rows(300, 16, 3);
+        let (model, _) =
+            crate::baselines::BaselineParams::new(crate::model::Method::Lsh, 24).fit(x.view())?;
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(4);
+        let rows = 8192 * 2 + 5;
+        let bytes: Vec<u8> = (0..rows * 3).map(|_| rng.random()).collect();
+        let whole = {
+            let words = bsa_index::pack::pack_le_bytes(&bytes, rows, 3, 24)?;
+            model.params.decode_sparse(&super::active_bits(&words, 24))
+        };
+        assert_eq!(super::decode_packed(&model, &bytes, rows, 3)?, whole);
+        Ok(())
     }
 
     /// An index of 400 pursuit codes (64 bits, K = 4) of 16-d rows with vectors, posting lists

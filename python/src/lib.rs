@@ -891,7 +891,8 @@ impl Model {
     }
 
     /// The vectors the decoder rebuilds from packed ``codes`` (uint8, n x ceil(bits / 8), as
-    /// :meth:`encode` makes them): float32, n x dim.
+    /// :meth:`encode` makes them): float32, n x dim. Ctrl-C stops the decoding of a large batch
+    /// (``KeyboardInterrupt``).
     fn decode<'py>(&self, codes: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let py = codes.py();
         let c = code_matrix(as_array(codes, "codes")?, "codes", Rows::Any)?;
@@ -899,8 +900,10 @@ impl Model {
         let (rows, cols) = c.as_array().dim();
         let bytes = c.as_slice()?;
         let m = &self.inner;
-        let x = without_gil(py, None, || {
-            bsa::pipeline::decode_packed(m, bytes, rows, cols).map_err(|e| code_row_of(e, "codes"))
+        // Ctrl-C can stop a large batch (tens of seconds for half a million rows).
+        let x = interruptible_if(py, None, rows > 4096, |stop| {
+            bsa::pipeline::decode_packed_until(m, bytes, rows, cols, stop)
+                .map_err(|e| code_row_of(e, "codes"))
         })?;
         Ok(numpy::IntoPyArray::into_pyarray(x, py))
     }
@@ -908,7 +911,8 @@ impl Model {
     /// The paper's metrics of the model on ``x`` (as ``bsa eval --json``): a dict with ``n``,
     /// ``bits``, ``k``, ``reconstruction_loss``, ``reconstruction_mse``,
     /// ``fixed_topk_reconstruction_loss``, ``active_mean``, ``active_std``, ``dead_features`` and
-    /// ``feature_frequency_quantiles``.
+    /// ``feature_frequency_quantiles``. ``threads``: default all cores. Ctrl-C stops the
+    /// evaluation of a large set (``KeyboardInterrupt``).
     ///
     /// Example: ``model.eval(queries)["reconstruction_loss"]``
     #[pyo3(signature = (x, *, threads=None))]
@@ -927,9 +931,10 @@ impl Model {
             let e = bsa::Error::model_dim("x", m.config.dim, xv.ncols());
             return Err(PyValueError::new_err(e.to_string()));
         }
-        let metrics = without_gil(py, threads, || {
+        // Ctrl-C can stop a large set (it is encoded and decoded twice).
+        let metrics = interruptible_if(py, threads, xv.nrows() > 4096, |stop| {
             check_rows("x", xv, true)?;
-            Ok(bsa::metrics::evaluate(m, xv).0)
+            Ok(bsa::metrics::evaluate_until(m, xv, stop)?.0)
         })?;
         let v = serde_json::to_value(metrics)
             .map_err(|e| PyRuntimeError::new_err(format!("metrics as JSON: {e}")))?;

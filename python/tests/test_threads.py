@@ -170,6 +170,21 @@ def test_ctrl_c_stops_encoding_a_large_batch(base):
     assert model.encode(x[:5]).shape == (5, 512)
 
 
+def test_ctrl_c_stops_decoding_and_evaluating_a_large_batch(base):
+    # Decoding 120,000 random 4096-bit codes (about 2048 atoms summed a row) and evaluating a
+    # pursuit model of 4096 bits on 200,000 rows take over ten seconds each here; both ran to
+    # the end before Ctrl-C was raised. The model works normally afterwards.
+    model = bsa.train(base[:2000], method="pursuit", bits=4096, k=32, rounds=1, progress=False)
+    codes = np.random.default_rng(11).integers(0, 256, (120_000, 512), dtype=np.uint8)
+    took = _interrupted_after(1.0, lambda: model.decode(codes))
+    assert took < 5, f"the decoding stopped {took:.1f}s after it started"
+    x = np.tile(base, (200_000 // len(base) + 1, 1))[:200_000]
+    took = _interrupted_after(1.0, lambda: model.eval(x))
+    assert took < 8, f"the evaluation stopped {took:.1f}s after it started"
+    assert model.decode(codes[:3]).shape == (3, base.shape[1])
+    assert model.eval(base[:50])["n"] == 50
+
+
 def test_large_batches_give_the_hits_of_their_pieces(work, queries):
     # A long search (here 7,000 queries by 10,000 codes) runs in batches of queries, so that
     # Ctrl-C can stop it (about a tenth of a second each: one batch for a Hamming scan here,

@@ -603,15 +603,7 @@ pub(crate) fn search_scored_keys(
         }
     }
     let keys = match *score {
-        Score::Hamming => search_keys(
-            codes,
-            w,
-            queries,
-            k,
-            params,
-            limits,
-            None,
-        ),
+        Score::Hamming => search_keys(codes, w, queries, k, params, limits, None),
         Score::Cosine | Score::Jaccard => {
             let jac = matches!(score, Score::Jaccard);
             search_keys_by(codes, w, nq, k, split, limits, |qi, block, first, top| {
