@@ -615,11 +615,29 @@ fn view2<'a, T: numpy::Element>(a: &'a PyReadonlyArray2<'_, T>) -> ArrayView2<'a
     a.as_array()
 }
 
-/// An optional positive integer argument. Integer arguments are taken as `i128`, so that a
-/// Python int past int64 is this check's `ValueError` naming the argument, not pyo3's nameless
-/// `OverflowError`.
-fn positive(name: &str, v: Option<i128>) -> PyResult<Option<usize>> {
-    match v {
+/// An integer argument: a Python int, or anything with `__index__` (numpy's integers), but not
+/// a bool, which Python counts as an int (`index.search(q, True)` searched for the top 1).
+/// Taken as `i128`, so that a Python int past int64 is the argument's own check's `ValueError`
+/// naming it, not pyo3's nameless `OverflowError`. Functions with an `Int` default give their
+/// `text_signature`: pyo3 shows a default that is not a literal (`Int(10)`) as `...`.
+#[derive(Clone, Copy, Debug)]
+struct Int(i128);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Int {
+    type Error = PyErr;
+
+    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if obj.is_instance_of::<pyo3::types::PyBool>() {
+            // pyo3 names the argument ("argument 'k': ...").
+            return Err(PyTypeError::new_err("an integer is required, got a bool"));
+        }
+        obj.extract::<i128>().map(Int)
+    }
+}
+
+/// An optional positive integer argument ([`Int`]).
+fn positive(name: &str, v: Option<Int>) -> PyResult<Option<usize>> {
+    match v.map(|v| v.0) {
         None => Ok(None),
         Some(v) if v >= 1 => usize::try_from(v).map(Some).map_err(|_| {
             PyValueError::new_err(format!(
@@ -864,7 +882,7 @@ impl Model {
     fn encode<'py>(
         &self,
         x: &Bound<'py, PyAny>,
-        threads: Option<i128>,
+        threads: Option<Int>,
     ) -> PyResult<Bound<'py, PyArray2<u8>>> {
         let py = x.py();
         let threads = positive("threads", threads)?;
@@ -919,7 +937,7 @@ impl Model {
     fn eval<'py>(
         &self,
         x: &Bound<'py, PyAny>,
-        threads: Option<i128>,
+        threads: Option<Int>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = x.py();
         let threads = positive("threads", threads)?;
@@ -1009,35 +1027,37 @@ impl Model {
 ///     model = bsa.train(x, method="itq", bits=256)
 #[pyfunction]
 #[pyo3(signature = (
-    x, preset=None, *, method=None, bits=None, k=None, seed=0, threads=None, progress=true,
+    x, preset=None, *, method=None, bits=None, k=None, seed=Int(0), threads=None, progress=true,
     epochs=None, batch=None, lr=None, alpha=None, loss=None, target=None, val_fraction=None,
     rounds=None, ridge=None, fit_rows=None, itq_iterations=None
-))]
+),
+    text_signature = "(x, preset=None, *, method=None, bits=None, k=None, seed=0, threads=None, progress=True, epochs=None, batch=None, lr=None, alpha=None, loss=None, target=None, val_fraction=None, rounds=None, ridge=None, fit_rows=None, itq_iterations=None)"
+)]
 #[allow(clippy::too_many_arguments)]
 fn train(
     x: &Bound<'_, PyAny>,
     preset: Option<&str>,
     method: Option<&str>,
-    bits: Option<i128>,
-    k: Option<i128>,
-    seed: i128,
-    threads: Option<i128>,
+    bits: Option<Int>,
+    k: Option<Int>,
+    seed: Int,
+    threads: Option<Int>,
     progress: bool,
-    epochs: Option<i128>,
-    batch: Option<i128>,
+    epochs: Option<Int>,
+    batch: Option<Int>,
     lr: Option<f64>,
     alpha: Option<f64>,
     loss: Option<&str>,
     target: Option<&str>,
     val_fraction: Option<f64>,
-    rounds: Option<i128>,
+    rounds: Option<Int>,
     ridge: Option<f64>,
-    fit_rows: Option<i128>,
-    itq_iterations: Option<i128>,
+    fit_rows: Option<Int>,
+    itq_iterations: Option<Int>,
 ) -> PyResult<Model> {
     let py = x.py();
-    let seed = u64::try_from(seed)
-        .map_err(|_| PyValueError::new_err(format!("seed must be in 0..2**64, got {seed}")))?;
+    let seed = u64::try_from(seed.0)
+        .map_err(|_| PyValueError::new_err(format!("seed must be in 0..2**64, got {}", seed.0)))?;
     let arg = |name: &str, e: String| PyValueError::new_err(format!("{name}: {e}"));
     let options = FitOptions {
         bits: positive("bits", bits)?,
@@ -1579,17 +1599,17 @@ impl Index {
         ids: Option<&Bound<'_, PyAny>>,
         vectors: bool,
         hnsw: bool,
-        bits: Option<i128>,
+        bits: Option<Int>,
         f16: bool,
         inverted: Option<bool>,
         bitmaps: Option<bool>,
-        m: Option<i128>,
-        ef_construction: Option<i128>,
-        ef_search: Option<i128>,
+        m: Option<Int>,
+        ef_construction: Option<Int>,
+        ef_search: Option<Int>,
         hnsw_on: Option<String>,
         path: Option<PathBuf>,
         overwrite: bool,
-        threads: Option<i128>,
+        threads: Option<Int>,
         lock_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Index> {
         let bits = positive("bits", bits)?;
@@ -1841,23 +1861,25 @@ impl Index {
     /// at least 256 queries, sized to about 2**28 query-code pairs of a Hamming scan of short
     /// codes (fewer for wider codes, 2**25 for other scores).
     #[pyo3(signature = (
-        q, k=10, *, score="hamming", mode="flat", rescore=None, ef=None, max_distance=None,
+        q, k=Some(Int(10)), *, score="hamming", mode="flat", rescore=None, ef=None, max_distance=None,
         min_score=None, allow_ids=None, deny_ids=None, threads=None
-    ))]
+    ),
+    text_signature = "($self, q, k=10, *, score=\"hamming\", mode=\"flat\", rescore=None, ef=None, max_distance=None, min_score=None, allow_ids=None, deny_ids=None, threads=None)"
+)]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn search<'py>(
         &self,
         q: &Bound<'py, PyAny>,
-        k: Option<i128>,
+        k: Option<Int>,
         score: &str,
         mode: &str,
-        rescore: Option<i128>,
-        ef: Option<i128>,
-        max_distance: Option<i128>,
+        rescore: Option<Int>,
+        ef: Option<Int>,
+        max_distance: Option<Int>,
         min_score: Option<f64>,
         allow_ids: Option<&Bound<'py, PyAny>>,
         deny_ids: Option<&Bound<'py, PyAny>>,
-        threads: Option<i128>,
+        threads: Option<Int>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray2<i64>>)> {
         if allow_ids.is_some() && deny_ids.is_some() {
             return Err(PyValueError::new_err(
@@ -1896,7 +1918,7 @@ impl Index {
         let threads = positive("threads", threads)?;
         let max_distance = match max_distance {
             None => None,
-            Some(d) => Some(u32::try_from(d).map_err(|_| {
+            Some(Int(d)) => Some(u32::try_from(d).map_err(|_| {
                 PyValueError::new_err(format!(
                     "max_distance must be between 0 and 2**32 - 1, got {d}"
                 ))
@@ -2027,7 +2049,9 @@ impl Index {
     /// ``bsa add --lock-timeout``.
     ///
     /// Example: ``index.add(x=new_vectors, ids=new_ids)``
-    #[pyo3(signature = (x=None, codes=None, ids=None, *, upsert=false, merge_factor=2, threads=None, verify=true, lock_timeout=None))]
+    #[pyo3(signature = (x=None, codes=None, ids=None, *, upsert=false, merge_factor=Int(2), threads=None, verify=true, lock_timeout=None),
+    text_signature = "($self, x=None, codes=None, ids=None, *, upsert=False, merge_factor=2, threads=None, verify=True, lock_timeout=None)"
+)]
     #[allow(clippy::too_many_arguments)]
     fn add(
         &self,
@@ -2036,16 +2060,23 @@ impl Index {
         codes: Option<&Bound<'_, PyAny>>,
         ids: Option<&Bound<'_, PyAny>>,
         upsert: bool,
-        merge_factor: i128,
-        threads: Option<i128>,
+        merge_factor: Int,
+        threads: Option<Int>,
         verify: bool,
         lock_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let threads = positive("threads", threads)?;
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
-        let merge = match usize::try_from(merge_factor) {
-            Ok(f) => bsa_index::live::MergePolicy::tiered(f),
-            Err(_) => return Err(PyValueError::new_err("merge_factor must be 0 or more")),
+        let merge = match (usize::try_from(merge_factor.0), merge_factor.0) {
+            (Ok(f), _) => bsa_index::live::MergePolicy::tiered(f),
+            (Err(_), f) if f < 0 => {
+                let e = format!("merge_factor must be 0 or more, got {f}");
+                return Err(PyValueError::new_err(e));
+            }
+            (Err(_), f) => {
+                let e = format!("merge_factor is {f}, past any size this machine can hold");
+                return Err(PyValueError::new_err(e));
+            }
         };
         let ids = ids.map(|i| id_vector(i, "ids", Ids::PerRow)).transpose()?;
         let floats = match x {
@@ -2138,12 +2169,14 @@ impl Index {
     /// Merges segments (at most ``max_segments`` remain) and drops deleted rows, as
     /// ``bsa compact`` does. Ctrl-C stops it before its commit (``KeyboardInterrupt``).
     /// ``verify`` and ``lock_timeout`` as in :meth:`add`.
-    #[pyo3(signature = (max_segments=1, *, threads=None, verify=true, lock_timeout=None))]
+    #[pyo3(signature = (max_segments=Int(1), *, threads=None, verify=true, lock_timeout=None),
+    text_signature = "($self, max_segments=1, *, threads=None, verify=True, lock_timeout=None)"
+)]
     fn compact(
         &self,
         py: Python<'_>,
-        max_segments: i128,
-        threads: Option<i128>,
+        max_segments: Int,
+        threads: Option<Int>,
         verify: bool,
         lock_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
@@ -2527,12 +2560,14 @@ fn id_lists(obj: &Bound<'_, PyAny>, name: &str, k: usize) -> PyResult<Vec<Vec<u6
 ///
 /// Example: ``gt = bsa.groundtruth(base, queries, 100); print(bsa.recall(I, gt, 10))``
 #[pyfunction]
-#[pyo3(signature = (base, queries, k=100, *, threads=None))]
+#[pyo3(signature = (base, queries, k=Int(100), *, threads=None),
+    text_signature = "(base, queries, k=100, *, threads=None)"
+)]
 fn groundtruth<'py>(
     base: &Bound<'py, PyAny>,
     queries: &Bound<'py, PyAny>,
-    k: i128,
-    threads: Option<i128>,
+    k: Int,
+    threads: Option<Int>,
 ) -> PyResult<Bound<'py, PyArray2<i64>>> {
     let py = base.py();
     let k = positive("k", Some(k))?.unwrap_or(1);
@@ -2582,7 +2617,7 @@ fn groundtruth<'py>(
 #[pyfunction]
 #[pyo3(name = "recall", signature = (I, gt, k))]
 #[allow(non_snake_case)]
-fn recall(I: &Bound<'_, PyAny>, gt: &Bound<'_, PyAny>, k: i128) -> PyResult<f64> {
+fn recall(I: &Bound<'_, PyAny>, gt: &Bound<'_, PyAny>, k: Int) -> PyResult<f64> {
     let k = positive("k", Some(k))?.unwrap_or(1);
     let got = id_lists(I, "I", k)?;
     let truth_shape = as_array(gt, "gt")?.shape().to_vec();

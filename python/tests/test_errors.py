@@ -257,6 +257,31 @@ def test_bad_options(index, work, queries):
             bsa.Index.build(codes=codes, x=queries, **kw)
 
 
+def test_a_bool_is_not_an_integer_argument(model, queries):
+    # Python counts True as 1: search(q, True) searched for the top 1, threads=True ran on one
+    # thread. Every integer argument refuses a bool (TypeError naming it); numpy integers and
+    # ints are taken as before, and the signatures still show the defaults.
+    codes = model.encode(queries)
+    index = bsa.Index.build(codes=codes)
+    calls = {
+        "k": lambda: index.search(codes, True),
+        "ef": lambda: index.search(codes, 5, mode="hnsw", ef=True),
+        "threads": lambda: model.encode(queries, threads=False),
+        "seed": lambda: bsa.train(queries, method="sign", seed=True, progress=False),
+        "merge_factor": lambda: index.add(codes=model.encode(queries[:2]), merge_factor=True),
+        "max_segments": lambda: index.compact(True),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=f"(?s)an integer is required, got a bool.*'{name}'"):
+            call()
+    assert index.search(codes, np.int64(3))[1].shape == (len(queries), 3)
+    assert len(index) == len(queries)
+    assert "k=10," in bsa.Index.search.__text_signature__
+    assert "seed=0," in bsa.train.__text_signature__
+    assert "merge_factor=2," in bsa.Index.add.__text_signature__
+    assert "(base, queries, k=100," in bsa.groundtruth.__text_signature__
+
+
 def test_numeric_options_are_named(model, queries):
     # ValueError naming the argument, as search does (OverflowError without a name before).
     index = bsa.Index.build(codes=model.encode(queries))
@@ -274,8 +299,10 @@ def test_numeric_options_are_named(model, queries):
         index.search(queries, 2**63)
     with pytest.raises(ValueError, match="max_distance must be between 0 and 2..32 - 1"):
         index.search(queries, 5, max_distance=2**63)
-    with pytest.raises(ValueError, match="merge_factor must be 0 or more"):
+    with pytest.raises(ValueError, match="merge_factor must be 0 or more, got -18446744073709551616"):
         index.add(codes=model.encode(queries[:2]), merge_factor=-2**64)
+    with pytest.raises(ValueError, match="merge_factor is 1180591620717411303424, past any size"):
+        index.add(codes=model.encode(queries[:2]), merge_factor=2**70)
     with pytest.raises(ValueError, match="min_score is 1e300, beyond float32's range"):
         index.search(queries, 5, score="cosine", min_score=1e300)
     with pytest.raises(ValueError, match="k is 36893488147419103232, past any size"):
