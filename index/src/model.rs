@@ -979,6 +979,9 @@ impl ModelSettings {
     /// let newer = meta(&[("format", "bsa-model"), ("format_version", "99")])?;
     /// let e = ModelSettings::read(&newer, "m.safetensors").unwrap_err();
     /// assert!(e.to_string().contains("model format v99 is newer than this bsa reads"), "{e}");
+    /// let zero = meta(&[("format", "bsa-model"), ("format_version", "0")])?;
+    /// let e = ModelSettings::read(&zero, "m.safetensors").unwrap_err();
+    /// assert!(e.to_string().contains("format_version 0 is no model format"), "{e}");
     /// let no_bits = meta(&[("format", "bsa-model"), ("format_version", "1"), ("dim", "8")])?;
     /// let e = ModelSettings::read(&no_bits, "m.safetensors").unwrap_err();
     /// assert!(e.to_string().contains("\"bits\" is missing"), "{e}");
@@ -1039,7 +1042,14 @@ impl ModelSettings {
                 ));
             }
             let version: u32 = parse(path, "format_version", get("format_version")?)?;
-            if !(1..=FORMAT_VERSION).contains(&version) {
+            if version == 0 {
+                return Err(Error::model(
+                    path,
+                    "format_version 0 is no model format bsa ever wrote (they start at v1): \
+                     the file is damaged, or not written by bsa",
+                ));
+            }
+            if version > FORMAT_VERSION {
                 return Err(Error::model(
                     path,
                     format!(
