@@ -1133,13 +1133,23 @@ fn replace_index_dir_until(
     on_wait: impl FnOnce(),
     wait: WaitLimits<'_>,
 ) -> Result<()> {
-    let _writers = if out.exists() {
-        check_replaceable(out)?;
-        Some(lock_writers(out, on_wait, wait)?)
-    } else {
-        None
-    };
-    replace_dir(new, out)
+    let mut on_wait = Some(on_wait);
+    loop {
+        if out.exists() {
+            check_replaceable(out)?;
+            let _writers = lock_writers(out, || on_wait.take().map_or((), |f| f()), wait)?;
+            return replace_dir(new, out);
+        }
+        // Nothing there: put `new` there unless another build has meanwhile (a plain rename
+        // then failed with "Directory not empty"); its index is then replaced as any other,
+        // under its lock, and the last build wins as `--force` says.
+        match rename_noreplace(new, out) {
+            Ok(true) => return sync_dir(crate::files::parent_dir(out)),
+            Ok(false) => return replace_dir(new, out), // no RENAME_NOREPLACE here
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(out, e)),
+        }
+    }
 }
 
 /// The directories that killed builds of `out` (SIGKILL, a second Ctrl-C, a crash) left beside
@@ -1247,7 +1257,15 @@ pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
         sync_dir(parent)?;
         remove_replaced(&old);
     } else {
-        fs::rename(new, out).map_err(|e| Error::io(out, e))?;
+        match rename_noreplace(new, out) {
+            Ok(true) => {}
+            Ok(false) => fs::rename(new, out).map_err(|e| Error::io(out, e))?,
+            // Another writer put a directory there meanwhile: replace it as above.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return replace_dir(new, out);
+            }
+            Err(e) => return Err(Error::io(out, e)),
+        }
     }
     sync_dir(parent)
 }

@@ -526,6 +526,38 @@ fn a_stop_ends_the_wait_for_the_writers() {
     assert_eq!(Index::open(&out).unwrap().codes(), &[1, 2]);
 }
 
+/// Builds replacing an index (`--force`) into a path that does not exist yet, at once: each
+/// saw nothing there and renamed its folder in, and all but the first failed with "Directory
+/// not empty". Now each puts its index there or replaces the one another put, and every build
+/// succeeds; the index is one of them, whole, with nothing left beside it.
+#[test]
+fn builds_replacing_into_a_missing_path_at_once_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("idx");
+    for round in 0..40 {
+        let _ = std::fs::remove_dir_all(&out);
+        let built: Vec<Result<u64, bsa_index::Error>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..=4u64)
+                .map(|t| {
+                    let out = &out;
+                    s.spawn(move || {
+                        IndexBuilder::new(64, &[t; 8])
+                            .overwrite(true)
+                            .build(out)
+                            .map(|_| t)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(built.iter().all(Result::is_ok), "round {round}: {built:?}");
+        let codes = Index::open(&out).unwrap().codes().to_vec();
+        assert!((1..=4).any(|t| codes == [t; 8]), "round {round}: {codes:?}");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "round {round}: {names:?}");
+    }
+}
+
 /// Two threads of one process building the same index at once, the path spelled two ways,
 /// each stage their own folder (the second removed the first's, which had the same pid in its
 /// name): with overwriting both succeed, without it one is refused; the index is one of the
