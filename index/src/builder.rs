@@ -153,6 +153,9 @@ impl SectionWriter {
 struct TempDir {
     path: PathBuf,
     keep: bool,
+    /// The folders above `path` this build created for it, deepest first: removed with it
+    /// when they are empty (a stopped build "wrote nothing", parents included).
+    made: Vec<PathBuf>,
     /// The folder opened and locked (`flock`) while this build fills it, where the file system
     /// has such locks: [`build_leftovers`] does not list a folder a running build holds.
     _lock: Option<fs::File>,
@@ -162,6 +165,13 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         if !self.keep {
             let _ = fs::remove_dir_all(&self.path);
+            // `remove_dir` takes only an empty folder: one another build has put its own
+            // folder in meanwhile stays, and so do those above it.
+            for dir in &self.made {
+                if fs::remove_dir(dir).is_err() {
+                    break;
+                }
+            }
         }
     }
 }
@@ -1042,12 +1052,21 @@ impl Staged {
                 file.display()
             )));
         }
+        // The folders create_dir_all makes, for the drop of an unfinished build to remove.
+        let made: Vec<PathBuf> = parent
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .take_while(|a| fs::symlink_metadata(a).is_err())
+            .map(Path::to_path_buf)
+            .collect();
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         // `.NAME.tmp-PID-N`, N random: a name no other build takes, whichever process, PID
         // namespace (containers sharing a volume, each its pid 1) or host it runs on, made by
         // mkdir, which fails rather than share a folder. Nothing of another name is removed:
         // a folder that looks left by a dead build may be a live one's on another host.
         let parent = fs::canonicalize(parent).map_err(|e| Error::io(parent, e))?;
+        let mut made = Some(made);
+        let mut tries = 0;
         let tmp = loop {
             let path = unique_sibling(&parent, &name, "tmp");
             match fs::create_dir(&path) {
@@ -1056,10 +1075,17 @@ impl Staged {
                     break TempDir {
                         path,
                         keep: false,
+                        made: made.take().unwrap_or_default(),
                         _lock,
                     };
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                // The parent made a moment ago, and removed (empty) by another build of a
+                // path in it that stopped: made again, once or twice.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => {
+                    tries += 1;
+                    fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+                }
                 Err(e) => return Err(Error::io(&path, e)),
             }
         };

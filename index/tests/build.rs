@@ -526,6 +526,27 @@ fn a_stop_ends_the_wait_for_the_writers() {
     assert_eq!(Index::open(&out).unwrap().codes(), &[1, 2]);
 }
 
+/// A build stopped before it finished removes the folders it made for the index's path, as
+/// "nothing was written" says; it left them before. Folders that were there stay.
+#[test]
+fn a_stopped_build_removes_the_folders_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("kept")).unwrap();
+    let out = dir.path().join("kept/a/b/idx");
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    let built = IndexBuilder::new(64, &[1, 2, 3])
+        .stop_when(&stop)
+        .build(&out);
+    assert!(matches!(built, Err(Error::Stopped)), "{built:?}");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("kept"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Finished, the build keeps them.
+    IndexBuilder::new(64, &[1, 2, 3]).build(&out).unwrap();
+    assert_eq!(Index::open(&out).unwrap().len(), 3);
+}
+
 /// Builds replacing an index (`--force`) into a path that does not exist yet, at once: each
 /// saw nothing there and renamed its folder in, and all but the first failed with "Directory
 /// not empty". Now each puts its index there or replaces the one another put, and every build
