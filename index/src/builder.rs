@@ -1026,11 +1026,21 @@ impl Staged {
     pub(crate) fn new(out: &Path, overwrite: bool, segment: bool) -> Result<Staged> {
         // A link's target is replaced, the link kept; `idx/.` is `idx` (renaming to it fails).
         let out = crate::files::output_target(out).map_err(|e| Error::io(out, e))?;
+        let unusable = |why: &str| {
+            Error::InvalidArgument(format!(
+                "{}: not a usable directory name: {why}",
+                out.display()
+            ))
+        };
         let name = out
             .file_name()
-            .and_then(|s| s.to_str())
+            .ok_or_else(|| unusable("it names no folder of its own (a root, or ending in ..)"))?
+            .to_str()
             .ok_or_else(|| {
-                Error::InvalidArgument(format!("{}: not a usable directory name", out.display()))
+                unusable(
+                    "it is not valid UTF-8, which the names of the index's staging folders \
+                     need; choose a UTF-8 name (the folders above it may be any)",
+                )
             })?
             .to_string();
         let parent = crate::files::parent_dir(&out);

@@ -526,6 +526,23 @@ fn a_stop_ends_the_wait_for_the_writers() {
     assert_eq!(Index::open(&out).unwrap().codes(), &[1, 2]);
 }
 
+/// An index name that is not UTF-8 is refused saying so (it said only "not a usable directory
+/// name"); folders above it may have any name.
+#[cfg(unix)]
+#[test]
+fn a_non_utf8_index_name_is_refused_saying_why() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"ix\xff");
+    let err = IndexBuilder::new(64, &[1])
+        .build(&dir.path().join(odd))
+        .unwrap_err();
+    assert!(err.to_string().contains("is not valid UTF-8"), "{err}");
+    let inside = dir.path().join(odd).join("idx");
+    IndexBuilder::new(64, &[1]).build(&inside).unwrap();
+    assert_eq!(Index::open(&inside).unwrap().len(), 1);
+}
+
 /// A build stopped before it finished removes the folders it made for the index's path, as
 /// "nothing was written" says; it left them before. Folders that were there stay.
 #[test]
