@@ -102,16 +102,17 @@ pub fn evaluate_until(
         // without a non-finite loss) overflowed f32's squares, printing MSE inf and cosine
         // distance 1 whatever the directions.
         let x64 = chunk.mapv(f64::from);
-        let distance = |kind, xhat: &ndarray::Array2<f32>| {
-            w * distance_rows(kind, xhat.mapv(f64::from).view(), x64.view(), None)
+        let distance = |kind, xhat: &ndarray::Array2<f64>| {
+            w * distance_rows(kind, xhat.view(), x64.view(), None)
         };
         bsa_index::check_stop(Some(stop))?;
         let active = model.encode_active_until(chunk, stop)?;
-        let xhat = model.params.decode_sparse(&active);
+        // Decoded in f64 too: an f32 sum of such weights can overflow (NaN metrics).
+        let xhat = model.params.decode_sparse_f64(&active);
         rec += distance(LossKind::Cosine, &xhat);
         mse += distance(LossKind::Mse, &xhat);
         let khot = model.encode_khot(chunk);
-        fixed += distance(LossKind::Cosine, &model.params.decode_sparse(&khot));
+        fixed += distance(LossKind::Cosine, &model.params.decode_sparse_f64(&khot));
         for set in &active {
             active_counts.push(set.len() as u32);
             for &j in set {
@@ -249,6 +250,16 @@ mod tests {
         assert!(m.reconstruction_loss.abs() < 1e-12, "{m:?}");
         let want = (1e20f64 - 1.0).powi(2) / 2.0;
         assert!((m.reconstruction_mse / want - 1.0).abs() < 1e-6, "{m:?}");
+        // Weights near f32's limit whose sum overflows f32 (the decode was f32: NaN metrics,
+        // printed as null): decoded in f64, x_hat = (6e38, 0) and (3e38, 3e38).
+        let mut big = model;
+        big.params.wd_t = Array2::<f32>::eye(2) * 3e38;
+        big.params.bd = array![3e38, 0.0];
+        let (m, _) = evaluate(&big, x.view());
+        let cos2 = 1.0 - 1.0 / 2f64.sqrt(); // the second row's x_hat is at 45 degrees
+        assert!((m.reconstruction_loss - cos2 / 2.0).abs() < 1e-12, "{m:?}");
+        assert!(m.reconstruction_mse.is_finite(), "{m:?}");
+        assert!(m.fixed_topk_reconstruction_loss.is_finite(), "{m:?}");
     }
 
     #[test]

@@ -131,6 +131,22 @@ impl<F: Real> Params<F> {
 }
 
 impl Params<f32> {
+    /// [`decode_sparse`](Self::decode_sparse) summed in `f64`: finite where `f32` sums overflow
+    /// (a decoder whose weights approach `f32::MAX`, from a training that ran away), for the
+    /// metrics.
+    pub fn decode_sparse_f64(&self, active: &[Vec<u32>]) -> Array2<f64> {
+        let mut out = Array2::zeros((active.len(), self.dim()));
+        Zip::from(out.rows_mut())
+            .and(active)
+            .par_for_each(|mut row, bits| {
+                row.zip_mut_with(&self.bd, |o, &b| *o = f64::from(b));
+                for &j in bits {
+                    row.zip_mut_with(&self.wd_t.row(j as usize), |o, &w| *o += f64::from(w));
+                }
+            });
+        out
+    }
+
     /// Pre-activations `H = X We^T + be` with every entry fixed bit for bit by the inputs:
     /// `H[i][j] = `[`bsa_index::deterministic::dot`]`(x_i, We_j) + be_j`, on any CPU and thread count
     /// ([`bsa_index::model::Weights::pre_activations`]).
