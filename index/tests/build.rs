@@ -535,7 +535,7 @@ fn a_non_utf8_index_name_is_refused_saying_why() {
     let dir = tempfile::tempdir().unwrap();
     let odd = std::ffi::OsStr::from_bytes(b"ix\xff");
     let err = IndexBuilder::new(64, &[1])
-        .build(&dir.path().join(odd))
+        .build(dir.path().join(odd))
         .unwrap_err();
     assert!(err.to_string().contains("is not valid UTF-8"), "{err}");
     let inside = dir.path().join(odd).join("idx");
