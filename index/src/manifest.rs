@@ -569,6 +569,16 @@ pub(crate) fn seal<T: Serialize>(body: &T, version: u32) -> Result<Vec<u8>> {
     let mut out = serde_json::to_vec(&env)
         .map_err(|e| Error::InvalidArgument(format!("manifest cannot be serialised: {e}")))?;
     out.push(b'\n');
+    // Refused here, before it is written: a manifest no reader opens would make the index
+    // unreadable from this commit on (about 10^5 segments, from many adds kept apart).
+    if out.len() as u64 > MAX_MANIFEST_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "the index's manifest would be {} bytes, more than the {MAX_MANIFEST_LEN} bsa reads; \
+             nothing was changed: merge its segments first (bsa compact), or add rows in \
+             larger batches",
+            out.len()
+        )));
+    }
     Ok(out)
 }
 
@@ -792,6 +802,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::path::PathBuf;
+
+    /// A manifest larger than any reader opens is refused before it is written (a commit of
+    /// ~10^5 segments wrote one, and the index could not be opened again).
+    #[test]
+    fn a_manifest_too_large_to_read_is_not_sealed() {
+        let body = "x".repeat(MAX_MANIFEST_LEN as usize);
+        let err = seal(&body, SEGMENTED_FORMAT_VERSION).unwrap_err().to_string();
+        assert!(err.contains("bsa compact") && err.contains("nothing was changed"), "{err}");
+        let fits = "x".repeat(MAX_MANIFEST_LEN as usize - 200);
+        assert!(seal(&fits, SEGMENTED_FORMAT_VERSION).is_ok());
+    }
 
     pub(crate) fn sample() -> Manifest {
         let mut files = BTreeMap::new();
