@@ -290,7 +290,9 @@ def write_report(res):
         "recall re-ranks its top 40 exactly, untimed). bsa is timed "
         + ("as FAISS is: one `Index.search` call of the Python package on the index opened once."
            if res.get("bsa_timing") == "in-process" else
-           "by `bsa search --stats`, a process per search (its pages and caches start cold)."),
+           "by `bsa search --stats`, a process per search (its pages and caches start cold).")
+        + " Bytes per vector are the codes'; bsa's ADC also reads a 4-byte norm a row (its "
+        "decoded vector's), which FAISS's PQ codes do not store.",
         "",
     ]
     for row_i, size in enumerate(sizes):
