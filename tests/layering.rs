@@ -74,6 +74,7 @@ const INDEX_LAYERS: &[&[&str]] = &[
         "graph_build.rs",
         "hnsw.rs",
         "hnsw/with_hnsw_rs.rs",
+        "hnsw/dump.rs",
         "index.rs",
         "mode.rs",
         "builder.rs",

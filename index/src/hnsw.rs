@@ -4,10 +4,10 @@
 //! float vectors are built natively (`graph_build.rs`); graphs over the codes by Hamming distance
 //! are built with hnsw_rs, which also wrote an hnsw_rs dump (`hnsw.hnsw.graph`,
 //! `hnsw.hnsw.data`) beside `graph.bin`. Indexes written before `graph.bin` existed have only
-//! that dump, converted to the same flat lists in memory on first use. Both uses of hnsw_rs are
-//! in the submodule `with_hnsw_rs` (`hnsw/with_hnsw_rs.rs`), compiled only with the `hnsw-rs`
-//! feature (on by default); without it, building a graph over the codes and loading a dump-only
-//! graph are errors that say so, and everything else (parameters, `graph.bin`) works.
+//! that dump, read by bsa (`hnsw/dump.rs`) and converted to the same flat lists in memory on
+//! first use. hnsw_rs is in the submodule `with_hnsw_rs` (`hnsw/with_hnsw_rs.rs`), compiled only
+//! with the `hnsw-rs` feature (on by default); without it, building a graph over the codes is an
+//! error that says so, and everything else (parameters, `graph.bin`, dumps) works.
 
 use std::path::Path;
 
@@ -17,13 +17,15 @@ use crate::format::FileKind;
 use crate::graph::{GraphLayout, GraphView};
 use crate::manifest::{HnswParams, Manifest};
 
+mod dump;
 #[cfg(feature = "hnsw-rs")]
 mod with_hnsw_rs;
+pub(crate) use dump::check_dump_layout;
 #[cfg(feature = "hnsw-rs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hnsw-rs")))]
 pub use with_hnsw_rs::DistHammingBits;
 #[cfg(feature = "hnsw-rs")]
-pub(crate) use with_hnsw_rs::{build_and_dump, check_dump_layout};
+pub(crate) use with_hnsw_rs::build_and_dump;
 
 /// Basename of the hnsw_rs dump inside an index directory.
 pub const HNSW_BASENAME: &str = "hnsw";
@@ -101,7 +103,6 @@ pub(crate) fn build_and_dump(
 /// Where the flat graph lives: mapped from `graph.bin`, or converted in memory from an hnsw_rs dump.
 enum GraphStore {
     Mapped(Section),
-    #[cfg(feature = "hnsw-rs")]
     Owned(Vec<u64>),
 }
 
@@ -166,33 +167,19 @@ impl HnswGraph {
                 layout,
             });
         }
-        // An index from before graph.bin: load the hnsw_rs dump and convert it in memory.
+        // An index from before graph.bin: read the hnsw_rs dump and convert it in memory.
         let info = manifest.hnsw.as_ref().ok_or_else(no_graph)?;
-        #[cfg(feature = "hnsw-rs")]
-        {
-            let (payload, layout) = with_hnsw_rs::load_dump(dir, manifest, info)?;
-            Ok(HnswGraph {
-                store: GraphStore::Owned(payload),
-                layout,
-            })
-        }
-        #[cfg(not(feature = "hnsw-rs"))]
-        Err(Error::InvalidArgument(format!(
-            "{}: the index's HNSW graph is stored only as an hnsw_rs dump ({} and {}, written \
-             before graph.bin existed), which this build of bsa-index cannot read: use a build \
-             with bsa-index's `hnsw-rs` feature (on by default), or rebuild the graph (bsa build \
-             --hnsw) to get a graph.bin; searches without the graph (flat, inverted) work",
-            dir.display(),
-            info.graph,
-            info.data
-        )))
+        let (payload, layout) = dump::load_dump(dir, manifest, info)?;
+        Ok(HnswGraph {
+            store: GraphStore::Owned(payload),
+            layout,
+        })
     }
 
     /// The graph's flat lists.
     pub(crate) fn view(&self) -> GraphView<'_> {
         let payload: &[u8] = match &self.store {
             GraphStore::Mapped(s) => s.payload(),
-            #[cfg(feature = "hnsw-rs")]
             GraphStore::Owned(v) => bytemuck::cast_slice(v),
         };
         GraphView::from_layout(payload, &self.layout)

@@ -522,16 +522,12 @@ impl Index {
         // A search opens the graph lazily: its header and neighbour lists are checked here
         // too, so that a graph a checksum cannot fault (a header rewritten with its own CRC
         // keeps the whole file's CRC) is found by a check and not by the first graph search.
-        // A graph stored only as an hnsw_rs dump is not converted here (a build's work), but
-        // its layout is checked against the index's sizes, as its first load checks it before
-        // hnsw_rs reads it (hnsw_rs can end the process on a malformed dump).
+        // A graph stored only as an hnsw_rs dump is not converted here (its lists are built in
+        // memory), but its layout is checked against the index's sizes, as its first load does.
         if self.manifest.graph_file().is_some() {
             self.load_hnsw()?;
-        } else {
-            #[cfg(feature = "hnsw-rs")]
-            if let Some(info) = &self.manifest.hnsw {
-                crate::hnsw::check_dump_layout(&self.dir, &self.manifest, info)?;
-            }
+        } else if let Some(info) = &self.manifest.hnsw {
+            crate::hnsw::check_dump_layout(&self.dir, &self.manifest, info)?;
         }
         self.verify_values()
     }

@@ -70,10 +70,10 @@
 //!   features, the crate depends on 112 crates; without `hnsw-rs`, 58; without either, 37), for
 //!   building HNSW graphs over the codes by Hamming distance ([`IndexBuilder::hnsw`] without
 //!   [`IndexBuilder::graph_on`], and the segments a [`live::Writer`] builds or merges in such an
-//!   index) and for loading the graph of an index written before `graph.bin` existed (only an
-//!   hnsw_rs dump). A query server can leave it out (`bsa-index = { version = "0.1",
+//!   index). A query server can leave it out (`bsa-index = { version = "0.1",
 //!   default-features = false, features = ["float-queries"] }`): it still opens and searches
-//!   every index that has a `graph.bin` (Hamming graphs built elsewhere included), builds
+//!   every index and its graph (`graph.bin`, Hamming graphs built elsewhere included, or the
+//!   hnsw_rs dump of an index written before `graph.bin` existed, read by bsa), builds
 //!   indexes without graphs and graphs on float vectors; what needs hnsw_rs is an
 //!   [`Error::InvalidArgument`] that says so, returned before anything is written.
 //!   `cargo test -p bsa-index --no-default-features` tests the crate without either feature (the
@@ -111,7 +111,8 @@
 //!  index      mode ─ Index::searcher(&Mode)           builder ─ IndexBuilder
 //!             index ─ Index: opens the files, hands out views and searchers
 //!             graph_build ─ the native HNSW builder    hnsw ─ parameters, loads graph.bin
-//!             hnsw::with_hnsw_rs ─ hnsw_rs build, legacy dump (feature `hnsw-rs`)
+//!             hnsw::with_hnsw_rs ─ hnsw_rs build (feature `hnsw-rs`)
+//!             hnsw::dump ─ reads the hnsw_rs dumps of indexes older than graph.bin
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  searchers  search ─ Searcher, Hits, SearchParams, CodesView, keys → hits
 //!             search::{flat, inverted (+ blocked), graph, rescore}

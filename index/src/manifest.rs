@@ -808,8 +808,13 @@ mod tests {
     #[test]
     fn a_manifest_too_large_to_read_is_not_sealed() {
         let body = "x".repeat(MAX_MANIFEST_LEN as usize);
-        let err = seal(&body, SEGMENTED_FORMAT_VERSION).unwrap_err().to_string();
-        assert!(err.contains("bsa compact") && err.contains("nothing was changed"), "{err}");
+        let err = seal(&body, SEGMENTED_FORMAT_VERSION)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bsa compact") && err.contains("nothing was changed"),
+            "{err}"
+        );
         let fits = "x".repeat(MAX_MANIFEST_LEN as usize - 200);
         assert!(seal(&fits, SEGMENTED_FORMAT_VERSION).is_ok());
     }

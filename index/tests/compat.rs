@@ -237,3 +237,56 @@ fn compacting_a_lone_unsorted_segment_sorts_it() {
         assert_eq!(got, want, "query {q}");
     }
 }
+
+/// An index written before `graph.bin` existed, its Hamming graph only an hnsw_rs dump
+/// (`tests/data/v1-hnsw-dump/`, made once with `BSA_REGEN_GOLDEN_DUMP=1` and the `hnsw-rs`
+/// feature, then committed): bsa reads the dump itself, so it opens, verifies and is searched
+/// through its graph with or without the feature. With `ef` at least the rows, a graph search
+/// is exact (every graph is linked so that level 0 reaches every node): it equals the flat scan.
+#[test]
+fn golden_hnsw_rs_dump_is_searched_through_its_graph() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1-hnsw-dump");
+    let n = 120u64;
+    let codes: Vec<u64> = (0..n)
+        .flat_map(|i| {
+            let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            [x & (x >> 3), (x >> 17) & 0x3f]
+        })
+        .collect();
+    #[cfg(feature = "hnsw-rs")]
+    if std::env::var_os("BSA_REGEN_GOLDEN_DUMP").is_some() {
+        let _ = std::fs::remove_dir_all(&dir);
+        let params = bsa_index::HnswParams {
+            max_connections: 8,
+            ef_construction: 32,
+            ef_search: 16,
+        };
+        IndexBuilder::new(70, &codes)
+            .hnsw(params)
+            .build(&dir)
+            .unwrap();
+        let mut m = Index::open(&dir).unwrap().manifest().clone();
+        let graph = bsa_index::graph::GRAPH_FILE;
+        m.files.remove(graph);
+        m.hnsw.as_mut().unwrap().native = None;
+        std::fs::remove_file(dir.join(graph)).unwrap();
+        std::fs::write(dir.join("manifest.json"), m.to_bytes().unwrap()).unwrap();
+    }
+    let index = Index::open(&dir).unwrap();
+    assert!(!dir.join(bsa_index::graph::GRAPH_FILE).exists());
+    index.verify().unwrap();
+    assert_eq!(index.codes(), &codes[..]);
+    let queries = &codes[..2 * 20];
+    let exact = index
+        .search_flat(queries, 7, &SearchParams::default())
+        .unwrap();
+    let walked = index
+        .search_hnsw(
+            queries,
+            7,
+            &SearchParams::default().with_ef_search(Some(n as usize)),
+        )
+        .unwrap();
+    assert_eq!(walked, exact);
+    assert_eq!(index.graph().unwrap().len(), n as usize);
+}
