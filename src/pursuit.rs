@@ -185,19 +185,7 @@ impl PursuitParams {
                 rng.sample::<f32, _>(StandardNormal)
             }),
         };
-        for mut atom in wd_t.rows_mut() {
-            let norm = atom.dot(&atom).sqrt();
-            if norm > 0.0 {
-                atom *= scale / norm;
-            } else {
-                // A zero atom (a dead bit of the warm start) gets a random direction.
-                atom.assign(&Array1::from_shape_simple_fn(dim, || {
-                    rng.sample::<f32, _>(StandardNormal)
-                }));
-                let norm = atom.dot(&atom).sqrt().max(f32::MIN_POSITIVE);
-                atom *= scale / norm;
-            }
-        }
+        scale_atoms(&mut wd_t, scale, &mut rng);
         let mut params = dictionary_params(wd_t, bd);
 
         let mut history = Vec::new();
@@ -347,9 +335,50 @@ fn reseed_dead_atoms(
     dead.len()
 }
 
+/// Scales every atom (row of `wd_t`) to norm `scale`, keeping its direction; a zero atom (a
+/// dead bit of a warm start) gets a random direction. An atom whose squares overflow `f32` (a
+/// warm start's weights near `f32::MAX`) is measured in `f64`: its `f32` norm, infinite, made
+/// it zero before, losing the direction without a word.
+fn scale_atoms(wd_t: &mut Array2<f32>, scale: f32, rng: &mut Xoshiro256PlusPlus) {
+    let dim = wd_t.ncols();
+    for mut atom in wd_t.rows_mut() {
+        let norm = atom.dot(&atom).sqrt();
+        if norm.is_infinite() {
+            let norm = atom
+                .iter()
+                .map(|&v| f64::from(v).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let by = f64::from(scale) / norm;
+            atom.mapv_inplace(|v| (f64::from(v) * by) as f32);
+        } else if norm > 0.0 {
+            atom *= scale / norm;
+        } else {
+            atom.assign(&Array1::from_shape_simple_fn(dim, || {
+                rng.sample::<f32, _>(StandardNormal)
+            }));
+            let norm = atom.dot(&atom).sqrt().max(f32::MIN_POSITIVE);
+            atom *= scale / norm;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_warm_start_atoms_keep_their_direction() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
+        let mut w = ndarray::array![[3e38f32, -3e38, 0.0], [3.0, 4.0, 0.0], [0.0, 0.0, 0.0]];
+        scale_atoms(&mut w, 2.0, &mut rng);
+        let r = 2f32.sqrt();
+        for (got, want) in w.row(0).iter().zip([r, -r, 0.0]) {
+            assert!((got - want).abs() < 1e-6, "{w}");
+        }
+        assert_eq!(w.row(1).to_vec(), [1.2, 1.6, 0.0]);
+        assert!((w.row(2).dot(&w.row(2)).sqrt() - 2.0).abs() < 1e-5, "{w}");
+    }
     use ndarray::ArrayView1;
 
     fn gaussian(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
