@@ -291,8 +291,9 @@ def write_report(res):
         + ("as FAISS is: one `Index.search` call of the Python package on the index opened once."
            if res.get("bsa_timing") == "in-process" else
            "by `bsa search --stats`, a process per search (its pages and caches start cold).")
-        + " Bytes per vector are the codes'; bsa's ADC also reads a 4-byte norm a row (its "
-        "decoded vector's), which FAISS's PQ codes do not store.",
+        + " Bytes per vector are the codes' size (for bsa: K ids of log2 N bits); bsa stores "
+        "its codes as bitsets and 2-byte ids with a 4-byte norm a row (its ADC scan reads the "
+        "ids and the norm: 2K + 8 bytes a row in memory), FAISS its PQ codes as the bytes given.",
         "",
     ]
     for row_i, size in enumerate(sizes):

@@ -94,7 +94,9 @@ def train(
     """Trains a model on the rows of ``x`` (as ``bsa train``); the GIL is released.
 
     A setting the method does not read (e.g. ``epochs`` with ``method="itq"``) raises
-    ``ValueError``; a setting left out takes the default in the comment beside it. Ctrl-C
+    ``ValueError``, but for ``alpha`` and ``target`` with ``method="topk"``, accepted with no
+    effect (as ``bsa train --method topk --alpha``); a setting left out takes the default in
+    the comment beside it. Ctrl-C
     stops a fit within about a second (at most a pursuit round's refit later).
 
     Example::

@@ -787,6 +787,7 @@ fn warn_leftovers(py: Python<'_>, dir: &Path) {
 ///
 ///     import numpy as np, bsa
 ///     x = np.random.default_rng(0).standard_normal((2000, 64)).astype(np.float32)
+///     x /= np.linalg.norm(x, axis=1, keepdims=True)  # compared by direction: unit rows
 ///     model = bsa.train(x, method="itq", bits=32)
 ///     codes = model.encode(x)          # uint8, (2000, 4): numpy.packbits(bitorder="little") rows
 ///     xhat = model.decode(codes)       # float32, (2000, 64)
@@ -1006,8 +1007,9 @@ impl Model {
 /// - ``preset="retrieval"``: binary matching pursuit, N = 4096 bits, K = 32 (``bits``, ``k``,
 ///   ``rounds`` override); the codes that retrieve best, searched with ``score="adc"``.
 /// - ``method="bsa"`` (default) or ``"topk"``: the autoencoder by gradient descent; needs
-///   ``bits`` and ``k``; ``epochs``, ``batch``, ``lr``, ``alpha``, ``loss``, ``target``,
-///   ``val_fraction`` apply.
+///   ``bits`` and ``k``; ``epochs``, ``batch``, ``lr``, ``loss``, ``val_fraction`` apply, and
+///   ``alpha`` and ``target`` to bsa (topk trains without the alignment term: it accepts
+///   them with no effect, as ``bsa train --method topk --alpha`` does, and records alpha 0).
 /// - ``method="sign" | "lsh" | "itq"``: the closed-form baselines (``bits`` defaults to dim for
 ///   sign); ``fit_rows`` and ``itq_iterations`` apply.
 /// - ``method="pursuit"``: as the preset with explicit ``bits`` and ``k``.
@@ -1022,7 +1024,7 @@ impl Model {
 ///
 /// Example::
 ///
-///     model = bsa.train(x, preset="retrieval")                # 48 bytes per vector
+///     model = bsa.train(x, preset="retrieval")                # codes of 48 bytes as ids
 ///     model = bsa.train(x, bits=1024, k=32, epochs=10, seed=1)  # the paper's BSA
 ///     model = bsa.train(x, method="itq", bits=256)
 #[pyfunction]
@@ -2343,7 +2345,7 @@ impl Index {
     /// Example::
     ///
     ///     with bsa.Index.build(codes=codes) as index:
-    ///         D, I = index.search(queries, 10)
+    ///         D, I = index.search(query_codes, 10)
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let Ok(loaded) = self.current() else {
             return Ok(());

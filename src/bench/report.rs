@@ -173,7 +173,10 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
     let _ = writeln!(
         s,
         "Recall is k-NN recall against exact cosine neighbours, averaged over the queries; Hamming \
-         ties go to the lower row. The paper's metrics are measured on the queries.\n"
+         ties go to the lower row. The paper's metrics are measured on the queries. `bytes \
+         dense` is N / 8, `bytes sparse` the size of K ids of log2 N bits (codes with exactly K \
+         bits): what each code holds; bsa's index stores the bitsets and, for sparse codes, \
+         their ids as 2-byte numbers too.\n"
     );
 
     let _ = writeln!(s, "## Retrieval (recall@10 unless noted)\n");

@@ -45,7 +45,9 @@ pub struct AddArgs {
     /// Ids of the new rows (.npy, 1-D integers); default: after the largest id so far.
     #[arg(long)]
     pub ids: Option<PathBuf>,
-    /// Store the rows' vectors (required, and implied, when the index stores vectors).
+    /// The new rows' vectors are stored: as `bsa build --vectors`. An index that stores
+    /// vectors stores the new rows' whether this is given or not; one that stores none refuses
+    /// it (vectors for some rows only could not be rescored).
     #[arg(long)]
     pub vectors: bool,
     /// Replace the rows whose ids are already in the index instead of refusing them.

@@ -37,7 +37,9 @@ use super::io::open_embeddings;
 ///   bsa search --index idx --query-codes qcodes.npy --k 10 --mode hnsw --ef 128
 ///       (a graph on the codes: bsa build --codes ... --hnsw)
 ///   bsa search --index idx --queries query.npy --k 10 --mode inverted --score adc --rescore 10
-///       (posting lists and vectors: bsa build --model ... --inverted --vectors)
+///       (posting lists and vectors: bsa build --model ... --inverted --vectors; ADC and soft
+///       scores use the lists only for codes with fewer than N / 640 bits set on average, e.g.
+///       K = 4 of 4096, and scan flat otherwise, as --stats's flat_fallback_queries shows)
 ///
 /// Through a Milvus collection written by `bsa export` (needs a build with `--features milvus`;
 /// scores hamming, overlap |q and b| and adc; see README "Scaling out"):
