@@ -336,23 +336,25 @@ fn reseed_dead_atoms(
 }
 
 /// Scales every atom (row of `wd_t`) to norm `scale`, keeping its direction; a zero atom (a
-/// dead bit of a warm start) gets a random direction. An atom whose squares overflow `f32` (a
-/// warm start's weights near `f32::MAX`) is measured in `f64`: its `f32` norm, infinite, made
-/// it zero before, losing the direction without a word.
+/// dead bit of a warm start) gets a random direction. An atom whose `f32` squares overflow or
+/// vanish (a warm start's weights near `f32::MAX`, or all below about 1e-22) is measured in
+/// `f64`: its `f32` norm, infinite or zero, made it zero or random before, losing the
+/// direction without a word.
 fn scale_atoms(wd_t: &mut Array2<f32>, scale: f32, rng: &mut Xoshiro256PlusPlus) {
     let dim = wd_t.ncols();
     for mut atom in wd_t.rows_mut() {
         let norm = atom.dot(&atom).sqrt();
-        if norm.is_infinite() {
-            let norm = atom
-                .iter()
+        let wide = || {
+            atom.iter()
                 .map(|&v| f64::from(v).powi(2))
                 .sum::<f64>()
-                .sqrt();
-            let by = f64::from(scale) / norm;
-            atom.mapv_inplace(|v| (f64::from(v) * by) as f32);
-        } else if norm > 0.0 {
+                .sqrt()
+        };
+        if norm.is_normal() {
             atom *= scale / norm;
+        } else if let Some(wide) = Some(wide()).filter(|&w| w > 0.0) {
+            let by = f64::from(scale) / wide;
+            atom.mapv_inplace(|v| (f64::from(v) * by) as f32);
         } else {
             atom.assign(&Array1::from_shape_simple_fn(dim, || {
                 rng.sample::<f32, _>(StandardNormal)
@@ -368,12 +370,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn huge_warm_start_atoms_keep_their_direction() {
+    fn huge_and_tiny_warm_start_atoms_keep_their_direction() {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(1);
-        let mut w = ndarray::array![[3e38f32, -3e38, 0.0], [3.0, 4.0, 0.0], [0.0, 0.0, 0.0]];
+        let mut w = ndarray::array![
+            [3e38f32, -3e38, 0.0],
+            [3.0, 4.0, 0.0],
+            [0.0, 0.0, 0.0],
+            [0.0, 1e-30, -1e-30]
+        ];
         scale_atoms(&mut w, 2.0, &mut rng);
         let r = 2f32.sqrt();
-        for (got, want) in w.row(0).iter().zip([r, -r, 0.0]) {
+        let (huge, tiny) = (w.row(0), w.row(3));
+        for (got, want) in huge.iter().chain(tiny).zip([r, -r, 0.0, 0.0, r, -r]) {
             assert!((got - want).abs() < 1e-6, "{w}");
         }
         assert_eq!(w.row(1).to_vec(), [1.2, 1.6, 0.0]);

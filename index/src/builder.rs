@@ -153,9 +153,9 @@ impl SectionWriter {
 struct TempDir {
     path: PathBuf,
     keep: bool,
-    /// The folders above `path` this build created for it, deepest first: removed with it
-    /// when they are empty (a stopped build "wrote nothing", parents included).
-    made: Vec<PathBuf>,
+    /// The folders above `path` this build created for it: removed after it when empty (a
+    /// stopped build "wrote nothing", parents included; a committed index keeps them full).
+    _made: MadeDirs,
     /// The folder opened and locked (`flock`) while this build fills it, where the file system
     /// has such locks: [`build_leftovers`] does not list a folder a running build holds.
     _lock: Option<fs::File>,
@@ -165,12 +165,40 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         if !self.keep {
             let _ = fs::remove_dir_all(&self.path);
-            // `remove_dir` takes only an empty folder: one another build has put its own
-            // folder in meanwhile stays, and so do those above it.
-            for dir in &self.made {
-                if fs::remove_dir(dir).is_err() {
-                    break;
-                }
+        }
+    }
+}
+
+/// Folders a build created above its staging folder (absolute paths), removed when it is
+/// dropped, deepest first, while they are empty: `remove_dir` takes only an empty folder, so a
+/// folder holding the committed index, or another build's folder, stays, and so do those
+/// above it. Dropped on every way out of [`Staged::new`] and with the staging folder.
+#[derive(Default)]
+struct MadeDirs(Vec<PathBuf>);
+
+impl MadeDirs {
+    /// Notes the folders of `dir` that do not exist, before they are made (`create_dir_all`).
+    fn note_missing(&mut self, dir: &Path) {
+        let missing = dir
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .take_while(|a| {
+                matches!(fs::symlink_metadata(a), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            })
+            .filter_map(|a| std::path::absolute(a).ok());
+        self.0.extend(missing);
+        // Deepest first (a folder's path is longer than its parent's), each once.
+        self.0
+            .sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        self.0.dedup();
+    }
+}
+
+impl Drop for MadeDirs {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            if fs::remove_dir(dir).is_err() {
+                break;
             }
         }
     }
@@ -1047,7 +1075,8 @@ impl Staged {
         if !overwrite {
             refuse_existing(&out)?;
         }
-        if out.exists() {
+        // The name, not what it leads to: a link loop or a dangling chain is refused here.
+        if fs::symlink_metadata(&out).is_ok() {
             check_replaceable(&out)?;
         }
         if !segment {
@@ -1062,40 +1091,39 @@ impl Staged {
                 file.display()
             )));
         }
-        // The folders create_dir_all makes, for the drop of an unfinished build to remove.
-        let made: Vec<PathBuf> = parent
-            .ancestors()
-            .filter(|a| !a.as_os_str().is_empty())
-            .take_while(|a| fs::symlink_metadata(a).is_err())
-            .map(Path::to_path_buf)
-            .collect();
-        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         // `.NAME.tmp-PID-N`, N random: a name no other build takes, whichever process, PID
         // namespace (containers sharing a volume, each its pid 1) or host it runs on, made by
         // mkdir, which fails rather than share a folder. Nothing of another name is removed:
         // a folder that looks left by a dead build may be a live one's on another host.
-        let parent = fs::canonicalize(parent).map_err(|e| Error::io(parent, e))?;
-        let mut made = Some(made);
+        let mut made = MadeDirs::default();
         let mut tries = 0;
+        // The parent made a moment ago can be removed (empty) by another build of a path in it
+        // that stopped, before this one's folder is in it: made again, once or twice.
+        let mut retry = |e: &std::io::Error| {
+            tries += 1;
+            e.kind() == std::io::ErrorKind::NotFound && tries <= 3
+        };
         let tmp = loop {
-            let path = unique_sibling(&parent, &name, "tmp");
+            made.note_missing(parent);
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            let real = match fs::canonicalize(parent) {
+                Ok(p) => p,
+                Err(e) if retry(&e) => continue,
+                Err(e) => return Err(Error::io(parent, e)),
+            };
+            let path = unique_sibling(&real, &name, "tmp");
             match fs::create_dir(&path) {
                 Ok(()) => {
                     let _lock = lock_folder(&path);
                     break TempDir {
                         path,
                         keep: false,
-                        made: made.take().unwrap_or_default(),
+                        _made: made,
                         _lock,
                     };
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                // The parent made a moment ago, and removed (empty) by another build of a
-                // path in it that stopped: made again, once or twice.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => {
-                    tries += 1;
-                    fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-                }
+                Err(e) if retry(&e) => continue,
                 Err(e) => return Err(Error::io(&path, e)),
             }
         };
@@ -1170,8 +1198,12 @@ fn replace_index_dir_until(
     wait: WaitLimits<'_>,
 ) -> Result<()> {
     let mut on_wait = Some(on_wait);
-    loop {
-        if out.exists() {
+    // Each round ends in a return but when another build puts its index at `out` between the
+    // check and the rename; a few rounds are plenty (an endless one would hang the build).
+    for _ in 0..PUBLISH_ROUNDS {
+        // The name, not what it leads to: a link loop or a dangling chain is something, which
+        // check_replaceable refuses.
+        if fs::symlink_metadata(out).is_ok() {
             check_replaceable(out)?;
             let _writers = lock_writers(out, || on_wait.take().map_or((), |f| f()), wait)?;
             return replace_dir(new, out);
@@ -1179,13 +1211,45 @@ fn replace_index_dir_until(
         // Nothing there: put `new` there unless another build has meanwhile (a plain rename
         // then failed with "Directory not empty"); its index is then replaced as any other,
         // under its lock, and the last build wins as `--force` says.
-        match rename_noreplace(new, out) {
-            Ok(true) => return sync_dir(crate::files::parent_dir(out)),
-            Ok(false) => return replace_dir(new, out), // no RENAME_NOREPLACE here
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+        match publish_if_absent(new, out) {
+            Ok(()) => return sync_dir(crate::files::parent_dir(out)),
+            Err(e) if appeared(&e) => continue,
             Err(e) => return Err(Error::io(out, e)),
         }
     }
+    Err(another_kept_publishing(out))
+}
+
+/// Rounds of [`replace_index_dir_until`] and [`replace_dir`] before they give up on a path
+/// other writers keep putting directories at.
+const PUBLISH_ROUNDS: usize = 16;
+
+/// Renames `new` to `out` if nothing is there: atomically where `RENAME_NOREPLACE` exists, else
+/// by a plain rename (which replaces only an empty folder). Something there is an error of
+/// which [`appeared`] says yes.
+fn publish_if_absent(new: &Path, out: &Path) -> std::io::Result<()> {
+    if rename_noreplace(new, out)? {
+        return Ok(());
+    }
+    fs::rename(new, out)
+}
+
+/// Whether a rename failed because something is at its destination.
+fn appeared(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty
+    )
+}
+
+fn another_kept_publishing(out: &Path) -> Error {
+    Error::io(
+        out,
+        std::io::Error::other(
+            "other writers kept putting directories here while this one was published; \
+             nothing was replaced: try again",
+        ),
+    )
 }
 
 /// The directories that killed builds of `out` (SIGKILL, a second Ctrl-C, a crash) left beside
@@ -1265,8 +1329,17 @@ pub fn build_leftovers(out: &Path) -> Vec<PathBuf> {
 /// # Ok(()) }
 /// ```
 pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
+    replace_dir_rounds(new, out, PUBLISH_ROUNDS)
+}
+
+/// [`replace_dir`] with `rounds` left for a path other writers keep filling.
+fn replace_dir_rounds(new: &Path, out: &Path, rounds: usize) -> Result<()> {
     let parent = crate::files::parent_dir(out);
-    if out.exists() {
+    if rounds == 0 {
+        return Err(another_kept_publishing(out));
+    }
+    // The name, not what it leads to (a dangling link is replaced, as a directory is).
+    if fs::symlink_metadata(out).is_ok() {
         if exchange(new, out).map_err(|e| Error::io(out, e))? {
             // The swap made durable before the only other copy goes.
             sync_dir(parent)?;
@@ -1293,13 +1366,10 @@ pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
         sync_dir(parent)?;
         remove_replaced(&old);
     } else {
-        match rename_noreplace(new, out) {
-            Ok(true) => {}
-            Ok(false) => fs::rename(new, out).map_err(|e| Error::io(out, e))?,
+        match publish_if_absent(new, out) {
+            Ok(()) => {}
             // Another writer put a directory there meanwhile: replace it as above.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return replace_dir(new, out);
-            }
+            Err(e) if appeared(&e) => return replace_dir_rounds(new, out, rounds - 1),
             Err(e) => return Err(Error::io(out, e)),
         }
     }

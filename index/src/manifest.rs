@@ -574,8 +574,8 @@ pub(crate) fn seal<T: Serialize>(body: &T, version: u32) -> Result<Vec<u8>> {
     if out.len() as u64 > MAX_MANIFEST_LEN {
         return Err(Error::InvalidArgument(format!(
             "the index's manifest would be {} bytes, more than the {MAX_MANIFEST_LEN} bsa reads; \
-             nothing was changed: merge its segments first (bsa compact), or add rows in \
-             larger batches",
+             nothing was changed: for an index of many segments, merge them first (bsa \
+             compact) or add rows in larger batches; for a build, give it less `extra` metadata",
             out.len()
         )));
     }

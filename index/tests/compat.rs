@@ -241,11 +241,28 @@ fn compacting_a_lone_unsorted_segment_sorts_it() {
 /// An index written before `graph.bin` existed, its Hamming graph only an hnsw_rs dump
 /// (`tests/data/v1-hnsw-dump/`, made once with `BSA_REGEN_GOLDEN_DUMP=1` and the `hnsw-rs`
 /// feature, then committed): bsa reads the dump itself, so it opens, verifies and is searched
-/// through its graph with or without the feature. With `ef` at least the rows, a graph search
-/// is exact (every graph is linked so that level 0 reaches every node): it equals the flat scan.
+/// through its graph with or without the feature: its lists are those of the `graph.bin` the
+/// same build exported (`v1-hnsw-dump.lists.txt`, written then), and with `ef` at least the
+/// rows, a graph search is exact (every graph is linked so that level 0 reaches every node):
+/// it equals the flat scan.
 #[test]
 fn golden_hnsw_rs_dump_is_searched_through_its_graph() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1-hnsw-dump");
+    let lists_file = dir.with_extension("lists.txt");
+    // One line per row: its neighbours on each level, levels apart by " / "; then the entry.
+    let lists = |g: &bsa_index::graph::GraphView<'_>| {
+        let mut text = String::new();
+        for row in 0..g.len() as u32 {
+            let levels: Vec<String> = (0..=g.level(row))
+                .map(|l| {
+                    let nb: Vec<String> = g.neighbours(row, l).iter().map(u32::to_string).collect();
+                    nb.join(" ")
+                })
+                .collect();
+            text += &format!("{row}: {}\n", levels.join(" / "));
+        }
+        text + &format!("entry: {}\n", g.entry_point())
+    };
     let n = 120u64;
     let codes: Vec<u64> = (0..n)
         .flat_map(|i| {
@@ -265,6 +282,9 @@ fn golden_hnsw_rs_dump_is_searched_through_its_graph() {
             .hnsw(params)
             .build(&dir)
             .unwrap();
+        let native = Index::open(&dir).unwrap();
+        std::fs::write(&lists_file, lists(&native.graph().unwrap())).unwrap();
+        drop(native);
         let mut m = Index::open(&dir).unwrap().manifest().clone();
         let graph = bsa_index::graph::GRAPH_FILE;
         m.files.remove(graph);
@@ -288,5 +308,6 @@ fn golden_hnsw_rs_dump_is_searched_through_its_graph() {
         )
         .unwrap();
     assert_eq!(walked, exact);
-    assert_eq!(index.graph().unwrap().len(), n as usize);
+    let want = std::fs::read_to_string(&lists_file).unwrap();
+    assert_eq!(lists(&index.graph().unwrap()), want);
 }

@@ -797,7 +797,11 @@ fn a_resealed_hnsw_rs_dump_with_false_sizes_is_refused() {
     assert_eq!(graph[second_name + 8..second_name + 11], *b"u64");
     let u32_name = with(second_name + 8, b"u32");
     let other_id = with(point + 4, &u64::MAX.to_ne_bytes());
-    let cases: [(&[u8], &[u8], &str, &str); 11] = [
+    // The data file's first record (after its 12-byte header: a tag, then the id) names row 23,
+    // a row of the index but not the graph's first point.
+    let mut other_record = data.clone();
+    other_record[16..24].copy_from_slice(&23u64.to_ne_bytes());
+    let cases: [(&[u8], &[u8], &str, &str); 12] = [
         (
             &misplaced,
             &data,
@@ -831,8 +835,14 @@ fn a_resealed_hnsw_rs_dump_with_false_sizes_is_refused() {
         (
             &other_id,
             &data,
+            "hnsw.hnsw.graph",
+            "a point is row 18446744073709551615, not below the index's 24",
+        ),
+        (
+            &graph,
+            &other_record,
             "hnsw.hnsw.data",
-            "where the graph has point 18446744073709551615",
+            "record 0 is of point 23, where the graph has point",
         ),
         (
             &many_points,

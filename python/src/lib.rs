@@ -628,7 +628,8 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Int {
 
     fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         if obj.is_instance_of::<pyo3::types::PyBool>() {
-            // pyo3 names the argument ("argument 'k': ...").
+            // pyo3 names the argument in a note ("while processing 'k'"), on Python 3.11 and
+            // later (exception notes); earlier ones show this message alone.
             return Err(PyTypeError::new_err("an integer is required, got a bool"));
         }
         obj.extract::<i128>().map(Int)

@@ -1,5 +1,6 @@
 """Bad inputs raise clear Python exceptions naming the argument; nothing crashes."""
 
+import sys
 import warnings
 
 import numpy as np
@@ -272,8 +273,10 @@ def test_a_bool_is_not_an_integer_argument(model, queries):
         "max_segments": lambda: index.compact(True),
     }
     for name, call in calls.items():
-        with pytest.raises(TypeError, match=f"(?s)an integer is required, got a bool.*'{name}'"):
+        with pytest.raises(TypeError, match="an integer is required, got a bool") as e:
             call()
+        if sys.version_info >= (3, 11):  # pyo3 names the argument in a note
+            assert f"'{name}'" in " ".join(getattr(e.value, "__notes__", [])), name
     assert index.search(codes, np.int64(3))[1].shape == (len(queries), 3)
     assert len(index) == len(queries)
     assert "k=10," in bsa.Index.search.__text_signature__

@@ -165,16 +165,16 @@ impl<'p> DumpReader<'p> {
     }
 }
 
-/// Checks the hnsw_rs graph file `path` of an index of `n` codes of `w` words before hnsw_rs
-/// reads it, since hnsw_rs trusts it (a false value ends in an abort, a process exit or a
-/// panic, each found by a fuzzer or a review): a description of format 3 or 4 (it ends the
-/// process on a point of format 2) of `n` points of `w` words of type `u64` under bsa's
-/// Hamming distance (names in UTF-8) in at most 16 layers; then layers of `n` points in all,
-/// point `r` of layer `l` saying it is (`l`, `r`), its lists no longer than the rest of the file
-/// (hnsw_rs reserves the memory the lengths say) and every neighbour it names by layer and rank
-/// (light dumps name point 0 of layer 0 for all) a point of the file; then an entry point
-/// among them. Returns the points' ids in file order, which the data file's records must
-/// repeat (hnsw_rs asserts so), and with `keep_lists` the points as [`flat_lists`] takes them.
+/// Reads the hnsw_rs graph file `path` of an index of `n` codes of `w` words, trusting nothing
+/// in it (hnsw_rs's own loader ended in an abort, a process exit or a panic on false values,
+/// each found by a fuzzer or a review): a description of format 3 or 4 (2 is refused) of `n`
+/// points of `w` words of type `u64` under bsa's Hamming distance (names in UTF-8) in at most
+/// 16 layers; then layers of `n` points in all, each a distinct `DataId` below `n` (a row),
+/// in a full dump point `r` of layer `l` saying it is (`l`, `r`) and every neighbour it names
+/// by layer and rank a point of the file (a light dump names neither), its lists no longer
+/// than the rest of the file; then an entry point among them. Returns the points' ids in file
+/// order, which the data file's records must repeat, and with `keep_lists` the points as
+/// [`flat_lists`] takes them.
 fn read_dump_graph(path: &Path, n: u64, w: u32, keep_lists: bool) -> Result<DumpGraph> {
     let bad = |d: String| Err(Error::corrupt(path, d));
     let mut r = DumpReader::open(path)?;
@@ -229,6 +229,8 @@ fn read_dump_graph(path: &Path, n: u64, w: u32, keep_lists: bool) -> Result<Dump
         ));
     }
     let mut ids = Vec::new();
+    // Which rows have a point: hnsw_rs inserted row r as DataId r, each once.
+    let mut seen = vec![false; n as usize];
     let mut points = Vec::new();
     let mut counts = [0u64; 16];
     // The largest rank named on each layer by a neighbour, plus one (0: none named).
@@ -243,13 +245,25 @@ fn read_dump_graph(path: &Path, n: u64, w: u32, keep_lists: bool) -> Result<Dump
         }
         counts[layer as usize] = count;
         for rank in 0..count {
-            let tag = r.uint(4)?;
-            let (id, at, at_rank) = (r.uint(8)?, r.uint(1)?, r.uint(4)?);
+            let (tag, id) = (r.uint(4)?, r.uint(8)?);
+            // A light dump does not repeat where a point is.
+            let (at, at_rank) = if full {
+                (r.uint(1)?, r.uint(4)?)
+            } else {
+                (layer, rank)
+            };
             if tag != 0x000a_678f || at != layer || at_rank != rank {
                 return bad(format!(
                     "point {rank} of layer {layer} has tag {tag:#x} and says it is point \
                      {at_rank} of layer {at}"
                 ));
+            }
+            match seen.get_mut(id as usize) {
+                Some(s) if id < n && !*s => *s = true,
+                Some(_) if id < n => {
+                    return bad(format!("row {id} has two points in the graph"));
+                }
+                _ => return bad(format!("a point is row {id}, not below the index's {n}")),
             }
             ids.push(id);
             let mut per_layer = Vec::new();
@@ -305,17 +319,24 @@ fn read_dump_graph(path: &Path, n: u64, w: u32, keep_lists: bool) -> Result<Dump
             counts[l]
         ));
     }
-    r.skip(8)?; // the entry point's id
-    let (el, er) = (r.uint(1)?, r.uint(4)?);
-    if el >= 16 || er >= counts[el as usize] {
+    let entry = r.uint(8)?;
+    if full {
+        let (el, er) = (r.uint(1)?, r.uint(4)?);
+        if el >= 16 || er >= counts[el as usize] {
+            return bad(format!(
+                "the entry point is point {er} of layer {el}, which the graph does not hold"
+            ));
+        }
+    } else if !seen.get(entry as usize).is_some_and(|&s| s) {
         return bad(format!(
-            "the entry point is point {er} of layer {el}, which the graph does not hold"
+            "the entry point is row {entry}, which has no point in the graph"
         ));
     }
     Ok(DumpGraph { ids, points })
 }
 
 /// What [`read_dump_graph`] read of an hnsw_rs graph description.
+#[derive(Debug)]
 struct DumpGraph {
     /// The points' `DataId`s in file order.
     ids: Vec<u64>,
@@ -324,10 +345,10 @@ struct DumpGraph {
     points: Vec<(u64, usize, Vec<Vec<u64>>)>,
 }
 
-/// Checks the layout of the hnsw_rs data file `path` of an index of `n` codes of `w` words
-/// before hnsw_rs reads it: its tag and dimension `w`, then `n` records of a tag, an id and
-/// `8 w` bytes of codes, each saying so, and nothing after them. hnsw_rs trusts the dimension
-/// and each record's length (native-endian, 64-bit: as written on the platforms that read it).
+/// Checks the layout of the hnsw_rs data file `path` of an index of `n` codes of `w` words: its
+/// tag and dimension `w`, then `n` records of a tag, an id and `8 w` bytes of codes, each
+/// saying so, and nothing after them (native-endian, 64-bit: as written on the platforms that
+/// read it). The codes themselves are not read: the index's `codes.bin` holds them.
 fn check_dump_data(path: &Path, n: u64, w: u32, ids: &[u64]) -> Result<()> {
     let bad = |d: String| Err(Error::corrupt(path, d));
     let mut r = DumpReader::open(path)?;
@@ -366,12 +387,9 @@ fn check_dump_data(path: &Path, n: u64, w: u32, ids: &[u64]) -> Result<()> {
 }
 
 /// Checks the layout of the hnsw_rs dump `info` of the index in `dir` against the index's
-/// sizes, without hnsw_rs (a read of both files, front to back). What no panic reports, on a
-/// dump whose sizes lie under a valid checksum, is kept from hnsw_rs so: it read each point's
-/// vector as `dimension` words from a buffer of the length the point's record gave (past its
-/// end: a segmentation fault), reserved memory for the points and neighbours a layer said it
-/// had (an abort), and ended the process on a point of format 2 or a data record it could not
-/// read (a fuzzer's findings). [`Index::verify`](crate::Index::verify) runs it too.
+/// sizes (a read of both files, front to back, holding no lists): what a first load of the
+/// graph would refuse (bar lists longer than `graph.bin` takes).
+/// [`Index::verify`](crate::Index::verify) runs it.
 pub(crate) fn check_dump_layout(dir: &Path, manifest: &Manifest, info: &HnswInfo) -> Result<()> {
     let (n, w) = (manifest.n, manifest.words_per_code);
     let graph = read_dump_graph(&dir.join(&info.graph), n, w, false)?;
@@ -401,4 +419,108 @@ pub(crate) fn load_dump(
         .map_err(|e| Error::corrupt(&gpath, e))?;
     let layout = GraphView::validate(bytemuck::cast_slice(&payload), n, &gpath)?;
     Ok((payload, layout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An hnsw_rs graph description of format 4 (as hnsw_rs 0.3.5's `dump` writes it) of
+    /// points `(DataId, layer, neighbours' DataIds per listed layer)`, laid out by layer in the
+    /// order given, `full` or light, codes of one word, entry point the first point.
+    fn description(points: &[(u64, u8, Vec<Vec<u64>>)], n: u64, full: bool) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(0x002a_6779u32.to_ne_bytes());
+        b.extend([u8::from(full), 8]); // full, M
+        b.extend(1.0f64.to_ne_bytes()); // level scale
+        b.push(16); // lists per point
+        b.extend(16u64.to_ne_bytes()); // ef
+        b.extend(n.to_ne_bytes());
+        b.extend(1u64.to_ne_bytes()); // words per code
+        for name in ["hnsw::DistHammingBits", "u64"] {
+            b.extend((name.len() as u64).to_ne_bytes());
+            b.extend(name.as_bytes());
+        }
+        let layers = points.iter().map(|p| p.1).max().unwrap_or(0) + 1;
+        b.push(layers);
+        // (layer, rank) of each DataId, for the full form's references.
+        let at = |id: u64| {
+            let p = points.iter().find(|p| p.0 == id).unwrap();
+            let rank = points.iter().filter(|q| q.1 == p.1 && q.0 < id).count();
+            (p.1, rank as u32)
+        };
+        for layer in 0..layers {
+            let here: Vec<_> = points.iter().filter(|p| p.1 == layer).collect();
+            b.extend(0x000a_676fu32.to_ne_bytes());
+            b.extend((here.len() as u64).to_ne_bytes());
+            for (rank, (id, _, lists)) in here.iter().enumerate() {
+                b.extend(0x000a_678fu32.to_ne_bytes());
+                b.extend(id.to_ne_bytes());
+                if full {
+                    b.push(layer);
+                    b.extend((rank as u32).to_ne_bytes());
+                }
+                for l in 0..16 {
+                    let list = lists.get(l).cloned().unwrap_or_default();
+                    b.extend((list.len() as u64).to_ne_bytes());
+                    for nb in list {
+                        b.extend(nb.to_ne_bytes());
+                        if full {
+                            let (nl, nr) = at(nb);
+                            b.push(nl);
+                            b.extend(nr.to_ne_bytes());
+                        }
+                        b.extend(1.0f32.to_ne_bytes());
+                    }
+                }
+            }
+        }
+        let entry = points[0].0;
+        b.extend(entry.to_ne_bytes());
+        if full {
+            let (el, er) = at(entry);
+            b.push(el);
+            b.extend(er.to_ne_bytes());
+        }
+        b
+    }
+
+    fn read(bytes: &[u8], n: u64) -> Result<DumpGraph> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.hnsw.graph");
+        std::fs::write(&path, bytes).unwrap();
+        read_dump_graph(&path, n, 1, true)
+    }
+
+    #[test]
+    fn full_and_light_dumps_read_alike() {
+        // Points sorted by DataId within a layer (ranks follow them): 2 on layer 1.
+        let points = vec![
+            (2, 1, vec![vec![0, 1], vec![]]),
+            (0, 0, vec![vec![1, 2]]),
+            (1, 0, vec![vec![0, 2]]),
+        ];
+        let full = read(&description(&points, 3, true), 3).unwrap();
+        let light = read(&description(&points, 3, false), 3).unwrap();
+        assert_eq!(full.ids, [0, 1, 2]);
+        assert_eq!(full.points, light.points);
+        let g = flat_lists(full.points, 3, 2).unwrap();
+        assert_eq!(g.layer0, [vec![1, 2], vec![0, 2], vec![0, 1]]);
+    }
+
+    #[test]
+    fn a_row_twice_or_out_of_range_is_refused() {
+        for full in [true, false] {
+            let twice = vec![(0, 0, vec![]), (0, 0, vec![])];
+            let err = read(&description(&twice, 2, full), 2)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("row 0 has two points"), "{err}");
+            let beyond = vec![(0, 0, vec![]), (7, 0, vec![])];
+            let err = read(&description(&beyond, 2, full), 2)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("row 7, not below"), "{err}");
+        }
+    }
 }
