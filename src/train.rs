@@ -844,9 +844,12 @@ impl TrainParams {
             )));
         }
         let w = self.neighbourhood.weight;
-        if !(w.is_finite() && w >= 0.0) {
+        // As --alpha: the loss is summed in f32, and a weight past its range made it infinite
+        // at the first step, reported as a divergence to mend with a lower --lr.
+        if !(w.is_finite() && w >= 0.0 && (w as f32).is_finite()) {
             return Err(Error::InvalidArgument(format!(
-                "--neighbour-weight must be a finite number >= 0, got {w}"
+                "--neighbour-weight must be a number >= 0 within float32's range (3.4e38), \
+                 got {w:?}"
             )));
         }
         if w > 0.0 && self.neighbourhood.rows < 2 {

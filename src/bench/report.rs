@@ -430,6 +430,15 @@ pub fn prepare_report_dir(out: &Path) -> Result<()> {
         for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            // An index's folder: the report would join its files, which a `bsa build
+            // --force` there then removed without a word.
+            if name == bsa_index::manifest::MANIFEST_FILE {
+                return Err(Error::format(
+                    out,
+                    "holds manifest.json: an index directory, whose files only bsa's writers \
+                     change; give the report a folder of its own",
+                ));
+            }
             if !entry.path().is_file() {
                 return Err(Error::format(
                     out,

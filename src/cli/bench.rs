@@ -234,31 +234,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let stop = super::io::stop_on_signal()?;
     let (truth, gt_source) = match &a.gt {
         Some(p) => {
-            let (rows, cols, ids) = bsa::io::read_i32(p)?;
-            if rows != queries.n() {
-                anyhow::bail!(
-                    "{}: {rows} rows of ground truth for {} queries",
-                    p.display(),
-                    queries.n()
-                );
-            }
-            if cols < 10 {
-                anyhow::bail!(
-                    "{}: {cols} neighbours per query; recall@10 needs at least 10",
-                    p.display()
-                );
-            }
-            if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= base.n()) {
-                anyhow::bail!(
-                    "{}: id {bad} is not a row of the {} base vectors",
-                    p.display(),
-                    base.n()
-                );
-            }
-            let t: Vec<Vec<u64>> = ids
-                .chunks(cols.max(1))
-                .map(|r| r.iter().map(|&i| i as u64).collect())
-                .collect();
+            let t = super::io::read_ground_truth(p, queries.n(), base.n())?;
             bsa::bench::check_ground_truth(base.view(), queries.view(), &t, p)?;
             (t, p.display().to_string())
         }

@@ -68,6 +68,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let mut params = TrainParams::new(1024, 32);
     params.epochs = a.epochs;
     params.validate(base.n(), base.dim())?;
+    let truth = super::io::read_ground_truth(&dir.join("gt_top100.npy"), queries.n(), base.n())?;
     let work = Workdir::prepare(a.work_dir.as_deref())?;
     outln!(
         "bsa demo: {} base and {} query vectors of dimension {} from {}",
@@ -139,7 +140,6 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let rescored = index.rescore_hits(queries.as_slice(), &candidates, 10)?;
     let rescore_secs = started.elapsed().as_secs_f64();
 
-    let truth = read_truth(&dir.join("gt_top100.npy"), queries.n())?;
     let ids = |hits: &[bsa_index::Hits]| hits.iter().map(|h| h.ids.clone()).collect::<Vec<_>>();
     outln!(
         "   Hamming:                     recall@10 {:.3}  ({:.0} queries/s)",
@@ -242,21 +242,6 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
         .with_context(|| format!("reading {}", path.display()))?
         .lines()
         .map(str::to_owned)
-        .collect())
-}
-
-/// Ground-truth ids (int32 `nq x k`, best first) as one list per query.
-fn read_truth(path: &Path, nq: usize) -> anyhow::Result<Vec<Vec<u64>>> {
-    let (rows, cols, ids) = bsa::io::read_i32(path)?;
-    if rows != nq {
-        anyhow::bail!(
-            "{}: {rows} rows of ground truth for {nq} queries",
-            path.display()
-        );
-    }
-    Ok(ids
-        .chunks(cols.max(1))
-        .map(|r| r.iter().map(|&i| i as u64).collect())
         .collect())
 }
 

@@ -154,7 +154,9 @@ fn install(s: &'static Signals) -> std::io::Result<()> {
             })?;
         }
     }
-    std::thread::spawn(move || {
+    // Not thread::spawn, which panics when no thread can start (memory or threads exhausted,
+    // as under a `ulimit -v` that BLAS's buffers fill): the stop works without the message.
+    let _ = std::thread::Builder::new().spawn(move || {
         while !s.stop.load(Ordering::Relaxed) {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
@@ -387,4 +389,37 @@ fn refuse_over_inputs(
         );
     }
     Ok(())
+}
+
+/// Ground-truth ids (`nq x k` integers, best first, as `bsa groundtruth` writes them) as one list
+/// per query, checked against the queries and base they are for: a row per query, at least 10
+/// neighbours each (recall@10), every id a row of the `base_n` base vectors.
+pub fn read_ground_truth(
+    path: &std::path::Path,
+    nq: usize,
+    base_n: usize,
+) -> anyhow::Result<Vec<Vec<u64>>> {
+    let (rows, cols, ids) = bsa::io::read_i32(path)?;
+    if rows != nq {
+        anyhow::bail!(
+            "{}: {rows} rows of ground truth for {nq} queries",
+            path.display()
+        );
+    }
+    if cols < 10 {
+        anyhow::bail!(
+            "{}: {cols} neighbours per query; recall@10 needs at least 10",
+            path.display()
+        );
+    }
+    if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= base_n) {
+        anyhow::bail!(
+            "{}: id {bad} is not a row of the {base_n} base vectors",
+            path.display()
+        );
+    }
+    Ok(ids
+        .chunks(cols)
+        .map(|r| r.iter().map(|&i| i as u64).collect())
+        .collect())
 }

@@ -54,6 +54,15 @@ struct Parsed {
 /// Only the fixed-size preamble (magic, version, header length) is inspected here, to reject
 /// garbage and absurd header lengths before npyz allocates a buffer for them; npyz parses the rest.
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<Parsed> {
+    if bytes.len() < 10 && bytes.starts_with(MAGIC) {
+        return Err(Error::format(
+            path,
+            format!(
+                "truncated .npy file: {} bytes, fewer than its header's first 10",
+                bytes.len()
+            ),
+        ));
+    }
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         let shown = &bytes[..bytes.len().min(8)];
         return Err(Error::format(
@@ -1151,6 +1160,10 @@ mod tests {
             msg.contains("not a .npy file") && msg.contains("numpy.save"),
             "{msg}"
         );
+        // The magic and a version, then the end: cut short, not "no magic".
+        fs::write(&path, b"\x93NUMPY\x01\x00").unwrap();
+        let msg = fmt_err(&path);
+        assert!(msg.contains("truncated .npy file: 8 bytes"), "{msg}");
         // Right magic, unparsable header.
         fs::write(&path, raw_npy("{'descr': <f4 oops", &[], 0)).unwrap();
         assert!(fmt_err(&path).contains("could not parse the .npy header"));

@@ -750,8 +750,14 @@ fn bench_checks_the_ground_truth_and_replaces_its_report_whole() {
     assert_eq!(t.read("mine/photo.png"), b"mine too");
     assert!(t.exists("mine/results.json"));
     std::fs::create_dir(t.path("mine/sub")).unwrap();
+    std::fs::create_dir(t.path("an-index")).unwrap();
+    t.write("an-index/manifest.json", b"{}");
     for (out, needle) in [
         ("mine", "--out mine: holds the folder sub"),
+        (
+            "an-index",
+            "--out an-index: holds manifest.json: an index directory",
+        ),
         (".", "--out .: not a folder of its own"),
         ("mine/..", "--out mine/..: not a folder of its own"),
     ] {

@@ -61,6 +61,29 @@ fn demo_runs_and_keeps_only_its_own_folder() {
     assert!(!t.exists("w0"));
 }
 
+/// `--data-dir` with ground truth of fewer than 10 neighbours a query: refused as `bsa bench
+/// --gt` refuses it (it printed recall@10 0.200), and ids past the base likewise.
+#[test]
+fn demo_refuses_ground_truth_bench_would() {
+    use crate::util::{normalised, npy_bytes};
+    let t = TestDir::new();
+    std::fs::create_dir(t.path("d")).unwrap();
+    t.write_f32("d/base.npy", &normalised(200, 8, 1));
+    t.write_f32("d/query.npy", &normalised(10, 8, 2));
+    let lines = |n: usize| (0..n).map(|i| format!("row {i}\n")).collect::<String>();
+    t.write("d/base.txt", lines(200).as_bytes());
+    t.write("d/query.txt", lines(10).as_bytes());
+    let gt = |cols: usize, id: i32| {
+        let data: Vec<u8> = (0..10 * cols).flat_map(|_| id.to_le_bytes()).collect();
+        npy_bytes("<i4", &format!("(10, {cols})"), &data)
+    };
+    let demo = || t.bsa(&["demo", "--epochs", "1", "--show", "1", "--data-dir", "d"]);
+    t.write("d/gt_top100.npy", &gt(2, 3));
+    demo().fails_with(&["gt_top100.npy: 2 neighbours per query; recall@10 needs at least 10"]);
+    t.write("d/gt_top100.npy", &gt(10, 500));
+    demo().fails_with(&["gt_top100.npy: id 500 is not a row of the 200 base vectors"]);
+}
+
 /// `bsa demo | head -1`: the closed stdout ends the demo with exit 0, not a panic.
 #[test]
 fn a_closed_stdout_ends_quietly() {

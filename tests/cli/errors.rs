@@ -528,6 +528,10 @@ fn invalid_training_flags() {
         "--alpha must be a number >= 0 within float32's range",
         "1e39",
     ]);
+    train(&["--bits", "32", "--k", "4", "--neighbour-weight", "1e39"]).fails_with(&[
+        "--neighbour-weight must be a number >= 0 within float32's range",
+        "1e39",
+    ]);
     // A negative number is the flag's bad value, not an unknown argument `-1`.
     train(&["--bits", "32", "--k", "4", "--epochs", "-1"])
         .usage_error(&["invalid value '-1' for '--epochs"]);
