@@ -69,7 +69,8 @@ pub struct BuildRequest<'a> {
     /// What the graph is built on (default: the decoded codes with a model source, the codes
     /// otherwise).
     pub graph_on: Option<GraphOn>,
-    /// Posting lists: `Some(true)` always, `Some(false)` never, `None` when they pay off.
+    /// Posting lists: `Some(true)` always, `Some(false)` never, `None` when they pay off and
+    /// the codes are not a pursuit model's (searched by ADC, which does not read them).
     pub inverted: Option<bool>,
     /// Bitmap lists: `Some(true)` always (needs posting lists), `Some(false)` never, `None` when
     /// worth it.
@@ -263,7 +264,16 @@ pub fn build_index_notifying(
             "posting lists need codes of at most {max_bits} bits, these have {bits}"
         )));
     }
-    let (auto_inverted, touched, scan_words) = bsa_index::postings::pays_off(&codes, bits);
+    let (pays, touched, scan_words) = bsa_index::postings::pays_off(&codes, bits);
+    // Matching-pursuit codes are made to be searched by ADC, which scores them from their ids
+    // (sparse.bin) and never reads posting lists at their density: lists (and bitmaps, as large
+    // as the codes) would more than double the index for Hamming-family searches only, which
+    // rank these codes poorly. They are built when asked for.
+    let searched_by_adc = matches!(
+        r.source,
+        BuildSource::Model { model, .. } if model.config.method == crate::model::Method::Pursuit
+    );
+    let auto_inverted = pays && !searched_by_adc;
     let inverted =
         r.inverted != Some(false) && bits <= max_bits && r.inverted.unwrap_or(auto_inverted);
     if r.bitmaps == Some(true) && !inverted {
@@ -507,6 +517,49 @@ mod query_tests {
         let index = Snapshot::open(dir.path().join("idx"))?;
         let model = index_model(&index)?.expect("the index keeps its model");
         Ok((dir, index, model))
+    }
+
+    /// Posting lists are built by default when they pay, except for matching-pursuit codes,
+    /// which ADC searches without them: such an index keeps its codes, ids and norms only,
+    /// unless lists are asked for.
+    #[test]
+    fn pursuit_codes_get_posting_lists_only_when_asked() -> Result<()> {
+        let base = unit_rows(400, 16, 5);
+        let (dictionary, _) = PursuitParams::new(256, 4).fit(base.view(), &mut |_| {})?;
+        let pursuit = PursuitParams::new(256, 4).model(16, dictionary);
+        let mut topk = pursuit.clone();
+        topk.config.method = crate::model::Method::Topk;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let built = |model: &Autoencoder, inverted: Option<bool>, name: &str| {
+            let file = dir.path().join(format!("{name}.safetensors"));
+            crate::io::model::save(&file, model, &serde_json::Value::Null)?;
+            let mut build = BuildRequest::new(BuildSource::Model { model, file: &file });
+            build.data = Some(base.view());
+            build.inverted = inverted;
+            build_index(&build, dir.path().join(name), |_, _| {})
+        };
+        // The rule would build lists for these codes: the test can fail.
+        let codes = bsa_index::pack::pack_set_bits(&pursuit.encode_active(base.view()), 256)?;
+        assert!(bsa_index::postings::pays_off(&codes, 256).0);
+        let plain = built(&pursuit, None, "pursuit")?;
+        assert!(!plain.inverted && !plain.bitmaps);
+        let files: Vec<String> = std::fs::read_dir(dir.path().join("pursuit"))
+            .expect("the index folder")
+            .map(|e| {
+                e.expect("an entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert!(
+            !files
+                .iter()
+                .any(|f| f.starts_with("inverted") || f.starts_with("bitmaps"))
+        );
+        assert!(built(&pursuit, Some(true), "asked")?.inverted);
+        assert!(built(&topk, None, "topk")?.inverted);
+        Ok(())
     }
 
     /// A query server on the search crate alone (`Snapshot::query_model`: codes and tables

@@ -1574,8 +1574,9 @@ impl Index {
     /// model's decoded codes, searched with ``score="adc"``; the default with a model),
     /// ``"data"`` (``x`` itself, also for ``adc``) or ``"codes"`` (Hamming; the default
     /// without a model). ``inverted`` and ``bitmaps``: ``None``
-    /// stores posting lists (and their bitmaps) when they pay off, ``True`` always, ``False``
-    /// never. ``path``: where to write it (default: a private temporary directory removed with
+    /// stores posting lists (and their bitmaps) when they pay off, except for a pursuit model's
+    /// codes (searched with ``score="adc"``, which does not read them), ``True`` always,
+    /// ``False`` never. ``path``: where to write it (default: a private temporary directory removed with
     /// the object); ``overwrite`` replaces an index there, once the new one is complete, after
     /// its writers (waiting at most ``lock_timeout`` seconds for them if given, then
     /// ``TimeoutError``, the old index kept, as in :meth:`add`). Ctrl-C stops the build within about

@@ -243,7 +243,8 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
         "All queries as one batch on {} threads; ADC includes building the per-query tables and \
          runs on the first `ADC queries` queries (fewer than all for dense codes, whose ADC reads \
          every set bit) and reads a 4-byte norm per vector besides the code (not in the bytes \
-         columns); rescoring re-ranks the top 40 by exact cosine over the stored float vectors. Posting lists are built when `bsa build` would build them; the inverted search \
+         columns); rescoring re-ranks the top 40 by exact cosine over the stored float vectors. Posting lists are built when they pay for a Hamming search (as `bsa build` does, \
+         except that for pursuit codes it builds them only with --inverted); the inverted search \
          returns exactly the flat results (checked per cell) and answers a query from the lists \
          only when they cost less than the scan. Hamming, cosine and inverted QPS search the \
          query codes, encoded beforehand (the queries' encoding rate is under Timings). Each \

@@ -21,7 +21,9 @@ use bsa_index::{HnswParams, VectorDtype};
 /// postings (sum over bits of count_j^2 / n) or in bitmap words (mean popcount x n / 64); see
 /// index/RESULTS-inverted.md. The lists are also stored as bitmaps over rows (bitmaps.bin, as
 /// large as the codes) when a typical query's bitmap words are at most twice its postings (the
-/// search then picks per query); --bitmaps and --no-bitmaps override that.
+/// search then picks per query); --bitmaps and --no-bitmaps override that. A pursuit model's
+/// codes (--preset retrieval) get lists only with --inverted: they are searched with
+/// --score adc, which does not read the lists, and the lists would more than double the index.
 /// With --model, the norm of each code's decoded vector is stored too (for `--score adc`).
 ///
 /// Ctrl-C (or SIGTERM, SIGHUP) stops the build within about a second: the unfinished
@@ -63,7 +65,8 @@ pub struct Args {
     /// `--score hamming`; the default without a model).
     #[arg(long, value_enum, requires = "hnsw")]
     pub hnsw_on: Option<GraphOn>,
-    /// Always store posting lists for `--mode inverted` (default: only when the codes are sparse enough).
+    /// Always store posting lists for `--mode inverted` (default: only when the codes are sparse
+    /// enough, and not for a pursuit model's codes).
     #[arg(long, conflicts_with = "no_inverted")]
     pub inverted: bool,
     /// Never store posting lists.
