@@ -1295,10 +1295,11 @@ fn fit_model(
                 ));
             }
         };
-        let (dictionary, history) = params.fit_until(x, None, &mut progress, stop)?;
-        let last = history.last().map(|r| r.reconstruction_loss);
+        let (dictionary, _) = params.fit_until(x, None, &mut progress, stop)?;
+        // The model's own figure, as `bsa train` records it (not the last round's).
+        let rec = bsa::pursuit::reconstruction_loss(&dictionary, params.k, x, stop)?;
         let info = serde_json::json!({
-            "preset": preset, "settings": params, "reconstruction_loss": last,
+            "preset": preset, "settings": params, "reconstruction_loss": rec,
         });
         return Ok((params.model(dim, dictionary), info));
     }

@@ -129,6 +129,17 @@ fn retrieval_preset_is_pursuit_and_eval_reports_exactly_k_bits() {
     let m: serde_json::Value = serde_json::from_str(eval.stdout.trim()).unwrap();
     assert_eq!(m["active_mean"], 4.0);
     assert_eq!(m["active_std"], 0.0);
+    // The training summary's reconstruction is the model's, as eval measures it on the same
+    // rows (the last round's figure decodes the codes its dictionary was refitted to).
+    let (train, eval) = (
+        summary["train_reconstruction"].as_f64().unwrap(),
+        m["reconstruction_loss"].as_f64().unwrap(),
+    );
+    assert!((train - eval).abs() < 1e-5, "train {train}, eval {eval}");
+    assert!(
+        summary["last_round_reconstruction"].as_f64().is_some(),
+        "{summary}"
+    );
     // Preset and an explicit method contradict each other.
     let bad = t.bsa(&[
         "train",
