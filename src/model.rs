@@ -197,6 +197,21 @@ fn rule_codes(params: &Params<f32>, x: ArrayView2<f32>, method: Method, k: usize
                 }
             };
             let row_margin = margin(w_max, be_max);
+            // The error bound holds while no partial sum can overflow, which Cauchy-Schwarz
+            // guarantees below f32::MAX (halved for the rounding on the way): rows beyond that
+            // (entries near 1e38) are computed whole in the fixed order, so that a NaN or an
+            // infinity is the fixed rule's, not BLAS's, whose sums overflow per its blocking.
+            if !(x_norm * w_max + be_max < 0.5 * f64::from(f32::MAX)) {
+                let values: Vec<f32> = (0..h.len()).map(fixed).collect();
+                *bits = if top {
+                    top_k_indices(&values, k, &mut Vec::new())
+                } else {
+                    (0..h.len() as u32)
+                        .filter(|&j| values[j as usize] > 0.0)
+                        .collect()
+                };
+                return;
+            }
             *bits = if top {
                 top_k_fixed(h, k, row_margin, &fixed)
             } else {
@@ -452,6 +467,46 @@ mod tests {
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert_eq!(g, w, "{method} k={k}, {threads} threads, row {i}");
                 }
+            }
+        }
+    }
+
+    /// Rows whose pre-activations overflow f32 (entries near 1e38) get the fixed rule's code,
+    /// NaN and infinities included, whatever rows are encoded with them: BLAS's overflowing
+    /// sums depend on its blocking, hence on the batch (a review found such rows all zeros
+    /// alone and ~100 bits set in a batch of 40, and the query encoder disagreeing).
+    #[test]
+    fn rows_near_f32_max_get_the_fixed_rule_in_any_batch() {
+        let (dim, bits) = (384, 200);
+        let mut x = gaussian(40, dim, 5);
+        for i in 0..3 {
+            let row = x.row(i).mapv(|v| v.signum() * 3e38);
+            x.row_mut(i).assign(&row);
+        }
+        let p = Params {
+            we: gaussian(bits, dim, 6),
+            be: Array1::zeros(bits),
+            wd_t: gaussian(bits, dim, 7),
+            bd: Array1::zeros(dim),
+        };
+        let h = p.pre_activations_fixed(x.view());
+        assert!(h.row(0).iter().any(|v| !v.is_finite()));
+        for (method, k) in [(Method::Lsh, 0), (Method::Topk, 16)] {
+            let want: Vec<Vec<u32>> = h
+                .rows()
+                .into_iter()
+                .map(|row| match method {
+                    Method::Topk => top_k_indices(row.as_slice().unwrap(), k, &mut Vec::new()),
+                    _ => (0..bits as u32)
+                        .filter(|&j| row[j as usize] > 0.0)
+                        .collect(),
+                })
+                .collect();
+            let m = model(p.clone(), method, k);
+            assert_eq!(m.encode_active(x.view()), want, "{method}");
+            for n in [1, 3, 8] {
+                let got = m.encode_active(x.slice(ndarray::s![..n, ..]));
+                assert_eq!(got, want[..n], "{method}, {n} rows");
             }
         }
     }
