@@ -20,7 +20,9 @@ pub use grid::{Cell, HnswCells, PAPER_ALPHAS, PAPER_HEADLINE, Preset, Settings, 
 pub use report::{
     RunInfo, machine_info, prepare_report_dir, report_markdown, utc_now, write_report,
 };
-pub use result::{CellResult, HnswPoint, HnswResult, InvertedResult, Rescored, Throughput};
+pub use result::{
+    CellResult, HnswPoint, HnswResult, InvertedResult, OtherScores, Rescored, Throughput,
+};
 pub use run::{
     ADC_LOOKUP_BUDGET, Cache, Data, GT_SAMPLE, GT_TOLERANCE, HNSW_EFS, RESULT_VERSION,
     check_ground_truth, fit, ground_truth, run_cell,

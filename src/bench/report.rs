@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::grid::{Preset, Settings};
-use super::result::CellResult;
+use super::result::{CellResult, OtherScores};
 use super::run::HNSW_EFS;
 use crate::error::{Error, Result};
 use crate::metrics::CodeStats;
@@ -297,6 +297,40 @@ pub fn report_markdown(info: &RunInfo, results: &[CellResult], plots: &[(&str, &
                 .map(|i| format!("{:.0}", i.adc_qps))
                 .unwrap_or_else(|| "-".into())
         );
+    }
+    let others: Vec<(&CellResult, &OtherScores)> = results
+        .iter()
+        .filter_map(|r| r.other_scores.as_ref().map(|o| (r, o)))
+        .collect();
+    if !others.is_empty() {
+        let _ = writeln!(s, "\n## Other scores: recall@10 and QPS\n");
+        let _ = writeln!(
+            s,
+            "The scores method.md lists beside Hamming, binary cosine and ADC, each a flat top-10 \
+             search: Jaccard `|q and b| / |q or b|` on every query's code; the intersection \
+             `|q and b|` (`--score overlap`) and the soft asymmetric score, the query's sigmoid \
+             activations against the bits (`--score soft`), on the `ADC queries`, tables \
+             included.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| method | N | K | Jaccard | QPS | intersection | QPS | soft | QPS | ADC queries |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (r, o) in others {
+            let _ = writeln!(
+                s,
+                "| {} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {} |",
+                label(r),
+                o.jaccard,
+                o.jaccard_qps,
+                o.overlap,
+                o.overlap_qps,
+                o.soft,
+                o.soft_qps,
+                r.adc_queries
+            );
+        }
     }
     let graphs: Vec<&CellResult> = results.iter().filter(|r| r.hnsw.is_some()).collect();
     if !graphs.is_empty() {

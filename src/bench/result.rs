@@ -34,6 +34,25 @@ pub struct Throughput {
     pub encode_queries: f64,
 }
 
+/// Recall@10 (and queries per second) of the other scores method.md lists beside Hamming,
+/// ADC and binary cosine, each a flat top-10 search.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OtherScores {
+    /// Jaccard `|q and b| / |q or b|` of the query codes (every query).
+    pub jaccard: f64,
+    /// Queries per second of the Jaccard search.
+    pub jaccard_qps: f64,
+    /// The intersection `|q and b|` (`--score overlap`), on the ADC queries.
+    pub overlap: f64,
+    /// Queries per second of the intersection search (its tables included).
+    pub overlap_qps: f64,
+    /// The soft asymmetric score `sigmoid(q We^T + be) . b` (`--score soft`), on the ADC
+    /// queries.
+    pub soft: f64,
+    /// Queries per second of the soft search (its tables included).
+    pub soft_qps: f64,
+}
+
 /// The inverted search of a cell whose codes are sparse enough for posting lists
 /// ([`bsa_index::postings::pays_off`], the rule `bsa build` applies).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -124,6 +143,10 @@ pub struct CellResult {
     /// unless the codes are dense (see [`ADC_LOOKUP_BUDGET`](super::ADC_LOOKUP_BUDGET)).
     #[serde(default)]
     pub adc_queries: usize,
+    /// Jaccard, intersection and soft recall (null in results of bsa before they were
+    /// measured).
+    #[serde(default)]
+    pub other_scores: Option<OtherScores>,
     /// Seconds to fit the model (measured when it was fitted; a cached model keeps its time).
     pub train_seconds: f64,
     /// Seconds to encode the base and build the index (codes, vectors, norms).

@@ -11,7 +11,9 @@ use ndarray::ArrayView2;
 use serde::{Deserialize, Serialize};
 
 use super::grid::{Cell, Settings, Variant};
-use super::result::{CellResult, HnswPoint, HnswResult, InvertedResult, Rescored, Throughput};
+use super::result::{
+    CellResult, HnswPoint, HnswResult, InvertedResult, OtherScores, Rescored, Throughput,
+};
 use crate::baselines::BaselineParams;
 use crate::error::{Error, Result};
 use crate::metrics::{CodeStats, recall_at_k};
@@ -74,8 +76,8 @@ impl<'a> Data<'a> {
 
 /// Version of the cached results; bump when a measurement changes meaning or a field is added,
 /// so that old results are measured again (models stay valid). 5: QPS are medians of at least
-/// three timed runs after an untimed one.
-pub const RESULT_VERSION: u32 = 5;
+/// three timed runs after an untimed one; 6: Jaccard, intersection and soft recall.
+pub const RESULT_VERSION: u32 = 6;
 
 /// What a fitted model depends on: a cached model is reused only when all of it matches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -458,6 +460,38 @@ pub fn run_cell(
         Ok(index.search_flat_scored(adc_codes, 40, &score, &params)?)
     })?;
     check()?;
+    // The other scores method.md lists beside Hamming: Jaccard on the query codes, and the
+    // table scores on the ADC queries (they read every set bit, as ADC does): the plain
+    // intersection `|q and b|` (`--score overlap`) and the soft asymmetric score, the query's
+    // sigmoid activations against the bits (`--score soft`).
+    let (jaccard, t_jaccard) = timed_median(stop, || {
+        Ok(index.search_flat_scored(&q_codes, 10, &Score::Jaccard, &params)?)
+    })?;
+    let table_search = |tables: &[f32], offsets: &[f32]| {
+        let score = Score::Table {
+            tables,
+            offsets,
+            normalise: false,
+        };
+        index.search_flat_scored(adc_codes, 10, &score, &params)
+    };
+    let (overlap, t_overlap) = timed_median(stop, || {
+        let (tables, offsets) = bsa_index::query::overlap_tables(adc_codes, bits);
+        Ok(table_search(&tables, &offsets)?)
+    })?;
+    let (soft, t_soft) = timed_median(stop, || {
+        let (tables, offsets) = model.soft_tables(adc_queries)?;
+        Ok(table_search(&tables, &offsets)?)
+    })?;
+    let other_scores = OtherScores {
+        jaccard: recall_at_k(&ids(&jaccard), truth, 10),
+        jaccard_qps: qps(t_jaccard),
+        overlap: recall_at_k(&ids(&overlap), adc_truth, 10),
+        overlap_qps: adc_qps(t_overlap),
+        soft: recall_at_k(&ids(&soft), adc_truth, 10),
+        soft_qps: adc_qps(t_soft),
+    };
+    drop((jaccard, overlap, soft));
     let adc10 = prefix(&adc40, 10);
     let (adc_rescored, t_rescore) = timed_median(stop, || {
         Ok(index.rescore_hits(&q_flat[..adc_nq * dim], &adc40, 10)?)
@@ -536,6 +570,7 @@ pub fn run_cell(
         recall_at_10_adc: recall_at_k(&ids(&adc10), adc_truth, 10),
         recall_at_10_adc_rescored_x4: recall_at_k(&ids(&adc_rescored), adc_truth, 10),
         adc_queries: adc_nq,
+        other_scores: Some(other_scores),
         train_seconds,
         build_seconds,
         search_qps: qps(t_hamming),

@@ -166,6 +166,40 @@ fn bench_recall_matches_a_direct_computation_with_ties() {
                 "rescored {key} of {sign}"
             );
         }
+        // Jaccard and the intersection, descending, ties to the lower row (exact fractions
+        // here: 16-bit codes make distinct ones distinct in f32 too).
+        let by_overlap = |jaccard: bool| -> Vec<Vec<usize>> {
+            (0..queries.n)
+                .map(|i| {
+                    let q = sign_bits(queries.row(i));
+                    let mut rows: Vec<(u32, u32, usize)> = base_codes
+                        .iter()
+                        .enumerate()
+                        .map(|(r, b)| {
+                            let and = q.iter().zip(b).filter(|(x, y)| **x && **y).count();
+                            let or = q.iter().zip(b).filter(|(x, y)| **x || **y).count();
+                            (and as u32, if jaccard { or as u32 } else { 1 }, r)
+                        })
+                        .collect();
+                    // a/b > c/d as a*d > c*b.
+                    rows.sort_by(|x, y| (y.0 * x.1).cmp(&(x.0 * y.1)).then(x.2.cmp(&y.2)));
+                    rows[..10].iter().map(|r| r.2).collect()
+                })
+                .collect()
+        };
+        let others = &sign["other_scores"];
+        assert_eq!(
+            others["jaccard"].as_f64().unwrap(),
+            recall(&by_overlap(true), &truth, 10)
+        );
+        assert_eq!(
+            others["overlap"].as_f64().unwrap(),
+            recall(&by_overlap(false), &truth, 10)
+        );
+        assert!(
+            (0.0..=1.0).contains(&others["soft"].as_f64().unwrap()),
+            "{others}"
+        );
         assert_eq!(sign["bytes_dense"], 2.0);
         assert!(sign["bytes_sparse"].is_null());
         let bsa = cell(&results, "bsa");
@@ -197,6 +231,7 @@ fn bench_recall_matches_a_direct_computation_with_ties() {
         }
         let report = String::from_utf8(t.read(&format!("{out}/report.md"))).unwrap();
         assert!(report.contains("| sign | 16 | - |"), "{report}");
+        assert!(report.contains("## Other scores"), "{report}");
     }
 }
 
