@@ -201,7 +201,8 @@ fn rule_codes(params: &Params<f32>, x: ArrayView2<f32>, method: Method, k: usize
             // guarantees below f32::MAX (halved for the rounding on the way): rows beyond that
             // (entries near 1e38) are computed whole in the fixed order, so that a NaN or an
             // infinity is the fixed rule's, not BLAS's, whose sums overflow per its blocking.
-            if !(x_norm * w_max + be_max < 0.5 * f64::from(f32::MAX)) {
+            let bounded = x_norm * w_max + be_max < 0.5 * f64::from(f32::MAX);
+            if !bounded {
                 let values: Vec<f32> = (0..h.len()).map(fixed).collect();
                 *bits = if top {
                     top_k_indices(&values, k, &mut Vec::new())
