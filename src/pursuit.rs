@@ -20,7 +20,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use ndarray::{Array1, Array2, ArrayView2, Axis, Zip, s};
+use ndarray::{Array1, Array2, ArrayView2, Axis, CowArray, Zip, s};
 use ndarray_linalg::{Cholesky, Diag, SolveTriangular, UPLO};
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
@@ -164,9 +164,11 @@ impl PursuitParams {
             Some(m) if m < n => {
                 let mut rows = sample(&mut rng, n, m).into_vec();
                 rows.sort_unstable();
-                x.select(Axis(0), &rows)
+                CowArray::from(x.select(Axis(0), &rows))
             }
-            _ => x.to_owned(),
+            // The rows themselves (a memory-mapped file's, borrowed: a copy of every row was
+            // 1.5 KB a row of 384-d data on the heap).
+            _ => x.as_standard_layout(),
         };
 
         // Initial dictionary: random directions, scaled so that K of them have about the norm
@@ -196,9 +198,8 @@ impl PursuitParams {
             let encode_seconds = started.elapsed().as_secs_f64();
             let (wd_t, bd) = refit(fit.view(), &codes, self.bits, self.ridge)?;
             let mut next = dictionary_params(wd_t, bd);
-            let xhat = next.decode_sparse(&codes);
-            let rec = distance_rows(LossKind::Cosine, xhat.view(), fit.view(), None) as f64;
-            let dead = reseed_dead_atoms(&mut next, &codes, fit.view(), &xhat, &mut rng);
+            let rec = decoded_distance(&next, &codes, fit.view());
+            let dead = reseed_dead_atoms(&mut next, &codes, fit.view(), &mut rng);
             let stats = RoundStats {
                 round,
                 reconstruction_loss: rec,
@@ -243,14 +244,29 @@ pub fn reconstruction_loss(
     stop: &AtomicBool,
 ) -> Result<f64> {
     let mut sum = 0.0;
-    // Chunks bound the decoded rows held at once.
-    for chunk in x.axis_chunks_iter(Axis(0), 1 << 14) {
+    for chunk in x.axis_chunks_iter(Axis(0), DECODE_CHUNK) {
         let codes = encode_with(params, k, chunk, false, stop).ok_or(Error::Stopped)?;
-        let xhat = params.decode_sparse(&codes);
-        let mean = distance_rows(LossKind::Cosine, xhat.view(), chunk, None) as f64;
-        sum += mean * chunk.nrows() as f64;
+        sum += decoded_distance(params, &codes, chunk) * chunk.nrows() as f64;
     }
     Ok(sum / x.nrows().max(1) as f64)
+}
+
+/// Rows decoded at once by [`decoded_distance`] and [`reconstruction_loss`]: bounds the
+/// decoded vectors held (a whole fit's were n x dim f32 more, 460 MB at 300k 384-d rows).
+const DECODE_CHUNK: usize = 1 << 14;
+
+/// Mean cosine distance of the rows of `x` to their `codes` decoded by `params`, chunk by chunk.
+fn decoded_distance(params: &Params<f32>, codes: &[Vec<u32>], x: ArrayView2<f32>) -> f64 {
+    let mut sum = 0.0;
+    for (rows, codes) in x
+        .axis_chunks_iter(Axis(0), DECODE_CHUNK)
+        .zip(codes.chunks(DECODE_CHUNK))
+    {
+        let xhat = params.decode_sparse(codes);
+        sum +=
+            distance_rows(LossKind::Cosine, xhat.view(), rows, None) as f64 * rows.nrows() as f64;
+    }
+    sum / x.nrows().max(1) as f64
 }
 
 /// Progress of one round of [`PursuitParams::fit`].
@@ -321,7 +337,14 @@ pub fn refit(
                     .for_each(|o, &v| *o += v as f64);
             }
         });
-    let col_sums = x.mapv(|v| v as f64).sum_axis(Axis(0));
+    // Row after row from zero: the order of ndarray's sum_axis over rows, which this replaced
+    // (it summed an n x dim f64 copy of the rows, 879 MB at 300k 384-d rows).
+    let mut col_sums = Array1::<f64>::zeros(dim);
+    for row in x.rows() {
+        Zip::from(&mut col_sums)
+            .and(&row)
+            .for_each(|c, &v| *c += f64::from(v));
+    }
     rhs.row_mut(bits).assign(&col_sums);
 
     let l = gram.cholesky(UPLO::Lower).map_err(|e| {
@@ -348,7 +371,6 @@ fn reseed_dead_atoms(
     params: &mut Params<f32>,
     codes: &[Vec<u32>],
     x: ArrayView2<f32>,
-    xhat: &Array2<f32>,
     rng: &mut Xoshiro256PlusPlus,
 ) -> usize {
     let mut used = vec![false; params.bits()];
@@ -363,7 +385,9 @@ fn reseed_dead_atoms(
     }
     let picks = sample(rng, x.nrows(), dead.len().min(x.nrows())).into_vec();
     for (&j, &i) in dead.iter().zip(&picks) {
-        let residual = &x.row(i) - &xhat.row(i);
+        // Row i decoded alone: its atoms are all used ones, which this loop does not change.
+        let xhat = params.decode_sparse(std::slice::from_ref(&codes[i]));
+        let residual = &x.row(i) - &xhat.row(0);
         params.wd_t.row_mut(j).assign(&residual);
     }
     let fresh = dictionary_params(params.wd_t.clone(), params.bd.clone());
