@@ -662,19 +662,54 @@ pub fn search_until(
     filter: Option<IdFilter<'_>>,
     stop: Option<&AtomicBool>,
 ) -> Result<Found> {
-    let batch = stop.map(|_| {
-        // A Hamming scan without rescoring is the cheap one; the others cost about 10x a pair.
-        let cheap = request.score == ScoreName::Hamming && request.rescore.is_none();
-        let words = crate::pack::words_per_code(index.bits());
-        stop_batch(
-            index.rows(),
-            words,
-            rayon::current_num_threads(),
-            cheap,
-            request.k,
-        )
-    });
+    let threads = rayon::current_num_threads();
+    let batch = match stop {
+        Some(_) => {
+            // A Hamming scan without rescoring is the cheap one; the others cost about 10x a
+            // pair.
+            let cheap = request.score == ScoreName::Hamming && request.rescore.is_none();
+            let words = crate::pack::words_per_code(index.bits());
+            Some(stop_batch(index.rows(), words, threads, cheap, request.k))
+        }
+        None => {
+            let tables = matches!(
+                request.score,
+                ScoreName::Adc | ScoreName::Soft | ScoreName::Overlap
+            );
+            let fetch = request.k.saturating_mul(request.rescore.unwrap_or(1));
+            let nq = match queries {
+                Queries::Floats(q) => q.nrows(),
+                Queries::Packed { rows, .. } => rows,
+            };
+            memory_batch(nq, index.bits(), tables, fetch, threads)
+        }
+    };
     search_batched(index, model, queries, request, filter, stop, batch)
+}
+
+/// Bytes a batch of a search without a stop flag may hold in per-query tables and candidate
+/// lists before it is split ([`memory_batch`]).
+const BATCH_BYTES: usize = 256 << 20;
+
+/// Queries per batch of a search without a stop flag: `None` (one batch, the fastest) unless
+/// the batch's tables (4 bytes an entry, `bits` entries a query, for table scores) and
+/// candidate lists (about 40 bytes a candidate, `fetch` a query) would pass [`BATCH_BYTES`];
+/// then as many queries as fit, in whole groups of 64 a thread. 100,000 ADC queries of
+/// 4096-bit codes held 1.6 GB of tables at once (2.2 GB of heap in all: a memory review), in
+/// batches of 15,872 at most 256 MB.
+fn memory_batch(
+    nq: usize,
+    bits: usize,
+    tables: bool,
+    fetch: usize,
+    threads: usize,
+) -> Option<usize> {
+    let per_query = (if tables { bits.saturating_mul(4) } else { 0 })
+        .saturating_add(fetch.saturating_mul(40))
+        .max(1);
+    let whole = 64 * threads.max(1);
+    let fits = (BATCH_BYTES / per_query).max(whole);
+    (nq > fits).then(|| fits - fits % whole)
 }
 
 /// The fewest and most queries a thread takes at a time in a graph search
@@ -1162,6 +1197,19 @@ mod tests {
     /// A stoppable search checks its flag about every 2^28 query-code pairs of a Hamming scan
     /// of codes up to 384 bits (fewer for wider codes; 2^25 of other scores, fewer for a deep
     /// k), never more often than every 256 queries, in whole groups of 64 per thread.
+    #[test]
+    fn searches_without_a_flag_are_split_only_past_their_memory() {
+        use super::memory_batch;
+        // 10,000 ADC queries of 4096-bit codes: 160 MB of tables, one batch.
+        assert_eq!(memory_batch(10_000, 4096, true, 10, 2), None);
+        // 100,000: batches of 15,872 (16.4 KB a query, whole groups of 128 under 256 MB).
+        assert_eq!(memory_batch(100_000, 4096, true, 10, 2), Some(15_872));
+        // Hamming has no tables: its candidates alone decide (400 bytes a query here).
+        assert_eq!(memory_batch(100_000, 4096, false, 10, 2), None);
+        assert_eq!(memory_batch(1_000_000, 4096, false, 10, 2), Some(670_976));
+        assert_eq!(memory_batch(10_000, 64, false, 100_000, 2), Some(128));
+    }
+
     #[test]
     fn stop_batches_follow_the_pairs_scanned() {
         use super::stop_batch;
