@@ -21,6 +21,8 @@
 //! # Ok(()) }
 //! ```
 
+use std::sync::atomic::AtomicBool;
+
 use bsa_index::live::{
     AddReport, CompactReport, GraphVectorsFn, MergePolicy, NewRows, RowTablesFn, Snapshot, Writer,
 };
@@ -28,7 +30,7 @@ use bsa_index::pack;
 use ndarray::ArrayView2;
 
 use crate::error::{Error, Result};
-use crate::model::Autoencoder;
+use crate::model::{Autoencoder, Params};
 use crate::pipeline::{GraphOn, active_bits};
 use crate::query::check_rows;
 
@@ -188,20 +190,34 @@ pub fn add(
         AddSource::Floats(x) => {
             let m = model.as_ref().expect("checked: floats need a model");
             let x = x.as_standard_layout().into_owned();
-            let active = match writer.stop_flag() {
-                Some(stop) => m.encode_active_until(x.view(), stop)?,
-                None => m.encode_active(x.view()),
-            };
-            let codes = pack::pack_set_bits(&active, bits)?;
-            let norms = t.norms.then(|| m.params.decoded_norms(&active));
+            // Chunk by chunk, as `bsa build` encodes (the set-bit lists of every row are never
+            // held at once).
+            let decoded = on == Some(GraphOn::Decoded);
+            let (mut codes, mut norms, mut gv) = (Vec::new(), Vec::new(), Vec::new());
+            let never = AtomicBool::new(false);
+            m.encode_chunks_until(
+                x.view(),
+                writer.stop_flag().unwrap_or(&never),
+                &mut |chunk| {
+                    codes.extend(pack::pack_set_bits(chunk, bits)?);
+                    if t.norms || decoded {
+                        let xhat = m.params.decode_sparse(chunk);
+                        if t.norms {
+                            norms.extend(Params::row_norms(xhat.view()));
+                        }
+                        if decoded {
+                            gv.extend(xhat.iter().copied());
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
             let gv = match on {
-                Some(GraphOn::Decoded) => {
-                    Some(m.params.decode_sparse(&active).into_raw_vec_and_offset().0)
-                }
+                Some(GraphOn::Decoded) => Some(gv),
                 Some(GraphOn::Data) => Some(x.as_slice().expect("standard layout").to_vec()),
                 _ => None,
             };
-            (Some(x), codes, norms, gv)
+            (Some(x), codes, t.norms.then_some(norms), gv)
         }
         AddSource::Packed { bytes, rows, cols } => (
             None,

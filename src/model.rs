@@ -67,29 +67,73 @@ impl Autoencoder {
         x: ArrayView2<f32>,
         stop: &AtomicBool,
     ) -> Result<Vec<Vec<u32>>> {
-        if self.config.method == Method::Pursuit {
-            return crate::greedy::encode_with(&self.params, self.config.k, x, true, stop)
-                .ok_or(Error::Stopped);
-        }
+        let mut out = Vec::with_capacity(x.nrows());
+        self.encode_chunks_until(x, stop, &mut |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`encode_active_until`](Self::encode_active_until) a chunk of rows (16,384) at a time:
+    /// `each` gets a chunk's set bits, in row order, before the next chunk is encoded, so that
+    /// a caller keeping packed codes never holds every row's list (a sign code's ~190 set bits
+    /// are ~790 bytes as a list and 48 packed: 580 MB of heap for 500k rows). Returns `each`'s
+    /// first error, or [`Error::Stopped`] once `stop` is set.
+    ///
+    /// ```
+    /// use std::sync::atomic::AtomicBool;
+    /// use bsa::model::{Autoencoder, LossKind, Method, ModelConfig, Params, Target};
+    /// let (dim, bits, k) = (8, 16, 2);
+    /// let (loss, target) = (LossKind::Cosine, Target::Khot);
+    /// let config = ModelConfig { dim, bits, k, method: Method::Topk, loss, alpha: 1.0, target };
+    /// let model = Autoencoder { params: Params::init(bits, dim, 1), config };
+    /// let x = ndarray::Array2::from_shape_fn((40_000, 8), |(i, j)| ((i + 3 * j) % 7) as f32);
+    /// let mut rows = 0;
+    /// model.encode_chunks_until(x.view(), &AtomicBool::new(false), &mut |chunk| {
+    ///     rows += chunk.len();
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(rows, 40_000);
+    /// # Ok::<(), bsa::Error>(())
+    /// ```
+    pub fn encode_chunks_until(
+        &self,
+        x: ArrayView2<f32>,
+        stop: &AtomicBool,
+        each: &mut dyn FnMut(&[Vec<u32>]) -> Result<()>,
+    ) -> Result<()> {
         // Chunks also bound the pre-activations held at once (rows x N floats).
         const ROWS: usize = 1 << 14;
-        let mut out = Vec::with_capacity(x.nrows());
         for chunk in x.axis_chunks_iter(Axis(0), ROWS) {
             bsa_index::check_stop(Some(stop))?;
-            out.extend(rule_codes(
-                &self.params,
-                chunk,
-                self.config.method,
-                self.config.k,
-            ));
+            let codes = if self.config.method == Method::Pursuit {
+                crate::greedy::encode_with(&self.params, self.config.k, chunk, true, stop)
+                    .ok_or(Error::Stopped)?
+            } else {
+                rule_codes(&self.params, chunk, self.config.method, self.config.k)
+            };
+            each(&codes)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Binary codes packed as numpy `packbits(bitorder="little")` rows: `n x ceil(N/8)` bytes,
     /// bit j of a code in byte `j / 8` at bit position `j % 8`.
     pub fn encode_packed(&self, x: ArrayView2<f32>) -> Vec<u8> {
-        pack_active(&self.encode_active(x), self.config.bits)
+        self.encode_packed_until(x, &AtomicBool::new(false))
+            .expect("never stopped")
+    }
+
+    /// [`encode_packed`](Self::encode_packed) that returns [`Error::Stopped`] once `stop` is
+    /// set, packing chunk by chunk ([`encode_chunks_until`](Self::encode_chunks_until)).
+    pub fn encode_packed_until(&self, x: ArrayView2<f32>, stop: &AtomicBool) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(x.nrows() * self.config.bits.div_ceil(8));
+        self.encode_chunks_until(x, stop, &mut |chunk| {
+            out.extend(pack_active(chunk, self.config.bits));
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Per-query tables of the decoder-ADC score (method.md): row i is `u = Wd^T q_i` (one float

@@ -186,31 +186,31 @@ pub fn build_index_notifying(
             if d.ncols() != model.config.dim {
                 return Err(Error::model_dim("the data", model.config.dim, d.ncols()));
             }
-            let active = match r.stop {
-                Some(stop) => model.encode_active_until(d.view(), stop)?,
-                None => model.encode_active(d.view()),
-            };
-            let words = pack::pack_set_bits(&active, model.config.bits)?;
-            // The norms of the decoded codes, and the decoded vectors themselves when the graph
-            // is built on them (decoded once for both), chunk by chunk so that a stop is
-            // noticed between chunks: dense codes take seconds per 100,000 rows.
+            // Each chunk of rows encoded, packed, and decoded for its norms (and kept decoded
+            // when the graph is built on the decoded vectors) before the next: the set-bit
+            // lists of every row are never held at once (~790 bytes a row of sign codes, 48
+            // packed). A stop is noticed between chunks: dense codes take seconds per 100,000.
             let keep = r.hnsw.is_some() && graph_on == GraphOn::Decoded;
-            let mut norm_list = Vec::with_capacity(active.len());
+            let bits = model.config.bits;
+            let mut words = Vec::with_capacity(d.nrows() * pack::words_per_code(bits));
+            let mut norm_list = Vec::with_capacity(d.nrows());
             let mut kept = Vec::with_capacity(if keep { d.nrows() * d.ncols() } else { 0 });
-            for chunk in active.chunks(1 << 14) {
-                bsa_index::check_stop(r.stop)?;
+            let never = AtomicBool::new(false);
+            model.encode_chunks_until(d.view(), r.stop.unwrap_or(&never), &mut |chunk| {
+                words.extend(pack::pack_set_bits(chunk, bits)?);
                 let xhat = model.params.decode_sparse(chunk);
                 norm_list.extend(Params::row_norms(xhat.view()));
                 if keep {
                     kept.extend(xhat.iter().copied());
                 }
-            }
+                Ok(())
+            })?;
             norms = Some(norm_list);
             if keep {
-                let shape = (active.len(), model.config.dim);
+                let shape = (d.nrows(), model.config.dim);
                 decoded = Some(Array2::from_shape_vec(shape, kept).expect("rows x dim values"));
             }
-            (model.config.bits, words, d.nrows())
+            (bits, words, d.nrows())
         }
         BuildSource::Codes { bytes, rows, bits } => {
             if rows == 0 {

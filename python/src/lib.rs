@@ -900,8 +900,7 @@ impl Model {
         let n = xv.nrows();
         let encode = |stop: &Arc<AtomicBool>| {
             check_rows("x", xv, false)?;
-            let active = m.encode_active_until(xv, stop)?;
-            Ok(bsa::model::pack_active(&active, m.config.bits))
+            Ok(m.encode_packed_until(xv, stop)?)
         };
         // Ctrl-C can stop a large batch (minutes for a million rows of a pursuit model).
         let codes = interruptible_if(py, threads, n > 4096, encode)?;
