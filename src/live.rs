@@ -189,7 +189,12 @@ pub fn add(
     let (floats, codes, norms, graph_vectors) = match source {
         AddSource::Floats(x) => {
             let m = model.as_ref().expect("checked: floats need a model");
-            let x = x.as_standard_layout().into_owned();
+            // Borrowed when the rows are in C order already (a memory-mapped .npy's are).
+            let x = if x.is_standard_layout() {
+                ndarray::CowArray::from(x)
+            } else {
+                ndarray::CowArray::from(x.as_standard_layout().into_owned())
+            };
             // Chunk by chunk, as `bsa build` encodes (the set-bit lists of every row are never
             // held at once).
             let decoded = on == Some(GraphOn::Decoded);
@@ -212,12 +217,12 @@ pub fn add(
                     Ok(())
                 },
             )?;
-            let gv = match on {
-                Some(GraphOn::Decoded) => Some(gv),
-                Some(GraphOn::Data) => Some(x.as_slice().expect("standard layout").to_vec()),
-                _ => None,
-            };
-            (Some(x), codes, t.norms.then_some(norms), gv)
+            (
+                Some(x),
+                codes,
+                t.norms.then_some(norms),
+                decoded.then_some(gv),
+            )
         }
         AddSource::Packed { bytes, rows, cols } => (
             None,
@@ -256,8 +261,13 @@ pub fn add(
     if let Some(nm) = &norms {
         rows = rows.norms(nm);
     }
-    if let Some(gv) = &graph_vectors {
-        rows = rows.graph_vectors(gv);
+    match (&graph_vectors, &floats, on) {
+        (Some(gv), _, _) => rows = rows.graph_vectors(gv),
+        // A graph on the data: the rows themselves.
+        (None, Some(x), Some(GraphOn::Data)) => {
+            rows = rows.graph_vectors(x.as_slice().expect("standard layout"));
+        }
+        _ => {}
     }
     // A graph on data the index does not store cannot be rebuilt for a merged segment (nor
     // by `bsa compact`): such an index keeps every add a segment of its own.

@@ -397,12 +397,15 @@ pub fn run_cell(
     let codes = pack::pack_set_bits(&active, bits)?;
     let norms = model.params.decoded_norms(&active);
     drop(active);
-    let base_flat: Vec<f32> = data.base.iter().copied().collect();
+    // The rows themselves when in C order (a memory-mapped .npy's are): a copy per cell was
+    // 1.5 KB a row of 384-d data.
+    let base_flat = data.base.as_standard_layout();
+    let base_flat = base_flat.as_slice().expect("standard layout");
     let dim = data.base.ncols();
     let dir = work.join(format!("index-{}", cell.slug()));
     let (lists, expected_postings, scan_words) = bsa_index::postings::pays_off(&codes, bits);
     IndexBuilder::new(bits, &codes)
-        .vectors(&base_flat, dim)
+        .vectors(base_flat, dim)
         .norms(&norms)
         .inverted(lists)
         .overwrite(true)
@@ -411,7 +414,8 @@ pub fn run_cell(
     let index = Index::open(&dir)?;
     let build_seconds = encode_seconds + started.elapsed().as_secs_f64();
 
-    let q_flat: Vec<f32> = data.queries.iter().copied().collect();
+    let q_flat = data.queries.as_standard_layout();
+    let q_flat = q_flat.as_slice().expect("standard layout");
     let nq = data.queries.nrows();
     // Encoded as `bsa search` encodes queries (the search crate's fixed-order path), so that
     // the figure is a search's.
@@ -427,13 +431,13 @@ pub fn run_cell(
     let truth = data.truth;
     let truth_cols = truth.iter().map(Vec::len).min().unwrap_or(0);
     let rescored = |o: usize| -> Result<f64> {
-        let r = index.rescore_hits(&q_flat, &prefix(&top100, 10 * o), 10)?;
+        let r = index.rescore_hits(q_flat, &prefix(&top100, 10 * o), 10)?;
         Ok(recall_at_k(&ids(&r), truth, 10))
     };
     check()?;
     let (_, t_rescored) = timed_median(stop, || {
         let c = index.search_flat(&q_codes, 40, &params)?;
-        Ok(index.rescore_hits(&q_flat, &c, 10)?)
+        Ok(index.rescore_hits(q_flat, &c, 10)?)
     })?;
     let (cosine, t_cosine) = timed_median(stop, || {
         Ok(index.search_flat_scored(&q_codes, 10, &Score::Cosine, &params)?)
@@ -536,8 +540,8 @@ pub fn run_cell(
             &g,
             bits,
             &codes,
-            (&base_flat, dim),
-            (&q_codes, &q_flat),
+            (base_flat, dim),
+            (&q_codes, q_flat),
             truth,
             stop,
         )?;
