@@ -17,7 +17,7 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use bsa_index::{HnswParams, IndexBuilder, VectorDtype, pack};
+use bsa_index::{GraphVectors, HnswParams, IndexBuilder, VectorDtype, pack};
 use ndarray::{Array2, ArrayView2};
 
 use crate::error::{Error, Result};
@@ -174,7 +174,7 @@ pub fn build_index_notifying(
         ));
     }
     let mut norms: Option<Vec<f32>> = None;
-    let mut decoded: Option<Array2<f32>> = None;
+    let mut decoded: Option<GraphVectors> = None;
     let (bits, codes, n) = match r.source {
         BuildSource::Model { model, .. } => {
             let d = data.as_ref().ok_or_else(|| {
@@ -194,22 +194,20 @@ pub fn build_index_notifying(
             let bits = model.config.bits;
             let mut words = Vec::with_capacity(d.nrows() * pack::words_per_code(bits));
             let mut norm_list = Vec::with_capacity(d.nrows());
-            let mut kept = Vec::with_capacity(if keep { d.nrows() * d.ncols() } else { 0 });
+            // The graph's vectors, made unit length chunk by chunk (not held whole twice).
+            let mut kept = keep.then(|| GraphVectors::new(model.config.dim, d.nrows()));
             let never = AtomicBool::new(false);
             model.encode_chunks_until(d.view(), r.stop.unwrap_or(&never), &mut |chunk| {
                 words.extend(pack::pack_set_bits(chunk, bits)?);
                 let xhat = model.params.decode_sparse(chunk);
                 norm_list.extend(Params::row_norms(xhat.view()));
-                if keep {
-                    kept.extend(xhat.iter().copied());
+                if let Some(kept) = &mut kept {
+                    kept.push(xhat.as_slice().expect("standard layout"))?;
                 }
                 Ok(())
             })?;
             norms = Some(norm_list);
-            if keep {
-                let shape = (d.nrows(), model.config.dim);
-                decoded = Some(Array2::from_shape_vec(shape, kept).expect("rows x dim values"));
-            }
+            decoded = kept;
             (bits, words, d.nrows())
         }
         BuildSource::Codes { bytes, rows, bits } => {
@@ -322,10 +320,8 @@ pub fn build_index_notifying(
     }
     if let Some(h) = r.hnsw {
         builder = builder.hnsw(h);
-        match (graph_on, &decoded, &data) {
-            (GraphOn::Decoded, Some(x), _) => {
-                builder = builder.graph_on(x.as_slice().expect("standard layout"), x.ncols());
-            }
+        match (graph_on, decoded, &data) {
+            (GraphOn::Decoded, Some(x), _) => builder = builder.graph_on_vectors(x),
             (GraphOn::Data, _, Some(d)) => {
                 builder = builder.graph_on(d.as_slice().expect("standard layout"), d.ncols());
             }

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::files::{ChunkWriter, LockWait, WaitLimits, crc_of_file, file_crc, sync_dir, sync_file};
 use crate::format::{ElemKind, FORMAT_VERSION, FileKind, HEADER_LEN, Header, flags};
 use crate::graph::{GRAPH_FILE, write_graph_file};
-use crate::graph_build::{self, BuildParams, UnitVectors};
+use crate::graph_build::{self, BuildParams, GraphVectors, UnitVectors};
 use crate::hnsw::{HNSW_BASENAME, build_and_dump};
 use crate::manifest::{
     BitmapsInfo, BuildInfo, FileInfo, GraphInfo, GraphMetric, HnswInfo, HnswParams, InvertedInfo,
@@ -27,6 +27,12 @@ use crate::postings::InvertedLists;
 const ROWS_PER_STEP: usize = 1 << 16;
 
 type Progress<'a> = Box<dyn FnMut(u64, u64) + 'a>;
+
+/// The vectors of a graph on floats: rows to be made unit length, or made so already.
+enum GraphSource<'a> {
+    Rows(&'a [f32], usize),
+    Unit(GraphVectors),
+}
 
 /// Builds an index directory from packed codes and optional ids, vectors, HNSW graph and model.
 ///
@@ -53,7 +59,7 @@ pub struct IndexBuilder<'a> {
     vectors: Option<(&'a [f32], usize)>,
     dtype: VectorDtype,
     hnsw: Option<HnswParams>,
-    graph_vectors: Option<(&'a [f32], usize)>,
+    graph_vectors: Option<GraphSource<'a>>,
     inverted: bool,
     sparse: Option<bool>,
     bitmaps: Option<bool>,
@@ -318,7 +324,27 @@ impl<'a> IndexBuilder<'a> {
     /// embeddings). It is built natively, in parallel and deterministically
     /// (`graph_build.rs`), and stored as `graph.bin`.
     pub fn graph_on(mut self, vectors: &'a [f32], dim: usize) -> Self {
-        self.graph_vectors = Some((vectors, dim));
+        self.graph_vectors = Some(GraphSource::Rows(vectors, dim));
+        self
+    }
+
+    /// [`graph_on`](Self::graph_on) with the vectors made unit length already, row chunk by
+    /// chunk as the caller made them ([`GraphVectors`]): the builder then holds no second copy
+    /// (a model's decoded codes were `n x dim` floats twice, 440 MB at 300k 384-d rows).
+    ///
+    /// ```
+    /// # fn main() -> bsa_index::Result<()> {
+    /// use bsa_index::{GraphVectors, HnswParams, IndexBuilder};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let mut v = GraphVectors::new(2, 3);
+    /// v.push(&[1.0, 0.0, 0.6, 0.8, 0.0, 1.0])?;
+    /// let p = HnswParams { max_connections: 4, ef_construction: 8, ef_search: 8 };
+    /// IndexBuilder::new(4, &[0b0001, 0b0011, 0b0010]).hnsw(p).graph_on_vectors(v)
+    ///     .build(dir.path().join("idx"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn graph_on_vectors(mut self, vectors: GraphVectors) -> Self {
+        self.graph_vectors = Some(GraphSource::Unit(vectors));
         self
     }
 
@@ -572,20 +598,27 @@ impl<'a> IndexBuilder<'a> {
                 )?;
             }
         }
-        if let Some((v, dim)) = self.graph_vectors {
+        if let Some(g) = &self.graph_vectors {
             if self.hnsw.is_none() {
                 return Err(Error::InvalidArgument(
                     "graph vectors given but no graph asked for (set hnsw parameters)".into(),
                 ));
             }
-            if dim == 0 || v.len() != n * dim {
+            let (floats, dim) = match g {
+                GraphSource::Rows(v, dim) => (v.len(), *dim),
+                GraphSource::Unit(v) => (v.len() * v.dim(), v.dim()),
+            };
+            if dim == 0 || floats != n * dim {
                 return Err(Error::DimMismatch {
                     what: format!("graph vector floats ({n} rows x dimension {dim})"),
                     expected: n * dim,
-                    got: v.len(),
+                    got: floats,
                 });
             }
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            // GraphVectors::push checked its rows.
+            if let GraphSource::Rows(v, dim) = g
+                && let Some(i) = v.iter().position(|x| !x.is_finite())
+            {
                 return Err(Error::InvalidArgument(format!(
                     "graph vector {} has a non-finite value at {}",
                     i / dim,
@@ -678,7 +711,15 @@ impl<'a> IndexBuilder<'a> {
         let codes = rows(self.codes);
         let ids: Vec<u64> = order.iter().map(|&r| self.ids.expect("ids")[r]).collect();
         let vectors = self.vectors.map(|(v, d)| (floats(v, d), d));
-        let graph_vectors = self.graph_vectors.map(|(v, d)| (floats(v, d), d));
+        let graph_vectors = match self.graph_vectors.take() {
+            Some(GraphSource::Rows(v, d)) => Some(GraphSource::Unit({
+                let mut g = GraphVectors::new(d, order.len());
+                g.push(&floats(v, d))?;
+                g
+            })),
+            Some(GraphSource::Unit(g)) => Some(GraphSource::Unit(g.permuted(&order))),
+            None => None,
+        };
         let norms = self.norms.map(|v| floats(v, 1));
         IndexBuilder {
             bits: self.bits,
@@ -687,7 +728,7 @@ impl<'a> IndexBuilder<'a> {
             vectors: vectors.as_ref().map(|(v, d)| (v.as_slice(), *d)),
             dtype: self.dtype,
             hnsw: self.hnsw,
-            graph_vectors: graph_vectors.as_ref().map(|(v, d)| (v.as_slice(), *d)),
+            graph_vectors,
             inverted: self.inverted,
             sparse: self.sparse,
             bitmaps: self.bitmaps,
@@ -907,11 +948,18 @@ impl<'a> IndexBuilder<'a> {
         // HNSW graph: natively on float vectors (cosine), or with hnsw_rs on the codes (Hamming).
         let mut hnsw_info = None;
         let mut graph_info = None;
-        match (self.hnsw, self.graph_vectors) {
-            (Some(params), Some((vectors, dim))) => {
+        match (self.hnsw, self.graph_vectors.take()) {
+            (Some(params), Some(source)) => {
                 let base = done;
-                let space =
-                    UnitVectors::normalized(vectors, dim, crate::kernel::KernelFamily::current());
+                let space = match source {
+                    GraphSource::Rows(vectors, dim) => UnitVectors::normalized(
+                        vectors,
+                        dim,
+                        crate::kernel::KernelFamily::current(),
+                    ),
+                    GraphSource::Unit(v) => v.space,
+                };
+                let dim = space.dim;
                 let bp = BuildParams {
                     m: params.max_connections,
                     ef_construction: params.ef_construction,

@@ -44,12 +44,85 @@ use crate::topk::{key, key_row};
 /// Largest batch of rows inserted together.
 const MAX_BATCH: usize = 1024;
 
+/// The float vectors a graph is built on ([`IndexBuilder::graph_on_vectors`]), made unit
+/// length as they are added, chunk by chunk: a caller that makes them (a model's decoded codes)
+/// need not hold them whole beside the builder's normalised copy (`n x dim` floats twice).
+///
+/// ```
+/// # fn main() -> bsa_index::Result<()> {
+/// use bsa_index::GraphVectors;
+/// let mut v = GraphVectors::new(2, 3);
+/// v.push(&[3.0, 4.0, 0.0, 2.0])?;
+/// v.push(&[1.0, 0.0])?;
+/// assert_eq!((v.len(), v.dim()), (3, 2));
+/// assert!(v.push(&[f32::NAN, 0.0]).is_err());
+/// # Ok(()) }
+/// ```
+///
+/// [`IndexBuilder::graph_on_vectors`]: crate::IndexBuilder::graph_on_vectors
+#[derive(Debug, Clone)]
+pub struct GraphVectors {
+    pub(crate) space: UnitVectors,
+}
+
+impl GraphVectors {
+    /// No rows yet, of `dim` floats each, with room for `rows`.
+    pub fn new(dim: usize, rows: usize) -> GraphVectors {
+        GraphVectors {
+            space: UnitVectors::with_capacity(dim, rows, KernelFamily::current()),
+        }
+    }
+
+    /// Appends whole rows (`dim` floats each, finite), scaled to unit length as
+    /// [`IndexBuilder::graph_on`](crate::IndexBuilder::graph_on) scales its vectors.
+    pub fn push(&mut self, rows: &[f32]) -> Result<()> {
+        let dim = self.space.dim;
+        if dim == 0 || !rows.len().is_multiple_of(dim) {
+            return Err(Error::InvalidArgument(format!(
+                "{} floats are not whole rows of dimension {dim}",
+                rows.len()
+            )));
+        }
+        if let Some(i) = rows.iter().position(|x| !x.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "graph vector {} has a non-finite value at {}",
+                self.len() + i / dim,
+                i % dim
+            )));
+        }
+        self.space.push(rows);
+        Ok(())
+    }
+
+    /// Rows added.
+    pub fn len(&self) -> usize {
+        self.space.len()
+    }
+
+    /// Whether no row was added.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Floats per row.
+    pub fn dim(&self) -> usize {
+        self.space.dim
+    }
+
+    /// The same rows in the order `order` gives.
+    pub(crate) fn permuted(&self, order: &[usize]) -> GraphVectors {
+        GraphVectors {
+            space: self.space.permuted(order),
+        }
+    }
+}
+
 /// Unit-length float vectors compared by dot product (cosine similarity).
 #[derive(Debug, Clone)]
 pub(crate) struct UnitVectors {
     lines: Vec<Line>,
     /// Floats per row.
-    dim: usize,
+    pub(crate) dim: usize,
     /// Floats from one row's start to the next: `dim` rounded up to a whole line.
     stride: usize,
     dot: Dot,
@@ -59,12 +132,31 @@ impl UnitVectors {
     /// The rows of `vectors` (`n * dim` floats) scaled to unit length (zero rows stay zero:
     /// similarity 0 with everything).
     pub(crate) fn normalized(vectors: &[f32], dim: usize, family: KernelFamily) -> Self {
+        let mut space = UnitVectors::with_capacity(dim, vectors.len() / dim.max(1), family);
+        space.push(vectors);
+        space
+    }
+
+    /// No rows yet, room for `rows` of `dim` floats.
+    fn with_capacity(dim: usize, rows: usize, family: KernelFamily) -> Self {
         let stride = dim.div_ceil(16) * 16;
+        UnitVectors {
+            lines: Vec::with_capacity(rows * stride / 16),
+            dim,
+            stride,
+            dot: Dot::select(family),
+        }
+    }
+
+    /// Appends the whole rows of `vectors` (`dim` floats each), scaled to unit length.
+    fn push(&mut self, vectors: &[f32]) {
+        let (dim, stride) = (self.dim, self.stride);
         let n = vectors.len() / dim.max(1);
         // Rows start on a cache line: no 64-byte load of a row straddles two (an allocator's large
         // blocks start 16 bytes into a page, which made every AVX-512 load of a row touch two).
-        let mut lines = vec![Line::ZERO; n * stride / 16];
-        let floats: &mut [f32] = bytemuck::cast_slice_mut(&mut lines);
+        let start = self.lines.len();
+        self.lines.resize(start + n * stride / 16, Line::ZERO);
+        let floats: &mut [f32] = bytemuck::cast_slice_mut(&mut self.lines[start..]);
         for (src, dst) in vectors
             .chunks_exact(dim.max(1))
             .zip(floats.chunks_exact_mut(stride.max(1)))
@@ -83,12 +175,17 @@ impl UnitVectors {
                 };
             }
         }
-        UnitVectors {
-            lines,
-            dim,
-            stride,
-            dot: Dot::select(family),
-        }
+    }
+
+    /// The same rows in the order `order` gives (row `i` is `order[i]`'s).
+    fn permuted(&self, order: &[usize]) -> Self {
+        let per = self.stride / 16;
+        let lines = order
+            .iter()
+            .flat_map(|&r| &self.lines[r * per..(r + 1) * per])
+            .copied()
+            .collect();
+        UnitVectors { lines, ..*self }
     }
 
     fn len(&self) -> usize {

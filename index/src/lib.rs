@@ -225,6 +225,7 @@ pub use builder::{
 };
 pub use error::{Error, Result, check_stop};
 pub use files::{LockWait, not_a_file, output_target, parent_dir};
+pub use graph_build::GraphVectors;
 pub use index::{Index, OpenOptions};
 pub use kernel::KernelFamily;
 pub use manifest::{HnswParams, Manifest, VectorDtype};

@@ -687,3 +687,56 @@ fn two_threads_building_one_index_do_not_share_a_folder() {
     assert!(built.iter().all(Result::is_ok), "{built:?}");
     check();
 }
+
+/// A graph given as vectors made unit length chunk by chunk (`GraphVectors`, what `bsa build`
+/// passes for a model's decoded codes) is the graph of the same rows given whole, byte for
+/// byte, with ids in order and out of order; rows that are not whole or not finite are refused.
+#[test]
+fn graph_vectors_pushed_in_chunks_build_the_graph_of_the_rows() {
+    use bsa_index::{GraphVectors, HnswParams};
+    let (n, dim) = (300, 12);
+    let mut rng = rng(41);
+    let x: Vec<f32> = (0..n * dim)
+        .map(|_| rng.random::<f32>() * 4.0 - 2.0)
+        .collect();
+    let codes: Vec<u64> = (0..n).map(|_| rng.random::<u64>()).collect();
+    let p = HnswParams {
+        max_connections: 6,
+        ef_construction: 24,
+        ef_search: 24,
+    };
+    let shuffled: Vec<u64> = (0..n as u64).map(|i| (i * 7919) % 1009).collect();
+    for ids in [None, Some(shuffled.as_slice())] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut whole = IndexBuilder::new(64, &codes).hnsw(p).graph_on(&x, dim);
+        let mut v = GraphVectors::new(dim, n);
+        for chunk in x.chunks(dim * 70) {
+            v.push(chunk).unwrap();
+        }
+        let mut pushed = IndexBuilder::new(64, &codes).hnsw(p).graph_on_vectors(v);
+        if let Some(ids) = ids {
+            whole = whole.ids(ids);
+            pushed = pushed.ids(ids);
+        }
+        whole.build(dir.path().join("a")).unwrap();
+        pushed.build(dir.path().join("b")).unwrap();
+        let read = |name: &str| std::fs::read(dir.path().join(name).join("graph.bin")).unwrap();
+        assert_eq!(read("a"), read("b"), "ids {:?}", ids.map(|_| "shuffled"));
+    }
+    let mut v = GraphVectors::new(dim, 2);
+    assert!(v.push(&x[..dim + 1]).is_err());
+    let mut bad = x[..dim].to_vec();
+    bad[3] = f32::INFINITY;
+    let err = v.push(&bad).unwrap_err().to_string();
+    assert!(err.contains("non-finite value at 3"), "{err}");
+    // A row count other than the codes' is refused by the build.
+    let dir = tempfile::tempdir().unwrap();
+    let mut few = GraphVectors::new(dim, 2);
+    few.push(&x[..2 * dim]).unwrap();
+    let err = IndexBuilder::new(64, &codes)
+        .hnsw(p)
+        .graph_on_vectors(few)
+        .build(dir.path().join("c"))
+        .unwrap_err();
+    assert!(matches!(err, Error::DimMismatch { .. }), "{err}");
+}
