@@ -57,6 +57,9 @@ pub struct IndexBuilder<'a> {
     codes: &'a [u64],
     ids: Option<&'a [u64]>,
     vectors: Option<(&'a [f32], usize)>,
+    /// The order `vectors.bin` takes the rows of `vectors` in (ids out of order, sorted by
+    /// [`build`](Self::build)): written row by row, with no permuted copy of them.
+    vector_order: Option<&'a [usize]>,
     dtype: VectorDtype,
     hnsw: Option<HnswParams>,
     graph_vectors: Option<GraphSource<'a>>,
@@ -268,6 +271,7 @@ impl<'a> IndexBuilder<'a> {
             dtype: VectorDtype::F32,
             hnsw: None,
             graph_vectors: None,
+            vector_order: None,
             inverted: false,
             sparse: None,
             bitmaps: None,
@@ -710,11 +714,12 @@ impl<'a> IndexBuilder<'a> {
         };
         let codes = rows(self.codes);
         let ids: Vec<u64> = order.iter().map(|&r| self.ids.expect("ids")[r]).collect();
-        let vectors = self.vectors.map(|(v, d)| (floats(v, d), d));
         let graph_vectors = match self.graph_vectors.take() {
             Some(GraphSource::Rows(v, d)) => Some(GraphSource::Unit({
                 let mut g = GraphVectors::new(d, order.len());
-                g.push(&floats(v, d))?;
+                for &r in &order {
+                    g.push(&v[r * d..(r + 1) * d])?;
+                }
                 g
             })),
             Some(GraphSource::Unit(g)) => Some(GraphSource::Unit(g.permuted(&order))),
@@ -725,7 +730,8 @@ impl<'a> IndexBuilder<'a> {
             bits: self.bits,
             codes: &codes,
             ids: Some(&ids),
-            vectors: vectors.as_ref().map(|(v, d)| (v.as_slice(), *d)),
+            vectors: self.vectors,
+            vector_order: Some(&order),
             dtype: self.dtype,
             hnsw: self.hnsw,
             graph_vectors,
@@ -816,18 +822,22 @@ impl<'a> IndexBuilder<'a> {
             let header = Header::new(FileKind::Vectors, 0, n as u64, dim as u32, dim as u32, elem)?;
             let mut sw = SectionWriter::create(tmp_path.join("vectors.bin"))?;
             let mut buf = Vec::with_capacity(ROWS_PER_STEP * dim * 4);
-            for chunk in v.chunks(ROWS_PER_STEP * dim) {
+            let mut start = 0;
+            while start < n {
+                let end = (start + ROWS_PER_STEP).min(n);
                 buf.clear();
-                match self.dtype {
-                    VectorDtype::F32 => chunk
-                        .iter()
-                        .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-                    // As unit vectors: f16 holds magnitudes up to 65504 only, and loses
-                    // precision below 6e-5, so rows far from unit length came back as
-                    // infinities or zeros (scores 0, wrong hits); their cosines do not depend
-                    // on their length.
-                    VectorDtype::F16 => {
-                        for row in chunk.chunks_exact(dim) {
+                for i in start..end {
+                    let r = self.vector_order.map_or(i, |o| o[i]);
+                    let row = &v[r * dim..(r + 1) * dim];
+                    match self.dtype {
+                        VectorDtype::F32 => row
+                            .iter()
+                            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
+                        // As unit vectors: f16 holds magnitudes up to 65504 only, and loses
+                        // precision below 6e-5, so rows far from unit length came back as
+                        // infinities or zeros (scores 0, wrong hits); their cosines do not
+                        // depend on their length.
+                        VectorDtype::F16 => {
                             let norm = row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
                             let norm = norm.sqrt();
                             let scale = if norm > 0.0 && norm.is_finite() {
@@ -843,8 +853,9 @@ impl<'a> IndexBuilder<'a> {
                     }
                 }
                 sw.write(&buf)?;
-                done += (chunk.len() / dim) as u64;
+                done += (end - start) as u64;
                 report(done)?;
+                start = end;
             }
             files.insert("vectors.bin".to_string(), sw.finish(header)?);
             vectors_info = Some(VectorsInfo {
