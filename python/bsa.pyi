@@ -149,6 +149,10 @@ class Index:
     ) -> Index:
         """Builds an index from ``codes``, or from ``x`` encoded with ``model`` (as ``bsa build``).
 
+        ``inverted`` and ``bitmaps``: ``None`` stores posting lists (and their bitmaps) when
+        they pay off, except for a pursuit model's codes (searched with ``score="adc"``, which
+        does not read them); ``True`` always, ``False`` never.
+
         Ctrl-C stops it within about a second (``KeyboardInterrupt``), leaving nothing at
         ``path``; an index it would have replaced stays as it was. A Ctrl-C while a complete
         new index replaces the old one is raised once it has. With ``overwrite``, the old

@@ -87,7 +87,8 @@ pub struct BuildRequest<'a> {
 }
 
 impl<'a> BuildRequest<'a> {
-    /// An index of `source` alone: no data, ids, vectors or graph; lists when they pay off.
+    /// An index of `source` alone: no data, ids, vectors or graph; lists when they pay off
+    /// (not for a pursuit model's codes).
     pub fn new(source: BuildSource<'a>) -> BuildRequest<'a> {
         BuildRequest {
             source,

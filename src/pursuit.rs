@@ -160,15 +160,11 @@ impl PursuitParams {
             )));
         }
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(self.seed);
-        let fit = match self.fit_rows {
-            Some(m) if m < n => {
-                let mut rows = sample(&mut rng, n, m).into_vec();
-                rows.sort_unstable();
-                CowArray::from(x.select(Axis(0), &rows))
-            }
+        let fit = match self.sample_rows(&mut rng, n) {
+            Some(rows) => CowArray::from(x.select(Axis(0), &rows)),
             // The rows themselves (a memory-mapped file's, borrowed: a copy of every row was
             // 1.5 KB a row of 384-d data on the heap).
-            _ => x.as_standard_layout(),
+            None => x.as_standard_layout(),
         };
 
         // Initial dictionary: random directions, scaled so that K of them have about the norm
@@ -217,6 +213,31 @@ impl PursuitParams {
             ));
         }
         Ok((params, history))
+    }
+}
+
+impl PursuitParams {
+    /// The rows of `n` that [`fit`](Self::fit) learns from: `None` for all of them, else the
+    /// `fit_rows` it samples (ascending), the same for the same seed. What
+    /// [`reconstruction_loss`] should measure a model on to report its training figure.
+    ///
+    /// ```
+    /// let mut p = bsa::pursuit::PursuitParams::new(64, 4);
+    /// assert_eq!(p.fit_sample(100), None);
+    /// p.fit_rows = Some(10);
+    /// let rows = p.fit_sample(100).unwrap();
+    /// assert!(rows.len() == 10 && rows.windows(2).all(|w| w[0] < w[1]));
+    /// ```
+    pub fn fit_sample(&self, n: usize) -> Option<Vec<usize>> {
+        self.sample_rows(&mut Xoshiro256PlusPlus::seed_from_u64(self.seed), n)
+    }
+
+    /// [`fit_sample`](Self::fit_sample) drawn from `rng` (the fit's own, seeded, first draw).
+    fn sample_rows(&self, rng: &mut Xoshiro256PlusPlus, n: usize) -> Option<Vec<usize>> {
+        let m = self.fit_rows.filter(|&m| m < n)?;
+        let mut rows = sample(rng, n, m).into_vec();
+        rows.sort_unstable();
+        Some(rows)
     }
 }
 

@@ -676,7 +676,16 @@ pub fn search_until(
                 request.score,
                 ScoreName::Adc | ScoreName::Soft | ScoreName::Overlap
             );
-            let fetch = request.k.saturating_mul(request.rescore.unwrap_or(1));
+            // A range search holds the hits in range, whatever k (usize::MAX without one):
+            // what its answer holds in any case, so only its tables count.
+            let range = request.max_distance.is_some() || request.min_score.is_some();
+            let fetch = match range {
+                true => 0,
+                false => request
+                    .k
+                    .saturating_mul(request.rescore.unwrap_or(1))
+                    .min(index.rows()),
+            };
             let nq = match queries {
                 Queries::Floats(q) => q.nrows(),
                 Queries::Packed { rows, .. } => rows,
@@ -694,7 +703,9 @@ const BATCH_BYTES: usize = 256 << 20;
 /// Queries per batch of a search without a stop flag: `None` (one batch, the fastest) unless
 /// the batch's tables (4 bytes an entry, `bits` entries a query, for table scores) and
 /// candidate lists (about 40 bytes a candidate, `fetch` a query) would pass [`BATCH_BYTES`];
-/// then as many queries as fit, in whole groups of 64 a thread. 100,000 ADC queries of
+/// then as many queries as fit, in whole groups of 64 a thread and at least 256 (a stoppable
+/// search's floor: the scans' slabs, built per batch, need 256 queries; a range search in
+/// batches of 128 ran 4x slower on the row-major kernel). 100,000 ADC queries of
 /// 4096-bit codes held 1.6 GB of tables at once (2.2 GB of heap in all: a memory review), in
 /// batches of 15,872 at most 256 MB.
 fn memory_batch(
@@ -708,8 +719,9 @@ fn memory_batch(
         .saturating_add(fetch.saturating_mul(40))
         .max(1);
     let whole = 64 * threads.max(1);
-    let fits = (BATCH_BYTES / per_query).max(whole);
-    (nq > fits).then(|| fits - fits % whole)
+    let fits = BATCH_BYTES / per_query;
+    let batch = (fits - fits % whole).max(256usize.next_multiple_of(whole));
+    (nq > batch).then_some(batch)
 }
 
 /// The fewest and most queries a thread takes at a time in a graph search
@@ -1194,9 +1206,9 @@ mod tests {
         assert_eq!(run(&tiny), run(&times(&tiny, 135)), "2^-135");
     }
 
-    /// A stoppable search checks its flag about every 2^28 query-code pairs of a Hamming scan
-    /// of codes up to 384 bits (fewer for wider codes; 2^25 of other scores, fewer for a deep
-    /// k), never more often than every 256 queries, in whole groups of 64 per thread.
+    /// A search without a stop flag runs in one batch unless its tables and candidate lists
+    /// would pass 256 MB; its batches are then whole groups of 64 queries a thread, at least
+    /// 256 queries.
     #[test]
     fn searches_without_a_flag_are_split_only_past_their_memory() {
         use super::memory_batch;
@@ -1207,9 +1219,14 @@ mod tests {
         // Hamming has no tables: its candidates alone decide (400 bytes a query here).
         assert_eq!(memory_batch(100_000, 4096, false, 10, 2), None);
         assert_eq!(memory_batch(1_000_000, 4096, false, 10, 2), Some(670_976));
-        assert_eq!(memory_batch(10_000, 64, false, 100_000, 2), Some(128));
+        // Deep candidate lists: never below 256 queries a batch.
+        assert_eq!(memory_batch(10_000, 64, false, 100_000, 2), Some(256));
+        assert_eq!(memory_batch(10_000, 64, false, 100_000, 16), Some(1024));
     }
 
+    /// A stoppable search checks its flag about every 2^28 query-code pairs of a Hamming scan
+    /// of codes up to 384 bits (fewer for wider codes; 2^25 of other scores, fewer for a deep
+    /// k), never more often than every 256 queries, in whole groups of 64 per thread.
     #[test]
     fn stop_batches_follow_the_pairs_scanned() {
         use super::stop_batch;

@@ -900,7 +900,7 @@ impl Model {
         let n = xv.nrows();
         let encode = |stop: &Arc<AtomicBool>| {
             check_rows("x", xv, false)?;
-            Ok(m.encode_packed_until(xv, stop)?)
+            m.encode_packed_until(xv, stop)
         };
         // Ctrl-C can stop a large batch (minutes for a million rows of a pursuit model).
         let codes = interruptible_if(py, threads, n > 4096, encode)?;
@@ -1296,7 +1296,13 @@ fn fit_model(
         };
         let (dictionary, _) = params.fit_until(x, None, &mut progress, stop)?;
         // The model's own figure, as `bsa train` records it (not the last round's).
-        let rec = bsa::pursuit::reconstruction_loss(&dictionary, params.k, x, stop)?;
+        let rec = match params.fit_sample(x.nrows()) {
+            Some(rows) => {
+                let fit = x.select(ndarray::Axis(0), &rows);
+                bsa::pursuit::reconstruction_loss(&dictionary, params.k, fit.view(), stop)?
+            }
+            None => bsa::pursuit::reconstruction_loss(&dictionary, params.k, x, stop)?,
+        };
         let info = serde_json::json!({
             "preset": preset, "settings": params, "reconstruction_loss": rec,
         });

@@ -83,7 +83,8 @@ pub struct Args {
     #[arg(long)]
     pub k: Option<usize>,
     /// flat (exact scan), inverted (exact, posting lists: `bsa build` stores them when they
-    /// pay, or with --inverted) or hnsw (graph, approximate; needs `bsa build --hnsw`).
+    /// pay, but not for a pursuit model's codes, or with --inverted) or hnsw (graph,
+    /// approximate; needs `bsa build --hnsw`).
     #[arg(long, value_enum, default_value = "flat")]
     pub mode: Mode,
     /// How codes are ranked: hamming, cosine, jaccard, overlap, adc or soft (see above).

@@ -584,12 +584,15 @@ fn run_pursuit(a: &Args) -> anyhow::Result<()> {
     let last = history.last().context("no round ran")?;
     // The model's own figure (what `bsa eval` says on these rows): a round's decodes the codes
     // its dictionary was refitted to, which the finished model would encode differently.
-    let reconstruction = bsa::pursuit::reconstruction_loss(
-        &dictionary,
-        k,
-        data.view(),
-        &std::sync::atomic::AtomicBool::new(false),
-    )?;
+    // On the rows it was fitted on (a --fit-rows sample), as the rounds' figures are.
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let reconstruction = match params.fit_sample(data.n()) {
+        Some(rows) => {
+            let fit = data.view().select(ndarray::Axis(0), &rows);
+            bsa::pursuit::reconstruction_loss(&dictionary, k, fit.view(), &never)?
+        }
+        None => bsa::pursuit::reconstruction_loss(&dictionary, k, data.view(), &never)?,
+    };
     let model = params.model(data.dim(), dictionary);
     let training = json!({
         "data": a.data.display().to_string(),
@@ -631,10 +634,9 @@ fn run_pursuit(a: &Args) -> anyhow::Result<()> {
         &summary,
         format!(
             "learned a {bits}-atom dictionary (K = {k}) in {} rounds on {fit_rows} rows in \
-             {seconds:.1}s; it reconstructs the {} training rows at {reconstruction:.4} (mean \
-             cosine distance); wrote {}",
+             {seconds:.1}s; it reconstructs them at {reconstruction:.4} (mean cosine \
+             distance); wrote {}",
             a.rounds,
-            data.n(),
             a.out.display()
         ),
     )
