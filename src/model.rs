@@ -458,6 +458,20 @@ mod tests {
         Array2::from_shape_simple_fn((n, d), || rng.sample::<f32, _>(StandardNormal))
     }
 
+    /// The encoding rule applied to fixed pre-activations `h` (one row per vector): the `k`
+    /// largest for TopK (ties to the lower index), else the bits with `h > 0`.
+    fn rule_on(h: &Array2<f32>, method: Method, k: usize) -> Vec<Vec<u32>> {
+        h.rows()
+            .into_iter()
+            .map(|row| match method {
+                Method::Topk => top_k_indices(row.as_slice().unwrap(), k, &mut Vec::new()),
+                _ => (0..row.len() as u32)
+                    .filter(|&j| row[j as usize] > 0.0)
+                    .collect(),
+            })
+            .collect()
+    }
+
     #[test]
     fn codes_do_not_depend_on_the_encoding_chunks() {
         // 20,000 rows span two of encode_active_until's chunks of 16,384.
@@ -496,16 +510,7 @@ mod tests {
         let h = p.pre_activations_fixed(x.view());
         assert!((0..150).all(|j| h[[j, j]] == 0.0));
         for (method, k) in [(Method::Bsa, 21), (Method::Topk, 21), (Method::Topk, 1)] {
-            let want: Vec<Vec<u32>> = h
-                .rows()
-                .into_iter()
-                .map(|row| match method {
-                    Method::Topk => top_k_indices(row.as_slice().unwrap(), k, &mut Vec::new()),
-                    _ => (0..bits as u32)
-                        .filter(|&j| row[j as usize] > 0.0)
-                        .collect(),
-                })
-                .collect();
+            let want = rule_on(&h, method, k);
             let m = model(p.clone(), method, k);
             for threads in [1, 2, 4] {
                 let got = with_threads(threads, || m.encode_active(x.view()));
@@ -537,16 +542,7 @@ mod tests {
         let h = p.pre_activations_fixed(x.view());
         assert!(h.row(0).iter().any(|v| !v.is_finite()));
         for (method, k) in [(Method::Lsh, 0), (Method::Topk, 16)] {
-            let want: Vec<Vec<u32>> = h
-                .rows()
-                .into_iter()
-                .map(|row| match method {
-                    Method::Topk => top_k_indices(row.as_slice().unwrap(), k, &mut Vec::new()),
-                    _ => (0..bits as u32)
-                        .filter(|&j| row[j as usize] > 0.0)
-                        .collect(),
-                })
-                .collect();
+            let want = rule_on(&h, method, k);
             let m = model(p.clone(), method, k);
             assert_eq!(m.encode_active(x.view()), want, "{method}");
             for n in [1, 3, 8] {
