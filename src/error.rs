@@ -13,7 +13,7 @@ pub enum Error {
     /// Reading or writing a file failed at the operating-system level.
     // The OS error is part of the message and deliberately not a `source()`: the CLI prints the
     // whole error chain, which would otherwise repeat it.
-    #[error("{}: {error}", path.display())]
+    #[error("{}: {}", path.display(), io_text(error))]
     Io {
         /// The file.
         path: PathBuf,
@@ -135,5 +135,17 @@ impl Error {
             path: path.into(),
             detail: detail.into(),
         }
+    }
+}
+
+/// An OS error as [`Error::Io`] says it: a missing file with what to check, not the OS's words
+/// alone ("No such file or directory (os error 2)" said no remedy).
+fn io_text(error: &std::io::Error) -> String {
+    // Only the OS's own: bsa's NotFound errors carry their own words (a missing --out folder).
+    match (error.kind(), error.raw_os_error()) {
+        (std::io::ErrorKind::NotFound, Some(_)) => {
+            "No such file or directory (check the path)".to_string()
+        }
+        _ => error.to_string(),
     }
 }

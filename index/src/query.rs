@@ -837,10 +837,14 @@ pub fn search_batched(
         )));
     }
     if matches!(request.mode, Mode::Hnsw(_)) && index.graph_metric().is_none() {
-        // Said before which score a graph answers: there is none.
+        // Said before which score a graph answers: there is none. Only the modes it has.
+        let modes = match index.has_inverted() {
+            true => "mode flat or inverted",
+            false => "mode flat",
+        };
         return Err(Error::InvalidArgument(format!(
             "{dir}: the index has no HNSW graph for mode hnsw; rebuild it with one (bsa build \
-             --hnsw; hnsw=True from Python), or use mode flat or inverted"
+             --hnsw; hnsw=True from Python), or use {modes}"
         )));
     }
     if matches!(request.mode, Mode::Hnsw(_)) {

@@ -29,7 +29,7 @@ use bsa::bench::{
 ///
 /// Methods: sign, lsh, itq, topk, bsa, bsa-alpha0 (no alignment loss), bsa-mse, bsa-healthy
 /// (BSA with quantile bias init and rebalanced bits), pursuit.
-/// Presets: quick (one size per method, 3 epochs; a few minutes on 10k x 384 on 2 cores) and
+/// Presets: quick (one size per method, 3 epochs; about half a minute on 10k x 384 on 2 cores) and
 /// paper (N in 512..4096 x K in 8..64, every method and ablation, and an alpha sweep: 107 cells,
 /// 10 epochs, 6 pursuit rounds; hours on 2 cores for the 100k WordNet set; not run in CI). --bits and --k replace the preset's sizes; --methods and --epochs the preset's.
 ///

@@ -39,12 +39,12 @@ mod with_milvus {
             .as_deref()
             .context("--milvus needs --collection NAME")?;
         if !matches!(
-            a.score,
+            a.score(),
             ScoreName::Hamming | ScoreName::Overlap | ScoreName::Adc
         ) {
             bail!(
                 "--score {} is not served by Milvus; use hamming, overlap or adc",
-                a.score.name()
+                a.score().name()
             );
         }
         if a.mode != Mode::Flat {
@@ -66,7 +66,7 @@ mod with_milvus {
         if a.k() == 0 {
             bail!("--k must be at least 1");
         }
-        if a.prune.is_some() && a.score != ScoreName::Adc {
+        if a.prune.is_some() && a.score() != ScoreName::Adc {
             bail!("--prune applies to --score adc only");
         }
         if a.prune == Some(0) {
@@ -78,10 +78,10 @@ mod with_milvus {
         let bits = meta.bits;
 
         let float_queries = a.float_queries()?;
-        if a.score == ScoreName::Adc && float_queries.is_none() {
+        if a.score() == ScoreName::Adc && float_queries.is_none() {
             bail!("--score adc needs float --queries (it compares the float query with the codes)");
         }
-        let norm_range = match (a.score, meta.norm_range) {
+        let norm_range = match (a.score(), meta.norm_range) {
             (ScoreName::Adc, None) => bail!(
                 "{url}: collection {coll:?} has no code norms for --score adc; export an index built with --model"
             ),
@@ -99,7 +99,7 @@ mod with_milvus {
             },
         )?;
         if let (Some(q), Some(m)) = (&float_queries, &model) {
-            warn_if_queries_not_unit(q, m.config.method, a.score);
+            warn_if_queries_not_unit(q, m.config.method, a.score());
         }
         let vectors = match (a.rescore, &a.vectors, &float_queries) {
             (None, Some(_), _) => bail!("--vectors is for --rescore"),
@@ -131,7 +131,7 @@ mod with_milvus {
         // The local search's tables (integer ones under --rescore), so both pick the same
         // candidates.
         let (tables, offsets) = match (&model, &float_queries) {
-            (Some(m), Some(q)) if a.score == ScoreName::Adc => bsa::query::tables(
+            (Some(m), Some(q)) if a.score() == ScoreName::Adc => bsa::query::tables(
                 bsa::query::ScoreName::Adc,
                 Some(m),
                 Some(q.view()),
@@ -149,7 +149,7 @@ mod with_milvus {
         for start in (0..nq).step_by(BATCH) {
             let end = (start + BATCH).min(nq);
             let qcode = |i: usize| &codes[i * wpc..(i + 1) * wpc];
-            let batch: Vec<Vec<Candidate>> = match a.score {
+            let batch: Vec<Vec<Candidate>> = match a.score() {
                 ScoreName::Hamming => {
                     let qs = (start..end)
                         .map(|i| pack::unpack_to_le_bytes(qcode(i), 1, bits))
@@ -199,7 +199,7 @@ mod with_milvus {
                         .map(|(x, y)| (x ^ y).count_ones())
                         .sum();
                     // The same functions as the local search, so the scores are bit-identical.
-                    let s = match a.score {
+                    let s = match a.score() {
                         ScoreName::Hamming => {
                             if c.milvus_score != d as f32 {
                                 bail!(
@@ -226,7 +226,7 @@ mod with_milvus {
                     scored.push((c.id, d, s));
                 }
                 // Local order: best first, ties by the smaller id.
-                if a.score == ScoreName::Hamming {
+                if a.score() == ScoreName::Hamming {
                     scored.sort_by(|x, y| x.1.cmp(&y.1).then(x.0.cmp(&y.0)));
                 } else {
                     scored.sort_by(|x, y| y.2.total_cmp(&x.2).then(x.0.cmp(&y.0)));
@@ -259,7 +259,7 @@ mod with_milvus {
                         Answer {
                             ids: scored.iter().map(|s| s.0).collect(),
                             distances: scored.iter().map(|s| s.1).collect(),
-                            scores: (a.score != ScoreName::Hamming)
+                            scores: (a.score() != ScoreName::Hamming)
                                 .then(|| scored.iter().map(|s| s.2).collect()),
                         }
                     }

@@ -104,7 +104,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             "encode_seconds": found.encode_seconds,
             "qps": nq as f64 / found.seconds.max(1e-12),
             "mode": found.mode,
-            "score": a.score.name(),
+            "score": a.score().name(),
         });
         for (key, value) in found.stats {
             st[key] = value;

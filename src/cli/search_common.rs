@@ -87,9 +87,11 @@ pub struct Args {
     /// approximate; needs `bsa build --hnsw`).
     #[arg(long, value_enum, default_value = "flat")]
     pub mode: Mode,
-    /// How codes are ranked: hamming, cosine, jaccard, overlap, adc or soft (see above).
-    #[arg(long, value_enum, default_value = "hamming")]
-    pub score: ScoreName,
+    /// How codes are ranked: hamming, cosine, jaccard, overlap, adc or soft (see above)
+    /// [default: hamming; a pursuit model's index (--preset retrieval) is searched well by
+    /// adc, which stderr notes when float queries are ranked by the default].
+    #[arg(long = "score", value_enum, value_name = "SCORE")]
+    pub score_given: Option<ScoreName>,
     /// HNSW candidate list size, at least --k (default: the value stored at build time, raised
     /// to the candidates asked for: k, or k x R with --rescore R). The answer is the best k
     /// (k x R) of every row the walk scored, so with a given --ef a rescored search may walk
@@ -205,6 +207,11 @@ impl Mode {
 }
 
 impl Args {
+    /// `--score`, hamming when not given.
+    pub fn score(&self) -> ScoreName {
+        self.score_given.unwrap_or(ScoreName::Hamming)
+    }
+
     /// Candidates each query fetches: `k`, times `R` with `--rescore R` (the Milvus back-end's
     /// request; the local one's is `bsa::query`'s).
     #[cfg(feature = "milvus")]
@@ -225,7 +232,7 @@ impl Args {
     /// are scored as directions (adc, soft, --rescore), for zero rows (every score 0).
     pub fn float_queries(&self) -> anyhow::Result<Option<bsa::io::Embeddings>> {
         let directions =
-            matches!(self.score, ScoreName::Adc | ScoreName::Soft) || self.rescore.is_some();
+            matches!(self.score(), ScoreName::Adc | ScoreName::Soft) || self.rescore.is_some();
         self.queries
             .as_deref()
             .map(|p| open_embeddings(p, directions))

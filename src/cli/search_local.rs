@@ -39,7 +39,16 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             let model = bsa::query::index_model(&index)?;
             if let Some(m) = &model {
                 q.expect_dim(m.config.dim)?;
-                warn_if_queries_not_unit(q, m.config.method, a.score);
+                warn_if_queries_not_unit(q, m.config.method, a.score());
+                if a.score_given.is_none() && m.config.method == bsa::model::Method::Pursuit {
+                    // Such codes rank poorly by Hamming (WordNet recall@10: 0.38, adc 0.80), and
+                    // the default gave no sign of it.
+                    errln!(
+                        "bsa: note: ranking by Hamming distance (the default --score); this \
+                         index's codes are a pursuit model's (--preset retrieval), made to be \
+                         searched with --score adc (and --rescore R with stored vectors)"
+                    );
+                }
             }
             model
         }
@@ -56,7 +65,7 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
     };
     let request = Request::new(a.k())
         .mode(a.mode.name())?
-        .score(a.score.name())?
+        .score(a.score().name())?
         .rescore(a.rescore)
         .with_ef(a.ef)
         .max_distance(a.max_dist)
@@ -118,7 +127,7 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         ];
         // The quantised table scan's kernel (flat table scores), then the mode's own counters
         // (how the inverted search answered each query, the codes the table scan re-scored).
-        if a.score == ScoreName::Adc {
+        if a.score() == ScoreName::Adc {
             // Which ADC tables ranked the candidates (bsa::query::tables).
             let int8 = request.picks_with_int_tables();
             stats.push(("adc_tables", if int8 { "int8" } else { "f32" }.into()));

@@ -69,9 +69,15 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
             index.bits(),
             if index.is_segmented() {
                 format!(
-                    " in {} ({} not counted), generation {}",
+                    " in {}{}, generation {}",
                     super::io::counted(index.segments().len() as u64, "segment"),
-                    super::io::counted(deleted as u64, "deleted row"),
+                    match deleted {
+                        0 => String::new(),
+                        n => format!(
+                            " ({} not counted)",
+                            super::io::counted(n as u64, "deleted row")
+                        ),
+                    },
                     index.generation()
                 )
             } else {
@@ -88,7 +94,10 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
                         .count();
                     match bridged {
                         0 => ", hnsw graph".to_string(),
-                        n => format!(", hnsw graph ({n} segments bridged)"),
+                        n => format!(
+                            ", hnsw graph ({} bridged)",
+                            super::io::counted(n as u64, "segment")
+                        ),
                     }
                 }
             },

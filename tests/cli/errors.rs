@@ -282,7 +282,12 @@ fn not_npy_at_all() {
 #[test]
 fn missing_file() {
     let t = setup();
-    all_reject(&t, "missing.npy", &["bsa: missing.npy: No such file"], true);
+    all_reject(
+        &t,
+        "missing.npy",
+        &["bsa: missing.npy: No such file", "(check the path)"],
+        true,
+    );
     t.bsa(&[
         "eval",
         "--model",
@@ -798,6 +803,22 @@ fn messages_name_the_input_at_fault() {
         "hnsw",
     ])
     .fails_with(&["idx: the index has no HNSW graph", "bsa build --hnsw"]);
+    // It offers only the modes the index has: without posting lists, flat alone.
+    build_index(&t, "idxn", &["--no-inverted"]);
+    let no_lists = [
+        "search",
+        "--index",
+        "idxn",
+        "--queries",
+        "good.npy",
+        "--mode",
+        "hnsw",
+    ];
+    let said = t
+        .bsa(&no_lists)
+        .fails_with(&["or use mode flat"])
+        .to_string();
+    assert!(!said.contains("inverted"), "{said}");
     build_index(&t, "idxg", &["--hnsw"]);
     t.bsa(&[
         "search",

@@ -160,7 +160,8 @@ fn add_delete_compact_and_filters_equal_a_fresh_build() {
     assert_eq!(search(&t, "live", &["--k", "300"]), deleted);
     let out = t.bsa(&["verify", "--index", "live"]).ok();
     assert!(
-        out.stdout.contains("296 codes of 64 bits in 1 segment ("),
+        out.stdout
+            .contains("296 codes of 64 bits in 1 segment, generation"),
         "{out:#?}"
     );
 
@@ -351,7 +352,7 @@ fn graph_searches_reach_added_rows_through_bridges() {
     assert!(out.stderr.contains("\"bridged_segments\":1"), "{out:#?}");
     let out = t.bsa(&["verify", "--index", "live"]).ok();
     assert!(
-        out.stdout.contains("hnsw graph (1 segments bridged)"),
+        out.stdout.contains("hnsw graph (1 segment bridged)"),
         "{out:#?}"
     );
     // Nothing more to bridge: compact leaves the bridge as it is.

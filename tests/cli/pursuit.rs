@@ -235,3 +235,44 @@ fn pursuit_warm_starts_from_a_bsa_decoder() {
     .usage_error(&["--method bsa does not read --init (read by pursuit)"]);
     assert!(!t.exists("y.safetensors"));
 }
+
+/// A pursuit model's index searched with float queries by the default score (Hamming) says
+/// on stderr that its codes are made for `--score adc` (they rank poorly by Hamming); an
+/// explicit `--score`, or another model's index, says nothing.
+#[test]
+fn default_hamming_on_pursuit_codes_notes_the_adc_score() {
+    let t = TestDir::new();
+    t.write_f32("train.npy", &normalised(300, 8, 71));
+    t.write_f32("q.npy", &normalised(5, 8, 72));
+    let fits: [(&str, &[&str]); 2] = [
+        ("pursuit", &["--bits", "32", "--k", "4", "--rounds", "2"]),
+        ("lsh", &["--bits", "32"]),
+    ];
+    for (method, settings) in fits {
+        let model = format!("{method}.safetensors");
+        let mut train = vec!["train", "--data", "train.npy", "--method", method, "-q"];
+        train.extend(settings);
+        train.extend(["--out", &model]);
+        t.bsa(&train).ok();
+        let idx = format!("{method}-idx");
+        t.bsa(&[
+            "build",
+            "--model",
+            &model,
+            "--data",
+            "train.npy",
+            "-q",
+            "--out",
+            &idx,
+        ])
+        .ok();
+        let search = |score: Option<&str>| {
+            let mut args = vec!["search", "--index", &idx, "--queries", "q.npy", "--k", "3"];
+            args.extend(score.map(|s| ["--score", s]).iter().flatten());
+            t.bsa(&args).ok().stderr
+        };
+        let noted = search(None).contains("made to be searched with --score adc");
+        assert_eq!(noted, method == "pursuit", "{method}");
+        assert!(!search(Some("hamming")).contains("--score adc"), "{method}");
+    }
+}
