@@ -836,15 +836,16 @@ pub fn search_batched(
             score_name.name()
         )));
     }
+    // The exact modes a refused graph search can be pointed to: those the index has.
+    let exact_modes = match index.has_inverted() {
+        true => "mode flat or inverted",
+        false => "mode flat",
+    };
     if matches!(request.mode, Mode::Hnsw(_)) && index.graph_metric().is_none() {
-        // Said before which score a graph answers: there is none. Only the modes it has.
-        let modes = match index.has_inverted() {
-            true => "mode flat or inverted",
-            false => "mode flat",
-        };
+        // Said before which score a graph answers: there is none.
         return Err(Error::InvalidArgument(format!(
             "{dir}: the index has no HNSW graph for mode hnsw; rebuild it with one (bsa build \
-             --hnsw; hnsw=True from Python), or use {modes}"
+             --hnsw; hnsw=True from Python), or use {exact_modes}"
         )));
     }
     if matches!(request.mode, Mode::Hnsw(_)) {
@@ -860,14 +861,14 @@ pub fn search_batched(
             };
             return Err(Error::InvalidArgument(format!(
                 "mode hnsw: this index's graph was built on {on} (float vectors) and ranks by \
-                 score adc or soft; use mode flat or inverted for score {}",
+                 score adc or soft; use {exact_modes} for score {}",
                 score_name.name()
             )));
         }
         if !cosine && score_name != ScoreName::Hamming {
             return Err(Error::InvalidArgument(format!(
-                "mode hnsw: this index's graph ranks by Hamming distance only; use mode flat or \
-                 inverted for score {}, or build the graph on decoded vectors",
+                "mode hnsw: this index's graph ranks by Hamming distance only; use {exact_modes} \
+                 for score {}, or build the graph on decoded vectors",
                 score_name.name()
             )));
         }

@@ -40,15 +40,6 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
             if let Some(m) = &model {
                 q.expect_dim(m.config.dim)?;
                 warn_if_queries_not_unit(q, m.config.method, a.score());
-                if a.score_given.is_none() && m.config.method == bsa::model::Method::Pursuit {
-                    // Such codes rank poorly by Hamming (WordNet recall@10: 0.38, adc 0.80), and
-                    // the default gave no sign of it.
-                    errln!(
-                        "bsa: note: ranking by Hamming distance (the default --score); this \
-                         index's codes are a pursuit model's (--preset retrieval), made to be \
-                         searched with --score adc (and --rescore R with stored vectors)"
-                    );
-                }
             }
             model
         }
@@ -99,6 +90,19 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
     }
     let filter = IdFilter::from_lists(allow.as_deref(), deny.as_deref())?;
     let found = bsa::query::search_filtered(&index, model.as_ref(), queries, &request, filter)?;
+    if a.score_given.is_none()
+        && model
+            .as_ref()
+            .is_some_and(|m| m.config.method == bsa::model::Method::Pursuit)
+    {
+        // Such codes rank poorly by Hamming (WordNet recall@10: 0.38, adc 0.80), and the
+        // default gave no sign of it. Said once the search ran: a refused one says why alone.
+        errln!(
+            "bsa: note: ranked by Hamming distance (the default --score); this index's codes \
+             are a pursuit model's (--preset retrieval), made to be searched with --score adc \
+             (and --rescore R with stored vectors)"
+        );
+    }
     let (hits, search_stats) = (found.hits, found.stats);
 
     let mut stats = Vec::new();
