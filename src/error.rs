@@ -138,14 +138,13 @@ impl Error {
     }
 }
 
-/// An OS error as [`Error::Io`] says it: a missing file with what to check, not the OS's words
-/// alone ("No such file or directory (os error 2)" said no remedy).
+/// An OS error as [`Error::Io`] says it: its words and what to do about it, as the search
+/// crate's errors say it ([`bsa_index::io_hint`]); "No such file or directory (os error 2)"
+/// alone said no remedy. bsa's own errors of an OS kind carry their own words (a missing --out
+/// folder) and get no hint.
 fn io_text(error: &std::io::Error) -> String {
-    // Only the OS's own: bsa's NotFound errors carry their own words (a missing --out folder).
-    match (error.kind(), error.raw_os_error()) {
-        (std::io::ErrorKind::NotFound, Some(_)) => {
-            "No such file or directory (check the path)".to_string()
-        }
-        _ => error.to_string(),
+    match error.raw_os_error() {
+        Some(_) => format!("{error}{}", bsa_index::io_hint(error)),
+        None => error.to_string(),
     }
 }

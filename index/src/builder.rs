@@ -722,7 +722,10 @@ impl<'a> IndexBuilder<'a> {
                 }
                 g
             })),
-            Some(GraphSource::Unit(g)) => Some(GraphSource::Unit(g.permuted(&order))),
+            Some(GraphSource::Unit(mut g)) => {
+                g.permute(&order);
+                Some(GraphSource::Unit(g))
+            }
             None => None,
         };
         let norms = self.norms.map(|v| floats(v, 1));

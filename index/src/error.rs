@@ -251,8 +251,14 @@ fn dim_hint(what: &str) -> &'static str {
     }
 }
 
-/// What to do about an I/O error, by its kind (none when there is nothing general to say).
-fn io_hint(e: &std::io::Error) -> &'static str {
+/// What to do about an I/O error, by its kind (none when there is nothing general to say), as
+/// `"; ..."` to follow the error's own words: the hint of this crate's I/O errors, and of bsa's.
+///
+/// ```
+/// let missing = std::fs::File::open("/no/such/file").unwrap_err();
+/// assert_eq!(bsa_index::io_hint(&missing), "; check that the path exists");
+/// ```
+pub fn io_hint(e: &std::io::Error) -> &'static str {
     use std::io::ErrorKind::*;
     match e.kind() {
         NotFound => "; check that the path exists",

@@ -109,11 +109,9 @@ impl GraphVectors {
         self.space.dim
     }
 
-    /// The same rows in the order `order` gives.
-    pub(crate) fn permuted(&self, order: &[usize]) -> GraphVectors {
-        GraphVectors {
-            space: self.space.permuted(order),
-        }
+    /// Puts the rows in the order `order` gives (row `i` becomes `order[i]`'s), in place.
+    pub(crate) fn permute(&mut self, order: &[usize]) {
+        self.space.permute(order);
     }
 }
 
@@ -177,15 +175,31 @@ impl UnitVectors {
         }
     }
 
-    /// The same rows in the order `order` gives (row `i` is `order[i]`'s).
-    fn permuted(&self, order: &[usize]) -> Self {
+    /// Puts the rows in the order `order` gives (row `i` becomes `order[i]`'s; `order` a
+    /// permutation of the rows), in place: each cycle of the permutation is followed with one
+    /// row of scratch, so no second copy of the rows is made.
+    fn permute(&mut self, order: &[usize]) {
         let per = self.stride / 16;
-        let lines = order
-            .iter()
-            .flat_map(|&r| &self.lines[r * per..(r + 1) * per])
-            .copied()
-            .collect();
-        UnitVectors { lines, ..*self }
+        let mut placed = vec![false; order.len()];
+        let mut scratch = vec![Line::ZERO; per];
+        for start in 0..order.len() {
+            if placed[start] || order[start] == start {
+                continue;
+            }
+            scratch.copy_from_slice(&self.lines[start * per..(start + 1) * per]);
+            let mut at = start;
+            loop {
+                placed[at] = true;
+                let from = order[at];
+                if from == start {
+                    self.lines[at * per..(at + 1) * per].copy_from_slice(&scratch);
+                    break;
+                }
+                self.lines
+                    .copy_within(from * per..(from + 1) * per, at * per);
+                at = from;
+            }
+        }
     }
 
     fn len(&self) -> usize {

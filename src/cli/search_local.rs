@@ -90,7 +90,9 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
     }
     let filter = IdFilter::from_lists(allow.as_deref(), deny.as_deref())?;
     let found = bsa::query::search_filtered(&index, model.as_ref(), queries, &request, filter)?;
+    // (--max-distance is a Hamming range: asked for by name, in effect.)
     if a.score_given.is_none()
+        && a.max_dist.is_none()
         && model
             .as_ref()
             .is_some_and(|m| m.config.method == bsa::model::Method::Pursuit)

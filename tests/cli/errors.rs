@@ -285,7 +285,10 @@ fn missing_file() {
     all_reject(
         &t,
         "missing.npy",
-        &["bsa: missing.npy: No such file", "(check the path)"],
+        &[
+            "bsa: missing.npy: No such file",
+            "; check that the path exists",
+        ],
         true,
     );
     t.bsa(&[

@@ -712,7 +712,7 @@ impl GraphSearcher<'_> {
             ))),
             (_, _) => Err(Error::InvalidArgument(format!(
                 "the graph was built on float vectors for table scores (adc), not for the {} score; \
-                     use --mode flat or inverted for it",
+                     use an exact mode for it (flat, or inverted where the index has posting lists)",
                 score.name()
             ))),
         }
