@@ -21,8 +21,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::atomic::AtomicBool;
-
 use bsa_index::live::{
     AddReport, CompactReport, GraphVectorsFn, MergePolicy, NewRows, RowTablesFn, Snapshot, Writer,
 };
@@ -30,8 +28,8 @@ use bsa_index::pack;
 use ndarray::ArrayView2;
 
 use crate::error::{Error, Result};
-use crate::model::{Autoencoder, Params};
-use crate::pipeline::{GraphOn, active_bits};
+use crate::model::Autoencoder;
+use crate::pipeline::{GraphOn, active_bits, encode_rows};
 use crate::query::check_rows;
 
 /// The rows to add.
@@ -195,28 +193,15 @@ pub fn add(
             } else {
                 ndarray::CowArray::from(x.as_standard_layout().into_owned())
             };
-            // Chunk by chunk, as `bsa build` encodes (the set-bit lists of every row are never
-            // held at once).
+            // As `bsa build` encodes, chunk by chunk.
             let decoded = on == Some(GraphOn::Decoded);
-            let (mut codes, mut norms, mut gv) = (Vec::new(), Vec::new(), Vec::new());
-            let never = AtomicBool::new(false);
-            m.encode_chunks_until(
-                x.view(),
-                writer.stop_flag().unwrap_or(&never),
-                &mut |chunk| {
-                    codes.extend(pack::pack_set_bits(chunk, bits)?);
-                    if t.norms || decoded {
-                        let xhat = m.params.decode_sparse(chunk);
-                        if t.norms {
-                            norms.extend(Params::row_norms(xhat.view()));
-                        }
-                        if decoded {
-                            gv.extend(xhat.iter().copied());
-                        }
-                    }
-                    Ok(())
-                },
-            )?;
+            let mut gv = Vec::new();
+            let (codes, norms) = encode_rows(m, x.view(), writer.stop_flag(), &mut |xhat| {
+                if decoded {
+                    gv.extend(xhat.iter().copied());
+                }
+                Ok(())
+            })?;
             (
                 Some(x),
                 codes,

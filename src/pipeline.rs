@@ -187,29 +187,17 @@ pub fn build_index_notifying(
             if d.ncols() != model.config.dim {
                 return Err(Error::model_dim("the data", model.config.dim, d.ncols()));
             }
-            // Each chunk of rows encoded, packed, and decoded for its norms (and kept decoded
-            // when the graph is built on the decoded vectors) before the next: the set-bit
-            // lists of every row are never held at once (~790 bytes a row of sign codes, 48
-            // packed). A stop is noticed between chunks: dense codes take seconds per 100,000.
-            let keep = r.hnsw.is_some() && graph_on == GraphOn::Decoded;
-            let bits = model.config.bits;
-            let mut words = Vec::with_capacity(d.nrows() * pack::words_per_code(bits));
-            let mut norm_list = Vec::with_capacity(d.nrows());
             // The graph's vectors, made unit length chunk by chunk (not held whole twice).
+            let keep = r.hnsw.is_some() && graph_on == GraphOn::Decoded;
             let mut kept = keep.then(|| GraphVectors::new(model.config.dim, d.nrows()));
-            let never = AtomicBool::new(false);
-            model.encode_chunks_until(d.view(), r.stop.unwrap_or(&never), &mut |chunk| {
-                words.extend(pack::pack_set_bits(chunk, bits)?);
-                let xhat = model.params.decode_sparse(chunk);
-                norm_list.extend(Params::row_norms(xhat.view()));
-                if let Some(kept) = &mut kept {
-                    kept.push(xhat.as_slice().expect("standard layout"))?;
-                }
-                Ok(())
-            })?;
+            let (words, norm_list) =
+                encode_rows(model, d.view(), r.stop, &mut |xhat| match &mut kept {
+                    Some(kept) => Ok(kept.push(xhat.as_slice().expect("standard layout"))?),
+                    None => Ok(()),
+                })?;
             norms = Some(norm_list);
             decoded = kept;
-            (bits, words, d.nrows())
+            (model.config.bits, words, d.nrows())
         }
         BuildSource::Codes { bytes, rows, bits } => {
             if rows == 0 {
@@ -342,6 +330,31 @@ pub fn build_index_notifying(
         inverted,
         bitmaps,
     })
+}
+
+/// Encodes the rows of `x` with `model` as an index stores them, a chunk of rows at a time
+/// ([`Autoencoder::encode_chunks_until`]): their packed codes and the norms of their decoded
+/// vectors, what `bsa build` and `bsa add` store. `decoded` gets each chunk's decoded vectors
+/// (for a graph on them) before the next chunk is encoded, so neither the set-bit lists of
+/// every row (~790 bytes a row of sign codes, 48 packed) nor every decoded row are held at
+/// once. A stop is noticed between chunks: dense codes take seconds per 100,000 rows.
+pub(crate) fn encode_rows(
+    model: &Autoencoder,
+    x: ArrayView2<f32>,
+    stop: Option<&AtomicBool>,
+    decoded: &mut dyn FnMut(ArrayView2<f32>) -> Result<()>,
+) -> Result<(Vec<u64>, Vec<f32>)> {
+    let bits = model.config.bits;
+    let mut words = Vec::with_capacity(x.nrows() * pack::words_per_code(bits));
+    let mut norms = Vec::with_capacity(x.nrows());
+    let never = AtomicBool::new(false);
+    model.encode_chunks_until(x, stop.unwrap_or(&never), &mut |chunk| {
+        words.extend(pack::pack_set_bits(chunk, bits)?);
+        let xhat = model.params.decode_sparse(chunk);
+        norms.extend(Params::row_norms(xhat.view()));
+        decoded(xhat.view())
+    })?;
+    Ok((words, norms))
 }
 
 fn nothing_to_index() -> Error {

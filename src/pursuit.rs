@@ -232,6 +232,24 @@ impl PursuitParams {
         self.sample_rows(&mut Xoshiro256PlusPlus::seed_from_u64(self.seed), n)
     }
 
+    /// The training figure of a dictionary this fit learned from `x`: its
+    /// [`reconstruction_loss`] on the rows it was fitted on ([`fit_sample`](Self::fit_sample):
+    /// every row, or the `fit_rows` sample), as `bsa train` and Python's `train` report it.
+    pub fn fit_reconstruction(
+        &self,
+        dictionary: &Params<f32>,
+        x: ArrayView2<f32>,
+        stop: &AtomicBool,
+    ) -> Result<f64> {
+        match self.fit_sample(x.nrows()) {
+            Some(rows) => {
+                let fit = x.select(Axis(0), &rows);
+                reconstruction_loss(dictionary, self.k, fit.view(), stop)
+            }
+            None => reconstruction_loss(dictionary, self.k, x, stop),
+        }
+    }
+
     /// [`fit_sample`](Self::fit_sample) drawn from `rng` (the fit's own, seeded, first draw).
     fn sample_rows(&self, rng: &mut Xoshiro256PlusPlus, n: usize) -> Option<Vec<usize>> {
         let m = self.fit_rows.filter(|&m| m < n)?;

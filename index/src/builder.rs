@@ -620,14 +620,8 @@ impl<'a> IndexBuilder<'a> {
                 });
             }
             // GraphVectors::push checked its rows.
-            if let GraphSource::Rows(v, dim) = g
-                && let Some(i) = v.iter().position(|x| !x.is_finite())
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "graph vector {} has a non-finite value at {}",
-                    i / dim,
-                    i % dim
-                )));
+            if let GraphSource::Rows(v, dim) = g {
+                graph_build::check_finite(v, *dim, 0)?;
             }
         }
         if self.inverted && bits > crate::format::MAX_INVERTED_BITS as usize {

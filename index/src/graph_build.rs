@@ -83,13 +83,7 @@ impl GraphVectors {
                 rows.len()
             )));
         }
-        if let Some(i) = rows.iter().position(|x| !x.is_finite()) {
-            return Err(Error::InvalidArgument(format!(
-                "graph vector {} has a non-finite value at {}",
-                self.len() + i / dim,
-                i % dim
-            )));
-        }
+        check_finite(rows, dim, self.len())?;
         self.space.push(rows);
         Ok(())
     }
@@ -112,6 +106,19 @@ impl GraphVectors {
     /// Puts the rows in the order `order` gives (row `i` becomes `order[i]`'s), in place.
     pub(crate) fn permute(&mut self, order: &[usize]) {
         self.space.permute(order);
+    }
+}
+
+/// Refuses graph vectors with a value that is not finite: `rows` of `dim` floats, the first
+/// of them row `first` of the graph's.
+pub(crate) fn check_finite(rows: &[f32], dim: usize, first: usize) -> Result<()> {
+    match rows.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(Error::InvalidArgument(format!(
+            "graph vector {} has a non-finite value at {}",
+            first + i / dim.max(1),
+            i % dim.max(1)
+        ))),
+        None => Ok(()),
     }
 }
 

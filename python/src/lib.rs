@@ -1296,13 +1296,7 @@ fn fit_model(
         };
         let (dictionary, _) = params.fit_until(x, None, &mut progress, stop)?;
         // The model's own figure, as `bsa train` records it (not the last round's).
-        let rec = match params.fit_sample(x.nrows()) {
-            Some(rows) => {
-                let fit = x.select(ndarray::Axis(0), &rows);
-                bsa::pursuit::reconstruction_loss(&dictionary, params.k, fit.view(), stop)?
-            }
-            None => bsa::pursuit::reconstruction_loss(&dictionary, params.k, x, stop)?,
-        };
+        let rec = params.fit_reconstruction(&dictionary, x, stop)?;
         let info = serde_json::json!({
             "preset": preset, "settings": params, "reconstruction_loss": rec,
         });

@@ -586,13 +586,7 @@ fn run_pursuit(a: &Args) -> anyhow::Result<()> {
     // its dictionary was refitted to, which the finished model would encode differently.
     // On the rows it was fitted on (a --fit-rows sample), as the rounds' figures are.
     let never = std::sync::atomic::AtomicBool::new(false);
-    let reconstruction = match params.fit_sample(data.n()) {
-        Some(rows) => {
-            let fit = data.view().select(ndarray::Axis(0), &rows);
-            bsa::pursuit::reconstruction_loss(&dictionary, k, fit.view(), &never)?
-        }
-        None => bsa::pursuit::reconstruction_loss(&dictionary, k, data.view(), &never)?,
-    };
+    let reconstruction = params.fit_reconstruction(&dictionary, data.view(), &never)?;
     let model = params.model(data.dim(), dictionary);
     let training = json!({
         "data": a.data.display().to_string(),
