@@ -155,15 +155,17 @@ class Index:
 
         Ctrl-C stops it within about a second (``KeyboardInterrupt``), leaving nothing at
         ``path``; an index it would have replaced stays as it was. A Ctrl-C while a complete
-        new index replaces the old one is raised once it has. With ``overwrite``, the old
-        index's writers are waited for, at most ``lock_timeout`` seconds if given (then
+        new index replaces the old one is raised once it has. ``overwrite`` replaces only an
+        index holding nothing but bsa's files (else ``FileExistsError`` names the rest), after
+        its writers: they are waited for, at most ``lock_timeout`` seconds if given (then
         ``TimeoutError``, the old index kept).
         """
     def save(
         self, path: _Path, *, overwrite: bool = False, lock_timeout: Optional[float] = None
     ) -> None:
         """Copies the generation this object searches to the directory ``path`` (atomically;
-        ``overwrite`` replaces an index there, after its writers: at most ``lock_timeout``
+        ``overwrite`` replaces an index there (one holding nothing but bsa's files), after its
+        writers: at most ``lock_timeout``
         seconds if given, then ``TimeoutError``). Ctrl-C stops it, leaving ``path`` as it was."""
     def search(
         self,

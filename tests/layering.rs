@@ -78,10 +78,10 @@ const INDEX_LAYERS: &[&[&str]] = &[
         "index.rs",
         "mode.rs",
         "builder.rs",
+        "live/meta.rs",
     ],
     &[
         "live/copy.rs",
-        "live/meta.rs",
         "live/snapshot.rs",
         "live/summary.rs",
         "live/writer.rs",

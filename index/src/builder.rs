@@ -424,7 +424,9 @@ impl<'a> IndexBuilder<'a> {
         self
     }
 
-    /// Replace an existing directory at the output path (default: refuse).
+    /// Replace an existing index at the output path (default: refuse). Only an index that
+    /// holds nothing but bsa's files, or an empty directory, is replaced
+    /// ([`check_replaceable`]).
     pub fn overwrite(mut self, yes: bool) -> Self {
         self.overwrite = yes;
         self
@@ -1104,9 +1106,9 @@ fn refuse_existing(out: &Path) -> Result<()> {
 
 impl Staged {
     /// Checks that an index may be written at `out` and makes the temporary folder beside it.
-    /// `out` may exist only with `overwrite`, and only as an index or an empty folder
-    /// ([`check_replaceable`]); it must not be inside another index ([`check_outside_index`])
-    /// unless it is a `segment` of one.
+    /// `out` may exist only with `overwrite`, and only as an index of bsa's files or an empty
+    /// folder ([`check_replaceable`]); it must not be inside another index
+    /// ([`check_outside_index`]) unless it is a `segment` of one.
     pub(crate) fn new(out: &Path, overwrite: bool, segment: bool) -> Result<Staged> {
         // A link's target is replaced, the link kept; `idx/.` is `idx` (renaming to it fails).
         let out = crate::files::output_target(out).map_err(|e| Error::io(out, e))?;
@@ -1551,9 +1553,10 @@ pub fn leftover_advice(left: &Path, out: &Path) -> String {
 }
 
 /// Checks that `dir` may be replaced by an index: it is an index directory (its
-/// `manifest.json` is a bsa index's) or an empty directory. Anything else is refused, so that
-/// overwriting (`bsa build --force`, Python's `overwrite=True`) can only ever replace an index
-/// (a web app's folder holds a `manifest.json` too).
+/// `manifest.json` is a bsa index's) holding nothing bsa did not write, or an empty directory.
+/// Anything else is refused, so that overwriting (`bsa build --force`, Python's
+/// `overwrite=True`) can only ever delete an index (a web app's folder holds a `manifest.json`
+/// too), never a user's file kept inside one.
 ///
 /// ```
 /// # fn main() -> std::io::Result<()> {
@@ -1566,23 +1569,36 @@ pub fn leftover_advice(left: &Path, out: &Path) -> String {
 /// ```
 pub fn check_replaceable(dir: &Path) -> Result<()> {
     // The kind of error an OS gives for a path that exists (Python: FileExistsError).
-    let refuse = |what: &str| {
-        let e = std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            format!("{what}; refusing to replace it (remove it yourself or choose another path)"),
-        );
+    let refuse = |why: String| {
+        let e = std::io::Error::new(std::io::ErrorKind::AlreadyExists, why);
         Err(Error::io(dir, e))
     };
+    let advice = "refusing to replace it (remove it yourself or choose another path)";
     if !dir.is_dir() {
-        return refuse("not a directory");
+        return refuse(format!("not a directory; {advice}"));
     }
     if is_index_dir(dir) {
-        return Ok(());
+        // Replacing an index deletes its folder whole: not with a user's files in it.
+        let foreign = crate::live::meta::foreign_entries(dir)?;
+        if foreign.is_empty() {
+            return Ok(());
+        }
+        const SHOWN: usize = 5;
+        let mut list = foreign[..foreign.len().min(SHOWN)].join(", ");
+        if foreign.len() > SHOWN {
+            list += &format!(" and {} more", foreign.len() - SHOWN);
+        }
+        return refuse(format!(
+            "an index, but it also holds entries bsa did not write ({list}); refusing to \
+             replace it, which would delete them (move them out of the index first)"
+        ));
     }
     let mut entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     match entries.next() {
         None => Ok(()),
-        Some(_) => refuse("not an index directory (no bsa index manifest) and not empty"),
+        Some(_) => refuse(format!(
+            "not an index directory (no bsa index manifest) and not empty; {advice}"
+        )),
     }
 }
 

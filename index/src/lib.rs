@@ -105,10 +105,11 @@
 //! that no `use crate::` edge points upwards or closes a circle):
 //!
 //! ```text
-//!  live       live::{copy, meta, snapshot, summary, writer} ─ segments, deletes, Snapshot, Writer
+//!  live       live::{copy, snapshot, summary, writer} ─ segments, deletes, Snapshot, Writer
 //!             query ─ search(): float queries or codes in, bsa search's hits out
 //!  ───────────────────────────────────────────────────────────────────────────────
 //!  index      mode ─ Index::searcher(&Mode)           builder ─ IndexBuilder
+//!             live::meta ─ the segmented format's manifest and the names bsa writes
 //!             index ─ Index: opens the files, hands out views and searchers
 //!             graph_build ─ the native HNSW builder    hnsw ─ parameters, loads graph.bin
 //!             hnsw::with_hnsw_rs ─ hnsw_rs build (feature `hnsw-rs`)

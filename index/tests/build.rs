@@ -71,6 +71,79 @@ fn bad_inputs_are_rejected() {
     assert!(!out.exists());
 }
 
+/// Overwriting deletes an index's folder whole, so it refuses while the folder holds anything
+/// bsa did not write (a user's notes kept beside the index), in either format, and names it.
+#[test]
+fn overwrite_never_deletes_what_bsa_did_not_write() {
+    use bsa_index::live::{NewRows, Writer};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("idx");
+    let model = dir.path().join("m.safetensors");
+    std::fs::write(&model, b"not read here").unwrap();
+    let params = bsa_index::HnswParams {
+        max_connections: 4,
+        ef_construction: 8,
+        ef_search: 8,
+    };
+    let build = || {
+        let codes: Vec<u64> = (0..40).collect();
+        let vectors: Vec<f32> = (0..80).map(|i| (i % 7) as f32 - 3.0).collect();
+        IndexBuilder::new(64, &codes)
+            .vectors(&vectors, 2)
+            .inverted(true)
+            .hnsw(params)
+            .model_file(&model)
+            .overwrite(true)
+            .build(&out)
+    };
+    build().unwrap();
+    // Every file bsa wrote may go: an index replaced by itself is replaced.
+    build().unwrap();
+    // An empty folder holds nothing to lose (`create_dir_all` of a path through the index
+    // leaves them): not counted.
+    std::fs::create_dir(out.join("empty")).unwrap();
+    let mine = ["notes.txt", "plots"];
+    std::fs::write(out.join(mine[0]), "keep me").unwrap();
+    std::fs::create_dir(out.join(mine[1])).unwrap();
+    std::fs::write(out.join(mine[1]).join("recall.png"), "keep me").unwrap();
+    let refused = |what: &str| {
+        let e = build().unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("holds entries bsa did not write (notes.txt, plots)"),
+            "{what}: {text}"
+        );
+        assert!(text.contains("move them out of the index first"), "{text}");
+        assert!(matches!(&e, Error::Io { error, .. }
+            if error.kind() == std::io::ErrorKind::AlreadyExists));
+        assert_eq!(
+            std::fs::read_to_string(out.join(mine[0])).unwrap(),
+            "keep me"
+        );
+        assert!(out.join(mine[1]).join("recall.png").is_file());
+        let live = bsa_index::live::Snapshot::open(&out).unwrap().len();
+        assert!(live == 40 || live == 49, "{what}: {live}");
+    };
+    refused("single segment");
+    // A segmented index (after an add and a delete) names its segments, deletes and model.
+    let mut w = Writer::open(&out).unwrap();
+    let extra: Vec<f32> = vec![0.5; 20];
+    let codes: Vec<u64> = (100..110).collect();
+    w.add(&NewRows::codes(&codes).vectors(&extra), false)
+        .unwrap();
+    w.delete(&[3]).unwrap();
+    drop(w);
+    refused("segmented");
+    // A writer's leftovers are bsa's own.
+    std::fs::create_dir(out.join("seg-000099")).unwrap();
+    std::fs::write(out.join(".manifest.json.tmp-12345"), "").unwrap();
+    refused("with leftovers");
+    std::fs::remove_file(out.join(mine[0])).unwrap();
+    std::fs::remove_dir_all(out.join(mine[1])).unwrap();
+    build().unwrap();
+    assert_eq!(Index::open(&out).unwrap().len(), 40);
+}
+
 #[test]
 fn overwrite_replaces_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();

@@ -1577,7 +1577,8 @@ impl Index {
     /// stores posting lists (and their bitmaps) when they pay off, except for a pursuit model's
     /// codes (searched with ``score="adc"``, which does not read them), ``True`` always,
     /// ``False`` never. ``path``: where to write it (default: a private temporary directory removed with
-    /// the object); ``overwrite`` replaces an index there, once the new one is complete, after
+    /// the object); ``overwrite`` replaces an index there (one holding nothing but bsa's files:
+    /// ``FileExistsError`` names anything else in it), once the new one is complete, after
     /// its writers (waiting at most ``lock_timeout`` seconds for them if given, then
     /// ``TimeoutError``, the old index kept, as in :meth:`add`). Ctrl-C stops the build within about
     /// a second (``KeyboardInterrupt``), leaving nothing at ``path`` (an index it would have

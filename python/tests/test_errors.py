@@ -408,6 +408,14 @@ def test_overwrite_replaces_only_an_index(work, tmp_path):
     index.save(tmp_path / "copy")
     index.save(tmp_path / "copy", overwrite=True)
     assert len(bsa.Index.open(tmp_path / "copy")) == len(index)
+    # Nor an index with a user's file kept inside it: replacing it would delete the file.
+    (tmp_path / "copy" / "notes.txt").write_text("keep me too")
+    with pytest.raises(FileExistsError, match=r"bsa did not write \(notes.txt\)"):
+        index.save(tmp_path / "copy", overwrite=True)
+    with pytest.raises(FileExistsError, match="move them out of the index first"):
+        bsa.Index.build(codes=np.zeros((2, 1), np.uint8), path=tmp_path / "copy", overwrite=True)
+    assert (tmp_path / "copy" / "notes.txt").read_text() == "keep me too"
+    assert len(bsa.Index.open(tmp_path / "copy")) == len(index)
 
 
 def test_a_model_loads_from_a_pipe_and_not_from_a_device(work):

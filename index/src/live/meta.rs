@@ -2,6 +2,7 @@
 //! ([`LiveManifest`]) and the per-segment deletes and bridge files. Reading, validating and the
 //! atomic writes; nothing here searches.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -13,8 +14,8 @@ use crate::files::file_crc;
 pub(crate) use crate::files::read_manifest_bytes;
 use crate::format::{ElemKind, FileKind, HEADER_LEN, Header};
 use crate::manifest::{
-    FileInfo, HnswParams, SEGMENTED_FORMAT_VERSION, VectorsInfo, check_features_and_size,
-    check_file_name, manifest_version, seal, unseal,
+    FileInfo, HnswParams, LOCK_FILE, MANIFEST_FILE, Manifest, SEGMENTED_FORMAT_VERSION,
+    VectorsInfo, check_features_and_size, check_file_name, manifest_version, seal, unseal,
 };
 use crate::rowset::RowSet;
 
@@ -563,9 +564,180 @@ pub(crate) fn read_bridge(
     Ok(edges)
 }
 
+/// An index directory's manifest, of either format.
+pub(crate) enum Named<'a> {
+    Single(&'a Manifest),
+    Segmented(&'a LiveManifest),
+}
+
+/// The entries of an index directory its manifest names, with the manifest and the lock.
+pub(crate) fn named_entries(manifest: Option<Named>) -> BTreeSet<String> {
+    let mut keep: BTreeSet<String> = [MANIFEST_FILE.to_string(), LOCK_FILE.to_string()]
+        .into_iter()
+        .collect();
+    match manifest {
+        None => {}
+        Some(Named::Single(v1)) => keep.extend(v1.files.keys().cloned()),
+        Some(Named::Segmented(m)) => {
+            for s in &m.segments {
+                keep.insert(s.name.clone());
+                keep.extend(s.deletes.as_ref().map(|d| d.file.clone()));
+                keep.extend(s.bridge.as_ref().map(|b| b.file.clone()));
+            }
+            keep.extend(m.model.as_ref().map(|mo| mo.file.clone()));
+        }
+    }
+    keep
+}
+
+/// The entries of the index directory `dir` that bsa did not write, sorted: neither the
+/// manifest, the lock, an entry the manifest names, one of a writer's names
+/// ([`is_writers_name`]), a file of the single-segment format (by its first bytes) nor an
+/// empty folder. Replacing the index whole (`bsa build --force`) would delete them with it, so it refuses
+/// while there are any. A manifest that cannot be read names nothing: what only it names
+/// (a model file) then counts as the user's, the safe side for a damaged index.
+pub(crate) fn foreign_entries(dir: &Path) -> Result<Vec<String>> {
+    let (mut single, mut segmented) = (None, None);
+    if let Ok((path, bytes)) = read_manifest_bytes(dir) {
+        match manifest_version(&bytes, &path) {
+            Ok(SEGMENTED_FORMAT_VERSION) => {
+                segmented = LiveManifest::from_bytes(&bytes, &path).ok();
+            }
+            Ok(_) => single = Manifest::from_bytes(&bytes, &path).ok(),
+            Err(_) => {}
+        }
+    }
+    let keep = named_entries(
+        (single.as_ref().map(Named::Single)).or(segmented.as_ref().map(Named::Segmented)),
+    );
+    let mut foreign = Vec::new();
+    for e in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        // An empty folder holds nothing to lose (`create_dir_all` of a path through the
+        // index leaves them).
+        let empty_dir = fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none());
+        if !(keep.contains(&name)
+            || is_writers_name(&name)
+            || is_first_segments_leftover(dir, &name)
+            || empty_dir)
+        {
+            foreign.push(name);
+        }
+    }
+    foreign.sort();
+    Ok(foreign)
+}
+
+/// Whether `name` is one bsa's writers give an entry of the index directory: a segment
+/// (`seg-` and six or more digits), a deletes or bridge file (`deletes-SEG-gN.bin`,
+/// `bridge-SEG-from-SEG-gN.bin`), or a temporary one of these or of the manifest
+/// (`.NAME.tmp-...`). Names of the single-segment format's files are not among them: after
+/// the first change they are removed only as what they are, bsa's files by their first bytes
+/// ([`is_first_segments_leftover`]).
+pub(crate) fn is_writers_name(name: &str) -> bool {
+    if let Some((base, _)) = name.strip_prefix('.').and_then(|t| t.split_once(".tmp-")) {
+        return base == MANIFEST_FILE || is_writers_name(base);
+    }
+    let generation = |s: &str| s.strip_prefix('g').is_some_and(digits);
+    if let Some(rest) = name
+        .strip_prefix("deletes-")
+        .and_then(|r| r.strip_suffix(".bin"))
+    {
+        return rest
+            .rsplit_once('-')
+            .is_some_and(|(seg, g)| is_segment(seg) && generation(g));
+    }
+    if let Some(rest) = name
+        .strip_prefix("bridge-")
+        .and_then(|r| r.strip_suffix(".bin"))
+    {
+        return rest.rsplit_once('-').is_some_and(|(pair, g)| {
+            generation(g)
+                && pair
+                    .split_once("-from-")
+                    .is_some_and(|(a, b)| is_segment(a) && is_segment(b))
+        });
+    }
+    is_segment(name)
+}
+
+/// `seg-` and six or more digits ([`segment_name`]).
+fn is_segment(name: &str) -> bool {
+    name.strip_prefix("seg-")
+        .is_some_and(|d| d.len() >= 6 && digits(d))
+}
+
+fn digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether the root entry `name` of the segmented index `dir` is a file the first change left
+/// behind (killed between its commit and its clean-up): a single-segment file of bsa's, by its
+/// name and, for the binary files, bsa's magic at its start (a user's `vectors.bin` of numpy
+/// values stays). The segment it moved into may be merged away by then, so the name and the
+/// bytes are all there is to go by.
+pub(crate) fn is_first_segments_leftover(dir: &Path, name: &str) -> bool {
+    const SINGLE_SEGMENT_FILES: [&str; 8] = [
+        "codes.bin",
+        "ids.bin",
+        "vectors.bin",
+        "norms.bin",
+        "inverted.bin",
+        "sparse.bin",
+        "bitmaps.bin",
+        "graph.bin",
+    ];
+    if name == "hnsw.hnsw.graph" || name == "hnsw.hnsw.data" {
+        return true;
+    }
+    if !SINGLE_SEGMENT_FILES.contains(&name) {
+        return false;
+    }
+    let mut magic = [0u8; 4];
+    let read = File::open(dir.join(name)).and_then(|mut f| f.read_exact(&mut magic));
+    read.is_ok() && &magic == b"BSA\0"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writers_names_are_only_bsas_own() {
+        for ours in [
+            "seg-000012",
+            ".seg-000012.tmp-77",
+            ".seg-000012.tmp-77-1",
+            ".manifest.json.tmp-9",
+            "deletes-seg-000001-g4.bin",
+            ".deletes-seg-000001-g4.bin.tmp-9",
+            "bridge-seg-000002-from-seg-000000-g5.bin",
+            "seg-1234567",
+        ] {
+            assert!(is_writers_name(ours), "{ours}");
+        }
+        for theirs in [
+            "seg-backup",
+            "seg-",
+            "seg-2024",
+            "deletes-old.bin",
+            "bridge-notes.bin",
+            "deletes-seg-000001.bin",
+            "codes.bin",
+            "vectors.bin",
+            "notes.txt",
+            "mydata.npy",
+            ".hidden",
+            ".notes.tmp-1",
+            "deletes.txt",
+            "manifest.json.bak",
+            "model.safetensors",
+            "LOCK",
+        ] {
+            assert!(!is_writers_name(theirs), "{theirs}");
+        }
+    }
 
     #[test]
     fn deletes_round_trip_and_refuse_damage() {

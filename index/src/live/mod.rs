@@ -55,7 +55,7 @@
 //! ```
 
 mod copy;
-mod meta;
+pub(crate) mod meta;
 mod snapshot;
 mod summary;
 mod writer;

@@ -20,9 +20,10 @@ use crate::hnsw::require_hamming_builder;
 use crate::index::Index;
 use crate::index::OpenOptions;
 use crate::live::meta::{
-    BridgeEntry, DeletesEntry, GraphSource, LiveManifest, LiveModel, SegmentEntry, Template,
-    bridge_name, deletes_name, largest_segment, read_deletes, read_manifest_bytes, replace_file,
-    segment_name, write_bridge, write_deletes,
+    BridgeEntry, DeletesEntry, GraphSource, LiveManifest, LiveModel, Named, SegmentEntry, Template,
+    bridge_name, deletes_name, is_first_segments_leftover, is_writers_name, largest_segment,
+    named_entries, read_deletes, read_manifest_bytes, replace_file, segment_name, write_bridge,
+    write_deletes,
 };
 use crate::live::snapshot::Snapshot;
 use crate::manifest::{MANIFEST_FILE, Manifest};
@@ -1713,26 +1714,10 @@ impl Writer {
         // last directory sync failed (an error its caller got), a crash could bring back the
         // manifest before it, which names the files removed below.
         sync_dir(&self.dir)?;
-        let m = &self.manifest;
-        let mut keep: BTreeSet<String> = [MANIFEST_FILE.to_string(), LOCK_FILE.to_string()]
-            .into_iter()
-            .collect();
-        if let Some(v1) = &self.v1 {
-            keep.extend(v1.files.keys().cloned());
-        } else {
-            keep.extend(m.segments.iter().map(|s| s.name.clone()));
-            keep.extend(
-                m.segments
-                    .iter()
-                    .filter_map(|s| s.deletes.as_ref().map(|d| d.file.clone())),
-            );
-            keep.extend(
-                m.segments
-                    .iter()
-                    .filter_map(|s| s.bridge.as_ref().map(|b| b.file.clone())),
-            );
-            keep.extend(m.model.as_ref().map(|mo| mo.file.clone()));
-        }
+        let keep = match &self.v1 {
+            Some(v1) => named_entries(Some(Named::Single(v1))),
+            None => named_entries(Some(Named::Segmented(&self.manifest))),
+        };
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         for e in entries {
             let e = e.map_err(|e| Error::io(&self.dir, e))?;
@@ -1750,119 +1735,5 @@ impl Writer {
             r.map_err(|err| Error::io(&p, err))?;
         }
         Ok(())
-    }
-}
-
-/// Whether `name` is one bsa's writers give an entry of the index directory: a segment
-/// (`seg-` and six or more digits), a deletes or bridge file (`deletes-SEG-gN.bin`,
-/// `bridge-SEG-from-SEG-gN.bin`), or a temporary one of these or of the manifest
-/// (`.NAME.tmp-...`). Names of the single-segment format's files are not among them: after
-/// the first change they are removed only as what they are, bsa's files by their first bytes
-/// ([`is_first_segments_leftover`]).
-fn is_writers_name(name: &str) -> bool {
-    if let Some((base, _)) = name.strip_prefix('.').and_then(|t| t.split_once(".tmp-")) {
-        return base == MANIFEST_FILE || is_writers_name(base);
-    }
-    let generation = |s: &str| s.strip_prefix('g').is_some_and(digits);
-    if let Some(rest) = name
-        .strip_prefix("deletes-")
-        .and_then(|r| r.strip_suffix(".bin"))
-    {
-        return rest
-            .rsplit_once('-')
-            .is_some_and(|(seg, g)| is_segment(seg) && generation(g));
-    }
-    if let Some(rest) = name
-        .strip_prefix("bridge-")
-        .and_then(|r| r.strip_suffix(".bin"))
-    {
-        return rest.rsplit_once('-').is_some_and(|(pair, g)| {
-            generation(g)
-                && pair
-                    .split_once("-from-")
-                    .is_some_and(|(a, b)| is_segment(a) && is_segment(b))
-        });
-    }
-    is_segment(name)
-}
-
-/// `seg-` and six or more digits ([`segment_name`]).
-fn is_segment(name: &str) -> bool {
-    name.strip_prefix("seg-")
-        .is_some_and(|d| d.len() >= 6 && digits(d))
-}
-
-fn digits(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// Whether the root entry `name` of the segmented index `dir` is a file the first change left
-/// behind (killed between its commit and its clean-up): a single-segment file of bsa's, by its
-/// name and, for the binary files, bsa's magic at its start (a user's `vectors.bin` of numpy
-/// values stays). The segment it moved into may be merged away by then, so the name and the
-/// bytes are all there is to go by.
-fn is_first_segments_leftover(dir: &Path, name: &str) -> bool {
-    const SINGLE_SEGMENT_FILES: [&str; 8] = [
-        "codes.bin",
-        "ids.bin",
-        "vectors.bin",
-        "norms.bin",
-        "inverted.bin",
-        "sparse.bin",
-        "bitmaps.bin",
-        "graph.bin",
-    ];
-    if name == "hnsw.hnsw.graph" || name == "hnsw.hnsw.data" {
-        return true;
-    }
-    if !SINGLE_SEGMENT_FILES.contains(&name) {
-        return false;
-    }
-    let mut magic = [0u8; 4];
-    let read = fs::File::open(dir.join(name)).and_then(|mut f| {
-        use std::io::Read;
-        f.read_exact(&mut magic)
-    });
-    read.is_ok() && &magic == b"BSA\0"
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_writers_name;
-
-    #[test]
-    fn writers_names_are_only_bsas_own() {
-        for ours in [
-            "seg-000012",
-            ".seg-000012.tmp-77",
-            ".seg-000012.tmp-77-1",
-            ".manifest.json.tmp-9",
-            "deletes-seg-000001-g4.bin",
-            ".deletes-seg-000001-g4.bin.tmp-9",
-            "bridge-seg-000002-from-seg-000000-g5.bin",
-            "seg-1234567",
-        ] {
-            assert!(is_writers_name(ours), "{ours}");
-        }
-        for theirs in [
-            "seg-backup",
-            "seg-",
-            "seg-2024",
-            "deletes-old.bin",
-            "bridge-notes.bin",
-            "deletes-seg-000001.bin",
-            "codes.bin",
-            "vectors.bin",
-            "notes.txt",
-            "mydata.npy",
-            ".hidden",
-            ".notes.tmp-1",
-            "deletes.txt",
-            "manifest.json.bak",
-            "model.safetensors",
-            "LOCK",
-        ] {
-            assert!(!is_writers_name(theirs), "{theirs}");
-        }
     }
 }
