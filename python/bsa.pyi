@@ -172,7 +172,7 @@ class Index:
         q: Union[_Floats, _Codes],
         k: Optional[int] = 10,
         *,
-        score: _Score = "hamming",
+        score: Optional[_Score] = None,
         mode: _Mode = "flat",
         rescore: Optional[int] = None,
         ef: Optional[int] = None,
@@ -184,8 +184,10 @@ class Index:
     ) -> Tuple[Union[npt.NDArray[np.int32], npt.NDArray[np.float32]], npt.NDArray[np.int64]]:
         """``(D, I)`` of shape (nq, k), best first, as ``bsa search``.
 
-        ``I``: int64 ids, -1 where missing. ``D``: int32 Hamming distances for
-        ``score="hamming"`` without rescoring (missing: 2**31 - 1), else float32 scores,
+        ``score``: ``None`` ranks by Hamming distance, as ``"hamming"`` does, but warns
+        (``UserWarning``) when the index's codes are a pursuit model's, which rank well only
+        with ``"adc"``. ``I``: int64 ids, -1 where missing. ``D``: int32 Hamming distances for
+        ``score="hamming"`` (or ``None``) without rescoring (missing: 2**31 - 1), else float32 scores,
         higher is better (missing: -inf). ``allow_ids`` / ``deny_ids`` restrict the ids
         returned (exact modes stay exact); ``min_score`` drops hits scoring less (with
         ``rescore``, by ``score``'s exact value; ``D`` then holds cosines, which may be below

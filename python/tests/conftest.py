@@ -14,6 +14,13 @@ DATA = ROOT / "bench-data"
 NQ = 200
 
 
+def pytest_configure(config):
+    # The fixture's index holds pursuit codes, which most tests search by the default score to
+    # compare with the CLI's default: its warning is asserted once
+    # (test_default_score_on_pursuit_codes_warns), not repeated for each of them.
+    config.addinivalue_line("filterwarnings", "ignore:ranked by Hamming distance:UserWarning")
+
+
 def bsa_binary() -> Path:
     """The `bsa` binary built from this checkout: $BSA_BIN, else the release build, else the
     debug build (their outputs are the same bytes: every sum has a fixed order)."""

@@ -1,6 +1,8 @@
 """Python and the `bsa` command line give the same results on the same files, and read each
 other's models and indexes."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -72,6 +74,22 @@ def test_max_distance_and_k_above_n_equal_cli(work, queries):
     assert_same(D, I, cli, scored=False)
     assert (I == -1).any(), "some queries should have fewer than k codes within distance 20"
     assert (D[I == -1] == 2**31 - 1).all()
+
+
+def test_default_score_on_pursuit_codes_warns(work, queries):
+    """The fixture's codes are a pursuit model's: Hamming, the default, ranks them poorly, and
+    says so (as `bsa search` notes on stderr); asked for by name, or as a range, it does not."""
+    index = bsa.Index.open(work / "idx")
+    with pytest.warns(UserWarning, match='searched with score="adc"'):
+        D, I = index.search(queries, K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        D2, I2 = index.search(queries, K, score="hamming")
+        index.search(queries, K, max_distance=20)
+        index.search(np.load(work / "qcodes.npy"), K)
+        index.search(queries, K, score="adc")
+    np.testing.assert_array_equal(D, D2)
+    np.testing.assert_array_equal(I, I2)
 
 
 def test_range_without_k_returns_every_hit_in_range(work, queries):
