@@ -46,12 +46,16 @@ pub struct OpenOptions {
     /// [`Index::verify`] separately (`bsa verify`). The HNSW graph files are always verified when
     /// the graph is loaded, because the graph loader (hnsw_rs) does not tolerate bad bytes.
     pub verify_checksums: bool,
+    /// With `verify_checksums`: verify `vectors.bin` at the first rescoring rather than at
+    /// open ([`OpenOptions::defer_vectors`]).
+    pub defer_vectors: bool,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             verify_checksums: true,
+            defer_vectors: false,
         }
     }
 }
@@ -67,6 +71,30 @@ impl OpenOptions {
     pub fn verify_checksums(verify: bool) -> Self {
         OpenOptions {
             verify_checksums: verify,
+            ..OpenOptions::default()
+        }
+    }
+
+    /// Verifies the stored vectors (`vectors.bin`, usually the index's largest file) when a
+    /// rescoring first reads them, not at open: a search that does not rescore never reads them,
+    /// so a one-shot search (`bsa search`) need not read them from disk either. What searches
+    /// read is still verified before they use it; [`Index::vectors`] hands them out unverified.
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder, OpenOptions, SearchParams};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(4, &[0b0001, 0b0010]).vectors(&[1.0, 0.0, 0.0, 1.0], 2).build(&path)?;
+    /// let index = Index::open_with(&path, OpenOptions::default().defer_vectors(true))?;
+    /// let hits = index.search_flat(&[0b0001], 2, &SearchParams::default())?;
+    /// let best = index.rescore(&[0.0, 1.0], &hits[0], 1)?; // vectors.bin verified here
+    /// assert_eq!(best.rows, vec![1]);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn defer_vectors(self, defer: bool) -> Self {
+        OpenOptions {
+            defer_vectors: defer,
+            ..self
         }
     }
 }
@@ -110,6 +138,10 @@ pub struct Index {
     pub(crate) codes: Section,
     pub(crate) ids: Section,
     pub(crate) vectors: Option<Section>,
+    /// Whether `vectors`' checksum is still to be verified before a rescoring reads it
+    /// ([`OpenOptions::defer_vectors`]), and, once a rescoring has, whether it matched.
+    vectors_unverified: bool,
+    vectors_verified: OnceLock<bool>,
     /// Posting lists and the layout of their payload (validated at open).
     pub(crate) inverted: Option<(Section, PostingsLayout)>,
     pub(crate) norms: Option<Section>,
@@ -324,6 +356,8 @@ impl Index {
             codes,
             ids,
             vectors,
+            vectors_unverified: options.verify_checksums && options.defer_vectors,
+            vectors_verified: OnceLock::new(),
             inverted: None,
             norms,
             sparse: None,
@@ -400,7 +434,8 @@ impl Index {
             index.inverted = Some((s, layout));
         }
         if options.verify_checksums {
-            index.verify_open_checksums()?;
+            index.verify_mapped(!options.defer_vectors)?;
+            index.verify_model_file()?;
         }
         Ok(index)
     }
@@ -408,20 +443,25 @@ impl Index {
     /// The checksums [`OpenOptions::verify_checksums`] verifies at open: the mapped files' and
     /// the model's (a segment keeps a format-1 index's model when it is first changed).
     pub(crate) fn verify_open_checksums(&self) -> Result<()> {
-        self.verify_mapped()?;
+        self.verify_mapped(true)?;
+        self.verify_model_file()
+    }
+
+    fn verify_model_file(&self) -> Result<()> {
         if let Some(m) = &self.manifest.model {
             verify_plain_file(&self.dir.join(&m.file), &self.manifest.files[&m.file])?;
         }
         Ok(())
     }
 
-    fn verify_mapped(&self) -> Result<()> {
+    /// The checksums of the mapped files: all, or all but the vectors'.
+    fn verify_mapped(&self, with_vectors: bool) -> Result<()> {
         let f = &self.manifest.files;
         let seg = self.manifest.segment();
         self.codes.verify(&f[&seg.codes])?;
         self.ids.verify(&f[&seg.ids])?;
-        if let (Some(v), Some(name)) = (&self.vectors, &seg.vectors) {
-            v.verify(&f[name])?;
+        if with_vectors {
+            self.verify_vectors()?;
         }
         if let (Some(s), Some(ni)) = (&self.norms, &self.manifest.norms) {
             s.verify(&f[&ni.file])?;
@@ -436,6 +476,28 @@ impl Index {
             s.verify(&f[&bi.file])?;
         }
         Ok(())
+    }
+
+    fn verify_vectors(&self) -> Result<()> {
+        match (&self.vectors, &self.manifest.segment().vectors) {
+            (Some(v), Some(name)) => v.verify(&self.manifest.files[name]),
+            _ => Ok(()),
+        }
+    }
+
+    /// The stored vectors for a rescoring to read, their checksum verified first when the open
+    /// deferred it ([`OpenOptions::defer_vectors`]): once, by the first caller, while any
+    /// others wait for its outcome.
+    pub(crate) fn vectors_to_read(&self) -> Result<Option<Vectors<'_>>> {
+        if self.vectors_unverified
+            && !*self
+                .vectors_verified
+                .get_or_init(|| self.verify_vectors().is_ok())
+        {
+            // The error again, to say it: the mapped bytes have not changed since.
+            self.verify_vectors()?;
+        }
+        Ok(self.vectors())
     }
 
     /// Verifies every checksum of every file of the index, then what checksums cannot vouch for
@@ -500,7 +562,7 @@ impl Index {
     /// with the codes: what a merge checks of the segments it copies rows from (it builds
     /// those structures again).
     pub(crate) fn verify_copied(&self) -> Result<()> {
-        self.verify_mapped()?;
+        self.verify_mapped(true)?;
         let seg = self.manifest.segment();
         let mapped: Vec<&String> = [
             Some(&seg.codes),
@@ -1108,7 +1170,7 @@ impl Index {
     }
 
     fn require_vectors(&self) -> Result<(Vectors<'_>, usize)> {
-        match (self.vectors(), self.vector_dim()) {
+        match (self.vectors_to_read()?, self.vector_dim()) {
             (Some(v), Some(d)) => Ok((v, d)),
             _ => Err(Error::InvalidArgument(format!(
                 "{}: the index stores no vectors, so it cannot rescore; rebuild it with vectors (bsa build --vectors; vectors=True from Python)",

@@ -387,6 +387,71 @@ fn skipping_checksums_defers_payload_errors_to_verify() {
     assert_names(&e, name);
 }
 
+/// With the vectors' check deferred, a damaged `vectors.bin` passes the open and the searches
+/// that do not read it (their answers are the undamaged index's), and the first rescoring, the
+/// one reader, names it; every later one too. Other files are still checked at open.
+#[test]
+fn deferred_vectors_are_verified_by_the_first_rescoring() {
+    use bsa_index::live::{SearchOptions, Snapshot};
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    let d = scratch.path().join("x");
+    copy_dir(&f.path, &d);
+    let mut b = fs::read(d.join("vectors.bin")).unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    fs::write(d.join("vectors.bin"), &b).unwrap();
+    let deferred = OpenOptions::default().defer_vectors(true);
+    let p = SearchParams::default();
+    let good = Index::open(&f.path).unwrap();
+    let want = good.search_flat(&f.queries, 10, &p).unwrap();
+    assert!(matches!(Index::open(&d), Err(Error::Checksum { .. })));
+    let index = Index::open_with(&d, deferred).unwrap();
+    let hits = index.search_flat(&f.queries, 10, &p).unwrap();
+    assert_eq!(hits, want);
+    assert_eq!(
+        index.search_hnsw(&f.queries, 10, &p).unwrap(),
+        good.search_hnsw(&f.queries, 10, &p).unwrap()
+    );
+    for _ in 0..2 {
+        let e = index.rescore_hits(&f.float_queries, &hits, 5).unwrap_err();
+        assert!(matches!(e, Error::Checksum { .. }), "{e}");
+        assert_names(&e, "vectors.bin");
+        let e = index
+            .rescore(&f.float_queries[..DIM], &hits[0], 5)
+            .unwrap_err();
+        assert_names(&e, "vectors.bin");
+    }
+    // The same through a snapshot, whose rescoring reads each segment's vectors.
+    let snap = Snapshot::open_with(&d, deferred).unwrap();
+    let flat = bsa_index::Mode::parse("flat").unwrap();
+    let (hits, _) = snap
+        .search(
+            &f.queries,
+            10,
+            &Score::Hamming,
+            &flat,
+            &SearchOptions::default(),
+        )
+        .unwrap();
+    let e = snap.rescore_batch(&f.float_queries, &hits, 5).unwrap_err();
+    assert_names(&e, "vectors.bin");
+    // Undamaged, a deferred open rescores as a verified one.
+    let index = Index::open_with(&f.path, deferred).unwrap();
+    assert_eq!(
+        index.rescore_hits(&f.float_queries, &want, 5).unwrap(),
+        good.rescore_hits(&f.float_queries, &want, 5).unwrap()
+    );
+    // Only the vectors wait: damaged codes are still found at open.
+    let d2 = scratch.path().join("y");
+    copy_dir(&f.path, &d2);
+    let mut b = fs::read(d2.join("codes.bin")).unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    fs::write(d2.join("codes.bin"), &b).unwrap();
+    assert_names(&Index::open_with(&d2, deferred).unwrap_err(), "codes.bin");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 

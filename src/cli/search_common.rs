@@ -122,7 +122,9 @@ pub struct Args {
     /// These ids (.npy, 1-D integers) are never returned.
     #[arg(long)]
     pub deny_ids: Option<PathBuf>,
-    /// Skip the full payload checksums when opening (header checks still run).
+    /// Skip the full payload checksums when opening (header checks still run). Without it,
+    /// every file the search reads is verified first: the stored vectors, which only
+    /// rescoring reads, when it first does.
     #[arg(long)]
     pub no_verify: bool,
     /// Threads (default: all cores).
