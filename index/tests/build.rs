@@ -92,6 +92,7 @@ fn overwrite_never_deletes_what_bsa_did_not_write() {
             .vectors(&vectors, 2)
             .inverted(true)
             .hnsw(params)
+            .graph_on(&vectors, 2) // the native builder: in every build of bsa-index
             .model_file(&model)
             .overwrite(true)
             .build(&out)
@@ -99,6 +100,19 @@ fn overwrite_never_deletes_what_bsa_did_not_write() {
     build().unwrap();
     // Every file bsa wrote may go: an index replaced by itself is replaced.
     build().unwrap();
+    // hnsw_rs's dump beside a Hamming graph's graph.bin too.
+    #[cfg(feature = "hnsw-rs")]
+    {
+        let hamming = dir.path().join("hamming");
+        for _ in 0..2 {
+            IndexBuilder::new(64, &(0..40).collect::<Vec<u64>>())
+                .hnsw(params)
+                .overwrite(true)
+                .build(&hamming)
+                .unwrap();
+        }
+        assert!(hamming.join("hnsw.hnsw.graph").is_file());
+    }
     // An empty folder holds nothing to lose (`create_dir_all` of a path through the index
     // leaves them): not counted.
     std::fs::create_dir(out.join("empty")).unwrap();
@@ -129,8 +143,8 @@ fn overwrite_never_deletes_what_bsa_did_not_write() {
     let mut w = Writer::open(&out).unwrap();
     let extra: Vec<f32> = vec![0.5; 20];
     let codes: Vec<u64> = (100..110).collect();
-    w.add(&NewRows::codes(&codes).vectors(&extra), false)
-        .unwrap();
+    let rows = NewRows::codes(&codes).vectors(&extra).graph_vectors(&extra);
+    w.add(&rows, false).unwrap();
     w.delete(&[3]).unwrap();
     drop(w);
     refused("segmented");
