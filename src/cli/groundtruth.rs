@@ -24,7 +24,8 @@ pub struct Args {
     /// Query vectors, nq x D.
     #[arg(long)]
     pub queries: PathBuf,
-    /// Neighbours per query.
+    /// Neighbours per query (past the base's rows, each row ends in -1s, as search results
+    /// are padded).
     #[arg(long, default_value_t = 100)]
     pub k: usize,
     /// Output .npy (int32, nq x k).
@@ -51,13 +52,12 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let base = super::io::open_embeddings(&a.base, true)?;
     let queries = super::io::open_embeddings(&a.queries, true)?;
     super::io::expect_same_dim(&base, &queries)?;
-    if a.k == 0 || a.k > base.n() {
-        anyhow::bail!(
-            "--k must be between 1 and the number of base vectors ({}), got {}",
-            base.n(),
-            a.k
-        );
+    if a.k == 0 {
+        anyhow::bail!("--k must be at least 1");
     }
+    // Fewer base rows than k: the rest of each row is -1, as a search pads its results (and
+    // as recall reads a padded ground truth), and as Python's bsa.groundtruth does.
+    let found = a.k.min(base.n());
     if i32::try_from(base.n()).is_err() {
         anyhow::bail!(
             "{} has {} rows: ids above 2^31 - 1 do not fit the int32 output",
@@ -74,7 +74,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let top = bsa::groundtruth::exact_top_k_blocked(
         base.view(),
         queries.view(),
-        a.k,
+        found,
         bsa::groundtruth::Blocks::default(),
         &mut |done, total| {
             pb.set_length(total as u64);
@@ -83,7 +83,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     )?;
     pb.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-    let ids: Vec<i32> = top.iter().flatten().map(|&i| i as i32).collect();
+    let ids: Vec<i32> = top
+        .iter()
+        .flat_map(|row| {
+            let padding = std::iter::repeat_n(-1, a.k - row.len());
+            row.iter().map(|&i| i as i32).chain(padding)
+        })
+        .collect();
     bsa::io::write_i32(&a.out, queries.n(), a.k, &ids)?;
     if a.json {
         super::io::print_json(&json!({

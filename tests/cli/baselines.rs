@@ -460,10 +460,32 @@ fn groundtruth_bad_inputs_are_clear_errors() {
             "gt.npy",
         ])
     };
-    gt("base.npy", "q.npy", "21").fails_with(&["--k", "(20)", "got 21"]);
+    gt("base.npy", "q.npy", "0").fails_with(&["--k must be at least 1"]);
     gt("base.npy", "q9.npy", "5").fails_with(&["q9.npy", "9 columns", "base.npy", "8"]);
     base.row_mut(4).fill(0.0);
     t.write_f32("zero.npy", &base);
     gt("zero.npy", "q.npy", "5").fails_with(&["zero.npy", "row 4", "L2 norm is 0"]);
     assert!(!t.exists("gt.npy"));
+    // A k past the base's rows is padded with -1, as search results are (and Python's
+    // bsa.groundtruth): the first 20 are the whole base in order.
+    let ids = |k: &str| {
+        gt("base.npy", "q.npy", k).ok();
+        let (descr, rows, cols, bytes) = read_npy_2d(&t.read("gt.npy"));
+        assert_eq!((descr.as_str(), rows), ("<i4", 3));
+        let v: Vec<i32> = bytes
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        (cols, v)
+    };
+    let (cols, padded) = ids("25");
+    let (_, whole) = ids("20");
+    assert_eq!(cols, 25);
+    for q in 0..3 {
+        assert_eq!(padded[q * 25..q * 25 + 20], whole[q * 20..(q + 1) * 20]);
+        assert!(padded[q * 25 + 20..(q + 1) * 25].iter().all(|&i| i == -1));
+        let mut sorted = whole[q * 20..(q + 1) * 20].to_vec();
+        sorted.sort();
+        assert_eq!(sorted, (0..20).collect::<Vec<i32>>());
+    }
 }
