@@ -124,7 +124,8 @@ class Index:
 
     @staticmethod
     def open(path: _Path, *, verify: bool = True) -> Index:
-        """Opens an index directory written by ``bsa build`` or ``Index.save``."""
+        """Opens an index directory written by ``bsa build`` or ``Index.save``, its checksums
+        verified (the stored vectors' at the first ``rescore``); ``verify=False`` skips that."""
     @staticmethod
     def build(
         codes: Optional[_Codes] = None,

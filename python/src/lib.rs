@@ -1489,7 +1489,8 @@ impl Index {
         // write there), which a relative path would find under whatever working directory the
         // process has by then: another index of that name.
         let dir = std::path::absolute(dir).map_err(|e| bsa::Error::io(dir, e))?;
-        let index = Snapshot::open_with(&dir, OpenOptions::verify_checksums(verify))?;
+        let options = OpenOptions::verify_checksums(verify).defer_vectors(true);
+        let index = Snapshot::open_with(&dir, options)?;
         Ok(Index {
             inner: RwLock::new(Some(Arc::new(Loaded::new(index, None)?))),
             tmp: Mutex::new(tmp),
@@ -1553,8 +1554,10 @@ impl Index {
 
 #[pymethods]
 impl Index {
-    /// Opens an index directory (written by ``bsa build`` or :meth:`save`), memory-mapped.
-    /// ``verify=False`` skips the full checksums (the header checks still run).
+    /// Opens an index directory (written by ``bsa build`` or :meth:`save`), memory-mapped, its
+    /// files' checksums verified (the stored vectors' at the first ``rescore``, their only
+    /// reader, as ``bsa search`` does). ``verify=False`` skips the full checksums (the header
+    /// checks still run).
     ///
     /// Example: ``index = bsa.Index.open("idx")``
     #[staticmethod]

@@ -370,6 +370,20 @@ def test_corrupt_or_missing_index(work, tmp_path):
     with pytest.raises(bsa.FormatError, match="codes.bin.*checksum"):
         bsa.Index.open(tmp_path / "idx")
     assert issubclass(bsa.FormatError, ValueError)
+    # The stored vectors are verified by the first rescoring, their one reader: a search
+    # without it answers as the undamaged index does.
+    bsa.Index.open(work / "idx").save(tmp_path / "vec")
+    vectors = tmp_path / "vec" / "vectors.bin"
+    data = bytearray(vectors.read_bytes())
+    data[-1] ^= 0xFF
+    vectors.write_bytes(bytes(data))
+    q = np.load(work / "query.npy")[:5]
+    damaged, good = bsa.Index.open(tmp_path / "vec"), bsa.Index.open(work / "idx")
+    for got, want in zip(damaged.search(q, 5, score="adc"), good.search(q, 5, score="adc")):
+        np.testing.assert_array_equal(got, want)
+    for _ in range(2):
+        with pytest.raises(bsa.FormatError, match="vectors.bin.*checksum"):
+            damaged.search(q, 5, score="adc", rescore=2)
     (tmp_path / "idx" / "manifest.json").write_text("{not json")
     with pytest.raises(bsa.FormatError, match="manifest"):
         bsa.Index.open(tmp_path / "idx")
