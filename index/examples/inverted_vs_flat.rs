@@ -340,7 +340,10 @@ fn index_rounds(
     let nq = queries.len() / bits.div_ceil(64);
     let params = SearchParams::default();
     let flat = FlatSearcher::new(index.codes_view(), FlatParams::default());
-    let lists = index.inverted().expect("the index stores posting lists");
+    let lists = index
+        .inverted()
+        .expect("posting lists that pass their checks")
+        .expect("the index stores posting lists");
     let inv = InvertedSearcher::new(index.codes_view(), lists, InvertedParams::default()).unwrap();
     let search = |s: &dyn Searcher| pool.install(|| s.search(queries, k, &Score::Hamming, &params));
     let (want, warm) = search(&flat).unwrap();

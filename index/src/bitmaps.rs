@@ -121,7 +121,7 @@ pub struct BitmapLists {
 /// let codes = [0b0101u64, 0b0110, 0b0000, 0b1100];
 /// IndexBuilder::new(64, &codes).inverted(true).bitmaps(Some(true)).build(&path)?;
 /// let index = Index::open(&path)?;
-/// let view = index.bitmaps().unwrap();
+/// let view = index.bitmaps()?.unwrap();
 /// assert_eq!((view.len(), view.column_count(2)), (4, 3));
 /// let keys = view.hamming_keys(&[0b0110], 1, 2, None, KernelFamily::current());
 /// assert_eq!(keys[0], [key(0, 1), key(2, 0)]); // row 1 at distance 0, then row 0 at 2

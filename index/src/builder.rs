@@ -397,7 +397,7 @@ impl<'a> IndexBuilder<'a> {
     ///     .bitmaps(Some(true))
     ///     .build(dir.path().join("i"))?;
     /// let index = Index::open(dir.path().join("i"))?;
-    /// assert_eq!(index.bitmaps().unwrap().column_count(0), 2);
+    /// assert_eq!(index.bitmaps()?.unwrap().column_count(0), 2);
     /// # Ok(()) }
     /// ```
     pub fn bitmaps(mut self, store: Option<bool>) -> Self {

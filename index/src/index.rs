@@ -46,16 +46,16 @@ pub struct OpenOptions {
     /// [`Index::verify`] separately (`bsa verify`). The HNSW graph files are always verified when
     /// the graph is loaded, because the graph loader (hnsw_rs) does not tolerate bad bytes.
     pub verify_checksums: bool,
-    /// With `verify_checksums`: verify `vectors.bin` at the first rescoring rather than at
-    /// open ([`OpenOptions::defer_vectors`]).
-    pub defer_vectors: bool,
+    /// Check the files only some searches read at the first search that reads them rather
+    /// than at open ([`OpenOptions::lazy`]).
+    pub lazy: bool,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions {
             verify_checksums: true,
-            defer_vectors: false,
+            lazy: false,
         }
     }
 }
@@ -75,27 +75,27 @@ impl OpenOptions {
         }
     }
 
-    /// Verifies the stored vectors (`vectors.bin`, usually the index's largest file) when a
-    /// rescoring first reads them, not at open: a search that does not rescore never reads them,
-    /// so a one-shot search (`bsa search`) need not read them from disk either. What searches
-    /// read is still verified before they use it; [`Index::vectors`] hands them out unverified.
+    /// Checks the files only some searches read when a search first reads them, not at open:
+    /// the stored vectors (`vectors.bin`, often most of an index's bytes), which only rescoring
+    /// reads, and the posting lists and their bitmaps (`inverted.bin`, `bitmaps.bin`), which
+    /// only inverted searches read. Their checksums (with `verify_checksums`) and structure are
+    /// then checked once, by the first search that needs them, so a one-shot search (`bsa
+    /// search`) reads from disk only the files it uses. Everything a search reads is still
+    /// checked before it is used; [`Index::vectors`] hands the vectors out unchecked.
     ///
     /// ```
     /// use bsa_index::{Index, IndexBuilder, OpenOptions, SearchParams};
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let path = dir.path().join("idx");
     /// IndexBuilder::new(4, &[0b0001, 0b0010]).vectors(&[1.0, 0.0, 0.0, 1.0], 2).build(&path)?;
-    /// let index = Index::open_with(&path, OpenOptions::default().defer_vectors(true))?;
+    /// let index = Index::open_with(&path, OpenOptions::default().lazy(true))?;
     /// let hits = index.search_flat(&[0b0001], 2, &SearchParams::default())?;
     /// let best = index.rescore(&[0.0, 1.0], &hits[0], 1)?; // vectors.bin verified here
     /// assert_eq!(best.rows, vec![1]);
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
-    pub fn defer_vectors(self, defer: bool) -> Self {
-        OpenOptions {
-            defer_vectors: defer,
-            ..self
-        }
+    pub fn lazy(self, lazy: bool) -> Self {
+        OpenOptions { lazy, ..self }
     }
 }
 
@@ -138,17 +138,20 @@ pub struct Index {
     pub(crate) codes: Section,
     pub(crate) ids: Section,
     pub(crate) vectors: Option<Section>,
-    /// Whether `vectors`' checksum is still to be verified before a rescoring reads it
-    /// ([`OpenOptions::defer_vectors`]), and, once a rescoring has, whether it matched.
-    vectors_unverified: bool,
+    /// Whether the files only some searches read (vectors, posting lists, bitmaps) have their
+    /// checksums verified at first use rather than at open ([`OpenOptions::lazy`]).
+    checksums_at_first_use: bool,
+    /// Once a rescoring has verified `vectors` (with `checksums_at_first_use`): whether they
+    /// matched.
     vectors_verified: OnceLock<bool>,
-    /// Posting lists and the layout of their payload (validated at open).
-    pub(crate) inverted: Option<(Section, PostingsLayout)>,
+    /// Posting lists, and the layout of their payload once checked (at open, or at first use
+    /// with [`OpenOptions::lazy`]; `None`: the check failed).
+    pub(crate) inverted: Option<(Section, OnceLock<Option<PostingsLayout>>)>,
     pub(crate) norms: Option<Section>,
     /// Per-code set bits and the layout of their payload (validated at open).
     pub(crate) sparse: Option<(Section, SparseLayout)>,
-    /// Bitmap posting lists and the layout of their payload (validated at open).
-    pub(crate) bitmaps: Option<(Section, BitmapsLayout)>,
+    /// Bitmap posting lists, and the layout of their payload once checked (as `inverted`).
+    pub(crate) bitmaps: Option<(Section, OnceLock<Option<BitmapsLayout>>)>,
     pub(crate) hnsw: OnceLock<HnswGraph>,
     /// `graph.bin`, opened with the index and read at the first graph search: like the files
     /// mapped at open, it is held from the open on, so a live index's commit that removes it (a
@@ -156,6 +159,14 @@ pub struct Index {
     pub(crate) graph_file: Option<std::fs::File>,
     /// The codes in the layouts of the table scan and the slab scan, built at first use.
     pub(crate) layouts: Layouts,
+}
+
+/// The error of a file whose first check failed and whose second passed.
+fn changed(path: &Path) -> Error {
+    Error::corrupt(
+        path,
+        "changed while the index was open (its first check failed)",
+    )
 }
 
 /// The offset of the first byte where `payload` and the bytes `write` produces (in pieces)
@@ -356,9 +367,9 @@ impl Index {
             codes,
             ids,
             vectors,
-            vectors_unverified: options.verify_checksums && options.defer_vectors,
+            checksums_at_first_use: options.verify_checksums && options.lazy,
             vectors_verified: OnceLock::new(),
-            inverted: None,
+            inverted: inverted_section.map(|s| (s, OnceLock::new())),
             norms,
             sparse: None,
             bitmaps: None,
@@ -391,10 +402,35 @@ impl Index {
         if let Some(bi) = &index.manifest.bitmaps {
             let s =
                 open_per_code_section(&index.dir, &index.manifest, &bi.file, FileKind::Bitmaps)?;
+            index.bitmaps = Some((s, OnceLock::new()));
+        }
+        if !options.lazy {
+            // Searches index with the lists' values, so their structure is always checked (one
+            // pass), even when checksums are skipped: bytes from disk never cause a panic.
+            index.bitmaps_layout()?;
+            index.inverted_layout()?;
+        }
+        if options.verify_checksums {
+            index.verify_mapped(!options.lazy)?;
+            index.verify_model_file()?;
+        }
+        Ok(index)
+    }
+
+    /// The bitmaps' layout, their structure (and, when deferred, their checksum) checked
+    /// first: at open, or once, by the first search that reads them.
+    fn bitmaps_layout(&self) -> Result<Option<&BitmapsLayout>> {
+        let (Some((s, checked)), Some(bi)) = (&self.bitmaps, &self.manifest.bitmaps) else {
+            return Ok(None);
+        };
+        let check = || -> Result<BitmapsLayout> {
+            if self.checksums_at_first_use {
+                s.verify(&self.manifest.files[&bi.file])?;
+            }
             let (view, layout) = BitmapView::from_payload(
                 s.payload(),
-                index.manifest.n,
-                index.manifest.bits,
+                self.manifest.n,
+                self.manifest.bits,
                 &s.path,
             )?;
             let set_bits: u64 = (0..view.bits())
@@ -409,15 +445,28 @@ impl Index {
                     ),
                 ));
             }
-            index.bitmaps = Some((s, layout));
+            Ok(layout)
+        };
+        match checked.get_or_init(|| check().ok()) {
+            Some(layout) => Ok(Some(layout)),
+            // The error again, to say it: the mapped bytes have not changed since.
+            None => check().and_then(|_| Err(changed(&s.path))),
         }
-        if let (Some(s), Some(ii)) = (inverted_section, &index.manifest.inverted) {
-            // Search indexes with the lists' values, so their structure is always checked (one
-            // pass), even when checksums are skipped: bytes from disk never cause a panic.
+    }
+
+    /// The posting lists' layout, checked first (as [`bitmaps_layout`](Self::bitmaps_layout)).
+    fn inverted_layout(&self) -> Result<Option<&PostingsLayout>> {
+        let (Some((s, checked)), Some(ii)) = (&self.inverted, &self.manifest.inverted) else {
+            return Ok(None);
+        };
+        let check = || -> Result<PostingsLayout> {
+            if self.checksums_at_first_use {
+                s.verify(&self.manifest.files[&ii.file])?;
+            }
             let view = InvertedView::from_payload(
                 s.payload(),
-                index.manifest.n,
-                index.manifest.bits,
+                self.manifest.n,
+                self.manifest.bits,
                 &s.path,
             )?;
             if view.postings_len() as u64 != ii.postings {
@@ -430,14 +479,12 @@ impl Index {
                     ),
                 ));
             }
-            let layout = view.layout();
-            index.inverted = Some((s, layout));
+            Ok(view.layout())
+        };
+        match checked.get_or_init(|| check().ok()) {
+            Some(layout) => Ok(Some(layout)),
+            None => check().and_then(|_| Err(changed(&s.path))),
         }
-        if options.verify_checksums {
-            index.verify_mapped(!options.defer_vectors)?;
-            index.verify_model_file()?;
-        }
-        Ok(index)
     }
 
     /// The checksums [`OpenOptions::verify_checksums`] verifies at open: the mapped files' and
@@ -454,23 +501,25 @@ impl Index {
         Ok(())
     }
 
-    /// The checksums of the mapped files: all, or all but the vectors'.
-    fn verify_mapped(&self, with_vectors: bool) -> Result<()> {
+    /// The checksums of the mapped files: all, or (`all` false) those every search may read,
+    /// not the vectors, posting lists and bitmaps ([`OpenOptions::lazy`]).
+    fn verify_mapped(&self, all: bool) -> Result<()> {
         let f = &self.manifest.files;
         let seg = self.manifest.segment();
         self.codes.verify(&f[&seg.codes])?;
         self.ids.verify(&f[&seg.ids])?;
-        if with_vectors {
-            self.verify_vectors()?;
-        }
         if let (Some(s), Some(ni)) = (&self.norms, &self.manifest.norms) {
             s.verify(&f[&ni.file])?;
         }
-        if let (Some((s, _)), Some(ii)) = (&self.inverted, &self.manifest.inverted) {
-            s.verify(&f[&ii.file])?;
-        }
         if let (Some((s, _)), Some(si)) = (&self.sparse, &self.manifest.sparse) {
             s.verify(&f[&si.file])?;
+        }
+        if !all {
+            return Ok(());
+        }
+        self.verify_vectors()?;
+        if let (Some((s, _)), Some(ii)) = (&self.inverted, &self.manifest.inverted) {
+            s.verify(&f[&ii.file])?;
         }
         if let (Some((s, _)), Some(bi)) = (&self.bitmaps, &self.manifest.bitmaps) {
             s.verify(&f[&bi.file])?;
@@ -486,10 +535,10 @@ impl Index {
     }
 
     /// The stored vectors for a rescoring to read, their checksum verified first when the open
-    /// deferred it ([`OpenOptions::defer_vectors`]): once, by the first caller, while any
+    /// deferred it ([`OpenOptions::lazy`]): once, by the first caller, while any
     /// others wait for its outcome.
     pub(crate) fn vectors_to_read(&self) -> Result<Option<Vectors<'_>>> {
-        if self.vectors_unverified
+        if self.checksums_at_first_use
             && !*self
                 .vectors_verified
                 .get_or_init(|| self.verify_vectors().is_ok())
@@ -1050,6 +1099,20 @@ impl Index {
         self.inverted.is_some()
     }
 
+    /// Whether the posting lists are stored as bitmaps too (`bitmaps.bin`).
+    ///
+    /// ```
+    /// use bsa_index::{Index, IndexBuilder};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// IndexBuilder::new(64, &[1, 2]).inverted(true).bitmaps(Some(true)).build(&path)?;
+    /// assert!(Index::open(&path)?.has_bitmaps());
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn has_bitmaps(&self) -> bool {
+        self.bitmaps.is_some()
+    }
+
     /// The posting lists, if stored (with their bitmaps, if stored too).
     ///
     /// ```
@@ -1058,17 +1121,18 @@ impl Index {
     /// # let path = dir.path().join("idx");
     /// IndexBuilder::new(64, &[0b1011, 1 << 63, 0, 1]).inverted(true).build(&path)?;
     /// let index = Index::open(&path)?;
-    /// let lists = index.inverted().unwrap();
+    /// let lists = index.inverted()?.unwrap();
     /// assert_eq!(lists.list(0), &[0, 3]); // the rows with bit 0 set
     /// assert_eq!(lists.list(63), &[1]);
     /// assert!(lists.list(2).is_empty());
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
-    pub fn inverted(&self) -> Option<InvertedView<'_>> {
-        self.inverted.as_ref().map(|(s, l)| {
-            InvertedView::from_validated(s.payload(), self.len(), self.bits(), l)
-                .with_bitmaps(self.bitmaps())
-        })
+    pub fn inverted(&self) -> Result<Option<InvertedView<'_>>> {
+        let (Some((s, _)), Some(l)) = (&self.inverted, self.inverted_layout()?) else {
+            return Ok(None);
+        };
+        let lists = InvertedView::from_validated(s.payload(), self.len(), self.bits(), l);
+        Ok(Some(lists.with_bitmaps(self.bitmaps()?)))
     }
 
     /// The posting lists as bitmaps (`bitmaps.bin`), if stored.
@@ -1082,14 +1146,20 @@ impl Index {
     ///     .bitmaps(Some(true))
     ///     .build(&path)?;
     /// let index = Index::open(&path)?;
-    /// let bitmaps = index.bitmaps().unwrap();
+    /// let bitmaps = index.bitmaps()?.unwrap();
     /// assert_eq!((bitmaps.column_count(0), bitmaps.column_count(3)), (2, 1));
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
-    pub fn bitmaps(&self) -> Option<BitmapView<'_>> {
-        self.bitmaps
-            .as_ref()
-            .map(|(s, l)| BitmapView::from_validated(s.payload(), self.len(), self.bits(), l))
+    pub fn bitmaps(&self) -> Result<Option<BitmapView<'_>>> {
+        let (Some((s, _)), Some(l)) = (&self.bitmaps, self.bitmaps_layout()?) else {
+            return Ok(None);
+        };
+        Ok(Some(BitmapView::from_validated(
+            s.payload(),
+            self.len(),
+            self.bits(),
+            l,
+        )))
     }
 
     /// Loads the HNSW graph now (otherwise the first HNSW search loads it). Useful to keep the
@@ -1218,7 +1288,7 @@ impl Index {
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
     pub fn inverted_searcher(&self, params: InvertedParams) -> Result<InvertedSearcher<'_>> {
-        let lists = self.inverted().ok_or_else(|| {
+        let lists = self.inverted()?.ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "{}: the index has no posting lists; rebuild it with posting lists (bsa build --inverted; inverted=True from Python)",
                 self.dir.display()

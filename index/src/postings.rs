@@ -103,7 +103,7 @@ pub struct InvertedLists {
 /// let codes = [0b0101u64, 0b0110, 0b0000, 0b1100];
 /// IndexBuilder::new(64, &codes).inverted(true).build(&path)?;
 /// let index = Index::open(&path)?;
-/// let lists = index.inverted().unwrap();
+/// let lists = index.inverted()?.unwrap();
 /// assert_eq!((lists.len(), lists.postings_len()), (4, 6));
 /// assert_eq!(lists.list(0), &[0]);
 /// let (q, sp) = ([0b0100u64], SearchParams::default());

@@ -75,7 +75,12 @@ const FILES: [&str; 11] = [
 
 /// Everything a user can do with an index, as comparable data.
 fn exercise(path: &Path, f: &Fixture) -> Result<String, Error> {
-    let index = Index::open(path)?;
+    exercise_with(path, f, OpenOptions::default())
+}
+
+/// [`exercise`] of an index opened with `options`.
+fn exercise_with(path: &Path, f: &Fixture, options: OpenOptions) -> Result<String, Error> {
+    let index = Index::open_with(path, options)?;
     let p = SearchParams::default();
     let flat = index.search_flat(&f.queries, 10, &p)?;
     let hnsw = index.search_hnsw(&f.queries, 10, &p)?;
@@ -401,7 +406,7 @@ fn deferred_vectors_are_verified_by_the_first_rescoring() {
     let last = b.len() - 1;
     b[last] ^= 1;
     fs::write(d.join("vectors.bin"), &b).unwrap();
-    let deferred = OpenOptions::default().defer_vectors(true);
+    let deferred = OpenOptions::default().lazy(true);
     let p = SearchParams::default();
     let good = Index::open(&f.path).unwrap();
     let want = good.search_flat(&f.queries, 10, &p).unwrap();
@@ -452,6 +457,72 @@ fn deferred_vectors_are_verified_by_the_first_rescoring() {
     assert_names(&Index::open_with(&d2, deferred).unwrap_err(), "codes.bin");
 }
 
+/// Lazily opened, damaged posting lists or bitmaps pass the open and the searches that do not
+/// read them (same answers), and the first inverted search names the file, every one after it
+/// too; a non-lazy open names it at once. Without checksums, lists whose structure is broken
+/// (resealed, as a writer's bug would leave them) are named by the first inverted search,
+/// where a non-lazy open named them.
+#[test]
+fn lazily_checked_lists_are_checked_by_the_first_inverted_search() {
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    let p = SearchParams::default();
+    let forced = p.with_force_inverted(true);
+    let good = Index::open(&f.path).unwrap();
+    let want = good.search_flat(&f.queries, 10, &p).unwrap();
+    let lazy = OpenOptions::default().lazy(true);
+    for name in ["inverted.bin", "bitmaps.bin"] {
+        let d = scratch.path().join(name);
+        copy_dir(&f.path, &d);
+        let mut b = fs::read(d.join(name)).unwrap();
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        fs::write(d.join(name), &b).unwrap();
+        assert_names(&Index::open(&d).unwrap_err(), name);
+        let index = Index::open_with(&d, lazy).unwrap();
+        assert_eq!(index.search_flat(&f.queries, 10, &p).unwrap(), want);
+        for _ in 0..2 {
+            let e = index
+                .search_inverted(&f.queries, 10, &Score::Hamming, &forced)
+                .unwrap_err();
+            assert!(matches!(e, Error::Checksum { .. }), "{name}: {e}");
+            assert_names(&e, name);
+            assert_names(&index.inverted().unwrap_err(), name);
+        }
+    }
+    // Broken structure under valid checksums: a reserved byte of the lists' sub-header set.
+    let d = scratch.path().join("structure");
+    copy_dir(&f.path, &d);
+    reseal(
+        &d,
+        "inverted.bin",
+        bsa_index::format::FileKind::Inverted,
+        |payload| {
+            payload[8] = 1;
+        },
+    );
+    assert_names(&Index::open(&d).unwrap_err(), "inverted.bin");
+    let unchecked = OpenOptions::verify_checksums(false).lazy(true);
+    for options in [lazy, unchecked] {
+        let index = Index::open_with(&d, options).unwrap();
+        assert_eq!(index.search_flat(&f.queries, 10, &p).unwrap(), want);
+        let e = index
+            .search_inverted(&f.queries, 10, &Score::Hamming, &forced)
+            .unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert_names(&e, "inverted.bin");
+    }
+    // Undamaged, a lazy open searches as an eager one.
+    let index = Index::open_with(&f.path, lazy).unwrap();
+    assert_eq!(
+        index
+            .search_inverted(&f.queries, 10, &Score::Hamming, &forced)
+            .unwrap(),
+        good.search_inverted(&f.queries, 10, &Score::Hamming, &forced)
+            .unwrap()
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -486,6 +557,13 @@ proptest! {
         if let Ok(res) = exercise(&d, &f.fixture) {
             prop_assert_eq!(res, f.good.clone());
         }
+        // Checked at first use instead of at open: the same outcome (every search is run,
+        // then verify); without checksums, errors or answers but never a panic.
+        let lazy = OpenOptions::default().lazy(true);
+        if let Ok(res) = exercise_with(&d, &f.fixture, lazy) {
+            prop_assert_eq!(res, f.good.clone());
+        }
+        let _ = exercise_with(&d, &f.fixture, OpenOptions::verify_checksums(false).lazy(true));
     }
 }
 

@@ -578,7 +578,7 @@ fn bitmap_lists_equal_flat_in_memory_and_on_disk() {
         .unwrap();
     let index = Index::open(&path).unwrap();
     index.verify().unwrap();
-    assert_eq!(index.bitmaps().unwrap().len(), 40_000);
+    assert_eq!(index.bitmaps().unwrap().unwrap().len(), 40_000);
     let p = SearchParams::default();
     let flat = index.search_flat(&queries, 10, &p).unwrap();
     for family in KernelFamily::supported() {

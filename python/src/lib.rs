@@ -1489,7 +1489,7 @@ impl Index {
         // write there), which a relative path would find under whatever working directory the
         // process has by then: another index of that name.
         let dir = std::path::absolute(dir).map_err(|e| bsa::Error::io(dir, e))?;
-        let options = OpenOptions::verify_checksums(verify).defer_vectors(true);
+        let options = OpenOptions::verify_checksums(verify).lazy(true);
         let index = Snapshot::open_with(&dir, options)?;
         Ok(Index {
             inner: RwLock::new(Some(Arc::new(Loaded::new(index, None)?))),

@@ -14,8 +14,8 @@ use indicatif::{HumanBytes, HumanCount};
 /// Rows live and deleted, per segment too; the model's method, N, K and input dimension; the
 /// modes and scores the index serves; its bytes on disk by kind of file.
 ///
-/// Reads the manifests, the model and what opening an index reads without checksums (the
-/// files' headers, the layout of a few), not the payloads' checksums: instant at any size. A
+/// Reads the manifests, the model, the files' headers and the sparse codes' layout (one pass
+/// over sparse.bin, a few bytes a row), not the payloads' checksums nor the posting lists. A
 /// damaged header is an error; a full check is `bsa verify`'s.
 ///
 /// Examples:
@@ -63,7 +63,10 @@ struct Info<'a> {
 }
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
-    let index = Snapshot::open_with(&a.index, OpenOptions::verify_checksums(false))?;
+    // No checksums, and the posting lists and bitmaps not read at all (lazy): only the
+    // manifests, the files' headers and the sparse codes' one structural pass.
+    let options = OpenOptions::verify_checksums(false).lazy(true);
+    let index = Snapshot::open_with(&a.index, options)?;
     let summary = index.summary()?;
     // A model that cannot be read or does not fit is described, not fatal: the rest of the
     // index still is what it is (`bsa verify` fails on it).

@@ -21,9 +21,10 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         .as_ref()
         .context("give --index DIR or --milvus URL")?;
     let threads = bsa::threads::configure(a.threads)?;
-    // The stored vectors (often most of the index's bytes) are verified by the rescoring that
-    // reads them, if any: a search that does not rescore need not read them from disk.
-    let options = OpenOptions::verify_checksums(!a.no_verify).defer_vectors(true);
+    // The stored vectors (often most of the index's bytes) and the posting lists are checked
+    // by the rescoring or inverted search that reads them, if any: a search that reads
+    // neither need not read them from disk.
+    let options = OpenOptions::verify_checksums(!a.no_verify).lazy(true);
     let index = Snapshot::open_with(index_dir, options)?;
     let bits = index.bits();
     if a.k == Some(0) {

@@ -200,7 +200,7 @@ impl Snapshot {
                 name: s.name().to_string(),
                 rows: s.rows(),
                 live_rows: s.live_rows(),
-                bitmaps: s.index().bitmaps().is_some(),
+                bitmaps: s.index().has_bitmaps(),
                 sparse: s.index().sparse().is_some(),
                 bridged_from: s.bridged_from().map(str::to_string),
                 bytes: by_segment.get(s.name()).copied().unwrap_or(0),
