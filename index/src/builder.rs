@@ -1264,6 +1264,9 @@ fn replace_index_dir_until(
         if fs::symlink_metadata(out).is_ok() {
             check_replaceable(out)?;
             let _writers = lock_writers(out, || on_wait.take().map_or((), |f| f()), wait)?;
+            // Again once its writers are done: the wait may have been long, and a user's file
+            // put there meanwhile would go with the old index.
+            check_replaceable(out)?;
             return replace_dir(new, out);
         }
         // Nothing there: put `new` there unless another build has meanwhile (a plain rename
@@ -1580,18 +1583,26 @@ pub fn check_replaceable(dir: &Path) -> Result<()> {
     if is_index_dir(dir) {
         // Replacing an index deletes its folder whole: not with a user's files in it.
         let foreign = crate::live::meta::foreign_entries(dir)?;
-        if foreign.is_empty() {
+        let entries = &foreign.entries;
+        if entries.is_empty() {
             return Ok(());
         }
         const SHOWN: usize = 5;
-        let mut list = foreign[..foreign.len().min(SHOWN)].join(", ");
-        if foreign.len() > SHOWN {
-            list += &format!(" and {} more", foreign.len() - SHOWN);
+        let mut list = entries[..entries.len().min(SHOWN)].join(", ");
+        if entries.len() > SHOWN {
+            list += &format!(" and {} more", entries.len() - SHOWN);
         }
-        return refuse(format!(
-            "an index, but it also holds entries bsa did not write ({list}); refusing to \
-             replace it, which would delete them (move them out of the index first)"
-        ));
+        return refuse(match foreign.unreadable_manifest {
+            Some(e) => format!(
+                "an index whose manifest cannot be read ({e}), so bsa cannot tell its own files \
+                 from others here ({list}); refusing to replace it: move out what is yours, \
+                 then remove the index yourself and build again"
+            ),
+            None => format!(
+                "an index, but it also holds entries bsa did not write ({list}); refusing to \
+                 replace it, which would delete them (move them out of the index first)"
+            ),
+        });
     }
     let mut entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     match entries.next() {
@@ -1645,11 +1656,7 @@ fn is_index_dir(dir: &Path) -> bool {
 
 /// Whether `dir` holds a file only bsa writes (see [`is_index_dir`]).
 fn has_bsa_files(dir: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 8];
-    let codes = File::open(dir.join("codes.bin"))
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok_and(|()| magic == crate::format::MAGIC_CODES);
+    let codes = crate::files::starts_with(&dir.join("codes.bin"), &crate::format::MAGIC_CODES);
     let segment = fs::read_dir(dir).is_ok_and(|entries| {
         entries.flatten().any(|e| {
             e.file_name().to_string_lossy().starts_with("seg-")

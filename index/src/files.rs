@@ -145,6 +145,14 @@ pub(crate) fn open_regular(path: &Path) -> Result<File> {
     File::open(path).map_err(not_found)
 }
 
+/// Whether `path` is a regular file whose first bytes are `magic` (anything else, a FIFO
+/// included, is not opened for reading: a FIFO would block).
+pub(crate) fn starts_with(path: &Path, magic: &[u8]) -> bool {
+    use std::io::Read;
+    let mut head = vec![0u8; magic.len()];
+    open_regular(path).is_ok_and(|mut f| f.read_exact(&mut head).is_ok()) && head == magic
+}
+
 /// Reads `dir/manifest.json` (at most [`MAX_MANIFEST_LEN`] bytes) and returns its path and bytes.
 pub(crate) fn read_manifest_bytes(dir: &Path) -> Result<(std::path::PathBuf, Vec<u8>)> {
     use std::io::Read;

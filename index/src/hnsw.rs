@@ -20,7 +20,7 @@ use crate::manifest::{HnswParams, Manifest};
 mod dump;
 #[cfg(feature = "hnsw-rs")]
 mod with_hnsw_rs;
-pub(crate) use dump::check_dump_layout;
+pub(crate) use dump::{check_dump_layout, is_dump_file};
 #[cfg(feature = "hnsw-rs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hnsw-rs")))]
 pub use with_hnsw_rs::DistHammingBits;

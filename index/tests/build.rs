@@ -154,8 +154,57 @@ fn overwrite_never_deletes_what_bsa_did_not_write() {
     refused("with leftovers");
     std::fs::remove_file(out.join(mine[0])).unwrap();
     std::fs::remove_dir_all(out.join(mine[1])).unwrap();
+    // Inside a segment, what its own manifest does not name; and a file named as hnsw_rs's
+    // dumps are, but not one (a dump starts with hnsw_rs's tag).
+    std::fs::write(out.join("seg-000000/NOTES.txt"), "keep me").unwrap();
+    std::fs::write(out.join("hnsw.hnsw.graph"), "my notes").unwrap();
+    let e = build().unwrap_err().to_string();
+    assert!(
+        e.contains("bsa did not write (hnsw.hnsw.graph, seg-000000/NOTES.txt)"),
+        "{e}"
+    );
+    std::fs::remove_file(out.join("seg-000000/NOTES.txt")).unwrap();
+    std::fs::remove_file(out.join("hnsw.hnsw.graph")).unwrap();
+    // A user's file put in while the build waits for the index's writers (its first check
+    // passed): checked again once they are done.
+    let (held, is_held) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let out = &out;
+        s.spawn(move || {
+            let _w = Writer::open(out).unwrap(); // an add under way, say
+            held.send(()).unwrap();
+            released.recv().ok();
+        });
+        is_held.recv().unwrap();
+        let codes: Vec<u64> = (0..40).collect();
+        let e = IndexBuilder::new(64, &codes)
+            .overwrite(true)
+            .on_wait(|| {
+                std::fs::write(out.join("late.txt"), "keep me").unwrap();
+                release.send(()).unwrap();
+            })
+            .build(out)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("bsa did not write (late.txt)"),
+            "{e}"
+        );
+    });
+    assert!(out.join("late.txt").is_file());
+    std::fs::remove_file(out.join("late.txt")).unwrap();
     build().unwrap();
     assert_eq!(Index::open(&out).unwrap().len(), 40);
+    // A manifest that cannot be read names nothing: its model file cannot be told from a
+    // user's, and the refusal says why.
+    std::fs::write(out.join("manifest.json"), "{").unwrap();
+    let e = build().unwrap_err().to_string();
+    assert!(e.contains("an index whose manifest cannot be read"), "{e}");
+    assert!(
+        e.contains("cannot tell its own files from others here (model.safetensors)"),
+        "{e}"
+    );
+    assert!(out.join("model.safetensors").is_file());
 }
 
 #[test]

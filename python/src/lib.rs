@@ -1806,8 +1806,9 @@ impl Index {
     /// renamed into place), where ``bsa search --index`` and :meth:`open` read it. The copy
     /// holds the rows this object searches, whatever other writers committed since it was
     /// opened (if one removed a file of them meanwhile, ``FileNotFoundError``: open the index
-    /// again and save that). ``overwrite`` replaces an index there (after its writers finish;
-    /// a symbolic link there is kept and the index it names replaced). Ctrl-C stops the copy
+    /// again and save that). ``overwrite`` replaces an index there, one holding nothing but
+    /// bsa's files (``FileExistsError`` names anything else in it), after its writers finish;
+    /// a symbolic link there is kept and the index it names replaced. Ctrl-C stops the copy
     /// (``KeyboardInterrupt``), leaving ``path`` as it was. ``lock_timeout``: seconds to wait
     /// at most for the writers of an index it replaces (then ``TimeoutError``, that index kept),
     /// as in :meth:`add`.

@@ -94,8 +94,9 @@ pub struct Args {
     #[arg(long, default_value_t = 64, requires = "hnsw")]
     pub ef_search: usize,
     /// Replace an existing index at --out (only an index holding nothing but bsa's files, or an
-    /// empty directory, is replaced; the build waits for the index's writers, if any, and replaces it only once the new one
-    /// is complete). A symbolic link at --out is kept: the index it names is replaced.
+    /// empty directory, is replaced; the build waits for the index's writers, if any, and
+    /// replaces it only once the new one is complete). A symbolic link at --out is kept: the
+    /// index it names is replaced.
     #[arg(long)]
     pub force: bool,
     /// With --force: wait at most this many seconds for the writers of the index replaced,

@@ -94,6 +94,18 @@ pub(super) fn flat_lists(
 /// hnsw_rs's tag of the data file and of each point's record in it (its `MAGICDATAP`).
 const DUMP_DATA_MAGIC: u32 = 0xa67f_0000;
 
+/// hnsw_rs's tags of a graph description of format 3 and of format 4.
+const DUMP_GRAPH_MAGICS: [u32; 2] = [0x002a_6771, 0x002a_6779];
+
+/// Whether `path` starts as one of hnsw_rs's dump files does (graph description or data), by
+/// its tag: a file of bsa's, not a user's of that name.
+pub(crate) fn is_dump_file(path: &Path) -> bool {
+    // Little-endian host (lib.rs): the tags' bytes as written.
+    [DUMP_DATA_MAGIC, DUMP_GRAPH_MAGICS[0], DUMP_GRAPH_MAGICS[1]]
+        .iter()
+        .any(|tag| crate::files::starts_with(path, &tag.to_le_bytes()))
+}
+
 /// Reads a file front to back, counting the bytes left, for the checks of a dump's layout.
 struct DumpReader<'p> {
     path: &'p Path,
@@ -179,9 +191,9 @@ fn read_dump_graph(path: &Path, n: u64, w: u32, keep_lists: bool) -> Result<Dump
     let bad = |d: String| Err(Error::corrupt(path, d));
     let mut r = DumpReader::open(path)?;
     let tag = r.uint(4)?;
-    let version4 = match tag {
-        0x002a_6771 => false,
-        0x002a_6779 => true,
+    let version4 = match u32::try_from(tag) {
+        Ok(t) if t == DUMP_GRAPH_MAGICS[0] => false,
+        Ok(t) if t == DUMP_GRAPH_MAGICS[1] => true,
         _ => {
             return bad(format!(
                 "not an hnsw_rs graph description of format 3 or 4 (tag {tag:#x})"

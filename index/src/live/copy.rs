@@ -15,7 +15,8 @@ impl Snapshot {
     /// have committed since it was opened: its files ([`files`](Self::files)), then the root
     /// manifest as this snapshot read it, which readers look at last. The copy is written in a
     /// temporary folder beside `out` and put in place whole, as [`IndexBuilder`] puts a new
-    /// index: `out` may exist only with `overwrite` and only as an index (replaced under its
+    /// index: `out` may exist only with `overwrite` and only as an index holding nothing but
+    /// bsa's files ([`check_replaceable`](crate::check_replaceable); replaced under its
     /// writers' lock, waited for as `wait` says) or an empty folder; a link
     /// there is kept and what it names replaced; `out` must not be inside an index. When a
     /// writer has removed a file of this generation (a compaction), the copy fails with

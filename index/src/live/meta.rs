@@ -590,42 +590,64 @@ pub(crate) fn named_entries(manifest: Option<Named>) -> BTreeSet<String> {
     keep
 }
 
-/// The entries of the index directory `dir` that bsa did not write, sorted: neither the
-/// manifest, the lock, an entry the manifest names, one of a writer's names
-/// ([`is_writers_name`]), a file of the single-segment format (by its first bytes) nor an
-/// empty folder. Replacing the index whole (`bsa build --force`) would delete them with it, so it refuses
-/// while there are any. A manifest that cannot be read names nothing: what only it names
-/// (a model file) then counts as the user's, the safe side for a damaged index.
-pub(crate) fn foreign_entries(dir: &Path) -> Result<Vec<String>> {
-    let (mut single, mut segmented) = (None, None);
-    if let Ok((path, bytes)) = read_manifest_bytes(dir) {
-        match manifest_version(&bytes, &path) {
-            Ok(SEGMENTED_FORMAT_VERSION) => {
-                segmented = LiveManifest::from_bytes(&bytes, &path).ok();
-            }
-            Ok(_) => single = Manifest::from_bytes(&bytes, &path).ok(),
-            Err(_) => {}
+/// What of an index directory bsa did not write ([`foreign_entries`]).
+#[derive(Debug, Default)]
+pub(crate) struct Foreign {
+    /// The entries, sorted, inside a segment as `seg-000001/notes.txt`.
+    pub(crate) entries: Vec<String>,
+    /// Why a manifest could not be read, if one could not: what only it names (a model file)
+    /// is then among `entries`.
+    pub(crate) unreadable_manifest: Option<Error>,
+}
+
+/// The entries of the index directory `dir` that bsa did not write: neither the manifest, the
+/// lock, an entry the manifest names, one of a writer's names ([`is_writers_name`]), a file of
+/// the single-segment format or an hnsw_rs dump (by their first bytes) nor an empty folder;
+/// inside each segment the manifest names, those its own manifest does not name. Replacing
+/// the index whole (`bsa build --force`) would delete them with it, so it refuses while there
+/// are any. A manifest that cannot be read names nothing: what only it names then counts as
+/// the user's, the safe side, and [`Foreign::unreadable_manifest`] says why.
+pub(crate) fn foreign_entries(dir: &Path) -> Result<Foreign> {
+    let (mut single, mut segmented, mut unreadable) = (None, None, None);
+    let parsed = read_manifest_bytes(dir).and_then(|(path, bytes)| {
+        match manifest_version(&bytes, &path)? {
+            SEGMENTED_FORMAT_VERSION => segmented = Some(LiveManifest::from_bytes(&bytes, &path)?),
+            _ => single = Some(Manifest::from_bytes(&bytes, &path)?),
         }
+        Ok(())
+    });
+    if let Err(e) = parsed {
+        unreadable = Some(e);
     }
     let keep = named_entries(
         (single.as_ref().map(Named::Single)).or(segmented.as_ref().map(Named::Segmented)),
     );
-    let mut foreign = Vec::new();
+    let mut foreign = Foreign::default();
     for e in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let e = e.map_err(|e| Error::io(dir, e))?;
         let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        if segmented.is_some() && keep.contains(&name) && is_segment(&name) && path.is_dir() {
+            // A segment is an index of the single-segment format: its files are its manifest's.
+            let inner = foreign_entries(&path)?;
+            let inside = inner.entries.into_iter().map(|f| format!("{name}/{f}"));
+            foreign.entries.extend(inside);
+            unreadable = unreadable.or(inner.unreadable_manifest);
+            continue;
+        }
         // An empty folder holds nothing to lose (`create_dir_all` of a path through the
         // index leaves them).
-        let empty_dir = fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none());
+        let empty_dir = fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
         if !(keep.contains(&name)
             || is_writers_name(&name)
             || is_first_segments_leftover(dir, &name)
             || empty_dir)
         {
-            foreign.push(name);
+            foreign.entries.push(name);
         }
     }
-    foreign.sort();
+    foreign.entries.sort();
+    foreign.unreadable_manifest = unreadable;
     Ok(foreign)
 }
 
@@ -689,14 +711,9 @@ pub(crate) fn is_first_segments_leftover(dir: &Path, name: &str) -> bool {
         "graph.bin",
     ];
     if name == "hnsw.hnsw.graph" || name == "hnsw.hnsw.data" {
-        return true;
+        return crate::hnsw::is_dump_file(&dir.join(name));
     }
-    if !SINGLE_SEGMENT_FILES.contains(&name) {
-        return false;
-    }
-    let mut magic = [0u8; 4];
-    let read = File::open(dir.join(name)).and_then(|mut f| f.read_exact(&mut magic));
-    read.is_ok() && &magic == b"BSA\0"
+    SINGLE_SEGMENT_FILES.contains(&name) && crate::files::starts_with(&dir.join(name), b"BSA\0")
 }
 
 #[cfg(test)]
