@@ -142,8 +142,8 @@ pub struct Index {
     /// checksums verified at first use rather than at open ([`OpenOptions::lazy`]).
     checksums_at_first_use: bool,
     /// Once a rescoring has verified `vectors` (with `checksums_at_first_use`): whether they
-    /// matched.
-    vectors_verified: OnceLock<bool>,
+    /// matched (`None`: not).
+    vectors_verified: OnceLock<Option<()>>,
     /// Posting lists, and the layout of their payload once checked (at open, or at first use
     /// with [`OpenOptions::lazy`]; `None`: the check failed).
     pub(crate) inverted: Option<(Section, OnceLock<Option<PostingsLayout>>)>,
@@ -161,12 +161,23 @@ pub struct Index {
     pub(crate) layouts: Layouts,
 }
 
-/// The error of a file whose first check failed and whose second passed.
-fn changed(path: &Path) -> Error {
-    Error::corrupt(
-        path,
-        "changed while the index was open (its first check failed)",
-    )
+/// `check`'s outcome for the file at `path`, found once: later callers, and those that waited
+/// while it ran, read it. After a failure `check` runs again to give its error (the mapped
+/// bytes have not changed since).
+fn checked_once<'a, T>(
+    cell: &'a OnceLock<Option<T>>,
+    path: &Path,
+    check: impl Fn() -> Result<T>,
+) -> Result<&'a T> {
+    match cell.get_or_init(|| check().ok()) {
+        Some(checked) => Ok(checked),
+        None => check().and_then(|_| {
+            Err(Error::corrupt(
+                path,
+                "changed while the index was open (its first check failed)",
+            ))
+        }),
+    }
 }
 
 /// The offset of the first byte where `payload` and the bytes `write` produces (in pieces)
@@ -447,11 +458,7 @@ impl Index {
             }
             Ok(layout)
         };
-        match checked.get_or_init(|| check().ok()) {
-            Some(layout) => Ok(Some(layout)),
-            // The error again, to say it: the mapped bytes have not changed since.
-            None => check().and_then(|_| Err(changed(&s.path))),
-        }
+        checked_once(checked, &s.path, check).map(Some)
     }
 
     /// The posting lists' layout, checked first (as [`bitmaps_layout`](Self::bitmaps_layout)).
@@ -481,10 +488,7 @@ impl Index {
             }
             Ok(view.layout())
         };
-        match checked.get_or_init(|| check().ok()) {
-            Some(layout) => Ok(Some(layout)),
-            None => check().and_then(|_| Err(changed(&s.path))),
-        }
+        checked_once(checked, &s.path, check).map(Some)
     }
 
     /// The checksums [`OpenOptions::verify_checksums`] verifies at open: the mapped files' and
@@ -538,13 +542,8 @@ impl Index {
     /// deferred it ([`OpenOptions::lazy`]): once, by the first caller, while any
     /// others wait for its outcome.
     pub(crate) fn vectors_to_read(&self) -> Result<Option<Vectors<'_>>> {
-        if self.checksums_at_first_use
-            && !*self
-                .vectors_verified
-                .get_or_init(|| self.verify_vectors().is_ok())
-        {
-            // The error again, to say it: the mapped bytes have not changed since.
-            self.verify_vectors()?;
+        if let (Some(s), true) = (&self.vectors, self.checksums_at_first_use) {
+            checked_once(&self.vectors_verified, &s.path, || self.verify_vectors())?;
         }
         Ok(self.vectors())
     }

@@ -115,6 +115,16 @@ fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
+/// A copy of the index `src` at `dst` whose `file` has its last payload bit flipped; `dst`.
+fn damaged_copy(src: &Path, dst: &Path, file: &str) -> PathBuf {
+    copy_dir(src, dst);
+    let mut b = fs::read(dst.join(file)).unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    fs::write(dst.join(file), &b).unwrap();
+    dst.to_path_buf()
+}
+
 fn assert_names(err: &Error, file: &str) {
     let msg = err.to_string();
     assert!(
@@ -375,13 +385,8 @@ fn version_and_magic_errors() {
 fn skipping_checksums_defers_payload_errors_to_verify() {
     let f = fixture();
     let scratch = tempfile::tempdir().unwrap();
-    let d = scratch.path().join("x");
-    copy_dir(&f.path, &d);
     let name = "codes.bin";
-    let mut b = fs::read(d.join(name)).unwrap();
-    let last = b.len() - 1;
-    b[last] ^= 1;
-    fs::write(d.join(name), &b).unwrap();
+    let d = damaged_copy(&f.path, &scratch.path().join("x"), name);
     assert!(matches!(
         Index::open(&d).unwrap_err(),
         Error::Checksum { .. }
@@ -400,12 +405,7 @@ fn deferred_vectors_are_verified_by_the_first_rescoring() {
     use bsa_index::live::{SearchOptions, Snapshot};
     let f = fixture();
     let scratch = tempfile::tempdir().unwrap();
-    let d = scratch.path().join("x");
-    copy_dir(&f.path, &d);
-    let mut b = fs::read(d.join("vectors.bin")).unwrap();
-    let last = b.len() - 1;
-    b[last] ^= 1;
-    fs::write(d.join("vectors.bin"), &b).unwrap();
+    let d = damaged_copy(&f.path, &scratch.path().join("x"), "vectors.bin");
     let deferred = OpenOptions::default().lazy(true);
     let p = SearchParams::default();
     let good = Index::open(&f.path).unwrap();
@@ -448,12 +448,7 @@ fn deferred_vectors_are_verified_by_the_first_rescoring() {
         good.rescore_hits(&f.float_queries, &want, 5).unwrap()
     );
     // Only the vectors wait: damaged codes are still found at open.
-    let d2 = scratch.path().join("y");
-    copy_dir(&f.path, &d2);
-    let mut b = fs::read(d2.join("codes.bin")).unwrap();
-    let last = b.len() - 1;
-    b[last] ^= 1;
-    fs::write(d2.join("codes.bin"), &b).unwrap();
+    let d2 = damaged_copy(&f.path, &scratch.path().join("y"), "codes.bin");
     assert_names(&Index::open_with(&d2, deferred).unwrap_err(), "codes.bin");
 }
 
@@ -472,12 +467,7 @@ fn lazily_checked_lists_are_checked_by_the_first_inverted_search() {
     let want = good.search_flat(&f.queries, 10, &p).unwrap();
     let lazy = OpenOptions::default().lazy(true);
     for name in ["inverted.bin", "bitmaps.bin"] {
-        let d = scratch.path().join(name);
-        copy_dir(&f.path, &d);
-        let mut b = fs::read(d.join(name)).unwrap();
-        let last = b.len() - 1;
-        b[last] ^= 1;
-        fs::write(d.join(name), &b).unwrap();
+        let d = damaged_copy(&f.path, &scratch.path().join(name), name);
         assert_names(&Index::open(&d).unwrap_err(), name);
         let index = Index::open_with(&d, lazy).unwrap();
         assert_eq!(index.search_flat(&f.queries, 10, &p).unwrap(), want);
