@@ -125,7 +125,9 @@ class Index:
     @staticmethod
     def open(path: _Path, *, verify: bool = True) -> Index:
         """Opens an index directory written by ``bsa build`` or ``Index.save``, its checksums
-        verified (the stored vectors' at the first ``rescore``); ``verify=False`` skips that."""
+        verified, each file's before a search first reads it (the stored vectors at the first
+        ``rescore``, the posting lists at the first ``mode="inverted"``); ``verify=False``
+        skips that."""
     @staticmethod
     def build(
         codes: Optional[_Codes] = None,

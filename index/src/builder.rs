@@ -1266,7 +1266,13 @@ fn replace_index_dir_until(
             let _writers = lock_writers(out, || on_wait.take().map_or((), |f| f()), wait)?;
             // Again once its writers are done: the wait may have been long, and a user's file
             // put there meanwhile would go with the old index.
-            check_replaceable(out)?;
+            check_replaceable(out).map_err(|e| match e {
+                Error::Io { path, error } => {
+                    let why = format!("{error}; the new index was not kept");
+                    Error::io(path, std::io::Error::new(error.kind(), why))
+                }
+                e => e,
+            })?;
             return replace_dir(new, out);
         }
         // Nothing there: put `new` there unless another build has meanwhile (a plain rename
@@ -1594,9 +1600,10 @@ pub fn check_replaceable(dir: &Path) -> Result<()> {
         }
         return refuse(match foreign.unreadable_manifest {
             Some(e) => format!(
-                "an index whose manifest cannot be read ({e}), so bsa cannot tell its own files \
+                "an index whose manifest cannot be read ({}), so bsa cannot tell its own files \
                  from others here ({list}); refusing to replace it: move out what is yours, \
-                 then remove the index yourself and build again"
+                 then remove the index yourself and build again",
+                e.cause()
             ),
             None => format!(
                 "an index, but it also holds entries bsa did not write ({list}); refusing to \

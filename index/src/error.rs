@@ -233,6 +233,16 @@ impl Error {
             detail: detail.into(),
         }
     }
+
+    /// The message without its advice to restore or rebuild the index, for a caller that gives
+    /// advice of its own.
+    pub(crate) fn cause(&self) -> String {
+        let full = self.to_string();
+        match full.strip_suffix(REPAIR) {
+            Some(cause) => cause.trim_end_matches([':', ';', ' ']).to_string(),
+            None => full,
+        }
+    }
 }
 
 /// What to do about a [`Error::DimMismatch`] of the queries (the usual cause); other sizes

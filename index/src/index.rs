@@ -41,8 +41,10 @@ pub struct OpenOptions {
     /// Verify the full CRC-32 of every payload (codes, ids, vectors, model) before returning.
     ///
     /// On by default. This reads every byte once (about a second per 10 GB), which also warms the
-    /// page cache. For very large indexes that are opened often, set it to `false`: `open` then
-    /// does only O(1) checks (magic, version, header checksums, sizes, alignment) and you can run
+    /// page cache; [`OpenOptions::lazy`] leaves the files only some searches read to those
+    /// searches. For very large indexes that are opened often, set it to `false`: `open` then
+    /// checks magic, version, header checksums, sizes and alignment, and the structure of the
+    /// sparse codes and (unless lazy) the posting lists in one pass, and you can run
     /// [`Index::verify`] separately (`bsa verify`). The HNSW graph files are always verified when
     /// the graph is loaded, because the graph loader (hnsw_rs) does not tolerate bad bytes.
     pub verify_checksums: bool,
@@ -491,7 +493,8 @@ impl Index {
         checked_once(checked, &s.path, check).map(Some)
     }
 
-    /// The checksums [`OpenOptions::verify_checksums`] verifies at open: the mapped files' and
+    /// The checksums [`OpenOptions::verify_checksums`] verifies at an open that is not lazy
+    /// (what a writer checks before a change): the mapped files' and
     /// the model's (a segment keeps a format-1 index's model when it is first changed).
     pub(crate) fn verify_open_checksums(&self) -> Result<()> {
         self.verify_mapped(true)?;

@@ -195,8 +195,25 @@ fn overwrite_never_deletes_what_bsa_did_not_write() {
     std::fs::remove_file(out.join("late.txt")).unwrap();
     build().unwrap();
     assert_eq!(Index::open(&out).unwrap().len(), 40);
+    // A segment's own manifest says what is bsa's in it, whether the root's can be read or
+    // not (a killed writer's segment, a damaged root manifest).
+    let plain = dir.path().join("plain");
+    IndexBuilder::new(64, &[1, 2, 3]).build(&plain).unwrap();
+    Writer::open(&plain)
+        .unwrap()
+        .add(&NewRows::codes(&[4]), false)
+        .unwrap();
+    std::fs::write(plain.join("seg-000001/NOTES.txt"), "keep me").unwrap();
+    std::fs::write(plain.join("manifest.json"), "{").unwrap();
+    let e = IndexBuilder::new(64, &[5])
+        .overwrite(true)
+        .build(&plain)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("here (seg-000001/NOTES.txt)"), "{e}");
+    assert!(plain.join("seg-000001/NOTES.txt").is_file());
     // A manifest that cannot be read names nothing: its model file cannot be told from a
-    // user's, and the refusal says why.
+    // user's, and the refusal says why (and only its own advice).
     std::fs::write(out.join("manifest.json"), "{").unwrap();
     let e = build().unwrap_err().to_string();
     assert!(e.contains("an index whose manifest cannot be read"), "{e}");
@@ -204,6 +221,7 @@ fn overwrite_never_deletes_what_bsa_did_not_write() {
         e.contains("cannot tell its own files from others here (model.safetensors)"),
         "{e}"
     );
+    assert!(!e.contains("rebuild it with `bsa build`"), "{e}");
     assert!(out.join("model.safetensors").is_file());
 }
 

@@ -1555,8 +1555,9 @@ impl Index {
 #[pymethods]
 impl Index {
     /// Opens an index directory (written by ``bsa build`` or :meth:`save`), memory-mapped, its
-    /// files' checksums verified (the stored vectors' at the first ``rescore``, their only
-    /// reader, as ``bsa search`` does). ``verify=False`` skips the full checksums (the header
+    /// files' checksums verified, each before a search first reads it (the stored vectors at the
+    /// first ``rescore``, the posting lists at the first ``mode="inverted"``, as ``bsa search``
+    /// does). ``verify=False`` skips the full checksums (the header
     /// checks still run).
     ///
     /// Example: ``index = bsa.Index.open("idx")``

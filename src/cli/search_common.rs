@@ -122,9 +122,9 @@ pub struct Args {
     /// These ids (.npy, 1-D integers) are never returned.
     #[arg(long)]
     pub deny_ids: Option<PathBuf>,
-    /// Skip the full payload checksums when opening (header checks still run). Without it,
-    /// every file the search reads is verified first: the stored vectors, which only
-    /// rescoring reads, when it first does.
+    /// Skip the full payload checksums (header and structure checks still run). Without it,
+    /// every file the search reads is verified before it is read: the stored vectors at the
+    /// rescoring, the posting lists and bitmaps at the inverted search, if any.
     #[arg(long)]
     pub no_verify: bool,
     /// Threads (default: all cores).

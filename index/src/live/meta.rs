@@ -603,7 +603,7 @@ pub(crate) struct Foreign {
 /// The entries of the index directory `dir` that bsa did not write: neither the manifest, the
 /// lock, an entry the manifest names, one of a writer's names ([`is_writers_name`]), a file of
 /// the single-segment format or an hnsw_rs dump (by their first bytes) nor an empty folder;
-/// inside each segment the manifest names, those its own manifest does not name. Replacing
+/// inside each segment folder, those its own manifest does not name. Replacing
 /// the index whole (`bsa build --force`) would delete them with it, so it refuses while there
 /// are any. A manifest that cannot be read names nothing: what only it names then counts as
 /// the user's, the safe side, and [`Foreign::unreadable_manifest`] says why.
@@ -627,12 +627,17 @@ pub(crate) fn foreign_entries(dir: &Path) -> Result<Foreign> {
         let e = e.map_err(|e| Error::io(dir, e))?;
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
-        if segmented.is_some() && keep.contains(&name) && is_segment(&name) && path.is_dir() {
-            // A segment is an index of the single-segment format: its files are its manifest's.
+        if is_segment(&name) && path.is_dir() {
+            // A segment is an index of the single-segment format: its files are its manifest's
+            // (named by the root manifest or not: that one may be unreadable, or the segment a
+            // killed writer's).
             let inner = foreign_entries(&path)?;
+            if !inner.entries.is_empty() {
+                // (An empty one's missing manifest explains nothing.)
+                unreadable = unreadable.or(inner.unreadable_manifest);
+            }
             let inside = inner.entries.into_iter().map(|f| format!("{name}/{f}"));
             foreign.entries.extend(inside);
-            unreadable = unreadable.or(inner.unreadable_manifest);
             continue;
         }
         // An empty folder holds nothing to lose (`create_dir_all` of a path through the
