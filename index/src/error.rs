@@ -234,6 +234,32 @@ impl Error {
         }
     }
 
+    /// The same error, a path under `from` said as the same path under `to`: a check of a copy
+    /// names the source's file, not the copy's (a temporary one, gone by the time it is read).
+    pub(crate) fn rebased(mut self, from: &std::path::Path, to: &std::path::Path) -> Self {
+        match &mut self {
+            Error::Io { path, .. }
+            | Error::NotAnIndex { path }
+            | Error::Version { path, .. }
+            | Error::Truncated { path, .. }
+            | Error::Checksum { path, .. }
+            | Error::Corrupt { path, .. }
+            | Error::Model { path, .. }
+            | Error::BadRow { path, .. } => {
+                if let Ok(rest) = path.strip_prefix(from) {
+                    *path = to.join(rest);
+                }
+            }
+            Error::LockTimeout { dir, .. } => {
+                if let Ok(rest) = dir.strip_prefix(from) {
+                    *dir = to.join(rest);
+                }
+            }
+            Error::DimMismatch { .. } | Error::InvalidArgument(_) | Error::Stopped => {}
+        }
+        self
+    }
+
     /// The message without its advice to restore or rebuild the index, for a caller that gives
     /// advice of its own.
     pub(crate) fn cause(&self) -> String {

@@ -513,6 +513,26 @@ fn lazily_checked_lists_are_checked_by_the_first_inverted_search() {
     );
 }
 
+/// A copy of a damaged index (Python's `Index.save`) fails its check, naming the source's
+/// file: the copy's is in a temporary folder, removed by the time the error is read.
+#[test]
+fn a_copy_of_a_damaged_index_names_the_source_file() {
+    use bsa_index::LockWait;
+    use bsa_index::live::Snapshot;
+    let f = fixture();
+    let scratch = tempfile::tempdir().unwrap();
+    let d = damaged_copy(&f.path, &scratch.path().join("x"), "codes.bin");
+    let snap = Snapshot::open_with(&d, OpenOptions::verify_checksums(false)).unwrap();
+    let e = snap
+        .copy_to(&scratch.path().join("copy"), false, LockWait::new())
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Checksum { path, .. } if *path == d.join("codes.bin")),
+        "{e}"
+    );
+    assert!(!scratch.path().join("copy").exists());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 

@@ -104,7 +104,7 @@ impl Snapshot {
                 }
             })
             .map_err(|e| match self.is_current() {
-                Ok(true) => e,
+                Ok(true) => e.rebased(staged.dir(), self.dir()),
                 _ => {
                     let changed = std::io::Error::other(
                         "changed by a writer after this snapshot of it was opened (a rebuild \
