@@ -234,6 +234,70 @@ impl Error {
         }
     }
 
+    /// A copy of this error, for an outcome kept and said again ([`std::io::Error`] is not
+    /// `Clone`: an I/O error's copy has its kind and message, not its OS error number).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Error::Io { path, error } => Error::io(
+                path.clone(),
+                std::io::Error::new(error.kind(), error.to_string()),
+            ),
+            Error::NotAnIndex { path } => Error::NotAnIndex { path: path.clone() },
+            Error::Version {
+                path,
+                found,
+                oldest,
+                newest,
+            } => Error::Version {
+                path: path.clone(),
+                found: *found,
+                oldest: *oldest,
+                newest: *newest,
+            },
+            Error::Truncated { path, need, have } => Error::Truncated {
+                path: path.clone(),
+                need: *need,
+                have: *have,
+            },
+            Error::Checksum {
+                path,
+                expected,
+                got,
+            } => Error::Checksum {
+                path: path.clone(),
+                expected: *expected,
+                got: *got,
+            },
+            Error::Corrupt { path, detail } => Error::corrupt(path.clone(), detail.clone()),
+            Error::Model { path, detail } => Error::model(path.clone(), detail.clone()),
+            Error::BadRow { path, row, detail } => Error::BadRow {
+                path: path.clone(),
+                row: *row,
+                detail: detail.clone(),
+            },
+            Error::DimMismatch {
+                what,
+                expected,
+                got,
+            } => Error::DimMismatch {
+                what: what.clone(),
+                expected: *expected,
+                got: *got,
+            },
+            Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
+            Error::LockTimeout {
+                dir,
+                timeout,
+                holder,
+            } => Error::LockTimeout {
+                dir: dir.clone(),
+                timeout: *timeout,
+                holder: holder.clone(),
+            },
+            Error::Stopped => Error::Stopped,
+        }
+    }
+
     /// The same error, a path under `from` said as the same path under `to`: a check of a copy
     /// names the source's file, not the copy's (a temporary one, gone by the time it is read).
     pub(crate) fn rebased(mut self, from: &std::path::Path, to: &std::path::Path) -> Self {

@@ -143,17 +143,16 @@ pub struct Index {
     /// Whether the files only some searches read (vectors, posting lists, bitmaps) have their
     /// checksums verified at first use rather than at open ([`OpenOptions::lazy`]).
     checksums_at_first_use: bool,
-    /// Once a rescoring has verified `vectors` (with `checksums_at_first_use`): whether they
-    /// matched (`None`: not).
-    vectors_verified: OnceLock<Option<()>>,
+    /// Once a rescoring has verified `vectors` (with `checksums_at_first_use`): the outcome.
+    vectors_verified: OnceLock<Result<()>>,
     /// Posting lists, and the layout of their payload once checked (at open, or at first use
-    /// with [`OpenOptions::lazy`]; `None`: the check failed).
-    pub(crate) inverted: Option<(Section, OnceLock<Option<PostingsLayout>>)>,
+    /// with [`OpenOptions::lazy`]), or why the check failed.
+    pub(crate) inverted: Option<(Section, OnceLock<Result<PostingsLayout>>)>,
     pub(crate) norms: Option<Section>,
     /// Per-code set bits and the layout of their payload (validated at open).
     pub(crate) sparse: Option<(Section, SparseLayout)>,
     /// Bitmap posting lists, and the layout of their payload once checked (as `inverted`).
-    pub(crate) bitmaps: Option<(Section, OnceLock<Option<BitmapsLayout>>)>,
+    pub(crate) bitmaps: Option<(Section, OnceLock<Result<BitmapsLayout>>)>,
     pub(crate) hnsw: OnceLock<HnswGraph>,
     /// `graph.bin`, opened with the index and read at the first graph search: like the files
     /// mapped at open, it is held from the open on, so a live index's commit that removes it (a
@@ -163,23 +162,10 @@ pub struct Index {
     pub(crate) layouts: Layouts,
 }
 
-/// `check`'s outcome for the file at `path`, found once: later callers, and those that waited
-/// while it ran, read it. After a failure `check` runs again to give its error (the mapped
-/// bytes have not changed since).
-fn checked_once<'a, T>(
-    cell: &'a OnceLock<Option<T>>,
-    path: &Path,
-    check: impl Fn() -> Result<T>,
-) -> Result<&'a T> {
-    match cell.get_or_init(|| check().ok()) {
-        Some(checked) => Ok(checked),
-        None => check().and_then(|_| {
-            Err(Error::corrupt(
-                path,
-                "changed while the index was open (its first check failed)",
-            ))
-        }),
-    }
+/// `check`'s outcome, found once: later callers, and those that waited while it ran, read it
+/// (an error, said again, without reading the file again).
+fn checked_once<T>(cell: &OnceLock<Result<T>>, check: impl FnOnce() -> Result<T>) -> Result<&T> {
+    cell.get_or_init(check).as_ref().map_err(Error::duplicate)
 }
 
 /// The offset of the first byte where `payload` and the bytes `write` produces (in pieces)
@@ -460,7 +446,7 @@ impl Index {
             }
             Ok(layout)
         };
-        checked_once(checked, &s.path, check).map(Some)
+        checked_once(checked, check).map(Some)
     }
 
     /// The posting lists' layout, checked first (as [`bitmaps_layout`](Self::bitmaps_layout)).
@@ -490,7 +476,7 @@ impl Index {
             }
             Ok(view.layout())
         };
-        checked_once(checked, &s.path, check).map(Some)
+        checked_once(checked, check).map(Some)
     }
 
     /// The checksums [`OpenOptions::verify_checksums`] verifies at an open that is not lazy
@@ -545,8 +531,8 @@ impl Index {
     /// deferred it ([`OpenOptions::lazy`]): once, by the first caller, while any
     /// others wait for its outcome.
     pub(crate) fn vectors_to_read(&self) -> Result<Option<Vectors<'_>>> {
-        if let (Some(s), true) = (&self.vectors, self.checksums_at_first_use) {
-            checked_once(&self.vectors_verified, &s.path, || self.verify_vectors())?;
+        if self.vectors.is_some() && self.checksums_at_first_use {
+            checked_once(&self.vectors_verified, || self.verify_vectors())?;
         }
         Ok(self.vectors())
     }
