@@ -1201,7 +1201,18 @@ impl Staged {
     /// them as `wait` says: `on_wait` first), replacing what was there whole.
     pub(crate) fn commit(mut self, on_wait: impl FnOnce(), wait: WaitLimits<'_>) -> Result<()> {
         if self.overwrite {
-            replace_index_dir_until(&self.tmp.path, &self.out, on_wait, wait)?;
+            // A refusal now comes after the work: the new index goes with the staging folder.
+            replace_index_dir_until(&self.tmp.path, &self.out, on_wait, wait).map_err(
+                |e| match e {
+                    Error::Io { path, error }
+                        if error.kind() == std::io::ErrorKind::AlreadyExists =>
+                    {
+                        let why = format!("{error}; the new index was not kept");
+                        Error::io(path, std::io::Error::new(error.kind(), why))
+                    }
+                    e => e,
+                },
+            )?;
         } else {
             refuse_existing(&self.out)?;
             // Renamed only where nothing is: another build of the same path may have published
@@ -1266,13 +1277,7 @@ fn replace_index_dir_until(
             let _writers = lock_writers(out, || on_wait.take().map_or((), |f| f()), wait)?;
             // Again once its writers are done: the wait may have been long, and a user's file
             // put there meanwhile would go with the old index.
-            check_replaceable(out).map_err(|e| match e {
-                Error::Io { path, error } => {
-                    let why = format!("{error}; the new index was not kept");
-                    Error::io(path, std::io::Error::new(error.kind(), why))
-                }
-                e => e,
-            })?;
+            check_replaceable(out)?;
             return replace_dir(new, out);
         }
         // Nothing there: put `new` there unless another build has meanwhile (a plain rename

@@ -30,7 +30,7 @@ use crate::vectors::Vectors;
 /// # let path = dir.path().join("idx");
 /// IndexBuilder::new(64, &[1, 2, 3]).build(&path)?;
 /// assert!(OpenOptions::default().verify_checksums);
-/// // Only the O(1) checks at open; every byte checked later, when it suits.
+/// // No checksums at open (headers, sizes and a structural pass); every byte checked later.
 /// let index = Index::open_with(&path, OpenOptions::verify_checksums(false))?;
 /// index.verify()?;
 /// # Ok::<(), bsa_index::Error>(())
@@ -1201,7 +1201,9 @@ impl Index {
         Ok(self.hnsw.get().expect("graph loaded").view())
     }
 
-    /// The stored vectors, if any.
+    /// The stored vectors, if any. Under a lazy open ([`OpenOptions::lazy`]) their checksum is
+    /// verified by the first rescoring, not here: call [`Index::verify`] first if you read them
+    /// yourself.
     ///
     /// ```
     /// use bsa_index::{Index, IndexBuilder, Vectors, VectorDtype};

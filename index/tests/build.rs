@@ -186,6 +186,7 @@ fn overwrite_never_deletes_what_bsa_did_not_write() {
             })
             .build(out)
             .unwrap_err();
+        assert!(e.to_string().contains("the new index was not kept"), "{e}");
         assert!(
             e.to_string().contains("bsa did not write (late.txt)"),
             "{e}"

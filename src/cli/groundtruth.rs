@@ -1,5 +1,6 @@
 //! `bsa groundtruth`: exact top-k neighbours by cosine, the ground truth of recall.
 
+use anyhow::Context;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -65,6 +66,21 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             base.n()
         );
     }
+    // The output is allocated first, so that a k too large for memory is refused at once,
+    // not after the search.
+    let mut ids: Vec<i32> = Vec::new();
+    queries
+        .n()
+        .checked_mul(a.k)
+        .and_then(|len| ids.try_reserve_exact(len).ok())
+        .with_context(|| {
+            format!(
+                "--k {}: {} queries x {} ids do not fit in memory; ask for fewer neighbours",
+                a.k,
+                queries.n(),
+                a.k
+            )
+        })?;
     let start = Instant::now();
     let pb = super::io::bar(
         0,
@@ -83,13 +99,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     )?;
     pb.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-    let ids: Vec<i32> = top
-        .iter()
-        .flat_map(|row| {
-            let padding = std::iter::repeat_n(-1, a.k - row.len());
-            row.iter().map(|&i| i as i32).chain(padding)
-        })
-        .collect();
+    for row in &top {
+        ids.extend(row.iter().map(|&i| i as i32));
+        ids.extend(std::iter::repeat_n(-1, a.k - row.len()));
+    }
     bsa::io::write_i32(&a.out, queries.n(), a.k, &ids)?;
     if a.json {
         super::io::print_json(&json!({

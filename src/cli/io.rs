@@ -412,6 +412,14 @@ pub fn read_ground_truth(
             path.display()
         );
     }
+    if ids.contains(&-1) {
+        anyhow::bail!(
+            "{}: padded with -1 past the base's {base_n} rows (a ground truth of more \
+             neighbours than there are base vectors); recall needs the true neighbours only: \
+             make it with a --k of at most {base_n}",
+            path.display()
+        );
+    }
     if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= base_n) {
         anyhow::bail!(
             "{}: id {bad} is not a row of the {base_n} base vectors",

@@ -70,9 +70,9 @@ pub struct AddArgs {
 /// change it.
 #[derive(Debug, clap::Args)]
 pub struct ChangeCheck {
-    /// Change the index without checking its files' checksums first (a damaged index is
-    /// refused otherwise, as a search opening it refuses it: a change would carry the damage
-    /// into a new generation; graphs are checked at their first search, not here).
+    /// Change the index without checking its files' checksums first (an index with a damaged
+    /// file is refused otherwise: a change would carry the damage into a new generation;
+    /// graphs are checked at their first search, not here).
     #[arg(long)]
     pub no_verify: bool,
     /// Wait at most this many seconds for another writer of the index (an add, delete,
@@ -214,8 +214,8 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
 /// Opens `dir` for writing, saying on stderr when another writer holds it (else a wait behind
 /// a long compaction looks like a hang), and waiting for it no longer than --lock-timeout.
 /// Ctrl-C from here on stops the wait or the change before its commit, and removes what it
-/// wrote. Unless --no-verify, an index whose files fail their checksums (what a search checks
-/// when it opens one) is refused before anything is written.
+/// wrote. Unless --no-verify, an index whose files fail their checksums (every file's but the
+/// graphs') is refused before anything is written.
 fn open_writer(dir: &Path, check: &ChangeCheck) -> anyhow::Result<Writer> {
     let stop = super::io::stop_on_signal()?;
     let wait = bsa_index::LockWait::new()

@@ -461,6 +461,10 @@ fn groundtruth_bad_inputs_are_clear_errors() {
         ])
     };
     gt("base.npy", "q.npy", "0").fails_with(&["--k must be at least 1"]);
+    // A k whose padded output cannot be held is refused before the work.
+    for huge in ["100000000000000", "18446744073709551615"] {
+        gt("base.npy", "q.npy", huge).fails_with(&["do not fit in memory", "fewer neighbours"]);
+    }
     gt("base.npy", "q9.npy", "5").fails_with(&["q9.npy", "9 columns", "base.npy", "8"]);
     base.row_mut(4).fill(0.0);
     t.write_f32("zero.npy", &base);

@@ -715,6 +715,10 @@ fn bench_checks_the_ground_truth_and_replaces_its_report_whole() {
     let mut repeated = ids.clone();
     repeated[3 * cols + 5] = repeated[3 * cols];
     write_gt("repeated.npy", &repeated);
+    // As `bsa groundtruth` pads a k past the base's rows.
+    let mut padded = ids.clone();
+    padded[7 * cols + 9] = -1;
+    write_gt("padded.npy", &padded);
     let bench = |gt: &str, out: &str| {
         t.bsa(&[
             "bench",
@@ -742,6 +746,13 @@ fn bench_checks_the_ground_truth_and_replaces_its_report_whole() {
             ][..],
         ),
         ("repeated.npy", &["repeated.npy: row 3 lists id"][..]),
+        (
+            "padded.npy",
+            &[
+                "padded.npy: padded with -1 past the base's 60 rows",
+                "--k of at most 60",
+            ][..],
+        ),
     ] {
         let out = bench(gt, "rep");
         out.fails_with(needles);

@@ -627,7 +627,8 @@ pub(crate) fn foreign_entries(dir: &Path) -> Result<Foreign> {
         let e = e.map_err(|e| Error::io(dir, e))?;
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
-        if is_segment(&name) && path.is_dir() {
+        // Not through a link: what it leads to is not in the index (a replace removes the link).
+        if is_segment(&name) && e.file_type().is_ok_and(|t| t.is_dir()) {
             // A segment is an index of the single-segment format: its files are its manifest's
             // (named by the root manifest or not: that one may be unreadable, or the segment a
             // killed writer's).
@@ -699,11 +700,12 @@ fn digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Whether the root entry `name` of the segmented index `dir` is a file the first change left
-/// behind (killed between its commit and its clean-up): a single-segment file of bsa's, by its
-/// name and, for the binary files, bsa's magic at its start (a user's `vectors.bin` of numpy
-/// values stays). The segment it moved into may be merged away by then, so the name and the
-/// bytes are all there is to go by.
+/// Whether the entry `name` of the index directory `dir` is a file of the single-segment
+/// format of bsa's, by its name and its first bytes: at a segmented index's root, one the
+/// first change left behind (killed between its commit and its clean-up); anywhere, one bsa
+/// wrote ([`foreign_entries`]). By bsa's magic (or hnsw_rs's tags) at its start, a user's
+/// `vectors.bin` of numpy values is not one. The segment a leftover moved into may be merged
+/// away by then, so the name and the bytes are all there is to go by.
 pub(crate) fn is_first_segments_leftover(dir: &Path, name: &str) -> bool {
     const SINGLE_SEGMENT_FILES: [&str; 8] = [
         "codes.bin",

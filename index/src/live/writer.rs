@@ -731,8 +731,8 @@ impl Writer {
         Ok(self.snapshot.as_ref().expect("opened above"))
     }
 
-    /// Verifies the checksums of the generation this writer changes, as a search opening it
-    /// does ([`Snapshot::verify_checksums`]): a change on top of a damaged file would carry the
+    /// Verifies the checksums of every file of the generation this writer changes but the
+    /// graphs' ([`Snapshot::verify_checksums`]): a change on top of a damaged file would carry the
     /// damage into a new generation under fresh checksums. `bsa add` and `bsa delete` call it
     /// first (graphs are checked at their first search, not here).
     ///
