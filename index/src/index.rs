@@ -83,7 +83,7 @@ impl OpenOptions {
     /// only inverted searches read. Their checksums (with `verify_checksums`) and structure are
     /// then checked once, by the first search that needs them, so a one-shot search (`bsa
     /// search`) reads from disk only the files it uses. Everything a search reads is still
-    /// checked before it is used; [`Index::vectors`] hands the vectors out unchecked.
+    /// checked before it is used, [`Index::vectors`] included.
     ///
     /// ```
     /// use bsa_index::{Index, IndexBuilder, OpenOptions, SearchParams};
@@ -143,7 +143,8 @@ pub struct Index {
     /// Whether the files only some searches read (vectors, posting lists, bitmaps) have their
     /// checksums verified at first use rather than at open ([`OpenOptions::lazy`]).
     checksums_at_first_use: bool,
-    /// Once a rescoring has verified `vectors` (with `checksums_at_first_use`): the outcome.
+    /// Once the first read (a rescoring, [`Index::vectors`]) has verified `vectors` (with
+    /// `checksums_at_first_use`): the outcome.
     vectors_verified: OnceLock<Result<()>>,
     /// Posting lists, and the layout of their payload once checked (at open, or at first use
     /// with [`OpenOptions::lazy`]), or why the check failed.
@@ -527,16 +528,6 @@ impl Index {
         }
     }
 
-    /// The stored vectors for a rescoring to read, their checksum verified first when the open
-    /// deferred it ([`OpenOptions::lazy`]): once, by the first caller, while any
-    /// others wait for its outcome.
-    pub(crate) fn vectors_to_read(&self) -> Result<Option<Vectors<'_>>> {
-        if self.vectors.is_some() && self.checksums_at_first_use {
-            checked_once(&self.vectors_verified, || self.verify_vectors())?;
-        }
-        Ok(self.vectors())
-    }
-
     /// Verifies every checksum of every file of the index, then what checksums cannot vouch for
     /// (a writer's bug would leave it under valid ones): ids unique (and the row numbers when
     /// `ids.bin` says so), norms finite and >= 0, f32 vectors finite, codes' padding bits zero,
@@ -661,7 +652,8 @@ impl Index {
                 format!("the norm of row {r} is {v}; norms are finite and >= 0"),
             ));
         }
-        if let (Some(v), Some(dim), Some(name)) = (self.vectors(), self.vector_dim(), &seg.vectors)
+        if let (Some(v), Some(dim), Some(name)) =
+            (self.stored_vectors(), self.vector_dim(), &seg.vectors)
         {
             let at = match v {
                 Vectors::F32(x) => x.iter().position(|v| !v.is_finite()),
@@ -1202,25 +1194,35 @@ impl Index {
     }
 
     /// The stored vectors, if any. Under a lazy open ([`OpenOptions::lazy`]) their checksum is
-    /// verified by the first rescoring, not here: call [`Index::verify`] first if you read them
-    /// yourself.
+    /// verified here (or by a rescoring) the first time they are read: once, with the outcome
+    /// kept, so a damaged `vectors.bin` is an error each time ([`Error::Checksum`] naming it),
+    /// never bytes read unchecked.
     ///
     /// ```
     /// use bsa_index::{Index, IndexBuilder, Vectors, VectorDtype};
     /// # let dir = tempfile::tempdir().unwrap();
     /// IndexBuilder::new(64, &[1, 2]).vectors(&[1.0, 0.0, 0.0, 1.0], 2).build(dir.path().join("a"))?;
     /// let index = Index::open(dir.path().join("a"))?;
-    /// assert!(matches!(index.vectors(), Some(Vectors::F32(v)) if v == [1.0, 0.0, 0.0, 1.0]));
+    /// assert!(matches!(index.vectors()?, Some(Vectors::F32(v)) if v == [1.0, 0.0, 0.0, 1.0]));
     /// // f16 vectors come as their raw bits (1.0 is 0x3c00).
     /// IndexBuilder::new(64, &[1, 2])
     ///     .vectors(&[1.0, 0.0, 0.0, 1.0], 2)
     ///     .vector_dtype(VectorDtype::F16)
     ///     .build(dir.path().join("b"))?;
     /// let index = Index::open(dir.path().join("b"))?;
-    /// assert!(matches!(index.vectors(), Some(Vectors::F16(v)) if v == [0x3c00, 0, 0, 0x3c00]));
+    /// assert!(matches!(index.vectors()?, Some(Vectors::F16(v)) if v == [0x3c00, 0, 0, 0x3c00]));
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
-    pub fn vectors(&self) -> Option<Vectors<'_>> {
+    pub fn vectors(&self) -> Result<Option<Vectors<'_>>> {
+        if self.vectors.is_some() && self.checksums_at_first_use {
+            checked_once(&self.vectors_verified, || self.verify_vectors())?;
+        }
+        Ok(self.stored_vectors())
+    }
+
+    /// The stored vectors as mapped, with no checksum verified here: for the checks that
+    /// verify them first ([`Index::verify`], a writer's [`Index::verify_copied`]).
+    pub(crate) fn stored_vectors(&self) -> Option<Vectors<'_>> {
         let s = self.vectors.as_ref()?;
         // Alignment and lengths were checked with try_cast_slice in Section::open.
         Some(match s.header.elem {
@@ -1230,7 +1232,7 @@ impl Index {
     }
 
     fn require_vectors(&self) -> Result<(Vectors<'_>, usize)> {
-        match (self.vectors_to_read()?, self.vector_dim()) {
+        match (self.vectors()?, self.vector_dim()) {
             (Some(v), Some(d)) => Ok((v, d)),
             _ => Err(Error::InvalidArgument(format!(
                 "{}: the index stores no vectors, so it cannot rescore; rebuild it with vectors (bsa build --vectors; vectors=True from Python)",

@@ -509,7 +509,7 @@ fn rescore_through_the_index_f32_and_f16() {
         let index = Index::open(&out).unwrap();
         assert_eq!(index.vector_dim(), Some(dim));
         assert_eq!(index.vector_dtype(), Some(dtype));
-        let stored = index.vectors().unwrap();
+        let stored = index.vectors().unwrap().unwrap();
         let nq = 5;
         let qv: Vec<f32> = (0..nq * dim)
             .map(|_| r.random_range(-1.0f32..1.0))

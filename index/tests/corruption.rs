@@ -6,7 +6,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bsa_index::format::{HEADER_LEN, Header};
-use bsa_index::{Error, HnswParams, Index, IndexBuilder, OpenOptions, Score, SearchParams};
+use bsa_index::{
+    Error, HnswParams, Index, IndexBuilder, OpenOptions, Score, SearchParams, Vectors,
+};
 use common::*;
 use proptest::prelude::*;
 
@@ -426,7 +428,17 @@ fn deferred_vectors_are_verified_by_the_first_rescoring() {
             .rescore(&f.float_queries[..DIM], &hits[0], 5)
             .unwrap_err();
         assert_names(&e, "vectors.bin");
+        // Nor does the accessor hand out the damaged bytes.
+        let e = index.vectors().unwrap_err();
+        assert!(matches!(e, Error::Checksum { .. }), "{e}");
     }
+    // Opened lazily, the accessor is the first reader: it checks too.
+    let fresh = Index::open_with(&d, deferred).unwrap();
+    assert_names(&fresh.vectors().unwrap_err(), "vectors.bin");
+    assert_names(
+        &fresh.rescore_hits(&f.float_queries, &hits, 5).unwrap_err(),
+        "vectors.bin",
+    );
     // The same through a snapshot, whose rescoring reads each segment's vectors.
     let snap = Snapshot::open_with(&d, deferred).unwrap();
     let flat = bsa_index::Mode::parse("flat").unwrap();
@@ -441,8 +453,12 @@ fn deferred_vectors_are_verified_by_the_first_rescoring() {
         .unwrap();
     let e = snap.rescore_batch(&f.float_queries, &hits, 5).unwrap_err();
     assert_names(&e, "vectors.bin");
-    // Undamaged, a deferred open rescores as a verified one.
+    // Undamaged, a deferred open rescores and reads as a verified one.
     let index = Index::open_with(&f.path, deferred).unwrap();
+    match (index.vectors().unwrap(), good.vectors().unwrap()) {
+        (Some(Vectors::F32(a)), Some(Vectors::F32(b))) => assert_eq!(a, b),
+        other => panic!("the fixture stores f32 vectors: {other:?}"),
+    }
     assert_eq!(
         index.rescore_hits(&f.float_queries, &want, 5).unwrap(),
         good.rescore_hits(&f.float_queries, &want, 5).unwrap()

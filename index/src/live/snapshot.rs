@@ -2240,7 +2240,7 @@ impl Snapshot {
                         self.generation
                     )));
                 }
-                let v = seg.index.vectors_to_read()?.ok_or_else(|| {
+                let v = seg.index.vectors()?.ok_or_else(|| {
                     Error::corrupt(
                         self.dir.join(&seg.name),
                         "the segment stores no vectors but the index says every segment does",

@@ -447,7 +447,7 @@ impl std::ops::Deref for SegmentIndex<'_> {
 /// Appends row `r`'s stored vector as `f32` to `out` (nothing when `index` stores none).
 fn push_vector(index: &Index, r: usize, out: &mut Vec<f32>) {
     let dim = index.vector_dim().unwrap_or(0);
-    match index.vectors() {
+    match index.stored_vectors() {
         Some(Vectors::F32(v)) => out.extend_from_slice(&v[r * dim..(r + 1) * dim]),
         Some(Vectors::F16(v)) => out.extend(
             v[r * dim..(r + 1) * dim]
