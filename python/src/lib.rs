@@ -1393,6 +1393,9 @@ struct Index {
     /// The private directory of an index built without a path; removed with the object, or
     /// by [`Index::close`].
     tmp: Mutex<Option<PrivateDir>>,
+    /// Whether `refresh` verifies the checksums of the segments it opens (each before a search
+    /// first reads it), as the open did.
+    verify: bool,
 }
 
 /// The private folder of an index built without a path (`$TMPDIR/bsa-index-XXXX`, the index
@@ -1494,6 +1497,7 @@ impl Index {
         Ok(Index {
             inner: RwLock::new(Some(Arc::new(Loaded::new(index, None)?))),
             tmp: Mutex::new(tmp),
+            verify,
         })
     }
 
@@ -1528,13 +1532,19 @@ impl Index {
 
     /// Moves to the directory's current generation if it is not the one searched; returns
     /// whether it moved. `own`: after this object's change, made under the writers' lock, so
-    /// nothing newer can be in place; otherwise (`refresh`) a generation another thread put in
-    /// place meanwhile is not overwritten: the follow starts again from it.
+    /// nothing newer can be in place (and its new segments are the ones it has just written);
+    /// otherwise (`refresh`) a generation another thread put in place meanwhile is not
+    /// overwritten: the follow starts again from it, and the segments another writer wrote
+    /// are checked as the open checked its own.
     fn follow(&self, own: bool) -> bsa::Result<bool> {
+        let options = match own {
+            true => OpenOptions::verify_checksums(false),
+            false => OpenOptions::verify_checksums(self.verify).lazy(true),
+        };
         let mut moved = false;
         loop {
             let old = self.current()?;
-            let Some(fresh) = old.snap.reopen(OpenOptions::verify_checksums(false))? else {
+            let Some(fresh) = old.snap.reopen(options)? else {
                 return Ok(moved);
             };
             let fresh = Arc::new(Loaded::new(fresh, Some(&old))?);
@@ -1799,7 +1809,12 @@ impl Index {
                     None => row_of(e, "data", "x"),
                 },
             )?;
-            Index::open_dir(&dir, false, tmp)
+            // Its own files were just written: not read again. Other writers' are, by refresh.
+            let index = Index::open_dir(&dir, false, tmp)?;
+            Ok(Index {
+                verify: true,
+                ..index
+            })
         })
     }
 
@@ -2343,7 +2358,9 @@ impl Index {
     /// ``refresh``) on: a server that follows a changing index calls this between requests. Its
     /// own changes (``add``, ``delete``, ``compact``) move it at once. Segments both generations
     /// hold are shared, not opened again (their graphs and scan layouts stay warm); new ones
-    /// have their headers checked (``verify()`` checks every byte).
+    /// are checked as :meth:`open` checks an index (their checksums, unless it was opened with
+    /// ``verify=False``, each before a search first reads the file); a damaged one raises
+    /// ``bsa.FormatError`` naming it, and the object stays at its generation.
     ///
     /// Example: ``if index.refresh(): print(len(index), "rows now")``
     fn refresh(&self, py: Python<'_>) -> PyResult<bool> {

@@ -606,3 +606,29 @@ def test_changes_refuse_a_damaged_index_unless_told(tmp_path):
     # (merge_factor=0: a merge reads the damaged rows, and refuses them whatever `verify` says.)
     index.add(codes=codes[:2], verify=False, merge_factor=0)
     assert len(index) == 51 and index.segments == 2
+
+
+
+def test_refresh_checks_what_other_writers_wrote(tmp_path):
+    """A server following an index checks a segment another writer added as open checks an
+    index: a damaged one is named, and the object keeps its generation."""
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 256, (50, 8), dtype=np.uint8)
+    path = tmp_path / "idx"
+    # An object from build follows as one from open does.
+    for serve in [lambda: bsa.Index.build(codes=codes, path=path), lambda: bsa.Index.open(path)]:
+        served = serve()
+        unchecked = bsa.Index.open(path, verify=False)
+        other = bsa.Index.open(path)
+        other.add(codes=codes[:5])
+        added = max(path.glob("seg-*")) / "codes.bin"
+        good = added.read_bytes()
+        added.write_bytes(good[:-1] + bytes([good[-1] ^ 0x01]))
+        before = len(served)
+        with pytest.raises(bsa.FormatError, match="codes.bin.*checksum"):
+            served.refresh()
+        assert len(served) == before
+        # verify=False skips the checksums, as it does at open.
+        assert unchecked.refresh() and len(unchecked) == before + 5
+        added.write_bytes(good)
+        assert served.refresh() and len(served) == before + 5
