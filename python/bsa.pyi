@@ -237,7 +237,8 @@ class Index:
         """Number of segments."""
     def refresh(self) -> bool:
         """Moves to the index's current generation if another writer committed since this
-        object opened its own (returns whether it did); shares the segments both hold."""
+        object opened its own (returns whether it did); shares the segments both hold, and
+        checks new ones as ``open`` does (``FormatError`` names a damaged file)."""
     def verify(self) -> None:
         """Checks every checksum of every file and the values checksums cannot vouch for (raises
         ``FormatError``)."""
