@@ -161,6 +161,8 @@ impl SectionWriter {
 /// Removes the temporary directory unless the build succeeded.
 struct TempDir {
     path: PathBuf,
+    /// The folder's device and inode (Unix) once made: what [`Drop`] may remove.
+    identity: Option<(u64, u64)>,
     keep: bool,
     /// The folders above `path` this build created for it: removed after it when empty (a
     /// stopped build "wrote nothing", parents included; a committed index keeps them full).
@@ -172,7 +174,9 @@ struct TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if !self.keep {
+        // Only the folder it made: a replacement that could not be undone leaves the index it
+        // replaced at this path (see `put_back`).
+        if !self.keep && crate::files::still_names(self.identity, &self.path) {
             let _ = fs::remove_dir_all(&self.path);
         }
     }
@@ -1173,7 +1177,11 @@ impl Staged {
             match fs::create_dir(&path) {
                 Ok(()) => {
                     let _lock = lock_folder(&path);
+                    let identity = fs::metadata(&path)
+                        .ok()
+                        .and_then(|m| crate::files::identity(&m));
                     break TempDir {
+                        identity,
                         path,
                         keep: false,
                         _made: made,
@@ -1230,7 +1238,8 @@ impl Staged {
 /// ([`check_replaceable`]), and under the lock of its writers, waited for as `wait` says (a
 /// writer that committed into the directory after it was replaced would name the old index's
 /// files in the new one), it is moved aside, `new` renamed in (the old one moved back if that
-/// fails) and the old one removed. The parent is synced. A wait that ends
+/// fails) and the old one checked again, now that nothing can write into it by path (a user's
+/// file found then puts both back, refused as before), and removed. The parent is synced. A wait that ends
 /// ([`Error::Stopped`], [`Error::LockTimeout`]) leaves `out` and `new` untouched.
 ///
 /// ```
@@ -1278,7 +1287,9 @@ fn replace_index_dir_until(
             // Again once its writers are done: the wait may have been long, and a user's file
             // put there meanwhile would go with the old index.
             check_replaceable(out)?;
-            return replace_dir(new, out);
+            // And once it is out of the way: a file put in after that last look, and before
+            // the swap, would go with it.
+            return replace_dir_rounds(new, out, PUBLISH_ROUNDS, &check_replaceable);
         }
         // Nothing there: put `new` there unless another build has meanwhile (a plain rename
         // then failed with "Directory not empty"); its index is then replaced as any other,
@@ -1401,11 +1412,20 @@ pub fn build_leftovers(out: &Path) -> Vec<PathBuf> {
 /// # Ok(()) }
 /// ```
 pub fn replace_dir(new: &Path, out: &Path) -> Result<()> {
-    replace_dir_rounds(new, out, PUBLISH_ROUNDS)
+    replace_dir_rounds(new, out, PUBLISH_ROUNDS, &|_| Ok(()))
 }
 
-/// [`replace_dir`] with `rounds` left for a path other writers keep filling.
-fn replace_dir_rounds(new: &Path, out: &Path, rounds: usize) -> Result<()> {
+/// [`replace_dir`] with `rounds` left for a path other writers keep filling, and `may_remove`,
+/// asked of the replaced directory once it is out of the way and before it is removed: an
+/// error puts it back at `out` (and `new` back at `new`) and is returned, naming `out`.
+/// Checked there, nothing written into `out` by path between a caller's last look and the
+/// swap is lost: from the swap on, such writes land in the new directory.
+fn replace_dir_rounds(
+    new: &Path,
+    out: &Path,
+    rounds: usize,
+    may_remove: &dyn Fn(&Path) -> Result<()>,
+) -> Result<()> {
     let parent = crate::files::parent_dir(out);
     if rounds == 0 {
         return Err(another_kept_publishing(out));
@@ -1413,6 +1433,14 @@ fn replace_dir_rounds(new: &Path, out: &Path, rounds: usize) -> Result<()> {
     // The name, not what it leads to (a dangling link is replaced, as a directory is).
     if fs::symlink_metadata(out).is_ok() {
         if exchange(new, out).map_err(|e| Error::io(out, e))? {
+            if let Err(refused) = may_remove(new) {
+                return Err(put_back(new, out, refused, |a, b| {
+                    exchange(a, b).and_then(|done| match done {
+                        true => Ok(()),
+                        false => Err(std::io::Error::other("the file system no longer swaps")),
+                    })
+                }));
+            }
             // The swap made durable before the only other copy goes.
             sync_dir(parent)?;
             remove_replaced(new);
@@ -1433,6 +1461,13 @@ fn replace_dir_rounds(new: &Path, out: &Path, rounds: usize) -> Result<()> {
             let _ = fs::rename(&old, out);
             return Err(Error::io(out, e));
         }
+        if let Err(refused) = may_remove(&old) {
+            // Two renames back: `out` empty between them, as it was between the two above.
+            return Err(put_back(&old, out, refused, |a, b| {
+                fs::rename(b, new)?;
+                fs::rename(a, b)
+            }));
+        }
         // As after the swap above: both renames durable before the old index's files go (a
         // crash could otherwise bring back `out` naming the old folder, emptied).
         sync_dir(parent)?;
@@ -1441,11 +1476,55 @@ fn replace_dir_rounds(new: &Path, out: &Path, rounds: usize) -> Result<()> {
         match publish_if_absent(new, out) {
             Ok(()) => {}
             // Another writer put a directory there meanwhile: replace it as above.
-            Err(e) if appeared(&e) => return replace_dir_rounds(new, out, rounds - 1),
+            Err(e) if appeared(&e) => {
+                return replace_dir_rounds(new, out, rounds - 1, may_remove);
+            }
             Err(e) => return Err(Error::io(out, e)),
         }
     }
     sync_dir(parent)
+}
+
+/// Undoes a replacement that `refused` (a check of the replaced directory, now at `moved`)
+/// forbids to finish: `back(moved, out)` puts the replaced directory back at `out` and the new
+/// one where it was staged. Returns `refused`, naming `out`; if the directories cannot be put
+/// back, the replaced one is kept under a name no build removes (`.NAME.old-PID-N`, which
+/// [`build_leftovers`] lists), and the error says where.
+fn put_back(
+    moved: &Path,
+    out: &Path,
+    refused: Error,
+    back: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+) -> Error {
+    let parent = crate::files::parent_dir(out);
+    let refused = refused.rebased(moved, out);
+    let failed = match back(moved, out) {
+        Ok(()) => {
+            let _ = sync_dir(parent);
+            return refused;
+        }
+        Err(e) => e,
+    };
+    let name = out
+        .file_name()
+        .map_or("index".into(), |n| n.to_string_lossy());
+    let kept = unique_sibling(parent, &name, "old");
+    // A staging folder is removed when its build fails: the replaced directory leaves it.
+    let at = match fs::rename(moved, &kept) {
+        Ok(()) => kept,
+        Err(_) => moved.to_path_buf(),
+    };
+    let _ = sync_dir(parent);
+    let (kind, why) = match refused {
+        Error::Io { error, .. } => (error.kind(), error.to_string()),
+        other => (std::io::ErrorKind::Other, other.to_string()),
+    };
+    let why = format!(
+        "{why}; the replaced directory could not be put back ({failed}): it is at {}, with \
+         those entries",
+        at.display()
+    );
+    Error::io(out, std::io::Error::new(kind, why))
 }
 
 /// Removes the replaced index, moved aside to `old` once the new one is in place. The
@@ -1521,6 +1600,10 @@ fn renameat2(a: &Path, b: &Path, flags: libc::c_uint) -> std::io::Result<bool> {
 /// (then nothing changed).
 #[cfg(target_os = "linux")]
 fn exchange(a: &Path, b: &Path) -> std::io::Result<bool> {
+    #[cfg(test)]
+    if tests::NO_EXCHANGE.get() {
+        return Ok(false);
+    }
     renameat2(a, b, libc::RENAME_EXCHANGE)
 }
 
@@ -1760,6 +1843,105 @@ const GRAPH_SEED: u64 = 0x6273_612d_6772_6170;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Set: `exchange` says the file system cannot swap, as one without `RENAME_EXCHANGE`
+        /// does, so the two-rename replacement runs.
+        pub(super) static NO_EXCHANGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// A user's file put into an index after the last look before its replacement (a window
+    /// that cannot be closed before the swap) is found in the replaced directory once it is
+    /// out of the way: both directories go back, and the refusal names the index's path. With
+    /// the swap and with the two renames of file systems that cannot swap.
+    #[test]
+    fn a_replacement_puts_back_an_index_that_gained_a_users_file() {
+        for no_exchange in [false, true] {
+            NO_EXCHANGE.set(no_exchange);
+            let dir = tempfile::tempdir().unwrap();
+            let (out, new) = (dir.path().join("idx"), dir.path().join(".idx.new"));
+            IndexBuilder::new(64, &[1, 2]).build(&out).unwrap();
+            IndexBuilder::new(64, &[3]).build(&new).unwrap();
+            // Past the checks before the swap: as if written just after them.
+            fs::write(out.join("notes.txt"), "mine").unwrap();
+            let e = replace_dir_rounds(&new, &out, PUBLISH_ROUNDS, &check_replaceable)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("{}: ", out.display())), "{e}");
+            assert!(
+                e.contains("notes.txt") && e.contains("did not write"),
+                "{e}"
+            );
+            assert_eq!(fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+            assert_eq!(crate::Index::open(&out).unwrap().len(), 2);
+            assert_eq!(crate::Index::open(&new).unwrap().len(), 1);
+            assert_eq!(
+                fs::read_dir(dir.path()).unwrap().count(),
+                2,
+                "nothing else left"
+            );
+            // Without the file, the replacement goes through.
+            fs::remove_file(out.join("notes.txt")).unwrap();
+            replace_dir_rounds(&new, &out, PUBLISH_ROUNDS, &check_replaceable).unwrap();
+            assert_eq!(crate::Index::open(&out).unwrap().len(), 1);
+            assert!(!new.exists());
+        }
+        NO_EXCHANGE.set(false);
+    }
+
+    /// Directories that cannot be put back: the replaced one leaves the staging folder (which
+    /// its failed build removes) for a name no build removes, and the error says where.
+    #[test]
+    fn a_replaced_directory_that_cannot_go_back_is_kept_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, moved) = (dir.path().join("idx"), dir.path().join(".idx.tmp-1-2"));
+        fs::create_dir(&out).unwrap();
+        fs::create_dir(&moved).unwrap();
+        fs::write(moved.join("notes.txt"), "mine").unwrap();
+        let refused = Error::io(&moved, std::io::Error::other("holds notes.txt"));
+        let e = put_back(&moved, &out, refused, |_, _| {
+            Err(std::io::Error::other("no swap"))
+        })
+        .to_string();
+        let kept = build_leftovers(&out);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(!moved.exists());
+        assert_eq!(
+            fs::read_to_string(kept[0].join("notes.txt")).unwrap(),
+            "mine"
+        );
+        assert!(
+            e.starts_with(&format!("{}: holds notes.txt", out.display())),
+            "{e}"
+        );
+        assert!(
+            e.contains("no swap") && e.contains(&kept[0].display().to_string()),
+            "{e}"
+        );
+    }
+
+    /// A staging folder's guard removes the folder it made, not another put at its path.
+    #[cfg(unix)]
+    #[test]
+    fn a_staging_folder_removes_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("idx");
+        let staged = Staged::new(&out, false, false).unwrap();
+        let path = staged.dir().to_path_buf();
+        let aside = dir.path().join("aside");
+        fs::rename(&path, &aside).unwrap();
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("notes.txt"), "mine").unwrap();
+        drop(staged);
+        assert_eq!(fs::read_to_string(path.join("notes.txt")).unwrap(), "mine");
+        // Its own folder, put back, goes.
+        fs::remove_dir_all(&path).unwrap();
+        fs::rename(&aside, &path).unwrap();
+        let staged = Staged::new(&out, false, false).unwrap();
+        let second = staged.dir().to_path_buf();
+        drop(staged);
+        assert!(!second.exists() && path.exists());
+    }
 
     /// While a build fills its staging folder it holds it locked: the listing of leftovers
     /// (which every CLI and Python build makes first) skips it; once the build is done, nothing

@@ -310,15 +310,9 @@ impl Error {
             | Error::Corrupt { path, .. }
             | Error::Model { path, .. }
             | Error::BadRow { path, .. } => {
-                if let Ok(rest) = path.strip_prefix(from) {
-                    *path = to.join(rest);
-                }
+                rebase(path, from, to);
             }
-            Error::LockTimeout { dir, .. } => {
-                if let Ok(rest) = dir.strip_prefix(from) {
-                    *dir = to.join(rest);
-                }
-            }
+            Error::LockTimeout { dir, .. } => rebase(dir, from, to),
             Error::DimMismatch { .. } | Error::InvalidArgument(_) | Error::Stopped => {}
         }
         self
@@ -332,6 +326,16 @@ impl Error {
             Some(cause) => cause.trim_end_matches([':', ';', ' ']).to_string(),
             None => full,
         }
+    }
+}
+
+/// `path` moved from under `from` to under `to` (`from` itself to `to`, no trailing `/`).
+fn rebase(path: &mut PathBuf, from: &std::path::Path, to: &std::path::Path) {
+    if let Ok(rest) = path.strip_prefix(from) {
+        *path = match rest.as_os_str().is_empty() {
+            true => to.to_path_buf(),
+            false => to.join(rest),
+        };
     }
 }
 
