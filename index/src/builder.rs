@@ -1239,8 +1239,9 @@ impl Staged {
 /// writer that committed into the directory after it was replaced would name the old index's
 /// files in the new one), it is moved aside, `new` renamed in (the old one moved back if that
 /// fails) and the old one checked again, now that nothing can write into it by path (a user's
-/// file found then puts both back, refused as before), and removed. The parent is synced. A wait that ends
-/// ([`Error::Stopped`], [`Error::LockTimeout`]) leaves `out` and `new` untouched.
+/// file found then puts both back, refused as before), and removed. The parent is synced. A
+/// wait that ends ([`Error::Stopped`], [`Error::LockTimeout`]) leaves `out` and `new`
+/// untouched.
 ///
 /// ```
 /// # fn main() -> bsa_index::Result<()> {
