@@ -27,18 +27,29 @@ pub use bsa_index::query::{Found, Queries, Request, ScoreName, overlap_tables};
 use crate::error::Result;
 use crate::model::Autoencoder;
 
-/// The model copied into `index` by `bsa build --model`, if it has one, checked to fit the
-/// index ([`Snapshot::check_model`]): it makes codes of the index's width from rows of the stored
-/// vectors' and the graph's dimension. A model that does not fit (a manifest edited, or a model
-/// file put in place of another with its checksum) would encode queries the index cannot answer.
-/// (The search crate's [`Snapshot::query_model`] reads the same file for a query server.)
+/// The model copied into `index` by `bsa build --model`, if it has one: the file the
+/// snapshot's manifest names, checked against its recorded checksum
+/// ([`Snapshot::model_bytes`]; another model put in its place by a rebuild since the open would
+/// encode queries the snapshot's codes do not answer), and checked to fit the index
+/// ([`Snapshot::check_model`]): it makes codes of the index's width from rows of the stored
+/// vectors' and the graph's dimension. (The search crate's [`Snapshot::query_model`] reads the
+/// same file for a query server.)
 pub fn index_model(index: &Snapshot) -> Result<Option<Autoencoder>> {
-    let Some(path) = index.model_path() else {
+    Ok(index_model_and_training(index)?.map(|(model, _)| model))
+}
+
+/// [`index_model`] and the training settings recorded in the same file
+/// ([`crate::io::model::training_info`]), read from the same checked bytes.
+pub fn index_model_and_training(
+    index: &Snapshot,
+) -> Result<Option<(Autoencoder, serde_json::Value)>> {
+    let Some((path, bytes)) = index.model_bytes()? else {
         return Ok(None);
     };
-    let model = crate::io::model::load(&path)?;
+    let model = crate::io::model::from_bytes(&bytes, &path)?;
     index.check_model(&path, model.config.bits, model.config.dim)?;
-    Ok(Some(model))
+    let training = crate::io::model::training_info_from_bytes(&bytes, &path)?;
+    Ok(Some((model, training)))
 }
 
 /// [`bsa_index::query::check_rows`]: every value of `x` finite and, when `nonzero`, every row

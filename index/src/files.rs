@@ -461,7 +461,6 @@ pub(crate) fn verify_plain_file(path: &Path, info: &FileInfo) -> Result<()> {
 /// Reads a whole non-mapped file (the model) checked against its manifest entry, as
 /// [`verify_plain_file`] checks it: the checked bytes are the ones returned, with their length
 /// and CRC.
-#[cfg(feature = "float-queries")]
 pub(crate) fn read_plain_file(path: &Path, info: &FileInfo) -> Result<(Vec<u8>, FileInfo)> {
     use std::io::Read;
     let mut buf = Vec::new();
@@ -475,7 +474,6 @@ pub(crate) fn read_plain_file(path: &Path, info: &FileInfo) -> Result<(Vec<u8>, 
 
 /// Reads a whole file of the index that the manifest records no length or checksum for,
 /// refusing anything but a regular file ([`open_regular`]).
-#[cfg(feature = "float-queries")]
 pub(crate) fn read_regular(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut buf = Vec::new();
@@ -486,7 +484,6 @@ pub(crate) fn read_regular(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// The length and CRC-32 of a whole file's bytes, as a manifest records them.
-#[cfg(feature = "float-queries")]
 pub(crate) fn info_of_bytes(bytes: &[u8]) -> FileInfo {
     FileInfo {
         len: bytes.len() as u64,

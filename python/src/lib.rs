@@ -1473,10 +1473,11 @@ impl Loaded {
                 model_training: p.model_training.clone(),
             });
         }
-        let model = bsa::query::index_model(&snap)?.map(|m| Arc::new(FrozenModel::new(m)));
-        let model_training = match snap.model_path() {
-            Some(p) => bsa::io::model::training_info(p)?,
-            None => serde_json::Value::Null,
+        // Both from the bytes the snapshot's manifest names (a rebuild may have put another
+        // model at that path since the open).
+        let (model, model_training) = match bsa::query::index_model_and_training(&snap)? {
+            Some((m, training)) => (Some(Arc::new(FrozenModel::new(m))), training),
+            None => (None, serde_json::Value::Null),
         };
         Ok(Loaded {
             snap: Arc::new(snap),

@@ -1484,27 +1484,55 @@ impl Snapshot {
         if let Some(m) = self.query_model.get() {
             return Ok(Some(Arc::clone(m)));
         }
-        let Some(path) = self.model_path() else {
+        let Some((path, buf)) = self.model_bytes()? else {
             return Ok(None);
         };
-        // The bytes read are the ones the manifest names: a model put in its place since (a
-        // rebuild over the index) would encode queries this snapshot's codes do not answer.
-        let (buf, source) = match &self.model_info {
-            Some(info) => {
-                crate::files::read_plain_file(&path, info).map_err(|e| self.file_superseded(e))?
-            }
-            None => {
-                let buf = crate::files::read_regular(&path).map_err(|e| self.superseded(e))?;
-                let source = crate::files::info_of_bytes(&buf);
-                (buf, source)
-            }
-        };
+        let source = crate::files::info_of_bytes(&buf);
         let model = crate::model::QueryModel::from_checked_bytes(&buf, &path, source)?;
         self.check_model(&path, model.bits(), model.dim())?;
         // Two threads' first calls may both read it: the first kept is everyone's.
         Ok(Some(Arc::clone(
             self.query_model.get_or_init(|| Arc::new(model)),
         )))
+    }
+
+    /// The bytes of the model file copied into the index, if it has one, and its path: the
+    /// bytes this snapshot's manifest names, checked against the length and CRC-32 it records.
+    /// A model put in the file's place since (a rebuild over the index, with another model of
+    /// the same shape) would encode queries this snapshot's codes do not answer, so it is an
+    /// error (open the index again), never a model read in silence. For an application that
+    /// reads the model its own way; [`Snapshot::query_model`] reads it for searches.
+    ///
+    /// ```
+    /// use bsa_index::live::Snapshot;
+    /// use bsa_index::IndexBuilder;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("idx");
+    /// let model = dir.path().join("m.safetensors");
+    /// std::fs::write(&model, b"weights").unwrap();
+    /// IndexBuilder::new(64, &[1, 2]).model_file(&model).build(&path)?;
+    /// let snap = Snapshot::open(&path)?;
+    /// let (file, bytes) = snap.model_bytes()?.expect("built with a model");
+    /// assert_eq!((file, &bytes[..]), (snap.model_path().unwrap(), &b"weights"[..]));
+    /// // Another file put in its place is refused, not read.
+    /// std::fs::write(snap.model_path().unwrap(), b"WEIGHTS").unwrap();
+    /// assert!(snap.model_bytes().unwrap_err().to_string().contains("checksum"));
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn model_bytes(&self) -> Result<Option<(PathBuf, Vec<u8>)>> {
+        let Some(path) = self.model_path() else {
+            return Ok(None);
+        };
+        let buf = match &self.model_info {
+            Some(info) => {
+                crate::files::read_plain_file(&path, info)
+                    .map_err(|e| self.file_superseded(e))?
+                    .0
+            }
+            // A format-1 index records no checksum of its model.
+            None => crate::files::read_regular(&path).map_err(|e| self.superseded(e))?,
+        };
+        Ok(Some((path, buf)))
     }
 
     /// Checks that a model making `bits`-bit codes from `dim`-d rows, read from `path` (this
