@@ -176,6 +176,16 @@ impl HnswGraph {
         })
     }
 
+    /// Verifies a loaded `graph.bin`'s checksum again, from the file mapped at its load (the
+    /// index's check of every byte, [`Index::verify`](crate::Index::verify)); a graph read from
+    /// an hnsw_rs dump was checked as it was converted.
+    pub(crate) fn verify_again(&self, info: &crate::manifest::FileInfo) -> Result<()> {
+        match &self.store {
+            GraphStore::Mapped(s) => s.verify(info),
+            GraphStore::Owned(_) => Ok(()),
+        }
+    }
+
     /// The graph's flat lists.
     pub(crate) fn view(&self) -> GraphView<'_> {
         let payload: &[u8] = match &self.store {

@@ -604,18 +604,25 @@ impl Index {
         .into_iter()
         .flatten()
         .collect();
+        let graph = self.manifest.graph_file();
         for (name, info) in &self.manifest.files {
-            if !mapped.contains(&name) {
+            if !mapped.contains(&name) && Some(name) != graph {
                 verify_plain_file(&self.dir.join(name), info)?;
             }
         }
         // A search opens the graph lazily: its header and neighbour lists are checked here
         // too, so that a graph a checksum cannot fault (a header rewritten with its own CRC
         // keeps the whole file's CRC) is found by a check and not by the first graph search.
-        // A graph stored only as an hnsw_rs dump is not converted here (its lists are built in
-        // memory), but its layout is checked against the index's sizes, as its first load does.
-        if self.manifest.graph_file().is_some() {
-            self.load_hnsw()?;
+        // It is read through the file held since the open, as a search reads it: a writer's
+        // commit since may have removed the path (a compaction, a first change), which leaves
+        // this index readable, and so checkable. A graph stored only as an hnsw_rs dump is not
+        // converted here (its lists are built in memory), but its layout is checked against
+        // the index's sizes, as its first load does.
+        if let Some(name) = graph {
+            match self.hnsw.get() {
+                Some(loaded) => loaded.verify_again(&self.manifest.files[name])?,
+                None => self.load_hnsw()?,
+            }
         } else if let Some(info) = &self.manifest.hnsw {
             crate::hnsw::check_dump_layout(&self.dir, &self.manifest, info)?;
         }
@@ -1167,6 +1174,12 @@ impl Index {
             let _ = self.hnsw.set(g);
         }
         Ok(())
+    }
+
+    /// Whether the manifest lists a `graph.bin` that could not be opened with the index (a
+    /// writer's commit removed it meanwhile, or it is gone): its first graph search says so.
+    pub(crate) fn graph_unopened(&self) -> bool {
+        self.manifest.graph_file().is_some() && self.graph_file.is_none()
     }
 
     /// The HNSW graph as flat neighbour lists (loading it first, see [`Index::load_hnsw`]).
