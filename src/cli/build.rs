@@ -95,8 +95,9 @@ pub struct Args {
     pub ef_search: usize,
     /// Replace an existing index at --out (only an index holding nothing but bsa's files, or an
     /// empty directory, is replaced; the build waits for the index's writers, if any, and
-    /// replaces it only once the new one is complete). A symbolic link at --out is kept: the
-    /// index it names is replaced.
+    /// replaces it only once the new one is complete; rows other writers added before then go
+    /// with the index replaced, those added after are in the new one). A symbolic link at --out
+    /// is kept: the index it names is replaced.
     #[arg(long)]
     pub force: bool,
     /// With --force: wait at most this many seconds for the writers of the index replaced,

@@ -25,8 +25,8 @@ pub struct Args {
     /// Query vectors, nq x D.
     #[arg(long)]
     pub queries: PathBuf,
-    /// Neighbours per query (past the base's rows, each row ends in -1s, as search results
-    /// are padded).
+    /// Neighbours per query (past the base's rows, each row ends in -1s, as Python's search
+    /// results are padded; bsa search's JSON lists are just shorter).
     #[arg(long, default_value_t = 100)]
     pub k: usize,
     /// Output .npy (int32, nq x k).
