@@ -18,8 +18,10 @@ pub struct ResultLine<'a> {
     pub query: usize,
     /// External ids of the neighbours, best first.
     pub ids: &'a [u64],
-    /// Their Hamming distances to the query code (whatever the score).
-    pub distances: &'a [u32],
+    /// Their Hamming distances to the query code (whatever the score); left out with
+    /// `--no-distances`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distances: Option<&'a [u32]>,
     /// The `--score` values for non-Hamming scores, or cosine similarities after `--rescore`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scores: Option<&'a [f32]>,
@@ -33,6 +35,12 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         anyhow::bail!(
             "--collection names a Milvus collection: give --milvus URL with it (a local --index \
              needs neither)"
+        );
+    }
+    if a.no_distances && a.score() == super::search_common::ScoreName::Hamming {
+        anyhow::bail!(
+            "--no-distances: the Hamming distances are what --score hamming ranks by, so they \
+             stay; leave the flag out, or rank by another --score"
         );
     }
     if a.rescore == Some(0) {
@@ -94,7 +102,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             );
         }
     }
-    write_answers(a.out.as_deref(), &found.answers, labels.as_deref())?;
+    let distances = !a.no_distances;
+    write_answers(
+        a.out.as_deref(),
+        &found.answers,
+        labels.as_deref(),
+        distances,
+    )?;
     if a.stats {
         let nq = found.answers.len();
         let mut st = serde_json::json!({
@@ -115,20 +129,22 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
 }
 
 /// Writes one [`ResultLine`] per query to `out` (stdout when `None`), or, with `labels`, the
-/// neighbours' lines of the labels file, for people. A file is written whole or not at all: a
-/// temporary file beside it, renamed over it once complete.
+/// neighbours' lines of the labels file, for people; with their Hamming distances when
+/// `distances`. A file is written whole or not at all: a temporary file beside it, renamed
+/// over it once complete.
 fn write_answers(
     out: Option<&Path>,
     answers: &[Answer],
     labels: Option<&[String]>,
+    distances: bool,
 ) -> anyhow::Result<()> {
     let Some(path) = out else {
         let mut w = std::io::BufWriter::new(std::io::stdout().lock());
-        write_lines(&mut w, answers, labels).map_err(super::io::on_stdout)?;
+        write_lines(&mut w, answers, labels, distances).map_err(super::io::on_stdout)?;
         return Ok(w.flush().map_err(super::io::on_stdout)?);
     };
     Ok(bsa::io::write_atomic(path, |w| {
-        write_lines(w, answers, labels)
+        write_lines(w, answers, labels, distances)
     })?)
 }
 
@@ -137,6 +153,7 @@ fn write_lines(
     out: &mut impl Write,
     answers: &[Answer],
     labels: Option<&[String]>,
+    distances: bool,
 ) -> std::io::Result<()> {
     for (i, h) in answers.iter().enumerate() {
         match labels {
@@ -153,7 +170,11 @@ fn write_lines(
                         Some(s) => format!("score={s:.4} "),
                         None => String::new(),
                     };
-                    writeln!(out, "  {:>3}. [{id}] {score}d={d} {text}", rank + 1)?;
+                    let d = match distances {
+                        true => format!("d={d} "),
+                        false => String::new(),
+                    };
+                    writeln!(out, "  {:>3}. [{id}] {score}{d}{text}", rank + 1)?;
                 }
             }
             None => {
@@ -162,7 +183,7 @@ fn write_lines(
                     &ResultLine {
                         query: i,
                         ids: &h.ids,
-                        distances: &h.distances,
+                        distances: distances.then_some(&h.distances[..]),
                         scores: h.scores.as_deref(),
                     },
                 )?;

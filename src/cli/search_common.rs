@@ -13,8 +13,8 @@ use super::io::open_embeddings;
 /// "scores": the --score values for every score but hamming (best first; "distances" are
 /// still Hamming distances), or, after --rescore, the exact cosine of the float vectors.
 /// With --labels FILE, the neighbours' lines of FILE instead (with their scores, when they are
-/// ranked by one, and Hamming distances). The output is the same bytes for
-/// every --threads.
+/// ranked by one, and Hamming distances). --no-distances leaves the distances out. The output
+/// is the same bytes for every --threads.
 ///
 /// Scores (exact, ties by smaller id, in flat and inverted mode; the graph of --mode hnsw ranks
 /// by Hamming distance, or by adc and soft when it was built on float vectors: `bsa build
@@ -147,6 +147,12 @@ pub struct Args {
     /// Text file with one line per indexed row (by id): print neighbours' lines, for people.
     #[arg(long)]
     pub labels: Option<PathBuf>,
+    /// Leave the Hamming distances out of the output (scores other than hamming; the ids,
+    /// scores and order are the same). A search of a local index by adc or soft with float
+    /// queries then does not encode the queries at all, which with a pursuit model
+    /// (--preset retrieval) costs about as much as the search.
+    #[arg(long)]
+    pub no_distances: bool,
 }
 
 /// `--score`: how codes are ranked (the help of [`Args`] defines each).

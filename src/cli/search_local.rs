@@ -64,7 +64,8 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         .rescore(a.rescore)
         .with_ef(a.ef)
         .max_distance(a.max_dist)
-        .min_score(a.min_score);
+        .min_score(a.min_score)
+        .distances(!a.no_distances);
     let (allow, deny) = (
         a.allow_ids
             .as_deref()

@@ -362,6 +362,61 @@ fn stats_give_the_seconds_of_each_step() {
     assert!(s(&graph, "search") > 0.0, "{graph}");
 }
 
+/// `--no-distances` leaves the Hamming distances out and nothing else: the same ids and
+/// scores, in every exact mode and with --rescore, with labels too; a table score of float
+/// queries then skips encoding them. Refused with --score hamming, which ranks by them.
+#[test]
+fn no_distances_leaves_out_only_the_distances() {
+    let t = setup();
+    let search = |extra: &[&str]| {
+        let mut args = vec!["search", "--index", "idx", "--queries", "q.npy", "--k", "4"];
+        args.extend_from_slice(extra);
+        t.bsa(&args).ok().stdout
+    };
+    let lines = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    for score in [
+        &["--score", "adc"][..],
+        &["--score", "soft"],
+        &["--score", "cosine"],
+    ] {
+        for rescore in [&[][..], &["--rescore", "2"]] {
+            let base: Vec<&str> = score.iter().chain(rescore).copied().collect();
+            let with = lines(&search(&base));
+            let without = lines(&search(&[&base[..], &["--no-distances"]].concat()));
+            assert_eq!(with.len(), 20);
+            for (mut w, o) in with.into_iter().zip(without) {
+                assert!(
+                    w["distances"].is_array() && o.get("distances").is_none(),
+                    "{o}"
+                );
+                w.as_object_mut().unwrap().remove("distances");
+                assert_eq!(w, o, "{base:?}");
+            }
+        }
+    }
+    let stats = stats_line(&t, &["--score", "adc", "--no-distances"]);
+    assert_eq!(stats["encode_seconds"], 0.0, "{stats}");
+    let labels: String = (0..300).map(|i| format!("sentence {i}\n")).collect();
+    t.write("labels.txt", labels.as_bytes());
+    let text = search(&["--score", "adc", "--labels", "labels.txt", "--no-distances"]);
+    assert!(text.contains("score=") && !text.contains("d="), "{text}");
+    t.bsa(&[
+        "search",
+        "--index",
+        "idx",
+        "--queries",
+        "q.npy",
+        "--k",
+        "4",
+        "--no-distances",
+    ])
+    .fails_with(&["--no-distances", "what --score hamming ranks by"]);
+}
+
 #[test]
 fn stats_go_to_stderr_and_labels_print_text() {
     let t = setup();
