@@ -157,8 +157,9 @@ class Index:
         does not read them); ``True`` always, ``False`` never.
 
         Ctrl-C stops it within about a second (``KeyboardInterrupt``), leaving nothing at
-        ``path``; an index it would have replaced stays as it was. A Ctrl-C while a complete
-        new index replaces the old one is raised once it has. ``overwrite`` replaces only an
+        ``path``; an index it would have replaced stays as it was. A Ctrl-C that comes once
+        the new index is being put in place does not stop it: the call returns, with a
+        ``UserWarning`` saying so (a ``KeyboardInterrupt`` means nothing was replaced). ``overwrite`` replaces only an
         index holding nothing but bsa's files (else ``FileExistsError`` names the rest), after
         its writers: they are waited for, at most ``lock_timeout`` seconds if given (then
         ``TimeoutError``, the old index kept).
@@ -169,7 +170,9 @@ class Index:
         """Copies the generation this object searches to the directory ``path`` (atomically;
         ``overwrite`` replaces an index there (one holding nothing but bsa's files), after its
         writers: at most ``lock_timeout``
-        seconds if given, then ``TimeoutError``). Ctrl-C stops it, leaving ``path`` as it was."""
+        seconds if given, then ``TimeoutError``). Ctrl-C stops it, leaving ``path`` as it was;
+        one that comes once the copy is being put in place lets the call return, with a
+        ``UserWarning``."""
     def search(
         self,
         q: Union[_Floats, _Codes],
@@ -212,7 +215,9 @@ class Index:
         """Adds rows as a new segment (as ``bsa add``), merging ``merge_factor`` segments of one
         size tier (tiers ``merge_factor`` times apart) in the same commit (0: never); returns
         the number of rows replaced. An empty batch adds nothing and returns 0.
-        Ctrl-C stops it before its commit (the index stays as it was). The index's checksums
+        Ctrl-C stops it before its commit (the index stays as it was: a ``KeyboardInterrupt``
+        always means that); one that comes after it lets the call return, with a
+        ``UserWarning``, so that a retry does not add the rows twice. The index's checksums
         are checked first (a damaged index raises ``FormatError``); ``verify=False`` skips.
         Another writer of the index is waited for, at most ``lock_timeout`` seconds if given
         (then ``TimeoutError``, nothing changed; 0: no wait)."""
@@ -220,7 +225,8 @@ class Index:
         self, ids: npt.ArrayLike, *, verify: bool = True, lock_timeout: Optional[float] = None
     ) -> int:
         """Marks the rows holding ``ids`` deleted (as ``bsa delete``); returns how many. The
-        index's checksums are checked first, and other writers waited for, as in ``add``."""
+        index's checksums are checked first, other writers waited for, and Ctrl-C heeded, as in
+        ``add``."""
     def compact(
         self,
         max_segments: int = 1,
@@ -230,7 +236,7 @@ class Index:
         lock_timeout: Optional[float] = None,
     ) -> None:
         """Merges segments and drops deleted rows (as ``bsa compact``); Ctrl-C stops it before
-        its commit. The index's checksums are checked first, and other writers waited for, as
+        its commit, as in ``add``. The index's checksums are checked first, and other writers waited for, as
         in ``add``."""
     @property
     def segments(self) -> int:

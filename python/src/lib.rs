@@ -206,7 +206,7 @@ static CHANGING: (Mutex<BTreeSet<PathBuf>>, std::sync::Condvar) =
 /// [`without_gil`] for long computations that poll `stop`: `f` runs on another thread (in the
 /// pool of [`call_pool`]) while this one waits, checking for signals every 100 ms. Ctrl-C (a
 /// `KeyboardInterrupt`, or whatever a signal handler raises) sets `stop` and is raised once `f`
-/// has returned. Python runs signal handlers only on its main thread, which a computation run
+/// has returned (unless `f` made a change: see [`run_interruptible`]). Python runs signal handlers only on its main thread, which a computation run
 /// there would keep busy until it ends.
 fn interruptible<T: Send>(
     py: Python<'_>,
@@ -299,12 +299,41 @@ fn run_interruptible<T: Send>(
             }
         }
         let out = py.detach(|| worker.join());
-        match (interrupted, out) {
-            (Some(e), _) => Err(e),
-            (None, Ok(out)) => out.map_err(py_err),
-            (None, Err(panic)) => std::panic::resume_unwind(panic),
+        if let (Some((dir, _)), Ok(Ok(_))) = (changes, &out) {
+            // A change made: a Ctrl-C that came too late to stop it (during its commit, or in
+            // a call shorter than the 100 ms between checks, still pending now) does not turn
+            // it into an exception, which says "not made", so that code retrying interrupted
+            // changes does not add the rows twice. As `bsa add` notes such a signal on stderr,
+            // it is a warning here.
+            if let Some(e) = interrupted.or_else(|| py.check_signals().err()) {
+                warn_made_anyway(py, dir, &e);
+            }
+        } else if let Some(e) = interrupted {
+            return Err(e);
+        }
+        match out {
+            Ok(out) => out.map_err(py_err),
+            Err(panic) => std::panic::resume_unwind(panic),
         }
     })
+}
+
+/// The warning of a change to `dir` that `interruption` (a signal handler's exception, as
+/// Ctrl-C's `KeyboardInterrupt`) came too late to stop.
+fn warn_made_anyway(py: Python<'_>, dir: &Path, interruption: &PyErr) {
+    let msg = format!(
+        "{} came once the change to {} was committed: it is made, and the call returns as \
+         without it",
+        interruption
+            .get_type(py)
+            .name()
+            .map_or("a signal".into(), |n| n.to_string()),
+        dir.display()
+    );
+    if let Ok(msg) = std::ffi::CString::new(msg) {
+        // A warnings filter set to "error" makes this fail: the change is made regardless.
+        let _ = PyErr::warn(py, &py.get_type::<PyUserWarning>(), &msg, 1);
+    }
 }
 
 /// [`interruptible`] when the work is `long`, else [`without_gil`] on this thread with a flag
@@ -1597,8 +1626,8 @@ impl Index {
     /// its writers (waiting at most ``lock_timeout`` seconds for them if given, then
     /// ``TimeoutError``, the old index kept, as in :meth:`add`). Ctrl-C stops the build within about
     /// a second (``KeyboardInterrupt``), leaving nothing at ``path`` (an index it would have
-    /// replaced stays as it was), unless the new index was complete: a Ctrl-C while it
-    /// replaces the old one is raised once it has.
+    /// replaced stays as it was), unless the new index was complete: a Ctrl-C while it is
+    /// put in place lets the call return, with a ``UserWarning`` saying so.
     ///
     /// Example::
     ///
@@ -1826,7 +1855,8 @@ impl Index {
     /// again and save that). ``overwrite`` replaces an index there, one holding nothing but
     /// bsa's files (``FileExistsError`` names anything else in it), after its writers finish;
     /// a symbolic link there is kept and the index it names replaced. Ctrl-C stops the copy
-    /// (``KeyboardInterrupt``), leaving ``path`` as it was. ``lock_timeout``: seconds to wait
+    /// (``KeyboardInterrupt``), leaving ``path`` as it was; one while the copy is put in place
+    /// lets the call return, with a ``UserWarning``. ``lock_timeout``: seconds to wait
     /// at most for the writers of an index it replaces (then ``TimeoutError``, that index kept),
     /// as in :meth:`add`.
     #[pyo3(signature = (path, *, overwrite=false, lock_timeout=None))]
@@ -2089,7 +2119,9 @@ impl Index {
     /// ``merge_factor``: that many segments in one size tier (tiers ``merge_factor`` times apart:
     /// with 2, fewer than 2000 live rows, 2000-3999, ...) are merged in the same commit (as
     /// ``bsa add --merge-factor``; 0 never merges). Ctrl-C stops it before its commit
-    /// (``KeyboardInterrupt``; the index stays as it was). ``verify``: the index's checksums
+    /// (``KeyboardInterrupt``; the index stays as it was); one that comes after the commit (or
+    /// during a call too short to stop) lets it return, with a ``UserWarning``, so that a
+    /// ``KeyboardInterrupt`` always means the rows were not added. ``verify``: the index's checksums
     /// are checked first, and a damaged index is refused (``verify=False`` changes it anyway,
     /// as ``bsa add --no-verify``). ``lock_timeout``: seconds to wait at most for another
     /// writer of the index (another process's add, say) before raising ``TimeoutError`` with
@@ -2215,7 +2247,8 @@ impl Index {
     }
 
     /// Merges segments (at most ``max_segments`` remain) and drops deleted rows, as
-    /// ``bsa compact`` does. Ctrl-C stops it before its commit (``KeyboardInterrupt``).
+    /// ``bsa compact`` does. Ctrl-C stops it before its commit (``KeyboardInterrupt``), as in
+    /// :meth:`add`.
     /// ``verify`` and ``lock_timeout`` as in :meth:`add`.
     #[pyo3(signature = (max_segments=Int(1), *, threads=None, verify=true, lock_timeout=None),
     text_signature = "($self, max_segments=1, *, threads=None, verify=True, lock_timeout=None)"
