@@ -175,8 +175,10 @@ struct TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         // Only the folder it made: a replacement that could not be undone leaves the index it
-        // replaced at this path (see `put_back`).
-        if !self.keep && crate::files::still_names(self.identity, &self.path) {
+        // replaced at this path (see `put_back`). Unknown (no identity where there should be
+        // one), it is left: a staging folder left over is named to the next build.
+        let known = self.identity.is_some() || cfg!(not(unix));
+        if !self.keep && known && crate::files::still_names(self.identity, &self.path) {
             let _ = fs::remove_dir_all(&self.path);
         }
     }
@@ -1177,9 +1179,13 @@ impl Staged {
             match fs::create_dir(&path) {
                 Ok(()) => {
                     let _lock = lock_folder(&path);
-                    let identity = fs::metadata(&path)
-                        .ok()
-                        .and_then(|m| crate::files::identity(&m));
+                    // From the open folder where there is one: the folder made, whatever is at
+                    // its path by now.
+                    let meta = match &_lock {
+                        Some(f) => f.metadata(),
+                        None => fs::metadata(&path),
+                    };
+                    let identity = meta.ok().and_then(|m| crate::files::identity(&m));
                     break TempDir {
                         identity,
                         path,
@@ -1289,8 +1295,12 @@ fn replace_index_dir_until(
             // put there meanwhile would go with the old index.
             check_replaceable(out)?;
             // And once it is out of the way: a file put in after that last look, and before
-            // the swap, would go with it.
-            return replace_dir_rounds(new, out, PUBLISH_ROUNDS, &check_replaceable);
+            // the swap, would go with it. Until then the new index's writers wait (it has none
+            // yet): one that committed into it at `out` would see its rows go with a put-back.
+            let new_writers = lock_writers(new, || {}, wait)?;
+            let done = replace_dir_rounds(new, out, PUBLISH_ROUNDS, &check_replaceable);
+            drop(new_writers);
+            return done.map_err(|refused| keep_put_back(new, out, refused));
         }
         // Nothing there: put `new` there unless another build has meanwhile (a plain rename
         // then failed with "Directory not empty"); its index is then replaced as any other,
@@ -1486,6 +1496,39 @@ fn replace_dir_rounds(
     sync_dir(parent)
 }
 
+/// After a replacement of `out` by the index staged at `new` was refused and put back: what a
+/// user wrote into the new index while it was at `out` is not removed with the staging folder
+/// (its build failed): the folder is kept under a name no build removes, and `refused` says
+/// where.
+fn keep_put_back(new: &Path, out: &Path, refused: Error) -> Error {
+    let written = crate::live::meta::foreign_entries(new).map(|f| f.entries);
+    let Ok(entries) = written else {
+        return refused;
+    };
+    if entries.is_empty() {
+        return refused;
+    }
+    let parent = crate::files::parent_dir(out);
+    let name = out
+        .file_name()
+        .map_or("index".into(), |n| n.to_string_lossy());
+    let kept = unique_sibling(parent, &name, "old");
+    if fs::rename(new, &kept).is_err() {
+        return refused;
+    }
+    let _ = sync_dir(parent);
+    let (kind, why) = match refused {
+        Error::Io { error, .. } => (error.kind(), error.to_string()),
+        other => (std::io::ErrorKind::Other, other.to_string()),
+    };
+    let why = format!(
+        "{why}; the new index, put back, had gained entries meanwhile ({}): it is kept at {}",
+        entries.join(", "),
+        kept.display()
+    );
+    Error::io(out, std::io::Error::new(kind, why))
+}
+
 /// Undoes a replacement that `refused` (a check of the replaced directory, now at `moved`)
 /// forbids to finish: `back(moved, out)` puts the replaced directory back at `out` and the new
 /// one where it was staged. Returns `refused`, naming `out`; if the directories cannot be put
@@ -1516,16 +1559,23 @@ fn put_back(
         Err(_) => moved.to_path_buf(),
     };
     let _ = sync_dir(parent);
-    let (kind, why) = match refused {
-        Error::Io { error, .. } => (error.kind(), error.to_string()),
-        other => (std::io::ErrorKind::Other, other.to_string()),
+    let why = match refused {
+        Error::Io { error, .. } => error.to_string(),
+        other => other.to_string(),
     };
-    let why = format!(
-        "{why}; the replaced directory could not be put back ({failed}): it is at {}, with \
-         those entries",
-        at.display()
-    );
-    Error::io(out, std::io::Error::new(kind, why))
+    // Not "already exists": the replacement was made (or half made), so "not kept" is untrue.
+    let now = match fs::symlink_metadata(out) {
+        Ok(_) => "the new index is in its place".to_string(),
+        Err(_) => format!("nothing is at {} now: rename it back", out.display()),
+    };
+    Error::io(
+        out,
+        std::io::Error::other(format!(
+            "{why}; the replaced directory could not be put back ({failed}): it is at {}, with \
+             those entries, and {now}",
+            at.display()
+        )),
+    )
 }
 
 /// Removes the replaced index, moved aside to `old` once the new one is in place. The
@@ -1917,6 +1967,34 @@ mod tests {
         );
         assert!(
             e.contains("no swap") && e.contains(&kept[0].display().to_string()),
+            "{e}"
+        );
+        assert!(e.ends_with("the new index is in its place"), "{e}");
+    }
+
+    /// A put-back new index that gained a user's file while it was in place is kept beside
+    /// the index under a name no build removes, and the refusal says where; one that gained
+    /// nothing goes with its staging folder.
+    #[test]
+    fn a_put_back_index_that_gained_a_users_file_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, new) = (dir.path().join("idx"), dir.path().join(".idx.new"));
+        IndexBuilder::new(64, &[1]).build(&new).unwrap();
+        let refused = || Error::io(&out, std::io::Error::other("holds notes.txt"));
+        let e = keep_put_back(&new, &out, refused()).to_string();
+        assert_eq!(e, format!("{}: holds notes.txt", out.display()));
+        assert!(new.exists() && build_leftovers(&out).is_empty());
+        fs::write(new.join("later.txt"), "mine").unwrap();
+        let e = keep_put_back(&new, &out, refused()).to_string();
+        let kept = build_leftovers(&out);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(!new.exists());
+        assert_eq!(
+            fs::read_to_string(kept[0].join("later.txt")).unwrap(),
+            "mine"
+        );
+        assert!(
+            e.contains("later.txt") && e.contains(&kept[0].display().to_string()),
             "{e}"
         );
     }

@@ -1562,15 +1562,13 @@ impl Index {
 
     /// Moves to the directory's current generation if it is not the one searched; returns
     /// whether it moved. `own`: after this object's change, made under the writers' lock, so
-    /// nothing newer can be in place (and its new segments are the ones it has just written);
-    /// otherwise (`refresh`) a generation another thread put in place meanwhile is not
-    /// overwritten: the follow starts again from it, and the segments another writer wrote
-    /// are checked as the open checked its own.
+    /// nothing newer can be in place; otherwise (`refresh`) a generation another thread put in
+    /// place meanwhile is not overwritten: the follow starts again from it.
     fn follow(&self, own: bool) -> bsa::Result<bool> {
-        let options = match own {
-            true => OpenOptions::verify_checksums(false),
-            false => OpenOptions::verify_checksums(self.verify).lazy(true),
-        };
+        // Its own change may have taken in other writers' segments too (it read the manifest
+        // under the lock): the segments it had not opened are checked as at open, its own
+        // new one included (a pass over what it has just written).
+        let options = OpenOptions::verify_checksums(self.verify).lazy(true);
         let mut moved = false;
         loop {
             let old = self.current()?;

@@ -14,9 +14,10 @@ use indicatif::{HumanBytes, HumanCount};
 /// Rows live and deleted, per segment too; the model's method, N, K and input dimension; the
 /// modes and scores the index serves; its bytes on disk by kind of file.
 ///
-/// Reads the manifests, the model, the files' headers and the sparse codes' layout (one pass
-/// over sparse.bin, a few bytes a row), not the payloads' checksums nor the posting lists. A
-/// damaged header is an error; a full check is `bsa verify`'s.
+/// Reads the manifests, the model (checked against its recorded checksum, as a search reads
+/// it: a damaged one is described as such), the files' headers and the sparse codes' layout
+/// (one pass over sparse.bin, a few bytes a row), not the other files' checksums nor the
+/// posting lists. A damaged header is an error; a full check is `bsa verify`'s.
 ///
 /// Examples:
 ///   bsa info --index idx
@@ -64,7 +65,8 @@ struct Info<'a> {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     // No checksums, and the posting lists and bitmaps not read at all (lazy): only the
-    // manifests, the files' headers and the sparse codes' one structural pass.
+    // manifests, the files' headers and the sparse codes' one structural pass (and the model,
+    // read as a search reads it, its checksum checked).
     let options = OpenOptions::verify_checksums(false).lazy(true);
     let index = Snapshot::open_with(&a.index, options)?;
     let summary = index.summary()?;

@@ -321,6 +321,12 @@ impl UnreadBridge {
 }
 
 impl SegmentReader {
+    /// Whether a file of this segment that is opened quietly (its graph, its bridge) could not
+    /// be read at open.
+    fn missed_a_file(&self) -> bool {
+        self.index.graph_unopened() || matches!(&self.bridge, Some((_, Err(_))))
+    }
+
     fn new(name: String, index: Arc<Index>, deleted: Option<RowSet>, base: u64) -> SegmentReader {
         let ids = index.ids();
         let by_id = (!ids.windows(2).all(|p| p[0] < p[1])).then(|| {
@@ -824,10 +830,10 @@ impl Snapshot {
         loop {
             let (path, bytes) = read_manifest_bytes(dir)?;
             match Self::open_bytes(dir, &path, &bytes, options, kept) {
-                // A graph file is opened quietly (an index whose graph is gone still scans):
-                // one missing because a writer committed meanwhile and removed it is of a
-                // generation already gone, so the current one is opened instead.
-                Ok(s) if attempts < 16 && s.segments.iter().any(|r| r.index.graph_unopened()) => {
+                // A graph or bridge file is opened quietly (an index whose graph is gone still
+                // scans): one missing because a writer committed meanwhile and removed it is of
+                // a generation already gone, so the current one is opened instead.
+                Ok(s) if attempts < 16 && s.segments.iter().any(SegmentReader::missed_a_file) => {
                     attempts += 1;
                     if read_manifest_bytes(dir).is_ok_and(|(_, now)| now == bytes) {
                         return Ok(s);
@@ -1506,7 +1512,8 @@ impl Snapshot {
     }
 
     /// The bytes of the model file copied into the index, if it has one, and its path: the
-    /// bytes this snapshot's manifest names, checked against the length and CRC-32 it records.
+    /// bytes this snapshot's manifest names, checked against the length and CRC-32 it records
+    /// (an index of format 1 written before models had entries there is read unchecked).
     /// A model put in the file's place since (a rebuild over the index, with another model of
     /// the same shape) would encode queries this snapshot's codes do not answer, so it is an
     /// error (open the index again), never a model read in silence. For an application that
