@@ -167,7 +167,8 @@ class Index:
     def save(
         self, path: _Path, *, overwrite: bool = False, lock_timeout: Optional[float] = None
     ) -> None:
-        """Copies the generation this object searches to the directory ``path`` (atomically;
+        """Copies the generation this object searches (once changes of this process to the
+        index, in other threads, are done) to the directory ``path`` (atomically;
         ``overwrite`` replaces an index there (one holding nothing but bsa's files), after its
         writers: at most ``lock_timeout``
         seconds if given, then ``TimeoutError``). Ctrl-C stops it, leaving ``path`` as it was;

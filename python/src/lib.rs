@@ -1848,9 +1848,10 @@ impl Index {
 
     /// Copies the index to the directory ``path`` (atomically: a temporary directory beside it,
     /// renamed into place), where ``bsa search --index`` and :meth:`open` read it. The copy
-    /// holds the rows this object searches, whatever other writers committed since it was
+    /// holds the rows this object searches, whatever other processes committed since it was
     /// opened (if one removed a file of them meanwhile, ``FileNotFoundError``: open the index
-    /// again and save that). ``overwrite`` replaces an index there, one holding nothing but
+    /// again and save that); changes of this process to the index (this object's ``add`` in
+    /// another thread, say) are waited for, and the copy is of the generation they leave. ``overwrite`` replaces an index there, one holding nothing but
     /// bsa's files (``FileExistsError`` names anything else in it), after its writers finish;
     /// a symbolic link there is kept and the index it names replaced. Ctrl-C stops the copy
     /// (``KeyboardInterrupt``), leaving ``path`` as it was; one while the copy is put in place
@@ -1866,8 +1867,26 @@ impl Index {
         lock_timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
-        let index = self.snap()?;
+        let source = self.snap()?.dir().to_path_buf();
+        let same = |a: &Path, b: &Path| {
+            a.canonicalize()
+                .ok()
+                .is_some_and(|a| Some(a) == b.canonicalize().ok())
+        };
         changing(py, None, &path, lock_timeout, |stop, lock_timeout| {
+            // This process's changes of the index wait for the copy, and it for them: a merge
+            // or compaction in another thread would remove files the copy reads. (A path that
+            // is the index itself is refused by the copy.)
+            let (_source, lock_timeout) = match same(&source, &path) {
+                true => (None, lock_timeout),
+                false => {
+                    let (guard, left) =
+                        Changing::wait(&source, stop, lock_timeout, || warn_waiting(&source))?;
+                    (Some(guard), left)
+                }
+            };
+            // The generation once they are done: the object's own, current.
+            let index = self.current()?.snap.clone();
             let wait = LockWait::new()
                 .on_wait(|| warn_waiting(&path))
                 .stop(Arc::clone(stop))
