@@ -2045,17 +2045,27 @@ impl Index {
             Queries::Floats(v) => v.nrows(),
             Queries::Packed { rows, .. } => rows,
         };
+        // Warnings run Python code (a `showwarning` hook may close this object, which waits for
+        // the searches holding a generation): given while none is held.
+        let model_config = |index: &Index| -> PyResult<Option<(Method, usize)>> {
+            let loaded = index.loaded()?;
+            Ok(loaded
+                .model
+                .as_deref()
+                .map(|m| (m.config.method, m.config.dim)))
+        };
+        let method = model_config(self)?;
+        // ADC tables and rescoring divide by a query's length; Hamming and soft scores compare
+        // its code (or activations), which depend on it.
+        if let (Queries::Floats(v), Some(config)) = (queries, method) {
+            if request.score != bsa::query::ScoreName::Adc {
+                warn_if_not_unit(q.py(), v, "q", config)?;
+            }
+        }
         let loaded = self.loaded()?;
         // The model's own derived matrices (FrozenModel::view): searches of several indexes
         // in turn do not make them again at each switch.
         let (index, model) = (&loaded.snap, loaded.model.as_deref().map(FrozenModel::view));
-        // ADC tables and rescoring divide by a query's length; Hamming and soft scores compare
-        // its code (or activations), which depend on it.
-        if let (Queries::Floats(v), Some(m)) = (queries, loaded.model.as_deref()) {
-            if request.score != bsa::query::ScoreName::Adc {
-                warn_if_not_unit(q.py(), v, "q", (m.config.method, m.config.dim))?;
-            }
-        }
         // Both lists were refused above, naming the parameters.
         let filter = IdFilter::from_lists(allow.as_deref(), deny.as_deref())
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -2072,15 +2082,14 @@ impl Index {
                     Queries::Floats(_) => row_of(e.into(), "queries", "q"),
                 })
         })?;
+        let pursuit = (loaded.model.as_deref()).is_some_and(|m| m.config.method == Method::Pursuit);
+        drop(loaded);
         // As `bsa search` notes on stderr (a range is a Hamming one, asked for by name): such
         // codes rank poorly by Hamming (WordNet recall@10: 0.38, adc 0.80).
         if score.is_none()
             && max_distance.is_none()
             && matches!(queries, Queries::Floats(_))
-            && loaded
-                .model
-                .as_deref()
-                .is_some_and(|m| m.config.method == Method::Pursuit)
+            && pursuit
         {
             PyErr::warn(
                 py,

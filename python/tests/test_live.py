@@ -653,3 +653,36 @@ def test_save_waits_for_the_objects_own_changes_in_other_threads(tmp_path):
         copy = bsa.Index.open(tmp_path / f"copy{i}")
         copy.verify()
         assert len(copy) == 6500
+
+
+def test_a_warning_hook_may_close_the_index_it_warns_about(base, queries):
+    """A `showwarning` hook that closed the index during a search's warning hung for ever:
+    close() waited for the search, which held its generation while warning (a stress review).
+    Warnings now come while no generation is held."""
+    import warnings
+
+    model = bsa.train(base[:500], method="itq", bits=64, progress=False)
+    index = bsa.Index.build(x=base[:500], model=model)
+    folder = index.path.parent
+    outcome = []
+
+    def hook(message, category, filename, lineno, file=None, line=None):
+        index.close()
+
+    def search():
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = hook
+            try:
+                outcome.append(index.search(queries[:5] * 3, 3)[1].shape)
+            except ValueError as e:  # closed by the hook before it searched
+                outcome.append(str(e))
+
+    searcher = threading.Thread(target=search, daemon=True)
+    searcher.start()
+    searcher.join(30)
+    assert not searcher.is_alive(), "the search hung"
+    assert len(outcome) == 1 and "is closed" in str(outcome[0]), outcome
+    assert not folder.exists()
+    with pytest.raises(ValueError, match="closed"):
+        index.search(queries[:5], 3)
