@@ -1565,10 +1565,14 @@ impl Index {
     /// nothing newer can be in place; otherwise (`refresh`) a generation another thread put in
     /// place meanwhile is not overwritten: the follow starts again from it.
     fn follow(&self, own: bool) -> bsa::Result<bool> {
-        // Its own change may have taken in other writers' segments too (it read the manifest
-        // under the lock): the segments it had not opened are checked as at open, its own
-        // new one included (a pass over what it has just written).
-        let options = OpenOptions::verify_checksums(self.verify).lazy(true);
+        // After its own change, the segments it had not opened (its new one, and other
+        // writers' it took in under the lock) are the ones the change's writer checked before
+        // it changed anything, or whose check the caller waived (`verify=False`, which a
+        // damaged index needs: a check now would raise with the change made).
+        let options = match own {
+            true => OpenOptions::verify_checksums(false),
+            false => OpenOptions::verify_checksums(self.verify).lazy(true),
+        };
         let mut moved = false;
         loop {
             let old = self.current()?;
@@ -1968,6 +1972,11 @@ impl Index {
                 return Err(PyValueError::new_err(format!(
                     "min_score is {v:e}, beyond float32's range (3.4e38), in which scores are"
                 )))
+            }
+            Some(v) if v.is_nan() => {
+                return Err(PyValueError::new_err(
+                    "min_score is NaN: give a number (-inf keeps every hit)",
+                ))
             }
             v => v.map(|v| v as f32),
         };

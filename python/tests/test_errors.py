@@ -308,6 +308,8 @@ def test_numeric_options_are_named(model, queries):
         index.add(codes=model.encode(queries[:2]), merge_factor=2**70)
     with pytest.raises(ValueError, match="min_score is 1e300, beyond float32's range"):
         index.search(queries, 5, score="cosine", min_score=1e300)
+    with pytest.raises(ValueError, match="^min_score is NaN: give a number"):
+        index.search(queries, 5, score="cosine", min_score=float("nan"))
     with pytest.raises(ValueError, match="k is 36893488147419103232, past any size"):
         bsa.groundtruth(queries, queries, 2**65)
     with pytest.raises(ValueError, match="threads must be a positive integer, got -1"):
