@@ -368,11 +368,12 @@ fn stats_give_the_seconds_of_each_step() {
 #[test]
 fn no_distances_leaves_out_only_the_distances() {
     let t = setup();
-    let search = |extra: &[&str]| {
+    let run = |extra: &[&str]| {
         let mut args = vec!["search", "--index", "idx", "--queries", "q.npy", "--k", "4"];
         args.extend_from_slice(extra);
-        t.bsa(&args).ok().stdout
+        t.bsa(&args)
     };
+    let search = |extra: &[&str]| run(extra).ok().stdout;
     let lines = |out: &str| -> Vec<serde_json::Value> {
         out.lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -404,17 +405,7 @@ fn no_distances_leaves_out_only_the_distances() {
     t.write("labels.txt", labels.as_bytes());
     let text = search(&["--score", "adc", "--labels", "labels.txt", "--no-distances"]);
     assert!(text.contains("score=") && !text.contains("d="), "{text}");
-    t.bsa(&[
-        "search",
-        "--index",
-        "idx",
-        "--queries",
-        "q.npy",
-        "--k",
-        "4",
-        "--no-distances",
-    ])
-    .fails_with(&["--no-distances", "what --score hamming ranks by"]);
+    run(&["--no-distances"]).fails_with(&["--no-distances", "what --score hamming ranks by"]);
 }
 
 #[test]
