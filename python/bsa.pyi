@@ -159,8 +159,9 @@ class Index:
         Ctrl-C stops it within about a second (``KeyboardInterrupt``), leaving nothing at
         ``path``; an index it would have replaced stays as it was. A Ctrl-C that comes once
         the new index is being put in place does not stop it: the call returns, with a
-        ``UserWarning`` saying so (a ``KeyboardInterrupt`` means nothing was replaced). ``overwrite`` replaces only an
-        index holding nothing but bsa's files (else ``FileExistsError`` names the rest), after
+        ``UserWarning`` saying so (a ``KeyboardInterrupt`` means nothing was replaced).
+        ``overwrite`` replaces only an index holding nothing but bsa's files (else
+        ``FileExistsError`` names the rest), after
         its writers: they are waited for, at most ``lock_timeout`` seconds if given (then
         ``TimeoutError``, the old index kept).
         """
@@ -237,8 +238,8 @@ class Index:
         lock_timeout: Optional[float] = None,
     ) -> None:
         """Merges segments and drops deleted rows (as ``bsa compact``); Ctrl-C stops it before
-        its commit, as in ``add``. The index's checksums are checked first, and other writers waited for, as
-        in ``add``."""
+        its commit, as in ``add``. The index's checksums are checked first, and other writers
+        waited for, as in ``add``."""
     @property
     def segments(self) -> int:
         """Number of segments."""

@@ -1898,7 +1898,8 @@ mod tests {
     thread_local! {
         /// Set: `exchange` says the file system cannot swap, as one without `RENAME_EXCHANGE`
         /// does, so the two-rename replacement runs.
-        pub(super) static NO_EXCHANGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        pub(super) static NO_EXCHANGE: std::cell::Cell<bool> =
+            const { std::cell::Cell::new(false) };
     }
 
     /// A user's file put into an index after the last look before its replacement (a window

@@ -206,8 +206,9 @@ static CHANGING: (Mutex<BTreeSet<PathBuf>>, std::sync::Condvar) =
 /// [`without_gil`] for long computations that poll `stop`: `f` runs on another thread (in the
 /// pool of [`call_pool`]) while this one waits, checking for signals every 100 ms. Ctrl-C (a
 /// `KeyboardInterrupt`, or whatever a signal handler raises) sets `stop` and is raised once `f`
-/// has returned (unless `f` made a change: see [`run_interruptible`]). Python runs signal handlers only on its main thread, which a computation run
-/// there would keep busy until it ends.
+/// has returned (unless `f` made a change: see [`run_interruptible`]). Python runs signal
+/// handlers only on its main thread, which a computation run there would keep busy until it
+/// ends.
 fn interruptible<T: Send>(
     py: Python<'_>,
     threads: Option<usize>,
@@ -1855,9 +1856,10 @@ impl Index {
     /// holds the rows this object searches, whatever other processes committed since it was
     /// opened (if one removed a file of them meanwhile, ``FileNotFoundError``: open the index
     /// again and save that); changes of this process to the index (this object's ``add`` in
-    /// another thread, say) are waited for, and the copy is of the generation they leave. ``overwrite`` replaces an index there, one holding nothing but
-    /// bsa's files (``FileExistsError`` names anything else in it), after its writers finish;
-    /// a symbolic link there is kept and the index it names replaced. Ctrl-C stops the copy
+    /// another thread, say) are waited for, and the copy is of the generation they leave.
+    /// ``overwrite`` replaces an index there, one holding nothing but bsa's files
+    /// (``FileExistsError`` names anything else in it), after its writers finish; a symbolic
+    /// link there is kept and the index it names replaced. Ctrl-C stops the copy
     /// (``KeyboardInterrupt``), leaving ``path`` as it was; one while the copy is put in place
     /// lets the call return, with a ``UserWarning``. ``lock_timeout``: seconds to wait
     /// at most for the writers of an index it replaces (then ``TimeoutError``, that index kept),
@@ -2156,9 +2158,9 @@ impl Index {
     /// ``bsa add --merge-factor``; 0 never merges). Ctrl-C stops it before its commit
     /// (``KeyboardInterrupt``; the index stays as it was); one that comes after the commit (or
     /// during a call too short to stop) lets it return, with a ``UserWarning``, so that a
-    /// ``KeyboardInterrupt`` always means the rows were not added. ``verify``: the index's checksums
-    /// are checked first, and a damaged index is refused (``verify=False`` changes it anyway,
-    /// as ``bsa add --no-verify``). ``lock_timeout``: seconds to wait at most for another
+    /// ``KeyboardInterrupt`` always means the rows were not added. ``verify``: the index's
+    /// checksums are checked first, and a damaged index is refused (``verify=False`` changes it
+    /// anyway, as ``bsa add --no-verify``). ``lock_timeout``: seconds to wait at most for another
     /// writer of the index (another process's add, say) before raising ``TimeoutError`` with
     /// nothing changed (0: do not wait; default: wait as long as it takes), as
     /// ``bsa add --lock-timeout``.
