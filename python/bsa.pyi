@@ -169,7 +169,7 @@ class Index:
         self, path: _Path, *, overwrite: bool = False, lock_timeout: Optional[float] = None
     ) -> None:
         """Copies the generation this object searches (once changes of this process to the
-        index, in other threads, are done) to the directory ``path`` (atomically;
+        index in other threads, which may move it, are done) to the directory ``path`` (atomically;
         ``overwrite`` replaces an index there (one holding nothing but bsa's files), after its
         writers: at most ``lock_timeout``
         seconds if given, then ``TimeoutError``). Ctrl-C stops it, leaving ``path`` as it was;

@@ -1501,11 +1501,12 @@ fn replace_dir_rounds(
 /// (its build failed): the folder is kept under a name no build removes, and `refused` says
 /// where.
 fn keep_put_back(new: &Path, out: &Path, refused: Error) -> Error {
-    let written = crate::live::meta::foreign_entries(new).map(|f| f.entries);
-    let Ok(entries) = written else {
-        return refused;
+    // Unknown (the folder cannot be listed) is kept too: it may hold a user's file.
+    let entries = match crate::live::meta::foreign_entries(new) {
+        Ok(f) => f.entries,
+        Err(e) => vec![format!("({})", e.cause())],
     };
-    if entries.is_empty() {
+    if entries.is_empty() || fs::symlink_metadata(new).is_err() {
         return refused;
     }
     let parent = crate::files::parent_dir(out);
@@ -1517,16 +1518,19 @@ fn keep_put_back(new: &Path, out: &Path, refused: Error) -> Error {
         return refused;
     }
     let _ = sync_dir(parent);
-    let (kind, why) = match refused {
-        Error::Io { error, .. } => (error.kind(), error.to_string()),
-        other => (std::io::ErrorKind::Other, other.to_string()),
+    let why = match refused {
+        Error::Io { error, .. } => error.to_string(),
+        other => other.to_string(),
     };
-    let why = format!(
-        "{why}; the new index, put back, had gained entries meanwhile ({}): it is kept at {}",
-        entries.join(", "),
-        kept.display()
-    );
-    Error::io(out, std::io::Error::new(kind, why))
+    // Not "already exists", which a build's error extends with "the new index was not kept".
+    Error::io(
+        out,
+        std::io::Error::other(format!(
+            "{why}; the new index, put back, had gained entries meanwhile ({}): it is kept at {}",
+            entries.join(", "),
+            kept.display()
+        )),
+    )
 }
 
 /// Undoes a replacement that `refused` (a check of the replaced directory, now at `moved`)

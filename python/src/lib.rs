@@ -189,6 +189,30 @@ impl Changing {
         let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
         Ok((Changing(key), left))
     }
+
+    /// [`Changing::wait`] for each of `dirs` (a copy's source and destination), one after the
+    /// other in the order of their keys, whatever the order given: two calls waiting for the
+    /// same two directories (a save of A to B and one of B to A) would otherwise each hold
+    /// one and wait for the other for ever. A directory given twice is waited for once.
+    fn wait_all(
+        dirs: &[&Path],
+        stop: &AtomicBool,
+        timeout: Option<std::time::Duration>,
+    ) -> bsa::Result<(Vec<Changing>, Option<std::time::Duration>)> {
+        let mut keyed: Vec<(PathBuf, &Path)> = dirs
+            .iter()
+            .map(|d| (d.canonicalize().unwrap_or_else(|_| d.to_path_buf()), *d))
+            .collect();
+        keyed.sort();
+        keyed.dedup_by(|a, b| a.0 == b.0);
+        let (mut held, mut left) = (Vec::with_capacity(keyed.len()), timeout);
+        for (_, dir) in keyed {
+            let (guard, rest) = Changing::wait(dir, stop, left, || warn_waiting(dir))?;
+            held.push(guard);
+            left = rest;
+        }
+        Ok((held, left))
+    }
 }
 
 impl Drop for Changing {
@@ -227,14 +251,16 @@ fn changing<T: Send>(
     lock_timeout: Option<std::time::Duration>,
     f: impl FnOnce(&Arc<AtomicBool>, Option<std::time::Duration>) -> bsa::Result<T> + Send,
 ) -> PyResult<T> {
-    run_interruptible(py, threads, Some((dir, lock_timeout)), f)
+    run_interruptible(py, threads, Some((&[dir], lock_timeout)), f)
 }
 
-/// [`interruptible`] and [`changing`]: `changes` is the directory changed and its lock timeout.
+/// [`interruptible`] and [`changing`]: `changes` is the directories the call holds (the one it
+/// changes first: a copy also holds its source, see [`Changing::wait_all`]) and the lock
+/// timeout.
 fn run_interruptible<T: Send>(
     py: Python<'_>,
     threads: Option<usize>,
-    changes: Option<(&Path, Option<std::time::Duration>)>,
+    changes: Option<(&[&Path], Option<std::time::Duration>)>,
     f: impl FnOnce(&Arc<AtomicBool>, Option<std::time::Duration>) -> bsa::Result<T> + Send,
 ) -> PyResult<T> {
     use std::sync::mpsc::{channel, RecvTimeoutError};
@@ -246,13 +272,13 @@ fn run_interruptible<T: Send>(
         let (stop, pool) = (&stop, &pool);
         let worker = s.spawn(move || {
             let out = changes
-                .map(|(dir, timeout)| Changing::wait(dir, stop, timeout, || warn_waiting(dir)))
+                .map(|(dirs, timeout)| Changing::wait_all(dirs, stop, timeout))
                 .transpose()
                 .and_then(|changing| {
-                    // The guard lives until `f` has returned: the next change waits for it.
+                    // The guards live until `f` has returned: the next change waits for them.
                     let (_changing, left) = match changing {
-                        Some((guard, left)) => (Some(guard), left),
-                        None => (None, None),
+                        Some((guards, left)) => (guards, left),
+                        None => (Vec::new(), None),
                     };
                     let out = match pool {
                         Some(p) => p.install(|| f(stop, left)),
@@ -300,14 +326,19 @@ fn run_interruptible<T: Send>(
             }
         }
         let out = py.detach(|| worker.join());
-        if let (Some((dir, _)), Ok(Ok(_))) = (changes, &out) {
+        if let (Some((&[dir, ..], _)), Ok(Ok(_))) = (changes, &out) {
             // A change made: a Ctrl-C that came too late to stop it (during its commit, or in
             // a call shorter than the 100 ms between checks, still pending now) does not turn
-            // it into an exception, which says "not made", so that code retrying interrupted
-            // changes does not add the rows twice. As `bsa add` notes such a signal on stderr,
-            // it is a warning here.
-            if let Some(e) = interrupted.or_else(|| py.check_signals().err()) {
-                warn_made_anyway(py, dir, &e);
+            // it into a KeyboardInterrupt, which says "not made", so that code retrying
+            // interrupted changes does not add the rows twice. As `bsa add` notes such a
+            // signal on stderr, it is a warning here. What other signal handlers raise (a
+            // SIGTERM handler's SystemExit, an alarm's timeout) is raised, as Python would.
+            match interrupted.or_else(|| py.check_signals().err()) {
+                Some(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => {
+                    warn_made_anyway(py, dir)
+                }
+                Some(e) => return Err(e),
+                None => {}
             }
         } else if let Some(e) = interrupted {
             return Err(e);
@@ -319,16 +350,12 @@ fn run_interruptible<T: Send>(
     })
 }
 
-/// The warning of a change to `dir` that `interruption` (a signal handler's exception, as
-/// Ctrl-C's `KeyboardInterrupt`) came too late to stop.
-fn warn_made_anyway(py: Python<'_>, dir: &Path, interruption: &PyErr) {
+/// The warning of a change to `dir` that a Ctrl-C (`KeyboardInterrupt`) came too late to
+/// stop.
+fn warn_made_anyway(py: Python<'_>, dir: &Path) {
     let msg = format!(
-        "{} came once the change to {} was committed: it is made, and the call returns as \
-         without it",
-        interruption
-            .get_type(py)
-            .name()
-            .map_or("a signal".into(), |n| n.to_string()),
+        "Ctrl-C (KeyboardInterrupt) came once the change to {} was committed: it is made, and \
+         the call returns as without it",
         dir.display()
     );
     if let Ok(msg) = std::ffi::CString::new(msg) {
@@ -1856,7 +1883,8 @@ impl Index {
     /// holds the rows this object searches, whatever other processes committed since it was
     /// opened (if one removed a file of them meanwhile, ``FileNotFoundError``: open the index
     /// again and save that); changes of this process to the index (this object's ``add`` in
-    /// another thread, say) are waited for, and the copy is of the generation they leave.
+    /// another thread, say) are waited for first, and this object's own leave it at the
+    /// generation copied.
     /// ``overwrite`` replaces an index there, one holding nothing but bsa's files
     /// (``FileExistsError`` names anything else in it), after its writers finish; a symbolic
     /// link there is kept and the index it names replaced. Ctrl-C stops the copy
@@ -1874,31 +1902,24 @@ impl Index {
     ) -> PyResult<()> {
         let lock_timeout = seconds("lock_timeout", lock_timeout)?;
         let source = self.snap()?.dir().to_path_buf();
-        let same = |a: &Path, b: &Path| {
-            a.canonicalize()
-                .ok()
-                .is_some_and(|a| Some(a) == b.canonicalize().ok())
-        };
-        changing(py, None, &path, lock_timeout, |stop, lock_timeout| {
-            // This process's changes of the index wait for the copy, and it for them: a merge
-            // or compaction in another thread would remove files the copy reads. (A path that
-            // is the index itself is refused by the copy.)
-            let (_source, lock_timeout) = match same(&source, &path) {
-                true => (None, lock_timeout),
-                false => {
-                    let (guard, left) =
-                        Changing::wait(&source, stop, lock_timeout, || warn_waiting(&source))?;
-                    (Some(guard), left)
-                }
-            };
-            // The generation once they are done: the object's own, current.
-            let index = self.current()?.snap.clone();
-            let wait = LockWait::new()
-                .on_wait(|| warn_waiting(&path))
-                .stop(Arc::clone(stop))
-                .timeout(lock_timeout);
-            Ok(index.copy_to(&path, overwrite, wait)?)
-        })
+        // This process's changes of the index wait for the copy, and it for them: a merge or
+        // compaction in another thread would remove files the copy reads. (A path that is the
+        // index itself is refused by the copy.)
+        let held: [&Path; 2] = [&path, &source];
+        run_interruptible(
+            py,
+            None,
+            Some((&held, lock_timeout)),
+            |stop, lock_timeout| {
+                // The generation once they are done: the object's own, current.
+                let index = self.current()?.snap.clone();
+                let wait = LockWait::new()
+                    .on_wait(|| warn_waiting(&path))
+                    .stop(Arc::clone(stop))
+                    .timeout(lock_timeout);
+                Ok(index.copy_to(&path, overwrite, wait)?)
+            },
+        )
     }
 
     /// The ``k`` best rows of the index for each query, as ``(D, I)`` numpy arrays of shape

@@ -646,10 +646,19 @@ def test_save_waits_for_the_objects_own_changes_in_other_threads(tmp_path):
         )
         for _ in range(3):
             index.add(codes=rng.integers(0, 256, (500, 8), dtype=np.uint8), merge_factor=0)
-        change = threading.Thread(target=index.compact)
+        failed = []
+
+        def compact():
+            try:
+                index.compact()
+            except Exception as e:
+                failed.append(e)
+
+        change = threading.Thread(target=compact)
         change.start()
         index.save(tmp_path / f"copy{i}")
         change.join()
+        assert not failed, failed
         copy = bsa.Index.open(tmp_path / f"copy{i}")
         copy.verify()
         assert len(copy) == 6500
@@ -686,3 +695,42 @@ def test_a_warning_hook_may_close_the_index_it_warns_about(base, queries):
     assert not folder.exists()
     with pytest.raises(ValueError, match="closed"):
         index.search(queries[:5], 3)
+
+
+@pytest.mark.filterwarnings("ignore:waiting for another writer")
+def test_crossed_saves_do_not_wait_for_each_other_for_ever(tmp_path):
+    """A save holds its destination and its source (see the test above). While an add to A
+    runs, a save of A over B and then one of B over A wait: each held one directory and waited
+    for the other for ever when the second got A first (half the time)."""
+    rng = np.random.default_rng(9)
+    a, b = tmp_path / "a", tmp_path / "b"
+    codes = rng.integers(0, 256, (3000, 32), dtype=np.uint8)
+    for round in range(4):
+        first = bsa.Index.build(codes=codes[:1000], hnsw=True, path=a, overwrite=True)
+        second = bsa.Index.build(codes=codes[:100], path=b, overwrite=True)
+        outcome = []
+
+        def run(call):
+            try:
+                call()
+                outcome.append("done")
+            except FileNotFoundError:  # its folder was replaced by the other save first
+                outcome.append("gone")
+
+        threads = [
+            threading.Thread(target=run, args=(call,), daemon=True)
+            for call in [
+                lambda: first.add(codes=codes, merge_factor=0),  # holds A for a while
+                lambda: first.save(b, overwrite=True),
+                lambda: second.save(a, overwrite=True),
+            ]
+        ]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads), f"round {round}: the saves hung"
+        assert outcome.count("done") >= 2, outcome
+        for path in (a, b):
+            bsa.Index.open(path).verify()
