@@ -1457,16 +1457,8 @@ fn replace_dir_rounds(
             remove_replaced(new);
             return sync_dir(parent);
         }
-        let name = out
-            .file_name()
-            .map_or("index".into(), |n| n.to_string_lossy());
         // A name no other process uses: the folder removed below is this one's.
-        let old = loop {
-            let old = unique_sibling(parent, &name, "old");
-            if fs::symlink_metadata(&old).is_err() {
-                break old;
-            }
-        };
+        let old = aside_name(out);
         fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
         if let Err(e) = fs::rename(new, out) {
             let _ = fs::rename(&old, out);
@@ -1510,10 +1502,7 @@ fn keep_put_back(new: &Path, out: &Path, refused: Error) -> Error {
         return refused;
     }
     let parent = crate::files::parent_dir(out);
-    let name = out
-        .file_name()
-        .map_or("index".into(), |n| n.to_string_lossy());
-    let kept = unique_sibling(parent, &name, "old");
+    let kept = aside_name(out);
     if fs::rename(new, &kept).is_err() {
         return refused;
     }
@@ -1531,6 +1520,21 @@ fn keep_put_back(new: &Path, out: &Path, refused: Error) -> Error {
             kept.display()
         )),
     )
+}
+
+/// A free `.NAME.old-PID-N` path beside `out`, for a directory moved aside: a name no build
+/// removes, which [`build_leftovers`] lists to the next build.
+fn aside_name(out: &Path) -> PathBuf {
+    let parent = crate::files::parent_dir(out);
+    let name = out
+        .file_name()
+        .map_or("index".into(), |n| n.to_string_lossy());
+    loop {
+        let old = unique_sibling(parent, &name, "old");
+        if fs::symlink_metadata(&old).is_err() {
+            return old;
+        }
+    }
 }
 
 /// Undoes a replacement that `refused` (a check of the replaced directory, now at `moved`)
@@ -1553,10 +1557,7 @@ fn put_back(
         }
         Err(e) => e,
     };
-    let name = out
-        .file_name()
-        .map_or("index".into(), |n| n.to_string_lossy());
-    let kept = unique_sibling(parent, &name, "old");
+    let kept = aside_name(out);
     // A staging folder is removed when its build fails: the replaced directory leaves it.
     let at = match fs::rename(moved, &kept) {
         Ok(()) => kept,
