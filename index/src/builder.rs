@@ -28,6 +28,27 @@ const ROWS_PER_STEP: usize = 1 << 16;
 
 type Progress<'a> = Box<dyn FnMut(u64, u64) + 'a>;
 
+/// Where `vectors.bin`'s rows come from.
+#[derive(Clone, Copy)]
+enum VectorSource<'a> {
+    /// `n * dim` floats, row-major, written as the index's element type.
+    Floats(&'a [f32]),
+    /// Rows already stored as the index's element type, copied byte for byte.
+    Stored(&'a dyn StoredRows),
+}
+
+/// Rows of vectors as another index stores them: what a live index's merge copies from its
+/// segments, a row at a time, instead of gathering them all as floats first (at 1M 384-d rows,
+/// 1.5 GB) and converting them back.
+pub(crate) trait StoredRows {
+    /// Rows.
+    fn rows(&self) -> usize;
+    /// Their element type.
+    fn dtype(&self) -> VectorDtype;
+    /// Appends row `r`'s elements, little-endian, to `out`.
+    fn append_bytes(&self, r: usize, out: &mut Vec<u8>);
+}
+
 /// The vectors of a graph on floats: rows to be made unit length, or made so already.
 enum GraphSource<'a> {
     Rows(&'a [f32], usize),
@@ -56,7 +77,7 @@ pub struct IndexBuilder<'a> {
     bits: usize,
     codes: &'a [u64],
     ids: Option<&'a [u64]>,
-    vectors: Option<(&'a [f32], usize)>,
+    vectors: Option<(VectorSource<'a>, usize)>,
     /// The order `vectors.bin` takes the rows of `vectors` in (ids out of order, sorted by
     /// [`build`](Self::build)): written row by row, with no permuted copy of them.
     vector_order: Option<&'a [usize]>,
@@ -85,7 +106,7 @@ impl std::fmt::Debug for IndexBuilder<'_> {
             .field("bits", &self.bits)
             .field("codes_words", &self.codes.len())
             .field("ids", &self.ids.map(<[u64]>::len))
-            .field("vectors", &self.vectors.map(|(v, d)| (v.len(), d)))
+            .field("vectors", &self.vectors.map(|(v, d)| (v.rows(d), d)))
             .field("dtype", &self.dtype)
             .field("hnsw", &self.hnsw)
             .field("inverted", &self.inverted)
@@ -307,7 +328,15 @@ impl<'a> IndexBuilder<'a> {
 
     /// Float vectors (`n * dim`, row-major, finite) stored for rescoring.
     pub fn vectors(mut self, vectors: &'a [f32], dim: usize) -> Self {
-        self.vectors = Some((vectors, dim));
+        self.vectors = Some((VectorSource::Floats(vectors), dim));
+        self
+    }
+
+    /// [`vectors`](Self::vectors) stored already (`dim` elements a row), in their element type,
+    /// which the index takes: copied as they are.
+    pub(crate) fn stored_vectors(mut self, rows: &'a dyn StoredRows, dim: usize) -> Self {
+        self.vectors = Some((VectorSource::Stored(rows), dim));
+        self.dtype = rows.dtype();
         self
     }
 
@@ -577,7 +606,7 @@ impl<'a> IndexBuilder<'a> {
                 )));
             }
         }
-        if let Some((v, dim)) = self.vectors {
+        if let Some((source, dim)) = self.vectors {
             if dim == 0 || dim > u32::MAX as usize {
                 return Err(Error::InvalidArgument(format!(
                     "vector dimension must be in 1..={}, got {dim}",
@@ -587,19 +616,34 @@ impl<'a> IndexBuilder<'a> {
             let want = n
                 .checked_mul(dim)
                 .ok_or_else(|| Error::InvalidArgument("vectors size overflows".into()))?;
-            if v.len() != want {
-                return Err(Error::DimMismatch {
-                    what: format!("vector floats ({n} codes x dimension {dim})"),
-                    expected: want,
-                    got: v.len(),
-                });
-            }
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                return Err(Error::InvalidArgument(format!(
-                    "vector {} has a non-finite value at {}",
-                    i / dim,
-                    i % dim
-                )));
+            match source {
+                VectorSource::Floats(v) => {
+                    if v.len() != want {
+                        return Err(Error::DimMismatch {
+                            what: format!("vector floats ({n} codes x dimension {dim})"),
+                            expected: want,
+                            got: v.len(),
+                        });
+                    }
+                    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                        return Err(Error::InvalidArgument(format!(
+                            "vector {} has a non-finite value at {}",
+                            i / dim,
+                            i % dim
+                        )));
+                    }
+                }
+                // Checked (sizes, checksums) when the index that stores them was opened.
+                VectorSource::Stored(rows) => {
+                    if rows.rows() != n || rows.dtype() != self.dtype {
+                        return Err(Error::InvalidArgument(format!(
+                            "{} stored {:?} vectors for {n} codes of {:?}",
+                            rows.rows(),
+                            rows.dtype(),
+                            self.dtype
+                        )));
+                    }
+                }
             }
         }
         if let Some(h) = &self.hnsw {
@@ -819,7 +863,7 @@ impl<'a> IndexBuilder<'a> {
 
         // vectors.bin
         let mut vectors_info = None;
-        if let Some((v, dim)) = self.vectors {
+        if let Some((source, dim)) = self.vectors {
             let elem = match self.dtype {
                 VectorDtype::F32 => ElemKind::F32,
                 VectorDtype::F16 => ElemKind::F16,
@@ -833,28 +877,11 @@ impl<'a> IndexBuilder<'a> {
                 buf.clear();
                 for i in start..end {
                     let r = self.vector_order.map_or(i, |o| o[i]);
-                    let row = &v[r * dim..(r + 1) * dim];
-                    match self.dtype {
-                        VectorDtype::F32 => row
-                            .iter()
-                            .for_each(|x| buf.extend_from_slice(&x.to_le_bytes())),
-                        // As unit vectors: f16 holds magnitudes up to 65504 only, and loses
-                        // precision below 6e-5, so rows far from unit length came back as
-                        // infinities or zeros (scores 0, wrong hits); their cosines do not
-                        // depend on their length.
-                        VectorDtype::F16 => {
-                            let norm = row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
-                            let norm = norm.sqrt();
-                            let scale = if norm > 0.0 && norm.is_finite() {
-                                1.0 / norm
-                            } else {
-                                1.0
-                            };
-                            for &x in row {
-                                let unit = (f64::from(x) * scale) as f32;
-                                buf.extend_from_slice(&half::f16::from_f32(unit).to_le_bytes());
-                            }
+                    match source {
+                        VectorSource::Floats(v) => {
+                            append_row_bytes(&v[r * dim..(r + 1) * dim], self.dtype, &mut buf)
                         }
+                        VectorSource::Stored(rows) => rows.append_bytes(r, &mut buf),
                     }
                 }
                 sw.write(&buf)?;
@@ -1891,6 +1918,41 @@ fn lock_writers(
         return Ok(None);
     }
     crate::files::lock_dir(dir, on_wait, wait).map(Some)
+}
+
+impl VectorSource<'_> {
+    /// Rows of `dim` elements.
+    fn rows(&self, dim: usize) -> usize {
+        match self {
+            VectorSource::Floats(v) => v.len() / dim.max(1),
+            VectorSource::Stored(rows) => rows.rows(),
+        }
+    }
+}
+
+/// Appends `row`'s elements as `dtype`, little-endian, to `out`.
+fn append_row_bytes(row: &[f32], dtype: VectorDtype, out: &mut Vec<u8>) {
+    match dtype {
+        VectorDtype::F32 => row
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        // As unit vectors: f16 holds magnitudes up to 65504 only, and loses precision below
+        // 6e-5, so rows far from unit length came back as infinities or zeros (scores 0, wrong
+        // hits); their cosines do not depend on their length.
+        VectorDtype::F16 => {
+            let norm = row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
+            let norm = norm.sqrt();
+            let scale = if norm > 0.0 && norm.is_finite() {
+                1.0 / norm
+            } else {
+                1.0
+            };
+            for &x in row {
+                let unit = (f64::from(x) * scale) as f32;
+                out.extend_from_slice(&half::f16::from_f32(unit).to_le_bytes());
+            }
+        }
+    }
 }
 
 /// Seed of the native graph's level draw (fixed: the same vectors give the same graph).

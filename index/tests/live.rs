@@ -1160,6 +1160,107 @@ fn compaction_refuses_a_damaged_segment() {
     );
 }
 
+/// Each id's stored vector, as the bytes its segment stores.
+fn stored_rows(snap: &Snapshot) -> BTreeMap<u64, Vec<u8>> {
+    let mut rows = BTreeMap::new();
+    for seg in snap.segments() {
+        let index = seg.index();
+        let dim = index.vector_dim().unwrap();
+        for (r, &id) in index.ids().iter().enumerate() {
+            let bytes = match index.vectors().unwrap().unwrap() {
+                bsa_index::Vectors::F32(v) => v[r * dim..(r + 1) * dim]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+                bsa_index::Vectors::F16(v) => v[r * dim..(r + 1) * dim]
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect(),
+            };
+            assert!(rows.insert(id, bytes).is_none());
+        }
+    }
+    rows
+}
+
+/// A merge copies the rows' stored vectors as they are stored (f16 ones are not converted to
+/// f32 and back), and builds the merged graph on the graph vectors the caller computes a chunk
+/// of rows at a time: 3,000 rows, more than one chunk.
+#[test]
+fn compaction_copies_stored_vectors_as_they_are() {
+    for dtype in [bsa_index::VectorDtype::F16, bsa_index::VectorDtype::F32] {
+        let mut rng = rng(17);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("idx");
+        let n = 3000;
+        let codes = random_codes(&mut rng, n, 64, 3);
+        // Rows far from unit length, and one of zeros.
+        let mut v: Vec<f32> = (0..n * DIM)
+            .map(|_| rng.random_range(-40.0f32..40.0))
+            .collect();
+        v[..DIM].fill(0.0);
+        let ids: Vec<u64> = (0..n as u64).map(|i| (i * 7919) % 10_007).collect();
+        let first = 2000;
+        IndexBuilder::new(64, &codes[..first])
+            .ids(&ids[..first])
+            .vectors(&v[..first * DIM], DIM)
+            .vector_dtype(dtype)
+            .hnsw(graph())
+            .graph_on(&v[..first * DIM], DIM)
+            .build(&path)
+            .unwrap();
+        let mut w = Writer::open(&path).unwrap();
+        let rows = NewRows::codes(&codes[first..])
+            .ids(&ids[first..])
+            .vectors(&v[first * DIM..])
+            .graph_vectors(&v[first * DIM..]);
+        w.add(&rows, false).unwrap();
+        w.delete(&ids[10..20]).unwrap();
+        let before = stored_rows(&Snapshot::open(&path).unwrap());
+        let calls = std::cell::Cell::new(0);
+        let stored = |c: &[u64], s: Option<&[f32]>| {
+            calls.set(calls.get() + 1);
+            let s = s.expect("stored vectors");
+            assert_eq!(s.len(), c.len() * DIM);
+            Ok(s.to_vec())
+        };
+        assert_eq!(w.compact(1, Some(&stored)).unwrap().rows, n - 10);
+        assert!(calls.get() > 1, "{dtype:?}: {} calls", calls.get());
+        drop(w);
+        let snap = Snapshot::open(&path).unwrap();
+        snap.verify().unwrap();
+        assert_eq!(snap.segments().len(), 1);
+        let mut want = before;
+        for id in &ids[10..20] {
+            want.remove(id);
+        }
+        assert_eq!(stored_rows(&snap), want, "{dtype:?}");
+        if dtype == bsa_index::VectorDtype::F32 {
+            // The merged graph is the graph a fresh build of the surviving rows makes.
+            let keep: Vec<usize> = (0..n).filter(|i| !(10..20).contains(i)).collect();
+            let pick = |x: &[f32]| -> Vec<f32> {
+                keep.iter()
+                    .flat_map(|&i| x[i * DIM..(i + 1) * DIM].to_vec())
+                    .collect()
+            };
+            let kept_v = pick(&v);
+            let kept_codes: Vec<u64> = keep.iter().map(|&i| codes[i]).collect();
+            let kept_ids: Vec<u64> = keep.iter().map(|&i| ids[i]).collect();
+            let fresh = dir.path().join("fresh");
+            IndexBuilder::new(64, &kept_codes)
+                .ids(&kept_ids)
+                .hnsw(graph())
+                .graph_on(&kept_v, DIM)
+                .build(&fresh)
+                .unwrap();
+            let merged = snap.segments()[0].index().dir().join("graph.bin");
+            assert!(
+                std::fs::read(merged).unwrap() == std::fs::read(fresh.join("graph.bin")).unwrap()
+            );
+        }
+    }
+}
+
 /// A segment folder the root manifest lists but that is missing is said as the manifest's
 /// (an incomplete copy, or another index's manifest), not as "no such index directory".
 #[test]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use crate::builder::IndexBuilder;
+use crate::builder::{IndexBuilder, StoredRows};
 use crate::error::{Error, Result};
 use crate::files::{LockWait, sync_dir, sync_file};
 use crate::hnsw::require_hamming_builder;
@@ -30,6 +30,7 @@ use crate::manifest::{MANIFEST_FILE, Manifest};
 use crate::rowset::RowSet;
 use crate::search::GraphParams;
 use crate::vectors::Vectors;
+use crate::{GraphVectors, VectorDtype};
 
 pub use crate::manifest::LOCK_FILE;
 
@@ -399,8 +400,9 @@ pub const BRIDGE_EDGES: usize = 8;
 /// Candidate list of the walk that finds a row's bridge edges.
 pub const BRIDGE_EF: usize = 32;
 
-/// Rows whose tables are computed at once when bridging (bounds the memory to this many tables).
-const BRIDGE_CHUNK: usize = 1024;
+/// Rows whose graph vectors (and, bridging, tables) are computed at once: bounds the memory
+/// they take to this many rows'.
+const CHUNK_ROWS: usize = 1024;
 
 /// What [`Writer::bridge`] did (its example reads one).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -442,6 +444,82 @@ impl std::ops::Deref for SegmentIndex<'_> {
             SegmentIndex::Written(i) => i,
         }
     }
+}
+
+/// The stored vectors of a merge's rows, row `i` being row `at[i].1` of segment `parts[at[i].0]`:
+/// copied into the merged segment as they are stored.
+struct MergedVectors<'p, 's> {
+    parts: &'p [SegmentIndex<'s>],
+    at: &'p [(u32, u32)],
+    dtype: VectorDtype,
+}
+
+impl MergedVectors<'_, '_> {
+    /// Appends row `i`'s vector as `f32` to `out`.
+    fn push_f32(&self, i: usize, out: &mut Vec<f32>) {
+        let (p, r) = self.at[i];
+        push_vector(&self.parts[p as usize], r as usize, out);
+    }
+}
+
+impl StoredRows for MergedVectors<'_, '_> {
+    fn rows(&self) -> usize {
+        self.at.len()
+    }
+
+    fn dtype(&self) -> VectorDtype {
+        self.dtype
+    }
+
+    fn append_bytes(&self, i: usize, out: &mut Vec<u8>) {
+        let (p, r) = (self.at[i].0 as usize, self.at[i].1 as usize);
+        let index = &self.parts[p];
+        let dim = index.vector_dim().unwrap_or(0);
+        let span = r * dim..(r + 1) * dim;
+        match index.stored_vectors() {
+            Some(Vectors::F32(v)) => v[span].iter().for_each(|x| out.extend(x.to_le_bytes())),
+            Some(Vectors::F16(v)) => v[span].iter().for_each(|x| out.extend(x.to_le_bytes())),
+            None => {}
+        }
+    }
+}
+
+/// The unit vectors a merged segment's graph is built on (`dim` floats a row), for rows with
+/// `codes` (`w` words each) and, when the index stores them, `stored` vectors: computed by `f`
+/// a chunk of rows at a time, so that no float copy of them all is made but the graph's own.
+fn merged_graph_vectors(
+    f: &GraphVectorsFn<'_>,
+    codes: &[u64],
+    w: usize,
+    stored: Option<&MergedVectors<'_, '_>>,
+    dim: usize,
+) -> Result<GraphVectors> {
+    let n = codes.len() / w;
+    let mut out = GraphVectors::new(dim, n);
+    let mut floats = Vec::new();
+    for start in (0..n).step_by(CHUNK_ROWS) {
+        let end = (start + CHUNK_ROWS).min(n);
+        floats.clear();
+        if let Some(s) = stored {
+            (start..end).for_each(|i| s.push_f32(i, &mut floats));
+        }
+        let v = f(
+            &codes[start * w..end * w],
+            stored.map(|_| floats.as_slice()),
+        )?;
+        if v.len() != (end - start) * dim {
+            return Err(Error::DimMismatch {
+                what: format!(
+                    "graph vector floats ({} rows x dimension {dim})",
+                    end - start
+                ),
+                expected: (end - start) * dim,
+                got: v.len(),
+            });
+        }
+        out.push(&v)?;
+    }
+    Ok(out)
 }
 
 /// Appends row `r`'s stored vector as `f32` to `out` (nothing when `index` stores none).
@@ -1165,9 +1243,9 @@ impl Writer {
             let index = SegmentIndex::open(snap, &committed, &dir, &name)?;
             let n = index.len();
             let mut edges: Vec<(u32, u32)> = Vec::with_capacity(n * BRIDGE_EDGES);
-            for start in (0..n).step_by(BRIDGE_CHUNK) {
+            for start in (0..n).step_by(CHUNK_ROWS) {
                 crate::error::check_stop(stop.as_deref())?;
-                let end = (start + BRIDGE_CHUNK).min(n);
+                let end = (start + CHUNK_ROWS).min(n);
                 let mut stored = Vec::new();
                 for r in start..end {
                     push_vector(&index, r, &mut stored);
@@ -1480,14 +1558,25 @@ impl Writer {
         let name = segment_name(m.next_segment);
         let dir = self.dir.clone();
         let committed = self.committed_names();
+        let stop = self.stop.clone();
         let snap = self.snapshot()?;
-        let (mut codes, mut ids, mut vectors, mut norms) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut codes, mut ids, mut norms) = (Vec::new(), Vec::new(), Vec::new());
+        // The segments, open until the merged one is written: its vectors are copied from them.
+        let mut parts = Vec::with_capacity(merge.len());
+        let mut at: Vec<(u32, u32)> = Vec::new();
         let mut dropped = 0;
         for &s in merge {
             let entry = &m.segments[s];
-            let index = SegmentIndex::open(snap, &committed, &dir, &entry.name)?;
-            let index = &*index;
+            let part = SegmentIndex::open(snap, &committed, &dir, &entry.name)?;
+            let index = &*part;
+            if index.vector_dim() != t.vectors.map(|v| v.dim as usize)
+                || index.vector_dtype() != t.vectors.map(|v| v.dtype)
+            {
+                return Err(Error::Corrupt {
+                    path: dir.join(&entry.name).join(MANIFEST_FILE),
+                    detail: format!("its vectors are not the index's ({:?})", t.vectors),
+                });
+            }
             // The merged segment gets new checksums: a damaged byte copied into it would pass
             // every later check, so what is copied (codes, ids, vectors, norms) is checked
             // first (a pass over the segment, small beside rebuilding its lists and graph).
@@ -1505,12 +1594,18 @@ impl Writer {
                 }
                 codes.extend_from_slice(index.code(r));
                 ids.push(index.ids()[r]);
-                push_vector(index, r, &mut vectors);
+                at.push((parts.len() as u32, r as u32));
                 if let Some(nm) = index.norms() {
                     norms.push(nm[r]);
                 }
             }
+            parts.push(part);
         }
+        let vectors = t.vectors.map(|vi| MergedVectors {
+            parts: &parts,
+            at: &at,
+            dtype: vi.dtype,
+        });
         let rows = ids.len();
         let mut next = m.clone();
         let first = *merge.first().expect("not empty");
@@ -1530,8 +1625,14 @@ impl Writer {
         }
         if rows > 0 {
             debug_assert_eq!(codes.len(), rows * w);
-            let gv = match (graph_on_vectors, graph_vectors) {
-                (true, Some(f)) => Some(f(&codes, t.vectors.map(|_| vectors.as_slice()))?),
+            let gv = match (t.graph.map(|g| g.on), graph_vectors) {
+                (Some(GraphSource::Vectors { dim }), Some(f)) => Some(merged_graph_vectors(
+                    f,
+                    &codes,
+                    w,
+                    vectors.as_ref(),
+                    dim as usize,
+                )?),
                 _ => None,
             };
             let mut b = IndexBuilder::new(bits, &codes)
@@ -1539,19 +1640,19 @@ impl Writer {
                 .ids(&ids)
                 .inverted(t.inverted)
                 .extra(serde_json::Value::Null);
-            if let Some(stop) = self.stop.as_deref() {
+            if let Some(stop) = stop.as_deref() {
                 b = b.stop_when(stop);
             }
-            if let Some(vi) = t.vectors {
-                b = b.vectors(&vectors, vi.dim as usize).vector_dtype(vi.dtype);
+            if let (Some(v), Some(vi)) = (&vectors, t.vectors) {
+                b = b.stored_vectors(v, vi.dim as usize);
             }
             if t.norms {
                 b = b.norms(&norms);
             }
             if let Some(g) = t.graph {
                 b = b.hnsw(g.params);
-                if let (Some(v), Some(GraphSource::Vectors { dim })) = (gv.as_deref(), Some(g.on)) {
-                    b = b.graph_on(v, dim as usize);
+                if let Some(v) = gv {
+                    b = b.graph_on_vectors(v);
                 }
             }
             b.build(dir.join(&name))?;
