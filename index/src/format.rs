@@ -364,7 +364,22 @@ impl Header {
             });
         }
         let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        let mut h = [0u8; HEADER_LEN];
+        let checksum = bytes.get(..HEADER_LEN).map(|b| {
+            h.copy_from_slice(b);
+            let stored = rd_u32(&h, offsets::HEADER_CRC);
+            let got = crc32fast::hash(&h[..offsets::HEADER_CRC]);
+            (stored == got).then_some(()).ok_or(Error::Checksum {
+                path: path_buf(),
+                expected: stored,
+                got,
+            })
+        });
         if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&version) {
+            // Every version keeps the header checksum where this one has it (FORMAT.md): a
+            // version the checksum does not vouch for is a damaged byte, which "upgrade bsa"
+            // would not mend.
+            checksum.unwrap_or(Ok(()))?;
             return Err(Error::Version {
                 path: path_buf(),
                 found: version,
@@ -372,24 +387,14 @@ impl Header {
                 newest: FORMAT_VERSION,
             });
         }
-        let Some(b) = bytes.get(..HEADER_LEN) else {
+        let Some(checksum) = checksum else {
             return Err(Error::Truncated {
                 path: path_buf(),
                 need: HEADER_LEN as u64,
                 have: file_len,
             });
         };
-        let mut h = [0u8; HEADER_LEN];
-        h.copy_from_slice(b);
-        let stored = rd_u32(&h, offsets::HEADER_CRC);
-        let got = crc32fast::hash(&h[..offsets::HEADER_CRC]);
-        if stored != got {
-            return Err(Error::Checksum {
-                path: path_buf(),
-                expected: stored,
-                got,
-            });
-        }
+        checksum?;
         let corrupt = |detail: String| Error::corrupt(path, format!("header: {detail}"));
         let flags = rd_u32(&h, offsets::FLAGS);
         let unknown = flags & flags::INCOMPAT_MASK & !flags::INCOMPAT_KNOWN;
@@ -740,6 +745,18 @@ mod tests {
         let mut v2 = h;
         v2.version = FORMAT_VERSION + 1;
         match Header::decode(&v2.encode(), FileKind::Codes, len, &p()) {
+            Err(Error::Version { found, .. }) => assert_eq!(found, FORMAT_VERSION + 1),
+            other => panic!("{other:?}"),
+        }
+        // A damaged version byte is damage, not a newer format.
+        let mut flipped = b;
+        flipped[offsets::VERSION + 2] ^= 0x55;
+        assert!(matches!(
+            Header::decode(&flipped, FileKind::Codes, len, &p()),
+            Err(Error::Checksum { .. })
+        ));
+        // Too short to tell: the version is all there is.
+        match Header::decode(&v2.encode()[..20], FileKind::Codes, 20, &p()) {
             Err(Error::Version { found, .. }) => assert_eq!(found, FORMAT_VERSION + 1),
             other => panic!("{other:?}"),
         }

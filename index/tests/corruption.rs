@@ -325,8 +325,9 @@ fn version_and_magic_errors() {
         assert_names(&e, name);
         assert!(e.to_string().contains("upgrade bsa"), "{e}");
 
+        h.version = 0;
         let mut old = b.clone();
-        old[8..12].copy_from_slice(&0u32.to_le_bytes());
+        old[..HEADER_LEN].copy_from_slice(&h.encode());
         let d = scratch.path().join(format!("{name}-v0"));
         copy_dir(&f.path, &d);
         fs::write(d.join(name), &old).unwrap();
@@ -334,6 +335,12 @@ fn version_and_magic_errors() {
             Index::open(&d).unwrap_err(),
             Error::Version { found: 0, .. }
         ));
+        // The version field damaged (the header not resealed): damage, not another format.
+        old[8..12].copy_from_slice(&7u32.to_le_bytes());
+        fs::write(d.join(name), &old).unwrap();
+        let e = Index::open(&d).unwrap_err();
+        assert!(matches!(e, Error::Checksum { .. }), "{e}");
+        assert_names(&e, name);
 
         let mut magic = b.clone();
         magic[..8].copy_from_slice(b"NOTBSA!!");
