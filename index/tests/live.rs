@@ -1274,6 +1274,37 @@ fn a_missing_segment_is_named_with_the_manifest_listing_it() {
     );
 }
 
+/// A first change of a single-segment index whose graph file is missing (it is read at the
+/// first search, not at the open) names it as the manifest's, as the other commands do, and
+/// leaves the index as it was.
+#[test]
+fn a_first_change_names_a_missing_file_as_the_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    let v: Vec<f32> = (0..64)
+        .flat_map(|i| [(i as f32).cos(), (i as f32).sin()])
+        .collect();
+    let codes: Vec<u64> = (0..64).map(|i| 1 << i).collect();
+    IndexBuilder::new(64, &codes)
+        .hnsw(graph())
+        .graph_on(&v, 2)
+        .build(&path)
+        .unwrap();
+    std::fs::remove_file(path.join("graph.bin")).unwrap();
+    let manifest = std::fs::read(path.join("manifest.json")).unwrap();
+    let e = Writer::open(&path)
+        .unwrap()
+        .delete(&[3])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("graph.bin: missing, though") && e.contains("manifest.json lists it"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(path.join("manifest.json")).unwrap(), manifest);
+    assert!(!path.join("seg-000000").exists());
+}
+
 /// The writers' clean-up removes only what bsa writes: a user's files and folders in the index
 /// directory (notes, the data an add reads, a backup folder) outlive adds, deletes and
 /// compactions, in both formats; leftovers of bsa's own kinds go.

@@ -1791,7 +1791,12 @@ impl Writer {
         fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
         for f in v1.files.keys().map(String::as_str).chain([MANIFEST_FILE]) {
             let (src, dst) = (self.dir.join(f), tmp.join(f));
-            if fs::hard_link(&src, &dst).is_err() {
+            if let Err(e) = fs::hard_link(&src, &dst) {
+                // A file the manifest lists is missing: said as the other commands say it.
+                if e.kind() == std::io::ErrorKind::NotFound && matches!(src.try_exists(), Ok(false))
+                {
+                    return Err(crate::files::listed_file_error(&src, e));
+                }
                 crate::files::copy_file(&src, &dst)?;
                 sync_file(&dst)?;
             }
