@@ -359,14 +359,32 @@ impl LiveManifest {
                     s.name, self.next_segment
                 ));
             }
+            // A change writes its files under the next generation's number: one listed with a
+            // later number would be written over (the write refuses, with an error that says
+            // only "File exists").
+            let written_later = |file: &str| {
+                file_generation(file)
+                    .filter(|&g| g > self.generation)
+                    .map(|g| {
+                        Error::corrupt(
+                            path,
+                            format!(
+                                "lists {file:?}, written at generation {g}, but is generation {}",
+                                self.generation
+                            ),
+                        )
+                    })
+            };
             if let Some(b) = &s.bridge {
                 check_file_name(&b.file, path)?;
                 if b.to == s.name {
                     return bad(format!("segment {:?} is bridged from itself", s.name));
                 }
+                written_later(&b.file).map_or(Ok(()), Err)?;
             }
             if let Some(d) = &s.deletes {
                 check_file_name(&d.file, path)?;
+                written_later(&d.file).map_or(Ok(()), Err)?;
                 if d.deleted == 0 || d.deleted > s.rows {
                     return bad(format!(
                         "segment {:?}: {} deleted of {} rows",
@@ -690,6 +708,12 @@ pub(crate) fn is_writers_name(name: &str) -> bool {
     is_segment(name)
 }
 
+/// The generation a deletes or bridge file was written at, from its name (`...-gN.bin`).
+fn file_generation(name: &str) -> Option<u64> {
+    let (_, g) = name.strip_suffix(".bin")?.rsplit_once("-g")?;
+    is_writers_name(name).then(|| g.parse().ok()).flatten()
+}
+
 /// `seg-` and six or more digits ([`segment_name`]).
 fn is_segment(name: &str) -> bool {
     name.strip_prefix("seg-")
@@ -864,6 +888,25 @@ mod tests {
             LiveManifest::from_bytes(edited.as_bytes(), p),
             Err(Error::Checksum { .. })
         ));
+        // Sealed with a valid checksum, a deletes file from a later generation is refused: the
+        // next change would write its own under that name.
+        let mut back = m.clone();
+        back.segments[0].deletes = Some(DeletesEntry {
+            file: deletes_name(&segment_name(1), 4),
+            deleted: 1,
+            info: FileInfo { len: 64, crc32: 0 },
+        });
+        let e = LiveManifest::from_bytes(&back.to_bytes().unwrap(), p).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("written at generation 4, but is generation 3"),
+            "{e}"
+        );
+        back.generation = 4;
+        assert_eq!(
+            LiveManifest::from_bytes(&back.to_bytes().unwrap(), p).unwrap(),
+            back
+        );
         // Sealed with a valid checksum, counters no writer could add one to are refused.
         let mut far = m.clone();
         far.generation = u64::MAX;
