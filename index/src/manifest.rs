@@ -759,6 +759,15 @@ impl Manifest {
             if g.dim == 0 {
                 return bad("graph built on vectors of dimension 0".into());
             }
+            // No writer lists a graph on the codes here (that one is "hnsw"): a Hamming walk
+            // of a graph built by cosine would answer, wrongly, without a word.
+            if g.metric != GraphMetric::Cosine {
+                return bad(format!(
+                    "graph: metric {:?}, but a graph on float vectors is built by cosine (a \
+                     graph on the codes is listed under \"hnsw\")",
+                    g.metric
+                ));
+            }
             g.params
                 .validate()
                 .or_else(|e| bad(format!("graph: {e}")))?;
@@ -918,6 +927,23 @@ mod tests {
             Manifest::from_bytes(&m.to_bytes().unwrap(), &p()),
             Err(Error::Corrupt { .. })
         ));
+        // A graph on vectors said to be on the codes (resealed).
+        let mut m = sample();
+        let info = FileInfo { len: 64, crc32: 3 };
+        m.files.insert("graph.bin".into(), info);
+        m.graph = Some(GraphInfo {
+            file: "graph.bin".into(),
+            metric: GraphMetric::Cosine,
+            dim: 4,
+            params: HnswParams::default(),
+        });
+        assert_eq!(
+            Manifest::from_bytes(&m.to_bytes().unwrap(), &p()).unwrap(),
+            m
+        );
+        m.graph.as_mut().unwrap().metric = GraphMetric::Hamming;
+        let e = Manifest::from_bytes(&m.to_bytes().unwrap(), &p()).unwrap_err();
+        assert!(e.to_string().contains("metric Hamming"), "{e}");
     }
 
     proptest! {
