@@ -903,9 +903,16 @@ impl Model {
     /// ``bytes``, ``bytearray`` or ``memoryview``),
     /// with the checks of :meth:`load`.
     #[staticmethod]
-    fn from_bytes(py: Python<'_>, data: pyo3::buffer::PyBuffer<u8>) -> PyResult<Model> {
+    fn from_bytes(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Model> {
         // Any buffer of bytes: bytes, bytearray, memoryview (what database drivers return).
-        let data = data.to_vec(py)?;
+        let buffer = pyo3::buffer::PyBuffer::<u8>::get(data).map_err(|e| {
+            let kind = data.get_type().name().map_or("?".into(), |n| n.to_string());
+            PyTypeError::new_err(format!(
+                "data must be a model file's bytes (bytes, bytearray, or a memoryview of bytes), \
+                 not {kind}: {e}"
+            ))
+        })?;
+        let data = buffer.to_vec(py)?;
         let data = data.as_slice();
         let (model, training) = py
             .detach(|| {

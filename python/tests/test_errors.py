@@ -409,6 +409,10 @@ def test_corrupt_or_missing_index(work, tmp_path):
     truncated = (work / "model.safetensors").read_bytes()[:-4]
     with pytest.raises(bsa.FormatError, match="<bytes>"):
         bsa.Model.from_bytes(truncated)
+    # Not bytes: said as such, with what was given.
+    for other in (np.zeros(4, np.float32), memoryview(np.zeros(4, np.float32)), "text"):
+        with pytest.raises(TypeError, match="data must be a model file's bytes .*not (ndarray|memoryview|str)"):
+            bsa.Model.from_bytes(other)
 
 
 def test_overwrite_replaces_only_an_index(work, tmp_path):
