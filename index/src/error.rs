@@ -240,7 +240,7 @@ impl Error {
         match self {
             Error::Io { path, error } => Error::io(
                 path.clone(),
-                std::io::Error::new(error.kind(), error.to_string()),
+                std::io::Error::new(error.kind(), format!("{error}{}", io_hint(error))),
             ),
             Error::NotAnIndex { path } => Error::NotAnIndex { path: path.clone() },
             Error::Version {
@@ -357,13 +357,20 @@ fn dim_hint(what: &str) -> &'static str {
 
 /// What to do about an I/O error, by its kind (none when there is nothing general to say), as
 /// `"; ..."` to follow the error's own words: the hint of this crate's I/O errors, and of bsa's.
+/// An error made with words of its own (`std::io::Error::new`, as bsa makes one for a file its
+/// manifest lists but that is missing) says what to do itself, and gets none.
 ///
 /// ```
 /// let missing = std::fs::File::open("/no/such/file").unwrap_err();
 /// assert_eq!(bsa_index::io_hint(&missing), "; check that the path exists");
+/// let said = std::io::Error::new(std::io::ErrorKind::NotFound, "gone; open it again");
+/// assert_eq!(bsa_index::io_hint(&said), "");
 /// ```
 pub fn io_hint(e: &std::io::Error) -> &'static str {
     use std::io::ErrorKind::*;
+    if e.get_ref().is_some() {
+        return "";
+    }
     match e.kind() {
         NotFound => "; check that the path exists",
         PermissionDenied => "; check the permissions of the path and its folders",
@@ -438,5 +445,19 @@ mod tests {
             other.starts_with("idx/codes.bin: ") && !other.contains("; "),
             "{other}"
         );
+        // Words of its own: no general hint after them; a copy says what the original said.
+        let listed = crate::files::listed_file_error(
+            std::path::Path::new("idx/graph.bin"),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        );
+        let s = listed.to_string();
+        assert!(
+            s.ends_with("copy the whole index again or rebuild it"),
+            "{s}"
+        );
+        let os = Error::io("idx/x", std::fs::File::open("/no/such/file").unwrap_err());
+        for e in [listed, os] {
+            assert_eq!(e.duplicate().to_string(), e.to_string());
+        }
     }
 }
