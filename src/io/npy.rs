@@ -113,7 +113,24 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     if bytes.len() < header_end {
         return Err(truncated_header(path, header_end, bytes.len()));
     }
+    // numpy ends the header's text with a newline. One that does not end where the length
+    // field says is most likely a damaged length field, which is the thing to say when the
+    // text there cannot be read (rather than what the data bytes read as text look like).
+    let length_damaged = bytes[header_end - 1] != b'\n';
+    let damaged_length = || {
+        Error::format(
+            path,
+            format!(
+                "the .npy header's length field says {header_len} bytes, but the header's text does \
+                 not end there (numpy ends it with a newline): the file is corrupt: re-save it \
+                 with numpy.save"
+            ),
+        )
+    };
     let depth = nesting_depth(&bytes[preamble..header_end]);
+    if depth > MAX_HEADER_DEPTH && length_damaged {
+        return Err(damaged_length());
+    }
     if depth > MAX_HEADER_DEPTH {
         return Err(Error::format(
             path,
@@ -130,6 +147,7 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     let parsed = catch_unwind(AssertUnwindSafe(|| NpyHeader::from_reader(&mut cursor)));
     let header = match parsed {
         Ok(Ok(header)) => header,
+        Ok(Err(_)) if length_damaged => return Err(damaged_length()),
         Ok(Err(e)) => {
             return Err(Error::format(
                 path,
@@ -1221,6 +1239,16 @@ mod tests {
         let deep = "[".repeat(MAX_HEADER_LEN - 100);
         fs::write(&path, raw_npy(&deep, &[], 0)).unwrap();
         assert!(fmt_err(&path).contains("nests brackets"));
+        // A damaged length field that reaches into the data (here bytes of '[' and of zeros):
+        // said as such, whatever the data read as text look like.
+        let text = "{'descr': '<f4', 'fortran_order': False, 'shape': (64,), }";
+        for data in [[b'['; 256], [0; 256]] {
+            let mut bytes = raw_npy(text, &data, 0);
+            bytes[8..10].copy_from_slice(&200u16.to_le_bytes());
+            fs::write(&path, bytes).unwrap();
+            let msg = fmt_err(&path);
+            assert!(msg.contains("length field says 200 bytes"), "{msg}");
+        }
     }
 
     /// A short header of balanced nested brackets is refused at once: npyz's parser takes
