@@ -446,17 +446,15 @@ mod tests {
             "{other}"
         );
         // Words of its own: no general hint after them; a copy says what the original said.
-        let listed = crate::files::listed_file_error(
-            std::path::Path::new("idx/graph.bin"),
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        );
-        let s = listed.to_string();
-        assert!(
-            s.ends_with("copy the whole index again or rebuild it"),
-            "{s}"
-        );
+        let said = std::io::Error::new(std::io::ErrorKind::NotFound, "gone; open it again");
+        let said = Error::io("idx/graph.bin", said);
+        assert!(said.to_string().ends_with("gone; open it again"), "{said}");
         let os = Error::io("idx/x", std::fs::File::open("/no/such/file").unwrap_err());
-        for e in [listed, os] {
+        assert!(
+            os.to_string().ends_with("; check that the path exists"),
+            "{os}"
+        );
+        for e in [said, os] {
             assert_eq!(e.duplicate().to_string(), e.to_string());
         }
     }

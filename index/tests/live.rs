@@ -1301,6 +1301,10 @@ fn a_first_change_names_a_missing_file_as_the_manifests() {
         e.contains("graph.bin: missing, though") && e.contains("manifest.json lists it"),
         "{e}"
     );
+    assert!(
+        e.ends_with("copy the whole index again or rebuild it"),
+        "{e}"
+    );
     assert_eq!(std::fs::read(path.join("manifest.json")).unwrap(), manifest);
     assert!(!path.join("seg-000000").exists());
 }
