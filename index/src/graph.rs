@@ -630,14 +630,17 @@ impl GraphData {
             .ok_or_else(too_big)?;
         layout.max_level = max_level as u32;
         layout.entry = entry;
-        let mut bytes = vec![0u8; layout.payload_len()];
+        // Written in place, as the bytes of the words returned (the payload is whole words).
+        let mut words = vec![0u64; layout.payload_len() / 8];
+        debug_assert_eq!(layout.payload_len() % 8, 0);
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
         let put32 =
             |b: &mut [u8], at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-        put32(&mut bytes, prelude::N, n);
-        put32(&mut bytes, prelude::STRIDE0, self.stride0);
-        put32(&mut bytes, prelude::STRIDE_UPPER, self.stride_upper);
-        put32(&mut bytes, prelude::MAX_LEVEL, max_level as u32);
-        put32(&mut bytes, prelude::ENTRY, entry);
+        put32(bytes, prelude::N, n);
+        put32(bytes, prelude::STRIDE0, self.stride0);
+        put32(bytes, prelude::STRIDE_UPPER, self.stride_upper);
+        put32(bytes, prelude::MAX_LEVEL, max_level as u32);
+        put32(bytes, prelude::ENTRY, entry);
         bytes[prelude::UPPER_LISTS..prelude::UPPER_LISTS + 8]
             .copy_from_slice(&upper_lists.to_le_bytes());
         let mut off = 0u64;
@@ -656,18 +659,16 @@ impl GraphData {
         };
         let s0 = self.stride0 as usize;
         for (r, list) in self.layer0.iter().enumerate() {
-            write_list(&mut bytes, layout.layer0.start + 4 * r * s0, s0, list);
+            write_list(bytes, layout.layer0.start + 4 * r * s0, s0, list);
         }
         let su = self.stride_upper as usize;
         let mut li = 0usize;
         for lists in &self.upper {
             for list in lists {
-                write_list(&mut bytes, layout.upper.start + 4 * li * su, su, list);
+                write_list(bytes, layout.upper.start + 4 * li * su, su, list);
                 li += 1;
             }
         }
-        let mut words = vec![0u64; bytes.len() / 8];
-        bytemuck::cast_slice_mut::<u64, u8>(&mut words).copy_from_slice(&bytes);
         Ok(words)
     }
 }
