@@ -493,11 +493,13 @@ fn merged_graph_vectors(
     w: usize,
     stored: Option<&MergedVectors<'_, '_>>,
     dim: usize,
+    stop: Option<&AtomicBool>,
 ) -> Result<GraphVectors> {
     let n = codes.len() / w;
     let mut out = GraphVectors::new(dim, n);
     let mut floats = Vec::new();
     for start in (0..n).step_by(CHUNK_ROWS) {
+        crate::error::check_stop(stop)?;
         let end = (start + CHUNK_ROWS).min(n);
         floats.clear();
         if let Some(s) = stored {
@@ -1632,6 +1634,7 @@ impl Writer {
                     w,
                     vectors.as_ref(),
                     dim as usize,
+                    stop.as_deref(),
                 )?),
                 _ => None,
             };
