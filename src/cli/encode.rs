@@ -34,7 +34,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
     let (model, data) = a.input.open(false)?;
     super::io::warn_if_not_unit(&data, model.config.method);
-    let codes = model.encode_packed(data.view());
-    bsa::io::write_u8(&a.out, data.n(), model.config.bits.div_ceil(8), &codes)?;
+    let bits = model.config.bits;
+    // Written as encoded, a chunk of rows at a time: no copy of all the codes is held.
+    let never = std::sync::atomic::AtomicBool::new(false);
+    bsa::io::write_u8_rows(&a.out, data.n(), bits.div_ceil(8), |sink| {
+        model.encode_chunks_until(data.view(), &never, &mut |codes| {
+            sink(&bsa::model::pack_active(codes, bits))
+        })
+    })?;
     Ok(())
 }

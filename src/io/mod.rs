@@ -34,6 +34,7 @@ pub use embeddings::{Embeddings, OffUnit, UNIT_TOLERANCE, off_unit_length};
 pub use file::{read_file, writable_target, write_atomic};
 pub use npy::{
     check_float32_range, read_i32, read_u8, read_u64_ids, write_f32, write_i32, write_u8,
+    write_u8_rows,
 };
 
 use std::path::Path;

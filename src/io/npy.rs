@@ -546,6 +546,56 @@ pub fn write_u8(path: impl AsRef<Path>, n: usize, cols: usize, data: &[u8]) -> R
     write_2d(path.as_ref(), n, cols, data, "|u1", |x: u8| [x])
 }
 
+/// Writes an `n x cols` `uint8` matrix (as [`write_u8`]) whose rows `fill` hands to the sink
+/// it is given, in order and in pieces of any size, so that no copy of the whole array is
+/// held (`bsa encode` writes a million 4096-bit codes, 512 MB, as it encodes them). The file
+/// is written atomically, and not at all unless `fill` succeeds with exactly `n * cols` bytes.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("codes.npy");
+/// bsa::io::write_u8_rows(&path, 3, 1, |sink| {
+///     sink(&[1, 2])?;
+///     sink(&[3])
+/// })?;
+/// assert_eq!(bsa::io::read_u8(&path)?, (3, 1, vec![1, 2, 3]));
+/// assert!(bsa::io::write_u8_rows(dir.path().join("short.npy"), 3, 1, |sink| sink(&[1])).is_err());
+/// assert!(!dir.path().join("short.npy").exists());
+/// # Ok::<(), bsa::Error>(())
+/// ```
+pub fn write_u8_rows(
+    path: impl AsRef<Path>,
+    rows: usize,
+    cols: usize,
+    fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let ts: TypeStr = "|u1".parse().expect("a valid type string");
+    // `fill`'s own error, kept whole: write_atomic would say it as an I/O error of `path`.
+    let mut failed = None;
+    let written = write_atomic(path, |w| {
+        WriteOptions::<u8>::new()
+            .dtype(DType::Plain(ts))
+            .shape(&[rows as u64, cols as u64])
+            .writer(&mut *w)
+            .write_header_only()?;
+        let mut got = 0usize;
+        let filled = fill(&mut |bytes: &[u8]| {
+            got += bytes.len();
+            w.write_all(bytes).map_err(|e| Error::io(path, e))
+        });
+        let checked = filled.and_then(|()| check_len(path, rows, cols, got));
+        checked.map_err(|e| {
+            failed = Some(e);
+            std::io::Error::other("not written")
+        })
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => written,
+    }
+}
+
 /// Writes an `n x cols` row-major `int32` matrix (`<i4`, e.g. ground-truth neighbour ids) as
 /// `.npy`, atomically.
 ///
