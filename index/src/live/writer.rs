@@ -363,7 +363,9 @@ struct Merged {
 }
 
 /// Computes the float vectors a merged segment's graph is built on, from its codes and (when
-/// the index stores them) its stored vectors, for indexes whose graph is on vectors.
+/// the index stores them) its stored vectors, for indexes whose graph is on vectors. It is
+/// called on a chunk of rows at a time (a thousand or so), in order: each row's vector must
+/// depend on that row alone.
 ///
 /// ```
 /// use bsa_index::live::{GraphVectorsFn, NewRows, Writer};
@@ -1574,9 +1576,20 @@ impl Writer {
             if index.vector_dim() != t.vectors.map(|v| v.dim as usize)
                 || index.vector_dtype() != t.vectors.map(|v| v.dtype)
             {
+                let said = |dim: Option<usize>, dtype: Option<VectorDtype>| match (dim, dtype) {
+                    (Some(d), Some(t)) => format!("{d}-d {t:?} vectors"),
+                    _ => "no vectors".to_string(),
+                };
                 return Err(Error::Corrupt {
                     path: dir.join(&entry.name).join(MANIFEST_FILE),
-                    detail: format!("its vectors are not the index's ({:?})", t.vectors),
+                    detail: format!(
+                        "the segment stores {} where the index's manifest says {}",
+                        said(index.vector_dim(), index.vector_dtype()),
+                        said(
+                            t.vectors.map(|v| v.dim as usize),
+                            t.vectors.map(|v| v.dtype)
+                        )
+                    ),
                 });
             }
             // The merged segment gets new checksums: a damaged byte copied into it would pass
@@ -1796,7 +1809,9 @@ impl Writer {
             let (src, dst) = (self.dir.join(f), tmp.join(f));
             if let Err(e) = fs::hard_link(&src, &dst) {
                 // A file the manifest lists is missing: said as the other commands say it.
-                if e.kind() == std::io::ErrorKind::NotFound && matches!(src.try_exists(), Ok(false))
+                if f != MANIFEST_FILE
+                    && e.kind() == std::io::ErrorKind::NotFound
+                    && matches!(src.try_exists(), Ok(false))
                 {
                     return Err(crate::files::listed_file_error(&src, e));
                 }
