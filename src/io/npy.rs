@@ -548,8 +548,10 @@ pub fn write_u8(path: impl AsRef<Path>, n: usize, cols: usize, data: &[u8]) -> R
 
 /// Writes an `n x cols` `uint8` matrix (as [`write_u8`]) whose rows `fill` hands to the sink
 /// it is given, in order and in pieces of any size, so that no copy of the whole array is
-/// held (`bsa encode` writes a million 4096-bit codes, 512 MB, as it encodes them). The file
-/// is written atomically, and not at all unless `fill` succeeds with exactly `n * cols` bytes.
+/// held (`bsa encode` writes a million 4096-bit codes, 512 MB, as it encodes them). A file is
+/// written atomically, and not at all unless `fill` succeeds with exactly `n * cols` bytes (the
+/// sink refuses bytes past them); to a stream (`-`, a device) the bytes go as they come, so an
+/// error there follows what was sent.
 ///
 /// ```
 /// let dir = tempfile::tempdir().unwrap();
@@ -560,7 +562,15 @@ pub fn write_u8(path: impl AsRef<Path>, n: usize, cols: usize, data: &[u8]) -> R
 /// })?;
 /// assert_eq!(bsa::io::read_u8(&path)?, (3, 1, vec![1, 2, 3]));
 /// assert!(bsa::io::write_u8_rows(dir.path().join("short.npy"), 3, 1, |sink| sink(&[1])).is_err());
-/// assert!(!dir.path().join("short.npy").exists());
+/// let long = bsa::io::write_u8_rows(dir.path().join("long.npy"), 1, 1, |sink| sink(&[1, 2]));
+/// assert!(long.is_err());
+/// // A fill that stops (a Ctrl-C) leaves nothing either, and its error is returned as it was.
+/// let stopped = bsa::io::write_u8_rows(dir.path().join("stopped.npy"), 2, 1, |sink| {
+///     sink(&[1])?;
+///     Err(bsa::Error::Stopped)
+/// });
+/// assert!(matches!(stopped, Err(bsa::Error::Stopped)));
+/// assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1); // codes.npy: no temporary file
 /// # Ok::<(), bsa::Error>(())
 /// ```
 pub fn write_u8_rows(
@@ -580,9 +590,14 @@ pub fn write_u8_rows(
             .writer(&mut *w)
             .write_header_only()?;
         let mut got = 0usize;
+        let room = rows.saturating_mul(cols);
         let filled = fill(&mut |bytes: &[u8]| {
+            if bytes.len() > room - got {
+                return check_len(path, rows, cols, got + bytes.len());
+            }
+            w.write_all(bytes).map_err(|e| Error::io(path, e))?;
             got += bytes.len();
-            w.write_all(bytes).map_err(|e| Error::io(path, e))
+            Ok(())
         });
         let checked = filled.and_then(|()| check_len(path, rows, cols, got));
         checked.map_err(|e| {

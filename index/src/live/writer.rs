@@ -1577,7 +1577,7 @@ impl Writer {
                 || index.vector_dtype() != t.vectors.map(|v| v.dtype)
             {
                 let said = |dim: Option<usize>, dtype: Option<VectorDtype>| match (dim, dtype) {
-                    (Some(d), Some(t)) => format!("{d}-d {t:?} vectors"),
+                    (Some(d), Some(t)) => format!("{d}-d {t} vectors"),
                     _ => "no vectors".to_string(),
                 };
                 return Err(Error::Corrupt {
