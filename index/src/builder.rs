@@ -637,7 +637,7 @@ impl<'a> IndexBuilder<'a> {
                 VectorSource::Stored(rows) => {
                     if rows.rows() != n || rows.dtype() != self.dtype {
                         return Err(Error::InvalidArgument(format!(
-                            "{} stored {:?} vectors for {n} codes of {:?}",
+                            "{} stored {} vectors for {n} codes of {} vectors",
                             rows.rows(),
                             rows.dtype(),
                             self.dtype
