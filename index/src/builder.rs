@@ -2024,22 +2024,23 @@ mod tests {
             Err(std::io::Error::other("no swap"))
         })
         .to_string();
-        let kept = build_leftovers(&out);
-        assert_eq!(kept.len(), 1, "{kept:?}");
-        assert!(!moved.exists());
-        assert_eq!(
-            fs::read_to_string(kept[0].join("notes.txt")).unwrap(),
-            "mine"
-        );
+        assert_kept_aside(&out, &moved, "notes.txt", &e);
         assert!(
             e.starts_with(&format!("{}: holds notes.txt", out.display())),
             "{e}"
         );
-        assert!(
-            e.contains("no swap") && e.contains(&kept[0].display().to_string()),
-            "{e}"
-        );
+        assert!(e.contains("no swap"), "{e}");
         assert!(e.ends_with("the new index is in its place"), "{e}");
+    }
+
+    /// The one folder kept aside for `out` under a name no build removes: `gone` moved there,
+    /// with the user's `file` ("mine") in it, and the error `e` names it.
+    fn assert_kept_aside(out: &Path, gone: &Path, file: &str, e: &str) {
+        let kept = build_leftovers(out);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert!(!gone.exists());
+        assert_eq!(fs::read_to_string(kept[0].join(file)).unwrap(), "mine");
+        assert!(e.contains(&kept[0].display().to_string()), "{e}");
     }
 
     /// A put-back new index that gained a user's file while it was in place is kept beside
@@ -2056,17 +2057,8 @@ mod tests {
         assert!(new.exists() && build_leftovers(&out).is_empty());
         fs::write(new.join("later.txt"), "mine").unwrap();
         let e = keep_put_back(&new, &out, refused()).to_string();
-        let kept = build_leftovers(&out);
-        assert_eq!(kept.len(), 1, "{kept:?}");
-        assert!(!new.exists());
-        assert_eq!(
-            fs::read_to_string(kept[0].join("later.txt")).unwrap(),
-            "mine"
-        );
-        assert!(
-            e.contains("later.txt") && e.contains(&kept[0].display().to_string()),
-            "{e}"
-        );
+        assert_kept_aside(&out, &new, "later.txt", &e);
+        assert!(e.contains("later.txt"), "{e}");
     }
 
     /// A staging folder's guard removes the folder it made, not another put at its path.
