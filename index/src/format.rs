@@ -391,7 +391,8 @@ impl Header {
         let unknown = flags & flags::INCOMPAT_MASK & !flags::INCOMPAT_KNOWN;
         if unknown != 0 {
             return Err(corrupt(format!(
-                "uses feature flags {unknown:#x} unknown to this bsa-index; upgrade bsa"
+                "uses feature flags {unknown:#x} unknown to this bsa-index, so it was written \
+                 by a newer bsa (upgrade bsa to read it) or is damaged"
             )));
         }
         let elem_raw = rd_u16(&h, offsets::ELEM_KIND);
@@ -759,10 +760,11 @@ mod tests {
         ));
         let mut f = h;
         f.flags = 1;
-        assert!(matches!(
-            Header::decode(&f.encode(), FileKind::Codes, len, &p()),
-            Err(Error::Corrupt { .. })
-        ));
+        let e = Header::decode(&f.encode(), FileKind::Codes, len, &p()).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+        // Both causes, each with its remedy, in one sentence.
+        let s = e.to_string();
+        assert!(s.contains("flags 0x1 unknown to this bsa-index, so it was written by a newer bsa (upgrade bsa to read it) or is damaged; restore the index from a copy"), "{s}");
         let mut w = h;
         w.row_elems = 3;
         w.payload_len = 10 * 3 * 8;

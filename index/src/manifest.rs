@@ -521,7 +521,10 @@ pub(crate) fn check_features_and_size(
     if let Some(f) = features.iter().find(|f| !known.contains(&f.as_str())) {
         return Err(Error::corrupt(
             path,
-            format!("requires feature {f:?} unknown to this bsa-index; upgrade bsa"),
+            format!(
+                "requires feature {f:?} unknown to this bsa-index, so it was written by a newer \
+                 bsa (upgrade bsa to read it) or is damaged"
+            ),
         ));
     }
     if bits == 0 || u64::from(words_per_code) != u64::from(bits).div_ceil(64) {
@@ -907,10 +910,10 @@ mod tests {
         ));
         let mut m = sample();
         m.incompat_features.push("deletes".into());
-        assert!(matches!(
-            Manifest::from_bytes(&m.to_bytes().unwrap(), &p()),
-            Err(Error::Corrupt { .. })
-        ));
+        let e = Manifest::from_bytes(&m.to_bytes().unwrap(), &p()).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+        let s = e.to_string();
+        assert!(s.contains("feature \"deletes\" unknown to this bsa-index, so it was written by a newer bsa (upgrade bsa to read it) or is damaged; restore the index from a copy"), "{s}");
         // Names that leave the directory, listed under `files` as well (so that only the
         // name's own check can refuse them).
         for outside in ["../x", "C:x", "codes.bin:stream"] {

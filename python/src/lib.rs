@@ -505,6 +505,12 @@ fn as_array<'py>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Bound<'py, PyU
     if let Ok(a) = obj.cast::<PyUntypedArray>() {
         return Ok(a.clone());
     }
+    // numpy makes None a 0-d object array, whose dtype the checks below would name: say None.
+    if obj.is_none() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a numpy array, got None"
+        )));
+    }
     let py = obj.py();
     let not_an_array = || {
         PyTypeError::new_err(format!(

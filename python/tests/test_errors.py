@@ -30,6 +30,11 @@ def test_wrong_dtype(index, model, queries):
         model.decode(np.zeros((3, 64), dtype=np.int16))
     with pytest.raises(TypeError, match="q must be float vectors.*dtype object"):
         index.search(object(), 5)
+    # None is named as such, not as numpy's 0-d object array of it.
+    with pytest.raises(TypeError, match="x must be a numpy array, got None$"):
+        model.encode(None)
+    with pytest.raises(TypeError, match="q must be a numpy array, got None$"):
+        index.search(None, 5)
 
 
 def test_other_float_types_and_layouts_are_converted(index, queries):

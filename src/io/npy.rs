@@ -165,12 +165,53 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<Parsed> {
             ));
         }
     };
+    check_header_keys(path, &bytes[preamble..header_end])?;
     // npyz reads exactly the declared header; use the cursor position rather than trusting that.
     let data_offset = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
     Ok(Parsed {
         header,
         data_offset,
     })
+}
+
+/// The keys numpy writes in a `.npy` header, and the only ones `numpy.load` accepts.
+const HEADER_KEYS: [&str; 3] = ["descr", "fortran_order", "shape"];
+
+/// Refuses a header (already parsed by npyz, which reads the keys it needs and ignores the rest)
+/// whose dict has a key other than numpy's three, or one of them twice (npyz would take the
+/// last `shape`): numpy refuses the first, and neither comes from `numpy.save`.
+fn check_header_keys(path: &Path, text: &[u8]) -> Result<()> {
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    let parsed = std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse::<py_literal::Value>().ok());
+    // npyz parsed the same text into a dict a moment ago.
+    let Some(py_literal::Value::Dict(entries)) = parsed else {
+        return Ok(());
+    };
+    let mut seen: Vec<String> = Vec::with_capacity(entries.len());
+    for (key, _) in &entries {
+        let key = key
+            .as_string()
+            .map_or_else(|| format!("{key}"), String::clone);
+        let problem = if !HEADER_KEYS.contains(&key.as_str()) {
+            format!("has the key {key:?}, which numpy neither writes nor reads")
+        } else if seen.contains(&key) {
+            format!("has the key {key:?} twice")
+        } else {
+            seen.push(key);
+            continue;
+        };
+        return Err(Error::format(
+            path,
+            format!(
+                "the .npy header's dict {problem} (numpy.save writes 'descr', 'fortran_order' and \
+                 'shape', once each): the file was not written by numpy; re-save the array with \
+                 numpy.save"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn truncated_header(path: &Path, need: usize, have: usize) -> Error {
@@ -1313,6 +1354,38 @@ mod tests {
             fs::write(&path, bytes).unwrap();
             let msg = fmt_err(&path);
             assert!(msg.contains("length field says 200 bytes"), "{msg}");
+        }
+    }
+
+    /// numpy.load refuses a header dict with a key other than its three, and numpy.save never
+    /// writes one twice: both are refused, naming the key, while numpy's own header (with or
+    /// without its trailing comma, keys in any order) reads.
+    #[test]
+    fn header_keys_are_numpys_three_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.npy");
+        let data: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        for (text, problem) in [
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), 'units': 'm', }",
+                "has the key \"units\", which numpy neither writes nor reads",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (9, 9), 'shape': (1, 2)}",
+                "has the key \"shape\" twice",
+            ),
+        ] {
+            fs::write(&path, raw_npy(text, &data, 0)).unwrap();
+            let msg = fmt_err(&path);
+            assert!(msg.contains(problem) && msg.contains("k.npy"), "{msg}");
+        }
+        for text in [
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }",
+            "{'shape': (1, 2), 'descr': '<f4', 'fortran_order': False}",
+        ] {
+            fs::write(&path, raw_npy(text, &data, 0)).unwrap();
+            let e = Embeddings::open(&path).unwrap();
+            assert_eq!((e.n(), e.dim()), (1, 2));
         }
     }
 
