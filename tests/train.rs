@@ -39,6 +39,18 @@ fn gradcheck(method: Method, loss: LossKind, target: Target, alpha: f64) {
 }
 
 fn gradcheck_with(method: Method, loss: LossKind, target: Target, alpha: f64, nb: Neighbourhood) {
+    gradcheck_rows(method, loss, target, alpha, nb, 5);
+}
+
+/// [`gradcheck_with`] on a batch of `rows` rows.
+fn gradcheck_rows(
+    method: Method,
+    loss: LossKind,
+    target: Target,
+    alpha: f64,
+    nb: Neighbourhood,
+    rows: usize,
+) {
     let cfg = ModelConfig {
         dim: 6,
         bits: 10,
@@ -48,7 +60,7 @@ fn gradcheck_with(method: Method, loss: LossKind, target: Target, alpha: f64, nb
         alpha,
         target,
     };
-    let x = gaussian(5, 6, 1);
+    let x = gaussian(rows, 6, 1);
     let mut p = Params::<f64>::init(10, 6, 2);
     // Larger weights than the default init so the sigmoid is far from linear and the TopK
     // choices are well separated.
@@ -228,6 +240,125 @@ fn neighbourhood_term_changes_the_gradient_only_when_weighted() {
     );
     assert!((ls.loss - l1.loss).abs() < 1e-12);
     assert!(gs.we.iter().zip(&g1.we).all(|(a, b)| (a - b).abs() < 1e-12));
+}
+
+/// The trainer's step on a batch of 49 rows: three parallel tasks of 16 rows and a remainder
+/// (each task's offsets into the step's buffers), with the products split between two threads
+/// as a fit runs them (OpenBLAS at one thread, rayon at two; the split needs 32 rows). The
+/// gradient checks above use 5 rows, one task, one product.
+#[test]
+fn gradients_over_several_tasks_and_split_products() {
+    // Every fit sets OpenBLAS to one thread while it runs (and restores the count it found),
+    // so one thread changes no fit's products in this process; the gradient checks allow for
+    // either path's rounding.
+    bsa::threads::set_blas_threads(1);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let nb = Neighbourhood::default();
+        gradcheck_rows(Method::Bsa, LossKind::Cosine, Target::Khot, 1.0, nb, 49);
+        gradcheck_rows(Method::Bsa, LossKind::Mse, Target::Masked, 0.37, nb, 49);
+        gradcheck_rows(Method::Topk, LossKind::Cosine, Target::Khot, 1.0, nb, 49);
+    });
+}
+
+/// method.md's objective computed row by row, plainly, for [`loss_values_are_method_md_s`]:
+/// `(L, L_rec, L_align, mean active bits)` with the binary code (`S > 1/2`, or the k-hot of the
+/// top K of `S` for TopK, whose alignment term is reported as 0).
+fn reference_loss(p: &Params<f64>, x: ArrayView2<f64>, cfg: &ModelConfig) -> [f64; 4] {
+    let (b, n, d) = (x.nrows(), cfg.bits, cfg.dim);
+    let cos_dist = |u: &[f64], v: &[f64]| {
+        let dot: f64 = u.iter().zip(v).map(|(a, b)| a * b).sum();
+        let nu = u.iter().map(|a| a * a).sum::<f64>().sqrt();
+        let nv = v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        1.0 - dot / (nu * nv)
+    };
+    let mse = |u: &[f64], v: &[f64]| {
+        u.iter().zip(v).map(|(a, b)| (a - b) * (a - b)).sum::<f64>() / u.len() as f64
+    };
+    let dist = |u: &[f64], v: &[f64]| match cfg.loss {
+        LossKind::Cosine => cos_dist(u, v),
+        LossKind::Mse => mse(u, v),
+    };
+    let (mut rec, mut align, mut active) = (0.0, 0.0, 0.0);
+    for row in x.rows() {
+        let s: Vec<f64> = (0..n)
+            .map(|j| {
+                let h = p.be[j] + (0..d).map(|c| p.we[[j, c]] * row[c]).sum::<f64>();
+                1.0 / (1.0 + (-h).exp())
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+        let top = &order[..cfg.k];
+        let t: Vec<f64> = (0..n)
+            .map(|j| match (top.contains(&j), cfg.target) {
+                (false, _) => 0.0,
+                (true, Target::Khot) => 1.0,
+                (true, Target::Masked) => s[j],
+            })
+            .collect();
+        let c: Vec<f64> = (0..n)
+            .map(|j| match cfg.method {
+                Method::Topk => f64::from(u8::from(top.contains(&j))),
+                _ => f64::from(u8::from(s[j] > 0.5)),
+            })
+            .collect();
+        let xhat: Vec<f64> = (0..d)
+            .map(|c_| p.bd[c_] + (0..n).map(|j| c[j] * p.wd_t[[j, c_]]).sum::<f64>())
+            .collect();
+        rec += dist(&xhat, row.as_slice().unwrap());
+        if cfg.method != Method::Topk {
+            align += dist(&s, &t);
+        }
+        active += c.iter().sum::<f64>();
+    }
+    let (rec, align) = (rec / b as f64, align / b as f64);
+    [rec + cfg.alpha * align, rec, align, active / b as f64]
+}
+
+/// The loss the trainer reports is method.md's, computed independently above (the gradient
+/// checks differentiate the trainer's own loss, so they cannot catch a wrong one), on the
+/// binary codes, over several parallel tasks, on both decoder paths.
+#[test]
+fn loss_values_are_method_md_s() {
+    let x = gaussian(49, 6, 7);
+    let mut p = Params::<f64>::init(10, 6, 8);
+    p.we.mapv_inplace(|v| v * 4.0);
+    p.be.mapv_inplace(|v| v * 4.0);
+    for (method, loss, target, alpha) in [
+        (Method::Bsa, LossKind::Cosine, Target::Khot, 1.0),
+        (Method::Bsa, LossKind::Cosine, Target::Masked, 0.37),
+        (Method::Bsa, LossKind::Mse, Target::Khot, 1.0),
+        (Method::Bsa, LossKind::Mse, Target::Masked, 0.0),
+        (Method::Topk, LossKind::Cosine, Target::Khot, 1.0),
+    ] {
+        let cfg = ModelConfig {
+            dim: 6,
+            bits: 10,
+            k: 3,
+            method,
+            loss,
+            alpha,
+            target,
+        };
+        let want = reference_loss(&p, x.view(), &cfg);
+        // Codes that are neither empty nor full, so the test sees the rounding.
+        assert!(want[3] > 1.0 && want[3] < 9.0, "{want:?}");
+        for path in [DecoderPath::Sparse, DecoderPath::Dense] {
+            let mut t = PhaseTimer::default();
+            let l = loss_and_grad(&p, x.view(), &cfg, CodeMode::Binary, path, None, &mut t);
+            let got = [l.loss, l.rec, l.align, l.active_mean];
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= 1e-12 * w.abs().max(1.0),
+                    "{method}/{loss}/{target}/alpha={alpha}/{path:?}: {got:?} against {want:?}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
