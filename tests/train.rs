@@ -32,6 +32,28 @@ fn value(p: &Params<f64>, x: ArrayView2<f64>, cfg: &ModelConfig, nb: &Neighbourh
     .loss
 }
 
+/// The tiny model of the gradient checks: D=6, N=10, K=3.
+fn tiny(method: Method, loss: LossKind, target: Target, alpha: f64) -> ModelConfig {
+    ModelConfig {
+        dim: 6,
+        bits: 10,
+        k: 3,
+        method,
+        loss,
+        alpha,
+        target,
+    }
+}
+
+/// Weights for [`tiny`], larger than the default init so the sigmoid is far from linear and the
+/// TopK choices are well separated.
+fn tiny_params(seed: u64) -> Params<f64> {
+    let mut p = Params::<f64>::init(10, 6, seed);
+    p.we.mapv_inplace(|v| v * 4.0);
+    p.be.mapv_inplace(|v| v * 4.0);
+    p
+}
+
 /// Central differences on every weight of a tiny model (D=6, N=10, K=3) in f64, with the code
 /// function replaced by the identity (what the straight-through estimator differentiates).
 fn gradcheck(method: Method, loss: LossKind, target: Target, alpha: f64) {
@@ -51,21 +73,9 @@ fn gradcheck_rows(
     nb: Neighbourhood,
     rows: usize,
 ) {
-    let cfg = ModelConfig {
-        dim: 6,
-        bits: 10,
-        k: 3,
-        method,
-        loss,
-        alpha,
-        target,
-    };
+    let cfg = tiny(method, loss, target, alpha);
     let x = gaussian(rows, 6, 1);
-    let mut p = Params::<f64>::init(10, 6, 2);
-    // Larger weights than the default init so the sigmoid is far from linear and the TopK
-    // choices are well separated.
-    p.we.mapv_inplace(|v| v * 4.0);
-    p.be.mapv_inplace(|v| v * 4.0);
+    let p = tiny_params(2);
     let mut g = Params::<f64>::zeros(10, 6);
     let mut t = PhaseTimer::default();
     let l = loss_and_grad_with(
@@ -325,9 +335,7 @@ fn reference_loss(p: &Params<f64>, x: ArrayView2<f64>, cfg: &ModelConfig) -> [f6
 #[test]
 fn loss_values_are_method_md_s() {
     let x = gaussian(49, 6, 7);
-    let mut p = Params::<f64>::init(10, 6, 8);
-    p.we.mapv_inplace(|v| v * 4.0);
-    p.be.mapv_inplace(|v| v * 4.0);
+    let p = tiny_params(8);
     for (method, loss, target, alpha) in [
         (Method::Bsa, LossKind::Cosine, Target::Khot, 1.0),
         (Method::Bsa, LossKind::Cosine, Target::Masked, 0.37),
@@ -335,15 +343,7 @@ fn loss_values_are_method_md_s() {
         (Method::Bsa, LossKind::Mse, Target::Masked, 0.0),
         (Method::Topk, LossKind::Cosine, Target::Khot, 1.0),
     ] {
-        let cfg = ModelConfig {
-            dim: 6,
-            bits: 10,
-            k: 3,
-            method,
-            loss,
-            alpha,
-            target,
-        };
+        let cfg = tiny(method, loss, target, alpha);
         let want = reference_loss(&p, x.view(), &cfg);
         // Codes that are neither empty nor full, so the test sees the rounding.
         assert!(want[3] > 1.0 && want[3] < 9.0, "{want:?}");
