@@ -1812,12 +1812,8 @@ impl Index {
             }
             Some(p) => (p, None),
             None => {
-                let t = tempfile::Builder::new()
-                    .prefix("bsa-index-")
-                    .tempdir()
-                    .map_err(|e| {
-                        PyOSError::new_err(format!("creating a temporary directory: {e}"))
-                    })?;
+                let t = bsa::io::temp_dir_in(&std::env::temp_dir(), "bsa-index-")
+                    .map_err(py_err)?;
                 (t.path().join("index"), Some(PrivateDir::new(t)))
             }
         };
@@ -1839,11 +1835,8 @@ impl Index {
                     }
                 })
                 .filter(|p| p.is_dir());
-            let model_dir = match near {
-                Some(p) => tempfile::Builder::new().prefix(".bsa-model-").tempdir_in(p),
-                None => tempfile::tempdir(),
-            }
-            .map_err(|e| bsa::Error::io(near.unwrap_or(&std::env::temp_dir()), e))?;
+            let system_tmp = std::env::temp_dir();
+            let model_dir = bsa::io::temp_dir_in(near.unwrap_or(&system_tmp), ".bsa-model-")?;
             let model_file = model_dir.path().join("model.safetensors");
             let source = match (model, code_bytes) {
                 (Some(m), _) => {

@@ -511,13 +511,7 @@ pub fn prepare_report_dir(out: &Path) -> Result<()> {
         ));
     }
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    tempfile::Builder::new()
-        .prefix(".bsa-bench-probe-")
-        .tempdir_in(parent)
-        .map_err(|e| {
-            let what = format!("cannot make a folder in it ({})", e.kind());
-            Error::io(parent, std::io::Error::new(e.kind(), what))
-        })?;
+    crate::io::temp_dir_in(parent, ".bsa-bench-probe-")?;
     Ok(())
 }
 
@@ -548,10 +542,7 @@ pub fn write_report(
     let name = out
         .file_name()
         .map_or("report".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.tmp-"))
-        .tempdir_in(parent)
-        .map_err(|e| Error::io(parent, e))?;
+    let tmp = crate::io::temp_dir_in(parent, &format!(".{name}.tmp-"))?;
     if out.exists() {
         for entry in std::fs::read_dir(&out).map_err(|e| Error::io(&out, e))? {
             let entry = entry.map_err(|e| Error::io(&out, e))?;

@@ -280,10 +280,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         cells = done;
     }
     remove_killed_benches_work();
-    let work = tempfile::Builder::new()
-        .prefix(&format!("{WORK_PREFIX}{}-", std::process::id()))
-        .tempdir()
-        .context("creating a temporary folder")?;
+    let work = bsa::io::temp_dir_in(
+        &std::env::temp_dir(),
+        &format!("{WORK_PREFIX}{}-", std::process::id()),
+    )
+    .context("creating a temporary folder")?;
     // Held while this bench runs: a folder whose marker is not locked is a dead bench's.
     let marker = work.path().join(WORK_MARKER);
     let _alive = std::fs::File::create(&marker)

@@ -280,6 +280,43 @@ fn is_char_device(path: &Path) -> bool {
     }
 }
 
+/// A temporary folder in `parent` named `PREFIX` and random characters, removed with what it
+/// holds when dropped; its error, if it cannot be made, is the system's own ([`Error::Io`] of
+/// `parent`, with its number and advice): tempfile says the system's message with the random
+/// name it tried ("Read-only file system (os error 30) at path \".x-G07DLR\"") and no number, so
+/// the folder is tried once more by `mkdir`, which fails the same way and says it plainly.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let staging = bsa::io::temp_dir_in(dir.path(), ".stage-")?;
+/// assert!(staging.path().starts_with(dir.path()));
+/// // A file is no folder to make one in: the system's error, said of the path given.
+/// let file = dir.path().join("f");
+/// std::fs::write(&file, b"")?;
+/// let e = bsa::io::temp_dir_in(&file, ".stage-").unwrap_err();
+/// assert!(e.to_string().starts_with(&format!("{}: Not a directory", file.display())), "{e}");
+/// # Ok(()) }
+/// ```
+pub fn temp_dir_in(parent: &Path, prefix: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .map_err(|e| {
+            let probe = parent.join(format!("{prefix}{}", std::process::id()));
+            match fs::create_dir(&probe) {
+                Err(os) if os.raw_os_error().is_some() => Error::io(parent, os),
+                made => {
+                    // Not the same failure (tempfile's was, say, a name clash): its own words.
+                    if made.is_ok() {
+                        let _ = fs::remove_dir(&probe);
+                    }
+                    Error::io(parent, e)
+                }
+            }
+        })
+}
+
 /// The file [`write_atomic`] replaces for `path`: `path` itself, or the file a symbolic link
 /// there names (made if the link dangles). Refused when it exists and is neither a regular
 /// file nor a character device (`--out /dev/null` discards an output; renaming over a pipe

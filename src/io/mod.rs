@@ -31,7 +31,7 @@ pub mod model;
 mod npy;
 
 pub use embeddings::{Embeddings, OffUnit, UNIT_TOLERANCE, off_unit_length};
-pub use file::{read_file, writable_target, write_atomic};
+pub use file::{read_file, temp_dir_in, writable_target, write_atomic};
 pub use npy::{
     check_float32_range, read_i32, read_u8, read_u64_ids, write_f32, write_i32, write_u8,
     write_u8_rows,
