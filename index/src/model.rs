@@ -102,9 +102,12 @@ impl Rule {
 /// a process serving several models makes each once, where the shared one-slot memo would make
 /// them again at every switch of model (a hundred times a query's cost).
 ///
-/// Each entry remembers the matrix it was made from (its address, shape and strides); asked
-/// for another matrix (weights put together from two models), it is not used and the product
-/// goes through the memo: slower, never wrong. The memory is the owner's for its lifetime: for
+/// Each entry remembers the matrix it was made from (its address, shape, strides and eight of
+/// its values, first and last among them); asked for another matrix (weights put together from
+/// two models), it is not used and the product goes through the memo: slower, never wrong. It
+/// is for matrices that do not change and outlive it, as a model's own (a matrix changed in
+/// place, or freed and another made at its address, is told apart by those eight values only:
+/// keep a `Derived` with the matrices it serves, and drop it with them). The memory is the owner's for its lifetime: for
 /// `N` bits and `D` dimensions, up to three packed copies of `N x D` floats and one of bytes,
 /// and for a pursuit model the Gram rows its queries picked, the whole `N x N` floats once a
 /// batch picks a quarter of them (64 MiB at 4096 bits).
@@ -130,12 +133,22 @@ pub struct Derived {
     gram: OnceLock<(MatrixKey, Arc<GramCache>)>,
 }
 
-/// Which matrix a [`Derived`] entry was made from: address, shape and strides.
-type MatrixKey = (usize, (usize, usize), [isize; 2]);
+/// Which matrix a [`Derived`] entry was made from: address, shape, strides, and the bits of
+/// eight of its values spread over it (first and last among them), which a caller's matrix
+/// changed in place, or another one made where a freed one was, will not all share.
+type MatrixKey = (usize, (usize, usize), [isize; 2], [u32; 8]);
 
 fn matrix_key(m: ArrayView2<f32>) -> MatrixKey {
     let st = m.strides();
-    (m.as_ptr() as usize, m.dim(), [st[0], st[1]])
+    let (rows, cols) = m.dim();
+    let mut sample = [0u32; 8];
+    if let Some(last) = (rows * cols).checked_sub(1) {
+        for (i, v) in sample.iter_mut().enumerate() {
+            let at = i * last / 7;
+            *v = m[[at / cols, at % cols]].to_bits();
+        }
+    }
+    (m.as_ptr() as usize, m.dim(), [st[0], st[1]], sample)
 }
 
 /// The value in `slot` for the matrix `m`, made now if the slot is empty; `None` if the slot
@@ -1305,6 +1318,40 @@ mod tests {
         });
         let (be, bd) = (Array1::zeros(n), Array1::zeros(d));
         QueryModel::new("pursuit", Rule::Pursuit(k), atoms.clone(), be, atoms, bd).unwrap()
+    }
+
+    /// A `Derived` asked for a matrix at the address of the one it was made from but holding
+    /// other values (changed in place, or another one made where a freed one was) does not
+    /// answer with the first one's products: one value changed anywhere in the sample (the
+    /// first, the last, one between) is enough.
+    #[test]
+    fn derived_matrices_are_not_taken_for_another_at_the_same_address() {
+        let x = Array2::from_shape_fn((5, 8), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 5.0 - 1.0);
+        let fresh = Array2::from_shape_fn((48, 8), |(i, j)| ((i * 13 + j * 5) % 17) as f32 - 8.0);
+        let (be, bd) = (Array1::zeros(48), Array1::zeros(8));
+        let h = |we: &Array2<f32>, derived: Option<&Derived>| {
+            let w = Weights {
+                we: we.view(),
+                be: be.view(),
+                wd_t: fresh.view(),
+                bd: bd.view(),
+                derived,
+            };
+            w.pre_activations(x.view()).unwrap()
+        };
+        // (20, 4) is the fourth of the eight values sampled from 48 x 8.
+        for at in [(0, 0), (47, 7), (20, 4)] {
+            let mut we = fresh.clone();
+            let derived = Derived::default();
+            let before = h(&we, Some(&derived));
+            assert_eq!(before, h(&we, None));
+            let address = we.as_ptr();
+            we[at] += 1.0;
+            assert_eq!(we.as_ptr(), address);
+            let after = h(&we, Some(&derived));
+            assert_eq!(after, h(&we, None), "{at:?}");
+            assert_ne!(after, before, "{at:?}");
+        }
     }
 
     /// Two models used in turn keep their own derived matrices: each encodes (and tabulates)

@@ -2246,14 +2246,7 @@ impl Snapshot {
             ))
         })?;
         check_query(query, dim)?;
-        if hits.ids.len() != hits.rows.len() || hits.distances.len() != hits.rows.len() {
-            return Err(Error::InvalidArgument(format!(
-                "hits of {} rows, {} ids and {} distances: one of each per hit",
-                hits.rows.len(),
-                hits.ids.len(),
-                hits.distances.len()
-            )));
-        }
+        hits.check_lengths()?;
         let located = hits
             .rows
             .iter()

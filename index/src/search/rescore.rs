@@ -16,9 +16,13 @@ use crate::vectors::{Vectors, cosine_top_k};
 /// use bsa_index::search::{rescore::rescore, Hits};
 /// use bsa_index::Vectors;
 /// let vectors = [1.0f32, 0.0, 0.0, 1.0, 0.6, 0.8];
-/// let hits = Hits::from_parts(vec![0, 1, 2], vec![10, 11, 12], vec![0, 1, 2])?;
+/// let mut hits = Hits::from_parts(vec![0, 1, 2], vec![10, 11, 12], vec![0, 1, 2])?;
 /// let best = rescore(Vectors::F32(&vectors), 2, &[0.0, 1.0], &hits, 2)?;
 /// assert_eq!(best.ids, vec![11, 12]);
+/// // Hits whose (public) fields disagree in length are refused.
+/// hits.ids.pop();
+/// let e = rescore(Vectors::F32(&vectors), 2, &[0.0, 1.0], &hits, 2).unwrap_err();
+/// assert!(e.to_string().contains("3 rows, 2 ids"), "{e}");
 /// # Ok::<(), bsa_index::Error>(())
 /// ```
 pub fn rescore(
@@ -28,6 +32,7 @@ pub fn rescore(
     hits: &Hits,
     k: usize,
 ) -> Result<Hits> {
+    hits.check_lengths()?;
     let best = cosine_top_k(vectors, dim, query, &hits.rows, k)?;
     Ok(Hits {
         rows: best.iter().map(|&(p, _)| hits.rows[p]).collect(),

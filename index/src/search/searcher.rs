@@ -1089,6 +1089,10 @@ impl Hits {
 
     /// The neighbours one by one, best first.
     ///
+    /// # Panics
+    /// If the fields were changed to different lengths (searches return them equal, and
+    /// [`Hits::from_parts`] and the rescoring functions refuse them otherwise).
+    ///
     /// ```
     /// use bsa_index::{Hit, Hits};
     /// let hits = Hits::from_parts(vec![4, 2], vec![40, 20], vec![0, 3])?;
@@ -1186,20 +1190,31 @@ impl Hits {
     /// # Ok::<(), bsa_index::Error>(())
     /// ```
     pub fn from_parts(rows: Vec<u64>, ids: Vec<u64>, distances: Vec<u32>) -> Result<Hits> {
-        if rows.len() != ids.len() || rows.len() != distances.len() {
-            return Err(Error::InvalidArgument(format!(
-                "hits need equal lengths, got {} rows, {} ids, {} distances",
-                rows.len(),
-                ids.len(),
-                distances.len()
-            )));
-        }
-        Ok(Hits {
+        let hits = Hits {
             rows,
             ids,
             distances,
             scores: None,
-        })
+        };
+        hits.check_lengths()?;
+        Ok(hits)
+    }
+
+    /// One id and one distance (and one score, if any) per row: what the fields, public, may
+    /// not hold, checked where hits come back from a caller.
+    pub(crate) fn check_lengths(&self) -> Result<()> {
+        let n = self.rows.len();
+        let scores = self.scores.as_ref().map_or(n, Vec::len);
+        if self.ids.len() != n || self.distances.len() != n || scores != n {
+            return Err(Error::InvalidArgument(format!(
+                "hits need one id, distance and score (if any) per row, got {n} rows, {} ids, {} \
+                 distances{}",
+                self.ids.len(),
+                self.distances.len(),
+                (self.scores.as_ref()).map_or(String::new(), |s| format!(", {} scores", s.len()))
+            )));
+        }
+        Ok(())
     }
 }
 
