@@ -1812,8 +1812,8 @@ impl Index {
             }
             Some(p) => (p, None),
             None => {
-                let t = bsa::io::temp_dir_in(&std::env::temp_dir(), "bsa-index-")
-                    .map_err(py_err)?;
+                let t =
+                    bsa::io::temp_dir_in(&std::env::temp_dir(), "bsa-index-").map_err(py_err)?;
                 (t.path().join("index"), Some(PrivateDir::new(t)))
             }
         };
