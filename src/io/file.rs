@@ -99,8 +99,8 @@ fn open_own_stream(path: &Path) -> std::io::Result<File> {
 
 /// Writes a file atomically: `write` fills a temporary file in the target's directory, which is
 /// flushed, synced and renamed over `path`. On any error the temporary file is removed and `path`
-/// is left untouched, so a reader sees the old file or the new one, never half of one. A
-/// symbolic link at `path` is followed (the file it names is replaced, the link kept); a
+/// is left untouched, so a reader sees the old file or the new one, never half of one; the new
+/// one has the old one's permissions. A symbolic link at `path` is followed (the file it names is replaced, the link kept); a
 /// character device (`/dev/null`, a terminal) is written in place, as a stream, and so is one
 /// of the process's own open files named as such (`/dev/stdout`, `/dev/stderr`, `/dev/fd/N`,
 /// `/proc/self/fd/N`: appended to, so a shell's `>>` keeps what the file held); any other path
@@ -168,6 +168,11 @@ pub fn write_atomic(
         .create_new(true)
         .open(&tmp)
         .map_err(|e| Error::io(shown, e))?;
+    // A file replaced keeps its permissions (a private 0600 result stays private), set before
+    // anything is written. Best effort: the owner stays the writer's, as with any new file.
+    if let Ok(old) = fs::metadata(path) {
+        let _ = file.set_permissions(old.permissions());
+    }
     // Held until the rename: a process that cannot tell this one is running (another PID
     // namespace, another host on a shared folder) finds the file locked and leaves it.
     lock_temp(&file);

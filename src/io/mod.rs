@@ -256,6 +256,24 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("out.bin")]);
     }
 
+    /// A replaced file keeps its mode: a 0600 result is not made world-readable by the next
+    /// write of it.
+    #[cfg(unix)]
+    #[test]
+    fn write_atomic_keeps_the_mode_of_the_file_it_replaces() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("private.jsonl");
+        write_atomic(&path, |w| w.write_all(b"first")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomic(&path, |w| w.write_all(b"second")).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            (fs::read(&path).unwrap(), mode),
+            (b"second".to_vec(), 0o600)
+        );
+    }
+
     #[test]
     fn write_atomic_refuses_paths_inside_an_index() {
         let dir = tempfile::tempdir().unwrap();
