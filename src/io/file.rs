@@ -310,7 +310,13 @@ pub fn temp_dir_in(parent: &Path, prefix: &str) -> Result<tempfile::TempDir> {
         .map_err(|e| {
             let probe = parent.join(format!("{prefix}{}", std::process::id()));
             match fs::create_dir(&probe) {
-                Err(os) if os.raw_os_error().is_some() => Error::io(parent, os),
+                // (A folder of that name left by a killed process is no answer: tempfile's.)
+                Err(os)
+                    if os.raw_os_error().is_some()
+                        && os.kind() != std::io::ErrorKind::AlreadyExists =>
+                {
+                    Error::io(parent, os)
+                }
                 made => {
                     // Not the same failure (tempfile's was, say, a name clash): its own words.
                     if made.is_ok() {
