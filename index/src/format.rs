@@ -102,6 +102,7 @@ pub mod offsets {
 /// assert_ne!(FileKind::Ids.magic(), FileKind::Codes.magic());
 /// # Ok(()) }
 /// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
     /// Packed codes, `u64` words.
@@ -156,6 +157,7 @@ impl FileKind {
 /// assert_eq!(h.payload_len, 10 * 384 * 2);
 /// # Ok(()) }
 /// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]
 pub enum ElemKind {

@@ -63,6 +63,7 @@ pub const ENV_VAR: &str = "BSA_KERNEL";
 /// }
 /// # Ok::<(), bsa_index::Error>(())
 /// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KernelFamily {
     /// Plain Rust over `u64` words: runs everywhere.

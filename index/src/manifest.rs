@@ -100,6 +100,7 @@ pub struct Segment {
 /// assert_eq!(VectorDtype::F16.to_string(), "f16");
 /// # Ok(()) }
 /// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VectorDtype {

@@ -65,6 +65,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// assert_eq!(model(Rule::TopK(1))?.encode(x.view())?, [vec![0]]); // the largest H
 /// # Ok(()) }
 /// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule {
     /// The bits with `H > 0` (`sigmoid(H) > 0.5`): methods `bsa`, `sign`, `lsh` and `itq`.

@@ -44,6 +44,7 @@ use crate::{Hits, Mode, Score, SearchParams, SearchStats, pack};
 /// assert!(e.to_string().contains("expected one of hamming, cosine"), "{e}");
 /// # Ok::<(), bsa_index::Error>(())
 /// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScoreName {
     /// `|q xor b|`, ascending.
@@ -121,6 +122,7 @@ impl ScoreName {
 /// assert!(search(&index, None, wide, &Request::new(2)).is_err());
 /// # Ok(()) }
 /// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy)]
 pub enum Queries<'a> {
     /// Float queries, `nq x D`, encoded with the model (and used by `adc`, `soft` and rescoring).
@@ -162,6 +164,27 @@ impl<'a> Queries<'a> {
         let q = ArrayView2::from_shape((data.len() / dim, dim), data)
             .expect("whole rows of dim floats");
         Ok(Queries::Floats(q))
+    }
+
+    /// The number of queries: rows of floats, or packed codes.
+    ///
+    /// ```
+    /// use bsa_index::query::Queries;
+    /// assert_eq!(Queries::floats(&[0.6f32, 0.8, 0.0, 1.0], 2)?.len(), 2);
+    /// let none = Queries::Packed { bytes: &[], rows: 0, cols: 4 };
+    /// assert!(none.is_empty() && none.len() == 0);
+    /// # Ok::<(), bsa_index::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        match self {
+            Queries::Floats(q) => q.nrows(),
+            Queries::Packed { rows, .. } => *rows,
+        }
+    }
+
+    /// Whether there are no queries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 ///     assert_eq!(cosine(v, 1, &query), 0.0);
 /// }
 /// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy)]
 pub enum Vectors<'a> {
     /// 32-bit floats.

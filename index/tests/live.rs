@@ -329,6 +329,7 @@ fn check(
                 None => true,
                 Some(IdFilter::Allow(a)) => a.contains(id),
                 Some(IdFilter::Deny(d)) => !d.contains(id),
+                Some(other) => unreachable!("{other:?}"),
             })
             .cloned()
             .collect();
@@ -1176,6 +1177,7 @@ fn stored_rows(snap: &Snapshot) -> BTreeMap<u64, Vec<u8>> {
                     .iter()
                     .flat_map(|x| x.to_le_bytes())
                     .collect(),
+                other => unreachable!("{other:?}"),
             };
             assert!(rows.insert(id, bytes).is_none());
         }

@@ -2079,10 +2079,7 @@ impl Index {
             },
             (None, None) => unreachable!("one of the two"),
         };
-        let nq = match queries {
-            Queries::Floats(v) => v.nrows(),
-            Queries::Packed { rows, .. } => rows,
-        };
+        let nq = queries.len();
         // Warnings run Python code (a `showwarning` hook may close this object, which waits for
         // the searches holding a generation): given while none is held.
         let model_config = |index: &Index| -> PyResult<Option<(Method, usize)>> {
@@ -2117,7 +2114,7 @@ impl Index {
             bsa_index::query::search_until(index, model, queries, &request, filter, Some(stop))
                 .map_err(|e| match queries {
                     Queries::Packed { .. } => code_row_of(e.into(), "q"),
-                    Queries::Floats(_) => row_of(e.into(), "queries", "q"),
+                    _ => row_of(e.into(), "queries", "q"),
                 })
         })?;
         let pursuit = (loaded.model.as_deref()).is_some_and(|m| m.config.method == Method::Pursuit);

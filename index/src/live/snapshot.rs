@@ -121,6 +121,7 @@ pub const GRAPH_SCAN_ROWS_PER_EF: usize = 512;
 /// assert_eq!(search(IdFilter::Deny(&[10]))?, vec![11, 12]);
 /// # Ok::<(), bsa_index::Error>(())
 /// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdFilter<'a> {
     /// Only these ids (unknown ids are ignored).

@@ -203,6 +203,7 @@ pub trait Searcher: Sync {
 /// assert!(flat.search_within(&[0b0001], 3, &Score::Cosine, &SearchParams::default(), None, wrong).is_err());
 /// # Ok::<(), bsa_index::Error>(())
 /// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cutoffs<'a> {
     /// For the Hamming score: per query, the largest distance wanted.
