@@ -100,7 +100,8 @@ fn open_own_stream(path: &Path) -> std::io::Result<File> {
 /// Writes a file atomically: `write` fills a temporary file in the target's directory, which is
 /// flushed, synced and renamed over `path`. On any error the temporary file is removed and `path`
 /// is left untouched, so a reader sees the old file or the new one, never half of one; the new
-/// one has the old one's permissions. A symbolic link at `path` is followed (the file it names is replaced, the link kept); a
+/// one gets the old one's permission bits (Unix; not its set-id bits), and only its owner can
+/// read it until it is in place. A symbolic link at `path` is followed (the file it names is replaced, the link kept); a
 /// character device (`/dev/null`, a terminal) is written in place, as a stream, and so is one
 /// of the process's own open files named as such (`/dev/stdout`, `/dev/stderr`, `/dev/fd/N`,
 /// `/proc/self/fd/N`: appended to, so a shell's `>>` keeps what the file held); any other path
@@ -163,16 +164,19 @@ pub fn write_atomic(
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| Error::io(shown, e))?;
-    // A file replaced keeps its permissions (a private 0600 result stays private), set before
-    // anything is written. Best effort: the owner stays the writer's, as with any new file.
-    if let Ok(old) = fs::metadata(path) {
-        let _ = file.set_permissions(old.permissions());
+    // A file replaced keeps its permission bits (a private 0600 result stays private; not
+    // set-id bits, and the owner is the writer's, as for any new file): its replacement is
+    // made readable by its owner alone, so nobody else can open it while it is written, and
+    // given the old file's mode once it is in place.
+    let old_mode = old_mode(path);
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if old_mode.is_some() {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
+    let file = options.open(&tmp).map_err(|e| Error::io(shown, e))?;
     // Held until the rename: a process that cannot tell this one is running (another PID
     // namespace, another host on a shared folder) finds the file locked and leaves it.
     lock_temp(&file);
@@ -183,6 +187,13 @@ pub fn write_atomic(
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;
+        // Best effort, after the rename: a mode that forbids writing (0444) would keep a
+        // temporary file left by a kill from being cleaned up.
+        #[cfg(unix)]
+        if let Some(mode) = old_mode {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = file.set_permissions(fs::Permissions::from_mode(mode));
+        }
         drop(file);
         Ok(())
     })();
@@ -191,6 +202,22 @@ pub fn write_atomic(
         return Err(Error::io(shown, e));
     }
     Ok(())
+}
+
+/// The permission bits (`rwx` for owner, group and others) of the regular file at `path`, if
+/// there is one (Unix; `None` elsewhere).
+fn old_mode(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = fs::metadata(path).ok().filter(|m| m.is_file())?;
+        Some(meta.permissions().mode() & 0o777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// Removes the temporary files that writes of `file_name` in `dir` left when their process

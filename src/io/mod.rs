@@ -266,12 +266,34 @@ mod tests {
         let path = dir.path().join("private.jsonl");
         write_atomic(&path, |w| w.write_all(b"first")).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        write_atomic(&path, |w| w.write_all(b"second")).unwrap();
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        // Not readable by others while it is written either.
+        write_atomic(&path, |w| {
+            let tmp = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.file_name().unwrap().to_string_lossy().contains(".tmp-"))
+                .unwrap();
+            let mode = fs::metadata(&tmp).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            w.write_all(b"second")
+        })
+        .unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(
-            (fs::read(&path).unwrap(), mode),
+            (fs::read(&path).unwrap(), mode & 0o7777),
             (b"second".to_vec(), 0o600)
         );
+        // Set-id bits are not copied; the rest of the mode is, readable by all included.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o4755)).unwrap();
+        write_atomic(&path, |w| w.write_all(b"third")).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o755);
+        // A new file gets the mode any new file gets (the umask's), not a private one.
+        let (fresh, plain) = (dir.path().join("fresh.jsonl"), dir.path().join("plain"));
+        write_atomic(&fresh, |w| w.write_all(b"x")).unwrap();
+        fs::write(&plain, b"x").unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&fresh), mode(&plain));
     }
 
     #[test]
