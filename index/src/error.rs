@@ -82,6 +82,22 @@ pub enum Error {
         newest: u32,
     },
 
+    /// The file needs a feature this build does not know (an incompatible-feature flag of a
+    /// header, or a manifest's `incompat_features`): its checksum held, so it was written so,
+    /// by a newer bsa.
+    #[error(
+        "{}: needs {feature}, unknown to bsa-index {}: it was written by a newer bsa; upgrade bsa \
+         to read it",
+        path.display(),
+        env!("CARGO_PKG_VERSION")
+    )]
+    UnknownFeature {
+        /// The offending file.
+        path: PathBuf,
+        /// What it needs, as its header or manifest names it.
+        feature: String,
+    },
+
     /// The file is shorter than its header or manifest says it must be.
     #[error("{}: truncated, need {need} bytes but the file has {have}; the copy is incomplete: {REPAIR}", path.display())]
     Truncated {
@@ -254,6 +270,10 @@ impl Error {
                 oldest: *oldest,
                 newest: *newest,
             },
+            Error::UnknownFeature { path, feature } => Error::UnknownFeature {
+                path: path.clone(),
+                feature: feature.clone(),
+            },
             Error::Truncated { path, need, have } => Error::Truncated {
                 path: path.clone(),
                 need: *need,
@@ -305,6 +325,7 @@ impl Error {
             Error::Io { path, .. }
             | Error::NotAnIndex { path }
             | Error::Version { path, .. }
+            | Error::UnknownFeature { path, .. }
             | Error::Truncated { path, .. }
             | Error::Checksum { path, .. }
             | Error::Corrupt { path, .. }

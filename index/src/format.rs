@@ -392,10 +392,11 @@ impl Header {
         let flags = rd_u32(&h, offsets::FLAGS);
         let unknown = flags & flags::INCOMPAT_MASK & !flags::INCOMPAT_KNOWN;
         if unknown != 0 {
-            return Err(corrupt(format!(
-                "uses feature flags {unknown:#x} unknown to this bsa-index, so it was written \
-                 by a newer bsa (upgrade bsa to read it) or is damaged"
-            )));
+            // The header's checksum held: a newer bsa's flag, as a newer version is above.
+            return Err(Error::UnknownFeature {
+                path: path_buf(),
+                feature: format!("header feature flags {unknown:#x}"),
+            });
         }
         let elem_raw = rd_u16(&h, offsets::ELEM_KIND);
         let elem = ElemKind::from_u16(elem_raw)
@@ -763,10 +764,17 @@ mod tests {
         let mut f = h;
         f.flags = 1;
         let e = Header::decode(&f.encode(), FileKind::Codes, len, &p()).unwrap_err();
-        assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
-        // Both causes, each with its remedy, in one sentence.
+        assert!(matches!(e, Error::UnknownFeature { .. }), "{e:?}");
+        // A newer bsa's, not damage (the checksum held): one remedy.
         let s = e.to_string();
-        assert!(s.contains("flags 0x1 unknown to this bsa-index, so it was written by a newer bsa (upgrade bsa to read it) or is damaged; restore the index from a copy"), "{s}");
+        assert!(
+            s.contains("needs header feature flags 0x1, unknown to bsa-index"),
+            "{s}"
+        );
+        assert!(
+            s.ends_with("written by a newer bsa; upgrade bsa to read it"),
+            "{s}"
+        );
         let mut w = h;
         w.row_elems = 3;
         w.payload_len = 10 * 3 * 8;

@@ -520,13 +520,11 @@ pub(crate) fn check_features_and_size(
     path: &Path,
 ) -> Result<()> {
     if let Some(f) = features.iter().find(|f| !known.contains(&f.as_str())) {
-        return Err(Error::corrupt(
-            path,
-            format!(
-                "requires feature {f:?} unknown to this bsa-index, so it was written by a newer \
-                 bsa (upgrade bsa to read it) or is damaged"
-            ),
-        ));
+        // The manifest's checksum held: a newer bsa's feature.
+        return Err(Error::UnknownFeature {
+            path: path.to_path_buf(),
+            feature: format!("feature {f:?}"),
+        });
     }
     if bits == 0 || u64::from(words_per_code) != u64::from(bits).div_ceil(64) {
         return Err(Error::corrupt(
@@ -912,9 +910,16 @@ mod tests {
         let mut m = sample();
         m.incompat_features.push("deletes".into());
         let e = Manifest::from_bytes(&m.to_bytes().unwrap(), &p()).unwrap_err();
-        assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+        assert!(matches!(e, Error::UnknownFeature { .. }), "{e:?}");
         let s = e.to_string();
-        assert!(s.contains("feature \"deletes\" unknown to this bsa-index, so it was written by a newer bsa (upgrade bsa to read it) or is damaged; restore the index from a copy"), "{s}");
+        assert!(
+            s.contains("needs feature \"deletes\", unknown to bsa-index"),
+            "{s}"
+        );
+        assert!(
+            s.ends_with("written by a newer bsa; upgrade bsa to read it"),
+            "{s}"
+        );
         // Names that leave the directory, listed under `files` as well (so that only the
         // name's own check can refuse them).
         for outside in ["../x", "C:x", "codes.bin:stream"] {
