@@ -44,7 +44,7 @@ pub fn unfreeze(ids: &[u64]) {
 }
 
 /// The id under which `a` (its exact address and length, contiguous) is listed as unchanging.
-fn frozen_id(a: ArrayView2<f32>) -> Option<u64> {
+pub(crate) fn frozen_id(a: ArrayView2<f32>) -> Option<u64> {
     a.as_slice()?;
     let (at, len) = (a.as_ptr() as usize, a.len());
     let frozen = FROZEN.lock().unwrap_or_else(|e| e.into_inner());

@@ -103,12 +103,12 @@ impl Rule {
 /// a process serving several models makes each once, where the shared one-slot memo would make
 /// them again at every switch of model (a hundred times a query's cost).
 ///
-/// Each entry remembers the matrix it was made from (its address, shape, strides and eight of
-/// its values, first and last among them); asked for another matrix (weights put together from
-/// two models), it is not used and the product goes through the memo: slower, never wrong. It
-/// is for matrices that do not change and outlive it, as a model's own (a matrix changed in
-/// place, or freed and another made at its address, is told apart by those eight values only:
-/// keep a `Derived` with the matrices it serves, and drop it with them). The memory is the owner's for its lifetime: for
+/// Only matrices listed as unchanging for as long as they live ([`crate::memo::freeze`]: a
+/// [`QueryModel`]'s and a `FrozenModel`'s are) use it. Each entry remembers the listing of the
+/// matrix it was made from; asked for any other matrix (another listing, whatever its address:
+/// weights put together from two models, a matrix freed and another made where it was) or
+/// one not listed (a caller's own arrays), it is not used and the product goes through the
+/// memo, which compares the whole matrix: slower, never wrong. The memory is the owner's for its lifetime: for
 /// `N` bits and `D` dimensions, up to three packed copies of `N x D` floats and one of bytes,
 /// and for a pursuit model the Gram rows its queries picked, the whole `N x N` floats once a
 /// batch picks a quarter of them (64 MiB at 4096 bits).
@@ -119,11 +119,16 @@ impl Rule {
 /// use bsa_index::model::{Derived, Weights};
 /// let (we, wd_t) = (Array2::<f32>::eye(3), Array2::<f32>::eye(3));
 /// let (be, bd) = (Array1::<f32>::zeros(3), Array1::<f32>::zeros(3));
-/// let derived = Derived::default(); // kept beside the matrices, for as long as they live
+/// let derived = Derived::default();
+/// let x = array![[1.0f32, 2.0, 3.0]];
+/// // A caller's own matrices, which nothing lists as unchanging: the memo answers, not it.
 /// let w = Weights { we: we.view(), be: be.view(), wd_t: wd_t.view(), bd: bd.view(), derived: Some(&derived) };
+/// w.pre_activations(x.view())?;
 /// assert!(format!("{derived:?}").contains("encoder: false"));
-/// w.pre_activations(array![[1.0f32, 2.0, 3.0]].view())?;
-/// assert!(format!("{derived:?}").contains("encoder: true")); // made once, used again next call
+/// // A model's, listed as unchanging while it lives: made once, used again at the next call.
+/// let model = bsa_index::model::QueryModel::new("bsa", bsa_index::model::Rule::Positive, we, be, wd_t, bd)?;
+/// model.weights().pre_activations(x.view())?;
+/// assert!(format!("{:?}", model.weights().derived.unwrap()).contains("encoder: true"));
 /// # Ok(()) }
 /// ```
 #[derive(Default)]
@@ -134,32 +139,19 @@ pub struct Derived {
     gram: OnceLock<(MatrixKey, Arc<GramCache>)>,
 }
 
-/// Which matrix a [`Derived`] entry was made from: address, shape, strides, and the bits of
-/// eight of its values spread over it (first and last among them), which a caller's matrix
-/// changed in place, or another one made where a freed one was, will not all share.
-type MatrixKey = (usize, (usize, usize), [isize; 2], [u32; 8]);
+/// Which matrix a [`Derived`] entry was made from: its listing as unchanging
+/// ([`crate::memo::freeze`], an id no other listing gets), shape and strides.
+type MatrixKey = (u64, (usize, usize), [isize; 2]);
 
-fn matrix_key(m: ArrayView2<f32>) -> MatrixKey {
-    let st = m.strides();
-    let (rows, cols) = m.dim();
-    let mut sample = [0u32; 8];
-    if let Some(last) = (rows * cols).checked_sub(1) {
-        for (i, v) in sample.iter_mut().enumerate() {
-            let at = i * last / 7;
-            *v = m[[at / cols, at % cols]].to_bits();
-        }
-    }
-    (m.as_ptr() as usize, m.dim(), [st[0], st[1]], sample)
-}
-
-/// The value in `slot` for the matrix `m`, made now if the slot is empty; `None` if the slot
-/// was filled from another matrix.
+/// The value in `slot` for the matrix `m`, made now if the slot is empty; `None` if `m` is not
+/// listed as unchanging, or the slot was filled from another matrix.
 fn derived_for<T>(
     slot: &OnceLock<(MatrixKey, Arc<T>)>,
     m: ArrayView2<f32>,
     make: impl FnOnce() -> T,
 ) -> Option<Arc<T>> {
-    let key = matrix_key(m);
+    let st = m.strides();
+    let key = (crate::memo::frozen_id(m)?, m.dim(), [st[0], st[1]]);
     let (made_from, value) = slot.get_or_init(|| (key, Arc::new(make())));
     (*made_from == key).then(|| Arc::clone(value))
 }
@@ -208,8 +200,9 @@ pub struct Weights<'a> {
     pub wd_t: ArrayView2<'a, f32>,
     /// Decoder bias, `D`.
     pub bd: ArrayView1<'a, f32>,
-    /// Where the derived matrices of these weights are kept, if their owner keeps them (it
-    /// must be for these matrices alone, unchanged since); `None`: the process's memo.
+    /// Where the derived matrices of these weights are kept, if their owner keeps them: used
+    /// for matrices listed as unchanging (a [`QueryModel`]'s; [`Derived`] says when), the
+    /// process's memo for others, as with `None`.
     pub derived: Option<&'a Derived>,
 }
 
@@ -727,6 +720,9 @@ pub struct QueryModel {
     be: Array1<f32>,
     wd_t: Array2<f32>,
     bd: Array1<f32>,
+    /// The listings of `we` and `wd_t` as unchanging ([`crate::memo::freeze`]; no `&mut` to
+    /// them is given), ended when it is dropped: what lets `derived` serve them.
+    frozen: [u64; 2],
     derived: Derived,
     /// The length and CRC-32 of the file it was read from.
     source: Option<FileInfo>,
@@ -797,6 +793,11 @@ impl QueryModel {
         if !all.iter().all(|s| s.is_some_and(finite)) {
             return bad("a weight is not finite".into());
         }
+        // Their memory stays where it is when they move into the model.
+        let frozen = [
+            crate::memo::freeze(we.view()),
+            crate::memo::freeze(wd_t.view()),
+        ];
         Ok(QueryModel {
             method: method.to_string(),
             rule,
@@ -804,6 +805,7 @@ impl QueryModel {
             be,
             wd_t,
             bd,
+            frozen,
             derived: Derived::default(),
             source: None,
         })
@@ -940,6 +942,12 @@ impl QueryModel {
     /// [`crate::pack::pack_set_bits`].
     pub fn encode(&self, x: ArrayView2<f32>) -> Result<Vec<Vec<u32>>> {
         self.view().codes(x)
+    }
+}
+
+impl Drop for QueryModel {
+    fn drop(&mut self) {
+        crate::memo::unfreeze(&self.frozen);
     }
 }
 
@@ -1321,12 +1329,12 @@ mod tests {
         QueryModel::new("pursuit", Rule::Pursuit(k), atoms.clone(), be, atoms, bd).unwrap()
     }
 
-    /// A `Derived` asked for a matrix at the address of the one it was made from but holding
-    /// other values (changed in place, or another one made where a freed one was) does not
-    /// answer with the first one's products: one value changed anywhere in the sample (the
-    /// first, the last, one between) is enough.
+    /// A `Derived` serves only the listing as unchanging it was made from: a matrix at the
+    /// same address, listed again after the first listing ended (a model dropped and another
+    /// made where it was; here the same array, changed between its two listings), gets its
+    /// own products through the memo; so does one not listed at all.
     #[test]
-    fn derived_matrices_are_not_taken_for_another_at_the_same_address() {
+    fn derived_matrices_serve_only_the_listing_they_were_made_from() {
         let x = Array2::from_shape_fn((5, 8), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 5.0 - 1.0);
         let fresh = Array2::from_shape_fn((48, 8), |(i, j)| ((i * 13 + j * 5) % 17) as f32 - 8.0);
         let (be, bd) = (Array1::zeros(48), Array1::zeros(8));
@@ -1340,19 +1348,25 @@ mod tests {
             };
             w.pre_activations(x.view()).unwrap()
         };
-        // (20, 4) is the fourth of the eight values sampled from 48 x 8.
-        for at in [(0, 0), (47, 7), (20, 4)] {
-            let mut we = fresh.clone();
-            let derived = Derived::default();
-            let before = h(&we, Some(&derived));
-            assert_eq!(before, h(&we, None));
-            let address = we.as_ptr();
-            we[at] += 1.0;
-            assert_eq!(we.as_ptr(), address);
-            let after = h(&we, Some(&derived));
-            assert_eq!(after, h(&we, None), "{at:?}");
-            assert_ne!(after, before, "{at:?}");
-        }
+        let mut we = fresh.clone();
+        let derived = Derived::default();
+        // Not listed: not used.
+        assert_eq!(h(&we, Some(&derived)), h(&we, None));
+        assert!(format!("{derived:?}").contains("encoder: false"));
+        let first = crate::memo::freeze(we.view());
+        let before = h(&we, Some(&derived));
+        assert!(format!("{derived:?}").contains("encoder: true"));
+        crate::memo::unfreeze(&[first]);
+        let address = we.as_ptr();
+        we[[20, 4]] += 1.0;
+        assert_eq!(we.as_ptr(), address);
+        // Unlisted, then listed anew: either way its own products, not the first listing's.
+        let after = h(&we, None);
+        assert_ne!(after, before);
+        assert_eq!(h(&we, Some(&derived)), after);
+        let second = crate::memo::freeze(we.view());
+        assert_eq!(h(&we, Some(&derived)), after);
+        crate::memo::unfreeze(&[second]);
     }
 
     /// Two models used in turn keep their own derived matrices: each encodes (and tabulates)
