@@ -395,8 +395,8 @@ pub fn refit(
     let y = l
         .solve_triangular(UPLO::Lower, Diag::NonUnit, &rhs)
         .map_err(|e| Error::Diverged(format!("decoder refit: solve failed ({e})")))?;
-    // L^T as a view: its memory is L's, column-major, which is what `to_owned` copied (it
-    // keeps a contiguous view's order), so LAPACK gets the same call without a second 134 MB.
+    // L^T as a view of L's memory, which it reads column-major: `to_owned` kept that order in
+    // its copy (it keeps a contiguous view's), so LAPACK gets the same call without 134 MB.
     let w = l
         .t()
         .solve_triangular(UPLO::Upper, Diag::NonUnit, &y)

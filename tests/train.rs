@@ -259,8 +259,9 @@ fn neighbourhood_term_changes_the_gradient_only_when_weighted() {
 #[test]
 fn gradients_over_several_tasks_and_split_products() {
     // Every fit sets OpenBLAS to one thread while it runs (and restores the count it found),
-    // so one thread changes no fit's products in this process; the gradient checks allow for
-    // either path's rounding.
+    // so one thread changes no fit's products in this process. A fit of another test that
+    // ends during this one may restore the count it found and turn the split off for the
+    // rest of it: the check then runs the single product (and allows for either's rounding).
     bsa::threads::set_blas_threads(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)

@@ -260,7 +260,8 @@ impl Workdir {
     fn prepare(dir: Option<&Path>) -> anyhow::Result<Workdir> {
         let Some(d) = dir else {
             return Ok(Workdir::Temp(
-                tempfile::tempdir().context("creating a temporary folder")?,
+                bsa::io::temp_dir_in(&std::env::temp_dir(), "bsa-demo-")
+                    .context("creating a temporary folder")?,
             ));
         };
         if d.exists() {

@@ -115,9 +115,10 @@ pub(crate) fn build_and_dump(
     let used = hnsw.file_dump(dir, basename).map_err(|e| {
         // hnsw_rs passes a system error on inside anyhow's: said as the system's (its number,
         // and advice such as freeing space), of the folder its two files are written in.
-        let os = (e.chain())
-            .find_map(|c| c.downcast_ref::<std::io::Error>())
-            .and_then(std::io::Error::raw_os_error);
+        let os = (e.chain()).find_map(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+        });
         let error = match os {
             Some(code) => std::io::Error::from_raw_os_error(code),
             None => std::io::Error::other(format!("writing the HNSW graph: {e:#}")),
