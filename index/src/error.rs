@@ -411,6 +411,21 @@ pub fn io_hint(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// Tests: `e` is an [`Error::UnknownFeature`] of `needs`, said with its one remedy.
+#[cfg(test)]
+pub(crate) fn assert_unknown_feature(e: &Error, needs: &str) {
+    assert!(matches!(e, Error::UnknownFeature { .. }), "{e:?}");
+    let s = e.to_string();
+    assert!(
+        s.contains(&format!("needs {needs}, unknown to bsa-index ")),
+        "{s}"
+    );
+    assert!(
+        s.ends_with(": it was written by a newer bsa; upgrade bsa to read it"),
+        "{s}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
