@@ -101,8 +101,8 @@ fn open_own_stream(path: &Path) -> std::io::Result<File> {
 /// flushed, synced and renamed over `path`. On any error the temporary file is removed and `path`
 /// is left untouched, so a reader sees the old file or the new one, never half of one; the new
 /// one gets the old one's permission bits (Unix; not its set-id bits), and only its owner can
-/// read it until it is in place. A symbolic link at `path` is followed (the file it names is replaced, the link kept); a
-/// character device (`/dev/null`, a terminal) is written in place, as a stream, and so is one
+/// read it until it is in place. A symbolic link at `path` is followed (the file it names is
+/// replaced, the link kept); a character device (`/dev/null`, a terminal) is written in place, as a stream, and so is one
 /// of the process's own open files named as such (`/dev/stdout`, `/dev/stderr`, `/dev/fd/N`,
 /// `/proc/self/fd/N`: appended to, so a shell's `>>` keeps what the file held); any other path
 /// that is not a regular file (a directory, block device, pipe or socket) is refused before
