@@ -103,15 +103,15 @@ impl Rule {
 /// a process serving several models makes each once, where the shared one-slot memo would make
 /// them again at every switch of model (a hundred times a query's cost).
 ///
-/// Only matrices listed as unchanging for as long as they live ([`crate::memo::freeze`]: a
-/// [`QueryModel`]'s and a `FrozenModel`'s are) use it. Each entry remembers the listing of the
-/// matrix it was made from; asked for any other matrix (another listing, whatever its address:
-/// weights put together from two models, a matrix freed and another made where it was) or
-/// one not listed (a caller's own arrays), it is not used and the product goes through the
-/// memo, which compares the whole matrix: slower, never wrong. The memory is the owner's for
-/// its lifetime: for `N` bits and `D` dimensions, up to three packed copies of `N x D` floats
-/// and one of bytes, and for a pursuit model the Gram rows its queries picked, the whole
-/// `N x N` floats once a batch picks a quarter of them (64 MiB at 4096 bits).
+/// Only matrices listed as unchanging for as long as they live (by the crate-internal
+/// `memo::freeze`: a [`QueryModel`]'s and a `FrozenModel`'s are) use it. Each entry remembers
+/// the listing of the matrix it was made from; asked for any other matrix (another listing,
+/// whatever its address: weights put together from two models, a matrix freed and another
+/// made where it was) or one not listed (a caller's own arrays), it is not used and the
+/// product goes through the memo, which compares the whole matrix: slower, never wrong. The
+/// memory is the owner's for its lifetime: for `N` bits and `D` dimensions, up to three packed
+/// copies of `N x D` floats and one of bytes, and for a pursuit model the Gram rows its queries
+/// picked, the whole `N x N` floats once a batch picks a quarter of them (64 MiB at 4096 bits).
 ///
 /// ```
 /// # fn main() -> bsa_index::Result<()> {

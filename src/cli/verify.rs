@@ -112,15 +112,16 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Whether `e`, from opening the index `dir`, says that there is no index to check (exit 2):
-/// the folder or its manifest cannot be read, or the manifest is not a bsa index's. A damaged
-/// manifest or any other file is a failed check (exit 1).
+/// the folder or its manifest cannot be read, or the manifest is not a bsa index's, or is a
+/// newer bsa's (a format version or a feature this one does not know). A damaged manifest or
+/// any other file is a failed check (exit 1).
 fn unreadable(e: &bsa_index::Error, dir: &std::path::Path) -> bool {
     let manifest = dir.join(bsa_index::manifest::MANIFEST_FILE);
     match e {
         bsa_index::Error::Io { path, .. } => *path == dir || *path == manifest,
-        bsa_index::Error::NotAnIndex { path } | bsa_index::Error::Version { path, .. } => {
-            *path == manifest
-        }
+        bsa_index::Error::NotAnIndex { path }
+        | bsa_index::Error::Version { path, .. }
+        | bsa_index::Error::UnknownFeature { path, .. } => *path == manifest,
         bsa_index::Error::Corrupt { .. }
         | bsa_index::Error::Checksum { .. }
         | bsa_index::Error::Truncated { .. } => false,

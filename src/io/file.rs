@@ -102,12 +102,12 @@ fn open_own_stream(path: &Path) -> std::io::Result<File> {
 /// is left untouched, so a reader sees the old file or the new one, never half of one; the new
 /// one gets the old one's permission bits (Unix; not its set-id bits), and only its owner can
 /// read it until it is in place. A symbolic link at `path` is followed (the file it names is
-/// replaced, the link kept); a character device (`/dev/null`, a terminal) is written in place, as a stream, and so is one
-/// of the process's own open files named as such (`/dev/stdout`, `/dev/stderr`, `/dev/fd/N`,
-/// `/proc/self/fd/N`: appended to, so a shell's `>>` keeps what the file held); any other path
-/// that is not a regular file (a directory, block device, pipe or socket) is refused before
-/// `write` runs, never renamed over. Temporary files that an earlier write of `path` left when
-/// its process was killed or interrupted are removed.
+/// replaced, the link kept); a character device (`/dev/null`, a terminal) is written in place,
+/// as a stream, and so is one of the process's own open files named as such (`/dev/stdout`,
+/// `/dev/stderr`, `/dev/fd/N`, `/proc/self/fd/N`: appended to, so a shell's `>>` keeps what the
+/// file held); any other path that is not a regular file (a directory, block device, pipe or
+/// socket) is refused before `write` runs, never renamed over. Temporary files that an earlier
+/// write of `path` left when its process was killed or interrupted are removed.
 ///
 /// ```
 /// use std::io::Write;
@@ -186,13 +186,23 @@ pub fn write_atomic(
         w.flush()?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        // Best effort, after the rename: a mode that forbids writing (0444) would keep a
-        // temporary file left by a kill from being cleaned up.
+        // Whole now, it gets the old mode before it is in place (so readers the old file
+        // allowed are not refused in between), with its owner's read and write kept until
+        // after: a temporary file a kill leaves must stay removable.
+        #[cfg(unix)]
+        let set_mode = |mode: u32| {
+            use std::os::unix::fs::PermissionsExt;
+            // Best effort: the data are written whatever the mode.
+            let _ = file.set_permissions(fs::Permissions::from_mode(mode));
+        };
         #[cfg(unix)]
         if let Some(mode) = old_mode {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = file.set_permissions(fs::Permissions::from_mode(mode));
+            set_mode(mode | 0o600);
+        }
+        fs::rename(&tmp, path)?;
+        #[cfg(unix)]
+        if let Some(mode) = old_mode.filter(|m| m & 0o600 != 0o600) {
+            set_mode(mode);
         }
         drop(file);
         Ok(())

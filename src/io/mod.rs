@@ -283,11 +283,14 @@ mod tests {
             (fs::read(&path).unwrap(), mode & 0o7777),
             (b"second".to_vec(), 0o600)
         );
-        // Set-id bits are not copied; the rest of the mode is, readable by all included.
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o4755)).unwrap();
-        write_atomic(&path, |w| w.write_all(b"third")).unwrap();
-        let mode = fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o7777, 0o755);
+        // Set-id bits are not copied; the rest of the mode is, readable by all included, and
+        // a read-only one.
+        for (old, new) in [(0o4755, 0o755), (0o444, 0o444)] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(old)).unwrap();
+            write_atomic(&path, |w| w.write_all(b"third")).unwrap();
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o7777, new);
+        }
         // A new file gets the mode any new file gets (the umask's), not a private one.
         let (fresh, plain) = (dir.path().join("fresh.jsonl"), dir.path().join("plain"));
         write_atomic(&fresh, |w| w.write_all(b"x")).unwrap();

@@ -685,10 +685,19 @@ fn verify_exit_codes_tell_a_damaged_index_from_none() {
     std::fs::copy(t.path("small/codes.bin"), foreign.join("codes.bin")).unwrap();
     let missing = copy("missing");
     std::fs::remove_file(missing.join("ids.bin")).unwrap();
+    // A manifest a newer bsa wrote, with a feature this one does not know: nothing to check.
+    let newer = copy("newer");
+    let path = newer.join(bsa::bsa_index::manifest::MANIFEST_FILE);
+    let mut m =
+        bsa::bsa_index::manifest::Manifest::from_bytes(&std::fs::read(&path).unwrap(), &path)
+            .unwrap();
+    m.incompat_features.push("tomorrow".into());
+    std::fs::write(&path, m.to_bytes().unwrap()).unwrap();
     for (dir, code, needle) in [
         ("foreign", 1, "come from different indexes"),
         ("missing", 1, "missing, though"),
         ("nowhere", 2, "no such index directory"),
+        ("newer", 2, "needs feature \"tomorrow\""),
     ] {
         let v = t.bsa(&["verify", "--index", dir]);
         assert_eq!(v.code, code, "{dir}: {v:#?}");
