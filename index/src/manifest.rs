@@ -510,6 +510,36 @@ struct EnvelopeIn<'a> {
     manifest: &'a RawValue,
 }
 
+/// The first of `features` outside `known`, as the error that says so: the manifest's checksum
+/// held, so it is a newer bsa's feature.
+fn unknown_feature(features: &[String], known: &[&str], path: &Path) -> Option<Error> {
+    let f = features.iter().find(|f| !known.contains(&f.as_str()))?;
+    Some(Error::UnknownFeature {
+        path: path.to_path_buf(),
+        feature: format!("feature {f:?}"),
+    })
+}
+
+/// The error of a manifest `body` that did not parse (`e`): a newer bsa's, when the body names
+/// an incompatible feature outside `known` (which may bring values this bsa cannot read, a new
+/// vector type say), else a corrupt one.
+pub(crate) fn unparsed_body(
+    body: &str,
+    known: &[&str],
+    e: serde_json::Error,
+    path: &Path,
+) -> Error {
+    #[derive(Deserialize)]
+    struct Features {
+        #[serde(default)]
+        incompat_features: Vec<String>,
+    }
+    let features =
+        serde_json::from_str::<Features>(body).map_or(Vec::new(), |f| f.incompat_features);
+    unknown_feature(&features, known, path)
+        .unwrap_or_else(|| Error::corrupt(path, format!("bad manifest body: {e}")))
+}
+
 /// The checks every manifest body starts with: no incompatible feature outside `known`, and a
 /// code size whose words hold its bits.
 pub(crate) fn check_features_and_size(
@@ -519,12 +549,8 @@ pub(crate) fn check_features_and_size(
     words_per_code: u32,
     path: &Path,
 ) -> Result<()> {
-    if let Some(f) = features.iter().find(|f| !known.contains(&f.as_str())) {
-        // The manifest's checksum held: a newer bsa's feature.
-        return Err(Error::UnknownFeature {
-            path: path.to_path_buf(),
-            feature: format!("feature {f:?}"),
-        });
+    if let Some(e) = unknown_feature(features, known, path) {
+        return Err(e);
     }
     if bits == 0 || u64::from(words_per_code) != u64::from(bits).div_ceil(64) {
         return Err(Error::corrupt(
@@ -701,7 +727,7 @@ impl Manifest {
         }
         let body = unseal(bytes, path)?;
         let mut m: Manifest = serde_json::from_str(body)
-            .map_err(|e| Error::corrupt(path, format!("bad manifest body: {e}")))?;
+            .map_err(|e| unparsed_body(body, KNOWN_INCOMPAT_FEATURES, e, path))?;
         m.format_version = version;
         m.validate(path)?;
         Ok(m)
@@ -911,6 +937,18 @@ mod tests {
         m.incompat_features.push("deletes".into());
         let e = Manifest::from_bytes(&m.to_bytes().unwrap(), &p()).unwrap_err();
         crate::error::assert_unknown_feature(&e, "feature \"deletes\"");
+        // A newer bsa's feature may bring values this one cannot parse: said as the feature.
+        // Without one, such a value is a corrupt body.
+        let mut body = serde_json::to_value(sample()).unwrap();
+        body["bits"] = "many".into();
+        let e = Manifest::from_bytes(&seal(&body, FORMAT_VERSION).unwrap(), &p()).unwrap_err();
+        assert!(
+            matches!(&e, Error::Corrupt { .. }) && e.to_string().contains("bad manifest body"),
+            "{e}"
+        );
+        body["incompat_features"] = serde_json::json!(["wide-bits"]);
+        let e = Manifest::from_bytes(&seal(&body, FORMAT_VERSION).unwrap(), &p()).unwrap_err();
+        crate::error::assert_unknown_feature(&e, "feature \"wide-bits\"");
         // Names that leave the directory, listed under `files` as well (so that only the
         // name's own check can refuse them).
         for outside in ["../x", "C:x", "codes.bin:stream"] {

@@ -15,7 +15,8 @@ pub(crate) use crate::files::read_manifest_bytes;
 use crate::format::{ElemKind, FileKind, HEADER_LEN, Header};
 use crate::manifest::{
     FileInfo, HnswParams, LOCK_FILE, MANIFEST_FILE, Manifest, SEGMENTED_FORMAT_VERSION,
-    VectorsInfo, check_features_and_size, check_file_name, manifest_version, seal, unseal,
+    VectorsInfo, check_features_and_size, check_file_name, manifest_version, seal, unparsed_body,
+    unseal,
 };
 use crate::rowset::RowSet;
 
@@ -321,8 +322,9 @@ impl LiveManifest {
                 format!("format v{version} is not a segmented index"),
             ));
         }
-        let m: LiveManifest = serde_json::from_str(unseal(bytes, path)?)
-            .map_err(|e| Error::corrupt(path, format!("bad manifest body: {e}")))?;
+        let body = unseal(bytes, path)?;
+        let m: LiveManifest = serde_json::from_str(body)
+            .map_err(|e| unparsed_body(body, LIVE_INCOMPAT_FEATURES, e, path))?;
         m.validate(path)?;
         Ok(m)
     }
