@@ -167,7 +167,7 @@ pub fn write_atomic(
     // A file replaced keeps its permission bits (a private 0600 result stays private; not
     // set-id bits, and the owner is the writer's, as for any new file): its replacement is
     // made readable by its owner alone, so nobody else can open it while it is written, and
-    // given the old file's mode once it is in place.
+    // given the old file's mode once it is whole (see below).
     let old_mode = old_mode(path);
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
@@ -189,20 +189,12 @@ pub fn write_atomic(
         // Whole now, it gets the old mode before it is in place (so readers the old file
         // allowed are not refused in between), with its owner's read and write kept until
         // after: a temporary file a kill leaves must stay removable.
-        #[cfg(unix)]
-        let set_mode = |mode: u32| {
-            use std::os::unix::fs::PermissionsExt;
-            // Best effort: the data are written whatever the mode.
-            let _ = file.set_permissions(fs::Permissions::from_mode(mode));
-        };
-        #[cfg(unix)]
         if let Some(mode) = old_mode {
-            set_mode(mode | 0o600);
+            set_mode(&file, mode | 0o600);
         }
         fs::rename(&tmp, path)?;
-        #[cfg(unix)]
         if let Some(mode) = old_mode.filter(|m| m & 0o600 != 0o600) {
-            set_mode(mode);
+            set_mode(&file, mode);
         }
         drop(file);
         Ok(())
@@ -228,6 +220,18 @@ fn old_mode(path: &Path) -> Option<u32> {
         let _ = path;
         None
     }
+}
+
+/// Gives `file` the permission bits `mode` (Unix; nothing elsewhere, where [`old_mode`] is
+/// `None`). Best effort: the data are written whatever the mode.
+fn set_mode(file: &File, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = file.set_permissions(fs::Permissions::from_mode(mode));
+    }
+    #[cfg(not(unix))]
+    let _ = (file, mode);
 }
 
 /// Removes the temporary files that writes of `file_name` in `dir` left when their process
