@@ -209,6 +209,7 @@ impl ElemKind {
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Header {
     /// File kind (from the magic).
     pub kind: FileKind,

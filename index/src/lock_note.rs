@@ -49,6 +49,7 @@ pub(crate) fn note_holder(mut f: &File) {
 /// # Ok::<(), bsa_index::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LockHolder {
     /// The holder's process id (in its own PID namespace: another container's may differ).
     pub pid: u32,

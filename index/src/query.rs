@@ -481,6 +481,7 @@ impl Request {
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Found {
     /// One list per query, best first (as `bsa search` prints them: `ids`, `distances`, and
     /// `scores` for non-Hamming scores or after rescoring).
@@ -522,6 +523,7 @@ pub struct Found {
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
 pub struct StepSeconds {
     /// Computing the per-query tables of a table score (ADC, soft, overlap); 0 for the others.
     pub tables: f64,
