@@ -36,7 +36,7 @@ pub const PRELUDE_LEN: usize = 64;
 pub mod prelude {
     /// `u32` number of nodes (= codes in the index).
     pub const N: usize = 0;
-    /// `u32` slots per node on level 0 (`2M` for hnsw_rs).
+    /// `u32` slots per node on level 0 (`2M`, up to `2M + 2` after linking unreached nodes).
     pub const STRIDE0: usize = 4;
     /// `u32` slots per node on each upper level (`M`).
     pub const STRIDE_UPPER: usize = 8;
@@ -346,7 +346,8 @@ impl<'a> GraphView<'a> {
         self.max_level as usize
     }
 
-    /// Neighbour slots per node on level 0 (`2M`).
+    /// Neighbour slots per node on level 0 (`2M`, or up to `2M + 2` where the builder linked
+    /// nodes it had left unreachable).
     pub fn level0_stride(&self) -> usize {
         self.stride0
     }
@@ -400,7 +401,7 @@ impl<'a> GraphView<'a> {
     /// let g = index.graph()?; // 300 nodes of 4-d vectors, M = 4 (as in `neighbours`)
     /// for r in 0..300 {
     ///     let s = g.slots(r, 0);
-    ///     assert_eq!(s.len(), g.level0_stride()); // 2M slots on level 0, M above
+    ///     assert_eq!(s.len(), g.level0_stride()); // 2M slots on level 0 here, M above
     ///     let used = s.iter().take_while(|&&x| x != NO_NEIGHBOUR).count();
     ///     assert!(s[used..].iter().all(|&x| x == NO_NEIGHBOUR)); // padding only at the end
     ///     let above = g.slots(r, 1);
