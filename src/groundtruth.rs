@@ -73,12 +73,13 @@ pub fn exact_top_k(
     queries: ArrayView2<f32>,
     k: usize,
 ) -> Result<Vec<Vec<u32>>> {
-    exact_top_k_blocked(base, queries, k, Blocks::default(), &mut |_, _| {})
+    top_k(base, queries, k, Blocks::default(), &mut |_, _| {}, None)
 }
 
 /// The `k` base rows of highest cosine similarity to each query (one list per query row, best
 /// first, equal scores to the lower id), computed block by block. `progress(done, total)` is
-/// called after each block of (queries x base) scores, on the calling thread.
+/// called after each block of (queries x base) scores, on the calling thread; once `stop` is
+/// set, the next block returns [`Error::Stopped`] instead.
 ///
 /// Errors: `k` is 0 or more than the base rows, the dimensions differ, a row has a zero or
 /// non-finite norm (cosine is undefined), or the base has more than `u32::MAX` rows.
@@ -88,8 +89,9 @@ pub fn exact_top_k_blocked(
     k: usize,
     blocks: Blocks,
     progress: &mut dyn FnMut(usize, usize),
+    stop: &AtomicBool,
 ) -> Result<Vec<Vec<u32>>> {
-    top_k(base, queries, k, blocks, progress, None)
+    top_k(base, queries, k, blocks, progress, Some(stop))
 }
 
 /// [`exact_top_k`] that returns [`Error::Stopped`] once `stop` is set (checked after every
@@ -392,6 +394,11 @@ mod tests {
     use rand_distr::StandardNormal;
     use rand_xoshiro::Xoshiro256PlusPlus;
 
+    /// A stop flag nobody sets.
+    fn never() -> AtomicBool {
+        AtomicBool::new(false)
+    }
+
     fn random(n: usize, dim: usize, seed: u64) -> Array2<f32> {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
         Array2::from_shape_simple_fn((n, dim), || rng.sample::<f32, _>(StandardNormal))
@@ -458,7 +465,14 @@ mod tests {
                     base: bb,
                 };
                 let got = with_threads(threads, || {
-                    exact_top_k_blocked(base.view(), queries.view(), k, blocks, &mut |_, _| {})
+                    exact_top_k_blocked(
+                        base.view(),
+                        queries.view(),
+                        k,
+                        blocks,
+                        &mut |_, _| {},
+                        &never(),
+                    )
                 })
                 .unwrap();
                 assert_same(&got, want, &format!("{blocks:?}, {threads} threads"));
@@ -656,6 +670,7 @@ mod tests {
                 base: 7,
             },
             &mut |_, _| {},
+            &never(),
         )
         .unwrap();
         assert_eq!(got, vec![(0..10).collect::<Vec<u32>>(); 2]);
@@ -684,8 +699,15 @@ mod tests {
                 base: 7,
             },
         ] {
-            let got = exact_top_k_blocked(base.view(), queries.view(), 100, blocks, &mut |_, _| {})
-                .unwrap();
+            let got = exact_top_k_blocked(
+                base.view(),
+                queries.view(),
+                100,
+                blocks,
+                &mut |_, _| {},
+                &never(),
+            )
+            .unwrap();
             assert_eq!(got[0][0], 237, "{got:?}");
             assert_eq!(got[0], got[1], "the query's length changes nothing");
         }
@@ -786,6 +808,7 @@ mod tests {
                 base: 30,
             },
             &mut |d, t| calls.push((d, t)),
+            &never(),
         )
         .unwrap();
         assert_eq!(calls.len(), 12);

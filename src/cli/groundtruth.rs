@@ -81,6 +81,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
                 a.k
             )
         })?;
+    // Ctrl-C stops the search at its next block of scores, and nothing is written.
+    let stop = super::io::stop_on_signal()?;
     let start = Instant::now();
     let pb = super::io::bar(
         0,
@@ -96,6 +98,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             pb.set_length(total as u64);
             pb.set_position(done as u64);
         },
+        &stop,
     )?;
     pb.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();

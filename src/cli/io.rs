@@ -84,15 +84,22 @@ pub fn say_waiting(dir: &std::path::Path) {
 /// that stops cleanly when it is set (`bsa build` removes its unfinished index, `bsa add`,
 /// `delete` and `compact` what they wrote before their commit); a second signal ends the
 /// process at once. Call it just before the long work: until then the signals end the process
-/// as usual. `main` then ends the process by the signal ([`end_by_signal`]) if the command
-/// stopped, or says the signal came late ([`note_late_signal`]) if it had finished.
+/// as usual. From then on every output written through [`bsa::io::write_atomic`] is abandoned
+/// once the flag is set ([`bsa::io::abandon_writes_on`]): a signal during the write leaves the
+/// old file and no temporary one. `main` then ends the process by the signal
+/// ([`end_by_signal`]) if the command stopped, or says the signal came late
+/// ([`note_late_signal`]) if it had finished.
 pub fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
     #[cfg(unix)]
     {
         static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
         let s = signals();
         INSTALLED
-            .get_or_init(|| install(s).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                install(s).map_err(|e| e.to_string())?;
+                bsa::io::abandon_writes_on(Arc::clone(&s.stop));
+                Ok(())
+            })
             .clone()
             .map_err(|e| anyhow::anyhow!("installing the Ctrl-C handler: {e}"))?;
         Ok(Arc::clone(&s.stop))

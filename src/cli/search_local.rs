@@ -94,7 +94,16 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
         }
     }
     let filter = IdFilter::from_lists(allow.as_deref(), deny.as_deref())?;
-    let found = bsa::query::search_filtered(&index, model.as_ref(), queries, &request, filter)?;
+    // Ctrl-C stops the search between batches of queries, and nothing is written.
+    let stop = super::io::stop_on_signal()?;
+    let found = bsa::query::search_until(
+        &index,
+        model.as_ref(),
+        queries,
+        &request,
+        filter,
+        Some(&stop),
+    )?;
     // (--max-distance is a Hamming range: asked for by name, in effect.)
     if a.score_given.is_none()
         && a.max_dist.is_none()

@@ -2,6 +2,7 @@
 //! ITQ; [`bsa::baselines`]), and save it as a safetensors model file.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use bsa::baselines::BaselineParams;
@@ -235,11 +236,13 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
             a.out.display()
         );
     }
+    // Ctrl-C stops the fit at its next step (or round), and no model is written.
+    let stop = super::io::stop_on_signal()?;
     if a.preset.is_some() || a.method == Method::Pursuit {
-        return run_pursuit(a);
+        return run_pursuit(a, &stop);
     }
     if a.method.is_baseline() {
-        return run_baseline(a);
+        return run_baseline(a, &stop);
     }
     // clap requires both when --method bsa or topk is given, but not for the default method: a
     // usage error of the same form (exit code 2, `error: ...` on stderr) then.
@@ -333,7 +336,7 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
             ));
         }
     };
-    let (model, report) = params.fit(data.view(), &mut on_progress)?;
+    let (model, report) = params.fit_until(data.view(), &mut on_progress, &stop)?;
     pb.finish_and_clear();
     for w in &report.warnings {
         errln!("bsa: warning: {w}");
@@ -435,7 +438,7 @@ fn open_data(a: &Args, nonzero: bool) -> anyhow::Result<bsa::io::Embeddings> {
     Ok(data)
 }
 
-fn run_baseline(a: &Args) -> anyhow::Result<()> {
+fn run_baseline(a: &Args, stop: &AtomicBool) -> anyhow::Result<()> {
     let threads = bsa::threads::configure(a.threads)?;
     let data = open_data(a, true)?;
     let bits = match (a.method, a.bits) {
@@ -460,7 +463,7 @@ fn run_baseline(a: &Args) -> anyhow::Result<()> {
         data.n().min(params.fit_rows)
     ));
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
-    let (model, report) = params.fit(data.view())?;
+    let (model, report) = params.fit_until(data.view(), stop)?;
     pb.finish_and_clear();
 
     let training = json!({
@@ -523,7 +526,7 @@ fn run_baseline(a: &Args) -> anyhow::Result<()> {
 }
 
 /// `bsa train --method pursuit` (and `--preset retrieval`): binary dictionary learning.
-fn run_pursuit(a: &Args) -> anyhow::Result<()> {
+fn run_pursuit(a: &Args, stop: &AtomicBool) -> anyhow::Result<()> {
     let threads = bsa::threads::configure(a.threads)?;
     let data = open_data(a, true)?;
     let retrieval = a.preset.as_deref() == Some("retrieval");
@@ -571,22 +574,25 @@ fn run_pursuit(a: &Args) -> anyhow::Result<()> {
         None => None,
     };
     let started = std::time::Instant::now();
-    let (dictionary, history) =
-        params.fit_from(data.view(), init.as_ref().map(|w| w.view()), &mut |r| {
+    let (dictionary, history) = params.fit_until(
+        data.view(),
+        init.as_ref().map(|w| w.view()),
+        &mut |r| {
             pb.inc(1);
             pb.println(format!(
                 "round {:>2}: reconstruction {:.4}, {} dead atoms re-seeded, {:.1}s",
                 r.round, r.reconstruction_loss, r.dead_atoms_reseeded, r.seconds
             ));
-        })?;
+        },
+        stop,
+    )?;
     pb.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let last = history.last().context("no round ran")?;
     // The model's own figure (what `bsa eval` says on these rows): a round's decodes the codes
     // its dictionary was refitted to, which the finished model would encode differently.
     // On the rows it was fitted on (a --fit-rows sample), as the rounds' figures are.
-    let never = std::sync::atomic::AtomicBool::new(false);
-    let reconstruction = params.fit_reconstruction(&dictionary, data.view(), &never)?;
+    let reconstruction = params.fit_reconstruction(&dictionary, data.view(), stop)?;
     let model = params.model(data.dim(), dictionary);
     let training = json!({
         "data": a.data.display().to_string(),

@@ -4,7 +4,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use memmap2::Mmap;
 
@@ -97,6 +98,33 @@ fn open_own_stream(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().append(true).open(path)
 }
 
+/// The flag of [`abandon_writes_on`].
+static ABANDON: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Makes every [`write_atomic`] of this process give up once `flag` is set: one that has not
+/// yet begun writes nothing, and one whose write ends after the flag was set removes its
+/// temporary file instead of renaming it into place; either returns [`Error::Stopped`] and
+/// leaves the file at its path as it was. For a program's signal handler (the `bsa` command
+/// line's Ctrl-C): a process killed while it writes leaves its temporary file behind, where
+/// one stopped this way leaves nothing. Writes to a stream (a pipe, `/dev/stdout`, a terminal)
+/// cannot be taken back and go on. The first flag given stays: a later call returns `false`
+/// and changes nothing.
+///
+/// ```no_run
+/// use std::sync::{atomic::AtomicBool, Arc};
+/// let stop = Arc::new(AtomicBool::new(false));
+/// assert!(bsa::io::abandon_writes_on(Arc::clone(&stop)));
+/// // ... a signal handler sets `stop`; then:
+/// stop.store(true, std::sync::atomic::Ordering::SeqCst);
+/// let written = bsa::io::write_atomic(std::path::Path::new("out.txt"), |w| {
+///     std::io::Write::write_all(w, b"never in place")
+/// });
+/// assert!(matches!(written, Err(bsa::Error::Stopped)));
+/// ```
+pub fn abandon_writes_on(flag: Arc<AtomicBool>) -> bool {
+    ABANDON.set(flag).is_ok()
+}
+
 /// Writes a file atomically: `write` fills a temporary file in the target's directory, which is
 /// flushed, synced and renamed over `path`. On any error the temporary file is removed and `path`
 /// is left untouched, so a reader sees the old file or the new one, never half of one; the new
@@ -107,7 +135,8 @@ fn open_own_stream(path: &Path) -> std::io::Result<File> {
 /// `/dev/stderr`, `/dev/fd/N`, `/proc/self/fd/N`: appended to, so a shell's `>>` keeps what the
 /// file held); any other path that is not a regular file (a directory, block device, pipe or
 /// socket) is refused before `write` runs, never renamed over. Temporary files that an earlier
-/// write of `path` left when its process was killed or interrupted are removed.
+/// write of `path` left when its process was killed or interrupted are removed. Once the flag
+/// of [`abandon_writes_on`] is set, nothing is put in place ([`Error::Stopped`]).
 ///
 /// ```
 /// use std::io::Write;
@@ -120,6 +149,16 @@ pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<()> {
+    write_atomic_unless(path, ABANDON.get().map(|f| &**f), write)
+}
+
+/// [`write_atomic`], given up once `stop` is set (see [`abandon_writes_on`]).
+pub(super) fn write_atomic_unless(
+    path: &Path,
+    stop: Option<&AtomicBool>,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let stopped = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let shown = path;
     if is_own_stream(path) {
@@ -155,6 +194,9 @@ pub fn write_atomic(
     let file_name = path.file_name().ok_or_else(|| {
         Error::InvalidArgument(format!("{} does not name a file to write", shown.display()))
     })?;
+    if stopped() {
+        return Err(Error::Stopped);
+    }
     let dir = bsa_index::parent_dir(path);
     let file_name = file_name.to_string_lossy();
     remove_stale_temps(dir, &file_name);
@@ -185,6 +227,10 @@ pub fn write_atomic(
         write(&mut w)?;
         w.flush()?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
+        if stopped() {
+            // Asked to stop while writing: the old file stays, and so does nobody's half.
+            return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
+        }
         file.sync_all()?;
         // Whole now, it gets the old mode before it is in place (so readers the old file
         // allowed are not refused in between), with its owner's read and write kept until
@@ -201,6 +247,9 @@ pub fn write_atomic(
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
+        if stopped() {
+            return Err(Error::Stopped);
+        }
         return Err(Error::io(shown, e));
     }
     Ok(())

@@ -31,7 +31,7 @@ pub mod model;
 mod npy;
 
 pub use embeddings::{Embeddings, OffUnit, UNIT_TOLERANCE, off_unit_length};
-pub use file::{read_file, temp_dir_in, writable_target, write_atomic};
+pub use file::{abandon_writes_on, read_file, temp_dir_in, writable_target, write_atomic};
 pub use npy::{
     check_float32_range, read_i32, read_u8, read_u64_ids, write_f32, write_i32, write_u8,
     write_u8_rows,
@@ -254,6 +254,39 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("out.bin")]);
+    }
+
+    /// A stop asked for while a file is written (a signal, in `bsa`) leaves the old file and no
+    /// temporary one; asked for before, nothing is written at all.
+    #[test]
+    fn a_write_stopped_midway_leaves_the_old_file_and_no_temporary_one() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        write_atomic(&path, |w| w.write_all(b"old")).unwrap();
+        let stop = AtomicBool::new(false);
+        let err = file::write_atomic_unless(&path, Some(&stop), |w| {
+            w.write_all(b"new, whole")?;
+            stop.store(true, Ordering::SeqCst); // the signal, as the write ends
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(matches!(err, crate::Error::Stopped), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        let err = file::write_atomic_unless(&dir.path().join("other.bin"), Some(&stop), |_| {
+            panic!("a write asked to stop before it began must not begin")
+        })
+        .unwrap_err();
+        assert!(matches!(err, crate::Error::Stopped), "{err}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("out.bin")]);
+        // Not asked to stop, the same write is put in place.
+        stop.store(false, Ordering::SeqCst);
+        file::write_atomic_unless(&path, Some(&stop), |w| w.write_all(b"new")).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
     }
 
     /// A replaced file keeps its mode: a 0600 result is not made world-readable by the next

@@ -255,6 +255,100 @@ fn a_signalled_bench_stops_and_leaves_no_trace() {
     assert!(!t.exists("rep"));
 }
 
+/// Ctrl-C or SIGTERM during `bsa train` (each kind of fit) and `bsa groundtruth` stops them
+/// at their next step, round or block: they end by the signal, say so, and write nothing (a
+/// signal during the final write would leave its temporary file, were it not for
+/// `bsa::io::abandon_writes_on`, which its unit test covers).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_signalled_train_or_groundtruth_writes_nothing() {
+    let t = TestDir::new();
+    t.write_f32("base.npy", &normalised(2000, 32, 5));
+    t.write_f32("big.npy", &normalised(60_000, 64, 6));
+    t.write_f32("queries.npy", &normalised(4096, 64, 7));
+    let runs: [(&str, &[&str]); 4] = [
+        (
+            "-INT",
+            &[
+                "train", "--data", "base.npy", "--bits", "256", "--k", "8", "--epochs", "5000",
+            ],
+        ),
+        (
+            "-TERM",
+            &[
+                "train", "--data", "base.npy", "--method", "pursuit", "--bits", "512", "--k", "8",
+                "--rounds", "5000",
+            ],
+        ),
+        (
+            "-INT",
+            &[
+                "train",
+                "--data",
+                "base.npy",
+                "--method",
+                "itq",
+                "--bits",
+                "16",
+                "--itq-iterations",
+                "100000",
+            ],
+        ),
+        (
+            "-TERM",
+            &[
+                "groundtruth",
+                "--base",
+                "big.npy",
+                "--queries",
+                "queries.npy",
+                "--k",
+                "10",
+            ],
+        ),
+    ];
+    for (signal, args) in runs {
+        let mut child = bsa_in_a_terminal()
+            .args(args)
+            .args(["--threads", "1", "-q", "--out", "out.bin"])
+            .current_dir(t.path(""))
+            .env("OPENBLAS_NUM_THREADS", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Signalled once the command's handler is in: a signal before it ends the process by
+        // its default action, which would test nothing.
+        signal_when(&mut child, signal, || catches(pid, libc::SIGINT));
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let number = if signal == "-INT" { 2 } else { 15 };
+        assert_eq!(out.status.signal(), Some(number), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("stopped before it finished"),
+            "{args:?}: {stderr}"
+        );
+        let mut names: Vec<String> = std::fs::read_dir(t.path(""))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["base.npy", "big.npy", "queries.npy"], "{args:?}");
+    }
+}
+
+/// Whether process `pid` has a handler for `signal` (Linux: the `SigCgt` mask of its status).
+#[cfg(target_os = "linux")]
+fn catches(pid: u32, signal: i32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask >> (signal - 1) & 1 == 1)
+}
+
 fn signal_when(child: &mut Child, signal: &str, ready: impl Fn() -> bool) {
     let started = Instant::now();
     while !ready() {
