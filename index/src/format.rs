@@ -616,6 +616,19 @@ mod tests {
         PathBuf::from("x/codes.bin")
     }
 
+    /// Reserved header bytes must be zero, even under a valid header checksum (a later version
+    /// may give them a meaning an older reader would misread).
+    #[test]
+    fn reserved_header_bytes_must_be_zero() {
+        let h = Header::new(FileKind::Ids, 0, 4, 64, 1, ElemKind::U64).unwrap();
+        let mut b = h.encode();
+        b[offsets::RESERVED] = 1;
+        let crc = crc32fast::hash(&b[..offsets::HEADER_CRC]);
+        b[offsets::HEADER_CRC..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        let e = Header::decode(&b, FileKind::Ids, h.file_len().unwrap(), &p());
+        assert!(matches!(e, Err(Error::Corrupt { .. })), "{e:?}");
+    }
+
     #[test]
     fn layout_matches_format_md() {
         // FORMAT.md, table "Binary file header": keep both in sync.

@@ -242,6 +242,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// `words()` promises zero bits past `len`: a complement must not set them.
+    #[test]
+    fn a_complement_keeps_the_bits_past_len_zero() {
+        let mut s = RowSet::empty(70);
+        s.insert(3);
+        let c = s.complement();
+        assert_eq!(c.count(), 69);
+        assert_eq!(c.words()[1], (1u64 << 6) - 1, "{:#x}", c.words()[1]);
+    }
+
     proptest! {
         #[test]
         fn set_operations_agree_with_a_vec_of_bools(a in proptest::collection::vec(any::<bool>(), 0..200), seed in any::<u64>()) {

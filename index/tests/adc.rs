@@ -9,7 +9,7 @@ mod common;
 use bsa_index::InvertedLists;
 use bsa_index::adc::{self, AdcCodes, GROUP, QuantisedTable, QueryGroup};
 use bsa_index::adc_wide as wide;
-use bsa_index::score::{desc_key, from_desc_key};
+use bsa_index::score::{desc_key, from_desc_key, table_score, table_sum};
 use bsa_index::search::flat::top_k_scored;
 use bsa_index::search::{
     CodesView, Cutoffs, FlatParams, FlatSearcher, InvertedParams, InvertedSearcher, Searcher,
@@ -239,7 +239,7 @@ proptest! {
     fn scan_equals_f64_reference(
         seed in any::<u64>(),
         n in 0usize..300,
-        bits in prop::sample::select(vec![8usize, 63, 130, 384, 1000]),
+        bits in prop::sample::select(vec![3usize, 5, 8, 63, 130, 384, 1000]),
         code_kind in 0u8..3,
         table_kind in 0u8..9,
         nq in prop::sample::select(vec![1usize, 3, 8, 11, 64, 70]),
@@ -663,6 +663,51 @@ fn tables_of_another_layout_shape_are_errors() {
             let mut tops = vec![TopK::new(5, None)];
             assert!(wide::scan(family, &b, &wg, 0..64, &mut tops, |_, _| 0).is_err());
             assert!(wide::scan(family, &a, &wg, 0..64, &mut tops, |_, _| 0).is_ok());
+        }
+    }
+}
+
+/// Tables of fewer entries than the quantiser's lanes of eight: the error bound must still
+/// count every entry, or codes scoring above the threshold are never candidates (a bound that
+/// skipped the last `len % 8` entries gave tables of under eight an error of 0). Every code of
+/// 2-6 bits against 200 tables, every threshold, every family.
+#[test]
+fn every_code_above_the_threshold_is_a_candidate_for_tables_of_few_entries() {
+    for bits in [2usize, 3, 5, 6] {
+        let n = 1usize << bits;
+        let codes: Vec<u64> = (0..n as u64).collect();
+        let sparse = SparseCodes::build(&codes, bits).unwrap();
+        let layout = AdcCodes::from_sparse(&sparse.view()).unwrap();
+        for seed in 0..200u32 {
+            let table: Vec<f32> = (0..bits)
+                .map(|j| (((seed * 7919 + j as u32 * 104_729) % 1000) as f32 / 137.0).sin())
+                .collect();
+            let qt = QuantisedTable::new(&layout, &table, 0.0, false).unwrap();
+            let group = QueryGroup::new(vec![qt]).unwrap();
+            let exact: Vec<f32> = (0..n)
+                .map(|r| table_score(0.0, table_sum(&codes[r..r + 1], &table), None))
+                .collect();
+            for family in KernelFamily::supported() {
+                for &threshold in &exact {
+                    let mut out = vec![[0u16; GROUP]; layout.blocks()];
+                    adc::candidates(
+                        family,
+                        &layout,
+                        &group,
+                        &[threshold],
+                        0..layout.blocks(),
+                        &mut out,
+                    )
+                    .unwrap();
+                    for (r, &s) in exact.iter().enumerate() {
+                        let candidate = out[r / adc::LANES][0] >> (r % adc::LANES) & 1 == 1;
+                        assert!(
+                            s <= threshold || candidate,
+                            "{family:?}, {bits} bits, table {seed}: code {r} scores {s} > {threshold}, not a candidate"
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -895,3 +895,14 @@ fn graph_vectors_pushed_in_chunks_build_the_graph_of_the_rows() {
         .unwrap_err();
     assert!(matches!(err, Error::DimMismatch { .. }), "{err}");
 }
+
+/// Rescoring breaks ties of equal cosine by the smaller row, whatever order the hits came in.
+#[test]
+fn rescore_ties_go_to_the_smaller_row() {
+    use bsa_index::search::rescore::rescore;
+    // Rows 0, 1, 2: rows 0 and 2 hold the same vector.
+    let vectors = [0.6f32, 0.8, 1.0, 0.0, 0.6, 0.8];
+    let hits = Hits::from_parts(vec![2, 1, 0], vec![12, 11, 10], vec![0, 1, 2]).unwrap();
+    let best = rescore(Vectors::F32(&vectors), 2, &[0.0, 1.0], &hits, 3).unwrap();
+    assert_eq!(best.rows, vec![0, 2, 1]);
+}

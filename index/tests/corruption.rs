@@ -515,6 +515,27 @@ fn lazily_checked_lists_are_checked_by_the_first_inverted_search() {
         },
     );
     assert_names(&Index::open(&d).unwrap_err(), "inverted.bin");
+    // A row twice in one list (it would count its overlap twice), under valid checksums.
+    let repeated = scratch.path().join("repeated");
+    copy_dir(&f.path, &repeated);
+    let bits = good.bits();
+    reseal(
+        &repeated,
+        "inverted.bin",
+        bsa_index::format::FileKind::Inverted,
+        |payload| {
+            let offset = |j: usize| {
+                u64::from_le_bytes(payload[64 + 8 * j..72 + 8 * j].try_into().unwrap()) as usize
+            };
+            let lists = (64 + 8 * (bits + 1)).next_multiple_of(64);
+            let j = (0..bits).find(|&j| offset(j + 1) - offset(j) >= 2).unwrap();
+            let at = lists + 4 * offset(j);
+            payload.copy_within(at..at + 4, at + 4);
+        },
+    );
+    let e = Index::open(&repeated).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert_names(&e, "inverted.bin");
     let unchecked = OpenOptions::verify_checksums(false).lazy(true);
     for options in [lazy, unchecked] {
         let index = Index::open_with(&d, options).unwrap();

@@ -452,3 +452,46 @@ fn shared_payload() -> &'static Vec<u64> {
         words
     })
 }
+
+/// A walk that excludes rows (a filter, or deletes) returns allowed rows only, also when asked
+/// for more rows than its `ef` keeps (then it answers from every row it scored).
+#[test]
+fn a_filtered_walk_with_k_above_ef_returns_allowed_rows_only() {
+    use bsa_index::{HnswParams, Index, IndexBuilder, Mode, RowSet, Score, SearchParams};
+    let n = 400usize;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let codes: Vec<u64> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g");
+    IndexBuilder::new(64, &codes)
+        .hnsw(HnswParams {
+            max_connections: 8,
+            ef_construction: 64,
+            ef_search: 16,
+        })
+        .build(&path)
+        .unwrap();
+    let index = Index::open(&path).unwrap();
+    let searcher = index.searcher(&Mode::parse("hnsw").unwrap()).unwrap();
+    let mut allowed = RowSet::full(n);
+    for r in (0..n).step_by(3) {
+        allowed.remove(r);
+    }
+    let p = SearchParams::default().with_ef_search(Some(4));
+    let (hits, _) = searcher
+        .search_allowed(&codes[..8], 40, &Score::Hamming, &p, &allowed)
+        .unwrap();
+    for h in &hits {
+        assert!(h.rows.len() > 4, "more than ef rows: {}", h.rows.len());
+        for &r in &h.rows {
+            assert!(allowed.contains(r as usize), "row {r} is excluded");
+        }
+    }
+}
