@@ -332,6 +332,7 @@ fn remove_stale_temps(dir: &Path, file_name: &str) {
 
 /// How old a temporary file of a process that is not running must be to be removed: its
 /// writer makes it, then locks it, a moment apart.
+#[cfg(unix)]
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Takes the exclusive lock of a write's temporary file (`flock`) without waiting; whether it

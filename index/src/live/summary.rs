@@ -156,7 +156,7 @@ impl Snapshot {
         // A file hard-linked twice (the model of an index that became segmented is in the root
         // and in its first segment) takes its bytes once, counted where first met: the root's
         // files first.
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::HashSet::<(u64, u64)>::new();
         let (root, in_segments): (Vec<&String>, Vec<&String>) = self
             .files()
             .iter()
