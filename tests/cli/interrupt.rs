@@ -61,12 +61,7 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
             stderr.contains("building idx from c.npy: stopped before it finished"),
             "{signal}: {stderr}"
         );
-        let mut names: Vec<String> = std::fs::read_dir(t.path(""))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["c.npy", "idx", "small.npy"], "{signal}");
+        assert_eq!(t.names(), ["c.npy", "idx", "small.npy"], "{signal}");
         assert_eq!(t.read("idx/manifest.json"), before, "{signal}");
         t.bsa(&["verify", "--index", "idx"]).ok();
     }
@@ -329,12 +324,11 @@ fn a_signalled_train_or_groundtruth_writes_nothing() {
             stderr.contains("stopped before it finished"),
             "{args:?}: {stderr}"
         );
-        let mut names: Vec<String> = std::fs::read_dir(t.path(""))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["base.npy", "big.npy", "queries.npy"], "{args:?}");
+        assert_eq!(
+            t.names(),
+            ["base.npy", "big.npy", "queries.npy"],
+            "{args:?}"
+        );
     }
 }
 
@@ -399,9 +393,5 @@ fn a_build_past_the_file_size_limit_is_an_error_not_a_kill() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{:?} {stderr}", out.status);
     assert!(stderr.contains("codes.bin: File too large"), "{stderr}");
-    let left: Vec<_> = std::fs::read_dir(t.path(""))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("c.npy")], "left behind");
+    assert_eq!(t.names(), ["c.npy"], "left behind");
 }

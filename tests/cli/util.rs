@@ -142,6 +142,16 @@ impl TestDir {
         self.path(name).exists()
     }
 
+    /// The names in the folder, hidden ones (temporary files) included, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path(""))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Writes a row-major `n x dim` float32 matrix as `name` (.npy) with bsa's writer.
     pub fn write_f32(&self, name: &str, m: &Matrix) {
         bsa::io::write_f32(self.path(name), m.n, m.dim, &m.data).unwrap();
