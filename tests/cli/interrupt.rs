@@ -35,14 +35,10 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
         .ok();
     let before = t.read("idx/manifest.json");
     for (signal, number) in [("-INT", 2), ("-TERM", 15)] {
-        let mut child = bsa_in_a_terminal()
+        let mut child = bsa_in_a_terminal(&t)
             .args([
                 "build", "--codes", "c.npy", "--out", "idx", "--force", "--hnsw", "-q",
             ])
-            .current_dir(t.path(""))
-            .env("OPENBLAS_NUM_THREADS", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         // Signalled once the build is writing its temporary directory (the handler is in).
@@ -61,7 +57,7 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
             stderr.contains("building idx from c.npy: stopped before it finished"),
             "{signal}: {stderr}"
         );
-        assert_eq!(t.names(), ["c.npy", "idx", "small.npy"], "{signal}");
+        assert_eq!(t.names(""), ["c.npy", "idx", "small.npy"], "{signal}");
         assert_eq!(t.read("idx/manifest.json"), before, "{signal}");
         t.bsa(&["verify", "--index", "idx"]).ok();
     }
@@ -76,16 +72,9 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
         "-q",
     ])
     .ok();
-    let listing = || {
-        let mut names: Vec<String> = std::fs::read_dir(t.path("live"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    };
+    let listing = || t.names("live");
     let before = listing();
-    let mut child = bsa_in_a_terminal()
+    let mut child = bsa_in_a_terminal(&t)
         .args([
             "add",
             "--index",
@@ -95,8 +84,6 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
             "--merge-factor",
             "0",
         ])
-        .current_dir(t.path(""))
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Signalled once the new segment is being written.
@@ -162,10 +149,15 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
 /// `bsa` with the signals the tests send at their default action, as a terminal runs it: a
 /// test harness started in the background by a shell without job control (`cargo test &` in
 /// a script) passes SIGINT on ignored, and bsa rightly keeps an ignored signal ignored (a
-/// script's background job goes on when Ctrl-C stops the script).
-fn bsa_in_a_terminal() -> Command {
+/// script's background job goes on when Ctrl-C stops the script). It runs in `t`'s folder with
+/// one OpenBLAS thread, its output piped.
+fn bsa_in_a_terminal(t: &TestDir) -> Command {
     use std::os::unix::process::CommandExt;
     let mut c = Command::new(env!("CARGO_BIN_EXE_bsa"));
+    c.current_dir(t.path(""))
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // SAFETY: signal() only, between fork and exec.
     unsafe {
         c.pre_exec(|| {
@@ -200,7 +192,7 @@ fn a_signalled_bench_stops_and_leaves_no_trace() {
     let t = TestDir::new();
     t.write_f32("base.npy", &normalised(2000, 32, 5));
     std::fs::create_dir(t.path("tmp")).unwrap();
-    let mut child = bsa_in_a_terminal()
+    let mut child = bsa_in_a_terminal(&t)
         .args([
             "bench",
             "--base",
@@ -223,11 +215,7 @@ fn a_signalled_bench_stops_and_leaves_no_trace() {
             "--out",
             "rep",
         ])
-        .current_dir(t.path(""))
         .env("TMPDIR", t.path("tmp"))
-        .env("OPENBLAS_NUM_THREADS", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Signalled once the cells' temporary folder exists (the handler is in by then).
@@ -303,13 +291,9 @@ fn a_signalled_train_or_groundtruth_writes_nothing() {
         ),
     ];
     for (signal, args) in runs {
-        let mut child = bsa_in_a_terminal()
+        let mut child = bsa_in_a_terminal(&t)
             .args(args)
             .args(["--threads", "1", "-q", "--out", "out.bin"])
-            .current_dir(t.path(""))
-            .env("OPENBLAS_NUM_THREADS", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let pid = child.id();
@@ -325,7 +309,7 @@ fn a_signalled_train_or_groundtruth_writes_nothing() {
             "{args:?}: {stderr}"
         );
         assert_eq!(
-            t.names(),
+            t.names(""),
             ["base.npy", "big.npy", "queries.npy"],
             "{args:?}"
         );
@@ -393,5 +377,5 @@ fn a_build_past_the_file_size_limit_is_an_error_not_a_kill() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{:?} {stderr}", out.status);
     assert!(stderr.contains("codes.bin: File too large"), "{stderr}");
-    assert_eq!(t.names(), ["c.npy"], "left behind");
+    assert_eq!(t.names(""), ["c.npy"], "left behind");
 }

@@ -142,9 +142,10 @@ impl TestDir {
         self.path(name).exists()
     }
 
-    /// The names in the folder, hidden ones (temporary files) included, sorted.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.path(""))
+    /// The names in the folder `dir` ("" for the test folder), hidden ones (temporary files)
+    /// included, sorted.
+    pub fn names(&self, dir: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path(dir))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
