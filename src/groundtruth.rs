@@ -83,6 +83,22 @@ pub fn exact_top_k(
 ///
 /// Errors: `k` is 0 or more than the base rows, the dimensions differ, a row has a zero or
 /// non-finite norm (cosine is undefined), or the base has more than `u32::MAX` rows.
+///
+/// ```
+/// use bsa::groundtruth::{exact_top_k_blocked, Blocks};
+/// use std::sync::atomic::AtomicBool;
+/// let x = ndarray::array![[1.0f32, 0.0], [0.6, 0.8], [0.0, 1.0]];
+/// let small = Blocks { queries: 2, base: 2 };
+/// let mut blocks = 0;
+/// let never = AtomicBool::new(false);
+/// let top = exact_top_k_blocked(x.view(), x.view(), 2, small, &mut |_, _| blocks += 1, &never)?;
+/// assert_eq!(top, vec![vec![0, 1], vec![1, 2], vec![2, 1]]);
+/// assert_eq!(blocks, 4); // 2 x 2 blocks of queries x base rows
+/// let stop = AtomicBool::new(true); // e.g. set by Ctrl-C
+/// let stopped = exact_top_k_blocked(x.view(), x.view(), 2, small, &mut |_, _| {}, &stop);
+/// assert!(matches!(stopped, Err(bsa::Error::Stopped)));
+/// # Ok::<(), bsa::Error>(())
+/// ```
 pub fn exact_top_k_blocked(
     base: ArrayView2<f32>,
     queries: ArrayView2<f32>,
@@ -92,35 +108,6 @@ pub fn exact_top_k_blocked(
     stop: &AtomicBool,
 ) -> Result<Vec<Vec<u32>>> {
     top_k(base, queries, k, blocks, progress, Some(stop))
-}
-
-/// [`exact_top_k`] that returns [`Error::Stopped`] once `stop` is set (checked after every
-/// block of 2048 queries x 8192 base rows), so that a long computation can be interrupted.
-///
-/// ```
-/// use std::sync::atomic::AtomicBool;
-/// let x = ndarray::array![[1.0f32, 0.0], [0.6, 0.8], [0.0, 1.0]];
-/// let never = AtomicBool::new(false);
-/// let top = bsa::groundtruth::exact_top_k_until(x.view(), x.view(), 2, &never).unwrap();
-/// assert_eq!(top, vec![vec![0, 1], vec![1, 2], vec![2, 1]]);
-/// let stop = AtomicBool::new(true);
-/// let stopped = bsa::groundtruth::exact_top_k_until(x.view(), x.view(), 2, &stop);
-/// assert!(matches!(stopped, Err(bsa::Error::Stopped)));
-/// ```
-pub fn exact_top_k_until(
-    base: ArrayView2<f32>,
-    queries: ArrayView2<f32>,
-    k: usize,
-    stop: &AtomicBool,
-) -> Result<Vec<Vec<u32>>> {
-    top_k(
-        base,
-        queries,
-        k,
-        Blocks::default(),
-        &mut |_, _| {},
-        Some(stop),
-    )
 }
 
 fn top_k(

@@ -2739,7 +2739,8 @@ fn groundtruth<'py>(
             check_rows("base", bv, true)?;
             check_rows("queries", qv, true)?;
             with_blas_threads(threads, || {
-                bsa::groundtruth::exact_top_k_until(bv, qv, found, stop)
+                let blocks = bsa::groundtruth::Blocks::default();
+                bsa::groundtruth::exact_top_k_blocked(bv, qv, found, blocks, &mut |_, _| {}, stop)
             })
         })?,
     };

@@ -9,7 +9,8 @@ only to follow what FORMAT.md says; never to follow the code.
 the files this version writes (headers, both CRCs, the manifest envelope, payload rules,
 `inverted.bin` / `sparse.bin` / `bitmaps.bin` rebuilt from the codes and compared byte for byte,
 `graph.bin`, deletes, bridges, the model) and raises `FormatError` at the first violation. It
-needs numpy only.
+checks what this version writes, so it is stricter than a reader of older files must be: a
+payload at offset 64, ids ascending, no file the manifest does not name. It needs numpy only.
 """
 
 import json

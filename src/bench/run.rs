@@ -311,6 +311,9 @@ fn fit_or_load(
     if let Some(dir) = &dir {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let info = serde_json::json!({ "bench_cell": cell.label() });
+        // The model first, then the record naming its CRC: if either write is abandoned
+        // (Ctrl-C, io::abandon_writes_on) or the process killed between them, an old record
+        // never vouches for a new model, nor a new record for an old one.
         let path = dir.join("model.safetensors");
         crate::io::model::save(&path, &model, &info)?;
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
@@ -743,7 +746,7 @@ pub fn check_ground_truth(
     Ok(())
 }
 
-/// Exact top-`min(100, n)` ground truth by cosine ([`crate::groundtruth::exact_top_k_until`]:
+/// Exact top-`min(100, n)` ground truth by cosine ([`crate::groundtruth::exact_top_k_blocked`]:
 /// [`Error::Stopped`] once `stop` is set).
 pub fn ground_truth(
     base: ArrayView2<f32>,
@@ -751,10 +754,15 @@ pub fn ground_truth(
     stop: &AtomicBool,
 ) -> Result<Vec<Vec<u64>>> {
     let k = 100.min(base.nrows());
-    Ok(
-        crate::groundtruth::exact_top_k_until(base, queries, k, stop)?
-            .into_iter()
-            .map(|r| r.into_iter().map(u64::from).collect())
-            .collect(),
-    )
+    Ok(crate::groundtruth::exact_top_k_blocked(
+        base,
+        queries,
+        k,
+        crate::groundtruth::Blocks::default(),
+        &mut |_, _| {},
+        stop,
+    )?
+    .into_iter()
+    .map(|r| r.into_iter().map(u64::from).collect())
+    .collect())
 }

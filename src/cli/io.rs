@@ -99,7 +99,9 @@ pub fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
         INSTALLED
             .get_or_init(|| {
                 install(s).map_err(|e| e.to_string())?;
-                bsa::io::abandon_writes_on(Arc::clone(&s.stop));
+                // Nothing else in the process sets it: this is the first and only flag.
+                let first = bsa::io::abandon_writes_on(Arc::clone(&s.stop));
+                debug_assert!(first, "another flag abandons bsa's writes");
                 Ok(())
             })
             .clone()

@@ -82,7 +82,11 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         None => None,
     };
     let found = if a.milvus.is_some() {
-        milvus_search::search(a)?
+        let found = milvus_search::search(a)?;
+        // Ctrl-C while the answers are written leaves nothing (the local search takes it
+        // from its start, between batches; a remote one cannot be stopped halfway).
+        super::io::stop_on_signal()?;
+        found
     } else {
         search_local::search(a)?
     };

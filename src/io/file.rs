@@ -102,24 +102,31 @@ fn open_own_stream(path: &Path) -> std::io::Result<File> {
 static ABANDON: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
 /// Makes every [`write_atomic`] of this process give up once `flag` is set: one that has not
-/// yet begun writes nothing, and one whose write ends after the flag was set removes its
-/// temporary file instead of renaming it into place; either returns [`Error::Stopped`] and
+/// yet begun writes nothing, and one whose write (or sync) ends after the flag was set removes
+/// its temporary file instead of renaming it into place; either returns [`Error::Stopped`] and
 /// leaves the file at its path as it was. For a program's signal handler (the `bsa` command
 /// line's Ctrl-C): a process killed while it writes leaves its temporary file behind, where
-/// one stopped this way leaves nothing. Writes to a stream (a pipe, `/dev/stdout`, a terminal)
-/// cannot be taken back and go on. The first flag given stays: a later call returns `false`
-/// and changes nothing.
+/// one stopped this way leaves nothing. A write to a stream (a pipe, `/dev/stdout`, a
+/// terminal) that has begun cannot be taken back and goes on. The first flag given stays: a
+/// later call returns `false` and changes nothing. (For one write given its own flag, check
+/// the flag in `write`'s closure and return an error: the temporary file goes as well.)
 ///
-/// ```no_run
-/// use std::sync::{atomic::AtomicBool, Arc};
+/// ```
+/// use std::sync::{atomic::{AtomicBool, Ordering}, Arc};
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("out.txt");
 /// let stop = Arc::new(AtomicBool::new(false));
 /// assert!(bsa::io::abandon_writes_on(Arc::clone(&stop)));
-/// // ... a signal handler sets `stop`; then:
-/// stop.store(true, std::sync::atomic::Ordering::SeqCst);
-/// let written = bsa::io::write_atomic(std::path::Path::new("out.txt"), |w| {
-///     std::io::Write::write_all(w, b"never in place")
+/// bsa::io::write_atomic(&path, |w| std::io::Write::write_all(w, b"old")).unwrap();
+/// let written = bsa::io::write_atomic(&path, |w| {
+///     std::io::Write::write_all(w, b"new")?;
+///     stop.store(true, Ordering::SeqCst); // a signal handler's, while it writes
+///     Ok(())
 /// });
 /// assert!(matches!(written, Err(bsa::Error::Stopped)));
+/// assert_eq!(std::fs::read(&path).unwrap(), b"old");
+/// assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1); // no temporary file
+/// assert!(!bsa::io::abandon_writes_on(Arc::new(AtomicBool::new(false)))); // the first stays
 /// ```
 pub fn abandon_writes_on(flag: Arc<AtomicBool>) -> bool {
     ABANDON.set(flag).is_ok()
@@ -161,6 +168,9 @@ pub(super) fn write_atomic_unless(
     let stopped = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let shown = path;
+    if stopped() {
+        return Err(Error::Stopped);
+    }
     if is_own_stream(path) {
         let stream = (|| {
             let mut w = BufWriter::with_capacity(1 << 20, open_own_stream(path)?);
@@ -194,9 +204,6 @@ pub(super) fn write_atomic_unless(
     let file_name = path.file_name().ok_or_else(|| {
         Error::InvalidArgument(format!("{} does not name a file to write", shown.display()))
     })?;
-    if stopped() {
-        return Err(Error::Stopped);
-    }
     let dir = bsa_index::parent_dir(path);
     let file_name = file_name.to_string_lossy();
     remove_stale_temps(dir, &file_name);
@@ -222,16 +229,19 @@ pub(super) fn write_atomic_unless(
     // Held until the rename: a process that cannot tell this one is running (another PID
     // namespace, another host on a shared folder) finds the file locked and leaves it.
     lock_temp(&file);
+    let mut abandoned = false;
     let result = (|| {
         let mut w = BufWriter::with_capacity(1 << 20, file);
         write(&mut w)?;
         w.flush()?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
         if stopped() {
-            // Asked to stop while writing: the old file stays, and so does nobody's half.
+            // Asked to stop while writing (or syncing, which can take as long): the old file
+            // stays, and the new one goes.
+            abandoned = true;
             return Err(std::io::Error::from(std::io::ErrorKind::Interrupted));
         }
-        file.sync_all()?;
         // Whole now, it gets the old mode before it is in place (so readers the old file
         // allowed are not refused in between), with its owner's read and write kept until
         // after: a temporary file a kill leaves must stay removable.
@@ -247,7 +257,7 @@ pub(super) fn write_atomic_unless(
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        if stopped() {
+        if abandoned {
             return Err(Error::Stopped);
         }
         return Err(Error::io(shown, e));
