@@ -238,50 +238,69 @@ fn a_signalled_bench_stops_and_leaves_no_trace() {
     assert!(!t.exists("rep"));
 }
 
-/// Ctrl-C or SIGTERM during `bsa train` (each kind of fit) and `bsa groundtruth` stops them
-/// at their next step, round or block: they end by the signal within seconds (the trainings
-/// would run for minutes), say so, and write nothing. (A signal during the final write would
-/// leave its temporary file, were it not for `bsa::io::abandon_writes_on`, which its doctest
-/// covers; the ground truth here takes under a second, so its stop may come in either.)
+/// Ctrl-C or SIGTERM during `bsa train` (each kind of fit), `bsa groundtruth` and `bsa search`
+/// stops them at their next step, round, block or batch: they end by the signal within seconds
+/// (the trainings would run for minutes), say so, and write nothing. (A signal during the
+/// final write would leave its temporary file, were it not for `bsa::io::abandon_writes_on`,
+/// which its doctest covers; the ground truth and the search here take about a second, so
+/// their stop may come in either.)
 #[cfg(target_os = "linux")]
 #[test]
-fn a_signalled_train_or_groundtruth_writes_nothing() {
+fn a_signalled_train_groundtruth_or_search_writes_nothing() {
     let t = TestDir::new();
     t.write_f32("base.npy", &normalised(2000, 32, 5));
     t.write_f32("big.npy", &normalised(60_000, 64, 6));
     t.write_f32("queries.npy", &normalised(4096, 64, 7));
-    let runs: [(&str, &[&str]); 4] = [
+    let codes: Vec<u8> = (0..20_000usize * 32)
+        .map(|i| (i * 7919 % 251) as u8)
+        .collect();
+    t.write("c.npy", &npy_bytes("|u1", "(20000, 32)", &codes));
+    t.bsa(&["build", "--codes", "c.npy", "--out", "idx", "-q"])
+        .ok();
+    let train = ["train", "-q", "--data"];
+    let runs: [(&str, Vec<&str>); 5] = [
         (
             "-INT",
-            &[
-                "train", "--data", "base.npy", "--bits", "256", "--k", "8", "--epochs", "1000000",
-            ],
+            [
+                &train[..],
+                &[
+                    "base.npy", "--bits", "256", "--k", "8", "--epochs", "1000000",
+                ],
+            ]
+            .concat(),
         ),
         (
             "-TERM",
-            &[
-                "train", "--data", "base.npy", "--method", "pursuit", "--bits", "512", "--k", "8",
-                "--rounds", "1000000",
-            ],
+            [
+                &train[..],
+                &[
+                    "base.npy", "--method", "pursuit", "--bits", "512", "--k", "8", "--rounds",
+                    "1000000",
+                ],
+            ]
+            .concat(),
         ),
         (
             "-INT",
-            &[
-                "train",
-                "--data",
-                "big.npy",
-                "--method",
-                "itq",
-                "--bits",
-                "64",
-                "--itq-iterations",
-                "100000",
-            ],
+            [
+                &train[..],
+                &[
+                    "big.npy",
+                    "--method",
+                    "itq",
+                    "--bits",
+                    "64",
+                    "--itq-iterations",
+                    "100000",
+                ],
+            ]
+            .concat(),
         ),
         (
             "-TERM",
-            &[
+            vec![
                 "groundtruth",
+                "-q",
                 "--base",
                 "big.npy",
                 "--queries",
@@ -290,11 +309,23 @@ fn a_signalled_train_or_groundtruth_writes_nothing() {
                 "10",
             ],
         ),
+        (
+            "-INT",
+            vec![
+                "search",
+                "--index",
+                "idx",
+                "--query-codes",
+                "c.npy",
+                "--k",
+                "100",
+            ],
+        ),
     ];
     for (signal, args) in runs {
         let mut child = bsa_in_a_terminal(&t)
-            .args(args)
-            .args(["--threads", "1", "-q", "--out", "out.bin"])
+            .args(&args)
+            .args(["--threads", "1", "--out", "out.bin"])
             .spawn()
             .unwrap();
         let pid = child.id();
@@ -317,7 +348,7 @@ fn a_signalled_train_or_groundtruth_writes_nothing() {
         );
         assert_eq!(
             t.names(""),
-            ["base.npy", "big.npy", "queries.npy"],
+            ["base.npy", "big.npy", "c.npy", "idx", "queries.npy"],
             "{args:?}"
         );
     }
