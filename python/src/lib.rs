@@ -1341,6 +1341,7 @@ fn fit_model(
 ) -> bsa::Result<(Autoencoder, serde_json::Value)> {
     let dim = x.ncols();
     let arg = |e: String| bsa::Error::InvalidArgument(e);
+    bsa::io::check_training_norms("x", x)?;
     if method == Method::Pursuit {
         check_rows("x", x, true)?;
         let mut params = match (preset, o.bits, o.k) {

@@ -30,7 +30,9 @@ mod fvecs;
 pub mod model;
 mod npy;
 
-pub use embeddings::{Embeddings, OffUnit, UNIT_TOLERANCE, off_unit_length};
+pub use embeddings::{
+    Embeddings, OffUnit, TRAINING_NORMS, UNIT_TOLERANCE, check_training_norms, off_unit_length,
+};
 pub use file::{abandon_writes_on, read_file, temp_dir_in, writable_target, write_atomic};
 pub use npy::{
     check_float32_range, read_i32, read_u8, read_u64_ids, write_f32, write_i32, write_u8,

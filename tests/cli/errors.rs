@@ -1107,3 +1107,53 @@ fn a_refused_build_gives_no_advice_it_cannot_take() {
     let msg = out.fails_with(&["needs a model"]);
     assert!(!msg.contains("warning"), "{msg}");
 }
+
+/// Training computes in float32: a row whose squared norm is not a normal float32 (norm above
+/// 1.8e19 or below 1.1e-19) is refused by every trainer, naming the file and row, where it
+/// used to train a model that gives every row one code (and blame --lr or --ridge).
+#[test]
+fn training_refuses_rows_float32_cannot_square() {
+    let t = TestDir::new();
+    for (name, scale) in [("long.npy", 1e20f32), ("short.npy", 1e-20)] {
+        let mut m = normalised(50, 8, 1);
+        m.row_mut(7).iter_mut().for_each(|v| *v *= scale);
+        t.write_f32(name, &m);
+        let methods: [&[&str]; 4] = [
+            &["--bits", "16", "--k", "4", "--epochs", "1"],
+            &["--bits", "16", "--k", "4", "--epochs", "1", "--loss", "mse"],
+            &["--method", "itq", "--bits", "4"],
+            &[
+                "--method", "pursuit", "--bits", "16", "--k", "2", "--rounds", "1",
+            ],
+        ];
+        for method in methods {
+            let args = [
+                &["train", "--data", name, "--out", "m.safetensors", "-q"][..],
+                method,
+            ]
+            .concat();
+            t.bsa(&args)
+                .fails_with(&[&format!("{name}: row 7: L2 norm"), "L2-normalise"]);
+            assert!(!t.exists("m.safetensors"));
+        }
+    }
+    // At the edges of the range, a row trains.
+    let mut m = normalised(50, 8, 1);
+    m.row_mut(7).iter_mut().for_each(|v| *v *= 1e19);
+    t.write_f32("edge.npy", &m);
+    t.bsa(&[
+        "train",
+        "--data",
+        "edge.npy",
+        "--bits",
+        "16",
+        "--k",
+        "4",
+        "--epochs",
+        "1",
+        "-q",
+        "--out",
+        "m.safetensors",
+    ])
+    .ok();
+}
