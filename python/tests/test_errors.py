@@ -129,6 +129,16 @@ def test_float64_beyond_float32_is_named_as_such(index, model, queries):
     np.testing.assert_array_equal(model.encode(q)[1:], model.encode(queries[1:4]))
 
 
+def test_training_refuses_rows_float32_cannot_square(queries):
+    # Training computes in float32: such a row gave a model that codes every row alike.
+    for scale in [1e20, 1e-20]:
+        x = queries[:50].copy()
+        x[7] *= scale
+        for kw in [dict(bits=16, k=4, epochs=1), dict(method="itq", bits=4), dict(preset="retrieval", bits=16, k=2)]:
+            with pytest.raises(ValueError, match="x: row 7: L2 norm .* L2-normalised"):
+                bsa.train(x, **kw)
+
+
 def test_zero_query_is_refused(index, queries):
     # No direction: every ADC score would be 0 and the hits the lowest ids. Hamming searches
     # its code.
