@@ -436,7 +436,8 @@ def read_v1(d, body, model_dims_from_root=False) -> Segment:
     # Nothing listed that the reader does not know, nothing on disk the manifest does not list:
     # a new file kind must come with FORMAT.md.
     check(files.named == set(body["files"]), f"manifest.files: unknown {set(body['files']) - files.named}")
-    on_disk = set(os.listdir(d)) - {"manifest.json"}
+    # LOCK: the writers' lock file, which a writer opened on a single-segment index leaves.
+    on_disk = set(os.listdir(d)) - {"manifest.json", "LOCK"}
     check(on_disk == set(body["files"]), f"{d}: files not in the manifest {on_disk - set(body['files'])}")
     seg.deleted = np.zeros(seg.n, bool)
     seg.parts, seg.manifest = files.kinds, body
@@ -531,13 +532,13 @@ def read_v2(d, body):
 
 
 def check_root_listing(d, body):
-    """After a commit the root holds what its manifest names, LOCK and the manifest: writers
-    remove every other entry of their kinds (and the test's indexes hold no user files)."""
-    named = {"manifest.json", "LOCK"} | {s["name"] for s in body["segments"]}
+    """After a commit the root holds what its manifest names, the manifest and perhaps LOCK:
+    writers remove every other entry of their kinds (and the test's indexes hold no user files)."""
+    named = {"manifest.json"} | {s["name"] for s in body["segments"]}
     named |= {s[k]["file"] for s in body["segments"] for k in ("deletes", "bridge") if s.get(k)}
     if body.get("model"):
         named.add(body["model"]["file"])
-    on_disk = set(os.listdir(d))
+    on_disk = set(os.listdir(d)) - {"LOCK"}
     check(on_disk == named, f"root: entries {sorted(on_disk ^ named)} against the manifest")
 
 

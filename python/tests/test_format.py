@@ -81,9 +81,9 @@ class Inputs:
         return ["--query-codes", save(self.d, f"q{bits}.npy", packed(qB))], qB
 
 
-def build(out, *args, m=8):
+def build(out, *args, m=8, threads=2):
     graph = ["--m", m] if "--hnsw" in args else []  # M 8: a small graph, quick to build
-    run_cli("build", *args, *graph, "--threads", 2, "--quiet", "--out", out)
+    run_cli("build", *args, *graph, "--threads", threads, "--quiet", "--out", out)
 
 
 def codes_kinds(x: Inputs):
@@ -102,7 +102,7 @@ def codes_kinds(x: Inputs):
     # Identical codes: the builder widens level 0 past 2M to link the nodes hnsw_rs left unreached.
     B = np.zeros((300, 64), np.uint8)
     B[:, 0] = 1
-    build(d / "tied", "--codes", save(d, "tied.npy", packed(B)), "--hnsw", m=TIED_M)
+    build(d / "tied", "--codes", save(d, "tied.npy", packed(B)), "--hnsw", m=TIED_M, threads=1)
     k["tied_graph"] = Kind(d / "tied", [dict(enumerate(B))], *x.query_codes(64, 4),
                            {"codes", "ids", "inverted", "bitmaps", "graph"})
     return k
@@ -274,4 +274,13 @@ def test_a_compatible_flag_with_its_header_crc_is_accepted(kinds, tmp_path, name
     path.write_bytes(b)
     assert fr.read_binary(path, kind).header["flags"] >> bit & 1  # the edit took, and was read
     assert reader_ok(index)
+    assert verify_ok(index)
+
+
+def test_a_writers_lock_file_is_no_part_of_the_format(kinds, tmp_path):
+    """A writer opened on a single-segment index leaves its LOCK file (a refused `bsa add`, a
+    delete of nothing): the manifest does not list it, and neither reader minds it."""
+    index = copy(kinds, "model_full", tmp_path)
+    (index / "LOCK").write_bytes(b"")
+    fr.read_index(index)
     assert verify_ok(index)
