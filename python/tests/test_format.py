@@ -28,11 +28,11 @@ def save(d: Path, name, array):
     return d / name
 
 
-def encoded(d: Path, model, data_file):
-    """`bsa encode`'s codes as an n x bits 0/1 matrix."""
+def encoded(d: Path, model, data_file, bits=256):
+    """`bsa encode`'s codes of a `bits`-bit model as an n x bits 0/1 matrix."""
     out = d / (data_file.stem + ".codes.npy")
     run_cli("encode", "--model", model, "--data", data_file, "--out", out, "--threads", 2)
-    return unpack(np.load(out), 256)
+    return unpack(np.load(out), bits)
 
 
 def unpack(packed, bits):
@@ -284,3 +284,29 @@ def test_a_writers_lock_file_is_no_part_of_the_format(kinds, tmp_path):
     (index / "LOCK").write_bytes(b"")
     fr.read_index(index)
     assert verify_ok(index)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        ["--method", "bsa", "--bits", "64", "--k", "8", "--epochs", "1"],
+        ["--method", "topk", "--bits", "64", "--k", "8", "--epochs", "1"],
+        ["--method", "sign"],
+        ["--method", "lsh", "--bits", "64"],
+        ["--method", "itq", "--bits", "32"],
+    ],
+    ids=lambda m: m[1],
+)
+def test_every_method_s_codes_follow_the_encoding_rule(tmp_path, method):
+    """FORMAT.md's rule of each method, applied to the index's model, gives its codes, which
+    are `bsa encode`'s (the pursuit model of the other tests is one more method)."""
+    rows = np.load(DATA / "base.npy")[:300]
+    data = save(tmp_path, "x.npy", rows)
+    model = tmp_path / "m.safetensors"
+    run_cli("train", "--data", data, *method, "--threads", 2, "--quiet", "--out", model)
+    build(tmp_path / "idx", "--model", model, "--data", data)
+    seg = fr.read_index(tmp_path / "idx").segments[0]
+    assert seg.model.method == method[1]
+    codes = fr.encode(seg.model, rows[seg.ids.astype(np.int64)])
+    np.testing.assert_array_equal(codes, seg.codes)
+    np.testing.assert_array_equal(seg.codes, encoded(tmp_path, model, data, seg.bits)[seg.ids.astype(np.int64)])
