@@ -34,8 +34,8 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
     t.bsa(&["build", "--codes", "small.npy", "--out", "idx", "-q"])
         .ok();
     let before = t.read("idx/manifest.json");
-    for (signal, number) in [("-INT", 2), ("-TERM", 15)] {
-        let mut child = bsa_in_a_terminal(&t)
+    for signal in ["-INT", "-TERM"] {
+        let child = bsa_in_a_terminal(&t)
             .args([
                 "build", "--codes", "c.npy", "--out", "idx", "--force", "--hnsw", "-q",
             ])
@@ -43,16 +43,7 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
             .unwrap();
         // Signalled once the build is writing its temporary directory (the handler is in).
         let pid = child.id();
-        signal_when(&mut child, signal, || staging(&t, "idx", pid));
-        let signalled = Instant::now();
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.signal(), Some(number), "{signal}: {stderr}");
-        assert!(
-            signalled.elapsed() < Duration::from_secs(20),
-            "{signal}: stopped after {:?}",
-            signalled.elapsed()
-        );
+        let stderr = stop_with(child, signal, || staging(&t, "idx", pid));
         assert!(
             stderr.contains("building idx from c.npy: stopped before it finished"),
             "{signal}: {stderr}"
@@ -74,7 +65,7 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
     .ok();
     let listing = || t.names("live");
     let before = listing();
-    let mut child = bsa_in_a_terminal(&t)
+    let child = bsa_in_a_terminal(&t)
         .args([
             "add",
             "--index",
@@ -87,13 +78,9 @@ fn a_signalled_build_stops_and_leaves_no_trace() {
         .spawn()
         .unwrap();
     // Signalled once the new segment is being written.
-    signal_when(&mut child, "-INT", || {
+    stop_with(child, "-INT", || {
         listing().iter().any(|n| n.contains(".tmp-"))
     });
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.signal(), Some(2), "{stderr}");
-    assert!(stderr.contains("stopped before it finished"), "{stderr}");
     // The writers' lock file stays (it is made by the first writer).
     let after: Vec<String> = listing().into_iter().filter(|n| n != "LOCK").collect();
     assert_eq!(after, before);
@@ -192,7 +179,7 @@ fn a_signalled_bench_stops_and_leaves_no_trace() {
     let t = TestDir::new();
     t.write_f32("base.npy", &normalised(2000, 32, 5));
     std::fs::create_dir(t.path("tmp")).unwrap();
-    let mut child = bsa_in_a_terminal(&t)
+    let child = bsa_in_a_terminal(&t)
         .args([
             "bench",
             "--base",
@@ -220,19 +207,9 @@ fn a_signalled_bench_stops_and_leaves_no_trace() {
         .unwrap();
     // Signalled once the cells' temporary folder exists (the handler is in by then).
     let tmp = t.path("tmp");
-    signal_when(&mut child, "-INT", || {
+    stop_with(child, "-INT", || {
         std::fs::read_dir(&tmp).unwrap().next().is_some()
     });
-    let signalled = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.signal(), Some(2), "{stderr}");
-    assert!(
-        signalled.elapsed() < Duration::from_secs(20),
-        "stopped after {:?}",
-        signalled.elapsed()
-    );
-    assert!(stderr.contains("stopped before it finished"), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
     assert!(left.is_empty(), "{left:?} left in TMPDIR");
     assert!(!t.exists("rep"));
@@ -322,7 +299,7 @@ fn a_signalled_train_groundtruth_or_search_writes_nothing() {
         ),
     ];
     for (signal, args) in runs {
-        let mut child = bsa_in_a_terminal(&t)
+        let child = bsa_in_a_terminal(&t)
             .args(&args)
             .args(["--threads", "1", "--out", "out.bin"])
             .spawn()
@@ -330,21 +307,7 @@ fn a_signalled_train_groundtruth_or_search_writes_nothing() {
         let pid = child.id();
         // Signalled once the command's handler is in: a signal before it ends the process by
         // its default action, which would test nothing.
-        signal_when(&mut child, signal, || catches(pid, libc::SIGINT));
-        let signalled = Instant::now();
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let number = if signal == "-INT" { 2 } else { 15 };
-        assert_eq!(out.status.signal(), Some(number), "{args:?}: {stderr}");
-        assert!(
-            signalled.elapsed() < Duration::from_secs(20),
-            "{args:?}: stopped after {:?}",
-            signalled.elapsed()
-        );
-        assert!(
-            stderr.contains("stopped before it finished"),
-            "{args:?}: {stderr}"
-        );
+        stop_with(child, signal, || catches(pid, libc::SIGINT));
         assert_eq!(
             t.names(""),
             ["base.npy", "big.npy", "c.npy", "idx"],
@@ -364,6 +327,38 @@ fn catches(pid: u32, signal: i32) -> bool {
         .is_some_and(|mask| mask >> (signal - 1) & 1 == 1)
 }
 
+/// Sends `signal` to `child` once `ready()` holds ([`signal_when`]) and asserts that it ended
+/// by that signal within 20 seconds, saying it stopped; returns what it said on stderr.
+fn stop_with(mut child: Child, signal: &str, ready: impl Fn() -> bool) -> String {
+    signal_when(&mut child, signal, ready);
+    let signalled = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.signal(),
+        Some(signal_number(signal)),
+        "{signal}: {stderr}"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(20),
+        "{signal}: stopped after {:?}: {stderr}",
+        signalled.elapsed()
+    );
+    assert!(
+        stderr.contains("stopped before it finished"),
+        "{signal}: {stderr}"
+    );
+    stderr
+}
+
+fn signal_number(signal: &str) -> i32 {
+    match signal {
+        "-INT" => libc::SIGINT,
+        "-TERM" => libc::SIGTERM,
+        other => panic!("no signal {other}"),
+    }
+}
+
 fn signal_when(child: &mut Child, signal: &str, ready: impl Fn() -> bool) {
     let started = Instant::now();
     while !ready() {
@@ -374,11 +369,7 @@ fn signal_when(child: &mut Child, signal: &str, ready: impl Fn() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let number = match signal {
-        "-INT" => libc::SIGINT,
-        "-TERM" => libc::SIGTERM,
-        other => panic!("no signal {other}"),
-    };
+    let number = signal_number(signal);
     // Directly, not by starting kill(1): the command's remaining work may be short.
     let pid = libc::pid_t::try_from(child.id()).unwrap();
     // SAFETY: kill() with the pid of a child not yet waited for (so not reused).
