@@ -31,6 +31,9 @@ pub struct Autoencoder {
     pub params: Params<f32>,
 }
 
+/// Rows of the training data [`Autoencoder::one_code_warning`] encodes.
+pub const ONE_CODE_SAMPLE: usize = 2000;
+
 impl Autoencoder {
     /// Set bits of each row's code, ascending. BSA and the sign, LSH and ITQ baselines: bits with
     /// `H > 0` (that is `S > 0.5`); TopK: the K largest `H` (sigmoid is monotone, so the same as
@@ -116,6 +119,43 @@ impl Autoencoder {
             each(&codes)?;
         }
         Ok(())
+    }
+
+    /// A warning when this model gives every row of a sample of `x` (named `what`; its first
+    /// [`ONE_CODE_SAMPLE`] rows) one code although the rows differ: a model that tells them
+    /// apart not at all, as training on rows far from unit length can leave (every method exits
+    /// without error then). `None` otherwise, and for a sample of identical rows.
+    ///
+    /// ```
+    /// use bsa::baselines::BaselineParams;
+    /// use bsa::model::Method;
+    /// let x = ndarray::array![[1.0f32, 0.5], [0.5, 1.0], [-1.0, -0.5], [-0.5, -1.0]];
+    /// let (model, _) = BaselineParams::new(Method::Sign, 2).fit(x.view())?;
+    /// assert!(model.one_code_warning(x.view(), "x").is_none()); // two codes
+    /// let same_side = ndarray::array![[1.0f32, 0.5], [0.5, 1.0]];
+    /// let w = model.one_code_warning(same_side.view(), "q").unwrap();
+    /// assert!(w.starts_with("the model gives all 2 rows of q one code"), "{w}");
+    /// # Ok::<(), bsa::Error>(())
+    /// ```
+    pub fn one_code_warning(&self, x: ArrayView2<f32>, what: &str) -> Option<String> {
+        let sample = x.slice(ndarray::s![..x.nrows().min(ONE_CODE_SAMPLE), ..]);
+        let first = sample.rows().into_iter().next()?;
+        if sample.rows().into_iter().all(|r| r == first) {
+            return None;
+        }
+        let codes = self.encode_active(sample);
+        if codes.iter().any(|c| c != &codes[0]) {
+            return None;
+        }
+        let rows = match sample.nrows() {
+            m if m < x.nrows() => format!("the first {m} rows"),
+            m => format!("all {m} rows"),
+        };
+        Some(format!(
+            "the model gives {rows} of {what} one code, though they differ: it tells them apart \
+             not at all; rows far from unit length (L2-normalise them: x / np.linalg.norm(x, \
+             axis=1, keepdims=True)) or too few to learn from can leave it so"
+        ))
     }
 
     /// Binary codes packed as numpy `packbits(bitorder="little")` rows: `n x ceil(N/8)` bytes,

@@ -1199,6 +1199,12 @@ fn train(
             }
         }
     }
+    if let Some(w) = model
+        .one_code_warning(xv, "x")
+        .and_then(|w| std::ffi::CString::new(w).ok())
+    {
+        PyErr::warn(py, &py.get_type::<PyUserWarning>(), &w, 1)?;
+    }
     // What `bsa train` saves as the model's `training` metadata, with Python as the data.
     let mut training =
         serde_json::json!({"data": "<python>", "rows": n, "dim": dim, "threads": threads});

@@ -139,6 +139,15 @@ def test_training_refuses_rows_float32_cannot_square(queries):
                 bsa.train(x, **kw)
 
 
+def test_a_model_of_one_code_is_warned_of(queries):
+    x = queries * np.float32(1e-3)  # rows of norm 0.001: one code for all of them
+    with pytest.warns(UserWarning, match=f"the model gives all {len(x)} rows of x one code"):
+        bsa.train(x, bits=64, k=8, epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bsa.train(queries, bits=64, k=8, epochs=2)
+
+
 def test_zero_query_is_refused(index, queries):
     # No direction: every ADC score would be 0 and the hits the lowest ids. Hamming searches
     # its code.

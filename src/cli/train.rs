@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use bsa::baselines::BaselineParams;
-use bsa::model::{LossKind, Method, Target};
+use bsa::model::{Autoencoder, LossKind, Method, Target};
 use bsa::pursuit::PursuitParams;
 use bsa::train::{DecoderPath, Progress, TrainParams};
 use serde_json::json;
@@ -341,6 +341,7 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
     for w in &report.warnings {
         errln!("bsa: warning: {w}");
     }
+    warn_if_one_code(&model, &data, a);
 
     // The losses of the weights that were kept: the best epoch's with --monitor.
     let last = match report.best_epoch {
@@ -439,6 +440,13 @@ fn open_data(a: &Args, nonzero: bool) -> anyhow::Result<bsa::io::Embeddings> {
     Ok(data)
 }
 
+/// Says on stderr when the model gives every row one code ([`Autoencoder::one_code_warning`]).
+fn warn_if_one_code(model: &Autoencoder, data: &bsa::io::Embeddings, a: &Args) {
+    if let Some(w) = model.one_code_warning(data.view(), &a.data.display().to_string()) {
+        errln!("bsa: warning: {w}");
+    }
+}
+
 fn run_baseline(a: &Args, stop: &AtomicBool) -> anyhow::Result<()> {
     let threads = bsa::threads::configure(a.threads)?;
     let data = open_data(a, true)?;
@@ -466,6 +474,7 @@ fn run_baseline(a: &Args, stop: &AtomicBool) -> anyhow::Result<()> {
     pb.enable_steady_tick(std::time::Duration::from_millis(200));
     let (model, report) = params.fit_until(data.view(), stop)?;
     pb.finish_and_clear();
+    warn_if_one_code(&model, &data, a);
 
     let training = json!({
         "data": a.data.display().to_string(),
@@ -595,6 +604,7 @@ fn run_pursuit(a: &Args, stop: &AtomicBool) -> anyhow::Result<()> {
     // On the rows it was fitted on (a --fit-rows sample), as the rounds' figures are.
     let reconstruction = params.fit_reconstruction(&dictionary, data.view(), stop)?;
     let model = params.model(data.dim(), dictionary);
+    warn_if_one_code(&model, &data, a);
     let training = json!({
         "data": a.data.display().to_string(),
         "rows": data.n(),

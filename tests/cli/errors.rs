@@ -1157,3 +1157,30 @@ fn training_refuses_rows_float32_cannot_square() {
     ])
     .ok();
 }
+
+/// A model that gives every row one code is written (training ended without error) with a
+/// warning naming the file: rows of norm 0.001 leave a BSA model so; unit rows do not.
+#[test]
+fn a_model_of_one_code_is_warned_of() {
+    let t = TestDir::new();
+    let mut m = normalised(300, 16, 1);
+    m.data.iter_mut().for_each(|v| *v *= 1e-3);
+    t.write_f32("small.npy", &m);
+    t.write_f32("unit.npy", &normalised(300, 16, 1));
+    let train = |data: &str| {
+        let args = [
+            "train", "--data", data, "--bits", "64", "--k", "8", "--epochs", "2", "-q",
+        ];
+        t.bsa(&[&args[..], &["--out", "m.safetensors"]].concat())
+            .ok()
+            .stderr
+            .clone()
+    };
+    let small = train("small.npy");
+    assert!(
+        small.contains("the model gives all 300 rows of small.npy one code"),
+        "{small}"
+    );
+    let unit = train("unit.npy");
+    assert!(!unit.contains("one code"), "{unit}");
+}
