@@ -1182,11 +1182,17 @@ fn train(
     let xv = view2(&x);
     warn_if_not_unit(py, xv, "x", (method, xv.ncols()))?;
     let (n, dim) = xv.dim();
-    let fit = |stop: &Arc<AtomicBool>| -> bsa::Result<(Autoencoder, serde_json::Value)> {
-        with_blas_threads(threads, || fit_model(xv, preset, method, &options, stop))
-            .map_err(as_keywords)
+    // The one-code check encodes a sample: on the call's pool, as the fit (outside it, rayon's
+    // global pool would start, which a process forked after the call could not use).
+    type Fitted = (Autoencoder, serde_json::Value, Option<String>);
+    let fit = |stop: &Arc<AtomicBool>| -> bsa::Result<Fitted> {
+        let (model, report) =
+            with_blas_threads(threads, || fit_model(xv, preset, method, &options, stop))
+                .map_err(as_keywords)?;
+        let one_code = model.one_code_warning(xv, "x");
+        Ok((model, report, one_code))
     };
-    let (model, mut report) = interruptible(py, threads, fit)?;
+    let (model, mut report, one_code) = interruptible(py, threads, fit)?;
     // What made the model likely poor (a learning rate far too large, a loss that did not
     // fall): warned of, as `bsa train` does, and not kept in the model's metadata.
     if let Some(serde_json::Value::Array(warnings)) =
@@ -1199,10 +1205,7 @@ fn train(
             }
         }
     }
-    if let Some(w) = model
-        .one_code_warning(xv, "x")
-        .and_then(|w| std::ffi::CString::new(w).ok())
-    {
+    if let Some(w) = one_code.and_then(|w| std::ffi::CString::new(w).ok()) {
         PyErr::warn(py, &py.get_type::<PyUserWarning>(), &w, 1)?;
     }
     // What `bsa train` saves as the model's `training` metadata, with Python as the data.
