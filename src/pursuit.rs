@@ -287,7 +287,9 @@ pub fn reconstruction_loss(
         let codes = encode_with(params, k, chunk, false, stop).ok_or(Error::Stopped)?;
         sum += decoded_distance(params, &codes, chunk) * chunk.nrows() as f64;
     }
-    Ok(sum / x.nrows().max(1) as f64)
+    // A cosine distance is never below 0, but exact reconstructions (more atoms than rows)
+    // round to about -1e-8, which `bsa train` printed as "-0.0000".
+    Ok((sum / x.nrows().max(1) as f64).max(0.0))
 }
 
 /// Rows decoded at once by [`decoded_distance`] and [`reconstruction_loss`]: bounds the
@@ -551,6 +553,18 @@ mod tests {
         // nothing, so only the reconstruction is identifiable: it must be exact.
         let xhat = dictionary_params(wd_t, bd_fit).decode_sparse(&codes);
         assert!((&xhat - &x).iter().all(|d| d.abs() < 1e-3));
+    }
+
+    /// Rows a dictionary reconstructs exactly are at distance 0, not at the -1e-8 of
+    /// rounding that `bsa train` printed as "-0.0000".
+    #[test]
+    fn an_exact_reconstruction_is_at_distance_zero() {
+        let p = dictionary_params(gaussian(6, 64, 5), Array1::zeros(64));
+        let codes: Vec<Vec<u32>> = (0..6u32).map(|j| vec![j]).collect();
+        let x = p.decode_sparse(&codes);
+        let stop = AtomicBool::new(false);
+        let loss = reconstruction_loss(&p, 1, x.view(), &stop).unwrap();
+        assert!((0.0..1e-6).contains(&loss), "{loss}");
     }
 
     #[test]

@@ -946,7 +946,8 @@ impl TrainParams {
         let mut adam = Adam::new(self.lr as f32, &params);
         let mut timer = PhaseTimer::default();
         let steps_per_epoch = train_rows.len().div_ceil(self.batch);
-        let total_steps = steps_per_epoch * self.epochs;
+        // Saturating: --epochs has no upper bound (a run that long is stopped by Ctrl-C).
+        let total_steps = steps_per_epoch.saturating_mul(self.epochs);
         let warmup_steps = (self.warmup_epochs * steps_per_epoch as f64).round() as usize;
         let mut path = self.decoder_path.unwrap_or(DecoderPath::Dense);
         let mut report = TrainReport::default();

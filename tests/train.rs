@@ -689,6 +689,9 @@ fn a_set_stop_flag_ends_the_fit() {
     let x = gaussian(600, 16, 7).mapv(|v| v as f32);
     let mut t = TrainParams::new(32, 4);
     t.batch = 100;
+    // Epochs have no upper bound: a run this long is ended by its stop flag, and counting its
+    // steps (6 an epoch) must not overflow.
+    t.epochs = usize::MAX;
     let (stop, mut steps) = (AtomicBool::new(false), 0);
     let result = t.fit_until(
         x.view(),

@@ -197,7 +197,7 @@ pub fn fit(
             if let Some(a) = cell.alpha {
                 p.alpha = a;
             }
-            let total = n.div_ceil(p.batch) as u64 * p.epochs as u64;
+            let total = (n.div_ceil(p.batch) as u64).saturating_mul(p.epochs as u64);
             let mut done = 0;
             let (model, _) = p.fit_until(
                 base,

@@ -76,7 +76,8 @@ pub struct Args {
     /// Seed for initialisation, validation split and shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Fraction of rows held out to report a validation loss per epoch.
+    /// Fraction of rows held out to report a validation loss per epoch: from 0 (none) to below
+    /// 0.5.
     #[arg(long, default_value_t = 0.05)]
     pub val_fraction: f64,
     /// How the code products are computed: auto (by measured density), sparse or dense.
@@ -286,7 +287,7 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
     params.neighbourhood.rows = a.neighbour_rows;
     params.validate(data.n(), data.dim())?;
 
-    let steps = data.n().div_ceil(a.batch) as u64 * a.epochs as u64;
+    let steps = (data.n().div_ceil(a.batch) as u64).saturating_mul(a.epochs as u64);
     let pb = super::io::bar(
         steps,
         a.quiet,
