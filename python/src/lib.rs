@@ -1023,6 +1023,7 @@ impl Model {
         // Ctrl-C can stop a large set (it is encoded and decoded twice).
         let metrics = interruptible_if(py, threads, xv.nrows() > 4096, |stop| {
             check_rows("x", xv, true)?;
+            bsa::io::check_float32_norms("x", xv)?;
             Ok(bsa::metrics::evaluate_until(m, xv, stop)?.0)
         })?;
         let v = serde_json::to_value(metrics)
@@ -1350,7 +1351,7 @@ fn fit_model(
 ) -> bsa::Result<(Autoencoder, serde_json::Value)> {
     let dim = x.ncols();
     let arg = |e: String| bsa::Error::InvalidArgument(e);
-    bsa::io::check_training_norms("x", x)?;
+    bsa::io::check_float32_norms("x", x)?;
     if method == Method::Pursuit {
         check_rows("x", x, true)?;
         let mut params = match (preset, o.bits, o.k) {

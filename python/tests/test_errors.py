@@ -129,11 +129,14 @@ def test_float64_beyond_float32_is_named_as_such(index, model, queries):
     np.testing.assert_array_equal(model.encode(q)[1:], model.encode(queries[1:4]))
 
 
-def test_training_refuses_rows_float32_cannot_square(queries):
+def test_training_refuses_rows_float32_cannot_square(queries, model):
     # Training computes in float32: such a row gave a model that codes every row alike.
+    # Evaluation computes so too: it said such rows were at cosine distance 1.
     for scale in [1e20, 1e-20]:
         x = queries[:50].copy()
         x[7] *= scale
+        with pytest.raises(ValueError, match="x: row 7: L2 norm .* L2-normalised"):
+            model.eval(x)
         for kw in [dict(bits=16, k=4, epochs=1), dict(method="itq", bits=4), dict(preset="retrieval", bits=16, k=2)]:
             with pytest.raises(ValueError, match="x: row 7: L2 norm .* L2-normalised"):
                 bsa.train(x, **kw)

@@ -436,7 +436,7 @@ fn open_data(a: &Args, nonzero: bool) -> anyhow::Result<bsa::io::Embeddings> {
     } else {
         a.method
     };
-    bsa::io::check_training_norms(&a.data.display().to_string(), data.view())?;
+    bsa::io::check_float32_norms(&a.data.display().to_string(), data.view())?;
     super::io::warn_if_not_unit(&data, method);
     Ok(data)
 }

@@ -258,29 +258,31 @@ pub struct OffUnit {
     pub max_norm: f32,
 }
 
-/// The L2 norms a trainer takes, smallest and largest: it computes in `f32`, where a row's
-/// squared norm must be a normal number. Longer rows overflow BLAS's dot products to infinity
-/// (the loss then stays where it started), shorter ones lose their digits to subnormals and 0
-/// (every row gets one code). Search computes norms in `f64` and takes any positive `f32`.
-pub const TRAINING_NORMS: (f32, f32) = (1.0842022e-19, 1.8446743e19);
+/// The L2 norms training and evaluation (`bsa eval`, `Model.eval`) take, smallest and
+/// largest: they compute in `f32`, where a row's squared norm must be a normal number. Longer
+/// rows overflow BLAS's dot products to infinity (the loss then stays where it started),
+/// shorter ones lose their digits to subnormals and 0 (every row gets one code; its cosine
+/// distance to its reconstruction comes out 1). Search computes norms in `f64` and takes any
+/// positive `f32`.
+pub const FLOAT32_NORMS: (f32, f32) = (1.0842022e-19, 1.8446743e19);
 
 /// Checks that every row of `x` (named `what`: a file, or an argument) other than an all-zero
-/// one has an L2 norm within [`TRAINING_NORMS`]; [`Error::BadRow`] naming the first that does
+/// one has an L2 norm within [`FLOAT32_NORMS`]; [`Error::BadRow`] naming the first that does
 /// not, and what to do. (Zero rows and values that are not finite are the input checks' call.)
 ///
 /// ```
-/// use bsa::io::check_training_norms;
+/// use bsa::io::check_float32_norms;
 /// let fine = ndarray::array![[0.6f32, 0.8], [0.0, 0.0], [3e18, 4e18]];
-/// check_training_norms("x", fine.view()).unwrap();
+/// check_float32_norms("x", fine.view()).unwrap();
 /// let long = ndarray::array![[0.6f32, 0.8], [3e19, 4e19]];
-/// let e = check_training_norms("x", long.view()).unwrap_err();
+/// let e = check_float32_norms("x", long.view()).unwrap_err();
 /// assert!(matches!(e, bsa::Error::BadRow { row: 1, .. }), "{e}");
 /// assert!(e.to_string().contains("L2-normalise"), "{e}");
 /// let short = ndarray::array![[1e-20f32, 0.0]];
-/// assert!(check_training_norms("x", short.view()).is_err());
+/// assert!(check_float32_norms("x", short.view()).is_err());
 /// ```
-pub fn check_training_norms(what: &str, x: ArrayView2<'_, f32>) -> Result<()> {
-    let (low, high) = (f64::from(TRAINING_NORMS.0), f64::from(TRAINING_NORMS.1));
+pub fn check_float32_norms(what: &str, x: ArrayView2<'_, f32>) -> Result<()> {
+    let (low, high) = (f64::from(FLOAT32_NORMS.0), f64::from(FLOAT32_NORMS.1));
     for (row, r) in x.rows().into_iter().enumerate() {
         let norm = r
             .iter()
@@ -293,9 +295,10 @@ pub fn check_training_norms(what: &str, x: ArrayView2<'_, f32>) -> Result<()> {
                 path: PathBuf::from(what),
                 row,
                 detail: format!(
-                    "L2 norm {norm:.3e} is outside what training computes with in float32 \
-                     ({low:.2e} to {high:.2e}, where its square is a normal float32): scale the \
-                     rows, best L2-normalised (x / np.linalg.norm(x, axis=1, keepdims=True))"
+                    "L2 norm {norm:.3e} is outside what training and evaluation compute with \
+                     in float32 ({low:.2e} to {high:.2e}, where its square is a normal \
+                     float32): scale the rows, best L2-normalised (x / np.linalg.norm(x, \
+                     axis=1, keepdims=True))"
                 ),
             });
         }

@@ -31,7 +31,7 @@ pub mod model;
 mod npy;
 
 pub use embeddings::{
-    Embeddings, OffUnit, TRAINING_NORMS, UNIT_TOLERANCE, check_training_norms, off_unit_length,
+    Embeddings, FLOAT32_NORMS, OffUnit, UNIT_TOLERANCE, check_float32_norms, off_unit_length,
 };
 pub use file::{abandon_writes_on, read_file, temp_dir_in, writable_target, write_atomic};
 pub use npy::{

@@ -1110,14 +1110,33 @@ fn a_refused_build_gives_no_advice_it_cannot_take() {
 
 /// Training computes in float32: a row whose squared norm is not a normal float32 (norm above
 /// 1.8e19 or below 1.1e-19) is refused by every trainer, naming the file and row, where it
-/// used to train a model that gives every row one code (and blame --lr or --ridge).
+/// used to train a model that gives every row one code (and blame --lr or --ridge). `bsa eval`
+/// computes so too, and refuses them where it said such rows were at cosine distance 1.
 #[test]
 fn training_refuses_rows_float32_cannot_square() {
     let t = TestDir::new();
+    t.write_f32("unit.npy", &normalised(50, 8, 1));
+    t.bsa(&[
+        "train",
+        "--data",
+        "unit.npy",
+        "--bits",
+        "16",
+        "--k",
+        "4",
+        "--epochs",
+        "1",
+        "--out",
+        "unit.safetensors",
+        "-q",
+    ])
+    .ok();
     for (name, scale) in [("long.npy", 1e20f32), ("short.npy", 1e-20)] {
         let mut m = normalised(50, 8, 1);
         m.row_mut(7).iter_mut().for_each(|v| *v *= scale);
         t.write_f32(name, &m);
+        t.bsa(&["eval", "--model", "unit.safetensors", "--data", name])
+            .fails_with(&[&format!("{name}: row 7: L2 norm"), "L2-normalise"]);
         let methods: [&[&str]; 4] = [
             &["--bits", "16", "--k", "4", "--epochs", "1"],
             &["--bits", "16", "--k", "4", "--epochs", "1", "--loss", "mse"],
