@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             (ExitCode::from(exit_status(&err)), false)
         }
     };
-    // A command that took a Ctrl-C or SIGTERM (`cli::io::stop_on_signal`) and stopped, having
+    // A command that took a Ctrl-C or SIGTERM (`cli::signals::stop_on_signal`) and stopped, having
     // cleaned up, ends by that signal, as the signal's default action would have, so that a
     // shell stops a script running it. One that had finished its work when the signal came
     // (an add committed, say) says so and exits as it would have: a script that reran a

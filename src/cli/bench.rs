@@ -231,7 +231,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     // From here on the first Ctrl-C stops at the next step and the temporary folder of the
     // cells' indexes is removed (a killed bench left it in $TMPDIR); models and results already
     // in --cache stay for --resume.
-    let stop = super::io::stop_on_signal()?;
+    let stop = super::signals::stop_on_signal()?;
     let (truth, gt_source) = match &a.gt {
         Some(p) => {
             let t = super::io::read_ground_truth(p, queries.n(), base.n())?;

@@ -222,7 +222,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         .collect();
     note_leftovers(&a.out);
     // Ctrl-C from here on stops the build, which removes its unfinished directory.
-    let stop = super::io::stop_on_signal()?;
+    let stop = super::signals::stop_on_signal()?;
     request.stop = Some(&stop);
     let built = build_index_notifying(
         &request,

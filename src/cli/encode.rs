@@ -37,7 +37,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let bits = model.config.bits;
     // Written as encoded, a chunk of rows at a time: no copy of all the codes is held. A
     // Ctrl-C stops it between chunks, and the unfinished file goes (killed, it would stay).
-    let stop = super::io::stop_on_signal()?;
+    let stop = super::signals::stop_on_signal()?;
     bsa::io::write_u8_rows(&a.out, data.n(), bits.div_ceil(8), |sink| {
         model.encode_chunks_until(data.view(), &stop, &mut |codes| {
             sink(&bsa::model::pack_active(codes, bits))

@@ -82,7 +82,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
             )
         })?;
     // Ctrl-C stops the search at its next block of scores, and nothing is written.
-    let stop = super::io::stop_on_signal()?;
+    let stop = super::signals::stop_on_signal()?;
     let start = Instant::now();
     let pb = super::io::bar(
         0,

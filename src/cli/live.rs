@@ -217,7 +217,7 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
 /// wrote. Unless --no-verify, an index whose files fail their checksums (every file's but the
 /// graphs') is refused before anything is written.
 fn open_writer(dir: &Path, check: &ChangeCheck) -> anyhow::Result<Writer> {
-    let stop = super::io::stop_on_signal()?;
+    let stop = super::signals::stop_on_signal()?;
     let wait = bsa_index::LockWait::new()
         .on_wait(|| super::io::say_waiting(dir))
         .stop(stop)

@@ -1,6 +1,6 @@
 //! Subcommands, one per file, each with `Args` (clap) and `run`. Conventions: results on stdout
 //! (or `--out`), progress and errors on stderr, exit code 0 on success, 2 on error. A command
-//! that stops cleanly on Ctrl-C (`bsa build`: see `io::stop_on_signal`) then ends by the signal
+//! that stops cleanly on Ctrl-C (`bsa build`: see `signals::stop_on_signal`) then ends by the signal
 //! (unless it had finished its work, which stands).
 
 use std::process::ExitCode;
@@ -41,10 +41,11 @@ mod milvus_search;
 mod search;
 mod search_common;
 mod search_local;
+mod signals;
 mod train;
 mod verify;
 
-pub use io::{end_by_signal, note_late_signal};
+pub use signals::{end_by_signal, note_late_signal};
 
 /// Learn sparse binary codes for dense embeddings (Binary Sparsity Alignment) and search them.
 #[derive(Debug, Parser)]

@@ -85,7 +85,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         let found = milvus_search::search(a)?;
         // Ctrl-C while the answers are written leaves nothing (the local search takes it
         // from its start, between batches; a remote one cannot be stopped halfway).
-        super::io::stop_on_signal()?;
+        super::signals::stop_on_signal()?;
         found
     } else {
         search_local::search(a)?

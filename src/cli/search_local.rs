@@ -95,7 +95,7 @@ pub fn search(a: &Args) -> anyhow::Result<Found> {
     }
     let filter = IdFilter::from_lists(allow.as_deref(), deny.as_deref())?;
     // Ctrl-C stops the search between batches of queries, and nothing is written.
-    let stop = super::io::stop_on_signal()?;
+    let stop = super::signals::stop_on_signal()?;
     let found = bsa::query::search_until(
         &index,
         model.as_ref(),
