@@ -67,7 +67,7 @@ impl AddSource<'_> {
 
 /// Checks that `source` fits the index `snap` with its `model` ([`snapshot_model`]), as [`add`]
 /// does before it encodes anything: float rows need a model and its input width, packed codes
-/// the index's code width and an index that keeps nothing more per row; `vectors` (asked to
+/// the index's code width and an index that keeps nothing more per row; `vectors_requested` (asked to
 /// store the rows' vectors) an index that stores them. An empty batch is checked the same way;
 /// [`add`] refuses it (there is nothing to commit), and a caller that treats one as nothing
 /// to add, as Python's `Index.add` does, checks it here without taking the writer's lock.
@@ -90,11 +90,11 @@ pub fn check_source(
     snap: &Snapshot,
     model: Option<&Autoencoder>,
     source: AddSource<'_>,
-    vectors: bool,
+    vectors_requested: bool,
 ) -> Result<()> {
     let (bits, t, on) = (snap.bits(), snap.template(), graph_on(snap));
     let d = snap.dir().display();
-    if vectors && t.vectors.is_none() {
+    if vectors_requested && t.vectors.is_none() {
         return Err(Error::InvalidArgument(format!(
             "{d}: the index stores no vectors (it was built without them); add the rows \
              without vectors"
@@ -163,8 +163,9 @@ pub fn no_model_for_floats(dir: &std::path::Path) -> Error {
 /// vectors). `ids` default to the ones after the largest id so far; ids already live are an
 /// error unless `upsert`, which replaces their rows in the same commit.
 ///
-/// `vectors`: the caller asks for the rows' vectors to be stored (`bsa add --vectors`), which
-/// the index must do already (they are stored whenever it does).
+/// `vectors_requested`: the caller asks for the rows' vectors to be stored (`bsa add
+/// --vectors`), which the index must do already (they are stored whenever it does, asked or
+/// not).
 ///
 /// `merge`: the segments `merge` finds in a full size tier are merged in the same commit
 /// ([`Writer::add_merging`]; `MergePolicy::NEVER` keeps every add a segment of its own).
@@ -177,13 +178,13 @@ pub fn add(
     source: AddSource<'_>,
     ids: Option<&[u64]>,
     upsert: bool,
-    vectors: bool,
+    vectors_requested: bool,
     merge: MergePolicy,
 ) -> Result<AddReport> {
     let snap = writer.snapshot()?;
     let (bits, t, on) = (snap.bits(), snap.template().clone(), graph_on(snap));
     let model = snapshot_model(snap)?;
-    check_source(snap, model.as_ref(), source, vectors)?;
+    check_source(snap, model.as_ref(), source, vectors_requested)?;
     let (floats, codes, norms, graph_vectors) = match source {
         AddSource::Floats(x) => {
             let m = model.as_ref().expect("checked: floats need a model");

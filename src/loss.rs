@@ -76,7 +76,7 @@ pub fn topk_target<F: Real>(s: ArrayView2<F>, k: usize, target: Target) -> Array
         .and(s.axis_iter(Axis(0)))
         .par_for_each(|mut ti, si| {
             let row = si.to_vec();
-            for j in top_k_indices(&row, k, &mut Vec::new()) {
+            for j in top_k_indices(&row, k) {
                 let j = j as usize;
                 ti[j] = match target {
                     Target::Khot => F::one(),

@@ -289,7 +289,7 @@ fn rule_codes(params: &Params<f32>, x: ArrayView2<f32>, method: Method, k: usize
             if !bounded {
                 let values: Vec<f32> = (0..h.len()).map(fixed).collect();
                 *bits = if top {
-                    top_k_indices(&values, k, &mut Vec::new())
+                    top_k_indices(&values, k)
                 } else {
                     (0..h.len() as u32)
                         .filter(|&j| values[j as usize] > 0.0)
@@ -345,7 +345,7 @@ fn top_k_fixed(h: &[f32], k: usize, max_margin: f64, fixed: &dyn Fn(usize) -> f3
         return cand;
     }
     let values: Vec<f32> = cand.iter().map(|&j| fixed(j as usize)).collect();
-    top_k_indices(&values, k, &mut Vec::new())
+    top_k_indices(&values, k)
         .into_iter()
         .map(|p| cand[p as usize])
         .collect()
@@ -382,7 +382,7 @@ pub fn active_bits<F: Real>(h: &Array2<F>, method: Method, k: usize) -> Vec<Vec<
                     .collect(),
                 // Pursuit codes need the greedy steps (Autoencoder::encode_active); as a rule on
                 // H alone, its K largest correlations are the closest one.
-                Method::Topk | Method::Pursuit => top_k_indices(row, k, &mut Vec::new()),
+                Method::Topk | Method::Pursuit => top_k_indices(row, k),
             };
         });
     out
@@ -410,13 +410,10 @@ mod tests {
     #[test]
     fn top_k_breaks_ties_by_index() {
         let row = [1.0f32, 3.0, 3.0, 2.0, 3.0];
-        assert_eq!(top_k_indices(&row, 2, &mut Vec::new()), vec![1, 2]);
-        assert_eq!(top_k_indices(&row, 4, &mut Vec::new()), vec![1, 2, 3, 4]);
-        assert_eq!(top_k_indices(&row, 9, &mut Vec::new()), vec![0, 1, 2, 3, 4]);
-        assert_eq!(
-            top_k_indices(&[0.0f32, -0.0, 0.0], 2, &mut Vec::new()),
-            vec![0, 1]
-        );
+        assert_eq!(top_k_indices(&row, 2), vec![1, 2]);
+        assert_eq!(top_k_indices(&row, 4), vec![1, 2, 3, 4]);
+        assert_eq!(top_k_indices(&row, 9), vec![0, 1, 2, 3, 4]);
+        assert_eq!(top_k_indices(&[0.0f32, -0.0, 0.0], 2), vec![0, 1]);
     }
 
     /// The sampled threshold of `top_k_into` against a plain sort, on rows long enough to use
@@ -504,7 +501,7 @@ mod tests {
         h.rows()
             .into_iter()
             .map(|row| match method {
-                Method::Topk => top_k_indices(row.as_slice().unwrap(), k, &mut Vec::new()),
+                Method::Topk => top_k_indices(row.as_slice().unwrap(), k),
                 _ => (0..row.len() as u32)
                     .filter(|&j| row[j as usize] > 0.0)
                     .collect(),

@@ -119,10 +119,10 @@ pub fn tables(
     floats: Option<ArrayView2<f32>>,
     codes: &[u64],
     bits: usize,
-    rescoring: bool,
+    int_tables: bool,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let model = model.map(Autoencoder::view);
     Ok(bsa_index::query::tables(
-        score, model, floats, codes, bits, rescoring,
+        score, model, floats, codes, bits, int_tables,
     )?)
 }

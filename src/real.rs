@@ -114,9 +114,9 @@ pub fn sigmoid<F: Real>(h: F) -> F {
 }
 
 /// Indices of the `k` largest values of `row`, ties broken by lower index, in ascending index
-/// order. Deterministic, O(N) on average. (`scratch` is no longer used; [`top_k_into`] takes
-/// the buffers that avoid allocations.)
-pub fn top_k_indices<F: Real>(row: &[F], k: usize, _scratch: &mut Vec<u32>) -> Vec<u32> {
+/// order. Deterministic, O(N) on average. [`top_k_into`] takes the buffers that avoid
+/// allocations.
+pub fn top_k_indices<F: Real>(row: &[F], k: usize) -> Vec<u32> {
     let mut out = Vec::with_capacity(k.min(row.len()));
     top_k_into(row, k, &mut Vec::new(), &mut out);
     out

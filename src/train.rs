@@ -189,7 +189,7 @@ pub fn loss_and_grad_with<F: Real>(
     timer: &mut PhaseTimer,
 ) -> BatchLoss {
     let mut ws = Workspace::default();
-    train_step(p, x, cfg, nb, mode, path, grads, timer, &mut ws)
+    loss_and_grad_in(p, x, cfg, nb, mode, path, grads, timer, &mut ws)
 }
 
 /// The batch-sized matrices of a step, kept between the steps of a fit: allocating and zeroing
@@ -222,7 +222,7 @@ impl<F: Real> Default for Workspace<F> {
 
 /// [`loss_and_grad_with`] with its matrices in `ws`.
 #[allow(clippy::too_many_arguments)]
-fn train_step<F: Real>(
+fn loss_and_grad_in<F: Real>(
     p: &Params<F>,
     x: ArrayView2<F>,
     cfg: &ModelConfig,
@@ -916,7 +916,9 @@ impl TrainParams {
             zero_negligible(&mut sample);
             sample
         });
-        if let (true, Some(sample)) = (self.quantile_bias_init, &bit_sample) {
+        if self.quantile_bias_init
+            && let Some(sample) = &bit_sample
+        {
             let all: Vec<usize> = (0..self.bits).collect();
             set_bias_quantiles(&mut params, sample.view(), self.k, &all);
         }
@@ -976,7 +978,7 @@ impl TrainParams {
                 adam.lr = lr as f32;
                 global_step += 1;
                 timer.start();
-                let l = train_step(
+                let l = loss_and_grad_in(
                     &params,
                     x.view(),
                     &config,
@@ -1079,13 +1081,13 @@ impl TrainParams {
                 }
                 stale = best.as_ref().map_or(0, |b| epoch + 1 - b.1);
             }
-            let stop = self.patience > 0 && stale >= self.patience;
-            if let (true, false, true, Some(sample)) = (
-                self.rebalance_bits,
-                stop,
-                epoch + 1 < self.epochs,
-                &bit_sample,
-            ) {
+            let patience_ran_out = self.patience > 0 && stale >= self.patience;
+            // Bits are rebalanced for a next epoch only.
+            if let Some(sample) = &bit_sample
+                && self.rebalance_bits
+                && !patience_ran_out
+                && epoch + 1 < self.epochs
+            {
                 let h = params.pre_activations(sample.view());
                 let freq = bit_frequencies(&active_bits(&h, self.method, self.k), self.bits);
                 stats.bits_reset =
@@ -1095,7 +1097,7 @@ impl TrainParams {
             stats.seconds = started.elapsed().as_secs_f64();
             progress(&Progress::Epoch(stats.clone()));
             report.epochs.push(stats);
-            if stop {
+            if patience_ran_out {
                 report.stopped_early = true;
                 break;
             }
@@ -1211,7 +1213,7 @@ pub fn evaluate_loss_with(
     let mut timer = PhaseTimer::default();
     let mut ws = Workspace::default();
     for chunk in x.axis_chunks_iter(Axis(0), batch.max(1)) {
-        let l = train_step(
+        let l = loss_and_grad_in(
             p,
             chunk,
             cfg,

@@ -12,7 +12,8 @@
 //! s = 0.0;  for t in 0..D { s = s + a[t] * b[t] }      (each * and + rounded to f32)
 //! ```
 //!
-//! which is what [`dot`] computes. [`matmul_nt`] computes many such sums at once, vectorised
+//! which is what [`dot`] computes (not [`crate::dot::dot`]'s 64-lane order, which the graph
+//! builder keeps to: the two give other bits for the same inputs). [`matmul_nt`] computes many such sums at once, vectorised
 //! *across* output entries (each SIMD lane holds a different entry, so no lane ever sums in
 //! another order) and parallelised over rows of the output (each entry is computed by one thread
 //! from start to end). Rust never contracts `a * b + c` into a fused multiply-add and nothing here

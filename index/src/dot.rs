@@ -12,6 +12,10 @@
 //! AVX-512 holds the 64 lanes in four registers, AVX2 in eight, the portable code in an array;
 //! they perform the same IEEE operations on every lane and agree bit for bit (tested).
 //!
+//! This is not the order of [`crate::deterministic::dot`] (left to right, the encoders' and the
+//! tables'): the two give other bits for the same inputs, so each caller keeps to the one its
+//! promise names. Graphs built on vectors use this one.
+//!
 //! ```
 //! use bsa_index::dot::dot;
 //! let a: Vec<f32> = (0..100).map(|i| i as f32 * 0.5).collect();

@@ -328,7 +328,13 @@ impl Index {
                 Some(s)
             }
             (None, None) => None,
-            _ => return Err(Error::corrupt(&mpath, "vectors listed inconsistently")),
+            _ => {
+                return Err(Error::corrupt(
+                    &mpath,
+                    "a segment lists a vectors file but the manifest describes no stored \
+                     vectors, or the other way round",
+                ));
+            }
         };
         let norms = match &manifest.norms {
             Some(ni) => {

@@ -368,7 +368,7 @@ impl Request {
 
     /// Whether an `adc` search picks its candidates with the integer tables of
     /// [`Weights::adc_candidate_unit_tables`](crate::model::Weights::adc_candidate_unit_tables)
-    /// ([`tables`]' `rescoring`): when rescoring re-ranks
+    /// ([`tables`]' `int_tables`): when rescoring re-ranks
     /// them, unless a `min_score` range is asked for, whose bound applies to the exact score,
     /// which those tables only approximate.
     ///
@@ -1076,8 +1076,8 @@ pub fn search_batched(
 /// every CPU and thread count:
 ///
 /// * `adc`: [`Weights::adc_tables`](crate::model::Weights::adc_tables) per unit query
-///   ([`per_unit_query`]), or, when the candidates are then re-ranked by exact cosine
-///   (`rescoring`), the integer tables of
+///   ([`per_unit_query`]), or, with `int_tables` (for candidates then re-ranked by exact
+///   cosine: [`Request::picks_with_int_tables`]), the integer tables of
 ///   [`Weights::adc_candidate_unit_tables`](crate::model::Weights::adc_candidate_unit_tables), which
 ///   pick nearly the same candidates (99.2% of the top 40 on WordNet) at a third to half the
 ///   cost;
@@ -1102,10 +1102,10 @@ pub fn tables(
     floats: Option<ArrayView2<f32>>,
     codes: &[u64],
     bits: usize,
-    rescoring: bool,
+    int_tables: bool,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     Ok(match (score, model, floats) {
-        (ScoreName::Adc, Some(m), Some(q)) if rescoring => {
+        (ScoreName::Adc, Some(m), Some(q)) if int_tables => {
             m.weights.adc_candidate_unit_tables(q)?
         }
         (ScoreName::Adc, Some(m), Some(q)) => {

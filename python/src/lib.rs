@@ -364,6 +364,10 @@ fn warn_made_anyway(py: Python<'_>, dir: &Path) {
     }
 }
 
+/// Rows above which a model's encode, decode or eval runs [`interruptible`] (Ctrl-C stops
+/// it); fewer make a short call, not worth the thread that waits for the signal.
+const INTERRUPTIBLE_ROWS: usize = 4096;
+
 /// [`interruptible`] when the work is `long`, else [`without_gil`] on this thread with a flag
 /// never set: a short call (one query, a few rows) does not pay for the waiting thread.
 fn interruptible_if<T: Send>(
@@ -973,7 +977,7 @@ impl Model {
             m.encode_packed_until(xv, stop)
         };
         // Ctrl-C can stop a large batch (minutes for a million rows of a pursuit model).
-        let codes = interruptible_if(py, threads, n > 4096, encode)?;
+        let codes = interruptible_if(py, threads, n > INTERRUPTIBLE_ROWS, encode)?;
         let cols = m.config.bits.div_ceil(8);
         let codes = Array2::from_shape_vec((n, cols), codes).expect("n x bytes per code");
         Ok(numpy::IntoPyArray::into_pyarray(codes, py))
@@ -990,7 +994,7 @@ impl Model {
         let bytes = c.as_slice()?;
         let m = &self.inner;
         // Ctrl-C can stop a large batch (tens of seconds for half a million rows).
-        let x = interruptible_if(py, None, rows > 4096, |stop| {
+        let x = interruptible_if(py, None, rows > INTERRUPTIBLE_ROWS, |stop| {
             bsa::pipeline::decode_packed_until(m, bytes, rows, cols, stop)
                 .map_err(|e| code_row_of(e, "codes"))
         })?;
@@ -1021,7 +1025,7 @@ impl Model {
             return Err(PyValueError::new_err(e.to_string()));
         }
         // Ctrl-C can stop a large set (it is encoded and decoded twice).
-        let metrics = interruptible_if(py, threads, xv.nrows() > 4096, |stop| {
+        let metrics = interruptible_if(py, threads, xv.nrows() > INTERRUPTIBLE_ROWS, |stop| {
             check_rows("x", xv, true)?;
             bsa::io::check_float32_norms("x", xv)?;
             Ok(bsa::metrics::evaluate_until(m, xv, stop)?.0)

@@ -21,7 +21,7 @@ mod with_milvus {
 
     use anyhow::{Context, Result, bail};
     use bsa::milvus::{Candidate, Client, MAX_LIMIT, adc_bound, adc_query, set_bits};
-    use bsa_index::{Vectors, pack, score, vectors};
+    use bsa_index::{Vectors, hamming, pack, score, vectors};
 
     use super::super::search_common::{
         Answer, Args, Found, Mode, ScoreName, packed_queries, warn_if_queries_not_unit,
@@ -128,8 +128,9 @@ mod with_milvus {
             bail!("--k x --rescore = {fetch} exceeds Milvus's top-k limit of {MAX_LIMIT}");
         }
         let wpc = pack::words_per_code(bits);
-        // The local search's tables (integer ones under --rescore), so both pick the same
-        // candidates.
+        // The local search's tables (integer ones under --rescore, as
+        // `Request::picks_with_int_tables` says; --min-score, its exception, is refused above),
+        // so both pick the same candidates.
         let (tables, offsets) = match (&model, &float_queries) {
             (Some(m), Some(q)) if a.score() == ScoreName::Adc => bsa::query::tables(
                 bsa::query::ScoreName::Adc,
@@ -162,6 +163,7 @@ mod with_milvus {
                         .collect();
                     client.search_sparse(coll, &meta, &qs, fetch.min(meta.rows.max(1)))?
                 }
+                // adc, the only other score the checks above let through.
                 _ => {
                     let mut out = Vec::with_capacity(end - start);
                     for i in start..end {
@@ -193,12 +195,7 @@ mod with_milvus {
                     if c.code.len() != wpc {
                         bail!("{url}: Milvus returned a code of the wrong length");
                     }
-                    let d: u32 = q
-                        .iter()
-                        .zip(&c.code)
-                        .map(|(x, y)| (x ^ y).count_ones())
-                        .sum();
-                    // The same functions as the local search, so the scores are bit-identical.
+                    let d = hamming::hamming(q, &c.code);
                     let s = match a.score() {
                         ScoreName::Hamming => {
                             if c.milvus_score != d as f32 {
@@ -218,6 +215,8 @@ mod with_milvus {
                                 .sum();
                             score::table_score(0.0, f64::from(o), None)
                         }
+                        // adc, the only other score the checks above let through: the local
+                        // search's functions, so the scores are bit-identical.
                         _ => {
                             let table = &tables[i * bits..(i + 1) * bits];
                             score::table_score(offsets[i], score::table_sum(&c.code, table), c.norm)

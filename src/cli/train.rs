@@ -238,7 +238,7 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
         );
     }
     // Ctrl-C stops the fit at its next step (or round), and no model is written.
-    let stop = super::io::stop_on_signal()?;
+    let stop = super::signals::stop_on_signal()?;
     if a.preset.is_some() || a.method == Method::Pursuit {
         return run_pursuit(a, &stop);
     }
@@ -418,7 +418,6 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
     )
 }
 
-/// `bsa train --method sign|lsh|itq`: a closed-form fit, saved like a trained model.
 /// Opens `--data` (zero rows refused when `nonzero`) with at least the two rows every method
 /// needs, or says which file has too few.
 fn open_data(a: &Args, nonzero: bool) -> anyhow::Result<bsa::io::Embeddings> {
@@ -448,6 +447,7 @@ fn warn_if_one_code(model: &Autoencoder, data: &bsa::io::Embeddings, a: &Args) {
     }
 }
 
+/// `bsa train --method sign|lsh|itq`: a closed-form fit, saved like a trained model.
 fn run_baseline(a: &Args, stop: &AtomicBool) -> anyhow::Result<()> {
     let threads = bsa::threads::configure(a.threads)?;
     let data = open_data(a, true)?;

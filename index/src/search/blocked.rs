@@ -223,7 +223,8 @@ fn prefetch_posting(list: &[u32], at: usize) {
     }
 }
 
-/// Processes rows `r0..r1` (block `b`) for one query.
+/// Processes rows `r0..r1`, one block, for one query; `p_lo` is the fewest set bits of the
+/// block's codes, which bounds the overlap a row of it needs to enter.
 #[allow(clippy::too_many_arguments)]
 fn block_pass(
     st: &mut QueryState<'_>,

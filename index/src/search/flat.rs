@@ -881,7 +881,6 @@ fn table_keys(
 /// `norms` (one per code) is needed by a normalised [`Score::Table`]. `max_distance` in `params`
 /// applies to [`Score::Hamming`] only (other scores refuse it). For non-Hamming scores the hits
 /// carry `scores` (best first, ties by row) and `distances` still hold Hamming distances.
-#[allow(clippy::too_many_arguments)]
 ///
 /// ```
 /// use bsa_index::search::flat::top_k_scored;
@@ -902,6 +901,7 @@ fn table_keys(
 /// assert_eq!(hits[0].scores, Some(vec![5.5]));
 /// # Ok(()) }
 /// ```
+#[allow(clippy::too_many_arguments)]
 pub fn top_k_scored(
     codes: &[u64],
     words_per_code: usize,
