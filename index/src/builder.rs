@@ -121,6 +121,22 @@ impl std::fmt::Debug for IndexBuilder<'_> {
     }
 }
 
+/// Writes `dir/name`, a file of `kind` with a payload (inverted.bin, bitmaps.bin, sparse.bin):
+/// a header for `n` codes of `bits` bits, then the payload `write` streams into the closure it
+/// is given (returning its length).
+fn payload_file(
+    dir: &Path,
+    name: &str,
+    kind: FileKind,
+    (n, bits): (usize, usize),
+    write: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<()>) -> Result<u64>,
+) -> Result<FileInfo> {
+    let mut header = Header::new(kind, 0, n as u64, bits as u32, 0, ElemKind::U64)?;
+    let mut sw = SectionWriter::create(dir.join(name))?;
+    header.payload_len = write(&mut |b| sw.write(b))?;
+    sw.finish(header)
+}
+
 /// Writes a binary file: placeholder header, payload (checksummed while written), real header.
 struct SectionWriter {
     path: PathBuf,
@@ -864,10 +880,7 @@ impl<'a> IndexBuilder<'a> {
         // vectors.bin
         let mut vectors_info = None;
         if let Some((source, dim)) = self.vectors {
-            let elem = match self.dtype {
-                VectorDtype::F32 => ElemKind::F32,
-                VectorDtype::F16 => ElemKind::F16,
-            };
+            let elem = self.dtype.elem_kind();
             let header = Header::new(FileKind::Vectors, 0, n as u64, dim as u32, dim as u32, elem)?;
             let mut sw = SectionWriter::create(tmp_path.join("vectors.bin"))?;
             // A row at a time into the section's own buffer (a step's rows at once took 100 MB
@@ -918,17 +931,14 @@ impl<'a> IndexBuilder<'a> {
         let mut store_bitmaps = false;
         if self.inverted {
             let lists = InvertedLists::build(self.codes, bits)?;
-            let mut header = Header::new(
+            let file = payload_file(
+                &tmp_path,
+                "inverted.bin",
                 FileKind::Inverted,
-                0,
-                n as u64,
-                bits as u32,
-                0,
-                ElemKind::U64,
+                (n, bits),
+                |out| lists.write_payload(out),
             )?;
-            let mut sw = SectionWriter::create(tmp_path.join("inverted.bin"))?;
-            header.payload_len = lists.write_payload(|b| sw.write(b))?;
-            files.insert("inverted.bin".to_string(), sw.finish(header)?);
+            files.insert("inverted.bin".to_string(), file);
             inverted_info = Some(InvertedInfo {
                 file: "inverted.bin".into(),
                 postings: lists.postings_len() as u64,
@@ -950,17 +960,14 @@ impl<'a> IndexBuilder<'a> {
         let mut bitmaps_info = None;
         if store_bitmaps {
             let bm = crate::bitmaps::BitmapLists::build(self.codes, bits)?;
-            let mut header = Header::new(
+            let file = payload_file(
+                &tmp_path,
+                "bitmaps.bin",
                 FileKind::Bitmaps,
-                0,
-                n as u64,
-                bits as u32,
-                0,
-                ElemKind::U64,
+                (n, bits),
+                |out| bm.write_payload(out),
             )?;
-            let mut sw = SectionWriter::create(tmp_path.join("bitmaps.bin"))?;
-            header.payload_len = bm.write_payload(|b| sw.write(b))?;
-            files.insert("bitmaps.bin".to_string(), sw.finish(header)?);
+            files.insert("bitmaps.bin".to_string(), file);
             bitmaps_info = Some(BitmapsInfo {
                 file: "bitmaps.bin".into(),
                 set_bits: bm.set_bits(),
@@ -979,11 +986,14 @@ impl<'a> IndexBuilder<'a> {
         };
         if store_sparse {
             let sc = crate::sparse::SparseCodes::build(self.codes, bits)?;
-            let mut header =
-                Header::new(FileKind::Sparse, 0, n as u64, bits as u32, 0, ElemKind::U64)?;
-            let mut sw = SectionWriter::create(tmp_path.join("sparse.bin"))?;
-            header.payload_len = sc.write_payload(|b| sw.write(b))?;
-            files.insert("sparse.bin".to_string(), sw.finish(header)?);
+            let file = payload_file(
+                &tmp_path,
+                "sparse.bin",
+                FileKind::Sparse,
+                (n, bits),
+                |out| sc.write_payload(out),
+            )?;
+            files.insert("sparse.bin".to_string(), file);
             sparse_info = Some(SparseInfo {
                 file: "sparse.bin".into(),
                 set_bits: sc.view().set_bits() as u64,

@@ -306,10 +306,7 @@ impl Index {
         let vectors = match (&seg.vectors, &manifest.vectors) {
             (Some(name), Some(vi)) => {
                 let s = Section::open(dir.join(name), FileKind::Vectors, &info(name))?;
-                let want = match vi.dtype {
-                    VectorDtype::F32 => ElemKind::F32,
-                    VectorDtype::F16 => ElemKind::F16,
-                };
+                let want = vi.dtype.elem_kind();
                 if s.header.count != manifest.n || s.header.width != vi.dim || s.header.elem != want
                 {
                     return Err(Error::corrupt(

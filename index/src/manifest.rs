@@ -110,6 +110,16 @@ pub enum VectorDtype {
     F16,
 }
 
+impl VectorDtype {
+    /// The element kind of `vectors.bin`'s header for vectors of this type.
+    pub(crate) fn elem_kind(self) -> crate::format::ElemKind {
+        match self {
+            VectorDtype::F32 => crate::format::ElemKind::F32,
+            VectorDtype::F16 => crate::format::ElemKind::F16,
+        }
+    }
+}
+
 impl std::fmt::Display for VectorDtype {
     /// As the manifest spells it: `f32` or `f16`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
