@@ -140,6 +140,28 @@ pub struct BatchLoss {
     pub neighbour: f64,
 }
 
+impl BatchLoss {
+    /// Adds `l`, the loss of `w` rows, to this running sum.
+    fn add_weighted(&mut self, l: &BatchLoss, w: f64) {
+        self.loss += l.loss * w;
+        self.rec += l.rec * w;
+        self.align += l.align * w;
+        self.active_mean += l.active_mean * w;
+        self.neighbour += l.neighbour * w;
+    }
+
+    /// The mean of a running sum over `rows` rows.
+    fn mean_over(&self, rows: f64) -> BatchLoss {
+        BatchLoss {
+            loss: self.loss / rows,
+            rec: self.rec / rows,
+            align: self.align / rows,
+            active_mean: self.active_mean / rows,
+            neighbour: self.neighbour / rows,
+        }
+    }
+}
+
 /// The optional in-batch neighbourhood term ([`neighbour_distillation`]): not part of the
 /// paper's objective, off (weight 0) by default.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
@@ -1004,12 +1026,7 @@ impl TrainParams {
                 if self.decoder_path.is_none() {
                     path = auto_path(l.active_mean, self.bits);
                 }
-                let w = rows.len() as f64;
-                sum.loss += l.loss * w;
-                sum.rec += l.rec * w;
-                sum.align += l.align * w;
-                sum.active_mean += l.active_mean * w;
-                sum.neighbour += l.neighbour * w;
+                sum.add_weighted(&l, rows.len() as f64);
                 progress(&Progress::Step {
                     epoch,
                     step,
@@ -1024,14 +1041,7 @@ impl TrainParams {
                     self.lr
                 )));
             }
-            let m = train_rows.len() as f64;
-            let train = BatchLoss {
-                loss: sum.loss / m,
-                rec: sum.rec / m,
-                align: sum.align / m,
-                active_mean: sum.active_mean / m,
-                neighbour: sum.neighbour / m,
-            };
+            let train = sum.mean_over(train_rows.len() as f64);
             let validation = (val.nrows() > 0).then(|| {
                 evaluate_loss_with(
                     &params,
@@ -1224,21 +1234,9 @@ pub fn evaluate_loss_with(
             &mut timer,
             &mut ws,
         );
-        let w = chunk.nrows() as f64;
-        sum.loss += l.loss * w;
-        sum.rec += l.rec * w;
-        sum.align += l.align * w;
-        sum.active_mean += l.active_mean * w;
-        sum.neighbour += l.neighbour * w;
+        sum.add_weighted(&l, chunk.nrows() as f64);
     }
-    let m = x.nrows().max(1) as f64;
-    BatchLoss {
-        loss: sum.loss / m,
-        rec: sum.rec / m,
-        align: sum.align / m,
-        active_mean: sum.active_mean / m,
-        neighbour: sum.neighbour / m,
-    }
+    sum.mean_over(x.nrows().max(1) as f64)
 }
 
 /// What [`TrainParams::fit`] reports as it goes.
