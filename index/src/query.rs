@@ -861,64 +861,7 @@ pub fn search_batched(
             score_name.name()
         )));
     }
-    // The exact modes a refused graph search can be pointed to: those the index has.
-    let exact_modes = match index.has_inverted() {
-        true => "mode flat or inverted",
-        false => "mode flat",
-    };
-    if matches!(request.mode, Mode::Hnsw(_)) && index.graph_metric().is_none() {
-        // Said before which score a graph answers: there is none.
-        return Err(Error::InvalidArgument(format!(
-            "{dir}: the index has no HNSW graph for mode hnsw; rebuild it with one (bsa build \
-             --hnsw; hnsw=True from Python), or use {exact_modes}"
-        )));
-    }
-    if matches!(request.mode, Mode::Hnsw(_)) {
-        // A graph answers the score it was built for.
-        let cosine = index.graph_metric() == Some(crate::manifest::GraphMetric::Cosine);
-        let table = matches!(score_name, ScoreName::Adc | ScoreName::Soft);
-        if cosine && !table {
-            // What bsa's build recorded in `extra` (`graph_on`); a cosine graph without it
-            // is on the decoded codes (bsa::graph_on::GraphOn::of_index).
-            let on = match index.extra().get("graph_on").and_then(|v| v.as_str()) {
-                Some("data") => "the data",
-                _ => "the decoded codes",
-            };
-            return Err(Error::InvalidArgument(format!(
-                "mode hnsw: this index's graph was built on {on} (float vectors) and ranks by \
-                 score adc or soft; use {exact_modes} for score {}",
-                score_name.name()
-            )));
-        }
-        if !cosine && score_name != ScoreName::Hamming {
-            return Err(Error::InvalidArgument(format!(
-                "mode hnsw: this index's graph ranks by Hamming distance only; use {exact_modes} \
-                 for score {}, or build the graph on decoded vectors",
-                score_name.name()
-            )));
-        }
-    }
-    if matches!(request.mode, Mode::Inverted(_)) && !index.has_inverted() {
-        return Err(Error::InvalidArgument(format!(
-            "{dir}: the index has no posting lists for mode inverted; rebuild it with inverted \
-             lists (bsa build --inverted; inverted=True from Python)"
-        )));
-    }
-    if request.max_distance.is_some() && score_name != ScoreName::Hamming {
-        return Err(Error::InvalidArgument(
-            "a maximum distance applies to score hamming only (give a minimum score)".into(),
-        ));
-    }
-    if request.min_score.is_some() && score_name == ScoreName::Hamming {
-        return Err(Error::InvalidArgument(
-            "a minimum score applies to scores other than hamming (give a maximum distance)".into(),
-        ));
-    }
-    if score_name == ScoreName::Adc && !index.has_norms() {
-        return Err(Error::InvalidArgument(format!(
-            "{dir}: score adc needs the norms of the decoded codes; rebuild the index with a model"
-        )));
-    }
+    check_index_serves(index, request)?;
     let mut encode_seconds = 0.0;
     let skip_codes = !request.distances && score_name.needs_floats();
     let codes = match (&floats, queries) {
@@ -969,6 +912,8 @@ pub fn search_batched(
     let fetch = request
         .k
         .saturating_mul(request.rescore.unwrap_or(1).max(1));
+    // A graph search's ef, now that the index is known to have a graph for this score (the
+    // exact modes' was checked at the top).
     request.check_ef()?;
     let mode = request.searched_mode();
     let started = Instant::now();
@@ -1070,6 +1015,72 @@ pub fn search_batched(
         encode_seconds,
         steps,
     })
+}
+
+/// Checks that `index` has what `request`'s mode and score read (a graph for that score,
+/// posting lists, norms) and that its range bound suits its score.
+fn check_index_serves(index: &Snapshot, request: &Request) -> Result<()> {
+    let dir = index.dir().display();
+    let score_name = request.score;
+    // The exact modes a refused graph search can be pointed to: those the index has.
+    let exact_modes = match index.has_inverted() {
+        true => "mode flat or inverted",
+        false => "mode flat",
+    };
+    if matches!(request.mode, Mode::Hnsw(_)) && index.graph_metric().is_none() {
+        // Said before which score a graph answers: there is none.
+        return Err(Error::InvalidArgument(format!(
+            "{dir}: the index has no HNSW graph for mode hnsw; rebuild it with one (bsa build \
+             --hnsw; hnsw=True from Python), or use {exact_modes}"
+        )));
+    }
+    if matches!(request.mode, Mode::Hnsw(_)) {
+        // A graph answers the score it was built for.
+        let cosine = index.graph_metric() == Some(crate::manifest::GraphMetric::Cosine);
+        let table = matches!(score_name, ScoreName::Adc | ScoreName::Soft);
+        if cosine && !table {
+            // What bsa's build recorded in `extra` (`graph_on`); a cosine graph without it
+            // is on the decoded codes (bsa::graph_on::GraphOn::of_index).
+            let on = match index.extra().get("graph_on").and_then(|v| v.as_str()) {
+                Some("data") => "the data",
+                _ => "the decoded codes",
+            };
+            return Err(Error::InvalidArgument(format!(
+                "mode hnsw: this index's graph was built on {on} (float vectors) and ranks by \
+                 score adc or soft; use {exact_modes} for score {}",
+                score_name.name()
+            )));
+        }
+        if !cosine && score_name != ScoreName::Hamming {
+            return Err(Error::InvalidArgument(format!(
+                "mode hnsw: this index's graph ranks by Hamming distance only; use {exact_modes} \
+                 for score {}, or build the graph on decoded vectors",
+                score_name.name()
+            )));
+        }
+    }
+    if matches!(request.mode, Mode::Inverted(_)) && !index.has_inverted() {
+        return Err(Error::InvalidArgument(format!(
+            "{dir}: the index has no posting lists for mode inverted; rebuild it with inverted \
+             lists (bsa build --inverted; inverted=True from Python)"
+        )));
+    }
+    if request.max_distance.is_some() && score_name != ScoreName::Hamming {
+        return Err(Error::InvalidArgument(
+            "a maximum distance applies to score hamming only (give a minimum score)".into(),
+        ));
+    }
+    if request.min_score.is_some() && score_name == ScoreName::Hamming {
+        return Err(Error::InvalidArgument(
+            "a minimum score applies to scores other than hamming (give a maximum distance)".into(),
+        ));
+    }
+    if score_name == ScoreName::Adc && !index.has_norms() {
+        return Err(Error::InvalidArgument(format!(
+            "{dir}: score adc needs the norms of the decoded codes; rebuild the index with a model"
+        )));
+    }
+    Ok(())
 }
 
 /// The per-query tables and offsets of a table score (empty for the others), the same bits on
