@@ -386,6 +386,8 @@ fn dim_hint(what: &str) -> &'static str {
 /// assert_eq!(bsa_index::io_hint(&missing), "; check that the path exists");
 /// let said = std::io::Error::new(std::io::ErrorKind::NotFound, "gone; open it again");
 /// assert_eq!(bsa_index::io_hint(&said), "");
+/// # #[cfg(target_os = "linux")]
+/// assert!(bsa_index::io_hint(&std::io::Error::from_raw_os_error(24)).contains("ulimit -n"));
 /// ```
 pub fn io_hint(e: &std::io::Error) -> &'static str {
     use std::io::ErrorKind::*;
@@ -405,10 +407,39 @@ pub fn io_hint(e: &std::io::Error) -> &'static str {
         }
         FileTooLarge => "; past the file size limit (`ulimit -f`) or its file system's",
         InvalidFilename => {
-            "; a name too long for its file system (temporary names add up to 20 characters)"
+            "; a name too long for its file system (bsa's temporary names add up to 26 \
+             characters to it)"
+        }
+        _ if too_many_open_files(e) => {
+            "; the process may open no more files: raise its limit (ulimit -n); an index holds \
+             a few open per segment, and bsa compact makes fewer segments"
         }
         _ => "",
     }
+}
+
+/// Whether `e` says that this process or machine lacks something, rather than that a file is
+/// wrong: permission to read or write it, a free file descriptor, memory. `bsa verify` exits
+/// 2 on such an error, not 1 (damage): the index may well be intact.
+///
+/// ```
+/// use std::io::{Error, ErrorKind};
+/// assert!(bsa_index::lacks_resources(&Error::from(ErrorKind::PermissionDenied)));
+/// assert!(!bsa_index::lacks_resources(&Error::from(ErrorKind::NotFound)));
+/// # #[cfg(target_os = "linux")]
+/// assert!(bsa_index::lacks_resources(&Error::from_raw_os_error(24))); // EMFILE
+/// ```
+pub fn lacks_resources(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), PermissionDenied | OutOfMemory) || too_many_open_files(e)
+}
+
+/// Whether `e` is EMFILE or ENFILE: the process's or the system's open files are at their limit.
+fn too_many_open_files(e: &std::io::Error) -> bool {
+    // The same numbers on Linux, the BSDs and macOS; std has no kind for them.
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    cfg!(unix) && matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
 }
 
 /// Tests: `e` is an [`Error::UnknownFeature`] of `needs`, said with its one remedy.

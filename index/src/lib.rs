@@ -224,7 +224,7 @@ pub use builder::{
     IndexBuilder, build_leftovers, check_outside_index, check_replaceable, leftover_advice,
     replace_dir, replace_index_dir,
 };
-pub use error::{Error, Result, check_stop, io_hint};
+pub use error::{Error, Result, check_stop, io_hint, lacks_resources};
 pub use files::{LockWait, not_a_file, output_target, parent_dir};
 pub use graph_build::GraphVectors;
 pub use index::{Index, OpenOptions};

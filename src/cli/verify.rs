@@ -16,7 +16,8 @@ use bsa_index::live::Snapshot;
 /// Exit code 0 when the index is intact, 1 when a check fails (the message names the file:
 /// damaged, missing, or from another index; a manifest that is there but damaged too), 2 when
 /// there is no index to check (no such folder, no manifest in it, one that is not a bsa
-/// index's, or one of a newer format version than this bsa reads).
+/// index's, or one of a newer format version than this bsa reads) or when the check could not
+/// be made (a file it may not read, no file descriptor or memory left).
 ///
 /// Example:
 ///   bsa verify --index idx
@@ -36,21 +37,32 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     // (exit 1) rather than as an open error.
     let index = match Snapshot::open_with(&a.index, OpenOptions::verify_checksums(false)) {
         Ok(i) => i,
-        Err(e) if unreadable(&e, &a.index) => return Err(e.into()),
+        Err(e) if unreadable(&e, &a.index) || environmental(&e) => return Err(e.into()),
         Err(e) => {
             errln!("bsa: {e}");
             return Ok(ExitCode::from(1));
         }
     };
-    if let Err(e) = index.verify() {
-        errln!("bsa: {e}");
-        return Ok(ExitCode::from(1));
+    match index.verify() {
+        Err(e) if environmental(&e) => return Err(e.into()),
+        Err(e) => {
+            errln!("bsa: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Ok(()) => {}
     }
     // The model's checksum is the manifest's word for it; loading it checks that it is a model
     // and that it fits the index, which searches with float queries rely on.
-    if let Err(e) = bsa::query::index_model(&index) {
-        errln!("bsa: {e}");
-        return Ok(ExitCode::from(1));
+    match bsa::query::index_model(&index) {
+        Err(bsa::Error::Index(e)) if environmental(&e) => return Err(e.into()),
+        Err(bsa::Error::Io { path, error }) if bsa_index::lacks_resources(&error) => {
+            return Err(bsa::Error::Io { path, error }.into());
+        }
+        Err(e) => {
+            errln!("bsa: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Ok(_) => {}
     }
     if a.json {
         if index.is_segmented() {
@@ -109,6 +121,13 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether `e` failed for want of something of this process or machine (a permission, a file
+/// descriptor, memory; [`bsa_index::lacks_resources`]), not for damage: exit 2, so that a
+/// script that rebuilds or restores a damaged index leaves an intact one alone.
+fn environmental(e: &bsa_index::Error) -> bool {
+    matches!(e, bsa_index::Error::Io { error, .. } if bsa_index::lacks_resources(error))
 }
 
 /// Whether `e`, from opening the index `dir`, says that there is no index to check (exit 2):

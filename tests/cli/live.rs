@@ -807,3 +807,53 @@ fn ids_past_int64_are_refused_by_every_writer() {
     let text = t.bsa(&["info", "--index", "idx"]).ok().stdout;
     assert!(text.contains("no default id is left below 2^63"), "{text}");
 }
+
+/// `bsa verify` short of file descriptors (`ulimit -n`) could not check the index: exit 2,
+/// with the limit's hint, not exit 1, which says the index is damaged (a script would rebuild
+/// or restore an intact one).
+#[cfg(target_os = "linux")]
+#[test]
+fn verify_short_of_file_descriptors_is_no_damage() {
+    let t = TestDir::new();
+    t.write_f32("x.npy", &normalised(200, 16, 3));
+    let model = t.train("x.npy", "m.safetensors", 64, 8, &["--method", "topk"]);
+    t.bsa(&[
+        "build",
+        "--model",
+        &model,
+        "--data",
+        "x.npy",
+        "--vectors",
+        "--hnsw",
+        "-q",
+        "--out",
+        "idx",
+    ])
+    .ok();
+    // Ten segments, each with its files open while it is checked.
+    for seed in 0..9 {
+        t.write_f32("more.npy", &normalised(10, 16, 10 + seed));
+        t.bsa(&[
+            "add",
+            "--index",
+            "idx",
+            "--data",
+            "more.npy",
+            "--merge-factor",
+            "0",
+        ])
+        .ok();
+    }
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 8 && exec \"$0\" verify --index idx"])
+        .arg(env!("CARGO_BIN_EXE_bsa"))
+        .current_dir(t.path(""))
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("Too many open files"), "{stderr}");
+    assert!(stderr.contains("raise its limit (ulimit -n)"), "{stderr}");
+    t.bsa(&["verify", "--index", "idx"]).ok();
+}
