@@ -232,6 +232,25 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     // cells' indexes is removed (a killed bench left it in $TMPDIR); models and results already
     // in --cache stay for --resume.
     let stop = super::signals::stop_on_signal()?;
+    // The cells' indexes go in a temporary folder, and models and results in --cache: both
+    // made before the ground truth, so that a place they cannot be made is said at once.
+    remove_killed_benches_work();
+    let work = bsa::io::temp_dir_in(
+        &std::env::temp_dir(),
+        &format!("{WORK_PREFIX}{}-", std::process::id()),
+    )
+    .context("creating a temporary folder for the cells' indexes (set TMPDIR to choose where)")?;
+    // Held while this bench runs: a folder whose marker is not locked is a dead bench's.
+    let marker = work.path().join(WORK_MARKER);
+    let _alive = std::fs::File::create(&marker)
+        .and_then(|f| f.lock().map(|()| f))
+        .with_context(|| format!("locking {}", marker.display()))?;
+    // (--cached-only reads it only: a mistyped one is not made.)
+    if let Some(dir) = a.cache.as_ref().filter(|_| !a.cached_only) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| bsa::Error::io(dir, e))
+            .context("--cache")?;
+    }
     let (truth, gt_source) = match &a.gt {
         Some(p) => {
             let t = super::io::read_ground_truth(p, queries.n(), base.n())?;
@@ -279,17 +298,6 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         );
         cells = done;
     }
-    remove_killed_benches_work();
-    let work = bsa::io::temp_dir_in(
-        &std::env::temp_dir(),
-        &format!("{WORK_PREFIX}{}-", std::process::id()),
-    )
-    .context("creating a temporary folder")?;
-    // Held while this bench runs: a folder whose marker is not locked is a dead bench's.
-    let marker = work.path().join(WORK_MARKER);
-    let _alive = std::fs::File::create(&marker)
-        .and_then(|f| f.lock().map(|()| f))
-        .with_context(|| format!("locking {}", marker.display()))?;
     let pb = super::io::bar(
         cells.len() as u64,
         a.quiet,

@@ -443,6 +443,16 @@ pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
         open_own_stream(path).map_err(|e| Error::io(path, e))?;
         return Ok(path.to_path_buf());
     }
+    // `out.npy/` names a folder, as the OS takes it, where the path's file name would write
+    // `out.npy`: refused as opening it for writing would be.
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") && !path.is_dir() {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "ends in '/', so it names a folder; an output is written by replacing a file: give \
+             the path of a file",
+        );
+        return Err(Error::io(path, e));
+    }
     let target = bsa_index::output_target(path).map_err(|e| Error::io(path, e))?;
     bsa_index::check_outside_index(&target).map_err(|e| match e {
         // Named as the caller gave it, not as the link resolved.

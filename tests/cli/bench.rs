@@ -291,6 +291,40 @@ fn a_killed_benchs_temporary_folder_is_removed_by_the_next() {
     );
 }
 
+/// A temporary folder or `--cache` that cannot be made is said before the ground truth is
+/// computed (minutes on a large base), TMPDIR named, and nothing is reported.
+#[test]
+fn bench_says_at_once_where_it_cannot_work() {
+    let t = TestDir::new();
+    t.write_f32("base.npy", &normalised(60, 16, 1));
+    t.write("file", b"");
+    let bench = |extra: &[&str], env: &[(&str, &str)]| {
+        let args = [
+            &[
+                "bench",
+                "--base",
+                "base.npy",
+                "--queries",
+                "base.npy",
+                "--methods",
+                "sign",
+                "--out",
+                "r",
+            ][..],
+            extra,
+        ]
+        .concat();
+        t.bsa_env(&args, env)
+    };
+    let none = t.path("file/none");
+    let msg = bench(&[], &[("TMPDIR", none.to_str().unwrap())])
+        .fails_with(&["temporary folder", "set TMPDIR", "file/none"])
+        .to_string();
+    assert!(!msg.contains("ground truth"), "{msg}");
+    bench(&["--cache", "file/cache"], &[]).fails_with(&["--cache", "file/cache"]);
+    assert!(!t.exists("r"));
+}
+
 /// Every cell reports recall@10: fewer than ten base vectors is refused, not divided wrongly.
 #[test]
 fn bench_needs_ten_base_vectors() {

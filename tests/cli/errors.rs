@@ -917,6 +917,10 @@ fn outputs_are_regular_files() {
     std::fs::create_dir(t.path("folder")).unwrap();
     encode("good.npy", "folder")
         .fails_with(&["--out folder: a directory", "give the path of a file"]);
+    // A path ending in '/' names a folder, even one that does not exist: no `codes.npy`.
+    encode("good.npy", "codes.npy/")
+        .fails_with(&["--out codes.npy/: ends in '/'", "give the path of a file"]);
+    assert!(!t.exists("codes.npy"));
     let fifo = t.path("pipe");
     assert!(
         std::process::Command::new("mkfifo")
