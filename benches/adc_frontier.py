@@ -31,6 +31,10 @@ Usage (repository root; 20-40 minutes on 2 cores):
 
     pip install faiss-cpu numpy matplotlib
     python3 benches/adc_frontier.py [--model48 M.safetensors] [--model20 M.safetensors]
+
+The committed RESULTS-adc.md was made with ``--ef-construction 200 --reps 5`` (bsa build's
+default ef_construction; the script's default of 40 is FAISS's, and gives lower recall at each
+ef); its first line names the settings of the run that wrote it.
 """
 
 from __future__ import annotations
@@ -176,6 +180,8 @@ def main():
                "cpu": cpu_name(), "load_before": "%.2f %.2f %.2f" % os.getloadavg(),
                "threads": a.threads, "queries": a.queries, "kernel": env.get("BSA_KERNEL", "best"),
                "vectors": a.vectors, "bsa_timing": timing,
+               "settings": f"--m {a.m} --ef-construction {a.ef_construction} --reps {a.reps} "
+                           f"--vectors {a.vectors}",
                "rows": [], "builds": []}
     if a.append and out_json.exists():
         old = json.loads(out_json.read_text())
@@ -280,7 +286,8 @@ def write_report(res):
     lines = [
         "# bsa ADC search against FAISS: recall@10 and queries per second",
         "",
-        f"Written by `benches/adc_frontier.py` on {res['when']}; CPU: {res['cpu']}; "
+        f"Written by `benches/adc_frontier.py {res.get('settings', '')}` on {res['when']}; "
+        f"CPU: {res['cpu']}; "
         f"{res['threads']} threads; {res['queries']} WordNet queries against 100k base rows; "
         f"BSA_KERNEL={res['kernel']}; load average {res['load_before']} before, "
         f"{res['load_after']} after (a shared machine: compare numbers of this run only).",
