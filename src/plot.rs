@@ -75,21 +75,68 @@ impl Series {
     }
 }
 
+/// How [`chart`] draws its series: points joined by lines or markers only (a series may say
+/// otherwise, [`Series::joined`]), x on a log2 scale, y over a fixed range.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    /// Points joined by lines unless a series says otherwise (else markers only).
+    pub lines: bool,
+    /// The x values are log2 of the labelled quantity (the ticks show the quantity).
+    pub log2_x: bool,
+    /// The y axis's range; `None` fits it to the points.
+    pub y_range: Option<(f64, f64)>,
+}
+
+impl Style {
+    /// Points joined by lines, linear axes, y fitted to the points.
+    pub fn lines() -> Self {
+        Style {
+            lines: true,
+            log2_x: false,
+            y_range: None,
+        }
+    }
+
+    /// Markers only, linear axes, y fitted to the points.
+    pub fn markers() -> Self {
+        Style {
+            lines: false,
+            ..Style::lines()
+        }
+    }
+
+    /// The same with x values that are log2 of the labelled quantity.
+    pub fn log2_x(self) -> Self {
+        Style {
+            log2_x: true,
+            ..self
+        }
+    }
+
+    /// The same with y from 0 to 1 (recall, fractions).
+    pub fn unit_y(self) -> Self {
+        Style {
+            y_range: Some((0.0, 1.0)),
+            ..self
+        }
+    }
+}
+
 /// Draws `series` as an SVG chart with labelled axes, a title and a legend (to the right of the
-/// plot, so that it never hides points). `lines`: joined points by default (else markers only);
-/// `log2_x`: x values are log2 of the labelled quantity.
-#[allow(clippy::too_many_arguments)]
+/// plot, so that it never hides points), as `style` says.
 pub fn chart(
     path: &Path,
     title: &str,
-    x_label: &str,
-    y_label: &str,
+    (x_label, y_label): (&str, &str),
     series: &[Series],
-    lines: bool,
-    log2_x: bool,
-    y_range: Option<(f64, f64)>,
+    style: Style,
 ) -> Result<()> {
     use plotters::prelude::*;
+    let Style {
+        lines,
+        log2_x,
+        y_range,
+    } = style;
     let err = |e: String| Error::io(path, std::io::Error::other(e));
     let (mut x0, mut x1, mut y0, mut y1) = (
         f64::INFINITY,

@@ -11,7 +11,7 @@ use super::result::{CellResult, OtherScores};
 use super::run::HNSW_EFS;
 use crate::error::{Error, Result};
 use crate::metrics::CodeStats;
-use crate::plot::{Series, chart, histogram};
+use crate::plot::{Series, Style, chart, histogram};
 
 /// What `report.md` says about the run besides the results.
 #[derive(Debug, Clone, Serialize)]
@@ -595,9 +595,8 @@ fn write_report_files(
                 .collect(),
             mi,
         ));
-        series.push(Series {
-            filled: false,
-            ..Series::new(
+        series.push(
+            Series::new(
                 format!("{m} best of cosine / ADC (hollow)"),
                 rs.iter()
                     .map(|r| {
@@ -609,17 +608,18 @@ fn write_report_files(
                     .collect(),
                 mi,
             )
-        });
+            .hollow(),
+        );
     }
     chart(
         &out.join("recall_vs_bytes.svg"),
         "recall@10 against bytes per vector",
-        "bytes per vector (log scale; sparse ids where smaller)",
-        "recall@10",
+        (
+            "bytes per vector (log scale; sparse ids where smaller)",
+            "recall@10",
+        ),
         &series,
-        false,
-        true,
-        Some((0.0, 1.0)),
+        Style::markers().log2_x().unit_y(),
     )?;
     plots.push((
         "recall_vs_bytes.svg",
@@ -669,16 +669,16 @@ fn write_report_files(
                     .collect(),
                 color,
             ));
-            losses.push(Series {
-                filled: false,
-                ..Series::new(
+            losses.push(
+                Series::new(
                     format!("{m} N={n} fixed-TopK (hollow)"),
                     rs.iter()
                         .map(|r| (kx(r), r.metrics.fixed_topk_reconstruction_loss))
                         .collect(),
                     color,
                 )
-            });
+                .hollow(),
+            );
             color += 1;
         }
     }
@@ -687,23 +687,17 @@ fn write_report_files(
         chart(
             &out.join("recall_vs_k.svg"),
             "recall@10 (Hamming) against K, per method and N",
-            "K (target active bits)",
-            "recall@10",
+            ("K (target active bits)", "recall@10"),
             &by_k,
-            true,
-            false,
-            Some((0.0, 1.0)),
+            Style::lines().unit_y(),
         )?;
         plots.push(("recall_vs_k.svg", "recall@10 against K"));
         chart(
             &out.join("loss_vs_k.svg"),
             "reconstruction and fixed-TopK loss against K (queries)",
-            "K (target active bits)",
-            "cosine distance",
+            ("K (target active bits)", "cosine distance"),
             &losses,
-            true,
-            false,
-            None,
+            Style::lines(),
         )?;
         plots.push((
             "loss_vs_k.svg",
@@ -760,12 +754,9 @@ fn write_report_files(
         chart(
             &out.join("recall_vs_qps.svg"),
             "recall@10 against QPS: HNSW, ef 10..320 (filled: Hamming, hollow: rescored); flat (crosses)",
-            "queries per second (log scale)",
-            "recall@10",
+            ("queries per second (log scale)", "recall@10"),
             &series,
-            true,
-            true,
-            Some((0.0, 1.0)),
+            Style::lines().log2_x().unit_y(),
         )?;
         plots.push((
             "recall_vs_qps.svg",
@@ -855,23 +846,17 @@ fn write_report_files(
         chart(
             &out.join("alpha_recall.svg"),
             "BSA alpha sweep: recall@10 against alpha (leftmost point: alpha = 0)",
-            "alpha (log10)",
-            "recall@10",
+            ("alpha (log10)", "recall@10"),
             &recall,
-            true,
-            false,
-            Some((0.0, 1.0)),
+            Style::lines().unit_y(),
         )?;
         plots.push(("alpha_recall.svg", "alpha sweep: recall@10 against alpha"));
         chart(
             &out.join("alpha_sparsity.svg"),
             "BSA alpha sweep: active bits and dead bits against alpha (leftmost point: alpha = 0)",
-            "alpha (log10)",
-            "ratio",
+            ("alpha (log10)", "ratio"),
             &sparsity,
-            true,
-            false,
-            None,
+            Style::lines(),
         )?;
         plots.push(("alpha_sparsity.svg", "alpha sweep: sparsity against alpha"));
     }
@@ -904,16 +889,16 @@ fn write_report_files(
         chart(
             &out.join("bit_frequency.svg"),
             &format!("per-bit firing frequency, sorted, {name} ({dead} dead bits)"),
-            "bit rank (most to least frequent)",
-            "fraction of vectors with the bit set",
+            (
+                "bit rank (most to least frequent)",
+                "fraction of vectors with the bit set",
+            ),
             &[Series::new(
                 name.to_string(),
                 f.iter().enumerate().map(|(i, &v)| (i as f64, v)).collect(),
                 0,
             )],
-            true,
-            false,
-            Some((0.0, 1.0)),
+            Style::lines().unit_y(),
         )?;
         plots.push(("bit_frequency.svg", "per-bit firing frequency distribution"));
     }
