@@ -575,6 +575,8 @@ pub(crate) fn search_scored_keys(
 ) -> (Vec<Vec<u64>>, ScanStats) {
     let nq = queries.len() / w;
     let split = params.split;
+    // Table scores try the quantised scan first; the table arms of the match below run only
+    // when no layout can be built (codes with bits set past `bits`).
     if let Score::Table {
         tables,
         offsets,
@@ -813,23 +815,28 @@ fn table_keys(
         };
         // Each query's table is quantised once, then interleaved with its group's.
         let starts: Vec<usize> = (q0..q1).step_by(group_size).collect();
-        let make = |g0: usize| {
+        // The quantised tables of the group of queries starting at `g0`.
+        let quantise_group = |g0: usize| {
             (g0..(g0 + group_size).min(q1))
                 .map(quantised)
                 .collect::<Vec<_>>()
         };
-        let build = || {
+        let build_groups = || {
             if wide {
                 Groups::Wide(
                     (starts.into_par_iter())
-                        .map(|g0| wide::WideGroup::new(make(g0)).expect("1 to WIDE sparse tables"))
+                        .map(|g0| {
+                            wide::WideGroup::new(quantise_group(g0))
+                                .expect("1 to WIDE sparse tables")
+                        })
                         .collect(),
                 )
             } else {
                 Groups::Narrow(
                     (starts.into_par_iter())
                         .map(|g0| {
-                            QueryGroup::new(make(g0)).expect("1 to GROUP tables of one layout")
+                            QueryGroup::new(quantise_group(g0))
+                                .expect("1 to GROUP tables of one layout")
                         })
                         .collect(),
                 )
@@ -845,9 +852,9 @@ fn table_keys(
                     shape: layout.table_shape(),
                     wide,
                 },
-                build,
+                build_groups,
             ),
-            None => Arc::new(build()),
+            None => Arc::new(build_groups()),
         };
         let part = search_keys_by_tile(
             codes,
