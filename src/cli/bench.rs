@@ -109,8 +109,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         anyhow::bail!("--bits: {b} is not a code length bsa makes (1 to {max})");
     }
     let threads = bsa::threads::configure(a.threads)?;
-    let base = super::io::open_embeddings(&a.base, true)?;
-    let queries = super::io::open_embeddings(&a.queries, true)?;
+    let base = super::io::open_embeddings(&a.base, super::io::ZeroRows::Refused)?;
+    let queries = super::io::open_embeddings(&a.queries, super::io::ZeroRows::Refused)?;
     // Every cell reports recall@10: it needs ten true neighbours per query.
     if base.n() < 10 {
         anyhow::bail!(

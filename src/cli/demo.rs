@@ -56,13 +56,14 @@ fn default_data_dir() -> PathBuf {
 pub fn run(a: &Args) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
     let dir = &a.data_dir.clone().unwrap_or_else(default_data_dir);
-    let base = super::io::open_embeddings(&dir.join("base.npy"), true).with_context(|| {
-        format!(
-            "the demo needs the sample in {} (give its folder with --data-dir)",
-            dir.display()
-        )
-    })?;
-    let queries = super::io::open_embeddings(&dir.join("query.npy"), true)?;
+    let base = super::io::open_embeddings(&dir.join("base.npy"), super::io::ZeroRows::Refused)
+        .with_context(|| {
+            format!(
+                "the demo needs the sample in {} (give its folder with --data-dir)",
+                dir.display()
+            )
+        })?;
+    let queries = super::io::open_embeddings(&dir.join("query.npy"), super::io::ZeroRows::Refused)?;
     queries.expect_dim(base.dim())?;
     // Everything that can be refused is, before the first line of the tour.
     let mut params = TrainParams::new(1024, 32);

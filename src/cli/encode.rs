@@ -32,7 +32,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         ],
     )?;
     bsa::threads::configure(a.threads)?;
-    let (model, data) = a.input.open(false)?;
+    let (model, data) = a.input.open(super::io::ZeroRows::Allowed)?;
     super::io::warn_if_not_unit(&data, model.config.method);
     let bits = model.config.bits;
     // Written as encoded, a chunk of rows at a time: no copy of all the codes is held. A

@@ -22,7 +22,7 @@ pub struct Args {
 
 pub fn run(a: &Args) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
-    let (model, data) = a.input.open(true)?;
+    let (model, data) = a.input.open(super::io::ZeroRows::Refused)?;
     bsa::io::check_float32_norms(&a.input.data.display().to_string(), data.view())?;
     let (m, _) = bsa::metrics::evaluate(&model, data.view());
     if a.json {

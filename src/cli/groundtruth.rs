@@ -50,8 +50,8 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         &[("--base", Some(&a.base)), ("--queries", Some(&a.queries))],
     )?;
     let threads = bsa::threads::configure(a.threads)?;
-    let base = super::io::open_embeddings(&a.base, true)?;
-    let queries = super::io::open_embeddings(&a.queries, true)?;
+    let base = super::io::open_embeddings(&a.base, super::io::ZeroRows::Refused)?;
+    let queries = super::io::open_embeddings(&a.queries, super::io::ZeroRows::Refused)?;
     super::io::expect_same_dim(&base, &queries)?;
     if a.k == 0 {
         anyhow::bail!("--k must be at least 1");

@@ -17,14 +17,25 @@ pub fn bar(len: u64, quiet: bool, template: &str) -> ProgressBar {
     pb
 }
 
-/// Opens an embedding file and checks it can be used: finite values and, for cosine, no zero rows.
+/// Whether [`open_embeddings`] refuses all-zero rows: where rows are compared as directions
+/// (cosine, the adc and soft scores, rescoring), one has none to compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeroRows {
+    /// An all-zero row is an error naming the file and the row.
+    Refused,
+    /// All-zero rows are read as any other.
+    Allowed,
+}
+
+/// Opens an embedding file and checks it can be used: finite values and, unless `zero_rows` are
+/// allowed, no all-zero rows.
 pub fn open_embeddings(
     path: &std::path::Path,
-    need_nonzero: bool,
+    zero_rows: ZeroRows,
 ) -> anyhow::Result<bsa::io::Embeddings> {
     let e = bsa::io::Embeddings::open(path)?;
     e.check_finite()?;
-    if need_nonzero {
+    if zero_rows == ZeroRows::Refused {
         e.check_nonzero_norms()?;
     }
     Ok(e)
@@ -141,14 +152,14 @@ pub struct ModelData {
 }
 
 impl ModelData {
-    /// Loads the model and opens the data (checked for zero rows when `need_nonzero`), which
-    /// must have the model's dimension.
+    /// Loads the model and opens the data ([`open_embeddings`]), which must have the model's
+    /// dimension.
     pub fn open(
         &self,
-        need_nonzero: bool,
+        zero_rows: ZeroRows,
     ) -> anyhow::Result<(bsa::model::Autoencoder, bsa::io::Embeddings)> {
         let model = bsa::io::model::load(&self.model)?;
-        let data = open_embeddings(&self.data, need_nonzero)?;
+        let data = open_embeddings(&self.data, zero_rows)?;
         data.expect_dim(model.config.dim)?;
         Ok((model, data))
     }

@@ -131,7 +131,7 @@ pub fn add(a: &AddArgs) -> anyhow::Result<()> {
     bsa::threads::configure(a.threads)?;
     let ids = a.ids.as_deref().map(bsa::io::read_u64_ids).transpose()?;
     let data = match &a.data {
-        Some(p) => Some(super::io::open_embeddings(p, false)?),
+        Some(p) => Some(super::io::open_embeddings(p, super::io::ZeroRows::Allowed)?),
         None => None,
     };
     let packed = a.codes.as_deref().map(bsa::io::read_u8).transpose()?;

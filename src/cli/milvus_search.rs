@@ -111,7 +111,7 @@ mod with_milvus {
                 bail!("--rescore needs float --queries (codes alone cannot be rescored)")
             }
             (Some(_), Some(p), Some(q)) => {
-                let v = super::super::io::open_embeddings(p, false)?;
+                let v = super::super::io::open_embeddings(p, super::super::io::ZeroRows::Allowed)?;
                 if v.dim() != q.dim() {
                     bail!(
                         "{}: vectors have dimension {}, the queries {}",

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use super::io::open_embeddings;
+use super::io::{ZeroRows, open_embeddings};
 
 /// Search an index with float queries (encoded with the index's model) or packed query codes.
 ///
@@ -241,9 +241,13 @@ impl Args {
     pub fn float_queries(&self) -> anyhow::Result<Option<bsa::io::Embeddings>> {
         let directions =
             matches!(self.score(), ScoreName::Adc | ScoreName::Soft) || self.rescore.is_some();
+        let zero_rows = match directions {
+            true => ZeroRows::Refused,
+            false => ZeroRows::Allowed,
+        };
         self.queries
             .as_deref()
-            .map(|p| open_embeddings(p, directions))
+            .map(|p| open_embeddings(p, zero_rows))
             .transpose()
     }
 }

@@ -11,6 +11,8 @@ use bsa::pursuit::PursuitParams;
 use bsa::train::{DecoderPath, Progress, TrainParams};
 use serde_json::json;
 
+use super::io::ZeroRows;
+
 /// Train a model on float embeddings.
 ///
 /// Examples:
@@ -257,7 +259,11 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
     let bits = a.bits.unwrap_or_else(|| missing("--bits"));
     let k = a.k.unwrap_or_else(|| missing("--k"));
     let threads = bsa::threads::configure(a.threads)?;
-    let data = open_data(a, a.loss == LossKind::Cosine)?;
+    let zero_rows = match a.loss {
+        LossKind::Cosine => ZeroRows::Refused,
+        LossKind::Mse => ZeroRows::Allowed,
+    };
+    let data = open_data(a, zero_rows)?;
     let mut params = TrainParams::new(bits, k);
     params.method = a.method;
     params.loss = a.loss;
@@ -418,10 +424,10 @@ pub fn run(a: &Args, given: &[String]) -> anyhow::Result<()> {
     )
 }
 
-/// Opens `--data` (zero rows refused when `nonzero`) with at least the two rows every method
+/// Opens `--data` ([`super::io::open_embeddings`]) with at least the two rows every method
 /// needs, or says which file has too few.
-fn open_data(a: &Args, nonzero: bool) -> anyhow::Result<bsa::io::Embeddings> {
-    let data = super::io::open_embeddings(&a.data, nonzero)?;
+fn open_data(a: &Args, zero_rows: ZeroRows) -> anyhow::Result<bsa::io::Embeddings> {
+    let data = super::io::open_embeddings(&a.data, zero_rows)?;
     if data.n() < 2 {
         anyhow::bail!(
             "{}: {} row; training needs at least 2",
@@ -450,7 +456,7 @@ fn warn_if_one_code(model: &Autoencoder, data: &bsa::io::Embeddings, a: &Args) {
 /// `bsa train --method sign|lsh|itq`: a closed-form fit, saved like a trained model.
 fn run_baseline(a: &Args, stop: &AtomicBool) -> anyhow::Result<()> {
     let threads = bsa::threads::configure(a.threads)?;
-    let data = open_data(a, true)?;
+    let data = open_data(a, ZeroRows::Refused)?;
     let bits = match (a.method, a.bits) {
         (_, Some(bits)) => bits,
         (Method::Sign, None) => data.dim(),
@@ -539,7 +545,7 @@ fn run_baseline(a: &Args, stop: &AtomicBool) -> anyhow::Result<()> {
 /// `bsa train --method pursuit` (and `--preset retrieval`): binary dictionary learning.
 fn run_pursuit(a: &Args, stop: &AtomicBool) -> anyhow::Result<()> {
     let threads = bsa::threads::configure(a.threads)?;
-    let data = open_data(a, true)?;
+    let data = open_data(a, ZeroRows::Refused)?;
     let retrieval = a.preset.as_deref() == Some("retrieval");
     let (bits, k) = match (a.bits, a.k, retrieval) {
         (b, k, true) => (b.unwrap_or(4096), k.unwrap_or(32)),
