@@ -333,22 +333,7 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         } else if !a.quiet {
             errln!("{line}");
         }
-        // The histograms show the paper's BSA at its headline size, or else the first BSA cell
-        // (or else the first trained one).
-        let headline = |c: &Cell| {
-            c.variant == Variant::Bsa
-                && c.alpha.is_none()
-                && (c.bits, c.k) == (PAPER_HEADLINE.0, Some(PAPER_HEADLINE.1))
-        };
-        let better = match &hist {
-            None => cell.variant.uses_k() || cell.variant == Variant::Bsa,
-            Some((c, _)) => {
-                !headline(c)
-                    && (headline(cell)
-                        || (c.variant != Variant::Bsa && cell.variant == Variant::Bsa))
-            }
-        };
-        if better {
+        if shows_histograms_over(cell, hist.as_ref().map(|(c, _)| c)) {
             hist = Some((*cell, stats));
         }
         results.push(r);
@@ -387,6 +372,24 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// Whether the report's histograms show `cell` rather than `shown`, the cell they show so far:
+/// the paper's BSA at its headline size, or else the first BSA cell, or else the first trained
+/// one (a cell with a K).
+fn shows_histograms_over(cell: &Cell, shown: Option<&Cell>) -> bool {
+    let headline = |c: &Cell| {
+        c.variant == Variant::Bsa
+            && c.alpha.is_none()
+            && (c.bits, c.k) == (PAPER_HEADLINE.0, Some(PAPER_HEADLINE.1))
+    };
+    match shown {
+        None => cell.variant.uses_k() || cell.variant == Variant::Bsa,
+        Some(c) => {
+            !headline(c)
+                && (headline(cell) || (c.variant != Variant::Bsa && cell.variant == Variant::Bsa))
+        }
+    }
 }
 
 /// The name a bench's temporary folder (its cells' indexes) starts with, then its process id.
