@@ -206,7 +206,13 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     if settings.epochs == 0 || settings.rounds == 0 {
         anyhow::bail!("--epochs and --rounds must be at least 1");
     }
-    bsa::bench::prepare_report_dir(&a.out).map_err(|e| anyhow::anyhow!("--out {e}"))?;
+    bsa::bench::prepare_report_dir(&a.out).map_err(|e| match &e {
+        // A folder above --out that cannot be made or written: named after --out itself.
+        bsa::Error::Io { path, .. } if *path != a.out => {
+            anyhow::anyhow!("--out {}: {e}", a.out.display())
+        }
+        _ => anyhow::anyhow!("--out {e}"),
+    })?;
     if let Some(cache) = &a.cache {
         // The report replaces --out whole: a cache made inside it would go with it.
         let whole = |p: &std::path::Path| -> anyhow::Result<std::path::PathBuf> {

@@ -323,6 +323,17 @@ fn bench_says_at_once_where_it_cannot_work() {
     assert!(!msg.contains("ground truth"), "{msg}");
     bench(&["--cache", "file/cache"], &[]).fails_with(&["--cache", "file/cache"]);
     assert!(!t.exists("r"));
+    // A folder above --out that cannot be made is said as --out's, then named.
+    let o = t.bsa(&[
+        "bench",
+        "--base",
+        "base.npy",
+        "--queries",
+        "base.npy",
+        "--out",
+        "file/sub/r",
+    ]);
+    o.fails_with(&["--out file/sub/r: file/sub: "]);
 }
 
 /// Every cell reports recall@10: fewer than ten base vectors is refused, not divided wrongly.
