@@ -137,6 +137,52 @@ fn payload_file(
     sw.finish(header)
 }
 
+/// What the steps of [`IndexBuilder::write`] share, one step a file: the staging folder they
+/// fill, the number of rows, the files written so far (the manifest's `files`: lengths and
+/// checksums) and the build's progress.
+struct Staging<'d, 'a> {
+    dir: &'d Path,
+    n: usize,
+    files: BTreeMap<String, FileInfo>,
+    steps: Steps<'a>,
+}
+
+/// A build's progress in work units (see [`IndexBuilder::progress`]) and its stop flag:
+/// every progress report is also where a stop is noticed.
+struct Steps<'a> {
+    progress: Option<Progress<'a>>,
+    stop: Option<&'a AtomicBool>,
+    /// Units done by the steps finished so far.
+    done: u64,
+    total: u64,
+}
+
+impl Steps<'_> {
+    /// Counts `rows` more units done and reports them.
+    fn advance(&mut self, rows: usize) -> Result<()> {
+        self.done += rows as u64;
+        self.report(self.done)
+    }
+
+    /// Reports `done` units of `total`, then returns `Err(Stopped)` if the stop flag is set.
+    fn report(&mut self, done: u64) -> Result<()> {
+        if let Some(p) = self.progress.as_mut() {
+            p(done, self.total);
+        }
+        crate::error::check_stop(self.stop)
+    }
+}
+
+/// Writes the manifest to `dir` and syncs it (the folder is synced by the caller).
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let mpath = dir.join(MANIFEST_FILE);
+    let bytes = manifest.to_bytes()?;
+    let mut f = File::create(&mpath).map_err(|e| Error::io(&mpath, e))?;
+    f.write_all(&bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&mpath, e))
+}
+
 /// Writes a binary file: placeholder header, payload (checksummed while written), real header.
 struct SectionWriter {
     path: PathBuf,
@@ -816,135 +862,213 @@ impl<'a> IndexBuilder<'a> {
         .write(out.as_ref())
     }
 
-    /// Writes rows already in id order (see [`build`](Self::build)).
+    /// Writes rows already in id order (see [`build`](Self::build)): each file into the
+    /// staging folder in turn, the manifest (which names them all) last, and only then puts
+    /// the folder in `out`'s place.
     fn write(mut self, out: &Path) -> Result<Manifest> {
         let n = self.validate()?;
-        let bits = self.bits;
-        let w = words_per_code(bits);
         let staged = Staged::new(out, self.overwrite, self.segment)?;
         let tmp_path = staged.dir().to_path_buf();
-
+        // Work units: every row once for each of codes.bin, ids.bin and vectors.bin, and once
+        // more as it goes into a graph. norms.bin and the lists are not counted (see below).
         let total =
             n as u64 * (2 + u64::from(self.vectors.is_some()) + u64::from(self.hnsw.is_some()));
-        let mut progress = self.progress.take();
-        let mut done = 0u64;
-        let stop = self.stop;
-        // Every progress step is also where a stop is noticed.
-        let mut report = |d: u64| -> Result<()> {
-            if let Some(p) = progress.as_mut() {
-                p(d, total);
-            }
-            crate::error::check_stop(stop)
+        let mut to = Staging {
+            dir: &tmp_path,
+            n,
+            files: BTreeMap::new(),
+            steps: Steps {
+                progress: self.progress.take(),
+                stop: self.stop,
+                done: 0,
+                total,
+            },
         };
-        let mut files = BTreeMap::new();
 
-        // codes.bin
+        self.write_codes(&mut to)?;
+        self.write_ids(&mut to)?;
+        let vectors = self.write_vectors(&mut to)?;
+        let norms = self.write_norms(&mut to)?;
+        // The lists and the sparse codes are each built in one go, reporting no progress: a
+        // stop is checked before each instead (and between the posting lists and bitmaps).
+        self.check_stop()?;
+        let (inverted, bitmaps) = self.write_postings(&mut to)?;
+        self.check_stop()?;
+        let sparse = self.write_sparse(&mut to)?;
+        let (graph, hnsw) = match (self.hnsw, self.graph_vectors.take()) {
+            (Some(params), Some(source)) => (
+                Some(self.write_cosine_graph(params, source, &mut to)?),
+                None,
+            ),
+            (Some(params), None) => (None, Some(self.write_hamming_graph(params, &mut to)?)),
+            _ => (None, None),
+        };
+        let model = self.write_model(&mut to)?;
+
+        let w = words_per_code(self.bits);
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            bsa_index_version: env!("CARGO_PKG_VERSION").to_string(),
+            n: n as u64,
+            bits: self.bits as u32,
+            words_per_code: w as u32,
+            incompat_features: Vec::new(),
+            segments: vec![Segment {
+                rows: n as u64,
+                codes: "codes.bin".into(),
+                ids: "ids.bin".into(),
+                vectors: vectors.map(|_| "vectors.bin".to_string()),
+            }],
+            vectors,
+            hnsw,
+            graph,
+            model,
+            inverted,
+            norms,
+            sparse,
+            bitmaps,
+            files: to.files,
+            build: BuildInfo {
+                ids_given: self.ids.is_some(),
+                hnsw: self.hnsw,
+                threads: rayon::current_num_threads(),
+            },
+            extra: std::mem::take(&mut self.extra),
+        };
+        write_manifest(&tmp_path, &manifest)?;
+        sync_dir(&tmp_path)?;
+
+        self.check_stop()?;
+        let on_wait = self.on_wait.take();
+        let wait = WaitLimits {
+            stop: self.stop,
+            timeout: self.lock_timeout,
+        };
+        staged.commit(|| on_wait.map_or((), |f| f()), wait)?;
+        Ok(manifest)
+    }
+
+    /// codes.bin: the packed words as they are, a step of rows at a time.
+    fn write_codes(&self, to: &mut Staging<'_, '_>) -> Result<()> {
+        let (n, w) = (to.n, words_per_code(self.bits));
         let header = Header::new(
             FileKind::Codes,
             0,
             n as u64,
-            bits as u32,
+            self.bits as u32,
             w as u32,
             ElemKind::U64,
         )?;
-        let mut sw = SectionWriter::create(tmp_path.join("codes.bin"))?;
+        let mut sw = SectionWriter::create(to.dir.join("codes.bin"))?;
         for chunk in self.codes.chunks(ROWS_PER_STEP * w) {
             // Little-endian host (enforced in lib.rs): the words' memory is their on-disk form.
             sw.write(bytemuck::cast_slice(chunk))?;
-            done += (chunk.len() / w) as u64;
-            report(done)?;
+            to.steps.advance(chunk.len() / w)?;
         }
-        files.insert("codes.bin".to_string(), sw.finish(header)?);
+        to.files.insert("codes.bin".to_string(), sw.finish(header)?);
+        Ok(())
+    }
 
-        // ids.bin
+    /// ids.bin: the ids given, or the row numbers (flagged [`flags::IDS_ARE_ROWS`]).
+    fn write_ids(&self, to: &mut Staging<'_, '_>) -> Result<()> {
+        let n = to.n;
         let id_flags = if self.ids.is_some() {
             0
         } else {
             flags::IDS_ARE_ROWS
         };
         let header = Header::new(FileKind::Ids, id_flags, n as u64, 64, 1, ElemKind::U64)?;
-        let mut sw = SectionWriter::create(tmp_path.join("ids.bin"))?;
-        let mut start = 0;
-        while start < n {
+        let mut sw = SectionWriter::create(to.dir.join("ids.bin"))?;
+        for start in (0..n).step_by(ROWS_PER_STEP) {
             let end = (start + ROWS_PER_STEP).min(n);
             for r in start..end {
                 let id = self.ids.map_or(r as u64, |ids| ids[r]);
                 sw.write(&id.to_le_bytes())?;
             }
-            done += (end - start) as u64;
-            report(done)?;
-            start = end;
+            to.steps.advance(end - start)?;
         }
-        files.insert("ids.bin".to_string(), sw.finish(header)?);
+        to.files.insert("ids.bin".to_string(), sw.finish(header)?);
+        Ok(())
+    }
 
-        // vectors.bin
-        let mut vectors_info = None;
-        if let Some((source, dim)) = self.vectors {
-            let elem = self.dtype.elem_kind();
-            let header = Header::new(FileKind::Vectors, 0, n as u64, dim as u32, dim as u32, elem)?;
-            let mut sw = SectionWriter::create(tmp_path.join("vectors.bin"))?;
-            // A row at a time into the section's own buffer (a step's rows at once took 100 MB
-            // of 384-d floats, a quarter of a 100k build's peak).
-            let mut row = Vec::with_capacity(dim * 4);
-            let mut start = 0;
-            while start < n {
-                let end = (start + ROWS_PER_STEP).min(n);
-                for i in start..end {
-                    let r = self.vector_order.map_or(i, |o| o[i]);
-                    row.clear();
-                    match source {
-                        VectorSource::Floats(v) => {
-                            append_row_bytes(&v[r * dim..(r + 1) * dim], self.dtype, &mut row)
-                        }
-                        VectorSource::Stored(rows) => rows.append_bytes(r, &mut row),
+    /// vectors.bin, when vectors are stored: the rows in `vector_order` (when the ids were
+    /// sorted), as the index's element type.
+    fn write_vectors(&self, to: &mut Staging<'_, '_>) -> Result<Option<VectorsInfo>> {
+        let Some((source, dim)) = self.vectors else {
+            return Ok(None);
+        };
+        let n = to.n;
+        let elem = self.dtype.elem_kind();
+        let header = Header::new(FileKind::Vectors, 0, n as u64, dim as u32, dim as u32, elem)?;
+        let mut sw = SectionWriter::create(to.dir.join("vectors.bin"))?;
+        // A row at a time into the section's own buffer (a step's rows at once took 100 MB
+        // of 384-d floats, a quarter of a 100k build's peak).
+        let mut row = Vec::with_capacity(dim * 4);
+        for start in (0..n).step_by(ROWS_PER_STEP) {
+            let end = (start + ROWS_PER_STEP).min(n);
+            for i in start..end {
+                let r = self.vector_order.map_or(i, |o| o[i]);
+                row.clear();
+                match source {
+                    VectorSource::Floats(v) => {
+                        append_row_bytes(&v[r * dim..(r + 1) * dim], self.dtype, &mut row)
                     }
-                    sw.write(&row)?;
+                    VectorSource::Stored(rows) => rows.append_bytes(r, &mut row),
                 }
-                done += (end - start) as u64;
-                report(done)?;
-                start = end;
+                sw.write(&row)?;
             }
-            files.insert("vectors.bin".to_string(), sw.finish(header)?);
-            vectors_info = Some(VectorsInfo {
-                dim: dim as u32,
-                dtype: self.dtype,
-            });
+            to.steps.advance(end - start)?;
         }
+        to.files
+            .insert("vectors.bin".to_string(), sw.finish(header)?);
+        Ok(Some(VectorsInfo {
+            dim: dim as u32,
+            dtype: self.dtype,
+        }))
+    }
 
-        // norms.bin
-        let mut norms_info = None;
-        if let Some(v) = self.norms {
-            let header = Header::new(FileKind::Norms, 0, n as u64, 1, 1, ElemKind::F32)?;
-            let mut sw = SectionWriter::create(tmp_path.join("norms.bin"))?;
-            for chunk in v.chunks(ROWS_PER_STEP) {
-                sw.write(bytemuck::cast_slice(chunk))?;
-            }
-            files.insert("norms.bin".to_string(), sw.finish(header)?);
-            norms_info = Some(NormsInfo {
-                file: "norms.bin".into(),
-            });
+    /// norms.bin, when norms are given. Not a progress step (nor counted in the total): a
+    /// float per row is written in a moment.
+    fn write_norms(&self, to: &mut Staging<'_, '_>) -> Result<Option<NormsInfo>> {
+        let Some(v) = self.norms else {
+            return Ok(None);
+        };
+        let header = Header::new(FileKind::Norms, 0, to.n as u64, 1, 1, ElemKind::F32)?;
+        let mut sw = SectionWriter::create(to.dir.join("norms.bin"))?;
+        for chunk in v.chunks(ROWS_PER_STEP) {
+            sw.write(bytemuck::cast_slice(chunk))?;
         }
+        to.files.insert("norms.bin".to_string(), sw.finish(header)?);
+        Ok(Some(NormsInfo {
+            file: "norms.bin".into(),
+        }))
+    }
 
-        self.check_stop()?;
-        // inverted.bin
+    /// inverted.bin, when posting lists are asked for, then bitmaps.bin when
+    /// [`bitmaps`](Self::bitmaps) says so or, left to the build, when the lists' lengths say
+    /// bitmaps are worth storing: one step, as that decision reads the lists, and so bitmaps
+    /// (as large as the codes) are only built when they are stored.
+    fn write_postings(
+        &self,
+        to: &mut Staging<'_, '_>,
+    ) -> Result<(Option<InvertedInfo>, Option<BitmapsInfo>)> {
+        let (n, bits) = (to.n, self.bits);
         let mut inverted_info = None;
         let mut store_bitmaps = false;
         if self.inverted {
             let lists = InvertedLists::build(self.codes, bits)?;
             let file = payload_file(
-                &tmp_path,
+                to.dir,
                 "inverted.bin",
                 FileKind::Inverted,
                 (n, bits),
                 |out| lists.write_payload(out),
             )?;
-            files.insert("inverted.bin".to_string(), file);
+            to.files.insert("inverted.bin".to_string(), file);
             inverted_info = Some(InvertedInfo {
                 file: "inverted.bin".into(),
                 postings: lists.postings_len() as u64,
             });
-            // Decided from the list lengths, so that bitmaps (as large as the codes) are only
-            // built when they are stored.
             store_bitmaps = self.bitmaps.unwrap_or_else(|| {
                 let view = lists.view();
                 let postings = (0..bits)
@@ -956,169 +1080,130 @@ impl<'a> IndexBuilder<'a> {
         }
 
         self.check_stop()?;
-        // bitmaps.bin
         let mut bitmaps_info = None;
         if store_bitmaps {
             let bm = crate::bitmaps::BitmapLists::build(self.codes, bits)?;
-            let file = payload_file(
-                &tmp_path,
-                "bitmaps.bin",
-                FileKind::Bitmaps,
-                (n, bits),
-                |out| bm.write_payload(out),
-            )?;
-            files.insert("bitmaps.bin".to_string(), file);
+            let file = payload_file(to.dir, "bitmaps.bin", FileKind::Bitmaps, (n, bits), |out| {
+                bm.write_payload(out)
+            })?;
+            to.files.insert("bitmaps.bin".to_string(), file);
             bitmaps_info = Some(BitmapsInfo {
                 file: "bitmaps.bin".into(),
                 set_bits: bm.set_bits(),
             });
         }
+        Ok((inverted_info, bitmaps_info))
+    }
 
-        self.check_stop()?;
-        // sparse.bin
-        let mut sparse_info = None;
-        let store_sparse = match self.sparse {
+    /// sparse.bin, when [`sparse`](Self::sparse) says so or, left to the build, when the
+    /// codes are sparse enough for it to pay.
+    fn write_sparse(&self, to: &mut Staging<'_, '_>) -> Result<Option<SparseInfo>> {
+        let (n, bits) = (to.n, self.bits);
+        let store = match self.sparse {
             Some(yes) => yes,
             None => {
                 let set_bits: u64 = self.codes.iter().map(|x| u64::from(x.count_ones())).sum();
                 crate::sparse::worth_storing(n, bits, set_bits)
             }
         };
-        if store_sparse {
-            let sc = crate::sparse::SparseCodes::build(self.codes, bits)?;
-            let file = payload_file(
-                &tmp_path,
-                "sparse.bin",
-                FileKind::Sparse,
-                (n, bits),
-                |out| sc.write_payload(out),
-            )?;
-            files.insert("sparse.bin".to_string(), file);
-            sparse_info = Some(SparseInfo {
-                file: "sparse.bin".into(),
-                set_bits: sc.view().set_bits() as u64,
-            });
+        if !store {
+            return Ok(None);
         }
+        let sc = crate::sparse::SparseCodes::build(self.codes, bits)?;
+        let file = payload_file(to.dir, "sparse.bin", FileKind::Sparse, (n, bits), |out| {
+            sc.write_payload(out)
+        })?;
+        to.files.insert("sparse.bin".to_string(), file);
+        Ok(Some(SparseInfo {
+            file: "sparse.bin".into(),
+            set_bits: sc.view().set_bits() as u64,
+        }))
+    }
 
-        // HNSW graph: natively on float vectors (cosine), or with hnsw_rs on the codes (Hamming).
-        let mut hnsw_info = None;
-        let mut graph_info = None;
-        match (self.hnsw, self.graph_vectors.take()) {
-            (Some(params), Some(source)) => {
-                let base = done;
-                let space = match source {
-                    GraphSource::Rows(vectors, dim) => UnitVectors::normalized(
-                        vectors,
-                        dim,
-                        crate::kernel::KernelFamily::current(),
-                    ),
-                    GraphSource::Unit(v) => v.space,
-                };
-                let dim = space.dim;
-                let bp = BuildParams {
-                    m: params.max_connections,
-                    ef_construction: params.ef_construction,
-                    seed: GRAPH_SEED,
-                };
-                let data = graph_build::build(&space, &bp, |d| report(base + d as u64))?;
-                let payload = data.to_payload()?;
-                let info = write_graph_file(&tmp_path.join(GRAPH_FILE), n as u64, &payload)?;
-                files.insert(GRAPH_FILE.to_string(), info);
-                graph_info = Some(GraphInfo {
-                    file: GRAPH_FILE.to_string(),
-                    metric: GraphMetric::Cosine,
-                    dim: dim as u32,
-                    params,
-                });
+    /// The graph on float vectors ([`GRAPH_FILE`], built natively, by cosine), reporting each
+    /// batch of inserts.
+    fn write_cosine_graph(
+        &self,
+        params: HnswParams,
+        source: GraphSource<'_>,
+        to: &mut Staging<'_, '_>,
+    ) -> Result<GraphInfo> {
+        let space = match source {
+            GraphSource::Rows(vectors, dim) => {
+                UnitVectors::normalized(vectors, dim, crate::kernel::KernelFamily::current())
             }
-            (Some(params), None) => {
-                let base = done;
-                let (basename, (native, native_info)) =
-                    build_and_dump(self.codes, w, &params, &tmp_path, HNSW_BASENAME, &mut |d| {
-                        report(base + d)
-                    })?;
-                files.insert(native.clone(), native_info);
-                let info = HnswInfo {
-                    graph: format!("{basename}.hnsw.graph"),
-                    data: format!("{basename}.hnsw.data"),
-                    basename,
-                    params,
-                    native: Some(native),
-                };
-                for f in [&info.graph, &info.data] {
-                    let p = tmp_path.join(f);
-                    sync_file(&p)?;
-                    files.insert(f.clone(), crc_of_file(&p)?);
-                }
-                debug_assert_eq!(info.basename, HNSW_BASENAME);
-                hnsw_info = Some(info);
-            }
-            _ => {}
-        }
-
-        // model
-        let mut model_info = None;
-        if let Some(src) = &self.model {
-            let file = format!("model{}", sanitized_extension(src));
-            let dst = tmp_path.join(&file);
-            crate::files::copy_file(src, &dst)?;
-            sync_file(&dst)?;
-            files.insert(file.clone(), crc_of_file(&dst)?);
-            model_info = Some(ModelInfo {
-                file,
-                original_name: src
-                    .file_name()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            });
-        }
-
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            bsa_index_version: env!("CARGO_PKG_VERSION").to_string(),
-            n: n as u64,
-            bits: bits as u32,
-            words_per_code: w as u32,
-            incompat_features: Vec::new(),
-            segments: vec![Segment {
-                rows: n as u64,
-                codes: "codes.bin".into(),
-                ids: "ids.bin".into(),
-                vectors: vectors_info.map(|_| "vectors.bin".to_string()),
-            }],
-            vectors: vectors_info,
-            hnsw: hnsw_info,
-            graph: graph_info,
-            model: model_info,
-            inverted: inverted_info,
-            norms: norms_info,
-            sparse: sparse_info,
-            bitmaps: bitmaps_info,
-            files,
-            build: BuildInfo {
-                ids_given: self.ids.is_some(),
-                hnsw: self.hnsw,
-                threads: rayon::current_num_threads(),
-            },
-            extra: std::mem::take(&mut self.extra),
+            GraphSource::Unit(v) => v.space,
         };
-        let mpath = tmp_path.join(MANIFEST_FILE);
-        let bytes = manifest.to_bytes()?;
-        let mut f = File::create(&mpath).map_err(|e| Error::io(&mpath, e))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(&mpath, e))?;
-        drop(f);
-        sync_dir(&tmp_path)?;
-
-        self.check_stop()?;
-        let on_wait = self.on_wait.take();
-        let wait = WaitLimits {
-            stop: self.stop,
-            timeout: self.lock_timeout,
+        let dim = space.dim;
+        let bp = BuildParams {
+            m: params.max_connections,
+            ef_construction: params.ef_construction,
+            seed: GRAPH_SEED,
         };
-        staged.commit(|| on_wait.map_or((), |f| f()), wait)?;
-        Ok(manifest)
+        // The graph reports its own running count of inserts: the last step, so it is added
+        // to what was done before without counting it in.
+        let base = to.steps.done;
+        let data = graph_build::build(&space, &bp, |d| to.steps.report(base + d as u64))?;
+        let payload = data.to_payload()?;
+        let info = write_graph_file(&to.dir.join(GRAPH_FILE), to.n as u64, &payload)?;
+        to.files.insert(GRAPH_FILE.to_string(), info);
+        Ok(GraphInfo {
+            file: GRAPH_FILE.to_string(),
+            metric: GraphMetric::Cosine,
+            dim: dim as u32,
+            params,
+        })
+    }
+
+    /// The graph on the codes (by Hamming distance, built and dumped by hnsw_rs): its
+    /// `.hnsw.graph` and `.hnsw.data` files and the native copy it makes, reporting as
+    /// [`write_cosine_graph`](Self::write_cosine_graph) does.
+    fn write_hamming_graph(
+        &self,
+        params: HnswParams,
+        to: &mut Staging<'_, '_>,
+    ) -> Result<HnswInfo> {
+        let w = words_per_code(self.bits);
+        let dir = to.dir;
+        let base = to.steps.done;
+        let (basename, (native, native_info)) =
+            build_and_dump(self.codes, w, &params, dir, HNSW_BASENAME, &mut |d| {
+                to.steps.report(base + d)
+            })?;
+        to.files.insert(native.clone(), native_info);
+        let info = HnswInfo {
+            graph: format!("{basename}.hnsw.graph"),
+            data: format!("{basename}.hnsw.data"),
+            basename,
+            params,
+            native: Some(native),
+        };
+        for f in [&info.graph, &info.data] {
+            let p = dir.join(f);
+            sync_file(&p)?;
+            to.files.insert(f.clone(), crc_of_file(&p)?);
+        }
+        debug_assert_eq!(info.basename, HNSW_BASENAME);
+        Ok(info)
+    }
+
+    /// A copy of the model file, when one is given, as `model.<its extension>`.
+    fn write_model(&self, to: &mut Staging<'_, '_>) -> Result<Option<ModelInfo>> {
+        let Some(src) = &self.model else {
+            return Ok(None);
+        };
+        let file = format!("model{}", sanitized_extension(src));
+        let dst = to.dir.join(&file);
+        crate::files::copy_file(src, &dst)?;
+        sync_file(&dst)?;
+        to.files.insert(file.clone(), crc_of_file(&dst)?);
+        Ok(Some(ModelInfo {
+            file,
+            original_name: src
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        }))
     }
 }
 
