@@ -188,6 +188,7 @@ def main():
         results["rows"] = [r for r in old["rows"] if str(r["bytes"]) not in a.sizes.split(",")]
         results["builds"] = [b for b in old["builds"] if str(b["bytes"]) not in a.sizes.split(",")]
         results["when"] = old["when"] + " and " + results["when"]
+        results["settings"] = old.get("settings", "(not recorded)") + " and " + results["settings"]
     for size in [int(s) for s in a.sizes.split(",")]:
         n_bits, k, model, faiss_specs = sizes[size]
         if model is None:

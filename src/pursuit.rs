@@ -287,9 +287,7 @@ pub fn reconstruction_loss(
         let codes = encode_with(params, k, chunk, false, stop).ok_or(Error::Stopped)?;
         sum += decoded_distance(params, &codes, chunk) * chunk.nrows() as f64;
     }
-    // A cosine distance is never below 0, but exact reconstructions (more atoms than rows)
-    // round to about -1e-8, which `bsa train` printed as "-0.0000".
-    Ok((sum / x.nrows().max(1) as f64).max(0.0))
+    Ok(crate::loss::not_below_zero(sum / x.nrows().max(1) as f64))
 }
 
 /// Rows decoded at once by [`decoded_distance`] and [`reconstruction_loss`]: bounds the
@@ -307,7 +305,7 @@ fn decoded_distance(params: &Params<f32>, codes: &[Vec<u32>], x: ArrayView2<f32>
         sum +=
             distance_rows(LossKind::Cosine, xhat.view(), rows, None) as f64 * rows.nrows() as f64;
     }
-    sum / x.nrows().max(1) as f64
+    crate::loss::not_below_zero(sum / x.nrows().max(1) as f64)
 }
 
 /// Progress of one round of [`PursuitParams::fit`].

@@ -251,12 +251,17 @@ impl Error {
     }
 
     /// A copy of this error, for an outcome kept and said again ([`std::io::Error`] is not
-    /// `Clone`: an I/O error's copy has its kind and message, not its OS error number).
+    /// `Clone`: an I/O error's copy is made from its OS error number, or else has its kind and
+    /// message).
     pub(crate) fn duplicate(&self) -> Self {
         match self {
             Error::Io { path, error } => Error::io(
                 path.clone(),
-                std::io::Error::new(error.kind(), format!("{error}{}", io_hint(error))),
+                match error.raw_os_error() {
+                    // The number kept: `lacks_resources` and the hint read it.
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(error.kind(), format!("{error}{}", io_hint(error))),
+                },
             ),
             Error::NotAnIndex { path } => Error::NotAnIndex { path: path.clone() },
             Error::Version {
@@ -410,17 +415,25 @@ pub fn io_hint(e: &std::io::Error) -> &'static str {
             "; a name too long for its file system (bsa's temporary names add up to 26 \
              characters to it)"
         }
-        _ if too_many_open_files(e) => {
-            "; the process may open no more files: raise its limit (ulimit -n); an index holds \
-             a few open per segment, and bsa compact makes fewer segments"
+        _ if e.raw_os_error() == Some(EMFILE) && cfg!(unix) => {
+            "; the process may open no more files: raise its limit (ulimit -n); an open index \
+             with a graph holds one per segment, and bsa compact makes fewer segments"
+        }
+        _ if e.raw_os_error() == Some(ENFILE) && cfg!(unix) => {
+            "; the system's open files are at its limit (fs.file-max): close some, or raise it"
         }
         _ => "",
     }
 }
 
+/// The OS error numbers of "too many open files" in the process (EMFILE) and in the system
+/// (ENFILE): the same on Linux, the BSDs and macOS, and std has no kind for them.
+const ENFILE: i32 = 23;
+const EMFILE: i32 = 24;
+
 /// Whether `e` says that this process or machine lacks something, rather than that a file is
-/// wrong: permission to read or write it, a free file descriptor, memory. `bsa verify` exits
-/// 2 on such an error, not 1 (damage): the index may well be intact.
+/// wrong: permission to read or write it, a free file descriptor, address space to map it.
+/// `bsa verify` exits 2 on such an error, not 1 (damage): the index may well be intact.
 ///
 /// ```
 /// use std::io::{Error, ErrorKind};
@@ -436,9 +449,6 @@ pub fn lacks_resources(e: &std::io::Error) -> bool {
 
 /// Whether `e` is EMFILE or ENFILE: the process's or the system's open files are at their limit.
 fn too_many_open_files(e: &std::io::Error) -> bool {
-    // The same numbers on Linux, the BSDs and macOS; std has no kind for them.
-    const ENFILE: i32 = 23;
-    const EMFILE: i32 = 24;
     cfg!(unix) && matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
 }
 

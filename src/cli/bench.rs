@@ -111,6 +111,10 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     let threads = bsa::threads::configure(a.threads)?;
     let base = super::io::open_embeddings(&a.base, super::io::ZeroRows::Refused)?;
     let queries = super::io::open_embeddings(&a.queries, super::io::ZeroRows::Refused)?;
+    // Its cells train on the base and evaluate on the queries, in float32 as `bsa train` and
+    // `bsa eval` do.
+    bsa::io::check_float32_norms(&a.base.display().to_string(), base.view())?;
+    bsa::io::check_float32_norms(&a.queries.display().to_string(), queries.view())?;
     // Every cell reports recall@10: it needs ten true neighbours per query.
     if base.n() < 10 {
         anyhow::bail!(
@@ -241,22 +245,17 @@ pub fn run(a: &Args) -> anyhow::Result<()> {
     // The cells' indexes go in a temporary folder, and models and results in --cache: both
     // made before the ground truth, so that a place they cannot be made is said at once.
     remove_killed_benches_work();
-    let work = bsa::io::temp_dir_in(
-        &std::env::temp_dir(),
-        &format!("{WORK_PREFIX}{}-", std::process::id()),
-    )
-    .context("creating a temporary folder for the cells' indexes (set TMPDIR to choose where)")?;
+    let work = super::io::temp_work_dir(&format!("{WORK_PREFIX}{}-", std::process::id()))?;
     // Held while this bench runs: a folder whose marker is not locked is a dead bench's.
     let marker = work.path().join(WORK_MARKER);
     let _alive = std::fs::File::create(&marker)
         .and_then(|f| f.lock().map(|()| f))
         .with_context(|| format!("locking {}", marker.display()))?;
     // (--cached-only reads it only: a mistyped one is not made.)
-    if let Some(dir) = a.cache.as_ref().filter(|_| !a.cached_only) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| bsa::Error::io(dir, e))
-            .context("--cache")?;
-    }
+    let _cache = match a.cache.as_ref().filter(|_| !a.cached_only) {
+        Some(dir) => MadeFolder::make(dir).context("--cache")?,
+        None => MadeFolder(None),
+    };
     let (truth, gt_source) = match &a.gt {
         Some(p) => {
             let t = super::io::read_ground_truth(p, queries.n(), base.n())?;
@@ -394,6 +393,28 @@ fn shows_histograms_over(cell: &Cell, shown: Option<&Cell>) -> bool {
         Some(c) => {
             !headline(c)
                 && (headline(cell) || (c.variant != Variant::Bsa && cell.variant == Variant::Bsa))
+        }
+    }
+}
+
+/// A folder this run made, removed when the run ends if it is still empty: a bench stopped or
+/// failed before its first cell wrote there leaves no new empty `--cache` behind.
+struct MadeFolder(Option<std::path::PathBuf>);
+
+impl MadeFolder {
+    /// Makes `dir` with any missing parents; remembers it if it did not exist.
+    fn make(dir: &std::path::Path) -> bsa::Result<MadeFolder> {
+        let made = !dir.exists();
+        std::fs::create_dir_all(dir).map_err(|e| bsa::Error::io(dir, e))?;
+        Ok(MadeFolder(made.then(|| dir.to_path_buf())))
+    }
+}
+
+impl Drop for MadeFolder {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            // Fails, and keeps it, once anything is in it.
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }

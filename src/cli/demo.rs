@@ -260,10 +260,7 @@ impl Workdir {
     /// replaces `model.safetensors` and `index/` in it.
     fn prepare(dir: Option<&Path>) -> anyhow::Result<Workdir> {
         let Some(d) = dir else {
-            return Ok(Workdir::Temp(
-                bsa::io::temp_dir_in(&std::env::temp_dir(), "bsa-demo-")
-                    .context("creating a temporary folder")?,
-            ));
+            return Ok(Workdir::Temp(super::io::temp_work_dir("bsa-demo-")?));
         };
         if d.exists() {
             let entries = std::fs::read_dir(d)

@@ -2,6 +2,9 @@
 
 /// Report the paper's metrics of a model on embeddings.
 ///
+/// Computed in float32, as training is: rows whose L2 norm is outside 1.1e-19 to 1.8e19 are
+/// refused, naming the row.
+///
 /// JSON keys: n bits k reconstruction_loss reconstruction_mse fixed_topk_reconstruction_loss
 /// active_mean active_std dead_features feature_frequency_quantiles.
 ///

@@ -41,6 +41,14 @@ pub fn open_embeddings(
     Ok(e)
 }
 
+/// A temporary folder for a command's working files in the system's (`TMPDIR`), named `prefix`
+/// and random characters, removed with what it holds when dropped.
+pub fn temp_work_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    use anyhow::Context;
+    bsa::io::temp_dir_in(&std::env::temp_dir(), prefix)
+        .context("creating a temporary folder (set TMPDIR to choose where)")
+}
+
 /// Checks that `queries` have the columns of `base` (no model is involved: both are searched
 /// against each other).
 pub fn expect_same_dim(

@@ -17,7 +17,7 @@ use bsa_index::live::Snapshot;
 /// damaged, missing, or from another index; a manifest that is there but damaged too), 2 when
 /// there is no index to check (no such folder, no manifest in it, one that is not a bsa
 /// index's, or one of a newer format version than this bsa reads) or when the check could not
-/// be made (a file it may not read, no file descriptor or memory left).
+/// be made (a file it may not read, no file descriptor left, no address space to map a file).
 ///
 /// Example:
 ///   bsa verify --index idx
@@ -124,7 +124,7 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Whether `e` failed for want of something of this process or machine (a permission, a file
-/// descriptor, memory; [`bsa_index::lacks_resources`]), not for damage: exit 2, so that a
+/// descriptor, address space; [`bsa_index::lacks_resources`]), not for damage: exit 2, so that a
 /// script that rebuilds or restores a damaged index leaves an intact one alone.
 fn environmental(e: &bsa_index::Error) -> bool {
     matches!(e, bsa_index::Error::Io { error, .. } if bsa_index::lacks_resources(error))

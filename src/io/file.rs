@@ -443,13 +443,18 @@ pub fn writable_target(path: &Path) -> Result<std::path::PathBuf> {
         open_own_stream(path).map_err(|e| Error::io(path, e))?;
         return Ok(path.to_path_buf());
     }
-    // `out.npy/` names a folder, as the OS takes it, where the path's file name would write
-    // `out.npy`: refused as opening it for writing would be.
-    if path.as_os_str().as_encoded_bytes().ends_with(b"/") && !path.is_dir() {
+    // `out.npy/` (or `out.npy/.`) names a folder, as the OS takes it, where the path's file
+    // name would write `out.npy`: refused as opening it for writing would be.
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let separator = |b: Option<&u8>| b.is_some_and(|&c| std::path::is_separator(char::from(c)));
+    let folder = separator(bytes.last())
+        || (bytes.ends_with(b".")
+            && separator(bytes.len().checked_sub(2).and_then(|i| bytes.get(i))));
+    if folder && !path.is_dir() {
         let e = std::io::Error::new(
             std::io::ErrorKind::IsADirectory,
-            "ends in '/', so it names a folder; an output is written by replacing a file: give \
-             the path of a file",
+            "ends in a path separator (or one and '.'), so it names a folder; an output is \
+             written by replacing a file: give the path of a file",
         );
         return Err(Error::io(path, e));
     }

@@ -323,6 +323,10 @@ fn bench_says_at_once_where_it_cannot_work() {
     assert!(!msg.contains("ground truth"), "{msg}");
     bench(&["--cache", "file/cache"], &[]).fails_with(&["--cache", "file/cache"]);
     assert!(!t.exists("r"));
+    // A --cache this run made is removed when it fails before writing there (a bad --gt).
+    t.write("gt.npy", b"not a ground truth");
+    bench(&["--cache", "new/cache", "--gt", "gt.npy"], &[]).fails_with(&["gt.npy"]);
+    assert!(!t.exists("new/cache"));
     // A folder above --out that cannot be made is said as --out's, then named.
     let o = t.bsa(&[
         "bench",

@@ -918,8 +918,14 @@ fn outputs_are_regular_files() {
     encode("good.npy", "folder")
         .fails_with(&["--out folder: a directory", "give the path of a file"]);
     // A path ending in '/' names a folder, even one that does not exist: no `codes.npy`.
-    encode("good.npy", "codes.npy/")
-        .fails_with(&["--out codes.npy/: ends in '/'", "give the path of a file"]);
+    encode("good.npy", "codes.npy/").fails_with(&[
+        "--out codes.npy/: ends in a path separator",
+        "give the path of a file",
+    ]);
+    encode("good.npy", "codes.npy/.").fails_with(&[
+        "--out codes.npy/.: ends in a path separator",
+        "give the path of a file",
+    ]);
     assert!(!t.exists("codes.npy"));
     let fifo = t.path("pipe");
     assert!(
@@ -1115,7 +1121,8 @@ fn a_refused_build_gives_no_advice_it_cannot_take() {
 /// Training computes in float32: a row whose squared norm is not a normal float32 (norm above
 /// 1.8e19 or below 1.1e-19) is refused by every trainer, naming the file and row, where it
 /// used to train a model that gives every row one code (and blame --lr or --ridge). `bsa eval`
-/// computes so too, and refuses them where it said such rows were at cosine distance 1.
+/// and `bsa bench` compute so too, and refuse them (eval said such rows were at cosine
+/// distance 1).
 #[test]
 fn training_refuses_rows_float32_cannot_square() {
     let t = TestDir::new();
@@ -1141,6 +1148,21 @@ fn training_refuses_rows_float32_cannot_square() {
         t.write_f32(name, &m);
         t.bsa(&["eval", "--model", "unit.safetensors", "--data", name])
             .fails_with(&[&format!("{name}: row 7: L2 norm"), "L2-normalise"]);
+        // bench trains on its base and evaluates on its queries, both in float32.
+        for (base, queries) in [(name, "unit.npy"), ("unit.npy", name)] {
+            t.bsa(&[
+                "bench",
+                "--base",
+                base,
+                "--queries",
+                queries,
+                "--methods",
+                "sign",
+                "--out",
+                "r",
+            ])
+            .fails_with(&[&format!("{name}: row 7: L2 norm")]);
+        }
         let methods: [&[&str]; 4] = [
             &["--bits", "16", "--k", "4", "--epochs", "1"],
             &["--bits", "16", "--k", "4", "--epochs", "1", "--loss", "mse"],

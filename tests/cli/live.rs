@@ -830,7 +830,7 @@ fn verify_short_of_file_descriptors_is_no_damage() {
         "idx",
     ])
     .ok();
-    // Ten segments, each with its files open while it is checked.
+    // Ten segments, each holding its graph's file open.
     for seed in 0..9 {
         t.write_f32("more.npy", &normalised(10, 16, 10 + seed));
         t.bsa(&[
@@ -855,5 +855,6 @@ fn verify_short_of_file_descriptors_is_no_damage() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("Too many open files"), "{stderr}");
     assert!(stderr.contains("raise its limit (ulimit -n)"), "{stderr}");
+    assert!(stderr.contains("one per segment"), "{stderr}");
     t.bsa(&["verify", "--index", "idx"]).ok();
 }
