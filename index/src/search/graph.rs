@@ -146,6 +146,22 @@ struct Table<'a> {
     w: usize,
 }
 
+impl<'a> Table<'a> {
+    /// The scorer of one query's `table` and `offset` over the codes of `v` (with their
+    /// `norms`, when the score divides by them).
+    #[inline(always)]
+    fn new(v: &CodesView<'a>, norms: Option<&'a [f32]>, table: &'a [f32], offset: f32) -> Self {
+        Table {
+            table,
+            offset,
+            norms,
+            sparse: v.sparse(),
+            codes: v.codes(),
+            w: v.words_per_code(),
+        }
+    }
+}
+
 impl Table<'_> {
     /// The set bits of `row` as table indices, or `None` for packed codes.
     #[inline(always)]
@@ -493,14 +509,7 @@ fn search_batch_table(
         (0..offsets.len())
             .into_par_iter()
             .map(|qi| {
-                let m = Table {
-                    table: &tables[qi * bits..(qi + 1) * bits],
-                    offset: offsets[qi],
-                    norms,
-                    sparse: c.sparse(),
-                    codes: c.codes(),
-                    w: c.words_per_code(),
-                };
+                let m = Table::new(c, norms, &tables[qi * bits..(qi + 1) * bits], offsets[qi]);
                 one(g, &m, k, ef, None, allowed)
             })
             .collect(),
@@ -1009,21 +1018,6 @@ impl GraphSearcher<'_> {
             other_norms.push(n);
         }
         let bits = c.bits();
-        fn table_of<'t>(
-            v: &CodesView<'t>,
-            norms: Option<&'t [f32]>,
-            table: &'t [f32],
-            offset: f32,
-        ) -> Table<'t> {
-            Table {
-                table,
-                offset,
-                norms,
-                sparse: v.sparse(),
-                codes: v.codes(),
-                w: v.words_per_code(),
-            }
-        }
         let nodes = c.len() as u32;
         let ok = |row: u32| {
             if row < nodes {
@@ -1040,11 +1034,11 @@ impl GraphSearcher<'_> {
                 let (table, offset) = (&tables[qi * bits..(qi + 1) * bits], offsets[qi]);
                 let m = Extended {
                     nodes,
-                    large: table_of(c, norms, table, offset),
+                    large: Table::new(c, norms, table, offset),
                     others: others
                         .iter()
                         .zip(&other_norms)
-                        .map(|(o, &n)| table_of(&o.codes, n, table, offset))
+                        .map(|(o, &n)| Table::new(&o.codes, n, table, offset))
                         .collect(),
                     lists,
                 };
@@ -1108,14 +1102,12 @@ impl GraphSearcher<'_> {
         (0..offsets.len())
             .into_par_iter()
             .map(|qi| {
-                let t = Table {
-                    table: &tables[qi * bits..(qi + 1) * bits],
-                    offset: offsets[qi],
-                    norms: c.norms(),
-                    sparse: c.sparse(),
-                    codes: c.codes(),
-                    w: c.words_per_code(),
-                };
+                let t = Table::new(
+                    c,
+                    c.norms(),
+                    &tables[qi * bits..(qi + 1) * bits],
+                    offsets[qi],
+                );
                 let (keys, _) = SCRATCH.with(|s| {
                     search_one(&self.graph, &t, ef, m, |_| true, None, &mut s.borrow_mut())
                 });
