@@ -475,26 +475,15 @@ impl Header {
                     )));
                 }
             }
-            FileKind::Inverted => {
+            FileKind::Inverted | FileKind::Bitmaps | FileKind::Sparse => {
                 if header.width == 0 || header.width > MAX_INVERTED_BITS || header.row_elems != 0 {
+                    let noun = match kind {
+                        FileKind::Inverted => "inverted",
+                        FileKind::Bitmaps => "bitmap",
+                        _ => "sparse",
+                    };
                     return Err(corrupt(format!(
-                        "inverted file for {}-bit codes with row length {} (must be 1..={MAX_INVERTED_BITS} bits, row length 0)",
-                        header.width, header.row_elems
-                    )));
-                }
-            }
-            FileKind::Bitmaps => {
-                if header.width == 0 || header.width > MAX_INVERTED_BITS || header.row_elems != 0 {
-                    return Err(corrupt(format!(
-                        "bitmap file for {}-bit codes with row length {} (must be 1..={MAX_INVERTED_BITS} bits, row length 0)",
-                        header.width, header.row_elems
-                    )));
-                }
-            }
-            FileKind::Sparse => {
-                if header.width == 0 || header.width > MAX_INVERTED_BITS || header.row_elems != 0 {
-                    return Err(corrupt(format!(
-                        "sparse file for {}-bit codes with row length {} (must be 1..={MAX_INVERTED_BITS} bits, row length 0)",
+                        "{noun} file for {}-bit codes with row length {} (must be 1..={MAX_INVERTED_BITS} bits, row length 0)",
                         header.width, header.row_elems
                     )));
                 }
