@@ -175,19 +175,7 @@ impl Embeddings {
     /// assert!(err.contains("row 1"), "{err}");
     /// ```
     pub fn check_finite(&self) -> Result<()> {
-        for (row, values) in self.as_slice().chunks_exact(self.dim).enumerate() {
-            if plainly_fine(values) {
-                continue;
-            }
-            if let Some(detail) = nonfinite_detail(values) {
-                return Err(Error::BadRow {
-                    path: self.path.clone(),
-                    row,
-                    detail,
-                });
-            }
-        }
-        Ok(())
+        self.check_rows_by(nonfinite_detail)
     }
 
     /// Checks that every row has a positive, finite L2 norm (computed in `f64`, and required to be
@@ -200,11 +188,18 @@ impl Embeddings {
     /// assert!(err.contains("row 1"), "{err}");
     /// ```
     pub fn check_nonzero_norms(&self) -> Result<()> {
+        self.check_rows_by(norm_detail)
+    }
+
+    /// The first row that is not [`plainly_fine`] and that `detail` finds fault with, as
+    /// [`Error::BadRow`] naming this file ([`check_finite`](Self::check_finite),
+    /// [`check_nonzero_norms`](Self::check_nonzero_norms)).
+    fn check_rows_by(&self, detail: impl Fn(&[f32]) -> Option<String>) -> Result<()> {
         for (row, values) in self.as_slice().chunks_exact(self.dim).enumerate() {
             if plainly_fine(values) {
                 continue;
             }
-            if let Some(detail) = norm_detail(values) {
+            if let Some(detail) = detail(values) {
                 return Err(Error::BadRow {
                     path: self.path.clone(),
                     row,
