@@ -379,6 +379,17 @@ fn shape_2d(path: &Path, parsed: &Parsed, what: &str) -> Result<(usize, usize)> 
     }
 }
 
+/// The number of elements of a `rows x cols` array, refused (the file is corrupt) when it
+/// overflows `usize`.
+fn element_count(path: &Path, rows: usize, cols: usize) -> Result<usize> {
+    rows.checked_mul(cols).ok_or_else(|| {
+        Error::format(
+            path,
+            "the array shape overflows the address space; the file is corrupt",
+        )
+    })
+}
+
 fn check_no_pickle(path: &Path, parsed: &Parsed) -> Result<()> {
     if parsed.header.uses_pickled_array() {
         return Err(Error::format(
@@ -433,12 +444,7 @@ pub(crate) fn open_embeddings(path: &Path) -> Result<Embeddings> {
             ),
         ));
     }
-    let count = n.checked_mul(dim).ok_or_else(|| {
-        Error::format(
-            path,
-            "the array shape overflows the address space; the file is corrupt",
-        )
-    })?;
+    let count = element_count(path, n, dim)?;
     let data = data_bytes(path, &map, &parsed, count, size)?;
     let endianness = plain(&dtype).map(TypeStr::endianness);
     let order = parsed.header.order();
@@ -698,12 +704,7 @@ pub fn read_u8(path: impl AsRef<Path>) -> Result<(usize, usize, Vec<u8>)> {
         ));
     }
     let (rows, cols) = shape_2d(path, &parsed, "a 2-D uint8 array (n x bytes)")?;
-    let count = rows.checked_mul(cols).ok_or_else(|| {
-        Error::format(
-            path,
-            "the array shape overflows the address space; the file is corrupt",
-        )
-    })?;
+    let count = element_count(path, rows, cols)?;
     let data = data_bytes(path, &map, &parsed, count, 1)?;
     Ok((
         rows,
@@ -743,12 +744,7 @@ pub fn read_i32(path: impl AsRef<Path>) -> Result<(usize, usize, Vec<i32>)> {
         }
     };
     let (rows, cols) = shape_2d(path, &parsed, "a 2-D integer array (n x k)")?;
-    let count = rows.checked_mul(cols).ok_or_else(|| {
-        Error::format(
-            path,
-            "the array shape overflows the address space; the file is corrupt",
-        )
-    })?;
+    let count = element_count(path, rows, cols)?;
     let data = data_bytes(path, &map, &parsed, count, size)?;
     let order = parsed.header.order();
     let v = if size == 4 {
