@@ -11,7 +11,7 @@ use bsa::model::{Autoencoder, FrozenModel, LossKind, Method, Target};
 use bsa::query::check_rows;
 use bsa::train::{Progress, TrainParams};
 use ndarray::{Array2, ArrayView2};
-use numpy::{PyArray2, PyArrayMethods};
+use numpy::{PyArray2, PyArrayMethods, PyReadonlyArray2};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyUserWarning, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -54,6 +54,24 @@ pub(crate) struct Model {
     pub(crate) inner: Arc<FrozenModel>,
     /// The `training` metadata saved with the model.
     pub(crate) training: serde_json::Value,
+}
+
+impl Model {
+    /// The argument `x` (float, n x dim, its rows as `rows` allows) as the float32 matrix the
+    /// model reads; refused when its width is not the model's `dim` (encode and eval).
+    fn input<'py>(
+        &self,
+        x: &Bound<'py, PyAny>,
+        rows: Rows,
+    ) -> PyResult<PyReadonlyArray2<'py, f32>> {
+        let x = float32_matrix(as_array(x, "x")?, "x", rows)?.readonly();
+        let (dim, cols) = (self.inner.config.dim, view2(&x).ncols());
+        if cols != dim {
+            let e = bsa::Error::model_dim("x", dim, cols);
+            return Err(PyValueError::new_err(e.to_string()));
+        }
+        Ok(x)
+    }
 }
 
 #[pymethods]
@@ -150,14 +168,9 @@ impl Model {
     ) -> PyResult<Bound<'py, PyArray2<u8>>> {
         let py = x.py();
         let threads = positive("threads", threads)?;
-        let x = float32_matrix(as_array(x, "x")?, "x", Rows::Any)?;
-        let x = x.readonly();
+        let x = self.input(x, Rows::Any)?;
         let xv = view2(&x);
         let m = &self.inner;
-        if xv.ncols() != m.config.dim {
-            let e = bsa::Error::model_dim("x", m.config.dim, xv.ncols());
-            return Err(PyValueError::new_err(e.to_string()));
-        }
         warn_if_not_unit(py, xv, "x", (m.config.method, m.config.dim))?;
         let n = xv.nrows();
         let encode = |stop: &Arc<AtomicBool>| {
@@ -204,14 +217,9 @@ impl Model {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = x.py();
         let threads = positive("threads", threads)?;
-        let x = float32_matrix(as_array(x, "x")?, "x", Rows::Some)?;
-        let x = x.readonly();
+        let x = self.input(x, Rows::Some)?;
         let xv = view2(&x);
         let m = &self.inner;
-        if xv.ncols() != m.config.dim {
-            let e = bsa::Error::model_dim("x", m.config.dim, xv.ncols());
-            return Err(PyValueError::new_err(e.to_string()));
-        }
         // Ctrl-C can stop a large set (it is encoded and decoded twice).
         let metrics = interruptible_if(py, threads, xv.nrows() > INTERRUPTIBLE_ROWS, |stop| {
             check_rows("x", xv, true)?;
