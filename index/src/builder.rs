@@ -659,12 +659,9 @@ impl<'a> IndexBuilder<'a> {
                     got: ids.len(),
                 });
             }
-            let mut sorted = ids.to_vec();
-            sorted.sort_unstable();
-            if let Some(d) = sorted.windows(2).find(|p| p[0] == p[1]) {
+            if let Err(d) = sorted_distinct_ids(ids) {
                 return Err(Error::InvalidArgument(format!(
-                    "id {} appears more than once; ids must be unique",
-                    d[0]
+                    "id {d} appears more than once; ids must be unique"
                 )));
             }
         }
@@ -1885,6 +1882,17 @@ pub fn check_replaceable(dir: &Path) -> Result<()> {
         Some(_) => refuse(format!(
             "not an index directory (no bsa index manifest) and not empty; {advice}"
         )),
+    }
+}
+
+/// `ids` sorted, or the smallest id they hold more than once (the one a build or an add of
+/// these ids refuses by name).
+pub(crate) fn sorted_distinct_ids(ids: &[u64]) -> std::result::Result<Vec<u64>, u64> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    match sorted.windows(2).find(|p| p[0] == p[1]) {
+        Some(p) => Err(p[0]),
+        None => Ok(sorted),
     }
 }
 

@@ -1030,14 +1030,11 @@ impl Writer {
             rows.graph_vectors.is_some(),
             graph_dim.is_some(),
         )?;
-        let mut sorted = ids.clone();
-        sorted.sort_unstable();
-        if let Some(p) = sorted.windows(2).find(|p| p[0] == p[1]) {
-            return Err(Error::InvalidArgument(format!(
-                "id {} appears more than once among the new rows; ids must be unique",
-                p[0]
-            )));
-        }
+        let sorted = crate::builder::sorted_distinct_ids(&ids).map_err(|id| {
+            Error::InvalidArgument(format!(
+                "id {id} appears more than once among the new rows; ids must be unique"
+            ))
+        })?;
         let snap = self.snapshot()?;
         let clashes: Vec<(u64, (usize, usize))> = ids
             .iter()
