@@ -111,6 +111,18 @@ pub(crate) fn sync_file(path: &Path) -> Result<()> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// Refuses the file at `path` as corrupt when it holds `holds` of `what` (`"ids"`, `"set
+/// bits"`) but the manifest lists `listed`: the one wording of every such count check.
+pub(crate) fn check_listed_count(path: &Path, what: &str, holds: u64, listed: u64) -> Result<()> {
+    if holds != listed {
+        return Err(Error::corrupt(
+            path,
+            format!("holds {holds} {what} but the manifest says {listed}"),
+        ));
+    }
+    Ok(())
+}
+
 /// `e`, an error reading `path`, a file the manifest beside it lists: a missing file is said
 /// as listed by that manifest, since the usual cause is the manifest, not the file: another
 /// index's manifest copied in, or a copy of the directory that stopped half-way.

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use crate::bitmaps::{BitmapView, BitmapsLayout};
 use crate::error::{Error, Result};
 use crate::files::read_manifest_bytes;
-use crate::files::{Section, verify_plain_file};
+use crate::files::{Section, check_listed_count, verify_plain_file};
 use crate::format::{ElemKind, FileKind};
 use crate::graph::GraphView;
 use crate::hnsw::HnswGraph;
@@ -294,15 +294,7 @@ impl Index {
             ));
         }
         let ids = Section::open(dir.join(&seg.ids), FileKind::Ids, &info(&seg.ids))?;
-        if ids.header.count != manifest.n {
-            return Err(Error::corrupt(
-                &ids.path,
-                format!(
-                    "holds {} ids but the manifest says {}",
-                    ids.header.count, manifest.n
-                ),
-            ));
-        }
+        check_listed_count(&ids.path, "ids", ids.header.count, manifest.n)?;
         let vectors = match (&seg.vectors, &manifest.vectors) {
             (Some(name), Some(vi)) => {
                 let s = Section::open(dir.join(name), FileKind::Vectors, &info(name))?;
@@ -389,16 +381,7 @@ impl Index {
                 index.manifest.bits,
                 &s.path,
             )?;
-            if view.set_bits() as u64 != si.set_bits {
-                return Err(Error::corrupt(
-                    &s.path,
-                    format!(
-                        "holds {} set bits but the manifest says {}",
-                        view.set_bits(),
-                        si.set_bits
-                    ),
-                ));
-            }
+            check_listed_count(&s.path, "set bits", view.set_bits() as u64, si.set_bits)?;
             let layout = view.layout();
             index.sparse = Some((s, layout));
         }
@@ -439,15 +422,7 @@ impl Index {
             let set_bits: u64 = (0..view.bits())
                 .map(|j| u64::from(view.column_count(j)))
                 .sum();
-            if set_bits != bi.set_bits {
-                return Err(Error::corrupt(
-                    &s.path,
-                    format!(
-                        "holds {set_bits} set bits but the manifest says {}",
-                        bi.set_bits
-                    ),
-                ));
-            }
+            check_listed_count(&s.path, "set bits", set_bits, bi.set_bits)?;
             Ok(layout)
         };
         checked_once(checked, check).map(Some)
@@ -468,16 +443,8 @@ impl Index {
                 self.manifest.bits,
                 &s.path,
             )?;
-            if view.postings_len() as u64 != ii.postings {
-                return Err(Error::corrupt(
-                    &s.path,
-                    format!(
-                        "holds {} postings but the manifest says {}",
-                        view.postings_len(),
-                        ii.postings
-                    ),
-                ));
-            }
+            let postings = view.postings_len() as u64;
+            check_listed_count(&s.path, "postings", postings, ii.postings)?;
             Ok(view.layout())
         };
         checked_once(checked, check).map(Some)

@@ -549,16 +549,7 @@ pub(crate) fn read_bridge(
 ) -> Result<Vec<(u32, u32)>> {
     let words = read_words(dir, &entry.file, FileKind::Bridge, &entry.info)?;
     let path = dir.join(&entry.file);
-    if words.len() as u64 != entry.edges {
-        return Err(Error::corrupt(
-            &path,
-            format!(
-                "holds {} edges but the manifest says {}",
-                words.len(),
-                entry.edges
-            ),
-        ));
-    }
+    crate::files::check_listed_count(&path, "edges", words.len() as u64, entry.edges)?;
     if !words.windows(2).all(|p| p[0] < p[1]) {
         return Err(Error::corrupt(
             &path,
