@@ -82,7 +82,7 @@ const INDEX_LAYERS: &[&[&str]] = &[
     ],
     &[
         "live/copy.rs",
-        "live/snapshot.rs",
+        "live/snapshot/mod.rs",
         "live/summary.rs",
         "live/writer.rs",
         "query.rs",
