@@ -293,4 +293,22 @@ mod tests {
         let x = array![[1.0f64, 0.5, 0.0], [0.0, 0.9, 0.6], [0.4, 0.0, 0.1]];
         assert!(neighbour_distillation(x.view(), x.view(), None).abs() < 1e-15);
     }
+
+    /// A code with no set bit is left out of the pairs (its similarity is not compared with
+    /// its input's): the loss is that of the other pairs alone, over all m^2. Counting it would
+    /// add a constant to the reported loss (its gradient is zero either way), which
+    /// `--monitor loss` then ranks epochs by.
+    #[test]
+    fn an_empty_code_adds_nothing_to_the_neighbour_loss() {
+        let c = array![[0.9f64, 0.1, 0.4], [0.2, 0.8, 0.3], [0.0, 0.0, 0.0]];
+        let x = array![[1.0f64, 0.5], [-0.3, 0.9], [1.0, 0.0]];
+        let cos = |a: ndarray::ArrayView1<f64>, b: ndarray::ArrayView1<f64>| {
+            a.dot(&b) / (a.dot(&a).sqrt() * b.dot(&b).sqrt())
+        };
+        // Only the pair (0, 1), counted both ways, over m^2 = 9.
+        let d = cos(c.row(0), c.row(1)) - cos(x.row(0), x.row(1));
+        let want = 2.0 * d * d / 9.0;
+        let got = neighbour_distillation(c.view(), x.view(), None);
+        assert!((got - want).abs() < 1e-15, "{got} vs {want}");
+    }
 }
