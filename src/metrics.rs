@@ -262,6 +262,15 @@ mod tests {
         assert!(m.fixed_topk_reconstruction_loss.is_finite(), "{m:?}");
     }
 
+    /// Results past the k-th are not hits, however good: recall@k reads the first k alone
+    /// (callers pass longer lists, e.g. a search for k plus a rescore's candidates).
+    #[test]
+    fn recall_reads_only_the_first_k_results() {
+        let truth = vec![vec![1, 2, 3]];
+        assert_eq!(recall_at_k(&[vec![1, 9, 2]], &truth, 2), 0.5);
+        assert_eq!(recall_at_k(&[vec![9, 8, 1, 2]], &truth, 2), 0.0);
+    }
+
     #[test]
     fn recall_counts_misses_in_short_lists() {
         let truth = vec![vec![1, 2]];
