@@ -126,6 +126,19 @@ mod tests {
     }
 
     #[test]
+    fn eps_is_added_to_the_corrected_root_as_pytorch_adds_it() {
+        // PyTorch: lr * m_hat / (sqrt(v_hat) + eps). On the first step m_hat = g and
+        // sqrt(v_hat) = |g|, so a gradient equal to eps moves the weight by lr / 2 (an eps not
+        // scaled like lr_t would move it by about lr / 30).
+        let mut p = Params::<f32>::zeros(1, 1);
+        let mut g = Params::<f32>::zeros(1, 1);
+        g.be[0] = 1e-8;
+        let mut adam = Adam::new(0.01, &p);
+        adam.step(&mut p, &g);
+        assert!((p.be[0] + 0.005).abs() < 1e-5, "{}", p.be[0]);
+    }
+
+    #[test]
     fn minimises_a_quadratic() {
         // f(p) = sum (p - 3)^2 over the encoder bias.
         let mut p = Params::<f32>::zeros(4, 1);
