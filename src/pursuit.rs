@@ -612,4 +612,21 @@ mod tests {
         assert!(matches!(result, Err(Error::Stopped)), "{result:?}");
         assert_eq!(rounds, 2);
     }
+
+    /// Atoms re-seeded after a round are the encoder's too: a dictionary's encoder is
+    /// `We = Wd^T`, `be = -Wd^T bd` ([`dictionary_params`]), and the next round's pursuit (and
+    /// the fitted model) reads `We` and `be`. A re-seed that changed `Wd` alone would score the
+    /// new atoms by the dead ones' directions.
+    #[test]
+    fn reseeded_atoms_are_the_encoders_too() {
+        // 12 rows of one atom each over 48 atoms: most atoms are dead after every round.
+        let x = gaussian(12, 16, 3);
+        let mut p = PursuitParams::new(48, 1);
+        p.rounds = 2;
+        let (params, history) = p.fit(x.view(), &mut |_| {}).unwrap();
+        assert!(history.iter().all(|s| s.dead_atoms_reseeded > 0));
+        let want = dictionary_params(params.wd_t.clone(), params.bd.clone());
+        assert_eq!(params.we, want.we);
+        assert_eq!(params.be, want.be);
+    }
 }
