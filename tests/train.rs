@@ -682,6 +682,29 @@ fn monitor_max_active_keeps_the_last_epoch_when_no_epoch_is_sparse_enough() {
     assert!(report.best_epoch.is_some());
 }
 
+/// Epochs that tie the best score do not replace it: the first epoch with the best score is
+/// kept, and patience counts from it. Here the weights barely move, so every epoch's probe
+/// recall is the same: the first epoch is best and training stops `patience` epochs later.
+#[test]
+fn a_tie_with_the_best_epoch_keeps_the_first() {
+    let x = clustered(1000, 9);
+    let mut params = TrainParams::new(64, 4);
+    params.epochs = 6;
+    params.batch = 128;
+    params.lr = 1e-12;
+    params.monitor = Some(Monitor::Hamming);
+    params.patience = 2;
+    params.probe_queries = 20;
+    let (_, report) = params.fit(x.view(), &mut |_| {}).unwrap();
+    let recalls: Vec<f64> = (report.epochs.iter())
+        .map(|e| e.validation_recall.unwrap().hamming)
+        .collect();
+    assert!(recalls.iter().all(|&r| r == recalls[0]), "{recalls:?}");
+    assert_eq!(report.best_epoch, Some(1));
+    assert!(report.stopped_early);
+    assert_eq!(report.epochs.len(), 3);
+}
+
 /// A stop asked for during training ends the fit at the next step, with `Error::Stopped`.
 #[test]
 fn a_set_stop_flag_ends_the_fit() {
