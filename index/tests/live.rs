@@ -938,6 +938,58 @@ fn no_ids_are_made_after_the_largest_possible() {
     assert_eq!(Snapshot::open(&path).unwrap().len(), 5);
 }
 
+/// A delete counts each live row once, however often its id is given (the report says how
+/// many rows left the index).
+#[test]
+fn a_delete_counts_a_repeated_id_once() {
+    let (_dir, path, _) = codes_index(11, 20);
+    let mut w = Writer::open(&path).unwrap();
+    let r = w.delete(&[3, 3, 5, 7777, 5]).unwrap();
+    assert_eq!(r.deleted, 2);
+    assert_eq!(r.unknown, vec![7777]);
+    assert_eq!(Snapshot::open(&path).unwrap().len(), 18);
+}
+
+/// A segment whose every row is deleted leaves the index: not kept with a deletes file that
+/// covers it, which every search would still open and filter.
+#[test]
+fn a_segment_whose_rows_are_all_deleted_is_dropped() {
+    let (_dir, path, _) = grown_codes_index(12, 20, &[100, 101]);
+    let mut w = Writer::open(&path).unwrap();
+    assert_eq!(w.manifest().segments.len(), 2);
+    w.delete(&[100]).unwrap();
+    assert_eq!(w.manifest().segments.len(), 2);
+    w.delete(&[101]).unwrap();
+    assert_eq!(w.manifest().segments.len(), 1);
+    let snap = Snapshot::open(&path).unwrap();
+    assert_eq!((snap.len(), snap.segments().len()), (20, 1));
+}
+
+/// Hits of an older snapshot naming a row deleted since are refused by a newer snapshot's
+/// rescore, as hits naming another id are: rescoring them would return the deleted id.
+#[test]
+fn rescore_refuses_a_row_deleted_since_the_search() {
+    let mut rng = rng(13);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idx");
+    let ids: Vec<u64> = (0..20).collect();
+    build(FLOATS, &new_rows(&mut rng, FLOATS, &ids), &path);
+    let old = Snapshot::open(&path).unwrap();
+    let q = random_codes(&mut rng, 1, FLOATS.bits, 1);
+    let qf: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let flat = Mode::parse("flat").unwrap();
+    let (hits, _) = old
+        .search(&q, 5, &Score::Hamming, &flat, &SearchOptions::default())
+        .unwrap();
+    let gone = hits[0].ids[0];
+    Writer::open(&path).unwrap().delete(&[gone]).unwrap();
+    let new = Snapshot::open(&path).unwrap();
+    let err = new.rescore(&qf, &hits[0], 5).unwrap_err().to_string();
+    assert!(err.contains("deleted"), "{err}");
+    // The snapshot that searched still rescores them.
+    assert_eq!(old.rescore(&qf, &hits[0], 5).unwrap().ids.len(), 5);
+}
+
 /// A root manifest whose `next_id` is not past every id (a writer's bug, resealed) fails
 /// `verify`, naming the manifest: an add without ids would have collided with the ids in use.
 #[test]
