@@ -909,4 +909,14 @@ mod tests {
             "{e}"
         );
     }
+
+    /// Graph mode walks the largest segment and bridges lead from it: of equal segments, the
+    /// first listed, so that a tie picks the same segment in every process and an add of an
+    /// equal segment does not move the walk (and make every bridge stale).
+    #[test]
+    fn the_largest_segment_is_the_first_of_equals() {
+        assert_eq!(largest_segment([3, 5, 5, 2]), Some(1));
+        assert_eq!(largest_segment([4, 4]), Some(0));
+        assert_eq!(largest_segment([]), None);
+    }
 }
