@@ -570,11 +570,8 @@ fn write_report_files(
     results: &[CellResult],
     stats: Option<(&str, &CodeStats)>,
 ) -> Result<()> {
-    let json =
-        serde_json::to_string_pretty(results).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    let p = out.join("results.json");
-    std::fs::write(&p, json + "\n").map_err(|e| Error::io(&p, e))?;
-
+    write_results_json(out, results)?;
+    // Each plot step adds the files it wrote, with their titles, for report.md.
     let mut plots: Vec<(&str, &str)> = Vec::new();
     // The alpha sweep has its own plot; the others show the grid.
     let grid: Vec<&CellResult> = results.iter().filter(|r| !r.alpha_sweep).collect();
@@ -583,7 +580,36 @@ fn write_report_files(
         m.dedup();
         m
     };
-    // Recall@10 against bytes per vector (the smallest storage of each code).
+    plot_recall_vs_bytes(out, &grid, &methods, &mut plots)?;
+    plot_against_k(out, &grid, &methods, &mut plots)?;
+    plot_recall_vs_qps(out, &grid, &mut plots)?;
+    plot_alpha_sweep(out, results, &mut plots)?;
+    if let Some((name, st)) = stats {
+        plot_code_stats(out, name, st, &mut plots)?;
+    }
+    // A plot missing from PLOTS would be kept as a user's file by the next report.
+    debug_assert!(plots.iter().all(|(f, _)| is_report_file(f)), "{plots:?}");
+    let png = write_pngs(out, &plots)?;
+    write_markdown(out, info, results, &plots, png)
+}
+
+/// `results.json`: every cell's results, pretty-printed.
+fn write_results_json(out: &Path, results: &[CellResult]) -> Result<()> {
+    let json =
+        serde_json::to_string_pretty(results).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let p = out.join("results.json");
+    std::fs::write(&p, json + "\n").map_err(|e| Error::io(&p, e))?;
+    Ok(())
+}
+
+/// `recall_vs_bytes.svg`: recall@10 against bytes per vector (the smallest storage of each
+/// code), per method of the grid.
+fn plot_recall_vs_bytes(
+    out: &Path,
+    grid: &[&CellResult],
+    methods: &[&str],
+    plots: &mut Vec<(&'static str, &'static str)>,
+) -> Result<()> {
     let mut series: Vec<Series> = Vec::new();
     for (mi, m) in methods.iter().enumerate() {
         let rs: Vec<&CellResult> = grid.iter().copied().filter(|r| r.method == *m).collect();
@@ -626,8 +652,17 @@ fn write_report_files(
         "recall@10 against bytes per vector (hollow: the better of cosine and ADC, ADC on the \
          queries the Retrieval table says)",
     ));
+    Ok(())
+}
 
-    // Per method and N, against K.
+/// `recall_vs_k.svg` and `loss_vs_k.svg`: recall@10 and the losses against K, per method and N
+/// of the grid (none when no cell has a K).
+fn plot_against_k(
+    out: &Path,
+    grid: &[&CellResult],
+    methods: &[&str],
+    plots: &mut Vec<(&'static str, &'static str)>,
+) -> Result<()> {
     let has_sweep = grid.iter().any(|a| {
         grid.iter()
             .any(|b| a.method == b.method && a.bits == b.bits && a.k.is_some() && b.k > a.k)
@@ -635,7 +670,7 @@ fn write_report_files(
     let mut by_k: Vec<Series> = Vec::new();
     let mut losses: Vec<Series> = Vec::new();
     let mut color = 0;
-    for m in &methods {
+    for m in methods {
         let mut ns: Vec<usize> = grid
             .iter()
             .filter(|r| r.method == *m && r.k.is_some())
@@ -704,8 +739,16 @@ fn write_report_files(
             "reconstruction and fixed-TopK loss against K",
         ));
     }
+    Ok(())
+}
 
-    // Recall against QPS: the HNSW sweeps (Hamming and rescored) and the flat modes.
+/// `recall_vs_qps.svg`: recall@10 against QPS of the grid's HNSW sweeps (Hamming and
+/// rescored) and flat modes (none when no cell has a graph).
+fn plot_recall_vs_qps(
+    out: &Path,
+    grid: &[&CellResult],
+    plots: &mut Vec<(&'static str, &'static str)>,
+) -> Result<()> {
     let graphs: Vec<&CellResult> = grid.iter().copied().filter(|r| r.hnsw.is_some()).collect();
     if !graphs.is_empty() {
         let mut series = Vec::new();
@@ -763,8 +806,16 @@ fn write_report_files(
             "recall@10 against QPS; HNSW over ef 10..320 (filled: Hamming top 10, hollow: top 40 rescored), flat scans as crosses (Hamming, Hamming rescored, ADC, ADC rescored); Hamming QPS leaves out encoding the queries, ADC QPS includes building their tables",
         ));
     }
+    Ok(())
+}
 
-    // The alpha sweep: recall and sparsity against alpha, with the grid's alpha 0 and 1 cells.
+/// `alpha_recall.svg` and `alpha_sparsity.svg`: the alpha sweep's recall and sparsity against
+/// alpha, with the grid's alpha 0 and 1 cells (none when nothing was swept).
+fn plot_alpha_sweep(
+    out: &Path,
+    results: &[CellResult],
+    plots: &mut Vec<(&'static str, &'static str)>,
+) -> Result<()> {
     let sweep: Vec<&CellResult> = {
         let swept: Vec<(usize, Option<usize>)> = results
             .iter()
@@ -860,54 +911,63 @@ fn write_report_files(
         )?;
         plots.push(("alpha_sparsity.svg", "alpha sweep: sparsity against alpha"));
     }
+    Ok(())
+}
 
-    if let Some((name, st)) = stats {
-        let max = st.active_counts.iter().copied().max().unwrap_or(0) as usize;
-        let mut hist = vec![0.0; max + 1];
-        for &c in &st.active_counts {
-            hist[c as usize] += 1.0;
-        }
-        let bars: Vec<(f64, f64)> = hist
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| (i as f64, c))
-            .collect();
-        histogram(
-            &out.join("active_bits_hist.svg"),
-            &format!("active bits per vector, {name} (queries)"),
-            "set bits per code",
-            "vectors",
-            &bars,
-        )?;
-        plots.push((
-            "active_bits_hist.svg",
-            "histogram of active bits per vector",
-        ));
-        let mut f = st.bit_frequency.clone();
-        f.sort_by(|a, b| b.total_cmp(a));
-        let dead = f.iter().filter(|&&v| v == 0.0).count();
-        chart(
-            &out.join("bit_frequency.svg"),
-            &format!("per-bit firing frequency, sorted, {name} ({dead} dead bits)"),
-            (
-                "bit rank (most to least frequent)",
-                "fraction of vectors with the bit set",
-            ),
-            &[Series::new(
-                name.to_string(),
-                f.iter().enumerate().map(|(i, &v)| (i as f64, v)).collect(),
-                0,
-            )],
-            Style::lines().unit_y(),
-        )?;
-        plots.push(("bit_frequency.svg", "per-bit firing frequency distribution"));
+/// `active_bits_hist.svg` and `bit_frequency.svg`: the code statistics of the cell `name`.
+fn plot_code_stats(
+    out: &Path,
+    name: &str,
+    st: &CodeStats,
+    plots: &mut Vec<(&'static str, &'static str)>,
+) -> Result<()> {
+    let max = st.active_counts.iter().copied().max().unwrap_or(0) as usize;
+    let mut hist = vec![0.0; max + 1];
+    for &c in &st.active_counts {
+        hist[c as usize] += 1.0;
     }
+    let bars: Vec<(f64, f64)> = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (i as f64, c))
+        .collect();
+    histogram(
+        &out.join("active_bits_hist.svg"),
+        &format!("active bits per vector, {name} (queries)"),
+        "set bits per code",
+        "vectors",
+        &bars,
+    )?;
+    plots.push((
+        "active_bits_hist.svg",
+        "histogram of active bits per vector",
+    ));
+    let mut f = st.bit_frequency.clone();
+    f.sort_by(|a, b| b.total_cmp(a));
+    let dead = f.iter().filter(|&&v| v == 0.0).count();
+    chart(
+        &out.join("bit_frequency.svg"),
+        &format!("per-bit firing frequency, sorted, {name} ({dead} dead bits)"),
+        (
+            "bit rank (most to least frequent)",
+            "fraction of vectors with the bit set",
+        ),
+        &[Series::new(
+            name.to_string(),
+            f.iter().enumerate().map(|(i, &v)| (i as f64, v)).collect(),
+            0,
+        )],
+        Style::lines().unit_y(),
+    )?;
+    plots.push(("bit_frequency.svg", "per-bit firing frequency distribution"));
+    Ok(())
+}
 
-    // A plot missing from PLOTS would be kept as a user's file by the next report.
-    debug_assert!(plots.iter().all(|(f, _)| is_report_file(f)), "{plots:?}");
-    // PNG copies of every plot, when a font for their text exists.
+/// PNG copies of every plot, when a font for their text exists (else says so once): whether
+/// they were all made.
+fn write_pngs(out: &Path, plots: &[(&str, &str)]) -> Result<bool> {
     let mut png = true;
-    for (file, _) in &plots {
+    for (file, _) in plots {
         png &= crate::plot::to_png(&out.join(file))?.is_some();
     }
     if !png {
@@ -916,7 +976,18 @@ fn write_report_files(
              fonts-dejavu-core)"
         );
     }
-    let mut md = report_markdown(info, results, &plots);
+    Ok(png)
+}
+
+/// `report.md`, naming the plots, and saying so when each has a PNG beside it.
+fn write_markdown(
+    out: &Path,
+    info: &RunInfo,
+    results: &[CellResult],
+    plots: &[(&str, &str)],
+    png: bool,
+) -> Result<()> {
+    let mut md = report_markdown(info, results, plots);
     if png && !plots.is_empty() {
         md.push_str("Every plot is also a PNG beside its SVG (same name, `.png`).\n");
     }
