@@ -986,6 +986,44 @@ impl Writer {
         graph_vectors: Option<&GraphVectorsFn<'_>>,
         tables: Option<&RowTablesFn<'_>>,
     ) -> Result<AddReport> {
+        let (n, ids) = self.new_rows_ids(rows)?;
+        let t = self.manifest.template.clone();
+        let graph_dim = self.check_row_fields(rows, &t)?;
+        let sorted = crate::builder::sorted_distinct_ids(&ids).map_err(|id| {
+            Error::InvalidArgument(format!(
+                "id {id} appears more than once among the new rows; ids must be unique"
+            ))
+        })?;
+        let clashes = self.clashing_ids(&ids, upsert)?;
+
+        let mut next = self.manifest.clone();
+        let name = segment_name(next.next_segment);
+        self.write_new_segment(rows, &ids, &t, graph_dim, &name)?;
+        self.record_new_segment(&mut next, &name, &sorted, &clashes)?;
+        let mut segment = name;
+        let (merged, merged_rows) =
+            self.merge_tiers(&mut next, &mut segment, policy, graph_vectors)?;
+        let (bridged, bridge_edges) = match (graph_vectors, tables) {
+            (Some(g), Some(t)) => self.bridge_into(&mut next, g, t)?,
+            _ => (0, 0),
+        };
+        let generation = self.commit(next)?;
+        Ok(AddReport {
+            added: n,
+            replaced: clashes.len(),
+            segment,
+            id_range: (sorted[0], sorted[n - 1]),
+            merged,
+            merged_rows,
+            bridged,
+            bridge_edges,
+            generation,
+        })
+    }
+
+    /// How many rows `rows` adds and their ids (as given, or the next free ones): refused when
+    /// its words are not whole codes or its ids not one per row.
+    fn new_rows_ids(&self, rows: &NewRows<'_>) -> Result<(usize, Vec<u64>)> {
         let bits = self.manifest.bits as usize;
         let w = bits.div_ceil(64);
         if rows.codes.is_empty() || !rows.codes.len().is_multiple_of(w) {
@@ -1006,7 +1044,13 @@ impl Writer {
             Some(ids) => ids.to_vec(),
             None => self.default_ids(n)?,
         };
-        let t = self.manifest.template.clone();
+        Ok((n, ids))
+    }
+
+    /// Checks that `rows` gives exactly what the index stores for every row (vectors, norms,
+    /// graph vectors) and that its graph can be built here; returns the dimension of the
+    /// graph's float vectors, when its graph is on them.
+    fn check_row_fields(&self, rows: &NewRows<'_>, t: &Template) -> Result<Option<usize>> {
         let need = |what: &str, have: bool, want: bool| -> Result<()> {
             match (have, want) {
                 (false, true) => Err(Error::InvalidArgument(format!(
@@ -1024,17 +1068,18 @@ impl Writer {
             Some(GraphSource::Vectors { dim }) => Some(dim as usize),
             _ => None,
         };
-        self.require_graph_builder(&t, "adding rows")?;
+        self.require_graph_builder(t, "adding rows")?;
         need(
             "graph vectors (its graph is built on float vectors)",
             rows.graph_vectors.is_some(),
             graph_dim.is_some(),
         )?;
-        let sorted = crate::builder::sorted_distinct_ids(&ids).map_err(|id| {
-            Error::InvalidArgument(format!(
-                "id {id} appears more than once among the new rows; ids must be unique"
-            ))
-        })?;
+        Ok(graph_dim)
+    }
+
+    /// The new `ids` already in the index, each with its (segment, row): refused unless
+    /// `upsert`, which replaces them.
+    fn clashing_ids(&mut self, ids: &[u64], upsert: bool) -> Result<Vec<(u64, (usize, usize))>> {
         let snap = self.snapshot()?;
         let clashes: Vec<(u64, (usize, usize))> = ids
             .iter()
@@ -1062,12 +1107,23 @@ impl Writer {
                 }
             )));
         }
+        Ok(clashes)
+    }
 
-        let mut next = self.manifest.clone();
-        let name = segment_name(next.next_segment);
+    /// Writes `rows` with their `ids` as the new segment `name`, stored as the template `t`
+    /// says (its graph on the graph vectors when `graph_dim` is given).
+    fn write_new_segment(
+        &self,
+        rows: &NewRows<'_>,
+        ids: &[u64],
+        t: &Template,
+        graph_dim: Option<usize>,
+        name: &str,
+    ) -> Result<()> {
+        let bits = self.manifest.bits as usize;
         let mut b = IndexBuilder::new(bits, rows.codes)
             .live_segment()
-            .ids(&ids)
+            .ids(ids)
             .inverted(t.inverted)
             .extra(serde_json::Value::Null);
         if let Some(stop) = self.stop.as_deref() {
@@ -1085,22 +1141,46 @@ impl Writer {
                 b = b.graph_on(v, d);
             }
         }
-        b.build(self.dir.join(&name))?;
+        b.build(self.dir.join(name))?;
+        Ok(())
+    }
 
+    /// Puts the new segment `name` (of the rows with ids `sorted`) into `next`, and the rows
+    /// its ids replace (`clashes`) into `next`'s deletes.
+    fn record_new_segment(
+        &mut self,
+        next: &mut LiveManifest,
+        name: &str,
+        sorted: &[u64],
+        clashes: &[(u64, (usize, usize))],
+    ) -> Result<()> {
+        let n = sorted.len();
         let mut deleted: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for &(_, (s, r)) in &clashes {
+        for &(_, (s, r)) in clashes {
             deleted.entry(s).or_default().push(r);
         }
         next.next_segment += 1;
         next.next_id = next.next_id.max(sorted[n - 1].saturating_add(1));
         next.segments.push(SegmentEntry {
-            name: name.clone(),
+            name: name.to_string(),
             rows: n as u64,
             deletes: None,
             bridge: None,
         });
-        self.mark_deleted(&mut next, &deleted)?;
-        let (mut segment, mut merged) = (name, 0);
+        self.mark_deleted(next, &deleted)
+    }
+
+    /// Merges the segments of `next` as `policy` selects, tier after tier, until it selects
+    /// none; `segment` (the new one) follows its rows into the merged segment. Returns how
+    /// many segments of `next` were merged and the rows of the segments the merges made.
+    fn merge_tiers(
+        &mut self,
+        next: &mut LiveManifest,
+        segment: &mut String,
+        policy: MergePolicy,
+        graph_vectors: Option<&GraphVectorsFn<'_>>,
+    ) -> Result<(usize, usize)> {
+        let mut merged = 0;
         // Segments the merges made: one merged again in a later round (merges cascade up the
         // tiers) is counted neither as a segment merged nor for its rows.
         let mut made: Vec<(String, usize)> = Vec::new();
@@ -1109,7 +1189,7 @@ impl Writer {
             if tier.is_empty() {
                 break;
             }
-            let holds_new = tier.iter().any(|&s| next.segments[s].name == segment);
+            let holds_new = tier.iter().any(|&s| next.segments[s].name == *segment);
             for &s in &tier {
                 let name = &next.segments[s].name;
                 match made.iter().position(|(m, _)| m == name) {
@@ -1117,30 +1197,15 @@ impl Writer {
                     None => merged += 1,
                 }
             }
-            let (m, done) = self.merge(&next, &tier, graph_vectors)?;
+            let (m, done) = self.merge(next, &tier, graph_vectors)?;
             if holds_new {
-                segment = done.name.clone();
+                *segment = done.name.clone();
             }
             made.push((done.name, done.rows));
-            next = m;
+            *next = m;
         }
         let merged_rows = made.iter().map(|(_, rows)| rows).sum();
-        let (bridged, bridge_edges) = match (graph_vectors, tables) {
-            (Some(g), Some(t)) => self.bridge_into(&mut next, g, t)?,
-            _ => (0, 0),
-        };
-        let generation = self.commit(next)?;
-        Ok(AddReport {
-            added: n,
-            replaced: clashes.len(),
-            segment,
-            id_range: (sorted[0], sorted[n - 1]),
-            merged,
-            merged_rows,
-            bridged,
-            bridge_edges,
-            generation,
-        })
+        Ok((merged, merged_rows))
     }
 
     /// Gives every segment other than the largest (by live rows) a bridge from the largest
