@@ -24,7 +24,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use ndarray::ArrayView2;
+use ndarray::{ArrayView2, CowArray, Ix2};
 
 use crate::error::{Error, Result};
 use crate::live::{IdFilter, SearchOptions, Snapshot};
@@ -811,99 +811,14 @@ pub fn search_batched(
     stop: Option<&AtomicBool>,
     batch: Option<usize>,
 ) -> Result<Found> {
-    if request.k == 0 {
-        return Err(Error::InvalidArgument(
-            "k must be at least 1 (neighbours per query)".into(),
-        ));
-    }
-    if request.rescore == Some(0) {
-        return Err(Error::InvalidArgument(
-            "rescore must be at least 1 (candidates fetched per result, then rescored)".into(),
-        ));
-    }
-    if let (Some(file), Some(info)) = (model.and_then(|m| m.source), index.model_info())
-        && file != info
-    {
-        return Err(Error::InvalidArgument(format!(
-            "{}: the model given is not this index's model (its file's length and CRC-32 are \
-                 not the ones the manifest records): search with the model \
-                 Snapshot::query_model reads from this snapshot",
-            index.dir().display()
-        )));
-    }
-    if !matches!(request.mode, Mode::Hnsw(_)) {
-        // An ef the exact modes would ignore is refused first; a graph search's ef is checked
-        // below, once the index is known to have a graph for this score.
-        request.check_ef()?;
-    }
-    let dir = index.dir().display();
+    check_request(index, model, request)?;
     let bits = index.bits();
     let score_name = request.score;
-    let floats = match &queries {
-        Queries::Floats(q) => {
-            // Rows of the wrong width are said as such first: a row of no columns is no "zero
-            // vector" to drop.
-            if let Some(m) = model {
-                m.weights.check_dim(q.ncols())?;
-            }
-            // A zero query has no direction to score by: every ADC or soft score would be 0
-            // (the hits the lowest ids), its cosine undefined. Its code (the model's biases)
-            // is still a code to search by Hamming distance.
-            let tables = matches!(score_name, ScoreName::Adc | ScoreName::Soft);
-            check_rows("queries", *q, tables || request.rescore.is_some())?;
-            Some(q.as_standard_layout())
-        }
-        Queries::Packed { .. } => None,
-    };
-    if score_name.needs_floats() && floats.is_none() {
-        return Err(Error::InvalidArgument(format!(
-            "score {} needs float queries (it compares the float query with the codes)",
-            score_name.name()
-        )));
-    }
+    let floats = float_queries(model, &queries, request)?;
     check_index_serves(index, request)?;
-    let mut encode_seconds = 0.0;
     let skip_codes = !request.distances && score_name.needs_floats();
-    let codes = match (&floats, queries) {
-        (Some(q), _) => {
-            let m = model.ok_or_else(|| no_model(index, &dir))?;
-            if skip_codes {
-                // Table scores rank without the codes: all-zero ones stand in for them, and
-                // the hits skip their distances (SearchParams::skip_distances below).
-                check_model_fits(m, q.view(), bits)?;
-                vec![0; q.nrows() * pack::words_per_code(bits)]
-            } else {
-                let started = Instant::now();
-                let codes = encode_queries(m, q.view(), bits)?;
-                encode_seconds = started.elapsed().as_secs_f64();
-                codes
-            }
-        }
-        (None, Queries::Packed { bytes, rows, cols }) => {
-            let want = pack::bytes_per_code(bits);
-            if cols != want {
-                return Err(Error::DimMismatch {
-                    what: format!("bytes per query code (the index holds {bits}-bit codes)"),
-                    expected: want,
-                    got: cols,
-                });
-            }
-            pack::pack_le_bytes(bytes, rows, cols, bits)?
-        }
-        (None, Queries::Floats(_)) => unreachable!("float queries are kept above"),
-    };
-    if request.rescore.is_some() {
-        if floats.is_none() {
-            return Err(Error::InvalidArgument(
-                "rescoring needs float queries (codes alone cannot be rescored)".into(),
-            ));
-        }
-        if !index.has_vectors() {
-            return Err(Error::InvalidArgument(format!(
-                "{dir}: the index stores no vectors to rescore with; rebuild it with vectors"
-            )));
-        }
-    }
+    let (codes, encode_seconds) = query_codes(index, model, floats.as_ref(), queries, skip_codes)?;
+    check_rescore(index, request, floats.is_some())?;
 
     // The graph's ef travels in the mode; the searcher reads only these.
     let params = SearchParams::default()
@@ -1015,6 +930,133 @@ pub fn search_batched(
         encode_seconds,
         steps,
     })
+}
+
+/// Checks the request's own arguments before anything is read: k and rescore at least 1, the
+/// model (when its file is known) the index's own, and an ef only a graph search reads.
+fn check_request(index: &Snapshot, model: Option<ModelView<'_>>, request: &Request) -> Result<()> {
+    if request.k == 0 {
+        return Err(Error::InvalidArgument(
+            "k must be at least 1 (neighbours per query)".into(),
+        ));
+    }
+    if request.rescore == Some(0) {
+        return Err(Error::InvalidArgument(
+            "rescore must be at least 1 (candidates fetched per result, then rescored)".into(),
+        ));
+    }
+    if let (Some(file), Some(info)) = (model.and_then(|m| m.source), index.model_info())
+        && file != info
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{}: the model given is not this index's model (its file's length and CRC-32 are \
+                 not the ones the manifest records): search with the model \
+                 Snapshot::query_model reads from this snapshot",
+            index.dir().display()
+        )));
+    }
+    if !matches!(request.mode, Mode::Hnsw(_)) {
+        // An ef the exact modes would ignore is refused first; a graph search's ef is checked
+        // later, once the index is known to have a graph for this score.
+        request.check_ef()?;
+    }
+    Ok(())
+}
+
+/// The float queries in standard layout (`None` for packed codes), checked against the model's
+/// width and for rows the score cannot rank by; refused for a score that needs floats.
+fn float_queries<'q>(
+    model: Option<ModelView<'_>>,
+    queries: &'q Queries<'_>,
+    request: &Request,
+) -> Result<Option<CowArray<'q, f32, Ix2>>> {
+    let score_name = request.score;
+    let floats = match queries {
+        Queries::Floats(q) => {
+            // Rows of the wrong width are said as such first: a row of no columns is no "zero
+            // vector" to drop.
+            if let Some(m) = model {
+                m.weights.check_dim(q.ncols())?;
+            }
+            // A zero query has no direction to score by: every ADC or soft score would be 0
+            // (the hits the lowest ids), its cosine undefined. Its code (the model's biases)
+            // is still a code to search by Hamming distance.
+            let tables = matches!(score_name, ScoreName::Adc | ScoreName::Soft);
+            check_rows("queries", *q, tables || request.rescore.is_some())?;
+            Some(q.as_standard_layout())
+        }
+        Queries::Packed { .. } => None,
+    };
+    if score_name.needs_floats() && floats.is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "score {} needs float queries (it compares the float query with the codes)",
+            score_name.name()
+        )));
+    }
+    Ok(floats)
+}
+
+/// The packed query codes, encoded with the model from `floats` (all-zero ones when
+/// `skip_codes`), or checked and packed from the bytes given; with the seconds the encoding
+/// took.
+fn query_codes(
+    index: &Snapshot,
+    model: Option<ModelView<'_>>,
+    floats: Option<&CowArray<'_, f32, Ix2>>,
+    queries: Queries<'_>,
+    skip_codes: bool,
+) -> Result<(Vec<u64>, f64)> {
+    let dir = index.dir().display();
+    let bits = index.bits();
+    let mut encode_seconds = 0.0;
+    let codes = match (floats, queries) {
+        (Some(q), _) => {
+            let m = model.ok_or_else(|| no_model(index, &dir))?;
+            if skip_codes {
+                // Table scores rank without the codes: all-zero ones stand in for them, and
+                // the hits skip their distances (search_batched's SearchParams::skip_distances).
+                check_model_fits(m, q.view(), bits)?;
+                vec![0; q.nrows() * pack::words_per_code(bits)]
+            } else {
+                let started = Instant::now();
+                let codes = encode_queries(m, q.view(), bits)?;
+                encode_seconds = started.elapsed().as_secs_f64();
+                codes
+            }
+        }
+        (None, Queries::Packed { bytes, rows, cols }) => {
+            let want = pack::bytes_per_code(bits);
+            if cols != want {
+                return Err(Error::DimMismatch {
+                    what: format!("bytes per query code (the index holds {bits}-bit codes)"),
+                    expected: want,
+                    got: cols,
+                });
+            }
+            pack::pack_le_bytes(bytes, rows, cols, bits)?
+        }
+        (None, Queries::Floats(_)) => unreachable!("float queries are kept above"),
+    };
+    Ok((codes, encode_seconds))
+}
+
+/// Checks that a rescoring request has float queries (`has_floats`) and an index with
+/// vectors to rescore them with.
+fn check_rescore(index: &Snapshot, request: &Request, has_floats: bool) -> Result<()> {
+    let dir = index.dir().display();
+    if request.rescore.is_some() {
+        if !has_floats {
+            return Err(Error::InvalidArgument(
+                "rescoring needs float queries (codes alone cannot be rescored)".into(),
+            ));
+        }
+        if !index.has_vectors() {
+            return Err(Error::InvalidArgument(format!(
+                "{dir}: the index stores no vectors to rescore with; rebuild it with vectors"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Checks that `index` has what `request`'s mode and score read (a graph for that score,
