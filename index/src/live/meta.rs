@@ -919,4 +919,77 @@ mod tests {
         assert_eq!(largest_segment([4, 4]), Some(0));
         assert_eq!(largest_segment([]), None);
     }
+
+    /// Each check of a segment's entry, on a manifest resealed with a valid checksum (so only
+    /// the check itself can refuse it): a segment listed twice (its rows would be searched
+    /// twice, its ids live twice), a segment of 0 rows, one bridged from itself, and a deletes
+    /// count of 0 or above the segment's rows (the count `rows - deleted` of live rows would be
+    /// wrong or wrap). No other test edits these fields, so dropping any of the checks passed.
+    #[test]
+    fn manifest_refuses_each_bad_segment_entry() {
+        let seg = |k: u64, rows: u64| SegmentEntry {
+            name: segment_name(k),
+            rows,
+            deletes: None,
+            bridge: None,
+        };
+        let good = LiveManifest {
+            bsa_index_version: "x".into(),
+            generation: 3,
+            bits: 64,
+            words_per_code: 1,
+            incompat_features: vec![],
+            next_id: 10,
+            next_segment: 3,
+            segments: vec![seg(1, 5), seg(2, 4)],
+            model: None,
+            template: Template::default(),
+            extra: serde_json::Value::Null,
+        };
+        let p = Path::new("manifest.json");
+        let refused = |edit: &dyn Fn(&mut LiveManifest)| {
+            let mut m = good.clone();
+            edit(&mut m);
+            let e = LiveManifest::from_bytes(&m.to_bytes().unwrap(), p).unwrap_err();
+            assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+            e.to_string()
+        };
+        let deletes = |deleted: u64| DeletesEntry {
+            file: deletes_name(&segment_name(1), 3),
+            deleted,
+            info: FileInfo { len: 64, crc32: 0 },
+        };
+        // The edits below are refused for what they change: the same manifest with sound
+        // values reads back.
+        let mut sound = good.clone();
+        sound.segments[0].deletes = Some(deletes(5));
+        sound.segments[1].bridge = Some(BridgeEntry {
+            file: bridge_name(&segment_name(2), &segment_name(1), 3),
+            to: segment_name(1),
+            edges: 4,
+            info: FileInfo { len: 64, crc32: 0 },
+        });
+        assert_eq!(
+            LiveManifest::from_bytes(&sound.to_bytes().unwrap(), p).unwrap(),
+            sound
+        );
+
+        let e = refused(&|m| m.segments[1].name = segment_name(1));
+        assert!(e.contains("segment \"seg-000001\" is listed twice"), "{e}");
+        let e = refused(&|m| m.segments[1].rows = 0);
+        assert!(e.contains("segment \"seg-000002\" has 0 rows"), "{e}");
+        let e = refused(&|m| {
+            m.segments[1].bridge = Some(BridgeEntry {
+                file: bridge_name(&segment_name(2), &segment_name(2), 3),
+                to: segment_name(2),
+                edges: 1,
+                info: FileInfo { len: 64, crc32: 0 },
+            })
+        });
+        assert!(e.contains("is bridged from itself"), "{e}");
+        let e = refused(&|m| m.segments[0].deletes = Some(deletes(0)));
+        assert!(e.contains("0 deleted of 5 rows"), "{e}");
+        let e = refused(&|m| m.segments[0].deletes = Some(deletes(6)));
+        assert!(e.contains("6 deleted of 5 rows"), "{e}");
+    }
 }
