@@ -994,6 +994,41 @@ mod tests {
         assert!(e.to_string().contains("metric Hamming"), "{e}");
     }
 
+    /// Resealed with a valid checksum, a segment whose rows are not the manifest's `n` (either
+    /// way: more, or fewer), and vectors listed by the segment or the manifest but not both,
+    /// are refused: searches size their arrays by `n` and read the vectors the segment names.
+    #[test]
+    fn counts_and_vectors_that_disagree_are_refused() {
+        let refused = |m: &Manifest| {
+            let e = Manifest::from_bytes(&m.to_bytes().unwrap(), &p()).unwrap_err();
+            assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+            e.to_string()
+        };
+        for rows in [9, 11] {
+            let mut m = sample();
+            m.segments[0].rows = rows;
+            let e = refused(&m);
+            assert!(e.contains(&format!("segment has {rows} rows but n is 10")), "{e}");
+        }
+        let vectors = VectorsInfo {
+            dim: 4,
+            dtype: VectorDtype::F32,
+        };
+        let mut both = sample();
+        both.files.insert("vectors.bin".into(), FileInfo { len: 224, crc32: 4 });
+        both.vectors = Some(vectors);
+        both.segments[0].vectors = Some("vectors.bin".into());
+        assert_eq!(Manifest::from_bytes(&both.to_bytes().unwrap(), &p()).unwrap(), both);
+        let mut only_manifest = both.clone();
+        only_manifest.segments[0].vectors = None;
+        let mut only_segment = both.clone();
+        only_segment.vectors = None;
+        for m in [only_manifest, only_segment] {
+            let e = refused(&m);
+            assert!(e.contains("vectors listed in the segment and the manifest disagree"), "{e}");
+        }
+    }
+
     proptest! {
         #[test]
         fn any_byte_flip_is_an_error_or_harmless(at in any::<prop::sample::Index>(), x in 1u8..=255) {
