@@ -71,6 +71,40 @@ fn bad_inputs_are_rejected() {
     assert!(!out.exists());
 }
 
+/// The builder's bounds at their edges, each said in its own words: vectors of dimension 0
+/// (no floats for any number of rows, so the size check alone lets them through, and the
+/// manifest written would be refused on open), and an HNSW graph of one connection per node
+/// (the smallest that builds is 2).
+#[test]
+fn zero_dimension_vectors_and_one_connection_graphs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x");
+    let e = IndexBuilder::new(64, &[1, 2])
+        .vectors(&[], 0)
+        .build(&out)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("vector dimension must be in 1..="),
+        "{e}"
+    );
+    let one = bsa_index::HnswParams {
+        max_connections: 1,
+        ..Default::default()
+    };
+    let e = one.validate().unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("max_connections (M) must be in 2..="),
+        "{e}"
+    );
+    let two = bsa_index::HnswParams {
+        max_connections: 2,
+        ..Default::default()
+    };
+    two.validate().unwrap();
+    assert!(!out.exists());
+}
+
 /// Overwriting deletes an index's folder whole, so it refuses while the folder holds anything
 /// bsa did not write (a user's notes kept beside the index), in either format, and names it.
 #[test]
