@@ -823,4 +823,25 @@ mod tests {
             .to_string();
         assert!(e.contains("base row 7"), "{e}");
     }
+
+    /// The candidates' floor is rounded down into `f32`, never to nearest: an `f64` floor just
+    /// below an `f32` value rounds up to it by `as f32`, and a row scored exactly at the floor's
+    /// `f32` neighbour below would be pruned although its `f64` score may make the top k. No
+    /// other test reaches a floor that `as f32` rounds up, so rounding to nearest passed.
+    #[test]
+    fn the_floor_rounds_down_into_f32() {
+        for x in [1.0 - 2f64.powi(-30), -(1.0 + 2f64.powi(-30)), 3.0 - 1e-12] {
+            let f = f32_at_most(x);
+            assert!(f64::from(f) <= x, "{x} gave {f}");
+            assert!(
+                f64::from(f.next_up()) > x,
+                "{x} gave {f}, not the largest below"
+            );
+        }
+        assert_eq!(f32_at_most(1.0 - 2f64.powi(-30)), 1.0f32.next_down());
+        // Values an f32 holds are kept.
+        for v in [0.0f32, 1.0, -2.5, f32::MIN_POSITIVE] {
+            assert_eq!(f32_at_most(f64::from(v)), v);
+        }
+    }
 }
