@@ -997,6 +997,7 @@ mod tests {
     /// Resealed with a valid checksum, a segment whose rows are not the manifest's `n` (either
     /// way: more, or fewer), and vectors listed by the segment or the manifest but not both,
     /// are refused: searches size their arrays by `n` and read the vectors the segment names.
+    /// So is an `n` past u32::MAX, and not one at it.
     #[test]
     fn counts_and_vectors_that_disagree_are_refused() {
         let refused = |m: &Manifest| {
@@ -1008,25 +1009,50 @@ mod tests {
             let mut m = sample();
             m.segments[0].rows = rows;
             let e = refused(&m);
-            assert!(e.contains(&format!("segment has {rows} rows but n is 10")), "{e}");
+            assert!(
+                e.contains(&format!("segment has {rows} rows but n is 10")),
+                "{e}"
+            );
         }
         let vectors = VectorsInfo {
             dim: 4,
             dtype: VectorDtype::F32,
         };
         let mut both = sample();
-        both.files.insert("vectors.bin".into(), FileInfo { len: 224, crc32: 4 });
+        both.files
+            .insert("vectors.bin".into(), FileInfo { len: 224, crc32: 4 });
         both.vectors = Some(vectors);
         both.segments[0].vectors = Some("vectors.bin".into());
-        assert_eq!(Manifest::from_bytes(&both.to_bytes().unwrap(), &p()).unwrap(), both);
+        assert_eq!(
+            Manifest::from_bytes(&both.to_bytes().unwrap(), &p()).unwrap(),
+            both
+        );
         let mut only_manifest = both.clone();
         only_manifest.segments[0].vectors = None;
         let mut only_segment = both.clone();
         only_segment.vectors = None;
         for m in [only_manifest, only_segment] {
             let e = refused(&m);
-            assert!(e.contains("vectors listed in the segment and the manifest disagree"), "{e}");
+            assert!(
+                e.contains("vectors listed in the segment and the manifest disagree"),
+                "{e}"
+            );
         }
+        // The limit on codes is u32::MAX itself (row numbers are u32): at it a manifest reads
+        // back, one past it is refused.
+        let mut at = sample();
+        (at.n, at.segments[0].rows) = (u64::from(u32::MAX), u64::from(u32::MAX));
+        assert_eq!(
+            Manifest::from_bytes(&at.to_bytes().unwrap(), &p()).unwrap(),
+            at
+        );
+        let mut past = at.clone();
+        (past.n, past.segments[0].rows) = (past.n + 1, past.n + 1);
+        let e = refused(&past);
+        assert!(
+            e.contains("4294967296 codes exceed the limit of 4294967295"),
+            "{e}"
+        );
     }
 
     proptest! {
