@@ -363,6 +363,47 @@ fn graph_searches_reach_added_rows_through_bridges() {
     assert!(!out.stderr.contains("bridging"), "{out:#?}");
 }
 
+/// An index whose graph is built on data it does not store cannot rebuild that graph for a
+/// merged segment: its adds never merge, even when the default --merge-factor finds two
+/// segments in one tier (which would fail the add, saying the index has no model). No test
+/// added twice to such an index, so dropping the rule passed.
+#[test]
+fn a_graph_on_unstored_data_keeps_every_add_a_segment() {
+    let t = TestDir::new();
+    let x = normalised(90, 16, 5);
+    let part = |name: &str, rows: std::ops::Range<usize>| {
+        let m = Matrix {
+            n: rows.len(),
+            dim: 16,
+            data: x.data[rows.start * 16..rows.end * 16].to_vec(),
+        };
+        t.write_f32(name, &m);
+    };
+    part("head.npy", 0..60);
+    part("a.npy", 60..75);
+    part("b.npy", 75..90);
+    let model = t.train("head.npy", "m.safetensors", 64, 8, &["--method", "topk"]);
+    t.bsa(&[
+        "build",
+        "--model",
+        &model,
+        "--data",
+        "head.npy",
+        "--hnsw",
+        "--hnsw-on",
+        "data",
+        "-q",
+        "--out",
+        "idx",
+    ])
+    .ok();
+    for part in ["a.npy", "b.npy"] {
+        t.bsa(&["add", "--index", "idx", "--data", part]).ok();
+    }
+    let out = t.bsa(&["info", "--index", "idx"]).ok();
+    assert!(out.stdout.contains("3 segments"), "{out:#?}");
+}
+
 /// An index `idx` of 40 codes of 16 bits (`c.npy`), `gone.npy` holding one of its ids, and the
 /// index's `LOCK` file, open (not locked), for a test to play another writer with.
 fn index_and_its_lock_file() -> (TestDir, std::fs::File) {
