@@ -303,14 +303,7 @@ fn graph_searches_reach_added_rows_through_bridges() {
     let x = normalised(300, 16, 3);
     t.write_f32("x.npy", &x);
     t.write_f32("q.npy", &normalised(6, 16, 4));
-    let part = |name: &str, rows: std::ops::Range<usize>| {
-        let m = Matrix {
-            n: rows.len(),
-            dim: 16,
-            data: x.data[rows.start * 16..rows.end * 16].to_vec(),
-        };
-        t.write_f32(name, &m);
-    };
+    let part = |name: &str, rows: std::ops::Range<usize>| t.write_f32(name, &x.rows(rows));
     part("head.npy", 0..240);
     part("tail.npy", 240..300);
     t.write("tail_ids.npy", &ids_npy(&(240..300).collect::<Vec<_>>()));
@@ -371,14 +364,7 @@ fn graph_searches_reach_added_rows_through_bridges() {
 fn a_graph_on_unstored_data_keeps_every_add_a_segment() {
     let t = TestDir::new();
     let x = normalised(90, 16, 5);
-    let part = |name: &str, rows: std::ops::Range<usize>| {
-        let m = Matrix {
-            n: rows.len(),
-            dim: 16,
-            data: x.data[rows.start * 16..rows.end * 16].to_vec(),
-        };
-        t.write_f32(name, &m);
-    };
+    let part = |name: &str, rows: std::ops::Range<usize>| t.write_f32(name, &x.rows(rows));
     part("head.npy", 0..60);
     part("a.npy", 60..75);
     part("b.npy", 75..90);

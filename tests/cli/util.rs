@@ -195,6 +195,15 @@ impl Matrix {
     pub fn row_mut(&mut self, i: usize) -> &mut [f32] {
         &mut self.data[i * self.dim..(i + 1) * self.dim]
     }
+
+    /// The rows `rows` as a matrix of their own (e.g. the part of the data an add brings).
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Matrix {
+        Matrix {
+            n: rows.len(),
+            dim: self.dim,
+            data: self.data[rows.start * self.dim..rows.end * self.dim].to_vec(),
+        }
+    }
 }
 
 /// `n` standard-normal vectors of dimension `dim`, each scaled to unit length.
